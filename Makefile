@@ -1,0 +1,55 @@
+# Baton: `make run` sets up everything it needs and starts the stack; `make test` the same
+# and runs the tests. Both bootstrap a .venv, the packages and a redis-server binary.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run stop status test test-fast test-e2e lint bootstrap redis-server clean
+
+bootstrap: $(STAMP) redis-server
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# The embedded Redis needs the redis-server binary: install it with apt when we may,
+# else stop and name the package. Not needed when BATON_REDIS_URL points elsewhere.
+redis-server:
+	@if [ -z "$$BATON_REDIS_URL" ] && ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install the package 'redis-server' (sudo apt-get install redis-server)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+run: bootstrap
+	$(VENV)/bin/baton run
+
+stop: $(STAMP)
+	$(VENV)/bin/baton stop
+
+status: $(STAMP)
+	@$(VENV)/bin/baton status
+
+test: bootstrap
+	$(VENV)/bin/pytest -q tests
+
+test-fast: bootstrap
+	$(VENV)/bin/pytest -q tests/fast
+
+test-e2e: bootstrap
+	$(VENV)/bin/pytest -q tests/e2e
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean: stop
+	rm -rf var

@@ -1,0 +1,142 @@
+"""Start and stop the whole stack under supervisord (`make run` / `make stop`).
+
+The launcher turns settings into the ENV_ variables supervisor.conf expands, includes the
+embedded Redis program unless BATON_REDIS_URL points elsewhere, starts supervisord in the
+background and waits until the worker has ticked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+import redis
+from supervisor.xmlrpc import SupervisorTransport
+
+from baton.settings import REPO_ROOT, Settings
+
+SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
+REDIS_TEMPLATE = REPO_ROOT / "deploy" / "supervisor" / "redis.conf"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def supervisor_env(s: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["BATON_HOME"] = s.home
+    env["BATON_PYTHON"] = sys.executable
+    env["BATON_REDIS_PORT"] = str(s.redis_port)
+    env["BATON_SIM_AUTOSTART"] = "true"
+    # One tick plus margin: a worker told to stop finishes the tick it is in.
+    env["BATON_STOP_WAIT_S"] = str(max(15, s.tick_ms // 1000 * 2 + 10))
+    if s.embedded_redis:
+        server = shutil.which("redis-server")
+        if not server:
+            raise StackError(
+                "redis-server not found: install the Debian/Ubuntu package 'redis-server' "
+                "(apt-get install redis-server), or set BATON_REDIS_URL to a Redis you run"
+            )
+        env["BATON_REDIS_SERVER"] = server
+    return env
+
+
+def rpc(s: Settings) -> Any:
+    transport = SupervisorTransport(None, None, f"unix://{s.supervisor_socket}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def supervisor_running(s: Settings) -> bool:
+    if not s.supervisor_socket.exists():
+        return False
+    try:
+        return rpc(s).supervisor.getState()["statename"] == "RUNNING"
+    except (OSError, xmlrpc.client.Fault):
+        return False
+
+
+def _prepare_dirs(s: Settings) -> None:
+    for d in (s.log_dir, s.run_dir, s.var_dir / "redis", s.run_dir / "supervisor.d"):
+        d.mkdir(parents=True, exist_ok=True)
+    fragment = s.run_dir / "supervisor.d" / "redis.conf"
+    if s.embedded_redis:
+        shutil.copyfile(REDIS_TEMPLATE, fragment)
+    else:
+        fragment.unlink(missing_ok=True)
+
+
+def _redis(s: Settings) -> redis.Redis:
+    return redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=2)
+
+
+def wait_until(cond: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last_err: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - waiting out start-up errors is the point
+            last_err = e
+        time.sleep(interval_s)
+    raise StackError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (
+        f" (last error: {last_err})" if last_err else ""))
+
+
+def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
+    _prepare_dirs(s)
+    if supervisor_running(s):
+        log(f"supervisord already running for {s.home}; starting any stopped program")
+        rpc(s).supervisor.startAllProcesses(True)
+    else:
+        env = supervisor_env(s)
+        out = subprocess.run(
+            [str(Path(sys.executable).with_name("supervisord")), "-c", str(SUPERVISOR_CONF)],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if out.returncode != 0:
+            raise StackError(f"supervisord failed to start: {out.stderr.strip() or out.stdout.strip()}")
+        log(f"supervisord started (logs in {s.log_dir})")
+    r = _redis(s)
+    wait_until(r.ping, 30, f"Redis at {s.redis_url}")
+    log(f"redis ready at {s.redis_url}")
+    from state.keys import Keys
+
+    k = Keys(s.prefix)
+    before = int(r.hget(k.stats(), "ticks_done") or 0)
+    wait_until(lambda: int(r.hget(k.stats(), "ticks_done") or 0) > before, wait_s, "the worker's first tick")
+    log("worker is ticking")
+
+
+def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
+    pid_file = s.run_dir / "supervisord.pid"
+    if not supervisor_running(s):
+        log("supervisord is not running")
+        return
+    pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
+    rpc(s).supervisor.shutdown()
+    if pid is not None:
+        wait_until(lambda: not _alive(pid), timeout_s, f"supervisord (pid {pid}) to exit")
+    log("stopped")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is gone for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

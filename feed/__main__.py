@@ -1,0 +1,53 @@
+"""`python -m feed`: the Binance kline feed process (see feed/client.py).
+
+Reads settings once, runs until SIGTERM/SIGINT, closes cleanly and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import redis.asyncio as aioredis
+
+from baton import settings
+from feed.client import Feed
+
+log = logging.getLogger("feed")
+
+
+async def _run(s: settings.Settings) -> int:
+    redis = aioredis.Redis.from_url(s.redis_url)
+    feed = Feed.from_settings(s, redis)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, feed.stop)
+    log.info(
+        "feed starting: assets=%s ws=%s rest=%s redis=%s",
+        ",".join(s.assets), s.binance_ws_url, s.binance_rest_url, s.redis_url,
+    )
+    try:
+        await feed.run()
+    finally:
+        await redis.aclose()
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        s = settings.load()
+    except settings.SettingsError as e:
+        log.error("bad settings: %s", e)
+        return 2
+    return asyncio.run(_run(s))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

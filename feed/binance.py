@@ -1,0 +1,134 @@
+"""Binance wire formats the feed reads: combined-stream kline frames and REST kline rows.
+
+Owns decoding and validation only (msgspec structs, one decoder each, built once); it turns
+a raw frame into a `CandleUpdate`, a `ServerShutdown` notice, or raises `BadFrame`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from sim.model import asset_of_symbol, symbol
+from state.structs import Candle
+
+# Prices arrive as strings; `strict=False` lets msgspec parse them as floats, and these bounds
+# reject what a string can smuggle in that a price must never be (nan, inf, zero, negative).
+Price = Annotated[float, msgspec.Meta(gt=0, lt=1e15)]
+Volume = Annotated[float, msgspec.Meta(ge=0, lt=1e30)]
+SAMPLE_CHARS = 200
+INTERVAL_MS = {"1s": 1000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000}
+
+
+class BadFrame(ValueError):
+    """A frame the feed cannot use; the message says what was wrong with it."""
+
+
+class Kline(msgspec.Struct, frozen=True):
+    open_ms: int = msgspec.field(name="t")
+    close_ms: int = msgspec.field(name="T")
+    symbol: str = msgspec.field(name="s")
+    interval: str = msgspec.field(name="i")
+    open: Price = msgspec.field(name="o")
+    close: Price = msgspec.field(name="c")
+    high: Price = msgspec.field(name="h")
+    low: Price = msgspec.field(name="l")
+    volume: Volume = msgspec.field(name="v")
+    closed: bool = msgspec.field(name="x")
+
+
+class KlineEvent(msgspec.Struct, frozen=True, tag_field="e", tag="kline"):
+    event_ms: int = msgspec.field(name="E")
+    symbol: str = msgspec.field(name="s")
+    k: Kline
+
+
+class ServerShutdown(msgspec.Struct, frozen=True, tag_field="e", tag="serverShutdown"):
+    """Binance's warning that it is about to drop the connection."""
+
+    event_ms: int = msgspec.field(name="E", default=0)
+
+
+class Frame(msgspec.Struct, frozen=True):
+    stream: str = ""
+    data: KlineEvent | ServerShutdown | None = None
+    # A bare event (no combined-stream wrapper) carries its type at the top level.
+    e: str = ""
+
+
+class KlineRow(msgspec.Struct, array_like=True, frozen=True):
+    """A REST kline row; the trailing fields (trades, quote volume, ...) are ignored."""
+
+    open_ms: int
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Volume
+    close_ms: int
+
+
+class CandleUpdate(msgspec.Struct, frozen=True):
+    asset: str
+    candle: Candle
+
+
+_FRAME = msgspec.json.Decoder(Frame, strict=False)
+_ROWS = msgspec.json.Decoder(list[KlineRow], strict=False)
+
+
+def stream_names(assets: tuple[str, ...] | list[str], interval: str) -> list[str]:
+    return [f"{symbol(a).lower()}@kline_{interval}" for a in assets]
+
+
+def stream_url(ws_url: str, assets: tuple[str, ...] | list[str], interval: str) -> str:
+    return f"{ws_url.rstrip('/')}/stream?streams={'/'.join(stream_names(assets, interval))}"
+
+
+def sample(raw: str | bytes) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else raw
+    return text[:SAMPLE_CHARS]
+
+
+def parse_frame(
+    raw: str | bytes, assets: frozenset[str], interval: str
+) -> CandleUpdate | ServerShutdown:
+    try:
+        frame = _FRAME.decode(raw)
+    except msgspec.ValidationError as e:
+        raise BadFrame(f"wrong shape: {e}") from None
+    except msgspec.DecodeError as e:
+        raise BadFrame(f"not JSON: {e}") from None
+    data = frame.data
+    if data is None:
+        if frame.e == "serverShutdown":
+            return ServerShutdown()
+        raise BadFrame(f"no `data` in frame (e={frame.e!r})")
+    if isinstance(data, ServerShutdown):
+        return data
+    k = data.k
+    asset = asset_of_symbol(data.symbol)
+    if asset is None or asset not in assets:
+        raise BadFrame(f"unknown symbol {data.symbol!r}")
+    if k.symbol != data.symbol:
+        raise BadFrame(f"kline symbol {k.symbol!r} differs from event symbol {data.symbol!r}")
+    if k.interval != interval:
+        raise BadFrame(f"interval {k.interval!r}, expected {interval!r}")
+    if k.high < max(k.open, k.close, k.low) or k.low > min(k.open, k.close):
+        raise BadFrame(f"inconsistent kline o={k.open} h={k.high} l={k.low} c={k.close}")
+    return CandleUpdate(
+        asset, Candle(k.open_ms, k.open, k.high, k.low, k.close, k.volume, k.closed)
+    )
+
+
+def parse_rows(raw: bytes, now_ms: int) -> list[Candle]:
+    """REST kline rows as candles; a row whose close time has not passed is still open."""
+    try:
+        rows = _ROWS.decode(raw)
+    except msgspec.DecodeError as e:
+        raise BadFrame(f"klines response: {e}") from None
+    return [
+        Candle(r.open_ms, r.open, r.high, r.low, r.close, r.volume, r.close_ms < now_ms)
+        for r in rows
+    ]

@@ -1,0 +1,324 @@
+"""The feed's connection loop: Binance combined kline stream -> batches -> `CandleStore`.
+
+Owns connecting, reconnecting with backoff, the REST backfill after each (re)connect, and
+stopping. It holds no state that matters: what was stored is read back from Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from baton.settings import CANDLE_INTERVAL, Settings
+from feed.binance import (
+    INTERVAL_MS,
+    BadFrame,
+    ServerShutdown,
+    parse_frame,
+    parse_rows,
+    sample,
+    stream_url,
+)
+from feed.store import Batch, CandleStore
+from sim.model import symbol
+from state.keys import Keys
+
+log = logging.getLogger("feed")
+
+# Binance ends every connection at 24 h; leaving on our own terms a little before avoids
+# losing the frames in flight when it does.
+MAX_CONNECTION_AGE_S = 23.5 * 3600
+# A connection that lived this long was healthy: the next drop starts the backoff afresh.
+STABLE_AFTER_S = 30.0
+BACKOFF_INITIAL_S = 0.2
+BACKOFF_MAX_S = 5.0
+# Frames written per round trip at most; a backlog larger than this takes several.
+MAX_BATCH = 1000
+# Frames held between the socket and the writer. Reading eagerly keeps websockets' own queue
+# short, so that its keepalive pings are answered even while a backfill runs.
+QUEUE_MAX = 100_000
+BACKFILL_LIMIT = 1000  # Binance's maximum rows per klines request
+HTTP_TIMEOUT_S = 10.0
+OPEN_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0
+PING_INTERVAL_S = 20.0
+
+T = TypeVar("T")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BackfillError(RuntimeError):
+    """The REST venue answered a klines request with something other than rows."""
+
+
+class Backoff:
+    """Exponential backoff with jitter: delay n is uniform in [d/2, d], d = initial * 2**n."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: Callable[[], float] = random.random):
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.rng = rng
+        self.attempt = 0
+
+    def next_s(self) -> float:
+        d = min(self.max_s, self.initial_s * 2 ** min(self.attempt, 30))
+        self.attempt += 1
+        return d / 2 + self.rng() * d / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class _Closed:
+    """Queued by the reader when the socket closes, behind the frames that came before."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+Inbox = asyncio.Queue[str | bytes | _Closed]
+
+
+class Feed:
+    """`await Feed(redis, ...).run()` until `stop()`; tests run it in-process."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        assets: tuple[str, ...] | list[str],
+        ws_url: str,
+        rest_url: str,
+        prefix: str = "baton:",
+        retention_s: int = 3600,
+        interval: str = CANDLE_INTERVAL,
+        max_connection_age_s: float = MAX_CONNECTION_AGE_S,
+        backoff_initial_s: float = BACKOFF_INITIAL_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+        stable_after_s: float = STABLE_AFTER_S,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        if interval not in INTERVAL_MS:
+            raise ValueError(f"unsupported interval {interval!r}")
+        self.assets = tuple(assets)
+        self._asset_set = frozenset(self.assets)
+        self.interval = interval
+        self.interval_ms = INTERVAL_MS[interval]
+        self.url = stream_url(ws_url, self.assets, interval)
+        self.rest_url = rest_url.rstrip("/")
+        self.retention_ms = retention_s * 1000
+        self.max_connection_age_s = max_connection_age_s
+        self.backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self.stable_after_s = stable_after_s
+        self.clock_ms = clock_ms
+        self.store = CandleStore(
+            redis, Keys(prefix), interval=interval, retention_s=retention_s, clock_ms=clock_ms
+        )
+        self.connections = 0
+        self._stop = asyncio.Event()
+
+    @classmethod
+    def from_settings(cls, s: Settings, redis: aioredis.Redis, **kw: object) -> Feed:
+        return cls(
+            redis,
+            assets=s.assets,
+            ws_url=s.binance_ws_url,
+            rest_url=s.binance_rest_url,
+            prefix=s.prefix,
+            retention_s=s.candle_retention_s,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    reason = await self._until_stopped(self._session(http))
+                except Exception as e:  # any failure ends this connection, never the feed
+                    reason = f"{type(e).__name__}: {e}"
+                if self._stop.is_set():
+                    break
+                lived_s = time.monotonic() - started
+                if lived_s >= self.stable_after_s:
+                    self.backoff.reset()
+                # Also after a connection that succeeded then dropped: websockets itself
+                # would reconnect at once, and a server that accepts and drops would spin us.
+                delay_s = self.backoff.next_s()
+                log.warning(
+                    "disconnected after %.1f s (%s); reconnecting in %.2f s",
+                    lived_s, reason, delay_s,
+                )
+                await self._until_stopped(asyncio.sleep(delay_s))
+        log.info("feed stopped")
+
+    async def _until_stopped(self, aw: Awaitable[T]) -> T | None:
+        """Await `aw` unless stop() comes first, in which case it is cancelled."""
+        task = asyncio.ensure_future(aw)
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return None if task.cancelled() else task.result()
+
+    async def _session(self, http: aiohttp.ClientSession) -> str:
+        """One connection, from connect to drop; returns why it ended."""
+        async with connect(
+            self.url,
+            open_timeout=OPEN_TIMEOUT_S,
+            close_timeout=CLOSE_TIMEOUT_S,
+            ping_interval=PING_INTERVAL_S,
+            ping_timeout=PING_INTERVAL_S,
+        ) as ws:
+            self.connections += 1
+            log.info("connected to %s (connection %d)", self.url, self.connections)
+            queue: Inbox = asyncio.Queue(QUEUE_MAX)
+            reader = asyncio.create_task(self._read(ws, queue))
+            try:
+                if self.connections > 1:
+                    await self.store.count("reconnects")
+                await self.store.load(self.assets)
+                await self._backfill(http)
+                age = asyncio.timeout(self.max_connection_age_s)
+                try:
+                    async with age:
+                        return await self._consume(queue)
+                except TimeoutError:
+                    if age.expired():
+                        return "connection age limit: reconnecting before the venue drops us"
+                    raise
+            except asyncio.CancelledError:
+                # Stopping: say goodbye with a normal closure rather than 1011.
+                await ws.close()
+                raise
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    async def _read(self, ws: ClientConnection, queue: Inbox) -> None:
+        try:
+            async for message in ws:
+                await queue.put(message)
+            reason = f"closed by server (code {ws.close_code})"
+        except ConnectionClosed as e:
+            reason = f"connection lost ({e})"
+        await queue.put(_Closed(reason))
+
+    async def _consume(self, queue: Inbox) -> str:
+        """Write frames in batches: whatever is queued by the time the last write is done."""
+        while True:
+            items = [await queue.get()]
+            while len(items) < MAX_BATCH and not queue.empty():
+                items.append(queue.get_nowait())
+            batch = Batch()
+            now_ms = self.clock_ms()
+            end: str | None = None
+            for item in items:
+                if isinstance(item, _Closed):
+                    end = end or item.reason
+                    break
+                batch.counts["frames"] += 1
+                try:
+                    update = parse_frame(item, self._asset_set, self.interval)
+                except BadFrame as e:
+                    s = sample(item)
+                    log.warning("bad frame skipped: %s; sample=%r", e, s)
+                    batch.bad_frame(str(e), s, now_ms)
+                    continue
+                if isinstance(update, ServerShutdown):
+                    # Frames already received are still good: write them, then leave.
+                    end = end or "serverShutdown from the venue"
+                    batch.counts["server_shutdowns"] += 1
+                    continue
+                self.store.accept(batch, update.asset, update.candle)
+            await self.store.write(batch)
+            if end is not None:
+                return end
+
+    async def _backfill(self, http: aiohttp.ClientSession) -> None:
+        """Fetch closed candles missing since the last one stored, at most `retention` back.
+        Failures are logged and journaled; the next reconnect tries again."""
+        now_ms = self.clock_ms()
+        floor_ms = now_ms - self.retention_ms
+        started = time.monotonic()
+        filled: dict[str, int] = {}
+        failed: list[str] = []
+        for asset in self.assets:
+            last = self.store.last_closed(asset)
+            start_ms = floor_ms if last is None else max(last.open_ms + self.interval_ms, floor_ms)
+            if start_ms > now_ms - self.interval_ms:
+                continue
+            try:
+                filled[asset] = await self._backfill_asset(http, asset, start_ms, now_ms)
+            except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError) as e:
+                msg = f"backfill {asset} from {start_ms}: {type(e).__name__}: {e}"
+                log.warning("%s (retried at the next reconnect)", msg)
+                failed.append(asset)
+                batch = Batch()
+                batch.counts["backfill_errors"] += 1
+                batch.errors.append({"source": "feed", "error": msg, "sample": "", "at_ms": now_ms})
+                await self.store.write(batch)
+        if filled or failed:
+            log.info(
+                "backfill: %d candles (%s) in %.2f s%s",
+                sum(filled.values()),
+                ", ".join(f"{a}={n}" for a, n in filled.items()) or "-",
+                time.monotonic() - started,
+                f"; failed: {', '.join(failed)}" if failed else "",
+            )
+
+    async def _backfill_asset(
+        self, http: aiohttp.ClientSession, asset: str, start_ms: int, now_ms: int
+    ) -> int:
+        written = 0
+        while start_ms <= now_ms - self.interval_ms:
+            params = {
+                "symbol": symbol(asset),
+                "interval": self.interval,
+                "startTime": start_ms,
+                "endTime": now_ms,
+                "limit": BACKFILL_LIMIT,
+            }
+            async with http.get(f"{self.rest_url}/api/v3/klines", params=params) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise BackfillError(f"HTTP {resp.status}: {sample(body)}")
+            candles = parse_rows(body, now_ms)
+            batch = Batch()
+            for c in candles:
+                # The candle in progress is left to the stream, which has fresher updates.
+                if c.closed and c.open_ms >= start_ms:
+                    self.store.accept(batch, asset, c, counter="backfilled")
+            await self.store.write(batch)
+            written += len(batch.candles)
+            if len(candles) < BACKFILL_LIMIT:
+                break
+            next_ms = candles[-1].open_ms + self.interval_ms
+            if next_ms <= start_ms:
+                break
+            start_ms = next_ms
+        return written
+

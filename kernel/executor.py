@@ -1,0 +1,118 @@
+"""From decisions to venue orders: commit intents (fenced, one round trip), submit the
+committed ones concurrently, and record what the venue answered.
+
+A venue error never raises out of here: it is recorded on the intent with the venue's
+message and reported to the tick, so that one bad answer cannot stop the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import msgspec
+
+from kernel.snapshot import ENTRY_LEG, SlotRef
+from kernel.strategy_api import Decision
+from state.store import Store
+from state.structs import MICROS, Intent, Market, Position
+
+
+def order_size(stake_usd: float, price: float, min_size: float) -> float:
+    """Shares bought for a stake at a price, rounded down to the venue's 0.01 share step."""
+    size = math.floor(stake_usd / price * 100) / 100
+    return size if size >= min_size else 0.0
+
+
+def make_intent(ref: SlotRef, m: Market, d: Decision, epoch: int, now_ms: int) -> Intent:
+    return Intent(
+        id=ref.entry_intent_id,
+        slot=ref.id,
+        window_start_s=ref.window_start_s,
+        window_end_s=ref.window_end_s,
+        leg=ENTRY_LEG,
+        side=d.side,
+        limit_price=d.limit_price,
+        size=order_size(d.stake_usd, d.limit_price, m.min_size),
+        stake_usd=d.stake_usd,
+        epoch=epoch,
+        created_ms=now_ms,
+        token_id=m.up_token if d.side == "up" else m.down_token,
+        condition_id=m.condition_id,
+        updated_ms=now_ms,
+    )
+
+
+def _position(intent: Intent, size: float, price: float, now_ms: int) -> Position:
+    asset = intent.slot.split("-", 1)[0]
+    return Position(
+        id=f"{intent.slot}:{intent.window_start_s}",
+        slot=intent.slot,
+        asset=asset,
+        window_start_s=intent.window_start_s,
+        window_end_s=intent.window_end_s,
+        side=intent.side,
+        token_id=intent.token_id,
+        condition_id=intent.condition_id,
+        shares_micros=round(size * MICROS),
+        cost_micros=round(size * price * MICROS),
+        opened_ms=now_ms,
+        intent_id=intent.id,
+    )
+
+
+async def commit_and_submit(
+    store: Store, venue: Any, epoch: int, intents: list[Intent]
+) -> tuple[int, list[str]]:
+    """Returns (orders sent to the venue, problems)."""
+    problems = [f"{i.id}: stake buys less than the minimum size" for i in intents if i.size <= 0]
+    intents = [i for i in intents if i.size > 0]
+    if not intents:
+        return 0, problems
+    verdicts = await store.run_pipeline(
+        lambda pipe: [store.commit_intent(epoch, i, pipe=pipe) for i in intents]
+    )
+    committed = []
+    for intent, v in zip(intents, verdicts, strict=True):
+        if v == "OK":
+            committed.append(intent)
+        elif v != "DUPLICATE":  # a duplicate is the uniqueness rule doing its job, silently
+            problems.append(f"{intent.id}: commit refused: {v}")
+    results = await asyncio.gather(
+        *(asyncio.to_thread(venue.buy, i.token_id, i.limit_price, i.size, "FOK") for i in committed),
+        return_exceptions=True,
+    )
+    now_ms = max((i.created_ms for i in committed), default=0)
+
+    def record(pipe: Any) -> None:
+        for intent, res in zip(committed, results, strict=True):
+            if isinstance(res, BaseException):
+                # The order may or may not have reached the venue: the intent stays open,
+                # with the error, for reconciliation against the venue.
+                problems.append(f"{intent.id}: venue error: {res}")
+                store.update_intent(
+                    epoch, msgspec.structs.replace(intent, error=str(res)[:300]), pipe=pipe
+                )
+            elif res.status == "matched" and res.size_matched > 0:
+                price = res.avg_price or res.price or intent.limit_price
+                done = msgspec.structs.replace(
+                    intent, status="filled", order_id=res.order_id,
+                    filled_size=res.size_matched, avg_price=price,
+                )
+                store.record_fill(epoch, done, _position(done, res.size_matched, price, now_ms), pipe=pipe)
+            else:
+                problems.append(f"{intent.id}: order {res.status}: {res.error}")
+                store.update_intent(
+                    epoch,
+                    msgspec.structs.replace(
+                        intent, status="rejected", order_id=res.order_id, error=res.error[:300]
+                    ),
+                    pipe=pipe,
+                )
+
+    if committed:
+        for v in await store.run_pipeline(record):
+            if v not in ("OK", "ALREADY"):
+                problems.append(f"recording a venue answer: {v}")
+    return len(committed), problems

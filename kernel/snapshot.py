@@ -1,0 +1,191 @@
+"""Everything one tick needs, read from Redis in one pipelined round trip.
+
+The lease renewal rides in the same pipeline, so a tick costs one round trip before the
+strategy runs, whatever the slot count. Values that cannot be decoded are reported as
+problems (and the slot they belong to is skipped), never raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from baton.settings import CANDLE_INTERVAL
+from kernel.windows import slug, window_bounds
+from state.control import parse_control
+from state.store import Store, utc_day
+from state.structs import (
+    CANDLE,
+    FEED_STATUS,
+    INTENT,
+    MARKET,
+    POSITION,
+    SLOT,
+    Candle,
+    ControlFlags,
+    FeedStatus,
+    Intent,
+    Market,
+    Position,
+    Slot,
+)
+
+ENTRY_LEG = "entry"
+
+
+@dataclass(frozen=True)
+class SlotRef:
+    """A configured slot and the window it is in at the tick's time."""
+
+    id: str
+    asset: str
+    timeframe: str
+    window_start_s: int
+    window_end_s: int
+
+    @property
+    def slug(self) -> str:
+        return slug(self.asset, self.timeframe, self.window_start_s)
+
+    @property
+    def entry_intent_id(self) -> str:
+        return f"{self.id}:{self.window_start_s}:{ENTRY_LEG}"
+
+
+@dataclass
+class Snapshot:
+    lease_ok: bool
+    control: ControlFlags
+    refs: list[SlotRef]
+    slots: dict[str, Slot]
+    opens: dict[str, Candle | None]
+    recent: dict[str, list[Candle]]
+    feed: dict[str, FeedStatus | None]
+    markets: dict[str, Market | None]
+    entry_intents: dict[str, Intent | None]
+    open_positions: list[Position]
+    open_intents: list[Intent]
+    totals: dict[str, int]
+    day_pnl_micros: int
+    problems: list[str] = field(default_factory=list)
+
+
+def slot_refs(slot_ids: list[tuple[str, str, str]], now_ms: int) -> list[SlotRef]:
+    out = []
+    for sid, asset, tf in slot_ids:
+        start, end = window_bounds(now_ms, tf)
+        out.append(SlotRef(sid, asset, tf, start, end))
+    return out
+
+
+def _decode(codec: Any, raw: Any, what: str, problems: list[str]) -> Any:
+    if raw is None:
+        return None
+    try:
+        return codec.decode(raw)
+    except msgspec.DecodeError as e:
+        problems.append(f"{what}: cannot decode {str(raw)[:80]!r}: {e}")
+        return None
+
+
+async def read_snapshot(
+    store: Store,
+    refs: list[SlotRef],
+    now_ms: int,
+    lease: tuple[str, int, int],
+    lookback_s: int,
+) -> Snapshot:
+    """`lease` is (holder, epoch, ttl_ms) for the renewal that rides along."""
+    k = store.k
+    assets = sorted({r.asset for r in refs})
+    holder, epoch, ttl_ms = lease
+
+    def build(pipe: Any) -> None:
+        store.renew_lease(holder, epoch, now_ms, ttl_ms, pipe=pipe)
+        pipe.hgetall(k.control())
+        pipe.hmget(k.slots(), [r.id for r in refs])
+        for a in assets:
+            pipe.zrange(k.candles(a, CANDLE_INTERVAL), now_ms - lookback_s * 1000, "+inf", byscore=True)
+        for r in refs:
+            t = r.window_start_s * 1000
+            pipe.zrange(k.candles(r.asset, CANDLE_INTERVAL), t, t, byscore=True)
+        pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets])
+        pipe.mget([k.market(r.slug) for r in refs])
+        pipe.hmget(k.intents(), [r.entry_intent_id for r in refs])
+        pipe.hgetall(k.positions_open())
+        pipe.hgetall(k.intents_open())
+        pipe.hgetall(k.ledger_totals())
+        pipe.hget(k.ledger_day(utc_day(now_ms)), "realized_pnl_micros")
+
+    res = await store.run_pipeline(build)
+    for x in res:
+        if isinstance(x, Exception):
+            raise x
+    it = iter(res)
+    problems: list[str] = []
+    lease_ok = int(next(it)) == 1
+    control = parse_control(next(it))
+    problems.extend(control.problems)
+    slots: dict[str, Slot] = {}
+    for r, raw in zip(refs, next(it), strict=True):
+        s = _decode(SLOT, raw, f"slot {r.id}", problems)
+        if s is not None:
+            slots[r.id] = s
+    recent: dict[str, list[Candle]] = {}
+    for a in assets:
+        candles = [_decode(CANDLE, m, f"candle {a}", problems) for m in next(it)]
+        recent[a] = [c for c in candles if c is not None]
+    opens: dict[str, Candle | None] = {}
+    for r in refs:
+        members = next(it)
+        opens[r.id] = _decode(CANDLE, members[0], f"candle {r.asset}", problems) if members else None
+    feed = {
+        a: _decode(FEED_STATUS, raw, f"feed status {a}", problems)
+        for a, raw in zip(assets, next(it), strict=True)
+    }
+    markets = {
+        r.slug: _decode(MARKET, raw, f"market {r.slug}", problems)
+        for r, raw in zip(refs, next(it), strict=True)
+    }
+    entry_intents = {
+        r.id: _decode(INTENT, raw, f"intent {r.entry_intent_id}", problems)
+        for r, raw in zip(refs, next(it), strict=True)
+    }
+    open_positions = [
+        p for p in (_decode(POSITION, v, f"position {pid}", problems) for pid, v in next(it).items())
+        if p is not None
+    ]
+    open_intents = [
+        i for i in (_decode(INTENT, v, f"intent {iid}", problems) for iid, v in next(it).items())
+        if i is not None
+    ]
+    totals = {}
+    for name, v in next(it).items():
+        try:
+            totals[name] = int(v)
+        except ValueError:
+            problems.append(f"ledger total {name} holds {v!r}")
+    day_raw = next(it)
+    try:
+        day_pnl = int(day_raw or 0)
+    except ValueError:
+        problems.append(f"daily pnl holds {day_raw!r}")
+        day_pnl = 0
+    return Snapshot(
+        lease_ok=lease_ok,
+        control=control,
+        refs=refs,
+        slots=slots,
+        opens=opens,
+        recent=recent,
+        feed=feed,
+        markets=markets,
+        entry_intents=entry_intents,
+        open_positions=open_positions,
+        open_intents=open_intents,
+        totals=totals,
+        day_pnl_micros=day_pnl,
+        problems=problems,
+    )

@@ -1,0 +1,249 @@
+"""One tick of DESIGN.md: flags, one snapshot read, settlement, strategy, risk, fenced
+commits, venue submission, journal.
+
+The runner holds no state that matters between ticks: everything it decides from is in the
+snapshot, so a replacement worker of another version continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Protocol
+
+import msgspec
+
+from baton.settings import Settings
+from kernel import executor, settlement
+from kernel.clock import Clock
+from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
+from kernel.snapshot import SlotRef, Snapshot, read_snapshot, slot_refs
+from kernel.strategy_api import Decision, SlotInput
+from state.store import Store
+from state.structs import MICROS, Intent, Market, TickRecord
+
+log = logging.getLogger("baton.tick")
+
+# Seconds of 1s candles read per asset for the volatility estimate.
+VOL_LOOKBACK_S = 60
+STRATEGY_PACKAGE = "worker.strategies"
+
+
+class Venue(Protocol):
+    """What the kernel needs of a venue (kernel/venue.py's ClobVenue); all calls block."""
+
+    def discover(self, slug: str) -> Market | None: ...
+
+    def books(self, token_ids: list[str]) -> dict[str, Any]: ...
+
+    def buy(self, token_id: str, price: float, size: float, order_type: str = "FOK") -> Any: ...
+
+    def resolution(self, condition_id: str) -> bool | None: ...
+
+
+class LeaseLost(RuntimeError):
+    """Another worker holds a newer lease: this one must stop trading at once."""
+
+
+@dataclass
+class Identity:
+    holder: str
+    color: str
+    release: str
+    epoch: int
+
+
+@dataclass
+class TickOutcome:
+    record: TickRecord
+    problems: list[str] = field(default_factory=list)
+
+
+def resolve_strategy(name: str) -> ModuleType:
+    """The strategy module, looked up on every call so that a reload is seen at once."""
+    return importlib.import_module(f"{STRATEGY_PACKAGE}.{name}")
+
+
+class TickRunner:
+    def __init__(
+        self, settings: Settings, store: Store, venue: Venue, clock: Clock, ident: Identity
+    ) -> None:
+        self.s = settings
+        self.store = store
+        self.venue = venue
+        self.clock = clock
+        self.ident = ident
+        self.limits = RiskLimits(
+            settings.max_stake_usd, settings.max_exposure_usd, settings.daily_loss_limit_usd
+        )
+        self.configured = [
+            (f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes
+        ]
+
+    async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
+        started = self.clock.now_ms()
+        jitter = started - tick * self.s.tick_ms
+        refs = slot_refs(self.configured, started)
+        snap = await read_snapshot(
+            self.store, refs, started,
+            (self.ident.holder, self.ident.epoch, self.s.lease_ms), VOL_LOOKBACK_S,
+        )
+        if not snap.lease_ok:
+            raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
+        problems = list(snap.problems)
+        orders = settled = evaluated = 0
+        if not snap.control.halted:
+            settled, errs = await settlement.settle_ended(
+                self.store, self.venue, self.ident.epoch, snap.open_positions, started
+            )
+            problems += errs
+            breach = daily_loss_breach(self.limits, snap.day_pnl_micros)
+            if breach:
+                await self.store.set_halt(breach, started)
+                log.error("halting: %s", breach)
+                problems.append(breach)
+            elif not snap.control.paused:
+                evaluated, orders, errs = await self._entries(snap, started)
+                problems += errs
+        for p in problems:
+            log.warning("tick %d: %s", tick, p)
+            await self.store.record_error("tick", p, now_ms=started)
+        rec = TickRecord(
+            tick=tick,
+            color=self.ident.color,
+            release=self.ident.release,
+            epoch=self.ident.epoch,
+            started_ms=started,
+            duration_ms=self.clock.now_ms() - started,
+            jitter_ms=jitter,
+            orders=orders,
+            missed_before=missed_before,
+            halted=snap.control.halted,
+            paused=snap.control.paused,
+            evaluated=evaluated,
+            settled=settled,
+            errors=len(problems),
+        )
+        verdict = await self.store.append_tick(rec)
+        if verdict == "STALE_EPOCH":
+            raise LeaseLost(f"journal of tick {tick} refused: epoch {self.ident.epoch} is stale")
+        return TickOutcome(rec, problems)
+
+    # --- entries ----------------------------------------------------------------------
+    def _inputs(self, snap: Snapshot, ref: SlotRef, now_ms: int, problems: list[str]) -> SlotInput | None:
+        slot = snap.slots.get(ref.id)
+        if slot is None or not slot.enabled:
+            return None
+        if snap.entry_intents.get(ref.id) is not None:
+            return None  # at most one entry per slot-window
+        fs = snap.feed.get(ref.asset)
+        if fs is None or now_ms - fs.updated_ms > self.s.stale_after_ms:
+            return None  # stale data never opens a position
+        open_c = snap.opens.get(ref.id)
+        recent = snap.recent.get(ref.asset) or []
+        if open_c is None or not recent:
+            return None
+        return SlotInput(
+            slot_id=ref.id,
+            asset=ref.asset,
+            timeframe=ref.timeframe,
+            now_ms=now_ms,
+            window_start_ms=ref.window_start_s * 1000,
+            window_end_ms=ref.window_end_s * 1000,
+            open_price=open_c.open,
+            last_price=recent[-1].close,
+            closes=tuple(c.close for c in recent),
+            stake_usd=slot.stake_usd,
+            params=dict(slot.params),
+        )
+
+    async def _entries(self, snap: Snapshot, now_ms: int) -> tuple[int, int, list[str]]:
+        problems: list[str] = []
+        wanted: list[tuple[SlotRef, SlotInput, ModuleType]] = []
+        for ref in snap.refs:
+            inp = self._inputs(snap, ref, now_ms, problems)
+            if inp is None:
+                continue
+            try:
+                strat = resolve_strategy(snap.slots[ref.id].strategy)
+                needs = getattr(strat, "needs_quotes", None)
+                if needs is None or needs(inp):
+                    wanted.append((ref, inp, strat))
+            except Exception as e:
+                problems.append(f"slot {ref.id}: strategy {snap.slots[ref.id].strategy!r}: {e!r}")
+        if not wanted:
+            return 0, 0, problems
+        markets = await self._markets(snap, [r for r, _, _ in wanted], problems)
+        tokens = [t for r, _, _ in wanted if (m := markets.get(r.slug)) for t in (m.up_token, m.down_token)]
+        try:
+            books = await asyncio.to_thread(self.venue.books, tokens) if tokens else {}
+        except Exception as e:
+            problems.append(f"books: {e}")
+            return 0, 0, problems
+        # Intents of past windows whose outcome is unknown wait for reconciliation; only
+        # those of live windows still hold cash back.
+        pending = sum(
+            round(i.stake_usd * MICROS) for i in snap.open_intents if i.window_end_s * 1000 > now_ms
+        )
+        acct = Account(
+            cash_micros=snap.totals.get("cash_micros", 0),
+            open_exposure_micros=sum(p.cost_micros for p in snap.open_positions) + pending,
+            day_pnl_micros=snap.day_pnl_micros,
+            pending_micros=pending,
+        )
+        intents: list[Intent] = []
+        evaluated = 0
+        for ref, inp, strat in wanted:
+            m = markets.get(ref.slug)
+            if m is None:
+                continue
+            up, down = books.get(m.up_token), books.get(m.down_token)
+            inp = _with_asks(inp, up, down)
+            evaluated += 1
+            try:
+                decision: Decision | None = strat.evaluate(inp)
+            except Exception as e:
+                problems.append(f"slot {ref.id}: strategy raised {e!r}")
+                continue
+            if decision is None:
+                continue
+            refused = check_entry(decision.stake_usd, self.limits, acct)
+            if refused:
+                problems.append(f"slot {ref.id}: risk refused entry: {refused}")
+                continue
+            intents.append(executor.make_intent(ref, m, decision, self.ident.epoch, now_ms))
+        orders, errs = await executor.commit_and_submit(self.store, self.venue, self.ident.epoch, intents)
+        return evaluated, orders, problems + errs
+
+    async def _markets(
+        self, snap: Snapshot, refs: list[SlotRef], problems: list[str]
+    ) -> dict[str, Market]:
+        found = {r.slug: m for r in refs if (m := snap.markets.get(r.slug)) is not None}
+        missing = [r for r in refs if r.slug not in found]
+
+        async def discover(r: SlotRef) -> None:
+            try:
+                m = await asyncio.to_thread(self.venue.discover, r.slug)
+            except Exception as e:
+                problems.append(f"discover {r.slug}: {e}")
+                return
+            if m is None:
+                problems.append(f"discover {r.slug}: no such market at the venue")
+                return
+            found[r.slug] = m
+            ttl_s = max(60, r.window_end_s - self.clock.now_ms() // 1000 + 3600)
+            await self.store.cache_market(m, ttl_s)
+
+        await asyncio.gather(*(discover(r) for r in missing))
+        return found
+
+
+def _with_asks(inp: SlotInput, up: Any, down: Any) -> SlotInput:
+    return msgspec.structs.replace(
+        inp,
+        up_ask=getattr(up, "best_ask", None) if up is not None else None,
+        down_ask=getattr(down, "best_ask", None) if down is not None else None,
+    )

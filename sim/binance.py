@@ -1,0 +1,246 @@
+"""The sim's Binance-format market data server: kline WebSocket streams and REST klines.
+
+WebSocket: combined `/stream?streams=btcusdt@kline_1s/...` (events wrapped as
+{"stream", "data"}) and raw `/ws/<stream>`, plus SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS
+messages. A 1s stream sends the closed candle ~20 ms after each second and an in-progress
+update mid-second; longer intervals send in-progress updates every 2 s and the closed
+candle at the boundary. REST: `/api/v3/klines` (closed candles only), `/ping`, `/time`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from sim.klines import INTERVALS_S, Klines
+from sim.model import BASE_PRICES, PriceModel, asset_of_symbol
+
+log = logging.getLogger("sim.binance")
+
+SEND_OFFSET_MS = 20  # after the boundary, as Binance's events trail the candle close
+HEARTBEAT_S = 20.0
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 500
+_STREAM_RE = re.compile(r"^([a-z0-9]+)@kline_([0-9]+[smhdwM])$")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BadRequest(Exception):
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    asset: str
+    interval: str
+
+
+class BinanceSim:
+    def __init__(
+        self,
+        model: PriceModel,
+        assets: tuple[str, ...] = (),
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.klines = Klines(model)
+        self.assets = frozenset(BASE_PRICES) | frozenset(assets)
+        self.clock_ms = clock_ms
+        self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    def asset(self, sym: str) -> str:
+        asset = asset_of_symbol(sym)
+        if asset is None or asset not in self.assets or not sym.isalnum():
+            raise BadRequest(-1121, "Invalid symbol.")
+        return asset
+
+    def stream(self, name: str) -> Stream:
+        m = _STREAM_RE.match(name)
+        if not m:
+            raise BadRequest(-1100, f"Invalid stream name {name!r}: expected <symbol>@kline_<interval>")
+        if m.group(2) not in INTERVALS_S:
+            raise BadRequest(-1120, f"Invalid interval {m.group(2)!r} in stream {name!r}.")
+        return Stream(name, self.asset(m.group(1).upper()), m.group(2))
+
+    def events(self, st: Stream, boundary_ms: int, event_ms: int) -> list[dict[str, Any]]:
+        """The events a stream sends at one half-second boundary."""
+        s, half = divmod(boundary_ms, 1000)
+        k = self.klines
+        if st.interval == "1s":
+            kl = k.second(st.asset, s - 1) if half == 0 else k.in_progress_1s(st.asset, boundary_ms)
+            return [kl.ws_event(event_ms)]
+        if half:
+            return []
+        size = INTERVALS_S[st.interval]
+        if s % size == 0:
+            return [k.kline(st.asset, st.interval, s - size).ws_event(event_ms)]
+        if s % 2 == 0:
+            return [k.kline(st.asset, st.interval, s - s % size, s).ws_event(event_ms)]
+        return []
+
+
+SIM = web.AppKey("binance_sim", BinanceSim)
+
+
+def _bad(code: int, msg: str) -> web.Response:
+    return web.json_response({"code": code, "msg": msg}, status=400)
+
+
+def _int_param(q: Any, name: str) -> int | None:
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 20:
+        raise BadRequest(
+            -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+        )
+    return int(raw)
+
+
+async def klines(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    q = request.query
+    try:
+        for name in ("symbol", "interval"):
+            if not q.get(name):
+                raise BadRequest(
+                    -1102,
+                    f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.",
+                )
+        asset = sim.asset(q["symbol"])
+        interval = q["interval"]
+        if interval not in INTERVALS_S:
+            raise BadRequest(-1120, "Invalid interval.")
+        start_ms, end_ms = _int_param(q, "startTime"), _int_param(q, "endTime")
+        limit = _int_param(q, "limit")
+        if limit is not None and limit < 1:
+            raise BadRequest(-1100, "Illegal value for parameter 'limit': must be 1 to 1000.")
+        if start_ms is not None and end_ms is not None and start_ms > end_ms:
+            raise BadRequest(-1023, "Start time is greater than end time.")
+    except BadRequest as e:
+        return _bad(e.code, e.msg)
+    limit = min(limit or DEFAULT_LIMIT, MAX_LIMIT)  # Binance caps a larger limit at 1000
+    size = INTERVALS_S[interval]
+    now_s = sim.clock_ms() // 1000
+    last = now_s // size * size - size  # the last candle that has closed
+    if end_ms is not None:
+        last = min(last, end_ms // 1000 // size * size)
+    if start_ms is not None:
+        first = -(-start_ms // (size * 1000)) * size  # the first open at or after startTime
+        opens = range(first, min(last, first + (limit - 1) * size) + 1, size)
+    else:
+        opens = range(max(0, last - (limit - 1) * size), last + 1, size)
+    rows = [sim.klines.kline(asset, interval, o).rest_row() for o in opens]
+    return web.json_response(rows)
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.json_response({})
+
+
+async def server_time(request: web.Request) -> web.Response:
+    return web.json_response({"serverTime": request.app[SIM].clock_ms()})
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    sim = request.app[SIM]
+    combined = request.path.startswith("/stream")
+    names = request.query.get("streams", "") if combined else request.match_info.get("stream", "")
+    try:
+        streams = {st.name: st for st in map(sim.stream, filter(None, names.split("/")))}
+    except BadRequest as e:
+        return _bad(e.code, e.msg)  # refused before the upgrade, as Binance does
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
+    await ws.prepare(request)
+    sim.sockets.add(ws)
+    pump = asyncio.create_task(_pump(sim, ws, streams, combined))
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await _command(sim, ws, streams, msg.data)
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+    return ws
+
+
+async def _command(
+    sim: BinanceSim, ws: web.WebSocketResponse, streams: dict[str, Stream], raw: str
+) -> None:
+    try:
+        cmd = json.loads(raw)
+        method, cid = cmd["method"], cmd.get("id")
+        params = cmd.get("params") or []
+        if method == "LIST_SUBSCRIPTIONS":
+            await ws.send_json({"result": list(streams), "id": cid})
+            return
+        if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
+            raise BadRequest(2, f"Invalid request: unknown method {method!r}")
+        parsed = [sim.stream(str(p)) for p in params]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        await ws.send_json({"error": {"code": 3, "msg": f"Invalid JSON: {e}"}, "id": None})
+        return
+    except BadRequest as e:
+        await ws.send_json({"error": {"code": 2, "msg": f"Invalid request: {e.msg}"}, "id": None})
+        return
+    for st in parsed:
+        if method == "SUBSCRIBE":
+            streams[st.name] = st
+        else:
+            streams.pop(st.name, None)
+    await ws.send_json({"result": None, "id": cid})
+
+
+async def _pump(
+    sim: BinanceSim, ws: web.WebSocketResponse, streams: dict[str, Stream], combined: bool
+) -> None:
+    boundary = sim.clock_ms() // 500 * 500 + 500
+    try:
+        while not ws.closed:
+            delay_ms = boundary + SEND_OFFSET_MS - sim.clock_ms()
+            if delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000)
+            now = sim.clock_ms()
+            for st in list(streams.values()):
+                for ev in sim.events(st, boundary, now):
+                    await ws.send_str(json.dumps({"stream": st.name, "data": ev} if combined else ev))
+            # A stalled loop skips to the present rather than bursting: the feed backfills
+            # gaps over REST, as it must for real Binance.
+            boundary = max(boundary + 500, (sim.clock_ms() - 1000) // 500 * 500)
+    except (ConnectionError, RuntimeError) as e:
+        log.debug("binance sim: stream ended: %s", e)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    for ws in list(app[SIM].sockets):
+        await ws.close(code=1001, message=b"server shutdown")
+
+
+def create_app(sim: BinanceSim) -> web.Application:
+    app = web.Application()
+    app[SIM] = sim
+    app.router.add_get("/stream", ws_handler)
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/ws/{stream}", ws_handler)
+    app.router.add_get("/api/v3/klines", klines)
+    app.router.add_get("/api/v3/ping", ping)
+    app.router.add_get("/api/v3/time", server_time)
+    app.on_shutdown.append(_close_sockets)
+    return app

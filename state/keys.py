@@ -1,0 +1,101 @@
+"""Every Redis key Baton uses, built in one place.
+
+Nothing else in the code base spells a key: a test pins each string here, and
+docs/state.md documents each with a redis-cli line. The prefix (default `baton:`) comes
+from settings so that two stacks can share one Redis server.
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, prefix: str = "baton:") -> None:
+        self.p = prefix
+
+    # --- schema and lease -------------------------------------------------------------
+    def schema_version(self) -> str:
+        return f"{self.p}schema:version"
+
+    def lease(self) -> str:
+        """Hash: holder, color, release, epoch, expires_ms."""
+        return f"{self.p}lease"
+
+    def lease_epoch(self) -> str:
+        """Counter: INCR gives every new lease holder an epoch larger than all before."""
+        return f"{self.p}lease:epoch"
+
+    # --- control ----------------------------------------------------------------------
+    def control(self) -> str:
+        """Hash: halted, halt_reason, paused, updated_ms."""
+        return f"{self.p}control"
+
+    def slots(self) -> str:
+        """Hash: slot id -> Slot JSON."""
+        return f"{self.p}slots"
+
+    # --- market data ------------------------------------------------------------------
+    def candles(self, asset: str, interval: str) -> str:
+        """Sorted set: score = candle open time (ms), member = Candle JSON (array)."""
+        return f"{self.p}candles:{asset}:{interval}"
+
+    def feed_status(self) -> str:
+        """Hash: '<asset>:<interval>' -> FeedStatus JSON (last update, last candle)."""
+        return f"{self.p}feed:status"
+
+    def feed_stats(self) -> str:
+        """Hash of counters: frames, candles, bad_frames, out_of_order, duplicates, reconnects."""
+        return f"{self.p}feed:stats"
+
+    def market(self, slug: str) -> str:
+        """String: Market JSON (token ids, condition id) for one window, cached with a TTL."""
+        return f"{self.p}market:{slug}"
+
+    # --- trading state ----------------------------------------------------------------
+    def intents(self) -> str:
+        """Hash: intent id (slot:window:leg) -> Intent JSON."""
+        return f"{self.p}intents"
+
+    def intents_open(self) -> str:
+        """Set: ids of intents not yet final."""
+        return f"{self.p}intents:open"
+
+    def positions(self) -> str:
+        """Hash: position id (slot:window) -> Position JSON."""
+        return f"{self.p}positions"
+
+    def positions_open(self) -> str:
+        """Set: ids of positions not yet settled."""
+        return f"{self.p}positions:open"
+
+    def ledger(self) -> str:
+        """Stream: append-only ledger entries; cash and PnL derive from it."""
+        return f"{self.p}ledger"
+
+    def ledger_totals(self) -> str:
+        """Hash: running sums of the ledger (cash_micros, realized_pnl_micros, ...)."""
+        return f"{self.p}ledger:totals"
+
+    def ledger_refs(self) -> str:
+        """Set: refs already booked, so that every ledger entry is written at most once."""
+        return f"{self.p}ledger:refs"
+
+    def ledger_day(self, day: str) -> str:
+        """Hash: realized_pnl_micros for one UTC day (YYYYMMDD), for the daily loss limit."""
+        return f"{self.p}ledger:day:{day}"
+
+    # --- journal and observability ----------------------------------------------------
+    def journal_ticks(self) -> str:
+        """Stream: one entry per tick run (tick, color, release, epoch, started_ms, ...)."""
+        return f"{self.p}journal:ticks"
+
+    def journal_errors(self) -> str:
+        """Stream: bad inputs and venue errors, each with what was wrong (capped)."""
+        return f"{self.p}journal:errors"
+
+    def stats(self) -> str:
+        """Hash of counters and last values: ticks_done, ticks_missed, last_tick, ..."""
+        return f"{self.p}stats"
+
+    def worker(self, color: str) -> str:
+        """Hash: one worker's heartbeat (color, release, pid, state, epoch, heartbeat_ms)."""
+        return f"{self.p}worker:{color}"

@@ -1,0 +1,20 @@
+-- Shared fragment, prepended by state/scripts.py to every script that books money.
+-- ledger_append(stream, totals, refs, day, ref, kind, amount, pnl, at_ms, epoch)
+-- Appends one entry unless `ref` was booked before, and keeps the derived running sums
+-- (cash, realised PnL, the day's PnL) in step in the same atomic script.
+local function ledger_append(stream, totals, refs, day, ref, kind, amount, pnl, at_ms, epoch)
+  if redis.call('SADD', refs, ref) == 0 then
+    return 0
+  end
+  redis.call('XADD', stream, '*', 'kind', kind, 'amount_micros', amount, 'ref', ref,
+             'at_ms', at_ms, 'epoch', epoch, 'pnl_micros', pnl)
+  redis.call('HINCRBY', totals, 'cash_micros', amount)
+  redis.call('HINCRBY', totals, 'entries', 1)
+  redis.call('HINCRBY', totals, kind .. '_micros', amount)
+  if tonumber(pnl) ~= 0 then
+    redis.call('HINCRBY', totals, 'realized_pnl_micros', pnl)
+    redis.call('HINCRBY', day, 'realized_pnl_micros', pnl)
+    redis.call('EXPIRE', day, 8 * 86400)
+  end
+  return 1
+end

@@ -1,0 +1,13 @@
+-- Record what became of an intent (posted, rejected, failed); fenced.
+-- KEYS[1] epoch counter, KEYS[2] intents hash, KEYS[3] open intents hash
+-- ARGV[1] caller epoch, ARGV[2] intent id, ARGV[3] intent JSON, ARGV[4] 1 when final
+-- Returns 'OK', 'STALE_EPOCH', or 'UNKNOWN' (no such intent was committed).
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'STALE_EPOCH' end
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return 'UNKNOWN' end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('HDEL', KEYS[3], ARGV[2])
+else
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+end
+return 'OK'

@@ -1,0 +1,23 @@
+-- Take the lease when it is free, expired, or already ours.
+-- KEYS[1] lease hash, KEYS[2] epoch counter
+-- ARGV[1] holder id, ARGV[2] color, ARGV[3] release, ARGV[4] now_ms, ARGV[5] ttl_ms
+-- Returns {1, epoch} when held (a new holder gets epoch = INCR), {0, epoch, holder} when not.
+local holder = redis.call('HGET', KEYS[1], 'holder')
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_ms') or '0') or 0
+local now = tonumber(ARGV[4])
+local expires_ms = now + tonumber(ARGV[5])
+if holder == ARGV[1] then
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if epoch == redis.call('GET', KEYS[2]) then
+    redis.call('HSET', KEYS[1], 'expires_ms', expires_ms)
+    return {1, tonumber(epoch)}
+  end
+end
+if holder and holder ~= ARGV[1] and expires > now then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0'), holder}
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'color', ARGV[2], 'release', ARGV[3],
+           'epoch', epoch, 'expires_ms', expires_ms, 'acquired_ms', now)
+return {1, epoch}

@@ -1,0 +1,303 @@
+"""The Redis access layer: every read and fenced write Baton makes goes through here.
+
+Write methods accept an optional `pipe` so that a caller can batch several writes into one
+round trip (rq's habit). Fenced writes return the script's verdict string ('OK',
+'STALE_EPOCH', 'HALTED', 'DUPLICATE', 'ALREADY', 'UNKNOWN') instead of raising, because a
+refusal is an expected outcome that the caller must act on.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from state import structs
+from state.control import parse_control
+from state.keys import Keys
+from state.scripts import Scripts
+from state.structs import (
+    INTENT,
+    POSITION,
+    SCHEMA_VERSION,
+    SLOT,
+    ControlFlags,
+    Intent,
+    Position,
+    Slot,
+    TickRecord,
+)
+
+JOURNAL_MAXLEN = 100_000
+ERRORS_MAXLEN = 1_000
+
+
+class SchemaMismatch(RuntimeError):
+    """The Redis data was written by a schema this code cannot read."""
+
+
+def utc_day(ms: int) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(ms / 1000))
+
+
+def connect(url: str, **kw: Any) -> aioredis.Redis:
+    # decode_responses: every value we store is text (JSON or numbers), and str keeps the
+    # parsing code free of bytes/str juggling.
+    return aioredis.Redis.from_url(url, decode_responses=True, **kw)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.r = redis
+        self.k = keys
+        self.scripts = Scripts(redis)
+
+    def _call(self, script: Any, keys: list[str], args: list[Any], pipe: Any = None) -> Any:
+        """Run a script now (returns an awaitable) or queue it on `pipe` (returns None)."""
+        if pipe is None:
+            return script(keys=keys, args=args)
+        self.scripts.on(pipe, script, keys, args)
+        return None
+
+    async def run_pipeline(self, build: Any) -> list[Any]:
+        """Build and execute a pipeline in one round trip; results keep errors as values.
+
+        After a Redis restart the script cache is empty and every EVALSHA answers NOSCRIPT
+        (so none of them ran): load the scripts and run the whole pipeline once more.
+        """
+        for attempt in (1, 2):
+            pipe = self.r.pipeline(transaction=False)
+            build(pipe)
+            results = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(x, NoScriptError) for x in results):
+                await self.scripts.load()
+                continue
+            return results
+        return results
+
+    # --- schema and slots -------------------------------------------------------------
+    async def ensure_schema(self) -> int:
+        """Stamp an empty store with our schema version, or check the one it has."""
+        await self.r.set(self.k.schema_version(), SCHEMA_VERSION, nx=True)
+        raw = await self.r.get(self.k.schema_version())
+        try:
+            found = int(raw)
+        except (TypeError, ValueError):
+            raise SchemaMismatch(f"{self.k.schema_version()} holds {raw!r}, not a version number") from None
+        if found != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"Redis holds schema version {found}, this code reads version {SCHEMA_VERSION}"
+            )
+        return found
+
+    async def ensure_slots(self, slots: list[Slot]) -> None:
+        """Create configured slots that Redis does not know yet; operator edits survive."""
+        pipe = self.r.pipeline(transaction=False)
+        for slot in slots:
+            pipe.hsetnx(self.k.slots(), slot.id, SLOT.encode(slot))
+        await pipe.execute()
+
+    async def read_slots(self) -> dict[str, str]:
+        return await self.r.hgetall(self.k.slots())
+
+    async def set_slot(self, slot: Slot) -> None:
+        await self.r.hset(self.k.slots(), slot.id, SLOT.encode(slot))
+
+    # --- control ----------------------------------------------------------------------
+    async def read_control(self) -> ControlFlags:
+        return parse_control(await self.r.hgetall(self.k.control()))
+
+    async def set_halt(self, reason: str, now_ms: int) -> None:
+        await self.r.hset(
+            self.k.control(), mapping={"halted": "1", "halt_reason": reason, "updated_ms": now_ms}
+        )
+
+    async def clear_halt(self, now_ms: int) -> None:
+        await self.r.hset(
+            self.k.control(), mapping={"halted": "0", "halt_reason": "", "updated_ms": now_ms}
+        )
+
+    async def set_paused(self, paused: bool, now_ms: int) -> None:
+        await self.r.hset(
+            self.k.control(), mapping={"paused": "1" if paused else "0", "updated_ms": now_ms}
+        )
+
+    # --- lease ------------------------------------------------------------------------
+    async def acquire_lease(
+        self, holder: str, color: str, release: str, now_ms: int, ttl_ms: int
+    ) -> tuple[bool, int, str]:
+        res = await self.scripts.lease_acquire(
+            keys=[self.k.lease(), self.k.lease_epoch()],
+            args=[holder, color, release, now_ms, ttl_ms],
+        )
+        if int(res[0]) == 1:
+            return True, int(res[1]), holder
+        return False, int(res[1]), _s(res[2])
+
+    def renew_lease(self, holder: str, epoch: int, now_ms: int, ttl_ms: int, pipe: Any = None) -> Any:
+        return self._call(
+            self.scripts.lease_renew,
+            keys=[self.k.lease(), self.k.lease_epoch()],
+            args=[holder, epoch, now_ms, ttl_ms],
+            pipe=pipe,
+        )
+
+    async def transfer_lease(
+        self, holder: str, epoch: int, new_holder: str, new_color: str, new_release: str,
+        now_ms: int, ttl_ms: int,
+    ) -> int:
+        res = await self.scripts.lease_transfer(
+            keys=[self.k.lease(), self.k.lease_epoch()],
+            args=[holder, epoch, new_holder, new_color, new_release, now_ms, ttl_ms],
+        )
+        return int(res)
+
+    async def release_lease(self, holder: str, epoch: int) -> bool:
+        res = await self.scripts.lease_release(keys=[self.k.lease()], args=[holder, epoch])
+        return int(res) == 1
+
+    async def read_lease(self) -> dict[str, str]:
+        return await self.r.hgetall(self.k.lease())
+
+    async def cache_market(self, market: structs.Market, ttl_s: int) -> None:
+        await self.r.set(self.k.market(market.slug), structs.MARKET.encode(market), ex=ttl_s)
+
+    # --- intents, positions, ledger (fenced) ------------------------------------------
+    def commit_intent(self, epoch: int, intent: Intent, pipe: Any = None) -> Any:
+        return self._call(
+            self.scripts.intent_commit,
+            keys=[self.k.lease_epoch(), self.k.control(), self.k.intents(), self.k.intents_open()],
+            args=[epoch, intent.id, INTENT.encode(intent)],
+            pipe=pipe,
+        )
+
+    def update_intent(self, epoch: int, intent: Intent, pipe: Any = None) -> Any:
+        final = intent.status in structs.FINAL_INTENT_STATUSES
+        return self._call(
+            self.scripts.intent_update,
+            keys=[self.k.lease_epoch(), self.k.intents(), self.k.intents_open()],
+            args=[epoch, intent.id, INTENT.encode(intent), "1" if final else "0"],
+            pipe=pipe,
+        )
+
+    def record_fill(self, epoch: int, intent: Intent, position: Position, pipe: Any = None) -> Any:
+        return self._call(
+            self.scripts.record_fill,
+            keys=[
+                self.k.lease_epoch(), self.k.intents(), self.k.intents_open(),
+                self.k.positions(), self.k.positions_open(), self.k.ledger(),
+                self.k.ledger_totals(), self.k.ledger_refs(), self.k.ledger_day(utc_day(position.opened_ms)),
+            ],
+            args=[
+                epoch, intent.id, INTENT.encode(intent), position.id,
+                POSITION.encode(position), position.cost_micros, position.opened_ms,
+            ],
+            pipe=pipe,
+        )
+
+    def settle_position(self, epoch: int, position: Position, pipe: Any = None) -> Any:
+        return self._call(
+            self.scripts.settle_position,
+            keys=[
+                self.k.lease_epoch(), self.k.positions(), self.k.positions_open(),
+                self.k.ledger(), self.k.ledger_totals(), self.k.ledger_refs(),
+                self.k.ledger_day(utc_day(position.settled_ms)),
+            ],
+            args=[
+                epoch, position.id, POSITION.encode(position), position.payout_micros,
+                position.pnl_micros, position.settled_ms,
+            ],
+            pipe=pipe,
+        )
+
+    async def deposit(self, epoch: int, ref: str, amount_micros: int, at_ms: int) -> str:
+        res = await self.scripts.ledger_deposit(
+            keys=[
+                self.k.lease_epoch(), self.k.ledger(), self.k.ledger_totals(),
+                self.k.ledger_refs(), self.k.ledger_day(utc_day(at_ms)),
+            ],
+            args=[epoch, ref, amount_micros, at_ms],
+        )
+        return _s(res)
+
+    async def read_intents(self, open_only: bool = False) -> list[Intent]:
+        raw = await self.r.hgetall(self.k.intents_open() if open_only else self.k.intents())
+        return [INTENT.decode(v) for v in raw.values()]
+
+    async def read_positions(self, open_only: bool = False) -> list[Position]:
+        raw = await self.r.hgetall(self.k.positions_open() if open_only else self.k.positions())
+        return [POSITION.decode(v) for v in raw.values()]
+
+    async def read_ledger_totals(self) -> dict[str, int]:
+        raw = await self.r.hgetall(self.k.ledger_totals())
+        return {k: int(v) for k, v in raw.items()}
+
+    async def read_ledger(self) -> list[structs.LedgerEntry]:
+        out = []
+        for _id, f in await self.r.xrange(self.k.ledger()):
+            out.append(
+                structs.LedgerEntry(
+                    kind=f["kind"], amount_micros=int(f["amount_micros"]), ref=f["ref"],
+                    at_ms=int(f["at_ms"]), epoch=int(f.get("epoch", 0)),
+                    pnl_micros=int(f.get("pnl_micros", 0)),
+                )
+            )
+        return out
+
+    # --- journal, stats, errors -------------------------------------------------------
+    def append_tick(self, rec: TickRecord, pipe: Any = None) -> Any:
+        """Journal a tick (fenced, once per index) and count it in stats."""
+        flat: list[Any] = []
+        for name, value in structs.tick_record_fields(rec).items():
+            flat += [name, value]
+        return self._call(
+            self.scripts.tick_journal,
+            keys=[self.k.lease_epoch(), self.k.journal_ticks(), self.k.stats()],
+            args=[rec.epoch, rec.tick, rec.missed_before, rec.started_ms, JOURNAL_MAXLEN, *flat],
+            pipe=pipe,
+        )
+
+    async def read_stop_marks(self) -> tuple[int | None, int | None]:
+        """(last journaled tick, tick after which the last holder stopped cleanly)."""
+        last, clean = await self.r.hmget(self.k.stats(), ["last_tick", "clean_stop_tick"])
+        return (int(last) if last is not None else None, int(clean) if clean is not None else None)
+
+    async def mark_clean_stop(self, tick: int | None) -> None:
+        if tick is None:
+            await self.r.hdel(self.k.stats(), "clean_stop_tick")
+        else:
+            await self.r.hset(self.k.stats(), "clean_stop_tick", tick)
+
+    async def record_error(self, source: str, error: str, sample: str = "", now_ms: int = 0) -> None:
+        """Journal a bad input or venue error with what was wrong; never raises."""
+        try:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.xadd(
+                self.k.journal_errors(),
+                {"source": source, "error": error[:500], "sample": sample[:200],
+                 "at_ms": now_ms or int(time.time() * 1000)},
+                maxlen=ERRORS_MAXLEN, approximate=True,
+            )
+            pipe.hincrby(self.k.stats(), f"errors_{source}", 1)
+            await pipe.execute()
+        except Exception:
+            pass
+
+    async def heartbeat(self, color: str, fields: dict[str, Any], ttl_ms: int) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.k.worker(color), mapping=fields)
+        pipe.pexpire(self.k.worker(color), ttl_ms)
+        await pipe.execute()
+
+
+def decode_slot(raw: str) -> Slot:
+    return SLOT.decode(raw)
+
+
+

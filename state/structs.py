@@ -1,0 +1,205 @@
+"""The msgspec structs that Baton keeps in Redis, with one JSON codec per type.
+
+Schema evolution rule (docs/state.md): new fields go at the end and have defaults; a field
+is never renamed or retyped in place. Bump SCHEMA_VERSION when old readers could no longer
+read what new writers write.
+
+Money is held in integer micro-dollars (`*_micros`, 1e-6 USD, as USDC has 6 decimals) and
+share amounts in micro-shares, so that ledger sums are exact to the cent and beyond.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+
+SCHEMA_VERSION = 1
+MICROS = 1_000_000
+
+Side = Literal["up", "down"]
+
+
+def usd_to_micros(usd: float) -> int:
+    return round(usd * MICROS)
+
+
+def micros_to_usd(m: int) -> float:
+    return m / MICROS
+
+
+class Candle(msgspec.Struct, array_like=True, frozen=True):
+    """One kline, stored as a compact JSON array: [open_ms, o, h, l, c, v, closed]."""
+
+    open_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    closed: bool
+
+
+class FeedStatus(msgspec.Struct, frozen=True):
+    """What the feed last wrote for one asset and interval."""
+
+    updated_ms: int
+    last_open_ms: int
+    last_close: float
+
+
+class Market(msgspec.Struct, frozen=True):
+    """The venue market of one slot-window, found by slug."""
+
+    slug: str
+    condition_id: str
+    up_token: str
+    down_token: str
+    tick_size: float = 0.01
+    min_size: float = 1.0
+
+
+class Slot(msgspec.Struct, frozen=True):
+    id: str
+    asset: str
+    timeframe: str
+    enabled: bool = True
+    stake_usd: float = 5.0
+    strategy: str = "snipe"
+    params: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class ControlFlags(msgspec.Struct, frozen=True):
+    halted: bool = False
+    halt_reason: str = ""
+    paused: bool = False
+    # Values in the control hash that could not be read; halt and pause fail safe (on).
+    problems: tuple[str, ...] = ()
+
+
+class Lease(msgspec.Struct, frozen=True):
+    holder: str
+    color: str
+    release: str
+    epoch: int
+    expires_ms: int
+
+
+IntentStatus = Literal["committed", "posted", "filled", "rejected", "failed"]
+FINAL_INTENT_STATUSES = frozenset({"filled", "rejected", "failed"})
+
+
+class Intent(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision committed before it reaches the venue; id = slot:window_start_s:leg."""
+
+    id: str
+    slot: str
+    window_start_s: int
+    window_end_s: int
+    leg: str
+    side: Side
+    limit_price: float
+    size: float
+    stake_usd: float
+    epoch: int
+    created_ms: int
+    status: IntentStatus = "committed"
+    token_id: str = ""
+    condition_id: str = ""
+    order_id: str = ""
+    filled_size: float = 0.0
+    avg_price: float = 0.0
+    error: str = ""
+    updated_ms: int = 0
+
+
+class Position(msgspec.Struct, frozen=True, kw_only=True):
+    """Shares held in one slot-window; id = slot:window_start_s."""
+
+    id: str
+    slot: str
+    asset: str
+    window_start_s: int
+    window_end_s: int
+    side: Side
+    token_id: str
+    condition_id: str
+    shares_micros: int
+    cost_micros: int
+    opened_ms: int
+    intent_id: str
+    status: Literal["open", "settled"] = "open"
+    won: bool | None = None
+    payout_micros: int = 0
+    pnl_micros: int = 0
+    settled_ms: int = 0
+
+
+LedgerKind = Literal["deposit", "buy", "payout"]
+
+
+class LedgerEntry(msgspec.Struct, frozen=True):
+    """One ledger line; amount is signed (cash in > 0, cash out < 0)."""
+
+    kind: LedgerKind
+    amount_micros: int
+    ref: str
+    at_ms: int
+    epoch: int = 0
+    pnl_micros: int = 0
+
+
+class TickRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of the tick journal stream (stored as stream fields, not JSON)."""
+
+    tick: int
+    color: str
+    release: str
+    epoch: int
+    started_ms: int
+    duration_ms: int
+    jitter_ms: int
+    orders: int
+    missed_before: int = 0
+    halted: bool = False
+    paused: bool = False
+    evaluated: int = 0
+    settled: int = 0
+    errors: int = 0
+
+
+T = TypeVar("T")
+
+
+class Codec(Generic[T]):
+    """A JSON encoder/decoder pair for one type, built once and reused."""
+
+    def __init__(self, typ: type[T]) -> None:
+        self.typ = typ
+        self._enc = msgspec.json.Encoder()
+        self._dec: msgspec.json.Decoder[T] = msgspec.json.Decoder(typ)
+
+    def encode(self, value: T) -> bytes:
+        return self._enc.encode(value)
+
+    def decode(self, raw: bytes | str) -> T:
+        return self._dec.decode(raw)
+
+
+CANDLE = Codec(Candle)
+FEED_STATUS = Codec(FeedStatus)
+MARKET = Codec(Market)
+SLOT = Codec(Slot)
+LEASE = Codec(Lease)
+INTENT = Codec(Intent)
+POSITION = Codec(Position)
+LEDGER_ENTRY = Codec(LedgerEntry)
+
+
+def tick_record_fields(rec: TickRecord) -> dict[str, Any]:
+    """Stream fields for a tick record: flat strings so `redis-cli XRANGE` reads cleanly."""
+    out: dict[str, Any] = {}
+    for name in rec.__struct_fields__:
+        v = getattr(rec, name)
+        out[name] = int(v) if isinstance(v, bool) else v
+    return out

@@ -1,0 +1,108 @@
+"""A whole Baton stack for end-to-end tests: its own BATON_HOME, free ports, a real
+redis-server and supervisord, started and stopped through the `baton` CLI as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from supervisor.xmlrpc import SupervisorTransport
+
+BATON = str(Path(sys.executable).with_name("baton"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = cond()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - keep polling through start-up errors
+            last = e
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
+
+
+class Stack:
+    def __init__(self, **env: str) -> None:
+        # A short path: the supervisor unix socket lives under it (108-byte limit).
+        self.home = Path(tempfile.mkdtemp(prefix="baton-e2e-"))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+        self.env.update(
+            BATON_HOME=str(self.home),
+            BATON_REDIS_PORT=str(free_port()),
+            BATON_SIM_BINANCE_PORT=str(free_port()),
+            BATON_SIM_CLOB_PORT=str(free_port()),
+        )
+        self.env.update(env)
+        self.redis = redis.Redis(port=int(self.env["BATON_REDIS_PORT"]), decode_responses=True)
+        self.clob_url = f"http://127.0.0.1:{self.env['BATON_SIM_CLOB_PORT']}"
+
+    def baton(self, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [BATON, *args], env=self.env, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+
+    def start(self) -> str:
+        out = self.baton("run")
+        assert out.returncode == 0, f"baton run failed:\n{out.stdout}\n{out.stderr}\n{self.logs()}"
+        return out.stdout
+
+    def status(self) -> dict[str, Any]:
+        out = self.baton("status", "--json", timeout_s=30)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def rpc(self) -> Any:
+        sock = self.home / "var" / "run" / "supervisor.sock"
+        return xmlrpc.client.ServerProxy(
+            "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}")
+        )
+
+    def program_pids(self) -> list[int]:
+        return [p["pid"] for p in self.rpc().supervisor.getAllProcessInfo() if p["pid"]]
+
+    def supervisord_pid(self) -> int:
+        return int((self.home / "var" / "run" / "supervisord.pid").read_text())
+
+    def sim_orders(self) -> list[dict[str, Any]]:
+        import httpx
+
+        orders: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            resp = httpx.get(f"{self.clob_url}/data/orders", params={"next_cursor": cursor} if cursor else None)
+            resp.raise_for_status()
+            page = resp.json()
+            orders += page["data"]
+            cursor = page.get("next_cursor", "LTE=")
+            if cursor in ("LTE=", "", None):
+                return orders
+
+    def logs(self) -> str:
+        out = []
+        for f in sorted((self.home / "var" / "log").glob("*.log")):
+            out.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:])
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        self.baton("stop", timeout_s=120)
+        self.redis.close()

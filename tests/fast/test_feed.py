@@ -1,0 +1,408 @@
+"""The feed loop end to end, in-process: a local websockets server stands in for Binance's
+kline stream, a local aiohttp app for its klines REST, fakeredis for Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import fakeredis
+import pytest
+from aiohttp import web
+from websockets.asyncio.server import ServerConnection, serve
+
+from feed.client import Feed
+from state.keys import Keys
+from state.structs import CANDLE, FEED_STATUS, Candle
+
+KEYS = Keys("baton:")
+ASSETS = ("btc", "eth")
+BASE = {"btc": 95_000.0, "eth": 3_500.0}
+DROP = "<drop>"  # outbox marker: abort the socket, as a network failure would
+
+
+def prices(asset: str, open_ms: int) -> tuple[float, float, float, float]:
+    s = open_ms // 1000
+    o, c = BASE[asset] + s % 50, BASE[asset] + (s + 1) % 50
+    return o, max(o, c) + 1, min(o, c) - 1, c
+
+
+def kline(asset: str, open_ms: int, closed: bool = True, close: float | None = None) -> str:
+    o, h, lo, c = prices(asset, open_ms)
+    if close is not None:
+        c, h, lo = close, max(h, close), min(lo, close)
+    sym = f"{asset.upper()}USDT"
+    return json.dumps({
+        "stream": f"{sym.lower()}@kline_1s",
+        "data": {"e": "kline", "E": open_ms + 500, "s": sym, "k": {
+            "t": open_ms, "T": open_ms + 999, "s": sym, "i": "1s", "f": 1, "L": 2,
+            "o": str(o), "c": str(c), "h": str(h), "l": str(lo), "v": "1.5", "n": 2,
+            "x": closed, "q": "0", "V": "0", "Q": "0", "B": "0",
+        }},
+    })
+
+
+def expected(asset: str, open_ms: int) -> Candle:
+    o, h, lo, c = prices(asset, open_ms)
+    return Candle(open_ms, o, h, lo, c, 1.5, True)
+
+
+class FakeBinance:
+    """Sends what the test puts in `outbox`, in order, across connections."""
+
+    def __init__(self) -> None:
+        self.outbox: asyncio.Queue[str] = asyncio.Queue()
+        self.paths: list[str] = []
+        self.closed_by_client = 0
+        self.url = ""
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.paths.append(ws.request.path if ws.request else "")
+        sender = asyncio.create_task(self._send(ws))
+        await ws.wait_closed()
+        if not sender.done():
+            self.closed_by_client += 1
+        sender.cancel()
+
+    async def _send(self, ws: ServerConnection) -> None:
+        while True:
+            msg = await self.outbox.get()
+            if msg == DROP:
+                ws.transport.abort()
+                return
+            await ws.send(msg)
+
+    def send(self, *msgs: str) -> None:
+        for m in msgs:
+            self.outbox.put_nowait(m)
+
+
+class FakeRest:
+    """GET /api/v3/klines: rows from `rows_from_ms` on (none while it is None)."""
+
+    def __init__(self) -> None:
+        self.rows_from_ms: int | None = None
+        self.status = 200
+        self.requests: list[dict[str, str]] = []
+        self.url = ""
+
+    async def klines(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        self.requests.append(q)
+        if self.status != 200:
+            return web.Response(status=self.status, text="venue unavailable")
+        if self.rows_from_ms is None:
+            return web.json_response([])
+        asset = q["symbol"].removesuffix("USDT").lower()
+        start = max(int(q["startTime"]), self.rows_from_ms)
+        start += -start % 1000
+        rows = []
+        for t in range(start, int(q["endTime"]) + 1, 1000)[: int(q["limit"])]:
+            o, h, lo, c = prices(asset, t)
+            rows.append([t, str(o), str(h), str(lo), str(c), "1.5", t + 999, "0", 2, "0", "0", "0"])
+        return web.json_response(rows)
+
+
+@pytest.fixture
+async def binance() -> AsyncIterator[FakeBinance]:
+    fake = FakeBinance()
+    async with serve(fake.handler, "127.0.0.1", 0) as server:
+        fake.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        yield fake
+
+
+@pytest.fixture
+async def rest() -> AsyncIterator[FakeRest]:
+    fake = FakeRest()
+    app = web.Application()
+    app.router.add_get("/api/v3/klines", fake.klines)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield fake
+    await runner.cleanup()
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+async def redis(server: fakeredis.FakeServer) -> AsyncIterator[fakeredis.FakeAsyncRedis]:
+    r = fakeredis.FakeAsyncRedis(server=server)
+    yield r
+    await r.aclose()
+
+
+def make_feed(redis, binance: FakeBinance, rest: FakeRest, **kw) -> Feed:
+    kw.setdefault("backoff_initial_s", 0.02)
+    kw.setdefault("backoff_max_s", 0.2)
+    return Feed(redis, assets=ASSETS, ws_url=binance.url, rest_url=rest.url, **kw)
+
+
+@contextlib.asynccontextmanager
+async def running(feed: Feed) -> AsyncIterator[Feed]:
+    task = asyncio.create_task(feed.run())
+    try:
+        yield feed
+    finally:
+        feed.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def wait_for(cond: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def candles(redis, asset: str = "btc") -> list[Candle]:
+    return [CANDLE.decode(m) for m in await redis.zrange(KEYS.candles(asset, "1s"), 0, -1)]
+
+
+async def stats(redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in (await redis.hgetall(KEYS.feed_stats())).items()}
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+async def test_frames_become_candles_and_feed_status(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(kline("btc", t, closed=False, close=BASE["btc"] + 0.5))
+
+        async def in_progress_stored():
+            return [c.closed for c in await candles(redis)] == [False]
+
+        await wait_for(in_progress_stored, "the in-progress candle")
+        binance.send(kline("btc", t), kline("btc", t + 1000, closed=False), kline("eth", t))
+
+        async def all_stored():
+            return len(await candles(redis)) == 2 and len(await candles(redis, "eth")) == 1
+
+        await wait_for(all_stored, "three candles")
+
+    assert binance.paths == ["/stream?streams=btcusdt@kline_1s/ethusdt@kline_1s"]
+    btc = await candles(redis)
+    # The closed candle replaced the in-progress one of the same open time.
+    assert btc[0] == expected("btc", t)
+    assert btc[1].open_ms == t + 1000 and not btc[1].closed
+    # Members are readable JSON arrays, scored by open time.
+    raw = await redis.zrange(KEYS.candles("btc", "1s"), 0, 0, withscores=True)
+    assert json.loads(raw[0][0])[0] == t and raw[0][1] == t
+    assert json.loads(raw[0][0])[-1] is True
+    status = FEED_STATUS.decode(await redis.hget(KEYS.feed_status(), "btc:1s"))
+    assert (status.last_open_ms, status.last_close) == (t + 1000, btc[1].close)
+    assert abs(status.updated_ms - time.time() * 1000) < 10_000
+    assert await redis.hget(KEYS.feed_status(), "eth:1s") is not None
+    s = await stats(redis)
+    assert s["frames"] == 4 and s["candles"] == 4
+    assert s.get("bad_frames", 0) == 0
+
+
+async def test_malformed_frames_are_counted_journaled_and_skipped(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    good = json.loads(kline("btc", t))
+    bad_price = json.loads(kline("btc", t))
+    bad_price["data"]["k"]["c"] = "12,5"
+    unknown = json.loads(kline("btc", t))
+    unknown["data"]["s"] = unknown["data"]["k"]["s"] = "FOOUSDT"
+    trade = {"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT"}}
+    missing = json.loads(kline("btc", t))
+    del missing["data"]["k"]["o"]
+    nan_price = json.loads(kline("btc", t))
+    nan_price["data"]["k"]["h"] = "NaN"
+    bad = [
+        "this is not json",
+        "[1, 2, 3]",
+        json.dumps(bad_price),
+        json.dumps(unknown),
+        json.dumps(trade),
+        json.dumps(missing),
+        json.dumps(nan_price),
+        json.dumps({"stream": "btcusdt@kline_1s"}),
+    ]
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(*bad, json.dumps(good), kline("btc", t + 1000))
+
+        async def good_stored():
+            return len(await candles(redis)) == 2
+
+        await wait_for(good_stored, "the good frames after the bad ones")
+
+    assert await candles(redis) == [expected("btc", t), expected("btc", t + 1000)]
+    s = await stats(redis)
+    assert s["bad_frames"] == len(bad) and s["frames"] == len(bad) + 2
+    entries = await redis.xrange(KEYS.journal_errors())
+    assert len(entries) == len(bad)
+    fields = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
+    assert all(f["source"] == "feed" and int(f["at_ms"]) > 0 for f in fields)
+    assert [f["sample"] for f in fields] == [b[:200] for b in bad]
+    errors = [f["error"] for f in fields]
+    assert errors[0].startswith("not JSON")
+    assert "$.data.k.c" in errors[2]
+    assert "FOOUSDT" in errors[3]
+    assert "trade" in errors[4]
+    assert "`o`" in errors[5]
+
+
+async def test_out_of_order_and_duplicate_frames_are_counted_and_skipped(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(
+            kline("btc", t),
+            kline("btc", t + 1000),
+            kline("btc", t + 1000),  # duplicate
+            kline("btc", t),  # an older one replayed: duplicate too
+            kline("btc", t, close=BASE["btc"] + 7),  # older, and not what is stored
+            kline("btc", t + 1000, closed=False),  # an update of a final candle
+            kline("btc", t + 2000),
+        )
+
+        async def last_stored():
+            return len(await candles(redis)) == 3
+
+        await wait_for(last_stored, "the frame after the skipped ones")
+
+    assert await candles(redis) == [expected("btc", t + i * 1000) for i in range(3)]
+    s = await stats(redis)
+    assert (s["duplicates"], s["out_of_order"], s["candles"], s["frames"]) == (2, 2, 3, 7)
+
+
+async def test_a_dropped_connection_reconnects_and_the_backfill_fills_the_hole(
+    redis, binance, rest
+):
+    base = (now_s() - 30) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(*(kline("btc", base + i * 1000) for i in range(5)))
+
+        async def first_five():
+            return len(await candles(redis)) == 5
+
+        await wait_for(first_five, "the candles before the drop")
+        rest.rows_from_ms = base
+        # The socket dies; after it, the stream resumes 20 s further on.
+        binance.send(DROP, *(kline("btc", base + i * 1000) for i in range(25, 30)))
+
+        async def resumed():
+            s = await stats(redis)
+            return s.get("reconnects") == 1 and s.get("duplicates", 0) == 5
+
+        await wait_for(resumed, "the reconnect, backfill, and the resumed stream")
+
+    got = await candles(redis)
+    opens = [c.open_ms for c in got]
+    assert opens == list(range(base, opens[-1] + 1, 1000)), "a second is missing"
+    assert opens[-1] >= base + 29_000
+    assert got == [expected("btc", t) for t in opens]
+    # The backfill asked from the first missing candle; eth had none stored, so it asked
+    # from the retention floor.
+    btc_asks = [q for q in rest.requests if q["symbol"] == "BTCUSDT"]
+    assert btc_asks[-1]["startTime"] == str(base + 5000)
+    assert btc_asks[-1]["interval"] == "1s" and btc_asks[-1]["limit"] == "1000"
+    s = await stats(redis)
+    assert s["backfilled"] >= 20 and len(binance.paths) == 2
+
+
+async def test_candles_older_than_the_retention_are_trimmed(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest, retention_s=10)):
+        binance.send(*(kline("btc", t + i * 1000) for i in range(21)))
+
+        async def last_stored():
+            got = await candles(redis)
+            return bool(got) and got[-1].open_ms == t + 20_000
+
+        await wait_for(last_stored, "the last candle")
+
+    opens = [c.open_ms for c in await candles(redis)]
+    assert opens == list(range(t + 10_000, t + 21_000, 1000))
+
+
+async def test_a_server_shutdown_event_triggers_a_reconnect(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(
+            kline("btc", t),
+            json.dumps({"stream": "btcusdt@kline_1s", "data": {"e": "serverShutdown", "E": 1}}),
+        )
+
+        async def reconnected():
+            return len(binance.paths) == 2 and (await stats(redis)).get("reconnects") == 1
+
+        await wait_for(reconnected, "a reconnect after serverShutdown")
+        # A bare event, without the combined-stream wrapper, is obeyed too.
+        binance.send(json.dumps({"e": "serverShutdown"}), kline("btc", t + 1000))
+
+        async def again():
+            return len(binance.paths) == 3 and len(await candles(redis)) == 2
+
+        await wait_for(again, "a second reconnect")
+
+    assert binance.closed_by_client >= 2
+    s = await stats(redis)
+    assert s["server_shutdowns"] == 2 and s.get("bad_frames", 0) == 0
+
+
+async def test_a_connection_is_renewed_before_the_age_limit(redis, binance, rest):
+    async with running(make_feed(redis, binance, rest, max_connection_age_s=0.2)):
+
+        async def renewed():
+            return len(binance.paths) >= 3
+
+        await wait_for(renewed, "proactive reconnects")
+    assert binance.closed_by_client >= 2
+
+
+async def test_a_failing_backfill_is_journaled_and_not_fatal(redis, binance, rest):
+    rest.status = 500
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(kline("btc", t))
+
+        async def stored():
+            return len(await candles(redis)) == 1
+
+        await wait_for(stored, "frames despite the failed backfill")
+
+    s = await stats(redis)
+    assert s["backfill_errors"] == len(ASSETS)
+    entries = await redis.xrange(KEYS.journal_errors())
+    assert b"HTTP 500" in entries[0][1][b"error"]
+
+
+async def test_a_redis_outage_is_retried_until_redis_returns(redis, server, binance, rest):
+    server.connected = False
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+
+        async def retried():
+            return len(binance.paths) >= 3
+
+        await wait_for(retried, "reconnect attempts during the outage")
+        server.connected = True
+        binance.send(kline("btc", t))
+
+        async def stored():
+            return len(await candles(redis)) == 1
+
+        await wait_for(stored, "the frame after Redis came back")
+
+
+async def test_a_stopped_feed_exits_while_the_venue_is_unreachable(redis, rest):
+    feed = Feed(redis, assets=ASSETS, ws_url="ws://127.0.0.1:9", rest_url=rest.url,
+                backoff_initial_s=0.05)
+    task = asyncio.create_task(feed.run())
+    await asyncio.sleep(0)
+    feed.stop()
+    await asyncio.wait_for(task, 2)

@@ -1,0 +1,136 @@
+"""The feed's pure parts (frame and row decoding, backoff) and the `python -m feed` process's
+clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from feed.binance import (
+    BadFrame,
+    CandleUpdate,
+    ServerShutdown,
+    parse_frame,
+    parse_rows,
+    sample,
+    stream_url,
+)
+from feed.client import Backoff
+from state.structs import Candle
+
+ASSETS = frozenset({"btc", "eth"})
+REPO = Path(__file__).resolve().parents[2]
+
+
+def frame(**k_overrides: object) -> dict:
+    k = {"t": 1000, "T": 1999, "s": "BTCUSDT", "i": "1s", "o": "10.5", "c": "11.0",
+         "h": "11.5", "l": "10.0", "v": "2.25", "x": True, "n": 3, "q": "0"}
+    k.update(k_overrides)
+    return {"stream": "btcusdt@kline_1s", "data": {"e": "kline", "E": 1500, "s": k["s"], "k": k}}
+
+
+def test_a_kline_frame_becomes_a_candle_update():
+    got = parse_frame(json.dumps(frame()), ASSETS, "1s")
+    assert got == CandleUpdate("btc", Candle(1000, 10.5, 11.5, 10.0, 11.0, 2.25, True))
+    assert parse_frame(json.dumps(frame()).encode(), ASSETS, "1s") == got
+
+
+def test_server_shutdown_is_recognised_wrapped_or_bare():
+    wrapped = {"stream": "x", "data": {"e": "serverShutdown", "E": 5}}
+    assert isinstance(parse_frame(json.dumps(wrapped), ASSETS, "1s"), ServerShutdown)
+    assert isinstance(parse_frame('{"e":"serverShutdown"}', ASSETS, "1s"), ServerShutdown)
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("{", "not JSON"),
+        ("[]", "wrong shape: Expected `object`"),
+        (json.dumps(frame(c="abc")), "$.data.k.c"),
+        (json.dumps(frame(o="inf")), "$.data.k.o"),
+        (json.dumps(frame(v="-1")), "$.data.k.v"),
+        (json.dumps(frame(s="SOLUSDT")), "unknown symbol 'SOLUSDT'"),
+        (json.dumps(frame(i="1m")), "interval '1m'"),
+        (json.dumps(frame(h="10.1")), "inconsistent kline"),
+        (json.dumps({"data": {"e": "24hrTicker", "E": 1}}), "Invalid value '24hrTicker'"),
+        (json.dumps({"e": "kline"}), "no `data`"),
+    ],
+)
+def test_a_bad_frame_says_what_was_wrong(raw: str, says: str):
+    with pytest.raises(BadFrame) as info:
+        parse_frame(raw, ASSETS, "1s")
+    assert says in str(info.value)
+
+
+def test_rest_rows_become_candles_closed_once_their_close_time_passed():
+    rows = [[1000, "1", "2", "0.5", "1.5", "3", 1999, "0", 5, "0", "0", "0"],
+            [2000, "1.5", "2", "1", "1.8", "1", 2999, "0", 1, "0", "0", "0"]]
+    got = parse_rows(json.dumps(rows).encode(), now_ms=2500)
+    assert got == [Candle(1000, 1.0, 2.0, 0.5, 1.5, 3.0, True),
+                   Candle(2000, 1.5, 2.0, 1.0, 1.8, 1.0, False)]
+    with pytest.raises(BadFrame):
+        parse_rows(b'{"code": -1121, "msg": "Invalid symbol."}', now_ms=0)
+
+
+def test_the_stream_url_names_every_asset():
+    assert stream_url("ws://h:1/", ["btc", "xrp"], "1s") == (
+        "ws://h:1/stream?streams=btcusdt@kline_1s/xrpusdt@kline_1s"
+    )
+    assert sample(b"\xff" + b"a" * 300) == "\ufffd" + "a" * 199
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
+    b = Backoff(0.2, 5.0, rng=lambda: 1.0)
+    assert [b.next_s() for _ in range(7)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    b.reset()
+    assert b.next_s() == 0.2
+    low = Backoff(0.2, 5.0, rng=lambda: 0.0)
+    assert low.next_s() == 0.1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(20)
+async def test_python_m_feed_exits_0_on_sigterm_even_while_retrying():
+    # Nothing listens on either port: the feed is in its retry loop when the signal comes.
+    env = dict(os.environ)
+    env.update({
+        "BATON_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "BATON_BINANCE_WS_URL": f"ws://127.0.0.1:{free_port()}",
+        "BATON_BINANCE_REST_URL": f"http://127.0.0.1:{free_port()}",
+        "BATON_ASSETS": "btc,eth",
+        "PYTHONUNBUFFERED": "1",
+    })
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "feed", cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(10):
+            while not any("disconnected" in line for line in lines):
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"feed exited early: {lines}"
+                lines.append(line)
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            rest = (await proc.stdout.read()).decode()
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, [*lines, rest]
+    assert "feed stopped" in rest
+    assert "Traceback" not in "".join(lines) + rest

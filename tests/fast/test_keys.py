@@ -1,0 +1,48 @@
+from state.keys import Keys
+
+
+def test_every_key_string_is_pinned():
+    k = Keys("baton:")
+    assert k.schema_version() == "baton:schema:version"
+    assert k.lease() == "baton:lease"
+    assert k.lease_epoch() == "baton:lease:epoch"
+    assert k.control() == "baton:control"
+    assert k.slots() == "baton:slots"
+    assert k.candles("btc", "1s") == "baton:candles:btc:1s"
+    assert k.feed_status() == "baton:feed:status"
+    assert k.feed_stats() == "baton:feed:stats"
+    assert k.market("btc-updown-15m-1700000100") == "baton:market:btc-updown-15m-1700000100"
+    assert k.intents() == "baton:intents"
+    assert k.intents_open() == "baton:intents:open"
+    assert k.positions() == "baton:positions"
+    assert k.positions_open() == "baton:positions:open"
+    assert k.ledger() == "baton:ledger"
+    assert k.ledger_totals() == "baton:ledger:totals"
+    assert k.ledger_refs() == "baton:ledger:refs"
+    assert k.ledger_day("20261121") == "baton:ledger:day:20261121"
+    assert k.journal_ticks() == "baton:journal:ticks"
+    assert k.journal_errors() == "baton:journal:errors"
+    assert k.stats() == "baton:stats"
+    assert k.worker("blue") == "baton:worker:blue"
+
+
+def test_the_prefix_is_configurable():
+    assert Keys("t1:").lease() == "t1:lease"
+
+
+def test_every_key_builder_is_documented_in_docs_state_md():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "state.md").read_text()
+    k = Keys("baton:")
+    samples = {
+        "candles": ("btc", "1s"), "market": ("btc-updown-15m-1700000100",),
+        "ledger_day": ("20261121",), "worker": ("blue",),
+    }
+    for name in dir(k):
+        if name.startswith("_") or name == "p":
+            continue
+        key = getattr(k, name)(*samples.get(name, ()))
+        # Documented either literally or as a pattern with <placeholders>.
+        stem = key.split(":")[1]
+        assert f"`baton:{stem}" in doc, f"{key} missing from docs/state.md"

@@ -1,0 +1,75 @@
+"""The ledger: append-only, every ref booked once, cash and PnL derived from it."""
+
+from __future__ import annotations
+
+import msgspec
+
+from kernel.settlement import settled
+from state.structs import Intent, Position
+
+NOW = 1_700_000_000_000
+
+
+def position(cost: int = 5_000_000, shares: int = 9_090_000) -> Position:
+    return Position(
+        id="btc-15m:1700000000", slot="btc-15m", asset="btc", window_start_s=1_700_000_000,
+        window_end_s=1_700_000_900, side="up", token_id="1", condition_id="0xc", shares_micros=shares,
+        cost_micros=cost, opened_ms=NOW, intent_id="btc-15m:1700000000:entry",
+    )
+
+
+def filled_intent() -> Intent:
+    return Intent(
+        id="btc-15m:1700000000:entry", slot="btc-15m", window_start_s=1_700_000_000,
+        window_end_s=1_700_000_900, leg="entry", side="up", limit_price=0.55, size=9.09,
+        stake_usd=5.0, epoch=1, created_ms=NOW, status="filled",
+    )
+
+
+async def test_a_deposit_is_booked_once(store):
+    await store.acquire_lease("w", "blue", "r", NOW, 1000)
+    assert await store.deposit(1, "deposit:paper-initial", 1_000_000_000, NOW) == "OK"
+    assert await store.deposit(1, "deposit:paper-initial", 1_000_000_000, NOW) == "ALREADY"
+    assert (await store.read_ledger_totals())["cash_micros"] == 1_000_000_000
+
+
+async def test_fill_then_settlement_books_cost_payout_and_pnl_exactly_once(store):
+    await store.acquire_lease("w", "blue", "r", NOW, 1000)
+    await store.deposit(1, "deposit:paper-initial", 1_000_000_000, NOW)
+    await store.commit_intent(1, msgspec.structs.replace(filled_intent(), status="committed"))
+    assert await store.record_fill(1, filled_intent(), position()) == "OK"
+    assert await store.record_fill(1, filled_intent(), position()) == "ALREADY"
+    assert len(await store.read_positions(open_only=True)) == 1
+    assert await store.read_intents(open_only=True) == []
+    won = settled(position(), up_won=True, now_ms=NOW + 900_000)
+    assert won.pnl_micros == 4_090_000
+    assert await store.settle_position(1, won) == "OK"
+    assert await store.settle_position(1, won) == "ALREADY"
+    totals = await store.read_ledger_totals()
+    assert totals["cash_micros"] == 1_000_000_000 - 5_000_000 + 9_090_000
+    assert totals["realized_pnl_micros"] == 4_090_000
+    entries = await store.read_ledger()
+    assert [e.kind for e in entries] == ["deposit", "buy", "payout"]
+    # cash is derivable from the stream alone
+    assert sum(e.amount_micros for e in entries) == totals["cash_micros"]
+    assert await store.read_positions(open_only=True) == []
+    (p,) = await store.read_positions()
+    assert p.status == "settled" and p.won is True
+
+
+async def test_a_losing_position_pays_nothing_and_books_the_loss(store):
+    await store.acquire_lease("w", "blue", "r", NOW, 1000)
+    await store.record_fill(1, filled_intent(), position())
+    lost = settled(position(), up_won=False, now_ms=NOW + 900_000)
+    assert (lost.won, lost.payout_micros, lost.pnl_micros) == (False, 0, -5_000_000)
+    await store.settle_position(1, lost)
+    day = await store.r.hget(store.k.ledger_day("20231114"), "realized_pnl_micros")
+    assert int(day) == -5_000_000
+
+
+async def test_settlement_by_a_stale_epoch_is_refused(store):
+    await store.acquire_lease("w", "blue", "r", NOW, 1000)
+    await store.record_fill(1, filled_intent(), position())
+    await store.acquire_lease("g", "green", "r", NOW + 5000, 1000)
+    assert await store.settle_position(1, settled(position(), True, NOW)) == "STALE_EPOCH"
+    assert len(await store.read_positions(open_only=True)) == 1

@@ -1,0 +1,60 @@
+"""The default strategy, as the pure function it is."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+from kernel.strategy_api import SlotInput
+from worker.strategies import snipe
+
+START = 1_700_000_100_000
+
+
+def inp(now_s: float, last: float, up_ask=0.6, down_ask=0.5, **params) -> SlotInput:
+    closes = tuple(100.0 + (0.01 if i % 2 else -0.01) for i in range(30)) + (last,)
+    return SlotInput(
+        slot_id="btc-5m", asset="btc", timeframe="5m", now_ms=START + int(now_s * 1000),
+        window_start_ms=START, window_end_ms=START + 300_000, open_price=100.0, last_price=last,
+        closes=closes, stake_usd=5.0, params=params, up_ask=up_ask, down_ask=down_ask,
+    )
+
+
+def test_nothing_happens_before_the_last_seconds_of_a_window():
+    assert snipe.evaluate(inp(100, 101.0)) is None
+
+
+def test_a_clear_up_move_late_in_the_window_buys_up_at_the_ask():
+    d = snipe.evaluate(inp(290, 100.5, up_ask=0.8, down_ask=0.25))
+    assert d is not None and d.side == "up" and d.limit_price == 0.8 and d.stake_usd == 5.0
+    assert d.p_up > 0.83
+
+
+def test_a_down_move_buys_down():
+    d = snipe.evaluate(inp(290, 99.5, up_ask=0.25, down_ask=0.8))
+    assert d is not None and d.side == "down"
+
+
+def test_no_entry_when_the_ask_already_prices_the_move():
+    assert snipe.evaluate(inp(290, 100.5, up_ask=0.99, down_ask=0.02)) is None
+
+
+def test_the_edge_is_a_parameter():
+    assert snipe.evaluate(inp(290, 100.5, up_ask=0.8, edge=0.5)) is None
+
+
+def test_short_windows_get_a_proportionally_short_entry_zone():
+    i = SlotInput(
+        slot_id="btc-15s", asset="btc", timeframe="15s", now_ms=START + 6_000, window_start_ms=START,
+        window_end_ms=START + 15_000, open_price=100, last_price=101, closes=(100.0,) * 10,
+        stake_usd=5, params={},
+    )
+    assert not snipe.needs_quotes(i)  # 9 s left of 15: outside the last third
+
+
+def test_the_module_holds_no_mutable_state():
+    tree = ast.parse(inspect.getsource(snipe))
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            value = node.value
+            assert not isinstance(value, ast.List | ast.Dict | ast.Set), ast.dump(node)

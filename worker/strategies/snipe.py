@@ -1,0 +1,80 @@
+"""snipe: in the last seconds of a window, buy the side whose chance beats its ask.
+
+The chance that the window closes Up is estimated from the move since the window's open and
+the recent per-second volatility (a driftless random walk: P(up) = Phi(ln(S/S0) / (sigma *
+sqrt(tau)))). One fixed stake per slot-window; the kernel enforces the "at most one".
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from types import MappingProxyType
+
+from kernel.strategy_api import Decision, SlotInput, remaining_s
+
+# Read-only on purpose: strategy modules hold no mutable state.
+DEFAULTS = MappingProxyType(
+    {
+        "edge": 0.03,  # required excess of the estimated chance over the ask
+        "entry_s": 30.0,  # enter only in the last entry_s seconds of a window
+        "min_price": 0.05,  # never buy a side cheaper than this (lottery tickets)
+        "max_price": 0.95,  # nor dearer than this (no upside left)
+        "vol_floor": 1e-5,  # per-second volatility floor, for flat data
+        "min_closes": 5.0,  # candles needed to estimate volatility
+    }
+)
+
+
+def param(inp: SlotInput, name: str) -> float:
+    return float(inp.params.get(name, DEFAULTS[name]))
+
+
+def in_entry_zone(inp: SlotInput) -> bool:
+    left = remaining_s(inp)
+    # Short windows (tests use 15 s) get a zone of a third of the window at most.
+    zone = min(param(inp, "entry_s"), (inp.window_end_ms - inp.window_start_ms) / 3000.0)
+    return 0.5 < left <= zone
+
+
+def volatility_per_s(closes: tuple[float, ...], floor: float) -> float:
+    rets = [math.log(b / a) for a, b in itertools.pairwise(closes) if a > 0 and b > 0]
+    if len(rets) < 2:
+        return floor
+    mean = sum(rets) / len(rets)
+    var = sum((r - mean) ** 2 for r in rets) / (len(rets) - 1)
+    return max(math.sqrt(var), floor)
+
+
+def chance_up(inp: SlotInput) -> float:
+    sigma = volatility_per_s(inp.closes, param(inp, "vol_floor"))
+    tau = max(remaining_s(inp), 0.001)
+    z = math.log(inp.last_price / inp.open_price) / (sigma * math.sqrt(tau))
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def needs_quotes(inp: SlotInput) -> bool:
+    return in_entry_zone(inp) and len(inp.closes) >= param(inp, "min_closes")
+
+
+def evaluate(inp: SlotInput) -> Decision | None:
+    if not needs_quotes(inp) or inp.open_price <= 0 or inp.last_price <= 0:
+        return None
+    p_up = chance_up(inp)
+    edge = param(inp, "edge")
+    lo, hi = param(inp, "min_price"), param(inp, "max_price")
+    best: Decision | None = None
+    best_margin = edge
+    for side, chance, ask in (("up", p_up, inp.up_ask), ("down", 1.0 - p_up, inp.down_ask)):
+        if ask is None or not lo <= ask <= hi:
+            continue
+        if chance - ask >= best_margin:
+            best_margin = chance - ask
+            best = Decision(
+                side=side,  # type: ignore[arg-type]
+                limit_price=ask,
+                stake_usd=inp.stake_usd,
+                p_up=p_up,
+                reason=f"chance {chance:.3f} beats ask {ask:.2f} by {chance - ask:.3f}",
+            )
+    return best
