@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> None:
             stack.start(s, wait_s=args.wait_s)
             st = status.collect(s, redis.Redis.from_url(s.redis_url, decode_responses=True))
             print(status.render(st))
-            print(f"\nstop with: make stop    inspect: redis-cli -p {s.redis_port} --scan --pattern '{s.prefix}*'")
+            print(
+                f"\nstop with: make stop    keys: redis-cli -p {s.redis_port} --scan --pattern '{s.prefix}*'"
+            )
         elif args.cmd == "stop":
             stack.stop(s)
         elif args.cmd == "status":

@@ -48,16 +48,21 @@ def supervisor_env(s: Settings) -> dict[str, str]:
     return env
 
 
-def rpc(s: Settings) -> Any:
-    transport = SupervisorTransport(None, None, f"unix://{s.supervisor_socket}")
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+def supervisor_call(socket: Path, method: str, *args: Any) -> Any:
+    """One XML-RPC call to supervisord over its unix socket, closed afterwards."""
+    transport = SupervisorTransport(None, None, f"unix://{socket}")
+    try:
+        proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        return getattr(proxy.supervisor, method)(*args)
+    finally:
+        transport.close()
 
 
 def supervisor_running(s: Settings) -> bool:
     if not s.supervisor_socket.exists():
         return False
     try:
-        return rpc(s).supervisor.getState()["statename"] == "RUNNING"
+        return supervisor_call(s.supervisor_socket, "getState")["statename"] == "RUNNING"
     except (OSError, xmlrpc.client.Fault):
         return False
 
@@ -84,23 +89,28 @@ def wait_until(cond: Any, timeout_s: float, what: str, interval_s: float = 0.2) 
             v = cond()
             if v:
                 return v
-        except Exception as e:  # noqa: BLE001 - waiting out start-up errors is the point
+        except Exception as e:
             last_err = e
         time.sleep(interval_s)
-    raise StackError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (
-        f" (last error: {last_err})" if last_err else ""))
+    raise StackError(
+        f"timed out after {timeout_s:.0f} s waiting for {what}"
+        + (f" (last error: {last_err})" if last_err else "")
+    )
 
 
 def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
     _prepare_dirs(s)
     if supervisor_running(s):
         log(f"supervisord already running for {s.home}; starting any stopped program")
-        rpc(s).supervisor.startAllProcesses(True)
+        supervisor_call(s.supervisor_socket, "startAllProcesses", True)
     else:
         env = supervisor_env(s)
         out = subprocess.run(
             [str(Path(sys.executable).with_name("supervisord")), "-c", str(SUPERVISOR_CONF)],
-            env=env, capture_output=True, text=True, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if out.returncode != 0:
             raise StackError(f"supervisord failed to start: {out.stderr.strip() or out.stdout.strip()}")
@@ -122,7 +132,7 @@ def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
         log("supervisord is not running")
         return
     pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
-    rpc(s).supervisor.shutdown()
+    supervisor_call(s.supervisor_socket, "shutdown")
     if pid is not None:
         wait_until(lambda: not _alive(pid), timeout_s, f"supervisord (pid {pid}) to exit")
     log("stopped")

@@ -39,20 +39,43 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     pipe.hgetall(k.feed_stats())
     pipe.get(k.schema_version())
     pipe.xrevrange(k.journal_ticks(), count=1)
-    lease, stats, control, slots_raw, positions_raw, open_n, intents_raw, totals, blue, green, feed, schema, last = (
-        pipe.execute()
-    )
+    (
+        lease,
+        stats,
+        control,
+        slots_raw,
+        positions_raw,
+        open_n,
+        intents_raw,
+        totals,
+        blue,
+        green,
+        feed,
+        schema,
+        last,
+    ) = pipe.execute()
     problems: list[str] = []
     active = None
     if lease and _int(lease.get("expires_ms")) > now_ms:
-        active = {"color": lease.get("color"), "release": lease.get("release"),
-                  "epoch": _int(lease.get("epoch")), "holder": lease.get("holder")}
+        active = {
+            "color": lease.get("color"),
+            "release": lease.get("release"),
+            "epoch": _int(lease.get("epoch")),
+            "holder": lease.get("holder"),
+        }
     slots = []
     for sid in sorted(slots_raw):
         try:
             sl = SLOT.decode(slots_raw[sid])
-            slots.append({"id": sl.id, "enabled": sl.enabled, "stake_usd": sl.stake_usd,
-                          "strategy": sl.strategy, "configured": sid in s.slot_ids()})
+            slots.append(
+                {
+                    "id": sl.id,
+                    "enabled": sl.enabled,
+                    "stake_usd": sl.stake_usd,
+                    "strategy": sl.strategy,
+                    "configured": sid in s.slot_ids(),
+                }
+            )
         except msgspec.DecodeError as e:
             problems.append(f"slot {sid}: {e}")
     statuses: dict[str, int] = {}
@@ -80,8 +103,12 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     return {
         "active": active,
         "schema_version": _int(schema, 0) if schema else None,
-        "ticks": {"done": _int(stats.get("ticks_done")), "missed": _int(stats.get("ticks_missed")),
-                  "last": last_tick, "tick_ms": s.tick_ms},
+        "ticks": {
+            "done": _int(stats.get("ticks_done")),
+            "missed": _int(stats.get("ticks_missed")),
+            "last": last_tick,
+            "tick_ms": s.tick_ms,
+        },
         "halted": halted_raw not in ("0", "false", "no", "off", ""),
         "halt_reason": control.get("halt_reason", ""),
         "paused": control.get("paused", "0").lower() not in ("0", "false", "no", "off", ""),
@@ -92,9 +119,15 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         "cash_usd": round(micros_to_usd(_int(totals.get("cash_micros"))), 6),
         "workers": [w for w in (blue, green) if w],
         "feed": {name: _int(v) for name, v in feed.items()},
-        "endpoints": {"redis": s.redis_url, "clob": s.clob_url, "gamma": s.gamma_url,
-                      "binance_ws": s.binance_ws_url, "binance_rest": s.binance_rest_url,
-                      "supervisor": f"unix://{s.supervisor_socket}", "logs": str(s.log_dir)},
+        "endpoints": {
+            "redis": s.redis_url,
+            "clob": s.clob_url,
+            "gamma": s.gamma_url,
+            "binance_ws": s.binance_ws_url,
+            "binance_rest": s.binance_rest_url,
+            "supervisor": f"unix://{s.supervisor_socket}",
+            "logs": str(s.log_dir),
+        },
         "problems": problems,
     }
 
@@ -114,8 +147,11 @@ def render(st: dict[str, Any]) -> str:
         f"won={st['positions']['won']}",
         f"orders     {json.dumps(st['orders'])}",
         f"money      cash={st['cash_usd']:.2f} USD  realised pnl={st['pnl_usd']:+.2f} USD",
-        "workers    " + (", ".join(f"{w.get('color')}:{w.get('state')}@{w.get('release')}"
-                                   for w in st["workers"]) or "none"),
+        "workers    "
+        + (
+            ", ".join(f"{w.get('color')}:{w.get('state')}@{w.get('release')}" for w in st["workers"])
+            or "none"
+        ),
     ]
     lines += [f"{name:<10} {url}" for name, url in st["endpoints"].items()]
     lines += [f"problem    {p}" for p in st["problems"]]

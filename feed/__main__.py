@@ -26,7 +26,10 @@ async def _run(s: settings.Settings) -> int:
         loop.add_signal_handler(sig, feed.stop)
     log.info(
         "feed starting: assets=%s ws=%s rest=%s redis=%s",
-        ",".join(s.assets), s.binance_ws_url, s.binance_rest_url, s.redis_url,
+        ",".join(s.assets),
+        s.binance_ws_url,
+        s.binance_rest_url,
+        s.redis_url,
     )
     try:
         await feed.run()

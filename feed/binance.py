@@ -91,9 +91,7 @@ def sample(raw: str | bytes) -> str:
     return text[:SAMPLE_CHARS]
 
 
-def parse_frame(
-    raw: str | bytes, assets: frozenset[str], interval: str
-) -> CandleUpdate | ServerShutdown:
+def parse_frame(raw: str | bytes, assets: frozenset[str], interval: str) -> CandleUpdate | ServerShutdown:
     try:
         frame = _FRAME.decode(raw)
     except msgspec.ValidationError as e:
@@ -117,9 +115,7 @@ def parse_frame(
         raise BadFrame(f"interval {k.interval!r}, expected {interval!r}")
     if k.high < max(k.open, k.close, k.low) or k.low > min(k.open, k.close):
         raise BadFrame(f"inconsistent kline o={k.open} h={k.high} l={k.low} c={k.close}")
-    return CandleUpdate(
-        asset, Candle(k.open_ms, k.open, k.high, k.low, k.close, k.volume, k.closed)
-    )
+    return CandleUpdate(asset, Candle(k.open_ms, k.open, k.high, k.low, k.close, k.volume, k.closed))
 
 
 def parse_rows(raw: bytes, now_ms: int) -> list[Candle]:
@@ -128,7 +124,4 @@ def parse_rows(raw: bytes, now_ms: int) -> list[Candle]:
         rows = _ROWS.decode(raw)
     except msgspec.DecodeError as e:
         raise BadFrame(f"klines response: {e}") from None
-    return [
-        Candle(r.open_ms, r.open, r.high, r.low, r.close, r.volume, r.close_ms < now_ms)
-        for r in rows
-    ]
+    return [Candle(r.open_ms, r.open, r.high, r.low, r.close, r.volume, r.close_ms < now_ms) for r in rows]

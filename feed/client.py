@@ -16,8 +16,9 @@ from typing import TypeVar
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from baton.settings import CANDLE_INTERVAL, Settings
 from feed.binance import (
@@ -152,8 +153,13 @@ class Feed:
                 started = time.monotonic()
                 try:
                     reason = await self._until_stopped(self._session(http))
-                except Exception as e:  # any failure ends this connection, never the feed
+                except RedisError as e:
+                    reason = f"redis unavailable: {type(e).__name__}: {e}"
+                except (OSError, WebSocketException, TimeoutError) as e:
                     reason = f"{type(e).__name__}: {e}"
+                except Exception as e:  # a bug ends this connection, never the feed
+                    log.exception("unexpected error in the feed session")
+                    reason = f"unexpected {type(e).__name__}: {e}"
                 if self._stop.is_set():
                     break
                 lived_s = time.monotonic() - started
@@ -164,7 +170,9 @@ class Feed:
                 delay_s = self.backoff.next_s()
                 log.warning(
                     "disconnected after %.1f s (%s); reconnecting in %.2f s",
-                    lived_s, reason, delay_s,
+                    lived_s,
+                    reason,
+                    delay_s,
                 )
                 await self._until_stopped(asyncio.sleep(delay_s))
         log.info("feed stopped")
@@ -321,4 +329,3 @@ class Feed:
                 break
             start_ms = next_ms
         return written
-

@@ -76,8 +76,13 @@ class CandleStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for a in assets:
                 pipe.zrange(
-                    self.keys.candles(a, self.interval), "+inf", "-inf",
-                    desc=True, byscore=True, offset=0, num=RECENT_CLOSED + 1,
+                    self.keys.candles(a, self.interval),
+                    "+inf",
+                    "-inf",
+                    desc=True,
+                    byscore=True,
+                    offset=0,
+                    num=RECENT_CLOSED + 1,
                 )
             tails = await pipe.execute()
         self._closed.clear()

@@ -91,14 +91,15 @@ async def commit_and_submit(
                 # The order may or may not have reached the venue: the intent stays open,
                 # with the error, for reconciliation against the venue.
                 problems.append(f"{intent.id}: venue error: {res}")
-                store.update_intent(
-                    epoch, msgspec.structs.replace(intent, error=str(res)[:300]), pipe=pipe
-                )
+                store.update_intent(epoch, msgspec.structs.replace(intent, error=str(res)[:300]), pipe=pipe)
             elif res.status == "matched" and res.size_matched > 0:
                 price = res.avg_price or res.price or intent.limit_price
                 done = msgspec.structs.replace(
-                    intent, status="filled", order_id=res.order_id,
-                    filled_size=res.size_matched, avg_price=price,
+                    intent,
+                    status="filled",
+                    order_id=res.order_id,
+                    filled_size=res.size_matched,
+                    avg_price=price,
                 )
                 store.record_fill(epoch, done, _position(done, res.size_matched, price, now_ms), pipe=pipe)
             else:

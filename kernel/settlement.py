@@ -20,8 +20,12 @@ def settled(p: Position, up_won: bool, now_ms: int) -> Position:
     won = (p.side == "up") == up_won
     payout = p.shares_micros if won else 0
     return msgspec.structs.replace(
-        p, status="settled", won=won, payout_micros=payout,
-        pnl_micros=payout - p.cost_micros, settled_ms=now_ms,
+        p,
+        status="settled",
+        won=won,
+        payout_micros=payout,
+        pnl_micros=payout - p.cost_micros,
+        settled_ms=now_ms,
     )
 
 

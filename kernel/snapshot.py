@@ -154,11 +154,13 @@ async def read_snapshot(
         for r, raw in zip(refs, next(it), strict=True)
     }
     open_positions = [
-        p for p in (_decode(POSITION, v, f"position {pid}", problems) for pid, v in next(it).items())
+        p
+        for p in (_decode(POSITION, v, f"position {pid}", problems) for pid, v in next(it).items())
         if p is not None
     ]
     open_intents = [
-        i for i in (_decode(INTENT, v, f"intent {iid}", problems) for iid, v in next(it).items())
+        i
+        for i in (_decode(INTENT, v, f"intent {iid}", problems) for iid, v in next(it).items())
         if i is not None
     ]
     totals = {}

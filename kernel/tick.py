@@ -68,9 +68,7 @@ def resolve_strategy(name: str) -> ModuleType:
 
 
 class TickRunner:
-    def __init__(
-        self, settings: Settings, store: Store, venue: Venue, clock: Clock, ident: Identity
-    ) -> None:
+    def __init__(self, settings: Settings, store: Store, venue: Venue, clock: Clock, ident: Identity) -> None:
         self.s = settings
         self.store = store
         self.venue = venue
@@ -79,17 +77,18 @@ class TickRunner:
         self.limits = RiskLimits(
             settings.max_stake_usd, settings.max_exposure_usd, settings.daily_loss_limit_usd
         )
-        self.configured = [
-            (f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes
-        ]
+        self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
 
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
         started = self.clock.now_ms()
         jitter = started - tick * self.s.tick_ms
         refs = slot_refs(self.configured, started)
         snap = await read_snapshot(
-            self.store, refs, started,
-            (self.ident.holder, self.ident.epoch, self.s.lease_ms), VOL_LOOKBACK_S,
+            self.store,
+            refs,
+            started,
+            (self.ident.holder, self.ident.epoch, self.s.lease_ms),
+            VOL_LOOKBACK_S,
         )
         if not snap.lease_ok:
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
@@ -218,9 +217,7 @@ class TickRunner:
         orders, errs = await executor.commit_and_submit(self.store, self.venue, self.ident.epoch, intents)
         return evaluated, orders, problems + errs
 
-    async def _markets(
-        self, snap: Snapshot, refs: list[SlotRef], problems: list[str]
-    ) -> dict[str, Market]:
+    async def _markets(self, snap: Snapshot, refs: list[SlotRef], problems: list[str]) -> dict[str, Market]:
         found = {r.slug: m for r in refs if (m := snap.markets.get(r.slug)) is not None}
         missing = [r for r in refs if r.slug not in found]
 

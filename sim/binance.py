@@ -181,9 +181,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _command(
-    sim: BinanceSim, ws: web.WebSocketResponse, streams: dict[str, Stream], raw: str
-) -> None:
+async def _command(sim: BinanceSim, ws: web.WebSocketResponse, streams: dict[str, Stream], raw: str) -> None:
     try:
         cmd = json.loads(raw)
         method, cid = cmd["method"], cmd.get("id")

@@ -54,7 +54,9 @@ def _s(v: Any) -> str:
 
 class Store:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
-        self.r = redis
+        # Typed Any: redis-py types every reply as bytes | str, but decode_responses=True
+        # (see connect) makes them str throughout.
+        self.r: Any = redis
         self.k = keys
         self.scripts = Scripts(redis)
 
@@ -119,14 +121,10 @@ class Store:
         )
 
     async def clear_halt(self, now_ms: int) -> None:
-        await self.r.hset(
-            self.k.control(), mapping={"halted": "0", "halt_reason": "", "updated_ms": now_ms}
-        )
+        await self.r.hset(self.k.control(), mapping={"halted": "0", "halt_reason": "", "updated_ms": now_ms})
 
     async def set_paused(self, paused: bool, now_ms: int) -> None:
-        await self.r.hset(
-            self.k.control(), mapping={"paused": "1" if paused else "0", "updated_ms": now_ms}
-        )
+        await self.r.hset(self.k.control(), mapping={"paused": "1" if paused else "0", "updated_ms": now_ms})
 
     # --- lease ------------------------------------------------------------------------
     async def acquire_lease(
@@ -149,8 +147,14 @@ class Store:
         )
 
     async def transfer_lease(
-        self, holder: str, epoch: int, new_holder: str, new_color: str, new_release: str,
-        now_ms: int, ttl_ms: int,
+        self,
+        holder: str,
+        epoch: int,
+        new_holder: str,
+        new_color: str,
+        new_release: str,
+        now_ms: int,
+        ttl_ms: int,
     ) -> int:
         res = await self.scripts.lease_transfer(
             keys=[self.k.lease(), self.k.lease_epoch()],
@@ -190,13 +194,24 @@ class Store:
         return self._call(
             self.scripts.record_fill,
             keys=[
-                self.k.lease_epoch(), self.k.intents(), self.k.intents_open(),
-                self.k.positions(), self.k.positions_open(), self.k.ledger(),
-                self.k.ledger_totals(), self.k.ledger_refs(), self.k.ledger_day(utc_day(position.opened_ms)),
+                self.k.lease_epoch(),
+                self.k.intents(),
+                self.k.intents_open(),
+                self.k.positions(),
+                self.k.positions_open(),
+                self.k.ledger(),
+                self.k.ledger_totals(),
+                self.k.ledger_refs(),
+                self.k.ledger_day(utc_day(position.opened_ms)),
             ],
             args=[
-                epoch, intent.id, INTENT.encode(intent), position.id,
-                POSITION.encode(position), position.cost_micros, position.opened_ms,
+                epoch,
+                intent.id,
+                INTENT.encode(intent),
+                position.id,
+                POSITION.encode(position),
+                position.cost_micros,
+                position.opened_ms,
             ],
             pipe=pipe,
         )
@@ -205,13 +220,21 @@ class Store:
         return self._call(
             self.scripts.settle_position,
             keys=[
-                self.k.lease_epoch(), self.k.positions(), self.k.positions_open(),
-                self.k.ledger(), self.k.ledger_totals(), self.k.ledger_refs(),
+                self.k.lease_epoch(),
+                self.k.positions(),
+                self.k.positions_open(),
+                self.k.ledger(),
+                self.k.ledger_totals(),
+                self.k.ledger_refs(),
                 self.k.ledger_day(utc_day(position.settled_ms)),
             ],
             args=[
-                epoch, position.id, POSITION.encode(position), position.payout_micros,
-                position.pnl_micros, position.settled_ms,
+                epoch,
+                position.id,
+                POSITION.encode(position),
+                position.payout_micros,
+                position.pnl_micros,
+                position.settled_ms,
             ],
             pipe=pipe,
         )
@@ -219,8 +242,11 @@ class Store:
     async def deposit(self, epoch: int, ref: str, amount_micros: int, at_ms: int) -> str:
         res = await self.scripts.ledger_deposit(
             keys=[
-                self.k.lease_epoch(), self.k.ledger(), self.k.ledger_totals(),
-                self.k.ledger_refs(), self.k.ledger_day(utc_day(at_ms)),
+                self.k.lease_epoch(),
+                self.k.ledger(),
+                self.k.ledger_totals(),
+                self.k.ledger_refs(),
+                self.k.ledger_day(utc_day(at_ms)),
             ],
             args=[epoch, ref, amount_micros, at_ms],
         )
@@ -243,8 +269,11 @@ class Store:
         for _id, f in await self.r.xrange(self.k.ledger()):
             out.append(
                 structs.LedgerEntry(
-                    kind=f["kind"], amount_micros=int(f["amount_micros"]), ref=f["ref"],
-                    at_ms=int(f["at_ms"]), epoch=int(f.get("epoch", 0)),
+                    kind=f["kind"],
+                    amount_micros=int(f["amount_micros"]),
+                    ref=f["ref"],
+                    at_ms=int(f["at_ms"]),
+                    epoch=int(f.get("epoch", 0)),
                     pnl_micros=int(f.get("pnl_micros", 0)),
                 )
             )
@@ -280,9 +309,14 @@ class Store:
             pipe = self.r.pipeline(transaction=False)
             pipe.xadd(
                 self.k.journal_errors(),
-                {"source": source, "error": error[:500], "sample": sample[:200],
-                 "at_ms": now_ms or int(time.time() * 1000)},
-                maxlen=ERRORS_MAXLEN, approximate=True,
+                {
+                    "source": source,
+                    "error": error[:500],
+                    "sample": sample[:200],
+                    "at_ms": now_ms or int(time.time() * 1000),
+                },
+                maxlen=ERRORS_MAXLEN,
+                approximate=True,
             )
             pipe.hincrby(self.k.stats(), f"errors_{source}", 1)
             await pipe.execute()
@@ -298,6 +332,3 @@ class Store:
 
 def decode_slot(raw: str) -> Slot:
     return SLOT.decode(raw)
-
-
-

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -35,9 +36,15 @@ REDIS_RETRY_S = 1.0
 
 def configured_slots(s: Settings) -> list[Slot]:
     return [
-        Slot(id=f"{a}-{tf}", asset=a, timeframe=tf, stake_usd=s.stake_usd,
-             params={"edge": s.snipe_edge, "entry_s": float(s.snipe_entry_s)})
-        for a in s.assets for tf in s.timeframes
+        Slot(
+            id=f"{a}-{tf}",
+            asset=a,
+            timeframe=tf,
+            stake_usd=s.stake_usd,
+            params={"edge": s.snipe_edge, "entry_s": float(s.snipe_entry_s)},
+        )
+        for a in s.assets
+        for tf in s.timeframes
     ]
 
 
@@ -60,17 +67,22 @@ class Worker:
     async def _beat(self) -> None:
         await self.store.heartbeat(
             self.color,
-            {"color": self.color, "release": self.s.release, "pid": os.getpid(), "state": self.state,
-             "epoch": self.epoch, "last_tick": self.last_tick, "holder": self.holder,
-             "heartbeat_ms": self.clock.now_ms()},
+            {
+                "color": self.color,
+                "release": self.s.release,
+                "pid": os.getpid(),
+                "state": self.state,
+                "epoch": self.epoch,
+                "last_tick": self.last_tick,
+                "holder": self.holder,
+                "heartbeat_ms": self.clock.now_ms(),
+            },
             ttl_ms=max(3 * self.s.tick_ms, 5000),
         )
 
     async def _wait(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def prepare(self) -> None:
         """Schema check and slot set-up; retried while Redis is not reachable yet."""
@@ -88,7 +100,7 @@ class Worker:
         """Wait until this worker holds the lease (or is asked to stop)."""
         self.state = "standby"
         while not self.stopping.is_set():
-            got, epoch, other = await self.store.acquire_lease(
+            got, epoch, _other = await self.store.acquire_lease(
                 self.holder, self.color, self.s.release, self.clock.now_ms(), self.s.lease_ms
             )
             if got:
@@ -116,7 +128,10 @@ class Worker:
                 self.epoch, "deposit:paper-initial", usd_to_micros(self.s.paper_cash_usd), self.clock.now_ms()
             )
         runner = TickRunner(
-            self.s, self.store, self.venue, self.clock,
+            self.s,
+            self.store,
+            self.venue,
+            self.clock,
             Identity(self.holder, self.color, self.s.release, self.epoch),
         )
         tick = ticks.next_tick(self.clock.now_ms(), self.s.tick_ms)
@@ -183,7 +198,10 @@ async def amain(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout,
+        level=logging.INFO,
+        stream=sys.stdout,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO: one line per venue call would drown the tick log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.exit(asyncio.run(amain(sys.argv[1:] if argv is None else argv)))

@@ -10,13 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
-from supervisor.xmlrpc import SupervisorTransport
+
+from baton.stack import supervisor_call
 
 BATON = str(Path(sys.executable).with_name("baton"))
 
@@ -35,7 +35,7 @@ def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: f
             last = cond()
             if last:
                 return last
-        except Exception as e:  # noqa: BLE001 - keep polling through start-up errors
+        except Exception as e:
             last = e
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
@@ -71,14 +71,11 @@ class Stack:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    def rpc(self) -> Any:
-        sock = self.home / "var" / "run" / "supervisor.sock"
-        return xmlrpc.client.ServerProxy(
-            "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}")
-        )
+    def supervisor(self, method: str, *args: Any) -> Any:
+        return supervisor_call(self.home / "var" / "run" / "supervisor.sock", method, *args)
 
     def program_pids(self) -> list[int]:
-        return [p["pid"] for p in self.rpc().supervisor.getAllProcessInfo() if p["pid"]]
+        return [p["pid"] for p in self.supervisor("getAllProcessInfo") if p["pid"]]
 
     def supervisord_pid(self) -> int:
         return int((self.home / "var" / "run" / "supervisord.pid").read_text())
@@ -89,7 +86,8 @@ class Stack:
         orders: list[dict[str, Any]] = []
         cursor = ""
         while True:
-            resp = httpx.get(f"{self.clob_url}/data/orders", params={"next_cursor": cursor} if cursor else None)
+            params = {"next_cursor": cursor} if cursor else None
+            resp = httpx.get(f"{self.clob_url}/data/orders", params=params)
             resp.raise_for_status()
             page = resp.json()
             orders += page["data"]

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -37,14 +41,14 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
     try:
         out = st.start()
         assert "worker is ticking" in out
-        pids = st.program_pids() + [st.supervisord_pid()]
+        pids = [*st.program_pids(), st.supervisord_pid()]
         assert len(pids) == 5  # redis, sim, feed, worker-blue, supervisord
 
         def traded_and_settled():
             s = st.status()
-            return s if s["positions"]["settled"] >= 1 else None
+            return s if s["positions"]["settled"] >= 1 and s["ticks"]["done"] >= 10 else None
 
-        s = wait_for(traded_and_settled, 120, "a position to be settled")
+        s = wait_for(traded_and_settled, 120, "ten ticks and a settled position")
         assert s["active"]["color"] == "blue" and s["active"]["epoch"] >= 1
         assert s["ticks"]["done"] >= 10 and s["ticks"]["missed"] == 0
         assert s["orders"].get("filled", 0) >= 1
@@ -67,13 +71,51 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
 
         # The ledger adds up: cash + open cost = deposits + realised PnL, to the micro-dollar.
         totals = {k: int(v) for k, v in st.redis.hgetall("baton:ledger:totals").items()}
-        open_cost = sum(
-            json.loads(p)["cost_micros"] for p in st.redis.hvals("baton:positions:open")
-        )
-        assert totals["cash_micros"] + open_cost == totals["deposit_micros"] + totals.get("realized_pnl_micros", 0)
+        open_cost = sum(json.loads(p)["cost_micros"] for p in st.redis.hvals("baton:positions:open"))
+        realised = totals.get("realized_pnl_micros", 0)
+        assert totals["cash_micros"] + open_cost == totals["deposit_micros"] + realised
         ledger = st.redis.xrange("baton:ledger")
         assert sum(int(f["amount_micros"]) for _, f in ledger) == totals["cash_micros"]
         assert any(f["kind"] == "payout" for _, f in ledger)
+
+        # supervisorctl, as an operator runs it, sees every program.
+        ctl = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("supervisorctl")),
+                "-c",
+                "supervisor.conf",
+                "-s",
+                f"unix://{st.home}/var/run/supervisor.sock",
+                "status",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        for program in ("redis", "sim", "feed", "worker-blue"):
+            assert re.search(rf"^{program}\s+RUNNING", ctl.stdout, re.M), ctl.stdout
+        assert re.search(r"^worker-green\s+STOPPED", ctl.stdout, re.M), ctl.stdout
+
+        # Garbage in a control key: fails safe (halted), is reported, and nobody dies.
+        st.redis.hset("baton:control", "halted", "{not-a-flag")
+        halted = wait_for(
+            lambda: (x := st.status())["halted"] and x, 10, "the garbage flag to read as halted"
+        )
+        orders_before = len(st.sim_orders())
+        wait_for(
+            lambda: st.status()["ticks"]["done"] >= halted["ticks"]["done"] + 5,
+            30,
+            "ticks to go on while halted",
+        )
+        assert len(st.sim_orders()) == orders_before
+        errors = st.redis.xrange("baton:journal:errors")
+        assert any("halted" in f["error"] and "not-a-flag" in f["error"] for _, f in errors)
+        assert all(
+            p["statename"] == "RUNNING"
+            for p in st.supervisor("getAllProcessInfo")
+            if p["name"] != "worker-green"
+        )
     finally:
         logs = st.logs()
         st.stop()

@@ -35,14 +35,35 @@ def kline(asset: str, open_ms: int, closed: bool = True, close: float | None = N
     if close is not None:
         c, h, lo = close, max(h, close), min(lo, close)
     sym = f"{asset.upper()}USDT"
-    return json.dumps({
-        "stream": f"{sym.lower()}@kline_1s",
-        "data": {"e": "kline", "E": open_ms + 500, "s": sym, "k": {
-            "t": open_ms, "T": open_ms + 999, "s": sym, "i": "1s", "f": 1, "L": 2,
-            "o": str(o), "c": str(c), "h": str(h), "l": str(lo), "v": "1.5", "n": 2,
-            "x": closed, "q": "0", "V": "0", "Q": "0", "B": "0",
-        }},
-    })
+    return json.dumps(
+        {
+            "stream": f"{sym.lower()}@kline_1s",
+            "data": {
+                "e": "kline",
+                "E": open_ms + 500,
+                "s": sym,
+                "k": {
+                    "t": open_ms,
+                    "T": open_ms + 999,
+                    "s": sym,
+                    "i": "1s",
+                    "f": 1,
+                    "L": 2,
+                    "o": str(o),
+                    "c": str(c),
+                    "h": str(h),
+                    "l": str(lo),
+                    "v": "1.5",
+                    "n": 2,
+                    "x": closed,
+                    "q": "0",
+                    "V": "0",
+                    "Q": "0",
+                    "B": "0",
+                },
+            },
+        }
+    )
 
 
 def expected(asset: str, open_ms: int) -> Candle:
@@ -279,9 +300,7 @@ async def test_out_of_order_and_duplicate_frames_are_counted_and_skipped(redis, 
     assert (s["duplicates"], s["out_of_order"], s["candles"], s["frames"]) == (2, 2, 3, 7)
 
 
-async def test_a_dropped_connection_reconnects_and_the_backfill_fills_the_hole(
-    redis, binance, rest
-):
+async def test_a_dropped_connection_reconnects_and_the_backfill_fills_the_hole(redis, binance, rest):
     base = (now_s() - 30) * 1000
     async with running(make_feed(redis, binance, rest)):
         binance.send(*(kline("btc", base + i * 1000) for i in range(5)))
@@ -400,8 +419,7 @@ async def test_a_redis_outage_is_retried_until_redis_returns(redis, server, bina
 
 
 async def test_a_stopped_feed_exits_while_the_venue_is_unreachable(redis, rest):
-    feed = Feed(redis, assets=ASSETS, ws_url="ws://127.0.0.1:9", rest_url=rest.url,
-                backoff_initial_s=0.05)
+    feed = Feed(redis, assets=ASSETS, ws_url="ws://127.0.0.1:9", rest_url=rest.url, backoff_initial_s=0.05)
     task = asyncio.create_task(feed.run())
     await asyncio.sleep(0)
     feed.stop()

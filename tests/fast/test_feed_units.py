@@ -30,8 +30,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def frame(**k_overrides: object) -> dict:
-    k = {"t": 1000, "T": 1999, "s": "BTCUSDT", "i": "1s", "o": "10.5", "c": "11.0",
-         "h": "11.5", "l": "10.0", "v": "2.25", "x": True, "n": 3, "q": "0"}
+    k = {
+        "t": 1000,
+        "T": 1999,
+        "s": "BTCUSDT",
+        "i": "1s",
+        "o": "10.5",
+        "c": "11.0",
+        "h": "11.5",
+        "l": "10.0",
+        "v": "2.25",
+        "x": True,
+        "n": 3,
+        "q": "0",
+    }
     k.update(k_overrides)
     return {"stream": "btcusdt@kline_1s", "data": {"e": "kline", "E": 1500, "s": k["s"], "k": k}}
 
@@ -70,11 +82,12 @@ def test_a_bad_frame_says_what_was_wrong(raw: str, says: str):
 
 
 def test_rest_rows_become_candles_closed_once_their_close_time_passed():
-    rows = [[1000, "1", "2", "0.5", "1.5", "3", 1999, "0", 5, "0", "0", "0"],
-            [2000, "1.5", "2", "1", "1.8", "1", 2999, "0", 1, "0", "0", "0"]]
+    rows = [
+        [1000, "1", "2", "0.5", "1.5", "3", 1999, "0", 5, "0", "0", "0"],
+        [2000, "1.5", "2", "1", "1.8", "1", 2999, "0", 1, "0", "0", "0"],
+    ]
     got = parse_rows(json.dumps(rows).encode(), now_ms=2500)
-    assert got == [Candle(1000, 1.0, 2.0, 0.5, 1.5, 3.0, True),
-                   Candle(2000, 1.5, 2.0, 1.0, 1.8, 1.0, False)]
+    assert got == [Candle(1000, 1.0, 2.0, 0.5, 1.5, 3.0, True), Candle(2000, 1.5, 2.0, 1.0, 1.8, 1.0, False)]
     with pytest.raises(BadFrame):
         parse_rows(b'{"code": -1121, "msg": "Invalid symbol."}', now_ms=0)
 
@@ -105,16 +118,23 @@ def free_port() -> int:
 async def test_python_m_feed_exits_0_on_sigterm_even_while_retrying():
     # Nothing listens on either port: the feed is in its retry loop when the signal comes.
     env = dict(os.environ)
-    env.update({
-        "BATON_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "BATON_BINANCE_WS_URL": f"ws://127.0.0.1:{free_port()}",
-        "BATON_BINANCE_REST_URL": f"http://127.0.0.1:{free_port()}",
-        "BATON_ASSETS": "btc,eth",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "BATON_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "BATON_BINANCE_WS_URL": f"ws://127.0.0.1:{free_port()}",
+            "BATON_BINANCE_REST_URL": f"http://127.0.0.1:{free_port()}",
+            "BATON_ASSETS": "btc,eth",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "feed", cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "feed",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     lines: list[str] = []
     try:

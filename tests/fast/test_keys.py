@@ -36,8 +36,10 @@ def test_every_key_builder_is_documented_in_docs_state_md():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "state.md").read_text()
     k = Keys("baton:")
     samples = {
-        "candles": ("btc", "1s"), "market": ("btc-updown-15m-1700000100",),
-        "ledger_day": ("20261121",), "worker": ("blue",),
+        "candles": ("btc", "1s"),
+        "market": ("btc-updown-15m-1700000100",),
+        "ledger_day": ("20261121",),
+        "worker": ("blue",),
     }
     for name in dir(k):
         if name.startswith("_") or name == "p":

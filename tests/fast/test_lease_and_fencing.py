@@ -9,8 +9,17 @@ NOW = 1_700_000_000_000
 
 def intent(i: str = "btc-15m:1700000000:entry", epoch: int = 1) -> Intent:
     return Intent(
-        id=i, slot="btc-15m", window_start_s=1_700_000_000, window_end_s=1_700_000_900, leg="entry",
-        side="up", limit_price=0.55, size=9.09, stake_usd=5.0, epoch=epoch, created_ms=NOW,
+        id=i,
+        slot="btc-15m",
+        window_start_s=1_700_000_000,
+        window_end_s=1_700_000_900,
+        leg="entry",
+        side="up",
+        limit_price=0.55,
+        size=9.09,
+        stake_usd=5.0,
+        epoch=epoch,
+        created_ms=NOW,
     )
 
 
@@ -86,8 +95,16 @@ async def test_the_journal_takes_each_tick_once_and_never_from_a_stale_epoch(sto
     await store.acquire_lease("blue:1", "blue", "r1", NOW, 1000)
 
     def rec(tick: int, epoch: int) -> TickRecord:
-        return TickRecord(tick=tick, color="blue", release="r1", epoch=epoch, started_ms=NOW,
-                          duration_ms=3, jitter_ms=1, orders=0)
+        return TickRecord(
+            tick=tick,
+            color="blue",
+            release="r1",
+            epoch=epoch,
+            started_ms=NOW,
+            duration_ms=3,
+            jitter_ms=1,
+            orders=0,
+        )
 
     assert await store.append_tick(rec(10, 1)) == "OK"
     assert await store.append_tick(rec(10, 1)) == "DUPLICATE"

@@ -12,17 +12,35 @@ NOW = 1_700_000_000_000
 
 def position(cost: int = 5_000_000, shares: int = 9_090_000) -> Position:
     return Position(
-        id="btc-15m:1700000000", slot="btc-15m", asset="btc", window_start_s=1_700_000_000,
-        window_end_s=1_700_000_900, side="up", token_id="1", condition_id="0xc", shares_micros=shares,
-        cost_micros=cost, opened_ms=NOW, intent_id="btc-15m:1700000000:entry",
+        id="btc-15m:1700000000",
+        slot="btc-15m",
+        asset="btc",
+        window_start_s=1_700_000_000,
+        window_end_s=1_700_000_900,
+        side="up",
+        token_id="1",
+        condition_id="0xc",
+        shares_micros=shares,
+        cost_micros=cost,
+        opened_ms=NOW,
+        intent_id="btc-15m:1700000000:entry",
     )
 
 
 def filled_intent() -> Intent:
     return Intent(
-        id="btc-15m:1700000000:entry", slot="btc-15m", window_start_s=1_700_000_000,
-        window_end_s=1_700_000_900, leg="entry", side="up", limit_price=0.55, size=9.09,
-        stake_usd=5.0, epoch=1, created_ms=NOW, status="filled",
+        id="btc-15m:1700000000:entry",
+        slot="btc-15m",
+        window_start_s=1_700_000_000,
+        window_end_s=1_700_000_900,
+        leg="entry",
+        side="up",
+        limit_price=0.55,
+        size=9.09,
+        stake_usd=5.0,
+        epoch=1,
+        created_ms=NOW,
+        status="filled",
     )
 
 

@@ -11,16 +11,26 @@ def test_defaults_give_sixteen_slots_and_five_second_ticks():
 
 
 def test_environment_overrides_apply():
-    s = load({"BATON_TICK_MS": "1000", "BATON_TIMEFRAMES": "15s,1m", "BATON_ASSETS": "btc,eth",
-              "BATON_REDIS_URL": "redis://10.1.1.1:6000/2"})
+    s = load(
+        {
+            "BATON_TICK_MS": "1000",
+            "BATON_TIMEFRAMES": "15s,1m",
+            "BATON_ASSETS": "btc,eth",
+            "BATON_REDIS_URL": "redis://10.1.1.1:6000/2",
+        }
+    )
     assert s.tick_ms == 1000 and s.slot_ids() == ["btc-15s", "btc-1m", "eth-15s", "eth-1m"]
     assert not s.embedded_redis
 
 
 @pytest.mark.parametrize(
     ("env", "name"),
-    [({"BATON_TICK_MS": "fast"}, "BATON_TICK_MS"), ({"BATON_TIMEFRAMES": "15x"}, "BATON_TIMEFRAMES"),
-     ({"BATON_STAKE_USD": "nan"}, "BATON_STAKE_USD"), ({"BATON_ASSETS": "b t c"}, "BATON_ASSETS")],
+    [
+        ({"BATON_TICK_MS": "fast"}, "BATON_TICK_MS"),
+        ({"BATON_TIMEFRAMES": "15x"}, "BATON_TIMEFRAMES"),
+        ({"BATON_STAKE_USD": "nan"}, "BATON_STAKE_USD"),
+        ({"BATON_ASSETS": "b t c"}, "BATON_ASSETS"),
+    ],
 )
 def test_a_bad_value_names_its_variable(env, name):
     with pytest.raises(SettingsError, match=name):

@@ -12,11 +12,21 @@ START = 1_700_000_100_000
 
 
 def inp(now_s: float, last: float, up_ask=0.6, down_ask=0.5, **params) -> SlotInput:
-    closes = tuple(100.0 + (0.01 if i % 2 else -0.01) for i in range(30)) + (last,)
+    closes = (*(100.0 + (0.01 if i % 2 else -0.01) for i in range(30)), last)
     return SlotInput(
-        slot_id="btc-5m", asset="btc", timeframe="5m", now_ms=START + int(now_s * 1000),
-        window_start_ms=START, window_end_ms=START + 300_000, open_price=100.0, last_price=last,
-        closes=closes, stake_usd=5.0, params=params, up_ask=up_ask, down_ask=down_ask,
+        slot_id="btc-5m",
+        asset="btc",
+        timeframe="5m",
+        now_ms=START + int(now_s * 1000),
+        window_start_ms=START,
+        window_end_ms=START + 300_000,
+        open_price=100.0,
+        last_price=last,
+        closes=closes,
+        stake_usd=5.0,
+        params=params,
+        up_ask=up_ask,
+        down_ask=down_ask,
     )
 
 
@@ -45,9 +55,17 @@ def test_the_edge_is_a_parameter():
 
 def test_short_windows_get_a_proportionally_short_entry_zone():
     i = SlotInput(
-        slot_id="btc-15s", asset="btc", timeframe="15s", now_ms=START + 6_000, window_start_ms=START,
-        window_end_ms=START + 15_000, open_price=100, last_price=101, closes=(100.0,) * 10,
-        stake_usd=5, params={},
+        slot_id="btc-15s",
+        asset="btc",
+        timeframe="15s",
+        now_ms=START + 6_000,
+        window_start_ms=START,
+        window_end_ms=START + 15_000,
+        open_price=100,
+        last_price=101,
+        closes=(100.0,) * 10,
+        stake_usd=5,
+        params={},
     )
     assert not snipe.needs_quotes(i)  # 9 s left of 15: outside the last third
 

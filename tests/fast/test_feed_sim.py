@@ -1,0 +1,88 @@
+"""The feed against the sim's Binance server (sim/binance.py): the stream and the REST
+backfill agree, and the stored candles are the sim's price model, second by second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import fakeredis
+import pytest
+from aiohttp import web
+
+from feed.client import Feed
+from state.keys import Keys
+from state.structs import CANDLE, Candle
+
+KEYS = Keys("baton:")
+ASSETS = ("btc", "eth")
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+async def candles(redis, asset: str) -> list[Candle]:
+    return [CANDLE.decode(m) for m in await redis.zrange(KEYS.candles(asset, "1s"), 0, -1)]
+
+
+async def stats(redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in (await redis.hgetall(KEYS.feed_stats())).items()}
+
+
+async def wait_for(cond, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_the_feed_keeps_up_with_the_sim_binance_server():
+    sim_binance = pytest.importorskip("sim.binance")  # another engineer's module
+    from sim.model import PriceModel
+
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    model = PriceModel(seed=7)
+    runner = web.AppRunner(sim_binance.create_app(sim_binance.BinanceSim(model, ASSETS)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    connected_s = now_s()
+    try:
+        feed = Feed(
+            redis,
+            assets=ASSETS,
+            ws_url=f"ws://127.0.0.1:{port}",
+            rest_url=f"http://127.0.0.1:{port}",
+            retention_s=60,
+        )
+        task = asyncio.create_task(feed.run())
+        try:
+
+            async def streaming():
+                for asset in ASSETS:
+                    closed = [c for c in await candles(redis, asset) if c.closed]
+                    if not closed or closed[-1].open_ms < (connected_s + 1) * 1000:
+                        return False
+                return True
+
+            await wait_for(streaming, "live closed candles from the sim stream", timeout_s=10)
+        finally:
+            feed.stop()
+            await asyncio.wait_for(task, 5)
+    finally:
+        await runner.cleanup()
+
+    for asset in ASSETS:
+        got = [c for c in await candles(redis, asset) if c.closed]
+        opens = [c.open_ms for c in got]
+        assert opens == list(range(opens[0], opens[-1] + 1, 1000)), "a second is missing"
+        assert len(got) >= 55  # the backfilled minute, then the stream
+        for c in got[-5:]:
+            o, h, lo, cl = model.candle(asset, c.open_ms // 1000)
+            assert (c.open, c.high, c.low, c.close) == pytest.approx((o, h, lo, cl), rel=1e-9)
+    s = await stats(redis)
+    assert s.get("bad_frames", 0) == 0 and s["backfilled"] >= 110 and s["candles"] >= 2
+    await redis.aclose()
