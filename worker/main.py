@@ -65,6 +65,13 @@ class Worker:
         self.stopping.set()
 
     async def _beat(self) -> None:
+        try:
+            await self._heartbeat()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            # Redis is away: the tick loop notices too; a missing heartbeat is not a reason to die.
+            log.warning("heartbeat not written: %s", e)
+
+    async def _heartbeat(self) -> None:
         await self.store.heartbeat(
             self.color,
             {
@@ -83,6 +90,16 @@ class Worker:
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _sleep_until(self, t_ms: int) -> bool:
+        """Sleep to the boundary; False when a stop request came first (no new tick then)."""
+        sleeper = asyncio.ensure_future(self.clock.sleep_until_ms(t_ms))
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        done, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return sleeper in done and not self.stopping.is_set()
 
     async def prepare(self) -> None:
         """Schema check and slot set-up; retried while Redis is not reachable yet."""
@@ -139,7 +156,8 @@ class Worker:
         await self.store.mark_clean_stop(None)
         await self._beat()
         while not self.stopping.is_set():
-            await self.clock.sleep_until_ms(ticks.boundary_ms(tick, self.s.tick_ms))
+            if not await self._sleep_until(ticks.boundary_ms(tick, self.s.tick_ms)):
+                break
             try:
                 out = await runner.run(tick, missed)
                 self.last_tick = tick

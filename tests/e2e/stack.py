@@ -9,14 +9,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from baton.stack import supervisor_call
+from baton.stack import supervisor_call, wait_until
 
 BATON = str(Path(sys.executable).with_name("baton"))
 
@@ -27,18 +26,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as e:
-            last = e
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
+def wait_for(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll until `cond` is truthy (start-up errors count as not yet); the launcher's own."""
+    return wait_until(cond, timeout_s, what, interval_s=0.25)
 
 
 class Stack:
