@@ -35,6 +35,10 @@ from state.structs import (
 ENTRY_LEG = "entry"
 
 
+class SnapshotError(RuntimeError):
+    """Redis refused part of the tick's read (e.g. a key holding the wrong type)."""
+
+
 @dataclass(frozen=True)
 class SlotRef:
     """A configured slot and the window it is in at the tick's time."""
@@ -102,27 +106,39 @@ async def read_snapshot(
     assets = sorted({r.asset for r in refs})
     holder, epoch, ttl_ms = lease
 
+    # What each queued command reads, so that a Redis error names the key behind it.
+    labels: list[str] = []
+
     def build(pipe: Any) -> None:
+        labels.clear()
+
+        def q(label: str, queued: Any = None) -> None:
+            labels.append(label)
+
         store.renew_lease(holder, epoch, now_ms, ttl_ms, pipe=pipe)
-        pipe.hgetall(k.control())
-        pipe.hmget(k.slots(), [r.id for r in refs])
+        q(k.lease())
+        q(k.control(), pipe.hgetall(k.control()))
+        q(k.slots(), pipe.hmget(k.slots(), [r.id for r in refs]))
         for a in assets:
-            pipe.zrange(k.candles(a, CANDLE_INTERVAL), now_ms - lookback_s * 1000, "+inf", byscore=True)
+            key = k.candles(a, CANDLE_INTERVAL)
+            q(key, pipe.zrange(key, now_ms - lookback_s * 1000, "+inf", byscore=True))
         for r in refs:
             t = r.window_start_s * 1000
-            pipe.zrange(k.candles(r.asset, CANDLE_INTERVAL), t, t, byscore=True)
-        pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets])
-        pipe.mget([k.market(r.slug) for r in refs])
-        pipe.hmget(k.intents(), [r.entry_intent_id for r in refs])
-        pipe.hgetall(k.positions_open())
-        pipe.hgetall(k.intents_open())
-        pipe.hgetall(k.ledger_totals())
-        pipe.hget(k.ledger_day(utc_day(now_ms)), "realized_pnl_micros")
+            key = k.candles(r.asset, CANDLE_INTERVAL)
+            q(key, pipe.zrange(key, t, t, byscore=True))
+        q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets]))
+        q("market cache", pipe.mget([k.market(r.slug) for r in refs]))
+        q(k.intents(), pipe.hmget(k.intents(), [r.entry_intent_id for r in refs]))
+        q(k.positions_open(), pipe.hgetall(k.positions_open()))
+        q(k.intents_open(), pipe.hgetall(k.intents_open()))
+        q(k.ledger_totals(), pipe.hgetall(k.ledger_totals()))
+        day = k.ledger_day(utc_day(now_ms))
+        q(day, pipe.hget(day, "realized_pnl_micros"))
 
     res = await store.run_pipeline(build)
-    for x in res:
+    for label, x in zip(labels, res, strict=True):
         if isinstance(x, Exception):
-            raise x
+            raise SnapshotError(f"reading {label}: {x}") from x
     it = iter(res)
     problems: list[str] = []
     lease_ok = int(next(it)) == 1

@@ -109,7 +109,7 @@ class TickRunner:
                 problems += errs
         for p in problems:
             log.warning("tick %d: %s", tick, p)
-            await self.store.record_error("tick", p, now_ms=started)
+        await self.store.record_errors("tick", problems, now_ms=started)
         rec = TickRecord(
             tick=tick,
             color=self.ident.color,

@@ -304,21 +304,23 @@ class Store:
             await self.r.hset(self.k.stats(), "clean_stop_tick", tick)
 
     async def record_error(self, source: str, error: str, sample: str = "", now_ms: int = 0) -> None:
-        """Journal a bad input or venue error with what was wrong; never raises."""
+        await self.record_errors(source, [error], sample, now_ms)
+
+    async def record_errors(self, source: str, errors: list[str], sample: str = "", now_ms: int = 0) -> None:
+        """Journal bad inputs or venue errors with what was wrong, in one round trip; never raises."""
+        if not errors:
+            return
+        at_ms = now_ms or int(time.time() * 1000)
         try:
             pipe = self.r.pipeline(transaction=False)
-            pipe.xadd(
-                self.k.journal_errors(),
-                {
-                    "source": source,
-                    "error": error[:500],
-                    "sample": sample[:200],
-                    "at_ms": now_ms or int(time.time() * 1000),
-                },
-                maxlen=ERRORS_MAXLEN,
-                approximate=True,
-            )
-            pipe.hincrby(self.k.stats(), f"errors_{source}", 1)
+            for error in errors:
+                pipe.xadd(
+                    self.k.journal_errors(),
+                    {"source": source, "error": error[:500], "sample": sample[:200], "at_ms": at_ms},
+                    maxlen=ERRORS_MAXLEN,
+                    approximate=True,
+                )
+            pipe.hincrby(self.k.stats(), f"errors_{source}", len(errors))
             await pipe.execute()
         except Exception:
             pass

@@ -204,9 +204,7 @@ async def running(feed: Feed) -> AsyncIterator[Feed]:
         await asyncio.wait_for(task, DEADLINE_S)
 
 
-async def wait_for(
-    cond: Callable[[], Awaitable[bool]], what: str, timeout_s: float = DEADLINE_S
-) -> None:
+async def wait_for(cond: Callable[[], Awaitable[bool]], what: str, timeout_s: float = DEADLINE_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not await cond():
         if time.monotonic() > deadline:

@@ -274,3 +274,12 @@ async def test_a_crashed_workers_gap_is_counted_as_missed_ticks(rig):
     gap = int(first_green["tick"]) - last - 1
     assert gap >= 9 and int(first_green["missed_before"]) == gap
     assert int(await rig.store.r.hget(rig.store.k.stats(), "ticks_missed")) == gap
+
+
+async def test_a_key_of_the_wrong_type_fails_the_tick_with_the_keys_name(rig):
+    from kernel.snapshot import SnapshotError
+
+    await rig.store.r.delete(rig.store.k.positions_open())
+    await rig.store.r.set(rig.store.k.positions_open(), "garbage")
+    with pytest.raises(SnapshotError, match="baton:positions:open"):
+        await rig.run_ticks(1)
