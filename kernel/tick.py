@@ -132,7 +132,7 @@ class TickRunner:
         return TickOutcome(rec, problems)
 
     # --- entries ----------------------------------------------------------------------
-    def _inputs(self, snap: Snapshot, ref: SlotRef, now_ms: int, problems: list[str]) -> SlotInput | None:
+    def _inputs(self, snap: Snapshot, ref: SlotRef, now_ms: int) -> SlotInput | None:
         slot = snap.slots.get(ref.id)
         if slot is None or not slot.enabled:
             return None
@@ -163,7 +163,7 @@ class TickRunner:
         problems: list[str] = []
         wanted: list[tuple[SlotRef, SlotInput, ModuleType]] = []
         for ref in snap.refs:
-            inp = self._inputs(snap, ref, now_ms, problems)
+            inp = self._inputs(snap, ref, now_ms)
             if inp is None:
                 continue
             try:

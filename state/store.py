@@ -330,7 +330,3 @@ class Store:
         pipe.hset(self.k.worker(color), mapping=fields)
         pipe.pexpire(self.k.worker(color), ttl_ms)
         await pipe.execute()
-
-
-def decode_slot(raw: str) -> Slot:
-    return SLOT.decode(raw)

@@ -2,25 +2,7 @@
 
 from __future__ import annotations
 
-from state.structs import Intent
-
-NOW = 1_700_000_000_000
-
-
-def intent(i: str = "btc-15m:1700000000:entry", epoch: int = 1) -> Intent:
-    return Intent(
-        id=i,
-        slot="btc-15m",
-        window_start_s=1_700_000_000,
-        window_end_s=1_700_000_900,
-        leg="entry",
-        side="up",
-        limit_price=0.55,
-        size=9.09,
-        stake_usd=5.0,
-        epoch=epoch,
-        created_ms=NOW,
-    )
+from tests.factories import NOW, intent
 
 
 async def test_first_worker_gets_epoch_one_and_a_second_is_refused(store):

@@ -2,46 +2,12 @@
 
 from __future__ import annotations
 
-import msgspec
-
 from kernel.settlement import settled
-from state.structs import Intent, Position
-
-NOW = 1_700_000_000_000
+from tests.factories import NOW, intent, position
 
 
-def position(cost: int = 5_000_000, shares: int = 9_090_000) -> Position:
-    return Position(
-        id="btc-15m:1700000000",
-        slot="btc-15m",
-        asset="btc",
-        window_start_s=1_700_000_000,
-        window_end_s=1_700_000_900,
-        side="up",
-        token_id="1",
-        condition_id="0xc",
-        shares_micros=shares,
-        cost_micros=cost,
-        opened_ms=NOW,
-        intent_id="btc-15m:1700000000:entry",
-    )
-
-
-def filled_intent() -> Intent:
-    return Intent(
-        id="btc-15m:1700000000:entry",
-        slot="btc-15m",
-        window_start_s=1_700_000_000,
-        window_end_s=1_700_000_900,
-        leg="entry",
-        side="up",
-        limit_price=0.55,
-        size=9.09,
-        stake_usd=5.0,
-        epoch=1,
-        created_ms=NOW,
-        status="filled",
-    )
+def filled_intent():
+    return intent(status="filled")
 
 
 async def test_a_deposit_is_booked_once(store):
@@ -54,7 +20,7 @@ async def test_a_deposit_is_booked_once(store):
 async def test_fill_then_settlement_books_cost_payout_and_pnl_exactly_once(store):
     await store.acquire_lease("w", "blue", "r", NOW, 1000)
     await store.deposit(1, "deposit:paper-initial", 1_000_000_000, NOW)
-    await store.commit_intent(1, msgspec.structs.replace(filled_intent(), status="committed"))
+    await store.commit_intent(1, intent())
     assert await store.record_fill(1, filled_intent(), position()) == "OK"
     assert await store.record_fill(1, filled_intent(), position()) == "ALREADY"
     assert len(await store.read_positions(open_only=True)) == 1
