@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop status test test-fast test-e2e lint bootstrap redis-server clean
+.PHONY: run stop status deploy rollback reload bench-deploy test test-fast test-e2e lint bootstrap redis-server clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -37,6 +37,21 @@ stop: $(STAMP)
 
 status: $(STAMP)
 	@$(VENV)/bin/baton status
+
+# Blue/green: stage the working tree (or REF=<git ref>) as a release for the idle colour,
+# wait until it is ready, hand over at the next tick boundary, stop the old worker.
+deploy: $(STAMP)
+	$(VENV)/bin/baton deploy $(if $(REF),--ref $(REF))
+
+rollback: $(STAMP)
+	$(VENV)/bin/baton rollback
+
+# Strategy-only change: hot-reload worker/strategies/ into the running worker, in place.
+reload: $(STAMP)
+	$(VENV)/bin/baton reload
+
+bench-deploy: bootstrap
+	$(PY) -m bench.deploy_gap
 
 test: bootstrap
 	$(VENV)/bin/pytest -q tests

@@ -104,6 +104,12 @@ def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
         log(f"supervisord already running for {s.home}; starting any stopped program")
         supervisor_call(s.supervisor_socket, "startAllProcesses", True)
     else:
+        # Every worker runs from a release: the first one is the working tree as it is now.
+        from deploy import releases
+
+        rel = releases.stage(Path(s.home))
+        releases.point(Path(s.home), "blue", rel.id)
+        log(f"release {rel.id} staged for worker-blue" + (" (identical code, reused)" if rel.reused else ""))
         env = supervisor_env(s)
         out = subprocess.run(
             [str(Path(sys.executable).with_name("supervisord")), "-c", str(SUPERVISOR_CONF)],

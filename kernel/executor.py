@@ -62,58 +62,89 @@ def _position(intent: Intent, size: float, price: float, now_ms: int) -> Positio
     )
 
 
+async def _sign(venue: Any, intent: Intent) -> Any:
+    return await asyncio.to_thread(venue.sign_buy, intent.token_id, intent.limit_price, intent.size)
+
+
 async def commit_and_submit(
     store: Store, venue: Any, epoch: int, intents: list[Intent]
 ) -> tuple[int, list[str]]:
-    """Returns (orders sent to the venue, problems)."""
+    """Sign, commit, post: returns (orders sent to the venue, problems).
+
+    The order is signed before the intent is committed, so the intent carries the id the
+    venue will know the order by: whoever finds the intent open after a crash looks that id
+    up at the venue instead of guessing whether it was posted (kernel/reconcile.py).
+    """
     problems = [f"{i.id}: stake buys less than the minimum size" for i in intents if i.size <= 0]
     intents = [i for i in intents if i.size > 0]
     if not intents:
         return 0, problems
+    signed_all = await asyncio.gather(*(_sign(venue, i) for i in intents), return_exceptions=True)
+    ready: list[tuple[Intent, Any]] = []
+    for intent, signed in zip(intents, signed_all, strict=True):
+        if isinstance(signed, BaseException):
+            problems.append(f"{intent.id}: signing failed, nothing committed: {signed}")
+        else:
+            ready.append((msgspec.structs.replace(intent, order_id=signed.order_id), signed))
+    if not ready:
+        return 0, problems
     verdicts = await store.run_pipeline(
-        lambda pipe: [store.commit_intent(epoch, i, pipe=pipe) for i in intents]
+        lambda pipe: [store.commit_intent(epoch, i, pipe=pipe) for i, _ in ready]
     )
-    committed = []
-    for intent, v in zip(intents, verdicts, strict=True):
+    committed: list[tuple[Intent, Any]] = []
+    for (intent, signed), v in zip(ready, verdicts, strict=True):
         if v == "OK":
-            committed.append(intent)
+            committed.append((intent, signed))
         elif v != "DUPLICATE":  # a duplicate is the uniqueness rule doing its job, silently
             problems.append(f"{intent.id}: commit refused: {v}")
     results = await asyncio.gather(
-        *(asyncio.to_thread(venue.buy, i.token_id, i.limit_price, i.size, "FOK") for i in committed),
+        *(asyncio.to_thread(venue.post, signed, "FOK") for _, signed in committed),
         return_exceptions=True,
     )
-    now_ms = max((i.created_ms for i in committed), default=0)
+    now_ms = max((i.created_ms for i, _ in committed), default=0)
 
     def record(pipe: Any) -> None:
-        for intent, res in zip(committed, results, strict=True):
+        for (intent, _), res in zip(committed, results, strict=True):
             if isinstance(res, BaseException):
                 # The order may or may not have reached the venue: the intent stays open,
-                # with the error, for reconciliation against the venue.
+                # with the error, for reconciliation against the venue by its order id.
                 problems.append(f"{intent.id}: venue error: {res}")
                 store.update_intent(epoch, msgspec.structs.replace(intent, error=str(res)[:300]), pipe=pipe)
-            elif res.status == "matched" and res.size_matched > 0:
-                price = res.avg_price or res.price or intent.limit_price
-                done = msgspec.structs.replace(
-                    intent,
-                    status="filled",
-                    order_id=res.order_id,
-                    filled_size=res.size_matched,
-                    avg_price=price,
-                )
-                store.record_fill(epoch, done, _position(done, res.size_matched, price, now_ms), pipe=pipe)
             else:
-                problems.append(f"{intent.id}: order {res.status}: {res.error}")
-                store.update_intent(
-                    epoch,
-                    msgspec.structs.replace(
-                        intent, status="rejected", order_id=res.order_id, error=res.error[:300]
-                    ),
-                    pipe=pipe,
-                )
+                record_result(store, epoch, intent, res, now_ms, pipe, problems)
 
     if committed:
         for v in await store.run_pipeline(record):
             if v not in ("OK", "ALREADY"):
                 problems.append(f"recording a venue answer: {v}")
     return len(committed), problems
+
+
+def record_result(
+    store: Store, epoch: int, intent: Intent, res: Any, now_ms: int, pipe: Any, problems: list[str]
+) -> None:
+    """Queue the fenced write for what the venue said of an order: a fill opens the position;
+    anything else that is final marks the intent rejected with the venue's message."""
+    if res.status in ("matched", "filled") and res.size_matched > 0:
+        price = res.avg_price or res.price or intent.limit_price
+        done = msgspec.structs.replace(
+            intent,
+            status="filled",
+            order_id=res.order_id or intent.order_id,
+            filled_size=res.size_matched,
+            avg_price=price,
+            error="",
+        )
+        store.record_fill(epoch, done, _position(done, res.size_matched, price, now_ms), pipe=pipe)
+    else:
+        problems.append(f"{intent.id}: order {res.status}: {res.error}")
+        store.update_intent(
+            epoch,
+            msgspec.structs.replace(
+                intent,
+                status="rejected",
+                order_id=res.order_id or intent.order_id,
+                error=(res.error or res.status)[:300],
+            ),
+            pipe=pipe,
+        )

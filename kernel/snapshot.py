@@ -74,6 +74,9 @@ class Snapshot:
     totals: dict[str, int]
     day_pnl_micros: int
     problems: list[str] = field(default_factory=list)
+    # The planned-handover request as Redis holds it (empty when none): the active worker
+    # carries it out after the tick that read it.
+    handover: dict[str, str] = field(default_factory=dict)
 
 
 def slot_refs(slot_ids: list[tuple[str, str, str]], now_ms: int) -> list[SlotRef]:
@@ -98,13 +101,13 @@ async def read_snapshot(
     store: Store,
     refs: list[SlotRef],
     now_ms: int,
-    lease: tuple[str, int, int],
+    lease: tuple[str, int, int] | None,
     lookback_s: int,
 ) -> Snapshot:
-    """`lease` is (holder, epoch, ttl_ms) for the renewal that rides along."""
+    """`lease` is (holder, epoch, ttl_ms) for the renewal that rides along; None reads without
+    one (the readiness check of a worker that does not trade yet: lease_ok is then False)."""
     k = store.k
     assets = sorted({r.asset for r in refs})
-    holder, epoch, ttl_ms = lease
 
     # What each queued command reads, so that a Redis error names the key behind it.
     labels: list[str] = []
@@ -115,8 +118,11 @@ async def read_snapshot(
         def q(label: str, queued: Any = None) -> None:
             labels.append(label)
 
-        store.renew_lease(holder, epoch, now_ms, ttl_ms, pipe=pipe)
-        q(k.lease())
+        if lease is not None:
+            holder, epoch, ttl_ms = lease
+            store.renew_lease(holder, epoch, now_ms, ttl_ms, pipe=pipe)
+            q(k.lease())
+        q(k.handover(), pipe.hgetall(k.handover()))
         q(k.control(), pipe.hgetall(k.control()))
         q(k.slots(), pipe.hmget(k.slots(), [r.id for r in refs]))
         for a in assets:
@@ -141,7 +147,8 @@ async def read_snapshot(
             raise SnapshotError(f"reading {label}: {x}") from x
     it = iter(res)
     problems: list[str] = []
-    lease_ok = int(next(it)) == 1
+    lease_ok = int(next(it)) == 1 if lease is not None else False
+    handover = next(it)
     control = parse_control(next(it))
     problems.extend(control.problems)
     slots: dict[str, Slot] = {}
@@ -206,4 +213,5 @@ async def read_snapshot(
         totals=totals,
         day_pnl_micros=day_pnl,
         problems=problems,
+        handover=handover,
     )

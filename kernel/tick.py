@@ -17,13 +17,13 @@ from typing import Any, Protocol
 import msgspec
 
 from baton.settings import Settings
-from kernel import executor, settlement
+from kernel import executor, reload, settlement
 from kernel.clock import Clock
 from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
 from kernel.snapshot import SlotRef, Snapshot, read_snapshot, slot_refs
 from kernel.strategy_api import Decision, SlotInput
 from state.store import Store
-from state.structs import MICROS, Intent, Market, TickRecord
+from state.structs import MICROS, ControlFlags, Intent, Market, TickRecord
 
 log = logging.getLogger("baton.tick")
 
@@ -39,7 +39,11 @@ class Venue(Protocol):
 
     def books(self, token_ids: list[str]) -> dict[str, Any]: ...
 
-    def buy(self, token_id: str, price: float, size: float, order_type: str = "FOK") -> Any: ...
+    def sign_buy(self, token_id: str, price: float, size: float) -> Any: ...
+
+    def post(self, signed: Any, order_type: str = "FOK") -> Any: ...
+
+    def order(self, order_id: str) -> Any: ...
 
     def resolution(self, condition_id: str) -> bool | None: ...
 
@@ -60,6 +64,13 @@ class Identity:
 class TickOutcome:
     record: TickRecord
     problems: list[str] = field(default_factory=list)
+    # The handover request read with this tick's snapshot (empty when none).
+    handover: dict[str, str] = field(default_factory=dict)
+    control: ControlFlags = field(default_factory=ControlFlags)
+
+
+class NotReady(RuntimeError):
+    """The readiness check failed: this worker must not take the lease."""
 
 
 def resolve_strategy(name: str) -> ModuleType:
@@ -129,7 +140,34 @@ class TickRunner:
         verdict = await self.store.append_tick(rec)
         if verdict == "STALE_EPOCH":
             raise LeaseLost(f"journal of tick {tick} refused: epoch {self.ident.epoch} is stale")
-        return TickOutcome(rec, problems)
+        return TickOutcome(rec, problems, snap.handover, snap.control)
+
+    async def dry_run(self) -> int:
+        """The readiness check's dry evaluation: read what a tick reads (candle windows,
+        positions, intents; no lease), then run every configured slot's strategy on its real
+        input where there is one and on synthetic ones besides. Nothing is committed.
+        Returns the number of slots checked; raises NotReady naming the slot and the error."""
+        now = self.clock.now_ms()
+        refs = slot_refs(self.configured, now)
+        snap = await read_snapshot(self.store, refs, now, None, VOL_LOOKBACK_S)
+        if snap.problems:
+            log.warning("readiness: %d unreadable value(s): %s", len(snap.problems), snap.problems[:3])
+        for ref in refs:
+            slot = snap.slots.get(ref.id)
+            if slot is None:
+                raise NotReady(f"slot {ref.id} is not in Redis (or unreadable)")
+            inputs = reload.sample_inputs(now)
+            real = self._inputs(snap, ref, now)
+            if real is not None:
+                inputs.insert(0, _with_asks(real, None, None))
+                inputs.insert(0, msgspec.structs.replace(real, up_ask=0.5, down_ask=0.5))
+            try:
+                reload.dry_evaluate(resolve_strategy(slot.strategy), inputs)
+            except Exception as e:
+                raise NotReady(
+                    f"slot {ref.id}: strategy {slot.strategy!r} failed its dry evaluation: {e!r}"
+                ) from e
+        return len(refs)
 
     # --- entries ----------------------------------------------------------------------
     def _inputs(self, snap: Snapshot, ref: SlotRef, now_ms: int) -> SlotInput | None:

@@ -30,9 +30,17 @@ def parse_control(raw: Mapping[str, str]) -> ControlFlags:
     problems: list[str] = []
     halted = _flag(raw, "halted", problems)
     paused = _flag(raw, "paused", problems)
+    seq_raw = raw.get("reload_seq", "0")
+    try:
+        reload_seq = int(seq_raw)
+    except ValueError:
+        # A garbage reload request is only reported: reloading is never a safety measure.
+        problems.append(f"control field 'reload_seq' holds {seq_raw[:40]!r}, not a number: ignored")
+        reload_seq = 0
     return ControlFlags(
         halted=halted,
         halt_reason=raw.get("halt_reason", "") if halted else "",
         paused=paused,
         problems=tuple(problems),
+        reload_seq=reload_seq,
     )

@@ -16,6 +16,10 @@ class Keys:
     def schema_version(self) -> str:
         return f"{self.p}schema:version"
 
+    def schema_readable_by(self) -> str:
+        """String: the oldest schema version whose code can read what the newest writer wrote."""
+        return f"{self.p}schema:readable_by"
+
     def lease(self) -> str:
         """Hash: holder, color, release, epoch, expires_ms."""
         return f"{self.p}lease"
@@ -24,9 +28,25 @@ class Keys:
         """Counter: INCR gives every new lease holder an epoch larger than all before."""
         return f"{self.p}lease:epoch"
 
+    def handover(self) -> str:
+        """Hash: the planned handover (id, to_holder, to_color, to_release, state, tick, epoch)."""
+        return f"{self.p}handover"
+
+    def wake(self, holder: str) -> str:
+        """List: pushed when the lease is handed to `holder`, so its standby loop wakes at once."""
+        return f"{self.p}wake:{holder}"
+
+    def deploys(self) -> str:
+        """Stream: one entry per deploy or rollback (releases, colours, handover tick, result)."""
+        return f"{self.p}deploys"
+
+    def reload(self) -> str:
+        """Hash: the last strategy reload (state ok/refused, modules, error, hashes, at_ms)."""
+        return f"{self.p}reload"
+
     # --- control ----------------------------------------------------------------------
     def control(self) -> str:
-        """Hash: halted, halt_reason, paused, updated_ms."""
+        """Hash: halted, halt_reason, paused, reload_seq (bumped to force a reload), updated_ms."""
         return f"{self.p}control"
 
     def slots(self) -> str:

@@ -17,6 +17,8 @@ NAMES = (
     "lease_renew",
     "lease_transfer",
     "lease_release",
+    "handover_cancel",
+    "schema_adopt",
     "intent_commit",
     "intent_update",
     "record_fill",
@@ -59,6 +61,8 @@ class Scripts:
     lease_renew: Any
     lease_transfer: Any
     lease_release: Any
+    handover_cancel: Any
+    schema_adopt: Any
     intent_commit: Any
     intent_update: Any
     record_fill: Any

@@ -14,13 +14,15 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from state import structs
+from state import schema, structs
 from state.control import parse_control
 from state.keys import Keys
 from state.scripts import Scripts
 from state.structs import (
     INTENT,
     POSITION,
+    SCHEMA_READABLE_BY,
+    SCHEMA_READS_FROM,
     SCHEMA_VERSION,
     SLOT,
     ControlFlags,
@@ -84,19 +86,36 @@ class Store:
         return results
 
     # --- schema and slots -------------------------------------------------------------
-    async def ensure_schema(self) -> int:
-        """Stamp an empty store with our schema version, or check the one it has."""
-        await self.r.set(self.k.schema_version(), SCHEMA_VERSION, nx=True)
-        raw = await self.r.get(self.k.schema_version())
+    async def ensure_schema(
+        self,
+        version: int = SCHEMA_VERSION,
+        reads_from: int = SCHEMA_READS_FROM,
+        readable_by: int = SCHEMA_READABLE_BY,
+    ) -> int:
+        """Stamp an empty store with our schema version, or check that we may run on the one it
+        has (state/schema.py); raises SchemaMismatch saying why not."""
+        k_version, k_readable = self.k.schema_version(), self.k.schema_readable_by()
+        if await self.r.set(k_version, version, nx=True):
+            await self.r.set(k_readable, readable_by)
+        raw, raw_readable = await self.r.mget([k_version, k_readable])
         try:
             found = int(raw)
+            found_readable = int(raw_readable) if raw_readable is not None else found
         except (TypeError, ValueError):
-            raise SchemaMismatch(f"{self.k.schema_version()} holds {raw!r}, not a version number") from None
-        if found != SCHEMA_VERSION:
             raise SchemaMismatch(
-                f"Redis holds schema version {found}, this code reads version {SCHEMA_VERSION}"
-            )
+                f"{k_version} / {k_readable} hold {raw!r} / {raw_readable!r}, not version numbers"
+            ) from None
+        why = schema.incompatibility(found, found_readable, version, reads_from)
+        if why:
+            raise SchemaMismatch(why)
         return found
+
+    async def adopt_schema(self, version: int = SCHEMA_VERSION, readable_by: int = SCHEMA_READABLE_BY) -> int:
+        """Called by a new lease holder: a newer writer records its version (schema_adopt.lua)."""
+        res = await self.scripts.schema_adopt(
+            keys=[self.k.schema_version(), self.k.schema_readable_by()], args=[version, readable_by]
+        )
+        return int(res)
 
     async def ensure_slots(self, slots: list[Slot]) -> None:
         """Create configured slots that Redis does not know yet; operator edits survive."""
@@ -128,11 +147,13 @@ class Store:
 
     # --- lease ------------------------------------------------------------------------
     async def acquire_lease(
-        self, holder: str, color: str, release: str, now_ms: int, ttl_ms: int
+        self, holder: str, color: str, release: str, now_ms: int, ttl_ms: int, dead_holder: str = ""
     ) -> tuple[bool, int, str]:
+        """Take the lease if free, expired, ours, or held by `dead_holder` (found dead by the
+        caller). Returns (held, epoch, current holder)."""
         res = await self.scripts.lease_acquire(
             keys=[self.k.lease(), self.k.lease_epoch()],
-            args=[holder, color, release, now_ms, ttl_ms],
+            args=[holder, color, release, now_ms, ttl_ms, dead_holder],
         )
         if int(res[0]) == 1:
             return True, int(res[1]), holder
@@ -150,17 +171,46 @@ class Store:
         self,
         holder: str,
         epoch: int,
-        new_holder: str,
-        new_color: str,
-        new_release: str,
+        request_id: str,
+        successor: str,
+        successor_color: str,
+        last_tick: int,
         now_ms: int,
         ttl_ms: int,
-    ) -> int:
+    ) -> tuple[int, str]:
+        """Carry out a handover request after `last_tick` (lease_transfer.lua).
+        Returns (successor's epoch, "") or (0, reason)."""
         res = await self.scripts.lease_transfer(
-            keys=[self.k.lease(), self.k.lease_epoch()],
-            args=[holder, epoch, new_holder, new_color, new_release, now_ms, ttl_ms],
+            keys=[
+                self.k.lease(),
+                self.k.lease_epoch(),
+                self.k.handover(),
+                self.k.stats(),
+                self.k.worker(successor_color),
+                self.k.wake(successor),
+            ],
+            args=[holder, epoch, request_id, successor, last_tick, now_ms, ttl_ms],
         )
-        return int(res)
+        if int(res[0]) == 1:
+            return int(res[1]), ""
+        return 0, _s(res[1])
+
+    async def request_handover(self, request_id: str, fields: dict[str, Any]) -> None:
+        """Replace any earlier request: only the latest deploy's request may be carried out."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(self.k.handover())
+        pipe.hset(self.k.handover(), mapping={**fields, "id": request_id, "state": "requested"})
+        await pipe.execute()
+
+    async def cancel_handover(self, request_id: str, reason: str, now_ms: int) -> str:
+        return _s(
+            await self.scripts.handover_cancel(keys=[self.k.handover()], args=[request_id, reason, now_ms])
+        )
+
+    async def wait_wake(self, holder: str, timeout_s: float) -> bool:
+        """Block until a handover to `holder` is pushed, at most timeout_s; True when woken."""
+        res = await self.r.blpop([self.k.wake(holder)], timeout=timeout_s)
+        return res is not None
 
     async def release_lease(self, holder: str, epoch: int) -> bool:
         res = await self.scripts.lease_release(keys=[self.k.lease()], args=[holder, epoch])
@@ -324,6 +374,26 @@ class Store:
             await pipe.execute()
         except Exception:
             pass
+
+    async def record_reload(self, color: str, release: str, res: Any) -> None:
+        """The last strategy reload (a kernel.reload.ReloadResult), for status and tools."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.delete(self.k.reload())
+        pipe.hset(
+            self.k.reload(),
+            mapping={
+                "color": color,
+                "release": release,
+                "state": res.state,
+                "modules": " ".join(res.modules),
+                "error": res.error[:1500],
+                "hashes": " ".join(f"{k}={v}" for k, v in sorted(res.hashes.items())),
+                "forced": int(res.forced),
+                "at_ms": res.at_ms,
+            },
+        )
+        pipe.hincrby(self.k.stats(), f"reloads_{res.state}", 1)
+        await pipe.execute()
 
     async def heartbeat(self, color: str, fields: dict[str, Any], ttl_ms: int) -> None:
         pipe = self.r.pipeline(transaction=False)

@@ -14,7 +14,12 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
+# What this code writes; the oldest version whose data it still reads; the oldest code
+# version that can read what this code writes. Blue and green may run different versions
+# only when each can read what the other writes (docs/state.md, "Version skew").
 SCHEMA_VERSION = 1
+SCHEMA_READS_FROM = 1
+SCHEMA_READABLE_BY = 1
 MICROS = 1_000_000
 
 Side = Literal["up", "down"]
@@ -75,6 +80,8 @@ class ControlFlags(msgspec.Struct, frozen=True):
     paused: bool = False
     # Values in the control hash that could not be read; halt and pause fail safe (on).
     problems: tuple[str, ...] = ()
+    # Bumped by `baton reload` to force a strategy reload even when no file changed.
+    reload_seq: int = 0
 
 
 class Lease(msgspec.Struct, frozen=True):

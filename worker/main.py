@@ -1,8 +1,19 @@
-"""The worker process: take the lease, run ticks at wall-clock boundaries, stand down cleanly.
+"""The worker process: readiness, standby, trading at wall-clock boundaries, and the three
+ways out of trading.
 
-`python -m worker --color blue|green`. On SIGTERM the worker finishes the tick in progress,
-gives the lease up and records a clean stop, so that the gap until the next worker is not
-counted as missed ticks. A worker that dies without that record leaves the gap counted.
+`python -m worker --color blue|green`, started by supervisor through deploy/launch.py from
+the release its colour points at. Its life:
+1. readiness: schema compatible, Redis state readable, every slot's strategy dry-evaluated;
+   a failure is written to its heartbeat (`state=failed`, `error`) and it exits 4;
+2. standby (`state=ready`): takes the lease when it is free or expired, when its holder's
+   process is gone from this host (a crash: no waiting for the expiry), or when a planned
+   handover gives it over (a BLPOP on its wake list notices at once);
+3. active: reconciles in-flight intents with the venue, then runs ticks; between ticks it
+   hot-reloads changed strategy modules;
+4. out: SIGTERM finishes the tick, releases the lease and records a clean stop; a handover
+   request read with tick k is carried out right after it (the successor runs k+1); a lost
+   lease (a newer epoch exists) stops it at once, exit 3.
+A worker that dies without a clean stop or a handover leaves its gap counted as missed ticks.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -22,16 +34,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from baton import settings as settings_mod
 from baton.settings import Settings
-from kernel import ticks
+from kernel import reconcile, ticks
 from kernel.clock import Clock, SystemClock
-from kernel.tick import Identity, LeaseLost, TickRunner
+from kernel.reload import StrategyReloader
+from kernel.tick import STRATEGY_PACKAGE, Identity, LeaseLost, NotReady, TickRunner
 from state.keys import Keys
 from state.store import SchemaMismatch, Store, connect
-from state.structs import Slot, usd_to_micros
+from state.structs import ControlFlags, Slot, usd_to_micros
 
 log = logging.getLogger("baton.worker")
 
 REDIS_RETRY_S = 1.0
+# Exit codes supervisor.conf lists as expected (no restart): 0 clean stop, 4 not ready.
+# Anything else (a crash, a lost lease: 3) is restarted, and the new process waits in standby.
+EXIT_NOT_READY = 4
 
 
 def configured_slots(s: Settings) -> list[Slot]:
@@ -48,18 +64,63 @@ def configured_slots(s: Settings) -> list[Slot]:
     ]
 
 
+def _host() -> str:
+    return socket.gethostname().replace(":", "_")
+
+
+def holder_pid(holder: str) -> tuple[str, int] | None:
+    """(host, pid) of a holder id `color:host:pid:nonce`, or None when it has another form."""
+    parts = holder.split(":")
+    if len(parts) != 4:
+        return None
+    try:
+        return parts[1], int(parts[2])
+    except ValueError:
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 class Worker:
-    def __init__(self, s: Settings, store: Store, venue: Any, clock: Clock, color: str) -> None:
+    """One worker process: readiness check, standby, trading, and the ways out of trading
+    (clean stop, planned handover, lost lease)."""
+
+    def __init__(
+        self,
+        s: Settings,
+        store: Store,
+        venue: Any,
+        clock: Clock,
+        color: str,
+        reloader: StrategyReloader | None = None,
+    ) -> None:
         self.s = s
         self.store = store
         self.venue = venue
         self.clock = clock
         self.color = color
-        self.holder = f"{color}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.holder = f"{color}:{_host()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.stopping = asyncio.Event()
         self.state = "starting"
+        self.error = ""
         self.epoch = 0
         self.last_tick = -1
+        self.ready_ms = 0
+        self.reload_seq = -1
+        self.reloader = reloader or StrategyReloader(STRATEGY_PACKAGE)
+        self.runner: TickRunner | None = None
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -72,16 +133,21 @@ class Worker:
             log.warning("heartbeat not written: %s", e)
 
     async def _heartbeat(self) -> None:
+        hashes = self.reloader.running_hashes()
         await self.store.heartbeat(
             self.color,
             {
                 "color": self.color,
                 "release": self.s.release,
+                "code_dir": os.environ.get("BATON_CODE_DIR", ""),
                 "pid": os.getpid(),
                 "state": self.state,
+                "error": self.error[:1500],
                 "epoch": self.epoch,
                 "last_tick": self.last_tick,
                 "holder": self.holder,
+                "ready_ms": self.ready_ms,
+                "strategies": " ".join(f"{k}={v}" for k, v in sorted(hashes.items())),
                 "heartbeat_ms": self.clock.now_ms(),
             },
             ttl_ms=max(3 * self.s.tick_ms, 5000),
@@ -113,20 +179,65 @@ class Worker:
                 log.warning("redis not reachable yet (%s); retrying", e)
             await self._wait(REDIS_RETRY_S)
 
+    def _runner(self) -> TickRunner:
+        if self.runner is None:
+            self.runner = TickRunner(
+                self.s,
+                self.store,
+                self.venue,
+                self.clock,
+                Identity(self.holder, self.color, self.s.release, 0),
+            )
+        return self.runner
+
+    async def ready(self) -> None:
+        """The readiness gate of a deploy: code imported (we are running), Redis reachable,
+        schema compatible, candle windows and positions readable, every slot's strategy
+        dry-evaluated. Raises NotReady or SchemaMismatch; only then may the lease be taken."""
+        self.state = "checking"
+        await self._beat()
+        await self.prepare()
+        if self.stopping.is_set():
+            return
+        self.reloader.baseline()
+        checked = await self._runner().dry_run()
+        self.state = "ready"
+        self.ready_ms = self.clock.now_ms()
+        await self._beat()
+        log.info("ready: release %s, %d slot(s) dry-evaluated", self.s.release, checked)
+
+    async def _dead_holder(self) -> str:
+        """The lease holder's id if it is a process of this host that no longer exists, so
+        that a restarted worker need not wait for the dead one's lease to expire."""
+        lease = await self.store.read_lease()
+        holder = lease.get("holder", "")
+        hp = holder_pid(holder)
+        if hp is None or holder == self.holder:
+            return ""
+        host, pid = hp
+        if host != _host() or pid == os.getpid() or process_alive(pid):
+            return ""
+        return holder
+
     async def acquire(self) -> bool:
-        """Wait until this worker holds the lease (or is asked to stop)."""
-        self.state = "standby"
+        """Standby until this worker holds the lease (or is asked to stop): the lease is free
+        or expired, its holder died on this host, or it was handed to us (we are woken)."""
+        self.state = "ready"
         while not self.stopping.is_set():
-            got, epoch, _other = await self.store.acquire_lease(
-                self.holder, self.color, self.s.release, self.clock.now_ms(), self.s.lease_ms
+            dead = await self._dead_holder()
+            got, epoch, _holder = await self.store.acquire_lease(
+                self.holder, self.color, self.s.release, self.clock.now_ms(), self.s.lease_ms, dead
             )
             if got:
                 self.epoch = epoch
                 self.state = "active"
-                log.info("holding the lease with epoch %d", epoch)
+                log.info(
+                    "holding the lease with epoch %d%s", epoch, f" (holder {dead} had died)" if dead else ""
+                )
                 return True
             await self._beat()
-            await self._wait(min(self.s.tick_ms / 4000, 1.0))
+            # A handover pushes our wake list; otherwise look again soon (the holder may die).
+            await self.store.wait_wake(self.holder, min(self.s.tick_ms / 4000, 1.0))
         return False
 
     async def takeover_gap(self, first_tick: int) -> int:
@@ -136,21 +247,52 @@ class Worker:
             return 0
         return max(0, first_tick - last - 1)
 
-    async def run(self) -> int:
-        await self.prepare()
-        if not await self.acquire():
-            return 0
+    async def become_active(self) -> TickRunner:
+        await self.store.adopt_schema()
         if self.s.paper_cash_usd > 0:
             await self.store.deposit(
                 self.epoch, "deposit:paper-initial", usd_to_micros(self.s.paper_cash_usd), self.clock.now_ms()
             )
-        runner = TickRunner(
-            self.s,
-            self.store,
-            self.venue,
-            self.clock,
-            Identity(self.holder, self.color, self.s.release, self.epoch),
+        # Intents left in flight by the previous holder are settled with the venue before
+        # this worker does anything else with their slots.
+        done, problems = await reconcile.reconcile_open(
+            self.store, self.venue, self.epoch, self.clock.now_ms()
         )
+        if done or problems:
+            log.info("reconciled %d in-flight intent(s)", done)
+        await self.store.record_errors("reconcile", problems)
+        runner = self._runner()
+        runner.ident = Identity(self.holder, self.color, self.s.release, self.epoch)
+        return runner
+
+    async def maybe_reload(self, control: ControlFlags | None) -> None:
+        """Between ticks: swap changed strategy modules in (or refuse them), and report."""
+        forced = False
+        if control is not None:
+            if self.reload_seq < 0:
+                self.reload_seq = control.reload_seq  # requests before we started are not ours
+            elif control.reload_seq != self.reload_seq:
+                self.reload_seq = control.reload_seq
+                forced = True
+        res = await self.reloader.check(force=forced)
+        if res is None:
+            return
+        if res.state == "ok":
+            log.info("strategies reloaded: %s", ", ".join(res.modules))
+        else:
+            log.error("strategy reload refused, the old code keeps running: %s", res.error)
+            await self.store.record_error("reload", f"refused {', '.join(res.modules)}: {res.error}")
+        await self.store.record_reload(self.color, self.s.release, res)
+
+    async def run(self) -> int:
+        try:
+            await self.ready()
+        except (NotReady, SchemaMismatch) as e:
+            return await self.refuse(str(e))
+        if not await self.acquire():
+            await self.stand_down()
+            return 0
+        runner = await self.become_active()
         tick = ticks.next_tick(self.clock.now_ms(), self.s.tick_ms)
         missed = await self.takeover_gap(tick)
         await self.store.mark_clean_stop(None)
@@ -158,8 +300,10 @@ class Worker:
         while not self.stopping.is_set():
             if not await self._sleep_until(ticks.boundary_ms(tick, self.s.tick_ms)):
                 break
+            out = None
             try:
-                out = await runner.run(tick, missed)
+                async with self.reloader.lock:  # a reload waits for the tick in progress
+                    out = await runner.run(tick, missed)
                 self.last_tick = tick
                 if out.record.missed_before:
                     log.warning("tick %d: %d tick(s) missed before it", tick, out.record.missed_before)
@@ -173,18 +317,67 @@ class Worker:
                 # lease renewal inside the next tick decides whether we still trade.
                 log.exception("tick %d failed: %s", tick, e)
                 await self.store.record_error("worker", f"tick {tick} failed: {e!r}")
+            requested = out is not None and out.handover.get("state") == "requested"
+            if requested and out is not None and await self.hand_over(out.handover, tick):
+                return await self.after_handover()
+            try:
+                await self.maybe_reload(out.control if out is not None else None)
+            except Exception as e:
+                log.exception("strategy reload check failed: %s", e)
             await self._beat()
             tick, missed = ticks.plan_next(tick, self.clock.now_ms(), self.s.tick_ms)
         await self.stand_down()
         return 0
 
-    async def stand_down(self) -> None:
+    async def hand_over(self, req: dict[str, str], tick: int) -> bool:
+        """Carry out a planned handover right after tick `tick`; False when it was refused
+        (then this worker keeps trading, and the deploy reports why)."""
+        successor = req.get("to_holder", "")
+        if successor == self.holder:
+            return False
+        epoch, why = await self.store.transfer_lease(
+            self.holder,
+            self.epoch,
+            req.get("id", ""),
+            successor,
+            req.get("to_color", ""),
+            tick,
+            self.clock.now_ms(),
+            self.s.lease_ms,
+        )
+        if not epoch:
+            log.warning("handover to %s refused: %s; still trading", successor, why)
+            return False
+        log.info("handed over to %s after tick %d (their epoch %d)", successor, tick, epoch)
+        return True
+
+    async def after_handover(self) -> int:
+        """The successor trades now: wait to be stopped, holding nothing."""
+        self.state = "handed-over"
+        while not self.stopping.is_set():
+            await self._beat()
+            await self._wait(1.0)
         self.state = "stopped"
-        if self.last_tick >= 0:
-            await self.store.mark_clean_stop(self.last_tick)
-        await self.store.release_lease(self.holder, self.epoch)
         await self._beat()
-        log.info("stopped cleanly after tick %d", self.last_tick)
+        return 0
+
+    async def refuse(self, why: str) -> int:
+        """Readiness failed: say why where the deploy looks (heartbeat, log), never trade."""
+        self.state = "failed"
+        self.error = why
+        log.error("not ready, refusing to trade: %s", why)
+        await self._beat()
+        return EXIT_NOT_READY
+
+    async def stand_down(self) -> None:
+        prev = self.state
+        self.state = "stopped"
+        if prev == "active":
+            if self.last_tick >= 0:
+                await self.store.mark_clean_stop(self.last_tick)
+            await self.store.release_lease(self.holder, self.epoch)
+            log.info("stopped cleanly after tick %d", self.last_tick)
+        await self._beat()
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -206,9 +399,6 @@ async def amain(argv: list[str]) -> int:
         loop.add_signal_handler(sig, w.request_stop)
     try:
         return await w.run()
-    except SchemaMismatch as e:
-        log.error("refusing to trade: %s", e)
-        return 2
     finally:
         venue.close()
         await store.r.aclose()

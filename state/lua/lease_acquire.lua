@@ -1,6 +1,8 @@
--- Take the lease when it is free, expired, or already ours.
+-- Take the lease when it is free, expired, already ours, or held by a holder the caller
+-- has found dead (same host, process gone: no need to wait for the expiry).
 -- KEYS[1] lease hash, KEYS[2] epoch counter
--- ARGV[1] holder id, ARGV[2] color, ARGV[3] release, ARGV[4] now_ms, ARGV[5] ttl_ms
+-- ARGV[1] holder id, ARGV[2] color, ARGV[3] release, ARGV[4] now_ms, ARGV[5] ttl_ms,
+-- ARGV[6] dead holder id to take over from ('' for none)
 -- Returns {1, epoch} when held (a new holder gets epoch = INCR), {0, epoch, holder} when not.
 local holder = redis.call('HGET', KEYS[1], 'holder')
 local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_ms') or '0') or 0
@@ -13,7 +15,8 @@ if holder == ARGV[1] then
     return {1, tonumber(epoch)}
   end
 end
-if holder and holder ~= ARGV[1] and expires > now then
+local dead = ARGV[6] or ''
+if holder and holder ~= ARGV[1] and expires > now and (dead == '' or holder ~= dead) then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0'), holder}
 end
 local epoch = redis.call('INCR', KEYS[2])

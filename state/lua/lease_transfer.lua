@@ -1,14 +1,33 @@
--- Hand the lease to a named successor at a tick boundary (planned handover).
--- KEYS[1] lease hash, KEYS[2] epoch counter
--- ARGV[1] holder id, ARGV[2] epoch, ARGV[3] new holder id, ARGV[4] new color,
--- ARGV[5] new release, ARGV[6] now_ms, ARGV[7] ttl_ms
--- Returns the successor's epoch (old + at least 1), or 0 when the caller does not hold it.
-if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return 0 end
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+-- Planned handover, run by the active worker right after it journaled tick ARGV[5]:
+-- the lease goes to the successor named in the handover request, with epoch + 1, in one
+-- atomic step; the stop mark says the gap after this tick is not a miss; the successor's
+-- wake list is pushed so that its standby loop notices at once.
+-- KEYS[1] lease hash, KEYS[2] epoch counter, KEYS[3] handover hash, KEYS[4] stats hash,
+-- KEYS[5] successor's heartbeat hash, KEYS[6] successor's wake list
+-- ARGV[1] holder id, ARGV[2] epoch, ARGV[3] handover request id, ARGV[4] successor holder id,
+-- ARGV[5] last tick run, ARGV[6] now_ms, ARGV[7] ttl_ms
+-- Returns {1, new epoch}, or {0, reason}: NOT_HOLDER, NO_REQUEST, NOT_READY.
+if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return {0, 'NOT_HOLDER'} end
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return {0, 'NOT_HOLDER'} end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0, 'NOT_HOLDER'} end
+if redis.call('HGET', KEYS[3], 'id') ~= ARGV[3] then return {0, 'NO_REQUEST'} end
+if redis.call('HGET', KEYS[3], 'state') ~= 'requested' then return {0, 'NO_REQUEST'} end
+if redis.call('HGET', KEYS[3], 'to_holder') ~= ARGV[4] then return {0, 'NO_REQUEST'} end
+-- The successor must still be alive and ready: its heartbeat expires a few ticks after death.
+if redis.call('HGET', KEYS[5], 'holder') ~= ARGV[4] or redis.call('HGET', KEYS[5], 'state') ~= 'ready' then
+  redis.call('HSET', KEYS[3], 'state', 'refused', 'reason', 'successor not ready', 'done_ms', ARGV[6])
+  return {0, 'NOT_READY'}
+end
+local now = tonumber(ARGV[6])
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'holder', ARGV[3], 'color', ARGV[4], 'release', ARGV[5],
-           'epoch', epoch, 'expires_ms', tonumber(ARGV[6]) + tonumber(ARGV[7]),
-           'acquired_ms', ARGV[6])
-return epoch
+redis.call('HSET', KEYS[1], 'holder', ARGV[4], 'color', redis.call('HGET', KEYS[3], 'to_color'),
+           'release', redis.call('HGET', KEYS[3], 'to_release'), 'epoch', epoch,
+           'expires_ms', now + tonumber(ARGV[7]), 'acquired_ms', now)
+redis.call('HSET', KEYS[3], 'state', 'done', 'tick', ARGV[5], 'from_epoch', ARGV[2], 'epoch', epoch,
+           'done_ms', now)
+redis.call('HSET', KEYS[4], 'clean_stop_tick', ARGV[5])
+redis.call('HINCRBY', KEYS[4], 'handovers', 1)
+redis.call('RPUSH', KEYS[6], epoch)
+redis.call('PEXPIRE', KEYS[6], 60000)
+return {1, epoch}

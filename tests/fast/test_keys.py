@@ -24,6 +24,11 @@ def test_every_key_string_is_pinned():
     assert k.journal_errors() == "baton:journal:errors"
     assert k.stats() == "baton:stats"
     assert k.worker("blue") == "baton:worker:blue"
+    assert k.schema_readable_by() == "baton:schema:readable_by"
+    assert k.handover() == "baton:handover"
+    assert k.wake("green:h:1:ab") == "baton:wake:green:h:1:ab"
+    assert k.deploys() == "baton:deploys"
+    assert k.reload() == "baton:reload"
 
 
 def test_the_prefix_is_configurable():
@@ -40,6 +45,7 @@ def test_every_key_builder_is_documented_in_docs_state_md():
         "market": ("btc-updown-15m-1700000100",),
         "ledger_day": ("20261121",),
         "worker": ("blue",),
+        "wake": ("green:host:123:ab12",),
     }
     for name in dir(k):
         if name.startswith("_") or name == "p":

@@ -1,0 +1,80 @@
+"""`baton reload`: a strategy-only change, hot-reloaded in place by the active worker.
+
+The changed strategy files of the working tree are copied into the release the active
+worker runs (strategies are the one writable part of a release), and a reload is requested
+through the control hash. The worker validates the new code between two ticks and swaps it
+in, or refuses it and keeps the old one; its verdict lands in `baton:reload`.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from baton.settings import REPO_ROOT, Settings
+from state.keys import Keys
+
+STRATEGIES = Path("worker") / "strategies"
+
+
+class ReloadError(RuntimeError):
+    pass
+
+
+def sync_strategies(code_dir: Path, source: Path = REPO_ROOT) -> list[str]:
+    """Copy strategy modules that differ from `source` into a release; returns their names."""
+    src, dst = source / STRATEGIES, code_dir / STRATEGIES
+    if not dst.is_dir():
+        raise ReloadError(f"{dst} is not a strategies directory of a release")
+    copied = []
+    for f in sorted(src.glob("*.py")):
+        target = dst / f.name
+        if target.exists() and filecmp.cmp(f, target, shallow=False):
+            continue
+        # Write beside, then rename: the worker never reads a half-written module.
+        tmp = target.with_name(f".{f.name}.tmp")
+        shutil.copyfile(f, tmp)
+        tmp.replace(target)
+        copied.append(f.stem)
+    return copied
+
+
+def reload(
+    s: Settings,
+    *,
+    sync: bool = True,
+    source: Path = REPO_ROOT,
+    timeout_s: float = 30.0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    k = Keys(s.prefix)
+    r: Any = redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=5)
+    try:
+        color = r.hget(k.lease(), "color")
+        if not color:
+            raise ReloadError("no worker holds the lease: nothing to reload")
+        hb = r.hgetall(k.worker(color))
+        if sync:
+            code_dir = hb.get("code_dir", "")
+            if not code_dir:
+                raise ReloadError(f"worker-{color} does not report the directory it runs from")
+            copied = sync_strategies(Path(code_dir), source)
+            log(f"copied into {code_dir}: {', '.join(copied) if copied else 'nothing changed'}")
+        before = r.hget(k.reload(), "at_ms") or "0"
+        r.hincrby(k.control(), "reload_seq", 1)
+        log(f"reload requested from worker-{color}; it reloads between two ticks")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            res = r.hgetall(k.reload())
+            if res.get("at_ms", "0") != before:
+                return res
+            time.sleep(0.05)
+        raise ReloadError(f"worker-{color} did not report a reload within {timeout_s:.0f} s")
+    finally:
+        r.close()

@@ -1,0 +1,84 @@
+"""Reconciliation of in-flight intents against the venue, by the order id they carry.
+
+A worker that takes the lease over (after a crash, a handover, or a Redis blip that left
+a post's answer unrecorded) finds intents that are committed but not final. Each carries
+the id of its signed order (kernel/executor.py signs before it commits), so the venue can
+say what became of it: filled (open the position), dead (mark it rejected), or unknown
+(it never arrived: mark it failed). Nothing is ever re-sent from here: an intent that did
+not reach the venue is given up, and the slot-window stays entered, so the worst a crash
+costs is one missed entry, never a duplicate order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+
+from kernel import executor
+from state.store import Store
+from state.structs import FINAL_INTENT_STATUSES, Intent
+
+log = logging.getLogger("baton.reconcile")
+
+# Orders the venue still works on (GTC resting, or matched but not yet mined): look again later.
+PENDING_STATUSES = frozenset({"live", "delayed"})
+
+
+async def reconcile_open(
+    store: Store, venue: Any, epoch: int, now_ms: int, intents: list[Intent] | None = None
+) -> tuple[int, list[str]]:
+    """Settle the fate of every open intent; returns (intents resolved, problems).
+    A venue that cannot be asked leaves the intent open, to be asked again next time."""
+    if intents is None:
+        intents = await store.read_intents(open_only=True)
+    todo = [i for i in intents if i.status not in FINAL_INTENT_STATUSES]
+    if not todo:
+        return 0, []
+    problems: list[str] = []
+
+    async def ask(i: Intent) -> Any:
+        if not i.order_id:
+            return None
+        return await asyncio.to_thread(venue.order, i.order_id)
+
+    answers = await asyncio.gather(*(ask(i) for i in todo), return_exceptions=True)
+    # Decide first, then write: run_pipeline may build the pipeline twice (NOSCRIPT retry).
+    updates: list[Intent] = []
+    results: list[tuple[Intent, Any]] = []
+    for intent, ans in zip(todo, answers, strict=True):
+        if isinstance(ans, BaseException):
+            problems.append(f"reconcile {intent.id}: venue lookup of {intent.order_id} failed: {ans}")
+        elif ans is None:
+            why = (
+                "no order id (committed before signing existed)"
+                if not intent.order_id
+                else f"order {intent.order_id[:18]}... is unknown to the venue: never posted, not re-sent"
+            )
+            log.warning("reconcile %s: %s", intent.id, why)
+            updates.append(msgspec.structs.replace(intent, status="failed", error=why, updated_ms=now_ms))
+        elif ans.status in PENDING_STATUSES:
+            if intent.status != "posted":
+                updates.append(msgspec.structs.replace(intent, status="posted", updated_ms=now_ms))
+        else:
+            log.info(
+                "reconcile %s: the venue says %s (%.2f matched)", intent.id, ans.status, ans.size_matched
+            )
+            results.append((intent, ans))
+    if not updates and not results:
+        return 0, problems
+    found: list[str] = []
+
+    def build(pipe: Any) -> None:
+        found.clear()
+        for u in updates:
+            store.update_intent(epoch, u, pipe=pipe)
+        for intent, ans in results:
+            executor.record_result(store, epoch, intent, ans, now_ms, pipe, found)
+
+    verdicts = await store.run_pipeline(build)
+    problems += found
+    problems += [f"reconcile write refused: {v}" for v in verdicts if v not in ("OK", "ALREADY")]
+    return sum(1 for u in updates if u.status == "failed") + len(results), problems

@@ -1,0 +1,399 @@
+"""Hot reload of strategy modules: new source is validated off to the side, then swapped in.
+
+The kernel resolves a strategy through `importlib.import_module` on every call, so reloading
+the module object in place is seen by the very next tick. The worker holds
+`StrategyReloader.lock` while a tick runs and calls `check()` between ticks: a tick in progress
+finishes on the old code, and the next one starts on the new code.
+
+A changed file is first loaded as a fresh, throw-away module object (a temporary name, never
+left in `sys.modules`) and dry-evaluated on sample inputs. Only when every changed module
+passes are the running modules reloaded; otherwise nothing is touched and the refusal is
+reported. A refused file content is remembered and not validated again until the file
+changes once more (or a reload is forced).
+
+Limits, on purpose: files whose name starts with `_` are helpers, not strategies: they are
+not watched, and a strategy that imports one does not see its changes until the next worker
+release. Module-level code runs twice per reload (validation, then the real reload), so it
+must be free of side effects, as `kernel.strategy_api` asks anyway. A strategy that loops
+forever blocks the worker: validation has no time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import math
+import os
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+import msgspec
+
+from kernel.strategy_api import Decision, SlotInput, remaining_s
+
+HASH_PREFIX = 12
+ERROR_MAX = 1500  # the whole error text of a refusal
+TRACE_MAX = 900  # the traceback tail of one module
+TRACE_LINES = 14
+# A file hashed less than this after its mtime could still change without its stat changing
+# (filesystem timestamps are coarse: a same-size edit in the same jiffy keeps mtime_ns), so
+# such a hash is not trusted from the stat cache and the file is read again ("racy git").
+RACY_NS = 2_000_000_000
+
+
+class StrategyCheckError(Exception):
+    """A strategy module misbehaved on a dry evaluation."""
+
+
+class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
+    state: Literal["ok", "refused"]
+    modules: tuple[str, ...]  # ok: the modules swapped in; refused: the modules that failed
+    error: str = ""  # refused: which module and why, with the tail of the traceback
+    hashes: dict[str, str]  # short name -> sha256 prefix of the file content now running
+    at_ms: int
+    forced: bool = False
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- dry evaluation ---------------------------------------------------------------------
+
+
+def _is_boolish(v: object) -> bool:
+    # bool and int (0/1), and numpy's bool_ (a 0-d scalar with a dtype). None is refused on
+    # purpose: it is what a forgotten `return` gives, and it would silently mean "never".
+    return isinstance(v, bool | int) or (hasattr(v, "dtype") and getattr(v, "shape", None) == ())
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _decision_problem(out: object) -> str:
+    """Why `out` is not an acceptable result of evaluate(), or "" when it is."""
+    if out is None:
+        return ""
+    if not isinstance(out, Decision):
+        return "expected None or a kernel.strategy_api.Decision"
+    if out.side not in ("up", "down"):
+        return f"side {out.side!r} is not 'up' or 'down'"
+    # msgspec does not check field types on construction: a str price must be caught here.
+    if not _number(out.limit_price) or not 0.0 < out.limit_price < 1.0:
+        return f"limit_price {out.limit_price!r} is not strictly between 0 and 1"
+    if not _number(out.stake_usd) or out.stake_usd <= 0:
+        return f"stake_usd {out.stake_usd!r} is not a positive number"
+    return ""
+
+
+def dry_evaluate(module: ModuleType, inputs: list[SlotInput]) -> None:
+    """Run a strategy on `inputs` the way the kernel would; raise StrategyCheckError on the
+    first input where `needs_quotes` or `evaluate` raises or returns something unusable.
+
+    `evaluate` is called on every input, even where `needs_quotes` says no: a pure function
+    must cope with any input it can be given.
+    """
+    evaluate = getattr(module, "evaluate", None)
+    if not callable(evaluate):
+        raise StrategyCheckError("the module has no callable evaluate()")
+    needs = getattr(module, "needs_quotes", None)
+    if needs is not None and not callable(needs):
+        raise StrategyCheckError("needs_quotes is not callable")
+    for i, inp in enumerate(inputs):
+        where = f"input {i} ({inp.slot_id}, {remaining_s(inp):.1f}s left)"
+        if needs is not None:
+            try:
+                wants = needs(inp)
+            except Exception as e:
+                raise StrategyCheckError(f"needs_quotes raised on {where}: {e!r}") from e
+            if not _is_boolish(wants):
+                raise StrategyCheckError(f"needs_quotes returned {wants!r} on {where}, not a bool")
+        try:
+            out = evaluate(inp)
+        except Exception as e:
+            raise StrategyCheckError(f"evaluate raised on {where}: {e!r}") from e
+        problem = _decision_problem(out)
+        if problem:
+            raise StrategyCheckError(f"evaluate returned {out!r:.200} on {where}: {problem}")
+
+
+def _path(first: float, last: float, n: int = 60) -> tuple[float, ...]:
+    """n one-second closes from `first` to `last`: a steady drift with a ±0.01% zig-zag."""
+    out = [first * (last / first) ** (i / (n - 1)) * (1 + 1e-4 * (-1) ** i) for i in range(n)]
+    out[0], out[-1] = first, last
+    return tuple(out)
+
+
+def sample_inputs(now_ms: int | None = None) -> list[SlotInput]:
+    """Synthetic but realistic slot inputs for dry evaluations: 5m and 15m windows (those of
+    `now_ms`), early in the window, in its last seconds and in its last half second; rising,
+    falling and flat price paths of 60 closes; asks present and absent. A typical late-window
+    strategy both trades (up on the rise, down on the fall) and passes on them."""
+    now = _wall_ms() if now_ms is None else now_ms
+
+    def one(
+        asset: str,
+        tf_min: int,
+        at_s: float,
+        open_: float,
+        first: float,
+        last: float,
+        asks: tuple[float | None, float | None],
+    ) -> SlotInput:
+        tf_ms = tf_min * 60_000
+        start = now - now % tf_ms
+        return SlotInput(
+            slot_id=f"{asset}-{tf_min}m",
+            asset=asset,
+            timeframe=f"{tf_min}m",
+            now_ms=start + int(at_s * 1000),
+            window_start_ms=start,
+            window_end_ms=start + tf_ms,
+            open_price=open_,
+            last_price=last,
+            closes=_path(first, last),
+            stake_usd=5.0,
+            params={},
+            up_ask=asks[0],
+            down_ask=asks[1],
+        )
+
+    return [
+        one("btc", 5, 30, 64_000.0, 63_990.0, 64_050.0, (0.55, 0.47)),  # early, rising
+        one("btc", 5, 290, 64_000.0, 64_030.0, 64_130.0, (0.82, 0.20)),  # last 10 s, risen
+        one("btc", 5, 299.6, 64_000.0, 64_030.0, 64_130.0, (0.97, 0.04)),  # last half second
+        one("xrp", 5, 285, 0.52, 0.52, 0.52, (0.50, 0.51)),  # last seconds, flat
+        one("eth", 15, 120, 3_400.0, 3_402.0, 3_396.0, (0.45, 0.57)),  # early, falling
+        one("eth", 15, 894, 3_400.0, 3_396.0, 3_390.0, (0.08, 0.90)),  # last 6 s, fallen
+        one("sol", 15, 890, 150.0, 150.3, 150.1, (None, None)),  # last seconds, no book
+    ]
+
+
+# --- the reloader -----------------------------------------------------------------------
+
+
+def _describe(e: BaseException) -> str:
+    """One summary line, then the last lines of the traceback (with its cause, if any)."""
+    first = (str(e).splitlines() or [""])[0]
+    lines = "".join(traceback.format_exception(e)).rstrip().splitlines()
+    tail = "\n".join(lines[-TRACE_LINES:])[-TRACE_MAX:]
+    return f"{type(e).__name__}: {first[:300]}\n{tail}"
+
+
+def _drop_bytecode(path: Path) -> None:
+    # A .pyc is trusted when the source's mtime (whole seconds) and size match: a same-size
+    # edit within the second would reload the old bytecode. Drop it; the import rewrites it.
+    with contextlib.suppress(OSError, NotImplementedError, ValueError):
+        os.remove(importlib.util.cache_from_source(str(path)))
+
+
+class StrategyReloader:
+    def __init__(
+        self,
+        package: str = "worker.strategies",
+        samples: Callable[[], list[SlotInput]] | None = None,
+        clock_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self.package = package
+        self.clock_ms = clock_ms
+        self.samples: Callable[[], list[SlotInput]] = samples or (lambda: sample_inputs(self.clock_ms()))
+        # Held by the worker while a tick runs, and by check() while it validates and swaps.
+        self.lock = asyncio.Lock()
+        self.last: ReloadResult | None = None
+        self.running: dict[str, str] = {}  # short name -> sha256 of the content running
+        self.refused: dict[str, str] = {}  # short name -> sha256 of a content refused
+        # path -> ((inode, size, mtime_ns), sha256, when hashed in ns): the stat cache.
+        self._stat: dict[Path, tuple[tuple[int, int, int], str, int]] = {}
+        pkg = importlib.import_module(package)
+        # A regular package has one directory; strategies live in worker/strategies/.
+        self.directory = Path(next(iter(pkg.__path__)))
+
+    # --- files ------------------------------------------------------------------------
+    def _files(self) -> dict[str, Path]:
+        """Strategy module files: *.py, minus __init__ and _helpers, minus unimportable names."""
+        return {
+            p.stem: p
+            for p in sorted(self.directory.glob("*.py"))
+            if not p.name.startswith("_") and p.stem.isidentifier()
+        }
+
+    def _hash(self, path: Path) -> str:
+        st = path.stat()
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = self._stat.get(path)
+        if hit is not None and hit[0] == key and hit[2] - st.st_mtime_ns > RACY_NS:
+            return hit[1]
+        at = time.time_ns()
+        digest = _sha256(path.read_bytes())
+        self._stat[path] = (key, digest, at)
+        return digest
+
+    def fingerprint(self) -> dict[str, str]:
+        """Short name -> full sha256 of every strategy file. Cheap: a stat per file, and a
+        read only for files whose stat changed (or that were written very recently)."""
+        out: dict[str, str] = {}
+        for short, path in self._files().items():
+            with contextlib.suppress(FileNotFoundError):  # deleted since the listing
+                out[short] = self._hash(path)
+        return out
+
+    def baseline(self) -> None:
+        """Record the files as they are as the code running (once, after import, at start)."""
+        self.running = self.fingerprint()
+        self.refused = {}
+
+    def running_hashes(self) -> dict[str, str]:
+        return {s: h[:HASH_PREFIX] for s, h in sorted(self.running.items())}
+
+    def changed(self) -> list[str]:
+        """Modules the next check() would try: content differs from the running one and is not
+        a content already refused. A new file counts (it is validated and imported, so a slot
+        can be switched to it); a deleted file does not (its module keeps running)."""
+        return sorted(
+            s for s, h in self.fingerprint().items() if h != self.running.get(s) and h != self.refused.get(s)
+        )
+
+    # --- check and swap ---------------------------------------------------------------
+    async def check(self, force: bool = False) -> ReloadResult | None:
+        """Swap changed modules in, all or none: None when there was nothing to do."""
+        async with self.lock:
+            names = sorted(self._files()) if force else self.changed()
+            if not names and not force:
+                return None
+            return self._reload(names, force)
+
+    def _result(
+        self, state: Literal["ok", "refused"], modules: list[str], error: str, force: bool
+    ) -> ReloadResult:
+        if len(error) > ERROR_MAX:
+            error = error[: ERROR_MAX - 1] + "…"
+        res = ReloadResult(
+            state=state,
+            modules=tuple(modules),
+            error=error,
+            hashes=self.running_hashes(),
+            at_ms=self.clock_ms(),
+            forced=force,
+        )
+        self.last = res
+        return res
+
+    def _reload(self, names: list[str], force: bool) -> ReloadResult:
+        try:
+            inputs = list(self.samples())
+        except Exception as e:  # not the modules' fault: nothing remembered, tried again
+            return self._result("refused", names, f"sample inputs: {_describe(e)}", force)
+        # 1. Validate every candidate on fresh module objects; the running ones are untouched.
+        staged: dict[str, tuple[str, ModuleType]] = {}
+        failed: list[str] = []
+        errors: list[str] = []
+        for short in names:
+            path = self.directory / f"{short}.py"
+            try:
+                source = path.read_bytes()
+            except FileNotFoundError:
+                continue  # deleted meanwhile: the old module keeps running
+            digest = _sha256(source)
+            try:
+                fresh = self._load_fresh(short, path, source)
+                dry_evaluate(fresh, inputs)
+            except Exception as e:
+                self.refused[short] = digest
+                failed.append(short)
+                errors.append(f"{short}: {_describe(e)}")
+                continue
+            staged[short] = (digest, fresh)
+        if failed:
+            # All or none: the modules that passed stay pending and are tried on the next check.
+            return self._result("refused", failed, "\n".join(errors), force)
+        # 2. Swap in place. Anything unexpected puts every module of this batch back.
+        snapshots: dict[str, dict[str, Any]] = {}
+        imported: list[str] = []
+        for short, (digest, fresh) in staged.items():
+            try:
+                self._swap(short, digest, fresh, snapshots, imported)
+            except Exception as e:
+                self._roll_back(snapshots, imported)
+                self.refused[short] = digest
+                return self._result("refused", [short], f"{short}: reload failed: {_describe(e)}", force)
+        for short, (digest, _) in staged.items():
+            self.running[short] = digest
+            self.refused.pop(short, None)
+        return self._result("ok", list(staged), "", force)
+
+    def _load_fresh(self, short: str, path: Path, source: bytes) -> ModuleType:
+        """Execute `source` (the bytes validated and hashed) as a new module object."""
+        # Named inside the package so that relative imports of siblings work.
+        name = f"{self.package}._baton_check_{short}_{uuid.uuid4().hex[:8]}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None:
+            raise StrategyCheckError(f"no module spec for {path}")
+        module = importlib.util.module_from_spec(spec)
+        # dont_inherit: this file's `from __future__` flags must not leak into the strategy.
+        code = compile(source, str(path), "exec", dont_inherit=True)
+        # In sys.modules only while it executes: dataclasses and typing look classes' modules up.
+        sys.modules[name] = module
+        try:
+            exec(code, module.__dict__)
+        except SystemExit as e:  # an exit() at module level must not stop the worker
+            raise StrategyCheckError(f"module code called exit({e.code!r})") from None
+        finally:
+            sys.modules.pop(name, None)
+        return module
+
+    def _swap(
+        self,
+        short: str,
+        digest: str,
+        fresh: ModuleType,
+        snapshots: dict[str, dict[str, Any]],
+        imported: list[str],
+    ) -> None:
+        full = f"{self.package}.{short}"
+        path = self.directory / f"{short}.py"
+        importlib.invalidate_caches()  # a new file must be seen by the finders
+        _drop_bytecode(path)
+        module = sys.modules.get(full)
+        if module is None:
+            imported.append(short)
+            module = importlib.import_module(full)
+        else:
+            snapshots[short] = dict(module.__dict__)
+            # Start from an empty namespace (keeping __name__, __spec__ & co): plain reload()
+            # keeps names the new source no longer defines, e.g. a removed needs_quotes().
+            for key in [k for k in module.__dict__ if not (k.startswith("__") and k.endswith("__"))]:
+                del module.__dict__[key]
+            importlib.reload(module)
+        # What runs must be what was validated: the file may have changed since it was read.
+        if _sha256(path.read_bytes()) != digest:
+            raise RuntimeError("the file changed while it was being reloaded; it will be tried again")
+        for fn in ("evaluate", "needs_quotes"):
+            a, b = getattr(fresh, fn, None), getattr(module, fn, None)
+            if getattr(a, "__code__", None) != getattr(b, "__code__", None):
+                raise RuntimeError(f"the reloaded {fn} is not the one validated (stale bytecode?)")
+
+    def _roll_back(self, snapshots: dict[str, dict[str, Any]], imported: list[str]) -> None:
+        for short, saved in snapshots.items():
+            module = sys.modules.get(f"{self.package}.{short}")
+            if module is not None:
+                module.__dict__.clear()
+                module.__dict__.update(saved)
+        for short in imported:  # modules new in this batch were not running: forget them
+            sys.modules.pop(f"{self.package}.{short}", None)
+            parent = sys.modules.get(self.package)
+            if parent is not None and short in vars(parent):
+                delattr(parent, short)
