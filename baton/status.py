@@ -39,6 +39,9 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     pipe.hgetall(k.feed_stats())
     pipe.get(k.schema_version())
     pipe.xrevrange(k.journal_ticks(), count=1)
+    pipe.hgetall(k.reload())
+    pipe.xrevrange(k.deploys(), count=1)
+    pipe.hgetall(k.handover())
     (
         lease,
         stats,
@@ -53,6 +56,9 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         feed,
         schema,
         last,
+        reload_raw,
+        last_deploy,
+        handover,
     ) = pipe.execute()
     problems: list[str] = []
     active = None
@@ -118,6 +124,12 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         "pnl_usd": round(micros_to_usd(_int(totals.get("realized_pnl_micros"))), 6),
         "cash_usd": round(micros_to_usd(_int(totals.get("cash_micros"))), 6),
         "workers": [w for w in (blue, green) if w],
+        "handovers": _int(stats.get("handovers")),
+        "handover": handover or None,
+        "last_deploy": last_deploy[0][1] if last_deploy else None,
+        # The last strategy reload: a refusal (and why) shows here until the next reload.
+        "reload": reload_raw or None,
+        "reloads": {"ok": _int(stats.get("reloads_ok")), "refused": _int(stats.get("reloads_refused"))},
         "feed": {name: _int(v) for name, v in feed.items()},
         "endpoints": {
             "redis": s.redis_url,
@@ -153,6 +165,23 @@ def render(st: dict[str, Any]) -> str:
             or "none"
         ),
     ]
+    d = st.get("last_deploy")
+    if d:
+        lines.append(
+            f"deploy     last {d.get('kind')} {d.get('result')}: {d.get('from_color') or '-'} -> "
+            f"{d.get('color')} release={d.get('release')} tick={d.get('handover_tick', '-')} "
+            f"missed={d.get('missed', '-')}"
+        )
+    rl = st.get("reload")
+    if rl:
+        lines.append(
+            f"reload     last {rl.get('state')} ({rl.get('modules')}) on {rl.get('color')}"
+            + (
+                f": {rl.get('error', '').splitlines()[0] if rl.get('error') else ''}"
+                if rl.get("state") != "ok"
+                else ""
+            )
+        )
     lines += [f"{name:<10} {url}" for name, url in st["endpoints"].items()]
     lines += [f"problem    {p}" for p in st["problems"]]
     return "\n".join(lines)

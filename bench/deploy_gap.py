@@ -1,0 +1,391 @@
+"""The deploy gap: a blue/green `baton deploy` against the naive way, `supervisorctl restart` of the
+active worker, alternated on one stack in one run.
+
+Every operation is measured from the tick journal (`baton:journal:ticks`), not from what a CLI says:
+
+- missed ticks: tick indices absent between the old lease holder's last tick and the new holder's
+  first one (lease holders are told apart by their epoch);
+- takeover delay: `started_ms` of the new holder's first tick minus the boundary of the first tick
+  after the old holder's last one, so a missed tick costs at least one tick length;
+- op wall time: how long the command itself ran (`baton deploy --json`, `supervisorctl restart`).
+
+Each operation starts at a random phase within a tick (seeded), as a person's would.
+
+    python -m bench.deploy_gap [--tick-ms 1000] [--deploys 10] [--json-out bench/results/deploy_gap.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from state.keys import Keys
+from tests.e2e.stack import BATON, Stack, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+SUPERVISORCTL = str(Path(sys.executable).with_name("supervisorctl"))
+BLUE_GREEN = "blue-green"
+NAIVE = "naive-restart"
+METHODS = (BLUE_GREEN, NAIVE)
+RESOLUTION_MS = 1  # the journal's started_ms is in whole milliseconds
+SETTLE_TICKS = 2  # ticks the new holder runs before the next operation starts
+POLL_S = 0.05
+KEYS = Keys("baton:")
+
+
+class OpFailed(RuntimeError):
+    """An operation that did not complete; recorded, and the run goes on with the next one."""
+
+
+@dataclass
+class Sample:
+    method: str
+    index: int
+    phase_ms: int  # where in the tick the operation started
+    from_color: str
+    to_color: str
+    old_epoch: int
+    new_epoch: int
+    old_last_tick: int
+    new_first_tick: int
+    missed: int
+    takeover_ms: int
+    op_s: float  # the command's wall time
+    first_tick_s: float  # from the command's start to the start of the new holder's first tick
+    counted_missed: int  # what the runtime added to baton:stats ticks_missed meanwhile
+    cli: dict[str, Any] = field(default_factory=dict)  # `baton deploy --json`, for comparison
+
+
+# --- the stack and its journal -------------------------------------------------------------------
+
+
+def start_stack(tick_ms: int) -> Stack:
+    st = Stack(
+        BATON_TICK_MS=str(tick_ms),
+        BATON_TIMEFRAMES="15s,1m",
+        BATON_ASSETS="btc,eth,sol,xrp",
+        BATON_SNIPE_EDGE="0.0",  # trade whenever the estimate reaches the ask: slots trade meanwhile
+    )
+    print(f"starting a stack under {st.home} (tick {tick_ms} ms)", flush=True)
+    st.start()
+    return st
+
+
+class Entry(NamedTuple):
+    """The fields of a tick-journal entry this benchmark reads."""
+
+    tick: int
+    epoch: int
+    started_ms: int
+    color: str
+
+
+def journal(st: Stack, count: int = 200) -> list[Entry]:
+    """The latest journal entries, oldest first."""
+    raw: list[tuple[str, dict[str, str]]] = st.redis.xrevrange(KEYS.journal_ticks(), count=count)  # type: ignore[assignment]
+    return [
+        Entry(int(f["tick"]), int(f["epoch"]), int(f["started_ms"]), f.get("color", ""))
+        for _, f in reversed(raw)
+    ]
+
+
+def last_entry(st: Stack) -> Entry:
+    entries = journal(st, count=1)
+    if not entries:
+        raise OpFailed("the tick journal is empty")
+    return entries[0]
+
+
+def counted_missed(st: Stack) -> int:
+    return int(st.redis.hget(KEYS.stats(), "ticks_missed") or 0)
+
+
+def wait_ticks_by(st: Stack, epoch: int, tick: int, timeout_s: float) -> None:
+    """Until the holder with `epoch` has journaled tick `tick` or a later one."""
+
+    def done() -> bool:
+        e = last_entry(st)
+        return e.epoch == epoch and e.tick >= tick
+
+    wait_for(done, timeout_s, f"epoch {epoch} to run tick {tick}")
+
+
+def wait_phase(rng: random.Random, tick_ms: int) -> int:
+    """Sleep until a random point within a tick; returns that point's offset from its boundary."""
+    phase = rng.randrange(tick_ms)
+    now = int(time.time() * 1000)
+    at = now - now % tick_ms + phase
+    if at <= now:
+        at += tick_ms
+    time.sleep((at - now) / 1000)
+    return phase
+
+
+# --- the two operations --------------------------------------------------------------------------
+
+
+def run_cmd(cmd: list[str], env: dict[str, str], timeout_s: float) -> tuple[float, str]:
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    wall = time.monotonic() - t0
+    if out.returncode != 0:
+        raise OpFailed(f"{' '.join(cmd[:4])} ... exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+    return wall, out.stdout
+
+
+def blue_green_deploy(st: Stack, color: str) -> tuple[float, dict[str, Any]]:
+    wall, stdout = run_cmd([BATON, "deploy", "--json"], st.env, timeout_s=300)
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    return wall, json.loads(lines[-1]) if lines else {}
+
+
+def naive_restart(st: Stack, color: str) -> tuple[float, dict[str, Any]]:
+    """What a person does without blue/green: restart the active worker with supervisorctl."""
+    cmd = [
+        SUPERVISORCTL,
+        "-c",
+        str(REPO / "supervisor.conf"),
+        "-s",
+        f"unix://{st.home}/var/run/supervisor.sock",
+        "restart",
+        f"worker-{color}",
+    ]
+    wall, _ = run_cmd(cmd, st.env, timeout_s=300)
+    return wall, {}
+
+
+OPERATIONS = {BLUE_GREEN: blue_green_deploy, NAIVE: naive_restart}
+
+
+def measure(st: Stack, method: str, index: int, rng: random.Random, tick_ms: int, timeout_s: float) -> Sample:
+    """One operation at a random phase, measured from the journal once the new holder has ticked."""
+    before = last_entry(st)
+    old_epoch, color = before.epoch, before.color
+    missed_before = counted_missed(st)
+    phase = wait_phase(rng, tick_ms)
+    t0 = time.time()
+    op_s, cli = OPERATIONS[method](st, color)
+
+    def new_holder_ticked() -> list[Entry] | None:
+        entries = journal(st)
+        return entries if any(e.epoch > old_epoch for e in entries) else None
+
+    entries = wait_for(new_holder_ticked, timeout_s, f"a new lease holder's first tick after {method}")
+    old_last = max(e.tick for e in entries if e.epoch == old_epoch)
+    first = min((e for e in entries if e.epoch > old_epoch), key=lambda e: e.tick)
+    new_first = first.tick
+    sample = Sample(
+        method=method,
+        index=index,
+        phase_ms=phase,
+        from_color=color,
+        to_color=first.color,
+        old_epoch=old_epoch,
+        new_epoch=first.epoch,
+        old_last_tick=old_last,
+        new_first_tick=new_first,
+        missed=new_first - old_last - 1,
+        takeover_ms=first.started_ms - (old_last + 1) * tick_ms,
+        op_s=round(op_s, 3),
+        first_tick_s=round(first.started_ms / 1000 - t0, 3),
+        counted_missed=0,
+        cli=cli,
+    )
+    wait_ticks_by(st, sample.new_epoch, new_first + SETTLE_TICKS, timeout_s)
+    sample.counted_missed = counted_missed(st) - missed_before
+    return sample
+
+
+# --- numbers -------------------------------------------------------------------------------------
+
+
+def p99(values: list[float]) -> float:
+    """Nearest rank on the sorted samples: with fewer than 100 samples, the maximum."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def summarise(samples: list[Sample], failures: dict[str, int]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for method in METHODS:
+        mine = [s for s in samples if s.method == method]
+        if not mine:
+            continue
+        missed = [s.missed for s in mine]
+        takeover = [float(s.takeover_ms) for s in mine]
+        out[method] = {
+            "n": len(mine),
+            "failed": failures.get(method, 0),
+            "missed_mean": statistics.fmean(missed),
+            "missed_max": max(missed),
+            "missed_total": sum(missed),
+            "counted_missed_total": sum(s.counted_missed for s in mine),
+            "takeover_ms_median": statistics.median(takeover),
+            "takeover_ms_p99": p99(takeover),
+            "op_s_median": statistics.median(s.op_s for s in mine),
+            "first_tick_s_median": statistics.median(s.first_tick_s for s in mine),
+        }
+    return out
+
+
+def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """naive / blue-green. The journal's times are whole milliseconds: a blue-green median below
+    that is divided as 1 ms, which makes the ratio a lower bound. No ratio against 0 missed ticks."""
+    if BLUE_GREEN not in summary or NAIVE not in summary:
+        return {}
+    bg, naive = summary[BLUE_GREEN], summary[NAIVE]
+    return {
+        "takeover_ms_median": naive["takeover_ms_median"] / max(bg["takeover_ms_median"], RESOLUTION_MS),
+        "takeover_ms_median_is_lower_bound": bg["takeover_ms_median"] < RESOLUTION_MS,
+        "missed_mean": naive["missed_mean"] / bg["missed_mean"] if bg["missed_mean"] else None,
+    }
+
+
+def ratio_line(summary: dict[str, dict[str, Any]]) -> str:
+    r = ratios(summary)
+    if not r:
+        return ""
+    bound = ">= " if r["takeover_ms_median_is_lower_bound"] else ""
+    takeover = f"{bound}{r['takeover_ms_median']:.0f}x"
+    if r["takeover_ms_median_is_lower_bound"]:
+        takeover += f" (blue-green's median is under the journal's {RESOLUTION_MS} ms resolution)"
+    if r["missed_mean"] is not None:
+        missed = f"{r['missed_mean']:.1f}x"
+    else:
+        missed = f"{summary[NAIVE]['missed_mean']:.2f} per op against none (no finite ratio)"
+    return f"naive / blue-green: takeover delay median {takeover}; missed ticks {missed}"
+
+
+def render(summary: dict[str, dict[str, Any]], tick_ms: int) -> str:
+    p99_note = "max" if all(v["n"] < 100 for v in summary.values()) else "nearest rank"
+    head = (
+        f"| method (tick {tick_ms} ms) | n | missed ticks/op mean | max | takeover delay ms median "
+        f"| p99 ({p99_note}) | op wall s median | new first tick s median |"
+    )
+    rows = [head, "|" + "---|" * 8]
+    for method, v in summary.items():
+        failed = f" ({v['failed']} failed)" if v["failed"] else ""
+        rows.append(
+            f"| {method} | {v['n']}{failed} | {v['missed_mean']:.2f} | {v['missed_max']} "
+            f"| {v['takeover_ms_median']:.0f} | {v['takeover_ms_p99']:.0f} "
+            f"| {v['op_s_median']:.2f} | {v['first_tick_s_median']:.2f} |"
+        )
+    line = ratio_line(summary)
+    return "\n".join([*rows, "", line] if line else rows)
+
+
+def machine_info(tick_ms: int) -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "tick_ms": tick_ms,
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def save_logs(st: Stack, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (st.home / "var" / "log").glob("*.log"):
+        shutil.copy2(f, dest / f.name)
+    print(f"logs copied to {dest}", flush=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    timeout_s = 60 + 4 * args.tick_ms / 1000
+    samples: list[Sample] = []
+    failures: dict[str, int] = {}
+    errors: list[str] = []
+    st = start_stack(args.tick_ms)
+    try:
+        e = last_entry(st)
+        wait_ticks_by(st, e.epoch, e.tick + SETTLE_TICKS, timeout_s)
+        for i in range(args.deploys):
+            for method in METHODS:
+                try:
+                    s = measure(st, method, i, rng, args.tick_ms, timeout_s)
+                except (OpFailed, TimeoutError, subprocess.TimeoutExpired) as exc:
+                    failures[method] = failures.get(method, 0) + 1
+                    errors.append(f"{method} #{i}: {exc}")
+                    print(f"{method} #{i}: FAILED {exc}", flush=True)
+                    continue
+                samples.append(s)
+                print(
+                    f"{method} #{i}: {s.from_color} -> {s.to_color}, phase {s.phase_ms} ms, "
+                    f"missed {s.missed}, takeover {s.takeover_ms} ms, op {s.op_s:.2f} s",
+                    flush=True,
+                )
+        anomalies = failures or any(s.missed for s in samples if s.method == BLUE_GREEN)
+        if anomalies or args.keep_logs:
+            save_logs(st, args.json_out.parent / f"deploy_gap-logs-{args.tick_ms}ms")
+    finally:
+        st.stop()
+        if not args.keep_home:
+            shutil.rmtree(st.home, ignore_errors=True)
+    summary = summarise(samples, failures)
+    return {
+        "benchmark": "deploy_gap",
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.deploy_gap", *sys.argv[1:]]),
+        "machine": machine_info(args.tick_ms),
+        "deploys_per_method": args.deploys,
+        "seed": args.seed,
+        "summary": summary,
+        "ratios_naive_over_blue_green": ratios(summary),
+        "errors": errors,
+        "samples": [asdict(s) for s in samples],
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.deploy_gap", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tick-ms", type=int, default=1000)
+    ap.add_argument("--deploys", type=int, default=10, help="operations of each method")
+    ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "deploy_gap.json")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the phases the operations start at")
+    ap.add_argument("--keep-logs", action="store_true", help="copy the stack's logs next to the JSON")
+    ap.add_argument("--keep-home", action="store_true", help="leave the stack's BATON_HOME in place")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = run(args)
+    print()
+    print(render(result["summary"], args.tick_ms))
+    m = result["machine"]
+    print(f"\nmachine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, {m['date_utc']}")
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {args.json_out}")
+    if result["errors"]:
+        sys.exit(f"{len(result['errors'])} operation(s) failed; see {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The invariants of a run, checked from the outside: the tick journal in Redis and the
+sim venue's list of every order it accepted. No log reading; each check returns numbers
+and raises AssertionError with the evidence when an invariant breaks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from state.structs import INTENT, POSITION, Intent, Position
+
+
+@dataclass
+class TickReport:
+    first: int
+    last: int
+    run: int  # journal entries
+    missed: list[int]  # tick indices absent between first and last
+    runs: list[tuple[str, str, int]]  # (color, release, ticks) in order: one run per holder
+    epochs: list[int]
+
+
+def journal(r: Any, prefix: str = "baton:") -> list[dict[str, str]]:
+    return [f for _, f in r.xrange(f"{prefix}journal:ticks")]
+
+
+def check_ticks(entries: list[dict[str, str]], since_tick: int | None = None) -> TickReport:
+    """No tick index twice, epochs never going back; returns the gaps for the caller to judge."""
+    if since_tick is not None:
+        entries = [e for e in entries if int(e["tick"]) >= since_tick]
+    assert entries, "no tick journaled"
+    ticks = [int(e["tick"]) for e in entries]
+    dup = [t for t, n in Counter(ticks).items() if n > 1]
+    assert not dup, f"tick indices journaled twice: {dup[:10]}"
+    assert ticks == sorted(ticks), "journal out of order"
+    epochs = [int(e["epoch"]) for e in entries]
+    assert epochs == sorted(epochs), "a tick was journaled by an older epoch after a newer one"
+    present = set(ticks)
+    missed = [t for t in range(ticks[0], ticks[-1] + 1) if t not in present]
+    runs: list[tuple[str, str, int]] = []
+    last_epoch = None
+    for e in entries:
+        epoch = int(e["epoch"])
+        if runs and epoch == last_epoch:
+            c, rel, n = runs[-1]
+            runs[-1] = (c, rel, n + 1)
+        else:
+            runs.append((e["color"], e["release"], 1))
+        last_epoch = epoch
+    return TickReport(ticks[0], ticks[-1], len(ticks), missed, runs, sorted(set(epochs)))
+
+
+def redis_intents(r: Any, prefix: str = "baton:") -> list[Intent]:
+    return [INTENT.decode(v) for v in r.hvals(f"{prefix}intents")]
+
+
+def redis_positions(r: Any, prefix: str = "baton:") -> list[Position]:
+    return [POSITION.decode(v) for v in r.hvals(f"{prefix}positions")]
+
+
+@dataclass
+class OrderReport:
+    posted: int
+    filled: int
+    positions: int
+
+
+def check_orders(r: Any, venue_orders: list[dict[str, Any]], prefix: str = "baton:") -> OrderReport:
+    """No order twice for one slot-window; every venue order is one of our intents; every
+    filled order has its position in Redis (none lost) and no position lacks its order."""
+    per_market = Counter(o["market"] for o in venue_orders)
+    twice = {m: n for m, n in per_market.items() if n > 1}
+    assert not twice, f"orders posted more than once for the same slot-window (market: count): {twice}"
+    intents = redis_intents(r, prefix)
+    by_order = {i.order_id: i for i in intents if i.order_id}
+    per_slot_window = Counter((i.slot, i.window_start_s, i.leg) for i in intents)
+    assert max(per_slot_window.values(), default=1) == 1
+    strangers = [o["id"] for o in venue_orders if o["id"] not in by_order]
+    assert not strangers, f"venue orders that no intent in Redis knows: {strangers[:5]}"
+    positions = {p.intent_id: p for p in redis_positions(r, prefix)}
+    filled = [o for o in venue_orders if float(o["size_matched"]) > 0]
+    lost = [o["id"] for o in filled if by_order[o["id"]].id not in positions]
+    assert not lost, f"filled at the venue but no position in Redis: {lost[:5]}"
+    for o in filled:
+        p = positions[by_order[o["id"]].id]
+        assert abs(p.shares_micros / 1e6 - float(o["size_matched"])) < 1e-6, (p, o)
+    venue_ids = {o["id"] for o in filled}
+    phantom = [p.id for p in positions.values() if by_order_id(intents, p.intent_id) not in venue_ids]
+    assert not phantom, f"positions in Redis with no filled order at the venue: {phantom[:5]}"
+    return OrderReport(posted=len(venue_orders), filled=len(filled), positions=len(positions))
+
+
+def by_order_id(intents: list[Intent], intent_id: str) -> str:
+    for i in intents:
+        if i.id == intent_id:
+            return i.order_id
+    return ""
+
+
+def open_intents(r: Any, prefix: str = "baton:") -> list[Intent]:
+    return [INTENT.decode(v) for v in r.hvals(f"{prefix}intents:open")]
+
+
+def decode_all(r: Any, prefix: str = "baton:") -> None:
+    """Every stored intent and position decodes (nothing half-written)."""
+    for v in r.hvals(f"{prefix}intents"):
+        msgspec.json.decode(v)
+    for v in r.hvals(f"{prefix}positions"):
+        msgspec.json.decode(v)

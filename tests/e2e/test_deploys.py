@@ -1,0 +1,144 @@
+"""Blue/green deploys on a real stack (redis-server, supervisord, sim, feed, both colours):
+many deploys while slots trade, broken releases, rollback. The invariants are checked from
+the journal and the sim's order list (tests/e2e/invariants.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deploy.releases import PACKAGES
+from tests.e2e import invariants
+from tests.e2e.stack import Stack, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+TRADING = {
+    "BATON_TIMEFRAMES": "15s",
+    "BATON_ASSETS": "btc,eth,sol,xrp",
+    # Trade whenever the estimate is at least the ask, so windows trade during the deploys.
+    "BATON_SNIPE_EDGE": "0.0",
+}
+
+
+def _deploy(st: Stack, *args: str) -> dict:
+    out = st.baton("deploy", "--json", *args, timeout_s=240)
+    assert out.returncode == 0, f"deploy failed:\n{out.stdout}\n{out.stderr}\n{st.logs()}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _source_copy(tmp: Path) -> Path:
+    """A copy of the code to deploy from, so that a test can break it without touching the repo."""
+    src = tmp / "src"
+    for pkg in PACKAGES:
+        shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return src
+
+
+def _ticks_since(st: Stack, tick: int, n: int) -> None:
+    wait_for(
+        lambda: int(st.redis.hget("baton:stats", "last_tick") or 0) >= tick + n,
+        60,
+        f"{n} more ticks after tick {tick}",
+    )
+
+
+def test_twenty_deploys_while_trading_miss_no_tick_and_duplicate_nothing():
+    st = Stack(BATON_TICK_MS="500", **TRADING)
+    try:
+        st.start()
+        first = int(st.redis.hget("baton:stats", "last_tick"))
+        results = [_deploy(st) for _ in range(20)]
+        _ticks_since(st, results[-1]["handover_tick"], 3)
+
+        # Every handover: the next colour took over right after the old one's tick.
+        colors = [r["color"] for r in results]
+        assert colors == ["green", "blue"] * 10
+        assert [r["missed"] for r in results] == [0] * 20
+
+        rep = invariants.check_ticks(invariants.journal(st.redis), since_tick=first)
+        assert rep.missed == [], f"ticks missed during the deploys: {rep.missed}"
+        # One run of ticks per lease holder, colours alternating at every handover.
+        run_colors = [c for c, _, _ in rep.runs]
+        assert run_colors == ["blue", "green"] * 10 + ["blue"], rep.runs
+        for r in results:  # the journal agrees with what each deploy reported
+            entries = {int(e["tick"]): e for e in invariants.journal(st.redis)}
+            assert entries[r["handover_tick"]]["color"] == r["from_color"]
+            assert entries[r["handover_tick"] + 1]["color"] == r["color"]
+            assert int(entries[r["handover_tick"] + 1]["epoch"]) == r["epoch"]
+        stats = st.redis.hgetall("baton:stats")
+        assert int(stats["handovers"]) == 20 and int(stats.get("ticks_missed", 0)) == 0
+
+        orders = st.sim_orders()
+        rep_o = invariants.check_orders(st.redis, orders)
+        assert rep_o.posted >= 1, "no order was posted during the deploys: the test traded nothing"
+        # The old worker was stopped every time: one worker process per colour at most, one running.
+        states = {p["name"]: p["statename"] for p in st.supervisor("getAllProcessInfo")}
+        assert states["worker-blue"] == "RUNNING" and states["worker-green"] == "STOPPED"
+        assert st.redis.xlen("baton:deploys") == 20
+    finally:
+        st.stop()
+
+
+def test_broken_releases_never_take_over_and_rollback_hands_back(tmp_path):
+    st = Stack(BATON_TICK_MS="500", **TRADING)
+    try:
+        st.start()
+        first = int(st.redis.hget("baton:stats", "last_tick"))
+        blue_release = st.redis.hget("baton:lease", "release")
+
+        # 1. A strategy that raises: refused by the readiness gate's dry evaluation.
+        src = _source_copy(tmp_path)
+        snipe = src / "worker" / "strategies" / "snipe.py"
+        snipe.write_text(
+            snipe.read_text() + "\n\ndef evaluate(inp):\n    raise ZeroDivisionError('strategy bug 17')\n"
+        )
+        out = st.baton("deploy", "--source", str(src), timeout_s=240)
+        assert out.returncode != 0
+        assert "dry evaluation" in out.stderr and "strategy bug 17" in out.stderr, out.stderr
+        assert "worker-blue keeps trading" in out.stderr
+
+        # 2. A kernel module that cannot be imported: the traceback is the reason.
+        src2 = _source_copy(tmp_path / "b")
+        tick_py = src2 / "kernel" / "tick.py"
+        tick_py.write_text(tick_py.read_text() + "\nimport baton_no_such_module_42\n")
+        out = st.baton("deploy", "--source", str(src2), timeout_s=240)
+        assert out.returncode != 0
+        assert "ModuleNotFoundError" in out.stderr and "baton_no_such_module_42" in out.stderr, out.stderr
+
+        # The broken worker was stopped, blue never stopped trading, nothing was missed.
+        assert st.supervisor("getProcessInfo", "worker-green")["statename"] in ("STOPPED", "EXITED", "FATAL")
+        last = int(st.redis.hget("baton:stats", "last_tick"))
+        _ticks_since(st, last, 2)
+        rep = invariants.check_ticks(invariants.journal(st.redis), since_tick=first)
+        assert rep.missed == [] and [c for c, _, _ in rep.runs] == ["blue"], rep
+        failed = [f for _, f in st.redis.xrange("baton:deploys")]
+        assert [f["result"] for f in failed] == ["failed", "failed"]
+
+        # 3. A good new release deploys; rollback hands back to the one before, the same way.
+        src3 = _source_copy(tmp_path / "c")
+        (src3 / "worker" / "strategies" / "snipe.py").write_text(
+            (src3 / "worker" / "strategies" / "snipe.py").read_text() + "\n# release 3\n"
+        )
+        new = _deploy(st, "--source", str(src3))
+        assert new["release"] != blue_release and new["color"] == "green" and new["missed"] == 0
+        out = st.baton("rollback", "--json", timeout_s=240)
+        assert out.returncode == 0, out.stderr
+        back = json.loads(out.stdout.strip().splitlines()[-1])
+        assert back["kind"] == "rollback" and back["release"] == blue_release and back["color"] == "blue"
+        assert back["missed"] == 0
+        _ticks_since(st, back["handover_tick"], 2)
+        rep = invariants.check_ticks(invariants.journal(st.redis), since_tick=first)
+        assert rep.missed == []
+        assert [(c, rel) for c, rel, _ in rep.runs] == [
+            ("blue", blue_release),
+            ("green", new["release"]),
+            ("blue", blue_release),
+        ]
+        invariants.check_orders(st.redis, st.sim_orders())
+    finally:
+        st.stop()
