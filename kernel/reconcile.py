@@ -55,7 +55,8 @@ async def reconcile_open(
             why = (
                 "no order id (committed before signing existed)"
                 if not intent.order_id
-                else f"order {intent.order_id[:18]}... is unknown to the venue: never posted, not re-sent"
+                else f"order {intent.order_id[:18]}... is unknown to the venue "
+                "(never posted, or killed unfilled): not re-sent"
             )
             log.warning("reconcile %s: %s", intent.id, why)
             updates.append(msgspec.structs.replace(intent, status="failed", error=why, updated_ms=now_ms))
