@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import msgspec
 
 from baton.settings import Settings
-from kernel import executor, reload, settlement
+from kernel import executor, reconcile, reload, settlement
 from kernel.clock import Clock
 from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
 from kernel.snapshot import SlotRef, Snapshot, read_snapshot, slot_refs
@@ -105,6 +105,12 @@ class TickRunner:
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
         problems = list(snap.problems)
         orders = settled = evaluated = 0
+        # An intent whose post raised (timeout, 5xx) may or may not be at the venue: ask by its
+        # order id before anything else, so its slot-window's fate is known (never re-sent).
+        stuck = [i for i in snap.open_intents if i.error]
+        if stuck:
+            _, errs = await reconcile.reconcile_open(self.store, self.venue, self.ident.epoch, started, stuck)
+            problems += errs
         if not snap.control.halted:
             settled, errs = await settlement.settle_ended(
                 self.store, self.venue, self.ident.epoch, snap.open_positions, started

@@ -112,3 +112,20 @@ async def test_a_venue_that_cannot_be_asked_leaves_the_intent_open_for_later(rig
     assert len(await rig.store.read_intents(open_only=True)) == len(stuck)
     done, _ = await reconcile_open(rig.store, rig.venue, epoch, rig.clock.now_ms())
     assert done == len(stuck) and not await rig.store.read_intents(open_only=True)
+
+
+async def test_a_post_that_raised_is_reconciled_by_the_next_tick_of_the_same_worker(rig):  # noqa: F811
+    # The post reached the venue but its answer was lost (a timeout): the intent stays open
+    # with the error; the worker's own next tick asks the venue and books the fill.
+    dying = DiesAtPost(rig.venue, reaches=True)
+    assert rig.runner is not None
+    rig.runner.venue = dying
+    await _until_an_intent_is_committed(rig)
+    stuck = await rig.store.read_intents(open_only=True)
+    rig.runner.venue = rig.venue
+    await rig.run_ticks(1)
+    assert not await rig.store.read_intents(open_only=True)
+    intents = {i.id: i for i in await rig.store.read_intents()}
+    assert {intents[i.id].status for i in stuck} <= {"filled", "failed"}
+    ids = {i.order_id for i in stuck}
+    assert len([o for o in venue_orders(rig) if o["id"] in ids]) == len(dying.posted)
