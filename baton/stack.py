@@ -138,6 +138,13 @@ def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
         log("supervisord is not running")
         return
     pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
+    # The downtime that follows is on purpose: the next worker does not count it as missed.
+    try:
+        from state.keys import Keys
+
+        _redis(s).hset(Keys(s.prefix).stats(), "stack_stopped_ms", int(time.time() * 1000))
+    except redis.RedisError as e:
+        log(f"warning: could not mark the stop in Redis ({e}); the downtime will count as missed")
     supervisor_call(s.supervisor_socket, "shutdown")
     if pid is not None:
         wait_until(lambda: not _alive(pid), timeout_s, f"supervisord (pid {pid}) to exit")

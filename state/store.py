@@ -347,9 +347,15 @@ class Store:
         last, clean = await self.r.hmget(self.k.stats(), ["last_tick", "clean_stop_tick"])
         return (int(last) if last is not None else None, int(clean) if clean is not None else None)
 
+    async def stack_was_stopped(self) -> bool:
+        """True when the whole runtime was shut down on purpose (`baton stop`) since the last
+        holder's last tick: the boundaries of that downtime are not missed ticks."""
+        return bool(await self.r.hexists(self.k.stats(), "stack_stopped_ms"))
+
     async def mark_clean_stop(self, tick: int | None) -> None:
+        """A holder's clean stop after `tick`; None (a new holder starts) clears the stop marks."""
         if tick is None:
-            await self.r.hdel(self.k.stats(), "clean_stop_tick")
+            await self.r.hdel(self.k.stats(), "clean_stop_tick", "stack_stopped_ms")
         else:
             await self.r.hset(self.k.stats(), "clean_stop_tick", tick)
 

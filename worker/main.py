@@ -241,9 +241,12 @@ class Worker:
         return False
 
     async def takeover_gap(self, first_tick: int) -> int:
-        """Ticks lost between the previous holder's last journaled tick and our first one."""
-        last, clean = await self.store.read_stop_marks()
-        if last is None or clean == last:
+        """Boundaries at which nobody traded, between the previous holder's last journaled
+        tick and our first one: after a crash, and after a worker was stopped or restarted
+        by hand (a planned handover has none: we start at the next tick). Only the downtime
+        of the whole runtime, stopped with `baton stop`, is not counted."""
+        last, _clean = await self.store.read_stop_marks()
+        if last is None or await self.store.stack_was_stopped():
             return 0
         return max(0, first_tick - last - 1)
 

@@ -96,7 +96,10 @@ def test_book_quotes_around_the_lagged_fair_value_on_tick(env):
     # As on the real CLOB, the best level is last: asks descending, bids ascending.
     assert asks == sorted(asks, reverse=True) and bids == sorted(bids)
     assert all(round(p * 100) == pytest.approx(p * 100) and 0.01 <= p <= 0.99 for p in asks + bids)
-    assert 3 <= len(asks) <= 5 and all(100 <= float(a["size"]) <= 1000 for a in up_book["asks"])
+    # Three to five levels, fewer only when the best ask is so close to the 0.99 cap that
+    # no more fit (about 1 run in 150 otherwise failed on that).
+    fit = round((0.99 - asks[-1]) * 100) + 1
+    assert min(3, fit) <= len(asks) <= 5 and all(100 <= float(a["size"]) <= 1000 for a in up_book["asks"])
     assert bids[-1] < asks[-1]
     fair = maker_fair_up(s.model, w, clock.ms, s.params, SEED)
     half = s.params.spread / 2

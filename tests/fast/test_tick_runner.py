@@ -238,7 +238,7 @@ class StoppingClock(VirtualClock):
             self.worker_ref[0].request_stop()
 
 
-async def test_a_worker_stops_cleanly_and_its_successor_counts_no_missed_tick(rig):
+async def test_a_stopped_runtime_counts_no_missed_tick_but_a_stopped_worker_does(rig):
     ref: list = []
     clock = StoppingClock(rig.clock.now_ms() + 60_000, ref, ticks=5)
     await rig.store.release_lease("blue:t", rig.epoch)
@@ -252,12 +252,24 @@ async def test_a_worker_stops_cleanly_and_its_successor_counts_no_missed_tick(ri
     # the paper deposit was booked once, whatever the number of worker starts
     assert (await rig.store.read_ledger_totals())["deposit_micros"] == usd_to_micros(1000)
 
+    # `baton stop` marks the downtime of the whole runtime as on purpose: not missed.
+    await rig.store.r.hset(rig.store.k.stats(), "stack_stopped_ms", clock.now_ms())
     clock2 = StoppingClock(clock.now_ms() + 30_000, ref, ticks=2)
     g = Worker(rig.settings, rig.store, rig.venue, clock2, "green")
     ref[0] = g
     assert await asyncio.wait_for(g.run(), 30) == 0
     assert g.epoch == w.epoch + 1
     assert int(await rig.store.r.hget(rig.store.k.stats(), "ticks_missed") or 0) == 0
+    assert not await rig.store.stack_was_stopped()  # cleared by the new holder
+
+    # A worker stopped (or restarted) by hand while the runtime runs: nobody traded at the
+    # boundaries in between, and they are counted.
+    clock3 = StoppingClock(clock2.now_ms() + 10_000, ref, ticks=1)
+    b = Worker(rig.settings, rig.store, rig.venue, clock3, "blue")
+    ref[0] = b
+    assert await asyncio.wait_for(b.run(), 30) == 0
+    missed = int(await rig.store.r.hget(rig.store.k.stats(), "ticks_missed"))
+    assert missed == b.last_tick - g.last_tick - 1 >= 9
 
 
 async def test_a_crashed_workers_gap_is_counted_as_missed_ticks(rig):
