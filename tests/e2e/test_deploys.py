@@ -110,16 +110,28 @@ def test_broken_releases_never_take_over_and_rollback_hands_back(tmp_path):
         assert out.returncode != 0
         assert "ModuleNotFoundError" in out.stderr and "baton_no_such_module_42" in out.stderr, out.stderr
 
-        # The broken worker was stopped, blue never stopped trading, nothing was missed.
+        # 3. Version skew: a release that cannot read the data in Redis refuses readiness.
+        src4 = _source_copy(tmp_path / "d")
+        structs = src4 / "state" / "structs.py"
+        text = structs.read_text()
+        for name in ("SCHEMA_VERSION", "SCHEMA_READS_FROM", "SCHEMA_READABLE_BY"):
+            text = text.replace(f"{name} = 1\n", f"{name} = 3\n")
+        structs.write_text(text)
+        out = st.baton("deploy", "--source", str(src4), timeout_s=240)
+        assert out.returncode != 0
+        assert "Redis holds schema version 1; this release reads versions 3..3 only" in out.stderr, out.stderr
+        assert st.redis.get("baton:schema:version") == "1"
+
+        # The broken workers were stopped, blue never stopped trading, nothing was missed.
         assert st.supervisor("getProcessInfo", "worker-green")["statename"] in ("STOPPED", "EXITED", "FATAL")
         last = int(st.redis.hget("baton:stats", "last_tick"))
         _ticks_since(st, last, 2)
         rep = invariants.check_ticks(invariants.journal(st.redis), since_tick=first)
         assert rep.missed == [] and [c for c, _, _ in rep.runs] == ["blue"], rep
         failed = [f for _, f in st.redis.xrange("baton:deploys")]
-        assert [f["result"] for f in failed] == ["failed", "failed"]
+        assert [f["result"] for f in failed] == ["failed", "failed", "failed"]
 
-        # 3. A good new release deploys; rollback hands back to the one before, the same way.
+        # 4. A good new release deploys; rollback hands back to the one before, the same way.
         src3 = _source_copy(tmp_path / "c")
         (src3 / "worker" / "strategies" / "snipe.py").write_text(
             (src3 / "worker" / "strategies" / "snipe.py").read_text() + "\n# release 3\n"
