@@ -392,7 +392,10 @@ def rollback(
     """Hand back to the release the idle colour still points at (the one before the last deploy)."""
     d = Deployer(s, log)
     try:
-        lease = d.active()
+        try:
+            lease = d.active()
+        except redis.RedisError as e:
+            raise DeployError(f"cannot reach Redis at {s.redis_url}: {e} (is the stack running?)") from e
         color = lease.get("color", "")
         if color not in COLORS:
             raise DeployError("no worker holds the lease: nothing to roll back from (start with `make run`)")

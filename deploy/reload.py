@@ -56,25 +56,39 @@ def reload(
     k = Keys(s.prefix)
     r: Any = redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=5)
     try:
-        color = r.hget(k.lease(), "color")
-        if not color:
-            raise ReloadError("no worker holds the lease: nothing to reload")
-        hb = r.hgetall(k.worker(color))
-        if sync:
-            code_dir = hb.get("code_dir", "")
-            if not code_dir:
-                raise ReloadError(f"worker-{color} does not report the directory it runs from")
-            copied = sync_strategies(Path(code_dir), source)
-            log(f"copied into {code_dir}: {', '.join(copied) if copied else 'nothing changed'}")
-        before = r.hget(k.reload(), "at_ms") or "0"
-        r.hincrby(k.control(), "reload_seq", 1)
-        log(f"reload requested from worker-{color}; it reloads between two ticks")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            res = r.hgetall(k.reload())
-            if res.get("at_ms", "0") != before:
-                return res
-            time.sleep(0.05)
-        raise ReloadError(f"worker-{color} did not report a reload within {timeout_s:.0f} s")
+        return _reload(s, r, k, sync, source, timeout_s, log)
+    except redis.RedisError as e:
+        raise ReloadError(f"cannot reach Redis at {s.redis_url}: {e} (is the stack running?)") from e
     finally:
         r.close()
+
+
+def _reload(
+    s: Settings,
+    r: Any,
+    k: Keys,
+    sync: bool,
+    source: Path,
+    timeout_s: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    color = r.hget(k.lease(), "color")
+    if not color:
+        raise ReloadError("no worker holds the lease: nothing to reload")
+    hb = r.hgetall(k.worker(color))
+    if sync:
+        code_dir = hb.get("code_dir", "")
+        if not code_dir:
+            raise ReloadError(f"worker-{color} does not report the directory it runs from")
+        copied = sync_strategies(Path(code_dir), source)
+        log(f"copied into {code_dir}: {', '.join(copied) if copied else 'nothing changed'}")
+    before = r.hget(k.reload(), "at_ms") or "0"
+    r.hincrby(k.control(), "reload_seq", 1)
+    log(f"reload requested from worker-{color}; it reloads between two ticks")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        res = r.hgetall(k.reload())
+        if res.get("at_ms", "0") != before:
+            return res
+        time.sleep(0.05)
+    raise ReloadError(f"worker-{color} did not report a reload within {timeout_s:.0f} s")
