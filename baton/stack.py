@@ -102,7 +102,7 @@ def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
     _prepare_dirs(s)
     if supervisor_running(s):
         log(f"supervisord already running for {s.home}; starting any stopped program")
-        supervisor_call(s.supervisor_socket, "startAllProcesses", True)
+        _start_stopped(s)
     else:
         # Every worker runs from a release: the first one is the working tree as it is now.
         from deploy import releases
@@ -130,6 +130,26 @@ def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
     before = int(r.hget(k.stats(), "ticks_done") or 0)
     wait_until(lambda: int(r.hget(k.stats(), "ticks_done") or 0) > before, wait_s, "the worker's first tick")
     log("worker is ticking")
+
+
+def _start_stopped(s: Settings) -> None:
+    """Start what is not running, except the idle worker colour: it would stand by on an older
+    release (after a deploy) and could win a takeover. The active colour is the lease's."""
+    r = _redis(s)
+    try:
+        from state.keys import Keys
+
+        active = r.hget(Keys(s.prefix).lease(), "color") or "blue"
+    except redis.RedisError:
+        active = "blue"
+    finally:
+        r.close()
+    for p in supervisor_call(s.supervisor_socket, "getAllProcessInfo"):
+        name = p["name"]
+        if name.startswith("worker-") and name != f"worker-{active}":
+            continue
+        if p["statename"] in ("STOPPED", "EXITED", "FATAL"):
+            supervisor_call(s.supervisor_socket, "startProcess", name, True)
 
 
 def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:

@@ -135,7 +135,29 @@ class Deployer:
             return 0
 
     # --- the steps --------------------------------------------------------------------
-    def run(
+    def run(self, **kw: Any) -> DeployResult:
+        """One deploy at a time: a lock in Redis, held while this one runs."""
+        token = secrets.token_hex(8)
+        ttl_ms = int((kw.get("ready_timeout_s", 90.0) + max(30.0, 8 * self.s.tick_ms / 1000) + 60) * 1000)
+        if not self.r.set(self.k.deploy_lock(), token, nx=True, px=ttl_ms):
+            holder = self.r.get(self.k.deploy_lock())
+            raise DeployError(
+                f"another deploy or rollback is in progress (lock {self.k.deploy_lock()} = {holder}); "
+                "wait for it, or delete the key if it died"
+            )
+        try:
+            return self._run(**kw)
+        finally:
+            # Only our own lock: compare-and-delete.
+            self.r.eval(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+                "return 0",
+                1,
+                self.k.deploy_lock(),
+                token,
+            )
+
+    def _run(
         self,
         *,
         source: Path | None = None,
@@ -179,7 +201,12 @@ class Deployer:
         previous_pointer = releases.pointed(self.home, target)
 
         def fail(reason: str) -> DeployError:
-            self.stop_worker(target)
+            if self.active().get("color") == target:
+                # It holds the lease after all (the old holder died meanwhile): stopping it
+                # would leave nobody trading.
+                reason += f"\n(worker-{target} holds the lease now and was left running)"
+            else:
+                self.stop_worker(target)
             # The idle colour goes back to what it ran, so that a rollback still finds it.
             if previous_pointer and previous_pointer != rel.id:
                 releases.point(self.home, target, previous_pointer)
@@ -211,6 +238,12 @@ class Deployer:
         if not from_color:
             return self._first_start(target, rel.id, hb, record, ready_s, t_start, fail)
 
+        if self.active().get("holder") == hb["holder"]:
+            # The old holder died while the new worker was getting ready, and the new one
+            # took the lease by itself (failover): nothing to hand over.
+            raise fail(
+                f"worker-{from_color} stopped holding the lease during the deploy; worker-{target} took over"
+            )
         request_id = secrets.token_hex(8)
         fields = {
             "to_holder": hb["holder"],

@@ -9,7 +9,10 @@ in, or refuses it and keeps the old one; its verdict lands in `baton:reload`.
 from __future__ import annotations
 
 import filecmp
+import importlib.util
+import secrets
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 import redis
 
 from baton.settings import REPO_ROOT, Settings
+from kernel import reload as reload_mod
 from state.keys import Keys
 
 STRATEGIES = Path("worker") / "strategies"
@@ -27,16 +31,45 @@ class ReloadError(RuntimeError):
     pass
 
 
+def check_module(path: Path) -> None:
+    """Import a strategy file as a throwaway module and dry-evaluate it, here, before it is
+    copied into a running release: a broken file must not sit where a restart would load it."""
+    name = f"_baton_reload_check_{secrets.token_hex(4)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ReloadError(f"{path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and typing look their module up while it runs
+    try:
+        spec.loader.exec_module(module)
+        if not callable(getattr(module, "evaluate", None)):
+            raise ReloadError(f"{path}: no evaluate(inp) function")
+        reload_mod.dry_evaluate(module, reload_mod.sample_inputs())
+    except ReloadError:
+        raise
+    except BaseException as e:  # SyntaxError, SystemExit in module code, a strategy's bug
+        raise ReloadError(f"{path.name} refused here, nothing copied: {e!r}") from None
+    finally:
+        sys.modules.pop(name, None)
+
+
 def sync_strategies(code_dir: Path, source: Path = REPO_ROOT) -> list[str]:
-    """Copy strategy modules that differ from `source` into a release; returns their names."""
+    """Copy strategy modules that differ from `source` into a release; returns their names.
+    Every changed file is checked first; one that fails stops the copy of all of them."""
     src, dst = source / STRATEGIES, code_dir / STRATEGIES
     if not dst.is_dir():
         raise ReloadError(f"{dst} is not a strategies directory of a release")
+    changed = [
+        f
+        for f in sorted(src.glob("*.py"))
+        if not f.name.startswith("_")
+        and not ((dst / f.name).exists() and filecmp.cmp(f, dst / f.name, shallow=False))
+    ]
+    for f in changed:
+        check_module(f)
     copied = []
-    for f in sorted(src.glob("*.py")):
+    for f in changed:
         target = dst / f.name
-        if target.exists() and filecmp.cmp(f, target, shallow=False):
-            continue
         # Write beside, then rename: the worker never reads a half-written module.
         tmp = target.with_name(f".{f.name}.tmp")
         shutil.copyfile(f, tmp)

@@ -18,6 +18,10 @@ from kernel.strategy_api import Decision
 from state.store import Store
 from state.structs import MICROS, Intent, Market, Position
 
+# Venue order statuses (lower-cased): still in progress, or final.
+PENDING_STATUSES = frozenset({"live", "delayed"})
+FINAL_STATUSES = frozenset({"matched", "filled", "canceled", "cancelled", "unmatched", "rejected"})
+
 
 def order_size(stake_usd: float, price: float, min_size: float) -> float:
     """Shares bought for a stake at a price, rounded down to the venue's 0.01 share step."""
@@ -125,6 +129,17 @@ def record_result(
 ) -> None:
     """Queue the fenced write for what the venue said of an order: a fill opens the position;
     anything else that is final marks the intent rejected with the venue's message."""
+    if res.status in PENDING_STATUSES or (res.status not in FINAL_STATUSES and res.size_matched <= 0):
+        # The venue still works on it ("live", "delayed", or a status we do not know): not
+        # final; reconciliation asks again by order id until it is.
+        store.update_intent(
+            epoch,
+            msgspec.structs.replace(
+                intent, status="posted", order_id=res.order_id or intent.order_id, error=""
+            ),
+            pipe=pipe,
+        )
+        return
     if res.status in ("matched", "filled") and res.size_matched > 0:
         price = res.avg_price or res.price or intent.limit_price
         done = msgspec.structs.replace(

@@ -24,14 +24,21 @@ from state.structs import FINAL_INTENT_STATUSES, Intent
 log = logging.getLogger("baton.reconcile")
 
 # Orders the venue still works on (GTC resting, or matched but not yet mined): look again later.
-PENDING_STATUSES = frozenset({"live", "delayed"})
+PENDING_STATUSES = executor.PENDING_STATUSES
 
 
 async def reconcile_open(
-    store: Store, venue: Any, epoch: int, now_ms: int, intents: list[Intent] | None = None
+    store: Store,
+    venue: Any,
+    epoch: int,
+    now_ms: int,
+    intents: list[Intent] | None = None,
+    unknown_grace_ms: int = 0,
 ) -> tuple[int, list[str]]:
     """Settle the fate of every open intent; returns (intents resolved, problems).
-    A venue that cannot be asked leaves the intent open, to be asked again next time."""
+    A venue that cannot be asked leaves the intent open, to be asked again next time. An
+    order the venue does not know is given up only `unknown_grace_ms` after its intent was
+    committed: a post still in flight (a slow request, a stalled old holder) may yet land."""
     if intents is None:
         intents = await store.read_intents(open_only=True)
     todo = [i for i in intents if i.status not in FINAL_INTENT_STATUSES]
@@ -51,6 +58,8 @@ async def reconcile_open(
     for intent, ans in zip(todo, answers, strict=True):
         if isinstance(ans, BaseException):
             problems.append(f"reconcile {intent.id}: venue lookup of {intent.order_id} failed: {ans}")
+        elif ans is None and now_ms - intent.created_ms < unknown_grace_ms:
+            continue  # not at the venue yet; asked again on a later tick
         elif ans is None:
             why = (
                 "no order id (committed before signing existed)"

@@ -88,6 +88,9 @@ class TickRunner:
         self.limits = RiskLimits(
             settings.max_stake_usd, settings.max_exposure_usd, settings.daily_loss_limit_usd
         )
+        # How long an order unknown to the venue may still arrive: a post in flight from a
+        # holder that lost its lease meanwhile, or a slow request (the venue client's timeout).
+        self.unknown_grace_ms = settings.lease_ms + 10_000
         self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
 
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
@@ -107,9 +110,17 @@ class TickRunner:
         orders = settled = evaluated = 0
         # An intent whose post raised (timeout, 5xx) may or may not be at the venue: ask by its
         # order id before anything else, so its slot-window's fate is known (never re-sent).
-        stuck = [i for i in snap.open_intents if i.error]
+        # Also intents the venue still works on, and any older than a tick whose answer was
+        # never recorded (a Redis blip after the post).
+        stuck = [
+            i
+            for i in snap.open_intents
+            if i.error or i.status == "posted" or i.created_ms < started - self.s.tick_ms
+        ]
         if stuck:
-            _, errs = await reconcile.reconcile_open(self.store, self.venue, self.ident.epoch, started, stuck)
+            _, errs = await reconcile.reconcile_open(
+                self.store, self.venue, self.ident.epoch, started, stuck, self.unknown_grace_ms
+            )
             problems += errs
         if not snap.control.halted:
             settled, errs = await settlement.settle_ended(

@@ -40,6 +40,10 @@ class Keys:
         """Stream: one entry per deploy or rollback (releases, colours, handover tick, result)."""
         return f"{self.p}deploys"
 
+    def deploy_lock(self) -> str:
+        """String (TTL): held by the one deploy or rollback in progress."""
+        return f"{self.p}deploy:lock"
+
     def reload(self) -> str:
         """Hash: the last strategy reload (state ok/refused, modules, error, hashes, at_ms)."""
         return f"{self.p}reload"

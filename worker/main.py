@@ -48,6 +48,7 @@ REDIS_RETRY_S = 1.0
 # Exit codes supervisor.conf lists as expected (no restart): 0 clean stop, 4 not ready.
 # Anything else (a crash, a lost lease: 3) is restarted, and the new process waits in standby.
 EXIT_NOT_READY = 4
+HANDED_OVER = -1  # trade()'s answer after a planned handover (not an exit code)
 
 
 def configured_slots(s: Settings) -> list[Slot]:
@@ -121,6 +122,7 @@ class Worker:
         self.reload_seq = -1
         self.reloader = reloader or StrategyReloader(STRATEGY_PACKAGE)
         self.runner: TickRunner | None = None
+        self.predecessor_maybe_alive = False
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -200,6 +202,8 @@ class Worker:
         if self.stopping.is_set():
             return
         self.reloader.baseline()
+        # Reload requests from now on are ours (one made during a handover is not lost).
+        self.reload_seq = (await self.store.read_control()).reload_seq
         checked = await self._runner().dry_run()
         self.state = "ready"
         self.ready_ms = self.clock.now_ms()
@@ -222,13 +226,16 @@ class Worker:
     async def acquire(self) -> bool:
         """Standby until this worker holds the lease (or is asked to stop): the lease is free
         or expired, its holder died on this host, or it was handed to us (we are woken)."""
-        self.state = "ready"
+        if self.state != "handed-over":
+            self.state = "ready"
         while not self.stopping.is_set():
             dead = await self._dead_holder()
+            before = (await self.store.read_lease()).get("holder", "")
             got, epoch, _holder = await self.store.acquire_lease(
                 self.holder, self.color, self.s.release, self.clock.now_ms(), self.s.lease_ms, dead
             )
             if got:
+                self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
                 self.epoch = epoch
                 self.state = "active"
                 log.info(
@@ -258,8 +265,12 @@ class Worker:
             )
         # Intents left in flight by the previous holder are settled with the venue before
         # this worker does anything else with their slots.
+        # A predecessor that is gone (dead, stopped, or handed over after its tick) posts
+        # nothing more: what the venue does not know never arrived. One whose lease merely
+        # expired may still be posting: its unknown orders get the grace period.
+        grace = self._runner().unknown_grace_ms if self.predecessor_maybe_alive else 0
         done, problems = await reconcile.reconcile_open(
-            self.store, self.venue, self.epoch, self.clock.now_ms()
+            self.store, self.venue, self.epoch, self.clock.now_ms(), unknown_grace_ms=grace
         )
         if done or problems:
             log.info("reconciled %d in-flight intent(s)", done)
@@ -287,14 +298,42 @@ class Worker:
             await self.store.record_error("reload", f"refused {', '.join(res.modules)}: {res.error}")
         await self.store.record_reload(self.color, self.s.release, res)
 
+    async def _someone_else_trades(self) -> bool:
+        lease = await self.store.read_lease()
+        holder = lease.get("holder", "")
+        try:
+            live = int(lease.get("expires_ms", 0)) > self.clock.now_ms()
+        except ValueError:
+            live = False
+        return bool(holder) and holder != self.holder and live and not await self._dead_holder()
+
     async def run(self) -> int:
         try:
             await self.ready()
-        except (NotReady, SchemaMismatch) as e:
-            return await self.refuse(str(e))
-        if not await self.acquire():
-            await self.stand_down()
-            return 0
+        except SchemaMismatch as e:
+            return await self.refuse(str(e))  # never write data this code cannot read
+        except NotReady as e:
+            if await self._someone_else_trades():
+                return await self.refuse(str(e))  # a deploy: the active worker trades on
+            # A restart after a crash with nobody else trading: a worker whose strategy fails
+            # on some slots still settles, reconciles and obeys a halt (the tick isolates a
+            # strategy's exception per slot); no worker at all would do none of that.
+            self.error = str(e)
+            log.error("readiness failed but nobody else trades, so trading anyway: %s", e)
+            await self.store.record_error("worker", f"readiness failed, trading anyway: {e}")
+        while True:
+            if not await self.acquire():
+                await self.stand_down()
+                return 0
+            rc = await self.trade()
+            if rc != HANDED_OVER:
+                return rc
+            # Handed over: stand by (as "handed-over") until stopped, so that if the successor
+            # dies before we are stopped, its lease is taken back rather than left to expire.
+            self.state = "handed-over"
+
+    async def trade(self) -> int:
+        """Hold the lease and tick until stopped (0), the lease is lost (3) or handed over."""
         runner = await self.become_active()
         tick = ticks.next_tick(self.clock.now_ms(), self.s.tick_ms)
         missed = await self.takeover_gap(tick)
@@ -322,7 +361,8 @@ class Worker:
                 await self.store.record_error("worker", f"tick {tick} failed: {e!r}")
             requested = out is not None and out.handover.get("state") == "requested"
             if requested and out is not None and await self.hand_over(out.handover, tick):
-                return await self.after_handover()
+                self.last_tick = -1
+                return HANDED_OVER
             try:
                 await self.maybe_reload(out.control if out is not None else None)
             except Exception as e:
@@ -354,16 +394,6 @@ class Worker:
         log.info("handed over to %s after tick %d (their epoch %d)", successor, tick, epoch)
         return True
 
-    async def after_handover(self) -> int:
-        """The successor trades now: wait to be stopped, holding nothing."""
-        self.state = "handed-over"
-        while not self.stopping.is_set():
-            await self._beat()
-            await self._wait(1.0)
-        self.state = "stopped"
-        await self._beat()
-        return 0
-
     async def refuse(self, why: str) -> int:
         """Readiness failed: say why where the deploy looks (heartbeat, log), never trade."""
         self.state = "failed"
@@ -375,11 +405,13 @@ class Worker:
     async def stand_down(self) -> None:
         prev = self.state
         self.state = "stopped"
-        if prev == "active":
-            if self.last_tick >= 0:
-                await self.store.mark_clean_stop(self.last_tick)
-            await self.store.release_lease(self.holder, self.epoch)
-            log.info("stopped cleanly after tick %d", self.last_tick)
+        if prev == "active" and self.last_tick >= 0:
+            await self.store.mark_clean_stop(self.last_tick)
+        # Also when a stop came just as a handover gave us the lease: let the next one have it.
+        lease = await self.store.read_lease()
+        if lease.get("holder") == self.holder:
+            await self.store.release_lease(self.holder, int(lease.get("epoch", 0)))
+            log.info("stopped cleanly after tick %d, lease released", self.last_tick)
         await self._beat()
 
 
@@ -394,7 +426,16 @@ async def amain(argv: list[str]) -> int:
 
     args = _parse(argv)
     s = settings_mod.load()
-    store = Store(connect(s.redis_url), Keys(s.prefix))
+    # A half-open connection (a Redis failover, a partition) must fail a command, not hang
+    # the worker forever: bounded reads (above the standby BLPOP's 1 s), TCP keepalive.
+    redis = connect(
+        s.redis_url,
+        socket_timeout=max(5.0, 2 * s.tick_ms / 1000),
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    store = Store(redis, Keys(s.prefix))
     venue = ClobVenue(s.clob_url, s.gamma_url, settings_mod.private_key(), s.chain_id)
     w = Worker(s, store, venue, SystemClock(), args.color)
     loop = asyncio.get_running_loop()

@@ -6,13 +6,20 @@
 -- KEYS[5] successor's heartbeat hash, KEYS[6] successor's wake list
 -- ARGV[1] holder id, ARGV[2] epoch, ARGV[3] handover request id, ARGV[4] successor holder id,
 -- ARGV[5] last tick run, ARGV[6] now_ms, ARGV[7] ttl_ms
--- Returns {1, new epoch}, or {0, reason}: NOT_HOLDER, NO_REQUEST, NOT_READY.
+-- Returns {1, new epoch}, or {0, reason}: NOT_HOLDER, NO_REQUEST, BAD_REQUEST, NOT_READY.
 if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return {0, 'NOT_HOLDER'} end
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return {0, 'NOT_HOLDER'} end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0, 'NOT_HOLDER'} end
 if redis.call('HGET', KEYS[3], 'id') ~= ARGV[3] then return {0, 'NO_REQUEST'} end
 if redis.call('HGET', KEYS[3], 'state') ~= 'requested' then return {0, 'NO_REQUEST'} end
 if redis.call('HGET', KEYS[3], 'to_holder') ~= ARGV[4] then return {0, 'NO_REQUEST'} end
+-- Check everything the new lease is made of before the first write (a script is not rolled back).
+local to_color = redis.call('HGET', KEYS[3], 'to_color')
+local to_release = redis.call('HGET', KEYS[3], 'to_release')
+if not to_color or not to_release then
+  redis.call('HSET', KEYS[3], 'state', 'refused', 'reason', 'request lacks to_color or to_release', 'done_ms', ARGV[6])
+  return {0, 'BAD_REQUEST'}
+end
 -- The successor must still be alive and ready: its heartbeat expires a few ticks after death.
 if redis.call('HGET', KEYS[5], 'holder') ~= ARGV[4] or redis.call('HGET', KEYS[5], 'state') ~= 'ready' then
   redis.call('HSET', KEYS[3], 'state', 'refused', 'reason', 'successor not ready', 'done_ms', ARGV[6])
@@ -21,8 +28,7 @@ end
 local now = tonumber(ARGV[6])
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'holder', ARGV[4], 'color', redis.call('HGET', KEYS[3], 'to_color'),
-           'release', redis.call('HGET', KEYS[3], 'to_release'), 'epoch', epoch,
+redis.call('HSET', KEYS[1], 'holder', ARGV[4], 'color', to_color, 'release', to_release, 'epoch', epoch,
            'expires_ms', now + tonumber(ARGV[7]), 'acquired_ms', now)
 redis.call('HSET', KEYS[3], 'state', 'done', 'tick', ARGV[5], 'from_epoch', ARGV[2], 'epoch', epoch,
            'done_ms', now)

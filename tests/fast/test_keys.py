@@ -29,6 +29,7 @@ def test_every_key_string_is_pinned():
     assert k.wake("green:h:1:ab") == "baton:wake:green:h:1:ab"
     assert k.deploys() == "baton:deploys"
     assert k.reload() == "baton:reload"
+    assert k.deploy_lock() == "baton:deploy:lock"
 
 
 def test_the_prefix_is_configurable():
