@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from supervisor.xmlrpc import SupervisorTransport
 
+from baton import procs
 from baton.settings import REPO_ROOT, Settings
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
@@ -167,19 +168,5 @@ def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
         log(f"warning: could not mark the stop in Redis ({e}); the downtime will count as missed")
     supervisor_call(s.supervisor_socket, "shutdown")
     if pid is not None:
-        wait_until(lambda: not _alive(pid), timeout_s, f"supervisord (pid {pid}) to exit")
+        wait_until(lambda: not procs.alive(pid), timeout_s, f"supervisord (pid {pid}) to exit")
     log("stopped")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is gone for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False

@@ -32,6 +32,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from baton import procs
 from baton import settings as settings_mod
 from baton.settings import Settings
 from kernel import reconcile, ticks
@@ -78,20 +79,6 @@ def holder_pid(holder: str) -> tuple[str, int] | None:
         return parts[1], int(parts[2])
     except ValueError:
         return None
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class Worker:
@@ -219,7 +206,7 @@ class Worker:
         if hp is None or holder == self.holder:
             return ""
         host, pid = hp
-        if host != _host() or pid == os.getpid() or process_alive(pid):
+        if host != _host() or pid == os.getpid() or procs.alive(pid):
             return ""
         return holder
 

@@ -4,7 +4,6 @@ orders through py-clob-client-v2; a window traded and settled; nothing left runn
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,21 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from baton import procs
 from tests.e2e.stack import Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
@@ -119,4 +107,4 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
     finally:
         logs = st.logs()
         st.stop()
-    assert not [p for p in pids if _alive(p)], f"processes left behind after stop\n{logs}"
+    assert not [p for p in pids if procs.alive(p)], f"processes left behind after stop\n{logs}"
