@@ -89,7 +89,7 @@ def reload(
     k = Keys(s.prefix)
     r: Any = redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=5)
     try:
-        return _reload(s, r, k, sync, source, timeout_s, log)
+        return _reload(r, k, sync, source, timeout_s, log)
     except redis.RedisError as e:
         raise ReloadError(f"cannot reach Redis at {s.redis_url}: {e} (is the stack running?)") from e
     finally:
@@ -97,7 +97,6 @@ def reload(
 
 
 def _reload(
-    s: Settings,
     r: Any,
     k: Keys,
     sync: bool,

@@ -106,7 +106,7 @@ class Worker:
         self.epoch = 0
         self.last_tick = -1
         self.ready_ms = 0
-        self.reload_seq = -1
+        self.reload_seq = 0
         self.reloader = reloader or StrategyReloader(STRATEGY_PACKAGE)
         self.runner: TickRunner | None = None
         self.predecessor_maybe_alive = False
@@ -197,10 +197,9 @@ class Worker:
         await self._beat()
         log.info("ready: release %s, %d slot(s) dry-evaluated", self.s.release, checked)
 
-    async def _dead_holder(self) -> str:
+    def _dead_holder(self, lease: dict[str, str]) -> str:
         """The lease holder's id if it is a process of this host that no longer exists, so
         that a restarted worker need not wait for the dead one's lease to expire."""
-        lease = await self.store.read_lease()
         holder = lease.get("holder", "")
         hp = holder_pid(holder)
         if hp is None or holder == self.holder:
@@ -216,8 +215,9 @@ class Worker:
         if self.state != "handed-over":
             self.state = "ready"
         while not self.stopping.is_set():
-            dead = await self._dead_holder()
-            before = (await self.store.read_lease()).get("holder", "")
+            lease = await self.store.read_lease()
+            dead = self._dead_holder(lease)
+            before = lease.get("holder", "")
             got, epoch, _holder = await self.store.acquire_lease(
                 self.holder, self.color, self.s.release, self.clock.now_ms(), self.s.lease_ms, dead
             )
@@ -269,12 +269,10 @@ class Worker:
     async def maybe_reload(self, control: ControlFlags | None) -> None:
         """Between ticks: swap changed strategy modules in (or refuse them), and report."""
         forced = False
-        if control is not None:
-            if self.reload_seq < 0:
-                self.reload_seq = control.reload_seq  # requests before we started are not ours
-            elif control.reload_seq != self.reload_seq:
-                self.reload_seq = control.reload_seq
-                forced = True
+        # ready() took the request counter as it was: only requests made since are ours.
+        if control is not None and control.reload_seq != self.reload_seq:
+            self.reload_seq = control.reload_seq
+            forced = True
         res = await self.reloader.check(force=forced)
         if res is None:
             return
@@ -292,7 +290,7 @@ class Worker:
             live = int(lease.get("expires_ms", 0)) > self.clock.now_ms()
         except ValueError:
             live = False
-        return bool(holder) and holder != self.holder and live and not await self._dead_holder()
+        return bool(holder) and holder != self.holder and live and not self._dead_holder(lease)
 
     async def run(self) -> int:
         try:

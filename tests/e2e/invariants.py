@@ -8,8 +8,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from state.structs import INTENT, POSITION, Intent, Position
 
 
@@ -88,25 +86,11 @@ def check_orders(r: Any, venue_orders: list[dict[str, Any]], prefix: str = "bato
         p = positions[by_order[o["id"]].id]
         assert abs(p.shares_micros / 1e6 - float(o["size_matched"])) < 1e-6, (p, o)
     venue_ids = {o["id"] for o in filled}
-    phantom = [p.id for p in positions.values() if by_order_id(intents, p.intent_id) not in venue_ids]
+    order_of = {i.id: i.order_id for i in intents}
+    phantom = [p.id for p in positions.values() if order_of.get(p.intent_id) not in venue_ids]
     assert not phantom, f"positions in Redis with no filled order at the venue: {phantom[:5]}"
     return OrderReport(posted=len(venue_orders), filled=len(filled), positions=len(positions))
 
 
-def by_order_id(intents: list[Intent], intent_id: str) -> str:
-    for i in intents:
-        if i.id == intent_id:
-            return i.order_id
-    return ""
-
-
 def open_intents(r: Any, prefix: str = "baton:") -> list[Intent]:
     return [INTENT.decode(v) for v in r.hvals(f"{prefix}intents:open")]
-
-
-def decode_all(r: Any, prefix: str = "baton:") -> None:
-    """Every stored intent and position decodes (nothing half-written)."""
-    for v in r.hvals(f"{prefix}intents"):
-        msgspec.json.decode(v)
-    for v in r.hvals(f"{prefix}positions"):
-        msgspec.json.decode(v)

@@ -19,6 +19,14 @@ from baton.stack import supervisor_call, wait_until
 
 BATON = str(Path(sys.executable).with_name("baton"))
 
+# A stack that trades within seconds: 15-second windows on four assets, and an entry
+# whenever the estimate reaches the ask (edge 0), so every test sees orders and settlements.
+TRADING = {
+    "BATON_TIMEFRAMES": "15s",
+    "BATON_ASSETS": "btc,eth,sol,xrp",
+    "BATON_SNIPE_EDGE": "0.0",
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:

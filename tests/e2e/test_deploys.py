@@ -12,17 +12,11 @@ import pytest
 
 from deploy.releases import PACKAGES
 from tests.e2e import invariants
-from tests.e2e.stack import Stack, wait_for
+from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-TRADING = {
-    "BATON_TIMEFRAMES": "15s",
-    "BATON_ASSETS": "btc,eth,sol,xrp",
-    # Trade whenever the estimate is at least the ask, so windows trade during the deploys.
-    "BATON_SNIPE_EDGE": "0.0",
-}
 
 
 def _deploy(st: Stack, *args: str) -> dict:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.e2e import invariants
-from tests.e2e.stack import Stack, wait_for
+from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -32,9 +32,7 @@ def test_sigkill_at_random_points_of_the_tick_costs_at_most_one_tick_each():
     rnd = random.Random(seed)
     st = Stack(
         BATON_TICK_MS=str(TICK_MS),
-        BATON_TIMEFRAMES="15s",
-        BATON_ASSETS="btc,eth,sol,xrp",
-        BATON_SNIPE_EDGE="0.0",
+        **TRADING,
     )
     try:
         st.start()

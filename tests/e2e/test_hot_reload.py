@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import invariants
-from tests.e2e.stack import Stack, wait_for
+from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -41,9 +41,7 @@ def _reload_after(st: Stack, at_ms: int) -> dict:
 def test_editing_a_strategy_under_a_running_worker_reloads_it_between_ticks():
     st = Stack(
         BATON_TICK_MS="500",
-        BATON_TIMEFRAMES="15s",
-        BATON_ASSETS="btc,eth,sol,xrp",
-        BATON_SNIPE_EDGE="0.0",
+        **TRADING,
     )
     try:
         st.start()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from baton import procs
-from tests.e2e.stack import Stack, wait_for
+from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -21,10 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
     st = Stack(
         BATON_TICK_MS="1000",
-        BATON_TIMEFRAMES="15s",
-        BATON_ASSETS="btc,eth,sol,xrp",
-        # Trade whenever the estimate is at least the ask, so a window trades within seconds.
-        BATON_SNIPE_EDGE="0.0",
+        **TRADING,
     )
     try:
         out = st.start()
