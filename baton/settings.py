@@ -25,6 +25,15 @@ CANDLE_INTERVAL = "1s"
 # the local sim only; live mode (issue #4) refuses to start without a key of the user's own.
 SIM_PRIVATE_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 
+# Live mode's venues (BATON_MODE=live); each can still be overridden by its own variable.
+LIVE_URLS = {
+    "binance_ws": "wss://stream.binance.com:9443",
+    "binance_rest": "https://api.binance.com",
+    "clob": "https://clob.polymarket.com",
+    "gamma": "https://gamma-api.polymarket.com",
+}
+DEFAULT_CREDENTIALS_FILE = Path("~/.config/baton/credentials").expanduser()
+
 _TIMEFRAME_RE = re.compile(r"^(\d+)([smh])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
 
@@ -69,6 +78,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     candle_retention_s: int
     release: str
     chain_id: int
+    # "paper" (the local sim, the default) or "live" (the real venues, credentials needed).
+    mode: str = "paper"
+    # Orders are signed and their intents committed, but never posted (BATON_DRY_RUN=1).
+    dry_run: bool = False
+    # py-clob-client-v2's signature type: 0 EOA, 1 Polymarket proxy, 2 Gnosis safe.
+    signature_type: int = 0
+    credentials_file: str = ""
+    # Multiplies every venue request budget (state/ratelimit.py); 0 turns rate limiting off.
+    rate_limit_scale: float = 1.0
+
+    @property
+    def live(self) -> bool:
+        return self.mode == "live"
 
     @property
     def var_dir(self) -> Path:
@@ -119,6 +141,15 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float | N
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "1" if default else "0").lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be 1/0, true/false, yes/no or on/off")
+
+
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name, "").strip()
     if not raw:
@@ -146,10 +177,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     redis_url = external or f"redis://127.0.0.1:{redis_port}/0"
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"BATON_REDIS_URL={redis_url!r} must start with redis://, rediss:// or unix://")
+    mode = _get(env, "BATON_MODE", "paper").lower()
+    if mode not in ("paper", "live"):
+        raise SettingsError(f"BATON_MODE={mode!r} must be 'paper' (the local sim) or 'live'")
+    live = mode == "live"
     tick_ms = _int(env, "BATON_TICK_MS", 5000, 100)
     binance_port = _int(env, "BATON_SIM_BINANCE_PORT", 7301, 1)
     clob_port = _int(env, "BATON_SIM_CLOB_PORT", 7302, 1)
-    clob_url = _get(env, "BATON_CLOB_URL", f"http://127.0.0.1:{clob_port}").rstrip("/")
+    clob_url = _get(env, "BATON_CLOB_URL", LIVE_URLS["clob"] if live else f"http://127.0.0.1:{clob_port}")
+    clob_url = clob_url.rstrip("/")
     prefix = _get(env, "BATON_PREFIX", "baton:")
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+:", prefix):
         raise SettingsError(f"BATON_PREFIX={prefix!r} must be letters/digits/_.- ending with ':'")
@@ -166,11 +202,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         timeframes=timeframes,
         binance_port=binance_port,
         clob_port=clob_port,
-        binance_ws_url=_get(env, "BATON_BINANCE_WS_URL", f"ws://127.0.0.1:{binance_port}").rstrip("/"),
-        binance_rest_url=_get(env, "BATON_BINANCE_REST_URL", f"http://127.0.0.1:{binance_port}").rstrip("/"),
+        binance_ws_url=_get(
+            env, "BATON_BINANCE_WS_URL", LIVE_URLS["binance_ws"] if live else f"ws://127.0.0.1:{binance_port}"
+        ).rstrip("/"),
+        binance_rest_url=_get(
+            env,
+            "BATON_BINANCE_REST_URL",
+            LIVE_URLS["binance_rest"] if live else f"http://127.0.0.1:{binance_port}",
+        ).rstrip("/"),
         clob_url=clob_url,
         # The sim serves the Gamma discovery API on its CLOB port.
-        gamma_url=_get(env, "BATON_GAMMA_URL", clob_url).rstrip("/"),
+        gamma_url=_get(env, "BATON_GAMMA_URL", LIVE_URLS["gamma"] if live else clob_url).rstrip("/"),
         sim_seed=_int(env, "BATON_SIM_SEED", 42),
         sim_vol_scale=_float(env, "BATON_SIM_VOL_SCALE", 1.0, 0.0),
         stake_usd=_float(env, "BATON_STAKE_USD", 5.0, 0.01),
@@ -184,10 +226,100 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         candle_retention_s=_int(env, "BATON_CANDLE_RETENTION_S", 3600, 60),
         release=_get(env, "BATON_RELEASE", "dev"),
         chain_id=_int(env, "BATON_CHAIN_ID", 137, 1),
+        mode=mode,
+        dry_run=_bool(env, "BATON_DRY_RUN", False),
+        signature_type=_int(env, "BATON_SIGNATURE_TYPE", 0, 0),
+        credentials_file=_get(env, "BATON_CREDENTIALS_FILE", str(DEFAULT_CREDENTIALS_FILE)),
+        rate_limit_scale=_float(env, "BATON_RATE_LIMIT_SCALE", 1.0, 0.0),
     )
 
 
-def private_key(env: Mapping[str, str] | None = None) -> str:
-    """The signing key: kept out of Settings so that printing settings never shows it."""
+class CredentialsError(ValueError):
+    """Live mode cannot sign: the message lists what is missing, never a secret's value."""
+
+
+class Credentials:
+    """What signs orders. Kept out of Settings, and out of every repr, so that printing
+    settings, a venue or a traceback's locals never shows the key."""
+
+    __slots__ = ("funder", "private_key", "signature_type", "source")
+
+    def __init__(self, private_key: str, funder: str | None, signature_type: int, source: str) -> None:
+        self.private_key = private_key
+        self.funder = funder
+        self.signature_type = signature_type
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"Credentials(source={self.source!r}, funder={self.funder!r}, signature_type={self.signature_type})"
+
+
+_KEY_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def _read_credentials_file(path: Path) -> dict[str, str]:
+    """`name=value` lines (`#` comments) from a file only its owner may read."""
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise CredentialsError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})")
+    if st.st_mode & 0o077:
+        raise CredentialsError(
+            f"{path} has mode {st.st_mode & 0o777:o}: others can read it; chmod 600 {path} "
+            "(credentials are read only from a file readable by its owner alone)"
+        )
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep:
+            raise CredentialsError(f"{path}:{n}: expected name=value")  # no value in the message
+        out[name.strip().lower()] = value.strip().strip('"').strip("'")
+    return out
+
+
+def credentials(s: Settings, env: Mapping[str, str] | None = None) -> Credentials:
+    """The signing credentials for this mode.
+
+    Paper: BATON_PRIVATE_KEY, or the sim's well-known throwaway key. Live: BATON_PRIVATE_KEY
+    and BATON_FUNDER from the environment, or `private_key=` / `funder=` /
+    `signature_type=` lines in the credentials file (BATON_CREDENTIALS_FILE, default
+    ~/.config/baton/credentials, mode 600). Raises CredentialsError naming every missing or
+    malformed item; never the values.
+    """
     env = os.environ if env is None else env
-    return env.get("BATON_PRIVATE_KEY", "").strip() or SIM_PRIVATE_KEY
+    key = env.get("BATON_PRIVATE_KEY", "").strip()
+    funder = env.get("BATON_FUNDER", "").strip()
+    sig = s.signature_type
+    source = "environment"
+    if not s.live:
+        return Credentials(key or SIM_PRIVATE_KEY, funder or None, sig, source if key else "sim key")
+    path = Path(s.credentials_file).expanduser()
+    if not key and path.exists():
+        from_file = _read_credentials_file(path)
+        key = from_file.get("private_key", "")
+        funder = funder or from_file.get("funder", "")
+        if "signature_type" in from_file and "BATON_SIGNATURE_TYPE" not in env:
+            try:
+                sig = int(from_file["signature_type"])
+            except ValueError:
+                raise CredentialsError(f"{path}: signature_type must be 0, 1 or 2") from None
+        source = str(path)
+    missing = []
+    if not key:
+        missing.append(f"the private key (BATON_PRIVATE_KEY, or private_key= in {path})")
+    elif not _KEY_RE.match(key):
+        missing.append(f"a well-formed private key (from {source}: expected 64 hex digits)")
+    elif key.lower().removeprefix("0x") == SIM_PRIVATE_KEY[2:]:
+        missing.append("a private key of your own (the sim's public test key cannot trade live)")
+    if sig not in (0, 1, 2):
+        missing.append(f"a signature type of 0, 1 or 2 (BATON_SIGNATURE_TYPE; got {sig})")
+    if sig in (1, 2) and not funder:
+        missing.append(f"the funder address (BATON_FUNDER, or funder= in {path}) for signature type {sig}")
+    if funder and not _ADDRESS_RE.match(funder):
+        missing.append(f"a well-formed funder address (0x and 40 hex digits; got {funder!r})")
+    if missing:
+        raise CredentialsError("live mode needs " + "; ".join(missing))
+    return Credentials(key, funder or None, sig, source)

@@ -20,7 +20,7 @@ import redis
 from supervisor.xmlrpc import SupervisorTransport
 
 from baton import procs
-from baton.settings import REPO_ROOT, Settings
+from baton.settings import REPO_ROOT, CredentialsError, Settings, credentials
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
 REDIS_TEMPLATE = REPO_ROOT / "deploy" / "supervisor" / "redis.conf"
@@ -35,7 +35,8 @@ def supervisor_env(s: Settings) -> dict[str, str]:
     env["BATON_HOME"] = s.home
     env["BATON_PYTHON"] = sys.executable
     env["BATON_REDIS_PORT"] = str(s.redis_port)
-    env["BATON_SIM_AUTOSTART"] = "true"
+    # Live mode talks to the real venues: the local sim stays off.
+    env["BATON_SIM_AUTOSTART"] = "false" if s.live else "true"
     # One tick plus margin: a worker told to stop finishes the tick it is in.
     env["BATON_STOP_WAIT_S"] = str(max(15, s.tick_ms // 1000 * 2 + 10))
     if s.embedded_redis:
@@ -99,7 +100,19 @@ def wait_until(cond: Any, timeout_s: float, what: str, interval_s: float = 0.2) 
     )
 
 
+def check_credentials(s: Settings) -> None:
+    """Live mode refuses to start without credentials, saying what is missing."""
+    if not s.live:
+        return
+    try:
+        creds = credentials(s)
+    except CredentialsError as e:
+        raise StackError(f"{e}. Nothing was started.") from None
+    print(f"live mode: credentials from {creds.source}" + (" (dry run: orders are signed, never posted)" if s.dry_run else ""))
+
+
 def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
+    check_credentials(s)
     _prepare_dirs(s)
     if supervisor_running(s):
         log(f"supervisord already running for {s.home}; starting any stopped program")
@@ -148,6 +161,8 @@ def _start_stopped(s: Settings) -> None:
     for p in supervisor_call(s.supervisor_socket, "getAllProcessInfo"):
         name = p["name"]
         if name.startswith("worker-") and name != f"worker-{active}":
+            continue
+        if name == "sim" and s.live:
             continue
         if p["statename"] in ("STOPPED", "EXITED", "FATAL"):
             supervisor_call(s.supervisor_socket, "startProcess", name, True)

@@ -22,6 +22,25 @@ def _int(v: Any, default: int = 0) -> int:
         return default
 
 
+def _settlement(s: Settings, r: redis.Redis) -> dict[str, Any]:
+    """The settle program's queue (rq's own keys) and its job counters."""
+    from kernel.settlement import queue_name
+
+    q = queue_name(s.prefix)
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(Keys(s.prefix).settle_stats())
+    pipe.llen(f"rq:queue:{q}")
+    pipe.zcard(f"rq:scheduled:{q}")
+    pipe.zcard(f"rq:failed:{q}")
+    stats, queued, retrying, failed = pipe.execute()
+    return {
+        "queued": _int(queued),
+        "retrying": _int(retrying),
+        "failed": _int(failed),
+        **{name: _int(v) for name, v in stats.items()},
+    }
+
+
 def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     k = Keys(s.prefix)
     now_ms = int(time.time() * 1000)
@@ -107,6 +126,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         _id, f = last[0]
         last_tick = {name: (_int(v) if name != "color" and name != "release" else v) for name, v in f.items()}
     return {
+        "mode": s.mode + (" (dry run)" if s.dry_run else ""),
         "active": active,
         "schema_version": _int(schema, 0) if schema else None,
         "ticks": {
@@ -120,6 +140,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         "paused": control.get("paused", "0").lower() not in ("0", "false", "no", "off", ""),
         "slots": slots,
         "positions": {"open": _int(open_n), "settled": settled, "won": won},
+        "settlement": _settlement(s, r),
         "orders": {"total": sum(v for st, v in statuses.items() if st != "committed"), **statuses},
         "pnl_usd": round(micros_to_usd(_int(totals.get("realized_pnl_micros"))), 6),
         "cash_usd": round(micros_to_usd(_int(totals.get("cash_micros"))), 6),
@@ -144,11 +165,15 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     }
 
 
+_SETTLE_SHOWN = ("queued", "retrying", "failed", "settled", "runs")
+
+
 def render(st: dict[str, Any]) -> str:
     a = st["active"]
     t = st["ticks"]
     last = t["last"] or {}
     lines = [
+        f"mode       {st['mode']}",
         f"active     {a['color']} release={a['release']} epoch={a['epoch']}" if a else "active     none",
         f"ticks      done={t['done']} missed={t['missed']} last={last.get('tick', '-')} "
         f"(duration {last.get('duration_ms', '-')} ms, jitter {last.get('jitter_ms', '-')} ms)",
@@ -157,6 +182,8 @@ def render(st: dict[str, Any]) -> str:
         f"slots      {sum(x['enabled'] for x in st['slots'])}/{len(st['slots'])} enabled",
         f"positions  open={st['positions']['open']} settled={st['positions']['settled']} "
         f"won={st['positions']['won']}",
+        "settlement "
+        + " ".join(f"{name}={n}" for name, n in st["settlement"].items() if name in _SETTLE_SHOWN),
         f"orders     {json.dumps(st['orders'])}",
         f"money      cash={st['cash_usd']:.2f} USD  realised pnl={st['pnl_usd']:+.2f} USD",
         "workers    "

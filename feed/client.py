@@ -1,7 +1,8 @@
 """The feed's connection loop: Binance combined kline stream -> batches -> `CandleStore`.
 
-Owns connecting, reconnecting with backoff, the REST backfill after each (re)connect, and
-stopping. It holds no state that matters: what was stored is read back from Redis.
+Owns connecting, reconnecting with backoff, the REST backfill after each (re)connect and of
+every hole found inside a candle window (the stream skipped candles, or an earlier run left a
+gap), and stopping. It holds no state that matters: what was stored is read back from Redis.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from feed.binance import (
 from feed.store import Batch, CandleStore
 from sim.model import symbol
 from state.keys import Keys
+from state.ratelimit import BINANCE_REST_WEIGHT, BINANCE_WS_CONNECT, AsyncLimiter, RateLimited, klines_weight
 
 log = logging.getLogger("feed")
 
@@ -49,6 +51,13 @@ MAX_BATCH = 1000
 # short, so that its keepalive pings are answered even while a backfill runs.
 QUEUE_MAX = 100_000
 BACKFILL_LIMIT = 1000  # Binance's maximum rows per klines request
+# Venue budgets (state/ratelimit.py, shared in Redis with every process): the feed can wait,
+# at most one refill of the connection budget, or one minute of REST weight.
+CONNECT_MAX_WAIT_MS = 300_000
+REST_MAX_WAIT_MS = 60_000
+# Retrying the fill of a hole whose klines request failed, within one connection.
+FILL_RETRY_INITIAL_S = 1.0
+FILL_RETRY_MAX_S = 30.0
 HTTP_TIMEOUT_S = 10.0
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
@@ -111,6 +120,7 @@ class Feed:
         backoff_max_s: float = BACKOFF_MAX_S,
         stable_after_s: float = STABLE_AFTER_S,
         clock_ms: Callable[[], int] = wall_ms,
+        limiter: AsyncLimiter | None = None,
     ) -> None:
         if interval not in INTERVAL_MS:
             raise ValueError(f"unsupported interval {interval!r}")
@@ -126,13 +136,21 @@ class Feed:
         self.stable_after_s = stable_after_s
         self.clock_ms = clock_ms
         self.store = CandleStore(
-            redis, Keys(prefix), interval=interval, retention_s=retention_s, clock_ms=clock_ms
+            redis,
+            Keys(prefix),
+            interval=interval,
+            retention_s=retention_s,
+            clock_ms=clock_ms,
+            interval_ms=self.interval_ms,
         )
+        self.limiter = limiter or AsyncLimiter(redis, Keys(prefix))
         self.connections = 0
+        self._filler: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     @classmethod
     def from_settings(cls, s: Settings, redis: aioredis.Redis, **kw: object) -> Feed:
+        kw.setdefault("limiter", AsyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale))
         return cls(
             redis,
             assets=s.assets,
@@ -155,7 +173,7 @@ class Feed:
                     reason = await self._until_stopped(self._session(http))
                 except RedisError as e:
                     reason = f"redis unavailable: {type(e).__name__}: {e}"
-                except (OSError, WebSocketException, TimeoutError) as e:
+                except (OSError, WebSocketException, TimeoutError, RateLimited) as e:
                     reason = f"{type(e).__name__}: {e}"
                 except Exception as e:  # a bug ends this connection, never the feed
                     log.exception("unexpected error in the feed session")
@@ -193,6 +211,7 @@ class Feed:
 
     async def _session(self, http: aiohttp.ClientSession) -> str:
         """One connection, from connect to drop; returns why it ended."""
+        await self._take(BINANCE_WS_CONNECT, 1, CONNECT_MAX_WAIT_MS)
         async with connect(
             self.url,
             open_timeout=OPEN_TIMEOUT_S,
@@ -212,7 +231,7 @@ class Feed:
                 age = asyncio.timeout(self.max_connection_age_s)
                 try:
                     async with age:
-                        return await self._consume(queue)
+                        return await self._consume(queue, http)
                 except TimeoutError:
                     if age.expired():
                         return "connection age limit: reconnecting before the venue drops us"
@@ -225,6 +244,24 @@ class Feed:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+                if self._filler is not None:
+                    # Holes it did not get to are found again by the next session's load.
+                    self._filler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._filler
+                    self._filler = None
+
+    async def _take(self, budget: str, cost: float, max_wait_ms: int) -> None:
+        """Wait for the venue's budget before a request; RateLimited if it would take longer.
+        Without Redis the request goes ahead: the reconnect backoff alone keeps the attempts far
+        below the venue's limits, and the feed must not stop trying to reconnect."""
+        try:
+            waited_ms = await self.limiter.take(budget, cost, max_wait_ms)
+        except RedisError as e:
+            log.warning("rate limit %s not checked: redis unavailable (%s)", budget, e)
+            return
+        if waited_ms:
+            log.info("waited %d ms for the %s budget", waited_ms, budget)
 
     async def _read(self, ws: ClientConnection, queue: Inbox) -> None:
         try:
@@ -235,7 +272,7 @@ class Feed:
             reason = f"connection lost ({e})"
         await queue.put(_Closed(reason))
 
-    async def _consume(self, queue: Inbox) -> str:
+    async def _consume(self, queue: Inbox, http: aiohttp.ClientSession) -> str:
         """Write frames in batches: whatever is queued by the time the last write is done."""
         while True:
             items = [await queue.get()]
@@ -263,6 +300,9 @@ class Feed:
                     continue
                 self.store.accept(batch, update.asset, update.candle)
             await self.store.write(batch)
+            if self.store.holes and (self._filler is None or self._filler.done()):
+                # Only after the write that revealed it: the fill lands behind it, never under it.
+                self._filler = asyncio.create_task(self._fill_holes(http))
             if end is not None:
                 return end
 
@@ -281,7 +321,7 @@ class Feed:
                 continue
             try:
                 filled[asset] = await self._backfill_asset(http, asset, start_ms, now_ms)
-            except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError) as e:
+            except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError, RateLimited) as e:
                 msg = f"backfill {asset} from {start_ms}: {type(e).__name__}: {e}"
                 log.warning("%s (retried at the next reconnect)", msg)
                 failed.append(asset)
@@ -297,19 +337,71 @@ class Feed:
                 time.monotonic() - started,
                 f"; failed: {', '.join(failed)}" if failed else "",
             )
+        # Holes inside the stored windows (found by the load, or by the tail just fetched);
+        # those that fail stay pending for the session's filler, which retries them.
+        await self._fill_holes_once(http)
+
+    async def _fill_holes(self, http: aiohttp.ClientSession) -> None:
+        """Fill the pending holes, retrying failed fetches with backoff while the session lasts."""
+        retry = Backoff(FILL_RETRY_INITIAL_S, FILL_RETRY_MAX_S)
+        while self.store.holes:
+            if await self._fill_holes_once(http):
+                retry.reset()
+            else:
+                await asyncio.sleep(retry.next_s())
+
+    async def _fill_holes_once(self, http: aiohttp.ClientSession) -> bool:
+        """One attempt at every pending hole; False if a fetch failed (its holes are given
+        back). Candles the venue does not have (an exchange outage) are counted as
+        `unfillable` and not asked for again until the next connection."""
+        ok = True
+        floor_ms = self.clock_ms() - self.retention_ms
+        for asset, holes in self.store.take_holes().items():
+            holes = [(max(a, floor_ms), b) for a, b in holes if b >= floor_ms]
+            if not holes:
+                continue
+            wanted = sum((b - a) // self.interval_ms + 1 for a, b in holes)
+            now_ms = self.clock_ms()
+            try:
+                got = await self._backfill_asset(http, asset, holes[0][0], now_ms, holes=holes)
+            except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError, RateLimited) as e:
+                msg = f"fill {asset} holes {holes[0][0]}..{holes[-1][1]}: {type(e).__name__}: {e}"
+                log.warning("%s (retried)", msg)
+                ok = False
+                self.store.give_back(asset, holes)
+                batch = Batch()
+                batch.counts["backfill_errors"] += 1
+                batch.errors.append({"source": "feed", "error": msg, "sample": "", "at_ms": now_ms})
+                await self.store.write(batch)
+                continue
+            log.info("filled %d of %d missing %s candles in %d hole(s)", got, wanted, asset, len(holes))
+            if got < wanted:
+                batch = Batch()
+                batch.counts["unfillable"] += wanted - got
+                await self.store.write(batch)
+        return ok
 
     async def _backfill_asset(
-        self, http: aiohttp.ClientSession, asset: str, start_ms: int, now_ms: int
+        self,
+        http: aiohttp.ClientSession,
+        asset: str,
+        start_ms: int,
+        now_ms: int,
+        holes: list[tuple[int, int]] | None = None,
     ) -> int:
+        """Closed candles from `start_ms` to the present; or, given `holes` (sorted open-time
+        ranges behind the last closed candle), only those inside them."""
         written = 0
-        while start_ms <= now_ms - self.interval_ms:
+        end_ms = now_ms if holes is None else holes[-1][1]
+        while start_ms <= (now_ms - self.interval_ms if holes is None else end_ms):
             params = {
                 "symbol": symbol(asset),
                 "interval": self.interval,
                 "startTime": start_ms,
-                "endTime": now_ms,
+                "endTime": end_ms,
                 "limit": BACKFILL_LIMIT,
             }
+            await self._take(BINANCE_REST_WEIGHT, klines_weight(BACKFILL_LIMIT), REST_MAX_WAIT_MS)
             async with http.get(f"{self.rest_url}/api/v3/klines", params=params) as resp:
                 body = await resp.read()
                 if resp.status != 200:
@@ -318,8 +410,12 @@ class Feed:
             batch = Batch()
             for c in candles:
                 # The candle in progress is left to the stream, which has fresher updates.
-                if c.closed and c.open_ms >= start_ms:
+                if not c.closed or c.open_ms < start_ms:
+                    continue
+                if holes is None:
                     self.store.accept(batch, asset, c, counter="backfilled")
+                else:
+                    self.store.fill(batch, asset, c, holes)
             await self.store.write(batch)
             written += len(batch.candles)
             if len(candles) < BACKFILL_LIMIT:

@@ -1,12 +1,15 @@
 """The feed's Redis writes: candle windows, feed status, counters and the error journal.
 
 Owns the order rules (a closed candle is final; nothing older than the last closed candle is
-written) and batches everything one batch of frames produces into a single round trip.
-Its memory is only a cache of Redis, reloaded on every (re)connect.
+written, except into a known hole) and batches everything one batch of frames produces into a
+single round trip. It finds the holes in a candle window (missing closed candles between two
+stored ones, whether the stream skipped them or an earlier run left them) for the feed to fill
+over REST. Its memory is only a cache of Redis, reloaded on every (re)connect.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -51,15 +54,20 @@ class CandleStore:
         interval: str,
         retention_s: int,
         clock_ms: Callable[[], int],
+        interval_ms: int = 1000,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.interval = interval
+        self.interval_ms = interval_ms
         self.retention_ms = retention_s * 1000
         self.clock_ms = clock_ms
         # asset -> open_ms -> closed candle, oldest first; the last one is the last closed.
         self._closed: dict[str, dict[int, Candle]] = {}
         self._newest: dict[str, Candle] = {}
+        # asset -> [(first, last)] open times of closed candles missing inside the window,
+        # found and not yet handed to the feed to fetch (`take_holes`).
+        self.holes: dict[str, list[tuple[int, int]]] = {}
 
     def last_closed(self, asset: str) -> Candle | None:
         recent = self._closed.get(asset)
@@ -67,33 +75,52 @@ class CandleStore:
 
     def _remember(self, asset: str, candle: Candle) -> None:
         recent = self._closed.setdefault(asset, {})
-        recent[candle.open_ms] = candle
+        if recent and candle.open_ms < next(reversed(recent)):
+            # A hole filled behind the last closed candle: keep oldest-first order.
+            if candle.open_ms < next(iter(recent)) and len(recent) >= RECENT_CLOSED:
+                return
+            recent[candle.open_ms] = candle
+            self._closed[asset] = recent = dict(sorted(recent.items()))
+        else:
+            recent[candle.open_ms] = candle
         if len(recent) > RECENT_CLOSED:
             del recent[next(iter(recent))]
 
+    def _hole(self, asset: str, first_ms: int, last_ms: int) -> None:
+        self.holes.setdefault(asset, []).append((first_ms, last_ms))
+
+    def take_holes(self) -> dict[str, list[tuple[int, int]]]:
+        """The holes found since the last call, per asset, sorted; the caller fills them
+        (`fill`) or gives back those it could not fetch (`give_back`)."""
+        holes, self.holes = self.holes, {}
+        return {a: sorted(hs) for a, hs in holes.items()}
+
+    def give_back(self, asset: str, holes: list[tuple[int, int]]) -> None:
+        self.holes.setdefault(asset, []).extend(holes)
+
     async def load(self, assets: tuple[str, ...]) -> None:
-        """Refresh the cache from Redis, which another run of the feed may have written."""
+        """Refresh the cache from Redis, which another run of the feed may have written, and
+        find the holes in each window (a whole window is a few thousand short members)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for a in assets:
-                pipe.zrange(
-                    self.keys.candles(a, self.interval),
-                    "+inf",
-                    "-inf",
-                    desc=True,
-                    byscore=True,
-                    offset=0,
-                    num=RECENT_CLOSED + 1,
-                )
-            tails = await pipe.execute()
+                pipe.zrange(self.keys.candles(a, self.interval), 0, -1)
+            windows = await pipe.execute()
         self._closed.clear()
         self._newest.clear()
-        for a, members in zip(assets, tails, strict=True):
-            candles = [CANDLE.decode(m) for m in reversed(members)]
+        self.holes.clear()
+        for a, members in zip(assets, windows, strict=True):
+            candles = [CANDLE.decode(m) for m in members]  # oldest first: scored by open time
             if candles:
                 self._newest[a] = candles[-1]
+            prev: int | None = None
             for c in candles:
-                if c.closed:
-                    self._remember(a, c)
+                if not c.closed:
+                    continue
+                if prev is not None and c.open_ms - prev > self.interval_ms:
+                    self._hole(a, prev + self.interval_ms, c.open_ms - self.interval_ms)
+                prev = c.open_ms
+            for c in [c for c in candles if c.closed][-RECENT_CLOSED:]:
+                self._remember(a, c)
 
     def accept(self, batch: Batch, asset: str, candle: Candle, counter: str = "candles") -> bool:
         """Queue `candle` for writing unless it is stale or a repeat; counts either way."""
@@ -105,6 +132,11 @@ class CandleStore:
                 # Older than the last closed candle, or an update of a candle already final.
                 batch.counts["out_of_order"] += 1
             return False
+        if candle.closed and last is not None and candle.open_ms > last.open_ms + self.interval_ms:
+            # Closed candles went missing in between (a stream that skipped, a backfill that
+            # stopped short): a hole for the feed to fill over REST.
+            self._hole(asset, last.open_ms + self.interval_ms, candle.open_ms - self.interval_ms)
+            batch.counts["holes"] += 1
         batch.candles[(asset, candle.open_ms)] = candle
         batch.counts[counter] += 1
         if candle.closed:
@@ -112,6 +144,19 @@ class CandleStore:
         newest = self._newest.get(asset)
         if newest is None or candle.open_ms >= newest.open_ms:
             self._newest[asset] = candle
+        return True
+
+    def fill(self, batch: Batch, asset: str, candle: Candle, holes: list[tuple[int, int]]) -> bool:
+        """Queue a closed candle fetched for one of `holes` (sorted, as `take_holes` gives
+        them), behind the last closed candle; anything else is left alone."""
+        if not candle.closed:
+            return False
+        i = bisect.bisect_right(holes, (candle.open_ms, float("inf"))) - 1
+        if i < 0 or candle.open_ms > holes[i][1]:
+            return False
+        batch.candles[(asset, candle.open_ms)] = candle
+        batch.counts["backfilled"] += 1
+        self._remember(asset, candle)
         return True
 
     async def write(self, batch: Batch) -> None:

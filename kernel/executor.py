@@ -20,7 +20,8 @@ from state.structs import MICROS, Intent, Market, Position
 
 # Venue order statuses (lower-cased): still in progress, or final.
 PENDING_STATUSES = frozenset({"live", "delayed"})
-FINAL_STATUSES = frozenset({"matched", "filled", "canceled", "cancelled", "unmatched", "rejected"})
+# "dry_run": live dry-run mode signed the order and did not post it (BATON_DRY_RUN).
+FINAL_STATUSES = frozenset({"matched", "filled", "canceled", "cancelled", "unmatched", "rejected", "dry_run"})
 
 
 def order_size(stake_usd: float, price: float, min_size: float) -> float:
@@ -152,7 +153,8 @@ def record_result(
         )
         store.record_fill(epoch, done, _position(done, res.size_matched, price, now_ms), pipe=pipe)
     else:
-        problems.append(f"{intent.id}: order {res.status}: {res.error}")
+        if res.status != "dry_run":
+            problems.append(f"{intent.id}: order {res.status}: {res.error}")
         store.update_intent(
             epoch,
             msgspec.structs.replace(

@@ -1,19 +1,144 @@
-"""Settlement of closed windows: ask the venue who won, then book the payout with a fenced,
-idempotent script. A window the venue has not resolved yet is simply asked again next tick."""
+"""Settlement of closed windows, as rq jobs run by the `settle` program.
+
+At each window's end the kernel enqueues one job per open position with a deterministic id,
+`settle-<slot>-<window_start>`, so that it runs once whoever enqueues it, however often:
+1. a claim key (`SET NX` with a TTL) stops later ticks, and other workers, from enqueueing
+   it again; when the claim expires with the position still open (the job failed for good,
+   or was lost with a flushed queue) the next tick enqueues it again;
+2. rq's `unique=True` refuses a second job with the same id while the first exists
+   (`enqueue_at` ignores it, so only `enqueue` is used: see shared/NOTES.md);
+3. the booking itself is a fenced, idempotent Lua script (state/lua/settle_position.lua):
+   it refuses a settlement computed from a position record that has changed since, and its
+   ledger ref books each payout at most once, so even a job that rq runs twice pays once.
+
+The job asks the venue for the market's resolution and raises `Unresolved` until it is
+known; rq retries it on a schedule (the settle worker runs with its scheduler). Jobs are
+stored with rq's JSON serializer (no pickle); their description names the position.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from redis import Redis
+from rq import Queue, Retry, get_current_job
+from rq.exceptions import DuplicateJobError
+from rq.serializers import JSONSerializer
 
-from state.store import Store
-from state.structs import Position
+from state.keys import Keys
+from state.scripts import source
+from state.store import settle_call
+from state.structs import POSITION, Position
 
-# Resolution look-ups per tick: a backlog (after an outage) drains over a few ticks
-# instead of stretching one tick past its boundary.
-MAX_PER_TICK = 16
+log = logging.getLogger("baton.settle")
+
+JOB_FUNC = "kernel.settlement.settle_job"
+DEFAULT_PREFIX = "baton:"
+# Resolution arrives within seconds in the sim, within minutes live (Chainlink, then the
+# market's close): ask again quickly at first, then once a minute, for about three hours.
+RETRY = Retry(max=200, interval=[1, 2, 3, 5, 10, 15, 30, 60])
+JOB_TIMEOUT_S = 60
+# How long a claim stops re-enqueueing: long enough for the retries above to be under way,
+# short enough that a lost job is enqueued again the same hour.
+CLAIM_TTL_S = 15 * 60
+RESULT_TTL_S = 24 * 3600
+FAILURE_TTL_S = 7 * 24 * 3600
+
+
+class Unresolved(Exception):
+    """The venue has not resolved the market yet: rq retries the job later."""
+
+
+class PositionChanged(Exception):
+    """The position changed between the job's read and its write: rq retries the job."""
+
+
+def _safe(prefix: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", prefix.rstrip(":"))
+
+
+def queue_name(prefix: str) -> str:
+    """`settle` for the default prefix; another prefix (two stacks on one Redis) gets its own."""
+    return "settle" if prefix == DEFAULT_PREFIX else f"{_safe(prefix)}-settle"
+
+
+def job_id(prefix: str, position_id: str) -> str:
+    """`settle-<slot>-<window_start>`: rq ids allow letters, digits, `_` and `-` only."""
+    slot, window = position_id.rsplit(":", 1)
+    base = f"settle-{slot}-{window}"
+    return base if prefix == DEFAULT_PREFIX else f"{_safe(prefix)}-{base}"
+
+
+def settle_queue(redis: Redis, prefix: str) -> Queue:
+    return Queue(queue_name(prefix), connection=redis, serializer=JSONSerializer)
+
+
+def enqueue(queue: Queue, prefix: str, p: Position) -> bool:
+    """Enqueue the settlement of `p`; False when a job with its id exists already."""
+    try:
+        queue.enqueue(
+            JOB_FUNC,
+            prefix,
+            p.id,
+            job_id=job_id(prefix, p.id),
+            unique=True,
+            retry=RETRY,
+            job_timeout=JOB_TIMEOUT_S,
+            result_ttl=RESULT_TTL_S,
+            failure_ttl=FAILURE_TTL_S,
+            description=f"settle {p.id} ({p.condition_id})",
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+
+class Enqueuer:
+    """The kernel's side: claim and enqueue the settlements of windows that have ended.
+
+    rq is synchronous, so the worker calls `enqueue_due` through a thread, on its own
+    (synchronous) Redis connection.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, claim_ttl_s: int = CLAIM_TTL_S) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+        self.queue = settle_queue(redis, prefix)
+        self.claim_ttl_s = claim_ttl_s
+
+    def enqueue_due(self, open_positions: list[Position], now_ms: int) -> tuple[int, list[str]]:
+        """Enqueue a job for each open position whose window has ended and that no one has
+        claimed: (jobs enqueued, problems). Costs one round trip when nothing is new."""
+        due = [p for p in open_positions if p.window_end_s * 1000 <= now_ms]
+        if not due:
+            return 0, []
+        pipe = self.redis.pipeline(transaction=False)
+        for p in due:
+            pipe.set(self.keys.settle_claim(p.id), now_ms, nx=True, ex=self.claim_ttl_s)
+        claimed = [p for p, ok in zip(due, pipe.execute(), strict=True) if ok]
+        problems: list[str] = []
+        n = 0
+        for p in claimed:
+            try:
+                if enqueue(self.queue, self.prefix, p):
+                    n += 1
+            except Exception as e:
+                # Give the claim back, so that the next tick tries again.
+                self.redis.delete(self.keys.settle_claim(p.id))
+                problems.append(f"enqueue settlement of {p.id}: {type(e).__name__}: {e}")
+        if n:
+            self.redis.hincrby(self.keys.settle_stats(), "enqueued", n)
+        return n, problems
+
+    def close(self) -> None:
+        self.redis.close()
 
 
 def settled(p: Position, up_won: bool, now_ms: int) -> Position:
@@ -29,33 +154,70 @@ def settled(p: Position, up_won: bool, now_ms: int) -> Position:
     )
 
 
-async def settle_ended(
-    store: Store, venue: Any, epoch: int, open_positions: list[Position], now_ms: int
-) -> tuple[int, list[str]]:
-    due = sorted(
-        (p for p in open_positions if p.window_end_s * 1000 <= now_ms), key=lambda p: p.window_end_s
-    )[:MAX_PER_TICK]
-    if not due:
-        return 0, []
-    answers = await asyncio.gather(
-        *(asyncio.to_thread(venue.resolution, p.condition_id) for p in due), return_exceptions=True
-    )
-    problems: list[str] = []
-    ready = []
-    for p, a in zip(due, answers, strict=True):
-        if isinstance(a, BaseException):
-            problems.append(f"resolution of {p.id}: {a}")
-        elif a is not None:
-            ready.append(settled(p, bool(a), now_ms))
-    if not ready:
-        return 0, problems
-    verdicts = await store.run_pipeline(
-        lambda pipe: [store.settle_position(epoch, p, pipe=pipe) for p in ready]
-    )
-    done = 0
-    for p, v in zip(ready, verdicts, strict=True):
-        if v == "OK":
-            done += 1
-        elif v != "ALREADY":
-            problems.append(f"settling {p.id}: {v}")
-    return done, problems
+# --- the job (runs in the settle program) ------------------------------------------------
+
+
+@dataclass
+class _Context:
+    venue: Any
+    clock_ms: Callable[[], int]
+
+
+_context: _Context | None = None
+
+
+def configure(venue: Any, clock_ms: Callable[[], int] | None = None) -> None:
+    """Set the venue (and clock) jobs use in this process: the settle program at start-up,
+    tests with their own sim. Without it, the first job builds one from the settings."""
+    global _context
+    _context = _Context(venue, clock_ms or (lambda: time.time_ns() // 1_000_000))
+
+
+def _ctx() -> _Context:
+    if _context is None:
+        from baton import settings
+        from kernel.venue import venue_from_settings
+
+        configure(venue_from_settings(settings.load()))
+    assert _context is not None
+    return _context
+
+
+def _count(r: Redis, k: Keys, name: str) -> None:
+    r.hincrby(k.settle_stats(), name, 1)
+
+
+def settle_job(prefix: str, position_id: str) -> str:
+    """Settle one position: 'settled', 'already' (nothing to do) or raises to be retried."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("settle_job runs inside an rq worker")
+    r: Redis = job.connection
+    k = Keys(prefix)
+    ctx = _ctx()
+    _count(r, k, "runs")
+    raw = r.hget(k.positions_open(), position_id)
+    if raw is None:
+        _count(r, k, "already")
+        return "already"
+    p = POSITION.decode(raw)
+    try:
+        up_won = ctx.venue.resolution(p.condition_id)
+    except Exception:
+        _count(r, k, "errors")
+        raise
+    if up_won is None:
+        _count(r, k, "unresolved")
+        raise Unresolved(f"market {p.condition_id} of {position_id} is not resolved yet")
+    keys, args = settle_call(k, raw.decode() if isinstance(raw, bytes) else raw, settled(p, up_won, ctx.clock_ms()))
+    verdict = r.register_script(source("settle_position"))(keys=keys, args=args)
+    verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+    if verdict == "OK":
+        _count(r, k, "settled")
+        log.info("settled %s: %s won", position_id, "up" if up_won else "down")
+        return "settled"
+    if verdict in ("ALREADY", "UNKNOWN"):
+        _count(r, k, "already")
+        return "already"
+    _count(r, k, "changed")
+    raise PositionChanged(f"{position_id}: the position changed while settling ({verdict}); retrying")

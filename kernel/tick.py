@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import msgspec
 
 from baton.settings import Settings
-from kernel import executor, reconcile, reload, settlement
+from kernel import executor, reconcile, reload
 from kernel.clock import Clock
 from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
 from kernel.snapshot import SlotRef, Snapshot, read_snapshot, slot_refs
@@ -79,8 +79,18 @@ def resolve_strategy(name: str) -> ModuleType:
 
 
 class TickRunner:
-    def __init__(self, settings: Settings, store: Store, venue: Venue, clock: Clock, ident: Identity) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        venue: Venue,
+        clock: Clock,
+        ident: Identity,
+        settler: Any = None,
+    ) -> None:
         self.s = settings
+        # kernel.settlement.Enqueuer, or None (no settlement: tests of entries alone).
+        self.settler = settler
         self.store = store
         self.venue = venue
         self.clock = clock
@@ -122,11 +132,15 @@ class TickRunner:
                 self.store, self.venue, self.ident.epoch, started, stuck, self.unknown_grace_ms
             )
             problems += errs
+        # Closed windows are settled by the settle program even under a halt: booking an
+        # outcome is not trading. Only positions not yet claimed cost a thread hop.
+        if self.settler is not None and any(p.window_end_s * 1000 <= started for p in snap.open_positions):
+            try:
+                settled, errs = await asyncio.to_thread(self.settler.enqueue_due, snap.open_positions, started)
+                problems += errs
+            except Exception as e:
+                problems.append(f"settlement enqueue: {type(e).__name__}: {e}")
         if not snap.control.halted:
-            settled, errs = await settlement.settle_ended(
-                self.store, self.venue, self.ident.epoch, snap.open_positions, started
-            )
-            problems += errs
             breach = daily_loss_breach(self.limits, snap.day_pnl_micros)
             if breach:
                 await self.store.set_halt(breach, started)

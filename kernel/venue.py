@@ -11,33 +11,72 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable, Mapping
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
 from py_clob_client_v2 import ClobClient
-from py_clob_client_v2.clob_types import BookParams, OrderArgsV2
+from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, BookParams, OrderArgsV2
 from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
 from py_clob_client_v2.order_utils.model.order_data_v2 import SignedOrderV2
 
+from baton.settings import Settings, credentials
 from state.structs import Market
 
 log = logging.getLogger("baton.venue")
+T = TypeVar("T")
 
 # Statuses worth retrying: the venue may not have seen the request, or asks us to wait.
 _RETRYABLE = frozenset({408, 425, 429})
 ORDER_TYPES = ("FOK", "FAK", "GTC", "GTD")
+# A venue call failing fast (refused connection, 5xx, 429) is tried again within this much
+# time, at most RETRY_ATTEMPTS times; a slow failure (a timeout) uses the budget up at once,
+# so that a retry never stretches a tick. Reposting a signed order is idempotent, so a
+# retried POST /order can never fill twice.
+RETRY_ATTEMPTS = 3
+RETRY_BUDGET_S = 2.0
+RETRY_BACKOFF_S = (0.1, 0.3)
+# The venue's texts for the two final errors a trader must recognise at a glance.
+INSUFFICIENT_BALANCE = "not enough balance"
+VERSION_MISMATCH = "order_version_mismatch"
+DRY_RUN = "dry_run"
 
 
 class VenueError(Exception):
-    """A venue call that failed; `retryable` says whether the same call may succeed later."""
+    """A venue call that failed; `retryable` says whether the same call may succeed later,
+    `kind` what went wrong: transport, timeout, server (5xx), throttled (408/425/429),
+    rate_limited (our own budget refused to send it), auth, insufficient_balance,
+    version_mismatch, rejected (any other 4xx), bad_answer."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, kind: str = "") -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.kind = kind or ("transport" if retryable else "rejected")
+
+
+def classify(status: int | None, message: str) -> tuple[str, bool]:
+    """(kind, retryable) of a venue error from its HTTP status and message."""
+    low = message.lower()
+    if VERSION_MISMATCH in low:
+        # The signed order's version is wrong: reposting it cannot succeed. The client
+        # re-reads the version, so the next order is signed right.
+        return "version_mismatch", False
+    if INSUFFICIENT_BALANCE in low:
+        return "insufficient_balance", False
+    if status is None:
+        return "transport", True
+    if status >= 500:
+        return "server", True
+    if status in _RETRYABLE:
+        return "throttled", True
+    if status in (401, 403):
+        return "auth", status == 401  # 401: a stale API key, derived again on the next call
+    return "rejected", False
 
 
 class Book(msgspec.Struct, frozen=True):
@@ -94,7 +133,8 @@ class _Client(ClobClient):
             resp = self._http.request(method, url, headers=headers, content=content, json=body, params=params)
         except httpx.HTTPError as e:
             path = httpx.URL(url).path
-            raise VenueError(f"{method} {path}: {type(e).__name__}: {e}", retryable=True) from e
+            kind = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
+            raise VenueError(f"{method} {path}: {type(e).__name__}: {e}", retryable=True, kind=kind) from e
         if resp.status_code != 200:
             raise PolyApiException(resp)
         try:
@@ -126,9 +166,12 @@ def _venue_message(e: PolyApiException) -> str:
 
 
 def _translate(e: PolyApiException, what: str) -> VenueError:
-    status = e.status_code
-    retryable = status is None or status >= 500 or status in _RETRYABLE
-    return VenueError(f"{what}: HTTP {status}: {_venue_message(e)}", retryable=retryable)
+    msg = _venue_message(e)
+    kind, retryable = classify(e.status_code, msg)
+    return VenueError(f"{what}: HTTP {e.status_code}: {msg}", retryable=retryable, kind=kind)
+
+
+Throttle = Callable[[str, int], None]
 
 
 class ClobVenue:
@@ -139,48 +182,112 @@ class ClobVenue:
         private_key: str,
         chain_id: int,
         timeout_s: float = 5.0,
+        *,
+        funder: str | None = None,
+        signature_type: int = 0,
+        dry_run: bool = False,
+        throttle: Throttle | None = None,
     ) -> None:
         self.clob_url = clob_url.rstrip("/")
         self.gamma_url = gamma_url.rstrip("/")
         self.chain_id = chain_id
+        self.dry_run = dry_run
         self._clob_http = httpx.Client(timeout=timeout_s)
         self._gamma_http = httpx.Client(timeout=timeout_s)
-        self._client = _Client(self._clob_http, host=self.clob_url, chain_id=chain_id, key=private_key)
+        self._client = _Client(
+            self._clob_http,
+            host=self.clob_url,
+            chain_id=chain_id,
+            key=private_key,
+            funder=funder,
+            signature_type=signature_type,
+        )
         self._creds_lock = threading.Lock()
         self._hashers: dict[bool, ExchangeOrderBuilderV2] = {}
+        # Takes a request's cost from the shared budget (Redis token buckets) before it is
+        # sent; raises when the budget refuses, so that the request is never sent.
+        self._throttle = throttle
 
     def __repr__(self) -> str:  # never show the key or the API secret
-        return f"ClobVenue(clob_url={self.clob_url!r}, gamma_url={self.gamma_url!r})"
+        return f"ClobVenue(clob_url={self.clob_url!r}, gamma_url={self.gamma_url!r}, dry_run={self.dry_run})"
+
+    def _call(self, bucket: str, what: str, fn: Callable[[], T]) -> T:
+        """Run one venue request: its budget first, then bounded retries of retryable errors."""
+        started = time.monotonic()
+        for attempt in range(RETRY_ATTEMPTS):
+            if self._throttle is not None:
+                try:
+                    self._throttle(bucket, 1)
+                except VenueError:
+                    raise
+                except Exception as e:  # the limiter's refusal: never sent
+                    raise VenueError(f"{what}: not sent: {e}", retryable=True, kind="rate_limited") from e
+            try:
+                return fn()
+            except PolyApiException as e:
+                err = _translate(e, what)
+                if e.status_code == 401:
+                    self._client.set_api_creds(None)  # stale key: derive again on the next call
+                cause: Exception = e
+            except VenueError as e:
+                err, cause = e, e
+            last = attempt == RETRY_ATTEMPTS - 1
+            pause = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+            if not err.retryable or last or time.monotonic() - started + pause > RETRY_BUDGET_S:
+                raise err from cause
+            log.info("venue: %s failed (%s), attempt %d, retrying", what, err.kind, attempt + 1)
+            time.sleep(pause)
+        raise AssertionError("unreachable")
 
     # -- discovery ----------------------------------------------------------------------
 
     def discover(self, slug: str) -> Market | None:
-        """The market of a slug from Gamma's `GET /events?slug=`, or None if there is none."""
+        """The market of a slug: token ids and outcomes from Gamma's `GET /events?slug=`;
+        tick size, minimum size and fee rate from the CLOB (never assumed). None if Gamma
+        has no such event."""
         what = f"GET {self.gamma_url}/events?slug={slug}"
-        try:
-            resp = self._gamma_http.get(f"{self.gamma_url}/events", params={"slug": slug})
-        except httpx.HTTPError as e:
-            raise VenueError(f"{what}: {type(e).__name__}: {e}", retryable=True) from e
-        if resp.status_code != 200:
-            retryable = resp.status_code >= 500 or resp.status_code in _RETRYABLE
-            raise VenueError(f"{what}: HTTP {resp.status_code}: {resp.text[:300]}", retryable=retryable)
-        try:
-            events = resp.json()
-            market = _parse_event_market(events, slug)
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise VenueError(f"{what}: unexpected answer: {e}", retryable=False) from e
-        if market is not None:
-            self._warm(market)
-        return market
 
-    def _warm(self, market: Market) -> None:
-        # Fill the client's per-token caches now, so that buy() is one POST when it counts.
+        def get() -> httpx.Response:
+            try:
+                resp = self._gamma_http.get(f"{self.gamma_url}/events", params={"slug": slug})
+            except httpx.HTTPError as e:
+                kind = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
+                raise VenueError(f"{what}: {type(e).__name__}: {e}", retryable=True, kind=kind) from e
+            if resp.status_code != 200:
+                kind, retryable = classify(resp.status_code, resp.text)
+                raise VenueError(f"{what}: HTTP {resp.status_code}: {resp.text[:300]}", retryable=retryable, kind=kind)
+            return resp
+
+        resp = self._call("gamma", what, get)
         try:
-            for token in (market.up_token, market.down_token):
-                self._client.get_tick_size(token)
-                self._client.get_neg_risk(token)
-        except (PolyException, VenueError) as e:
-            log.info("venue: could not warm market %s (buy will ask later): %s", market.slug, e)
+            market = parse_gamma_event(resp.json(), slug)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise VenueError(f"{what}: unexpected answer: {e}", retryable=False, kind="bad_answer") from e
+        if market is None:
+            return None
+        return self._with_clob_parameters(market)
+
+    def _with_clob_parameters(self, market: Market) -> Market:
+        # One GET /clob-markets fills the client's tick-size, neg-risk and fee caches for
+        # both tokens (so buy() is one POST when it counts); GET /markets has the minimum size.
+        cid = market.condition_id
+        info = self._call("clob", f"GET /clob-markets/{cid}", lambda: self._client.get_clob_market_info(cid))
+        full = self._call("clob", f"GET /markets/{cid}", lambda: self._client.get_market(cid))
+        try:
+            tick = float(info["mts"])
+            fee = float((info.get("fd") or {}).get("r") or 0.0)
+            min_size = float(full["minimum_order_size"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise VenueError(
+                f"market {market.slug}: CLOB market parameters unreadable: {e!r}", retryable=False, kind="bad_answer"
+            ) from e
+        if not 0 < tick < 1 or min_size <= 0:
+            raise VenueError(
+                f"market {market.slug}: CLOB says tick size {tick}, minimum size {min_size}",
+                retryable=False,
+                kind="bad_answer",
+            )
+        return msgspec.structs.replace(market, tick_size=tick, min_size=min_size, fee_rate=fee)
 
     # -- books --------------------------------------------------------------------------
 
@@ -188,10 +295,8 @@ class ClobVenue:
         """Books of the tokens, in one `POST /books`; a token the venue does not know is absent."""
         if not token_ids:
             return {}
-        try:
-            raw = self._client.get_order_books([BookParams(token_id=t) for t in token_ids])
-        except PolyApiException as e:
-            raise _translate(e, "POST /books") from e
+        params = [BookParams(token_id=t) for t in token_ids]
+        raw = self._call("clob", "POST /books", lambda: self._client.get_order_books(params))
         out = {}
         for b in raw or []:
             asks = sorted((float(x["price"]), float(x["size"])) for x in b.get("asks") or [])
@@ -206,10 +311,9 @@ class ClobVenue:
             return
         with self._creds_lock:
             if self._client.creds is None:
-                try:
-                    creds = self._client.create_or_derive_api_key()
-                except PolyApiException as e:
-                    raise _translate(e, "GET /auth/derive-api-key") from e
+                creds = self._call(
+                    "clob", "GET /auth/derive-api-key", self._client.create_or_derive_api_key
+                )
                 self._client.set_api_creds(creds)
 
     def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy:
@@ -234,27 +338,35 @@ class ClobVenue:
         )
 
     def post(self, signed: SignedBuy, order_type: str = "FOK") -> OrderResult:
-        """Post a signed order; safe to repeat. A venue rejection comes back as status
-        "rejected"; a transport failure or 5xx raises VenueError(retryable=True)."""
+        """Post a signed order; safe to repeat, and repeated (within a bound) on a retryable
+        error. A final venue refusal comes back as status "rejected" with the venue's
+        message; a retryable failure that outlasts the bound raises VenueError.
+        In dry-run mode nothing is sent: the answer is status "dry_run"."""
         if order_type not in ORDER_TYPES:
             raise ValueError(f"order_type {order_type!r} is not one of {ORDER_TYPES}")
+        if self.dry_run:
+            return OrderResult(signed.order_id, DRY_RUN, 0.0, signed.price, "dry run: signed, not posted")
         self._ensure_creds()
         order = SignedOrderV2(**signed.order)
         try:
-            resp = self._client.post_order(order, order_type)
-        except PolyApiException as e:
-            err = _translate(e, "POST /order")
-            if e.status_code == 401:
-                self._client.set_api_creds(None)  # stale key: derive again on the next call
-                err.retryable = True
-            if err.retryable or e.status_code == 403:
-                raise err from e
-            return OrderResult(signed.order_id, "rejected", 0.0, signed.price, _venue_message(e))
+            def send() -> Any:
+                self._ensure_creds()  # again: a 401 on the previous attempt dropped the key
+                return self._client.post_order(order, order_type)
+
+            resp = self._call("clob_order", "POST /order", send)
+        except VenueError as err:
+            if err.kind == "version_mismatch":
+                self._refresh_version()
+            if err.retryable or err.kind == "auth":
+                raise
+            return OrderResult(signed.order_id, "rejected", 0.0, signed.price, _strip_what(str(err)))
         if not isinstance(resp, dict):
-            raise VenueError(f"POST /order: unexpected answer {resp!r:.300}", retryable=True)
+            raise VenueError(f"POST /order: unexpected answer {resp!r:.300}", retryable=True, kind="bad_answer")
         oid = str(resp.get("orderID") or signed.order_id)
         if not resp.get("success", True) or resp.get("error"):
             msg = str(resp.get("errorMsg") or resp.get("error") or "rejected")
+            if VERSION_MISMATCH in msg:
+                self._refresh_version()
             return OrderResult(oid, "rejected", 0.0, signed.price, msg)
         taking = float(resp.get("takingAmount") or 0)
         making = float(resp.get("makingAmount") or 0)
@@ -265,6 +377,14 @@ class ClobVenue:
             price=signed.price,
             avg_price=making / taking if taking > 0 else 0.0,
         )
+
+    def _refresh_version(self) -> None:
+        # The client re-reads /version itself when post_order sees the mismatch in a 200
+        # answer; our transport raises on the 400 first, so ask it here.
+        try:
+            self._client._ClobClient__resolve_version(force_update=True)  # type: ignore[attr-defined]
+        except Exception as e:
+            log.warning("venue: could not refresh the order version: %s", e)
 
     def buy(self, token_id: str, price: float, size: float, order_type: str = "FOK") -> OrderResult:
         """Sign and post a BUY of `size` shares at limit `price`."""
@@ -282,13 +402,15 @@ class ClobVenue:
 
     def order(self, order_id: str) -> OrderResult | None:
         """The venue's view of an order (`GET /data/order/{id}`), or None if it has none."""
+        if self.dry_run:
+            return None  # nothing was ever posted
         self._ensure_creds()
         try:
-            o = self._client.get_order(order_id)
-        except PolyApiException as e:
-            if e.status_code == 404:
+            o = self._call("clob", f"GET /data/order/{order_id}", lambda: self._client.get_order(order_id))
+        except VenueError as e:
+            if "HTTP 404" in str(e):
                 return None
-            raise _translate(e, f"GET /data/order/{order_id}") from e
+            raise
         if not isinstance(o, dict) or not o.get("id"):
             return None
         return OrderResult(
@@ -298,14 +420,21 @@ class ClobVenue:
             price=float(o.get("price") or 0),
         )
 
+    def collateral_micros(self) -> int:
+        """The account's collateral (USDC) balance at the venue, in micro-units."""
+        self._ensure_creds()
+        params = BalanceAllowanceParams(asset_type=AssetType.COLLATERAL)
+        res = self._call("clob", "GET /balance-allowance", lambda: self._client.get_balance_allowance(params))
+        try:
+            return int(res["balance"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise VenueError(f"GET /balance-allowance: unexpected answer {res!r:.200}", retryable=False) from e
+
     # -- resolution ---------------------------------------------------------------------
 
     def resolution(self, condition_id: str) -> bool | None:
         """True if Up won, False if Down won, None while the market is unresolved."""
-        try:
-            m = self._client.get_market(condition_id)
-        except PolyApiException as e:
-            raise _translate(e, f"GET /markets/{condition_id}") from e
+        m = self._call("clob", f"GET /markets/{condition_id}", lambda: self._client.get_market(condition_id))
         if not isinstance(m, dict) or not m.get("closed"):
             return None
         for t in m.get("tokens") or []:
@@ -318,7 +447,31 @@ class ClobVenue:
         self._gamma_http.close()
 
 
-def _parse_event_market(events: Any, slug: str) -> Market | None:
+def venue_from_settings(s: Settings, env: Mapping[str, str] | None = None) -> ClobVenue:
+    """The venue of this mode, with its credentials (raises CredentialsError when live mode
+    has none) and, when a Redis is given by the caller later, its shared request budget."""
+    creds = credentials(s, env)
+    return ClobVenue(
+        s.clob_url,
+        s.gamma_url,
+        creds.private_key,
+        s.chain_id,
+        funder=creds.funder,
+        signature_type=creds.signature_type,
+        dry_run=s.dry_run,
+    )
+
+
+def _strip_what(message: str) -> str:
+    # "POST /order: HTTP 400: <venue text>" -> "<venue text>": the intent keeps the venue's words.
+    parts = message.split(": ", 2)
+    return parts[2] if len(parts) == 3 and parts[1].startswith("HTTP ") else message
+
+
+def parse_gamma_event(events: Any, slug: str) -> Market | None:
+    """The market of `slug` in a Gamma `GET /events?slug=` answer (a list of events), with
+    its token ids by outcome; None for an empty answer. Tick size, minimum size and fee rate
+    are left at their defaults: they come from the CLOB."""
     if not isinstance(events, list) or not events:
         return None
     markets = events[0].get("markets") or []
@@ -334,8 +487,6 @@ def _parse_event_market(events: Any, slug: str) -> Market | None:
             condition_id=str(m["conditionId"]),
             up_token=by_outcome["up"],
             down_token=by_outcome["down"],
-            tick_size=float(m.get("orderPriceMinTickSize") or 0.01),
-            min_size=float(m.get("orderMinSize") or 1.0),
         )
     return None
 

@@ -2,7 +2,8 @@
 
 Binance-format market data on settings.binance_port, the Polymarket-CLOB-format API (with
 Gamma discovery) on settings.clob_port, both on 127.0.0.1. SIGTERM or SIGINT stops both
-cleanly with exit status 0.
+cleanly with exit status 0. The sim's own knobs (balance, fees, page size, fault injection)
+are read from BATON_SIM_* variables here: docs/sim.md lists them.
 """
 
 from __future__ import annotations
@@ -28,16 +29,34 @@ async def _serve(app: Any, port: int, name: str) -> Any:
     return runner
 
 
+def _page_limit(env: Any, error: type[Exception]) -> int | None:
+    # Rows per page of /data/orders and /data/trades (default: the CLOB's 500); a small value
+    # lets a test walk the pagination of a sim running as its own process.
+    raw = env.get("BATON_SIM_PAGE_LIMIT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise error(f"BATON_SIM_PAGE_LIMIT={raw!r} must be an integer from 1 to 10000")
+    return int(raw)
+
+
 async def main() -> int:
     # Imported here, after the early SIGTERM handler: they take about a second.
     from baton import settings as settings_mod
-    from sim import binance, clob
+    from sim import binance, clob, faults
+    from sim.accounts import balance_from_env
     from sim.book import BookParams
+    from sim.fees import fees_from_env
     from sim.model import PriceModel
 
     try:
         cfg = settings_mod.load()
         params = BookParams.from_env(os.environ)
+        balance = balance_from_env(os.environ)
+        fees = fees_from_env(os.environ)
+        page_limit = _page_limit(os.environ, settings_mod.SettingsError)
+        clob_faults = faults.Faults.from_env(os.environ, "clob", clob.fault_body, cfg.sim_seed)
+        binance_faults = faults.Faults.from_env(os.environ, "binance", binance.fault_body, cfg.sim_seed)
     except settings_mod.SettingsError as e:
         print(f"sim: bad setting: {e}", file=sys.stderr, flush=True)
         return 2
@@ -49,6 +68,9 @@ async def main() -> int:
         params=params,
         assets=cfg.assets,
         timeframes=cfg.timeframes,
+        balance_micro=balance,
+        fees=fees,
+        page_limit=page_limit,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -58,12 +80,12 @@ async def main() -> int:
     try:
         runners.append(
             await _serve(
-                binance.create_app(binance.BinanceSim(model, cfg.assets)),
+                binance.create_app(binance.BinanceSim(model, cfg.assets), binance_faults),
                 cfg.binance_port,
                 "binance",
             )
         )
-        runners.append(await _serve(clob.create_app(clob_sim), cfg.clob_port, "clob+gamma"))
+        runners.append(await _serve(clob.create_app(clob_sim, clob_faults), cfg.clob_port, "clob+gamma"))
         await stop.wait()
     except OSError as e:
         print(f"sim: cannot listen: {e}", file=sys.stderr, flush=True)

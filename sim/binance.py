@@ -5,6 +5,10 @@ WebSocket: combined `/stream?streams=btcusdt@kline_1s/...` (events wrapped as
 messages. A 1s stream sends the closed candle ~20 ms after each second and an in-progress
 update mid-second; longer intervals send in-progress updates every 2 s and the closed
 candle at the boundary. REST: `/api/v3/klines` (closed candles only), `/ping`, `/time`.
+
+Fault injection for the stream: `BinanceSim.drop_streams()` (or `POST /_sim/binance/drop?
+refuse_ms=N`) cuts every kline WebSocket as a network failure would, and can refuse new ones
+for a while, so that a client must reconnect and backfill the gap.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from sim import faults as sim_faults
 from sim.klines import INTERVALS_S, Klines
 from sim.model import BASE_PRICES, PriceModel, asset_of_symbol
 
@@ -63,6 +68,20 @@ class BinanceSim:
         self.assets = frozenset(BASE_PRICES) | frozenset(assets)
         self.clock_ms = clock_ms
         self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        # The live WebSockets' transports, for drop_streams; and until when new ones are refused.
+        self._transports: set[asyncio.BaseTransport] = set()
+        self.refuse_until_ms = 0
+
+    def drop_streams(self, refuse_ms: int = 0) -> int:
+        """Cut every kline WebSocket without a close frame (as a network failure would) and
+        refuse new ones for `refuse_ms` of this sim's clock; returns how many were cut."""
+        self.refuse_until_ms = self.clock_ms() + refuse_ms
+        cut = list(self._transports)
+        self._transports.clear()
+        for t in cut:
+            t.abort()
+        log.info("binance sim: cut %d stream(s); refusing new ones for %d ms", len(cut), refuse_ms)
+        return len(cut)
 
     def asset(self, sym: str) -> str:
         asset = asset_of_symbol(sym)
@@ -166,15 +185,22 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         streams = {st.name: st for st in map(sim.stream, filter(None, names.split("/")))}
     except BadRequest as e:
         return _bad(e.code, e.msg)  # refused before the upgrade, as Binance does
+    if sim.clock_ms() < sim.refuse_until_ms:
+        return web.Response(status=503, text="stream unavailable (sim: drop_streams)")
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
     sim.sockets.add(ws)
+    transport = request.transport
+    if transport is not None:
+        sim._transports.add(transport)
     pump = asyncio.create_task(_pump(sim, ws, streams, combined))
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await _command(sim, ws, streams, msg.data)
     finally:
+        if transport is not None:
+            sim._transports.discard(transport)
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
@@ -226,19 +252,35 @@ async def _pump(
         log.debug("binance sim: stream ended: %s", e)
 
 
+async def drop(request: web.Request) -> web.Response:
+    try:
+        refuse_ms = _int_param(request.query, "refuse_ms") or 0
+    except BadRequest as e:
+        return _bad(e.code, e.msg)
+    return web.json_response({"dropped": request.app[SIM].drop_streams(refuse_ms)})
+
+
 async def _close_sockets(app: web.Application) -> None:
     for ws in list(app[SIM].sockets):
         await ws.close(code=1001, message=b"server shutdown")
 
 
-def create_app(sim: BinanceSim) -> web.Application:
-    app = web.Application()
+def fault_body(request: web.Request, status: int) -> dict[str, Any]:
+    # Binance's error shape, for an injected error without a body of its own (sim/faults.py).
+    return {"code": -1000, "msg": f"sim fault injected: {request.method} {request.path} -> {status}"}
+
+
+def create_app(sim: BinanceSim, faults: sim_faults.Faults | None = None) -> web.Application:
+    faults = faults or sim_faults.Faults("binance", fault_body)
+    app = web.Application(middlewares=[faults.middleware])
     app[SIM] = sim
+    sim_faults.install(app, faults)
     app.router.add_get("/stream", ws_handler)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/ws/{stream}", ws_handler)
     app.router.add_get("/api/v3/klines", klines)
     app.router.add_get("/api/v3/ping", ping)
     app.router.add_get("/api/v3/time", server_time)
+    app.router.add_post("/_sim/binance/drop", drop)
     app.on_shutdown.append(_close_sockets)
     return app

@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from baton.settings import SettingsError
-from sim.markets import Window
+from sim.markets import TICK_SIZE, Window
 from sim.model import PriceModel
 
-TICKS_PER_UNIT = 100  # 0.01 tick
+# Derived from the one tick-size constant that /tick-size, /book, /markets and /clob-markets
+# all publish, so that the matching can never disagree with what the venue announces.
+TICKS_PER_UNIT = round(1 / TICK_SIZE)  # 100 at the 0.01 tick
 MIN_TICK = 1
 MAX_TICK = TICKS_PER_UNIT - 1
 

@@ -1,8 +1,12 @@
 """The sim's Polymarket-CLOB-format REST API (plus Gamma discovery) as one aiohttp app.
 
-Good enough for the real py-clob-client-v2: API-key creation, market parameters, books,
-signed V2 orders, order look-ups and market resolution. It is lenient where DESIGN.md says
-so: `GET /data/orders` answers without credentials, and L2 headers are checked for presence.
+Good enough for the real py-clob-client-v2: API-key creation, market parameters (tick size,
+minimum size, fees), books, signed V2 orders against a balance, cancels, order and trade
+look-ups, balance/allowance and market resolution, in the live API's shapes
+(tests/fast/test_clob_contract.py holds them to that). It is lenient where DESIGN.md says
+so: `GET /data/orders` answers without credentials and lists every order ever accepted, and
+L2 headers are checked for presence only. Latency and errors can be injected per endpoint
+(sim/faults.py); docs/sim.md has the knobs.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ from typing import Any
 
 from aiohttp import web
 from py_clob_client_v2.clob_types import OrderBookSummary, OrderSummary
+from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.utilities import generate_orderbook_summary_hash
 
+from sim import faults as faults_mod
 from sim import gamma
+from sim.accounts import DEFAULT_BALANCE_USD, MAX_ALLOWANCE, Accounts
 from sim.book import BookParams, Level, maker_fair_up, tick_str
+from sim.fees import DEFAULT_FEES, NO_FEE, Fee
 from sim.markets import MIN_ORDER_SIZE, TICK_SIZE, Catalogue, Window, iso
 from sim.model import PriceModel
 from sim.orders import MICRO, Exchange, micro_str
@@ -52,13 +60,29 @@ class ClobSim:
         assets: tuple[str, ...] = (),
         timeframes: tuple[str, ...] = (),
         clock_ms: Callable[[], int] = wall_ms,
+        balance_micro: int = int(DEFAULT_BALANCE_USD * MICRO),
+        fees: dict[str, Fee] | None = None,
+        page_limit: int | None = None,
     ) -> None:
         self.model = model
         self.params = params or BookParams()
         self.seed = seed
         self.clock_ms = clock_ms
+        self.fees = dict(DEFAULT_FEES if fees is None else fees)
+        # None: the module's PAGE_LIMIT (read per request, so a test can patch it).
+        self.page_limit = page_limit
+        contracts = get_contract_config(chain_id)
+        # Spenders of the collateral, as the live /balance-allowance lists them: the V2
+        # exchanges and the neg-risk adapter, each approved for the maximum.
+        self.spenders = (contracts.exchange_v2, contracts.neg_risk_exchange_v2, contracts.neg_risk_adapter)
         self.catalogue = Catalogue(assets, timeframes)
-        self.exchange = Exchange(model, self.catalogue, self.params, seed, chain_id, clock_ms)
+        self.accounts = Accounts(balance_micro, lambda w: model.outcome_up(w.asset, w.start_s, w.end_s))
+        self.exchange = Exchange(
+            model, self.catalogue, self.params, seed, chain_id, clock_ms, self.accounts, self.fee
+        )
+
+    def fee(self, w: Window) -> Fee:
+        return self.fees.get(w.timeframe, NO_FEE)
 
     def up_price(self, w: Window, now_ms: int) -> float:
         if now_ms >= w.end_s * 1000:
@@ -88,6 +112,7 @@ class ClobSim:
         return out
 
     def market_json(self, w: Window) -> dict[str, Any]:
+        # Every field of the live Market (Polymarket's rs-clob-client-v2 MarketResponse).
         now_ms = self.clock_ms()
         ended = now_ms >= w.end_s * 1000
         up = self.up_price(w, now_ms)
@@ -98,6 +123,7 @@ class ClobSim:
             "closed": ended,
             "archived": False,
             "accepting_orders": not ended,
+            "accepting_order_timestamp": None,
             "minimum_order_size": MIN_ORDER_SIZE,
             "minimum_tick_size": TICK_SIZE,
             "condition_id": w.condition_id,
@@ -109,9 +135,17 @@ class ClobSim:
             "end_date_iso": iso(w.end_s),
             "game_start_time": iso(w.start_s),
             "seconds_delay": 0,
+            "fpmm": "",
             "maker_base_fee": 0,
-            "taker_base_fee": 0,
+            "taker_base_fee": self.fee(w).base_fee,
+            "notifications_enabled": True,
             "neg_risk": False,
+            "neg_risk_market_id": "",
+            "neg_risk_request_id": "",
+            "icon": "",
+            "image": "",
+            "rewards": {"rates": None, "min_size": 0, "max_spread": 0},
+            "is_50_50_outcome": False,
             "tags": ["Crypto", "Up or Down"],
             "tokens": [
                 {"token_id": w.up_token, "outcome": "Up", "price": up, "winner": up_won},
@@ -218,7 +252,13 @@ async def post_orders(request: web.Request) -> web.Response:
     except (ValueError, TypeError):
         return _error(400, "Invalid payload: expected a JSON list of orders")
     ex = request.app[SIM].exchange
-    return web.json_response([ex.post(json.dumps(item).encode())[1] for item in items])
+    out = []
+    for item in items:
+        status, body = ex.post(json.dumps(item).encode())
+        # One answer per order, in the order response shape: a refused order in a batch is
+        # success false with its reason, the batch itself is still a 200.
+        out.append(body if status == 200 else {**body, "success": False, "errorMsg": body["error"]})
+    return web.json_response(out)
 
 
 async def get_order(request: web.Request) -> web.Response:
@@ -233,6 +273,7 @@ async def get_order(request: web.Request) -> web.Response:
 
 
 def _page(request: web.Request, rows: list[dict[str, Any]]) -> web.Response:
+    limit = request.app[SIM].page_limit or PAGE_LIMIT
     cursor = request.query.get("next_cursor", "") or INITIAL_CURSOR
     try:
         offset = int(base64.b64decode(cursor, validate=True).decode())
@@ -240,19 +281,23 @@ def _page(request: web.Request, rows: list[dict[str, Any]]) -> web.Response:
         return _error(400, f"invalid next_cursor {cursor!r}")
     if offset < 0:
         offset = len(rows)
-    page = rows[offset : offset + PAGE_LIMIT]
+    page = rows[offset : offset + limit]
     end = offset + len(page)
     next_cursor = base64.b64encode(str(end).encode()).decode() if end < len(rows) else END_CURSOR
-    return web.json_response(
-        {"data": page, "next_cursor": next_cursor, "limit": PAGE_LIMIT, "count": len(page)}
-    )
+    return web.json_response({"data": page, "next_cursor": next_cursor, "limit": limit, "count": len(page)})
 
 
 def _filtered(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     q = request.query
-    for key, field in (("id", "id"), ("market", "market"), ("asset_id", "asset_id")):
+    for key in ("id", "market", "asset_id"):
         if q.get(key):
-            rows = [r for r in rows if r[field] == q[key]]
+            rows = [r for r in rows if r[key] == q[key]]
+    if q.get("maker_address"):
+        rows = [r for r in rows if r["maker_address"].lower() == q["maker_address"].lower()]
+    # Trades only: match times as seconds (the client's TradeParams.before/after).
+    for key, keep in (("before", lambda t, b: t < b), ("after", lambda t, b: t > b)):
+        if q.get(key, "").isdigit():
+            rows = [r for r in rows if "match_time" not in r or keep(int(r["match_time"]), int(q[key]))]
     return rows
 
 
@@ -268,6 +313,19 @@ async def list_trades(request: web.Request) -> web.Response:
     return _page(request, _filtered(request, rows))
 
 
+def _cancel(request: web.Request, ids: list[str]) -> web.Response:
+    # The live CancelOrdersResponse: {"canceled": [ids], "not_canceled": {id: reason}}.
+    ex = request.app[SIM].exchange
+    out: dict[str, Any] = {"canceled": [], "not_canceled": {}}
+    for oid in ids:
+        reason = ex.cancel(oid)
+        if reason:
+            out["not_canceled"][oid] = reason
+        else:
+            out["canceled"].append(oid)
+    return web.json_response(out)
+
+
 async def cancel_order(request: web.Request) -> web.Response:
     missing = _missing(request, L2_HEADERS)
     if missing:
@@ -276,12 +334,39 @@ async def cancel_order(request: web.Request) -> web.Response:
         oid = str((await request.json())["orderID"])
     except (ValueError, TypeError, KeyError):
         return _error(400, 'Invalid payload: expected {"orderID": "0x..."}')
-    order = request.app[SIM].exchange.orders.get(oid)
-    if order is None or order.status != "LIVE":
-        reason = "order not found" if order is None else f"order is {order.status}"
-        return web.json_response({"canceled": [], "not_canceled": {oid: reason}})
-    order.status = "CANCELED"
-    return web.json_response({"canceled": [oid], "not_canceled": {}})
+    return _cancel(request, [oid])
+
+
+async def cancel_orders(request: web.Request) -> web.Response:
+    missing = _missing(request, L2_HEADERS)
+    if missing:
+        return _error(401, f"Unauthorized/Invalid api key: missing {', '.join(missing)}")
+    try:
+        ids = [str(i) for i in await request.json()]
+    except (ValueError, TypeError):
+        return _error(400, 'Invalid payload: expected ["0x...", ...]')
+    return _cancel(request, ids)
+
+
+async def cancel_all(request: web.Request) -> web.Response:
+    missing = _missing(request, L2_HEADERS)
+    if missing:
+        return _error(401, f"Unauthorized/Invalid api key: missing {', '.join(missing)}")
+    ex = request.app[SIM].exchange
+    return _cancel(request, ex.resting_ids(request.headers["POLY_ADDRESS"]))
+
+
+async def cancel_market_orders(request: web.Request) -> web.Response:
+    missing = _missing(request, L2_HEADERS)
+    if missing:
+        return _error(401, f"Unauthorized/Invalid api key: missing {', '.join(missing)}")
+    try:
+        body = await request.json()
+        market, asset_id = str(body.get("market", "")), str(body.get("asset_id", ""))
+    except (ValueError, TypeError, AttributeError):
+        return _error(400, 'Invalid payload: expected {"market": "0x...", "asset_id": "..."}')
+    ex = request.app[SIM].exchange
+    return _cancel(request, ex.resting_ids(request.headers["POLY_ADDRESS"], market, asset_id))
 
 
 def _window_of_condition(request: web.Request) -> Window | None:
@@ -297,12 +382,36 @@ async def get_market(request: web.Request) -> web.Response:
 
 
 async def get_clob_market(request: web.Request) -> web.Response:
+    # The live short-key shape (rs-clob-client-v2's ClobMarketInfoResponse, and a live answer
+    # recorded in a public client's tests): where the runtime reads tick size (mts), minimum
+    # size (mos), neg risk (nr) and the V2 fee parameters (fd).
+    sim = request.app[SIM]
     w = _window_of_condition(request)
     if w is None:
         return _error(404, f"market {request.match_info['condition_id']} not found")
-    tokens = [{"t": w.up_token, "o": "Up"}, {"t": w.down_token, "o": "Down"}]
+    fee = sim.fee(w)
+    accepting = sim.clock_ms() < w.end_s * 1000
     return web.json_response(
-        {"c": w.condition_id, "t": tokens, "mts": TICK_SIZE, "nr": False, "fd": {"r": 0, "e": 0}}
+        {
+            "c": w.condition_id,
+            "t": [{"t": w.up_token, "o": "Up"}, {"t": w.down_token, "o": "Down"}],
+            "mts": TICK_SIZE,
+            "mos": MIN_ORDER_SIZE,
+            "nr": False,
+            "fd": {"r": fee.rate, "e": fee.exponent, "to": True},
+            "mbf": 0,
+            "tbf": fee.base_fee,
+            "rfqe": False,
+            "itode": False,
+            "ibce": False,
+            "ao": accepting,
+            "aot": None,
+            "sd": 0,
+            "oas": 0,
+            "cbos": False,
+            "gst": iso(w.start_s),
+            "r": {},
+        }
     )
 
 
@@ -310,8 +419,67 @@ async def market_by_token(request: web.Request) -> web.Response:
     token = request.match_info["token_id"]
     w = _window_of_token(request, token)
     if w is None:
-        return _error(404, f"market not found for token id {token!r}")
-    return web.json_response({"condition_id": w.condition_id})
+        return _error(404, "market not found")
+    # primary is the first outcome (Up), as in the live MarketByTokenResponse.
+    return web.json_response(
+        {"condition_id": w.condition_id, "primary_token_id": w.up_token, "secondary_token_id": w.down_token}
+    )
+
+
+async def fee_rate(request: web.Request) -> web.Response:
+    token = request.query.get("token_id", "").strip()
+    w = _window_of_token(request, token)
+    if w is None:
+        return _error(404, "market not found")
+    return web.json_response({"base_fee": request.app[SIM].fee(w).base_fee})
+
+
+async def balance_allowance(request: web.Request) -> web.Response:
+    # Live shape (rs-clob-client-v2's BalanceAllowanceResponse): the balance as a string of
+    # micro-units, and the allowance per spender contract. The account is the caller's
+    # POLY_ADDRESS, which is the orders' maker for EOA (signature type 0) wallets.
+    missing = _missing(request, L2_HEADERS)
+    if missing:
+        return _error(401, f"Unauthorized/Invalid api key: missing {', '.join(missing)}")
+    sim = request.app[SIM]
+    now_s = sim.clock_ms() // 1000
+    address = request.headers["POLY_ADDRESS"]
+    asset_type = request.query.get("asset_type", "COLLATERAL").upper()
+    if asset_type == "COLLATERAL":
+        balance = sim.accounts.cash(address, now_s)
+    elif asset_type == "CONDITIONAL":
+        token = request.query.get("token_id", "").strip()
+        if not token.isdigit():
+            return _error(400, "invalid token_id: a CONDITIONAL balance needs the token's id")
+        balance = sim.accounts.shares(address, token, now_s)
+    else:
+        return _error(400, f"invalid asset_type {asset_type!r}: expected COLLATERAL or CONDITIONAL")
+    return web.json_response(
+        {"balance": str(balance), "allowances": dict.fromkeys(sim.spenders, MAX_ALLOWANCE)}
+    )
+
+
+async def update_balance_allowance(request: web.Request) -> web.Response:
+    # Live, this asks the venue to re-read the chain, and answers with an empty body.
+    missing = _missing(request, L2_HEADERS)
+    if missing:
+        return _error(401, f"Unauthorized/Invalid api key: missing {', '.join(missing)}")
+    return web.Response(status=200)
+
+
+async def admin_balance(request: web.Request) -> web.Response:
+    """POST /_sim/balance {"address": "0x...", "usd": 12.5}: set an account's collateral, so
+    that a test or a chaos run can make an account run dry (never faulted)."""
+    try:
+        body = await request.json()
+        address, usd = str(body["address"]), float(body["usd"])
+    except (ValueError, TypeError, KeyError):
+        return _error(400, 'Invalid payload: expected {"address": "0x...", "usd": <number>}')
+    if not address.startswith("0x") or not 0.0 <= usd < 1e12:
+        return _error(400, "address must be 0x-prefixed and usd between 0 and 1e12")
+    sim = request.app[SIM]
+    sim.accounts.set_cash(address, round(usd * MICRO))
+    return web.json_response({"address": address, "balance": str(sim.accounts.cash(address, 0))})
 
 
 async def events(request: web.Request) -> web.Response:
@@ -353,9 +521,17 @@ async def json_errors(
         return _error(500, f"internal error: {type(e).__name__}: {e}")
 
 
-def create_app(sim: ClobSim) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+def fault_body(request: web.Request, status: int) -> dict[str, Any]:
+    # The CLOB's error shape, for an injected error without a body of its own.
+    return {"error": f"sim fault injected: {request.method} {request.path} -> {status}"}
+
+
+def create_app(sim: ClobSim, faults: faults_mod.Faults | None = None) -> web.Application:
+    faults = faults or faults_mod.Faults("clob", fault_body, sim.seed)
+    # Faults outermost: an injected delay or drop happens whatever the handler does.
+    app = web.Application(middlewares=[faults.middleware, json_errors])
     app[SIM] = sim
+    faults_mod.install(app, faults)
     r = app.router
     r.add_get("/", ok)
     r.add_get("/ok", ok)
@@ -365,12 +541,18 @@ def create_app(sim: ClobSim) -> web.Application:
     r.add_get("/auth/derive-api-key", auth_key)
     r.add_get("/tick-size", _token_param(lambda q, w, t: {"minimum_tick_size": TICK_SIZE}))
     r.add_get("/neg-risk", _token_param(lambda q, w, t: {"neg_risk": False}))
-    r.add_get("/fee-rate", _token_param(lambda q, w, t: {"base_fee": 0}))
+    r.add_get("/fee-rate", fee_rate)
     r.add_get("/book", get_book)
     r.add_post("/books", post_books)
     r.add_post("/order", post_order)
     r.add_post("/orders", post_orders)
     r.add_delete("/order", cancel_order)
+    r.add_delete("/orders", cancel_orders)
+    r.add_delete("/cancel-all", cancel_all)
+    r.add_delete("/cancel-market-orders", cancel_market_orders)
+    r.add_get("/balance-allowance", balance_allowance)
+    r.add_get("/balance-allowance/update", update_balance_allowance)
+    r.add_post("/_sim/balance", admin_balance)
     r.add_get("/data/order/{order_id}", get_order)
     r.add_get("/data/orders", list_orders)
     r.add_get("/data/trades", list_trades)

@@ -4,6 +4,8 @@ An order's id is the EIP-712 hash of the signed order, computed with py-clob-cli
 order builder, so the id a client computes before posting is the id the sim answers with;
 posting the same signed order again returns the first answer and never fills twice.
 The maker's book is regenerated from the model on every match (fills do not deplete it).
+Fills move collateral and positions in sim.accounts; an order its maker cannot pay for
+(counting what resting orders reserve) is refused with the live venue's message.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.constants import BYTES32_ZERO
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderV2, Side, SignatureTypeV2
 
+from sim.accounts import NOT_ENOUGH, Accounts
 from sim.book import TICKS_PER_UNIT, BookParams, book, tick_str
-from sim.markets import MIN_ORDER_SIZE, Catalogue, Window, iso
+from sim.fees import NO_FEE, Fee
+from sim.markets import MIN_ORDER_SIZE, TICK_SIZE, Catalogue, Window, iso
 from sim.model import PriceModel
 
 MICRO = 1_000_000
@@ -80,10 +84,25 @@ class SimOrder:
     trade_ids: list[str] = field(default_factory=list)
     response: dict[str, Any] = field(default_factory=dict)
 
+    def resting(self, now_s: int) -> bool:
+        # Resting orders die with their market.
+        return self.status == "LIVE" and now_s < self.window.end_s
+
+    def reserved(self) -> int:
+        """What this resting order may still take from its maker: micro-USDC for a BUY,
+        micro-shares for a SELL."""
+        left = self.original_micro - self.matched_micro
+        if self.side == "BUY":
+            return -(-left * self.price_tick // TICKS_PER_UNIT)  # rounded up
+        return left
+
     def record(self, now_s: int) -> dict[str, Any]:
         status = self.status
-        if status == "LIVE" and now_s >= self.window.end_s:
-            status = "CANCELED"  # resting orders die with their market
+        if status == "LIVE" and not self.resting(now_s):
+            status = "CANCELED"
+        # Field names and types as the live API's OpenOrder (py-clob-client-v2's README;
+        # Polymarket's rs-clob-client-v2 OpenOrderResponse): sizes and prices as decimal
+        # strings, created_at an integer of seconds, expiration a string of seconds.
         return {
             "id": self.id,
             "status": status,
@@ -119,6 +138,8 @@ class Exchange:
         seed: int,
         chain_id: int,
         clock_ms: Callable[[], int],
+        accounts: Accounts,
+        fees: Callable[[Window], Fee] = lambda w: NO_FEE,
     ) -> None:
         self.model = model
         self.catalogue = catalogue
@@ -129,8 +150,12 @@ class Exchange:
         self._hasher = ExchangeOrderBuilderV2(
             get_contract_config(chain_id).exchange_v2, chain_id, signer=None
         )
+        self.accounts = accounts
+        self.fees = fees
         self.orders: dict[str, SimOrder] = {}
         self.trades: dict[str, dict[str, Any]] = {}
+        # Resting orders by maker address (lowercase), for balance reservations.
+        self._resting: dict[str, dict[str, SimOrder]] = {}
         # Killed orders (never accepted), kept so that a repost gets the same answer.
         self._killed: dict[str, str] = {}
 
@@ -169,13 +194,13 @@ class Exchange:
         if known is not None:
             return 200, known.response
         if oid in self._killed:
-            return 400, _rejection(oid, self._killed[oid])
+            return 400, _rejection(self._killed[oid])
         try:
             return 200, self._accept(oid, body, typed)
         except Rejected as e:
             if body.orderType in ("FOK", "FAK"):
                 self._killed[oid] = str(e)
-            return 400, _rejection(oid, str(e))
+            return 400, _rejection(str(e))
 
     def _accept(self, oid: str, body: PostOrderBody, typed: dict[str, Any]) -> dict[str, Any]:
         o = body.order
@@ -203,16 +228,17 @@ class Exchange:
         exact = Fraction(usdc * TICKS_PER_UNIT, shares)
         tick = round(exact)
         # The client rounds amounts to 4-6 decimals; allow that, not an off-tick price.
-        if abs(exact - tick) > Fraction(1, 1000) or not 1 <= tick < TICKS_PER_UNIT:
-            raise Rejected(
-                f"invalid price ({float(exact) / TICKS_PER_UNIT:.6f}): prices must be on the "
-                f"0.01 tick, between 0.01 and 0.99"
-            )
+        # Messages begin with the live CLOB's own texts, which clients match on.
+        price = float(exact) / TICKS_PER_UNIT
+        if abs(exact - tick) > Fraction(1, 1000):
+            raise Rejected(f"Price ({price}) breaks minimum tick size rule: {TICK_SIZE:g}")
+        if not 1 <= tick < TICKS_PER_UNIT:
+            raise Rejected(f"invalid price ({price}), min: {TICK_SIZE:g} - max: {1 - TICK_SIZE:g}")
         if shares < MIN_ORDER_SIZE * MICRO:
             raise Rejected(
-                f"invalid order size ({micro_str(shares)} shares): the minimum order size for "
-                f"this market is {MIN_ORDER_SIZE:g}"
+                f"Size lower than the minimum: {MIN_ORDER_SIZE:g} (order size {micro_str(shares)})"
             )
+        self._check_funds(o.maker, o.tokenId, buy, maker_amt, now_ms // 1000)
         bids, asks = self.book(w, o.tokenId)
         crossing = [(t, s) for t, s in (asks if buy else bids) if (t <= tick if buy else t >= tick)]
         if body.postOnly and crossing:
@@ -248,6 +274,12 @@ class Exchange:
             order.status = "MATCHED"
         elif body.orderType in ("FOK", "FAK"):
             order.status = "CANCELED"  # the unfilled rest of a FAK is killed
+        else:
+            self._resting.setdefault(o.maker.lower(), {})[oid] = order
+        if filled and buy:
+            self.accounts.buy(o.maker, w, o.tokenId, filled, round(cost))
+        elif filled:
+            self.accounts.sell(o.maker, o.tokenId, filled, round(cost))
         hashes = [self._trade(order, i, t, f, now_ms) for i, (t, f) in enumerate(fills)]
         taking, making = (filled, cost) if buy else (cost, filled)
         order.response = {
@@ -263,10 +295,64 @@ class Exchange:
         self.orders[oid] = order
         return order.response
 
+    def reserved(self, maker: str, now_s: int, side: str, token_id: str = "") -> int:
+        """What the maker's resting orders on this side (and token, for SELL) hold back."""
+        resting = self._resting.get(maker.lower(), {})
+        for oid in [k for k, o in resting.items() if not o.resting(now_s)]:
+            del resting[oid]
+        return sum(
+            o.reserved()
+            for o in resting.values()
+            if o.side == side and (side == "BUY" or o.token_id == token_id)
+        )
+
+    def available(self, maker: str, now_s: int, token_id: str = "") -> int:
+        """Spendable collateral (no token) or sellable shares of a token, in micro-units."""
+        if not token_id:
+            return self.accounts.cash(maker, now_s) - self.reserved(maker, now_s, "BUY")
+        held = self.accounts.shares(maker, token_id, now_s)
+        return held - self.reserved(maker, now_s, "SELL", token_id)
+
+    def _check_funds(self, maker: str, token_id: str, buy: bool, amount: int, now_s: int) -> None:
+        # The live venue checks the order's whole maker amount (USDC for a BUY, shares for a
+        # SELL) against what is not already reserved by the maker's resting orders.
+        have = self.available(maker, now_s, "" if buy else token_id)
+        if amount > have:
+            raise Rejected(
+                f"{NOT_ENOUGH}: the balance is not enough -> balance: {max(have, 0)}, order amount: {amount}"
+            )
+
+    def cancel(self, oid: str) -> str:
+        """Cancel a resting order: "" when done, else why not (the live not_canceled reason)."""
+        order = self.orders.get(oid)
+        now_s = self.clock_ms() // 1000
+        if order is None:
+            return "order not found"
+        if not order.resting(now_s):
+            status = order.record(now_s)["status"]
+            return f"order is {status.lower()}: it can no longer be canceled"
+        order.status = "CANCELED"
+        self._resting.get(order.maker.lower(), {}).pop(oid, None)
+        return ""
+
+    def resting_ids(self, maker: str, market: str = "", asset_id: str = "") -> list[str]:
+        now_s = self.clock_ms() // 1000
+        return [
+            o.id
+            for o in self._resting.get(maker.lower(), {}).values()
+            if o.resting(now_s)
+            and (not market or o.window.condition_id == market)
+            and (not asset_id or o.token_id == asset_id)
+        ]
+
     def _trade(self, order: SimOrder, i: int, tick: int, micro: int, now_ms: int) -> str:
         tid = hashlib.sha256(f"{order.id}:trade:{i}".encode()).hexdigest()
         tx = "0x" + hashlib.sha256(f"{order.id}:tx:{i}".encode()).hexdigest()
         order.trade_ids.append(tid)
+        # Field names and types as the live API's Trade (py-clob-client-v2's README; the
+        # Trade of Polymarket's clob-client-v2 types): amounts as decimal strings, times as
+        # strings of seconds, bucket_index an integer. The sim's maker is anonymous, so
+        # maker_orders is empty.
         self.trades[tid] = {
             "id": tid,
             "taker_order_id": order.id,
@@ -274,12 +360,13 @@ class Exchange:
             "asset_id": order.token_id,
             "side": order.side,
             "size": micro_str(micro),
-            "fee_rate_bps": "0",
+            "fee_rate_bps": str(self.fees(order.window).base_fee),
             "price": tick_str(tick),
             "status": "CONFIRMED",
             "match_time": str(now_ms // 1000),
             "last_update": str(now_ms // 1000),
             "outcome": order.window.outcome_of(order.token_id),
+            "bucket_index": 0,
             "owner": order.owner,
             "maker_address": order.maker,
             "transaction_hash": tx,
@@ -289,7 +376,8 @@ class Exchange:
         return tx
 
 
-def _rejection(oid: str, message: str) -> dict[str, Any]:
-    # The real CLOB answers {"error": ...}; the success/errorMsg pair matches its order
-    # response shape, for clients that read those instead.
-    return {"error": message, "success": False, "errorMsg": message, "orderID": oid}
+def _rejection(message: str) -> dict[str, Any]:
+    # The live CLOB refuses an order with HTTP 400 and only {"error": message} (the
+    # ClobErrorResponseBody of Polymarket's clob-client-v2; e.g. {"error": "not enough
+    # balance / allowance"} in many public issue reports).
+    return {"error": message}

@@ -71,6 +71,11 @@ class Keys:
         backfilled, backfill_errors, server_shutdowns."""
         return f"{self.p}feed:stats"
 
+    def ratelimit(self, bucket: str) -> str:
+        """Hash (TTL: until full again): one token bucket of a venue budget (tokens, updated_ms,
+        capacity, refill_per_s), shared by every process; see state/ratelimit.py."""
+        return f"{self.p}ratelimit:{bucket}"
+
     def market(self, slug: str) -> str:
         """String: Market JSON (token ids, condition id) for one window, cached with a TTL."""
         return f"{self.p}market:{slug}"
@@ -81,7 +86,7 @@ class Keys:
         return f"{self.p}intents"
 
     def intents_open(self) -> str:
-        """Set: ids of intents not yet final."""
+        """Hash: intent id -> Intent JSON, for intents not yet final."""
         return f"{self.p}intents:open"
 
     def positions(self) -> str:
@@ -89,7 +94,7 @@ class Keys:
         return f"{self.p}positions"
 
     def positions_open(self) -> str:
-        """Set: ids of positions not yet settled."""
+        """Hash: position id -> Position JSON, for positions not yet settled."""
         return f"{self.p}positions:open"
 
     def ledger(self) -> str:
@@ -107,6 +112,17 @@ class Keys:
     def ledger_day(self, day: str) -> str:
         """Hash: realized_pnl_micros for one UTC day (YYYYMMDD), for the daily loss limit."""
         return f"{self.p}ledger:day:{day}"
+
+    # --- settlement (the settle program, an rq worker) -------------------------------
+    def settle_claim(self, position_id: str) -> str:
+        """String (TTL): set when a settlement job for the position was enqueued, so that
+        later ticks do not enqueue it again; when it expires with the position still open,
+        the next tick enqueues again (the job id is the same, and the booking is once)."""
+        return f"{self.p}settle:claim:{position_id}"
+
+    def settle_stats(self) -> str:
+        """Hash of counters: enqueued, runs, settled, already, unresolved, changed, errors."""
+        return f"{self.p}settle:stats"
 
     # --- journal and observability ----------------------------------------------------
     def journal_ticks(self) -> str:

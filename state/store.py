@@ -44,6 +44,28 @@ def utc_day(ms: int) -> str:
     return time.strftime("%Y%m%d", time.gmtime(ms / 1000))
 
 
+def settle_call(k: Keys, read_raw: str, position: Position) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of settle_position.lua, shared by the async Store and the sync rq job."""
+    keys = [
+        k.lease_epoch(),
+        k.positions(),
+        k.positions_open(),
+        k.ledger(),
+        k.ledger_totals(),
+        k.ledger_refs(),
+        k.ledger_day(utc_day(position.settled_ms)),
+    ]
+    args: list[Any] = [
+        read_raw,
+        position.id,
+        POSITION.encode(position),
+        position.payout_micros,
+        position.pnl_micros,
+        position.settled_ms,
+    ]
+    return keys, args
+
+
 def connect(url: str, **kw: Any) -> aioredis.Redis:
     # decode_responses: every value we store is text (JSON or numbers), and str keeps the
     # parsing code free of bytes/str juggling.
@@ -266,28 +288,10 @@ class Store:
             pipe=pipe,
         )
 
-    def settle_position(self, epoch: int, position: Position, pipe: Any = None) -> Any:
-        return self._call(
-            self.scripts.settle_position,
-            keys=[
-                self.k.lease_epoch(),
-                self.k.positions(),
-                self.k.positions_open(),
-                self.k.ledger(),
-                self.k.ledger_totals(),
-                self.k.ledger_refs(),
-                self.k.ledger_day(utc_day(position.settled_ms)),
-            ],
-            args=[
-                epoch,
-                position.id,
-                POSITION.encode(position),
-                position.payout_micros,
-                position.pnl_micros,
-                position.settled_ms,
-            ],
-            pipe=pipe,
-        )
+    def settle_position(self, read_raw: str, position: Position, pipe: Any = None) -> Any:
+        """Book a settlement computed from the position JSON `read_raw` (the script's fence)."""
+        keys, args = settle_call(self.k, read_raw, position)
+        return self._call(self.scripts.settle_position, keys=keys, args=args, pipe=pipe)
 
     async def deposit(self, epoch: int, ref: str, amount_micros: int, at_ms: int) -> str:
         res = await self.scripts.ledger_deposit(

@@ -62,6 +62,8 @@ class Market(msgspec.Struct, frozen=True):
     down_token: str
     tick_size: float = 0.01
     min_size: float = 1.0
+    # The taker fee rate the CLOB reports for the market (a fraction; 0 on fee-free markets).
+    fee_rate: float = 0.0
 
 
 class Slot(msgspec.Struct, frozen=True):
@@ -171,7 +173,7 @@ class TickRecord(msgspec.Struct, frozen=True, kw_only=True):
     halted: bool = False
     paused: bool = False
     evaluated: int = 0
-    settled: int = 0
+    settled: int = 0  # settlement jobs this tick enqueued (the settle program books them)
     errors: int = 0
 
 

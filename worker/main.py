@@ -93,8 +93,11 @@ class Worker:
         clock: Clock,
         color: str,
         reloader: StrategyReloader | None = None,
+        settler: Any = None,
     ) -> None:
         self.s = s
+        # kernel.settlement.Enqueuer: settlement jobs for the settle program (None: none).
+        self.settler = settler
         self.store = store
         self.venue = venue
         self.clock = clock
@@ -176,6 +179,7 @@ class Worker:
                 self.venue,
                 self.clock,
                 Identity(self.holder, self.color, self.s.release, 0),
+                settler=self.settler,
             )
         return self.runner
 
@@ -244,9 +248,24 @@ class Worker:
             return 0
         return max(0, first_tick - last - 1)
 
+    async def _deposit_live_balance(self) -> None:
+        # Live, the ledger starts from the account's collateral at the venue (booked once:
+        # the ledger ref makes later activations a no-op). Without it the risk checks see no
+        # cash and refuse entries: safe, and said in the log and the error journal.
+        try:
+            micros = await asyncio.to_thread(self.venue.collateral_micros)
+        except Exception as e:
+            msg = f"live: could not read the collateral balance at the venue: {e}"
+            log.error(msg)
+            await self.store.record_errors("worker", [msg], now_ms=self.clock.now_ms())
+            return
+        await self.store.deposit(self.epoch, "deposit:live-initial", micros, self.clock.now_ms())
+
     async def become_active(self) -> TickRunner:
         await self.store.adopt_schema()
-        if self.s.paper_cash_usd > 0:
+        if self.s.live:
+            await self._deposit_live_balance()
+        elif self.s.paper_cash_usd > 0:
             await self.store.deposit(
                 self.epoch, "deposit:paper-initial", usd_to_micros(self.s.paper_cash_usd), self.clock.now_ms()
             )
@@ -407,10 +426,18 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 async def amain(argv: list[str]) -> int:
-    from kernel.venue import ClobVenue
+    from redis import Redis
+
+    from kernel.settlement import Enqueuer
+    from kernel.venue import venue_from_settings
 
     args = _parse(argv)
     s = settings_mod.load()
+    try:
+        venue = venue_from_settings(s)
+    except settings_mod.CredentialsError as e:
+        log.error("worker %s refuses to start: %s", args.color, e)
+        return EXIT_NOT_READY
     # A half-open connection (a Redis failover, a partition) must fail a command, not hang
     # the worker forever: bounded reads (above the standby BLPOP's 1 s), TCP keepalive.
     redis = connect(
@@ -421,8 +448,12 @@ async def amain(argv: list[str]) -> int:
         health_check_interval=30,
     )
     store = Store(redis, Keys(s.prefix))
-    venue = ClobVenue(s.clob_url, s.gamma_url, settings_mod.private_key(), s.chain_id)
-    w = Worker(s, store, venue, SystemClock(), args.color)
+    # rq is synchronous: settlement jobs are enqueued on a connection of their own, from a thread.
+    settler = Enqueuer(
+        Redis.from_url(s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, socket_keepalive=True),
+        s.prefix,
+    )
+    w = Worker(s, store, venue, SystemClock(), args.color, settler=settler)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, w.request_stop)
@@ -430,6 +461,7 @@ async def amain(argv: list[str]) -> int:
         return await w.run()
     finally:
         venue.close()
+        settler.close()
         await store.r.aclose()
 
 

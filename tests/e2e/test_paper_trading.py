@@ -27,7 +27,7 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
         out = st.start()
         assert "worker is ticking" in out
         pids = [*st.program_pids(), st.supervisord_pid()]
-        assert len(pids) == 5  # redis, sim, feed, worker-blue, supervisord
+        assert len(pids) == 6  # redis, sim, feed, settle, worker-blue, supervisord
 
         def traded_and_settled():
             s = st.status()
@@ -38,6 +38,10 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
         assert s["ticks"]["done"] >= 10 and s["ticks"]["missed"] == 0
         assert s["orders"].get("filled", 0) >= 1
         assert not s["halted"] and len(s["slots"]) == 4
+        # Settled by the settle program's rq jobs, one per closed window, none failed.
+        assert s["settlement"]["settled"] >= 1 and s["settlement"]["failed"] == 0
+        assert s["settlement"]["runs"] >= s["settlement"]["settled"]
+        assert s["mode"] == "paper"
 
         # Every tick index journaled once, consecutive, by the one worker.
         entries = st.redis.xrange("baton:journal:ticks")

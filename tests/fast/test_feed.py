@@ -87,11 +87,13 @@ class FakeBinance:
         self._more = asyncio.Event()
         self._sender: asyncio.Task[bool] | None = None
         self.paths: list[str] = []
+        self.conns: list[ServerConnection] = []
         self.closed_by_client = 0
         self.url = ""
 
     async def handler(self, ws: ServerConnection) -> None:
         self.paths.append(ws.request.path if ws.request else "")
+        self.conns.append(ws)
         if self._sender is not None:
             self._sender.cancel()
         sender = self._sender = asyncio.create_task(self._send(ws))
@@ -134,12 +136,15 @@ class FakeRest:
     def __init__(self) -> None:
         self.rows_from_ms: int | None = None
         self.status = 200
+        self.delay_s = 0.0
         self.requests: list[dict[str, str]] = []
         self.url = ""
 
     async def klines(self, request: web.Request) -> web.Response:
         q = dict(request.query)
         self.requests.append(q)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.status != 200:
             return web.Response(status=self.status, text="venue unavailable")
         if self.rows_from_ms is None:
@@ -292,6 +297,8 @@ async def test_malformed_frames_are_counted_journaled_and_skipped(redis, binance
     assert await candles(redis) == [expected("btc", t), expected("btc", t + 1000)]
     s = await stats(redis)
     assert s["bad_frames"] == len(bad) and s["frames"] == len(bad) + 2
+    # Skipped, not fatal: one connection took them all.
+    assert len(binance.paths) == 1 and "reconnects" not in s
     entries = await redis.xrange(KEYS.journal_errors())
     assert len(entries) == len(bad)
     fields = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
@@ -328,6 +335,7 @@ async def test_out_of_order_and_duplicate_frames_are_counted_and_skipped(redis, 
     assert await candles(redis) == [expected("btc", t + i * 1000) for i in range(3)]
     s = await stats(redis)
     assert (s["duplicates"], s["out_of_order"], s["candles"], s["frames"]) == (2, 2, 3, 7)
+    assert len(binance.paths) == 1 and "reconnects" not in s and "holes" not in s
 
 
 async def test_a_dropped_connection_reconnects_and_the_backfill_fills_the_hole(redis, binance, rest):
@@ -464,3 +472,129 @@ async def test_a_stopped_feed_exits_while_the_venue_is_unreachable(redis, rest):
     await asyncio.sleep(0)
     feed.stop()
     await asyncio.wait_for(task, DEADLINE_S)
+
+
+async def test_a_hole_in_the_stream_is_filled_over_rest_without_reconnecting(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(*(kline("btc", t + i * 1000) for i in range(3)))
+
+        async def first_three():
+            return len(await candles(redis)) == 3
+
+        await wait_for(first_three, "the candles before the hole")
+        rest.rows_from_ms = t
+        # The stream skips three seconds (a stalled venue does: see sim/binance.py's pump).
+        binance.send(kline("btc", t + 6000), kline("btc", t + 7000))
+
+        async def filled():
+            return len(await candles(redis)) == 8
+
+        await wait_for(filled, "the hole filled")
+
+    assert await candles(redis) == [expected("btc", t + i * 1000) for i in range(8)]
+    hole_asks = [q for q in rest.requests if q["symbol"] == "BTCUSDT" and q["startTime"] == str(t + 3000)]
+    assert len(hole_asks) == 1 and hole_asks[0]["endTime"] == str(t + 5000)
+    s = await stats(redis)
+    assert (s["holes"], s["backfilled"], s["candles"]) == (1, 3, 5)
+    assert len(binance.paths) == 1 and "reconnects" not in s and "unfillable" not in s
+
+
+async def test_candles_the_venue_does_not_have_are_counted_and_not_asked_for_again(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        # An exchange outage: REST has no rows for the seconds the stream skipped.
+        binance.send(kline("btc", t), kline("btc", t + 3000))
+
+        async def counted():
+            return (await stats(redis)).get("unfillable") == 2
+
+        await wait_for(counted, "the unfillable candles counted")
+        asked = len(rest.requests)
+        binance.send(kline("btc", t + 4000), kline("btc", t + 5000))
+
+        async def stored():
+            return len(await candles(redis)) == 4
+
+        await wait_for(stored, "the stream going on")
+        await asyncio.sleep(0.2)
+
+    assert len(rest.requests) == asked
+    assert [c.open_ms for c in await candles(redis)] == [t, t + 3000, t + 4000, t + 5000]
+
+
+async def test_a_failed_hole_fill_is_retried_within_the_connection(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(kline("btc", t))
+
+        async def first():
+            return len(await candles(redis)) == 1
+
+        await wait_for(first, "the first candle")
+        rest.status = 500
+        binance.send(kline("btc", t + 4000))
+
+        async def failed():
+            return (await stats(redis)).get("backfill_errors", 0) >= 1
+
+        await wait_for(failed, "a failed fill")
+        rest.status, rest.rows_from_ms = 200, t
+
+        async def filled():
+            return len(await candles(redis)) == 5
+
+        await wait_for(filled, "the hole filled on a retry")
+
+    assert await candles(redis) == [expected("btc", t + i * 1000) for i in range(5)]
+    assert len(binance.paths) == 1
+    entries = await redis.xrange(KEYS.journal_errors())
+    assert any(b"fill btc holes" in f[b"error"] and b"HTTP 500" in f[b"error"] for _, f in entries)
+
+
+async def test_holes_left_in_redis_by_an_earlier_run_are_filled_at_connect(redis, binance, rest):
+    t = (now_s() - 60) * 1000
+    present = [0, 1, 2, 5, 6, 8, 9]
+    await redis.zadd(
+        KEYS.candles("btc", "1s"),
+        {CANDLE.encode(expected("btc", t + i * 1000)): t + i * 1000 for i in present},
+    )
+    rest.rows_from_ms = t
+    async with running(make_feed(redis, binance, rest)):
+
+        async def filled():
+            opens = {c.open_ms for c in await candles(redis)}
+            return {t + i * 1000 for i in range(10)} <= opens
+
+        await wait_for(filled, "the holes filled")
+
+    got = await candles(redis)
+    opens = [c.open_ms for c in got]
+    assert opens == list(range(t, opens[-1] + 1, 1000)), "a second is missing"
+    assert got == [expected("btc", o) for o in opens]
+    # One request covers both holes; only the candles inside them were taken from it.
+    hole_asks = [q for q in rest.requests if q["symbol"] == "BTCUSDT" and q["startTime"] == str(t + 3000)]
+    assert len(hole_asks) == 1 and hole_asks[0]["endTime"] == str(t + 7000)
+    assert len(binance.paths) == 1
+
+
+async def test_pings_are_answered_while_a_slow_backfill_runs_and_frames_pour_in(redis, rest):
+    """websockets answers pings only while its own queue (16 messages) has room: the feed's
+    reader drains it into a larger one even while the backfill holds up the writer."""
+    fake = FakeBinance()
+    async with serve(fake.handler, "127.0.0.1", 0, ping_interval=0.1, ping_timeout=0.5) as server:
+        fake.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        rest.delay_s = 1.5  # per request: one per asset, so the backfill takes ~3 s
+        t = (now_s() - 600) * 1000
+        async with running(make_feed(redis, fake, rest)):
+            fake.send(*(kline("btc", t + i * 1000) for i in range(40)))
+
+            async def stored():
+                return len(await candles(redis)) == 40
+
+            await wait_for(stored, "every frame sent during the backfill")
+            # A missed pong makes the server fail the connection (1011), though the close
+            # may take a while to reach the feed: look at the server's side.
+            assert fake.conns[0].state is State.OPEN, "the server gave up on our pongs"
+    assert len(rest.requests) >= 2
+    assert len(fake.paths) == 1 and "reconnects" not in await stats(redis)

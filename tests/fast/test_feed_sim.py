@@ -87,3 +87,71 @@ async def test_the_feed_keeps_up_with_the_sim_binance_server():
     s = await stats(redis)
     assert s.get("bad_frames", 0) == 0 and s["backfilled"] >= 110 and s["candles"] >= 2
     await redis.aclose()
+
+
+async def test_a_stream_dropped_mid_window_reconnects_and_backfills_with_no_hole():
+    """The sim cuts the socket in the middle of a (6 s) window and refuses reconnects for
+    2 s: the feed reconnects with backoff and backfills, so that every second of the window
+    is in Redis, with the model's prices."""
+    from sim.binance import BinanceSim, create_app
+    from sim.model import PriceModel
+
+    window_s, refuse_ms = 6, 2000
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    model = PriceModel(seed=11)
+    sim = BinanceSim(model, ASSETS)
+    runner = web.AppRunner(create_app(sim))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    feed = Feed(
+        redis,
+        assets=ASSETS,
+        ws_url=f"ws://127.0.0.1:{port}",
+        rest_url=f"http://127.0.0.1:{port}",
+        retention_s=60,
+        backoff_initial_s=0.1,
+        backoff_max_s=0.5,
+    )
+    connected_s = now_s()
+    task = asyncio.create_task(feed.run())
+    try:
+
+        async def closed_after(t_s: int) -> bool:
+            for asset in ASSETS:
+                closed = [c for c in await candles(redis, asset) if c.closed]
+                if not closed or closed[-1].open_ms < t_s * 1000:
+                    return False
+            return True
+
+        await wait_for(lambda: closed_after(connected_s + 1), "the live stream", timeout_s=30)
+        # Drop 1.5-3 s into a window, so that candles of the window come before and after it.
+        while not 1.5 <= time.time() % window_s < 3:
+            await asyncio.sleep(0.05)
+        drop_s = now_s()
+        window = drop_s - drop_s % window_s
+        before = await stats(redis)
+        assert sim.drop_streams(refuse_ms=refuse_ms) == 1
+        # The window's last second, from the stream or the backfill: the window is complete.
+        await wait_for(lambda: closed_after(window + window_s - 1), "the window's end", timeout_s=45)
+    finally:
+        feed.stop()
+        await asyncio.wait_for(task, 30)
+        await runner.cleanup()
+
+    after = await stats(redis)
+    assert after["reconnects"] >= 1
+    # The seconds the stream missed came from REST: at least the refused ones.
+    assert after["backfilled"] - before["backfilled"] >= 2 * len(ASSETS)
+    assert after.get("bad_frames", 0) == 0
+    for asset in ASSETS:
+        got = [c for c in await candles(redis, asset) if c.closed]
+        opens = [c.open_ms for c in got]
+        assert opens == list(range(opens[0], opens[-1] + 1, 1000)), f"{asset}: a second is missing"
+        in_window = [c for c in got if window * 1000 <= c.open_ms < (window + window_s) * 1000]
+        assert [c.open_ms // 1000 for c in in_window] == list(range(window, window + window_s))
+        for c in in_window:
+            o, h, lo, cl = model.candle(asset, c.open_ms // 1000)
+            assert (c.open, c.high, c.low, c.close) == pytest.approx((o, h, lo, cl), rel=1e-9)
+    await redis.aclose()

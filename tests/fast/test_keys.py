@@ -12,6 +12,7 @@ def test_every_key_string_is_pinned():
     assert k.feed_status() == "baton:feed:status"
     assert k.feed_stats() == "baton:feed:stats"
     assert k.market("btc-updown-15m-1700000100") == "baton:market:btc-updown-15m-1700000100"
+    assert k.ratelimit("clob:post_order:10s") == "baton:ratelimit:clob:post_order:10s"
     assert k.intents() == "baton:intents"
     assert k.intents_open() == "baton:intents:open"
     assert k.positions() == "baton:positions"
@@ -47,6 +48,7 @@ def test_every_key_builder_is_documented_in_docs_state_md():
         "ledger_day": ("20261121",),
         "worker": ("blue",),
         "wake": ("green:host:123:ab12",),
+        "ratelimit": ("binance:rest_weight:1m",),
     }
     for name in dir(k):
         if name.startswith("_") or name == "p":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from kernel.settlement import settled
+from state.structs import POSITION
 from tests.factories import NOW, intent, position
+
+READ = POSITION.encode(position()).decode()  # the open record the settlement is computed from
 
 
 def filled_intent():
@@ -27,8 +30,8 @@ async def test_fill_then_settlement_books_cost_payout_and_pnl_exactly_once(store
     assert await store.read_intents(open_only=True) == []
     won = settled(position(), up_won=True, now_ms=NOW + 900_000)
     assert won.pnl_micros == 4_090_000
-    assert await store.settle_position(1, won) == "OK"
-    assert await store.settle_position(1, won) == "ALREADY"
+    assert await store.settle_position(READ, won) == "OK"
+    assert await store.settle_position(READ, won) == "ALREADY"
     totals = await store.read_ledger_totals()
     assert totals["cash_micros"] == 1_000_000_000 - 5_000_000 + 9_090_000
     assert totals["realized_pnl_micros"] == 4_090_000
@@ -46,14 +49,20 @@ async def test_a_losing_position_pays_nothing_and_books_the_loss(store):
     await store.record_fill(1, filled_intent(), position())
     lost = settled(position(), up_won=False, now_ms=NOW + 900_000)
     assert (lost.won, lost.payout_micros, lost.pnl_micros) == (False, 0, -5_000_000)
-    await store.settle_position(1, lost)
+    await store.settle_position(READ, lost)
     day = await store.r.hget(store.k.ledger_day("20231114"), "realized_pnl_micros")
     assert int(day) == -5_000_000
 
 
-async def test_settlement_by_a_stale_epoch_is_refused(store):
+async def test_a_settlement_computed_from_a_changed_position_is_refused(store):
+    """The settle job holds no lease: its fence is the record it read. A fill reconciled
+    into the position after the read makes the write refuse, and the job reads again."""
     await store.acquire_lease("w", "blue", "r", NOW, 1000)
     await store.record_fill(1, filled_intent(), position())
-    await store.acquire_lease("g", "green", "r", NOW + 5000, 1000)
-    assert await store.settle_position(1, settled(position(), True, NOW)) == "STALE_EPOCH"
+    stale_read = POSITION.encode(position(shares=1)).decode()
+    assert await store.settle_position(stale_read, settled(position(), True, NOW)) == "CHANGED"
     assert len(await store.read_positions(open_only=True)) == 1
+    assert [e.kind for e in await store.read_ledger()] == ["buy"]
+    # a handover since the read does not matter: the record is the fence, not the epoch
+    await store.acquire_lease("g", "green", "r", NOW + 5000, 1000)
+    assert await store.settle_position(READ, settled(position(), True, NOW)) == "OK"

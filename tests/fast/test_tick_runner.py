@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 
+import fakeredis
 import msgspec
 import pytest
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
 
 from baton.settings import SIM_PRIVATE_KEY, load
+from kernel import settlement
 from kernel.clock import VirtualClock
+from kernel.settlement import Enqueuer
 from kernel.tick import Identity, LeaseLost, TickRunner
 from kernel.venue import ClobVenue
 from sim.clob import ClobSim, create_app
@@ -27,8 +32,11 @@ ASSETS = "btc,eth,sol,xrp"
 
 
 class Rig:
-    def __init__(self, store, url: str, clock: VirtualClock, model: PriceModel) -> None:
+    def __init__(self, store, url: str, clock: VirtualClock, model: PriceModel, server=None) -> None:
         self.store = store
+        # rq is synchronous: the settlement queue and its worker use a sync client on the
+        # same fake server as the store.
+        self.sync = fakeredis.FakeRedis(server=server) if server is not None else None
         self.clock = clock
         self.model = model
         self.settings = msgspec.structs.replace(
@@ -68,9 +76,26 @@ class Rig:
         await self.store.deposit(
             self.epoch, "deposit:paper-initial", usd_to_micros(1000), self.clock.now_ms()
         )
+        self.settler = Enqueuer(self.sync, "baton:") if self.sync is not None else None
+        settlement.configure(self.venue, self.clock.now_ms)
         self.runner = TickRunner(
-            self.settings, self.store, self.venue, self.clock, Identity("blue:t", "blue", "test", self.epoch)
+            self.settings,
+            self.store,
+            self.venue,
+            self.clock,
+            Identity("blue:t", "blue", "test", self.epoch),
+            settler=self.settler,
         )
+
+    def settle(self) -> int:
+        """Run the settlement jobs enqueued so far, as the settle program would: jobs run."""
+        if self.sync is None:
+            return 0
+        queue = settlement.settle_queue(self.sync, "baton:")
+        n = queue.count
+        if n:
+            SimpleWorker([queue], connection=self.sync, serializer=JSONSerializer).work(burst=True)
+        return n
 
     async def run_ticks(self, n: int) -> list:
         out = []
@@ -80,11 +105,12 @@ class Rig:
             await self.feed()
             assert self.runner is not None
             out.append(await self.runner.run(k))
+            self.settle()
         return out
 
 
 @pytest.fixture
-async def rig(store):
+async def rig(store, fake_server):
     clock = VirtualClock((1_795_000_000 // 15) * 15 * 1000 + 500)
     model = PriceModel(SEED)
     sim = ClobSim(
@@ -96,7 +122,7 @@ async def rig(store):
         clock_ms=clock.now_ms,
     )
     with ThreadServer(create_app(sim)) as url:
-        r = Rig(store, url, clock, model)
+        r = Rig(store, url, clock, model, fake_server)
         await r.start()
         yield r
         r.venue.close()

@@ -196,10 +196,13 @@ def test_transport_failures_are_retryable_venue_errors(env):
         assert info.value.retryable
     finally:
         venue.close()
-    # Discovery on a live Gamma with a dead CLOB still finds the market.
+    # Discovery on a live Gamma with a dead CLOB fails: tick size, minimum size and fee rate
+    # come from the CLOB, never assumed.
     split = ClobVenue(dead, url, SIM_PRIVATE_KEY, CHAIN_ID, timeout_s=1.0)
     try:
-        assert split.discover(live_slug(clock)) is not None
+        with pytest.raises(VenueError) as info:
+            split.discover(live_slug(clock))
+        assert info.value.retryable and "/clob-markets/" in str(info.value)
     finally:
         split.close()
 

@@ -1,0 +1,449 @@
+"""The venues' request budgets: token buckets in Redis, shared by every process on one Redis.
+
+A *bucket* (`BucketSpec`: capacity, refill per second) is one Redis hash,
+`<prefix>ratelimit:<bucket>`; a *budget* (`Budget`) is the set of buckets one kind of request
+counts against, taken all or nothing by `state/lua/ratelimit.lua` (a `POST /order` counts
+against the CLOB's general limit, its 10 s burst and its 10 min sustained limit at once).
+Every worker of every colour, and the feed, share the buckets through Redis, so that a
+restart or a handover does not spend the budget twice.
+
+    limiter = AsyncLimiter(redis, Keys(prefix), scale=settings.rate_limit_scale)
+    await limiter.take(BINANCE_REST_WEIGHT, cost=2, max_wait_ms=60_000)
+
+`take` returns once the request may be sent (after sleeping the wait, when there is one), or
+raises `RateLimited` — naming the budget, the cost and the wait it would have needed — and
+then the request must not be sent. A grant that must wait is a reservation: the buckets go
+into debt at once, so that waiters queue in order instead of racing for the refill.
+`SyncLimiter` is the same for threads (the venue client's methods run in threads).
+
+Scale (`BATON_RATE_LIMIT_SCALE`, default 1.0) multiplies every capacity and refill rate;
+0 turns the limiter off (nothing is read or written). A bucket whose hash holds garbage is
+reset to full, logged and journaled (`journal:errors`, source `ratelimit`): the venue still
+enforces its own limits, and a corrupt counter must not stop trading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from state.keys import Keys
+from state.scripts import source
+
+log = logging.getLogger("baton.ratelimit")
+
+_NAME_RE = re.compile(r"^[a-z0-9_.\-]+(:[a-z0-9_.\-]+)*$")
+ERRORS_MAXLEN = 1_000  # as state.store's journal:errors
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """One token bucket: holds at most `capacity` tokens, refilled at `refill_per_s`."""
+
+    name: str
+    capacity: float
+    refill_per_s: float
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"bad bucket name {self.name!r}: lowercase words separated by ':'")
+        for field in ("capacity", "refill_per_s"):
+            v = getattr(self, field)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"bucket {self.name}: {field} must be a positive number, not {v!r}")
+
+    @classmethod
+    def window(cls, name: str, limit: float, window_s: float, burst: float | None = None) -> BucketSpec:
+        """A bucket for a venue limit of `limit` per `window_s`, never exceeded however the
+        venue's window is aligned (fixed or sliding): in any interval of `window_s` a bucket
+        lets through at most capacity + refill * window_s = `limit`. `burst` (the capacity)
+        defaults to half the limit; the rest comes back evenly over the window."""
+        burst = limit / 2 if burst is None else burst
+        if not 0 < burst < limit:
+            raise ValueError(f"bucket {name}: burst {burst} must be between 0 and the limit {limit}")
+        return cls(name, burst, (limit - burst) / window_s)
+
+    def scaled(self, k: float) -> BucketSpec:
+        return replace(self, capacity=self.capacity * k, refill_per_s=self.refill_per_s * k)
+
+    @property
+    def refill_ms(self) -> int:
+        """How long an empty bucket takes to fill: also the longest wait a reservation may have."""
+        return math.ceil(self.capacity * 1000 / self.refill_per_s)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one kind of request counts against: every bucket of it, all or nothing."""
+
+    name: str
+    buckets: tuple[BucketSpec, ...]
+    covers: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.buckets:
+            raise ValueError(f"budget {self.name} has no bucket")
+        names = [b.name for b in self.buckets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"budget {self.name} names a bucket twice: {names}")
+
+
+# --- the venues' published limits --------------------------------------------------------
+# Binance spot, per IP. REST: `REQUEST_WEIGHT` 6000 per minute (the `rateLimits` of
+# GET /api/v3/exchangeInfo; https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits);
+# GET /api/v3/klines weighs 2 whatever its `limit` (spot rest-api.md, "Kline/candlestick data";
+# the futures klines' weight depends on `limit`, spot's does not). WebSocket streams: "a limit
+# of 300 connections per attempt every 5 minutes per IP", and 5 incoming messages per second
+# *per connection* (binance-spot-api-docs web-socket-streams.md, "WebSocket Limits"). The
+# message limit is per connection, so it is not a shared budget: the feed sends nothing but
+# the pongs websockets answers the server's pings with (one per 20 s).
+BINANCE_REST_WEIGHT_1M = BucketSpec.window("binance:rest_weight:1m", 6000, 60)
+BINANCE_WS_CONNECT_5M = BucketSpec.window("binance:ws_connect:5m", 300, 300)
+KLINES_WEIGHT = 2
+
+# Polymarket, per IP (Cloudflare throttling, sliding windows):
+# https://docs.polymarket.com/api-reference/rate-limits — CLOB general 9,000 / 10 s; `/book`
+# 1,500 / 10 s; `/books` 500 / 10 s; tick size 200 / 10 s; ledger "/trades, /orders,
+# /notifications, /order" 900 / 10 s (we count GET /data/order/{id} there); `/data/orders`
+# 500 / 10 s; `/data/trades` 500 / 10 s; API key endpoints 100 / 10 s; POST /order burst
+# 3,500 / 10 s and sustained 36,000 / 10 min; DELETE /order 3,000 / 10 s and 30,000 / 10 min;
+# POST /orders 1,000 / 10 s and 15,000 / 10 min. Gamma general 4,000 / 10 s, `/events`
+# 500 / 10 s, `/markets` 300 / 10 s. (Polymarket's overall 15,000 / 10 s cannot bind: the CLOB
+# and Gamma generals add up to 13,000.) Polymarket also announced per-signer order and cancel
+# buckets whose size depends on a volume tier (https://docs.polymarket.com/api-reference/
+# trading-rate-limits); their numbers are not modelled here: scale down if the tier needs it.
+CLOB_GENERAL_10S = BucketSpec.window("clob:general:10s", 9000, 10)
+_10S = 10
+_10M = 600
+
+
+def _clob(name: str, covers: str, *own: BucketSpec) -> Budget:
+    return Budget(name, (CLOB_GENERAL_10S, *own), covers)
+
+
+GAMMA_GENERAL_10S = BucketSpec.window("gamma:general:10s", 4000, _10S)
+
+BINANCE_REST_WEIGHT = "binance:rest_weight"
+BINANCE_WS_CONNECT = "binance:ws_connect"
+CLOB_POST_ORDER = "clob:post_order"
+CLOB_POST_ORDERS = "clob:post_orders"
+CLOB_CANCEL_ORDER = "clob:cancel_order"
+CLOB_BOOK = "clob:book"
+CLOB_BOOKS = "clob:books"
+CLOB_ORDER = "clob:order"
+CLOB_ORDERS = "clob:orders"
+CLOB_TRADES = "clob:trades"
+CLOB_TICK_SIZE = "clob:tick_size"
+CLOB_AUTH = "clob:auth"
+CLOB_MARKETS = "clob:markets"
+CLOB_OTHER = "clob:other"
+GAMMA_EVENTS = "gamma:events"
+GAMMA_MARKETS = "gamma:markets"
+
+BUDGETS: dict[str, Budget] = {
+    b.name: b
+    for b in (
+        Budget(BINANCE_REST_WEIGHT, (BINANCE_REST_WEIGHT_1M,), "Binance REST, cost = request weight"),
+        Budget(BINANCE_WS_CONNECT, (BINANCE_WS_CONNECT_5M,), "Binance WebSocket connection attempts"),
+        _clob(
+            CLOB_POST_ORDER,
+            "POST /order",
+            BucketSpec.window("clob:post_order:10s", 3500, _10S),
+            BucketSpec.window("clob:post_order:10m", 36000, _10M),
+        ),
+        _clob(
+            CLOB_POST_ORDERS,
+            "POST /orders",
+            BucketSpec.window("clob:post_orders:10s", 1000, _10S),
+            BucketSpec.window("clob:post_orders:10m", 15000, _10M),
+        ),
+        _clob(
+            CLOB_CANCEL_ORDER,
+            "DELETE /order",
+            BucketSpec.window("clob:cancel_order:10s", 3000, _10S),
+            BucketSpec.window("clob:cancel_order:10m", 30000, _10M),
+        ),
+        _clob(CLOB_BOOK, "GET /book", BucketSpec.window("clob:book:10s", 1500, _10S)),
+        _clob(CLOB_BOOKS, "POST /books", BucketSpec.window("clob:books:10s", 500, _10S)),
+        _clob(CLOB_ORDER, "GET /data/order/{id}", BucketSpec.window("clob:ledger:10s", 900, _10S)),
+        _clob(CLOB_ORDERS, "GET /data/orders", BucketSpec.window("clob:data_orders:10s", 500, _10S)),
+        _clob(CLOB_TRADES, "GET /data/trades", BucketSpec.window("clob:data_trades:10s", 500, _10S)),
+        _clob(CLOB_TICK_SIZE, "GET /tick-size", BucketSpec.window("clob:tick_size:10s", 200, _10S)),
+        _clob(CLOB_AUTH, "/auth/* (API keys)", BucketSpec.window("clob:auth:10s", 100, _10S)),
+        _clob(CLOB_MARKETS, "GET /markets, /markets/{condition_id}"),
+        _clob(CLOB_OTHER, "any other CLOB request (/version, /neg-risk, ...)"),
+        Budget(
+            GAMMA_EVENTS,
+            (GAMMA_GENERAL_10S, BucketSpec.window("gamma:events:10s", 500, _10S)),
+            "Gamma GET /events",
+        ),
+        Budget(
+            GAMMA_MARKETS,
+            (GAMMA_GENERAL_10S, BucketSpec.window("gamma:markets:10s", 300, _10S)),
+            "Gamma GET /markets",
+        ),
+    )
+}
+
+
+def klines_weight(limit: int) -> int:
+    """The request weight of one spot GET /api/v3/klines (2, whatever `limit`, up to 1000)."""
+    return KLINES_WEIGHT
+
+
+def clob_budget(method: str, path: str) -> str:
+    """The budget of a CLOB request, from its method and path (as py-clob-client-v2 sends them)."""
+    method = method.upper()
+    path = "/" + path.lstrip("/").split("?", 1)[0]
+    if path == "/order":
+        return CLOB_CANCEL_ORDER if method == "DELETE" else CLOB_POST_ORDER
+    if path == "/orders" and method == "POST":
+        return CLOB_POST_ORDERS
+    if path.startswith("/data/order/"):
+        return CLOB_ORDER
+    exact = {
+        "/book": CLOB_BOOK,
+        "/books": CLOB_BOOKS,
+        "/data/orders": CLOB_ORDERS,
+        "/data/trades": CLOB_TRADES,
+        "/tick-size": CLOB_TICK_SIZE,
+        "/markets": CLOB_MARKETS,
+    }
+    if path in exact:
+        return exact[path]
+    if path.startswith("/auth/"):
+        return CLOB_AUTH
+    if path.startswith("/markets/"):
+        return CLOB_MARKETS
+    return CLOB_OTHER
+
+
+class RateLimited(Exception):
+    """A request the budget refused; it must not be sent. `wait_ms` is the wait it would have
+    needed (-1: never, its cost exceeds a bucket's capacity)."""
+
+    def __init__(self, budget: str, bucket: str, cost: float, wait_ms: int, allowed_ms: int, capacity: float):
+        self.budget = budget
+        self.bucket = bucket
+        self.cost = cost
+        self.wait_ms = wait_ms
+        self.allowed_ms = allowed_ms
+        if wait_ms < 0:
+            why = f"the cost exceeds bucket {bucket}'s capacity of {capacity:g}"
+        else:
+            why = f"bucket {bucket} needs a wait of {wait_ms} ms, more than the {allowed_ms} ms allowed"
+        super().__init__(f"rate limit {budget}: refused a request of cost {cost:g}: {why}; not sent")
+
+
+def _num(v: Any) -> int:
+    return int(v.decode() if isinstance(v, bytes) else v)
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v or "")
+
+
+class _Base:
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys | str = "baton:",
+        *,
+        scale: float = 1.0,
+        budgets: Mapping[str, Budget] | None = None,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"rate limit scale must be a finite number >= 0, not {scale!r}")
+        self.redis = redis
+        self.keys = Keys(keys) if isinstance(keys, str) else keys
+        self.scale = float(scale)
+        self.budgets: dict[str, Budget] = dict(BUDGETS if budgets is None else budgets)
+        self.clock_ms = clock_ms
+        self._script = redis.register_script(source("ratelimit"))
+
+    @property
+    def enabled(self) -> bool:
+        """False when the scale is 0: `take` grants everything without touching Redis."""
+        return self.scale > 0
+
+    def budget(self, budget: str | Budget) -> Budget:
+        if isinstance(budget, Budget):
+            return budget
+        try:
+            return self.budgets[budget]
+        except KeyError:
+            raise ValueError(
+                f"unknown rate-limit budget {budget!r}; known: {', '.join(sorted(self.budgets))}"
+            ) from None
+
+    def buckets(self, budget: str | Budget) -> tuple[BucketSpec, ...]:
+        """The budget's buckets at this limiter's scale."""
+        return tuple(b.scaled(self.scale) for b in self.budget(budget).buckets)
+
+    def _prepare(
+        self, budget: str | Budget, cost: float, max_wait_ms: int
+    ) -> tuple[Budget, list[str], list[Any]]:
+        b = self.budget(budget)
+        if not (isinstance(cost, int | float) and math.isfinite(cost) and cost > 0):
+            raise ValueError(f"rate limit {b.name}: cost must be a positive number, not {cost!r}")
+        if max_wait_ms < 0:
+            raise ValueError(f"rate limit {b.name}: max_wait_ms must be >= 0, not {max_wait_ms}")
+        args: list[Any] = [self.clock_ms(), repr(float(cost)), int(max_wait_ms)]
+        for spec in self.buckets(b):
+            args += [repr(spec.capacity), repr(spec.refill_per_s)]
+        return b, [self.keys.ratelimit(s.name) for s in b.buckets], args
+
+    def _verdict(
+        self, b: Budget, cost: float, max_wait_ms: int, res: Any
+    ) -> tuple[int, list[str], RateLimited | None]:
+        """(wait in ms before sending, buckets found corrupt, the refusal if refused)."""
+        granted, wait, blocking, corrupt_ix = _num(res[0]), _num(res[1]), _num(res[2]), _text(res[3])
+        specs = self.buckets(b)
+        corrupt = [specs[int(i) - 1].name for i in corrupt_ix.split(",") if i]
+        if granted:
+            return wait, corrupt, None
+        spec = specs[blocking - 1]
+        allowed = min([max_wait_ms, *(s.refill_ms for s in specs)])
+        return wait, corrupt, RateLimited(b.name, spec.name, cost, wait, allowed, spec.capacity)
+
+    def _corrupt_entries(self, corrupt: list[str]) -> list[dict[str, Any]]:
+        """journal:errors entries for buckets found corrupt (and reset to full by the script)."""
+        at_ms = self.clock_ms()
+        out = []
+        for name in corrupt:
+            error = f"rate-limit bucket {self.keys.ratelimit(name)} held an unreadable value; reset to full"
+            log.error("%s", error)
+            out.append({"source": "ratelimit", "error": error, "sample": "", "at_ms": at_ms})
+        return out
+
+    def _state(self, raw: dict[Any, Any], spec: BucketSpec, now_ms: int) -> float:
+        """The tokens a bucket holds now, from its hash (missing or unreadable: full)."""
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            tokens, updated = float(fields["tokens"]), float(fields["updated_ms"])
+        except (KeyError, ValueError):
+            return spec.capacity
+        if not (math.isfinite(tokens) and math.isfinite(updated)):
+            return spec.capacity
+        tokens += max(0.0, now_ms - updated) * spec.refill_per_s / 1000
+        return max(-spec.capacity, min(spec.capacity, tokens))
+
+
+class AsyncLimiter(_Base):
+    """Budgets for asyncio code (redis.asyncio client): the feed."""
+
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys | str = "baton:",
+        *,
+        scale: float = 1.0,
+        budgets: Mapping[str, Budget] | None = None,
+        clock_ms: Callable[[], int] = wall_ms,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(redis, keys, scale=scale, budgets=budgets, clock_ms=clock_ms)
+        self._sleep = sleep
+
+    async def take(self, budget: str | Budget, cost: float = 1, max_wait_ms: int = 0) -> int:
+        """Take `cost` from every bucket of `budget`, waiting up to `max_wait_ms` for them.
+        Returns the ms waited; raises RateLimited (nothing taken: do not send) otherwise."""
+        if not self.enabled:
+            return 0
+        b, keys, args = self._prepare(budget, cost, max_wait_ms)
+        res = await self._script(keys=keys, args=args)
+        wait, corrupt, refused = self._verdict(b, cost, max_wait_ms, res)
+        await self._report(corrupt)
+        if refused is not None:
+            raise refused
+        if wait > 0:
+            await self._sleep(wait / 1000)
+        return wait
+
+    async def levels(self, budget: str | Budget) -> dict[str, float]:
+        """Tokens each bucket of `budget` holds now (read only; negative: reserved ahead)."""
+        specs = self.buckets(budget)
+        pipe = self.redis.pipeline(transaction=False)
+        for s in specs:
+            pipe.hgetall(self.keys.ratelimit(s.name))
+        raws = await pipe.execute()
+        now = self.clock_ms()
+        return {s.name: self._state(raw, s, now) for s, raw in zip(specs, raws, strict=True)}
+
+    async def _report(self, corrupt: list[str]) -> None:
+        if not corrupt:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for fields in self._corrupt_entries(corrupt):
+                pipe.xadd(self.keys.journal_errors(), fields, maxlen=ERRORS_MAXLEN, approximate=True)
+            pipe.hincrby(self.keys.stats(), "errors_ratelimit", len(corrupt))
+            await pipe.execute()
+        except Exception:
+            log.exception("could not journal a corrupt rate-limit bucket")
+
+
+class SyncLimiter(_Base):
+    """Budgets for code that runs in threads (redis-py sync client): the venue client.
+    Thread-safe: each call is one script run on the client's connection pool."""
+
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys | str = "baton:",
+        *,
+        scale: float = 1.0,
+        budgets: Mapping[str, Budget] | None = None,
+        clock_ms: Callable[[], int] = wall_ms,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        super().__init__(redis, keys, scale=scale, budgets=budgets, clock_ms=clock_ms)
+        self._sleep = sleep
+
+    def take(self, budget: str | Budget, cost: float = 1, max_wait_ms: int = 0) -> int:
+        """As AsyncLimiter.take, blocking the calling thread for the wait."""
+        if not self.enabled:
+            return 0
+        b, keys, args = self._prepare(budget, cost, max_wait_ms)
+        res = self._script(keys=keys, args=args)
+        wait, corrupt, refused = self._verdict(b, cost, max_wait_ms, res)
+        self._report(corrupt)
+        if refused is not None:
+            raise refused
+        if wait > 0:
+            self._sleep(wait / 1000)
+        return wait
+
+    take_sync = take
+
+    def levels(self, budget: str | Budget) -> dict[str, float]:
+        specs = self.buckets(budget)
+        pipe = self.redis.pipeline(transaction=False)
+        for s in specs:
+            pipe.hgetall(self.keys.ratelimit(s.name))
+        raws = pipe.execute()
+        now = self.clock_ms()
+        return {s.name: self._state(raw, s, now) for s, raw in zip(specs, raws, strict=True)}
+
+    def _report(self, corrupt: list[str]) -> None:
+        if not corrupt:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for fields in self._corrupt_entries(corrupt):
+                pipe.xadd(self.keys.journal_errors(), fields, maxlen=ERRORS_MAXLEN, approximate=True)
+            pipe.hincrby(self.keys.stats(), "errors_ratelimit", len(corrupt))
+            pipe.execute()
+        except Exception:
+            log.exception("could not journal a corrupt rate-limit bucket")

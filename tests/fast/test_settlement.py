@@ -1,0 +1,117 @@
+"""Settlement on rq: the kernel enqueues one job per closed window with a deterministic id,
+the settle program's rq worker runs it against the venue (the sim's CLOB over a real socket),
+and the booking happens once however often the job is enqueued or run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+
+import pytest
+from rq import SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from kernel import settlement
+from kernel.settlement import Enqueuer, job_id, queue_name
+from tests.fast.test_tick_runner import rig  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_job_ids_are_deterministic_and_legal_for_rq():
+    assert job_id("baton:", "btc-15m:1795000500") == "settle-btc-15m-1795000500"
+    assert queue_name("baton:") == "settle"
+    # another prefix (a second stack on the same Redis) gets its own ids and queue
+    assert job_id("t1.x:", "eth-5m:1795000500") == "t1_x-settle-eth-5m-1795000500"
+    assert queue_name("t1.x:") == "t1_x-settle"
+
+
+async def _a_closed_position(rig):  # noqa: F811
+    """Tick (without settling) until a position's window has closed."""
+    rig_settle, rig.settle = rig.settle, lambda: 0
+    try:
+        for _ in range(120):
+            await rig.run_ticks(1)
+            now_s = rig.clock.now_ms() // 1000
+            closed = [p for p in await rig.store.read_positions(open_only=True) if p.window_end_s <= now_s]
+            if closed:
+                return closed[0]
+    finally:
+        rig.settle = rig_settle
+    raise AssertionError("no position closed in 120 ticks")
+
+
+def _stats(rig) -> dict[str, int]:  # noqa: F811
+    return {k.decode(): int(v) for k, v in rig.sync.hgetall(rig.store.k.settle_stats()).items()}
+
+
+async def test_settlement_enqueued_twice_runs_once(rig):  # noqa: F811
+    p = await _a_closed_position(rig)
+    q = settlement.settle_queue(rig.sync, "baton:")
+    jid = job_id("baton:", p.id)
+    assert jid in q.job_ids, "the tick enqueued the settlement of the closed window"
+    # Enqueued again: by a later tick (its claim stops it), by another worker that does not
+    # see the claim (rq's unique id stops it), and straight through rq.
+    assert rig.settler.enqueue_due([p], rig.clock.now_ms()) == (0, [])
+    other = Enqueuer(rig.sync, "baton:")
+    rig.sync.delete(rig.store.k.settle_claim(p.id))
+    assert other.enqueue_due([p], rig.clock.now_ms()) == (0, [])
+    assert settlement.enqueue(q, "baton:", p) is False
+    assert q.job_ids.count(jid) == 1
+    jobs = q.count  # other slots' windows closed at the same time
+    SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True)
+    assert Job.fetch(jid, connection=rig.sync, serializer=JSONSerializer).return_value() == "settled"
+    assert _stats(rig)["runs"] == jobs and _stats(rig)["settled"] == jobs
+    payouts = [e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]
+    assert len(payouts) == 1
+    (after,) = [x for x in await rig.store.read_positions() if x.id == p.id]
+    up = rig.model.outcome_up(p.asset, p.window_start_s, p.window_end_s)
+    assert after.status == "settled" and after.won == ((p.side == "up") == up)
+    assert payouts[0].amount_micros == after.payout_micros
+
+    # Even a job that rq itself runs a second time (its record gone, enqueued anew) books
+    # nothing more: the script's ledger ref is the last guard.
+    Job.fetch(jid, connection=rig.sync, serializer=JSONSerializer).delete()
+    assert settlement.enqueue(q, "baton:", p) is True
+    SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True)
+    assert Job.fetch(jid, connection=rig.sync, serializer=JSONSerializer).return_value() == "already"
+    assert len([e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]) == 1
+    assert _stats(rig)["runs"] == jobs + 1 and _stats(rig)["settled"] == jobs
+
+
+async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):  # noqa: F811
+    p = await _a_closed_position(rig)
+
+    class NotYet:
+        def resolution(self, condition_id: str):
+            return None
+
+    settlement.configure(NotYet(), rig.clock.now_ms)
+    q = settlement.settle_queue(rig.sync, "baton:")
+    SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True)
+    job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
+    # scheduled for a retry (the settle program's scheduler moves it back to the queue)
+    assert job.get_status() == "scheduled"
+    assert job.retries_left is not None and job.retries_left < settlement.RETRY.max
+    assert _stats(rig)["unresolved"] >= 1
+    assert p.id in {x.id for x in await rig.store.read_positions(open_only=True)}
+    # resolution known: once the retry is due (1 s), the scheduler requeues it and it settles
+    settlement.configure(rig.venue, rig.clock.now_ms)
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True, with_scheduler=True)
+        if p.id not in {x.id for x in await rig.store.read_positions(open_only=True)}:
+            break
+    assert job.get_status(refresh=True) == "finished"
+    assert p.id not in {x.id for x in await rig.store.read_positions(open_only=True)}
+
+
+async def test_jobs_say_what_they_settle_to_redis_cli_users(rig):  # noqa: F811
+    p = await _a_closed_position(rig)
+    job = rig.sync.hgetall(f"rq:job:{job_id('baton:', p.id)}")
+    assert p.id.encode() in job[b"description"] and p.condition_id.encode() in job[b"description"]
+    # rq compresses the payload; inside it is JSON (no pickle), so any client can read it
+    payload = json.loads(zlib.decompress(job[b"data"]))
+    assert payload[0] == "kernel.settlement.settle_job" and payload[2] == ["baton:", p.id]

@@ -1,0 +1,85 @@
+"""The `settle` program: an rq worker (with its scheduler, for the retries of unresolved
+markets) that runs the settlement jobs the kernel enqueues (kernel/settlement.py).
+
+`python -m worker.settle`, under supervisor. It runs from the repository, not from a
+release: it is not part of blue/green, and a deploy leaves it alone (stop it with SIGTERM:
+rq's warm shutdown finishes the job in hand). Jobs run in this process (rq's SimpleWorker):
+no fork per job, and the venue client with its derived API key is reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from baton import settings as settings_mod
+from kernel import settlement
+from kernel.venue import venue_from_settings
+
+log = logging.getLogger("baton.settle")
+
+REDIS_WAIT_S = 60.0
+
+
+def _wait_for_redis(r: Redis, timeout_s: float) -> None:
+    # At start-up supervisord may start us before the embedded Redis accepts connections.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            r.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        s = settings_mod.load()
+        venue = venue_from_settings(s)
+    except (settings_mod.SettingsError, settings_mod.CredentialsError) as e:
+        log.error("settle: cannot start: %s", e)
+        sys.exit(2)
+    settlement.configure(venue)
+    # rq's dequeue blocks in BLPOP: no socket timeout (NOTES.md), but keepalive and a
+    # health check so that a dead connection is noticed.
+    r = Redis.from_url(
+        s.redis_url,
+        socket_timeout=None,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    _wait_for_redis(r, REDIS_WAIT_S)
+    queue = settlement.settle_queue(r, s.prefix)
+    worker = SimpleWorker(
+        [queue],
+        connection=r,
+        serializer=JSONSerializer,
+        name=f"{queue.name}-{socket.gethostname()}-{os.getpid()}",
+    )
+    log.info("settle: rq worker %s on queue %s", worker.name, queue.name)
+    try:
+        worker.work(with_scheduler=True, logging_level="INFO")
+    finally:
+        venue.close()
+
+
+if __name__ == "__main__":
+    main()
