@@ -251,7 +251,10 @@ class Credentials:
         self.source = source
 
     def __repr__(self) -> str:
-        return f"Credentials(source={self.source!r}, funder={self.funder!r}, signature_type={self.signature_type})"
+        return (
+            f"Credentials(source={self.source!r}, funder={self.funder!r}, "
+            f"signature_type={self.signature_type})"
+        )
 
 
 _KEY_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")

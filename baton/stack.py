@@ -108,7 +108,10 @@ def check_credentials(s: Settings) -> None:
         creds = credentials(s)
     except CredentialsError as e:
         raise StackError(f"{e}. Nothing was started.") from None
-    print(f"live mode: credentials from {creds.source}" + (" (dry run: orders are signed, never posted)" if s.dry_run else ""))
+    print(
+        f"live mode: credentials from {creds.source}"
+        + (" (dry run: orders are signed, never posted)" if s.dry_run else "")
+    )
 
 
 def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import redis
 
-from baton.settings import Settings
+from baton.settings import CANDLE_INTERVAL, Settings
 from state.keys import Keys
-from state.structs import INTENT, POSITION, SLOT, micros_to_usd
+from state.structs import FEED_STATUS, INTENT, POSITION, SLOT, feed_stale, micros_to_usd
 
 
 def _int(v: Any, default: int = 0) -> int:
@@ -61,6 +61,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     pipe.hgetall(k.reload())
     pipe.xrevrange(k.deploys(), count=1)
     pipe.hgetall(k.handover())
+    pipe.hgetall(k.feed_status())
     (
         lease,
         stats,
@@ -78,6 +79,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         reload_raw,
         last_deploy,
         handover,
+        feed_status,
     ) = pipe.execute()
     problems: list[str] = []
     active = None
@@ -95,6 +97,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
             slots.append(
                 {
                     "id": sl.id,
+                    "asset": sl.asset,
                     "enabled": sl.enabled,
                     "stake_usd": sl.stake_usd,
                     "strategy": sl.strategy,
@@ -120,7 +123,12 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         if p.status == "settled":
             settled += 1
             won += bool(p.won)
+    market_data = _market_data(s, feed_status, now_ms, problems)
     halted_raw = control.get("halted", "0").lower()
+    halted = halted_raw not in ("0", "false", "no", "off", "")
+    paused = control.get("paused", "0").lower() not in ("0", "false", "no", "off", "")
+    for sl_out in slots:
+        sl_out["entries_blocked"] = _entries_blocked(sl_out, market_data, halted, paused)
     last_tick = None
     if last:
         _id, f = last[0]
@@ -135,10 +143,11 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
             "last": last_tick,
             "tick_ms": s.tick_ms,
         },
-        "halted": halted_raw not in ("0", "false", "no", "off", ""),
+        "halted": halted,
         "halt_reason": control.get("halt_reason", ""),
-        "paused": control.get("paused", "0").lower() not in ("0", "false", "no", "off", ""),
+        "paused": paused,
         "slots": slots,
+        "market_data": market_data,
         "positions": {"open": _int(open_n), "settled": settled, "won": won},
         "settlement": _settlement(s, r),
         "orders": {"total": sum(v for st, v in statuses.items() if st != "committed"), **statuses},
@@ -168,6 +177,49 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
 _SETTLE_SHOWN = ("queued", "retrying", "failed", "settled", "runs")
 
 
+def _market_data(s: Settings, raw: dict[str, str], now_ms: int, problems: list[str]) -> dict[str, Any]:
+    """Per asset, how old its candle data is and whether the kernel counts it as stale (then
+    it opens no new position on that asset's slots: kernel/tick.py)."""
+    suffix = f":{CANDLE_INTERVAL}"
+    names = sorted(set(s.assets) | {f.removesuffix(suffix) for f in raw if f.endswith(suffix)})
+    assets: dict[str, Any] = {}
+    for a in names:
+        fs = None
+        if (value := raw.get(a + suffix)) is not None:
+            try:
+                fs = FEED_STATUS.decode(value)
+            except msgspec.DecodeError as e:
+                problems.append(f"feed status {a}: {e}")
+        assets[a] = {
+            "stale": feed_stale(fs, now_ms, s.stale_after_ms),
+            "age_ms": now_ms - fs.updated_ms if fs else None,
+            "updated_ms": fs.updated_ms if fs else None,
+            "last_open_ms": fs.last_open_ms if fs else None,
+            "last_close": fs.last_close if fs else None,
+        }
+    return {"interval": CANDLE_INTERVAL, "stale_after_ms": s.stale_after_ms, "assets": assets}
+
+
+def _entries_blocked(slot: dict[str, Any], md: dict[str, Any], halted: bool, paused: bool) -> list[str]:
+    """Why the kernel would open no new position on this slot now (empty: it may)."""
+    why = []
+    if not slot["enabled"]:
+        why.append("disabled")
+    if halted:
+        why.append("halted")
+    if paused:
+        why.append("paused")
+    data = md["assets"].get(slot["asset"])
+    if data is None or data["stale"]:
+        age = data and data["age_ms"]
+        why.append(
+            f"stale data: {slot['asset']} "
+            + ("never updated" if age is None else f"updated {age / 1000:.1f} s ago")
+            + f" (limit {md['stale_after_ms'] / 1000:.1f} s)"
+        )
+    return why
+
+
 def render(st: dict[str, Any]) -> str:
     a = st["active"]
     t = st["ticks"]
@@ -180,6 +232,17 @@ def render(st: dict[str, Any]) -> str:
         f"control    halted={st['halted']}{' (' + st['halt_reason'] + ')' if st['halt_reason'] else ''} "
         f"paused={st['paused']}",
         f"slots      {sum(x['enabled'] for x in st['slots'])}/{len(st['slots'])} enabled",
+        "data       "
+        + (
+            ", ".join(
+                f"{a} "
+                + ("never" if d["age_ms"] is None else f"{d['age_ms'] / 1000:.1f} s")
+                + (" STALE" if d["stale"] else "")
+                for a, d in st["market_data"]["assets"].items()
+            )
+            or "none"
+        )
+        + f" (stale after {st['market_data']['stale_after_ms'] / 1000:.1f} s)",
         f"positions  open={st['positions']['open']} settled={st['positions']['settled']} "
         f"won={st['positions']['won']}",
         "settlement "
@@ -191,6 +254,12 @@ def render(st: dict[str, Any]) -> str:
             ", ".join(f"{w.get('color')}:{w.get('state')}@{w.get('release')}" for w in st["workers"])
             or "none"
         ),
+    ]
+    lines += [
+        f"blocked    {x['id']}: no new entries: {w}"
+        for x in st["slots"]
+        for w in x["entries_blocked"]
+        if w.startswith("stale data")
     ]
     d = st.get("last_deploy")
     if d:

@@ -68,6 +68,8 @@ class CandleStore:
         # asset -> [(first, last)] open times of closed candles missing inside the window,
         # found and not yet handed to the feed to fetch (`take_holes`).
         self.holes: dict[str, list[tuple[int, int]]] = {}
+        # Called with each batch once Redis has it (bench/feed_ingest.py measures by it).
+        self.on_written: Callable[[Batch], None] | None = None
 
     def last_closed(self, asset: str) -> Candle | None:
         recent = self._closed.get(asset)
@@ -187,6 +189,8 @@ class CandleStore:
             for fields in batch.errors:
                 pipe.xadd(k.journal_errors(), fields, maxlen=JOURNAL_MAXLEN, approximate=True)
             await pipe.execute()
+        if self.on_written is not None:
+            self.on_written(batch)
 
     async def count(self, name: str, n: int = 1) -> None:
         await self.redis.hincrby(self.keys.feed_stats(), name, n)

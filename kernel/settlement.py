@@ -209,7 +209,9 @@ def settle_job(prefix: str, position_id: str) -> str:
     if up_won is None:
         _count(r, k, "unresolved")
         raise Unresolved(f"market {p.condition_id} of {position_id} is not resolved yet")
-    keys, args = settle_call(k, raw.decode() if isinstance(raw, bytes) else raw, settled(p, up_won, ctx.clock_ms()))
+    keys, args = settle_call(
+        k, raw.decode() if isinstance(raw, bytes) else raw, settled(p, up_won, ctx.clock_ms())
+    )
     verdict = r.register_script(source("settle_position"))(keys=keys, args=args)
     verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
     if verdict == "OK":

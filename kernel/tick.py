@@ -23,7 +23,7 @@ from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
 from kernel.snapshot import SlotRef, Snapshot, read_snapshot, slot_refs
 from kernel.strategy_api import Decision, SlotInput
 from state.store import Store
-from state.structs import MICROS, ControlFlags, Intent, Market, TickRecord
+from state.structs import MICROS, ControlFlags, Intent, Market, TickRecord, feed_stale
 
 log = logging.getLogger("baton.tick")
 
@@ -136,7 +136,9 @@ class TickRunner:
         # outcome is not trading. Only positions not yet claimed cost a thread hop.
         if self.settler is not None and any(p.window_end_s * 1000 <= started for p in snap.open_positions):
             try:
-                settled, errs = await asyncio.to_thread(self.settler.enqueue_due, snap.open_positions, started)
+                settled, errs = await asyncio.to_thread(
+                    self.settler.enqueue_due, snap.open_positions, started
+                )
                 problems += errs
             except Exception as e:
                 problems.append(f"settlement enqueue: {type(e).__name__}: {e}")
@@ -207,8 +209,7 @@ class TickRunner:
             return None
         if snap.entry_intents.get(ref.id) is not None:
             return None  # at most one entry per slot-window
-        fs = snap.feed.get(ref.asset)
-        if fs is None or now_ms - fs.updated_ms > self.s.stale_after_ms:
+        if feed_stale(snap.feed.get(ref.asset), now_ms, self.s.stale_after_ms):
             return None  # stale data never opens a position
         open_c = snap.opens.get(ref.id)
         recent = snap.recent.get(ref.asset) or []

@@ -124,8 +124,12 @@ class _Client(ClobClient):
     def __init__(self, http: httpx.Client, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._http = http
+        self.throttle: Throttle | None = None
 
     def _request(self, method: str, url: str, headers: Any, data: Any, params: Any) -> Any:
+        # Every request the client makes (its own /tick-size, /version, ... included) takes
+        # its cost from the shared budget first; a refusal means it is never sent.
+        _take(self.throttle, method, url)
         headers = {**(headers or {}), "Accept": "*/*", "Content-Type": "application/json"}
         content = data.encode() if isinstance(data, str) else None
         body = None if isinstance(data, str) or data is None else data
@@ -158,6 +162,16 @@ class _Client(ClobClient):
         return response
 
 
+def _take(throttle: Throttle | None, method: str, url: str) -> None:
+    if throttle is None:
+        return
+    path = httpx.URL(url).path
+    try:
+        throttle(method, path)
+    except Exception as e:  # the budget's refusal (or Redis unreachable): never sent
+        raise VenueError(f"{method} {path}: not sent: {e}", retryable=True, kind="rate_limited") from e
+
+
 def _venue_message(e: PolyApiException) -> str:
     msg = e.error_msg
     if isinstance(msg, dict):
@@ -171,7 +185,9 @@ def _translate(e: PolyApiException, what: str) -> VenueError:
     return VenueError(f"{what}: HTTP {e.status_code}: {msg}", retryable=retryable, kind=kind)
 
 
-Throttle = Callable[[str, int], None]
+# Takes one request's cost from the shared budget (state/ratelimit.py, Redis token
+# buckets) before it is sent: (method, path) -> None, raising when the budget refuses.
+Throttle = Callable[[str, str], None]
 
 
 class ClobVenue:
@@ -202,26 +218,19 @@ class ClobVenue:
             funder=funder,
             signature_type=signature_type,
         )
+        self._client.throttle = throttle
+        self._throttle = throttle
         self._creds_lock = threading.Lock()
         self._hashers: dict[bool, ExchangeOrderBuilderV2] = {}
-        # Takes a request's cost from the shared budget (Redis token buckets) before it is
-        # sent; raises when the budget refuses, so that the request is never sent.
-        self._throttle = throttle
 
     def __repr__(self) -> str:  # never show the key or the API secret
         return f"ClobVenue(clob_url={self.clob_url!r}, gamma_url={self.gamma_url!r}, dry_run={self.dry_run})"
 
-    def _call(self, bucket: str, what: str, fn: Callable[[], T]) -> T:
-        """Run one venue request: its budget first, then bounded retries of retryable errors."""
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one venue call with bounded retries of retryable errors (each request in it
+        takes its cost from the shared budget first: `_Client._request`)."""
         started = time.monotonic()
         for attempt in range(RETRY_ATTEMPTS):
-            if self._throttle is not None:
-                try:
-                    self._throttle(bucket, 1)
-                except VenueError:
-                    raise
-                except Exception as e:  # the limiter's refusal: never sent
-                    raise VenueError(f"{what}: not sent: {e}", retryable=True, kind="rate_limited") from e
             try:
                 return fn()
             except PolyApiException as e:
@@ -248,6 +257,7 @@ class ClobVenue:
         what = f"GET {self.gamma_url}/events?slug={slug}"
 
         def get() -> httpx.Response:
+            _take(self._throttle, "GET", f"{self.gamma_url}/events")
             try:
                 resp = self._gamma_http.get(f"{self.gamma_url}/events", params={"slug": slug})
             except httpx.HTTPError as e:
@@ -255,10 +265,12 @@ class ClobVenue:
                 raise VenueError(f"{what}: {type(e).__name__}: {e}", retryable=True, kind=kind) from e
             if resp.status_code != 200:
                 kind, retryable = classify(resp.status_code, resp.text)
-                raise VenueError(f"{what}: HTTP {resp.status_code}: {resp.text[:300]}", retryable=retryable, kind=kind)
+                raise VenueError(
+                    f"{what}: HTTP {resp.status_code}: {resp.text[:300]}", retryable=retryable, kind=kind
+                )
             return resp
 
-        resp = self._call("gamma", what, get)
+        resp = self._call(what, get)
         try:
             market = parse_gamma_event(resp.json(), slug)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
@@ -271,15 +283,17 @@ class ClobVenue:
         # One GET /clob-markets fills the client's tick-size, neg-risk and fee caches for
         # both tokens (so buy() is one POST when it counts); GET /markets has the minimum size.
         cid = market.condition_id
-        info = self._call("clob", f"GET /clob-markets/{cid}", lambda: self._client.get_clob_market_info(cid))
-        full = self._call("clob", f"GET /markets/{cid}", lambda: self._client.get_market(cid))
+        info = self._call(f"GET /clob-markets/{cid}", lambda: self._client.get_clob_market_info(cid))
+        full = self._call(f"GET /markets/{cid}", lambda: self._client.get_market(cid))
         try:
             tick = float(info["mts"])
             fee = float((info.get("fd") or {}).get("r") or 0.0)
             min_size = float(full["minimum_order_size"])
         except (KeyError, TypeError, ValueError) as e:
             raise VenueError(
-                f"market {market.slug}: CLOB market parameters unreadable: {e!r}", retryable=False, kind="bad_answer"
+                f"market {market.slug}: CLOB market parameters unreadable: {e!r}",
+                retryable=False,
+                kind="bad_answer",
             ) from e
         if not 0 < tick < 1 or min_size <= 0:
             raise VenueError(
@@ -296,7 +310,7 @@ class ClobVenue:
         if not token_ids:
             return {}
         params = [BookParams(token_id=t) for t in token_ids]
-        raw = self._call("clob", "POST /books", lambda: self._client.get_order_books(params))
+        raw = self._call("POST /books", lambda: self._client.get_order_books(params))
         out = {}
         for b in raw or []:
             asks = sorted((float(x["price"]), float(x["size"])) for x in b.get("asks") or [])
@@ -311,9 +325,7 @@ class ClobVenue:
             return
         with self._creds_lock:
             if self._client.creds is None:
-                creds = self._call(
-                    "clob", "GET /auth/derive-api-key", self._client.create_or_derive_api_key
-                )
+                creds = self._call("GET /auth/derive-api-key", self._client.create_or_derive_api_key)
                 self._client.set_api_creds(creds)
 
     def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy:
@@ -349,11 +361,12 @@ class ClobVenue:
         self._ensure_creds()
         order = SignedOrderV2(**signed.order)
         try:
+
             def send() -> Any:
                 self._ensure_creds()  # again: a 401 on the previous attempt dropped the key
                 return self._client.post_order(order, order_type)
 
-            resp = self._call("clob_order", "POST /order", send)
+            resp = self._call("POST /order", send)
         except VenueError as err:
             if err.kind == "version_mismatch":
                 self._refresh_version()
@@ -361,7 +374,9 @@ class ClobVenue:
                 raise
             return OrderResult(signed.order_id, "rejected", 0.0, signed.price, _strip_what(str(err)))
         if not isinstance(resp, dict):
-            raise VenueError(f"POST /order: unexpected answer {resp!r:.300}", retryable=True, kind="bad_answer")
+            raise VenueError(
+                f"POST /order: unexpected answer {resp!r:.300}", retryable=True, kind="bad_answer"
+            )
         oid = str(resp.get("orderID") or signed.order_id)
         if not resp.get("success", True) or resp.get("error"):
             msg = str(resp.get("errorMsg") or resp.get("error") or "rejected")
@@ -382,7 +397,7 @@ class ClobVenue:
         # The client re-reads /version itself when post_order sees the mismatch in a 200
         # answer; our transport raises on the 400 first, so ask it here.
         try:
-            self._client._ClobClient__resolve_version(force_update=True)  # type: ignore[attr-defined]
+            self._client._ClobClient__resolve_version(force_update=True)
         except Exception as e:
             log.warning("venue: could not refresh the order version: %s", e)
 
@@ -406,7 +421,7 @@ class ClobVenue:
             return None  # nothing was ever posted
         self._ensure_creds()
         try:
-            o = self._call("clob", f"GET /data/order/{order_id}", lambda: self._client.get_order(order_id))
+            o = self._call(f"GET /data/order/{order_id}", lambda: self._client.get_order(order_id))
         except VenueError as e:
             if "HTTP 404" in str(e):
                 return None
@@ -424,17 +439,19 @@ class ClobVenue:
         """The account's collateral (USDC) balance at the venue, in micro-units."""
         self._ensure_creds()
         params = BalanceAllowanceParams(asset_type=AssetType.COLLATERAL)
-        res = self._call("clob", "GET /balance-allowance", lambda: self._client.get_balance_allowance(params))
+        res = self._call("GET /balance-allowance", lambda: self._client.get_balance_allowance(params))
         try:
             return int(res["balance"])
         except (KeyError, TypeError, ValueError) as e:
-            raise VenueError(f"GET /balance-allowance: unexpected answer {res!r:.200}", retryable=False) from e
+            raise VenueError(
+                f"GET /balance-allowance: unexpected answer {res!r:.200}", retryable=False
+            ) from e
 
     # -- resolution ---------------------------------------------------------------------
 
     def resolution(self, condition_id: str) -> bool | None:
         """True if Up won, False if Down won, None while the market is unresolved."""
-        m = self._call("clob", f"GET /markets/{condition_id}", lambda: self._client.get_market(condition_id))
+        m = self._call(f"GET /markets/{condition_id}", lambda: self._client.get_market(condition_id))
         if not isinstance(m, dict) or not m.get("closed"):
             return None
         for t in m.get("tokens") or []:
@@ -447,9 +464,9 @@ class ClobVenue:
         self._gamma_http.close()
 
 
-def venue_from_settings(s: Settings, env: Mapping[str, str] | None = None) -> ClobVenue:
+def venue_from_settings(s: Settings, env: Mapping[str, str] | None = None, redis: Any = None) -> ClobVenue:
     """The venue of this mode, with its credentials (raises CredentialsError when live mode
-    has none) and, when a Redis is given by the caller later, its shared request budget."""
+    has none) and, given a (sync) Redis client, the venues' request budgets shared in it."""
     creds = credentials(s, env)
     return ClobVenue(
         s.clob_url,
@@ -459,7 +476,31 @@ def venue_from_settings(s: Settings, env: Mapping[str, str] | None = None) -> Cl
         funder=creds.funder,
         signature_type=creds.signature_type,
         dry_run=s.dry_run,
+        throttle=venue_throttle(redis, s) if redis is not None else None,
     )
+
+
+# A request may wait this long for its budget; longer, it is refused (and not sent): a tick
+# must not stall behind a budget, and the next tick will ask again.
+THROTTLE_MAX_WAIT_MS = 1000
+
+
+def venue_throttle(redis: Any, s: Settings) -> Throttle | None:
+    """The venues' budgets as a Throttle, on a sync Redis client (the venue runs in threads)."""
+    from state.keys import Keys
+    from state.ratelimit import GAMMA_EVENTS, SyncLimiter, clob_budget
+
+    limiter = SyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale)
+    if not limiter.enabled:
+        return None
+
+    def take(method: str, path: str) -> None:
+        # Gamma's only call is GET /events (the CLOB has no such path; the sim serves both
+        # on one port, so the path tells them apart, not the host).
+        budget = GAMMA_EVENTS if path == "/events" else clob_budget(method, path)
+        limiter.take(budget, 1, THROTTLE_MAX_WAIT_MS)
+
+    return take
 
 
 def _strip_what(message: str) -> str:

@@ -53,6 +53,12 @@ class FeedStatus(msgspec.Struct, frozen=True):
     last_close: float
 
 
+def feed_stale(fs: FeedStatus | None, now_ms: int, stale_after_ms: int) -> bool:
+    """The rule the kernel refuses new entries by (and `baton status` reports): no status, or
+    none written for longer than `stale_after_ms` (BATON_STALE_AFTER_MS)."""
+    return fs is None or now_ms - fs.updated_ms > stale_after_ms
+
+
 class Market(msgspec.Struct, frozen=True):
     """The venue market of one slot-window, found by slug."""
 

@@ -433,8 +433,13 @@ async def amain(argv: list[str]) -> int:
 
     args = _parse(argv)
     s = settings_mod.load()
+    # rq and the venue client are synchronous and run in threads: they share a sync client
+    # (settlement jobs are enqueued on it; the venues' request budgets are taken on it).
+    sync_redis = Redis.from_url(
+        s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, socket_keepalive=True
+    )
     try:
-        venue = venue_from_settings(s)
+        venue = venue_from_settings(s, redis=sync_redis)
     except settings_mod.CredentialsError as e:
         log.error("worker %s refuses to start: %s", args.color, e)
         return EXIT_NOT_READY
@@ -448,11 +453,7 @@ async def amain(argv: list[str]) -> int:
         health_check_interval=30,
     )
     store = Store(redis, Keys(s.prefix))
-    # rq is synchronous: settlement jobs are enqueued on a connection of their own, from a thread.
-    settler = Enqueuer(
-        Redis.from_url(s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, socket_keepalive=True),
-        s.prefix,
-    )
+    settler = Enqueuer(sync_redis, s.prefix)
     w = Worker(s, store, venue, SystemClock(), args.color, settler=settler)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

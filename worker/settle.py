@@ -52,11 +52,9 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         s = settings_mod.load()
-        venue = venue_from_settings(s)
-    except (settings_mod.SettingsError, settings_mod.CredentialsError) as e:
+    except settings_mod.SettingsError as e:
         log.error("settle: cannot start: %s", e)
         sys.exit(2)
-    settlement.configure(venue)
     # rq's dequeue blocks in BLPOP: no socket timeout (NOTES.md), but keepalive and a
     # health check so that a dead connection is noticed.
     r = Redis.from_url(
@@ -66,6 +64,12 @@ def main() -> None:
         socket_keepalive=True,
         health_check_interval=30,
     )
+    try:
+        venue = venue_from_settings(s, redis=r)
+    except settings_mod.CredentialsError as e:
+        log.error("settle: cannot start: %s", e)
+        sys.exit(2)
+    settlement.configure(venue)
     _wait_for_redis(r, REDIS_WAIT_S)
     queue = settlement.settle_queue(r, s.prefix)
     worker = SimpleWorker(

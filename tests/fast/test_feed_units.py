@@ -154,3 +154,34 @@ async def test_python_m_feed_exits_0_on_sigterm_even_while_retrying():
     assert code == 0, [*lines, rest]
     assert "feed stopped" in rest
     assert "Traceback" not in "".join(lines) + rest
+
+
+def test_the_store_finds_a_hole_and_fills_it_behind_the_last_closed_candle():
+    from feed.store import Batch, CandleStore
+    from state.keys import Keys
+
+    store = CandleStore(None, Keys("baton:"), interval="1s", retention_s=60, clock_ms=lambda: 0)  # type: ignore[arg-type]
+
+    def c(i: int, closed: bool = True) -> Candle:
+        return Candle(i * 1000, 1.0, 2.0, 0.5, 1.5, 1.0, closed)
+
+    b = Batch()
+    assert store.accept(b, "btc", c(1)) and store.accept(b, "btc", c(2))
+    assert store.accept(b, "btc", c(5, closed=False))  # in progress: not yet a hole
+    assert store.holes == {}
+    assert store.accept(b, "btc", c(6))
+    assert b.counts["holes"] == 1
+    holes = store.take_holes()
+    assert holes == {"btc": [(3000, 5000)]} and store.holes == {}
+    fb = Batch()
+    assert not store.fill(fb, "btc", c(2), holes["btc"])  # not in the hole
+    assert not store.fill(fb, "btc", c(4, closed=False), holes["btc"])
+    assert all(store.fill(fb, "btc", c(i), holes["btc"]) for i in (3, 4, 5))
+    assert sorted(fb.candles) == [("btc", 3000), ("btc", 4000), ("btc", 5000)]
+    assert fb.counts["backfilled"] == 3
+    # The last closed candle is still the newest one; a replay of a filled one is a duplicate.
+    assert store.last_closed("btc") == c(6)
+    rb = Batch()
+    assert not store.accept(rb, "btc", c(4))
+    assert rb.counts == {"duplicates": 1}
+    assert store.accept(rb, "btc", c(7)) and "holes" not in rb.counts

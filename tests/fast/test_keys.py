@@ -31,6 +31,8 @@ def test_every_key_string_is_pinned():
     assert k.deploys() == "baton:deploys"
     assert k.reload() == "baton:reload"
     assert k.deploy_lock() == "baton:deploy:lock"
+    assert k.settle_claim("btc-15m:1700000100") == "baton:settle:claim:btc-15m:1700000100"
+    assert k.settle_stats() == "baton:settle:stats"
 
 
 def test_the_prefix_is_configurable():
@@ -49,6 +51,7 @@ def test_every_key_builder_is_documented_in_docs_state_md():
         "worker": ("blue",),
         "wake": ("green:host:123:ab12",),
         "ratelimit": ("binance:rest_weight:1m",),
+        "settle_claim": ("btc-15m:1700000100",),
     }
     for name in dir(k):
         if name.startswith("_") or name == "p":

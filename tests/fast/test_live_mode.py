@@ -60,7 +60,9 @@ def test_live_mode_without_credentials_names_what_is_missing(tmp_path):
 
 
 def test_credentials_come_from_the_environment_or_an_owner_only_file(tmp_path):
-    c = credentials(live(tmp_path, BATON_SIGNATURE_TYPE="2"), {"BATON_PRIVATE_KEY": KEY, "BATON_FUNDER": FUNDER})
+    c = credentials(
+        live(tmp_path, BATON_SIGNATURE_TYPE="2"), {"BATON_PRIVATE_KEY": KEY, "BATON_FUNDER": FUNDER}
+    )
     assert (c.private_key, c.funder, c.signature_type, c.source) == (KEY, FUNDER, 2, "environment")
     f = tmp_path / "credentials"
     f.write_text(f"# baton live credentials\nprivate_key={KEY}\nfunder={FUNDER}\nsignature_type=1\n")
@@ -72,7 +74,9 @@ def test_credentials_come_from_the_environment_or_an_owner_only_file(tmp_path):
     assert (c.private_key, c.funder, c.signature_type, c.source) == (KEY, FUNDER, 1, str(f))
     # the key is in no repr: not the credentials', not the settings', not the venue's
     assert KEY[2:] not in repr(c) and KEY[2:] not in repr(live(tmp_path))
-    v = ClobVenue("http://127.0.0.1:9", "http://127.0.0.1:9", c.private_key, 137, funder=c.funder, signature_type=1)
+    v = ClobVenue(
+        "http://127.0.0.1:9", "http://127.0.0.1:9", c.private_key, 137, funder=c.funder, signature_type=1
+    )
     try:
         assert KEY[2:] not in repr(v)
     finally:

@@ -440,10 +440,20 @@ async def raw(server):
 
 async def wait_until(cond, what: str, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not cond():
+    while not await cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def consuming(redis) -> None:
+    """Until the feed has taken the frame sent: its session is set up and reading frames.
+    (Stopping it before that could land in a fakeredis call, which can swallow a cancel.)"""
+
+    async def one_frame():
+        return int(await redis.hget(KEYS.feed_stats(), "frames") or 0) >= 1
+
+    await wait_until(one_frame, "the feed to take a frame")
 
 
 async def test_the_feed_waits_for_the_connection_budget(raw, redis, binance, rest):
@@ -452,31 +462,35 @@ async def test_the_feed_waits_for_the_connection_budget(raw, redis, binance, res
         KEYS,
         budgets=tiny(BucketSpec("test:connect", 1, 2), BucketSpec("test:weight", 1000, 1000)),
     )
-    binance.send(test_feed.DROP, test_feed.DROP)
+    t = (int(time.time()) - 60) * 1000
+    # The first two connections are dropped at once; the third gets a frame.
+    binance.send(test_feed.DROP, test_feed.DROP, test_feed.kline("btc", t))
     async with feed_running(raw, binance, rest, lim):
-        await wait_until(lambda: len(binance.paths) >= 3, "two reconnects")
+        await consuming(raw)
+        assert float(await redis.hget(KEYS.ratelimit("test:connect"), "tokens")) < 1
     connects = [t for t in lim.taken if t[0] == BINANCE_WS_CONNECT]
-    assert len(connects) >= 3 and connects[0][2] == 0
+    assert len(connects) == len(binance.paths) == 3 and connects[0][2] == 0
     # One attempt per 500 ms: the reconnects, 10-20 ms of backoff apart, waited for a token.
-    assert all(waited > 100 for _, _, waited in connects[1:3])
-    assert float(await redis.hget(KEYS.ratelimit("test:connect"), "tokens")) < 1
+    assert all(waited > 100 for _, _, waited in connects[1:])
 
 
 async def test_the_feed_backfill_takes_its_weight_and_waits_for_it(raw, redis, binance, rest):
-    rest.rows_from_ms = (int(time.time()) - 20) * 1000
+    now_s = int(time.time())
+    rest.rows_from_ms = (now_s - 20) * 1000
     # One klines request (weight 2) at once, then one per second.
     lim = Recording(
         raw,
         KEYS,
         budgets=tiny(BucketSpec("test:connect", 10, 10), BucketSpec("test:weight", 2, 2)),
     )
+    binance.send(test_feed.kline("btc", (now_s - 10) * 1000))  # a candle the backfill also has
     async with feed_running(raw, binance, rest, lim):
-        await wait_until(lambda: len(rest.requests) >= 2, "a backfill request per asset")
+        await consuming(raw)
+        assert float(await redis.hget(KEYS.ratelimit("test:weight"), "tokens")) <= 0
     weights = [t for t in lim.taken if t[0] == BINANCE_REST_WEIGHT]
     assert len(weights) >= len(rest.requests) >= 2  # every request took its weight first
     assert all(cost == 2 for _, cost, _ in weights)
     assert weights[0][2] == 0 and weights[1][2] > 300
-    assert float(await redis.hget(KEYS.ratelimit("test:weight"), "tokens")) <= 0
 
 
 async def test_the_feed_takes_its_scale_from_settings(redis):

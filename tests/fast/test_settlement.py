@@ -101,7 +101,9 @@ async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):  # noqa: F
     settlement.configure(rig.venue, rig.clock.now_ms)
     for _ in range(50):
         await asyncio.sleep(0.2)
-        SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True, with_scheduler=True)
+        SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(
+            burst=True, with_scheduler=True
+        )
         if p.id not in {x.id for x in await rig.store.read_positions(open_only=True)}:
             break
     assert job.get_status(refresh=True) == "finished"

@@ -198,3 +198,21 @@ async def test_ping_and_time(server):
     assert await _get(addr, "/api/v3/ping") == (200, {})
     status, body = await _get(addr, "/api/v3/time")
     assert status == 200 and abs(body["serverTime"] - time.time() * 1000) < 5000
+
+
+async def test_drop_cuts_the_streams_and_refuses_new_ones_for_a_while(server):
+    addr, _ = server
+    url = f"ws://{addr}/stream?streams=btcusdt@kline_1s"
+    async with websockets.connect(url) as ws:
+        await _frames(ws, lambda fs: len(fs) >= 1)
+        drop = f"http://{addr}/_sim/binance/drop"
+        async with aiohttp.ClientSession() as s, s.post(drop, params={"refuse_ms": "60000"}) as r:
+            assert r.status == 200 and await r.json() == {"dropped": 1}
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(5):
+                while True:
+                    await ws.recv()
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(url):
+            pass
+    assert info.value.response.status_code == 503

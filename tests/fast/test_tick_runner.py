@@ -225,8 +225,18 @@ async def test_stale_candles_block_new_entries(rig):
             await rig.store.r.hset(rig.store.k.feed_status(), f"{a}:1s", FEED_STATUS.encode(status))
 
     rig.feed = stale_feed
-    await rig.run_ticks(30)
+    outs = await rig.run_ticks(30)
+    # Not one strategy call, not one intent committed, nothing at the venue.
     assert await rig.store.read_intents() == []
+    assert all(o.record.evaluated == 0 and o.record.orders == 0 for o in outs)
+    assert all(not o.record.halted and not o.record.paused for o in outs)
+    # The same rig with fresh data does trade: staleness was what blocked it.
+    del rig.feed
+    for _ in range(60):
+        await rig.run_ticks(1)
+        if await rig.store.read_intents():
+            break
+    assert await rig.store.read_intents(), "no entry in 60 ticks once the data was fresh"
 
 
 async def test_reaching_the_daily_loss_limit_halts_with_a_reason(rig):
