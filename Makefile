@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop status deploy rollback reload bench-deploy test test-fast test-e2e lint bootstrap redis-server clean
+.PHONY: run stop status deploy rollback reload bench-deploy bench-feed test test-fast test-e2e lint bootstrap redis-server clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -52,6 +52,10 @@ reload: $(STAMP)
 
 bench-deploy: bootstrap
 	$(PY) -m bench.deploy_gap
+
+# Feed ingest: kline messages/s into Redis and frame-to-Redis delay at rising rates, feed on one core.
+bench-feed: bootstrap
+	$(PY) -m bench.feed_ingest
 
 test: bootstrap
 	$(VENV)/bin/pytest -q tests

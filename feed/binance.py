@@ -6,6 +6,7 @@ a raw frame into a `CandleUpdate`, a `ServerShutdown` notice, or raises `BadFram
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated
 
 import msgspec
@@ -75,6 +76,8 @@ class CandleUpdate(msgspec.Struct, frozen=True):
 
 
 _FRAME = msgspec.json.Decoder(Frame, strict=False)
+# Every frame names its symbol: a small cache saves the string work on the hot path.
+_asset_of_symbol = lru_cache(maxsize=1024)(asset_of_symbol)
 _ROWS = msgspec.json.Decoder(list[KlineRow], strict=False)
 
 
@@ -106,7 +109,7 @@ def parse_frame(raw: str | bytes, assets: frozenset[str], interval: str) -> Cand
     if isinstance(data, ServerShutdown):
         return data
     k = data.k
-    asset = asset_of_symbol(data.symbol)
+    asset = _asset_of_symbol(data.symbol)
     if asset is None or asset not in assets:
         raise BadFrame(f"unknown symbol {data.symbol!r}")
     if k.symbol != data.symbol:

@@ -247,8 +247,12 @@ class Feed:
                 if self._filler is not None:
                     # Holes it did not get to are found again by the next session's load.
                     self._filler.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
+                    try:
                         await self._filler
+                    except asyncio.CancelledError:
+                        pass
+                    except Exception:  # a bug in the filler must not mask why the session ended
+                        log.exception("the hole filler failed")
                     self._filler = None
 
     async def _take(self, budget: str, cost: float, max_wait_ms: int) -> None:
@@ -345,8 +349,14 @@ class Feed:
         """Fill the pending holes, retrying failed fetches with backoff while the session lasts."""
         retry = Backoff(FILL_RETRY_INITIAL_S, FILL_RETRY_MAX_S)
         while self.store.holes:
-            if await self._fill_holes_once(http):
+            try:
+                ok = await self._fill_holes_once(http)
+            except RedisError as e:
+                log.warning("filling holes: redis unavailable (%s); retried", e)
+                ok = False
+            if ok:
                 retry.reset()
+                await asyncio.sleep(0)  # never starve the reader (and its pings), whatever happens
             else:
                 await asyncio.sleep(retry.next_s())
 
@@ -356,30 +366,44 @@ class Feed:
         `unfillable` and not asked for again until the next connection."""
         ok = True
         floor_ms = self.clock_ms() - self.retention_ms
-        for asset, holes in self.store.take_holes().items():
-            holes = [(max(a, floor_ms), b) for a, b in holes if b >= floor_ms]
-            if not holes:
-                continue
-            wanted = sum((b - a) // self.interval_ms + 1 for a, b in holes)
-            now_ms = self.clock_ms()
-            try:
-                got = await self._backfill_asset(http, asset, holes[0][0], now_ms, holes=holes)
-            except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError, RateLimited) as e:
-                msg = f"fill {asset} holes {holes[0][0]}..{holes[-1][1]}: {type(e).__name__}: {e}"
-                log.warning("%s (retried)", msg)
-                ok = False
+        pending = self.store.take_holes()
+        try:
+            while pending:
+                asset = next(iter(pending))
+                ok = await self._fill_asset_holes(http, asset, pending[asset], floor_ms) and ok
+                del pending[asset]
+        finally:
+            for asset, holes in pending.items():  # left undone by an exception (Redis)
                 self.store.give_back(asset, holes)
-                batch = Batch()
-                batch.counts["backfill_errors"] += 1
-                batch.errors.append({"source": "feed", "error": msg, "sample": "", "at_ms": now_ms})
-                await self.store.write(batch)
-                continue
-            log.info("filled %d of %d missing %s candles in %d hole(s)", got, wanted, asset, len(holes))
-            if got < wanted:
-                batch = Batch()
-                batch.counts["unfillable"] += wanted - got
-                await self.store.write(batch)
         return ok
+
+    async def _fill_asset_holes(
+        self, http: aiohttp.ClientSession, asset: str, holes: list[tuple[int, int]], floor_ms: int
+    ) -> bool:
+        """Fetch the candles of one asset's holes; False if the fetch failed (the holes are
+        given back for a retry)."""
+        holes = [(max(a, floor_ms), b) for a, b in holes if b >= floor_ms]
+        if not holes:
+            return True
+        wanted = sum((b - a) // self.interval_ms + 1 for a, b in holes)
+        now_ms = self.clock_ms()
+        try:
+            got = await self._backfill_asset(http, asset, holes[0][0], now_ms, holes=holes)
+        except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError, RateLimited) as e:
+            msg = f"fill {asset} holes {holes[0][0]}..{holes[-1][1]}: {type(e).__name__}: {e}"
+            log.warning("%s (retried)", msg)
+            batch = Batch()
+            batch.counts["backfill_errors"] += 1
+            batch.errors.append({"source": "feed", "error": msg, "sample": "", "at_ms": now_ms})
+            await self.store.write(batch)
+            self.store.give_back(asset, holes)
+            return False
+        log.info("filled %d of %d missing %s candles in %d hole(s)", got, wanted, asset, len(holes))
+        if got < wanted:
+            batch = Batch()
+            batch.counts["unfillable"] += wanted - got
+            await self.store.write(batch)
+        return True
 
     async def _backfill_asset(
         self,

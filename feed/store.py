@@ -14,14 +14,18 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+import msgspec
 import redis.asyncio as aioredis
 
 from state.keys import Keys
+from state.scripts import source
 from state.structs import CANDLE, FEED_STATUS, Candle, FeedStatus
 
 log = logging.getLogger("feed")
 
 JOURNAL_MAXLEN = 1000
+# A list of candles as one JSON array; each element is byte for byte what CANDLE.encode gives.
+_CANDLES = msgspec.json.Encoder()
 # Closed candles remembered per asset, to tell a replayed candle (a duplicate, as after a
 # reconnect whose backfill got there first) from a stale one (out of order).
 RECENT_CLOSED = 300
@@ -60,6 +64,7 @@ class CandleStore:
         self.keys = keys
         self.interval = interval
         self.interval_ms = interval_ms
+        self._write = redis.register_script(source("feed_write"))
         self.retention_ms = retention_s * 1000
         self.clock_ms = clock_ms
         # asset -> open_ms -> closed candle, oldest first; the last one is the last closed.
@@ -162,33 +167,33 @@ class CandleStore:
         return True
 
     async def write(self, batch: Batch) -> None:
-        """One round trip. MULTI/EXEC so that a reader never sees a candle removed but not
-        yet re-added."""
+        """One round trip, one command (state/lua/feed_write.lua), atomic so that a reader
+        never sees a candle removed but not yet re-added. Client-side cost per command and per
+        argument is what limits ingest (bench/feed_ingest.py): hence one script call, with each
+        window's candles as one JSON array encoded in one go."""
         if not batch:
             return
         now_ms = self.clock_ms()
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            assets: set[str] = set()
-            for (asset, open_ms), c in batch.candles.items():
-                key = k.candles(asset, self.interval)
-                pipe.zremrangebyscore(key, open_ms, open_ms)
-                pipe.zadd(key, {CANDLE.encode(c): open_ms})
-                assets.add(asset)
-            for asset in sorted(assets):
-                newest = self._newest[asset]
-                # Retention is measured from the newest candle, not the wall clock, so that a
-                # stalled stream does not wipe the history a restarted one still needs.
-                cutoff = newest.open_ms - self.retention_ms
-                pipe.zremrangebyscore(k.candles(asset, self.interval), "-inf", f"({cutoff}")
-                status = FeedStatus(now_ms, newest.open_ms, newest.close)
-                pipe.hset(k.feed_status(), f"{asset}:{self.interval}", FEED_STATUS.encode(status))
-            for name, n in sorted(batch.counts.items()):
-                if n:
-                    pipe.hincrby(k.feed_stats(), name, n)
-            for fields in batch.errors:
-                pipe.xadd(k.journal_errors(), fields, maxlen=JOURNAL_MAXLEN, approximate=True)
-            await pipe.execute()
+        by_asset: dict[str, list[Candle]] = {}
+        for (asset, _), c in batch.candles.items():
+            by_asset.setdefault(asset, []).append(c)
+        counters = [(name, n) for name, n in sorted(batch.counts.items()) if n]
+        args: list[str | bytes | int] = [len(counters), len(batch.errors), JOURNAL_MAXLEN]
+        for asset, candles in by_asset.items():
+            newest = self._newest[asset]
+            # Retention is measured from the newest candle, not the wall clock, so that a
+            # stalled stream does not wipe the history a restarted one still needs.
+            cutoff = newest.open_ms - self.retention_ms
+            status = FEED_STATUS.encode(FeedStatus(now_ms, newest.open_ms, newest.close))
+            args += (cutoff, f"{asset}:{self.interval}", status, _CANDLES.encode(candles))
+        for name, n in counters:
+            args += (name, n)
+        for e in batch.errors:
+            args += (e["source"], e["error"], e["sample"], e["at_ms"])
+        keys = [k.feed_status(), k.feed_stats(), k.journal_errors()]
+        keys += [k.candles(a, self.interval) for a in by_asset]
+        await self._write(keys=keys, args=args)
         if self.on_written is not None:
             self.on_written(batch)
 

@@ -124,7 +124,7 @@ class ClobSim:
             "archived": False,
             "accepting_orders": not ended,
             "accepting_order_timestamp": None,
-            "minimum_order_size": MIN_ORDER_SIZE,
+            "minimum_order_size": _num(MIN_ORDER_SIZE),
             "minimum_tick_size": TICK_SIZE,
             "condition_id": w.condition_id,
             "question_id": "0x" + hashlib.sha256(f"{w.slug}:question".encode()).hexdigest(),
@@ -157,6 +157,11 @@ class ClobSim:
                 },
             ],
         }
+
+
+def _num(x: float) -> int | float:
+    # JSON numbers as the live API writes them: 5, not 5.0 (0.01 stays 0.01).
+    return int(x) if float(x).is_integer() else x
 
 
 def _level(lv: Level) -> OrderSummary:
@@ -396,9 +401,9 @@ async def get_clob_market(request: web.Request) -> web.Response:
             "c": w.condition_id,
             "t": [{"t": w.up_token, "o": "Up"}, {"t": w.down_token, "o": "Down"}],
             "mts": TICK_SIZE,
-            "mos": MIN_ORDER_SIZE,
+            "mos": _num(MIN_ORDER_SIZE),
             "nr": False,
-            "fd": {"r": fee.rate, "e": fee.exponent, "to": True},
+            "fd": {"r": _num(fee.rate), "e": _num(fee.exponent), "to": True},
             "mbf": 0,
             "tbf": fee.base_fee,
             "rfqe": False,

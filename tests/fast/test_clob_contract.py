@@ -226,7 +226,7 @@ def test_clob_market_info_in_the_short_key_shape(env, client):
     info = client.get_clob_market_info(m["cid"])
     assert set(info) == CLOB_MARKET_KEYS and set(info) >= CLOB_MARKET_DOCUMENTED
     assert info["c"] == m["cid"] and info["t"] == [{"t": m["up"], "o": "Up"}, {"t": m["down"], "o": "Down"}]
-    assert isinstance(info["mts"], float) and isinstance(info["mos"], float) and info["nr"] is False
+    assert isinstance(info["mts"], float) and isinstance(info["mos"], int | float) and info["nr"] is False
     assert set(info["fd"]) == FEE_DETAILS_KEYS and info["fd"]["to"] is True
     assert (info["fd"]["r"], info["tbf"]) == (0.072, 1000)
     assert info["ao"] is True and isinstance(info["sd"], int) and isinstance(info["rfqe"], bool)
@@ -470,6 +470,23 @@ def test_balance_allowance_and_insufficient_balance(small_account):
     clock.ms = (w.end_s + 1) * 1000
     won = s.model.outcome_up(w.asset, w.start_s, w.end_s)
     assert collateral(c) == 10 * MICRO - cost + (5 * MICRO if won else 0)
+
+
+def test_a_sell_needs_the_shares_and_credits_the_proceeds(small_account):
+    _, http, _, clock, c = small_account
+    m = market(http, clock, "sol")
+    sell = c.create_order(OrderArgsV2(m["up"], 0.01, 5, "SELL"))
+    e = rejected(lambda: c.post_order(sell, "FAK"))
+    assert e.status_code == 400 and e.error_msg["error"].startswith("not enough balance / allowance")
+    bought = c.post_order(c.create_order(OrderArgsV2(m["up"], 0.99, 5, "BUY")), "FOK")
+    before = collateral(c)
+    sold = c.post_order(c.create_order(OrderArgsV2(m["up"], 0.01, 5, "SELL")), "FAK")
+    assert set(sold) == POST_ORDER_KEYS and sold["makingAmount"] == "5"  # shares given
+    assert collateral(c) == before + round(Decimal(sold["takingAmount"]) * MICRO)
+    assert Decimal(sold["takingAmount"]) < Decimal(bought["makingAmount"])  # bought the ask, sold the bid
+    held = c.get_balance_allowance(BalanceAllowanceParams(AssetType.CONDITIONAL, token_id=m["up"]))
+    assert held["balance"] == "0"
+    assert c.get_order(sold["orderID"])["side"] == "SELL"
 
 
 def test_balance_needs_l2_headers_and_can_be_set_by_the_admin_endpoint(small_account):

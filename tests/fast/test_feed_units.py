@@ -157,10 +157,13 @@ async def test_python_m_feed_exits_0_on_sigterm_even_while_retrying():
 
 
 def test_the_store_finds_a_hole_and_fills_it_behind_the_last_closed_candle():
+    import fakeredis
+
     from feed.store import Batch, CandleStore
     from state.keys import Keys
 
-    store = CandleStore(None, Keys("baton:"), interval="1s", retention_s=60, clock_ms=lambda: 0)  # type: ignore[arg-type]
+    redis = fakeredis.FakeAsyncRedis()
+    store = CandleStore(redis, Keys("baton:"), interval="1s", retention_s=60, clock_ms=lambda: 0)
 
     def c(i: int, closed: bool = True) -> Candle:
         return Candle(i * 1000, 1.0, 2.0, 0.5, 1.5, 1.0, closed)
@@ -185,3 +188,44 @@ def test_the_store_finds_a_hole_and_fills_it_behind_the_last_closed_candle():
     assert not store.accept(rb, "btc", c(4))
     assert rb.counts == {"duplicates": 1}
     assert store.accept(rb, "btc", c(7)) and "holes" not in rb.counts
+
+
+async def test_the_store_writes_each_candle_as_its_own_readable_member():
+    """One script call per batch, but the members are what CANDLE.encode gives, one per open
+    time: an update replaces the member of its open time; retention trims from the newest."""
+    import fakeredis
+
+    from feed.store import Batch, CandleStore
+    from state.keys import Keys
+    from state.structs import CANDLE, FEED_STATUS
+
+    redis = fakeredis.FakeAsyncRedis()
+    keys = Keys("baton:")
+    store = CandleStore(redis, keys, interval="1s", retention_s=3, clock_ms=lambda: 99_000)
+    odd = [0.1, 1e-7, 123456789.123456789, 3.0]
+    b = Batch()
+    for i, x in enumerate(odd):
+        store.accept(b, "btc", Candle(i * 1000, x, x * 2, x / 2, x, 1e-9 + i, True))
+    store.accept(b, "eth", Candle(5000, 2.0, 2.0, 2.0, 2.0, 0.0, False))
+    b.bad_frame("not JSON: x", "{", 7)
+    await store.write(b)
+    members = await redis.zrange(keys.candles("btc", "1s"), 0, -1, withscores=True)
+    want = [Candle(i * 1000, x, x * 2, x / 2, x, 1e-9 + i, True) for i, x in enumerate(odd)]
+    assert members == [(CANDLE.encode(c), float(c.open_ms)) for c in want]
+    b2 = Batch()
+    store.accept(b2, "eth", Candle(5000, 2.0, 2.5, 1.5, 2.25, 1.0, True))
+    store.accept(b2, "btc", Candle(9000, 3.0, 3.0, 3.0, 3.0, 0.0, False))
+    await store.write(b2)
+    assert await redis.zrange(keys.candles("eth", "1s"), 0, -1) == [
+        CANDLE.encode(Candle(5000, 2.0, 2.5, 1.5, 2.25, 1.0, True))
+    ]
+    # Newest btc candle opens at 9000 with 3 s retention: those before 6000 are gone.
+    assert await redis.zrange(keys.candles("btc", "1s"), 0, -1, withscores=True) == [
+        (CANDLE.encode(Candle(9000, 3.0, 3.0, 3.0, 3.0, 0.0, False)), 9000.0)
+    ]
+    status = FEED_STATUS.decode(await redis.hget(keys.feed_status(), "btc:1s"))
+    assert (status.updated_ms, status.last_open_ms, status.last_close) == (99_000, 9000, 3.0)
+    stats = await redis.hgetall(keys.feed_stats())
+    assert stats == {b"candles": b"7", b"bad_frames": b"1"}
+    [(_, fields)] = await redis.xrange(keys.journal_errors())
+    assert fields == {b"source": b"feed", b"error": b"not JSON: x", b"sample": b"{", b"at_ms": b"7"}

@@ -1,0 +1,531 @@
+"""Feed ingest: how many Binance kline messages per second the feed gets into Redis, and how long
+a frame takes from the socket to Redis, at increasing message rates.
+
+Three processes, as in production, plus a load generator:
+
+- a real `redis-server` on a free port (`--save '' --appendonly no`);
+- a local WebSocket server (the `websockets` library) that serves a Binance combined stream
+  (`/stream?streams=<sym>usdt@kline_1s/...`) of kline frames shaped like Binance's, paced at a
+  target rate for a few seconds per step; frames are built from pre-encoded templates and written
+  to the socket in bursts of about a millisecond;
+- the feed: `feed.client.Feed`, the code `python -m feed` runs (connect, backfill, decode with
+  msgspec, pipelined MULTI/EXEC writes), in its own process, pinned to one core with
+  `os.sched_setaffinity`; the server and Redis get the other core(s).
+
+Every frame is a distinct closed 1-second candle (the asset cycles, its open time advances), so
+every frame costs its own Redis write: the worst case, as nothing coalesces. The frame's send time
+rides in its event time `E` (ms) and, to the microsecond, in its volume `v`; the feed's
+`CandleStore.on_written` hook (called once Redis has answered a batch's MULTI/EXEC) takes
+`now - volume` for each candle: the frame-to-Redis delay. Messages per second into Redis are
+counted by the same hook over the span of the step's writes (the first batch excluded), and
+checked against Redis itself (ZCARD of every candle window = frames sent: nothing lost). The feed
+process's CPU time over the same span says how much of its one core it used; CPU microseconds per
+message give the rate one core would sustain.
+
+    python -m bench.feed_ingest [--rates 5000,10000,20000,40000,max] [--seconds 5] [--assets 100]
+                                [--profile DIR]   # cProfile the feed: DIR/feed-<rate>.prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from array import array
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PREFIX = "bench:"
+END_ASSET = "zzend"  # its one candle, after the step's last frame, tells the feed to stop
+START_MS = 1_700_000_000_000  # open time of every asset's first candle
+WARMUP_S = 1.0  # after the connection, before the first frame: the feed's backfill is done
+BURST_S = 0.001  # pacing granularity of the sender
+MAX_BURST = 2000  # frames per write at most
+HIGH_WATER = 1 << 20  # bytes queued in the server's transport before it waits (back-pressure)
+TARGET = 20_000  # kline messages per second on one core (issue #4)
+
+
+# --- the WebSocket server (load generator) -------------------------------------------------------
+
+
+def _template(asset: str) -> bytes:
+    """The frame of one asset with %-slots for E, t, T, f, L, o, c, h, l, v, n, q, V, Q."""
+    sym = f"{asset.upper()}USDT"
+    return (
+        (
+            '{"stream":"<stream>@kline_1s","data":{"e":"kline","E":%d,"s":"<SYM>","k":{"t":%d,"T":%d,'
+            '"s":"<SYM>","i":"1s","f":%d,"L":%d,"o":"%s","c":"%s","h":"%s","l":"%s","v":"%.6f",'
+            '"n":%d,"x":true,"q":"%s","V":"%s","Q":"%s","B":"0"}}}'
+        )
+        .replace("<stream>", sym.lower())
+        .replace("<SYM>", sym)
+        .encode()
+    )
+
+
+def _prices(i: int) -> list[tuple[bytes, bytes, bytes, bytes]]:
+    """A few (o, c, h, l) quadruples per asset, as Binance prints them (8 decimals)."""
+    base = 10.0 + 37.0 * i
+    out = []
+    for j in range(16):
+        o, c = base * (1 + 0.0003 * (j % 5)), base * (1 + 0.0003 * ((j + 2) % 5))
+        h, lo = max(o, c) * 1.0002, min(o, c) * 0.9998
+        out.append(tuple(f"{x:.8f}".encode() for x in (o, c, h, lo)))  # type: ignore[arg-type]
+    return out  # type: ignore[return-value]
+
+
+def _ws_frame(payload: bytes) -> bytes:
+    """An unmasked text frame, as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        return b"\x81" + bytes([n]) + payload
+    if n < 1 << 16:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+class Stream:
+    """Frames for one connection: asset i % n, each asset's open time advancing by a second."""
+
+    def __init__(self, assets: list[str]) -> None:
+        self.assets = assets
+        self.templates = [_template(a) for a in assets]
+        self.prices = [_prices(i) for i in range(len(assets))]
+        self.i = 0
+
+    def frames(self, n: int, send_s: float) -> bytes:
+        e_ms = int(send_s * 1000)
+        na = len(self.assets)
+        out = []
+        for _ in range(n):
+            a, k = self.i % na, self.i // na
+            self.i += 1
+            t = START_MS + k * 1000
+            o, c, h, lo = self.prices[a][k % 16]
+            payload = self.templates[a] % (
+                e_ms,
+                t,
+                t + 999,
+                1000 * k,
+                1000 * k + 99,
+                o,
+                c,
+                h,
+                lo,
+                send_s,
+                100,
+                b"1.0",
+                b"0.5",
+                b"0.5",
+            )
+            out.append(_ws_frame(payload))
+        return b"".join(out)
+
+
+async def _pump(transport: asyncio.WriteTransport, stream: Stream, rate: int, secs: float) -> dict[str, Any]:
+    """Send at `rate` frames/s (0: as fast as the feed takes them) for `secs`."""
+    cpu0, t0 = time.process_time(), time.monotonic()
+    sent = waits = 0
+    while (elapsed := time.monotonic() - t0) < secs:
+        if transport.is_closing():
+            break
+        due = MAX_BURST if rate == 0 else min(MAX_BURST, int(rate * elapsed) - sent)
+        if transport.get_write_buffer_size() > HIGH_WATER:
+            waits += 1
+            await asyncio.sleep(BURST_S)
+            continue
+        if due <= 0:
+            await asyncio.sleep(BURST_S)
+            continue
+        transport.write(stream.frames(due, time.time()))
+        sent += due
+        await asyncio.sleep(0)
+    return {
+        "sent": sent,
+        "send_s": time.monotonic() - t0,
+        "server_cpu_s": time.process_time() - cpu0,
+        "backpressure_waits": waits,
+    }
+
+
+def server_main(assets: list[str], cpu: int | None, ports: Any, reports: Any) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    asyncio.run(_serve(assets, ports, reports))
+
+
+async def _serve(assets: list[str], ports: Any, reports: Any) -> None:
+    from aiohttp import web
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def handler(ws: ServerConnection) -> None:
+        # /bench/<rate>/<seconds>/stream?streams=...
+        parts = (ws.request.path if ws.request else "").split("?")[0].split("/")
+        rate, secs = int(parts[2]), float(parts[3])
+        await asyncio.sleep(WARMUP_S)
+        stream = Stream(assets)
+        report = await _pump(ws.transport, stream, rate, secs)
+        one = b"1"
+        end = _template(END_ASSET) % (
+            0,
+            START_MS,
+            START_MS + 999,
+            0,
+            0,
+            one,
+            one,
+            one,
+            one,
+            0.0,
+            1,
+            one,
+            one,
+            one,
+        )
+        ws.transport.write(_ws_frame(end))
+        reports.put(report)
+        await ws.wait_closed()
+
+    async def klines(request: web.Request) -> web.Response:
+        return web.json_response([])  # nothing to backfill: the window starts with the stream
+
+    app = web.Application()
+    app.router.add_get("/api/v3/klines", klines)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    rest_port = runner.addresses[0][1]
+    # No compression (Binance's streams are not compressed), no server pings in the way of the
+    # raw frames the pump writes.
+    async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=None) as server:
+        ports.put((server.sockets[0].getsockname()[1], rest_port))
+        await asyncio.Future()  # until terminated
+
+
+# --- the feed ------------------------------------------------------------------------------------
+
+
+def feed_main(cfg: dict[str, Any], conn: Any) -> None:
+    if cfg["cpu"] is not None:
+        os.sched_setaffinity(0, {cfg["cpu"]})
+    logging.basicConfig(level=logging.ERROR)
+    if cfg["profile"]:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            result = asyncio.run(_feed(cfg))
+        prof.dump_stats(cfg["profile"])
+    else:
+        result = asyncio.run(_feed(cfg))
+    conn.send(result)
+    conn.close()
+
+
+async def _feed(cfg: dict[str, Any]) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    from feed.client import Feed
+
+    redis = aioredis.Redis.from_url(cfg["redis_url"])
+    feed = Feed(
+        redis,
+        assets=[*cfg["assets"], END_ASSET],
+        ws_url=cfg["ws_url"],
+        rest_url=cfg["rest_url"],
+        prefix=PREFIX,
+        retention_s=10**8,  # keep every candle, to count them
+    )
+    delays = array("d")
+    st: dict[str, Any] = {"batches": 0, "frames": 0, "first": None, "last": None, "max_batch": 0}
+    done = asyncio.Event()
+
+    def on_written(batch: Any) -> None:
+        now, cpu = time.time(), time.process_time()
+        n = batch.counts["frames"]
+        if not n:
+            return
+        if st["first"] is None:
+            st["first"] = (now, cpu, n)  # the span starts here: this batch is not counted
+        st["last"] = (now, cpu)
+        st["batches"] += 1
+        st["frames"] += n
+        st["max_batch"] = max(st["max_batch"], n)
+        for (asset, _), c in batch.candles.items():
+            if asset == END_ASSET:
+                done.set()
+            else:
+                delays.append(now - c.volume)
+
+    feed.store.on_written = on_written
+    task = asyncio.create_task(feed.run())
+    timed_out = False
+    try:
+        await asyncio.wait_for(done.wait(), cfg["timeout_s"])
+    except TimeoutError:
+        timed_out = True
+    feed.stop()
+    await asyncio.wait_for(task, 30)
+    await redis.aclose()
+    out: dict[str, Any] = {"timed_out": timed_out, "batches": st["batches"], "max_batch": st["max_batch"]}
+    if st["first"] is None or st["last"] is None:
+        return out
+    (t0, cpu0, n0), (t1, cpu1) = st["first"], st["last"]
+    ordered = sorted(delays)
+    out.update(
+        frames=st["frames"] - 1,  # the end frame
+        span_frames=st["frames"] - n0,
+        span_s=t1 - t0,
+        span_cpu_s=cpu1 - cpu0,
+        delay_ms_median=statistics.median(ordered) * 1000 if ordered else None,
+        delay_ms_p99=ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] * 1000 if ordered else None,
+        delay_ms_max=ordered[-1] * 1000 if ordered else None,
+    )
+    return out
+
+
+# --- orchestration -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(cpu: int | None) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if cpu is not None:
+        os.sched_setaffinity(proc.pid, {cpu})
+    import redis
+
+    r = redis.Redis(port=port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            r.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"redis-server did not start on port {port}") from None
+            time.sleep(0.05)
+    r.close()
+    return proc, port
+
+
+def cpus() -> tuple[int | None, int | None, int | None]:
+    """(feed, server, redis) cores: the feed alone on the first."""
+    try:
+        mine = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None, None, None
+    if len(mine) < 2:
+        return None, None, None
+    return mine[0], mine[1], mine[2] if len(mine) > 2 else mine[1]
+
+
+def measure(
+    ctx: Any,
+    rate: int,
+    args: argparse.Namespace,
+    assets: list[str],
+    ports: tuple[int, int],
+    reports: Any,
+    redis_port: int,
+    feed_cpu: int | None,
+) -> dict[str, Any]:
+    import redis
+
+    r = redis.Redis(port=redis_port)
+    r.flushall()
+    cfg = {
+        "cpu": feed_cpu,
+        "assets": assets,
+        "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+        "ws_url": f"ws://127.0.0.1:{ports[0]}/bench/{rate}/{args.seconds}",
+        "rest_url": f"http://127.0.0.1:{ports[1]}",
+        "timeout_s": WARMUP_S + args.seconds + 120,
+        "profile": str(args.profile / f"feed-{rate or 'max'}.prof") if args.profile else None,
+    }
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=feed_main, args=(cfg, child), name=f"feed-{rate}")
+    proc.start()
+    child.close()
+    if not parent.poll(cfg["timeout_s"] + 60):
+        proc.kill()
+        raise RuntimeError(f"the feed process gave no result at {rate} msgs/s")
+    got = parent.recv()
+    proc.join(30)
+    server = reports.get(timeout=60)
+    stored = sum(int(r.zcard(f"{PREFIX}candles:{a}:1s")) for a in assets)
+    stats = {k.decode(): int(v) for k, v in r.hgetall(f"{PREFIX}feed:stats").items()}
+    r.close()
+    sent = server["sent"]
+    row: dict[str, Any] = {
+        "target": rate or "max",
+        "sent": sent,
+        "sent_per_s": sent / server["send_s"],
+        "stored": stored,
+        "lost": sent - stored,
+        "feed_stats": stats,
+        "server": server,
+        **got,
+    }
+    if got.get("span_s"):
+        row["into_redis_per_s"] = got["span_frames"] / got["span_s"]
+        row["cpu_share"] = got["span_cpu_s"] / got["span_s"]
+        row["cpu_us_per_msg"] = got["span_cpu_s"] / got["span_frames"] * 1e6
+        row["one_core_per_s"] = got["span_frames"] / got["span_cpu_s"] if got["span_cpu_s"] else None
+    return row
+
+
+def num(v: float | None, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.{digits}f}"
+
+
+def render(rows: list[dict[str, Any]], n_assets: int) -> str:
+    head = (
+        "| target msgs/s | sent msgs/s | into Redis msgs/s | lost | frame→Redis ms median | p99 "
+        "| feed CPU (one core) | CPU µs/msg | one core at 100 % msgs/s |"
+    )
+    out = [head, "|" + "---|" * 9]
+    for row in rows:
+        tgt = row["target"] if isinstance(row["target"], str) else f"{row['target']:,}"
+        out.append(
+            f"| {tgt} | {num(row['sent_per_s'])} | {num(row.get('into_redis_per_s'))} | {row['lost']} "
+            f"| {num(row.get('delay_ms_median'), 2)} | {num(row.get('delay_ms_p99'), 2)} "
+            f"| {num(100 * row['cpu_share'] if 'cpu_share' in row else None)} % "
+            f"| {num(row.get('cpu_us_per_msg'))} | {num(row.get('one_core_per_s'))} |"
+        )
+    best = max((r.get("into_redis_per_s") or 0 for r in rows), default=0)
+    verdict = "meets" if best >= TARGET else "MISSES"
+    out += [
+        "",
+        f"{n_assets} assets, every frame a distinct closed 1s candle (one Redis write each); "
+        f"best {best:,.0f} msgs/s into Redis: {verdict} the target of {TARGET:,} on one core.",
+    ]
+    return "\n".join(out)
+
+
+def machine_info(feed_cpu: int | None, server_cpu: int | None, redis_cpu: int | None) -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import msgspec
+    import redis
+    import websockets
+
+    return {
+        "cpu_model": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "redis_server": subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+        "packages": {
+            "websockets": websockets.__version__,
+            "redis": redis.__version__,
+            "msgspec": msgspec.__version__,
+        },
+        "cores_used": {"feed": feed_cpu, "server": server_cpu, "redis": redis_cpu},
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def parse_rates(raw: str) -> list[int]:
+    return [0 if x.strip() == "max" else int(x) for x in raw.split(",") if x.strip()]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    feed_cpu, server_cpu, redis_cpu = cpus()
+    if server_cpu is not None:
+        os.sched_setaffinity(0, {server_cpu})  # this process waits, beside the server
+    assets = [f"a{i:03d}" for i in range(args.assets)]
+    ctx = mp.get_context("spawn")
+    redis_proc, redis_port = start_redis(redis_cpu)
+    ports_q, reports = ctx.Queue(), ctx.Queue()
+    server = ctx.Process(target=server_main, args=(assets, server_cpu, ports_q, reports), name="ws-server")
+    server.start()
+    rows = []
+    try:
+        ports = ports_q.get(timeout=60)
+        for rate in parse_rates(args.rates):
+            row = measure(ctx, rate, args, assets, ports, reports, redis_port, feed_cpu)
+            rows.append(row)
+            print(
+                f"target {row['target']}: sent {row['sent_per_s']:,.0f}/s, into Redis "
+                f"{row.get('into_redis_per_s', 0):,.0f}/s, lost {row['lost']}, delay median "
+                f"{num(row.get('delay_ms_median'), 2)} ms p99 {num(row.get('delay_ms_p99'), 2)} ms, "
+                f"feed CPU {100 * row.get('cpu_share', 0):.0f} %",
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        server.join(10)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+    return {
+        "benchmark": "feed_ingest",
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.feed_ingest", *sys.argv[1:]]),
+        "machine": machine_info(feed_cpu, server_cpu, redis_cpu),
+        "assets": args.assets,
+        "seconds_per_step": args.seconds,
+        "target_msgs_per_s_one_core": TARGET,
+        "rows": rows,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.feed_ingest", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rates", default="5000,10000,20000,40000,max", help="msgs/s per step; max: unpaced")
+    ap.add_argument("--seconds", type=float, default=5.0, help="sending time per step")
+    ap.add_argument("--assets", type=int, default=100, help="streams (symbols) in the combined stream")
+    ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "feed_ingest.json")
+    ap.add_argument(
+        "--profile", type=Path, help="run the feed under cProfile; feed-<rate>.prof files go to this directory"
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = run(args)
+    print()
+    print(render(result["rows"], args.assets))
+    m = result["machine"]
+    print(f"\nmachine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, {m['date_utc']}")
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {args.json_out}")
+    if any(r["lost"] for r in result["rows"]):
+        sys.exit("frames were lost: see the table")
+
+
+if __name__ == "__main__":
+    main()

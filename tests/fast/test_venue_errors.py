@@ -1,0 +1,119 @@
+"""Venue errors against the sim with injected faults (sim/faults.py): retryable ones are
+retried within a bound and then surface as retryable; final ones come back with the venue's
+message; a lost answer never makes a second order. Market parameters come from the CLOB."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from baton.settings import SIM_PRIVATE_KEY
+from kernel.venue import RETRY_ATTEMPTS, RETRY_BUDGET_S, ClobVenue, VenueError
+from sim.clob import ClobSim, create_app
+from sim.model import PriceModel
+from tests.simserver import Clock, ThreadServer
+
+
+@pytest.fixture
+def env():
+    clock = Clock()
+    with ThreadServer(create_app(ClobSim(PriceModel(8), seed=8, chain_id=137, clock_ms=clock))) as url:
+        venue = ClobVenue(url, url, SIM_PRIVATE_KEY, 137, timeout_s=2.0)
+        try:
+            yield url, venue, clock
+        finally:
+            venue.close()
+
+
+def faults(url: str, rules: list[dict]) -> None:
+    r = httpx.post(f"{url}/_sim/faults", json=rules, timeout=5)
+    assert r.status_code == 200, r.text
+
+
+def window(clock: Clock, asset: str, tf: str = "5m", secs: int = 300) -> str:
+    return f"{asset}-updown-{tf}-{clock.ms // 1000 // secs * secs}"
+
+
+def sim_orders(url: str) -> list[dict]:
+    return httpx.get(f"{url}/data/orders", timeout=5).json()["data"]
+
+
+def test_market_parameters_come_from_the_clob(env):
+    url, venue, clock = env
+    m5 = venue.discover(window(clock, "btc"))
+    m15 = venue.discover(window(clock, "btc", "15m", 900))
+    info = httpx.get(f"{url}/clob-markets/{m15.condition_id}", timeout=5).json()
+    assert m15.tick_size == float(info["mts"]) and m15.fee_rate == float(info["fd"]["r"]) > 0
+    assert m15.min_size == float(
+        httpx.get(f"{url}/markets/{m15.condition_id}", timeout=5).json()["minimum_order_size"]
+    )
+    assert m5.fee_rate == 0.0  # the sim, like Polymarket, charges takers on 15-minute markets only
+
+
+def test_a_server_error_is_retried_within_the_bound_then_succeeds(env):
+    url, venue, clock = env
+    m = venue.discover(window(clock, "eth"))
+    signed = venue.sign_buy(m.up_token, 0.99, 5)
+    faults(
+        url,
+        [{"method": "POST", "path": "/order", "error_rate": 1, "status": 503, "times": RETRY_ATTEMPTS - 1}],
+    )
+    res = venue.post(signed)
+    assert res.status == "matched"
+    assert [o["id"] for o in sim_orders(url)] == [signed.order_id]
+
+
+def test_a_venue_that_keeps_failing_raises_a_retryable_error_after_the_bound(env):
+    url, venue, clock = env
+    m = venue.discover(window(clock, "sol"))
+    signed = venue.sign_buy(m.up_token, 0.99, 5)
+    faults(url, [{"method": "POST", "path": "/order", "error_rate": 1, "status": 502}])
+    started = time.monotonic()
+    with pytest.raises(VenueError) as info:
+        venue.post(signed)
+    assert info.value.retryable and info.value.kind == "server" and "HTTP 502" in str(info.value)
+    assert time.monotonic() - started < RETRY_BUDGET_S + 5  # bounded (generous for a slow machine)
+    (rule,) = httpx.get(f"{url}/_sim/faults", timeout=5).json()["rules"]
+    assert rule["errors"] == RETRY_ATTEMPTS  # the sim saw each attempt, and no more
+    assert sim_orders(url) == []
+
+
+def test_a_lost_answer_after_the_order_was_placed_never_makes_a_second_order(env):
+    url, venue, clock = env
+    m = venue.discover(window(clock, "xrp"))
+    signed = venue.sign_buy(m.up_token, 0.99, 5)
+    # the venue places the order, then the connection drops before the answer: the retry
+    # reposts the same signed order, and the venue answers with the first result
+    faults(url, [{"method": "POST", "path": "/order", "drop_rate": 1, "phase": "after", "times": 1}])
+    res = venue.post(signed)
+    assert res.status == "matched" and res.order_id == signed.order_id
+    assert [o["id"] for o in sim_orders(url)] == [signed.order_id]
+
+
+def test_final_errors_come_back_with_the_venues_message(env):
+    url, venue, clock = env
+    m = venue.discover(window(clock, "doge"))
+    # insufficient balance: a final refusal, not an exception, and nothing is retried
+    httpx.post(f"{url}/_sim/balance", json={"address": venue._client.get_address(), "usd": 1}, timeout=5)
+    res = venue.buy(m.up_token, 0.5, 100)
+    assert res.status == "rejected" and "not enough balance" in res.error
+    # an order version mismatch is final for that signed order
+    signed = venue.sign_buy(m.up_token, 0.5, 1.5)
+    faults(
+        url,
+        [
+            {
+                "method": "POST",
+                "path": "/order",
+                "error_rate": 1,
+                "status": 400,
+                "body": {"error": "order_version_mismatch"},
+                "times": 1,
+            }
+        ],
+    )
+    res = venue.post(signed)
+    assert res.status == "rejected" and "order_version_mismatch" in res.error
+    assert signed.order_id not in {o["id"] for o in sim_orders(url)}
