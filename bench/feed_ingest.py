@@ -508,7 +508,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--assets", type=int, default=100, help="streams (symbols) in the combined stream")
     ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "feed_ingest.json")
     ap.add_argument(
-        "--profile", type=Path, help="run the feed under cProfile; feed-<rate>.prof files go to this directory"
+        "--profile",
+        type=Path,
+        help="run the feed under cProfile; feed-<rate>.prof files go to this directory",
     )
     return ap.parse_args(argv)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import msgspec
 import redis.asyncio as aioredis
 
+from feed.binance import INTERVAL_MS
 from state.keys import Keys
 from state.scripts import source
 from state.structs import CANDLE, FEED_STATUS, Candle, FeedStatus
@@ -58,12 +59,12 @@ class CandleStore:
         interval: str,
         retention_s: int,
         clock_ms: Callable[[], int],
-        interval_ms: int = 1000,
+        interval_ms: int | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.interval = interval
-        self.interval_ms = interval_ms
+        self.interval_ms = interval_ms or INTERVAL_MS[interval]
         self._write = redis.register_script(source("feed_write"))
         self.retention_ms = retention_s * 1000
         self.clock_ms = clock_ms
