@@ -208,8 +208,8 @@ async def _serve(assets: list[str], ports: Any, reports: Any) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     rest_port = runner.addresses[0][1]
-    # No compression (Binance's streams are not compressed), no server pings in the way of the
-    # raw frames the pump writes.
+    # No permessage-deflate (frames travel uncompressed), no server pings in the way of the raw
+    # frames the pump writes.
     async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=None) as server:
         ports.put((server.sockets[0].getsockname()[1], rest_port))
         await asyncio.Future()  # until terminated

@@ -8,12 +8,11 @@ gap), and stopping. It holds no state that matters: what was stored is read back
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -68,6 +67,23 @@ T = TypeVar("T")
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# How long a cancelled task may go on before it is cancelled again (see `_cancel_and_wait`):
+# longer than a session's own clean-up on cancel (a closing handshake of at most CLOSE_TIMEOUT_S),
+# so that only a lost cancellation is repeated.
+CANCEL_REPEAT_S = CLOSE_TIMEOUT_S + 1.0
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> BaseException | None:
+    """Cancel `task` and wait until it has ended; returns the exception it ended with, if any
+    other than the cancellation. The cancellation is repeated while the task goes on: Python
+    3.11's asyncio.wait_for (which redis-py and fakeredis use around socket I/O) swallows one
+    that comes as the awaited operation completes, and a stop would then wait forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_REPEAT_S)
+    return None if task.cancelled() else task.exception()
 
 
 class BackfillError(RuntimeError):
@@ -204,9 +220,7 @@ class Feed:
         finally:
             stopper.cancel()
             if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancel_and_wait(task)
         return None if task.cancelled() else task.result()
 
     async def _session(self, http: aiohttp.ClientSession) -> str:
@@ -241,18 +255,12 @@ class Feed:
                 await ws.close()
                 raise
             finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+                await _cancel_and_wait(reader)
                 if self._filler is not None:
                     # Holes it did not get to are found again by the next session's load.
-                    self._filler.cancel()
-                    try:
-                        await self._filler
-                    except asyncio.CancelledError:
-                        pass
-                    except Exception:  # a bug in the filler must not mask why the session ended
-                        log.exception("the hole filler failed")
+                    failed = await _cancel_and_wait(self._filler)
+                    if failed is not None:
+                        log.error("the hole filler failed", exc_info=failed)
                     self._filler = None
 
     async def _take(self, budget: str, cost: float, max_wait_ms: int) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -598,3 +599,20 @@ async def test_pings_are_answered_while_a_slow_backfill_runs_and_frames_pour_in(
             assert fake.conns[0].state is State.OPEN, "the server gave up on our pongs"
     assert len(rest.requests) >= 2
     assert len(fake.paths) == 1 and "reconnects" not in await stats(redis)
+
+
+async def test_a_stop_at_any_point_of_a_session_ends_the_feed(redis, binance, rest):
+    """Stopped at random points of connecting, loading, backfilling and consuming, the feed
+    always ends: a cancellation swallowed on the way (Python 3.11's asyncio.wait_for, inside
+    redis-py and fakeredis, can lose one) is repeated rather than waited on forever."""
+    rng = random.Random(4)
+    t = (now_s() - 60) * 1000
+    for i in range(100):
+        feed = make_feed(redis, binance, rest)
+        task = asyncio.create_task(feed.run())
+        binance.send(kline("btc", t + i * 1000))
+        await asyncio.sleep(rng.random() * 0.03)
+        feed.stop()
+        done, _ = await asyncio.wait({task}, timeout=DEADLINE_S)
+        assert done, f"stop #{i} did not end the feed"
+        task.result()
