@@ -84,6 +84,9 @@ async def test_settlement_enqueued_twice_runs_once(rig):  # noqa: F811
 async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):  # noqa: F811
     p = await _a_closed_position(rig)
 
+    # The sim resolves every market the instant its window ends, so "not resolved yet" (live:
+    # minutes of Chainlink and market close) is the one answer it cannot give: this venue
+    # gives it, and the real sim answers the retry.
     class NotYet:
         def resolution(self, condition_id: str):
             return None
