@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -29,10 +27,10 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bench.machine import machine_info
 from state.keys import Keys
 from tests.e2e.stack import BATON, Stack, wait_for
 
@@ -297,25 +295,6 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int) -> str:
     return "\n".join([*rows, "", line] if line else rows)
 
 
-def machine_info(tick_ms: int) -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": model or platform.processor(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "tick_ms": tick_ms,
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -362,7 +341,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "deploy_gap",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.deploy_gap", *sys.argv[1:]]),
-        "machine": machine_info(args.tick_ms),
+        "machine": machine_info(tick_ms=args.tick_ms),
         "deploys_per_method": args.deploys,
         "seed": args.seed,
         "summary": summary,

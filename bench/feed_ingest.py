@@ -35,16 +35,16 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import platform
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from array import array
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.machine import machine_info
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "bench:"
@@ -427,24 +427,12 @@ def render(rows: list[dict[str, Any]], n_assets: int) -> str:
     return "\n".join(out)
 
 
-def machine_info(feed_cpu: int | None, server_cpu: int | None, redis_cpu: int | None) -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def versions() -> dict[str, Any]:
     import msgspec
     import redis
     import websockets
 
     return {
-        "cpu_model": model or platform.processor(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
         "redis_server": subprocess.run(
             ["redis-server", "--version"], capture_output=True, text=True, check=False
         ).stdout.strip(),
@@ -453,8 +441,6 @@ def machine_info(feed_cpu: int | None, server_cpu: int | None, redis_cpu: int | 
             "redis": redis.__version__,
             "msgspec": msgspec.__version__,
         },
-        "cores_used": {"feed": feed_cpu, "server": server_cpu, "redis": redis_cpu},
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -493,7 +479,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "feed_ingest",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.feed_ingest", *sys.argv[1:]]),
-        "machine": machine_info(feed_cpu, server_cpu, redis_cpu),
+        "machine": machine_info(
+            **versions(), cores_used={"feed": feed_cpu, "server": server_cpu, "redis": redis_cpu}
+        ),
         "assets": args.assets,
         "seconds_per_step": args.seconds,
         "target_msgs_per_s_one_core": TARGET,

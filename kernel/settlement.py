@@ -103,7 +103,9 @@ class Enqueuer:
     """The kernel's side: claim and enqueue the settlements of windows that have ended.
 
     rq is synchronous, so the worker calls `enqueue_due` through a thread, on its own
-    (synchronous) Redis connection.
+    (synchronous) Redis connection. A position's claim, once seen, is remembered until it
+    expires (process memory as a cache of the claim key), so that a market that takes
+    minutes to resolve costs no Redis round trip per tick meanwhile.
     """
 
     def __init__(self, redis: Redis, prefix: str, claim_ttl_s: int = CLAIM_TTL_S) -> None:
@@ -112,17 +114,27 @@ class Enqueuer:
         self.keys = Keys(prefix)
         self.queue = settle_queue(redis, prefix)
         self.claim_ttl_s = claim_ttl_s
+        self._claimed_until: dict[str, int] = {}  # position id -> ms its claim is known to last
+
+    def due(self, open_positions: list[Position], now_ms: int) -> list[Position]:
+        """Open positions whose window has ended and whose claim is not known to stand (no I/O)."""
+        self._claimed_until = {pid: t for pid, t in self._claimed_until.items() if t > now_ms}
+        return [
+            p for p in open_positions if p.window_end_s * 1000 <= now_ms and p.id not in self._claimed_until
+        ]
 
     def enqueue_due(self, open_positions: list[Position], now_ms: int) -> tuple[int, list[str]]:
-        """Enqueue a job for each open position whose window has ended and that no one has
-        claimed: (jobs enqueued, problems). Costs one round trip when nothing is new."""
-        due = [p for p in open_positions if p.window_end_s * 1000 <= now_ms]
+        """Enqueue a job for each due position no one has claimed: (jobs enqueued, problems)."""
+        due = self.due(open_positions, now_ms)
         if not due:
             return 0, []
         pipe = self.redis.pipeline(transaction=False)
         for p in due:
             pipe.set(self.keys.settle_claim(p.id), now_ms, nx=True, ex=self.claim_ttl_s)
         claimed = [p for p, ok in zip(due, pipe.execute(), strict=True) if ok]
+        # Ours or another's: either way it stands for at most the TTL from now.
+        for p in due:
+            self._claimed_until[p.id] = now_ms + self.claim_ttl_s * 1000
         problems: list[str] = []
         n = 0
         for p in claimed:
@@ -132,6 +144,7 @@ class Enqueuer:
             except Exception as e:
                 # Give the claim back, so that the next tick tries again.
                 self.redis.delete(self.keys.settle_claim(p.id))
+                self._claimed_until.pop(p.id, None)
                 problems.append(f"enqueue settlement of {p.id}: {type(e).__name__}: {e}")
         if n:
             self.redis.hincrby(self.keys.settle_stats(), "enqueued", n)

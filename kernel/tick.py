@@ -134,7 +134,7 @@ class TickRunner:
             problems += errs
         # Closed windows are settled by the settle program even under a halt: booking an
         # outcome is not trading. Only positions not yet claimed cost a thread hop.
-        if self.settler is not None and any(p.window_end_s * 1000 <= started for p in snap.open_positions):
+        if self.settler is not None and self.settler.due(snap.open_positions, started):
             try:
                 settled, errs = await asyncio.to_thread(
                     self.settler.enqueue_due, snap.open_positions, started

@@ -53,10 +53,14 @@ class VenueError(Exception):
     rate_limited (our own budget refused to send it), auth, insufficient_balance,
     version_mismatch, rejected (any other 4xx), bad_answer."""
 
-    def __init__(self, message: str, *, retryable: bool, kind: str = "") -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, kind: str = "", status: int | None = None, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.kind = kind or ("transport" if retryable else "rejected")
+        self.status = status  # the HTTP status, when the venue answered
+        self.detail = detail or message  # the venue's own words, for the intent's error
 
 
 def classify(status: int | None, message: str) -> tuple[str, bool]:
@@ -182,7 +186,13 @@ def _venue_message(e: PolyApiException) -> str:
 def _translate(e: PolyApiException, what: str) -> VenueError:
     msg = _venue_message(e)
     kind, retryable = classify(e.status_code, msg)
-    return VenueError(f"{what}: HTTP {e.status_code}: {msg}", retryable=retryable, kind=kind)
+    return VenueError(
+        f"{what}: HTTP {e.status_code}: {msg}",
+        retryable=retryable,
+        kind=kind,
+        status=e.status_code,
+        detail=msg,
+    )
 
 
 # Takes one request's cost from the shared budget (state/ratelimit.py, Redis token
@@ -235,15 +245,15 @@ class ClobVenue:
                 return fn()
             except PolyApiException as e:
                 err = _translate(e, what)
+                err.__cause__ = e
                 if e.status_code == 401:
                     self._client.set_api_creds(None)  # stale key: derive again on the next call
-                cause: Exception = e
             except VenueError as e:
-                err, cause = e, e
+                err = e
             last = attempt == RETRY_ATTEMPTS - 1
             pause = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
             if not err.retryable or last or time.monotonic() - started + pause > RETRY_BUDGET_S:
-                raise err from cause
+                raise err
             log.info("venue: %s failed (%s), attempt %d, retrying", what, err.kind, attempt + 1)
             time.sleep(pause)
         raise AssertionError("unreachable")
@@ -266,7 +276,11 @@ class ClobVenue:
             if resp.status_code != 200:
                 kind, retryable = classify(resp.status_code, resp.text)
                 raise VenueError(
-                    f"{what}: HTTP {resp.status_code}: {resp.text[:300]}", retryable=retryable, kind=kind
+                    f"{what}: HTTP {resp.status_code}: {resp.text[:300]}",
+                    retryable=retryable,
+                    kind=kind,
+                    status=resp.status_code,
+                    detail=resp.text[:300],
                 )
             return resp
 
@@ -372,7 +386,7 @@ class ClobVenue:
                 self._refresh_version()
             if err.retryable or err.kind == "auth":
                 raise
-            return OrderResult(signed.order_id, "rejected", 0.0, signed.price, _strip_what(str(err)))
+            return OrderResult(signed.order_id, "rejected", 0.0, signed.price, err.detail)
         if not isinstance(resp, dict):
             raise VenueError(
                 f"POST /order: unexpected answer {resp!r:.300}", retryable=True, kind="bad_answer"
@@ -423,7 +437,7 @@ class ClobVenue:
         try:
             o = self._call(f"GET /data/order/{order_id}", lambda: self._client.get_order(order_id))
         except VenueError as e:
-            if "HTTP 404" in str(e):
+            if e.status == 404:
                 return None
             raise
         if not isinstance(o, dict) or not o.get("id"):
@@ -501,12 +515,6 @@ def venue_throttle(redis: Any, s: Settings) -> Throttle | None:
         limiter.take(budget, 1, THROTTLE_MAX_WAIT_MS)
 
     return take
-
-
-def _strip_what(message: str) -> str:
-    # "POST /order: HTTP 400: <venue text>" -> "<venue text>": the intent keeps the venue's words.
-    parts = message.split(": ", 2)
-    return parts[2] if len(parts) == 3 and parts[1].startswith("HTTP ") else message
 
 
 def parse_gamma_event(events: Any, slug: str) -> Market | None:

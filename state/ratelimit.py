@@ -262,6 +262,7 @@ class _Base:
         scale: float = 1.0,
         budgets: Mapping[str, Budget] | None = None,
         clock_ms: Callable[[], int] = wall_ms,
+        sleep: Callable[[float], Any] | None = None,
     ) -> None:
         if not (isinstance(scale, int | float) and math.isfinite(scale) and scale >= 0):
             raise ValueError(f"rate limit scale must be a finite number >= 0, not {scale!r}")
@@ -270,7 +271,11 @@ class _Base:
         self.scale = float(scale)
         self.budgets: dict[str, Budget] = dict(BUDGETS if budgets is None else budgets)
         self.clock_ms = clock_ms
+        # asyncio.sleep for AsyncLimiter, time.sleep for SyncLimiter (tests inject a fake).
+        self._sleep = sleep or self.default_sleep
         self._script = redis.register_script(source("ratelimit"))
+
+    default_sleep: Callable[[float], Any] = staticmethod(time.sleep)
 
     @property
     def enabled(self) -> bool:
@@ -343,18 +348,7 @@ class _Base:
 class AsyncLimiter(_Base):
     """Budgets for asyncio code (redis.asyncio client): the feed."""
 
-    def __init__(
-        self,
-        redis: Any,
-        keys: Keys | str = "baton:",
-        *,
-        scale: float = 1.0,
-        budgets: Mapping[str, Budget] | None = None,
-        clock_ms: Callable[[], int] = wall_ms,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-    ) -> None:
-        super().__init__(redis, keys, scale=scale, budgets=budgets, clock_ms=clock_ms)
-        self._sleep = sleep
+    default_sleep: Callable[[float], Awaitable[Any]] = staticmethod(asyncio.sleep)
 
     async def take(self, budget: str | Budget, cost: float = 1, max_wait_ms: int = 0) -> int:
         """Take `cost` from every bucket of `budget`, waiting up to `max_wait_ms` for them.
@@ -398,19 +392,6 @@ class SyncLimiter(_Base):
     """Budgets for code that runs in threads (redis-py sync client): the venue client.
     Thread-safe: each call is one script run on the client's connection pool."""
 
-    def __init__(
-        self,
-        redis: Any,
-        keys: Keys | str = "baton:",
-        *,
-        scale: float = 1.0,
-        budgets: Mapping[str, Budget] | None = None,
-        clock_ms: Callable[[], int] = wall_ms,
-        sleep: Callable[[float], Any] = time.sleep,
-    ) -> None:
-        super().__init__(redis, keys, scale=scale, budgets=budgets, clock_ms=clock_ms)
-        self._sleep = sleep
-
     def take(self, budget: str | Budget, cost: float = 1, max_wait_ms: int = 0) -> int:
         """As AsyncLimiter.take, blocking the calling thread for the wait."""
         if not self.enabled:
@@ -424,8 +405,6 @@ class SyncLimiter(_Base):
         if wait > 0:
             self._sleep(wait / 1000)
         return wait
-
-    take_sync = take
 
     def levels(self, budget: str | Budget) -> dict[str, float]:
         specs = self.buckets(budget)

@@ -4,7 +4,9 @@ backfill agree, and the stored candles are the sim's price model, second by seco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
@@ -26,6 +28,32 @@ async def candles(redis, asset: str) -> list[Candle]:
     return [CANDLE.decode(m) for m in await redis.zrange(KEYS.candles(asset, "1s"), 0, -1)]
 
 
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[int]:
+    """The sim's app on a free local port, over a real socket: yields the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+def feed_on(redis, port: int, **kw) -> Feed:
+    url = f"127.0.0.1:{port}"
+    return Feed(redis, assets=ASSETS, ws_url=f"ws://{url}", rest_url=f"http://{url}", retention_s=60, **kw)
+
+
+async def closed_after(redis, t_s: int) -> bool:
+    """Every asset has a closed candle opening at `t_s` or later."""
+    for asset in ASSETS:
+        closed = [c for c in await candles(redis, asset) if c.closed]
+        if not closed or closed[-1].open_ms < t_s * 1000:
+            return False
+    return True
+
+
 async def stats(redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in (await redis.hgetall(KEYS.feed_stats())).items()}
 
@@ -44,37 +72,16 @@ async def test_the_feed_keeps_up_with_the_sim_binance_server():
 
     redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     model = PriceModel(seed=7)
-    runner = web.AppRunner(sim_binance.create_app(sim_binance.BinanceSim(model, ASSETS)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    connected_s = now_s()
-    try:
-        feed = Feed(
-            redis,
-            assets=ASSETS,
-            ws_url=f"ws://127.0.0.1:{port}",
-            rest_url=f"http://127.0.0.1:{port}",
-            retention_s=60,
-        )
+    async with serving(sim_binance.create_app(sim_binance.BinanceSim(model, ASSETS))) as port:
+        connected_s = now_s()
+        feed = feed_on(redis, port)
         task = asyncio.create_task(feed.run())
         try:
-
-            async def streaming():
-                for asset in ASSETS:
-                    closed = [c for c in await candles(redis, asset) if c.closed]
-                    if not closed or closed[-1].open_ms < (connected_s + 1) * 1000:
-                        return False
-                return True
-
             # Generous: this runs beside a loaded end-to-end stack on 2-core CI machines.
-            await wait_for(streaming, "live closed candles from the sim stream", timeout_s=30)
+            await wait_for(lambda: closed_after(redis, connected_s + 1), "live closed candles", timeout_s=30)
         finally:
             feed.stop()
             await asyncio.wait_for(task, 30)
-    finally:
-        await runner.cleanup()
 
     for asset in ASSETS:
         got = [c for c in await candles(redis, asset) if c.closed]
@@ -100,45 +107,26 @@ async def test_a_stream_dropped_mid_window_reconnects_and_backfills_with_no_hole
     redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     model = PriceModel(seed=11)
     sim = BinanceSim(model, ASSETS)
-    runner = web.AppRunner(create_app(sim))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    feed = Feed(
-        redis,
-        assets=ASSETS,
-        ws_url=f"ws://127.0.0.1:{port}",
-        rest_url=f"http://127.0.0.1:{port}",
-        retention_s=60,
-        backoff_initial_s=0.1,
-        backoff_max_s=0.5,
-    )
-    connected_s = now_s()
-    task = asyncio.create_task(feed.run())
-    try:
-
-        async def closed_after(t_s: int) -> bool:
-            for asset in ASSETS:
-                closed = [c for c in await candles(redis, asset) if c.closed]
-                if not closed or closed[-1].open_ms < t_s * 1000:
-                    return False
-            return True
-
-        await wait_for(lambda: closed_after(connected_s + 1), "the live stream", timeout_s=30)
-        # Drop 1.5-3 s into a window, so that candles of the window come before and after it.
-        while not 1.5 <= time.time() % window_s < 3:
-            await asyncio.sleep(0.05)
-        drop_s = now_s()
-        window = drop_s - drop_s % window_s
-        before = await stats(redis)
-        assert sim.drop_streams(refuse_ms=refuse_ms) == 1
-        # The window's last second, from the stream or the backfill: the window is complete.
-        await wait_for(lambda: closed_after(window + window_s - 1), "the window's end", timeout_s=45)
-    finally:
-        feed.stop()
-        await asyncio.wait_for(task, 30)
-        await runner.cleanup()
+    async with serving(create_app(sim)) as port:
+        feed = feed_on(redis, port, backoff_initial_s=0.1, backoff_max_s=0.5)
+        connected_s = now_s()
+        task = asyncio.create_task(feed.run())
+        try:
+            await wait_for(lambda: closed_after(redis, connected_s + 1), "the live stream", timeout_s=30)
+            # Drop 1.5-3 s into a window, so that candles of the window come before and after it.
+            while not 1.5 <= time.time() % window_s < 3:
+                await asyncio.sleep(0.05)
+            drop_s = now_s()
+            window = drop_s - drop_s % window_s
+            before = await stats(redis)
+            assert sim.drop_streams(refuse_ms=refuse_ms) == 1
+            # The window's last second, from the stream or the backfill: the window is complete.
+            await wait_for(
+                lambda: closed_after(redis, window + window_s - 1), "the window's end", timeout_s=45
+            )
+        finally:
+            feed.stop()
+            await asyncio.wait_for(task, 30)
 
     for asset in ASSETS:
         got = [c for c in await candles(redis, asset) if c.closed]

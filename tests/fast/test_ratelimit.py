@@ -279,7 +279,7 @@ async def test_the_sync_limiter_waits_and_refuses_like_the_async_one(server, clo
     r = fakeredis.FakeRedis(server=server, decode_responses=True)
     lim = SyncLimiter(r, "baton:", budgets=BUDGETS_T, clock_ms=clock, sleep=clock.sleep_sync)
     assert [lim.take("test:one") for _ in range(3)] == [0, 0, 0]
-    assert lim.take_sync("test:one", max_wait_ms=1000) == 1000 and clock.slept == [1.0]
+    assert lim.take("test:one", max_wait_ms=1000) == 1000 and clock.slept == [1.0]
     with pytest.raises(RateLimited, match="rate limit test:one: refused a request of cost 2"):
         lim.take("test:one", cost=2)
     assert lim.levels("test:one") == {"test:a": 0.0}

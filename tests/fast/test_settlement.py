@@ -54,6 +54,7 @@ async def test_settlement_enqueued_twice_runs_once(rig):  # noqa: F811
     assert jid in q.job_ids, "the tick enqueued the settlement of the closed window"
     # Enqueued again: by a later tick (its claim stops it), by another worker that does not
     # see the claim (rq's unique id stops it), and straight through rq.
+    assert rig.settler.due([p], rig.clock.now_ms()) == []  # remembered: no round trip per tick
     assert rig.settler.enqueue_due([p], rig.clock.now_ms()) == (0, [])
     other = Enqueuer(rig.sync, "baton:")
     rig.sync.delete(rig.store.k.settle_claim(p.id))
