@@ -87,6 +87,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     credentials_file: str = ""
     # Multiplies every venue request budget (state/ratelimit.py); 0 turns rate limiting off.
     rate_limit_scale: float = 1.0
+    # The control plane (the `api` program). The token itself is never a setting: it comes
+    # from BATON_API_TOKEN or the owner-only token file (baton/apitoken.py).
+    api_host: str = "127.0.0.1"
+    api_port: int = 7390
+    api_token_file: str = ""
+    # Mutating API calls per minute per token (a halt is never refused by this limit).
+    api_mutations_per_min: int = 60
+    # How long a halt waits for the active worker's acknowledgement before answering.
+    halt_ack_timeout_ms: int = 2000
 
     @property
     def live(self) -> bool:
@@ -107,6 +116,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def supervisor_socket(self) -> Path:
         return self.run_dir / "supervisor.sock"
+
+    @property
+    def token_file(self) -> Path:
+        return Path(self.api_token_file) if self.api_token_file else self.var_dir / "api-token"
+
+    @property
+    def status_file(self) -> Path:
+        return self.var_dir / "status.json"
+
+    @property
+    def control_file(self) -> Path:
+        return self.var_dir / "control.json"
 
     def slot_ids(self) -> list[str]:
         return [f"{a}-{tf}" for a in self.assets for tf in self.timeframes]
@@ -231,6 +252,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         signature_type=_int(env, "BATON_SIGNATURE_TYPE", 0, 0),
         credentials_file=_get(env, "BATON_CREDENTIALS_FILE", str(DEFAULT_CREDENTIALS_FILE)),
         rate_limit_scale=_float(env, "BATON_RATE_LIMIT_SCALE", 1.0, 0.0),
+        api_host=_get(env, "BATON_API_HOST", "127.0.0.1"),
+        api_port=_int(env, "BATON_API_PORT", 7390, 1),
+        api_token_file=_get(env, "BATON_API_TOKEN_FILE", ""),
+        api_mutations_per_min=_int(env, "BATON_API_MUTATIONS_PER_MIN", 60, 1),
+        halt_ack_timeout_ms=_int(env, "BATON_HALT_ACK_TIMEOUT_MS", 2000, 0),
     )
 
 

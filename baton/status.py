@@ -123,12 +123,12 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         if p.status == "settled":
             settled += 1
             won += bool(p.won)
-    market_data = _market_data(s, feed_status, now_ms, problems)
+    market_data = market_data_view(s, feed_status, now_ms, problems)
     halted_raw = control.get("halted", "0").lower()
     halted = halted_raw not in ("0", "false", "no", "off", "")
     paused = control.get("paused", "0").lower() not in ("0", "false", "no", "off", "")
     for sl_out in slots:
-        sl_out["entries_blocked"] = _entries_blocked(sl_out, market_data, halted, paused)
+        sl_out["entries_blocked"] = entries_blocked(sl_out, market_data, halted, paused)
     last_tick = None
     if last:
         _id, f = last[0]
@@ -177,7 +177,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
 _SETTLE_SHOWN = ("queued", "retrying", "failed", "settled", "runs")
 
 
-def _market_data(s: Settings, raw: dict[str, str], now_ms: int, problems: list[str]) -> dict[str, Any]:
+def market_data_view(s: Settings, raw: dict[str, str], now_ms: int, problems: list[str]) -> dict[str, Any]:
     """Per asset, how old its candle data is and whether the kernel counts it as stale (then
     it opens no new position on that asset's slots: kernel/tick.py)."""
     suffix = f":{CANDLE_INTERVAL}"
@@ -200,7 +200,7 @@ def _market_data(s: Settings, raw: dict[str, str], now_ms: int, problems: list[s
     return {"interval": CANDLE_INTERVAL, "stale_after_ms": s.stale_after_ms, "assets": assets}
 
 
-def _entries_blocked(slot: dict[str, Any], md: dict[str, Any], halted: bool, paused: bool) -> list[str]:
+def entries_blocked(slot: dict[str, Any], md: dict[str, Any], halted: bool, paused: bool) -> list[str]:
     """Why the kernel would open no new position on this slot now (empty: it may)."""
     why = []
     if not slot["enabled"]:

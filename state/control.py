@@ -30,17 +30,26 @@ def parse_control(raw: Mapping[str, str]) -> ControlFlags:
     problems: list[str] = []
     halted = _flag(raw, "halted", problems)
     paused = _flag(raw, "paused", problems)
-    seq_raw = raw.get("reload_seq", "0")
-    try:
-        reload_seq = int(seq_raw)
-    except ValueError:
-        # A garbage reload request is only reported: reloading is never a safety measure.
-        problems.append(f"control field 'reload_seq' holds {seq_raw[:40]!r}, not a number: ignored")
-        reload_seq = 0
     return ControlFlags(
         halted=halted,
         halt_reason=raw.get("halt_reason", "") if halted else "",
         paused=paused,
         problems=tuple(problems),
-        reload_seq=reload_seq,
+        # A garbage counter is only reported: reloading is never a safety measure, and the
+        # sequence numbers only order acknowledgements.
+        reload_seq=_number(raw, "reload_seq", problems),
+        seq=_number(raw, "seq", problems),
+        halt_seq=_number(raw, "halt_seq", problems) if halted else 0,
+        halted_ms=_number(raw, "halted_ms", problems) if halted else 0,
+        halted_by=raw.get("halted_by", "") if halted else "",
+        pause_reason=raw.get("pause_reason", "") if paused else "",
     )
+
+
+def _number(raw: Mapping[str, str], name: str, problems: list[str]) -> int:
+    value = raw.get(name, "0")
+    try:
+        return int(value)
+    except ValueError:
+        problems.append(f"control field {name!r} holds {value[:40]!r}, not a number: ignored")
+        return 0

@@ -50,8 +50,30 @@ class Keys:
 
     # --- control ----------------------------------------------------------------------
     def control(self) -> str:
-        """Hash: halted, halt_reason, paused, reload_seq (bumped to force a reload), updated_ms."""
+        """Hash: halted, halt_reason, halted_ms, halted_by, paused, pause_reason, seq (bumped by
+        every change through state/lua/control_set.lua), reload_seq (bumped to force a reload),
+        updated_ms."""
         return f"{self.p}control"
+
+    def control_events(self) -> str:
+        """Pub/sub channel: {"action": "halt"|"pause"|"resume", "seq": n} after every change of
+        the control flags, so that the active worker hears a halt at once (not at its next tick)."""
+        return f"{self.p}control:events"
+
+    def control_ack(self, seq: int) -> str:
+        """List (TTL 60 s): the active worker's answers to the halt of control seq `seq`: first
+        {"halted": ...} once no order can be posted any more, then {"cancel": ...}."""
+        return f"{self.p}control:ack:{seq}"
+
+    def audit(self) -> str:
+        """Stream (capped): one entry per mutating control call (at_ms, source, who, token_id,
+        action, target, args, result, status, detail), from the API, the CLI or control.json."""
+        return f"{self.p}audit"
+
+    def decisions(self) -> str:
+        """Hash: slot id -> its last decision (JSON: tick, at_ms, window, side, price, stake,
+        reason, outcome), written by the tick that made it."""
+        return f"{self.p}decisions"
 
     def slots(self) -> str:
         """Hash: slot id -> Slot JSON."""

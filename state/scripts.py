@@ -25,6 +25,7 @@ NAMES = (
     "settle_position",
     "ledger_deposit",
     "tick_journal",
+    "control_set",
 )
 
 
@@ -69,3 +70,4 @@ class Scripts:
     settle_position: Any
     ledger_deposit: Any
     tick_journal: Any
+    control_set: Any

@@ -90,6 +90,13 @@ class ControlFlags(msgspec.Struct, frozen=True):
     problems: tuple[str, ...] = ()
     # Bumped by `baton reload` to force a strategy reload even when no file changed.
     reload_seq: int = 0
+    # Bumped by every halt, pause and resume (state/lua/control_set.lua); halt_seq is the seq
+    # of the halt in force, which the worker acknowledges.
+    seq: int = 0
+    halt_seq: int = 0
+    halted_ms: int = 0
+    halted_by: str = ""
+    pause_reason: str = ""
 
 
 class Lease(msgspec.Struct, frozen=True):

@@ -24,6 +24,24 @@ DEFAULTS = MappingProxyType(
         "min_closes": 5.0,  # candles needed to estimate volatility
     }
 )
+# What an operator may set them to (PATCH /slots/{id} is refused outside these).
+PARAM_BOUNDS = MappingProxyType(
+    {
+        "edge": (0.0, 0.5),
+        "entry_s": (1.0, 3600.0),
+        "min_price": (0.01, 0.99),
+        "max_price": (0.01, 0.99),
+        "vol_floor": (0.0, 0.01),
+        "min_closes": (2.0, 600.0),
+    }
+)
+
+
+def check_params(params: dict[str, float]) -> str:
+    """A problem with the parameters taken together ("" when none)."""
+    if params["min_price"] >= params["max_price"]:
+        return f"min_price {params['min_price']} must be below max_price {params['max_price']}"
+    return ""
 
 
 def param(inp: SlotInput, name: str) -> float:

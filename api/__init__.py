@@ -1,0 +1,1 @@
+"""The `api` program: the control plane's HTTP API, dashboard, metrics and file door."""

@@ -1,0 +1,38 @@
+"""What every part of the api program shares: settings, the control operations, the token,
+and an async Redis client for the loops that follow the system (SSE, metrics, files)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from baton.apitoken import ApiToken
+from baton.ops import Ops
+from baton.settings import Settings
+
+T = TypeVar("T")
+
+CTX_KEY: web.AppKey[ApiContext] = web.AppKey("baton_ctx", object)  # type: ignore[arg-type]
+
+
+@dataclass
+class ApiContext:
+    s: Settings
+    # Synchronous (redis-py): run its calls through `call`, never on the event loop.
+    ops: Ops
+    token: ApiToken
+    # Async client for the loops (journal follower, SSE, files); not for the operations.
+    redis: aioredis.Redis
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+
+def ctx_of(request_or_app: web.Request | web.Application) -> ApiContext:
+    app = request_or_app.app if isinstance(request_or_app, web.Request) else request_or_app
+    return app[CTX_KEY]
