@@ -341,7 +341,7 @@ class Ops:
                     try:
                         slot = SLOT.decode(raw)
                     except msgspec.DecodeError as e:
-                        raise c.Conflict(f"slot {slot_id!r} holds an unreadable value in Redis: {e}") from None
+                        raise c.Conflict(f"slot {slot_id!r} holds an unreadable value: {e}") from None
                     new = change(slot)
                     pipe.multi()
                     pipe.hset(key, slot_id, SLOT.encode(new).decode())
@@ -494,13 +494,17 @@ def validate_patch(slot: Slot, patch: c.SlotPatch, max_stake_usd: float) -> Slot
         if not math.isfinite(stake) or stake <= 0:
             raise c.BadRequest(f"stake_usd must be a positive number, not {stake}")
         if stake > max_stake_usd:
-            raise c.BadRequest(f"stake_usd {stake} is above the risk limit BATON_MAX_STAKE_USD={max_stake_usd}")
+            raise c.BadRequest(
+                f"stake_usd {stake} is above the risk limit BATON_MAX_STAKE_USD={max_stake_usd}"
+            )
         new = msgspec.structs.replace(new, stake_usd=stake)
     if patch.params is not None:
         try:
             mod = importlib.import_module(f"worker.strategies.{slot.strategy}")
         except Exception as e:
-            raise c.Conflict(f"strategy {slot.strategy!r} of slot {slot.id!r} cannot be loaded: {e}") from None
+            raise c.Conflict(
+                f"strategy {slot.strategy!r} of slot {slot.id!r} cannot be loaded: {e}"
+            ) from None
         known = dict(getattr(mod, "DEFAULTS", {}))
         bounds = dict(getattr(mod, "PARAM_BOUNDS", {}))
         params = dict(new.params)

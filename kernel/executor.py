@@ -71,8 +71,25 @@ async def _sign(venue: Any, intent: Intent) -> Any:
     return await asyncio.to_thread(venue.sign_buy, intent.token_id, intent.limit_price, intent.size)
 
 
+class HaltedBeforePost(Exception):
+    """The halt closed the gate between this intent's commit and its post: never sent."""
+
+
+async def _post(venue: Any, signed: Any, gate: Any) -> Any:
+    # The gate (kernel/halt.py) is checked here, at the last moment: an intent committed
+    # just before a halt is never sent, and a post already on its way is waited for before
+    # the halt is acknowledged.
+    if gate is not None and not gate.begin_post():
+        raise HaltedBeforePost("halted before it was posted: never sent to the venue")
+    try:
+        return await asyncio.to_thread(venue.post, signed, "FOK")
+    finally:
+        if gate is not None:
+            gate.end_post()
+
+
 async def commit_and_submit(
-    store: Store, venue: Any, epoch: int, intents: list[Intent]
+    store: Store, venue: Any, epoch: int, intents: list[Intent], gate: Any = None
 ) -> tuple[int, list[str]]:
     """Sign, commit, post: returns (orders sent to the venue, problems).
 
@@ -103,14 +120,18 @@ async def commit_and_submit(
         elif v != "DUPLICATE":  # a duplicate is the uniqueness rule doing its job, silently
             problems.append(f"{intent.id}: commit refused: {v}")
     results = await asyncio.gather(
-        *(asyncio.to_thread(venue.post, signed, "FOK") for _, signed in committed),
-        return_exceptions=True,
+        *(_post(venue, signed, gate) for _, signed in committed), return_exceptions=True
     )
     now_ms = max((i.created_ms for i, _ in committed), default=0)
 
     def record(pipe: Any) -> None:
         for (intent, _), res in zip(committed, results, strict=True):
-            if isinstance(res, BaseException):
+            if isinstance(res, HaltedBeforePost):
+                problems.append(f"{intent.id}: {res}")
+                store.update_intent(
+                    epoch, msgspec.structs.replace(intent, status="failed", error=str(res)), pipe=pipe
+                )
+            elif isinstance(res, BaseException):
                 # The order may or may not have reached the venue: the intent stays open,
                 # with the error, for reconciliation against the venue by its order id.
                 problems.append(f"{intent.id}: venue error: {res}")
@@ -122,7 +143,8 @@ async def commit_and_submit(
         for v in await store.run_pipeline(record):
             if v not in ("OK", "ALREADY"):
                 problems.append(f"recording a venue answer: {v}")
-    return len(committed), problems
+    sent = sum(not isinstance(res, HaltedBeforePost) for res in results)
+    return sent, problems
 
 
 def record_result(

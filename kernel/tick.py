@@ -19,6 +19,7 @@ import msgspec
 from baton.settings import Settings
 from kernel import executor, reconcile, reload
 from kernel.clock import Clock
+from kernel.halt import HaltResponder
 from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
 from kernel.snapshot import SlotRef, Snapshot, read_snapshot, slot_refs
 from kernel.strategy_api import Decision, SlotInput
@@ -87,8 +88,12 @@ class TickRunner:
         clock: Clock,
         ident: Identity,
         settler: Any = None,
+        halt: HaltResponder | None = None,
     ) -> None:
         self.s = settings
+        # kernel.halt.HaltResponder: hears a halt between two ticks' reads of the flags and
+        # closes the gate that every strategy call and every post checks (None: flags only).
+        self.halt = halt
         # kernel.settlement.Enqueuer, or None (no settlement: tests of entries alone).
         self.settler = settler
         self.store = store
@@ -117,6 +122,12 @@ class TickRunner:
         if not snap.lease_ok:
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
         problems = list(snap.problems)
+        if self.halt is not None:
+            # A halt whose message this worker missed (or made before it took the lease) is
+            # acknowledged and swept here; a resume reopens the gate.
+            await self.halt.sync(snap.control)
+        halted = snap.control.halted or self._halted()
+        paused = snap.control.paused or (self.halt is not None and self.halt.gate.paused)
         orders = settled = evaluated = 0
         # An intent whose post raised (timeout, 5xx) may or may not be at the venue: ask by its
         # order id before anything else, so its slot-window's fate is known (never re-sent).
@@ -142,14 +153,15 @@ class TickRunner:
                 problems += errs
             except Exception as e:
                 problems.append(f"settlement enqueue: {type(e).__name__}: {e}")
-        if not snap.control.halted:
+        if not halted:
             breach = daily_loss_breach(self.limits, snap.day_pnl_micros)
             if breach:
-                await self.store.set_halt(breach, started)
+                await self.store.set_halt(breach, started, who="worker:risk")
                 log.error("halting: %s", breach)
                 problems.append(breach)
-            elif not snap.control.paused:
-                evaluated, orders, errs = await self._entries(snap, started)
+                halted = True
+            elif not paused:
+                evaluated, orders, errs = await self._entries(snap, started, tick)
                 problems += errs
         for p in problems:
             log.warning("tick %d: %s", tick, p)
@@ -164,8 +176,8 @@ class TickRunner:
             jitter_ms=jitter,
             orders=orders,
             missed_before=missed_before,
-            halted=snap.control.halted,
-            paused=snap.control.paused,
+            halted=halted or self._halted(),
+            paused=paused,
             evaluated=evaluated,
             settled=settled,
             errors=len(problems),
@@ -174,6 +186,9 @@ class TickRunner:
         if verdict == "STALE_EPOCH":
             raise LeaseLost(f"journal of tick {tick} refused: epoch {self.ident.epoch} is stale")
         return TickOutcome(rec, problems, snap.handover, snap.control)
+
+    def _halted(self) -> bool:
+        return self.halt is not None and self.halt.gate.halted
 
     async def dry_run(self) -> int:
         """The readiness check's dry evaluation: read what a tick reads (candle windows,
@@ -229,10 +244,13 @@ class TickRunner:
             params=dict(slot.params),
         )
 
-    async def _entries(self, snap: Snapshot, now_ms: int) -> tuple[int, int, list[str]]:
+    async def _entries(self, snap: Snapshot, now_ms: int, tick: int = -1) -> tuple[int, int, list[str]]:
         problems: list[str] = []
         wanted: list[tuple[SlotRef, SlotInput, ModuleType]] = []
         for ref in snap.refs:
+            if self._halted():
+                problems.append("halted during the tick: no strategy code runs after the halt")
+                return 0, 0, problems
             inp = self._inputs(snap, ref, now_ms)
             if inp is None:
                 continue
@@ -264,27 +282,51 @@ class TickRunner:
             pending_micros=pending,
         )
         intents: list[Intent] = []
+        decisions: dict[str, dict[str, Any]] = {}
         evaluated = 0
         for ref, inp, strat in wanted:
+            if self._halted():
+                # The halt arrived while this tick ran: not one more strategy call.
+                problems.append("halted during the tick: no strategy code runs after the halt")
+                intents = []
+                break
             m = markets.get(ref.slug)
             if m is None:
                 continue
             up, down = books.get(m.up_token), books.get(m.down_token)
             inp = _with_asks(inp, up, down)
             evaluated += 1
+            seen: dict[str, Any] = {"tick": tick, "at_ms": now_ms, "window_start_s": ref.window_start_s}
             try:
                 decision: Decision | None = strat.evaluate(inp)
             except Exception as e:
                 problems.append(f"slot {ref.id}: strategy raised {e!r}")
+                decisions[ref.id] = {**seen, "outcome": "error", "reason": repr(e)[:200]}
                 continue
             if decision is None:
+                asks = {"up_ask": inp.up_ask, "down_ask": inp.down_ask}
+                decisions[ref.id] = {**seen, "outcome": "pass", **asks}
                 continue
+            seen.update(
+                side=decision.side,
+                price=decision.limit_price,
+                stake_usd=decision.stake_usd,
+                p_up=round(decision.p_up, 4),
+                reason=decision.reason[:200],
+            )
             refused = check_entry(decision.stake_usd, self.limits, acct)
             if refused:
                 problems.append(f"slot {ref.id}: risk refused entry: {refused}")
+                decisions[ref.id] = {**seen, "outcome": f"risk refused: {refused}"}
                 continue
+            decisions[ref.id] = {**seen, "outcome": "entry"}
             intents.append(executor.make_intent(ref, m, decision, self.ident.epoch, now_ms))
-        orders, errs = await executor.commit_and_submit(self.store, self.venue, self.ident.epoch, intents)
+        gate = self.halt.gate if self.halt is not None else None
+        orders, errs = await executor.commit_and_submit(
+            self.store, self.venue, self.ident.epoch, intents, gate=gate
+        )
+        if decisions:
+            await self.store.record_decisions(decisions)
         return evaluated, orders, problems + errs
 
     async def _markets(self, snap: Snapshot, refs: list[SlotRef], problems: list[str]) -> dict[str, Market]:

@@ -449,6 +449,15 @@ class ClobVenue:
             price=float(o.get("price") or 0),
         )
 
+    def cancel_all(self) -> dict[str, Any]:
+        """Cancel every resting order of this account (`DELETE /cancel-all`): the emergency
+        halt's sweep. Returns the venue's {"canceled": [...], "not_canceled": {...}}."""
+        if self.dry_run:
+            return {"canceled": [], "not_canceled": {}}  # nothing was ever posted
+        self._ensure_creds()
+        res = self._call("DELETE /cancel-all", lambda: self._client.cancel_all())
+        return res if isinstance(res, dict) else {"canceled": [], "not_canceled": {}, "answer": res}
+
     def collateral_micros(self) -> int:
         """The account's collateral (USDC) balance at the venue, in micro-units."""
         self._ensure_creds()

@@ -8,6 +8,7 @@ refusal is an expected outcome that the caller must act on.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -156,16 +157,23 @@ class Store:
     async def read_control(self) -> ControlFlags:
         return parse_control(await self.r.hgetall(self.k.control()))
 
-    async def set_halt(self, reason: str, now_ms: int) -> None:
-        await self.r.hset(
-            self.k.control(), mapping={"halted": "1", "halt_reason": reason, "updated_ms": now_ms}
+    async def control_set(self, action: str, reason: str, who: str, now_ms: int) -> int:
+        """Halt, pause or resume through state/lua/control_set.lua: the flags, `seq` and the
+        pub/sub announcement change together. Returns the new control seq."""
+        res = await self.scripts.control_set(
+            keys=[self.k.control()], args=[self.k.control_events(), action, now_ms, reason, who]
         )
+        return int(res[0])
 
-    async def clear_halt(self, now_ms: int) -> None:
-        await self.r.hset(self.k.control(), mapping={"halted": "0", "halt_reason": "", "updated_ms": now_ms})
+    async def set_halt(self, reason: str, now_ms: int, who: str = "worker") -> int:
+        return await self.control_set("halt", reason, who, now_ms)
 
-    async def set_paused(self, paused: bool, now_ms: int) -> None:
-        await self.r.hset(self.k.control(), mapping={"paused": "1" if paused else "0", "updated_ms": now_ms})
+    async def clear_halt(self, now_ms: int, who: str = "worker") -> int:
+        """Resume: clears the halt and the pause together (as POST /resume does)."""
+        return await self.control_set("resume", "", who, now_ms)
+
+    async def set_paused(self, paused: bool, now_ms: int, who: str = "worker") -> int:
+        return await self.control_set("pause" if paused else "resume", "operator pause", who, now_ms)
 
     # --- lease ------------------------------------------------------------------------
     async def acquire_lease(
@@ -384,6 +392,11 @@ class Store:
             await pipe.execute()
         except Exception:
             pass
+
+    async def record_decisions(self, decisions: dict[str, dict[str, Any]]) -> None:
+        """Each slot's last decision (the dashboard and `baton slots` show it)."""
+        compact = {sid: json.dumps(d, separators=(",", ":")) for sid, d in decisions.items()}
+        await self.r.hset(self.k.decisions(), mapping=compact)
 
     async def record_reload(self, color: str, release: str, res: Any) -> None:
         """The last strategy reload (a kernel.reload.ReloadResult), for status and tools."""

@@ -37,6 +37,7 @@ from baton import settings as settings_mod
 from baton.settings import Settings
 from kernel import reconcile, ticks
 from kernel.clock import Clock, SystemClock
+from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
 from kernel.tick import STRATEGY_PACKAGE, Identity, LeaseLost, NotReady, TickRunner
 from state.keys import Keys
@@ -113,6 +114,13 @@ class Worker:
         self.reloader = reloader or StrategyReloader(STRATEGY_PACKAGE)
         self.runner: TickRunner | None = None
         self.predecessor_maybe_alive = False
+        # The halt inside one tick (kernel/halt.py): the control channel is followed while
+        # this worker trades, and its gate is checked before every strategy call and post.
+        self.gate = HaltGate()
+        self.halt = HaltResponder(store, venue, self.gate, self._who, on_change=self._beat)
+
+    def _who(self) -> dict[str, Any]:
+        return {"color": self.color, "holder": self.holder, "epoch": self.epoch, "pid": os.getpid()}
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -134,6 +142,8 @@ class Worker:
                 "code_dir": os.environ.get("BATON_CODE_DIR", ""),
                 "pid": os.getpid(),
                 "state": self.state,
+                "halted": int(self.gate.halted),
+                "paused": int(self.gate.paused),
                 "error": self.error[:1500],
                 "epoch": self.epoch,
                 "last_tick": self.last_tick,
@@ -180,6 +190,7 @@ class Worker:
                 self.clock,
                 Identity(self.holder, self.color, self.s.release, 0),
                 settler=self.settler,
+                halt=self.halt,
             )
         return self.runner
 
@@ -339,6 +350,17 @@ class Worker:
     async def trade(self) -> int:
         """Hold the lease and tick until stopped (0), the lease is lost (3) or handed over."""
         runner = await self.become_active()
+        done = asyncio.Event()
+        listener = asyncio.ensure_future(self.halt.listen(done))
+        try:
+            return await self._ticks(runner)
+        finally:
+            done.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener, 2.0)
+            await self.halt.close()
+
+    async def _ticks(self, runner: TickRunner) -> int:
         tick = ticks.next_tick(self.clock.now_ms(), self.s.tick_ms)
         missed = await self.takeover_gap(tick)
         await self.store.mark_clean_stop(None)

@@ -32,6 +32,10 @@ def test_every_key_string_is_pinned():
     assert k.reload() == "baton:reload"
     assert k.deploy_lock() == "baton:deploy:lock"
     assert k.settle_claim("btc-15m:1700000100") == "baton:settle:claim:btc-15m:1700000100"
+    assert k.control_events() == "baton:control:events"
+    assert k.control_ack(7) == "baton:control:ack:7"
+    assert k.audit() == "baton:audit"
+    assert k.decisions() == "baton:decisions"
     assert k.settle_stats() == "baton:settle:stats"
 
 
@@ -50,6 +54,7 @@ def test_every_key_builder_is_documented_in_docs_state_md():
         "ledger_day": ("20261121",),
         "worker": ("blue",),
         "wake": ("green:host:123:ab12",),
+        "control_ack": (7,),
         "ratelimit": ("binance:rest_weight:1m",),
         "settle_claim": ("btc-15m:1700000100",),
     }

@@ -1,0 +1,225 @@
+"""The emergency halt inside one worker: hear it at once, stop posting, say so, sweep the venue.
+
+Three layers keep a halted system from trading; any one of them suffices:
+1. the halt flag in Redis, read at the top of every tick (no strategy code runs) and checked
+   again inside the intent-commit script (no order is committed after the flag is set);
+2. `HaltGate`, this process's copy of the flag, closed the moment the pub/sub message
+   arrives (kernel/tick.py checks it between strategy evaluations; kernel/executor.py before
+   every post, so an intent committed just before the halt is never sent);
+3. the acknowledgement: once the gate is closed and every post already on its way has come
+   back, the worker pushes {"halted": true} onto `control:ack:<seq>`; whoever asked for the halt
+   (baton/ops.py) waits for it. After the acknowledgement no order can reach the venue.
+Then the worker cancels resting orders at the venue (`DELETE /cancel-all`) and pushes the
+outcome as a second answer. A message lost while the worker was disconnected or not yet
+running is caught by the tick's own read of the flags: the first tick that sees the halt
+acknowledges and sweeps too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from state.store import Store
+from state.structs import ControlFlags
+
+log = logging.getLogger("baton.halt")
+
+# How long an acknowledgement waits for posts already on their way to the venue (each is
+# bounded by the venue client's own timeout and retries, kernel/venue.py).
+DRAIN_TIMEOUT_S = 10.0
+
+
+class HaltGate:
+    """This process's copy of the halt and pause flags, and the count of posts in flight."""
+
+    def __init__(self) -> None:
+        self.halted = False
+        self.paused = False
+        # The control seq of the change that closed the gate: only a later change reopens it,
+        # so a snapshot read before the halt cannot undo it.
+        self.closed_seq = 0
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def close(self, seq: int) -> None:
+        self.halted = True
+        self.closed_seq = max(self.closed_seq, seq)
+
+    def reopen(self, seq: int) -> bool:
+        if self.halted and seq > self.closed_seq:
+            self.halted = False
+        return not self.halted
+
+    def begin_post(self) -> bool:
+        """Take a place for one post; False (and no place) once halted."""
+        if self.halted:
+            return False
+        self._inflight += 1
+        self._idle.clear()
+        return True
+
+    def end_post(self) -> None:
+        self._inflight -= 1
+        if self._inflight <= 0:
+            self._inflight = 0
+            self._idle.set()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    async def drained(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+
+class HaltResponder:
+    """Carries out halts, pauses and resumes in the active worker (see the module doc)."""
+
+    def __init__(
+        self,
+        store: Store,
+        venue: Any,
+        gate: HaltGate,
+        identity: Callable[[], dict[str, Any]],
+        on_change: Callable[[], Awaitable[None]] | None = None,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    ) -> None:
+        self.store = store
+        self.venue = venue
+        self.gate = gate
+        self.identity = identity
+        self.on_change = on_change
+        self.drain_timeout_s = drain_timeout_s
+        self.handled_seq = -1
+        self._lock = asyncio.Lock()
+        self._sweeps: set[asyncio.Task[None]] = set()
+
+    async def sync(self, flags: ControlFlags) -> None:
+        """Bring the gate in line with flags read from Redis (the tick's snapshot, or a read
+        after (re)subscribing): a halt nobody acknowledged yet is carried out now."""
+        self.gate.paused = flags.paused
+        if flags.halted:
+            await self.on_halt(flags.halt_seq)
+        elif self.gate.halted and self.gate.reopen(flags.seq):
+            log.info("resumed (control seq %d)", flags.seq)
+
+    async def on_event(self, raw: Any) -> None:
+        """One message from the control channel; garbage is reported and ignored (the flags in
+        Redis stay the truth, and the next tick reads them)."""
+        try:
+            msg = json.loads(raw)
+            action, seq = msg["action"], int(msg["seq"])
+        except (ValueError, TypeError, KeyError) as e:
+            log.warning("control channel: unreadable message %.120r: %s", raw, e)
+            with contextlib.suppress(RedisError):
+                await self.store.record_error("control", f"unreadable control message: {e}", str(raw)[:200])
+            return
+        if action == "halt":
+            await self.on_halt(seq)
+        elif action == "pause":
+            self.gate.paused = True
+        elif action == "resume":
+            self.gate.paused = False
+            if self.gate.reopen(seq):
+                log.info("resumed (control seq %d)", seq)
+        if self.on_change is not None:
+            await self.on_change()
+
+    async def on_halt(self, seq: int) -> None:
+        async with self._lock:
+            if self.gate.halted and seq <= self.handled_seq:
+                return  # this halt was carried out already
+            t0 = time.monotonic()
+            self.gate.close(seq)
+            self.handled_seq = seq
+            drained = await self.gate.drained(self.drain_timeout_s)
+            ack = {
+                **self.identity(),
+                "halted": True,
+                "seq": seq,
+                "at_ms": int(time.time() * 1000),
+                "drain_ms": round((time.monotonic() - t0) * 1000, 2),
+                # Posts still unanswered after the drain timeout (0 unless the venue hangs).
+                "inflight": self.gate.inflight,
+            }
+            if not drained:
+                log.error(
+                    "halt %d: %d post(s) still in flight after %.0f s",
+                    seq,
+                    self.gate.inflight,
+                    self.drain_timeout_s,
+                )
+            await self._answer(seq, ack)
+            log.warning("halted (control seq %d); acknowledged after %.1f ms", seq, ack["drain_ms"])
+            task = asyncio.ensure_future(self._sweep(seq))
+            self._sweeps.add(task)
+            task.add_done_callback(self._sweeps.discard)
+
+    async def _sweep(self, seq: int) -> None:
+        """Cancel resting orders at the venue, and say what happened."""
+        cancel_all = getattr(self.venue, "cancel_all", None)
+        if cancel_all is None:
+            outcome = "this venue has no cancel-all"
+        else:
+            try:
+                res = await asyncio.to_thread(cancel_all)
+                done = res.get("canceled") or []
+                refused = res.get("not_canceled") or {}
+                outcome = f"{len(done)} open order(s) cancelled at the venue" + (
+                    f", {len(refused)} not: {json.dumps(refused)[:200]}" if refused else ""
+                )
+            except Exception as e:
+                outcome = f"cancelling open orders failed: {e}"
+                log.error("halt %d: %s", seq, outcome)
+                with contextlib.suppress(RedisError):
+                    await self.store.record_error("halt", outcome)
+        with contextlib.suppress(RedisError):
+            await self._answer(seq, {"cancel": outcome, "seq": seq})
+            await self.store.r.hset(self.store.k.control(), "halt_cancel", outcome)
+
+    async def _answer(self, seq: int, value: dict[str, Any]) -> None:
+        key = self.store.k.control_ack(seq)
+        pipe = self.store.r.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps(value))
+        pipe.expire(key, 60)
+        await pipe.execute()
+
+    async def listen(self, stopping: asyncio.Event) -> None:
+        """Follow the control channel until `stopping` is set; resubscribe after a Redis
+        failure, and read the flags after every (re)subscription: a message published while
+        we were not listening is not replayed by pub/sub."""
+        channel = self.store.k.control_events()
+        while not stopping.is_set():
+            pubsub = self.store.r.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                await self.sync(await self.store.read_control())
+                while not stopping.is_set():
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    if msg is not None and msg.get("type") == "message":
+                        await self.on_event(msg["data"])
+            except (RedisError, OSError) as e:
+                log.warning("control channel lost (%s); resubscribing", e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def close(self) -> None:
+        for t in list(self._sweeps):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(t, 5.0)

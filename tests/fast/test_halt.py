@@ -1,0 +1,257 @@
+"""The emergency halt inside one tick (kernel/halt.py, kernel/executor.py, baton/ops.py).
+
+The safety property: once a halt is acknowledged, no order reaches the venue, and no
+strategy code runs after the worker heard of it. Posts already on their way are waited for
+before the acknowledgement; intents committed but not yet posted are never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import fakeredis
+import msgspec
+import pytest
+
+from baton import commands as c
+from baton.ops import Ops
+from baton.settings import load
+from kernel import executor
+from kernel.halt import HaltGate, HaltResponder
+from state.structs import Intent
+from tests.factories import intent as make_intent
+
+ACTOR = c.Actor(source="cli", who="test")
+
+
+class Venue:
+    """Posts that can be held in flight; records when each post returned; cancel-all."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
+        self.entered = threading.Event()
+        self.posted: list[tuple[str, float]] = []
+        self.cancels = 0
+        self.lock = threading.Lock()
+
+    def sign_buy(self, token_id: str, price: float, size: float) -> SimpleNamespace:
+        return SimpleNamespace(order_id=f"0x{token_id}")
+
+    def post(self, signed: SimpleNamespace, order_type: str = "FOK") -> SimpleNamespace:
+        self.entered.set()
+        self.release.wait(10)
+        with self.lock:
+            self.posted.append((signed.order_id, time.monotonic()))
+        return SimpleNamespace(
+            order_id=signed.order_id, status="unmatched", size_matched=0.0, avg_price=0.0, price=0.0, error=""
+        )
+
+    def cancel_all(self) -> dict:
+        self.cancels += 1
+        return {"canceled": ["0xresting"], "not_canceled": {}}
+
+
+def intents(epoch: int, n: int) -> list[Intent]:
+    return [
+        msgspec.structs.replace(
+            make_intent(f"s{k}-15m:1700000000:entry", epoch=epoch), slot=f"s{k}-15m", token_id=str(1000 + k)
+        )
+        for k in range(n)
+    ]
+
+
+async def lease(store, holder: str = "blue:h:1:x") -> int:
+    _, epoch, _ = await store.acquire_lease(holder, "blue", "r1", int(time.time() * 1000), 60_000)
+    return epoch
+
+
+def responder(store, venue, gate: HaltGate) -> HaltResponder:
+    return HaltResponder(store, venue, gate, lambda: {"color": "blue", "holder": "blue:h:1:x"})
+
+
+async def acks(store, seq: int) -> list[str]:
+    return await store.r.lrange(store.k.control_ack(seq), 0, -1)
+
+
+async def test_an_intent_committed_before_the_halt_is_never_posted_after_it(store):
+    epoch = await lease(store)
+    venue, gate = Venue(), HaltGate()
+    real = store.run_pipeline
+    calls = 0
+
+    async def commit_then_halt(build):
+        # The halt lands right after the commit pipeline: the intents are committed (the
+        # flag was not set yet when the script ran), but not one may be posted.
+        nonlocal calls
+        calls += 1
+        out = await real(build)
+        if calls == 1:
+            seq = await store.set_halt("test", 1)
+            await responder(store, venue, gate).on_halt(seq)
+        return out
+
+    store.run_pipeline = commit_then_halt
+    sent, problems = await executor.commit_and_submit(store, venue, epoch, intents(epoch, 3), gate=gate)
+    assert sent == 0 and venue.posted == []
+    stored = await store.read_intents()
+    assert len(stored) == 3 and {i.status for i in stored} == {"failed"}
+    assert all("never sent" in i.error for i in stored)
+    assert sum("halted before it was posted" in p for p in problems) == 3
+    assert await store.r.hlen(store.k.intents_open()) == 0
+
+
+async def test_the_acknowledgement_waits_for_posts_already_in_flight(store):
+    epoch = await lease(store)
+    venue, gate = Venue(hold=True), HaltGate()
+    task = asyncio.ensure_future(
+        executor.commit_and_submit(store, venue, epoch, intents(epoch, 2), gate=gate)
+    )
+    await asyncio.to_thread(venue.entered.wait, 5)
+    assert gate.inflight == 2
+    seq = await store.set_halt("test", 1)
+    halting = asyncio.ensure_future(responder(store, venue, gate).on_halt(seq))
+    await asyncio.sleep(0.3)
+    assert not halting.done() and await acks(store, seq) == [], "acknowledged with posts in flight"
+    venue.release.set()
+    await asyncio.wait_for(halting, 5)
+    acked_at = time.monotonic()
+    sent, _ = await task
+    assert sent == 2
+    assert all(t <= acked_at for _, t in venue.posted)
+    first = (await acks(store, seq))[0]
+    assert '"halted": true' in first and '"inflight": 0' in first
+
+
+async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monkeypatch):
+    from kernel import tick as tick_mod
+    from tests.fast.test_tick_runner import ASSETS  # the rig's four assets
+
+    calls: list[str] = []
+    gate = HaltGate()
+
+    class Strategy:
+        @staticmethod
+        def needs_quotes(inp):
+            return True
+
+        @staticmethod
+        def evaluate(inp):
+            calls.append(inp.slot_id)
+            gate.close(99)  # the halt message is handled right after this call
+            return None
+
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Strategy)
+    runner = tick_mod.TickRunner.__new__(tick_mod.TickRunner)
+    runner.halt = SimpleNamespace(gate=gate)
+    refs = [SimpleNamespace(id=f"{a}-15m", slug=f"{a}-s", window_start_s=0) for a in ASSETS.split(",")]
+    market = SimpleNamespace(up_token="1", down_token="2")
+    snap = SimpleNamespace(
+        refs=refs,
+        slots={r.id: SimpleNamespace(strategy="x") for r in refs},
+        open_intents=[],
+        open_positions=[],
+        totals={},
+        day_pnl_micros=0,
+    )
+    runner._inputs = lambda snap, ref, now: SimpleNamespace(slot_id=ref.id, up_ask=None, down_ask=None)
+
+    async def markets(snap, refs, problems):
+        return {r.slug: market for r in refs}
+
+    runner._markets = markets
+    runner.venue = SimpleNamespace(books=lambda tokens: {})
+    runner.store = store
+    runner.ident = SimpleNamespace(epoch=1)
+    runner.limits = None
+    monkeypatch.setattr(tick_mod, "_with_asks", lambda inp, up, down: inp)
+    evaluated, orders, problems = await runner._entries(snap, 0, 1)
+    assert calls == [refs[0].id], "a strategy ran after the halt"
+    assert evaluated == 1 and orders == 0
+    assert any("no strategy code runs after the halt" in p for p in problems)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load({"BATON_HOME": str(tmp_path), "BATON_HALT_ACK_TIMEOUT_MS": "3000"})
+
+
+async def test_a_halt_through_ops_is_heard_at_once_acknowledged_and_swept(store, fake_server, settings):
+    await lease(store)
+    venue, gate = Venue(), HaltGate()
+    resp = responder(store, venue, gate)
+    stopping = asyncio.Event()
+    listening = asyncio.ensure_future(resp.listen(stopping))
+    sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+    ops = Ops(settings, sync, supervisor=lambda *a: [], sleep=lambda s: None)
+    for _ in range(100):  # until the listener is subscribed
+        if sync.pubsub_numsub(store.k.control_events())[0][1]:
+            break
+        await asyncio.sleep(0.01)
+    res = await asyncio.to_thread(ops.halt, ACTOR, c.HaltBody(reason="2 a.m."))
+    stopping.set()
+    await listening
+    await resp.close()
+    assert res.acknowledged and res.worker == "worker-blue"
+    assert res.ack_ms is not None and res.ack_ms < 1000  # generous: the target is 100 ms
+    assert "1 open order(s) cancelled" in res.cancel and venue.cancels == 1
+    assert gate.halted and res.control.halted and res.control.halt_reason == "2 a.m."
+    assert (await store.read_control()).halted
+    audit = await store.r.xrevrange(store.k.audit(), count=1)
+    assert audit[0][1]["action"] == "halt" and audit[0][1]["result"] == "ok"
+
+
+async def test_a_halt_without_a_message_is_acknowledged_and_swept_by_the_next_tick_read(store):
+    # Set by hand with redis-cli (or while no worker listened): no pub/sub message at all.
+    await store.r.hset(store.k.control(), mapping={"halted": "1", "halt_reason": "by hand"})
+    venue, gate = Venue(), HaltGate()
+    resp = responder(store, venue, gate)
+    await resp.sync(await store.read_control())
+    await resp.close()
+    assert gate.halted and venue.cancels == 1
+    assert len(await acks(store, 0)) == 2
+    # Every later tick sees the same halt: nothing more is done.
+    await resp.sync(await store.read_control())
+    await resp.close()
+    assert venue.cancels == 1 and len(await acks(store, 0)) == 2
+
+
+async def test_a_stale_read_cannot_reopen_the_gate_only_a_later_resume_does(store):
+    venue, gate = Venue(), HaltGate()
+    resp = responder(store, venue, gate)
+    before = await store.read_control()  # a snapshot taken before the halt
+    seq = await store.set_halt("test", 1)
+    await resp.on_event(f'{{"action": "halt", "seq": {seq}}}')
+    await resp.sync(before)
+    assert gate.halted, "a snapshot older than the halt reopened the gate"
+    await store.clear_halt(2)
+    await resp.sync(await store.read_control())
+    await resp.close()
+    assert not gate.halted and gate.begin_post()
+
+
+async def test_garbage_on_the_control_channel_is_reported_and_changes_nothing(store):
+    venue, gate = Venue(), HaltGate()
+    resp = responder(store, venue, gate)
+    for raw in ("not json", '{"action": "halt"}', '{"seq": "x"}', "[1, 2]"):
+        await resp.on_event(raw)
+    assert not gate.halted and venue.cancels == 0
+    errors = await store.r.xrange(store.k.journal_errors())
+    assert len(errors) == 4 and all(f["source"] == "control" for _, f in errors)
+
+
+async def test_a_halt_with_no_active_worker_stands_and_says_so(store, fake_server, settings):
+    sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+    ops = Ops(settings, sync, supervisor=lambda *a: [], sleep=lambda s: None)
+    res = ops.halt(ACTOR, c.HaltBody())
+    assert res.halted and not res.acknowledged and res.ack_ms is None
+    assert "next worker" in res.cancel
+    assert (await store.read_control()).halted
+    # The commit script refuses every intent from now on, whatever the worker's gate says.
+    epoch = await lease(store)
+    sent, problems = await executor.commit_and_submit(store, Venue(), epoch, intents(epoch, 1))
+    assert sent == 0 and any("HALTED" in p for p in problems)
