@@ -4,6 +4,7 @@ and an async Redis client for the loops that follow the system (SSE, metrics, fi
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,9 +29,17 @@ class ApiContext:
     # Async client for the loops (journal follower, SSE, files); not for the operations.
     redis: aioredis.Redis
     extra: dict[str, Any] = field(default_factory=dict)
+    # Halts run on threads of their own: a halt must never queue behind slow calls (a
+    # reload waits up to 30 s, a stop for the worker's tick) in the default pool.
+    urgent: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="baton-halt")
+    )
 
     async def call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
+
+    async def call_urgent(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.urgent, fn, *args)
 
 
 def ctx_of(request_or_app: web.Request | web.Application) -> ApiContext:

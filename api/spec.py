@@ -29,6 +29,8 @@ class Route:
     # msgspec types (or None): the JSON request body and the 200 answer's body.
     body: Any = None
     response: Any = None
+    # A msgspec struct describing the query string's parameters (or None).
+    query: Any = None
     # Content type of a non-JSON answer (the dashboard page, /metrics, SSE).
     content_type: str = "application/json"
     # No token needed (health, metrics, the login form): everything else needs one.

@@ -345,6 +345,10 @@ class Ops:
                     new = change(slot)
                     pipe.multi()
                     pipe.hset(key, slot_id, SLOT.encode(new).decode())
+                    # Open dashboards redraw at once; workers read slots every tick anyway.
+                    pipe.publish(
+                        self.k.control_events(), json.dumps({"action": "slot", "seq": 0, "slot": slot_id})
+                    )
                     pipe.execute()
                     break
                 except redis.WatchError:
@@ -480,7 +484,7 @@ class Ops:
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise c.Unavailable(f"cannot reach Redis at {self.s.redis_url}: {e}") from None
+            raise c.Unavailable(f"cannot reach Redis at {self.s.redis_url_shown}: {e}") from None
 
 
 def validate_patch(slot: Slot, patch: c.SlotPatch, max_stake_usd: float) -> Slot:

@@ -118,6 +118,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.run_dir / "supervisor.sock"
 
     @property
+    def redis_url_shown(self) -> str:
+        """The Redis URL with any password masked: what messages, logs and status show."""
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", self.redis_url)
+
+    @property
     def token_file(self) -> Path:
         return Path(self.api_token_file) if self.api_token_file else self.var_dir / "api-token"
 

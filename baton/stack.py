@@ -139,8 +139,8 @@ def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
             raise StackError(f"supervisord failed to start: {out.stderr.strip() or out.stdout.strip()}")
         log(f"supervisord started (logs in {s.log_dir})")
     r = _redis(s)
-    wait_until(r.ping, 30, f"Redis at {s.redis_url}")
-    log(f"redis ready at {s.redis_url}")
+    wait_until(r.ping, 30, f"Redis at {s.redis_url_shown}")
+    log(f"redis ready at {s.redis_url_shown}")
     from state.keys import Keys
 
     k = Keys(s.prefix)

@@ -146,6 +146,14 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         "halted": halted,
         "halt_reason": control.get("halt_reason", ""),
         "paused": paused,
+        # Who changed the flags and when; what the halt's sweep of venue orders did.
+        "control": {
+            "seq": _int(control.get("seq")),
+            "halted_ms": _int(control.get("halted_ms")) if halted else None,
+            "halted_by": control.get("halted_by", "") if halted else "",
+            "halt_cancel": control.get("halt_cancel", "") if halted else "",
+            "pause_reason": control.get("pause_reason", "") if paused else "",
+        },
         "slots": slots,
         "market_data": market_data,
         "positions": {"open": _int(open_n), "settled": settled, "won": won},
@@ -162,7 +170,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         "reloads": {"ok": _int(stats.get("reloads_ok")), "refused": _int(stats.get("reloads_refused"))},
         "feed": {name: _int(v) for name, v in feed.items()},
         "endpoints": {
-            "redis": s.redis_url,
+            "redis": s.redis_url_shown,
             "clob": s.clob_url,
             "gamma": s.gamma_url,
             "binance_ws": s.binance_ws_url,
@@ -229,7 +237,8 @@ def render(st: dict[str, Any]) -> str:
         f"active     {a['color']} release={a['release']} epoch={a['epoch']}" if a else "active     none",
         f"ticks      done={t['done']} missed={t['missed']} last={last.get('tick', '-')} "
         f"(duration {last.get('duration_ms', '-')} ms, jitter {last.get('jitter_ms', '-')} ms)",
-        f"control    halted={st['halted']}{' (' + st['halt_reason'] + ')' if st['halt_reason'] else ''} "
+        f"control    halted={st['halted']}{' (' + st['halt_reason'] + ')' if st['halt_reason'] else ''}"
+        f"{' by ' + st['control']['halted_by'] if st['control']['halted_by'] else ''} "
         f"paused={st['paused']}",
         f"slots      {sum(x['enabled'] for x in st['slots'])}/{len(st['slots'])} enabled",
         "data       "

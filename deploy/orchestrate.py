@@ -428,7 +428,9 @@ def rollback(
         try:
             lease = d.active()
         except redis.RedisError as e:
-            raise DeployError(f"cannot reach Redis at {s.redis_url}: {e} (is the stack running?)") from e
+            raise DeployError(
+                f"cannot reach Redis at {s.redis_url_shown}: {e} (is the stack running?)"
+            ) from e
         color = lease.get("color", "")
         if color not in COLORS:
             raise DeployError("no worker holds the lease: nothing to roll back from (start with `make run`)")

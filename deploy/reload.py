@@ -91,7 +91,7 @@ def reload(
     try:
         return _reload(r, k, sync, source, timeout_s, log)
     except redis.RedisError as e:
-        raise ReloadError(f"cannot reach Redis at {s.redis_url}: {e} (is the stack running?)") from e
+        raise ReloadError(f"cannot reach Redis at {s.redis_url_shown}: {e} (is the stack running?)") from e
     finally:
         r.close()
 

@@ -49,6 +49,7 @@ class Stack:
             BATON_REDIS_PORT=str(free_port()),
             BATON_SIM_BINANCE_PORT=str(free_port()),
             BATON_SIM_CLOB_PORT=str(free_port()),
+            BATON_API_PORT=str(free_port()),
         )
         self.env.update(env)
         self.redis = redis.Redis(port=int(self.env["BATON_REDIS_PORT"]), decode_responses=True)

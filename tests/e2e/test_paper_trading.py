@@ -27,7 +27,7 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
         out = st.start()
         assert "worker is ticking" in out
         pids = [*st.program_pids(), st.supervisord_pid()]
-        assert len(pids) == 6  # redis, sim, feed, settle, worker-blue, supervisord
+        assert len(pids) == 7  # redis, sim, feed, settle, worker-blue, api, supervisord
 
         def traded_and_settled():
             s = st.status()
@@ -82,7 +82,7 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
             timeout=30,
             check=False,
         )
-        for program in ("redis", "sim", "feed", "worker-blue"):
+        for program in ("redis", "sim", "feed", "worker-blue", "api"):
             assert re.search(rf"^{program}\s+RUNNING", ctl.stdout, re.M), ctl.stdout
         assert re.search(r"^worker-green\s+STOPPED", ctl.stdout, re.M), ctl.stdout
 

@@ -1,0 +1,145 @@
+"""`python -m api`: the control plane under supervisor ([program:api] in supervisor.conf).
+
+Serves the HTTP API (and whatever api.metrics / api.dashboard add) on BATON_API_HOST:
+BATON_API_PORT, and runs api.files (var/status.json, var/control.json) beside it when that
+module exists. SIGTERM (supervisor's stop) closes the listener, lets calls in flight finish
+and cancels the background loops.
+
+Exit codes: 0 stopped, 1 cannot listen (port taken), 2 no usable token or settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import redis
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from api.app import AccessLogger, make_app
+from api.context import ApiContext
+from baton import apitoken
+from baton import settings as settings_mod
+from baton.ops import Ops
+
+log = logging.getLogger("baton.api")
+
+EXIT_LISTEN = 1
+EXIT_CONFIG = 2
+# A background loop that fails is started again after this long: the API (and with it the
+# halt) must stay up even when the status.json writer cannot do its job.
+RESTART_DELAY_S = 5.0
+# Calls in flight (a halt waiting for its acknowledgement) get this long after SIGTERM.
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def _files_loop() -> Callable[[ApiContext], Awaitable[None]] | None:
+    try:
+        mod = importlib.import_module("api.files")
+    except ModuleNotFoundError as e:
+        if e.name != "api.files":
+            raise  # the module is there but broken: say so rather than run without it
+        return None
+    return getattr(mod, "run_files", None)
+
+
+async def _keep_running(name: str, fn: Callable[[ApiContext], Awaitable[None]], ctx: ApiContext) -> None:
+    while True:
+        try:
+            await fn(ctx)
+            return  # the loop decided it was done
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; starting it again in %.0f s", name, RESTART_DELAY_S)
+            await asyncio.sleep(RESTART_DELAY_S)
+
+
+def background(ctx: ApiContext) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx entry: starts api.files' loop with the app, cancels it on shutdown."""
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        fn = _files_loop()
+        task = asyncio.create_task(_keep_running("api.files", fn, ctx)) if fn is not None else None
+        if task is None:
+            log.info("api.files is not installed: var/status.json and var/control.json are not served")
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return run
+
+
+async def amain() -> int:
+    try:
+        s = settings_mod.load()
+        token = apitoken.load(s)
+    except (settings_mod.SettingsError, apitoken.TokenError, OSError) as e:
+        log.error("cannot start: %s", e)
+        return EXIT_CONFIG
+    # The id names the token safely; the value is printed by `baton token` only.
+    log.info("API token id %s (from %s)", token.id, token.source)
+    # Ops blocks on Redis during a halt (waiting for the worker's acknowledgement, then for the
+    # ledger flush): the socket timeout must outlast that wait.
+    sync_r = redis.Redis.from_url(
+        s.redis_url,
+        decode_responses=True,
+        socket_timeout=s.halt_ack_timeout_ms / 1000 + 5,
+        socket_connect_timeout=3,
+        health_check_interval=30,
+    )
+    async_r = aioredis.Redis.from_url(s.redis_url, decode_responses=True, socket_connect_timeout=3)
+    ctx = ApiContext(s=s, ops=Ops(s, sync_r), token=token, redis=async_r)
+    app = make_app(ctx)
+    app.cleanup_ctx.append(background(ctx))
+    runner = web.AppRunner(app, access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, s.api_host, s.api_port)
+        try:
+            await site.start()
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                log.error(
+                    "cannot listen on %s:%s: the port is taken (another api program, or another "
+                    "service); set BATON_API_PORT to a free port",
+                    s.api_host,
+                    s.api_port,
+                )
+            else:
+                log.error("cannot listen on %s:%s: %s", s.api_host, s.api_port, e)
+            return EXIT_LISTEN
+        log.info("listening on http://%s:%s (GET /openapi.json lists the routes)", s.api_host, s.api_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: finishing calls in flight")
+        return 0
+    finally:
+        await runner.cleanup()
+        await async_r.aclose()
+        sync_r.close()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sys.exit(asyncio.run(amain()))
+
+
+if __name__ == "__main__":
+    main()

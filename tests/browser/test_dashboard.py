@@ -1,0 +1,110 @@
+"""The dashboard in a real headless Chromium, driven over the DevTools protocol: sign in with
+the token, see the seeded system, and use the buttons as an operator would (real mouse
+clicks, the confirmation dialog answered), checking the effect in Redis.
+
+Screenshots go to the test's tmp dir, and to $BATON_SCREENSHOT_DIR when set."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+
+from baton import commands as c
+from tests.browser import seed
+from tests.browser.cdp import Chromium, Page
+from tests.browser.conftest import TOKEN, Served
+
+# The page is drawn: every slot has a row with a running countdown, the PnL chart and the
+# tick bars are there, and the event stream is connected.
+DRAWN = """(() => {
+  const rows = document.querySelectorAll('#slots tbody tr');
+  const cd = document.querySelector('#slots tbody td.countdown');
+  return rows.length === SLOTS && /^\\d\\d:\\d\\d$/.test(cd.textContent)
+    && document.querySelectorAll('#pnl-chart path').length === 2
+    && document.querySelectorAll('#tick-spark rect').length === TICKS
+    && document.querySelector('#conn').className === 'on';
+})()""".replace("SLOTS", str(len(seed.SLOTS))).replace("TICKS", str(seed.TICKS))
+
+
+def text_of(selector: str) -> str:
+    return f"((document.querySelector({json.dumps(selector)}) || {{}}).textContent || '')"
+
+
+async def screenshot(page: Page, tmp_path: Path, name: str) -> None:
+    path = await page.screenshot(tmp_path / name)
+    if out := os.environ.get("BATON_SCREENSHOT_DIR"):
+        shutil.copy(path, Path(out) / name)
+
+
+async def sign_in(page: Page, served: Served) -> None:
+    await page.navigate(served.url + "/")
+    await page.wait_for("document.querySelector('input[name=token]')", "the login form")
+    await page.type_into("#token", "not the token")
+    await page.click("#signin")
+    await page.wait_for(f"{text_of('#message')}.includes('Wrong token')", "the wrong-token message")
+    await page.type_into("#token", TOKEN)
+    await page.click("#signin")
+    await page.wait_for("document.querySelector('#halt')", "the dashboard after signing in")
+    # The cookie is HttpOnly: the page's scripts cannot read it (nor could an injected one).
+    assert await page.evaluate("document.cookie") == ""
+
+
+async def test_an_operator_signs_in_sees_the_system_and_halts_it(
+    served: Served, browser: Chromium, tmp_path: Path
+):
+    page = await browser.new_page()
+    await sign_in(page, served)
+    await page.wait_for(DRAWN, "slots, PnL chart, tick bars and a live event stream", timeout=30)
+
+    body = await page.text()
+    assert "TRADING" in body and f"epoch {seed.EPOCH}" in body and seed.RELEASE in body
+    assert await page.evaluate(text_of("#pnl-stats")) == (
+        "+$1.54realised$96.54cash4trades1open67%win rate2 / 3won / settled"
+    )
+    disabled = await page.evaluate(f"document.querySelector('tr[data-slot=\"{seed.DISABLED}\"]').className")
+    assert disabled == "disabled"
+    await screenshot(page, tmp_path, "dashboard.png")
+
+    # Halt asks first; dismissing the question does nothing.
+    page.accept_dialogs = False
+    await page.click("#halt")
+    await asyncio.sleep(0.5)
+    assert len(page.dialogs) == 1 and "HALT ALL TRADING" in page.dialogs[0]
+    assert served.r.hget(seed.K.control(), "halted") in (None, "0")
+
+    page.accept_dialogs = True
+    await page.click("#halt")
+    await page.wait_for("document.querySelector('#banner').className === 'halted'", "the halted banner")
+    await page.wait_for(f"{text_of('#result')}.includes('HALTED (seq')", "the halt's result")
+    assert len(page.dialogs) == 2
+    assert served.r.hget(seed.K.control(), "halted") == "1"
+    _id, audit = served.r.xrevrange(seed.K.audit(), count=1)[0]
+    assert (audit["action"], audit["source"], audit["result"]) == ("halt", "api", "ok")
+    assert audit["token_id"] == served.token.id
+    assert (await page.evaluate("document.title")).startswith("HALTED")
+    assert await page.evaluate("document.querySelector('#resume').disabled") is False
+    await screenshot(page, tmp_path, "dashboard-halted.png")
+
+    # A resume from another door (the CLI) reaches the open page through the event stream.
+    await asyncio.to_thread(served.ops.resume, c.Actor(source="cli", who="test"))
+    await page.wait_for("document.querySelector('#banner').className === 'trading'", "the pushed resume")
+    # Nothing went wrong on the way but the refused sign-in (a CSP refusal would show here).
+    assert [e for e in page.errors if "401" not in e or "/login" not in e] == []
+
+
+async def test_a_slot_is_disabled_from_its_row(served: Served, browser: Chromium):
+    page = await browser.new_page()
+    await sign_in(page, served)
+    await page.wait_for(DRAWN, "the slots")
+    await page.click('button[data-slot="btc-5m"]')
+    await page.wait_for(
+        "document.querySelector('tr[data-slot=\"btc-5m\"]').className === 'disabled'", "the disabled row"
+    )
+    assert "Disable slot btc-5m?" in page.dialogs[0]
+    assert json.loads(served.r.hget(seed.K.slots(), "btc-5m"))["enabled"] is False
+    assert "slot btc-5m disabled" in await page.evaluate(text_of("#result"))
+    assert await page.evaluate(text_of('button[data-slot="btc-5m"]')) == "Enable"
+    assert [e for e in page.errors if "401" not in e or "/login" not in e] == []
