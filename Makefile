@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop status deploy rollback reload bench-deploy bench-feed test test-fast test-e2e lint bootstrap redis-server clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench-deploy bench-halt bench-feed test test-fast test-e2e test-browser lint bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -50,12 +50,26 @@ rollback: $(STAMP)
 reload: $(STAMP)
 	$(VENV)/bin/baton reload
 
+# Control, straight over Redis (works with the api program down): REASON="..." is optional.
+halt: $(STAMP)
+	$(VENV)/bin/baton halt $(if $(REASON),--reason "$(REASON)")
+
+pause: $(STAMP)
+	$(VENV)/bin/baton pause $(if $(REASON),--reason "$(REASON)")
+
+resume: $(STAMP)
+	$(VENV)/bin/baton resume
+
 bench-deploy: bootstrap
 	$(PY) -m bench.deploy_gap
 
 # Feed ingest: kline messages/s into Redis and frame-to-Redis delay at rising rates, feed on one core.
 bench-feed: bootstrap
 	$(PY) -m bench.feed_ingest
+
+# Halt latency: HALTS= halts over HTTP on a real stack; ack and round-trip percentiles, orders after acks.
+bench-halt: bootstrap
+	$(PY) -m bench.halt_latency $(if $(HALTS),--halts $(HALTS))
 
 test: bootstrap
 	$(VENV)/bin/pytest -q tests
@@ -65,6 +79,25 @@ test-fast: bootstrap
 
 test-e2e: bootstrap
 	$(VENV)/bin/pytest -q tests/e2e
+
+# The dashboard in a real headless Chromium (tests/browser). `make test` runs them too when a
+# Chromium is installed and skips them when not; here a missing browser is a failure.
+test-browser: bootstrap chromium
+	BATON_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q tests/browser
+
+# Debian's `chromium` package, for test-browser: installed with apt when we may, else named
+# (BATON_CHROMIUM may point at another Chromium or Chrome binary).
+chromium:
+	@if [ -z "$$BATON_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 \
+	    && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: install the package 'chromium' (sudo apt-get install chromium)"; \
+	    exit 1; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

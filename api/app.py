@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import sys
 import traceback
 from typing import Any
 
@@ -174,4 +175,10 @@ def make_app(ctx: ApiContext) -> web.Application:
         seen[(r.method, r.path)] = r
         table[app.router.add_route(r.method, r.path, r.handler)] = r
     app[TABLE_KEY] = table
+    # Modules with background work (the metrics' journal follower, the dashboard's live
+    # streams) hook their start-up and shutdown into the app here.
+    for name in OPTIONAL_ROUTE_MODULES:
+        mod = sys.modules.get(name)
+        if mod is not None and hasattr(mod, "setup"):
+            mod.setup(app, ctx)
     return app

@@ -1,93 +1,507 @@
-"""The `baton` command: run, stop and inspect the stack."""
+"""The `baton` command: run, stop and inspect the stack, and control trading.
+
+The control commands (halt, pause, resume, reload, start, stop-workers, slots) are the
+operations of the HTTP API, carried out by the same code (baton/ops.py) directly over Redis
+and supervisord's socket: they work when the api program is down, which is when an operator
+needs them most. Each is audited with source=cli and the unix user.
+
+Exit codes: 0 done, 1 refused or failed (the reason on stderr), 2 a usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import getpass
 import json
+import os
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
+import msgspec
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from baton import apitoken, stack, status
+from baton import commands as c
 from baton import settings as settings_mod
-from baton import stack, status
+from baton.ops import Ops, Supervisor
+from baton.settings import Settings
+
+# --- seams: the fast tests replace these two with fakeredis and a fake supervisor ----------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def redis_client(s: Settings) -> redis.Redis:
+    # The socket timeout must outlast a halt's two waits for the worker (ack, then cancel).
+    timeout_s = 2 * s.halt_ack_timeout_ms / 1000 + 10
+    # A few quick retries ride out a blip; redis-py's default (10, backing off to seconds)
+    # would keep a person waiting long to learn that Redis is down.
+    return redis.Redis.from_url(
+        s.redis_url,
+        decode_responses=True,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=3,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+    )
+
+
+def supervisor_for(s: Settings) -> Supervisor | None:
+    """None: Ops talks to the real supervisord over its unix socket."""
+    return None
+
+
+def make_ops(s: Settings) -> Ops:
+    return Ops(s, redis_client(s), supervisor=supervisor_for(s))
+
+
+def actor() -> c.Actor:
+    try:
+        who = getpass.getuser()
+    except (OSError, KeyError):  # no USER/LOGNAME and no passwd entry (some containers)
+        who = f"uid{os.getuid()}"
+    return c.Actor(source="cli", who=who)
+
+
+# --- arguments ---------------------------------------------------------------------------------
+
+
+def _param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, e.g. edge=0.05, not {text!r}")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name.strip()}: {value!r} is not a number") from None
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="baton", description="Baton trading runtime")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p_run = sub.add_parser("run", help="start everything under supervisord and wait for the first tick")
-    p_run.add_argument("--wait-s", type=float, default=120.0)
-    sub.add_parser("stop", help="stop supervisord and every program it runs")
-    p_status = sub.add_parser("status", help="what the system is doing, read from Redis")
-    p_status.add_argument("--json", action="store_true", help="one JSON object")
-    p_deploy = sub.add_parser("deploy", help="stage the code as a release and hand over to it (blue/green)")
-    src = p_deploy.add_mutually_exclusive_group()
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="command")
+
+    def json_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    p = sub.add_parser("run", help="start everything under supervisord and wait for the first tick")
+    p.add_argument("--wait-s", type=float, default=120.0)
+    sub.add_parser("stop", help="stop supervisord and every program it runs (the whole stack)")
+    json_flag(sub.add_parser("status", help="what the system is doing, read from Redis"))
+
+    p = sub.add_parser("deploy", help="stage the code as a release and hand over to it (blue/green)")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--ref", help="deploy this git ref instead of the working tree")
     src.add_argument("--source", type=Path, help="deploy the packages of this directory")
-    p_deploy.add_argument("--json", action="store_true", help="print the result as JSON at the end")
-    p_rollback = sub.add_parser("rollback", help="hand back to the release before the last deploy")
-    p_rollback.add_argument("--json", action="store_true")
-    p_reload = sub.add_parser("reload", help="hot-reload strategy modules in the active worker")
-    p_reload.add_argument(
+    json_flag(p)
+    json_flag(sub.add_parser("rollback", help="hand back to the release before the last deploy"))
+    p = sub.add_parser("reload", help="hot-reload strategy modules in the active worker")
+    p.add_argument(
         "--no-sync", action="store_true", help="do not copy the working tree's strategies into the release"
     )
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    json_flag(p)
 
+    p = sub.add_parser("halt", help="emergency stop: no order is posted any more, open orders cancelled")
+    p.add_argument("--reason", default="", help="why (lands in the audit stream and status)")
+    json_flag(p)
+    p = sub.add_parser("pause", help="no new entries; open positions still settle")
+    p.add_argument("--reason", default="")
+    json_flag(p)
+    json_flag(sub.add_parser("resume", help="lift a halt and a pause"))
+    json_flag(sub.add_parser("start", help="start the trading worker (the colour that traded last)"))
+    json_flag(
+        sub.add_parser("stop-workers", help="stop the trading workers after their tick; the rest runs on")
+    )
+
+    p = sub.add_parser("slots", help="the slots as a table; enable, disable or change one")
+    json_flag(p)
+    ssub = p.add_subparsers(dest="slots_cmd", metavar="{enable,disable,set}")
+    for name in ("enable", "disable"):
+        q = ssub.add_parser(name, help=f"{name} one slot")
+        q.add_argument("slot")
+        json_flag(q)
+    q = ssub.add_parser("set", help="change a slot's stake and strategy parameters")
+    q.add_argument("slot")
+    q.add_argument("--stake", type=float, help="stake per entry, USD")
+    q.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="NAME=NUMBER",
+        help="a strategy parameter (repeatable), e.g. --param edge=0.05",
+    )
+    json_flag(q)
+
+    p = sub.add_parser("audit", help="the latest control calls: who did what, from which door")
+    p.add_argument("-n", type=int, default=20, help="how many entries (default 20)")
+    json_flag(p)
+    p = sub.add_parser("logs", help="tail a program's log under var/log (default: the active worker)")
+    p.add_argument("program", nargs="?", help="e.g. worker-blue, feed, sim, api, settle, redis")
+    p.add_argument("-n", type=int, default=40, help="lines to show (default 40)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
+    p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
+    p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
+    return ap
+
+
+# --- entry -------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         s = settings_mod.load()
     except settings_mod.SettingsError as e:
-        sys.exit(f"baton: bad setting: {e}")
+        return fail(f"bad setting: {e}")
     try:
-        if args.cmd == "run":
-            stack.start(s, wait_s=args.wait_s)
-            st = status.collect(s, redis.Redis.from_url(s.redis_url, decode_responses=True))
-            print(status.render(st))
-            print(
-                f"\nstop with: make stop    keys: redis-cli -p {s.redis_port} --scan --pattern '{s.prefix}*'"
-            )
-        elif args.cmd == "stop":
-            stack.stop(s)
-        elif args.cmd in ("deploy", "rollback"):
-            from deploy import orchestrate
-
-            try:
-                if args.cmd == "deploy":
-                    res = orchestrate.deploy(s, source=args.source, ref=args.ref)
-                else:
-                    res = orchestrate.rollback(s)
-            except orchestrate.DeployError as e:
-                sys.exit(f"baton {args.cmd}: {e}")
-            if args.json:
-                print(json.dumps(dataclasses.asdict(res)))
-            else:
-                print(
-                    f"{res.kind} done: worker-{res.color} runs {res.release} "
-                    f"from tick {res.handover_tick + 1}; "
-                    f"takeover {res.takeover_ms} ms after the boundary, {res.missed} tick(s) missed, "
-                    f"{res.total_s:.1f} s in all"
-                )
-        elif args.cmd == "reload":
-            from deploy import reload as hot
-
-            try:
-                res = hot.reload(s, sync=not args.no_sync)
-            except hot.ReloadError as e:
-                sys.exit(f"baton reload: {e}")
-            if res.get("state") != "ok":
-                sys.exit(f"baton reload: refused, the old code keeps running: {res.get('error')}")
-            print(f"reloaded {res.get('modules') or 'nothing'} ({res.get('hashes')})")
-        elif args.cmd == "status":
-            r = redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=5)
-            try:
-                st = status.collect(s, r)
-            except redis.ConnectionError as e:
-                sys.exit(f"baton: cannot reach Redis at {s.redis_url}: {e}")
-            print(json.dumps(st, indent=2) if args.json else status.render(st))
+        return COMMANDS[args.cmd](s, args)
+    except c.OpError as e:
+        return fail(e.message)
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        return fail(f"cannot reach Redis at {s.redis_url}: {e} (is the stack running? `make run`)")
+    except redis.RedisError as e:
+        return fail(f"Redis error: {e}")
     except stack.StackError as e:
-        sys.exit(f"baton: {e}")
+        return fail(str(e))
+    except BrokenPipeError:  # `baton logs | head`: the reader left, nothing is wrong
+        # Python would complain flushing stdout at exit: point it at /dev/null first.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def fail(message: str) -> int:
+    print(f"baton: {message}", file=sys.stderr)
+    return 1
+
+
+def emit(args: argparse.Namespace, result: msgspec.Struct, human: Callable[[], str]) -> int:
+    print(msgspec.json.encode(result).decode() if args.json else human())
+    return 0
+
+
+# --- stack -------------------------------------------------------------------------------------
+
+
+def cmd_run(s: Settings, args: argparse.Namespace) -> int:
+    stack.start(s, wait_s=args.wait_s)
+    print(status.render(make_ops(s).status()))
+    print(f"\nstop with: make stop    keys: redis-cli -p {s.redis_port} --scan --pattern '{s.prefix}*'")
+    return 0
+
+
+def cmd_stop(s: Settings, args: argparse.Namespace) -> int:
+    stack.stop(s)
+    return 0
+
+
+def cmd_status(s: Settings, args: argparse.Namespace) -> int:
+    st = make_ops(s).status()
+    print(json.dumps(st, indent=2) if args.json else status.render(st))
+    return 0
+
+
+def cmd_deploy(s: Settings, args: argparse.Namespace) -> int:
+    from deploy import orchestrate
+
+    try:
+        if args.cmd == "deploy":
+            res = orchestrate.deploy(s, source=args.source, ref=args.ref)
+        else:
+            res = orchestrate.rollback(s)
+    except orchestrate.DeployError as e:
+        return fail(f"{args.cmd}: {e}")
+    if args.json:
+        print(json.dumps(dataclasses.asdict(res)))
+    else:
+        print(
+            f"{res.kind} done: worker-{res.color} runs {res.release} "
+            f"from tick {res.handover_tick + 1}; "
+            f"takeover {res.takeover_ms} ms after the boundary, {res.missed} tick(s) missed, "
+            f"{res.total_s:.1f} s in all"
+        )
+    return 0
+
+
+def cmd_reload(s: Settings, args: argparse.Namespace) -> int:
+    from deploy import reload as hot
+
+    ops = make_ops(s)
+    color = ops.r.hget(ops.k.lease(), "color")
+    # Without a lease holder, the audited operation below refuses (409) and says so.
+    if not args.no_sync and color:
+        # Check and copy the working tree's strategies into the running release first; the
+        # audited operation (the API's POST /reload) then forces the worker's check.
+        code_dir = ops.r.hget(ops.k.worker(color), "code_dir")
+        if not code_dir:
+            raise c.Conflict(f"worker-{color} does not report the directory it runs from")
+        try:
+            copied = hot.sync_strategies(Path(code_dir))
+        except hot.ReloadError as e:
+            raise c.BadRequest(str(e)) from None
+        if not args.json:
+            print(f"copied into {code_dir}: {', '.join(copied) if copied else 'nothing changed'}")
+    res = ops.reload(actor())
+    if res.state != "ok":
+        if args.json:
+            print(msgspec.json.encode(res).decode())
+        return fail(f"reload refused, the old code keeps running: {res.error}")
+    return emit(
+        args, res, lambda: f"reloaded {res.modules or 'nothing'} on worker-{res.color} ({res.hashes})"
+    )
+
+
+# --- control -----------------------------------------------------------------------------------
+
+
+def cmd_halt(s: Settings, args: argparse.Namespace) -> int:
+    res = make_ops(s).halt(actor(), c.HaltBody(reason=args.reason))
+    return emit(args, res, lambda: render_halt(res))
+
+
+def render_halt(res: c.HaltResult) -> str:
+    head = f"halted (seq {res.seq}): {res.control.halt_reason}"
+    if res.acknowledged:
+        worker = f"{res.worker} acknowledged in {res.ack_ms} ms: it posts no order any more"
+    elif res.worker:
+        worker = f"{res.worker} did NOT acknowledge; the flag stands and every order commit checks it"
+    else:
+        worker = "no active worker: the flag binds the next one to take the lease"
+    lines = [head, f"worker   {worker}", f"orders   {res.cancel}", f"ledger   {res.flush}"]
+    return "\n".join([*lines, "resume with: baton resume"])
+
+
+def cmd_pause(s: Settings, args: argparse.Namespace) -> int:
+    res = make_ops(s).pause(actor(), c.PauseBody(reason=args.reason))
+
+    def human() -> str:
+        v = res.control
+        line = (
+            f"paused (seq {v.seq}): no new entries; open positions still settle ({v.pause_reason})"
+            if res.changed
+            else f"already paused ({v.pause_reason})"
+        )
+        return line + ("\nnote: trading is halted as well" if v.halted else "")
+
+    return emit(args, res, human)
+
+
+def cmd_resume(s: Settings, args: argparse.Namespace) -> int:
+    res = make_ops(s).resume(actor())
+    return emit(args, res, lambda: f"resumed (seq {res.control.seq}): trading is neither halted nor paused")
+
+
+def cmd_lifecycle(s: Settings, args: argparse.Namespace) -> int:
+    ops = make_ops(s)
+    res = ops.start(actor()) if args.cmd == "start" else ops.stop(actor())
+    return emit(args, res, lambda: ", ".join(f"{p} {state}" for p, state in res.programs.items()))
+
+
+# --- slots -------------------------------------------------------------------------------------
+
+
+def cmd_slots(s: Settings, args: argparse.Namespace) -> int:
+    ops = make_ops(s)
+    if args.slots_cmd is None:
+        res = ops.slots()
+        return emit(args, res, lambda: slots_table(res.slots) if res.slots else "no slots in Redis yet")
+    if args.slots_cmd in ("enable", "disable"):
+        one = ops.set_slot_enabled(actor(), args.slot, args.slots_cmd == "enable")
+    else:
+        params = dict(args.param) if args.param else None
+        one = ops.patch_slot(actor(), args.slot, c.SlotPatch(stake_usd=args.stake, params=params))
+    verb = {"enable": "enabled", "disable": "disabled", "set": "changed"}[args.slots_cmd]
+    return emit(
+        args, one, lambda: f"{args.slot}: {verb if one.changed else 'unchanged'}\n{slots_table([one.slot])}"
+    )
+
+
+def countdown(seconds: float) -> str:
+    m, sec = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _position(p: c.PositionView | None) -> str:
+    if p is None:
+        return "-"
+    settled = f" pnl {p.pnl_usd:+.2f}" if p.status != "open" else ""
+    return f"{p.side} {p.shares:g} sh ${p.cost_usd:.2f}{settled}"
+
+
+def _decision(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "-"
+    what = f"{d['side']}@{d['price']}" if d.get("side") else str(d.get("reason") or "none")
+    outcome = d.get("outcome")
+    text = f"{what} {outcome}" if outcome else what
+    return text if len(text) <= 32 else text[:31] + "…"
+
+
+def slots_table(slots: list[c.SlotView]) -> str:
+    rows = [
+        [
+            v.id + ("" if v.configured else " (unconfigured)"),
+            "yes" if v.enabled else "no",
+            f"{v.stake_usd:g}",
+            v.strategy + ("" if not v.params else " " + ",".join(f"{k}={x:g}" for k, x in v.params.items())),
+            countdown(v.remaining_s),
+            _position(v.position),
+            _decision(v.last_decision),
+            v.entries_blocked or "-",
+        ]
+        for v in slots
+    ]
+    head = ["slot", "enabled", "stake", "strategy", "window ends in", "position", "last decision", "blocked"]
+    return table(head, rows)
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    # The last column is not padded: it is free text (a reason) and may be long.
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        for r in [head, *rows]
+    )
+
+
+# --- audit, logs, token ------------------------------------------------------------------------
+
+
+def cmd_audit(s: Settings, args: argparse.Namespace) -> int:
+    res = make_ops(s).audit_tail(args.n)
+
+    def human() -> str:
+        if not res.entries:
+            return "no control calls recorded yet"
+        rows = [
+            [
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at_ms / 1000)),
+                f"{e.source}:{e.who}",
+                e.action + (f" {e.target}" if e.target else ""),
+                f"{e.result} {e.status}",
+                e.detail,
+            ]
+            for e in reversed(res.entries)  # oldest first, like a log
+        ]
+        return table(["at (UTC)", "by", "action", "result", "detail"], rows)
+
+    return emit(args, res, human)
+
+
+def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
+    program = args.program or active_worker(s)
+    path = s.log_dir / f"{program}.log"
+    if not path.is_file():
+        known = sorted(p.stem for p in s.log_dir.glob("*.log")) if s.log_dir.is_dir() else []
+        raise c.NotFound(
+            f"no log for {program!r} in {s.log_dir}; "
+            + (f"programs with a log: {', '.join(known)}" if known else "nothing has run from here yet")
+        )
+    sys.stdout.write(tail(path, max(0, args.n)))
+    sys.stdout.flush()
+    if args.follow:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
+            follow(path, sys.stdout)
+    return 0
+
+
+def active_worker(s: Settings) -> str:
+    """The lease holder's program; without Redis, the worker whose log changed last."""
+    try:
+        ops = make_ops(s)
+        color = ops.r.hget(ops.k.lease(), "color")
+        if color:
+            return f"worker-{color}"
+    except redis.RedisError:
+        print("baton: Redis is not reachable; showing the worker log written last", file=sys.stderr)
+    logs = sorted(s.log_dir.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
+    return logs[-1].stem if logs else "worker-blue"
+
+
+def tail(path: Path, n: int, block: int = 8192) -> str:
+    """The last `n` lines of a file, read backwards from its end (logs grow to 20 MB)."""
+    if n == 0:
+        return ""
+    with path.open("rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos, data = end, b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.splitlines(keepends=True)[-n:]
+    return b"".join(lines).decode(errors="replace")
+
+
+def follow(
+    path: Path, out: TextIO, interval_s: float = 0.25, stop: Callable[[], bool] = lambda: False
+) -> None:
+    """Print what is appended to `path`, like `tail -F`: supervisor rotates logs at 20 MB (the
+    file is renamed and a new one created), so a changed inode or a shorter file is reopened."""
+    f = path.open("rb")
+    f.seek(0, os.SEEK_END)
+    try:
+        while not stop():
+            chunk = f.read()
+            if chunk:
+                out.write(chunk.decode(errors="replace"))
+                out.flush()
+                continue
+            try:
+                st = path.stat()
+                rotated = st.st_ino != os.fstat(f.fileno()).st_ino or st.st_size < f.tell()
+            except FileNotFoundError:
+                rotated = False  # between the rename and the new file: wait for it
+            if rotated:
+                f.close()
+                f = path.open("rb")
+                continue
+            time.sleep(interval_s)
+    finally:
+        f.close()
+
+
+def cmd_token(s: Settings, args: argparse.Namespace) -> int:
+    try:
+        token = apitoken.load(s, create=False)
+    except (apitoken.TokenError, OSError) as e:
+        return fail(str(e))
+    if args.id:
+        print(token.id)
+        return 0
+    print(
+        f"baton token: this is the API bearer token (id {token.id}, from {token.source}); whoever has it "
+        "can halt, resume and change slots: keep it out of logs, tickets and shell history",
+        file=sys.stderr,
+    )
+    print(token.reveal())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "stop": cmd_stop,
+    "status": cmd_status,
+    "deploy": cmd_deploy,
+    "rollback": cmd_deploy,
+    "reload": cmd_reload,
+    "halt": cmd_halt,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "start": cmd_lifecycle,
+    "stop-workers": cmd_lifecycle,
+    "slots": cmd_slots,
+    "audit": cmd_audit,
+    "logs": cmd_logs,
+    "token": cmd_token,
+}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,500 @@
+"""Halt latency and the halt's safety property, over HTTP against a real stack.
+
+One stack (redis-server, supervisord, sim, feed, settle, the worker and the `api` program) with
+1-second ticks and 15-second windows on eight assets, entering whenever the estimate reaches the
+ask, so that every window's entry zone (its last third) opens with a tick that posts. Then
+`--halts` times: POST /halt with the bearer token at a chosen moment, keep it a random 0.5-2 s
+past the answer, POST /resume, go on.
+The moments cycle through three kinds, so halts land everywhere a worker can be:
+
+- random:       a uniformly random point of a tick;
+- in-tick:      just after a tick boundary, within the time a tick takes (read from the journal);
+- posting:      just after the boundary of the tick in a window where the worker posts its
+                entries (read from the journal: snipe enters in the last third of a window),
+                within the time such a tick takes, so that the halt races posts in flight.
+
+For each halt it records the API's answer (`HaltResult`: `acknowledged`, `ack_ms` from the flag
+being set to the worker's acknowledgement) and the HTTP round trip, which also holds the ledger
+flush: with Redis before 7.2 and `appendfsync everysec` that is one fsync period (1.1 s), as no
+WAITAOF exists to ask for less. Where the halt landed (inside a tick, inside a tick that posted) is
+read afterwards from the tick journal.
+
+Safety: an order created at the venue after the worker acknowledged a halt and before the resume
+is a violation. A thread polls the sim's `GET /data/orders` every 20 ms for the whole run, so each
+order's creation is known to lie between the start of the last poll that did not list it and the
+end of the first one that did; the ack's wall time is the flag's `halted_ms` plus `ack_ms`. The
+sim's own `created_at` (whole seconds, as the real CLOB's) gives a second, coarser count.
+
+    python -m bench.halt_latency [--halts 60] [--tick-ms 1000] [--seed 1]
+                                 [--json-out bench/results/halt_latency.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+
+from baton import apitoken
+from baton import settings as settings_mod
+from bench.machine import machine_info
+from state.keys import Keys
+from tests.e2e.stack import Stack, free_port, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+KEYS = Keys("baton:")
+KINDS = ("random", "in-tick", "posting")
+ASSETS = "btc,eth,sol,xrp,doge,bnb,hype,link"
+WINDOW = "15s"
+WINDOW_MS = 15_000
+POLL_S = 0.02
+
+
+def wall_ms() -> float:
+    return time.time() * 1000
+
+
+@dataclass
+class Sample:
+    index: int
+    kind: str
+    target_offset_ms: float  # the planned moment, after the tick (or window) boundary
+    sent_ms: float  # wall time the request left
+    halted_ms: int  # the flag's time, as Ops set it (control.halted_ms)
+    acknowledged: bool
+    ack_ms: int | None
+    rtt_ms: float
+    worker: str
+    cancel: str
+    flush: str
+    resume_sent_ms: float
+    # From the tick journal, afterwards: the tick the flag was set in, if it was running.
+    tick: int | None = None
+    in_tick: bool | None = None
+    tick_orders: int | None = None
+
+
+# --- the stack ---------------------------------------------------------------------------------
+
+
+def start_stack(tick_ms: int) -> Stack:
+    st = Stack(
+        BATON_TICK_MS=str(tick_ms),
+        BATON_TIMEFRAMES=WINDOW,
+        BATON_ASSETS=ASSETS,
+        BATON_SNIPE_EDGE="0.0",  # enter whenever the estimate reaches the ask: every window posts
+        BATON_API_PORT=str(free_port()),
+        # A loss limit would halt by itself mid-run, and 120 resumes must not be rate-limited.
+        BATON_DAILY_LOSS_LIMIT_USD="1000000",
+        BATON_API_MUTATIONS_PER_MIN="100000",
+    )
+    print(f"starting a stack under {st.home} (tick {tick_ms} ms, {WINDOW} windows)", flush=True)
+    st.start()
+    return st
+
+
+class Api:
+    """POST /halt and /resume with the bearer token. The token is never printed."""
+
+    def __init__(self, st: Stack) -> None:
+        s = settings_mod.load(st.env)
+        self.base = f"http://{s.api_host}:{s.api_port}"
+        self.http = httpx.Client(base_url=self.base, timeout=30)
+        wait_for(lambda: self.http.get("/health").json().get("ok"), 60, f"the api program at {self.base}")
+        token = wait_for(lambda: apitoken.load(s, env=st.env, create=False), 30, "the API token file")
+        self.http.headers["Authorization"] = f"Bearer {token.reveal()}"
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
+        t0 = time.monotonic()
+        resp = self.http.post(path, json=body or {})
+        rtt = (time.monotonic() - t0) * 1000
+        if resp.status_code != 200:
+            raise RuntimeError(f"POST {path}: {resp.status_code} {resp.text[:300]}")
+        return rtt, resp.json()
+
+
+class OrderWatch(threading.Thread):
+    """Polls the sim's order list; for each order, the interval its creation lies in."""
+
+    def __init__(self, clob_url: str) -> None:
+        super().__init__(daemon=True, name="order-watch")
+        self.http = httpx.Client(base_url=clob_url, timeout=10)
+        self.stop_flag = threading.Event()
+        self.lo: dict[str, float | None] = {}  # start of the last poll that did not list it
+        self.hi: dict[str, float] = {}  # end of the first poll that listed it
+        self.created_at: dict[str, int] = {}
+        self.polls = 0
+        self.errors = 0
+
+    def orders(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            resp = self.http.get("/data/orders", params={"next_cursor": cursor} if cursor else None)
+            resp.raise_for_status()
+            page = resp.json()
+            out += page["data"]
+            cursor = page.get("next_cursor", "LTE=")
+            if cursor in ("LTE=", "", None):
+                return out
+
+    def run(self) -> None:
+        prev_start: float | None = None  # orders listed by the first poll predate the watch
+        while not self.stop_flag.is_set():
+            start = wall_ms()
+            try:
+                rows = self.orders()
+            except httpx.HTTPError:
+                self.errors += 1  # a missed poll only widens the next orders' intervals
+                time.sleep(POLL_S)
+                continue
+            end = wall_ms()
+            for o in rows:
+                if o["id"] not in self.hi:
+                    self.lo[o["id"]] = prev_start
+                    self.hi[o["id"]] = end
+                    self.created_at[o["id"]] = int(o["created_at"])
+            prev_start = start
+            self.polls += 1
+            time.sleep(POLL_S)
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.join(timeout=10)
+        self.http.close()
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+class Timing(NamedTuple):
+    tick_ms: float  # median duration of recent ticks
+    posting_ms: float  # median duration of recent ticks that posted orders
+    posting_phase_ms: int  # where in its window a tick that posts most often starts
+    jitter_ms: float  # median delay of a tick's start after its boundary
+
+
+def timing(st: Stack, tick_ms: int) -> Timing:
+    rows = [f for _, f in st.redis.xrevrange(KEYS.journal_ticks(), count=120)]
+    all_d = [int(f["duration_ms"]) for f in rows] or [1]
+    posting = [f for f in rows if int(f.get("orders", 0))]
+    phases = Counter(int(f["tick"]) * tick_ms % WINDOW_MS for f in posting)
+    return Timing(
+        tick_ms=statistics.median(all_d),
+        posting_ms=statistics.median([int(f["duration_ms"]) for f in posting] or all_d),
+        # Before any order: snipe's entry zone opens with a third of the window left.
+        posting_phase_ms=phases.most_common(1)[0][0] if phases else WINDOW_MS * 2 // 3,
+        jitter_ms=statistics.median([int(f.get("jitter_ms", 0)) for f in rows] or [0]),
+    )
+
+
+def plan(kind: str, rng: random.Random, tick_ms: int, t: Timing) -> tuple[float, float]:
+    """The wall time (ms) to send the next halt at, and its offset after the tick boundary."""
+    now = wall_ms() + 20  # what the request needs to leave on time
+    # Inside a tick: from its start (boundary + jitter) over its length, less ~1 ms for the
+    # request to reach the API and set the flag.
+    if kind == "random":
+        period, phase, offset = tick_ms, 0, rng.uniform(0, tick_ms)
+    elif kind == "in-tick":
+        period, phase = tick_ms, 0
+        offset = max(0.0, t.jitter_ms + rng.uniform(0, max(1.0, t.tick_ms)) - 1)
+    else:
+        period, phase = WINDOW_MS, t.posting_phase_ms
+        offset = max(0.0, t.jitter_ms + rng.uniform(0, max(1.0, t.posting_ms)) - 1)
+    at = now - now % period + phase + offset
+    while at <= now:
+        at += period
+    return at, offset
+
+
+def sleep_until(at_ms: float) -> None:
+    while (left := at_ms - wall_ms()) > 0:
+        time.sleep(min(left, 50) / 1000)
+
+
+# --- one halt ----------------------------------------------------------------------------------
+
+
+def halt_once(api: Api, index: int, kind: str, rng: random.Random, tick_ms: int, st: Stack) -> Sample:
+    at, offset = plan(kind, rng, tick_ms, timing(st, tick_ms))
+    sleep_until(at)
+    sent = wall_ms()
+    rtt, res = api.post("/halt", {"reason": f"bench halt {index} ({kind})"})
+    # Held 0.5-2 s past the answer (which came after the 1.1 s flush): two or three boundaries.
+    time.sleep(rng.uniform(0.5, 2.0))
+    resume_sent = wall_ms()
+    api.post("/resume")
+    return Sample(
+        index=index,
+        kind=kind,
+        target_offset_ms=round(offset, 1),
+        sent_ms=sent,
+        halted_ms=int(res["control"]["halted_ms"]),
+        acknowledged=bool(res["acknowledged"]),
+        ack_ms=res["ack_ms"],
+        rtt_ms=round(rtt, 2),
+        worker=res["worker"],
+        cancel=res["cancel"],
+        flush=res["flush"],
+        resume_sent_ms=resume_sent,
+    )
+
+
+def place_in_journal(st: Stack, samples: list[Sample], since_ms: float) -> None:
+    """Which tick each halt's flag landed in, if one was running (journal: started_ms, duration_ms)."""
+    ticks = [f for _, f in st.redis.xrange(KEYS.journal_ticks(), min=f"{int(since_ms) - 60_000}-0")]
+    for s in samples:
+        s.in_tick = False
+        for f in ticks:
+            start = int(f["started_ms"])
+            if start <= s.halted_ms < start + int(f["duration_ms"]):
+                s.in_tick, s.tick, s.tick_orders = True, int(f["tick"]), int(f.get("orders", 0))
+                break
+
+
+# --- safety ------------------------------------------------------------------------------------
+
+
+def safety(samples: list[Sample], watch: OrderWatch) -> dict[str, Any]:
+    """Orders created while an acknowledged halt stood. Each order was created within (lo, hi]
+    (the polls around it); the worker acknowledged at `ack` at the latest (the API's clock):
+
+    - lo >= ack, hi <= resume: created after the acknowledgement: a violation;
+    - hi <= ack: created before it: a post in flight at the halt, which the worker waits for
+      before acknowledging (allowed);
+    - lo < ack < hi: undecided, within one poll of the acknowledgement.
+    """
+    after, undecided, in_flight, by_created_at = [], [], [], []
+    for s in samples:
+        if not s.acknowledged or s.ack_ms is None:
+            continue  # no claim was made, none is checked
+        ack = s.halted_ms + s.ack_ms
+        for oid, hi in watch.hi.items():
+            lo = watch.lo[oid]
+            if lo is None or hi <= s.halted_ms or lo >= s.resume_sent_ms:
+                continue  # before the watch started, before the flag, or after the resume
+            if lo >= ack and hi <= s.resume_sent_ms:
+                after.append({"halt": s.index, "order": oid, "after_ack_ms": round(lo - ack, 1)})
+            elif hi <= ack:
+                in_flight.append({"halt": s.index, "order": oid})
+            elif lo < ack:
+                undecided.append({"halt": s.index, "order": oid, "lo": lo, "hi": hi, "ack": ack})
+            c_ms = watch.created_at[oid] * 1000
+            # Whole seconds: only a second that starts after the ack and ends before the resume counts.
+            if c_ms >= math.ceil(ack / 1000) * 1000 and c_ms + 1000 <= s.resume_sent_ms:
+                by_created_at.append({"halt": s.index, "order": oid, "created_at": watch.created_at[oid]})
+    return {
+        "orders_after_ack": len(after),
+        "orders_undecided": len(undecided),
+        # The latest an undecided order can have been created after its acknowledgement.
+        "undecided_max_ms_after_ack": round(max((u["hi"] - u["ack"] for u in undecided), default=0.0), 1),
+        "orders_after_ack_by_created_at": len(by_created_at),
+        "orders_in_flight_at_halt": len(in_flight),
+        "orders_seen": len(watch.hi),
+        "polls": watch.polls,
+        "poll_errors": watch.errors,
+        "details": {"after_ack": after, "undecided": undecided, "by_created_at": by_created_at},
+    }
+
+
+# --- numbers -----------------------------------------------------------------------------------
+
+
+def rank(values: list[float], q: float) -> float:
+    """Nearest rank on the sorted samples (p99 of fewer than 100 samples is the maximum)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "p90": rank(values, 0.90),
+        "p99": rank(values, 0.99),
+        "max": max(values),
+    }
+
+
+def summarise(samples: list[Sample]) -> dict[str, Any]:
+    acked = [s for s in samples if s.acknowledged]
+    groups = {
+        "between ticks": [s for s in samples if not s.in_tick],
+        "inside a tick": [s for s in samples if s.in_tick],
+        "inside a tick that posted": [s for s in samples if s.in_tick and s.tick_orders],
+    }
+    return {
+        "ack_ms": stats([float(s.ack_ms) for s in acked if s.ack_ms is not None]),
+        "rtt_ms": stats([s.rtt_ms for s in samples]),
+        "not_acknowledged": len(samples) - len(acked),
+        "by_landing": {
+            name: {
+                "n": len(g),
+                "ack_ms": stats([float(s.ack_ms) for s in g if s.ack_ms is not None]),
+                "not_acknowledged": sum(not s.acknowledged for s in g),
+            }
+            for name, g in groups.items()
+        },
+    }
+
+
+def num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if v >= 100 or v == int(v) else f"{v:.1f}"
+
+
+def render(summary: dict[str, Any], safe: dict[str, Any], tick_ms: int, n: int) -> str:
+    p99 = "p99 (max)" if n < 100 else "p99"
+    rows = [
+        f"| halts over HTTP (tick {tick_ms} ms) | n | median | p90 | {p99} | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("ack_ms", "flag set → worker acknowledged, ms"),
+        ("rtt_ms", "HTTP round trip (with ledger flush), ms"),
+    ):
+        v = summary[key]
+        cells = [num(v.get(k)) for k in ("median", "p90", "p99", "max")] if v["n"] else ["-"] * 4
+        rows.append(f"| {label} | {v['n']} | " + " | ".join(cells) + " |")
+    rows += ["", "| landed | n | ack ms median | max | not acknowledged |", "|---|---|---|---|---|"]
+    for name, g in summary["by_landing"].items():
+        a = g["ack_ms"]
+        rows.append(
+            f"| {name} | {g['n']} | {num(a.get('median'))} | {num(a.get('max'))} | {g['not_acknowledged']} |"
+        )
+    lines = ["\n".join(rows), ""]
+    ack, rtt = summary["ack_ms"], summary["rtt_ms"]
+    if ack["n"] and rtt["n"]:
+        lines.append(
+            f"round trip / acknowledgement, medians: {rtt['median'] / max(ack['median'], 1):.0f}x "
+            "(the rest is the ledger flush and the worker's cancels)"
+        )
+    lines.append(f"not acknowledged: {summary['not_acknowledged']} of {n}")
+    lines.append(
+        f"safety: orders created at the sim after an acknowledgement, before the resume: "
+        f"{safe['orders_after_ack']} (polling every {POLL_S * 1000:.0f} ms; "
+        f"{safe['orders_undecided']} undecided, created at most {safe['undecided_max_ms_after_ack']:.0f} ms "
+        "after it: in flight, most likely), "
+        f"{safe['orders_after_ack_by_created_at']} by created_at seconds; "
+        f"posted between the flag and the ack (in flight, allowed): {safe['orders_in_flight_at_halt']}; "
+        f"{safe['orders_seen']} orders in all"
+    )
+    return "\n".join(lines)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    samples: list[Sample] = []
+    errors: list[str] = []
+    st = start_stack(args.tick_ms)
+    watch: OrderWatch | None = None
+    try:
+        api = Api(st)
+        wait_for(lambda: st.sim_orders(), 90, "the worker's first order at the sim")
+        watch = OrderWatch(st.clob_url)
+        watch.start()
+        redis_info = st.redis.info("server")
+        fsync = st.redis.config_get("appendfsync").get("appendfsync", "")
+        since = wall_ms()
+        for i in range(args.halts):
+            kind = KINDS[i % len(KINDS)]
+            try:
+                s = halt_once(api, i, kind, rng, args.tick_ms, st)
+            except (RuntimeError, httpx.HTTPError) as e:
+                errors.append(f"halt #{i}: {e}")
+                print(f"halt #{i} ({kind}): FAILED {e}", flush=True)
+                st.redis.hset(KEYS.control(), mapping={"halted": "0", "paused": "0"})  # go on trading
+                continue
+            samples.append(s)
+            print(
+                f"halt #{i} ({kind}, +{s.target_offset_ms:.0f} ms): "
+                + (f"acknowledged in {s.ack_ms} ms" if s.acknowledged else "NOT acknowledged")
+                + f", round trip {s.rtt_ms:.0f} ms",
+                flush=True,
+            )
+            time.sleep(rng.uniform(0.2, 1.0))  # trading again for a moment
+        time.sleep(1.0)  # the watch sees the last orders
+        watch.stop()
+        place_in_journal(st, samples, since)
+        safe = safety(samples, watch)
+        if safe["orders_after_ack"] or safe["orders_after_ack_by_created_at"] or errors or args.keep_logs:
+            dest = args.json_out.parent / "halt_latency-logs"
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in (st.home / "var" / "log").glob("*.log"):
+                shutil.copy2(f, dest / f.name)
+            print(f"logs copied to {dest}", flush=True)
+    finally:
+        if watch is not None and watch.is_alive():
+            watch.stop()
+        st.stop()
+        if not args.keep_home:
+            shutil.rmtree(st.home, ignore_errors=True)
+    return {
+        "benchmark": "halt_latency",
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.halt_latency", *sys.argv[1:]]),
+        "machine": machine_info(
+            tick_ms=args.tick_ms,
+            timeframes=WINDOW,
+            assets=ASSETS,
+            redis_version=redis_info.get("redis_version"),
+            appendfsync=fsync,
+        ),
+        "halts": args.halts,
+        "seed": args.seed,
+        "summary": summarise(samples),
+        "safety": safe,
+        "errors": errors,
+        "samples": [asdict(s) for s in samples],
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.halt_latency", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--halts", type=int, default=60)
+    ap.add_argument("--tick-ms", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=1, help="seed of the moments and hold times")
+    ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "halt_latency.json")
+    ap.add_argument("--keep-logs", action="store_true", help="copy the stack's logs next to the JSON")
+    ap.add_argument("--keep-home", action="store_true", help="leave the stack's BATON_HOME in place")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = run(args)
+    print()
+    print(render(result["summary"], result["safety"], args.tick_ms, len(result["samples"])))
+    m = result["machine"]
+    print(
+        f"\nmachine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, "
+        f"Redis {m['redis_version']} appendfsync {m['appendfsync']}, {m['date_utc']}"
+    )
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {args.json_out}")
+    if result["safety"]["orders_after_ack"] or result["safety"]["orders_after_ack_by_created_at"]:
+        sys.exit(f"SAFETY: order(s) created after an acknowledged halt; see {args.json_out}")
+    if result["errors"]:
+        sys.exit(f"{len(result['errors'])} halt(s) failed; see {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
