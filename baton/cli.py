@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except c.OpError as e:
         return fail(e.message)
     except (redis.ConnectionError, redis.TimeoutError) as e:
-        return fail(f"cannot reach Redis at {s.redis_url}: {e} (is the stack running? `make run`)")
+        return fail(f"cannot reach Redis at {s.redis_url_shown}: {e} (is the stack running? `make run`)")
     except redis.RedisError as e:
         return fail(f"Redis error: {e}")
     except stack.StackError as e:

@@ -238,6 +238,10 @@ class BadRequest(OpError):
     status = 400
 
 
+class Forbidden(OpError):
+    status = 403
+
+
 class NotFound(OpError):
     status = 404
 

@@ -89,8 +89,8 @@ class Keys:
         return f"{self.p}feed:status"
 
     def feed_stats(self) -> str:
-        """Hash of counters: frames, candles, bad_frames, out_of_order, duplicates, reconnects,
-        backfilled, backfill_errors, server_shutdowns."""
+        """Hash of counters: frames, candles, candles:<asset>, bad_frames, out_of_order,
+        duplicates, reconnects, backfilled, backfill_errors, server_shutdowns."""
         return f"{self.p}feed:stats"
 
     def ratelimit(self, bucket: str) -> str:

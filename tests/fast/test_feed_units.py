@@ -226,6 +226,7 @@ async def test_the_store_writes_each_candle_as_its_own_readable_member():
     status = FEED_STATUS.decode(await redis.hget(keys.feed_status(), "btc:1s"))
     assert (status.updated_ms, status.last_open_ms, status.last_close) == (99_000, 9000, 3.0)
     stats = await redis.hgetall(keys.feed_stats())
-    assert stats == {b"candles": b"7", b"bad_frames": b"1"}
+    # `candles` counts every update written; `candles:<asset>` the same, per asset (/metrics).
+    assert stats == {b"candles": b"7", b"bad_frames": b"1", b"candles:btc": b"5", b"candles:eth": b"2"}
     [(_, fields)] = await redis.xrange(keys.journal_errors())
     assert fields == {b"source": b"feed", b"error": b"not JSON: x", b"sample": b"{", b"at_ms": b"7"}
