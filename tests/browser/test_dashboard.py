@@ -105,6 +105,9 @@ async def test_a_slot_is_disabled_from_its_row(served: Served, browser: Chromium
     )
     assert "Disable slot btc-5m?" in page.dialogs[0]
     assert json.loads(served.r.hget(seed.K.slots(), "btc-5m"))["enabled"] is False
-    assert "slot btc-5m disabled" in await page.evaluate(text_of("#result"))
+    # The row may turn grey from the pushed slot change before the click's own answer lands.
+    await page.wait_for(
+        "document.querySelector('#result').textContent.includes('slot btc-5m disabled')", "the answer"
+    )
     assert await page.evaluate(text_of('button[data-slot="btc-5m"]')) == "Enable"
     assert [e for e in page.errors if "401" not in e or "/login" not in e] == []
