@@ -88,6 +88,7 @@ async def amain() -> int:
         return EXIT_CONFIG
     # The id names the token safely; the value is printed by `baton token` only.
     log.info("API token id %s (from %s)", token.id, token.source)
+    scrub_logs(token)
     # Ops blocks on Redis during a halt (waiting for the worker's acknowledgement, then for the
     # ledger flush): the socket timeout must outlast that wait.
     sync_r = redis.Redis.from_url(
@@ -130,6 +131,37 @@ async def amain() -> int:
         await runner.cleanup()
         await async_r.aclose()
         sync_r.close()
+
+
+class Scrub(logging.Filter):
+    """Replaces the token and the session cookie in every log line, whoever writes it:
+    aiohttp itself logs a malformed request's raw header line (token included)."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.secrets = tuple(x for x in secrets if x)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if any(x in msg for x in self.secrets):
+            record.msg, record.args = self._clean(msg), None
+        if record.exc_info and not record.exc_text:
+            # Format the traceback now, scrubbed; the handler then uses this text as is.
+            record.exc_text = self._clean(logging.Formatter().formatException(record.exc_info))
+        return True
+
+    def _clean(self, text: str) -> str:
+        for x in self.secrets:
+            text = text.replace(x, "<redacted>")
+        return text
+
+
+def scrub_logs(token: apitoken.ApiToken) -> None:
+    from api.auth import session_cookie
+
+    f = Scrub((token.reveal(), session_cookie(token)))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(f)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import logging
 import os
 import pwd
 import secrets
+import stat
 import time
 import typing
 from collections.abc import Callable
@@ -93,7 +94,8 @@ def write_json_atomic(path: Path, obj: Any, mode: int = 0o644) -> None:
 
 
 def write_status_atomic(path: Path, obj: dict[str, Any]) -> None:
-    write_json_atomic(path, obj)
+    # Owner-only: the status names endpoints, balances and positions.
+    write_json_atomic(path, obj, mode=0o600)
 
 
 # --- control.json -----------------------------------------------------------------------------
@@ -174,9 +176,11 @@ def process_control_file(
     leaves the file, when Redis is unreachable: the command waits for it.
     """
     try:
-        raw = path.read_bytes()
+        raw = _read_regular(path)
     except FileNotFoundError:
         return None
+    except (c.OpError, OSError) as e:
+        return _refuse_unreadable(path, archive_dir, e)
     if not judge_unparsable and not _parses(raw):
         return None
     _parsed, cmd, _err = _decode(raw)
@@ -189,7 +193,10 @@ def process_control_file(
     except FileNotFoundError:
         return None
     # From here on, the claimed file is the command (a new control.json may already exist).
-    raw = claimed.read_bytes()
+    try:
+        raw = _read_regular(claimed)
+    except (c.OpError, OSError) as e:
+        return _refuse_claimed(claimed, archive_dir, e)
     parsed, cmd, err = _decode(raw)
     st = claimed.stat()
     who = _owner(st.st_uid)
@@ -209,6 +216,45 @@ def process_control_file(
     claimed.unlink()
     detail = "ok" if result["ok"] else result["error"]
     log.info("control.json from %s: %s -> %s %s (%s)", who, action, result["status"], detail, dest.name)
+    return dest
+
+
+MAX_COMMAND_BYTES = 64 * 1024
+
+
+def _read_regular(path: Path) -> bytes:
+    """The file's bytes, if it is a small regular file: never follow a symlink (to
+    /dev/zero, say), never block on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise c.Forbidden("control.json is not a regular file (a FIFO or device commands nothing)")
+        if st.st_size > MAX_COMMAND_BYTES:
+            raise c.BadRequest(f"control.json is {st.st_size} bytes; at most {MAX_COMMAND_BYTES}")
+        return os.read(fd, MAX_COMMAND_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
+def _refuse_unreadable(path: Path, archive_dir: Path, e: Exception) -> Path | None:
+    archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    claimed = archive_dir / f"{APPLYING}{os.getpid()}-{secrets.token_hex(4)}.json"
+    try:
+        os.rename(path, claimed)
+    except FileNotFoundError:
+        return None
+    return _refuse_claimed(claimed, archive_dir, e)
+
+
+def _refuse_claimed(claimed: Path, archive_dir: Path, e: Exception) -> Path:
+    if isinstance(e, c.OpError):
+        status, message = e.status, e.message
+    else:  # ELOOP: a symlink
+        status, message = 403, f"control.json cannot be read safely ({e.strerror}): symlinks command nothing"
+    dest = _archive(archive_dir, b"", None, "invalid", {"ok": False, "status": status, "error": message})
+    claimed.unlink()
+    log.warning("control.json refused: %s (%s)", message, dest.name)
     return dest
 
 
@@ -340,7 +386,9 @@ async def control_loop(
             trouble.fail(f"archiving interrupted commands: {e}")
     while True:
         try:
-            await ctx.call(poller.poll)
+            # On the halt threads: a halt written to control.json must not queue behind a
+            # slow reload or stop in the default pool.
+            await ctx.call_urgent(poller.poll)
             trouble.ok()
         except Exception as e:  # an unwritable archive dir, a bug: log, keep polling
             trouble.fail(f"{type(e).__name__}: {e}")

@@ -104,7 +104,10 @@ class Ops:
         with self._redis_errors():
             views = self._slot_views(only=slot_id)
         if not views:
-            raise c.NotFound(f"no slot {slot_id!r}; slots are {', '.join(self._slot_ids()) or 'none'}")
+            ids = self._slot_ids()
+            if slot_id in ids:
+                raise c.Conflict(f"slot {slot_id!r} holds an unreadable value in Redis (see baton status)")
+            raise c.NotFound(f"no slot {slot_id!r}; slots are {', '.join(ids) or 'none'}")
         return views[0]
 
     def audit_tail(self, count: int = 50) -> c.AuditResult:
@@ -146,16 +149,32 @@ class Ops:
             flags = parse_control(self.r.hgetall(self.k.control()))
             if not flags.halted and not flags.paused:
                 raise c.Conflict("nothing to resume: trading is neither halted nor paused")
-            self._set("resume", "", actor)
+            # The resume lifts what was looked at: if a halt (or anything) came in between,
+            # it is refused rather than lifting a halt its caller never saw.
+            self._set("resume", "", actor, expect_seq=flags.seq)
             return c.FlagResult(action="resume", changed=True, control=self.control())
 
         return self._audited(actor, "resume", "", None, run)
 
-    def _set(self, action: str, reason: str, actor: c.Actor) -> tuple[int, int, int, int]:
+    def _set(
+        self, action: str, reason: str, actor: c.Actor, expect_seq: int | None = None
+    ) -> tuple[int, int, int, int]:
         res = self._control_set(
             keys=[self.k.control()],
-            args=[self.k.control_events(), action, self.clock_ms(), reason, _who(actor)],
+            args=[
+                self.k.control_events(),
+                action,
+                self.clock_ms(),
+                reason,
+                _who(actor),
+                "" if expect_seq is None else expect_seq,
+            ],
         )
+        if int(res[0]) == -1:
+            raise c.Conflict(
+                f"the control flags changed meanwhile (seq {expect_seq} -> {res[1]}): "
+                "look at them again (GET /control) before resuming"
+            )
         return int(res[0]), int(res[1]), int(res[2]), int(res[3])
 
     def _halt(self, actor: c.Actor, body: c.HaltBody) -> c.HaltResult:
@@ -169,11 +188,10 @@ class Ops:
         cancel = "no active worker: the next worker to take the lease cancels open orders at its first tick"
         timeout_s = self.s.halt_ack_timeout_ms / 1000
         if active and timeout_s > 0:
-            ack = self._pop_ack(seq, timeout_s)
-            if ack is not None and ack.get("halted"):
+            ack = self._holder_ack(seq, lease, t0 + timeout_s)
+            if ack is not None:
                 acknowledged = True
                 ack_ms = round((time.monotonic() - t0) * 1000)
-                worker = f"worker-{ack.get('color', lease.get('color'))}"
             else:
                 cancel = (
                     f"{worker} did not acknowledge within {timeout_s:.1f} s: the flag stands and is "
@@ -181,8 +199,15 @@ class Ops:
                 )
         flush = self.flush_ledger()
         if acknowledged:
-            done = self._pop_ack(seq, timeout_s)
-            cancel = str(done.get("cancel")) if done else f"{worker} is cancelling open orders"
+            deadline = time.monotonic() + timeout_s
+            cancel = f"{worker} is cancelling open orders"
+            while (left := deadline - time.monotonic()) > 0:
+                done = self._pop_ack(seq, left)
+                if done is None:
+                    break
+                if "cancel" in done:
+                    cancel = str(done["cancel"])
+                    break
         return c.HaltResult(
             halted=True,
             seq=seq,
@@ -193,6 +218,18 @@ class Ops:
             flush=flush,
             control=self.control(),
         )
+
+    def _holder_ack(self, seq: int, lease: dict[str, str], deadline: float) -> dict[str, Any] | None:
+        """The acknowledgement of the lease holder (another worker — one that handed over a
+        moment ago — may answer too, and does not count), once it has no post in flight."""
+        while (left := deadline - time.monotonic()) > 0:
+            ack = self._pop_ack(seq, left)
+            if ack is None:
+                return None
+            holder_ok = ack.get("holder") == lease.get("holder")
+            if holder_ok and ack.get("halted") is True and not ack.get("inflight"):
+                return ack
+        return None
 
     def _pop_ack(self, seq: int, timeout_s: float) -> dict[str, Any] | None:
         got = self.r.blpop([self.k.control_ack(seq)], timeout=max(timeout_s, 0.01))
@@ -248,6 +285,9 @@ class Ops:
         def run() -> c.ReloadResult:
             from deploy import reload as hot
 
+            if parse_control(self.r.hgetall(self.k.control())).halted:
+                # A reload imports and dry-evaluates strategy code: none runs under a halt.
+                raise c.Conflict("halted: no strategy code runs, so no reload either; resume first")
             try:
                 res = hot._reload(self.r, self.k, False, hot.REPO_ROOT, timeout_s, lambda _m: None)
             except hot.ReloadError as e:
@@ -280,9 +320,7 @@ class Ops:
             running = [p for p in WORKER_PROGRAMS if progs.get(p) in _RUNNING]
             if running:
                 raise c.Conflict(f"{', '.join(running)} already running; stop first")
-            # The colour that traded last (the lease remembers it after a stop), so that a
-            # start after a deploy runs the deployed release.
-            color = self.r.hget(self.k.lease(), "color") or "blue"
+            color = active_color(self.r, self.k)
             name = f"worker-{color}"
             try:
                 self.supervisor("startProcess", name, True)
@@ -485,6 +523,19 @@ class Ops:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise c.Unavailable(f"cannot reach Redis at {self.s.redis_url_shown}: {e}") from None
+
+
+def active_color(r: redis.Redis, k: Keys) -> str:
+    """The colour that should trade: the lease's (a crashed holder's expired lease still
+    names it), else the last successful deploy's or rollback's (a clean stop deletes the
+    lease), else blue. Starting the other colour would run an older release."""
+    color = r.hget(k.lease(), "color")
+    if color in ("blue", "green"):
+        return str(color)
+    for _id, f in r.xrevrange(k.deploys(), count=50):
+        if f.get("result") == "ok" and f.get("color") in ("blue", "green"):
+            return str(f["color"])
+    return "blue"
 
 
 def validate_patch(slot: Slot, patch: c.SlotPatch, max_stake_usd: float) -> Slot:

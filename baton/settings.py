@@ -120,7 +120,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def redis_url_shown(self) -> str:
         """The Redis URL with any password masked: what messages, logs and status show."""
-        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", self.redis_url)
+        shown = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", self.redis_url)
+        return re.sub(r"([?&]password=)[^&]*", r"\1***", shown)
 
     @property
     def token_file(self) -> Path:

@@ -154,9 +154,10 @@ def _start_stopped(s: Settings) -> None:
     release (after a deploy) and could win a takeover. The active colour is the lease's."""
     r = _redis(s)
     try:
+        from baton.ops import active_color
         from state.keys import Keys
 
-        active = r.hget(Keys(s.prefix).lease(), "color") or "blue"
+        active = active_color(r, Keys(s.prefix))
     except redis.RedisError:
         active = "blue"
     finally:

@@ -46,6 +46,9 @@ class HaltGate:
         # The control seq of the change that closed the gate: only a later change reopens it,
         # so a snapshot read before the halt cannot undo it.
         self.closed_seq = 0
+        # The control seq of the resume that last reopened it: a halted snapshot read before
+        # that resume is stale and must not close the gate (and sweep the venue) again.
+        self.reopened_seq = 0
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -55,8 +58,11 @@ class HaltGate:
         self.closed_seq = max(self.closed_seq, seq)
 
     def reopen(self, seq: int) -> bool:
+        """Open again for flags read at control seq `seq` that say "not halted" — unless they
+        were read before the halt that closed the gate (a stale snapshot)."""
         if self.halted and seq > self.closed_seq:
             self.halted = False
+            self.reopened_seq = max(self.reopened_seq, seq)
         return not self.halted
 
     def begin_post(self) -> bool:
@@ -103,53 +109,58 @@ class HaltResponder:
         self.identity = identity
         self.on_change = on_change
         self.drain_timeout_s = drain_timeout_s
-        self.handled_seq = -1
+        self.handled_seq = 0
         self._lock = asyncio.Lock()
         self._sweeps: set[asyncio.Task[None]] = set()
 
     async def sync(self, flags: ControlFlags) -> None:
-        """Bring the gate in line with flags read from Redis (the tick's snapshot, or a read
-        after (re)subscribing): a halt nobody acknowledged yet is carried out now."""
+        """Bring the gate in line with flags read from Redis (the tick's snapshot, a read after
+        (re)subscribing, or one prompted by a message): a halt nobody acknowledged yet is
+        carried out now."""
         self.gate.paused = flags.paused
         if flags.halted:
-            await self.on_halt(flags.halt_seq)
+            if flags.seq < self.gate.reopened_seq:
+                return  # read before the last resume: that halt is over
+            await self.on_halt(flags.halt_seq, flags.seq)
         elif self.gate.halted and self.gate.reopen(flags.seq):
             log.info("resumed (control seq %d)", flags.seq)
 
     async def on_event(self, raw: Any) -> None:
-        """One message from the control channel; garbage is reported and ignored (the flags in
-        Redis stay the truth, and the next tick reads them)."""
+        """One message from the control channel. It is only a wake-up: the flags are read
+        from Redis, the truth, so a forged or garbled message can neither halt nor resume
+        anything by itself. Garbage is reported and otherwise ignored."""
         try:
             msg = json.loads(raw)
-            action, seq = msg["action"], int(msg["seq"])
-        except (ValueError, TypeError, KeyError) as e:
+            action = msg["action"]
+            if not isinstance(action, str):
+                raise TypeError(f"action is {type(action).__name__}, not a string")
+        except Exception as e:
             log.warning("control channel: unreadable message %.120r: %s", raw, e)
             with contextlib.suppress(RedisError):
                 await self.store.record_error("control", f"unreadable control message: {e}", str(raw)[:200])
             return
-        if action == "halt":
-            await self.on_halt(seq)
-        elif action == "pause":
-            self.gate.paused = True
-        elif action == "resume":
-            self.gate.paused = False
-            if self.gate.reopen(seq):
-                log.info("resumed (control seq %d)", seq)
+        if action in ("halt", "pause", "resume"):
+            await self.sync(await self.store.read_control())
         if self.on_change is not None:
             await self.on_change()
 
-    async def on_halt(self, seq: int) -> None:
+    async def on_halt(self, halt_seq: int, seq: int) -> None:
+        """Carry out the halt of control seq `halt_seq` (0: set by hand, not through
+        control_set.lua): close the gate, wait for posts in flight, acknowledge, sweep."""
         async with self._lock:
-            if self.gate.halted and seq <= self.handled_seq:
+            if halt_seq > 0 and halt_seq <= self.handled_seq:
                 return  # this halt was carried out already
+            if halt_seq == 0 and self.gate.halted:
+                return  # a hand-set halt: nobody waits for an acknowledgement of it
             t0 = time.monotonic()
             self.gate.close(seq)
-            self.handled_seq = seq
+            self.handled_seq = max(self.handled_seq, halt_seq)
             drained = await self.gate.drained(self.drain_timeout_s)
             ack = {
                 **self.identity(),
-                "halted": True,
-                "seq": seq,
+                # Only the lease holder's acknowledgement counts (baton/ops.py checks it).
+                "halted": drained,
+                "seq": halt_seq,
                 "at_ms": int(time.time() * 1000),
                 "drain_ms": round((time.monotonic() - t0) * 1000, 2),
                 # Posts still unanswered after the drain timeout (0 unless the venue hangs).
@@ -158,13 +169,13 @@ class HaltResponder:
             if not drained:
                 log.error(
                     "halt %d: %d post(s) still in flight after %.0f s",
-                    seq,
+                    halt_seq,
                     self.gate.inflight,
                     self.drain_timeout_s,
                 )
-            await self._answer(seq, ack)
-            log.warning("halted (control seq %d); acknowledged after %.1f ms", seq, ack["drain_ms"])
-            task = asyncio.ensure_future(self._sweep(seq))
+            await self._answer(halt_seq, ack)
+            log.warning("halted (control seq %d); acknowledged after %.1f ms", halt_seq, ack["drain_ms"])
+            task = asyncio.ensure_future(self._sweep(halt_seq))
             self._sweeps.add(task)
             task.add_done_callback(self._sweeps.discard)
 
@@ -211,8 +222,12 @@ class HaltResponder:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
                     if msg is not None and msg.get("type") == "message":
                         await self.on_event(msg["data"])
-            except (RedisError, OSError) as e:
-                log.warning("control channel lost (%s); resubscribing", e)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # Redis away, or a bug: never let the listener die quietly; the tick's own
+                # read of the flags covers the second it takes to come back.
+                log.warning("control channel lost (%s: %s); resubscribing", type(e).__name__, e)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), 1.0)
             finally:

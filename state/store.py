@@ -161,7 +161,7 @@ class Store:
         """Halt, pause or resume through state/lua/control_set.lua: the flags, `seq` and the
         pub/sub announcement change together. Returns the new control seq."""
         res = await self.scripts.control_set(
-            keys=[self.k.control()], args=[self.k.control_events(), action, now_ms, reason, who]
+            keys=[self.k.control()], args=[self.k.control_events(), action, now_ms, reason, who, ""]
         )
         return int(res[0])
 

@@ -117,6 +117,8 @@ class Worker:
         # The halt inside one tick (kernel/halt.py): the control channel is followed while
         # this worker trades, and its gate is checked before every strategy call and post.
         self.gate = HaltGate()
+        self._listening = asyncio.Event()
+        self._listener: asyncio.Future[None] | None = None
         self.halt = HaltResponder(store, venue, self.gate, self._who, on_change=self._beat)
 
     def _who(self) -> dict[str, Any]:
@@ -350,15 +352,23 @@ class Worker:
     async def trade(self) -> int:
         """Hold the lease and tick until stopped (0), the lease is lost (3) or handed over."""
         runner = await self.become_active()
-        done = asyncio.Event()
-        listener = asyncio.ensure_future(self.halt.listen(done))
+        self._listening = asyncio.Event()
+        self._listener = asyncio.ensure_future(self.halt.listen(self._listening))
         try:
             return await self._ticks(runner)
         finally:
-            done.set()
+            self._listening.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(listener, 2.0)
+                await asyncio.wait_for(self._listener, 2.0)
             await self.halt.close()
+
+    def _keep_listening(self) -> None:
+        """The control listener survives Redis failures by itself; should it still end (a
+        bug), it is restarted here, between ticks, and the end is reported."""
+        if self._listener is not None and self._listener.done() and not self._listening.is_set():
+            if not self._listener.cancelled() and self._listener.exception() is not None:
+                log.error("control listener ended: %r; restarting it", self._listener.exception())
+            self._listener = asyncio.ensure_future(self.halt.listen(self._listening))
 
     async def _ticks(self, runner: TickRunner) -> int:
         tick = ticks.next_tick(self.clock.now_ms(), self.s.tick_ms)
@@ -389,10 +399,15 @@ class Worker:
             if requested and out is not None and await self.hand_over(out.handover, tick):
                 self.last_tick = -1
                 return HANDED_OVER
+            halted = self.gate.halted or (out is not None and out.control.halted)
             try:
-                await self.maybe_reload(out.control if out is not None else None)
+                # Under a halt no strategy code runs, not even a reload's dry evaluation: a
+                # changed module waits for the resume (its request counter stays unseen).
+                if not halted:
+                    await self.maybe_reload(out.control if out is not None else None)
             except Exception as e:
                 log.exception("strategy reload check failed: %s", e)
+            self._keep_listening()
             await self._beat()
             tick, missed = ticks.plan_next(tick, self.clock.now_ms(), self.s.tick_ms)
         await self.stand_down()

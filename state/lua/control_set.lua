@@ -1,29 +1,46 @@
 -- Change the control flags and announce the change, atomically: a worker that reads the hash
 -- after this sees the new flags, and one subscribed to the channel hears of them at once.
--- KEYS[1] control hash, KEYS[2] (unused, the channel name is ARGV[1])
+-- KEYS[1] control hash
 -- ARGV[1] channel, ARGV[2] action (halt|pause|resume), ARGV[3] now_ms, ARGV[4] reason,
--- ARGV[5] who
--- Returns {seq, receivers, was_halted, was_paused} (flags as they were before the change).
+-- ARGV[5] who, ARGV[6] expected seq ('' = any): a resume made on a view of the flags that is
+-- no longer current (a halt came in between) is refused, so it cannot lift a halt unseen
+-- Returns {seq, receivers, was_halted, was_paused, reset} (flags as they were before the
+-- change; reset = 1 when the key held another type and was replaced), or {-1, current seq}
+-- when ARGV[6] did not match.
 local function set(v)
   if not v then return 0 end
   local s = string.lower(v)
   if s == '0' or s == 'false' or s == 'no' or s == 'off' or s == '' then return 0 end
   return 1  -- garbage counts as set, as everywhere else (state/control.py)
 end
+local action = ARGV[2]
+if action ~= 'halt' and action ~= 'pause' and action ~= 'resume' then
+  return redis.error_reply('control_set: unknown action ' .. tostring(action))
+end
+-- Garbage of the wrong type in the control key must not make a halt impossible.
+local reset = 0
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'hash' and t ~= 'none' then
+  redis.call('DEL', KEYS[1])
+  reset = 1
+end
+local current = tonumber(redis.call('HGET', KEYS[1], 'seq')) or 0
+if ARGV[6] ~= nil and ARGV[6] ~= '' and tonumber(ARGV[6]) ~= current then
+  return {-1, current}
+end
 local was_halted = set(redis.call('HGET', KEYS[1], 'halted'))
 local was_paused = set(redis.call('HGET', KEYS[1], 'paused'))
-local action = ARGV[2]
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local seq = current + 1
+redis.call('HSET', KEYS[1], 'seq', seq)
 if action == 'halt' then
   redis.call('HSET', KEYS[1], 'halted', '1', 'halt_reason', ARGV[4], 'halted_ms', ARGV[3],
     'halted_by', ARGV[5], 'halt_seq', seq)
 elseif action == 'pause' then
   redis.call('HSET', KEYS[1], 'paused', '1', 'pause_reason', ARGV[4])
-elseif action == 'resume' then
-  redis.call('HSET', KEYS[1], 'halted', '0', 'halt_reason', '', 'paused', '0', 'pause_reason', '')
 else
-  return redis.error_reply('control_set: unknown action ' .. tostring(action))
+  redis.call('HSET', KEYS[1], 'halted', '0', 'halt_reason', '', 'halt_seq', '0', 'paused', '0',
+    'pause_reason', '')
 end
 redis.call('HSET', KEYS[1], 'updated_ms', ARGV[3])
 local receivers = redis.call('PUBLISH', ARGV[1], cjson.encode({action = action, seq = seq}))
-return {seq, receivers, was_halted, was_paused}
+return {seq, receivers, was_halted, was_paused, reset}

@@ -297,7 +297,7 @@ async def test_halt_reports_the_active_workers_acknowledgement(api: Api):
     now_ms = int(time.time() * 1000)
     api.r.hset(K.lease(), mapping={"holder": "h1", "color": "green", "expires_ms": now_ms + 60_000})
     # The worker's answers to the halt that is about to get control seq 1.
-    api.r.rpush(K.control_ack(1), json.dumps({"halted": True, "color": "green"}))
+    api.r.rpush(K.control_ack(1), json.dumps({"halted": True, "color": "green", "holder": "h1", "inflight": 0}))
     api.r.rpush(K.control_ack(1), json.dumps({"cancel": "cancelled 2 open orders"}))
     status, body, _ = await api.call("POST", "/halt", {"reason": "now"})
     assert status == 200 and body["acknowledged"] is True and body["ack_ms"] is not None
@@ -626,3 +626,29 @@ def test_python_m_api_refuses_a_taken_port_clearly(tmp_path: Path):
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"cannot listen on 127.0.0.1:{port}: the port is taken" in res.stdout
     assert TOKEN not in res.stdout + res.stderr
+
+
+def test_the_log_scrubber_hides_the_token_from_every_logger(caplog):
+    import logging
+
+    from api.__main__ import Scrub
+    from api.auth import session_cookie
+    from baton.apitoken import ApiToken
+
+    token = ApiToken("t" * 40, "test")
+    f = Scrub((token.reveal(), session_cookie(token)))
+    handler = logging.StreamHandler()
+    handler.addFilter(f)
+    rec = logging.LogRecord(
+        "aiohttp.server", logging.ERROR, __file__, 1, "bad header %s", ("Bearer " + "t" * 40,), None
+    )
+    try:
+        raise ValueError(f"cookie {session_cookie(token)}")
+    except ValueError:
+        import sys
+
+        rec.exc_info = sys.exc_info()
+    f.filter(rec)
+    text = logging.Formatter().format(rec)
+    assert "t" * 40 not in text and session_cookie(token) not in text
+    assert text.count("<redacted>") == 2

@@ -186,7 +186,8 @@ def test_halt_reports_the_workers_acknowledgement_and_its_cancels(r, sup, capsys
     now_ms = int(__import__("time").time() * 1000)
     r.hset(K.lease(), mapping={"holder": "blue:host:1:x", "color": "blue", "expires_ms": now_ms + 60_000})
     # The worker's two answers, queued before the halt: seq 1 is the one the halt will get.
-    r.lpush(K.control_ack(1), json.dumps({"halted": True, "color": "blue", "at_ms": now_ms}))
+    ack = {"halted": True, "color": "blue", "holder": "blue:host:1:x", "inflight": 0, "at_ms": now_ms}
+    r.lpush(K.control_ack(1), json.dumps(ack))
     r.rpush(K.control_ack(1), json.dumps({"cancel": "cancelled 2 open orders"}))
     code, out, _ = run(capsys, "halt", "--json")
     res = msgspec.json.decode(out, type=c.HaltResult)
@@ -195,7 +196,7 @@ def test_halt_reports_the_workers_acknowledgement_and_its_cancels(r, sup, capsys
     assert res.control.halted and res.control.halt_reason == "operator halt"
 
     r.hset(K.control(), "halted", "0")
-    r.lpush(K.control_ack(2), json.dumps({"halted": True, "color": "blue"}))
+    r.lpush(K.control_ack(2), json.dumps({**ack, "seq": 2}))
     r.rpush(K.control_ack(2), json.dumps({"cancel": "no open orders"}))
     code, out, _ = run(capsys, "halt")
     assert code == 0 and "worker-blue acknowledged in" in out and "orders   no open orders" in out

@@ -216,6 +216,18 @@ def test_a_command_file_of_another_user_commands_nothing(door):
     assert door.ops.r.hget(K.control(), "halted") is None, "a foreign file halted trading"
 
 
+def test_a_symlink_or_fifo_commands_nothing_and_never_blocks(door, tmp_path):
+    target = tmp_path / "elsewhere.json"
+    target.write_text('{"action": "halt"}')
+    door.s.control_file.symlink_to(target)
+    path = files.process_control_file(door.ops, door.s.control_file, archive_dir(door))
+    assert path is not None and json.loads(path.read_text())["result"]["status"] == 403
+    os.mkfifo(door.s.control_file)  # a reader would block forever on a FIFO with no writer
+    path = files.process_control_file(door.ops, door.s.control_file, archive_dir(door))
+    assert path is not None and "not a regular file" in json.loads(path.read_text())["result"]["error"]
+    assert not door.s.control_file.exists() and door.ops.r.hget(K.control(), "halted") is None
+
+
 def test_a_half_written_file_is_not_judged_on_the_first_look(door):
     now = [100.0]
     poller = files.ControlPoller(door.ops, door.s.control_file, archive_dir(door), clock=lambda: now[0])

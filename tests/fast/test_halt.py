@@ -92,7 +92,7 @@ async def test_an_intent_committed_before_the_halt_is_never_posted_after_it(stor
         out = await real(build)
         if calls == 1:
             seq = await store.set_halt("test", 1)
-            await responder(store, venue, gate).on_halt(seq)
+            await responder(store, venue, gate).on_halt(seq, seq)
         return out
 
     store.run_pipeline = commit_then_halt
@@ -114,7 +114,7 @@ async def test_the_acknowledgement_waits_for_posts_already_in_flight(store):
     await asyncio.to_thread(venue.entered.wait, 5)
     assert gate.inflight == 2
     seq = await store.set_halt("test", 1)
-    halting = asyncio.ensure_future(responder(store, venue, gate).on_halt(seq))
+    halting = asyncio.ensure_future(responder(store, venue, gate).on_halt(seq, seq))
     await asyncio.sleep(0.3)
     assert not halting.done() and await acks(store, seq) == [], "acknowledged with posts in flight"
     venue.release.set()
@@ -228,16 +228,58 @@ async def test_a_stale_read_cannot_reopen_the_gate_only_a_later_resume_does(stor
     await resp.on_event(f'{{"action": "halt", "seq": {seq}}}')
     await resp.sync(before)
     assert gate.halted, "a snapshot older than the halt reopened the gate"
+    halted_snapshot = await store.read_control()
     await store.clear_halt(2)
-    await resp.sync(await store.read_control())
-    await resp.close()
+    await resp.on_event('{"action": "resume", "seq": 0}')
     assert not gate.halted and gate.begin_post()
+    gate.end_post()
+    # A tick snapshot read before the resume still says halted: it must not close the gate
+    # again, nor sweep the venue a second time.
+    await resp.sync(halted_snapshot)
+    await resp.close()
+    assert not gate.halted and venue.cancels == 1
+
+
+async def test_a_message_is_only_a_wake_up_redis_decides(store):
+    venue, gate = Venue(), HaltGate()
+    resp = responder(store, venue, gate)
+    # A forged or stray halt message with no halt in Redis halts nothing...
+    await resp.on_event('{"action": "halt", "seq": 99999999}')
+    assert not gate.halted and venue.cancels == 0
+    # ...and a bogus huge seq cannot pin the gate shut against the next real resume.
+    seq = await store.set_halt("real", 1)
+    await resp.on_event(f'{{"action": "halt", "seq": {seq}}}')
+    await store.clear_halt(2)
+    await resp.on_event('{"action": "resume", "seq": 1e400}')
+    await resp.close()
+    assert not gate.halted
+
+
+async def test_the_listener_survives_garbage_and_still_hears_the_next_halt(store):
+    venue, gate = Venue(), HaltGate()
+    resp = responder(store, venue, gate)
+    stopping = asyncio.Event()
+    listening = asyncio.ensure_future(resp.listen(stopping))
+    await asyncio.sleep(0.05)
+    for raw in ('{"action": "halt", "seq": 1e400}', '{"action": ["x"]}', "\x00\xff"):
+        await store.r.publish(store.k.control_events(), raw)
+    await asyncio.sleep(0.1)
+    assert not listening.done(), "garbage ended the listener"
+    await store.set_halt("after the garbage", 1)
+    for _ in range(100):
+        if gate.halted:
+            break
+        await asyncio.sleep(0.01)
+    stopping.set()
+    await listening
+    await resp.close()
+    assert gate.halted and venue.cancels == 1
 
 
 async def test_garbage_on_the_control_channel_is_reported_and_changes_nothing(store):
     venue, gate = Venue(), HaltGate()
     resp = responder(store, venue, gate)
-    for raw in ("not json", '{"action": "halt"}', '{"seq": "x"}', "[1, 2]"):
+    for raw in ("not json", '{"seq": "x"}', "[1, 2]", '{"action": 7}'):
         await resp.on_event(raw)
     assert not gate.halted and venue.cancels == 0
     errors = await store.r.xrange(store.k.journal_errors())
@@ -255,3 +297,62 @@ async def test_a_halt_with_no_active_worker_stands_and_says_so(store, fake_serve
     epoch = await lease(store)
     sent, problems = await executor.commit_and_submit(store, Venue(), epoch, intents(epoch, 1))
     assert sent == 0 and any("HALTED" in p for p in problems)
+
+
+async def test_only_the_lease_holders_acknowledgement_counts(store, fake_server, settings):
+    await lease(store, holder="green:h:2:y")
+    # A worker that handed over a moment ago (blue) answers first; the holder never does.
+    blue = HaltResponder(store, Venue(), HaltGate(), lambda: {"color": "blue", "holder": "blue:h:1:x"})
+    stopping = asyncio.Event()
+    listening = asyncio.ensure_future(blue.listen(stopping))
+    sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+    fast = msgspec.structs.replace(settings, halt_ack_timeout_ms=300)
+    ops = Ops(fast, sync, supervisor=lambda *a: [], sleep=lambda s: None)
+    await asyncio.sleep(0.05)
+    res = await asyncio.to_thread(ops.halt, ACTOR, c.HaltBody())
+    stopping.set()
+    await listening
+    await blue.close()
+    assert not res.acknowledged and "did not acknowledge" in res.cancel
+    assert res.control.halted
+
+
+async def test_a_resume_made_on_a_stale_view_cannot_lift_a_halt_it_never_saw(store, fake_server, settings):
+    sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+    ops = Ops(settings, sync, supervisor=lambda *a: [], sleep=lambda s: None)
+    ops.pause(ACTOR, c.PauseBody())
+    seen = ops.control().seq  # the operator looks: paused
+    ops.halt(c.Actor(source="api", who="token:other"), c.HaltBody(reason="someone else"))
+    with pytest.raises(c.Conflict, match="changed meanwhile"):
+        ops._set("resume", "", ACTOR, expect_seq=seen)
+    assert ops.control().halted
+
+
+async def test_garbage_of_the_wrong_type_in_the_control_key_cannot_block_a_halt(store, fake_server, settings):
+    await store.r.set(store.k.control(), "banana")
+    sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+    ops = Ops(settings, sync, supervisor=lambda *a: [], sleep=lambda s: None)
+    res = ops.halt(ACTOR, c.HaltBody(reason="through the garbage"))
+    assert res.control.halted and (await store.read_control()).halted
+
+
+async def test_no_reload_under_a_halt(store, fake_server, settings):
+    sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+    ops = Ops(settings, sync, supervisor=lambda *a: [], sleep=lambda s: None)
+    ops.halt(ACTOR, c.HaltBody())
+    with pytest.raises(c.Conflict, match="no strategy code"):
+        ops.reload(ACTOR, timeout_s=0.1)
+
+
+async def test_start_after_a_clean_stop_runs_the_colour_deployed_last(fake_server, settings):
+    from baton.ops import active_color
+    from state.keys import Keys
+
+    sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+    k = Keys("baton:")
+    assert active_color(sync, k) == "blue"
+    sync.xadd(k.deploys(), {"kind": "deploy", "color": "green", "result": "ok"})
+    sync.xadd(k.deploys(), {"kind": "deploy", "color": "blue", "result": "failed"})
+    assert active_color(sync, k) == "green"  # the lease is gone after a clean stop
+    sync.hset(k.lease(), "color", "blue")
+    assert active_color(sync, k) == "blue"
