@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench-deploy bench-halt bench-feed test test-fast test-e2e test-browser lint bootstrap redis-server chromium clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-failover bench-reload bench-redis chaos test test-fast test-e2e test-browser lint bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -70,6 +70,33 @@ bench-feed: bootstrap
 # Halt latency: HALTS= halts over HTTP on a real stack; ack and round-trip percentiles, orders after acks.
 bench-halt: bootstrap
 	$(PY) -m bench.halt_latency $(if $(HALTS),--halts $(HALTS))
+
+# Every benchmark in sequence (issue #6), then a summary table; QUICK=1 for a smoke run at tiny
+# sizes (a few minutes; results in a temp dir, so the published ones in bench/results/ stay).
+bench: bootstrap
+	$(PY) -m bench.all $(if $(QUICK),--quick)
+
+# Tick cost vs scale: 16-4,096 slots on one worker against a real redis-server (SLOTS=16,1024).
+bench-scale: bootstrap
+	$(PY) -m bench.tick_scale $(if $(SLOTS),--slots $(SLOTS))
+
+# Crash failover: SIGKILLs of the active worker against blue/green deploys on a real stack.
+bench-failover: bootstrap
+	$(PY) -m bench.failover
+
+# Hot reload: a strategy edit and POST /reload against a blue/green deploy on a real stack.
+bench-reload: bootstrap
+	$(PY) -m bench.hot_reload
+
+# Redis cost: commands and round trips per tick, memory per slot and per day of candle windows.
+bench-redis: bootstrap
+	$(PY) -m bench.redis_cost
+
+# Chaos: DURATION= seconds of seeded faults (600) on a real stack, then the invariant check;
+# SEED= replays a run (default: random, printed). Results in bench/results/chaos.json; exits
+# non-zero when an invariant breaks. docs/reliability.md has the catalogue and the latest run.
+chaos: bootstrap
+	$(PY) -m tests.chaos.harness --duration-s $(or $(DURATION),600) $(if $(SEED),--seed $(SEED))
 
 test: bootstrap
 	$(VENV)/bin/pytest -q tests

@@ -77,6 +77,14 @@ class Snapshot:
     # The planned-handover request as Redis holds it (empty when none): the active worker
     # carries it out after the tick that read it.
     handover: dict[str, str] = field(default_factory=dict)
+    # Per asset, the closes of the recent candles: built once per tick, shared by its slots.
+    _closes: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def closes(self, asset: str) -> tuple[float, ...]:
+        got = self._closes.get(asset)
+        if got is None:
+            got = self._closes[asset] = tuple(c.close for c in self.recent.get(asset) or ())
+        return got
 
 
 def slot_refs(slot_ids: list[tuple[str, str, str]], now_ms: int) -> list[SlotRef]:
@@ -85,6 +93,15 @@ def slot_refs(slot_ids: list[tuple[str, str, str]], now_ms: int) -> list[SlotRef
         start, end = window_bounds(now_ms, tf)
         out.append(SlotRef(sid, asset, tf, start, end))
     return out
+
+
+def _find(candles: list[Candle], open_ms: int) -> Candle | None:
+    """The candle opening at `open_ms` among recent ones (sorted, usually one per second)."""
+    if candles:
+        i = (open_ms - candles[0].open_ms) // 1000
+        if 0 <= i < len(candles) and candles[i].open_ms == open_ms:
+            return candles[i]
+    return next((c for c in candles if c.open_ms == open_ms), None)
 
 
 def _decode(codec: Any, raw: Any, what: str, problems: list[str]) -> Any:
@@ -108,6 +125,14 @@ async def read_snapshot(
     one (the readiness check of a worker that does not trade yet: lease_ok is then False)."""
     k = store.k
     assets = sorted({r.asset for r in refs})
+    # A window's open candle is read once per (asset, window start), however many slots
+    # share it, and not at all when it lies inside the recent candles read anyway.
+    since_ms = now_ms - lookback_s * 1000
+    opens_wanted: dict[str, list[int]] = {}
+    for a, t in sorted(
+        {(r.asset, r.window_start_s * 1000) for r in refs if r.window_start_s * 1000 < since_ms}
+    ):
+        opens_wanted.setdefault(a, []).append(t)
 
     # What each queued command reads, so that a Redis error names the key behind it.
     labels: list[str] = []
@@ -125,13 +150,13 @@ async def read_snapshot(
         q(k.handover(), pipe.hgetall(k.handover()))
         q(k.control(), pipe.hgetall(k.control()))
         q(k.slots(), pipe.hmget(k.slots(), [r.id for r in refs]))
-        for a in assets:
-            key = k.candles(a, CANDLE_INTERVAL)
-            q(key, pipe.zrange(key, now_ms - lookback_s * 1000, "+inf", byscore=True))
-        for r in refs:
-            t = r.window_start_s * 1000
-            key = k.candles(r.asset, CANDLE_INTERVAL)
-            q(key, pipe.zrange(key, t, t, byscore=True))
+        store.scripts.on(
+            pipe,
+            store.scripts.candles_read,
+            [k.candles(a, CANDLE_INTERVAL) for a in assets],
+            [since_ms, *(",".join(str(t) for t in opens_wanted.get(a, ())) for a in assets)],
+        )
+        q("candle windows")
         q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets]))
         q("market cache", pipe.mget([k.market(r.slug) for r in refs]))
         q(k.intents(), pipe.hmget(k.intents(), [r.entry_intent_id for r in refs]))
@@ -157,13 +182,16 @@ async def read_snapshot(
         if s is not None:
             slots[r.id] = s
     recent: dict[str, list[Candle]] = {}
-    for a in assets:
-        candles = [_decode(CANDLE, m, f"candle {a}", problems) for m in next(it)]
+    open_by_start: dict[tuple[str, int], Candle | None] = {}
+    for a, (members, opens_found) in zip(assets, next(it) or [], strict=True):
+        candles = [_decode(CANDLE, m, f"candle {a}", problems) for m in members]
         recent[a] = [c for c in candles if c is not None]
+        for t, m in zip(opens_wanted.get(a, ()), opens_found, strict=True):
+            open_by_start[(a, t)] = _decode(CANDLE, m, f"candle {a}", problems) if m else None
     opens: dict[str, Candle | None] = {}
     for r in refs:
-        members = next(it)
-        opens[r.id] = _decode(CANDLE, members[0], f"candle {r.asset}", problems) if members else None
+        key = (r.asset, r.window_start_s * 1000)
+        opens[r.id] = open_by_start[key] if key in open_by_start else _find(recent[r.asset], key[1])
     feed = {
         a: _decode(FEED_STATUS, raw, f"feed status {a}", problems)
         for a, raw in zip(assets, next(it), strict=True)

@@ -239,7 +239,7 @@ class TickRunner:
             window_end_ms=ref.window_end_s * 1000,
             open_price=open_c.open,
             last_price=recent[-1].close,
-            closes=tuple(c.close for c in recent),
+            closes=snap.closes(ref.asset),
             stake_usd=slot.stake_usd,
             params=dict(slot.params),
         )
@@ -343,10 +343,15 @@ class TickRunner:
                 problems.append(f"discover {r.slug}: no such market at the venue")
                 return
             found[r.slug] = m
-            ttl_s = max(60, r.window_end_s - self.clock.now_ms() // 1000 + 3600)
-            await self.store.cache_market(m, ttl_s)
+            fresh.append((r, m))
 
+        fresh: list[tuple[SlotRef, Market]] = []
         await asyncio.gather(*(discover(r) for r in missing))
+        if fresh:
+            # One round trip for every market found this tick (not one connection per slot:
+            # a thousand slots entering together would exhaust the pool).
+            now_s = self.clock.now_ms() // 1000
+            await self.store.cache_markets([(m, max(60, r.window_end_s - now_s + 3600)) for r, m in fresh])
         return found
 
 

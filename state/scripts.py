@@ -26,6 +26,7 @@ NAMES = (
     "ledger_deposit",
     "tick_journal",
     "control_set",
+    "candles_read",
 )
 
 
@@ -71,3 +72,4 @@ class Scripts:
     ledger_deposit: Any
     tick_journal: Any
     control_set: Any
+    candles_read: Any

@@ -13,6 +13,9 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from state import schema, structs
@@ -69,7 +72,20 @@ def settle_call(k: Keys, read_raw: str, position: Position) -> tuple[list[str], 
 
 def connect(url: str, **kw: Any) -> aioredis.Redis:
     # decode_responses: every value we store is text (JSON or numbers), and str keeps the
-    # parsing code free of bytes/str juggling.
+    # parsing code free of bytes/str juggling. encoding_errors="replace": a value that is not
+    # UTF-8 (garbage written by hand into a control key or a slot) must be read as garbage
+    # (U+FFFD), which the readers already fail safe on, not fail the whole pipelined read of
+    # every tick (found by the chaos harness, tests/chaos).
+    kw.setdefault("encoding_errors", "replace")
+    # from_url's connections retry nothing by default: after a Redis restart, every pooled
+    # connection last used before it failed its next command (a tick lost seconds after
+    # Redis was back). A connection error is retried on a fresh connection, briefly; the
+    # writes that matter are fenced and idempotent (refs, HSETNX, tick index), so a retry of
+    # one that did land is refused, never doubled.
+    kw.setdefault(
+        "retry",
+        Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3, supported_errors=(RedisConnectionError,)),
+    )
     return aioredis.Redis.from_url(url, decode_responses=True, **kw)
 
 
@@ -250,7 +266,13 @@ class Store:
         return await self.r.hgetall(self.k.lease())
 
     async def cache_market(self, market: structs.Market, ttl_s: int) -> None:
-        await self.r.set(self.k.market(market.slug), structs.MARKET.encode(market), ex=ttl_s)
+        await self.cache_markets([(market, ttl_s)])
+
+    async def cache_markets(self, markets: list[tuple[structs.Market, int]]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for market, ttl_s in markets:
+            pipe.set(self.k.market(market.slug), structs.MARKET.encode(market), ex=ttl_s)
+        await pipe.execute()
 
     # --- intents, positions, ledger (fenced) ------------------------------------------
     def commit_intent(self, epoch: int, intent: Intent, pipe: Any = None) -> Any:

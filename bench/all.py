@@ -1,0 +1,216 @@
+"""Every benchmark of issue #6 in sequence (`make bench`), then one summary table.
+
+Each benchmark runs as its own process (`python -m bench.<name> ... --json-out DIR/<name>.json`),
+prints its own table as it goes, and writes its JSON; a benchmark that fails is reported and the
+next one runs. The summary reads the headline numbers back from the JSON files.
+
+    python -m bench.all                 # the full suite: results in bench/results/ (about 30 min)
+    python -m bench.all --quick         # a smoke run at tiny sizes (a few minutes): results in a
+                                        # temp dir unless --out, so the published ones stay
+    python -m bench.all --only tick_scale,redis_cost
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+# name -> (full-run arguments, quick-run arguments); run in this order.
+SUITE: dict[str, tuple[list[str], list[str]]] = {
+    "tick_scale": ([], ["--slots", "16,256", "--seconds", "15"]),
+    "redis_cost": ([], ["--slots", "16,256", "--ticks", "30", "--candles", "60,3600"]),
+    "deploy_gap": ([], ["--deploys", "2"]),
+    "failover": ([], ["--kills", "2", "--deploys", "1"]),
+    "hot_reload": ([], ["--reloads", "2", "--deploys", "1"]),
+    "feed_ingest": ([], ["--rates", "5000,20000", "--seconds", "2"]),
+    "halt_latency": ([], ["--halts", "6"]),
+}
+
+
+def _f(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+# --- headlines, one per benchmark, read from its JSON ----------------------------------------------
+
+
+def h_tick_scale(d: dict[str, Any]) -> str:
+    parts = []
+    for s in d["summary"]:
+        a = s["all"]
+        parts.append(
+            f"{s['slots']:,} slots p99 {_f(a['duration_ms']['p99'], 1)} ms "
+            f"(median {_f(a['duration_ms']['median'], 1)})"
+        )
+    target = next((s for s in d["summary"] if s["slots"] == d["target"]["slots"]), None)
+    verdict = ""
+    if target is not None:
+        ok = target["all"]["duration_ms"]["p99"] < d["target"]["p99_ms"]
+        verdict = f"; target {d['target']['p99_ms']:.0f} ms p99 at {d['target']['slots']:,}: " + (
+            "met" if ok else "MISSED"
+        )
+    idle = [s["by_kind"]["idle"]["round_trips"].get("median") for s in d["summary"]]
+    return "; ".join(parts) + verdict + f"; idle-tick round trips {', '.join(_f(x) for x in idle)}"
+
+
+def h_redis_cost(d: dict[str, Any]) -> str:
+    parts = [
+        f"{c['slots']:,} slots: {_f(c['all']['executed_mean'])} commands, "
+        f"{_f(c['all']['round_trips_mean'], 1)} round trips/tick"
+        for c in d["commands"]
+    ]
+    cd = d["candle_day"]
+    parts.append(
+        f"{cd['bytes_per_candle']:.0f} B per candle "
+        f"({cd['asset_day_untrimmed'] / 2**20:.1f} MB per asset-day untrimmed)"
+    )
+    day = d["per_day"][0]
+    parts.append(f"{day['unbounded_bytes_per_day'] / 2**20:.1f} MB/day never trimmed at {day['slots']} slots")
+    return "; ".join(parts)
+
+
+def h_deploy_gap(d: dict[str, Any]) -> str:
+    s = d["summary"]
+    out = []
+    for m in ("blue-green", "naive-restart"):
+        if m in s:
+            out.append(
+                f"{m}: {s[m]['missed_mean']:.2f} missed ticks/op, "
+                f"takeover {_f(s[m]['takeover_ms_median'], 1)} ms median"
+            )
+    return "; ".join(out)
+
+
+def h_failover(d: dict[str, Any]) -> str:
+    s = d["summary"]
+    out = []
+    if "sigkill" in s:
+        k = s["sigkill"]
+        out.append(
+            f"SIGKILL: {k['missed_mean']:.2f} missed ticks/kill (max {k['missed_max']}), next tick "
+            f"{_f(k['to_next_tick_ms_median'])} ms after the kill (p99 {_f(k['to_next_tick_ms_p99'])})"
+        )
+    if "blue-green" in s:
+        out.append(f"blue-green: {s['blue-green']['missed_mean']:.2f} missed/op")
+    return "; ".join(out)
+
+
+def h_hot_reload(d: dict[str, Any]) -> str:
+    s = d["summary"]
+    out = []
+    for m, label in (("edit", "edit"), ("api", "POST /reload"), ("blue-green", "deploy")):
+        if m in s:
+            out.append(
+                f"{label}: first tick on new code {_f(s[m]['first_new_tick_ms_median'])} ms, "
+                f"missed {s[m]['missed_total']}"
+            )
+    return "; ".join(out)
+
+
+def h_feed_ingest(d: dict[str, Any]) -> str:
+    rows = d["rows"]
+    best = max((r.get("into_redis_per_s") or 0) for r in rows)
+    lost = sum(r.get("lost", 0) for r in rows)
+    at = next((r for r in rows if r["target"] == 20000), None)
+    tail = (
+        f"; at 20,000 msgs/s p99 {_f(at.get('delay_ms_p99'), 1)} ms, CPU {at.get('cpu_share', 0) * 100:.0f} %"
+        if at
+        else ""
+    )
+    return f"up to {_f(best)} msgs/s into Redis, {lost} lost{tail}"
+
+
+def h_halt_latency(d: dict[str, Any]) -> str:
+    a = d["summary"]["ack_ms"]
+    return (
+        f"ack median {_f(a.get('median'))} ms, p99 {_f(a.get('p99'))} ms over {a.get('n', 0)} halts; "
+        f"orders after an ack: {d['safety']['orders_after_ack']}"
+    )
+
+
+HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "tick_scale": h_tick_scale,
+    "redis_cost": h_redis_cost,
+    "deploy_gap": h_deploy_gap,
+    "failover": h_failover,
+    "hot_reload": h_hot_reload,
+    "feed_ingest": h_feed_ingest,
+    "halt_latency": h_halt_latency,
+}
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def run_one(name: str, extra: list[str], out_dir: Path) -> dict[str, Any]:
+    path = out_dir / f"{name}.json"
+    cmd = [sys.executable, "-m", f"bench.{name}", *extra, "--json-out", str(path)]
+    print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+    load = os.getloadavg()[0]
+    t0 = time.monotonic()
+    rc = subprocess.run(cmd, cwd=REPO, check=False).returncode
+    wall = time.monotonic() - t0
+    row: dict[str, Any] = {
+        "name": name,
+        "rc": rc,
+        "wall_s": round(wall, 1),
+        "json": str(path),
+        "load_at_start": load,
+    }
+    try:
+        row["headline"] = HEADLINES[name](json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        row["headline"] = f"(no result: {type(e).__name__}: {e})"
+    return row
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    out = ["| benchmark | exit | wall s | load at start | headline |", "|---|---|---|---|---|"]
+    for r in rows:
+        out.append(
+            f"| {r['name']} | {r['rc']} | {r['wall_s']:.0f} | {r['load_at_start']:.2f} | {r['headline']} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.all", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every benchmark")
+    ap.add_argument("--out", type=Path, default=None, help="where the JSON files go")
+    ap.add_argument("--only", default="", help="comma-separated benchmark names (default: all)")
+    args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(SUITE)
+    unknown = [n for n in names if n not in SUITE]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {unknown}; known: {', '.join(SUITE)}")
+    out_dir = args.out or (
+        Path(tempfile.mkdtemp(prefix="baton-bench-quick-")) if args.quick else REPO / "bench" / "results"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    rows = [run_one(n, SUITE[n][1] if args.quick else SUITE[n][0], out_dir) for n in names]
+    print(
+        f"\n=== summary ({'quick' if args.quick else 'full'} run, {time.monotonic() - t0:.0f} s; "
+        f"results in {out_dir})\n"
+    )
+    print(render(rows))
+    (out_dir / "all.json").write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2) + "\n")
+    failed = [r["name"] for r in rows if r["rc"] != 0]
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The benchmarks of issue #6 at tiny sizes, so that they cannot rot: the tick-scale and Redis-cost
+measurements run for real (a real redis-server on a free port, a few seconds), the stack-driven
+ones (failover, hot reload) have their journal reading and their numbers checked on a fake
+journal, and `bench.all` its headlines on what the runs wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import fakeredis
+import pytest
+
+from bench import all as bench_all
+from bench import failover, hot_reload, redis_cost, tick_scale
+
+TIMEFRAMES = ("2s", "4s")  # entry zones of 0.67 s and 1.33 s: entries within seconds
+TICK_MS = 200
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server installed: `make bootstrap` installs it")
+    with tick_scale.RedisServer(aof=True) as server:
+        yield server
+
+
+@pytest.fixture
+def wire():
+    w = tick_scale.Wire().install()
+    yield w
+    w.uninstall()
+
+
+async def test_tick_scale_measures_entries_settlements_and_idle_ticks(redis_server, wire, tmp_path):
+    res = await tick_scale.measure_size(
+        8, redis_server.url, TIMEFRAMES, TICK_MS, seconds=4, feed_phase_ms=20, wire=wire, warmup=1
+    )
+    assert res["ticks"] == 4000 // TICK_MS and res["dry_run_slots"] == 8
+    kinds = {x["kind"] for x in res["samples"]}
+    assert {"idle", "entry"} <= kinds, kinds
+    assert "failed" not in kinds, [x["failure"] for x in res["samples"] if x["failure"]]
+    entries = [x for x in res["samples"] if x["kind"] == "entry"]
+    assert all(x["orders"] > 0 and x["async_rt"] > 2 for x in entries)
+    idle = [x for x in res["samples"] if x["kind"] == "idle"]
+    assert all(x["async_rt"] >= 1 and x["duration_ms"] > 0 for x in idle)
+    summary = tick_scale.summarise_size(res)
+    text = tick_scale.render([summary], TICK_MS)
+    assert "| 8 | 4 × 2 |" in text and "entry" in text
+    out = {"summary": [summary], "target": {"slots": 1024, "p99_ms": 50.0}}
+    assert "8 slots p99" in bench_all.h_tick_scale(out)
+
+
+async def test_redis_cost_counts_commands_and_memory(redis_server, wire):
+    res = await redis_cost.commands_per_tick(
+        8, redis_server.url, TIMEFRAMES, TICK_MS, cycle_ticks=24, wire=wire
+    )
+    assert res["ticks"] == 24 and res["traded_slot_windows"] > 0
+    assert all(x["executed"] > 0 and x["round_trips"] > 0 for x in res["samples"])
+    summary = redis_cost.summarise_commands(res)
+    assert summary["by_kind"]["idle"]["n"] and summary["by_kind"]["entry"]["n"]
+    assert res["memory"]["slots"]["keys"] == 1 and res["memory"]["candle windows"]["keys"] == 4
+    per_unit = redis_cost.memory_per_unit(res, 4, [2, 4])
+    assert per_unit["intents"]["per_unit"] > 0
+    candles = await redis_cost.candle_bytes(redis_server.url, (60,))
+    assert candles[0]["candles"] == 60 and candles[0]["bytes_per_candle"] > candles[0]["member_bytes"]
+    day = redis_cost.per_day(per_unit, 16, 8, (300, 900), 5000, 3600, candles[0]["bytes_per_candle"])
+    assert day["unbounded_bytes_per_day"] > 0
+    out = {
+        "commands": [summary],
+        "memory": [
+            {
+                "slots": 8,
+                "assets": 4,
+                "traded_slot_windows": res["traded_slot_windows"],
+                "journal_entries": res["journal_entries"],
+                "used_memory": res["used_memory"],
+                "used_memory_empty": res["used_memory_empty"],
+                "per_unit": per_unit,
+            }
+        ],
+        "candles": candles,
+        "candle_day": {
+            "bytes_per_candle": candles[0]["bytes_per_candle"],
+            "retention_s": 3600,
+            "asset_day_untrimmed": 1.0,
+            "asset_retained": 1.0,
+            "retained_default_assets": 1.0,
+        },
+        "per_day": [day],
+    }
+    assert "candles in one window" in redis_cost.render(out)
+    assert "per candle" in bench_all.h_redis_cost(out)
+
+
+# --- the stack benchmarks' reading of the journal, on a fake one ---------------------------------
+
+
+def _journal(r, ticks, epoch_of, tick_ms=1000):
+    for t in ticks:
+        r.xadd(
+            "baton:journal:ticks",
+            {
+                "tick": t,
+                "epoch": epoch_of(t),
+                "color": "blue",
+                "release": "r",
+                "started_ms": t * tick_ms + 1,
+                "duration_ms": 3,
+                "missed_before": 1 if t == 105 else 0,
+            },
+        )
+
+
+def test_hot_reload_reads_gaps_and_the_swap_from_the_journal():
+    st = SimpleNamespace(redis=fakeredis.FakeRedis(decode_responses=True))
+    _journal(st.redis, [100, 101, 102, 103, 105, 106, 107], lambda t: 1)
+    first, missed, missed_before, prev_end = hot_reload.around(st, 101, 102_500, timeout_s=5)
+    assert int(first["tick"]) == 103 and missed == 1 and missed_before == 1 and prev_end == 102_004
+    samples = [
+        hot_reload.Sample("edit", 0, 10, "ok", 500, 1500, 4, 0, 0, 0.0),
+        hot_reload.Sample("api", 0, 10, "ok", 400, 1400, 3, 0, 0, 0.4),
+        hot_reload.Sample("blue-green", 0, 10, "deployed", 3000, 3000, None, 0, 0, 3.2),
+    ]
+    summary = hot_reload.summarise(samples, {})
+    assert summary["edit"]["swap_ms_median"] == 4 and summary["blue-green"]["swap_ms_median"] is None
+    assert "sooner than a deploy" in hot_reload.render(summary, 1000)
+    assert hot_reload.plan(2, 1) == ["edit", "api", "blue-green", "edit", "api"]
+    assert "missed 0" in bench_all.h_hot_reload({"summary": summary})
+
+
+def test_failover_numbers_and_plan():
+    st = SimpleNamespace(redis=fakeredis.FakeRedis(decode_responses=True))
+    _journal(st.redis, [100, 101, 103, 104], lambda t: 1 if t < 103 else 2)
+    assert failover.first_entry_fields(st, 103)["epoch"] == "2"
+    entries = failover.new_holder_entries(st, 1)
+    assert entries is not None and min(e.tick for e in entries if e.epoch == 2) == 103
+    assert failover.plan(3, 1) == ["sigkill", "blue-green", "sigkill", "sigkill"]
+    samples = [
+        failover.Sample("sigkill", 0, 10, "blue", 1, 2, 101, 103, 1, 1, 1000, 1900, 1600, 0.0),
+        failover.Sample("sigkill", 1, 900, "blue", 2, 3, 110, 112, 1, 1, 1000, 2100, 1700, 0.0),
+        failover.Sample("blue-green", 0, 10, "blue", 3, 4, 120, 121, 0, 0, 0, 2800, None, 3.1),
+    ]
+    summary = failover.summarise(samples, {})
+    assert summary["sigkill"]["missed_mean"] == 1 and summary["sigkill"]["runtime_counted_agrees"]
+    assert summary["sigkill"]["to_ready_ms_median"] == 1650
+    assert "per kill against none per deploy" in failover.render(summary, 1000)
+    assert "SIGKILL: 1.00 missed" in bench_all.h_failover({"summary": summary})
+
+
+@pytest.mark.parametrize("name", ["deploy_gap", "feed_ingest", "halt_latency"])
+def test_the_summary_reads_the_existing_benchmarks_results(name):
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path} not there")
+    line = bench_all.HEADLINES[name](json.loads(path.read_text()))
+    assert line and "(no result" not in line
