@@ -94,11 +94,14 @@ async def amain() -> int:
     sync_r = redis.Redis.from_url(
         s.redis_url,
         decode_responses=True,
+        encoding_errors="replace",  # non-UTF-8 garbage in a key is read as garbage, not a 500
         socket_timeout=s.halt_ack_timeout_ms / 1000 + 5,
         socket_connect_timeout=3,
         health_check_interval=30,
     )
-    async_r = aioredis.Redis.from_url(s.redis_url, decode_responses=True, socket_connect_timeout=3)
+    async_r = aioredis.Redis.from_url(
+        s.redis_url, decode_responses=True, encoding_errors="replace", socket_connect_timeout=3
+    )
     ctx = ApiContext(s=s, ops=Ops(s, sync_r), token=token, redis=async_r)
     app = make_app(ctx)
     app.cleanup_ctx.append(background(ctx))

@@ -44,6 +44,7 @@ def redis_client(s: Settings) -> redis.Redis:
     return redis.Redis.from_url(
         s.redis_url,
         decode_responses=True,
+        encoding_errors="replace",  # non-UTF-8 garbage in a key is read as garbage (fails safe)
         socket_timeout=timeout_s,
         socket_connect_timeout=3,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),

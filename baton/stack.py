@@ -80,7 +80,10 @@ def _prepare_dirs(s: Settings) -> None:
 
 
 def _redis(s: Settings) -> redis.Redis:
-    return redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=2)
+    # encoding_errors: non-UTF-8 garbage in a key is read as garbage (fails safe), not a crash.
+    return redis.Redis.from_url(
+        s.redis_url, decode_responses=True, encoding_errors="replace", socket_timeout=2
+    )
 
 
 def wait_until(cond: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:

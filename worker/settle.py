@@ -28,6 +28,7 @@ from kernel.venue import venue_from_settings
 log = logging.getLogger("baton.settle")
 
 REDIS_WAIT_S = 60.0
+MAINTENANCE_S = 15
 
 
 def _wait_for_redis(r: Redis, timeout_s: float) -> None:
@@ -77,6 +78,13 @@ def main() -> None:
         connection=r,
         serializer=JSONSerializer,
         name=f"{queue.name}-{socket.gethostname()}-{os.getpid()}",
+        # rq's scheduler (which enqueues the retries of unresolved markets) runs in a child
+        # process that dies on a Redis connection error, and the worker only restarts it in
+        # its maintenance tasks (every 10 minutes by default): after a Redis restart every
+        # retried settlement waited that long (found by the chaos harness, tests/chaos). The
+        # check runs between dequeues, whose BLPOP lasts worker_ttl - 15 s: both kept short.
+        maintenance_interval=MAINTENANCE_S,
+        worker_ttl=MAINTENANCE_S + 20,
     )
     log.info("settle: rq worker %s on queue %s", worker.name, queue.name)
     try:

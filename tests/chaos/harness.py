@@ -1,0 +1,476 @@
+"""The chaos harness (`make chaos`): a whole Baton stack with short ticks and short windows,
+faults injected on a seeded schedule for a while, then a quiet drain and the invariant check.
+
+    python -m tests.chaos.harness [--duration-s 600] [--seed N] [--json-out bench/results/chaos.json]
+                                  [--tick-ms 1000] [--window 15s] [--assets btc,eth,sol,xrp]
+                                  [--faults deploy,kill-worker,...] [--gap-s 5,15] [--bg-gap-s 4,12]
+
+The stack is the real one (tests/e2e/stack.py: redis-server with AOF, supervisord, sim, feed,
+settle, both worker colours, api) in its own BATON_HOME with free ports; the feed reaches the
+sim's kline WebSocket through a proxy of the harness (tests/chaos/faults.py: WsProxy), which
+is how garbage frames get in. The fault catalogue and the two lanes are in faults.py; the
+checker in checker.py. Exit status: 0 when every invariant holds, 1 when one breaks (the seed
+and a replay command are printed), 2 when the run could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from baton import apitoken
+from baton import settings as settings_mod
+from deploy.releases import PACKAGES
+from tests.chaos import checker
+from tests.chaos import faults as F
+from tests.e2e.stack import Stack, free_port, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_JSON = REPO / "bench" / "results" / "chaos.json"
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_timeframe_ms(tf: str) -> int:
+    unit = {"s": 1000, "m": 60_000, "h": 3_600_000}[tf[-1]]
+    return int(tf[:-1]) * unit
+
+
+def source_trees(tmp: Path) -> list[Path]:
+    """Two copies of the code to deploy from, differing by a comment in a strategy: the
+    working tree may change under us (other people edit it), these do not."""
+    out = []
+    for n in ("a", "b"):
+        src = tmp / f"src-{n}"
+        for pkg in PACKAGES:
+            shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        snipe = src / "worker" / "strategies" / "snipe.py"
+        snipe.write_text(snipe.read_text() + f"\n# chaos release {n}\n")
+        out.append(src)
+    return out
+
+
+class Chaos:
+    """What the fault injectors work with (tests/chaos/faults.py): the stack, the API client,
+    the proxy, and ways to wait for the system to show it is back."""
+
+    def __init__(
+        self, st: Stack, tick_ms: int, window_ms: int, proxy: F.WsProxy, sources: list[Path]
+    ) -> None:
+        self.st = st
+        self.tick_ms = tick_ms
+        self.window_ms = window_ms
+        self.proxy = proxy
+        self.sources = sources
+        self.deploys_done = 0
+        self.seq = 0
+        s = settings_mod.load(st.env)
+        self.api_base = f"http://{s.api_host}:{s.api_port}"
+        self.binance_url = f"http://127.0.0.1:{st.env['BATON_SIM_BINANCE_PORT']}"
+        self.slot_ids = [f"{a}-{tf}" for a in s.assets for tf in s.timeframes]
+        plain = httpx.Client(base_url=self.api_base, timeout=30)
+        wait_for(lambda: plain.get("/health").json().get("ok"), 60, f"the api at {self.api_base}")
+        plain.close()
+        token = wait_for(lambda: apitoken.load(s, env=st.env, create=False), 30, "the API token file")
+        self.token = token.reveal()
+        self.api = httpx.Client(
+            base_url=self.api_base, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def now_ms() -> int:
+        return wall_ms()
+
+    def retry(self, fn: Callable[[], Any], default: Any = None, timeout_s: float = 30) -> Any:
+        """Redis reads that outlive a Redis restart."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return fn()
+            except REDIS_ERRORS:
+                if time.monotonic() > deadline:
+                    return default
+                time.sleep(0.2)
+
+    def poll(self, cond: Callable[[], Any], timeout_s: float, interval_s: float = 0.1) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if cond():
+                    return True
+            except Exception:
+                pass
+            time.sleep(interval_s)
+        return False
+
+    def last_entry(self) -> dict[str, str] | None:
+        rows = self.st.redis.xrevrange("baton:journal:ticks", count=1)
+        return rows[0][1] if rows else None
+
+    def wait_tick_after(
+        self, after_ms: float, timeout_s: float, cond: Callable[[dict[str, str]], bool] | None = None
+    ) -> dict[str, str] | None:
+        """The newest journal entry once it started after `after_ms` (and meets `cond`)."""
+        got: list[dict[str, str]] = []
+
+        def check() -> bool:
+            e = self.last_entry()
+            if e is not None and int(e["started_ms"]) > after_ms and (cond is None or cond(e)):
+                got.append(e)
+                return True
+            return False
+
+        return got[-1] if self.poll(check, timeout_s) else None
+
+    def active(self) -> tuple[str, int, int] | None:
+        lease = self.retry(lambda: self.st.redis.hgetall("baton:lease"), {})
+        color = lease.get("color")
+        if not color:
+            return None
+        info = self.st.supervisor("getProcessInfo", f"worker-{color}")
+        if info["statename"] != "RUNNING" or not info["pid"]:
+            return None
+        return color, int(info["pid"]), int(lease.get("epoch", 0))
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Lane(threading.Thread):
+    def __init__(
+        self, ctx: Chaos, name: str, planned: list[F.Planned], seed: int, deadline: float, faults: list[dict]
+    ) -> None:
+        super().__init__(daemon=True, name=f"chaos-{name}")
+        self.ctx, self.lane, self.planned, self.seed = ctx, name, planned, seed
+        self.deadline = deadline  # time.monotonic() when no new fault may start
+        self.faults = faults
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        # The first pass of the schedule holds every kind of the lane once: it runs to its end
+        # even past the deadline, so that a run (the CI one above all) covers every fault.
+        cover = len({p.kind for p in self.planned})
+        for i, p in enumerate(self.planned):
+            if self.stop_flag.wait(p.gap_s) or (i >= cover and time.monotonic() >= self.deadline):
+                return
+            kind = F.CATALOGUE[p.kind]
+            with self.ctx.lock:
+                self.ctx.seq += 1
+                seq = self.ctx.seq
+            rnd = random.Random(f"{self.seed}:{self.lane}:{i}")
+            start = wall_ms()
+            t0 = time.monotonic()
+            error = ""
+            try:
+                out = kind.inject(self.ctx, rnd)
+            except Exception as e:
+                out = F.Outcome(recovered=False)
+                error = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+            end = wall_ms()
+            took = time.monotonic() - t0
+            recovered = out.recovered and took <= kind.max_effect_s
+            rec = {
+                "seq": seq,
+                "lane": self.lane,
+                "index": i,
+                "kind": p.kind,
+                "costs_ticks": kind.costs_ticks,
+                "grace_ms": int(kind.grace_s * 1000),
+                "max_effect_s": kind.max_effect_s,
+                "start_ms": start,
+                "end_ms": end,
+                "first_tick": (start - self.ctx.tick_ms) // self.ctx.tick_ms,
+                "last_tick": (end + int(kind.grace_s * 1000)) // self.ctx.tick_ms,
+                "recovered": recovered,
+                "details": out.details,
+                "problems": out.problems,
+                "notes": out.notes,
+                "error": error,
+            }
+            with self.ctx.lock:
+                self.faults.append(rec)
+            flag = (
+                ""
+                if recovered and not out.problems and not error
+                else "  <-- "
+                + "; ".join([*out.problems, error, "" if recovered else "NOT RECOVERED"]).strip("; ")
+            )
+            log(f"{self.lane:<10} #{seq:<3} {p.kind:<15} {end - start:>6} ms{flag}")
+
+
+def collect(st: Stack) -> dict[str, Any]:
+    """Everything the checker reads from Redis, in one MULTI (a consistent snapshot), then the
+    sim's list of every order it accepted."""
+    r = st.redis
+    pipe = r.pipeline(transaction=True)
+    pipe.xrange("baton:journal:ticks")
+    pipe.hvals("baton:intents")
+    pipe.hvals("baton:intents:open")
+    pipe.hvals("baton:positions")
+    pipe.hvals("baton:positions:open")
+    pipe.xrange("baton:ledger")
+    pipe.hgetall("baton:ledger:totals")
+    pipe.hgetall("baton:control")
+    pipe.hgetall("baton:stats")
+    pipe.xrange("baton:deploys")
+    pipe.hgetall("baton:feed:stats")
+    pipe.hgetall("baton:settle:stats")
+    res = pipe.execute()
+    end_ms = wall_ms()
+    venue = st.sim_orders()
+    return {
+        "end_ms": end_ms,
+        "journal": [f for _, f in res[0]],
+        "intents": [json.loads(v) for v in res[1]],
+        "open_intents": [json.loads(v) for v in res[2]],
+        "positions": [json.loads(v) for v in res[3]],
+        "open_positions": [json.loads(v) for v in res[4]],
+        "ledger": [f for _, f in res[5]],
+        "ledger_totals": res[6],
+        "control": res[7],
+        "stats": res[8],
+        "deploys": [f for _, f in res[9]],
+        "feed_stats": res[10],
+        "settle_stats": res[11],
+        "venue_orders": venue,
+    }
+
+
+def drain(ctx: Chaos, quiet_s: float, settle_timeout_s: float) -> dict[str, Any]:
+    """Faults off: clear the sim's rules, lift any halt or pause, trade quietly for a while,
+    then pause (no new entries) and wait until every position has settled and every intent
+    is final."""
+    st = ctx.st
+    info: dict[str, Any] = {"started_ms": wall_ms()}
+    for base in (st.clob_url, ctx.binance_url):
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.delete(f"{base}/_sim/faults", timeout=10)
+    control = ctx.retry(lambda: st.redis.hgetall("baton:control"), {})
+    if control.get("halted") not in (None, "0") or control.get("paused") not in (None, "0"):
+        info["resumed_leftover"] = {k: control.get(k) for k in ("halted", "paused")}
+        ctx.api.post("/resume", json={})
+    time.sleep(quiet_s)
+    resp = ctx.api.post("/pause", json={"reason": "chaos drain"})
+    info["pause_status"] = resp.status_code
+    info["paused_ms"] = wall_ms()
+
+    def settled() -> bool:
+        return st.redis.hlen("baton:positions:open") == 0 and st.redis.hlen("baton:intents:open") == 0
+
+    info["settled"] = ctx.poll(settled, settle_timeout_s, 0.5)
+    # Two more ticks, so that the journal ends with a clean stretch.
+    last = ctx.last_entry()
+    if last is not None:
+        ctx.wait_tick_after(int(last["started_ms"]) + ctx.tick_ms, 10)
+    info["ended_ms"] = wall_ms()
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    seed = args.seed
+    kinds = args.faults
+    tick_ms, window_ms = args.tick_ms, parse_timeframe_ms(args.window)
+    schedule = F.plan(seed, kinds, args.gap_s, args.bg_gap_s)
+    replay = f"python -m tests.chaos.harness --duration-s {args.duration_s:g} --seed {seed}" + (
+        f" --faults {','.join(kinds)}" if kinds != F.DEFAULT_KINDS else ""
+    )
+    print(f"chaos: seed {seed}, {args.duration_s:g} s of faults, {tick_ms} ms ticks, {args.window} windows")
+    print(f"chaos: replay with: {replay}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="baton-chaos-src-"))
+    proxy_port = free_port()
+    env = {
+        "BATON_TICK_MS": str(tick_ms),
+        "BATON_TIMEFRAMES": args.window,
+        "BATON_ASSETS": args.assets,
+        "BATON_SNIPE_EDGE": "0.0",  # enter whenever the estimate reaches the ask: every window trades
+        "BATON_API_PORT": str(free_port()),
+        # A loss limit would halt by itself; hundreds of resumes must not be rate limited.
+        "BATON_DAILY_LOSS_LIMIT_USD": "1000000",
+        "BATON_API_MUTATIONS_PER_MIN": "100000",
+        "BATON_BINANCE_WS_URL": f"ws://127.0.0.1:{proxy_port}",
+    }
+    st = Stack(**env)
+    proxy = F.WsProxy(f"ws://127.0.0.1:{st.env['BATON_SIM_BINANCE_PORT']}", proxy_port)
+    faults: list[dict[str, Any]] = []
+    ctx: Chaos | None = None
+    result: dict[str, Any] = {"seed": seed, "replay": replay, "home": str(st.home)}
+    try:
+        proxy.start()
+        sources = source_trees(tmp)
+        t_start = time.monotonic()
+        log(f"starting a stack under {st.home}")
+        st.start()
+        ctx = Chaos(st, tick_ms, window_ms, proxy, sources)
+        # Trading before the faults start: a few ticks in.
+        wait_for(lambda: int(st.redis.hget("baton:stats", "last_tick") or 0) > 0, 60, "the first tick")
+        first_tick = int(st.redis.hget("baton:stats", "last_tick")) + 1
+        log(f"stack up in {time.monotonic() - t_start:.1f} s; chaos from tick {first_tick}")
+        chaos_start = wall_ms()
+        deadline = time.monotonic() + args.duration_s
+        lanes = [
+            Lane(ctx, lane, schedule[lane], seed, deadline, faults)
+            for lane in (F.MAIN, F.BACKGROUND)
+            if schedule[lane]
+        ]
+        for lane in lanes:
+            lane.start()
+        for lane in lanes:
+            # A lane stops starting faults at the deadline; the fault in hand runs to its end.
+            while lane.is_alive():
+                lane.join(1)
+        chaos_end = wall_ms()
+        log(f"faults off after {(chaos_end - chaos_start) / 1000:.0f} s: {len(faults)} injected; draining")
+        drained = drain(ctx, args.quiet_s, args.settle_timeout_s)
+        data = collect(st)
+        faults.sort(key=lambda f: f["start_ms"])
+        run_data = checker.RunData(
+            tick_ms=tick_ms,
+            first_tick=first_tick,
+            end_ms=data["end_ms"],
+            settle_grace_ms=args.settle_grace_s * 1000,
+            journal=data["journal"],
+            venue_orders=data["venue_orders"],
+            intents=data["intents"],
+            open_intents=data["open_intents"],
+            positions=data["positions"],
+            open_positions=data["open_positions"],
+            ledger=data["ledger"],
+            ledger_totals=data["ledger_totals"],
+            faults=faults,
+        )
+        # The raw snapshot, for `python -m tests.chaos.checker` to judge again offline.
+        data_file = st.home / "chaos-data.json"
+        data_file.write_text(json.dumps(dataclasses.asdict(run_data), default=str))
+        result["data"] = str(data_file)
+        report = checker.check(run_data)
+        planned_kinds = sorted({p.kind for lane in schedule.values() for p in lane})
+        injected_kinds = sorted({f["kind"] for f in faults})
+        result.update(
+            {
+                "ok": not report.broken,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(chaos_start / 1000)),
+                "duration_s": args.duration_s,
+                "tick_ms": tick_ms,
+                "window": args.window,
+                "assets": args.assets,
+                "kinds": kinds,
+                "kinds_injected": injected_kinds,
+                "kinds_not_injected": sorted(set(planned_kinds) - set(injected_kinds)),
+                "chaos_ms": [chaos_start, chaos_end],
+                "drain": drained,
+                "wall_s": round(time.monotonic() - t_start, 1),
+                "report": report.to_json(),
+                "faults": faults,
+                "stats": data["stats"],
+                "feed_stats": data["feed_stats"],
+                "settle_stats": data["settle_stats"],
+                "deploys": data["deploys"],
+            }
+        )
+        print()
+        print(checker.table(report))
+        print()
+        print(checker.fault_table(report))
+        print()
+        if report.broken:
+            print(f"chaos: BROKEN: {', '.join(r.name for r in report.broken)}")
+            print(f"chaos: seed {seed}; replay with: {replay}")
+            print(f"chaos: logs under {st.home}/var/log")
+            rc = 1
+        else:
+            print(f"chaos: every invariant held (seed {seed}; replay with: {replay})")
+            rc = 0
+    except Exception as e:
+        traceback.print_exc()
+        result.update({"ok": False, "error": f"{type(e).__name__}: {e}", "faults": faults})
+        print(f"chaos: the run failed: {e} (seed {seed}; replay with: {replay})")
+        with contextlib.suppress(Exception):
+            print(st.logs()[-6000:])
+        rc = 2
+    finally:
+        if ctx is not None:
+            ctx.close()
+        with contextlib.suppress(Exception):
+            st.stop()
+        proxy.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if args.json_out:
+            out = Path(args.json_out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+            print(f"chaos: results in {out}")
+    return rc
+
+
+def _pair(raw: str) -> tuple[float, float]:
+    lo, _, hi = raw.partition(",")
+    return float(lo), float(hi or lo)
+
+
+def _kinds(raw: str) -> list[str]:
+    if raw in ("", "default"):
+        return list(F.DEFAULT_KINDS)
+    names = [k.strip() for k in raw.split(",") if k.strip()]
+    if names and names[0] == "+":
+        names = [*F.DEFAULT_KINDS, *names[1:]]
+    bad = [k for k in names if k not in F.CATALOGUE]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown fault(s) {bad}; known: {', '.join(F.CATALOGUE)}")
+    return names
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m tests.chaos.harness", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration-s", type=float, default=600, help="how long faults are injected (600)")
+    ap.add_argument("--seed", type=int, default=None, help="the schedule's seed (default: random, printed)")
+    ap.add_argument("--json-out", default=str(DEFAULT_JSON), help=f"where the results go ({DEFAULT_JSON})")
+    ap.add_argument("--tick-ms", type=int, default=1000)
+    ap.add_argument("--window", default="15s", help="the one timeframe traded (15s)")
+    ap.add_argument("--assets", default="btc,eth,sol,xrp")
+    ap.add_argument(
+        "--faults",
+        type=_kinds,
+        default=list(F.DEFAULT_KINDS),
+        help=f"fault kinds, comma-separated ('+,kind' adds to the default) ({', '.join(F.DEFAULT_KINDS)})",
+    )
+    ap.add_argument("--gap-s", type=_pair, default=(5.0, 15.0), help="main-lane pause (5,15)")
+    ap.add_argument("--bg-gap-s", type=_pair, default=(4.0, 12.0), help="background pause (4,12)")
+    ap.add_argument("--quiet-s", type=float, default=17.0, help="clean trading after the faults (17)")
+    ap.add_argument("--settle-timeout-s", type=float, default=90.0)
+    ap.add_argument("--settle-grace-s", type=int, default=10)
+    args = ap.parse_args(argv)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1, 1_000_000)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
