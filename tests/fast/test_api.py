@@ -297,7 +297,9 @@ async def test_halt_reports_the_active_workers_acknowledgement(api: Api):
     now_ms = int(time.time() * 1000)
     api.r.hset(K.lease(), mapping={"holder": "h1", "color": "green", "expires_ms": now_ms + 60_000})
     # The worker's answers to the halt that is about to get control seq 1.
-    api.r.rpush(K.control_ack(1), json.dumps({"halted": True, "color": "green", "holder": "h1", "inflight": 0}))
+    api.r.rpush(
+        K.control_ack(1), json.dumps({"halted": True, "color": "green", "holder": "h1", "inflight": 0})
+    )
     api.r.rpush(K.control_ack(1), json.dumps({"cancel": "cancelled 2 open orders"}))
     status, body, _ = await api.call("POST", "/halt", {"reason": "now"})
     assert status == 200 and body["acknowledged"] is True and body["ack_ms"] is not None
