@@ -21,7 +21,6 @@ the tick journal (`baton:journal:ticks`) and the worker's heartbeat (`baton:work
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -46,7 +45,7 @@ from bench.deploy_gap import (
     wait_phase,
     wait_ticks_by,
 )
-from bench.machine import machine_info
+from bench.machine import machine_info, publish
 from bench.tick_scale import LoadSampler
 from tests.e2e.stack import Stack, wait_for
 
@@ -319,16 +318,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
-    print()
-    print(render(result["summary"], args.tick_ms))
-    m = result["machine"]
-    print(
-        f"\nmachine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, 1-min load average "
-        f"{m['loadavg_1m_start']:.2f} at the start, {m['loadavg_1m_max']:.2f} at most, {m['date_utc']}"
-    )
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {args.json_out}")
+    publish(result, render(result["summary"], args.tick_ms), args.json_out)
     if result["errors"]:
         sys.exit(f"{len(result['errors'])} operation(s) failed; see {args.json_out}")
 

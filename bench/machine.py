@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from datetime import UTC, datetime
@@ -27,3 +28,27 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         **extra,
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """The machine as one line under a benchmark's table (what its JSON holds, in short)."""
+    parts = [f"{m['cpu_model']}, {m['cores']} cores, Python {m['python']}"]
+    if "redis_version" in m:
+        parts.append(
+            f"Redis {m['redis_version']} (appendonly {m['appendonly']}, appendfsync {m['appendfsync']})"
+        )
+    if "loadavg_1m_start" in m:
+        parts.append(
+            f"1-min load average {m['loadavg_1m_start']:.2f} at the start, {m['loadavg_1m_max']:.2f} at most"
+        )
+    return f"machine: {', '.join(parts)}, {m['date_utc']}"
+
+
+def publish(result: dict[str, Any], table: str, json_out: Path) -> None:
+    """Print a benchmark's table and machine line, and write its JSON results."""
+    print()
+    print(table)
+    print("\n" + machine_line(result["machine"]))
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {json_out}")

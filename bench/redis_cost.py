@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import shutil
 import signal
@@ -36,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.machine import machine_info
+from bench.machine import machine_info, publish
 from bench.tick_scale import (
     PREFIX,
     TIMEFRAMES,
@@ -608,17 +607,7 @@ def main(argv: list[str] | None = None) -> None:
     # A SIGTERM unwinds like Ctrl-C: the Redis server and the feeder of the run are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = asyncio.run(run_async(args))
-    print()
-    print(render(result))
-    m = result["machine"]
-    print(
-        f"\nmachine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, Redis {m['redis_version']} "
-        f"(appendonly {m['appendonly']}, appendfsync {m['appendfsync']}), 1-min load average "
-        f"{m['loadavg_1m_start']:.2f} at the start, {m['loadavg_1m_max']:.2f} at most, {m['date_utc']}"
-    )
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {args.json_out}")
+    publish(result, render(result), args.json_out)
 
 
 if __name__ == "__main__":
