@@ -581,6 +581,26 @@ def fault_table(rep: Report) -> str:
     return "\n".join(lines)
 
 
+def markdown(rep: Report) -> str:
+    """The report as the Markdown tables of docs/reliability.md: invariants and figures, then
+    one line per fault kind."""
+    out = ["| section | what | value | must be | |", "|---|---|---|---|---|"]
+    for r in rep.rows:
+        mark = "" if r.ok is None else ("ok" if r.ok else "**BROKEN**")
+        out.append(f"| {r.section} | {r.name} | {r.value} | {r.expected.lstrip('= ')} | {mark} |")
+    out += [
+        "",
+        "| fault | injected | recovered | ticks missed | worst one | longest effect s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, k in sorted(rep.figures.get("faults", {}).get("by_kind", {}).items()):
+        out.append(
+            f"| `{name}` | {k['injected']} | {k['recovered']} | {k['missed']} | {k['worst_missed']} "
+            f"| {k['max_effect_ms'] / 1000:.1f} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m tests.chaos.checker <chaos-data.json>`: judge a saved run again (the
     harness writes its raw snapshot to $BATON_HOME/chaos-data.json)."""

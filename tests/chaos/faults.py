@@ -43,6 +43,10 @@ class Outcome:
     recovered: bool = True  # the system showed it was back within the fault's max_effect_s
     problems: list[str] = field(default_factory=list)  # broken invariants found while injecting
     notes: list[str] = field(default_factory=list)  # worth reporting, not a broken invariant
+    # When the fault itself began, if the injector first waited for a moment (a tick boundary,
+    # the tick that posts entries): the effect window, which missed ticks are attributed to,
+    # opens here and not at the wait.
+    injected_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ def inject_kill_worker(ctx: Any, rnd: random.Random) -> Outcome:
         return out
     color, pid, epoch = active
     offset = _at_tick_offset(ctx, rnd)
-    killed_ms = ctx.now_ms()
+    killed_ms = out.injected_ms = ctx.now_ms()
     os.kill(pid, signal.SIGKILL)
     seen = ctx.wait_tick_after(killed_ms, 30, lambda e: int(e["epoch"]) > epoch)
     out.details = {
@@ -164,6 +168,7 @@ def inject_stop_worker(ctx: Any, rnd: random.Random) -> Outcome:
     color, pid, epoch = active
     hold_ms = rnd.uniform(1.0, 3.5) * ctx.tick_ms
     offset = _at_tick_offset(ctx, rnd)
+    out.injected_ms = ctx.now_ms()
     os.kill(pid, signal.SIGSTOP)
     stopped_ms = ctx.now_ms()
     try:
@@ -259,6 +264,7 @@ def _with_sim_rules(
 ) -> Outcome:
     out = Outcome()
     seed = rnd.randrange(1 << 30)
+    out.injected_ms = ctx.now_ms()
     try:
         _sim_faults(ctx, ctx.st.clob_url, {"seed": seed, "rules": clob})
         _sim_faults(ctx, ctx.binance_url, {"seed": seed, "rules": binance})
@@ -357,7 +363,7 @@ def inject_halt(ctx: Any, rnd: random.Random) -> Outcome:
     out = Outcome()
     moment = _entry_moment(ctx, rnd)
     hold_s = rnd.uniform(1.5, 4.0)
-    sent_ms = ctx.now_ms()
+    sent_ms = out.injected_ms = ctx.now_ms()
     resp = ctx.api.post("/halt", json={"reason": f"chaos halt {ctx.seq}"})
     answered_ms = ctx.now_ms()
     if resp.status_code != 200:

@@ -193,6 +193,7 @@ class Lane(threading.Thread):
             end = wall_ms()
             took = time.monotonic() - t0
             recovered = out.recovered and took <= kind.max_effect_s
+            planned, start = start, out.injected_ms or start
             rec = {
                 "seq": seq,
                 "lane": self.lane,
@@ -201,7 +202,8 @@ class Lane(threading.Thread):
                 "costs_ticks": kind.costs_ticks,
                 "grace_ms": int(kind.grace_s * 1000),
                 "max_effect_s": kind.max_effect_s,
-                "start_ms": start,
+                "planned_ms": planned,  # when the lane started it (before any wait for a moment)
+                "start_ms": start,  # when the fault began
                 "end_ms": end,
                 "first_tick": (start - self.ctx.tick_ms) // self.ctx.tick_ms,
                 "last_tick": (end + int(kind.grace_s * 1000)) // self.ctx.tick_ms,

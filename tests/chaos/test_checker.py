@@ -414,3 +414,11 @@ def test_a_saved_run_is_judged_again_offline(tmp_path, capsys):
     path.write_text(json.dumps(dataclasses.asdict(d)))
     assert checker.main([str(path)]) == 1
     assert "BROKEN" in capsys.readouterr().out
+
+
+def test_the_markdown_tables_mark_broken_rows():
+    d = clean()
+    d.journal.insert(3, _entry(FIRST + 2))
+    md = checker.markdown(checker.check(d))
+    assert "| ticks | duplicated | 1 | 0 | **BROKEN** |" in md
+    assert "| ledger | cash + open cost - (initial + PnL), micros | 0 | 0 | ok |" in md
