@@ -47,9 +47,10 @@ def parse_control(raw: Mapping[str, str]) -> ControlFlags:
 
 
 def _number(raw: Mapping[str, str], name: str, problems: list[str]) -> int:
+    # Digits only, as state/lua/control_set.lua reads the same counters: both sides must agree
+    # on what a garbage value counts as (0), or a resume's seq check could never match.
     value = raw.get(name, "0")
-    try:
+    if value.isascii() and value.isdigit() and len(value) <= 15:
         return int(value)
-    except ValueError:
-        problems.append(f"control field {name!r} holds {value[:40]!r}, not a number: ignored")
-        return 0
+    problems.append(f"control field {name!r} holds {value[:40]!r}, not a count: ignored")
+    return 0

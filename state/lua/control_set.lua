@@ -24,14 +24,24 @@ if t ~= 'hash' and t ~= 'none' then
   redis.call('DEL', KEYS[1])
   reset = 1
 end
-local current = tonumber(redis.call('HGET', KEYS[1], 'seq')) or 0
+-- The counter is read as state/control.py reads it: digits only, else 0 (garbage).
+local raw = redis.call('HGET', KEYS[1], 'seq')
+local current, garbage = 0, false
+if raw then
+  if string.match(raw, '^%d+$') and #raw <= 15 then current = tonumber(raw) else garbage = true end
+end
 if ARGV[6] ~= nil and ARGV[6] ~= '' and tonumber(ARGV[6]) ~= current then
   return {-1, current}
 end
 local was_halted = set(redis.call('HGET', KEYS[1], 'halted'))
 local was_paused = set(redis.call('HGET', KEYS[1], 'paused'))
 local seq = current + 1
-redis.call('HSET', KEYS[1], 'seq', seq)
+if garbage then
+  -- Restarting at 1 would fall below seqs a worker has already handled (its halt would go
+  -- unacknowledged): go on from the clock instead, above any seq handed out before.
+  seq = math.max(seq, tonumber(ARGV[3]))
+end
+redis.call('HSET', KEYS[1], 'seq', string.format('%d', seq))
 if action == 'halt' then
   redis.call('HSET', KEYS[1], 'halted', '1', 'halt_reason', ARGV[4], 'halted_ms', ARGV[3],
     'halted_by', ARGV[5], 'halt_seq', seq)

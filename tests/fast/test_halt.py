@@ -356,3 +356,16 @@ async def test_start_after_a_clean_stop_runs_the_colour_deployed_last(fake_serve
     assert active_color(sync, k) == "green"  # the lease is gone after a clean stop
     sync.hset(k.lease(), "color", "blue")
     assert active_color(sync, k) == "blue"
+
+
+@pytest.mark.parametrize("garbage", ["2.5", "banana", "-3", "99999999999999999999"])
+async def test_a_garbage_control_counter_cannot_block_halts_or_resumes(store, fake_server, settings, garbage):
+    sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+    ops = Ops(settings, sync, supervisor=lambda *a: [], sleep=lambda s: None)
+    ops.halt(ACTOR, c.HaltBody())
+    before = ops.control().seq
+    sync.hset(store.k.control(), "seq", garbage)
+    res = ops.halt(ACTOR, c.HaltBody(reason="again"))
+    # The count goes on above every seq handed out before (a worker acknowledges it).
+    assert res.seq > before and ops.control().seq == res.seq and not ops.control().problems
+    assert ops.resume(ACTOR).control.halted is False
