@@ -220,18 +220,6 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int) -> str:
 # --- the run -------------------------------------------------------------------------------------
 
 
-def start_stack(tick_ms: int) -> Stack:
-    st = Stack(
-        BATON_TICK_MS=str(tick_ms),
-        BATON_TIMEFRAMES="15s,1m",
-        BATON_ASSETS="btc,eth,sol,xrp",
-        BATON_SNIPE_EDGE="0.0",  # trade whenever the estimate reaches the ask: intents in flight
-    )
-    print(f"starting a stack under {st.home} (tick {tick_ms} ms)", flush=True)
-    st.start()
-    return st
-
-
 def plan(kills: int, deploys: int) -> list[str]:
     """Kills and deploys interleaved evenly, a kill first."""
     ops: list[str] = []
@@ -253,7 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     failures: dict[str, int] = {}
     errors: list[str] = []
     load = LoadSampler().__enter__()
-    st = start_stack(args.tick_ms)
+    st = deploy_gap.start_stack(args.tick_ms)
     try:
         e = last_entry(st)
         wait_ticks_by(st, e.epoch, e.tick + SETTLE_TICKS, timeout_s)
