@@ -68,6 +68,7 @@ FAMILIES: list[tuple[str, str, str, str]] = [
     # name, key match (prefix of the key after `baton:`, or `rq:`), grows with, kept
     ("slots", "slots", "slot", "until the slot is removed"),
     ("decisions", "decisions", "slot", "one per slot, overwritten"),
+    ("candle marks", "candles:marks", "asset", "one field per asset, overwritten"),
     ("candle windows", "candles:", "asset", "BATON_CANDLE_RETENTION_S (1 h)"),
     ("feed status", "feed:", "asset", "one per asset, overwritten"),
     ("market cache", "market:", "slot-window", "its window's end + 1 h (TTL)"),

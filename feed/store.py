@@ -201,7 +201,7 @@ class CandleStore:
             args += (name, n)
         for e in batch.errors:
             args += (e["source"], e["error"], e["sample"], e["at_ms"])
-        keys = [k.feed_status(), k.feed_stats(), k.journal_errors()]
+        keys = [k.feed_status(), k.feed_stats(), k.journal_errors(), k.candle_marks()]
         keys += [k.candles(a, self.interval) for a in by_asset]
         await self._write(keys=keys, args=args)
         if self.on_written is not None:

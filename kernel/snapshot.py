@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from baton.settings import CANDLE_INTERVAL
+from kernel.candle_cache import CandleCache
 from kernel.windows import slug, window_bounds
 from state.control import parse_control
 from state.store import Store, utc_day
@@ -120,10 +121,15 @@ async def read_snapshot(
     now_ms: int,
     lease: tuple[str, int, int] | None,
     lookback_s: int,
+    cache: CandleCache | None = None,
 ) -> Snapshot:
     """`lease` is (holder, epoch, ttl_ms) for the renewal that rides along; None reads without
-    one (the readiness check of a worker that does not trade yet: lease_ok is then False)."""
+    one (the readiness check of a worker that does not trade yet: lease_ok is then False).
+    `cache` holds the candles earlier reads found (kernel/candle_cache.py): only newer ones
+    are read; without one every window is read whole."""
     k = store.k
+    if cache is None:
+        cache = CandleCache()
     assets = sorted({r.asset for r in refs})
     # A window's open candle is read once per (asset, window start), however many slots
     # share it, and not at all when it lies inside the recent candles read anyway.
@@ -150,11 +156,15 @@ async def read_snapshot(
         q(k.handover(), pipe.hgetall(k.handover()))
         q(k.control(), pipe.hgetall(k.control()))
         q(k.slots(), pipe.hmget(k.slots(), [r.id for r in refs]))
+        args: list[Any] = [since_ms]
+        for a in assets:
+            opens = ",".join(str(t) for t in opens_wanted.get(a, ()))
+            args += (f"{a}:{CANDLE_INTERVAL}", opens, *cache.held_args(a, since_ms, now_ms))
         store.scripts.on(
             pipe,
             store.scripts.candles_read,
-            [k.candles(a, CANDLE_INTERVAL) for a in assets],
-            [since_ms, *(",".join(str(t) for t in opens_wanted.get(a, ())) for a in assets)],
+            [k.candle_marks(), *(k.candles(a, CANDLE_INTERVAL) for a in assets)],
+            args,
         )
         q("candle windows")
         q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets]))
@@ -182,10 +192,10 @@ async def read_snapshot(
         if s is not None:
             slots[r.id] = s
     recent: dict[str, list[Candle]] = {}
+    closes: dict[str, tuple[float, ...]] = {}
     open_by_start: dict[tuple[str, int], Candle | None] = {}
-    for a, (members, opens_found) in zip(assets, next(it) or [], strict=True):
-        candles = [_decode(CANDLE, m, f"candle {a}", problems) for m in members]
-        recent[a] = [c for c in candles if c is not None]
+    for a, (kind, members, mark, opens_found) in zip(assets, next(it) or [], strict=True):
+        recent[a], closes[a] = cache.update(a, since_ms, now_ms, kind, members, mark, problems)
         for t, m in zip(opens_wanted.get(a, ()), opens_found, strict=True):
             open_by_start[(a, t)] = _decode(CANDLE, m, f"candle {a}", problems) if m else None
     opens: dict[str, Candle | None] = {}
@@ -242,4 +252,5 @@ async def read_snapshot(
         day_pnl_micros=day_pnl,
         problems=problems,
         handover=handover,
+        _closes=closes,
     )

@@ -18,6 +18,7 @@ import msgspec
 
 from baton.settings import Settings
 from kernel import executor, reconcile, reload
+from kernel.candle_cache import CandleCache
 from kernel.clock import Clock
 from kernel.halt import HaltResponder
 from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
@@ -107,6 +108,8 @@ class TickRunner:
         # holder that lost its lease meanwhile, or a slow request (the venue client's timeout).
         self.unknown_grace_ms = settings.lease_ms + 10_000
         self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
+        # The candles read so far (only new ones are read each tick); warmed by dry_run.
+        self.candles = CandleCache()
 
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
         started = self.clock.now_ms()
@@ -118,6 +121,7 @@ class TickRunner:
             started,
             (self.ident.holder, self.ident.epoch, self.s.lease_ms),
             VOL_LOOKBACK_S,
+            self.candles,
         )
         if not snap.lease_ok:
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
@@ -197,7 +201,7 @@ class TickRunner:
         Returns the number of slots checked; raises NotReady naming the slot and the error."""
         now = self.clock.now_ms()
         refs = slot_refs(self.configured, now)
-        snap = await read_snapshot(self.store, refs, now, None, VOL_LOOKBACK_S)
+        snap = await read_snapshot(self.store, refs, now, None, VOL_LOOKBACK_S, self.candles)
         if snap.problems:
             log.warning("readiness: %d unreadable value(s): %s", len(snap.problems), snap.problems[:3])
         for ref in refs:

@@ -84,6 +84,12 @@ class Keys:
         """Sorted set: score = candle open time (ms), member = Candle JSON (array)."""
         return f"{self.p}candles:{asset}:{interval}"
 
+    def candle_marks(self) -> str:
+        """Hash: '<asset>:<interval>' -> '<born>:<rev>:<rewrite rev>', the feed's write count of
+        each candle window and the last write that was not a plain append (feed_write.lua):
+        what lets a worker read only the candles it has not seen (kernel/candle_cache.py)."""
+        return f"{self.p}candles:marks"
+
     def feed_status(self) -> str:
         """Hash: '<asset>:<interval>' -> FeedStatus JSON (last update, last candle)."""
         return f"{self.p}feed:status"

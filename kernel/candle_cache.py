@@ -1,0 +1,147 @@
+"""Process memory as a cache of the candle windows: each tick reads only what is new.
+
+A tick needs every asset's last minute of 1 s candles. Read whole, that is ~60 members per
+asset per tick: at 256 assets, 15,000 JSON candles sent, parsed and decoded every second,
+most of the tick. The worker keeps what it read and asks only for the candles it has not seen
+(state/lua/candles_read.lua): its newest one again (an unclosed candle is updated in place)
+and those after it.
+
+Redis stays the ground truth. The copy is used only while the feed's mark for the window
+(`baton:candles:marks`, written by feed_write.lua) says nothing older than its newest candle
+was written since (a backfilled hole or a late update makes the next read a whole one), and
+while Redis counts as many candles up to its newest one as it holds (a window trimmed,
+deleted, or written by hand fails the count). It is also read whole every FULL_EVERY_MS, and
+whenever the lookback reaches further back than the copy. A new worker starts empty: its
+first read (the readiness check's dry evaluation) is a whole one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from state.structs import CANDLE, Candle
+
+FULL_EVERY_MS = 30_000
+
+
+@dataclass
+class _Held:
+    mark: str
+    since_ms: int
+    full_ms: int
+    candles: list[Candle] = field(default_factory=list)
+    closes: list[float] = field(default_factory=list)
+    # The newest member as Redis sent it: re-sent every read, decoded only when it changed.
+    newest_raw: Any = None
+
+
+@dataclass
+class CacheStats:
+    whole: int = 0  # windows read whole
+    new: int = 0  # windows read from the newest candle on
+    decoded: int = 0  # candles decoded
+
+
+class CandleCache:
+    def __init__(self, full_every_ms: int = FULL_EVERY_MS) -> None:
+        self.full_every_ms = full_every_ms
+        self._held: dict[str, _Held] = {}
+        self._seen: set[str] = set()
+        self.stats = CacheStats()
+
+    def clear(self) -> None:
+        self._held.clear()
+        self._seen.clear()
+
+    def held_args(self, asset: str, since_ms: int, now_ms: int) -> tuple[str, int, int]:
+        """What to tell candles_read.lua the caller holds of `asset`'s window: (mark, newest
+        open time, count from since_ms on); ('', 0, 0) asks for the whole window."""
+        h = self._held.get(asset)
+        if h is None:
+            return "", 0, 0
+        if since_ms < h.since_ms or now_ms - h.full_ms >= self.full_every_ms:
+            del self._held[asset]
+            return "", 0, 0
+        i = bisect.bisect_left(h.candles, since_ms, key=_open_ms)
+        if i:
+            del h.candles[:i]
+            del h.closes[:i]
+        h.since_ms = since_ms
+        if not h.candles:
+            del self._held[asset]
+            return "", 0, 0
+        return h.mark, h.candles[-1].open_ms, len(h.candles)
+
+    def update(
+        self,
+        asset: str,
+        since_ms: int,
+        now_ms: int,
+        kind: str,
+        members: list[Any],
+        mark: str,
+        problems: list[str],
+    ) -> tuple[list[Candle], tuple[float, ...]]:
+        """Apply one read's answer for `asset`; returns its recent candles (a list of its own)
+        and their closes."""
+        h = self._held.get(asset) if kind == "new" else None
+        n_problems = len(problems)
+        if h is None or not h.candles:
+            # Spread the periodic whole reads: an asset read whole for the first time is due
+            # again somewhere within FULL_EVERY_MS, not all of them on the same tick.
+            first = asset not in self._held and asset not in self._seen
+            self._seen.add(asset)
+            offset = zlib.crc32(asset.encode()) % self.full_every_ms if first else 0
+            h = _Held(mark, since_ms, now_ms - offset)
+            self.stats.whole += 1
+            for m in members:
+                c = self._decode(asset, m, problems)
+                if c is not None:
+                    h.candles.append(c)
+                    h.closes.append(c.close)
+            h.newest_raw = members[-1] if members else None
+        else:
+            self.stats.new += 1
+            h.mark = mark
+            for m in members:
+                last = h.candles[-1]
+                if m == h.newest_raw:
+                    continue  # the newest candle, unchanged
+                c = self._decode(asset, m, problems)
+                if c is None:
+                    continue
+                if c.open_ms == last.open_ms:
+                    h.candles[-1] = c
+                    h.closes[-1] = c.close
+                elif c.open_ms > last.open_ms:
+                    h.candles.append(c)
+                    h.closes.append(c.close)
+                else:
+                    continue  # out of order: the count check reads the window whole next time
+                h.newest_raw = m
+        if mark and len(problems) == n_problems:
+            self._held[asset] = h
+        else:
+            # A window the feed has not marked (an older feed, candles written by hand) has
+            # nothing to tell its changes by; one holding a member that is not a candle would
+            # fail the count check's arithmetic (it counts members, the copy holds candles):
+            # both are read whole, every time, until they are clean again.
+            self._held.pop(asset, None)
+        return list(h.candles), tuple(h.closes)
+
+    def _decode(self, asset: str, raw: Any, problems: list[str]) -> Candle | None:
+        self.stats.decoded += 1
+        try:
+            return CANDLE.decode(raw)
+        except msgspec.DecodeError as e:
+            problems.append(f"candle {asset}: cannot decode {str(raw)[:80]!r}: {e}")
+            return None
+
+
+def _open_ms(c: Candle) -> int:
+    return c.open_ms

@@ -1,0 +1,147 @@
+"""The worker's candle cache (kernel/candle_cache.py) must always give what a whole read of
+Redis gives, whatever is written meanwhile: by the feed (appends, updates of an unclosed
+candle, backfilled holes, trims) or by anyone else (a member added or removed by hand, a key
+deleted, the marks reset). Checked by a seeded random walk against a read without a cache."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from kernel.candle_cache import CandleCache
+from kernel.snapshot import read_snapshot, slot_refs
+from state.scripts import source
+from state.structs import CANDLE, Candle
+
+ASSETS = ("btc", "eth", "sol")
+LOOKBACK_S = 10
+
+
+def _candle(open_ms: int, rng: random.Random, closed: bool = True) -> Candle:
+    px = round(rng.uniform(90.0, 110.0), 2)
+    return Candle(open_ms, px, px + 1, px - 1, round(rng.uniform(90.0, 110.0), 2), 1.0, closed)
+
+
+async def _feed_write(store, asset: str, candles: list[Candle], cutoff_ms: int) -> None:
+    """One window of one feed batch, exactly as feed/store.py sends it to feed_write.lua."""
+    k = store.k
+    script = store.r.register_script(source("feed_write"))
+    body = b"[" + b",".join(CANDLE.encode(c) for c in candles) + b"]"
+    await script(
+        keys=[k.feed_status(), k.feed_stats(), k.journal_errors(), k.candle_marks(), k.candles(asset, "1s")],
+        args=[0, 0, 100, cutoff_ms, f"{asset}:1s", "{}", body],
+    )
+
+
+async def _read(store, now_ms: int, cache: CandleCache | None):
+    refs = slot_refs([(f"{a}-15s", a, "15s") for a in ASSETS], now_ms)
+    snap = await read_snapshot(store, refs, now_ms, None, LOOKBACK_S, cache)
+    return snap
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+async def test_cached_reads_equal_whole_reads_under_any_writes(store, seed: int) -> None:
+    rng = random.Random(seed)
+    cache = CandleCache(full_every_ms=10**12)  # never refreshed by age: the checks alone
+    now = 1_000_000_000_000
+    newest = {a: now - 1000 for a in ASSETS}
+    for a in ASSETS:
+        await _feed_write(store, a, [_candle(t, rng) for t in range(newest[a] - 30_000, newest[a] + 1, 1000)], 0)
+    ops = ("append", "append", "append", "unclosed", "update", "backfill", "hand-add", "hand-remove",
+           "delete", "reset-marks", "trim", "garbage")
+    kinds_seen = {"new": 0, "whole": 0}
+    for step in range(300):
+        if rng.random() < 0.6:
+            # A second passes: the feed writes each asset's candle that just closed.
+            now += 1000
+            for x in ASSETS:
+                if newest[x] < now - 1000:
+                    newest[x] = now - 1000
+                    await _feed_write(store, x, [_candle(newest[x], rng)], 0)
+        a = rng.choice(ASSETS)
+        key = store.k.candles(a, "1s")
+        op = rng.choice(ops)
+        if op == "append":
+            newest[a] += 1000
+            await _feed_write(store, a, [_candle(newest[a], rng)], 0)
+        elif op == "unclosed":
+            newest[a] += 1000
+            await _feed_write(store, a, [_candle(newest[a], rng, closed=False)], 0)
+        elif op == "update":
+            await _feed_write(store, a, [_candle(newest[a], rng)], 0)
+        elif op == "backfill":
+            t = newest[a] - rng.randrange(1, 12) * 1000
+            await _feed_write(store, a, [_candle(t, rng)], 0)
+        elif op == "hand-add":
+            t = newest[a] - rng.randrange(0, 12) * 1000 - 500
+            await store.r.zadd(key, {CANDLE.encode(_candle(t, rng)).decode(): t})
+        elif op == "hand-remove":
+            members = await store.r.zrange(key, -8, -1)
+            if members:
+                await store.r.zrem(key, rng.choice(members))
+        elif op == "delete":
+            await store.r.delete(key)
+        elif op == "reset-marks":
+            await store.r.delete(store.k.candle_marks())
+        elif op == "trim":
+            await _feed_write(store, a, [_candle(newest[a], rng)], newest[a] - rng.randrange(2, 9) * 1000)
+        elif op == "garbage":
+            await store.r.zadd(key, {"not a candle": newest[a] - 3000})
+        held = {x: cache.held_args(x, now - LOOKBACK_S * 1000, now) for x in ASSETS}
+        before = (cache.stats.new, cache.stats.whole)
+        cached = await _read(store, now, cache)
+        whole = await _read(store, now, None)
+        kinds_seen["new"] += cache.stats.new - before[0]
+        kinds_seen["whole"] += cache.stats.whole - before[1]
+        for x in ASSETS:
+            if cached.recent[x] != whole.recent[x]:
+                print(step, op, x, held[x], now, [c.open_ms for c in cached.recent[x]], [c.open_ms for c in whole.recent[x]], await store.r.zrange(store.k.candles(x, "1s"), -12, -1, withscores=True))
+            assert cached.recent[x] == whole.recent[x]
+            assert cached.closes(x) == whole.closes(x), (step, op, x)
+        assert cached.opens == whole.opens, (step, op)
+        assert sorted(cached.problems) == sorted(whole.problems), (step, op)
+    # The cache did its job (a third of the reads or more, under this storm of foreign writes)
+    # and was distrusted when it had to be.
+    assert kinds_seen["new"] > 300 and kinds_seen["whole"] > 100, kinds_seen
+
+
+async def test_an_unchanged_window_decodes_nothing_and_new_candles_once(store) -> None:
+    rng = random.Random(9)
+    cache = CandleCache()
+    now = 1_000_000_000_000
+    await _feed_write(store, "btc", [_candle(t, rng) for t in range(now - 30_000, now, 1000)], 0)
+    first = await _read(store, now, cache)
+    assert len(first.recent["btc"]) == LOOKBACK_S
+    decoded = cache.stats.decoded
+    await _read(store, now, cache)
+    assert cache.stats.decoded == decoded  # nothing new: nothing decoded
+    await _feed_write(store, "btc", [_candle(now, rng), _candle(now + 1000, rng)], 0)
+    later = await _read(store, now + 2000, cache)
+    assert cache.stats.decoded == decoded + 2
+    assert later.recent["btc"] == (await _read(store, now + 2000, None)).recent["btc"]
+
+
+async def test_a_window_without_a_mark_is_read_whole_every_time(store) -> None:
+    rng = random.Random(3)
+    cache = CandleCache()
+    now = 1_000_000_000_000
+    key = store.k.candles("btc", "1s")
+    for t in range(now - 10_000, now, 1000):
+        await store.r.zadd(key, {CANDLE.encode(_candle(t, rng)).decode(): t})
+    await _read(store, now, cache)
+    await _read(store, now, cache)
+    assert cache.stats.whole == 2 * len(ASSETS) and cache.stats.new == 0
+
+
+async def test_the_copy_is_read_whole_again_after_full_every_ms(store) -> None:
+    rng = random.Random(4)
+    cache = CandleCache(full_every_ms=5000)
+    now = 1_000_000_000_000
+    await _feed_write(store, "btc", [_candle(t, rng) for t in range(now - 20_000, now, 1000)], 0)
+    await _read(store, now, cache)
+    assert cache.stats.new == 0
+    await _read(store, now + 1000, cache)
+    assert cache.stats.new == 1  # btc from its copy (eth and sol have no candles at all)
+    await _read(store, now + 5000, cache)
+    assert cache.stats.new == 1  # too old: read whole
