@@ -13,9 +13,10 @@ from typing import Any
 
 import msgspec
 
+from kernel import lanes
 from kernel.snapshot import ENTRY_LEG, SlotRef
 from kernel.strategy_api import Decision
-from state.store import Store
+from state.store import Store, fills_by_day
 from state.structs import MICROS, Intent, Market, Position
 
 # Venue order statuses (lower-cased): still in progress, or final.
@@ -67,25 +68,36 @@ def _position(intent: Intent, size: float, price: float, now_ms: int) -> Positio
     )
 
 
-async def _sign(venue: Any, intent: Intent) -> Any:
-    return await asyncio.to_thread(venue.sign_buy, intent.token_id, intent.limit_price, intent.size)
-
-
 class HaltedBeforePost(Exception):
     """The halt closed the gate between this intent's commit and its post: never sent."""
 
 
-async def _post(venue: Any, signed: Any, gate: Any) -> Any:
-    # The gate (kernel/halt.py) is checked here, at the last moment: an intent committed
-    # just before a halt is never sent, and a post already on its way is waited for before
-    # the halt is acknowledged.
-    if gate is not None and not gate.begin_post():
-        raise HaltedBeforePost("halted before it was posted: never sent to the venue")
-    try:
-        return await asyncio.to_thread(venue.post, signed, "FOK")
-    finally:
-        if gate is not None:
-            gate.end_post()
+async def _post_all(venue: Any, signed: list[Any], gate: Any) -> list[Any]:
+    """Post every signed order (FOK) on a few lanes (kernel/lanes.py); per order its answer,
+    or the exception it raised, or HaltedBeforePost.
+
+    The gate (kernel/halt.py) is checked before each post, at the last moment: an intent
+    committed just before a halt is never sent. Each lane's orders hold their places in the
+    gate's in-flight count until the lane is back, so a halt is acknowledged only once the
+    posts already on their way have come back.
+    """
+
+    def post(s: Any) -> Any:
+        if gate is not None and gate.halted:
+            raise HaltedBeforePost("halted before it was posted: never sent to the venue")
+        return venue.post(s, "FOK")
+
+    async def lane(span: range) -> list[Any]:
+        if gate is not None and not gate.begin_post(len(span)):
+            return [HaltedBeforePost("halted before it was posted: never sent to the venue") for _ in span]
+        try:
+            return await asyncio.to_thread(lanes.run_span, post, signed, span)
+        finally:
+            if gate is not None:
+                gate.end_post(len(span))
+
+    parts = await asyncio.gather(*(lane(span) for span in lanes.shares(len(signed))))
+    return [x for part in parts for x in part]
 
 
 async def commit_and_submit(
@@ -96,12 +108,14 @@ async def commit_and_submit(
     The order is signed before the intent is committed, so the intent carries the id the
     venue will know the order by: whoever finds the intent open after a crash looks that id
     up at the venue instead of guessing whether it was posted (kernel/reconcile.py).
+    Whatever the count, it costs two Redis round trips (every commit in one fenced call,
+    then every answer) and a few thread hops (kernel/lanes.py).
     """
     problems = [f"{i.id}: stake buys less than the minimum size" for i in intents if i.size <= 0]
     intents = [i for i in intents if i.size > 0]
     if not intents:
         return 0, problems
-    signed_all = await asyncio.gather(*(_sign(venue, i) for i in intents), return_exceptions=True)
+    signed_all = await lanes.in_lanes(lambda i: venue.sign_buy(i.token_id, i.limit_price, i.size), intents)
     ready: list[tuple[Intent, Any]] = []
     for intent, signed in zip(intents, signed_all, strict=True):
         if isinstance(signed, BaseException):
@@ -110,57 +124,55 @@ async def commit_and_submit(
             ready.append((msgspec.structs.replace(intent, order_id=signed.order_id), signed))
     if not ready:
         return 0, problems
-    verdicts = await store.run_pipeline(
-        lambda pipe: [store.commit_intent(epoch, i, pipe=pipe) for i, _ in ready]
-    )
+    verdicts = await store.commit_intents(epoch, [i for i, _ in ready])
+    if isinstance(verdicts, Exception) or len(verdicts) != len(ready):
+        raise RuntimeError(f"committing {len(ready)} intent(s): unexpected answer {verdicts!r}")
     committed: list[tuple[Intent, Any]] = []
     for (intent, signed), v in zip(ready, verdicts, strict=True):
         if v == "OK":
             committed.append((intent, signed))
         elif v != "DUPLICATE":  # a duplicate is the uniqueness rule doing its job, silently
             problems.append(f"{intent.id}: commit refused: {v}")
-    results = await asyncio.gather(
-        *(_post(venue, signed, gate) for _, signed in committed), return_exceptions=True
-    )
-    now_ms = max((i.created_ms for i, _ in committed), default=0)
-
-    def record(pipe: Any) -> None:
-        for (intent, _), res in zip(committed, results, strict=True):
-            if isinstance(res, HaltedBeforePost):
-                problems.append(f"{intent.id}: {res}")
-                store.update_intent(
-                    epoch, msgspec.structs.replace(intent, status="failed", error=str(res)), pipe=pipe
-                )
-            elif isinstance(res, BaseException):
-                # The order may or may not have reached the venue: the intent stays open,
-                # with the error, for reconciliation against the venue by its order id.
-                problems.append(f"{intent.id}: venue error: {res}")
-                store.update_intent(epoch, msgspec.structs.replace(intent, error=str(res)[:300]), pipe=pipe)
-            else:
-                record_result(store, epoch, intent, res, now_ms, pipe, problems)
-
-    if committed:
-        for v in await store.run_pipeline(record):
-            if v not in ("OK", "ALREADY"):
-                problems.append(f"recording a venue answer: {v}")
+    if not committed:
+        return 0, problems
+    results = await _post_all(venue, [s for _, s in committed], gate)
+    now_ms = max(i.created_ms for i, _ in committed)
+    updates: list[Intent] = []
+    fills: list[tuple[Intent, Position]] = []
+    for (intent, _), res in zip(committed, results, strict=True):
+        if isinstance(res, HaltedBeforePost):
+            problems.append(f"{intent.id}: {res}")
+            updates.append(msgspec.structs.replace(intent, status="failed", error=str(res)))
+        elif isinstance(res, BaseException):
+            # The order may or may not have reached the venue: the intent stays open,
+            # with the error, for reconciliation against the venue by its order id.
+            problems.append(f"{intent.id}: venue error: {res}")
+            updates.append(msgspec.structs.replace(intent, error=str(res)[:300]))
+        else:
+            outcome(intent, res, now_ms, updates, fills, problems)
+    problems += await write_outcomes(store, epoch, updates, fills)
     sent = sum(not isinstance(res, HaltedBeforePost) for res in results)
     return sent, problems
 
 
-def record_result(
-    store: Store, epoch: int, intent: Intent, res: Any, now_ms: int, pipe: Any, problems: list[str]
+def outcome(
+    intent: Intent,
+    res: Any,
+    now_ms: int,
+    updates: list[Intent],
+    fills: list[tuple[Intent, Position]],
+    problems: list[str],
 ) -> None:
-    """Queue the fenced write for what the venue said of an order: a fill opens the position;
-    anything else that is final marks the intent rejected with the venue's message."""
+    """What the venue said of an order, as the write it calls for: a fill opens the position
+    (appended to `fills`); anything else that is final marks the intent rejected with the
+    venue's message, and an answer that is not final leaves it posted (appended to `updates`)."""
     if res.status in PENDING_STATUSES or (res.status not in FINAL_STATUSES and res.size_matched <= 0):
         # The venue still works on it ("live", "delayed", or a status we do not know): not
         # final; reconciliation asks again by order id until it is.
-        store.update_intent(
-            epoch,
+        updates.append(
             msgspec.structs.replace(
                 intent, status="posted", order_id=res.order_id or intent.order_id, error=""
-            ),
-            pipe=pipe,
+            )
         )
         return
     if res.status in ("matched", "filled") and res.size_matched > 0:
@@ -173,17 +185,37 @@ def record_result(
             avg_price=price,
             error="",
         )
-        store.record_fill(epoch, done, _position(done, res.size_matched, price, now_ms), pipe=pipe)
-    else:
-        if res.status != "dry_run":
-            problems.append(f"{intent.id}: order {res.status}: {res.error}")
-        store.update_intent(
-            epoch,
-            msgspec.structs.replace(
-                intent,
-                status="rejected",
-                order_id=res.order_id or intent.order_id,
-                error=(res.error or res.status)[:300],
-            ),
-            pipe=pipe,
+        fills.append((done, _position(done, res.size_matched, price, now_ms)))
+        return
+    if res.status != "dry_run":
+        problems.append(f"{intent.id}: order {res.status}: {res.error}")
+    updates.append(
+        msgspec.structs.replace(
+            intent,
+            status="rejected",
+            order_id=res.order_id or intent.order_id,
+            error=(res.error or res.status)[:300],
         )
+    )
+
+
+async def write_outcomes(
+    store: Store, epoch: int, updates: list[Intent], fills: list[tuple[Intent, Position]]
+) -> list[str]:
+    """Every update and fill in one round trip (fills in one fenced call per UTC day);
+    returns the problems (writes the fence refused)."""
+    if not updates and not fills:
+        return []
+    groups = fills_by_day(fills)
+
+    def build(pipe: Any) -> None:
+        for u in updates:
+            store.update_intent(epoch, u, pipe=pipe)
+        for group in groups:
+            store.record_fills(epoch, group, pipe=pipe)
+
+    answers = await store.run_pipeline(build)
+    verdicts: list[Any] = list(answers[: len(updates)])
+    for a in answers[len(updates) :]:
+        verdicts += a if isinstance(a, list) else [a]
+    return [f"recording a venue answer: {v}" for v in verdicts if v not in ("OK", "ALREADY")]

@@ -65,16 +65,16 @@ class HaltGate:
             self.reopened_seq = max(self.reopened_seq, seq)
         return not self.halted
 
-    def begin_post(self) -> bool:
-        """Take a place for one post; False (and no place) once halted."""
+    def begin_post(self, n: int = 1) -> bool:
+        """Take places for `n` posts; False (and no place) once halted."""
         if self.halted:
             return False
-        self._inflight += 1
+        self._inflight += n
         self._idle.clear()
         return True
 
-    def end_post(self) -> None:
-        self._inflight -= 1
+    def end_post(self, n: int = 1) -> None:
+        self._inflight -= n
         if self._inflight <= 0:
             self._inflight = 0
             self._idle.set()

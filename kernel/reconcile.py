@@ -19,7 +19,7 @@ import msgspec
 
 from kernel import executor
 from state.store import Store
-from state.structs import FINAL_INTENT_STATUSES, Intent
+from state.structs import FINAL_INTENT_STATUSES, Intent, Position
 
 log = logging.getLogger("baton.reconcile")
 
@@ -79,16 +79,10 @@ async def reconcile_open(
             results.append((intent, ans))
     if not updates and not results:
         return 0, problems
-    found: list[str] = []
-
-    def build(pipe: Any) -> None:
-        found.clear()
-        for u in updates:
-            store.update_intent(epoch, u, pipe=pipe)
-        for intent, ans in results:
-            executor.record_result(store, epoch, intent, ans, now_ms, pipe, found)
-
-    verdicts = await store.run_pipeline(build)
-    problems += found
-    problems += [f"reconcile write refused: {v}" for v in verdicts if v not in ("OK", "ALREADY")]
-    return sum(1 for u in updates if u.status == "failed") + len(results), problems
+    resolved = sum(1 for u in updates if u.status == "failed") + len(results)
+    fills: list[tuple[Intent, Position]] = []
+    for intent, ans in results:
+        executor.outcome(intent, ans, now_ms, updates, fills, problems)
+    refused = await executor.write_outcomes(store, epoch, updates, fills)
+    problems += [p.replace("recording a venue answer", "reconcile write refused") for p in refused]
+    return resolved, problems

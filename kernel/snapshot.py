@@ -21,14 +21,12 @@ from state.structs import (
     CANDLE,
     FEED_STATUS,
     INTENT,
-    MARKET,
     POSITION,
     SLOT,
     Candle,
     ControlFlags,
     FeedStatus,
     Intent,
-    Market,
     Position,
     Slot,
 )
@@ -68,8 +66,6 @@ class Snapshot:
     opens: dict[str, Candle | None]
     recent: dict[str, list[Candle]]
     feed: dict[str, FeedStatus | None]
-    markets: dict[str, Market | None]
-    entry_intents: dict[str, Intent | None]
     open_positions: list[Position]
     open_intents: list[Intent]
     totals: dict[str, int]
@@ -89,10 +85,13 @@ class Snapshot:
 
 
 def slot_refs(slot_ids: list[tuple[str, str, str]], now_ms: int) -> list[SlotRef]:
+    bounds: dict[str, tuple[int, int]] = {}  # per timeframe: computed once, shared by its slots
     out = []
     for sid, asset, tf in slot_ids:
-        start, end = window_bounds(now_ms, tf)
-        out.append(SlotRef(sid, asset, tf, start, end))
+        b = bounds.get(tf)
+        if b is None:
+            b = bounds[tf] = window_bounds(now_ms, tf)
+        out.append(SlotRef(sid, asset, tf, b[0], b[1]))
     return out
 
 
@@ -168,8 +167,6 @@ async def read_snapshot(
         )
         q("candle windows")
         q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets]))
-        q("market cache", pipe.mget([k.market(r.slug) for r in refs]))
-        q(k.intents(), pipe.hmget(k.intents(), [r.entry_intent_id for r in refs]))
         q(k.positions_open(), pipe.hgetall(k.positions_open()))
         q(k.intents_open(), pipe.hgetall(k.intents_open()))
         q(k.ledger_totals(), pipe.hgetall(k.ledger_totals()))
@@ -206,14 +203,6 @@ async def read_snapshot(
         a: _decode(FEED_STATUS, raw, f"feed status {a}", problems)
         for a, raw in zip(assets, next(it), strict=True)
     }
-    markets = {
-        r.slug: _decode(MARKET, raw, f"market {r.slug}", problems)
-        for r, raw in zip(refs, next(it), strict=True)
-    }
-    entry_intents = {
-        r.id: _decode(INTENT, raw, f"intent {r.entry_intent_id}", problems)
-        for r, raw in zip(refs, next(it), strict=True)
-    }
     open_positions = [
         p
         for p in (_decode(POSITION, v, f"position {pid}", problems) for pid, v in next(it).items())
@@ -244,8 +233,6 @@ async def read_snapshot(
         opens=opens,
         recent=recent,
         feed=feed,
-        markets=markets,
-        entry_intents=entry_intents,
         open_positions=open_positions,
         open_intents=open_intents,
         totals=totals,

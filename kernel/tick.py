@@ -17,15 +17,15 @@ from typing import Any, Protocol
 import msgspec
 
 from baton.settings import Settings
-from kernel import executor, reconcile, reload
+from kernel import executor, lanes, reconcile, reload
 from kernel.candle_cache import CandleCache
 from kernel.clock import Clock
 from kernel.halt import HaltResponder
 from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
-from kernel.snapshot import SlotRef, Snapshot, read_snapshot, slot_refs
+from kernel.snapshot import SlotRef, Snapshot, SnapshotError, _decode, read_snapshot, slot_refs
 from kernel.strategy_api import Decision, SlotInput
 from state.store import Store
-from state.structs import MICROS, ControlFlags, Intent, Market, TickRecord, feed_stale
+from state.structs import MARKET, MICROS, ControlFlags, Intent, Market, TickRecord, feed_stale
 
 log = logging.getLogger("baton.tick")
 
@@ -110,6 +110,8 @@ class TickRunner:
         self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
         # The candles read so far (only new ones are read each tick); warmed by dry_run.
         self.candles = CandleCache()
+        # slug -> (market, window end s): markets seen, kept in memory (they never change).
+        self._known_markets: dict[str, tuple[Market, int]] = {}
 
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
         started = self.clock.now_ms()
@@ -226,8 +228,6 @@ class TickRunner:
         slot = snap.slots.get(ref.id)
         if slot is None or not slot.enabled:
             return None
-        if snap.entry_intents.get(ref.id) is not None:
-            return None  # at most one entry per slot-window
         if feed_stale(snap.feed.get(ref.asset), now_ms, self.s.stale_after_ms):
             return None  # stale data never opens a position
         open_c = snap.opens.get(ref.id)
@@ -251,6 +251,8 @@ class TickRunner:
     async def _entries(self, snap: Snapshot, now_ms: int, tick: int = -1) -> tuple[int, int, list[str]]:
         problems: list[str] = []
         wanted: list[tuple[SlotRef, SlotInput, ModuleType]] = []
+        # Each strategy module is looked up once per tick (a reload happens between ticks).
+        modules: dict[str, ModuleType | Exception] = {}
         for ref in snap.refs:
             if self._halted():
                 problems.append("halted during the tick: no strategy code runs after the halt")
@@ -258,16 +260,30 @@ class TickRunner:
             inp = self._inputs(snap, ref, now_ms)
             if inp is None:
                 continue
+            name = snap.slots[ref.id].strategy
             try:
-                strat = resolve_strategy(snap.slots[ref.id].strategy)
+                strat = modules.get(name)
+                if strat is None:
+                    try:
+                        strat = modules[name] = resolve_strategy(name)
+                    except Exception as e:
+                        strat = modules[name] = e
+                if isinstance(strat, Exception):
+                    raise strat
                 needs = getattr(strat, "needs_quotes", None)
                 if needs is None or needs(inp):
                     wanted.append((ref, inp, strat))
             except Exception as e:
-                problems.append(f"slot {ref.id}: strategy {snap.slots[ref.id].strategy!r}: {e!r}")
+                problems.append(f"slot {ref.id}: strategy {name!r}: {e!r}")
         if not wanted:
             return 0, 0, problems
-        markets = await self._markets(snap, [r for r, _, _ in wanted], problems)
+        entered, cached = await self._entry_state([r for r, _, _ in wanted], problems)
+        # At most one entry per slot-window (intent_commit.lua enforces it; this saves the
+        # strategy call and the books of slots that entered already).
+        wanted = [w for w in wanted if w[0].id not in entered]
+        if not wanted:
+            return 0, 0, problems
+        markets = await self._markets(cached, [r for r, _, _ in wanted], problems)
         tokens = [t for r, _, _ in wanted if (m := markets.get(r.slug)) for t in (m.up_token, m.down_token)]
         try:
             books = await asyncio.to_thread(self.venue.books, tokens) if tokens else {}
@@ -333,24 +349,58 @@ class TickRunner:
             await self.store.record_decisions(decisions)
         return evaluated, orders, problems + errs
 
-    async def _markets(self, snap: Snapshot, refs: list[SlotRef], problems: list[str]) -> dict[str, Market]:
-        found = {r.slug: m for r in refs if (m := snap.markets.get(r.slug)) is not None}
+    async def _entry_state(
+        self, refs: list[SlotRef], problems: list[str]
+    ) -> tuple[set[str], dict[str, Market]]:
+        """For slots that want quotes this tick, in one round trip: which have an entry intent
+        in their window already (their slot ids), and the markets the cache knows. Only entry
+        ticks pay it; the snapshot does not read a thousand slots' keys every tick. A market
+        once read is kept in process memory until its window is an hour gone (a market's
+        tokens never change)."""
+        k = self.store.k
+        unknown = [r for r in refs if r.slug not in self._known_markets]
+
+        def build(pipe: Any) -> None:
+            pipe.hmget(k.intents(), [r.entry_intent_id for r in refs])
+            if unknown:
+                pipe.mget([k.market(r.slug) for r in unknown])
+
+        res = await self.store.run_pipeline(build)
+        for x in res:
+            if isinstance(x, Exception):
+                raise SnapshotError(f"reading entry intents and markets: {x}") from x
+        # Any value counts as entered, even one that cannot be decoded: never a second entry.
+        entered = {r.id for r, raw in zip(refs, res[0], strict=True) if raw is not None}
+        for r, raw in zip(unknown, res[1] if unknown else [], strict=True):
+            m = _decode(MARKET, raw, f"market {r.slug}", problems)
+            if m is not None:
+                self._remember_market(r, m)
+        found = {r.slug: self._known_markets[r.slug][0] for r in refs if r.slug in self._known_markets}
+        return entered, found
+
+    def _remember_market(self, ref: SlotRef, m: Market) -> None:
+        if len(self._known_markets) > 4 * len(self.configured) + 64:
+            cutoff_s = self.clock.now_ms() // 1000 - 3600
+            self._known_markets = {s: v for s, v in self._known_markets.items() if v[1] > cutoff_s}
+        self._known_markets[ref.slug] = (m, ref.window_end_s)
+
+    async def _markets(
+        self, cached: dict[str, Market], refs: list[SlotRef], problems: list[str]
+    ) -> dict[str, Market]:
+        found = {r.slug: m for r in refs if (m := cached.get(r.slug)) is not None}
         missing = [r for r in refs if r.slug not in found]
 
-        async def discover(r: SlotRef) -> None:
-            try:
-                m = await asyncio.to_thread(self.venue.discover, r.slug)
-            except Exception as e:
-                problems.append(f"discover {r.slug}: {e}")
-                return
-            if m is None:
-                problems.append(f"discover {r.slug}: no such market at the venue")
-                return
-            found[r.slug] = m
-            fresh.append((r, m))
-
         fresh: list[tuple[SlotRef, Market]] = []
-        await asyncio.gather(*(discover(r) for r in missing))
+        answers = await lanes.in_lanes(lambda r: self.venue.discover(r.slug), missing)
+        for r, m in zip(missing, answers, strict=True):
+            if isinstance(m, BaseException):
+                problems.append(f"discover {r.slug}: {m}")
+            elif m is None:
+                problems.append(f"discover {r.slug}: no such market at the venue")
+            else:
+                found[r.slug] = m
+                self._remember_market(r, m)
+                fresh.append((r, m))
         if fresh:
             # One round trip for every market found this tick (not one connection per slot:
             # a thousand slots entering together would exhaust the pool).

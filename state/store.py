@@ -89,6 +89,14 @@ def connect(url: str, **kw: Any) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, decode_responses=True, **kw)
 
 
+def fills_by_day(fills: list[tuple[Intent, Position]]) -> list[list[tuple[Intent, Position]]]:
+    """Fills grouped by the UTC day they open on (record_fills books one day per call)."""
+    out: dict[str, list[tuple[Intent, Position]]] = {}
+    for f in fills:
+        out.setdefault(utc_day(f[1].opened_ms), []).append(f)
+    return list(out.values())
+
+
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -275,13 +283,20 @@ class Store:
         await pipe.execute()
 
     # --- intents, positions, ledger (fenced) ------------------------------------------
-    def commit_intent(self, epoch: int, intent: Intent, pipe: Any = None) -> Any:
+    def commit_intents(self, epoch: int, intents: list[Intent], pipe: Any = None) -> Any:
+        """Commit every intent in one fenced call (intent_commit.lua): one verdict per intent."""
+        args: list[Any] = [epoch]
+        for i in intents:
+            args += (i.id, INTENT.encode(i))
         return self._call(
             self.scripts.intent_commit,
             keys=[self.k.lease_epoch(), self.k.control(), self.k.intents(), self.k.intents_open()],
-            args=[epoch, intent.id, INTENT.encode(intent)],
+            args=args,
             pipe=pipe,
         )
+
+    async def commit_intent(self, epoch: int, intent: Intent) -> str:
+        return str((await self.commit_intents(epoch, [intent]))[0])
 
     def update_intent(self, epoch: int, intent: Intent, pipe: Any = None) -> Any:
         final = intent.status in structs.FINAL_INTENT_STATUSES
@@ -292,7 +307,20 @@ class Store:
             pipe=pipe,
         )
 
-    def record_fill(self, epoch: int, intent: Intent, position: Position, pipe: Any = None) -> Any:
+    def record_fills(self, epoch: int, fills: list[tuple[Intent, Position]], pipe: Any = None) -> Any:
+        """Book fills in one fenced call (record_fill.lua): one verdict per fill. They must
+        open on the same UTC day (the day's PnL key is the script's); see fills_by_day."""
+        day = utc_day(fills[0][1].opened_ms) if fills else "19700101"
+        args: list[Any] = [epoch]
+        for intent, position in fills:
+            args += (
+                intent.id,
+                INTENT.encode(intent),
+                position.id,
+                POSITION.encode(position),
+                position.cost_micros,
+                position.opened_ms,
+            )
         return self._call(
             self.scripts.record_fill,
             keys=[
@@ -304,19 +332,14 @@ class Store:
                 self.k.ledger(),
                 self.k.ledger_totals(),
                 self.k.ledger_refs(),
-                self.k.ledger_day(utc_day(position.opened_ms)),
+                self.k.ledger_day(day),
             ],
-            args=[
-                epoch,
-                intent.id,
-                INTENT.encode(intent),
-                position.id,
-                POSITION.encode(position),
-                position.cost_micros,
-                position.opened_ms,
-            ],
+            args=args,
             pipe=pipe,
         )
+
+    async def record_fill(self, epoch: int, intent: Intent, position: Position) -> str:
+        return str((await self.record_fills(epoch, [(intent, position)]))[0])
 
     def settle_position(self, read_raw: str, position: Position, pipe: Any = None) -> Any:
         """Book a settlement computed from the position JSON `read_raw` (the script's fence)."""

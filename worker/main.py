@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from baton import procs
 from baton import settings as settings_mod
 from baton.settings import Settings
-from kernel import reconcile, ticks
+from kernel import gcpolicy, reconcile, ticks
 from kernel.clock import Clock, SystemClock
 from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
@@ -371,6 +371,14 @@ class Worker:
             self._listener = asyncio.ensure_future(self.halt.listen(self._listening))
 
     async def _ticks(self, runner: TickRunner) -> int:
+        collector = gcpolicy.Collector()
+        collector.start()
+        try:
+            return await self._tick_loop(runner, collector)
+        finally:
+            collector.stop()
+
+    async def _tick_loop(self, runner: TickRunner, collector: gcpolicy.Collector) -> int:
         tick = ticks.next_tick(self.clock.now_ms(), self.s.tick_ms)
         missed = await self.takeover_gap(tick)
         await self.store.mark_clean_stop(None)
@@ -410,6 +418,9 @@ class Worker:
             self._keep_listening()
             await self._beat()
             tick, missed = ticks.plan_next(tick, self.clock.now_ms(), self.s.tick_ms)
+            # Garbage is collected here, in the slack before the next boundary, never inside
+            # a tick (kernel/gcpolicy.py).
+            collector.after_tick(ticks.boundary_ms(tick, self.s.tick_ms) - self.clock.now_ms())
         await self.stand_down()
         return 0
 

@@ -81,21 +81,17 @@ async def acks(store, seq: int) -> list[str]:
 async def test_an_intent_committed_before_the_halt_is_never_posted_after_it(store):
     epoch = await lease(store)
     venue, gate = Venue(), HaltGate()
-    real = store.run_pipeline
-    calls = 0
+    real = store.commit_intents
 
-    async def commit_then_halt(build):
-        # The halt lands right after the commit pipeline: the intents are committed (the
-        # flag was not set yet when the script ran), but not one may be posted.
-        nonlocal calls
-        calls += 1
-        out = await real(build)
-        if calls == 1:
-            seq = await store.set_halt("test", 1)
-            await responder(store, venue, gate).on_halt(seq, seq)
+    async def commit_then_halt(epoch, intents):
+        # The halt lands right after the commit: the intents are committed (the flag was not
+        # set yet when the script ran), but not one may be posted.
+        out = await real(epoch, intents)
+        seq = await store.set_halt("test", 1)
+        await responder(store, venue, gate).on_halt(seq, seq)
         return out
 
-    store.run_pipeline = commit_then_halt
+    store.commit_intents = commit_then_halt
     sent, problems = await executor.commit_and_submit(store, venue, epoch, intents(epoch, 3), gate=gate)
     assert sent == 0 and venue.posted == []
     stored = await store.read_intents()
@@ -148,7 +144,11 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
     monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Strategy)
     runner = tick_mod.TickRunner.__new__(tick_mod.TickRunner)
     runner.halt = SimpleNamespace(gate=gate)
-    refs = [SimpleNamespace(id=f"{a}-15m", slug=f"{a}-s", window_start_s=0) for a in ASSETS.split(",")]
+    runner._known_markets = {}
+    refs = [
+        SimpleNamespace(id=f"{a}-15m", slug=f"{a}-s", window_start_s=0, entry_intent_id=f"{a}-15m:0:entry")
+        for a in ASSETS.split(",")
+    ]
     market = SimpleNamespace(up_token="1", down_token="2")
     snap = SimpleNamespace(
         refs=refs,
@@ -160,7 +160,7 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
     )
     runner._inputs = lambda snap, ref, now: SimpleNamespace(slot_id=ref.id, up_ask=None, down_ask=None)
 
-    async def markets(snap, refs, problems):
+    async def markets(cached, refs, problems):
         return {r.slug: market for r in refs}
 
     runner._markets = markets
