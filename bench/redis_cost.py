@@ -188,6 +188,9 @@ async def commands_per_tick(
                     rec = (await rig.runner.run(tick)).record
                 except Exception as e:  # as the worker: reported, the loop goes on
                     failure = f"{type(e).__name__}: {e}"[:200]
+                # The worker's work after the tick (settlement enqueue, market prefetch) is
+                # counted with the tick it follows.
+                await rig.runner.between_ticks(ticks.boundary_ms(tick + 1, tick_ms))
                 await asyncio.sleep(0.05)  # stray tasks of a failed tick (discoveries) land
                 w = Wire.delta(w0, wire.snapshot())
                 executed = cmd_delta(before, commandstats(r))

@@ -16,7 +16,7 @@ import msgspec
 from kernel import lanes
 from kernel.snapshot import ENTRY_LEG, SlotRef
 from kernel.strategy_api import Decision
-from state.store import Store, fills_by_day
+from state.store import Store
 from state.structs import MICROS, Intent, Market, Position
 
 # Venue order statuses (lower-cased): still in progress, or final.
@@ -202,17 +202,16 @@ def outcome(
 async def write_outcomes(
     store: Store, epoch: int, updates: list[Intent], fills: list[tuple[Intent, Position]]
 ) -> list[str]:
-    """Every update and fill in one round trip (fills in one fenced call per UTC day);
-    returns the problems (writes the fence refused)."""
+    """Every update and fill in one round trip (all fills in one fenced call); returns the
+    problems (writes the fence refused)."""
     if not updates and not fills:
         return []
-    groups = fills_by_day(fills)
 
     def build(pipe: Any) -> None:
         for u in updates:
             store.update_intent(epoch, u, pipe=pipe)
-        for group in groups:
-            store.record_fills(epoch, group, pipe=pipe)
+        if fills:
+            store.record_fills(epoch, fills, pipe=pipe)
 
     answers = await store.run_pipeline(build)
     verdicts: list[Any] = list(answers[: len(updates)])

@@ -104,6 +104,35 @@ def _find(candles: list[Candle], open_ms: int) -> Candle | None:
     return next((c for c in candles if c.open_ms == open_ms), None)
 
 
+class DecodeMemo:
+    """Values decoded by the last read, by their exact text: a slot, a position or an intent
+    that did not change since the last tick is not decoded again (a thousand of each per
+    tick at 1,024 slots). Only the values seen by the latest read are kept. The structs are
+    frozen, so sharing one between ticks is safe."""
+
+    def __init__(self) -> None:
+        self._last: dict[Any, Any] = {}
+        self._now: dict[Any, Any] = {}
+
+    def decode(self, codec: Any, raw: Any, what: str, problems: list[str]) -> Any:
+        if raw is None:
+            return None
+        key = (codec, raw)
+        got = self._now.get(key)
+        if got is None:
+            got = self._last.get(key)
+            if got is None:
+                got = _decode(codec, raw, what, problems)
+                if got is None:
+                    return None  # undecodable: reported on every read, never remembered
+            self._now[key] = got
+        return got
+
+    def turn(self) -> None:
+        """End of a read: what it did not see is forgotten."""
+        self._last, self._now = self._now, {}
+
+
 def _decode(codec: Any, raw: Any, what: str, problems: list[str]) -> Any:
     if raw is None:
         return None
@@ -121,6 +150,7 @@ async def read_snapshot(
     lease: tuple[str, int, int] | None,
     lookback_s: int,
     cache: CandleCache | None = None,
+    memo: DecodeMemo | None = None,
 ) -> Snapshot:
     """`lease` is (holder, epoch, ttl_ms) for the renewal that rides along; None reads without
     one (the readiness check of a worker that does not trade yet: lease_ok is then False).
@@ -129,6 +159,8 @@ async def read_snapshot(
     k = store.k
     if cache is None:
         cache = CandleCache()
+    if memo is None:
+        memo = DecodeMemo()
     assets = sorted({r.asset for r in refs})
     # A window's open candle is read once per (asset, window start), however many slots
     # share it, and not at all when it lies inside the recent candles read anyway.
@@ -185,7 +217,7 @@ async def read_snapshot(
     problems.extend(control.problems)
     slots: dict[str, Slot] = {}
     for r, raw in zip(refs, next(it), strict=True):
-        s = _decode(SLOT, raw, f"slot {r.id}", problems)
+        s = memo.decode(SLOT, raw, f"slot {r.id}", problems)
         if s is not None:
             slots[r.id] = s
     recent: dict[str, list[Candle]] = {}
@@ -205,12 +237,12 @@ async def read_snapshot(
     }
     open_positions = [
         p
-        for p in (_decode(POSITION, v, f"position {pid}", problems) for pid, v in next(it).items())
+        for p in (memo.decode(POSITION, v, f"position {pid}", problems) for pid, v in next(it).items())
         if p is not None
     ]
     open_intents = [
         i
-        for i in (_decode(INTENT, v, f"intent {iid}", problems) for iid, v in next(it).items())
+        for i in (memo.decode(INTENT, v, f"intent {iid}", problems) for iid, v in next(it).items())
         if i is not None
     ]
     totals = {}
@@ -225,6 +257,7 @@ async def read_snapshot(
     except ValueError:
         problems.append(f"daily pnl holds {day_raw!r}")
         day_pnl = 0
+    memo.turn()
     return Snapshot(
         lease_ok=lease_ok,
         control=control,

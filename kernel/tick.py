@@ -22,16 +22,30 @@ from kernel.candle_cache import CandleCache
 from kernel.clock import Clock
 from kernel.halt import HaltResponder
 from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
-from kernel.snapshot import SlotRef, Snapshot, SnapshotError, _decode, read_snapshot, slot_refs
+from kernel.snapshot import (
+    DecodeMemo,
+    SlotRef,
+    Snapshot,
+    SnapshotError,
+    _decode,
+    read_snapshot,
+    slot_refs,
+)
 from kernel.strategy_api import Decision, SlotInput
 from state.store import Store
 from state.structs import MARKET, MICROS, ControlFlags, Intent, Market, TickRecord, feed_stale
 
 log = logging.getLogger("baton.tick")
 
+# Market prefetch between ticks: stop this long before the next boundary; skip when less
+# than PREFETCH_MIN_MS is left; try a slug the venue did not list at most this often.
+PREFETCH_MARGIN_MS = 100
+PREFETCH_MIN_MS = 50
+PREFETCH_RETRY_MS = 10_000
 # Seconds of 1s candles read per asset for the volatility estimate.
 VOL_LOOKBACK_S = 60
 STRATEGY_PACKAGE = "worker.strategies"
+_LATER = object()  # a prefetch that ran out of time before this slug
 
 
 class Venue(Protocol):
@@ -110,8 +124,14 @@ class TickRunner:
         self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
         # The candles read so far (only new ones are read each tick); warmed by dry_run.
         self.candles = CandleCache()
+        # Slots, positions and intents decoded last tick, by their text (kernel/snapshot.py).
+        self.memo = DecodeMemo()
         # slug -> (market, window end s): markets seen, kept in memory (they never change).
         self._known_markets: dict[str, tuple[Market, int]] = {}
+        # slug -> ms before which between_ticks does not try to discover it again.
+        self._prefetch_tried: dict[str, int] = {}
+        # (open positions, tick start) of the last tick that found settlements due.
+        self._settle_next: tuple[list[Any], int] | None = None
 
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
         started = self.clock.now_ms()
@@ -124,6 +144,7 @@ class TickRunner:
             (self.ident.holder, self.ident.epoch, self.s.lease_ms),
             VOL_LOOKBACK_S,
             self.candles,
+            self.memo,
         )
         if not snap.lease_ok:
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
@@ -150,15 +171,12 @@ class TickRunner:
             )
             problems += errs
         # Closed windows are settled by the settle program even under a halt: booking an
-        # outcome is not trading. Only positions not yet claimed cost a thread hop.
-        if self.settler is not None and self.settler.due(snap.open_positions, started):
-            try:
-                settled, errs = await asyncio.to_thread(
-                    self.settler.enqueue_due, snap.open_positions, started
-                )
-                problems += errs
-            except Exception as e:
-                problems.append(f"settlement enqueue: {type(e).__name__}: {e}")
+        # outcome is not trading. The tick only notes which are due (no I/O); they are
+        # enqueued right after it, in between_ticks, so that a thousand windows ending
+        # together do not delay the tick's orders.
+        if self.settler is not None:
+            settled = len(self.settler.due(snap.open_positions, started))
+            self._settle_next = (snap.open_positions, started) if settled else None
         if not halted:
             breach = daily_loss_breach(self.limits, snap.day_pnl_micros)
             if breach:
@@ -192,6 +210,74 @@ class TickRunner:
         if verdict == "STALE_EPOCH":
             raise LeaseLost(f"journal of tick {tick} refused: epoch {self.ident.epoch} is stale")
         return TickOutcome(rec, problems, snap.handover, snap.control)
+
+    async def between_ticks(self, next_boundary_ms: int) -> list[str]:
+        """Work that is not trading, done after a tick's journal entry and before the next
+        boundary (the worker's loop calls it; a worker that hands over skips it and its
+        successor's first tick finds the same work):
+
+        - the settlements the tick found due are enqueued (kernel/settlement.py);
+        - the markets of the slots' current windows are discovered ahead of their entry zone
+          and cached, so that the tick that enters does not wait for discovery (a thousand
+          slots entering together would otherwise discover a thousand markets inside it).
+
+        Returns the problems (also written to the error journal)."""
+        problems: list[str] = []
+        pending, self._settle_next = self._settle_next, None
+        if pending is not None and self.settler is not None:
+            try:
+                _, errs = await asyncio.to_thread(self.settler.enqueue_due, *pending)
+                problems += errs
+            except Exception as e:
+                problems.append(f"settlement enqueue: {type(e).__name__}: {e}")
+        try:
+            await self._prefetch_markets(next_boundary_ms, problems)
+        except Exception as e:
+            problems.append(f"market prefetch: {type(e).__name__}: {e}")
+        if problems:
+            for p in problems:
+                log.warning("between ticks: %s", p)
+            await self.store.record_errors("tick", problems, now_ms=self.clock.now_ms())
+        return problems
+
+    async def _prefetch_markets(self, next_boundary_ms: int, problems: list[str]) -> None:
+        """Discover the current windows' markets not known yet, within the time left before
+        the next boundary (less a margin); each slug is tried at most every PREFETCH_RETRY_MS.
+        A market the venue does not list yet is not a problem here: the entry path reports
+        it if it is still missing when a strategy wants it."""
+        now = self.clock.now_ms()
+        deadline = next_boundary_ms - PREFETCH_MARGIN_MS
+        if deadline - now < PREFETCH_MIN_MS:
+            return
+        self._prefetch_tried = {s: t for s, t in self._prefetch_tried.items() if t > now}
+        todo: dict[str, SlotRef] = {}
+        for r in slot_refs(self.configured, now):
+            if r.slug not in self._known_markets and r.slug not in self._prefetch_tried:
+                todo.setdefault(r.slug, r)
+        if not todo:
+            return
+        refs = list(todo.values())
+        for r in refs:
+            self._prefetch_tried[r.slug] = now + PREFETCH_RETRY_MS
+        cached, _ = await self._cached_markets(refs)
+        refs = [r for r in refs if r.slug not in cached]
+        clock = self.clock
+
+        def discover(r: SlotRef) -> Any:
+            if clock.now_ms() >= deadline:
+                return _LATER  # out of time: the next gap between ticks goes on
+            return self.venue.discover(r.slug)
+
+        found: list[tuple[SlotRef, Market]] = []
+        for r, m in zip(refs, await lanes.in_lanes(discover, refs), strict=True):
+            if m is _LATER:
+                self._prefetch_tried.pop(r.slug, None)
+            elif isinstance(m, BaseException):
+                problems.append(f"market prefetch {r.slug}: {m}")
+            elif m is not None:
+                self._remember_market(r, m)
+                found.append((r, m))
+        await self._cache(found)
 
     def _halted(self) -> bool:
         return self.halt is not None and self.halt.gate.halted
@@ -357,26 +443,46 @@ class TickRunner:
         ticks pay it; the snapshot does not read a thousand slots' keys every tick. A market
         once read is kept in process memory until its window is an hour gone (a market's
         tokens never change)."""
+        found, raw_intents = await self._cached_markets(refs, with_intents=True, problems=problems)
+        # Any value counts as entered, even one that cannot be decoded: never a second entry.
+        entered = {r.id for r, raw in zip(refs, raw_intents, strict=True) if raw is not None}
+        return entered, found
+
+    async def _cached_markets(
+        self, refs: list[SlotRef], with_intents: bool = False, problems: list[str] | None = None
+    ) -> tuple[dict[str, Market], list[Any]]:
+        """The markets of `refs` known in memory or in Redis's market cache (one round trip,
+        none when memory knows them all), and, `with_intents`, the raw entry intents of refs."""
         k = self.store.k
         unknown = [r for r in refs if r.slug not in self._known_markets]
+        raw_intents: list[Any] = []
+        if unknown or with_intents:
 
-        def build(pipe: Any) -> None:
-            pipe.hmget(k.intents(), [r.entry_intent_id for r in refs])
-            if unknown:
-                pipe.mget([k.market(r.slug) for r in unknown])
+            def build(pipe: Any) -> None:
+                if with_intents:
+                    pipe.hmget(k.intents(), [r.entry_intent_id for r in refs])
+                if unknown:
+                    pipe.mget([k.market(r.slug) for r in unknown])
 
-        res = await self.store.run_pipeline(build)
-        for x in res:
-            if isinstance(x, Exception):
-                raise SnapshotError(f"reading entry intents and markets: {x}") from x
-        # Any value counts as entered, even one that cannot be decoded: never a second entry.
-        entered = {r.id for r, raw in zip(refs, res[0], strict=True) if raw is not None}
-        for r, raw in zip(unknown, res[1] if unknown else [], strict=True):
-            m = _decode(MARKET, raw, f"market {r.slug}", problems)
-            if m is not None:
-                self._remember_market(r, m)
+            res = await self.store.run_pipeline(build)
+            for x in res:
+                if isinstance(x, Exception):
+                    raise SnapshotError(f"reading entry intents and markets: {x}") from x
+            if with_intents:
+                raw_intents = res.pop(0)
+            for r, raw in zip(unknown, res[0] if unknown else [], strict=True):
+                m = _decode(MARKET, raw, f"market {r.slug}", problems if problems is not None else [])
+                if m is not None:
+                    self._remember_market(r, m)
         found = {r.slug: self._known_markets[r.slug][0] for r in refs if r.slug in self._known_markets}
-        return entered, found
+        return found, raw_intents
+
+    async def _cache(self, fresh: list[tuple[SlotRef, Market]]) -> None:
+        """Markets found at the venue, into Redis's cache (one command), for whoever reads
+        them next (this worker's successor, the other colour's readiness check)."""
+        if fresh:
+            now_s = self.clock.now_ms() // 1000
+            await self.store.cache_markets([(m, max(60, r.window_end_s - now_s + 3600)) for r, m in fresh])
 
     def _remember_market(self, ref: SlotRef, m: Market) -> None:
         if len(self._known_markets) > 4 * len(self.configured) + 64:
@@ -401,11 +507,7 @@ class TickRunner:
                 found[r.slug] = m
                 self._remember_market(r, m)
                 fresh.append((r, m))
-        if fresh:
-            # One round trip for every market found this tick (not one connection per slot:
-            # a thousand slots entering together would exhaust the pool).
-            now_s = self.clock.now_ms() // 1000
-            await self.store.cache_markets([(m, max(60, r.window_end_s - now_s + 3600)) for r, m in fresh])
+        await self._cache(fresh)
         return found
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 LUA_DIR = Path(__file__).with_name("lua")
-_NEEDS_LEDGER = {"record_fill", "settle_position", "ledger_deposit"}
+_NEEDS_LEDGER = {"settle_position", "ledger_deposit"}
 NAMES = (
     "lease_acquire",
     "lease_renew",
@@ -27,6 +27,7 @@ NAMES = (
     "tick_journal",
     "control_set",
     "candles_read",
+    "markets_cache",
 )
 
 
@@ -73,3 +74,4 @@ class Scripts:
     tick_journal: Any
     control_set: Any
     candles_read: Any
+    markets_cache: Any

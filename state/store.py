@@ -8,10 +8,11 @@ refusal is an expected outcome that the caller must act on.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+import hiredis
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -36,6 +37,7 @@ from state.structs import (
     TickRecord,
 )
 
+_JSON = msgspec.json.Encoder()
 JOURNAL_MAXLEN = 100_000
 ERRORS_MAXLEN = 1_000
 
@@ -86,15 +88,45 @@ def connect(url: str, **kw: Any) -> aioredis.Redis:
         "retry",
         Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3, supported_errors=(RedisConnectionError,)),
     )
+    if url.startswith("redis://"):
+        kw.setdefault("connection_class", PackedConnection)
     return aioredis.Redis.from_url(url, decode_responses=True, **kw)
 
 
-def fills_by_day(fills: list[tuple[Intent, Position]]) -> list[list[tuple[Intent, Position]]]:
-    """Fills grouped by the UTC day they open on (record_fills books one day per call)."""
-    out: dict[str, list[tuple[Intent, Position]]] = {}
-    for f in fills:
-        out.setdefault(utc_day(f[1].opened_ms), []).append(f)
-    return list(out.values())
+class PackedConnection(aioredis.Connection):
+    """redis-py's asyncio connection, with commands packed by hiredis's C packer.
+
+    redis-py's asyncio connection packs every argument in Python (an encoder call, a length,
+    a join); at a thousand slots a tick sends several thousand arguments (each slot's keys,
+    each intent and fill), and that packing was a quarter of the tick (bench/tick_scale.py
+    --profile). The synchronous client already uses hiredis for this; the asyncio one does
+    not. Same wire bytes: str as UTF-8, int as digits, float as repr() (redis-py's rule);
+    anything else (bool, None, other types) goes to redis-py's own packer and its errors.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        head = args[0]
+        if isinstance(head, str):
+            args = (*head.encode().split(), *args[1:])
+        elif isinstance(head, bytes) and b" " in head:
+            args = (*head.split(), *args[1:])
+        out: list[Any] = []
+        for a in args:
+            t = type(a)
+            if t is str or t is bytes or t is int:
+                out.append(a)
+            elif t is float:
+                out.append(repr(a))
+            elif t is bytearray or t is memoryview:
+                out.append(bytes(a))
+            else:
+                return super().pack_command(*args)
+        try:
+            return [hiredis.pack_command(tuple(out))]
+        except (TypeError, UnicodeError):
+            # e.g. a str with a lone surrogate (from a JSON escape): redis-py's packer
+            # applies the client's encoding_errors to it, as before.
+            return super().pack_command(*args)
 
 
 def _s(v: Any) -> str:
@@ -277,10 +309,13 @@ class Store:
         await self.cache_markets([(market, ttl_s)])
 
     async def cache_markets(self, markets: list[tuple[structs.Market, int]]) -> None:
-        pipe = self.r.pipeline(transaction=False)
+        """Cache markets with their TTLs in one command (markets_cache.lua)."""
+        if not markets:
+            return
+        args: list[Any] = []
         for market, ttl_s in markets:
-            pipe.set(self.k.market(market.slug), structs.MARKET.encode(market), ex=ttl_s)
-        await pipe.execute()
+            args += (structs.MARKET.encode(market), ttl_s)
+        await self.scripts.markets_cache(keys=[self.k.market(m.slug) for m, _ in markets], args=args)
 
     # --- intents, positions, ledger (fenced) ------------------------------------------
     def commit_intents(self, epoch: int, intents: list[Intent], pipe: Any = None) -> Any:
@@ -308,9 +343,7 @@ class Store:
         )
 
     def record_fills(self, epoch: int, fills: list[tuple[Intent, Position]], pipe: Any = None) -> Any:
-        """Book fills in one fenced call (record_fill.lua): one verdict per fill. They must
-        open on the same UTC day (the day's PnL key is the script's); see fills_by_day."""
-        day = utc_day(fills[0][1].opened_ms) if fills else "19700101"
+        """Book fills in one fenced call (record_fill.lua): one verdict per fill."""
         args: list[Any] = [epoch]
         for intent, position in fills:
             args += (
@@ -332,7 +365,6 @@ class Store:
                 self.k.ledger(),
                 self.k.ledger_totals(),
                 self.k.ledger_refs(),
-                self.k.ledger_day(day),
             ],
             args=args,
             pipe=pipe,
@@ -440,7 +472,7 @@ class Store:
 
     async def record_decisions(self, decisions: dict[str, dict[str, Any]]) -> None:
         """Each slot's last decision (the dashboard and `baton slots` show it)."""
-        compact = {sid: json.dumps(d, separators=(",", ":")) for sid, d in decisions.items()}
+        compact = {sid: _JSON.encode(d) for sid, d in decisions.items()}
         await self.r.hset(self.k.decisions(), mapping=compact)
 
     async def record_reload(self, color: str, release: str, res: Any) -> None:

@@ -407,6 +407,12 @@ class Worker:
             if requested and out is not None and await self.hand_over(out.handover, tick):
                 self.last_tick = -1
                 return HANDED_OVER
+            try:
+                # Settlements the tick found due, markets of windows ahead: not trading,
+                # so done here, before the next boundary, not inside the tick.
+                await runner.between_ticks(ticks.boundary_ms(tick + 1, self.s.tick_ms))
+            except Exception as e:
+                log.exception("work between ticks failed: %s", e)
             halted = self.gate.halted or (out is not None and out.control.halted)
             try:
                 # Under a halt no strategy code runs, not even a reload's dry evaluation: a

@@ -105,6 +105,7 @@ class Rig:
             await self.feed()
             assert self.runner is not None
             out.append(await self.runner.run(k))
+            await self.runner.between_ticks((k + 1) * 1000)
             self.settle()
         return out
 
