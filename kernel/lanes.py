@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -43,12 +44,15 @@ def run_span(fn: Callable[[T], R], items: Sequence[T], span: range) -> list[R | 
     return out
 
 
-async def in_lanes(fn: Callable[[T], R], items: Sequence[T], lanes: int = LANES) -> list[R | BaseException]:
-    """fn(item) for every item, in order, on at most `lanes` threads; an exception an item
-    raised stands in its place in the result."""
+async def in_lanes(
+    fn: Callable[[T], R], items: Sequence[T], lanes: int = LANES, executor: Executor | None = None
+) -> list[R | BaseException]:
+    """fn(item) for every item, in order, on at most `lanes` threads (of `executor`, else the
+    default one); an exception an item raised stands in its place in the result."""
     if not items:
         return []
+    loop = asyncio.get_running_loop()
     parts = await asyncio.gather(
-        *(asyncio.to_thread(run_span, fn, items, span) for span in shares(len(items), lanes))
+        *(loop.run_in_executor(executor, run_span, fn, items, span) for span in shares(len(items), lanes))
     )
     return [x for part in parts for x in part]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ log = logging.getLogger("baton.tick")
 PREFETCH_MARGIN_MS = 100
 PREFETCH_MIN_MS = 50
 PREFETCH_RETRY_MS = 10_000
+PREFETCH_LANES = 2
 # Seconds of 1s candles read per asset for the volatility estimate.
 VOL_LOOKBACK_S = 60
 STRATEGY_PACKAGE = "worker.strategies"
@@ -132,6 +134,10 @@ class TickRunner:
         self._prefetch_tried: dict[str, int] = {}
         # (open positions, tick start) of the last tick that found settlements due.
         self._settle_next: tuple[list[Any], int] | None = None
+        # The market prefetch under way, on threads of its own (never the default executor's,
+        # which the tick's venue calls use).
+        self._prefetch: asyncio.Future[None] | None = None
+        self._prefetch_pool = ThreadPoolExecutor(PREFETCH_LANES, thread_name_prefix="prefetch")
 
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
         started = self.clock.now_ms()
@@ -216,12 +222,17 @@ class TickRunner:
         boundary (the worker's loop calls it; a worker that hands over skips it and its
         successor's first tick finds the same work):
 
-        - the settlements the tick found due are enqueued (kernel/settlement.py);
+        - the settlements the tick found due are enqueued (kernel/settlement.py): Redis only,
+          two round trips whatever the count;
         - the markets of the slots' current windows are discovered ahead of their entry zone
           and cached, so that the tick that enters does not wait for discovery (a thousand
           slots entering together would otherwise discover a thousand markets inside it).
+          This one runs in the background, on threads of its own, and is never waited for:
+          a venue call may block on its rate budget or on the network, and the next tick
+          must not wait for it.
 
-        Returns the problems (also written to the error journal)."""
+        Returns the problems of the settlement enqueue (also written to the error journal;
+        the prefetch reports its own)."""
         problems: list[str] = []
         pending, self._settle_next = self._settle_next, None
         if pending is not None and self.settler is not None:
@@ -230,15 +241,42 @@ class TickRunner:
                 problems += errs
             except Exception as e:
                 problems.append(f"settlement enqueue: {type(e).__name__}: {e}")
+        if problems:
+            await self._report("between ticks", problems)
+        if self._prefetch is None or self._prefetch.done():
+            self._prefetch = asyncio.ensure_future(self._prefetch_in_background(next_boundary_ms))
+        return problems
+
+    async def wait_prefetch(self) -> None:
+        """Until the market prefetch under way (if any) is done: tests and benchmarks that
+        want each step's venue calls in a known order."""
+        if self._prefetch is not None:
+            await asyncio.shield(self._prefetch)
+
+    def close(self) -> None:
+        """Stop the background prefetch (its threads finish the call they are in)."""
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+        self._prefetch_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _report(self, what: str, problems: list[str]) -> None:
+        for p in problems:
+            log.warning("%s: %s", what, p)
+        try:
+            await self.store.record_errors("tick", problems, now_ms=self.clock.now_ms())
+        except Exception as e:
+            log.warning("%s: could not journal %d problem(s): %s", what, len(problems), e)
+
+    async def _prefetch_in_background(self, next_boundary_ms: int) -> None:
+        problems: list[str] = []
         try:
             await self._prefetch_markets(next_boundary_ms, problems)
+        except asyncio.CancelledError:
+            raise
         except Exception as e:
             problems.append(f"market prefetch: {type(e).__name__}: {e}")
         if problems:
-            for p in problems:
-                log.warning("between ticks: %s", p)
-            await self.store.record_errors("tick", problems, now_ms=self.clock.now_ms())
-        return problems
+            await self._report("market prefetch", problems)
 
     async def _prefetch_markets(self, next_boundary_ms: int, problems: list[str]) -> None:
         """Discover the current windows' markets not known yet, within the time left before
@@ -269,7 +307,8 @@ class TickRunner:
             return self.venue.discover(r.slug)
 
         found: list[tuple[SlotRef, Market]] = []
-        for r, m in zip(refs, await lanes.in_lanes(discover, refs), strict=True):
+        answers = await lanes.in_lanes(discover, refs, PREFETCH_LANES, self._prefetch_pool)
+        for r, m in zip(refs, answers, strict=True):
             if m is _LATER:
                 self._prefetch_tried.pop(r.slug, None)
             elif isinstance(m, BaseException):

@@ -377,6 +377,7 @@ class Worker:
             return await self._tick_loop(runner, collector)
         finally:
             collector.stop()
+            runner.close()
 
     async def _tick_loop(self, runner: TickRunner, collector: gcpolicy.Collector) -> int:
         tick = ticks.next_tick(self.clock.now_ms(), self.s.tick_ms)

@@ -106,6 +106,7 @@ class Rig:
             assert self.runner is not None
             out.append(await self.runner.run(k))
             await self.runner.between_ticks((k + 1) * 1000)
+            await self.runner.wait_prefetch()
             self.settle()
         return out
 
