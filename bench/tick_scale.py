@@ -22,16 +22,22 @@ boundary on `SystemClock`, run, plan the next tick), with:
   so every slot enters at its first tick in the entry zone: each such tick evaluates the
   strategy, passes the risk checks, signs, commits (fenced Lua) and posts every one of them,
   and records the fills;
-- settlement: the tick after a window's end enqueues one rq job per position, as in production
-  (`kernel.settlement.Enqueuer`, through a thread, on its own synchronous connection); the jobs
-  are not run: between ticks the bench books those positions with the job's own fenced script
-  (`settle_position.lua`), as the settle program would (not timed).
+- settlement: the tick after a window's end finds its positions due, and right after that
+  tick (`TickRunner.between_ticks`, as the worker's loop calls it) one rq job per position is
+  enqueued, as in production (`kernel.settlement.Enqueuer`, through a thread, on its own
+  synchronous connection); the jobs are not run: the bench then books those positions with
+  the job's own fenced script (`settle_position.lua`), as the settle program would (not timed);
+- between ticks the worker also discovers the markets of the current windows in the
+  background (`between_ticks`' prefetch), and collects garbage (`kernel/gcpolicy.py`); the
+  bench runs the same loop.
 
 Per tick: duration (perf_counter around `TickRunner.run`), start jitter (wall clock at the start
 of the run minus the boundary), Redis round trips (every `send_packed_command` of any redis-py
 connection in the process, async and sync: a pipeline is one) and commands sent. Ticks are told
-apart by what they did: `entry` (orders posted), `settle` (settlements enqueued), `idle` (neither:
-snapshot, no strategy call, journal). The measured span is `--seconds` ticks (default 120: one
+apart by what they did: `entry` (orders posted), `settle` (settlements found due), `idle`
+(neither: snapshot, no strategy call, journal). `between ticks` is the time the loop then spends
+in `between_ticks` (the settlement enqueue; the prefetch is not waited for), not part of the
+tick. The measured span is `--seconds` ticks (default 120: one
 cycle of every timeframe), after 3 warm-up ticks.
 
     python -m bench.tick_scale [--slots 16,256,1024,4096] [--seconds 120] [--tick-ms 1000]
@@ -743,6 +749,7 @@ def summarise_size(res: dict[str, Any]) -> dict[str, Any]:
             "commands": stats([float(x.commands) for x in xs]),
             "orders": stats([float(x.orders) for x in xs]),
             "settled": stats([float(x.settled) for x in xs]),
+            "between_ms": stats([x.between_ms for x in xs]),
         }
 
     out = {
@@ -815,8 +822,8 @@ def render(summaries: list[dict[str, Any]], tick_ms: int) -> str:
     rows += [
         "",
         "| slots | tick kind | n | ms median | p99 (max) | round trips/tick | of which sync (settlement) "
-        "| commands/tick median | orders/tick median |",
-        "|" + "---|" * 9,
+        "| commands/tick median | orders/tick median | between ticks ms median | max |",
+        "|" + "---|" * 11,
     ]
     for s in summaries:
         for k in KINDS:
@@ -827,7 +834,8 @@ def render(summaries: list[dict[str, Any]], tick_ms: int) -> str:
             rows.append(
                 f"| {s['slots']:,} | {k} | {g['n']} | {num(g['duration_ms']['median'], 2)} "
                 f"| {num(g['duration_ms']['max'], 2)} | {rt(g)} | {num(sync_rt['median'], 0)} "
-                f"| {num(g['commands']['median'], 0)} | {num(g['orders']['median'], 0)} |"
+                f"| {num(g['commands']['median'], 0)} | {num(g['orders']['median'], 0)} "
+                f"| {num(g['between_ms']['median'], 2)} | {num(g['between_ms']['max'], 2)} |"
             )
     lines = ["\n".join(rows), ""]
     target = next((s for s in summaries if s["slots"] == TARGET_SLOTS), None)

@@ -155,3 +155,22 @@ async def test_the_copy_is_read_whole_again_after_full_every_ms(store) -> None:
     assert cache.stats.new == 1  # btc from its copy (eth and sol have no candles at all)
     await _read(store, now + 5000, cache)
     assert cache.stats.new == 1  # too old: read whole
+
+
+def test_the_decode_memo_reuses_unchanged_values_and_forgets_unseen_ones() -> None:
+    from kernel.snapshot import DecodeMemo
+    from state.structs import SLOT, Slot
+
+    memo = DecodeMemo()
+    raw_a = SLOT.encode(Slot("a", "btc", "15m")).decode()
+    raw_b = SLOT.encode(Slot("b", "eth", "15m")).decode()
+    problems: list[str] = []
+    first = memo.decode(SLOT, raw_a, "slot a", problems)
+    memo.decode(SLOT, raw_b, "slot b", problems)
+    memo.turn()
+    assert memo.decode(SLOT, raw_a, "slot a", problems) is first  # same text: same struct
+    memo.turn()  # b was not seen by this read: forgotten
+    assert (SLOT, raw_b) not in memo._last and (SLOT, raw_a) in memo._last
+    for _ in range(2):  # garbage is reported by every read, never remembered
+        assert memo.decode(SLOT, "{not json", "slot c", problems) is None
+    assert len(problems) == 2 and all("slot c" in p for p in problems)
