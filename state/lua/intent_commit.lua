@@ -4,7 +4,10 @@
 -- ARGV[1] caller epoch, then per intent: its id (slot:window:leg), its JSON
 -- Returns one verdict per intent, in order: 'OK', 'STALE_EPOCH' (a newer lease holder
 -- exists), 'HALTED' (halt flag set, or unreadable: a garbage value fails safe), or
--- 'DUPLICATE' (this intent id was committed before).
+-- 'DUPLICATE' (this intent id was committed before, or earlier in the same call).
+-- The ids are looked up with one HMGET and the new ones written with one HSET per hash (in
+-- slices: Lua's unpack has a stack limit), not one HSETNX per intent: inside one script
+-- that is the same check, made with a few commands instead of thousands.
 local n = (#ARGV - 1) / 2
 local function all(verdict)
   local out = {}
@@ -17,14 +20,29 @@ if halted then
   local h = string.lower(halted)
   if h ~= '0' and h ~= 'false' and h ~= 'no' and h ~= 'off' and h ~= '' then return all('HALTED') end
 end
-local out = {}
+local STEP = 1000
+local ids = {}
+for j = 1, n do ids[j] = ARGV[2 * j] end
+local there = {}
+for i = 1, n, STEP do
+  local got = redis.call('HMGET', KEYS[3], unpack(ids, i, math.min(i + STEP - 1, n)))
+  for k = 1, #got do there[i + k - 1] = got[k] end
+end
+local out, fields, seen = {}, {}, {}
 for j = 1, n do
-  local id, body = ARGV[2 * j], ARGV[2 * j + 1]
-  if redis.call('HSETNX', KEYS[3], id, body) == 0 then
+  local id = ids[j]
+  if there[j] or seen[id] then
     out[j] = 'DUPLICATE'
   else
-    redis.call('HSET', KEYS[4], id, body)
+    seen[id] = true
+    fields[#fields + 1] = id
+    fields[#fields + 1] = ARGV[2 * j + 1]
     out[j] = 'OK'
   end
+end
+for i = 1, #fields, STEP do
+  local last = math.min(i + STEP - 1, #fields)
+  redis.call('HSET', KEYS[3], unpack(fields, i, last))
+  redis.call('HSET', KEYS[4], unpack(fields, i, last))
 end
 return out

@@ -8,30 +8,53 @@
 -- Returns one verdict per fill, in order: 'OK', 'STALE_EPOCH', or 'ALREADY' (this fill was
 -- booked before: nothing changes).
 -- Each fill is booked as ledger_append (_ledger.lua) would book it: a `buy` entry under the
--- ref 'buy:<intent id>', at most once, with no PnL (so the day's PnL is not touched). The hash writes and the running sums of the whole batch
--- are made once each, with many fields, rather than once per fill: at a thousand fills per
--- tick the number of commands the script runs was most of its time.
+-- ref 'buy:<intent id>', at most once, with no PnL (so the day's PnL is not touched). The
+-- lookups, the hash writes and the running sums of the whole batch are made once each, with
+-- many fields, rather than once per fill: at a thousand fills per tick the number of
+-- commands the script ran was most of its time.
 local n = (#ARGV - 1) / 6
 local out = {}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   for j = 1, n do out[j] = 'STALE_EPOCH' end
   return out
 end
-local intents, done, positions, booked = {}, {}, {}, 0
+local STEP = 1000
+local pos_ids, refs = {}, {}
+for j = 1, n do
+  local a = 1 + (j - 1) * 6
+  pos_ids[j] = ARGV[a + 3]
+  refs[j] = 'buy:' .. ARGV[a + 1]
+end
+-- Which positions exist already, and which refs were booked: one command per slice each.
+local exists, booked_before = {}, {}
+for i = 1, n, STEP do
+  local last = math.min(i + STEP - 1, n)
+  local got = redis.call('HMGET', KEYS[4], unpack(pos_ids, i, last))
+  local member = redis.call('SMISMEMBER', KEYS[8], unpack(refs, i, last))
+  for k = 1, #got do
+    exists[i + k - 1] = got[k]
+    booked_before[i + k - 1] = member[k] == 1
+  end
+end
+local intents, done, positions, new_refs, booked = {}, {}, {}, {}, 0
 local total = 0
+local seen_pos, seen_ref = {}, {}
 for j = 1, n do
   local a = 1 + (j - 1) * 6
   local intent_id, pos_id, cost = ARGV[a + 1], ARGV[a + 3], tonumber(ARGV[a + 5])
-  if redis.call('HEXISTS', KEYS[4], pos_id) == 1 then
+  if exists[j] or seen_pos[pos_id] then
     out[j] = 'ALREADY'
   else
+    seen_pos[pos_id] = true
     intents[#intents + 1] = intent_id
     intents[#intents + 1] = ARGV[a + 2]
     done[#done + 1] = intent_id
     positions[#positions + 1] = pos_id
     positions[#positions + 1] = ARGV[a + 4]
-    local ref = 'buy:' .. intent_id
-    if redis.call('SADD', KEYS[8], ref) == 1 then
+    local ref = refs[j]
+    if not booked_before[j] and not seen_ref[ref] then
+      seen_ref[ref] = true
+      new_refs[#new_refs + 1] = ref
       redis.call('XADD', KEYS[6], '*', 'kind', 'buy', 'amount_micros', -cost, 'ref', ref,
                  'at_ms', ARGV[a + 6], 'epoch', ARGV[1], 'pnl_micros', 0)
       total = total + cost
@@ -42,15 +65,15 @@ for j = 1, n do
 end
 -- Many fields per command, in slices (Lua's unpack has a stack limit of a few thousand).
 local function each_slice(cmd, key, list)
-  local step = 1000
-  for i = 1, #list, step do
-    redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
+  for i = 1, #list, STEP do
+    redis.call(cmd, key, unpack(list, i, math.min(i + STEP - 1, #list)))
   end
 end
 each_slice('HSET', KEYS[2], intents)
 each_slice('HDEL', KEYS[3], done)
 each_slice('HSET', KEYS[4], positions)
 each_slice('HSET', KEYS[5], positions)
+each_slice('SADD', KEYS[8], new_refs)
 if booked > 0 then
   redis.call('HINCRBY', KEYS[7], 'cash_micros', -total)
   redis.call('HINCRBY', KEYS[7], 'entries', booked)

@@ -66,3 +66,31 @@ async def test_a_settlement_computed_from_a_changed_position_is_refused(store):
     # a handover since the read does not matter: the record is the fence, not the epoch
     await store.acquire_lease("g", "green", "r", NOW + 5000, 1000)
     assert await store.settle_position(READ, settled(position(), True, NOW)) == "OK"
+
+
+async def test_batches_commit_and_book_each_once_even_with_repeats_inside(store):
+    """One call commits a tick's intents and one books its fills (the scripts batch their
+    lookups and writes): an id repeated inside a batch, or booked by an earlier one, is
+    refused exactly as one call per intent would refuse it."""
+    import msgspec
+
+    await store.acquire_lease("w", "blue", "r", NOW, 1000)
+    await store.deposit(1, "deposit:paper-initial", 1_000_000_000, NOW)
+    a, b = intent("a:1:entry"), intent("b:1:entry")
+    assert await store.commit_intents(1, [a, b, a]) == ["OK", "OK", "DUPLICATE"]
+    assert await store.commit_intents(1, [b, intent("c:1:entry")]) == ["DUPLICATE", "OK"]
+    assert await store.r.hlen(store.k.intents_open()) == 3
+    pa = msgspec.structs.replace(position(), id="a:1", intent_id=a.id)
+    pb = msgspec.structs.replace(position(), id="b:1", intent_id=b.id)
+    fa = msgspec.structs.replace(a, status="filled")
+    fb = msgspec.structs.replace(b, status="filled")
+    assert await store.record_fills(1, [(fa, pa), (fb, pb), (fa, pa)]) == ["OK", "OK", "ALREADY"]
+    assert await store.record_fills(1, [(fb, pb)]) == ["ALREADY"]
+    assert await store.record_fills(2, [(fb, pb)]) == ["STALE_EPOCH"]
+    entries = await store.read_ledger()
+    assert [e.kind for e in entries] == ["deposit", "buy", "buy"]
+    totals = await store.read_ledger_totals()
+    assert totals["cash_micros"] == 1_000_000_000 - 2 * 5_000_000 == sum(e.amount_micros for e in entries)
+    assert totals["entries"] == 3 and totals["buy_micros"] == -2 * 5_000_000
+    assert {p.id for p in await store.read_positions(open_only=True)} == {"a:1", "b:1"}
+    assert {i.id for i in await store.read_intents(open_only=True)} == {"c:1:entry"}
