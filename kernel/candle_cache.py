@@ -18,6 +18,7 @@ first read (the readiness check's dry evaluation) is a whole one.
 from __future__ import annotations
 
 import bisect
+import re
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ import msgspec
 from state.structs import CANDLE, Candle
 
 FULL_EVERY_MS = 30_000
+_NOTHING = ("", 0, 0, 0)
+_MARK = re.compile(r"^\d+:\d+:\d+$")  # '<born>:<rev>:<rewrite rev>' (feed_write.lua)
 
 
 @dataclass
@@ -58,15 +61,16 @@ class CandleCache:
         self._held.clear()
         self._seen.clear()
 
-    def held_args(self, asset: str, since_ms: int, now_ms: int) -> tuple[str, int, int]:
-        """What to tell candles_read.lua the caller holds of `asset`'s window: (mark, newest
-        open time, count from since_ms on); ('', 0, 0) asks for the whole window."""
+    def held_args(self, asset: str, since_ms: int, now_ms: int) -> tuple[str, int, int, int]:
+        """What to tell candles_read.lua the caller holds of `asset`'s window: (born and rev
+        of the mark it was read under, newest open time, count from since_ms on);
+        ('', 0, 0, 0) asks for the whole window."""
         h = self._held.get(asset)
         if h is None:
-            return "", 0, 0
+            return _NOTHING
         if since_ms < h.since_ms or now_ms - h.full_ms >= self.full_every_ms:
             del self._held[asset]
-            return "", 0, 0
+            return _NOTHING
         i = bisect.bisect_left(h.candles, since_ms, key=_open_ms)
         if i:
             del h.candles[:i]
@@ -74,8 +78,9 @@ class CandleCache:
         h.since_ms = since_ms
         if not h.candles:
             del self._held[asset]
-            return "", 0, 0
-        return h.mark, h.candles[-1].open_ms, len(h.candles)
+            return _NOTHING
+        born, rev, _ = h.mark.split(":", 2)
+        return born, int(rev), h.candles[-1].open_ms, len(h.candles)
 
     def update(
         self,
@@ -124,7 +129,7 @@ class CandleCache:
                 else:
                     continue  # out of order: the count check reads the window whole next time
                 h.newest_raw = m
-        if mark and len(problems) == n_problems:
+        if _MARK.match(mark or "") and len(problems) == n_problems:
             self._held[asset] = h
         else:
             # A window the feed has not marked (an older feed, candles written by hand) has

@@ -3,10 +3,10 @@
 -- One EVALSHA instead of a ZRANGE per asset and per window: at hundreds of assets the client's
 -- per-command cost, not Redis, was the tick.
 -- KEYS[1] the candle marks hash (feed_write.lua), KEYS[1+i] the candle window of asset i
--- ARGV[1] since_ms (recent = score >= since_ms); then per asset 5 values: its mark field,
+-- ARGV[1] since_ms (recent = score >= since_ms); then per asset 6 values: its mark field,
 --   the window open times to fetch (comma-separated, '' for none), and what the caller holds
---   already: the mark it read them under ('' for nothing), its newest open time, and how many
---   candles it holds from since_ms on.
+--   already: the born and rev of the mark it read them under ('' and 0 for nothing), its
+--   newest open time, and how many candles it holds from since_ms on.
 -- Returns, per asset, {kind, members, mark, {open member or false, ...}}: kind 'new' when
 -- members are only the caller's newest candle (as it is now: an unclosed candle is updated in
 -- place) and those after it, the caller's older ones being exactly what Redis holds; 'all'
@@ -15,22 +15,30 @@
 -- but the end (same born, rewrite rev <= the caller's rev) AND the candles counted from
 -- since_ms up to the caller's newest are as many as it holds: a window trimmed, deleted or
 -- written by anyone but the feed fails the count and is read whole.
-local out = {}
 local since = ARGV[1]
-for i = 2, #KEYS do
-  local key = KEYS[i]
-  local a = 2 + (i - 2) * 5
-  local mark = redis.call('HGET', KEYS[1], ARGV[a]) or ''
-  local held_mark, held_newest, held_n = ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
-  local kind, members = 'all', nil
-  if held_mark ~= '' and mark ~= '' then
-    local born, _, rw = string.match(mark, '^(%d+):(%d+):(%d+)$')
-    local hborn, hrev = string.match(held_mark, '^(%d+):(%d+):%d+$')
-    if born ~= nil and born == hborn and tonumber(rw) <= tonumber(hrev) then
-      local n = redis.call('ZCOUNT', key, since, held_newest)
-      if n == held_n then
+local n = #KEYS - 1
+local fields = {}
+for i = 1, n do fields[i] = ARGV[2 + (i - 1) * 6] end
+local marks = {}
+for i = 1, n, 1000 do -- in slices: Lua's unpack has a stack limit of a few thousand
+  local got = redis.call('HMGET', KEYS[1], unpack(fields, i, math.min(i + 999, n)))
+  for k = 1, #got do marks[i + k - 1] = got[k] end
+end
+local out = {}
+for i = 1, n do
+  local key = KEYS[i + 1]
+  local a = 2 + (i - 1) * 6
+  local mark = marks[i] or ''
+  local held_born = ARGV[a + 2]
+  local members = nil
+  local kind = 'all'
+  if held_born ~= '' and mark ~= '' then
+    local born, rw = string.match(mark, '^(%d+):%d+:(%d+)$')
+    if born == held_born and tonumber(rw) <= tonumber(ARGV[a + 3]) then
+      local newest = ARGV[a + 4]
+      if redis.call('ZCOUNT', key, since, newest) == tonumber(ARGV[a + 5]) then
         kind = 'new'
-        members = redis.call('ZRANGE', key, held_newest, '+inf', 'BYSCORE')
+        members = redis.call('ZRANGE', key, newest, '+inf', 'BYSCORE')
       end
     end
   end
@@ -38,10 +46,13 @@ for i = 2, #KEYS do
     members = redis.call('ZRANGE', key, since, '+inf', 'BYSCORE')
   end
   local opens = {}
-  for t in string.gmatch(ARGV[a + 1], '[^,]+') do
-    local m = redis.call('ZRANGE', key, t, t, 'BYSCORE')
-    opens[#opens + 1] = m[1] or false
+  local wanted = ARGV[a + 1]
+  if wanted ~= '' then
+    for t in string.gmatch(wanted, '[^,]+') do
+      local m = redis.call('ZRANGE', key, t, t, 'BYSCORE')
+      opens[#opens + 1] = m[1] or false
+    end
   end
-  out[i - 1] = {kind, members, mark, opens}
+  out[i] = {kind, members, mark, opens}
 end
 return out
