@@ -137,7 +137,7 @@ class TickRunner:
         # The market prefetch under way, on threads of its own (never the default executor's,
         # which the tick's venue calls use).
         self._prefetch: asyncio.Future[None] | None = None
-        self._prefetch_pool = ThreadPoolExecutor(PREFETCH_LANES, thread_name_prefix="prefetch")
+        self._prefetch_pool: ThreadPoolExecutor | None = None  # made on first use
 
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
         started = self.clock.now_ms()
@@ -254,10 +254,15 @@ class TickRunner:
             await asyncio.shield(self._prefetch)
 
     def close(self) -> None:
-        """Stop the background prefetch (its threads finish the call they are in)."""
+        """Stop the background prefetch (its threads finish the call they are in). The runner
+        stays usable: a worker that handed over and takes the lease back ticks with it again."""
+        self._settle_next = None  # a successor's ticks find these due themselves
         if self._prefetch is not None:
             self._prefetch.cancel()
-        self._prefetch_pool.shutdown(wait=False, cancel_futures=True)
+            self._prefetch = None
+        if self._prefetch_pool is not None:
+            self._prefetch_pool.shutdown(wait=False, cancel_futures=True)
+            self._prefetch_pool = None
 
     async def _report(self, what: str, problems: list[str]) -> None:
         for p in problems:
@@ -307,6 +312,8 @@ class TickRunner:
             return self.venue.discover(r.slug)
 
         found: list[tuple[SlotRef, Market]] = []
+        if self._prefetch_pool is None:
+            self._prefetch_pool = ThreadPoolExecutor(PREFETCH_LANES, thread_name_prefix="prefetch")
         answers = await lanes.in_lanes(discover, refs, PREFETCH_LANES, self._prefetch_pool)
         for r, m in zip(refs, answers, strict=True):
             if m is _LATER:

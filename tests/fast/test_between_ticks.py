@@ -125,3 +125,18 @@ async def test_in_lanes_on_an_executor_of_its_own(n):
         out = await lanes.in_lanes(lambda x: x + 1, list(range(n)), 2, pool)
     assert out == [x + 1 for x in range(n)]
     await asyncio.sleep(0)
+
+
+async def test_a_closed_runner_prefetches_again_when_it_ticks_again(rig):  # noqa: F811
+    """A worker that handed over and later takes the lease back ticks with the same runner."""
+    calls = []
+    rig.venue.discover = lambda slug: calls.append(slug)
+    await rig.runner.between_ticks(rig.clock.now_ms() + 5000)
+    await rig.runner.wait_prefetch()
+    rig.runner.close()
+    rig.runner._prefetch_tried.clear()
+    await rig.runner.between_ticks(rig.clock.now_ms() + 5000)
+    await rig.runner.wait_prefetch()
+    assert len(calls) == 2 * len(rig.runner.configured)
+    errors = await rig.store.r.xrange(rig.store.k.journal_errors())
+    assert not [f for _, f in errors if "prefetch" in f["error"]]
