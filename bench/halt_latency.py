@@ -50,6 +50,7 @@ import httpx
 from baton import apitoken
 from baton import settings as settings_mod
 from bench.machine import machine_info
+from bench.numbers import rank
 from state.keys import Keys
 from tests.e2e.stack import Stack, free_port, wait_for
 
@@ -310,12 +311,6 @@ def safety(samples: list[Sample], watch: OrderWatch) -> dict[str, Any]:
 
 
 # --- numbers -----------------------------------------------------------------------------------
-
-
-def rank(values: list[float], q: float) -> float:
-    """Nearest rank on the sorted samples (p99 of fewer than 100 samples is the maximum)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def stats(values: list[float]) -> dict[str, Any]:

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info, publish
+from bench.numbers import rank
 
 # Imported here, not on first use: the venue module pulls in py-clob-client-v2 (half a second),
 # which must not land inside the first measured entry tick.
@@ -713,12 +714,6 @@ async def measure_size(
 
 
 # --- numbers -------------------------------------------------------------------------------------
-
-
-def rank(values: list[float], q: float) -> float:
-    """Nearest rank on the sorted samples (p99 of fewer than 100 samples is the maximum)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def stats(values: list[float]) -> dict[str, Any]:
