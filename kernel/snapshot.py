@@ -122,7 +122,7 @@ class DecodeMemo:
         if got is None:
             got = self._last.get(key)
             if got is None:
-                got = _decode(codec, raw, what, problems)
+                got = decode_reported(codec, raw, what, problems)
                 if got is None:
                     return None  # undecodable: reported on every read, never remembered
             self._now[key] = got
@@ -133,7 +133,9 @@ class DecodeMemo:
         self._last, self._now = self._now, {}
 
 
-def _decode(codec: Any, raw: Any, what: str, problems: list[str]) -> Any:
+def decode_reported(codec: Any, raw: Any, what: str, problems: list[str]) -> Any:
+    """`raw` decoded, or None (for None, or for a value that cannot be decoded: then a
+    problem naming `what` is appended, never raised)."""
     if raw is None:
         return None
     try:
@@ -226,13 +228,13 @@ async def read_snapshot(
     for a, (kind, members, mark, opens_found) in zip(assets, next(it) or [], strict=True):
         recent[a], closes[a] = cache.update(a, since_ms, now_ms, kind, members, mark, problems)
         for t, m in zip(opens_wanted.get(a, ()), opens_found, strict=True):
-            open_by_start[(a, t)] = _decode(CANDLE, m, f"candle {a}", problems) if m else None
+            open_by_start[(a, t)] = decode_reported(CANDLE, m, f"candle {a}", problems) if m else None
     opens: dict[str, Candle | None] = {}
     for r in refs:
         key = (r.asset, r.window_start_s * 1000)
         opens[r.id] = open_by_start[key] if key in open_by_start else _find(recent[r.asset], key[1])
     feed = {
-        a: _decode(FEED_STATUS, raw, f"feed status {a}", problems)
+        a: decode_reported(FEED_STATUS, raw, f"feed status {a}", problems)
         for a, raw in zip(assets, next(it), strict=True)
     }
     open_positions = [

@@ -28,7 +28,7 @@ from kernel.snapshot import (
     SlotRef,
     Snapshot,
     SnapshotError,
-    _decode,
+    decode_reported,
     read_snapshot,
     slot_refs,
 )
@@ -302,7 +302,7 @@ class TickRunner:
         refs = list(todo.values())
         for r in refs:
             self._prefetch_tried[r.slug] = now + PREFETCH_RETRY_MS
-        cached, _ = await self._cached_markets(refs)
+        cached, _ = await self._cached_markets(refs, problems)
         refs = [r for r in refs if r.slug not in cached]
         clock = self.clock
 
@@ -494,13 +494,13 @@ class TickRunner:
         ticks pay it; the snapshot does not read a thousand slots' keys every tick. A market
         once read is kept in process memory until its window is an hour gone (a market's
         tokens never change)."""
-        found, raw_intents = await self._cached_markets(refs, with_intents=True, problems=problems)
+        found, raw_intents = await self._cached_markets(refs, problems, with_intents=True)
         # Any value counts as entered, even one that cannot be decoded: never a second entry.
         entered = {r.id for r, raw in zip(refs, raw_intents, strict=True) if raw is not None}
         return entered, found
 
     async def _cached_markets(
-        self, refs: list[SlotRef], with_intents: bool = False, problems: list[str] | None = None
+        self, refs: list[SlotRef], problems: list[str], with_intents: bool = False
     ) -> tuple[dict[str, Market], list[Any]]:
         """The markets of `refs` known in memory or in Redis's market cache (one round trip,
         none when memory knows them all), and, `with_intents`, the raw entry intents of refs."""
@@ -522,7 +522,7 @@ class TickRunner:
             if with_intents:
                 raw_intents = res.pop(0)
             for r, raw in zip(unknown, res[0] if unknown else [], strict=True):
-                m = _decode(MARKET, raw, f"market {r.slug}", problems if problems is not None else [])
+                m = decode_reported(MARKET, raw, f"market {r.slug}", problems)
                 if m is not None:
                     self._remember_market(r, m)
         found = {r.slug: self._known_markets[r.slug][0] for r in refs if r.slug in self._known_markets}

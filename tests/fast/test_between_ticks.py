@@ -3,7 +3,6 @@ collection off the tick (kernel/gcpolicy.py) and venue calls on lanes (kernel/la
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import threading
 
@@ -124,7 +123,6 @@ async def test_in_lanes_on_an_executor_of_its_own(n):
     with ThreadPoolExecutor(2) as pool:
         out = await lanes.in_lanes(lambda x: x + 1, list(range(n)), 2, pool)
     assert out == [x + 1 for x in range(n)]
-    await asyncio.sleep(0)
 
 
 async def test_a_closed_runner_prefetches_again_when_it_ticks_again(rig):  # noqa: F811
