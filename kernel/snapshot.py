@@ -8,6 +8,7 @@ problems (and the slot they belong to is skipped), never raised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -48,11 +49,12 @@ class SlotRef:
     window_start_s: int
     window_end_s: int
 
-    @property
+    # Cached: a ref lives as long as its window (SlotRefs), and these are asked for every tick.
+    @cached_property
     def slug(self) -> str:
         return slug(self.asset, self.timeframe, self.window_start_s)
 
-    @property
+    @cached_property
     def entry_intent_id(self) -> str:
         return f"{self.id}:{self.window_start_s}:{ENTRY_LEG}"
 
@@ -95,6 +97,25 @@ def slot_refs(slot_ids: list[tuple[str, str, str]], now_ms: int) -> list[SlotRef
     return out
 
 
+class SlotRefs:
+    """`slot_refs` with memory: the refs of the last call are returned again while every
+    timeframe is in the same window (a window lasts minutes, a tick seconds), so a thousand
+    refs are not rebuilt every tick. The list returned is shared: callers must not change it."""
+
+    def __init__(self, slot_ids: list[tuple[str, str, str]]) -> None:
+        self.slot_ids = slot_ids
+        self._timeframes = sorted({tf for _, _, tf in slot_ids})
+        self._bounds: tuple[tuple[int, int], ...] | None = None
+        self._refs: list[SlotRef] = []
+
+    def at(self, now_ms: int) -> list[SlotRef]:
+        bounds = tuple(window_bounds(now_ms, tf) for tf in self._timeframes)
+        if bounds != self._bounds:
+            self._refs = slot_refs(self.slot_ids, now_ms)
+            self._bounds = bounds
+        return self._refs
+
+
 def _find(candles: list[Candle], open_ms: int) -> Candle | None:
     """The candle opening at `open_ms` among recent ones (sorted, usually one per second)."""
     if candles:
@@ -114,7 +135,9 @@ class DecodeMemo:
         self._last: dict[Any, Any] = {}
         self._now: dict[Any, Any] = {}
 
-    def decode(self, codec: Any, raw: Any, what: str, problems: list[str]) -> Any:
+    def decode(self, codec: Any, raw: Any, what: str, problems: list[str], name: str = "") -> Any:
+        """`what` (and `name` after it) names the value in a problem; the label is built only
+        when there is one (a thousand f-strings per tick otherwise)."""
         if raw is None:
             return None
         key = (codec, raw)
@@ -122,7 +145,7 @@ class DecodeMemo:
         if got is None:
             got = self._last.get(key)
             if got is None:
-                got = decode_reported(codec, raw, what, problems)
+                got = decode_reported(codec, raw, what, problems, name)
                 if got is None:
                     return None  # undecodable: reported on every read, never remembered
             self._now[key] = got
@@ -133,15 +156,16 @@ class DecodeMemo:
         self._last, self._now = self._now, {}
 
 
-def decode_reported(codec: Any, raw: Any, what: str, problems: list[str]) -> Any:
+def decode_reported(codec: Any, raw: Any, what: str, problems: list[str], name: str = "") -> Any:
     """`raw` decoded, or None (for None, or for a value that cannot be decoded: then a
-    problem naming `what` is appended, never raised)."""
+    problem naming `what` (and `name`) is appended, never raised)."""
     if raw is None:
         return None
     try:
         return codec.decode(raw)
     except msgspec.DecodeError as e:
-        problems.append(f"{what}: cannot decode {str(raw)[:80]!r}: {e}")
+        label = f"{what} {name}" if name else what
+        problems.append(f"{label}: cannot decode {str(raw)[:80]!r}: {e}")
         return None
 
 
@@ -219,7 +243,7 @@ async def read_snapshot(
     problems.extend(control.problems)
     slots: dict[str, Slot] = {}
     for r, raw in zip(refs, next(it), strict=True):
-        s = memo.decode(SLOT, raw, f"slot {r.id}", problems)
+        s = memo.decode(SLOT, raw, "slot", problems, r.id)
         if s is not None:
             slots[r.id] = s
     recent: dict[str, list[Candle]] = {}
@@ -234,17 +258,17 @@ async def read_snapshot(
         key = (r.asset, r.window_start_s * 1000)
         opens[r.id] = open_by_start[key] if key in open_by_start else _find(recent[r.asset], key[1])
     feed = {
-        a: decode_reported(FEED_STATUS, raw, f"feed status {a}", problems)
+        a: decode_reported(FEED_STATUS, raw, "feed status", problems, a)
         for a, raw in zip(assets, next(it), strict=True)
     }
     open_positions = [
         p
-        for p in (memo.decode(POSITION, v, f"position {pid}", problems) for pid, v in next(it).items())
+        for p in (memo.decode(POSITION, v, "position", problems, pid) for pid, v in next(it).items())
         if p is not None
     ]
     open_intents = [
         i
-        for i in (memo.decode(INTENT, v, f"intent {iid}", problems) for iid, v in next(it).items())
+        for i in (memo.decode(INTENT, v, "intent", problems, iid) for iid, v in next(it).items())
         if i is not None
     ]
     totals = {}

@@ -26,6 +26,7 @@ from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
 from kernel.snapshot import (
     DecodeMemo,
     SlotRef,
+    SlotRefs,
     Snapshot,
     SnapshotError,
     decode_reported,
@@ -124,6 +125,7 @@ class TickRunner:
         # holder that lost its lease meanwhile, or a slow request (the venue client's timeout).
         self.unknown_grace_ms = settings.lease_ms + 10_000
         self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
+        self.refs = SlotRefs(self.configured)
         # The candles read so far (only new ones are read each tick); warmed by dry_run.
         self.candles = CandleCache()
         # Slots, positions and intents decoded last tick, by their text (kernel/snapshot.py).
@@ -142,7 +144,7 @@ class TickRunner:
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
         started = self.clock.now_ms()
         jitter = started - tick * self.s.tick_ms
-        refs = slot_refs(self.configured, started)
+        refs = self.refs.at(started)
         snap = await read_snapshot(
             self.store,
             refs,
@@ -294,7 +296,7 @@ class TickRunner:
             return
         self._prefetch_tried = {s: t for s, t in self._prefetch_tried.items() if t > now}
         todo: dict[str, SlotRef] = {}
-        for r in slot_refs(self.configured, now):
+        for r in self.refs.at(now):
             if r.slug not in self._known_markets and r.slug not in self._prefetch_tried:
                 todo.setdefault(r.slug, r)
         if not todo:
