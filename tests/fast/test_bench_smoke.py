@@ -55,6 +55,23 @@ async def test_tick_scale_measures_entries_settlements_and_idle_ticks(redis_serv
     assert "8 slots p99" in bench_all.h_tick_scale(out)
 
 
+def test_the_venue_stand_in_spreads_entries_at_an_entry_rate_below_one():
+    tokens = [str(10**20 + i) for i in range(2000)]
+    always = tick_scale.InstantVenue()
+    assert {b.best_ask for b in always.books(tokens).values()} == {tick_scale.ASK}
+    spread = tick_scale.InstantVenue(entry_rate=0.2)
+    second = 1_800_000_000
+    asks = [spread._ask(t, second) for t in tokens]
+    assert set(asks) == {tick_scale.ASK, tick_scale.NO_EDGE_ASK}
+    # Per market (two tokens) an edge with probability 0.2: per token 1 - sqrt(0.8) = 0.106.
+    cheap = asks.count(tick_scale.ASK) / len(asks)
+    assert 0.08 < cheap < 0.14, cheap
+    assert asks == [spread._ask(t, second) for t in tokens], "a rerun must see the same books"
+    assert asks != [spread._ask(t, second + 1) for t in tokens], "the draw changes every second"
+    text = tick_scale.render([], TICK_MS, 0.2)
+    assert text == "(no sizes measured)"
+
+
 async def test_redis_cost_counts_commands_and_memory(redis_server, wire):
     res = await redis_cost.commands_per_tick(
         8, redis_server.url, TIMEFRAMES, TICK_MS, cycle_ticks=24, wire=wire

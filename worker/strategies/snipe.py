@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 from types import MappingProxyType
 
 from kernel.strategy_api import Decision, SlotInput, remaining_s
@@ -60,7 +61,12 @@ def in_entry_zone(inp: SlotInput) -> bool:
 # in a tick, so a thousand slots on 256 assets compute 256 volatilities, not a thousand.
 @functools.lru_cache(maxsize=4096)
 def volatility_per_s(closes: tuple[float, ...], floor: float) -> float:
-    rets = [math.log(b / a) for a, b in itertools.pairwise(closes) if a > 0 and b > 0]
+    if closes and min(closes) > 0:
+        # The usual case, in C loops: log returns as differences of logs.
+        logs = list(map(math.log, closes))
+        rets = list(map(operator.sub, logs[1:], logs[:-1]))
+    else:
+        rets = [math.log(b / a) for a, b in itertools.pairwise(closes) if a > 0 and b > 0]
     if len(rets) < 2:
         return floor
     mean = sum(rets) / len(rets)
@@ -85,18 +91,21 @@ def evaluate(inp: SlotInput) -> Decision | None:
     p_up = chance_up(inp)
     edge = param(inp, "edge")
     lo, hi = param(inp, "min_price"), param(inp, "max_price")
-    best: Decision | None = None
+    best: tuple[str, float, float] | None = None
     best_margin = edge
     for side, chance, ask in (("up", p_up, inp.up_ask), ("down", 1.0 - p_up, inp.down_ask)):
         if ask is None or not lo <= ask <= hi:
             continue
         if chance - ask >= best_margin:
             best_margin = chance - ask
-            best = Decision(
-                side=side,  # type: ignore[arg-type]
-                limit_price=ask,
-                stake_usd=inp.stake_usd,
-                p_up=p_up,
-                reason=f"chance {chance:.3f} beats ask {ask:.2f} by {chance - ask:.3f}",
-            )
-    return best
+            best = (side, chance, ask)
+    if best is None:
+        return None
+    side, chance, ask = best
+    return Decision(
+        side=side,  # type: ignore[arg-type]
+        limit_price=ask,
+        stake_usd=inp.stake_usd,
+        p_up=p_up,
+        reason=f"chance {chance:.3f} beats ask {ask:.2f} by {chance - ask:.3f}",
+    )
