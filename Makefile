@@ -76,9 +76,10 @@ bench-halt: bootstrap
 bench: bootstrap
 	$(PY) -m bench.all $(if $(QUICK),--quick)
 
-# Tick cost vs scale: 16-4,096 slots on one worker against a real redis-server (SLOTS=16,1024).
+# Tick cost vs scale: 16-4,096 slots on one worker against a real redis-server (SLOTS=16,1024;
+# RATE=0.2 spreads the entries over the entry zone: results in bench/results/tick_scale_spread.json).
 bench-scale: bootstrap
-	$(PY) -m bench.tick_scale $(if $(SLOTS),--slots $(SLOTS))
+	$(PY) -m bench.tick_scale $(if $(SLOTS),--slots $(SLOTS)) $(if $(RATE),--entry-rate $(RATE))
 
 # Crash failover: SIGKILLs of the active worker against blue/green deploys on a real stack.
 bench-failover: bootstrap

@@ -5,9 +5,27 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+SPEED_LOOP = 1_000_000
+
+
+def python_speed_ms(repeats: int = 5) -> float:
+    """Milliseconds this machine takes, at best of `repeats`, for a fixed pure-Python loop
+    (SPEED_LOOP additions). The VMs the benchmarks run on change speed from hour to hour (the
+    same tick's CPU time varied by 1.8x within one session): this number, taken with every
+    run, says how fast the machine was, so runs on different days can be compared."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        total = 0
+        for i in range(SPEED_LOOP):
+            total += i
+        best = min(best, time.perf_counter() - t)
+    return round(best * 1000, 2)
 
 
 def machine_info(**extra: Any) -> dict[str, Any]:
@@ -25,6 +43,7 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "python_speed_ms": python_speed_ms(),
         **extra,
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -33,6 +52,8 @@ def machine_info(**extra: Any) -> dict[str, Any]:
 def machine_line(m: dict[str, Any]) -> str:
     """The machine as one line under a benchmark's table (what its JSON holds, in short)."""
     parts = [f"{m['cpu_model']}, {m['cores']} cores, Python {m['python']}"]
+    if "python_speed_ms" in m:
+        parts.append(f"speed {m['python_speed_ms']:.1f} ms per {SPEED_LOOP:,} Python additions")
     if "redis_version" in m:
         parts.append(
             f"Redis {m['redis_version']} (appendonly {m['appendonly']}, appendfsync {m['appendfsync']})"

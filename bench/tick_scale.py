@@ -956,8 +956,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--no-aof", action="store_true", help="Redis without AOF (production has it on)")
     ap.add_argument("--profile", type=Path, default=None, help="cProfile the measured ticks into DIR")
-    ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "tick_scale.json")
-    return ap.parse_args(argv)
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=None,
+        help="default bench/results/tick_scale.json (tick_scale_spread.json with --entry-rate below 1)",
+    )
+    args = ap.parse_args(argv)
+    if args.json_out is None:
+        name = "tick_scale.json" if args.entry_rate >= 1.0 else "tick_scale_spread.json"
+        args.json_out = REPO / "bench" / "results" / name
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,6 +84,22 @@ def _number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def check_wake(wake: Any, inp: SlotInput, wants: bool, where: str) -> int:
+    """quotes_from_ms for `inp`'s window, checked: an int, and not later than `inp`'s time
+    when needs_quotes wants quotes then (a hint that late would hide entries). Returns it."""
+    try:
+        at = wake(inp.window_start_ms, inp.window_end_ms, dict(inp.params))
+    except Exception as e:
+        raise StrategyCheckError(f"quotes_from_ms raised on {where}: {e!r}") from e
+    if not isinstance(at, int) or isinstance(at, bool):
+        raise StrategyCheckError(f"quotes_from_ms returned {at!r} on {where}, not an int (ms)")
+    if wants and at > inp.now_ms:
+        raise StrategyCheckError(
+            f"quotes_from_ms says {at} on {where}, but needs_quotes wants quotes at {inp.now_ms}"
+        )
+    return at
+
+
 def _decision_problem(out: object) -> str:
     """Why `out` is not an acceptable result of evaluate(), or "" when it is."""
     if out is None:
@@ -113,8 +129,12 @@ def dry_evaluate(module: ModuleType, inputs: list[SlotInput]) -> None:
     needs = getattr(module, "needs_quotes", None)
     if needs is not None and not callable(needs):
         raise StrategyCheckError("needs_quotes is not callable")
+    wake = getattr(module, "quotes_from_ms", None)
+    if wake is not None and not callable(wake):
+        raise StrategyCheckError("quotes_from_ms is not callable")
     for i, inp in enumerate(inputs):
         where = f"input {i} ({inp.slot_id}, {remaining_s(inp):.1f}s left)"
+        wants: object = True
         if needs is not None:
             try:
                 wants = needs(inp)
@@ -122,6 +142,8 @@ def dry_evaluate(module: ModuleType, inputs: list[SlotInput]) -> None:
                 raise StrategyCheckError(f"needs_quotes raised on {where}: {e!r}") from e
             if not _is_boolish(wants):
                 raise StrategyCheckError(f"needs_quotes returned {wants!r} on {where}, not a bool")
+        if wake is not None:
+            check_wake(wake, inp, bool(wants), where)
         try:
             out = evaluate(inp)
         except Exception as e:
@@ -381,7 +403,7 @@ class StrategyReloader:
         # What runs must be what was validated: the file may have changed since it was read.
         if _sha256(path.read_bytes()) != digest:
             raise RuntimeError("the file changed while it was being reloaded; it will be tried again")
-        for fn in ("evaluate", "needs_quotes"):
+        for fn in ("evaluate", "needs_quotes", "quotes_from_ms"):
             a, b = getattr(fresh, fn, None), getattr(module, fn, None)
             if getattr(a, "__code__", None) != getattr(b, "__code__", None):
                 raise RuntimeError(f"the reloaded {fn} is not the one validated (stale bytecode?)")

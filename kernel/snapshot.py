@@ -177,23 +177,32 @@ async def read_snapshot(
     lookback_s: int,
     cache: CandleCache | None = None,
     memo: DecodeMemo | None = None,
+    candle_assets: set[str] | None = None,
 ) -> Snapshot:
     """`lease` is (holder, epoch, ttl_ms) for the renewal that rides along; None reads without
     one (the readiness check of a worker that does not trade yet: lease_ok is then False).
     `cache` holds the candles earlier reads found (kernel/candle_cache.py): only newer ones
-    are read; without one every window is read whole."""
+    are read; without one every window is read whole. `candle_assets` limits the candle
+    windows read to those assets (None: every asset of `refs`); the others have no recent
+    candles and no open candle in this snapshot, and their cached copies wait (the next read
+    of such a window asks for everything after the copy's newest candle)."""
     k = store.k
     if cache is None:
         cache = CandleCache()
     if memo is None:
         memo = DecodeMemo()
     assets = sorted({r.asset for r in refs})
+    read_assets = assets if candle_assets is None else [a for a in assets if a in candle_assets]
     # A window's open candle is read once per (asset, window start), however many slots
     # share it, and not at all when it lies inside the recent candles read anyway.
     since_ms = now_ms - lookback_s * 1000
     opens_wanted: dict[str, list[int]] = {}
     for a, t in sorted(
-        {(r.asset, r.window_start_s * 1000) for r in refs if r.window_start_s * 1000 < since_ms}
+        {
+            (r.asset, r.window_start_s * 1000)
+            for r in refs
+            if r.window_start_s * 1000 < since_ms and (candle_assets is None or r.asset in candle_assets)
+        }
     ):
         opens_wanted.setdefault(a, []).append(t)
 
@@ -213,17 +222,18 @@ async def read_snapshot(
         q(k.handover(), pipe.hgetall(k.handover()))
         q(k.control(), pipe.hgetall(k.control()))
         q(k.slots(), pipe.hmget(k.slots(), [r.id for r in refs]))
-        args: list[Any] = [since_ms]
-        for a in assets:
-            opens = ",".join(str(t) for t in opens_wanted.get(a, ()))
-            args += (f"{a}:{CANDLE_INTERVAL}", opens, *cache.held_args(a, since_ms, now_ms))
-        store.scripts.on(
-            pipe,
-            store.scripts.candles_read,
-            [k.candle_marks(), *(k.candles(a, CANDLE_INTERVAL) for a in assets)],
-            args,
-        )
-        q("candle windows")
+        if read_assets:
+            args: list[Any] = [since_ms]
+            for a in read_assets:
+                opens = ",".join(str(t) for t in opens_wanted.get(a, ()))
+                args += (f"{a}:{CANDLE_INTERVAL}", opens, *cache.held_args(a, since_ms, now_ms))
+            store.scripts.on(
+                pipe,
+                store.scripts.candles_read,
+                [k.candle_marks(), *(k.candles(a, CANDLE_INTERVAL) for a in read_assets)],
+                args,
+            )
+            q("candle windows")
         q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets]))
         q(k.positions_open(), pipe.hgetall(k.positions_open()))
         q(k.intents_open(), pipe.hgetall(k.intents_open()))
@@ -249,14 +259,19 @@ async def read_snapshot(
     recent: dict[str, list[Candle]] = {}
     closes: dict[str, tuple[float, ...]] = {}
     open_by_start: dict[tuple[str, int], Candle | None] = {}
-    for a, (kind, members, mark, opens_found) in zip(assets, next(it) or [], strict=True):
+    windows = (next(it) or []) if read_assets else []
+    for a, (kind, members, mark, opens_found) in zip(read_assets, windows, strict=True):
         recent[a], closes[a] = cache.update(a, since_ms, now_ms, kind, members, mark, problems)
         for t, m in zip(opens_wanted.get(a, ()), opens_found, strict=True):
             open_by_start[(a, t)] = decode_reported(CANDLE, m, f"candle {a}", problems) if m else None
     opens: dict[str, Candle | None] = {}
     for r in refs:
         key = (r.asset, r.window_start_s * 1000)
-        opens[r.id] = open_by_start[key] if key in open_by_start else _find(recent[r.asset], key[1])
+        if key in open_by_start:
+            opens[r.id] = open_by_start[key]
+        else:
+            held = recent.get(r.asset)
+            opens[r.id] = _find(held, key[1]) if held is not None else None
     feed = {
         a: decode_reported(FEED_STATUS, raw, "feed status", problems, a)
         for a, raw in zip(assets, next(it), strict=True)

@@ -126,6 +126,9 @@ class TickRunner:
         self.unknown_grace_ms = settings.lease_ms + 10_000
         self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
         self.refs = SlotRefs(self.configured)
+        # slot id -> (slot record, quotes_from_ms, window start s, its answer, strategy name):
+        # see _wake_ms and _awake_assets.
+        self._wakes: dict[str, tuple[Any, Any, int, int, str]] = {}
         # The candles read so far (only new ones are read each tick); warmed by dry_run.
         self.candles = CandleCache()
         # Slots, positions and intents decoded last tick, by their text (kernel/snapshot.py).
@@ -153,6 +156,7 @@ class TickRunner:
             VOL_LOOKBACK_S,
             self.candles,
             self.memo,
+            candle_assets=self._awake_assets(refs, started),
         )
         if not snap.lease_ok:
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
@@ -358,6 +362,42 @@ class TickRunner:
         return len(refs)
 
     # --- entries ----------------------------------------------------------------------
+    def _awake_assets(self, refs: list[SlotRef], now_ms: int) -> set[str]:
+        """Assets whose candles this tick may need: those with a slot whose strategy's
+        quotes_from_ms (as the last tick found it for this window) has come, or that nothing
+        is known of (a new window, a strategy without the hint, a disabled slot). The others'
+        windows are not read: at a thousand slots that is most of an idle tick. A slot whose
+        record changed since (its entry_s, say) is known again one tick later."""
+        awake: set[str] = set()
+        wakes = self._wakes
+        hints: dict[str, Any] = {}  # strategy name -> its quotes_from_ms now (a reload changes it)
+        for r in refs:
+            if r.asset in awake:
+                continue
+            got = wakes.get(r.id)
+            if got is None or got[2] != r.window_start_s or now_ms >= got[3]:
+                awake.add(r.asset)
+                continue
+            name = got[4]
+            if name not in hints:
+                try:
+                    hints[name] = getattr(resolve_strategy(name), "quotes_from_ms", None)
+                except Exception:
+                    hints[name] = None
+            if hints[name] is not got[1]:
+                awake.add(r.asset)
+        return awake
+
+    def _wake_ms(self, wake: Any, ref: SlotRef, slot: Any) -> int:
+        """The strategy's quotes_from_ms for this slot's window, asked once per window (and
+        again when the slot's record or the function changes: a reload)."""
+        got = self._wakes.get(ref.id)
+        if got is not None and got[0] is slot and got[1] is wake and got[2] == ref.window_start_s:
+            return got[3]
+        at = int(wake(ref.window_start_s * 1000, ref.window_end_s * 1000, dict(slot.params)))
+        self._wakes[ref.id] = (slot, wake, ref.window_start_s, at, slot.strategy)
+        return at
+
     def _inputs(self, snap: Snapshot, ref: SlotRef, now_ms: int) -> SlotInput | None:
         slot = snap.slots.get(ref.id)
         if slot is None or not slot.enabled:
@@ -391,10 +431,10 @@ class TickRunner:
             if self._halted():
                 problems.append("halted during the tick: no strategy code runs after the halt")
                 return 0, 0, problems
-            inp = self._inputs(snap, ref, now_ms)
-            if inp is None:
+            slot = snap.slots.get(ref.id)
+            if slot is None or not slot.enabled:
                 continue
-            name = snap.slots[ref.id].strategy
+            name = slot.strategy
             try:
                 strat = modules.get(name)
                 if strat is None:
@@ -404,6 +444,16 @@ class TickRunner:
                         strat = modules[name] = e
                 if isinstance(strat, Exception):
                     raise strat
+                # A slot before the part of its window where its strategy may trade is passed
+                # by without building its input (strategy_api.py: quotes_from_ms).
+                wake = getattr(strat, "quotes_from_ms", None)
+                if wake is None:
+                    self._wakes.pop(ref.id, None)
+                elif now_ms < self._wake_ms(wake, ref, slot):
+                    continue
+                inp = self._inputs(snap, ref, now_ms)
+                if inp is None:
+                    continue
                 needs = getattr(strat, "needs_quotes", None)
                 if needs is None or needs(inp):
                     wanted.append((ref, inp, strat))

@@ -145,6 +145,7 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
     runner = tick_mod.TickRunner.__new__(tick_mod.TickRunner)
     runner.halt = SimpleNamespace(gate=gate)
     runner._known_markets = {}
+    runner._wakes = {}
     refs = [
         SimpleNamespace(id=f"{a}-15m", slug=f"{a}-s", window_start_s=0, entry_intent_id=f"{a}-15m:0:entry")
         for a in ASSETS.split(",")
@@ -152,7 +153,7 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
     market = SimpleNamespace(up_token="1", down_token="2")
     snap = SimpleNamespace(
         refs=refs,
-        slots={r.id: SimpleNamespace(strategy="x") for r in refs},
+        slots={r.id: SimpleNamespace(strategy="x", enabled=True, params={}) for r in refs},
         open_intents=[],
         open_positions=[],
         totals={},

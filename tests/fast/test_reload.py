@@ -193,6 +193,17 @@ async def test_an_evaluate_that_raises_on_a_sample_is_refused(pkg: Pkg, alpha: M
             "stake_usd 0.0 is not a positive number",
         ),
         (returning("None", needs="None"), "needs_quotes returned None"),
+        (
+            # Says the window never needs quotes, while needs_quotes wants them now: the hint
+            # would hide every entry.
+            returning("None") + "\n\ndef quotes_from_ms(start_ms, end_ms, params):\n    return end_ms + 1\n",
+            "but needs_quotes wants quotes at",
+        ),
+        (
+            returning("None") + "\n\ndef quotes_from_ms(start_ms, end_ms, params):\n    return end_ms / 2\n",
+            "not an int (ms)",
+        ),
+        (returning("None") + "\n\nquotes_from_ms = 3\n", "quotes_from_ms is not callable"),
         ("evaluate = 42\n", "no callable evaluate"),
         ("import sys\nsys.exit(3)\n", "module code called exit(3)"),
     ],

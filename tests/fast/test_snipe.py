@@ -76,3 +76,35 @@ def test_the_module_holds_no_mutable_state():
         if isinstance(node, ast.Assign | ast.AnnAssign):
             value = node.value
             assert not isinstance(value, ast.List | ast.Dict | ast.Set), ast.dump(node)
+
+
+def test_the_kernel_is_told_when_the_entry_zone_opens():
+    """quotes_from_ms never says later than a time needs_quotes wants quotes (the kernel would
+    miss entries), and not much earlier either (it would wake slots for nothing)."""
+    for length_ms, params in (
+        (300_000, {}),
+        (300_000, {"entry_s": 12.5}),
+        (15_000, {}),
+        (900_000, {"entry_s": 1}),
+    ):
+        end = START + length_ms
+        at = snipe.quotes_from_ms(START, end, params)
+        assert isinstance(at, int)
+        wanted = []
+        for t in range(START, end, 100):
+            i = SlotInput(
+                slot_id="btc-x",
+                asset="btc",
+                timeframe="x",
+                now_ms=t,
+                window_start_ms=START,
+                window_end_ms=end,
+                open_price=100.0,
+                last_price=100.0,
+                closes=(100.0,) * 10,
+                stake_usd=5.0,
+                params=params,
+            )
+            if snipe.needs_quotes(i):
+                wanted.append(t)
+        assert wanted and at <= wanted[0] < at + 100, (length_ms, params, at, wanted[0])

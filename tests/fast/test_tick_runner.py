@@ -333,3 +333,45 @@ async def test_a_key_of_the_wrong_type_fails_the_tick_with_the_keys_name(rig):
     await rig.store.r.set(rig.store.k.positions_open(), "garbage")
     with pytest.raises(SnapshotError, match="baton:positions:open"):
         await rig.run_ticks(1)
+
+
+async def test_slots_sleep_until_their_strategy_may_want_quotes(rig, monkeypatch):
+    """A strategy's quotes_from_ms: before it, the slot's input is not even built."""
+    from kernel import tick as tick_mod
+
+    asked: list[int] = []
+
+    class LastFiveSeconds:
+        @staticmethod
+        def quotes_from_ms(start_ms, end_ms, params):
+            return end_ms - 5000
+
+        @staticmethod
+        def needs_quotes(inp):
+            asked.append(inp.window_end_ms - inp.now_ms)
+            return False
+
+        @staticmethod
+        def evaluate(inp):
+            return None
+
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: LastFiveSeconds)
+    outs = await rig.run_ticks(30)
+    awake = [o for o in outs if o.record.started_ms >= (o.record.started_ms // 15_000 + 1) * 15_000 - 5000]
+    assert 0 < len(awake) < len(outs)
+    assert len(asked) == 4 * len(awake), "a slot was asked outside its last 5 s, or one was skipped in them"
+    assert all(0 < left <= 5000 for left in asked)
+    assert all(not o.problems for o in outs), [o.problems for o in outs if o.problems]
+
+    # Candle windows are read only where a slot may want them: at each tick of the last 5 s,
+    # and at the first tick seen in a window (before its wake-up time is known).
+    windows = {o.record.started_ms // 15_000 for o in outs}
+    reads = rig.runner.candles.stats.whole + rig.runner.candles.stats.new
+    assert reads == 4 * (len(awake) + len(windows)) < 4 * len(outs)
+
+    # A reload that drops the hint (a module's functions change in place) wakes every slot
+    # at once: each is asked at every tick, as without a hint.
+    del LastFiveSeconds.quotes_from_ms
+    asked.clear()
+    outs = await rig.run_ticks(5)
+    assert len(asked) == 4 * len(outs)

@@ -50,11 +50,21 @@ def param(inp: SlotInput, name: str) -> float:
     return float(inp.params.get(name, DEFAULTS[name]))
 
 
+def _zone_s(window_start_ms: int, window_end_ms: int, entry_s: float) -> float:
+    # Short windows (tests use 15 s) get a zone of a third of the window at most.
+    return min(entry_s, (window_end_ms - window_start_ms) / 3000.0)
+
+
 def in_entry_zone(inp: SlotInput) -> bool:
     left = remaining_s(inp)
-    # Short windows (tests use 15 s) get a zone of a third of the window at most.
-    zone = min(param(inp, "entry_s"), (inp.window_end_ms - inp.window_start_ms) / 3000.0)
-    return 0.5 < left <= zone
+    return 0.5 < left <= _zone_s(inp.window_start_ms, inp.window_end_ms, param(inp, "entry_s"))
+
+
+def quotes_from_ms(window_start_ms: int, window_end_ms: int, params: dict[str, float]) -> int:
+    """When the entry zone opens (rounded down to the millisecond): the kernel does not ask
+    before then."""
+    entry_s = float(params.get("entry_s", DEFAULTS["entry_s"]))
+    return window_end_ms - math.ceil(_zone_s(window_start_ms, window_end_ms, entry_s) * 1000)
 
 
 # A pure function of its arguments, memoised: the slots of one asset share the same closes
