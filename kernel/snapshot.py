@@ -169,6 +169,32 @@ def decode_reported(codec: Any, raw: Any, what: str, problems: list[str], name: 
         return None
 
 
+async def read_candles(
+    store: Store, assets: list[str], now_ms: int, lookback_s: int, cache: CandleCache
+) -> list[str]:
+    """Bring `cache`'s copies of these assets' candle windows up to date (one candles_read.lua
+    call, as read_snapshot makes it, without the open candles): what a worker does between
+    ticks for the assets whose slots wake at the next tick, so that that tick reads only the
+    candles written since. Returns the problems (undecodable members)."""
+    problems: list[str] = []
+    if not assets:
+        return problems
+    k = store.k
+    since_ms = now_ms - lookback_s * 1000
+    args: list[Any] = [since_ms]
+    for a in assets:
+        args += (f"{a}:{CANDLE_INTERVAL}", "", *cache.held_args(a, since_ms, now_ms))
+    keys = [k.candle_marks(), *(k.candles(a, CANDLE_INTERVAL) for a in assets)]
+    res = await store.run_pipeline(
+        lambda pipe: store.scripts.on(pipe, store.scripts.candles_read, keys, args)
+    )
+    if isinstance(res[0], Exception):
+        raise SnapshotError(f"reading candle windows: {res[0]}") from res[0]
+    for a, (kind, members, mark, _) in zip(assets, res[0] or [], strict=True):
+        cache.update(a, since_ms, now_ms, kind, members, mark, problems)
+    return problems
+
+
 async def read_snapshot(
     store: Store,
     refs: list[SlotRef],

@@ -8,6 +8,7 @@ snapshot, so a replacement worker of another version continues exactly where it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from kernel.snapshot import (
     Snapshot,
     SnapshotError,
     decode_reported,
+    read_candles,
     read_snapshot,
     slot_refs,
 )
@@ -126,6 +128,9 @@ class TickRunner:
         self.unknown_grace_ms = settings.lease_ms + 10_000
         self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
         self.refs = SlotRefs(self.configured)
+        # The last snapshot's slots, and the assets whose candles it read (_warm_candles).
+        self._last_slots: dict[str, Any] = {}
+        self._read_assets: set[str] = set()
         # slot id -> (slot record, quotes_from_ms, window start s, its answer, strategy name):
         # see _wake_ms and _awake_assets.
         self._wakes: dict[str, tuple[Any, Any, int, int, str]] = {}
@@ -160,6 +165,8 @@ class TickRunner:
         )
         if not snap.lease_ok:
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
+        self._last_slots = snap.slots
+        self._read_assets = set(snap.recent)
         problems = list(snap.problems)
         if self.halt is not None:
             # A halt whose message this worker missed (or made before it took the lease) is
@@ -230,6 +237,10 @@ class TickRunner:
 
         - the settlements the tick found due are enqueued (kernel/settlement.py): Redis only,
           two round trips whatever the count;
+        - the candle windows of the assets whose slots wake at the next tick (and were asleep
+          at this one) are brought up to date (one round trip): the tick that wakes them
+          reads only the candles written since, not every candle of the minutes they slept
+          (or a whole window, when the periodic refresh fell due meanwhile);
         - the markets of the slots' current windows are discovered ahead of their entry zone
           and cached, so that the tick that enters does not wait for discovery (a thousand
           slots entering together would otherwise discover a thousand markets inside it).
@@ -247,11 +258,39 @@ class TickRunner:
                 problems += errs
             except Exception as e:
                 problems.append(f"settlement enqueue: {type(e).__name__}: {e}")
+        try:
+            problems += await self._warm_candles(next_boundary_ms)
+        except Exception as e:
+            problems.append(f"candle warm-up: {type(e).__name__}: {e}")
         if problems:
             await self._report("between ticks", problems)
         if self._prefetch is None or self._prefetch.done():
             self._prefetch = asyncio.ensure_future(self._prefetch_in_background(next_boundary_ms))
         return problems
+
+    async def _warm_candles(self, next_ms: int) -> list[str]:
+        refs = self.refs.at(next_ms)
+        hints: dict[str, Any] = {}
+        for r in refs:
+            slot = self._last_slots.get(r.id)
+            if slot is None or not slot.enabled:
+                continue
+            if slot.strategy not in hints:
+                try:
+                    hints[slot.strategy] = getattr(resolve_strategy(slot.strategy), "quotes_from_ms", None)
+                except Exception:
+                    hints[slot.strategy] = None  # the tick reports it
+            wake = hints[slot.strategy]
+            if wake is not None:
+                with contextlib.suppress(Exception):  # the tick asks again and reports it
+                    self._wake_ms(wake, r, slot)
+        waking = self._awake_assets(refs, next_ms) - self._read_assets
+        if not waking:
+            return []
+        self._read_assets |= waking
+        return await read_candles(
+            self.store, sorted(waking), self.clock.now_ms(), VOL_LOOKBACK_S, self.candles
+        )
 
     async def wait_prefetch(self) -> None:
         """Until the market prefetch under way (if any) is done: tests and benchmarks that

@@ -375,3 +375,71 @@ async def test_slots_sleep_until_their_strategy_may_want_quotes(rig, monkeypatch
     asked.clear()
     outs = await rig.run_ticks(5)
     assert len(asked) == 4 * len(outs)
+
+
+async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, monkeypatch):
+    """The tick that wakes sleeping slots reads only the candles written since the gap before
+    it, not the ten seconds they slept through: those were read between the ticks."""
+    from kernel import tick as tick_mod
+
+    class LastFiveSeconds:
+        @staticmethod
+        def quotes_from_ms(start_ms, end_ms, params):
+            return end_ms - 5000
+
+        @staticmethod
+        def needs_quotes(inp):
+            return False
+
+        @staticmethod
+        def evaluate(inp):
+            return None
+
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: LastFiveSeconds)
+    from feed.store import Batch, CandleStore
+
+    # The feed's own writer (feed_write.lua keeps the marks the worker's copies go by).
+    store = CandleStore(rig.store.r, rig.store.k, interval="1s", retention_s=3600, clock_ms=rig.clock.now_ms)
+
+    async def feed() -> None:
+        now_s = rig.clock.now_ms() // 1000
+        batch = Batch()
+        for a in rig.settings.assets:
+            for sec in range(now_s - 70, now_s):
+                o, h, lo, c = rig.model.candle(a, sec)
+                store.accept(batch, a, Candle(sec * 1000, o, h, lo, c, 1.0, True))
+        await store.write(batch)
+
+    monkeypatch.setattr(rig, "feed", feed)
+    runner = rig.runner
+    decoded: dict[int, int] = {}
+    run = runner.run
+
+    async def counted(tick, missed_before=0):
+        before = runner.candles.stats.decoded
+        out = await run(tick, missed_before)
+        decoded[out.record.started_ms // 1000 % 15] = runner.candles.stats.decoded - before
+        return out
+
+    monkeypatch.setattr(runner, "run", counted)
+    warmed: dict[int, int] = {}
+    between = runner.between_ticks
+
+    async def counted_between(next_boundary_ms):
+        before = runner.candles.stats.decoded
+        out = await between(next_boundary_ms)
+        warmed[(next_boundary_ms // 1000 - 1) % 15] = runner.candles.stats.decoded - before
+        return out
+
+    monkeypatch.setattr(runner, "between_ticks", counted_between)
+    await rig.run_ticks(16)
+    # Second 10 of each 15 s window is the first awake one: 4 assets, one new candle each
+    # (the feed wrote one more second since the read between the ticks).
+    assert decoded[10] <= 4, decoded
+    # Asleep ticks read nothing; awake ones a candle per asset (and, now and then, a whole
+    # window: the periodic refresh of kernel/candle_cache.py).
+    assert all(decoded[s] == 0 for s in range(1, 10)), str(sorted(decoded.items()))
+    assert all(decoded[s] >= 4 for s in range(10, 15)), str(sorted(decoded.items()))
+    # The seconds the slots slept through were read between the ticks, right before the wake.
+    assert warmed[9] >= 4 * 8, str(sorted(warmed.items()))
+    assert all(warmed[s] == 0 for s in range(1, 9)), str(sorted(warmed.items()))
