@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import inspect
 
+import msgspec
+
 from kernel.strategy_api import SlotInput
 from worker.strategies import snipe
 
@@ -90,21 +92,8 @@ def test_the_kernel_is_told_when_the_entry_zone_opens():
         end = START + length_ms
         at = snipe.quotes_from_ms(START, end, params)
         assert isinstance(at, int)
-        wanted = []
-        for t in range(START, end, 100):
-            i = SlotInput(
-                slot_id="btc-x",
-                asset="btc",
-                timeframe="x",
-                now_ms=t,
-                window_start_ms=START,
-                window_end_ms=end,
-                open_price=100.0,
-                last_price=100.0,
-                closes=(100.0,) * 10,
-                stake_usd=5.0,
-                params=params,
-            )
-            if snipe.needs_quotes(i):
-                wanted.append(t)
+        base = msgspec.structs.replace(inp(0, 100.0), window_end_ms=end, params=params)
+        wanted = [
+            t for t in range(START, end, 100) if snipe.needs_quotes(msgspec.structs.replace(base, now_ms=t))
+        ]
         assert wanted and at <= wanted[0] < at + 100, (length_ms, params, at, wanted[0])

@@ -335,11 +335,9 @@ async def test_a_key_of_the_wrong_type_fails_the_tick_with_the_keys_name(rig):
         await rig.run_ticks(1)
 
 
-async def test_slots_sleep_until_their_strategy_may_want_quotes(rig, monkeypatch):
-    """A strategy's quotes_from_ms: before it, the slot's input is not even built."""
-    from kernel import tick as tick_mod
-
-    asked: list[int] = []
+def last_five_seconds(asked: list[int]) -> type:
+    """A strategy (a fresh class: tests change it) that wants quotes only in the last 5 s of a
+    window, and never trades; `asked` gets the ms left at each needs_quotes call."""
 
     class LastFiveSeconds:
         @staticmethod
@@ -355,6 +353,15 @@ async def test_slots_sleep_until_their_strategy_may_want_quotes(rig, monkeypatch
         def evaluate(inp):
             return None
 
+    return LastFiveSeconds
+
+
+async def test_slots_sleep_until_their_strategy_may_want_quotes(rig, monkeypatch):
+    """A strategy's quotes_from_ms: before it, the slot's input is not even built."""
+    from kernel import tick as tick_mod
+
+    asked: list[int] = []
+    LastFiveSeconds = last_five_seconds(asked)
     monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: LastFiveSeconds)
     outs = await rig.run_ticks(30)
     awake = [o for o in outs if o.record.started_ms >= (o.record.started_ms // 15_000 + 1) * 15_000 - 5000]
@@ -382,20 +389,8 @@ async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, mo
     it, not the ten seconds they slept through: those were read between the ticks."""
     from kernel import tick as tick_mod
 
-    class LastFiveSeconds:
-        @staticmethod
-        def quotes_from_ms(start_ms, end_ms, params):
-            return end_ms - 5000
-
-        @staticmethod
-        def needs_quotes(inp):
-            return False
-
-        @staticmethod
-        def evaluate(inp):
-            return None
-
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: LastFiveSeconds)
+    strategy = last_five_seconds([])
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: strategy)
     from feed.store import Batch, CandleStore
 
     # The feed's own writer (feed_write.lua keeps the marks the worker's copies go by).
