@@ -84,9 +84,9 @@ def _number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def check_wake(wake: Any, inp: SlotInput, wants: bool, where: str) -> int:
-    """quotes_from_ms for `inp`'s window, checked: an int, and not later than `inp`'s time
-    when needs_quotes wants quotes then (a hint that late would hide entries). Returns it."""
+def _check_wake(wake: Any, inp: SlotInput, wants: bool, where: str) -> None:
+    """quotes_from_ms for `inp`'s window must be an int, and not later than `inp`'s time when
+    needs_quotes wants quotes then (a hint that late would hide entries)."""
     try:
         at = wake(inp.window_start_ms, inp.window_end_ms, dict(inp.params))
     except Exception as e:
@@ -97,7 +97,6 @@ def check_wake(wake: Any, inp: SlotInput, wants: bool, where: str) -> int:
         raise StrategyCheckError(
             f"quotes_from_ms says {at} on {where}, but needs_quotes wants quotes at {inp.now_ms}"
         )
-    return at
 
 
 def _decision_problem(out: object) -> str:
@@ -143,7 +142,7 @@ def dry_evaluate(module: ModuleType, inputs: list[SlotInput]) -> None:
             if not _is_boolish(wants):
                 raise StrategyCheckError(f"needs_quotes returned {wants!r} on {where}, not a bool")
         if wake is not None:
-            check_wake(wake, inp, bool(wants), where)
+            _check_wake(wake, inp, bool(wants), where)
         try:
             out = evaluate(inp)
         except Exception as e:

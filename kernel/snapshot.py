@@ -169,6 +169,26 @@ def decode_reported(codec: Any, raw: Any, what: str, problems: list[str], name: 
         return None
 
 
+def _queue_candles_read(
+    pipe: Any,
+    store: Store,
+    cache: CandleCache,
+    assets: list[str],
+    opens_wanted: dict[str, list[int]],
+    since_ms: int,
+    now_ms: int,
+) -> None:
+    """Queue one candles_read.lua call for `assets` on `pipe`: per asset, the window open
+    times wanted and what `cache` holds already."""
+    k = store.k
+    args: list[Any] = [since_ms]
+    for a in assets:
+        opens = ",".join(str(t) for t in opens_wanted.get(a, ()))
+        args += (f"{a}:{CANDLE_INTERVAL}", opens, *cache.held_args(a, since_ms, now_ms))
+    keys = [k.candle_marks(), *(k.candles(a, CANDLE_INTERVAL) for a in assets)]
+    store.scripts.on(pipe, store.scripts.candles_read, keys, args)
+
+
 async def read_candles(
     store: Store, assets: list[str], now_ms: int, lookback_s: int, cache: CandleCache
 ) -> list[str]:
@@ -179,14 +199,9 @@ async def read_candles(
     problems: list[str] = []
     if not assets:
         return problems
-    k = store.k
     since_ms = now_ms - lookback_s * 1000
-    args: list[Any] = [since_ms]
-    for a in assets:
-        args += (f"{a}:{CANDLE_INTERVAL}", "", *cache.held_args(a, since_ms, now_ms))
-    keys = [k.candle_marks(), *(k.candles(a, CANDLE_INTERVAL) for a in assets)]
     res = await store.run_pipeline(
-        lambda pipe: store.scripts.on(pipe, store.scripts.candles_read, keys, args)
+        lambda pipe: _queue_candles_read(pipe, store, cache, assets, {}, since_ms, now_ms)
     )
     if isinstance(res[0], Exception):
         raise SnapshotError(f"reading candle windows: {res[0]}") from res[0]
@@ -249,16 +264,7 @@ async def read_snapshot(
         q(k.control(), pipe.hgetall(k.control()))
         q(k.slots(), pipe.hmget(k.slots(), [r.id for r in refs]))
         if read_assets:
-            args: list[Any] = [since_ms]
-            for a in read_assets:
-                opens = ",".join(str(t) for t in opens_wanted.get(a, ()))
-                args += (f"{a}:{CANDLE_INTERVAL}", opens, *cache.held_args(a, since_ms, now_ms))
-            store.scripts.on(
-                pipe,
-                store.scripts.candles_read,
-                [k.candle_marks(), *(k.candles(a, CANDLE_INTERVAL) for a in read_assets)],
-                args,
-            )
+            _queue_candles_read(pipe, store, cache, read_assets, opens_wanted, since_ms, now_ms)
             q("candle windows")
         q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets]))
         q(k.positions_open(), pipe.hgetall(k.positions_open()))

@@ -275,12 +275,7 @@ class TickRunner:
             slot = self._last_slots.get(r.id)
             if slot is None or not slot.enabled:
                 continue
-            if slot.strategy not in hints:
-                try:
-                    hints[slot.strategy] = getattr(resolve_strategy(slot.strategy), "quotes_from_ms", None)
-                except Exception:
-                    hints[slot.strategy] = None  # the tick reports it
-            wake = hints[slot.strategy]
+            wake = _hint(slot.strategy, hints)
             if wake is not None:
                 with contextlib.suppress(Exception):  # the tick asks again and reports it
                     self._wake_ms(wake, r, slot)
@@ -417,13 +412,7 @@ class TickRunner:
             if got is None or got[2] != r.window_start_s or now_ms >= got[3]:
                 awake.add(r.asset)
                 continue
-            name = got[4]
-            if name not in hints:
-                try:
-                    hints[name] = getattr(resolve_strategy(name), "quotes_from_ms", None)
-                except Exception:
-                    hints[name] = None
-            if hints[name] is not got[1]:
+            if _hint(got[4], hints) is not got[1]:
                 awake.add(r.asset)
         return awake
 
@@ -651,6 +640,18 @@ class TickRunner:
                 fresh.append((r, m))
         await self._cache(fresh)
         return found
+
+
+def _hint(name: str, hints: dict[str, Any]) -> Any:
+    """Strategy `name`'s quotes_from_ms as it is now (a reload replaces it in place), or None
+    (no hint, or a module that cannot be loaded: the tick reports that); memoised in `hints`
+    for one pass over the slots."""
+    if name not in hints:
+        try:
+            hints[name] = getattr(resolve_strategy(name), "quotes_from_ms", None)
+        except Exception:
+            hints[name] = None
+    return hints[name]
 
 
 def _with_asks(inp: SlotInput, up: Any, down: Any) -> SlotInput:
