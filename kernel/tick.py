@@ -134,6 +134,18 @@ class TickRunner:
         # slot id -> (slot record, quotes_from_ms, window start s, its answer, strategy name):
         # see _wake_ms and _awake_assets.
         self._wakes: dict[str, tuple[Any, Any, int, int, str]] = {}
+        # slot id -> start of the window whose entry intent is known to be in Redis (committed
+        # by this worker, or found there): at most one entry per slot-window, so the slot has
+        # nothing left to do until its next window and is passed by like a sleeping one. An
+        # intent, once committed, is never removed within its window: this only saves work
+        # (intent_commit.lua is what refuses a second entry).
+        self._entered: dict[str, int] = {}
+        # slot id -> (window start, epoch): no entry intent of that window was in Redis when
+        # this worker looked, between ticks, holding the lease of that epoch. While it holds
+        # it, only its own commits can add one (they are fenced), and those land in _entered;
+        # so the tick that wakes the slot need not ask again. A commit whose answer is lost
+        # forgets them all. Again only work saved: intent_commit.lua refuses a second entry.
+        self._absent: dict[str, tuple[int, int]] = {}
         # The candles read so far (only new ones are read each tick); warmed by dry_run.
         self.candles = CandleCache()
         # Slots, positions and intents decoded last tick, by their text (kernel/snapshot.py).
@@ -241,6 +253,8 @@ class TickRunner:
           at this one) are brought up to date (one round trip): the tick that wakes them
           reads only the candles written since, not every candle of the minutes they slept
           (or a whole window, when the periodic refresh fell due meanwhile);
+        - whether the slots awake at the next tick have entered their window already is
+          looked up (one round trip), so that the tick does not;
         - the markets of the slots' current windows are discovered ahead of their entry zone
           and cached, so that the tick that enters does not wait for discovery (a thousand
           slots entering together would otherwise discover a thousand markets inside it).
@@ -254,7 +268,8 @@ class TickRunner:
         pending, self._settle_next = self._settle_next, None
         if pending is not None and self.settler is not None:
             try:
-                _, errs = await asyncio.to_thread(self.settler.enqueue_due, *pending)
+                positions, at_ms = pending
+                _, errs = await asyncio.to_thread(self.settler.enqueue_due, positions, at_ms)
                 problems += errs
             except Exception as e:
                 problems.append(f"settlement enqueue: {type(e).__name__}: {e}")
@@ -262,6 +277,10 @@ class TickRunner:
             problems += await self._warm_candles(next_boundary_ms)
         except Exception as e:
             problems.append(f"candle warm-up: {type(e).__name__}: {e}")
+        try:
+            await self._look_for_entries(self.refs.at(next_boundary_ms), next_boundary_ms)
+        except Exception as e:
+            problems.append(f"entry look-up: {type(e).__name__}: {e}")
         if problems:
             await self._report("between ticks", problems)
         if self._prefetch is None or self._prefetch.done():
@@ -286,6 +305,31 @@ class TickRunner:
         return await read_candles(
             self.store, sorted(waking), self.clock.now_ms(), VOL_LOOKBACK_S, self.candles
         )
+
+    async def _look_for_entries(self, refs: list[SlotRef], next_ms: int) -> None:
+        """Whether the slots awake at the next tick, and not known to have entered their window,
+        have an entry intent in Redis (one HMGET): the tick that wakes them then reads only
+        what it must (_absent, _entry_state)."""
+        epoch = self.ident.epoch
+        ask: list[SlotRef] = []
+        for r in refs:
+            got = self._wakes.get(r.id)
+            if (
+                got is not None
+                and got[2] == r.window_start_s
+                and got[3] <= next_ms
+                and self._entered.get(r.id) != r.window_start_s
+                and self._absent.get(r.id) != (r.window_start_s, epoch)
+            ):
+                ask.append(r)
+        if not ask:
+            return
+        raw = await self.store.r.hmget(self.store.k.intents(), [r.entry_intent_id for r in ask])
+        for r, v in zip(ask, raw, strict=True):
+            if v is None:
+                self._absent[r.id] = (r.window_start_s, epoch)
+            else:
+                self._entered[r.id] = r.window_start_s
 
     async def wait_prefetch(self) -> None:
         """Until the market prefetch under way (if any) is done: tests and benchmarks that
@@ -403,10 +447,10 @@ class TickRunner:
         windows are not read: at a thousand slots that is most of an idle tick. A slot whose
         record changed since (its entry_s, say) is known again one tick later."""
         awake: set[str] = set()
-        wakes = self._wakes
+        wakes, entered = self._wakes, self._entered
         hints: dict[str, Any] = {}  # strategy name -> its quotes_from_ms now (a reload changes it)
         for r in refs:
-            if r.asset in awake:
+            if r.asset in awake or entered.get(r.id) == r.window_start_s:
                 continue
             got = wakes.get(r.id)
             if got is None or got[2] != r.window_start_s or now_ms >= got[3]:
@@ -455,10 +499,13 @@ class TickRunner:
         wanted: list[tuple[SlotRef, SlotInput, ModuleType]] = []
         # Each strategy module is looked up once per tick (a reload happens between ticks).
         modules: dict[str, ModuleType | Exception] = {}
+        entered_before = self._entered
         for ref in snap.refs:
             if self._halted():
                 problems.append("halted during the tick: no strategy code runs after the halt")
                 return 0, 0, problems
+            if entered_before.get(ref.id) == ref.window_start_s:
+                continue
             slot = snap.slots.get(ref.id)
             if slot is None or not slot.enabled:
                 continue
@@ -514,10 +561,14 @@ class TickRunner:
             pending_micros=pending,
         )
         intents: list[Intent] = []
+        # Each slot's decision record, as the dashboard and `baton slots` show it (one dict
+        # literal per slot: a thousand of them at the end of a window).
         decisions: dict[str, dict[str, Any]] = {}
         evaluated = 0
+        gate = self.halt.gate if self.halt is not None else None
+        epoch = self.ident.epoch
         for ref, inp, strat in wanted:
-            if self._halted():
+            if gate is not None and gate.halted:
                 # The halt arrived while this tick ran: not one more strategy call.
                 problems.append("halted during the tick: no strategy code runs after the halt")
                 intents = []
@@ -525,43 +576,61 @@ class TickRunner:
             m = markets.get(ref.slug)
             if m is None:
                 continue
-            up, down = books.get(m.up_token), books.get(m.down_token)
-            inp = _with_asks(inp, up, down)
+            inp = _with_asks(inp, books.get(m.up_token), books.get(m.down_token))
             evaluated += 1
-            seen: dict[str, Any] = {"tick": tick, "at_ms": now_ms, "window_start_s": ref.window_start_s}
             try:
                 decision: Decision | None = strat.evaluate(inp)
             except Exception as e:
                 problems.append(f"slot {ref.id}: strategy raised {e!r}")
-                decisions[ref.id] = {**seen, "outcome": "error", "reason": repr(e)[:200]}
+                decisions[ref.id] = {
+                    "tick": tick,
+                    "at_ms": now_ms,
+                    "window_start_s": ref.window_start_s,
+                    "outcome": "error",
+                    "reason": repr(e)[:200],
+                }
                 continue
             if decision is None:
-                asks = {"up_ask": inp.up_ask, "down_ask": inp.down_ask}
-                decisions[ref.id] = {**seen, "outcome": "pass", **asks}
+                decisions[ref.id] = {
+                    "tick": tick,
+                    "at_ms": now_ms,
+                    "window_start_s": ref.window_start_s,
+                    "outcome": "pass",
+                    "up_ask": inp.up_ask,
+                    "down_ask": inp.down_ask,
+                }
                 continue
-            seen.update(
-                side=decision.side,
-                price=decision.limit_price,
-                stake_usd=decision.stake_usd,
-                p_up=round(decision.p_up, 4),
-                reason=decision.reason[:200],
-            )
             refused = check_entry(decision.stake_usd, self.limits, acct)
+            decisions[ref.id] = {
+                "tick": tick,
+                "at_ms": now_ms,
+                "window_start_s": ref.window_start_s,
+                "side": decision.side,
+                "price": decision.limit_price,
+                "stake_usd": decision.stake_usd,
+                "p_up": round(decision.p_up, 4),
+                "reason": decision.reason[:200],
+                "outcome": f"risk refused: {refused}" if refused else "entry",
+            }
             if refused:
                 problems.append(f"slot {ref.id}: risk refused entry: {refused}")
-                decisions[ref.id] = {**seen, "outcome": f"risk refused: {refused}"}
                 continue
-            decisions[ref.id] = {**seen, "outcome": "entry"}
-            intents.append(executor.make_intent(ref, m, decision, self.ident.epoch, now_ms))
-        gate = self.halt.gate if self.halt is not None else None
+            intents.append(executor.make_intent(ref, m, decision, epoch, now_ms))
         # The decisions are written while the orders are signed (on threads): one round trip
         # less on the tick's path.
         noted = asyncio.ensure_future(self.store.record_decisions(decisions)) if decisions else None
+        now_in_redis: set[str] = set()
         try:
             orders, errs = await executor.commit_and_submit(
-                self.store, self.venue, self.ident.epoch, intents, gate=gate
+                self.store, self.venue, self.ident.epoch, intents, gate=gate, entered=now_in_redis
             )
+        except BaseException:
+            self._absent.clear()  # a commit may have landed without its answer
+            raise
         finally:
+            for i in intents:
+                if i.id in now_in_redis:
+                    self._entered[i.slot] = i.window_start_s
             if noted is not None:
                 await noted
         return evaluated, orders, problems + errs
@@ -569,29 +638,35 @@ class TickRunner:
     async def _entry_state(
         self, refs: list[SlotRef], problems: list[str]
     ) -> tuple[set[str], dict[str, Market]]:
-        """For slots that want quotes this tick, in one round trip: which have an entry intent
-        in their window already (their slot ids), and the markets the cache knows. Only entry
-        ticks pay it; the snapshot does not read a thousand slots' keys every tick. A market
-        once read is kept in process memory until its window is an hour gone (a market's
-        tokens never change)."""
-        found, raw_intents = await self._cached_markets(refs, problems, with_intents=True)
+        """For slots that want quotes this tick, in one round trip (none when everything is known
+        already): which have an entry intent in their window already (their slot ids), and the
+        markets the cache knows. Only entry ticks pay it; the snapshot does not read a thousand
+        slots' keys every tick. Slots found without one between ticks (_absent) are not asked
+        again. A market once read is kept in process memory until its window is an hour gone
+        (a market's tokens never change)."""
+        epoch = self.ident.epoch
+        ask = [r for r in refs if self._absent.get(r.id) != (r.window_start_s, epoch)]
+        found, raw_intents = await self._cached_markets(refs, problems, intents_of=ask)
         # Any value counts as entered, even one that cannot be decoded: never a second entry.
-        entered = {r.id for r, raw in zip(refs, raw_intents, strict=True) if raw is not None}
+        entered = {r.id for r, raw in zip(ask, raw_intents, strict=True) if raw is not None}
+        for r in ask:
+            if r.id in entered:
+                self._entered[r.id] = r.window_start_s
         return entered, found
 
     async def _cached_markets(
-        self, refs: list[SlotRef], problems: list[str], with_intents: bool = False
+        self, refs: list[SlotRef], problems: list[str], intents_of: list[SlotRef] | None = None
     ) -> tuple[dict[str, Market], list[Any]]:
-        """The markets of `refs` known in memory or in Redis's market cache (one round trip,
-        none when memory knows them all), and, `with_intents`, the raw entry intents of refs."""
+        """The markets of `refs` known in memory or in Redis's market cache, and the raw entry
+        intents of `intents_of`: one round trip, none when there is nothing to read."""
         k = self.store.k
         unknown = [r for r in refs if r.slug not in self._known_markets]
         raw_intents: list[Any] = []
-        if unknown or with_intents:
+        if unknown or intents_of:
 
             def build(pipe: Any) -> None:
-                if with_intents:
-                    pipe.hmget(k.intents(), [r.entry_intent_id for r in refs])
+                if intents_of:
+                    pipe.hmget(k.intents(), [r.entry_intent_id for r in intents_of])
                 if unknown:
                     pipe.mget([k.market(r.slug) for r in unknown])
 
@@ -599,7 +674,7 @@ class TickRunner:
             for x in res:
                 if isinstance(x, Exception):
                     raise SnapshotError(f"reading entry intents and markets: {x}") from x
-            if with_intents:
+            if intents_of:
                 raw_intents = res.pop(0)
             for r, raw in zip(unknown, res[0] if unknown else [], strict=True):
                 m = decode_reported(MARKET, raw, f"market {r.slug}", problems)
@@ -629,15 +704,15 @@ class TickRunner:
 
         fresh: list[tuple[SlotRef, Market]] = []
         answers = await lanes.in_lanes(lambda r: self.venue.discover(r.slug), missing)
-        for r, m in zip(missing, answers, strict=True):
-            if isinstance(m, BaseException):
-                problems.append(f"discover {r.slug}: {m}")
-            elif m is None:
+        for r, answer in zip(missing, answers, strict=True):
+            if isinstance(answer, BaseException):
+                problems.append(f"discover {r.slug}: {answer}")
+            elif answer is None:
                 problems.append(f"discover {r.slug}: no such market at the venue")
             else:
-                found[r.slug] = m
-                self._remember_market(r, m)
-                fresh.append((r, m))
+                found[r.slug] = answer
+                self._remember_market(r, answer)
+                fresh.append((r, answer))
         await self._cache(fresh)
         return found
 

@@ -146,6 +146,8 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
     runner.halt = SimpleNamespace(gate=gate)
     runner._known_markets = {}
     runner._wakes = {}
+    runner._entered = {}
+    runner._absent = {}
     refs = [
         SimpleNamespace(id=f"{a}-15m", slug=f"{a}-s", window_start_s=0, entry_intent_id=f"{a}-15m:0:entry")
         for a in ASSETS.split(",")

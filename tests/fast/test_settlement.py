@@ -8,6 +8,7 @@ import asyncio
 import json
 import zlib
 
+import fakeredis
 import pytest
 from rq import SimpleWorker
 from rq.job import Job
@@ -121,3 +122,19 @@ async def test_jobs_say_what_they_settle_to_redis_cli_users(rig):  # noqa: F811
     # rq compresses the payload; inside it is JSON (no pickle), so any client can read it
     payload = json.loads(zlib.decompress(job[b"data"]))
     assert payload[0] == "kernel.settlement.settle_job" and payload[2] == ["baton:", p.id]
+
+
+def test_a_remembered_claim_counts_until_it_expires_though_pruned_only_once_a_minute():
+    from tests.factories import position
+
+    p = position()
+    enq = Enqueuer(fakeredis.FakeRedis(), "baton:", claim_ttl_s=10)
+    end_ms = p.window_end_s * 1000
+    assert enq.due([p], end_ms) == [p]
+    enq._claimed_until[p.id] = end_ms + 10_000  # what enqueue_due remembers of its claim
+    assert enq.due([p], end_ms + 9_999) == []
+    # Expired: due again at once, though the memory is pruned only every PRUNE_EVERY_MS.
+    assert enq.due([p], end_ms + 10_000) == [p]
+    assert p.id in enq._claimed_until
+    assert enq.due([p], end_ms + settlement.PRUNE_EVERY_MS) == [p]
+    assert p.id not in enq._claimed_until

@@ -97,3 +97,23 @@ def test_the_kernel_is_told_when_the_entry_zone_opens():
             t for t in range(START, end, 100) if snipe.needs_quotes(msgspec.structs.replace(base, now_ms=t))
         ]
         assert wanted and at <= wanted[0] < at + 100, (length_ms, params, at, wanted[0])
+
+
+def test_volatility_is_the_sample_deviation_of_log_returns():
+    import itertools
+    import math
+    import statistics
+
+    closes = (100.0, 100.5, 99.8, 101.2, 100.9, 101.0, 100.1)
+    rets = [math.log(b / a) for a, b in itertools.pairwise(closes)]
+    assert math.isclose(snipe.volatility_per_s(closes, 0.0), statistics.stdev(rets), rel_tol=1e-9)
+    assert snipe.volatility_per_s((100.0,) * 10, 1e-5) == 1e-5  # flat: the floor
+    assert snipe.volatility_per_s((100.0, 101.0), 1e-5) == 1e-5  # one return: the floor
+
+
+def test_parameters_given_per_slot_override_the_defaults_in_evaluate():
+    late = inp(290, 100.5, up_ask=0.8, down_ask=0.25)
+    assert snipe.evaluate(late) is not None
+    assert snipe.evaluate(msgspec.structs.replace(late, params={"entry_s": 5.0})) is None  # 10 s left
+    assert snipe.evaluate(msgspec.structs.replace(late, params={"max_price": 0.7})) is None
+    assert snipe.evaluate(msgspec.structs.replace(late, params={"min_closes": 100.0})) is None

@@ -438,3 +438,130 @@ async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, mo
     # The seconds the slots slept through were read between the ticks, right before the wake.
     assert warmed[9] >= 4 * 8, str(sorted(warmed.items()))
     assert all(warmed[s] == 0 for s in range(1, 9)), str(sorted(warmed.items()))
+
+
+def enter_at_once(asked: list[str]) -> type:
+    """A strategy (a fresh class) that wants quotes in the last 5 s of a window and buys Up at
+    the first chance; `asked` gets the slot id at each needs_quotes call."""
+    from kernel.strategy_api import Decision
+
+    class EnterAtOnce:
+        @staticmethod
+        def quotes_from_ms(start_ms, end_ms, params):
+            return end_ms - 5000
+
+        @staticmethod
+        def needs_quotes(inp):
+            asked.append(inp.slot_id)
+            return True
+
+        @staticmethod
+        def evaluate(inp):
+            if inp.up_ask is None:
+                return None
+            return Decision(side="up", limit_price=inp.up_ask, stake_usd=5.0, p_up=0.9, reason="test")
+
+    return EnterAtOnce
+
+
+def watch_entry_lookups(runner, monkeypatch) -> list[int]:
+    """Per tick, how many entry intents the tick itself asked Redis for (_entry_state's read;
+    the look-up between ticks is not counted)."""
+    asked: list[int] = []
+    look = runner._cached_markets
+    inside = {"tick": False}
+
+    async def cached_markets(refs, problems, intents_of=None):
+        if inside["tick"] and intents_of:
+            asked[-1] += len(intents_of)
+        return await look(refs, problems, intents_of)
+
+    run = runner.run
+
+    async def tick(k, missed_before=0):
+        asked.append(0)
+        inside["tick"] = True
+        try:
+            return await run(k, missed_before)
+        finally:
+            inside["tick"] = False
+
+    monkeypatch.setattr(runner, "_cached_markets", cached_markets)
+    monkeypatch.setattr(runner, "run", tick)
+    return asked
+
+
+async def test_a_slot_that_entered_its_window_sleeps_until_the_next(rig, monkeypatch):
+    """One entry per slot-window: after it, the slot is passed by like a sleeping one (no input
+    built, its asset's candles not read), and the tick that wakes it does not ask Redis
+    whether it entered already: that was looked up between the ticks."""
+    from kernel import tick as tick_mod
+
+    asked: list[str] = []
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
+    lookups = watch_entry_lookups(rig.runner, monkeypatch)
+    # Start right after a window's entry zone: the next window is the first one seen whole.
+    await rig.clock.sleep_until_ms((rig.clock.now_ms() // 15_000 + 1) * 15_000 - 1000)
+    outs = await rig.run_ticks(31)
+    entries = [o for o in outs if o.record.orders]
+    assert [o.record.orders for o in entries] == [4, 4], [o.record.orders for o in outs]
+    assert all(o.record.started_ms // 1000 % 15 == 10 for o in entries)
+    # Each slot was asked once per window, at its first awake tick, and never again.
+    assert sorted(asked) == sorted(2 * [f"{a}-15s" for a in ASSETS.split(",")]), asked
+    # The ticks that entered asked Redis for no entry intent: the look-up between the ticks
+    # before them found none. (The first tick knows nothing yet of its window.)
+    assert all(n == 0 for o, n in zip(outs, lookups, strict=True) if o.record.orders), lookups
+    assert all(not o.problems for o in outs), [o.problems for o in outs if o.problems]
+    # One order per slot-window at the venue, too.
+    intents = await rig.store.r.hgetall(rig.store.k.intents())
+    assert len(intents) == 8
+
+
+async def test_an_entry_made_before_this_worker_looked_is_found_between_ticks(rig, monkeypatch):
+    """An entry intent already in Redis (a predecessor's) when the slot is about to wake: the
+    slot is never evaluated in that window."""
+    from kernel import tick as tick_mod
+    from kernel.snapshot import slot_refs
+
+    asked: list[str] = []
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
+    await rig.clock.sleep_until_ms((rig.clock.now_ms() // 15_000 + 1) * 15_000 + 1000)
+    ref = slot_refs([("btc-15s", "btc", "15s")], rig.clock.now_ms())[0]
+    await rig.store.r.hset(rig.store.k.intents(), ref.entry_intent_id, '{"written":"by a predecessor"}')
+    outs = await rig.run_ticks(13)
+    assert sum(o.record.orders for o in outs) == 3
+    assert "btc-15s" not in asked and len(asked) == 3, asked
+    assert rig.runner._entered["btc-15s"] == ref.window_start_s
+
+
+async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypatch):
+    """What was looked up between ticks holds only while every commit's answer is known: after
+    one that raised (it may have landed), the next tick asks Redis itself."""
+    from kernel import executor
+    from kernel import tick as tick_mod
+
+    asked: list[str] = []
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
+    lookups = watch_entry_lookups(rig.runner, monkeypatch)
+    real = executor.commit_and_submit
+    calls = {"n": 0}
+
+    async def lost_answer(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("Redis went away before it answered")
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(executor, "commit_and_submit", lost_answer)
+    await rig.clock.sleep_until_ms((rig.clock.now_ms() // 15_000 + 1) * 15_000 + 1000)
+    outs = []
+    for _ in range(11):
+        try:
+            outs.extend(await rig.run_ticks(1))
+        except ConnectionError:
+            outs.append(None)
+    failed = outs.index(None)
+    assert lookups[failed] == 0  # known from between the ticks
+    assert rig.runner._absent == {}
+    assert lookups[failed + 1] == 4  # asked again: the failed commit might have landed
+    assert outs[failed + 1].record.orders == 4

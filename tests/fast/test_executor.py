@@ -1,0 +1,101 @@
+"""Commits and fills written in several calls at once (kernel/executor.py, WRITE_CHUNK): the
+same outcome as one call, each rule still held per intent."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import msgspec
+import pytest
+
+from kernel import executor
+from state.structs import Intent
+from tests.factories import intent as make_intent
+
+
+class FillingVenue:
+    """Every order fills at its limit price."""
+
+    def __init__(self) -> None:
+        self.posted: list[str] = []
+
+    def sign_buy(self, token_id: str, price: float, size: float) -> SimpleNamespace:
+        return SimpleNamespace(order_id=f"0x{token_id}", size=size, price=price)
+
+    def post(self, signed: SimpleNamespace, order_type: str = "FOK") -> SimpleNamespace:
+        self.posted.append(signed.order_id)
+        return SimpleNamespace(
+            order_id=signed.order_id,
+            status="matched",
+            size_matched=signed.size,
+            avg_price=signed.price,
+            price=signed.price,
+            error="",
+        )
+
+
+def intents(epoch: int, n: int) -> list[Intent]:
+    return [
+        msgspec.structs.replace(
+            make_intent(f"s{k}-15m:1700000000:entry", epoch=epoch),
+            slot=f"s{k}-15m",
+            token_id=str(1000 + k),
+            limit_price=0.5,
+            size=10.0,
+            stake_usd=5.0,
+        )
+        for k in range(n)
+    ]
+
+
+async def lease(store) -> int:
+    _, epoch, _ = await store.acquire_lease("blue:h:1:x", "blue", "r1", int(time.time() * 1000), 60_000)
+    return epoch
+
+
+async def test_many_intents_commit_and_fill_in_chunks_as_in_one_call(store, monkeypatch):
+    monkeypatch.setattr(executor, "WRITE_CHUNK", 2)
+    epoch = await lease(store)
+    venue = FillingVenue()
+    entered: set[str] = set()
+    batch = intents(epoch, 5)
+    sent, problems = await executor.commit_and_submit(store, venue, epoch, batch, entered=entered)
+    assert (sent, problems) == (5, [])
+    assert entered == {i.id for i in batch}
+    assert {i.status for i in await store.read_intents()} == {"filled"}
+    assert await store.read_intents(open_only=True) == []
+    positions = await store.read_positions(open_only=True)
+    assert sorted(p.intent_id for p in positions) == sorted(i.id for i in batch)
+    totals = await store.read_ledger_totals()
+    assert totals["cash_micros"] == -5 * 5_000_000 and totals["entries"] == 5
+    assert len(await store.read_ledger()) == 5
+
+    # The same intents again: every chunk refuses them as duplicates, nothing is posted, and
+    # they still count as entered (Redis holds them).
+    again: set[str] = set()
+    sent, problems = await executor.commit_and_submit(store, venue, epoch, batch, entered=again)
+    assert (sent, problems) == (0, []) and len(venue.posted) == 5
+    assert again == entered
+
+
+async def test_a_chunk_that_fails_fails_the_call_after_the_others_are_done(store, monkeypatch):
+    """No write is left running when the failure is raised: the tick's caller sees one error,
+    and the intents the other chunks committed are found open by the next tick."""
+    monkeypatch.setattr(executor, "WRITE_CHUNK", 2)
+    epoch = await lease(store)
+    real = store.commit_intents
+    calls = {"n": 0}
+
+    async def second_fails(epoch, chunk):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("connection reset")
+        return await real(epoch, chunk)
+
+    monkeypatch.setattr(store, "commit_intents", second_fails)
+    venue = FillingVenue()
+    with pytest.raises(ConnectionError):
+        await executor.commit_and_submit(store, venue, epoch, intents(epoch, 5))
+    assert venue.posted == []
+    assert len(await store.read_intents(open_only=True)) == 3  # chunks 1 and 3
