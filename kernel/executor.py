@@ -23,13 +23,6 @@ from state.structs import MICROS, Intent, Market, Position
 PENDING_STATUSES = frozenset({"live", "delayed"})
 # "dry_run": live dry-run mode signed the order and did not post it (BATON_DRY_RUN).
 FINAL_STATUSES = frozenset({"matched", "filled", "canceled", "cancelled", "unmatched", "rejected", "dry_run"})
-# Intents per commit call and fills per booking call. A thousand orders in one call leave the
-# worker idle while Redis runs the whole script (~10 ms for a thousand fills) and Redis idle
-# while the worker encodes and packs the next megabyte; in calls of this size, started
-# together on connections of their own, the worker packs the next call while Redis runs the
-# last (bench/tick_scale.py, entry ticks). Each call is atomic and fenced on its own: the
-# rules (one entry per slot-window, each fill booked once) hold per intent, not per batch.
-WRITE_CHUNK = 256
 
 
 def order_size(stake_usd: float, price: float, min_size: float) -> float:
@@ -138,7 +131,9 @@ async def commit_and_submit(
             ready.append((msgspec.structs.replace(intent, order_id=signed.order_id), signed))
     if not ready:
         return 0, problems
-    verdicts = await _commit_in_chunks(store, epoch, [i for i, _ in ready])
+    verdicts = await store.commit_intents(epoch, [i for i, _ in ready])
+    if isinstance(verdicts, Exception) or len(verdicts) != len(ready):
+        raise RuntimeError(f"committing {len(ready)} intent(s): unexpected answer {verdicts!r}")
     committed: list[tuple[Intent, Any]] = []
     for (intent, signed), v in zip(ready, verdicts, strict=True):
         if entered is not None and v in ("OK", "DUPLICATE"):
@@ -213,55 +208,22 @@ def outcome(
     )
 
 
-def _chunks(items: list[Any]) -> list[list[Any]]:
-    return [items[i : i + WRITE_CHUNK] for i in range(0, len(items), WRITE_CHUNK)]
-
-
-async def _together(calls: list[Any]) -> list[Any]:
-    """Run the calls (coroutines) concurrently and wait for all of them; then raise the first
-    failure, if any (none is left running)."""
-    answers = await asyncio.gather(*calls, return_exceptions=True)
-    for a in answers:
-        if isinstance(a, BaseException):
-            raise a
-    return answers
-
-
-async def _commit_in_chunks(store: Store, epoch: int, intents: list[Intent]) -> list[Any]:
-    """One verdict per intent, in order: every intent committed in calls of WRITE_CHUNK."""
-
-    async def commit(chunk: list[Intent]) -> list[Any]:
-        verdicts = await store.commit_intents(epoch, chunk)
-        if isinstance(verdicts, Exception) or len(verdicts) != len(chunk):
-            raise RuntimeError(f"committing {len(chunk)} intent(s): unexpected answer {verdicts!r}")
-        return list(verdicts)
-
-    parts = await _together([commit(c) for c in _chunks(intents)])
-    return [v for part in parts for v in part]
-
-
 async def write_outcomes(
     store: Store, epoch: int, updates: list[Intent], fills: list[tuple[Intent, Position]]
 ) -> list[str]:
-    """Every update and fill, the fills in fenced calls of WRITE_CHUNK, each call with its
-    own round trip, all under way together; returns the problems (writes the fence refused)."""
+    """Every update and fill in one round trip (all fills in one fenced call); returns the
+    problems (writes the fence refused)."""
     if not updates and not fills:
         return []
 
-    async def write(ups: list[Intent], part: list[tuple[Intent, Position]]) -> list[Any]:
-        def build(pipe: Any) -> None:
-            for u in ups:
-                store.update_intent(epoch, u, pipe=pipe)
-            if part:
-                store.record_fills(epoch, part, pipe=pipe)
+    def build(pipe: Any) -> None:
+        for u in updates:
+            store.update_intent(epoch, u, pipe=pipe)
+        if fills:
+            store.record_fills(epoch, fills, pipe=pipe)
 
-        answers = await store.run_pipeline(build)
-        verdicts: list[Any] = list(answers[: len(ups)])
-        for a in answers[len(ups) :]:
-            verdicts += a if isinstance(a, list) else [a]
-        return verdicts
-
-    parts = _chunks(fills) or [[]]
-    done = await _together([write(updates if n == 0 else [], part) for n, part in enumerate(parts)])
-    refused = [v for verdicts in done for v in verdicts if v not in ("OK", "ALREADY")]
-    return [f"recording a venue answer: {v}" for v in refused]
+    answers = await store.run_pipeline(build)
+    verdicts: list[Any] = list(answers[: len(updates)])
+    for a in answers[len(updates) :]:
+        verdicts += a if isinstance(a, list) else [a]
+    return [f"recording a venue answer: {v}" for v in verdicts if v not in ("OK", "ALREADY")]

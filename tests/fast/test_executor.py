@@ -1,5 +1,5 @@
-"""Commits and fills written in several calls at once (kernel/executor.py, WRITE_CHUNK): the
-same outcome as one call, each rule still held per intent."""
+"""From intents to orders (kernel/executor.py): what Redis holds afterwards, and which intents
+the caller is told are entered (its memory of slots with nothing left to do this window)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 from types import SimpleNamespace
 
 import msgspec
-import pytest
 
 from kernel import executor
 from state.structs import Intent
@@ -54,8 +53,7 @@ async def lease(store) -> int:
     return epoch
 
 
-async def test_many_intents_commit_and_fill_in_chunks_as_in_one_call(store, monkeypatch):
-    monkeypatch.setattr(executor, "WRITE_CHUNK", 2)
+async def test_committed_and_duplicate_intents_both_count_as_entered(store):
     epoch = await lease(store)
     venue = FillingVenue()
     entered: set[str] = set()
@@ -71,31 +69,9 @@ async def test_many_intents_commit_and_fill_in_chunks_as_in_one_call(store, monk
     assert totals["cash_micros"] == -5 * 5_000_000 and totals["entries"] == 5
     assert len(await store.read_ledger()) == 5
 
-    # The same intents again: every chunk refuses them as duplicates, nothing is posted, and
-    # they still count as entered (Redis holds them).
+    # The same intents again: refused as duplicates, nothing is posted, and they still count
+    # as entered (Redis holds them).
     again: set[str] = set()
     sent, problems = await executor.commit_and_submit(store, venue, epoch, batch, entered=again)
     assert (sent, problems) == (0, []) and len(venue.posted) == 5
     assert again == entered
-
-
-async def test_a_chunk_that_fails_fails_the_call_after_the_others_are_done(store, monkeypatch):
-    """No write is left running when the failure is raised: the tick's caller sees one error,
-    and the intents the other chunks committed are found open by the next tick."""
-    monkeypatch.setattr(executor, "WRITE_CHUNK", 2)
-    epoch = await lease(store)
-    real = store.commit_intents
-    calls = {"n": 0}
-
-    async def second_fails(epoch, chunk):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise ConnectionError("connection reset")
-        return await real(epoch, chunk)
-
-    monkeypatch.setattr(store, "commit_intents", second_fails)
-    venue = FillingVenue()
-    with pytest.raises(ConnectionError):
-        await executor.commit_and_submit(store, venue, epoch, intents(epoch, 5))
-    assert venue.posted == []
-    assert len(await store.read_intents(open_only=True)) == 3  # chunks 1 and 3
