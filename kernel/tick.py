@@ -499,12 +499,12 @@ class TickRunner:
         wanted: list[tuple[SlotRef, SlotInput, ModuleType]] = []
         # Each strategy module is looked up once per tick (a reload happens between ticks).
         modules: dict[str, ModuleType | Exception] = {}
-        entered_before = self._entered
+        done = self._entered  # slots with nothing left to do in their window
         for ref in snap.refs:
             if self._halted():
                 problems.append("halted during the tick: no strategy code runs after the halt")
                 return 0, 0, problems
-            if entered_before.get(ref.id) == ref.window_start_s:
+            if done.get(ref.id) == ref.window_start_s:
                 continue
             slot = snap.slots.get(ref.id)
             if slot is None or not slot.enabled:

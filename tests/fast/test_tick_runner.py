@@ -464,6 +464,20 @@ def enter_at_once(asked: list[str]) -> type:
     return EnterAtOnce
 
 
+def venue_orders(rig) -> list[dict]:
+    """Every order the sim's CLOB ever accepted (GET /data/orders, page by page)."""
+    import httpx
+
+    out, cursor = [], None
+    while True:
+        params = {"next_cursor": cursor} if cursor else {}
+        page = httpx.get(f"{rig.settings.clob_url}/data/orders", params=params, timeout=5).json()
+        out += page["data"]
+        cursor = page.get("next_cursor")
+        if not page["data"] or not cursor or cursor == "LTE=":
+            return out
+
+
 def watch_entry_lookups(runner, monkeypatch) -> list[int]:
     """Per tick, how many entry intents the tick itself asked Redis for (_entry_state's read;
     the look-up between ticks is not counted)."""
@@ -500,6 +514,17 @@ async def test_a_slot_that_entered_its_window_sleeps_until_the_next(rig, monkeyp
     asked: list[str] = []
     monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
     lookups = watch_entry_lookups(rig.runner, monkeypatch)
+    stats = rig.runner.candles.stats
+    reads: list[int] = []
+    run = rig.runner.run
+
+    async def counted(k, missed_before=0):
+        before = stats.whole + stats.new
+        out = await run(k, missed_before)
+        reads.append(stats.whole + stats.new - before)
+        return out
+
+    monkeypatch.setattr(rig.runner, "run", counted)
     # Start right after a window's entry zone: the next window is the first one seen whole.
     await rig.clock.sleep_until_ms((rig.clock.now_ms() // 15_000 + 1) * 15_000 - 1000)
     outs = await rig.run_ticks(31)
@@ -512,9 +537,13 @@ async def test_a_slot_that_entered_its_window_sleeps_until_the_next(rig, monkeyp
     # before them found none. (The first tick knows nothing yet of its window.)
     assert all(n == 0 for o, n in zip(outs, lookups, strict=True) if o.record.orders), lookups
     assert all(not o.problems for o in outs), [o.problems for o in outs if o.problems]
-    # One order per slot-window at the venue, too.
-    intents = await rig.store.r.hgetall(rig.store.k.intents())
-    assert len(intents) == 8
+    # After the entry the rest of the window reads no candle window: every slot of each asset
+    # is done with it.
+    for o, n in zip(outs, reads, strict=True):
+        if o.record.started_ms // 1000 % 15 in (11, 12, 13, 14):
+            assert n == 0, (o.record.started_ms // 1000 % 15, reads)
+    # One order per slot-window at the venue.
+    assert len(venue_orders(rig)) == 8
 
 
 async def test_an_entry_made_before_this_worker_looked_is_found_between_ticks(rig, monkeypatch):
@@ -534,9 +563,12 @@ async def test_an_entry_made_before_this_worker_looked_is_found_between_ticks(ri
     assert rig.runner._entered["btc-15s"] == ref.window_start_s
 
 
-async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypatch):
+@pytest.mark.parametrize("landed", [False, True])
+async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypatch, landed):
     """What was looked up between ticks holds only while every commit's answer is known: after
-    one that raised (it may have landed), the next tick asks Redis itself."""
+    one that raised, the next tick asks Redis itself. If the commit had landed, it finds the
+    intents there and nothing enters again (the orders were never posted); if not, the slots
+    enter then."""
     from kernel import executor
     from kernel import tick as tick_mod
 
@@ -546,22 +578,31 @@ async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypa
     real = executor.commit_and_submit
     calls = {"n": 0}
 
-    async def lost_answer(*args, **kw):
+    async def lost_answer(store, venue, epoch, intents, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
+            if landed:
+                await store.commit_intents(epoch, intents)
             raise ConnectionError("Redis went away before it answered")
-        return await real(*args, **kw)
+        return await real(store, venue, epoch, intents, **kw)
 
     monkeypatch.setattr(executor, "commit_and_submit", lost_answer)
     await rig.clock.sleep_until_ms((rig.clock.now_ms() // 15_000 + 1) * 15_000 + 1000)
-    outs = []
+    outs, asked_by_tick = [], []
     for _ in range(11):
         try:
             outs.extend(await rig.run_ticks(1))
         except ConnectionError:
             outs.append(None)
+        asked_by_tick.append(len(asked))
     failed = outs.index(None)
     assert lookups[failed] == 0  # known from between the ticks
     assert rig.runner._absent == {}
     assert lookups[failed + 1] == 4  # asked again: the failed commit might have landed
-    assert outs[failed + 1].record.orders == 4
+    assert outs[failed + 1].record.orders == (0 if landed else 4)
+    # Either way the slots are known to have entered now: never asked again in the window.
+    window = outs[failed + 1].record.started_ms // 15_000
+    same = [i for i, o in enumerate(outs) if i > failed + 1 and o.record.started_ms // 15_000 == window]
+    assert same and all(asked_by_tick[i] == asked_by_tick[failed + 1] for i in same)
+    assert all(rig.runner._entered[f"{a}-15s"] == window * 15 for a in ASSETS.split(","))
+    assert len(venue_orders(rig)) == sum(o.record.orders for o in outs if o is not None)
