@@ -24,6 +24,7 @@ from kernel.venue import ClobVenue
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from state.structs import CANDLE, FEED_STATUS, Candle, FeedStatus, usd_to_micros
+from tests.factories import intent as make_intent
 from tests.simserver import ThreadServer
 from worker.main import Worker, configured_slots
 
@@ -606,3 +607,42 @@ async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypa
     assert same and all(asked_by_tick[i] == asked_by_tick[failed + 1] for i in same)
     assert all(rig.runner._entered[f"{a}-15s"] == window * 15 for a in ASSETS.split(","))
     assert len(venue_orders(rig)) == sum(o.record.orders for o in outs if o is not None)
+
+
+async def test_what_was_looked_up_under_an_older_lease_is_asked_again(rig, monkeypatch):
+    """The between-ticks look-up holds only for the epoch it was made under: another holder
+    may have entered meanwhile. After the lease went elsewhere and came back, the tick asks
+    Redis again, finds that holder's entry and does not enter that slot a second time."""
+    from kernel import tick as tick_mod
+    from kernel.snapshot import slot_refs
+    from kernel.tick import Identity
+
+    asked: list[str] = []
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
+    lookups = watch_entry_lookups(rig.runner, monkeypatch)
+    window_ms = (rig.clock.now_ms() // 15_000 + 1) * 15_000
+    await rig.clock.sleep_until_ms(window_ms + 1000)
+    await rig.run_ticks(8)  # through second 9: the look-up for the waking tick is made
+    runner = rig.runner
+    assert {runner._absent[f"{a}-15s"] for a in ASSETS.split(",")} == {
+        (window_ms // 1000, runner.ident.epoch)
+    }
+
+    # The lease lapses; another worker takes it and commits btc's entry; the lease comes back.
+    await rig.clock.sleep_until_ms(window_ms + 12_500)
+    got, other, _ = await rig.store.acquire_lease("green:t", "green", "test", rig.clock.now_ms(), 100)
+    assert got
+    ref = slot_refs([("btc-15s", "btc", "15s")], rig.clock.now_ms())[0]
+    theirs = msgspec.structs.replace(
+        make_intent(ref.entry_intent_id, epoch=other), slot="btc-15s", window_start_s=ref.window_start_s
+    )
+    assert await rig.store.commit_intent(other, theirs) == "OK"
+    await rig.clock.sleep_until_ms(window_ms + 12_700)
+    got, ours, _ = await rig.store.acquire_lease("blue:t", "blue", "test", rig.clock.now_ms(), 3000)
+    assert got and ours > other
+    runner.ident = Identity("blue:t", "blue", "test", ours)  # as the worker does (become_active)
+
+    outs = await rig.run_ticks(1)
+    assert lookups[-1] == 4  # asked again, all four
+    assert (outs[0].record.orders, outs[0].record.evaluated) == (3, 3)  # btc not evaluated
+    assert runner._entered["btc-15s"] == ref.window_start_s
