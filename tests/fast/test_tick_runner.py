@@ -442,15 +442,11 @@ async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, mo
 
 
 def enter_at_once(asked: list[str]) -> type:
-    """A strategy (a fresh class) that wants quotes in the last 5 s of a window and buys Up at
-    the first chance; `asked` gets the slot id at each needs_quotes call."""
+    """last_five_seconds' strategy (a fresh class), but it buys Up at the first chance; `asked`
+    gets the slot id at each needs_quotes call."""
     from kernel.strategy_api import Decision
 
-    class EnterAtOnce:
-        @staticmethod
-        def quotes_from_ms(start_ms, end_ms, params):
-            return end_ms - 5000
-
+    class EnterAtOnce(last_five_seconds([])):
         @staticmethod
         def needs_quotes(inp):
             asked.append(inp.slot_id)
