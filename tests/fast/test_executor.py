@@ -4,34 +4,13 @@ the caller is told are entered (its memory of slots with nothing left to do this
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import msgspec
 
+from bench.tick_scale import InstantVenue  # every order fills at its limit price
 from kernel import executor
 from state.structs import Intent
 from tests.factories import intent as make_intent
-
-
-class FillingVenue:
-    """Every order fills at its limit price."""
-
-    def __init__(self) -> None:
-        self.posted: list[str] = []
-
-    def sign_buy(self, token_id: str, price: float, size: float) -> SimpleNamespace:
-        return SimpleNamespace(order_id=f"0x{token_id}", size=size, price=price)
-
-    def post(self, signed: SimpleNamespace, order_type: str = "FOK") -> SimpleNamespace:
-        self.posted.append(signed.order_id)
-        return SimpleNamespace(
-            order_id=signed.order_id,
-            status="matched",
-            size_matched=signed.size,
-            avg_price=signed.price,
-            price=signed.price,
-            error="",
-        )
 
 
 def intents(epoch: int, n: int) -> list[Intent]:
@@ -55,7 +34,7 @@ async def lease(store) -> int:
 
 async def test_committed_and_duplicate_intents_both_count_as_entered(store):
     epoch = await lease(store)
-    venue = FillingVenue()
+    venue = InstantVenue()
     entered: set[str] = set()
     batch = intents(epoch, 5)
     sent, problems = await executor.commit_and_submit(store, venue, epoch, batch, entered=entered)
@@ -73,5 +52,5 @@ async def test_committed_and_duplicate_intents_both_count_as_entered(store):
     # as entered (Redis holds them).
     again: set[str] = set()
     sent, problems = await executor.commit_and_submit(store, venue, epoch, batch, entered=again)
-    assert (sent, problems) == (0, []) and len(venue.posted) == 5
+    assert (sent, problems) == (0, []) and venue.calls["post"] == 5
     assert again == entered

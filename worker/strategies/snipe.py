@@ -62,7 +62,7 @@ def _zone_s(window_start_ms: int, window_end_ms: int, entry_s: float) -> float:
 
 
 def in_entry_zone(inp: SlotInput) -> bool:
-    return _in_zone(inp, float(inp.params.get("entry_s", DEFAULTS["entry_s"])))
+    return _in_zone(inp, param(inp, "entry_s"))
 
 
 def _in_zone(inp: SlotInput, entry_s: float) -> bool:
