@@ -364,6 +364,9 @@ async def status_loop(
                     {journal: last_id}, block=max(1, int(left * 1000)), count=READ_COUNT
                 )
             except (redis.RedisError, OSError) as e:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # a cancel that arrived as a connection error: stop, do not retry
                 follow.fail(e)
                 await asyncio.sleep(min(retry_s, left))
                 continue
