@@ -17,6 +17,19 @@ from baton.settings import Settings
 
 T = TypeVar("T")
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled and something swallowed the cancel.
+
+    Python 3.11's asyncio.wait_for returns the awaited result instead of raising when the
+    cancel arrives in the same loop pass as that result (fixed in 3.12); Redis clients wait
+    that way (fakeredis's can_read does), so a loop that never ends on its own could lose its
+    cancel and run on forever, holding up the shutdown. The task still counts the cancel: each
+    pass of such a loop checks it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 CTX_KEY: web.AppKey[ApiContext] = web.AppKey("baton_ctx", object)  # type: ignore[arg-type]
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 import redis
 
-from api.context import ApiContext
+from api.context import ApiContext, stop_if_cancelled
 from baton import commands as c
 from baton.ops import Ops
 from state.keys import Keys
@@ -351,11 +351,13 @@ async def status_loop(
     with contextlib.suppress(OSError):  # if it cannot be made, each write says why
         ctx.s.status_file.parent.mkdir(parents=True, exist_ok=True)
     while True:
+        stop_if_cancelled()
         wrote = await write_status(ctx, outage)
         due = time.monotonic() + (refresh_s if wrote else retry_s)
         # Wait for the next journal entry, or until the refresh is due. However many entries
         # one read returns (a burst, a catch-up after a stall), they make one write.
         while (left := due - time.monotonic()) > 0:
+            stop_if_cancelled()
             try:
                 if last_id is None:
                     last = await ctx.redis.xrevrange(journal, count=1)
@@ -364,9 +366,7 @@ async def status_loop(
                     {journal: last_id}, block=max(1, int(left * 1000)), count=READ_COUNT
                 )
             except (redis.RedisError, OSError) as e:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # a cancel that arrived as a connection error: stop, do not retry
+                stop_if_cancelled()  # a cancel that arrived as a connection error: do not retry
                 follow.fail(e)
                 await asyncio.sleep(min(retry_s, left))
                 continue
@@ -388,6 +388,7 @@ async def control_loop(
         except OSError as e:
             trouble.fail(f"archiving interrupted commands: {e}")
     while True:
+        stop_if_cancelled()
         try:
             # On the halt threads: a halt written to control.json must not queue behind a
             # slow reload or stop in the default pool.

@@ -35,7 +35,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from api.context import ApiContext, ctx_of
+from api.context import ApiContext, ctx_of, stop_if_cancelled
 from api.spec import route
 from baton.settings import CANDLE_INTERVAL, Settings
 from state.control import parse_control
@@ -374,6 +374,7 @@ async def follow_journal(
     ids: dict[str, Any] | None = None
     down = False
     while not stop.is_set():
+        stop_if_cancelled()
         try:
             if ids is None:
                 ids = await _ends(ctx.redis, [journal, audit])
