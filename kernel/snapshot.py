@@ -67,6 +67,7 @@ class Snapshot:
     slots: dict[str, Slot]
     opens: dict[str, Candle | None]
     recent: dict[str, list[Candle]]
+    # The feed's status of the assets whose candles were read (only their slots get input).
     feed: dict[str, FeedStatus | None]
     open_positions: list[Position]
     open_intents: list[Intent]
@@ -266,7 +267,8 @@ async def read_snapshot(
         if read_assets:
             _queue_candles_read(pipe, store, cache, read_assets, opens_wanted, since_ms, now_ms)
             q("candle windows")
-        q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in assets]))
+        if read_assets:  # only the assets whose candles are read can have a slot with input
+            q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in read_assets]))
         q(k.positions_open(), pipe.hgetall(k.positions_open()))
         q(k.intents_open(), pipe.hgetall(k.intents_open()))
         q(k.ledger_totals(), pipe.hgetall(k.ledger_totals()))
@@ -306,7 +308,7 @@ async def read_snapshot(
             opens[r.id] = _find(held, key[1]) if held is not None else None
     feed = {
         a: decode_reported(FEED_STATUS, raw, "feed status", problems, a)
-        for a, raw in zip(assets, next(it), strict=True)
+        for a, raw in zip(read_assets, next(it) if read_assets else (), strict=True)
     }
     open_positions = [
         p

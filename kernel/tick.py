@@ -443,14 +443,18 @@ class TickRunner:
     def _awake_assets(self, refs: list[SlotRef], now_ms: int) -> set[str]:
         """Assets whose candles this tick may need: those with a slot whose strategy's
         quotes_from_ms (as the last tick found it for this window) has come, or that nothing
-        is known of (a new window, a strategy without the hint, a disabled slot). The others'
-        windows are not read: at a thousand slots that is most of an idle tick. A slot whose
-        record changed since (its entry_s, say) is known again one tick later."""
+        is known of (a new window, a strategy without the hint). The others' windows are not
+        read: at a thousand slots that is most of an idle tick. A slot the last tick found
+        disabled sleeps too (no strategy runs for it). A slot whose record changed since (its
+        entry_s, enabled again) is known again one tick later."""
         awake: set[str] = set()
-        wakes, entered = self._wakes, self._entered
+        wakes, entered, slots = self._wakes, self._entered, self._last_slots
         hints: dict[str, Any] = {}  # strategy name -> its quotes_from_ms now (a reload changes it)
         for r in refs:
             if r.asset in awake or entered.get(r.id) == r.window_start_s:
+                continue
+            slot = slots.get(r.id)
+            if slot is not None and not slot.enabled:
                 continue
             got = wakes.get(r.id)
             if got is None or got[2] != r.window_start_s or now_ms >= got[3]:

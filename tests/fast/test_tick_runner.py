@@ -441,6 +441,56 @@ async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, mo
     assert all(warmed[s] == 0 for s in range(1, 9)), str(sorted(warmed.items()))
 
 
+async def set_enabled(rig, slot_id: str, enabled: bool) -> None:
+    from state.structs import SLOT
+
+    k = rig.store.k.slots()
+    slot = SLOT.decode(await rig.store.r.hget(k, slot_id))
+    await rig.store.r.hset(k, slot_id, SLOT.encode(msgspec.structs.replace(slot, enabled=enabled)))
+
+
+async def test_a_disabled_slot_sleeps_and_wakes_when_enabled_again(rig, monkeypatch):
+    """A disabled slot runs no strategy, so its asset's candles are not read for it, neither
+    by the tick nor between ticks; enabled again, it is awake one tick later."""
+    from kernel import tick as tick_mod
+
+    asked: list[str] = []
+
+    class Recording(last_five_seconds([])):
+        @staticmethod
+        def needs_quotes(inp):
+            asked.append(inp.slot_id)
+            return False
+
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Recording)
+    read: list[set[str]] = []  # per snapshot, and per warm-up between ticks: the assets read
+    snapshot, warm = tick_mod.read_snapshot, tick_mod.read_candles
+
+    async def reading_snapshot(*args, candle_assets=None, **kwargs):
+        read.append(set(candle_assets or ()))
+        return await snapshot(*args, candle_assets=candle_assets, **kwargs)
+
+    async def warming(store, assets, *args, **kwargs):
+        read.append(set(assets))
+        return await warm(store, assets, *args, **kwargs)
+
+    monkeypatch.setattr(tick_mod, "read_snapshot", reading_snapshot)
+    monkeypatch.setattr(tick_mod, "read_candles", warming)
+    off = "btc-15s"
+    await set_enabled(rig, off, False)
+    await rig.run_ticks(1)  # the first tick learns that it is disabled
+    read.clear()
+    await rig.run_ticks(30)
+    assert off not in asked and {"eth-15s", "sol-15s", "xrp-15s"} <= set(asked)
+    assert not any("btc" in assets for assets in read), read
+    assert any("eth" in assets for assets in read)
+
+    await set_enabled(rig, off, True)
+    await rig.run_ticks(16)
+    assert off in asked
+    assert any("btc" in assets for assets in read)
+
+
 def enter_at_once(asked: list[str]) -> type:
     """last_five_seconds' strategy (a fresh class), but it buys Up at the first chance; `asked`
     gets the slot id at each needs_quotes call."""
