@@ -352,16 +352,21 @@ async def status_loop(
         ctx.s.status_file.parent.mkdir(parents=True, exist_ok=True)
     while True:
         stop_if_cancelled()
+        if last_id is None:
+            # Where to follow the journal from is fixed before the snapshot is written: a tick
+            # journaled in between is in the snapshot or read after it, never missed (fixed
+            # after it, such a tick would wait for the next refresh, 30 s).
+            last_id = await _journal_end(ctx, journal, follow)
         wrote = await write_status(ctx, outage)
-        due = time.monotonic() + (refresh_s if wrote else retry_s)
+        due = time.monotonic() + (refresh_s if wrote and last_id is not None else retry_s)
         # Wait for the next journal entry, or until the refresh is due. However many entries
         # one read returns (a burst, a catch-up after a stall), they make one write.
         while (left := due - time.monotonic()) > 0:
             stop_if_cancelled()
+            if last_id is None:  # Redis could not say where the journal ends: try again then
+                await asyncio.sleep(left)
+                continue
             try:
-                if last_id is None:
-                    last = await ctx.redis.xrevrange(journal, count=1)
-                    last_id = last[0][0] if last else "0-0"
                 got = await ctx.redis.xread(
                     {journal: last_id}, block=max(1, int(left * 1000)), count=READ_COUNT
                 )
@@ -374,6 +379,19 @@ async def status_loop(
             if got:
                 last_id = got[0][1][-1][0]
                 break
+
+
+async def _journal_end(ctx: ApiContext, journal: str, follow: _Outage) -> Any:
+    """The id of the tick journal's last entry ("0-0" when empty); None (logged) when Redis
+    cannot say."""
+    try:
+        last = await ctx.redis.xrevrange(journal, count=1)
+    except (redis.RedisError, OSError) as e:
+        stop_if_cancelled()
+        follow.fail(e)
+        return None
+    follow.ok()
+    return last[0][0] if last else "0-0"
 
 
 async def control_loop(
