@@ -355,7 +355,7 @@ async def status_loop(
         if last_id is None:
             # Where to follow the journal from is fixed before the snapshot is written: a tick
             # journaled in between is in the snapshot or read after it, never missed (fixed
-            # after it, such a tick would wait for the next refresh, 30 s).
+            # after it, such a tick would wait for the next refresh).
             last_id = await _journal_end(ctx, journal, follow)
         wrote = await write_status(ctx, outage)
         due = time.monotonic() + (refresh_s if wrote and last_id is not None else retry_s)
@@ -390,6 +390,7 @@ async def _journal_end(ctx: ApiContext, journal: str, follow: _Outage) -> Any:
         stop_if_cancelled()
         follow.fail(e)
         return None
+    stop_if_cancelled()
     follow.ok()
     return last[0][0] if last else "0-0"
 

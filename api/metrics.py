@@ -378,6 +378,7 @@ async def follow_journal(
         try:
             if ids is None:
                 ids = await _ends(ctx.redis, [journal, audit])
+                stop_if_cancelled()
                 if ready is not None:
                     ready.set()
             got = await ctx.redis.xread(ids, block=block_ms, count=READ_COUNT)

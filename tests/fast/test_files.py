@@ -78,6 +78,8 @@ async def stop(task: asyncio.Task) -> None:
         assert time.monotonic() < deadline, "the loop did not stop when cancelled"
         task.cancel()
         await asyncio.wait([task], timeout=0.2)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # the loop died of something else before the cancel
 
 
 def read_status(ctx: ApiContext) -> dict:
@@ -172,9 +174,11 @@ async def test_status_loop_stops_on_a_cancel_its_redis_client_swallowed(door, mo
     # reply instead of raising when the cancel lands in the same loop pass: the loop must
     # still end, or the api's shutdown waits forever.
     swallowed = []
+    reading = asyncio.Event()
     real_xread = door.redis.xread
 
     async def xread(*args, **kwargs):
+        reading.set()
         try:
             return await real_xread(*args, **kwargs)
         except asyncio.CancelledError:
@@ -185,8 +189,8 @@ async def test_status_loop_stops_on_a_cancel_its_redis_client_swallowed(door, mo
 
     monkeypatch.setattr(door.redis, "xread", xread)
     task = asyncio.create_task(files.status_loop(door, refresh_s=0.2))
-    await until(lambda: "generated_ms" in read_status(door))
-    await asyncio.sleep(0.05)  # blocked in XREAD now
+    await asyncio.wait_for(reading.wait(), 3)
+    await asyncio.sleep(0.01)  # blocked in XREAD now
     task.cancel()  # once: the loop must end on it though its XREAD returned as if not cancelled
     done, _ = await asyncio.wait([task], timeout=3)
     assert done and task.cancelled() and swallowed == [True]
