@@ -17,6 +17,7 @@ from baton.settings import Settings
 
 T = TypeVar("T")
 
+
 def stop_if_cancelled() -> None:
     """Raise CancelledError if this task was cancelled and something swallowed the cancel.
 

@@ -5,7 +5,7 @@ and raises AssertionError with the evidence when an invariant breaks."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from state.structs import INTENT, POSITION, Intent, Position
@@ -19,6 +19,18 @@ class TickReport:
     missed: list[int]  # tick indices absent between first and last
     runs: list[tuple[str, str, int]]  # (color, release, ticks) in order: one run per holder
     epochs: list[int]
+    # Of `missed`, those whose boundary came while the tick before was still running (its own
+    # journaled start and duration say so): a slow tick, not a gap in the handover, reload or
+    # failover the tests look at. A stalled VM makes one now and then.
+    overran: list[int] = field(default_factory=list)
+
+    @property
+    def missed_not_overrun(self) -> list[int]:
+        return [t for t in self.missed if t not in self.overran]
+
+    def overruns_are_rare(self) -> bool:
+        """At most one tick in a hundred (and one in any run) lost to a tick that overran."""
+        return len(self.overran) <= max(1, self.run // 100)
 
 
 def journal(r: Any, prefix: str = "baton:") -> list[dict[str, str]]:
@@ -38,6 +50,14 @@ def check_ticks(entries: list[dict[str, str]], since_tick: int | None = None) ->
     assert epochs == sorted(epochs), "a tick was journaled by an older epoch after a newer one"
     present = set(ticks)
     missed = [t for t in range(ticks[0], ticks[-1] + 1) if t not in present]
+    by_tick = {int(e["tick"]): e for e in entries}
+    overran: list[int] = []
+    for t in missed:
+        prev = by_tick[max(x for x in present if x < t)]
+        start, tick = int(prev["started_ms"]), int(prev["tick"])
+        tick_ms = (start - int(prev["jitter_ms"])) // tick  # started = boundary + jitter
+        if start + int(prev["duration_ms"]) > t * tick_ms:
+            overran.append(t)
     runs: list[tuple[str, str, int]] = []
     last_epoch = None
     for e in entries:
@@ -48,7 +68,7 @@ def check_ticks(entries: list[dict[str, str]], since_tick: int | None = None) ->
         else:
             runs.append((e["color"], e["release"], 1))
         last_epoch = epoch
-    return TickReport(ticks[0], ticks[-1], len(ticks), missed, runs, sorted(set(epochs)))
+    return TickReport(ticks[0], ticks[-1], len(ticks), missed, runs, sorted(set(epochs)), overran)
 
 
 def redis_intents(r: Any, prefix: str = "baton:") -> list[Intent]:
