@@ -14,6 +14,8 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tests.e2e.invariants import ran_past
+
 # How long after a halt flag that nobody acknowledged (or a garbage flag) an order already
 # on its way may still reach the venue: the tick in progress finishes its posts.
 UNACKED_GRACE_TICKS = 2
@@ -89,7 +91,7 @@ def _gap_evidence(prev: dict[str, str] | None, nxt: dict[str, str] | None, tick_
     holder simply did not tick (stall: stopped, Redis down, a tick that failed)."""
     if prev is None or nxt is None:
         return "edge"
-    if _i(prev["started_ms"]) + _i(prev.get("duration_ms")) > (_i(prev["tick"]) + 1) * tick_ms:
+    if ran_past(prev, (_i(prev["tick"]) + 1) * tick_ms):
         return "overrun"
     if prev.get("epoch") != nxt.get("epoch"):
         return "takeover"

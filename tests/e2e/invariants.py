@@ -33,6 +33,15 @@ class TickReport:
         return len(self.overran) <= max(1, self.run // 100)
 
 
+def ran_past(entry: dict[str, str], boundary_ms: int) -> bool:
+    """Whether a journaled tick was still running at `boundary_ms` (its own start and duration
+    say so): the boundaries it ran past were lost to it, not to a gap between ticks."""
+    try:
+        return int(entry["started_ms"]) + int(entry.get("duration_ms") or 0) > boundary_ms
+    except (KeyError, TypeError, ValueError):  # an entry that cannot say: not an overrun
+        return False
+
+
 def journal(r: Any, prefix: str = "baton:") -> list[dict[str, str]]:
     return [f for _, f in r.xrange(f"{prefix}journal:ticks")]
 
@@ -54,9 +63,10 @@ def check_ticks(entries: list[dict[str, str]], since_tick: int | None = None) ->
     overran: list[int] = []
     for t in missed:
         prev = by_tick[max(x for x in present if x < t)]
-        start, tick = int(prev["started_ms"]), int(prev["tick"])
-        tick_ms = (start - int(prev["jitter_ms"])) // tick  # started = boundary + jitter
-        if start + int(prev["duration_ms"]) > t * tick_ms:
+        tick_ms = (int(prev["started_ms"]) - int(prev["jitter_ms"])) // int(
+            prev["tick"]
+        )  # start = boundary + jitter
+        if ran_past(prev, t * tick_ms):
             overran.append(t)
     runs: list[tuple[str, str, int]] = []
     last_epoch = None

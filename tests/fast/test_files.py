@@ -189,11 +189,15 @@ async def test_status_loop_stops_on_a_cancel_its_redis_client_swallowed(door, mo
 
     monkeypatch.setattr(door.redis, "xread", xread)
     task = asyncio.create_task(files.status_loop(door, refresh_s=0.2))
+    # The cancel lands inside that XREAD: either fakeredis swallows it (the bug itself) or the
+    # wrapper does; either way the read returns as if nothing had happened.
     await asyncio.wait_for(reading.wait(), 3)
-    await asyncio.sleep(0.01)  # blocked in XREAD now
-    task.cancel()  # once: the loop must end on it though its XREAD returned as if not cancelled
+    task.cancel()  # once: the loop must end on it all the same
     done, _ = await asyncio.wait([task], timeout=3)
-    assert done and task.cancelled() and swallowed == [True]
+    ended_on_one_cancel = bool(done) and task.cancelled()
+    if not done:
+        await stop(task)  # a loop that lost its cancel: ended here, not left to the teardown
+    assert ended_on_one_cancel, "the loop ran on after its cancel was swallowed"
 
 
 def test_a_reader_never_sees_a_partial_status_file(tmp_path):
