@@ -169,6 +169,26 @@ def test_an_unattributed_missed_tick_is_caught_and_an_attributed_one_is_not():
     assert broken(d) == {"missed, not attributed to a fault"}
 
 
+def test_a_tick_lost_to_the_tick_before_overrunning_is_allowed_while_rare():
+    # Tick FIRST + 30 ran 1.5 s (a stalled machine): boundary FIRST + 31 passed while it ran.
+    d = clean()
+    d.journal = [e for e in d.journal if e["tick"] != str(FIRST + 31)]
+    slow = next(e for e in d.journal if e["tick"] == str(FIRST + 30))
+    slow["duration_ms"] = "1500"
+    assert broken(d) == set()
+    figs = checker.check(d).figures["ticks"]
+    assert figs["unattributed"] == [] and len(figs["overran_unattributed"]) == 1
+    assert figs["gap_evidence"] == {"overrun": 1}
+    # A second one in a 61-tick run is more than one in a hundred: broken.
+    d.journal = [e for e in d.journal if e["tick"] != str(FIRST + 41)]
+    next(e for e in d.journal if e["tick"] == str(FIRST + 40))["duration_ms"] = "1500"
+    assert broken(d) == {"missed to an overrun no fault explains"}
+    # The same gaps without the overrun evidence are stalls: unattributed, broken at once.
+    for e in d.journal:
+        e["duration_ms"] = "40"
+    assert broken(d) == {"missed, not attributed to a fault"}
+
+
 def test_a_missed_tick_goes_to_the_fault_that_began_last():
     b = (FIRST + 30) * T
     fs = [_fault("deploy", 1, b - 5000, b - 500), _fault("redis-restart", 2, b - 200, b + 3000)]
