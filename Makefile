@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-failover bench-reload bench-redis chaos test test-fast test-e2e test-browser lint bootstrap redis-server chromium clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis chaos test test-fast test-e2e test-browser lint bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -80,6 +80,11 @@ bench: bootstrap
 # RATE=0.2 spreads the entries over the entry zone: results in bench/results/tick_scale_spread.json).
 bench-scale: bootstrap
 	$(PY) -m bench.tick_scale $(if $(SLOTS),--slots $(SLOTS)) $(if $(RATE),--entry-rate $(RATE))
+
+# Entry bursts: one entry tick of 256-1,024 slots in zone, cycle after cycle on a virtual clock;
+# wall time beside the worker's CPU and Redis's (results in bench/results/entry_burst.json).
+bench-burst: bootstrap
+	$(PY) -m bench.entry_burst $(if $(CYCLES),--cycles $(CYCLES))
 
 # Crash failover: SIGKILLs of the active worker against blue/green deploys on a real stack.
 bench-failover: bootstrap

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # name -> (full-run arguments, quick-run arguments); run in this order.
 SUITE: dict[str, tuple[list[str], list[str]]] = {
     "tick_scale": ([], ["--slots", "16,256", "--seconds", "15"]),
+    "entry_burst": ([], ["--slots", "256", "--bursts", "1,4", "--cycles", "2"]),
     "redis_cost": ([], ["--slots", "16,256", "--ticks", "30", "--candles", "60,3600"]),
     "deploy_gap": ([], ["--deploys", "2"]),
     "failover": ([], ["--kills", "2", "--deploys", "1"]),
@@ -63,6 +64,17 @@ def h_tick_scale(d: dict[str, Any]) -> str:
         )
     idle = [s["by_kind"]["idle"]["round_trips"].get("median") for s in d["summary"]]
     return "; ".join(parts) + verdict + f"; idle-tick round trips {', '.join(_f(x) for x in idle)}"
+
+
+def h_entry_burst(d: dict[str, Any]) -> str:
+    parts = []
+    for s in d["summary"]:
+        parts.append(
+            f"{s['burst_slots']:,} of {s['slots']:,} slots in zone at entry rate {s['entry_rate']:g}: "
+            f"{_f(s['wall_ms']['median'], 1)} ms (worker CPU {_f(s['worker_cpu_ms']['median'], 1)}, "
+            f"Redis CPU {_f(s['redis_cpu_ms']['median'], 1)})"
+        )
+    return "; ".join(parts)
 
 
 def h_redis_cost(d: dict[str, Any]) -> str:
@@ -142,6 +154,7 @@ def h_halt_latency(d: dict[str, Any]) -> str:
 
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "tick_scale": h_tick_scale,
+    "entry_burst": h_entry_burst,
     "redis_cost": h_redis_cost,
     "deploy_gap": h_deploy_gap,
     "failover": h_failover,

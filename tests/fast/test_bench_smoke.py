@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 
 from bench import all as bench_all
-from bench import failover, hot_reload, redis_cost, tick_scale
+from bench import entry_burst, failover, hot_reload, redis_cost, tick_scale
 
 TIMEFRAMES = ("2s", "4s")  # entry zones of 0.67 s and 1.33 s: entries within seconds
 TICK_MS = 200
@@ -174,3 +174,28 @@ def test_the_summary_reads_the_existing_benchmarks_results(name):
         pytest.skip(f"{path} not there")
     line = bench_all.HEADLINES[name](json.loads(path.read_text()))
     assert line and "(no result" not in line
+
+
+def test_a_burst_is_the_first_second_where_exactly_k_timeframes_are_in_their_entry_zone():
+    tfs = ("15s", "30s", "1m", "2m")
+    assert [entry_burst.burst_offset(tfs, k) for k in (1, 2, 3, 4)] == [10, 25, 55, 115]
+    with pytest.raises(ValueError, match="each must divide the next"):
+        entry_burst.burst_offset(("15s", "20s"), 2)
+
+
+async def test_entry_burst_times_the_same_burst_cycle_after_cycle(redis_server, wire):
+    # 8 slots: 2 assets x 4 timeframes; 2 timeframes in zone = 4 slots, every one enters.
+    res = await entry_burst.measure_burst(
+        redis_server.url, 8, tick_scale.TIMEFRAMES, 2, cycles=2, entry_rate=1.0, wire=wire, warmup=0
+    )
+    assert res["burst_slots"] == 4 and res["timeframes_in_zone"] == ["15s", "30s"]
+    assert len(res["samples"]) == 2
+    for x in res["samples"]:
+        assert x["orders"] == 4 and x["evaluated"] == 4 and x["errors"] == 0, x
+        assert x["wall_ms"] > 0 and x["worker_cpu_ms"] > 0 and x["redis_cpu_ms"] >= 0
+        assert x["round_trips"] >= 3  # snapshot, commit, outcomes (and the journal)
+    s = entry_burst.summarise(res)
+    assert s["orders"]["median"] == 4
+    text = entry_burst.render([s])
+    assert "| 8 | 4 (15s, 30s) | 1 | 4 |" in text
+    assert "4 of 8 slots in zone" in bench_all.h_entry_burst({"summary": [s]})
