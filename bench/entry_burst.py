@@ -56,16 +56,25 @@ def _seconds(tf: str) -> int:
 def burst_offset(timeframes: tuple[str, ...], k: int) -> int:
     """The second, within a cycle of the longest timeframe, at which exactly the `k` shortest
     timeframes are in their entry zone (their last ENTRY_S seconds): the k-th one's first zone
-    second. Needs each timeframe to divide the next (15s, 30s, 1m, 2m)."""
+    second. Needs each timeframe to divide the next (15s, 30s, 1m, 2m), and each to be at
+    least 3 × ENTRY_S long (snipe's zone is the last third of a shorter window)."""
     spans = sorted(_seconds(t) for t in timeframes)
     if any(b % a for a, b in itertools.pairwise(spans)):
         raise ValueError(f"timeframes {timeframes}: each must divide the next")
+    if spans[0] < 3 * ENTRY_S:
+        raise ValueError(f"timeframes {timeframes}: each must be at least {3 * ENTRY_S} s")
+    if not 1 <= k <= len(spans):
+        raise ValueError(f"{k} timeframes in zone: between 1 and {len(spans)}")
     return spans[k - 1] - ENTRY_S
 
 
 async def _redis_cpu_s(r: Any) -> float:
     info = await r.info("cpu")
-    return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+    # The main thread's (Redis 6.2 and later): commands, scripts, the AOF's write(); not the
+    # everysec fsync, which runs on a background thread. Older servers: the whole process.
+    if "used_cpu_user_main_thread" in info:
+        return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def measure_burst(
@@ -109,9 +118,10 @@ async def measure_burst(
     written = base - ts.HISTORY_S - 10
 
     async def feed_until(sec: int) -> None:
-        """Closed candles of every asset for the seconds before `sec` (the last 70 at most)."""
+        """Closed candles of every asset for every second before `sec` not written yet: no
+        hole, so that every window's opening candle is there (the 2 m windows' too)."""
         nonlocal written
-        for first in range(max(written, sec - ts.HISTORY_S), sec, 10):
+        for first in range(written, sec, 10):
             batch = Batch()
             for t in range(first, min(first + 10, sec)):
                 for a in assets:
@@ -121,7 +131,11 @@ async def measure_burst(
 
     samples: list[dict[str, Any]] = []
     collector = gcpolicy.Collector()
-    rig = ts.Rig(settings, ts.InstantVenue(entry_rate=entry_rate), clock)
+    # The venue's cheap asks (entry rate below 1) are drawn per virtual second: each cycle's
+    # burst sees the books it saw in the last run.
+    venue = ts.InstantVenue(entry_rate=entry_rate, now_s=lambda: clock.now_ms() // 1000)
+    rig = ts.Rig(settings, venue, clock)
+    runner = None
     try:
         await feed_until(base - 5)
         clock.t_ms = (base - 5) * 1000
@@ -168,11 +182,14 @@ async def measure_burst(
             clock.t_ms = after * 1000
             await runner.run(after)
             await runner.between_ticks((after + 1) * 1000)
+            await runner.wait_prefetch()
             await rig.settle_closed((after + 1) * 1000)
             collector.after_tick(800)
-            await feed_until(burst + period - ts.HISTORY_S)
     finally:
         collector.stop()
+        if runner is not None:
+            await runner.wait_prefetch()
+            runner.close()
         await rig.close()
         await feed_redis.aclose()
         shutil.rmtree(home, ignore_errors=True)
@@ -223,7 +240,7 @@ def render(summaries: list[dict[str, Any]]) -> str:
     head = (
         "| slots | burst (slots in zone) | entry rate | orders median | wall ms median | min | max "
         "| worker CPU ms median | Redis CPU ms median | lanes CPU ms median | other ms median "
-        "| worker µs per slot | Redis µs per slot | wall × smallest burst | round trips |"
+        "| worker µs per slot | Redis µs per slot | wall × first row of its rate | round trips | errors |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     base: dict[float, float] = {}
@@ -239,7 +256,7 @@ def render(summaries: list[dict[str, Any]]) -> str:
             f"| {_n(w.get('max'))} | {_n(cpu.get('median'))} | {_n(red.get('median'))} "
             f"| {_n(s['lanes_cpu_ms'].get('median'))} | {_n(s['other_ms'].get('median'))} "
             f"| {_n(cpu['median'] * 1000 / per, 0)} | {_n(red['median'] * 1000 / per, 0)} "
-            f"| {ratio:.2f}× | {_n(s['round_trips'].get('median'), 0)} |"
+            f"| {ratio:.2f}× | {_n(s['round_trips'].get('median'), 0)} | {s['errors']} |"
         )
     return "\n".join(lines)
 
@@ -305,7 +322,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated: the chance that a slot in its zone finds an edge (1: every slot enters)",
     )
     ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "entry_burst.json")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.cycles < 1:
+        ap.error("--cycles must be at least 1")
+    try:
+        for k in (int(x) for x in args.bursts.split(",") if x):
+            burst_offset(tuple(t for t in args.timeframes.split(",") if t), k)
+    except (ValueError, KeyError) as e:
+        ap.error(f"--bursts/--timeframes: {e}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -260,10 +260,12 @@ class InstantVenue:
     sides, except that with `entry_rate` below 1 a slot's market offers that cheap ask at a
     given second only with that probability (and an ask above snipe's max_price otherwise):
     entries then spread over the entry zone instead of all landing on its first tick. The
-    draw is a hash of the token and the second, so a rerun sees the same books."""
+    draw is a hash of the token and the second (of `now_s`: the wall clock unless given, a
+    virtual one in bench/entry_burst.py), so a rerun sees the same books."""
 
-    def __init__(self, ask: float = ASK, entry_rate: float = 1.0) -> None:
+    def __init__(self, ask: float = ASK, entry_rate: float = 1.0, now_s: Any = None) -> None:
         self.ask = ask
+        self._now_s = now_s or (lambda: int(time.time()))
         # Per token: a market (two tokens) offers an edge with probability entry_rate.
         self._token_rate = 1.0 - math.sqrt(max(0.0, 1.0 - entry_rate))
         self.calls = {"discover": 0, "books": 0, "sign": 0, "post": 0}
@@ -281,7 +283,7 @@ class InstantVenue:
 
     def books(self, token_ids: list[str]) -> dict[str, Any]:
         self.calls["books"] += 1
-        second = int(time.time())
+        second = self._now_s()
         return {t: self._book(t, self._ask(t, second)) for t in token_ids}
 
     def _ask(self, token_id: str, second: int) -> float:

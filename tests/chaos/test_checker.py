@@ -189,6 +189,29 @@ def test_a_tick_lost_to_the_tick_before_overrunning_is_allowed_while_rare():
     assert broken(d) == {"missed, not attributed to a fault"}
 
 
+def test_an_overrun_covers_only_the_boundaries_its_tick_ran_past():
+    # Tick FIRST + 30 ran 1.2 s: it covers FIRST + 31; the 19 missing ticks after it are a
+    # stall of the same holder that no fault explains.
+    d = clean()
+    gone = {str(t) for t in range(FIRST + 31, FIRST + 51)}
+    d.journal = [e for e in d.journal if e["tick"] not in gone]
+    next(e for e in d.journal if e["tick"] == str(FIRST + 30))["duration_ms"] = "1200"
+    figs = checker.check(d).figures["ticks"]
+    assert len(figs["overran_unattributed"]) == 1 and len(figs["unattributed"]) == 19
+    assert "missed, not attributed to a fault" in broken(d)
+
+
+def test_a_takeover_after_a_slow_tick_is_not_excused_by_it():
+    d = clean()
+    d.journal = [e for e in d.journal if e["tick"] != str(FIRST + 31)]
+    next(e for e in d.journal if e["tick"] == str(FIRST + 30))["duration_ms"] = "1500"
+    for e in d.journal:
+        if int(e["tick"]) > FIRST + 31:
+            e["epoch"] = "2"
+    figs = checker.check(d).figures["ticks"]
+    assert figs["overran_unattributed"] == [] and len(figs["unattributed"]) == 1
+
+
 def test_a_missed_tick_goes_to_the_fault_that_began_last():
     b = (FIRST + 30) * T
     fs = [_fault("deploy", 1, b - 5000, b - 500), _fault("redis-restart", 2, b - 200, b + 3000)]

@@ -68,6 +68,9 @@ def test_the_venue_stand_in_spreads_entries_at_an_entry_rate_below_one():
     assert 0.08 < cheap < 0.14, cheap
     assert asks == [spread._ask(t, second) for t in tokens], "a rerun must see the same books"
     assert asks != [spread._ask(t, second + 1) for t in tokens], "the draw changes every second"
+    # On a virtual clock (bench/entry_burst.py) the books follow its second, not the wall's.
+    virtual = tick_scale.InstantVenue(entry_rate=0.2, now_s=lambda: second)
+    assert [b.best_ask for b in virtual.books(tokens).values()] == asks
 
 
 async def test_redis_cost_counts_commands_and_memory(redis_server, wire):
@@ -181,6 +184,10 @@ def test_a_burst_is_the_first_second_where_exactly_k_timeframes_are_in_their_ent
     assert [entry_burst.burst_offset(tfs, k) for k in (1, 2, 3, 4)] == [10, 25, 55, 115]
     with pytest.raises(ValueError, match="each must divide the next"):
         entry_burst.burst_offset(("15s", "20s"), 2)
+    with pytest.raises(ValueError, match="at least 15 s"):
+        entry_burst.burst_offset(("6s", "12s"), 1)
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        entry_burst.burst_offset(tfs, 0)
 
 
 async def test_entry_burst_times_the_same_burst_cycle_after_cycle(redis_server, wire):
@@ -197,5 +204,5 @@ async def test_entry_burst_times_the_same_burst_cycle_after_cycle(redis_server, 
     s = entry_burst.summarise(res)
     assert s["orders"]["median"] == 4
     text = entry_burst.render([s])
-    assert "| 8 | 4 (15s, 30s) | 1 | 4 |" in text
+    assert "| 8 | 4 (15s, 30s) | 1 | 4 |" in text and text.splitlines()[2].endswith("| 0 |")
     assert "4 of 8 slots in zone" in bench_all.h_entry_burst({"summary": [s]})
