@@ -40,7 +40,6 @@ from typing import Any
 
 from bench import tick_scale as ts
 from bench.machine import machine_info, publish
-from bench.numbers import rank
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRY_S = 5  # tick_scale's snipe entry_s: a 15 s window's zone is its last 5 s
@@ -203,32 +202,18 @@ async def measure_burst(
     }
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    import statistics
-
-    return {
-        "n": len(values),
-        "median": statistics.median(values),
-        "min": min(values),
-        "p99": rank(values, 0.99),
-        "max": max(values),
-    }
-
-
 def summarise(res: dict[str, Any]) -> dict[str, Any]:
     xs = res["samples"]
     out: dict[str, Any] = {
         k: res[k] for k in ("slots", "timeframes_in_zone", "burst_slots", "entry_rate", "cycles")
     }
     for f in ("wall_ms", "worker_cpu_ms", "lanes_cpu_ms", "redis_cpu_ms"):
-        out[f] = _stats([float(x[f]) for x in xs])
+        out[f] = ts.stats([float(x[f]) for x in xs])
     for f in ("evaluated", "orders", "round_trips"):
-        out[f] = _stats([float(x[f]) for x in xs])
+        out[f] = ts.stats([float(x[f]) for x in xs])
     out["errors"] = sum(x["errors"] for x in xs)
     # What is neither the worker's CPU nor Redis's: waits on threads and the loop, scheduling.
-    out["other_ms"] = _stats([x["wall_ms"] - x["worker_cpu_ms"] - x["redis_cpu_ms"] for x in xs])
+    out["other_ms"] = ts.stats([x["wall_ms"] - x["worker_cpu_ms"] - x["redis_cpu_ms"] for x in xs])
     return out
 
 
@@ -289,11 +274,7 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
                     )
         finally:
             wire.uninstall()
-        redis_info = {
-            "redis_version": server.version,
-            "appendonly": server.appendonly,
-            "appendfsync": server.appendfsync,
-        }
+        redis_info = server.describe()
     return {
         "benchmark": "entry_burst",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.entry_burst", *sys.argv[1:]]),

@@ -524,11 +524,7 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
             wire.uninstall()
         print("candle windows ...", flush=True)
         candles = await candle_bytes(server.url, tuple(int(x) for x in args.candles.split(",")))
-        info = {
-            "redis_version": server.version,
-            "appendonly": server.appendonly,
-            "appendfsync": server.appendfsync,
-        }
+        info = server.describe()
     retention = 3600
     at_retention = min(candles, key=lambda c: abs(c["candles"] - retention))
     bpc = at_retention["bytes_per_candle"]

@@ -147,6 +147,10 @@ class RedisServer:
         r.close()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
+    def describe(self) -> dict[str, str]:
+        """The server's version and persistence, for a benchmark's machine line."""
+        return {"redis_version": self.version, "appendonly": self.appendonly, "appendfsync": self.appendfsync}
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -743,6 +747,7 @@ def stats(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
         "median": statistics.median(values),
+        "min": min(values),
         "p99": rank(values, 0.99),
         "max": max(values),
     }
@@ -917,11 +922,7 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
                     print(top_functions(args.profile / f"tick-{n}.prof"), flush=True)
         finally:
             wire.uninstall()
-        redis_info = {
-            "redis_version": server.version,
-            "appendonly": server.appendonly,
-            "appendfsync": server.appendfsync,
-        }
+        redis_info = server.describe()
     return {
         "benchmark": "tick_scale",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.tick_scale", *sys.argv[1:]]),
