@@ -142,15 +142,11 @@ def check_ticks(d: RunData) -> tuple[list[Row], dict[str, Any]]:
     for t in missed:
         prev_t = max((x for x in present if x < t), default=None)
         next_t = min((x for x in present if x > t), default=None)
-        why = _gap_evidence(
-            by_tick.get(prev_t) if prev_t is not None else None,
-            by_tick.get(next_t) if next_t is not None else None,
-            d.tick_ms,
-        )
-        kinds_of_gap[why] += 1
-        f = attribute(t, d.tick_ms, d.faults)
         prev = by_tick.get(prev_t) if prev_t is not None else None
         nxt = by_tick.get(next_t) if next_t is not None else None
+        why = _gap_evidence(prev, nxt, d.tick_ms)
+        kinds_of_gap[why] += 1
+        f = attribute(t, d.tick_ms, d.faults)
         if (
             f is None
             and prev is not None
