@@ -72,7 +72,7 @@ class HaltedBeforePost(Exception):
     """The halt closed the gate between this intent's commit and its post: never sent."""
 
 
-async def _post_all(venue: Any, signed: list[Any], gate: Any) -> list[Any]:
+async def _post_all(venue: Any, signed: list[Any], gate: Any, n_lanes: int = lanes.LANES) -> list[Any]:
     """Post every signed order (FOK) on a few lanes (kernel/lanes.py); per order its answer,
     or the exception it raised, or HaltedBeforePost.
 
@@ -96,7 +96,7 @@ async def _post_all(venue: Any, signed: list[Any], gate: Any) -> list[Any]:
             if gate is not None:
                 gate.end_post(len(span))
 
-    parts = await asyncio.gather(*(lane(span) for span in lanes.shares(len(signed))))
+    parts = await asyncio.gather(*(lane(span) for span in lanes.shares(len(signed), n_lanes)))
     return [x for part in parts for x in part]
 
 
@@ -107,22 +107,26 @@ async def commit_and_submit(
     intents: list[Intent],
     gate: Any = None,
     entered: set[str] | None = None,
+    n_lanes: int = lanes.LANES,
 ) -> tuple[int, list[str]]:
     """Sign, commit, post: returns (orders sent to the venue, problems). The ids of the
     intents Redis now holds (committed here, or refused as committed before) are added to
-    `entered` when given.
+    `entered` when given. The venue calls run on at most `n_lanes` threads.
 
     The order is signed before the intent is committed, so the intent carries the id the
     venue will know the order by: whoever finds the intent open after a crash looks that id
     up at the venue instead of guessing whether it was posted (kernel/reconcile.py).
     Whatever the count, it costs two Redis round trips (every commit in one fenced call,
-    then every answer) and a few thread hops (kernel/lanes.py).
+    then every answer) and a few thread hops (kernel/lanes.py); an entry tick runs it once
+    per chunk of its entries (EntryStream).
     """
     problems = [f"{i.id}: stake buys less than the minimum size" for i in intents if i.size <= 0]
     intents = [i for i in intents if i.size > 0]
     if not intents:
         return 0, problems
-    signed_all = await lanes.in_lanes(lambda i: venue.sign_buy(i.token_id, i.limit_price, i.size), intents)
+    signed_all = await lanes.in_lanes(
+        lambda i: venue.sign_buy(i.token_id, i.limit_price, i.size), intents, n_lanes
+    )
     ready: list[tuple[Intent, Any]] = []
     for intent, signed in zip(intents, signed_all, strict=True):
         if isinstance(signed, BaseException):
@@ -144,7 +148,7 @@ async def commit_and_submit(
             problems.append(f"{intent.id}: commit refused: {v}")
     if not committed:
         return 0, problems
-    results = await _post_all(venue, [s for _, s in committed], gate)
+    results = await _post_all(venue, [s for _, s in committed], gate, n_lanes)
     now_ms = max(i.created_ms for i, _ in committed)
     updates: list[Intent] = []
     fills: list[tuple[Intent, Position]] = []
@@ -162,6 +166,58 @@ async def commit_and_submit(
     problems += await write_outcomes(store, epoch, updates, fills)
     sent = sum(not isinstance(res, HaltedBeforePost) for res in results)
     return sent, problems
+
+
+class EntryStream:
+    """A tick's entries, sent in a few chunks while the tick goes on evaluating further slots.
+
+    Each chunk is signed, committed, posted and booked by commit_and_submit, as a task of its
+    own: while Redis runs one chunk's commit or fill booking and the venue lanes post its
+    orders, the worker evaluates the next slots, so Redis's core and the worker's overlap
+    instead of waiting on each other (bench/entry_burst.py), and the first orders of a burst
+    reach the venue before the last slots are evaluated. Every chunk is fenced and checked
+    against the halt gate as one whole batch would be. The tick caps the chunks' number
+    (kernel/tick.py: ENTRY_CHUNKS), so the round trips of a tick do not grow with its slots.
+    """
+
+    def __init__(
+        self, store: Store, venue: Any, epoch: int, gate: Any, entered: set[str], n_lanes: int = lanes.LANES
+    ) -> None:
+        self.store, self.venue, self.epoch, self.gate, self.entered = store, venue, epoch, gate, entered
+        self.n_lanes = n_lanes
+        self.tasks: list[asyncio.Future[tuple[int, list[str]]]] = []
+
+    def send(self, intents: list[Intent]) -> None:
+        if intents:
+            self.tasks.append(
+                asyncio.ensure_future(
+                    commit_and_submit(
+                        self.store,
+                        self.venue,
+                        self.epoch,
+                        intents,
+                        gate=self.gate,
+                        entered=self.entered,
+                        n_lanes=self.n_lanes,
+                    )
+                )
+            )
+
+    async def finish(self) -> tuple[int, list[str]]:
+        """Orders sent and problems of every chunk, once all are done; a chunk that raised
+        raises here, after the others have finished (a post on its way is never abandoned)."""
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+        sent, problems, failed = 0, [], None
+        for r in results:
+            if isinstance(r, BaseException):
+                failed = failed or r
+            else:
+                sent += r[0]
+                problems += r[1]
+        if failed is not None:
+            raise failed
+        return sent, problems
 
 
 def outcome(

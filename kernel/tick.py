@@ -47,6 +47,12 @@ PREFETCH_MARGIN_MS = 100
 PREFETCH_MIN_MS = 50
 PREFETCH_RETRY_MS = 10_000
 PREFETCH_LANES = 2
+# An entry tick's orders go out in at most ENTRY_CHUNKS chunks (each two Redis round trips) of
+# at least ENTRY_CHUNK_MIN evaluated slots; the evaluation yields every ENTRY_YIELD_EVERY slots
+# to let the chunks under way move on (_entries).
+ENTRY_CHUNKS = 4
+ENTRY_CHUNK_MIN = 64
+ENTRY_YIELD_EVERY = 32
 # Seconds of 1s candles read per asset for the volatility estimate.
 VOL_LOOKBACK_S = 60
 STRATEGY_PACKAGE = "worker.strategies"
@@ -571,72 +577,96 @@ class TickRunner:
         evaluated = 0
         gate = self.halt.gate if self.halt is not None else None
         epoch = self.ident.epoch
-        for ref, inp, strat in wanted:
-            if gate is not None and gate.halted:
-                # The halt arrived while this tick ran: not one more strategy call.
-                problems.append("halted during the tick: no strategy code runs after the halt")
-                intents = []
-                break
-            m = markets.get(ref.slug)
-            if m is None:
-                continue
-            inp = _with_asks(inp, books.get(m.up_token), books.get(m.down_token))
-            evaluated += 1
-            try:
-                decision: Decision | None = strat.evaluate(inp)
-            except Exception as e:
-                problems.append(f"slot {ref.id}: strategy raised {e!r}")
-                decisions[ref.id] = {
-                    "tick": tick,
-                    "at_ms": now_ms,
-                    "window_start_s": ref.window_start_s,
-                    "outcome": "error",
-                    "reason": repr(e)[:200],
-                }
-                continue
-            if decision is None:
-                decisions[ref.id] = {
-                    "tick": tick,
-                    "at_ms": now_ms,
-                    "window_start_s": ref.window_start_s,
-                    "outcome": "pass",
-                    "up_ask": inp.up_ask,
-                    "down_ask": inp.down_ask,
-                }
-                continue
-            refused = check_entry(decision.stake_usd, self.limits, acct)
-            decisions[ref.id] = {
-                "tick": tick,
-                "at_ms": now_ms,
-                "window_start_s": ref.window_start_s,
-                "side": decision.side,
-                "price": decision.limit_price,
-                "stake_usd": decision.stake_usd,
-                "p_up": round(decision.p_up, 4),
-                "reason": decision.reason[:200],
-                "outcome": f"risk refused: {refused}" if refused else "entry",
-            }
-            if refused:
-                problems.append(f"slot {ref.id}: risk refused entry: {refused}")
-                continue
-            intents.append(executor.make_intent(ref, m, decision, epoch, now_ms))
-        # The decisions are written while the orders are signed (on threads): one round trip
-        # less on the tick's path.
-        noted = asyncio.ensure_future(self.store.record_decisions(decisions)) if decisions else None
+        # The entries go out in at most ENTRY_CHUNKS chunks, each as soon as its slots are
+        # evaluated (executor.EntryStream); the loop yields now and then so that the chunks
+        # under way move on (their Redis answers read, their posts started) while it goes on.
+        # The chunks share the venue lanes: together they post on no more threads than one
+        # whole batch would.
+        chunk = max(ENTRY_CHUNK_MIN, -(-len(wanted) // ENTRY_CHUNKS))
         now_in_redis: set[str] = set()
+        stream = executor.EntryStream(
+            self.store,
+            self.venue,
+            epoch,
+            gate,
+            now_in_redis,
+            n_lanes=max(1, lanes.LANES // -(-len(wanted) // chunk)),
+        )
+        sent: list[Intent] = []
         try:
-            orders, errs = await executor.commit_and_submit(
-                self.store, self.venue, self.ident.epoch, intents, gate=gate, entered=now_in_redis
-            )
-        except BaseException:
-            self._absent.clear()  # a commit may have landed without its answer
-            raise
+            for n, (ref, inp, strat) in enumerate(wanted, 1):
+                if n > 1 and (n - 1) % chunk == 0 and intents:
+                    stream.send(intents)
+                    sent += intents
+                    intents = []
+                    await asyncio.sleep(0)
+                elif n % ENTRY_YIELD_EVERY == 0 and stream.tasks:
+                    await asyncio.sleep(0)
+                if gate is not None and gate.halted:
+                    # The halt arrived while this tick ran: not one more strategy call.
+                    problems.append("halted during the tick: no strategy code runs after the halt")
+                    intents = []
+                    break
+                m = markets.get(ref.slug)
+                if m is None:
+                    continue
+                inp = _with_asks(inp, books.get(m.up_token), books.get(m.down_token))
+                evaluated += 1
+                try:
+                    decision: Decision | None = strat.evaluate(inp)
+                except Exception as e:
+                    problems.append(f"slot {ref.id}: strategy raised {e!r}")
+                    decisions[ref.id] = {
+                        "tick": tick,
+                        "at_ms": now_ms,
+                        "window_start_s": ref.window_start_s,
+                        "outcome": "error",
+                        "reason": repr(e)[:200],
+                    }
+                    continue
+                if decision is None:
+                    decisions[ref.id] = {
+                        "tick": tick,
+                        "at_ms": now_ms,
+                        "window_start_s": ref.window_start_s,
+                        "outcome": "pass",
+                        "up_ask": inp.up_ask,
+                        "down_ask": inp.down_ask,
+                    }
+                    continue
+                refused = check_entry(decision.stake_usd, self.limits, acct)
+                decisions[ref.id] = {
+                    "tick": tick,
+                    "at_ms": now_ms,
+                    "window_start_s": ref.window_start_s,
+                    "side": decision.side,
+                    "price": decision.limit_price,
+                    "stake_usd": decision.stake_usd,
+                    "p_up": round(decision.p_up, 4),
+                    "reason": decision.reason[:200],
+                    "outcome": f"risk refused: {refused}" if refused else "entry",
+                }
+                if refused:
+                    problems.append(f"slot {ref.id}: risk refused entry: {refused}")
+                    continue
+                intents.append(executor.make_intent(ref, m, decision, epoch, now_ms))
+            stream.send(intents)
+            sent += intents
         finally:
-            for i in intents:
-                if i.id in now_in_redis:
-                    self._entered[i.slot] = i.window_start_s
-            if noted is not None:
-                await noted
+            # The decisions are written while the last chunk is under way: one round trip
+            # less on the tick's path.
+            noted = asyncio.ensure_future(self.store.record_decisions(decisions)) if decisions else None
+            try:
+                orders, errs = await stream.finish()
+            except BaseException:
+                self._absent.clear()  # a commit may have landed without its answer
+                raise
+            finally:
+                for i in sent:
+                    if i.id in now_in_redis:
+                        self._entered[i.slot] = i.window_start_s
+                if noted is not None:
+                    await noted
         return evaluated, orders, problems + errs
 
     async def _entry_state(

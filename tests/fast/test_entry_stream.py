@@ -1,0 +1,161 @@
+"""An entry tick's orders go out in a few chunks while the tick evaluates further slots
+(kernel/executor.py EntryStream, kernel/tick.py _entries): every slot-window still enters at
+most once, the chunks' number (and so the tick's round trips) does not grow with the slots,
+the first chunk reaches the venue before the last slots are evaluated, and a chunk that fails
+does not cost the others their orders or their bookings."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from bench.tick_scale import InstantVenue  # every order fills at its limit price, in process
+from kernel import tick as tick_mod
+from kernel.strategy_api import Decision
+from kernel.tick import TickRunner
+from tests.fast.test_tick_runner import rig  # noqa: F401  (the fixture)
+from worker.main import configured_slots
+
+
+async def with_assets(rig, n: int) -> InstantVenue:  # noqa: F811
+    """The rig's runner, rebuilt for `n` assets of 15 s windows against the in-process venue
+    (the sim's CLOB knows only the rig's four assets); the exposure limit above their stakes."""
+    many = msgspec.structs.replace(
+        rig.settings, assets=tuple(f"x{i:02d}" for i in range(n)), max_exposure_usd=1000.0
+    )
+    rig.settings = many
+    await rig.store.ensure_slots(configured_slots(many))
+    venue = InstantVenue()
+    rig.runner = TickRunner(many, rig.store, venue, rig.clock, rig.runner.ident, settler=rig.settler)
+    return venue
+
+
+def buy_up(seen: list[int] | None = None, venue: InstantVenue | None = None, pause_s: float = 0.0) -> type:
+    """A strategy that buys Up at the first chance in the last 5 s of a window; with `seen`,
+    each evaluate appends how many orders the venue has been posted so far, after a pause
+    that lets the lanes' threads run (evaluate is synchronous: the loop waits for it)."""
+
+    class BuyUp:
+        @staticmethod
+        def quotes_from_ms(start_ms, end_ms, params):
+            return end_ms - 5000
+
+        @staticmethod
+        def needs_quotes(inp):
+            return True
+
+        @staticmethod
+        def evaluate(inp):
+            if seen is not None and venue is not None:
+                time.sleep(pause_s)
+                seen.append(venue.calls["post"])
+            if inp.up_ask is None:
+                return None
+            return Decision(side="up", limit_price=inp.up_ask, stake_usd=5.0, p_up=0.9, reason="test")
+
+    return BuyUp
+
+
+def count_commits(rig, monkeypatch) -> list[int]:  # noqa: F811
+    """The size of every commit call (one per chunk)."""
+    sizes: list[int] = []
+    real = rig.store.commit_intents
+
+    def commit(epoch, intents, pipe=None):
+        sizes.append(len(intents))
+        return real(epoch, intents, pipe=pipe)
+
+    monkeypatch.setattr(rig.store, "commit_intents", commit)
+    return sizes
+
+
+async def entry_tick(rig) -> list:  # noqa: F811
+    """Ticks up to and including the first one that posts orders (the zone's first second)."""
+    outs = []
+    for _ in range(20):
+        outs += await rig.run_ticks(1)
+        if outs[-1].record.orders:
+            return outs
+    raise AssertionError("no entry tick in 20 ticks")
+
+
+@pytest.mark.parametrize("n_assets", [16, 64])
+async def test_an_entry_ticks_orders_go_out_in_at_most_four_chunks_each_slot_once(
+    rig,  # noqa: F811
+    monkeypatch,
+    n_assets,
+):
+    monkeypatch.setattr(tick_mod, "ENTRY_CHUNK_MIN", 2)
+    venue = await with_assets(rig, n_assets)
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: buy_up())
+    sizes = count_commits(rig, monkeypatch)
+    outs = await entry_tick(rig)
+    assert outs[-1].record.orders == n_assets == venue.calls["post"]
+    assert len(sizes) == tick_mod.ENTRY_CHUNKS and sum(sizes) == n_assets
+    intents = await rig.store.read_intents()
+    assert len(intents) == n_assets and len({i.slot for i in intents}) == n_assets
+    assert {i.status for i in intents} == {"filled"}
+    positions = await rig.store.read_positions(open_only=True)
+    assert sorted(p.intent_id for p in positions) == sorted(i.id for i in intents)
+    assert (await rig.store.read_ledger_totals())["entries"] == n_assets + 1  # and the deposit
+    # The rest of the window: every slot has entered, nothing is committed or posted again.
+    outs = await rig.run_ticks(3)
+    assert sum(o.record.orders for o in outs) == 0 and venue.calls["post"] == n_assets
+
+
+async def test_a_small_entry_tick_is_one_chunk(rig, monkeypatch):  # noqa: F811
+    """Under ENTRY_CHUNK_MIN slots there is nothing to overlap: one commit, one booking."""
+    venue = await with_assets(rig, 16)
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: buy_up())
+    sizes = count_commits(rig, monkeypatch)
+    await entry_tick(rig)
+    assert sizes == [16] and venue.calls["post"] == 16
+
+
+async def test_the_first_chunk_is_posted_while_later_slots_are_still_evaluated(rig, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(tick_mod, "ENTRY_CHUNK_MIN", 2)
+    monkeypatch.setattr(tick_mod, "ENTRY_YIELD_EVERY", 1)
+    venue = await with_assets(rig, 64)
+    seen: list[int] = []
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: buy_up(seen, venue, pause_s=0.01))
+    await entry_tick(rig)
+    chunk = 64 // tick_mod.ENTRY_CHUNKS
+    assert len(seen) == 64
+    assert seen[:chunk] == [0] * chunk  # nothing is posted before its chunk is complete
+    # 48 evaluations (and half a second) later, the first chunk is at the venue: it did not
+    # wait for the tick's last evaluation.
+    assert seen[-1] >= chunk, seen
+
+
+async def test_a_chunk_that_fails_to_commit_costs_the_others_nothing(rig, monkeypatch):  # noqa: F811
+    """The second chunk's commit raises (Redis went away before it answered): the other
+    chunks are still posted and booked, the tick then raises, and the next tick asks Redis
+    again about the slots of the failed chunk and enters them, once."""
+    monkeypatch.setattr(tick_mod, "ENTRY_CHUNK_MIN", 2)
+    venue = await with_assets(rig, 16)
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: buy_up())
+    real = rig.store.commit_intents
+    calls = {"n": 0}
+
+    async def commit(epoch, intents, pipe=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("Redis went away before it answered")
+        return await real(epoch, intents, pipe=pipe)
+
+    monkeypatch.setattr(rig.store, "commit_intents", commit)
+    with pytest.raises(ConnectionError):
+        for _ in range(20):
+            await rig.run_ticks(1)
+    assert venue.calls["post"] == 12  # three chunks of four
+    assert len(await rig.store.read_positions(open_only=True)) == 12
+    assert rig.runner._absent == {}
+    failed = {f"x{i:02d}-15s" for i in range(4, 8)}
+    assert set(rig.runner._entered) == {f"x{i:02d}-15s" for i in range(16)} - failed
+    (out,) = await rig.run_ticks(1)
+    assert out.record.orders == 4 and venue.calls["post"] == 16
+    intents = await rig.store.read_intents()
+    assert len(intents) == 16 and {i.status for i in intents} == {"filled"}
+    assert (await rig.store.read_ledger_totals())["entries"] == 16 + 1  # and the deposit
