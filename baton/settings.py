@@ -96,6 +96,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_mutations_per_min: int = 60
     # How long a halt waits for the active worker's acknowledgement before answering.
     halt_ack_timeout_ms: int = 2000
+    # Settled positions, final intents and ledger entries older than this leave Redis
+    # (kernel/history.py); 0 keeps them forever.
+    history_days: float = 7.0
 
     @property
     def live(self) -> bool:
@@ -263,6 +266,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_token_file=_get(env, "BATON_API_TOKEN_FILE", ""),
         api_mutations_per_min=_int(env, "BATON_API_MUTATIONS_PER_MIN", 60, 1),
         halt_ack_timeout_ms=_int(env, "BATON_HALT_ACK_TIMEOUT_MS", 2000, 0),
+        history_days=_float(env, "BATON_HISTORY_DAYS", 7.0, 0.0),
     )
 
 

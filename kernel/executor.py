@@ -181,27 +181,33 @@ class EntryStream:
     """
 
     def __init__(
-        self, store: Store, venue: Any, epoch: int, gate: Any, entered: set[str], n_lanes: int = lanes.LANES
+        self, store: Store, venue: Any, epoch: int, gate: Any, entered: set[str], chunks: int
     ) -> None:
         self.store, self.venue, self.epoch, self.gate, self.entered = store, venue, epoch, gate, entered
-        self.n_lanes = n_lanes
+        # The venue lanes (kernel/lanes.py) are shared: a tick's only chunk gets them all;
+        # when there are several, each gets its share, so that those posting at the same
+        # time (a slow venue's) use no more threads together than one whole batch would.
+        self.share = max(1, lanes.LANES // chunks)
         self.tasks: list[asyncio.Future[tuple[int, list[str]]]] = []
 
-    def send(self, intents: list[Intent]) -> None:
-        if intents:
-            self.tasks.append(
-                asyncio.ensure_future(
-                    commit_and_submit(
-                        self.store,
-                        self.venue,
-                        self.epoch,
-                        intents,
-                        gate=self.gate,
-                        entered=self.entered,
-                        n_lanes=self.n_lanes,
-                    )
+    def send(self, intents: list[Intent], last: bool = False) -> None:
+        """Start this chunk on its way; `last`: no more chunks follow."""
+        if not intents:
+            return
+        n_lanes = lanes.LANES if last and not self.tasks else self.share
+        self.tasks.append(
+            asyncio.ensure_future(
+                commit_and_submit(
+                    self.store,
+                    self.venue,
+                    self.epoch,
+                    intents,
+                    gate=self.gate,
+                    entered=self.entered,
+                    n_lanes=n_lanes,
                 )
             )
+        )
 
     async def finish(self) -> tuple[int, list[str]]:
         """Orders sent and problems of every chunk, once all are done; a chunk that raised

@@ -23,6 +23,7 @@ from kernel import executor, lanes, reconcile, reload
 from kernel.candle_cache import CandleCache
 from kernel.clock import Clock
 from kernel.halt import HaltResponder
+from kernel.history import HistoryPruner
 from kernel.risk import Account, RiskLimits, check_entry, daily_loss_breach
 from kernel.snapshot import (
     DecodeMemo,
@@ -47,11 +48,15 @@ PREFETCH_MARGIN_MS = 100
 PREFETCH_MIN_MS = 50
 PREFETCH_RETRY_MS = 10_000
 PREFETCH_LANES = 2
-# An entry tick's orders go out in at most ENTRY_CHUNKS chunks (each two Redis round trips) of
-# at least ENTRY_CHUNK_MIN evaluated slots; the evaluation yields every ENTRY_YIELD_EVERY slots
-# to let the chunks under way move on (_entries).
+# A history-pruning step between ticks needs at least this much time left before the boundary.
+HISTORY_MIN_MS = 100
+# An entry tick's orders go out in at most ENTRY_CHUNKS chunks (each two Redis round trips):
+# every 1/ENTRY_CHUNKS of the slots to evaluate, the intents made so far are sent if there are
+# at least ENTRY_CHUNK_MIN of them (fewer wait for the next chunk: a chunk costs thread hops
+# and round trips, and below that there is too little to overlap). The evaluation yields every
+# ENTRY_YIELD_EVERY slots to let the chunks under way move on (_entries).
 ENTRY_CHUNKS = 4
-ENTRY_CHUNK_MIN = 64
+ENTRY_CHUNK_MIN = 32
 ENTRY_YIELD_EVERY = 32
 # Seconds of 1s candles read per asset for the volatility estimate.
 VOL_LOOKBACK_S = 60
@@ -152,6 +157,8 @@ class TickRunner:
         # so the tick that wakes the slot need not ask again. A commit whose answer is lost
         # forgets them all. Again only work saved: intent_commit.lua refuses a second entry.
         self._absent: dict[str, tuple[int, int]] = {}
+        # Pruning of history past its retention, a step between ticks (kernel/history.py).
+        self.history = HistoryPruner(store, settings.history_days)
         # The candles read so far (only new ones are read each tick); warmed by dry_run.
         self.candles = CandleCache()
         # Slots, positions and intents decoded last tick, by their text (kernel/snapshot.py).
@@ -261,6 +268,8 @@ class TickRunner:
           (or a whole window, when the periodic refresh fell due meanwhile);
         - whether the slots awake at the next tick have entered their window already is
           looked up (one round trip), so that the tick does not;
+        - a step of history pruning, while a pass is due and there is time (kernel/history.py:
+          two round trips);
         - the markets of the slots' current windows are discovered ahead of their entry zone
           and cached, so that the tick that enters does not wait for discovery (a thousand
           slots entering together would otherwise discover a thousand markets inside it).
@@ -287,6 +296,12 @@ class TickRunner:
             await self._look_for_entries(self.refs.at(next_boundary_ms), next_boundary_ms)
         except Exception as e:
             problems.append(f"entry look-up: {type(e).__name__}: {e}")
+        now = self.clock.now_ms()
+        if self.history.due(now) and next_boundary_ms - now >= HISTORY_MIN_MS:
+            try:
+                problems += (await self.history.step(self.ident.epoch, now)).problems
+            except Exception as e:
+                problems.append(f"history prune: {type(e).__name__}: {e}")
         if problems:
             await self._report("between ticks", problems)
         if self._prefetch is None or self._prefetch.done():
@@ -443,6 +458,9 @@ class TickRunner:
                 raise NotReady(
                     f"slot {ref.id}: strategy {slot.strategy!r} failed its dry evaluation: {e!r}"
                 ) from e
+        # The Redis connections an entry tick uses at once (its chunks', the decisions') are
+        # opened now, not by the first entry burst (a handshake each, inside the tick).
+        await asyncio.gather(*(self.store.r.ping() for _ in range(ENTRY_CHUNKS + 2)))
         return len(refs)
 
     # --- entries ----------------------------------------------------------------------
@@ -581,21 +599,14 @@ class TickRunner:
         # evaluated (executor.EntryStream); the loop yields now and then so that the chunks
         # under way move on (their Redis answers read, their posts started) while it goes on.
         # The chunks share the venue lanes: together they post on no more threads than one
-        # whole batch would.
-        chunk = max(ENTRY_CHUNK_MIN, -(-len(wanted) // ENTRY_CHUNKS))
+        # whole batch would (executor.EntryStream).
+        chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
-        stream = executor.EntryStream(
-            self.store,
-            self.venue,
-            epoch,
-            gate,
-            now_in_redis,
-            n_lanes=max(1, lanes.LANES // -(-len(wanted) // chunk)),
-        )
+        stream = executor.EntryStream(self.store, self.venue, epoch, gate, now_in_redis, ENTRY_CHUNKS)
         sent: list[Intent] = []
         try:
             for n, (ref, inp, strat) in enumerate(wanted, 1):
-                if n > 1 and (n - 1) % chunk == 0 and intents:
+                if n > 1 and (n - 1) % chunk == 0 and len(intents) >= ENTRY_CHUNK_MIN:
                     stream.send(intents)
                     sent += intents
                     intents = []
@@ -650,7 +661,7 @@ class TickRunner:
                     problems.append(f"slot {ref.id}: risk refused entry: {refused}")
                     continue
                 intents.append(executor.make_intent(ref, m, decision, epoch, now_ms))
-            stream.send(intents)
+            stream.send(intents, last=True)
             sent += intents
         finally:
             # The decisions are written while the last chunk is under way: one round trip

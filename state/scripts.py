@@ -28,6 +28,7 @@ NAMES = (
     "control_set",
     "candles_read",
     "markets_cache",
+    "history_prune",
 )
 
 
@@ -75,3 +76,4 @@ class Scripts:
     control_set: Any
     candles_read: Any
     markets_cache: Any
+    history_prune: Any

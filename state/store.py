@@ -391,6 +391,37 @@ class Store:
         )
         return _s(res)
 
+    async def prune_history(
+        self,
+        epoch: int,
+        retention_ms: int,
+        positions: list[tuple[str, str]],
+        intents: list[tuple[str, str, str]],
+    ) -> Any:
+        """Remove settled positions (id, JSON as read) and final intents (id, JSON as read, id
+        of their slot-window's position) that the caller found
+        past the retention, and the ledger entries older than `retention_ms` by Redis's clock
+        (history_prune.lua): [positions, intents, ledger entries] pruned, or 'STALE_EPOCH'."""
+        args: list[Any] = [epoch, retention_ms, len(positions)]
+        for pid, raw in positions:
+            args += (pid, raw)
+        for iid, raw, pid in intents:
+            args += (iid, raw, pid)
+        res = await self._call(
+            self.scripts.history_prune,
+            keys=[
+                self.k.lease_epoch(),
+                self.k.positions(),
+                self.k.positions_open(),
+                self.k.intents(),
+                self.k.intents_open(),
+                self.k.ledger_refs(),
+                self.k.ledger(),
+            ],
+            args=args,
+        )
+        return _s(res) if isinstance(res, (str, bytes)) else [int(x) for x in res]
+
     async def read_intents(self, open_only: bool = False) -> list[Intent]:
         raw = await self.r.hgetall(self.k.intents_open() if open_only else self.k.intents())
         return [INTENT.decode(v) for v in raw.values()]

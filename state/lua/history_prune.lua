@@ -1,0 +1,39 @@
+-- Prune history past its retention (BATON_HISTORY_DAYS): settled positions and final intents
+-- of windows that ended before the cutoff, their at-most-once refs, and the ledger stream's
+-- entries before the cutoff. The running sums (ledger totals, daily PnL) are not touched:
+-- cash + open cost = initial + realised PnL holds as before.
+-- Fenced like every write of the lease holder. A record is removed only if it still holds
+-- the very JSON the caller judged (a record changed since is left for the next pass) and is
+-- in no open set: an open position or an open intent is never pruned, whatever its age, nor
+-- the intent of a position still open.
+-- KEYS[1] epoch counter, KEYS[2] positions hash, KEYS[3] open positions hash,
+-- KEYS[4] intents hash, KEYS[5] open intents hash, KEYS[6] ledger refs, KEYS[7] ledger stream
+-- ARGV[1] caller epoch, ARGV[2] retention ms (ledger entries whose id, Redis's own clock at
+-- the XADD, is older than Redis's clock now minus it go: no caller's clock is trusted for it),
+-- ARGV[3] number of positions n, then n pairs (position id, its JSON as read), then triples
+-- (intent id, its JSON as read, the id of its slot-window's position) to the end
+-- Returns {positions pruned, intents pruned, ledger entries pruned}, or 'STALE_EPOCH'.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'STALE_EPOCH' end
+local n = tonumber(ARGV[3])
+local pruned_pos, pruned_int = 0, 0
+for j = 0, n - 1 do
+  local id, json = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
+  if redis.call('HGET', KEYS[2], id) == json and redis.call('HEXISTS', KEYS[3], id) == 0 then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('SREM', KEYS[6], 'settle:' .. id)
+    pruned_pos = pruned_pos + 1
+  end
+end
+for a = 4 + 2 * n, #ARGV, 3 do
+  local id, json, pos = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if redis.call('HGET', KEYS[4], id) == json and redis.call('HEXISTS', KEYS[5], id) == 0
+      and redis.call('HEXISTS', KEYS[3], pos) == 0 then
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('SREM', KEYS[6], 'buy:' .. id)
+    pruned_int = pruned_int + 1
+  end
+end
+local t = redis.call('TIME')
+local min_id = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
+local trimmed = redis.call('XTRIM', KEYS[7], 'MINID', string.format('%.0f', min_id))
+return {pruned_pos, pruned_int, trimmed}
