@@ -13,9 +13,8 @@ import pytest
 
 from bench.tick_scale import InstantVenue  # every order fills at its limit price, in process
 from kernel import tick as tick_mod
-from kernel.strategy_api import Decision
 from kernel.tick import TickRunner
-from tests.fast.test_tick_runner import rig  # noqa: F401  (the fixture)
+from tests.fast.test_tick_runner import enter_at_once, rig  # noqa: F401  (rig: the fixture)
 from worker.main import configured_slots
 
 
@@ -33,29 +32,21 @@ async def with_assets(rig, n: int) -> InstantVenue:  # noqa: F811
 
 
 def buy_up(seen: list[int] | None = None, venue: InstantVenue | None = None, pause_s: float = 0.0) -> type:
-    """A strategy that buys Up at the first chance in the last 5 s of a window; with `seen`,
-    each evaluate appends how many orders the venue has been posted so far, after a pause
-    that lets the lanes' threads run (evaluate is synchronous: the loop waits for it)."""
+    """enter_at_once's strategy (buys Up at the first chance in the last 5 s of a window); with
+    `seen`, each evaluate first appends how many orders the venue has been posted so far, after
+    a pause that lets the lanes' threads run (evaluate is synchronous: the loop waits for it)."""
+    base = enter_at_once([])
+    if seen is None or venue is None:
+        return base
 
-    class BuyUp:
-        @staticmethod
-        def quotes_from_ms(start_ms, end_ms, params):
-            return end_ms - 5000
-
-        @staticmethod
-        def needs_quotes(inp):
-            return True
-
+    class Watching(base):  # type: ignore[misc, valid-type]
         @staticmethod
         def evaluate(inp):
-            if seen is not None and venue is not None:
-                time.sleep(pause_s)
-                seen.append(venue.calls["post"])
-            if inp.up_ask is None:
-                return None
-            return Decision(side="up", limit_price=inp.up_ask, stake_usd=5.0, p_up=0.9, reason="test")
+            time.sleep(pause_s)
+            seen.append(venue.calls["post"])
+            return base.evaluate(inp)
 
-    return BuyUp
+    return Watching
 
 
 def count_commits(rig, monkeypatch) -> list[int]:  # noqa: F811
