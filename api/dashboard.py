@@ -136,7 +136,8 @@ class PnlPoint(msgspec.Struct, kw_only=True):
 
 
 class PnlResult(msgspec.Struct, kw_only=True):
-    # When the ledger starts (its first entry, usually the deposit): where the chart starts at 0.
+    # When the ledger stream starts (its first entry: the deposit, or after BATON_HISTORY_DAYS the
+    # oldest entry kept, the chart then starting from the sums of what was trimmed).
     start_ms: int | None
     # Realised PnL after each settlement, oldest first (thinned to at most 1000 points).
     points: list[PnlPoint]
@@ -144,7 +145,8 @@ class PnlResult(msgspec.Struct, kw_only=True):
     cash_usd: float
     deposits_usd: float
     ledger_entries: int
-    # Positions ever opened (one per filled entry), settled ones, and how many of those won.
+    # Positions opened (one per filled entry) in the history kept (BATON_HISTORY_DAYS), settled
+    # ones, and how many of those won.
     trades: int
     open: int
     settled: int
@@ -240,9 +242,21 @@ async def pnl_series(ctx: ApiContext) -> PnlResult:
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.xrange(k.ledger())
     pipe.hvals(k.positions())
-    ledger, positions = await pipe.execute()
+    pipe.hgetall(k.ledger_totals())
+    ledger, positions, totals = await pipe.execute()
     points: list[PnlPoint] = []
-    realized = cash = deposits = 0
+    # Entries past BATON_HISTORY_DAYS are trimmed from the stream (kernel/history.py); the
+    # running totals still hold their sums, so the chart starts from what the trimmed part
+    # adds up to (0 while nothing is trimmed) and ends on the totals.
+    kept = _ledger_sums(ledger)
+
+    def trimmed(name: str, in_stream: int) -> int:
+        return _int(totals[name]) - in_stream if name in totals else 0
+
+    realized = trimmed("realized_pnl_micros", kept[0])
+    cash = trimmed("cash_micros", kept[1])
+    deposits = trimmed("deposit_micros", kept[2])
+    trimmed_entries = trimmed("entries", len(ledger))
     for _id, f in ledger:
         amount, pnl = _int(f.get("amount_micros")), _int(f.get("pnl_micros"))
         cash += amount
@@ -276,13 +290,24 @@ async def pnl_series(ctx: ApiContext) -> PnlResult:
         realized_usd=micros_to_usd(realized),
         cash_usd=micros_to_usd(cash),
         deposits_usd=micros_to_usd(deposits),
-        ledger_entries=len(ledger),
+        ledger_entries=len(ledger) + max(0, trimmed_entries),
         trades=trades,
         open=opened,
         settled=settled,
         wins=wins,
         win_rate=round(wins / settled, 4) if settled else None,
     )
+
+
+def _ledger_sums(ledger: list[Any]) -> tuple[int, int, int]:
+    """(realised PnL, cash, deposits) of the entries in the stream, in micros."""
+    realized = cash = deposits = 0
+    for _id, f in ledger:
+        amount = _int(f.get("amount_micros"))
+        cash += amount
+        deposits += amount if f.get("kind") == "deposit" else 0
+        realized += _int(f.get("pnl_micros"))
+    return realized, cash, deposits
 
 
 def _thin(points: list[PnlPoint], most: int) -> list[PnlPoint]:

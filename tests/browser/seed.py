@@ -136,6 +136,7 @@ def seed(r: Any, now_ms: int | None = None) -> int:
             },
         )
         p.hincrby(K.ledger_totals(), "cash_micros", amount)
+        p.hincrby(K.ledger_totals(), f"{kind}_micros", amount)
         p.hincrby(K.ledger_totals(), "realized_pnl_micros", pnl)
         p.hincrby(K.ledger_totals(), "entries", 1)
     decision = {

@@ -177,3 +177,44 @@ async def test_the_lease_holder_prunes_between_ticks_and_its_trading_goes_on(rig
     assert f"btc-15m:{old_s}:entry" not in {i.id for i in await rig.store.read_intents()}
     assert rig.runner.history.totals.positions == 1 and rig.runner.history.totals.intents == 1
     assert sum(o.record.orders for o in outs) > 0 and all(o.record.errors == 0 for o in outs)
+
+
+async def test_the_pnl_chart_adds_up_the_same_after_the_ledger_was_trimmed(store):
+    """/pnl sums the ledger stream; what was trimmed from it is still in the running totals,
+    so cash, deposits, realised PnL and the entry count read the same before and after."""
+    from types import SimpleNamespace
+
+    from api.dashboard import pnl_series
+
+    ctx = SimpleNamespace(s=SimpleNamespace(prefix=store.k.p), redis=store.r)
+    epoch = await lease(store)
+    server_ms = (await store.r.time())[0] * 1000
+    # An old deposit and an old settled trade's entries, by Redis's clock (as a week-old stream
+    # holds them), booked into the totals as the ledger scripts book them.
+    old = [("deposit", 1_000_000_000, 0), ("buy", -5_000_000, 0), ("payout", 9_090_000, 4_090_000)]
+    for n, (kind, amount, pnl) in enumerate(old, 1):
+        await store.r.xadd(
+            store.k.ledger(),
+            {
+                "kind": kind,
+                "amount_micros": amount,
+                "ref": f"old{n}",
+                "at_ms": 0,
+                "epoch": 0,
+                "pnl_micros": pnl,
+            },
+            id=f"{server_ms - 10 * DAY_MS}-{n}",
+        )
+        await store.r.hincrby(store.k.ledger_totals(), "cash_micros", amount)
+        await store.r.hincrby(store.k.ledger_totals(), f"{kind}_micros", amount)
+        await store.r.hincrby(store.k.ledger_totals(), "realized_pnl_micros", pnl)
+        await store.r.hincrby(store.k.ledger_totals(), "entries", 1)
+    await trade(store, epoch, "btc-15m", NEW_S)
+    before = await pnl_series(ctx)
+    pruned = await run_pass(HistoryPruner(store, 7), epoch)
+    assert pruned.ledger == 3
+    after = await pnl_series(ctx)
+    for f in ("realized_usd", "cash_usd", "deposits_usd", "ledger_entries"):
+        assert getattr(after, f) == getattr(before, f), f
+    assert (after.realized_usd, after.deposits_usd, after.ledger_entries) == (4.09 + 4.09, 1000.0, 5)
+    assert after.points[-1].pnl_usd == before.points[-1].pnl_usd
