@@ -8,6 +8,7 @@ message and reported to the tick, so that one bad answer cannot stop the worker.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any
 
@@ -18,6 +19,8 @@ from kernel.snapshot import ENTRY_LEG, SlotRef
 from kernel.strategy_api import Decision
 from state.store import Store
 from state.structs import MICROS, Intent, Market, Position
+
+log = logging.getLogger("baton.executor")
 
 # Venue order statuses (lower-cased): still in progress, or final.
 PENDING_STATUSES = frozenset({"live", "delayed"})
@@ -184,17 +187,25 @@ class EntryStream:
         self, store: Store, venue: Any, epoch: int, gate: Any, entered: set[str], chunks: int
     ) -> None:
         self.store, self.venue, self.epoch, self.gate, self.entered = store, venue, epoch, gate, entered
-        # The venue lanes (kernel/lanes.py) are shared: a tick's only chunk gets them all;
-        # when there are several, each gets its share, so that those posting at the same
-        # time (a slow venue's) use no more threads together than one whole batch would.
+        # The venue lanes (kernel/lanes.py) are shared. A chunk sent while others may follow
+        # gets its share, so that chunks posting at the same time (a slow venue's) use no more
+        # threads together than one whole batch would; the last chunk gets what the chunks
+        # still under way leave free (all of them, when it is the only one or the others are
+        # done): a large last chunk never posts on a share while the other lanes sit idle.
         self.share = max(1, lanes.LANES // chunks)
         self.tasks: list[asyncio.Future[tuple[int, list[str]]]] = []
+        self._lanes: list[int] = []
 
     def send(self, intents: list[Intent], last: bool = False) -> None:
         """Start this chunk on its way; `last`: no more chunks follow."""
         if not intents:
             return
-        n_lanes = lanes.LANES if last and not self.tasks else self.share
+        if last:
+            busy = sum(n for n, t in zip(self._lanes, self.tasks, strict=True) if not t.done())
+            n_lanes = max(self.share, lanes.LANES - busy)
+        else:
+            n_lanes = self.share
+        self._lanes.append(n_lanes)
         self.tasks.append(
             asyncio.ensure_future(
                 commit_and_submit(
@@ -211,9 +222,11 @@ class EntryStream:
 
     async def finish(self) -> tuple[int, list[str]]:
         """Orders sent and problems of every chunk, once all are done; a chunk that raised
-        raises here, after the others have finished (a post on its way is never abandoned)."""
-        results = await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.tasks = []
+        raises here, after the others have finished. Shielded: a tick cancelled while it waits
+        here leaves the chunks to finish (a post on its way is never abandoned, and each lane
+        keeps its place in the halt gate's in-flight count until its thread is back)."""
+        results = await asyncio.shield(asyncio.gather(*self.tasks, return_exceptions=True))
+        self.tasks, self._lanes = [], []
         sent, problems, failed = 0, [], None
         for r in results:
             if isinstance(r, BaseException):
@@ -222,6 +235,9 @@ class EntryStream:
                 sent += r[0]
                 problems += r[1]
         if failed is not None:
+            # The other chunks' problems would be lost with the raise: logged here.
+            for p in problems:
+                log.warning("entry chunk: %s", p)
             raise failed
         return sent, problems
 

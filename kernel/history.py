@@ -70,12 +70,12 @@ class HistoryPruner:
         for name, key in todo:
             pipe.hscan(key, self._cursors[name], count=PAGE)
         pages = dict(zip((n for n, _ in todo), await pipe.execute(), strict=True))
-        positions: list[tuple[str, str]] = []
+        positions: list[tuple[str, str, str]] = []
         intents: list[tuple[str, str, str]] = []
         for pid, raw in pages.get("positions", (0, {}))[1].items():
             p = _decode(POSITION, raw, f"position {pid}", out.problems)
             if p is not None and p.status == "settled" and _ended_before(p, cutoff_ms, p.settled_ms):
-                positions.append((pid, raw))
+                positions.append((pid, raw, p.intent_id))
         for iid, raw in pages.get("intents", (0, {}))[1].items():
             i = _decode(INTENT, raw, f"intent {iid}", out.problems)
             final = i is not None and i.status in FINAL_INTENT_STATUSES

@@ -395,16 +395,16 @@ class Store:
         self,
         epoch: int,
         retention_ms: int,
-        positions: list[tuple[str, str]],
+        positions: list[tuple[str, str, str]],
         intents: list[tuple[str, str, str]],
     ) -> Any:
-        """Remove settled positions (id, JSON as read) and final intents (id, JSON as read, id
-        of their slot-window's position) that the caller found
-        past the retention, and the ledger entries older than `retention_ms` by Redis's clock
-        (history_prune.lua): [positions, intents, ledger entries] pruned, or 'STALE_EPOCH'."""
+        """Remove settled positions (id, JSON as read, id of their intent) and final intents
+        (id, JSON as read, id of their slot-window's position) that the caller found
+        past the retention, and up to 1,000 ledger entries older than `retention_ms` by Redis's
+        clock (history_prune.lua): [positions, intents, ledger entries] pruned, or 'STALE_EPOCH'."""
         args: list[Any] = [epoch, retention_ms, len(positions)]
-        for pid, raw in positions:
-            args += (pid, raw)
+        for pid, raw, iid in positions:
+            args += (pid, raw, iid)
         for iid, raw, pid in intents:
             args += (iid, raw, pid)
         res = await self._call(

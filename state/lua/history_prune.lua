@@ -5,26 +5,27 @@
 -- Fenced like every write of the lease holder. A record is removed only if it still holds
 -- the very JSON the caller judged (a record changed since is left for the next pass) and is
 -- in no open set: an open position or an open intent is never pruned, whatever its age, nor
--- the intent of a position still open.
+-- the intent of a position still open, nor a position whose intent is open again.
 -- KEYS[1] epoch counter, KEYS[2] positions hash, KEYS[3] open positions hash,
 -- KEYS[4] intents hash, KEYS[5] open intents hash, KEYS[6] ledger refs, KEYS[7] ledger stream
 -- ARGV[1] caller epoch, ARGV[2] retention ms (ledger entries whose id, Redis's own clock at
 -- the XADD, is older than Redis's clock now minus it go: no caller's clock is trusted for it),
--- ARGV[3] number of positions n, then n pairs (position id, its JSON as read), then triples
--- (intent id, its JSON as read, the id of its slot-window's position) to the end
+-- ARGV[3] number of positions n, then n triples (position id, its JSON as read, the id of its
+-- intent), then triples (intent id, its JSON as read, the id of its slot-window's position)
 -- Returns {positions pruned, intents pruned, ledger entries pruned}, or 'STALE_EPOCH'.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'STALE_EPOCH' end
 local n = tonumber(ARGV[3])
 local pruned_pos, pruned_int = 0, 0
 for j = 0, n - 1 do
-  local id, json = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
-  if redis.call('HGET', KEYS[2], id) == json and redis.call('HEXISTS', KEYS[3], id) == 0 then
+  local id, json, intent = ARGV[4 + 3 * j], ARGV[5 + 3 * j], ARGV[6 + 3 * j]
+  if redis.call('HGET', KEYS[2], id) == json and redis.call('HEXISTS', KEYS[3], id) == 0
+      and redis.call('HEXISTS', KEYS[5], intent) == 0 then
     redis.call('HDEL', KEYS[2], id)
     redis.call('SREM', KEYS[6], 'settle:' .. id)
     pruned_pos = pruned_pos + 1
   end
 end
-for a = 4 + 2 * n, #ARGV, 3 do
+for a = 4 + 3 * n, #ARGV, 3 do
   local id, json, pos = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   if redis.call('HGET', KEYS[4], id) == json and redis.call('HEXISTS', KEYS[5], id) == 0
       and redis.call('HEXISTS', KEYS[3], pos) == 0 then
@@ -33,7 +34,16 @@ for a = 4 + 2 * n, #ARGV, 3 do
     pruned_int = pruned_int + 1
   end
 end
+-- At most TRIM_MAX ledger entries per call: the first pass over a long-kept ledger must not
+-- hold Redis for seconds (exact XTRIM has no LIMIT; the cut is moved to the TRIM_MAX-th entry).
+local TRIM_MAX = 1000
 local t = redis.call('TIME')
 local min_id = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
-local trimmed = redis.call('XTRIM', KEYS[7], 'MINID', string.format('%.0f', min_id))
+local trimmed = 0
+if min_id > 0 then
+  local cut = string.format('%.0f', min_id)
+  local old = redis.call('XRANGE', KEYS[7], '-', '(' .. cut, 'COUNT', TRIM_MAX + 1)
+  if #old > TRIM_MAX then cut = old[TRIM_MAX + 1][1] end
+  if #old > 0 then trimmed = redis.call('XTRIM', KEYS[7], 'MINID', cut) end
+end
 return {pruned_pos, pruned_int, trimmed}

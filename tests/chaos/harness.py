@@ -313,6 +313,9 @@ def run(args: argparse.Namespace) -> int:
         # A loss limit would halt by itself; hundreds of resumes must not be rate limited.
         "BATON_DAILY_LOSS_LIMIT_USD": "1000000",
         "BATON_API_MUTATIONS_PER_MIN": "100000",
+        # The checker reads the whole run's history (the ledger stream, every position):
+        # nothing of it may be pruned, however long the run.
+        "BATON_HISTORY_DAYS": "0",
         "BATON_BINANCE_WS_URL": f"ws://127.0.0.1:{proxy_port}",
     }
     st = Stack(**env)

@@ -124,7 +124,7 @@ async def test_a_record_changed_since_it_was_judged_is_kept(store):
     # Rewritten after the pruner read it (as a late reconciliation would): not what was judged.
     changed = POSITION.encode(msgspec.structs.replace(POSITION.decode(raw), pnl_micros=1)).decode()
     await store.r.hset(store.k.positions(), pid, changed)
-    assert await store.prune_history(epoch, 7 * DAY_MS, [(pid, raw)], []) == [0, 0, 0]
+    assert await store.prune_history(epoch, 7 * DAY_MS, [(pid, raw, f"{pid}:entry")], []) == [0, 0, 0]
     assert await store.r.hget(store.k.positions(), pid) == changed
 
 
@@ -151,7 +151,12 @@ async def test_nothing_is_pruned_with_retention_off_or_by_a_stale_epoch(store):
     assert (stale.positions, stale.intents, stale.ledger) == (0, 0, 0)
     assert len(await store.read_positions()) == 1 and len(await store.read_intents()) == 1
     raw = await store.r.hget(store.k.positions(), f"btc-15m:{OLD_S}")
-    assert await store.prune_history(epoch, 7 * DAY_MS, [(f"btc-15m:{OLD_S}", raw)], []) == "STALE_EPOCH"
+    assert (
+        await store.prune_history(
+            epoch, 7 * DAY_MS, [(f"btc-15m:{OLD_S}", raw, f"btc-15m:{OLD_S}:entry")], []
+        )
+        == "STALE_EPOCH"
+    )
 
 
 async def test_an_open_intent_is_never_pruned_whatever_its_age(store):
@@ -218,3 +223,28 @@ async def test_the_pnl_chart_adds_up_the_same_after_the_ledger_was_trimmed(store
         assert getattr(after, f) == getattr(before, f), f
     assert (after.realized_usd, after.deposits_usd, after.ledger_entries) == (4.09 + 4.09, 1000.0, 5)
     assert after.points[-1].pnl_usd == before.points[-1].pnl_usd
+
+
+async def test_a_position_whose_intent_is_open_again_is_kept(store):
+    """Pruning it (and its settle ref) while its intent is open would let a fill book it anew."""
+    epoch = await lease(store)
+    await trade(store, epoch, "btc-15m", OLD_S)
+    pid = f"btc-15m:{OLD_S}"
+    raw = await store.r.hget(store.k.positions(), pid)
+    await store.r.hset(store.k.intents_open(), f"{pid}:entry", "{}")
+    assert await store.prune_history(epoch, 7 * DAY_MS, [(pid, raw, f"{pid}:entry")], []) == [0, 0, 0]
+    assert await store.r.hget(store.k.positions(), pid) == raw
+
+
+async def test_the_ledger_is_trimmed_a_thousand_entries_per_call_and_a_long_retention_is_no_error(store):
+    epoch = await lease(store)
+    server_ms = (await store.r.time())[0] * 1000
+    pipe = store.r.pipeline(transaction=False)
+    for n in range(1, 1501):
+        pipe.xadd(store.k.ledger(), {"kind": "buy", "amount_micros": 0}, id=f"{server_ms - 10 * DAY_MS}-{n}")
+    await pipe.execute()
+    assert await store.prune_history(epoch, 100_000 * DAY_MS, [], []) == [0, 0, 0]  # before year 0
+    assert await store.prune_history(epoch, 7 * DAY_MS, [], []) == [0, 0, 1000]
+    assert await store.prune_history(epoch, 7 * DAY_MS, [], []) == [0, 0, 500]
+    assert await store.prune_history(epoch, 7 * DAY_MS, [], []) == [0, 0, 0]
+    assert await store.r.xlen(store.k.ledger()) == 0
