@@ -244,19 +244,8 @@ async def pnl_series(ctx: ApiContext) -> PnlResult:
     pipe.hvals(k.positions())
     pipe.hgetall(k.ledger_totals())
     ledger, positions, totals = await pipe.execute()
-    points: list[PnlPoint] = []
-    # Entries past BATON_HISTORY_DAYS are trimmed from the stream (kernel/history.py); the
-    # running totals still hold their sums, so the chart starts from what the trimmed part
-    # adds up to (0 while nothing is trimmed) and ends on the totals.
-    kept = _ledger_sums(ledger)
-
-    def trimmed(name: str, in_stream: int) -> int:
-        return _int(totals[name]) - in_stream if name in totals else 0
-
-    realized = trimmed("realized_pnl_micros", kept[0])
-    cash = trimmed("cash_micros", kept[1])
-    deposits = trimmed("deposit_micros", kept[2])
-    trimmed_entries = trimmed("entries", len(ledger))
+    realized = cash = deposits = 0
+    moves: list[tuple[int, int, int, str]] = []  # (at_ms, realised so far, delta, ref)
     for _id, f in ledger:
         amount, pnl = _int(f.get("amount_micros")), _int(f.get("pnl_micros"))
         cash += amount
@@ -265,14 +254,23 @@ async def pnl_series(ctx: ApiContext) -> PnlResult:
         # Realised PnL moves at settlements only (a buy turns cash into a position).
         if pnl or f.get("kind") == "payout":
             realized += pnl
-            points.append(
-                PnlPoint(
-                    at_ms=_int(f.get("at_ms")),
-                    pnl_usd=micros_to_usd(realized),
-                    delta_usd=micros_to_usd(pnl),
-                    ref=f.get("ref", ""),
-                )
-            )
+            moves.append((_int(f.get("at_ms")), realized, pnl, f.get("ref", "")))
+
+    # Entries past BATON_HISTORY_DAYS are trimmed from the stream (kernel/history.py); the
+    # running totals still hold their sums. What the trimmed part adds up to (0 while nothing
+    # is trimmed) is where the chart starts, and the figures end on the totals.
+    def trimmed(name: str, in_stream: int) -> int:
+        return _int(totals[name]) - in_stream if name in totals else 0
+
+    base = trimmed("realized_pnl_micros", realized)
+    points = [
+        PnlPoint(at_ms=at, pnl_usd=micros_to_usd(base + r), delta_usd=micros_to_usd(d), ref=ref)
+        for at, r, d, ref in moves
+    ]
+    realized += base
+    cash += trimmed("cash_micros", cash)
+    deposits += trimmed("deposit_micros", deposits)
+    entries = len(ledger) + max(0, trimmed("entries", len(ledger)))
     trades = opened = settled = wins = 0
     for raw in positions:
         try:
@@ -290,24 +288,13 @@ async def pnl_series(ctx: ApiContext) -> PnlResult:
         realized_usd=micros_to_usd(realized),
         cash_usd=micros_to_usd(cash),
         deposits_usd=micros_to_usd(deposits),
-        ledger_entries=len(ledger) + max(0, trimmed_entries),
+        ledger_entries=entries,
         trades=trades,
         open=opened,
         settled=settled,
         wins=wins,
         win_rate=round(wins / settled, 4) if settled else None,
     )
-
-
-def _ledger_sums(ledger: list[Any]) -> tuple[int, int, int]:
-    """(realised PnL, cash, deposits) of the entries in the stream, in micros."""
-    realized = cash = deposits = 0
-    for _id, f in ledger:
-        amount = _int(f.get("amount_micros"))
-        cash += amount
-        deposits += amount if f.get("kind") == "deposit" else 0
-        realized += _int(f.get("pnl_micros"))
-    return realized, cash, deposits
 
 
 def _thin(points: list[PnlPoint], most: int) -> list[PnlPoint]:

@@ -53,10 +53,15 @@ def make_intent(ref: SlotRef, m: Market, d: Decision, epoch: int, now_ms: int) -
     )
 
 
+def position_id(intent: Intent) -> str:
+    """The id of the position an intent's fill opens: its slot-window."""
+    return f"{intent.slot}:{intent.window_start_s}"
+
+
 def _position(intent: Intent, size: float, price: float, now_ms: int) -> Position:
     asset = intent.slot.split("-", 1)[0]
     return Position(
-        id=f"{intent.slot}:{intent.window_start_s}",
+        id=position_id(intent),
         slot=intent.slot,
         asset=asset,
         window_start_s=intent.window_start_s,

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
+from kernel.executor import position_id
+from kernel.snapshot import decode_reported
 from state.store import Store
 from state.structs import FINAL_INTENT_STATUSES, INTENT, POSITION
 
@@ -40,7 +40,7 @@ class Pruned:
 
 class HistoryPruner:
     """One step per call of `step`; the scan cursors are only a cache (a new worker starts a
-    pass from the beginning)."""
+    pass from the beginning). An unreadable record is reported and kept."""
 
     def __init__(self, store: Store, history_days: float) -> None:
         self.store = store
@@ -48,7 +48,6 @@ class HistoryPruner:
         # Per hash, where the pass is (an HSCAN cursor), or None once it has gone round.
         self._cursors: dict[str, int | None] = {"positions": 0, "intents": 0}
         self._next_pass_ms = 0
-        self.totals = Pruned()
 
     def due(self, now_ms: int) -> bool:
         return self.retention_ms > 0 and now_ms >= self._next_pass_ms
@@ -73,14 +72,14 @@ class HistoryPruner:
         positions: list[tuple[str, str, str]] = []
         intents: list[tuple[str, str, str]] = []
         for pid, raw in pages.get("positions", (0, {}))[1].items():
-            p = _decode(POSITION, raw, f"position {pid}", out.problems)
+            p = decode_reported(POSITION, raw, "history prune: position", out.problems, pid)
             if p is not None and p.status == "settled" and _ended_before(p, cutoff_ms, p.settled_ms):
                 positions.append((pid, raw, p.intent_id))
         for iid, raw in pages.get("intents", (0, {}))[1].items():
-            i = _decode(INTENT, raw, f"intent {iid}", out.problems)
+            i = decode_reported(INTENT, raw, "history prune: intent", out.problems, iid)
             final = i is not None and i.status in FINAL_INTENT_STATUSES
             if final and _ended_before(i, cutoff_ms, i.updated_ms):
-                intents.append((iid, raw, f"{i.slot}:{i.window_start_s}"))  # its position's id
+                intents.append((iid, raw, position_id(i)))
         res = await self.store.prune_history(epoch, self.retention_ms, positions, intents)
         if isinstance(res, str):  # STALE_EPOCH: this worker no longer holds the lease
             return out
@@ -90,21 +89,8 @@ class HistoryPruner:
         if all(c is None for c in self._cursors.values()):
             self._cursors = {"positions": 0, "intents": 0}
             self._next_pass_ms = now_ms + PASS_EVERY_MS
-        t = self.totals
-        t.positions += out.positions
-        t.intents += out.intents
-        t.ledger += out.ledger
         return out
 
 
 def _ended_before(rec: Any, cutoff_ms: int, last_change_ms: int) -> bool:
     return rec.window_end_s * 1000 < cutoff_ms and last_change_ms < cutoff_ms
-
-
-def _decode(codec: Any, raw: str, what: str, problems: list[str]) -> Any:
-    """An unreadable record is reported and kept (someone may want to look at it)."""
-    try:
-        return codec.decode(raw)
-    except (msgspec.DecodeError, UnicodeError) as e:
-        problems.append(f"history prune: {what} is unreadable, kept: {e}")
-        return None

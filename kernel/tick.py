@@ -598,8 +598,6 @@ class TickRunner:
         # The entries go out in at most ENTRY_CHUNKS chunks, each as soon as its slots are
         # evaluated (executor.EntryStream); the loop yields now and then so that the chunks
         # under way move on (their Redis answers read, their posts started) while it goes on.
-        # The chunks share the venue lanes: together they post on no more threads than one
-        # whole batch would (executor.EntryStream).
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
         stream = executor.EntryStream(self.store, self.venue, epoch, gate, now_in_redis, ENTRY_CHUNKS)

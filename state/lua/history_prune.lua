@@ -14,26 +14,25 @@
 -- intent), then triples (intent id, its JSON as read, the id of its slot-window's position)
 -- Returns {positions pruned, intents pruned, ledger entries pruned}, or 'STALE_EPOCH'.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'STALE_EPOCH' end
-local n = tonumber(ARGV[3])
-local pruned_pos, pruned_int = 0, 0
-for j = 0, n - 1 do
-  local id, json, intent = ARGV[4 + 3 * j], ARGV[5 + 3 * j], ARGV[6 + 3 * j]
-  if redis.call('HGET', KEYS[2], id) == json and redis.call('HEXISTS', KEYS[3], id) == 0
-      and redis.call('HEXISTS', KEYS[5], intent) == 0 then
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('SREM', KEYS[6], 'settle:' .. id)
-    pruned_pos = pruned_pos + 1
+-- The triples from ARGV[first] to ARGV[last] for one hash: a record goes, with its ref
+-- (prefix .. id), when it still holds the JSON judged and neither it (in its own open hash)
+-- nor its counterpart (in the other's) is open.
+local function prune(first, last, hash, open, other_open, prefix)
+  local pruned = 0
+  for a = first, last, 3 do
+    local id, json, other = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    if redis.call('HGET', hash, id) == json and redis.call('HEXISTS', open, id) == 0
+        and redis.call('HEXISTS', other_open, other) == 0 then
+      redis.call('HDEL', hash, id)
+      redis.call('SREM', KEYS[6], prefix .. id)
+      pruned = pruned + 1
+    end
   end
+  return pruned
 end
-for a = 4 + 3 * n, #ARGV, 3 do
-  local id, json, pos = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  if redis.call('HGET', KEYS[4], id) == json and redis.call('HEXISTS', KEYS[5], id) == 0
-      and redis.call('HEXISTS', KEYS[3], pos) == 0 then
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('SREM', KEYS[6], 'buy:' .. id)
-    pruned_int = pruned_int + 1
-  end
-end
+local split = 4 + 3 * tonumber(ARGV[3])
+local pruned_pos = prune(4, split - 1, KEYS[2], KEYS[3], KEYS[5], 'settle:')
+local pruned_int = prune(split, #ARGV, KEYS[4], KEYS[5], KEYS[3], 'buy:')
 -- At most TRIM_MAX ledger entries per call: the first pass over a long-kept ledger must not
 -- hold Redis for seconds (exact XTRIM has no LIMIT; the cut is moved to the TRIM_MAX-th entry).
 local TRIM_MAX = 1000

@@ -114,7 +114,6 @@ async def test_the_first_chunk_is_posted_while_later_slots_are_still_evaluated(r
     await entry_tick(rig)
     chunk = 64 // tick_mod.ENTRY_CHUNKS
     assert len(seen) == 64
-    assert seen[:chunk] == [0] * chunk  # nothing is posted before its chunk is complete
     # 48 evaluations (and half a second) later, the first chunk is at the venue: it did not
     # wait for the tick's last evaluation.
     assert seen[-1] >= chunk, seen

@@ -135,7 +135,7 @@ async def test_unreadable_records_are_reported_and_kept_and_the_pass_goes_on(sto
     await store.r.hset(store.k.intents(), "junk:1:entry", "\x00\x01")
     pruned = await run_pass(HistoryPruner(store, 7), epoch)
     assert (pruned.positions, pruned.intents) == (1, 1)
-    assert len(pruned.problems) == 2 and all("unreadable, kept" in p for p in pruned.problems)
+    assert len(pruned.problems) == 2 and all("cannot decode" in p for p in pruned.problems)
     assert await store.r.hget(store.k.positions(), "junk:1") == "{not json"
     assert await store.r.hexists(store.k.intents(), "junk:1:entry")
 
@@ -180,7 +180,6 @@ async def test_the_lease_holder_prunes_between_ticks_and_its_trading_goes_on(rig
     outs = await rig.run_ticks(20)
     assert f"btc-15m:{old_s}" not in {p.id for p in await rig.store.read_positions()}
     assert f"btc-15m:{old_s}:entry" not in {i.id for i in await rig.store.read_intents()}
-    assert rig.runner.history.totals.positions == 1 and rig.runner.history.totals.intents == 1
     assert sum(o.record.orders for o in outs) > 0 and all(o.record.errors == 0 for o in outs)
 
 
