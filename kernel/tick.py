@@ -165,6 +165,8 @@ class TickRunner:
         self.memo = DecodeMemo()
         # slug -> (market, window end s): markets seen, kept in memory (they never change).
         self._known_markets: dict[str, tuple[Market, int]] = {}
+        # Its size at which the next look for markets an hour gone is made (_remember_market).
+        self._markets_cap = 0
         # slug -> ms before which between_ticks does not try to discover it again.
         self._prefetch_tried: dict[str, int] = {}
         # (open positions, tick start) of the last tick that found settlements due.
@@ -734,10 +736,15 @@ class TickRunner:
             await self.store.cache_markets([(m, max(60, r.window_end_s - now_s + 3600)) for r, m in fresh])
 
     def _remember_market(self, ref: SlotRef, m: Market) -> None:
-        if len(self._known_markets) > 4 * len(self.configured) + 64:
+        known = self._known_markets
+        if len(known) > max(self._markets_cap, 4 * len(self.configured) + 64):
             cutoff_s = self.clock.now_ms() // 1000 - 3600
-            self._known_markets = {s: v for s, v in self._known_markets.items() if v[1] > cutoff_s}
-        self._known_markets[ref.slug] = (m, ref.window_end_s)
+            known = self._known_markets = {s: v for s, v in known.items() if v[1] > cutoff_s}
+            # Short windows put more than the floor's worth of markets in an hour: the next
+            # look waits until the map has doubled, or every new market would copy the map
+            # (at 1,024 slots on 15 s windows that was most of the worker's CPU).
+            self._markets_cap = 2 * len(known)
+        known[ref.slug] = (m, ref.window_end_s)
 
     async def _markets(
         self, cached: dict[str, Market], refs: list[SlotRef], problems: list[str]

@@ -692,3 +692,34 @@ async def test_what_was_looked_up_under_an_older_lease_is_asked_again(rig, monke
     assert lookups[-1] == 4  # asked again, all four
     assert (outs[0].record.orders, outs[0].record.evaluated) == (3, 3)  # btc not evaluated
     assert runner._entered["btc-15s"] == ref.window_start_s
+
+
+async def test_markets_kept_in_memory_are_pruned_in_amortised_time(rig):
+    """Markets are kept in memory until their window is an hour gone. Short windows put more
+    of them into an hour than the map's floor: it must not be copied on every new market (it
+    was, and at 1,024 slots on 15 s windows that copying was most of the worker's CPU)."""
+    from kernel.snapshot import SlotRef
+    from state.structs import Market
+
+    runner = rig.runner
+    now_s = rig.clock.now_ms() // 1000
+    floor = 4 * len(runner.configured) + 64
+    copies, seen = 0, runner._known_markets
+
+    def remember(i: int, end_s: int) -> None:
+        nonlocal copies, seen
+        ref = SlotRef(f"s{i}", f"a{i}", "15s", end_s - 15, end_s)
+        runner._remember_market(ref, Market(slug=ref.slug, condition_id="0x1", up_token="1", down_token="2"))
+        if runner._known_markets is not seen:
+            copies, seen = copies + 1, runner._known_markets
+
+    for i in range(20 * floor):  # all within the last hour: none may go
+        remember(i, now_s - 60)
+    assert len(runner._known_markets) == 20 * floor
+    assert copies <= 6  # doubling: about log2(20) looks, not one per market
+    # An hour later they all go at the next look, and the map is small again.
+    await rig.clock.sleep_until_ms((now_s + 3700) * 1000)
+    for i in range(20 * floor, 60 * floor):
+        remember(i, now_s + 3690)
+    assert all(v[1] == now_s + 3690 for v in runner._known_markets.values())
+    assert len(runner._known_markets) == 40 * floor
