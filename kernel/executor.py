@@ -108,6 +108,33 @@ async def _post_all(venue: Any, signed: list[Any], gate: Any, n_lanes: int = lan
     return [x for part in parts for x in part]
 
 
+async def sign_all(
+    venue: Any, intents: list[Intent], n_lanes: int = lanes.LANES
+) -> tuple[list[tuple[Intent, Any]], list[str]]:
+    """Sign a BUY for every intent on at most `n_lanes` threads: (intent with the venue's
+    order id, signed order) for those signed, and the problems of the others (nothing of
+    theirs is committed).
+
+    The order is signed before the intent is committed, so the intent carries the id the
+    venue will know the order by: whoever finds the intent open after a crash looks that id
+    up at the venue instead of guessing whether it was posted (kernel/reconcile.py).
+    """
+    problems = [f"{i.id}: stake buys less than the minimum size" for i in intents if i.size <= 0]
+    intents = [i for i in intents if i.size > 0]
+    if not intents:
+        return [], problems
+    signed_all = await lanes.in_lanes(
+        lambda i: venue.sign_buy(i.token_id, i.limit_price, i.size), intents, n_lanes
+    )
+    ready: list[tuple[Intent, Any]] = []
+    for intent, signed in zip(intents, signed_all, strict=True):
+        if isinstance(signed, BaseException):
+            problems.append(f"{intent.id}: signing failed, nothing committed: {signed}")
+        else:
+            ready.append((msgspec.structs.replace(intent, order_id=signed.order_id), signed))
+    return ready, problems
+
+
 async def commit_and_submit(
     store: Store,
     venue: Any,
@@ -119,28 +146,26 @@ async def commit_and_submit(
 ) -> tuple[int, list[str]]:
     """Sign, commit, post: returns (orders sent to the venue, problems). The ids of the
     intents Redis now holds (committed here, or refused as committed before) are added to
-    `entered` when given. The venue calls run on at most `n_lanes` threads.
+    `entered` when given. The venue calls run on at most `n_lanes` threads."""
+    ready, problems = await sign_all(venue, intents, n_lanes)
+    return await submit_signed(store, venue, epoch, ready, problems, gate, entered, n_lanes)
 
-    The order is signed before the intent is committed, so the intent carries the id the
-    venue will know the order by: whoever finds the intent open after a crash looks that id
-    up at the venue instead of guessing whether it was posted (kernel/reconcile.py).
-    Whatever the count, it costs two Redis round trips (every commit in one fenced call,
-    then every answer) and a few thread hops (kernel/lanes.py); an entry tick runs it once
-    per chunk of its entries (EntryStream).
-    """
-    problems = [f"{i.id}: stake buys less than the minimum size" for i in intents if i.size <= 0]
-    intents = [i for i in intents if i.size > 0]
-    if not intents:
-        return 0, problems
-    signed_all = await lanes.in_lanes(
-        lambda i: venue.sign_buy(i.token_id, i.limit_price, i.size), intents, n_lanes
-    )
-    ready: list[tuple[Intent, Any]] = []
-    for intent, signed in zip(intents, signed_all, strict=True):
-        if isinstance(signed, BaseException):
-            problems.append(f"{intent.id}: signing failed, nothing committed: {signed}")
-        else:
-            ready.append((msgspec.structs.replace(intent, order_id=signed.order_id), signed))
+
+async def submit_signed(
+    store: Store,
+    venue: Any,
+    epoch: int,
+    ready: list[tuple[Intent, Any]],
+    problems: list[str],
+    gate: Any = None,
+    entered: set[str] | None = None,
+    n_lanes: int = lanes.LANES,
+) -> tuple[int, list[str]]:
+    """Commit signed intents, post the committed ones, record the answers: (orders sent to
+    the venue, `problems` and those found here). Whatever the count, it costs two Redis
+    round trips (every commit in one fenced call, then every answer) and a few thread hops
+    (kernel/lanes.py); an entry tick runs it once per chunk of its entries (EntryStream)."""
+    problems = list(problems)
     if not ready:
         return 0, problems
     verdicts = await store.commit_intents(epoch, [i for i, _ in ready])
@@ -179,8 +204,8 @@ async def commit_and_submit(
 class EntryStream:
     """A tick's entries, sent in a few chunks while the tick goes on evaluating further slots.
 
-    Each chunk is signed, committed, posted and booked by commit_and_submit, as a task of its
-    own: while Redis runs one chunk's commit or fill booking and the venue lanes post its
+    Each chunk is signed (the tick waits for that), then committed, posted and booked by
+    submit_signed, as a task of its own: while Redis runs one chunk's commit or fill booking and the venue lanes post its
     orders, the worker evaluates the next slots, so Redis's core and the worker's overlap
     instead of waiting on each other (bench/entry_burst.py), and the first orders of a burst
     reach the venue before the last slots are evaluated. Every chunk is fenced and checked
@@ -201,8 +226,15 @@ class EntryStream:
         self.tasks: list[asyncio.Future[tuple[int, list[str]]]] = []
         self._lanes: list[int] = []
 
-    def send(self, intents: list[Intent], last: bool = False) -> None:
-        """Start this chunk on its way; `last`: no more chunks follow."""
+    async def send(self, intents: list[Intent], last: bool = False) -> None:
+        """Sign this chunk, then start its commit, posts and booking on their way; `last`: no
+        more chunks follow.
+
+        The tick waits for the signatures: the lane threads sign only when they hold the GIL,
+        and a tick that went on evaluating held it, so that every chunk's signing (and with
+        it every commit) waited for the end of the evaluation and Redis's part of the burst
+        began late instead of overlapping it (bench/entry_burst.py). A signature costs the
+        same CPU either way; the commit now reaches Redis as soon as its chunk is signed."""
         if not intents:
             return
         if last:
@@ -210,14 +242,16 @@ class EntryStream:
             n_lanes = max(self.share, lanes.LANES - busy)
         else:
             n_lanes = self.share
+        ready, problems = await sign_all(self.venue, intents, n_lanes)
         self._lanes.append(n_lanes)
         self.tasks.append(
             asyncio.ensure_future(
-                commit_and_submit(
+                submit_signed(
                     self.store,
                     self.venue,
                     self.epoch,
-                    intents,
+                    ready,
+                    problems,
                     gate=self.gate,
                     entered=self.entered,
                     n_lanes=n_lanes,

@@ -607,10 +607,9 @@ class TickRunner:
         try:
             for n, (ref, inp, strat) in enumerate(wanted, 1):
                 if n > 1 and (n - 1) % chunk == 0 and len(intents) >= ENTRY_CHUNK_MIN:
-                    stream.send(intents)
+                    await stream.send(intents)
                     sent += intents
                     intents = []
-                    await asyncio.sleep(0)
                 elif n % ENTRY_YIELD_EVERY == 0 and stream.tasks:
                     await asyncio.sleep(0)
                 if gate is not None and gate.halted:
@@ -661,7 +660,7 @@ class TickRunner:
                     problems.append(f"slot {ref.id}: risk refused entry: {refused}")
                     continue
                 intents.append(executor.make_intent(ref, m, decision, epoch, now_ms))
-            stream.send(intents, last=True)
+            await stream.send(intents, last=True)
             sent += intents
         finally:
             # The decisions are written while the last chunk is under way: one round trip

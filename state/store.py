@@ -106,6 +106,14 @@ class PackedConnection(aioredis.Connection):
 
     def pack_command(self, *args: Any) -> list[bytes]:
         head = args[0]
+        if type(head) is str and " " not in head:
+            # The usual case, in one C call: hiredis takes str, bytes, int and float (as
+            # repr()) as redis-py does, and refuses anything else (bool, None, an int
+            # subclass), which then goes the way below to redis-py's packer.
+            try:
+                return [hiredis.pack_command(args)]
+            except (TypeError, UnicodeError):
+                pass
         if isinstance(head, str):
             args = (*head.encode().split(), *args[1:])
         elif isinstance(head, bytes) and b" " in head:

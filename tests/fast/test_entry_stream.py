@@ -162,21 +162,25 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
     got: list[int] = []
     release = asyncio.Event()
 
-    async def chunk(store, venue, epoch, intents, gate=None, entered=None, n_lanes=lanes.LANES):
-        got.append(n_lanes)
-        if intents[0] == "held":
-            await release.wait()
-        return len(intents), []
+    async def sign(venue, intents, n_lanes=lanes.LANES):
+        return [(i, None) for i in intents], []
 
-    monkeypatch.setattr(executor, "commit_and_submit", chunk)
+    async def chunk(store, venue, epoch, ready, problems, gate=None, entered=None, n_lanes=lanes.LANES):
+        got.append(n_lanes)
+        if ready[0][0] == "held":
+            await release.wait()
+        return len(ready), []
+
+    monkeypatch.setattr(executor, "sign_all", sign)
+    monkeypatch.setattr(executor, "submit_signed", chunk)
     stream = executor.EntryStream(None, None, 1, None, set(), chunks=4)
-    stream.send(["held"])
-    stream.send(["quick"])
+    await stream.send(["held"])
+    await stream.send(["quick"])
     await asyncio.sleep(0.01)  # the quick one is done, the held one still posting
-    stream.send(["last"] * 3, last=True)
+    await stream.send(["last"] * 3, last=True)
     release.set()
     assert await stream.finish() == (5, [])
     assert got == [2, 2, lanes.LANES - 2]
     alone = executor.EntryStream(None, None, 1, None, set(), chunks=4)
-    alone.send(["only"], last=True)
+    await alone.send(["only"], last=True)
     assert await alone.finish() == (1, []) and got[-1] == lanes.LANES

@@ -3,6 +3,8 @@ exactly those redis-py's own packer makes, and its errors the same."""
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
@@ -19,6 +21,8 @@ CASES = [
     ("SET", "k", bytearray(b"ab"), memoryview(b"cd")),
     ("SET", "k", "lone \ud800 surrogate"),
     ("SET", "k", "x" * 20_000),
+    ("HSET", "h", float("inf"), float("nan"), -0.0, 1e-7, 0.1 + 0.2, 1.2345678901234567e19),
+    ("SET", "k", enum.IntEnum("Side", "UP").UP),  # an int subclass: redis-py's own packer
 ]
 
 

@@ -622,18 +622,18 @@ async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypa
     asked: list[str] = []
     monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
     lookups = watch_entry_lookups(rig.runner, monkeypatch)
-    real = executor.commit_and_submit
+    real = executor.submit_signed
     calls = {"n": 0}
 
-    async def lost_answer(store, venue, epoch, intents, **kw):
+    async def lost_answer(store, venue, epoch, ready, problems, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
             if landed:
-                await store.commit_intents(epoch, intents)
+                await store.commit_intents(epoch, [i for i, _ in ready])
             raise ConnectionError("Redis went away before it answered")
-        return await real(store, venue, epoch, intents, **kw)
+        return await real(store, venue, epoch, ready, problems, **kw)
 
-    monkeypatch.setattr(executor, "commit_and_submit", lost_answer)
+    monkeypatch.setattr(executor, "submit_signed", lost_answer)
     await rig.clock.sleep_until_ms((rig.clock.now_ms() // 15_000 + 1) * 15_000 + 1000)
     outs, asked_by_tick = [], []
     for _ in range(11):
