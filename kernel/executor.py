@@ -205,12 +205,13 @@ class EntryStream:
     """A tick's entries, sent in a few chunks while the tick goes on evaluating further slots.
 
     Each chunk is signed (the tick waits for that), then committed, posted and booked by
-    submit_signed, as a task of its own: while Redis runs one chunk's commit or fill booking and the venue lanes post its
-    orders, the worker evaluates the next slots, so Redis's core and the worker's overlap
-    instead of waiting on each other (bench/entry_burst.py), and the first orders of a burst
-    reach the venue before the last slots are evaluated. Every chunk is fenced and checked
-    against the halt gate as one whole batch would be. The tick caps the chunks' number
-    (kernel/tick.py: ENTRY_CHUNKS), so the round trips of a tick do not grow with its slots.
+    submit_signed, as a task of its own: while Redis runs one chunk's commit or fill booking
+    and the venue lanes post its orders, the worker evaluates the next slots, so Redis's core
+    and the worker's overlap instead of waiting on each other (bench/entry_burst.py), and the
+    first orders of a burst reach the venue before the last slots are evaluated. Every chunk
+    is fenced and checked against the halt gate as one whole batch would be. The tick caps
+    the chunks' number (kernel/tick.py: ENTRY_CHUNKS), so the round trips of a tick do not
+    grow with its slots.
     """
 
     def __init__(
