@@ -111,6 +111,28 @@ def test_volatility_is_the_sample_deviation_of_log_returns():
     assert snipe.volatility_per_s((100.0, 101.0), 1e-5) == 1e-5  # one return: the floor
 
 
+def test_volatility_matches_the_two_pass_deviation_on_minute_long_walks_and_trends():
+    """One pass for the sum, one for the squares: on a minute of 1 s closes (a random walk,
+    and one that drifts steadily, where the mean is large against the spread) the answer is
+    the sample deviation to 1e-9, as statistics.stdev computes it."""
+    import itertools
+    import math
+    import random
+    import statistics
+
+    rng = random.Random(5)
+    walk, trend, p, q = [], [], 100.0, 100.0
+    for _ in range(60):
+        p *= math.exp(rng.gauss(0, 2e-4))
+        q *= math.exp(5e-4 + rng.gauss(0, 1e-5))
+        walk.append(p)
+        trend.append(q)
+    for closes in (walk, trend):
+        rets = [math.log(b / a) for a, b in itertools.pairwise(closes)]
+        got = snipe.volatility_per_s(tuple(closes), 0.0)
+        assert math.isclose(got, statistics.stdev(rets), rel_tol=1e-9), (got, statistics.stdev(rets))
+
+
 def test_parameters_given_per_slot_override_the_defaults_in_evaluate():
     late = inp(290, 100.5, up_ask=0.8, down_ask=0.25)
     assert snipe.evaluate(late) is not None
