@@ -61,6 +61,19 @@ class CandleCache:
         self._held.clear()
         self._seen.clear()
 
+    def due_whole(self, assets: set[str], at_ms: int) -> list[str]:
+        """Those of `assets` whose copy a read at `at_ms` would replace with a whole read (the
+        periodic one), forgotten now: the caller reads them whole ahead of that read, between
+        ticks, so that the tick reads only what is new."""
+        due = [
+            a
+            for a in assets
+            if (h := self._held.get(a)) is not None and at_ms - h.full_ms >= self.full_every_ms
+        ]
+        for a in due:
+            del self._held[a]
+        return due
+
     def held_args(self, asset: str, since_ms: int, now_ms: int) -> tuple[str, int, int, int]:
         """What to tell candles_read.lua the caller holds of `asset`'s window: (born and rev
         of the mark it was read under, newest open time, count from since_ms on);

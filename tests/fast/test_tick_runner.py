@@ -441,6 +441,64 @@ async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, mo
     assert all(warmed[s] == 0 for s in range(1, 9)), str(sorted(warmed.items()))
 
 
+async def test_the_periodic_whole_reads_of_awake_windows_are_made_between_ticks(rig, monkeypatch):
+    """A window awake at every tick is still read whole every FULL_EVERY_MS (kernel/
+    candle_cache.py), but by the gap before the tick it falls due at: after the first one,
+    no tick reads a window whole, and every window was read whole again between ticks."""
+    from feed.store import Batch, CandleStore
+    from kernel import candle_cache
+    from kernel import tick as tick_mod
+
+    class AlwaysAwake:  # no quotes_from_ms: awake at every tick; never trades
+        @staticmethod
+        def needs_quotes(inp):
+            return False
+
+        @staticmethod
+        def evaluate(inp):
+            return None
+
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: AlwaysAwake)
+    store = CandleStore(rig.store.r, rig.store.k, interval="1s", retention_s=3600, clock_ms=rig.clock.now_ms)
+
+    async def feed() -> None:  # the feed's own writer: feed_write.lua keeps the marks
+        now_s = rig.clock.now_ms() // 1000
+        batch = Batch()
+        for a in rig.settings.assets:
+            for sec in range(now_s - 70, now_s):
+                o, h, lo, c = rig.model.candle(a, sec)
+                store.accept(batch, a, Candle(sec * 1000, o, h, lo, c, 1.0, True))
+        await store.write(batch)
+
+    monkeypatch.setattr(rig, "feed", feed)
+    runner = rig.runner
+    stats = runner.candles.stats
+    in_ticks: list[int] = []
+    run, between = runner.run, runner.between_ticks
+
+    async def counted(tick, missed_before=0):
+        before = stats.whole
+        out = await run(tick, missed_before)
+        in_ticks.append(stats.whole - before)
+        return out
+
+    between_whole = {"n": 0}
+
+    async def counted_between(next_boundary_ms):
+        before = stats.whole
+        out = await between(next_boundary_ms)
+        between_whole["n"] += stats.whole - before
+        return out
+
+    monkeypatch.setattr(runner, "run", counted)
+    monkeypatch.setattr(runner, "between_ticks", counted_between)
+    n_ticks = candle_cache.FULL_EVERY_MS // 1000 + 5
+    await rig.run_ticks(n_ticks)
+    assets = len(rig.settings.assets)
+    assert in_ticks[0] <= assets and sum(in_ticks[1:]) == 0, in_ticks
+    assert between_whole["n"] >= assets, between_whole
+
+
 async def set_enabled(rig, slot_id: str, enabled: bool) -> None:
     from state.structs import SLOT
 
