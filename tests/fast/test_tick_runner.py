@@ -385,16 +385,11 @@ async def test_slots_sleep_until_their_strategy_may_want_quotes(rig, monkeypatch
     assert len(asked) == 4 * len(outs)
 
 
-async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, monkeypatch):
-    """The tick that wakes sleeping slots reads only the candles written since the gap before
-    it, not the ten seconds they slept through: those were read between the ticks."""
-    from kernel import tick as tick_mod
-
-    strategy = last_five_seconds([])
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: strategy)
+def feed_through_the_feeds_writer(rig, monkeypatch) -> None:
+    """The rig's candles written by the feed's own writer (feed/store.py), not by plain ZADDs:
+    feed_write.lua keeps the marks the worker's cached copies go by (kernel/candle_cache.py)."""
     from feed.store import Batch, CandleStore
 
-    # The feed's own writer (feed_write.lua keeps the marks the worker's copies go by).
     store = CandleStore(rig.store.r, rig.store.k, interval="1s", retention_s=3600, clock_ms=rig.clock.now_ms)
 
     async def feed() -> None:
@@ -407,6 +402,16 @@ async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, mo
         await store.write(batch)
 
     monkeypatch.setattr(rig, "feed", feed)
+
+
+async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, monkeypatch):
+    """The tick that wakes sleeping slots reads only the candles written since the gap before
+    it, not the ten seconds they slept through: those were read between the ticks."""
+    from kernel import tick as tick_mod
+
+    strategy = last_five_seconds([])
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: strategy)
+    feed_through_the_feeds_writer(rig, monkeypatch)
     runner = rig.runner
     decoded: dict[int, int] = {}
     run = runner.run
@@ -445,7 +450,6 @@ async def test_the_periodic_whole_reads_of_awake_windows_are_made_between_ticks(
     """A window awake at every tick is still read whole every FULL_EVERY_MS (kernel/
     candle_cache.py), but by the gap before the tick it falls due at: after the first one,
     no tick reads a window whole, and every window was read whole again between ticks."""
-    from feed.store import Batch, CandleStore
     from kernel import candle_cache
     from kernel import tick as tick_mod
 
@@ -459,18 +463,7 @@ async def test_the_periodic_whole_reads_of_awake_windows_are_made_between_ticks(
             return None
 
     monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: AlwaysAwake)
-    store = CandleStore(rig.store.r, rig.store.k, interval="1s", retention_s=3600, clock_ms=rig.clock.now_ms)
-
-    async def feed() -> None:  # the feed's own writer: feed_write.lua keeps the marks
-        now_s = rig.clock.now_ms() // 1000
-        batch = Batch()
-        for a in rig.settings.assets:
-            for sec in range(now_s - 70, now_s):
-                o, h, lo, c = rig.model.candle(a, sec)
-                store.accept(batch, a, Candle(sec * 1000, o, h, lo, c, 1.0, True))
-        await store.write(batch)
-
-    monkeypatch.setattr(rig, "feed", feed)
+    feed_through_the_feeds_writer(rig, monkeypatch)
     runner = rig.runner
     stats = runner.candles.stats
     in_ticks: list[int] = []
