@@ -184,3 +184,92 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
     alone = executor.EntryStream(None, None, 1, None, set(), chunks=4)
     await alone.send(["only"], last=True)
     assert await alone.finish() == (1, []) and got[-1] == lanes.LANES
+
+
+async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_its_acknowledgement(
+    rig,  # noqa: F811
+    monkeypatch,
+):
+    """The halt reaches the worker while an entry tick of 64 slots is still evaluating, after its
+    first chunk went out: from then on no strategy runs, the slots evaluated since the last chunk
+    commit nothing, every intent committed is either filled or failed unsent, and every post the
+    venue received began before the halt was acknowledged (the acknowledgement waited for those
+    in flight). The ticks after it, halted by the flag in Redis, trade nothing."""
+    import asyncio
+
+    from kernel.halt import HaltGate, HaltResponder
+
+    monkeypatch.setattr(tick_mod, "ENTRY_CHUNK_MIN", 2)
+    monkeypatch.setattr(tick_mod, "ENTRY_YIELD_EVERY", 1)  # the halt can be heard after any slot
+    venue = await with_assets(rig, 64)
+    posts: list[float] = []  # when each post reached the venue
+    real_post = venue.post
+
+    def post(signed, order_type="FOK"):
+        posts.append(time.monotonic())
+        time.sleep(0.002)  # a venue that takes a moment: posts are in flight when the halt lands
+        return real_post(signed, order_type)
+
+    venue.post = post
+    gate = HaltGate()
+    responder = HaltResponder(rig.store, venue, gate, lambda: {"color": "blue", "holder": "blue:t"})
+    rig.runner = TickRunner(
+        rig.settings, rig.store, venue, rig.clock, rig.runner.ident, settler=rig.settler, halt=responder
+    )
+    evaluated: list[str] = []
+    base = buy_up()
+
+    class Counting(base):  # type: ignore[misc, valid-type]
+        @staticmethod
+        def evaluate(inp):
+            evaluated.append(inp.slot_id)
+            return base.evaluate(inp)
+
+    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Counting)
+    at_close: list[int] = []
+    real_close = gate.close
+
+    def close(seq):
+        at_close.append(len(evaluated))
+        real_close(seq)
+
+    gate.close = close
+    acked: list[float] = []
+    seqs: list[int] = []
+
+    async def halt_after(n: int) -> None:
+        # What the control listener does when the halt's message arrives mid-tick.
+        while len(evaluated) < n:
+            await asyncio.sleep(0)
+        seq = await rig.store.set_halt("test: halt mid-tick", rig.clock.now_ms())
+        await responder.on_halt(seq, seq)
+        acked.append(time.monotonic())
+        seqs.append(seq)
+
+    halting = asyncio.ensure_future(halt_after(24))  # the first chunk of 16 is under way by then
+    outs = await entry_tick(rig)
+    await asyncio.wait_for(halting, 10)
+    await responder.close()
+
+    assert len(at_close) == 1 and 24 <= at_close[0] < 64
+    assert len(evaluated) == at_close[0], "a strategy ran after the halt was heard"
+    assert any("no strategy code runs after the halt" in p for p in outs[-1].problems)
+    assert posts and all(t < acked[0] for t in posts), "a post began after the acknowledgement"
+    intents = await rig.store.read_intents()
+    committed_slots = {i.slot for i in intents}
+    assert committed_slots <= set(evaluated[: at_close[0]]) and len(intents) < 64
+    filled = [i for i in intents if i.status == "filled"]
+    unsent = [i for i in intents if i.status == "failed"]
+    assert len(filled) + len(unsent) == len(intents), {i.status for i in intents}
+    assert all("never sent" in i.error for i in unsent)
+    assert len(filled) == len(posts) == venue.calls["post"]
+    assert await rig.store.r.hlen(rig.store.k.intents_open()) == 0
+    positions = await rig.store.read_positions(open_only=True)
+    assert sorted(p.intent_id for p in positions) == sorted(i.id for i in filled)
+    assert (await rig.store.read_ledger_totals())["entries"] == len(filled) + 1  # and the deposit
+    (ack,) = [a for a in await rig.store.r.lrange(rig.store.k.control_ack(seqs[0]), 0, -1) if '"halted"' in a]
+    assert '"halted": true' in ack and '"inflight": 0' in ack
+    # Halted by the flag in Redis: the rest of the zone's ticks evaluate and post nothing.
+    later = await rig.run_ticks(3)
+    assert all(o.record.halted and o.record.orders == 0 for o in later)
+    assert len(evaluated) == at_close[0] and venue.calls["post"] == len(posts)
