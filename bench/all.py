@@ -89,7 +89,8 @@ def h_redis_cost(d: dict[str, Any]) -> str:
         f"({cd['asset_day_untrimmed'] / 2**20:.1f} MB per asset-day untrimmed)"
     )
     day = d["per_day"][0]
-    parts.append(f"{day['unbounded_bytes_per_day'] / 2**20:.1f} MB/day never trimmed at {day['slots']} slots")
+    mb = day["unbounded_bytes_per_day"] / 2**20
+    parts.append(f"{mb:.1f} MB/day of history (kept BATON_HISTORY_DAYS) at {day['slots']} slots")
     return "; ".join(parts)
 
 

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from baton.settings import load
 from bench.machine import machine_info, publish
 from bench.tick_scale import (
     PREFIX,
@@ -63,6 +64,10 @@ MARKET_TTL_EXTRA_S = 3600  # kernel/tick.py: a market stays cached an hour past 
 
 # --- the key families ----------------------------------------------------------------------------
 
+# The history (intents, positions, ledger) is pruned by the lease holder past BATON_HISTORY_DAYS
+# (kernel/history.py); the day table says what it levels off at with the default.
+HISTORY_DAYS = load({"BATON_HOME": tempfile.gettempdir()}).history_days
+HISTORY_KEPT = f"BATON_HISTORY_DAYS ({HISTORY_DAYS:g} days)"
 # (family, what it grows with, how long it is kept), matched on the key without the prefix.
 FAMILIES: list[tuple[str, str, str, str]] = [
     # name, key match (prefix of the key after `baton:`, or `rq:`), grows with, kept
@@ -72,9 +77,9 @@ FAMILIES: list[tuple[str, str, str, str]] = [
     ("candle windows", "candles:", "asset", "BATON_CANDLE_RETENTION_S (1 h)"),
     ("feed status", "feed:", "asset", "one per asset, overwritten"),
     ("market cache", "market:", "slot-window", "its window's end + 1 h (TTL)"),
-    ("intents", "intents", "slot-window", "forever (never trimmed)"),
-    ("positions", "positions", "slot-window", "forever (never trimmed)"),
-    ("ledger", "ledger", "slot-window", "forever (never trimmed)"),
+    ("intents", "intents", "slot-window", HISTORY_KEPT),
+    ("positions", "positions", "slot-window", HISTORY_KEPT),
+    ("ledger", "ledger", "slot-window", HISTORY_KEPT),
     ("settle claims", "settle:claim:", "slot-window", "15 min (TTL)"),
     ("rq jobs and queue", "rq:", "slot-window", "24 h after the job ran (result TTL)"),
     ("tick journal", "journal:ticks", "tick", f"the last {JOURNAL_MAXLEN:,} ticks"),
@@ -308,7 +313,7 @@ def per_day(
     windows_per_slot_day = statistics.fmean(DAY_S / tf for tf in timeframes_s)
     slot_windows_day = slots * windows_per_slot_day
     u = {k: v["per_unit"] for k, v in per_unit.items()}
-    grows_forever = (u["intents"] + u["positions"] + u["ledger"]) * slot_windows_day
+    history_day = (u["intents"] + u["positions"] + u["ledger"]) * slot_windows_day
     rq_kept = u["rq jobs and queue"] * slot_windows_day * RQ_RESULT_TTL_S / DAY_S
     market_kept = (
         u["market cache"] * slots * statistics.fmean((tf + MARKET_TTL_EXTRA_S) / tf for tf in timeframes_s)
@@ -321,8 +326,10 @@ def per_day(
         "slots": slots,
         "assets": assets,
         "slot_windows_per_day": slot_windows_day,
-        "unbounded_bytes_per_day": grows_forever,
+        # What a day of trading adds to the history, kept HISTORY_DAYS (then pruned).
+        "unbounded_bytes_per_day": history_day,
         "bounded_bytes": {
+            f"intents, positions, ledger ({HISTORY_DAYS:g} days)": history_day * HISTORY_DAYS,
             "rq jobs (24 h)": rq_kept,
             "market cache (window + 1 h)": market_kept,
             "settle claims (15 min)": claims_kept,
@@ -485,7 +492,7 @@ def render(out: dict[str, Any]) -> str:
         + " |"
     )
     rows.append(
-        "| **grows forever** (intents, positions, ledger) per day | "
+        "| intents, positions, ledger added per day | "
         + " | ".join(human(d["unbounded_bytes_per_day"]) for d in out["per_day"])
         + " |"
     )
