@@ -196,6 +196,7 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
     venue received began before the halt was acknowledged (the acknowledgement waited for those
     in flight). The ticks after it, halted by the flag in Redis, trade nothing."""
     import asyncio
+    import threading
 
     from kernel.halt import HaltGate, HaltResponder
 
@@ -205,8 +206,11 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
     posts: list[float] = []  # when each post reached the venue
     real_post = venue.post
 
+    first_post = threading.Event()
+
     def post(signed, order_type="FOK"):
         posts.append(time.monotonic())
+        first_post.set()
         time.sleep(0.002)  # a venue that takes a moment: posts are in flight when the halt lands
         return real_post(signed, order_type)
 
@@ -223,6 +227,12 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
         @staticmethod
         def evaluate(inp):
             evaluated.append(inp.slot_id)
+            if len(evaluated) == 24:
+                # The first chunk's posts are on their way (its lanes hold their places in the
+                # gate): wait for the first to reach the venue, so that the halt below lands
+                # with posts in flight however slowly the lanes' threads run.
+                assert gate.inflight > 0, "the first chunk is not posting yet"
+                first_post.wait(10)
             return base.evaluate(inp)
 
     monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Counting)
