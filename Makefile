@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis chaos test test-fast test-e2e test-browser lint bootstrap redis-server chromium clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue chaos test test-fast test-e2e test-browser lint bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -97,6 +97,11 @@ bench-reload: bootstrap
 # Redis cost: commands and round trips per tick, memory per slot and per day of candle windows.
 bench-redis: bootstrap
 	$(PY) -m bench.redis_cost
+
+# The real venue client's cost per order (EIP-712 signing, posting to the sim over HTTP), with
+# the C signer against the pure-Python one (results in bench/results/venue_sign.json).
+bench-venue: bootstrap
+	$(PY) -m bench.venue_sign
 
 # Chaos: DURATION= seconds of seeded faults (600) on a real stack, then the invariant check;
 # SEED= replays a run (default: random, printed). Results in bench/results/chaos.json; exits

@@ -35,6 +35,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "hot_reload": ([], ["--reloads", "2", "--deploys", "1"]),
     "feed_ingest": ([], ["--rates", "5000,20000", "--seconds", "2"]),
     "halt_latency": ([], ["--halts", "6"]),
+    "venue_sign": ([], ["--orders", "20", "--burst", "16", "--rounds", "1"]),
 }
 
 
@@ -153,6 +154,20 @@ def h_halt_latency(d: dict[str, Any]) -> str:
     )
 
 
+def h_venue_sign(d: dict[str, Any]) -> str:
+    rows = d["summary"]
+    base = rows[0]
+    parts = [
+        f"{r['backend']}: sign {_f(r['sign_ms_median'], 2)} ms, post {_f(r['post_ms_median'], 2)} ms, "
+        f"{d['burst']} orders on 8 lanes {_f(r['burst_ms_median'])} ms"
+        for r in rows
+    ]
+    slow = rows[-1]
+    ratio = slow["sign_ms_median"] / base["sign_ms_median"]
+    parts.append(f"signing {ratio:.1f}x faster with {base['backend']}")
+    return "; ".join(parts)
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "tick_scale": h_tick_scale,
     "entry_burst": h_entry_burst,
@@ -162,6 +177,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "hot_reload": h_hot_reload,
     "feed_ingest": h_feed_ingest,
     "halt_latency": h_halt_latency,
+    "venue_sign": h_venue_sign,
 }
 
 

@@ -1,7 +1,8 @@
 """The benchmarks of issue #6 at tiny sizes, so that they cannot rot: the tick-scale and Redis-cost
-measurements run for real (a real redis-server on a free port, a few seconds), the stack-driven
-ones (failover, hot reload) have their journal reading and their numbers checked on a fake
-journal, and `bench.all` its headlines on what the runs wrote."""
+measurements run for real (a real redis-server on a free port, a few seconds), the venue-signing
+one against a sim of its own, the stack-driven ones (failover, hot reload) have their journal
+reading and their numbers checked on a fake journal, and `bench.all` its headlines on what the
+runs wrote."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import fakeredis
 import pytest
 
 from bench import all as bench_all
-from bench import entry_burst, failover, hot_reload, redis_cost, tick_scale
+from bench import entry_burst, failover, hot_reload, redis_cost, tick_scale, venue_sign
 
 TIMEFRAMES = ("2s", "4s")  # entry zones of 0.67 s and 1.33 s: entries within seconds
 TICK_MS = 200
@@ -206,3 +207,17 @@ async def test_entry_burst_times_the_same_burst_cycle_after_cycle(redis_server, 
     text = entry_burst.render([s])
     assert "| 8 | 4 (15s, 30s) | 1 | 4 |" in text and text.splitlines()[2].endswith("| 0 |")
     assert "4 of 8 slots in zone" in bench_all.h_entry_burst({"summary": [s]})
+
+
+def test_venue_sign_signs_and_posts_with_both_signers_against_a_sim_process():
+    args = venue_sign.parse_args(["--orders", "3", "--burst", "4", "--rounds", "1"])
+    res = venue_sign.run(args)
+    rows = {r["backend"]: r for r in res["summary"]}
+    assert set(rows) == set(venue_sign.BACKENDS)
+    for r in rows.values():
+        # Each order checked whole by the sim and killed unfilled (FOK below the book).
+        assert r["orders"] == 3 and r["burst_errors"] == 0 and r["post_statuses"] == ["rejected"]
+        assert r["sign_ms_median"] > 0 and r["burst_ms_median"] > 0
+    assert "ECC_BACKEND_CLASS" not in __import__("os").environ
+    assert "faster with coincurve" in bench_all.h_venue_sign(res)
+    assert "| native (pure Python) | 3 |" in venue_sign.render(res["summary"], 4)

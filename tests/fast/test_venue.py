@@ -221,3 +221,24 @@ def test_the_key_and_api_secret_are_never_logged(env, caplog):
     text = caplog.text + repr(venue)
     assert SIM_PRIVATE_KEY not in text and SIM_PRIVATE_KEY[2:] not in text
     assert secret not in text
+
+
+def test_orders_are_signed_in_c_and_the_signature_is_the_pure_python_signers(env, monkeypatch):
+    """eth-keys signs with coincurve (libsecp256k1) when it is importable and in pure Python
+    otherwise, about 7× slower per order (bench/venue_sign.py): the dependency must be there, and
+    the signature it makes must be the one the pure-Python signer would (RFC 6979: deterministic)."""
+    from eth_keys import keys
+    from eth_keys.backends import NativeECCBackend, get_backend_class
+
+    monkeypatch.delenv("ECC_BACKEND_CLASS", raising=False)
+    assert get_backend_class().__name__ == "CoinCurveECCBackend"
+    _, venue, _, clock = env
+    m = venue.discover(live_slug(clock, "eth"))
+    signed = venue.sign_buy(m.up_token, 0.5, 10)
+    sig = bytes.fromhex(signed.order["signature"].removeprefix("0x"))
+    # The order id is the EIP-712 digest that was signed.
+    digest = bytes.fromhex(signed.order_id.removeprefix("0x"))
+    key = keys.PrivateKey(bytes.fromhex(SIM_PRIVATE_KEY.removeprefix("0x")), backend=NativeECCBackend())
+    native = key.sign_msg_hash(digest)
+    assert (native.r, native.s) == (int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"))
+    assert native.recover_public_key_from_msg_hash(digest) == key.public_key
