@@ -104,11 +104,20 @@ def test_the_order_id_is_the_hash_the_client_computes_before_posting(env):
     _, venue, _, clock = env
     m = venue.discover(live_slug(clock, "xrp"))
     signed = venue.sign_buy(m.up_token, 0.99, 5)
-    # Recomputed independently from the signed order with the client's own order builder.
-    order = SignedOrderV2(**signed.order)
+    # Recomputed independently from the signed order with the client's own order builder (the
+    # venue computes it from the struct's fields, not through the client's typed-data encoder).
     hasher = ExchangeOrderBuilderV2(get_contract_config(CHAIN_ID).exchange_v2, CHAIN_ID, None)
-    assert signed.order_id == hasher.build_order_hash(hasher.build_order_typed_data(order))
+
+    def client_hash(s: SignedBuy) -> str:
+        return hasher.build_order_hash(hasher.build_order_typed_data(SignedOrderV2(**s.order)))
+
+    assert signed.order_id == client_hash(signed)
     assert venue.post(signed).order_id == signed.order_id
+    # Every side, price and size, each with its own salt and timestamp.
+    for token in (m.up_token, m.down_token):
+        for price, size in ((0.01, 5), (0.37, 13.57), (0.5, 1000), (0.99, 5.01)):
+            other = venue.sign_buy(token, price, size)
+            assert other.order_id == client_hash(other)
 
 
 def test_reposting_the_same_signed_order_never_creates_a_second_order(env):
