@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info, publish
+from bench.numbers import rank
+from tests.e2e.stack import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = {
@@ -48,21 +50,13 @@ PRICE = 0.01  # FOK below the book: refused unfilled, after the venue has checke
 SIZE = 500.0  # 5 USD at that price
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_sim(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "BATON_HOME": str(home),
         "BATON_SIM_CLOB_PORT": str(port),
-        "BATON_SIM_BINANCE_PORT": str(_free_port()),
+        "BATON_SIM_BINANCE_PORT": str(free_port()),
         "BATON_ASSETS": "btc",
         "BATON_TIMEFRAMES": "15m",
     }
@@ -81,11 +75,6 @@ def start_sim(home: Path) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the sim did not answer within 30 s")
-
-
-def _pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * len(s)) - 1))]
 
 
 def measure(venue: Any, token: str, orders: int, burst: int) -> dict[str, Any]:
@@ -136,10 +125,10 @@ def summarise(rounds: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 "backend": name,
                 "orders": len(sign),
                 "sign_ms_median": statistics.median(sign),
-                "sign_ms_p99": _pct(sign, 0.99),
+                "sign_ms_p99": rank(sign, 0.99),
                 "sign_cpu_ms_per_order": statistics.median(r["sign_cpu_ms_per_order"] for r in rs),
                 "post_ms_median": statistics.median(post),
-                "post_ms_p99": _pct(post, 0.99),
+                "post_ms_p99": rank(post, 0.99),
                 "burst_ms_median": statistics.median(r["burst_ms"] for r in rs),
                 "burst_errors": sum(r["burst_errors"] for r in rs),
                 "post_statuses": sorted({s for r in rs for s in r["post_statuses"]}),

@@ -221,6 +221,8 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
         rig.settings, rig.store, venue, rig.clock, rig.runner.ident, settler=rig.settler, halt=responder
     )
     evaluated: list[str] = []
+    inflight_at_24: list[int] = []
+    reached = asyncio.Event()  # the 24th evaluation is done: the halt may come
     base = buy_up()
 
     class Counting(base):  # type: ignore[misc, valid-type]
@@ -231,8 +233,9 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
                 # The first chunk's posts are on their way (its lanes hold their places in the
                 # gate): wait for the first to reach the venue, so that the halt below lands
                 # with posts in flight however slowly the lanes' threads run.
-                assert gate.inflight > 0, "the first chunk is not posting yet"
+                inflight_at_24.append(gate.inflight)
                 first_post.wait(10)
+                reached.set()
             return base.evaluate(inp)
 
     monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Counting)
@@ -247,20 +250,20 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
     acked: list[float] = []
     seqs: list[int] = []
 
-    async def halt_after(n: int) -> None:
+    async def halt_after() -> None:
         # What the control listener does when the halt's message arrives mid-tick.
-        while len(evaluated) < n:
-            await asyncio.sleep(0)
+        await reached.wait()
         seq = await rig.store.set_halt("test: halt mid-tick", rig.clock.now_ms())
         await responder.on_halt(seq, seq)
         acked.append(time.monotonic())
         seqs.append(seq)
 
-    halting = asyncio.ensure_future(halt_after(24))  # the first chunk of 16 is under way by then
+    halting = asyncio.ensure_future(halt_after())
     outs = await entry_tick(rig)
     await asyncio.wait_for(halting, 10)
     await responder.close()
 
+    assert inflight_at_24[0] > 0, "the first chunk was not posting by the 24th evaluation"
     assert len(at_close) == 1 and 24 <= at_close[0] < 64
     assert len(evaluated) == at_close[0], "a strategy ran after the halt was heard"
     assert any("no strategy code runs after the halt" in p for p in outs[-1].problems)
