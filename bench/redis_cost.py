@@ -163,7 +163,7 @@ async def commands_per_tick(
 ) -> dict[str, Any]:
     import redis as sync_redis
 
-    from kernel import ticks
+    from kernel import boundaries
     from kernel.clock import VirtualClock
 
     assets = synthetic_assets(n_slots // len(timeframes))
@@ -183,9 +183,9 @@ async def commands_per_tick(
         await rig.start()
         try:
             await rig.runner.dry_run()
-            tick = ticks.next_tick(clock.now_ms(), tick_ms)
+            tick = boundaries.next_tick(clock.now_ms(), tick_ms)
             for i in range(WARMUP_TICKS + cycle_ticks):
-                await clock.sleep_until_ms(ticks.boundary_ms(tick, tick_ms))
+                await clock.sleep_until_ms(boundaries.boundary_ms(tick, tick_ms))
                 await feed.catch_up()
                 before, w0 = commandstats(r), wire.snapshot()
                 rec, failure = None, ""
@@ -195,7 +195,7 @@ async def commands_per_tick(
                     failure = f"{type(e).__name__}: {e}"[:200]
                 # The worker's work after the tick (settlement enqueue, market prefetch) is
                 # counted with the tick it follows.
-                await rig.runner.between_ticks(ticks.boundary_ms(tick + 1, tick_ms))
+                await rig.runner.between_ticks(boundaries.boundary_ms(tick + 1, tick_ms))
                 await asyncio.sleep(0.05)  # stray tasks of a failed tick (discoveries) land
                 w = Wire.delta(w0, wire.snapshot())
                 executed = cmd_delta(before, commandstats(r))

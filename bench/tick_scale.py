@@ -614,15 +614,15 @@ async def run_ticks(
 async def _run_ticks(
     rig: Rig, wire: Wire, n_ticks: int, warmup: int, profile: Any, collector: Any
 ) -> tuple[list[TickSample], int]:
-    from kernel import ticks
+    from kernel import boundaries
 
     s, clock, runner = rig.s, rig.clock, rig.runner
-    tick = ticks.next_tick(clock.now_ms(), s.tick_ms)
+    tick = boundaries.next_tick(clock.now_ms(), s.tick_ms)
     missed = 0
     samples: list[TickSample] = []
     skipped = 0
     for i in range(warmup + n_ticks):
-        boundary = ticks.boundary_ms(tick, s.tick_ms)
+        boundary = boundaries.boundary_ms(tick, s.tick_ms)
         await clock.sleep_until_ms(boundary)
         w0 = wire.snapshot()
         wall0 = time.time_ns()
@@ -664,7 +664,7 @@ async def _run_ticks(
         # apart: the `between` column).
         b0 = time.perf_counter()
         try:
-            await runner.between_ticks(ticks.boundary_ms(tick + 1, s.tick_ms))
+            await runner.between_ticks(boundaries.boundary_ms(tick + 1, s.tick_ms))
         except Exception as e:
             print(f"between ticks {tick} FAILED: {type(e).__name__}: {e}", flush=True)
         between_ms = (time.perf_counter() - b0) * 1000
@@ -672,8 +672,8 @@ async def _run_ticks(
             samples[-1].between_ms = round(between_ms, 3)
         if rec is not None and rec.settled:
             await rig.settle_closed(clock.now_ms())
-        tick, missed = ticks.plan_next(tick, clock.now_ms(), s.tick_ms)
-        collector.after_tick(ticks.boundary_ms(tick, s.tick_ms) - clock.now_ms())  # as the worker
+        tick, missed = boundaries.plan_next(tick, clock.now_ms(), s.tick_ms)
+        collector.after_tick(boundaries.boundary_ms(tick, s.tick_ms) - clock.now_ms())  # as the worker
     return samples, skipped
 
 

@@ -28,7 +28,7 @@ import redis
 from baton.settings import Settings
 from baton.stack import StackError, supervisor_call, supervisor_running
 from deploy import releases
-from kernel import ticks
+from kernel import boundaries
 from state.keys import Keys
 
 COLORS = ("blue", "green")
@@ -263,7 +263,7 @@ class Deployer:
         epoch = int(h["epoch"])
         self.log(f"handed over at tick {tick}: epoch {h.get('from_epoch')} -> {epoch}")
         first = self._wait_first_tick(tick, target)
-        takeover_ms = int(first["started_ms"]) - ticks.boundary_ms(tick + 1, self.s.tick_ms)
+        takeover_ms = int(first["started_ms"]) - boundaries.boundary_ms(tick + 1, self.s.tick_ms)
         missed = int(first["tick"]) - tick - 1
         self.log(
             f"worker-{target} ran tick {first['tick']} {takeover_ms} ms after its boundary; "
@@ -391,7 +391,7 @@ class Deployer:
             from_release="",
             handover_tick=tick - 1,
             epoch=int(first.get("epoch", 0)),
-            takeover_ms=int(first["started_ms"]) - ticks.boundary_ms(tick, self.s.tick_ms),
+            takeover_ms=int(first["started_ms"]) - boundaries.boundary_ms(tick, self.s.tick_ms),
             missed=int(first.get("missed_before", 0)),
             ready_s=round(ready_s, 3),
             total_s=round(time.monotonic() - t_start, 3),

@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from baton import procs
 from baton import settings as settings_mod
 from baton.settings import Settings
-from kernel import gcpolicy, reconcile, ticks
+from kernel import boundaries, gcpolicy, reconcile
 from kernel.clock import Clock, SystemClock
 from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
@@ -380,12 +380,12 @@ class Worker:
             runner.close()
 
     async def _tick_loop(self, runner: TickRunner, collector: gcpolicy.Collector) -> int:
-        tick = ticks.next_tick(self.clock.now_ms(), self.s.tick_ms)
+        tick = boundaries.next_tick(self.clock.now_ms(), self.s.tick_ms)
         missed = await self.takeover_gap(tick)
         await self.store.mark_clean_stop(None)
         await self._beat()
         while not self.stopping.is_set():
-            if not await self._sleep_until(ticks.boundary_ms(tick, self.s.tick_ms)):
+            if not await self._sleep_until(boundaries.boundary_ms(tick, self.s.tick_ms)):
                 break
             out = None
             try:
@@ -411,7 +411,7 @@ class Worker:
             try:
                 # Settlements the tick found due, markets of windows ahead: not trading,
                 # so done here, before the next boundary, not inside the tick.
-                await runner.between_ticks(ticks.boundary_ms(tick + 1, self.s.tick_ms))
+                await runner.between_ticks(boundaries.boundary_ms(tick + 1, self.s.tick_ms))
             except Exception as e:
                 log.exception("work between ticks failed: %s", e)
             halted = self.gate.halted or (out is not None and out.control.halted)
@@ -424,10 +424,10 @@ class Worker:
                 log.exception("strategy reload check failed: %s", e)
             self._keep_listening()
             await self._beat()
-            tick, missed = ticks.plan_next(tick, self.clock.now_ms(), self.s.tick_ms)
+            tick, missed = boundaries.plan_next(tick, self.clock.now_ms(), self.s.tick_ms)
             # Garbage is collected here, in the slack before the next boundary, never inside
             # a tick (kernel/gcpolicy.py).
-            collector.after_tick(ticks.boundary_ms(tick, self.s.tick_ms) - self.clock.now_ms())
+            collector.after_tick(boundaries.boundary_ms(tick, self.s.tick_ms) - self.clock.now_ms())
         await self.stand_down()
         return 0
 

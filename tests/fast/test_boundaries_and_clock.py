@@ -1,21 +1,21 @@
-from kernel import ticks
+from kernel import boundaries
 from kernel.clock import VirtualClock
 from kernel.windows import slug, window_bounds
 
 
 def test_ticks_are_aligned_to_wall_clock_multiples():
-    assert ticks.tick_index(10_000, 5000) == 2
-    assert ticks.tick_index(14_999, 5000) == 2
-    assert ticks.boundary_ms(3, 5000) == 15_000
-    assert ticks.next_tick(15_000, 5000) == 3
-    assert ticks.next_tick(15_001, 5000) == 4
+    assert boundaries.tick_index(10_000, 5000) == 2
+    assert boundaries.tick_index(14_999, 5000) == 2
+    assert boundaries.boundary_ms(3, 5000) == 15_000
+    assert boundaries.next_tick(15_000, 5000) == 3
+    assert boundaries.next_tick(15_001, 5000) == 4
 
 
 def test_a_tick_that_overruns_skips_boundaries_and_counts_them_missed():
     # tick 3 ran from 15.0 s and finished at 26.2 s: boundaries 20 s and 25 s passed
-    assert ticks.plan_next(3, 26_200, 5000) == (6, 2)
+    assert boundaries.plan_next(3, 26_200, 5000) == (6, 2)
     # a tick that finished in time misses nothing
-    assert ticks.plan_next(3, 15_040, 5000) == (4, 0)
+    assert boundaries.plan_next(3, 15_040, 5000) == (4, 0)
 
 
 async def test_the_virtual_clock_jumps_instead_of_sleeping():
