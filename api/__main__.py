@@ -27,6 +27,7 @@ from api.app import AccessLogger, make_app
 from api.context import ApiContext
 from baton import apitoken
 from baton import settings as settings_mod
+from baton.errors import SettingsError, TokenError
 from baton.ops import Ops
 
 log = logging.getLogger("baton.api")
@@ -83,7 +84,7 @@ async def amain() -> int:
     try:
         s = settings_mod.load()
         token = apitoken.load(s)
-    except (settings_mod.SettingsError, apitoken.TokenError, OSError) as e:
+    except (SettingsError, TokenError, OSError) as e:
         log.error("cannot start: %s", e)
         return EXIT_CONFIG
     # The id names the token safely; the value is printed by `baton token` only.

@@ -24,32 +24,14 @@ from aiohttp import web
 
 from api.spec import Route
 from baton.apitoken import ApiToken
-from baton.commands import Actor, OpError, RateLimitedError
+from baton.commands import Actor
+from baton.errors import Forbidden, TooManyRequests, Unauthorized
 
 SESSION_COOKIE = "baton_session"
 # The halt is the safety valve: see `rate_limited`.
 NEVER_RATE_LIMITED = frozenset({("POST", "/halt")})
 # A token may make this many mutating calls at once before the per-minute rate applies.
 BURST = 10
-
-
-class Unauthorized(OpError):
-    """No credential, or a wrong one. Answered with `WWW-Authenticate: Bearer`."""
-
-    status = 401
-    headers = {"WWW-Authenticate": 'Bearer realm="baton"'}  # noqa: RUF012 (read-only)
-
-
-class Forbidden(OpError):
-    """A right credential used from the wrong place (a cookie sent by another site's page)."""
-
-    status = 403
-
-
-class RateLimited(RateLimitedError):
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 def session_cookie(token: ApiToken) -> str:
@@ -136,14 +118,14 @@ class MutationLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # token id -> (tokens, at)
 
     def take(self, token_id: str) -> None:
-        """Spend one call of `token_id`'s budget, or raise RateLimited with the wait."""
+        """Spend one call of `token_id`'s budget, or raise TooManyRequests with the wait."""
         now = self.clock()
         tokens, at = self._buckets.get(token_id, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - at) * self.rate_per_s)
         if tokens < 1.0:
             self._buckets[token_id] = (tokens, now)
             wait_s = max(1, math.ceil((1.0 - tokens) / self.rate_per_s))
-            raise RateLimited(
+            raise TooManyRequests(
                 f"rate limited: at most {self.per_min} mutating calls a minute (bursts of "
                 f"{self.capacity:.0f}) per token; retry in {wait_s} s (POST /halt is never limited)",
                 wait_s,

@@ -28,10 +28,11 @@ import redis
 from aiohttp import web
 
 from api.app import ROUTE_KEY, json_response
-from api.auth import SESSION_COOKIE, Unauthorized, authenticate, set_session_cookie
+from api.auth import SESSION_COOKIE, authenticate, set_session_cookie
 from api.context import ApiContext, ctx_of
 from api.spec import route
 from baton import commands as c
+from baton.errors import OpError, Unauthorized
 from baton.ops import control_view
 from state.control import parse_control
 from state.keys import Keys
@@ -522,11 +523,11 @@ def _fingerprint(d: DashboardData) -> bytes:
 
 
 def _unexpected(e: Exception) -> bool:
-    return not isinstance(e, (c.OpError, redis.RedisError, OSError))
+    return not isinstance(e, (OpError, redis.RedisError, OSError))
 
 
 def _problem(e: Exception) -> str:
-    if isinstance(e, c.OpError):
+    if isinstance(e, OpError):
         return e.message
     if _unexpected(e):
         return f"internal error: {type(e).__name__}: {e} (the api program's log has the traceback)"

@@ -38,6 +38,7 @@ import redis
 
 from api.context import ApiContext, stop_if_cancelled
 from baton import commands as c
+from baton.errors import BadRequest, Forbidden, OpError, Unavailable
 from baton.ops import Ops
 from state.keys import Keys
 
@@ -106,7 +107,7 @@ def _owner(uid: int) -> str:
         return str(uid)
 
 
-def _decode(raw: bytes) -> tuple[Any, c.Command | None, c.OpError | None]:
+def _decode(raw: bytes) -> tuple[Any, c.Command | None, OpError | None]:
     """(the JSON value or None, the command or None, what was wrong or None)."""
     try:
         parsed = json.loads(raw)
@@ -114,7 +115,7 @@ def _decode(raw: bytes) -> tuple[Any, c.Command | None, c.OpError | None]:
         parsed = None
     try:
         return parsed, c.decode_command(raw), None
-    except c.BadRequest as e:
+    except BadRequest as e:
         return parsed, None, e
 
 
@@ -150,7 +151,7 @@ def _archive(archive_dir: Path, raw: bytes, parsed: Any, action: str, result: di
 def _apply(ops: Ops, actor: c.Actor, cmd: c.Command) -> dict[str, Any]:
     try:
         res = ops.apply(actor, cmd)
-    except c.OpError as e:
+    except OpError as e:
         return {"ok": False, "status": e.status, "error": e.message}
     except Exception as e:  # a bug must not stop the door: archive it as a server error
         log.exception("control.json: %s failed", type(cmd).__struct_config__.tag)
@@ -179,13 +180,13 @@ def process_control_file(
         raw = _read_regular(path)
     except FileNotFoundError:
         return None
-    except (c.OpError, OSError) as e:
+    except (OpError, OSError) as e:
         return _refuse_unreadable(path, archive_dir, e)
     if not judge_unparsable and not _parses(raw):
         return None
     _parsed, cmd, _err = _decode(raw)
     if cmd is not None and not _redis_up(ops):
-        raise c.Unavailable(f"cannot reach Redis at {ops.s.redis_url_shown}")
+        raise Unavailable(f"cannot reach Redis at {ops.s.redis_url_shown}")
     archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     claimed = archive_dir / f"{APPLYING}{os.getpid()}-{secrets.token_hex(4)}.json"
     try:
@@ -195,7 +196,7 @@ def process_control_file(
     # From here on, the claimed file is the command (a new control.json may already exist).
     try:
         raw = _read_regular(claimed)
-    except (c.OpError, OSError) as e:
+    except (OpError, OSError) as e:
         return _refuse_claimed(claimed, archive_dir, e)
     parsed, cmd, err = _decode(raw)
     st = claimed.stat()
@@ -203,7 +204,7 @@ def process_control_file(
     if cmd is not None and st.st_uid not in (os.getuid(), 0):
         # The door is for the operator who runs Baton: a file another local user could
         # write (a shared var/) commands nothing.
-        cmd, err = None, c.Forbidden(f"control.json belongs to {who}, not to the user the api runs as")
+        cmd, err = None, Forbidden(f"control.json belongs to {who}, not to the user the api runs as")
     if cmd is not None:
         action = type(cmd).__struct_config__.tag
         result = _apply(ops, c.Actor(source="file", who=who), cmd)
@@ -229,9 +230,9 @@ def _read_regular(path: Path) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise c.Forbidden("control.json is not a regular file (a FIFO or device commands nothing)")
+            raise Forbidden("control.json is not a regular file (a FIFO or device commands nothing)")
         if st.st_size > MAX_COMMAND_BYTES:
-            raise c.BadRequest(f"control.json is {st.st_size} bytes; at most {MAX_COMMAND_BYTES}")
+            raise BadRequest(f"control.json is {st.st_size} bytes; at most {MAX_COMMAND_BYTES}")
         return os.read(fd, MAX_COMMAND_BYTES + 1)
     finally:
         os.close(fd)
@@ -248,7 +249,7 @@ def _refuse_unreadable(path: Path, archive_dir: Path, e: Exception) -> Path | No
 
 
 def _refuse_claimed(claimed: Path, archive_dir: Path, e: Exception) -> Path:
-    if isinstance(e, c.OpError):
+    if isinstance(e, OpError):
         status, message = e.status, e.message
     else:  # ELOOP: a symlink
         status, message = 403, f"control.json cannot be read safely ({e.strerror}): symlinks command nothing"
@@ -311,7 +312,7 @@ class ControlPoller:
         settled = self.clock() - self._since >= self.settle_s
         try:
             done = process_control_file(self.ops, self.path, self.archive_dir, judge_unparsable=settled)
-        except c.Unavailable as e:
+        except Unavailable as e:
             self._redis.fail(e.message)
             return None
         self._redis.ok()
@@ -332,7 +333,7 @@ async def write_status(ctx: ApiContext, outage: _Outage | None = None) -> bool:
         st = await ctx.call(ctx.ops.status)
         st = {"generated_ms": int(time.time() * 1000), **st}
         await ctx.call(write_status_atomic, ctx.s.status_file, st)
-    except c.OpError as e:
+    except OpError as e:
         outage.fail(e.message)
         return False
     except Exception as e:  # a full disk, a bug in status: the window stays, the loop goes on

@@ -19,6 +19,7 @@ from api.app import actor, json_response, read_body
 from api.context import ctx_of
 from api.spec import route
 from baton import commands as c
+from baton.errors import BadRequest
 
 # Every operation can find Redis (or supervisord) unreachable: 503.
 _DOWN = 503
@@ -40,7 +41,7 @@ def query_of(request: web.Request, typ: type[Any]) -> Any:
         # strict=False: query values are strings; "5" is the integer 5.
         return msgspec.convert(dict(request.query), typ, strict=False)
     except msgspec.ValidationError as e:
-        raise c.BadRequest(f"bad query string: {e}") from None
+        raise BadRequest(f"bad query string: {e}") from None
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -15,13 +15,10 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from baton.errors import TokenError
 from baton.settings import Settings
 
 MIN_LENGTH = 16
-
-
-class TokenError(ValueError):
-    """The token cannot be used; the message names the file or variable, never the value."""
 
 
 class ApiToken:

@@ -30,6 +30,17 @@ from redis.retry import Retry
 from baton import apitoken, stack, status
 from baton import commands as c
 from baton import settings as settings_mod
+from baton.errors import (
+    BadRequest,
+    Conflict,
+    DeployError,
+    NotFound,
+    OpError,
+    ReloadError,
+    SettingsError,
+    StackError,
+    TokenError,
+)
 from baton.ops import Ops, Supervisor
 from baton.settings import Settings
 
@@ -156,17 +167,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         s = settings_mod.load()
-    except settings_mod.SettingsError as e:
+    except SettingsError as e:
         return fail(f"bad setting: {e}")
     try:
         return COMMANDS[args.cmd](s, args)
-    except c.OpError as e:
+    except OpError as e:
         return fail(e.message)
     except (redis.ConnectionError, redis.TimeoutError) as e:
         return fail(f"cannot reach Redis at {s.redis_url_shown}: {e} (is the stack running? `make run`)")
     except redis.RedisError as e:
         return fail(f"Redis error: {e}")
-    except stack.StackError as e:
+    except StackError as e:
         return fail(str(e))
     except BrokenPipeError:  # `baton logs | head`: the reader left, nothing is wrong
         # Python would complain flushing stdout at exit: point it at /dev/null first.
@@ -214,7 +225,7 @@ def cmd_deploy(s: Settings, args: argparse.Namespace) -> int:
             res = orchestrate.deploy(s, source=args.source, ref=args.ref)
         else:
             res = orchestrate.rollback(s)
-    except orchestrate.DeployError as e:
+    except DeployError as e:
         return fail(f"{args.cmd}: {e}")
     if args.json:
         print(json.dumps(dataclasses.asdict(res)))
@@ -239,11 +250,11 @@ def cmd_reload(s: Settings, args: argparse.Namespace) -> int:
         # audited operation (the API's POST /reload) then forces the worker's check.
         code_dir = ops.r.hget(ops.k.worker(color), "code_dir")
         if not code_dir:
-            raise c.Conflict(f"worker-{color} does not report the directory it runs from")
+            raise Conflict(f"worker-{color} does not report the directory it runs from")
         try:
             copied = hot.sync_strategies(Path(code_dir))
-        except hot.ReloadError as e:
-            raise c.BadRequest(str(e)) from None
+        except ReloadError as e:
+            raise BadRequest(str(e)) from None
         if not args.json:
             print(f"copied into {code_dir}: {', '.join(copied) if copied else 'nothing changed'}")
     res = ops.reload(actor())
@@ -399,7 +410,7 @@ def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
     path = s.log_dir / f"{program}.log"
     if not path.is_file():
         known = sorted(p.stem for p in s.log_dir.glob("*.log")) if s.log_dir.is_dir() else []
-        raise c.NotFound(
+        raise NotFound(
             f"no log for {program!r} in {s.log_dir}; "
             + (f"programs with a log: {', '.join(known)}" if known else "nothing has run from here yet")
         )
@@ -471,7 +482,7 @@ def follow(
 def cmd_token(s: Settings, args: argparse.Namespace) -> int:
     try:
         token = apitoken.load(s, create=False)
-    except (apitoken.TokenError, OSError) as e:
+    except (TokenError, OSError) as e:
         return fail(str(e))
     if args.id:
         print(token.id)

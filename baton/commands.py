@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from baton.errors import BadRequest
+
 REASON_MAX = 200
 
 
@@ -221,41 +223,6 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 
     error: str
     status: int
-
-
-# --- errors ---------------------------------------------------------------------------------
-class OpError(Exception):
-    """A control call that cannot be carried out; `status` is the HTTP status that fits."""
-
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadRequest(OpError):
-    status = 400
-
-
-class Forbidden(OpError):
-    status = 403
-
-
-class NotFound(OpError):
-    status = 404
-
-
-class Conflict(OpError):
-    status = 409
-
-
-class RateLimitedError(OpError):
-    status = 429
-
-
-class Unavailable(OpError):
-    status = 503
 
 
 def decode_body(raw: bytes, typ: type[Any]) -> Any:

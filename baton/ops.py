@@ -25,6 +25,7 @@ import redis
 
 from baton import commands as c
 from baton import status as status_mod
+from baton.errors import BadRequest, Conflict, NotFound, OpError, ReloadError, Unavailable
 from baton.settings import Settings
 from kernel.windows import window_bounds
 from state.control import parse_control
@@ -59,7 +60,7 @@ def control_view(flags: ControlFlags) -> c.ControlView:
 def _reason(text: str, default: str) -> str:
     text = " ".join(text.split())  # one line: it lands in logs, the audit stream and redis-cli
     if len(text) > c.REASON_MAX:
-        raise c.BadRequest(f"reason is {len(text)} characters long; at most {c.REASON_MAX}")
+        raise BadRequest(f"reason is {len(text)} characters long; at most {c.REASON_MAX}")
     return text or default
 
 
@@ -106,8 +107,8 @@ class Ops:
         if not views:
             ids = self._slot_ids()
             if slot_id in ids:
-                raise c.Conflict(f"slot {slot_id!r} holds an unreadable value in Redis (see baton status)")
-            raise c.NotFound(f"no slot {slot_id!r}; slots are {', '.join(ids) or 'none'}")
+                raise Conflict(f"slot {slot_id!r} holds an unreadable value in Redis (see baton status)")
+            raise NotFound(f"no slot {slot_id!r}; slots are {', '.join(ids) or 'none'}")
         return views[0]
 
     def audit_tail(self, count: int = 50) -> c.AuditResult:
@@ -148,7 +149,7 @@ class Ops:
         def run() -> c.FlagResult:
             flags = parse_control(self.r.hgetall(self.k.control()))
             if not flags.halted and not flags.paused:
-                raise c.Conflict("nothing to resume: trading is neither halted nor paused")
+                raise Conflict("nothing to resume: trading is neither halted nor paused")
             # The resume lifts what was looked at: if a halt (or anything) came in between,
             # it is refused rather than lifting a halt its caller never saw.
             self._set("resume", "", actor, expect_seq=flags.seq)
@@ -171,7 +172,7 @@ class Ops:
             ],
         )
         if int(res[0]) == -1:
-            raise c.Conflict(
+            raise Conflict(
                 f"the control flags changed meanwhile (seq {expect_seq} -> {res[1]}): "
                 "look at them again (GET /control) before resuming"
             )
@@ -287,13 +288,13 @@ class Ops:
 
             if parse_control(self.r.hgetall(self.k.control())).halted:
                 # A reload imports and dry-evaluates strategy code: none runs under a halt.
-                raise c.Conflict("halted: no strategy code runs, so no reload either; resume first")
+                raise Conflict("halted: no strategy code runs, so no reload either; resume first")
             try:
                 res = hot._reload(self.r, self.k, False, hot.REPO_ROOT, timeout_s, lambda _m: None)
-            except hot.ReloadError as e:
+            except ReloadError as e:
                 if "no worker holds the lease" in str(e):
-                    raise c.Conflict(str(e)) from None
-                raise c.Unavailable(str(e)) from None
+                    raise Conflict(str(e)) from None
+                raise Unavailable(str(e)) from None
             return c.ReloadResult(
                 state=res.get("state", ""),
                 color=res.get("color", ""),
@@ -310,7 +311,7 @@ class Ops:
         try:
             return {p["name"]: p["statename"] for p in self.supervisor("getAllProcessInfo")}
         except (OSError, Exception) as e:  # xmlrpc Fault, socket errors
-            raise c.Unavailable(
+            raise Unavailable(
                 f"supervisord is not reachable at {self.s.supervisor_socket}: {e} (is the stack running?)"
             ) from None
 
@@ -319,13 +320,13 @@ class Ops:
             progs = self.programs()
             running = [p for p in WORKER_PROGRAMS if progs.get(p) in _RUNNING]
             if running:
-                raise c.Conflict(f"{', '.join(running)} already running; stop first")
+                raise Conflict(f"{', '.join(running)} already running; stop first")
             color = active_color(self.r, self.k)
             name = f"worker-{color}"
             try:
                 self.supervisor("startProcess", name, True)
             except Exception as e:
-                raise c.Unavailable(f"supervisor could not start {name}: {e}") from None
+                raise Unavailable(f"supervisor could not start {name}: {e}") from None
             return c.LifecycleResult(action="start", programs=self._worker_states())
 
         return self._audited(actor, "start", "", None, run)
@@ -335,13 +336,13 @@ class Ops:
             progs = self.programs()
             running = [p for p in WORKER_PROGRAMS if progs.get(p) in _RUNNING]
             if not running:
-                raise c.Conflict("no worker is running")
+                raise Conflict("no worker is running")
             for name in running:
                 try:
                     # Waits for the graceful stop: the worker finishes its tick, releases the lease.
                     self.supervisor("stopProcess", name, True)
                 except Exception as e:
-                    raise c.Unavailable(f"supervisor could not stop {name}: {e}") from None
+                    raise Unavailable(f"supervisor could not stop {name}: {e}") from None
             return c.LifecycleResult(action="stop", programs=self._worker_states())
 
         return self._audited(actor, "stop", "", None, run)
@@ -373,13 +374,13 @@ class Ops:
                     pipe.watch(key)
                     raw = pipe.hget(key, slot_id)
                     if raw is None:
-                        raise c.NotFound(
+                        raise NotFound(
                             f"no slot {slot_id!r}; slots are {', '.join(self._slot_ids()) or 'none'}"
                         )
                     try:
                         slot = SLOT.decode(raw)
                     except msgspec.DecodeError as e:
-                        raise c.Conflict(f"slot {slot_id!r} holds an unreadable value: {e}") from None
+                        raise Conflict(f"slot {slot_id!r} holds an unreadable value: {e}") from None
                     new = change(slot)
                     pipe.multi()
                     pipe.hset(key, slot_id, SLOT.encode(new).decode())
@@ -484,14 +485,14 @@ class Ops:
             return self.set_slot_enabled(actor, cmd.slot, False)
         if isinstance(cmd, c.PatchSlotCommand):
             return self.patch_slot(actor, cmd.slot, c.SlotPatch(stake_usd=cmd.stake_usd, params=cmd.params))
-        raise c.BadRequest(f"unknown command {type(cmd).__name__}")
+        raise BadRequest(f"unknown command {type(cmd).__name__}")
 
     # --- audit ----------------------------------------------------------------------------
     def _audited(self, actor: c.Actor, action: str, target: str, args: Any, fn: Callable[[], Any]) -> Any:
         try:
             with self._redis_errors():
                 res = fn()
-        except c.OpError as e:
+        except OpError as e:
             self.audit(actor, action, target, args, "refused", e.status, e.message)
             raise
         self.audit(actor, action, target, args, "ok", 200, _summary(res))
@@ -522,7 +523,7 @@ class Ops:
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise c.Unavailable(f"cannot reach Redis at {self.s.redis_url_shown}: {e}") from None
+            raise Unavailable(f"cannot reach Redis at {self.s.redis_url_shown}: {e}") from None
 
 
 def active_color(r: redis.Redis, k: Keys) -> str:
@@ -542,43 +543,39 @@ def validate_patch(slot: Slot, patch: c.SlotPatch, max_stake_usd: float) -> Slot
     """The slot with the patch applied, or BadRequest naming the bad field. Parameters must
     be ones the slot's strategy reads (its DEFAULTS), finite, and within its PARAM_BOUNDS."""
     if patch.stake_usd is None and patch.params is None:
-        raise c.BadRequest("nothing to change: give stake_usd and/or params")
+        raise BadRequest("nothing to change: give stake_usd and/or params")
     new = slot
     if patch.stake_usd is not None:
         stake = patch.stake_usd
         if not math.isfinite(stake) or stake <= 0:
-            raise c.BadRequest(f"stake_usd must be a positive number, not {stake}")
+            raise BadRequest(f"stake_usd must be a positive number, not {stake}")
         if stake > max_stake_usd:
-            raise c.BadRequest(
-                f"stake_usd {stake} is above the risk limit BATON_MAX_STAKE_USD={max_stake_usd}"
-            )
+            raise BadRequest(f"stake_usd {stake} is above the risk limit BATON_MAX_STAKE_USD={max_stake_usd}")
         new = msgspec.structs.replace(new, stake_usd=stake)
     if patch.params is not None:
         try:
             mod = importlib.import_module(f"worker.strategies.{slot.strategy}")
         except Exception as e:
-            raise c.Conflict(
-                f"strategy {slot.strategy!r} of slot {slot.id!r} cannot be loaded: {e}"
-            ) from None
+            raise Conflict(f"strategy {slot.strategy!r} of slot {slot.id!r} cannot be loaded: {e}") from None
         known = dict(getattr(mod, "DEFAULTS", {}))
         bounds = dict(getattr(mod, "PARAM_BOUNDS", {}))
         params = dict(new.params)
         for name, value in patch.params.items():
             if name not in known:
-                raise c.BadRequest(
+                raise BadRequest(
                     f"strategy {slot.strategy!r} has no parameter {name!r}; it has {', '.join(sorted(known))}"
                 )
             if not math.isfinite(value):
-                raise c.BadRequest(f"params.{name} must be a finite number, not {value}")
+                raise BadRequest(f"params.{name} must be a finite number, not {value}")
             lo, hi = bounds.get(name, (-math.inf, math.inf))
             if not lo <= value <= hi:
-                raise c.BadRequest(f"params.{name}={value} is outside [{lo}, {hi}]")
+                raise BadRequest(f"params.{name}={value} is outside [{lo}, {hi}]")
             params[name] = float(value)
         check = getattr(mod, "check_params", None)
         if check is not None:
             problem = check({**known, **params})
             if problem:
-                raise c.BadRequest(f"params: {problem}")
+                raise BadRequest(f"params: {problem}")
         new = msgspec.structs.replace(new, params=params)
     return new
 

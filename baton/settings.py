@@ -14,6 +14,8 @@ from pathlib import Path
 
 import msgspec
 
+from baton.errors import CredentialsError, SettingsError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_ASSETS = ("btc", "eth", "sol", "xrp", "doge", "bnb", "hype", "link")
@@ -36,10 +38,6 @@ DEFAULT_CREDENTIALS_FILE = Path("~/.config/baton/credentials").expanduser()
 
 _TIMEFRAME_RE = re.compile(r"^(\d+)([smh])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
-
-
-class SettingsError(ValueError):
-    """A setting has a value Baton cannot use; the message names the variable."""
 
 
 def timeframe_seconds(tf: str) -> int:
@@ -268,10 +266,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         halt_ack_timeout_ms=_int(env, "BATON_HALT_ACK_TIMEOUT_MS", 2000, 0),
         history_days=_float(env, "BATON_HISTORY_DAYS", 7.0, 0.0),
     )
-
-
-class CredentialsError(ValueError):
-    """Live mode cannot sign: the message lists what is missing, never a secret's value."""
 
 
 class Credentials:

@@ -20,14 +20,11 @@ import redis
 from supervisor.xmlrpc import SupervisorTransport
 
 from baton import procs
-from baton.settings import REPO_ROOT, CredentialsError, Settings, credentials
+from baton.errors import CredentialsError, StackError
+from baton.settings import REPO_ROOT, Settings, credentials
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
 REDIS_TEMPLATE = REPO_ROOT / "deploy" / "supervisor" / "redis.conf"
-
-
-class StackError(RuntimeError):
-    pass
 
 
 def supervisor_env(s: Settings) -> dict[str, str]:

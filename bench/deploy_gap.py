@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from baton.errors import OpFailed
 from bench.machine import machine_info
 from state.keys import Keys
 from tests.e2e.stack import BATON, Stack, wait_for
@@ -42,10 +43,6 @@ METHODS = (BLUE_GREEN, NAIVE)
 RESOLUTION_MS = 1  # the journal's started_ms is in whole milliseconds
 SETTLE_TICKS = 2  # ticks the new holder runs before the next operation starts
 KEYS = Keys("baton:")
-
-
-class OpFailed(RuntimeError):
-    """An operation that did not complete; recorded, and the run goes on with the next one."""
 
 
 @dataclass

@@ -33,18 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from baton.errors import OpFailed
 from bench import deploy_gap
-from bench.deploy_gap import (
-    KEYS,
-    SETTLE_TICKS,
-    Entry,
-    OpFailed,
-    journal,
-    last_entry,
-    p99,
-    wait_phase,
-    wait_ticks_by,
-)
+from bench.deploy_gap import KEYS, SETTLE_TICKS, Entry, journal, last_entry, p99, wait_phase, wait_ticks_by
 from bench.machine import machine_info, publish
 from bench.tick_scale import LoadSampler
 from tests.e2e.stack import Stack, wait_for

@@ -41,8 +41,9 @@ from typing import Any
 
 import httpx
 
+from baton.errors import OpFailed
 from bench import deploy_gap
-from bench.deploy_gap import KEYS, SETTLE_TICKS, OpFailed, last_entry, p99, wait_phase, wait_ticks_by
+from bench.deploy_gap import KEYS, SETTLE_TICKS, last_entry, p99, wait_phase, wait_ticks_by
 from bench.machine import machine_info, publish
 from bench.tick_scale import LoadSampler
 from tests.e2e.stack import Stack, wait_for

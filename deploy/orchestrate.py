@@ -25,8 +25,9 @@ from typing import Any
 
 import redis
 
+from baton.errors import DeployError, ReleaseError, StackError
 from baton.settings import Settings
-from baton.stack import StackError, supervisor_call, supervisor_running
+from baton.stack import supervisor_call, supervisor_running
 from deploy import releases
 from kernel import boundaries
 from state.keys import Keys
@@ -36,10 +37,6 @@ POLL_S = 0.05
 DEPLOYS_MAXLEN = 1000
 # Process states in which a starting worker has given up (or is about to be retried).
 DEAD_STATES = {"EXITED", "FATAL", "BACKOFF"}
-
-
-class DeployError(RuntimeError):
-    """A deploy or rollback that did not happen; the message says why and what still runs."""
 
 
 @dataclass
@@ -413,7 +410,7 @@ def deploy(
     d = Deployer(s, log)
     try:
         return d.run(source=source, ref=ref, ready_timeout_s=ready_timeout_s)
-    except (releases.ReleaseError, StackError, redis.RedisError, OSError) as e:
+    except (ReleaseError, StackError, redis.RedisError, OSError) as e:
         raise DeployError(str(e)) from e
     finally:
         d.close()
@@ -442,7 +439,7 @@ def rollback(
             )
         log(f"rollback: from {lease.get('release')} (worker-{color}) to {prev}")
         return d.run(release_id=prev, kind="rollback", ready_timeout_s=ready_timeout_s)
-    except (releases.ReleaseError, StackError, redis.RedisError, OSError) as e:
+    except (ReleaseError, StackError, redis.RedisError, OSError) as e:
         raise DeployError(str(e)) from e
     finally:
         d.close()

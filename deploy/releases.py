@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from baton.errors import ReleaseError
+
 PACKAGES = ("baton", "deploy", "feed", "kernel", "sim", "state", "worker")
 EXTRA_FILES = ("pyproject.toml",)  # copied when present; informational (the venv has the deps)
 COLORS = ("blue", "green")
@@ -46,10 +48,6 @@ _SKIP_SUFFIXES = (".pyc", ".pyo")
 _READ_ONLY = 0o444
 _WRITABLE_FILE = 0o644
 _DIR_MODE = 0o755
-
-
-class ReleaseError(RuntimeError):
-    """A release could not be staged, read or pointed at; the message says what was wrong."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,15 +20,12 @@ from typing import Any
 
 import redis
 
+from baton.errors import ReloadError
 from baton.settings import REPO_ROOT, Settings
 from kernel import reload as reload_mod
 from state.keys import Keys
 
 STRATEGIES = Path("worker") / "strategies"
-
-
-class ReloadError(RuntimeError):
-    pass
 
 
 def check_module(path: Path) -> None:

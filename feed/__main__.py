@@ -13,6 +13,7 @@ import sys
 import redis.asyncio as aioredis
 
 from baton import settings
+from baton.errors import SettingsError
 from feed.client import Feed
 
 log = logging.getLogger("feed")
@@ -46,7 +47,7 @@ def main() -> int:
     )
     try:
         s = settings.load()
-    except settings.SettingsError as e:
+    except SettingsError as e:
         log.error("bad settings: %s", e)
         return 2
     return asyncio.run(_run(s))

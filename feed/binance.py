@@ -11,6 +11,7 @@ from typing import Annotated
 
 import msgspec
 
+from baton.errors import BadFrame
 from sim.model import asset_of_symbol, symbol
 from state.structs import Candle
 
@@ -20,10 +21,6 @@ Price = Annotated[float, msgspec.Meta(gt=0, lt=1e15)]
 Volume = Annotated[float, msgspec.Meta(ge=0, lt=1e30)]
 SAMPLE_CHARS = 200
 INTERVAL_MS = {"1s": 1000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000}
-
-
-class BadFrame(ValueError):
-    """A frame the feed cannot use; the message says what was wrong with it."""
 
 
 class Kline(msgspec.Struct, frozen=True):

@@ -20,20 +20,13 @@ from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from baton.errors import BackfillError, BadFrame, RateLimited
 from baton.settings import CANDLE_INTERVAL, Settings
-from feed.binance import (
-    INTERVAL_MS,
-    BadFrame,
-    ServerShutdown,
-    parse_frame,
-    parse_rows,
-    sample,
-    stream_url,
-)
+from feed.binance import INTERVAL_MS, ServerShutdown, parse_frame, parse_rows, sample, stream_url
 from feed.store import Batch, CandleStore
 from sim.model import symbol
 from state.keys import Keys
-from state.ratelimit import BINANCE_REST_WEIGHT, BINANCE_WS_CONNECT, AsyncLimiter, RateLimited, klines_weight
+from state.ratelimit import BINANCE_REST_WEIGHT, BINANCE_WS_CONNECT, AsyncLimiter, klines_weight
 
 log = logging.getLogger("feed")
 
@@ -84,10 +77,6 @@ async def _cancel_and_wait(task: asyncio.Task[Any]) -> BaseException | None:
         task.cancel()
         await asyncio.wait({task}, timeout=CANCEL_REPEAT_S)
     return None if task.cancelled() else task.exception()
-
-
-class BackfillError(RuntimeError):
-    """The REST venue answered a klines request with something other than rows."""
 
 
 class Backoff:

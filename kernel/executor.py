@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from baton.errors import HaltedBeforePost
 from kernel import lanes
 from kernel.snapshot import ENTRY_LEG, SlotRef
 from kernel.strategy_api import Decision
@@ -74,10 +75,6 @@ def _position(intent: Intent, size: float, price: float, now_ms: int) -> Positio
         opened_ms=now_ms,
         intent_id=intent.id,
     )
-
-
-class HaltedBeforePost(Exception):
-    """The halt closed the gate between this intent's commit and its post: never sent."""
 
 
 async def _post_all(venue: Any, signed: list[Any], gate: Any, n_lanes: int = lanes.LANES) -> list[Any]:

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from baton.errors import StrategyCheckError
 from kernel.strategy_api import Decision, SlotInput, remaining_s
 
 HASH_PREFIX = 12
@@ -48,10 +49,6 @@ TRACE_LINES = 14
 # (filesystem timestamps are coarse: a same-size edit in the same jiffy keeps mtime_ns), so
 # such a hash is not trusted from the stat cache and the file is read again ("racy git").
 RACY_NS = 2_000_000_000
-
-
-class StrategyCheckError(Exception):
-    """A strategy module misbehaved on a dry evaluation."""
 
 
 class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):

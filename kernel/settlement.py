@@ -32,6 +32,7 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from baton.errors import PositionChanged, Unresolved
 from state.keys import Keys
 from state.scripts import source
 from state.store import settle_call
@@ -51,14 +52,6 @@ CLAIM_TTL_S = 15 * 60
 PRUNE_EVERY_MS = 60_000  # expired claims are forgotten this often (Enqueuer.due)
 RESULT_TTL_S = 24 * 3600
 FAILURE_TTL_S = 7 * 24 * 3600
-
-
-class Unresolved(Exception):
-    """The venue has not resolved the market yet: rq retries the job later."""
-
-
-class PositionChanged(Exception):
-    """The position changed between the job's read and its write: rq retries the job."""
 
 
 def _safe(prefix: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from baton.errors import SnapshotError
 from baton.settings import CANDLE_INTERVAL
 from kernel.candle_cache import CandleCache
 from kernel.windows import slug, window_bounds
@@ -33,10 +34,6 @@ from state.structs import (
 )
 
 ENTRY_LEG = "entry"
-
-
-class SnapshotError(RuntimeError):
-    """Redis refused part of the tick's read (e.g. a key holding the wrong type)."""
 
 
 @dataclass(frozen=True)

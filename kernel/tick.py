@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from baton.errors import LeaseLost, NotReady, SnapshotError
 from baton.settings import Settings
 from kernel import executor, lanes, reconcile, reload
 from kernel.candle_cache import CandleCache
@@ -30,7 +31,6 @@ from kernel.snapshot import (
     SlotRef,
     SlotRefs,
     Snapshot,
-    SnapshotError,
     decode_reported,
     read_candles,
     read_snapshot,
@@ -80,10 +80,6 @@ class Venue(Protocol):
     def resolution(self, condition_id: str) -> bool | None: ...
 
 
-class LeaseLost(RuntimeError):
-    """Another worker holds a newer lease: this one must stop trading at once."""
-
-
 @dataclass
 class Identity:
     holder: str
@@ -99,10 +95,6 @@ class TickOutcome:
     # The handover request read with this tick's snapshot (empty when none).
     handover: dict[str, str] = field(default_factory=dict)
     control: ControlFlags = field(default_factory=ControlFlags)
-
-
-class NotReady(RuntimeError):
-    """The readiness check failed: this worker must not take the lease."""
 
 
 def resolve_strategy(name: str) -> ModuleType:

@@ -28,6 +28,7 @@ from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
 from py_clob_client_v2.order_utils.exchange_order_builder_v2 import ORDER_TYPE_HASH
 from py_clob_client_v2.order_utils.model.order_data_v2 import SignedOrderV2
 
+from baton.errors import VenueError
 from baton.settings import Settings, credentials
 from state.structs import Market
 
@@ -62,22 +63,6 @@ _ORDER_FIELD_TYPES = [
     "bytes32", "uint256", "address", "address", "uint256", "uint256", "uint256", "uint8", "uint8",
     "uint256", "bytes32", "bytes32",
 ]  # fmt: skip
-
-
-class VenueError(Exception):
-    """A venue call that failed; `retryable` says whether the same call may succeed later,
-    `kind` what went wrong: transport, timeout, server (5xx), throttled (408/425/429),
-    rate_limited (our own budget refused to send it), auth, insufficient_balance,
-    version_mismatch, rejected (any other 4xx), bad_answer."""
-
-    def __init__(
-        self, message: str, *, retryable: bool, kind: str = "", status: int | None = None, detail: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.kind = kind or ("transport" if retryable else "rejected")
-        self.status = status  # the HTTP status, when the venue answered
-        self.detail = detail or message  # the venue's own words, for the intent's error
 
 
 def classify(status: int | None, message: str) -> tuple[str, bool]:

@@ -15,6 +15,8 @@ import signal
 import sys
 from typing import Any
 
+from baton.errors import SettingsError
+
 HOST = "127.0.0.1"
 
 
@@ -54,10 +56,10 @@ async def main() -> int:
         params = BookParams.from_env(os.environ)
         balance = balance_from_env(os.environ)
         fees = fees_from_env(os.environ)
-        page_limit = _page_limit(os.environ, settings_mod.SettingsError)
+        page_limit = _page_limit(os.environ, SettingsError)
         clob_faults = faults.Faults.from_env(os.environ, "clob", clob.fault_body, cfg.sim_seed)
         binance_faults = faults.Faults.from_env(os.environ, "binance", binance.fault_body, cfg.sim_seed)
-    except settings_mod.SettingsError as e:
+    except SettingsError as e:
         print(f"sim: bad setting: {e}", file=sys.stderr, flush=True)
         return 2
     model = PriceModel(cfg.sim_seed, cfg.sim_vol_scale)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from baton.settings import SettingsError
+from baton.errors import SettingsError
 from sim.markets import Window
 
 MICRO = 1_000_000

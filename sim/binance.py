@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from baton.errors import BinanceBadRequest
 from sim import faults as sim_faults
 from sim.klines import INTERVALS_S, Klines
 from sim.model import BASE_PRICES, PriceModel, asset_of_symbol
@@ -41,13 +42,6 @@ _STREAM_RE = re.compile(r"^([a-z0-9]+)@kline_([0-9]+[smhdwM])$")
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class BadRequest(Exception):
-    def __init__(self, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
 
 
 @dataclass(frozen=True)
@@ -86,15 +80,17 @@ class BinanceSim:
     def asset(self, sym: str) -> str:
         asset = asset_of_symbol(sym)
         if asset is None or asset not in self.assets or not sym.isalnum():
-            raise BadRequest(-1121, "Invalid symbol.")
+            raise BinanceBadRequest(-1121, "Invalid symbol.")
         return asset
 
     def stream(self, name: str) -> Stream:
         m = _STREAM_RE.match(name)
         if not m:
-            raise BadRequest(-1100, f"Invalid stream name {name!r}: expected <symbol>@kline_<interval>")
+            raise BinanceBadRequest(
+                -1100, f"Invalid stream name {name!r}: expected <symbol>@kline_<interval>"
+            )
         if m.group(2) not in INTERVALS_S:
-            raise BadRequest(-1120, f"Invalid interval {m.group(2)!r} in stream {name!r}.")
+            raise BinanceBadRequest(-1120, f"Invalid interval {m.group(2)!r} in stream {name!r}.")
         return Stream(name, self.asset(m.group(1).upper()), m.group(2))
 
     def events(self, st: Stream, boundary_ms: int, event_ms: int) -> list[dict[str, Any]]:
@@ -126,7 +122,7 @@ def _int_param(q: Any, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     if not raw.isdigit() or len(raw) > 20:
-        raise BadRequest(
+        raise BinanceBadRequest(
             -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
         )
     return int(raw)
@@ -138,21 +134,21 @@ async def klines(request: web.Request) -> web.Response:
     try:
         for name in ("symbol", "interval"):
             if not q.get(name):
-                raise BadRequest(
+                raise BinanceBadRequest(
                     -1102,
                     f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.",
                 )
         asset = sim.asset(q["symbol"])
         interval = q["interval"]
         if interval not in INTERVALS_S:
-            raise BadRequest(-1120, "Invalid interval.")
+            raise BinanceBadRequest(-1120, "Invalid interval.")
         start_ms, end_ms = _int_param(q, "startTime"), _int_param(q, "endTime")
         limit = _int_param(q, "limit")
         if limit is not None and limit < 1:
-            raise BadRequest(-1100, "Illegal value for parameter 'limit': must be 1 to 1000.")
+            raise BinanceBadRequest(-1100, "Illegal value for parameter 'limit': must be 1 to 1000.")
         if start_ms is not None and end_ms is not None and start_ms > end_ms:
-            raise BadRequest(-1023, "Start time is greater than end time.")
-    except BadRequest as e:
+            raise BinanceBadRequest(-1023, "Start time is greater than end time.")
+    except BinanceBadRequest as e:
         return _bad(e.code, e.msg)
     limit = min(limit or DEFAULT_LIMIT, MAX_LIMIT)  # Binance caps a larger limit at 1000
     size = INTERVALS_S[interval]
@@ -183,7 +179,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     names = request.query.get("streams", "") if combined else request.match_info.get("stream", "")
     try:
         streams = {st.name: st for st in map(sim.stream, filter(None, names.split("/")))}
-    except BadRequest as e:
+    except BinanceBadRequest as e:
         return _bad(e.code, e.msg)  # refused before the upgrade, as Binance does
     if sim.clock_ms() < sim.refuse_until_ms:
         return web.Response(status=503, text="stream unavailable (sim: drop_streams)")
@@ -216,12 +212,12 @@ async def _command(sim: BinanceSim, ws: web.WebSocketResponse, streams: dict[str
             await ws.send_json({"result": list(streams), "id": cid})
             return
         if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
-            raise BadRequest(2, f"Invalid request: unknown method {method!r}")
+            raise BinanceBadRequest(2, f"Invalid request: unknown method {method!r}")
         parsed = [sim.stream(str(p)) for p in params]
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         await ws.send_json({"error": {"code": 3, "msg": f"Invalid JSON: {e}"}, "id": None})
         return
-    except BadRequest as e:
+    except BinanceBadRequest as e:
         await ws.send_json({"error": {"code": 2, "msg": f"Invalid request: {e.msg}"}, "id": None})
         return
     for st in parsed:
@@ -255,7 +251,7 @@ async def _pump(
 async def drop(request: web.Request) -> web.Response:
     try:
         refuse_ms = _int_param(request.query, "refuse_ms") or 0
-    except BadRequest as e:
+    except BinanceBadRequest as e:
         return _bad(e.code, e.msg)
     return web.json_response({"dropped": request.app[SIM].drop_streams(refuse_ms)})
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from baton.settings import SettingsError
+from baton.errors import SettingsError
 from sim.markets import TICK_SIZE, Window
 from sim.model import PriceModel
 

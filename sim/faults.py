@@ -43,7 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
-from baton.settings import SettingsError
+from baton.errors import SettingsError
 
 ADMIN_PREFIX = "/_sim/"  # the sim's own admin endpoints: never faulted
 ADMIN_PATH = ADMIN_PREFIX + "faults"

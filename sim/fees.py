@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from baton.settings import SettingsError, timeframe_seconds
+from baton.errors import SettingsError
+from baton.settings import timeframe_seconds
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from baton.settings import SettingsError, timeframe_seconds
+from baton.errors import SettingsError
+from baton.settings import timeframe_seconds
 from sim.model import BASE_PRICES
 
 _SLUG_RE = re.compile(r"^([a-z0-9]{1,16})-updown-(\d+[smh])-(\d{1,12})$")

@@ -23,6 +23,7 @@ from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.constants import BYTES32_ZERO
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderV2, Side, SignatureTypeV2
 
+from baton.errors import Rejected
 from sim.accounts import NOT_ENOUGH, Accounts
 from sim.book import TICKS_PER_UNIT, BookParams, book, tick_str
 from sim.fees import NO_FEE, Fee
@@ -61,10 +62,6 @@ class PostOrderBody(msgspec.Struct, kw_only=True):
 
 
 _BODY = msgspec.json.Decoder(PostOrderBody)
-
-
-class Rejected(Exception):
-    """An order the exchange refuses; the message is the venue's error text (HTTP 400)."""
 
 
 @dataclass

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from baton.errors import RateLimited
 from state.keys import Keys
 from state.scripts import source
 
@@ -226,23 +227,6 @@ def clob_budget(method: str, path: str) -> str:
     if path.startswith("/markets/"):
         return CLOB_MARKETS
     return CLOB_OTHER
-
-
-class RateLimited(Exception):
-    """A request the budget refused; it must not be sent. `wait_ms` is the wait it would have
-    needed (-1: never, its cost exceeds a bucket's capacity)."""
-
-    def __init__(self, budget: str, bucket: str, cost: float, wait_ms: int, allowed_ms: int, capacity: float):
-        self.budget = budget
-        self.bucket = bucket
-        self.cost = cost
-        self.wait_ms = wait_ms
-        self.allowed_ms = allowed_ms
-        if wait_ms < 0:
-            why = f"the cost exceeds bucket {bucket}'s capacity of {capacity:g}"
-        else:
-            why = f"bucket {bucket} needs a wait of {wait_ms} ms, more than the {allowed_ms} ms allowed"
-        super().__init__(f"rate limit {budget}: refused a request of cost {cost:g}: {why}; not sent")
 
 
 def _num(v: Any) -> int:

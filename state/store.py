@@ -19,6 +19,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
+from baton.errors import SchemaMismatch
 from state import schema, structs
 from state.control import parse_control
 from state.keys import Keys
@@ -40,10 +41,6 @@ from state.structs import (
 _JSON = msgspec.json.Encoder()
 JOURNAL_MAXLEN = 100_000
 ERRORS_MAXLEN = 1_000
-
-
-class SchemaMismatch(RuntimeError):
-    """The Redis data was written by a schema this code cannot read."""
 
 
 def utc_day(ms: int) -> str:

@@ -34,14 +34,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from baton import procs
 from baton import settings as settings_mod
+from baton.errors import CredentialsError, LeaseLost, NotReady, SchemaMismatch
 from baton.settings import Settings
 from kernel import boundaries, gcpolicy, reconcile
 from kernel.clock import Clock, SystemClock
 from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
-from kernel.tick import STRATEGY_PACKAGE, Identity, LeaseLost, NotReady, TickRunner
+from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state.keys import Keys
-from state.store import SchemaMismatch, Store, connect
+from state.store import Store, connect
 from state.structs import ControlFlags, Slot, usd_to_micros
 
 log = logging.getLogger("baton.worker")
@@ -495,7 +496,7 @@ async def amain(argv: list[str]) -> int:
     )
     try:
         venue = venue_from_settings(s, redis=sync_redis)
-    except settings_mod.CredentialsError as e:
+    except CredentialsError as e:
         log.error("worker %s refuses to start: %s", args.color, e)
         return EXIT_NOT_READY
     # A half-open connection (a Redis failover, a partition) must fail a command, not hang

@@ -22,6 +22,7 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from baton import settings as settings_mod
+from baton.errors import CredentialsError, SettingsError
 from kernel import settlement
 from kernel.venue import venue_from_settings
 
@@ -53,7 +54,7 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         s = settings_mod.load()
-    except settings_mod.SettingsError as e:
+    except SettingsError as e:
         log.error("settle: cannot start: %s", e)
         sys.exit(2)
     # rq's dequeue blocks in BLPOP: no socket timeout (NOTES.md), but keepalive and a
@@ -67,7 +68,7 @@ def main() -> None:
     )
     try:
         venue = venue_from_settings(s, redis=r)
-    except settings_mod.CredentialsError as e:
+    except CredentialsError as e:
         log.error("settle: cannot start: %s", e)
         sys.exit(2)
     settlement.configure(venue)

@@ -24,10 +24,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import AccessLogger, make_app, served_routes
-from api.auth import BURST, SESSION_COOKIE, MutationLimiter, RateLimited, session_cookie
+from api.auth import BURST, SESSION_COOKIE, MutationLimiter, session_cookie
 from api.context import ApiContext
 from baton import commands as c
 from baton.apitoken import ApiToken, token_id
+from baton.errors import TooManyRequests
 from baton.ops import Ops
 from baton.settings import REPO_ROOT, load
 from state.keys import Keys
@@ -519,18 +520,18 @@ def test_the_bucket_refills_at_the_per_minute_rate_per_token():
     lim = MutationLimiter(per_min=60, clock=lambda: now[0])
     for _ in range(BURST):
         lim.take("a")
-    with pytest.raises(RateLimited) as e:
+    with pytest.raises(TooManyRequests) as e:
         lim.take("a")
     assert e.value.headers == {"Retry-After": "1"} and e.value.status == 429
     lim.take("b")  # another token has its own bucket
     now[0] = 1.0  # 60 a minute: one call a second
     lim.take("a")
-    with pytest.raises(RateLimited):
+    with pytest.raises(TooManyRequests):
         lim.take("a")
     slow = MutationLimiter(per_min=3, clock=lambda: now[0])
     for _ in range(3):  # the burst is never more than a minute's worth
         slow.take("a")
-    with pytest.raises(RateLimited) as e:
+    with pytest.raises(TooManyRequests) as e:
         slow.take("a")
     assert e.value.headers == {"Retry-After": "20"}
 

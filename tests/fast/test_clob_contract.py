@@ -39,7 +39,8 @@ from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderDataV2, Side
 from py_clob_client_v2.signer import Signer
 
-from baton.settings import SIM_PRIVATE_KEY, SettingsError
+from baton.errors import SettingsError
+from baton.settings import SIM_PRIVATE_KEY
 from sim import binance as sim_binance
 from sim.accounts import MICRO, balance_from_env
 from sim.clob import ClobSim, create_app

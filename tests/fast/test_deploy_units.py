@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.reload import ReloadError, sync_strategies
+from baton.errors import ReloadError
+from deploy.reload import sync_strategies
 from tests.factories import NOW
 
 GOOD = "def evaluate(inp):\n    return None\n"

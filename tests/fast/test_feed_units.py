@@ -13,15 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from feed.binance import (
-    BadFrame,
-    CandleUpdate,
-    ServerShutdown,
-    parse_frame,
-    parse_rows,
-    sample,
-    stream_url,
-)
+from baton.errors import BadFrame
+from feed.binance import CandleUpdate, ServerShutdown, parse_frame, parse_rows, sample, stream_url
 from feed.client import Backoff
 from state.structs import Candle
 

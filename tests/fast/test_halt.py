@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 from baton import commands as c
+from baton.errors import Conflict
 from baton.ops import Ops
 from baton.settings import load
 from kernel import executor
@@ -326,7 +327,7 @@ async def test_a_resume_made_on_a_stale_view_cannot_lift_a_halt_it_never_saw(sto
     ops.pause(ACTOR, c.PauseBody())
     seen = ops.control().seq  # the operator looks: paused
     ops.halt(c.Actor(source="api", who="token:other"), c.HaltBody(reason="someone else"))
-    with pytest.raises(c.Conflict, match="changed meanwhile"):
+    with pytest.raises(Conflict, match="changed meanwhile"):
         ops._set("resume", "", ACTOR, expect_seq=seen)
     assert ops.control().halted
 
@@ -343,7 +344,7 @@ async def test_no_reload_under_a_halt(store, fake_server, settings):
     sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
     ops = Ops(settings, sync, supervisor=lambda *a: [], sleep=lambda s: None)
     ops.halt(ACTOR, c.HaltBody())
-    with pytest.raises(c.Conflict, match="no strategy code"):
+    with pytest.raises(Conflict, match="no strategy code"):
         ops.reload(ACTOR, timeout_s=0.1)
 
 

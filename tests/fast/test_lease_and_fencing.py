@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from baton.errors import SchemaMismatch
 from tests.factories import NOW, intent
 
 
@@ -122,7 +123,6 @@ async def test_a_dead_holder_named_by_the_caller_is_taken_over_before_expiry(sto
 
 async def test_schema_skew_rules(store):
     from state.schema import incompatibility
-    from state.store import SchemaMismatch
 
     assert incompatibility(1, 1, 1, 1) is None
     assert incompatibility(1, 1, 2, 1) is None  # newer code reads older data

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from baton import settings as settings_mod
-from baton.settings import SIM_PRIVATE_KEY, CredentialsError, credentials, load
+from baton.errors import CredentialsError, SettingsError
+from baton.settings import SIM_PRIVATE_KEY, credentials, load
 from baton.stack import supervisor_env
 from kernel.venue import ClobVenue, classify, parse_gamma_event
 from sim.clob import ClobSim, create_app
@@ -39,7 +40,7 @@ def test_live_mode_points_every_url_at_the_real_venues_and_keeps_the_sim_off(tmp
     assert s.gamma_url == "https://gamma-api.polymarket.com"
     assert supervisor_env(s)["BATON_SIM_AUTOSTART"] == "false"
     assert supervisor_env(load({}))["BATON_SIM_AUTOSTART"] == "true"
-    with pytest.raises(settings_mod.SettingsError, match="BATON_MODE"):
+    with pytest.raises(SettingsError, match="BATON_MODE"):
         load({"BATON_MODE": "yolo"})
 
 

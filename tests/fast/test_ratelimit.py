@@ -12,6 +12,7 @@ import fakeredis
 import pytest
 
 from baton import settings
+from baton.errors import RateLimited, SettingsError
 from feed.client import Feed
 from state.keys import Keys
 from state.ratelimit import (
@@ -27,7 +28,6 @@ from state.ratelimit import (
     AsyncLimiter,
     BucketSpec,
     Budget,
-    RateLimited,
     SyncLimiter,
     clob_budget,
     klines_weight,
@@ -388,7 +388,7 @@ def test_the_scale_setting():
     assert settings.load({}).rate_limit_scale == 1.0
     assert settings.load({"BATON_RATE_LIMIT_SCALE": "0.5"}).rate_limit_scale == 0.5
     assert settings.load({"BATON_RATE_LIMIT_SCALE": "0"}).rate_limit_scale == 0.0
-    with pytest.raises(settings.SettingsError, match="BATON_RATE_LIMIT_SCALE"):
+    with pytest.raises(SettingsError, match="BATON_RATE_LIMIT_SCALE"):
         settings.load({"BATON_RATE_LIMIT_SCALE": "-1"})
 
 

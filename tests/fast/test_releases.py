@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from baton.errors import ReleaseError
 from deploy import releases
-from deploy.releases import PACKAGES, Release, ReleaseError
+from deploy.releases import PACKAGES, Release
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "deploy" / "launch.py"

@@ -16,7 +16,8 @@ from types import ModuleType
 import msgspec
 import pytest
 
-from kernel.reload import ReloadResult, StrategyCheckError, StrategyReloader, dry_evaluate, sample_inputs
+from baton.errors import StrategyCheckError
+from kernel.reload import ReloadResult, StrategyReloader, dry_evaluate, sample_inputs
 from kernel.strategy_api import Decision, SlotInput
 from worker.strategies import snipe
 

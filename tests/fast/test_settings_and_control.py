@@ -1,6 +1,7 @@
 import pytest
 
-from baton.settings import SettingsError, load, timeframe_seconds
+from baton.errors import SettingsError
+from baton.settings import load, timeframe_seconds
 from state.control import parse_control
 
 

@@ -15,11 +15,12 @@ import pytest
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from baton.errors import LeaseLost, SnapshotError
 from baton.settings import SIM_PRIVATE_KEY, load
 from kernel import settlement
 from kernel.clock import VirtualClock
 from kernel.settlement import Enqueuer
-from kernel.tick import Identity, LeaseLost, TickRunner
+from kernel.tick import Identity, TickRunner
 from kernel.venue import ClobVenue
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
@@ -328,8 +329,6 @@ async def test_a_crashed_workers_gap_is_counted_as_missed_ticks(rig):
 
 
 async def test_a_key_of_the_wrong_type_fails_the_tick_with_the_keys_name(rig):
-    from kernel.snapshot import SnapshotError
-
     await rig.store.r.delete(rig.store.k.positions_open())
     await rig.store.r.set(rig.store.k.positions_open(), "garbage")
     with pytest.raises(SnapshotError, match="baton:positions:open"):

@@ -16,8 +16,9 @@ from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
 from py_clob_client_v2.order_utils.model.order_data_v2 import SignedOrderV2
 
+from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY
-from kernel.venue import Book, ClobVenue, OrderResult, SignedBuy, VenueError
+from kernel.venue import Book, ClobVenue, OrderResult, SignedBuy
 from sim.book import book
 from sim.clob import ClobSim, create_app
 from sim.markets import condition_id, token_id

@@ -8,8 +8,9 @@ import httpx
 import msgspec
 import pytest
 
+from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY, load
-from kernel.venue import ClobVenue, VenueError, venue_throttle
+from kernel.venue import ClobVenue, venue_throttle
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from state.keys import Keys

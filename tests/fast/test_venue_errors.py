@@ -9,8 +9,9 @@ import time
 import httpx
 import pytest
 
+from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY
-from kernel.venue import RETRY_ATTEMPTS, RETRY_BUDGET_S, ClobVenue, VenueError
+from kernel.venue import RETRY_ATTEMPTS, RETRY_BUDGET_S, ClobVenue
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from tests.simserver import Clock, ThreadServer

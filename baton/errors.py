@@ -1,0 +1,235 @@
+"""Every exception Baton raises, in one shallow tree under `BatonError`.
+
+One family per concern; a member that callers catch as `ValueError` or `RuntimeError` keeps
+that built-in base beside its family, so `except ValueError` around a setting still works.
+This module imports nothing of ours: every layer may import it.
+"""
+
+from __future__ import annotations
+
+
+class BatonError(Exception):
+    """The root: anything Baton raises on purpose."""
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+class ConfigError(BatonError):
+    """A setting, a credential or a token that Baton cannot use."""
+
+
+class SettingsError(ConfigError, ValueError):
+    """A setting has a value Baton cannot use; the message names the variable."""
+
+
+class CredentialsError(ConfigError, ValueError):
+    """Live mode cannot sign: the message lists what is missing, never a secret's value."""
+
+
+class TokenError(ConfigError, ValueError):
+    """The token cannot be used; the message names the file or variable, never the value."""
+
+
+# --- state (Redis) --------------------------------------------------------------------------------
+
+
+class StateError(BatonError):
+    """What Redis holds cannot be used, or may not be spent."""
+
+
+class SchemaMismatch(StateError, RuntimeError):
+    """The Redis data was written by a schema this code cannot read."""
+
+
+class SnapshotError(StateError, RuntimeError):
+    """Redis refused part of the tick's read (e.g. a key holding the wrong type)."""
+
+
+class RateLimited(StateError):
+    """A request the rate budget refused; it must not be sent. `wait_ms` is the wait it would
+    have needed (-1: never, its cost exceeds a bucket's capacity)."""
+
+    def __init__(self, budget: str, bucket: str, cost: float, wait_ms: int, allowed_ms: int, capacity: float):
+        self.budget = budget
+        self.bucket = bucket
+        self.cost = cost
+        self.wait_ms = wait_ms
+        self.allowed_ms = allowed_ms
+        if wait_ms < 0:
+            why = f"the cost exceeds bucket {bucket}'s capacity of {capacity:g}"
+        else:
+            why = f"bucket {bucket} needs a wait of {wait_ms} ms, more than the {allowed_ms} ms allowed"
+        super().__init__(f"rate limit {budget}: refused a request of cost {cost:g}: {why}; not sent")
+
+
+# --- lease --------------------------------------------------------------------------------------
+
+
+class LeaseError(BatonError):
+    """This worker may not trade: it lost the lease, or may not take it."""
+
+
+class LeaseLost(LeaseError, RuntimeError):
+    """Another worker holds a newer lease: this one must stop trading at once."""
+
+
+class NotReady(LeaseError, RuntimeError):
+    """The readiness check failed: this worker must not take the lease."""
+
+
+# --- trading --------------------------------------------------------------------------------------
+
+
+class HaltedBeforePost(BatonError):
+    """The halt closed the gate between this intent's commit and its post: never sent."""
+
+
+class StrategyCheckError(BatonError):
+    """A strategy module misbehaved on a dry evaluation."""
+
+
+class SettlementError(BatonError):
+    """A settlement job that cannot finish yet: rq retries it later."""
+
+
+class Unresolved(SettlementError):
+    """The venue has not resolved the market yet: rq retries the job later."""
+
+
+class PositionChanged(SettlementError):
+    """The position changed between the job's read and its write: rq retries the job."""
+
+
+# --- venues ---------------------------------------------------------------------------------------
+
+
+class VenueError(BatonError):
+    """A venue call that failed; `retryable` says whether the same call may succeed later,
+    `kind` what went wrong: transport, timeout, server (5xx), throttled (408/425/429),
+    rate_limited (our own budget refused to send it), auth, insufficient_balance,
+    version_mismatch, rejected (any other 4xx), bad_answer."""
+
+    def __init__(
+        self, message: str, *, retryable: bool, kind: str = "", status: int | None = None, detail: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.kind = kind or ("transport" if retryable else "rejected")
+        self.status = status  # the HTTP status, when the venue answered
+        self.detail = detail or message  # the venue's own words, for the intent's error
+
+
+class ExchangeError(BatonError):
+    """A request the sim's stand-in exchanges refuse, answered as the real venue would."""
+
+
+class Rejected(ExchangeError):
+    """An order the exchange refuses; the message is the venue's error text (HTTP 400)."""
+
+
+class BinanceBadRequest(ExchangeError):
+    """A request the Binance stand-in refuses with Binance's own error `code` and `msg`."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+# --- feed ---------------------------------------------------------------------------------------
+
+
+class FeedError(BatonError):
+    """Market data the feed could not get or use."""
+
+
+class BadFrame(FeedError, ValueError):
+    """A frame the feed cannot use; the message says what was wrong with it."""
+
+
+class BackfillError(FeedError, RuntimeError):
+    """The REST venue answered a klines request with something other than rows."""
+
+
+# --- operations (the control calls; `status` is the HTTP status that fits) ----------------------
+
+
+class OpError(BatonError):
+    """A control call that cannot be carried out; `status` is the HTTP status that fits."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(OpError):
+    status = 400
+
+
+class Unauthorized(OpError):
+    """No credential, or a wrong one. Answered with `WWW-Authenticate: Bearer`."""
+
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="baton"'}  # noqa: RUF012 (read-only)
+
+
+class Forbidden(OpError):
+    """Not allowed, e.g. a right credential used from the wrong place (a cookie sent by another
+    site's page), or a path outside what may be read."""
+
+    status = 403
+
+
+class NotFound(OpError):
+    status = 404
+
+
+class Conflict(OpError):
+    status = 409
+
+
+class TooManyRequests(OpError):
+    """Too many calls; `Retry-After` says when the caller may try again."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class Unavailable(OpError):
+    status = 503
+
+
+# --- deploy (stack, releases, blue/green, hot reload) ---------------------------------------------
+
+
+class RolloutError(BatonError):
+    """Code could not be staged, started, handed over or reloaded."""
+
+
+class StackError(RolloutError, RuntimeError):
+    """The local stack (supervisord and its programs) could not be started or reached."""
+
+
+class ReleaseError(RolloutError, RuntimeError):
+    """A release could not be staged, read or pointed at; the message says what was wrong."""
+
+
+class DeployError(RolloutError, RuntimeError):
+    """A deploy or rollback that did not happen; the message says why and what still runs."""
+
+
+class ReloadError(RolloutError, RuntimeError):
+    """A hot reload that could not be checked, copied, asked for or confirmed."""
+
+
+# --- benchmarks -----------------------------------------------------------------------------------
+
+
+class OpFailed(BatonError, RuntimeError):
+    """A benchmark's operation that did not complete; recorded, and the run goes on."""
