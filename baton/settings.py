@@ -83,7 +83,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # py-clob-client-v2's signature type: 0 EOA, 1 Polymarket proxy, 2 Gnosis safe.
     signature_type: int = 0
     credentials_file: str = ""
-    # Multiplies every venue request budget (state/ratelimit.py); 0 turns rate limiting off.
+    # Multiplies every venue request budget (venues/budgets.py); 0 turns rate limiting off.
     rate_limit_scale: float = 1.0
     # The control plane (the `api` program). The token itself is never a setting: it comes
     # from BATON_API_TOKEN or the owner-only token file (baton/apitoken.py).

@@ -22,11 +22,19 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from baton.errors import BackfillError, BadFrame, RateLimited
 from baton.settings import CANDLE_INTERVAL, Settings
-from feed.binance import INTERVAL_MS, ServerShutdown, parse_frame, parse_rows, sample, stream_url
 from feed.store import Batch, CandleStore
-from sim.model import symbol
 from state.keys import Keys
-from state.ratelimit import BINANCE_REST_WEIGHT, BINANCE_WS_CONNECT, AsyncLimiter, klines_weight
+from state.ratelimit import AsyncLimiter
+from venues.binance import (
+    INTERVAL_MS,
+    ServerShutdown,
+    parse_frame,
+    parse_rows,
+    sample,
+    stream_url,
+    symbol,
+)
+from venues.budgets import BINANCE_REST_WEIGHT, BINANCE_WS_CONNECT, BUDGETS, klines_weight
 
 log = logging.getLogger("feed")
 
@@ -43,7 +51,7 @@ MAX_BATCH = 1000
 # short, so that its keepalive pings are answered even while a backfill runs.
 QUEUE_MAX = 100_000
 BACKFILL_LIMIT = 1000  # Binance's maximum rows per klines request
-# Venue budgets (state/ratelimit.py, shared in Redis with every process): the feed can wait,
+# Venue budgets (venues/budgets.py, shared in Redis with every process): the feed can wait,
 # at most one refill of the connection budget, or one minute of REST weight.
 CONNECT_MAX_WAIT_MS = 300_000
 REST_MAX_WAIT_MS = 60_000
@@ -148,14 +156,15 @@ class Feed:
             clock_ms=clock_ms,
             interval_ms=self.interval_ms,
         )
-        self.limiter = limiter or AsyncLimiter(redis, Keys(prefix))
+        self.limiter = limiter or AsyncLimiter(redis, Keys(prefix), budgets=BUDGETS)
         self.connections = 0
         self._filler: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     @classmethod
     def from_settings(cls, s: Settings, redis: aioredis.Redis, **kw: object) -> Feed:
-        kw.setdefault("limiter", AsyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale))
+        limiter = AsyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale, budgets=BUDGETS)
+        kw.setdefault("limiter", limiter)
         return cls(
             redis,
             assets=s.assets,

@@ -17,10 +17,10 @@ from collections.abc import Callable
 import msgspec
 import redis.asyncio as aioredis
 
-from feed.binance import INTERVAL_MS
 from state.keys import Keys
 from state.scripts import source
 from state.structs import CANDLE, FEED_STATUS, Candle, FeedStatus
+from venues.binance import INTERVAL_MS
 
 log = logging.getLogger("feed")
 

@@ -536,9 +536,10 @@ THROTTLE_MAX_WAIT_MS = 1000
 def venue_throttle(redis: Any, s: Settings) -> Throttle | None:
     """The venues' budgets as a Throttle, on a sync Redis client (the venue runs in threads)."""
     from state.keys import Keys
-    from state.ratelimit import GAMMA_EVENTS, SyncLimiter, clob_budget
+    from state.ratelimit import SyncLimiter
+    from venues.budgets import BUDGETS, GAMMA_EVENTS, clob_budget
 
-    limiter = SyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale)
+    limiter = SyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale, budgets=BUDGETS)
     if not limiter.enabled:
         return None
 

@@ -28,8 +28,9 @@ from aiohttp import WSMsgType, web
 
 from baton.errors import BinanceBadRequest
 from sim import faults as sim_faults
-from sim.klines import INTERVALS_S, Klines
-from sim.model import BASE_PRICES, PriceModel, asset_of_symbol
+from sim.klines import Klines
+from sim.model import BASE_PRICES, PriceModel
+from venues.binance import INTERVALS_S, asset_of_symbol
 
 log = logging.getLogger("sim.binance")
 

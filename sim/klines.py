@@ -12,23 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sim.model import PriceModel, symbol
+from sim.model import PriceModel
+from venues.binance import INTERVALS_S, symbol
 
-INTERVALS_S = {
-    "1s": 1,
-    "1m": 60,
-    "3m": 180,
-    "5m": 300,
-    "15m": 900,
-    "30m": 1800,
-    "1h": 3600,
-    "2h": 7200,
-    "4h": 14400,
-    "6h": 21600,
-    "8h": 28800,
-    "12h": 43200,
-    "1d": 86400,
-}
 # Quote volume traded per second, on average (USDT).
 QUOTE_VOL_PER_S = 50_000.0
 _MEMO_MAX = 20_000

@@ -33,15 +33,6 @@ BASE_PRICES = {
 BASE_VOL_PER_S = 0.0004
 
 
-def symbol(asset: str) -> str:
-    return f"{asset.upper()}USDT"
-
-
-def asset_of_symbol(sym: str) -> str | None:
-    s = sym.upper()
-    return s[:-4].lower() if s.endswith("USDT") and len(s) > 4 else None
-
-
 def _phi(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 

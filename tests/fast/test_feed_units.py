@@ -14,9 +14,16 @@ from pathlib import Path
 import pytest
 
 from baton.errors import BadFrame
-from feed.binance import CandleUpdate, ServerShutdown, parse_frame, parse_rows, sample, stream_url
 from feed.client import Backoff
 from state.structs import Candle
+from venues.binance import (
+    CandleUpdate,
+    ServerShutdown,
+    parse_frame,
+    parse_rows,
+    sample,
+    stream_url,
+)
 
 ASSETS = frozenset({"btc", "eth"})
 REPO = Path(__file__).resolve().parents[2]

@@ -1,5 +1,6 @@
 """Venue request budgets: token buckets in Redis (state/lua/ratelimit.lua, state/ratelimit.py),
-shared by every process, and the feed's use of them (connection attempts, REST weight)."""
+the venues' budgets (venues/budgets.py), shared by every process, and the feed's use of them
+(connection attempts, REST weight)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from baton import settings
 from baton.errors import RateLimited, SettingsError
 from feed.client import Feed
 from state.keys import Keys
-from state.ratelimit import (
+from state.ratelimit import AsyncLimiter, BucketSpec, Budget, SyncLimiter
+from tests.fast import test_feed
+from venues.budgets import (
     BINANCE_REST_WEIGHT,
     BINANCE_WS_CONNECT,
     BUDGETS,
@@ -25,14 +28,9 @@ from state.ratelimit import (
     CLOB_OTHER,
     CLOB_POST_ORDER,
     GAMMA_EVENTS,
-    AsyncLimiter,
-    BucketSpec,
-    Budget,
-    SyncLimiter,
     clob_budget,
     klines_weight,
 )
-from tests.fast import test_feed
 
 KEYS = Keys("baton:")
 # The feed tests' stand-ins for Binance (its kline WebSocket, its klines REST).

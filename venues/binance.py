@@ -1,4 +1,5 @@
-"""Binance wire formats the feed reads: combined-stream kline frames and REST kline rows.
+"""Binance's formats, shared by the feed (which reads them) and the sim (which serves them):
+symbols, kline intervals, combined-stream kline frames and REST kline rows.
 
 Owns decoding and validation only (msgspec structs, one decoder each, built once); it turns
 a raw frame into a `CandleUpdate`, a `ServerShutdown` notice, or raises `BadFrame`.
@@ -12,7 +13,6 @@ from typing import Annotated
 import msgspec
 
 from baton.errors import BadFrame
-from sim.model import asset_of_symbol, symbol
 from state.structs import Candle
 
 # Prices arrive as strings; `strict=False` lets msgspec parse them as floats, and these bounds
@@ -20,7 +20,35 @@ from state.structs import Candle
 Price = Annotated[float, msgspec.Meta(gt=0, lt=1e15)]
 Volume = Annotated[float, msgspec.Meta(ge=0, lt=1e30)]
 SAMPLE_CHARS = 200
+# Binance's kline intervals, in seconds.
+INTERVALS_S = {
+    "1s": 1,
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
+    "6h": 21600,
+    "8h": 28800,
+    "12h": 43200,
+    "1d": 86400,
+}
+# The intervals the feed can store, in milliseconds.
 INTERVAL_MS = {"1s": 1000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000}
+
+
+def symbol(asset: str) -> str:
+    """Binance's spot symbol of an asset against USDT: btc -> BTCUSDT."""
+    return f"{asset.upper()}USDT"
+
+
+def asset_of_symbol(sym: str) -> str | None:
+    """The asset of a USDT symbol (BTCUSDT -> btc); None for any other symbol."""
+    s = sym.upper()
+    return s[:-4].lower() if s.endswith("USDT") and len(s) > 4 else None
 
 
 class Kline(msgspec.Struct, frozen=True):
