@@ -19,8 +19,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import redis
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from api.app import AccessLogger, make_app
@@ -29,6 +27,7 @@ from baton import apitoken
 from baton import settings as settings_mod
 from baton.errors import SettingsError, TokenError
 from baton.ops import Ops
+from state import connection
 
 log = logging.getLogger("baton.api")
 
@@ -92,17 +91,9 @@ async def amain() -> int:
     scrub_logs(token)
     # Ops blocks on Redis during a halt (waiting for the worker's acknowledgement, then for the
     # ledger flush): the socket timeout must outlast that wait.
-    sync_r = redis.Redis.from_url(
-        s.redis_url,
-        decode_responses=True,
-        encoding_errors="replace",  # non-UTF-8 garbage in a key is read as garbage, not a 500
-        socket_timeout=s.halt_ack_timeout_ms / 1000 + 5,
-        socket_connect_timeout=3,
-        health_check_interval=30,
-    )
-    async_r = aioredis.Redis.from_url(
-        s.redis_url, decode_responses=True, encoding_errors="replace", socket_connect_timeout=3
-    )
+    sync_r = connection.client(s, timeout_s=s.halt_ack_timeout_ms / 1000 + 5)
+    # The readers follow streams and pub/sub with blocking reads (XREAD BLOCK, get_message).
+    async_r = connection.async_client(s, timeout_s=connection.BLOCKING)
     ctx = ApiContext(s=s, ops=Ops(s, sync_r), token=token, redis=async_r)
     app = make_app(ctx)
     app.cleanup_ctx.append(background(ctx))

@@ -24,8 +24,6 @@ from typing import Any, TextIO
 
 import msgspec
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from baton import apitoken, stack, status
 from baton import commands as c
@@ -43,23 +41,14 @@ from baton.errors import (
 )
 from baton.ops import Ops, Supervisor
 from baton.settings import Settings
+from state import connection
 
 # --- seams: the fast tests replace these two with fakeredis and a fake supervisor ----------------
 
 
 def redis_client(s: Settings) -> redis.Redis:
     # The socket timeout must outlast a halt's two waits for the worker (ack, then cancel).
-    timeout_s = 2 * s.halt_ack_timeout_ms / 1000 + 10
-    # A few quick retries ride out a blip; redis-py's default (10, backing off to seconds)
-    # would keep a person waiting long to learn that Redis is down.
-    return redis.Redis.from_url(
-        s.redis_url,
-        decode_responses=True,
-        encoding_errors="replace",  # non-UTF-8 garbage in a key is read as garbage (fails safe)
-        socket_timeout=timeout_s,
-        socket_connect_timeout=3,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-    )
+    return connection.client(s, timeout_s=2 * s.halt_ack_timeout_ms / 1000 + 10)
 
 
 def supervisor_for(s: Settings) -> Supervisor | None:

@@ -22,6 +22,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from baton import procs
 from baton.errors import CredentialsError, StackError
 from baton.settings import REPO_ROOT, Settings, credentials
+from state import connection
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
 REDIS_TEMPLATE = REPO_ROOT / "deploy" / "supervisor" / "redis.conf"
@@ -77,10 +78,7 @@ def _prepare_dirs(s: Settings) -> None:
 
 
 def _redis(s: Settings) -> redis.Redis:
-    # encoding_errors: non-UTF-8 garbage in a key is read as garbage (fails safe), not a crash.
-    return redis.Redis.from_url(
-        s.redis_url, decode_responses=True, encoding_errors="replace", socket_timeout=2
-    )
+    return connection.client(s, timeout_s=2)
 
 
 def wait_until(cond: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:

@@ -40,8 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from baton.settings import load
 from bench import tick_scale as ts
 from bench.machine import machine_info, publish
+from state import connection
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRY_S = 5  # tick_scale's snipe entry_s: a 15 s window's zone is its last 5 s
@@ -90,8 +92,6 @@ async def measure_burst(
 ) -> dict[str, Any]:
     """`cycles` measured bursts of the `k` shortest timeframes at `n_slots` slots (fresh
     Redis database, fresh rig)."""
-    import redis as sync_redis
-    import redis.asyncio as aioredis
 
     from feed.store import Batch, CandleStore
     from kernel import gcpolicy
@@ -101,14 +101,14 @@ async def measure_burst(
     if n_slots % len(timeframes):
         raise ValueError(f"{n_slots} slots is not a multiple of {len(timeframes)} timeframes")
     assets = ts.synthetic_assets(n_slots // len(timeframes))
-    r = sync_redis.Redis.from_url(url)
+    r = connection.client(load({"BATON_REDIS_URL": url}))
     r.flushall()
     r.close()
     period = max(_seconds(t) for t in timeframes)
     offset = burst_offset(timeframes, k)
     base = (1_795_000_000 // period + 1) * period  # a cycle start; virtual time from here on
     clock = VirtualClock((base - ts.HISTORY_S - 10) * 1000)
-    feed_redis = aioredis.Redis.from_url(url)
+    feed_redis = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
     home = tempfile.mkdtemp(prefix="baton-bench-home-")
     settings = ts.bench_settings(url, assets, timeframes, 1000, home)
     retention_s = settings.candle_retention_s

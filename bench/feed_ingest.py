@@ -44,7 +44,9 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+from baton.settings import load
 from bench.machine import machine_info
+from state import connection
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "bench:"
@@ -235,11 +237,10 @@ def feed_main(cfg: dict[str, Any], conn: Any) -> None:
 
 
 async def _feed(cfg: dict[str, Any]) -> dict[str, Any]:
-    import redis.asyncio as aioredis
 
     from feed.client import Feed
 
-    redis = aioredis.Redis.from_url(cfg["redis_url"])
+    redis = connection.async_client(load({"BATON_REDIS_URL": cfg["redis_url"]}), decoded=False)
     feed = Feed(
         redis,
         assets=[*cfg["assets"], END_ASSET],
@@ -316,7 +317,7 @@ def start_redis(cpu: int | None) -> tuple[subprocess.Popen[bytes], int]:
         os.sched_setaffinity(proc.pid, {cpu})
     import redis
 
-    r = redis.Redis(port=port)
+    r = connection.client(load({"BATON_REDIS_PORT": str(port)}))
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -352,9 +353,8 @@ def measure(
     redis_port: int,
     feed_cpu: int | None,
 ) -> dict[str, Any]:
-    import redis
 
-    r = redis.Redis(port=redis_port)
+    r = connection.client(load({"BATON_REDIS_PORT": str(redis_port)}))
     r.flushall()
     cfg = {
         "cpu": feed_cpu,

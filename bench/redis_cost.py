@@ -50,6 +50,7 @@ from bench.tick_scale import (
     kind_of,
     synthetic_assets,
 )
+from state import connection
 
 REPO = Path(__file__).resolve().parent.parent
 DAY_S = 86_400
@@ -117,12 +118,11 @@ class InlineFeed:
     every second that has ended, through the feed's own CandleStore (feed_write.lua)."""
 
     def __init__(self, url: str, assets: list[str], clock: Any, retention_s: int) -> None:
-        import redis.asyncio as aioredis
 
         from feed.store import CandleStore
         from state.keys import Keys
 
-        self.r = aioredis.Redis.from_url(url)
+        self.r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
         self.store = CandleStore(
             self.r, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=clock.now_ms
         )
@@ -161,13 +161,12 @@ def cmd_delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 async def commands_per_tick(
     n_slots: int, url: str, timeframes: tuple[str, ...], tick_ms: int, cycle_ticks: int, wire: Wire
 ) -> dict[str, Any]:
-    import redis as sync_redis
 
     from kernel import boundaries
     from kernel.clock import VirtualClock
 
     assets = synthetic_assets(n_slots // len(timeframes))
-    r = sync_redis.Redis.from_url(url, decode_responses=True)
+    r = connection.client(load({"BATON_REDIS_URL": url}))
     r.flushall()
     empty = int(r.info("memory")["used_memory"])
     home = tempfile.mkdtemp(prefix="baton-bench-home-")
@@ -345,12 +344,11 @@ def per_day(
 
 async def candle_bytes(url: str, counts: tuple[int, ...]) -> list[dict[str, Any]]:
     """One asset's window of `n` 1 s candles, written as the feed writes them; its MEMORY USAGE."""
-    import redis.asyncio as aioredis
 
     from feed.store import Batch, CandleStore
     from state.keys import Keys
 
-    r = aioredis.Redis.from_url(url)
+    r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
     out = []
     try:
         for n in counts:

@@ -68,12 +68,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from baton.settings import load
 from bench.machine import machine_info, publish
 from bench.numbers import rank
 
 # Imported here, not on first use: the venue module pulls in py-clob-client-v2 (half a second),
 # which must not land inside the first measured entry tick.
 from kernel.venue import Book, OrderResult, SignedBuy
+from state import connection
+from state.connection import PackedConnection
 from state.structs import Market
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +132,7 @@ class RedisServer:
         )
         import redis
 
-        r = redis.Redis(port=self.port)
+        r = connection.client(load({"BATON_REDIS_PORT": str(self.port)}))
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -196,8 +199,6 @@ class Wire:
         import redis.asyncio.connection as aconn
         import redis.connection as sconn
 
-        from state.store import PackedConnection
-
         n = self.n
 
         def async_send(orig: Any) -> Any:
@@ -238,7 +239,7 @@ class Wire:
 
         self._patch(aconn.AbstractConnection, "send_packed_command", async_send)
         self._patch(aconn.AbstractConnection, "pack_command", async_pack)
-        self._patch(PackedConnection, "pack_command", async_pack)  # state.store's own packer
+        self._patch(PackedConnection, "pack_command", async_pack)  # state.connection's own packer
         self._patch(sconn.AbstractConnection, "send_packed_command", sync_send)
         self._patch(sconn.AbstractConnection, "send_command", sync_one)
         self._patch(sconn.AbstractConnection, "pack_commands", sync_many)
@@ -370,12 +371,11 @@ def feeder_main(url: str, assets: list[str], phase_ms: int, retention_s: int, re
 async def _feeder(
     url: str, assets: list[str], phase_ms: int, retention_s: int, ready: Any, stop: Any
 ) -> None:
-    import redis.asyncio as aioredis
 
     from feed.store import Batch, CandleStore
     from state.keys import Keys
 
-    r = aioredis.Redis.from_url(url)
+    r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
     wall = lambda: time.time_ns() // 1_000_000  # noqa: E731
     store = CandleStore(r, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=wall)
     prices = Prices(assets)
@@ -531,22 +531,19 @@ class Rig:
         self.clock = clock
 
     async def start(self) -> None:
-        import redis as sync_redis
 
         from kernel.halt import HaltGate, HaltResponder
         from kernel.settlement import Enqueuer
         from kernel.tick import Identity, TickRunner
         from state.keys import Keys
-        from state.store import Store, connect
+        from state.store import Store
         from state.structs import usd_to_micros
         from worker.main import configured_slots
 
         s = self.s
-        self.redis = connect(
-            s.redis_url, socket_timeout=max(5.0, 2 * s.tick_ms / 1000), socket_keepalive=True
-        )
+        self.redis = connection.async_client(s, timeout_s=max(connection.TIMEOUT_S, 2 * s.tick_ms / 1000))
         self.store = Store(self.redis, Keys(s.prefix))
-        self.sync = sync_redis.Redis.from_url(s.redis_url, socket_timeout=5.0, socket_keepalive=True)
+        self.sync = connection.client(s, decoded=False)
         await self.store.ensure_schema()
         await self.store.scripts.load()
         await self.store.ensure_slots(configured_slots(s))
@@ -690,14 +687,13 @@ async def measure_size(
     entry_rate: float = 1.0,
 ) -> dict[str, Any]:
     """One size: a fresh Redis database, its feeder, the rig, and `seconds` measured ticks."""
-    import redis as sync_redis
 
     from kernel.clock import SystemClock
 
     if n_slots % len(timeframes):
         raise ValueError(f"{n_slots} slots is not a multiple of {len(timeframes)} timeframes")
     assets = synthetic_assets(n_slots // len(timeframes))
-    r = sync_redis.Redis.from_url(url)
+    r = connection.client(load({"BATON_REDIS_URL": url}))
     r.flushall()
     r.close()
     home = tempfile.mkdtemp(prefix="baton-bench-home-")

@@ -30,6 +30,7 @@ from baton.settings import Settings
 from baton.stack import supervisor_call, supervisor_running
 from deploy import releases
 from kernel import boundaries
+from state import connection
 from state.keys import Keys
 
 COLORS = ("blue", "green")
@@ -68,7 +69,7 @@ class Deployer:
         self.log = log
         self.k = Keys(s.prefix)
         self.home = Path(s.home)
-        self.r: Any = redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=5)
+        self.r: Any = connection.client(s)
 
     def close(self) -> None:
         self.r.close()

@@ -23,6 +23,7 @@ import redis
 from baton.errors import ReloadError
 from baton.settings import REPO_ROOT, Settings
 from kernel import reload as reload_mod
+from state import connection
 from state.keys import Keys
 
 STRATEGIES = Path("worker") / "strategies"
@@ -84,7 +85,7 @@ def reload(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     k = Keys(s.prefix)
-    r: Any = redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=5)
+    r: Any = connection.client(s)
     try:
         return _reload(r, k, sync, source, timeout_s, log)
     except redis.RedisError as e:

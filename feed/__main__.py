@@ -10,17 +10,16 @@ import logging
 import signal
 import sys
 
-import redis.asyncio as aioredis
-
 from baton import settings
 from baton.errors import SettingsError
 from feed.client import Feed
+from state import connection
 
 log = logging.getLogger("feed")
 
 
 async def _run(s: settings.Settings) -> int:
-    redis = aioredis.Redis.from_url(s.redis_url)
+    redis = connection.async_client(s, decoded=False)
     feed = Feed.from_settings(s, redis)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,12 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import hiredis
 import msgspec
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from baton.errors import SchemaMismatch
@@ -69,71 +65,6 @@ def settle_call(k: Keys, read_raw: str, position: Position) -> tuple[list[str], 
     return keys, args
 
 
-def connect(url: str, **kw: Any) -> aioredis.Redis:
-    # decode_responses: every value we store is text (JSON or numbers), and str keeps the
-    # parsing code free of bytes/str juggling. encoding_errors="replace": a value that is not
-    # UTF-8 (garbage written by hand into a control key or a slot) must be read as garbage
-    # (U+FFFD), which the readers already fail safe on, not fail the whole pipelined read of
-    # every tick (found by the chaos harness, tests/chaos).
-    kw.setdefault("encoding_errors", "replace")
-    # from_url's connections retry nothing by default: after a Redis restart, every pooled
-    # connection last used before it failed its next command (a tick lost seconds after
-    # Redis was back). A connection error is retried on a fresh connection, briefly; the
-    # writes that matter are fenced and idempotent (refs, HSETNX, tick index), so a retry of
-    # one that did land is refused, never doubled.
-    kw.setdefault(
-        "retry",
-        Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3, supported_errors=(RedisConnectionError,)),
-    )
-    if url.startswith("redis://"):
-        kw.setdefault("connection_class", PackedConnection)
-    return aioredis.Redis.from_url(url, decode_responses=True, **kw)
-
-
-class PackedConnection(aioredis.Connection):
-    """redis-py's asyncio connection, with commands packed by hiredis's C packer.
-
-    redis-py's asyncio connection packs every argument in Python (an encoder call, a length,
-    a join); at a thousand slots a tick sends several thousand arguments (each slot's keys,
-    each intent and fill), and that packing was a quarter of the tick (bench/tick_scale.py
-    --profile). The synchronous client already uses hiredis for this; the asyncio one does
-    not. Same wire bytes: str as UTF-8, int as digits, float as repr() (redis-py's rule);
-    anything else (bool, None, other types) goes to redis-py's own packer and its errors.
-    """
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        head = args[0]
-        if type(head) is str and " " not in head:
-            # The usual case, in one C call: hiredis takes str, bytes, int and float (as
-            # repr()) as redis-py does, and refuses anything else (bool, None, an int
-            # subclass), which then goes the way below to redis-py's packer.
-            try:
-                return [hiredis.pack_command(args)]
-            except (TypeError, UnicodeError):
-                pass
-        if isinstance(head, str):
-            args = (*head.encode().split(), *args[1:])
-        elif isinstance(head, bytes) and b" " in head:
-            args = (*head.split(), *args[1:])
-        out: list[Any] = []
-        for a in args:
-            t = type(a)
-            if t is str or t is bytes or t is int:
-                out.append(a)
-            elif t is float:
-                out.append(repr(a))
-            elif t is bytearray or t is memoryview:
-                out.append(bytes(a))
-            else:
-                return super().pack_command(*args)
-        try:
-            return [hiredis.pack_command(tuple(out))]
-        except (TypeError, UnicodeError):
-            # e.g. a str with a lone surrogate (from a JSON escape): redis-py's packer
-            # applies the client's encoding_errors to it, as before.
-            return super().pack_command(*args)
-
-
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -141,7 +72,7 @@ def _s(v: Any) -> str:
 class Store:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         # Typed Any: redis-py types every reply as bytes | str, but decode_responses=True
-        # (see connect) makes them str throughout.
+        # (state/connection.py) makes them str throughout.
         self.r: Any = redis
         self.k = keys
         self.scripts = Scripts(redis)

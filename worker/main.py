@@ -41,8 +41,9 @@ from kernel.clock import Clock, SystemClock
 from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
 from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
+from state import connection
 from state.keys import Keys
-from state.store import Store, connect
+from state.store import Store
 from state.structs import ControlFlags, Slot, usd_to_micros
 
 log = logging.getLogger("baton.worker")
@@ -482,8 +483,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 async def amain(argv: list[str]) -> int:
-    from redis import Redis
-
     from kernel.settlement import Enqueuer
     from kernel.venue import venue_from_settings
 
@@ -491,9 +490,7 @@ async def amain(argv: list[str]) -> int:
     s = settings_mod.load()
     # rq and the venue client are synchronous and run in threads: they share a sync client
     # (settlement jobs are enqueued on it; the venues' request budgets are taken on it).
-    sync_redis = Redis.from_url(
-        s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, socket_keepalive=True
-    )
+    sync_redis = connection.client(s, decoded=False)
     try:
         venue = venue_from_settings(s, redis=sync_redis)
     except CredentialsError as e:
@@ -501,13 +498,7 @@ async def amain(argv: list[str]) -> int:
         return EXIT_NOT_READY
     # A half-open connection (a Redis failover, a partition) must fail a command, not hang
     # the worker forever: bounded reads (above the standby BLPOP's 1 s), TCP keepalive.
-    redis = connect(
-        s.redis_url,
-        socket_timeout=max(5.0, 2 * s.tick_ms / 1000),
-        socket_connect_timeout=5.0,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
+    redis = connection.async_client(s, timeout_s=max(connection.TIMEOUT_S, 2 * s.tick_ms / 1000))
     store = Store(redis, Keys(s.prefix))
     settler = Enqueuer(sync_redis, s.prefix)
     w = Worker(s, store, venue, SystemClock(), args.color, settler=settler)

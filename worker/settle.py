@@ -25,6 +25,7 @@ from baton import settings as settings_mod
 from baton.errors import CredentialsError, SettingsError
 from kernel import settlement
 from kernel.venue import venue_from_settings
+from state import connection
 
 log = logging.getLogger("baton.settle")
 
@@ -59,13 +60,7 @@ def main() -> None:
         sys.exit(2)
     # rq's dequeue blocks in BLPOP: no socket timeout (NOTES.md), but keepalive and a
     # health check so that a dead connection is noticed.
-    r = Redis.from_url(
-        s.redis_url,
-        socket_timeout=None,
-        socket_connect_timeout=5.0,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
+    r = connection.client(s, timeout_s=connection.BLOCKING, decoded=False)
     try:
         venue = venue_from_settings(s, redis=r)
     except CredentialsError as e:

@@ -16,7 +16,6 @@ from typing import NoReturn
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from api import dashboard
@@ -25,6 +24,7 @@ from api.context import ApiContext
 from baton.apitoken import ApiToken
 from baton.ops import Ops
 from baton.settings import Settings, load
+from state import connection
 from tests.browser import seed
 from tests.browser.cdp import Chromium, find_chromium
 
@@ -79,7 +79,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        client = redis.Redis.from_url(url)
+        client = connection.client(load({"BATON_REDIS_URL": url}))
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -117,9 +117,9 @@ async def served(tmp_path: Path, redis_url: str) -> AsyncIterator[Served]:
             "BATON_HALT_ACK_TIMEOUT_MS": "200",
         }
     )
-    r = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=10)
+    r = connection.client(s, timeout_s=10)
     seed.seed(r)
-    ar = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    ar = connection.async_client(s, timeout_s=connection.BLOCKING)
     token = ApiToken(TOKEN, "test")
     ops = Ops(s, r, supervisor=lambda *a: [])
     ctx = ApiContext(s=s, ops=ops, token=token, redis=ar)

@@ -33,6 +33,9 @@ from typing import Any
 
 import httpx
 
+from baton.settings import load
+from state import connection
+
 MAIN = "main"
 BACKGROUND = "background"
 
@@ -417,9 +420,7 @@ GARBAGE_NUMBERS: list[str | bytes] = ["banana", "1.5", "", "-", "9" * 40, b"\xff
 
 
 def _raw_redis(ctx: Any) -> Any:
-    import redis
-
-    return redis.Redis(port=int(ctx.st.env["BATON_REDIS_PORT"]), decode_responses=False)
+    return connection.client(load(ctx.st.env), timeout_s=connection.BLOCKING, decoded=False)
 
 
 def inject_garbage_keys(ctx: Any, rnd: random.Random) -> Outcome:

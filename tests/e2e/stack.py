@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
-
+from baton.settings import load
 from baton.stack import supervisor_call, wait_until
+from state import connection
 
 BATON = str(Path(sys.executable).with_name("baton"))
 
@@ -52,7 +52,7 @@ class Stack:
             BATON_API_PORT=str(free_port()),
         )
         self.env.update(env)
-        self.redis = redis.Redis(port=int(self.env["BATON_REDIS_PORT"]), decode_responses=True)
+        self.redis = connection.client(load(self.env), timeout_s=connection.BLOCKING)
         self.clob_url = f"http://127.0.0.1:{self.env['BATON_SIM_CLOB_PORT']}"
 
     def baton(self, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:

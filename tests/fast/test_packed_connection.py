@@ -1,4 +1,4 @@
-"""state.store.PackedConnection packs commands with hiredis: the bytes on the wire must be
+"""state.connection.PackedConnection packs commands with hiredis: the bytes on the wire must be
 exactly those redis-py's own packer makes, and its errors the same."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
 
-from state.store import PackedConnection, connect
+from baton.settings import load
+from state.connection import PackedConnection, async_client
 
 CASES = [
     ("GET", "k"),
@@ -50,5 +51,5 @@ def test_the_same_errors_as_redis_py(bad) -> None:
 
 
 def test_connect_uses_it_for_tcp_urls() -> None:
-    r = connect("redis://127.0.0.1:1/0")
+    r = async_client(load({"BATON_REDIS_URL": "redis://127.0.0.1:1/0"}))
     assert r.connection_pool.connection_class is PackedConnection

@@ -1,0 +1,125 @@
+"""The one way into Redis: every client of every program (sync or asyncio) is made here.
+
+One set of options for all of them; a use chooses only what truly differs between uses (text
+or bytes replies, how long a command may block). The URL comes from Settings, so that
+authentication and Sentinel plug in here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hiredis
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
+
+from baton.settings import Settings
+
+# A command that outlasts this is a half-open connection (a failover, a partition), not a
+# slow Redis: it fails instead of hanging the program. Uses that block on purpose pass more.
+TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+HEALTH_CHECK_S = 30
+# Passed as timeout_s by a client whose commands block for as long as they need (rq's BLPOP
+# dequeue, the API's XREAD and pub/sub followers): no socket timeout.
+BLOCKING = None
+
+
+def _options(timeout_s: float | None, decoded: bool) -> dict[str, Any]:
+    return {
+        # decoded: every value we store is text (JSON or numbers), and str keeps the parsing
+        # code free of bytes/str juggling. Bytes for rq (it decodes what it reads itself) and
+        # for the clients shared with it or serving only scripts (feed, venue budgets).
+        "decode_responses": decoded,
+        # A value that is not UTF-8 (garbage written by hand into a control key or a slot)
+        # must be read as garbage (U+FFFD), which the readers already fail safe on, not fail
+        # the whole pipelined read of every tick (found by the chaos harness, tests/chaos).
+        "encoding_errors": "replace",
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_S,
+    }
+
+
+def _backoff() -> ExponentialWithJitterBackoff:
+    # Connections retry nothing by default: after a Redis restart, every pooled connection
+    # last used before it failed its next command (a tick lost seconds after Redis was
+    # back). A connection error is retried on a fresh connection, briefly (a person at the
+    # CLI learns quickly that Redis is down); the writes that matter are fenced and
+    # idempotent (refs, HSETNX, tick index), so a retry of one that did land is refused,
+    # never doubled.
+    return ExponentialWithJitterBackoff(base=0.01, cap=0.2)
+
+
+RETRIES = 3
+
+
+def client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: bool = True) -> redis.Redis:
+    """A synchronous client (the CLI, deploy, the API's operations, rq, venue budgets)."""
+    return redis.Redis.from_url(
+        s.redis_url,
+        retry=Retry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
+        **_options(timeout_s, decoded),
+    )
+
+
+def async_client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: bool = True) -> aioredis.Redis:
+    """An asyncio client (the worker's tick, the feed, the API's readers)."""
+    kw: dict[str, Any] = {}
+    if s.redis_url.startswith("redis://"):
+        kw["connection_class"] = PackedConnection
+    return aioredis.Redis.from_url(
+        s.redis_url,
+        retry=AsyncRetry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
+        **_options(timeout_s, decoded),
+        **kw,
+    )
+
+
+class PackedConnection(aioredis.Connection):
+    """redis-py's asyncio connection, with commands packed by hiredis's C packer.
+
+    redis-py's asyncio connection packs every argument in Python (an encoder call, a length,
+    a join); at a thousand slots a tick sends several thousand arguments (each slot's keys,
+    each intent and fill), and that packing was a quarter of the tick (bench/tick_scale.py
+    --profile). The synchronous client already uses hiredis for this; the asyncio one does
+    not. Same wire bytes: str as UTF-8, int as digits, float as repr() (redis-py's rule);
+    anything else (bool, None, other types) goes to redis-py's own packer and its errors.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        head = args[0]
+        if type(head) is str and " " not in head:
+            # The usual case, in one C call: hiredis takes str, bytes, int and float (as
+            # repr()) as redis-py does, and refuses anything else (bool, None, an int
+            # subclass), which then goes the way below to redis-py's packer.
+            try:
+                return [hiredis.pack_command(args)]
+            except (TypeError, UnicodeError):
+                pass
+        if isinstance(head, str):
+            args = (*head.encode().split(), *args[1:])
+        elif isinstance(head, bytes) and b" " in head:
+            args = (*head.split(), *args[1:])
+        out: list[Any] = []
+        for a in args:
+            t = type(a)
+            if t is str or t is bytes or t is int:
+                out.append(a)
+            elif t is float:
+                out.append(repr(a))
+            elif t is bytearray or t is memoryview:
+                out.append(bytes(a))
+            else:
+                return super().pack_command(*args)
+        try:
+            return [hiredis.pack_command(tuple(out))]
+        except (TypeError, UnicodeError):
+            # e.g. a str with a lone surrogate (from a JSON escape): redis-py's packer
+            # applies the client's encoding_errors to it, as before.
+            return super().pack_command(*args)
