@@ -187,7 +187,7 @@ _SETTLE_SHOWN = ("queued", "retrying", "failed", "settled", "runs")
 
 def market_data_view(s: Settings, raw: dict[str, str], now_ms: int, problems: list[str]) -> dict[str, Any]:
     """Per asset, how old its candle data is and whether the kernel counts it as stale (then
-    it opens no new position on that asset's slots: kernel/tick.py)."""
+    it opens no new position on that asset's slots: kernel/entries.py)."""
     suffix = f":{CANDLE_INTERVAL}"
     names = sorted(set(s.assets) | {f.removesuffix(suffix) for f in raw if f.endswith(suffix)})
     assets: dict[str, Any] = {}

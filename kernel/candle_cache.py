@@ -28,6 +28,8 @@ import msgspec
 from state.structs import CANDLE, Candle
 
 FULL_EVERY_MS = 30_000
+# Seconds of 1s candles read per asset for the volatility estimate (a tick's window).
+VOL_LOOKBACK_S = 60
 _NOTHING = ("", 0, 0, 0)
 _MARK = re.compile(r"^\d+:\d+:\d+$")  # '<born>:<rev>:<rewrite rev>' (feed_write.lua)
 

@@ -207,7 +207,7 @@ class EntryStream:
     and the worker's overlap instead of waiting on each other (bench/entry_burst.py), and the
     first orders of a burst reach the venue before the last slots are evaluated. Every chunk
     is fenced and checked against the halt gate as one whole batch would be. The tick caps
-    the chunks' number (kernel/tick.py: ENTRY_CHUNKS), so the round trips of a tick do not
+    the chunks' number (kernel/entries.py: ENTRY_CHUNKS), so the round trips of a tick do not
     grow with its slots.
     """
 

@@ -4,7 +4,7 @@ Three layers keep a halted system from trading; any one of them suffices:
 1. the halt flag in Redis, read at the top of every tick (no strategy code runs) and checked
    again inside the intent-commit script (no order is committed after the flag is set);
 2. `HaltGate`, this process's copy of the flag, closed the moment the pub/sub message
-   arrives (kernel/tick.py checks it between strategy evaluations; kernel/executor.py before
+   arrives (kernel/entries.py checks it between strategy evaluations; kernel/executor.py before
    every post, so an intent committed just before the halt is never sent);
 3. the acknowledgement: once the gate is closed and every post already on its way has come
    back, the worker pushes {"halted": true} onto `control:ack:<seq>`; whoever asked for the halt

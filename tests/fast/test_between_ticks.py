@@ -1,4 +1,4 @@
-"""What the worker does between ticks (kernel/tick.py TickRunner.between_ticks), garbage
+"""What the worker does between ticks (kernel/housekeeping.py, through TickRunner.between_ticks), garbage
 collection off the tick (kernel/gcpolicy.py) and venue calls on lanes (kernel/lanes.py)."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ async def test_a_closed_runner_prefetches_again_when_it_ticks_again(rig):  # noq
     await rig.runner.between_ticks(rig.clock.now_ms() + 5000)
     await rig.runner.wait_prefetch()
     rig.runner.close()
-    rig.runner._prefetch_tried.clear()
+    rig.runner.housekeeping.prefetch_tried.clear()
     await rig.runner.between_ticks(rig.clock.now_ms() + 5000)
     await rig.runner.wait_prefetch()
     assert len(calls) == 2 * len(rig.runner.configured)

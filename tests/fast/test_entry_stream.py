@@ -1,5 +1,5 @@
 """An entry tick's orders go out in a few chunks while the tick evaluates further slots
-(kernel/executor.py EntryStream, kernel/tick.py _entries): every slot-window still enters at
+(kernel/executor.py EntryStream, kernel/entries.py Entries): every slot-window still enters at
 most once, the chunks' number (and so the tick's round trips) does not grow with the slots,
 the first chunk reaches the venue before the last slots are evaluated, and a chunk that fails
 does not cost the others their orders or their bookings."""
@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from bench.tick_scale import InstantVenue  # every order fills at its limit price, in process
-from kernel import tick as tick_mod
+from kernel import entries as entries_mod
 from kernel.tick import TickRunner
 from tests.fast.test_tick_runner import enter_at_once, rig  # noqa: F401  (rig: the fixture)
 from worker.main import configured_slots
@@ -27,7 +27,9 @@ async def with_assets(rig, n: int) -> InstantVenue:  # noqa: F811
     rig.settings = many
     await rig.store.ensure_slots(configured_slots(many))
     venue = InstantVenue()
-    rig.runner = TickRunner(many, rig.store, venue, rig.clock, rig.runner.ident, settler=rig.settler)
+    rig.runner = TickRunner(
+        many, rig.store, venue, rig.clock, rig.runner.ident, settler=rig.settler, resolve=rig.resolve
+    )
     return venue
 
 
@@ -78,13 +80,13 @@ async def test_an_entry_ticks_orders_go_out_in_at_most_four_chunks_each_slot_onc
     monkeypatch,
     n_assets,
 ):
-    monkeypatch.setattr(tick_mod, "ENTRY_CHUNK_MIN", 2)
+    monkeypatch.setattr(entries_mod, "ENTRY_CHUNK_MIN", 2)
     venue = await with_assets(rig, n_assets)
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: buy_up())
+    rig.resolver = lambda name: buy_up()
     sizes = count_commits(rig, monkeypatch)
     outs = await entry_tick(rig)
     assert outs[-1].record.orders == n_assets == venue.calls["post"]
-    assert len(sizes) == tick_mod.ENTRY_CHUNKS and sum(sizes) == n_assets
+    assert len(sizes) == entries_mod.ENTRY_CHUNKS and sum(sizes) == n_assets
     intents = await rig.store.read_intents()
     assert len(intents) == n_assets and len({i.slot for i in intents}) == n_assets
     assert {i.status for i in intents} == {"filled"}
@@ -99,20 +101,20 @@ async def test_an_entry_ticks_orders_go_out_in_at_most_four_chunks_each_slot_onc
 async def test_a_small_entry_tick_is_one_chunk(rig, monkeypatch):  # noqa: F811
     """Under ENTRY_CHUNK_MIN slots there is nothing to overlap: one commit, one booking."""
     venue = await with_assets(rig, 16)
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: buy_up())
+    rig.resolver = lambda name: buy_up()
     sizes = count_commits(rig, monkeypatch)
     await entry_tick(rig)
     assert sizes == [16] and venue.calls["post"] == 16
 
 
 async def test_the_first_chunk_is_posted_while_later_slots_are_still_evaluated(rig, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(tick_mod, "ENTRY_CHUNK_MIN", 2)
-    monkeypatch.setattr(tick_mod, "ENTRY_YIELD_EVERY", 1)
+    monkeypatch.setattr(entries_mod, "ENTRY_CHUNK_MIN", 2)
+    monkeypatch.setattr(entries_mod, "ENTRY_YIELD_EVERY", 1)
     venue = await with_assets(rig, 64)
     seen: list[int] = []
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: buy_up(seen, venue, pause_s=0.01))
+    rig.resolver = lambda name: buy_up(seen, venue, pause_s=0.01)
     await entry_tick(rig)
-    chunk = 64 // tick_mod.ENTRY_CHUNKS
+    chunk = 64 // entries_mod.ENTRY_CHUNKS
     assert len(seen) == 64
     # 48 evaluations (and half a second) later, the first chunk is at the venue: it did not
     # wait for the tick's last evaluation.
@@ -123,9 +125,9 @@ async def test_a_chunk_that_fails_to_commit_costs_the_others_nothing(rig, monkey
     """The second chunk's commit raises (Redis went away before it answered): the other
     chunks are still posted and booked, the tick then raises, and the next tick asks Redis
     again about the slots of the failed chunk and enters them, once."""
-    monkeypatch.setattr(tick_mod, "ENTRY_CHUNK_MIN", 2)
+    monkeypatch.setattr(entries_mod, "ENTRY_CHUNK_MIN", 2)
     venue = await with_assets(rig, 16)
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: buy_up())
+    rig.resolver = lambda name: buy_up()
     real = rig.store.commit_intents
     calls = {"n": 0}
 
@@ -142,9 +144,9 @@ async def test_a_chunk_that_fails_to_commit_costs_the_others_nothing(rig, monkey
             await rig.run_ticks(1)
     assert venue.calls["post"] == 12  # three chunks of four
     assert len(await rig.store.read_positions(open_only=True)) == 12
-    assert rig.runner._absent == {}
+    assert rig.runner.entries.absent == {}
     failed = {f"x{i:02d}-15s" for i in range(4, 8)}
-    assert set(rig.runner._entered) == {f"x{i:02d}-15s" for i in range(16)} - failed
+    assert set(rig.runner.entries.entered) == {f"x{i:02d}-15s" for i in range(16)} - failed
     (out,) = await rig.run_ticks(1)
     assert out.record.orders == 4 and venue.calls["post"] == 16
     intents = await rig.store.read_intents()
@@ -200,8 +202,8 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
 
     from kernel.halt import HaltGate, HaltResponder
 
-    monkeypatch.setattr(tick_mod, "ENTRY_CHUNK_MIN", 2)
-    monkeypatch.setattr(tick_mod, "ENTRY_YIELD_EVERY", 1)  # the halt can be heard after any slot
+    monkeypatch.setattr(entries_mod, "ENTRY_CHUNK_MIN", 2)
+    monkeypatch.setattr(entries_mod, "ENTRY_YIELD_EVERY", 1)  # the halt can be heard after any slot
     venue = await with_assets(rig, 64)
     posts: list[float] = []  # when each post reached the venue
     real_post = venue.post
@@ -218,7 +220,14 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
     gate = HaltGate()
     responder = HaltResponder(rig.store, venue, gate, lambda: {"color": "blue", "holder": "blue:t"})
     rig.runner = TickRunner(
-        rig.settings, rig.store, venue, rig.clock, rig.runner.ident, settler=rig.settler, halt=responder
+        rig.settings,
+        rig.store,
+        venue,
+        rig.clock,
+        rig.runner.ident,
+        settler=rig.settler,
+        halt=responder,
+        resolve=rig.resolve,
     )
     evaluated: list[str] = []
     inflight_at_24: list[int] = []
@@ -238,7 +247,7 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
                 reached.set()
             return base.evaluate(inp)
 
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Counting)
+    rig.resolver = lambda name: Counting
     at_close: list[int] = []
     real_close = gate.close
 

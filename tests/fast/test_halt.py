@@ -125,7 +125,9 @@ async def test_the_acknowledgement_waits_for_posts_already_in_flight(store):
 
 
 async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monkeypatch):
-    from kernel import tick as tick_mod
+    from kernel import entries as entries_mod
+    from kernel.markets import MarketCache
+    from kernel.wakes import WakeSchedule
     from tests.fast.test_tick_runner import ASSETS  # the rig's four assets
 
     calls: list[str] = []
@@ -142,13 +144,9 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
             gate.close(99)  # the halt message is handled right after this call
             return None
 
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Strategy)
-    runner = tick_mod.TickRunner.__new__(tick_mod.TickRunner)
-    runner.halt = SimpleNamespace(gate=gate)
-    runner._known_markets = {}
-    runner._wakes = {}
-    runner._entered = {}
-    runner._absent = {}
+    def resolve(name):
+        return Strategy
+
     refs = [
         SimpleNamespace(id=f"{a}-15m", slug=f"{a}-s", window_start_s=0, entry_intent_id=f"{a}-15m:0:entry")
         for a in ASSETS.split(",")
@@ -162,18 +160,17 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
         totals={},
         day_pnl_micros=0,
     )
-    runner._inputs = lambda snap, ref, now: SimpleNamespace(slot_id=ref.id, up_ask=None, down_ask=None)
+    venue = SimpleNamespace(books=lambda tokens: {})
+    markets = MarketCache(store, venue, clock=None, floor=0)
 
-    async def markets(cached, refs, problems):
+    async def discover(cached, refs, problems):
         return {r.slug: market for r in refs}
 
-    runner._markets = markets
-    runner.venue = SimpleNamespace(books=lambda tokens: {})
-    runner.store = store
-    runner.ident = SimpleNamespace(epoch=1)
-    runner.limits = None
-    monkeypatch.setattr(tick_mod, "_with_asks", lambda inp, up, down: inp)
-    evaluated, orders, problems = await runner._entries(snap, 0, 1)
+    markets.discover = discover
+    entries = entries_mod.Entries(store, venue, None, 0, markets, WakeSchedule(resolve), resolve, gate)
+    entries.slot_input = lambda snap, ref, now: SimpleNamespace(slot_id=ref.id, up_ask=None, down_ask=None)
+    monkeypatch.setattr(entries_mod, "with_asks", lambda inp, up, down: inp)
+    evaluated, orders, problems = await entries.run(snap, 0, 1, 1)
     assert calls == [refs[0].id], "a strategy ran after the halt"
     assert evaluated == 1 and orders == 0
     assert any("no strategy code runs after the halt" in p for p in problems)

@@ -8,6 +8,8 @@ microseconds of real time, deterministically.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import fakeredis
 import msgspec
@@ -20,7 +22,7 @@ from baton.settings import SIM_PRIVATE_KEY, load
 from kernel import settlement
 from kernel.clock import VirtualClock
 from kernel.settlement import Enqueuer
-from kernel.tick import Identity, TickRunner
+from kernel.tick import Identity, TickRunner, resolve_strategy
 from kernel.venue import ClobVenue
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
@@ -56,6 +58,12 @@ class Rig:
         self.venue = ClobVenue(url, url, SIM_PRIVATE_KEY, 137)
         self.epoch = 0
         self.runner: TickRunner | None = None
+        # The strategy resolver a test chose (None: the worker's, the slot's own module).
+        self.resolver: Callable[[str], Any] | None = None
+
+    def resolve(self, name: str) -> Any:
+        """The runner's strategy resolver (injected): the test's, else the worker's."""
+        return (self.resolver or resolve_strategy)(name)
 
     async def feed(self) -> None:
         """What the feed would have written by now: closed 1s candles and a fresh status."""
@@ -87,6 +95,7 @@ class Rig:
             self.clock,
             Identity("blue:t", "blue", "test", self.epoch),
             settler=self.settler,
+            resolve=self.resolve,
         )
 
     def settle(self) -> int:
@@ -220,7 +229,15 @@ async def test_garbage_in_a_control_key_fails_safe_is_reported_and_the_ticks_go_
 
 async def test_stale_candles_block_new_entries(rig):
     rig.settings = msgspec.structs.replace(rig.settings, stale_after_ms=100)
-    rig.runner.s = rig.settings
+    rig.runner = TickRunner(
+        rig.settings,
+        rig.store,
+        rig.venue,
+        rig.clock,
+        rig.runner.ident,
+        settler=rig.settler,
+        resolve=rig.resolve,
+    )
 
     async def stale_feed() -> None:
         await Rig.feed(rig)
@@ -358,11 +375,10 @@ def last_five_seconds(asked: list[int]) -> type:
 
 async def test_slots_sleep_until_their_strategy_may_want_quotes(rig, monkeypatch):
     """A strategy's quotes_from_ms: before it, the slot's input is not even built."""
-    from kernel import tick as tick_mod
 
     asked: list[int] = []
     LastFiveSeconds = last_five_seconds(asked)
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: LastFiveSeconds)
+    rig.resolver = lambda name: LastFiveSeconds
     outs = await rig.run_ticks(30)
     awake = [o for o in outs if o.record.started_ms >= (o.record.started_ms // 15_000 + 1) * 15_000 - 5000]
     assert 0 < len(awake) < len(outs)
@@ -406,10 +422,9 @@ def feed_through_the_feeds_writer(rig, monkeypatch) -> None:
 async def test_slots_about_to_wake_have_their_candles_read_between_ticks(rig, monkeypatch):
     """The tick that wakes sleeping slots reads only the candles written since the gap before
     it, not the ten seconds they slept through: those were read between the ticks."""
-    from kernel import tick as tick_mod
 
     strategy = last_five_seconds([])
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: strategy)
+    rig.resolver = lambda name: strategy
     feed_through_the_feeds_writer(rig, monkeypatch)
     runner = rig.runner
     decoded: dict[int, int] = {}
@@ -450,7 +465,6 @@ async def test_the_periodic_whole_reads_of_awake_windows_are_made_between_ticks(
     candle_cache.py), but by the gap before the tick it falls due at: after the first one,
     no tick reads a window whole, and every window was read whole again between ticks."""
     from kernel import candle_cache
-    from kernel import tick as tick_mod
 
     class AlwaysAwake:  # no quotes_from_ms: awake at every tick; never trades
         @staticmethod
@@ -461,7 +475,7 @@ async def test_the_periodic_whole_reads_of_awake_windows_are_made_between_ticks(
         def evaluate(inp):
             return None
 
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: AlwaysAwake)
+    rig.resolver = lambda name: AlwaysAwake
     feed_through_the_feeds_writer(rig, monkeypatch)
     runner = rig.runner
     stats = runner.candles.stats
@@ -502,6 +516,7 @@ async def set_enabled(rig, slot_id: str, enabled: bool) -> None:
 async def test_a_disabled_slot_sleeps_and_wakes_when_enabled_again(rig, monkeypatch):
     """A disabled slot runs no strategy, so its asset's candles are not read for it, neither
     by the tick nor between ticks; enabled again, it is awake one tick later."""
+    from kernel import housekeeping
     from kernel import tick as tick_mod
 
     asked: list[str] = []
@@ -512,9 +527,9 @@ async def test_a_disabled_slot_sleeps_and_wakes_when_enabled_again(rig, monkeypa
             asked.append(inp.slot_id)
             return False
 
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: Recording)
+    rig.resolver = lambda name: Recording
     read: list[set[str]] = []  # per snapshot, and per warm-up between ticks: the assets read
-    snapshot, warm = tick_mod.read_snapshot, tick_mod.read_candles
+    snapshot, warm = tick_mod.read_snapshot, housekeeping.read_candles
 
     async def reading_snapshot(*args, candle_assets=None, **kwargs):
         read.append(set(candle_assets or ()))
@@ -525,7 +540,7 @@ async def test_a_disabled_slot_sleeps_and_wakes_when_enabled_again(rig, monkeypa
         return await warm(store, assets, *args, **kwargs)
 
     monkeypatch.setattr(tick_mod, "read_snapshot", reading_snapshot)
-    monkeypatch.setattr(tick_mod, "read_candles", warming)
+    monkeypatch.setattr(housekeeping, "read_candles", warming)
     off = "btc-15s"
     await set_enabled(rig, off, False)
     await rig.run_ticks(1)  # the first tick learns that it is disabled
@@ -579,7 +594,7 @@ def watch_entry_lookups(runner, monkeypatch) -> list[int]:
     """Per tick, how many entry intents the tick itself asked Redis for (_entry_state's read;
     the look-up between ticks is not counted)."""
     asked: list[int] = []
-    look = runner._cached_markets
+    look = runner.markets.cached
     inside = {"tick": False}
 
     async def cached_markets(refs, problems, intents_of=None):
@@ -597,7 +612,7 @@ def watch_entry_lookups(runner, monkeypatch) -> list[int]:
         finally:
             inside["tick"] = False
 
-    monkeypatch.setattr(runner, "_cached_markets", cached_markets)
+    monkeypatch.setattr(runner.markets, "cached", cached_markets)
     monkeypatch.setattr(runner, "run", tick)
     return asked
 
@@ -606,10 +621,9 @@ async def test_a_slot_that_entered_its_window_sleeps_until_the_next(rig, monkeyp
     """One entry per slot-window: after it, the slot is passed by like a sleeping one (no input
     built, its asset's candles not read), and the tick that wakes it does not ask Redis
     whether it entered already: that was looked up between the ticks."""
-    from kernel import tick as tick_mod
 
     asked: list[str] = []
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
+    rig.resolver = lambda name: enter_at_once(asked)
     lookups = watch_entry_lookups(rig.runner, monkeypatch)
     stats = rig.runner.candles.stats
     reads: list[int] = []
@@ -646,18 +660,17 @@ async def test_a_slot_that_entered_its_window_sleeps_until_the_next(rig, monkeyp
 async def test_an_entry_made_before_this_worker_looked_is_found_between_ticks(rig, monkeypatch):
     """An entry intent already in Redis (a predecessor's) when the slot is about to wake: the
     slot is never evaluated in that window."""
-    from kernel import tick as tick_mod
     from kernel.snapshot import slot_refs
 
     asked: list[str] = []
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
+    rig.resolver = lambda name: enter_at_once(asked)
     await rig.clock.sleep_until_ms((rig.clock.now_ms() // 15_000 + 1) * 15_000 + 1000)
     ref = slot_refs([("btc-15s", "btc", "15s")], rig.clock.now_ms())[0]
     await rig.store.r.hset(rig.store.k.intents(), ref.entry_intent_id, '{"written":"by a predecessor"}')
     outs = await rig.run_ticks(13)
     assert sum(o.record.orders for o in outs) == 3
     assert "btc-15s" not in asked and len(asked) == 3, asked
-    assert rig.runner._entered["btc-15s"] == ref.window_start_s
+    assert rig.runner.entries.entered["btc-15s"] == ref.window_start_s
 
 
 @pytest.mark.parametrize("landed", [False, True])
@@ -667,10 +680,9 @@ async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypa
     intents there and nothing enters again (the orders were never posted); if not, the slots
     enter then."""
     from kernel import executor
-    from kernel import tick as tick_mod
 
     asked: list[str] = []
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
+    rig.resolver = lambda name: enter_at_once(asked)
     lookups = watch_entry_lookups(rig.runner, monkeypatch)
     real = executor.submit_signed
     calls = {"n": 0}
@@ -694,14 +706,14 @@ async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypa
         asked_by_tick.append(len(asked))
     failed = outs.index(None)
     assert lookups[failed] == 0  # known from between the ticks
-    assert rig.runner._absent == {}
+    assert rig.runner.entries.absent == {}
     assert lookups[failed + 1] == 4  # asked again: the failed commit might have landed
     assert outs[failed + 1].record.orders == (0 if landed else 4)
     # Either way the slots are known to have entered now: never asked again in the window.
     window = outs[failed + 1].record.started_ms // 15_000
     same = [i for i, o in enumerate(outs) if i > failed + 1 and o.record.started_ms // 15_000 == window]
     assert same and all(asked_by_tick[i] == asked_by_tick[failed + 1] for i in same)
-    assert all(rig.runner._entered[f"{a}-15s"] == window * 15 for a in ASSETS.split(","))
+    assert all(rig.runner.entries.entered[f"{a}-15s"] == window * 15 for a in ASSETS.split(","))
     assert len(venue_orders(rig)) == sum(o.record.orders for o in outs if o is not None)
 
 
@@ -709,18 +721,17 @@ async def test_what_was_looked_up_under_an_older_lease_is_asked_again(rig, monke
     """The between-ticks look-up holds only for the epoch it was made under: another holder
     may have entered meanwhile. After the lease went elsewhere and came back, the tick asks
     Redis again, finds that holder's entry and does not enter that slot a second time."""
-    from kernel import tick as tick_mod
     from kernel.snapshot import slot_refs
     from kernel.tick import Identity
 
     asked: list[str] = []
-    monkeypatch.setattr(tick_mod, "resolve_strategy", lambda name: enter_at_once(asked))
+    rig.resolver = lambda name: enter_at_once(asked)
     lookups = watch_entry_lookups(rig.runner, monkeypatch)
     window_ms = (rig.clock.now_ms() // 15_000 + 1) * 15_000
     await rig.clock.sleep_until_ms(window_ms + 1000)
     await rig.run_ticks(8)  # through second 9: the look-up for the waking tick is made
     runner = rig.runner
-    assert {runner._absent[f"{a}-15s"] for a in ASSETS.split(",")} == {
+    assert {runner.entries.absent[f"{a}-15s"] for a in ASSETS.split(",")} == {
         (window_ms // 1000, runner.ident.epoch)
     }
 
@@ -741,7 +752,7 @@ async def test_what_was_looked_up_under_an_older_lease_is_asked_again(rig, monke
     outs = await rig.run_ticks(1)
     assert lookups[-1] == 4  # asked again, all four
     assert (outs[0].record.orders, outs[0].record.evaluated) == (3, 3)  # btc not evaluated
-    assert runner._entered["btc-15s"] == ref.window_start_s
+    assert runner.entries.entered["btc-15s"] == ref.window_start_s
 
 
 async def test_markets_kept_in_memory_are_pruned_in_amortised_time(rig):
@@ -754,22 +765,22 @@ async def test_markets_kept_in_memory_are_pruned_in_amortised_time(rig):
     runner = rig.runner
     now_s = rig.clock.now_ms() // 1000
     floor = 4 * len(runner.configured) + 64
-    copies, seen = 0, runner._known_markets
+    copies, seen = 0, runner.markets.known
 
     def remember(i: int, end_s: int) -> None:
         nonlocal copies, seen
         ref = SlotRef(f"s{i}", f"a{i}", "15s", end_s - 15, end_s)
-        runner._remember_market(ref, Market(slug=ref.slug, condition_id="0x1", up_token="1", down_token="2"))
-        if runner._known_markets is not seen:
-            copies, seen = copies + 1, runner._known_markets
+        runner.markets.remember(ref, Market(slug=ref.slug, condition_id="0x1", up_token="1", down_token="2"))
+        if runner.markets.known is not seen:
+            copies, seen = copies + 1, runner.markets.known
 
     for i in range(20 * floor):  # all within the last hour: none may go
         remember(i, now_s - 60)
-    assert len(runner._known_markets) == 20 * floor
+    assert len(runner.markets.known) == 20 * floor
     assert copies <= 6  # doubling: about log2(20) looks, not one per market
     # An hour later they all go at the next look, and the map is small again.
     await rig.clock.sleep_until_ms((now_s + 3700) * 1000)
     for i in range(20 * floor, 60 * floor):
         remember(i, now_s + 3690)
-    assert all(v[1] == now_s + 3690 for v in runner._known_markets.values())
-    assert len(runner._known_markets) == 40 * floor
+    assert all(v[1] == now_s + 3690 for v in runner.markets.known.values())
+    assert len(runner.markets.known) == 40 * floor
