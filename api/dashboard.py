@@ -34,6 +34,7 @@ from api.spec import route
 from baton import commands as c
 from baton.errors import OpError, Unauthorized
 from baton.ops import control_view
+from kernel.clock import wall_ms
 from state.control import parse_control
 from state.keys import Keys
 from state.structs import POSITION, micros_to_usd
@@ -209,7 +210,7 @@ async def snapshot(ctx: ApiContext) -> DashboardData:
     (lease, control, blue, green, stats, totals, ticks), slots = await asyncio.gather(
         pipe.execute(), ctx.call(ctx.ops.slots)
     )
-    now_ms = int(time.time() * 1000)
+    now_ms = wall_ms()
     return DashboardData(
         server_ms=now_ms,
         mode=ctx.s.mode + (" (dry run)" if ctx.s.dry_run else ""),

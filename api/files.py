@@ -40,6 +40,7 @@ from api.context import ApiContext, stop_if_cancelled
 from baton import commands as c
 from baton.errors import BadRequest, Forbidden, OpError, Unavailable
 from baton.ops import Ops
+from kernel.clock import wall_ms
 from state.keys import Keys
 
 log = logging.getLogger("baton.api.files")
@@ -331,7 +332,7 @@ async def write_status(ctx: ApiContext, outage: _Outage | None = None) -> bool:
     outage = outage or _Outage("status.json")
     try:
         st = await ctx.call(ctx.ops.status)
-        st = {"generated_ms": int(time.time() * 1000), **st}
+        st = {"generated_ms": wall_ms(), **st}
         await ctx.call(write_status_atomic, ctx.s.status_file, st)
     except OpError as e:
         outage.fail(e.message)

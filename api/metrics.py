@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
@@ -38,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from api.context import ApiContext, ctx_of, stop_if_cancelled
 from api.spec import route
 from baton.settings import CANDLE_INTERVAL, Settings
+from kernel.clock import wall_ms
 from state.control import parse_control
 from state.keys import Keys
 from state.structs import FEED_STATUS, IntentStatus, feed_stale
@@ -83,7 +83,7 @@ class Metrics:
         r: redis.Redis,
         *,
         programs: Callable[[], Mapping[str, str]] | None = None,
-        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.registry = CollectorRegistry()
         self.tick_duration = Histogram(

@@ -27,6 +27,7 @@ from baton import commands as c
 from baton import status as status_mod
 from baton.errors import BadRequest, Conflict, NotFound, OpError, ReloadError, Unavailable
 from baton.settings import Settings
+from kernel.clock import wall_ms
 from kernel.windows import window_bounds
 from state.control import parse_control
 from state.keys import Keys
@@ -38,10 +39,6 @@ WORKER_PROGRAMS = ("worker-blue", "worker-green")
 _RUNNING = ("RUNNING", "STARTING", "BACKOFF")
 
 Supervisor = Callable[..., Any]
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def control_view(flags: ControlFlags) -> c.ControlView:

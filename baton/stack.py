@@ -22,6 +22,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from baton import procs
 from baton.errors import CredentialsError, StackError
 from baton.settings import REPO_ROOT, Settings, credentials
+from kernel.clock import wall_ms
 from state import connection
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
@@ -180,7 +181,7 @@ def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
     try:
         from state.keys import Keys
 
-        _redis(s).hset(Keys(s.prefix).stats(), "stack_stopped_ms", int(time.time() * 1000))
+        _redis(s).hset(Keys(s.prefix).stats(), "stack_stopped_ms", wall_ms())
     except redis.RedisError as e:
         log(f"warning: could not mark the stop in Redis ({e}); the downtime will count as missed")
     supervisor_call(s.supervisor_socket, "shutdown")

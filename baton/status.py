@@ -4,13 +4,13 @@ process list, from supervisord. Works whether or not any worker is running."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import msgspec
 import redis
 
 from baton.settings import CANDLE_INTERVAL, Settings
+from kernel.clock import wall_ms
 from state.keys import Keys
 from state.structs import FEED_STATUS, INTENT, POSITION, SLOT, feed_stale, micros_to_usd
 
@@ -43,7 +43,7 @@ def _settlement(s: Settings, r: redis.Redis) -> dict[str, Any]:
 
 def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     k = Keys(s.prefix)
-    now_ms = int(time.time() * 1000)
+    now_ms = wall_ms()
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(k.lease())
     pipe.hgetall(k.stats())

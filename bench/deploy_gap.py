@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from baton.errors import OpFailed
 from bench.machine import machine_info
+from kernel.clock import wall_ms
 from state.keys import Keys
 from tests.e2e.stack import BATON, Stack, wait_for
 
@@ -121,7 +122,7 @@ def wait_ticks_by(st: Stack, epoch: int, tick: int, timeout_s: float) -> None:
 def wait_phase(rng: random.Random, tick_ms: int) -> int:
     """Sleep until a random point within a tick; returns that point's offset from its boundary."""
     phase = rng.randrange(tick_ms)
-    now = int(time.time() * 1000)
+    now = wall_ms()
     at = now - now % tick_ms + phase
     if at <= now:
         at += tick_ms

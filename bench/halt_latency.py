@@ -51,8 +51,10 @@ from baton import apitoken
 from baton import settings as settings_mod
 from bench.machine import machine_info
 from bench.numbers import rank
+from deploy.ports import free_port
+from kernel.clock import wall_ms_precise
 from state.keys import Keys
-from tests.e2e.stack import Stack, free_port, wait_for
+from tests.e2e.stack import Stack, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = Keys("baton:")
@@ -61,10 +63,6 @@ ASSETS = "btc,eth,sol,xrp,doge,bnb,hype,link"
 WINDOW = "15s"
 WINDOW_MS = 15_000
 POLL_S = 0.02
-
-
-def wall_ms() -> float:
-    return time.time() * 1000
 
 
 @dataclass
@@ -154,14 +152,14 @@ class OrderWatch(threading.Thread):
     def run(self) -> None:
         prev_start: float | None = None  # orders listed by the first poll predate the watch
         while not self.stop_flag.is_set():
-            start = wall_ms()
+            start = wall_ms_precise()
             try:
                 rows = self.orders()
             except httpx.HTTPError:
                 self.errors += 1  # a missed poll only widens the next orders' intervals
                 time.sleep(POLL_S)
                 continue
-            end = wall_ms()
+            end = wall_ms_precise()
             for o in rows:
                 if o["id"] not in self.hi:
                     self.lo[o["id"]] = prev_start
@@ -203,7 +201,7 @@ def timing(st: Stack, tick_ms: int) -> Timing:
 
 def plan(kind: str, rng: random.Random, tick_ms: int, t: Timing) -> tuple[float, float]:
     """The wall time (ms) to send the next halt at, and its offset after the tick boundary."""
-    now = wall_ms() + 20  # what the request needs to leave on time
+    now = wall_ms_precise() + 20  # what the request needs to leave on time
     # Inside a tick: from its start (boundary + jitter) over its length, less ~1 ms for the
     # request to reach the API and set the flag.
     if kind == "random":
@@ -221,7 +219,7 @@ def plan(kind: str, rng: random.Random, tick_ms: int, t: Timing) -> tuple[float,
 
 
 def sleep_until(at_ms: float) -> None:
-    while (left := at_ms - wall_ms()) > 0:
+    while (left := at_ms - wall_ms_precise()) > 0:
         time.sleep(min(left, 50) / 1000)
 
 
@@ -231,11 +229,11 @@ def sleep_until(at_ms: float) -> None:
 def halt_once(api: Api, index: int, kind: str, rng: random.Random, tick_ms: int, st: Stack) -> Sample:
     at, offset = plan(kind, rng, tick_ms, timing(st, tick_ms))
     sleep_until(at)
-    sent = wall_ms()
+    sent = wall_ms_precise()
     rtt, res = api.post("/halt", {"reason": f"bench halt {index} ({kind})"})
     # Held 0.5-2 s past the answer (which came after the 1.1 s flush): two or three boundaries.
     time.sleep(rng.uniform(0.5, 2.0))
-    resume_sent = wall_ms()
+    resume_sent = wall_ms_precise()
     api.post("/resume")
     return Sample(
         index=index,
@@ -408,7 +406,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         watch.start()
         redis_info = st.redis.info("server")
         fsync = st.redis.config_get("appendfsync").get("appendfsync", "")
-        since = wall_ms()
+        since = wall_ms_precise()
         for i in range(args.halts):
             kind = KINDS[i % len(KINDS)]
             try:

@@ -46,6 +46,7 @@ from bench import deploy_gap
 from bench.deploy_gap import KEYS, SETTLE_TICKS, last_entry, p99, wait_phase, wait_ticks_by
 from bench.machine import machine_info, publish
 from bench.tick_scale import LoadSampler
+from kernel.clock import wall_ms_precise
 from tests.e2e.stack import Stack, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,10 +67,6 @@ class Sample:
     missed: int  # absent tick indices around the operation
     missed_before: int  # what the journal entries after it report
     op_s: float  # the request's own wall time (edit: the write; api: the HTTP round trip; deploy)
-
-
-def wall_ms() -> float:
-    return time.time_ns() / 1e6
 
 
 def journal_fields(st: Stack, count: int = 200) -> list[dict[str, str]]:
@@ -140,11 +137,11 @@ def reload_once(
         text = path.read_text()
         tmp = path.with_name(f".{path.name}.bench")
         tmp.write_text(text + f"# bench.hot_reload edit {index} at {time.time_ns()}\n")
-        t0 = wall_ms()
+        t0 = wall_ms_precise()
         os.replace(tmp, path)
-        op_s = (wall_ms() - t0) / 1000
+        op_s = (wall_ms_precise() - t0) / 1000
     else:
-        t0 = wall_ms()
+        t0 = wall_ms_precise()
         rtt, _ = api.reload()
         op_s = rtt / 1000
     verdict = reload_verdict_after(st, prev_at, timeout_s)

@@ -31,7 +31,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from bench.tick_scale import (
     kind_of,
     synthetic_assets,
 )
+from kernel.clock import VirtualClock, wall_ms
 from state import connection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,7 +163,6 @@ async def commands_per_tick(
 ) -> dict[str, Any]:
 
     from kernel import boundaries
-    from kernel.clock import VirtualClock
 
     assets = synthetic_assets(n_slots // len(timeframes))
     r = connection.client(load({"BATON_REDIS_URL": url}))
@@ -171,7 +170,7 @@ async def commands_per_tick(
     empty = int(r.info("memory")["used_memory"])
     home = tempfile.mkdtemp(prefix="baton-bench-home-")
     settings = bench_settings(url, assets, timeframes, tick_ms, home)
-    now = time.time_ns() // 1_000_000
+    now = wall_ms()
     clock = VirtualClock(now - now % tick_ms)
     venue = InstantVenue()
     feed = InlineFeed(url, assets, clock, settings.candle_retention_s)

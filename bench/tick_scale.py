@@ -56,7 +56,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,6 +70,8 @@ from typing import Any
 from baton.settings import load
 from bench.machine import machine_info, publish
 from bench.numbers import rank
+from deploy.ports import free_port
+from kernel.clock import SystemClock, wall_ms
 
 # Imported here, not on first use: the venue module pulls in py-clob-client-v2 (half a second),
 # which must not land inside the first measured entry tick.
@@ -83,7 +84,7 @@ REPO = Path(__file__).resolve().parent.parent
 PREFIX = "baton:"
 TIMEFRAMES = ("15s", "30s", "1m", "2m")
 SIZES = (16, 256, 1024, 4096)
-TARGET_SLOTS, TARGET_P99_MS = 1024, 50.0  # issue #6
+TARGET_SLOTS, TARGET_P99_MS = 1024, 50.0  # the target docs/performance.md checks
 WARMUP_TICKS = 3
 ASK = 0.05  # both sides: snipe enters every slot at its first tick in the entry zone
 NO_EDGE_ASK = 0.97  # above snipe's max_price (0.95): no entry (--entry-rate below 1)
@@ -91,12 +92,6 @@ HISTORY_S = 70
 
 
 # --- a Redis of its own --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _text(reply: dict[Any, Any], name: str) -> str:
@@ -376,10 +371,9 @@ async def _feeder(
     from state.keys import Keys
 
     r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
-    wall = lambda: time.time_ns() // 1_000_000  # noqa: E731
-    store = CandleStore(r, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=wall)
+    store = CandleStore(r, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=wall_ms)
     prices = Prices(assets)
-    now_s = wall() // 1000
+    now_s = wall_ms() // 1000
     for first in range(now_s - HISTORY_S, now_s, 10):
         batch = Batch()
         for sec in range(first, min(first + 10, now_s)):
@@ -390,7 +384,7 @@ async def _feeder(
     sec = now_s
     while not stop.is_set():
         due_ms = (sec + 1) * 1000 + phase_ms
-        left = due_ms - wall()
+        left = due_ms - wall_ms()
         if left > 0:
             await asyncio.sleep(min(left, 200) / 1000)
             continue
@@ -687,8 +681,6 @@ async def measure_size(
     entry_rate: float = 1.0,
 ) -> dict[str, Any]:
     """One size: a fresh Redis database, its feeder, the rig, and `seconds` measured ticks."""
-
-    from kernel.clock import SystemClock
 
     if n_slots % len(timeframes):
         raise ValueError(f"{n_slots} slots is not a multiple of {len(timeframes)} timeframes")

@@ -39,7 +39,8 @@ from typing import Any
 
 from bench.machine import machine_info, publish
 from bench.numbers import rank
-from tests.e2e.stack import free_port
+from deploy.ports import free_port
+from kernel.clock import wall_ms
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = {
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in BACKENDS}
     try:
         venue = ClobVenue(url, url, SIM_PRIVATE_KEY, 137)
-        start_s, _ = window_bounds(int(time.time() * 1000), "15m")
+        start_s, _ = window_bounds(wall_ms(), "15m")
         market = venue.discover(slug("btc", "15m", start_s))
         if market is None:
             raise RuntimeError("the sim lists no btc 15m market for the current window")

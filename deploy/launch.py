@@ -18,6 +18,8 @@ import json
 import os
 import sys
 
+# state.keys.COLORS, spelled again because this script imports no project package (a test
+# pins the two equal).
 COLORS = ("blue", "green")
 EXIT_USAGE = 2
 EXIT_NO_RELEASE = 4

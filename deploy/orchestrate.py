@@ -30,10 +30,10 @@ from baton.settings import Settings
 from baton.stack import supervisor_call, supervisor_running
 from deploy import releases
 from kernel import boundaries
+from kernel.clock import wall_ms
 from state import connection
-from state.keys import Keys
+from state.keys import COLORS, Keys
 
-COLORS = ("blue", "green")
 POLL_S = 0.05
 DEPLOYS_MAXLEN = 1000
 # Process states in which a starting worker has given up (or is about to be retried).
@@ -91,7 +91,7 @@ class Deployer:
 
     # --- state ------------------------------------------------------------------------
     def now_ms(self) -> int:
-        return int(time.time() * 1000)
+        return wall_ms()
 
     def active(self) -> dict[str, str]:
         """The lease as Redis holds it, when it is held and not expired; else {}."""

@@ -34,10 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from baton.errors import ReleaseError
+from state.keys import COLORS
 
 PACKAGES = ("baton", "deploy", "feed", "kernel", "sim", "state", "worker")
 EXTRA_FILES = ("pyproject.toml",)  # copied when present; informational (the venv has the deps)
-COLORS = ("blue", "green")
 MANIFEST = "RELEASE.json"
 COLORS_DIR = "colors"
 STAGING_PREFIX = ".staging-"

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from baton.errors import BackfillError, BadFrame, RateLimited
 from baton.settings import CANDLE_INTERVAL, Settings
 from feed.store import Batch, CandleStore
+from kernel.clock import wall_ms
 from state.keys import Keys
 from state.ratelimit import AsyncLimiter
 from venues.binance import (
@@ -64,10 +65,6 @@ CLOSE_TIMEOUT_S = 2.0
 PING_INTERVAL_S = 20.0
 
 T = TypeVar("T")
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # How long a cancelled task may go on before it is cancelled again (see `_cancel_and_wait`):

@@ -1,11 +1,23 @@
-"""The injectable clock: the tick loop asks it for the time and waits on it, so that tests
-run the same loop on a virtual clock that jumps instead of sleeping."""
+"""The one place that reads the wall clock: `wall_ms()` for everyone, and the injectable clock
+the tick loop asks for the time and waits on, so that tests run the same loop on a virtual
+clock that jumps instead of sleeping."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from typing import Protocol
+
+
+def wall_ms() -> int:
+    """Wall-clock time, in whole milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def wall_ms_precise() -> float:
+    """Wall-clock time in milliseconds with the sub-millisecond part kept, for measuring
+    latencies of a millisecond or less."""
+    return time.time_ns() / 1_000_000
 
 
 class Clock(Protocol):
@@ -16,13 +28,13 @@ class Clock(Protocol):
 
 class SystemClock:
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return wall_ms()
 
     async def sleep_until_ms(self, t_ms: int) -> None:
         # Sleep short of the target and then spin on tiny sleeps: asyncio's timer alone
         # lands a millisecond or two late, and tick start jitter is something we measure.
         while True:
-            left_s = (t_ms - time.time_ns() / 1_000_000) / 1000
+            left_s = (t_ms - wall_ms_precise()) / 1000
             if left_s <= 0:
                 return
             await asyncio.sleep(left_s - 0.002 if left_s > 0.004 else 0.0005)

@@ -27,6 +27,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from kernel.clock import wall_ms
 from state.store import Store
 from state.structs import ControlFlags
 
@@ -161,7 +162,7 @@ class HaltResponder:
                 # Only the lease holder's acknowledgement counts (baton/ops.py checks it).
                 "halted": drained,
                 "seq": halt_seq,
-                "at_ms": int(time.time() * 1000),
+                "at_ms": wall_ms(),
                 "drain_ms": round((time.monotonic() - t0) * 1000, 2),
                 # Posts still unanswered after the drain timeout (0 unless the venue hangs).
                 "inflight": self.gate.inflight,

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import msgspec
 
 from baton.errors import StrategyCheckError
+from kernel.clock import wall_ms
 from kernel.strategy_api import Decision, SlotInput, remaining_s
 
 HASH_PREFIX = 12
@@ -58,10 +59,6 @@ class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
     hashes: dict[str, str]  # short name -> sha256 prefix of the file content now running
     at_ms: int
     forced: bool = False
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _sha256(data: bytes) -> str:
@@ -161,7 +158,7 @@ def sample_inputs(now_ms: int | None = None) -> list[SlotInput]:
     `now_ms`), early in the window, in its last seconds and in its last half second; rising,
     falling and flat price paths of 60 closes; asks present and absent. A typical late-window
     strategy both trades (up on the rise, down on the fall) and passes on them."""
-    now = _wall_ms() if now_ms is None else now_ms
+    now = wall_ms() if now_ms is None else now_ms
 
     def one(
         asset: str,
@@ -224,7 +221,7 @@ class StrategyReloader:
         self,
         package: str = "worker.strategies",
         samples: Callable[[], list[SlotInput]] | None = None,
-        clock_ms: Callable[[], int] = _wall_ms,
+        clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.package = package
         self.clock_ms = clock_ms

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from baton.errors import PositionChanged, Unresolved
+from kernel.clock import wall_ms
 from state.keys import Keys
 from state.scripts import source
 from state.store import settle_call
@@ -205,7 +205,7 @@ def configure(venue: Any, clock_ms: Callable[[], int] | None = None) -> None:
     """Set the venue (and clock) jobs use in this process: the settle program at start-up,
     tests with their own sim. Without it, the first job builds one from the settings."""
     global _context
-    _context = _Context(venue, clock_ms or (lambda: time.time_ns() // 1_000_000))
+    _context = _Context(venue, clock_ms or wall_ms)
 
 
 def _ctx() -> _Context:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import re
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from baton.errors import BinanceBadRequest
+from kernel.clock import wall_ms
 from sim import faults as sim_faults
 from sim.klines import Klines
 from sim.model import BASE_PRICES, PriceModel
@@ -39,10 +39,6 @@ HEARTBEAT_S = 20.0
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
 _STREAM_RE = re.compile(r"^([a-z0-9]+)@kline_([0-9]+[smhdwM])$")
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)

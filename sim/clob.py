@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +24,7 @@ from py_clob_client_v2.clob_types import OrderBookSummary, OrderSummary
 from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.utilities import generate_orderbook_summary_hash
 
+from kernel.clock import wall_ms
 from sim import faults as faults_mod
 from sim import gamma
 from sim.accounts import DEFAULT_BALANCE_USD, MAX_ALLOWANCE, Accounts
@@ -41,10 +41,6 @@ L2_HEADERS = (*L1_HEADERS, "POLY_API_KEY", "POLY_PASSPHRASE")
 PAGE_LIMIT = 500
 INITIAL_CURSOR = "MA=="  # base64("0"), as on the real CLOB
 END_CURSOR = "LTE="  # base64("-1"): no more pages
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ClobSim:

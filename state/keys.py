@@ -7,6 +7,10 @@ from settings so that two stacks can share one Redis server.
 
 from __future__ import annotations
 
+# The two worker colours of blue/green: a worker's keys, the lease's holder and the release
+# pointers are all per colour.
+COLORS = ("blue", "green")
+
 
 class Keys:
     def __init__(self, prefix: str = "baton:") -> None:

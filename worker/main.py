@@ -42,7 +42,7 @@ from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
 from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state import connection
-from state.keys import Keys
+from state.keys import COLORS, Keys
 from state.store import Store
 from state.structs import ControlFlags, Slot, usd_to_micros
 
@@ -478,7 +478,7 @@ class Worker:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m worker", description="Baton trading worker")
-    ap.add_argument("--color", choices=["blue", "green"], required=True)
+    ap.add_argument("--color", choices=COLORS, required=True)
     return ap.parse_args(argv)
 
 

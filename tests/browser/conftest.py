@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from api.context import ApiContext
 from baton.apitoken import ApiToken
 from baton.ops import Ops
 from baton.settings import Settings, load
+from deploy.ports import free_port
 from state import connection
 from tests.browser import seed
 from tests.browser.cdp import Chromium, find_chromium
@@ -38,12 +38,6 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("BATON_REQUIRE_BROWSER"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

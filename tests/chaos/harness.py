@@ -35,18 +35,16 @@ import redis
 
 from baton import apitoken
 from baton import settings as settings_mod
+from deploy.ports import free_port
 from deploy.releases import PACKAGES
+from kernel.clock import wall_ms
 from tests.chaos import checker
 from tests.chaos import faults as F
-from tests.e2e.stack import Stack, free_port, wait_for
+from tests.e2e.stack import Stack, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = REPO / "bench" / "results" / "chaos.json"
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def parse_timeframe_ms(tf: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from typing import Any
 
 from baton.settings import load
 from baton.stack import supervisor_call, wait_until
+from deploy.ports import free_port
 from state import connection
 
 BATON = str(Path(sys.executable).with_name("baton"))
@@ -26,12 +26,6 @@ TRADING = {
     "BATON_ASSETS": "btc,eth,sol,xrp",
     "BATON_SNIPE_EDGE": "0.0",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:

@@ -31,6 +31,7 @@ from baton.apitoken import ApiToken, token_id
 from baton.errors import TooManyRequests
 from baton.ops import Ops
 from baton.settings import REPO_ROOT, load
+from deploy.ports import free_port
 from state.keys import Keys
 from state.structs import SLOT, Slot
 
@@ -557,17 +558,11 @@ async def test_the_token_is_in_no_answer_and_no_log_line(api: Api, caplog):
 
 
 # --- the program ----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _program_env(home: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
     # No Redis listens there: the program must start (and answer /health) regardless.
     env.update(
-        BATON_HOME=str(home), BATON_API_PORT=str(port), BATON_REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0"
+        BATON_HOME=str(home), BATON_API_PORT=str(port), BATON_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
     )
     return env
 
@@ -587,7 +582,7 @@ def _wait_for_line(proc: subprocess.Popen[str], needle: str, out: list[str], tim
 def test_python_m_api_creates_its_token_serves_and_stops_on_sigterm(tmp_path: Path):
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "api"],
         cwd=REPO_ROOT,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from typing import Any
 
 import fakeredis
@@ -14,6 +13,7 @@ import pytest
 
 from baton import cli
 from baton import commands as c
+from deploy.ports import free_port
 from state.keys import Keys
 from state.structs import SLOT, Slot
 
@@ -261,9 +261,7 @@ def test_reload_without_a_lease_is_refused_and_audited(r, sup, capsys):
 
 
 def test_an_unreachable_redis_is_one_clear_line_not_a_traceback(env, sup, capsys, monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     monkeypatch.setenv("BATON_REDIS_URL", f"redis://127.0.0.1:{port}/0")  # the real client, no seam
     for argv in (["halt"], ["slots", "disable", "btc-15m"], ["status"]):
         code, out, err = run(capsys, *argv)

@@ -7,13 +7,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from baton.errors import BadFrame
+from deploy.ports import free_port
 from feed.client import Backoff
 from state.structs import Candle
 from venues.binance import (
@@ -106,12 +106,6 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
     assert b.next_s() == 0.2
     low = Backoff(0.2, 5.0, rng=lambda: 0.0)
     assert low.next_s() == 0.1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.timeout(90)

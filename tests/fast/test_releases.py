@@ -14,7 +14,9 @@ import pytest
 
 from baton.errors import ReleaseError
 from deploy import releases
+from deploy.launch import COLORS as LAUNCH_COLORS
 from deploy.releases import PACKAGES, Release
+from state.keys import COLORS
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "deploy" / "launch.py"
@@ -392,3 +394,7 @@ def test_launcher_needs_baton_home_and_a_colour(home: Path) -> None:
     assert code == 4 and "BATON_HOME is not set" in err
     code, _out, err = run(launch(home, "red"))
     assert code == 2 and "usage" in err
+
+
+def test_the_launcher_knows_the_same_colours_as_the_keys():
+    assert LAUNCH_COLORS == COLORS

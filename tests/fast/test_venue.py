@@ -7,7 +7,6 @@ port, with a settable clock so that windows open and resolve when a test says so
 from __future__ import annotations
 
 import logging
-import socket
 
 import httpx
 import msgspec
@@ -18,6 +17,7 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import SignedOrderV2
 
 from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY
+from deploy.ports import free_port
 from kernel.venue import Book, ClobVenue, OrderResult, SignedBuy
 from sim.book import book
 from sim.clob import ClobSim, create_app
@@ -185,9 +185,7 @@ def test_an_unknown_market_is_a_non_retryable_venue_error(env):
 
 
 def _dead_url() -> str:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
 
 
 def test_transport_failures_are_retryable_venue_errors(env):
