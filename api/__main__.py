@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from api import apitoken
 from api.app import AccessLogger, make_app
 from api.context import ApiContext
-from baton import apitoken
 from baton import settings as settings_mod
 from baton.errors import SettingsError, TokenError
-from baton.ops import Ops
+from control.ops import Ops
 from state import connection
 
 log = logging.getLogger("baton.api")

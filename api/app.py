@@ -21,8 +21,8 @@ from aiohttp.abc import AbstractAccessLogger
 from api.auth import MutationLimiter, authenticate, rate_limited, session_cookie
 from api.context import CTX_KEY, ApiContext, ctx_of
 from api.spec import ROUTES, Route
-from baton.commands import Actor, ErrorBody, decode_body
 from baton.errors import OpError
+from control.commands import Actor, ErrorBody, decode_body
 
 log = logging.getLogger("baton.api")
 

@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from api.apitoken import ApiToken
 from api.spec import Route
-from baton.apitoken import ApiToken
-from baton.commands import Actor
 from baton.errors import Forbidden, TooManyRequests, Unauthorized
+from control.commands import Actor
 
 SESSION_COOKIE = "baton_session"
 # The halt is the safety valve: see `rate_limited`.

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from baton.apitoken import ApiToken
-from baton.ops import Ops
+from api.apitoken import ApiToken
 from baton.settings import Settings
+from control.ops import Ops
 
 T = TypeVar("T")
 

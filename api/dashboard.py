@@ -31,9 +31,9 @@ from api.app import ROUTE_KEY, json_response
 from api.auth import SESSION_COOKIE, authenticate, set_session_cookie
 from api.context import ApiContext, ctx_of
 from api.spec import route
-from baton import commands as c
 from baton.errors import OpError, Unauthorized
-from baton.ops import control_view
+from control import commands as c
+from control.views import control_view
 from kernel.clock import wall_ms
 from state.control import parse_control
 from state.keys import Keys

@@ -8,7 +8,7 @@ status.json; both still work, with Redis as the ground truth behind them:
   STATUS_REFRESH_S while no tick comes, so that a halted or stopped system still shows a fresh
   `generated_ms`. While Redis is unreachable the last snapshot stays and `generated_ms` stops
   advancing: a reader tells a stale file from a live one by it.
-- control.json holds one command, the API's body tagged by `action` (baton/commands.py). It
+- control.json holds one command, the API's body tagged by `action` (control/commands.py). It
   is applied with the file owner as the actor, then moved aside to
   `control.d/<UTC time>-<action>.json` with a `result` object appended. A half-written file
   (an editor still saving) is retried for SETTLE_S before it is judged bad; a bad one is
@@ -37,9 +37,9 @@ import msgspec
 import redis
 
 from api.context import ApiContext, stop_if_cancelled
-from baton import commands as c
 from baton.errors import BadRequest, Forbidden, OpError, Unavailable
-from baton.ops import Ops
+from control import commands as c
+from control.ops import Ops
 from kernel.clock import wall_ms
 from state.keys import Keys
 

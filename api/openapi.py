@@ -18,7 +18,7 @@ from api.app import json_response, served_routes
 from api.auth import SESSION_COOKIE, rate_limited
 from api.context import ctx_of
 from api.spec import Route, route
-from baton.commands import ErrorBody
+from control.commands import ErrorBody
 
 REF = "#/components/schemas/{name}"
 JSON = "application/json"

@@ -1,4 +1,4 @@
-"""The control API's JSON endpoints: thin doors onto baton/ops.py.
+"""The control API's JSON endpoints: thin doors onto the control operations (control/).
 
 Each handler decodes its body (msgspec, api/app.read_body), runs the operation in a thread
 (Ops is synchronous redis-py) and encodes the result. The operations audit themselves and
@@ -18,8 +18,8 @@ from aiohttp import web
 from api.app import actor, json_response, read_body
 from api.context import ctx_of
 from api.spec import route
-from baton import commands as c
 from baton.errors import BadRequest
+from control import commands as c
 
 # Every operation can find Redis (or supervisord) unreachable: 503.
 _DOWN = 503

@@ -1,7 +1,7 @@
 """The `baton` command: run, stop and inspect the stack, and control trading.
 
 The control commands (halt, pause, resume, reload, start, stop-workers, slots) are the
-operations of the HTTP API, carried out by the same code (baton/ops.py) directly over Redis
+operations of the HTTP API, carried out by the same code (control/) directly over Redis
 and supervisord's socket: they work when the api program is down, which is when an operator
 needs them most. Each is audited with source=cli and the unix user.
 
@@ -25,8 +25,7 @@ from typing import Any, TextIO
 import msgspec
 import redis
 
-from baton import apitoken, stack, status
-from baton import commands as c
+from api import apitoken
 from baton import settings as settings_mod
 from baton.errors import (
     BadRequest,
@@ -39,8 +38,12 @@ from baton.errors import (
     StackError,
     TokenError,
 )
-from baton.ops import Ops, Supervisor
 from baton.settings import Settings
+from control import commands as c
+from control import views
+from control.ops import Ops, Supervisor
+from deploy import orchestrate, supervisord
+from deploy import reload as hot
 from state import connection
 
 # --- seams: the fast tests replace these two with fakeredis and a fake supervisor ----------------
@@ -189,26 +192,24 @@ def emit(args: argparse.Namespace, result: msgspec.Struct, human: Callable[[], s
 
 
 def cmd_run(s: Settings, args: argparse.Namespace) -> int:
-    stack.start(s, wait_s=args.wait_s)
-    print(status.render(make_ops(s).status()))
+    supervisord.start(s, wait_s=args.wait_s)
+    print(views.render(make_ops(s).status()))
     print(f"\nstop with: make stop    keys: redis-cli -p {s.redis_port} --scan --pattern '{s.prefix}*'")
     return 0
 
 
 def cmd_stop(s: Settings, args: argparse.Namespace) -> int:
-    stack.stop(s)
+    supervisord.stop(s)
     return 0
 
 
 def cmd_status(s: Settings, args: argparse.Namespace) -> int:
     st = make_ops(s).status()
-    print(json.dumps(st, indent=2) if args.json else status.render(st))
+    print(json.dumps(st, indent=2) if args.json else views.render(st))
     return 0
 
 
 def cmd_deploy(s: Settings, args: argparse.Namespace) -> int:
-    from deploy import orchestrate
-
     try:
         if args.cmd == "deploy":
             res = orchestrate.deploy(s, source=args.source, ref=args.ref)
@@ -229,8 +230,6 @@ def cmd_deploy(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reload(s: Settings, args: argparse.Namespace) -> int:
-    from deploy import reload as hot
-
     ops = make_ops(s)
     color = ops.r.hget(ops.k.lease(), "color")
     # Without a lease holder, the audited operation below refuses (409) and says so.

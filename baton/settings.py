@@ -86,7 +86,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Multiplies every venue request budget (venues/budgets.py); 0 turns rate limiting off.
     rate_limit_scale: float = 1.0
     # The control plane (the `api` program). The token itself is never a setting: it comes
-    # from BATON_API_TOKEN or the owner-only token file (baton/apitoken.py).
+    # from BATON_API_TOKEN or the owner-only token file (api/apitoken.py).
     api_host: str = "127.0.0.1"
     api_port: int = 7390
     api_token_file: str = ""

@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from baton import apitoken
+from api import apitoken
 from baton import settings as settings_mod
 from bench.machine import machine_info
 from bench.numbers import rank

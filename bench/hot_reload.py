@@ -107,7 +107,7 @@ class Api:
     """POST /reload with the bearer token (never printed)."""
 
     def __init__(self, st: Stack) -> None:
-        from baton import apitoken
+        from api import apitoken
         from baton import settings as settings_mod
 
         s = settings_mod.load(st.env)

@@ -27,8 +27,8 @@ import redis
 
 from baton.errors import DeployError, ReleaseError, StackError
 from baton.settings import Settings
-from baton.stack import supervisor_call, supervisor_running
 from deploy import releases
+from deploy.supervisord import supervisor_call, supervisor_running
 from kernel import boundaries
 from kernel.clock import wall_ms
 from state import connection

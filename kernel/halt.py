@@ -8,7 +8,7 @@ Three layers keep a halted system from trading; any one of them suffices:
    every post, so an intent committed just before the halt is never sent);
 3. the acknowledgement: once the gate is closed and every post already on its way has come
    back, the worker pushes {"halted": true} onto `control:ack:<seq>`; whoever asked for the halt
-   (baton/ops.py) waits for it. After the acknowledgement no order can reach the venue.
+   (control/halt.py) waits for it. After the acknowledgement no order can reach the venue.
 Then the worker cancels resting orders at the venue (`DELETE /cancel-all`) and pushes the
 outcome as a second answer. A message lost while the worker was disconnected or not yet
 running is caught by the tick's own read of the flags: the first tick that sees the halt
@@ -159,7 +159,7 @@ class HaltResponder:
             drained = await self.gate.drained(self.drain_timeout_s)
             ack = {
                 **self.identity(),
-                # Only the lease holder's acknowledgement counts (baton/ops.py checks it).
+                # Only the lease holder's acknowledgement counts (control/halt.py checks it).
                 "halted": drained,
                 "seq": halt_seq,
                 "at_ms": wall_ms(),

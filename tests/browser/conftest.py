@@ -18,11 +18,11 @@ import redis
 from aiohttp import web
 
 from api import dashboard
+from api.apitoken import ApiToken
 from api.app import make_app
 from api.context import ApiContext
-from baton.apitoken import ApiToken
-from baton.ops import Ops
 from baton.settings import Settings, load
+from control.ops import Ops
 from deploy.ports import free_port
 from state import connection
 from tests.browser import seed

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from baton import commands as c
+from control import commands as c
 from tests.browser import seed
 from tests.browser.cdp import Chromium, Page
 from tests.browser.conftest import TOKEN, Served

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import redis
 
-from baton import apitoken
+from api import apitoken
 from baton import settings as settings_mod
 from deploy.ports import free_port
 from deploy.releases import PACKAGES

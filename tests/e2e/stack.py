@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from baton.settings import load
-from baton.stack import supervisor_call, wait_until
 from deploy.ports import free_port
+from deploy.supervisord import supervisor_call, wait_until
 from state import connection
 
 BATON = str(Path(sys.executable).with_name("baton"))

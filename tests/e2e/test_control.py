@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from baton import apitoken
+from api import apitoken
 from baton import settings as settings_mod
 from deploy.ports import free_port
 from tests.e2e import invariants

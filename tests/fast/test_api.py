@@ -23,14 +23,14 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from api.apitoken import ApiToken, token_id
 from api.app import AccessLogger, make_app, served_routes
 from api.auth import BURST, SESSION_COOKIE, MutationLimiter, session_cookie
 from api.context import ApiContext
-from baton import commands as c
-from baton.apitoken import ApiToken, token_id
 from baton.errors import TooManyRequests
-from baton.ops import Ops
 from baton.settings import REPO_ROOT, load
+from control import commands as c
+from control.ops import Ops
 from deploy.ports import free_port
 from state.keys import Keys
 from state.structs import SLOT, Slot
@@ -630,8 +630,8 @@ def test_the_log_scrubber_hides_the_token_from_every_logger(caplog):
     import logging
 
     from api.__main__ import Scrub
+    from api.apitoken import ApiToken
     from api.auth import session_cookie
-    from baton.apitoken import ApiToken
 
     token = ApiToken("t" * 40, "test")
     f = Scrub((token.reveal(), session_cookie(token)))

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from baton import cli
-from baton import commands as c
+from control import commands as c
 from deploy.ports import free_port
 from state.keys import Keys
 from state.structs import SLOT, Slot

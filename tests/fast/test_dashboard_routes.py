@@ -19,13 +19,13 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from api import dashboard
+from api.apitoken import ApiToken
 from api.app import make_app
 from api.auth import SESSION_COOKIE, session_cookie
 from api.context import ApiContext, ctx_of
-from baton import commands as c
-from baton.apitoken import ApiToken
-from baton.ops import Ops
 from baton.settings import load
+from control import commands as c
+from control.ops import Ops
 from tests.browser import seed
 
 TOKEN = "dashboard-test-token-0123456789"

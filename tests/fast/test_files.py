@@ -19,7 +19,7 @@ import pytest
 from api import files
 from api.context import ApiContext
 from baton import settings
-from baton.ops import Ops
+from control.ops import Ops
 from state.keys import Keys
 from state.store import Store
 from state.structs import SLOT, Slot, TickRecord

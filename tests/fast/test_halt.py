@@ -1,4 +1,4 @@
-"""The emergency halt inside one tick (kernel/halt.py, kernel/executor.py, baton/ops.py).
+"""The emergency halt inside one tick (kernel/halt.py, kernel/executor.py, control/halt.py).
 
 The safety property: once a halt is acknowledged, no order reaches the venue, and no
 strategy code runs after the worker heard of it. Posts already on their way are waited for
@@ -16,12 +16,15 @@ import fakeredis
 import msgspec
 import pytest
 
-from baton import commands as c
 from baton.errors import Conflict
-from baton.ops import Ops
 from baton.settings import load
+from control import commands as c
+from control import halt
+from control.ops import Ops
+from deploy.supervisord import active_color
 from kernel import executor
 from kernel.halt import HaltGate, HaltResponder
+from state.keys import Keys
 from state.structs import Intent
 from tests.factories import intent as make_intent
 
@@ -325,7 +328,7 @@ async def test_a_resume_made_on_a_stale_view_cannot_lift_a_halt_it_never_saw(sto
     seen = ops.control().seq  # the operator looks: paused
     ops.halt(c.Actor(source="api", who="token:other"), c.HaltBody(reason="someone else"))
     with pytest.raises(Conflict, match="changed meanwhile"):
-        ops._set("resume", "", ACTOR, expect_seq=seen)
+        halt.set_flags(ops, "resume", "", ACTOR, expect_seq=seen)
     assert ops.control().halted
 
 
@@ -346,9 +349,6 @@ async def test_no_reload_under_a_halt(store, fake_server, settings):
 
 
 async def test_start_after_a_clean_stop_runs_the_colour_deployed_last(fake_server, settings):
-    from baton.ops import active_color
-    from state.keys import Keys
-
     sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
     k = Keys("baton:")
     assert active_color(sync, k) == "blue"

@@ -15,7 +15,7 @@ import pytest
 from baton import settings as settings_mod
 from baton.errors import CredentialsError, SettingsError
 from baton.settings import SIM_PRIVATE_KEY, credentials, load
-from baton.stack import supervisor_env
+from deploy.supervisord import supervisor_env
 from kernel.venue import ClobVenue, classify, parse_gamma_event
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel

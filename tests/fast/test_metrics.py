@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from api import metrics as m
 from api.context import CTX_KEY, ApiContext
 from baton import settings
-from baton.commands import Actor, HaltBody, PauseBody
 from baton.errors import NotFound
-from baton.ops import Ops
+from control.commands import Actor, HaltBody, PauseBody
+from control.ops import Ops
 from feed.store import Batch, CandleStore
 from state.keys import Keys
 from state.store import Store

@@ -9,7 +9,7 @@ import time
 import fakeredis
 
 from baton.settings import load
-from baton.status import collect, render
+from control.views import collect, render
 from state.keys import Keys
 from state.structs import FEED_STATUS, SLOT, FeedStatus, Slot
 

@@ -1,4 +1,5 @@
-"""Start and stop the whole stack under supervisord (`make run` / `make stop`).
+"""supervisord: the launcher that starts and stops the whole stack (`make run` / `make stop`),
+and the XML-RPC calls every other part makes to it over its unix socket.
 
 The launcher turns settings into the ENV_ variables supervisor.conf expands, includes the
 embedded Redis program unless BATON_REDIS_URL points elsewhere, starts supervisord in the
@@ -22,8 +23,10 @@ from supervisor.xmlrpc import SupervisorTransport
 from baton import procs
 from baton.errors import CredentialsError, StackError
 from baton.settings import REPO_ROOT, Settings, credentials
+from deploy import releases
 from kernel.clock import wall_ms
 from state import connection
+from state.keys import Keys
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
 REDIS_TEMPLATE = REPO_ROOT / "deploy" / "supervisor" / "redis.conf"
@@ -121,8 +124,6 @@ def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
         _start_stopped(s)
     else:
         # Every worker runs from a release: the first one is the working tree as it is now.
-        from deploy import releases
-
         rel = releases.stage(Path(s.home))
         releases.point(Path(s.home), "blue", rel.id)
         log(f"release {rel.id} staged for worker-blue" + (" (identical code, reused)" if rel.reused else ""))
@@ -140,8 +141,6 @@ def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
     r = _redis(s)
     wait_until(r.ping, 30, f"Redis at {s.redis_url_shown}")
     log(f"redis ready at {s.redis_url_shown}")
-    from state.keys import Keys
-
     k = Keys(s.prefix)
     before = int(r.hget(k.stats(), "ticks_done") or 0)
     wait_until(lambda: int(r.hget(k.stats(), "ticks_done") or 0) > before, wait_s, "the worker's first tick")
@@ -153,9 +152,6 @@ def _start_stopped(s: Settings) -> None:
     release (after a deploy) and could win a takeover. The active colour is the lease's."""
     r = _redis(s)
     try:
-        from baton.ops import active_color
-        from state.keys import Keys
-
         active = active_color(r, Keys(s.prefix))
     except redis.RedisError:
         active = "blue"
@@ -171,6 +167,19 @@ def _start_stopped(s: Settings) -> None:
             supervisor_call(s.supervisor_socket, "startProcess", name, True)
 
 
+def active_color(r: redis.Redis, k: Keys) -> str:
+    """The colour that should trade: the lease's (a crashed holder's expired lease still
+    names it), else the last successful deploy's or rollback's (a clean stop deletes the
+    lease), else blue. Starting the other colour would run an older release."""
+    color = r.hget(k.lease(), "color")
+    if color in ("blue", "green"):
+        return str(color)
+    for _id, f in r.xrevrange(k.deploys(), count=50):
+        if f.get("result") == "ok" and f.get("color") in ("blue", "green"):
+            return str(f["color"])
+    return "blue"
+
+
 def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
     pid_file = s.run_dir / "supervisord.pid"
     if not supervisor_running(s):
@@ -179,8 +188,6 @@ def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
     pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
     # The downtime that follows is on purpose: the next worker does not count it as missed.
     try:
-        from state.keys import Keys
-
         _redis(s).hset(Keys(s.prefix).stats(), "stack_stopped_ms", wall_ms())
     except redis.RedisError as e:
         log(f"warning: could not mark the stop in Redis ({e}); the downtime will count as missed")

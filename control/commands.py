@@ -2,7 +2,7 @@
 
 One schema for every door: the HTTP API decodes its request bodies into these structs, a
 command written to `var/control.json` is a `Command` (the same bodies, tagged by `action`),
-and the CLI builds them too; baton/ops.py carries them out. The OpenAPI document is
+and the CLI builds them too; the modules of control/ carry them out. The OpenAPI document is
 generated from these types, so it cannot drift from the code.
 
     {"action": "halt", "reason": "venue looks wrong"}

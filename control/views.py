@@ -1,31 +1,38 @@
-"""`baton status`: one JSON object, read straight from Redis (the ground truth) and, for the
-process list, from supervisord. Works whether or not any worker is running."""
+"""The read model: `baton status` (one JSON object, read straight from Redis, the ground
+truth), the control flags and the slots as the API and the CLI show them. Works whether or
+not any worker is running."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 import msgspec
 import redis
 
+from baton.errors import Conflict, NotFound
 from baton.settings import CANDLE_INTERVAL, Settings
+from control import commands as c
+from control.context import Context, to_int
 from kernel.clock import wall_ms
+from kernel.settlement import queue_name
+from kernel.windows import window_bounds
+from state.control import parse_control
 from state.keys import Keys
-from state.structs import FEED_STATUS, INTENT, POSITION, SLOT, feed_stale, micros_to_usd
-
-
-def _int(v: Any, default: int = 0) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return default
+from state.structs import (
+    FEED_STATUS,
+    INTENT,
+    POSITION,
+    SLOT,
+    ControlFlags,
+    feed_stale,
+    micros_to_usd,
+)
 
 
 def _settlement(s: Settings, r: redis.Redis) -> dict[str, Any]:
     """The settle program's queue (rq's own keys) and its job counters."""
-    from kernel.settlement import queue_name
-
     q = queue_name(s.prefix)
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(Keys(s.prefix).settle_stats())
@@ -34,10 +41,10 @@ def _settlement(s: Settings, r: redis.Redis) -> dict[str, Any]:
     pipe.zcard(f"rq:failed:{q}")
     stats, queued, retrying, failed = pipe.execute()
     return {
-        "queued": _int(queued),
-        "retrying": _int(retrying),
-        "failed": _int(failed),
-        **{name: _int(v) for name, v in stats.items()},
+        "queued": to_int(queued),
+        "retrying": to_int(retrying),
+        "failed": to_int(failed),
+        **{name: to_int(v) for name, v in stats.items()},
     }
 
 
@@ -83,11 +90,11 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     ) = pipe.execute()
     problems: list[str] = []
     active = None
-    if lease and _int(lease.get("expires_ms")) > now_ms:
+    if lease and to_int(lease.get("expires_ms")) > now_ms:
         active = {
             "color": lease.get("color"),
             "release": lease.get("release"),
-            "epoch": _int(lease.get("epoch")),
+            "epoch": to_int(lease.get("epoch")),
             "holder": lease.get("holder"),
         }
     slots = []
@@ -132,14 +139,16 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     last_tick = None
     if last:
         _id, f = last[0]
-        last_tick = {name: (_int(v) if name != "color" and name != "release" else v) for name, v in f.items()}
+        last_tick = {
+            name: (to_int(v) if name != "color" and name != "release" else v) for name, v in f.items()
+        }
     return {
         "mode": s.mode + (" (dry run)" if s.dry_run else ""),
         "active": active,
-        "schema_version": _int(schema, 0) if schema else None,
+        "schema_version": to_int(schema, 0) if schema else None,
         "ticks": {
-            "done": _int(stats.get("ticks_done")),
-            "missed": _int(stats.get("ticks_missed")),
+            "done": to_int(stats.get("ticks_done")),
+            "missed": to_int(stats.get("ticks_missed")),
             "last": last_tick,
             "tick_ms": s.tick_ms,
         },
@@ -148,27 +157,27 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         "paused": paused,
         # Who changed the flags and when; what the halt's sweep of venue orders did.
         "control": {
-            "seq": _int(control.get("seq")),
-            "halted_ms": _int(control.get("halted_ms")) if halted else None,
+            "seq": to_int(control.get("seq")),
+            "halted_ms": to_int(control.get("halted_ms")) if halted else None,
             "halted_by": control.get("halted_by", "") if halted else "",
             "halt_cancel": control.get("halt_cancel", "") if halted else "",
             "pause_reason": control.get("pause_reason", "") if paused else "",
         },
         "slots": slots,
         "market_data": market_data,
-        "positions": {"open": _int(open_n), "settled": settled, "won": won},
+        "positions": {"open": to_int(open_n), "settled": settled, "won": won},
         "settlement": _settlement(s, r),
         "orders": {"total": sum(v for st, v in statuses.items() if st != "committed"), **statuses},
-        "pnl_usd": round(micros_to_usd(_int(totals.get("realized_pnl_micros"))), 6),
-        "cash_usd": round(micros_to_usd(_int(totals.get("cash_micros"))), 6),
+        "pnl_usd": round(micros_to_usd(to_int(totals.get("realized_pnl_micros"))), 6),
+        "cash_usd": round(micros_to_usd(to_int(totals.get("cash_micros"))), 6),
         "workers": [w for w in (blue, green) if w],
-        "handovers": _int(stats.get("handovers")),
+        "handovers": to_int(stats.get("handovers")),
         "handover": handover or None,
         "last_deploy": last_deploy[0][1] if last_deploy else None,
         # The last strategy reload: a refusal (and why) shows here until the next reload.
         "reload": reload_raw or None,
-        "reloads": {"ok": _int(stats.get("reloads_ok")), "refused": _int(stats.get("reloads_refused"))},
-        "feed": {name: _int(v) for name, v in feed.items()},
+        "reloads": {"ok": to_int(stats.get("reloads_ok")), "refused": to_int(stats.get("reloads_refused"))},
+        "feed": {name: to_int(v) for name, v in feed.items()},
         "endpoints": {
             "redis": s.redis_url_shown,
             "clob": s.clob_url,
@@ -180,6 +189,116 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         },
         "problems": problems,
     }
+
+
+def status(ctx: Context) -> dict[str, Any]:
+    with ctx.redis_errors():
+        return collect(ctx.s, ctx.r)
+
+
+def control_view(flags: ControlFlags) -> c.ControlView:
+    return c.ControlView(
+        halted=flags.halted,
+        halt_reason=flags.halt_reason,
+        halted_ms=flags.halted_ms,
+        halted_by=flags.halted_by,
+        paused=flags.paused,
+        pause_reason=flags.pause_reason,
+        seq=flags.seq,
+        problems=list(flags.problems),
+    )
+
+
+def control(ctx: Context) -> c.ControlView:
+    with ctx.redis_errors():
+        return control_view(parse_control(ctx.r.hgetall(ctx.k.control())))
+
+
+def slots(ctx: Context) -> c.SlotsResult:
+    with ctx.redis_errors():
+        return c.SlotsResult(slots=slot_views(ctx))
+
+
+def slot(ctx: Context, slot_id: str) -> c.SlotView:
+    with ctx.redis_errors():
+        views = slot_views(ctx, only=slot_id)
+    if not views:
+        ids = slot_ids(ctx)
+        if slot_id in ids:
+            raise Conflict(f"slot {slot_id!r} holds an unreadable value in Redis (see baton status)")
+        raise NotFound(f"no slot {slot_id!r}; slots are {', '.join(ids) or 'none'}")
+    return views[0]
+
+
+def slot_ids(ctx: Context) -> list[str]:
+    return sorted(ctx.r.hkeys(ctx.k.slots()))
+
+
+def slot_views(ctx: Context, only: str | None = None) -> list[c.SlotView]:
+    now_ms = ctx.clock_ms()
+    pipe = ctx.r.pipeline(transaction=False)
+    if only is None:
+        pipe.hgetall(ctx.k.slots())
+    else:
+        pipe.hmget(ctx.k.slots(), [only])
+    pipe.hgetall(ctx.k.positions_open())
+    pipe.hgetall(ctx.k.decisions())
+    pipe.hgetall(ctx.k.control())
+    pipe.hgetall(ctx.k.feed_status())
+    slots_raw, open_raw, decisions_raw, control_raw, feed_raw = pipe.execute()
+    if only is not None:
+        slots_raw = {only: slots_raw[0]} if slots_raw and slots_raw[0] is not None else {}
+    flags = parse_control(control_raw)
+    md = market_data_view(ctx.s, feed_raw, now_ms, [])
+    positions: dict[str, Any] = {}
+    for raw in open_raw.values():
+        with contextlib.suppress(msgspec.DecodeError):
+            p = POSITION.decode(raw)
+            positions[p.id] = p
+    configured = set(ctx.s.slot_ids())
+    out = []
+    for sid in sorted(slots_raw):
+        try:
+            slot = SLOT.decode(slots_raw[sid])
+            start, end = window_bounds(now_ms, slot.timeframe)
+        except (msgspec.DecodeError, ValueError):
+            continue  # status reports unreadable slots; a view shows what can be read
+        pos = positions.get(f"{sid}:{start}")
+        decision = None
+        if (d := decisions_raw.get(sid)) is not None:
+            with contextlib.suppress(ValueError):
+                decision = json.loads(d)
+        blocked = entries_blocked(
+            {"enabled": slot.enabled, "asset": slot.asset}, md, flags.halted, flags.paused
+        )
+        out.append(
+            c.SlotView(
+                id=sid,
+                asset=slot.asset,
+                timeframe=slot.timeframe,
+                enabled=slot.enabled,
+                stake_usd=slot.stake_usd,
+                strategy=slot.strategy,
+                params=dict(slot.params),
+                configured=sid in configured,
+                window_start_s=start,
+                window_end_s=end,
+                remaining_s=round(max(0.0, end - now_ms / 1000), 3),
+                position=None
+                if pos is None
+                else c.PositionView(
+                    id=pos.id,
+                    side=pos.side,
+                    shares=pos.shares_micros / 1e6,
+                    cost_usd=micros_to_usd(pos.cost_micros),
+                    status=pos.status,
+                    pnl_usd=micros_to_usd(pos.pnl_micros),
+                ),
+                last_decision=decision if isinstance(decision, dict) else None,
+                entries_blocked="; ".join(blocked),
+            )
+        )
+    return out
 
 
 _SETTLE_SHOWN = ("queued", "retrying", "failed", "settled", "runs")

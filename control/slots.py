@@ -1,0 +1,112 @@
+"""Slot edits: enable, disable, change the stake and strategy parameters of one slot.
+
+A slot is rewritten whole under WATCH, so two editors never lose each other's change, and
+the control channel tells open dashboards at once; workers read the slots every tick anyway.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from collections.abc import Callable
+
+import msgspec
+import redis
+
+from baton.errors import BadRequest, Conflict, NotFound
+from control import commands as c
+from control import views
+from control.audit import audited
+from control.context import Context
+from state.structs import SLOT, Slot
+
+
+def set_enabled(ctx: Context, actor: c.Actor, slot_id: str, enabled: bool) -> c.SlotResult:
+    action = "enable_slot" if enabled else "disable_slot"
+
+    def change(slot: Slot) -> Slot:
+        return msgspec.structs.replace(slot, enabled=enabled)
+
+    return audited(ctx, actor, action, slot_id, None, lambda: _update(ctx, slot_id, change))
+
+
+def patch(ctx: Context, actor: c.Actor, slot_id: str, body: c.SlotPatch) -> c.SlotResult:
+    def change(slot: Slot) -> Slot:
+        return validate_patch(slot, body, ctx.s.max_stake_usd)
+
+    return audited(ctx, actor, "patch_slot", slot_id, body, lambda: _update(ctx, slot_id, change))
+
+
+def _update(ctx: Context, slot_id: str, change: Callable[[Slot], Slot]) -> c.SlotResult:
+    key = ctx.k.slots()
+    with ctx.r.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                raw = pipe.hget(key, slot_id)
+                if raw is None:
+                    raise NotFound(
+                        f"no slot {slot_id!r}; slots are {', '.join(views.slot_ids(ctx)) or 'none'}"
+                    )
+                try:
+                    slot = SLOT.decode(raw)
+                except msgspec.DecodeError as e:
+                    raise Conflict(f"slot {slot_id!r} holds an unreadable value: {e}") from None
+                new = change(slot)
+                pipe.multi()
+                pipe.hset(key, slot_id, SLOT.encode(new).decode())
+                # Open dashboards redraw at once; workers read slots every tick anyway.
+                pipe.publish(
+                    ctx.k.control_events(), json.dumps({"action": "slot", "seq": 0, "slot": slot_id})
+                )
+                pipe.execute()
+                break
+            except redis.WatchError:
+                continue  # another writer changed the slots hash: read again
+    return c.SlotResult(changed=new != slot, slot=views.slot(ctx, slot_id))
+
+
+def validate_patch(slot: Slot, patch: c.SlotPatch, max_stake_usd: float) -> Slot:
+    """The slot with the patch applied, or BadRequest naming the bad field. Parameters must
+    be ones the slot's strategy reads (its DEFAULTS), finite, and within its PARAM_BOUNDS."""
+    if patch.stake_usd is None and patch.params is None:
+        raise BadRequest("nothing to change: give stake_usd and/or params")
+    new = slot
+    if patch.stake_usd is not None:
+        stake = patch.stake_usd
+        if not math.isfinite(stake) or stake <= 0:
+            raise BadRequest(f"stake_usd must be a positive number, not {stake}")
+        if stake > max_stake_usd:
+            raise BadRequest(
+                f"stake_usd {stake} is above the risk limit BATON_MAX_STAKE_USD={max_stake_usd}"
+            )
+        new = msgspec.structs.replace(new, stake_usd=stake)
+    if patch.params is not None:
+        try:
+            mod = importlib.import_module(f"worker.strategies.{slot.strategy}")
+        except Exception as e:
+            raise Conflict(
+                f"strategy {slot.strategy!r} of slot {slot.id!r} cannot be loaded: {e}"
+            ) from None
+        known = dict(getattr(mod, "DEFAULTS", {}))
+        bounds = dict(getattr(mod, "PARAM_BOUNDS", {}))
+        params = dict(new.params)
+        for name, value in patch.params.items():
+            if name not in known:
+                raise BadRequest(
+                    f"strategy {slot.strategy!r} has no parameter {name!r}; it has {', '.join(sorted(known))}"
+                )
+            if not math.isfinite(value):
+                raise BadRequest(f"params.{name} must be a finite number, not {value}")
+            lo, hi = bounds.get(name, (-math.inf, math.inf))
+            if not lo <= value <= hi:
+                raise BadRequest(f"params.{name}={value} is outside [{lo}, {hi}]")
+            params[name] = float(value)
+        check = getattr(mod, "check_params", None)
+        if check is not None:
+            problem = check({**known, **params})
+            if problem:
+                raise BadRequest(f"params: {problem}")
+        new = msgspec.structs.replace(new, params=params)
+    return new
