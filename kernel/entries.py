@@ -19,7 +19,16 @@ from kernel.snapshot import SlotRef, Snapshot
 from kernel.strategy_api import Decision, SlotInput
 from kernel.wakes import WakeSchedule
 from state.store import Store
-from state.structs import MICROS, Intent, Market, feed_stale
+from state.structs import (
+    MICROS,
+    DecisionRecord,
+    EntryRecord,
+    Intent,
+    Market,
+    PassRecord,
+    StrategyErrorRecord,
+    feed_stale,
+)
 
 # An entry tick's orders go out in at most ENTRY_CHUNKS chunks (each two Redis round trips):
 # every 1/ENTRY_CHUNKS of the slots to evaluate, the intents made so far are sent if there are
@@ -222,9 +231,9 @@ class Entries:
         read, their posts started) while it goes on. Returns (evaluated, orders, the chunks'
         problems)."""
         intents: list[Intent] = []
-        # Each slot's decision record, as the dashboard and `baton slots` show it (one dict
-        # literal per slot: a thousand of them at the end of a window).
-        decisions: dict[str, dict[str, Any]] = {}
+        # Each slot's decision record, as the dashboard and `baton slots` show it (a thousand
+        # of them at the end of a window).
+        decisions: dict[str, DecisionRecord] = {}
         evaluated = 0
         gate = self.gate
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
@@ -279,7 +288,7 @@ class Entries:
         acct: Account,
         tick: int,
         now_ms: int,
-        decisions: dict[str, dict[str, Any]],
+        decisions: dict[str, DecisionRecord],
         problems: list[str],
     ) -> Decision | None:
         """The strategy's decision for one slot, recorded in `decisions`, and returned when it
@@ -288,36 +297,36 @@ class Entries:
             decision: Decision | None = strat.evaluate(inp)
         except Exception as e:
             problems.append(f"slot {ref.id}: strategy raised {e!r}")
-            decisions[ref.id] = {
-                "tick": tick,
-                "at_ms": now_ms,
-                "window_start_s": ref.window_start_s,
-                "outcome": "error",
-                "reason": repr(e)[:200],
-            }
+            decisions[ref.id] = StrategyErrorRecord(
+                tick=tick,
+                at_ms=now_ms,
+                window_start_s=ref.window_start_s,
+                outcome="error",
+                reason=repr(e)[:200],
+            )
             return None
         if decision is None:
-            decisions[ref.id] = {
-                "tick": tick,
-                "at_ms": now_ms,
-                "window_start_s": ref.window_start_s,
-                "outcome": "pass",
-                "up_ask": inp.up_ask,
-                "down_ask": inp.down_ask,
-            }
+            decisions[ref.id] = PassRecord(
+                tick=tick,
+                at_ms=now_ms,
+                window_start_s=ref.window_start_s,
+                outcome="pass",
+                up_ask=inp.up_ask,
+                down_ask=inp.down_ask,
+            )
             return None
         refused = check_entry(decision.stake_usd, self.limits, acct)
-        decisions[ref.id] = {
-            "tick": tick,
-            "at_ms": now_ms,
-            "window_start_s": ref.window_start_s,
-            "side": decision.side,
-            "price": decision.limit_price,
-            "stake_usd": decision.stake_usd,
-            "p_up": round(decision.p_up, 4),
-            "reason": decision.reason[:200],
-            "outcome": f"risk refused: {refused}" if refused else "entry",
-        }
+        decisions[ref.id] = EntryRecord(
+            tick=tick,
+            at_ms=now_ms,
+            window_start_s=ref.window_start_s,
+            side=decision.side,
+            price=decision.limit_price,
+            stake_usd=decision.stake_usd,
+            p_up=round(decision.p_up, 4),
+            reason=decision.reason[:200],
+            outcome=f"risk refused: {refused}" if refused else "entry",
+        )
         if refused:
             problems.append(f"slot {ref.id}: risk refused entry: {refused}")
             return None

@@ -437,7 +437,7 @@ class Store:
         except Exception:
             pass
 
-    async def record_decisions(self, decisions: dict[str, dict[str, Any]]) -> None:
+    async def record_decisions(self, decisions: dict[str, structs.DecisionRecord]) -> None:
         """Each slot's last decision (the dashboard and `baton slots` show it)."""
         compact = {sid: _JSON.encode(d) for sid, d in decisions.items()}
         await self.r.hset(self.k.decisions(), mapping=compact)

@@ -190,6 +190,46 @@ class TickRecord(msgspec.Struct, frozen=True, kw_only=True):
     errors: int = 0
 
 
+class DecisionRecord(msgspec.Struct, frozen=True):
+    """A slot's last decision as the tick recorded it (keys.decisions(): the dashboard,
+    `baton slots` and docs/state.md read it as JSON). It comes in three shapes, below, each
+    encoding to the JSON the tick wrote from dict literals before, key for key in the same
+    order (tests/fast/test_decision_records.py pins the bytes); the error's `reason` comes
+    after its `outcome` and an entry's before it, which is why one struct cannot hold all
+    three."""
+
+    tick: int
+    at_ms: int
+    window_start_s: int
+
+
+class StrategyErrorRecord(DecisionRecord, frozen=True):
+    """The strategy raised: its exception's repr (at most 200 characters)."""
+
+    outcome: str  # "error"
+    reason: str
+
+
+class PassRecord(DecisionRecord, frozen=True):
+    """The strategy made no decision; the asks it saw (null when there was no book)."""
+
+    outcome: str  # "pass"
+    up_ask: float | None
+    down_ask: float | None
+
+
+class EntryRecord(DecisionRecord, frozen=True):
+    """The strategy decided to enter: "entry", or "risk refused: <why>" when the risk checks
+    refused it."""
+
+    side: str
+    price: float
+    stake_usd: float
+    p_up: float
+    reason: str
+    outcome: str
+
+
 T = TypeVar("T")
 
 
