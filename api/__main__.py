@@ -23,6 +23,7 @@ from aiohttp import web
 
 from api import apitoken
 from api.app import AccessLogger, make_app
+from api.auth import session_cookie
 from api.context import ApiContext
 from baton import settings as settings_mod
 from baton.errors import SettingsError, TokenError
@@ -152,8 +153,6 @@ class Scrub(logging.Filter):
 
 
 def scrub_logs(token: apitoken.ApiToken) -> None:
-    from api.auth import session_cookie
-
     f = Scrub((token.reveal(), session_cookie(token)))
     for handler in logging.getLogger().handlers:
         handler.addFilter(f)

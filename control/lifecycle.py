@@ -13,8 +13,9 @@ from control.context import Context, to_int
 from deploy import reload as hot
 from deploy.supervisord import active_color
 from state.control import parse_control
+from state.keys import COLORS
 
-WORKER_PROGRAMS = ("worker-blue", "worker-green")
+WORKER_PROGRAMS = tuple(f"worker-{color}" for color in COLORS)
 _RUNNING = ("RUNNING", "STARTING", "BACKOFF")
 
 

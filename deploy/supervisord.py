@@ -26,7 +26,7 @@ from baton.settings import REPO_ROOT, Settings, credentials
 from deploy import releases
 from kernel.clock import wall_ms
 from state import connection
-from state.keys import Keys
+from state.keys import COLORS, Keys
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
 REDIS_TEMPLATE = REPO_ROOT / "deploy" / "supervisor" / "redis.conf"
@@ -172,10 +172,10 @@ def active_color(r: redis.Redis, k: Keys) -> str:
     names it), else the last successful deploy's or rollback's (a clean stop deletes the
     lease), else blue. Starting the other colour would run an older release."""
     color = r.hget(k.lease(), "color")
-    if color in ("blue", "green"):
+    if color in COLORS:
         return str(color)
     for _id, f in r.xrevrange(k.deploys(), count=50):
-        if f.get("result") == "ok" and f.get("color") in ("blue", "green"):
+        if f.get("result") == "ok" and f.get("color") in COLORS:
             return str(f["color"])
     return "blue"
 
