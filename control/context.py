@@ -20,7 +20,7 @@ from baton.settings import Settings
 from deploy.supervisord import supervisor_call
 from kernel.clock import wall_ms
 from state.keys import Keys
-from state.scripts import source
+from state.scripts import scripts_for
 
 Supervisor = Callable[..., Any]
 
@@ -40,7 +40,7 @@ class Context:
         self.k = Keys(s.prefix)
         self.clock_ms = clock_ms
         self.sleep = sleep
-        self.control_set = r.register_script(source("control_set"))
+        self.control_set = scripts_for(r).control_set
         if supervisor is None:
 
             def supervisor(method: str, *args: Any) -> Any:

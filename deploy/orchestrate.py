@@ -33,6 +33,7 @@ from kernel import boundaries
 from kernel.clock import wall_ms
 from state import connection
 from state.keys import COLORS, Keys
+from state.scripts import scripts_for
 
 POLL_S = 0.05
 DEPLOYS_MAXLEN = 1000
@@ -146,14 +147,7 @@ class Deployer:
         try:
             return self._run(**kw)
         finally:
-            # Only our own lock: compare-and-delete.
-            self.r.eval(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-                "return 0",
-                1,
-                self.k.deploy_lock(),
-                token,
-            )
+            scripts_for(self.r).deploy_unlock(keys=[self.k.deploy_lock()], args=[token])
 
     def _run(
         self,
@@ -338,9 +332,7 @@ class Deployer:
         )
 
     def _cancel(self, request_id: str, reason: str) -> str:
-        from state.scripts import source
-
-        script = self.r.register_script(source("handover_cancel"))
+        script = scripts_for(self.r).handover_cancel
         return str(script(keys=[self.k.handover()], args=[request_id, reason, self.now_ms()]))
 
     def _journal_since(self, after_tick: int) -> list[dict[str, str]]:

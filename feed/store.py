@@ -18,7 +18,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from state.keys import Keys
-from state.scripts import source
+from state.scripts import scripts_for
 from state.structs import CANDLE, FEED_STATUS, Candle, FeedStatus
 from venues.binance import INTERVAL_MS
 
@@ -72,7 +72,7 @@ class CandleStore:
         self.keys = keys
         self.interval = interval
         self.interval_ms = interval_ms or INTERVAL_MS[interval]
-        self._write = redis.register_script(source("feed_write"))
+        self._write = scripts_for(redis).feed_write
         self.retention_ms = retention_s * 1000
         self.clock_ms = clock_ms
         # asset -> open_ms -> closed candle, oldest first; the last one is the last closed.

@@ -34,7 +34,7 @@ from rq.serializers import JSONSerializer
 from baton.errors import PositionChanged, Unresolved
 from kernel.clock import wall_ms
 from state.keys import Keys
-from state.scripts import source
+from state.scripts import scripts_for
 from state.store import settle_call
 from state.structs import POSITION, Position
 
@@ -247,7 +247,7 @@ def settle_job(prefix: str, position_id: str) -> str:
     keys, args = settle_call(
         k, raw.decode() if isinstance(raw, bytes) else raw, settled(p, up_won, ctx.clock_ms())
     )
-    verdict = r.register_script(source("settle_position"))(keys=keys, args=args)
+    verdict = scripts_for(r).settle_position(keys=keys, args=args)
     verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
     if verdict == "OK":
         _count(r, k, "settled")

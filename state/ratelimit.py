@@ -37,7 +37,7 @@ from typing import Any
 
 from baton.errors import RateLimited
 from state.keys import Keys
-from state.scripts import source
+from state.scripts import scripts_for
 
 log = logging.getLogger("baton.ratelimit")
 
@@ -129,7 +129,7 @@ class _Base:
         self.clock_ms = clock_ms
         # asyncio.sleep for AsyncLimiter, time.sleep for SyncLimiter (tests inject a fake).
         self._sleep = sleep or self.default_sleep
-        self._script = redis.register_script(source("ratelimit"))
+        self._script = scripts_for(redis).ratelimit
 
     default_sleep: Callable[[float], Any] = staticmethod(time.sleep)
 

@@ -1,47 +1,53 @@
-"""Lua scripts, loaded from state/lua/*.lua and registered once per client.
+"""The Lua script registry: every state/lua/*.lua, found by glob, registered once per client.
 
-Scripts that book money get the shared `_ledger.lua` fragment prepended, so that the
-ledger's append-and-sum rule is written once.
+A script is reached by its file's name (`scripts_for(redis).intent_commit`); adding a file
+adds the script, and no list of names is kept by hand. Files starting with `_` are shared
+fragments: one is prepended to every script that calls a function it defines (the ledger's
+append-and-sum rule, `_ledger.lua`, is thus written once).
 """
 
 from __future__ import annotations
 
+import re
+import weakref
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 LUA_DIR = Path(__file__).with_name("lua")
-_NEEDS_LEDGER = {"settle_position", "ledger_deposit"}
-NAMES = (
-    "lease_acquire",
-    "lease_renew",
-    "lease_transfer",
-    "lease_release",
-    "handover_cancel",
-    "schema_adopt",
-    "intent_commit",
-    "intent_update",
-    "record_fill",
-    "settle_position",
-    "ledger_deposit",
-    "tick_journal",
-    "control_set",
-    "candles_read",
-    "markets_cache",
-    "history_prune",
-)
+_FUNCTION = re.compile(r"^local function (\w+)\(", re.M)
+_COMMENT = re.compile(r"--.*$", re.M)
+
+
+@cache
+def _fragments() -> dict[str, str]:
+    """Each function a fragment defines -> the fragment's text."""
+    out: dict[str, str] = {}
+    for path in sorted(LUA_DIR.glob("_*.lua")):
+        text = path.read_text()
+        for fn in _FUNCTION.findall(text):
+            out[fn] = text
+    return out
+
+
+@cache
+def names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in LUA_DIR.glob("*.lua") if not p.stem.startswith("_")))
 
 
 @cache
 def source(name: str) -> str:
     text = (LUA_DIR / f"{name}.lua").read_text()
-    if name in _NEEDS_LEDGER:
-        text = (LUA_DIR / "_ledger.lua").read_text() + "\n" + text
-    return text
+    code = _COMMENT.sub("", text)
+    needed: list[str] = []
+    for fn, fragment in _fragments().items():
+        if re.search(rf"\b{fn}\(", code) and fragment not in needed:
+            needed.append(fragment)
+    return "".join(f + "\n" for f in needed) + text
 
 
 class Scripts:
-    """Registered script objects.
+    """Registered script objects, one attribute per state/lua file.
 
     Called directly they handle NOSCRIPT themselves. Inside a pipeline use `on(pipe, ...)`,
     which queues a bare EVALSHA: redis-py's own pipeline path sends SCRIPT EXISTS first,
@@ -51,29 +57,28 @@ class Scripts:
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
-        for name in NAMES:
-            setattr(self, name, redis.register_script(source(name)))
+        self._by_name = {name: redis.register_script(source(name)) for name in names()}
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_by_name"][name]
+        except KeyError:
+            raise AttributeError(f"no script state/lua/{name}.lua") from None
 
     async def load(self) -> None:
-        for name in NAMES:
+        for name in names():
             await self.redis.script_load(source(name))
 
     def on(self, pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
         pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-    lease_acquire: Any
-    lease_renew: Any
-    lease_transfer: Any
-    lease_release: Any
-    handover_cancel: Any
-    schema_adopt: Any
-    intent_commit: Any
-    intent_update: Any
-    record_fill: Any
-    settle_position: Any
-    ledger_deposit: Any
-    tick_journal: Any
-    control_set: Any
-    candles_read: Any
-    markets_cache: Any
-    history_prune: Any
+
+_REGISTERED: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
+
+
+def scripts_for(redis: Any) -> Scripts:
+    """The scripts registered on this client (sync or asyncio), registered on first use."""
+    found = _REGISTERED.get(redis)
+    if found is None:
+        found = _REGISTERED[redis] = Scripts(redis)
+    return found

@@ -19,7 +19,7 @@ from baton.errors import SchemaMismatch
 from state import schema, structs
 from state.control import parse_control
 from state.keys import Keys
-from state.scripts import Scripts
+from state.scripts import scripts_for
 from state.structs import (
     INTENT,
     POSITION,
@@ -75,7 +75,7 @@ class Store:
         # (state/connection.py) makes them str throughout.
         self.r: Any = redis
         self.k = keys
-        self.scripts = Scripts(redis)
+        self.scripts = scripts_for(redis)
 
     def _call(self, script: Any, keys: list[str], args: list[Any], pipe: Any = None) -> Any:
         """Run a script now (returns an awaitable) or queue it on `pipe` (returns None)."""

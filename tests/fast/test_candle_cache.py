@@ -12,7 +12,7 @@ import pytest
 
 from kernel.candle_cache import CandleCache
 from kernel.snapshot import read_snapshot, slot_refs
-from state.scripts import source
+from state.scripts import scripts_for
 from state.structs import CANDLE, Candle
 
 ASSETS = ("btc", "eth", "sol")
@@ -27,7 +27,7 @@ def _candle(open_ms: int, rng: random.Random, closed: bool = True) -> Candle:
 async def _feed_write(store, asset: str, candles: list[Candle], cutoff_ms: int) -> None:
     """One window of one feed batch, exactly as feed/store.py sends it to feed_write.lua."""
     k = store.k
-    script = store.r.register_script(source("feed_write"))
+    script = scripts_for(store.r).feed_write
     body = b"[" + b",".join(CANDLE.encode(c) for c in candles) + b"]"
     await script(
         keys=[k.feed_status(), k.feed_stats(), k.journal_errors(), k.candle_marks(), k.candles(asset, "1s")],
