@@ -58,7 +58,7 @@ WARMUP_TICKS = 3
 CANDLE_COUNTS = (60, 600, 3600, 14_400)
 # The production configuration the per-day figures are for (README: defaults).
 PROD_ASSETS, PROD_TIMEFRAMES_S, PROD_TICK_MS = 8, (300, 900), 5000
-JOURNAL_MAXLEN = 100_000  # state/store.py: the tick journal's cap
+JOURNAL_MAXLEN = 100_000  # state/journal.py: the tick journal's cap
 RQ_RESULT_TTL_S = 24 * 3600  # kernel/settlement.py: a finished job is kept a day
 MARKET_TTL_EXTRA_S = 3600  # kernel/markets.py: a market stays cached an hour past its window
 

@@ -576,7 +576,7 @@ class Rig:
         if done:
             await self.store.run_pipeline(
                 lambda pipe: [
-                    self.store.settle_position(v, settled(p, True, now_ms), pipe=pipe) for v, p in done
+                    self.store.settle_position(v, settled(p, True, now_ms), pipeline=pipe) for v, p in done
                 ]
             )
         return len(done)

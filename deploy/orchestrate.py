@@ -32,11 +32,12 @@ from deploy.supervisord import supervisor_call, supervisor_running
 from kernel import boundaries
 from kernel.clock import wall_ms
 from state import connection
+from state.deploys import DeploysRepo
 from state.keys import COLORS, Keys
-from state.scripts import scripts_for
+from state.lease import LeaseRepo
+from state.workers import WorkersRepo
 
 POLL_S = 0.05
-DEPLOYS_MAXLEN = 1000
 # Process states in which a starting worker has given up (or is about to be retried).
 DEAD_STATES = {"EXITED", "FATAL", "BACKOFF"}
 
@@ -71,6 +72,9 @@ class Deployer:
         self.k = Keys(s.prefix)
         self.home = Path(s.home)
         self.r: Any = connection.client(s)
+        self.deploys = DeploysRepo(self.r, self.k)
+        self.lease = LeaseRepo(self.r, self.k)
+        self.workers = WorkersRepo(self.r, self.k)
 
     def close(self) -> None:
         self.r.close()
@@ -108,12 +112,7 @@ class Deployer:
 
     def _record(self, fields: dict[str, Any]) -> None:
         try:
-            self.r.xadd(
-                self.k.deploys(),
-                {k: str(v) for k, v in fields.items()},
-                maxlen=DEPLOYS_MAXLEN,
-                approximate=True,
-            )
+            self.deploys.record(fields)
         except redis.RedisError as e:
             self.log(f"warning: could not record the deploy in {self.k.deploys()}: {e}")
 
@@ -138,7 +137,7 @@ class Deployer:
         """One deploy at a time: a lock in Redis, held while this one runs."""
         token = secrets.token_hex(8)
         ttl_ms = int((kw.get("ready_timeout_s", 90.0) + max(30.0, 8 * self.s.tick_ms / 1000) + 60) * 1000)
-        if not self.r.set(self.k.deploy_lock(), token, nx=True, px=ttl_ms):
+        if not self.deploys.take_lock(token, ttl_ms):
             holder = self.r.get(self.k.deploy_lock())
             raise DeployError(
                 f"another deploy or rollback is in progress (lock {self.k.deploy_lock()} = {holder}); "
@@ -147,7 +146,7 @@ class Deployer:
         try:
             return self._run(**kw)
         finally:
-            scripts_for(self.r).deploy_unlock(keys=[self.k.deploy_lock()], args=[token])
+            self.deploys.release_lock(token)
 
     def _run(
         self,
@@ -213,7 +212,7 @@ class Deployer:
             self.log(f"starting: worker-{target} was running (a standby or an earlier attempt); stopping it")
             self.stop_worker(target)
         releases.point(self.home, target, rel.id)
-        self.r.delete(self.k.worker(target))
+        self.workers.forget_worker(target)
         offset = self._log_size(target)
         self.log(f"starting: worker-{target} on release {rel.id}")
         t_ready = time.monotonic()
@@ -245,10 +244,7 @@ class Deployer:
             "from_release": from_release,
             "requested_ms": self.now_ms(),
         }
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(self.k.handover())
-        pipe.hset(self.k.handover(), mapping={**fields, "id": request_id, "state": "requested"})
-        pipe.execute()
+        self.lease.request_handover(request_id, fields)
         self.log(f"handover: requested; worker-{from_color} hands over after the tick it is in")
         h = self._wait_handover(request_id, hb["holder"], fail)
         tick = int(h["tick"])
@@ -332,8 +328,7 @@ class Deployer:
         )
 
     def _cancel(self, request_id: str, reason: str) -> str:
-        script = scripts_for(self.r).handover_cancel
-        return str(script(keys=[self.k.handover()], args=[request_id, reason, self.now_ms()]))
+        return str(self.lease.cancel_handover(request_id, reason, self.now_ms()))
 
     def _journal_since(self, after_tick: int) -> list[dict[str, str]]:
         entries = self.r.xrevrange(self.k.journal_ticks(), count=50)

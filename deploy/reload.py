@@ -24,6 +24,7 @@ from baton.errors import ReloadError
 from baton.settings import REPO_ROOT, Settings
 from kernel import reload as reload_mod
 from state import connection
+from state.control import ControlRepo
 from state.keys import Keys
 
 STRATEGIES = Path("worker") / "strategies"
@@ -113,7 +114,7 @@ def _reload(
         copied = sync_strategies(Path(code_dir), source)
         log(f"copied into {code_dir}: {', '.join(copied) if copied else 'nothing changed'}")
     before = r.hget(k.reload(), "at_ms") or "0"
-    r.hincrby(k.control(), "reload_seq", 1)
+    ControlRepo(r, k).request_reload()
     log(f"reload requested from worker-{color}; it reloads between two ticks")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,4 +1,5 @@
-"""The feed's Redis writes: candle windows, feed status, counters and the error journal.
+"""What the feed writes: candle windows, feed status, counters and the error journal
+(written through state/candles.py).
 
 Owns the order rules (a closed candle is final; nothing older than the last closed candle is
 written, except into a known hole) and batches everything one batch of frames produces into a
@@ -14,19 +15,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-import msgspec
 import redis.asyncio as aioredis
 
+from state.candles import CandlesRepo
 from state.keys import Keys
-from state.scripts import scripts_for
-from state.structs import CANDLE, FEED_STATUS, Candle, FeedStatus
+from state.structs import Candle, FeedStatus
 from venues.binance import INTERVAL_MS
 
 log = logging.getLogger("feed")
 
-JOURNAL_MAXLEN = 1000
-# A list of candles as one JSON array; each element is byte for byte what CANDLE.encode gives.
-_CANDLES = msgspec.json.Encoder()
 # Closed candles remembered per asset, to tell a replayed candle (a duplicate, as after a
 # reconnect whose backfill got there first) from a stale one (out of order).
 RECENT_CLOSED = 300
@@ -72,7 +69,7 @@ class CandleStore:
         self.keys = keys
         self.interval = interval
         self.interval_ms = interval_ms or INTERVAL_MS[interval]
-        self._write = scripts_for(redis).feed_write
+        self.candles = CandlesRepo(redis, keys)
         self.retention_ms = retention_s * 1000
         self.clock_ms = clock_ms
         # asset -> open_ms -> closed candle, oldest first; the last one is the last closed.
@@ -116,15 +113,11 @@ class CandleStore:
     async def load(self, assets: tuple[str, ...]) -> None:
         """Refresh the cache from Redis, which another run of the feed may have written, and
         find the holes in each window (a whole window is a few thousand short members)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for a in assets:
-                pipe.zrange(self.keys.candles(a, self.interval), 0, -1)
-            windows = await pipe.execute()
+        windows = await self.candles.read_windows(assets, self.interval)
         self._closed.clear()
         self._newest.clear()
         self.holes.clear()
-        for a, members in zip(assets, windows, strict=True):
-            candles = [CANDLE.decode(m) for m in members]  # oldest first: scored by open time
+        for a, candles in zip(assets, windows, strict=True):
             if candles:
                 self._newest[a] = candles[-1]
             prev: int | None = None
@@ -184,28 +177,20 @@ class CandleStore:
         if not batch:
             return
         now_ms = self.clock_ms()
-        k = self.keys
         by_asset: dict[str, list[Candle]] = {}
         for (asset, _), c in batch.candles.items():
             by_asset.setdefault(asset, []).append(c)
-        counters = [(name, n) for name, n in sorted(batch.counts.items()) if n]
-        args: list[str | bytes | int] = [len(counters), len(batch.errors), JOURNAL_MAXLEN]
+        windows = []
         for asset, candles in by_asset.items():
             newest = self._newest[asset]
             # Retention is measured from the newest candle, not the wall clock, so that a
             # stalled stream does not wipe the history a restarted one still needs.
             cutoff = newest.open_ms - self.retention_ms
-            status = FEED_STATUS.encode(FeedStatus(now_ms, newest.open_ms, newest.close))
-            args += (cutoff, f"{asset}:{self.interval}", status, _CANDLES.encode(candles))
-        for name, n in counters:
-            args += (name, n)
-        for e in batch.errors:
-            args += (e["source"], e["error"], e["sample"], e["at_ms"])
-        keys = [k.feed_status(), k.feed_stats(), k.journal_errors(), k.candle_marks()]
-        keys += [k.candles(a, self.interval) for a in by_asset]
-        await self._write(keys=keys, args=args)
+            windows.append((asset, cutoff, FeedStatus(now_ms, newest.open_ms, newest.close), candles))
+        counters = [(name, n) for name, n in sorted(batch.counts.items()) if n]
+        await self.candles.write_batch(self.interval, windows, counters, batch.errors)
         if self.on_written is not None:
             self.on_written(batch)
 
     async def count(self, name: str, n: int = 1) -> None:
-        await self.redis.hincrby(self.keys.feed_stats(), name, n)
+        await self.candles.count(name, n)

@@ -333,9 +333,9 @@ async def write_outcomes(
 
     def build(pipe: Any) -> None:
         for u in updates:
-            store.update_intent(epoch, u, pipe=pipe)
+            store.update_intent(epoch, u, pipeline=pipe)
         if fills:
-            store.record_fills(epoch, fills, pipe=pipe)
+            store.record_fills(epoch, fills, pipeline=pipe)
 
     answers = await store.run_pipeline(build)
     verdicts: list[Any] = list(answers[: len(updates)])

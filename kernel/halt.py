@@ -200,14 +200,10 @@ class HaltResponder:
                     await self.store.record_error("halt", outcome)
         with contextlib.suppress(RedisError):
             await self._answer(seq, {"cancel": outcome, "seq": seq})
-            await self.store.r.hset(self.store.k.control(), "halt_cancel", outcome)
+            await self.store.record_halt_cancel(outcome)
 
     async def _answer(self, seq: int, value: dict[str, Any]) -> None:
-        key = self.store.k.control_ack(seq)
-        pipe = self.store.r.pipeline(transaction=False)
-        pipe.rpush(key, json.dumps(value))
-        pipe.expire(key, 60)
-        await pipe.execute()
+        await self.store.answer_halt(seq, value)
 
     async def listen(self, stopping: asyncio.Event) -> None:
         """Follow the control channel until `stopping` is set; resubscribe after a Redis

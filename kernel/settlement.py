@@ -34,8 +34,7 @@ from rq.serializers import JSONSerializer
 from baton.errors import PositionChanged, Unresolved
 from kernel.clock import wall_ms
 from state.keys import Keys
-from state.scripts import scripts_for
-from state.store import settle_call
+from state.settlements import SettlementsRepo
 from state.structs import POSITION, Position
 
 log = logging.getLogger("baton.settle")
@@ -107,6 +106,7 @@ class Enqueuer:
         self.redis = redis
         self.prefix = prefix
         self.keys = Keys(prefix)
+        self.settlements = SettlementsRepo(redis, self.keys)
         self.queue = settle_queue(redis, prefix)
         self.claim_ttl_s = claim_ttl_s
         self._claimed_until: dict[str, int] = {}  # position id -> ms its claim is known to last
@@ -135,7 +135,7 @@ class Enqueuer:
         # straight through rq): those are alive and are not enqueued again.
         pipe = self.redis.pipeline(transaction=False)
         for p in due:
-            pipe.set(self.keys.settle_claim(p.id), now_ms, nx=True, ex=self.claim_ttl_s)
+            self.settlements.claim_settlement(p.id, now_ms, self.claim_ttl_s, pipeline=pipe)
             pipe.exists(Job.key_for(job_id(self.prefix, p.id)))
         answers = pipe.execute()
         claims, exists = answers[0::2], answers[1::2]
@@ -150,11 +150,11 @@ class Enqueuer:
         try:
             with self.redis.pipeline() as pipe:
                 self.queue.enqueue_many([self._job_data(p) for p in fresh], pipeline=pipe)
-                pipe.hincrby(self.keys.settle_stats(), "enqueued", len(fresh))
+                self.settlements.count_settle("enqueued", len(fresh), pipeline=pipe)
                 pipe.execute()
         except Exception as e:
             # Give the claims back, so that the next tick tries again.
-            self.redis.delete(*(self.keys.settle_claim(p.id) for p in fresh))
+            self.settlements.give_back_claims(p.id for p in fresh)
             for p in fresh:
                 self._claimed_until.pop(p.id, None)
             return 0, [f"enqueue settlement of {len(fresh)} position(s): {type(e).__name__}: {e}"]
@@ -219,7 +219,7 @@ def _ctx() -> _Context:
 
 
 def _count(r: Redis, k: Keys, name: str) -> None:
-    r.hincrby(k.settle_stats(), name, 1)
+    SettlementsRepo(r, k).count_settle(name)
 
 
 def settle_job(prefix: str, position_id: str) -> str:
@@ -244,10 +244,9 @@ def settle_job(prefix: str, position_id: str) -> str:
     if up_won is None:
         _count(r, k, "unresolved")
         raise Unresolved(f"market {p.condition_id} of {position_id} is not resolved yet")
-    keys, args = settle_call(
-        k, raw.decode() if isinstance(raw, bytes) else raw, settled(p, up_won, ctx.clock_ms())
+    verdict = SettlementsRepo(r, k).settle_position(
+        raw.decode() if isinstance(raw, bytes) else raw, settled(p, up_won, ctx.clock_ms())
     )
-    verdict = scripts_for(r).settle_position(keys=keys, args=args)
     verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
     if verdict == "OK":
         _count(r, k, "settled")

@@ -18,7 +18,8 @@ from baton.settings import CANDLE_INTERVAL
 from kernel.candle_cache import CandleCache
 from kernel.windows import slug, window_bounds
 from state.control import parse_control
-from state.store import Store, utc_day
+from state.ledger import utc_day
+from state.store import Store
 from state.structs import (
     CANDLE,
     FEED_STATUS,
@@ -256,7 +257,7 @@ async def read_snapshot(
 
         if lease is not None:
             holder, epoch, ttl_ms = lease
-            store.renew_lease(holder, epoch, now_ms, ttl_ms, pipe=pipe)
+            store.renew_lease(holder, epoch, now_ms, ttl_ms, pipeline=pipe)
             q(k.lease())
         q(k.handover(), pipe.hgetall(k.handover()))
         q(k.control(), pipe.hgetall(k.control()))

@@ -1,12 +1,17 @@
-"""Reading the control flags: halt and pause live in one Redis hash that people may edit
-by hand with redis-cli. A value that cannot be read fails safe (halted / paused) and is
-reported, so garbage in a control key can stop trading but never start it.
+"""The control flags (halt, pause, reload requests) and the writes around them.
+
+Halt and pause live in one Redis hash that people may edit by hand with redis-cli. A value
+that cannot be read fails safe (halted / paused) and is reported, so garbage in a control key
+can stop trading but never start it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from typing import Any
 
+from state.repo import Repo
 from state.structs import ControlFlags
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -54,3 +59,66 @@ def _number(raw: Mapping[str, str], name: str, problems: list[str]) -> int:
         return int(value)
     problems.append(f"control field {name!r} holds {value[:40]!r}, not a count: ignored")
     return 0
+
+
+class ControlRepo(Repo):
+    """The control hash, its pub/sub announcements and the halt's acknowledgements; the
+    reload request and the last reload's report."""
+
+    async def read_control(self) -> ControlFlags:
+        return parse_control(await self.r.hgetall(self.k.control()))
+
+    async def control_set(self, action: str, reason: str, who: str, now_ms: int) -> int:
+        """Halt, pause or resume through state/lua/control_set.lua: the flags, `seq` and the
+        pub/sub announcement change together. Returns the new control seq."""
+        res = await self.scripts.control_set(
+            keys=[self.k.control()], args=[self.k.control_events(), action, now_ms, reason, who, ""]
+        )
+        return int(res[0])
+
+    async def set_halt(self, reason: str, now_ms: int, who: str = "worker") -> int:
+        return await self.control_set("halt", reason, who, now_ms)
+
+    async def clear_halt(self, now_ms: int, who: str = "worker") -> int:
+        """Resume: clears the halt and the pause together (as POST /resume does)."""
+        return await self.control_set("resume", "", who, now_ms)
+
+    async def set_paused(self, paused: bool, now_ms: int, who: str = "worker") -> int:
+        return await self.control_set("pause" if paused else "resume", "operator pause", who, now_ms)
+
+    def answer_halt(self, seq: int, value: dict[str, Any], pipeline: Any = None) -> Any:
+        """The active worker's answer to the halt of control seq `seq` (kernel/halt.py), for the
+        one who halted to read with BLPOP; kept a minute."""
+        key = self.k.control_ack(seq)
+        pipe = self.r.pipeline(transaction=False) if pipeline is None else pipeline
+        pipe.rpush(key, json.dumps(value))
+        pipe.expire(key, 60)
+        return pipe.execute() if pipeline is None else None
+
+    def record_halt_cancel(self, outcome: str, pipeline: Any = None) -> Any:
+        """What the halt's sweep of resting orders at the venue did."""
+        return (self.r if pipeline is None else pipeline).hset(self.k.control(), "halt_cancel", outcome)
+
+    def request_reload(self, pipeline: Any = None) -> Any:
+        """Ask the active worker to reload its strategies between two ticks."""
+        return (self.r if pipeline is None else pipeline).hincrby(self.k.control(), "reload_seq", 1)
+
+    def record_reload(self, color: str, release: str, res: Any, pipeline: Any = None) -> Any:
+        """The last strategy reload (a kernel.reload.ReloadResult), for status and tools."""
+        pipe = self.r.pipeline(transaction=False) if pipeline is None else pipeline
+        pipe.delete(self.k.reload())
+        pipe.hset(
+            self.k.reload(),
+            mapping={
+                "color": color,
+                "release": release,
+                "state": res.state,
+                "modules": " ".join(res.modules),
+                "error": res.error[:1500],
+                "hashes": " ".join(f"{k}={v}" for k, v in sorted(res.hashes.items())),
+                "forced": int(res.forced),
+                "at_ms": res.at_ms,
+            },
+        )
+        pipe.hincrby(self.k.stats(), f"reloads_{res.state}", 1)
+        return pipe.execute() if pipeline is None else None

@@ -56,9 +56,9 @@ def count_commits(rig, monkeypatch) -> list[int]:  # noqa: F811
     sizes: list[int] = []
     real = rig.store.commit_intents
 
-    def commit(epoch, intents, pipe=None):
+    def commit(epoch, intents, pipeline=None):
         sizes.append(len(intents))
-        return real(epoch, intents, pipe=pipe)
+        return real(epoch, intents, pipeline=pipeline)
 
     monkeypatch.setattr(rig.store, "commit_intents", commit)
     return sizes
@@ -131,12 +131,12 @@ async def test_a_chunk_that_fails_to_commit_costs_the_others_nothing(rig, monkey
     real = rig.store.commit_intents
     calls = {"n": 0}
 
-    async def commit(epoch, intents, pipe=None):
+    async def commit(epoch, intents, pipeline=None):
         # The second chunk, once, by its content: the chunks' commits may come in any order.
         if not calls["n"] and any(i.slot == "x04-15s" for i in intents):
             calls["n"] += 1
             raise ConnectionError("Redis went away before it answered")
-        return await real(epoch, intents, pipe=pipe)
+        return await real(epoch, intents, pipeline=pipeline)
 
     monkeypatch.setattr(rig.store, "commit_intents", commit)
     with pytest.raises(ConnectionError):

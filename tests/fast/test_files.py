@@ -111,7 +111,7 @@ async def test_status_json_is_written_at_start_and_after_every_tick(door, store:
         before = len(writes)
         pipe = store.r.pipeline(transaction=False)
         for n in range(2, 22):
-            store.append_tick(tick(n), pipe=pipe)
+            store.append_tick(tick(n), pipeline=pipe)
         await pipe.execute()
         await until(lambda: read_status(door)["ticks"]["done"] == 21)
         assert writes[before:] == [21]

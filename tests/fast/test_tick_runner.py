@@ -261,7 +261,7 @@ async def test_stale_candles_block_new_entries(rig):
 
 
 async def test_reaching_the_daily_loss_limit_halts_with_a_reason(rig):
-    from state.store import utc_day
+    from state.ledger import utc_day
 
     day = rig.store.k.ledger_day(utc_day(rig.clock.now_ms()))
     await rig.store.r.hset(day, "realized_pnl_micros", -usd_to_micros(100))

@@ -1,0 +1,39 @@
+"""Order intents (`slot:window:leg`): committed fenced and at most once, then updated as the
+venue answers, kept in the open hash until final."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from state.repo import Repo
+from state.structs import FINAL_INTENT_STATUSES, INTENT, Intent
+
+
+class IntentsRepo(Repo):
+    def commit_intents(self, epoch: int, intents: list[Intent], pipeline: Any = None) -> Any:
+        """Commit every intent in one fenced call (intent_commit.lua): one verdict per intent."""
+        args: list[Any] = [epoch]
+        for i in intents:
+            args += (i.id, INTENT.encode(i))
+        return self._call(
+            self.scripts.intent_commit,
+            keys=[self.k.lease_epoch(), self.k.control(), self.k.intents(), self.k.intents_open()],
+            args=args,
+            pipeline=pipeline,
+        )
+
+    async def commit_intent(self, epoch: int, intent: Intent) -> str:
+        return str((await self.commit_intents(epoch, [intent]))[0])
+
+    def update_intent(self, epoch: int, intent: Intent, pipeline: Any = None) -> Any:
+        final = intent.status in FINAL_INTENT_STATUSES
+        return self._call(
+            self.scripts.intent_update,
+            keys=[self.k.lease_epoch(), self.k.intents(), self.k.intents_open()],
+            args=[epoch, intent.id, INTENT.encode(intent), "1" if final else "0"],
+            pipeline=pipeline,
+        )
+
+    async def read_intents(self, open_only: bool = False) -> list[Intent]:
+        raw = await self.r.hgetall(self.k.intents_open() if open_only else self.k.intents())
+        return [INTENT.decode(v) for v in raw.values()]

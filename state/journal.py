@@ -1,0 +1,66 @@
+"""The journals: one entry per tick (fenced, once per index) with the stats it counts, the
+stop marks that tell a clean stop from missed ticks, and the error journal."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from state.repo import Repo
+from state.structs import TickRecord, tick_record_fields
+
+JOURNAL_MAXLEN = 100_000
+ERRORS_MAXLEN = 1_000
+
+
+class JournalRepo(Repo):
+    def append_tick(self, rec: TickRecord, pipeline: Any = None) -> Any:
+        """Journal a tick (fenced, once per index) and count it in stats."""
+        flat: list[Any] = []
+        for name, value in tick_record_fields(rec).items():
+            flat += [name, value]
+        return self._call(
+            self.scripts.tick_journal,
+            keys=[self.k.lease_epoch(), self.k.journal_ticks(), self.k.stats()],
+            args=[rec.epoch, rec.tick, rec.missed_before, rec.started_ms, JOURNAL_MAXLEN, *flat],
+            pipeline=pipeline,
+        )
+
+    async def read_stop_marks(self) -> tuple[int | None, int | None]:
+        """(last journaled tick, tick after which the last holder stopped cleanly)."""
+        last, clean = await self.r.hmget(self.k.stats(), ["last_tick", "clean_stop_tick"])
+        return (int(last) if last is not None else None, int(clean) if clean is not None else None)
+
+    async def stack_was_stopped(self) -> bool:
+        """True when the whole runtime was shut down on purpose (`baton stop`) since the last
+        holder's last tick: the boundaries of that downtime are not missed ticks."""
+        return bool(await self.r.hexists(self.k.stats(), "stack_stopped_ms"))
+
+    async def mark_clean_stop(self, tick: int | None) -> None:
+        """A holder's clean stop after `tick`; None (a new holder starts) clears the stop marks."""
+        if tick is None:
+            await self.r.hdel(self.k.stats(), "clean_stop_tick", "stack_stopped_ms")
+        else:
+            await self.r.hset(self.k.stats(), "clean_stop_tick", tick)
+
+    async def record_error(self, source: str, error: str, sample: str = "", now_ms: int = 0) -> None:
+        await self.record_errors(source, [error], sample, now_ms)
+
+    async def record_errors(self, source: str, errors: list[str], sample: str = "", now_ms: int = 0) -> None:
+        """Journal bad inputs or venue errors with what was wrong, in one round trip; never raises."""
+        if not errors:
+            return
+        at_ms = now_ms or int(time.time() * 1000)
+        try:
+            pipe = self.r.pipeline(transaction=False)
+            for error in errors:
+                pipe.xadd(
+                    self.k.journal_errors(),
+                    {"source": source, "error": error[:500], "sample": sample[:200], "at_ms": at_ms},
+                    maxlen=ERRORS_MAXLEN,
+                    approximate=True,
+                )
+            pipe.hincrby(self.k.stats(), f"errors_{source}", len(errors))
+            await pipe.execute()
+        except Exception:
+            pass

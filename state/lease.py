@@ -1,0 +1,90 @@
+"""The lease's Redis side: the fenced scripts that take, renew, hand over and release it, the
+handover request a deploy makes, and the wake list a standby blocks on. What a lease *is*
+(its type, liveness, the dead-holder check) is kernel/lease.py's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from state.repo import Repo, text
+
+
+class LeaseRepo(Repo):
+    async def acquire_lease(
+        self, holder: str, color: str, release: str, now_ms: int, ttl_ms: int, dead_holder: str = ""
+    ) -> tuple[bool, int, str]:
+        """Take the lease if free, expired, ours, or held by `dead_holder` (found dead by the
+        caller). Returns (held, epoch, current holder)."""
+        res = await self.scripts.lease_acquire(
+            keys=[self.k.lease(), self.k.lease_epoch()],
+            args=[holder, color, release, now_ms, ttl_ms, dead_holder],
+        )
+        if int(res[0]) == 1:
+            return True, int(res[1]), holder
+        return False, int(res[1]), text(res[2])
+
+    def renew_lease(self, holder: str, epoch: int, now_ms: int, ttl_ms: int, pipeline: Any = None) -> Any:
+        return self._call(
+            self.scripts.lease_renew,
+            keys=[self.k.lease(), self.k.lease_epoch()],
+            args=[holder, epoch, now_ms, ttl_ms],
+            pipeline=pipeline,
+        )
+
+    async def transfer_lease(
+        self,
+        holder: str,
+        epoch: int,
+        request_id: str,
+        successor: str,
+        successor_color: str,
+        last_tick: int,
+        now_ms: int,
+        ttl_ms: int,
+    ) -> tuple[int, str]:
+        """Carry out a handover request after `last_tick` (lease_transfer.lua).
+        Returns (successor's epoch, "") or (0, reason)."""
+        res = await self.scripts.lease_transfer(
+            keys=[
+                self.k.lease(),
+                self.k.lease_epoch(),
+                self.k.handover(),
+                self.k.stats(),
+                self.k.worker(successor_color),
+                self.k.wake(successor),
+            ],
+            args=[holder, epoch, request_id, successor, last_tick, now_ms, ttl_ms],
+        )
+        if int(res[0]) == 1:
+            return int(res[1]), ""
+        return 0, text(res[1])
+
+    def request_handover(self, request_id: str, fields: dict[str, Any], pipeline: Any = None) -> Any:
+        """Replace any earlier request: only the latest deploy's request may be carried out."""
+        pipe = self.r.pipeline(transaction=True) if pipeline is None else pipeline
+        pipe.delete(self.k.handover())
+        pipe.hset(self.k.handover(), mapping={**fields, "id": request_id, "state": "requested"})
+        return pipe.execute() if pipeline is None else None
+
+    def cancel_handover(self, request_id: str, reason: str, now_ms: int, pipeline: Any = None) -> Any:
+        """Withdraw a request not carried out in time (handover_cancel.lua): its state after,
+        'cancelled' or as it was ('done', 'refused', '')."""
+        return self._call(
+            self.scripts.handover_cancel,
+            keys=[self.k.handover()],
+            args=[request_id, reason, now_ms],
+            pipeline=pipeline,
+        )
+
+    async def wait_wake(self, holder: str, timeout_s: float) -> bool:
+        """Block until a handover to `holder` is pushed, at most timeout_s; True when woken."""
+        res = await self.r.blpop([self.k.wake(holder)], timeout=timeout_s)
+        return res is not None
+
+    async def release_lease(self, holder: str, epoch: int) -> bool:
+        res = await self.scripts.lease_release(keys=[self.k.lease()], args=[holder, epoch])
+        return int(res) == 1
+
+    async def read_lease(self) -> dict[str, str]:
+        return await self.r.hgetall(self.k.lease())
