@@ -7,8 +7,8 @@ faults injected on a seeded schedule for a while, then a quiet drain and the inv
 
 The stack is the real one (tests/e2e/stack.py: redis-server with AOF, supervisord, sim, feed,
 settle, both worker colours, api) in its own BATON_HOME with free ports; the feed reaches the
-sim's kline WebSocket through a proxy of the harness (tests/chaos/faults.py: WsProxy), which
-is how garbage frames get in. The fault catalogue and the two lanes are in faults.py; the
+sim's kline WebSocket through a proxy of the harness (tests/chaos/wsproxy.py), which
+is how garbage frames get in. The fault catalogue is in faults.py, the lanes in lanes.py; the
 checker in checker.py. Exit status: 0 when every invariant holds, 1 when one breaks (the seed
 and a replay command are printed), 2 when the run could not be made.
 """
@@ -40,6 +40,8 @@ from deploy.releases import PACKAGES
 from kernel.clock import wall_ms
 from tests.chaos import checker
 from tests.chaos import faults as F
+from tests.chaos.lanes import Outcome
+from tests.chaos.wsproxy import WsProxy
 from tests.e2e.stack import Stack, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,12 +69,10 @@ def source_trees(tmp: Path) -> list[Path]:
 
 
 class Chaos:
-    """What the fault injectors work with (tests/chaos/faults.py): the stack, the API client,
+    """What the fault injectors work with (tests/chaos/*_faults.py): the stack, the API client,
     the proxy, and ways to wait for the system to show it is back."""
 
-    def __init__(
-        self, st: Stack, tick_ms: int, window_ms: int, proxy: F.WsProxy, sources: list[Path]
-    ) -> None:
+    def __init__(self, st: Stack, tick_ms: int, window_ms: int, proxy: WsProxy, sources: list[Path]) -> None:
         self.st = st
         self.tick_ms = tick_ms
         self.window_ms = window_ms
@@ -185,7 +185,7 @@ class Lane(threading.Thread):
             try:
                 out = kind.inject(self.ctx, rnd)
             except Exception as e:
-                out = F.Outcome(recovered=False)
+                out = Outcome(recovered=False)
                 error = f"{type(e).__name__}: {e}"
                 traceback.print_exc()
             end = wall_ms()
@@ -317,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         "BATON_BINANCE_WS_URL": f"ws://127.0.0.1:{proxy_port}",
     }
     st = Stack(**env)
-    proxy = F.WsProxy(f"ws://127.0.0.1:{st.env['BATON_SIM_BINANCE_PORT']}", proxy_port)
+    proxy = WsProxy(f"ws://127.0.0.1:{st.env['BATON_SIM_BINANCE_PORT']}", proxy_port)
     faults: list[dict[str, Any]] = []
     ctx: Chaos | None = None
     result: dict[str, Any] = {"seed": seed, "replay": replay, "home": str(st.home)}
