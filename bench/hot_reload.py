@@ -41,6 +41,8 @@ from typing import Any
 
 import httpx
 
+from api import apitoken
+from baton import settings as settings_mod
 from baton.errors import OpFailed
 from bench import deploy_gap
 from bench.deploy_gap import KEYS, SETTLE_TICKS, last_entry, p99, wait_phase, wait_ticks_by
@@ -107,9 +109,6 @@ class Api:
     """POST /reload with the bearer token (never printed)."""
 
     def __init__(self, st: Stack) -> None:
-        from api import apitoken
-        from baton import settings as settings_mod
-
         s = settings_mod.load(st.env)
         self.http = httpx.Client(base_url=f"http://{s.api_host}:{s.api_port}", timeout=60)
         wait_for(lambda: self.http.get("/health").json().get("ok"), 60, "the api program")
