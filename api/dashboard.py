@@ -35,6 +35,7 @@ from baton.errors import OpError, Unauthorized
 from control import commands as c
 from control.views import control_view
 from kernel.clock import wall_ms
+from kernel.lease import Lease, decode_lease
 from state.control import parse_control
 from state.keys import Keys
 from state.structs import POSITION, micros_to_usd
@@ -182,6 +183,19 @@ def _tick_view(entry_id: str, f: dict[str, str]) -> TickView:
     )
 
 
+def _lease_view(lease: Lease | None, now_ms: int) -> LeaseView | None:
+    if lease is None:
+        return None
+    return LeaseView(
+        color=lease.color,
+        release=lease.release,
+        epoch=lease.epoch,
+        holder=lease.holder,
+        expires_ms=lease.expires_ms,
+        active=lease.live(now_ms),
+    )
+
+
 def _worker_view(h: dict[str, str]) -> WorkerView:
     return WorkerView(
         color=h.get("color", ""),
@@ -215,16 +229,7 @@ async def snapshot(ctx: ApiContext) -> DashboardData:
         server_ms=now_ms,
         mode=ctx.s.mode + (" (dry run)" if ctx.s.dry_run else ""),
         tick_ms=ctx.s.tick_ms,
-        lease=LeaseView(
-            color=lease.get("color", ""),
-            release=lease.get("release", ""),
-            epoch=_int(lease.get("epoch")),
-            holder=lease.get("holder", ""),
-            expires_ms=_int(lease.get("expires_ms")),
-            active=bool(lease.get("holder")) and _int(lease.get("expires_ms")) > now_ms,
-        )
-        if lease
-        else None,
+        lease=_lease_view(decode_lease(lease), now_ms),
         control=control_view(parse_control(control)),
         workers=[_worker_view(h) for h in (blue, green) if h],
         ticks_done=_int(stats.get("ticks_done")),

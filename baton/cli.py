@@ -44,6 +44,7 @@ from control import views
 from control.ops import Ops, Supervisor
 from deploy import orchestrate, supervisord
 from deploy import reload as hot
+from kernel.lease import lease_color
 from state import connection
 
 # --- seams: the fast tests replace these two with fakeredis and a fake supervisor ----------------
@@ -231,7 +232,7 @@ def cmd_deploy(s: Settings, args: argparse.Namespace) -> int:
 
 def cmd_reload(s: Settings, args: argparse.Namespace) -> int:
     ops = make_ops(s)
-    color = ops.r.hget(ops.k.lease(), "color")
+    color = lease_color(ops.r, ops.k)
     # Without a lease holder, the audited operation below refuses (409) and says so.
     if not args.no_sync and color:
         # Check and copy the working tree's strategies into the running release first; the
@@ -414,7 +415,7 @@ def active_worker(s: Settings) -> str:
     """The lease holder's program; without Redis, the worker whose log changed last."""
     try:
         ops = make_ops(s)
-        color = ops.r.hget(ops.k.lease(), "color")
+        color = lease_color(ops.r, ops.k)
         if color:
             return f"worker-{color}"
     except redis.RedisError:

@@ -17,8 +17,9 @@ from baton.errors import BadRequest, Conflict
 from control import commands as c
 from control import views
 from control.audit import audited
-from control.context import Context, to_int
+from control.context import Context
 from control.lifecycle import flush_ledger
+from kernel.lease import read_lease
 from state.control import parse_control
 
 
@@ -76,14 +77,14 @@ def _halt(ctx: Context, actor: c.Actor, body: c.HaltBody) -> c.HaltResult:
     reason = _reason(body.reason, "operator halt")
     t0 = time.monotonic()
     seq, _receivers, _was, _p = set_flags(ctx, "halt", reason, actor)
-    lease = ctx.r.hgetall(ctx.k.lease())
-    active = bool(lease.get("holder")) and to_int(lease.get("expires_ms")) > ctx.clock_ms()
-    worker = f"worker-{lease.get('color')}" if active else ""
+    lease = read_lease(ctx.r, ctx.k)
+    live = lease if lease is not None and lease.live(ctx.clock_ms()) else None
+    worker = f"worker-{live.color}" if live is not None else ""
     acknowledged, ack_ms = False, None
     cancel = "no active worker: the next worker to take the lease cancels open orders at its first tick"
     timeout_s = ctx.s.halt_ack_timeout_ms / 1000
-    if active and timeout_s > 0:
-        ack = _holder_ack(ctx, seq, lease, t0 + timeout_s)
+    if live is not None and timeout_s > 0:
+        ack = _holder_ack(ctx, seq, live.holder, t0 + timeout_s)
         if ack is not None:
             acknowledged = True
             ack_ms = round((time.monotonic() - t0) * 1000)
@@ -115,14 +116,14 @@ def _halt(ctx: Context, actor: c.Actor, body: c.HaltBody) -> c.HaltResult:
     )
 
 
-def _holder_ack(ctx: Context, seq: int, lease: dict[str, str], deadline: float) -> dict[str, Any] | None:
+def _holder_ack(ctx: Context, seq: int, holder: str, deadline: float) -> dict[str, Any] | None:
     """The acknowledgement of the lease holder (another worker — one that handed over a
     moment ago — may answer too, and does not count), once it has no post in flight."""
     while (left := deadline - time.monotonic()) > 0:
         ack = _pop_ack(ctx, seq, left)
         if ack is None:
             return None
-        holder_ok = ack.get("holder") == lease.get("holder")
+        holder_ok = ack.get("holder") == holder
         if holder_ok and ack.get("halted") is True and not ack.get("inflight"):
             return ack
     return None

@@ -11,7 +11,7 @@ from control import commands as c
 from control.audit import audited
 from control.context import Context, to_int
 from deploy import reload as hot
-from deploy.supervisord import active_color
+from kernel.lease import active_color
 from state.control import parse_control
 from state.keys import COLORS
 

@@ -16,6 +16,7 @@ from baton.settings import CANDLE_INTERVAL, Settings
 from control import commands as c
 from control.context import Context, to_int
 from kernel.clock import wall_ms
+from kernel.lease import decode_lease
 from kernel.settlement import queue_name
 from kernel.windows import window_bounds
 from state.control import parse_control
@@ -70,7 +71,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     pipe.hgetall(k.handover())
     pipe.hgetall(k.feed_status())
     (
-        lease,
+        lease_raw,
         stats,
         control,
         slots_raw,
@@ -89,13 +90,14 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         feed_status,
     ) = pipe.execute()
     problems: list[str] = []
+    lease = decode_lease(lease_raw)
     active = None
-    if lease and to_int(lease.get("expires_ms")) > now_ms:
+    if lease is not None and lease.live(now_ms):
         active = {
-            "color": lease.get("color"),
-            "release": lease.get("release"),
-            "epoch": to_int(lease.get("epoch")),
-            "holder": lease.get("holder"),
+            "color": lease.color,
+            "release": lease.release,
+            "epoch": lease.epoch,
+            "holder": lease.holder,
         }
     slots = []
     for sid in sorted(slots_raw):

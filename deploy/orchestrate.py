@@ -31,6 +31,7 @@ from deploy import releases
 from deploy.supervisord import supervisor_call, supervisor_running
 from kernel import boundaries
 from kernel.clock import wall_ms
+from kernel.lease import Lease, read_lease
 from state import connection
 from state.deploys import DeploysRepo
 from state.keys import COLORS, Keys
@@ -98,14 +99,10 @@ class Deployer:
     def now_ms(self) -> int:
         return wall_ms()
 
-    def active(self) -> dict[str, str]:
-        """The lease as Redis holds it, when it is held and not expired; else {}."""
-        lease = self.r.hgetall(self.k.lease())
-        try:
-            live = int(lease.get("expires_ms", 0)) > self.now_ms()
-        except ValueError:
-            live = False
-        return lease if lease.get("holder") and live else {}
+    def active(self) -> Lease | None:
+        """The lease as Redis holds it, when it is held and not expired; else None."""
+        lease = read_lease(self.r, self.k)
+        return lease if lease is not None and lease.live(self.now_ms()) else None
 
     def heartbeat(self, color: str) -> dict[str, str]:
         return self.r.hgetall(self.k.worker(color))
@@ -163,8 +160,8 @@ class Deployer:
                 f"supervisord is not running for {self.s.home}: start the stack with `make run` first"
             )
         lease = self.active()
-        from_color = lease.get("color", "")
-        from_release = lease.get("release", "")
+        from_color = lease.color if lease is not None else ""
+        from_release = lease.release if lease is not None else ""
         if from_color not in COLORS:
             from_color = ""
         target = other(from_color) if from_color else self._idle_without_lease()
@@ -192,7 +189,8 @@ class Deployer:
         previous_pointer = releases.pointed(self.home, target)
 
         def fail(reason: str) -> DeployError:
-            if self.active().get("color") == target:
+            holding = self.active()
+            if holding is not None and holding.color == target:
                 # It holds the lease after all (the old holder died meanwhile): stopping it
                 # would leave nobody trading.
                 reason += f"\n(worker-{target} holds the lease now and was left running)"
@@ -229,7 +227,8 @@ class Deployer:
         if not from_color:
             return self._first_start(target, rel.id, hb, record, ready_s, t_start, fail)
 
-        if self.active().get("holder") == hb["holder"]:
+        holding = self.active()
+        if holding is not None and holding.holder == hb["holder"]:
             # The old holder died while the new worker was getting ready, and the new one
             # took the lease by itself (failover): nothing to hand over.
             raise fail(
@@ -416,16 +415,16 @@ def rollback(
             raise DeployError(
                 f"cannot reach Redis at {s.redis_url_shown}: {e} (is the stack running?)"
             ) from e
-        color = lease.get("color", "")
-        if color not in COLORS:
+        if lease is None or lease.color not in COLORS:
             raise DeployError("no worker holds the lease: nothing to roll back from (start with `make run`)")
+        color = lease.color
         prev = releases.pointed(d.home, other(color))
-        if not prev or prev == lease.get("release"):
+        if not prev or prev == lease.release:
             raise DeployError(
                 f"nothing to roll back to: worker-{other(color)} points at "
-                f"{prev or 'no release'}, and worker-{color} runs {lease.get('release')}"
+                f"{prev or 'no release'}, and worker-{color} runs {lease.release}"
             )
-        log(f"rollback: from {lease.get('release')} (worker-{color}) to {prev}")
+        log(f"rollback: from {lease.release} (worker-{color}) to {prev}")
         return d.run(release_id=prev, kind="rollback", ready_timeout_s=ready_timeout_s)
     except (ReleaseError, StackError, redis.RedisError, OSError) as e:
         raise DeployError(str(e)) from e

@@ -23,6 +23,7 @@ import redis
 from baton.errors import ReloadError
 from baton.settings import REPO_ROOT, Settings
 from kernel import reload as reload_mod
+from kernel.lease import lease_color
 from state import connection
 from state.control import ControlRepo
 from state.keys import Keys
@@ -103,7 +104,7 @@ def _reload(
     timeout_s: float,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    color = r.hget(k.lease(), "color")
+    color = lease_color(r, k)
     if not color:
         raise ReloadError("no worker holds the lease: nothing to reload")
     hb = r.hgetall(k.worker(color))

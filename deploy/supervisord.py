@@ -20,13 +20,13 @@ from typing import Any
 import redis
 from supervisor.xmlrpc import SupervisorTransport
 
-from baton import procs
 from baton.errors import CredentialsError, StackError
 from baton.settings import REPO_ROOT, Settings, credentials
 from deploy import releases
 from kernel.clock import wall_ms
+from kernel.lease import active_color, process_alive
 from state import connection
-from state.keys import COLORS, Keys
+from state.keys import Keys
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
 REDIS_TEMPLATE = REPO_ROOT / "deploy" / "supervisor" / "redis.conf"
@@ -167,19 +167,6 @@ def _start_stopped(s: Settings) -> None:
             supervisor_call(s.supervisor_socket, "startProcess", name, True)
 
 
-def active_color(r: redis.Redis, k: Keys) -> str:
-    """The colour that should trade: the lease's (a crashed holder's expired lease still
-    names it), else the last successful deploy's or rollback's (a clean stop deletes the
-    lease), else blue. Starting the other colour would run an older release."""
-    color = r.hget(k.lease(), "color")
-    if color in COLORS:
-        return str(color)
-    for _id, f in r.xrevrange(k.deploys(), count=50):
-        if f.get("result") == "ok" and f.get("color") in COLORS:
-            return str(f["color"])
-    return "blue"
-
-
 def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
     pid_file = s.run_dir / "supervisord.pid"
     if not supervisor_running(s):
@@ -193,5 +180,5 @@ def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
         log(f"warning: could not mark the stop in Redis ({e}); the downtime will count as missed")
     supervisor_call(s.supervisor_socket, "shutdown")
     if pid is not None:
-        wait_until(lambda: not procs.alive(pid), timeout_s, f"supervisord (pid {pid}) to exit")
+        wait_until(lambda: not process_alive(pid), timeout_s, f"supervisord (pid {pid}) to exit")
     log("stopped")

@@ -99,14 +99,6 @@ class ControlFlags(msgspec.Struct, frozen=True):
     pause_reason: str = ""
 
 
-class Lease(msgspec.Struct, frozen=True):
-    holder: str
-    color: str
-    release: str
-    epoch: int
-    expires_ms: int
-
-
 IntentStatus = Literal["committed", "posted", "filled", "rejected", "failed"]
 FINAL_INTENT_STATUSES = frozenset({"filled", "rejected", "failed"})
 
@@ -252,7 +244,6 @@ CANDLE = Codec(Candle)
 FEED_STATUS = Codec(FeedStatus)
 MARKET = Codec(Market)
 SLOT = Codec(Slot)
-LEASE = Codec(Lease)
 INTENT = Codec(Intent)
 POSITION = Codec(Position)
 LEDGER_ENTRY = Codec(LedgerEntry)

@@ -23,22 +23,20 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
-import socket
 import sys
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from baton import procs
 from baton import settings as settings_mod
 from baton.errors import CredentialsError, LeaseLost, NotReady, SchemaMismatch
 from baton.settings import Settings
 from kernel import boundaries, gcpolicy, reconcile
 from kernel.clock import Clock, SystemClock
 from kernel.halt import HaltGate, HaltResponder
+from kernel.lease import dead_holder, decode_lease, new_holder
 from kernel.reload import StrategyReloader
 from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state import connection
@@ -69,21 +67,6 @@ def configured_slots(s: Settings) -> list[Slot]:
     ]
 
 
-def _host() -> str:
-    return socket.gethostname().replace(":", "_")
-
-
-def holder_pid(holder: str) -> tuple[str, int] | None:
-    """(host, pid) of a holder id `color:host:pid:nonce`, or None when it has another form."""
-    parts = holder.split(":")
-    if len(parts) != 4:
-        return None
-    try:
-        return parts[1], int(parts[2])
-    except ValueError:
-        return None
-
-
 class Worker:
     """One worker process: readiness check, standby, trading, and the ways out of trading
     (clean stop, planned handover, lost lease)."""
@@ -105,7 +88,7 @@ class Worker:
         self.venue = venue
         self.clock = clock
         self.color = color
-        self.holder = f"{color}:{_host()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.holder = new_holder(color)
         self.stopping = asyncio.Event()
         self.state = "starting"
         self.error = ""
@@ -216,27 +199,15 @@ class Worker:
         await self._beat()
         log.info("ready: release %s, %d slot(s) dry-evaluated", self.s.release, checked)
 
-    def _dead_holder(self, lease: dict[str, str]) -> str:
-        """The lease holder's id if it is a process of this host that no longer exists, so
-        that a restarted worker need not wait for the dead one's lease to expire."""
-        holder = lease.get("holder", "")
-        hp = holder_pid(holder)
-        if hp is None or holder == self.holder:
-            return ""
-        host, pid = hp
-        if host != _host() or pid == os.getpid() or procs.alive(pid):
-            return ""
-        return holder
-
     async def acquire(self) -> bool:
         """Standby until this worker holds the lease (or is asked to stop): the lease is free
         or expired, its holder died on this host, or it was handed to us (we are woken)."""
         if self.state != "handed-over":
             self.state = "ready"
         while not self.stopping.is_set():
-            lease = await self.store.read_lease()
-            dead = self._dead_holder(lease)
-            before = lease.get("holder", "")
+            lease = decode_lease(await self.store.read_lease())
+            dead = dead_holder(lease, self.holder)
+            before = lease.holder if lease is not None else ""
             got, epoch, _holder = await self.store.acquire_lease(
                 self.holder, self.color, self.s.release, self.clock.now_ms(), self.s.lease_ms, dead
             )
@@ -318,13 +289,13 @@ class Worker:
         await self.store.record_reload(self.color, self.s.release, res)
 
     async def _someone_else_trades(self) -> bool:
-        lease = await self.store.read_lease()
-        holder = lease.get("holder", "")
-        try:
-            live = int(lease.get("expires_ms", 0)) > self.clock.now_ms()
-        except ValueError:
-            live = False
-        return bool(holder) and holder != self.holder and live and not self._dead_holder(lease)
+        lease = decode_lease(await self.store.read_lease())
+        return (
+            lease is not None
+            and lease.live(self.clock.now_ms())
+            and lease.holder != self.holder
+            and not dead_holder(lease, self.holder)
+        )
 
     async def run(self) -> int:
         try:
@@ -469,9 +440,9 @@ class Worker:
         if prev == "active" and self.last_tick >= 0:
             await self.store.mark_clean_stop(self.last_tick)
         # Also when a stop came just as a handover gave us the lease: let the next one have it.
-        lease = await self.store.read_lease()
-        if lease.get("holder") == self.holder:
-            await self.store.release_lease(self.holder, int(lease.get("epoch", 0)))
+        lease = decode_lease(await self.store.read_lease())
+        if lease is not None and lease.holder == self.holder:
+            await self.store.release_lease(self.holder, lease.epoch)
             log.info("stopped cleanly after tick %d, lease released", self.last_tick)
         await self._beat()
 

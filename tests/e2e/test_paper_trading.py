@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from baton import procs
+from kernel.lease import process_alive
 from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -108,4 +108,4 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
     finally:
         logs = st.logs()
         st.stop()
-    assert not [p for p in pids if procs.alive(p)], f"processes left behind after stop\n{logs}"
+    assert not [p for p in pids if process_alive(p)], f"processes left behind after stop\n{logs}"

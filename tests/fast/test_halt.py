@@ -21,9 +21,9 @@ from baton.settings import load
 from control import commands as c
 from control import halt
 from control.ops import Ops
-from deploy.supervisord import active_color
 from kernel import executor
 from kernel.halt import HaltGate, HaltResponder
+from kernel.lease import active_color
 from state.keys import Keys
 from state.structs import Intent
 from tests.factories import intent as make_intent
