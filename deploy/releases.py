@@ -36,7 +36,7 @@ from pathlib import Path
 from baton.errors import ReleaseError
 from state.keys import COLORS
 
-PACKAGES = ("baton", "deploy", "feed", "kernel", "sim", "state", "worker")
+PACKAGES = ("baton", "control", "deploy", "feed", "kernel", "sim", "state", "venues", "worker")
 EXTRA_FILES = ("pyproject.toml",)  # copied when present; informational (the venv has the deps)
 MANIFEST = "RELEASE.json"
 COLORS_DIR = "colors"
