@@ -9,7 +9,7 @@ import pytest
 
 from state.structs import EntryRecord, PassRecord, StrategyErrorRecord
 
-ENCODER = msgspec.json.Encoder()  # state/store.py's, the one record_decisions encodes with
+ENCODER = msgspec.json.Encoder()  # as state/slots.py's, the one record_decisions encodes with
 
 # Each shape: the struct, the dict literal the tick wrote before it, and the bytes of both.
 SHAPES = [
