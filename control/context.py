@@ -36,7 +36,8 @@ class Context:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.s = s
-        self.r = r
+        # A decoded client (str in, str out): redis-py's types cannot say so, hence Any.
+        self.r: Any = r
         self.k = Keys(s.prefix)
         self.clock_ms = clock_ms
         self.sleep = sleep
