@@ -2,7 +2,7 @@
 signer (coincurve) against eth-keys' pure-Python one, side by side in one run.
 
 The tick benchmarks use an in-process venue stand-in, so that their numbers are the kernel's
-and Redis's. This one measures what they leave out: `kernel.venue.ClobVenue` (py-clob-client-v2
+and Redis's. This one measures what they leave out: `venues.polymarket.ClobVenue` (py-clob-client-v2
 underneath) signing BUY orders and posting them over HTTP to the sim's CLOB (`python -m sim`,
 its own process on free ports, which checks every signature as the CLOB does).
 
@@ -158,8 +158,8 @@ def render(rows: list[dict[str, Any]], burst: int) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from baton.settings import SIM_PRIVATE_KEY
-    from kernel.venue import ClobVenue
     from kernel.windows import slug, window_bounds
+    from venues.polymarket import ClobVenue
 
     home = Path(tempfile.mkdtemp(prefix="baton-venue-sign-"))
     proc, url = start_sim(home)

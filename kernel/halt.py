@@ -34,7 +34,7 @@ from state.structs import ControlFlags
 log = logging.getLogger("baton.halt")
 
 # How long an acknowledgement waits for posts already on their way to the venue (each is
-# bounded by the venue client's own timeout and retries, kernel/venue.py).
+# bounded by the venue client's own timeout and retries, venues/polymarket.py).
 DRAIN_TIMEOUT_S = 10.0
 
 

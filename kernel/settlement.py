@@ -1,4 +1,5 @@
-"""Settlement of closed windows, as rq jobs run by the `settle` program.
+"""Settlement of closed windows: the kernel's side, enqueueing rq jobs that the `settle`
+program runs (worker/settle.py holds the job).
 
 At each window's end the kernel enqueues one job per open position with a deterministic id,
 `settle-<slot>-<window_start>`, so that it runs once whoever enqueues it, however often:
@@ -11,35 +12,30 @@ At each window's end the kernel enqueues one job per open position with a determ
    it refuses a settlement computed from a position record that has changed since, and its
    ledger ref books each payout at most once, so even a job that rq runs twice pays once.
 
-The job asks the venue for the market's resolution and raises `Unresolved` until it is
-known; rq retries it on a schedule (the settle worker runs with its scheduler). Jobs are
-stored with rq's JSON serializer (no pickle); their description names the position.
+The job (worker.settle.settle_job) asks the venue for the market's resolution and raises
+`Unresolved` until it is known; rq retries it on a schedule (the settle worker runs with its
+scheduler). Jobs are stored with rq's JSON serializer (no pickle); their description names
+the position.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from redis import Redis
-from rq import Queue, Retry, get_current_job
+from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from baton.errors import PositionChanged, Unresolved
-from kernel.clock import wall_ms
 from state.keys import Keys
 from state.settlements import SettlementsRepo
-from state.structs import POSITION, Position
+from state.structs import Position
 
-log = logging.getLogger("baton.settle")
-
-JOB_FUNC = "kernel.settlement.settle_job"
+# The job function, by name: rq imports it in the settle program (the kernel never does).
+JOB_FUNC = "worker.settle.settle_job"
 DEFAULT_PREFIX = "baton:"
 # Resolution arrives within seconds in the sim, within minutes live (Chainlink, then the
 # market's close): ask again quickly at first, then once a minute, for about three hours.
@@ -187,73 +183,3 @@ def settled(p: Position, up_won: bool, now_ms: int) -> Position:
         pnl_micros=payout - p.cost_micros,
         settled_ms=now_ms,
     )
-
-
-# --- the job (runs in the settle program) ------------------------------------------------
-
-
-@dataclass
-class _Context:
-    venue: Any
-    clock_ms: Callable[[], int]
-
-
-_context: _Context | None = None
-
-
-def configure(venue: Any, clock_ms: Callable[[], int] | None = None) -> None:
-    """Set the venue (and clock) jobs use in this process: the settle program at start-up,
-    tests with their own sim. Without it, the first job builds one from the settings."""
-    global _context
-    _context = _Context(venue, clock_ms or wall_ms)
-
-
-def _ctx() -> _Context:
-    if _context is None:
-        from baton import settings
-        from kernel.venue import venue_from_settings
-
-        configure(venue_from_settings(settings.load()))
-    assert _context is not None
-    return _context
-
-
-def _count(r: Redis, k: Keys, name: str) -> None:
-    SettlementsRepo(r, k).count_settle(name)
-
-
-def settle_job(prefix: str, position_id: str) -> str:
-    """Settle one position: 'settled', 'already' (nothing to do) or raises to be retried."""
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("settle_job runs inside an rq worker")
-    r: Redis = job.connection
-    k = Keys(prefix)
-    ctx = _ctx()
-    _count(r, k, "runs")
-    raw = r.hget(k.positions_open(), position_id)
-    if raw is None:
-        _count(r, k, "already")
-        return "already"
-    p = POSITION.decode(raw)
-    try:
-        up_won = ctx.venue.resolution(p.condition_id)
-    except Exception:
-        _count(r, k, "errors")
-        raise
-    if up_won is None:
-        _count(r, k, "unresolved")
-        raise Unresolved(f"market {p.condition_id} of {position_id} is not resolved yet")
-    verdict = SettlementsRepo(r, k).settle_position(
-        raw.decode() if isinstance(raw, bytes) else raw, settled(p, up_won, ctx.clock_ms())
-    )
-    verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
-    if verdict == "OK":
-        _count(r, k, "settled")
-        log.info("settled %s: %s won", position_id, "up" if up_won else "down")
-        return "settled"
-    if verdict in ("ALREADY", "UNKNOWN"):
-        _count(r, k, "already")
-        return "already"
-    _count(r, k, "changed")
-    raise PositionChanged(f"{position_id}: the position changed while settling ({verdict}); retrying")

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -31,29 +31,14 @@ from kernel.housekeeping import Housekeeping
 from kernel.markets import MarketCache
 from kernel.risk import RiskLimits, daily_loss_breach
 from kernel.snapshot import DecodeMemo, SlotRefs, read_snapshot, slot_refs
+from kernel.venue import Venue
 from kernel.wakes import WakeSchedule
 from state.store import Store
-from state.structs import ControlFlags, Market, TickRecord
+from state.structs import ControlFlags, TickRecord
 
 log = logging.getLogger("baton.tick")
 
 STRATEGY_PACKAGE = "worker.strategies"
-
-
-class Venue(Protocol):
-    """What the kernel needs of a venue (kernel/venue.py's ClobVenue); all calls block."""
-
-    def discover(self, slug: str) -> Market | None: ...
-
-    def books(self, token_ids: list[str]) -> dict[str, Any]: ...
-
-    def sign_buy(self, token_id: str, price: float, size: float) -> Any: ...
-
-    def post(self, signed: Any, order_type: str = "FOK") -> Any: ...
-
-    def order(self, order_id: str) -> Any: ...
-
-    def resolution(self, condition_id: str) -> bool | None: ...
 
 
 @dataclass

@@ -7,7 +7,12 @@
 
 from __future__ import annotations
 
-from state.ratelimit import BucketSpec, Budget
+from typing import Any
+
+from baton.settings import Settings
+from state.keys import Keys
+from state.ratelimit import BucketSpec, Budget, SyncLimiter
+from venues.http import Throttle
 
 # --- the venues' published limits --------------------------------------------------------
 # Binance spot, per IP. REST: `REQUEST_WEIGHT` 6000 per minute (the `rateLimits` of
@@ -137,3 +142,23 @@ def clob_budget(method: str, path: str) -> str:
     if path.startswith("/markets/"):
         return CLOB_MARKETS
     return CLOB_OTHER
+
+
+# A request may wait this long for its budget; longer, it is refused (and not sent): a tick
+# must not stall behind a budget, and the next tick will ask again.
+THROTTLE_MAX_WAIT_MS = 1000
+
+
+def venue_throttle(redis: Any, s: Settings) -> Throttle | None:
+    """The venues' budgets as a Throttle, on a sync Redis client (the venue runs in threads)."""
+    limiter = SyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale, budgets=BUDGETS)
+    if not limiter.enabled:
+        return None
+
+    def take(method: str, path: str) -> None:
+        # Gamma's only call is GET /events (the CLOB has no such path; the sim serves both
+        # on one port, so the path tells them apart, not the host).
+        budget = GAMMA_EVENTS if path == "/events" else clob_budget(method, path)
+        limiter.take(budget, 1, THROTTLE_MAX_WAIT_MS)
+
+    return take

@@ -43,6 +43,7 @@ from state import connection
 from state.keys import COLORS, Keys
 from state.store import Store
 from state.structs import ControlFlags, Slot, usd_to_micros
+from venues.polymarket import venue_from_settings
 
 log = logging.getLogger("baton.worker")
 
@@ -455,7 +456,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 async def amain(argv: list[str]) -> int:
     from kernel.settlement import Enqueuer
-    from kernel.venue import venue_from_settings
 
     args = _parse(argv)
     s = settings_mod.load()

@@ -1,5 +1,6 @@
 """The `settle` program: an rq worker (with its scheduler, for the retries of unresolved
-markets) that runs the settlement jobs the kernel enqueues (kernel/settlement.py).
+markets) that runs the settlement jobs the kernel enqueues (kernel/settlement.py), and the
+job itself (`settle_job`, which rq finds by its name, settlement.JOB_FUNC).
 
 `python -m worker.settle`, under supervisor. It runs from the repository, not from a
 release: it is not part of blue/green, and a deploy leaves it alone (stop it with SIGTERM:
@@ -14,18 +15,25 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import SimpleWorker
+from rq import SimpleWorker, get_current_job
 from rq.serializers import JSONSerializer
 
 from baton import settings as settings_mod
-from baton.errors import CredentialsError, SettingsError
+from baton.errors import CredentialsError, PositionChanged, SettingsError, Unresolved
 from kernel import settlement
-from kernel.venue import venue_from_settings
+from kernel.clock import wall_ms
 from state import connection
+from state.keys import Keys
+from state.settlements import SettlementsRepo
+from state.structs import POSITION
+from venues.polymarket import venue_from_settings
 
 log = logging.getLogger("baton.settle")
 
@@ -66,7 +74,7 @@ def main() -> None:
     except CredentialsError as e:
         log.error("settle: cannot start: %s", e)
         sys.exit(2)
-    settlement.configure(venue)
+    configure(venue)
     _wait_for_redis(r, REDIS_WAIT_S)
     queue = settlement.settle_queue(r, s.prefix)
     worker = SimpleWorker(
@@ -89,5 +97,76 @@ def main() -> None:
         venue.close()
 
 
+# --- the job -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    venue: Any
+    clock_ms: Callable[[], int]
+
+
+_context: _Context | None = None
+
+
+def configure(venue: Any, clock_ms: Callable[[], int] | None = None) -> None:
+    """Set the venue (and clock) jobs use in this process: the settle program at start-up,
+    tests with their own sim. Without it, the first job builds one from the settings."""
+    global _context
+    _context = _Context(venue, clock_ms or wall_ms)
+
+
+def _ctx() -> _Context:
+    if _context is None:
+        configure(venue_from_settings(settings_mod.load()))
+    assert _context is not None
+    return _context
+
+
+def _count(r: Redis, k: Keys, name: str) -> None:
+    SettlementsRepo(r, k).count_settle(name)
+
+
+def settle_job(prefix: str, position_id: str) -> str:
+    """Settle one position: 'settled', 'already' (nothing to do) or raises to be retried."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("settle_job runs inside an rq worker")
+    r: Redis = job.connection
+    k = Keys(prefix)
+    ctx = _ctx()
+    _count(r, k, "runs")
+    raw = r.hget(k.positions_open(), position_id)
+    if raw is None:
+        _count(r, k, "already")
+        return "already"
+    p = POSITION.decode(raw)
+    try:
+        up_won = ctx.venue.resolution(p.condition_id)
+    except Exception:
+        _count(r, k, "errors")
+        raise
+    if up_won is None:
+        _count(r, k, "unresolved")
+        raise Unresolved(f"market {p.condition_id} of {position_id} is not resolved yet")
+    verdict = SettlementsRepo(r, k).settle_position(
+        raw.decode() if isinstance(raw, bytes) else raw, settlement.settled(p, up_won, ctx.clock_ms())
+    )
+    verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+    if verdict == "OK":
+        _count(r, k, "settled")
+        log.info("settled %s: %s won", position_id, "up" if up_won else "down")
+        return "settled"
+    if verdict in ("ALREADY", "UNKNOWN"):
+        _count(r, k, "already")
+        return "already"
+    _count(r, k, "changed")
+    raise PositionChanged(f"{position_id}: the position changed while settling ({verdict}); retrying")
+
+
 if __name__ == "__main__":
-    main()
+    # Run in the module rq imports the job from (worker.settle), not in this copy named
+    # __main__: the venue configured at start-up must be the one settle_job sees.
+    from worker.settle import main as module_main
+
+    module_main()

@@ -16,10 +16,12 @@ from baton import settings as settings_mod
 from baton.errors import CredentialsError, SettingsError
 from baton.settings import SIM_PRIVATE_KEY, credentials, load
 from deploy.supervisord import supervisor_env
-from kernel.venue import ClobVenue, classify, parse_gamma_event
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from tests.simserver import Clock, ThreadServer
+from venues.gamma import parse_gamma_event
+from venues.http import classify
+from venues.polymarket import ClobVenue
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "gamma_event_btc_updown_15m.json"

@@ -17,6 +17,7 @@ from rq.serializers import JSONSerializer
 from kernel import settlement
 from kernel.settlement import Enqueuer, job_id, queue_name
 from tests.fast.test_tick_runner import rig  # noqa: F401  (the fixture)
+from worker import settle as settle_program
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -93,7 +94,7 @@ async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):  # noqa: F
         def resolution(self, condition_id: str):
             return None
 
-    settlement.configure(NotYet(), rig.clock.now_ms)
+    settle_program.configure(NotYet(), rig.clock.now_ms)
     q = settlement.settle_queue(rig.sync, "baton:")
     SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True)
     job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
@@ -103,7 +104,7 @@ async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):  # noqa: F
     assert _stats(rig)["unresolved"] >= 1
     assert p.id in {x.id for x in await rig.store.read_positions(open_only=True)}
     # resolution known: once the retry is due (1 s), the scheduler requeues it and it settles
-    settlement.configure(rig.venue, rig.clock.now_ms)
+    settle_program.configure(rig.venue, rig.clock.now_ms)
     for _ in range(50):
         await asyncio.sleep(0.2)
         SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(
@@ -121,7 +122,7 @@ async def test_jobs_say_what_they_settle_to_redis_cli_users(rig):  # noqa: F811
     assert p.id.encode() in job[b"description"] and p.condition_id.encode() in job[b"description"]
     # rq compresses the payload; inside it is JSON (no pickle), so any client can read it
     payload = json.loads(zlib.decompress(job[b"data"]))
-    assert payload[0] == "kernel.settlement.settle_job" and payload[2] == ["baton:", p.id]
+    assert payload[0] == "worker.settle.settle_job" and payload[2] == ["baton:", p.id]
 
 
 def test_a_remembered_claim_counts_until_it_expires_though_pruned_only_once_a_minute():

@@ -23,12 +23,13 @@ from kernel import settlement
 from kernel.clock import VirtualClock
 from kernel.settlement import Enqueuer
 from kernel.tick import Identity, TickRunner, resolve_strategy
-from kernel.venue import ClobVenue
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from state.structs import CANDLE, FEED_STATUS, Candle, FeedStatus, usd_to_micros
 from tests.factories import intent as make_intent
 from tests.simserver import ThreadServer
+from venues.polymarket import ClobVenue
+from worker import settle as settle_program
 from worker.main import Worker, configured_slots
 
 SEED = 5
@@ -87,7 +88,7 @@ class Rig:
             self.epoch, "deposit:paper-initial", usd_to_micros(1000), self.clock.now_ms()
         )
         self.settler = Enqueuer(self.sync, "baton:") if self.sync is not None else None
-        settlement.configure(self.venue, self.clock.now_ms)
+        settle_program.configure(self.venue, self.clock.now_ms)
         self.runner = TickRunner(
             self.settings,
             self.store,

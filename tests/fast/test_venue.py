@@ -1,4 +1,4 @@
-"""kernel.venue.ClobVenue against the sim's CLOB over real sockets, through py-clob-client-v2.
+"""venues.polymarket.ClobVenue against the sim's CLOB over real sockets, through py-clob-client-v2.
 
 The sim runs in a background thread with its own loop (the venue is synchronous) on a free
 port, with a settable clock so that windows open and resolve when a test says so.
@@ -18,13 +18,14 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import SignedOrderV2
 from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY
 from deploy.ports import free_port
-from kernel.venue import Book, ClobVenue, OrderResult, SignedBuy
+from kernel.venue import Book, OrderResult, SignedBuy
 from sim.book import book
 from sim.clob import ClobSim, create_app
 from sim.markets import condition_id, token_id
 from sim.model import PriceModel
 from sim.orders import FOK_KILLED
 from tests.simserver import Clock, ThreadServer
+from venues.polymarket import ClobVenue
 
 SEED = 11
 CHAIN_ID = 137

@@ -10,11 +10,12 @@ import pytest
 
 from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY, load
-from kernel.venue import ClobVenue, venue_throttle
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from state.keys import Keys
 from tests.simserver import Clock, ThreadServer
+from venues.budgets import venue_throttle
+from venues.polymarket import ClobVenue
 
 
 @pytest.fixture

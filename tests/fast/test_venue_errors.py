@@ -11,10 +11,10 @@ import pytest
 
 from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY
-from kernel.venue import RETRY_ATTEMPTS, RETRY_BUDGET_S, ClobVenue
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from tests.simserver import Clock, ThreadServer
+from venues.polymarket import RETRY_ATTEMPTS, RETRY_BUDGET_S, ClobVenue
 
 
 @pytest.fixture

@@ -1,0 +1,381 @@
+"""The runtime's client of the venue: the Polymarket CLOB, with Gamma for discovery.
+
+CLOB calls go through the real py-clob-client-v2 (signing, L1/L2 headers, order JSON); only
+its transport is ours, so that each venue has its own timeout and connection pool. Methods
+are synchronous: the worker calls them through asyncio.to_thread. Credentials are derived
+lazily on the first authenticated call and are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from enum import IntEnum
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+from py_clob_client_v2 import ClobClient
+from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, BookParams, OrderArgsV2
+from py_clob_client_v2.exceptions import PolyApiException, PolyException
+from py_clob_client_v2.order_utils.model.order_data_v2 import SignedOrderV2
+
+from baton.errors import VenueError
+from baton.settings import Settings, credentials
+from kernel.venue import DRY_RUN, Book, OrderResult, SignedBuy
+from state.structs import Market
+from venues.budgets import venue_throttle
+from venues.gamma import Gamma, parse_gamma_event
+from venues.http import VERSION_MISMATCH, Throttle, classify, take
+from venues.order_ids import OrderIds
+
+log = logging.getLogger("baton.venue")
+T = TypeVar("T")
+
+ORDER_TYPES = ("FOK", "FAK", "GTC", "GTD")
+# A venue call failing fast (refused connection, 5xx, 429) is tried again within this much
+# time, at most RETRY_ATTEMPTS times; a slow failure (a timeout) uses the budget up at once,
+# so that a retry never stretches a tick. Reposting a signed order is idempotent, so a
+# retried POST /order can never fill twice.
+RETRY_ATTEMPTS = 3
+RETRY_BUDGET_S = 2.0
+RETRY_BACKOFF_S = (0.1, 0.3)
+
+
+class _Client(ClobClient):
+    """py-clob-client-v2 with our own transport, and without its post-order trade polling."""
+
+    def __init__(self, http: httpx.Client, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._http = http
+        self.throttle: Throttle | None = None
+
+    def _request(self, method: str, url: str, headers: Any, data: Any, params: Any) -> Any:
+        # Every request the client makes (its own /tick-size, /version, ... included) takes
+        # its cost from the shared budget first; a refusal means it is never sent.
+        take(self.throttle, method, url)
+        headers = {**(headers or {}), "Accept": "*/*", "Content-Type": "application/json"}
+        content = data.encode() if isinstance(data, str) else None
+        body = None if isinstance(data, str) or data is None else data
+        try:
+            resp = self._http.request(method, url, headers=headers, content=content, json=body, params=params)
+        except httpx.HTTPError as e:
+            path = httpx.URL(url).path
+            kind = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
+            raise VenueError(f"{method} {path}: {type(e).__name__}: {e}", retryable=True, kind=kind) from e
+        if resp.status_code != 200:
+            raise PolyApiException(resp)
+        try:
+            return resp.json()
+        except ValueError:
+            return resp.text
+
+    def _get(self, endpoint: str, headers: Any = None, params: Any = None) -> Any:
+        return self._request("GET", endpoint, headers, None, params)
+
+    def _post(self, endpoint: str, headers: Any = None, data: Any = None, params: Any = None) -> Any:
+        return self._request("POST", endpoint, headers, data, params)
+
+    def _delete(self, endpoint: str, headers: Any = None, data: Any = None, params: Any = None) -> Any:
+        return self._request("DELETE", endpoint, headers, data, params)
+
+    def _resolve_transactions_hashes(self, response: Any) -> Any:
+        # The stock client polls /data/trades for up to 30 s when a match has trade ids but no
+        # transaction hashes yet; a worker thread must not hang on that. Reconciliation reads
+        # the order later instead.
+        return response
+
+
+def _venue_message(e: PolyApiException) -> str:
+    msg = e.error_msg
+    if isinstance(msg, dict):
+        return str(msg.get("error") or msg.get("errorMsg") or json.dumps(msg))
+    return str(msg)
+
+
+def _translate(e: PolyApiException, what: str) -> VenueError:
+    msg = _venue_message(e)
+    kind, retryable = classify(e.status_code, msg)
+    return VenueError(
+        f"{what}: HTTP {e.status_code}: {msg}",
+        retryable=retryable,
+        kind=kind,
+        status=e.status_code,
+        detail=msg,
+    )
+
+
+class ClobVenue:
+    def __init__(
+        self,
+        clob_url: str,
+        gamma_url: str,
+        private_key: str,
+        chain_id: int,
+        timeout_s: float = 5.0,
+        *,
+        funder: str | None = None,
+        signature_type: int = 0,
+        dry_run: bool = False,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self.clob_url = clob_url.rstrip("/")
+        self.gamma_url = gamma_url.rstrip("/")
+        self.chain_id = chain_id
+        self.dry_run = dry_run
+        self._clob_http = httpx.Client(timeout=timeout_s)
+        self._gamma = Gamma(self.gamma_url, timeout_s, throttle)
+        self._client = _Client(
+            self._clob_http,
+            host=self.clob_url,
+            chain_id=chain_id,
+            key=private_key,
+            funder=funder,
+            signature_type=signature_type,
+        )
+        self._client.throttle = throttle
+        self._creds_lock = threading.Lock()
+        self._order_id = OrderIds(chain_id)
+
+    def __repr__(self) -> str:  # never show the key or the API secret
+        return f"ClobVenue(clob_url={self.clob_url!r}, gamma_url={self.gamma_url!r}, dry_run={self.dry_run})"
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one venue call with bounded retries of retryable errors (each request in it
+        takes its cost from the shared budget first: `_Client._request`)."""
+        started = time.monotonic()
+        for attempt in range(RETRY_ATTEMPTS):
+            try:
+                return fn()
+            except PolyApiException as e:
+                err = _translate(e, what)
+                err.__cause__ = e
+                if e.status_code == 401:
+                    self._client.set_api_creds(None)  # stale key: derive again on the next call
+            except VenueError as e:
+                err = e
+            last = attempt == RETRY_ATTEMPTS - 1
+            pause = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+            if not err.retryable or last or time.monotonic() - started + pause > RETRY_BUDGET_S:
+                raise err
+            log.info("venue: %s failed (%s), attempt %d, retrying", what, err.kind, attempt + 1)
+            time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    # -- discovery ----------------------------------------------------------------------
+
+    def discover(self, slug: str) -> Market | None:
+        """The market of a slug: token ids and outcomes from Gamma's `GET /events?slug=`;
+        tick size, minimum size and fee rate from the CLOB (never assumed). None if Gamma
+        has no such event."""
+        what = self._gamma.what(slug)
+        resp = self._call(what, lambda: self._gamma.get_events(slug))
+        try:
+            market = parse_gamma_event(resp.json(), slug)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise VenueError(f"{what}: unexpected answer: {e}", retryable=False, kind="bad_answer") from e
+        if market is None:
+            return None
+        return self._with_clob_parameters(market)
+
+    def _with_clob_parameters(self, market: Market) -> Market:
+        # One GET /clob-markets fills the client's tick-size, neg-risk and fee caches for
+        # both tokens (so buy() is one POST when it counts); GET /markets has the minimum size.
+        cid = market.condition_id
+        info = self._call(f"GET /clob-markets/{cid}", lambda: self._client.get_clob_market_info(cid))
+        full = self._call(f"GET /markets/{cid}", lambda: self._client.get_market(cid))
+        try:
+            tick = float(info["mts"])
+            fee = float((info.get("fd") or {}).get("r") or 0.0)
+            min_size = float(full["minimum_order_size"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise VenueError(
+                f"market {market.slug}: CLOB market parameters unreadable: {e!r}",
+                retryable=False,
+                kind="bad_answer",
+            ) from e
+        if not 0 < tick < 1 or min_size <= 0:
+            raise VenueError(
+                f"market {market.slug}: CLOB says tick size {tick}, minimum size {min_size}",
+                retryable=False,
+                kind="bad_answer",
+            )
+        return msgspec.structs.replace(market, tick_size=tick, min_size=min_size, fee_rate=fee)
+
+    # -- books --------------------------------------------------------------------------
+
+    def books(self, token_ids: list[str]) -> dict[str, Book]:
+        """Books of the tokens, in one `POST /books`; a token the venue does not know is absent."""
+        if not token_ids:
+            return {}
+        params = [BookParams(token_id=t) for t in token_ids]
+        raw = self._call("POST /books", lambda: self._client.get_order_books(params))
+        out = {}
+        for b in raw or []:
+            asks = sorted((float(x["price"]), float(x["size"])) for x in b.get("asks") or [])
+            bids = sorted(((float(x["price"]), float(x["size"])) for x in b.get("bids") or []), reverse=True)
+            out[str(b["asset_id"])] = Book(token_id=str(b["asset_id"]), asks=asks, bids=bids)
+        return out
+
+    # -- orders -------------------------------------------------------------------------
+
+    def _ensure_creds(self) -> None:
+        if self._client.creds is not None:
+            return
+        with self._creds_lock:
+            if self._client.creds is None:
+                creds = self._call("GET /auth/derive-api-key", self._client.create_or_derive_api_key)
+                self._client.set_api_creds(creds)
+
+    def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy:
+        """Sign a BUY limit order without posting it; its order_id is known from now on."""
+        try:
+            order = self._client.create_order(
+                OrderArgsV2(token_id=token_id, price=price, size=size, side="BUY")
+            )
+            neg_risk = self._client.get_neg_risk(token_id)  # cached by create_order
+        except PolyApiException as e:
+            raise _translate(e, "create_order") from e
+        except PolyException as e:
+            raise VenueError(f"create_order: {e.msg}", retryable=False) from e
+        # Plain JSON types (enums as ints), so that a SignedBuy can be stored in Redis.
+        payload = {k: int(v) if isinstance(v, IntEnum) else v for k, v in vars(order).items()}
+        return SignedBuy(
+            order_id=self._order_id(order, neg_risk),
+            token_id=token_id,
+            price=price,
+            size=size,
+            order=payload,
+        )
+
+    def post(self, signed: SignedBuy, order_type: str = "FOK") -> OrderResult:
+        """Post a signed order; safe to repeat, and repeated (within a bound) on a retryable
+        error. A final venue refusal comes back as status "rejected" with the venue's
+        message; a retryable failure that outlasts the bound raises VenueError.
+        In dry-run mode nothing is sent: the answer is status "dry_run"."""
+        if order_type not in ORDER_TYPES:
+            raise ValueError(f"order_type {order_type!r} is not one of {ORDER_TYPES}")
+        if self.dry_run:
+            return OrderResult(signed.order_id, DRY_RUN, 0.0, signed.price, "dry run: signed, not posted")
+        self._ensure_creds()
+        order = SignedOrderV2(**signed.order)
+        try:
+
+            def send() -> Any:
+                self._ensure_creds()  # again: a 401 on the previous attempt dropped the key
+                return self._client.post_order(order, order_type)
+
+            resp = self._call("POST /order", send)
+        except VenueError as err:
+            if err.kind == "version_mismatch":
+                self._refresh_version()
+            if err.retryable or err.kind == "auth":
+                raise
+            return OrderResult(signed.order_id, "rejected", 0.0, signed.price, err.detail)
+        if not isinstance(resp, dict):
+            raise VenueError(
+                f"POST /order: unexpected answer {resp!r:.300}", retryable=True, kind="bad_answer"
+            )
+        oid = str(resp.get("orderID") or signed.order_id)
+        if not resp.get("success", True) or resp.get("error"):
+            msg = str(resp.get("errorMsg") or resp.get("error") or "rejected")
+            if VERSION_MISMATCH in msg:
+                self._refresh_version()
+            return OrderResult(oid, "rejected", 0.0, signed.price, msg)
+        taking = float(resp.get("takingAmount") or 0)
+        making = float(resp.get("makingAmount") or 0)
+        return OrderResult(
+            order_id=oid,
+            status=str(resp.get("status") or "live").lower(),
+            size_matched=taking,
+            price=signed.price,
+            avg_price=making / taking if taking > 0 else 0.0,
+        )
+
+    def _refresh_version(self) -> None:
+        # The client re-reads /version itself when post_order sees the mismatch in a 200
+        # answer; our transport raises on the 400 first, so ask it here.
+        try:
+            self._client._ClobClient__resolve_version(force_update=True)
+        except Exception as e:
+            log.warning("venue: could not refresh the order version: %s", e)
+
+    def buy(self, token_id: str, price: float, size: float, order_type: str = "FOK") -> OrderResult:
+        """Sign and post a BUY of `size` shares at limit `price`."""
+        return self.post(self.sign_buy(token_id, price, size), order_type)
+
+    def order(self, order_id: str) -> OrderResult | None:
+        """The venue's view of an order (`GET /data/order/{id}`), or None if it has none."""
+        if self.dry_run:
+            return None  # nothing was ever posted
+        self._ensure_creds()
+        try:
+            o = self._call(f"GET /data/order/{order_id}", lambda: self._client.get_order(order_id))
+        except VenueError as e:
+            if e.status == 404:
+                return None
+            raise
+        if not isinstance(o, dict) or not o.get("id"):
+            return None
+        return OrderResult(
+            order_id=str(o["id"]),
+            status=str(o.get("status", "")).lower(),
+            size_matched=float(o.get("size_matched") or 0),
+            price=float(o.get("price") or 0),
+        )
+
+    def cancel_all(self) -> dict[str, Any]:
+        """Cancel every resting order of this account (`DELETE /cancel-all`): the emergency
+        halt's sweep. Returns the venue's {"canceled": [...], "not_canceled": {...}}."""
+        if self.dry_run:
+            return {"canceled": [], "not_canceled": {}}  # nothing was ever posted
+        self._ensure_creds()
+        res = self._call("DELETE /cancel-all", lambda: self._client.cancel_all())
+        return res if isinstance(res, dict) else {"canceled": [], "not_canceled": {}, "answer": res}
+
+    def collateral_micros(self) -> int:
+        """The account's collateral (USDC) balance at the venue, in micro-units."""
+        self._ensure_creds()
+        params = BalanceAllowanceParams(asset_type=AssetType.COLLATERAL)
+        res = self._call("GET /balance-allowance", lambda: self._client.get_balance_allowance(params))
+        try:
+            return int(res["balance"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise VenueError(
+                f"GET /balance-allowance: unexpected answer {res!r:.200}", retryable=False
+            ) from e
+
+    # -- resolution ---------------------------------------------------------------------
+
+    def resolution(self, condition_id: str) -> bool | None:
+        """True if Up won, False if Down won, None while the market is unresolved."""
+        m = self._call(f"GET /markets/{condition_id}", lambda: self._client.get_market(condition_id))
+        if not isinstance(m, dict) or not m.get("closed"):
+            return None
+        for t in m.get("tokens") or []:
+            if t.get("winner"):
+                return str(t.get("outcome", "")).lower() == "up"
+        return None
+
+    def close(self) -> None:
+        self._clob_http.close()
+        self._gamma.close()
+
+
+def venue_from_settings(s: Settings, env: Mapping[str, str] | None = None, redis: Any = None) -> ClobVenue:
+    """The venue of this mode, with its credentials (raises CredentialsError when live mode
+    has none) and, given a (sync) Redis client, the venues' request budgets shared in it."""
+    creds = credentials(s, env)
+    return ClobVenue(
+        s.clob_url,
+        s.gamma_url,
+        creds.private_key,
+        s.chain_id,
+        funder=creds.funder,
+        signature_type=creds.signature_type,
+        dry_run=s.dry_run,
+        throttle=venue_throttle(redis, s) if redis is not None else None,
+    )
