@@ -1,10 +1,11 @@
 """The lease: who may trade, under which epoch, until when. The `Lease` type, decoded from
 its Redis hash in one place, and the one owner of everything done with it: reading it,
-finding a dead holder, and naming the colour that should trade.
+taking it (over a dead holder too), renewing it inside the tick's read, handing it over,
+releasing it, and naming the colour that should trade.
 
-The hash is written only by the Lua scripts (state/lua/lease_*.lua), always whole; a reader
-still tolerates a missing hash (None) and fields that are missing or not numbers (empty, 0),
-because `redis-cli` can write anything there.
+The hash is written only by the Lua scripts (state/lua/lease_*.lua, run through
+state/lease.py), always whole; a reader still tolerates a missing hash (None) and fields that
+are missing or not numbers (empty, 0), because `redis-cli` can write anything there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 import msgspec
 
+from kernel.clock import Clock
 from state.keys import COLORS, Keys
+from state.lease import LeaseRepo
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -60,6 +63,11 @@ def decode_lease(raw: Mapping[str, str] | None) -> Lease | None:
 def read_lease(r: Any, k: Keys) -> Lease | None:
     """The lease through a synchronous client with `decode_responses=True`."""
     return decode_lease(r.hgetall(k.lease()))
+
+
+async def fetch_lease(repo: LeaseRepo) -> Lease | None:
+    """The lease through the worker's asyncio client."""
+    return decode_lease(await repo.read_lease())
 
 
 # --- holders and dead-holder detection --------------------------------------------------------
@@ -132,3 +140,75 @@ def active_color(r: Any, k: Keys) -> str:
         if f.get("result") == "ok" and f.get("color") in COLORS:
             return str(f["color"])
     return "blue"
+
+
+def trades_elsewhere(lease: Lease | None, me: str, now_ms: int) -> bool:
+    """Another worker holds the lease, live, and is not found dead: it trades, not `me`."""
+    return lease is not None and lease.live(now_ms) and lease.holder != me and not dead_holder(lease, me)
+
+
+# --- taking, renewing, handing over, releasing ----------------------------------------------------
+class Acquired(msgspec.Struct, frozen=True):
+    """What an attempt to take the lease found and did."""
+
+    held: bool
+    epoch: int  # ours when held, else the current holder's
+    holder: str  # who holds it now (`me` when held)
+    before: str  # who held it before the attempt ('' for nobody)
+    dead: str  # `before`, when it was found dead on this host and taken over ('' otherwise)
+
+
+async def acquire(repo: LeaseRepo, clock: Clock, me: str, color: str, release: str, ttl_ms: int) -> Acquired:
+    """Take the lease when it is free, expired, ours, or held by a process of this host that
+    no longer exists (no need to wait for its expiry): lease_acquire.lua, epoch = INCR for a
+    new holder."""
+    lease = await fetch_lease(repo)
+    dead = dead_holder(lease, me)
+    held, epoch, holder = await repo.acquire_lease(me, color, release, clock.now_ms(), ttl_ms, dead)
+    return Acquired(held, epoch, holder, lease.holder if lease is not None else "", dead)
+
+
+def renew(repo: LeaseRepo, me: str, epoch: int, now_ms: int, ttl_ms: int, pipeline: Any = None) -> Any:
+    """Extend our lease to now_ms + ttl_ms (lease_renew.lua); queued on `pipeline` it rides in
+    the tick's snapshot read, one round trip for both. Its reply goes to `renewed`."""
+    return repo.renew_lease(me, epoch, now_ms, ttl_ms, pipeline=pipeline)
+
+
+def renewed(reply: Any) -> bool:
+    """The renewal's verdict: False when another holder or a newer epoch exists (lost)."""
+    return int(reply) == 1
+
+
+async def transfer(
+    repo: LeaseRepo,
+    me: str,
+    epoch: int,
+    request: Mapping[str, str],
+    last_tick: int,
+    now_ms: int,
+    ttl_ms: int,
+) -> tuple[int, str]:
+    """Carry out the handover `request` (the handover hash as read with the tick) right after
+    `last_tick`: the lease goes to its successor with epoch + 1 in one step (lease_transfer.lua).
+    Returns (successor's epoch, '') or (0, reason): NOT_HOLDER, NO_REQUEST, BAD_REQUEST,
+    NOT_READY."""
+    return await repo.transfer_lease(
+        me,
+        epoch,
+        request.get("id", ""),
+        request.get("to_holder", ""),
+        request.get("to_color", ""),
+        last_tick,
+        now_ms,
+        ttl_ms,
+    )
+
+
+async def release(repo: LeaseRepo, me: str) -> bool:
+    """On a clean stop, give the lease up when it is ours, so that a successor need not wait
+    for the expiry (lease_release.lua; a newer epoch is left alone). True when it was ours."""
+    lease = await fetch_lease(repo)
+    if lease is None or lease.holder != me:
+        return False
+    await repo.release_lease(me, lease.epoch)
+    return True

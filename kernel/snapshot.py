@@ -16,6 +16,7 @@ import msgspec
 from baton.errors import SnapshotError
 from baton.settings import CANDLE_INTERVAL
 from kernel.candle_cache import CandleCache
+from kernel.lease import renew, renewed
 from kernel.windows import slug, window_bounds
 from state.control import parse_control
 from state.ledger import utc_day
@@ -257,7 +258,7 @@ async def read_snapshot(
 
         if lease is not None:
             holder, epoch, ttl_ms = lease
-            store.renew_lease(holder, epoch, now_ms, ttl_ms, pipeline=pipe)
+            renew(store, holder, epoch, now_ms, ttl_ms, pipeline=pipe)
             q(k.lease())
         q(k.handover(), pipe.hgetall(k.handover()))
         q(k.control(), pipe.hgetall(k.control()))
@@ -279,7 +280,7 @@ async def read_snapshot(
             raise SnapshotError(f"reading {label}: {x}") from x
     it = iter(res)
     problems: list[str] = []
-    lease_ok = int(next(it)) == 1 if lease is not None else False
+    lease_ok = renewed(next(it)) if lease is not None else False
     handover = next(it)
     control = parse_control(next(it))
     problems.extend(control.problems)

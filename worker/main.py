@@ -33,10 +33,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from baton import settings as settings_mod
 from baton.errors import CredentialsError, LeaseLost, NotReady, SchemaMismatch
 from baton.settings import Settings
-from kernel import boundaries, gcpolicy, reconcile
+from kernel import boundaries, gcpolicy, lease, reconcile
 from kernel.clock import Clock, SystemClock
 from kernel.halt import HaltGate, HaltResponder
-from kernel.lease import dead_holder, decode_lease, new_holder
 from kernel.reload import StrategyReloader
 from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state import connection
@@ -89,7 +88,7 @@ class Worker:
         self.venue = venue
         self.clock = clock
         self.color = color
-        self.holder = new_holder(color)
+        self.holder = lease.new_holder(color)
         self.stopping = asyncio.Event()
         self.state = "starting"
         self.error = ""
@@ -206,13 +205,11 @@ class Worker:
         if self.state != "handed-over":
             self.state = "ready"
         while not self.stopping.is_set():
-            lease = decode_lease(await self.store.read_lease())
-            dead = dead_holder(lease, self.holder)
-            before = lease.holder if lease is not None else ""
-            got, epoch, _holder = await self.store.acquire_lease(
-                self.holder, self.color, self.s.release, self.clock.now_ms(), self.s.lease_ms, dead
+            got = await lease.acquire(
+                self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms
             )
-            if got:
+            if got.held:
+                epoch, before, dead = got.epoch, got.before, got.dead
                 self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
                 self.epoch = epoch
                 self.state = "active"
@@ -290,13 +287,8 @@ class Worker:
         await self.store.record_reload(self.color, self.s.release, res)
 
     async def _someone_else_trades(self) -> bool:
-        lease = decode_lease(await self.store.read_lease())
-        return (
-            lease is not None
-            and lease.live(self.clock.now_ms())
-            and lease.holder != self.holder
-            and not dead_holder(lease, self.holder)
-        )
+        current = await lease.fetch_lease(self.store)
+        return lease.trades_elsewhere(current, self.holder, self.clock.now_ms())
 
     async def run(self) -> int:
         try:
@@ -411,15 +403,8 @@ class Worker:
         successor = req.get("to_holder", "")
         if successor == self.holder:
             return False
-        epoch, why = await self.store.transfer_lease(
-            self.holder,
-            self.epoch,
-            req.get("id", ""),
-            successor,
-            req.get("to_color", ""),
-            tick,
-            self.clock.now_ms(),
-            self.s.lease_ms,
+        epoch, why = await lease.transfer(
+            self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms
         )
         if not epoch:
             log.warning("handover to %s refused: %s; still trading", successor, why)
@@ -441,9 +426,7 @@ class Worker:
         if prev == "active" and self.last_tick >= 0:
             await self.store.mark_clean_stop(self.last_tick)
         # Also when a stop came just as a handover gave us the lease: let the next one have it.
-        lease = decode_lease(await self.store.read_lease())
-        if lease is not None and lease.holder == self.holder:
-            await self.store.release_lease(self.holder, lease.epoch)
+        if await lease.release(self.store, self.holder):
             log.info("stopped cleanly after tick %d, lease released", self.last_tick)
         await self._beat()
 

@@ -1,5 +1,6 @@
 """The Lease type and its owner (kernel/lease.py): decoding the hash, liveness at and around
-the expiry, dead holders, and which colour should trade."""
+the expiry, dead holders, which colour should trade, and taking, renewing, handing over and
+releasing the lease through the real Lua scripts on fakeredis."""
 
 from __future__ import annotations
 
@@ -10,17 +11,25 @@ import sys
 import fakeredis
 import pytest
 
+from kernel.clock import VirtualClock
 from kernel.lease import (
     Lease,
+    acquire,
     active_color,
     dead_holder,
     decode_lease,
+    fetch_lease,
     holder_pid,
     lease_color,
     new_holder,
     process_alive,
     read_lease,
+    release,
+    renew,
+    renewed,
     this_host,
+    trades_elsewhere,
+    transfer,
 )
 from state.keys import Keys
 from tests.factories import NOW
@@ -134,3 +143,93 @@ def test_the_active_colour_is_the_leases_else_the_last_good_deploys_else_blue(r)
     assert active_color(r, K) == "blue"
     r.hset(K.lease(), "color", "purple")
     assert active_color(r, K) == "green"
+
+
+def test_another_live_holder_trades_elsewhere_unless_it_is_us_expired_or_dead():
+    other = Lease(holder=f"blue:elsewhere-{this_host()}:1:x", expires_ms=NOW + 1)
+    assert trades_elsewhere(other, "green:h:2:y", NOW)
+    assert not trades_elsewhere(other, other.holder, NOW)
+    assert not trades_elsewhere(other, "green:h:2:y", NOW + 1)
+    assert not trades_elsewhere(None, "green:h:2:y", NOW)
+    dead = Lease(holder=f"blue:{this_host()}:{_dead_pid()}:x", expires_ms=NOW + 60_000)
+    assert not trades_elsewhere(dead, "green:h:2:y", NOW)
+
+
+async def test_the_first_worker_takes_the_lease_with_epoch_one_and_names_nobody_before(store):
+    got = await acquire(store, VirtualClock(NOW), "blue:h:1:x", "blue", "r1", 3000)
+    assert (got.held, got.epoch, got.holder, got.before, got.dead) == (True, 1, "blue:h:1:x", "", "")
+    assert await fetch_lease(store) == Lease(
+        holder="blue:h:1:x", color="blue", release="r1", epoch=1, expires_ms=NOW + 3000, acquired_ms=NOW
+    )
+
+
+async def test_a_live_holder_keeps_the_lease_and_a_later_taker_sees_it_until_it_expires(store):
+    clock = VirtualClock(NOW)
+    await acquire(store, clock, "blue:elsewhere:1:x", "blue", "r1", 3000)
+    clock.advance(2999)
+    got = await acquire(store, clock, "green:h:2:y", "green", "r2", 3000)
+    assert (got.held, got.epoch, got.holder) == (False, 1, "blue:elsewhere:1:x")
+    clock.advance(1)
+    got = await acquire(store, clock, "green:h:2:y", "green", "r2", 3000)
+    assert (got.held, got.epoch, got.before, got.dead) == (True, 2, "blue:elsewhere:1:x", "")
+
+
+async def test_a_holder_dead_on_this_host_is_taken_over_before_its_expiry(store):
+    clock = VirtualClock(NOW)
+    holder = f"blue:{this_host()}:{_dead_pid()}:x"
+    await acquire(store, clock, holder, "blue", "r1", 60_000)
+    got = await acquire(store, clock, "blue:h:3:z", "blue", "r1", 60_000)
+    assert (got.held, got.epoch, got.before, got.dead) == (True, 2, holder, holder)
+
+
+async def test_a_renewal_queued_on_a_pipeline_extends_the_lease_in_the_same_round_trip(store):
+    await acquire(store, VirtualClock(NOW), "blue:h:1:x", "blue", "r1", 3000)
+
+    def build(pipe):
+        renew(store, "blue:h:1:x", 1, NOW + 1000, 3000, pipeline=pipe)
+        pipe.hgetall(store.k.control())
+
+    reply, control = await store.run_pipeline(build)
+    assert renewed(reply) and control == {}
+    assert (await fetch_lease(store)).expires_ms == NOW + 4000
+
+
+async def test_a_renewal_of_a_lease_taken_over_is_refused(store):
+    clock = VirtualClock(NOW)
+    await acquire(store, clock, "blue:h:1:x", "blue", "r1", 1000)
+    clock.advance(1000)
+    await acquire(store, clock, "green:h:2:y", "green", "r2", 1000)
+    assert not renewed(await renew(store, "blue:h:1:x", 1, clock.now_ms(), 1000))
+    assert (await fetch_lease(store)).holder == "green:h:2:y"
+
+
+async def test_a_handover_request_as_read_with_the_tick_moves_the_lease_with_epoch_plus_one(store):
+    await acquire(store, VirtualClock(NOW), "blue:h:1:x", "blue", "r1", 1000)
+    await store.heartbeat("green", {"holder": "green:h:2:y", "state": "ready"}, ttl_ms=60_000)
+    await store.request_handover("h1", {"to_holder": "green:h:2:y", "to_color": "green", "to_release": "r2"})
+    request = await store.r.hgetall(store.k.handover())
+    assert await transfer(store, "blue:h:1:x", 1, request, 41, NOW + 10, 1000) == (2, "")
+    lease = await fetch_lease(store)
+    assert (lease.holder, lease.color, lease.release, lease.epoch) == ("green:h:2:y", "green", "r2", 2)
+    assert lease.expires_ms == NOW + 1010 and lease.live(NOW + 1009)
+    assert await transfer(store, "blue:h:1:x", 1, request, 42, NOW + 20, 1000) == (0, "NOT_HOLDER")
+
+
+async def test_a_handover_to_a_successor_that_is_not_ready_is_refused(store):
+    await acquire(store, VirtualClock(NOW), "blue:h:1:x", "blue", "r1", 1000)
+    await store.request_handover("h1", {"to_holder": "green:h:2:y", "to_color": "green", "to_release": "r2"})
+    request = await store.r.hgetall(store.k.handover())
+    assert await transfer(store, "blue:h:1:x", 1, request, 5, NOW, 1000) == (0, "NOT_READY")
+    assert (await fetch_lease(store)).holder == "blue:h:1:x"
+
+
+async def test_release_gives_up_only_our_own_lease(store):
+    clock = VirtualClock(NOW)
+    await acquire(store, clock, "blue:h:1:x", "blue", "r1", 60_000)
+    assert not await release(store, "green:h:2:y")
+    assert (await fetch_lease(store)).holder == "blue:h:1:x"
+    assert await release(store, "blue:h:1:x")
+    assert await fetch_lease(store) is None
+    assert not await release(store, "blue:h:1:x")
+    got = await acquire(store, clock, "green:h:2:y", "green", "r2", 60_000)
+    assert got.held and got.epoch == 2
