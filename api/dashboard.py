@@ -21,7 +21,7 @@ import secrets
 import time
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -545,7 +545,10 @@ async def _follow_ticks(ctx: ApiContext, key: str, wake: asyncio.Event) -> None:
     last = "$"
     while True:
         try:
-            got = await ctx.redis.xread({key: last}, block=XREAD_BLOCK_MS, count=100)
+            got = cast(
+                list[tuple[str, list[tuple[str, dict[str, str]]]]],
+                await ctx.redis.xread({key: last}, block=XREAD_BLOCK_MS, count=100),
+            )
         except Exception as e:  # Redis away: the stream loop reports it; try again shortly
             log.debug("journal follower: %s", e)
             await asyncio.sleep(1.0)

@@ -31,7 +31,7 @@ import typing
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -128,6 +128,11 @@ def _parses(raw: bytes) -> bool:
     return True
 
 
+def _action(cmd: c.Command) -> str:
+    """The command's action: the tag msgspec tells it apart by (always a string here)."""
+    return cast(str, type(cmd).__struct_config__.tag)
+
+
 def _archive_path(archive_dir: Path, action: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
     path = archive_dir / f"{stamp}-{action}.json"
@@ -155,7 +160,7 @@ def _apply(ops: Ops, actor: c.Actor, cmd: c.Command) -> dict[str, Any]:
     except OpError as e:
         return {"ok": False, "status": e.status, "error": e.message}
     except Exception as e:  # a bug must not stop the door: archive it as a server error
-        log.exception("control.json: %s failed", type(cmd).__struct_config__.tag)
+        log.exception("control.json: %s failed", _action(cmd))
         return {"ok": False, "status": 500, "error": f"{type(e).__name__}: {e}"}
     return {"ok": True, "status": 200, "result": msgspec.to_builtins(res)}
 
@@ -207,12 +212,12 @@ def process_control_file(
         # write (a shared var/) commands nothing.
         cmd, err = None, Forbidden(f"control.json belongs to {who}, not to the user the api runs as")
     if cmd is not None:
-        action = type(cmd).__struct_config__.tag
+        action = _action(cmd)
         result = _apply(ops, c.Actor(source="file", who=who), cmd)
     else:
         assert err is not None
         got = parsed.get("action") if isinstance(parsed, dict) else None
-        action = got if got in ACTIONS else "invalid"
+        action = str(got) if got in ACTIONS else "invalid"
         result = {"ok": False, "status": err.status, "error": err.message}
     dest = _archive(archive_dir, raw, parsed, action, result)
     claimed.unlink()
@@ -239,7 +244,7 @@ def _read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
-def _refuse_unreadable(path: Path, archive_dir: Path, e: Exception) -> Path | None:
+def _refuse_unreadable(path: Path, archive_dir: Path, e: OpError | OSError) -> Path | None:
     archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     claimed = archive_dir / f"{APPLYING}{os.getpid()}-{secrets.token_hex(4)}.json"
     try:
@@ -249,7 +254,7 @@ def _refuse_unreadable(path: Path, archive_dir: Path, e: Exception) -> Path | No
     return _refuse_claimed(claimed, archive_dir, e)
 
 
-def _refuse_claimed(claimed: Path, archive_dir: Path, e: Exception) -> Path:
+def _refuse_claimed(claimed: Path, archive_dir: Path, e: OpError | OSError) -> Path:
     if isinstance(e, OpError):
         status, message = e.status, e.message
     else:  # ELOOP: a symlink
@@ -267,7 +272,7 @@ def recover_interrupted(archive_dir: Path) -> list[Path]:
     for claimed in sorted(archive_dir.glob(f"{APPLYING}*.json")):
         raw = claimed.read_bytes()
         parsed, cmd, _err = _decode(raw)
-        action = type(cmd).__struct_config__.tag if cmd is not None else "invalid"
+        action = _action(cmd) if cmd is not None else "invalid"
         result = {
             "ok": False,
             "status": 500,
@@ -369,8 +374,11 @@ async def status_loop(
                 await asyncio.sleep(left)
                 continue
             try:
-                got = await ctx.redis.xread(
-                    {journal: last_id}, block=max(1, int(left * 1000)), count=READ_COUNT
+                got = cast(
+                    list[tuple[str, list[tuple[str, dict[str, str]]]]],
+                    await ctx.redis.xread(
+                        {journal: last_id}, block=max(1, int(left * 1000)), count=READ_COUNT
+                    ),
                 )
             except (redis.RedisError, OSError) as e:
                 stop_if_cancelled()  # a cancel that arrived as a connection error: do not retry

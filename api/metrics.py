@@ -26,13 +26,14 @@ import logging
 import re
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from redis.typing import KeyT, StreamIdT
 
 from api.context import ApiContext, ctx_of, stop_if_cancelled
 from api.spec import route
@@ -348,7 +349,7 @@ class RedisCollector:
 
 
 # --- the journal follower ---------------------------------------------------------------------
-async def _ends(r: Any, streams: list[str]) -> dict[str, Any]:
+async def _ends(r: Any, streams: list[str]) -> dict[KeyT, StreamIdT]:
     """The id of each stream's newest entry ("0-0" when empty): where following starts."""
     async with r.pipeline(transaction=False) as pipe:
         for name in streams:
@@ -371,7 +372,7 @@ async def follow_journal(
     it is observed). Redis down: log once, retry every `retry_s`, never die."""
     k = Keys(ctx.s.prefix)
     journal, audit = k.journal_ticks(), k.audit()
-    ids: dict[str, Any] | None = None
+    ids: dict[KeyT, StreamIdT] | None = None
     down = False
     while not stop.is_set():
         stop_if_cancelled()
@@ -381,7 +382,10 @@ async def follow_journal(
                 stop_if_cancelled()
                 if ready is not None:
                     ready.set()
-            got = await ctx.redis.xread(ids, block=block_ms, count=READ_COUNT)
+            got = cast(
+                list[tuple[str | bytes, list[tuple[str | bytes, dict[Any, Any]]]]],
+                await ctx.redis.xread(ids, block=block_ms, count=READ_COUNT),
+            )
         except (redis.RedisError, OSError) as e:
             if not down:
                 log.warning("metrics: cannot follow the tick journal: %s; retrying", e)

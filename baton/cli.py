@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import msgspec
 import redis
@@ -237,7 +237,7 @@ def cmd_reload(s: Settings, args: argparse.Namespace) -> int:
     if not args.no_sync and color:
         # Check and copy the working tree's strategies into the running release first; the
         # audited operation (the API's POST /reload) then forces the worker's check.
-        code_dir = ops.r.hget(ops.k.worker(color), "code_dir")
+        code_dir = cast(str | None, ops.r.hget(ops.k.worker(color), "code_dir"))
         if not code_dir:
             raise Conflict(f"worker-{color} does not report the directory it runs from")
         try:

@@ -43,7 +43,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import httpx
 
@@ -185,8 +185,13 @@ class Timing(NamedTuple):
     jitter_ms: float  # median delay of a tick's start after its boundary
 
 
+# Stream entries as a decoding client returns them: (id, fields).
+Entries = list[tuple[str, dict[str, str]]]
+
+
 def timing(st: Stack, tick_ms: int) -> Timing:
-    rows = [f for _, f in st.redis.xrevrange(KEYS.journal_ticks(), count=120)]
+    entries = cast(Entries, st.redis.xrevrange(KEYS.journal_ticks(), count=120))
+    rows = [f for _, f in entries]
     all_d = [int(f["duration_ms"]) for f in rows] or [1]
     posting = [f for f in rows if int(f.get("orders", 0))]
     phases = Counter(int(f["tick"]) * tick_ms % WINDOW_MS for f in posting)
@@ -253,7 +258,8 @@ def halt_once(api: Api, index: int, kind: str, rng: random.Random, tick_ms: int,
 
 def place_in_journal(st: Stack, samples: list[Sample], since_ms: float) -> None:
     """Which tick each halt's flag landed in, if one was running (journal: started_ms, duration_ms)."""
-    ticks = [f for _, f in st.redis.xrange(KEYS.journal_ticks(), min=f"{int(since_ms) - 60_000}-0")]
+    entries = cast(Entries, st.redis.xrange(KEYS.journal_ticks(), min=f"{int(since_ms) - 60_000}-0"))
+    ticks = [f for _, f in entries]
     for s in samples:
         s.in_tick = False
         for f in ticks:
@@ -275,7 +281,10 @@ def safety(samples: list[Sample], watch: OrderWatch) -> dict[str, Any]:
       before acknowledging (allowed);
     - lo < ack < hi: undecided, within one poll of the acknowledgement.
     """
-    after, undecided, in_flight, by_created_at = [], [], [], []
+    after: list[dict[str, Any]] = []
+    undecided: list[dict[str, Any]] = []
+    in_flight: list[dict[str, Any]] = []
+    by_created_at: list[dict[str, Any]] = []
     for s in samples:
         if not s.acknowledged or s.ack_ms is None:
             continue  # no claim was made, none is checked

@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from baton.settings import load
 from bench.machine import machine_info, publish
@@ -354,9 +354,11 @@ async def candle_bytes(url: str, counts: tuple[int, ...]) -> list[dict[str, Any]
             await r.flushall()
             start_s = 1_790_000_000
             end_ms = (start_s + n) * 1000
-            store = CandleStore(
-                r, Keys(PREFIX), interval="1s", retention_s=10**8, clock_ms=lambda end_ms=end_ms: end_ms
-            )
+
+            def clock_ms(end_ms: int = end_ms) -> int:
+                return end_ms
+
+            store = CandleStore(r, Keys(PREFIX), interval="1s", retention_s=10**8, clock_ms=clock_ms)
             prices = Prices(["btc"])
             prices.p["btc"] = 95_000.0
             for first in range(start_s, start_s + n, 600):
@@ -365,8 +367,8 @@ async def candle_bytes(url: str, counts: tuple[int, ...]) -> list[dict[str, Any]
                     store.accept(batch, "btc", prices.candle("btc", sec))
                 await store.write(batch)
             key = f"{PREFIX}candles:btc:1s"
-            used = int(await r.memory_usage(key, samples=0))
-            members = await r.zrange(key, -3, -1)
+            used = int(cast(int, await r.memory_usage(key, samples=0)))
+            members = cast(list[bytes], await r.zrange(key, -3, -1))  # a client without decoding
             enc = await r.object("encoding", key)
             out.append(
                 {

@@ -65,7 +65,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from baton.settings import load
 from bench.machine import machine_info, publish
@@ -570,7 +570,7 @@ class Rig:
         from kernel.settlement import settled
         from state.structs import POSITION
 
-        raw = await self.redis.hgetall(self.store.k.positions_open())
+        raw = cast(dict[str, str], await self.redis.hgetall(self.store.k.positions_open()))
         done = [(v, POSITION.decode(v)) for v in raw.values()]
         done = [(v, p) for v, p in done if p.window_end_s * 1000 <= now_ms]
         if done:

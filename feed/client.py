@@ -421,7 +421,7 @@ class Feed:
         written = 0
         end_ms = now_ms if holes is None else holes[-1][1]
         while start_ms <= (now_ms - self.interval_ms if holes is None else end_ms):
-            params = {
+            params: dict[str, str | int] = {
                 "symbol": symbol(asset),
                 "interval": self.interval,
                 "startTime": start_ms,

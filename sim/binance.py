@@ -60,7 +60,7 @@ class BinanceSim:
         self.clock_ms = clock_ms
         self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         # The live WebSockets' transports, for drop_streams; and until when new ones are refused.
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.Transport] = set()
         self.refuse_until_ms = 0
 
     def drop_streams(self, refuse_ms: int = 0) -> int:
