@@ -32,9 +32,9 @@ from typing import Any, NamedTuple, cast
 
 from baton.errors import OpFailed
 from bench.machine import machine_info
+from deploy.sandbox import BATON, Stack, wait_for
 from kernel.clock import wall_ms
 from state.keys import Keys
-from tests.e2e.stack import BATON, Stack, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SUPERVISORCTL = str(Path(sys.executable).with_name("supervisorctl"))

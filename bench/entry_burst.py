@@ -44,6 +44,7 @@ from baton.settings import load
 from bench import tick_scale as ts
 from bench.machine import machine_info, publish
 from state import connection
+from venues.stub import StubVenue
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRY_S = 5  # tick_scale's snipe entry_s: a 15 s window's zone is its last 5 s
@@ -134,7 +135,7 @@ async def measure_burst(
     collector = gcpolicy.Collector()
     # The venue's cheap asks (entry rate below 1) are drawn per virtual second: each cycle's
     # burst sees the books it saw in the last run.
-    venue = ts.InstantVenue(entry_rate=entry_rate, now_s=lambda: clock.now_ms() // 1000)
+    venue = StubVenue(entry_rate=entry_rate, now_s=lambda: clock.now_ms() // 1000)
     rig = ts.Rig(settings, venue, clock)
     runner = None
     try:

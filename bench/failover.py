@@ -1,5 +1,5 @@
 """Crash failover: SIGKILL of the active worker against a planned blue/green deploy, alternated on
-one real stack in one run (`tests/e2e/stack.py`: redis-server, supervisord, sim, feed, api,
+one real stack in one run (`deploy/sandbox.py`: redis-server, supervisord, sim, feed, api,
 settle, the workers).
 
 A kill lands at a random (seeded) phase of a tick. Supervisor restarts the killed program; the new
@@ -38,7 +38,7 @@ from bench import deploy_gap
 from bench.deploy_gap import KEYS, SETTLE_TICKS, Entry, journal, last_entry, p99, wait_phase, wait_ticks_by
 from bench.machine import machine_info, publish
 from bench.tick_scale import LoadSampler
-from tests.e2e.stack import Stack, wait_for
+from deploy.sandbox import Stack, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 KILL = "sigkill"

@@ -52,9 +52,9 @@ from baton import settings as settings_mod
 from bench.machine import machine_info
 from bench.numbers import rank
 from deploy.ports import free_port
+from deploy.sandbox import Stack, wait_for
 from kernel.clock import wall_ms_precise
 from state.keys import Keys
-from tests.e2e.stack import Stack, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = Keys("baton:")

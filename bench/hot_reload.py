@@ -1,6 +1,6 @@
 """Hot reload: how long a strategy change takes to run, and what it costs the trading loop, against
 a blue/green deploy of the same change, alternated on one real stack in one run
-(`tests/e2e/stack.py`).
+(`deploy/sandbox.py`).
 
 Three operations, each at a random (seeded) phase of a tick:
 
@@ -48,8 +48,8 @@ from bench import deploy_gap
 from bench.deploy_gap import KEYS, SETTLE_TICKS, last_entry, p99, wait_phase, wait_ticks_by
 from bench.machine import machine_info, publish
 from bench.tick_scale import LoadSampler
+from deploy.sandbox import Stack, wait_for
 from kernel.clock import wall_ms_precise
-from tests.e2e.stack import Stack, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 EDIT, API, DEPLOY = "edit", "api", deploy_gap.BLUE_GREEN

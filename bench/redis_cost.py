@@ -39,7 +39,6 @@ from bench.machine import machine_info, publish
 from bench.tick_scale import (
     PREFIX,
     TIMEFRAMES,
-    InstantVenue,
     LoadSampler,
     Prices,
     RedisServer,
@@ -51,6 +50,7 @@ from bench.tick_scale import (
 )
 from kernel.clock import VirtualClock, wall_ms
 from state import connection
+from venues.stub import StubVenue
 
 REPO = Path(__file__).resolve().parent.parent
 DAY_S = 86_400
@@ -172,7 +172,7 @@ async def commands_per_tick(
     settings = bench_settings(url, assets, timeframes, tick_ms, home)
     now = wall_ms()
     clock = VirtualClock(now - now % tick_ms)
-    venue = InstantVenue()
+    venue = StubVenue()
     feed = InlineFeed(url, assets, clock, settings.candle_retention_s)
     samples: list[dict[str, Any]] = []
     try:

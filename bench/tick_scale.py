@@ -12,8 +12,8 @@ boundary on `SystemClock`, run, plan the next tick), with:
   feed's own `feed.store.CandleStore` (one `feed_write.lua` call per second, as `python -m feed`
   does), `--feed-phase-ms` after each second's boundary (Binance closes a 1 s kline at the
   boundary; the frame lands some milliseconds later), with 70 s of history written first;
-- the venue: a stand-in object in the process that answers discover/books/sign/post at once
-  (every order fills at the ask), so that the numbers are the kernel's and Redis's, not HTTP's
+- the venue: `venues.stub.StubVenue`, in the process, which answers discover/books/sign/post
+  at once (every order fills at the ask), so that the numbers are the kernel's and Redis's, not HTTP's
   or EIP-712 signing's;
 - slots: `assets x timeframes` (default timeframes 15s,30s,1m,2m, so N slots = N/4 synthetic
   assets), snipe with `entry_s` 5: every 15 s the 15 s slots enter in the last 5 s of their
@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import math
 import multiprocessing as mp
 import os
@@ -62,7 +61,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -72,13 +70,9 @@ from bench.machine import machine_info, publish
 from bench.numbers import rank
 from deploy.ports import free_port
 from kernel.clock import SystemClock, wall_ms
-
-# Imported here, not on first use: the venue module pulls in py-clob-client-v2 (half a second),
-# which must not land inside the first measured entry tick.
-from kernel.venue import Book, OrderResult, SignedBuy
 from state import connection
 from state.connection import PackedConnection
-from state.structs import Market
+from venues.stub import StubVenue
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "baton:"
@@ -86,8 +80,6 @@ TIMEFRAMES = ("15s", "30s", "1m", "2m")
 SIZES = (16, 256, 1024, 4096)
 TARGET_SLOTS, TARGET_P99_MS = 1024, 50.0  # the target docs/performance.md checks
 WARMUP_TICKS = 3
-ASK = 0.05  # both sides: snipe enters every slot at its first tick in the entry zone
-NO_EDGE_ASK = 0.97  # above snipe's max_price (0.95): no entry (--entry-rate below 1)
 HISTORY_S = 70
 
 
@@ -244,88 +236,6 @@ class Wire:
         for cls, name, orig in reversed(self._saved):
             setattr(cls, name, orig)
         self._saved.clear()
-
-
-# --- the stand-in venue --------------------------------------------------------------------------
-
-
-def _digits(text: str) -> str:
-    """A Polymarket-sized token id (a 77-digit decimal) derived from `text`."""
-    return str(int(hashlib.sha256(text.encode()).hexdigest(), 16))
-
-
-class InstantVenue:
-    """What the kernel asks of a venue (kernel.tick.Venue), answered at once and in process:
-    every market exists, every order fills at its price, and every book has `ask` on both
-    sides, except that with `entry_rate` below 1 a slot's market offers that cheap ask at a
-    given second only with that probability (and an ask above snipe's max_price otherwise):
-    entries then spread over the entry zone instead of all landing on its first tick. The
-    draw is a hash of the token and the second (of `now_s`: the wall clock unless given, a
-    virtual one in bench/entry_burst.py), so a rerun sees the same books."""
-
-    def __init__(self, ask: float = ASK, entry_rate: float = 1.0, now_s: Any = None) -> None:
-        self.ask = ask
-        self._now_s = now_s or (lambda: int(time.time()))
-        # Per token: a market (two tokens) offers an edge with probability entry_rate.
-        self._token_rate = 1.0 - math.sqrt(max(0.0, 1.0 - entry_rate))
-        self.calls = {"discover": 0, "books": 0, "sign": 0, "post": 0}
-        self._lock = threading.Lock()
-        self._n = 0
-
-    def discover(self, slug: str) -> Any:
-        self.calls["discover"] += 1
-        return Market(
-            slug=slug,
-            condition_id="0x" + hashlib.sha256(slug.encode()).hexdigest(),
-            up_token=_digits(slug + ":up"),
-            down_token=_digits(slug + ":down"),
-        )
-
-    def books(self, token_ids: list[str]) -> dict[str, Any]:
-        self.calls["books"] += 1
-        second = self._now_s()
-        return {t: self._book(t, self._ask(t, second)) for t in token_ids}
-
-    def _ask(self, token_id: str, second: int) -> float:
-        if self._token_rate >= 1.0:
-            return self.ask
-        draw = zlib.crc32(f"{token_id}:{second}".encode()) / 2**32
-        return self.ask if draw < self._token_rate else NO_EDGE_ASK
-
-    @staticmethod
-    def _book(token_id: str, ask: float) -> Any:
-        return Book(token_id, asks=[(ask, 1000.0)], bids=[(round(ask - 0.01, 2), 1000.0)])
-
-    def sign_buy(self, token_id: str, price: float, size: float) -> Any:
-        with self._lock:
-            self._n += 1
-            n = self._n
-            self.calls["sign"] += 1
-        oid = "0x" + hashlib.sha256(f"{token_id}:{n}".encode()).hexdigest()
-        return SignedBuy(order_id=oid, token_id=token_id, price=price, size=size, order={})
-
-    def post(self, signed: Any, order_type: str = "FOK") -> Any:
-        with self._lock:
-            self.calls["post"] += 1
-        return OrderResult(
-            order_id=signed.order_id,
-            status="matched",
-            size_matched=signed.size,
-            price=signed.price,
-            avg_price=signed.price,
-        )
-
-    def order(self, order_id: str) -> Any:
-        return None
-
-    def resolution(self, condition_id: str) -> bool | None:
-        return True
-
-    def cancel_all(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 # --- the feeder ----------------------------------------------------------------------------------
@@ -690,7 +600,7 @@ async def measure_size(
     r.close()
     home = tempfile.mkdtemp(prefix="baton-bench-home-")
     settings = bench_settings(url, assets, timeframes, tick_ms, home)
-    venue = InstantVenue(entry_rate=entry_rate)
+    venue = StubVenue(entry_rate=entry_rate)
     n_ticks = max(1, seconds * 1000 // tick_ms)
     prof = None
     if profile_dir is not None:

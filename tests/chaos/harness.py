@@ -5,7 +5,7 @@ faults injected on a seeded schedule for a while, then a quiet drain and the inv
                                   [--tick-ms 1000] [--window 15s] [--assets btc,eth,sol,xrp]
                                   [--faults deploy,kill-worker,...] [--gap-s 5,15] [--bg-gap-s 4,12]
 
-The stack is the real one (tests/e2e/stack.py: redis-server with AOF, supervisord, sim, feed,
+The stack is the real one (deploy/sandbox.py: redis-server with AOF, supervisord, sim, feed,
 settle, both worker colours, api) in its own BATON_HOME with free ports; the feed reaches the
 sim's kline WebSocket through a proxy of the harness (tests/chaos/wsproxy.py), which
 is how garbage frames get in. The fault catalogue is in faults.py, the lanes in lanes.py; the
@@ -37,12 +37,12 @@ from api import apitoken
 from baton import settings as settings_mod
 from deploy.ports import free_port
 from deploy.releases import PACKAGES
+from deploy.sandbox import Stack, wait_for
 from kernel.clock import wall_ms
 from tests.chaos import checker
 from tests.chaos import faults as F
 from tests.chaos.lanes import Outcome
 from tests.chaos.wsproxy import WsProxy
-from tests.e2e.stack import Stack, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = REPO / "bench" / "results" / "chaos.json"

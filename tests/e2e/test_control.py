@@ -13,8 +13,8 @@ import pytest
 from api import apitoken
 from baton import settings as settings_mod
 from deploy.ports import free_port
+from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
-from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from deploy.releases import PACKAGES
+from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
-from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
+from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
-from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

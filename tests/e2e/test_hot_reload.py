@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
-from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

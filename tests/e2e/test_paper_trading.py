@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.sandbox import TRADING, Stack, wait_for
 from kernel.lease import process_alive
-from tests.e2e.stack import TRADING, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -16,6 +16,7 @@ import pytest
 
 from bench import all as bench_all
 from bench import entry_burst, failover, hot_reload, redis_cost, tick_scale, venue_sign
+from venues.stub import ASK, NO_EDGE_ASK, StubVenue
 
 TIMEFRAMES = ("2s", "4s")  # entry zones of 0.67 s and 1.33 s: entries within seconds
 TICK_MS = 200
@@ -58,19 +59,19 @@ async def test_tick_scale_measures_entries_settlements_and_idle_ticks(redis_serv
 
 def test_the_venue_stand_in_spreads_entries_at_an_entry_rate_below_one():
     tokens = [str(10**20 + i) for i in range(2000)]
-    always = tick_scale.InstantVenue()
-    assert {b.best_ask for b in always.books(tokens).values()} == {tick_scale.ASK}
-    spread = tick_scale.InstantVenue(entry_rate=0.2)
+    always = StubVenue()
+    assert {b.best_ask for b in always.books(tokens).values()} == {ASK}
+    spread = StubVenue(entry_rate=0.2)
     second = 1_800_000_000
     asks = [spread._ask(t, second) for t in tokens]
-    assert set(asks) == {tick_scale.ASK, tick_scale.NO_EDGE_ASK}
+    assert set(asks) == {ASK, NO_EDGE_ASK}
     # Per market (two tokens) an edge with probability 0.2: per token 1 - sqrt(0.8) = 0.106.
-    cheap = asks.count(tick_scale.ASK) / len(asks)
+    cheap = asks.count(ASK) / len(asks)
     assert 0.08 < cheap < 0.14, cheap
     assert asks == [spread._ask(t, second) for t in tokens], "a rerun must see the same books"
     assert asks != [spread._ask(t, second + 1) for t in tokens], "the draw changes every second"
     # On a virtual clock (bench/entry_burst.py) the books follow its second, not the wall's.
-    virtual = tick_scale.InstantVenue(entry_rate=0.2, now_s=lambda: second)
+    virtual = StubVenue(entry_rate=0.2, now_s=lambda: second)
     assert [b.best_ask for b in virtual.books(tokens).values()] == asks
 
 

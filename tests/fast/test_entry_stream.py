@@ -11,14 +11,14 @@ import time
 import msgspec
 import pytest
 
-from bench.tick_scale import InstantVenue  # every order fills at its limit price, in process
 from kernel import entries as entries_mod
 from kernel.tick import TickRunner
 from tests.fast.test_tick_runner import enter_at_once, rig  # noqa: F401  (rig: the fixture)
+from venues.stub import StubVenue  # every order fills at its limit price, in process
 from worker.main import configured_slots
 
 
-async def with_assets(rig, n: int) -> InstantVenue:  # noqa: F811
+async def with_assets(rig, n: int) -> StubVenue:  # noqa: F811
     """The rig's runner, rebuilt for `n` assets of 15 s windows against the in-process venue
     (the sim's CLOB knows only the rig's four assets); the exposure limit above their stakes."""
     many = msgspec.structs.replace(
@@ -26,14 +26,14 @@ async def with_assets(rig, n: int) -> InstantVenue:  # noqa: F811
     )
     rig.settings = many
     await rig.store.ensure_slots(configured_slots(many))
-    venue = InstantVenue()
+    venue = StubVenue()
     rig.runner = TickRunner(
         many, rig.store, venue, rig.clock, rig.runner.ident, settler=rig.settler, resolve=rig.resolve
     )
     return venue
 
 
-def buy_up(seen: list[int] | None = None, venue: InstantVenue | None = None, pause_s: float = 0.0) -> type:
+def buy_up(seen: list[int] | None = None, venue: StubVenue | None = None, pause_s: float = 0.0) -> type:
     """enter_at_once's strategy (buys Up at the first chance in the last 5 s of a window); with
     `seen`, each evaluate first appends how many orders the venue has been posted so far, after
     a pause that lets the lanes' threads run (evaluate is synchronous: the loop waits for it)."""

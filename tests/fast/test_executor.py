@@ -7,10 +7,10 @@ import time
 
 import msgspec
 
-from bench.tick_scale import InstantVenue  # every order fills at its limit price
 from kernel import executor
 from state.structs import Intent
 from tests.factories import intent as make_intent
+from venues.stub import StubVenue  # every order fills at its limit price
 
 
 def intents(epoch: int, n: int) -> list[Intent]:
@@ -34,7 +34,7 @@ async def lease(store) -> int:
 
 async def test_committed_and_duplicate_intents_both_count_as_entered(store):
     epoch = await lease(store)
-    venue = InstantVenue()
+    venue = StubVenue()
     entered: set[str] = set()
     batch = intents(epoch, 5)
     sent, problems = await executor.commit_and_submit(store, venue, epoch, batch, entered=entered)

@@ -1,5 +1,6 @@
-"""A whole Baton stack for end-to-end tests: its own BATON_HOME, free ports, a real
-redis-server and supervisord, started and stopped through the `baton` CLI as a user would."""
+"""A whole Baton stack in a temporary BATON_HOME, on free ports: a real redis-server and
+supervisord, started and stopped through the `baton` CLI as a user would. The end-to-end
+tests and the stack-driven benchmarks run on it."""
 
 from __future__ import annotations
 
