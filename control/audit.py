@@ -13,8 +13,7 @@ import redis
 from baton.errors import OpError
 from control import commands as c
 from control.context import Context, to_int
-
-AUDIT_MAXLEN = 10_000
+from state.audit import AuditRepo
 
 T = TypeVar("T")
 
@@ -49,7 +48,7 @@ def record(
     # An audit line that cannot be written must not undo the call it records: the call
     # already happened. A Redis that refuses it refused the call too, and said so.
     with contextlib.suppress(redis.RedisError):
-        ctx.r.xadd(ctx.k.audit(), fields, maxlen=AUDIT_MAXLEN, approximate=True)
+        AuditRepo(ctx.r, ctx.k).append(fields)
 
 
 def tail(ctx: Context, count: int = 50) -> c.AuditResult:

@@ -20,7 +20,6 @@ from baton.settings import Settings
 from deploy.supervisord import supervisor_call
 from kernel.clock import wall_ms
 from state.keys import Keys
-from state.scripts import scripts_for
 
 Supervisor = Callable[..., Any]
 
@@ -41,7 +40,6 @@ class Context:
         self.k = Keys(s.prefix)
         self.clock_ms = clock_ms
         self.sleep = sleep
-        self.control_set = scripts_for(r).control_set
         if supervisor is None:
 
             def supervisor(method: str, *args: Any) -> Any:

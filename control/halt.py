@@ -20,7 +20,7 @@ from control.audit import audited
 from control.context import Context
 from control.lifecycle import flush_ledger
 from kernel.lease import read_lease
-from state.control import parse_control
+from state.control import ControlRepo, parse_control
 
 
 def halt(ctx: Context, actor: c.Actor, body: c.HaltBody) -> c.HaltResult:
@@ -54,16 +54,12 @@ def set_flags(
 ) -> tuple[int, int, int, int]:
     """One flag change through control_set.lua: (seq, receivers, was_halted, was_paused).
     With `expect_seq`, refused (Conflict) when the flags changed since that seq."""
-    res = ctx.control_set(
-        keys=[ctx.k.control()],
-        args=[
-            ctx.k.control_events(),
-            action,
-            ctx.clock_ms(),
-            reason,
-            f"{actor.source}:{actor.who}",
-            "" if expect_seq is None else expect_seq,
-        ],
+    res = ControlRepo(ctx.r, ctx.k).set_flags(
+        action,
+        ctx.clock_ms(),
+        reason,
+        f"{actor.source}:{actor.who}",
+        "" if expect_seq is None else expect_seq,
     )
     if int(res[0]) == -1:
         raise Conflict(

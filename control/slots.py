@@ -1,25 +1,25 @@
 """Slot edits: enable, disable, change the stake and strategy parameters of one slot.
 
 A slot is rewritten whole under WATCH, so two editors never lose each other's change, and
-the control channel tells open dashboards at once; workers read the slots every tick anyway.
+the control channel tells open dashboards at once (state/slots.py); workers read the slots
+every tick anyway.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import math
 from collections.abc import Callable
 
 import msgspec
-import redis
 
 from baton.errors import BadRequest, Conflict, NotFound
 from control import commands as c
 from control import views
 from control.audit import audited
 from control.context import Context
-from state.structs import SLOT, Slot
+from state.slots import SlotsRepo
+from state.structs import Slot
 
 
 def set_enabled(ctx: Context, actor: c.Actor, slot_id: str, enabled: bool) -> c.SlotResult:
@@ -39,31 +39,13 @@ def patch(ctx: Context, actor: c.Actor, slot_id: str, body: c.SlotPatch) -> c.Sl
 
 
 def _update(ctx: Context, slot_id: str, change: Callable[[Slot], Slot]) -> c.SlotResult:
-    key = ctx.k.slots()
-    with ctx.r.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(key)
-                raw = pipe.hget(key, slot_id)
-                if raw is None:
-                    raise NotFound(
-                        f"no slot {slot_id!r}; slots are {', '.join(views.slot_ids(ctx)) or 'none'}"
-                    )
-                try:
-                    slot = SLOT.decode(raw)
-                except msgspec.DecodeError as e:
-                    raise Conflict(f"slot {slot_id!r} holds an unreadable value: {e}") from None
-                new = change(slot)
-                pipe.multi()
-                pipe.hset(key, slot_id, SLOT.encode(new).decode())
-                # Open dashboards redraw at once; workers read slots every tick anyway.
-                pipe.publish(
-                    ctx.k.control_events(), json.dumps({"action": "slot", "seq": 0, "slot": slot_id})
-                )
-                pipe.execute()
-                break
-            except redis.WatchError:
-                continue  # another writer changed the slots hash: read again
+    try:
+        edited = SlotsRepo(ctx.r, ctx.k).edit_slot(slot_id, change)
+    except msgspec.DecodeError as e:
+        raise Conflict(f"slot {slot_id!r} holds an unreadable value: {e}") from None
+    if edited is None:
+        raise NotFound(f"no slot {slot_id!r}; slots are {', '.join(views.slot_ids(ctx)) or 'none'}")
+    slot, new = edited
     return c.SlotResult(changed=new != slot, slot=views.slot(ctx, slot_id))
 
 
@@ -78,17 +60,13 @@ def validate_patch(slot: Slot, patch: c.SlotPatch, max_stake_usd: float) -> Slot
         if not math.isfinite(stake) or stake <= 0:
             raise BadRequest(f"stake_usd must be a positive number, not {stake}")
         if stake > max_stake_usd:
-            raise BadRequest(
-                f"stake_usd {stake} is above the risk limit BATON_MAX_STAKE_USD={max_stake_usd}"
-            )
+            raise BadRequest(f"stake_usd {stake} is above the risk limit BATON_MAX_STAKE_USD={max_stake_usd}")
         new = msgspec.structs.replace(new, stake_usd=stake)
     if patch.params is not None:
         try:
             mod = importlib.import_module(f"worker.strategies.{slot.strategy}")
         except Exception as e:
-            raise Conflict(
-                f"strategy {slot.strategy!r} of slot {slot.id!r} cannot be loaded: {e}"
-            ) from None
+            raise Conflict(f"strategy {slot.strategy!r} of slot {slot.id!r} cannot be loaded: {e}") from None
         known = dict(getattr(mod, "DEFAULTS", {}))
         bounds = dict(getattr(mod, "PARAM_BOUNDS", {}))
         params = dict(new.params)

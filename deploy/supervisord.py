@@ -26,6 +26,7 @@ from deploy import releases
 from kernel.clock import wall_ms
 from kernel.lease import active_color, process_alive
 from state import connection
+from state.journal import JournalRepo
 from state.keys import Keys
 
 SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
@@ -175,7 +176,7 @@ def stop(s: Settings, timeout_s: float = 90.0, log: Any = print) -> None:
     pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
     # The downtime that follows is on purpose: the next worker does not count it as missed.
     try:
-        _redis(s).hset(Keys(s.prefix).stats(), "stack_stopped_ms", wall_ms())
+        JournalRepo(_redis(s), Keys(s.prefix)).mark_stack_stopped(wall_ms())
     except redis.RedisError as e:
         log(f"warning: could not mark the stop in Redis ({e}); the downtime will count as missed")
     supervisor_call(s.supervisor_socket, "shutdown")

@@ -68,12 +68,29 @@ class ControlRepo(Repo):
     async def read_control(self) -> ControlFlags:
         return parse_control(await self.r.hgetall(self.k.control()))
 
-    async def control_set(self, action: str, reason: str, who: str, now_ms: int) -> int:
+    def set_flags(
+        self,
+        action: str,
+        now_ms: int,
+        reason: str,
+        who: str,
+        expect_seq: int | str = "",
+        pipeline: Any = None,
+    ) -> Any:
         """Halt, pause or resume through state/lua/control_set.lua: the flags, `seq` and the
-        pub/sub announcement change together. Returns the new control seq."""
-        res = await self.scripts.control_set(
-            keys=[self.k.control()], args=[self.k.control_events(), action, now_ms, reason, who, ""]
+        pub/sub announcement change together. With `expect_seq`, refused when the flags changed
+        since. The script's reply: [seq or -1, receivers or the current seq, was halted, was
+        paused]."""
+        return self._call(
+            self.scripts.control_set,
+            keys=[self.k.control()],
+            args=[self.k.control_events(), action, now_ms, reason, who, expect_seq],
+            pipeline=pipeline,
         )
+
+    async def control_set(self, action: str, reason: str, who: str, now_ms: int) -> int:
+        """A flag change as the worker makes it; returns the new control seq."""
+        res = await self.set_flags(action, now_ms, reason, who)
         return int(res[0])
 
     async def set_halt(self, reason: str, now_ms: int, who: str = "worker") -> int:

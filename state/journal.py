@@ -43,6 +43,11 @@ class JournalRepo(Repo):
         else:
             await self.r.hset(self.k.stats(), "clean_stop_tick", tick)
 
+    def mark_stack_stopped(self, now_ms: int, pipeline: Any = None) -> Any:
+        """The whole runtime is being shut down on purpose (`baton stop`): the downtime that
+        follows is not missed ticks."""
+        return (self.r if pipeline is None else pipeline).hset(self.k.stats(), "stack_stopped_ms", now_ms)
+
     async def record_error(self, source: str, error: str, sample: str = "", now_ms: int = 0) -> None:
         await self.record_errors(source, [error], sample, now_ms)
 
