@@ -17,10 +17,9 @@ import getpass
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import cast
 
 import msgspec
 import redis
@@ -40,9 +39,9 @@ from baton.errors import (
 )
 from baton.settings import Settings
 from control import commands as c
-from control import views
+from control import render
 from control.ops import Ops, Supervisor
-from deploy import orchestrate, supervisord
+from deploy import logs, orchestrate, supervisord
 from deploy import reload as hot
 from kernel.lease import lease_color
 from state import connection
@@ -194,7 +193,7 @@ def emit(args: argparse.Namespace, result: msgspec.Struct, human: Callable[[], s
 
 def cmd_run(s: Settings, args: argparse.Namespace) -> int:
     supervisord.start(s, wait_s=args.wait_s)
-    print(views.render(make_ops(s).status()))
+    print(render.status(make_ops(s).status()))
     print(f"\nstop with: make stop    keys: redis-cli -p {s.redis_port} --scan --pattern '{s.prefix}*'")
     return 0
 
@@ -206,7 +205,7 @@ def cmd_stop(s: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(s: Settings, args: argparse.Namespace) -> int:
     st = make_ops(s).status()
-    print(json.dumps(st, indent=2) if args.json else views.render(st))
+    print(json.dumps(st, indent=2) if args.json else render.status(st))
     return 0
 
 
@@ -261,19 +260,7 @@ def cmd_reload(s: Settings, args: argparse.Namespace) -> int:
 
 def cmd_halt(s: Settings, args: argparse.Namespace) -> int:
     res = make_ops(s).halt(actor(), c.HaltBody(reason=args.reason))
-    return emit(args, res, lambda: render_halt(res))
-
-
-def render_halt(res: c.HaltResult) -> str:
-    head = f"halted (seq {res.seq}): {res.control.halt_reason}"
-    if res.acknowledged:
-        worker = f"{res.worker} acknowledged in {res.ack_ms} ms: it posts no order any more"
-    elif res.worker:
-        worker = f"{res.worker} did NOT acknowledge; the flag stands and every order commit checks it"
-    else:
-        worker = "no active worker: the flag binds the next one to take the lease"
-    lines = [head, f"worker   {worker}", f"orders   {res.cancel}", f"ledger   {res.flush}"]
-    return "\n".join([*lines, "resume with: baton resume"])
+    return emit(args, res, lambda: render.halt(res))
 
 
 def cmd_pause(s: Settings, args: argparse.Namespace) -> int:
@@ -309,7 +296,9 @@ def cmd_slots(s: Settings, args: argparse.Namespace) -> int:
     ops = make_ops(s)
     if args.slots_cmd is None:
         res = ops.slots()
-        return emit(args, res, lambda: slots_table(res.slots) if res.slots else "no slots in Redis yet")
+        return emit(
+            args, res, lambda: render.slots_table(res.slots) if res.slots else "no slots in Redis yet"
+        )
     if args.slots_cmd in ("enable", "disable"):
         one = ops.set_slot_enabled(actor(), args.slot, args.slots_cmd == "enable")
     else:
@@ -317,56 +306,9 @@ def cmd_slots(s: Settings, args: argparse.Namespace) -> int:
         one = ops.patch_slot(actor(), args.slot, c.SlotPatch(stake_usd=args.stake, params=params))
     verb = {"enable": "enabled", "disable": "disabled", "set": "changed"}[args.slots_cmd]
     return emit(
-        args, one, lambda: f"{args.slot}: {verb if one.changed else 'unchanged'}\n{slots_table([one.slot])}"
-    )
-
-
-def countdown(seconds: float) -> str:
-    m, sec = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-def _position(p: c.PositionView | None) -> str:
-    if p is None:
-        return "-"
-    settled = f" pnl {p.pnl_usd:+.2f}" if p.status != "open" else ""
-    return f"{p.side} {p.shares:g} sh ${p.cost_usd:.2f}{settled}"
-
-
-def _decision(d: dict[str, Any] | None) -> str:
-    if not d:
-        return "-"
-    what = f"{d['side']}@{d['price']}" if d.get("side") else str(d.get("reason") or "none")
-    outcome = d.get("outcome")
-    text = f"{what} {outcome}" if outcome else what
-    return text if len(text) <= 32 else text[:31] + "…"
-
-
-def slots_table(slots: list[c.SlotView]) -> str:
-    rows = [
-        [
-            v.id + ("" if v.configured else " (unconfigured)"),
-            "yes" if v.enabled else "no",
-            f"{v.stake_usd:g}",
-            v.strategy + ("" if not v.params else " " + ",".join(f"{k}={x:g}" for k, x in v.params.items())),
-            countdown(v.remaining_s),
-            _position(v.position),
-            _decision(v.last_decision),
-            v.entries_blocked or "-",
-        ]
-        for v in slots
-    ]
-    head = ["slot", "enabled", "stake", "strategy", "window ends in", "position", "last decision", "blocked"]
-    return table(head, rows)
-
-
-def table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    # The last column is not padded: it is free text (a reason) and may be long.
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
-        for r in [head, *rows]
+        args,
+        one,
+        lambda: f"{args.slot}: {verb if one.changed else 'unchanged'}\n{render.slots_table([one.slot])}",
     )
 
 
@@ -376,22 +318,7 @@ def table(head: list[str], rows: list[list[str]]) -> str:
 def cmd_audit(s: Settings, args: argparse.Namespace) -> int:
     res = make_ops(s).audit_tail(args.n)
 
-    def human() -> str:
-        if not res.entries:
-            return "no control calls recorded yet"
-        rows = [
-            [
-                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at_ms / 1000)),
-                f"{e.source}:{e.who}",
-                e.action + (f" {e.target}" if e.target else ""),
-                f"{e.result} {e.status}",
-                e.detail,
-            ]
-            for e in reversed(res.entries)  # oldest first, like a log
-        ]
-        return table(["at (UTC)", "by", "action", "result", "detail"], rows)
-
-    return emit(args, res, human)
+    return emit(args, res, lambda: render.audit(res.entries))
 
 
 def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
@@ -403,11 +330,11 @@ def cmd_logs(s: Settings, args: argparse.Namespace) -> int:
             f"no log for {program!r} in {s.log_dir}; "
             + (f"programs with a log: {', '.join(known)}" if known else "nothing has run from here yet")
         )
-    sys.stdout.write(tail(path, max(0, args.n)))
+    sys.stdout.write(logs.tail(path, max(0, args.n)))
     sys.stdout.flush()
     if args.follow:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
-            follow(path, sys.stdout)
+            logs.follow(path, sys.stdout)
     return 0
 
 
@@ -422,50 +349,6 @@ def active_worker(s: Settings) -> str:
         print("baton: Redis is not reachable; showing the worker log written last", file=sys.stderr)
     logs = sorted(s.log_dir.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
     return logs[-1].stem if logs else "worker-blue"
-
-
-def tail(path: Path, n: int, block: int = 8192) -> str:
-    """The last `n` lines of a file, read backwards from its end (logs grow to 20 MB)."""
-    if n == 0:
-        return ""
-    with path.open("rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        pos, data = end, b""
-        while pos > 0 and data.count(b"\n") <= n:
-            step = min(block, pos)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step) + data
-    lines = data.splitlines(keepends=True)[-n:]
-    return b"".join(lines).decode(errors="replace")
-
-
-def follow(
-    path: Path, out: TextIO, interval_s: float = 0.25, stop: Callable[[], bool] = lambda: False
-) -> None:
-    """Print what is appended to `path`, like `tail -F`: supervisor rotates logs at 20 MB (the
-    file is renamed and a new one created), so a changed inode or a shorter file is reopened."""
-    f = path.open("rb")
-    f.seek(0, os.SEEK_END)
-    try:
-        while not stop():
-            chunk = f.read()
-            if chunk:
-                out.write(chunk.decode(errors="replace"))
-                out.flush()
-                continue
-            try:
-                st = path.stat()
-                rotated = st.st_ino != os.fstat(f.fileno()).st_ino or st.st_size < f.tell()
-            except FileNotFoundError:
-                rotated = False  # between the rename and the new file: wait for it
-            if rotated:
-                f.close()
-                f = path.open("rb")
-                continue
-            time.sleep(interval_s)
-    finally:
-        f.close()
 
 
 def cmd_token(s: Settings, args: argparse.Namespace) -> int:

@@ -303,9 +303,6 @@ def slot_views(ctx: Context, only: str | None = None) -> list[c.SlotView]:
     return out
 
 
-_SETTLE_SHOWN = ("queued", "retrying", "failed", "settled", "runs")
-
-
 def market_data_view(s: Settings, raw: dict[str, str], now_ms: int, problems: list[str]) -> dict[str, Any]:
     """Per asset, how old its candle data is and whether the kernel counts it as stale (then
     it opens no new position on that asset's slots: kernel/entries.py)."""
@@ -347,67 +344,3 @@ def entries_blocked(slot: dict[str, Any], md: dict[str, Any], halted: bool, paus
             + f" (limit {md['stale_after_ms'] / 1000:.1f} s)"
         )
     return why
-
-
-def render(st: dict[str, Any]) -> str:
-    a = st["active"]
-    t = st["ticks"]
-    last = t["last"] or {}
-    lines = [
-        f"mode       {st['mode']}",
-        f"active     {a['color']} release={a['release']} epoch={a['epoch']}" if a else "active     none",
-        f"ticks      done={t['done']} missed={t['missed']} last={last.get('tick', '-')} "
-        f"(duration {last.get('duration_ms', '-')} ms, jitter {last.get('jitter_ms', '-')} ms)",
-        f"control    halted={st['halted']}{' (' + st['halt_reason'] + ')' if st['halt_reason'] else ''}"
-        f"{' by ' + st['control']['halted_by'] if st['control']['halted_by'] else ''} "
-        f"paused={st['paused']}",
-        f"slots      {sum(x['enabled'] for x in st['slots'])}/{len(st['slots'])} enabled",
-        "data       "
-        + (
-            ", ".join(
-                f"{a} "
-                + ("never" if d["age_ms"] is None else f"{d['age_ms'] / 1000:.1f} s")
-                + (" STALE" if d["stale"] else "")
-                for a, d in st["market_data"]["assets"].items()
-            )
-            or "none"
-        )
-        + f" (stale after {st['market_data']['stale_after_ms'] / 1000:.1f} s)",
-        f"positions  open={st['positions']['open']} settled={st['positions']['settled']} "
-        f"won={st['positions']['won']}",
-        "settlement "
-        + " ".join(f"{name}={n}" for name, n in st["settlement"].items() if name in _SETTLE_SHOWN),
-        f"orders     {json.dumps(st['orders'])}",
-        f"money      cash={st['cash_usd']:.2f} USD  realised pnl={st['pnl_usd']:+.2f} USD",
-        "workers    "
-        + (
-            ", ".join(f"{w.get('color')}:{w.get('state')}@{w.get('release')}" for w in st["workers"])
-            or "none"
-        ),
-    ]
-    lines += [
-        f"blocked    {x['id']}: no new entries: {w}"
-        for x in st["slots"]
-        for w in x["entries_blocked"]
-        if w.startswith("stale data")
-    ]
-    d = st.get("last_deploy")
-    if d:
-        lines.append(
-            f"deploy     last {d.get('kind')} {d.get('result')}: {d.get('from_color') or '-'} -> "
-            f"{d.get('color')} release={d.get('release')} tick={d.get('handover_tick', '-')} "
-            f"missed={d.get('missed', '-')}"
-        )
-    rl = st.get("reload")
-    if rl:
-        lines.append(
-            f"reload     last {rl.get('state')} ({rl.get('modules')}) on {rl.get('color')}"
-            + (
-                f": {rl.get('error', '').splitlines()[0] if rl.get('error') else ''}"
-                if rl.get("state") != "ok"
-                else ""
-            )
-        )
-    lines += [f"{name:<10} {url}" for name, url in st["endpoints"].items()]
-    lines += [f"problem    {p}" for p in st["problems"]]
-    return "\n".join(lines)

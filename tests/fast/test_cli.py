@@ -13,6 +13,7 @@ import pytest
 
 from baton import cli
 from control import commands as c
+from deploy import logs
 from deploy.ports import free_port
 from state.keys import Keys
 from state.structs import SLOT, Slot
@@ -302,9 +303,9 @@ def test_logs_of_an_unknown_program_lists_the_known_ones(r, sup, capsys, env):
 def test_tail_reads_whole_lines_across_blocks(tmp_path):
     p = tmp_path / "x.log"
     p.write_text("".join(f"{i:05d}\n" for i in range(1000)))
-    assert cli.tail(p, 4, block=7) == "00996\n00997\n00998\n00999\n"
-    assert cli.tail(p, 5000, block=64).count("\n") == 1000
-    assert cli.tail(p, 0) == ""
+    assert logs.tail(p, 4, block=7) == "00996\n00997\n00998\n00999\n"
+    assert logs.tail(p, 5000, block=64).count("\n") == 1000
+    assert logs.tail(p, 0) == ""
 
 
 def test_follow_prints_appended_lines_and_survives_rotation(tmp_path):
@@ -325,7 +326,7 @@ def test_follow_prints_appended_lines_and_survives_rotation(tmp_path):
             p.write_text("b\n")
         return step >= 4
 
-    cli.follow(p, out, interval_s=0, stop=stop)
+    logs.follow(p, out, interval_s=0, stop=stop)
     assert out.getvalue() == "a\nb\n"
 
 

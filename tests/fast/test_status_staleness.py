@@ -9,7 +9,8 @@ import time
 import fakeredis
 
 from baton.settings import load
-from control.views import collect, render
+from control import render
+from control.views import collect
 from state.keys import Keys
 from state.structs import FEED_STATUS, SLOT, FeedStatus, Slot
 
@@ -42,7 +43,7 @@ def test_status_reports_data_age_staleness_and_the_slots_it_blocks():
     assert blocked["eth-5m"][0].endswith("(limit 10.0 s)")
     assert blocked["sol-5m"] == ["stale data: sol never updated (limit 10.0 s)"]
 
-    text = render(st)
+    text = render.status(st)
     data_line = next(line for line in text.splitlines() if line.startswith("data "))
     shown = dict(part.split(" ", 1) for part in data_line.removeprefix("data").strip().split(", "))
     assert shown["btc"].endswith(" s") and "STALE" not in shown["btc"]

@@ -1,0 +1,153 @@
+"""The control plane's answers as text for a terminal (what `baton` prints without --json):
+the status object, the halt's answer, the slots table and the audit tail."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from control import commands as c
+
+_SETTLE_SHOWN = ("queued", "retrying", "failed", "settled", "runs")
+
+
+def status(st: dict[str, Any]) -> str:
+    a = st["active"]
+    t = st["ticks"]
+    last = t["last"] or {}
+    lines = [
+        f"mode       {st['mode']}",
+        f"active     {a['color']} release={a['release']} epoch={a['epoch']}" if a else "active     none",
+        f"ticks      done={t['done']} missed={t['missed']} last={last.get('tick', '-')} "
+        f"(duration {last.get('duration_ms', '-')} ms, jitter {last.get('jitter_ms', '-')} ms)",
+        f"control    halted={st['halted']}{' (' + st['halt_reason'] + ')' if st['halt_reason'] else ''}"
+        f"{' by ' + st['control']['halted_by'] if st['control']['halted_by'] else ''} "
+        f"paused={st['paused']}",
+        f"slots      {sum(x['enabled'] for x in st['slots'])}/{len(st['slots'])} enabled",
+        "data       "
+        + (
+            ", ".join(
+                f"{a} "
+                + ("never" if d["age_ms"] is None else f"{d['age_ms'] / 1000:.1f} s")
+                + (" STALE" if d["stale"] else "")
+                for a, d in st["market_data"]["assets"].items()
+            )
+            or "none"
+        )
+        + f" (stale after {st['market_data']['stale_after_ms'] / 1000:.1f} s)",
+        f"positions  open={st['positions']['open']} settled={st['positions']['settled']} "
+        f"won={st['positions']['won']}",
+        "settlement "
+        + " ".join(f"{name}={n}" for name, n in st["settlement"].items() if name in _SETTLE_SHOWN),
+        f"orders     {json.dumps(st['orders'])}",
+        f"money      cash={st['cash_usd']:.2f} USD  realised pnl={st['pnl_usd']:+.2f} USD",
+        "workers    "
+        + (
+            ", ".join(f"{w.get('color')}:{w.get('state')}@{w.get('release')}" for w in st["workers"])
+            or "none"
+        ),
+    ]
+    lines += [
+        f"blocked    {x['id']}: no new entries: {w}"
+        for x in st["slots"]
+        for w in x["entries_blocked"]
+        if w.startswith("stale data")
+    ]
+    d = st.get("last_deploy")
+    if d:
+        lines.append(
+            f"deploy     last {d.get('kind')} {d.get('result')}: {d.get('from_color') or '-'} -> "
+            f"{d.get('color')} release={d.get('release')} tick={d.get('handover_tick', '-')} "
+            f"missed={d.get('missed', '-')}"
+        )
+    rl = st.get("reload")
+    if rl:
+        lines.append(
+            f"reload     last {rl.get('state')} ({rl.get('modules')}) on {rl.get('color')}"
+            + (
+                f": {rl.get('error', '').splitlines()[0] if rl.get('error') else ''}"
+                if rl.get("state") != "ok"
+                else ""
+            )
+        )
+    lines += [f"{name:<10} {url}" for name, url in st["endpoints"].items()]
+    lines += [f"problem    {p}" for p in st["problems"]]
+    return "\n".join(lines)
+
+
+def halt(res: c.HaltResult) -> str:
+    head = f"halted (seq {res.seq}): {res.control.halt_reason}"
+    if res.acknowledged:
+        worker = f"{res.worker} acknowledged in {res.ack_ms} ms: it posts no order any more"
+    elif res.worker:
+        worker = f"{res.worker} did NOT acknowledge; the flag stands and every order commit checks it"
+    else:
+        worker = "no active worker: the flag binds the next one to take the lease"
+    lines = [head, f"worker   {worker}", f"orders   {res.cancel}", f"ledger   {res.flush}"]
+    return "\n".join([*lines, "resume with: baton resume"])
+
+
+def audit(entries: list[c.AuditEntry]) -> str:
+    if not entries:
+        return "no control calls recorded yet"
+    rows = [
+        [
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at_ms / 1000)),
+            f"{e.source}:{e.who}",
+            e.action + (f" {e.target}" if e.target else ""),
+            f"{e.result} {e.status}",
+            e.detail,
+        ]
+        for e in reversed(entries)  # oldest first, like a log
+    ]
+    return table(["at (UTC)", "by", "action", "result", "detail"], rows)
+
+
+def countdown(seconds: float) -> str:
+    m, sec = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _position(p: c.PositionView | None) -> str:
+    if p is None:
+        return "-"
+    settled = f" pnl {p.pnl_usd:+.2f}" if p.status != "open" else ""
+    return f"{p.side} {p.shares:g} sh ${p.cost_usd:.2f}{settled}"
+
+
+def _decision(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "-"
+    what = f"{d['side']}@{d['price']}" if d.get("side") else str(d.get("reason") or "none")
+    outcome = d.get("outcome")
+    text = f"{what} {outcome}" if outcome else what
+    return text if len(text) <= 32 else text[:31] + "…"
+
+
+def slots_table(slots: list[c.SlotView]) -> str:
+    rows = [
+        [
+            v.id + ("" if v.configured else " (unconfigured)"),
+            "yes" if v.enabled else "no",
+            f"{v.stake_usd:g}",
+            v.strategy + ("" if not v.params else " " + ",".join(f"{k}={x:g}" for k, x in v.params.items())),
+            countdown(v.remaining_s),
+            _position(v.position),
+            _decision(v.last_decision),
+            v.entries_blocked or "-",
+        ]
+        for v in slots
+    ]
+    head = ["slot", "enabled", "stake", "strategy", "window ends in", "position", "last decision", "blocked"]
+    return table(head, rows)
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    # The last column is not padded: it is free text (a reason) and may be long.
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        for r in [head, *rows]
+    )
