@@ -71,7 +71,7 @@ bench-feed: bootstrap
 bench-halt: bootstrap
 	$(PY) -m bench.halt_latency $(if $(HALTS),--halts $(HALTS))
 
-# Every benchmark in sequence (issue #6), then a summary table; QUICK=1 for a smoke run at tiny
+# Every benchmark in sequence, then a summary table; QUICK=1 for a smoke run at tiny
 # sizes (a few minutes; results in a temp dir, so the published ones in bench/results/ stay).
 bench: bootstrap
 	$(PY) -m bench.all $(if $(QUICK),--quick)
@@ -137,9 +137,11 @@ chromium:
 	  fi; \
 	fi
 
+# ruff, mypy over every package, and the import contracts of pyproject.toml (the layers).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean: stop
 	rm -rf var
