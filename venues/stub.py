@@ -45,7 +45,7 @@ class StubVenue:
         self._lock = threading.Lock()
         self._n = 0
 
-    def discover(self, slug: str) -> Any:
+    def discover(self, slug: str) -> Market | None:
         self.calls["discover"] += 1
         return Market(
             slug=slug,
@@ -54,7 +54,7 @@ class StubVenue:
             down_token=_digits(slug + ":down"),
         )
 
-    def books(self, token_ids: list[str]) -> dict[str, Any]:
+    def books(self, token_ids: list[str]) -> dict[str, Book]:
         self.calls["books"] += 1
         second = self._now_s()
         return {t: self._book(t, self._ask(t, second)) for t in token_ids}
@@ -66,10 +66,10 @@ class StubVenue:
         return self.ask if draw < self._token_rate else NO_EDGE_ASK
 
     @staticmethod
-    def _book(token_id: str, ask: float) -> Any:
+    def _book(token_id: str, ask: float) -> Book:
         return Book(token_id, asks=[(ask, 1000.0)], bids=[(round(ask - 0.01, 2), 1000.0)])
 
-    def sign_buy(self, token_id: str, price: float, size: float) -> Any:
+    def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy:
         with self._lock:
             self._n += 1
             n = self._n
@@ -77,7 +77,7 @@ class StubVenue:
         oid = "0x" + hashlib.sha256(f"{token_id}:{n}".encode()).hexdigest()
         return SignedBuy(order_id=oid, token_id=token_id, price=price, size=size, order={})
 
-    def post(self, signed: Any, order_type: str = "FOK") -> Any:
+    def post(self, signed: SignedBuy, order_type: str = "FOK") -> OrderResult:
         with self._lock:
             self.calls["post"] += 1
         return OrderResult(
@@ -88,7 +88,7 @@ class StubVenue:
             avg_price=signed.price,
         )
 
-    def order(self, order_id: str) -> Any:
+    def order(self, order_id: str) -> OrderResult | None:
         return None
 
     def resolution(self, condition_id: str) -> bool | None:
