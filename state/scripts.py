@@ -52,7 +52,7 @@ class Scripts:
     Called directly they handle NOSCRIPT themselves. Inside a pipeline use `on(pipe, ...)`,
     which queues a bare EVALSHA: redis-py's own pipeline path sends SCRIPT EXISTS first,
     an extra round trip on every tick. A pipeline that meets NOSCRIPT (Redis restarted
-    without its script cache) is retried by `Store.run_pipeline` after `load()`.
+    without its script cache) is retried by `Repo.run_pipeline` (state/repo.py) after `load()`.
     """
 
     def __init__(self, redis: Any) -> None:
