@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from baton.errors import OpFailed
 from bench.machine import machine_info
@@ -91,7 +91,7 @@ class Entry(NamedTuple):
 
 def journal(st: Stack, count: int = 200) -> list[Entry]:
     """The latest journal entries, oldest first."""
-    raw = cast(list[tuple[str, dict[str, str]]], st.redis.xrevrange(KEYS.journal_ticks(), count=count))
+    raw: list[tuple[str, dict[str, str]]] = st.redis.xrevrange(KEYS.journal_ticks(), count=count)
     return [
         Entry(int(f["tick"]), int(f["epoch"]), int(f["started_ms"]), f.get("color", ""))
         for _, f in reversed(raw)

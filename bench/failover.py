@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from baton.errors import OpFailed
 from bench import deploy_gap
@@ -64,7 +64,7 @@ class Sample:
 
 
 def active(st: Stack) -> tuple[str, int, int]:
-    lease = cast(dict[str, str], st.redis.hgetall(KEYS.lease()))
+    lease = st.redis.hgetall(KEYS.lease())
     color = lease["color"]
     info = st.supervisor("getProcessInfo", f"worker-{color}")
     return color, int(info["pid"]), int(lease["epoch"])
@@ -76,7 +76,7 @@ def new_holder_entries(st: Stack, old_epoch: int) -> list[Entry] | None:
 
 
 def first_entry_fields(st: Stack, tick: int) -> dict[str, str]:
-    for _, f in cast(list[tuple[str, dict[str, str]]], st.redis.xrevrange(KEYS.journal_ticks(), count=50)):
+    for _, f in st.redis.xrevrange(KEYS.journal_ticks(), count=50):
         if int(f["tick"]) == tick:
             return f
     return {}

@@ -43,7 +43,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -185,13 +185,8 @@ class Timing(NamedTuple):
     jitter_ms: float  # median delay of a tick's start after its boundary
 
 
-# Stream entries as a decoding client returns them: (id, fields).
-Entries = list[tuple[str, dict[str, str]]]
-
-
 def timing(st: Stack, tick_ms: int) -> Timing:
-    entries = cast(Entries, st.redis.xrevrange(KEYS.journal_ticks(), count=120))
-    rows = [f for _, f in entries]
+    rows = [f for _, f in st.redis.xrevrange(KEYS.journal_ticks(), count=120)]
     all_d = [int(f["duration_ms"]) for f in rows] or [1]
     posting = [f for f in rows if int(f.get("orders", 0))]
     phases = Counter(int(f["tick"]) * tick_ms % WINDOW_MS for f in posting)
@@ -258,8 +253,7 @@ def halt_once(api: Api, index: int, kind: str, rng: random.Random, tick_ms: int,
 
 def place_in_journal(st: Stack, samples: list[Sample], since_ms: float) -> None:
     """Which tick each halt's flag landed in, if one was running (journal: started_ms, duration_ms)."""
-    entries = cast(Entries, st.redis.xrange(KEYS.journal_ticks(), min=f"{int(since_ms) - 60_000}-0"))
-    ticks = [f for _, f in entries]
+    ticks = [f for _, f in st.redis.xrange(KEYS.journal_ticks(), min=f"{int(since_ms) - 60_000}-0")]
     for s in samples:
         s.in_tick = False
         for f in ticks:

@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
@@ -72,8 +72,7 @@ class Sample:
 
 
 def journal_fields(st: Stack, count: int = 200) -> list[dict[str, str]]:
-    entries = cast(list[tuple[str, dict[str, str]]], st.redis.xrevrange(KEYS.journal_ticks(), count=count))
-    return [f for _, f in reversed(entries)]
+    return [f for _, f in reversed(st.redis.xrevrange(KEYS.journal_ticks(), count=count))]
 
 
 def reload_verdict_after(st: Stack, at_ms: int, timeout_s: float) -> dict[str, str]:
@@ -132,7 +131,7 @@ def reload_once(
     prev_at = int(st.redis.hget(KEYS.reload(), "at_ms") or 0)
     phase = wait_phase(rng, tick_ms)
     if method == EDIT:
-        code_dir = Path(cast(str | None, st.redis.hget(KEYS.worker(before.color), "code_dir")) or "")
+        code_dir = Path(st.redis.hget(KEYS.worker(before.color), "code_dir") or "")
         path = code_dir / STRATEGY
         text = path.read_text()
         tmp = path.with_name(f".{path.name}.bench")

@@ -47,7 +47,8 @@ class Stack:
             BATON_API_PORT=str(free_port()),
         )
         self.env.update(env)
-        self.redis = connection.client(load(self.env), timeout_s=connection.BLOCKING)
+        # A decoded client (str in, str out): redis-py's types cannot say so, hence Any.
+        self.redis: Any = connection.client(load(self.env), timeout_s=connection.BLOCKING)
         self.clob_url = f"http://127.0.0.1:{self.env['BATON_SIM_CLOB_PORT']}"
 
     def baton(self, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:

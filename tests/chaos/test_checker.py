@@ -215,7 +215,8 @@ def test_a_takeover_after_a_slow_tick_is_not_excused_by_it():
 def test_a_missed_tick_goes_to_the_fault_that_began_last():
     b = (FIRST + 30) * T
     fs = [_fault("deploy", 1, b - 5000, b - 500), _fault("redis-restart", 2, b - 200, b + 3000)]
-    assert checker.attribute(FIRST + 30, T, fs)["kind"] == "redis-restart"
+    got = checker.attribute(FIRST + 30, T, fs)
+    assert got is not None and got["kind"] == "redis-restart"
     assert checker.attribute(FIRST + 40, T, fs) is None
 
 

@@ -48,11 +48,15 @@ def test_sigkill_at_random_points_of_the_tick_costs_at_most_one_tick_each():
             time.sleep(max(0.0, (boundary + offset - now_ms) / 1000))
             os.kill(pid, signal.SIGKILL)
             kills.append((int(boundary // TICK_MS), offset, pid))
-            wait_for(
-                lambda e=epoch: (
+
+            def taken_over(e: int = epoch) -> bool:
+                return (
                     int(st.redis.hget("baton:lease", "epoch") or 0) > e
                     and int(st.redis.xrevrange("baton:journal:ticks", count=1)[0][1]["epoch"]) > e
-                ),
+                )
+
+            wait_for(
+                taken_over,
                 60,
                 f"a new holder ticking after kill {n} (seed {seed})",
             )
