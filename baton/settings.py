@@ -24,7 +24,7 @@ DEFAULT_TIMEFRAMES = ("5m", "15m")
 # length (down to the 15s windows the tests use) find its exact open price.
 CANDLE_INTERVAL = "1s"
 # A well-known throwaway key (the first Hardhat/Anvil dev account). It signs paper orders for
-# the local sim only; live mode (issue #4) refuses to start without a key of the user's own.
+# the local sim only; live mode refuses to start without a key of the user's own.
 SIM_PRIVATE_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 
 # Live mode's venues (BATON_MODE=live); each can still be overridden by its own variable.

@@ -1,4 +1,4 @@
-"""Every benchmark of issue #6 in sequence (`make bench`), then one summary table.
+"""Every benchmark in sequence (`make bench`), then one summary table.
 
 Each benchmark runs as its own process (`python -m bench.<name> ... --json-out DIR/<name>.json`),
 prints its own table as it goes, and writes its JSON; a benchmark that fails is reported and the

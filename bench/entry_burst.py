@@ -16,11 +16,10 @@ cycle, at the one second where `k` of the 4 timeframes are in their entry zone t
   threads (the venue lanes' signing and posting), the Redis server's main-thread CPU time
   (`INFO cpu`: commands, scripts, AOF writes), orders and round trips.
 
-The worker's CPU and Redis's used to run one after the other on the tick's path (the worker
-waited for each answer), so the wall time was about their sum; since an entry tick sends its
-orders in chunks while it evaluates (kernel/executor.py EntryStream) they overlap, and the
-*other* column (wall minus both) goes negative: the table says how much of a burst each is, and
-what a target would need of them. `--entry-rate 0.2` gives the spread case beside it (every
+An entry tick sends its orders in chunks while it evaluates (kernel/executor.py EntryStream),
+so the worker's CPU and Redis's overlap instead of adding up, and the *other* column (wall
+minus both) goes negative: the table says how much of a burst each is, and what a target would
+need of them. `--entry-rate 0.2` gives the spread case beside it (every
 slot in the zone is evaluated, a fifth of them enter).
 
     python -m bench.entry_burst [--slots 1024] [--bursts 1,2,3,4] [--cycles 10] [--entry-rate 1,0.2]

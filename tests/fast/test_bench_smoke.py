@@ -1,4 +1,4 @@
-"""The benchmarks of issue #6 at tiny sizes, so that they cannot rot: the tick-scale and Redis-cost
+"""Every benchmark at tiny sizes, so that none can rot: the tick-scale and Redis-cost
 measurements run for real (a real redis-server on a free port, a few seconds), the venue-signing
 one against a sim of its own, the stack-driven ones (failover, hot reload) have their journal
 reading and their numbers checked on a fake journal, and `bench.all` its headlines on what the
