@@ -25,7 +25,7 @@ class Keys:
         return f"{self.p}schema:readable_by"
 
     def lease(self) -> str:
-        """Hash: holder, color, release, epoch, expires_ms."""
+        """Hash: holder, color, release, epoch, expires_ms, acquired_ms (kernel/lease.py's Lease)."""
         return f"{self.p}lease"
 
     def lease_epoch(self) -> str:
