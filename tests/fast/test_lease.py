@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import fakeredis
 import pytest
 
+from baton.settings import load
+from control.views import collect
 from kernel.clock import VirtualClock
 from kernel.lease import (
     Lease,
@@ -233,3 +236,16 @@ async def test_release_gives_up_only_our_own_lease(store):
     assert not await release(store, "blue:h:1:x")
     got = await acquire(store, clock, "green:h:2:y", "green", "r2", 60_000)
     assert got.held and got.epoch == 2
+
+
+def test_status_shows_the_live_lease_and_no_active_worker_for_an_expired_or_garbage_one(r, tmp_path):
+    s = load({"BATON_HOME": str(tmp_path)})
+    now_ms = int(time.time() * 1000)
+    r.hset(K.lease(), mapping={**FULL, "expires_ms": str(now_ms + 60_000)})
+    active = {"color": "blue", "release": "r1", "epoch": 7, "holder": "blue:h:1:x"}
+    assert collect(s, r)["active"] == active
+    r.hset(K.lease(), "epoch", "banana")
+    assert collect(s, r)["active"] == {**active, "epoch": 0}
+    for expires in (str(now_ms - 1), "banana", ""):
+        r.hset(K.lease(), "expires_ms", expires)
+        assert collect(s, r)["active"] is None
