@@ -42,7 +42,11 @@ from typing import Any
 from baton.settings import load
 from bench import tick_scale as ts
 from bench.machine import machine_info, publish
+from feed.store import Batch, CandleStore
+from kernel import gcpolicy
+from kernel.clock import VirtualClock
 from state import connection
+from state.keys import Keys
 from venues.stub import StubVenue
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,11 +96,6 @@ async def measure_burst(
 ) -> dict[str, Any]:
     """`cycles` measured bursts of the `k` shortest timeframes at `n_slots` slots (fresh
     Redis database, fresh rig)."""
-
-    from feed.store import Batch, CandleStore
-    from kernel import gcpolicy
-    from kernel.clock import VirtualClock
-    from state.keys import Keys
 
     if n_slots % len(timeframes):
         raise ValueError(f"{n_slots} slots is not a multiple of {len(timeframes)} timeframes")

@@ -46,6 +46,7 @@ from typing import Any, cast
 from baton.settings import load
 from bench.machine import machine_info
 from deploy.ports import free_port
+from feed.client import Feed
 from state import connection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -237,8 +238,6 @@ def feed_main(cfg: dict[str, Any], conn: Any) -> None:
 
 
 async def _feed(cfg: dict[str, Any]) -> dict[str, Any]:
-
-    from feed.client import Feed
 
     redis = connection.async_client(load({"BATON_REDIS_URL": cfg["redis_url"]}), decoded=False)
     feed = Feed(

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, cast
 
-from baton.settings import load
+from baton.settings import load, timeframe_seconds
 from bench.machine import machine_info, publish
 from bench.tick_scale import (
     PREFIX,
@@ -48,8 +48,11 @@ from bench.tick_scale import (
     kind_of,
     synthetic_assets,
 )
+from feed.store import Batch, CandleStore
+from kernel import boundaries
 from kernel.clock import VirtualClock, wall_ms
 from state import connection
+from state.keys import Keys
 from venues.stub import StubVenue
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,9 +122,6 @@ class InlineFeed:
 
     def __init__(self, url: str, assets: list[str], clock: Any, retention_s: int) -> None:
 
-        from feed.store import CandleStore
-        from state.keys import Keys
-
         self.r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
         self.store = CandleStore(
             self.r, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=clock.now_ms
@@ -132,8 +132,6 @@ class InlineFeed:
         self.next_s = clock.now_ms() // 1000 - 70
 
     async def catch_up(self) -> None:
-        from feed.store import Batch
-
         end_s = self.clock.now_ms() // 1000
         while self.next_s < end_s:
             batch = Batch()
@@ -161,8 +159,6 @@ def cmd_delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 async def commands_per_tick(
     n_slots: int, url: str, timeframes: tuple[str, ...], tick_ms: int, cycle_ticks: int, wire: Wire
 ) -> dict[str, Any]:
-
-    from kernel import boundaries
 
     assets = synthetic_assets(n_slots // len(timeframes))
     r = connection.client(load({"BATON_REDIS_URL": url}))
@@ -344,9 +340,6 @@ def per_day(
 async def candle_bytes(url: str, counts: tuple[int, ...]) -> list[dict[str, Any]]:
     """One asset's window of `n` 1 s candles, written as the feed writes them; its MEMORY USAGE."""
 
-    from feed.store import Batch, CandleStore
-    from state.keys import Keys
-
     r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
     out = []
     try:
@@ -509,8 +502,6 @@ def render(out: dict[str, Any]) -> str:
 
 
 async def run_async(args: argparse.Namespace) -> dict[str, Any]:
-    from baton.settings import timeframe_seconds
-
     sizes = [int(x) for x in args.slots.split(",") if x]
     timeframes = tuple(t for t in args.timeframes.split(",") if t)
     tf_s = [timeframe_seconds(t) for t in timeframes]

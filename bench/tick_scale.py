@@ -69,10 +69,19 @@ from baton.settings import load
 from bench.machine import machine_info, publish
 from bench.numbers import rank
 from deploy.ports import free_port
+from feed.store import Batch, CandleStore
+from kernel import boundaries, gcpolicy
 from kernel.clock import SystemClock, wall_ms
+from kernel.halt import HaltGate, HaltResponder
+from kernel.settlement import Enqueuer, settled
+from kernel.tick import Identity, TickRunner
 from state import connection
 from state.connection import PackedConnection
+from state.keys import Keys
+from state.store import Store
+from state.structs import POSITION, Candle, usd_to_micros
 from venues.stub import StubVenue
+from worker.main import configured_slots
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "baton:"
@@ -253,8 +262,6 @@ class Prices:
         self.p = {a: 10.0 ** (i % 5) * (1.0 + (i % 7) / 10) for i, a in enumerate(assets)}
 
     def candle(self, asset: str, open_s: int) -> Any:
-        from state.structs import Candle
-
         o = self.p[asset]
         c = o * math.exp(self.rng.gauss(0.0, 0.0004))
         self.p[asset] = c
@@ -276,9 +283,6 @@ def feeder_main(url: str, assets: list[str], phase_ms: int, retention_s: int, re
 async def _feeder(
     url: str, assets: list[str], phase_ms: int, retention_s: int, ready: Any, stop: Any
 ) -> None:
-
-    from feed.store import Batch, CandleStore
-    from state.keys import Keys
 
     r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
     store = CandleStore(r, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=wall_ms)
@@ -368,8 +372,6 @@ class LoadSampler:
 
 
 def bench_settings(url: str, assets: list[str], timeframes: tuple[str, ...], tick_ms: int, home: str) -> Any:
-    from baton.settings import load
-
     return load(
         {
             "BATON_HOME": home,
@@ -436,14 +438,6 @@ class Rig:
 
     async def start(self) -> None:
 
-        from kernel.halt import HaltGate, HaltResponder
-        from kernel.settlement import Enqueuer
-        from kernel.tick import Identity, TickRunner
-        from state.keys import Keys
-        from state.store import Store
-        from state.structs import usd_to_micros
-        from worker.main import configured_slots
-
         s = self.s
         self.redis = connection.async_client(s, timeout_s=max(connection.TIMEOUT_S, 2 * s.tick_ms / 1000))
         self.store = Store(self.redis, Keys(s.prefix))
@@ -477,9 +471,6 @@ class Rig:
         timed): each position whose window has ended is booked by the real fenced script
         (state/lua/settle_position.lua: position settled, payout in the ledger), in one
         pipeline; the market resolves Up. The rq jobs themselves stay queued, unrun."""
-        from kernel.settlement import settled
-        from state.structs import POSITION
-
         raw = cast(dict[str, str], await self.redis.hgetall(self.store.k.positions_open()))
         done = [(v, POSITION.decode(v)) for v in raw.values()]
         done = [(v, p) for v, p in done if p.window_end_s * 1000 <= now_ms]
@@ -502,8 +493,6 @@ async def run_ticks(
     """The worker's loop: sleep to each boundary, run the tick, plan the next one, collect
     garbage in the slack (kernel/gcpolicy.py). Returns the measured samples (after `warmup`
     ticks) and the boundaries skipped because a tick overran."""
-    from kernel import gcpolicy
-
     collector = gcpolicy.Collector()
     collector.start()
     try:
@@ -515,8 +504,6 @@ async def run_ticks(
 async def _run_ticks(
     rig: Rig, wire: Wire, n_ticks: int, warmup: int, profile: Any, collector: Any
 ) -> tuple[list[TickSample], int]:
-    from kernel import boundaries
-
     s, clock, runner = rig.s, rig.clock, rig.runner
     tick = boundaries.next_tick(clock.now_ms(), s.tick_ms)
     missed = 0

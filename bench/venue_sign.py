@@ -37,10 +37,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from baton.settings import SIM_PRIVATE_KEY
 from bench.machine import machine_info, publish
 from bench.numbers import rank
 from deploy.ports import free_port
+from kernel import lanes
 from kernel.clock import wall_ms
+from kernel.windows import slug, window_bounds
+from venues.polymarket import ClobVenue
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = {
@@ -79,8 +83,6 @@ def start_sim(home: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def measure(venue: Any, token: str, orders: int, burst: int) -> dict[str, Any]:
-    from kernel import lanes
-
     venue.sign_buy(token, PRICE, SIZE)  # warm: the client's caches (tick size, neg risk)
     sign_ms: list[float] = []
     cpu0 = time.thread_time()
@@ -157,10 +159,6 @@ def render(rows: list[dict[str, Any]], burst: int) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from baton.settings import SIM_PRIVATE_KEY
-    from kernel.windows import slug, window_bounds
-    from venues.polymarket import ClobVenue
-
     home = Path(tempfile.mkdtemp(prefix="baton-venue-sign-"))
     proc, url = start_sim(home)
     saved = os.environ.get("ECC_BACKEND_CLASS")

@@ -37,6 +37,7 @@ from kernel import boundaries, gcpolicy, lease, reconcile
 from kernel.clock import Clock, SystemClock
 from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
+from kernel.settlement import Enqueuer
 from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state import connection
 from state.keys import COLORS, Keys
@@ -438,8 +439,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 async def amain(argv: list[str]) -> int:
-    from kernel.settlement import Enqueuer
-
     args = _parse(argv)
     s = settings_mod.load()
     # rq and the venue client are synchronous and run in threads: they share a sync client
