@@ -74,7 +74,7 @@ def reload(ctx: Context, actor: c.Actor, timeout_s: float = 30.0) -> c.ReloadRes
             # A reload imports and dry-evaluates strategy code: none runs under a halt.
             raise Conflict("halted: no strategy code runs, so no reload either; resume first")
         try:
-            res = hot._reload(ctx.r, ctx.k, False, hot.REPO_ROOT, timeout_s, lambda _m: None)
+            res = hot.reload_on(ctx.r, ctx.k, False, hot.REPO_ROOT, timeout_s, lambda _m: None)
         except ReloadError as e:
             if "no worker holds the lease" in str(e):
                 raise Conflict(str(e)) from None

@@ -89,14 +89,14 @@ def reload(
     k = Keys(s.prefix)
     r: Any = connection.client(s)
     try:
-        return _reload(r, k, sync, source, timeout_s, log)
+        return reload_on(r, k, sync, source, timeout_s, log)
     except redis.RedisError as e:
         raise ReloadError(f"cannot reach Redis at {s.redis_url_shown}: {e} (is the stack running?)") from e
     finally:
         r.close()
 
 
-def _reload(
+def reload_on(
     r: Any,
     k: Keys,
     sync: bool,
@@ -104,6 +104,8 @@ def _reload(
     timeout_s: float,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
+    """`reload` on a Redis client the caller holds (POST /reload's, through control/): asks
+    the lease holder to reload and returns the reload record it writes."""
     color = lease_color(r, k)
     if not color:
         raise ReloadError("no worker holds the lease: nothing to reload")
