@@ -23,6 +23,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker, get_current_job
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from baton import settings as settings_mod
@@ -81,6 +82,7 @@ def main() -> None:
         [queue],
         connection=r,
         serializer=JSONSerializer,
+        job_class=SettleJob,
         name=f"{queue.name}-{socket.gethostname()}-{os.getpid()}",
         # rq's scheduler (which enqueues the retries of unresolved markets) runs in a child
         # process that dies on a Redis connection error, and the worker only restarts it in
@@ -125,6 +127,22 @@ def _ctx() -> _Context:
 
 def _count(r: Redis, k: Keys, name: str) -> None:
     SettlementsRepo(r, k).count_settle(name)
+
+
+# A worker of an earlier release enqueued its settlements under the job's former path; they
+# must run as the same function, or an upgrade would strand every queued settlement until rq
+# forgot the failed job (a week later). Nothing else is translated.
+FORMER_JOB_FUNCS = frozenset({"kernel.settlement.settle_job"})
+
+
+class SettleJob(Job):
+    """rq's Job, with the settlement job's former path resolved to `settle_job`."""
+
+    @property
+    def func(self) -> Any:
+        if self.func_name in FORMER_JOB_FUNCS:
+            return settle_job
+        return super().func
 
 
 def settle_job(prefix: str, position_id: str) -> str:

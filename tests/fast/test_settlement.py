@@ -84,6 +84,20 @@ async def test_settlement_enqueued_twice_runs_once(rig):  # noqa: F811
     assert _stats(rig)["runs"] == jobs + 1 and _stats(rig)["settled"] == jobs
 
 
+async def test_a_job_queued_under_the_former_job_path_still_settles(rig):  # noqa: F811
+    p = await _a_closed_position(rig)
+    q = settlement.settle_queue(rig.sync, "baton:")
+    q.empty()
+    # What a worker of the release before the job moved to worker/settle.py enqueued.
+    q.enqueue("kernel.settlement.settle_job", "baton:", p.id, job_id=job_id("baton:", p.id))
+    SimpleWorker(
+        [q], connection=rig.sync, serializer=JSONSerializer, job_class=settle_program.SettleJob
+    ).work(burst=True)
+    job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
+    assert job.return_value() == "settled"
+    assert len([e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]) == 1
+
+
 async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):  # noqa: F811
     p = await _a_closed_position(rig)
 
