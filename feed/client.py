@@ -153,14 +153,16 @@ class Feed:
             clock_ms=clock_ms,
             interval_ms=self.interval_ms,
         )
-        self.limiter = limiter or AsyncLimiter(redis, Keys(prefix), budgets=BUDGETS)
+        self.limiter = limiter or AsyncLimiter(redis, Keys(prefix), budgets=BUDGETS, clock_ms=wall_ms)
         self.connections = 0
         self._filler: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     @classmethod
     def from_settings(cls, s: Settings, redis: aioredis.Redis, **kw: object) -> Feed:
-        limiter = AsyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale, budgets=BUDGETS)
+        limiter = AsyncLimiter(
+            redis, Keys(s.prefix), scale=s.rate_limit_scale, budgets=BUDGETS, clock_ms=wall_ms
+        )
         kw.setdefault("limiter", limiter)
         return cls(
             redis,

@@ -14,6 +14,11 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def wall_ns() -> int:
+    """Wall-clock time in nanoseconds, comparable with a file's st_mtime_ns."""
+    return time.time_ns()
+
+
 def wall_ms_precise() -> float:
     """Wall-clock time in milliseconds with the sub-millisecond part kept, for measuring
     latencies of a millisecond or less."""

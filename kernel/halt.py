@@ -138,7 +138,9 @@ class HaltResponder:
         except Exception as e:
             log.warning("control channel: unreadable message %.120r: %s", raw, e)
             with contextlib.suppress(RedisError):
-                await self.store.record_error("control", f"unreadable control message: {e}", str(raw)[:200])
+                await self.store.record_error(
+                    "control", f"unreadable control message: {e}", str(raw)[:200], now_ms=wall_ms()
+                )
             return
         if action in ("halt", "pause", "resume"):
             await self.sync(await self.store.read_control())
@@ -197,7 +199,7 @@ class HaltResponder:
                 outcome = f"cancelling open orders failed: {e}"
                 log.error("halt %d: %s", seq, outcome)
                 with contextlib.suppress(RedisError):
-                    await self.store.record_error("halt", outcome)
+                    await self.store.record_error("halt", outcome, now_ms=wall_ms())
         with contextlib.suppress(RedisError):
             await self._answer(seq, {"cancel": outcome, "seq": seq})
             await self.store.record_halt_cancel(outcome)

@@ -28,7 +28,6 @@ import importlib.util
 import math
 import os
 import sys
-import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from typing import Any, Literal
 import msgspec
 
 from baton.errors import StrategyCheckError
-from kernel.clock import wall_ms
+from kernel.clock import wall_ms, wall_ns
 from kernel.strategy_api import Decision, SlotInput, remaining_s
 
 HASH_PREFIX = 12
@@ -252,7 +251,7 @@ class StrategyReloader:
         hit = self._stat.get(path)
         if hit is not None and hit[0] == key and hit[2] - st.st_mtime_ns > RACY_NS:
             return hit[1]
-        at = time.time_ns()
+        at = wall_ns()
         digest = _sha256(path.read_bytes())
         self._stat[path] = (key, digest, at)
         return digest

@@ -3,7 +3,6 @@ stop marks that tell a clean stop from missed ticks, and the error journal."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from state.repo import Repo
@@ -48,14 +47,15 @@ class JournalRepo(Repo):
         follows is not missed ticks."""
         return (self.r if pipeline is None else pipeline).hset(self.k.stats(), "stack_stopped_ms", now_ms)
 
-    async def record_error(self, source: str, error: str, sample: str = "", now_ms: int = 0) -> None:
-        await self.record_errors(source, [error], sample, now_ms)
+    async def record_error(self, source: str, error: str, sample: str = "", *, now_ms: int) -> None:
+        await self.record_errors(source, [error], sample, now_ms=now_ms)
 
-    async def record_errors(self, source: str, errors: list[str], sample: str = "", now_ms: int = 0) -> None:
-        """Journal bad inputs or venue errors with what was wrong, in one round trip; never raises."""
+    async def record_errors(self, source: str, errors: list[str], sample: str = "", *, now_ms: int) -> None:
+        """Journal bad inputs or venue errors with what was wrong, stamped `now_ms` (the caller's
+        wall clock), in one round trip; never raises."""
         if not errors:
             return
-        at_ms = now_ms or int(time.time() * 1000)
+        at_ms = now_ms
         try:
             pipe = self.r.pipeline(transaction=False)
             for error in errors:

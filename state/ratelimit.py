@@ -7,7 +7,9 @@ against the CLOB's general limit, its 10 s burst and its 10 min sustained limit 
 Every worker of every colour, and the feed, share the buckets through Redis, so that a
 restart or a handover does not spend the budget twice.
 
-    limiter = AsyncLimiter(redis, Keys(prefix), scale=settings.rate_limit_scale, budgets=BUDGETS)
+    limiter = AsyncLimiter(
+        redis, Keys(prefix), scale=settings.rate_limit_scale, budgets=BUDGETS, clock_ms=wall_ms
+    )
     await limiter.take(BINANCE_REST_WEIGHT, cost=2, max_wait_ms=60_000)
 
 `take` returns once the request may be sent (after sleeping the wait, when there is one), or
@@ -16,7 +18,8 @@ then the request must not be sent. A grant that must wait is a reservation: the 
 into debt at once, so that waiters queue in order instead of racing for the refill.
 `SyncLimiter` is the same for threads (the venue client's methods run in threads). The
 venues' own budgets (their published limits) are in venues/budgets.py: a limiter knows the
-budgets it is given.
+budgets it is given, and reads the time from the clock it is given (kernel.clock.wall_ms in
+production: the state layer reads no clock of its own).
 
 Scale (`BATON_RATE_LIMIT_SCALE`, default 1.0) multiplies every capacity and refill rate;
 0 turns the limiter off (nothing is read or written). A bucket whose hash holds garbage is
@@ -43,10 +46,6 @@ log = logging.getLogger("baton.ratelimit")
 
 _NAME_RE = re.compile(r"^[a-z0-9_.\-]+(:[a-z0-9_.\-]+)*$")
 ERRORS_MAXLEN = 1_000  # as state.store's journal:errors
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ class _Base:
         *,
         scale: float = 1.0,
         budgets: Mapping[str, Budget] | None = None,  # name -> Budget, for `take` by name
-        clock_ms: Callable[[], int] = wall_ms,
+        clock_ms: Callable[[], int],
         sleep: Callable[[float], Any] | None = None,
     ) -> None:
         if not (isinstance(scale, int | float) and math.isfinite(scale) and scale >= 0):

@@ -1,7 +1,9 @@
 """The venues' request budgets: their published rate limits as token buckets (`Budget`s of
 `BucketSpec`s), for the limiter of state/ratelimit.py, which keeps the buckets in Redis.
 
-    limiter = AsyncLimiter(redis, Keys(prefix), scale=settings.rate_limit_scale, budgets=BUDGETS)
+    limiter = AsyncLimiter(
+        redis, Keys(prefix), scale=settings.rate_limit_scale, budgets=BUDGETS, clock_ms=wall_ms
+    )
     await limiter.take(BINANCE_REST_WEIGHT, cost=klines_weight(1000), max_wait_ms=60_000)
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from baton.settings import Settings
+from kernel.clock import wall_ms
 from state.keys import Keys
 from state.ratelimit import BucketSpec, Budget, SyncLimiter
 from venues.http import Throttle
@@ -151,7 +154,7 @@ THROTTLE_MAX_WAIT_MS = 1000
 
 def venue_throttle(redis: Any, s: Settings) -> Throttle | None:
     """The venues' budgets as a Throttle, on a sync Redis client (the venue runs in threads)."""
-    limiter = SyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale, budgets=BUDGETS)
+    limiter = SyncLimiter(redis, Keys(s.prefix), scale=s.rate_limit_scale, budgets=BUDGETS, clock_ms=wall_ms)
     if not limiter.enabled:
         return None
 

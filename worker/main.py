@@ -34,7 +34,7 @@ from baton import settings as settings_mod
 from baton.errors import CredentialsError, LeaseLost, NotReady, SchemaMismatch
 from baton.settings import Settings
 from kernel import boundaries, gcpolicy, lease, reconcile
-from kernel.clock import Clock, SystemClock
+from kernel.clock import Clock, SystemClock, wall_ms
 from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
 from kernel.settlement import Enqueuer
@@ -265,7 +265,7 @@ class Worker:
         )
         if done or problems:
             log.info("reconciled %d in-flight intent(s)", done)
-        await self.store.record_errors("reconcile", problems)
+        await self.store.record_errors("reconcile", problems, now_ms=wall_ms())
         runner = self._runner()
         runner.ident = Identity(self.holder, self.color, self.s.release, self.epoch)
         return runner
@@ -284,7 +284,9 @@ class Worker:
             log.info("strategies reloaded: %s", ", ".join(res.modules))
         else:
             log.error("strategy reload refused, the old code keeps running: %s", res.error)
-            await self.store.record_error("reload", f"refused {', '.join(res.modules)}: {res.error}")
+            await self.store.record_error(
+                "reload", f"refused {', '.join(res.modules)}: {res.error}", now_ms=wall_ms()
+            )
         await self.store.record_reload(self.color, self.s.release, res)
 
     async def _someone_else_trades(self) -> bool:
@@ -304,7 +306,9 @@ class Worker:
             # strategy's exception per slot); no worker at all would do none of that.
             self.error = str(e)
             log.error("readiness failed but nobody else trades, so trading anyway: %s", e)
-            await self.store.record_error("worker", f"readiness failed, trading anyway: {e}")
+            await self.store.record_error(
+                "worker", f"readiness failed, trading anyway: {e}", now_ms=wall_ms()
+            )
         while True:
             if not await self.acquire():
                 await self.stand_down()
@@ -370,7 +374,7 @@ class Worker:
                 # Redis hiccup or a bug inside one tick: report, keep the loop alive; the
                 # lease renewal inside the next tick decides whether we still trade.
                 log.exception("tick %d failed: %s", tick, e)
-                await self.store.record_error("worker", f"tick {tick} failed: {e!r}")
+                await self.store.record_error("worker", f"tick {tick} failed: {e!r}", now_ms=wall_ms())
             requested = out is not None and out.handover.get("state") == "requested"
             if requested and out is not None and await self.hand_over(out.handover, tick):
                 self.last_tick = -1

@@ -15,6 +15,7 @@ import pytest
 from baton import settings
 from baton.errors import RateLimited, SettingsError
 from feed.client import Feed
+from kernel.clock import wall_ms
 from state.keys import Keys
 from state.ratelimit import AsyncLimiter, BucketSpec, Budget, SyncLimiter
 from tests.fast import test_feed
@@ -188,7 +189,9 @@ async def test_no_reservation_waits_longer_than_one_full_refill(redis, clock):
 
 
 async def test_the_default_sleep_really_waits(redis):
-    lim = AsyncLimiter(redis, KEYS, budgets={"t": Budget("t", (BucketSpec("test:fast", 1, 20),))})
+    lim = AsyncLimiter(
+        redis, KEYS, budgets={"t": Budget("t", (BucketSpec("test:fast", 1, 20),))}, clock_ms=wall_ms
+    )
     await lim.take("t")
     started = time.monotonic()
     waited = await lim.take("t", max_wait_ms=1000)
@@ -289,7 +292,7 @@ async def test_the_sync_limiter_waits_and_refuses_like_the_async_one(server, clo
 async def test_the_sync_limiter_is_safe_across_threads(server):
     r = fakeredis.FakeRedis(server=server)
     budget = Budget("t", (BucketSpec("test:threads", 20, 0.001),))
-    lim = SyncLimiter(r, KEYS, budgets={"t": budget})
+    lim = SyncLimiter(r, KEYS, budgets={"t": budget}, clock_ms=wall_ms)
 
     def take() -> bool:
         try:
@@ -322,7 +325,7 @@ async def test_bad_arguments_fail_loudly(redis, clock):
     with pytest.raises(ValueError, match="cost must be a positive number"):
         await lim.take("test:one", cost=0)
     with pytest.raises(ValueError, match="scale"):
-        AsyncLimiter(redis, KEYS, scale=-1)
+        AsyncLimiter(redis, KEYS, scale=-1, clock_ms=wall_ms)
     with pytest.raises(ValueError, match="capacity must be a positive number"):
         BucketSpec("x", 0, 1)
     with pytest.raises(ValueError, match="bad bucket name"):
@@ -459,6 +462,7 @@ async def test_the_feed_waits_for_the_connection_budget(raw, redis, binance, res
         raw,
         KEYS,
         budgets=tiny(BucketSpec("test:connect", 1, 2), BucketSpec("test:weight", 1000, 1000)),
+        clock_ms=wall_ms,
     )
     t = (int(time.time()) - 60) * 1000
     # The first two connections are dropped at once; the third gets a frame.
@@ -480,6 +484,7 @@ async def test_the_feed_backfill_takes_its_weight_and_waits_for_it(raw, redis, b
         raw,
         KEYS,
         budgets=tiny(BucketSpec("test:connect", 10, 10), BucketSpec("test:weight", 2, 2)),
+        clock_ms=wall_ms,
     )
     binance.send(test_feed.kline("btc", (now_s - 10) * 1000))  # a candle the backfill also has
     async with feed_running(raw, binance, rest, lim):
