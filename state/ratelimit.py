@@ -39,13 +39,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from baton.errors import RateLimited
+from state.journal import ERRORS_MAXLEN
 from state.keys import Keys
 from state.scripts import scripts_for
 
 log = logging.getLogger("baton.ratelimit")
 
 _NAME_RE = re.compile(r"^[a-z0-9_.\-]+(:[a-z0-9_.\-]+)*$")
-ERRORS_MAXLEN = 1_000  # as state.store's journal:errors
 
 
 @dataclass(frozen=True)
