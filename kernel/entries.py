@@ -207,9 +207,9 @@ class Entries:
                 ask.append(r)
         if not ask:
             return
-        raw = await self.store.r.hmget(self.store.k.intents(), [r.entry_intent_id for r in ask])
-        for r, v in zip(ask, raw, strict=True):
-            if v is None:
+        there = await self.store.committed([r.entry_intent_id for r in ask])
+        for r, committed in zip(ask, there, strict=True):
+            if not committed:
                 self.absent[r.id] = (r.window_start_s, epoch)
             else:
                 self.entered[r.id] = r.window_start_s

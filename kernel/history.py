@@ -59,16 +59,8 @@ class HistoryPruner:
         if not self.due(now_ms):
             return out
         cutoff_ms = now_ms - self.retention_ms
-        k = self.store.k
-        todo = [
-            (n, key)
-            for n, key in (("positions", k.positions()), ("intents", k.intents()))
-            if self._cursors[n] is not None
-        ]
-        pipe = self.store.r.pipeline(transaction=False)
-        for name, key in todo:
-            pipe.hscan(key, self._cursors[name], count=PAGE)
-        pages = dict(zip((n for n, _ in todo), await pipe.execute(), strict=True))
+        todo = {n: c for n, c in self._cursors.items() if c is not None}
+        pages = await self.store.scan_history(todo, PAGE)
         positions: list[tuple[str, str, str]] = []
         intents: list[tuple[str, str, str]] = []
         for pid, raw in pages.get("positions", (0, {}))[1].items():

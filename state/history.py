@@ -9,6 +9,17 @@ from state.repo import Repo, text
 
 
 class HistoryRepo(Repo):
+    async def scan_history(
+        self, cursors: dict[str, int], count: int
+    ) -> dict[str, tuple[int, dict[str, str]]]:
+        """One HSCAN page of each hash named in `cursors` ('positions', 'intents'), from its
+        cursor, in one round trip: name -> (next cursor, {id: JSON})."""
+        keys = {"positions": self.k.positions(), "intents": self.k.intents()}
+        pipe = self.r.pipeline(transaction=False)
+        for name, cursor in cursors.items():
+            pipe.hscan(keys[name], cursor, count=count)
+        return dict(zip(cursors, await pipe.execute(), strict=True))
+
     async def prune_history(
         self,
         epoch: int,

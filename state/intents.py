@@ -34,6 +34,11 @@ class IntentsRepo(Repo):
             pipeline=pipeline,
         )
 
+    async def committed(self, intent_ids: list[str]) -> list[bool]:
+        """Whether each intent id was ever committed (one HMGET of the intents hash)."""
+        raw = await self.r.hmget(self.k.intents(), intent_ids)
+        return [v is not None for v in raw]
+
     async def read_intents(self, open_only: bool = False) -> list[Intent]:
         raw = await self.r.hgetall(self.k.intents_open() if open_only else self.k.intents())
         return [INTENT.decode(v) for v in raw.values()]
