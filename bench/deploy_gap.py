@@ -19,22 +19,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from baton.errors import OpFailed
-from bench.machine import machine_info
+from bench.machine import machine_info, publish, short_machine_line
+from bench.numbers import p99
+from bench.stack import (
+    KEYS,
+    SETTLE_TICKS,
+    add_run_options,
+    last_entry,
+    new_holder_entries,
+    save_logs,
+    settle_first,
+    start_stack,
+    stopped_after,
+    wait_phase,
+    wait_ticks_by,
+)
 from deploy.sandbox import BATON, Stack, wait_for
-from kernel.clock import wall_ms
-from state.keys import Keys
 
 REPO = Path(__file__).resolve().parent.parent
 SUPERVISORCTL = str(Path(sys.executable).with_name("supervisorctl"))
@@ -42,8 +52,6 @@ BLUE_GREEN = "blue-green"
 NAIVE = "naive-restart"
 METHODS = (BLUE_GREEN, NAIVE)
 RESOLUTION_MS = 1  # the journal's started_ms is in whole milliseconds
-SETTLE_TICKS = 2  # ticks the new holder runs before the next operation starts
-KEYS = Keys("baton:")
 
 
 @dataclass
@@ -65,69 +73,8 @@ class Sample:
     cli: dict[str, Any] = field(default_factory=dict)  # `baton deploy --json`, for comparison
 
 
-# --- the stack and its journal -------------------------------------------------------------------
-
-
-def start_stack(tick_ms: int) -> Stack:
-    st = Stack(
-        BATON_TICK_MS=str(tick_ms),
-        BATON_TIMEFRAMES="15s,1m",
-        BATON_ASSETS="btc,eth,sol,xrp",
-        BATON_SNIPE_EDGE="0.0",  # trade whenever the estimate reaches the ask: slots trade meanwhile
-    )
-    print(f"starting a stack under {st.home} (tick {tick_ms} ms)", flush=True)
-    st.start()
-    return st
-
-
-class Entry(NamedTuple):
-    """The fields of a tick-journal entry this benchmark reads."""
-
-    tick: int
-    epoch: int
-    started_ms: int
-    color: str
-
-
-def journal(st: Stack, count: int = 200) -> list[Entry]:
-    """The latest journal entries, oldest first."""
-    raw: list[tuple[str, dict[str, str]]] = st.redis.xrevrange(KEYS.journal_ticks(), count=count)
-    return [
-        Entry(int(f["tick"]), int(f["epoch"]), int(f["started_ms"]), f.get("color", ""))
-        for _, f in reversed(raw)
-    ]
-
-
-def last_entry(st: Stack) -> Entry:
-    entries = journal(st, count=1)
-    if not entries:
-        raise OpFailed("the tick journal is empty")
-    return entries[0]
-
-
 def counted_missed(st: Stack) -> int:
     return int(st.redis.hget(KEYS.stats(), "ticks_missed") or 0)
-
-
-def wait_ticks_by(st: Stack, epoch: int, tick: int, timeout_s: float) -> None:
-    """Until the holder with `epoch` has journaled tick `tick` or a later one."""
-
-    def done() -> bool:
-        e = last_entry(st)
-        return e.epoch == epoch and e.tick >= tick
-
-    wait_for(done, timeout_s, f"epoch {epoch} to run tick {tick}")
-
-
-def wait_phase(rng: random.Random, tick_ms: int) -> int:
-    """Sleep until a random point within a tick; returns that point's offset from its boundary."""
-    phase = rng.randrange(tick_ms)
-    now = wall_ms()
-    at = now - now % tick_ms + phase
-    if at <= now:
-        at += tick_ms
-    time.sleep((at - now) / 1000)
-    return phase
 
 
 # --- the two operations --------------------------------------------------------------------------
@@ -175,12 +122,11 @@ def measure(st: Stack, method: str, index: int, rng: random.Random, tick_ms: int
     phase = wait_phase(rng, tick_ms)
     t0 = time.time()
     op_s, cli = OPERATIONS[method](st, color)
-
-    def new_holder_ticked() -> list[Entry] | None:
-        entries = journal(st)
-        return entries if any(e.epoch > old_epoch for e in entries) else None
-
-    entries = wait_for(new_holder_ticked, timeout_s, f"a new lease holder's first tick after {method}")
+    entries = wait_for(
+        lambda: new_holder_entries(st, old_epoch),
+        timeout_s,
+        f"a new lease holder's first tick after {method}",
+    )
     old_last = max(e.tick for e in entries if e.epoch == old_epoch)
     first = min((e for e in entries if e.epoch > old_epoch), key=lambda e: e.tick)
     new_first = first.tick
@@ -207,12 +153,6 @@ def measure(st: Stack, method: str, index: int, rng: random.Random, tick_ms: int
 
 
 # --- numbers -------------------------------------------------------------------------------------
-
-
-def p99(values: list[float]) -> float:
-    """Nearest rank on the sorted samples: with fewer than 100 samples, the maximum."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 def summarise(samples: list[Sample], failures: dict[str, int]) -> dict[str, dict[str, Any]]:
@@ -296,23 +236,14 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int) -> str:
 # --- the run -------------------------------------------------------------------------------------
 
 
-def save_logs(st: Stack, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in (st.home / "var" / "log").glob("*.log"):
-        shutil.copy2(f, dest / f.name)
-    print(f"logs copied to {dest}", flush=True)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     timeout_s = 60 + 4 * args.tick_ms / 1000
     samples: list[Sample] = []
     failures: dict[str, int] = {}
     errors: list[str] = []
-    st = start_stack(args.tick_ms)
-    try:
-        e = last_entry(st)
-        wait_ticks_by(st, e.epoch, e.tick + SETTLE_TICKS, timeout_s)
+    with stopped_after(start_stack(args.tick_ms), args.keep_home) as st:
+        settle_first(st, timeout_s)
         for i in range(args.deploys):
             for method in METHODS:
                 try:
@@ -331,10 +262,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         anomalies = failures or any(s.missed for s in samples if s.method == BLUE_GREEN)
         if anomalies or args.keep_logs:
             save_logs(st, args.json_out.parent / f"deploy_gap-logs-{args.tick_ms}ms")
-    finally:
-        st.stop()
-        if not args.keep_home:
-            shutil.rmtree(st.home, ignore_errors=True)
     summary = summarise(samples, failures)
     return {
         "benchmark": "deploy_gap",
@@ -353,23 +280,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.deploy_gap", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tick-ms", type=int, default=1000)
     ap.add_argument("--deploys", type=int, default=10, help="operations of each method")
-    ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "deploy_gap.json")
     ap.add_argument("--seed", type=int, default=1, help="seed of the phases the operations start at")
-    ap.add_argument("--keep-logs", action="store_true", help="copy the stack's logs next to the JSON")
-    ap.add_argument("--keep-home", action="store_true", help="leave the stack's BATON_HOME in place")
+    add_run_options(ap, "deploy_gap")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
-    print()
-    print(render(result["summary"], args.tick_ms))
-    m = result["machine"]
-    print(f"\nmachine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, {m['date_utc']}")
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {args.json_out}")
+    table = render(result["summary"], args.tick_ms)
+    publish(result, table, args.json_out, machine=short_machine_line(result["machine"]))
     if result["errors"]:
         sys.exit(f"{len(result['errors'])} operation(s) failed; see {args.json_out}")
 

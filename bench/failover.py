@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -35,12 +34,23 @@ from typing import Any
 
 from baton.errors import OpFailed
 from bench import deploy_gap
-from bench.deploy_gap import KEYS, SETTLE_TICKS, Entry, journal, last_entry, p99, wait_phase, wait_ticks_by
-from bench.machine import machine_info, publish
-from bench.tick_scale import LoadSampler
+from bench.machine import LoadSampler, machine_info, publish
+from bench.numbers import p99
+from bench.stack import (
+    KEYS,
+    SETTLE_TICKS,
+    add_run_options,
+    entry_fields,
+    new_holder_entries,
+    save_logs,
+    settle_first,
+    start_stack,
+    stop,
+    wait_phase,
+    wait_ticks_by,
+)
 from deploy.sandbox import Stack, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 KILL = "sigkill"
 DEPLOY = deploy_gap.BLUE_GREEN
 
@@ -70,18 +80,6 @@ def active(st: Stack) -> tuple[str, int, int]:
     return color, int(info["pid"]), int(lease["epoch"])
 
 
-def new_holder_entries(st: Stack, old_epoch: int) -> list[Entry] | None:
-    entries = journal(st)
-    return entries if any(e.epoch > old_epoch for e in entries) else None
-
-
-def first_entry_fields(st: Stack, tick: int) -> dict[str, str]:
-    for _, f in st.redis.xrevrange(KEYS.journal_ticks(), count=50):
-        if int(f["tick"]) == tick:
-            return f
-    return {}
-
-
 def kill_once(st: Stack, index: int, rng: random.Random, tick_ms: int, timeout_s: float) -> Sample:
     color, pid, epoch = active(st)
     phase = wait_phase(rng, tick_ms)
@@ -93,7 +91,7 @@ def kill_once(st: Stack, index: int, rng: random.Random, tick_ms: int, timeout_s
     )
     old_last = max(e.tick for e in entries if e.epoch == epoch)
     first = min((e for e in entries if e.epoch > epoch), key=lambda e: e.tick)
-    fields = first_entry_fields(st, first.tick)
+    fields = entry_fields(st, first.tick)
     hb = st.redis.hgetall(KEYS.worker(first.color))
     ready_ms = int(hb.get("ready_ms", 0) or 0)
     sample = Sample(
@@ -118,7 +116,7 @@ def kill_once(st: Stack, index: int, rng: random.Random, tick_ms: int, timeout_s
 
 def deploy_once(st: Stack, index: int, rng: random.Random, tick_ms: int, timeout_s: float) -> Sample:
     d = deploy_gap.measure(st, DEPLOY, index, rng, tick_ms, timeout_s)
-    fields = first_entry_fields(st, d.new_first_tick)
+    fields = entry_fields(st, d.new_first_tick)
     return Sample(
         method=DEPLOY,
         index=index,
@@ -232,10 +230,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     failures: dict[str, int] = {}
     errors: list[str] = []
     load = LoadSampler().__enter__()
-    st = deploy_gap.start_stack(args.tick_ms)
+    st = start_stack(args.tick_ms)
     try:
-        e = last_entry(st)
-        wait_ticks_by(st, e.epoch, e.tick + SETTLE_TICKS, timeout_s)
+        settle_first(st, timeout_s)
         counts = {KILL: 0, DEPLOY: 0}
         for method in plan(args.kills, args.deploys):
             i = counts[method]
@@ -258,12 +255,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stats = st.redis.hgetall(KEYS.stats())
         counted = int(stats.get("ticks_missed", 0))
         if failures or args.keep_logs:
-            deploy_gap.save_logs(st, args.json_out.parent / f"failover-logs-{args.tick_ms}ms")
+            save_logs(st, args.json_out.parent / f"failover-logs-{args.tick_ms}ms")
     finally:
         load.__exit__(None, None, None)
-        st.stop()
-        if not args.keep_home:
-            shutil.rmtree(st.home, ignore_errors=True)
+        stop(st, args.keep_home)
     summary = summarise(samples, failures)
     return {
         "benchmark": "failover",
@@ -288,9 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--deploys", type=int, default=5, help="blue/green deploys, for comparison")
     ap.add_argument("--seed", type=int, default=1, help="seed of the phases the operations start at")
-    ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "failover.json")
-    ap.add_argument("--keep-logs", action="store_true", help="copy the stack's logs next to the JSON")
-    ap.add_argument("--keep-home", action="store_true", help="leave the stack's BATON_HOME in place")
+    add_run_options(ap, "failover")
     return ap.parse_args(argv)
 
 

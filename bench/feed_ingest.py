@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import statistics
@@ -44,7 +42,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from baton.settings import load
-from bench.machine import machine_info
+from bench.machine import machine_info, publish, short_machine_line
+from bench.numbers import rank
 from deploy.ports import free_port
 from feed.client import Feed
 from state import connection
@@ -290,7 +289,7 @@ async def _feed(cfg: dict[str, Any]) -> dict[str, Any]:
         span_s=t1 - t0,
         span_cpu_s=cpu1 - cpu0,
         delay_ms_median=statistics.median(ordered) * 1000 if ordered else None,
-        delay_ms_p99=ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] * 1000 if ordered else None,
+        delay_ms_p99=rank(ordered, 0.99) * 1000 if ordered else None,
         delay_ms_max=ordered[-1] * 1000 if ordered else None,
     )
     return out
@@ -347,7 +346,7 @@ def measure(
     feed_cpu: int | None,
 ) -> dict[str, Any]:
 
-    r = connection.client(load({"BATON_REDIS_PORT": str(redis_port)}))
+    r = connection.client(load({"BATON_REDIS_PORT": str(redis_port)}), decoded=False)
     r.flushall()
     cfg = {
         "cpu": feed_cpu,
@@ -500,13 +499,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
-    print()
-    print(render(result["rows"], args.assets))
-    m = result["machine"]
-    print(f"\nmachine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, {m['date_utc']}")
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {args.json_out}")
+    table = render(result["rows"], args.assets)
+    publish(result, table, args.json_out, machine=short_machine_line(result["machine"]))
     if any(r["lost"] for r in result["rows"]):
         sys.exit("frames were lost: see the table")
 

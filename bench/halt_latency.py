@@ -32,10 +32,8 @@ sim's own `created_at` (whole seconds, as the real CLOB's) gives a second, coars
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
-import shutil
 import statistics
 import sys
 import threading
@@ -47,17 +45,13 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from api import apitoken
-from baton import settings as settings_mod
-from bench.machine import machine_info
+from bench.machine import machine_info, publish, short_machine_line
 from bench.numbers import rank
+from bench.stack import KEYS, Api, add_run_options, save_logs, start_stack, stop
 from deploy.ports import free_port
 from deploy.sandbox import Stack, wait_for
 from kernel.clock import wall_ms_precise
-from state.keys import Keys
 
-REPO = Path(__file__).resolve().parent.parent
-KEYS = Keys("baton:")
 KINDS = ("random", "in-tick", "posting")
 ASSETS = "btc,eth,sol,xrp,doge,bnb,hype,link"
 WINDOW = "15s"
@@ -83,45 +77,6 @@ class Sample:
     tick: int | None = None
     in_tick: bool | None = None
     tick_orders: int | None = None
-
-
-# --- the stack ---------------------------------------------------------------------------------
-
-
-def start_stack(tick_ms: int) -> Stack:
-    st = Stack(
-        BATON_TICK_MS=str(tick_ms),
-        BATON_TIMEFRAMES=WINDOW,
-        BATON_ASSETS=ASSETS,
-        BATON_SNIPE_EDGE="0.0",  # enter whenever the estimate reaches the ask: every window posts
-        BATON_API_PORT=str(free_port()),
-        # A loss limit would halt by itself mid-run, and 120 resumes must not be rate-limited.
-        BATON_DAILY_LOSS_LIMIT_USD="1000000",
-        BATON_API_MUTATIONS_PER_MIN="100000",
-    )
-    print(f"starting a stack under {st.home} (tick {tick_ms} ms, {WINDOW} windows)", flush=True)
-    st.start()
-    return st
-
-
-class Api:
-    """POST /halt and /resume with the bearer token. The token is never printed."""
-
-    def __init__(self, st: Stack) -> None:
-        s = settings_mod.load(st.env)
-        self.base = f"http://{s.api_host}:{s.api_port}"
-        self.http = httpx.Client(base_url=self.base, timeout=30)
-        wait_for(lambda: self.http.get("/health").json().get("ok"), 60, f"the api program at {self.base}")
-        token = wait_for(lambda: apitoken.load(s, env=st.env, create=False), 30, "the API token file")
-        self.http.headers["Authorization"] = f"Bearer {token.reveal()}"
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
-        t0 = time.monotonic()
-        resp = self.http.post(path, json=body or {})
-        rtt = (time.monotonic() - t0) * 1000
-        if resp.status_code != 200:
-            raise RuntimeError(f"POST {path}: {resp.status_code} {resp.text[:300]}")
-        return rtt, resp.json()
 
 
 class OrderWatch(threading.Thread):
@@ -400,10 +355,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     samples: list[Sample] = []
     errors: list[str] = []
-    st = start_stack(args.tick_ms)
+    st = start_stack(
+        args.tick_ms,
+        f", {WINDOW} windows",
+        BATON_TIMEFRAMES=WINDOW,
+        BATON_ASSETS=ASSETS,
+        BATON_API_PORT=str(free_port()),
+        # A loss limit would halt by itself mid-run, and 120 resumes must not be rate-limited.
+        BATON_DAILY_LOSS_LIMIT_USD="1000000",
+        BATON_API_MUTATIONS_PER_MIN="100000",
+    )
     watch: OrderWatch | None = None
     try:
-        api = Api(st)
+        api = Api(st, timeout_s=30)
         wait_for(lambda: st.sim_orders(), 90, "the worker's first order at the sim")
         watch = OrderWatch(st.clob_url)
         watch.start()
@@ -432,17 +396,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         place_in_journal(st, samples, since)
         safe = safety(samples, watch)
         if safe["orders_after_ack"] or safe["orders_after_ack_by_created_at"] or errors or args.keep_logs:
-            dest = args.json_out.parent / "halt_latency-logs"
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in (st.home / "var" / "log").glob("*.log"):
-                shutil.copy2(f, dest / f.name)
-            print(f"logs copied to {dest}", flush=True)
+            save_logs(st, args.json_out.parent / "halt_latency-logs")
     finally:
         if watch is not None and watch.is_alive():
             watch.stop()
-        st.stop()
-        if not args.keep_home:
-            shutil.rmtree(st.home, ignore_errors=True)
+        stop(st, args.keep_home)
     return {
         "benchmark": "halt_latency",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.halt_latency", *sys.argv[1:]]),
@@ -467,25 +425,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--halts", type=int, default=60)
     ap.add_argument("--tick-ms", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1, help="seed of the moments and hold times")
-    ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "halt_latency.json")
-    ap.add_argument("--keep-logs", action="store_true", help="copy the stack's logs next to the JSON")
-    ap.add_argument("--keep-home", action="store_true", help="leave the stack's BATON_HOME in place")
+    add_run_options(ap, "halt_latency")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
-    print()
-    print(render(result["summary"], result["safety"], args.tick_ms, len(result["samples"])))
     m = result["machine"]
-    print(
-        f"\nmachine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, "
-        f"Redis {m['redis_version']} appendfsync {m['appendfsync']}, {m['date_utc']}"
+    publish(
+        result,
+        render(result["summary"], result["safety"], args.tick_ms, len(result["samples"])),
+        args.json_out,
+        machine=short_machine_line(m, f"Redis {m['redis_version']} appendfsync {m['appendfsync']}"),
     )
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {args.json_out}")
     if result["safety"]["orders_after_ack"] or result["safety"]["orders_after_ack_by_created_at"]:
         sys.exit(f"SAFETY: order(s) created after an acknowledged halt; see {args.json_out}")
     if result["errors"]:

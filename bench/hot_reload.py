@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,17 +40,26 @@ from typing import Any
 
 import httpx
 
-from api import apitoken
-from baton import settings as settings_mod
 from baton.errors import OpFailed
 from bench import deploy_gap
-from bench.deploy_gap import KEYS, SETTLE_TICKS, last_entry, p99, wait_phase, wait_ticks_by
-from bench.machine import machine_info, publish
-from bench.tick_scale import LoadSampler
+from bench.machine import LoadSampler, machine_info, publish
+from bench.numbers import p99
+from bench.stack import (
+    KEYS,
+    SETTLE_TICKS,
+    Api,
+    add_run_options,
+    journal_fields,
+    last_entry,
+    save_logs,
+    settle_first,
+    start_stack,
+    stop,
+    wait_phase,
+)
 from deploy.sandbox import Stack, wait_for
 from kernel.clock import wall_ms_precise
 
-REPO = Path(__file__).resolve().parent.parent
 EDIT, API, DEPLOY = "edit", "api", deploy_gap.BLUE_GREEN
 METHODS = (EDIT, API, DEPLOY)
 STRATEGY = Path("worker") / "strategies" / "snipe.py"
@@ -69,10 +77,6 @@ class Sample:
     missed: int  # absent tick indices around the operation
     missed_before: int  # what the journal entries after it report
     op_s: float  # the request's own wall time (edit: the write; api: the HTTP round trip; deploy)
-
-
-def journal_fields(st: Stack, count: int = 200) -> list[dict[str, str]]:
-    return [f for _, f in reversed(st.redis.xrevrange(KEYS.journal_ticks(), count=count))]
 
 
 def reload_verdict_after(st: Stack, at_ms: int, timeout_s: float) -> dict[str, str]:
@@ -105,25 +109,6 @@ def around(
     return first, missed, sum(int(f.get("missed_before", 0)) for f in span), prev_end
 
 
-class Api:
-    """POST /reload with the bearer token (never printed)."""
-
-    def __init__(self, st: Stack) -> None:
-        s = settings_mod.load(st.env)
-        self.http = httpx.Client(base_url=f"http://{s.api_host}:{s.api_port}", timeout=60)
-        wait_for(lambda: self.http.get("/health").json().get("ok"), 60, "the api program")
-        token = wait_for(lambda: apitoken.load(s, env=st.env, create=False), 30, "the API token file")
-        self.http.headers["Authorization"] = f"Bearer {token.reveal()}"
-
-    def reload(self) -> tuple[float, dict[str, Any]]:
-        t0 = time.monotonic()
-        resp = self.http.post("/reload", json={})
-        rtt = (time.monotonic() - t0) * 1000
-        if resp.status_code != 200:
-            raise OpFailed(f"POST /reload answered {resp.status_code}: {resp.text[:300]}")
-        return rtt, resp.json()
-
-
 def reload_once(
     st: Stack, api: Api, method: str, index: int, rng: random.Random, tick_ms: int, timeout_s: float
 ) -> Sample:
@@ -141,7 +126,7 @@ def reload_once(
         op_s = (wall_ms_precise() - t0) / 1000
     else:
         t0 = wall_ms_precise()
-        rtt, _ = api.reload()
+        rtt, _ = api.post("/reload")
         op_s = rtt / 1000
     verdict = reload_verdict_after(st, prev_at, timeout_s)
     at = int(verdict["at_ms"])
@@ -259,19 +244,6 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int) -> str:
 # --- the run -------------------------------------------------------------------------------------
 
 
-def start_stack(tick_ms: int) -> Stack:
-    st = Stack(
-        BATON_TICK_MS=str(tick_ms),
-        BATON_TIMEFRAMES="15s,1m",
-        BATON_ASSETS="btc,eth,sol,xrp",
-        BATON_SNIPE_EDGE="0.0",
-        BATON_API_MUTATIONS_PER_MIN="6000",  # the bench's reloads are not what is measured
-    )
-    print(f"starting a stack under {st.home} (tick {tick_ms} ms)", flush=True)
-    st.start()
-    return st
-
-
 def plan(reloads: int, deploys: int) -> list[str]:
     ops = []
     for i in range(max(reloads, deploys)):
@@ -289,11 +261,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     failures: dict[str, int] = {}
     errors: list[str] = []
     load = LoadSampler().__enter__()
-    st = start_stack(args.tick_ms)
+    # The bench's reloads are not what is measured: no rate limit in their way.
+    st = start_stack(args.tick_ms, BATON_API_MUTATIONS_PER_MIN="6000")
     try:
-        api = Api(st)
-        e = last_entry(st)
-        wait_ticks_by(st, e.epoch, e.tick + SETTLE_TICKS, timeout_s)
+        api = Api(st, timeout_s=60)
+        settle_first(st, timeout_s)
         counts = dict.fromkeys(METHODS, 0)
         for method in plan(args.reloads, args.deploys):
             i = counts[method]
@@ -317,12 +289,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
         if failures or args.keep_logs:
-            deploy_gap.save_logs(st, args.json_out.parent / f"hot_reload-logs-{args.tick_ms}ms")
+            save_logs(st, args.json_out.parent / f"hot_reload-logs-{args.tick_ms}ms")
     finally:
         load.__exit__(None, None, None)
-        st.stop()
-        if not args.keep_home:
-            shutil.rmtree(st.home, ignore_errors=True)
+        stop(st, args.keep_home)
     return {
         "benchmark": "hot_reload",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.hot_reload", *sys.argv[1:]]),
@@ -345,9 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reloads", type=int, default=10, help="reloads of each kind (edit, api)")
     ap.add_argument("--deploys", type=int, default=5, help="blue/green deploys, for comparison")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "hot_reload.json")
-    ap.add_argument("--keep-logs", action="store_true", help="copy the stack's logs next to the JSON")
-    ap.add_argument("--keep-home", action="store_true", help="leave the stack's BATON_HOME in place")
+    add_run_options(ap, "hot_reload")
     return ap.parse_args(argv)
 
 

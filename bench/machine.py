@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,11 +67,50 @@ def machine_line(m: dict[str, Any]) -> str:
     return f"machine: {', '.join(parts)}, {m['date_utc']}"
 
 
-def publish(result: dict[str, Any], table: str, json_out: Path) -> None:
-    """Print a benchmark's table and machine line, and write its JSON results."""
+def short_machine_line(m: dict[str, Any], *more: str) -> str:
+    """The shorter machine line some benchmarks print: CPU, cores, Python, `more`, the date."""
+    parts = [m["cpu_model"], f"{m['cores']} cores", f"Python {m['python']}", *more, m["date_utc"]]
+    return "machine: " + ", ".join(parts)
+
+
+def publish(result: dict[str, Any], table: str, json_out: Path, machine: str | None = None) -> None:
+    """Print a benchmark's table and machine line (`machine`, else `machine_line` of its JSON's),
+    and write its JSON results."""
     print()
     print(table)
-    print("\n" + machine_line(result["machine"]))
+    print("\n" + (machine or machine_line(result["machine"])))
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {json_out}")
+
+
+class LoadSampler:
+    """The 1-minute load average every few seconds while a benchmark runs (the machine is shared:
+    its JSON says how busy it was)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.samples: list[float] = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="loadavg")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.every_s + 1)
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "loadavg_1m_start": round(self.samples[0], 2),
+            "loadavg_1m_max": round(max(self.samples), 2),
+            "loadavg_1m_mean": round(statistics.fmean(self.samples), 2),
+            "loadavg_1m_end": round(self.samples[-1], 2),
+        }

@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from baton.settings import load, timeframe_seconds
-from bench.machine import machine_info, publish
+from bench.machine import LoadSampler, machine_info, publish
 from bench.tick_scale import (
     PREFIX,
     TIMEFRAMES,
-    LoadSampler,
     Prices,
     RedisServer,
     Rig,

@@ -59,14 +59,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from baton.settings import load
-from bench.machine import machine_info, publish
+from bench.machine import LoadSampler, machine_info, publish
 from bench.numbers import rank
 from deploy.ports import free_port
 from feed.store import Batch, CandleStore
@@ -334,38 +333,6 @@ class Feeder:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(5)
-
-
-class LoadSampler:
-    """The 1-minute load average every few seconds while a benchmark runs (the machine is shared:
-    its JSON says how busy it was)."""
-
-    def __init__(self, every_s: float = 5.0) -> None:
-        self.every_s = every_s
-        self.samples: list[float] = [os.getloadavg()[0]]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="loadavg")
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.samples.append(os.getloadavg()[0])
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(self.every_s + 1)
-        self.samples.append(os.getloadavg()[0])
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "loadavg_1m_start": round(self.samples[0], 2),
-            "loadavg_1m_max": round(max(self.samples), 2),
-            "loadavg_1m_mean": round(statistics.fmean(self.samples), 2),
-            "loadavg_1m_end": round(self.samples[-1], 2),
-        }
 
 
 # --- the rig -------------------------------------------------------------------------------------

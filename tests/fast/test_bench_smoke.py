@@ -15,7 +15,7 @@ import fakeredis
 import pytest
 
 from bench import all as bench_all
-from bench import entry_burst, failover, hot_reload, redis_cost, tick_scale, venue_sign
+from bench import entry_burst, failover, hot_reload, redis_cost, stack, tick_scale, venue_sign
 from venues.stub import ASK, NO_EDGE_ASK, StubVenue
 
 TIMEFRAMES = ("2s", "4s")  # entry zones of 0.67 s and 1.33 s: entries within seconds
@@ -156,8 +156,8 @@ def test_hot_reload_reads_gaps_and_the_swap_from_the_journal():
 def test_failover_numbers_and_plan():
     st = SimpleNamespace(redis=fakeredis.FakeRedis(decode_responses=True))
     _journal(st.redis, [100, 101, 103, 104], lambda t: 1 if t < 103 else 2)
-    assert failover.first_entry_fields(st, 103)["epoch"] == "2"
-    entries = failover.new_holder_entries(st, 1)
+    assert stack.entry_fields(st, 103)["epoch"] == "2"
+    entries = stack.new_holder_entries(st, 1)
     assert entries is not None and min(e.tick for e in entries if e.epoch == 2) == 103
     assert failover.plan(3, 1) == ["sigkill", "blue-green", "sigkill", "sigkill"]
     samples = [
