@@ -40,8 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from baton.settings import load
-from bench import tick_scale as ts
+from bench.candles import HISTORY_S, Prices, synthetic_assets
 from bench.machine import machine_info, publish
+from bench.numbers import stats
+from bench.redis_server import RedisServer
+from bench.rig import PREFIX, Rig, bench_settings
+from bench.tick_scale import TIMEFRAMES
+from bench.wire import Wire
 from feed.store import Batch, CandleStore
 from kernel import gcpolicy
 from kernel.clock import VirtualClock
@@ -91,7 +96,7 @@ async def measure_burst(
     k: int,
     cycles: int,
     entry_rate: float,
-    wire: ts.Wire,
+    wire: Wire,
     warmup: int = WARMUP_CYCLES,
 ) -> dict[str, Any]:
     """`cycles` measured bursts of the `k` shortest timeframes at `n_slots` slots (fresh
@@ -99,23 +104,23 @@ async def measure_burst(
 
     if n_slots % len(timeframes):
         raise ValueError(f"{n_slots} slots is not a multiple of {len(timeframes)} timeframes")
-    assets = ts.synthetic_assets(n_slots // len(timeframes))
+    assets = synthetic_assets(n_slots // len(timeframes))
     r = connection.client(load({"BATON_REDIS_URL": url}))
     r.flushall()
     r.close()
     period = max(_seconds(t) for t in timeframes)
     offset = burst_offset(timeframes, k)
     base = (1_795_000_000 // period + 1) * period  # a cycle start; virtual time from here on
-    clock = VirtualClock((base - ts.HISTORY_S - 10) * 1000)
+    clock = VirtualClock((base - HISTORY_S - 10) * 1000)
     feed_redis = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
     home = tempfile.mkdtemp(prefix="baton-bench-home-")
-    settings = ts.bench_settings(url, assets, timeframes, 1000, home)
+    settings = bench_settings(url, assets, timeframes, 1000, home)
     retention_s = settings.candle_retention_s
     store = CandleStore(
-        feed_redis, Keys(ts.PREFIX), interval="1s", retention_s=retention_s, clock_ms=clock.now_ms
+        feed_redis, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=clock.now_ms
     )
-    prices = ts.Prices(assets)
-    written = base - ts.HISTORY_S - 10
+    prices = Prices(assets)
+    written = base - HISTORY_S - 10
 
     async def feed_until(sec: int) -> None:
         """Closed candles of every asset for every second before `sec` not written yet: no
@@ -134,7 +139,7 @@ async def measure_burst(
     # The venue's cheap asks (entry rate below 1) are drawn per virtual second: each cycle's
     # burst sees the books it saw in the last run.
     venue = StubVenue(entry_rate=entry_rate, now_s=lambda: clock.now_ms() // 1000)
-    rig = ts.Rig(settings, venue, clock)
+    rig = Rig(settings, venue, clock)
     runner = None
     try:
         await feed_until(base - 5)
@@ -156,7 +161,7 @@ async def measure_burst(
                 rec = (await runner.run(t)).record
                 if timed:
                     p1, c1, all1 = time.perf_counter(), time.thread_time(), time.process_time()
-                    d = ts.Wire.delta(w0, wire.snapshot())
+                    d = Wire.delta(w0, wire.snapshot())
                     redis_s = await _redis_cpu_s(rig.redis) - redis0
                     if c >= warmup:
                         samples.append(
@@ -209,12 +214,12 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
         k: res[k] for k in ("slots", "timeframes_in_zone", "burst_slots", "entry_rate", "cycles")
     }
     for f in ("wall_ms", "worker_cpu_ms", "lanes_cpu_ms", "redis_cpu_ms"):
-        out[f] = ts.stats([float(x[f]) for x in xs])
+        out[f] = stats([float(x[f]) for x in xs])
     for f in ("evaluated", "orders", "round_trips"):
-        out[f] = ts.stats([float(x[f]) for x in xs])
+        out[f] = stats([float(x[f]) for x in xs])
     out["errors"] = sum(x["errors"] for x in xs)
     # What is neither the worker's CPU nor Redis's: waits on threads and the loop, scheduling.
-    out["other_ms"] = ts.stats([x["wall_ms"] - x["worker_cpu_ms"] - x["redis_cpu_ms"] for x in xs])
+    out["other_ms"] = stats([x["wall_ms"] - x["worker_cpu_ms"] - x["redis_cpu_ms"] for x in xs])
     return out
 
 
@@ -252,8 +257,8 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
     bursts = [int(x) for x in args.bursts.split(",") if x]
     rates = [float(x) for x in args.entry_rate.split(",") if x]
     results, summaries = [], []
-    with ts.RedisServer(aof=True) as server:
-        wire = ts.Wire().install()
+    with RedisServer(aof=True) as server:
+        wire = Wire().install()
         try:
             for rate in rates:
                 for k in bursts:
@@ -293,7 +298,7 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.entry_burst", description=__doc__.split("\n\n")[0])
     ap.add_argument("--slots", type=int, default=1024)
-    ap.add_argument("--timeframes", default=",".join(ts.TIMEFRAMES))
+    ap.add_argument("--timeframes", default=",".join(TIMEFRAMES))
     ap.add_argument(
         "--bursts", default="1,2,3,4", help="how many of the shortest timeframes are in zone together"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import statistics
+from typing import Any
 
 
 def rank(values: list[float], q: float) -> float:
@@ -14,3 +16,16 @@ def rank(values: list[float], q: float) -> float:
 def p99(values: list[float]) -> float:
     """Nearest rank: with fewer than 100 samples, the maximum."""
     return rank(values, 0.99)
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    """n, median, min, p99 and max of the samples ({"n": 0} if none)."""
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "min": min(values),
+        "p99": rank(values, 0.99),
+        "max": max(values),
+    }

@@ -15,7 +15,19 @@ import fakeredis
 import pytest
 
 from bench import all as bench_all
-from bench import entry_burst, failover, hot_reload, redis_cost, stack, tick_scale, venue_sign
+from bench import (
+    entry_burst,
+    failover,
+    hot_reload,
+    redis_commands,
+    redis_cost,
+    redis_memory,
+    stack,
+    tick_scale,
+    venue_sign,
+)
+from bench.redis_server import RedisServer
+from bench.wire import Wire
 from venues.stub import ASK, NO_EDGE_ASK, StubVenue
 
 TIMEFRAMES = ("2s", "4s")  # entry zones of 0.67 s and 1.33 s: entries within seconds
@@ -27,13 +39,13 @@ RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 def redis_server():
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server installed: `make bootstrap` installs it")
-    with tick_scale.RedisServer(aof=True) as server:
+    with RedisServer(aof=True) as server:
         yield server
 
 
 @pytest.fixture
 def wire():
-    w = tick_scale.Wire().install()
+    w = Wire().install()
     yield w
     w.uninstall()
 
@@ -76,19 +88,19 @@ def test_the_venue_stand_in_spreads_entries_at_an_entry_rate_below_one():
 
 
 async def test_redis_cost_counts_commands_and_memory(redis_server, wire):
-    res = await redis_cost.commands_per_tick(
+    res = await redis_commands.commands_per_tick(
         8, redis_server.url, TIMEFRAMES, TICK_MS, cycle_ticks=24, wire=wire
     )
     assert res["ticks"] == 24 and res["traded_slot_windows"] > 0
     assert all(x["executed"] > 0 and x["round_trips"] > 0 for x in res["samples"])
-    summary = redis_cost.summarise_commands(res)
+    summary = redis_commands.summarise_commands(res)
     assert summary["by_kind"]["idle"]["n"] and summary["by_kind"]["entry"]["n"]
     assert res["memory"]["slots"]["keys"] == 1 and res["memory"]["candle windows"]["keys"] == 4
-    per_unit = redis_cost.memory_per_unit(res, 4, [2, 4])
+    per_unit = redis_memory.memory_per_unit(res, 4, [2, 4])
     assert per_unit["intents"]["per_unit"] > 0
-    candles = await redis_cost.candle_bytes(redis_server.url, (60,))
+    candles = await redis_memory.candle_bytes(redis_server.url, (60,))
     assert candles[0]["candles"] == 60 and candles[0]["bytes_per_candle"] > candles[0]["member_bytes"]
-    day = redis_cost.per_day(per_unit, 16, 8, (300, 900), 5000, 3600, candles[0]["bytes_per_candle"])
+    day = redis_memory.per_day(per_unit, 16, 8, (300, 900), 5000, 3600, candles[0]["bytes_per_candle"])
     assert day["unbounded_bytes_per_day"] > 0
     out = {
         "commands": [summary],
