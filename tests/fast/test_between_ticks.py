@@ -11,10 +11,9 @@ import pytest
 from kernel import gcpolicy, lanes
 from kernel.snapshot import slot_refs
 from state.structs import MARKET
-from tests.fast.test_tick_runner import rig  # noqa: F401  (the fixture)
 
 
-async def test_markets_of_current_windows_are_found_between_ticks(rig):  # noqa: F811
+async def test_markets_of_current_windows_are_found_between_ticks(rig):
     """After one tick, the gap before the next discovers every slot's market of the current
     window (the sim's Gamma over HTTP) and caches it in Redis: the tick that enters later
     finds them all and discovers nothing."""
@@ -50,7 +49,7 @@ async def test_markets_of_current_windows_are_found_between_ticks(rig):  # noqa:
     assert during_ticks == [], "a tick waited for a discovery the gap before it could have made"
 
 
-async def test_a_failing_venue_during_prefetch_is_reported_not_raised(rig):  # noqa: F811
+async def test_a_failing_venue_during_prefetch_is_reported_not_raised(rig):
     def broken(slug):
         raise RuntimeError("gamma is down")
 
@@ -63,7 +62,7 @@ async def test_a_failing_venue_during_prefetch_is_reported_not_raised(rig):  # n
     assert out.record.tick > 0
 
 
-async def test_the_prefetch_stops_at_the_deadline_and_goes_on_later(rig):  # noqa: F811
+async def test_the_prefetch_stops_at_the_deadline_and_goes_on_later(rig):
     """No time left before the next boundary: nothing is asked of the venue now."""
     calls = []
     rig.venue.discover = lambda slug: calls.append(slug)
@@ -125,7 +124,7 @@ async def test_in_lanes_on_an_executor_of_its_own(n):
     assert out == [x + 1 for x in range(n)]
 
 
-async def test_a_closed_runner_prefetches_again_when_it_ticks_again(rig):  # noqa: F811
+async def test_a_closed_runner_prefetches_again_when_it_ticks_again(rig):
     """A worker that handed over and later takes the lease back ticks with the same runner."""
     calls = []
     rig.venue.discover = lambda slug: calls.append(slug)

@@ -13,12 +13,12 @@ import pytest
 
 from kernel import entries as entries_mod
 from kernel.tick import TickRunner
-from tests.fast.test_tick_runner import enter_at_once, rig  # noqa: F401  (rig: the fixture)
+from tests.fast.rig import enter_at_once
 from venues.stub import StubVenue  # every order fills at its limit price, in process
 from worker.main import configured_slots
 
 
-async def with_assets(rig, n: int) -> StubVenue:  # noqa: F811
+async def with_assets(rig, n: int) -> StubVenue:
     """The rig's runner, rebuilt for `n` assets of 15 s windows against the in-process venue
     (the sim's CLOB knows only the rig's four assets); the exposure limit above their stakes."""
     many = msgspec.structs.replace(
@@ -51,7 +51,7 @@ def buy_up(seen: list[int] | None = None, venue: StubVenue | None = None, pause_
     return Watching
 
 
-def count_commits(rig, monkeypatch) -> list[int]:  # noqa: F811
+def count_commits(rig, monkeypatch) -> list[int]:
     """The size of every commit call (one per chunk)."""
     sizes: list[int] = []
     real = rig.store.commit_intents
@@ -64,7 +64,7 @@ def count_commits(rig, monkeypatch) -> list[int]:  # noqa: F811
     return sizes
 
 
-async def entry_tick(rig) -> list:  # noqa: F811
+async def entry_tick(rig) -> list:
     """Ticks up to and including the first one that posts orders (the zone's first second)."""
     outs = []
     for _ in range(20):
@@ -76,7 +76,7 @@ async def entry_tick(rig) -> list:  # noqa: F811
 
 @pytest.mark.parametrize("n_assets", [16, 64])
 async def test_an_entry_ticks_orders_go_out_in_at_most_four_chunks_each_slot_once(
-    rig,  # noqa: F811
+    rig,
     monkeypatch,
     n_assets,
 ):
@@ -98,7 +98,7 @@ async def test_an_entry_ticks_orders_go_out_in_at_most_four_chunks_each_slot_onc
     assert sum(o.record.orders for o in outs) == 0 and venue.calls["post"] == n_assets
 
 
-async def test_a_small_entry_tick_is_one_chunk(rig, monkeypatch):  # noqa: F811
+async def test_a_small_entry_tick_is_one_chunk(rig, monkeypatch):
     """Under ENTRY_CHUNK_MIN slots there is nothing to overlap: one commit, one booking."""
     venue = await with_assets(rig, 16)
     rig.resolver = lambda name: buy_up()
@@ -107,7 +107,7 @@ async def test_a_small_entry_tick_is_one_chunk(rig, monkeypatch):  # noqa: F811
     assert sizes == [16] and venue.calls["post"] == 16
 
 
-async def test_the_first_chunk_is_posted_while_later_slots_are_still_evaluated(rig, monkeypatch):  # noqa: F811
+async def test_the_first_chunk_is_posted_while_later_slots_are_still_evaluated(rig, monkeypatch):
     monkeypatch.setattr(entries_mod, "ENTRY_CHUNK_MIN", 2)
     monkeypatch.setattr(entries_mod, "ENTRY_YIELD_EVERY", 1)
     venue = await with_assets(rig, 64)
@@ -121,7 +121,7 @@ async def test_the_first_chunk_is_posted_while_later_slots_are_still_evaluated(r
     assert seen[-1] >= chunk, seen
 
 
-async def test_a_chunk_that_fails_to_commit_costs_the_others_nothing(rig, monkeypatch):  # noqa: F811
+async def test_a_chunk_that_fails_to_commit_costs_the_others_nothing(rig, monkeypatch):
     """The second chunk's commit raises (Redis went away before it answered): the other
     chunks are still posted and booked, the tick then raises, and the next tick asks Redis
     again about the slots of the failed chunk and enters them, once."""
@@ -189,7 +189,7 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
 
 
 async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_its_acknowledgement(
-    rig,  # noqa: F811
+    rig,
     monkeypatch,
 ):
     """The halt reaches the worker while an entry tick of 64 slots is still evaluating, after its

@@ -131,7 +131,7 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
     from kernel import entries as entries_mod
     from kernel.markets import MarketCache
     from kernel.wakes import WakeSchedule
-    from tests.fast.test_tick_runner import ASSETS  # the rig's four assets
+    from tests.fast.rig import ASSETS  # the rig's four assets
 
     calls: list[str] = []
     gate = HaltGate()

@@ -11,7 +11,6 @@ from kernel.history import DAY_MS, HistoryPruner
 from state.structs import INTENT, POSITION, usd_to_micros
 from tests.factories import intent as make_intent
 from tests.factories import position as make_position
-from tests.fast.test_tick_runner import rig  # noqa: F401  (the fixture)
 
 NOW_MS = 1_800_000_000_000
 OLD_S = (NOW_MS - 10 * DAY_MS) // 1000  # a window ten days ago
@@ -171,7 +170,7 @@ async def test_an_open_intent_is_never_pruned_whatever_its_age(store):
     assert INTENT.decode(await store.r.hget(store.k.intents(), i.id)).status == "posted"
 
 
-async def test_the_lease_holder_prunes_between_ticks_and_its_trading_goes_on(rig):  # noqa: F811
+async def test_the_lease_holder_prunes_between_ticks_and_its_trading_goes_on(rig):
     """The worker's own loop: an old settled trade is gone after a tick, the ticks trade on."""
     now_ms = rig.clock.now_ms()
     old_s = (now_ms - 10 * DAY_MS) // 1000

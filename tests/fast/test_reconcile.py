@@ -9,7 +9,7 @@ import pytest
 
 from kernel.reconcile import reconcile_open
 from kernel.tick import Identity, TickRunner
-from tests.fast.test_tick_runner import Rig, rig  # noqa: F401 - the fixture, shared
+from tests.fast.rig import Rig
 
 
 class DiesAtPost:
@@ -52,7 +52,7 @@ async def _take_over(r: Rig) -> int:
 
 
 @pytest.mark.parametrize("reaches", [False, True], ids=["post-never-arrived", "answer-lost"])
-async def test_crash_between_commit_and_post_is_reconciled_with_exactly_one_order(rig, reaches):  # noqa: F811
+async def test_crash_between_commit_and_post_is_reconciled_with_exactly_one_order(rig, reaches):
     dying = DiesAtPost(rig.venue, reaches)
     assert rig.runner is not None
     rig.runner.venue = dying
@@ -93,7 +93,7 @@ async def test_crash_between_commit_and_post_is_reconciled_with_exactly_one_orde
         assert len(same_window) == (1 if reaches and intents[i.id].status == "filled" else 0)
 
 
-async def test_a_venue_that_cannot_be_asked_leaves_the_intent_open_for_later(rig):  # noqa: F811
+async def test_a_venue_that_cannot_be_asked_leaves_the_intent_open_for_later(rig):
     class Down:
         def __getattr__(self, name):
             return getattr(rig.venue, name)
@@ -114,7 +114,7 @@ async def test_a_venue_that_cannot_be_asked_leaves_the_intent_open_for_later(rig
     assert done == len(stuck) and not await rig.store.read_intents(open_only=True)
 
 
-async def test_a_post_that_raised_is_reconciled_by_the_next_tick_of_the_same_worker(rig):  # noqa: F811
+async def test_a_post_that_raised_is_reconciled_by_the_next_tick_of_the_same_worker(rig):
     # The post reached the venue but its answer was lost (a timeout): the intent stays open
     # with the error; the worker's own next tick asks the venue and books the fill.
     dying = DiesAtPost(rig.venue, reaches=True)

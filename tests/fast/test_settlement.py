@@ -16,7 +16,6 @@ from rq.serializers import JSONSerializer
 
 from kernel import settlement
 from kernel.settlement import Enqueuer, job_id, queue_name
-from tests.fast.test_tick_runner import rig  # noqa: F401  (the fixture)
 from worker import settle as settle_program
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -30,7 +29,7 @@ def test_job_ids_are_deterministic_and_legal_for_rq():
     assert queue_name("t1.x:") == "t1_x-settle"
 
 
-async def _a_closed_position(rig):  # noqa: F811
+async def _a_closed_position(rig):
     """Tick (without settling) until a position's window has closed."""
     rig_settle, rig.settle = rig.settle, lambda: 0
     try:
@@ -45,11 +44,11 @@ async def _a_closed_position(rig):  # noqa: F811
     raise AssertionError("no position closed in 120 ticks")
 
 
-def _stats(rig) -> dict[str, int]:  # noqa: F811
+def _stats(rig) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in rig.sync.hgetall(rig.store.k.settle_stats()).items()}
 
 
-async def test_settlement_enqueued_twice_runs_once(rig):  # noqa: F811
+async def test_settlement_enqueued_twice_runs_once(rig):
     p = await _a_closed_position(rig)
     q = settlement.settle_queue(rig.sync, "baton:")
     jid = job_id("baton:", p.id)
@@ -84,7 +83,7 @@ async def test_settlement_enqueued_twice_runs_once(rig):  # noqa: F811
     assert _stats(rig)["runs"] == jobs + 1 and _stats(rig)["settled"] == jobs
 
 
-async def test_a_job_queued_under_the_former_job_path_still_settles(rig):  # noqa: F811
+async def test_a_job_queued_under_the_former_job_path_still_settles(rig):
     p = await _a_closed_position(rig)
     q = settlement.settle_queue(rig.sync, "baton:")
     q.empty()
@@ -98,7 +97,7 @@ async def test_a_job_queued_under_the_former_job_path_still_settles(rig):  # noq
     assert len([e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]) == 1
 
 
-async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):  # noqa: F811
+async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):
     p = await _a_closed_position(rig)
 
     # The sim resolves every market the instant its window ends, so "not resolved yet" (live:
@@ -130,7 +129,7 @@ async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):  # noqa: F
     assert p.id not in {x.id for x in await rig.store.read_positions(open_only=True)}
 
 
-async def test_jobs_say_what_they_settle_to_redis_cli_users(rig):  # noqa: F811
+async def test_jobs_say_what_they_settle_to_redis_cli_users(rig):
     p = await _a_closed_position(rig)
     job = rig.sync.hgetall(f"rq:job:{job_id('baton:', p.id)}")
     assert p.id.encode() in job[b"description"] and p.condition_id.encode() in job[b"description"]

@@ -1,0 +1,30 @@
+"""Fixtures of the fast suite beyond tests/conftest.py's fakeredis `store`: the tick rig."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel.clock import VirtualClock
+from sim.clob import ClobSim, create_app
+from sim.model import PriceModel
+from tests.fast.rig import ASSETS, SEED, Rig
+from tests.simserver import ThreadServer
+
+
+@pytest.fixture
+async def rig(store, fake_server):
+    clock = VirtualClock((1_795_000_000 // 15) * 15 * 1000 + 500)
+    model = PriceModel(SEED)
+    sim = ClobSim(
+        model,
+        seed=SEED,
+        chain_id=137,
+        assets=tuple(ASSETS.split(",")),
+        timeframes=("15s",),
+        clock_ms=clock.now_ms,
+    )
+    with ThreadServer(create_app(sim)) as url:
+        r = Rig(store, url, clock, model, fake_server)
+        await r.start()
+        yield r
+        r.venue.close()
