@@ -78,17 +78,8 @@ class Stack:
     def sim_orders(self) -> list[dict[str, Any]]:
         import httpx
 
-        orders: list[dict[str, Any]] = []
-        cursor = ""
-        while True:
-            params = {"next_cursor": cursor} if cursor else None
-            resp = httpx.get(f"{self.clob_url}/data/orders", params=params)
-            resp.raise_for_status()
-            page = resp.json()
-            orders += page["data"]
-            cursor = page.get("next_cursor", "LTE=")
-            if cursor in ("LTE=", "", None):
-                return orders
+        with httpx.Client(base_url=self.clob_url) as http:
+            return sim_orders(http)
 
     def logs(self) -> str:
         out = []
@@ -99,3 +90,17 @@ class Stack:
     def stop(self) -> None:
         self.baton("stop", timeout_s=120)
         self.redis.close()
+
+
+def sim_orders(http: Any) -> list[dict[str, Any]]:
+    """Every order the sim's CLOB lists, page after page; `http` an httpx client on its URL."""
+    orders: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        resp = http.get("/data/orders", params={"next_cursor": cursor} if cursor else None)
+        resp.raise_for_status()
+        page = resp.json()
+        orders += page["data"]
+        cursor = page.get("next_cursor", "LTE=")
+        if cursor in ("LTE=", "", None):
+            return orders
