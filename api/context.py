@@ -4,6 +4,7 @@ and an async Redis client for the loops that follow the system (SSE, metrics, fi
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +31,27 @@ def stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class Outage:
+    """Logs the first failure of a run of failures and the recovery, not every retry: for the
+    loops that keep going while Redis or the disk is away."""
+
+    def __init__(self, what: str, log: logging.Logger) -> None:
+        self.what = what
+        self.log = log
+        self.failing = ""
+
+    def fail(self, error: object) -> None:
+        msg = str(error)
+        if msg != self.failing:
+            self.log.warning("%s: %s; retrying", self.what, msg)
+        self.failing = msg
+
+    def ok(self) -> None:
+        if self.failing:
+            self.log.info("%s: working again", self.what)
+        self.failing = ""
 
 
 CTX_KEY: web.AppKey[ApiContext] = web.AppKey("baton_ctx", object)  # type: ignore[arg-type]

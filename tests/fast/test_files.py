@@ -16,7 +16,7 @@ import time
 import fakeredis
 import pytest
 
-from api import files
+from api import control_file, files
 from api.context import ApiContext
 from baton import settings
 from control.ops import Ops
@@ -41,7 +41,7 @@ def door(tmp_path, fake_server):
 
 
 def archive_dir(ctx: ApiContext):
-    return files.archive_dir_of(ctx)
+    return control_file.archive_dir_of(ctx)
 
 
 def write_command(ctx: ApiContext, text: str) -> None:
@@ -50,7 +50,7 @@ def write_command(ctx: ApiContext, text: str) -> None:
 
 def process(ctx: ApiContext, text: str) -> dict:
     write_command(ctx, text)
-    path = files.process_control_file(ctx.ops, ctx.s.control_file, archive_dir(ctx))
+    path = control_file.process_control_file(ctx.ops, ctx.s.control_file, archive_dir(ctx))
     assert path is not None and not ctx.s.control_file.exists()
     return json.loads(path.read_text())
 
@@ -278,7 +278,7 @@ def test_an_unknown_slot_is_archived_as_404(door):
 def test_a_command_file_of_another_user_commands_nothing(door):
     write_command(door, '{"action": "halt", "reason": "not mine"}')
     os.chown(door.s.control_file, 65534, 65534)
-    path = files.process_control_file(door.ops, door.s.control_file, archive_dir(door))
+    path = control_file.process_control_file(door.ops, door.s.control_file, archive_dir(door))
     assert path is not None
     record = json.loads(path.read_text())
     assert record["result"]["status"] == 403 and "belongs to" in record["result"]["error"]
@@ -289,17 +289,19 @@ def test_a_symlink_or_fifo_commands_nothing_and_never_blocks(door, tmp_path):
     target = tmp_path / "elsewhere.json"
     target.write_text('{"action": "halt"}')
     door.s.control_file.symlink_to(target)
-    path = files.process_control_file(door.ops, door.s.control_file, archive_dir(door))
+    path = control_file.process_control_file(door.ops, door.s.control_file, archive_dir(door))
     assert path is not None and json.loads(path.read_text())["result"]["status"] == 403
     os.mkfifo(door.s.control_file)  # a reader would block forever on a FIFO with no writer
-    path = files.process_control_file(door.ops, door.s.control_file, archive_dir(door))
+    path = control_file.process_control_file(door.ops, door.s.control_file, archive_dir(door))
     assert path is not None and "not a regular file" in json.loads(path.read_text())["result"]["error"]
     assert not door.s.control_file.exists() and door.ops.r.hget(K.control(), "halted") is None
 
 
 def test_a_half_written_file_is_not_judged_on_the_first_look(door):
     now = [100.0]
-    poller = files.ControlPoller(door.ops, door.s.control_file, archive_dir(door), clock=lambda: now[0])
+    poller = control_file.ControlPoller(
+        door.ops, door.s.control_file, archive_dir(door), clock=lambda: now[0]
+    )
     write_command(door, '{"action": "pa')
     assert poller.poll() is None
     now[0] += 0.6
@@ -312,10 +314,12 @@ def test_a_half_written_file_is_not_judged_on_the_first_look(door):
 
 def test_a_file_that_stays_unparsable_is_judged_bad_after_the_settle_time(door):
     now = [100.0]
-    poller = files.ControlPoller(door.ops, door.s.control_file, archive_dir(door), clock=lambda: now[0])
+    poller = control_file.ControlPoller(
+        door.ops, door.s.control_file, archive_dir(door), clock=lambda: now[0]
+    )
     write_command(door, '{"action": "pa')
     assert poller.poll() is None
-    now[0] += files.SETTLE_S
+    now[0] += control_file.SETTLE_S
     path = poller.poll()
     assert path is not None and not door.s.control_file.exists()
     record = json.loads(path.read_text())
@@ -323,7 +327,7 @@ def test_a_file_that_stays_unparsable_is_judged_bad_after_the_settle_time(door):
 
 
 def test_a_command_waits_for_redis(door, fake_server):
-    poller = files.ControlPoller(door.ops, door.s.control_file, archive_dir(door))
+    poller = control_file.ControlPoller(door.ops, door.s.control_file, archive_dir(door))
     write_command(door, '{"action": "halt"}')
     fake_server.connected = False
     assert poller.poll() is None and door.s.control_file.exists()
@@ -335,8 +339,8 @@ def test_a_command_waits_for_redis(door, fake_server):
 def test_a_command_interrupted_by_a_stop_is_archived_not_applied_again(door):
     d = archive_dir(door)
     d.mkdir(mode=0o700)
-    (d / f"{files.APPLYING}123-ab.json").write_text('{"action": "resume"}')
-    [path] = files.recover_interrupted(d)
+    (d / f"{control_file.APPLYING}123-ab.json").write_text('{"action": "resume"}')
+    [path] = control_file.recover_interrupted(d)
     record = json.loads(path.read_text())
     assert record["action"] == "resume" and record["result"]["status"] == 500
     assert [p.name for p in d.iterdir()] == [path.name]
