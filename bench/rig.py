@@ -19,7 +19,7 @@ from state import connection
 from state.keys import Keys
 from state.store import Store
 from state.structs import POSITION, usd_to_micros
-from worker.main import configured_slots
+from worker.lifecycle import configured_slots
 
 PREFIX = "baton:"
 WARMUP_TICKS = 3
@@ -175,7 +175,7 @@ async def _run_ticks(
         try:
             rec = (await runner.run(tick, missed)).record
         except Exception as e:
-            # As the worker does (worker/main.py): the failure is reported, the loop goes on.
+            # As the worker does (worker/lifecycle.py): the failure is reported, the loop goes on.
             error = f"{type(e).__name__}: {e}"[:300]
         if profile is not None:
             profile.disable()

@@ -3,7 +3,7 @@ redis-server, on the system clock at real tick boundaries.
 
 What runs is the kernel's own `kernel.tick.TickRunner` (snapshot read with the lease renewal
 riding along, settlement enqueueing through rq, strategy, risk, fenced intent commits, venue
-submission, journal), driven by a loop like the worker's (`worker/main.py`: sleep to the
+submission, journal), driven by a loop like the worker's (`worker/lifecycle.py`: sleep to the
 boundary on `SystemClock`, run, plan the next tick), with:
 
 - Redis: a `redis-server` of its own on a free port, in the production configuration of

@@ -26,7 +26,7 @@ from sim.model import PriceModel
 from state.structs import CANDLE, FEED_STATUS, Candle, FeedStatus, usd_to_micros
 from venues.polymarket import ClobVenue
 from worker import settle as settle_program
-from worker.main import configured_slots
+from worker.lifecycle import configured_slots
 
 SEED = 5
 ASSETS = "btc,eth,sol,xrp"

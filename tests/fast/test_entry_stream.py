@@ -15,7 +15,7 @@ from kernel import entries as entries_mod
 from kernel.tick import TickRunner
 from tests.fast.rig import enter_at_once
 from venues.stub import StubVenue  # every order fills at its limit price, in process
-from worker.main import configured_slots
+from worker.lifecycle import configured_slots
 
 
 async def with_assets(rig, n: int) -> StubVenue:

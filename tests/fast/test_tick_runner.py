@@ -15,7 +15,7 @@ from kernel.clock import VirtualClock
 from kernel.tick import TickRunner
 from state.structs import FEED_STATUS, FeedStatus, usd_to_micros
 from tests.fast.rig import Rig
-from worker.main import Worker
+from worker.lifecycle import Worker
 
 
 async def test_ticks_trade_once_per_slot_window_and_settle_each_closed_window(rig):

@@ -1,0 +1,427 @@
+"""The worker's life: readiness, standby, trading at wall-clock boundaries, and the three
+ways out of trading (`Worker`). The process around it (arguments, clients, signals) is
+worker/main.py.
+
+1. readiness: schema compatible, Redis state readable, every slot's strategy dry-evaluated;
+   a failure is written to its heartbeat (`state=failed`, `error`) and it exits 4;
+2. standby (`state=ready`): takes the lease when it is free or expired, when its holder's
+   process is gone from this host (a crash: no waiting for the expiry), or when a planned
+   handover gives it over (a BLPOP on its wake list notices at once);
+3. active: reconciles in-flight intents with the venue, then runs ticks; between ticks it
+   hot-reloads changed strategy modules;
+4. out: SIGTERM finishes the tick, releases the lease and records a clean stop; a handover
+   request read with tick k is carried out right after it (the successor runs k+1); a lost
+   lease (a newer epoch exists) stops it at once, exit 3.
+A worker that dies without a clean stop or a handover leaves its gap counted as missed ticks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from baton.errors import LeaseLost, NotReady, SchemaMismatch
+from baton.settings import Settings
+from kernel import boundaries, gcpolicy, lease, reconcile
+from kernel.clock import Clock, wall_ms
+from kernel.halt import HaltGate, HaltResponder
+from kernel.reload import StrategyReloader
+from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
+from state.store import Store
+from state.structs import ControlFlags, Slot, usd_to_micros
+
+log = logging.getLogger("baton.worker")
+
+REDIS_RETRY_S = 1.0
+# Exit codes supervisor.conf lists as expected (no restart): 0 clean stop, 4 not ready.
+# Anything else (a crash, a lost lease: 3) is restarted, and the new process waits in standby.
+EXIT_NOT_READY = 4
+HANDED_OVER = -1  # trade()'s answer after a planned handover (not an exit code)
+
+
+def configured_slots(s: Settings) -> list[Slot]:
+    return [
+        Slot(
+            id=f"{a}-{tf}",
+            asset=a,
+            timeframe=tf,
+            stake_usd=s.stake_usd,
+            params={"edge": s.snipe_edge, "entry_s": float(s.snipe_entry_s)},
+        )
+        for a in s.assets
+        for tf in s.timeframes
+    ]
+
+
+class Worker:
+    """One worker process: readiness check, standby, trading, and the ways out of trading
+    (clean stop, planned handover, lost lease)."""
+
+    def __init__(
+        self,
+        s: Settings,
+        store: Store,
+        venue: Any,
+        clock: Clock,
+        color: str,
+        reloader: StrategyReloader | None = None,
+        settler: Any = None,
+    ) -> None:
+        self.s = s
+        # kernel.settlement.Enqueuer: settlement jobs for the settle program (None: none).
+        self.settler = settler
+        self.store = store
+        self.venue = venue
+        self.clock = clock
+        self.color = color
+        self.holder = lease.new_holder(color)
+        self.stopping = asyncio.Event()
+        self.state = "starting"
+        self.error = ""
+        self.epoch = 0
+        self.last_tick = -1
+        self.ready_ms = 0
+        self.reload_seq = 0
+        self.reloader = reloader or StrategyReloader(STRATEGY_PACKAGE)
+        self.runner: TickRunner | None = None
+        self.predecessor_maybe_alive = False
+        # The halt inside one tick (kernel/halt.py): the control channel is followed while
+        # this worker trades, and its gate is checked before every strategy call and post.
+        self.gate = HaltGate()
+        self._listening = asyncio.Event()
+        self._listener: asyncio.Future[None] | None = None
+        self.halt = HaltResponder(store, venue, self.gate, self._who, on_change=self._beat)
+
+    def _who(self) -> dict[str, Any]:
+        return {"color": self.color, "holder": self.holder, "epoch": self.epoch, "pid": os.getpid()}
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def _beat(self) -> None:
+        try:
+            await self._heartbeat()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            # Redis is away: the tick loop notices too; a missing heartbeat is not a reason to die.
+            log.warning("heartbeat not written: %s", e)
+
+    async def _heartbeat(self) -> None:
+        hashes = self.reloader.running_hashes()
+        await self.store.heartbeat(
+            self.color,
+            {
+                "color": self.color,
+                "release": self.s.release,
+                "code_dir": os.environ.get("BATON_CODE_DIR", ""),
+                "pid": os.getpid(),
+                "state": self.state,
+                "halted": int(self.gate.halted),
+                "paused": int(self.gate.paused),
+                "error": self.error[:1500],
+                "epoch": self.epoch,
+                "last_tick": self.last_tick,
+                "holder": self.holder,
+                "ready_ms": self.ready_ms,
+                "strategies": " ".join(f"{k}={v}" for k, v in sorted(hashes.items())),
+                "heartbeat_ms": self.clock.now_ms(),
+            },
+            ttl_ms=max(3 * self.s.tick_ms, 5000),
+        )
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _sleep_until(self, t_ms: int) -> bool:
+        """Sleep to the boundary; False when a stop request came first (no new tick then)."""
+        sleeper = asyncio.ensure_future(self.clock.sleep_until_ms(t_ms))
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        done, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return sleeper in done and not self.stopping.is_set()
+
+    async def prepare(self) -> None:
+        """Schema check and slot set-up; retried while Redis is not reachable yet."""
+        while not self.stopping.is_set():
+            try:
+                await self.store.ensure_schema()
+                await self.store.scripts.load()
+                await self.store.ensure_slots(configured_slots(self.s))
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                log.warning("redis not reachable yet (%s); retrying", e)
+            await self._wait(REDIS_RETRY_S)
+
+    def _runner(self) -> TickRunner:
+        if self.runner is None:
+            self.runner = TickRunner(
+                self.s,
+                self.store,
+                self.venue,
+                self.clock,
+                Identity(self.holder, self.color, self.s.release, 0),
+                settler=self.settler,
+                halt=self.halt,
+            )
+        return self.runner
+
+    async def ready(self) -> None:
+        """The readiness gate of a deploy: code imported (we are running), Redis reachable,
+        schema compatible, candle windows and positions readable, every slot's strategy
+        dry-evaluated. Raises NotReady or SchemaMismatch; only then may the lease be taken."""
+        self.state = "checking"
+        await self._beat()
+        await self.prepare()
+        if self.stopping.is_set():
+            return
+        self.reloader.baseline()
+        # Reload requests from now on are ours (one made during a handover is not lost).
+        self.reload_seq = (await self.store.read_control()).reload_seq
+        checked = await self._runner().dry_run()
+        self.state = "ready"
+        self.ready_ms = self.clock.now_ms()
+        await self._beat()
+        log.info("ready: release %s, %d slot(s) dry-evaluated", self.s.release, checked)
+
+    async def acquire(self) -> bool:
+        """Standby until this worker holds the lease (or is asked to stop): the lease is free
+        or expired, its holder died on this host, or it was handed to us (we are woken)."""
+        if self.state != "handed-over":
+            self.state = "ready"
+        while not self.stopping.is_set():
+            got = await lease.acquire(
+                self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms
+            )
+            if got.held:
+                epoch, before, dead = got.epoch, got.before, got.dead
+                self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
+                self.epoch = epoch
+                self.state = "active"
+                log.info(
+                    "holding the lease with epoch %d%s", epoch, f" (holder {dead} had died)" if dead else ""
+                )
+                return True
+            await self._beat()
+            # A handover pushes our wake list; otherwise look again soon (the holder may die).
+            await self.store.wait_wake(self.holder, min(self.s.tick_ms / 4000, 1.0))
+        return False
+
+    async def takeover_gap(self, first_tick: int) -> int:
+        """Boundaries at which nobody traded, between the previous holder's last journaled
+        tick and our first one: after a crash, and after a worker was stopped or restarted
+        by hand (a planned handover has none: we start at the next tick). Only the downtime
+        of the whole runtime, stopped with `baton stop`, is not counted."""
+        last, _clean = await self.store.read_stop_marks()
+        if last is None or await self.store.stack_was_stopped():
+            return 0
+        return max(0, first_tick - last - 1)
+
+    async def _deposit_live_balance(self) -> None:
+        # Live, the ledger starts from the account's collateral at the venue (booked once:
+        # the ledger ref makes later activations a no-op). Without it the risk checks see no
+        # cash and refuse entries: safe, and said in the log and the error journal.
+        try:
+            micros = await asyncio.to_thread(self.venue.collateral_micros)
+        except Exception as e:
+            msg = f"live: could not read the collateral balance at the venue: {e}"
+            log.error(msg)
+            await self.store.record_errors("worker", [msg], now_ms=self.clock.now_ms())
+            return
+        await self.store.deposit(self.epoch, "deposit:live-initial", micros, self.clock.now_ms())
+
+    async def become_active(self) -> TickRunner:
+        await self.store.adopt_schema()
+        if self.s.live:
+            await self._deposit_live_balance()
+        elif self.s.paper_cash_usd > 0:
+            await self.store.deposit(
+                self.epoch, "deposit:paper-initial", usd_to_micros(self.s.paper_cash_usd), self.clock.now_ms()
+            )
+        # Intents left in flight by the previous holder are settled with the venue before
+        # this worker does anything else with their slots.
+        # A predecessor that is gone (dead, stopped, or handed over after its tick) posts
+        # nothing more: what the venue does not know never arrived. One whose lease merely
+        # expired may still be posting: its unknown orders get the grace period.
+        grace = self._runner().unknown_grace_ms if self.predecessor_maybe_alive else 0
+        done, problems = await reconcile.reconcile_open(
+            self.store, self.venue, self.epoch, self.clock.now_ms(), unknown_grace_ms=grace
+        )
+        if done or problems:
+            log.info("reconciled %d in-flight intent(s)", done)
+        await self.store.record_errors("reconcile", problems, now_ms=wall_ms())
+        runner = self._runner()
+        runner.ident = Identity(self.holder, self.color, self.s.release, self.epoch)
+        return runner
+
+    async def maybe_reload(self, control: ControlFlags | None) -> None:
+        """Between ticks: swap changed strategy modules in (or refuse them), and report."""
+        forced = False
+        # ready() took the request counter as it was: only requests made since are ours.
+        if control is not None and control.reload_seq != self.reload_seq:
+            self.reload_seq = control.reload_seq
+            forced = True
+        res = await self.reloader.check(force=forced)
+        if res is None:
+            return
+        if res.state == "ok":
+            log.info("strategies reloaded: %s", ", ".join(res.modules))
+        else:
+            log.error("strategy reload refused, the old code keeps running: %s", res.error)
+            await self.store.record_error(
+                "reload", f"refused {', '.join(res.modules)}: {res.error}", now_ms=wall_ms()
+            )
+        await self.store.record_reload(self.color, self.s.release, res)
+
+    async def _someone_else_trades(self) -> bool:
+        current = await lease.fetch_lease(self.store)
+        return lease.trades_elsewhere(current, self.holder, self.clock.now_ms())
+
+    async def run(self) -> int:
+        try:
+            await self.ready()
+        except SchemaMismatch as e:
+            return await self.refuse(str(e))  # never write data this code cannot read
+        except NotReady as e:
+            if await self._someone_else_trades():
+                return await self.refuse(str(e))  # a deploy: the active worker trades on
+            # A restart after a crash with nobody else trading: a worker whose strategy fails
+            # on some slots still settles, reconciles and obeys a halt (the tick isolates a
+            # strategy's exception per slot); no worker at all would do none of that.
+            self.error = str(e)
+            log.error("readiness failed but nobody else trades, so trading anyway: %s", e)
+            await self.store.record_error(
+                "worker", f"readiness failed, trading anyway: {e}", now_ms=wall_ms()
+            )
+        while True:
+            if not await self.acquire():
+                await self.stand_down()
+                return 0
+            rc = await self.trade()
+            if rc != HANDED_OVER:
+                return rc
+            # Handed over: stand by (as "handed-over") until stopped, so that if the successor
+            # dies before we are stopped, its lease is taken back rather than left to expire.
+            self.state = "handed-over"
+
+    async def trade(self) -> int:
+        """Hold the lease and tick until stopped (0), the lease is lost (3) or handed over."""
+        runner = await self.become_active()
+        self._listening = asyncio.Event()
+        self._listener = asyncio.ensure_future(self.halt.listen(self._listening))
+        try:
+            return await self._ticks(runner)
+        finally:
+            self._listening.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listener, 2.0)
+            await self.halt.close()
+
+    def _keep_listening(self) -> None:
+        """The control listener survives Redis failures by itself; should it still end (a
+        bug), it is restarted here, between ticks, and the end is reported."""
+        if self._listener is not None and self._listener.done() and not self._listening.is_set():
+            if not self._listener.cancelled() and self._listener.exception() is not None:
+                log.error("control listener ended: %r; restarting it", self._listener.exception())
+            self._listener = asyncio.ensure_future(self.halt.listen(self._listening))
+
+    async def _ticks(self, runner: TickRunner) -> int:
+        collector = gcpolicy.Collector()
+        collector.start()
+        try:
+            return await self._tick_loop(runner, collector)
+        finally:
+            collector.stop()
+            runner.close()
+
+    async def _tick_loop(self, runner: TickRunner, collector: gcpolicy.Collector) -> int:
+        tick = boundaries.next_tick(self.clock.now_ms(), self.s.tick_ms)
+        missed = await self.takeover_gap(tick)
+        await self.store.mark_clean_stop(None)
+        await self._beat()
+        while not self.stopping.is_set():
+            if not await self._sleep_until(boundaries.boundary_ms(tick, self.s.tick_ms)):
+                break
+            out = None
+            try:
+                async with self.reloader.lock:  # a reload waits for the tick in progress
+                    out = await runner.run(tick, missed)
+                self.last_tick = tick
+                if out.record.missed_before:
+                    log.warning("tick %d: %d tick(s) missed before it", tick, out.record.missed_before)
+            except LeaseLost as e:
+                log.error("standing down: %s", e)
+                self.state = "lost-lease"
+                await self._beat()
+                return 3
+            except Exception as e:
+                # Redis hiccup or a bug inside one tick: report, keep the loop alive; the
+                # lease renewal inside the next tick decides whether we still trade.
+                log.exception("tick %d failed: %s", tick, e)
+                await self.store.record_error("worker", f"tick {tick} failed: {e!r}", now_ms=wall_ms())
+            requested = out is not None and out.handover.get("state") == "requested"
+            if requested and out is not None and await self.hand_over(out.handover, tick):
+                self.last_tick = -1
+                return HANDED_OVER
+            try:
+                # Settlements the tick found due, markets of windows ahead: not trading,
+                # so done here, before the next boundary, not inside the tick.
+                await runner.between_ticks(boundaries.boundary_ms(tick + 1, self.s.tick_ms))
+            except Exception as e:
+                log.exception("work between ticks failed: %s", e)
+            halted = self.gate.halted or (out is not None and out.control.halted)
+            try:
+                # Under a halt no strategy code runs, not even a reload's dry evaluation: a
+                # changed module waits for the resume (its request counter stays unseen).
+                if not halted:
+                    await self.maybe_reload(out.control if out is not None else None)
+            except Exception as e:
+                log.exception("strategy reload check failed: %s", e)
+            self._keep_listening()
+            await self._beat()
+            tick, missed = boundaries.plan_next(tick, self.clock.now_ms(), self.s.tick_ms)
+            # Garbage is collected here, in the slack before the next boundary, never inside
+            # a tick (kernel/gcpolicy.py).
+            collector.after_tick(boundaries.boundary_ms(tick, self.s.tick_ms) - self.clock.now_ms())
+        await self.stand_down()
+        return 0
+
+    async def hand_over(self, req: dict[str, str], tick: int) -> bool:
+        """Carry out a planned handover right after tick `tick`; False when it was refused
+        (then this worker keeps trading, and the deploy reports why)."""
+        successor = req.get("to_holder", "")
+        if successor == self.holder:
+            return False
+        epoch, why = await lease.transfer(
+            self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms
+        )
+        if not epoch:
+            log.warning("handover to %s refused: %s; still trading", successor, why)
+            return False
+        log.info("handed over to %s after tick %d (their epoch %d)", successor, tick, epoch)
+        return True
+
+    async def refuse(self, why: str) -> int:
+        """Readiness failed: say why where the deploy looks (heartbeat, log), never trade."""
+        self.state = "failed"
+        self.error = why
+        log.error("not ready, refusing to trade: %s", why)
+        await self._beat()
+        return EXIT_NOT_READY
+
+    async def stand_down(self) -> None:
+        prev = self.state
+        self.state = "stopped"
+        if prev == "active" and self.last_tick >= 0:
+            await self.store.mark_clean_stop(self.last_tick)
+        # Also when a stop came just as a handover gave us the lease: let the next one have it.
+        if await lease.release(self.store, self.holder):
+            log.info("stopped cleanly after tick %d, lease released", self.last_tick)
+        await self._beat()
