@@ -1,15 +1,14 @@
 """The feed's connection loop: Binance combined kline stream -> batches -> `CandleStore`.
 
-Owns connecting, reconnecting with backoff, the REST backfill after each (re)connect and of
-every hole found inside a candle window (the stream skipped candles, or an earlier run left a
-gap), and stopping. It holds no state that matters: what was stored is read back from Redis.
+Owns connecting, reconnecting with backoff, batching frames into Redis, starting the REST
+backfill (feed/backfill.py) after each (re)connect and whenever a write reveals a hole, and
+stopping. It holds no state that matters: what was stored is read back from Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -20,8 +19,10 @@ from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from baton.errors import BackfillError, BadFrame, RateLimited
+from baton.errors import BadFrame, RateLimited
 from baton.settings import CANDLE_INTERVAL, Settings
+from feed.backfill import Backfill
+from feed.backoff import Backoff
 from feed.store import Batch, CandleStore
 from kernel.clock import wall_ms
 from state.keys import Keys
@@ -30,12 +31,10 @@ from venues.binance import (
     INTERVAL_MS,
     ServerShutdown,
     parse_frame,
-    parse_rows,
     sample,
     stream_url,
-    symbol,
 )
-from venues.budgets import BINANCE_REST_WEIGHT, BINANCE_WS_CONNECT, BUDGETS, klines_weight
+from venues.budgets import BINANCE_WS_CONNECT, BUDGETS
 
 log = logging.getLogger("feed")
 
@@ -51,14 +50,9 @@ MAX_BATCH = 1000
 # Frames held between the socket and the writer. Reading eagerly keeps websockets' own queue
 # short, so that its keepalive pings are answered even while a backfill runs.
 QUEUE_MAX = 100_000
-BACKFILL_LIMIT = 1000  # Binance's maximum rows per klines request
-# Venue budgets (venues/budgets.py, shared in Redis with every process): the feed can wait,
-# at most one refill of the connection budget, or one minute of REST weight.
+# Venue budgets (venues/budgets.py, shared in Redis with every process): the feed can wait
+# at most one refill of the connection budget.
 CONNECT_MAX_WAIT_MS = 300_000
-REST_MAX_WAIT_MS = 60_000
-# Retrying the fill of a hole whose klines request failed, within one connection.
-FILL_RETRY_INITIAL_S = 1.0
-FILL_RETRY_MAX_S = 30.0
 HTTP_TIMEOUT_S = 10.0
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
@@ -82,24 +76,6 @@ async def _cancel_and_wait(task: asyncio.Task[Any]) -> BaseException | None:
         task.cancel()
         await asyncio.wait({task}, timeout=CANCEL_REPEAT_S)
     return None if task.cancelled() else task.exception()
-
-
-class Backoff:
-    """Exponential backoff with jitter: delay n is uniform in [d/2, d], d = initial * 2**n."""
-
-    def __init__(self, initial_s: float, max_s: float, rng: Callable[[], float] = random.random):
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.rng = rng
-        self.attempt = 0
-
-    def next_s(self) -> float:
-        d = min(self.max_s, self.initial_s * 2 ** min(self.attempt, 30))
-        self.attempt += 1
-        return d / 2 + self.rng() * d / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _Closed:
@@ -154,6 +130,16 @@ class Feed:
             interval_ms=self.interval_ms,
         )
         self.limiter = limiter or AsyncLimiter(redis, Keys(prefix), budgets=BUDGETS, clock_ms=wall_ms)
+        self.backfill = Backfill(
+            self.store,
+            self._take,
+            assets=self.assets,
+            rest_url=self.rest_url,
+            interval=interval,
+            interval_ms=self.interval_ms,
+            retention_ms=self.retention_ms,
+            clock_ms=clock_ms,
+        )
         self.connections = 0
         self._filler: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -238,7 +224,7 @@ class Feed:
                 if self.connections > 1:
                     await self.store.count("reconnects")
                 await self.store.load(self.assets)
-                await self._backfill(http)
+                await self.backfill.since_last_stored(http)
                 age = asyncio.timeout(self.max_connection_age_s)
                 try:
                     async with age:
@@ -311,146 +297,6 @@ class Feed:
             await self.store.write(batch)
             if self.store.holes and (self._filler is None or self._filler.done()):
                 # Only after the write that revealed it: the fill lands behind it, never under it.
-                self._filler = asyncio.create_task(self._fill_holes(http))
+                self._filler = asyncio.create_task(self.backfill.fill_holes(http))
             if end is not None:
                 return end
-
-    async def _backfill(self, http: aiohttp.ClientSession) -> None:
-        """Fetch closed candles missing since the last one stored, at most `retention` back.
-        Failures are logged and journaled; the next reconnect tries again."""
-        now_ms = self.clock_ms()
-        floor_ms = now_ms - self.retention_ms
-        started = time.monotonic()
-        filled: dict[str, int] = {}
-        failed: list[str] = []
-        for asset in self.assets:
-            last = self.store.last_closed(asset)
-            start_ms = floor_ms if last is None else max(last.open_ms + self.interval_ms, floor_ms)
-            if start_ms > now_ms - self.interval_ms:
-                continue
-            try:
-                filled[asset] = await self._backfill_asset(http, asset, start_ms, now_ms)
-            except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError, RateLimited) as e:
-                msg = f"backfill {asset} from {start_ms}: {type(e).__name__}: {e}"
-                log.warning("%s (retried at the next reconnect)", msg)
-                failed.append(asset)
-                batch = Batch()
-                batch.counts["backfill_errors"] += 1
-                batch.errors.append({"source": "feed", "error": msg, "sample": "", "at_ms": now_ms})
-                await self.store.write(batch)
-        if filled or failed:
-            log.info(
-                "backfill: %d candles (%s) in %.2f s%s",
-                sum(filled.values()),
-                ", ".join(f"{a}={n}" for a, n in filled.items()) or "-",
-                time.monotonic() - started,
-                f"; failed: {', '.join(failed)}" if failed else "",
-            )
-        # Holes inside the stored windows (found by the load, or by the tail just fetched);
-        # those that fail stay pending for the session's filler, which retries them.
-        await self._fill_holes_once(http)
-
-    async def _fill_holes(self, http: aiohttp.ClientSession) -> None:
-        """Fill the pending holes, retrying failed fetches with backoff while the session lasts."""
-        retry = Backoff(FILL_RETRY_INITIAL_S, FILL_RETRY_MAX_S)
-        while self.store.holes:
-            try:
-                ok = await self._fill_holes_once(http)
-            except RedisError as e:
-                log.warning("filling holes: redis unavailable (%s); retried", e)
-                ok = False
-            if ok:
-                retry.reset()
-                await asyncio.sleep(0)  # never starve the reader (and its pings), whatever happens
-            else:
-                await asyncio.sleep(retry.next_s())
-
-    async def _fill_holes_once(self, http: aiohttp.ClientSession) -> bool:
-        """One attempt at every pending hole; False if a fetch failed (its holes are given
-        back). Candles the venue does not have (an exchange outage) are counted as
-        `unfillable` and not asked for again until the next connection."""
-        ok = True
-        floor_ms = self.clock_ms() - self.retention_ms
-        pending = self.store.take_holes()
-        try:
-            while pending:
-                asset = next(iter(pending))
-                ok = await self._fill_asset_holes(http, asset, pending[asset], floor_ms) and ok
-                del pending[asset]
-        finally:
-            for asset, holes in pending.items():  # left undone by an exception (Redis)
-                self.store.give_back(asset, holes)
-        return ok
-
-    async def _fill_asset_holes(
-        self, http: aiohttp.ClientSession, asset: str, holes: list[tuple[int, int]], floor_ms: int
-    ) -> bool:
-        """Fetch the candles of one asset's holes; False if the fetch failed (the holes are
-        given back for a retry)."""
-        holes = [(max(a, floor_ms), b) for a, b in holes if b >= floor_ms]
-        if not holes:
-            return True
-        wanted = sum((b - a) // self.interval_ms + 1 for a, b in holes)
-        now_ms = self.clock_ms()
-        try:
-            got = await self._backfill_asset(http, asset, holes[0][0], now_ms, holes=holes)
-        except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError, RateLimited) as e:
-            msg = f"fill {asset} holes {holes[0][0]}..{holes[-1][1]}: {type(e).__name__}: {e}"
-            log.warning("%s (retried)", msg)
-            batch = Batch()
-            batch.counts["backfill_errors"] += 1
-            batch.errors.append({"source": "feed", "error": msg, "sample": "", "at_ms": now_ms})
-            await self.store.write(batch)
-            self.store.give_back(asset, holes)
-            return False
-        log.info("filled %d of %d missing %s candles in %d hole(s)", got, wanted, asset, len(holes))
-        if got < wanted:
-            batch = Batch()
-            batch.counts["unfillable"] += wanted - got
-            await self.store.write(batch)
-        return True
-
-    async def _backfill_asset(
-        self,
-        http: aiohttp.ClientSession,
-        asset: str,
-        start_ms: int,
-        now_ms: int,
-        holes: list[tuple[int, int]] | None = None,
-    ) -> int:
-        """Closed candles from `start_ms` to the present; or, given `holes` (sorted open-time
-        ranges behind the last closed candle), only those inside them."""
-        written = 0
-        end_ms = now_ms if holes is None else holes[-1][1]
-        while start_ms <= (now_ms - self.interval_ms if holes is None else end_ms):
-            params: dict[str, str | int] = {
-                "symbol": symbol(asset),
-                "interval": self.interval,
-                "startTime": start_ms,
-                "endTime": end_ms,
-                "limit": BACKFILL_LIMIT,
-            }
-            await self._take(BINANCE_REST_WEIGHT, klines_weight(BACKFILL_LIMIT), REST_MAX_WAIT_MS)
-            async with http.get(f"{self.rest_url}/api/v3/klines", params=params) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    raise BackfillError(f"HTTP {resp.status}: {sample(body)}")
-            candles = parse_rows(body, now_ms)
-            batch = Batch()
-            for c in candles:
-                # The candle in progress is left to the stream, which has fresher updates.
-                if not c.closed or c.open_ms < start_ms:
-                    continue
-                if holes is None:
-                    self.store.accept(batch, asset, c, counter="backfilled")
-                else:
-                    self.store.fill(batch, asset, c, holes)
-            await self.store.write(batch)
-            written += len(batch.candles)
-            if len(candles) < BACKFILL_LIMIT:
-                break
-            next_ms = candles[-1].open_ms + self.interval_ms
-            if next_ms <= start_ms:
-                break
-            start_ms = next_ms
-        return written

@@ -14,7 +14,7 @@ import pytest
 
 from baton.errors import BadFrame
 from deploy.ports import free_port
-from feed.client import Backoff
+from feed.backoff import Backoff
 from state.structs import Candle
 from venues.binance import (
     CandleUpdate,
