@@ -22,8 +22,8 @@ import redis
 
 from baton.errors import ReloadError
 from baton.settings import REPO_ROOT, Settings
-from kernel import reload as reload_mod
 from kernel.lease import lease_color
+from kernel.strategy_check import dry_evaluate, sample_inputs
 from state import connection
 from state.control import ControlRepo
 from state.keys import Keys
@@ -44,7 +44,7 @@ def check_module(path: Path) -> None:
         spec.loader.exec_module(module)
         if not callable(getattr(module, "evaluate", None)):
             raise ReloadError(f"{path}: no evaluate(inp) function")
-        reload_mod.dry_evaluate(module, reload_mod.sample_inputs())
+        dry_evaluate(module, sample_inputs())
     except ReloadError:
         raise
     except BaseException as e:  # SyntaxError, SystemExit in module code, a strategy's bug

@@ -21,7 +21,7 @@ import msgspec
 
 from baton.errors import LeaseLost, NotReady
 from baton.settings import Settings
-from kernel import reconcile, reload
+from kernel import reconcile, strategy_check
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
 from kernel.clock import Clock
 from kernel.entries import ENTRY_CHUNKS, Entries, with_asks
@@ -267,13 +267,13 @@ class TickRunner:
             slot = snap.slots.get(ref.id)
             if slot is None:
                 raise NotReady(f"slot {ref.id} is not in Redis (or unreadable)")
-            inputs = reload.sample_inputs(now)
+            inputs = strategy_check.sample_inputs(now)
             real = self.entries.slot_input(snap, ref, now)
             if real is not None:
                 inputs.insert(0, with_asks(real, None, None))
                 inputs.insert(0, msgspec.structs.replace(real, up_ask=0.5, down_ask=0.5))
             try:
-                reload.dry_evaluate(self.resolve(slot.strategy), inputs)
+                strategy_check.dry_evaluate(self.resolve(slot.strategy), inputs)
             except Exception as e:
                 raise NotReady(
                     f"slot {ref.id}: strategy {slot.strategy!r} failed its dry evaluation: {e!r}"

@@ -17,8 +17,9 @@ import msgspec
 import pytest
 
 from baton.errors import StrategyCheckError
-from kernel.reload import ReloadResult, StrategyReloader, dry_evaluate, sample_inputs
+from kernel.reload import ReloadResult, StrategyReloader
 from kernel.strategy_api import Decision, SlotInput
+from kernel.strategy_check import dry_evaluate, sample_inputs
 from worker.strategies import snipe
 
 NOW = 1_700_000_123_456
