@@ -2,7 +2,7 @@
 
 1. staging: the code becomes an immutable release under var/releases/<id> (deploy/releases.py);
 2. starting: the idle colour is pointed at it and started through supervisor's XML-RPC;
-3. ready: the new worker passes its readiness gate (worker/main.py) and waits in standby;
+3. ready: the new worker passes its readiness gate (worker/lifecycle.py) and waits in standby;
    a release that fails never takes over: its worker is stopped and the reason reported;
 4. handover: a request in Redis asks the active worker to hand the lease over after the
    tick it is in; it transfers the lease atomically (epoch + 1) and the new worker runs the
@@ -10,7 +10,8 @@
 5. the old worker, which holds nothing any more, is stopped.
 
 Every step is observable: the handover hash, the workers' heartbeats, the tick journal and
-the `baton:deploys` stream, all readable with redis-cli.
+the `baton:deploys` stream, all readable with redis-cli. What a step waits on, and how, is
+deploy/watch.py.
 """
 
 from __future__ import annotations
@@ -28,19 +29,14 @@ import redis
 from baton.errors import DeployError, ReleaseError, StackError
 from baton.settings import Settings
 from deploy import releases
-from deploy.supervisord import supervisor_call, supervisor_running
+from deploy.supervisord import supervisor_running
+from deploy.watch import WorkerWatch
 from kernel import boundaries
-from kernel.clock import wall_ms
-from kernel.lease import Lease, read_lease
 from state import connection
 from state.deploys import DeploysRepo
 from state.keys import COLORS, Keys
 from state.lease import LeaseRepo
 from state.workers import WorkersRepo
-
-POLL_S = 0.05
-# Process states in which a starting worker has given up (or is about to be retried).
-DEAD_STATES = {"EXITED", "FATAL", "BACKOFF"}
 
 
 @dataclass
@@ -62,10 +58,6 @@ def other(color: str) -> str:
     return "green" if color == "blue" else "blue"
 
 
-def program(color: str) -> str:
-    return f"worker-{color}"
-
-
 class Deployer:
     def __init__(self, s: Settings, log: Callable[[str], None] = print) -> None:
         self.s = s
@@ -76,58 +68,16 @@ class Deployer:
         self.deploys = DeploysRepo(self.r, self.k)
         self.lease = LeaseRepo(self.r, self.k)
         self.workers = WorkersRepo(self.r, self.k)
+        self.watch = WorkerWatch(s, self.r, self.k, self.lease)
 
     def close(self) -> None:
         self.r.close()
-
-    # --- supervisor -------------------------------------------------------------------
-    def _sup(self, method: str, *args: Any) -> Any:
-        return supervisor_call(self.s.supervisor_socket, method, *args)
-
-    def process_state(self, color: str) -> str:
-        return str(self._sup("getProcessInfo", program(color))["statename"])
-
-    def stop_worker(self, color: str) -> None:
-        """Stop a colour's worker, waiting for it to finish its tick; quiet if not running."""
-        try:
-            self._sup("stopProcess", program(color), True)
-        except xmlrpc.client.Fault as e:
-            if "NOT_RUNNING" not in e.faultString:
-                raise
-
-    # --- state ------------------------------------------------------------------------
-    def now_ms(self) -> int:
-        return wall_ms()
-
-    def active(self) -> Lease | None:
-        """The lease as Redis holds it, when it is held and not expired; else None."""
-        lease = read_lease(self.r, self.k)
-        return lease if lease is not None and lease.live(self.now_ms()) else None
-
-    def heartbeat(self, color: str) -> dict[str, str]:
-        return self.r.hgetall(self.k.worker(color))
 
     def _record(self, fields: dict[str, Any]) -> None:
         try:
             self.deploys.record(fields)
         except redis.RedisError as e:
             self.log(f"warning: could not record the deploy in {self.k.deploys()}: {e}")
-
-    def _log_tail(self, color: str, offset: int, limit: int = 4000) -> str:
-        path = self.s.log_dir / f"{program(color)}.log"
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return text[-limit:].strip()
-
-    def _log_size(self, color: str) -> int:
-        try:
-            return (self.s.log_dir / f"{program(color)}.log").stat().st_size
-        except OSError:
-            return 0
 
     # --- the steps --------------------------------------------------------------------
     def run(self, **kw: Any) -> DeployResult:
@@ -154,12 +104,13 @@ class Deployer:
         kind: str = "deploy",
         ready_timeout_s: float = 90.0,
     ) -> DeployResult:
+        w = self.watch
         t_start = time.monotonic()
         if not supervisor_running(self.s):
             raise DeployError(
                 f"supervisord is not running for {self.s.home}: start the stack with `make run` first"
             )
-        lease = self.active()
+        lease = w.active()
         from_color = lease.color if lease is not None else ""
         from_release = lease.release if lease is not None else ""
         if from_color not in COLORS:
@@ -183,42 +134,42 @@ class Deployer:
             "color": target,
             "from_color": from_color,
             "from_release": from_release,
-            "requested_ms": self.now_ms(),
+            "requested_ms": w.now_ms(),
         }
 
         previous_pointer = releases.pointed(self.home, target)
 
         def fail(reason: str) -> DeployError:
-            holding = self.active()
+            holding = w.active()
             if holding is not None and holding.color == target:
                 # It holds the lease after all (the old holder died meanwhile): stopping it
                 # would leave nobody trading.
                 reason += f"\n(worker-{target} holds the lease now and was left running)"
             else:
-                self.stop_worker(target)
+                w.stop_worker(target)
             # The idle colour goes back to what it ran, so that a rollback still finds it.
             if previous_pointer and previous_pointer != rel.id:
                 releases.point(self.home, target, previous_pointer)
-            record.update(result="failed", reason=reason[:2000], done_ms=self.now_ms())
+            record.update(result="failed", reason=reason[:2000], done_ms=w.now_ms())
             self._record(record)
             still = (
                 f"worker-{from_color} keeps trading on {from_release}" if from_color else "no worker trades"
             )
             return DeployError(f"{kind} of release {rel.id} to worker-{target} failed ({still}):\n{reason}")
 
-        if self.process_state(target) not in ("STOPPED", "EXITED", "FATAL"):
+        if w.process_state(target) not in ("STOPPED", "EXITED", "FATAL"):
             self.log(f"starting: worker-{target} was running (a standby or an earlier attempt); stopping it")
-            self.stop_worker(target)
+            w.stop_worker(target)
         releases.point(self.home, target, rel.id)
         self.workers.forget_worker(target)
-        offset = self._log_size(target)
+        offset = w.log_size(target)
         self.log(f"starting: worker-{target} on release {rel.id}")
         t_ready = time.monotonic()
         try:
-            self._sup("startProcess", program(target), False)
+            w.start_worker(target)
         except xmlrpc.client.Fault as e:
             raise fail(f"supervisor could not start worker-{target}: {e.faultString}") from None
-        hb = self._wait_ready(target, rel.id, offset, ready_timeout_s, fail)
+        hb = w.wait_ready(target, rel.id, offset, ready_timeout_s, fail)
         ready_s = time.monotonic() - t_ready
         self.log(
             f"ready: worker-{target} (pid {hb.get('pid')}) passed its readiness check in {ready_s:.1f} s"
@@ -227,7 +178,7 @@ class Deployer:
         if not from_color:
             return self._first_start(target, rel.id, hb, record, ready_s, t_start, fail)
 
-        holding = self.active()
+        holding = w.active()
         if holding is not None and holding.holder == hb["holder"]:
             # The old holder died while the new worker was getting ready, and the new one
             # took the lease by itself (failover): nothing to hand over.
@@ -241,22 +192,22 @@ class Deployer:
             "to_release": rel.id,
             "from_color": from_color,
             "from_release": from_release,
-            "requested_ms": self.now_ms(),
+            "requested_ms": w.now_ms(),
         }
         self.lease.request_handover(request_id, fields)
         self.log(f"handover: requested; worker-{from_color} hands over after the tick it is in")
-        h = self._wait_handover(request_id, hb["holder"], fail)
+        h = w.wait_handover(request_id, hb["holder"], fail)
         tick = int(h["tick"])
         epoch = int(h["epoch"])
         self.log(f"handed over at tick {tick}: epoch {h.get('from_epoch')} -> {epoch}")
-        first = self._wait_first_tick(tick, target)
+        first = w.wait_first_tick(tick, target)
         takeover_ms = int(first["started_ms"]) - boundaries.boundary_ms(tick + 1, self.s.tick_ms)
         missed = int(first["tick"]) - tick - 1
         self.log(
             f"worker-{target} ran tick {first['tick']} {takeover_ms} ms after its boundary; "
             f"ticks missed: {missed}"
         )
-        self.stop_worker(from_color)
+        w.stop_worker(from_color)
         self.log(f"old stopped: worker-{from_color} (release {from_release})")
         result = DeployResult(
             kind=kind,
@@ -271,85 +222,17 @@ class Deployer:
             ready_s=round(ready_s, 3),
             total_s=round(time.monotonic() - t_start, 3),
         )
-        record.update({**asdict(result), "result": "ok", "done_ms": self.now_ms()})
+        record.update({**asdict(result), "result": "ok", "done_ms": w.now_ms()})
         self._record(record)
         return result
 
     def _idle_without_lease(self) -> str:
         """No worker holds the lease: deploy to a colour that is not running (blue first)."""
+        w = self.watch
         for color in COLORS:
-            if self.process_state(color) not in ("RUNNING", "STARTING", "BACKOFF"):
+            if w.process_state(color) not in ("RUNNING", "STARTING", "BACKOFF"):
                 return color
         return "blue"
-
-    def _wait_ready(
-        self, target: str, release_id: str, offset: int, timeout_s: float, fail: Callable[[str], DeployError]
-    ) -> dict[str, str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            hb = self.heartbeat(target)
-            if hb.get("release") == release_id:
-                if hb.get("state") in ("ready", "active"):
-                    return hb
-                if hb.get("state") == "failed":
-                    raise fail(f"readiness check refused: {hb.get('error', '')}")
-            state = self.process_state(target)
-            if state in DEAD_STATES:
-                tail = self._log_tail(target, offset)
-                raise fail(f"worker-{target} exited before it was ready ({state}); its log says:\n{tail}")
-            time.sleep(POLL_S)
-        raise fail(
-            f"worker-{target} was not ready within {timeout_s:.0f} s; its log says:\n"
-            + self._log_tail(target, offset)
-        )
-
-    def _wait_handover(
-        self, request_id: str, successor: str, fail: Callable[[str], DeployError]
-    ) -> dict[str, str]:
-        # The active worker reads the request with its next tick and hands over after it.
-        timeout_s = max(10.0, 4 * self.s.tick_ms / 1000)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            h = self.r.hgetall(self.k.handover())
-            if h.get("id") != request_id:
-                raise fail("the handover request was replaced by another deploy")
-            if h.get("state") == "done":
-                return h
-            if h.get("state") == "refused":
-                raise fail(f"the active worker refused the handover: {h.get('reason', '')}")
-            time.sleep(POLL_S)
-        verdict = self._cancel(request_id, f"not carried out within {timeout_s:.0f} s")
-        if verdict == "done":
-            return self.r.hgetall(self.k.handover())
-        raise fail(
-            f"the active worker did not hand over within {timeout_s:.0f} s (is it halted in a long "
-            f"tick, or gone?); the request was withdrawn"
-        )
-
-    def _cancel(self, request_id: str, reason: str) -> str:
-        return str(self.lease.cancel_handover(request_id, reason, self.now_ms()))
-
-    def _journal_since(self, after_tick: int) -> list[dict[str, str]]:
-        entries = self.r.xrevrange(self.k.journal_ticks(), count=50)
-        return sorted(
-            (f for _, f in entries if int(f.get("tick", -1)) > after_tick), key=lambda f: int(f["tick"])
-        )
-
-    def _wait_first_tick(self, after_tick: int, color: str) -> dict[str, str]:
-        timeout_s = max(10.0, 4 * self.s.tick_ms / 1000)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            later = self._journal_since(after_tick)
-            if later:
-                if later[0].get("color") != color:
-                    raise DeployError(
-                        f"tick {later[0]['tick']} after the handover was run by "
-                        f"worker-{later[0].get('color')}, "
-                        f"not worker-{color}"
-                    )
-                return later[0]
-            time.sleep(POLL_S)
-        raise DeployError(f"worker-{color} took the lease but ran no tick within {timeout_s:.0f} s")
 
     def _first_start(
         self,
@@ -362,10 +245,11 @@ class Deployer:
         fail: Callable[[str], DeployError],
     ) -> DeployResult:
         """No worker held the lease: the ready worker takes it by itself; wait for its tick."""
+        w = self.watch
         self.log("no worker held the lease: the new worker takes it")
-        last = self._journal_since(-1)
+        last = w.journal_since(-1)
         before = int(last[-1]["tick"]) if last else -1
-        first = self._wait_first_tick(before, target)
+        first = w.wait_first_tick(before, target)
         tick = int(first["tick"])
         result = DeployResult(
             kind=record["kind"],
@@ -381,7 +265,7 @@ class Deployer:
             total_s=round(time.monotonic() - t_start, 3),
         )
         self.log(f"worker-{target} ran tick {tick}")
-        record.update({**asdict(result), "result": "ok", "done_ms": self.now_ms()})
+        record.update({**asdict(result), "result": "ok", "done_ms": w.now_ms()})
         self._record(record)
         return result
 
@@ -410,7 +294,7 @@ def rollback(
     d = Deployer(s, log)
     try:
         try:
-            lease = d.active()
+            lease = d.watch.active()
         except redis.RedisError as e:
             raise DeployError(
                 f"cannot reach Redis at {s.redis_url_shown}: {e} (is the stack running?)"
