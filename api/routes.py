@@ -10,6 +10,7 @@ that takes no parameters still reads its body as EmptyBody, so that a misspelt f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -42,6 +43,13 @@ def query_of(request: web.Request, typ: type[Any]) -> Any:
         return msgspec.convert(dict(request.query), typ, strict=False)
     except msgspec.ValidationError as e:
         raise BadRequest(f"bad query string: {e}") from None
+
+
+async def _actor_only(request: web.Request, op: Callable[[c.Actor], Any]) -> web.StreamResponse:
+    """An operation that takes nothing but who asked: its body must be empty."""
+    ctx = ctx_of(request)
+    await read_body(request, c.EmptyBody)
+    return json_response(await ctx.call(op, actor(request)))
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -161,9 +169,7 @@ async def pause(request: web.Request) -> web.StreamResponse:
     summary="Lift a halt or a pause (409 when neither is set)",
 )
 async def resume(request: web.Request) -> web.StreamResponse:
-    ctx = ctx_of(request)
-    await read_body(request, c.EmptyBody)
-    return json_response(await ctx.call(ctx.ops.resume, actor(request)))
+    return await _actor_only(request, ctx_of(request).ops.resume)
 
 
 @route(
@@ -177,9 +183,7 @@ async def resume(request: web.Request) -> web.StreamResponse:
     summary="Hot-reload the strategies of the active worker (409 when no worker holds the lease)",
 )
 async def reload(request: web.Request) -> web.StreamResponse:
-    ctx = ctx_of(request)
-    await read_body(request, c.EmptyBody)
-    return json_response(await ctx.call(ctx.ops.reload, actor(request)))
+    return await _actor_only(request, ctx_of(request).ops.reload)
 
 
 # --- lifecycle ----------------------------------------------------------------------------------
@@ -194,9 +198,7 @@ async def reload(request: web.Request) -> web.StreamResponse:
     summary="Start the worker of the colour that traded last (409 when one runs)",
 )
 async def start(request: web.Request) -> web.StreamResponse:
-    ctx = ctx_of(request)
-    await read_body(request, c.EmptyBody)
-    return json_response(await ctx.call(ctx.ops.start, actor(request)))
+    return await _actor_only(request, ctx_of(request).ops.start)
 
 
 @route(
@@ -210,9 +212,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     summary="Stop the workers gracefully: the tick in progress finishes (409 when none runs)",
 )
 async def stop(request: web.Request) -> web.StreamResponse:
-    ctx = ctx_of(request)
-    await read_body(request, c.EmptyBody)
-    return json_response(await ctx.call(ctx.ops.stop, actor(request)))
+    return await _actor_only(request, ctx_of(request).ops.stop)
 
 
 # --- slots --------------------------------------------------------------------------------------
