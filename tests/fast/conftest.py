@@ -1,12 +1,17 @@
-"""Fixtures of the fast suite beyond tests/conftest.py's fakeredis `store`: the tick rig."""
+"""Fixtures of the fast suite beyond tests/conftest.py's fakeredis `store`: the tick rig and the
+control API on a test server."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from kernel.clock import VirtualClock
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
+from tests.fast.api_rig import Api, running_api
 from tests.fast.rig import ASSETS, SEED, Rig
 from tests.simserver import ThreadServer
 
@@ -28,3 +33,9 @@ async def rig(store, fake_server):
         await r.start()
         yield r
         r.venue.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async with running_api(tmp_path) as a:
+        yield a

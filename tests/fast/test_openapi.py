@@ -4,8 +4,6 @@ serves, every schema it names resolves, and real answers fit the schemas it docu
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -13,7 +11,7 @@ import pytest
 
 from api.app import served_routes
 from api.auth import rate_limited
-from tests.fast.test_api import Api, example_path, running_api
+from tests.fast.api_rig import Api, example_path
 
 JSON = "application/json"
 _TYPES: dict[str, Any] = {
@@ -25,12 +23,6 @@ _TYPES: dict[str, Any] = {
     "boolean": bool,
     "null": type(None),
 }
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_api(tmp_path) as a:
-        yield a
 
 
 @pytest.fixture
