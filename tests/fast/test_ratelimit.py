@@ -1,6 +1,7 @@
 """Venue request budgets: token buckets in Redis (state/lua/ratelimit.lua, state/ratelimit.py)
-and the venues' budgets (venues/budgets.py), shared by every process. The feed's use of them
-is tested in tests/fast/feed_loop/test_budgets.py."""
+shared by every process: capacity, refill, all-or-nothing takes, queueing, corrupt buckets,
+the sync limiter. The venues' budgets are tested in test_venue_budget.py, the feed's use of
+them in tests/fast/feed_loop/test_budgets.py."""
 
 from __future__ import annotations
 
@@ -11,24 +12,10 @@ import time
 import fakeredis
 import pytest
 
-from baton import settings
-from baton.errors import RateLimited, SettingsError
+from baton.errors import RateLimited
 from kernel.clock import wall_ms
 from state.keys import Keys
 from state.ratelimit import AsyncLimiter, BucketSpec, Budget, SyncLimiter
-from venues.budgets import (
-    BINANCE_REST_WEIGHT,
-    BINANCE_WS_CONNECT,
-    BUDGETS,
-    CLOB_BOOKS,
-    CLOB_MARKETS,
-    CLOB_ORDER,
-    CLOB_OTHER,
-    CLOB_POST_ORDER,
-    GAMMA_EVENTS,
-    clob_budget,
-    klines_weight,
-)
 
 KEYS = Keys("baton:")
 T0 = 1_800_000_000_000
@@ -331,57 +318,3 @@ async def test_a_budget_object_can_be_passed_directly(redis, clock):
     assert await lim.take(ONE, cost=3) == 0
     with pytest.raises(RateLimited):
         await lim.take(ONE)
-
-
-# --- the venues' budgets -------------------------------------------------------------------
-
-
-def test_a_window_bucket_never_lets_more_than_the_limit_through_in_any_window():
-    for budget in BUDGETS.values():
-        for b in budget.buckets:
-            assert b.capacity > 0 and b.refill_per_s > 0
-    spec = BucketSpec.window("x:1m", 6000, 60)
-    assert (spec.capacity, spec.refill_per_s) == (3000, 50)
-    assert spec.capacity + spec.refill_per_s * 60 == 6000
-    assert BucketSpec.window("x", 300, 300, burst=30).refill_per_s == pytest.approx(0.9)
-
-
-def test_the_known_budgets():
-    names = {n: [b.name for b in budget.buckets] for n, budget in BUDGETS.items()}
-    assert names[BINANCE_REST_WEIGHT] == ["binance:rest_weight:1m"]
-    assert names[BINANCE_WS_CONNECT] == ["binance:ws_connect:5m"]
-    assert names[CLOB_POST_ORDER] == ["clob:general:10s", "clob:post_order:10s", "clob:post_order:10m"]
-    assert names[GAMMA_EVENTS] == ["gamma:general:10s", "gamma:events:10s"]
-    rest = BUDGETS[BINANCE_REST_WEIGHT].buckets[0]
-    assert rest.capacity + rest.refill_per_s * 60 == 6000  # REQUEST_WEIGHT per minute
-    conn = BUDGETS[BINANCE_WS_CONNECT].buckets[0]
-    assert conn.capacity + conn.refill_per_s * 300 == 300  # connections per 5 minutes
-    sustained = BUDGETS[CLOB_POST_ORDER].buckets[2]
-    assert sustained.capacity + sustained.refill_per_s * 600 == 36000
-    assert klines_weight(1000) == 2
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "budget"),
-    [
-        ("POST", "/order", CLOB_POST_ORDER),
-        ("POST", "/books", CLOB_BOOKS),
-        ("GET", "/data/order/0xabc", CLOB_ORDER),
-        ("GET", "/markets/0xcond", CLOB_MARKETS),
-        ("GET", "/auth/derive-api-key", "clob:auth"),
-        ("GET", "/tick-size?token_id=1", "clob:tick_size"),
-        ("DELETE", "/order", "clob:cancel_order"),
-        ("GET", "/version", CLOB_OTHER),
-        ("GET", "/neg-risk", CLOB_OTHER),
-    ],
-)
-def test_clob_requests_map_to_their_budget(method, path, budget):
-    assert clob_budget(method, path) == budget
-
-
-def test_the_scale_setting():
-    assert settings.load({}).rate_limit_scale == 1.0
-    assert settings.load({"BATON_RATE_LIMIT_SCALE": "0.5"}).rate_limit_scale == 0.5
-    assert settings.load({"BATON_RATE_LIMIT_SCALE": "0"}).rate_limit_scale == 0.0
-    with pytest.raises(SettingsError, match="BATON_RATE_LIMIT_SCALE"):
-        settings.load({"BATON_RATE_LIMIT_SCALE": "-1"})
