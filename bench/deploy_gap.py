@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from baton.errors import OpFailed
-from bench.machine import machine_info, publish, short_machine_line
+from bench.machine import command_line, machine_info, publish, short_machine_line
 from bench.numbers import p99
 from bench.stack import (
     KEYS,
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = summarise(samples, failures)
     return {
         "benchmark": "deploy_gap",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.deploy_gap", *sys.argv[1:]]),
+        "command": command_line("deploy_gap"),
         "machine": machine_info(tick_ms=args.tick_ms),
         "deploys_per_method": args.deploys,
         "seed": args.seed,
@@ -278,9 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.deploy_gap", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tick-ms", type=int, default=1000)
     ap.add_argument("--deploys", type=int, default=10, help="operations of each method")
-    ap.add_argument("--seed", type=int, default=1, help="seed of the phases the operations start at")
     add_run_options(ap, "deploy_gap")
     return ap.parse_args(argv)
 

@@ -41,10 +41,10 @@ from typing import Any
 
 from baton.settings import load
 from bench.candles import HISTORY_S, Prices, synthetic_assets
-from bench.machine import machine_info, publish
+from bench.machine import command_line, machine_info, publish
 from bench.numbers import stats
 from bench.redis_server import RedisServer
-from bench.rig import PREFIX, Rig, bench_settings
+from bench.rig import PREFIX, STUB_VENUE, Rig, bench_settings
 from bench.tick_scale import TIMEFRAMES
 from bench.wire import Wire
 from feed.store import Batch, CandleStore
@@ -283,11 +283,11 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
         redis_info = server.describe()
     return {
         "benchmark": "entry_burst",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.entry_burst", *sys.argv[1:]]),
+        "command": command_line("entry_burst"),
         "machine": machine_info(
             clock="virtual (kernel.clock.VirtualClock)",
             timeframes=list(timeframes),
-            venue="in-process stand-in (instant; every order fills at the ask)",
+            venue=STUB_VENUE,
             **redis_info,
         ),
         "summary": summaries,

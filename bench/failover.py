@@ -29,13 +29,12 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from baton.errors import OpFailed
 from bench import deploy_gap
-from bench.machine import LoadSampler, machine_info, publish
-from bench.numbers import p99
+from bench.machine import LoadSampler, command_line, machine_info, publish
+from bench.numbers import cell, p99
 from bench.stack import (
     KEYS,
     SETTLE_TICKS,
@@ -166,12 +165,6 @@ def summarise(samples: list[Sample], failures: dict[str, int]) -> dict[str, dict
     return out
 
 
-def num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:,.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.1f}"
-
-
 def render(summary: dict[str, dict[str, Any]], tick_ms: int) -> str:
     n_max = max((v["n"] for v in summary.values()), default=0)
     p99_label = "p99 (max)" if n_max < 100 else "p99"
@@ -186,9 +179,9 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int) -> str:
         rows.append(
             f"| {method} | {v['n']}{failed} | {v['missed_mean']:.2f} | {v['missed_max']} "
             f"| {'yes' if v['runtime_counted_agrees'] else 'NO'} "
-            f"| {num(v['to_next_tick_ms_median'])} | {num(v['to_next_tick_ms_p99'])} "
-            f"| {num(v['takeover_ms_median'])} | {num(v['takeover_ms_p99'])} "
-            f"| {num(v['to_ready_ms_median'])} | {v['op_s_median']:.2f} |"
+            f"| {cell(v['to_next_tick_ms_median'])} | {cell(v['to_next_tick_ms_p99'])} "
+            f"| {cell(v['takeover_ms_median'])} | {cell(v['takeover_ms_p99'])} "
+            f"| {cell(v['to_ready_ms_median'])} | {v['op_s_median']:.2f} |"
         )
     out = "\n".join(rows)
     if KILL in summary and DEPLOY in summary:
@@ -262,7 +255,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = summarise(samples, failures)
     return {
         "benchmark": "failover",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.failover", *sys.argv[1:]]),
+        "command": command_line("failover"),
         "machine": machine_info(
             tick_ms=args.tick_ms,
             **load.summary(),
@@ -279,10 +272,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.failover", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tick-ms", type=int, default=1000)
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--deploys", type=int, default=5, help="blue/green deploys, for comparison")
-    ap.add_argument("--seed", type=int, default=1, help="seed of the phases the operations start at")
     add_run_options(ap, "failover")
     return ap.parse_args(argv)
 

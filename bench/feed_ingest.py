@@ -43,7 +43,7 @@ from typing import Any, cast
 
 from baton.settings import load
 from bench.kline_server import END_ASSET, WARMUP_S, server_main
-from bench.machine import machine_info, publish, short_machine_line
+from bench.machine import command_line, machine_info, publish, short_machine_line
 from bench.numbers import rank
 from bench.redis_server import RedisServer
 from feed.client import Feed
@@ -282,7 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         redis_server.stop()
     return {
         "benchmark": "feed_ingest",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.feed_ingest", *sys.argv[1:]]),
+        "command": command_line("feed_ingest"),
         "machine": machine_info(
             **versions(), cores_used={"feed": feed_cpu, "server": server_cpu, "redis": redis_cpu}
         ),

@@ -38,13 +38,12 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
 
 from bench.halts import POLL_S, OrderWatch, Sample, place_in_journal, safety
-from bench.machine import machine_info, publish, short_machine_line
+from bench.machine import command_line, machine_info, publish, short_machine_line
 from bench.numbers import rank
 from bench.stack import KEYS, Api, add_run_options, save_logs, start_stack, stop
 from deploy.ports import free_port
@@ -270,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stop(st, args.keep_home)
     return {
         "benchmark": "halt_latency",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.halt_latency", *sys.argv[1:]]),
+        "command": command_line("halt_latency"),
         "machine": machine_info(
             tick_ms=args.tick_ms,
             timeframes=WINDOW,
@@ -290,9 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.halt_latency", description=__doc__.split("\n\n")[0])
     ap.add_argument("--halts", type=int, default=60)
-    ap.add_argument("--tick-ms", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=1, help="seed of the moments and hold times")
-    add_run_options(ap, "halt_latency")
+    add_run_options(ap, "halt_latency", seed_help="seed of the moments and hold times")
     return ap.parse_args(argv)
 
 

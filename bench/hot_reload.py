@@ -42,8 +42,8 @@ import httpx
 
 from baton.errors import OpFailed
 from bench import deploy_gap
-from bench.machine import LoadSampler, machine_info, publish
-from bench.numbers import p99
+from bench.machine import LoadSampler, command_line, machine_info, publish
+from bench.numbers import cell, p99
 from bench.stack import (
     KEYS,
     SETTLE_TICKS,
@@ -194,12 +194,6 @@ def summarise(samples: list[Sample], failures: dict[str, int]) -> dict[str, dict
     return out
 
 
-def num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:,.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.1f}"
-
-
 LABELS = {
     EDIT: "edit (file changed, worker's own check)",
     API: "api (POST /reload, forced)",
@@ -221,9 +215,9 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int) -> str:
         bad += f" ({v['not_ok']} refused)" if v["not_ok"] else ""
         rows.append(
             f"| {LABELS[method]} | {v['n']}{bad} "
-            f"| {num(v['reloaded_ms_median'])} | {num(v['reloaded_ms_p99'])} "
-            f"| {num(v['first_new_tick_ms_median'])} | {num(v['first_new_tick_ms_p99'])} "
-            f"| {num(v['swap_ms_median'])} | {num(v['swap_ms_p99'])} "
+            f"| {cell(v['reloaded_ms_median'])} | {cell(v['reloaded_ms_p99'])} "
+            f"| {cell(v['first_new_tick_ms_median'])} | {cell(v['first_new_tick_ms_p99'])} "
+            f"| {cell(v['swap_ms_median'])} | {cell(v['swap_ms_p99'])} "
             f"| {v['missed_total']} | {v['op_s_median']:.2f} |"
         )
     out = "\n".join(rows)
@@ -295,7 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stop(st, args.keep_home)
     return {
         "benchmark": "hot_reload",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.hot_reload", *sys.argv[1:]]),
+        "command": command_line("hot_reload"),
         "machine": machine_info(
             tick_ms=args.tick_ms,
             **load.summary(),
@@ -311,10 +305,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.hot_reload", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tick-ms", type=int, default=1000)
     ap.add_argument("--reloads", type=int, default=10, help="reloads of each kind (edit, api)")
     ap.add_argument("--deploys", type=int, default=5, help="blue/green deploys, for comparison")
-    ap.add_argument("--seed", type=int, default=1)
     add_run_options(ap, "hot_reload")
     return ap.parse_args(argv)
 

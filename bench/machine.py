@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -28,6 +29,11 @@ def python_speed_ms(repeats: int = 5) -> float:
             total += i
         best = min(best, time.perf_counter() - t)
     return round(best * 1000, 2)
+
+
+def command_line(name: str) -> str:
+    """How this run of benchmark `name` was started, for its JSON."""
+    return " ".join([Path(sys.executable).name, "-m", f"bench.{name}", *sys.argv[1:]])
 
 
 def machine_info(**extra: Any) -> dict[str, Any]:

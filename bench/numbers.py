@@ -1,4 +1,4 @@
-"""Order statistics the benchmarks share."""
+"""Order statistics the benchmarks share, and how their tables print a number."""
 
 from __future__ import annotations
 
@@ -29,3 +29,10 @@ def stats(values: list[float]) -> dict[str, Any]:
         "p99": rank(values, 0.99),
         "max": max(values),
     }
+
+
+def cell(v: float | None) -> str:
+    """A table cell: "-" for none, whole with thousands separators from 100 up, else one decimal."""
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.1f}"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from baton.settings import timeframe_seconds
-from bench.machine import LoadSampler, machine_info, publish
+from bench.machine import LoadSampler, command_line, machine_info, publish
 from bench.redis_commands import commands_per_tick, summarise_commands
 from bench.redis_memory import (
     DAY_S,
@@ -45,6 +45,7 @@ from bench.redis_memory import (
     per_day,
 )
 from bench.redis_server import RedisServer
+from bench.rig import STUB_VENUE
 from bench.tick_scale import TIMEFRAMES
 from bench.wire import Wire
 
@@ -234,11 +235,11 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
     ]
     return {
         "benchmark": "redis_cost",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.redis_cost", *sys.argv[1:]]),
+        "command": command_line("redis_cost"),
         "machine": machine_info(
             tick_ms=args.tick_ms,
             timeframes=list(timeframes),
-            venue="in-process stand-in (instant; every order fills at the ask)",
+            venue=STUB_VENUE,
             clock="virtual (one tick at a time; nothing else touches Redis during a tick)",
             **load.summary(),
             **info,

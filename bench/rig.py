@@ -23,6 +23,8 @@ from worker.lifecycle import configured_slots
 
 PREFIX = "baton:"
 WARMUP_TICKS = 3
+# What the machine line says of `venues.stub.StubVenue`, the venue the tick benchmarks run on.
+STUB_VENUE = "in-process stand-in (instant; every order fills at the ask)"
 
 
 def bench_settings(url: str, assets: list[str], timeframes: tuple[str, ...], tick_ms: int, home: str) -> Any:

@@ -69,8 +69,12 @@ def save_logs(st: Stack, dest: Path) -> None:
     print(f"logs copied to {dest}", flush=True)
 
 
-def add_run_options(ap: argparse.ArgumentParser, name: str) -> None:
-    """--json-out (bench/results/<name>.json), --keep-logs, --keep-home."""
+def add_run_options(
+    ap: argparse.ArgumentParser, name: str, seed_help: str = "seed of the phases the operations start at"
+) -> None:
+    """--tick-ms, --seed, --json-out (bench/results/<name>.json), --keep-logs, --keep-home."""
+    ap.add_argument("--tick-ms", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=1, help=seed_help)
     ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / f"{name}.json")
     ap.add_argument("--keep-logs", action="store_true", help="copy the stack's logs next to the JSON")
     ap.add_argument("--keep-home", action="store_true", help="leave the stack's BATON_HOME in place")

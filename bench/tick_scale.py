@@ -59,10 +59,10 @@ from typing import Any
 
 from baton.settings import load
 from bench.candles import Feeder, synthetic_assets
-from bench.machine import LoadSampler, machine_info, publish
+from bench.machine import LoadSampler, command_line, machine_info, publish
 from bench.numbers import stats
 from bench.redis_server import RedisServer
-from bench.rig import WARMUP_TICKS, Rig, TickSample, bench_settings, run_ticks
+from bench.rig import STUB_VENUE, WARMUP_TICKS, Rig, TickSample, bench_settings, run_ticks
 from bench.wire import Wire
 from kernel.clock import SystemClock
 from state import connection
@@ -310,11 +310,11 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
         redis_info = server.describe()
     return {
         "benchmark": "tick_scale",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.tick_scale", *sys.argv[1:]]),
+        "command": command_line("tick_scale"),
         "machine": machine_info(
             tick_ms=args.tick_ms,
             timeframes=list(timeframes),
-            venue="in-process stand-in (instant; every order fills at the ask)",
+            venue=STUB_VENUE,
             feed_phase_ms=args.feed_phase_ms,
             entry_rate=args.entry_rate,
             **load.summary(),
