@@ -5,8 +5,8 @@ control_faults and feed_faults); plus the seeded schedule.
 Each fault runs to completion in `inject(ctx, rnd)`: it injects, waits for the system to show
 it has recovered (a tick journaled after the fault, a new lease holder, a feed reconnect...)
 and returns an `Outcome`. The harness stamps the start and end wall times around it and writes
-the record to its fault log, which the checker (tests/chaos/checker.py) uses to attribute
-every missed tick and to know when trading had to be halted.
+the record to its fault log, which the checker uses to attribute every missed tick
+(tests/chaos/tick_checks.py) and to know when trading had to be halted (tests/chaos/halts.py).
 
 Two lanes run side by side:
 - `main`: faults that may cost ticks or change what trading may do (deploys, kills, stops,

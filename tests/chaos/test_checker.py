@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from tests.chaos import checker, faults
-from tests.chaos.checker import RunData
+from tests.chaos import checker, faults, halts, report, tick_checks
+from tests.chaos.report import RunData
 
 T = 1000
 FIRST, LAST = 1000, 1060  # ticks; boundary of tick k is k * T ms
@@ -215,9 +215,9 @@ def test_a_takeover_after_a_slow_tick_is_not_excused_by_it():
 def test_a_missed_tick_goes_to_the_fault_that_began_last():
     b = (FIRST + 30) * T
     fs = [_fault("deploy", 1, b - 5000, b - 500), _fault("redis-restart", 2, b - 200, b + 3000)]
-    got = checker.attribute(FIRST + 30, T, fs)
+    got = tick_checks.attribute(FIRST + 30, T, fs)
     assert got is not None and got["kind"] == "redis-restart"
-    assert checker.attribute(FIRST + 40, T, fs) is None
+    assert tick_checks.attribute(FIRST + 40, T, fs) is None
 
 
 def test_a_duplicate_order_per_slot_window_is_caught():
@@ -431,7 +431,7 @@ def test_a_halt_answered_500_that_stood_anyway_is_still_checked():
             resume_sent_ms=1_048_000,
         )
     ]
-    assert checker.halt_windows(d.faults, T) == [(1_043_000, 1_048_000, "garbage-keys #1")]
+    assert halts.halt_windows(d.faults, T) == [(1_043_000, 1_048_000, "garbage-keys #1")]
     assert broken(d) == {"posted after a halt"}  # trade 3: created in second 1045
 
 
@@ -463,6 +463,6 @@ def test_a_saved_run_is_judged_again_offline(tmp_path, capsys):
 def test_the_markdown_tables_mark_broken_rows():
     d = clean()
     d.journal.insert(3, _entry(FIRST + 2))
-    md = checker.markdown(checker.check(d))
+    md = report.markdown(checker.check(d))
     assert "| ticks | duplicated | 1 | 0 | **BROKEN** |" in md
     assert "| ledger | cash + open cost - (initial + PnL), micros | 0 | 0 | ok |" in md
