@@ -8,8 +8,9 @@ faults injected on a seeded schedule for a while, then a quiet drain and the inv
 The stack is the real one (deploy/sandbox.py: redis-server with AOF, supervisord, sim, feed,
 settle, both worker colours, api) in its own BATON_HOME with free ports; the feed reaches the
 sim's kline WebSocket through a proxy of the harness (tests/chaos/wsproxy.py), which
-is how garbage frames get in. The fault catalogue is in faults.py, the lanes in lanes.py; the
-checker in checker.py. Exit status: 0 when every invariant holds, 1 when one breaks (the seed
+is how garbage frames get in. The fault catalogue is in faults.py, the lanes in lanes.py, what
+the injectors work with (and the drain and snapshot that end a run) in context.py, the checker
+in checker.py. Exit status: 0 when every invariant holds, 1 when one breaks (the seed
 and a replay command are printed), 2 when the run could not be made.
 """
 
@@ -26,27 +27,21 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-import redis
-
-from api import apitoken
-from baton import settings as settings_mod
 from deploy.ports import free_port
 from deploy.releases import PACKAGES
 from deploy.sandbox import Stack, wait_for
 from kernel.clock import wall_ms
 from tests.chaos import checker
 from tests.chaos import faults as F
+from tests.chaos.context import Chaos, collect, drain
 from tests.chaos.lanes import Outcome
 from tests.chaos.wsproxy import WsProxy
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = REPO / "bench" / "results" / "chaos.json"
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 def parse_timeframe_ms(tf: str) -> int:
@@ -66,91 +61,6 @@ def source_trees(tmp: Path) -> list[Path]:
         snipe.write_text(snipe.read_text() + f"\n# chaos release {n}\n")
         out.append(src)
     return out
-
-
-class Chaos:
-    """What the fault injectors work with (tests/chaos/*_faults.py): the stack, the API client,
-    the proxy, and ways to wait for the system to show it is back."""
-
-    def __init__(self, st: Stack, tick_ms: int, window_ms: int, proxy: WsProxy, sources: list[Path]) -> None:
-        self.st = st
-        self.tick_ms = tick_ms
-        self.window_ms = window_ms
-        self.proxy = proxy
-        self.sources = sources
-        self.deploys_done = 0
-        self.seq = 0
-        s = settings_mod.load(st.env)
-        self.api_base = f"http://{s.api_host}:{s.api_port}"
-        self.binance_url = f"http://127.0.0.1:{st.env['BATON_SIM_BINANCE_PORT']}"
-        self.slot_ids = [f"{a}-{tf}" for a in s.assets for tf in s.timeframes]
-        plain = httpx.Client(base_url=self.api_base, timeout=30)
-        wait_for(lambda: plain.get("/health").json().get("ok"), 60, f"the api at {self.api_base}")
-        plain.close()
-        token = wait_for(lambda: apitoken.load(s, env=st.env, create=False), 30, "the API token file")
-        self.token = token.reveal()
-        self.api = httpx.Client(
-            base_url=self.api_base, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
-        )
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def now_ms() -> int:
-        return wall_ms()
-
-    def retry(self, fn: Callable[[], Any], default: Any = None, timeout_s: float = 30) -> Any:
-        """Redis reads that outlive a Redis restart."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return fn()
-            except REDIS_ERRORS:
-                if time.monotonic() > deadline:
-                    return default
-                time.sleep(0.2)
-
-    def poll(self, cond: Callable[[], Any], timeout_s: float, interval_s: float = 0.1) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if cond():
-                    return True
-            except Exception:
-                pass
-            time.sleep(interval_s)
-        return False
-
-    def last_entry(self) -> dict[str, str] | None:
-        rows = self.st.redis.xrevrange("baton:journal:ticks", count=1)
-        return rows[0][1] if rows else None
-
-    def wait_tick_after(
-        self, after_ms: float, timeout_s: float, cond: Callable[[dict[str, str]], bool] | None = None
-    ) -> dict[str, str] | None:
-        """The newest journal entry once it started after `after_ms` (and meets `cond`)."""
-        got: list[dict[str, str]] = []
-
-        def check() -> bool:
-            e = self.last_entry()
-            if e is not None and int(e["started_ms"]) > after_ms and (cond is None or cond(e)):
-                got.append(e)
-                return True
-            return False
-
-        return got[-1] if self.poll(check, timeout_s) else None
-
-    def active(self) -> tuple[str, int, int] | None:
-        lease = self.retry(lambda: self.st.redis.hgetall("baton:lease"), {})
-        color = lease.get("color")
-        if not color:
-            return None
-        info = self.st.supervisor("getProcessInfo", f"worker-{color}")
-        if info["statename"] != "RUNNING" or not info["pid"]:
-            return None
-        return color, int(info["pid"]), int(lease.get("epoch", 0))
-
-    def close(self) -> None:
-        self.api.close()
 
 
 def log(msg: str) -> None:
@@ -220,74 +130,6 @@ class Lane(threading.Thread):
                 + "; ".join([*out.problems, error, "" if recovered else "NOT RECOVERED"]).strip("; ")
             )
             log(f"{self.lane:<10} #{seq:<3} {p.kind:<15} {end - start:>6} ms{flag}")
-
-
-def collect(st: Stack) -> dict[str, Any]:
-    """Everything the checker reads from Redis, in one MULTI (a consistent snapshot), then the
-    sim's list of every order it accepted."""
-    r = st.redis
-    pipe = r.pipeline(transaction=True)
-    pipe.xrange("baton:journal:ticks")
-    pipe.hvals("baton:intents")
-    pipe.hvals("baton:intents:open")
-    pipe.hvals("baton:positions")
-    pipe.hvals("baton:positions:open")
-    pipe.xrange("baton:ledger")
-    pipe.hgetall("baton:ledger:totals")
-    pipe.hgetall("baton:control")
-    pipe.hgetall("baton:stats")
-    pipe.xrange("baton:deploys")
-    pipe.hgetall("baton:feed:stats")
-    pipe.hgetall("baton:settle:stats")
-    res = pipe.execute()
-    end_ms = wall_ms()
-    venue = st.sim_orders()
-    return {
-        "end_ms": end_ms,
-        "journal": [f for _, f in res[0]],
-        "intents": [json.loads(v) for v in res[1]],
-        "open_intents": [json.loads(v) for v in res[2]],
-        "positions": [json.loads(v) for v in res[3]],
-        "open_positions": [json.loads(v) for v in res[4]],
-        "ledger": [f for _, f in res[5]],
-        "ledger_totals": res[6],
-        "control": res[7],
-        "stats": res[8],
-        "deploys": [f for _, f in res[9]],
-        "feed_stats": res[10],
-        "settle_stats": res[11],
-        "venue_orders": venue,
-    }
-
-
-def drain(ctx: Chaos, quiet_s: float, settle_timeout_s: float) -> dict[str, Any]:
-    """Faults off: clear the sim's rules, lift any halt or pause, trade quietly for a while,
-    then pause (no new entries) and wait until every position has settled and every intent
-    is final."""
-    st = ctx.st
-    info: dict[str, Any] = {"started_ms": wall_ms()}
-    for base in (st.clob_url, ctx.binance_url):
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.delete(f"{base}/_sim/faults", timeout=10)
-    control = ctx.retry(lambda: st.redis.hgetall("baton:control"), {})
-    if control.get("halted") not in (None, "0") or control.get("paused") not in (None, "0"):
-        info["resumed_leftover"] = {k: control.get(k) for k in ("halted", "paused")}
-        ctx.api.post("/resume", json={})
-    time.sleep(quiet_s)
-    resp = ctx.api.post("/pause", json={"reason": "chaos drain"})
-    info["pause_status"] = resp.status_code
-    info["paused_ms"] = wall_ms()
-
-    def settled() -> bool:
-        return st.redis.hlen("baton:positions:open") == 0 and st.redis.hlen("baton:intents:open") == 0
-
-    info["settled"] = ctx.poll(settled, settle_timeout_s, 0.5)
-    # Two more ticks, so that the journal ends with a clean stretch.
-    last = ctx.last_entry()
-    if last is not None:
-        ctx.wait_tick_after(int(last["started_ms"]) + ctx.tick_ms, 10)
-    info["ended_ms"] = wall_ms()
-    return info
 
 
 def run(args: argparse.Namespace) -> int:
