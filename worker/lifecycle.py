@@ -28,13 +28,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from baton.errors import LeaseLost, NotReady, SchemaMismatch
 from baton.settings import Settings
-from kernel import boundaries, gcpolicy, lease, reconcile
+from kernel import boundaries, gcpolicy, lease
 from kernel.clock import Clock, wall_ms
 from kernel.halt import HaltGate, HaltResponder
 from kernel.reload import StrategyReloader
 from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state.store import Store
-from state.structs import ControlFlags, Slot, usd_to_micros
+from state.structs import ControlFlags, Slot
+from worker import takeover
 
 log = logging.getLogger("baton.worker")
 
@@ -214,49 +215,14 @@ class Worker:
             await self.store.wait_wake(self.holder, min(self.s.tick_ms / 4000, 1.0))
         return False
 
-    async def takeover_gap(self, first_tick: int) -> int:
-        """Boundaries at which nobody traded, between the previous holder's last journaled
-        tick and our first one: after a crash, and after a worker was stopped or restarted
-        by hand (a planned handover has none: we start at the next tick). Only the downtime
-        of the whole runtime, stopped with `baton stop`, is not counted."""
-        last, _clean = await self.store.read_stop_marks()
-        if last is None or await self.store.stack_was_stopped():
-            return 0
-        return max(0, first_tick - last - 1)
-
-    async def _deposit_live_balance(self) -> None:
-        # Live, the ledger starts from the account's collateral at the venue (booked once:
-        # the ledger ref makes later activations a no-op). Without it the risk checks see no
-        # cash and refuse entries: safe, and said in the log and the error journal.
-        try:
-            micros = await asyncio.to_thread(self.venue.collateral_micros)
-        except Exception as e:
-            msg = f"live: could not read the collateral balance at the venue: {e}"
-            log.error(msg)
-            await self.store.record_errors("worker", [msg], now_ms=self.clock.now_ms())
-            return
-        await self.store.deposit(self.epoch, "deposit:live-initial", micros, self.clock.now_ms())
-
     async def become_active(self) -> TickRunner:
         await self.store.adopt_schema()
-        if self.s.live:
-            await self._deposit_live_balance()
-        elif self.s.paper_cash_usd > 0:
-            await self.store.deposit(
-                self.epoch, "deposit:paper-initial", usd_to_micros(self.s.paper_cash_usd), self.clock.now_ms()
-            )
-        # Intents left in flight by the previous holder are settled with the venue before
-        # this worker does anything else with their slots.
+        await takeover.open_books(self.s, self.store, self.venue, self.epoch, self.clock)
         # A predecessor that is gone (dead, stopped, or handed over after its tick) posts
         # nothing more: what the venue does not know never arrived. One whose lease merely
         # expired may still be posting: its unknown orders get the grace period.
         grace = self._runner().unknown_grace_ms if self.predecessor_maybe_alive else 0
-        done, problems = await reconcile.reconcile_open(
-            self.store, self.venue, self.epoch, self.clock.now_ms(), unknown_grace_ms=grace
-        )
-        if done or problems:
-            log.info("reconciled %d in-flight intent(s)", done)
-        await self.store.record_errors("reconcile", problems, now_ms=wall_ms())
+        await takeover.reconcile_in_flight(self.store, self.venue, self.epoch, self.clock, grace)
         runner = self._runner()
         runner.ident = Identity(self.holder, self.color, self.s.release, self.epoch)
         return runner
@@ -343,7 +309,7 @@ class Worker:
 
     async def _tick_loop(self, runner: TickRunner, collector: gcpolicy.Collector) -> int:
         tick = boundaries.next_tick(self.clock.now_ms(), self.s.tick_ms)
-        missed = await self.takeover_gap(tick)
+        missed = await takeover.takeover_gap(self.store, tick)
         await self.store.mark_clean_stop(None)
         await self._beat()
         while not self.stopping.is_set():
