@@ -177,6 +177,25 @@ class _Base:
         allowed = min([max_wait_ms, *(s.refill_ms for s in specs)])
         return wait, corrupt, RateLimited(b.name, spec.name, cost, wait, allowed, spec.capacity)
 
+    def _queue_levels(self, specs: tuple[BucketSpec, ...]) -> Any:
+        pipe = self.redis.pipeline(transaction=False)
+        for s in specs:
+            pipe.hgetall(self.keys.ratelimit(s.name))
+        return pipe
+
+    def _levels(self, specs: tuple[BucketSpec, ...], raws: list[Any]) -> dict[str, float]:
+        now = self.clock_ms()
+        return {s.name: self._state(raw, s, now) for s, raw in zip(specs, raws, strict=True)}
+
+    def _queue_report(self, corrupt: list[str]) -> Any:
+        """The corrupt buckets' journal entries and count, on a pipeline to execute (the sync
+        and asyncio limiters differ only in how they wait for it)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for fields in self._corrupt_entries(corrupt):
+            pipe.xadd(self.keys.journal_errors(), fields, maxlen=ERRORS_MAXLEN, approximate=True)
+        pipe.hincrby(self.keys.stats(), "errors_ratelimit", len(corrupt))
+        return pipe
+
     def _corrupt_entries(self, corrupt: list[str]) -> list[dict[str, Any]]:
         """journal:errors entries for buckets found corrupt (and reset to full by the script)."""
         at_ms = self.clock_ms()
@@ -223,22 +242,14 @@ class AsyncLimiter(_Base):
     async def levels(self, budget: str | Budget) -> dict[str, float]:
         """Tokens each bucket of `budget` holds now (read only; negative: reserved ahead)."""
         specs = self.buckets(budget)
-        pipe = self.redis.pipeline(transaction=False)
-        for s in specs:
-            pipe.hgetall(self.keys.ratelimit(s.name))
-        raws = await pipe.execute()
-        now = self.clock_ms()
-        return {s.name: self._state(raw, s, now) for s, raw in zip(specs, raws, strict=True)}
+        pipe = self._queue_levels(specs)
+        return self._levels(specs, await pipe.execute())
 
     async def _report(self, corrupt: list[str]) -> None:
         if not corrupt:
             return
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for fields in self._corrupt_entries(corrupt):
-                pipe.xadd(self.keys.journal_errors(), fields, maxlen=ERRORS_MAXLEN, approximate=True)
-            pipe.hincrby(self.keys.stats(), "errors_ratelimit", len(corrupt))
-            await pipe.execute()
+            await self._queue_report(corrupt).execute()
         except Exception:
             log.exception("could not journal a corrupt rate-limit bucket")
 
@@ -263,21 +274,13 @@ class SyncLimiter(_Base):
 
     def levels(self, budget: str | Budget) -> dict[str, float]:
         specs = self.buckets(budget)
-        pipe = self.redis.pipeline(transaction=False)
-        for s in specs:
-            pipe.hgetall(self.keys.ratelimit(s.name))
-        raws = pipe.execute()
-        now = self.clock_ms()
-        return {s.name: self._state(raw, s, now) for s, raw in zip(specs, raws, strict=True)}
+        pipe = self._queue_levels(specs)
+        return self._levels(specs, pipe.execute())
 
     def _report(self, corrupt: list[str]) -> None:
         if not corrupt:
             return
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for fields in self._corrupt_entries(corrupt):
-                pipe.xadd(self.keys.journal_errors(), fields, maxlen=ERRORS_MAXLEN, approximate=True)
-            pipe.hincrby(self.keys.stats(), "errors_ratelimit", len(corrupt))
-            pipe.execute()
+            self._queue_report(corrupt).execute()
         except Exception:
             log.exception("could not journal a corrupt rate-limit bucket")
