@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue chaos test test-fast test-e2e test-browser lint bootstrap redis-server chromium clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue chaos test test-fast test-e2e test-browser lint lint-commits bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -138,10 +138,19 @@ chromium:
 	fi
 
 # ruff, mypy over every package, and the import contracts of pyproject.toml (the layers).
-lint: $(STAMP)
+lint: $(STAMP) lint-commits
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# Commit subjects of at most 72 characters (the why goes in the body), checked for every commit
+# after the one that set the rule; a clone that lacks that commit (a shallow one) skips it.
+SUBJECTS_SINCE := 2ebef0eb181d4425343d1295ff8a3c6af12a20f7
+lint-commits:
+	@if git cat-file -e $(SUBJECTS_SINCE)^{commit} 2>/dev/null; then \
+	  long=$$(git log --format=%s $(SUBJECTS_SINCE)..HEAD | awk 'length > 72'); \
+	  if [ -n "$$long" ]; then echo "commit subjects over 72 characters:"; echo "$$long"; exit 1; fi; \
+	fi
 
 clean: stop
 	rm -rf var
