@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from baton.errors import OpFailed
-from bench.machine import command_line, machine_info, publish, short_machine_line
+from bench.machine import command_line, machine_info, short_machine_line
 from bench.numbers import p99
 from bench.stack import (
     KEYS,
     SETTLE_TICKS,
+    Failures,
     add_run_options,
+    finish,
     last_entry,
     new_holder_entries,
     save_logs,
@@ -240,8 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     timeout_s = 60 + 4 * args.tick_ms / 1000
     samples: list[Sample] = []
-    failures: dict[str, int] = {}
-    errors: list[str] = []
+    failures = Failures()
     with stopped_after(start_stack(args.tick_ms), args.keep_home) as st:
         settle_first(st, timeout_s)
         for i in range(args.deploys):
@@ -249,9 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     s = measure(st, method, i, rng, args.tick_ms, timeout_s)
                 except (OpFailed, TimeoutError, subprocess.TimeoutExpired) as exc:
-                    failures[method] = failures.get(method, 0) + 1
-                    errors.append(f"{method} #{i}: {exc}")
-                    print(f"{method} #{i}: FAILED {exc}", flush=True)
+                    failures.record(method, i, exc)
                     continue
                 samples.append(s)
                 print(
@@ -271,7 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "summary": summary,
         "ratios_naive_over_blue_green": ratios(summary),
-        "errors": errors,
+        "errors": failures.errors,
         "samples": [asdict(s) for s in samples],
     }
 
@@ -287,9 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
     table = render(result["summary"], args.tick_ms)
-    publish(result, table, args.json_out, machine=short_machine_line(result["machine"]))
-    if result["errors"]:
-        sys.exit(f"{len(result['errors'])} operation(s) failed; see {args.json_out}")
+    finish(result, table, args.json_out, machine=short_machine_line(result["machine"]))
 
 
 if __name__ == "__main__":

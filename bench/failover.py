@@ -26,20 +26,21 @@ import random
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from baton.errors import OpFailed
 from bench import deploy_gap
-from bench.machine import LoadSampler, command_line, machine_info, publish
+from bench.machine import LoadSampler, command_line, machine_info
 from bench.numbers import cell, p99
 from bench.stack import (
     KEYS,
     SETTLE_TICKS,
+    Failures,
     add_run_options,
     entry_fields,
+    finish,
     new_holder_entries,
     save_logs,
     settle_first,
@@ -220,8 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     timeout_s = 60 + 4 * args.tick_ms / 1000
     samples: list[Sample] = []
-    failures: dict[str, int] = {}
-    errors: list[str] = []
+    failures = Failures()
     load = LoadSampler().__enter__()
     st = start_stack(args.tick_ms)
     try:
@@ -234,9 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 s = op(st, i, rng, args.tick_ms, timeout_s)
             except (OpFailed, TimeoutError, subprocess.TimeoutExpired, RuntimeError) as exc:
-                failures[method] = failures.get(method, 0) + 1
-                errors.append(f"{method} #{i}: {exc}")
-                print(f"{method} #{i}: FAILED {exc}", flush=True)
+                failures.record(method, i, exc)
                 continue
             samples.append(s)
             print(
@@ -265,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "summary": summary,
         "ticks_missed_counted_by_runtime": counted,
-        "errors": errors,
+        "errors": failures.errors,
         "samples": [asdict(s) for s in samples],
     }
 
@@ -281,9 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
-    publish(result, render(result["summary"], args.tick_ms), args.json_out)
-    if result["errors"]:
-        sys.exit(f"{len(result['errors'])} operation(s) failed; see {args.json_out}")
+    finish(result, render(result["summary"], args.tick_ms), args.json_out)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,13 +41,15 @@ import httpx
 
 from baton.errors import OpFailed
 from bench import deploy_gap
-from bench.machine import LoadSampler, command_line, machine_info, publish
+from bench.machine import LoadSampler, command_line, machine_info
 from bench.numbers import cell, p99
 from bench.stack import (
     KEYS,
     SETTLE_TICKS,
     Api,
+    Failures,
     add_run_options,
+    finish,
     journal_fields,
     last_entry,
     save_logs,
@@ -252,8 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     timeout_s = 60 + 4 * args.tick_ms / 1000
     samples: list[Sample] = []
-    failures: dict[str, int] = {}
-    errors: list[str] = []
+    failures = Failures()
     load = LoadSampler().__enter__()
     # The bench's reloads are not what is measured: no rate limit in their way.
     st = start_stack(args.tick_ms, BATON_API_MUTATIONS_PER_MIN="6000")
@@ -270,9 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     s = reload_once(st, api, method, i, rng, args.tick_ms, timeout_s)
             except (OpFailed, TimeoutError, subprocess.TimeoutExpired, RuntimeError, httpx.HTTPError) as exc:
-                failures[method] = failures.get(method, 0) + 1
-                errors.append(f"{method} #{i}: {exc}")
-                print(f"{method} #{i}: FAILED {exc}", flush=True)
+                failures.record(method, i, exc)
                 continue
             samples.append(s)
             print(
@@ -298,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "deploys": args.deploys,
         "seed": args.seed,
         "summary": summarise(samples, failures),
-        "errors": errors,
+        "errors": failures.errors,
         "samples": [asdict(s) for s in samples],
     }
 
@@ -314,9 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
-    publish(result, render(result["summary"], args.tick_ms), args.json_out)
-    if result["errors"]:
-        sys.exit(f"{len(result['errors'])} operation(s) failed; see {args.json_out}")
+    finish(result, render(result["summary"], args.tick_ms), args.json_out)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import httpx
 from api import apitoken
 from baton import settings as settings_mod
 from baton.errors import OpFailed
+from bench.machine import publish
 from deploy.sandbox import Stack, wait_for
 from kernel.clock import wall_ms
 from state.keys import Keys
@@ -78,6 +80,27 @@ def add_run_options(
     ap.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / f"{name}.json")
     ap.add_argument("--keep-logs", action="store_true", help="copy the stack's logs next to the JSON")
     ap.add_argument("--keep-home", action="store_true", help="leave the stack's BATON_HOME in place")
+
+
+class Failures(dict[str, int]):
+    """The operations that did not complete, counted per method; `errors` says what each met.
+    A failed operation is reported and the run goes on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    def record(self, method: str, index: int, exc: BaseException) -> None:
+        self[method] = self.get(method, 0) + 1
+        self.errors.append(f"{method} #{index}: {exc}")
+        print(f"{method} #{index}: FAILED {exc}", flush=True)
+
+
+def finish(result: dict[str, Any], table: str, json_out: Path, machine: str | None = None) -> None:
+    """Publish a run's table and JSON; exit non-zero if an operation failed."""
+    publish(result, table, json_out, machine=machine)
+    if result["errors"]:
+        sys.exit(f"{len(result['errors'])} operation(s) failed; see {json_out}")
 
 
 class Api:
