@@ -42,11 +42,7 @@ def _options(timeout_s: float | None, decoded: bool) -> dict[str, Any]:
         "socket_timeout": timeout_s,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_keepalive": True,
-        # A blocking command (BLPOP, XREAD) sits on a connection that may have died unseen:
-        # a PING first when it has been idle. Not on the others: there it would be one more
-        # round trip inside a tick for a pooled connection idle since the last entry tick,
-        # and a dead one is retried on a fresh connection anyway (below).
-        "health_check_interval": HEALTH_CHECK_S if timeout_s is BLOCKING else 0,
+        "health_check_interval": HEALTH_CHECK_S,
     }
 
 

@@ -27,7 +27,7 @@ def test_every_client_reads_garbage_as_garbage_and_retries_a_lost_connection(mak
     assert kw["socket_timeout"] == connection.TIMEOUT_S
     assert kw["socket_connect_timeout"] == connection.CONNECT_TIMEOUT_S
     assert kw["socket_keepalive"] is True
-    assert kw["health_check_interval"] == 0  # no PING inside a tick
+    assert kw["health_check_interval"] == connection.HEALTH_CHECK_S
     retry = kw["retry"]
     assert retry.get_retries() == connection.RETRIES
 
@@ -36,7 +36,6 @@ def test_every_client_reads_garbage_as_garbage_and_retries_a_lost_connection(mak
 def test_a_use_chooses_only_its_timeout_and_bytes_or_text(make) -> None:
     kw = _kwargs(make(SETTINGS, timeout_s=connection.BLOCKING, decoded=False))
     assert kw["socket_timeout"] is None
-    assert kw["health_check_interval"] == connection.HEALTH_CHECK_S
     assert kw["decode_responses"] is False
     assert kw["encoding_errors"] == "replace"
 
