@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from api.apitoken import token_id
+from api.__main__ import Scrub
+from api.apitoken import ApiToken, token_id
+from api.auth import session_cookie
 from baton.settings import REPO_ROOT
 from deploy.ports import free_port
 from tests.fast.api_rig import TOKEN
@@ -91,9 +93,6 @@ def test_python_m_api_refuses_a_taken_port_clearly(tmp_path: Path):
 def test_the_log_scrubber_hides_the_token_from_every_logger(caplog):
     import logging
 
-    from api.__main__ import Scrub
-    from api.apitoken import ApiToken
-    from api.auth import session_cookie
 
     token = ApiToken("t" * 40, "test")
     f = Scrub((token.reveal(), session_cookie(token)))

@@ -11,9 +11,9 @@ import zlib
 import pytest
 
 from kernel.candle_cache import CandleCache
-from kernel.snapshot import read_snapshot, slot_refs
+from kernel.snapshot import DecodeMemo, read_snapshot, slot_refs
 from state.scripts import scripts_for
-from state.structs import CANDLE, Candle
+from state.structs import CANDLE, SLOT, Candle, Slot
 
 ASSETS = ("btc", "eth", "sol")
 LOOKBACK_S = 10
@@ -162,8 +162,6 @@ async def test_the_copy_is_read_whole_again_after_full_every_ms(store) -> None:
 
 
 def test_the_decode_memo_reuses_unchanged_values_and_forgets_unseen_ones() -> None:
-    from kernel.snapshot import DecodeMemo
-    from state.structs import SLOT, Slot
 
     memo = DecodeMemo()
     raw_a = SLOT.encode(Slot("a", "btc", "15m")).decode()

@@ -9,6 +9,9 @@ import httpx
 import msgspec
 import pytest
 
+from kernel import executor
+from kernel.snapshot import slot_refs
+from kernel.tick import Identity
 from tests.factories import intent as make_intent
 from tests.fast.rig import ASSETS, enter_at_once
 
@@ -95,7 +98,6 @@ async def test_a_slot_that_entered_its_window_sleeps_until_the_next(rig, monkeyp
 async def test_an_entry_made_before_this_worker_looked_is_found_between_ticks(rig, monkeypatch):
     """An entry intent already in Redis (a predecessor's) when the slot is about to wake: the
     slot is never evaluated in that window."""
-    from kernel.snapshot import slot_refs
 
     asked: list[str] = []
     rig.resolver = lambda name: enter_at_once(asked)
@@ -114,7 +116,6 @@ async def test_a_commit_without_an_answer_makes_the_tick_ask_again(rig, monkeypa
     one that raised, the next tick asks Redis itself. If the commit had landed, it finds the
     intents there and nothing enters again (the orders were never posted); if not, the slots
     enter then."""
-    from kernel import executor
 
     asked: list[str] = []
     rig.resolver = lambda name: enter_at_once(asked)
@@ -156,8 +157,6 @@ async def test_what_was_looked_up_under_an_older_lease_is_asked_again(rig, monke
     """The between-ticks look-up holds only for the epoch it was made under: another holder
     may have entered meanwhile. After the lease went elsewhere and came back, the tick asks
     Redis again, finds that holder's entry and does not enter that slot a second time."""
-    from kernel.snapshot import slot_refs
-    from kernel.tick import Identity
 
     asked: list[str] = []
     rig.resolver = lambda name: enter_at_once(asked)

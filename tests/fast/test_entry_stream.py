@@ -12,6 +12,8 @@ import msgspec
 import pytest
 
 from kernel import entries as entries_mod
+from kernel import executor, lanes
+from kernel.halt import HaltGate, HaltResponder
 from kernel.tick import TickRunner
 from tests.fast.rig import enter_at_once
 from venues.stub import StubVenue  # every order fills at its limit price, in process
@@ -159,7 +161,6 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
     chunk does not post on two threads while six sit idle (a real venue's posts are slow)."""
     import asyncio
 
-    from kernel import executor, lanes
 
     got: list[int] = []
     release = asyncio.Event()
@@ -200,7 +201,6 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
     import asyncio
     import threading
 
-    from kernel.halt import HaltGate, HaltResponder
 
     monkeypatch.setattr(entries_mod, "ENTRY_CHUNK_MIN", 2)
     monkeypatch.setattr(entries_mod, "ENTRY_YIELD_EVERY", 1)  # the halt can be heard after any slot

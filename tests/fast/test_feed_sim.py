@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 
 from feed.client import Feed
+from sim.binance import BinanceSim, create_app
+from sim.model import PriceModel
 from state.keys import Keys
 from state.structs import CANDLE, Candle
 
@@ -68,7 +70,6 @@ async def wait_for(cond, what: str, timeout_s: float) -> None:
 
 async def test_the_feed_keeps_up_with_the_sim_binance_server():
     sim_binance = pytest.importorskip("sim.binance")  # another engineer's module
-    from sim.model import PriceModel
 
     redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     model = PriceModel(seed=7)
@@ -100,8 +101,6 @@ async def test_a_stream_dropped_mid_window_reconnects_and_backfills_with_no_hole
     """The sim cuts the socket in the middle of a (6 s) window and refuses reconnects for
     2 s: the feed reconnects with backoff and backfills, so that every second of the window
     is in Redis, with the model's prices."""
-    from sim.binance import BinanceSim, create_app
-    from sim.model import PriceModel
 
     window_s, refuse_ms = 6, 2000
     redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())

@@ -15,7 +15,9 @@ import pytest
 from baton.errors import BadFrame
 from deploy.ports import free_port
 from feed.backoff import Backoff
-from state.structs import Candle
+from feed.store import Batch, CandleStore
+from state.keys import Keys
+from state.structs import CANDLE, FEED_STATUS, Candle
 from venues.binance import (
     CandleUpdate,
     ServerShutdown,
@@ -153,8 +155,6 @@ async def test_python_m_feed_exits_0_on_sigterm_even_while_retrying():
 def test_the_store_finds_a_hole_and_fills_it_behind_the_last_closed_candle():
     import fakeredis
 
-    from feed.store import Batch, CandleStore
-    from state.keys import Keys
 
     redis = fakeredis.FakeAsyncRedis()
     store = CandleStore(redis, Keys("baton:"), interval="1s", retention_s=60, clock_ms=lambda: 0)
@@ -189,9 +189,6 @@ async def test_the_store_writes_each_candle_as_its_own_readable_member():
     time: an update replaces the member of its open time; retention trims from the newest."""
     import fakeredis
 
-    from feed.store import Batch, CandleStore
-    from state.keys import Keys
-    from state.structs import CANDLE, FEED_STATUS
 
     redis = fakeredis.FakeAsyncRedis()
     keys = Keys("baton:")

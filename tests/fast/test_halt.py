@@ -21,12 +21,16 @@ from baton.settings import load
 from control import commands as c
 from control import halt
 from control.ops import Ops
+from kernel import entries as entries_mod
 from kernel import executor
 from kernel.halt import HaltGate, HaltResponder
 from kernel.lease import active_color
+from kernel.markets import MarketCache
+from kernel.wakes import WakeSchedule
 from state.keys import Keys
 from state.structs import Intent
 from tests.factories import intent as make_intent
+from tests.fast.rig import ASSETS
 
 ACTOR = c.Actor(source="cli", who="test")
 
@@ -128,10 +132,6 @@ async def test_the_acknowledgement_waits_for_posts_already_in_flight(store):
 
 
 async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monkeypatch):
-    from kernel import entries as entries_mod
-    from kernel.markets import MarketCache
-    from kernel.wakes import WakeSchedule
-    from tests.fast.rig import ASSETS  # the rig's four assets
 
     calls: list[str] = []
     gate = HaltGate()

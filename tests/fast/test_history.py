@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
+from api.dashboard_data import pnl_series
 from kernel import history
 from kernel.history import DAY_MS, HistoryPruner
 from state.structs import INTENT, POSITION, usd_to_micros
@@ -187,7 +188,6 @@ async def test_the_pnl_chart_adds_up_the_same_after_the_ledger_was_trimmed(store
     so cash, deposits, realised PnL and the entry count read the same before and after."""
     from types import SimpleNamespace
 
-    from api.dashboard_data import pnl_series
 
     ctx = SimpleNamespace(s=SimpleNamespace(prefix=store.k.p), redis=store.r)
     epoch = await lease(store)

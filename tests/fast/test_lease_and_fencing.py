@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from baton.errors import SchemaMismatch
+from state.schema import incompatibility
+from state.structs import TickRecord
 from tests.factories import NOW, intent
 
 
@@ -122,7 +124,6 @@ async def test_a_dead_holder_named_by_the_caller_is_taken_over_before_expiry(sto
 
 
 async def test_schema_skew_rules(store):
-    from state.schema import incompatibility
 
     assert incompatibility(1, 1, 1, 1) is None
     assert incompatibility(1, 1, 2, 1) is None  # newer code reads older data
@@ -147,7 +148,6 @@ async def test_release_frees_the_lease_for_an_immediate_successor(store):
 
 
 async def test_the_journal_takes_each_tick_once_and_never_from_a_stale_epoch(store):
-    from state.structs import TickRecord
 
     await store.acquire_lease("blue:1", "blue", "r1", NOW, 1000)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from kernel.snapshot import SlotRef
+from state.structs import Market
+
 
 async def test_markets_kept_in_memory_are_pruned_in_amortised_time(rig):
     """Markets are kept in memory until their window is an hour gone. Short windows put more
     of them into an hour than the map's floor: it must not be copied on every new market (it
     was, and at 1,024 slots on 15 s windows that copying was most of the worker's CPU)."""
-    from kernel.snapshot import SlotRef
-    from state.structs import Market
 
     runner = rig.runner
     now_s = rig.clock.now_ms() // 1000

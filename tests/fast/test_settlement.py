@@ -16,6 +16,7 @@ from rq.serializers import JSONSerializer
 
 from kernel import settlement
 from kernel.settlement import Enqueuer, job_id, queue_name
+from tests.factories import position
 from worker import settle as settle_program
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -139,7 +140,6 @@ async def test_jobs_say_what_they_settle_to_redis_cli_users(rig):
 
 
 def test_a_remembered_claim_counts_until_it_expires_though_pruned_only_once_a_minute():
-    from tests.factories import position
 
     p = position()
     enq = Enqueuer(fakeredis.FakeRedis(), "baton:", claim_ttl_s=10)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import msgspec
 
 from feed.store import Batch, CandleStore
+from kernel import candle_cache, housekeeping
+from kernel import tick as tick_mod
 from state.structs import SLOT, Candle
 from tests.fast.rig import last_five_seconds
 
@@ -102,7 +104,6 @@ async def test_the_periodic_whole_reads_of_awake_windows_are_made_between_ticks(
     """A window awake at every tick is still read whole every FULL_EVERY_MS (kernel/
     candle_cache.py), but by the gap before the tick it falls due at: after the first one,
     no tick reads a window whole, and every window was read whole again between ticks."""
-    from kernel import candle_cache
 
     class AlwaysAwake:  # no quotes_from_ms: awake at every tick; never trades
         @staticmethod
@@ -152,8 +153,6 @@ async def set_enabled(rig, slot_id: str, enabled: bool) -> None:
 async def test_a_disabled_slot_sleeps_and_wakes_when_enabled_again(rig, monkeypatch):
     """A disabled slot runs no strategy, so its asset's candles are not read for it, neither
     by the tick nor between ticks; enabled again, it is awake one tick later."""
-    from kernel import housekeeping
-    from kernel import tick as tick_mod
 
     asked: list[str] = []
 

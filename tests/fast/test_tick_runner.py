@@ -13,6 +13,7 @@ import pytest
 from baton.errors import LeaseLost, SnapshotError
 from kernel.clock import VirtualClock
 from kernel.tick import TickRunner
+from state.ledger import utc_day
 from state.structs import FEED_STATUS, FeedStatus, usd_to_micros
 from tests.fast.rig import Rig
 from worker.lifecycle import Worker
@@ -138,7 +139,6 @@ async def test_stale_candles_block_new_entries(rig):
 
 
 async def test_reaching_the_daily_loss_limit_halts_with_a_reason(rig):
-    from state.ledger import utc_day
 
     day = rig.store.k.ledger_day(utc_day(rig.clock.now_ms()))
     await rig.store.r.hset(day, "realized_pnl_micros", -usd_to_micros(100))
