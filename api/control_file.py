@@ -13,7 +13,6 @@ import stat
 import time
 import typing
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from api.context import ApiContext, Outage
 from baton.errors import BadRequest, Forbidden, OpError, Unavailable
 from control import commands as c
 from control.ops import Ops
+from kernel.clock import wall_utc
 
 log = logging.getLogger("baton.api.files")
 
@@ -69,7 +69,7 @@ def _action(cmd: c.Command) -> str:
 
 
 def _archive_path(archive_dir: Path, action: str) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    stamp = wall_utc().strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
     path = archive_dir / f"{stamp}-{action}.json"
     n = 1
     while path.exists():  # two commands in one millisecond

@@ -30,10 +30,10 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 from baton.errors import ReleaseError
+from kernel.clock import wall_utc
 from state.keys import COLORS
 
 PACKAGES = ("baton", "control", "deploy", "feed", "kernel", "sim", "state", "venues", "worker")
@@ -292,7 +292,7 @@ def stage(
             os.chmod(staging, _DIR_MODE)
             content_hash = _copy_tree(src, staging, packages)
             for _attempt in range(3):
-                now = datetime.now(UTC)
+                now = wall_utc()
                 release_id = f"{now:%Y%m%dT%H%M%S}-{content_hash[:10]}"
                 created_utc = now.strftime("%Y-%m-%dT%H:%M:%SZ")
                 manifest = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -17,6 +18,11 @@ def wall_ms() -> int:
 def wall_ns() -> int:
     """Wall-clock time in nanoseconds, comparable with a file's st_mtime_ns."""
     return time.time_ns()
+
+
+def wall_utc() -> datetime:
+    """Wall-clock time as an aware UTC datetime, for the stamps in file and release names."""
+    return datetime.fromtimestamp(time.time_ns() / 1e9, UTC)
 
 
 def wall_ms_precise() -> float:
