@@ -9,7 +9,6 @@ append-and-sum rule, `_ledger.lua`, is thus written once).
 from __future__ import annotations
 
 import re
-import weakref
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -73,12 +72,13 @@ class Scripts:
         pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 
-_REGISTERED: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
-
-
 def scripts_for(redis: Any) -> Scripts:
-    """The scripts registered on this client (sync or asyncio), registered on first use."""
-    found = _REGISTERED.get(redis)
+    """The scripts registered on this client (sync or asyncio), registered on first use.
+
+    Kept on the client itself, so they live exactly as long as it does (a registry keyed by
+    client would keep every client alive: each script holds its client)."""
+    found: Scripts | None = getattr(redis, "_baton_scripts", None)
     if found is None:
-        found = _REGISTERED[redis] = Scripts(redis)
+        found = Scripts(redis)
+        redis._baton_scripts = found
     return found

@@ -3,6 +3,9 @@ registered by its name, once per client."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import fakeredis
 import pytest
 
@@ -83,3 +86,12 @@ def test_the_deploy_lock_is_released_by_its_holder_only() -> None:
     assert deploys.r.get("baton:deploy:lock") == "mine"
     assert deploys.release_lock("mine") == 1
     assert deploys.r.get("baton:deploy:lock") is None
+
+
+def test_a_client_and_its_scripts_are_freed_together() -> None:
+    r = connection.client(SETTINGS)
+    assert scripts_for(r) is scripts_for(r)
+    gone = weakref.ref(r)
+    del r
+    gc.collect()
+    assert gone() is None, "the script registry kept a client alive"
