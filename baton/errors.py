@@ -27,6 +27,10 @@ class CredentialsError(ConfigError, ValueError):
     """Live mode cannot sign: the message lists what is missing, never a secret's value."""
 
 
+class SecretFileError(ConfigError, ValueError):
+    """A secret file that others could read, that belongs to another user, or is empty."""
+
+
 class TokenError(ConfigError, ValueError):
     """The token cannot be used; the message names the file or variable, never the value."""
 
