@@ -11,9 +11,17 @@ DEPLOYS_MAXLEN = 1000
 
 
 class DeploysRepo(Repo):
-    def take_lock(self, token: str, ttl_ms: int) -> Any:
-        """True when the lock was free and is now ours (SET NX with a TTL)."""
-        return self.r.set(self.k.deploy_lock(), token, nx=True, px=ttl_ms)
+    def take_lock(self, token: str, ttl_ms: int) -> bool:
+        """True when the lock was free and is now ours (SET NX with a TTL).
+
+        Clients retry a command whose reply was lost (state/connection.py): when the first
+        SET landed, the retry finds the lock taken, by us. The token tells, so a deploy is
+        not refused by its own lock until the TTL runs out.
+        """
+        if self.r.set(self.k.deploy_lock(), token, nx=True, px=ttl_ms):
+            return True
+        held = self.r.get(self.k.deploy_lock())
+        return held is not None and (held.decode() if isinstance(held, bytes) else held) == token
 
     def release_lock(self, token: str, pipeline: Any = None) -> Any:
         """Only our own lock (deploy_unlock.lua): 1 when released, 0 when no longer ours."""

@@ -82,6 +82,8 @@ def test_the_deploy_lock_is_released_by_its_holder_only() -> None:
     deploys = DeploysRepo(fakeredis.FakeRedis(decode_responses=True), Keys("baton:"))
     assert deploys.take_lock("mine", 60_000)
     assert not deploys.take_lock("theirs", 60_000)
+    # A retried SET NX whose first attempt landed (lost reply) finds its own token.
+    assert deploys.take_lock("mine", 60_000)
     assert deploys.release_lock("theirs") == 0
     assert deploys.r.get("baton:deploy:lock") == "mine"
     assert deploys.release_lock("mine") == 1
