@@ -11,6 +11,14 @@ STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
+# What a user passes (`make deploy REF=...`, `make halt REASON=...`) reaches the programs
+# through the environment, never through a command line the shell parses: each is taken
+# unexpanded (`$(value)`: make does not run a `$(...)` in it), exported, and read in the recipes
+# as "$$NAME" in double quotes, so no character of it is interpreted, by make or by the shell.
+USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED
+$(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
+export $(USER_VARS)
+
 .PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue chaos test test-fast test-e2e test-browser lint lint-commits bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
@@ -51,7 +59,7 @@ status: $(STAMP)
 # Blue/green: stage the working tree (or REF=<git ref>) as a release for the idle colour,
 # wait until it is ready, hand over at the next tick boundary, stop the old worker.
 deploy: $(STAMP)
-	$(VENV)/bin/baton deploy $(if $(REF),--ref $(REF))
+	$(VENV)/bin/baton deploy $${REF:+--ref="$$REF"}
 
 rollback: $(STAMP)
 	$(VENV)/bin/baton rollback
@@ -62,10 +70,10 @@ reload: $(STAMP)
 
 # Control, straight over Redis (works with the api program down): REASON="..." is optional.
 halt: $(STAMP)
-	$(VENV)/bin/baton halt $(if $(REASON),--reason "$(REASON)")
+	$(VENV)/bin/baton halt $${REASON:+--reason="$$REASON"}
 
 pause: $(STAMP)
-	$(VENV)/bin/baton pause $(if $(REASON),--reason "$(REASON)")
+	$(VENV)/bin/baton pause $${REASON:+--reason="$$REASON"}
 
 resume: $(STAMP)
 	$(VENV)/bin/baton resume
@@ -79,22 +87,22 @@ bench-feed: bootstrap
 
 # Halt latency: HALTS= halts over HTTP on a real stack; ack and round-trip percentiles, orders after acks.
 bench-halt: bootstrap
-	$(PY) -m bench.halt_latency $(if $(HALTS),--halts $(HALTS))
+	$(PY) -m bench.halt_latency $${HALTS:+--halts="$$HALTS"}
 
 # Every benchmark in sequence, then a summary table; QUICK=1 for a smoke run at tiny
 # sizes (a few minutes; results in a temp dir, so the published ones in bench/results/ stay).
 bench: bootstrap
-	$(PY) -m bench.all $(if $(QUICK),--quick)
+	$(PY) -m bench.all $${QUICK:+--quick}
 
 # Tick cost vs scale: 16-4,096 slots on one worker against a real redis-server (SLOTS=16,1024;
 # RATE=0.2 spreads the entries over the entry zone: results in bench/results/tick_scale_spread.json).
 bench-scale: bootstrap
-	$(PY) -m bench.tick_scale $(if $(SLOTS),--slots $(SLOTS)) $(if $(RATE),--entry-rate $(RATE))
+	$(PY) -m bench.tick_scale $${SLOTS:+--slots="$$SLOTS"} $${RATE:+--entry-rate="$$RATE"}
 
 # Entry bursts: one entry tick of 256-1,024 slots in zone, cycle after cycle on a virtual clock;
 # wall time beside the worker's CPU and Redis's (results in bench/results/entry_burst.json).
 bench-burst: bootstrap
-	$(PY) -m bench.entry_burst $(if $(CYCLES),--cycles $(CYCLES))
+	$(PY) -m bench.entry_burst $${CYCLES:+--cycles="$$CYCLES"}
 
 # Crash failover: SIGKILLs of the active worker against blue/green deploys on a real stack.
 bench-failover: bootstrap
@@ -117,7 +125,7 @@ bench-venue: bootstrap
 # SEED= replays a run (default: random, printed). Results in bench/results/chaos.json; exits
 # non-zero when an invariant breaks. docs/reliability.md has the catalogue and the latest run.
 chaos: bootstrap
-	$(PY) -m tests.chaos.harness --duration-s $(or $(DURATION),600) $(if $(SEED),--seed $(SEED))
+	$(PY) -m tests.chaos.harness --duration-s="$${DURATION:-600}" $${SEED:+--seed="$$SEED"}
 
 test: bootstrap
 	$(VENV)/bin/pytest -q tests
