@@ -10,29 +10,52 @@ STAMP := $(VENV)/.installed
 # program that talks to the venue (a restarted worker missed one more tick for it).
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
+# Every package is pinned with its hashes: requirements.lock (the runtime, the dev extra, and
+# the pip and setuptools that install Baton itself) and requirements-tools.lock (import-linter).
+# Both venvs install only from them, with --require-hashes and --no-deps, so a file on the
+# registry that changed, or a package that was not locked, fails the install instead of running.
+# pyproject.toml keeps the ranges; `make lock` resolves within them, keeping the pins that still
+# fit (UPGRADE=1 takes the newest). The locks are resolved for CPython 3.11 on x86_64 Linux
+# (glibc, manylinux_2_28), which is what CI runs; elsewhere run `make lock` first.
+LOCK := requirements.lock
+TOOLS_LOCK := requirements-tools.lock
+LOCKER := .venv-lock
+UV_COMPILE = $(LOCKER)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+  --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' $${UPGRADE:+--upgrade}
 
 # What a user passes (`make deploy REF=...`, `make halt REASON=...`) reaches the programs
 # through the environment, never through a command line the shell parses: each is taken
 # unexpanded (`$(value)`: make does not run a `$(...)` in it), exported, and read in the recipes
 # as "$$NAME" in double quotes, so no character of it is interpreted, by make or by the shell.
-USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED
+USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue chaos test test-fast test-e2e test-browser lint lint-commits bootstrap redis-server chromium clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue chaos test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
-$(STAMP): pyproject.toml
+# Baton itself goes in editable, without build isolation (which would fetch an unpinned
+# setuptools); `pip check` then fails on a lock that lacks a dependency pyproject.toml added.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	@touch $(STAMP)
 
-$(TOOLS_STAMP): pyproject.toml
+$(TOOLS_STAMP): $(TOOLS_LOCK)
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install -q 'import-linter>=2.17,<3'
+	$(TOOLS)/bin/python -m pip install -q --require-hashes --no-deps -r $(TOOLS_LOCK)
+	$(TOOLS)/bin/python -m pip check
 	@touch $@
+
+# Re-resolve both locks (uv, itself pinned, in a venv of its own), then commit them.
+lock:
+	@test -x $(LOCKER)/bin/python || $(PYTHON) -m venv $(LOCKER)
+	$(LOCKER)/bin/python -m pip install -q 'uv==0.13.8'
+	printf 'setuptools>=68\npip\n' | $(UV_COMPILE) --extra dev pyproject.toml - -o $(LOCK)
+	echo 'import-linter>=2.17,<3' | $(UV_COMPILE) - -o $(TOOLS_LOCK)
 
 # The embedded Redis needs the redis-server binary: install it with apt when we may,
 # else stop and name the package. Not needed when BATON_REDIS_URL points elsewhere.
