@@ -30,7 +30,7 @@ from state.structs import Market
 from venues.budgets import venue_throttle
 from venues.gamma import Gamma, parse_gamma_event
 from venues.http import VERSION_MISMATCH, Throttle, classify, take
-from venues.order_ids import OrderIds
+from venues.order_ids import OrderIdFn, OrderIds, check_order_ids
 
 log = logging.getLogger("baton.venue")
 T = TypeVar("T")
@@ -121,6 +121,7 @@ class ClobVenue:
         signature_type: int = 0,
         dry_run: bool = False,
         throttle: Throttle | None = None,
+        order_ids: OrderIdFn | None = None,
     ) -> None:
         self.clob_url = clob_url.rstrip("/")
         self.gamma_url = gamma_url.rstrip("/")
@@ -138,7 +139,9 @@ class ClobVenue:
         )
         self._client.throttle = throttle
         self._creds_lock = threading.Lock()
-        self._order_id = OrderIds(chain_id)
+        self._order_id = order_ids or OrderIds(chain_id)
+        if self._client.signer is not None:  # a client without a key signs nothing
+            check_order_ids(self._client.builder, chain_id, self._order_id)
 
     def __repr__(self) -> str:  # never show the key or the API secret
         return f"ClobVenue(clob_url={self.clob_url!r}, gamma_url={self.gamma_url!r}, dry_run={self.dry_run})"

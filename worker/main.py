@@ -12,7 +12,7 @@ import signal
 import sys
 
 from baton import settings as settings_mod
-from baton.errors import CredentialsError
+from baton.errors import CredentialsError, VenueError
 from kernel.clock import SystemClock
 from kernel.settlement import Enqueuer
 from state import connection
@@ -38,7 +38,7 @@ async def amain(argv: list[str]) -> int:
     sync_redis = connection.client(s, decoded=False)
     try:
         venue = venue_from_settings(s, redis=sync_redis)
-    except CredentialsError as e:
+    except (CredentialsError, VenueError) as e:  # no key, or order ids the venue would not know
         log.error("worker %s refuses to start: %s", args.color, e)
         return EXIT_NOT_READY
     # A half-open connection (a Redis failover, a partition) must fail a command, not hang
