@@ -105,6 +105,10 @@ class PositionChanged(SettlementError):
     """The position changed between the job's read and its write: rq retries the job."""
 
 
+class JobRefused(SettlementError):
+    """A job on the settle queue that is not a settlement: never run, left failed."""
+
+
 # --- venues ---------------------------------------------------------------------------------------
 
 

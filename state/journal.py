@@ -47,6 +47,21 @@ class JournalRepo(Repo):
         follows is not missed ticks."""
         return (self.r if pipeline is None else pipeline).hset(self.k.stats(), "stack_stopped_ms", now_ms)
 
+    def journal_error(
+        self, source: str, error: str, sample: str = "", *, now_ms: int, pipeline: Any = None
+    ) -> Any:
+        """Journal one error and count it in stats (`errors_<source>`): now, or queued on
+        `pipeline` (for a sync caller; asyncio callers use `record_errors`)."""
+        pipe = self.r.pipeline(transaction=False) if pipeline is None else pipeline
+        pipe.xadd(
+            self.k.journal_errors(),
+            {"source": source, "error": error[:500], "sample": sample[:200], "at_ms": now_ms},
+            maxlen=ERRORS_MAXLEN,
+            approximate=True,
+        )
+        pipe.hincrby(self.k.stats(), f"errors_{source}", 1)
+        return pipe.execute() if pipeline is None else None
+
     async def record_error(self, source: str, error: str, sample: str = "", *, now_ms: int) -> None:
         await self.record_errors(source, [error], sample, now_ms=now_ms)
 

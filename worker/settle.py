@@ -22,8 +22,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import SimpleWorker, get_current_job
-from rq.job import Job
+from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
 from baton import settings as settings_mod
@@ -35,6 +34,7 @@ from state.keys import Keys
 from state.settlements import SettlementsRepo
 from state.structs import POSITION
 from venues.polymarket import venue_from_settings
+from worker.settle_guard import GuardedJob, SettleWorker
 
 log = logging.getLogger("baton.settle")
 
@@ -78,11 +78,9 @@ def main() -> None:
     configure(venue)
     _wait_for_redis(r, REDIS_WAIT_S)
     queue = settlement.settle_queue(r, s.prefix)
-    worker = SimpleWorker(
-        [queue],
-        connection=r,
-        serializer=JSONSerializer,
-        job_class=SettleJob,
+    worker = settle_worker(
+        queue,
+        s.prefix,
         name=f"{queue.name}-{socket.gethostname()}-{os.getpid()}",
         # rq's scheduler (which enqueues the retries of unresolved markets) runs in a child
         # process that dies on a Redis connection error, and the worker only restarts it in
@@ -129,22 +127,6 @@ def _count(r: Redis, k: Keys, name: str) -> None:
     SettlementsRepo(r, k).count_settle(name)
 
 
-# A worker of an earlier release enqueued its settlements under the job's former path; they
-# must run as the same function, or an upgrade would strand every queued settlement until rq
-# forgot the failed job (a week later). Nothing else is translated.
-FORMER_JOB_FUNCS = frozenset({"kernel.settlement.settle_job"})
-
-
-class SettleJob(Job):
-    """rq's Job, with the settlement job's former path resolved to `settle_job`."""
-
-    @property
-    def func(self) -> Any:
-        if self.func_name in FORMER_JOB_FUNCS:
-            return settle_job
-        return super().func
-
-
 def settle_job(prefix: str, position_id: str) -> str:
     """Settle one position: 'settled', 'already' (nothing to do) or raises to be retried."""
     job = get_current_job()
@@ -180,6 +162,25 @@ def settle_job(prefix: str, position_id: str) -> str:
         return "already"
     _count(r, k, "changed")
     raise PositionChanged(f"{position_id}: the position changed while settling ({verdict}); retrying")
+
+
+class SettleJob(GuardedJob):
+    """The settle program's jobs: `settle_job` (under its path or a former one), nothing else
+    and never through an import (worker/settle_guard.py)."""
+
+    target = staticmethod(settle_job)
+
+
+def settle_worker(queue: Queue, prefix: str, **kwargs: Any) -> SettleWorker:
+    """The rq worker that runs settlements of `prefix`'s stack and refuses every other job."""
+    return SettleWorker(
+        [queue],
+        prefix=prefix,
+        connection=queue.connection,
+        serializer=JSONSerializer,
+        job_class=SettleJob,
+        **kwargs,
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from typing import Any
 
 import fakeredis
 import msgspec
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
 
 from baton.settings import SIM_PRIVATE_KEY, load
 from kernel import settlement
@@ -102,7 +100,7 @@ class Rig:
         queue = settlement.settle_queue(self.sync, "baton:")
         n = queue.count
         if n:
-            SimpleWorker([queue], connection=self.sync, serializer=JSONSerializer).work(burst=True)
+            settle_program.settle_worker(queue, "baton:").work(burst=True)
         return n
 
     async def run_ticks(self, n: int) -> list:

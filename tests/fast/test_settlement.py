@@ -10,7 +10,6 @@ import zlib
 
 import fakeredis
 import pytest
-from rq import SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -64,7 +63,7 @@ async def test_settlement_enqueued_twice_runs_once(rig):
     assert settlement.enqueue(q, "baton:", p) is False
     assert q.job_ids.count(jid) == 1
     jobs = q.count  # other slots' windows closed at the same time
-    SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True)
+    settle_program.settle_worker(q, "baton:").work(burst=True)
     assert Job.fetch(jid, connection=rig.sync, serializer=JSONSerializer).return_value() == "settled"
     assert _stats(rig)["runs"] == jobs and _stats(rig)["settled"] == jobs
     payouts = [e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]
@@ -78,7 +77,7 @@ async def test_settlement_enqueued_twice_runs_once(rig):
     # nothing more: the script's ledger ref is the last guard.
     Job.fetch(jid, connection=rig.sync, serializer=JSONSerializer).delete()
     assert settlement.enqueue(q, "baton:", p) is True
-    SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True)
+    settle_program.settle_worker(q, "baton:").work(burst=True)
     assert Job.fetch(jid, connection=rig.sync, serializer=JSONSerializer).return_value() == "already"
     assert len([e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]) == 1
     assert _stats(rig)["runs"] == jobs + 1 and _stats(rig)["settled"] == jobs
@@ -90,9 +89,7 @@ async def test_a_job_queued_under_the_former_job_path_still_settles(rig):
     q.empty()
     # What a worker of the release before the job moved to worker/settle.py enqueued.
     q.enqueue("kernel.settlement.settle_job", "baton:", p.id, job_id=job_id("baton:", p.id))
-    SimpleWorker(
-        [q], connection=rig.sync, serializer=JSONSerializer, job_class=settle_program.SettleJob
-    ).work(burst=True)
+    settle_program.settle_worker(q, "baton:").work(burst=True)
     job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
     assert job.return_value() == "settled"
     assert len([e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]) == 1
@@ -110,7 +107,7 @@ async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):
 
     settle_program.configure(NotYet(), rig.clock.now_ms)
     q = settlement.settle_queue(rig.sync, "baton:")
-    SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(burst=True)
+    settle_program.settle_worker(q, "baton:").work(burst=True)
     job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
     # scheduled for a retry (the settle program's scheduler moves it back to the queue)
     assert job.get_status() == "scheduled"
@@ -121,7 +118,7 @@ async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):
     settle_program.configure(rig.venue, rig.clock.now_ms)
     for _ in range(50):
         await asyncio.sleep(0.2)
-        SimpleWorker([q], connection=rig.sync, serializer=JSONSerializer).work(
+        settle_program.settle_worker(q, "baton:").work(
             burst=True, with_scheduler=True
         )
         if p.id not in {x.id for x in await rig.store.read_positions(open_only=True)}:

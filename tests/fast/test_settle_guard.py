@@ -1,0 +1,180 @@
+"""The settle program runs the settlement function and nothing else: a job written straight into
+rq's keys that names another function (or carries callbacks, another shape, unreadable data) is
+never imported nor run, is left failed with its reason, journaled and counted, and the worker
+goes on to the next job. The end-to-end proof on a real stack is tests/e2e/test_hardening.py."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import fakeredis
+import pytest
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from baton.errors import JobRefused
+from kernel import settlement
+from state.keys import Keys
+from worker import settle as settle_program
+from worker.settle_guard import refusal
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+PREFIX = "baton:"
+K = Keys(PREFIX)
+
+
+def _inject(r: fakeredis.FakeRedis, job_id: str, data: list, compress: bool = True, **fields: str) -> None:
+    """What an intruder with Redis access writes: a job hash and its id on the settle queue."""
+    raw = json.dumps(data).encode()
+    r.hset(
+        f"rq:job:{job_id}",
+        mapping={
+            "data": zlib.compress(raw) if compress else raw,
+            "origin": "settle",
+            "status": "queued",
+            **fields,
+        },
+    )
+    r.rpush("rq:queue:settle", job_id)
+
+
+@pytest.fixture
+def r() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+class _NoVenue:
+    def resolution(self, condition_id: str) -> bool | None:
+        raise AssertionError("no settlement here reaches the venue")
+
+
+def _work(r: fakeredis.FakeRedis) -> None:
+    settle_program.configure(_NoVenue())
+    settle_program.settle_worker(settlement.settle_queue(r, PREFIX), PREFIX).work(burst=True)
+
+
+def _failed(r: fakeredis.FakeRedis, job_id: str) -> str:
+    assert job_id in FailedJobRegistry("settle", connection=r, serializer=JSONSerializer).get_job_ids()
+    assert r.hget(f"rq:job:{job_id}", "status") == b"failed"
+    if (raw := r.hget(f"rq:job:{job_id}", "exc_info")) is not None:  # a record rq cannot read
+        return raw.decode()
+    result = Job.fetch(job_id, connection=r, serializer=JSONSerializer).latest_result()
+    assert result is not None and result.exc_string
+    return result.exc_string
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        "os.system",
+        "subprocess.run",
+        "builtins.exec",
+        "worker.settle.configure",
+        "worker.settle.settle_job.__call__",
+    ],
+)
+def test_a_job_naming_another_function_is_refused_not_run(r, tmp_path: Path, func: str):
+    marker = tmp_path / "pwned"
+    _inject(r, "evil", [func, None, [f"touch {marker}"], {}])
+    _work(r)
+    assert not marker.exists()
+    assert "is not the settlement function" in _failed(r, "evil")
+    assert r.hget(K.settle_stats(), "refused") == b"1"
+    assert r.hget(K.stats(), "errors_settle") == b"1"
+    (entry,) = r.xrange(K.journal_errors())
+    assert entry[1][b"source"] == b"settle" and b"refused job evil" in entry[1][b"error"]
+    assert r.llen("rq:queue:settle") == 0 and r.llen("rq:queue:settle:intermediate") == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "fields", "why"),
+    [
+        ([settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500", "x"], {}], {}, "two strings"),
+        ([settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {"a": 1}], {}, "keyword"),
+        ([settlement.JOB_FUNC, "os", [PREFIX, "btc-15m:1795000500"], {}], {}, "instance"),
+        ([settlement.JOB_FUNC, None, ["other:", "btc-15m:1795000500"], {}], {}, "prefix"),
+        ([settlement.JOB_FUNC, None, [PREFIX, "../../etc"], {}], {}, "position id"),
+        (
+            [settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {}],
+            {"success_callback_name": "os.system"},
+            "callbacks",
+        ),
+        (
+            [settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {}],
+            {"failure_callback_name": "os.system"},
+            "callbacks",
+        ),
+        (
+            [settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {}],
+            {"stopped_callback_name": "os.system"},
+            "callbacks",
+        ),
+        (
+            [settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {}],
+            {"dependency_ids": '["x"]'},
+            "depends",
+        ),
+        (
+            [settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {}],
+            {"webhooks": json.dumps([{"url": "http://127.0.0.1:9/", "job_status": "failed"}])},
+            "webhooks",
+        ),
+        (["os.system", None], {}, "unreadable job data"),
+    ],
+)
+def test_a_job_of_another_shape_is_refused(r, data, fields, why):
+    _inject(r, "odd", data, **fields)
+    _work(r)
+    assert why in _failed(r, "odd")
+    assert r.hget(K.settle_stats(), "refused") == b"1"
+    assert r.hget(K.settle_stats(), "runs") is None  # settle_job never started
+
+
+def test_unreadable_data_and_records_are_refused_and_the_worker_goes_on(r):
+    r.hset("rq:job:pickled", mapping={"data": b"\x80\x04\x95garbage", "origin": "settle", "status": "queued"})
+    r.rpush("rq:queue:settle", "pickled")
+    _inject(r, "badstatus", ["os.system", None, ["true"], {}], status="not-a-status")
+    _inject(r, "good", [settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {}], compress=False)
+    _work(r)
+    assert "unreadable job data" in _failed(r, "pickled")
+    assert "unreadable job record" in _failed(r, "badstatus")
+    # the settlement behind them ran (its position is not open: nothing to do)
+    good = Job.fetch("good", connection=r, serializer=JSONSerializer)
+    assert good.get_status() == "finished" and good.return_value() == "already"
+    assert r.hget(K.settle_stats(), "refused") == b"2"
+
+
+def test_a_refused_job_with_retries_is_not_retried(r, tmp_path: Path):
+    marker = tmp_path / "pwned"
+    _inject(r, "retry", ["os.system", None, [f"touch {marker}"], {}], retries_left="5", retry_intervals="[0]")
+    _work(r)
+    _work(r)
+    assert not marker.exists()
+    assert _failed(r, "retry")
+    assert r.zcard("rq:scheduled:settle") == 0 and r.llen("rq:queue:settle") == 0
+    assert r.hget(K.settle_stats(), "refused") == b"1"
+
+
+def test_the_job_class_never_imports_even_when_asked_directly(r):
+    _inject(r, "direct", ["os.system", None, ["true"], {"x": 1}], success_callback_name="os.system")
+    job = settle_program.SettleJob.fetch("direct", connection=r, serializer=JSONSerializer)
+    with pytest.raises(JobRefused, match="not the settlement function"):
+        _ = job.func
+    with pytest.raises(JobRefused, match=r"callback 'os\.system' refused"):
+        _ = job.success_callback
+    assert job.failure_callback is None and job.stopped_callback is None
+
+
+def test_the_kernels_own_job_passes_the_check(r):
+    from tests.factories import position
+
+    p = position()
+    q = settlement.settle_queue(r, PREFIX)
+    assert settlement.enqueue(q, PREFIX, p)
+    job = Job.fetch(settlement.job_id(PREFIX, p.id), connection=r, serializer=JSONSerializer)
+    assert refusal(job, PREFIX) is None
+    assert refusal(job, "other:") is not None

@@ -1,0 +1,165 @@
+"""What the settle program agrees to run: the settlement job, and nothing else.
+
+rq runs whatever function a job's data names (`import_attribute`), whatever the serializer:
+anyone who can write `rq:job:<id>` and push its id onto the settle queue would otherwise run
+code in this process. So the settle program's worker (`SettleWorker`) reads each job's data
+first, imports nothing from it, and refuses any job that is not a settlement of this stack in
+the shape the kernel enqueues (kernel/settlement.py): the job is left failed in rq's
+FailedJobRegistry with the reason, logged, journaled (`journal:errors`, source `settle`) and
+counted (`settle:stats` `refused`), and the worker goes on with the next job. `GuardedJob` is
+the second lock: its function and callbacks resolve only to `settle_job`, never through an import.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from redis import Redis
+from rq import SimpleWorker
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.utils import now
+
+from baton.errors import JobRefused
+from kernel import settlement
+from kernel.clock import wall_ms
+from state.journal import JournalRepo
+from state.keys import Keys
+from state.settlements import SettlementsRepo
+
+log = logging.getLogger("baton.settle")
+
+# A worker of an earlier release enqueued its settlements under the job's former path; they
+# run as the same function (no import either), or an upgrade would strand every queued
+# settlement until rq forgot the failed job (a week later). Nothing else is translated.
+FORMER_JOB_FUNCS = frozenset({"kernel.settlement.settle_job"})
+JOB_FUNCS = frozenset({settlement.JOB_FUNC, *FORMER_JOB_FUNCS})
+# `<asset>-<timeframe>:<window start, unix s>`, as kernel/executor.py builds position ids.
+POSITION_ID_RE = re.compile(r"[a-z0-9]{1,16}-[0-9]{1,6}[smh]:[0-9]{1,12}")
+SOURCE = "settle"
+
+
+def refusal(job: Job, prefix: str) -> str | None:
+    """Why `job` is not a settlement this program runs, or None when it is one.
+
+    Reads the job's data (JSON, decoded by rq's JSON serializer) and imports nothing."""
+    try:
+        func_name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
+    except Exception as e:  # rq's DeserializationError, or a data tuple of another shape
+        return f"unreadable job data ({type(e).__name__})"
+    if func_name not in JOB_FUNCS:
+        return f"function {str(func_name)[:80]!r} is not the settlement function {settlement.JOB_FUNC}"
+    if instance is not None:
+        return "a settlement job calls no method of an instance"
+    if kwargs:
+        return "a settlement job takes no keyword arguments"
+    if not isinstance(args, list | tuple) or len(args) != 2 or not all(isinstance(a, str) for a in args):
+        return "a settlement job takes two strings: the key prefix and a position id"
+    if args[0] != prefix:
+        return f"prefix {args[0][:40]!r} is not this stack's {prefix!r}"
+    if not POSITION_ID_RE.fullmatch(args[1]):
+        return f"position id {args[1][:60]!r} is not <asset>-<timeframe>:<window start>"
+    names = (job._success_callback_name, job._failure_callback_name, job._stopped_callback_name)
+    if any(names):
+        return "a settlement job has no callbacks"
+    if job.webhooks:
+        return "a settlement job has no webhooks"
+    if job._dependency_ids:
+        return "a settlement job depends on no other job"
+    return None
+
+
+class GuardedJob(Job):
+    """rq's Job whose function and callbacks are never imported: the function is `target`
+    (the settle program sets it to `settle_job`) under the job's path or a former one,
+    callbacks are none, anything else raises JobRefused. The worker refuses such jobs before
+    this is reached; this holds on any other path."""
+
+    target: ClassVar[Callable[..., Any] | None] = None
+
+    @property
+    def func(self) -> Any:
+        if self.target is not None and self.func_name in JOB_FUNCS and self.instance is None:
+            return self.target
+        raise JobRefused(f"job {self.id}: {str(self.func_name)[:80]!r} is not the settlement function")
+
+    def _no_callback(self, name: str | None) -> None:
+        if name:
+            raise JobRefused(f"job {self.id}: callback {name[:80]!r} refused (settlement jobs have none)")
+
+    @property
+    def success_callback(self) -> Any:
+        self._no_callback(self._success_callback_name)
+        return None
+
+    @property
+    def failure_callback(self) -> Any:
+        self._no_callback(self._failure_callback_name)
+        return None
+
+    @property
+    def stopped_callback(self) -> Any:
+        self._no_callback(self._stopped_callback_name)
+        return None
+
+
+class SettleWorker(SimpleWorker):
+    """rq's SimpleWorker (jobs run in this process) that runs settlement jobs only."""
+
+    def __init__(
+        self, queues: list[Queue], *, prefix: str, job_class: type[GuardedJob], **kwargs: Any
+    ) -> None:
+        super().__init__(queues, job_class=job_class, **kwargs)
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        reason = refusal(job, self.prefix)
+        if reason is None:
+            super().execute_job(job, queue)
+            return
+        self.refuse(job.id, queue, reason, job=job)
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        # A job record rq itself cannot read (a bad status, a bad date) raises out of its
+        # dequeue, which would stop the worker: refuse that job and take the next one.
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except Exception as e:
+                job_id, queue = getattr(e, "job_id", None), getattr(e, "queue", None)
+                if not isinstance(job_id, str) or not isinstance(queue, Queue):
+                    raise
+                self.refuse(job_id, queue, f"unreadable job record ({type(e).__name__})")
+
+    def refuse(self, job_id: str, queue: Queue, reason: str, job: Job | None = None) -> None:
+        """Leave the job failed with `reason`, never run; log, journal and count the refusal."""
+        log.error("settle: refused job %s: %s", job_id[:80], reason)
+        message = f"refused job {job_id[:80]}: {reason}"
+        r: Redis = self.connection
+        with r.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 0, job_id)
+            pipe.lrem(queue.key, 0, job_id)
+            if job is not None:
+                # Nothing of it runs later: no retry, no callback, no webhook, no dependant.
+                job.retries_left = None
+                job.webhooks = []
+                job.origin, job.failure_ttl = queue.name, settlement.FAILURE_TTL_S
+                job.ended_at = now()
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                # rq's own failure record: the failed registry, and the reason as the job's
+                # latest result (`rq info`, `Job.latest_result().exc_string`).
+                job._handle_failure(message, pipeline=pipe, worker_name=self.name)
+            else:
+                key = Job.key_for(job_id)
+                pipe.hset(key, mapping={"status": JobStatus.FAILED.value, "exc_info": message})
+                pipe.expire(key, settlement.FAILURE_TTL_S)
+                pipe.zadd(
+                    queue.failed_job_registry.key, {job_id: int(wall_ms() / 1000) + settlement.FAILURE_TTL_S}
+                )
+            SettlementsRepo(r, self.keys).count_settle("refused", pipeline=pipe)
+            JournalRepo(r, self.keys).journal_error(SOURCE, message, now_ms=wall_ms(), pipeline=pipe)
+            pipe.execute()
