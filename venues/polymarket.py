@@ -113,7 +113,7 @@ class ClobVenue:
         self,
         clob_url: str,
         gamma_url: str,
-        private_key: str,
+        private_key: str | None,
         chain_id: int,
         timeout_s: float = 5.0,
         *,
@@ -366,6 +366,20 @@ class ClobVenue:
     def close(self) -> None:
         self._clob_http.close()
         self._gamma.close()
+
+
+def resolution_reader(s: Settings, redis: Any = None) -> ClobVenue:
+    """The venue as the settle program needs it: market resolutions (`resolution`, the CLOB's
+    public `GET /markets/<condition id>`) and nothing that signs. Built without credentials:
+    no key is read or held, so anything that would sign or authenticate fails."""
+    return ClobVenue(
+        s.clob_url,
+        s.gamma_url,
+        None,
+        s.chain_id,
+        dry_run=True,  # nothing is ever posted from here
+        throttle=venue_throttle(redis, s) if redis is not None else None,
+    )
 
 
 def venue_from_settings(s: Settings, env: Mapping[str, str] | None = None, redis: Any = None) -> ClobVenue:

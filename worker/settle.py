@@ -1,11 +1,13 @@
 """The `settle` program: an rq worker (with its scheduler, for the retries of unresolved
 markets) that runs the settlement jobs the kernel enqueues (kernel/settlement.py), and the
-job itself (`settle_job`, which rq finds by its name, settlement.JOB_FUNC).
+job itself (`settle_job`, settlement.JOB_FUNC; the worker runs it and nothing else:
+worker/settle_guard.py).
 
 `python -m worker.settle`, under supervisor. It runs from the repository, not from a
 release: it is not part of blue/green, and a deploy leaves it alone (stop it with SIGTERM:
 rq's warm shutdown finishes the job in hand). Jobs run in this process (rq's SimpleWorker):
-no fork per job, and the venue client with its derived API key is reused.
+no fork per job, and one venue client is reused. That client reads market resolutions and
+holds no key: settling signs nothing, so this program is given no credentials.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
 from baton import settings as settings_mod
-from baton.errors import CredentialsError, PositionChanged, SettingsError, Unresolved
+from baton.errors import PositionChanged, SettingsError, Unresolved
 from kernel import settlement
 from kernel.clock import wall_ms
 from state import connection
 from state.keys import Keys
 from state.settlements import SettlementsRepo
 from state.structs import POSITION
-from venues.polymarket import venue_from_settings
+from venues.polymarket import resolution_reader
 from worker.settle_guard import GuardedJob, SettleWorker
 
 log = logging.getLogger("baton.settle")
@@ -70,11 +72,9 @@ def main() -> None:
     # rq's dequeue blocks in BLPOP: no socket timeout (NOTES.md), but keepalive and a
     # health check so that a dead connection is noticed.
     r = connection.client(s, timeout_s=connection.BLOCKING, decoded=False)
-    try:
-        venue = venue_from_settings(s, redis=r)
-    except CredentialsError as e:
-        log.error("settle: cannot start: %s", e)
-        sys.exit(2)
+    # Settling reads market resolutions and signs nothing: the venue holds no key, and this
+    # program is given none (deploy/supervisord.py, docs/programs.md).
+    venue = resolution_reader(s, redis=r)
     configure(venue)
     _wait_for_redis(r, REDIS_WAIT_S)
     queue = settlement.settle_queue(r, s.prefix)
@@ -118,7 +118,7 @@ def configure(venue: Any, clock_ms: Callable[[], int] | None = None) -> None:
 
 def _ctx() -> _Context:
     if _context is None:
-        configure(venue_from_settings(settings_mod.load()))
+        configure(resolution_reader(settings_mod.load()))
     assert _context is not None
     return _context
 
