@@ -22,6 +22,7 @@ from api.auth import MutationLimiter, authenticate, rate_limited, session_cookie
 from api.context import CTX_KEY, ApiContext, ctx_of
 from api.spec import ROUTES, Route
 from baton.errors import OpError
+from control import commands as c
 from control.commands import Actor, ErrorBody, decode_body
 
 log = logging.getLogger("baton.api")
@@ -58,6 +59,21 @@ async def read_body(request: web.Request, typ: type[Any]) -> Any:
     """The request body as `typ`. The body is read as JSON whatever its Content-Type says (so
     `curl -d '{...}'` works in an emergency); an empty body is `{}`; anything else is a 400."""
     return decode_body(await request.read(), typ)
+
+
+async def read_stop_body(
+    request: web.Request, typ: type[c.HaltBody] | type[c.PauseBody]
+) -> tuple[Any, list[str]]:
+    """A halt's or pause's body, never refused (control/commands.py read_stop_body): (the body,
+    what was wrong with it). At most MAX_BODY bytes are read, whatever the app-wide limit
+    (client_max_size applies only to request.read(), which is not used here): a bigger body
+    still stops, with a warning, and the rest is never read."""
+    try:
+        raw = await request.content.readexactly(MAX_BODY + 1)
+    except asyncio.IncompleteReadError as e:
+        raw = e.partial
+    cut_at = MAX_BODY if len(raw) > MAX_BODY else 0
+    return c.read_stop_body(raw[:MAX_BODY], typ, cut_at=cut_at)
 
 
 def actor(request: web.Request) -> Actor:

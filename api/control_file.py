@@ -55,6 +55,50 @@ def _decode(raw: bytes) -> tuple[Any, c.Command | None, OpError | None]:
         return parsed, None, e
 
 
+class Decoded(msgspec.Struct):
+    parsed: Any
+    cmd: c.Command | None
+    err: OpError | None
+    # What was wrong with a halt or pause that is carried out anyway.
+    warnings: list[str]
+
+
+def _command(raw: bytes, size: int) -> Decoded:
+    """The command in a control.json of `size` bytes (`raw`: its first MAX_COMMAND_BYTES).
+    A halt or pause is never refused for its text (control/commands.py read_stop_body): a
+    file that is too big, not JSON, with an unknown field still stops when it says
+    `"action": "halt"` (or is the bare word), and the warnings say what was wrong."""
+    if size > MAX_COMMAND_BYTES:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        got: Decoded = Decoded(
+            parsed, None, BadRequest(f"control.json is {size} bytes; at most {MAX_COMMAND_BYTES}"), []
+        )
+    else:
+        got = Decoded(*_decode(raw), [])
+    if got.cmd is not None:
+        return got
+    if isinstance(got.parsed, dict):  # JSON: its action says, and only a stop is lenient
+        named = got.parsed.get("action")
+        stop = named if isinstance(named, str) and named in c.STOP_BODIES else ""
+    else:  # not JSON (or cut off): `"action": "halt"` in the text, or the bare word
+        stop = c.stop_action_in(raw)
+    if not stop:
+        return got
+    body, warnings = c.read_stop_body(
+        raw,
+        c.STOP_BODIES[stop],
+        cut_at=MAX_COMMAND_BYTES if size > MAX_COMMAND_BYTES else 0,
+        ignore=frozenset({"action"}),
+    )
+    cmd: c.Command = (
+        c.HaltCommand(reason=body.reason) if stop == "halt" else c.PauseCommand(reason=body.reason)
+    )
+    return Decoded(got.parsed, cmd, None, warnings)
+
+
 def _parses(raw: bytes) -> bool:
     try:
         json.loads(raw)
@@ -89,15 +133,19 @@ def _archive(archive_dir: Path, raw: bytes, parsed: Any, action: str, result: di
     return path
 
 
-def _apply(ops: Ops, actor: c.Actor, cmd: c.Command) -> dict[str, Any]:
+def _apply(ops: Ops, actor: c.Actor, cmd: c.Command, warnings: list[str]) -> dict[str, Any]:
     try:
-        res = ops.apply(actor, cmd)
+        res = ops.apply(actor, cmd, warnings)
     except OpError as e:
         return {"ok": False, "status": e.status, "error": e.message}
     except Exception as e:  # a bug must not stop the door: archive it as a server error
         log.exception("control.json: %s failed", _action(cmd))
         return {"ok": False, "status": 500, "error": f"{type(e).__name__}: {e}"}
-    return {"ok": True, "status": 200, "result": msgspec.to_builtins(res)}
+    out: dict[str, Any] = {"ok": True, "status": 200, "result": msgspec.to_builtins(res)}
+    if getattr(res, "warnings", None):
+        # A halt or pause carried out despite what was wrong with it: said where one looks first.
+        out["warnings"] = list(res.warnings)  # type: ignore[attr-defined]
+    return out
 
 
 def _redis_up(ops: Ops) -> bool:
@@ -118,14 +166,14 @@ def process_control_file(
     leaves the file, when Redis is unreachable: the command waits for it.
     """
     try:
-        raw = _read_regular(path)
+        raw, size = _read_regular(path)
     except FileNotFoundError:
         return None
     except (OpError, OSError) as e:
         return _refuse_unreadable(path, archive_dir, e)
-    if not judge_unparsable and not _parses(raw):
+    if not judge_unparsable and (size > MAX_COMMAND_BYTES or not _parses(raw)):
         return None
-    _parsed, cmd, _err = _decode(raw)
+    cmd = _command(raw, size).cmd
     if cmd is not None and not _redis_up(ops):
         raise Unavailable(f"cannot reach Redis at {ops.s.redis_url_shown}")
     claimed = _claim(path, archive_dir)
@@ -133,10 +181,11 @@ def process_control_file(
         return None
     # From here on, the claimed file is the command (a new control.json may already exist).
     try:
-        raw = _read_regular(claimed)
+        raw, size = _read_regular(claimed)
     except (OpError, OSError) as e:
         return _refuse_claimed(claimed, archive_dir, e)
-    parsed, cmd, err = _decode(raw)
+    got = _command(raw, size)
+    parsed, cmd, err = got.parsed, got.cmd, got.err
     st = claimed.stat()
     who = _owner(st.st_uid)
     if cmd is not None and st.st_uid not in (os.getuid(), 0):
@@ -145,11 +194,11 @@ def process_control_file(
         cmd, err = None, Forbidden(f"control.json belongs to {who}, not to the user the api runs as")
     if cmd is not None:
         action = _action(cmd)
-        result = _apply(ops, c.Actor(source="file", who=who), cmd)
+        result = _apply(ops, c.Actor(source="file", who=who), cmd, got.warnings)
     else:
         assert err is not None
-        got = parsed.get("action") if isinstance(parsed, dict) else None
-        action = str(got) if got in ACTIONS else "invalid"
+        named = parsed.get("action") if isinstance(parsed, dict) else None
+        action = named if isinstance(named, str) and named in ACTIONS else "invalid"
         result = {"ok": False, "status": err.status, "error": err.message}
     dest = _archive(archive_dir, raw, parsed, action, result)
     claimed.unlink()
@@ -161,17 +210,17 @@ def process_control_file(
 MAX_COMMAND_BYTES = 64 * 1024
 
 
-def _read_regular(path: Path) -> bytes:
-    """The file's bytes, if it is a small regular file: never follow a symlink (to
-    /dev/zero, say), never block on a FIFO."""
+def _read_regular(path: Path) -> tuple[bytes, int]:
+    """The file's first MAX_COMMAND_BYTES and its size, if it is a regular file: never
+    follow a symlink (to /dev/zero, say), never block on a FIFO. A bigger file is refused
+    unless it is a halt or pause (_command)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise Forbidden("control.json is not a regular file (a FIFO or device commands nothing)")
-        if st.st_size > MAX_COMMAND_BYTES:
-            raise BadRequest(f"control.json is {st.st_size} bytes; at most {MAX_COMMAND_BYTES}")
-        return os.read(fd, MAX_COMMAND_BYTES + 1)
+        raw = os.read(fd, MAX_COMMAND_BYTES + 1)
+        return raw[:MAX_COMMAND_BYTES], max(st.st_size, len(raw))
     finally:
         os.close(fd)
 

@@ -70,7 +70,10 @@ def build(routes: list[Route]) -> dict[str, Any]:
             "description": (
                 "Control plane of a Baton trading runtime. Every route but the public ones needs "
                 "`Authorization: Bearer <token>` (or the dashboard's session cookie). Mutating calls are "
-                "audited and rate-limited per token (POST /halt never is). Errors are an ErrorBody."
+                "audited and rate-limited per token (POST /halt never is). Errors are an ErrorBody. "
+                "POST /halt and POST /pause are never refused for their body (not JSON, an unknown "
+                "field, a reason too long, a body too big): they stop, keep what can be kept of the "
+                "reason, and list what was wrong in the answer's `warnings`."
             ),
         },
         "paths": paths,
@@ -140,7 +143,7 @@ def error_statuses(r: Route) -> list[int]:
             out.append(403)
     if rate_limited(r):
         out.append(429)
-    if r.body is not None:
+    if r.body is not None and not r.lenient:
         out.append(413)
     return out
 

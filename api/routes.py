@@ -4,7 +4,8 @@ Each handler decodes its body (msgspec, api/app.read_body), runs the operation i
 (Ops is synchronous redis-py) and encodes the result. The operations audit themselves and
 raise OpError subclasses, which the app turns into JSON errors with their status. A route
 that takes no parameters still reads its body as EmptyBody, so that a misspelt field is a
-400 rather than silently ignored.
+400 rather than silently ignored. The stops (halt, pause) are the exception: never refused
+for their body, they report what was wrong with it in the answer's `warnings`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from api.app import actor, json_response, read_body
+from api.app import actor, json_response, read_body, read_stop_body
 from api.context import ctx_of
 from api.spec import route
 from baton.errors import BadRequest
@@ -133,13 +134,20 @@ async def audit(request: web.Request) -> web.StreamResponse:
     body=c.HaltBody,
     response=c.HaltResult,
     mutating=True,
-    errors=(400, _DOWN),
+    lenient=True,
+    errors=(_DOWN,),
     summary="Emergency halt: no strategy code runs, open orders are cancelled; never rate-limited",
 )
 async def halt(request: web.Request) -> web.StreamResponse:
+    """Never refused for its body: a body that is not JSON (or not UTF-8), an unknown field, a
+    reason over 200 characters or a body over 64 KiB still halts, keeping what can be kept of
+    the reason (cut to 200 characters, bad bytes replaced, the body's text when it is not
+    JSON), and the answer's `warnings` say what was wrong, e.g. `["reason truncated to 200
+    characters (it had 250)", "unknown field 'foo' ignored"]`. The token is still required: a
+    halt anyone could send would be a way to stop the bot at will."""
     ctx = ctx_of(request)
-    body = await read_body(request, c.HaltBody)
-    return json_response(await ctx.call_urgent(ctx.ops.halt, actor(request), body))
+    body, warnings = await read_stop_body(request, c.HaltBody)
+    return json_response(await ctx.call_urgent(ctx.ops.halt, actor(request), body, warnings))
 
 
 @route(
@@ -149,13 +157,16 @@ async def halt(request: web.Request) -> web.StreamResponse:
     body=c.PauseBody,
     response=c.FlagResult,
     mutating=True,
-    errors=(400, _DOWN),
+    lenient=True,
+    errors=(_DOWN,),
     summary="Pause: no new entries; open positions still settle",
 )
 async def pause(request: web.Request) -> web.StreamResponse:
+    """Like POST /halt, never refused for its body (a pause only makes the bot do less); the
+    answer's `warnings` say what was wrong with it."""
     ctx = ctx_of(request)
-    body = await read_body(request, c.PauseBody)
-    return json_response(await ctx.call(ctx.ops.pause, actor(request), body))
+    body, warnings = await read_stop_body(request, c.PauseBody)
+    return json_response(await ctx.call(ctx.ops.pause, actor(request), body, warnings))
 
 
 @route(

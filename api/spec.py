@@ -39,6 +39,9 @@ class Route:
     mutating: bool = False
     # Error statuses the route can answer besides 401 (documented in the OpenAPI doc).
     errors: tuple[int, ...] = ()
+    # A stop (halt, pause): its body is never refused (no 400, no 413); what was wrong with
+    # it comes back in the answer's `warnings`. Authentication still applies.
+    lenient: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 

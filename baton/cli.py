@@ -84,6 +84,12 @@ def _param(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{name.strip()}: {value!r} is not a number") from None
 
 
+STOPS = {
+    "halt": "emergency stop: no order is posted any more, open orders cancelled",
+    "pause": "no new entries; open positions still settle",
+}
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="baton", description="Baton trading runtime")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="command")
@@ -108,12 +114,16 @@ def parser() -> argparse.ArgumentParser:
     )
     json_flag(p)
 
-    p = sub.add_parser("halt", help="emergency stop: no order is posted any more, open orders cancelled")
-    p.add_argument("--reason", default="", help="why (lands in the audit stream and status)")
-    json_flag(p)
-    p = sub.add_parser("pause", help="no new entries; open positions still settle")
-    p.add_argument("--reason", default="")
-    json_flag(p)
+    # The stops are never refused for their arguments: a reason too long, bytes that are not
+    # UTF-8, an unknown option, words without --reason all still stop (what was wrong is
+    # printed with the answer). Only a bad setting or an unreachable Redis can stop them.
+    for name, text in STOPS.items():
+        p = sub.add_parser(name, help=text)
+        p.add_argument(
+            "--reason", nargs="?", const="", default="", help="why (lands in the audit stream and status)"
+        )
+        p.add_argument("words", nargs="*", help="the reason, without --reason")
+        json_flag(p)
     json_flag(sub.add_parser("resume", help="lift a halt and a pause"))
     json_flag(sub.add_parser("start", help="start the trading worker (the colour that traded last)"))
     json_flag(
@@ -156,7 +166,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    ap = parser()
+    args, extra = ap.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    if extra and args.cmd not in STOPS:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.ignored = extra
     try:
         s = settings_mod.load()
     except SettingsError as e:
@@ -258,13 +272,24 @@ def cmd_reload(s: Settings, args: argparse.Namespace) -> int:
 # --- control -----------------------------------------------------------------------------------
 
 
+def stop_reason(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """A stop's reason from its arguments, and what was wrong with them (never an error)."""
+    warnings = [f"unknown argument {a!r} ignored" for a in args.ignored]
+    words = " ".join(args.words)
+    if args.reason and words:
+        warnings.append(f"words besides --reason ignored: {words[:100]!r}")
+    return args.reason or words, warnings
+
+
 def cmd_halt(s: Settings, args: argparse.Namespace) -> int:
-    res = make_ops(s).halt(actor(), c.HaltBody(reason=args.reason))
+    reason, warnings = stop_reason(args)
+    res = make_ops(s).halt(actor(), c.HaltBody(reason=reason), warnings)
     return emit(args, res, lambda: render.halt(res))
 
 
 def cmd_pause(s: Settings, args: argparse.Namespace) -> int:
-    res = make_ops(s).pause(actor(), c.PauseBody(reason=args.reason))
+    reason, warnings = stop_reason(args)
+    res = make_ops(s).pause(actor(), c.PauseBody(reason=reason), warnings)
 
     def human() -> str:
         v = res.control
@@ -273,7 +298,8 @@ def cmd_pause(s: Settings, args: argparse.Namespace) -> int:
             if res.changed
             else f"already paused ({v.pause_reason})"
         )
-        return line + ("\nnote: trading is halted as well" if v.halted else "")
+        line += "\nnote: trading is halted as well" if v.halted else ""
+        return line + "".join(f"\nwarning  {w}" for w in res.warnings)
 
     return emit(args, res, human)
 

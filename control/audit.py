@@ -26,12 +26,21 @@ def audited(ctx: Context, actor: c.Actor, action: str, target: str, args: Any, f
     except OpError as e:
         record(ctx, actor, action, target, args, "refused", e.status, e.message)
         raise
-    record(ctx, actor, action, target, args, "ok", 200, _summary(res))
+    # A halt or pause carried out despite a bad body keeps what was wrong with it.
+    record(ctx, actor, action, target, args, "ok", 200, _summary(res), getattr(res, "warnings", None))
     return res
 
 
 def record(
-    ctx: Context, actor: c.Actor, action: str, target: str, args: Any, result: str, status: int, detail: str
+    ctx: Context,
+    actor: c.Actor,
+    action: str,
+    target: str,
+    args: Any,
+    result: str,
+    status: int,
+    detail: str,
+    warnings: list[str] | None = None,
 ) -> None:
     fields = {
         "at_ms": ctx.clock_ms(),
@@ -45,6 +54,8 @@ def record(
         "status": status,
         "detail": detail[:500],
     }
+    if warnings:
+        fields["warnings"] = msgspec.json.encode([w[:300] for w in warnings[:20]]).decode()
     # An audit line that cannot be written must not undo the call it records: the call
     # already happened. A Redis that refuses it refused the call too, and said so.
     with contextlib.suppress(redis.RedisError):
@@ -69,9 +80,20 @@ def tail(ctx: Context, count: int = 50) -> c.AuditResult:
                 result=f.get("result", ""),
                 status=to_int(f.get("status")),
                 detail=f.get("detail", ""),
+                warnings=_warnings(f.get("warnings")),
             )
         )
     return c.AuditResult(entries=out)
+
+
+def _warnings(raw: str | None) -> list[str]:
+    if not raw:
+        return []
+    try:
+        got = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return [raw]  # written by hand: shown as it is
+    return [str(w) for w in got] if isinstance(got, list) else [str(got)]
 
 
 def _summary(res: Any) -> str:

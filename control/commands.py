@@ -11,6 +11,7 @@ generated from these types, so it cannot drift from the code.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -138,6 +139,9 @@ class HaltResult(msgspec.Struct, kw_only=True):
     cancel: str
     flush: str
     control: ControlView
+    # What was wrong with the request, which was carried out anyway (a halt is never refused
+    # for its body): "reason truncated to 200 characters", "unknown field 'foo' ignored", ...
+    warnings: list[str] = []
 
 
 class FlagResult(msgspec.Struct, kw_only=True):
@@ -145,6 +149,8 @@ class FlagResult(msgspec.Struct, kw_only=True):
     # False when the flags already said so (a second pause is not an error).
     changed: bool
     control: ControlView
+    # As HaltResult's: what was wrong with a pause that was carried out anyway.
+    warnings: list[str] = []
 
 
 class ReloadResult(msgspec.Struct, kw_only=True):
@@ -212,6 +218,8 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     result: str
     status: int
     detail: str
+    # What was wrong with a halt or pause that was carried out anyway.
+    warnings: list[str] = []
 
 
 class AuditResult(msgspec.Struct, kw_only=True):
@@ -234,6 +242,8 @@ def decode_body(raw: bytes, typ: type[Any]) -> Any:
         raise BadRequest(f"bad request body: {e}") from None
     except msgspec.DecodeError as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:  # msgspec's own error for bytes that are not UTF-8
+        raise BadRequest(f"request body is not valid UTF-8: {e}") from None
 
 
 def decode_command(raw: bytes) -> Command:
@@ -243,3 +253,127 @@ def decode_command(raw: bytes) -> Command:
         raise BadRequest(f"bad command: {e}") from None
     except msgspec.DecodeError as e:
         raise BadRequest(f"command is not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"command is not valid UTF-8: {e}") from None
+
+
+# --- stops: a halt (or pause) is never refused for its body -----------------------------------
+# An emergency stop must stop. A halt or pause whose body is wrong (not JSON, not UTF-8, an
+# unknown field, a reason too long, too big) is carried out with what can be kept of its
+# reason, and what was wrong comes back in the answer's `warnings`. They can only make the bot
+# do less; every other command (resume first) stays strict. Authentication is not relaxed.
+STOP_BODIES: dict[str, type[HaltBody] | type[PauseBody]] = {"halt": HaltBody, "pause": PauseBody}
+# The text of a reason salvaged from a body that is not JSON: `"reason": "..."` anywhere in it.
+_REASON_IN_TEXT = re.compile(r'"reason"\s*:\s*("(?:[^"\\]|\\.)*)')
+# A stop that does not parse as JSON (control.json): `"action": "halt"` in it, or a bare word.
+_ACTION_IN_TEXT = re.compile(r'"action"\s*:\s*"(halt|pause)"|\A\s*(halt|pause)\b')
+_LISTED = 10
+
+
+def stop_action_in(raw: bytes) -> str:
+    """'halt' or 'pause' when a control.json that is not a valid command still says it is one
+    (`"action": "halt"` in broken JSON, or the bare word), else ''."""
+    m = _ACTION_IN_TEXT.search(raw.decode("utf-8", "replace"))
+    return (m.group(1) or m.group(2)) if m else ""
+
+
+def read_stop_body(
+    raw: bytes,
+    typ: type[HaltBody] | type[PauseBody],
+    *,
+    cut_at: int = 0,
+    ignore: frozenset[str] = frozenset(),
+) -> tuple[Any, list[str]]:
+    """The body of a halt or pause, never refused: (the body, what was wrong with it).
+
+    `cut_at`: the body went on past this many bytes, and only those were read. `ignore`: keys
+    that belong to the door, not the body (control.json's `action`). The reason is only
+    taken here; reason_of() makes it one line of at most REASON_MAX characters."""
+    warnings: list[str] = []
+    if cut_at:
+        warnings.append(f"body is over {cut_at} bytes: only the first {cut_at} were read")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "replace")
+        warnings.append("body is not valid UTF-8: the bytes that are not were replaced")
+    default = typ().reason
+    if not text.strip():
+        return typ(), warnings
+    try:
+        value = msgspec.json.decode(text.encode("utf-8", "replace"))
+    except msgspec.DecodeError as e:
+        reason = _salvaged_reason(text)
+        kept = "its reason field" if reason is not None else "its first characters"
+        warnings.append(f"body is not JSON ({e}): {kept} kept as the reason")
+        return typ(reason=reason if reason is not None else text), warnings
+    if isinstance(value, str):
+        warnings.append("body is a JSON string, not an object: kept as the reason")
+        return typ(reason=value), warnings
+    if not isinstance(value, dict):
+        warnings.append(f"body is a JSON {_json_type(value)}, not an object: its text kept as the reason")
+        return typ(reason=text), warnings
+    known = set(typ.__struct_fields__) | ignore
+    unknown = [str(k) for k in value if k not in known]
+    warnings += [f"unknown field {k!r} ignored" for k in unknown[:_LISTED]]
+    if len(unknown) > _LISTED:
+        warnings.append(f"{len(unknown) - _LISTED} more unknown fields ignored")
+    reason = value.get("reason", default)
+    if not isinstance(reason, str):
+        warnings.append(f"reason is a JSON {_json_type(reason)}, not a string: its JSON text kept")
+        reason = msgspec.json.encode(reason).decode()
+    return typ(reason=reason), warnings
+
+
+def reason_of(text: str, default: str, warnings: list[str]) -> str:
+    """A stop's reason as it is kept: valid UTF-8, one line (it lands in logs, the audit
+    stream and redis-cli), at most REASON_MAX characters; what had to change is appended
+    to `warnings`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates: bytes a shell passed that are not UTF-8 (surrogateescape), or an
+        # escape in JSON that encodes no character.
+        text = text.encode("utf-8", "surrogateescape" if _escaped(text) else "replace").decode(
+            "utf-8", "replace"
+        )
+        warnings.append("reason is not valid UTF-8: the bytes that are not were replaced")
+    text = " ".join(text.split())
+    if len(text) > REASON_MAX:
+        warnings.append(f"reason truncated to {REASON_MAX} characters (it had {len(text)})")
+        text = text[:REASON_MAX].rstrip()
+    return text or default
+
+
+def _escaped(text: str) -> bool:
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _salvaged_reason(text: str) -> str | None:
+    m = _REASON_IN_TEXT.search(text)
+    if m is None:
+        return None
+    # Closed again: the body may have been cut off in the middle of the string.
+    try:
+        got = msgspec.json.decode((m.group(1) + '"').encode("utf-8", "replace"))
+    except msgspec.DecodeError:
+        return m.group(1)[1:]  # a raw control character, a bad escape: the text as written
+    return got if isinstance(got, str) else None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "string"

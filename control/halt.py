@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from baton.errors import BadRequest, Conflict
+from baton.errors import Conflict
 from control import commands as c
 from control import views
 from control.audit import audited
@@ -23,17 +24,29 @@ from kernel.lease import read_lease
 from state.control import ControlRepo, parse_control
 
 
-def halt(ctx: Context, actor: c.Actor, body: c.HaltBody) -> c.HaltResult:
-    return audited(ctx, actor, "halt", "", body, lambda: _halt(ctx, actor, body))
+def halt(ctx: Context, actor: c.Actor, body: c.HaltBody, warnings: Sequence[str] = ()) -> c.HaltResult:
+    """Never refused for its body: what was wrong with it (`warnings`, from the door, and a
+    reason cut to REASON_MAX) is carried in the answer and the audit stream."""
+    notes = list(warnings)
+    # The audit stream records the body as kept (a valid UTF-8 line of at most REASON_MAX
+    # characters) and, with it, what had to change.
+    kept = c.HaltBody(reason=c.reason_of(body.reason, "operator halt", notes))
+    return audited(ctx, actor, "halt", "", kept, lambda: _halt(ctx, actor, kept.reason, notes))
 
 
-def pause(ctx: Context, actor: c.Actor, body: c.PauseBody) -> c.FlagResult:
+def pause(ctx: Context, actor: c.Actor, body: c.PauseBody, warnings: Sequence[str] = ()) -> c.FlagResult:
+    """Like the halt, a pause only makes the bot do less: never refused for its body."""
+
+    notes = list(warnings)
+    kept = c.PauseBody(reason=c.reason_of(body.reason, "operator pause", notes))
+
     def run() -> c.FlagResult:
-        reason = _reason(body.reason, "operator pause")
-        _seq, _n, _was_halted, was_paused = set_flags(ctx, "pause", reason, actor)
-        return c.FlagResult(action="pause", changed=not was_paused, control=views.control(ctx))
+        _seq, _n, _was_halted, was_paused = set_flags(ctx, "pause", kept.reason, actor)
+        return c.FlagResult(
+            action="pause", changed=not was_paused, control=views.control(ctx), warnings=notes
+        )
 
-    return audited(ctx, actor, "pause", "", body, run)
+    return audited(ctx, actor, "pause", "", kept, run)
 
 
 def resume(ctx: Context, actor: c.Actor) -> c.FlagResult:
@@ -69,8 +82,7 @@ def set_flags(
     return int(res[0]), int(res[1]), int(res[2]), int(res[3])
 
 
-def _halt(ctx: Context, actor: c.Actor, body: c.HaltBody) -> c.HaltResult:
-    reason = _reason(body.reason, "operator halt")
+def _halt(ctx: Context, actor: c.Actor, reason: str, warnings: list[str]) -> c.HaltResult:
     t0 = time.monotonic()
     seq, _receivers, _was, _p = set_flags(ctx, "halt", reason, actor)
     lease = read_lease(ctx.r, ctx.k)
@@ -109,6 +121,7 @@ def _halt(ctx: Context, actor: c.Actor, body: c.HaltBody) -> c.HaltResult:
         cancel=cancel,
         flush=flush,
         control=views.control(ctx),
+        warnings=warnings,
     )
 
 
@@ -134,10 +147,3 @@ def _pop_ack(ctx: Context, seq: int, timeout_s: float) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _reason(text: str, default: str) -> str:
-    text = " ".join(text.split())  # one line: it lands in logs, the audit stream and redis-cli
-    if len(text) > c.REASON_MAX:
-        raise BadRequest(f"reason is {len(text)} characters long; at most {c.REASON_MAX}")
-    return text or default

@@ -4,6 +4,7 @@ operation; `apply` carries out a tagged `Command` (control.json, scripts)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -34,11 +35,11 @@ class Ops(Context):
         return audit.tail(self, count)
 
     # --- flags --------------------------------------------------------------------------
-    def halt(self, actor: c.Actor, body: c.HaltBody) -> c.HaltResult:
-        return halt.halt(self, actor, body)
+    def halt(self, actor: c.Actor, body: c.HaltBody, warnings: Sequence[str] = ()) -> c.HaltResult:
+        return halt.halt(self, actor, body, warnings)
 
-    def pause(self, actor: c.Actor, body: c.PauseBody) -> c.FlagResult:
-        return halt.pause(self, actor, body)
+    def pause(self, actor: c.Actor, body: c.PauseBody, warnings: Sequence[str] = ()) -> c.FlagResult:
+        return halt.pause(self, actor, body, warnings)
 
     def resume(self, actor: c.Actor) -> c.FlagResult:
         return halt.resume(self, actor)
@@ -67,13 +68,14 @@ class Ops(Context):
         return slots.patch(self, actor, slot_id, patch)
 
     # --- control.json and other generic callers -----------------------------------------
-    def apply(self, actor: c.Actor, cmd: c.Command) -> msgspec.Struct:
+    def apply(self, actor: c.Actor, cmd: c.Command, warnings: Sequence[str] = ()) -> msgspec.Struct:
         """Carry out one command (a control.json file, `baton` scripts): the same operation
-        the API's endpoint of that name runs."""
+        the API's endpoint of that name runs. `warnings`: what was wrong with a halt's or
+        pause's text, which is carried out anyway."""
         if isinstance(cmd, c.HaltCommand):
-            return self.halt(actor, c.HaltBody(reason=cmd.reason))
+            return self.halt(actor, c.HaltBody(reason=cmd.reason), warnings)
         if isinstance(cmd, c.PauseCommand):
-            return self.pause(actor, c.PauseBody(reason=cmd.reason))
+            return self.pause(actor, c.PauseBody(reason=cmd.reason), warnings)
         if isinstance(cmd, c.ResumeCommand):
             return self.resume(actor)
         if isinstance(cmd, c.ReloadCommand):

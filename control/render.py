@@ -85,6 +85,8 @@ def halt(res: c.HaltResult) -> str:
     else:
         worker = "no active worker: the flag binds the next one to take the lease"
     lines = [head, f"worker   {worker}", f"orders   {res.cancel}", f"ledger   {res.flush}"]
+    # What was wrong with the request, which halted anyway.
+    lines += [f"warning  {w}" for w in res.warnings]
     return "\n".join([*lines, "resume with: baton resume"])
 
 

@@ -201,6 +201,11 @@ async def test_patch_changes_stake_and_params(api: Api):
     assert (entry["action"], entry["target"], entry["result"]) == ("patch_slot", "btc-15m", "ok")
 
 
+async def test_a_patch_that_is_not_utf8_is_a_400_not_a_500(api: Api):
+    status, body, _ = await api.call("PATCH", "/slots/btc-15m", data=b'{"params": {"caf\xe9": 1}}')
+    assert status == 400 and "not valid UTF-8" in body["error"], body
+
+
 @pytest.mark.parametrize(
     ("patch", "says"),
     [
@@ -225,21 +230,87 @@ async def test_patch_validation_names_the_field(api: Api, patch: dict[str, Any],
 @pytest.mark.parametrize(
     ("path", "data", "says"),
     [
-        ("/halt", b"{not json", "not valid JSON"),
-        ("/halt", b"[1, 2]", "Expected `object`"),
-        ("/halt", b'{"reason": 5}', "Expected `str`, got `int` - at `$.reason`"),
-        ("/halt", b'{"reasn": "x"}', "unknown field `reasn`"),
-        ("/halt", json.dumps({"reason": "x" * 201}).encode(), "at most 200"),
-        ("/pause", b"reason=lunch", "not valid JSON"),
         ("/resume", b'{"force": true}', "unknown field `force`"),
+        ("/resume", b"{not json", "not valid JSON"),
         ("/start", b'{"color": "green"}', "unknown field `color`"),
         ("/slots/btc-15m/enable", b"nope", "not valid JSON"),
+        ("/slots/btc-15m/enable", b"[1, 2]", "Expected `object`"),
     ],
 )
 async def test_bad_bodies_are_400_with_msgspecs_message(api: Api, path: str, data: bytes, says: str):
     status, body, _ = await api.call("POST", path, data=data, headers={"Content-Type": "application/json"})
     assert status == 400 and body["status"] == 400 and says in body["error"], body
     assert api.control().get("halted", "0") == "0" and api.sup.calls == []
+
+
+# --- a halt is never refused for its body ----------------------------------------------------------
+LONG = "x" * 250
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "warned"),
+    [
+        (
+            json.dumps({"reason": LONG}).encode(),
+            "x" * 200,
+            ["reason truncated to 200 characters (it had 250)"],
+        ),
+        (b'{"reason": "feed is wrong", "foo": 1}', "feed is wrong", ["unknown field 'foo' ignored"]),
+        (b'{"reasn": "typo"}', "operator halt", ["unknown field 'reasn' ignored"]),
+        (b"venue looks wrong", "venue looks wrong", ["body is not JSON"]),
+        (b'{"reason": "cut off', "cut off", ["body is not JSON", "its reason field kept"]),
+        (b"reason=lunch", "reason=lunch", ["body is not JSON"]),
+        (b"[1, 2]", "[1, 2]", ["body is a JSON array, not an object"]),
+        (b'{"reason": 5}', "5", ["reason is a JSON number, not a string"]),
+        (b'{"reason": "caf\xe9 \xff"}', "caf\ufffd \ufffd", ["body is not valid UTF-8"]),
+        (json.dumps({"reason": "a\nb\tc"}).encode(), "a b c", []),
+    ],
+)
+async def test_a_halt_with_a_bad_body_halts_and_says_what_was_wrong(
+    api: Api, data: bytes, reason: str, warned: list[str]
+):
+    status, body, _ = await api.call("POST", "/halt", data=data, headers={"Content-Type": "application/json"})
+    res = msgspec.convert(body, c.HaltResult)
+    assert status == 200 and res.halted and res.control.halted, body
+    assert res.control.halt_reason == reason
+    for w in warned:
+        assert any(w in x for x in res.warnings), (w, res.warnings)
+    assert bool(warned) == bool(res.warnings)
+    assert api.control()["halted"] == "1"
+    # The audit stream keeps the warnings with the halt.
+    entry = api.audit()[0]
+    assert (entry["action"], entry["result"]) == ("halt", "ok")
+    assert json.loads(entry.get("warnings", "[]")) == res.warnings
+    status, tail, _ = await api.call("GET", "/audit?count=1")
+    assert tail["entries"][0]["warnings"] == res.warnings
+
+
+async def test_a_halt_bigger_than_the_body_limit_halts_with_a_warning(api: Api):
+    data = json.dumps({"reason": "flood", "pad": "y" * 200_000}).encode()
+    status, body, _ = await api.call("POST", "/halt", data=data)
+    assert status == 200 and body["control"]["halted"] is True, body
+    assert body["control"]["halt_reason"] == "flood"
+    assert any("over 65536 bytes" in w for w in body["warnings"]), body["warnings"]
+    # Other routes keep the app-wide limit.
+    status, body, _ = await api.call("POST", "/resume", data=b"{" + b" " * 70_000 + b"}")
+    assert status == 413 and body["status"] == 413
+
+
+async def test_a_pause_with_a_bad_body_pauses_and_says_so(api: Api):
+    status, body, _ = await api.call("POST", "/pause", data=b"lunch, back at 2", headers={})
+    res = msgspec.convert(body, c.FlagResult)
+    assert status == 200 and res.control.paused and res.control.pause_reason == "lunch, back at 2"
+    assert any("body is not JSON" in w for w in res.warnings), res.warnings
+    assert not res.control.halted
+
+
+@pytest.mark.parametrize("data", [b"{not json", b'{"reason": "' + b"z" * 300 + b'"}', b"\xff" * 100_000])
+async def test_a_bad_halt_without_the_token_is_still_401(api: Api, data: bytes):
+    for token in (None, "not-the-token-0123456789abcdef"):
+        status, body, _ = await api.call("POST", "/halt", data=data, token=token)
+        assert status == 401 and body["status"] == 401, body
+    assert api.control().get("halted", "0") == "0"
+    assert api.audit() == [] or all(e["action"] != "halt" or e["result"] != "ok" for e in api.audit())
 
 
 async def test_a_json_body_is_read_whatever_the_content_type_says(api: Api):
@@ -263,9 +334,8 @@ async def test_unknown_routes_wrong_methods_and_big_bodies_are_json_errors(api: 
     assert status == 405 and "allowed: POST" in body["error"] and headers["Allow"] == "POST"
     status, body, _ = await api.call("GET", "/halt", token=None)
     assert status == 405
-    status, body, _ = await api.call("POST", "/halt", data=b"{" + b" " * 70_000 + b"}")
+    status, body, _ = await api.call("POST", "/resume", data=b"{" + b" " * 70_000 + b"}")
     assert status == 413 and body["status"] == 413
-    assert api.control().get("halted", "0") == "0"
 
 
 async def test_an_unexpected_exception_is_a_500_naming_it_without_the_token(api: Api, monkeypatch, caplog):

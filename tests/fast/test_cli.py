@@ -160,7 +160,8 @@ def test_refusals_exit_1_with_the_reason_and_are_audited(r, sup, capsys, argv, m
         ["slots", "set", "btc-15m", "--param", "edge=high"],
         ["slots", "enable"],
         ["frobnicate"],
-        ["halt", "--force"],
+        ["resume", "--force"],
+        ["slots", "--reason", "x"],
     ],
 )
 def test_usage_errors_exit_2_and_change_nothing(r, sup, capsys, argv):
@@ -180,7 +181,37 @@ def test_halt_without_an_active_worker_sets_the_flag_and_says_nobody_acknowledge
     assert r.hget(K.control(), "halted") == "1" and r.hget(K.control(), "halted_by") == "cli:alice"
     a = last_audit(r)
     assert (a["action"], a["source"], a["who"]) == ("halt", "cli", "alice")
-    assert json.loads(a["args"]) == {"reason": "venue  looks\nwrong"}
+    # The audit stream records the reason as kept: one line.
+    assert json.loads(a["args"]) == {"reason": "venue looks wrong"} and "warnings" not in a
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason", "warned"),
+    [
+        (["--reason", "y" * 230], "y" * 200, "reason truncated to 200 characters (it had 230)"),
+        (["--reason", "caf\udce9 down"], "caf\ufffd down", "reason is not valid UTF-8"),
+        (["--force", "--reason", "forced"], "forced", "unknown argument '--force' ignored"),
+        (["venue", "is", "down"], "venue is down", ""),
+        (["--reason", "a", "b"], "a", "words besides --reason ignored: 'b'"),
+        (["--reason"], "operator halt", ""),
+    ],
+)
+@pytest.mark.parametrize("stop", ["halt", "pause"])
+def test_a_stop_with_bad_arguments_still_stops_and_prints_what_was_wrong(
+    r, sup, capsys, stop, argv, reason, warned
+):
+    code, out, err = run(capsys, stop, *argv)
+    field = "halt_reason" if stop == "halt" else "pause_reason"
+    default = f"operator {stop}"
+    assert code == 0, err
+    assert r.hget(K.control(), "halted" if stop == "halt" else "paused") == "1"
+    assert r.hget(K.control(), field) == (default if reason == "operator halt" else reason)
+    assert (f"warning  {warned}" in out) if warned else ("warning" not in out), out
+    a = last_audit(r)
+    assert (a["action"], a["result"]) == (stop, "ok")
+    assert (warned in a.get("warnings", "")) if warned else "warnings" not in a
+    code, out, _ = run(capsys, stop, *argv, "--json")
+    assert code == 0 and any(warned in w for w in json.loads(out)["warnings"]) == bool(warned)
 
 
 def test_halt_reports_the_workers_acknowledgement_and_its_cancels(r, sup, capsys, monkeypatch):

@@ -44,11 +44,14 @@ def archive_dir(ctx: ApiContext):
     return control_file.archive_dir_of(ctx)
 
 
-def write_command(ctx: ApiContext, text: str) -> None:
-    ctx.s.control_file.write_text(text)
+def write_command(ctx: ApiContext, text: str | bytes) -> None:
+    if isinstance(text, bytes):
+        ctx.s.control_file.write_bytes(text)
+    else:
+        ctx.s.control_file.write_text(text)
 
 
-def process(ctx: ApiContext, text: str) -> dict:
+def process(ctx: ApiContext, text: str | bytes) -> dict:
     write_command(ctx, text)
     path = control_file.process_control_file(ctx.ops, ctx.s.control_file, archive_dir(ctx))
     assert path is not None and not ctx.s.control_file.exists()
@@ -246,9 +249,11 @@ def test_a_halt_in_control_json_is_applied_and_archived(door):
 @pytest.mark.parametrize(
     ("text", "action", "names"),
     [
-        ("halt please", "invalid", "not valid JSON"),
+        ("resume please", "invalid", "not valid JSON"),
         ('{"action": "explode"}', "invalid", "'explode'"),
-        ('{"action": "halt", "reson": "typo"}', "halt", "`reson`"),
+        ('{"action": "resume", "reson": "typo"}', "resume", "`reson`"),
+        ('resume after the halt: {"reason": "halt"}', "invalid", "not valid JSON"),
+        ('{"action": ["halt"]}', "invalid", "Expected `str`"),
         ('{"action": "patch_slot", "slot": "btc-15m", "stake_usd": "lots"}', "patch_slot", "$.stake_usd"),
         ('{"action": "enable_slot"}', "enable_slot", "`slot`"),
         ("[1, 2]", "invalid", "got `array`"),
@@ -265,6 +270,57 @@ def test_a_bad_command_is_archived_with_what_was_wrong(door, text, action, names
     [archived] = archive_dir(door).iterdir()
     assert archived.name.endswith(f"-{action}.json")
     assert door.ops.r.hget(K.control(), "halted") is None, "nothing was applied"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "warned"),
+    [
+        (
+            '{"action": "halt", "reason": "feed is wrong", "foo": 1}',
+            "feed is wrong",
+            "unknown field 'foo' ignored",
+        ),
+        (
+            '{"action": "halt", "reason": "' + "r" * 260 + '"}',
+            "r" * 200,
+            "reason truncated to 200 characters",
+        ),
+        ('{"action": "halt", "reason": "cut off', "cut off", "body is not JSON"),
+        ("halt please, the venue is down", "halt please, the venue is down", "body is not JSON"),
+        (b'{"action": "halt", "reason": "caf\xe9"}', "caf\ufffd", "not valid UTF-8"),
+        ('{"action": "halt", "reason": 7}', "7", "reason is a JSON number"),
+    ],
+)
+def test_a_halt_in_control_json_is_never_refused_for_its_text(door, text, reason, warned):
+    record = process(door, text)
+    control = door.ops.r.hgetall(K.control())
+    assert control["halted"] == "1" and control["halt_reason"] == reason
+    result = record["result"]
+    assert result["ok"] is True and result["status"] == 200 and result["result"]["halted"] is True
+    assert any(warned in w for w in result["warnings"]), result
+    assert result["warnings"] == result["result"]["warnings"]
+    [archived] = archive_dir(door).iterdir()
+    assert archived.name.endswith("-halt.json")
+    [(_, audit)] = door.ops.r.xrevrange(K.audit(), count=1)
+    assert (audit["source"], audit["action"], audit["result"]) == ("file", "halt", "ok")
+    assert json.loads(audit["warnings"]) == result["warnings"]
+
+
+def test_a_halt_in_a_control_json_over_the_size_limit_still_halts(door):
+    big = '{"action": "halt", "reason": "huge file", "pad": "' + "p" * 100_000 + '"}'
+    record = process(door, big)
+    assert door.ops.r.hget(K.control(), "halt_reason") == "huge file"
+    assert any("over 65536 bytes" in w for w in record["result"]["warnings"]), record["result"]
+    # Any other command that big is refused, as before.
+    record = process(door, '{"action": "resume", "pad": "' + "p" * 100_000 + '"}')
+    assert record["result"]["status"] == 400 and "at most 65536" in record["result"]["error"]
+    assert door.ops.r.hget(K.control(), "halted") == "1"
+
+
+def test_a_pause_in_control_json_with_an_unknown_field_still_pauses(door):
+    record = process(door, '{"action": "pause", "reason": "lunch", "until": "14:00"}')
+    assert door.ops.r.hget(K.control(), "paused") == "1"
+    assert record["result"]["warnings"] == ["unknown field 'until' ignored"]
 
 
 def test_an_unknown_slot_is_archived_as_404(door):
