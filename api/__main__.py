@@ -15,6 +15,7 @@ import contextlib
 import errno
 import importlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,10 +24,11 @@ from aiohttp import web
 
 from api import apitoken
 from api.app import AccessLogger, make_app
-from api.auth import session_cookie
+from api.auth import SESSION_COOKIE
 from api.context import ApiContext
 from baton import settings as settings_mod
-from baton.errors import SettingsError, TokenError
+from baton.errors import SecretFileError, SettingsError, TokenError
+from baton.secretfiles import ensure_secret
 from control.ops import Ops
 from state import connection
 
@@ -84,18 +86,20 @@ async def amain() -> int:
     try:
         s = settings_mod.load()
         token = apitoken.load(s)
-    except (SettingsError, TokenError, OSError) as e:
+        metrics_token = load_metrics_token(s)
+    except (SettingsError, TokenError, SecretFileError, OSError) as e:
         log.error("cannot start: %s", e)
         return EXIT_CONFIG
     # The id names the token safely; the value is printed by `baton token` only.
     log.info("API token id %s (from %s)", token.id, token.source)
-    scrub_logs(token)
+    log.info("GET /metrics: %s", METRICS_DOORS[s.metrics_auth])
+    scrub_logs(token, metrics_token)
     # Ops blocks on Redis during a halt (waiting for the worker's acknowledgement, then for the
     # ledger flush): the socket timeout must outlast that wait.
     sync_r = connection.client(s, timeout_s=s.halt_ack_timeout_ms / 1000 + 5)
     # The readers follow streams and pub/sub with blocking reads (XREAD BLOCK, get_message).
     async_r = connection.async_client(s, timeout_s=connection.BLOCKING)
-    ctx = ApiContext(s=s, ops=Ops(s, sync_r), token=token, redis=async_r)
+    ctx = ApiContext(s=s, ops=Ops(s, sync_r), token=token, redis=async_r, metrics_token=metrics_token)
     app = make_app(ctx)
     app.cleanup_ctx.append(background(ctx))
     runner = web.AppRunner(app, access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
@@ -129,9 +133,26 @@ async def amain() -> int:
         sync_r.close()
 
 
+METRICS_DOORS = {
+    "loopback": "open to clients on this machine only (BATON_METRICS_AUTH=loopback)",
+    "token": "bearer token required: the metrics token or the API token (BATON_METRICS_AUTH=token)",
+    "open": "open to anyone who reaches the port (BATON_METRICS_AUTH=open)",
+}
+
+
+def load_metrics_token(s: settings_mod.Settings) -> apitoken.ApiToken | None:
+    """The read-only token for Prometheus (BATON_METRICS_AUTH=token), made on first start."""
+    if s.metrics_auth != "token":
+        return None
+    path = s.metrics_token_file
+    return apitoken.ApiToken(ensure_secret(path), str(path))
+
+
 class Scrub(logging.Filter):
-    """Replaces the token and the session cookie in every log line, whoever writes it:
-    aiohttp itself logs a malformed request's raw header line (token included)."""
+    """Replaces the tokens and any session cookie's value in every log line, whoever writes it:
+    aiohttp itself logs a malformed request's raw header line (token or cookie included)."""
+
+    COOKIE = re.compile(rf"({SESSION_COOKIE}=)[^;\s\"']+")
 
     def __init__(self, secrets: tuple[str, ...]) -> None:
         super().__init__()
@@ -139,7 +160,7 @@ class Scrub(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        if any(x in msg for x in self.secrets):
+        if any(x in msg for x in self.secrets) or SESSION_COOKIE in msg:
             record.msg, record.args = self._clean(msg), None
         if record.exc_info and not record.exc_text:
             # Format the traceback now, scrubbed; the handler then uses this text as is.
@@ -149,11 +170,11 @@ class Scrub(logging.Filter):
     def _clean(self, text: str) -> str:
         for x in self.secrets:
             text = text.replace(x, "<redacted>")
-        return text
+        return self.COOKIE.sub(r"\1<redacted>", text)
 
 
-def scrub_logs(token: apitoken.ApiToken) -> None:
-    f = Scrub((token.reveal(), session_cookie(token)))
+def scrub_logs(token: apitoken.ApiToken, metrics_token: apitoken.ApiToken | None = None) -> None:
+    f = Scrub(tuple(t.reveal() for t in (token, metrics_token) if t is not None))
     for handler in logging.getLogger().handlers:
         handler.addFilter(f)
 

@@ -1,5 +1,6 @@
-"""The api program's aiohttp application: the route table of api/spec.py, behind two
-middlewares (errors outside, access control inside), and an access log without secrets.
+"""The api program's aiohttp application: the route table of api/spec.py, behind three
+middlewares (errors outside, then the Host allowlist, then access control), and an access log
+without secrets.
 
 Every answer is JSON unless a route declares another content type: errors are an
 `ErrorBody` ({"error": "what was wrong", "status": 409}) whatever raised them.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import re
 import sys
 import traceback
 from typing import Any
@@ -18,8 +20,9 @@ import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from api.auth import MutationLimiter, authenticate, rate_limited, session_cookie
+from api.auth import SESSION_COOKIE, MutationLimiter, authenticate, rate_limited
 from api.context import CTX_KEY, ApiContext, ctx_of
+from api.hosts import hosts
 from api.spec import ROUTES, Route
 from baton.errors import OpError
 from control import commands as c
@@ -113,7 +116,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     request[ROUTE_KEY] = declared
     if not declared.public:
         ctx = ctx_of(request)
-        who = authenticate(request, ctx.token, declared)
+        who = await authenticate(request, ctx, declared)
         request[ACTOR_KEY] = who
         if rate_limited(declared):
             request.app[LIMITER_KEY].take(who.token_id)
@@ -135,11 +138,15 @@ def _kept_headers(e: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
 
 
+_COOKIE_VALUE = re.compile(rf"({SESSION_COOKIE}=)[^;\s\"']+")
+
+
 def _scrub(ctx: ApiContext, text: str) -> str:
-    """An error message may quote anything it was handed; never the token or the cookie."""
-    for secret in (ctx.token.reveal(), session_cookie(ctx.token)):
-        text = text.replace(secret, "<redacted>")
-    return text
+    """An error message may quote anything it was handed; never a token or a session id."""
+    for t in (ctx.token, ctx.metrics_token):
+        if t is not None:
+            text = text.replace(t.reveal(), "<redacted>")
+    return _COOKIE_VALUE.sub(r"\1<redacted>", text)
 
 
 # --- access log -----------------------------------------------------------------------------
@@ -178,7 +185,7 @@ def load_route_modules() -> None:
 
 def make_app(ctx: ApiContext) -> web.Application:
     load_route_modules()
-    app = web.Application(middlewares=[errors, guard], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[errors, hosts, guard], client_max_size=MAX_BODY)
     app[CTX_KEY] = ctx
     app[LIMITER_KEY] = MutationLimiter(ctx.s.api_mutations_per_min)
     table: dict[Any, Route] = {}

@@ -65,6 +65,8 @@ class ApiContext:
     token: ApiToken
     # Async client for the loops (journal follower, SSE, files); not for the operations.
     redis: aioredis.Redis
+    # The read-only token GET /metrics accepts besides the API token (BATON_METRICS_AUTH=token).
+    metrics_token: ApiToken | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # Halts run on threads of their own: a halt must never queue behind slow calls (a
     # reload waits up to 30 s, a stop for the worker's tick) in the default pool.

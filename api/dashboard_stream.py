@@ -1,5 +1,6 @@
 """The dashboard's live stream (GET /events): server-sent `DashboardData` snapshots, woken by
-the tick journal and the control-flag channel, polled when idle, ended when the app stops.
+the tick journal and the control-flag channel, polled when idle, ended when the app stops or
+the session that opened it ends (sign-out, expiry, a token rotation).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from aiohttp import web
 
 from api.context import ApiContext, ctx_of
 from api.dashboard_data import DashboardData, snapshot
-from baton.errors import OpError
+from api.sessions import RECHECK_S, SESSION_COOKIE, sessions_of
+from baton.errors import OpError, Unavailable
 from state.keys import Keys
 
 log = logging.getLogger("baton.api.dashboard")
@@ -61,8 +63,16 @@ async def serve_events(request: web.Request) -> web.StreamResponse:
     streams.add(wake)
     last_sent, last_problem = b"", ""
     last_write = time.monotonic()
+    # A stream opened with the cookie lives no longer than its session.
+    cookie = None if "Authorization" in request.headers else request.cookies.get(SESSION_COOKIE)
+    next_check = time.monotonic() + RECHECK_S
     try:
         while not ctx.extra.get(CLOSING) and not _gone(request):
+            if cookie is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + RECHECK_S
+                with contextlib.suppress(Unavailable):  # Redis away: the problem event says so
+                    if not await sessions_of(ctx).still_open(cookie):
+                        break
             try:
                 data = await snapshot(ctx)
             except Exception as e:  # Redis down (or a bug): say so on the page, keep the stream

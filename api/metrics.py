@@ -32,6 +32,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from redis.typing import KeyT, StreamIdT
 
+from api.auth import metrics_door
 from api.context import ApiContext, ctx_of, stop_if_cancelled
 from api.metrics_redis import RedisCollector, text
 from api.spec import route
@@ -206,10 +207,13 @@ def setup(app: web.Application, ctx: ApiContext) -> None:
     "/metrics",
     public=True,
     content_type="text/plain; version=0.0.4",
-    summary="Prometheus metrics: ticks, orders, positions, PnL, feed staleness, control actions",
+    errors=(401, 403),
+    summary="Prometheus metrics: ticks, orders, positions, PnL, feed staleness, control actions. "
+    "BATON_METRICS_AUTH: loopback clients only (default, 403 to others), a bearer token (401), or open",
     tags=("observability",),
 )
 async def metrics(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
+    metrics_door(request, ctx)
     body = await ctx.call(metrics_of(ctx).render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -26,12 +26,16 @@ _PARAM = re.compile(r"\{([^}:]+)(?::([^}]+))?\}")
 
 ERROR_TEXT = {
     400: "Bad request: invalid JSON, a wrong or unknown field, a value out of range (the message says which)",
-    401: "No credential or a wrong one: send `Authorization: Bearer <token>`",
-    403: "A session cookie used from another origin (CSRF): use the dashboard served here, or a bearer token",
+    401: "No credential or a wrong one: send `Authorization: Bearer <token>`, or sign in again (the "
+    "session ended: signed out, expired, revoked, or the token changed)",
+    403: "A session cookie used from another origin (CSRF): use the dashboard served here, or a bearer "
+    "token; GET /metrics from another machine without BATON_METRICS_AUTH=token",
     404: "Not found (no such slot)",
     409: "Conflicts with the current state (nothing to resume, a worker already running, none running, ...)",
     413: "The request body is too large",
-    429: "Too many mutating calls for this token: wait the Retry-After seconds",
+    421: "Misdirected: the Host header names no host this server answers to (its bind address, "
+    "localhost, 127.0.0.1, [::1], BATON_API_HOSTS): a guard against DNS rebinding",
+    429: "Too many mutating calls for this token, or too many sign-in attempts: wait the Retry-After seconds",
     500: "An internal error (the message names it)",
     503: "Redis or supervisord cannot be reached",
 }
@@ -69,8 +73,10 @@ def build(routes: list[Route]) -> dict[str, Any]:
             "version": _version(),
             "description": (
                 "Control plane of a Baton trading runtime. Every route but the public ones needs "
-                "`Authorization: Bearer <token>` (or the dashboard's session cookie). Mutating calls are "
-                "audited and rate-limited per token (POST /halt never is). Errors are an ErrorBody. "
+                "`Authorization: Bearer <token>` (or the dashboard's session cookie, from POST /login: a "
+                "random id with a fixed lifetime, ended by POST /logout). Mutating calls are audited and "
+                "rate-limited per token (POST /halt never is); sign-in attempts are throttled. A request "
+                "whose Host header names another host gets 421. Errors are an ErrorBody. "
                 "POST /halt and POST /pause are never refused for their body (not JSON, an unknown "
                 "field, a reason too long, a body too big): they stop, keep what can be kept of the "
                 "reason, and list what was wrong in the answer's `warnings`."
@@ -134,9 +140,10 @@ def operation(
 
 
 def error_statuses(r: Route) -> list[int]:
-    """The route's declared errors and those the app adds: 401 (and 403 for the cookie's
-    origin check) for routes behind the token, 429 for rate-limited ones, 413 for bodies."""
-    out = list(r.errors)
+    """The route's declared errors and those the app adds: 421 for every route (the Host
+    allowlist), 401 (and 403 for the cookie's origin check) for routes behind the token, 429
+    for rate-limited ones, 413 for bodies."""
+    out = [*r.errors, 421]
     if not r.public:
         out.append(401)
         if r.mutating:

@@ -195,6 +195,13 @@ class NotFound(OpError):
     status = 404
 
 
+class MisdirectedRequest(OpError):
+    """A request for a Host this server does not answer to (421): a page whose name was
+    rebound to this address (DNS rebinding) reaches the port but not the API."""
+
+    status = 421
+
+
 class Conflict(OpError):
     status = 409
 

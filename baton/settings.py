@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from baton.errors import CredentialsError, SettingsError
+from baton.secretfiles import secrets_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,6 +98,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Settled positions, final intents and ledger entries older than this leave Redis
     # (kernel/history.py); 0 keeps them forever.
     history_days: float = 7.0
+    # The API's doors (api/hosts.py, api/sessions.py, docs/api.md). Host names (`name` or
+    # `name:port`) the API answers to besides its bind address, localhost, 127.0.0.1 and [::1]:
+    # any other Host header gets 421 (DNS rebinding).
+    api_hosts: tuple[str, ...] = ()
+    # A dashboard session lasts this long from its sign-in (fixed, not extended by use).
+    api_session_ttl_s: int = 12 * 3600
+    # Sign-in attempts a minute, per client address and for all addresses together.
+    api_logins_per_min: int = 10
+    api_logins_all_per_min: int = 60
+    # GET /metrics: "loopback" (no token, loopback clients only), "token" (a bearer token:
+    # the metrics token or the API token) or "open" (anyone who reaches the port).
+    metrics_auth: str = "loopback"
 
     @property
     def live(self) -> bool:
@@ -127,6 +140,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def token_file(self) -> Path:
         return Path(self.api_token_file) if self.api_token_file else self.var_dir / "api-token"
+
+    @property
+    def metrics_token_file(self) -> Path:
+        return secrets_dir(Path(self.home)) / "metrics-token"
 
     @property
     def status_file(self) -> Path:
@@ -186,6 +203,33 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
     if not items:
         raise SettingsError(f"{name}={raw!r} holds no item")
     return items
+
+
+METRICS_AUTH = ("loopback", "token", "open")
+# A Host header's name: a DNS name, an IPv4 address or a bracketed IPv6 one, then maybe a port.
+_HOST_RE = re.compile(r"^([a-z0-9]([a-z0-9.\-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:\d{1,5})?$")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _get(env, name, default).lower()
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    out = []
+    for item in _list(env, name, ()):
+        if not _HOST_RE.match(item):
+            raise SettingsError(
+                f"{name}: {item!r} is not a host name, `name:port`, an IP address or `[v6]:port` "
+                "(no scheme, no path)"
+            )
+        out.append(item)
+    return tuple(out)
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -265,6 +309,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_mutations_per_min=_int(env, "BATON_API_MUTATIONS_PER_MIN", 60, 1),
         halt_ack_timeout_ms=_int(env, "BATON_HALT_ACK_TIMEOUT_MS", 2000, 0),
         history_days=_float(env, "BATON_HISTORY_DAYS", 7.0, 0.0),
+        api_hosts=_hosts(env, "BATON_API_HOSTS"),
+        api_session_ttl_s=_int(env, "BATON_API_SESSION_TTL_S", 12 * 3600, 60),
+        api_logins_per_min=_int(env, "BATON_API_LOGINS_PER_MIN", 10, 2),
+        api_logins_all_per_min=_int(env, "BATON_API_LOGINS_ALL_PER_MIN", 60, 2),
+        metrics_auth=_choice(env, "BATON_METRICS_AUTH", "loopback", METRICS_AUTH),
     )
 
 

@@ -83,6 +83,18 @@ class Keys:
         """Hash: slot id -> Slot JSON."""
         return f"{self.p}slots"
 
+    # --- the API's dashboard sessions (state/sessions.py) -------------------------------
+    def session(self, digest: str) -> str:
+        """String (TTL: the session's lifetime): Session JSON (token_id, created_ms, expires_ms,
+        remote) of one dashboard sign-in, keyed by the SHA-256 (hex) of its id. The id itself,
+        the cookie's value, is never stored."""
+        return f"{self.p}session:{digest}"
+
+    def sessions(self) -> str:
+        """Sorted set (TTL: the newest session's lifetime): session digest -> expires_ms, the
+        index by which every session is revoked at once ("sign out everywhere")."""
+        return f"{self.p}sessions"
+
     # --- market data ------------------------------------------------------------------
     def candles(self, asset: str, interval: str) -> str:
         """Sorted set: score = candle open time (ms), member = Candle JSON (array)."""

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
+from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.apitoken import ApiToken, token_id
 from api.app import AccessLogger, make_app
-from api.auth import session_cookie
 from api.context import ApiContext
+from api.sessions import SESSION_COOKIE
 from baton.settings import load
 from control.ops import Ops
 from state.keys import Keys
@@ -60,6 +61,16 @@ class Api:
     ):
         self.client, self.server, self.sup, self.ctx = client, server, sup, ctx
         self.r = ctx.ops.r
+        # Session ids issued to this client: secrets like the token.
+        self.session_ids: list[str] = []
+
+    async def sign_in(self, token: str = TOKEN, headers: dict[str, str] | None = None) -> dict[str, str]:
+        """Sign in through the login form; returns the Cookie header of the new session."""
+        resp = await self.client.post("/login", data={"token": token}, headers=headers, allow_redirects=False)
+        assert resp.status == 303, (resp.status, await resp.text())
+        sid = resp.cookies[SESSION_COOKIE].value
+        self.session_ids.append(sid)
+        return {"Cookie": f"{SESSION_COOKIE}={sid}"}
 
     async def call(
         self,
@@ -79,7 +90,7 @@ class Api:
             hdrs.setdefault("Content-Type", "application/json")
         resp = await self.client.request(method, path, data=data, headers=hdrs)
         raw = await resp.read()
-        for secret in (TOKEN, session_cookie(self.ctx.token)):
+        for secret in (TOKEN, *self.session_ids):
             assert secret not in raw.decode(errors="replace"), f"{method} {path} answered a secret"
             assert secret not in str(resp.headers), f"{method} {path} answered a secret in a header"
         parsed = json.loads(raw) if resp.content_type == "application/json" else raw
@@ -118,7 +129,8 @@ async def running_api(home: Path, **env: str) -> AsyncIterator[Api]:
     ctx = ApiContext(s=s, ops=Ops(s, r, supervisor=sup), token=ApiToken(TOKEN, "test"), redis=ar)
     test_server = TestServer(make_app(ctx))
     await test_server.start_server(access_log_class=AccessLogger)
-    client = TestClient(test_server)
+    # No cookie jar: every call says which session (if any) it brings.
+    client = TestClient(test_server, cookie_jar=DummyCookieJar())
     await client.start_server()
     try:
         yield Api(client, server, sup, ctx)

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api import dashboard
 from api.apitoken import ApiToken
 from api.app import make_app
-from api.auth import SESSION_COOKIE, session_cookie
+from api.auth import SESSION_COOKIE
 from api.context import ApiContext, ctx_of
 from baton.settings import load
 from control import commands as c
@@ -61,13 +61,21 @@ def ctx(cl: TestClient) -> ApiContext:
     return ctx_of(cl.app)
 
 
-def signed_in() -> dict[str, str]:
-    return {"Cookie": f"{SESSION_COOKIE}={session_cookie(ApiToken(TOKEN, 'test'))}"}
+ISSUED: list[str] = []
+
+
+async def signed_in(cl: TestClient) -> dict[str, str]:
+    """The Cookie header of a fresh session, from the login form."""
+    resp = await cl.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    assert resp.status == 303
+    sid = resp.cookies[SESSION_COOKIE].value
+    ISSUED.append(sid)
+    return {"Cookie": f"{SESSION_COOKIE}={sid}"}
 
 
 async def text(resp: ClientResponse) -> str:
     body = await resp.text()
-    assert TOKEN not in body and session_cookie(ApiToken(TOKEN, "test")) not in body
+    assert TOKEN not in body and not any(sid in body for sid in ISSUED)
     return body
 
 
@@ -77,11 +85,11 @@ async def test_the_page_is_served_only_with_the_session_cookie(client: TestClien
     body = await text(resp)
     assert resp.status == 200 and 'name="token"' in body and 'id="halt"' not in body
     assert "token changed" not in body
-    # A cookie of an older token: the form again, saying why.
-    resp = await client.get("/", headers={"Cookie": f"{SESSION_COOKIE}=cookie-of-an-old-token"})
+    # A cookie that is no session (the old HMAC-style cookie): the form again, saying why.
+    resp = await client.get("/", headers={"Cookie": f"{SESSION_COOKIE}={'ab' * 32}"})
     body = await text(resp)
-    assert 'name="token"' in body and 'id="halt"' not in body and "the API token changed" in body
-    resp = await client.get("/", headers=signed_in())
+    assert 'name="token"' in body and 'id="halt"' not in body and "not a session cookie" in body
+    resp = await client.get("/", headers=await signed_in(client))
     body = await text(resp)
     assert resp.status == 200 and resp.content_type == "text/html"
     assert 'id="halt"' in body and 'name="token"' not in body
@@ -99,9 +107,12 @@ async def test_login_with_the_right_token_sets_an_httponly_samesite_cookie(clien
     resp = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/"
     cookie = resp.headers["Set-Cookie"]
-    assert cookie.startswith(f"{SESSION_COOKIE}={session_cookie(ApiToken(TOKEN, 'test'))};")
+    sid = resp.cookies[SESSION_COOKIE].value
+    assert cookie.startswith(f"{SESSION_COOKIE}={sid};") and len(sid) == 43
     attrs = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
     assert "httponly" in attrs and attrs["samesite"] == "SameSite=Strict" and attrs["path"] == "Path=/"
+    # Lives as long as the session (12 h by default); not Secure over plain HTTP.
+    assert attrs["max-age"] == "Max-Age=43200" and "secure" not in attrs
     # The cookie is not the token.
     assert TOKEN not in cookie
     # ... and it opens the JSON routes the page uses.
@@ -122,7 +133,7 @@ async def test_login_with_a_wrong_token_is_refused_and_not_logged(client: TestCl
 
 
 async def test_logout_drops_the_cookie(client: TestClient):
-    resp = await client.post("/logout", headers=signed_in(), allow_redirects=False)
+    resp = await client.post("/logout", headers=await signed_in(client), allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/"
     cookie = resp.headers["Set-Cookie"]
     assert cookie.startswith(f'{SESSION_COOKIE}="";') and "Max-Age=0" in cookie
@@ -130,7 +141,7 @@ async def test_logout_drops_the_cookie(client: TestClient):
 
 # --- data ----------------------------------------------------------------------------------------------
 async def test_the_snapshot_shows_flags_lease_workers_ticks_and_slots(client: TestClient):
-    resp = await client.get("/dashboard/data", headers=signed_in())
+    resp = await client.get("/dashboard/data", headers=await signed_in(client))
     d = await resp.json()
     assert resp.status == 200 and abs(d["server_ms"] - time.time() * 1000) < 10_000
     assert d["lease"]["active"] and (d["lease"]["color"], d["lease"]["epoch"]) == ("blue", seed.EPOCH)
@@ -150,7 +161,7 @@ async def test_the_snapshot_shows_flags_lease_workers_ticks_and_slots(client: Te
 
 
 async def test_pnl_is_the_realised_pnl_after_each_settlement_with_win_rate(client: TestClient):
-    resp = await client.get("/pnl", headers=signed_in())
+    resp = await client.get("/pnl", headers=await signed_in(client))
     p = await resp.json()
     assert resp.status == 200
     deltas = [round(pt["delta_usd"], 6) for pt in p["points"]]
@@ -167,7 +178,7 @@ async def test_pnl_is_the_realised_pnl_after_each_settlement_with_win_rate(clien
 
 async def test_pnl_of_an_empty_ledger(client: TestClient):
     ctx(client).ops.r.flushall()
-    p = await (await client.get("/pnl", headers=signed_in())).json()
+    p = await (await client.get("/pnl", headers=await signed_in(client))).json()
     assert (p["points"], p["start_ms"], p["win_rate"], p["trades"]) == ([], None, None, 0)
 
 
@@ -186,7 +197,7 @@ async def next_event(resp: ClientResponse, timeout_s: float = 10) -> tuple[str, 
 
 
 async def test_events_push_a_snapshot_at_once_then_after_control_changes_and_ticks(client: TestClient):
-    resp = await client.get("/events", headers=signed_in())
+    resp = await client.get("/events", headers=await signed_in(client))
     assert resp.status == 200 and resp.content_type == "text/event-stream"
     name, first = await next_event(resp)
     assert name == "message" and first["control"]["halted"] is False and len(first["slots"]) == 4
@@ -206,7 +217,7 @@ async def test_events_push_a_snapshot_at_once_then_after_control_changes_and_tic
 
 
 async def test_events_say_when_redis_cannot_be_read(client: TestClient):
-    resp = await client.get("/events", headers=signed_in())
+    resp = await client.get("/events", headers=await signed_in(client))
     await next_event(resp)
     ctx(client).ops.r.connection_pool.connection_kwargs["server"].connected = False
     name, data = await next_event(resp)
@@ -215,7 +226,7 @@ async def test_events_say_when_redis_cannot_be_read(client: TestClient):
 
 
 async def test_a_stopping_app_ends_its_event_streams_at_once(client: TestClient):
-    resp = await client.get("/events", headers=signed_in())
+    resp = await client.get("/events", headers=await signed_in(client))
     await next_event(resp)
     # What the app's on_shutdown runs (dashboard.setup): without it a stop would wait for
     # aiohttp's shutdown timeout while a dashboard is open.

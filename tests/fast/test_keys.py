@@ -37,6 +37,8 @@ def test_every_key_string_is_pinned():
     assert k.audit() == "baton:audit"
     assert k.decisions() == "baton:decisions"
     assert k.settle_stats() == "baton:settle:stats"
+    assert k.session("ab" * 32) == "baton:session:" + "ab" * 32
+    assert k.sessions() == "baton:sessions"
 
 
 def test_the_prefix_is_configurable():
@@ -57,6 +59,7 @@ def test_every_key_builder_is_documented_in_docs_state_md():
         "control_ack": (7,),
         "ratelimit": ("binance:rest_weight:1m",),
         "settle_claim": ("btc-15m:1700000100",),
+        "session": ("ab" * 32,),
     }
     for name in dir(k):
         if name.startswith("_") or name == "p":

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import fakeredis
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -302,7 +303,8 @@ async def test_the_follower_survives_redis_going_away(env, fake_server, store: S
 async def test_the_handler_serves_the_text_format(env, fake_server):
     s, r = env
     r.hset(K.stats(), "ticks_done", 12)
-    ctx = ctx_for(s, r, fake_server)
+    # A mocked request has no client address; the door is tested in tests/fast/test_api_doors.py.
+    ctx = ctx_for(msgspec.structs.replace(s, metrics_auth="open"), r, fake_server)
     app = web.Application()
     app[CTX_KEY] = ctx
     m.setup(app, ctx)
