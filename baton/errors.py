@@ -50,6 +50,20 @@ class SnapshotError(StateError, RuntimeError):
     """Redis refused part of the tick's read (e.g. a key holding the wrong type)."""
 
 
+class UnreadableValue(StateError):
+    """A value in Redis that a write or a decision depends on cannot be read (garbage, out of
+    range, a key of the wrong type). A script that meets one writes nothing and answers
+    `BADVALUE <key> <field>: <what>` (state/lua/_check.lua); what depended on it waits, and
+    entries are blocked, until the value is repaired. `field` is `(type)` or `(value)` when
+    the whole key is at fault."""
+
+    def __init__(self, key: str, field: str, problem: str) -> None:
+        self.key = key
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{key} {field}: {problem}")
+
+
 class RateLimited(StateError):
     """A request the rate budget refused; it must not be sent. `wait_ms` is the wait it would
     have needed (-1: never, its cost exceeds a bucket's capacity)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from baton.errors import LeaseLost, NotReady
+from baton.errors import LeaseLost, NotReady, UnreadableValue
 from baton.settings import Settings
 from kernel import reconcile, strategy_check
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
@@ -39,6 +39,24 @@ from state.structs import ControlFlags, TickRecord
 log = logging.getLogger("baton.tick")
 
 STRATEGY_PACKAGE = "worker.strategies"
+
+
+def journal_problem(tick: int, verdict: Any) -> str:
+    """What a journal answer other than OK means, for the error journal: never silent, since
+    trading went on in a tick the journal does not show (or shows after a repair)."""
+    if isinstance(verdict, UnreadableValue):
+        return f"tick {tick} not journaled, the journal waits for a repair: {verdict}"
+    if verdict == "DUPLICATE":
+        return (
+            f"tick {tick} not journaled: the journal holds it or a later one already (this "
+            "worker's clock behind the previous holder's?)"
+        )
+    if isinstance(verdict, str) and verdict.startswith("REBASED"):
+        return (
+            f"tick {tick} journaled after the journal's guard was rebuilt from the stream: "
+            f"stats last_tick held {verdict.removeprefix('REBASED ')} (garbage, or a clock ahead)"
+        )
+    return f"tick {tick}: unexpected journal answer {verdict!r}"
 
 
 @dataclass
@@ -207,9 +225,17 @@ class TickRunner:
             settled=settled,
             errors=len(problems),
         )
-        verdict = await self.store.append_tick(rec)
+        try:
+            verdict = await self.store.append_tick(rec)
+        except UnreadableValue as e:
+            verdict = e
         if verdict == "STALE_EPOCH":
             raise LeaseLost(f"journal of tick {tick} refused: epoch {self.ident.epoch} is stale")
+        if verdict != "OK":
+            why = journal_problem(tick, verdict)
+            log.error("tick %d: %s", tick, why)
+            await self.store.record_errors("journal", [why], now_ms=started)
+            problems.append(why)
         return TickOutcome(rec, problems, snap.handover, snap.control)
 
     async def between_ticks(self, next_boundary_ms: int) -> list[str]:

@@ -3,6 +3,7 @@ stop marks that tell a clean stop from missed ticks, and the error journal."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from state.repo import Repo
@@ -10,6 +11,13 @@ from state.structs import TickRecord, tick_record_fields
 
 JOURNAL_MAXLEN = 100_000
 ERRORS_MAXLEN = 1_000
+_TICK = re.compile(r"\d{1,15}")
+
+
+def tick_index(raw: Any) -> int | None:
+    """A tick index as the journal writes one (at most 15 digits, like _check.lua's
+    arguments), or None."""
+    return int(raw) if isinstance(raw, str) and _TICK.fullmatch(raw) else None
 
 
 class JournalRepo(Repo):
@@ -25,10 +33,24 @@ class JournalRepo(Repo):
             pipeline=pipeline,
         )
 
-    async def read_stop_marks(self) -> tuple[int | None, int | None]:
-        """(last journaled tick, tick after which the last holder stopped cleanly)."""
-        last, clean = await self.r.hmget(self.k.stats(), ["last_tick", "clean_stop_tick"])
-        return (int(last) if last is not None else None, int(clean) if clean is not None else None)
+    async def read_stop_marks(self, problems: list[str] | None = None) -> tuple[int | None, int | None]:
+        """(last journaled tick, tick after which the last holder stopped cleanly); None when
+        absent, or when unreadable: then what is wrong is appended to `problems`. Nothing
+        decides on an unreadable mark: a new holder clears the clean-stop mark, and the
+        journal rebuilds its guard from the stream (state/lua/tick_journal.lua)."""
+        raw = await self.r.hmget(self.k.stats(), ["last_tick", "clean_stop_tick"])
+        out: list[int | None] = []
+        for name, v in zip(("last_tick", "clean_stop_tick"), raw, strict=True):
+            n = tick_index(v)
+            if v is not None and n is None and problems is not None:
+                problems.append(f"{self.k.stats()} {name}: holds {v[:40]!r}, not a tick index")
+            out.append(n)
+        return out[0], out[1]
+
+    async def newest_journaled_tick(self) -> int | None:
+        """The tick of the journal's newest entry (the truth stats.last_tick is a copy of)."""
+        got = await self.r.xrevrange(self.k.journal_ticks(), count=1)
+        return tick_index(got[0][1].get("tick")) if got else None
 
     async def stack_was_stopped(self) -> bool:
         """True when the whole runtime was shut down on purpose (`baton stop`) since the last

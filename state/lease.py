@@ -16,7 +16,8 @@ class LeaseRepo(Repo):
     ) -> tuple[bool, int, str]:
         """Take the lease if free, expired, ours, or held by `dead_holder` (found dead by the
         caller). Returns (held, epoch, current holder)."""
-        res = await self.scripts.lease_acquire(
+        res = await self._call(
+            self.scripts.lease_acquire,
             keys=[self.k.lease(), self.k.lease_epoch()],
             args=[holder, color, release, now_ms, ttl_ms, dead_holder],
         )
@@ -45,7 +46,8 @@ class LeaseRepo(Repo):
     ) -> tuple[int, str]:
         """Carry out a handover request after `last_tick` (lease_transfer.lua).
         Returns (successor's epoch, "") or (0, reason)."""
-        res = await self.scripts.lease_transfer(
+        res = await self._call(
+            self.scripts.lease_transfer,
             keys=[
                 self.k.lease(),
                 self.k.lease_epoch(),
@@ -83,7 +85,7 @@ class LeaseRepo(Repo):
         return res is not None
 
     async def release_lease(self, holder: str, epoch: int) -> bool:
-        res = await self.scripts.lease_release(keys=[self.k.lease()], args=[holder, epoch])
+        res = await self._call(self.scripts.lease_release, keys=[self.k.lease()], args=[holder, epoch])
         return int(res) == 1
 
     async def read_lease(self) -> dict[str, str]:

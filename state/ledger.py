@@ -15,7 +15,8 @@ def utc_day(ms: int) -> str:
 
 class LedgerRepo(Repo):
     async def deposit(self, epoch: int, ref: str, amount_micros: int, at_ms: int) -> str:
-        res = await self.scripts.ledger_deposit(
+        res = await self._call(
+            self.scripts.ledger_deposit,
             keys=[
                 self.k.lease_epoch(),
                 self.k.ledger(),

@@ -16,4 +16,6 @@ class MarketsRepo(Repo):
         args: list[Any] = []
         for market, ttl_s in markets:
             args += (MARKET.encode(market), ttl_s)
-        await self.scripts.markets_cache(keys=[self.k.market(m.slug) for m, _ in markets], args=args)
+        await self._call(
+            self.scripts.markets_cache, keys=[self.k.market(m.slug) for m, _ in markets], args=args
+        )

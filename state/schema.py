@@ -58,7 +58,9 @@ class SchemaRepo(Repo):
 
     async def adopt_schema(self, version: int = SCHEMA_VERSION, readable_by: int = SCHEMA_READABLE_BY) -> int:
         """Called by a new lease holder: a newer writer records its version (schema_adopt.lua)."""
-        res = await self.scripts.schema_adopt(
-            keys=[self.k.schema_version(), self.k.schema_readable_by()], args=[version, readable_by]
+        res = await self._call(
+            self.scripts.schema_adopt,
+            keys=[self.k.schema_version(), self.k.schema_readable_by()],
+            args=[version, readable_by],
         )
         return int(res)

@@ -2,8 +2,10 @@
 
 A script is reached by its file's name (`scripts_for(redis).intent_commit`); adding a file
 adds the script, and no list of names is kept by hand. Files starting with `_` are shared
-fragments: one is prepended to every script that calls a function it defines (the ledger's
-append-and-sum rule, `_ledger.lua`, is thus written once).
+fragments: one is prepended to every script that calls a function it defines, directly or
+through another fragment (the checks made before a first write, `_check.lua`, and the ledger's
+append-and-sum rule, `_ledger.lua`, are thus written once). A fragment may use only fragments
+whose names sort before its own: they are prepended in that order.
 """
 
 from __future__ import annotations
@@ -37,12 +39,17 @@ def names() -> tuple[str, ...]:
 @cache
 def source(name: str) -> str:
     text = (LUA_DIR / f"{name}.lua").read_text()
-    code = _COMMENT.sub("", text)
-    needed: list[str] = []
-    for fn, fragment in _fragments().items():
-        if re.search(rf"\b{fn}\(", code) and fragment not in needed:
-            needed.append(fragment)
-    return "".join(f + "\n" for f in needed) + text
+    fragments = _fragments()
+    needed: set[str] = set()
+    todo = [_COMMENT.sub("", text)]
+    while todo:
+        code = todo.pop()
+        for fn, fragment in fragments.items():
+            if fragment not in needed and re.search(rf"\b{fn}\(", code):
+                needed.add(fragment)
+                todo.append(_COMMENT.sub("", fragment))
+    in_order = [f for f in dict.fromkeys(fragments.values()) if f in needed]
+    return "".join(f + "\n" for f in in_order) + text
 
 
 class Scripts:

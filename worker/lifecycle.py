@@ -309,7 +309,7 @@ class Worker:
 
     async def _tick_loop(self, runner: TickRunner, collector: gcpolicy.Collector) -> int:
         tick = boundaries.next_tick(self.clock.now_ms(), self.s.tick_ms)
-        missed = await takeover.takeover_gap(self.store, tick)
+        missed = await takeover.takeover_gap(self.store, tick, self.clock.now_ms())
         await self.store.mark_clean_stop(None)
         await self._beat()
         while not self.stopping.is_set():

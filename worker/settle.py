@@ -28,7 +28,7 @@ from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
 from baton import settings as settings_mod
-from baton.errors import PositionChanged, SettingsError, Unresolved
+from baton.errors import PositionChanged, SettingsError, UnreadableValue, Unresolved
 from kernel import settlement
 from kernel.clock import wall_ms
 from state import connection
@@ -149,9 +149,16 @@ def settle_job(prefix: str, position_id: str) -> str:
     if up_won is None:
         _count(r, k, "unresolved")
         raise Unresolved(f"market {p.condition_id} of {position_id} is not resolved yet")
-    verdict = SettlementsRepo(r, k).settle_position(
-        raw.decode() if isinstance(raw, bytes) else raw, settlement.settled(p, up_won, ctx.clock_ms())
-    )
+    try:
+        verdict = SettlementsRepo(r, k).settle_position(
+            raw.decode() if isinstance(raw, bytes) else raw, settlement.settled(p, up_won, ctx.clock_ms())
+        )
+    except UnreadableValue as e:
+        # Nothing was written (the script checks before its first write): the position stays
+        # open and rq retries the job, which books it once the value is repaired.
+        _count(r, k, "unreadable")
+        log.error("settling %s waits for a repair: %s", position_id, e)
+        raise
     verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
     if verdict == "OK":
         _count(r, k, "settled")

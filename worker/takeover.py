@@ -52,12 +52,22 @@ async def reconcile_in_flight(store: Store, venue: Any, epoch: int, clock: Clock
     await store.record_errors("reconcile", problems, now_ms=wall_ms())
 
 
-async def takeover_gap(store: Store, first_tick: int) -> int:
+async def takeover_gap(store: Store, first_tick: int, now_ms: int) -> int:
     """Boundaries at which nobody traded, between the previous holder's last journaled
     tick and our first one: after a crash, and after a worker was stopped or restarted
     by hand (a planned handover has none: we start at the next tick). Only the downtime
-    of the whole runtime, stopped with `baton stop`, is not counted."""
-    last, _clean = await store.read_stop_marks()
+    of the whole runtime, stopped with `baton stop`, is not counted.
+
+    A stop mark that cannot be read is reported, never a reason to stop: an unreadable
+    last tick is taken from the journal's newest entry instead (stats.last_tick is a copy of
+    it), an unreadable clean-stop mark is cleared by this holder as it starts."""
+    problems: list[str] = []
+    last, _clean = await store.read_stop_marks(problems)
+    if problems:
+        log.error("takeover: %s", "; ".join(problems))
+        await store.record_errors("journal", problems, now_ms=now_ms)
+        if last is None:
+            last = await store.newest_journaled_tick()
     if last is None or await store.stack_was_stopped():
         return 0
     return max(0, first_tick - last - 1)

@@ -1,7 +1,18 @@
 -- Shared fragment, prepended by state/scripts.py to every script that books money.
+-- ledger_check(stream, totals, refs, day, kind, amount_arg, pnl_arg, at_arg): every key and
+-- field ledger_append will touch, checked before the script's first write (_check.lua); the
+-- last three are ARGV indexes. nil when all is well, else the error's text.
 -- ledger_append(stream, totals, refs, day, ref, kind, amount, pnl, at_ms, epoch)
 -- Appends one entry unless `ref` was booked before, and keeps the derived running sums
--- (cash, realised PnL, the day's PnL) in step in the same atomic script.
+-- (cash, realised PnL, the day's PnL) in step in the same atomic script. Call it only after
+-- ledger_check passed: it cannot fail half-way then.
+local function ledger_check(stream, totals, refs, day, kind, amount_arg, pnl_arg, at_arg)
+  return check_types({stream, 'stream', totals, 'hash', refs, 'set', day, 'hash'})
+    or check_int_fields(totals, {'cash_micros', 'entries', kind .. '_micros', 'realized_pnl_micros'})
+    or check_int_fields(day, {'realized_pnl_micros'})
+    or check_int_args({'amount_micros', amount_arg, 'pnl_micros', pnl_arg, 'at_ms', at_arg})
+end
+
 local function ledger_append(stream, totals, refs, day, ref, kind, amount, pnl, at_ms, epoch)
   if redis.call('SADD', refs, ref) == 0 then
     return 0

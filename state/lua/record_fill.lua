@@ -6,18 +6,38 @@
 -- ARGV[1] caller epoch, then per fill 6 values: intent id, intent JSON, position id,
 -- position JSON, cost in micros (positive), at_ms
 -- Returns one verdict per fill, in order: 'OK', 'STALE_EPOCH', or 'ALREADY' (this fill was
--- booked before: nothing changes).
+-- booked before: nothing changes); or a BADVALUE error, having written nothing, when a key or
+-- running sum it would write cannot be used (_check.lua): the intents stay open, and their
+-- fills are booked by reconciliation (kernel/reconcile.py) once the value is repaired.
 -- Each fill is booked as ledger_append (_ledger.lua) would book it: a `buy` entry under the
 -- ref 'buy:<intent id>', at most once, with no PnL (so the day's PnL is not touched). The
 -- lookups, the hash writes and the running sums of the whole batch are made once each, with
 -- many fields, rather than once per fill: at a thousand fills per tick the number of
 -- commands the script ran was most of its time.
+if (#ARGV - 1) % 6 ~= 0 then
+  return redis.error_reply('BADARG ARGV: ' .. (#ARGV - 1) .. ' values after the epoch, not 6 per fill')
+end
 local n = (#ARGV - 1) / 6
 local out = {}
+local bad = check_types({KEYS[1], 'string', KEYS[2], 'hash', KEYS[3], 'hash', KEYS[4], 'hash',
+  KEYS[5], 'hash', KEYS[6], 'stream', KEYS[7], 'hash', KEYS[8], 'set'})
+if bad then return redis.error_reply(bad) end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   for j = 1, n do out[j] = 'STALE_EPOCH' end
   return out
 end
+-- Everything the writes below depend on, before the first: the running sums they add to and
+-- the amounts they add (their sum kept exact in Lua's doubles: below 2^53).
+bad = check_int_fields(KEYS[7], {'cash_micros', 'entries', 'buy_micros'})
+if bad then return redis.error_reply(bad) end
+local sum = 0
+for j = 1, n do
+  local a = 1 + (j - 1) * 6
+  bad = check_int_args({'cost_micros', a + 5, 'at_ms', a + 6})
+  if bad then return redis.error_reply(bad) end
+  sum = sum + math.abs(tonumber(ARGV[a + 5]))
+end
+if sum >= 2 ^ 53 then return redis.error_reply('BADARG cost_micros: the batch sums past 2^53') end
 local STEP = 1000
 local pos_ids, refs = {}, {}
 for j = 1, n do
@@ -55,7 +75,7 @@ for j = 1, n do
     if not booked_before[j] and not seen_ref[ref] then
       seen_ref[ref] = true
       new_refs[#new_refs + 1] = ref
-      redis.call('XADD', KEYS[6], '*', 'kind', 'buy', 'amount_micros', -cost, 'ref', ref,
+      redis.call('XADD', KEYS[6], '*', 'kind', 'buy', 'amount_micros', string.format('%.0f', -cost), 'ref', ref,
                  'at_ms', ARGV[a + 6], 'epoch', ARGV[1], 'pnl_micros', 0)
       total = total + cost
       booked = booked + 1
@@ -75,8 +95,9 @@ each_slice('HSET', KEYS[4], positions)
 each_slice('HSET', KEYS[5], positions)
 each_slice('SADD', KEYS[8], new_refs)
 if booked > 0 then
-  redis.call('HINCRBY', KEYS[7], 'cash_micros', -total)
+  local minus = string.format('%.0f', -total)
+  redis.call('HINCRBY', KEYS[7], 'cash_micros', minus)
   redis.call('HINCRBY', KEYS[7], 'entries', booked)
-  redis.call('HINCRBY', KEYS[7], 'buy_micros', -total)
+  redis.call('HINCRBY', KEYS[7], 'buy_micros', minus)
 end
 return out

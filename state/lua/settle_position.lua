@@ -9,13 +9,21 @@
 -- KEYS[6] ledger refs, KEYS[7] ledger day hash
 -- ARGV[1] position JSON the settlement was computed from, ARGV[2] position id,
 -- ARGV[3] settled position JSON, ARGV[4] payout micros, ARGV[5] pnl micros, ARGV[6] at_ms
--- Returns 'OK', 'ALREADY' (settled before), 'UNKNOWN' (no open position) or 'CHANGED'.
+-- Returns 'OK', 'ALREADY' (settled before), 'UNKNOWN' (no open position) or 'CHANGED'; a
+-- BADVALUE error, having written nothing, when a key or running sum it would write cannot be
+-- used (_check.lua): the position stays open and the job is retried until it is repaired.
+local bad = check_types({KEYS[2], 'hash', KEYS[3], 'hash', KEYS[6], 'set'})
+if bad then return redis.error_reply(bad) end
 if redis.call('SISMEMBER', KEYS[6], 'settle:' .. ARGV[2]) == 1 then return 'ALREADY' end
 local current = redis.call('HGET', KEYS[3], ARGV[2])
 if not current then return 'UNKNOWN' end
 if current ~= ARGV[1] then return 'CHANGED' end
+bad = check_int_key(KEYS[1])
+  or ledger_check(KEYS[4], KEYS[5], KEYS[6], KEYS[7], 'payout', 4, 5, 6)
+if bad then return redis.error_reply(bad) end
+local epoch = redis.call('GET', KEYS[1]) or '0'
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HDEL', KEYS[3], ARGV[2])
 ledger_append(KEYS[4], KEYS[5], KEYS[6], KEYS[7], 'settle:' .. ARGV[2], 'payout',
-              ARGV[4], ARGV[5], ARGV[6], redis.call('GET', KEYS[1]) or '0')
+              ARGV[4], ARGV[5], ARGV[6], epoch)
 return 'OK'

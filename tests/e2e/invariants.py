@@ -131,3 +131,27 @@ def check_orders(r: Any, venue_orders: list[dict[str, Any]], prefix: str = "bato
 
 def open_intents(r: Any, prefix: str = "baton:") -> list[Intent]:
     return [INTENT.decode(v) for v in r.hvals(f"{prefix}intents:open")]
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def check_ledger(r: Any, prefix: str = "baton:") -> int:
+    """The ledger identity: cash + cost of open positions = deposits + realised PnL, from the
+    stream alone; the running sums equal the stream's; no ref booked twice; every position's
+    buy entry booked. Returns the number of entries."""
+    entries = [{_s(k): _s(v) for k, v in f.items()} for _, f in r.xrange(f"{prefix}ledger")]
+    cash = sum(int(e["amount_micros"]) for e in entries)
+    deposits = sum(int(e["amount_micros"]) for e in entries if e["kind"] == "deposit")
+    realized = sum(int(e.get("pnl_micros", 0)) for e in entries)
+    positions = redis_positions(r, prefix)
+    open_cost = sum(p.cost_micros for p in positions if p.status == "open")
+    assert cash + open_cost == deposits + realized, (cash, open_cost, deposits, realized)
+    totals = {_s(k): int(v) for k, v in r.hgetall(f"{prefix}ledger:totals").items()}
+    assert (totals.get("cash_micros", 0), totals.get("realized_pnl_micros", 0)) == (cash, realized), totals
+    refs = Counter(e["ref"] for e in entries)
+    assert max(refs.values(), default=1) == 1, [x for x, n in refs.items() if n > 1]
+    unbooked = [p.id for p in positions if f"buy:{p.intent_id}" not in refs]
+    assert not unbooked, f"positions without their buy entry: {unbooked[:5]}"
+    return len(entries)

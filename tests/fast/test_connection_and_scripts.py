@@ -68,8 +68,16 @@ def test_every_script_is_headed_by_its_keys_and_argv() -> None:
 
 def test_the_ledger_fragment_goes_before_the_scripts_that_book_money_only() -> None:
     fragment = (LUA_DIR / "_ledger.lua").read_text()
-    booking = {n for n in names() if source(n).startswith(fragment)}
+    booking = {n for n in names() if fragment in source(n)}
     assert booking == {"settle_position", "ledger_deposit"}
+
+
+def test_a_fragment_brings_the_fragments_it_uses_before_it() -> None:
+    """_ledger.lua's check uses _check.lua's functions: a script that books money gets both,
+    in that order, though it calls none of _check.lua's functions itself."""
+    check, ledger = ((LUA_DIR / f).read_text() for f in ("_check.lua", "_ledger.lua"))
+    assert source("ledger_deposit").startswith(check + "\n" + ledger)
+    assert check not in source("candles_read")  # reads only: nothing to check
 
 
 def test_scripts_are_registered_once_per_client() -> None:

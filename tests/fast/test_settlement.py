@@ -127,6 +127,34 @@ async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):
     assert p.id not in {x.id for x in await rig.store.read_positions(open_only=True)}
 
 
+async def test_a_garbage_running_sum_leaves_the_settlement_pending_until_repaired(rig):
+    """The script refuses before its first write: the position stays open, nothing is booked,
+    rq retries; once the sum is repaired the payout is booked once and the ledger adds up."""
+    p = await _a_closed_position(rig)
+    k = rig.store.k
+    good = rig.sync.hget(k.ledger_totals(), "realized_pnl_micros") or b"0"
+    rig.sync.hset(k.ledger_totals(), "realized_pnl_micros", "garbage")
+    q = settlement.settle_queue(rig.sync, "baton:")
+    settle_program.settle_worker(q, "baton:").work(burst=True)
+    job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
+    assert job.get_status() == "scheduled"
+    assert _stats(rig)["unreadable"] >= 1
+    assert p.id in {x.id for x in await rig.store.read_positions(open_only=True)}
+    assert not [e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]
+    rig.sync.hset(k.ledger_totals(), "realized_pnl_micros", good)
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        settle_program.settle_worker(q, "baton:").work(burst=True, with_scheduler=True)
+        if p.id not in {x.id for x in await rig.store.read_positions(open_only=True)}:
+            break
+    assert job.get_status(refresh=True) == "finished"
+    entries = await rig.store.read_ledger()
+    assert len([e for e in entries if e.ref == f"settle:{p.id}"]) == 1
+    totals = await rig.store.read_ledger_totals()
+    assert totals["cash_micros"] == sum(e.amount_micros for e in entries)
+    assert totals["realized_pnl_micros"] == sum(e.pnl_micros for e in entries)
+
+
 async def test_jobs_say_what_they_settle_to_redis_cli_users(rig):
     p = await _a_closed_position(rig)
     job = rig.sync.hgetall(f"rq:job:{job_id('baton:', p.id)}")

@@ -1,0 +1,318 @@
+"""Every Lua script checks what it will read or write before its first write: fed garbage in
+any field it depends on, or a key of the wrong type, it answers a BADVALUE error naming the key
+and field, and Redis holds exactly what it held before (Redis does not roll a script back).
+
+Run on fakeredis and on a real redis-server: Redis's Lua 5.1 is the one that counts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from bench.redis_server import RedisServer
+from kernel.settlement import settled
+from state.keys import Keys
+from state.scripts import scripts_for
+from state.structs import INTENT, POSITION
+from tests.factories import INTENT_ID, NOW, intent, position
+
+K = Keys("baton:")
+EPOCH = "7"
+DAY = K.ledger_day("20231114")
+READ = POSITION.encode(position()).decode()
+
+
+@pytest.fixture(scope="module")
+def real_server() -> Iterator[RedisServer | None]:
+    if shutil.which("redis-server") is None:
+        yield None
+        return
+    with RedisServer(aof=False) as server:
+        yield server
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+def r(request: Any, real_server: RedisServer | None) -> Iterator[Any]:
+    if request.param == "fakeredis":
+        client: Any = fakeredis.FakeRedis(decode_responses=True)
+    else:
+        if real_server is None:
+            pytest.skip("no redis-server installed: `make bootstrap` installs it")
+        client = redis.Redis.from_url(real_server.url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+def dump(r: Any) -> dict[str, Any]:
+    """Everything Redis holds, by key: its type and value (streams with their entry ids)."""
+    out: dict[str, Any] = {}
+    for key in sorted(r.keys("*")):
+        t = r.type(key)
+        if t == "string":
+            v: Any = r.get(key)
+        elif t == "hash":
+            v = r.hgetall(key)
+        elif t == "set":
+            v = sorted(r.smembers(key))
+        elif t == "zset":
+            v = r.zrange(key, 0, -1, withscores=True)
+        elif t == "list":
+            v = r.lrange(key, 0, -1)
+        elif t == "stream":
+            v = r.xrange(key)
+        else:
+            raise AssertionError(f"{key}: type {t}")
+        out[key] = (t, v)
+    return out
+
+
+def run(r: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+    return getattr(scripts_for(r), name)(keys=keys, args=args)
+
+
+@dataclass
+class Case:
+    """One script: how to set Redis up for a call that succeeds, the call, and what it
+    depends on: hash fields it reads as numbers, and keys with the type each must have."""
+
+    script: str
+    prepare: Callable[[Any], None]
+    keys: list[str]
+    args: list[Any]
+    ok: Any
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    types: dict[str, str] = field(default_factory=dict)
+
+
+def _ledger(r: Any) -> None:
+    r.set(K.lease_epoch(), EPOCH)
+    run(r, "ledger_deposit", LEDGER_KEYS, [EPOCH, "deposit:paper-initial", 1_000_000_000, NOW])
+    r.hset(DAY, "realized_pnl_micros", 0)
+
+
+LEDGER_KEYS = [K.lease_epoch(), K.ledger(), K.ledger_totals(), K.ledger_refs(), DAY]
+LEDGER_TYPES = {K.ledger(): "stream", K.ledger_totals(): "hash", K.ledger_refs(): "set", DAY: "hash"}
+
+
+def _fill_prepare(r: Any) -> None:
+    _ledger(r)
+    raw = INTENT.encode(intent()).decode()
+    r.hset(K.intents(), INTENT_ID, raw)
+    r.hset(K.intents_open(), INTENT_ID, raw)
+
+
+def _settle_prepare(r: Any) -> None:
+    _fill_prepare(r)
+    run(r, "record_fill", FILL_KEYS, FILL_ARGS)
+
+
+FILL_KEYS = [
+    K.lease_epoch(),
+    K.intents(),
+    K.intents_open(),
+    K.positions(),
+    K.positions_open(),
+    K.ledger(),
+    K.ledger_totals(),
+    K.ledger_refs(),
+]
+FILLED = INTENT.encode(intent(status="filled")).decode()
+FILL_ARGS = [EPOCH, INTENT_ID, FILLED, position().id, READ, 5_000_000, NOW]
+WON = settled(position(), up_won=True, now_ms=NOW + 900_000)
+SETTLE_KEYS = [
+    K.lease_epoch(),
+    K.positions(),
+    K.positions_open(),
+    K.ledger(),
+    K.ledger_totals(),
+    K.ledger_refs(),
+    DAY,
+]
+SETTLE_ARGS = [READ, WON.id, POSITION.encode(WON).decode(), WON.payout_micros, WON.pnl_micros, NOW]
+
+
+def _journal_prepare(r: Any) -> None:
+    r.set(K.lease_epoch(), EPOCH)
+    run(r, "tick_journal", JOURNAL_KEYS, [EPOCH, 99, 0, 99 * 5000, 1000, "tick", 99])
+
+
+JOURNAL_KEYS = [K.lease_epoch(), K.journal_ticks(), K.stats()]
+
+CASES = [
+    Case(
+        "ledger_deposit",
+        _ledger,
+        LEDGER_KEYS,
+        [EPOCH, "deposit:more", 5_000_000, NOW],
+        "OK",
+        fields=[
+            (K.ledger_totals(), "cash_micros"),
+            (K.ledger_totals(), "entries"),
+            (K.ledger_totals(), "deposit_micros"),
+        ],
+        types={K.lease_epoch(): "string", **LEDGER_TYPES},
+    ),
+    Case(
+        "record_fill",
+        _fill_prepare,
+        FILL_KEYS,
+        FILL_ARGS,
+        ["OK"],
+        fields=[
+            (K.ledger_totals(), "cash_micros"),
+            (K.ledger_totals(), "entries"),
+            (K.ledger_totals(), "buy_micros"),
+        ],
+        types={
+            K.lease_epoch(): "string",
+            K.intents(): "hash",
+            K.intents_open(): "hash",
+            K.positions(): "hash",
+            K.positions_open(): "hash",
+            K.ledger(): "stream",
+            K.ledger_totals(): "hash",
+            K.ledger_refs(): "set",
+        },
+    ),
+    Case(
+        "settle_position",
+        _settle_prepare,
+        SETTLE_KEYS,
+        SETTLE_ARGS,
+        "OK",
+        fields=[
+            (K.ledger_totals(), "cash_micros"),
+            (K.ledger_totals(), "entries"),
+            (K.ledger_totals(), "payout_micros"),
+            (K.ledger_totals(), "realized_pnl_micros"),
+            (DAY, "realized_pnl_micros"),
+        ],
+        types={
+            K.lease_epoch(): "string",
+            K.positions(): "hash",
+            K.positions_open(): "hash",
+            **LEDGER_TYPES,
+        },
+    ),
+    Case(
+        "tick_journal",
+        _journal_prepare,
+        JOURNAL_KEYS,
+        [EPOCH, 100, 0, 100 * 5000, 1000, "tick", 100],
+        "OK",
+        fields=[(K.stats(), "ticks_done"), (K.stats(), "ticks_missed")],
+        types={K.lease_epoch(): "string", K.journal_ticks(): "stream", K.stats(): "hash"},
+    ),
+]
+BY_NAME = {c.script: c for c in CASES}
+
+# What garbage looks like: text, a number Redis cannot add to, a float, padding, hex.
+GARBAGE = ["garbage", "9" * 25, "1.5", " 12", "0x10", ""]
+
+
+def _field_cases() -> list[Any]:
+    return [
+        pytest.param(c, key, f, g, id=f"{c.script}-{key.split(':', 1)[1]}-{f}-{g[:8]!r}")
+        for c in CASES
+        for key, f in c.fields
+        for g in GARBAGE
+    ]
+
+
+def _type_cases() -> list[Any]:
+    return [
+        pytest.param(c, key, t, id=f"{c.script}-{key.split(':', 1)[1]}")
+        for c in CASES
+        for key, t in c.types.items()
+    ]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.script)
+def test_each_script_succeeds_on_readable_values(r: Any, case: Case) -> None:
+    case.prepare(r)
+    assert run(r, case.script, case.keys, case.args) == case.ok
+
+
+@pytest.mark.parametrize(("case", "key", "fld", "garbage"), _field_cases())
+def test_a_garbage_field_is_refused_before_any_write(
+    r: Any, case: Case, key: str, fld: str, garbage: str
+) -> None:
+    case.prepare(r)
+    r.hset(key, fld, garbage)
+    before = dump(r)
+    with pytest.raises(redis.ResponseError, match=rf"^BADVALUE {key} {fld}: holds "):
+        run(r, case.script, case.keys, case.args)
+    assert dump(r) == before
+
+
+@pytest.mark.parametrize(("case", "key", "want"), _type_cases())
+def test_a_key_of_the_wrong_type_is_refused_before_any_write(r: Any, case: Case, key: str, want: str) -> None:
+    case.prepare(r)
+    r.delete(key)
+    if want == "string":
+        r.rpush(key, "garbage")
+    else:
+        r.set(key, "garbage")
+    before = dump(r)
+    with pytest.raises(redis.ResponseError, match=rf"^BADVALUE {key} \(type\): holds a "):
+        run(r, case.script, case.keys, case.args)
+    assert dump(r) == before
+
+
+def test_a_garbage_epoch_counter_stops_a_settlement_before_any_write(r: Any) -> None:
+    """The settle job records the epoch with the payout: one it cannot read is refused (the
+    ledger stream must stay readable as integers), not booked half."""
+    _settle_prepare(r)
+    r.set(K.lease_epoch(), "garbage")
+    before = dump(r)
+    with pytest.raises(redis.ResponseError, match=rf"^BADVALUE {K.lease_epoch()} \(value\)"):
+        run(r, "settle_position", SETTLE_KEYS, SETTLE_ARGS)
+    assert dump(r) == before
+
+
+@pytest.mark.parametrize("bad", ["garbage", "1e3", "9" * 16])
+def test_a_bad_amount_argument_is_refused_before_any_write(r: Any, bad: str) -> None:
+    _settle_prepare(r)
+    before = dump(r)
+    with pytest.raises(redis.ResponseError, match=r"^BADARG pnl_micros"):
+        run(r, "settle_position", SETTLE_KEYS, [*SETTLE_ARGS[:4], bad, NOW])
+    with pytest.raises(redis.ResponseError, match=r"^BADARG cost_micros"):
+        run(r, "record_fill", FILL_KEYS, [*FILL_ARGS[:5], bad, NOW])
+    assert dump(r) == before
+
+
+def test_after_a_repair_the_refused_booking_is_made_once_and_the_ledger_adds_up(r: Any) -> None:
+    _settle_prepare(r)
+    r.hset(K.ledger_totals(), "realized_pnl_micros", "garbage")
+    with pytest.raises(redis.ResponseError):
+        run(r, "settle_position", SETTLE_KEYS, SETTLE_ARGS)
+    # The repair: the running sum recomputed from the stream (docs/state.md).
+    entries = r.xrange(K.ledger())
+    r.hset(K.ledger_totals(), "realized_pnl_micros", sum(int(f["pnl_micros"]) for _, f in entries))
+    assert run(r, "settle_position", SETTLE_KEYS, SETTLE_ARGS) == "OK"
+    assert run(r, "settle_position", SETTLE_KEYS, SETTLE_ARGS) == "ALREADY"
+    entries = r.xrange(K.ledger())
+    totals = r.hgetall(K.ledger_totals())
+    assert [f["kind"] for _, f in entries] == ["deposit", "buy", "payout"]
+    assert int(totals["cash_micros"]) == sum(int(f["amount_micros"]) for _, f in entries)
+    assert int(totals["cash_micros"]) == 1_000_000_000 - 5_000_000 + WON.payout_micros
+    assert int(totals["realized_pnl_micros"]) == WON.pnl_micros
+
+
+def test_large_fills_are_booked_as_exact_integers(r: Any) -> None:
+    """Amounts past 1e14 micros are written as integers, not in Lua's %.14g (1e+14)."""
+    _fill_prepare(r)
+    big = 123_456_789_012_345
+    assert run(r, "record_fill", FILL_KEYS, [*FILL_ARGS[:5], big, NOW]) == ["OK"]
+    (_, entry) = r.xrange(K.ledger())[-1]
+    assert entry["amount_micros"] == str(-big)
+    assert int(r.hget(K.ledger_totals(), "cash_micros")) == 1_000_000_000 - big
