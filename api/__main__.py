@@ -30,7 +30,11 @@ from baton import settings as settings_mod
 from baton.errors import SecretFileError, SettingsError, TokenError
 from baton.secretfiles import ensure_secret
 from control.ops import Ops
+from control.running import api_url
+from kernel.clock import wall_ms
 from state import connection
+from state.keys import Keys
+from state.system import API_SETTINGS, SystemRepo, publish_when_reachable, published_fields
 
 log = logging.getLogger("baton.api")
 
@@ -120,11 +124,17 @@ async def amain() -> int:
                 log.error("cannot listen on %s:%s: %s", s.api_host, s.api_port, e)
             return EXIT_LISTEN
         log.info("listening on http://%s:%s (GET /openapi.json lists the routes)", s.api_host, s.api_port)
+        # Where `baton status` says the API and the dashboard are, whatever the caller's shell.
+        url = api_url(s.api_host, s.api_port)
+        fields = published_fields(s, API_SETTINGS, wall_ms(), url=url, dashboard_url=f"{url}/")
+        repo = SystemRepo(async_r, Keys(s.prefix))
+        publisher = asyncio.create_task(publish_when_reachable(repo, "api", fields))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        publisher.cancel()
         log.info("stopping: finishing calls in flight")
         return 0
     finally:

@@ -71,9 +71,34 @@ def status(st: dict[str, Any]) -> str:
                 else ""
             )
         )
+    lines += _system(st)
     lines += [f"{name:<10} {url}" for name, url in st["endpoints"].items()]
     lines += [f"problem    {p}" for p in st["problems"]]
     return "\n".join(lines)
+
+
+def _value(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def _system(st: dict[str, Any]) -> list[str]:
+    """The settings the stack runs with, and those this shell has differently."""
+    sysv = st.get("system") or {}
+    values = sysv.get("settings") or {}
+    if not values:
+        return ["settings   none published (no program has started): this shell's are shown"]
+    shown = ", ".join(
+        f"{name}={_value(v)}"
+        for name, v in values.items()
+        if name in ("tick_ms", "timeframes", "assets", "mode", "dry_run")
+    )
+    by = ", ".join(sorted(set((sysv.get("published_by") or {}).values())))
+    lines = [f"settings   {shown} (as published by {by})"]
+    lines += [
+        f"differs    {name}: the stack has {_value(d['system'])}, this shell {_value(d['shell'])}"
+        for name, d in (sysv.get("differs_from_shell") or {}).items()
+    ]
+    return lines
 
 
 def halt(res: c.HaltResult) -> str:

@@ -15,6 +15,7 @@ from baton.errors import Conflict, NotFound
 from baton.settings import CANDLE_INTERVAL, Settings
 from control import commands as c
 from control.context import Context, to_int
+from control.running import read_published, running
 from kernel.clock import wall_ms
 from kernel.lease import decode_lease
 from kernel.settlement import queue_name
@@ -52,6 +53,7 @@ def _settlement(s: Settings, r: redis.Redis) -> dict[str, Any]:
 def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     k = Keys(s.prefix)
     now_ms = wall_ms()
+    published = read_published(s, r)
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(k.lease())
     pipe.hgetall(k.stats())
@@ -99,6 +101,9 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
             "epoch": lease.epoch,
             "holder": lease.holder,
         }
+    # From here on, the settings are the running system's (as its programs published them).
+    system = running(s, published, lease.color if active and lease else None, problems)
+    s = system.settings
     slots = []
     for sid in sorted(slots_raw):
         try:
@@ -180,7 +185,15 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         "reload": reload_raw or None,
         "reloads": {"ok": to_int(stats.get("reloads_ok")), "refused": to_int(stats.get("reloads_refused"))},
         "feed": {name: to_int(v) for name, v in feed.items()},
+        "system": {
+            "settings": system.values,
+            "published_by": system.sources,
+            "programs": system.programs,
+            "differs_from_shell": system.differs,
+        },
         "endpoints": {
+            "api": system.api_url,
+            "dashboard": system.dashboard_url,
             "redis": s.redis_url_shown,
             "clob": s.clob_url,
             "gamma": s.gamma_url,

@@ -13,7 +13,10 @@ import sys
 from baton import settings
 from baton.errors import SettingsError
 from feed.client import Feed
+from kernel.clock import wall_ms
 from state import connection
+from state.keys import Keys
+from state.system import FEED_SETTINGS, SystemRepo, publish_when_reachable, published_fields
 
 log = logging.getLogger("feed")
 
@@ -31,9 +34,12 @@ async def _run(s: settings.Settings) -> int:
         s.binance_rest_url,
         s.redis_url,
     )
+    fields = published_fields(s, FEED_SETTINGS, wall_ms())
+    publish = asyncio.create_task(publish_when_reachable(SystemRepo(redis, Keys(s.prefix)), "feed", fields))
     try:
         await feed.run()
     finally:
+        publish.cancel()
         await redis.aclose()
     return 0
 

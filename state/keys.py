@@ -184,3 +184,8 @@ class Keys:
     def worker(self, color: str) -> str:
         """Hash: one worker's heartbeat (color, release, pid, state, epoch, heartbeat_ms)."""
         return f"{self.p}worker:{color}"
+
+    def system(self, program: str) -> str:
+        """Hash: the settings a running program published at its start (JSON values by
+        setting name, and pid, started_ms; the api its url), what `baton status` reports."""
+        return f"{self.p}system:{program}"

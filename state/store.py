@@ -16,6 +16,7 @@ from state.positions import PositionsRepo
 from state.schema import SchemaRepo
 from state.settlements import SettlementsRepo
 from state.slots import SlotsRepo
+from state.system import SystemRepo
 from state.workers import WorkersRepo
 
 
@@ -32,5 +33,6 @@ class Store(
     HistoryRepo,
     JournalRepo,
     WorkersRepo,
+    SystemRepo,
 ):
     """Constructed as every repository is, `Store(redis, keys)`."""

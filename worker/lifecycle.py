@@ -35,6 +35,7 @@ from kernel.reload import StrategyReloader
 from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state.store import Store
 from state.structs import ControlFlags, Slot
+from state.system import WORKER_SETTINGS, published_fields
 from worker import takeover
 
 log = logging.getLogger("baton.worker")
@@ -156,6 +157,9 @@ class Worker:
                 await self.store.ensure_schema()
                 await self.store.scripts.load()
                 await self.store.ensure_slots(configured_slots(self.s))
+                # What `baton status` reports as the stack's settings (state/system.py).
+                fields = published_fields(self.s, WORKER_SETTINGS, self.clock.now_ms())
+                await self.store.publish_system(f"worker-{self.color}", fields)
                 return
             except (RedisConnectionError, RedisTimeoutError, OSError) as e:
                 log.warning("redis not reachable yet (%s); retrying", e)

@@ -25,6 +25,7 @@ def test_every_key_string_is_pinned():
     assert k.journal_errors() == "baton:journal:errors"
     assert k.stats() == "baton:stats"
     assert k.worker("blue") == "baton:worker:blue"
+    assert k.system("worker-blue") == "baton:system:worker-blue"
     assert k.schema_readable_by() == "baton:schema:readable_by"
     assert k.handover() == "baton:handover"
     assert k.wake("green:h:1:ab") == "baton:wake:green:h:1:ab"
@@ -55,6 +56,7 @@ def test_every_key_builder_is_documented_in_docs_state_md():
         "market": ("btc-updown-15m-1700000100",),
         "ledger_day": ("20261121",),
         "worker": ("blue",),
+        "system": ("api",),
         "wake": ("green:host:123:ab12",),
         "control_ack": (7,),
         "ratelimit": ("binance:rest_weight:1m",),

@@ -1,0 +1,112 @@
+"""`baton status` reports the settings the running programs published (state/system.py,
+control/running.py), not the caller's shell's, and names those the shell has differently."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from baton import settings as settings_mod
+from control.running import api_url
+from control.views import collect
+from state.keys import Keys
+from state.system import API_SETTINGS, FEED_SETTINGS, WORKER_SETTINGS, SystemRepo, published_fields
+
+K = Keys("baton:")
+
+
+@pytest.fixture
+def r():
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+def publish(r, program, names, now_ms=1_000, **env):
+    stack = settings_mod.load({"BATON_HOME": "/tmp/stack", **env})
+    extra = {}
+    if program == "api":
+        extra = {"url": api_url(stack.api_host, stack.api_port), "dashboard_url": "x/"}
+    SystemRepo(r, K).publish_system(program, published_fields(stack, names, now_ms, **extra))
+
+
+def shell(**env):
+    return settings_mod.load({"BATON_HOME": "/tmp/shell", **env})
+
+
+def test_status_reports_the_published_tick_and_timeframes_and_what_the_shell_has_differently(r):
+    publish(r, "worker-blue", WORKER_SETTINGS, BATON_TICK_MS="1000", BATON_TIMEFRAMES="15s,1m")
+    st = collect(shell(), r)
+    assert st["ticks"]["tick_ms"] == 1000
+    assert st["system"]["settings"]["timeframes"] == ["15s", "1m"]
+    assert st["system"]["published_by"]["tick_ms"] == "worker-blue"
+    assert st["system"]["differs_from_shell"]["tick_ms"] == {"system": 1000, "shell": 5000}
+    assert "stake_usd" not in st["system"]["differs_from_shell"]  # the same in both
+    # The slots the stack configures are its own, not the shell's 5m/15m ones.
+    r.hset(K.slots(), "btc-15s", '{"id":"btc-15s","asset":"btc","timeframe":"15s"}')
+    assert [x["configured"] for x in collect(shell(), r)["slots"]] == [True]
+
+
+def test_with_nothing_published_the_shells_settings_stand(r):
+    st = collect(shell(BATON_TICK_MS="2000", BATON_API_PORT="7555"), r)
+    assert st["ticks"]["tick_ms"] == 2000
+    assert st["system"]["settings"] == {} and st["system"]["differs_from_shell"] == {}
+    assert st["endpoints"]["api"] == "http://127.0.0.1:7555"
+    assert st["endpoints"]["dashboard"] == "http://127.0.0.1:7555/"
+
+
+def test_endpoints_list_the_api_and_dashboard_the_api_program_published(r):
+    publish(r, "api", API_SETTINGS, BATON_API_PORT="7444")
+    publish(r, "feed", FEED_SETTINGS, BATON_SIM_BINANCE_PORT="7555")
+    st = collect(shell(), r)
+    assert st["endpoints"]["api"] == "http://127.0.0.1:7444"
+    assert st["endpoints"]["dashboard"] == "x/"
+    assert st["endpoints"]["binance_ws"] == "ws://127.0.0.1:7555"
+    assert st["system"]["differs_from_shell"]["api_port"] == {"system": 7444, "shell": 7390}
+
+
+def test_the_active_colour_wins_over_a_worker_started_later(r):
+    publish(r, "worker-blue", WORKER_SETTINGS, now_ms=1_000, BATON_TICK_MS="1000")
+    publish(r, "worker-green", WORKER_SETTINGS, now_ms=2_000, BATON_TICK_MS="3000")
+    assert collect(shell(), r)["ticks"]["tick_ms"] == 3000  # no lease: the one started last
+    r.hset(
+        K.lease(),
+        mapping={"holder": "blue:h:1", "color": "blue", "release": "r1", "epoch": 4, "expires_ms": 2**50},
+    )
+    st = collect(shell(), r)
+    assert st["active"]["color"] == "blue"
+    assert st["ticks"]["tick_ms"] == 1000
+
+
+def test_an_unreadable_published_value_is_reported_and_left_out(r):
+    publish(r, "worker-blue", WORKER_SETTINGS, BATON_TICK_MS="1000", BATON_TIMEFRAMES="15s")
+    r.hset(K.system("worker-blue"), mapping={"tick_ms": "soon", "lease_ms": '"long"'})
+    st = collect(shell(), r)
+    assert st["ticks"]["tick_ms"] == 5000  # the shell's, since the stack's cannot be read
+    assert st["system"]["settings"]["timeframes"] == ["15s"]
+    assert any("system:worker-blue tick_ms='soon' unreadable" in p for p in st["problems"])
+    assert any("system:worker-blue lease_ms" in p for p in st["problems"])
+
+
+def test_a_restarted_program_replaces_what_it_published(r):
+    publish(r, "worker-blue", WORKER_SETTINGS, BATON_TICK_MS="1000")
+    r.hset(K.system("worker-blue"), "obsolete", "1")
+    publish(r, "worker-blue", WORKER_SETTINGS, BATON_TICK_MS="2000")
+    raw = r.hgetall(K.system("worker-blue"))
+    assert "obsolete" not in raw and raw["tick_ms"] == "2000"
+
+
+def test_nothing_secret_is_published(r):
+    env = {"BATON_REDIS_URL": "redis://baton:hunter2-password@127.0.0.1:7379/0", "BATON_TICK_MS": "1000"}
+    for program, names in (("worker-blue", WORKER_SETTINGS), ("feed", FEED_SETTINGS), ("api", API_SETTINGS)):
+        publish(r, program, names, **env)
+    st = collect(shell(**env), r)
+    assert "hunter2" not in repr([r.hgetall(k) for k in r.keys("baton:system:*")])
+    assert "hunter2" not in repr(st)
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("127.0.0.1", "http://127.0.0.1:1"), ("0.0.0.0", "http://127.0.0.1:1"), ("::1", "http://[::1]:1"),
+     ("::", "http://[::1]:1"), ("baton.local", "http://baton.local:1")],
+)  # fmt: skip
+def test_api_url(host, url):
+    assert api_url(host, 1) == url
