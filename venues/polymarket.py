@@ -244,6 +244,18 @@ class ClobVenue:
             raise _translate(e, "create_order") from e
         except PolyException as e:
             raise VenueError(f"create_order: {e.msg}", retryable=False) from e
+        # The client signs the order version the venue's GET /version names; Baton's ids
+        # (and the start-up check) are those of version 2 orders: an order of another version
+        # would be committed under an id the venue does not know. Refused before any commit.
+        version = getattr(self._client, "_ClobClient__cached_version", 2)
+        if version != 2 or not isinstance(order, SignedOrderV2):
+            raise VenueError(
+                f"create_order: the venue asks for version {version} orders, whose ids Baton "
+                "does not compute (venues/order_ids.py computes version 2 ids); nothing signed "
+                "is committed",
+                retryable=False,
+                kind="version_mismatch",
+            )
         # Plain JSON types (enums as ints), so that a SignedBuy can be stored in Redis.
         payload = {k: int(v) if isinstance(v, IntEnum) else v for k, v in vars(order).items()}
         return SignedBuy(

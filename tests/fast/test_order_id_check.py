@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+from aiohttp import web
 from py_clob_client_v2.clob_types import CreateOrderOptions
 from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.order_builder.builder import OrderBuilder
@@ -18,6 +19,9 @@ from py_clob_client_v2.signer import Signer
 
 from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY
+from sim.clob import ClobSim, create_app
+from sim.model import PriceModel
+from tests.simserver import Clock, ThreadServer
 from venues.order_ids import SAMPLE_TOKEN_ID, OrderIds, check_order_ids, client_order_hash
 from venues.polymarket import ClobVenue
 
@@ -98,3 +102,31 @@ def test_ids_that_are_not_the_digest_the_client_signed_refuse_to_start():
         check_order_ids(builder, CHAIN_ID, OrderIds(CHAIN_ID))
     assert e.value.kind == "order_id_mismatch"
     assert re.search(r"another digest than its id 0x[0-9a-f]{64}", str(e.value))
+
+
+def test_an_order_of_another_version_than_the_ids_know_is_refused_before_any_commit():
+    # The venue's GET /version names the order version the client signs; Baton's ids are
+    # version 2's. A sim answering 3 makes the client sign for another exchange.
+    clock = Clock()
+    sim = ClobSim(PriceModel(5), seed=5, chain_id=CHAIN_ID, clock_ms=clock)
+    app = create_app(sim)
+    answer = {"version": 2}
+
+    @web.middleware
+    async def version(request: web.Request, handler: Any) -> web.StreamResponse:
+        return web.json_response(answer) if request.path == "/version" else await handler(request)
+
+    app.middlewares.append(version)
+    with ThreadServer(app) as url:
+        venue = ClobVenue(url, url, SIM_PRIVATE_KEY, CHAIN_ID)
+        try:
+            m = venue.discover(f"btc-updown-5m-{clock.ms // 1000 - 100}")
+            assert m is not None
+            assert venue.sign_buy(m.up_token, 0.5, 5).order_id.startswith("0x")
+            answer["version"] = 3
+            venue._refresh_version()  # what a post answered order_version_mismatch does
+            with pytest.raises(VenueError) as e:
+                venue.sign_buy(m.up_token, 0.5, 5)
+            assert e.value.kind == "version_mismatch" and "version 3 orders" in str(e.value)
+        finally:
+            venue.close()
