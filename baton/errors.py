@@ -103,6 +103,11 @@ class HaltedBeforePost(BatonError):
     """The halt closed the gate between this intent's commit and its post: never sent."""
 
 
+class LeaseDeadlinePassed(BatonError):
+    """This worker's lease may have passed to another (its last renewal is older than the
+    lease length less the margin, on its monotonic clock): the order is not posted."""
+
+
 class StrategyCheckError(BatonError):
     """A strategy module misbehaved on a dry evaluation."""
 

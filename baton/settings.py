@@ -95,6 +95,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_mutations_per_min: int = 60
     # How long a halt waits for the active worker's acknowledgement before answering.
     halt_ack_timeout_ms: int = 2000
+    # The lease deadline's margin: a worker posts nothing once its last successful renewal is
+    # older than lease_ms - lease_margin_ms on its monotonic clock (kernel/lease.py
+    # LeaseDeadline). It covers a post's time on the wire and the clocks of two hosts.
+    lease_margin_ms: int = 1000
     # Settled positions, final intents and ledger entries older than this leave Redis
     # (kernel/history.py); 0 keeps them forever.
     history_days: float = 7.0
@@ -160,6 +164,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "")
     return value.strip() if value.strip() else default
+
+
+def _lease_margin_ms(env: Mapping[str, str], lease_ms: int) -> int:
+    """BATON_LEASE_MARGIN_MS: by default a third of the lease (one tick at the default lease
+    of three ticks); it must leave some of the lease to post in."""
+    margin = _int(env, "BATON_LEASE_MARGIN_MS", lease_ms // 3, 0)
+    if margin >= lease_ms:
+        raise SettingsError(
+            f"BATON_LEASE_MARGIN_MS={margin} must be below the lease length ({lease_ms} ms): "
+            "with it nothing could ever be posted"
+        )
+    return margin
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -254,6 +270,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"BATON_MODE={mode!r} must be 'paper' (the local sim) or 'live'")
     live = mode == "live"
     tick_ms = _int(env, "BATON_TICK_MS", 5000, 100)
+    # Three ticks: a worker that misses two renewals in a row has lost its lease.
+    lease_ms = _int(env, "BATON_LEASE_MS", max(3 * tick_ms, 1500), 200)
     binance_port = _int(env, "BATON_SIM_BINANCE_PORT", 7301, 1)
     clob_port = _int(env, "BATON_SIM_CLOB_PORT", 7302, 1)
     clob_url = _get(env, "BATON_CLOB_URL", LIVE_URLS["clob"] if live else f"http://127.0.0.1:{clob_port}")
@@ -268,8 +286,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_port=redis_port,
         embedded_redis=not external,
         tick_ms=tick_ms,
-        # Three ticks: a worker that misses two renewals in a row has lost its lease.
-        lease_ms=_int(env, "BATON_LEASE_MS", max(3 * tick_ms, 1500), 200),
+        lease_ms=lease_ms,
+        lease_margin_ms=_lease_margin_ms(env, lease_ms),
         assets=assets,
         timeframes=timeframes,
         binance_port=binance_port,

@@ -1,6 +1,6 @@
 """The one place that reads the wall clock: `wall_ms()` for everyone, and the injectable clock
 the tick loop asks for the time and waits on, so that tests run the same loop on a virtual
-clock that jumps instead of sleeping."""
+clock that jumps instead of sleeping; and `monotonic_ms()`, for the lease deadline."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ from typing import Protocol
 def wall_ms() -> int:
     """Wall-clock time, in whole milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
+
+
+def monotonic_ms() -> float:
+    """This process's monotonic clock, in milliseconds: it never jumps with the wall clock
+    (NTP, a hand-set date) and goes on while the process is stopped (SIGSTOP, a frozen VM),
+    which is what a deadline measured by this worker alone must count."""
+    return time.monotonic_ns() / 1_000_000
 
 
 def wall_ns() -> int:

@@ -13,6 +13,7 @@ import msgspec
 
 from kernel import executor
 from kernel.halt import HaltGate
+from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
 from kernel.risk import Account, RiskLimits, check_entry
 from kernel.snapshot import SlotRef, Snapshot
@@ -55,6 +56,7 @@ class Entries:
         wakes: WakeSchedule,
         resolve: Callable[[str], Any],
         gate: HaltGate | None = None,
+        deadline: LeaseDeadline | None = None,
     ) -> None:
         self.store = store
         self.venue = venue
@@ -65,6 +67,8 @@ class Entries:
         self.resolve = resolve
         # The halt gate every strategy call and every post checks (None: flags only).
         self.gate = gate
+        # The lease deadline every commit and every post checks (None: not checked).
+        self.deadline = deadline
         # slot id -> start of the window whose entry intent is known to be in Redis (committed
         # by this worker, or found there): at most one entry per slot-window, so the slot has
         # nothing left to do until its next window and is passed by like a sleeping one. An
@@ -238,7 +242,9 @@ class Entries:
         gate = self.gate
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
-        stream = executor.EntryStream(self.store, self.venue, epoch, gate, now_in_redis, ENTRY_CHUNKS)
+        stream = executor.EntryStream(
+            self.store, self.venue, epoch, gate, now_in_redis, ENTRY_CHUNKS, self.deadline
+        )
         sent: list[Intent] = []
         try:
             for n, (ref, inp, strat) in enumerate(wanted, 1):

@@ -14,8 +14,10 @@ from typing import Any
 
 import msgspec
 
-from baton.errors import HaltedBeforePost
+from baton.errors import HaltedBeforePost, LeaseDeadlinePassed
 from kernel import lanes
+from kernel.clock import wall_ms
+from kernel.lease import LeaseDeadline
 from kernel.snapshot import ENTRY_LEG, SlotRef
 from kernel.strategy_api import Decision
 from state.store import Store
@@ -77,12 +79,23 @@ def _position(intent: Intent, size: float, price: float, now_ms: int) -> Positio
     )
 
 
-async def _post_all(venue: Any, signed: list[Any], gate: Any, n_lanes: int = lanes.LANES) -> list[Any]:
-    """Post every signed order (FOK) on a few lanes (kernel/lanes.py); per order its answer,
-    or the exception it raised, or HaltedBeforePost.
+# Not sent: the halt gate or the lease deadline stopped it before the post.
+NOT_SENT = (HaltedBeforePost, LeaseDeadlinePassed)
 
-    The gate (kernel/halt.py) is checked before each post, at the last moment: an intent
-    committed just before a halt is never sent. Each lane's orders hold their places in the
+
+async def _post_all(
+    venue: Any,
+    signed: list[Any],
+    gate: Any,
+    n_lanes: int = lanes.LANES,
+    deadline: LeaseDeadline | None = None,
+) -> list[Any]:
+    """Post every signed order (FOK) on a few lanes (kernel/lanes.py); per order its answer,
+    or the exception it raised, or HaltedBeforePost / LeaseDeadlinePassed (not sent).
+
+    The gate (kernel/halt.py) and the lease deadline (kernel/lease.py) are checked before
+    each post, at the last moment: an intent committed just before a halt, or before a stall
+    that outlasted the lease, is never sent. Each lane's orders hold their places in the
     gate's in-flight count until the lane is back, so a halt is acknowledged only once the
     posts already on their way have come back.
     """
@@ -90,6 +103,8 @@ async def _post_all(venue: Any, signed: list[Any], gate: Any, n_lanes: int = lan
     def post(s: Any) -> Any:
         if gate is not None and gate.halted:
             raise HaltedBeforePost("halted before it was posted: never sent to the venue")
+        if deadline is not None:
+            deadline.check()
         return venue.post(s, "FOK")
 
     async def lane(span: range) -> list[Any]:
@@ -140,12 +155,13 @@ async def commit_and_submit(
     gate: Any = None,
     entered: set[str] | None = None,
     n_lanes: int = lanes.LANES,
+    deadline: LeaseDeadline | None = None,
 ) -> tuple[int, list[str]]:
     """Sign, commit, post: returns (orders sent to the venue, problems). The ids of the
     intents Redis now holds (committed here, or refused as committed before) are added to
     `entered` when given. The venue calls run on at most `n_lanes` threads."""
     ready, problems = await sign_all(venue, intents, n_lanes)
-    return await submit_signed(store, venue, epoch, ready, problems, gate, entered, n_lanes)
+    return await submit_signed(store, venue, epoch, ready, problems, gate, entered, n_lanes, deadline)
 
 
 async def submit_signed(
@@ -157,13 +173,28 @@ async def submit_signed(
     gate: Any = None,
     entered: set[str] | None = None,
     n_lanes: int = lanes.LANES,
+    deadline: LeaseDeadline | None = None,
 ) -> tuple[int, list[str]]:
     """Commit signed intents, post the committed ones, record the answers: (orders sent to
     the venue, `problems` and those found here). Whatever the count, it costs two Redis
     round trips (every commit in one fenced call, then every answer) and a few thread hops
-    (kernel/lanes.py); an entry tick runs it once per chunk of its entries (EntryStream)."""
+    (kernel/lanes.py); an entry tick runs it once per chunk of its entries (EntryStream).
+
+    Past the lease deadline nothing is committed (the decision is made again by a tick whose
+    renewal succeeded), and a committed intent whose post finds the deadline passed is not
+    sent and is marked failed (never re-sent: its slot-window stays entered, as a halted
+    one's); each refusal is journaled (source `lease`) and counted (`errors_lease`)."""
     problems = list(problems)
     if not ready:
+        return 0, problems
+    if deadline is not None and deadline.passed():
+        try:
+            deadline.check()
+        except LeaseDeadlinePassed as e:
+            await store.record_errors(
+                "lease", [f"{i.id}: not committed: {e}" for i, _ in ready], now_ms=wall_ms()
+            )
+            problems.append(f"{len(ready)} intent(s) not committed: {e}")
         return 0, problems
     verdicts = await store.commit_intents(epoch, [i for i, _ in ready])
     if isinstance(verdicts, Exception) or len(verdicts) != len(ready):
@@ -178,13 +209,19 @@ async def submit_signed(
             problems.append(f"{intent.id}: commit refused: {v}")
     if not committed:
         return 0, problems
-    results = await _post_all(venue, [s for _, s in committed], gate, n_lanes)
+    results = await _post_all(venue, [s for _, s in committed], gate, n_lanes, deadline)
     now_ms = max(i.created_ms for i, _ in committed)
     updates: list[Intent] = []
     fills: list[tuple[Intent, Position]] = []
+    refused: list[str] = []
     for (intent, _), res in zip(committed, results, strict=True):
-        if isinstance(res, HaltedBeforePost):
+        if isinstance(res, NOT_SENT):
             problems.append(f"{intent.id}: {res}")
+            if isinstance(res, LeaseDeadlinePassed):
+                refused.append(f"{intent.id}: {res}")
+            # Known not to be at the venue: failed at once. When the lease did pass to
+            # another, this fenced write is refused and the intent stays open for the new
+            # holder's reconciliation (unknown at the venue: failed after its grace period).
             updates.append(msgspec.structs.replace(intent, status="failed", error=str(res)))
         elif isinstance(res, BaseException):
             # The order may or may not have reached the venue: the intent stays open,
@@ -193,8 +230,11 @@ async def submit_signed(
             updates.append(msgspec.structs.replace(intent, error=str(res)[:300]))
         else:
             outcome(intent, res, now_ms, updates, fills, problems)
+    if refused:
+        log.error("%d post(s) refused at the lease deadline: %s", len(refused), refused[0])
+        await store.record_errors("lease", refused, now_ms=wall_ms())
     problems += await write_outcomes(store, epoch, updates, fills)
-    sent = sum(not isinstance(res, HaltedBeforePost) for res in results)
+    sent = sum(not isinstance(res, NOT_SENT) for res in results)
     return sent, problems
 
 
@@ -212,9 +252,17 @@ class EntryStream:
     """
 
     def __init__(
-        self, store: Store, venue: Any, epoch: int, gate: Any, entered: set[str], chunks: int
+        self,
+        store: Store,
+        venue: Any,
+        epoch: int,
+        gate: Any,
+        entered: set[str],
+        chunks: int,
+        deadline: LeaseDeadline | None = None,
     ) -> None:
         self.store, self.venue, self.epoch, self.gate, self.entered = store, venue, epoch, gate, entered
+        self.deadline = deadline
         # The venue lanes (kernel/lanes.py) are shared. A chunk sent while others may follow
         # gets its share, so that chunks posting at the same time (a slow venue's) use no more
         # threads together than one whole batch would; the last chunk gets what the chunks
@@ -253,6 +301,7 @@ class EntryStream:
                     gate=self.gate,
                     entered=self.entered,
                     n_lanes=n_lanes,
+                    deadline=self.deadline,
                 )
             )
         )

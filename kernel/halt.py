@@ -28,6 +28,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from kernel.clock import wall_ms
+from kernel.lease import LeaseDeadline
 from state.store import Store
 from state.structs import ControlFlags
 
@@ -103,8 +104,13 @@ class HaltResponder:
         identity: Callable[[], dict[str, Any]],
         on_change: Callable[[], Awaitable[None]] | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        deadline: LeaseDeadline | None = None,
     ) -> None:
         self.store = store
+        # The cancel-all is a call to the venue like a post: not made past the lease deadline
+        # (kernel/lease.py), when it could cancel the orders of the worker that holds the
+        # lease now. That worker sweeps the halt itself at its first tick under it.
+        self.deadline = deadline
         self.venue = venue
         self.gate = gate
         self.identity = identity
@@ -187,6 +193,14 @@ class HaltResponder:
         cancel_all = getattr(self.venue, "cancel_all", None)
         if cancel_all is None:
             outcome = "this venue has no cancel-all"
+        elif self.deadline is not None and self.deadline.passed():
+            outcome = (
+                "open orders not cancelled by this worker: its lease deadline passed; the lease "
+                "holder cancels them at its first tick under the halt"
+            )
+            log.error("halt %d: %s", seq, outcome)
+            with contextlib.suppress(RedisError):
+                await self.store.record_error("lease", outcome, now_ms=wall_ms())
         else:
             try:
                 res = await asyncio.to_thread(cancel_all)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
-from kernel.clock import Clock
+from baton.errors import LeaseDeadlinePassed
+from kernel.clock import Clock, monotonic_ms
 from state.keys import COLORS, Keys
 from state.lease import LeaseRepo
 
@@ -212,3 +213,63 @@ async def release(repo: LeaseRepo, me: str) -> bool:
         return False
     await repo.release_lease(me, lease.epoch)
     return True
+
+
+# --- the deadline: never post on a lease that may have passed ------------------------------------
+class LeaseDeadline:
+    """Until when this worker may post to the venue: its last successful renewal + the lease
+    length - a margin, on its own monotonic clock.
+
+    The fence (the epoch in every Lua write) stops a late worker's *writes*; a post to the
+    venue is not fenced, and an intent committed just before a stall would still be posted
+    after it, when the lease may belong to another worker that already reconciled it. So
+    every post checks this first (kernel/executor.py). The renewal is stamped *before* it is
+    sent (the lease in Redis runs from the now_ms it carries, taken after the stamp), so the
+    deadline is never later than the lease's expiry as another worker on this host sees it;
+    the margin covers a post's time on the wire and the clock of another host.
+
+    Passed: no post, the refusal is journaled and counted, and the tick's next renewal either
+    re-establishes the deadline (nobody took the lease) or finds the lease lost (stand down).
+    """
+
+    def __init__(self, lease_ms: int, margin_ms: int, mono_ms: Callable[[], float] = monotonic_ms) -> None:
+        self.lease_ms = lease_ms
+        self.margin_ms = margin_ms
+        self._mono_ms = mono_ms
+        # Monotonic ms of the last successful renewal's stamp; None: no lease held.
+        self._renewed_ms: float | None = None
+
+    def stamp(self) -> float:
+        """Taken right before a renewal (or acquisition) is sent; hand it to `renewed`."""
+        return self._mono_ms()
+
+    def renewed(self, stamp_ms: float) -> None:
+        """The renewal stamped `stamp_ms` succeeded."""
+        self._renewed_ms = stamp_ms if self._renewed_ms is None else max(self._renewed_ms, stamp_ms)
+
+    def lost(self) -> None:
+        """The lease is lost, handed over or released: nothing may be posted any more."""
+        self._renewed_ms = None
+
+    def remaining_ms(self) -> float:
+        """Milliseconds left to post in (0 or less: passed)."""
+        if self._renewed_ms is None:
+            return 0.0
+        return self._renewed_ms + self.lease_ms - self.margin_ms - self._mono_ms()
+
+    def passed(self) -> bool:
+        return self.remaining_ms() <= 0
+
+    def check(self) -> None:
+        """Raises LeaseDeadlinePassed when nothing may be posted now."""
+        left = self.remaining_ms()
+        if left <= 0:
+            since = (
+                "no lease held"
+                if self._renewed_ms is None
+                else (
+                    f"last renewal {self._mono_ms() - self._renewed_ms:.0f} ms ago, lease "
+                    f"{self.lease_ms} ms, margin {self.margin_ms} ms"
+                )
+            )
+            raise LeaseDeadlinePassed(f"lease deadline passed ({since}): not posted")

@@ -28,6 +28,7 @@ from kernel.entries import ENTRY_CHUNKS, Entries, with_asks
 from kernel.halt import HaltResponder
 from kernel.history import HistoryPruner
 from kernel.housekeeping import Housekeeping
+from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
 from kernel.risk import RiskLimits, daily_loss_breach
 from kernel.snapshot import DecodeMemo, SlotRefs, read_snapshot, slot_refs
@@ -92,8 +93,12 @@ class TickRunner:
         settler: Any = None,
         halt: HaltResponder | None = None,
         resolve: Callable[[str], Any] = resolve_strategy,
+        deadline: LeaseDeadline | None = None,
     ) -> None:
         self.s = settings
+        # Until when this worker may post (kernel/lease.py): re-armed by each tick's renewal.
+        # The worker's own, shared with its lease acquisition; a runner of its own otherwise.
+        self.deadline = deadline or LeaseDeadline(settings.lease_ms, settings.lease_margin_ms)
         # kernel.halt.HaltResponder: hears a halt between two ticks' reads of the flags and
         # closes the gate that every strategy call and every post checks (None: flags only).
         self.halt = halt
@@ -128,6 +133,7 @@ class TickRunner:
             self.wakes,
             resolve,
             halt.gate if halt is not None else None,
+            self.deadline,
         )
         self.housekeeping = Housekeeping(
             store,
@@ -152,6 +158,9 @@ class TickRunner:
         self._venue = self.markets.venue = self.entries.venue = self.housekeeping.venue = venue
 
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
+        # Stamped before the renewal's now_ms is taken: the deadline is never later than the
+        # lease's expiry in Redis.
+        renewal = self.deadline.stamp()
         started = self.clock.now_ms()
         jitter = started - tick * self.s.tick_ms
         refs = self.refs.at(started)
@@ -166,7 +175,9 @@ class TickRunner:
             candle_assets=self.wakes.awake_assets(refs, started, self.entries.entered),
         )
         if not snap.lease_ok:
+            self.deadline.lost()
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
+        self.deadline.renewed(renewal)
         self.wakes.slots = snap.slots
         self.housekeeping.read_assets = set(snap.recent)
         problems = list(snap.problems)
@@ -230,6 +241,7 @@ class TickRunner:
         except UnreadableValue as e:
             verdict = e
         if verdict == "STALE_EPOCH":
+            self.deadline.lost()
             raise LeaseLost(f"journal of tick {tick} refused: epoch {self.ident.epoch} is stale")
         if verdict != "OK":
             why = journal_problem(tick, verdict)

@@ -98,7 +98,12 @@ class Worker:
         self.gate = HaltGate()
         self._listening = asyncio.Event()
         self._listener: asyncio.Future[None] | None = None
-        self.halt = HaltResponder(store, venue, self.gate, self._who, on_change=self._beat)
+        # Until when this worker may post (kernel/lease.py): armed when it takes the lease and
+        # by every tick's renewal, dropped when it loses, hands over or releases the lease.
+        self.deadline = lease.LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+        self.halt = HaltResponder(
+            store, venue, self.gate, self._who, on_change=self._beat, deadline=self.deadline
+        )
 
     def _who(self) -> dict[str, Any]:
         return {"color": self.color, "holder": self.holder, "epoch": self.epoch, "pid": os.getpid()}
@@ -175,6 +180,7 @@ class Worker:
                 Identity(self.holder, self.color, self.s.release, 0),
                 settler=self.settler,
                 halt=self.halt,
+                deadline=self.deadline,
             )
         return self.runner
 
@@ -202,10 +208,12 @@ class Worker:
         if self.state != "handed-over":
             self.state = "ready"
         while not self.stopping.is_set():
+            stamp = self.deadline.stamp()
             got = await lease.acquire(
                 self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms
             )
             if got.held:
+                self.deadline.renewed(stamp)
                 epoch, before, dead = got.epoch, got.before, got.dead
                 self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
                 self.epoch = epoch
@@ -289,6 +297,8 @@ class Worker:
         try:
             return await self._ticks(runner)
         finally:
+            # Stopped, handed over or lost: whatever is still on its way posts nothing more.
+            self.deadline.lost()
             self._listening.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._listener, 2.0)

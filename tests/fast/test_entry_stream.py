@@ -161,14 +161,15 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
     chunk does not post on two threads while six sit idle (a real venue's posts are slow)."""
     import asyncio
 
-
     got: list[int] = []
     release = asyncio.Event()
 
     async def sign(venue, intents, n_lanes=lanes.LANES):
         return [(i, None) for i in intents], []
 
-    async def chunk(store, venue, epoch, ready, problems, gate=None, entered=None, n_lanes=lanes.LANES):
+    async def chunk(
+        store, venue, epoch, ready, problems, gate=None, entered=None, n_lanes=lanes.LANES, deadline=None
+    ):
         got.append(n_lanes)
         if ready[0][0] == "held":
             await release.wait()
@@ -200,7 +201,6 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
     in flight). The ticks after it, halted by the flag in Redis, trade nothing."""
     import asyncio
     import threading
-
 
     monkeypatch.setattr(entries_mod, "ENTRY_CHUNK_MIN", 2)
     monkeypatch.setattr(entries_mod, "ENTRY_YIELD_EVERY", 1)  # the halt can be heard after any slot
