@@ -26,7 +26,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from baton.errors import LeaseLost, NotReady, SchemaMismatch
+from baton.errors import LeaseLost, NotReady, SchemaMismatch, UnreadableValue
 from baton.settings import Settings
 from kernel import boundaries, gcpolicy, lease
 from kernel.clock import Clock, wall_ms
@@ -207,13 +207,29 @@ class Worker:
         or expired, its holder died on this host, or it was handed to us (we are woken)."""
         if self.state != "handed-over":
             self.state = "ready"
+        reported = ""
         while not self.stopping.is_set():
             stamp = self.deadline.stamp()
-            got = await lease.acquire(
-                self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms
-            )
+            try:
+                got = await lease.acquire(
+                    self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms
+                )
+            except UnreadableValue as e:
+                # A garbage epoch counter or lease: nobody can hold a lease safely (every
+                # fenced write compares the epoch). Stand by and say why, once per change,
+                # until it is repaired; restarting would change nothing.
+                if str(e) != reported:
+                    reported = str(e)
+                    log.error("cannot take the lease until this is repaired: %s", e)
+                    await self.store.record_error("worker", f"lease not taken: {e}", now_ms=wall_ms())
+                self.error = f"lease not taken: {e}"
+                await self._beat()
+                await self._wait(1.0)
+                continue
             if got.held:
                 self.deadline.renewed(stamp)
+                if reported:
+                    self.error = ""
                 epoch, before, dead = got.epoch, got.before, got.dead
                 self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
                 self.epoch = epoch
@@ -379,9 +395,14 @@ class Worker:
         successor = req.get("to_holder", "")
         if successor == self.holder:
             return False
-        epoch, why = await lease.transfer(
-            self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms
-        )
+        try:
+            epoch, why = await lease.transfer(
+                self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms
+            )
+        except UnreadableValue as e:
+            # Nothing was written: the lease stays ours and the deploy times out, saying so.
+            epoch, why = 0, f"UNREADABLE {e}"
+            await self.store.record_error("worker", f"handover refused: {e}", now_ms=wall_ms())
         if not epoch:
             log.warning("handover to %s refused: %s; still trading", successor, why)
             return False

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from typing import Any
 
+from baton.errors import UnreadableValue
 from baton.settings import Settings
 from kernel import reconcile
 from kernel.clock import Clock, wall_ms
@@ -21,10 +22,19 @@ log = logging.getLogger("baton.worker")
 async def open_books(s: Settings, store: Store, venue: Any, epoch: int, clock: Clock) -> None:
     """The ledger's opening deposit: live, the venue's collateral; paper, the configured cash.
     Booked once (the ledger ref makes later activations a no-op)."""
-    if s.live:
-        await _deposit_live_balance(store, venue, epoch, clock)
-    elif s.paper_cash_usd > 0:
-        await store.deposit(epoch, "deposit:paper-initial", usd_to_micros(s.paper_cash_usd), clock.now_ms())
+    try:
+        if s.live:
+            await _deposit_live_balance(store, venue, epoch, clock)
+        elif s.paper_cash_usd > 0:
+            await store.deposit(
+                epoch, "deposit:paper-initial", usd_to_micros(s.paper_cash_usd), clock.now_ms()
+            )
+    except UnreadableValue as e:
+        # Nothing was booked; the tick's read finds the same value and blocks entries until it
+        # is repaired, and the next activation books the deposit then. Never a reason to stop.
+        msg = f"opening deposit not booked, waiting for a repair: {e}"
+        log.error(msg)
+        await store.record_errors("worker", [msg], now_ms=clock.now_ms())
 
 
 async def _deposit_live_balance(store: Store, venue: Any, epoch: int, clock: Clock) -> None:

@@ -17,6 +17,9 @@ local action = ARGV[2]
 if action ~= 'halt' and action ~= 'pause' and action ~= 'resume' then
   return redis.error_reply('control_set: unknown action ' .. tostring(action))
 end
+if check_int_args({'now_ms', 3}) then
+  return redis.error_reply('control_set: now_ms ' .. shown(ARGV[3]) .. ' is not an integer')
+end
 -- Garbage of the wrong type in the control key must not make a halt impossible.
 local reset = 0
 local t = redis.call('TYPE', KEYS[1])['ok']

@@ -3,6 +3,8 @@
 -- KEYS[1] handover hash
 -- ARGV[1] request id, ARGV[2] reason, ARGV[3] now_ms
 -- Returns the request's state afterwards: 'cancelled', or 'done'/'refused'/'' as it was.
+local bad = check_types({KEYS[1], 'hash'})
+if bad then return redis.error_reply(bad) end
 if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return '' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'requested' then return state end

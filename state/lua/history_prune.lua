@@ -13,6 +13,12 @@
 -- ARGV[3] number of positions n, then n triples (position id, its JSON as read, the id of its
 -- intent), then triples (intent id, its JSON as read, the id of its slot-window's position)
 -- Returns {positions pruned, intents pruned, ledger entries pruned}, or 'STALE_EPOCH'.
+local bad = check_types({KEYS[1], 'string', KEYS[2], 'hash', KEYS[3], 'hash', KEYS[4], 'hash',
+  KEYS[5], 'hash', KEYS[6], 'set', KEYS[7], 'stream'}) or check_int_args({'retention_ms', 2, 'positions', 3})
+if bad then return redis.error_reply(bad) end
+if (#ARGV - 3) % 3 ~= 0 or 3 * tonumber(ARGV[3]) > #ARGV - 3 then
+  return redis.error_reply('BADARG ARGV: not triples, or fewer than the positions counted')
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'STALE_EPOCH' end
 -- The triples from ARGV[first] to ARGV[last] for one hash: a record goes, with its ref
 -- (prefix .. id), when it still holds the JSON judged and neither it (in its own open hash)

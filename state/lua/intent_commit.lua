@@ -4,7 +4,8 @@
 -- ARGV[1] caller epoch, then per intent: its id (slot:window:leg), its JSON
 -- Returns one verdict per intent, in order: 'OK', 'STALE_EPOCH' (a newer lease holder
 -- exists), 'HALTED' (halt flag set, or unreadable: a garbage value fails safe), or
--- 'DUPLICATE' (this intent id was committed before, or earlier in the same call).
+-- 'DUPLICATE' (this intent id was committed before, or earlier in the same call); a BADVALUE
+-- error, having written nothing, when a key it writes has the wrong type (_check.lua).
 -- The ids are looked up with one HMGET and the new ones written with one HSET per hash (in
 -- slices: Lua's unpack has a stack limit), not one HSETNX per intent: inside one script
 -- that is the same check, made with a few commands instead of thousands.
@@ -14,7 +15,12 @@ local function all(verdict)
   for j = 1, n do out[j] = verdict end
   return out
 end
+if (#ARGV - 1) % 2 ~= 0 then return redis.error_reply('BADARG ARGV: not an id and a JSON per intent') end
+local bad = check_types({KEYS[1], 'string', KEYS[3], 'hash', KEYS[4], 'hash'})
+if bad then return redis.error_reply(bad) end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return all('STALE_EPOCH') end
+-- A control key of another type cannot say "not halted": fail safe, as a garbage flag does.
+if check_types({KEYS[2], 'hash'}) then return all('HALTED') end
 local halted = redis.call('HGET', KEYS[2], 'halted')
 if halted then
   local h = string.lower(halted)

@@ -4,6 +4,13 @@
 -- ARGV[1] holder id, ARGV[2] color, ARGV[3] release, ARGV[4] now_ms, ARGV[5] ttl_ms,
 -- ARGV[6] dead holder id to take over from ('' for none)
 -- Returns {1, epoch} when held (a new holder gets epoch = INCR), {0, epoch, holder} when not.
+-- An epoch counter that is not an integer cannot be made larger than every epoch before:
+-- refused (BADVALUE, nothing written), and no one holds the lease until it is repaired.
+-- A garbage expires_ms reads as expired: fencing (epoch + 1) makes a takeover safe, while
+-- "never expires" would leave a dead holder's lease held for ever.
+local bad = check_int_args({'now_ms', 4, 'ttl_ms', 5}) or check_types({KEYS[1], 'hash'})
+  or check_int_key(KEYS[2])
+if bad then return redis.error_reply(bad) end
 local holder = redis.call('HGET', KEYS[1], 'holder')
 local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_ms') or '0') or 0
 local now = tonumber(ARGV[4])

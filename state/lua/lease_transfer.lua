@@ -7,6 +7,9 @@
 -- ARGV[1] holder id, ARGV[2] epoch, ARGV[3] handover request id, ARGV[4] successor holder id,
 -- ARGV[5] last tick run, ARGV[6] now_ms, ARGV[7] ttl_ms
 -- Returns {1, new epoch}, or {0, reason}: NOT_HOLDER, NO_REQUEST, BAD_REQUEST, NOT_READY.
+local bad = check_types({KEYS[1], 'hash', KEYS[2], 'string', KEYS[3], 'hash', KEYS[4], 'hash',
+  KEYS[5], 'hash', KEYS[6], 'list'}) or check_int_args({'last_tick', 5, 'now_ms', 6, 'ttl_ms', 7})
+if bad then return redis.error_reply(bad) end
 if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return {0, 'NOT_HOLDER'} end
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return {0, 'NOT_HOLDER'} end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0, 'NOT_HOLDER'} end
@@ -14,6 +17,8 @@ if redis.call('HGET', KEYS[3], 'id') ~= ARGV[3] then return {0, 'NO_REQUEST'} en
 if redis.call('HGET', KEYS[3], 'state') ~= 'requested' then return {0, 'NO_REQUEST'} end
 if redis.call('HGET', KEYS[3], 'to_holder') ~= ARGV[4] then return {0, 'NO_REQUEST'} end
 -- Check everything the new lease is made of before the first write (a script is not rolled back).
+bad = check_int_fields(KEYS[4], {'handovers'})
+if bad then return redis.error_reply(bad) end
 local to_color = redis.call('HGET', KEYS[3], 'to_color')
 local to_release = redis.call('HGET', KEYS[3], 'to_release')
 if not to_color or not to_release then

@@ -33,6 +33,17 @@ local function finite(x)
 end
 
 local n = #KEYS
+-- The arguments are checked before the first write (a corrupt bucket's reset): a call that
+-- would fail half-way must not have reset buckets first (_check.lua's rule).
+if #ARGV ~= 3 + 2 * n or not (finite(now) and finite(cost) and finite(max_wait)) then
+  return redis.error_reply('BADARG ARGV: now_ms, cost, max_wait_ms and a capacity and rate per bucket')
+end
+for i = 1, n do
+  local c, r = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  if not (finite(c) and finite(r) and c > 0 and r > 0) then
+    return redis.error_reply('BADARG bucket ' .. i .. ': capacity and refill_per_s must be positive')
+  end
+end
 local level, updated, cap, rate = {}, {}, {}, {}
 local corrupt = {}
 local wait, blocking = 0, 0

@@ -213,7 +213,137 @@ CASES = [
         types={K.lease_epoch(): "string", K.journal_ticks(): "stream", K.stats(): "hash"},
     ),
 ]
+
+
+def _epoch(r: Any) -> None:
+    r.set(K.lease_epoch(), EPOCH)
+
+
+def _held(r: Any) -> None:
+    """blue:1 holds the lease with epoch 7; green:2 is ready and asked for."""
+    run(r, "lease_acquire", [K.lease(), K.lease_epoch()], ["blue:1", "blue", "r1", NOW, 60_000, ""])
+    r.set(K.lease_epoch(), EPOCH)
+    r.hset(K.lease(), "epoch", EPOCH)
+    r.hset(K.handover(), mapping={"id": "h1", "state": "requested", "to_holder": "green:2"})
+    r.hset(K.handover(), mapping={"to_color": "green", "to_release": "r2"})
+    r.hset(K.worker("green"), mapping={"holder": "green:2", "state": "ready"})
+    r.hset(K.stats(), "handovers", 3)
+
+
+INTENT_KEYS = [K.lease_epoch(), K.control(), K.intents(), K.intents_open()]
+HISTORY_KEYS = [
+    K.lease_epoch(),
+    K.positions(),
+    K.positions_open(),
+    K.intents(),
+    K.intents_open(),
+    K.ledger_refs(),
+    K.ledger(),
+]
+TRANSFER_KEYS = [K.lease(), K.lease_epoch(), K.handover(), K.stats(), K.worker("green"), K.wake("green:2")]
+LEASE_TYPES = {K.lease(): "hash", K.lease_epoch(): "string"}
+CASES += [
+    Case(
+        "intent_commit",
+        _epoch,
+        INTENT_KEYS,
+        [EPOCH, INTENT_ID, INTENT.encode(intent()).decode()],
+        ["OK"],
+        types={K.lease_epoch(): "string", K.intents(): "hash", K.intents_open(): "hash"},
+    ),
+    Case(
+        "intent_update",
+        _fill_prepare,
+        [K.lease_epoch(), K.intents(), K.intents_open()],
+        [EPOCH, INTENT_ID, FILLED, "1"],
+        "OK",
+        types={K.lease_epoch(): "string", K.intents(): "hash", K.intents_open(): "hash"},
+    ),
+    Case(
+        "lease_acquire",
+        lambda r: r.set(K.lease_epoch(), EPOCH),
+        [K.lease(), K.lease_epoch()],
+        ["blue:1", "blue", "r1", NOW, 60_000, ""],
+        [1, 8],
+        types=LEASE_TYPES,
+    ),
+    Case(
+        "lease_renew",
+        _held,
+        [K.lease(), K.lease_epoch()],
+        ["blue:1", EPOCH, NOW, 60_000],
+        1,
+        types=LEASE_TYPES,
+    ),
+    Case("lease_release", _held, [K.lease()], ["blue:1", EPOCH], 1, types={K.lease(): "hash"}),
+    Case(
+        "lease_transfer",
+        _held,
+        TRANSFER_KEYS,
+        ["blue:1", EPOCH, "h1", "green:2", 41, NOW, 60_000],
+        [1, 8],
+        fields=[(K.stats(), "handovers")],
+        types={
+            **LEASE_TYPES,
+            K.handover(): "hash",
+            K.stats(): "hash",
+            K.worker("green"): "hash",
+            K.wake("green:2"): "list",
+        },
+    ),
+    Case(
+        "handover_cancel",
+        _held,
+        [K.handover()],
+        ["h1", "timed out", NOW],
+        "cancelled",
+        types={K.handover(): "hash"},
+    ),
+    Case(
+        "deploy_unlock",
+        lambda r: r.set(K.deploy_lock(), "mine"),
+        [K.deploy_lock()],
+        ["mine"],
+        1,
+        types={K.deploy_lock(): "string"},
+    ),
+    Case(
+        "history_prune",
+        _settle_prepare,
+        HISTORY_KEYS,
+        [EPOCH, 86_400_000, 0],
+        [0, 0, 0],
+        types={
+            K.lease_epoch(): "string",
+            K.positions(): "hash",
+            K.positions_open(): "hash",
+            K.intents(): "hash",
+            K.intents_open(): "hash",
+            K.ledger_refs(): "set",
+            K.ledger(): "stream",
+        },
+    ),
+]
 BY_NAME = {c.script: c for c in CASES}
+
+
+def test_a_control_key_of_another_type_reads_as_halted_and_commits_nothing(r: Any) -> None:
+    _epoch(r)
+    r.set(K.control(), "garbage")
+    before = dump(r)
+    args = [EPOCH, INTENT_ID, INTENT.encode(intent()).decode()]
+    assert run(r, "intent_commit", INTENT_KEYS, args) == ["HALTED"]
+    assert dump(r) == before
+
+
+@pytest.mark.parametrize("garbage", ["garbage", "9" * 25, "1.5"])
+def test_a_garbage_epoch_counter_refuses_the_lease_and_writes_nothing(r: Any, garbage: str) -> None:
+    r.set(K.lease_epoch(), garbage)
+    before = dump(r)
+    with pytest.raises(redis.ResponseError, match=rf"^BADVALUE {K.lease_epoch()} \(value\)"):
+        run(r, "lease_acquire", [K.lease(), K.lease_epoch()], ["blue:1", "blue", "r1", NOW, 60_000, ""])
+    assert dump(r) == before
+
 
 # What garbage looks like: text, a number Redis cannot add to, a float, padding, hex.
 GARBAGE = ["garbage", "9" * 25, "1.5", " 12", "0x10", ""]
