@@ -27,6 +27,7 @@ from api.app import AccessLogger, make_app
 from api.auth import SESSION_COOKIE
 from api.context import ApiContext
 from baton import settings as settings_mod
+from baton.coredumps import protect_memory
 from baton.errors import SecretFileError, SettingsError, TokenError
 from baton.secretfiles import ensure_secret
 from control.ops import Ops
@@ -195,6 +196,9 @@ def main() -> None:
         stream=sys.stdout,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The api holds the API token (whoever has it can resume a halt or raise a stake) and
+    # signs sessions with it: no core file or same-user debugger may read it.
+    protect_memory()
     sys.exit(asyncio.run(amain()))
 
 

@@ -12,6 +12,7 @@ import signal
 import sys
 
 from baton import settings as settings_mod
+from baton.coredumps import protect_memory
 from baton.errors import CredentialsError, VenueError
 from kernel.clock import SystemClock
 from kernel.settlement import Enqueuer
@@ -66,4 +67,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     # httpx logs every request at INFO: one line per venue call would drown the tick log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Before the key is read: no core file, no debugger of the same user, ever holds it.
+    protect_memory()
     sys.exit(asyncio.run(amain(sys.argv[1:] if argv is None else argv)))
