@@ -1,5 +1,6 @@
-"""The control API's bearer token: from BATON_API_TOKEN, or generated once into a file only
-its owner can read (`$BATON_HOME/var/api-token`, or BATON_API_TOKEN_FILE).
+"""The control API's bearer token: from BATON_API_TOKEN (which `baton run` moves out of the
+programs' environment into `$BATON_HOME/var/secrets/api-token`), or generated once into a file
+only its owner can read (`$BATON_HOME/var/api-token`, or BATON_API_TOKEN_FILE).
 
 The token is compared in constant time and never logged, stored in Redis or printed by
 anything but `baton token`; the audit stream records its *id* (the first 12 hex digits of its
@@ -15,8 +16,9 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from baton.errors import TokenError
-from baton.settings import Settings
+from baton.errors import SecretFileError, TokenError
+from baton.secretfiles import read_secret, secrets_dir
+from baton.settings import API_TOKEN_FILE, Settings
 
 MIN_LENGTH = 16
 
@@ -70,6 +72,14 @@ def load(s: Settings, env: Mapping[str, str] | None = None, create: bool = True)
     value = env.get("BATON_API_TOKEN", "").strip()
     if value:
         return ApiToken(value, "BATON_API_TOKEN")
+    # The token `baton run` found in its environment, moved out of it for the api program
+    # (deploy/supervisord.py): it stands for BATON_API_TOKEN.
+    moved = secrets_dir(Path(s.home)) / API_TOKEN_FILE
+    if moved.exists():
+        try:
+            return ApiToken(read_secret(moved), str(moved))
+        except SecretFileError as e:
+            raise TokenError(str(e)) from None
     path = s.token_file
     if path.exists():
         return ApiToken(_read_file(path), str(path))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: Path, obj: Any, mode: int = 0o644) -> None:
+def write_json_atomic(path: Path, obj: Any, mode: int = 0o600) -> None:
     """Replace `path` with `obj` as JSON so that a reader sees the old file or the new one,
     never a part: a temp file in the same directory, fsynced, then renamed over it."""
     data = (json.dumps(obj, indent=2, default=str) + "\n").encode()

@@ -73,7 +73,7 @@ async def status_loop(
     outage, follow = Outage("status.json", log), Outage("status.json: following the tick journal", log)
     last_id: Any = None
     with contextlib.suppress(OSError):  # if it cannot be made, each write says why
-        ctx.s.status_file.parent.mkdir(parents=True, exist_ok=True)
+        ctx.s.status_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     while True:
         stop_if_cancelled()
         if last_id is None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import msgspec
 
-from baton.errors import CredentialsError, SettingsError
-from baton.secretfiles import secrets_dir
+from baton.errors import CredentialsError, SecretFileError, SettingsError
+from baton.secretfiles import read_secret, secrets_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,11 @@ LIVE_URLS = {
     "gamma": "https://gamma-api.polymarket.com",
 }
 DEFAULT_CREDENTIALS_FILE = Path("~/.config/baton/credentials").expanduser()
+# Under var/secrets/: the secrets `baton run` found in its environment, moved out of it
+# (deploy/supervisord.py) for the one program that uses each: the signing key for the worker,
+# the API token for the api.
+PRIVATE_KEY_FILE = "private-key"
+API_TOKEN_FILE = "api-token"
 
 _TIMEFRAME_RE = re.compile(r"^(\d+)([smh])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
@@ -386,14 +391,22 @@ def credentials(s: Settings, env: Mapping[str, str] | None = None) -> Credential
     Paper: BATON_PRIVATE_KEY, or the sim's well-known throwaway key. Live: BATON_PRIVATE_KEY
     and BATON_FUNDER from the environment, or `private_key=` / `funder=` /
     `signature_type=` lines in the credentials file (BATON_CREDENTIALS_FILE, default
-    ~/.config/baton/credentials, mode 600). Raises CredentialsError naming every missing or
-    malformed item; never the values.
+    ~/.config/baton/credentials, mode 600). A key given to `baton run` in the environment
+    reaches the worker as the owner-only file var/secrets/private-key instead (the launcher
+    moves it there: deploy/supervisord.py), read here when the environment has none. Raises
+    CredentialsError naming every missing or malformed item; never the values.
     """
     env = os.environ if env is None else env
     key = env.get("BATON_PRIVATE_KEY", "").strip()
+    source = "environment"
+    moved = secrets_dir(Path(s.home)) / PRIVATE_KEY_FILE
+    if not key and moved.exists():
+        try:
+            key, source = read_secret(moved), str(moved)
+        except SecretFileError as e:
+            raise CredentialsError(str(e)) from None
     funder = env.get("BATON_FUNDER", "").strip()
     sig = s.signature_type
-    source = "environment"
     if not s.live:
         return Credentials(key or SIM_PRIVATE_KEY, funder or None, sig, source if key else "sim key")
     path = Path(s.credentials_file).expanduser()

@@ -10,8 +10,9 @@ Layout::
 
 A release is identified by ``<UTC yyyymmddTHHMMSS>-<content hash[:10]>``; staging the same content
 again returns the existing release (``reused=True``). Files are read-only except
-``worker/strategies/*.py``, which may be hot-reloaded in place. Colour pointers are relative
-symlinks replaced atomically. Standard library only: ``deploy/launch.py`` and ``make deploy`` use it.
+``worker/strategies/*.py``, which may be hot-reloaded in place; all of it is owner-only. Colour
+pointers are relative symlinks replaced atomically. Standard library only: ``deploy/launch.py``
+and ``make deploy`` use it.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{10}$")
 _SKIP_SUFFIXES = (".pyc", ".pyo")
-_READ_ONLY = 0o444
-_WRITABLE_FILE = 0o644
-_DIR_MODE = 0o755
+# Owner-only, like everything under var/: the code a worker runs is nobody else's to read.
+_READ_ONLY = 0o400
+_WRITABLE_FILE = 0o600
+_DIR_MODE = 0o700
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +267,7 @@ def stage(
     if source is not None and ref is not None:
         raise ReleaseError("stage() takes a source directory or a git ref, not both")
     root = releases_dir(home)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     repo = Path(repo).resolve()
 
     with tempfile.TemporaryDirectory(prefix="baton-ref-") as extracted:
@@ -341,7 +343,7 @@ def point(home: Path, color: str, release_id: str) -> None:
     """Atomically point ``color`` at the release ``release_id`` (a relative symlink)."""
     link = _color_link(home, color)
     read_manifest(home, release_id)  # the release must exist and be complete
-    link.parent.mkdir(parents=True, exist_ok=True)
+    link.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     tmp = link.with_name(f"{color}.new-{secrets.token_hex(6)}")
     os.symlink(f"../{release_id}", tmp)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import filecmp
 import importlib.util
+import os
 import secrets
 import shutil
 import sys
@@ -73,6 +74,7 @@ def sync_strategies(code_dir: Path, source: Path = REPO_ROOT) -> list[str]:
         # Write beside, then rename: the worker never reads a half-written module.
         tmp = target.with_name(f".{f.name}.tmp")
         shutil.copyfile(f, tmp)
+        os.chmod(tmp, 0o600)  # as the release's own strategies (deploy/releases.py)
         tmp.replace(target)
         copied.append(f.stem)
     return copied

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ import redis
 from supervisor.xmlrpc import SupervisorTransport
 
 from baton.errors import CredentialsError, StackError
-from baton.settings import REPO_ROOT, Settings, credentials
+from baton.secretfiles import secrets_dir, write_secret
+from baton.settings import API_TOKEN_FILE, PRIVATE_KEY_FILE, REPO_ROOT, Settings, credentials
 from deploy import releases
 from kernel.clock import wall_ms
 from kernel.lease import active_color, process_alive
@@ -33,8 +35,53 @@ SUPERVISOR_CONF = REPO_ROOT / "supervisor.conf"
 REDIS_TEMPLATE = REPO_ROOT / "deploy" / "supervisor" / "redis.conf"
 
 
-def supervisor_env(s: Settings) -> dict[str, str]:
-    env = dict(os.environ)
+# supervisord hands its whole environment to every program, so it starts with a scrubbed
+# one: what any process needs (PATH, locale, time zone, temp dir), the proxy and CA settings
+# live mode's HTTP clients honour, and Baton's settings, which are configuration, not secrets.
+# Nothing else of the caller's shell (tokens of other tools, agent sockets) reaches a program.
+PASS_THROUGH = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+    | {v for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY") for v in (name, name.lower())}
+)
+PASS_PREFIXES = ("LC_", "BATON_")
+# Settings that are secrets never reach a program's environment: `baton run` moves each into
+# an owner-only file under var/secrets/, read only by the code of the program that uses it
+# (baton/settings.py `credentials()` in the worker, api/apitoken.py in the api).
+SECRET_FILES = {"BATON_PRIVATE_KEY": PRIVATE_KEY_FILE, "BATON_API_TOKEN": API_TOKEN_FILE}
+# Created owner-only: supervisord and every program it starts (supervisor.conf `umask=`),
+# and the folders the launcher makes.
+UMASK = 0o077
+DIR_MODE = 0o700
+
+
+def scrubbed_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What of `environ` supervisord and its programs may inherit: no secret, no stranger."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if (k in PASS_THROUGH or k.startswith(PASS_PREFIXES)) and k not in SECRET_FILES
+    }
+
+
+def move_secrets(s: Settings, environ: Mapping[str, str], fresh: bool) -> list[str]:
+    """Write each secret setting found in `environ` into its owner-only file under
+    var/secrets/ (the programs that use it read it there); on a fresh start, a file that the
+    environment no longer gives is removed, so that the file always says what this start
+    was given. Returns the variables moved."""
+    moved = []
+    for var, name in SECRET_FILES.items():
+        path = secrets_dir(Path(s.home)) / name
+        value = environ.get(var, "").strip()
+        if value:
+            write_secret(path, value)
+            moved.append(var)
+        elif fresh:
+            path.unlink(missing_ok=True)
+    return moved
+
+
+def supervisor_env(s: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = scrubbed_env(os.environ if environ is None else environ)
     env["BATON_HOME"] = s.home
     env["BATON_PYTHON"] = sys.executable
     env["BATON_REDIS_PORT"] = str(s.redis_port)
@@ -72,12 +119,23 @@ def supervisor_running(s: Settings) -> bool:
         return False
 
 
+def owner_only_dir(path: Path) -> None:
+    """`path` (and any missing parent) as a folder only its owner may enter; one that exists
+    looser (made before Baton tightened it) is tightened."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, DIR_MODE)
+
+
 def _prepare_dirs(s: Settings) -> None:
-    for d in (s.log_dir, s.run_dir, s.var_dir / "redis", s.run_dir / "supervisor.d"):
-        d.mkdir(parents=True, exist_ok=True)
+    # var/ itself first: owner-only, nothing under it is reachable by another user, whatever
+    # an older version created inside.
+    for d in (s.var_dir, s.log_dir, s.run_dir, s.var_dir / "redis", s.run_dir / "supervisor.d"):
+        owner_only_dir(d)
     fragment = s.run_dir / "supervisor.d" / "redis.conf"
     if s.embedded_redis:
         shutil.copyfile(REDIS_TEMPLATE, fragment)
+        os.chmod(fragment, 0o600)
     else:
         fragment.unlink(missing_ok=True)
 
@@ -120,7 +178,11 @@ def check_credentials(s: Settings) -> None:
 def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
     check_credentials(s)
     _prepare_dirs(s)
-    if supervisor_running(s):
+    running = supervisor_running(s)
+    moved = move_secrets(s, os.environ, fresh=not running)
+    if moved:
+        log(f"{', '.join(moved)}: moved into {secrets_dir(Path(s.home))}/ for the programs that use them")
+    if running:
         log(f"supervisord already running for {s.home}; starting any stopped program")
         _start_stopped(s)
     else:
@@ -132,6 +194,8 @@ def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
         out = subprocess.run(
             [str(Path(sys.executable).with_name("supervisord")), "-c", str(SUPERVISOR_CONF)],
             env=env,
+            # Its own log (opened before it applies supervisor.conf's umask) owner-only too.
+            umask=UMASK,
             capture_output=True,
             text=True,
             check=False,

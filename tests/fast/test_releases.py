@@ -92,9 +92,9 @@ def test_stage_copies_packages_without_caches_and_sets_modes(home: Path, src: Pa
     assert not (r.path / "kernel" / "__pycache__").exists()
     assert not (r.path / "kernel" / "stray.pyc").exists()
     assert not (r.path / "kernel" / ".swp").exists()
-    assert mode(r.path / "kernel" / "tick.py") == 0o444
-    assert mode(r.path / "RELEASE.json") == 0o444
-    assert mode(r.path / "worker" / "strategies" / "x.py") == 0o644
+    assert mode(r.path / "kernel" / "tick.py") == 0o400
+    assert mode(r.path / "RELEASE.json") == 0o400
+    assert mode(r.path / "worker" / "strategies" / "x.py") == 0o600
     assert mode(r.path / "worker" / "strategies") & 0o200  # Python may write __pycache__ here
     assert mode(r.path / "kernel") & 0o200
     assert staging_leftovers(home) == []
@@ -202,8 +202,8 @@ def test_stage_the_real_working_tree(home: Path) -> None:
     assert r.source == f"worktree:{REPO}"
     tick = r.path / "kernel" / "tick.py"
     assert tick.read_bytes() == (REPO / "kernel" / "tick.py").read_bytes()
-    assert mode(tick) == 0o444
-    assert mode(r.path / "worker" / "strategies" / "snipe.py") == 0o644
+    assert mode(tick) == 0o400
+    assert mode(r.path / "worker" / "strategies" / "snipe.py") == 0o600
     assert (r.path / "state" / "lua").is_dir() and any((r.path / "state" / "lua").glob("*.lua"))
     assert not list(r.path.rglob("__pycache__"))
     assert not list(r.path.rglob("*.pyc"))
@@ -249,8 +249,8 @@ def test_stage_a_git_ref_takes_the_committed_code(home: Path, git_repo: Path) ->
     assert (r.path / "kernel" / "tick.py").read_text() == "TICK = 1\n"
     assert not (r.path / "sim").exists()
     assert not (r.path / "kernel" / "__pycache__").exists()  # committed by `add -A`, never copied
-    assert mode(r.path / "kernel" / "tick.py") == 0o444
-    assert mode(r.path / "worker" / "strategies" / "x.py") == 0o644
+    assert mode(r.path / "kernel" / "tick.py") == 0o400
+    assert mode(r.path / "worker" / "strategies" / "x.py") == 0o600
     manifest = json.loads((r.path / "RELEASE.json").read_text())
     assert "sim" not in manifest["packages"] and "worker" in manifest["packages"]
     assert releases.stage(home, ref=commit, repo=git_repo).reused
