@@ -6,6 +6,7 @@ skipped and counted in `baton_metrics_problems{part="scrape"}`). Registered by a
 from __future__ import annotations
 
 import logging
+import re
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -23,6 +24,10 @@ log = logging.getLogger("baton.api.metrics")
 
 # feed:stats fields that count per asset (`candles:<asset>`, written by feed/store.py).
 PER_ASSET_PREFIX = "candles:"
+# stats fields `errors_<source>` (state/journal.py): sources are names in the code, a few;
+# the cap keeps a hash someone filled with junk from making a series of each.
+ERROR_FIELD_RE = re.compile(r"errors_[a-z0-9_]{1,32}")
+MAX_ERROR_SOURCES = 32
 INTENT_STATUSES = typing.get_args(IntentStatus)
 
 
@@ -164,6 +169,7 @@ class RedisCollector:
             if (n := p.number(stats.get(f"reloads_{result}", 0))) is not None:
                 reloads.add_metric([result], n)
         yield reloads
+        yield self._errors(stats, p)
         if "last_tick_ms" in stats and (ms := p.number(stats["last_tick_ms"])) is not None:
             yield _gauge(
                 "baton_last_tick_timestamp_seconds", "Start of the last tick (unix time).", ms / 1000
@@ -204,6 +210,20 @@ class RedisCollector:
             yield _gauge("baton_lease_epoch", "The lease epoch (+1 on every new holder).", n)
 
         yield from self._feed(p.typed(feed, dict), p.typed(feed_status, dict), p)
+
+    def _errors(self, stats: dict[str, str], p: _Problems) -> Metric:
+        """Errors journaled in journal:errors, by source: the `errors_<source>` counters the
+        writers keep beside each entry (bad inputs, venue errors, refused settle jobs)."""
+        errors = CounterMetricFamily(
+            "baton_errors",
+            "Errors journaled (journal:errors), by source: bad inputs, venue errors, refused jobs.",
+            labels=["source"],
+        )
+        sources = sorted(f for f in stats if ERROR_FIELD_RE.fullmatch(f))[:MAX_ERROR_SOURCES]
+        for field in sources:
+            if (n := p.number(stats[field])) is not None:
+                errors.add_metric([field.removeprefix("errors_")], n)
+        return errors
 
     def _feed(self, feed: dict[str, str], feed_status: dict[str, str], p: _Problems) -> Iterator[Metric]:
         candles = CounterMetricFamily(

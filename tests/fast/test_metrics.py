@@ -56,6 +56,7 @@ def new_metrics(s, r, **kw) -> m.Metrics:
 def test_a_scrape_reports_what_redis_holds(env):
     s, r = env
     r.hset(K.stats(), mapping={"ticks_done": 41, "ticks_missed": 2, "handovers": 3, "reloads_ok": 4})
+    r.hset(K.stats(), mapping={"errors_settle": 2, "errors_feed": 5, "errors_Bad Name!": 9})
     r.hset(K.stats(), "last_tick_ms", NOW_MS - 5000)
     statuses = ["filled", "filled", "posted", "rejected", "committed"]
     for i, st in enumerate(statuses):
@@ -77,6 +78,10 @@ def test_a_scrape_reports_what_redis_holds(env):
     assert one(got, "baton_handovers_total") == 3
     assert one(got, "baton_reloads_total", result="ok") == 4
     assert one(got, "baton_reloads_total", result="refused") == 0
+    # journaled errors by source: a refused settle job counts under settle
+    assert one(got, "baton_errors_total", source="settle") == 2
+    assert one(got, "baton_errors_total", source="feed") == 5
+    assert not [k for k in got if k[0] == "baton_errors_total" and "Bad" in str(k[1])]
     assert one(got, "baton_last_tick_timestamp_seconds") == (NOW_MS - 5000) / 1000
     assert one(got, "baton_last_tick_duration_ms") == 37
     assert one(got, "baton_last_tick_jitter_ms") == 2
