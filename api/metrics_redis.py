@@ -16,6 +16,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from baton.settings import CANDLE_INTERVAL, Settings
+from state.blocked import decode_blocked
 from state.control import parse_control
 from state.keys import Keys
 from state.structs import FEED_STATUS, IntentStatus, feed_stale
@@ -99,6 +100,7 @@ class RedisCollector:
         pipe.hgetall(k.control())
         pipe.get(k.lease_epoch())
         pipe.xrevrange(k.journal_ticks(), count=1)
+        pipe.hgetall(k.blocked())
         # A key of the wrong type (WRONGTYPE) comes back as an exception object in its place
         # instead of failing the whole scrape.
         return pipe.execute(raise_on_error=False)
@@ -152,7 +154,7 @@ class RedisCollector:
         yield g
 
     def _families(self, replies: list[Any], p: _Problems) -> Iterator[Metric]:
-        stats, intents, open_n, totals, feed, feed_status, control, epoch, last = replies
+        stats, intents, open_n, totals, feed, feed_status, control, epoch, last, blocked = replies
         stats, totals, control = p.typed(stats, dict), p.typed(totals, dict), p.typed(control, dict)
         intents, last = p.typed(intents, list), p.typed(last, list)
 
@@ -209,6 +211,7 @@ class RedisCollector:
         if epoch is not None and (n := p.number(epoch)) is not None:
             yield _gauge("baton_lease_epoch", "The lease epoch (+1 on every new holder).", n)
 
+        yield from self._blocked(p.typed(blocked, dict))
         yield from self._feed(p.typed(feed, dict), p.typed(feed_status, dict), p)
 
     def _errors(self, stats: dict[str, str], p: _Problems) -> Metric:
@@ -224,6 +227,23 @@ class RedisCollector:
             if (n := p.number(stats[field])) is not None:
                 errors.add_metric([field.removeprefix("errors_")], n)
         return errors
+
+    def _blocked(self, blocked: dict[str, str]) -> Iterator[Metric]:
+        """The unreadable values new entries wait on (kernel/blocking.py), by what they block
+        (the set is capped at state/blocked.py's MAX_BLOCKERS: a few series at most)."""
+        g = GaugeMetricFamily(
+            "baton_entries_blocked",
+            "Unreadable values that block new entries (see `baton status`), by scope: "
+            "all (every slot), slot or asset.",
+            labels=["scope"],
+        )
+        by_scope = {"all": 0, "slot": 0, "asset": 0}
+        for b in decode_blocked(self.k.blocked(), blocked):
+            kind = b.scope.split(" ", 1)[0]
+            by_scope[kind] = by_scope.get(kind, 0) + 1
+        for kind, n in by_scope.items():
+            g.add_metric([kind], n)
+        yield g
 
     def _feed(self, feed: dict[str, str], feed_status: dict[str, str], p: _Problems) -> Iterator[Metric]:
         candles = CounterMetricFamily(

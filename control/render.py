@@ -54,6 +54,11 @@ def status(st: dict[str, Any]) -> str:
         for w in x["entries_blocked"]
         if w.startswith("stale data")
     ]
+    lines += [
+        f"blocked    {b['scope']}: no new entries: {b['key']}{' ' + b['field'] if b['field'] else ''}: "
+        f"{b['problem']}"
+        for b in st.get("blocked", ())
+    ]
     d = st.get("last_deploy")
     if d:
         lines.append(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from kernel.clock import wall_ms
 from kernel.lease import decode_lease
 from kernel.settlement import queue_name
 from kernel.windows import window_bounds
+from state.blocked import decode_blocked
 from state.control import parse_control
 from state.keys import Keys
 from state.structs import (
@@ -27,6 +29,7 @@ from state.structs import (
     INTENT,
     POSITION,
     SLOT,
+    Blocker,
     ControlFlags,
     feed_stale,
     micros_to_usd,
@@ -72,6 +75,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     pipe.xrevrange(k.deploys(), count=1)
     pipe.hgetall(k.handover())
     pipe.hgetall(k.feed_status())
+    pipe.hgetall(k.blocked())
     (
         lease_raw,
         stats,
@@ -90,8 +94,10 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         last_deploy,
         handover,
         feed_status,
+        blocked_raw,
     ) = pipe.execute()
     problems: list[str] = []
+    blockers = decode_blocked(k.blocked(), blocked_raw)
     lease = decode_lease(lease_raw)
     active = None
     if lease is not None and lease.live(now_ms):
@@ -142,7 +148,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     halted = halted_raw not in ("0", "false", "no", "off", "")
     paused = control.get("paused", "0").lower() not in ("0", "false", "no", "off", "")
     for sl_out in slots:
-        sl_out["entries_blocked"] = entries_blocked(sl_out, market_data, halted, paused)
+        sl_out["entries_blocked"] = entries_blocked(sl_out, market_data, halted, paused, blockers)
     last_tick = None
     if last:
         _id, f = last[0]
@@ -203,6 +209,20 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
             "logs": str(s.log_dir),
         },
         "problems": problems,
+        # Unreadable values new entries wait on (kernel/blocking.py), as the active worker last
+        # found them; each names its key (and field), what is wrong, and what it blocks.
+        "blocked": [blocker_view(b) for b in blockers],
+    }
+
+
+def blocker_view(b: Blocker) -> dict[str, Any]:
+    return {
+        "key": b.key,
+        "field": b.field,
+        "problem": b.problem,
+        "scope": b.scope,
+        "since_ms": b.since_ms,
+        "source": b.source,
     }
 
 
@@ -260,7 +280,9 @@ def slot_views(ctx: Context, only: str | None = None) -> list[c.SlotView]:
     pipe.hgetall(ctx.k.decisions())
     pipe.hgetall(ctx.k.control())
     pipe.hgetall(ctx.k.feed_status())
-    slots_raw, open_raw, decisions_raw, control_raw, feed_raw = pipe.execute()
+    pipe.hgetall(ctx.k.blocked())
+    slots_raw, open_raw, decisions_raw, control_raw, feed_raw, blocked_raw = pipe.execute()
+    blockers = decode_blocked(ctx.k.blocked(), blocked_raw)
     if only is not None:
         slots_raw = {only: slots_raw[0]} if slots_raw and slots_raw[0] is not None else {}
     flags = parse_control(control_raw)
@@ -284,7 +306,11 @@ def slot_views(ctx: Context, only: str | None = None) -> list[c.SlotView]:
             with contextlib.suppress(ValueError):
                 decision = json.loads(d)
         blocked = entries_blocked(
-            {"enabled": slot.enabled, "asset": slot.asset}, md, flags.halted, flags.paused
+            {"id": sid, "enabled": slot.enabled, "asset": slot.asset},
+            md,
+            flags.halted,
+            flags.paused,
+            blockers,
         )
         out.append(
             c.SlotView(
@@ -339,9 +365,15 @@ def market_data_view(s: Settings, raw: dict[str, str], now_ms: int, problems: li
     return {"interval": CANDLE_INTERVAL, "stale_after_ms": s.stale_after_ms, "assets": assets}
 
 
-def entries_blocked(slot: dict[str, Any], md: dict[str, Any], halted: bool, paused: bool) -> list[str]:
+def entries_blocked(
+    slot: dict[str, Any], md: dict[str, Any], halted: bool, paused: bool, blockers: Sequence[Blocker] = ()
+) -> list[str]:
     """Why the kernel would open no new position on this slot now (empty: it may)."""
-    why = []
+    why = [
+        f"unreadable value: {b.key}" + (f" {b.field}" if b.field else "")
+        for b in blockers
+        if b.blocks(slot["id"], slot["asset"])
+    ]
     if not slot["enabled"]:
         why.append("disabled")
     if halted:

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from state.candles import CandlesRepo
 from state.keys import Keys
-from state.structs import Candle, FeedStatus
+from state.structs import FUTURE_TOLERANCE_MS, Candle, FeedStatus
 from venues.binance import INTERVAL_MS
 
 log = logging.getLogger("feed")
@@ -117,7 +117,20 @@ class CandleStore:
         self._closed.clear()
         self._newest.clear()
         self.holes.clear()
+        horizon = self.clock_ms() + FUTURE_TOLERANCE_MS
         for a, candles in zip(assets, windows, strict=True):
+            future = [c for c in candles if c.open_ms > horizon]
+            if future:
+                # Garbage from the future (written by hand): as the newest candle it would move
+                # the retention cutoff past every real one, and as the last closed one it
+                # would refuse every real one as out of order. Workers never read it.
+                log.error(
+                    "candles %s: %d candle(s) dated in the future, ignored (first opens at %d)",
+                    a,
+                    len(future),
+                    future[0].open_ms,
+                )
+                candles = [c for c in candles if c.open_ms <= horizon]
             if candles:
                 self._newest[a] = candles[-1]
             prev: int | None = None
@@ -130,8 +143,23 @@ class CandleStore:
             for c in [c for c in candles if c.closed][-RECENT_CLOSED:]:
                 self._remember(a, c)
 
+    def future(self, batch: Batch, asset: str, candle: Candle) -> bool:
+        """True (counted, journaled, logged) when `candle` opens beyond now and the tolerance
+        for clocks that disagree: it would become "the last price" until that date."""
+        now_ms = self.clock_ms()
+        if candle.open_ms <= now_ms + FUTURE_TOLERANCE_MS:
+            return False
+        batch.counts["future_candles"] += 1
+        error = f"candle of {asset} dated in the future refused: opens at {candle.open_ms}, now {now_ms}"
+        batch.errors.append({"source": "feed", "error": error, "sample": repr(candle)[:200], "at_ms": now_ms})
+        log.error("%s", error)
+        return True
+
     def accept(self, batch: Batch, asset: str, candle: Candle, counter: str = "candles") -> bool:
-        """Queue `candle` for writing unless it is stale or a repeat; counts either way."""
+        """Queue `candle` for writing unless it is stale, a repeat or dated in the future;
+        counts either way."""
+        if self.future(batch, asset, candle):
+            return False
         last = self.last_closed(asset)
         if last is not None and candle.open_ms <= last.open_ms:
             if candle.closed and self._closed[asset].get(candle.open_ms) == candle:
@@ -158,7 +186,7 @@ class CandleStore:
     def fill(self, batch: Batch, asset: str, candle: Candle, holes: list[tuple[int, int]]) -> bool:
         """Queue a closed candle fetched for one of `holes` (sorted, as `take_holes` gives
         them), behind the last closed candle; anything else is left alone."""
-        if not candle.closed:
+        if not candle.closed or self.future(batch, asset, candle):
             return False
         i = bisect.bisect_right(holes, (candle.open_ms, float("inf"))) - 1
         if i < 0 or candle.open_ms > holes[i][1]:

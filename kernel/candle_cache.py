@@ -63,6 +63,10 @@ class CandleCache:
         self._held.clear()
         self._seen.clear()
 
+    def forget(self, asset: str) -> None:
+        """Drop the copy of `asset`'s window: its next read is a whole one."""
+        self._held.pop(asset, None)
+
     def due_whole(self, assets: set[str], at_ms: int) -> list[str]:
         """Those of `assets` whose copy a read at `at_ms` would replace with a whole read (the
         periodic one), forgotten now: the caller reads them whole ahead of that read, between
@@ -121,7 +125,7 @@ class CandleCache:
             self.stats.whole += 1
             for m in members:
                 c = self._decode(asset, m, problems)
-                if c is not None:
+                if c is not None and c.open_ms <= now_ms:
                     h.candles.append(c)
                     h.closes.append(c.close)
             h.newest_raw = members[-1] if members else None
@@ -133,8 +137,8 @@ class CandleCache:
                 if m == h.newest_raw:
                     continue  # the newest candle, unchanged
                 c = self._decode(asset, m, problems)
-                if c is None:
-                    continue
+                if c is None or c.open_ms > now_ms:
+                    continue  # garbage, or dated in the future (candles_read.lua leaves those out)
                 if c.open_ms == last.open_ms:
                     h.candles[-1] = c
                     h.closes[-1] = c.close

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from kernel import executor
+from kernel.blocking import EntryBlocks
 from kernel.halt import HaltGate
 from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
@@ -57,6 +58,7 @@ class Entries:
         resolve: Callable[[str], Any],
         gate: HaltGate | None = None,
         deadline: LeaseDeadline | None = None,
+        blocks: EntryBlocks | None = None,
     ) -> None:
         self.store = store
         self.venue = venue
@@ -69,6 +71,9 @@ class Entries:
         self.gate = gate
         # The lease deadline every commit and every post checks (None: not checked).
         self.deadline = deadline
+        # Unreadable values that block new entries (kernel/blocking.py): checked before any
+        # strategy call, for the whole account and per slot.
+        self.blocks = blocks if blocks is not None else EntryBlocks()
         # slot id -> start of the window whose entry intent is known to be in Redis (committed
         # by this worker, or found there): at most one entry per slot-window, so the slot has
         # nothing left to do until its next window and is passed by like a sleeping one. An
@@ -88,13 +93,17 @@ class Entries:
     async def run(self, snap: Snapshot, now_ms: int, tick: int, epoch: int) -> tuple[int, int, list[str]]:
         """The tick's entries: (slots evaluated, orders placed, problems)."""
         problems: list[str] = []
+        if self.blocks.blocks_all() is not None:
+            return 0, 0, problems  # reported once, by kernel/blocking.py, not every tick
         wanted = self._select(snap, now_ms, problems)
         if not wanted:
             return 0, 0, problems
         entered, cached = await self._entry_state([r for r, _, _ in wanted], epoch, problems)
+        self.blocks.found("markets", self.markets.blockers(now_ms))
         # At most one entry per slot-window (intent_commit.lua enforces it; this saves the
-        # strategy call and the books of slots that entered already).
-        wanted = [w for w in wanted if w[0].id not in entered]
+        # strategy call and the books of slots that entered already); a slot whose cached
+        # market is garbage waits (never discovered past it).
+        wanted = [w for w in wanted if w[0].id not in entered and not self.blocks.blocks(w[0].id, w[0].asset)]
         if not wanted:
             return 0, 0, problems
         markets = await self.markets.discover(cached, [r for r, _, _ in wanted], problems)
@@ -126,6 +135,9 @@ class Entries:
                 continue
             slot = snap.slots.get(ref.id)
             if slot is None or not slot.enabled:
+                continue
+            # The market cache's blockers are looked at once its entries are read again.
+            if self.blocks.blocks(ref.id, ref.asset, but_not="markets") is not None:
                 continue
             name = slot.strategy
             try:

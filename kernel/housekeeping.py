@@ -185,7 +185,8 @@ class Housekeeping:
         for r in refs:
             self.prefetch_tried[r.slug] = now + PREFETCH_RETRY_MS
         cached, _ = await self.markets.cached(refs, problems)
-        refs = [r for r in refs if r.slug not in cached]
+        # A garbage cached market is not discovered past: its slot waits for the repair.
+        refs = [r for r in refs if r.slug not in cached and r.slug not in self.markets.bad]
         clock = self.clock
 
         def discover(r: SlotRef) -> Any:

@@ -1,18 +1,39 @@
 """The markets of the slots' windows: kept in process memory until their window is an hour
 gone (a market's tokens never change), read from Redis's market cache when not known here,
 discovered at the venue when not there either (and then written to Redis's cache).
+
+A cached market that cannot be read, or that is not the market of its key (another slug,
+token ids that are not the venue's decimal ids), is never traded nor discovered past: its slot
+waits (a `Blocker`, kernel/blocking.py) until the key is repaired or deleted, or its window
+ends.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from baton.errors import SnapshotError
 from kernel import lanes
 from kernel.clock import Clock
-from kernel.snapshot import SlotRef, decode_reported
+from kernel.snapshot import SlotRef, cannot_decode
 from state.store import Store
-from state.structs import MARKET, Market
+from state.structs import MARKET, Blocker, Market
+
+
+def market_problem(m: Market, slug: str) -> str:
+    """Why a cached market cannot be the one of `slug` ('' when it can)."""
+    if m.slug != slug:
+        return f"holds the market of {m.slug[:80]!r}"
+    for name, t in (("up_token", m.up_token), ("down_token", m.down_token)):
+        if not (t.isascii() and t.isdigit()):
+            return f"{name} {t[:80]!r} is not a decimal token id"
+    if m.up_token == m.down_token:
+        return "up_token and down_token are the same"
+    if not m.condition_id:
+        return "no condition_id"
+    return ""
 
 
 class MarketCache:
@@ -26,6 +47,15 @@ class MarketCache:
         self.known: dict[str, tuple[Market, int]] = {}
         # Its size at which the next look for markets an hour gone is made (remember).
         self._cap = 0
+        # slug -> (blocker, window end s): cached markets found unreadable, until read again.
+        self.bad: dict[str, tuple[Blocker, int]] = {}
+
+    def blockers(self, now_ms: int) -> list[Blocker]:
+        """The slots whose cached market is garbage (until their window ends)."""
+        now_s = now_ms // 1000
+        for slug in [s for s, (_, end_s) in self.bad.items() if end_s <= now_s]:
+            del self.bad[slug]
+        return [b for b, _ in self.bad.values()]
 
     async def cached(
         self, refs: list[SlotRef], problems: list[str], intents_of: list[SlotRef] | None = None
@@ -51,13 +81,24 @@ class MarketCache:
             if intents_of:
                 raw_intents = res.pop(0)
             for r, raw in zip(unknown, res[0] if unknown else [], strict=True):
-                m = decode_reported(MARKET, raw, f"market {r.slug}", problems)
-                if m is not None:
+                self.bad.pop(r.slug, None)
+                m, why = None, ""
+                if raw is not None:
+                    try:
+                        m = MARKET.decode(raw)
+                        why = market_problem(m, r.slug)
+                    except msgspec.DecodeError as e:
+                        why = cannot_decode(raw, e)
+                if why:
+                    b = Blocker(key=k.market(r.slug), problem=why, slot=r.id, source="markets")
+                    self.bad[r.slug] = (b, r.window_end_s)
+                elif m is not None:
                     self.remember(r, m)
         found = {r.slug: self.known[r.slug][0] for r in refs if r.slug in self.known}
         return found, raw_intents
 
     def remember(self, ref: SlotRef, m: Market) -> None:
+        self.bad.pop(ref.slug, None)
         known = self.known
         if len(known) > max(self._cap, self.floor):
             cutoff_s = self.clock.now_ms() // 1000 - 3600

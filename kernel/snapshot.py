@@ -1,17 +1,22 @@
 """Everything one tick needs, read from Redis in one pipelined round trip.
 
 The lease renewal rides in the same pipeline, so a tick costs one round trip before the
-strategy runs, whatever the slot count. Values that cannot be decoded are reported as
-problems (and the slot they belong to is skipped), never raised.
+strategy runs, whatever the slot count. A value a limit or a decision depends on that cannot
+be read (undecodable, out of range, a key of the wrong type) is never read as zero or dropped:
+it becomes a `Blocker` naming it (kernel/blocking.py), and new entries wait, for its slot, its
+asset or every slot, until it reads again. Other unreadable values are problems; none raises.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from baton.errors import SnapshotError
 from baton.settings import CANDLE_INTERVAL
@@ -27,6 +32,7 @@ from state.structs import (
     INTENT,
     POSITION,
     SLOT,
+    Blocker,
     Candle,
     ControlFlags,
     FeedStatus,
@@ -73,6 +79,8 @@ class Snapshot:
     totals: dict[str, int]
     day_pnl_micros: int
     problems: list[str] = field(default_factory=list)
+    # Unreadable values that new entries wait on (kernel/blocking.py).
+    blockers: list[Blocker] = field(default_factory=list)
     # The planned-handover request as Redis holds it (empty when none): the active worker
     # carries it out after the tick that read it.
     handover: dict[str, str] = field(default_factory=dict)
@@ -135,9 +143,9 @@ class DecodeMemo:
         self._last: dict[Any, Any] = {}
         self._now: dict[Any, Any] = {}
 
-    def decode(self, codec: Any, raw: Any, what: str, problems: list[str], name: str = "") -> Any:
-        """`what` (and `name` after it) names the value in a problem; the label is built only
-        when there is one (a thousand f-strings per tick otherwise)."""
+    def decode(self, codec: Any, raw: Any, bad: list[tuple[str, str]], name: str) -> Any:
+        """`raw` decoded, or None; an undecodable value appends (`name`, what is wrong) to
+        `bad` (the message is built only then: a thousand f-strings per tick otherwise)."""
         if raw is None:
             return None
         key = (codec, raw)
@@ -145,9 +153,11 @@ class DecodeMemo:
         if got is None:
             got = self._last.get(key)
             if got is None:
-                got = decode_reported(codec, raw, what, problems, name)
-                if got is None:
-                    return None  # undecodable: reported on every read, never remembered
+                try:
+                    got = codec.decode(raw)
+                except msgspec.DecodeError as e:
+                    bad.append((name, cannot_decode(raw, e)))
+                    return None  # undecodable: found on every read, never remembered
             self._now[key] = got
         return got
 
@@ -165,8 +175,44 @@ def decode_reported(codec: Any, raw: Any, what: str, problems: list[str], name: 
         return codec.decode(raw)
     except msgspec.DecodeError as e:
         label = f"{what} {name}" if name else what
-        problems.append(f"{label}: cannot decode {str(raw)[:80]!r}: {e}")
+        problems.append(f"{label}: {cannot_decode(raw, e)}")
         return None
+
+
+def cannot_decode(raw: Any, e: Exception) -> str:
+    return f"cannot decode {str(raw)[:80]!r}: {e}"
+
+
+_INT64 = re.compile(r"-?\d{1,19}")
+_INT64_MAX = 2**63 - 1
+
+
+def int64(raw: Any) -> int | None:
+    """An integer as Redis's HINCRBY keeps one (decimal digits, signed 64 bits), or None: a
+    value that is not one cannot be a sum the scripts kept, whatever Python's int() thinks
+    of it (' 7', '1_000', a 40-digit number)."""
+    if not isinstance(raw, str) or not _INT64.fullmatch(raw):
+        return None
+    n = int(raw)
+    return n if -_INT64_MAX - 1 <= n <= _INT64_MAX else None
+
+
+def position_problem(p: Position) -> str:
+    """Why an open position that decoded cannot be counted in the exposure ('' when it can)."""
+    if p.cost_micros < 0 or p.shares_micros < 0:
+        return f"negative cost or shares ({p.cost_micros}, {p.shares_micros}) would lower the exposure"
+    return ""
+
+
+def intent_problem(i: Intent) -> str:
+    """Why an open intent that decoded cannot be counted as pending ('' when it can)."""
+    if not math.isfinite(i.stake_usd) or i.stake_usd < 0:
+        return f"stake {i.stake_usd!r} USD cannot be held back from cash"
+    return ""
+
+
+def _wrong_type(x: Any) -> bool:
+    return isinstance(x, ResponseError) and str(x).startswith("WRONGTYPE")
 
 
 def _queue_candles_read(
@@ -181,7 +227,7 @@ def _queue_candles_read(
     """Queue one candles_read.lua call for `assets` on `pipe`: per asset, the window open
     times wanted and what `cache` holds already."""
     k = store.k
-    args: list[Any] = [since_ms]
+    args: list[Any] = [since_ms, now_ms]
     for a in assets:
         opens = ",".join(str(t) for t in opens_wanted.get(a, ()))
         args += (f"{a}:{CANDLE_INTERVAL}", opens, *cache.held_args(a, since_ms, now_ms))
@@ -195,7 +241,9 @@ async def read_candles(
     """Bring `cache`'s copies of these assets' candle windows up to date (one candles_read.lua
     call, as read_snapshot makes it, without the open candles): what a worker does between
     ticks for the assets whose slots wake at the next tick, so that that tick reads only the
-    candles written since. Returns the problems (undecodable members)."""
+    candles written since. Returns the problems: none for garbage in a window, which is not
+    kept, so the tick that wakes its slots reads it whole and blocks them (kernel/blocking.py)
+    while the journal hears of it once."""
     problems: list[str] = []
     if not assets:
         return problems
@@ -206,7 +254,10 @@ async def read_candles(
     if isinstance(res[0], Exception):
         raise SnapshotError(f"reading candle windows: {res[0]}") from res[0]
     for a, (kind, members, mark, _) in zip(assets, res[0] or [], strict=True):
-        cache.update(a, since_ms, now_ms, kind, members, mark, problems)
+        if kind == "wrongtype":
+            cache.forget(a)
+            continue
+        cache.update(a, since_ms, now_ms, kind, members, mark, [])
     return problems
 
 
@@ -249,6 +300,17 @@ async def read_snapshot(
 
     # What each queued command reads, so that a Redis error names the key behind it.
     labels: list[str] = []
+    day = k.ledger_day(utc_day(now_ms))
+    # The hashes the entry checks read, and what each reads as when it is of the wrong type
+    # (then a blocker of every slot says so, and the tick goes on).
+    empty: dict[str, Any] = {
+        k.slots(): [None] * len(refs),
+        k.feed_status(): [None] * len(read_assets),
+        k.positions_open(): {},
+        k.intents_open(): {},
+        k.ledger_totals(): {},
+        day: None,
+    }
 
     def build(pipe: Any) -> None:
         labels.clear()
@@ -271,12 +333,20 @@ async def read_snapshot(
         q(k.positions_open(), pipe.hgetall(k.positions_open()))
         q(k.intents_open(), pipe.hgetall(k.intents_open()))
         q(k.ledger_totals(), pipe.hgetall(k.ledger_totals()))
-        day = k.ledger_day(utc_day(now_ms))
         q(day, pipe.hget(day, "realized_pnl_micros"))
 
     res = await store.run_pipeline(build)
-    for label, x in zip(labels, res, strict=True):
-        if isinstance(x, Exception):
+    blockers: list[Blocker] = []
+    for n, (label, x) in enumerate(zip(labels, res, strict=True)):
+        if label in empty and _wrong_type(x):
+            # A key the entry checks read, of the wrong type: entries wait, the rest of the
+            # tick (settlement, reconciliation, the journal) goes on.
+            blockers.append(Blocker(key=label, problem=f"not a hash: {x}"))
+            res[n] = empty[label]
+        elif label == k.control() and _wrong_type(x):
+            blockers.append(Blocker(key=label, problem=f"not a hash: {x}; treated as halted"))
+            res[n] = {"halted": f"unreadable: {x}"}
+        elif isinstance(x, Exception):
             raise SnapshotError(f"reading {label}: {x}") from x
     it = iter(res)
     problems: list[str] = []
@@ -285,18 +355,26 @@ async def read_snapshot(
     control = parse_control(next(it))
     problems.extend(control.problems)
     slots: dict[str, Slot] = {}
+    bad: list[tuple[str, str]] = []
     for r, raw in zip(refs, next(it), strict=True):
-        s = memo.decode(SLOT, raw, "slot", problems, r.id)
+        s = memo.decode(SLOT, raw, bad, r.id)
         if s is not None:
             slots[r.id] = s
+    blockers += (Blocker(key=k.slots(), field=sid, problem=why, slot=sid) for sid, why in bad)
     recent: dict[str, list[Candle]] = {}
     closes: dict[str, tuple[float, ...]] = {}
     open_by_start: dict[tuple[str, int], Candle | None] = {}
     windows = (next(it) or []) if read_assets else []
     for a, (kind, members, mark, opens_found) in zip(read_assets, windows, strict=True):
-        recent[a], closes[a] = cache.update(a, since_ms, now_ms, kind, members, mark, problems)
+        found: list[str] = []
+        if kind == "wrongtype":
+            found.append(f"not a sorted set: {members}")
+            members, kind = [], "all"
+        recent[a], closes[a] = cache.update(a, since_ms, now_ms, kind, members, mark, found)
         for t, m in zip(opens_wanted.get(a, ()), opens_found, strict=True):
-            open_by_start[(a, t)] = decode_reported(CANDLE, m, f"candle {a}", problems) if m else None
+            open_by_start[(a, t)] = decode_reported(CANDLE, m, f"open candle at {t}", found) if m else None
+        if found:
+            blockers.append(Blocker(key=k.candles(a, CANDLE_INTERVAL), problem=found[0], asset=a))
     opens: dict[str, Candle | None] = {}
     for r in refs:
         key = (r.asset, r.window_start_s * 1000)
@@ -305,31 +383,49 @@ async def read_snapshot(
         else:
             held = recent.get(r.asset)
             opens[r.id] = _find(held, key[1]) if held is not None else None
-    feed = {
-        a: decode_reported(FEED_STATUS, raw, "feed status", problems, a)
-        for a, raw in zip(read_assets, next(it) if read_assets else (), strict=True)
-    }
-    open_positions = [
-        p
-        for p in (memo.decode(POSITION, v, "position", problems, pid) for pid, v in next(it).items())
-        if p is not None
-    ]
-    open_intents = [
-        i
-        for i in (memo.decode(INTENT, v, "intent", problems, iid) for iid, v in next(it).items())
-        if i is not None
-    ]
-    totals = {}
+    feed: dict[str, FeedStatus | None] = {}
+    for a, raw in zip(read_assets, next(it) if read_assets else (), strict=True):
+        found = []
+        feed[a] = decode_reported(FEED_STATUS, raw, "feed status", found, a)
+        if found:
+            blockers.append(
+                Blocker(key=k.feed_status(), field=f"{a}:{CANDLE_INTERVAL}", problem=found[0], asset=a)
+            )
+    open_positions = []
+    bad = []
+    for pid, v in next(it).items():
+        p = memo.decode(POSITION, v, bad, pid)
+        if p is not None and (why := position_problem(p)):
+            bad.append((pid, why))
+        elif p is not None:
+            open_positions.append(p)
+    # An open position or intent of unknown size could be any exposure: every slot waits.
+    blockers += (Blocker(key=k.positions_open(), field=pid, problem=why) for pid, why in bad)
+    open_intents = []
+    bad = []
+    for iid, v in next(it).items():
+        i = memo.decode(INTENT, v, bad, iid)
+        if i is not None and (why := intent_problem(i)):
+            bad.append((iid, why))
+        elif i is not None:
+            open_intents.append(i)
+    blockers += (Blocker(key=k.intents_open(), field=iid, problem=why) for iid, why in bad)
+    totals: dict[str, int] = {}
     for name, v in next(it).items():
-        try:
-            totals[name] = int(v)
-        except ValueError:
-            problems.append(f"ledger total {name} holds {v!r}")
+        total = int64(v)
+        if total is None:
+            blockers.append(
+                Blocker(key=k.ledger_totals(), field=name, problem=f"holds {v[:80]!r}, not an integer")
+            )
+        else:
+            totals[name] = total
     day_raw = next(it)
-    try:
-        day_pnl = int(day_raw or 0)
-    except ValueError:
-        problems.append(f"daily pnl holds {day_raw!r}")
+    day_pnl = 0 if day_raw is None else int64(day_raw)
+    if day_pnl is None:
+        # Read as 0, the daily loss limit would be off: every slot waits instead.
+        blockers.append(
+            Blocker(key=day, field="realized_pnl_micros", problem=f"holds {day_raw[:80]!r}, not an integer")
+        )
         day_pnl = 0
     memo.turn()
     return Snapshot(
@@ -345,6 +441,7 @@ async def read_snapshot(
         totals=totals,
         day_pnl_micros=day_pnl,
         problems=problems,
+        blockers=blockers,
         handover=handover,
         _closes=closes,
     )

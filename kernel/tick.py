@@ -22,6 +22,7 @@ import msgspec
 from baton.errors import LeaseLost, NotReady, UnreadableValue
 from baton.settings import Settings
 from kernel import reconcile, strategy_check
+from kernel.blocking import EntryBlocks
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
 from kernel.clock import Clock
 from kernel.entries import ENTRY_CHUNKS, Entries, with_asks
@@ -124,6 +125,9 @@ class TickRunner:
         self.memo = DecodeMemo()
         self.wakes = WakeSchedule(resolve)
         self.markets = MarketCache(store, venue, clock, floor=4 * len(self.configured) + 64)
+        # Unreadable values new entries wait on (kernel/blocking.py): the tick's own read's,
+        # the market cache's, and any other reader's.
+        self.blocks = EntryBlocks()
         self.entries = Entries(
             store,
             venue,
@@ -134,6 +138,7 @@ class TickRunner:
             resolve,
             halt.gate if halt is not None else None,
             self.deadline,
+            self.blocks,
         )
         self.housekeeping = Housekeeping(
             store,
@@ -181,6 +186,12 @@ class TickRunner:
         self.wakes.slots = snap.slots
         self.housekeeping.read_assets = set(snap.recent)
         problems = list(snap.problems)
+        # An asset whose candles this tick did not read (its slots asleep) keeps the blockers
+        # of its last read: they clear when a read finds its window clean.
+        kept = [b for b in self.blocks.of("tick") if b.asset and b.asset not in snap.recent]
+        self.blocks.found("tick", snap.blockers + kept)
+        # Garbage the market prefetch found between ticks, until its window ends.
+        self.blocks.found("markets", self.markets.blockers(started))
         if self.halt is not None:
             # A halt whose message this worker missed (or made before it took the lease) is
             # acknowledged and swept here; a resume reopens the gate.
@@ -217,6 +228,9 @@ class TickRunner:
             elif not paused:
                 evaluated, orders, errs = await self.entries.run(snap, started, tick, self.ident.epoch)
                 problems += errs
+        # The blockers are journaled when they change (not every tick), with status and
+        # /metrics reading the set in Redis.
+        problems += await self.blocks.publish(self.store, self.ident.epoch, started, lazy=True)
         for p in problems:
             log.warning("tick %d: %s", tick, p)
         await self.store.record_errors("tick", problems, now_ms=started)
@@ -235,6 +249,7 @@ class TickRunner:
             evaluated=evaluated,
             settled=settled,
             errors=len(problems),
+            blocked=len(self.blocks.current()),
         )
         try:
             verdict = await self.store.append_tick(rec)
@@ -276,7 +291,8 @@ class TickRunner:
 
         Returns the problems of the settlement enqueue (also written to the error journal;
         the prefetch reports its own)."""
-        return await self.housekeeping.between_ticks(next_boundary_ms, self.ident.epoch)
+        problems = await self.blocks.publish(self.store, self.ident.epoch, self.clock.now_ms())
+        return problems + await self.housekeeping.between_ticks(next_boundary_ms, self.ident.epoch)
 
     async def wait_prefetch(self) -> None:
         """Until the market prefetch under way (if any) is done: tests and benchmarks that

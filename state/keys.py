@@ -177,6 +177,13 @@ class Keys:
         """Stream: bad inputs and venue errors, each with what was wrong (capped)."""
         return f"{self.p}journal:errors"
 
+    def blocked(self) -> str:
+        """Hash: blocker id ('<key>' or '<key> <field>') -> Blocker JSON: the values a limit or
+        a decision depends on that the active worker could not read; new entries wait while
+        any is there (kernel/blocking.py). Written by the lease holder only
+        (state/lua/blocked_sync.lua), emptied by itself when the values are repaired."""
+        return f"{self.p}blocked"
+
     def stats(self) -> str:
         """Hash of counters and last values: ticks_done, ticks_missed, last_tick, ..."""
         return f"{self.p}stats"

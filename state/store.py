@@ -5,6 +5,7 @@ state/ledger.py, ...); this only puts them together on one client.
 
 from __future__ import annotations
 
+from state.blocked import BlockedRepo
 from state.control import ControlRepo
 from state.history import HistoryRepo
 from state.intents import IntentsRepo
@@ -34,5 +35,6 @@ class Store(
     JournalRepo,
     WorkersRepo,
     SystemRepo,
+    BlockedRepo,
 ):
     """Constructed as every repository is, `Store(redis, keys)`."""

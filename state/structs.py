@@ -53,10 +53,20 @@ class FeedStatus(msgspec.Struct, frozen=True):
     last_close: float
 
 
+# How far ahead of this host's clock a candle's open time or a feed status's update may be
+# and still be believed (clocks of two hosts, Binance's and ours, disagree a little).
+FUTURE_TOLERANCE_MS = 2_000
+
+
 def feed_stale(fs: FeedStatus | None, now_ms: int, stale_after_ms: int) -> bool:
-    """The rule the kernel refuses new entries by (and `baton status` reports): no status, or
-    none written for longer than `stale_after_ms` (BATON_STALE_AFTER_MS)."""
-    return fs is None or now_ms - fs.updated_ms > stale_after_ms
+    """The rule the kernel refuses new entries by (and `baton status` reports): no status,
+    none written for longer than `stale_after_ms` (BATON_STALE_AFTER_MS), or one dated in the
+    future (garbage: it would otherwise stay fresh until that date)."""
+    return (
+        fs is None
+        or now_ms - fs.updated_ms > stale_after_ms
+        or fs.updated_ms - now_ms > FUTURE_TOLERANCE_MS
+    )
 
 
 class Market(msgspec.Struct, frozen=True):
@@ -180,6 +190,43 @@ class TickRecord(msgspec.Struct, frozen=True, kw_only=True):
     evaluated: int = 0
     settled: int = 0  # settlement jobs this tick enqueued (the settle program books them)
     errors: int = 0
+    blocked: int = 0  # unreadable values new entries waited on (kernel/blocking.py)
+
+
+class Blocker(msgspec.Struct, frozen=True, kw_only=True):
+    """A value that a limit or a decision depends on and that could not be read: new entries
+    wait while it is there (kernel/blocking.py), for one slot, one asset's slots, or every
+    slot when both are empty (an account-wide value: the day's PnL, cash, an open position or
+    intent of unknown size). Exits, settlement and reconciliation go on."""
+
+    key: str  # the Redis key, prefix included, as redis-cli spells it
+    field: str = ""  # the hash field or member ("" for the whole key)
+    problem: str  # what is wrong with it, with a sample of the value
+    slot: str = ""
+    asset: str = ""
+    source: str = "tick"  # who found it: the tick's read, or another reader (kernel/blocking.py)
+    since_ms: int = 0  # when it was first found (kept while it stays)
+
+    @property
+    def id(self) -> str:
+        """What tells one blocker from another: the value's place, not its text."""
+        return f"{self.key} {self.field}" if self.field else self.key
+
+    def blocks(self, slot_id: str, asset: str) -> bool:
+        if self.slot:
+            return self.slot == slot_id
+        if self.asset:
+            return self.asset == asset
+        return True
+
+    @property
+    def scope(self) -> str:
+        """'all', 'slot <id>' or 'asset <name>': what it blocks, for people."""
+        if self.slot:
+            return f"slot {self.slot}"
+        if self.asset:
+            return f"asset {self.asset}"
+        return "all"
 
 
 class DecisionRecord(msgspec.Struct, frozen=True):
@@ -247,6 +294,7 @@ SLOT = Codec(Slot)
 INTENT = Codec(Intent)
 POSITION = Codec(Position)
 LEDGER_ENTRY = Codec(LedgerEntry)
+BLOCKER = Codec(Blocker)
 
 
 def tick_record_fields(rec: TickRecord) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 -- One EVALSHA instead of a ZRANGE per asset and per window: at hundreds of assets the client's
 -- per-command cost, not Redis, was the tick.
 -- KEYS[1] the candle marks hash (feed_write.lua), KEYS[1+i] the candle window of asset i
--- ARGV[1] since_ms (recent = score >= since_ms); then per asset 6 values: its mark field,
+-- ARGV[1] since_ms (recent = score >= since_ms), ARGV[2] now_ms (a candle opening later is
+--   garbage from the future and never read: it must not become the last price); then per
+--   asset 6 values: its mark field,
 --   the window open times to fetch (comma-separated, '' for none), and what the caller holds
 --   already: the born and rev of the mark it read them under ('' and 0 for nothing), its
 --   newest open time, and how many candles it holds from since_ms on.
--- Returns, per asset, {kind, members, mark, {open member or false, ...}}: kind 'new' when
+-- Returns, per asset, {kind, members, mark, {open member or false, ...}}: kind 'wrongtype'
+-- (members: the key's type) when the key is not a sorted set; 'new' when
 -- members are only the caller's newest candle (as it is now: an unclosed candle is updated in
 -- place) and those after it, the caller's older ones being exactly what Redis holds; 'all'
 -- when they are every recent candle.
@@ -15,20 +18,20 @@
 -- but the end (same born, rewrite rev <= the caller's rev) AND the candles counted from
 -- since_ms up to the caller's newest are as many as it holds: a window trimmed, deleted or
 -- written by anyone but the feed fails the count and is read whole.
-local since = ARGV[1]
+local since, now = ARGV[1], ARGV[2]
 local n = #KEYS - 1
 local fields = {}
-for i = 1, n do fields[i] = ARGV[2 + (i - 1) * 6] end
+for i = 1, n do fields[i] = ARGV[3 + (i - 1) * 6] end
 local marks = {}
-for i = 1, n, 1000 do -- in slices: Lua's unpack has a stack limit of a few thousand
-  local got = redis.call('HMGET', KEYS[1], unpack(fields, i, math.min(i + 999, n)))
-  for k = 1, #got do marks[i + k - 1] = got[k] end
+local marks_type = redis.call('TYPE', KEYS[1])['ok']
+if marks_type == 'hash' then -- garbage of another type: no marks, every window read whole
+  for i = 1, n, 1000 do -- in slices: Lua's unpack has a stack limit of a few thousand
+    local got = redis.call('HMGET', KEYS[1], unpack(fields, i, math.min(i + 999, n)))
+    for k = 1, #got do marks[i + k - 1] = got[k] end
+  end
 end
-local out = {}
-for i = 1, n do
-  local key = KEYS[i + 1]
-  local a = 2 + (i - 1) * 6
-  local mark = marks[i] or ''
+-- One asset's answer (its key is not of another type).
+local function read_window(key, a, mark)
   local held_born = ARGV[a + 2]
   local members = nil
   local kind = 'all'
@@ -38,12 +41,12 @@ for i = 1, n do
       local newest = ARGV[a + 4]
       if redis.call('ZCOUNT', key, since, newest) == tonumber(ARGV[a + 5]) then
         kind = 'new'
-        members = redis.call('ZRANGE', key, newest, '+inf', 'BYSCORE')
+        members = redis.call('ZRANGE', key, newest, now, 'BYSCORE')
       end
     end
   end
   if members == nil then
-    members = redis.call('ZRANGE', key, since, '+inf', 'BYSCORE')
+    members = redis.call('ZRANGE', key, since, now, 'BYSCORE')
   end
   local opens = {}
   local wanted = ARGV[a + 1]
@@ -53,6 +56,17 @@ for i = 1, n do
       opens[#opens + 1] = m[1] or false
     end
   end
-  out[i] = {kind, members, mark, opens}
+  return {kind, members, mark, opens}
+end
+local out = {}
+for i = 1, n do
+  local key = KEYS[i + 1]
+  local mark = marks[i] or ''
+  local typ = redis.call('TYPE', key)['ok']
+  if typ ~= 'zset' and typ ~= 'none' then
+    out[i] = {'wrongtype', typ, mark, {}}
+  else
+    out[i] = read_window(key, 3 + (i - 1) * 6, mark)
+  end
 end
 return out

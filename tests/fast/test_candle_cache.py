@@ -166,13 +166,13 @@ def test_the_decode_memo_reuses_unchanged_values_and_forgets_unseen_ones() -> No
     memo = DecodeMemo()
     raw_a = SLOT.encode(Slot("a", "btc", "15m")).decode()
     raw_b = SLOT.encode(Slot("b", "eth", "15m")).decode()
-    problems: list[str] = []
-    first = memo.decode(SLOT, raw_a, "slot a", problems)
-    memo.decode(SLOT, raw_b, "slot b", problems)
+    bad: list[tuple[str, str]] = []
+    first = memo.decode(SLOT, raw_a, bad, "a")
+    memo.decode(SLOT, raw_b, bad, "b")
     memo.turn()
-    assert memo.decode(SLOT, raw_a, "slot a", problems) is first  # same text: same struct
+    assert memo.decode(SLOT, raw_a, bad, "a") is first  # same text: same struct
     memo.turn()  # b was not seen by this read: forgotten
     assert (SLOT, raw_b) not in memo._last and (SLOT, raw_a) in memo._last
-    for _ in range(2):  # garbage is reported by every read, never remembered
-        assert memo.decode(SLOT, "{not json", "slot c", problems) is None
-    assert len(problems) == 2 and all("slot c" in p for p in problems)
+    for _ in range(2):  # garbage is found by every read, never remembered
+        assert memo.decode(SLOT, "{not json", bad, "c") is None
+    assert len(bad) == 2 and all(name == "c" and "cannot decode" in why for name, why in bad)

@@ -157,7 +157,7 @@ def test_the_store_finds_a_hole_and_fills_it_behind_the_last_closed_candle():
 
 
     redis = fakeredis.FakeAsyncRedis()
-    store = CandleStore(redis, Keys("baton:"), interval="1s", retention_s=60, clock_ms=lambda: 0)
+    store = CandleStore(redis, Keys("baton:"), interval="1s", retention_s=60, clock_ms=lambda: 10_000)
 
     def c(i: int, closed: bool = True) -> Candle:
         return Candle(i * 1000, 1.0, 2.0, 0.5, 1.5, 1.0, closed)
@@ -221,3 +221,42 @@ async def test_the_store_writes_each_candle_as_its_own_readable_member():
     assert stats == {b"candles": b"7", b"bad_frames": b"1", b"candles:btc": b"5", b"candles:eth": b"2"}
     [(_, fields)] = await redis.xrange(keys.journal_errors())
     assert fields == {b"source": b"feed", b"error": b"not JSON: x", b"sample": b"{", b"at_ms": b"7"}
+
+
+async def test_the_store_refuses_candles_dated_in_the_future_and_ignores_those_in_redis():
+    """A candle opening past now (and the tolerance for clocks) would become the last price
+    until its date: refused, counted, journaled. One already in Redis (written by hand) is
+    neither the newest candle (its retention cutoff would trim every real one) nor the last
+    closed one (every real one would be refused as out of order)."""
+    import fakeredis
+
+    redis = fakeredis.FakeAsyncRedis()
+    keys = Keys("baton:")
+    now = [100_000]
+    store = CandleStore(redis, keys, interval="1s", retention_s=60, clock_ms=lambda: now[0])
+    b = Batch()
+    assert store.accept(b, "btc", Candle(99_000, 1.0, 1.0, 1.0, 1.0, 1.0, True))
+    assert store.accept(b, "btc", Candle(101_000, 1.0, 1.0, 1.0, 1.0, 1.0, False))  # within tolerance
+    assert not store.accept(b, "btc", Candle(100_000 + 3_600_000, 9e9, 9e9, 9e9, 9e9, 1.0, True))
+    assert not store.fill(b, "btc", Candle(200_000, 9e9, 9e9, 9e9, 9e9, 1.0, True), [(0, 10**9)])
+    assert b.counts["future_candles"] == 2
+    await store.write(b)
+    stats = await redis.hgetall(keys.feed_stats())
+    assert stats[b"future_candles"] == b"2"
+    errors = [f[b"error"].decode() for _, f in await redis.xrange(keys.journal_errors())]
+    assert len(errors) == 2 and all("dated in the future refused" in e for e in errors)
+    assert [CANDLE.decode(m).open_ms for m in await redis.zrange(keys.candles("btc", "1s"), 0, -1)] == [
+        99_000,
+        101_000,
+    ]
+
+    future = Candle(10**13, 9e9, 9e9, 9e9, 9e9, 1.0, True)
+    await redis.zadd(keys.candles("btc", "1s"), {CANDLE.encode(future): future.open_ms})
+    await store.load(("btc",))
+    assert store.last_closed("btc").open_ms == 99_000
+    now[0] = 103_000
+    b = Batch()
+    assert store.accept(b, "btc", Candle(102_000, 2.0, 2.0, 2.0, 2.0, 1.0, True))
+    await store.write(b)
+    kept = [CANDLE.decode(m).open_ms for m in await redis.zrange(keys.candles("btc", "1s"), 0, -1)]
+    assert kept[:3] == [99_000, 101_000, 102_000]

@@ -23,6 +23,7 @@ def test_every_key_string_is_pinned():
     assert k.ledger_day("20261121") == "baton:ledger:day:20261121"
     assert k.journal_ticks() == "baton:journal:ticks"
     assert k.journal_errors() == "baton:journal:errors"
+    assert k.blocked() == "baton:blocked"
     assert k.stats() == "baton:stats"
     assert k.worker("blue") == "baton:worker:blue"
     assert k.system("worker-blue") == "baton:system:worker-blue"

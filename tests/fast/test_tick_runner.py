@@ -222,8 +222,17 @@ async def test_a_crashed_workers_gap_is_counted_as_missed_ticks(rig):
     assert int(await rig.store.r.hget(rig.store.k.stats(), "ticks_missed")) == gap
 
 
-async def test_a_key_of_the_wrong_type_fails_the_tick_with_the_keys_name(rig):
+async def test_a_key_the_entry_checks_read_of_the_wrong_type_blocks_entries_not_the_tick(rig):
     await rig.store.r.delete(rig.store.k.positions_open())
     await rig.store.r.set(rig.store.k.positions_open(), "garbage")
-    with pytest.raises(SnapshotError, match="baton:positions:open"):
+    outs = await rig.run_ticks(20)
+    assert all(o.record.blocked == 1 and o.record.orders == 0 for o in outs)
+    assert await rig.store.read_intents() == []
+    (blocker,) = await rig.store.read_blocked()
+    assert blocker.key == "baton:positions:open" and "WRONGTYPE" in blocker.problem
+
+
+async def test_a_key_of_the_wrong_type_elsewhere_fails_the_tick_with_the_keys_name(rig):
+    await rig.store.r.set(rig.store.k.handover(), "garbage")
+    with pytest.raises(SnapshotError, match="baton:handover"):
         await rig.run_ticks(1)
