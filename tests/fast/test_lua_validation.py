@@ -16,6 +16,7 @@ import fakeredis
 import pytest
 import redis
 
+from baton.errors import UnreadableValue
 from bench.redis_server import RedisServer
 from kernel.settlement import settled
 from state.keys import Keys
@@ -446,3 +447,58 @@ def test_large_fills_are_booked_as_exact_integers(r: Any) -> None:
     (_, entry) = r.xrange(K.ledger())[-1]
     assert entry["amount_micros"] == str(-big)
     assert int(r.hget(K.ledger_totals(), "cash_micros")) == 1_000_000_000 - big
+
+
+# --- feed_write: one garbage key must not stop every asset's candles ---------------------------
+
+
+def _feed_batch(r: Any) -> Any:
+    from state.candles import CandlesRepo
+    from state.structs import Candle, FeedStatus
+
+    def candles(asset: str) -> tuple[str, int, FeedStatus, list[Candle]]:
+        cs = [Candle(NOW + i * 1000, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(3)]
+        return (asset, NOW - 60_000, FeedStatus(NOW, cs[-1].open_ms, 1.0), cs)
+
+    return CandlesRepo(r, K).write_batch("1s", [candles("btc"), candles("eth")], [("candles", 6)], [])
+
+
+FEED_KEYS = {
+    K.feed_status(): "hash",
+    K.feed_stats(): "hash",
+    K.journal_errors(): "stream",
+    K.candle_marks(): "hash",
+}
+
+
+def test_feed_write_writes_every_window(r: Any) -> None:
+    assert _feed_batch(r) == 2
+    assert r.zcard(K.candles("btc", "1s")) == r.zcard(K.candles("eth", "1s")) == 3
+    assert r.hget(K.feed_stats(), "candles") == "6"
+
+
+@pytest.mark.parametrize(("key", "want"), FEED_KEYS.items())
+def test_feed_write_refuses_a_feed_key_of_another_type_before_any_write(r: Any, key: str, want: str) -> None:
+    r.set(key, "garbage")
+    before = dump(r)
+    with pytest.raises(UnreadableValue, match=rf"^{key} \(type\): holds a string"):
+        _feed_batch(r)
+    assert dump(r) == before
+
+
+def test_feed_write_leaves_a_window_of_another_type_alone_and_writes_the_others(r: Any) -> None:
+    r.set(K.candles("btc", "1s"), "garbage")
+    assert _feed_batch(r) == 1
+    assert r.get(K.candles("btc", "1s")) == "garbage"
+    assert r.zcard(K.candles("eth", "1s")) == 3
+    assert set(r.hgetall(K.feed_status())) == {"eth:1s"}
+    (_, e), *_ = r.xrange(K.journal_errors())
+    assert e["source"] == "feed_write" and e["error"].startswith(f"BADVALUE {K.candles('btc', '1s')} (type)")
+
+
+def test_feed_write_does_not_add_to_a_garbage_counter_and_says_so(r: Any) -> None:
+    r.hset(K.feed_stats(), "candles", "garbage")
+    assert _feed_batch(r) == 2
+    assert r.hget(K.feed_stats(), "candles") == "garbage"
+    (_, e), *_ = r.xrange(K.journal_errors())
+    assert e["error"].startswith(f"BADVALUE {K.feed_stats()} candles: holds")
