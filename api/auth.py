@@ -87,12 +87,14 @@ def same_origin(request: web.Request) -> None:
     (curl with a cookie) is not a browser a page can steer. `Sec-Fetch-Site` covers browsers
     that leave Origin out."""
     origin = request.headers.get("Origin")
+    site = request.headers.get("Sec-Fetch-Site")
+    if origin == "null" and site == "same-origin":
+        return  # a page of ours under a no-referrer policy: the browser vouches for it
     if origin is not None and origin.lower() != own_origin(request):
         raise Forbidden(
             f"cross-origin request refused: Origin {origin} is not this server ({own_origin(request)}); "
             "use the dashboard served here, or a bearer token"
         )
-    site = request.headers.get("Sec-Fetch-Site")
     if origin is None and site is not None and site not in ("same-origin", "none"):
         raise Forbidden(f"cross-site request refused (Sec-Fetch-Site: {site}); use a bearer token")
 

@@ -62,7 +62,9 @@ def _page(name: str, status: int = 200, message: str = "") -> web.Response:
             ),
             "X-Frame-Options": "DENY",
             "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
+            # Not no-referrer: with it a browser sends `Origin: null` on the page's own form
+            # posts (sign-in, sign-out), which the origin check cannot tell from a sandboxed frame.
+            "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
         }
     )

@@ -33,10 +33,12 @@ from baton.errors import (
     NotFound,
     OpError,
     ReloadError,
+    SecretFileError,
     SettingsError,
     StackError,
     TokenError,
 )
+from baton.secretfiles import read_secret
 from baton.settings import Settings
 from control import commands as c
 from control import render
@@ -159,6 +161,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
     p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
     p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="the read-only token of GET /metrics instead (BATON_METRICS_AUTH=token; for Prometheus)",
+    )
     return ap
 
 
@@ -378,6 +385,8 @@ def active_worker(s: Settings) -> str:
 
 
 def cmd_token(s: Settings, args: argparse.Namespace) -> int:
+    if args.metrics:
+        return _metrics_token(s, args)
     try:
         token = apitoken.load(s, create=False)
     except (TokenError, OSError) as e:
@@ -388,6 +397,29 @@ def cmd_token(s: Settings, args: argparse.Namespace) -> int:
     print(
         f"baton token: this is the API bearer token (id {token.id}, from {token.source}); whoever has it "
         "can halt, resume and change slots: keep it out of logs, tickets and shell history",
+        file=sys.stderr,
+    )
+    print(token.reveal())
+    return 0
+
+
+def _metrics_token(s: Settings, args: argparse.Namespace) -> int:
+    path = s.metrics_token_file
+    if s.metrics_auth != "token" and not path.exists():
+        return fail(
+            f"GET /metrics takes no token (BATON_METRICS_AUTH={s.metrics_auth}); "
+            f"with BATON_METRICS_AUTH=token the api program creates one in {path}"
+        )
+    try:
+        token = apitoken.ApiToken(read_secret(path), str(path))
+    except (SecretFileError, TokenError, OSError) as e:
+        return fail(f"{e} (the api program creates it on its first start with BATON_METRICS_AUTH=token)")
+    if args.id:
+        print(token.id)
+        return 0
+    print(
+        f"baton token: this is the metrics token (id {token.id}, from {path}); it opens GET /metrics "
+        "only (a Prometheus scrape config's credentials_file)",
         file=sys.stderr,
     )
     print(token.reveal())

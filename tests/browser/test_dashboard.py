@@ -111,3 +111,18 @@ async def test_a_slot_is_disabled_from_its_row(served: Served, browser: Chromium
     )
     assert await page.evaluate(text_of('button[data-slot="btc-5m"]')) == "Enable"
     assert [e for e in page.errors if "401" not in e or "/login" not in e] == []
+
+
+async def test_signing_out_everywhere_ends_the_sessions_on_the_server(served: Served, browser: Chromium):
+    page = await browser.new_page()
+    await sign_in(page, served)
+    await page.wait_for(DRAWN, "the dashboard")
+    [key] = served.r.keys(seed.K.session("*"))
+    assert served.r.zcard(seed.K.sessions()) == 1
+    await page.click("#signout-all")
+    await page.wait_for("document.querySelector('input[name=token]')", "the login form after signing out")
+    # Gone from Redis, not only from the browser: a copy of the cookie opens nothing.
+    assert served.r.exists(key, seed.K.sessions()) == 0
+    _id, audit = served.r.xrevrange(seed.K.audit(), count=1)[0]
+    assert (audit["action"], audit["detail"]) == ("logout_all", "1 sessions ended")
+    assert [e for e in page.errors if "401" not in e or "/login" not in e] == []

@@ -188,6 +188,14 @@ async def test_a_stream_or_a_sign_in_started_by_another_site_is_refused(api: Api
     assert resp.status == 403 and "Set-Cookie" not in resp.headers
     resp = await api.client.post("/logout", headers={**cookie, "Sec-Fetch-Site": "cross-site"})
     assert resp.status == 403
+    # `Origin: null` (a sandboxed frame, or a page under no-referrer): only when the browser
+    # says the request is same-origin.
+    for site, expected in (("cross-site", 403), (None, 403), ("same-origin", 303)):
+        headers = {"Origin": "null", **({"Sec-Fetch-Site": site} if site else {})}
+        resp = await api.client.post("/login", data={"token": TOKEN}, headers=headers, allow_redirects=False)
+        assert resp.status == expected, site
+        if expected == 303:
+            api.session_ids.append(resp.cookies[SESSION_COOKIE].value)
     status, _, _ = await api.call("GET", "/control", token=None, headers=cookie)
     assert status == 200  # the session still stands
 

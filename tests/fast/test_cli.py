@@ -376,3 +376,20 @@ def test_token_without_one_says_how_to_get_one(env, capsys):
     code, out, err = run(capsys, "token")
     assert code == 1 and out == "" and "no API token" in err
     assert not (env / "var" / "api-token").exists()  # reading never creates a secret
+
+
+def test_token_metrics_prints_the_read_only_metrics_token(env, capsys, monkeypatch):
+    from api.__main__ import load_metrics_token
+    from baton.settings import load
+
+    code, out, err = run(capsys, "token", "--metrics")
+    assert code == 1 and out == "" and "BATON_METRICS_AUTH=loopback" in err
+    monkeypatch.setenv("BATON_METRICS_AUTH", "token")
+    code, out, err = run(capsys, "token", "--metrics")
+    assert code == 1 and out == "" and "metrics-token is missing" in err  # reading never creates it
+    made = load_metrics_token(load())  # what the api program does at its start
+    assert made is not None
+    code, out, err = run(capsys, "token", "--metrics")
+    assert code == 0 and out == made.reveal() + "\n" and "opens GET /metrics only" in err
+    code, out, _ = run(capsys, "token", "--metrics", "--id")
+    assert code == 0 and out.strip() == made.id
