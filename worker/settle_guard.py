@@ -74,9 +74,9 @@ def refusal(job: Job, prefix: str) -> str | None:
 
 class GuardedJob(Job):
     """rq's Job whose function and callbacks are never imported: the function is `target`
-    (the settle program sets it to `settle_job`) under the job's path or a former one,
-    callbacks are none, anything else raises JobRefused. The worker refuses such jobs before
-    this is reached; this holds on any other path."""
+    (the settle program sets it to `settle_job`) under the job's path or a former one, and
+    any other raises JobRefused; callbacks and webhooks are none. The worker refuses such
+    jobs before this is reached; this holds on any other path."""
 
     target: ClassVar[Callable[..., Any] | None] = None
 
@@ -86,9 +86,13 @@ class GuardedJob(Job):
             return self.target
         raise JobRefused(f"job {self.id}: {str(self.func_name)[:80]!r} is not the settlement function")
 
+    # Callbacks and webhooks: none, whatever the record says. rq also reaches them outside a
+    # job's run (an abandoned job's failure callback when it cleans its registries, webhooks
+    # of a job stuck in its intermediate queue), where raising would stop the worker: they
+    # are ignored, and said so.
     def _no_callback(self, name: str | None) -> None:
         if name:
-            raise JobRefused(f"job {self.id}: callback {name[:80]!r} refused (settlement jobs have none)")
+            log.error("settle: job %s: callback %r ignored (settlement jobs have none)", self.id, name[:80])
 
     @property
     def success_callback(self) -> Any:
@@ -105,6 +109,10 @@ class GuardedJob(Job):
         self._no_callback(self._stopped_callback_name)
         return None
 
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        if self.webhooks:
+            log.error("settle: job %s: webhooks ignored (settlement jobs have none)", self.id)
+
 
 class SettleWorker(SimpleWorker):
     """rq's SimpleWorker (jobs run in this process) that runs settlement jobs only."""
@@ -112,6 +120,12 @@ class SettleWorker(SimpleWorker):
     def __init__(
         self, queues: list[Queue], *, prefix: str, job_class: type[GuardedJob], **kwargs: Any
     ) -> None:
+        # The queues' own job class too: rq fetches jobs through it when it cleans their
+        # registries, outside the worker's dequeue.
+        queues = [
+            Queue(q.name, connection=q.connection, serializer=q.serializer, job_class=job_class)
+            for q in queues
+        ]
         super().__init__(queues, job_class=job_class, **kwargs)
         self.prefix = prefix
         self.keys = Keys(prefix)

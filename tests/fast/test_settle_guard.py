@@ -159,14 +159,45 @@ def test_a_refused_job_with_retries_is_not_retried(r, tmp_path: Path):
     assert r.hget(K.settle_stats(), "refused") == b"1"
 
 
-def test_the_job_class_never_imports_even_when_asked_directly(r):
-    _inject(r, "direct", ["os.system", None, ["true"], {"x": 1}], success_callback_name="os.system")
+@pytest.fixture
+def evil(tmp_path: Path, monkeypatch) -> Path:
+    """An importable module whose import alone leaves a marker: proof that nothing imports it."""
+    (tmp_path / "evilmod.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n"
+        f"def run(*a, **k):\n    open({str(tmp_path / 'ran')!r}, 'w').close()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_the_job_class_never_imports_even_when_asked_directly(r, evil: Path):
+    _inject(
+        r,
+        "direct",
+        ["evilmod.run", None, ["true"], {"x": 1}],
+        success_callback_name="evilmod.run",
+        failure_callback_name="evilmod.run",
+        stopped_callback_name="evilmod.run",
+    )
     job = settle_program.SettleJob.fetch("direct", connection=r, serializer=JSONSerializer)
     with pytest.raises(JobRefused, match="not the settlement function"):
         _ = job.func
-    with pytest.raises(JobRefused, match=r"callback 'os\.system' refused"):
-        _ = job.success_callback
-    assert job.failure_callback is None and job.stopped_callback is None
+    assert job.success_callback is None and job.failure_callback is None and job.stopped_callback is None
+    assert not (evil / "imported").exists()
+
+
+def test_an_abandoned_job_s_failure_callback_is_never_imported(r, evil: Path):
+    # rq cleans its started registry before dequeuing, and runs an abandoned job's failure
+    # callback there, outside any job's run: through the settle program's job class too.
+    _inject(r, "abandoned", [settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {}])
+    r.lrem("rq:queue:settle", 0, "abandoned")
+    r.hset("rq:job:abandoned", mapping={"failure_callback_name": "evilmod.run", "status": "started"})
+    r.zadd("rq:wip:settle", {"abandoned:x1": 1})
+    _inject(r, "evil", ["evilmod.run", None, [], {}])
+    _work(r)
+    assert not (evil / "imported").exists() and not (evil / "ran").exists()
+    assert "abandoned" in FailedJobRegistry("settle", connection=r, serializer=JSONSerializer).get_job_ids()
+    assert "is not the settlement function" in _failed(r, "evil")
 
 
 def test_the_kernels_own_job_passes_the_check(r):
