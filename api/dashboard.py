@@ -140,7 +140,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         return resp
     # Never the presented value: a mistyped token is most of a real one.
     log.warning("dashboard sign-in refused from %s: wrong token", remote)
-    await _audit(ctx, who, "login", "refused", 401, "wrong token")
+    if await sessions.may_audit_failure():
+        await _audit(ctx, who, "login", "refused", 401, "wrong token")
     return _page("login.html", status=401, message="Wrong token. `baton token` prints the right one.")
 
 

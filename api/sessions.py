@@ -29,6 +29,10 @@ LOOKUP_TIMEOUT_S = 5.0
 # An open event stream checks that its session still stands this often: sign-out ends it.
 RECHECK_S = 5.0
 _CTX_KEY = "sessions"
+# Failed sign-ins audited: a burst of 10, then 50 an hour. A guessing run from many addresses
+# gets 60 attempts a minute through the throttle; audited one by one, they would push the
+# real entries out of the capped audit stream within hours. The api log has every one.
+AUDITED_FAILURES = BucketSpec("login:audited", capacity=10, refill_per_s=50 / 3600)
 _SLUG = re.compile(r"[^a-z0-9_.\-]")
 
 
@@ -72,6 +76,17 @@ class Sessions:
             ) from None
         except (redis.RedisError, OSError, TimeoutError) as e:
             raise Unavailable(f"cannot count the sign-in attempt: Redis: {type(e).__name__}: {e}") from None
+
+    async def may_audit_failure(self) -> bool:
+        """Whether this failed sign-in goes to the audit stream (see AUDITED_FAILURES)."""
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                await self.limiter.take(Budget("login_audit", (AUDITED_FAILURES,)))
+        except RateLimited:
+            return False
+        except (redis.RedisError, OSError, TimeoutError):
+            return True  # the audit write will meet the same Redis, and say nothing if it fails
+        return True
 
     # --- sessions ---------------------------------------------------------------------------
     async def open(self, remote: str) -> str:

@@ -368,3 +368,18 @@ async def test_the_metrics_token_is_made_once_owner_only(tmp_path):
     assert first is not None and load_metrics_token(s).reveal() == first.reveal()  # type: ignore[union-attr]
     assert stat.S_IMODE(os.stat(s.metrics_token_file).st_mode) == 0o600
     assert load_metrics_token(settings(tmp_path)) is None  # loopback: no token
+
+
+async def test_a_guessing_run_cannot_flush_the_audit_stream(tmp_path):
+    async with running_api(
+        tmp_path, BATON_API_LOGINS_PER_MIN="100", BATON_API_LOGINS_ALL_PER_MIN="100"
+    ) as api:
+        for i in range(15):
+            resp = await api.client.post(
+                "/login", data={"token": f"guess-{i:03d}-0123456789"}, allow_redirects=False
+            )
+            assert resp.status == 401
+        # A burst of 10 is audited, then 50 an hour: the real entries stay in the capped stream.
+        assert len([e for e in api.audit() if e["action"] == "login"]) == 10
+        await api.sign_in()  # a success is always audited
+        assert [e["result"] for e in api.audit()][:1] == ["ok"]
