@@ -10,6 +10,8 @@ import msgspec
 import redis
 
 from baton.settings import Settings
+from kernel.clock import wall_ms
+from kernel.lease import decode_lease
 from state.keys import Keys
 from state.system import PROGRAMS, PUBLISHED, decode_published
 
@@ -79,3 +81,18 @@ def running(
         api_url=url,
         dashboard_url=str(api.get("dashboard_url") or f"{url}/"),
     )
+
+
+def stack_settings(s: Settings, r: redis.Redis) -> Settings:
+    """The caller's settings with the running system's in place (one round trip): what a
+    door checks a change against, and what a view shows, rather than the caller's shell."""
+    k = Keys(s.prefix)
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(k.lease())
+    for program in PROGRAMS:
+        pipe.hgetall(k.system(program))
+    lease_raw, *raws = pipe.execute()
+    lease = decode_lease(lease_raw)
+    active = lease.color if lease is not None and lease.live(wall_ms()) else None
+    published = {p: raw for p, raw in zip(PROGRAMS, raws, strict=True) if raw}
+    return running(s, published, active, []).settings

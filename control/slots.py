@@ -18,6 +18,7 @@ from control import commands as c
 from control import views
 from control.audit import audited
 from control.context import Context
+from control.running import stack_settings
 from state.slots import SlotsRepo
 from state.structs import Slot
 
@@ -32,10 +33,12 @@ def set_enabled(ctx: Context, actor: c.Actor, slot_id: str, enabled: bool) -> c.
 
 
 def patch(ctx: Context, actor: c.Actor, slot_id: str, body: c.SlotPatch) -> c.SlotResult:
-    def change(slot: Slot) -> Slot:
-        return validate_patch(slot, body, ctx.s.max_stake_usd)
+    def run() -> c.SlotResult:
+        # The running worker's limit (its kernel refuses entries above it), not this shell's.
+        max_stake_usd = stack_settings(ctx.s, ctx.r).max_stake_usd
+        return _update(ctx, slot_id, lambda slot: validate_patch(slot, body, max_stake_usd))
 
-    return audited(ctx, actor, "patch_slot", slot_id, body, lambda: _update(ctx, slot_id, change))
+    return audited(ctx, actor, "patch_slot", slot_id, body, run)
 
 
 def _update(ctx: Context, slot_id: str, change: Callable[[Slot], Slot]) -> c.SlotResult:

@@ -16,7 +16,7 @@ from baton.errors import Conflict, NotFound
 from baton.settings import CANDLE_INTERVAL, Settings
 from control import commands as c
 from control.context import Context, to_int
-from control.running import read_published, running
+from control.running import read_published, running, stack_settings
 from kernel.clock import wall_ms
 from kernel.lease import decode_lease
 from kernel.settlement import queue_name
@@ -286,13 +286,14 @@ def slot_views(ctx: Context, only: str | None = None) -> list[c.SlotView]:
     if only is not None:
         slots_raw = {only: slots_raw[0]} if slots_raw and slots_raw[0] is not None else {}
     flags = parse_control(control_raw)
-    md = market_data_view(ctx.s, feed_raw, now_ms, [])
+    stack = stack_settings(ctx.s, ctx.r)  # the running system's assets, timeframes, staleness
+    md = market_data_view(stack, feed_raw, now_ms, [])
     positions: dict[str, Any] = {}
     for raw in open_raw.values():
         with contextlib.suppress(msgspec.DecodeError):
             p = POSITION.decode(raw)
             positions[p.id] = p
-    configured = set(ctx.s.slot_ids())
+    configured = set(stack.slot_ids())
     out = []
     for sid in sorted(slots_raw):
         try:

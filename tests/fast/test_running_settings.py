@@ -7,6 +7,10 @@ import fakeredis
 import pytest
 
 from baton import settings as settings_mod
+from baton.errors import BadRequest
+from control import commands as c
+from control import slots, views
+from control.context import Context
 from control.running import api_url
 from control.views import collect
 from state.keys import Keys
@@ -110,3 +114,15 @@ def test_nothing_secret_is_published(r):
 )  # fmt: skip
 def test_api_url(host, url):
     assert api_url(host, 1) == url
+
+
+def test_a_stake_change_is_checked_against_the_running_workers_limit_not_the_shells(r):
+    r.hset(K.slots(), "btc-15s", '{"id":"btc-15s","asset":"btc","timeframe":"15s"}')
+    publish(r, "worker-blue", WORKER_SETTINGS, BATON_MAX_STAKE_USD="25", BATON_TIMEFRAMES="15s")
+    ctx = Context(shell(BATON_MAX_STAKE_USD="100"), r, supervisor=lambda *a: None)
+    who = c.Actor(source="cli", who="alice")
+    with pytest.raises(BadRequest, match="BATON_MAX_STAKE_USD=25"):
+        slots.patch(ctx, who, "btc-15s", c.SlotPatch(stake_usd=30.0))
+    assert slots.patch(ctx, who, "btc-15s", c.SlotPatch(stake_usd=20.0)).slot.stake_usd == 20.0
+    # And the slot views call the stack's 15s slot configured, which this shell's 5m/15m lack.
+    assert [v.configured for v in views.slot_views(ctx)] == [True]
