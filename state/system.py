@@ -38,7 +38,10 @@ WORKER_SETTINGS = (
     "rate_limit_scale", "signature_type",
 )  # fmt: skip
 FEED_SETTINGS = ("assets", "binance_ws_url", "binance_rest_url", "candle_retention_s")
-API_SETTINGS = ("api_host", "api_port", "api_mutations_per_min", "halt_ack_timeout_ms")
+API_SETTINGS = (
+    "api_host", "api_port", "api_hosts", "api_mutations_per_min", "api_session_ttl_s",
+    "api_logins_per_min", "api_logins_all_per_min", "metrics_auth", "halt_ack_timeout_ms",
+)  # fmt: skip
 PUBLISHED = frozenset(WORKER_SETTINGS + FEED_SETTINGS + API_SETTINGS)
 
 _FIELD_TYPES = {f.name: f.type for f in msgspec.structs.fields(Settings)}

@@ -126,3 +126,11 @@ def test_a_stake_change_is_checked_against_the_running_workers_limit_not_the_she
     assert slots.patch(ctx, who, "btc-15s", c.SlotPatch(stake_usd=20.0)).slot.stake_usd == 20.0
     # And the slot views call the stack's 15s slot configured, which this shell's 5m/15m lack.
     assert [v.configured for v in views.slot_views(ctx)] == [True]
+
+
+def test_the_api_publishes_its_doors_settings(r):
+    publish(r, "api", API_SETTINGS, BATON_METRICS_AUTH="token", BATON_API_HOSTS="baton.example:443")
+    st = collect(shell(), r)
+    assert st["system"]["settings"]["metrics_auth"] == "token"
+    assert st["system"]["settings"]["api_hosts"] == ["baton.example:443"]
+    assert st["system"]["differs_from_shell"]["metrics_auth"] == {"system": "token", "shell": "loopback"}
