@@ -10,8 +10,8 @@ EventSource. Everything the page shows is one `DashboardData` snapshot, served w
 GET /dashboard/data (first paint, tests) and pushed on GET /events (server-sent events):
 at once on connect, after every tick journaled, after every change of the control flags,
 and when a slower poll finds something else changed (a worker gone, a slot disabled from the
-CLI). The PnL series (GET /pnl) reads the whole ledger, so it is not in the snapshot: the
-page fetches it again when the snapshot's ledger entry count moves.
+CLI). The PnL series (GET /pnl, a page of the ledger: its newest entries) is not in the
+snapshot: the page fetches it again when the snapshot's ledger entry count moves.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from aiohttp import web
 from api.app import ROUTE_KEY, json_response
 from api.auth import SESSION_COOKIE, authenticate, same_origin
 from api.context import ApiContext, ctx_of
-from api.dashboard_data import DashboardData, PnlResult, pnl_series, snapshot
+from api.dashboard_data import DashboardData, PnlQuery, PnlResult, pnl_series, snapshot
 from api.dashboard_stream import close_streams, serve_events
+from api.routes import query_of
 from api.sessions import sessions_of, set_cookie
 from api.spec import route
 from baton.errors import TooManyRequests, Unauthorized
@@ -197,11 +198,13 @@ async def dashboard_data(request: web.Request) -> web.StreamResponse:
     "/pnl",
     tags=TAGS,
     response=PnlResult,
-    errors=(503,),
-    summary="Realised PnL after every settlement (from the ledger), win rate and trade count",
+    query=PnlQuery,
+    errors=(400, 503),
+    summary="Realised PnL after every settlement (from the ledger, a page at a time, newest "
+    "first: `next` is the cursor of the older page), win rate and trade count",
 )
 async def pnl(request: web.Request) -> web.StreamResponse:
-    return json_response(await pnl_series(ctx_of(request)))
+    return json_response(await pnl_series(ctx_of(request), query_of(request, PnlQuery)))
 
 
 @route(
@@ -210,6 +213,7 @@ async def pnl(request: web.Request) -> web.StreamResponse:
     tags=TAGS,
     response=DashboardData,
     content_type="text/event-stream",
+    errors=(503,),
     summary="Server-sent events: a DashboardData snapshot on connect, after every tick and control "
     "change, and when anything else changed; `event: problem` when Redis cannot be read",
 )

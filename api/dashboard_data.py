@@ -6,22 +6,29 @@ are in api/dashboard.py; the live stream that pushes them is api/dashboard_strea
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import msgspec
 
 from api.context import ApiContext
+from baton.errors import BadRequest
 from control import commands as c
 from control.context import to_int
 from control.views import control_view
 from kernel.clock import wall_ms
 from kernel.lease import Lease, decode_lease
 from state.control import parse_control
+from state.counts import counts_from, queue_counts, read_counts_async
 from state.keys import Keys
-from state.structs import POSITION, micros_to_usd
+from state.structs import micros_to_usd
 
 TICKS_SHOWN = 20
-# The PnL chart has at most this many points; a longer ledger is thinned evenly.
+# The PnL chart has at most this many points; a longer page is thinned evenly.
 PNL_POINTS_MAX = 1000
+# GET /pnl reads this many ledger entries by default (a page, newest first), at most the max:
+# what one request costs Redis, whatever the history kept.
+PNL_ENTRIES = 2000
+PNL_ENTRIES_MAX = 10_000
 
 
 # --- what the page shows ------------------------------------------------------------------------
@@ -116,6 +123,10 @@ class PnlResult(msgspec.Struct, kw_only=True):
     wins: int
     # wins / settled; null before the first settlement.
     win_rate: float | None
+    # Realised PnL before the page's first point (the chart of a page starts there).
+    from_usd: float = 0.0
+    # The cursor of the next (older) page: GET /pnl?cursor=<next>; null on the oldest page.
+    next: str | None = None
 
 
 # --- reading Redis -----------------------------------------------------------------------------
@@ -197,63 +208,104 @@ async def snapshot(ctx: ApiContext) -> DashboardData:
     )
 
 
-async def pnl_series(ctx: ApiContext) -> PnlResult:
+class PnlQuery(msgspec.Struct, kw_only=True):
+    limit: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=PNL_ENTRIES_MAX,
+            description="Ledger entries read, newest first (a page; buys and deposits are not points)",
+        ),
+    ] = PNL_ENTRIES
+    cursor: Annotated[
+        str, msgspec.Meta(max_length=100, description="`next` of the page before: the page older than it")
+    ] = ""
+
+
+def _cursor(entry_id: str, realized_micros: int) -> str:
+    # The realised PnL after the entry rides along, so that an older page needs no sum of
+    # everything newer than it (only the chart's values depend on it).
+    return f"{entry_id}~{realized_micros}"
+
+
+def _parse_cursor(cursor: str) -> tuple[str, int]:
+    entry_id, sep, micros = cursor.partition("~")
+    ms, dash, seq = entry_id.partition("-")
+    try:
+        if not sep or not dash or not ms.isdigit() or not seq.isdigit():
+            raise ValueError
+        return entry_id, int(micros)
+    except ValueError:
+        raise BadRequest(f"bad cursor {cursor!r}: pass `next` of a /pnl answer as it is") from None
+
+
+async def pnl_series(ctx: ApiContext, q: PnlQuery | None = None) -> PnlResult:
+    """A page of the realised PnL series (the newest `limit` ledger entries, or those older than
+    `cursor`), with the totals and trade counts of all the history kept, read in O(limit):
+    the sums from the ledger totals, the counts from state/counts.py, never the whole stream
+    or the positions hash (both grow with BATON_HISTORY_DAYS)."""
+    q = q or PnlQuery()
     k = Keys(ctx.s.prefix)
-    pipe = ctx.redis.pipeline(transaction=False)
-    pipe.xrange(k.ledger())
-    pipe.hvals(k.positions())
+    newest, top = ("+", None) if not q.cursor else _parse_cursor(q.cursor)
+    # One transaction: the page, the totals and the counts are of the same moment.
+    pipe = ctx.redis.pipeline(transaction=True)
+    pipe.xrevrange(k.ledger(), max=newest if top is None else f"({newest}", count=q.limit + 1)
     pipe.hgetall(k.ledger_totals())
-    ledger, positions, totals = await pipe.execute()
-    realized = cash = deposits = 0
-    moves: list[tuple[int, int, int, str]] = []  # (at_ms, realised so far, delta, ref)
-    for _id, f in ledger:
-        amount, pnl = to_int(f.get("amount_micros")), to_int(f.get("pnl_micros"))
-        cash += amount
-        if f.get("kind") == "deposit":
-            deposits += amount
-        # Realised PnL moves at settlements only (a buy turns cash into a position).
-        if pnl or f.get("kind") == "payout":
-            realized += pnl
-            moves.append((to_int(f.get("at_ms")), realized, pnl, f.get("ref", "")))
+    pipe.xrange(k.ledger(), count=1)
+    pipe.xlen(k.ledger())
+    queue_counts(pipe, k)
+    page, totals, first, stream_len, *count_replies = await pipe.execute()
+    counts = counts_from(count_replies) or await read_counts_async(ctx.redis, k)
+    more = len(page) > q.limit
+    page = page[: q.limit]
+    whole = not more and top is None  # the page is the whole stream
+    sums = {"cash_micros": 0, "deposit_micros": 0, "realized_pnl_micros": 0}
+    for _id, f in page:
+        amount = to_int(f.get("amount_micros"))
+        sums["cash_micros"] += amount
+        sums["deposit_micros"] += amount if f.get("kind") == "deposit" else 0
+        sums["realized_pnl_micros"] += to_int(f.get("pnl_micros"))
 
     # Entries past BATON_HISTORY_DAYS are trimmed from the stream (kernel/history.py); the
-    # running totals still hold their sums. What the trimmed part adds up to (0 while nothing
-    # is trimmed) is where the chart starts, and the figures end on the totals.
-    def trimmed(name: str, in_stream: int) -> int:
-        return to_int(totals[name]) - in_stream if name in totals else 0
+    # running totals still hold their sums, and the figures are the totals.
+    def total(name: str) -> int:
+        if name in totals:
+            return to_int(totals[name])
+        return sums[name] if whole else 0  # absent: nothing of the kind was ever booked
 
-    base = trimmed("realized_pnl_micros", realized)
+    # Realised PnL after each entry, newest first: from the total (or the cursor's value)
+    # back, subtracting what each newer entry added.
+    after = total("realized_pnl_micros") if top is None else top
+    moves: list[tuple[int, int, int, str]] = []  # (at_ms, realised after it, delta, ref)
+    for _id, f in page:
+        pnl = to_int(f.get("pnl_micros"))
+        # Realised PnL moves at settlements only (a buy turns cash into a position).
+        if pnl or f.get("kind") == "payout":
+            moves.append((to_int(f.get("at_ms")), after, pnl, f.get("ref", "")))
+        after -= pnl
     points = [
-        PnlPoint(at_ms=at, pnl_usd=micros_to_usd(base + r), delta_usd=micros_to_usd(d), ref=ref)
-        for at, r, d, ref in moves
+        PnlPoint(at_ms=at, pnl_usd=micros_to_usd(r), delta_usd=micros_to_usd(d), ref=ref)
+        for at, r, d, ref in reversed(moves)
     ]
-    realized += base
-    cash += trimmed("cash_micros", cash)
-    deposits += trimmed("deposit_micros", deposits)
-    entries = len(ledger) + max(0, trimmed("entries", len(ledger)))
-    trades = opened = settled = wins = 0
-    for raw in positions:
-        try:
-            p = POSITION.decode(raw)
-        except msgspec.DecodeError:
-            continue  # `baton status` reports unreadable positions; the chart shows the rest
-        trades += 1
-        opened += p.status == "open"
-        if p.status == "settled":
-            settled += 1
-            wins += bool(p.won)
+    entries = to_int(stream_len)
+    if "entries" in totals:
+        entries = max(entries, to_int(totals["entries"]))
     return PnlResult(
-        start_ms=to_int(ledger[0][1].get("at_ms")) if ledger else None,
+        start_ms=to_int(first[0][1].get("at_ms")) if first else None,
         points=_thin(points, PNL_POINTS_MAX),
-        realized_usd=micros_to_usd(realized),
-        cash_usd=micros_to_usd(cash),
-        deposits_usd=micros_to_usd(deposits),
+        realized_usd=micros_to_usd(total("realized_pnl_micros")),
+        cash_usd=micros_to_usd(total("cash_micros")),
+        deposits_usd=micros_to_usd(total("deposit_micros")),
         ledger_entries=entries,
-        trades=trades,
-        open=opened,
-        settled=settled,
-        wins=wins,
-        win_rate=round(wins / settled, 4) if settled else None,
+        trades=counts.positions,
+        open=counts.positions_open,
+        settled=counts.positions_settled,
+        wins=counts.positions_won,
+        win_rate=round(counts.positions_won / counts.positions_settled, 4)
+        if counts.positions_settled
+        else None,
+        from_usd=micros_to_usd(after),
+        next=_cursor(page[-1][0], after) if more else None,
     )
 
 

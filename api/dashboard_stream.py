@@ -41,8 +41,25 @@ CLOSING = "dashboard_closing"
 
 
 async def serve_events(request: web.Request) -> web.StreamResponse:
-    """The body of GET /events: streams until the browser goes or the app stops."""
+    """The body of GET /events: streams until the browser goes or the app stops; refused
+    (503) while BATON_DASHBOARD_STREAMS_MAX streams are open: each reads Redis after every tick."""
     ctx = ctx_of(request)
+    streams = ctx.extra.setdefault(STREAMS, set())
+    if len(streams) >= ctx.s.dashboard_streams_max:
+        raise Unavailable(
+            f"{len(streams)} dashboard streams are open, the most BATON_DASHBOARD_STREAMS_MAX "
+            f"({ctx.s.dashboard_streams_max}) allows: close a dashboard tab, or raise the setting"
+        )
+    # Counted from here (no await before): two requests at once cannot both take the last place.
+    wake = asyncio.Event()
+    streams.add(wake)
+    try:
+        return await _stream(request, ctx, wake)
+    finally:
+        streams.discard(wake)
+
+
+async def _stream(request: web.Request, ctx: ApiContext, wake: asyncio.Event) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -53,14 +70,11 @@ async def serve_events(request: web.Request) -> web.StreamResponse:
     )
     await resp.prepare(request)
     await resp.write(f"retry: {SSE_RETRY_MS}\n\n".encode())
-    wake = asyncio.Event()
     k = Keys(ctx.s.prefix)
     followers = [
         asyncio.create_task(_follow_ticks(ctx, k.journal_ticks(), wake)),
         asyncio.create_task(_follow_control(ctx, k.control_events(), wake)),
     ]
-    streams = ctx.extra.setdefault(STREAMS, set())
-    streams.add(wake)
     last_sent, last_problem = b"", ""
     last_write = time.monotonic()
     # A stream opened with the cookie lives no longer than its session.
@@ -97,7 +111,6 @@ async def serve_events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the browser went away (tab closed, page reloaded)
     finally:
-        streams.discard(wake)
         for t in followers:
             t.cancel()
         await asyncio.gather(*followers, return_exceptions=True)

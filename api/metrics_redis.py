@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -18,8 +17,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from baton.settings import CANDLE_INTERVAL, Settings
 from state.blocked import decode_blocked
 from state.control import parse_control
+from state.counts import INTENT_STATUSES, counts_from, queue_counts, scan
 from state.keys import Keys
-from state.structs import FEED_STATUS, IntentStatus, feed_stale
+from state.structs import FEED_STATUS, feed_stale
 
 log = logging.getLogger("baton.api.metrics")
 
@@ -29,16 +29,6 @@ PER_ASSET_PREFIX = "candles:"
 # the cap keeps a hash someone filled with junk from making a series of each.
 ERROR_FIELD_RE = re.compile(r"errors_[a-z0-9_]{1,32}")
 MAX_ERROR_SOURCES = 32
-INTENT_STATUSES = typing.get_args(IntentStatus)
-
-
-class _IntentStatus(msgspec.Struct):
-    """The one field of an Intent a scrape needs: decoding only it keeps a large hash cheap."""
-
-    status: str = "committed"  # Intent's default
-
-
-_INTENT_STATUS = msgspec.json.Decoder(_IntentStatus)
 
 
 def text(v: Any) -> str:
@@ -92,8 +82,6 @@ class RedisCollector:
         k = self.k
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(k.stats())
-        pipe.hvals(k.intents())
-        pipe.hlen(k.positions_open())
         pipe.hgetall(k.ledger_totals())
         pipe.hgetall(k.feed_stats())
         pipe.hgetall(k.feed_status())
@@ -101,9 +89,19 @@ class RedisCollector:
         pipe.get(k.lease_epoch())
         pipe.xrevrange(k.journal_ticks(), count=1)
         pipe.hgetall(k.blocked())
+        queue_counts(pipe, k)
         # A key of the wrong type (WRONGTYPE) comes back as an exception object in its place
         # instead of failing the whole scrape.
-        return pipe.execute(raise_on_error=False)
+        replies = pipe.execute(raise_on_error=False)
+        # O(1) counters, not every intent ever kept; a scan (and its cost) only until a new
+        # lease holder counted data written before the counts (state/counts.py).
+        counts = counts_from(replies[-4:])
+        if counts is None:
+            try:
+                counts = scan(self.r, k)
+            except redis.ResponseError:  # WRONGTYPE: counted as a problem, the rest is shown
+                counts = None
+        return [*replies[:-4], replies[-1], counts]
 
     def collect(self) -> Iterator[Metric]:
         yield from self._programs()
@@ -154,9 +152,9 @@ class RedisCollector:
         yield g
 
     def _families(self, replies: list[Any], p: _Problems) -> Iterator[Metric]:
-        stats, intents, open_n, totals, feed, feed_status, control, epoch, last, blocked = replies
+        stats, totals, feed, feed_status, control, epoch, last, blocked, open_n, counts = replies
         stats, totals, control = p.typed(stats, dict), p.typed(totals, dict), p.typed(control, dict)
-        intents, last = p.typed(intents, list), p.typed(last, list)
+        last = p.typed(last, list)
 
         # --- ticks, handovers, reloads: counters the worker keeps in the stats hash --------
         for name, field, help_ in (
@@ -183,19 +181,14 @@ class RedisCollector:
                     yield _gauge(f"baton_last_tick_{field}", f"{field} of the newest tick journal entry.", n)
 
         # --- orders, positions, money, control --------------------------------------------
-        by_status: dict[str, int] = {}
-        for raw in intents:
-            try:
-                st = _INTENT_STATUS.decode(raw).status
-            except msgspec.DecodeError:
-                p.n += 1
-                continue
-            by_status[st] = by_status.get(st, 0) + 1
-        orders = GaugeMetricFamily("baton_orders", "Order intents by status.", labels=["status"])
-        for st in INTENT_STATUSES:
-            orders.add_metric([st], by_status.pop(st, 0))
-        p.n += sum(by_status.values())  # a status no code writes: garbage
-        yield orders
+        if counts is None:
+            p.n += 1
+        else:
+            orders = GaugeMetricFamily("baton_orders", "Order intents by status.", labels=["status"])
+            for st in INTENT_STATUSES:
+                orders.add_metric([st], counts.intents.get(st, 0))
+            p.n += counts.intents_unreadable
+            yield orders
         if (n := p.number(open_n)) is not None:
             yield _gauge("baton_positions_open", "Open positions.", n)
         for name, field, help_ in (

@@ -98,6 +98,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_token_file: str = ""
     # Mutating API calls per minute per token (a halt is never refused by this limit).
     api_mutations_per_min: int = 60
+    # Dashboard live streams (GET /events) open at once; one more is refused with 503. Each
+    # reads a snapshot from Redis after every tick.
+    dashboard_streams_max: int = 16
     # How long a halt waits for the active worker's acknowledgement before answering.
     halt_ack_timeout_ms: int = 2000
     # The lease deadline's margin: a worker posts nothing once its last successful renewal is
@@ -330,6 +333,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_port=_int(env, "BATON_API_PORT", 7390, 1),
         api_token_file=_get(env, "BATON_API_TOKEN_FILE", ""),
         api_mutations_per_min=_int(env, "BATON_API_MUTATIONS_PER_MIN", 60, 1),
+        dashboard_streams_max=_int(env, "BATON_DASHBOARD_STREAMS_MAX", 16, 1),
         halt_ack_timeout_ms=_int(env, "BATON_HALT_ACK_TIMEOUT_MS", 2000, 0),
         history_days=_float(env, "BATON_HISTORY_DAYS", 7.0, 0.0),
         api_hosts=_hosts(env, "BATON_API_HOSTS"),

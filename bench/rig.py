@@ -107,6 +107,7 @@ class Rig:
         if not got:
             raise RuntimeError("the bench could not take the lease")
         await self.store.adopt_schema()
+        await self.store.ensure_counts(now)
         await self.store.deposit(self.epoch, "deposit:paper-initial", usd_to_micros(s.paper_cash_usd), now)
         self.gate = HaltGate()
         halt = HaltResponder(

@@ -23,10 +23,10 @@ from kernel.settlement import queue_name
 from kernel.windows import window_bounds
 from state.blocked import decode_blocked
 from state.control import parse_control
+from state.counts import read_counts
 from state.keys import Keys
 from state.structs import (
     FEED_STATUS,
-    INTENT,
     POSITION,
     SLOT,
     Blocker,
@@ -62,9 +62,6 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     pipe.hgetall(k.stats())
     pipe.hgetall(k.control())
     pipe.hgetall(k.slots())
-    pipe.hgetall(k.positions())
-    pipe.hlen(k.positions_open())
-    pipe.hgetall(k.intents())
     pipe.hgetall(k.ledger_totals())
     pipe.hgetall(k.worker("blue"))
     pipe.hgetall(k.worker("green"))
@@ -81,9 +78,6 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         stats,
         control,
         slots_raw,
-        positions_raw,
-        open_n,
-        intents_raw,
         totals,
         blue,
         green,
@@ -126,23 +120,9 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
             )
         except msgspec.DecodeError as e:
             problems.append(f"slot {sid}: {e}")
-    statuses: dict[str, int] = {}
-    for raw in intents_raw.values():
-        try:
-            st = INTENT.decode(raw).status
-            statuses[st] = statuses.get(st, 0) + 1
-        except msgspec.DecodeError as e:
-            problems.append(f"intent: {e}")
-    settled = won = 0
-    for raw in positions_raw.values():
-        try:
-            p = POSITION.decode(raw)
-        except msgspec.DecodeError as e:
-            problems.append(f"position: {e}")
-            continue
-        if p.status == "settled":
-            settled += 1
-            won += bool(p.won)
+    # O(1) counters, not every intent and position ever kept (state/counts.py).
+    counts = read_counts(r, k)
+    problems += counts.problems
     market_data = market_data_view(s, feed_status, now_ms, problems)
     halted_raw = control.get("halted", "0").lower()
     halted = halted_raw not in ("0", "false", "no", "off", "")
@@ -178,9 +158,13 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         },
         "slots": slots,
         "market_data": market_data,
-        "positions": {"open": to_int(open_n), "settled": settled, "won": won},
+        "positions": {
+            "open": counts.open_hash,
+            "settled": counts.positions_settled,
+            "won": counts.positions_won,
+        },
         "settlement": _settlement(s, r),
-        "orders": {"total": sum(v for st, v in statuses.items() if st != "committed"), **statuses},
+        "orders": counts.orders(),
         "pnl_usd": round(micros_to_usd(to_int(totals.get("realized_pnl_micros"))), 6),
         "cash_usd": round(micros_to_usd(to_int(totals.get("cash_micros"))), 6),
         "workers": [w for w in (blue, green) if w],

@@ -46,6 +46,7 @@ class HistoryRepo(Repo):
                 self.k.intents_open(),
                 self.k.ledger_refs(),
                 self.k.ledger(),
+                self.k.counts(),
             ],
             args=args,
         )

@@ -17,7 +17,13 @@ class IntentsRepo(Repo):
             args += (i.id, INTENT.encode(i))
         return self._call(
             self.scripts.intent_commit,
-            keys=[self.k.lease_epoch(), self.k.control(), self.k.intents(), self.k.intents_open()],
+            keys=[
+                self.k.lease_epoch(),
+                self.k.control(),
+                self.k.intents(),
+                self.k.intents_open(),
+                self.k.counts(),
+            ],
             args=args,
             pipeline=pipeline,
         )
@@ -29,7 +35,7 @@ class IntentsRepo(Repo):
         final = intent.status in FINAL_INTENT_STATUSES
         return self._call(
             self.scripts.intent_update,
-            keys=[self.k.lease_epoch(), self.k.intents(), self.k.intents_open()],
+            keys=[self.k.lease_epoch(), self.k.intents(), self.k.intents_open(), self.k.counts()],
             args=[epoch, intent.id, INTENT.encode(intent), "1" if final else "0"],
             pipeline=pipeline,
         )

@@ -141,6 +141,12 @@ class Keys:
         """Hash: position id -> Position JSON, for positions not yet settled."""
         return f"{self.p}positions:open"
 
+    def counts(self) -> str:
+        """Hash of counters over the intents and positions hashes, kept by the scripts that
+        change them (state/lua/_counts.lua): intents:<status>, intents:unreadable,
+        positions:open, positions:settled, positions:won, positions:unreadable, counted_ms."""
+        return f"{self.p}counts"
+
     def ledger(self) -> str:
         """Stream: append-only ledger entries; cash and PnL derive from it."""
         return f"{self.p}ledger"

@@ -33,6 +33,7 @@ class PositionsRepo(Repo):
                 self.k.ledger(),
                 self.k.ledger_totals(),
                 self.k.ledger_refs(),
+                self.k.counts(),
             ],
             args=args,
             pipeline=pipeline,

@@ -23,6 +23,7 @@ def settle_call(k: Keys, read_raw: str, position: Position) -> tuple[list[str], 
         k.ledger_totals(),
         k.ledger_refs(),
         k.ledger_day(utc_day(position.settled_ms)),
+        k.counts(),
     ]
     args: list[Any] = [
         read_raw,

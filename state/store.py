@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from state.blocked import BlockedRepo
 from state.control import ControlRepo
+from state.counts import CountsRepo
 from state.history import HistoryRepo
 from state.intents import IntentsRepo
 from state.journal import JournalRepo
@@ -25,6 +26,7 @@ class Store(
     SchemaRepo,
     SlotsRepo,
     ControlRepo,
+    CountsRepo,
     LeaseRepo,
     MarketsRepo,
     IntentsRepo,

@@ -245,6 +245,10 @@ class Worker:
 
     async def become_active(self) -> TickRunner:
         await self.store.adopt_schema()
+        # Once after an upgrade (or after a release that did not keep them wrote): count the
+        # history into the counts the views read; O(1) when they agree with the hashes.
+        if await self.store.ensure_counts(self.clock.now_ms()):
+            log.info("counted the intents and positions hashes into %s", self.store.k.counts())
         await takeover.open_books(self.s, self.store, self.venue, self.epoch, self.clock)
         # A predecessor that is gone (dead, stopped, or handed over after its tick) posts
         # nothing more: what the venue does not know never arrived. One whose lease merely

@@ -7,12 +7,14 @@
 -- in no open set: an open position or an open intent is never pruned, whatever its age, nor
 -- the intent of a position still open, nor a position whose intent is open again.
 -- KEYS[1] epoch counter, KEYS[2] positions hash, KEYS[3] open positions hash,
--- KEYS[4] intents hash, KEYS[5] open intents hash, KEYS[6] ledger refs, KEYS[7] ledger stream
+-- KEYS[4] intents hash, KEYS[5] open intents hash, KEYS[6] ledger refs, KEYS[7] ledger stream,
+-- KEYS[8] counts hash (_counts.lua: what is pruned leaves the counts)
 -- ARGV[1] caller epoch, ARGV[2] retention ms (ledger entries whose id, Redis's own clock at
 -- the XADD, is older than Redis's clock now minus it go: no caller's clock is trusted for it),
 -- ARGV[3] number of positions n, then n triples (position id, its JSON as read, the id of its
 -- intent), then triples (intent id, its JSON as read, the id of its slot-window's position)
--- Returns {positions pruned, intents pruned, ledger entries pruned}, or 'STALE_EPOCH'.
+-- Returns {positions pruned, intents pruned, ledger entries pruned}, or 'STALE_EPOCH'; a
+-- BADVALUE error, having written nothing, when the counts hash is garbage.
 local bad = check_types({KEYS[1], 'string', KEYS[2], 'hash', KEYS[3], 'hash', KEYS[4], 'hash',
   KEYS[5], 'hash', KEYS[6], 'set', KEYS[7], 'stream'}) or check_int_args({'retention_ms', 2, 'positions', 3})
 if bad then return redis.error_reply(bad) end
@@ -20,10 +22,13 @@ if (#ARGV - 3) % 3 ~= 0 or 3 * tonumber(ARGV[3]) > #ARGV - 3 then
   return redis.error_reply('BADARG ARGV: not triples, or fewer than the positions counted')
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'STALE_EPOCH' end
+bad = count_check(KEYS[8])
+if bad then return redis.error_reply(bad) end
 -- The triples from ARGV[first] to ARGV[last] for one hash: a record goes, with its ref
 -- (prefix .. id), when it still holds the JSON judged and neither it (in its own open hash)
 -- nor its counterpart (in the other's) is open.
-local function prune(first, last, hash, open, other_open, prefix)
+local delta = {}
+local function prune(first, last, hash, open, other_open, prefix, count_fields)
   local pruned = 0
   for a = first, last, 3 do
     local id, json, other = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -31,14 +36,17 @@ local function prune(first, last, hash, open, other_open, prefix)
         and redis.call('HEXISTS', other_open, other) == 0 then
       redis.call('HDEL', hash, id)
       redis.call('SREM', KEYS[6], prefix .. id)
+      count_add(delta, count_fields(json), -1)
       pruned = pruned + 1
     end
   end
   return pruned
 end
 local split = 4 + 3 * tonumber(ARGV[3])
-local pruned_pos = prune(4, split - 1, KEYS[2], KEYS[3], KEYS[5], 'settle:')
-local pruned_int = prune(split, #ARGV, KEYS[4], KEYS[5], KEYS[3], 'buy:')
+local pruned_pos = prune(4, split - 1, KEYS[2], KEYS[3], KEYS[5], 'settle:', position_count_fields)
+local pruned_int = prune(split, #ARGV, KEYS[4], KEYS[5], KEYS[3], 'buy:',
+                         function(json) return {intent_count_field(json)} end)
+count_apply(KEYS[8], delta)
 -- At most TRIM_MAX ledger entries per call: the first pass over a long-kept ledger must not
 -- hold Redis for seconds (exact XTRIM has no LIMIT; the cut is moved to the TRIM_MAX-th entry).
 local TRIM_MAX = 1000

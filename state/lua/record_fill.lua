@@ -2,13 +2,15 @@
 -- One call for every fill of a tick.
 -- KEYS[1] epoch counter, KEYS[2] intents hash, KEYS[3] open intents hash,
 -- KEYS[4] positions hash, KEYS[5] open positions hash, KEYS[6] ledger stream,
--- KEYS[7] ledger totals, KEYS[8] ledger refs
+-- KEYS[7] ledger totals, KEYS[8] ledger refs, KEYS[9] counts hash (_counts.lua)
 -- ARGV[1] caller epoch, then per fill 6 values: intent id, intent JSON, position id,
 -- position JSON, cost in micros (positive), at_ms
 -- Returns one verdict per fill, in order: 'OK', 'STALE_EPOCH', or 'ALREADY' (this fill was
 -- booked before: nothing changes); or a BADVALUE error, having written nothing, when a key or
--- running sum it would write cannot be used (_check.lua): the intents stay open, and their
--- fills are booked by reconciliation (kernel/reconcile.py) once the value is repaired.
+-- running sum it would write cannot be used (_check.lua, and the counts: _counts.lua): the
+-- intents stay open, and their fills are booked by reconciliation (kernel/reconcile.py) once
+-- the value is repaired; BADARG when an intent's JSON has no known status or a position's is
+-- not an open one (the counts could not say what it is).
 -- Each fill is booked as ledger_append (_ledger.lua) would book it: a `buy` entry under the
 -- ref 'buy:<intent id>', at most once, with no PnL (so the day's PnL is not touched). The
 -- lookups, the hash writes and the running sums of the whole batch are made once each, with
@@ -28,7 +30,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 end
 -- Everything the writes below depend on, before the first: the running sums they add to and
 -- the amounts they add (their sum kept exact in Lua's doubles: below 2^53).
-bad = check_int_fields(KEYS[7], {'cash_micros', 'entries', 'buy_micros'})
+bad = check_int_fields(KEYS[7], {'cash_micros', 'entries', 'buy_micros'}) or count_check(KEYS[9])
 if bad then return redis.error_reply(bad) end
 local sum = 0
 for j = 1, n do
@@ -39,26 +41,36 @@ for j = 1, n do
 end
 if sum >= 2 ^ 53 then return redis.error_reply('BADARG cost_micros: the batch sums past 2^53') end
 local STEP = 1000
-local pos_ids, refs = {}, {}
+local pos_ids, refs, intent_ids = {}, {}, {}
 for j = 1, n do
   local a = 1 + (j - 1) * 6
+  intent_ids[j] = ARGV[a + 1]
   pos_ids[j] = ARGV[a + 3]
   refs[j] = 'buy:' .. ARGV[a + 1]
+  if intent_count_field(ARGV[a + 2]) == 'intents:unreadable' then
+    return redis.error_reply('BADARG intent ' .. ARGV[a + 1] .. ': its JSON has no known status')
+  end
+  if position_count_fields(ARGV[a + 4])[1] ~= 'positions:open' then
+    return redis.error_reply('BADARG position ' .. ARGV[a + 3] .. ': its JSON is not an open position')
+  end
 end
--- Which positions exist already, and which refs were booked: one command per slice each.
-local exists, booked_before = {}, {}
+-- Which positions exist already, which refs were booked, and what each intent was (for the
+-- counts): one command per slice each.
+local exists, booked_before, intent_was = {}, {}, {}
 for i = 1, n, STEP do
   local last = math.min(i + STEP - 1, n)
   local got = redis.call('HMGET', KEYS[4], unpack(pos_ids, i, last))
   local member = redis.call('SMISMEMBER', KEYS[8], unpack(refs, i, last))
+  local was = redis.call('HMGET', KEYS[2], unpack(intent_ids, i, last))
   for k = 1, #got do
     exists[i + k - 1] = got[k]
     booked_before[i + k - 1] = member[k] == 1
+    intent_was[i + k - 1] = was[k]
   end
 end
 local intents, done, positions, new_refs, booked = {}, {}, {}, {}, 0
 local total = 0
-local seen_pos, seen_ref = {}, {}
+local seen_pos, seen_ref, seen_intent, delta = {}, {}, {}, {}
 for j = 1, n do
   local a = 1 + (j - 1) * 6
   local intent_id, pos_id, cost = ARGV[a + 1], ARGV[a + 3], tonumber(ARGV[a + 5])
@@ -66,6 +78,12 @@ for j = 1, n do
     out[j] = 'ALREADY'
   else
     seen_pos[pos_id] = true
+    -- The intent leaves what it was (or what an earlier fill of this call made it) for what
+    -- it is now; the position is new (an existing one is ALREADY).
+    count_add(delta, {seen_intent[intent_id] or intent_count_field(intent_was[j])}, -1)
+    seen_intent[intent_id] = intent_count_field(ARGV[a + 2])
+    count_add(delta, {seen_intent[intent_id]}, 1)
+    count_add(delta, {'positions:open'}, 1)
     intents[#intents + 1] = intent_id
     intents[#intents + 1] = ARGV[a + 2]
     done[#done + 1] = intent_id
@@ -94,6 +112,7 @@ each_slice('HDEL', KEYS[3], done)
 each_slice('HSET', KEYS[4], positions)
 each_slice('HSET', KEYS[5], positions)
 each_slice('SADD', KEYS[8], new_refs)
+count_apply(KEYS[9], delta)
 if booked > 0 then
   local minus = string.format('%.0f', -total)
   redis.call('HINCRBY', KEYS[7], 'cash_micros', minus)

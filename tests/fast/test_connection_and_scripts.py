@@ -70,6 +70,20 @@ def test_the_ledger_fragment_goes_before_the_scripts_that_book_money_only() -> N
     fragment = (LUA_DIR / "_ledger.lua").read_text()
     booking = {n for n in names() if fragment in source(n)}
     assert booking == {"settle_position", "ledger_deposit"}
+    assert all(source(n).endswith((LUA_DIR / f"{n}.lua").read_text()) for n in booking)
+
+
+def test_the_counts_fragment_goes_before_every_script_that_changes_intents_or_positions() -> None:
+    fragment = (LUA_DIR / "_counts.lua").read_text()
+    counting = {n for n in names() if fragment in source(n)}
+    assert counting == {
+        "intent_commit",
+        "intent_update",
+        "record_fill",
+        "settle_position",
+        "history_prune",
+        "counts_recount",
+    }
 
 
 def test_a_fragment_brings_the_fragments_it_uses_before_it() -> None:

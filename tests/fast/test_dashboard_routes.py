@@ -40,6 +40,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
             "BATON_ASSETS": "btc,eth",
             "BATON_TIMEFRAMES": "5m,15m",
             "BATON_HALT_ACK_TIMEOUT_MS": "100",
+            "BATON_DASHBOARD_STREAMS_MAX": "3",
         }
     )
     server = fakeredis.FakeServer()
@@ -234,3 +235,28 @@ async def test_a_stopping_app_ends_its_event_streams_at_once(client: TestClient)
     async with asyncio.timeout(2):
         rest = await resp.content.read()  # returns at the end of the stream only
     assert rest.strip() == b""  # the blank line closing the first event, nothing more
+
+
+async def test_events_beyond_the_stream_limit_are_refused_with_503_naming_the_setting(client: TestClient):
+    limit = ctx(client).s.dashboard_streams_max
+    headers = await signed_in(client)
+    open_ = []
+    for _ in range(limit):
+        resp = await client.get("/events", headers=headers)
+        await next_event(resp)
+        open_.append(resp)
+    refused = await client.get("/events", headers=headers)
+    assert refused.status == 503
+    assert "BATON_DASHBOARD_STREAMS_MAX" in (await refused.json())["error"]
+    # A stream that ends gives its place back.
+    open_.pop().close()
+    async with asyncio.timeout(10):
+        while True:
+            resp = await client.get("/events", headers=headers)
+            if resp.status == 200:
+                break
+            resp.close()
+            await asyncio.sleep(0.05)
+    await next_event(resp)
+    for r in [*open_, resp]:
+        r.close()

@@ -17,6 +17,7 @@ def test_every_key_string_is_pinned():
     assert k.intents_open() == "baton:intents:open"
     assert k.positions() == "baton:positions"
     assert k.positions_open() == "baton:positions:open"
+    assert k.counts() == "baton:counts"
     assert k.ledger() == "baton:ledger"
     assert k.ledger_totals() == "baton:ledger:totals"
     assert k.ledger_refs() == "baton:ledger:refs"

@@ -125,6 +125,7 @@ FILL_KEYS = [
     K.ledger(),
     K.ledger_totals(),
     K.ledger_refs(),
+    K.counts(),
 ]
 FILLED = INTENT.encode(intent(status="filled")).decode()
 FILL_ARGS = [EPOCH, INTENT_ID, FILLED, position().id, READ, 5_000_000, NOW]
@@ -137,6 +138,7 @@ SETTLE_KEYS = [
     K.ledger_totals(),
     K.ledger_refs(),
     DAY,
+    K.counts(),
 ]
 SETTLE_ARGS = [READ, WON.id, POSITION.encode(WON).decode(), WON.payout_micros, WON.pnl_micros, NOW]
 
@@ -172,6 +174,8 @@ CASES = [
             (K.ledger_totals(), "cash_micros"),
             (K.ledger_totals(), "entries"),
             (K.ledger_totals(), "buy_micros"),
+            (K.counts(), "intents:filled"),
+            (K.counts(), "positions:open"),
         ],
         types={
             K.lease_epoch(): "string",
@@ -182,6 +186,7 @@ CASES = [
             K.ledger(): "stream",
             K.ledger_totals(): "hash",
             K.ledger_refs(): "set",
+            K.counts(): "hash",
         },
     ),
     Case(
@@ -196,12 +201,15 @@ CASES = [
             (K.ledger_totals(), "payout_micros"),
             (K.ledger_totals(), "realized_pnl_micros"),
             (DAY, "realized_pnl_micros"),
+            (K.counts(), "positions:settled"),
+            (K.counts(), "positions:won"),
         ],
         types={
             K.lease_epoch(): "string",
             K.positions(): "hash",
             K.positions_open(): "hash",
             **LEDGER_TYPES,
+            K.counts(): "hash",
         },
     ),
     Case(
@@ -231,7 +239,7 @@ def _held(r: Any) -> None:
     r.hset(K.stats(), "handovers", 3)
 
 
-INTENT_KEYS = [K.lease_epoch(), K.control(), K.intents(), K.intents_open()]
+INTENT_KEYS = [K.lease_epoch(), K.control(), K.intents(), K.intents_open(), K.counts()]
 HISTORY_KEYS = [
     K.lease_epoch(),
     K.positions(),
@@ -240,6 +248,7 @@ HISTORY_KEYS = [
     K.intents_open(),
     K.ledger_refs(),
     K.ledger(),
+    K.counts(),
 ]
 TRANSFER_KEYS = [K.lease(), K.lease_epoch(), K.handover(), K.stats(), K.worker("green"), K.wake("green:2")]
 LEASE_TYPES = {K.lease(): "hash", K.lease_epoch(): "string"}
@@ -250,15 +259,17 @@ CASES += [
         INTENT_KEYS,
         [EPOCH, INTENT_ID, INTENT.encode(intent()).decode()],
         ["OK"],
-        types={K.lease_epoch(): "string", K.intents(): "hash", K.intents_open(): "hash"},
+        fields=[(K.counts(), "intents:committed")],
+        types={K.lease_epoch(): "string", K.intents(): "hash", K.intents_open(): "hash", K.counts(): "hash"},
     ),
     Case(
         "intent_update",
         _fill_prepare,
-        [K.lease_epoch(), K.intents(), K.intents_open()],
+        [K.lease_epoch(), K.intents(), K.intents_open(), K.counts()],
         [EPOCH, INTENT_ID, FILLED, "1"],
         "OK",
-        types={K.lease_epoch(): "string", K.intents(): "hash", K.intents_open(): "hash"},
+        fields=[(K.counts(), "intents:committed"), (K.counts(), "intents:filled")],
+        types={K.lease_epoch(): "string", K.intents(): "hash", K.intents_open(): "hash", K.counts(): "hash"},
     ),
     Case(
         "lease_acquire",
@@ -322,6 +333,7 @@ CASES += [
             K.intents_open(): "hash",
             K.ledger_refs(): "set",
             K.ledger(): "stream",
+            K.counts(): "hash",
         },
     ),
 ]
