@@ -32,8 +32,8 @@ PROGRAMS = ("feed", "api", "worker-blue", "worker-green")
 
 # What each publishes: the settings its behaviour depends on.
 WORKER_SETTINGS = (
-    "mode", "dry_run", "tick_ms", "lease_ms", "assets", "timeframes", "chain_id", "clob_url",
-    "gamma_url", "stake_usd", "max_stake_usd", "max_exposure_usd", "daily_loss_limit_usd",
+    "mode", "dry_run", "tick_ms", "lease_ms", "lease_margin_ms", "assets", "timeframes", "chain_id",
+    "clob_url", "gamma_url", "stake_usd", "max_stake_usd", "max_exposure_usd", "daily_loss_limit_usd",
     "paper_cash_usd", "snipe_edge", "snipe_entry_s", "stale_after_ms", "history_days",
     "rate_limit_scale", "signature_type",
 )  # fmt: skip
@@ -41,6 +41,7 @@ FEED_SETTINGS = ("assets", "binance_ws_url", "binance_rest_url", "candle_retenti
 API_SETTINGS = (
     "api_host", "api_port", "api_hosts", "api_mutations_per_min", "api_session_ttl_s",
     "api_logins_per_min", "api_logins_all_per_min", "metrics_auth", "halt_ack_timeout_ms",
+    "dashboard_streams_max",
 )  # fmt: skip
 PUBLISHED = frozenset(WORKER_SETTINGS + FEED_SETTINGS + API_SETTINGS)
 

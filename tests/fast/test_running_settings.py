@@ -14,7 +14,14 @@ from control.context import Context
 from control.running import api_url
 from control.views import collect
 from state.keys import Keys
-from state.system import API_SETTINGS, FEED_SETTINGS, WORKER_SETTINGS, SystemRepo, published_fields
+from state.system import (
+    API_SETTINGS,
+    FEED_SETTINGS,
+    PUBLISHED,
+    WORKER_SETTINGS,
+    SystemRepo,
+    published_fields,
+)
 
 K = Keys("baton:")
 
@@ -134,3 +141,10 @@ def test_the_api_publishes_its_doors_settings(r):
     assert st["system"]["settings"]["metrics_auth"] == "token"
     assert st["system"]["settings"]["api_hosts"] == ["baton.example:443"]
     assert st["system"]["differs_from_shell"]["metrics_auth"] == {"system": "token", "shell": "loopback"}
+
+
+def test_what_is_published_are_settings_and_never_where_a_secret_is():
+    fields = set(settings_mod.Settings.__struct_fields__)
+    assert fields >= PUBLISHED
+    # The Redis URL may hold a password; the others name where secrets are read from.
+    assert not PUBLISHED & {"redis_url", "credentials_file", "api_token_file", "home"}
