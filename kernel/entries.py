@@ -255,7 +255,7 @@ class Entries:
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
         stream = executor.EntryStream(
-            self.store, self.venue, epoch, gate, now_in_redis, ENTRY_CHUNKS, self.deadline
+            self.store, self.venue, epoch, gate, now_in_redis, ENTRY_CHUNKS, self.deadline, self.blocks
         )
         sent: list[Intent] = []
         try:

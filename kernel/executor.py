@@ -14,14 +14,15 @@ from typing import Any
 
 import msgspec
 
-from baton.errors import HaltedBeforePost, LeaseDeadlinePassed
+from baton.errors import HaltedBeforePost, LeaseDeadlinePassed, UnreadableValue
 from kernel import lanes
+from kernel.blocking import EntryBlocks
 from kernel.clock import wall_ms
 from kernel.lease import LeaseDeadline
 from kernel.snapshot import ENTRY_LEG, SlotRef
 from kernel.strategy_api import Decision
 from state.store import Store
-from state.structs import MICROS, Intent, Market, Position
+from state.structs import MICROS, Blocker, Intent, Market, Position
 
 log = logging.getLogger("baton.executor")
 
@@ -174,6 +175,7 @@ async def submit_signed(
     entered: set[str] | None = None,
     n_lanes: int = lanes.LANES,
     deadline: LeaseDeadline | None = None,
+    blocks: EntryBlocks | None = None,
 ) -> tuple[int, list[str]]:
     """Commit signed intents, post the committed ones, record the answers: (orders sent to
     the venue, `problems` and those found here). Whatever the count, it costs two Redis
@@ -233,7 +235,7 @@ async def submit_signed(
     if refused:
         log.error("%d post(s) refused at the lease deadline: %s", len(refused), refused[0])
         await store.record_errors("lease", refused, now_ms=wall_ms())
-    problems += await write_outcomes(store, epoch, updates, fills)
+    problems += await write_outcomes(store, epoch, updates, fills, blocks)
     sent = sum(not isinstance(res, NOT_SENT) for res in results)
     return sent, problems
 
@@ -260,9 +262,10 @@ class EntryStream:
         entered: set[str],
         chunks: int,
         deadline: LeaseDeadline | None = None,
+        blocks: EntryBlocks | None = None,
     ) -> None:
         self.store, self.venue, self.epoch, self.gate, self.entered = store, venue, epoch, gate, entered
-        self.deadline = deadline
+        self.deadline, self.blocks = deadline, blocks
         # The venue lanes (kernel/lanes.py) are shared. A chunk sent while others may follow
         # gets its share, so that chunks posting at the same time (a slow venue's) use no more
         # threads together than one whole batch would; the last chunk gets what the chunks
@@ -302,6 +305,7 @@ class EntryStream:
                     entered=self.entered,
                     n_lanes=n_lanes,
                     deadline=self.deadline,
+                    blocks=self.blocks,
                 )
             )
         )
@@ -373,10 +377,16 @@ def outcome(
 
 
 async def write_outcomes(
-    store: Store, epoch: int, updates: list[Intent], fills: list[tuple[Intent, Position]]
+    store: Store,
+    epoch: int,
+    updates: list[Intent],
+    fills: list[tuple[Intent, Position]],
+    blocks: EntryBlocks | None = None,
 ) -> list[str]:
     """Every update and fill in one round trip (all fills in one fenced call); returns the
-    problems (writes the fence refused)."""
+    problems (writes the fence refused). A write refused for an unreadable value wrote nothing:
+    the intent stays open and reconciliation books it once the value is repaired; meanwhile
+    `blocks` holds new entries back (source "bookings", cleared by a booking that goes in)."""
     if not updates and not fills:
         return []
 
@@ -390,4 +400,12 @@ async def write_outcomes(
     verdicts: list[Any] = list(answers[: len(updates)])
     for a in answers[len(updates) :]:
         verdicts += a if isinstance(a, list) else [a]
+    unreadable = {v.key + " " + v.field: v for v in verdicts if isinstance(v, UnreadableValue)}
+    if blocks is not None:
+        why = "a fill or intent could not be recorded; it is, once this is repaired"
+        found = [
+            Blocker(key=v.key, field=v.field, problem=f"{v.problem}: {why}", source="bookings")
+            for v in unreadable.values()
+        ]
+        blocks.found("bookings", found)
     return [f"recording a venue answer: {v}" for v in verdicts if v not in ("OK", "ALREADY")]

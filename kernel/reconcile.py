@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from kernel import executor
+from kernel.blocking import EntryBlocks
 from state.store import Store
 from state.structs import FINAL_INTENT_STATUSES, Intent, Position
 
@@ -34,6 +35,7 @@ async def reconcile_open(
     now_ms: int,
     intents: list[Intent] | None = None,
     unknown_grace_ms: int = 0,
+    blocks: EntryBlocks | None = None,
 ) -> tuple[int, list[str]]:
     """Settle the fate of every open intent; returns (intents resolved, problems).
     A venue that cannot be asked leaves the intent open, to be asked again next time. An
@@ -83,6 +85,6 @@ async def reconcile_open(
     fills: list[tuple[Intent, Position]] = []
     for intent, ans in results:
         executor.outcome(intent, ans, now_ms, updates, fills, problems)
-    refused = await executor.write_outcomes(store, epoch, updates, fills)
+    refused = await executor.write_outcomes(store, epoch, updates, fills, blocks)
     problems += [p.replace("recording a venue answer", "reconcile write refused") for p in refused]
     return resolved, problems

@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from baton.errors import SnapshotError
 from baton.settings import CANDLE_INTERVAL
+from kernel import journal_guard
 from kernel.candle_cache import CandleCache
 from kernel.lease import renew, renewed
 from kernel.windows import slug, window_bounds
@@ -84,6 +85,8 @@ class Snapshot:
     # The planned-handover request as Redis holds it (empty when none): the active worker
     # carries it out after the tick that read it.
     handover: dict[str, str] = field(default_factory=dict)
+    # What the tick journal depends on, as read: stats' kernel.journal_guard.FIELDS.
+    journal_stats: list[Any] = field(default_factory=lambda: [None, None, None])
     # Per asset, the closes of the recent candles: built once per tick, shared by its slots.
     _closes: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
@@ -310,6 +313,7 @@ async def read_snapshot(
         k.intents_open(): {},
         k.ledger_totals(): {},
         day: None,
+        k.stats(): [None] * len(journal_guard.FIELDS),
     }
 
     def build(pipe: Any) -> None:
@@ -334,6 +338,7 @@ async def read_snapshot(
         q(k.intents_open(), pipe.hgetall(k.intents_open()))
         q(k.ledger_totals(), pipe.hgetall(k.ledger_totals()))
         q(day, pipe.hget(day, "realized_pnl_micros"))
+        q(k.stats(), pipe.hmget(k.stats(), list(journal_guard.FIELDS)))
 
     res = await store.run_pipeline(build)
     blockers: list[Blocker] = []
@@ -427,6 +432,7 @@ async def read_snapshot(
             Blocker(key=day, field="realized_pnl_micros", problem=f"holds {day_raw[:80]!r}, not an integer")
         )
         day_pnl = 0
+    journal_stats = next(it)
     memo.turn()
     return Snapshot(
         lease_ok=lease_ok,
@@ -443,5 +449,6 @@ async def read_snapshot(
         problems=problems,
         blockers=blockers,
         handover=handover,
+        journal_stats=journal_stats,
         _closes=closes,
     )

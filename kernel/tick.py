@@ -21,7 +21,7 @@ import msgspec
 
 from baton.errors import LeaseLost, NotReady, UnreadableValue
 from baton.settings import Settings
-from kernel import reconcile, strategy_check
+from kernel import journal_guard, reconcile, strategy_check
 from kernel.blocking import EntryBlocks
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
 from kernel.clock import Clock
@@ -192,6 +192,10 @@ class TickRunner:
         self.blocks.found("tick", snap.blockers + kept)
         # Garbage the market prefetch found between ticks, until its window ends.
         self.blocks.found("markets", self.markets.blockers(started))
+        # What the tick journal depends on: an untrustworthy guard holds this tick's entries
+        # back; the journal rebuilds it at the tick's end (kernel/journal_guard.py).
+        stats = self.store.k.stats()
+        self.blocks.found("journal", journal_guard.blockers(stats, snap.journal_stats, tick, self.s.tick_ms))
         if self.halt is not None:
             # A halt whose message this worker missed (or made before it took the lease) is
             # acknowledged and swept here; a resume reopens the gate.
@@ -210,7 +214,7 @@ class TickRunner:
         ]
         if stuck:
             _, errs = await reconcile.reconcile_open(
-                self.store, self.venue, self.ident.epoch, started, stuck, self.unknown_grace_ms
+                self.store, self.venue, self.ident.epoch, started, stuck, self.unknown_grace_ms, self.blocks
             )
             problems += errs
         # Closed windows are settled by the settle program even under a halt: booking an
@@ -261,8 +265,12 @@ class TickRunner:
         if verdict != "OK":
             why = journal_problem(tick, verdict)
             log.error("tick %d: %s", tick, why)
-            await self.store.record_errors("journal", [why], now_ms=started)
             problems.append(why)
+            # A garbage counter the tick's read found already stands as a blocker, journaled
+            # once; a tick not journaled for it is not repeated in the error journal each tick.
+            known = {b.id for b in self.blocks.of("journal")}
+            if not (isinstance(verdict, UnreadableValue) and f"{verdict.key} {verdict.field}" in known):
+                await self.store.record_errors("journal", [why], now_ms=started)
         return TickOutcome(rec, problems, snap.handover, snap.control)
 
     async def between_ticks(self, next_boundary_ms: int) -> list[str]:

@@ -168,7 +168,16 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
         return [(i, None) for i in intents], []
 
     async def chunk(
-        store, venue, epoch, ready, problems, gate=None, entered=None, n_lanes=lanes.LANES, deadline=None
+        store,
+        venue,
+        epoch,
+        ready,
+        problems,
+        gate=None,
+        entered=None,
+        n_lanes=lanes.LANES,
+        deadline=None,
+        blocks=None,
     ):
         got.append(n_lanes)
         if ready[0][0] == "held":

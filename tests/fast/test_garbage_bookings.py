@@ -36,9 +36,14 @@ async def test_a_fill_refused_by_a_garbage_total_is_booked_once_after_the_repair
     assert await rig.store.read_positions() == []
     assert [e.kind for e in await rig.store.read_ledger()] == ["deposit"]
 
-    # The worker ticks on while the value stays unreadable: nothing is booked, nothing lost.
-    await rig.run_ticks(2)
+    # The worker ticks on while the value stays unreadable: nothing is booked, nothing lost,
+    # and no new entry is opened.
+    out = await rig.run_ticks(2)
     assert await rig.store.read_positions() == []
+    assert all(o.record.blocked >= 1 and o.record.orders == 0 for o in out)
+    assert any(
+        b.key == k.ledger_totals() and b.field == "cash_micros" for b in await rig.store.read_blocked()
+    )
 
     # The repair (cash recomputed from the ledger stream), and the next ticks book it once.
     rig.sync.hset(k.ledger_totals(), "cash_micros", posted[0])
@@ -49,3 +54,4 @@ async def test_a_fill_refused_by_a_garbage_total_is_booked_once_after_the_repair
     refs = [e.ref for e in await rig.store.read_ledger() if e.kind == "buy"]
     assert sorted(refs) == sorted(f"buy:{i.id}" for i in opened)
     assert check_ledger(rig.sync) == 1 + len(opened)
+    assert rig.runner.blocks.current() == {}

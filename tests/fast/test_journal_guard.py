@@ -125,7 +125,32 @@ async def test_a_ticking_worker_journals_through_a_garbage_guard_and_reports_it(
     out = await rig.run_ticks(2)
     assert any("guard was rebuilt" in p for p in out[0].problems)
     assert not any("guard" in p for p in out[1].problems)
+    # The tick that read the untrustworthy guard opened nothing new; the next one could.
+    assert out[0].record.blocked == 1 and out[1].record.blocked == 0
+    lines = [
+        f["error"] for _, f in await store.r.xrange(store.k.journal_errors()) if f["source"] == "blocked"
+    ]
+    assert any(x.startswith(f"entries blocked (all): {store.k.stats()} last_tick:") for x in lines), lines
+    assert any(x.startswith(f"entries unblocked (all): {store.k.stats()} last_tick") for x in lines), lines
     got = [t for t, _ in await ticks(store)]
     assert len(got) == 3 and got == sorted(set(got))
     errors = [f for _, f in await store.r.xrange(store.k.journal_errors()) if f["source"] == "journal"]
     assert len(errors) == 1 and str(10**15) in errors[0]["error"]
+
+
+async def test_a_garbage_journal_counter_blocks_entries_until_repaired_and_is_journaled_once(rig):
+    await rig.run_ticks(1)
+    store = rig.store
+    await store.r.hset(store.k.stats(), "ticks_done", "garbage")
+    before = len(await ticks(store))
+    out = await rig.run_ticks(3)
+    assert all(o.record.blocked == 1 for o in out)
+    assert len(await ticks(store)) == before  # refused, nothing written
+    journal = [f for _, f in await store.r.xrange(store.k.journal_errors()) if f["source"] == "journal"]
+    assert len(journal) == 0  # said once, by the blocker line
+    assert len(await store.read_blocked()) == 1
+    await store.r.hset(store.k.stats(), "ticks_done", 1)
+    out = await rig.run_ticks(2)
+    assert out[-1].record.blocked == 0
+    assert len(await ticks(store)) == before + 2
+    assert await store.read_blocked() == []
