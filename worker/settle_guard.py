@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -40,6 +42,7 @@ JOB_FUNCS = frozenset({settlement.JOB_FUNC, *FORMER_JOB_FUNCS})
 # `<asset>-<timeframe>:<window start, unix s>`, as kernel/executor.py builds position ids.
 POSITION_ID_RE = re.compile(r"[a-z0-9]{1,16}-[0-9]{1,6}[smh]:[0-9]{1,12}")
 SOURCE = "settle"
+TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 
 
 def refusal(job: Job, prefix: str) -> str | None:
@@ -145,9 +148,30 @@ class SettleWorker(SimpleWorker):
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             except Exception as e:
                 job_id, queue = getattr(e, "job_id", None), getattr(e, "queue", None)
-                if not isinstance(job_id, str) or not isinstance(queue, Queue):
+                # rq tags any error of the fetch with the job: a lost connection is not the job's
+                # fault (a key of the wrong type is).
+                if isinstance(e, TRANSIENT) or not isinstance(job_id, str) or not isinstance(queue, Queue):
                     raise
                 self.refuse(job_id, queue, f"unreadable job record ({type(e).__name__})")
+
+    def clean_registries(self) -> None:
+        # rq fetches the jobs its registries name (started, intermediate) while it cleans them;
+        # a record it cannot read raised out of its maintenance and stopped the worker, and its
+        # restart ran into the same record: a crash loop. Reported instead; retried at the next
+        # maintenance.
+        try:
+            super().clean_registries()
+        except TRANSIENT:
+            raise
+        except Exception as e:
+            self.last_cleaned_at = now()
+            message = f"rq's registry cleanup stopped on an unreadable record: {type(e).__name__}: {e}"
+            log.error("settle: %s", message[:300])
+            with self.connection.pipeline() as pipe:
+                JournalRepo(self.connection, self.keys).journal_error(
+                    SOURCE, message, now_ms=wall_ms(), pipeline=pipe
+                )
+                pipe.execute()
 
     def refuse(self, job_id: str, queue: Queue, reason: str, job: Job | None = None) -> None:
         """Leave the job failed with `reason`, never run; log, journal and count the refusal."""
@@ -169,6 +193,7 @@ class SettleWorker(SimpleWorker):
                 job._handle_failure(message, pipeline=pipe, worker_name=self.name)
             else:
                 key = Job.key_for(job_id)
+                pipe.delete(key)  # whatever it held (a hash rq cannot read, another type)
                 pipe.hset(key, mapping={"status": JobStatus.FAILED.value, "exc_info": message})
                 pipe.expire(key, settlement.FAILURE_TTL_S)
                 pipe.zadd(

@@ -148,6 +148,25 @@ def test_unreadable_data_and_records_are_refused_and_the_worker_goes_on(r):
     assert r.hget(K.settle_stats(), "refused") == b"2"
 
 
+def test_garbage_in_rqs_keys_neither_stops_the_worker_nor_its_restart(r):
+    # A job key of another type on the queue, and job ids rq's maintenance fetches (the
+    # intermediate queue, the started registry) whose records it cannot read: before, each
+    # stopped the settle program at every start.
+    r.set("rq:job:junk", "not a hash")
+    r.rpush("rq:queue:settle", "junk")
+    r.hset("rq:job:stuck", mapping={"data": b"x", "status": "no-such-status"})
+    r.rpush("rq:queue:settle:intermediate", "stuck")
+    r.zadd("rq:wip:settle", {"stuck:x1": 1})
+    _inject(r, "good", [settlement.JOB_FUNC, None, [PREFIX, "btc-15m:1795000500"], {}])
+    _work(r)
+    assert "unreadable job record (ResponseError)" in _failed(r, "junk")
+    assert Job.fetch("good", connection=r, serializer=JSONSerializer).return_value() == "already"
+    errors = [f[b"error"].decode() for _, f in r.xrange(K.journal_errors())]
+    assert any("registry cleanup stopped on an unreadable record" in e for e in errors)
+    _work(r)  # and again, as a restart would: it starts, cleans, and waits for work
+    assert r.llen("rq:queue:settle") == 0
+
+
 def test_a_refused_job_with_retries_is_not_retried(r, tmp_path: Path):
     marker = tmp_path / "pwned"
     _inject(r, "retry", ["os.system", None, [f"touch {marker}"], {}], retries_left="5", retry_intervals="[0]")
