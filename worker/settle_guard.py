@@ -164,7 +164,7 @@ class SettleWorker(SimpleWorker):
         except TRANSIENT:
             raise
         except Exception as e:
-            self.last_cleaned_at = now()
+            self.last_cleaned_at = now()  # type: ignore[assignment]  # rq declares it as None
             message = f"rq's registry cleanup stopped on an unreadable record: {type(e).__name__}: {e}"
             log.error("settle: %s", message[:300])
             with self.connection.pipeline() as pipe:
