@@ -31,7 +31,7 @@ USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue chaos test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue bench-reads chaos test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -143,6 +143,12 @@ bench-redis: bootstrap
 # the C signer against the pure-Python one (results in bench/results/venue_sign.json).
 bench-venue: bootstrap
 	$(PY) -m bench.venue_sign
+
+# Bounded reads: the tick at 1,024 slots with 7 days of history, alone and with the api's
+# readers beside it (status.json writer, dashboard, 50 concurrent /metrics scrapes), and the
+# old readers beside the new on a day of history (results in bench/results/reads.json).
+bench-reads: bootstrap
+	$(PY) -m bench.reads
 
 # Chaos: DURATION= seconds of seeded faults (600) on a real stack, then the invariant check;
 # SEED= replays a run (default: random, printed). Results in bench/results/chaos.json; exits

@@ -36,6 +36,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "feed_ingest": ([], ["--rates", "5000,20000", "--seconds", "2"]),
     "halt_latency": ([], ["--halts", "6"]),
     "venue_sign": ([], ["--orders", "20", "--burst", "16", "--rounds", "1"]),
+    "reads": ([], ["--quick"]),
 }
 
 
@@ -168,6 +169,20 @@ def h_venue_sign(d: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def h_reads(d: dict[str, Any]) -> str:
+    parts = []
+    for ph in d["phases"]:
+        c = ph["conditions"]
+        alone = c["alone"]["duration_ms"]
+        row = [f"alone p99 {_f(alone['p99'], 1)} ms"]
+        for name in ("new readers", "old readers"):
+            if name in c:
+                row.append(f"{name} {_f(c[name]['duration_ms']['p99'], 1)} ms")
+        history = f"{ph['history_days']:g} d of {d['machine']['slots']:,}-slot history"
+        parts.append(f"{history}: tick " + ", ".join(row))
+    return "; ".join(parts)
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "tick_scale": h_tick_scale,
     "entry_burst": h_entry_burst,
@@ -178,6 +193,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "feed_ingest": h_feed_ingest,
     "halt_latency": h_halt_latency,
     "venue_sign": h_venue_sign,
+    "reads": h_reads,
 }
 
 

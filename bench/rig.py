@@ -39,7 +39,7 @@ def bench_settings(url: str, assets: list[str], timeframes: tuple[str, ...], tic
             "BATON_STAKE_USD": "1",
             # Every slot may enter every window: limits far above what N slots can stake.
             "BATON_MAX_EXPOSURE_USD": "1000000000",
-            "BATON_PAPER_CASH_USD": "1000000000",
+            "BATON_PAPER_CASH_USD": "100000000",  # 1e14 micros: the ledger scripts take 15 digits
             "BATON_DAILY_LOSS_LIMIT_USD": "0",
         }
     )

@@ -234,3 +234,77 @@ def test_venue_sign_signs_and_posts_with_both_signers_against_a_sim_process():
     assert "ECC_BACKEND_CLASS" not in __import__("os").environ
     assert "faster with coincurve" in bench_all.h_venue_sign(res)
     assert "| native (pure Python) | 3 |" in venue_sign.render(res["summary"], 4)
+
+
+def test_reads_loads_a_history_that_the_counts_add_up_to_and_renders_its_table(redis_server):
+    import redis as redis_py
+
+    from bench import reads
+    from state.counts import counts_from
+
+    r = redis_py.Redis.from_url(redis_server.url, decode_responses=True)
+    r.flushall()
+    slots = [("a0000-15s", "a0000"), ("a0000-30s", "a0000")]
+    n = reads.load_history(redis_server.url, slots, 1_800_000_000, 0, 0.5)
+    # 12 h of 5-minute windows and of 15-minute ones, less the last hour: all ended by then.
+    assert n == 131 + 43
+    reads.count_once(redis_server.url)
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(reads.KEYS.counts())
+    pipe.hlen(reads.KEYS.intents())
+    pipe.hlen(reads.KEYS.positions())
+    pipe.hlen(reads.KEYS.positions_open())
+    counts = counts_from(pipe.execute())
+    assert counts is not None and counts.positions_settled == n and counts.intents["filled"] == n
+    assert int(r.hget(reads.KEYS.ledger_totals(), "entries")) == r.xlen(reads.KEYS.ledger()) == 2 * n
+    r.flushall()
+    r.close()
+
+    sample = {
+        "tick": 1,
+        "kind": "idle",
+        "duration_ms": 2.0,
+        "jitter_ms": 1.0,
+        "journal_duration_ms": 2,
+        "journal_jitter_ms": 1,
+        "missed_before": 0,
+        "evaluated": 0,
+        "orders": 0,
+        "settled": 0,
+        "errors": 0,
+        "failure": "",
+        "async_rt": 2,
+        "sync_rt": 0,
+        "async_cmds": 3,
+        "sync_cmds": 0,
+    }
+    seen = {
+        "seconds": 10,
+        "scrapes": 500,
+        "scrape_errors": 0,
+        "scrape_ms": {"n": 1, "median": 3.0, "p99": 9.0},
+        "pnl_fetches": 2,
+        "pnl_ms": {"n": 2, "median": 5.0, "p99": 6.0},
+        "status_writes": 10,
+        "status_bytes": 100,
+        "api_cpu_s": 1.0,
+        "failed": [],
+    }
+    seg = {"samples": [sample], "skipped_boundaries": 0, "redis_cpu_share": 0.1, "redis_used_memory": 1}
+    phase = {
+        "history_days": 7,
+        "history": {"positions": n, "used_memory": 2**30},
+        "trades_written": n,
+        "load_s": 1.0,
+        "count_once_s": 0.1,
+        "conditions": {
+            "alone": reads.summarise([{**seg, "readers": None}]),
+            "new readers": reads.summarise([{**seg, "readers": seen}]),
+        },
+    }
+    table = reads.render({"phases": [phase]})
+    assert "| 7 d (174 positions, 1.0 GiB) | new readers | 1 | 2.00 | 2.0 | 1.00× |" in table
+    assert "50.0 | 3.0 | 9.0 | 5.0 | 1.00 | 10 % |" in table
+    assert "tick alone p99 2.0 ms, new readers 2.0 ms" in bench_all.h_reads(
+        {"phases": [phase], "machine": {"slots": 2}}
+    )
