@@ -36,19 +36,38 @@ def _entry_moment(ctx: Any, rnd: random.Random) -> str:
     return "posting"
 
 
+def halt_bodies(seq: int) -> list[tuple[str, bytes, str]]:
+    """(label, body, the warning the answer must carry): a halt is never refused for its body
+    (an emergency stop must stop), so each of these must halt like a good one."""
+    return [
+        ("good", json.dumps({"reason": f"chaos halt {seq}"}).encode(), ""),
+        ("long reason", json.dumps({"reason": "r" * 500}).encode(), "reason truncated to 200"),
+        ("unknown field", json.dumps({"reason": "chaos", "reson": "typo"}).encode(), "unknown field"),
+        ("not JSON", b'{"reason": "chaos halt, cut', "body is not JSON"),
+        ("a JSON list", b"[1, 2]", "not an object"),
+        ("not UTF-8", b'{"reason": "\xff\xfe chaos"}', "not valid UTF-8"),
+        ("over 64 KiB", b'{"reason": "flood", "pad": "' + b"x" * 70_000 + b'"}', "over 65536 bytes"),
+    ]
+
+
 def inject_halt(ctx: Any, rnd: random.Random) -> Outcome:
     """POST /halt over HTTP, hold it 1.5-4 s, POST /resume. After the acknowledgement no
     order may reach the venue until the resume (checked from the sim's order list, whose
-    times are whole seconds: a hold under a second could not be judged)."""
+    times are whole seconds: a hold under a second could not be judged). Half the halts carry
+    a bad body (a reason too long, an unknown field, not JSON, not UTF-8, over the body
+    limit): each must halt all the same, say what was wrong in `warnings`, and take effect
+    (a tick started after the acknowledgement journals `halted`)."""
     out = Outcome()
     moment = _entry_moment(ctx, rnd)
+    bodies = halt_bodies(ctx.seq)
+    body_label, body, warned = bodies[0] if rnd.random() < 0.5 else rnd.choice(bodies[1:])
     hold_s = rnd.uniform(1.5, 4.0)
     sent_ms = out.injected_ms = ctx.now_ms()
-    resp = ctx.api.post("/halt", json={"reason": f"chaos halt {ctx.seq}"})
+    resp = ctx.api.post("/halt", content=body)
     answered_ms = ctx.now_ms()
     if resp.status_code != 200:
-        out.problems.append(f"POST /halt answered {resp.status_code}: {resp.text[:200]}")
-        out.details = {"moment": moment, "sent_ms": sent_ms, "status": resp.status_code}
+        out.problems.append(f"POST /halt ({body_label}) answered {resp.status_code}: {resp.text[:200]}")
+        out.details = {"moment": moment, "body": body_label, "sent_ms": sent_ms, "status": resp.status_code}
         out.recovered = ctx.wait_tick_after(ctx.now_ms(), 30) is not None
         return out
     res = resp.json()
@@ -56,6 +75,11 @@ def inject_halt(ctx: Any, rnd: random.Random) -> Outcome:
         # The active worker hears a halt within milliseconds; unacknowledged, nobody knows
         # when the last order went out.
         out.problems.append(f"the halt was not acknowledged: {str(res.get('cancel'))[:200]}")
+    warnings = [str(w) for w in res.get("warnings") or []]
+    if warned and not any(warned in w for w in warnings):
+        out.problems.append(f"a halt with a bad body ({body_label}) did not say so: warnings {warnings}")
+    if not warned and warnings:
+        out.problems.append(f"a good halt answered warnings: {warnings}")
     time.sleep(hold_s)
     resume_sent_ms = ctx.now_ms()
     rr = ctx.api.post("/resume", json={})
@@ -64,6 +88,8 @@ def inject_halt(ctx: Any, rnd: random.Random) -> Outcome:
         out.problems.append(f"POST /resume after a halt answered {rr.status_code}: {rr.text[:200]}")
     out.details = {
         "moment": moment,
+        "body": body_label,
+        "warnings": warnings[:5],
         "sent_ms": sent_ms,
         "answered_ms": answered_ms,
         "seq": res.get("seq"),
@@ -76,6 +102,18 @@ def inject_halt(ctx: Any, rnd: random.Random) -> Outcome:
         "resumed_ms": resumed_ms,
         "resume_status": rr.status_code,
     }
+    # The halt took effect: a tick that started after the acknowledgement and before the
+    # resume was sent journaled `halted` (the hold is longer than a tick).
+    ack_wall = res["control"]["halted_ms"] + (res.get("ack_ms") or 0)
+    took = ctx.retry(lambda: ctx.st.redis.xrevrange("baton:journal:ticks", count=50), [])
+    inside = [f for _id, f in took if ack_wall < int(f["started_ms"]) < resume_sent_ms]
+    out.details["halted_ticks"] = sum(f.get("halted") == "1" for f in inside)
+    if inside and not all(f.get("halted") == "1" for f in inside):
+        out.problems.append(
+            f"the halt ({body_label}) did not take effect: ticks after its acknowledgement ran unhalted"
+        )
+    if not inside and ctx.active() is not None:
+        out.notes.append("no tick started inside the halt's hold (a slow tick): effect not observed")
     seen = ctx.wait_tick_after(resumed_ms, 30, lambda e: e.get("halted") == "0")
     out.recovered = seen is not None
     return out
@@ -249,19 +287,19 @@ def garbage_requests(token: str, slot: str) -> list[tuple[str, str, str, dict[st
         ("halt with a wrong token", "POST", "/halt", wrong, b'{"reason": "x"}'),
         ("halt with a basic auth header", "POST", "/halt", {"Authorization": "Basic YTpi"}, b"{}"),
         ("resume with a wrong token", "POST", "/resume", wrong, b"{}"),
-        ("halt with malformed JSON", "POST", "/halt", good, b'{"reason": '),
-        ("halt with a typo field", "POST", "/halt", good, b'{"reson": "typo"}'),
-        ("halt with a JSON list", "POST", "/halt", good, b"[1, 2]"),
-        ("halt with an over-long reason", "POST", "/halt", good, json.dumps({"reason": "r" * 500}).encode()),
-        ("pause with a number body", "POST", "/pause", good, b"42"),
+        # A halt or pause with a bad body is carried out (never refused for its body): the
+        # halt lane sends those; here only what must be refused.
+        ("halt with a bad body and no token", "POST", "/halt", {}, b'{"reason": '),
+        ("pause with a bad body and a wrong token", "POST", "/pause", wrong, b"42"),
         ("resume with junk bytes", "POST", "/resume", good, b"\xff\xfe\x00junk"),
+        ("resume with a typo field", "POST", "/resume", good, b'{"reson": "typo"}'),
         ("unknown action", "POST", "/explode", good, b"{}"),
         ("halt with GET", "GET", "/halt", good, b""),
         ("enable an unknown slot", "POST", "/slots/nope-1m/enable", good, b"{}"),
         ("stake out of bounds", "PATCH", f"/slots/{slot}", good, b'{"stake_usd": 1e9}'),
         ("negative stake", "PATCH", f"/slots/{slot}", good, b'{"stake_usd": -5}'),
         ("unknown param", "PATCH", f"/slots/{slot}", good, b'{"params": {"banana": 1}}'),
-        ("body over 64 KiB", "POST", "/pause", good, b'{"reason": "' + b"x" * 70_000 + b'"}'),
+        ("body over 64 KiB", "POST", "/resume", good, b'{"x": "' + b"x" * 70_000 + b'"}'),
     ]
 
 
@@ -288,10 +326,12 @@ def inject_garbage_api(ctx: Any, rnd: random.Random) -> Outcome:
     return out
 
 
+# A halt or pause is never refused for its text (a file saying `"action": "halt"` halts):
+# these are all other commands.
 GARBAGE_COMMANDS: list[str | bytes] = [
-    "halt please",
+    "resume please",
     '{"action": "explode"}',
-    '{"action": "halt", "reson": "typo"}',
+    '{"action": "resume", "reson": "typo"}',
     '{"action": "enable_slot", "slot": "nope-1m"}',
     '{"action": "patch_slot", "slot": "btc-15s", "stake_usd": -3}',  # a slot of the chaos stack
     "[1, 2, 3]",
