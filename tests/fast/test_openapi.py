@@ -147,6 +147,14 @@ async def test_security_errors_and_parameters_are_documented(api: Api, doc: dict
         in_path = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
         assert in_path == names, r.path
     assert 429 not in {int(s) for s in operation(doc, "POST", "/halt")["responses"]}
+    # The stops are never refused for their body: no 400, no 413; the answer's warnings say
+    # what was wrong. They still need the token.
+    for path in ("/halt", "/pause"):
+        op = operation(doc, "POST", path)
+        assert not {"400", "413"} & set(op["responses"]) and "401" in op["responses"], path
+        assert "warnings" in op["description"], path
+    assert "warnings" in doc["components"]["schemas"]["HaltResult"]["properties"]
+    assert "413" in operation(doc, "POST", "/resume")["responses"]
     assert {"400", "404", "409", "429"} <= set(operation(doc, "PATCH", "/slots/{id}")["responses"])
     [count] = operation(doc, "GET", "/audit")["parameters"]
     assert count["in"] == "query" and count["schema"] == {
