@@ -46,7 +46,7 @@ from control.ops import Ops, Supervisor
 from deploy import logs, orchestrate, supervisord
 from deploy import reload as hot
 from kernel.lease import lease_color
-from state import connection
+from state import acl, connection, rediscli
 
 # --- seams: the fast tests replace these two with fakeredis and a fake supervisor ----------------
 
@@ -159,6 +159,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("program", nargs="?", help="e.g. worker-blue, feed, sim, api, settle, redis")
     p.add_argument("-n", type=int, default=40, help="lines to show (default 40)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
+    p = sub.add_parser(
+        "redis-cli",
+        help="redis-cli on this stack's Redis as your Redis user (BATON_REDIS_USER, default cli); "
+        "every redis-cli flag passes through",
+        add_help=False,
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="redis-cli's own flags and command")
+    sub.add_parser(
+        "redis-acl",
+        help="write the Redis users (hashed passwords, rules) into var/secrets/redis/users.acl, "
+        "for a Redis you run (BATON_REDIS_URL); `baton run` does it for the embedded one",
+    )
     p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
     p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
     p.add_argument(
@@ -173,8 +185,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["redis-cli"]:
+        # Before argparse: redis-cli's flags (--json, -r 3, -x) are its own, not ours.
+        return cmd_redis_cli(argv[1:])
     ap = parser()
-    args, extra = ap.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    args, extra = ap.parse_known_args(argv)
     if extra and args.cmd not in STOPS:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
     args.ignored = extra
@@ -215,7 +231,7 @@ def emit(args: argparse.Namespace, result: msgspec.Struct, human: Callable[[], s
 def cmd_run(s: Settings, args: argparse.Namespace) -> int:
     supervisord.start(s, wait_s=args.wait_s)
     print(render.status(make_ops(s).status()))
-    print(f"\nstop with: make stop    keys: redis-cli -p {s.redis_port} --scan --pattern '{s.prefix}*'")
+    print(f"\nstop with: make stop    keys: .venv/bin/baton redis-cli --scan --pattern '{s.prefix}*'")
     return 0
 
 
@@ -426,6 +442,24 @@ def _metrics_token(s: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redis_cli(args: list[str]) -> int:
+    try:
+        rediscli.exec_redis_cli(settings_mod.load(), args)  # returns only on failure
+    except (SettingsError, StackError, SecretFileError, OSError) as e:
+        return fail(f"redis-cli: {e}")
+    return 1
+
+
+def cmd_redis_acl(s: Settings, args: argparse.Namespace) -> int:
+    path = acl.write_acl_file(Path(s.home), s.prefix)
+    print(
+        f"wrote {path}: the Redis users of prefix {s.prefix} with their passwords' hashes (each "
+        f"password in {s.redis_secrets_dir}/<user>); load it into your Redis with `aclfile {path}` "
+        "or copy it there and ACL LOAD"
+    )
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": cmd_run,
     "stop": cmd_stop,
@@ -442,6 +476,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "audit": cmd_audit,
     "logs": cmd_logs,
     "token": cmd_token,
+    "redis-acl": cmd_redis_acl,
 }
 
 

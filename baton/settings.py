@@ -7,10 +7,12 @@ A bad value fails at start-up with the variable's name in the message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -41,6 +43,15 @@ DEFAULT_CREDENTIALS_FILE = Path("~/.config/baton/credentials").expanduser()
 # the API token for the api.
 PRIVATE_KEY_FILE = "private-key"
 API_TOKEN_FILE = "api-token"
+
+# The Redis ACL users, one per program (state/acl.py holds what each may do); `admin` is the
+# operator's and the launcher's. A program names its user in BATON_REDIS_USER (supervisor.conf
+# sets it per program); a person at the shell is `cli`.
+REDIS_USERS = ("admin", "worker", "feed", "settle", "api", "cli")
+DEFAULT_REDIS_USER = "cli"
+DEFAULT_REDIS_PORT = 7379
+# sun_path's size on Linux (108) less its terminating NUL.
+MAX_SOCKET_PATH = 107
 
 _TIMEFRAME_RE = re.compile(r"^(\d+)([smh])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
@@ -122,6 +133,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # GET /metrics: "loopback" (no token, loopback clients only), "token" (a bearer token:
     # the metrics token or the API token) or "open" (anyone who reaches the port).
     metrics_auth: str = "loopback"
+    # Who this program is to Redis (BATON_REDIS_USER): its ACL user, whose password is read from
+    # var/secrets/redis/<user> (state/connection.py).
+    redis_user: str = DEFAULT_REDIS_USER
+    # The embedded Redis listens on this unix socket (in an owner-only folder) unless TCP was
+    # asked for with BATON_REDIS_PORT or BATON_REDIS_BIND; then on redis_bind:redis_port, with
+    # authentication all the same. Both empty for an external Redis.
+    redis_socket: str = ""
+    redis_bind: str = ""
+
+    @property
+    def redis_exposed(self) -> bool:
+        """The embedded Redis listens on an address other hosts may reach (not loopback)."""
+        return bool(self.redis_bind) and not _loopback(self.redis_bind)
+
+    @property
+    def redis_warning(self) -> str:
+        """What `baton run` and `baton status` warn of when redis_exposed, else ''."""
+        if not self.redis_exposed:
+            return ""
+        return (
+            f"the embedded Redis listens on {self.redis_bind}:{self.redis_port}, reachable from other "
+            "hosts (each needs a user's password); unless they must reach it, set "
+            "BATON_REDIS_BIND=127.0.0.1, or unset it and BATON_REDIS_PORT for the unix socket"
+        )
+
+    @property
+    def redis_secrets_dir(self) -> Path:
+        """Where the Redis users' passwords live, one owner-only file per user."""
+        return secrets_dir(Path(self.home)) / "redis"
 
     @property
     def live(self) -> bool:
@@ -167,6 +207,55 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def slot_ids(self) -> list[str]:
         return [f"{a}-{tf}" for a in self.assets for tf in self.timeframes]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redis_url(env: Mapping[str, str], home: Path) -> tuple[str, int, str, str]:
+    """(url, port, socket, bind) of the Redis this stack uses; see Settings.redis_socket."""
+    port = _int(env, "BATON_REDIS_PORT", DEFAULT_REDIS_PORT, 1)
+    external = env.get("BATON_REDIS_URL", "").strip()
+    if external:
+        if not external.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"BATON_REDIS_URL={external!r} must start with redis://, rediss:// or unix://")
+        parts = urlsplit(external)
+        if parts.username or parts.password or "password" in parse_qs(parts.query) or "username" in parse_qs(
+            parts.query
+        ):
+            # The URL lives in the environment, which other programs (and `ps e`) see; the
+            # value is not echoed back, it may hold the password.
+            raise SettingsError(
+                "BATON_REDIS_URL must not carry a user or a password (the environment is no place for "
+                "a secret): each program's user is BATON_REDIS_USER, and its password is read from "
+                f"{secrets_dir(home) / 'redis'}/<user> (mode 600)"
+            )
+        return external, port, "", ""
+    if env.get("BATON_REDIS_PORT", "").strip() or env.get("BATON_REDIS_BIND", "").strip():
+        bind = _get(env, "BATON_REDIS_BIND", "127.0.0.1")
+        try:
+            host = str(ipaddress.ip_address(bind))
+        except ValueError:
+            if bind != "localhost":
+                raise SettingsError(f"BATON_REDIS_BIND={bind!r} is not an IP address") from None
+            host = "127.0.0.1"
+        # A wildcard bind is reached over loopback from this host.
+        connect = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        connect = f"[{connect}]" if ":" in connect else connect
+        return f"redis://{connect}:{port}/0", port, "", bind
+    sock = home / "var" / "run" / "redis" / "redis.sock"
+    if len(str(sock).encode()) > MAX_SOCKET_PATH:
+        raise SettingsError(
+            f"BATON_HOME={home} is too long for the Redis unix socket {sock} (at most {MAX_SOCKET_PATH} "
+            "bytes): use a shorter BATON_HOME, or TCP with BATON_REDIS_PORT"
+        )
+    return f"unix://{sock}?db=0", port, str(sock), ""
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
@@ -268,11 +357,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             timeframe_seconds(tf)
         except SettingsError as e:
             raise SettingsError(f"BATON_TIMEFRAMES: {e}") from None
-    redis_port = _int(env, "BATON_REDIS_PORT", 7379, 1)
-    external = env.get("BATON_REDIS_URL", "").strip()
-    redis_url = external or f"redis://127.0.0.1:{redis_port}/0"
-    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"BATON_REDIS_URL={redis_url!r} must start with redis://, rediss:// or unix://")
+    home = Path(_get(env, "BATON_HOME", str(REPO_ROOT))).resolve()
+    redis_url, redis_port, redis_socket, redis_bind = _redis_url(env, home)
+    redis_user = _get(env, "BATON_REDIS_USER", DEFAULT_REDIS_USER)
+    if redis_user not in REDIS_USERS:
+        raise SettingsError(f"BATON_REDIS_USER={redis_user!r} must be one of {', '.join(REDIS_USERS)}")
     mode = _get(env, "BATON_MODE", "paper").lower()
     if mode not in ("paper", "live"):
         raise SettingsError(f"BATON_MODE={mode!r} must be 'paper' (the local sim) or 'live'")
@@ -288,11 +377,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+:", prefix):
         raise SettingsError(f"BATON_PREFIX={prefix!r} must be letters/digits/_.- ending with ':'")
     return Settings(
-        home=str(Path(_get(env, "BATON_HOME", str(REPO_ROOT))).resolve()),
+        home=str(home),
         prefix=prefix,
         redis_url=redis_url,
         redis_port=redis_port,
-        embedded_redis=not external,
+        embedded_redis=bool(redis_socket or redis_bind),
         tick_ms=tick_ms,
         lease_ms=lease_ms,
         lease_margin_ms=_lease_margin_ms(env, lease_ms),
@@ -341,6 +430,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_logins_per_min=_int(env, "BATON_API_LOGINS_PER_MIN", 10, 2),
         api_logins_all_per_min=_int(env, "BATON_API_LOGINS_ALL_PER_MIN", 60, 2),
         metrics_auth=_choice(env, "BATON_METRICS_AUTH", "loopback", METRICS_AUTH),
+        redis_user=redis_user,
+        redis_socket=redis_socket,
+        redis_bind=redis_bind,
     )
 
 

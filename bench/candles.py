@@ -10,7 +10,7 @@ import multiprocessing as mp
 import random
 from typing import Any
 
-from baton.settings import load
+from bench.redis_server import bare
 from bench.rig import PREFIX
 from feed.store import Batch, CandleStore
 from kernel.clock import wall_ms
@@ -55,7 +55,7 @@ async def _feeder(
     url: str, assets: list[str], phase_ms: int, retention_s: int, ready: Any, stop: Any
 ) -> None:
 
-    r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
+    r = connection.async_client(bare(url), decoded=False)
     store = CandleStore(r, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=wall_ms)
     prices = Prices(assets)
     now_s = wall_ms() // 1000
@@ -112,7 +112,7 @@ class InlineFeed:
     every second that has ended, through the feed's own CandleStore (feed_write.lua)."""
 
     def __init__(self, url: str, assets: list[str], clock: Any, retention_s: int) -> None:
-        self.r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
+        self.r = connection.async_client(bare(url), decoded=False)
         self.store = CandleStore(
             self.r, Keys(PREFIX), interval="1s", retention_s=retention_s, clock_ms=clock.now_ms
         )

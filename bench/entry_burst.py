@@ -39,11 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from baton.settings import load
 from bench.candles import HISTORY_S, Prices, synthetic_assets
 from bench.machine import command_line, machine_info, publish
 from bench.numbers import stats
-from bench.redis_server import RedisServer
+from bench.redis_server import RedisServer, bare
 from bench.rig import PREFIX, STUB_VENUE, Rig, bench_settings
 from bench.tick_scale import TIMEFRAMES
 from bench.wire import Wire
@@ -105,14 +104,14 @@ async def measure_burst(
     if n_slots % len(timeframes):
         raise ValueError(f"{n_slots} slots is not a multiple of {len(timeframes)} timeframes")
     assets = synthetic_assets(n_slots // len(timeframes))
-    r = connection.client(load({"BATON_REDIS_URL": url}))
+    r = connection.client(bare(url))
     r.flushall()
     r.close()
     period = max(_seconds(t) for t in timeframes)
     offset = burst_offset(timeframes, k)
     base = (1_795_000_000 // period + 1) * period  # a cycle start; virtual time from here on
     clock = VirtualClock((base - HISTORY_S - 10) * 1000)
-    feed_redis = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
+    feed_redis = connection.async_client(bare(url), decoded=False)
     home = tempfile.mkdtemp(prefix="baton-bench-home-")
     settings = bench_settings(url, assets, timeframes, 1000, home)
     retention_s = settings.candle_retention_s

@@ -41,11 +41,10 @@ from array import array
 from pathlib import Path
 from typing import Any, cast
 
-from baton.settings import load
 from bench.kline_server import END_ASSET, WARMUP_S, server_main
 from bench.machine import command_line, machine_info, publish, short_machine_line
 from bench.numbers import rank
-from bench.redis_server import RedisServer
+from bench.redis_server import RedisServer, bare
 from feed.client import Feed
 from state import connection
 
@@ -75,7 +74,7 @@ def feed_main(cfg: dict[str, Any], conn: Any) -> None:
 
 async def _feed(cfg: dict[str, Any]) -> dict[str, Any]:
 
-    redis = connection.async_client(load({"BATON_REDIS_URL": cfg["redis_url"]}), decoded=False)
+    redis = connection.async_client(bare(cfg["redis_url"]), decoded=False)
     feed = Feed(
         redis,
         assets=[*cfg["assets"], END_ASSET],
@@ -157,7 +156,7 @@ def measure(
     feed_cpu: int | None,
 ) -> dict[str, Any]:
 
-    r = connection.client(load({"BATON_REDIS_PORT": str(redis_port)}), decoded=False)
+    r = connection.client(bare(f"redis://127.0.0.1:{redis_port}/0"), decoded=False)
     r.flushall()
     cfg = {
         "cpu": feed_cpu,

@@ -10,9 +10,9 @@ import statistics
 import tempfile
 from typing import Any
 
-from baton.settings import load
 from bench.candles import InlineFeed, synthetic_assets
 from bench.redis_memory import key_memory
+from bench.redis_server import bare
 from bench.rig import PREFIX, WARMUP_TICKS, Rig, bench_settings, kind_of
 from bench.wire import Wire
 from kernel import boundaries
@@ -37,7 +37,7 @@ async def commands_per_tick(
 ) -> dict[str, Any]:
 
     assets = synthetic_assets(n_slots // len(timeframes))
-    r = connection.client(load({"BATON_REDIS_URL": url}))
+    r = connection.client(bare(url))
     r.flushall()
     empty = int(r.info("memory")["used_memory"])
     home = tempfile.mkdtemp(prefix="baton-bench-home-")

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from baton.settings import load
 from bench.candles import Prices
+from bench.redis_server import bare
 from bench.rig import PREFIX
 from feed.store import Batch, CandleStore
 from state import connection
@@ -144,7 +145,7 @@ def per_day(
 async def candle_bytes(url: str, counts: tuple[int, ...]) -> list[dict[str, Any]]:
     """One asset's window of `n` 1 s candles, written as the feed writes them; its MEMORY USAGE."""
 
-    r = connection.async_client(load({"BATON_REDIS_URL": url}), decoded=False)
+    r = connection.async_client(bare(url), decoded=False)
     out = []
     try:
         for n in counts:

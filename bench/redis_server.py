@@ -8,12 +8,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from baton.settings import load
+from baton.settings import Settings, load
 from deploy.ports import free_port
 from state import connection
 
@@ -21,6 +22,18 @@ from state import connection
 def _text(reply: dict[Any, Any], name: str) -> str:
     v = reply.get(name, reply.get(name.encode(), b""))
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@cache
+def _bare_home() -> str:
+    return tempfile.mkdtemp(prefix="baton-bench-home-")
+
+
+def bare(url: str, **env: str) -> Settings:
+    """Settings for a benchmark's own redis-server at `url`: a BATON_HOME without Redis
+    passwords (var/secrets/redis/), so that clients connect without AUTH, as that server
+    expects, even from a checkout whose `make run` made passwords."""
+    return load({"BATON_HOME": _bare_home(), "BATON_REDIS_URL": url, **env})
 
 
 class RedisServer:
@@ -52,7 +65,8 @@ class RedisServer:
         )
         if cpu is not None:
             os.sched_setaffinity(self.proc.pid, {cpu})
-        r = connection.client(load({"BATON_REDIS_PORT": str(self.port)}))
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        r = connection.client(bare(self.url))
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -68,7 +82,6 @@ class RedisServer:
         self.appendfsync = _text(r.config_get("appendfsync"), "appendfsync")
         self.appendonly = _text(r.config_get("appendonly"), "appendonly")
         r.close()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def describe(self) -> dict[str, str]:
         """The server's version and persistence, for a benchmark's machine line."""

@@ -57,11 +57,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from baton.settings import load
 from bench.candles import Feeder, synthetic_assets
 from bench.machine import LoadSampler, command_line, machine_info, publish
 from bench.numbers import stats
-from bench.redis_server import RedisServer
+from bench.redis_server import RedisServer, bare
 from bench.rig import STUB_VENUE, WARMUP_TICKS, Rig, TickSample, bench_settings, run_ticks
 from bench.wire import Wire
 from kernel.clock import SystemClock
@@ -94,7 +93,7 @@ async def measure_size(
     if n_slots % len(timeframes):
         raise ValueError(f"{n_slots} slots is not a multiple of {len(timeframes)} timeframes")
     assets = synthetic_assets(n_slots // len(timeframes))
-    r = connection.client(load({"BATON_REDIS_URL": url}))
+    r = connection.client(bare(url))
     r.flushall()
     r.close()
     home = tempfile.mkdtemp(prefix="baton-bench-home-")

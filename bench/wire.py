@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio.connection as aconn
 import redis.connection as sconn
 
-from state.connection import PackedConnection
+from state.connection import HiredisPacking
 
 
 class Wire:
@@ -73,7 +73,7 @@ class Wire:
 
         self._patch(aconn.AbstractConnection, "send_packed_command", async_send)
         self._patch(aconn.AbstractConnection, "pack_command", async_pack)
-        self._patch(PackedConnection, "pack_command", async_pack)  # state.connection's own packer
+        self._patch(HiredisPacking, "pack_command", async_pack)  # state.connection's own packer
         self._patch(sconn.AbstractConnection, "send_packed_command", sync_send)
         self._patch(sconn.AbstractConnection, "send_command", sync_one)
         self._patch(sconn.AbstractConnection, "pack_commands", sync_many)

@@ -124,6 +124,8 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     counts = read_counts(r, k)
     problems += counts.problems
     market_data = market_data_view(s, feed_status, now_ms, problems)
+    if s.redis_warning:
+        problems.append(f"redis: {s.redis_warning}")
     halted_raw = control.get("halted", "0").lower()
     halted = halted_raw not in ("0", "false", "no", "off", "")
     paused = control.get("paused", "0").lower() not in ("0", "false", "no", "off", "")

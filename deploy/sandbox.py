@@ -1,6 +1,10 @@
 """A whole Baton stack in a temporary BATON_HOME, on free ports: a real redis-server and
 supervisord, started and stopped through the `baton` CLI as a user would. The end-to-end
-tests and the stack-driven benchmarks run on it."""
+tests and the stack-driven benchmarks run on it.
+
+Its Redis is the embedded one, as `make run` makes it: on a unix socket under the temporary
+home, with the ACL users of state/acl.py. `Stack.redis` is the admin's client (tests seed
+and break state that no program may touch); `Stack.client(user)` is a program's."""
 
 from __future__ import annotations
 
@@ -41,15 +45,19 @@ class Stack:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
         self.env.update(
             BATON_HOME=str(self.home),
-            BATON_REDIS_PORT=str(free_port()),
             BATON_SIM_BINANCE_PORT=str(free_port()),
             BATON_SIM_CLOB_PORT=str(free_port()),
             BATON_API_PORT=str(free_port()),
         )
         self.env.update(env)
         # A decoded client (str in, str out): redis-py's types cannot say so, hence Any.
-        self.redis: Any = connection.client(load(self.env), timeout_s=connection.BLOCKING)
+        self.redis: Any = self.client("admin")
         self.clob_url = f"http://127.0.0.1:{self.env['BATON_SIM_CLOB_PORT']}"
+
+    def client(self, user: str, **kw: Any) -> Any:
+        """A client of this stack's Redis as `user` (its password is read when it connects)."""
+        kw.setdefault("timeout_s", connection.BLOCKING)
+        return connection.client(load({**self.env, "BATON_REDIS_USER": user}), **kw)
 
     def baton(self, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -65,6 +73,13 @@ class Stack:
         out = self.baton("status", "--json", timeout_s=30)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
+
+    def acl_denials(self) -> list[dict[str, Any]]:
+        """What Redis refused a user since start (ACL LOG): the programs of a stack that works
+        are refused nothing, so an end-to-end test expects this empty."""
+        # Redis keeps the latest 128 (acllog-max-len) and shows 10 unless asked for more.
+        entries = self.redis.execute_command("ACL", "LOG", 128)
+        return [_pairs(e) if isinstance(e, list) else dict(e) for e in entries]
 
     def supervisor(self, method: str, *args: Any) -> Any:
         return supervisor_call(self.home / "var" / "run" / "supervisor.sock", method, *args)
@@ -90,6 +105,10 @@ class Stack:
     def stop(self) -> None:
         self.baton("stop", timeout_s=120)
         self.redis.close()
+
+
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
 def sim_orders(http: Any) -> list[dict[str, Any]]:

@@ -4,11 +4,18 @@ and the XML-RPC calls every other part makes to it over its unix socket.
 The launcher turns settings into the ENV_ variables supervisor.conf expands, includes the
 embedded Redis program unless BATON_REDIS_URL points elsewhere, starts supervisord in the
 background and waits until the worker has ticked.
+
+The embedded Redis requires authentication: before it starts, the launcher generates each
+program's password on first start (var/secrets/redis/<user>, owner-only) and renders the ACL
+rules of state/acl.py into the file Redis loads (`--aclfile`). It listens on a unix socket in
+an owner-only folder (var/run/redis/), or on TCP when BATON_REDIS_PORT or BATON_REDIS_BIND
+asks for it.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,16 +25,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis
 from supervisor.xmlrpc import SupervisorTransport
 
 from baton.errors import CredentialsError, StackError
-from baton.secretfiles import secrets_dir, write_secret
+from baton.secretfiles import private_dir, secrets_dir, write_secret
 from baton.settings import API_TOKEN_FILE, PRIVATE_KEY_FILE, REPO_ROOT, Settings, credentials
 from deploy import releases
 from kernel.clock import wall_ms
 from kernel.lease import active_color, process_alive
-from state import connection
+from state import acl, connection
 from state.journal import JournalRepo
 from state.keys import Keys
 
@@ -80,11 +88,23 @@ def move_secrets(s: Settings, environ: Mapping[str, str], fresh: bool) -> list[s
     return moved
 
 
+def redis_args(s: Settings) -> list[str]:
+    """How the embedded Redis listens, and the ACL file it loads."""
+    if s.redis_bind:
+        listen = ["--port", str(s.redis_port), "--bind", s.redis_bind]
+    else:
+        # No TCP at all: only those who can enter var/run/redis/ (its owner) reach the socket.
+        listen = ["--port", "0", "--unixsocket", s.redis_socket, "--unixsocketperm", "700"]
+    return [*listen, "--aclfile", str(acl.acl_file(Path(s.home)))]
+
+
 def supervisor_env(s: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     env = scrubbed_env(os.environ if environ is None else environ)
     env["BATON_HOME"] = s.home
     env["BATON_PYTHON"] = sys.executable
-    env["BATON_REDIS_PORT"] = str(s.redis_port)
+    # Each program names its own Redis user (supervisor.conf); one from the caller's shell
+    # (an operator's BATON_REDIS_USER=admin) must not reach the others.
+    env.pop("BATON_REDIS_USER", None)
     # Live mode talks to the real venues: the local sim stays off.
     env["BATON_SIM_AUTOSTART"] = "false" if s.live else "true"
     # One tick plus margin: a worker told to stop finishes the tick it is in.
@@ -97,6 +117,7 @@ def supervisor_env(s: Settings, environ: Mapping[str, str] | None = None) -> dic
                 "(apt-get install redis-server), or set BATON_REDIS_URL to a Redis you run"
             )
         env["BATON_REDIS_SERVER"] = server
+        env["BATON_REDIS_ARGS"] = shlex.join(redis_args(s))
     return env
 
 
@@ -134,6 +155,9 @@ def _prepare_dirs(s: Settings) -> None:
         owner_only_dir(d)
     fragment = s.run_dir / "supervisor.d" / "redis.conf"
     if s.embedded_redis:
+        if s.redis_socket:
+            private_dir(Path(s.redis_socket).parent)
+        acl.write_acl_file(Path(s.home), s.prefix)
         shutil.copyfile(REDIS_TEMPLATE, fragment)
         os.chmod(fragment, 0o600)
     else:
@@ -142,6 +166,17 @@ def _prepare_dirs(s: Settings) -> None:
 
 def _redis(s: Settings) -> redis.Redis:
     return connection.client(s, timeout_s=2)
+
+
+def _reload_acl(s: Settings, log: Any) -> None:
+    """A Redis that runs already (`baton run` again) takes the rules just rendered."""
+    r = connection.client(msgspec.structs.replace(s, redis_user=acl.ADMIN), timeout_s=2)
+    try:
+        r.execute_command("ACL", "LOAD")
+    except redis.RedisError as e:
+        log(f"warning: the running Redis kept its ACL rules ({type(e).__name__}: {e})")
+    finally:
+        r.close()
 
 
 def wait_until(cond: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
@@ -178,12 +213,16 @@ def check_credentials(s: Settings) -> None:
 def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
     check_credentials(s)
     _prepare_dirs(s)
+    if s.redis_warning:
+        log(f"warning: {s.redis_warning}")
     running = supervisor_running(s)
     moved = move_secrets(s, os.environ, fresh=not running)
     if moved:
         log(f"{', '.join(moved)}: moved into {secrets_dir(Path(s.home))}/ for the programs that use them")
     if running:
         log(f"supervisord already running for {s.home}; starting any stopped program")
+        if s.embedded_redis:
+            _reload_acl(s, log)
         _start_stopped(s)
     else:
         # Every worker runs from a release: the first one is the working tree as it is now.

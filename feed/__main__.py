@@ -32,7 +32,7 @@ async def _run(s: settings.Settings) -> int:
         ",".join(s.assets),
         s.binance_ws_url,
         s.binance_rest_url,
-        s.redis_url,
+        s.redis_url_shown,
     )
     fields = published_fields(s, FEED_SETTINGS, wall_ms())
     publish = asyncio.create_task(publish_when_reachable(SystemRepo(redis, Keys(s.prefix)), "feed", fields))

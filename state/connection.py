@@ -3,10 +3,17 @@
 One set of options for all of them; a use chooses only what truly differs between uses (text
 or bytes replies, how long a command may block). The URL comes from Settings, so that
 authentication and Sentinel plug in here and nowhere else.
+
+Authentication: each program is one Redis ACL user (Settings.redis_user, from
+BATON_REDIS_USER; state/acl.py says what each may do), whose password is read from its
+owner-only file `var/secrets/redis/<user>` each time a connection is made: never from the
+environment or the URL. Without that file (a bare redis-server of a test or a benchmark)
+the connection authenticates as no one, as Redis then expects.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hiredis
@@ -14,10 +21,13 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
+from baton.secretfiles import read_secret
 from baton.settings import Settings
+from state.acl import password_file
 
 # A command that outlasts this is a half-open connection (a failover, a partition), not a
 # slow Redis: it fails instead of hanging the program. Uses that block on purpose pass more.
@@ -29,8 +39,8 @@ HEALTH_CHECK_S = 30
 BLOCKING = None
 
 
-def _options(timeout_s: float | None, decoded: bool) -> dict[str, Any]:
-    return {
+def _options(s: Settings, timeout_s: float | None, decoded: bool) -> dict[str, Any]:
+    opts: dict[str, Any] = {
         # decoded: every value we store is text (JSON or numbers), and str keeps the parsing
         # code free of bytes/str juggling. Bytes for rq (it decodes what it reads itself) and
         # for the clients shared with it or serving only scripts (feed, venue budgets).
@@ -41,9 +51,11 @@ def _options(timeout_s: float | None, decoded: bool) -> dict[str, Any]:
         "encoding_errors": "replace",
         "socket_timeout": timeout_s,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "socket_keepalive": True,
         "health_check_interval": HEALTH_CHECK_S,
     }
+    if not s.redis_url.startswith("unix://"):
+        opts["socket_keepalive"] = True  # a TCP option: redis-py's unix connections refuse it
+    return opts
 
 
 def _backoff() -> ExponentialWithJitterBackoff:
@@ -59,12 +71,40 @@ def _backoff() -> ExponentialWithJitterBackoff:
 RETRIES = 3
 
 
+class SecretFileCredentials(CredentialProvider):
+    """A Redis user and its password file, read at every new connection (so a password
+    changed on disk is used by the next connection); no credentials while there is no file."""
+
+    def __init__(self, user: str, path: Path) -> None:
+        self.user = user
+        self.path = path
+
+    def get_credentials(self) -> Any:
+        if not self.path.exists():
+            return ()
+        # read_secret refuses a file others could read: a secret someone else could have
+        # read is not one, and the error names the file, never the value.
+        return (self.user, read_secret(self.path))
+
+    async def get_credentials_async(self) -> Any:
+        return self.get_credentials()
+
+    def __repr__(self) -> str:
+        return f"SecretFileCredentials(user={self.user!r}, path={str(self.path)!r})"
+
+
+def credentials(s: Settings) -> SecretFileCredentials:
+    """This program's Redis user (Settings.redis_user) and its password file."""
+    return SecretFileCredentials(s.redis_user, password_file(Path(s.home), s.redis_user))
+
+
 def client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: bool = True) -> redis.Redis:
     """A synchronous client (the CLI, deploy, the API's operations, rq, venue budgets)."""
     return redis.Redis.from_url(
         s.redis_url,
         retry=Retry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
-        **_options(timeout_s, decoded),
+        credential_provider=credentials(s),
+        **_options(s, timeout_s, decoded),
     )
 
 
@@ -73,16 +113,19 @@ def async_client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: b
     kw: dict[str, Any] = {}
     if s.redis_url.startswith("redis://"):
         kw["connection_class"] = PackedConnection
+    elif s.redis_url.startswith("unix://"):
+        kw["connection_class"] = PackedUnixConnection
     return aioredis.Redis.from_url(
         s.redis_url,
         retry=AsyncRetry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
-        **_options(timeout_s, decoded),
+        credential_provider=credentials(s),
+        **_options(s, timeout_s, decoded),
         **kw,
     )
 
 
-class PackedConnection(aioredis.Connection):
-    """redis-py's asyncio connection, with commands packed by hiredis's C packer.
+class HiredisPacking:
+    """Mixed into redis-py's asyncio connections: commands packed by hiredis's C packer.
 
     redis-py's asyncio connection packs every argument in Python (an encoder call, a length,
     a join); at a thousand slots a tick sends several thousand arguments (each slot's keys,
@@ -116,10 +159,18 @@ class PackedConnection(aioredis.Connection):
             elif t is bytearray or t is memoryview:
                 out.append(bytes(a))
             else:
-                return super().pack_command(*args)
+                return super().pack_command(*args)  # type: ignore[misc]
         try:
             return [hiredis.pack_command(tuple(out))]
         except (TypeError, UnicodeError):
             # e.g. a str with a lone surrogate (from a JSON escape): redis-py's packer
             # applies the client's encoding_errors to it, as before.
-            return super().pack_command(*args)
+            return super().pack_command(*args)  # type: ignore[misc]
+
+
+class PackedConnection(HiredisPacking, aioredis.Connection):
+    """A TCP connection packing with hiredis (see HiredisPacking)."""
+
+
+class PackedUnixConnection(HiredisPacking, aioredis.UnixDomainSocketConnection):
+    """A unix-socket connection packing with hiredis: the embedded Redis's default way in."""

@@ -133,6 +133,12 @@ class SettleWorker(SimpleWorker):
         self.prefix = prefix
         self.keys = Keys(prefix)
 
+    def _set_ip_address(self, connection: Any) -> None:
+        # rq looks its own address up in CLIENT LIST, which the settle program's Redis user
+        # is not given (it shows every other client: state/acl.py); the name is still set.
+        connection.client_setname(self.name)
+        self.ip_address = "unknown"
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         reason = refusal(job, self.prefix)
         if reason is None:

@@ -73,7 +73,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        client = connection.client(load({"BATON_REDIS_URL": url}))
+        client = connection.client(load({"BATON_HOME": str(tmp_path), "BATON_REDIS_URL": url}))
         deadline = time.monotonic() + 20
         while True:
             try:

@@ -14,8 +14,6 @@ from typing import Any
 
 import httpx
 
-from baton.settings import load
-from state import connection
 from tests.chaos.lanes import (
     Outcome,
     sleep_until_ms,
@@ -135,7 +133,8 @@ GARBAGE_NUMBERS: list[str | bytes] = ["banana", "1.5", "", "-", "9" * 40, b"\xff
 
 
 def _raw_redis(ctx: Any) -> Any:
-    return connection.client(load(ctx.st.env), timeout_s=connection.BLOCKING, decoded=False)
+    # A person's hand edit, with redis-cli as the admin Redis user.
+    return ctx.st.client("admin", decoded=False)
 
 
 def inject_garbage_keys(ctx: Any, rnd: random.Random) -> Outcome:

@@ -8,7 +8,8 @@ from state.control import parse_control
 def test_defaults_give_sixteen_slots_and_five_second_ticks():
     s = load({})
     assert s.tick_ms == 5000 and len(s.slot_ids()) == 16
-    assert s.embedded_redis and s.redis_url == "redis://127.0.0.1:7379/0"
+    assert s.embedded_redis and s.redis_url == f"unix://{s.home}/var/run/redis/redis.sock?db=0"
+    assert s.redis_user == "cli" and not s.redis_bind
 
 
 def test_environment_overrides_apply():

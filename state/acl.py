@@ -1,0 +1,235 @@
+"""Who may do what in Redis: one ACL user per program, its commands and its keys, in one place.
+
+Keys are grouped by concern (the lease and the workers, control, market data, trading, ...),
+as glob patterns under the prefix, so that a new key of an existing concern needs no edit
+here (tests/fast/test_redis_acl.py checks that every key state/keys.py builds falls in
+exactly one concern). Each program gets read or read-write access to whole concerns, and a
+few single keys more where a whole concern would give too much (the feed appends to the
+error journal, and nothing else of the journal).
+
+`render()` writes these rules as a Redis ACL file (`aclfile`, loaded by the embedded Redis at
+start): passwords appear there only as `#<sha256>`. The passwords themselves are random,
+generated on first start, one owner-only file per user (baton/secretfiles.py).
+
+Two Redis rules shape the grants: a script's KEYS must be writable by its caller (unless it
+runs as EVALSHA_RO, which we do not use), and every command a script calls
+is checked against the caller's ACL as if sent directly; pub/sub channels need `&` patterns
+(no channel is granted by default).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from baton.secretfiles import ensure_secret, secrets_dir, write_secret
+from baton.settings import REDIS_USERS
+from state.keys import Keys
+
+ADMIN = "admin"
+RQ_PATTERN = "rq:*"  # rq's own keys are not under our prefix
+
+# Key patterns under the prefix, by concern.
+CONCERNS: dict[str, tuple[str, ...]] = {
+    "schema": ("schema:*",),
+    # Lease, fencing epoch, handover, worker heartbeats and their wake-up lists.
+    "lease": ("lease", "lease:*", "handover", "wake:*", "worker:*"),
+    "deploy": ("deploys", "deploy:*", "reload"),
+    # Control flags (and the halt acknowledgements), the audit stream, the slots.
+    "control": ("control", "control:*", "audit", "slots"),
+    "market_data": ("candles:*", "feed:*"),
+    "ratelimit": ("ratelimit:*",),
+    "markets": ("market:*",),
+    # Money and orders, and what is kept beside them: the scripts' counts over intents and
+    # positions, the values that block new entries while unreadable.
+    "trading": (
+        *("intents", "intents:*", "positions", "positions:*", "ledger", "ledger:*"),
+        *("settle:*", "decisions", "counts", "blocked"),
+    ),
+    "journal": ("journal:*", "stats"),
+    # What each running program published of its settings (each writes its own).
+    "system": ("system:*",),
+    # The dashboard's sign-ins (the api's alone).
+    "sessions": ("session:*", "sessions"),
+}
+
+R = "r"
+RW = "rw"
+
+
+class Grant(msgspec.Struct, frozen=True, kw_only=True):
+    """One user's rights. `concerns`: concern -> R or RW. `write_keys`: single keys writable
+    on top, each as a Keys method and its arguments (a glob is fine: `("system",
+    "worker-*")`). `rq`: R or RW on rq's keys, or "". `channels`: pub/sub channel patterns
+    under the prefix; `rq_channels`: rq's own (its workers listen on `rq:pubsub:<name>` for
+    commands). `commands`: commands beyond the base set (see BASE_COMMANDS)."""
+
+    concerns: Mapping[str, str]
+    write_keys: tuple[tuple[str, ...], ...] = ()
+    rq: str = ""
+    channels: tuple[str, ...] = ()
+    rq_channels: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
+
+
+_READ_ALL = {c: R for c in CONCERNS if c != "sessions"}
+# rq reads the server's version (INFO server) to choose how it dequeues and enqueues.
+RQ_COMMANDS = ("info",)
+
+GRANTS: dict[str, Grant] = {
+    # The trading worker: everything under the prefix but the dashboard's sessions. It
+    # enqueues settlement jobs (rq), hears halts on the control channel and halts on risk
+    # itself. Market data too: its tick reads candles through a script (candles_read.lua),
+    # whose KEYS Redis wants writable unless run as EVALSHA_RO, which fakeredis lacks; the
+    # worker's rights already exceed a candle's.
+    "worker": Grant(
+        concerns={**{c: RW for c in CONCERNS if c != "sessions"}, "system": R},
+        write_keys=(("system", "worker-*"),),
+        rq=RW,
+        channels=("control:*",),
+        commands=RQ_COMMANDS,
+    ),
+    # The feed writes candles and its own status; a bad frame goes to the error journal.
+    "feed": Grant(
+        concerns={"market_data": RW, "ratelimit": RW, "schema": R},
+        write_keys=(("journal_errors",), ("system", "feed")),
+    ),
+    # The settlement jobs: positions and the ledger, rq's queues; settle_position.lua records
+    # the current epoch with each ledger entry (a script's keys must be writable).
+    "settle": Grant(
+        concerns={"trading": RW, "ratelimit": RW, "markets": RW, "schema": R, "lease": R, "journal": RW},
+        write_keys=(("lease_epoch",),),
+        rq=RW,
+        rq_channels=("rq:pubsub:*",),
+        commands=RQ_COMMANDS,
+    ),
+    # The control plane reads everything and changes only what an operator may change, and
+    # its own sessions. INFO: a halt makes the ledger durable as this Redis is configured
+    # (control/lifecycle.py).
+    "api": Grant(
+        concerns={**_READ_ALL, "control": RW, "deploy": RW, "ratelimit": RW, "sessions": RW},
+        write_keys=(("system", "api"),),
+        rq=R,
+        channels=("control:*",),
+        commands=("info",),
+    ),
+    # A person with `baton`: the API's rights but the sessions, and deploys, which ask for
+    # the handover and clear the idle colour's heartbeat (the lease concern).
+    "cli": Grant(
+        concerns={**_READ_ALL, "control": RW, "deploy": RW, "ratelimit": RW, "lease": RW},
+        rq=R,
+        channels=("control:*",),
+        commands=("info",),
+    ),
+}
+
+# Every program: reads, writes and scripts on its keys, transactions, pub/sub on its channels,
+# and no command that reconfigures, flushes, inspects other clients or lists every key
+# (@dangerous, @admin). Scripts only through EVALSHA/EVAL and SCRIPT LOAD/EXISTS: SCRIPT
+# FLUSH/KILL and FUNCTION are the admin's. tests/e2e/test_redis_access.py asks the real
+# server (ACL DRYRUN) what each user may run.
+BASE_COMMANDS = (
+    "-@all",
+    "+@connection",
+    "+@read",
+    "+@write",
+    "+@keyspace",
+    "+@transaction",
+    "+@pubsub",
+    "+@blocking",
+    "+time",
+    "+eval",
+    "+evalsha",
+    "+eval_ro",
+    "+evalsha_ro",
+    "+script|load",
+    "+script|exists",
+    "-@dangerous",
+    "-@admin",
+    # FUNCTION FLUSH, DELETE, LOAD and RESTORE are @write: taken away by name (we use no
+    # functions; loading one is running code in Redis).
+    "-function",
+)
+
+
+def _under(prefix: str, patterns: tuple[str, ...]) -> list[str]:
+    return [prefix + p for p in patterns]
+
+
+def key_rules(user: str, prefix: str) -> list[str]:
+    """The `~`, `%R~` and `%W~` rules of `user` (ACL syntax), for this prefix."""
+    g = GRANTS[user]
+    out: list[str] = []
+    for concern, access in g.concerns.items():
+        mark = "~" if access == RW else "%R~"
+        out += [mark + p for p in _under(prefix, CONCERNS[concern])]
+    k = Keys(prefix)
+    out += ["~" + getattr(k, name)(*args) for name, *args in g.write_keys]
+    if g.rq:
+        out.append(("~" if g.rq == RW else "%R~") + RQ_PATTERN)
+    return out
+
+
+def rules(user: str, prefix: str) -> list[str]:
+    """Every rule of `user` but its password, in the order Redis applies them."""
+    if user == ADMIN:
+        return ["~*", "&*", "+@all"]
+    g = GRANTS[user]
+    channels = ["&" + p for p in _under(prefix, g.channels)] + ["&" + p for p in g.rq_channels]
+    return [
+        "resetkeys",
+        "resetchannels",
+        *key_rules(user, prefix),
+        *channels,
+        *BASE_COMMANDS,
+        *("+" + c for c in g.commands),
+    ]
+
+
+def concern_of(key: str, prefix: str) -> list[str]:
+    """The concerns whose patterns match `key` (one, for every key Keys builds)."""
+    return [c for c, pats in CONCERNS.items() if any(fnmatch.fnmatchcase(key, prefix + p) for p in pats)]
+
+
+def password_hash(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def render(prefix: str, passwords: Mapping[str, str]) -> str:
+    """The ACL file: `default` off, then one line per user with its hashed password.
+
+    Redis allows no comment in it; it is written by `baton run` from these rules at every
+    start, so an edit of the file itself lasts until then."""
+    lines = ["user default off resetkeys resetchannels -@all"]
+    for user in REDIS_USERS:
+        secret = "#" + password_hash(passwords[user])
+        lines.append(" ".join(["user", user, "on", secret, *rules(user, prefix)]))
+    return "\n".join(lines) + "\n"
+
+
+def password_file(home: Path, user: str) -> Path:
+    """`$BATON_HOME/var/secrets/redis/<user>`: the password of one Redis user."""
+    if user not in REDIS_USERS:
+        raise ValueError(f"no Redis user {user!r}")
+    return secrets_dir(home) / "redis" / user
+
+
+def acl_file(home: Path) -> Path:
+    """The rendered ACL file the embedded Redis loads (beside the passwords: it holds hashes)."""
+    return secrets_dir(home) / "redis" / "users.acl"
+
+
+def ensure_passwords(home: Path) -> dict[str, str]:
+    """Every user's password, generated into its owner-only file on first use."""
+    return {u: ensure_secret(password_file(home, u)) for u in REDIS_USERS}
+
+
+def write_acl_file(home: Path, prefix: str) -> Path:
+    """Render the rules with every user's password (generated if new) into the ACL file."""
+    path = acl_file(home)
+    write_secret(path, render(prefix, ensure_passwords(home)).rstrip("\n"))
+    return path
