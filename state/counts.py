@@ -67,6 +67,9 @@ def counts_from(replies: list[Any]) -> Counts | None:
     """The counts from queue_counts' four replies; None when they are missing, unreadable or
     disagree with the hashes' sizes (then count the hashes: `scan_counts`)."""
     raw, n_intents, n_positions, n_open = replies
+    if raw == {} and n_intents == n_positions == n_open == 0:
+        # Nothing kept yet (a new store, before its first lease holder): nothing to count.
+        return Counts(intents=dict.fromkeys(INTENT_STATUSES, 0))
     if not isinstance(raw, dict):
         return None
     try:

@@ -393,3 +393,9 @@ async def test_status_metrics_and_pnl_read_the_same_whatever_the_history_kept(en
     # ... read with the same commands, returning as many items, at 50 and at 500 trades.
     assert seen[0] == seen[1]
     assert not {"HVALS", "HKEYS", "HSCAN"} & set(seen[0][0])
+
+
+async def test_an_empty_store_needs_no_count_and_reports_no_problem(env):
+    counts = counts_from(await _counts_replies(env.store.r))
+    assert counts is not None and counts.source == "counts" and counts.orders() == {"total": 0}
+    assert not any("counts" in p for p in collect(env.s, env.r)["problems"])
