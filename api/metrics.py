@@ -10,8 +10,10 @@ else in the process leaks into the scrape and tests can build as many as they li
   burst of ticks that never happened in `rate()`. The newest tick is also exported as
   plain gauges (`baton_last_tick_*`), so a fresh process still has something to show.
 - Everything else is read from Redis at scrape time by `RedisCollector` (api/metrics_redis.py):
-  one pipeline, one round trip, whatever the number of slots, intents or assets. Redis is the
-  ground truth; these counters survive an api restart because Redis holds them.
+  one pipeline, one round trip, whatever the number of slots, and O(1) in the history kept (the
+  counts of state/counts.py, not the intents themselves). Redis is the ground truth; these
+  counters survive an api restart because Redis holds them. Scrapes within RENDER_SHARED_S of
+  a render share it (`SharedRender`), so that many scrapers cost one read.
 
 The collector never raises: an unreadable value is skipped and counted in
 `baton_metrics_problems{part="scrape"}`, and with Redis unreachable the scrape answers
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
@@ -178,6 +181,31 @@ async def follow_journal(
 
 
 # --- wiring -----------------------------------------------------------------------------------
+# Scrapes that arrive within this long of a render share it: one Redis read and one encoding
+# however many scrapers there are (several Prometheus servers, 50 dashboards' panels).
+RENDER_SHARED_S = 1.0
+RENDER_KEY = "metrics_render"
+
+
+class SharedRender:
+    """The last render and when it was made; concurrent scrapes wait for one render."""
+
+    def __init__(self, ttl_s: float = RENDER_SHARED_S) -> None:
+        self.ttl_s = ttl_s
+        self.body = b""
+        self.at = -float("inf")
+        self.lock = asyncio.Lock()
+
+    async def get(self, render: Callable[[], Any]) -> bytes:
+        if time.monotonic() - self.at < self.ttl_s:
+            return self.body
+        async with self.lock:
+            if time.monotonic() - self.at >= self.ttl_s:  # not made while this one waited
+                self.body = await render()
+                self.at = time.monotonic()
+            return self.body
+
+
 def metrics_of(ctx: ApiContext) -> Metrics:
     """This process's Metrics, made on first use. It reads through the operations' Redis
     client (decode_responses=True), the same Redis the control calls see."""
@@ -215,5 +243,6 @@ def setup(app: web.Application, ctx: ApiContext) -> None:
 async def metrics(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     metrics_door(request, ctx)
-    body = await ctx.call(metrics_of(ctx).render)
+    shared = ctx.extra.setdefault(RENDER_KEY, SharedRender())
+    body = await shared.get(lambda: ctx.call(metrics_of(ctx).render))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -325,3 +325,18 @@ async def test_the_handler_serves_the_text_format(env, fake_server):
     assert got["baton_ticks_done_total"] == 12
     assert got["baton_supervisor_up"] == 1  # the fake supervisor answers, with no programs
     assert len(app.cleanup_ctx) == 1
+
+
+async def test_concurrent_scrapes_share_one_render_and_a_later_one_reads_again():
+    renders = []
+
+    async def render() -> bytes:
+        renders.append(1)
+        await asyncio.sleep(0.05)
+        return f"n {len(renders)}".encode()
+
+    shared = m.SharedRender(ttl_s=0.2)
+    bodies = await asyncio.gather(*(shared.get(render) for _ in range(50)))
+    assert set(bodies) == {b"n 1"} and len(renders) == 1
+    await asyncio.sleep(0.25)
+    assert await shared.get(render) == b"n 2"
