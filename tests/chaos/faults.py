@@ -30,6 +30,7 @@ from tests.chaos.control_faults import (
 )
 from tests.chaos.feed_faults import inject_garbage_frames, inject_kill_feed, inject_socket_drop
 from tests.chaos.lanes import BACKGROUND, MAIN, FaultKind
+from tests.chaos.ledger_faults import inject_garbage_ledger
 from tests.chaos.process_faults import (
     inject_deploy,
     inject_kill_worker,
@@ -156,6 +157,18 @@ CATALOGUE: dict[str, FaultKind] = {
             "garbage written into baton:control (halted/paused: fail safe, trading stops until "
             "resumed; a counter: a halt must still work) or into one slot's value in baton:slots",
             inject_garbage_keys,
+        ),
+        FaultKind(
+            "garbage-ledger",
+            MAIN,
+            False,
+            "0",
+            60,
+            0.0,
+            "garbage in a ledger running sum (bookings refused before any write, entries "
+            "blocked, booked once after the repair), in stats.last_tick (the journal rebuilds "
+            "its guard and goes on) or clean_stop_tick; no program restarts",
+            inject_garbage_ledger,
         ),
         FaultKind(
             "kill-feed",
