@@ -62,10 +62,13 @@ def test_status_from_another_shell_reports_the_stacks_settings_and_urls_and_no_s
         assert "differs    tick_ms: the stack has 1000, this shell 5000" in text
         assert f"dashboard  {api}/" in text
 
-        # No secret in either form: the API token, nor any file under var/secrets.
+        # No secret in either form: the API token, nor any file under var/secrets (the Redis
+        # users' passwords among them).
         secrets = [apitoken.load(s, env=st.env, create=False).reveal()]
         secrets += [p.read_text().strip() for p in Path(s.var_dir, "secrets").rglob("*") if p.is_file()]
         for out in (json.dumps(got), text):
             assert not [x for x in secrets if x and x in out]
+        # Each program published as its own Redis user, and the CLI read as its own.
+        assert st.acl_denials() == []
     finally:
         st.stop()
