@@ -8,11 +8,13 @@ import pytest
 
 from baton import settings as settings_mod
 from baton.errors import BadRequest
+from baton.secretfiles import ensure_secret, secrets_dir
 from control import commands as c
 from control import slots, views
 from control.context import Context
 from control.running import api_url
 from control.views import collect
+from state.acl import ensure_passwords
 from state.keys import Keys
 from state.system import (
     API_SETTINGS,
@@ -105,13 +107,18 @@ def test_a_restarted_program_replaces_what_it_published(r):
     assert "obsolete" not in raw and raw["tick_ms"] == "2000"
 
 
-def test_nothing_secret_is_published(r):
-    env = {"BATON_REDIS_URL": "redis://baton:hunter2-password@127.0.0.1:7379/0", "BATON_TICK_MS": "1000"}
+def test_nothing_secret_is_published(r, tmp_path):
+    # A stack with its Redis users' passwords and an API token on disk, and an external Redis.
+    passwords = ensure_passwords(tmp_path)
+    token = ensure_secret(secrets_dir(tmp_path) / "api-token")
+    env = {"BATON_HOME": str(tmp_path), "BATON_REDIS_URL": "redis://127.0.0.1:7379/0"}
+    stack = settings_mod.load(env)
     for program, names in (("worker-blue", WORKER_SETTINGS), ("feed", FEED_SETTINGS), ("api", API_SETTINGS)):
-        publish(r, program, names, **env)
-    st = collect(shell(**env), r)
-    assert "hunter2" not in repr([r.hgetall(k) for k in r.keys("baton:system:*")])
-    assert "hunter2" not in repr(st)
+        SystemRepo(r, K).publish_system(program, published_fields(stack, names, 1, url="http://x"))
+    published = repr([r.hgetall(k) for k in r.keys("baton:system:*")])
+    shown = repr(collect(settings_mod.load(env), r))
+    for secret in [*passwords.values(), token]:
+        assert secret not in published and secret not in shown
 
 
 @pytest.mark.parametrize(
