@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from state.counts import counts_from, queue_counts, scan_counts
+from state.keys import Keys
 from state.structs import INTENT, POSITION, Intent, Position
 
 
@@ -155,3 +157,19 @@ def check_ledger(r: Any, prefix: str = "baton:") -> int:
     unbooked = [p.id for p in positions if f"buy:{p.intent_id}" not in refs]
     assert not unbooked, f"positions without their buy entry: {unbooked[:5]}"
     return len(entries)
+
+
+def check_counts(r: Any, prefix: str = "baton:") -> None:
+    """The counts the scripts keep (baton:counts, state/counts.py) equal a count of every
+    intent and position: the numbers `baton status`, /metrics and /pnl show."""
+    k = Keys(prefix)
+    pipe = r.pipeline(transaction=True)
+    queue_counts(pipe, k)
+    pipe.hvals(k.intents())
+    pipe.hvals(k.positions())
+    *replies, intents, positions = pipe.execute()
+    kept = counts_from(replies)
+    assert kept is not None, f"the counts do not add up to the hashes' sizes: {replies}"
+    scanned = scan_counts(intents, positions, open_hash=replies[3])
+    fields = ("intents", "intents_unreadable", "positions_open", "positions_settled", "positions_won")
+    assert {f: getattr(kept, f) for f in fields} == {f: getattr(scanned, f) for f in fields}

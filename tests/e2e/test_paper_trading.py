@@ -14,6 +14,7 @@ import pytest
 
 from deploy.sandbox import TRADING, Stack, wait_for
 from kernel.lease import process_alive
+from tests.e2e.invariants import check_counts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -66,6 +67,10 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
         ledger = st.redis.xrange("baton:ledger")
         assert sum(int(f["amount_micros"]) for _, f in ledger) == totals["cash_micros"]
         assert any(f["kind"] == "payout" for _, f in ledger)
+        # What status showed came from the counts the scripts keep (state/counts.py), and they
+        # agree with a count of every record, through fills and the settle program's bookings.
+        assert not any("counted the hashes" in p for p in s["problems"]), s["problems"]
+        check_counts(st.redis)
 
         # supervisorctl, as an operator runs it, sees every program.
         ctl = subprocess.run(
