@@ -1,6 +1,7 @@
 """The dashboard's live stream (GET /events): server-sent `DashboardData` snapshots, woken by
 the tick journal and the control-flag channel, polled when idle, ended when the app stops or
-the session that opened it ends (sign-out, expiry, a token rotation).
+the session that opened it ends (sign-out, expiry, a token rotation). Streams that wake
+together share one snapshot read; at most BATON_DASHBOARD_STREAMS_MAX run at once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _ENC = msgspec.json.Encoder()
 # ctx.extra keys: the wake events of the open /events streams, and "the app is stopping".
 STREAMS = "dashboard_streams"
 CLOSING = "dashboard_closing"
+SNAPSHOT = "dashboard_snapshot"
 
 
 async def serve_events(request: web.Request) -> web.StreamResponse:
@@ -88,7 +90,7 @@ async def _stream(request: web.Request, ctx: ApiContext, wake: asyncio.Event) ->
                     if not await sessions_of(ctx).still_open(cookie):
                         break
             try:
-                data = await snapshot(ctx)
+                data = await shared_snapshot(ctx)
             except Exception as e:  # Redis down (or a bug): say so on the page, keep the stream
                 problem = _problem(e)
                 if problem != last_problem:  # logged once, not at every poll
@@ -115,6 +117,20 @@ async def _stream(request: web.Request, ctx: ApiContext, wake: asyncio.Event) ->
             t.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
     return resp
+
+
+async def shared_snapshot(ctx: ApiContext) -> DashboardData:
+    """A snapshot for a stream: the one being read now if there is one (the open streams all
+    wake at the same tick: one read serves them), else a new one. One started before what woke
+    the caller may miss it, but then the same wake-up has set the caller's event again, and its
+    next loop reads anew."""
+    task = ctx.extra.get(SNAPSHOT)
+    if task is None or task.done():
+        task = ctx.extra[SNAPSHOT] = asyncio.ensure_future(snapshot(ctx))
+        # Its failure is each waiter's to report; none left waiting must not log it as lost.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    # Shielded: a stream that goes away must not cancel the read the others wait for.
+    return await asyncio.shield(task)
 
 
 def _gone(request: web.Request) -> bool:

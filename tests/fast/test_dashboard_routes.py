@@ -260,3 +260,21 @@ async def test_events_beyond_the_stream_limit_are_refused_with_503_naming_the_se
     await next_event(resp)
     for r in [*open_, resp]:
         r.close()
+
+
+async def test_streams_that_wake_together_share_one_snapshot_read(client: TestClient, monkeypatch):
+    from api import dashboard_stream
+
+    reads = []
+    real = dashboard_stream.snapshot
+
+    async def counted(c):
+        reads.append(1)
+        return await real(c)
+
+    monkeypatch.setattr(dashboard_stream, "snapshot", counted)
+    got = await asyncio.gather(*(dashboard_stream.shared_snapshot(ctx(client)) for _ in range(5)))
+    assert len(reads) == 1 and all(g is got[0] for g in got)
+    # Once it is done, the next caller reads anew: nothing older than its wake-up is served.
+    again = await dashboard_stream.shared_snapshot(ctx(client))
+    assert len(reads) == 2 and again is not got[0]
