@@ -198,7 +198,12 @@ async def submit_signed(
             )
             problems.append(f"{len(ready)} intent(s) not committed: {e}")
         return 0, problems
-    verdicts = await store.commit_intents(epoch, [i for i, _ in ready])
+    try:
+        verdicts = await store.commit_intents(epoch, [i for i, _ in ready])
+    except UnreadableValue as e:
+        # Nothing committed, so nothing is posted: the commit is the gate. Reported each time
+        # entries try, and the tick (and its journal) goes on.
+        return 0, [*problems, f"{len(ready)} intent(s) not committed, nothing sent: {e}"]
     if isinstance(verdicts, Exception) or len(verdicts) != len(ready):
         raise RuntimeError(f"committing {len(ready)} intent(s): unexpected answer {verdicts!r}")
     committed: list[tuple[Intent, Any]] = []

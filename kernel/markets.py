@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from baton.errors import SnapshotError
 from kernel import lanes
@@ -75,6 +76,18 @@ class MarketCache:
                     pipe.mget([k.market(r.slug) for r in unknown])
 
             res = await self.store.run_pipeline(build)
+            if intents_of and isinstance(res[0], ResponseError) and str(res[0]).startswith("WRONGTYPE"):
+                # The intents hash of another type: whether a slot-window was entered cannot be
+                # told, so these slots wait (intent_commit.lua would refuse them anyway) until
+                # their window ends and a later read tries again; the tick goes on.
+                why = f"not a hash: {res[0]}: whether a slot-window was entered cannot be read"
+                for r in intents_of:
+                    b = Blocker(
+                        key=k.intents(), field=r.entry_intent_id, problem=why, slot=r.id, source="markets"
+                    )
+                    self.bad[f"intents {r.id}"] = (b, r.window_end_s)
+                res[0] = [why] * len(intents_of)  # read as entered: nothing is tried for them
+                problems.append(f"{k.intents()}: {why}")
             for x in res:
                 if isinstance(x, Exception):
                     raise SnapshotError(f"reading entry intents and markets: {x}") from x

@@ -32,6 +32,7 @@ from baton.errors import PositionChanged, SettingsError, UnreadableValue, Unreso
 from kernel import settlement
 from kernel.clock import wall_ms
 from state import connection
+from state.journal import JournalRepo
 from state.keys import Keys
 from state.settlements import SettlementsRepo
 from state.structs import POSITION
@@ -158,6 +159,10 @@ def settle_job(prefix: str, position_id: str) -> str:
         # open and rq retries the job, which books it once the value is repaired.
         _count(r, k, "unreadable")
         log.error("settling %s waits for a repair: %s", position_id, e)
+        if job.retries_left in (None, settlement.RETRY.max):  # journaled once, not per retry
+            JournalRepo(r, k).journal_error(
+                "settle", f"settling {position_id} waits for a repair: {e}", now_ms=wall_ms()
+            )
         raise
     verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
     if verdict == "OK":

@@ -55,3 +55,37 @@ async def test_a_fill_refused_by_a_garbage_total_is_booked_once_after_the_repair
     assert sorted(refs) == sorted(f"buy:{i.id}" for i in opened)
     assert check_ledger(rig.sync) == 1 + len(opened)
     assert rig.runner.blocks.current() == {}
+
+
+async def test_garbage_in_the_intents_hash_sends_nothing_and_every_tick_is_journaled(rig):
+    """The intents hash of another type (the tick's read sees only the open intents): whether a
+    slot-window was entered cannot be read, so its slots wait, blocked and reported; the worker
+    ticks on and journals every tick, and once repaired entries go out again."""
+    k = rig.store.k
+    rig.sync.set(k.intents(), "garbage")
+    outs = await rig.run_ticks(40)
+    assert any(f"{k.intents()}: not a hash" in p for o in outs for p in o.problems)
+    assert any(o.record.blocked for o in outs)
+    assert await rig.store.r.hlen(k.intents_open()) == 0
+    journaled = [int(f["tick"]) for _, f in await rig.store.r.xrange(k.journal_ticks())]
+    assert journaled == [o.record.tick for o in outs]
+    rig.sync.delete(k.intents())
+    for _ in range(120):
+        await rig.run_ticks(1)
+        if await rig.store.r.hlen(k.intents()):
+            break
+    assert await rig.store.r.hlen(k.intents()) >= 1
+
+
+async def test_a_commit_refused_for_a_garbage_counter_sends_nothing_and_the_tick_goes_on(rig):
+    k = rig.store.k
+    rig.sync.hset(k.counts(), "intents:committed", "garbage")
+    outs = []
+    for _ in range(120):
+        outs += await rig.run_ticks(1)
+        if any("not committed, nothing sent" in p for p in outs[-1].problems):
+            break
+    assert any(f"{k.counts()} intents:committed: holds" in p for p in outs[-1].problems)
+    assert await rig.store.r.hlen(k.intents()) == 0  # nothing committed, so nothing posted
+    journaled = [int(f["tick"]) for _, f in await rig.store.r.xrange(k.journal_ticks())]
+    assert journaled == [o.record.tick for o in outs]

@@ -139,6 +139,8 @@ async def test_a_garbage_running_sum_leaves_the_settlement_pending_until_repaire
     job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
     assert job.get_status() == "scheduled"
     assert _stats(rig)["unreadable"] >= 1
+    journaled = [f for _, f in rig.sync.xrange(k.journal_errors()) if f[b"source"] == b"settle"]
+    assert len(journaled) == 1 and b"realized_pnl_micros" in journaled[0][b"error"]
     assert p.id in {x.id for x in await rig.store.read_positions(open_only=True)}
     assert not [e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]
     rig.sync.hset(k.ledger_totals(), "realized_pnl_micros", good)
