@@ -337,7 +337,56 @@ CASES += [
         },
     ),
 ]
+CASES += [
+    Case(
+        "blocked_sync",
+        _epoch,
+        [K.lease_epoch(), K.blocked(), K.journal_errors(), K.stats()],
+        [EPOCH, NOW, 1000, 1, 1, "baton:stats last_tick", "{}", "entries blocked (all): ..."],
+        "OK",
+        fields=[(K.stats(), "errors_blocked")],
+        types={K.journal_errors(): "stream", K.stats(): "hash"},
+    ),
+    Case(
+        "schema_adopt",
+        lambda r: r.set(K.schema_version(), 1),
+        [K.schema_version(), K.schema_readable_by()],
+        [2, 1],
+        2,
+        types={K.schema_version(): "string", K.schema_readable_by(): "string"},
+    ),
+]
 BY_NAME = {c.script: c for c in CASES}
+
+
+@pytest.mark.parametrize(
+    ("script", "keys", "args", "error"),
+    [
+        ("markets_cache", [K.market("a"), K.market("b")], ["{}", 60, "{}", "soon"], "^BADARG ttl_s"),
+        ("markets_cache", [K.market("a"), K.market("b")], ["{}", 60, "{}", 0], "^BADARG ttl_s"),
+        ("markets_cache", [K.market("a")], ["{}"], "^BADARG ARGV"),
+        ("control_set", [K.control()], [K.control_events(), "halt", "now", "r", "w", ""], "now_ms"),
+        ("ratelimit", [K.ratelimit("x"), K.ratelimit("y")], [NOW, 1, 1000, 10, 5, 10, "x"], "^BADARG"),
+        ("ratelimit", [K.ratelimit("x")], [NOW, 1, 1000, 0, 5], "^BADARG bucket 1"),
+        ("schema_adopt", [K.schema_version(), K.schema_readable_by()], ["two", 1], "^BADARG version"),
+    ],
+)
+def test_a_bad_argument_is_refused_before_any_write(
+    r: Any, script: str, keys: list[str], args: list[Any], error: str
+) -> None:
+    r.hset(K.ratelimit("x"), mapping={"tokens": "garbage", "updated_ms": NOW})  # a reset is a write
+    before = dump(r)
+    with pytest.raises(redis.ResponseError, match=error):
+        run(r, script, keys, args)
+    assert dump(r) == before
+
+
+def test_a_garbage_schema_version_is_refused_not_read_as_zero(r: Any) -> None:
+    r.set(K.schema_version(), "garbage")
+    before = dump(r)
+    with pytest.raises(redis.ResponseError, match=rf"^BADVALUE {K.schema_version()} \(value\)"):
+        run(r, "schema_adopt", [K.schema_version(), K.schema_readable_by()], [2, 1])
+    assert dump(r) == before
 
 
 def test_a_control_key_of_another_type_reads_as_halted_and_commits_nothing(r: Any) -> None:
