@@ -177,6 +177,22 @@ async def test_pnl_is_the_realised_pnl_after_each_settlement_with_win_rate(clien
     assert p["win_rate"] == pytest.approx(2 / 3, abs=1e-4)
 
 
+async def test_pnl_pages_back_with_its_cursor_and_refuses_a_bad_one(client: TestClient):
+    headers = await signed_in(client)
+    whole = await (await client.get("/pnl", headers=headers)).json()
+    assert whole["next"] is None and whole["from_usd"] == 0
+    first = await (await client.get("/pnl?limit=3", headers=headers)).json()
+    assert first["next"] and first["realized_usd"] == whole["realized_usd"]
+    older = await (await client.get(f"/pnl?limit=100&cursor={first['next']}", headers=headers)).json()
+    assert older["next"] is None
+    assert older["points"] + first["points"] == whole["points"]
+    assert first["from_usd"] == older["points"][-1]["pnl_usd"]
+    for bad in ("cursor=garbage", "cursor=1-0~x", "limit=0", "limit=100001"):
+        resp = await client.get(f"/pnl?{bad}", headers=headers)
+        assert resp.status == 400, bad
+        assert "cursor" in (await resp.json())["error"] or "limit" in (await resp.json())["error"]
+
+
 async def test_pnl_of_an_empty_ledger(client: TestClient):
     ctx(client).ops.r.flushall()
     p = await (await client.get("/pnl", headers=await signed_in(client))).json()
