@@ -203,8 +203,15 @@ def render(prefix: str, passwords: Mapping[str, str]) -> str:
     """The ACL file: `default` off, then one line per user with its hashed password.
 
     Redis allows no comment in it; it is written by `baton run` from these rules at every
-    start, so an edit of the file itself lasts until then."""
-    lines = ["user default off resetkeys resetchannels -@all"]
+    start, so an edit of the file itself lasts until then.
+
+    `default` is off (nobody can log in as it) but keeps every permission: Redis 7.0 replays
+    the AOF at start-up as `default`, and refuses each MULTI/EXEC it may not run (NOPERM,
+    "ACLs rules changed between the moment the transaction was accumulated and the EXEC
+    call"). Those are the pipelined transactions and the effects of every script that writes
+    more than one command: with `-@all` a Redis restart dropped every fill, settlement and
+    journal entry since the last rewrite (found by the chaos run's redis-restart fault)."""
+    lines = ["user default off ~* &* +@all"]
     for user in REDIS_USERS:
         secret = "#" + password_hash(passwords[user])
         lines.append(" ".join(["user", user, "on", secret, *rules(user, prefix)]))
