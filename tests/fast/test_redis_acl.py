@@ -237,3 +237,14 @@ def test_baton_redis_acl_writes_the_users_for_a_redis_run_elsewhere(tmp_path: Pa
     out = capsys.readouterr().out
     assert str(acl.acl_file(tmp_path)) in out
     assert not any(acl.password_file(tmp_path, u).read_text().strip() in out + text for u in REDIS_USERS)
+
+
+def test_status_warns_of_a_redis_other_hosts_can_reach(tmp_path: Path):
+    import fakeredis
+
+    from control.views import collect
+
+    r = fakeredis.FakeRedis(decode_responses=True)
+    wide = load({"BATON_HOME": str(tmp_path), "BATON_REDIS_BIND": "0.0.0.0"})
+    assert [p for p in collect(wide, r)["problems"] if p.startswith("redis: ") and "0.0.0.0:7379" in p]
+    assert not [p for p in collect(load({"BATON_HOME": str(tmp_path)}), r)["problems"] if "redis" in p]
