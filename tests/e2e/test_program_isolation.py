@@ -2,9 +2,9 @@
 sim, feed, worker, settle and api programs) started with a signing key and an API token in its
 environment, and a stranger's secret beside them: a job injected into rq's keys runs nothing in
 the settle program and is reported, and settlement goes on; no program's environment holds the
-key, the token or the stranger's secret, yet the worker signs with that key and the api wants
-that token; nothing under var/ is open to group or others; the key and token holders cannot dump
-core."""
+key, the token, a Redis password or the stranger's secret, yet the worker signs with that key
+and the api wants that token; nothing under var/ is open to group or others; the key and token
+holders cannot dump core."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ import pytest
 from eth_account import Account
 
 from baton import settings as settings_mod
+from baton.settings import REDIS_USERS
 from deploy.sandbox import TRADING, Stack, wait_for
+from state import acl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -106,7 +108,9 @@ def test_no_program_environment_holds_the_key_the_token_or_a_strangers_secret(st
     st = stack
     programs = _programs(st)
     assert {"redis", "sim", "feed", "settle", "worker-blue", "api"} <= set(programs)
-    secrets = (KEY, KEY.removeprefix("0x"), TOKEN, STRANGER)
+    # The Redis users' passwords too: each program reads its own from its file.
+    passwords = [acl.password_file(st.home, u).read_text().strip() for u in REDIS_USERS]
+    secrets = (KEY, KEY.removeprefix("0x"), TOKEN, STRANGER, *passwords)
     for name, pid in {**programs, "supervisord": st.supervisord_pid()}.items():
         raw = Path(f"/proc/{pid}/environ").read_bytes()
         assert not [x for x in secrets if x.encode() in raw], f"{name} (pid {pid}) holds a secret"
