@@ -11,6 +11,7 @@ set, and the answer says so.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import resource
 import sys
@@ -26,7 +27,7 @@ def forbid_core_dumps() -> str:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if not sys.platform.startswith("linux"):
         return "core dumps off (RLIMIT_CORE 0; no prctl on this platform)"
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_DUMPABLE, 0) failed: errno {err}")
@@ -37,7 +38,12 @@ def dumpable() -> bool | None:
     """Whether this process may dump core (Linux's PR_GET_DUMPABLE); None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
-    return bool(ctypes.CDLL(None, use_errno=True).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
+    return bool(_libc().prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def protect_memory() -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from baton.coredumps import dumpable
 from baton.errors import LeaseLost, NotReady, SchemaMismatch, UnreadableValue
 from baton.settings import Settings
 from kernel import boundaries, gcpolicy, lease
@@ -137,6 +138,8 @@ class Worker:
                 "ready_ms": self.ready_ms,
                 "strategies": " ".join(f"{k}={v}" for k, v in sorted(hashes.items())),
                 "heartbeat_ms": self.clock.now_ms(),
+                # Read from the kernel, not remembered: what docs/programs.md promises, as it is.
+                "dumpable": {True: "1", False: "0", None: ""}[dumpable()],
             },
             ttl_ms=max(3 * self.s.tick_ms, 5000),
         )

@@ -172,3 +172,5 @@ def test_the_key_and_token_holders_cannot_dump_core(stack: Stack, program: str):
     assert core.split()[4:6] == ["0", "0"], core
     log = (st.home / "var" / "log" / f"{program}.log").read_text()
     assert "core dumps off (RLIMIT_CORE 0, not dumpable)" in log
+    if program == "worker-blue":  # its heartbeat says what the kernel answers it (PR_GET_DUMPABLE)
+        assert st.redis.hget("baton:worker:blue", "dumpable") == "0"
