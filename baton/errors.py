@@ -46,6 +46,11 @@ class SchemaMismatch(StateError, RuntimeError):
     """The Redis data was written by a schema this code cannot read."""
 
 
+class CountsLost(StateError, RuntimeError):
+    """A count of the intents and positions into baton:counts was begun again by another
+    process while this one ran (state/counts.py): this one's result is not installed."""
+
+
 class SnapshotError(StateError, RuntimeError):
     """Redis refused part of the tick's read (e.g. a key holding the wrong type)."""
 

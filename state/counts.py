@@ -11,14 +11,17 @@ holder counts again (`CountsRepo.ensure_counts`, counts_recount.lua).
 
 from __future__ import annotations
 
+import time
 import typing
 from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
 
+from baton.errors import CountsLost
 from state.keys import Keys
-from state.repo import Repo
+from state.repo import Repo, text
+from state.scripts import scripts_for
 from state.structs import IntentStatus
 
 INTENT_STATUSES: tuple[str, ...] = typing.get_args(IntentStatus)
@@ -193,15 +196,63 @@ async def read_counts_async(r: Any, k: Keys) -> Counts:
     return scan_counts(intents, positions, open_hash=int(replies[3]))
 
 
+# Fields per HSCAN page of the backfill: a few tens of milliseconds of Redis per call.
+RECOUNT_PAGE = 5000
+HASHES = ("intents", "positions")
+
+
 class CountsRepo(Repo):
-    async def ensure_counts(self, at_ms: int, force: bool = False) -> bool:
+    async def ensure_counts(self, at_ms: int, force: bool = False, page: int = RECOUNT_PAGE) -> bool:
         """Count the hashes into the counts hash if they are missing or disagree with the hashes'
-        sizes (counts_recount.lua; O(1) when they agree): True when it counted. Called by every
-        new lease holder before it trades."""
-        res = await self.scripts.counts_recount(
-            keys=recount_keys(self.k), args=["1" if force else "0", at_ms]
-        )
-        return bool(int(res))
+        sizes (counts_recount.lua, a page per call; O(1) when they agree): True when it counted.
+        Called by every new lease holder before its first tick."""
+        keys = recount_keys(self.k)
+        run = self.scripts.counts_recount
+        if not int(await run(keys=keys, args=["begin", "1" if force else "0", at_ms])):
+            return False
+        for name in HASHES:
+            cursor = "0"
+            while True:
+                cursor = text(await run(keys=keys, args=["page", name, cursor, page]))
+                if cursor == "LOST":
+                    raise CountsLost(f"{self.k.counts()}: another count began while this one ran")
+                if cursor == "0":
+                    break
+        if text(await run(keys=keys, args=["finish", at_ms])) == "LOST":
+            raise CountsLost(f"{self.k.counts()}: another count began while this one ran")
+        return True
+
+
+def recount_sync(
+    r: Any,
+    k: Keys,
+    at_ms: int,
+    force: bool = True,
+    page: int = RECOUNT_PAGE,
+    took_s: list[float] | None = None,
+) -> bool:
+    """ensure_counts with a synchronous client (tests, benchmarks); `took_s` gets each call's
+    seconds."""
+    keys = recount_keys(k)
+    script = scripts_for(r).counts_recount
+
+    def run(keys: list[str], args: list[Any]) -> Any:
+        t = time.perf_counter()
+        try:
+            return script(keys=keys, args=args)
+        finally:
+            if took_s is not None:
+                took_s.append(time.perf_counter() - t)
+
+    if not int(run(keys=keys, args=["begin", "1" if force else "0", at_ms])):
+        return False
+    for name in HASHES:
+        cursor = "0"
+        while True:
+            cursor = text(run(keys=keys, args=["page", name, cursor, page]))
+            if cursor in ("0", "LOST"):
+                break
+    return text(run(keys=keys, args=["finish", at_ms])) != "LOST"
 
 
 def recount_keys(k: Keys) -> list[str]:

@@ -33,6 +33,10 @@ count_add(delta, now_counted, 1)
 local epoch = redis.call('GET', KEYS[1]) or '0'
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 count_apply(KEYS[8], delta)
+-- A count in progress (counts_recount.lua) counts this position as it is when it finishes.
+if redis.call('HEXISTS', KEYS[8], 'recounting') == 1 then
+  redis.call('HSET', KEYS[8], 'settled:' .. ARGV[2], 1)
+end
 redis.call('HDEL', KEYS[3], ARGV[2])
 ledger_append(KEYS[4], KEYS[5], KEYS[6], KEYS[7], 'settle:' .. ARGV[2], 'payout',
               ARGV[4], ARGV[5], ARGV[6], epoch)

@@ -296,7 +296,7 @@ def test_reads_loads_a_history_that_the_counts_add_up_to_and_renders_its_table(r
         "history": {"positions": n, "used_memory": 2**30},
         "trades_written": n,
         "load_s": 1.0,
-        "count_once_s": 0.1,
+        "count_once": {"wall_s": 0.1, "calls": 3, "longest_call_ms": 2.0},
         "conditions": {
             "alone": reads.summarise([{**seg, "readers": None}]),
             "new readers": reads.summarise([{**seg, "readers": seen}]),

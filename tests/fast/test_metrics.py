@@ -20,9 +20,8 @@ from baton.errors import NotFound
 from control.commands import Actor, HaltBody, PauseBody
 from control.ops import Ops
 from feed.store import Batch, CandleStore
-from state.counts import recount_keys
+from state.counts import recount_sync
 from state.keys import Keys
-from state.scripts import scripts_for
 from state.store import Store
 from state.structs import FEED_STATUS, INTENT, Candle, FeedStatus, TickRecord
 from tests.factories import intent
@@ -112,7 +111,7 @@ def test_a_scrape_is_one_round_trip_whatever_the_number_of_intents(env):
         r.hset(K.intents(), f"x:{i}:entry", INTENT.encode(intent(f"x:{i}:entry")))
     # As a new lease holder does: the history counted once (state/counts.py); from then on the
     # scripts keep the counts and a scrape reads them, not the intents.
-    assert scripts_for(r).counts_recount(keys=recount_keys(K), args=["0", NOW_MS]) == 1
+    assert recount_sync(r, K, NOW_MS, force=False)
     direct, pipes = [], []
     execute, pipeline = r.execute_command, r.pipeline
 
