@@ -211,12 +211,15 @@ def check_credentials(s: Settings) -> None:
 
 
 def start(s: Settings, wait_s: float = 120.0, log: Any = print) -> None:
+    owner_only_dir(s.var_dir)
+    running = supervisor_running(s)
+    # Before the credentials are checked: the check reads the key the worker will read, and a
+    # fresh start without one in its environment has just removed an earlier start's file.
+    moved = move_secrets(s, os.environ, fresh=not running)
     check_credentials(s)
     _prepare_dirs(s)
     if s.redis_warning:
         log(f"warning: {s.redis_warning}")
-    running = supervisor_running(s)
-    moved = move_secrets(s, os.environ, fresh=not running)
     if moved:
         log(f"{', '.join(moved)}: moved into {secrets_dir(Path(s.home))}/ for the programs that use them")
     if running:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from api import apitoken
-from baton.errors import CredentialsError, TokenError
+from baton.errors import CredentialsError, StackError, TokenError
 from baton.secretfiles import secrets_dir
 from baton.settings import SIM_PRIVATE_KEY, credentials, load
+from deploy import supervisord
 from deploy.supervisord import move_secrets, scrubbed_env, supervisor_env
 
 KEY = "0x" + "ab" * 32
@@ -74,6 +75,22 @@ def test_secrets_are_moved_into_owner_only_files_that_the_users_read(tmp_path: P
     assert not (d / "private-key").exists() and not (d / "api-token").exists()
     assert credentials(s, env={}).private_key == SIM_PRIVATE_KEY
     assert apitoken.load(s, env={}).source == str(s.token_file)
+
+
+def test_live_start_checks_the_key_this_start_was_given_not_an_earlier_starts(tmp_path: Path, monkeypatch):
+    # An earlier `baton run` was given a key; this one, fresh, is not, and live mode has no
+    # credentials file: nothing starts (as before the key moved into a file), and the stale
+    # file is gone rather than handed to a worker.
+    s = load(
+        {"BATON_HOME": str(tmp_path), "BATON_MODE": "live", "BATON_CREDENTIALS_FILE": str(tmp_path / "none")}
+    )
+    move_secrets(s, {"BATON_PRIVATE_KEY": KEY}, fresh=True)
+    monkeypatch.delenv("BATON_PRIVATE_KEY", raising=False)
+    monkeypatch.delenv("BATON_API_TOKEN", raising=False)
+    with pytest.raises(StackError, match=r"live mode needs the private key.*Nothing was started"):
+        supervisord.start(s, log=lambda _: None)
+    assert not (secrets_dir(tmp_path) / "private-key").exists()
+    assert not (tmp_path / "var" / "run").exists()  # nothing was prepared either
 
 
 def test_a_moved_secret_others_could_read_is_refused(tmp_path: Path):
