@@ -57,9 +57,14 @@ def _stopped(pid: int) -> bool:
         return f.read().rsplit(")", 1)[-1].split()[0] == "T"
 
 
-def _stall_in_entry_tick(st: Stack, sim: httpx.Client, pid: int) -> int:
+def _last_tick(st: Stack) -> int:
+    last = st.redis.xrevrange("baton:journal:ticks", count=1)
+    return int(last[0][1]["tick"]) if last else -1
+
+
+def _stall_in_entry_tick(st: Stack, sim: httpx.Client, pid: int) -> tuple[int, int]:
     """Hold the next entry tick's /books answer, SIGSTOP the worker while it waits for it;
-    returns the boundary (ms) of the tick that was stopped."""
+    returns (when the stop came, wall ms; the last tick journaled before the stalled one)."""
     now = time.time() * 1000
     at = now - now % WINDOW_MS + ENTRY_PHASE_MS - 400
     if at < now + 300:
@@ -72,9 +77,10 @@ def _stall_in_entry_tick(st: Stack, sim: httpx.Client, pid: int) -> int:
         assert time.monotonic() < deadline, "no /books request reached the sim"
         time.sleep(0.01)
     os.kill(pid, signal.SIGSTOP)
-    matched_ms = time.time() * 1000
+    stopped_ms = int(time.time() * 1000)
     wait_for(lambda: _stopped(pid), 10, "the worker stopped")
-    return int(matched_ms // TICK_MS * TICK_MS)
+    # The stalled tick is not journaled yet (that comes at its end): the one before it is.
+    return stopped_ms, _last_tick(st)
 
 
 def test_a_worker_stalled_past_its_lease_deadline_posts_nothing_when_it_wakes():
@@ -92,21 +98,22 @@ def test_a_worker_stalled_past_its_lease_deadline_posts_nothing_when_it_wakes():
 
         # (a) Nobody else trades: stalled past the deadline, it refuses, then re-establishes.
         refusals = _lease_refusals(st)
-        boundary = _stall_in_entry_tick(st, sim, blue)
+        stopped_ms, journaled = _stall_in_entry_tick(st, sim, blue)
         stopped.append(blue)
         before = set(_orders_by_id(st))
-        # Past the deadline (the renewal was sent at the boundary), not yet past the lease's
-        # expiry by much: nobody takes it over, there is no standby.
-        time.sleep(max(0.0, (boundary + s.lease_ms - s.lease_margin_ms + 700 - time.time() * 1000) / 1000))
+        # Past the deadline (the renewal was sent at the stalled tick's start, before the stop);
+        # nobody takes the lease over, there is no standby.
+        time.sleep(max(0.0, (stopped_ms + s.lease_ms - s.lease_margin_ms + 700 - time.time() * 1000) / 1000))
         os.kill(blue, signal.SIGCONT)
         stopped.remove(blue)
-        stalled_tick = boundary // TICK_MS
 
         def stalled_entry() -> dict[str, str] | None:
-            got = [e for e in invariants.journal(st.redis) if int(e["tick"]) == stalled_tick]
+            got = [e for e in invariants.journal(st.redis) if int(e["tick"]) > journaled]
             return got[0] if got else None
 
         entry = wait_for(stalled_entry, 30, "the stalled tick's journal entry")
+        stalled_tick = int(entry["tick"])
+        assert int(entry["started_ms"]) <= stopped_ms, (entry, stopped_ms)
         assert entry["orders"] == "0" and int(entry["errors"]) >= 1, entry
         assert _lease_refusals(st) > refusals
         assert set(_orders_by_id(st)) == before, "the stalled tick posted after its deadline"
@@ -128,7 +135,7 @@ def test_a_worker_stalled_past_its_lease_deadline_posts_nothing_when_it_wakes():
         st.supervisor("startProcess", "worker-green", True)
         wait_for(lambda: st.redis.hget("baton:worker:green", "state") == "ready", 90, "green in standby")
         refusals = _lease_refusals(st)
-        boundary = _stall_in_entry_tick(st, sim, blue)
+        _stall_in_entry_tick(st, sim, blue)
         stopped.append(blue)
         before = set(_orders_by_id(st))
         wait_for(lambda: int(st.redis.hget("baton:lease", "epoch")) > epoch, 30, "green taking the lease")
