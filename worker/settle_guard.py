@@ -7,7 +7,8 @@ first, imports nothing from it, and refuses any job that is not a settlement of 
 the shape the kernel enqueues (kernel/settlement.py): the job is left failed in rq's
 FailedJobRegistry with the reason, logged, journaled (`journal:errors`, source `settle`) and
 counted (`settle:stats` `refused`), and the worker goes on with the next job. `GuardedJob` is
-the second lock: its function and callbacks resolve only to `settle_job`, never through an import.
+the second lock, for every other path rq has to a job: its function resolves only to
+`settle_job`, never through an import, and it has no callbacks and no webhooks.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def refusal(job: Job, prefix: str) -> str | None:
         func_name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
     except Exception as e:  # rq's DeserializationError, or a data tuple of another shape
         return f"unreadable job data ({type(e).__name__})"
-    if func_name not in JOB_FUNCS:
+    if not isinstance(func_name, str) or func_name not in JOB_FUNCS:
         return f"function {str(func_name)[:80]!r} is not the settlement function {settlement.JOB_FUNC}"
     if instance is not None:
         return "a settlement job calls no method of an instance"
@@ -85,7 +86,8 @@ class GuardedJob(Job):
 
     @property
     def func(self) -> Any:
-        if self.target is not None and self.func_name in JOB_FUNCS and self.instance is None:
+        name = self.func_name
+        if self.target is not None and isinstance(name, str) and name in JOB_FUNCS and self.instance is None:
             return self.target
         raise JobRefused(f"job {self.id}: {str(self.func_name)[:80]!r} is not the settlement function")
 

@@ -124,6 +124,8 @@ def test_a_job_naming_another_function_is_refused_not_run(r, tmp_path: Path, fun
             "webhooks",
         ),
         (["os.system", None], {}, "unreadable job data"),
+        ([["os", "system"], None, [], {}], {}, "is not the settlement function"),
+        ([{"f": 1}, None, [], {}], {}, "is not the settlement function"),
     ],
 )
 def test_a_job_of_another_shape_is_refused(r, data, fields, why):
