@@ -43,12 +43,20 @@ def _owner(uid: int) -> str:
         return str(uid)
 
 
+def _loads(raw: bytes) -> Any:
+    """The JSON value of a command file, or None when it has none (not JSON, not UTF-8, or
+    nested too deeply to decode safely: control/commands.py nested_too_deep)."""
+    if c.nested_too_deep(raw):
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _decode(raw: bytes) -> tuple[Any, c.Command | None, OpError | None]:
     """(the JSON value or None, the command or None, what was wrong or None)."""
-    try:
-        parsed = json.loads(raw)
-    except ValueError:  # also bytes that are not UTF-8
-        parsed = None
+    parsed = _loads(raw)
     try:
         return parsed, c.decode_command(raw), None
     except BadRequest as e:
@@ -69,10 +77,7 @@ def _command(raw: bytes, size: int) -> Decoded:
     file that is too big, not JSON, with an unknown field still stops when it says
     `"action": "halt"` (or is the bare word), and the warnings say what was wrong."""
     if size > MAX_COMMAND_BYTES:
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            parsed = None
+        parsed = _loads(raw)
         got: Decoded = Decoded(
             parsed, None, BadRequest(f"control.json is {size} bytes; at most {MAX_COMMAND_BYTES}"), []
         )
@@ -100,11 +105,7 @@ def _command(raw: bytes, size: int) -> Decoded:
 
 
 def _parses(raw: bytes) -> bool:
-    try:
-        json.loads(raw)
-    except ValueError:
-        return False
-    return True
+    return _loads(raw) is not None or raw.strip() == b"null"
 
 
 def _action(cmd: c.Command) -> str:

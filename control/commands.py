@@ -244,6 +244,8 @@ def decode_body(raw: bytes, typ: type[Any]) -> Any:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
     except UnicodeDecodeError as e:  # msgspec's own error for bytes that are not UTF-8
         raise BadRequest(f"request body is not valid UTF-8: {e}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
 
 
 def decode_command(raw: bytes) -> Command:
@@ -255,6 +257,8 @@ def decode_command(raw: bytes) -> Command:
         raise BadRequest(f"command is not valid JSON: {e}") from None
     except UnicodeDecodeError as e:
         raise BadRequest(f"command is not valid UTF-8: {e}") from None
+    except RecursionError:
+        raise BadRequest("command is nested too deeply") from None
 
 
 # --- stops: a halt (or pause) is never refused for its body -----------------------------------
@@ -268,6 +272,23 @@ _REASON_IN_TEXT = re.compile(r'"reason"\s*:\s*("(?:[^"\\]|\\.)*)')
 # A stop that does not parse as JSON (control.json): `"action": "halt"` in it, or a bare word.
 _ACTION_IN_TEXT = re.compile(r'"action"\s*:\s*"(halt|pause)"|\A\s*(halt|pause)\b')
 _LISTED = 10
+# Untyped JSON decoders (msgspec's and the standard library's) recurse in C for every level of
+# nesting and can overflow the C stack before Python's recursion limit stops them (a segfault
+# of the api, seen with 30,000 levels): a body nested deeper than this is not decoded at all.
+MAX_NESTING = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def nested_too_deep(raw: bytes, limit: int = MAX_NESTING) -> bool:
+    """Whether JSON text opens more than `limit` arrays or objects inside each other (brackets
+    inside strings do not count). Ask before handing text to an untyped JSON decoder."""
+    depth = 0
+    for b in _BRACKETS.findall(_JSON_STRING.sub(b'""', raw)):
+        depth += 1 if b in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def stop_action_in(raw: bytes) -> str:
@@ -301,8 +322,10 @@ def read_stop_body(
     if not text.strip():
         return typ(), warnings
     try:
+        if nested_too_deep(raw):
+            raise msgspec.DecodeError(f"nested deeper than {MAX_NESTING} levels")
         value = msgspec.json.decode(text.encode("utf-8", "replace"))
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, RecursionError) as e:  # RecursionError: nested too deeply
         reason = _salvaged_reason(text)
         kept = "its reason field" if reason is not None else "its first characters"
         warnings.append(f"body is not JSON ({e}): {kept} kept as the reason")
@@ -315,7 +338,7 @@ def read_stop_body(
         return typ(reason=text), warnings
     known = set(typ.__struct_fields__) | ignore
     unknown = [str(k) for k in value if k not in known]
-    warnings += [f"unknown field {k!r} ignored" for k in unknown[:_LISTED]]
+    warnings += [f"unknown field {k[:60]!r} ignored" for k in unknown[:_LISTED]]
     if len(unknown) > _LISTED:
         warnings.append(f"{len(unknown) - _LISTED} more unknown fields ignored")
     reason = value.get("reason", default)

@@ -45,6 +45,7 @@ def halt_bodies(seq: int) -> list[tuple[str, bytes, str]]:
         ("a JSON list", b"[1, 2]", "not an object"),
         ("not UTF-8", b'{"reason": "\xff\xfe chaos"}', "not valid UTF-8"),
         ("over 64 KiB", b'{"reason": "flood", "pad": "' + b"x" * 70_000 + b'"}', "over 65536 bytes"),
+        ("nested deeply", b"[" * 20_000 + b"]" * 20_000, "nested deeper than"),
     ]
 
 
@@ -53,8 +54,8 @@ def inject_halt(ctx: Any, rnd: random.Random) -> Outcome:
     order may reach the venue until the resume (checked from the sim's order list, whose
     times are whole seconds: a hold under a second could not be judged). Half the halts carry
     a bad body (a reason too long, an unknown field, not JSON, not UTF-8, over the body
-    limit): each must halt all the same, say what was wrong in `warnings`, and take effect
-    (a tick started after the acknowledgement journals `halted`)."""
+    limit, nested 20,000 levels deep): each must halt all the same, say what was wrong in
+    `warnings`, and take effect (a tick started after the acknowledgement journals `halted`)."""
     out = Outcome()
     moment = _entry_moment(ctx, rnd)
     bodies = halt_bodies(ctx.seq)

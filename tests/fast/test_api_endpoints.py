@@ -264,6 +264,7 @@ LONG = "x" * 250
         (b'{"reason": 5}', "5", ["reason is a JSON number, not a string"]),
         (b'{"reason": "caf\xe9 \xff"}', "caf\ufffd \ufffd", ["body is not valid UTF-8"]),
         (json.dumps({"reason": "a\nb\tc"}).encode(), "a b c", []),
+        (b"[" * 30_000 + b"]" * 30_000, "[" * 200, ["body is not JSON (nested deeper than 64 levels)"]),
     ],
 )
 async def test_a_halt_with_a_bad_body_halts_and_says_what_was_wrong(

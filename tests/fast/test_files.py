@@ -289,6 +289,11 @@ def test_a_bad_command_is_archived_with_what_was_wrong(door, text, action, names
         ("halt please, the venue is down", "halt please, the venue is down", "body is not JSON"),
         (b'{"action": "halt", "reason": "caf\xe9"}', "caf\ufffd", "not valid UTF-8"),
         ('{"action": "halt", "reason": 7}', "7", "reason is a JSON number"),
+        (
+            '{"action": "halt", "reason": ' + "[" * 20_000 + "]" * 20_000 + "}",
+            ('{"action": "halt", "reason": ' + "[" * 200)[:200],
+            "nested deeper than 64 levels",
+        ),
     ],
 )
 def test_a_halt_in_control_json_is_never_refused_for_its_text(door, text, reason, warned):
