@@ -5,6 +5,8 @@ Pure functions of the decision, the limits and the account state read from Redis
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 from state.structs import MICROS
@@ -40,8 +42,8 @@ def daily_loss_breach(limits: RiskLimits, day_pnl_micros: int) -> str | None:
 
 def check_entry(stake_usd: float, limits: RiskLimits, acct: Account) -> str | None:
     """None when the entry may go ahead (and acct takes on its exposure), else the reason."""
-    if stake_usd <= 0:
-        return f"stake {stake_usd} USD is not positive"
+    if not math.isfinite(stake_usd) or stake_usd <= 0:
+        return f"stake {stake_usd} USD is not a positive number"
     if stake_usd > limits.max_stake_usd:
         return f"stake {stake_usd:.2f} USD exceeds max stake {limits.max_stake_usd:.2f} USD"
     stake = round(stake_usd * MICROS)

@@ -31,3 +31,10 @@ def test_reaching_the_daily_loss_limit_gives_a_halt_reason_and_blocks_entries():
     reason = daily_loss_breach(LIMITS, -50_000_000)
     assert reason and "daily loss limit" in reason
     assert "daily loss limit" in check_entry(5, LIMITS, acct(day_pnl_micros=-60_000_000))
+
+
+def test_a_stake_that_is_not_a_finite_positive_number_is_refused_not_raised():
+    for stake in (float("nan"), float("inf"), -1.0, 0.0):
+        acct = Account(cash_micros=10**9, open_exposure_micros=0, day_pnl_micros=0)
+        assert "not a positive number" in (check_entry(stake, LIMITS, acct) or "")
+        assert acct.open_exposure_micros == 0
