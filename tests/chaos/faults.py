@@ -39,6 +39,7 @@ from tests.chaos.process_faults import (
     inject_rollback,
     inject_stop_worker,
 )
+from tests.chaos.value_faults import inject_garbage_values
 from tests.chaos.venue_faults import inject_sim_errors, inject_sim_latency
 
 # --- the catalogue -------------------------------------------------------------------------------
@@ -169,6 +170,19 @@ CATALOGUE: dict[str, FaultKind] = {
             "blocked, booked once after the repair), in stats.last_tick (the journal rebuilds "
             "its guard and goes on) or clean_stop_tick; no program restarts",
             inject_garbage_ledger,
+        ),
+        FaultKind(
+            "garbage-values",
+            MAIN,
+            False,
+            "0",
+            30,
+            0.0,
+            "garbage in the values the entry checks read (the day's PnL, an open position or "
+            "intent, a candle), or a candle dated in the future, held 2-4 s and "
+            "repaired: entries in its scope stop and it is reported; the future candle is "
+            "never read; after the repair the block clears and the ledger still balances",
+            inject_garbage_values,
         ),
         FaultKind(
             "kill-feed",

@@ -1,6 +1,7 @@
 """When, by the harness's fault log, no order may reach the venue: from a halt (or a garbage
-halted/paused flag) taking hold until its resume or cleanup was sent. Both the tick and the
-order invariants of the chaos checker judge by these windows.
+halted/paused flag) taking hold until its resume or cleanup was sent; and when no entry may be
+committed in a scope: while garbage in a value the entry checks read stood (issue #23 §2).
+Both the tick and the order invariants of the chaos checker judge by these windows.
 """
 
 from __future__ import annotations
@@ -42,3 +43,34 @@ def pause_windows(faults: list[dict[str, Any]], tick_ms: int) -> list[tuple[int,
             label = f"garbage-keys #{f['seq']}"
             out.append((int(det["written_ms"]) + grace, int(det["cleanup_sent_ms"]), label))
     return out
+
+
+def blocked_windows(faults: list[dict[str, Any]], tick_ms: int) -> list[tuple[int, int, str, str]]:
+    """(from_ms, until_ms, scope, label): while garbage stood in a value the entry checks read
+    (tests/chaos/value_faults.py), or in a slot's value (garbage-keys), no intent in `scope`
+    ('all', 'slot <id>', 'asset <name>') may be committed until the repair: from when the worker
+    showed it in baton:blocked (the tick that wrote it there made no entry in its scope), or,
+    where that is not known, two ticks and a second after the write (the tick in progress may
+    have read before it)."""
+    grace = UNACKED_GRACE_TICKS * tick_ms + UNACKED_GRACE_MS
+    out: list[tuple[int, int, str, str]] = []
+    for f in faults:
+        det = f.get("details") or {}
+        label = f"{f['kind']} #{f['seq']}"
+        if f["kind"] == "garbage-values" and det.get("repaired_ms"):
+            start = det.get("shown_ms") or int(det["written_ms"]) + grace
+            for b in det.get("blocked", ()):
+                out.append((int(start), int(det["repaired_ms"]), b["scope"], label))
+        elif f["kind"] == "garbage-keys" and det.get("variant") == "slot" and det.get("restored_ms"):
+            scope = f"slot {det['field']}"
+            out.append((int(det["written_ms"]) + grace, int(det["restored_ms"]), scope, label))
+    return out
+
+
+def in_scope(scope: str, slot_id: str) -> bool:
+    kind, _, name = scope.partition(" ")
+    if kind == "slot":
+        return slot_id == name
+    if kind == "asset":
+        return slot_id.split("-", 1)[0] == name
+    return kind == "all"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tests.chaos.halts import halt_windows, pause_windows
+from tests.chaos.halts import blocked_windows, halt_windows, in_scope, pause_windows
 from tests.chaos.report import Row, RunData, _fig, _i, _inv
 
 
@@ -77,6 +77,13 @@ def check_orders(d: RunData) -> tuple[list[Row], dict[str, Any]]:
         for a, b, label in pauses
         if a < _i(i.get("created_ms")) < b
     ]
+    blocks = blocked_windows(d.faults, d.tick_ms)
+    intents_in_block = [
+        f"intent {i['id']} committed at {i.get('created_ms')} ms, inside {label} [{a}, {b}] ({scope})"
+        for i in d.intents
+        for a, b, scope, label in blocks
+        if a < _i(i.get("created_ms")) < b and in_scope(scope, str(i.get("slot")))
+    ]
     rows = [
         _fig("orders", "posted", len(orders)),
         _inv(
@@ -97,6 +104,8 @@ def check_orders(d: RunData) -> tuple[list[Row], dict[str, Any]]:
             after_halt + intents_in_halt,
         ),
         _inv("orders", "entered while paused", len(intents_in_pause), 0, intents_in_pause),
+        _inv("orders", "entered past an unreadable value", len(intents_in_block), 0, intents_in_block),
+        _fig("orders", "garbage blocks checked", len(blocks)),
         _fig("orders", "halts checked", len(halts)),
     ]
     figures = {
@@ -107,6 +116,7 @@ def check_orders(d: RunData) -> tuple[list[Row], dict[str, Any]]:
         "after_halt": len(after_halt) + len(intents_in_halt),
         "halt_windows": [list(h) for h in halts],
         "pause_windows": [list(p) for p in pauses],
+        "blocked_windows": [list(b) for b in blocks],
         "intents": len(d.intents),
         "intents_by_status": dict(Counter(i.get("status") for i in d.intents)),
     }

@@ -165,3 +165,58 @@ def test_a_halt_answered_500_that_stood_anyway_is_still_checked():
     ]
     assert halts.halt_windows(d.faults, T) == [(1_043_000, 1_048_000, "garbage-keys #1")]
     assert broken(d) == {"posted after a halt"}  # trade 3: created in second 1045
+
+
+def test_an_entry_committed_past_garbage_in_its_scope_is_caught():
+    d = clean()
+    # Trade 3 (slot a3-15s) was committed at 1045 s; garbage stood from 1040 s to 1047 s.
+    blocked = [{"variant": "day-pnl", "key": "baton:ledger:day:x", "id": "x", "scope": "all"}]
+    d.faults = [
+        _fault(
+            "garbage-values",
+            1,
+            1_040_000,
+            1_048_000,
+            written_ms=1_040_000,
+            repaired_ms=1_047_000,
+            blocked=blocked,
+        )
+    ]
+    assert broken(d) == {"entered past an unreadable value"}
+    # Garbage that blocks another asset's slots only: not broken.
+    d.faults[0]["details"]["blocked"] = [dict(blocked[0], scope="asset a1")]
+    assert broken(d) == set()
+    d.faults[0]["details"]["blocked"] = [dict(blocked[0], scope="asset a3")]
+    assert broken(d) == {"entered past an unreadable value"}
+    # Garbage in one slot's value (garbage-keys): that slot only.
+    d.faults = [
+        _fault(
+            "garbage-keys",
+            1,
+            1_040_000,
+            1_048_000,
+            variant="slot",
+            field="a3-15s",
+            written_ms=1_040_000,
+            restored_ms=1_047_000,
+        )
+    ]
+    assert broken(d) == {"entered past an unreadable value"}
+    d.faults[0]["details"]["field"] = "a2-15s"
+    assert broken(d) == set()
+    # Committed by the tick in progress when the garbage was written: within the grace.
+    d.faults = [
+        _fault(
+            "garbage-values",
+            1,
+            1_044_000,
+            1_048_000,
+            written_ms=1_044_500,
+            repaired_ms=1_047_000,
+            blocked=blocked,
+        )
+    ]
+    assert broken(d) == set()
+    # Shown in baton:blocked at 1044.9 s: from then on, whatever the grace would say.
+    d.faults[0]["details"]["shown_ms"] = 1_044_900
+    assert broken(d) == {"entered past an unreadable value"}
