@@ -48,6 +48,11 @@ class EntryBlocks:
                 del self._by_source[source]
             self._merged = None
 
+    def any(self) -> bool:
+        """Whether any blocker is in force (the entry path's per-slot check is skipped when
+        none is: a thousand slots a tick)."""
+        return bool(self._by_source)
+
     def of(self, source: str) -> list[Blocker]:
         """What `source` found last."""
         return list(self._by_source.get(source, {}).values())

@@ -103,7 +103,9 @@ class Entries:
         # At most one entry per slot-window (intent_commit.lua enforces it; this saves the
         # strategy call and the books of slots that entered already); a slot whose cached
         # market is garbage waits (never discovered past it).
-        wanted = [w for w in wanted if w[0].id not in entered and not self.blocks.blocks(w[0].id, w[0].asset)]
+        wanted = [w for w in wanted if w[0].id not in entered]
+        if self.blocks.any():
+            wanted = [w for w in wanted if self.blocks.blocks(w[0].id, w[0].asset) is None]
         if not wanted:
             return 0, 0, problems
         markets = await self.markets.discover(cached, [r for r, _, _ in wanted], problems)
@@ -137,7 +139,7 @@ class Entries:
             if slot is None or not slot.enabled:
                 continue
             # The market cache's blockers are looked at once its entries are read again.
-            if self.blocks.blocks(ref.id, ref.asset, but_not="markets") is not None:
+            if self.blocks.any() and self.blocks.blocks(ref.id, ref.asset, but_not="markets") is not None:
                 continue
             name = slot.strategy
             try:

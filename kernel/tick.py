@@ -128,6 +128,8 @@ class TickRunner:
         # Unreadable values new entries wait on (kernel/blocking.py): the tick's own read's,
         # the market cache's, and any other reader's.
         self.blocks = EntryBlocks()
+        # The last tick's problems (each is journaled once while it repeats tick after tick).
+        self._reported: set[str] = set()
         self.entries = Entries(
             store,
             venue,
@@ -235,9 +237,13 @@ class TickRunner:
         # The blockers are journaled when they change (not every tick), with status and
         # /metrics reading the set in Redis.
         problems += await self.blocks.publish(self.store, self.ident.epoch, started, lazy=True)
-        for p in problems:
+        # A problem that stands (garbage in a control field, a market the venue lacks) is
+        # logged and journaled when it appears, not again every tick while it stays.
+        fresh = [p for p in problems if p not in self._reported]
+        self._reported = set(problems)
+        for p in fresh:
             log.warning("tick %d: %s", tick, p)
-        await self.store.record_errors("tick", problems, now_ms=started)
+        await self.store.record_errors("tick", fresh, now_ms=started)
         rec = TickRecord(
             tick=tick,
             color=self.ident.color,
