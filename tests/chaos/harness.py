@@ -212,11 +212,15 @@ def run(args: argparse.Namespace) -> int:
         data_file.write_text(json.dumps(dataclasses.asdict(run_data), default=str))
         result["data"] = str(data_file)
         report = checker.check(run_data)
+        # Under every fault, each program did its work as its own Redis user (state/acl.py):
+        # a refusal is a right missing on some recovery path.
+        denials = [d for d in st.acl_denials() if d.get("reason") != "auth"]
         planned_kinds = sorted({p.kind for lane in schedule.values() for p in lane})
         injected_kinds = sorted({f["kind"] for f in faults})
         result.update(
             {
-                "ok": not report.broken,
+                "ok": not report.broken and not denials,
+                "acl_denials": denials,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(chaos_start / 1000)),
                 "duration_s": args.duration_s,
                 "tick_ms": tick_ms,
@@ -241,8 +245,10 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(checker.fault_table(report))
         print()
-        if report.broken:
-            print(f"chaos: BROKEN: {', '.join(r.name for r in report.broken)}")
+        if denials:
+            print(f"chaos: Redis refused a program (ACL LOG): {denials[:5]}")
+        if report.broken or denials:
+            print(f"chaos: BROKEN: {', '.join([r.name for r in report.broken] + ['acl'] * bool(denials))}")
             print(f"chaos: seed {seed}; replay with: {replay}")
             print(f"chaos: logs under {st.home}/var/log")
             rc = 1

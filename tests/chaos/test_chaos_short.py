@@ -37,6 +37,7 @@ def test_a_minute_of_every_fault_breaks_no_invariant(tmp_path):
     rc = harness.run(args)
     res = json.loads(out.read_text())
     broken = res.get("report", {}).get("broken", res.get("error"))
+    assert res.get("acl_denials") == [], res.get("acl_denials")  # every program had the rights it used
     assert rc == 0, f"chaos seed {SEED}: broken {broken}; stack logs under {res.get('home')}"
     assert res["kinds_injected"] == sorted(faults.DEFAULT_KINDS), res["kinds_not_injected"]
     figs = res["report"]["figures"]
