@@ -10,6 +10,8 @@ import multiprocessing as mp
 import random
 from typing import Any
 
+import redis
+
 from bench.redis_server import bare
 from bench.rig import PREFIX
 from feed.store import Batch, CandleStore
@@ -45,14 +47,18 @@ class Prices:
         return Candle(open_s * 1000, r(o), r(hi), r(lo), r(c), round(self.rng.uniform(0.1, 50.0), 3), True)
 
 
-def feeder_main(url: str, assets: list[str], phase_ms: int, retention_s: int, ready: Any, stop: Any) -> None:
+def feeder_main(
+    url: str, assets: list[str], phase_ms: int, retention_s: int, ready: Any, stop: Any, failed: Any = None
+) -> None:
     """One closed 1 s candle per asset every second, through the feed's own store (one
-    feed_write.lua call per batch), `phase_ms` after the boundary that closes it."""
-    asyncio.run(_feeder(url, assets, phase_ms, retention_s, ready, stop))
+    feed_write.lua call per batch), `phase_ms` after the boundary that closes it. A write that
+    fails (Redis too busy to answer in time) is counted in `failed` and the next second's
+    goes on, as the feed goes on."""
+    asyncio.run(_feeder(url, assets, phase_ms, retention_s, ready, stop, failed))
 
 
 async def _feeder(
-    url: str, assets: list[str], phase_ms: int, retention_s: int, ready: Any, stop: Any
+    url: str, assets: list[str], phase_ms: int, retention_s: int, ready: Any, stop: Any, failed: Any
 ) -> None:
 
     r = connection.async_client(bare(url), decoded=False)
@@ -76,7 +82,13 @@ async def _feeder(
         batch = Batch()
         for a in assets:
             store.accept(batch, a, prices.candle(a, sec))
-        await store.write(batch)
+        try:
+            await store.write(batch)
+        except (redis.RedisError, OSError):
+            if failed is None:
+                raise
+            with failed.get_lock():
+                failed.value += 1
         sec += 1
     await r.aclose()
 
@@ -85,9 +97,11 @@ class Feeder:
     def __init__(self, url: str, assets: list[str], phase_ms: int, retention_s: int = 3600) -> None:
         ctx = mp.get_context("spawn")
         self.ready, self.stop_evt = ctx.Event(), ctx.Event()
+        # Writes that failed (Redis did not answer in time), for the benchmark's report.
+        self.failed = ctx.Value("i", 0)
         self.proc = ctx.Process(
             target=feeder_main,
-            args=(url, assets, phase_ms, retention_s, self.ready, self.stop_evt),
+            args=(url, assets, phase_ms, retention_s, self.ready, self.stop_evt, self.failed),
             name="bench-feeder",
             daemon=True,
         )

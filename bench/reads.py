@@ -332,13 +332,16 @@ def _redis_cpu_s(r: redis.Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-async def segment(rig: Rig, wire: Wire, url: str, seconds: int, readers: Readers | None) -> dict[str, Any]:
+async def segment(
+    rig: Rig, wire: Wire, feeder: Feeder, url: str, seconds: int, readers: Readers | None
+) -> dict[str, Any]:
     """`seconds` ticks of the worker, with `readers` running beside it (or none)."""
     r = redis.Redis.from_url(url)
     with readers if readers is not None else contextlib.nullcontext():
-        cpu0, t0 = _redis_cpu_s(r), time.monotonic()
+        cpu0, t0, feed0 = _redis_cpu_s(r), time.monotonic(), feeder.failed.value
         samples, skipped = await run_ticks(rig, wire, max(1, seconds * 1000 // rig.s.tick_ms))
         redis_cpu = (_redis_cpu_s(r) - cpu0) / (time.monotonic() - t0)
+        feed_failed = feeder.failed.value - feed0
     mem = int(r.info("memory")["used_memory"])
     r.close()
     return {
@@ -346,6 +349,7 @@ async def segment(rig: Rig, wire: Wire, url: str, seconds: int, readers: Readers
         "skipped_boundaries": skipped,
         "redis_cpu_share": round(redis_cpu, 3),
         "redis_used_memory": mem,
+        "feed_writes_failed": feed_failed,
         "readers": readers.seen if readers is not None else None,
     }
 
@@ -360,6 +364,7 @@ def summarise(segments: list[dict[str, Any]]) -> dict[str, Any]:
         "entry_ms": stats([x.duration_ms for x in samples if x.kind == "entry"]),
         "failed": sum(x.kind == "failed" for x in samples),
         "skipped_boundaries": sum(seg["skipped_boundaries"] for seg in segments),
+        "feed_writes_failed": sum(seg.get("feed_writes_failed", 0) for seg in segments),
         "redis_cpu_share": stats([seg["redis_cpu_share"] for seg in segments]),
         "redis_used_memory": max(seg["redis_used_memory"] for seg in segments),
     }
@@ -391,6 +396,7 @@ def _worst(groups: list[dict[str, Any]], q: str) -> float | None:
 async def run_phase(
     rig: Rig,
     wire: Wire,
+    feeder: Feeder,
     args: argparse.Namespace,
     env: dict[str, str],
     tree: Path | None,
@@ -433,7 +439,7 @@ async def run_phase(
                 assert code is not None
                 readers = Readers(code, env, args.scrapers, args.every_s)
             print(f"  round {rnd + 1}: {cond}: {args.seconds} s of ticks ...", flush=True)
-            seg = await segment(rig, wire, url, args.seconds, readers)
+            seg = await segment(rig, wire, feeder, url, args.seconds, readers)
             by[cond].append(seg)
             d = summarise([seg])
             print(
@@ -478,7 +484,7 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
             now_s = int(time.time())
             wire = Wire().install()
             try:
-                with Feeder(url, assets, 20, s.candle_retention_s):
+                with Feeder(url, assets, 20, s.candle_retention_s) as feeder:
                     rig = Rig(s, StubVenue(), SystemClock())
                     await rig.start()
                     await rig.runner.dry_run()
@@ -487,7 +493,7 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
                         for days, conditions in plan:
                             phases.append(
                                 await run_phase(
-                                    rig, wire, args, env, tree, slots, now_s, loaded, days, conditions
+                                    rig, wire, feeder, args, env, tree, slots, now_s, loaded, days, conditions
                                 )
                             )
                             loaded = days
@@ -527,10 +533,10 @@ def _n(v: Any, digits: int = 1) -> str:
 def render(result: dict[str, Any]) -> str:
     rows = [
         "| history | readers | ticks | tick ms median | p99 | × alone median | × alone p99 "
-        "| entry ticks ms p99 | skipped | Redis CPU | scrapes/s | scrape ms median "
+        "| entry ticks ms p99 | skipped | failed | Redis CPU | scrapes/s | scrape ms median "
         "| p99 (worst segment) | /pnl ms median "
         "| status.json writes/s | api CPU |",
-        "|" + "---|" * 16,
+        "|" + "---|" * 17,
     ]
     for ph in result["phases"]:
         h = ph["history"]
@@ -541,7 +547,7 @@ def render(result: dict[str, Any]) -> str:
             rows.append(
                 f"| {label} | {cond} | {c['ticks']} | {_n(d.get('median'), 2)} | {_n(d.get('p99'), 1)} "
                 f"| {d['median'] / alone['median']:.2f}× | {d['p99'] / alone['p99']:.2f}× "
-                f"| {_n(c['entry_ms'].get('p99'), 1)} | {c['skipped_boundaries']} "
+                f"| {_n(c['entry_ms'].get('p99'), 1)} | {c['skipped_boundaries']} | {c['failed']} "
                 f"| {c['redis_cpu_share']['median'] * 100:.0f} % "
                 f"| {_n(rd.get('scrapes_per_s'))} | {_n(rd.get('scrape_ms_median'))} "
                 f"| {_n(rd.get('scrape_ms_p99'))} "
@@ -557,9 +563,13 @@ def render(result: dict[str, Any]) -> str:
             f"holding Redis {ph['count_once']['longest_call_ms']:.0f} ms"
         )
         for cond, c in ph["conditions"].items():
-            rd = c.get("readers")
-            if rd and (rd["scrape_errors"] or rd["failed"]):
-                lines.append(f"  {cond}: {rd['scrape_errors']} failed scrapes; {rd['failed']}")
+            rd = c.get("readers") or {"scrape_errors": 0, "failed": []}
+            if rd["scrape_errors"] or rd["failed"] or c.get("feed_writes_failed") or c["failed"]:
+                lines.append(
+                    f"  {cond}: {c['failed']} failed ticks, {c.get('feed_writes_failed', 0)} candle "
+                    f"writes that Redis did not answer in time, {rd['scrape_errors']} failed scrapes "
+                    f"{rd['failed'] or ''}"
+                )
     return "\n".join(lines)
 
 

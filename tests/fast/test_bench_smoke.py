@@ -303,7 +303,7 @@ def test_reads_loads_a_history_that_the_counts_add_up_to_and_renders_its_table(r
         },
     }
     table = reads.render({"phases": [phase]})
-    assert "| 7 d (174 positions, 1.0 GiB) | new readers | 1 | 2.00 | 2.0 | 1.00× |" in table
+    assert "| 7 d (174 positions, 1.0 GiB) | new readers | 1 | 2.00 | 2.0 | 1.00× |" in table, table
     assert "50.0 | 3.0 | 9.0 | 5.0 | 1.00 | 10 % |" in table
     assert "tick alone p99 2.0 ms, new readers 2.0 ms" in bench_all.h_reads(
         {"phases": [phase], "machine": {"slots": 2}}
