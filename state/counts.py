@@ -196,8 +196,8 @@ async def read_counts_async(r: Any, k: Keys) -> Counts:
     return scan_counts(intents, positions, open_hash=int(replies[3]))
 
 
-# Fields per HSCAN page of the backfill: a few tens of milliseconds of Redis per call.
-RECOUNT_PAGE = 5000
+# Fields per HSCAN page of the backfill: some tens of milliseconds of Redis per call.
+RECOUNT_PAGE = 2000
 HASHES = ("intents", "positions")
 
 

@@ -8,10 +8,26 @@
 -- status` reports it), the same way here and in counts_recount.lua.
 local INTENT_STATUSES = {committed = true, posted = true, filled = true, rejected = true, failed = true}
 
+-- The top-level string field `name` of a record's JSON: a plain search for the compact form
+-- our writers write (fast: the backfill classifies millions), else a pattern that allows
+-- whitespace around the colon.
+local function json_word(json, name)
+  local _, e = string.find(json, '"' .. name .. '":"', 1, true)
+  if e then return string.match(json, '^(%l+)"', e + 1) end
+  return string.match(json, '"' .. name .. '"%s*:%s*"(%l+)"')
+end
+
+-- Whether the top-level `won` of a position's JSON is true.
+local function json_won(json)
+  local _, e = string.find(json, '"won":', 1, true)
+  if e then return string.match(json, '^%s*true', e + 1) ~= nil end
+  return string.find(json, '"won"%s*:%s*true') ~= nil
+end
+
 -- 'intents:<status>' or 'intents:unreadable'; nil for no record.
 local function intent_count_field(json)
   if not json then return nil end
-  local st = string.match(json, '"status"%s*:%s*"(%l+)"')
+  local st = json_word(json, 'status')
   if st and INTENT_STATUSES[st] then return 'intents:' .. st end
   return 'intents:unreadable'
 end
@@ -20,10 +36,10 @@ end
 -- {'positions:settled', 'positions:won'}, {'positions:unreadable'}; {} for no record.
 local function position_count_fields(json)
   if not json then return {} end
-  local st = string.match(json, '"status"%s*:%s*"(%l+)"')
+  local st = json_word(json, 'status')
   if st == 'open' then return {'positions:open'} end
   if st == 'settled' then
-    if string.find(json, '"won"%s*:%s*true') then return {'positions:settled', 'positions:won'} end
+    if json_won(json) then return {'positions:settled', 'positions:won'} end
     return {'positions:settled'}
   end
   return {'positions:unreadable'}

@@ -56,13 +56,18 @@ if redis.call('HEXISTS', KEYS[1], 'recounting') == 0 then return 'LOST' end
 if step == 'page' then
   local positions = ARGV[2] == 'positions'
   local page = redis.call('HSCAN', positions and KEYS[3] or KEYS[2], ARGV[3], 'COUNT', ARGV[4])
-  local kv, delta = page[2], {}
+  local kv, delta, noted = page[2], {}, {}
+  if positions then
+    -- The positions settled since the count began (few: the counts hash holds little else).
+    local counts = redis.call('HGETALL', KEYS[1])
+    for i = 1, #counts, 2 do
+      if string.sub(counts[i], 1, 8) == 'settled:' then noted[string.sub(counts[i], 9)] = true end
+    end
+  end
   for i = 1, #kv, 2 do
     if positions then
       local fields = position_count_fields(kv[i + 1])
-      if fields[1] ~= 'positions:open' and redis.call('HEXISTS', KEYS[1], 'settled:' .. kv[i]) == 0 then
-        count_add(delta, fields, 1)
-      end
+      if fields[1] ~= 'positions:open' and not noted[kv[i]] then count_add(delta, fields, 1) end
     else
       count_add(delta, {intent_count_field(kv[i + 1])}, 1)
     end

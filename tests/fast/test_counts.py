@@ -446,3 +446,39 @@ async def settle(env: Any, pid: str, won: bool) -> None:
         settled_ms=p.window_end_s * 1000 + 1000,
     )
     assert await env.store.settle_position(raw, done) == "OK"
+
+
+def test_the_scripts_classify_each_record_as_the_scan_does(env):
+    """Compact JSON as msgspec writes it, whitespace, a status inside another string, garbage:
+    counts_recount.lua (through _counts.lua) and scan_counts agree on every one."""
+    intents = [
+        '{"id":"a","status":"posted"}',
+        '{"id":"b", "status" : "filled"}',
+        '{"id":"c","error":"\\"status\\":\\"filled\\"","status":"failed"}',
+        '{"id":"d","status":"exploded"}',
+        '{"id":"e"}',
+        "{not json",
+    ]
+    positions = [
+        '{"id":"p","status":"settled","won":true}',
+        '{"id":"q","status":"settled","won":false}',
+        '{"id":"r","status": "settled", "won" : true}',
+        '{"id":"s","status":"settled","won": true}',
+        '{"id":"t","status":"settled","won":null}',
+        '{"id":"u","status":"open"}',
+        '{"id":"v","status":"lost"}',
+    ]
+    for n, raw in enumerate(intents):
+        env.r.hset(K.intents(), f"i{n}", raw)
+    for n, raw in enumerate(positions):
+        env.r.hset(K.positions(), f"p{n}", raw)
+    env.r.hset(K.positions_open(), "p5", positions[5])
+    assert recount_sync(env.r, K, NOW_MS)
+    pipe = env.r.pipeline(transaction=False)
+    queue_counts(pipe, K)
+    counts = counts_from(pipe.execute())
+    scanned = scan_counts(intents, positions, open_hash=1)
+    assert counts is not None
+    fields = ("intents", "intents_unreadable", "positions_open", "positions_settled", "positions_won")
+    assert {f: getattr(counts, f) for f in fields} == {f: getattr(scanned, f) for f in fields}
+    assert counts.intents["failed"] == 1 and counts.intents_unreadable == 3 and counts.positions_won == 3
