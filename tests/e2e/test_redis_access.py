@@ -160,10 +160,18 @@ def test_only_the_stacks_users_get_in_each_to_its_own_keys_and_commands():
         out = st.baton("redis-cli", "-a", "guess", "PING", timeout_s=30)
         assert out.returncode == 1 and "chooses the server and the user" in out.stderr
 
+        # `baton run` on a running stack renders the rules again and Redis reloads them: a
+        # right given by hand does not outlive it.
+        admin.execute_command("ACL", "SETUSER", "feed", "+config|get")
+        assert allowed(admin, "feed", "CONFIG", "GET", "x")
+        rerun = st.baton("run")
+        assert rerun.returncode == 0 and "already running" in rerun.stdout, rerun.stderr
+        assert not allowed(admin, "feed", "CONFIG", "GET", "x")
+
         # No secret in status (endpoints.redis included), in any log, or in what was printed.
         status = st.baton("status", "--json", timeout_s=30).stdout
         assert json.loads(status)["endpoints"]["redis"] == s.redis_url_shown
-        shown = status + st.baton("status").stdout + st.logs() + out.stdout + out.stderr
+        shown = status + st.baton("status").stdout + st.logs() + out.stdout + out.stderr + rerun.stdout
         logs = "".join(f.read_text(errors="replace") for f in (st.home / "var" / "log").glob("*.log*"))
         for secret in secrets(st):
             assert secret not in shown and secret not in logs
