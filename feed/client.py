@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from baton.errors import BadFrame, RateLimited
+from baton.errors import BadFrame, RateLimited, UnreadableValue
 from baton.settings import CANDLE_INTERVAL, Settings
 from feed.backfill import Backfill
 from feed.backoff import Backoff
@@ -172,6 +172,12 @@ class Feed:
                     reason = await self._until_stopped(self._session(http))
                 except RedisError as e:
                     reason = f"redis unavailable: {type(e).__name__}: {e}"
+                except UnreadableValue as e:
+                    # One of the feed's own keys holds garbage (feed_write.lua wrote nothing):
+                    # like Redis being away, the session ends and backs off; once it is
+                    # repaired the reconnect backfills what was not written.
+                    log.error("feed: a write refused, waiting for a repair: %s", e)
+                    reason = f"redis holds garbage: {e}"
                 except (OSError, WebSocketException, TimeoutError, RateLimited) as e:
                     reason = f"{type(e).__name__}: {e}"
                 except Exception as e:  # a bug ends this connection, never the feed

@@ -169,3 +169,34 @@ async def test_a_stop_at_any_point_of_a_session_ends_the_feed(redis, binance, re
         done, _ = await asyncio.wait({task}, timeout=DEADLINE_S)
         assert done, f"stop #{i} did not end the feed"
         task.result()
+
+
+async def test_a_garbage_feed_key_ends_the_session_quietly_and_the_feed_resumes_once_repaired(
+    redis, binance, rest, caplog
+):
+    """feed_write.lua refuses a batch when a key of the feed's own is of another type (nothing
+    written): the session ends as on a Redis outage, without a traceback, and the feed writes
+    again once the key is repaired."""
+    await redis.set("baton:feed:status", "garbage")
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+
+        async def connected():
+            return len(binance.paths) >= 1
+
+        await wait_for(connected, "a connection")
+        binance.send(kline("btc", t))
+
+        async def refused():
+            return "waiting for a repair" in caplog.text
+
+        await wait_for(refused, "the refused write")
+        assert "unexpected error" not in caplog.text
+        assert await candles(redis) == []
+        await redis.delete("baton:feed:status")
+        binance.send(kline("btc", t + 1000))
+
+        async def stored():
+            return len(await candles(redis)) >= 1
+
+        await wait_for(stored, "candles once the key is repaired")
