@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from state.structs import CANDLE, Candle
+from state.structs import CANDLE, Candle, candle_problem
 
 FULL_EVERY_MS = 30_000
 # Seconds of 1s candles read per asset for the volatility estimate (a tick's window).
@@ -161,10 +161,14 @@ class CandleCache:
     def _decode(self, asset: str, raw: Any, problems: list[str]) -> Candle | None:
         self.stats.decoded += 1
         try:
-            return CANDLE.decode(raw)
+            c = CANDLE.decode(raw)
         except msgspec.DecodeError as e:
             problems.append(f"candle {asset}: cannot decode {str(raw)[:80]!r}: {e}")
             return None
+        if why := candle_problem(c):
+            problems.append(f"candle {asset} at {c.open_ms}: {why}")
+            return None
+        return c
 
 
 def _open_ms(c: Candle) -> int:

@@ -40,6 +40,7 @@ from state.structs import (
     Intent,
     Position,
     Slot,
+    candle_problem,
 )
 
 ENTRY_LEG = "entry"
@@ -377,7 +378,11 @@ async def read_snapshot(
             members, kind = [], "all"
         recent[a], closes[a] = cache.update(a, since_ms, now_ms, kind, members, mark, found)
         for t, m in zip(opens_wanted.get(a, ()), opens_found, strict=True):
-            open_by_start[(a, t)] = decode_reported(CANDLE, m, f"open candle at {t}", found) if m else None
+            c = decode_reported(CANDLE, m, f"open candle at {t}", found) if m else None
+            if c is not None and (why := candle_problem(c)):
+                found.append(f"open candle at {t}: {why}")
+                c = None
+            open_by_start[(a, t)] = c
         if found:
             blockers.append(Blocker(key=k.candles(a, CANDLE_INTERVAL), problem=found[0], asset=a))
     opens: dict[str, Candle | None] = {}

@@ -45,6 +45,20 @@ class Candle(msgspec.Struct, array_like=True, frozen=True):
     closed: bool
 
 
+# The prices a candle may hold (the feed refuses frames outside them: venues/binance.py).
+MAX_PRICE = 1e15
+
+
+def candle_problem(c: Candle) -> str:
+    """Why a decoded candle cannot be a kline ('' when it can): the feed writes none such, so
+    one in Redis was written by hand, and a strategy must not read it as the price."""
+    if not all(0 < p < MAX_PRICE for p in (c.open, c.high, c.low, c.close)):
+        return f"prices out of (0, {MAX_PRICE:g}): o={c.open} h={c.high} l={c.low} c={c.close}"
+    if c.high < max(c.open, c.close, c.low) or c.low > min(c.open, c.close):
+        return f"inconsistent: o={c.open} h={c.high} l={c.low} c={c.close}"
+    return ""
+
+
 class FeedStatus(msgspec.Struct, frozen=True):
     """What the feed last wrote for one asset and interval."""
 

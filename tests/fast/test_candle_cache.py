@@ -21,7 +21,8 @@ LOOKBACK_S = 10
 
 def _candle(open_ms: int, rng: random.Random, closed: bool = True) -> Candle:
     px = round(rng.uniform(90.0, 110.0), 2)
-    return Candle(open_ms, px, px + 1, px - 1, round(rng.uniform(90.0, 110.0), 2), 1.0, closed)
+    close = round(rng.uniform(90.0, 110.0), 2)
+    return Candle(open_ms, px, max(px, close) + 1, min(px, close) - 1, close, 1.0, closed)
 
 
 async def _feed_write(store, asset: str, candles: list[Candle], cutoff_ms: int) -> None:

@@ -257,7 +257,7 @@ async def test_the_reader_ignores_candles_dated_in_the_future(rig):
 
 def test_the_candle_cache_ignores_candles_dated_in_the_future():
     cache = CandleCache()
-    members = [CANDLE.encode(Candle(t, 1, 1, 1, float(t), 1, True)) for t in (1000, 2000, 9000)]
+    members = [CANDLE.encode(Candle(t, t, t, t, float(t), 1, True)) for t in (1000, 2000, 9000)]
     recent, closes = cache.update("btc", 0, 2500, "all", members, "1:1:0", [])
     assert [c.open_ms for c in recent] == [1000, 2000] and closes == (1000.0, 2000.0)
 
@@ -351,3 +351,18 @@ def test_a_feed_status_dated_in_the_future_is_stale():
 
     assert not feed_stale(FeedStatus(10_000, 9_000, 1.0), 10_500, 5_000)
     assert feed_stale(FeedStatus(10_000 + 3_600_000, 9_000, 1.0), 10_500, 5_000)
+
+
+def test_a_candle_no_kline_could_be_is_garbage():
+    from state.structs import candle_problem
+
+    assert candle_problem(Candle(0, 10.0, 11.0, 9.0, 10.5, 1.0, True)) == ""
+    for bad in (
+        Candle(0, 10.0, 11.0, 9.0, 1e16, 1.0, True),  # past any price
+        Candle(0, 10.0, 11.0, 0.0, 10.5, 1.0, True),  # not positive
+        Candle(0, 10.0, 11.0, 9.0, 12.0, 1.0, True),  # close above high
+        Candle(0, 10.0, 11.0, 10.5, 10.2, 1.0, True),  # low above open
+    ):
+        assert candle_problem(bad), bad
+    recent, _ = CandleCache().update("btc", 0, 5000, "all", [CANDLE.encode(bad)], "1:1:0", problems := [])
+    assert recent == [] and "inconsistent" in problems[0]
