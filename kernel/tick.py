@@ -190,7 +190,12 @@ class TickRunner:
         problems = list(snap.problems)
         # An asset whose candles this tick did not read (its slots asleep) keeps the blockers
         # of its last read: they clear when a read finds its window clean.
-        kept = [b for b in self.blocks.of("tick") if b.asset and b.asset not in snap.recent]
+        unread = self.store.k.feed_status() if not snap.recent else None  # read with candles only
+        kept = [
+            b
+            for b in self.blocks.of("tick")
+            if (b.asset and b.asset not in snap.recent) or (not b.asset and b.key == unread)
+        ]
         self.blocks.found("tick", snap.blockers + kept)
         # Garbage the market prefetch found between ticks, until its window ends.
         self.blocks.found("markets", self.markets.blockers(started))

@@ -6,12 +6,14 @@ go on, and clears by itself once repaired.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import pytest
+from redis.exceptions import ResponseError
 
 from kernel.blocking import EntryBlocks
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
@@ -366,3 +368,50 @@ def test_a_candle_no_kline_could_be_is_garbage():
         assert candle_problem(bad), bad
     recent, _ = CandleCache().update("btc", 0, 5000, "all", [CANDLE.encode(bad)], "1:1:0", problems := [])
     assert recent == [] and "inconsistent" in problems[0]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "baton:slots",
+        "baton:feed:status",
+        "baton:positions:open",
+        "baton:intents:open",
+        "baton:ledger:totals",
+        "day",
+        "baton:control",
+        "baton:candles:btc:1s",
+        "baton:candles:marks",
+    ],
+)
+async def test_a_key_of_the_wrong_type_blocks_entries_and_the_ticks_go_on(rig, key):
+    """A hash or window replaced by a string: read as nothing it would be a zero or an absence
+    (a daily PnL of 0, no open position); it blocks entries instead, and every tick is still
+    journaled (settlement and reconciliation go on). The control hash fails safe: halted."""
+    key = _day(rig) if key == "day" else key
+    feed = rig.feed
+
+    async def feed_past_it() -> None:  # the rig's feed writes these keys too: it fails on them
+        with contextlib.suppress(ResponseError):
+            await feed()
+
+    rig.feed = feed_past_it  # type: ignore[method-assign]
+    before = await rig.store.r.dump(key)
+    await rig.store.r.delete(key)
+    await rig.store.r.set(key, "a string")
+    outs = await rig.run_ticks(20)
+    assert len(await rig.store.r.xrange(rig.store.k.journal_ticks())) == 20
+    if key == "baton:candles:marks":  # no marks: every window is read whole, nothing is wrong
+        assert await rig.store.read_blocked() == [] and await rig.store.read_intents()
+        return
+    only = "btc-" if key.startswith("baton:candles:") else ""  # a window blocks its asset only
+    assert [i.id for i in await rig.store.read_intents() if i.slot.startswith(only)] == []
+    blocked = {b.key for b in await rig.store.read_blocked()}
+    assert key in blocked and all(o.record.blocked >= 1 for o in outs[1:]), blocked
+    if key == "baton:control":
+        assert all(o.record.halted for o in outs)
+    await rig.store.r.delete(key)
+    if before is not None:
+        await rig.store.r.restore(key, 0, before)
+    await rig.run_ticks(16)  # a window: the feed status and candles are read in its entry zone
+    assert key not in {b.key for b in await rig.store.read_blocked()}
