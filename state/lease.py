@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+from baton.errors import UnreadableValue
 from state.repo import Repo, text
 
 
@@ -89,4 +92,11 @@ class LeaseRepo(Repo):
         return int(res) == 1
 
     async def read_lease(self) -> dict[str, str]:
-        return await self.r.hgetall(self.k.lease())
+        """The lease hash; UnreadableValue when the key holds another type (the worker then
+        stands by and says so, as lease_acquire.lua would refuse it: never a crash)."""
+        try:
+            return await self.r.hgetall(self.k.lease())
+        except ResponseError as e:
+            if str(e).startswith("WRONGTYPE"):
+                raise UnreadableValue(self.k.lease(), "(type)", f"not a hash: {e}") from None
+            raise

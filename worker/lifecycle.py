@@ -430,6 +430,9 @@ class Worker:
         if prev == "active" and self.last_tick >= 0:
             await self.store.mark_clean_stop(self.last_tick)
         # Also when a stop came just as a handover gave us the lease: let the next one have it.
-        if await lease.release(self.store, self.holder):
-            log.info("stopped cleanly after tick %d, lease released", self.last_tick)
+        try:
+            if await lease.release(self.store, self.holder):
+                log.info("stopped cleanly after tick %d, lease released", self.last_tick)
+        except UnreadableValue as e:
+            log.error("stopping with the lease unreadable, nothing to release: %s", e)
         await self._beat()

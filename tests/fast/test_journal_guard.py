@@ -154,3 +154,65 @@ async def test_a_garbage_journal_counter_blocks_entries_until_repaired_and_is_jo
     assert out[-1].record.blocked == 0
     assert len(await ticks(store)) == before + 2
     assert await store.read_blocked() == []
+
+
+@pytest.mark.parametrize("garbage", ["epoch", "lease"])
+async def test_a_worker_stands_by_over_a_garbage_lease_and_trades_once_repaired(rig, garbage):
+    """A garbage epoch counter or a lease key of another type: no lease can be taken safely.
+    The worker stands by and says why (heartbeat, error journal) instead of crash-looping,
+    and takes the lease once the value is repaired."""
+    import asyncio
+
+    from kernel.clock import VirtualClock
+    from worker.lifecycle import Worker
+
+    store = rig.store
+    await store.release_lease("blue:t", rig.epoch)
+    if garbage == "epoch":
+        await store.r.set(store.k.lease_epoch(), "garbage")
+    else:
+        await store.r.set(store.k.lease(), "garbage")
+    w = Worker(rig.settings, store, rig.venue, VirtualClock(rig.clock.now_ms() + 60_000), "blue")
+    task = asyncio.ensure_future(w.run())
+    try:
+        for _ in range(200):
+            if "lease not taken" in w.error:
+                break
+            await asyncio.sleep(0.02)
+        assert "lease not taken" in w.error and w.state == "ready"
+        beat = await store.r.hgetall(store.k.worker("blue"))
+        assert "lease not taken" in beat["error"]
+        errors = [f["error"] for _, f in await store.r.xrange(store.k.journal_errors())]
+        assert any(e.startswith("lease not taken") for e in errors), errors
+        if garbage == "epoch":
+            await store.r.set(store.k.lease_epoch(), rig.epoch)
+        else:
+            await store.r.delete(store.k.lease())
+        for _ in range(300):
+            if w.state == "active":
+                break
+            await asyncio.sleep(0.02)
+        assert w.state == "active" and w.error == "" and not task.done()
+    finally:
+        w.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_a_worker_stopped_while_the_lease_is_garbage_stops_cleanly(rig):
+    import asyncio
+
+    from kernel.clock import VirtualClock
+    from worker.lifecycle import Worker
+
+    store = rig.store
+    await store.release_lease("blue:t", rig.epoch)
+    await store.r.set(store.k.lease(), "garbage")
+    w = Worker(rig.settings, store, rig.venue, VirtualClock(rig.clock.now_ms() + 60_000), "blue")
+    task = asyncio.ensure_future(w.run())
+    for _ in range(200):
+        if "lease not taken" in w.error:
+            break
+        await asyncio.sleep(0.02)
+    w.request_stop()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert w.state == "stopped"
