@@ -72,13 +72,16 @@ class LeaseRepo(Repo):
         pipe.hset(self.k.handover(), mapping={**fields, "id": request_id, "state": "requested"})
         return pipe.execute() if pipeline is None else None
 
-    def cancel_handover(self, request_id: str, reason: str, now_ms: int, pipeline: Any = None) -> Any:
-        """Withdraw a request not carried out in time (handover_cancel.lua): its state after,
-        'cancelled' or as it was ('done', 'refused', '')."""
+    def cancel_handover(
+        self, request_id: str, reason: str, now_ms: int, pipeline: Any = None, state: str = "cancelled"
+    ) -> Any:
+        """Withdraw a request not carried out in time (handover_cancel.lua), or refuse it
+        (`state="refused"`, the active worker): its state after, `state` or as it was ('done',
+        'refused', '')."""
         return self._call(
             self.scripts.handover_cancel,
             keys=[self.k.handover()],
-            args=[request_id, reason, now_ms],
+            args=[request_id, reason, now_ms, state],
             pipeline=pipeline,
         )
 

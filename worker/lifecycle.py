@@ -407,9 +407,14 @@ class Worker:
                 self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms
             )
         except UnreadableValue as e:
-            # Nothing was written: the lease stays ours and the deploy times out, saying so.
+            # Nothing was written: the lease stays ours, and the request is refused with the
+            # reason, so that the deploy says why at once.
             epoch, why = 0, f"UNREADABLE {e}"
             await self.store.record_error("worker", f"handover refused: {e}", now_ms=wall_ms())
+            with contextlib.suppress(UnreadableValue):  # the request itself may be the garbage
+                await self.store.cancel_handover(
+                    req.get("id", ""), f"unreadable value: {e}", self.clock.now_ms(), state="refused"
+                )
         if not epoch:
             log.warning("handover to %s refused: %s; still trading", successor, why)
             return False

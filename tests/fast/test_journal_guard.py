@@ -216,3 +216,20 @@ async def test_a_worker_stopped_while_the_lease_is_garbage_stops_cleanly(rig):
     w.request_stop()
     assert await asyncio.wait_for(task, 30) == 0
     assert w.state == "stopped"
+
+
+async def test_a_handover_over_a_garbage_counter_is_refused_with_why_and_the_lease_kept(rig):
+    from kernel.clock import VirtualClock
+    from worker.lifecycle import Worker
+
+    store = rig.store
+    await store.r.hset(store.k.stats(), "handovers", "garbage")
+    await store.request_handover("h1", {"to_holder": "green:2", "to_color": "green", "to_release": "r2"})
+    w = Worker(rig.settings, store, rig.venue, VirtualClock(rig.clock.now_ms()), "blue")
+    w.holder, w.epoch = "blue:t", rig.epoch
+    req = await store.r.hgetall(store.k.handover())
+    assert await w.hand_over(req, 41) is False
+    h = await store.r.hgetall(store.k.handover())
+    assert h["state"] == "refused" and "handovers" in h["reason"]
+    lease = await store.read_lease()
+    assert (lease["holder"], lease["epoch"]) == ("blue:t", str(rig.epoch))
