@@ -8,6 +8,7 @@ and break state that no program may touch); `Stack.client(user)` is a program's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from baton.settings import load
 from deploy.ports import free_port
@@ -39,7 +40,14 @@ def wait_for(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 
 class Stack:
+    # Every stack made in this process, so that a test's fixture can ask what Redis refused
+    # each (tests/e2e/conftest.py).
+    made: ClassVar[list[Stack]] = []
+
     def __init__(self, **env: str) -> None:
+        Stack.made.append(self)
+        # What Redis had refused the stack's users when it was stopped (ACL LOG; None: not read).
+        self.denials_at_stop: list[dict[str, Any]] | None = None
         # A short path: the supervisor unix socket lives under it (108-byte limit).
         self.home = Path(tempfile.mkdtemp(prefix="baton-e2e-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
@@ -103,6 +111,8 @@ class Stack:
         return "\n".join(out)
 
     def stop(self) -> None:
+        with contextlib.suppress(Exception):  # Redis may be down already
+            self.denials_at_stop = self.acl_denials()
         self.baton("stop", timeout_s=120)
         self.redis.close()
 

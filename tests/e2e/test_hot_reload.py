@@ -94,6 +94,5 @@ def test_editing_a_strategy_under_a_running_worker_reloads_it_between_ticks():
         )
         rep = invariants.check_ticks(invariants.journal(st.redis), since_tick=first)
         assert rep.missed_not_overrun == [] and rep.overruns_are_rare() and len(rep.runs) == 1, rep
-        assert st.acl_denials() == []  # every program did its work as its own Redis user
     finally:
         st.stop()

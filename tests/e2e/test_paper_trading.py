@@ -110,7 +110,6 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
             for p in st.supervisor("getAllProcessInfo")
             if p["name"] != "worker-green"
         )
-        assert st.acl_denials() == []  # every program did its work as its own Redis user
     finally:
         logs = st.logs()
         st.stop()

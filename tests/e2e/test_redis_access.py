@@ -159,6 +159,7 @@ def test_only_the_stacks_users_get_in_each_to_its_own_keys_and_commands():
         assert run.returncode == 0 and admin.get("baton:e2e:stdin") == "from stdin", run.stderr
         out = st.baton("redis-cli", "-a", "guess", "PING", timeout_s=30)
         assert out.returncode == 1 and "chooses the server and the user" in out.stderr
+        admin.execute_command("ACL", "LOG", "RESET")  # read: a refusal from here on would be news
 
         # `baton run` on a running stack renders the rules again and Redis reloads them: a
         # right given by hand does not outlive it.
@@ -197,5 +198,6 @@ def test_over_tcp_when_configured_the_stack_runs_and_a_stranger_is_refused():
         out = st.baton("redis-cli", "--json", "HGET", "baton:lease", "color", timeout_s=30)
         assert out.returncode == 0 and json.loads(out.stdout) == "blue", out.stderr
         assert {d["username"] for d in st.acl_denials()} == {"feed"}
+        st.redis.execute_command("ACL", "LOG", "RESET")
     finally:
         st.stop()
