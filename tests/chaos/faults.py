@@ -176,7 +176,7 @@ CATALOGUE: dict[str, FaultKind] = {
             MAIN,
             False,
             "0",
-            30,
+            60,  # up to a window's wait for the entry zone, the hold, and a window to clear
             0.0,
             "garbage in the values the entry checks read (the day's PnL, an open position or "
             "intent, a candle), or a candle dated in the future, held 2-4 s and "

@@ -32,6 +32,8 @@ GARBAGE_RECORDS: list[str | bytes] = ["{not json", '{"id": 7}', "[]", "null", b"
 VARIANTS = ("day-pnl", "position", "intent", "candle", "future-candle")
 # How long after the write the worker must show it in baton:blocked (a tick or two).
 SHOWN_WITHIN_S = 6.0
+# The longest wait for the entry zone before writing (else written at once).
+ALIGN_WITHIN_MS = 6_000
 
 
 def _metric(ctx: Any, scope: str) -> float | None:
@@ -94,16 +96,21 @@ def inject_garbage_values(ctx: Any, rnd: random.Random) -> Outcome:
     written: dict[str, dict[str, Any]] = {}
     repaired = False
     try:
-        if "candle" in variants or rnd.random() < 0.5:
-            # Half of them stand over the tick where a window's entries are made (snipe enters
-            # with a third of the window left), so that the block has something to stop. A
-            # candle window is read only while its slots are in their entry zone: garbage in
-            # one is found (and reported) there.
-            w, now = ctx.window_ms, ctx.now_ms()
-            at = now - now % w + w * 2 // 3 - rnd.uniform(1500, 2500)
-            if at < now + 200:
-                at += w
+        # Written a moment before the tick where a window's entries are made (snipe enters with
+        # a third of the window left) when that is near, so that the block has something to
+        # stop; the wait stays short (the run's length). A candle window is read only while
+        # its slots are in their entry zone: garbage in one is found (and reported) there, so
+        # the candle goes only then.
+        w, now = ctx.window_ms, ctx.now_ms()
+        at = now - now % w + w * 2 // 3 - rnd.uniform(1500, 2500)
+        if at < now + 200:
+            at += w
+        if at - now <= ALIGN_WITHIN_MS:
             sleep_until_ms(ctx, at)
+        elif "candle" in variants:
+            variants[variants.index("candle")] = rnd.choice(
+                [v for v in VARIANTS if v not in variants and v not in ("candle", "future-candle")]
+            )
         out.injected_ms = written_ms = ctx.now_ms()
         for v in variants:
             written[v] = _write(raw, v, rnd, asset, slot)
