@@ -24,7 +24,7 @@ from state.ledger import utc_day
 from state.structs import CANDLE, Candle
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # seven classes, a window or two each
 
 TICK_MS = 1000
 WINDOW_MS = 15_000  # TRADING's 15s windows
