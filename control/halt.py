@@ -10,6 +10,7 @@ more), makes the ledger durable, and waits for the worker's report of its cancel
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -66,13 +67,16 @@ def set_flags(
     ctx: Context, action: str, reason: str, actor: c.Actor, expect_seq: int | None = None
 ) -> tuple[int, int, int, int]:
     """One flag change through control_set.lua: (seq, receivers, was_halted, was_paused).
-    With `expect_seq`, refused (Conflict) when the flags changed since that seq."""
+    With `expect_seq`, refused (Conflict) when the flags changed since that seq. Each call
+    carries a request id of its own, so that the client's retry after a lost reply answers
+    as the change did rather than meeting its own seq (state/lua/control_set.lua)."""
     res = ControlRepo(ctx.r, ctx.k).set_flags(
         action,
         ctx.clock_ms(),
         reason,
         f"{actor.source}:{actor.who}",
         "" if expect_seq is None else expect_seq,
+        request_id=secrets.token_hex(8),
     )
     if int(res[0]) == -1:
         raise Conflict(

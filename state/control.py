@@ -76,15 +76,17 @@ class ControlRepo(Repo):
         who: str,
         expect_seq: int | str = "",
         pipeline: Any = None,
+        request_id: str = "",
     ) -> Any:
         """Halt, pause or resume through state/lua/control_set.lua: the flags, `seq` and the
         pub/sub announcement change together. With `expect_seq`, refused when the flags changed
-        since. The script's reply: [seq or -1, receivers or the current seq, was halted, was
-        paused]."""
+        since. With `request_id`, a retry of a change that landed gets that change's reply
+        again instead of being applied twice. The script's reply: [seq or -1, receivers or the
+        current seq, was halted, was paused, reset]."""
         return self._call(
             self.scripts.control_set,
             keys=[self.k.control()],
-            args=[self.k.control_events(), action, now_ms, reason, who, expect_seq],
+            args=[self.k.control_events(), action, now_ms, reason, who, expect_seq, request_id],
             pipeline=pipeline,
         )
 

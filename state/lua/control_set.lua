@@ -3,7 +3,10 @@
 -- KEYS[1] control hash
 -- ARGV[1] channel, ARGV[2] action (halt|pause|resume), ARGV[3] now_ms, ARGV[4] reason,
 -- ARGV[5] who, ARGV[6] expected seq ('' = any): a resume made on a view of the flags that is
--- no longer current (a halt came in between) is refused, so it cannot lift a halt unseen
+-- no longer current (a halt came in between) is refused, so it cannot lift a halt unseen,
+-- ARGV[7] request id ('' = none): clients retry a command whose reply was lost, and the
+-- retry of a change that did land must answer as the change did (a resume would otherwise
+-- be refused by its own seq, a halt counted twice), so the last change keeps its id and reply
 -- Returns {seq, receivers, was_halted, was_paused, reset} (flags as they were before the
 -- change; reset = 1 when the key held another type and was replaced), or {-1, current seq}
 -- when ARGV[6] did not match.
@@ -26,6 +29,16 @@ local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'hash' and t ~= 'none' then
   redis.call('DEL', KEYS[1])
   reset = 1
+end
+if ARGV[7] ~= nil and ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'request_id') == ARGV[7] then
+  local ok, reply = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'request_reply') or '')
+  if ok and type(reply) == 'table' and #reply == 5 then
+    for i = 1, 5 do
+      if type(reply[i]) ~= 'number' then ok = false end
+    end
+    if ok then return reply end
+  end
+  -- An unreadable stored reply: treat the request as new (a halt halts again, at worst).
 end
 -- The counter is read as state/control.py reads it: digits only, else 0 (garbage).
 local raw = redis.call('HGET', KEYS[1], 'seq')
@@ -56,4 +69,8 @@ else
 end
 redis.call('HSET', KEYS[1], 'updated_ms', ARGV[3])
 local receivers = redis.call('PUBLISH', ARGV[1], cjson.encode({action = action, seq = seq}))
-return {seq, receivers, was_halted, was_paused, reset}
+local reply = {seq, receivers, was_halted, was_paused, reset}
+if ARGV[7] ~= nil and ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'request_id', ARGV[7], 'request_reply', cjson.encode(reply))
+end
+return reply
