@@ -24,7 +24,7 @@ from state.ledger import utc_day
 from state.structs import CANDLE, Candle
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # seven classes, a window or two each
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # seven classes in five rounds
 
 TICK_MS = 1000
 WINDOW_MS = 15_000  # TRADING's 15s windows
@@ -40,15 +40,6 @@ SWAP = (
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def sleep_until_phase(phase_ms: int) -> None:
-    """Until `phase_ms` into a window, at least 300 ms from now."""
-    now = now_ms()
-    at = now - now % WINDOW_MS + phase_ms
-    if at < now + 300:
-        at += WINDOW_MS
-    time.sleep((at - now) / 1000)
 
 
 @dataclass
@@ -204,44 +195,116 @@ def _blocked_lines(st: Stack, key: str, word: str) -> list[str]:
     ]
 
 
+def _each_once(lines: list[str]) -> set[str]:
+    """The values `lines` name ("entries blocked (scope): <key field>: why", "entries unblocked
+    (scope): <key field> is readable again"), each named once; none when one is named twice.
+    (The cached-market class is one value per window it is held across.)"""
+    where = [line.split(": ")[1].removesuffix(" is readable again") for line in lines]
+    return set(where) if len(set(where)) == len(where) else set()
+
+
+def _hold_across_an_entry_zone(from_ms: int) -> int:
+    """Sleeps until 500 ms before the end of the first window whose whole entry zone opens
+    after `from_ms` (the zone ends then); answers the time then."""
+    end = from_ms - from_ms % WINDOW_MS + WINDOW_MS - 500
+    if from_ms % WINDOW_MS > ENTRY_PHASE_MS - 200:
+        end += WINDOW_MS
+    time.sleep(max(0, end - now_ms()) / 1000)
+    return now_ms()
+
+
+def _write(st: Stack, g: Garbage) -> Any:
+    """Writes `g`; once the tick that read it blocks, status names its key, field and scope."""
+    old = g.write(st.redis)
+    # (a cached market is read when its window opens: up to a window after it is written)
+    b = wait_for(partial(_shown, st, g), 30, f"{g.name}: status reporting the garbage")
+    assert b["scope"] == g.scope and b["problem"], b
+    return old
+
+
+def _held(st: Stack, g: Garbage, since_ms: int, repair_ms: int) -> None:
+    """While only `g` blocked its scope (from `since_ms` to `repair_ms`), across an entry
+    zone in which every slot in scope would have entered: none did, and `g` was journaled once."""
+    assert not _entries(st, g.scope, since_ms, repair_ms), f"{g.name}: entries went on past the garbage"
+    if g.scope == "all":
+        held = [e for e in invariants.journal(st.redis) if since_ms <= int(e["started_ms"]) < repair_ms]
+        assert held and all(e["evaluated"] == "0" and e["orders"] == "0" for e in held), held
+    lines = _blocked_lines(st, g.key, "entries blocked")
+    assert _each_once(lines), f"{g.name}: not journaled once: {lines}"
+    assert all(g.field in line for line in lines), lines
+
+
+def _repair(st: Stack, g: Garbage, old: Any, still: list[Garbage]) -> None:
+    """Repairs `g`: it clears (journaled once) while the garbage in `still` keeps blocking."""
+    g.repair(st.redis, old)
+    wait_for(partial(_cleared, st, g), 20, f"{g.name}: the blocker clearing after the repair")
+    cleared = _blocked_lines(st, g.key, "entries unblocked")
+    assert _each_once(cleared) == _each_once(_blocked_lines(st, g.key, "entries blocked")), cleared
+    for other in still:
+        assert _shown(st, other), f"{other.name}: cleared by {g.name}'s repair"
+
+
 def test_each_garbage_class_blocks_entries_is_reported_and_clears_after_a_repair():
     st = Stack(BATON_TICK_MS=str(TICK_MS), **TRADING)
     s = settings_mod.load(st.env)
     http = httpx.Client(base_url=f"http://{s.api_host}:{s.api_port}", timeout=30)
+    slots = [f"{a}-15s" for a in TRADING["BATON_ASSETS"].split(",")]
     try:
         st.start()
         wait_for(lambda: len(invariants.redis_intents(st.redis)) >= 4, 90, "the worker trading")
         wait_for(lambda: http.get("/health").status_code == 200, 30, "the api")
-        for g in _classes(st.redis):
-            sleep_until_phase(ENTRY_PHASE_MS - 3000)
-            written_ms = now_ms()
-            old = g.write(st.redis)
+        classes = _classes(st.redis)
 
-            # The first tick that read it blocks: status names the key, field and scope.
-            b = wait_for(partial(_shown, st, g), 20, f"{g.name}: status reporting the garbage")
-            assert b["scope"] == g.scope and b["problem"], b
-            # (status may show it a moment before that tick's journal entry is written)
-            first = wait_for(partial(_first_blocked_tick, st, written_ms), 10, f"{g.name}: a blocked tick")
-            assert _metric(http, "baton_entries_blocked", scope=g.scope.split(" ")[0]) >= 1
-            # Held past the window's entry zone: every slot in scope would have entered.
-            sleep_until_phase(WINDOW_MS - 500)
-            repair_ms = now_ms()
-            assert not _entries(st, g.scope, first, repair_ms), f"{g.name}: entries went on past the garbage"
-            if g.scope == "all":
-                held = [e for e in invariants.journal(st.redis) if first <= int(e["started_ms"]) < repair_ms]
-                assert held and all(e["evaluated"] == "0" and e["orders"] == "0" for e in held), held
-            lines = _blocked_lines(st, g.key, "entries blocked")
-            assert len(lines) == 1, f"{g.name}: journaled {len(lines)} times, not once: {lines}"
-            assert g.field in lines[0]
-
-            g.repair(st.redis, old)
-            wait_for(partial(_cleared, st, g), 20, f"{g.name}: the blocker clearing after the repair")
-            assert len(_blocked_lines(st, g.key, "entries unblocked")) == 1
-            wait_for(
-                partial(_entries, st, g.scope, repair_ms), 75, f"{g.name}: entries resuming after the repair"
-            )
-        assert st.status()["blocked"] == []
+        # Round 1: the scoped classes at once (their scopes do not overlap), held across an
+        # entry zone; the slots outside every scope keep entering meanwhile. The cached market
+        # goes first: the worker reads the next window's when that window opens.
+        scoped = sorted((g for g in classes if g.scope != "all"), key=lambda g: g.name != "cached market")
+        outside = [i for i in slots if not any(_in_scope(g.scope, i) for g in scoped)]
+        assert outside, slots
+        written_ms = now_ms()
+        olds = [_write(st, g) for g in scoped]
+        since_ms = now_ms()  # all three block from here
+        # (status may show it a moment before that tick's journal entry is written)
+        first = wait_for(partial(_first_blocked_tick, st, written_ms), 10, "a blocked tick")
+        assert _metric(http, "baton_entries_blocked", scope="slot") == 2
+        assert _metric(http, "baton_entries_blocked", scope="asset") == 1
         assert _metric(http, "baton_entries_blocked", scope="all") == 0
+        # Held across entry zones until every slot outside entered (the first, most often: a
+        # slot may skip a window when no side's price is in range).
+        for n in range(3):
+            repair_ms = _hold_across_an_entry_zone(since_ms + n * WINDOW_MS)
+            if all(_entries(st, f"slot {i}", first) for i in outside):
+                break
+        assert all(_entries(st, f"slot {i}", first) for i in outside), f"{outside} did not enter"
+        for g in scoped:
+            _held(st, g, first, repair_ms)
+        for n, (g, old) in enumerate(zip(scoped, olds, strict=True)):
+            _repair(st, g, old, scoped[n + 1 :])
+
+        # Rounds 2-5: one account-wide class per entry zone, each written while the one before
+        # still blocks (both shown), which is then repaired: it clears, the new one blocks on
+        # alone across the next entry zone.
+        prev: tuple[Garbage, Any] | None = None
+        for g in (g for g in classes if g.scope == "all"):
+            written_ms = now_ms()
+            old = _write(st, g)
+            if prev is None:
+                since_ms = wait_for(
+                    partial(_first_blocked_tick, st, written_ms), 10, f"{g.name}: a blocked tick"
+                )
+                assert _metric(http, "baton_entries_blocked", scope="all") == 1
+            else:
+                assert _metric(http, "baton_entries_blocked", scope="all") == 2
+                _repair(st, *prev, still=[g])
+                since_ms = now_ms()
+            repair_ms = _hold_across_an_entry_zone(since_ms)
+            _held(st, g, since_ms, repair_ms)
+            prev = (g, old)
+        assert prev is not None
+        _repair(st, *prev, still=[])
+        assert st.status()["blocked"] == []
+        for kind in ("all", "slot", "asset"):
+            assert _metric(http, "baton_entries_blocked", scope=kind) == 0
 
         # A candle dated in the future: never read, blocks nothing, and a restarted feed does
         # not trim the real candles behind it nor refuse the new ones as out of order.
@@ -258,7 +321,11 @@ def test_each_garbage_class_blocks_entries_is_reported_and_clears_after_a_repair
         )
         real = st.redis.zcount(key, "-inf", now_ms())
         assert real > 30, f"the real xrp candles were trimmed: {real} left"
-        wait_for(lambda: _entries(st, "asset xrp", restarted_ms), 75, "xrp trading on past the future candle")
+        # Every slot enters again after the repairs (the scoped classes' and the account-wide
+        # ones'), xrp past the future candle too: one entry zone for all of them.
+        for i in slots:
+            what = f"{i}: entries resuming after the repairs and the feed's restart"
+            wait_for(partial(_entries, st, f"slot {i}", restarted_ms), 75, what)
         assert st.status()["blocked"] == []
 
         # Nothing half-booked: the ledger identity, every order once, every fill booked.
