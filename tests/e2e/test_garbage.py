@@ -213,12 +213,18 @@ def _hold_across_an_entry_zone(from_ms: int) -> int:
     return now_ms()
 
 
-def _write(st: Stack, g: Garbage) -> Any:
-    """Writes `g`; once the tick that read it blocks, status names its key, field and scope."""
-    old = g.write(st.redis)
-    # (a cached market is read when its window opens: up to a window after it is written)
-    b = wait_for(partial(_shown, st, g), 30, f"{g.name}: status reporting the garbage")
+def _seen(st: Stack, g: Garbage) -> dict[str, Any]:
+    """Once the tick that read `g` blocks, status names its key, field and scope."""
+    # (a cached market is read when its window's entry zone opens: up to 25 s after it is written)
+    b = wait_for(partial(_shown, st, g), 45, f"{g.name}: status reporting the garbage")
     assert b["scope"] == g.scope and b["problem"], b
+    return b
+
+
+def _write(st: Stack, g: Garbage) -> Any:
+    """Writes `g` and sees it shown; answers what the repair needs."""
+    old = g.write(st.redis)
+    _seen(st, g)
     return old
 
 
@@ -256,14 +262,17 @@ def test_each_garbage_class_blocks_entries_is_reported_and_clears_after_a_repair
         classes = _classes(st.redis)
 
         # Round 1: the scoped classes at once (their scopes do not overlap), held across an
-        # entry zone; the slots outside every scope keep entering meanwhile. The cached market
-        # goes first: the worker reads the next window's when that window opens.
+        # entry zone; the slots outside every scope keep entering meanwhile. The worker reads a
+        # window's cached market when its entry zone opens: the garbage one is the next window's
+        # (and blocks until that window ends: it is repaired first, the others still showing).
         scoped = sorted((g for g in classes if g.scope != "all"), key=lambda g: g.name != "cached market")
         outside = [i for i in slots if not any(_in_scope(g.scope, i) for g in scoped)]
         assert outside, slots
         written_ms = now_ms()
-        olds = [_write(st, g) for g in scoped]
-        since_ms = now_ms()  # all three block from here
+        olds = [g.write(st.redis) for g in scoped]
+        shown = [_seen(st, g) for g in scoped]
+        market = next(b["key"] for b, g in zip(shown, scoped, strict=True) if g.name == "cached market")
+        since_ms = int(market.rsplit("-", 1)[1]) * 1000  # all three block from that window on
         # (status may show it a moment before that tick's journal entry is written)
         first = wait_for(partial(_first_blocked_tick, st, written_ms), 10, "a blocked tick")
         assert _metric(http, "baton_entries_blocked", scope="slot") == 2
