@@ -27,7 +27,7 @@ UV_COMPILE = $(LOCKER)/bin/uv pip compile --quiet --generate-hashes --python-ver
 # through the environment, never through a command line the shell parses: each is taken
 # unexpanded (`$(value)`: make does not run a `$(...)` in it), exported, and read in the recipes
 # as "$$NAME" in double quotes, so no character of it is interpreted, by make or by the shell.
-USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE
+USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
@@ -156,8 +156,14 @@ bench-reads: bootstrap
 chaos: bootstrap
 	$(PY) -m tests.chaos.harness --duration-s="$${DURATION:-600}" $${SEED:+--seed="$$SEED"}
 
+# Most end-to-end tests wait on real time (windows, entry zones, restarts) far more than they
+# use the CPU, so they run three at a time beside the fast suite, in three groups of about
+# equal length (`xdist_group("stacks-a")`...) so that no one worker draws them all. The tests
+# judged by the wall clock (a missed tick, a restart's length; marked `serial`) then run
+# alone, where another stack's work cannot be mistaken for a fault. JOBS=1: one at a time.
 test: bootstrap
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q -n "$${JOBS:-3}" --dist loadgroup -m "not serial" tests
+	$(VENV)/bin/pytest -q -m serial tests
 
 test-fast: bootstrap
 	$(VENV)/bin/pytest -q tests/fast

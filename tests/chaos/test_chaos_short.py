@@ -11,7 +11,7 @@ import pytest
 
 from tests.chaos import faults, harness
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(420)]
 
 SEED = 20261121
 

@@ -19,7 +19,7 @@ from baton import settings as settings_mod
 from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-b"), pytest.mark.timeout(420)]
 
 TICK_MS = 1000
 WINDOW_MS = 15_000  # TRADING's 15s windows

@@ -41,6 +41,7 @@ def _ticks_since(st: Stack, tick: int, n: int) -> None:
     )
 
 
+@pytest.mark.serial
 def test_twenty_deploys_while_trading_miss_no_tick_and_duplicate_nothing():
     st = Stack(BATON_TICK_MS="500", **TRADING)
     try:
@@ -79,6 +80,7 @@ def test_twenty_deploys_while_trading_miss_no_tick_and_duplicate_nothing():
         st.stop()
 
 
+@pytest.mark.xdist_group("stacks-c")
 def test_broken_releases_never_take_over_and_rollback_hands_back(tmp_path):
     st = Stack(BATON_TICK_MS="500", **TRADING)
     try:

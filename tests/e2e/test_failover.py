@@ -15,7 +15,7 @@ import pytest
 from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(600)]
 
 TICK_MS = 5000  # the default: the target is stated for it
 KILLS = 4

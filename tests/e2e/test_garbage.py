@@ -24,7 +24,8 @@ from state.ledger import utc_day
 from state.structs import CANDLE, Candle
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # seven classes in five rounds
+# seven classes in five rounds
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(900)]
 
 TICK_MS = 1000
 WINDOW_MS = 15_000  # TRADING's 15s windows

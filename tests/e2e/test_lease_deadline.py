@@ -26,7 +26,7 @@ from deploy import releases
 from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(420)]
 
 TICK_MS = 1000
 WINDOW_MS = 15_000  # TRADING's 15s windows
