@@ -28,7 +28,12 @@ def secrets_dir(home: Path) -> Path:
 def private_dir(path: Path) -> Path:
     """`path` as a folder only its owner may enter: created 0700, tightened to 0700 if it is
     ours and looser, refused if it belongs to another user."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    # mkdir's mode applies to the last folder only: the parents it makes (var/secrets for
+    # var/secrets/redis) would get the umask's 0755, so each missing one is made here.
+    for folder in [*reversed(path.parents), path]:
+        if not folder.exists():
+            folder.mkdir(mode=DIR_MODE, exist_ok=True)
+            os.chmod(folder, DIR_MODE)
     st = path.stat()
     if st.st_uid != os.getuid():
         raise SecretFileError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})")

@@ -151,7 +151,8 @@ def owner_only_dir(path: Path) -> None:
 def _prepare_dirs(s: Settings) -> None:
     # var/ itself first: owner-only, nothing under it is reachable by another user, whatever
     # an older version created inside.
-    for d in (s.var_dir, s.log_dir, s.run_dir, s.var_dir / "redis", s.run_dir / "supervisor.d"):
+    dirs = (s.var_dir, s.log_dir, s.run_dir, s.var_dir / "redis", s.run_dir / "supervisor.d")
+    for d in (*dirs, secrets_dir(Path(s.home))):
         owner_only_dir(d)
     fragment = s.run_dir / "supervisor.d" / "redis.conf"
     if s.embedded_redis:

@@ -48,3 +48,14 @@ def test_write_secret_replaces_atomically(tmp_path: Path) -> None:
     write_secret(path, "two-two-two-two")
     assert read_secret(path) == "two-two-two-two"
     assert [p.name for p in path.parent.iterdir()] == ["s"]
+
+
+def test_the_parents_it_makes_are_owner_only_too(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = secrets_dir(tmp_path) / "redis" / "worker"
+        ensure_secret(path)
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "var", secrets_dir(tmp_path), secrets_dir(tmp_path) / "redis"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
