@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from baton.errors import SecretFileError, TokenError
-from baton.secretfiles import read_secret, secrets_dir
+from baton.secretfiles import check_owner_only, read_secret, secrets_dir
 from baton.settings import API_TOKEN_FILE, Settings
 
 MIN_LENGTH = 16
@@ -54,14 +54,10 @@ def token_id(value: str) -> str:
 
 
 def _read_file(path: Path) -> str:
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise TokenError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})")
-    if st.st_mode & 0o077:
-        raise TokenError(
-            f"{path} has mode {st.st_mode & 0o777:o}: others can read it; chmod 600 {path} "
-            "(the API token is read only from a file readable by its owner alone)"
-        )
+    try:
+        check_owner_only(path)
+    except SecretFileError as e:
+        raise TokenError(str(e)) from None
     return path.read_text().strip()
 
 

@@ -42,8 +42,8 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def read_secret(path: Path) -> str:
-    """The secret in `path`, stripped; refused when others could read it or it is empty."""
+def check_owner_only(path: Path) -> None:
+    """Refuse `path` when it belongs to another user or others could read it."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -55,6 +55,11 @@ def read_secret(path: Path) -> str:
             f"{path} has mode {st.st_mode & 0o777:o}: others can read it; chmod 600 {path} "
             "(secrets are read only from files readable by their owner alone)"
         )
+
+
+def read_secret(path: Path) -> str:
+    """The secret in `path`, stripped; refused when others could read it or it is empty."""
+    check_owner_only(path)
     value = path.read_text().strip()
     if not value:
         raise SecretFileError(f"secret file {path} is empty")

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from baton.errors import CredentialsError, SecretFileError, SettingsError
-from baton.secretfiles import read_secret, secrets_dir
+from baton.secretfiles import check_owner_only, read_secret, secrets_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -461,14 +461,10 @@ _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 def _read_credentials_file(path: Path) -> dict[str, str]:
     """`name=value` lines (`#` comments) from a file only its owner may read."""
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise CredentialsError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})")
-    if st.st_mode & 0o077:
-        raise CredentialsError(
-            f"{path} has mode {st.st_mode & 0o777:o}: others can read it; chmod 600 {path} "
-            "(credentials are read only from a file readable by its owner alone)"
-        )
+    try:
+        check_owner_only(path)
+    except SecretFileError as e:
+        raise CredentialsError(str(e)) from None
     out = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
