@@ -41,12 +41,15 @@ def api_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def read_published(s: Settings, r: redis.Redis) -> dict[str, dict[str, str]]:
-    k = Keys(s.prefix)
-    pipe = r.pipeline(transaction=False)
+def queue_published(k: Keys, pipe: Any) -> None:
+    """Queue the reads of what each program published, on the caller's pipeline (one round
+    trip with whatever else it reads); `published_from` turns their replies into a dict."""
     for program in PROGRAMS:
         pipe.hgetall(k.system(program))
-    return {p: raw for p, raw in zip(PROGRAMS, pipe.execute(), strict=True) if raw}
+
+
+def published_from(replies: list[Any]) -> dict[str, dict[str, str]]:
+    return {p: raw for p, raw in zip(PROGRAMS, replies, strict=True) if raw}
 
 
 def running(
@@ -89,10 +92,9 @@ def stack_settings(s: Settings, r: redis.Redis) -> Settings:
     k = Keys(s.prefix)
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(k.lease())
-    for program in PROGRAMS:
-        pipe.hgetall(k.system(program))
+    queue_published(k, pipe)
     lease_raw, *raws = pipe.execute()
     lease = decode_lease(lease_raw)
     active = lease.color if lease is not None and lease.live(wall_ms()) else None
-    published = {p: raw for p, raw in zip(PROGRAMS, raws, strict=True) if raw}
+    published = published_from(raws)
     return running(s, published, active, []).settings

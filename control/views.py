@@ -16,7 +16,7 @@ from baton.errors import Conflict, NotFound
 from baton.settings import CANDLE_INTERVAL, Settings
 from control import commands as c
 from control.context import Context, to_int
-from control.running import read_published, running, stack_settings
+from control.running import published_from, queue_published, running, stack_settings
 from kernel.clock import wall_ms
 from kernel.lease import decode_lease
 from kernel.settlement import queue_name
@@ -56,7 +56,6 @@ def _settlement(s: Settings, r: redis.Redis) -> dict[str, Any]:
 def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     k = Keys(s.prefix)
     now_ms = wall_ms()
-    published = read_published(s, r)
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(k.lease())
     pipe.hgetall(k.stats())
@@ -73,6 +72,9 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     pipe.hgetall(k.handover())
     pipe.hgetall(k.feed_status())
     pipe.hgetall(k.blocked())
+    queue_published(k, pipe)  # last: the replies after the 15 above are theirs
+    replies = pipe.execute()
+    published = published_from(replies[15:])
     (
         lease_raw,
         stats,
@@ -89,7 +91,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
         handover,
         feed_status,
         blocked_raw,
-    ) = pipe.execute()
+    ) = replies[:15]
     problems: list[str] = []
     blockers = decode_blocked(k.blocked(), blocked_raw)
     lease = decode_lease(lease_raw)
