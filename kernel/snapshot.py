@@ -215,6 +215,23 @@ def intent_problem(i: Intent) -> str:
     return ""
 
 
+def _open_records(
+    memo: DecodeMemo, codec: Any, problem: Any, raw: dict[str, Any], key: str, blockers: list[Blocker]
+) -> list[Any]:
+    """The open records (positions or intents) of `raw` that can be read; each one that
+    cannot (undecodable, or `problem` names what is wrong) becomes a blocker on `key`."""
+    good: list[Any] = []
+    bad: list[tuple[str, str]] = []
+    for rid, v in raw.items():
+        rec = memo.decode(codec, v, bad, rid)
+        if rec is not None and (why := problem(rec)):
+            bad.append((rid, why))
+        elif rec is not None:
+            good.append(rec)
+    blockers += (Blocker(key=key, field=rid, problem=why) for rid, why in bad)
+    return good
+
+
 def _wrong_type(x: Any) -> bool:
     return isinstance(x, ResponseError) and str(x).startswith("WRONGTYPE")
 
@@ -401,25 +418,9 @@ async def read_snapshot(
             blockers.append(
                 Blocker(key=k.feed_status(), field=f"{a}:{CANDLE_INTERVAL}", problem=found[0], asset=a)
             )
-    open_positions = []
-    bad = []
-    for pid, v in next(it).items():
-        p = memo.decode(POSITION, v, bad, pid)
-        if p is not None and (why := position_problem(p)):
-            bad.append((pid, why))
-        elif p is not None:
-            open_positions.append(p)
     # An open position or intent of unknown size could be any exposure: every slot waits.
-    blockers += (Blocker(key=k.positions_open(), field=pid, problem=why) for pid, why in bad)
-    open_intents = []
-    bad = []
-    for iid, v in next(it).items():
-        i = memo.decode(INTENT, v, bad, iid)
-        if i is not None and (why := intent_problem(i)):
-            bad.append((iid, why))
-        elif i is not None:
-            open_intents.append(i)
-    blockers += (Blocker(key=k.intents_open(), field=iid, problem=why) for iid, why in bad)
+    open_positions = _open_records(memo, POSITION, position_problem, next(it), k.positions_open(), blockers)
+    open_intents = _open_records(memo, INTENT, intent_problem, next(it), k.intents_open(), blockers)
     totals: dict[str, int] = {}
     for name, v in next(it).items():
         total = int64(v)
