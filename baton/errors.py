@@ -89,6 +89,12 @@ class RateLimited(StateError):
 # --- lease --------------------------------------------------------------------------------------
 
 
+class NotReplicated(StateError):
+    """A write that must survive a Redis failover (the lease, the epoch, an intent before its
+    post) was not acknowledged by enough replicas in time (state/replication.py): what
+    depends on it is not done (no post, no lease), and the reason names both counts."""
+
+
 class LeaseError(BatonError):
     """This worker may not trade: it lost the lease, or may not take it."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -141,6 +142,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # authentication all the same. Both empty for an external Redis.
     redis_socket: str = ""
     redis_bind: str = ""
+    # High availability (docs/ha.md). The Sentinels to ask for the primary, as `host:port`
+    # (BATON_REDIS_SENTINELS); empty: one Redis at redis_url, no failover. With Sentinels no
+    # Redis is embedded: each host's supervisor runs its own Redis and Sentinel.
+    redis_sentinels: tuple[str, ...] = ()
+    # The name the Sentinels monitor the primary under (BATON_REDIS_MASTER).
+    redis_master: str = "baton"
+    # Replicas that must acknowledge (WAIT) the lease and epoch writes and every intent before
+    # its order is posted (BATON_REDIS_MIN_REPLICAS); 0: no WAIT (one Redis, nothing to wait on).
+    redis_min_replicas: int = 0
+    # How long one WAIT may take (BATON_REDIS_WAIT_MS); a write not acknowledged in time counts
+    # as not made for what depends on it (no post, no lease).
+    redis_wait_ms: int = 250
+    # This host's name in holder ids, heartbeats and `baton cluster status` (BATON_HOST);
+    # the machine's host name by default. A ':' is not allowed (holder ids are split on it).
+    host: str = ""
 
     @property
     def redis_exposed(self) -> bool:
@@ -258,6 +274,26 @@ def _redis_url(env: Mapping[str, str], home: Path) -> tuple[str, int, str, str]:
     return f"unix://{sock}?db=0", port, str(sock), ""
 
 
+def _sentinels(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """`host:port` items, comma-separated; a v6 address in brackets (`[::1]:26379`)."""
+    out = []
+    for item in _list(env, name, ()):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name}: {item!r} is not `host:port` (e.g. 10.77.0.11:26379)")
+        out.append(item)
+    return tuple(out)
+
+
+def _host_name(env: Mapping[str, str]) -> str:
+    name = _get(env, "BATON_HOST", socket.gethostname())
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
+        if "BATON_HOST" in env and env["BATON_HOST"].strip():
+            raise SettingsError(f"BATON_HOST={name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        name = re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:64] or "host"
+    return name
+
+
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "")
     return value.strip() if value.strip() else default
@@ -359,6 +395,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"BATON_TIMEFRAMES: {e}") from None
     home = Path(_get(env, "BATON_HOME", str(REPO_ROOT))).resolve()
     redis_url, redis_port, redis_socket, redis_bind = _redis_url(env, home)
+    sentinels = _sentinels(env, "BATON_REDIS_SENTINELS")
     redis_user = _get(env, "BATON_REDIS_USER", DEFAULT_REDIS_USER)
     if redis_user not in REDIS_USERS:
         raise SettingsError(f"BATON_REDIS_USER={redis_user!r} must be one of {', '.join(REDIS_USERS)}")
@@ -381,7 +418,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         prefix=prefix,
         redis_url=redis_url,
         redis_port=redis_port,
-        embedded_redis=bool(redis_socket or redis_bind),
+        embedded_redis=bool(redis_socket or redis_bind) and not sentinels,
         tick_ms=tick_ms,
         lease_ms=lease_ms,
         lease_margin_ms=_lease_margin_ms(env, lease_ms),
@@ -433,6 +470,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_user=redis_user,
         redis_socket=redis_socket,
         redis_bind=redis_bind,
+        redis_sentinels=sentinels,
+        redis_master=_get(env, "BATON_REDIS_MASTER", "baton"),
+        redis_min_replicas=_int(env, "BATON_REDIS_MIN_REPLICAS", 0, 0),
+        redis_wait_ms=_int(env, "BATON_REDIS_WAIT_MS", 250, 1),
+        host=_host_name(env),
     )
 
 
