@@ -80,6 +80,9 @@ class SimOrder:
     status: str = "LIVE"
     trade_ids: list[str] = field(default_factory=list)
     response: dict[str, Any] = field(default_factory=dict)
+    # When the sim accepted it, on its wall clock in ms: `created_at` is whole seconds (as the
+    # CLOB's), too coarse to tell an order from the lease change a second around it.
+    received_ms: int = 0
 
     def resting(self, now_s: int) -> bool:
         # Resting orders die with their market.
@@ -116,6 +119,7 @@ class SimOrder:
             "order_type": self.order_type,
             "created_at": self.created_s,
             "associate_trades": list(self.trade_ids),
+            "received_ms": self.received_ms,  # the sim's own field (docs/sim.md)
         }
 
 
@@ -263,6 +267,7 @@ class Exchange:
             owner=body.owner,
             maker=o.maker,
             created_s=now_ms // 1000,
+            received_ms=now_ms,
         )
         filled = sum(f for _, f in fills)
         cost = sum(Fraction(f * t, TICKS_PER_UNIT) for t, f in fills)

@@ -230,6 +230,8 @@ def test_gtc_rests_live_fak_fills_what_it_can_and_orders_list_without_credential
     assert live_row["status"] == "LIVE" and live_row["order_type"] == "GTC"
     for key in ("market", "side", "outcome", "owner", "maker_address", "created_at"):
         assert key in live_row
+    # The sim's own arrival time in ms, inside the CLOB's whole second.
+    assert live_row["received_ms"] // 1000 == live_row["created_at"] > 0
 
 
 def test_orders_are_paginated_in_the_real_clobs_shape(env, client, monkeypatch):
