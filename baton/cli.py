@@ -451,7 +451,8 @@ def cmd_redis_cli(args: list[str]) -> int:
 
 
 def cmd_redis_acl(s: Settings, args: argparse.Namespace) -> int:
-    path = acl.write_acl_file(Path(s.home), s.prefix)
+    # With Sentinels, the replica's and the Sentinels' users too (docs/ha.md).
+    path = acl.write_acl_file(Path(s.home), s.prefix, ha=bool(s.redis_sentinels))
     print(
         f"wrote {path}: the Redis users of prefix {s.prefix} with their passwords' hashes (each "
         f"password in {s.redis_secrets_dir}/<user>); load it into your Redis with `aclfile {path}` "

@@ -11,6 +11,12 @@ error journal, and nothing else of the journal).
 start): passwords appear there only as `#<sha256>`. The passwords themselves are random,
 generated on first start, one owner-only file per user (baton/secretfiles.py).
 
+With Sentinel (docs/ha.md) two users more, no program's: `replica`, which a replica logs in
+as to follow its primary (PSYNC), and `sentinel`, which a Sentinel logs in as to watch and
+reconfigure a Redis, and to talk to the other Sentinels (SERVICE_USERS, SERVICE_RULES). The
+Sentinels have their own users (`sentinel_users()`): every program is known there under its
+own name and password, allowed only to ask where the primary is.
+
 Two Redis rules shape the grants: a script's KEYS must be writable by its caller (unless it
 runs as EVALSHA_RO, which we do not use), and every command a script calls
 is checked against the caller's ACL as if sent directly; pub/sub channels need `&` patterns
@@ -31,6 +37,13 @@ from baton.settings import REDIS_USERS
 from state.keys import Keys
 
 ADMIN = "admin"
+# Users of Redis itself rather than of a program, rendered only for a replicated Redis
+# (`ha=True`): nobody may PSYNC the whole data set out of a single-host Redis.
+REPLICA = "replica"
+SENTINEL = "sentinel"
+SERVICE_USERS = (REPLICA, SENTINEL)
+# The channel Sentinels announce themselves on, through every Redis they watch and to each other.
+SENTINEL_CHANNEL = "__sentinel__:hello"
 RQ_PATTERN = "rq:*"  # rq's own keys are not under our prefix
 
 # Key patterns under the prefix, by concern.
@@ -156,6 +169,35 @@ BASE_COMMANDS = (
 )
 
 
+# What a replica needs of its primary (redis.io, "ACL": replication): the sync handshake.
+# What a Sentinel needs of a Redis it watches (redis.io, "High availability with Redis
+# Sentinel", ACL section): INFO, ROLE and PING to watch; SLAVEOF with CONFIG REWRITE in a
+# transaction, and CLIENT KILL, to reconfigure at a failover; SCRIPT KILL for a busy one;
+# the hello channel to find the other Sentinels. No key at all.
+SERVICE_RULES: dict[str, tuple[str, ...]] = {
+    REPLICA: ("resetkeys", "resetchannels", "-@all", "+psync", "+sync", "+replconf", "+ping"),
+    SENTINEL: (
+        *("resetkeys", "resetchannels", "&" + SENTINEL_CHANNEL, "-@all"),
+        *("+multi", "+exec", "+slaveof", "+replicaof", "+config|rewrite", "+client|kill"),
+        *("+client|setname", "+script|kill", "+ping", "+info", "+role", "+publish", "+subscribe"),
+    ),
+}
+
+# On the Sentinels themselves (their config's `user` lines): what one Sentinel asks of
+# another (PING, the hello it PUBLISHes, the vote at a failover), and what a program asks
+# when it looks for the primary (redis-py's Sentinel: SENTINEL MASTERS/MASTER, the replicas,
+# the other Sentinels, get-master-addr-by-name).
+SENTINEL_PEER_RULES = (
+    *("resetkeys", "resetchannels", "&" + SENTINEL_CHANNEL, "-@all", "+ping", "+publish"),
+    *("+client|setname", "+sentinel|is-master-down-by-addr", "+sentinel|myid"),
+)
+SENTINEL_CLIENT_RULES = (
+    *("resetkeys", "resetchannels", "-@all", "+ping", "+client|setname"),
+    *("+sentinel|get-master-addr-by-name", "+sentinel|masters", "+sentinel|master"),
+    *("+sentinel|slaves", "+sentinel|replicas", "+sentinel|sentinels"),
+)
+
+
 def _under(prefix: str, patterns: tuple[str, ...]) -> list[str]:
     return [prefix + p for p in patterns]
 
@@ -178,6 +220,8 @@ def rules(user: str, prefix: str) -> list[str]:
     """Every rule of `user` but its password, in the order Redis applies them."""
     if user == ADMIN:
         return ["~*", "&*", "+@all"]
+    if user in SERVICE_RULES:
+        return list(SERVICE_RULES[user])
     g = GRANTS[user]
     channels = ["&" + p for p in _under(prefix, g.channels)] + ["&" + p for p in g.rq_channels]
     return [
@@ -199,8 +243,18 @@ def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def render(prefix: str, passwords: Mapping[str, str]) -> str:
-    """The ACL file: `default` off, then one line per user with its hashed password.
+def users(*, ha: bool = False) -> tuple[str, ...]:
+    """The Redis users: the programs', and with `ha` the replica's and the Sentinels'."""
+    return (*REDIS_USERS, *SERVICE_USERS) if ha else REDIS_USERS
+
+
+def _user_line(user: str, password: str, user_rules: list[str] | tuple[str, ...]) -> str:
+    return " ".join(["user", user, "on", "#" + password_hash(password), *user_rules])
+
+
+def render(prefix: str, passwords: Mapping[str, str], *, ha: bool = False) -> str:
+    """The ACL file: `default` off, then one line per user with its hashed password (with
+    `ha`, the `replica` and `sentinel` users too).
 
     Redis allows no comment in it; it is written by `baton run` from these rules at every
     start, so an edit of the file itself lasts until then.
@@ -212,15 +266,25 @@ def render(prefix: str, passwords: Mapping[str, str]) -> str:
     more than one command: with `-@all` a Redis restart dropped every fill, settlement and
     journal entry since the last rewrite (found by the chaos run's redis-restart fault)."""
     lines = ["user default off ~* &* +@all"]
-    for user in REDIS_USERS:
-        secret = "#" + password_hash(passwords[user])
-        lines.append(" ".join(["user", user, "on", secret, *rules(user, prefix)]))
+    lines += [_user_line(u, passwords[u], rules(u, prefix)) for u in users(ha=ha)]
     return "\n".join(lines) + "\n"
+
+
+def sentinel_users(passwords: Mapping[str, str]) -> list[str]:
+    """The `user` lines of a Sentinel's config: `default` off (nobody unauthenticated),
+    `admin` for an operator, `sentinel` for the other Sentinels, and each program under its
+    own name and password (the file the client factory already reads), allowed only to ask
+    where the primary is. Passwords appear only as hashes."""
+    lines = ["user default off resetkeys resetchannels -@all"]
+    lines.append(_user_line(ADMIN, passwords[ADMIN], ("~*", "&*", "+@all")))
+    lines.append(_user_line(SENTINEL, passwords[SENTINEL], SENTINEL_PEER_RULES))
+    lines += [_user_line(u, passwords[u], SENTINEL_CLIENT_RULES) for u in REDIS_USERS if u != ADMIN]
+    return lines
 
 
 def password_file(home: Path, user: str) -> Path:
     """`$BATON_HOME/var/secrets/redis/<user>`: the password of one Redis user."""
-    if user not in REDIS_USERS:
+    if user not in users(ha=True):
         raise ValueError(f"no Redis user {user!r}")
     return secrets_dir(home) / "redis" / user
 
@@ -230,13 +294,14 @@ def acl_file(home: Path) -> Path:
     return secrets_dir(home) / "redis" / "users.acl"
 
 
-def ensure_passwords(home: Path) -> dict[str, str]:
+def ensure_passwords(home: Path, *, ha: bool = False) -> dict[str, str]:
     """Every user's password, generated into its owner-only file on first use."""
-    return {u: ensure_secret(password_file(home, u)) for u in REDIS_USERS}
+    return {u: ensure_secret(password_file(home, u)) for u in users(ha=ha)}
 
 
-def write_acl_file(home: Path, prefix: str) -> Path:
-    """Render the rules with every user's password (generated if new) into the ACL file."""
+def write_acl_file(home: Path, prefix: str, *, ha: bool = False) -> Path:
+    """Render the rules with every user's password (generated if new) into the ACL file;
+    `ha`: with the replica and Sentinel users (a Redis Sentinel watches)."""
     path = acl_file(home)
-    write_secret(path, render(prefix, ensure_passwords(home)).rstrip("\n"))
+    write_secret(path, render(prefix, ensure_passwords(home, ha=ha), ha=ha).rstrip("\n"))
     return path
