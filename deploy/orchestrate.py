@@ -16,10 +16,11 @@ deploy/watch.py.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 import xmlrpc.client
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,113 @@ def other(color: str) -> str:
     return "green" if color == "blue" else "blue"
 
 
+# --- the steps a deploy on one host and a deploy across hosts share -------------------------
+@contextlib.contextmanager
+def deploy_lock(deploys: DeploysRepo, ttl_ms: int) -> Iterator[None]:
+    """One deploy or rollback at a time, on one host or across hosts: a lock in Redis."""
+    token = secrets.token_hex(8)
+    if not deploys.take_lock(token, ttl_ms):
+        holder = deploys.r.get(deploys.k.deploy_lock())
+        raise DeployError(
+            f"another deploy or rollback is in progress (lock {deploys.k.deploy_lock()} = {holder}); "
+            "wait for it, or delete the key if it died"
+        )
+    try:
+        yield
+    finally:
+        deploys.release_lock(token)
+
+
+@dataclass
+class Handover:
+    tick: int  # the last tick of the old holder
+    epoch_before: int
+    epoch: int  # the new holder's
+    takeover_ms: int  # start of the new holder's first tick after its boundary
+    missed: int
+
+
+def start_color(
+    w: WorkerWatch,
+    workers: WorkersRepo,
+    home: Path,
+    target: str,
+    release_id: str,
+    ready_timeout_s: float,
+    fail: Callable[[str], DeployError],
+    log: Callable[[str], None],
+) -> tuple[dict[str, str], float]:
+    """Point `target` (in `home`, whose supervisord `w` speaks to) at the release, (re)start its
+    worker and wait until it is ready. Returns its heartbeat and the seconds it took."""
+    if w.process_state(target) not in ("STOPPED", "EXITED", "FATAL"):
+        log(f"starting: worker-{target} was running (a standby or an earlier attempt); stopping it")
+        w.stop_worker(target)
+    releases.point(home, target, release_id)
+    workers.forget_worker(target)
+    offset = w.log_size(target)
+    log(f"starting: worker-{target} on release {release_id}")
+    t_ready = time.monotonic()
+    try:
+        w.start_worker(target)
+    except xmlrpc.client.Fault as e:
+        raise fail(f"supervisor could not start worker-{target}: {e.faultString}") from None
+    hb = w.wait_ready(target, release_id, offset, ready_timeout_s, fail)
+    ready_s = time.monotonic() - t_ready
+    log(f"ready: worker-{target} (pid {hb.get('pid')}) passed its readiness check in {ready_s:.1f} s")
+    return hb, ready_s
+
+
+def hand_over(
+    w: WorkerWatch,
+    lease: LeaseRepo,
+    hb: dict[str, str],
+    target: str,
+    release_id: str,
+    from_color: str,
+    from_release: str,
+    fail: Callable[[str], DeployError],
+    log: Callable[[str], None],
+) -> Handover:
+    """Ask the lease holder to hand over to the ready worker `hb` after its tick; wait for the
+    new holder's first tick and count the ticks missed in between (from the journal)."""
+    holding = w.active()
+    if holding is not None and holding.holder == hb["holder"]:
+        # The old holder died while the new worker was getting ready, and the new one
+        # took the lease by itself (failover): nothing to hand over.
+        raise fail(
+            f"worker-{from_color} stopped holding the lease during the deploy; worker-{target} took over"
+        )
+    request_id = secrets.token_hex(8)
+    fields = {
+        "to_holder": hb["holder"],
+        "to_color": target,
+        "to_release": release_id,
+        "from_color": from_color,
+        "from_release": from_release,
+        "requested_ms": w.now_ms(),
+    }
+    lease.request_handover(request_id, fields)
+    log(f"handover: requested; worker-{from_color} hands over after the tick it is in")
+    h = w.wait_handover(request_id, hb["holder"], fail)
+    tick = int(h["tick"])
+    epoch = int(h["epoch"])
+    log(f"handed over at tick {tick}: epoch {h.get('from_epoch')} -> {epoch}")
+    first = w.wait_first_tick(tick, target)
+    takeover_ms = int(first["started_ms"]) - boundaries.boundary_ms(tick + 1, w.s.tick_ms)
+    missed = int(first["tick"]) - tick - 1
+    log(
+        f"worker-{target} ran tick {first['tick']} {takeover_ms} ms after its boundary; "
+        f"ticks missed: {missed}"
+    )
+    return Handover(
+        tick=tick,
+        epoch_before=int(h.get("from_epoch") or epoch - 1),
+        epoch=epoch,
+        takeover_ms=takeover_ms,
+        missed=missed,
+    )
+
+
 class Deployer:
     def __init__(self, s: Settings, log: Callable[[str], None] = print) -> None:
         self.s = s
@@ -82,18 +190,9 @@ class Deployer:
     # --- the steps --------------------------------------------------------------------
     def run(self, **kw: Any) -> DeployResult:
         """One deploy at a time: a lock in Redis, held while this one runs."""
-        token = secrets.token_hex(8)
         ttl_ms = int((kw.get("ready_timeout_s", 90.0) + max(30.0, 8 * self.s.tick_ms / 1000) + 60) * 1000)
-        if not self.deploys.take_lock(token, ttl_ms):
-            holder = self.r.get(self.k.deploy_lock())
-            raise DeployError(
-                f"another deploy or rollback is in progress (lock {self.k.deploy_lock()} = {holder}); "
-                "wait for it, or delete the key if it died"
-            )
-        try:
+        with deploy_lock(self.deploys, ttl_ms):
             return self._run(**kw)
-        finally:
-            self.deploys.release_lock(token)
 
     def _run(
         self,
@@ -107,8 +206,13 @@ class Deployer:
         w = self.watch
         t_start = time.monotonic()
         if not supervisor_running(self.s):
+            hint = (
+                "; a cluster runs from this home: deploy to it with `baton cluster deploy`"
+                if (self.home / "hosts").is_dir()
+                else ""
+            )
             raise DeployError(
-                f"supervisord is not running for {self.s.home}: start the stack with `make run` first"
+                f"supervisord is not running for {self.s.home}: start the stack with `make run` first{hint}"
             )
         lease = w.active()
         from_color = lease.color if lease is not None else ""
@@ -157,56 +261,13 @@ class Deployer:
             )
             return DeployError(f"{kind} of release {rel.id} to worker-{target} failed ({still}):\n{reason}")
 
-        if w.process_state(target) not in ("STOPPED", "EXITED", "FATAL"):
-            self.log(f"starting: worker-{target} was running (a standby or an earlier attempt); stopping it")
-            w.stop_worker(target)
-        releases.point(self.home, target, rel.id)
-        self.workers.forget_worker(target)
-        offset = w.log_size(target)
-        self.log(f"starting: worker-{target} on release {rel.id}")
-        t_ready = time.monotonic()
-        try:
-            w.start_worker(target)
-        except xmlrpc.client.Fault as e:
-            raise fail(f"supervisor could not start worker-{target}: {e.faultString}") from None
-        hb = w.wait_ready(target, rel.id, offset, ready_timeout_s, fail)
-        ready_s = time.monotonic() - t_ready
-        self.log(
-            f"ready: worker-{target} (pid {hb.get('pid')}) passed its readiness check in {ready_s:.1f} s"
-        )
+        hb, ready_s = start_color(w, self.workers, self.home, target, rel.id, ready_timeout_s, fail, self.log)
 
         if not from_color:
             return self._first_start(target, rel.id, hb, record, ready_s, t_start, fail)
 
-        holding = w.active()
-        if holding is not None and holding.holder == hb["holder"]:
-            # The old holder died while the new worker was getting ready, and the new one
-            # took the lease by itself (failover): nothing to hand over.
-            raise fail(
-                f"worker-{from_color} stopped holding the lease during the deploy; worker-{target} took over"
-            )
-        request_id = secrets.token_hex(8)
-        fields = {
-            "to_holder": hb["holder"],
-            "to_color": target,
-            "to_release": rel.id,
-            "from_color": from_color,
-            "from_release": from_release,
-            "requested_ms": w.now_ms(),
-        }
-        self.lease.request_handover(request_id, fields)
-        self.log(f"handover: requested; worker-{from_color} hands over after the tick it is in")
-        h = w.wait_handover(request_id, hb["holder"], fail)
-        tick = int(h["tick"])
-        epoch = int(h["epoch"])
-        self.log(f"handed over at tick {tick}: epoch {h.get('from_epoch')} -> {epoch}")
-        first = w.wait_first_tick(tick, target)
-        takeover_ms = int(first["started_ms"]) - boundaries.boundary_ms(tick + 1, self.s.tick_ms)
-        missed = int(first["tick"]) - tick - 1
-        self.log(
-            f"worker-{target} ran tick {first['tick']} {takeover_ms} ms after its boundary; "
-            f"ticks missed: {missed}"
-        )
+        h = hand_over(w, self.lease, hb, target, rel.id, from_color, from_release, fail, self.log)
+        tick, epoch, takeover_ms, missed = h.tick, h.epoch, h.takeover_ms, h.missed
         w.stop_worker(from_color)
         self.log(f"old stopped: worker-{from_color} (release {from_release})")
         result = DeployResult(

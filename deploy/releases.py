@@ -330,6 +330,32 @@ def stage(
     return Release(release_id, final, content_hash, created_utc, source_desc, git_commit)
 
 
+def install(src_home: Path, release_id: str, dst_home: Path) -> Release:
+    """The release ``release_id`` of ``src_home`` in ``dst_home`` too, under the same id (another
+    host's home, whose colour then runs the very release this one does); kept when there already."""
+    rel = read_manifest(src_home, release_id)
+    packages = tuple(p for p in PACKAGES if (rel.path / p).is_dir())
+    root = releases_dir(dst_home)
+    if (root / release_id).exists():
+        there = read_manifest(dst_home, release_id)
+        if _tree_hash(there.path, packages) != rel.content_hash:
+            raise ReleaseError(f"release {release_id} in {root} holds other code than in {src_home}")
+        return dataclasses.replace(there, reused=True)
+    root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    try:
+        os.chmod(staging, _DIR_MODE)
+        if _copy_tree(rel.path, staging, packages) != rel.content_hash:
+            raise ReleaseError(f"release {release_id} in {src_home} was changed since it was staged")
+        shutil.copyfile(rel.path / MANIFEST, staging / MANIFEST)
+        os.chmod(staging / MANIFEST, _READ_ONLY)
+        os.rename(staging, root / release_id)
+    except BaseException:
+        _remove_tree(staging)
+        raise
+    return dataclasses.replace(rel, path=root / release_id)
+
+
 # --- colour pointers ---------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -398,3 +399,34 @@ def test_launcher_needs_baton_home_and_a_colour(home: Path) -> None:
 
 def test_the_launcher_knows_the_same_colours_as_the_keys():
     assert LAUNCH_COLORS == COLORS
+
+
+def test_install_copies_a_release_into_another_home_under_the_same_id(
+    home: Path, src: Path, tmp_path: Path
+) -> None:
+    rel = releases.stage(home, source=src)
+    other_home = tmp_path / "other-home"
+    there = releases.install(home, rel.id, other_home)
+    assert there.id == rel.id and there.content_hash == rel.content_hash and not there.reused
+    assert there.path == releases.releases_dir(other_home) / rel.id
+    assert releases.read_manifest(other_home, rel.id) == dataclasses.replace(there, reused=False)
+    assert sorted(p.relative_to(there.path) for p in there.path.rglob("*")) == sorted(
+        p.relative_to(rel.path) for p in rel.path.rglob("*")
+    )
+    for p in rel.path.rglob("*"):
+        q = there.path / p.relative_to(rel.path)
+        assert stat.S_IMODE(q.stat().st_mode) == stat.S_IMODE(p.stat().st_mode)
+    releases.point(other_home, "green", rel.id)  # a complete release: a colour can run it
+    assert releases.install(home, rel.id, other_home).reused
+    assert [p.name for p in releases.releases_dir(other_home).iterdir() if p.name.startswith(".")] == []
+
+
+def test_install_refuses_a_release_of_the_same_id_with_other_code(
+    home: Path, src: Path, tmp_path: Path
+) -> None:
+    rel = releases.stage(home, source=src)
+    other_home = tmp_path / "other-home"
+    there = releases.install(home, rel.id, other_home)
+    (there.path / "worker" / "strategies" / "x.py").write_text("EDGE = 0.2\n")  # hot reload may
+    with pytest.raises(ReleaseError, match="other code"):
+        releases.install(home, rel.id, other_home)
