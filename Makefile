@@ -31,7 +31,7 @@ USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-reload bench-redis bench-venue bench-reads chaos test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads chaos test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -130,6 +130,14 @@ bench-burst: bootstrap
 # Crash failover: SIGKILLs of the active worker against blue/green deploys on a real stack.
 bench-failover: bootstrap
 	$(PY) -m bench.failover
+
+# HA failover table (issue #24): host kills, worker kills, Redis primary kills and link cuts on a
+# three-host cluster (network namespaces; needs root) beside today's single-host failover, at 5 s
+# ticks. RUNS= per fault (10); QUICK=1 for 2 each with results in a temp dir; CLUSTER_NAME= and
+# CLUSTER_NET= pick the namespaces and subnet (bbn, 10.78.3.0/24). Results: bench/results/ha.json.
+bench-ha: bootstrap
+	$(PY) -m bench.ha $${RUNS:+--runs="$$RUNS"} $${QUICK:+--quick} \
+		$${CLUSTER_NAME:+--name="$$CLUSTER_NAME"} $${CLUSTER_NET:+--net="$$CLUSTER_NET"}
 
 # Hot reload: a strategy edit and POST /reload against a blue/green deploy on a real stack.
 bench-reload: bootstrap
