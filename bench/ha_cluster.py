@@ -24,6 +24,7 @@ from bench.stack import KEYS, SETTLE_TICKS, Entry, wait_phase
 from deploy.sandbox import BATON, sim_orders, wait_for
 from kernel.clock import wall_ms
 from kernel.lease import Lease, decode_lease
+from state.keys import COLORS
 
 
 def field(obj: Any, name: str, default: Any = None) -> Any:
@@ -169,21 +170,16 @@ class ClusterFaults:
     def status(self) -> Any:
         return self.c.status()
 
-    def worker_hosts(self) -> set[str]:
-        """The hosts that run a worker now: the holder's and each standby's."""
-        st = self.status()
-        hosts = {field(s, "host") for s in field(st, "standbys", []) or []}
-        lease = field(st, "lease")
-        if lease is not None and field(lease, "host"):
-            hosts.add(field(lease, "host"))
-        return {h for h in hosts if h}
+    def workers_on(self, host: str) -> list[str]:
+        """The colours whose worker runs on `host` (the host in its heartbeat's holder id)."""
+        return [c for c in COLORS if host_of(self.rd.heartbeat(c).get("holder", "")) == host]
 
     def deal(self, fault: str, index: int, rng: random.Random) -> Sample:
         before = wait_for(self.rd.lease, self.timeout_s, "the lease")
         old_host = host_of(before.holder)
         primary_before = self.c.primary_host()
-        workers = self.worker_hosts()
         target = {HOST_KILL: old_host, CUT: old_host, WORKER_KILL: old_host}.get(fault, primary_before)
+        workers = self.workers_on(target)
         holder_moves = fault != PRIMARY_KILL or target == old_host
         pid = 0
         if fault == WORKER_KILL:
@@ -220,27 +216,36 @@ class ClusterFaults:
         self.rd.wait_ticks(sample.new_epoch, SETTLE_TICKS, self.timeout_s)
         return sample
 
-    def restore(self, fault: str, target: str, workers: set[str]) -> int:
+    def restore(self, fault: str, target: str, workers: list[str]) -> int:
         """Brings the host back and waits until it has rejoined; returns when it had."""
+        since_ms = wall_ms()
         if fault == CUT:
             self.c.heal(target)
         elif fault in (HOST_KILL, PRIMARY_KILL):
             self.c.up(target)
         # WORKER_KILL: the host's supervisor restarts the worker by itself.
-        wait_for(lambda: self.rejoined(target, target in workers), self.timeout_s, f"{target} to rejoin")
+        wait_for(lambda: self.rejoined(target, workers, since_ms), self.timeout_s, f"{target} to rejoin")
         return wall_ms()
 
-    def rejoined(self, host: str, has_worker: bool) -> bool:
+    def rejoined(self, host: str, workers: list[str], since_ms: int) -> bool:
+        """The host is up and linked, its Redis the primary or an online replica, and each of
+        its workers has beaten as ready (a standby) or active since `since_ms`."""
         st = self.status()
-        up = any(field(h, "name") == host and field(h, "up") for h in field(st, "hosts", []) or [])
+        up = any(
+            field(h, "name") == host and field(h, "up") and field(h, "linked", True)
+            for h in field(st, "hosts", []) or []
+        )
         redis = field(st, "redis")
         in_redis = field(redis, "primary") == host or any(
-            field(r, "host") == host for r in field(redis, "replicas", []) or []
+            field(r, "host") == host and field(r, "state") == "online"
+            for r in field(redis, "replicas", []) or []
         )
-        lease = field(st, "lease")
-        worker = (not has_worker) or any(field(s, "host") == host for s in field(st, "standbys", []) or [])
-        worker = worker or field(lease, "host") == host
-        return bool(up and in_redis and worker)
+        beats = [self.rd.heartbeat(c) for c in workers]
+        ready = all(
+            b.get("state") in ("ready", "active") and int(b.get("heartbeat_ms", 0) or 0) >= since_ms
+            for b in beats
+        )
+        return bool(up and in_redis and ready)
 
     def money(self) -> Money:
         """Pause (no new entries), wait for every intent to be final, then read the money."""
