@@ -122,6 +122,25 @@ def h_failover(d: dict[str, Any]) -> str:
     return "; ".join(out)
 
 
+def h_ha(d: dict[str, Any]) -> str:
+    out = []
+    for fault, v in d["summary"].items():
+        if not v["runs"]:
+            out.append(f"{fault}: no run completed")
+            continue
+        out.append(
+            f"{fault}: {v['missed_mean']:.2f} missed ticks (max {v['missed_max']}), first tick "
+            f"{_f(v['to_first_tick_ms_median'])} ms after the fault (p99 {_f(v['to_first_tick_ms_p99'])}), "
+            f"goal {v['goal']}"
+        )
+    for name, m in d.get("money", {}).items():
+        out.append(
+            f"{name}: {m['duplicates']} duplicates, {m['lost_positions']} lost positions, "
+            f"ledger off by {m['ledger_error_micros']} micro-USD"
+        )
+    return "; ".join(out)
+
+
 def h_hot_reload(d: dict[str, Any]) -> str:
     s = d["summary"]
     out = []
@@ -189,6 +208,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "redis_cost": h_redis_cost,
     "deploy_gap": h_deploy_gap,
     "failover": h_failover,
+    "ha": h_ha,
     "hot_reload": h_hot_reload,
     "feed_ingest": h_feed_ingest,
     "halt_latency": h_halt_latency,

@@ -198,3 +198,14 @@ def test_the_sims_arrival_in_ms_judges_an_order_inside_the_deadlines_second():
     after = {"id": "o1", "market": "m", "created_at": 110, "received_ms": 110_600}
     assert after_deadline(money([before], intents, [], []), s) == []
     assert after_deadline(money([after], intents, [], []), s) == ["o1"]
+
+
+def test_the_suites_headline_reads_the_ha_json():
+    from bench import all as bench_all
+
+    summary = summarise([sample(HOST_KILL, 0, 2000), sample(SINGLE, 1, 6000)], {CUT: 1}, {}, {})
+    money_rows = {"cluster": {"orders": 3, "duplicates": 0, "lost_positions": 0, "ledger_error_micros": 0}}
+    line = bench_all.h_ha({"summary": summary, "money": money_rows})
+    assert "holder-host-kill: 0.00 missed ticks (max 0)" in line
+    assert "holder-host-cut: no run completed" in line
+    assert "cluster: 0 duplicates, 0 lost positions, ledger off by 0 micro-USD" in line
