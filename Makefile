@@ -27,11 +27,11 @@ UV_COMPILE = $(LOCKER)/bin/uv pip compile --quiet --generate-hashes --python-ver
 # through the environment, never through a command line the shell parses: each is taken
 # unexpanded (`$(value)`: make does not run a `$(...)` in it), exported, and read in the recipes
 # as "$$NAME" in double quotes, so no character of it is interpreted, by make or by the shell.
-USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS
+USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS NAME NET
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads chaos test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
+.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -163,6 +163,15 @@ bench-reads: bootstrap
 # non-zero when an invariant breaks. docs/reliability.md has the catalogue and the latest run.
 chaos: bootstrap
 	$(PY) -m tests.chaos.harness --duration-s="$${DURATION:-600}" $${SEED:+--seed="$$SEED"}
+
+# Chaos on the three-host cluster (root: network namespaces): DURATION= seconds (600) of host
+# kills, partitions, Redis primary kills and pauses, Sentinel restarts and deploys, one at a
+# time, then the single-host invariants plus "no order after the poster's lease deadline".
+# Its own cluster NAME= (chaos) and NET= (10.77.8.0/24), removed at the end whatever happens.
+# Results in bench/results/chaos-cluster.json; docs/reliability.md has the faults and a run.
+chaos-cluster: bootstrap
+	$(PY) -m tests.chaos.cluster_harness --duration-s="$${DURATION:-600}" $${SEED:+--seed="$$SEED"} \
+	  $${NAME:+--name="$$NAME"} $${NET:+--net="$$NET"}
 
 # Most end-to-end tests wait on real time (windows, entry zones, restarts) far more than they
 # use the CPU, so they run three at a time beside the fast suite, in three groups of about

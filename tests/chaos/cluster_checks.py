@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.chaos import checker
-from tests.chaos.report import Report, Row, RunData, _fig, _i, _inv, fault_table, table
+from tests.chaos.report import Report, Row, RunData, _fig, _i, _inv, table
 from tests.chaos.tick_checks import attribute
 
 
@@ -176,6 +176,36 @@ def check(d: ClusterRunData) -> Report:
     return Report(rows, figures)
 
 
+def fault_table(rep: Report, faults: list[dict[str, Any]]) -> str:
+    """One line per fault kind: how often, recovered, ticks missed (in all and the worst
+    one), the allowance, how many went past it, and the longest effect."""
+    missed = {int(k): v for k, v in rep.figures.get("allowances", {}).get("missed_by_fault", {}).items()}
+    rows: dict[str, dict[str, int]] = {}
+    for f in faults:
+        k = rows.setdefault(
+            f["kind"], {"n": 0, "ok": 0, "missed": 0, "worst": 0, "allowed": 0, "over": 0, "longest": 0}
+        )
+        n = missed.get(f["seq"], 0)
+        k["n"] += 1
+        k["ok"] += bool(f.get("recovered"))
+        k["missed"] += n
+        k["worst"] = max(k["worst"], n)
+        k["allowed"] = max(k["allowed"], _i(f.get("allowed_missed")))
+        k["over"] += n > _i(f.get("allowed_missed"))
+        k["longest"] = max(k["longest"], f["end_ms"] - f["start_ms"])
+    head = (
+        f"  {'fault':<20}{'injected':>9}{'recovered':>10}{'ticks missed':>13}{'worst':>6}"
+        f"{'allowed':>8}{'over':>5}{'longest s':>10}"
+    )
+    lines = [head]
+    for name, k in sorted(rows.items()):
+        lines.append(
+            f"  {name:<20}{k['n']:>9}{k['ok']:>10}{k['missed']:>13}{k['worst']:>6}{k['allowed']:>8}"
+            f"{k['over']:>5}{k['longest'] / 1000:>10.1f}"
+        )
+    return "\n".join(lines)
+
+
 def load(path: str) -> ClusterRunData:
     with open(path) as f:
         raw = json.load(f)
@@ -190,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m tests.chaos.cluster_checks <cluster-chaos-data.json>", file=sys.stderr)
         return 2
-    rep = check(load(args[0]))
+    d = load(args[0])
+    rep = check(d)
     print(table(rep))
     print()
-    print(fault_table(rep))
+    print(fault_table(rep, d.faults))
     return 1 if rep.broken else 0
 
 

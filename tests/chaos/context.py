@@ -26,31 +26,12 @@ from tests.chaos.wsproxy import WsProxy
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
-class Chaos:
-    """What the fault injectors work with (tests/chaos/*_faults.py): the stack, the API client,
-    the proxy, and ways to wait for the system to show it is back."""
+class Watch:
+    """Ways to wait for a running system to show it is back, on its Redis (`self.redis`, a
+    client that outlives a Redis restart or failover); what both harnesses' injectors use."""
 
-    def __init__(self, st: Stack, tick_ms: int, window_ms: int, proxy: WsProxy, sources: list[Path]) -> None:
-        self.st = st
-        self.tick_ms = tick_ms
-        self.window_ms = window_ms
-        self.proxy = proxy
-        self.sources = sources
-        self.deploys_done = 0
-        self.seq = 0
-        s = settings_mod.load(st.env)
-        self.api_base = f"http://{s.api_host}:{s.api_port}"
-        self.binance_url = f"http://127.0.0.1:{st.env['BATON_SIM_BINANCE_PORT']}"
-        self.slot_ids = [f"{a}-{tf}" for a in s.assets for tf in s.timeframes]
-        plain = httpx.Client(base_url=self.api_base, timeout=30)
-        wait_for(lambda: plain.get("/health").json().get("ok"), 60, f"the api at {self.api_base}")
-        plain.close()
-        token = wait_for(lambda: apitoken.load(s, env=st.env, create=False), 30, "the API token file")
-        self.token = token.reveal()
-        self.api = httpx.Client(
-            base_url=self.api_base, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
-        )
-        self.lock = threading.Lock()
+    redis: Any
+    tick_ms: int
 
     @staticmethod
     def now_ms() -> int:
@@ -79,7 +60,7 @@ class Chaos:
         return False
 
     def last_entry(self) -> dict[str, str] | None:
-        rows = self.st.redis.xrevrange("baton:journal:ticks", count=1)
+        rows = self.redis.xrevrange("baton:journal:ticks", count=1)
         return rows[0][1] if rows else None
 
     def wait_tick_after(
@@ -96,6 +77,34 @@ class Chaos:
             return False
 
         return got[-1] if self.poll(check, timeout_s) else None
+
+
+class Chaos(Watch):
+    """What the fault injectors work with (tests/chaos/*_faults.py): the stack, the API client,
+    the proxy, and ways to wait for the system to show it is back."""
+
+    def __init__(self, st: Stack, tick_ms: int, window_ms: int, proxy: WsProxy, sources: list[Path]) -> None:
+        self.st = st
+        self.redis = st.redis
+        self.tick_ms = tick_ms
+        self.window_ms = window_ms
+        self.proxy = proxy
+        self.sources = sources
+        self.deploys_done = 0
+        self.seq = 0
+        s = settings_mod.load(st.env)
+        self.api_base = f"http://{s.api_host}:{s.api_port}"
+        self.binance_url = f"http://127.0.0.1:{st.env['BATON_SIM_BINANCE_PORT']}"
+        self.slot_ids = [f"{a}-{tf}" for a in s.assets for tf in s.timeframes]
+        plain = httpx.Client(base_url=self.api_base, timeout=30)
+        wait_for(lambda: plain.get("/health").json().get("ok"), 60, f"the api at {self.api_base}")
+        plain.close()
+        token = wait_for(lambda: apitoken.load(s, env=st.env, create=False), 30, "the API token file")
+        self.token = token.reveal()
+        self.api = httpx.Client(
+            base_url=self.api_base, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        self.lock = threading.Lock()
 
     def active(self) -> tuple[str, int, int] | None:
         lease = self.retry(lambda: self.st.redis.hgetall("baton:lease"), {})
@@ -114,7 +123,13 @@ class Chaos:
 def collect(st: Stack) -> dict[str, Any]:
     """Everything the checker reads from Redis, in one MULTI (a consistent snapshot), then the
     sim's list of every order it accepted."""
-    r = st.redis
+    out = snapshot(st.redis)
+    out["venue_orders"] = st.sim_orders()
+    return out
+
+
+def snapshot(r: Any) -> dict[str, Any]:
+    """What the checker reads from Redis, in one MULTI (a consistent snapshot)."""
     pipe = r.pipeline(transaction=True)
     pipe.xrange("baton:journal:ticks")
     pipe.hvals("baton:intents")
@@ -130,7 +145,6 @@ def collect(st: Stack) -> dict[str, Any]:
     pipe.hgetall("baton:settle:stats")
     res = pipe.execute()
     end_ms = wall_ms()
-    venue = st.sim_orders()
     return {
         "end_ms": end_ms,
         "journal": [f for _, f in res[0]],
@@ -145,7 +159,6 @@ def collect(st: Stack) -> dict[str, Any]:
         "deploys": [f for _, f in res[9]],
         "feed_stats": res[10],
         "settle_stats": res[11],
-        "venue_orders": venue,
     }
 
 
