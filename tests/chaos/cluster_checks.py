@@ -3,7 +3,8 @@ invariants (tests/chaos/checker.py: ticks, orders, positions, ledger, faults) on
 cluster's Redis and the venue's sim hold, plus what only several hosts can break:
 
 - no order after the poster's lease deadline: every order the sim accepted arrived before
-  its intent's epoch was superseded (the first lease log entry with a larger epoch);
+  its intent's epoch was superseded (the first lease log entry with a larger epoch), and
+  before its lease expired when the taker found it expired;
 - no fault cost more ticks than its allowance (a host kill, a partition, a primary kill: 1);
 - candle windows complete through host losses and failovers (the feed runs on every host);
 - each settlement booked once, whichever host's rq worker ran its job.
@@ -42,6 +43,22 @@ def superseded_ms(lease_log: list[dict[str, str]], epoch: int) -> int | None:
     return min(later) if later else None
 
 
+def deadline_ms(lease_log: list[dict[str, str]], epoch: int) -> tuple[int, str] | None:
+    """The last moment an order of `epoch` may reach the venue, and why: when a larger epoch
+    was first taken; earlier, when that taker found the lease expired (`how` acquired) and
+    it was this epoch's holder's: its expiry (`prev_expires_ms`). None: never superseded."""
+    later = [e for e in lease_log if _i(e.get("epoch")) > epoch]
+    if not later:
+        return None
+    first = min(later, key=lambda e: _i(e.get("at_ms")))
+    at = _i(first.get("at_ms"))
+    own = [e.get("holder") for e in lease_log if _i(e.get("epoch")) == epoch]
+    expired = _i(first.get("prev_expires_ms"))
+    if first.get("how") == "acquired" and 0 < expired < at and own and first.get("prev_holder") == own[0]:
+        return expired, f"its lease expired at {expired} (epoch {first.get('epoch')} taken at {at})"
+    return at, f"epoch {first.get('epoch')} taken at {at} ({first.get('how') or 'taken'})"
+
+
 def arrival_ms(order: dict[str, Any]) -> tuple[int, bool]:
     """When the sim accepted an order: its own `received_ms`, else the start of the CLOB's
     whole second (then only a whole second after a moment is surely after it)."""
@@ -50,9 +67,9 @@ def arrival_ms(order: dict[str, Any]) -> tuple[int, bool]:
 
 
 def check_lease_deadline(d: ClusterRunData) -> tuple[list[Row], dict[str, Any]]:
-    """No order reached the venue after its poster's epoch was superseded: a worker that lost
-    its lease (partitioned, paused, its Redis failed over) fences itself before its deadline,
-    so its orders all arrive before another holder takes the lease."""
+    """No order reached the venue after its poster's lease deadline (`deadline_ms`): a worker
+    that cannot renew (partitioned, paused, its Redis failed over) fences itself before its
+    lease can expire, so its orders all arrive before another holder takes the lease."""
     by_order = {i["order_id"]: i for i in d.intents if i.get("order_id")}
     epochs_logged = {_i(e.get("epoch")) for e in d.lease_log}
     host_of = {_i(e.get("epoch")): e.get("host") or e.get("holder", "?") for e in d.lease_log}
@@ -70,21 +87,22 @@ def check_lease_deadline(d: ClusterRunData) -> tuple[list[Row], dict[str, Any]]:
         judged += 1
         at, exact = arrival_ms(o)
         by_ms += exact
-        t = superseded_ms(d.lease_log, epoch)
-        if t is None:
+        dl = deadline_ms(d.lease_log, epoch)
+        if dl is None:
             continue
+        t, why = dl
         # By the whole second, `at` is the second's start: surely after t only if that is.
         if at >= t:
             late.append(
                 f"order {str(o['id'])[:14]} of {i['id']} (epoch {epoch}, host {host_of.get(epoch)}) "
-                f"arrived at {at} ms{'' if exact else ' (whole second)'}, {at - t} ms after a "
-                f"larger epoch was taken at {t}"
+                f"arrived at {at} ms{'' if exact else ' (whole second)'}, {at - t} ms after its "
+                f"deadline: {why}"
             )
     rows = [
         _fig("lease", "lease log entries", len(d.lease_log), [f"epochs {sorted(epochs_logged)}"]),
         _fig("lease", "orders judged (by the sim's ms)", f"{judged} ({by_ms})"),
         _inv("lease", "orders whose epoch the lease log lacks", len(unlogged), 0, unlogged),
-        _inv("lease", "orders after the poster's lease was superseded", len(late), 0, late),
+        _inv("lease", "orders after the poster's lease deadline", len(late), 0, late),
     ]
     return rows, {
         "log_entries": len(d.lease_log),

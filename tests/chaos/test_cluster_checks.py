@@ -20,7 +20,7 @@ def cluster_clean() -> ClusterRunData:
     span = (FIRST * T, (LAST - 5) * T)
     return ClusterRunData(
         **dataclasses.asdict(d),
-        lease_log=[{"epoch": "1", "holder": "h1:blue:x", "host": "h1", "at_ms": str(FIRST * T - 4000)}],
+        lease_log=[{"epoch": "1", "holder": "blue:h1:1:x", "host": "h1", "at_ms": str(FIRST * T - 4000)}],
         candles={a: list(range(span[0], span[1], 1000)) for a in ASSETS},
         candle_span_ms=span,
         settle_stats={"runs": "3", "settled": "3", "already": "0"},
@@ -31,8 +31,10 @@ def broken(d: ClusterRunData) -> set[str]:
     return {r.name for r in cluster_checks.check(d).broken}
 
 
-def _takeover(d: ClusterRunData, epoch: int, at_ms: int, host: str = "h2") -> None:
-    d.lease_log.append({"epoch": str(epoch), "holder": f"{host}:green:y", "host": host, "at_ms": str(at_ms)})
+def _takeover(d: ClusterRunData, epoch: int, at_ms: int, host: str = "h2", **kw: str) -> None:
+    d.lease_log.append(
+        {"epoch": str(epoch), "holder": f"green:{host}:2:y", "host": host, "at_ms": str(at_ms), **kw}
+    )
 
 
 def _host_kill(seq: int, start_ms: int, end_ms: int, allowed: int) -> dict:
@@ -68,9 +70,26 @@ def test_an_order_that_arrived_after_its_epoch_was_superseded_is_caught():
     # shows no tick of epoch 2 yet, so only the lease log can tell.
     d.venue_orders[2]["received_ms"] = 1_045_010
     _takeover(d, 2, 1_045_000)
-    assert broken(d) == {"orders after the poster's lease was superseded"}
+    assert broken(d) == {"orders after the poster's lease deadline"}
     late = cluster_checks.check(d).figures["lease"]["late"]
     assert len(late) == 1 and "epoch 1, host h1" in late[0] and "10 ms after" in late[0]
+
+
+def test_an_order_after_its_expired_lease_is_caught_before_the_taker_came():
+    d = cluster_clean()
+    # h1's lease (epoch 1) expired at 1_044_900 ms; h2 found it expired and took epoch 2 at
+    # 1_045_200 ms. Trade 3 arrived at 1_045_010 ms: before the takeover, after the deadline.
+    d.venue_orders[2]["received_ms"] = 1_045_010
+    expired = {"how": "acquired", "prev_holder": "blue:h1:1:x", "prev_expires_ms": "1044900"}
+    _takeover(d, 2, 1_045_200, **expired)
+    late = cluster_checks.check(d).figures["lease"]["late"]
+    assert len(late) == 1 and "110 ms after its deadline: its lease expired at 1044900" in late[0]
+    # A planned transfer (the lease still live) or a dead holder's: the takeover is the deadline.
+    d.lease_log[-1]["how"] = "transferred"
+    assert broken(d) == set()
+    # Another holder's expiry (the log lost one in between) is not this epoch's deadline.
+    d.lease_log[-1].update(how="acquired", prev_holder="green:h2:9:z")
+    assert broken(d) == set()
 
 
 def test_an_order_that_arrived_before_its_epoch_was_superseded_is_not_flagged():
@@ -87,7 +106,7 @@ def test_without_the_sims_ms_an_order_is_judged_by_its_whole_second():
     d = cluster_clean()
     _takeover(d, 2, 1_044_500)
     # created_at 1045 s: the whole second starts after 1_044_500 ms, surely superseded.
-    assert broken(d) == {"orders after the poster's lease was superseded"}
+    assert broken(d) == {"orders after the poster's lease deadline"}
     # created_at 1044 s: it may have arrived before 1_044_500 ms.
     d.venue_orders[2]["created_at"] = 1044
     assert broken(d) == set()
