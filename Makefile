@@ -31,7 +31,7 @@ USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: run stop status deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
+.PHONY: run stop status cluster cluster-stop deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -78,6 +78,17 @@ stop: $(STAMP)
 
 status: $(STAMP)
 	@$(VENV)/bin/baton status
+
+# Three hosts on this machine (network namespaces, root needed; docs/ha.md): Redis with a
+# Sentinel on each, the programs spread over them, the sim in a venue namespace. Returns once a
+# worker trades. BATON_CLUSTER_NAME (baton) and BATON_CLUSTER_NET (10.77.0.0/24) choose the
+# namespaces' names and addresses; every BATON_* setting reaches the hosts' programs.
+cluster: bootstrap
+	$(VENV)/bin/baton cluster start
+
+# Stops every host and removes the namespaces, links and bridge; nothing is left (idempotent).
+cluster-stop: $(STAMP)
+	$(VENV)/bin/baton cluster stop
 
 # Blue/green: stage the working tree (or REF=<git ref>) as a release for the idle colour,
 # wait until it is ready, hand over at the next tick boundary, stop the old worker.

@@ -171,6 +171,19 @@ def parser() -> argparse.ArgumentParser:
         help="write the Redis users (hashed passwords, rules) into var/secrets/redis/users.acl, "
         "for a Redis you run (BATON_REDIS_URL); `baton run` does it for the embedded one",
     )
+    p = sub.add_parser("cluster", help="the simulated three-host deployment (docs/ha.md)")
+    csub = p.add_subparsers(dest="cluster_cmd", required=True, metavar="{start,stop,status,exec,up}")
+    q = csub.add_parser(
+        "start", help="namespaces, Redis, Sentinels and programs; returns once a worker trades"
+    )
+    q.add_argument("--wait-s", type=float, default=180.0)
+    csub.add_parser("stop", help="stop every host and remove the namespaces, links and bridge")
+    json_flag(csub.add_parser("status", help="hosts, lease, Redis primary and replicas, Sentinels, standbys"))
+    q = csub.add_parser("exec", help="run a command inside a host's namespace with its environment")
+    q.add_argument("host", help="h1, h2 or h3")
+    q.add_argument("argv", nargs=argparse.REMAINDER, help="-- and the command, e.g. -- baton status")
+    q = csub.add_parser("up", help="bring back a host whose processes were killed")
+    q.add_argument("host", help="h1, h2 or h3")
     p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
     p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
     p.add_argument(
@@ -450,6 +463,32 @@ def cmd_redis_cli(args: list[str]) -> int:
     return 1
 
 
+def cmd_cluster(s: Settings, args: argparse.Namespace) -> int:
+    # Here, not at the top: only this command needs it.
+    from deploy.cluster import Cluster
+    from deploy.cluster import status as cluster_status
+
+    c = Cluster.from_env()
+    if args.cluster_cmd == "start":
+        c.start(timeout_s=args.wait_s)
+        print(cluster_status.render(c.status()))
+        print("\nrun commands on a host: baton cluster exec h2 -- baton status    stop: make cluster-stop")
+    elif args.cluster_cmd == "stop":
+        c.stop()
+    elif args.cluster_cmd == "status":
+        res = c.status()
+        return emit(args, res, lambda: cluster_status.render(res))
+    elif args.cluster_cmd == "exec":
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not argv:
+            return fail("cluster exec: no command (baton cluster exec h2 -- baton status)")
+        return c.exec(args.host, argv, capture=False, timeout_s=None).returncode
+    elif args.cluster_cmd == "up":
+        c.up(args.host)
+        print(f"{args.host} is up: its Redis replicates from {c.primary_host() or '?'}, its workers stand by")
+    return 0
+
+
 def cmd_redis_acl(s: Settings, args: argparse.Namespace) -> int:
     # With Sentinels, the replica's and the Sentinels' users too (docs/ha.md).
     path = acl.write_acl_file(Path(s.home), s.prefix, ha=bool(s.redis_sentinels))
@@ -478,6 +517,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "logs": cmd_logs,
     "token": cmd_token,
     "redis-acl": cmd_redis_acl,
+    "cluster": cmd_cluster,
 }
 
 

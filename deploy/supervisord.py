@@ -107,6 +107,10 @@ def supervisor_env(s: Settings, environ: Mapping[str, str] | None = None) -> dic
     env.pop("BATON_REDIS_USER", None)
     # Live mode talks to the real venues: the local sim stays off.
     env["BATON_SIM_AUTOSTART"] = "false" if s.live else "true"
+    # One host runs both colours' programs and the api; worker-green starts on a deploy.
+    env["BATON_WORKER_BLUE_AUTOSTART"] = "true"
+    env["BATON_WORKER_GREEN_AUTOSTART"] = "false"
+    env["BATON_API_AUTOSTART"] = "true"
     # One tick plus margin: a worker told to stop finishes the tick it is in.
     env["BATON_STOP_WAIT_S"] = str(max(15, s.tick_ms // 1000 * 2 + 10))
     if s.embedded_redis:

@@ -1,7 +1,8 @@
 """`python -m sim`: the local stand-in venues, one price model behind two servers.
 
 Binance-format market data on settings.binance_port, the Polymarket-CLOB-format API (with
-Gamma discovery) on settings.clob_port, both on 127.0.0.1. SIGTERM or SIGINT stops both
+Gamma discovery) on settings.clob_port, both on 127.0.0.1 (BATON_SIM_BIND: another address, e.g.
+the venue namespace's in `make cluster`). SIGTERM or SIGINT stops both
 cleanly with exit status 0. The sim's own knobs (balance, fees, page size, fault injection)
 are read from BATON_SIM_* variables here: docs/sim.md lists them.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from baton.errors import SettingsError
 
-HOST = "127.0.0.1"
+HOST = os.environ.get("BATON_SIM_BIND", "").strip() or "127.0.0.1"
 
 
 async def _serve(app: Any, port: int, name: str) -> Any:

@@ -1,0 +1,400 @@
+"""The simulated three-host deployment as one object: start it (`make cluster`), stop it
+(`make cluster-stop`), ask what it does, run commands on a host, and the faults the chaos and
+bench parts inject (kill a host, cut its link, pause a program).
+
+Topology (docs/ha.md): namespaces `<name>-h1..h3` and `<name>-venue` on a bridge `<name>-br`;
+h1 runs the first Redis primary and worker-blue, h2 a replica and worker-green (the warm
+standby), h3 a replica and a second api; every host runs a Sentinel, the feed and settle; the
+venue runs the sim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.sentinel import Sentinel
+
+from baton.errors import StackError
+from baton.secretfiles import read_secret, write_secret
+from baton.settings import REPO_ROOT, load
+from deploy.cluster import hosts as hostmod
+from deploy.cluster import net as netmod
+from deploy.cluster import redis as ha
+from deploy.cluster import status as st
+from deploy.cluster.hosts import COLORS, Host
+from deploy.cluster.net import HOSTS, VENUE
+from deploy.supervisord import supervisor_call, wait_until
+from kernel.clock import wall_ms
+from kernel.lease import read_lease
+from state import acl
+from state.journal import JournalRepo
+from state.keys import Keys
+
+DEFAULT_NAME = "baton"
+DEFAULT_NET = "10.77.0.0/24"
+FIRST_PRIMARY = "h1"
+# Programs finish their tick; one that takes longer (an rq job in hand) is killed with its
+# namespace: every write it makes is fenced and idempotent.
+SHUTDOWN_WAIT_S = 20.0
+
+
+class Cluster:
+    def __init__(self, home: Path, name: str, net: str, environ: Mapping[str, str]) -> None:
+        self.home = Path(home).resolve()
+        self.net = netmod.network(name, net)
+        self.environ = dict(environ)
+        base = load({**self.environ, "BATON_HOME": str(self.home)})
+        self.prefix = base.prefix
+        self.master = base.redis_master
+        self.keys = Keys(self.prefix)
+
+    @classmethod
+    def from_env(
+        cls,
+        home: Path | None = None,
+        name: str | None = None,
+        net: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Cluster:
+        """The cluster the environment (and `env`, laid over it) describes: BATON_HOME,
+        BATON_CLUSTER_NAME, BATON_CLUSTER_NET, and every BATON_* setting its programs get."""
+        environ = {**os.environ, **(env or {})}
+        home = home or Path(environ.get("BATON_HOME", "").strip() or REPO_ROOT)
+        name = name or environ.get("BATON_CLUSTER_NAME", "").strip() or DEFAULT_NAME
+        net = net or environ.get("BATON_CLUSTER_NET", "").strip() or DEFAULT_NET
+        return cls(home, name, net, environ)
+
+    # --- hosts ---------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.net.name
+
+    @property
+    def secrets_dir(self) -> Path:
+        return hostmod.cluster_home(self.home) / "var" / "secrets"
+
+    def addrs(self) -> dict[str, str]:
+        return {h: self.net.addr(h) for h in HOSTS}
+
+    def host(self, name: str, primary: str | None = None) -> Host:
+        if name not in HOSTS:
+            raise StackError(f"no host {name!r} in the cluster (hosts: {', '.join(HOSTS)})")
+        return hostmod.make_host(
+            self.net, self.home, name, self.environ, self.net.addr(primary or self._last_primary())
+        )
+
+    def exists(self) -> bool:
+        return bool(netmod.leftovers(self.net))
+
+    def _primary_file(self) -> Path:
+        return hostmod.cluster_home(self.home) / "var" / "primary"
+
+    def _last_primary(self) -> str:
+        """The host whose Redis was primary when the cluster was last asked (h1 at first): a
+        cluster started again starts from the newest data."""
+        try:
+            h = self._primary_file().read_text().strip()
+        except OSError:
+            return FIRST_PRIMARY
+        return h if h in HOSTS else FIRST_PRIMARY
+
+    def _note_primary(self, host: str) -> None:
+        if host in HOSTS:
+            write_secret(self._primary_file(), host)
+
+    # --- start and stop ------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 180.0, log: Any = print) -> None:
+        """Namespaces, secrets, every host's supervisord and the sim; returns once the lease
+        holder has ticked (a tick after the Redis primary answered)."""
+        if os.geteuid() != 0:
+            raise StackError("make cluster makes network namespaces: it must run as root")
+        for tool in ("ip", "redis-server"):
+            if not shutil.which(tool):
+                raise StackError(f"{tool} not found (packages iproute2, redis-server)")
+        t0 = time.monotonic()
+        secrets = hostmod.make_secrets(self.home, self.prefix, self.environ)
+        netmod.create(self.net)
+        primary = self._current_primary() or self._last_primary()
+        log(f"network {self.net.name}: bridge {self.net.bridge} {self.net.gateway}, primary {primary}")
+        if not self._sim_up():
+            hostmod.start_sim(self.net, self.home, self.environ)
+        held = []
+        fresh = not any(hostmod.supervisord_running(self.host(n)) for n in HOSTS)
+        for name in HOSTS:
+            host = self.host(name, primary)
+            if hostmod.supervisord_running(host):
+                log(f"{name}: supervisord already running")
+                continue
+            hostmod.remove_leftover_socket(host)
+            hostmod.prepare(host, secrets, self.master, self.net.addr(primary))
+            # On a fresh cluster the standby waits for worker-blue's lease: the two would
+            # race for it otherwise.
+            hold = fresh and COLORS.get(name, "blue") != "blue"
+            hostmod.start_supervisord(host, hold_standby=hold)
+            if hold:
+                held.append(host)
+            log(f"{name} ({host.addr}): supervisord started (logs in {host.settings.log_dir})")
+        remaining = lambda: max(1.0, timeout_s - (time.monotonic() - t0))  # noqa: E731
+        wait_until(self._sim_up, remaining(), f"the sim at {self.net.addr(VENUE)}")
+        r = self.direct(primary)
+        try:
+            wait_until(r.ping, remaining(), f"Redis on {primary}")
+            self._note_primary(primary)
+            before = int(r.hget(self.keys.stats(), "ticks_done") or 0)
+            log(f"redis primary on {primary}, replicas and sentinels starting; waiting for a tick")
+            wait_until(
+                lambda: (
+                    int(r.hget(self.keys.stats(), "ticks_done") or 0) > before and read_lease(r, self.keys)
+                ),
+                remaining(),
+                "the lease holder's first tick",
+            )
+            for host in held:
+                host.supervisor("startProcess", f"worker-{COLORS[host.name]}", False)
+                log(f"{host.name}: worker-{COLORS[host.name]} started as the standby")
+        finally:
+            r.close()
+        log(f"cluster {self.name} trading ({time.monotonic() - t0:.1f} s)")
+
+    def stop(self, log: Any = print) -> None:
+        """Every host's supervisord (programs finish their tick), the sim, then namespaces,
+        links and the bridge: nothing is left. Idempotent."""
+        if not self.exists():
+            log(f"cluster {self.name}: nothing to stop")
+            return
+        primary = self._current_primary()
+        if primary:
+            self._note_primary(primary)
+            with contextlib.suppress(redis.RedisError):
+                r = self.direct(primary)
+                try:
+                    JournalRepo(r, self.keys).mark_stack_stopped(wall_ms())
+                finally:
+                    r.close()
+        running = [h for h in (self.host(n) for n in HOSTS) if hostmod.supervisord_running(h)]
+        pids = [int(p) for p in (_read_pid(h.settings.run_dir / "supervisord.pid") for h in running) if p]
+        for h in running:
+            with contextlib.suppress(Exception):
+                h.supervisor("shutdown")
+        if pids:
+            with contextlib.suppress(Exception):
+                wait_until(
+                    lambda: not any(_alive(p) for p in pids), SHUTDOWN_WAIT_S, "every host's supervisord"
+                )
+        netmod.destroy(self.net)
+        left = netmod.leftovers(self.net)
+        if left:
+            raise StackError(f"cluster {self.name}: could not remove {', '.join(left)}")
+        log(f"cluster {self.name} stopped: no namespace, link or process left")
+
+    def _sim_up(self) -> bool:
+        venue = hostmod.make_host_env_sim(self.net, self.home, self.environ)
+        return _port_open(self.net.addr(VENUE), int(venue["BATON_SIM_CLOB_PORT"]))
+
+    # --- faults and repairs --------------------------------------------------------------------
+
+    def kill_host(self, host: str) -> list[int]:
+        """SIGKILL every process of the host (everything in its namespace, supervisord too)."""
+        self.host(host)
+        return netmod.kill_all(self.net, host)
+
+    def up(self, host: str, timeout_s: float = 60.0) -> None:
+        """Bring back a host whose processes are gone: its Redis a replica of the primary the
+        Sentinels name now, its workers standbys. Nothing to do when its supervisord runs."""
+        h = self.host(host)
+        if hostmod.supervisord_running(h):
+            return
+        primary = self._current_primary(exclude=host) or self._last_primary()
+        h = self.host(host, primary)
+        # What the killed supervisord left behind (its programs are killed with it).
+        netmod.kill_all(self.net, host)
+        hostmod.remove_leftover_socket(h)
+        hostmod.prepare(h, self.secrets_dir, self.master, self.net.addr(primary))
+        hostmod.start_supervisord(h)
+        r = self.direct(host)
+        try:
+            wait_until(r.ping, timeout_s, f"Redis on {host}")
+        finally:
+            r.close()
+
+    def cut(self, host: str) -> None:
+        self.host(host)
+        netmod.set_link(self.net, host, up=False)
+
+    def heal(self, host: str) -> None:
+        self.host(host)
+        netmod.set_link(self.net, host, up=True)
+
+    def pause(self, host: str, program: str) -> None:
+        os.kill(self._pid(host, program), signal.SIGSTOP)
+
+    def resume(self, host: str, program: str) -> None:
+        os.kill(self._pid(host, program), signal.SIGCONT)
+
+    def _pid(self, host: str, program: str) -> int:
+        info = supervisor_call(self.host(host).socket, "getProcessInfo", program)
+        if not info["pid"]:
+            raise StackError(f"{host}: {program} is not running ({info['statename']})")
+        return int(info["pid"])
+
+    # --- commands on a host --------------------------------------------------------------------
+
+    def exec(
+        self, host: str, argv: Sequence[str], *, capture: bool = True, timeout_s: float | None = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """`argv` inside the host's namespace with that host's environment."""
+        h = self.host(host)
+        return subprocess.run(
+            hostmod.in_netns(h.netns, list(argv)),
+            env=dict(h.env),
+            capture_output=capture,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+    # --- Redis ---------------------------------------------------------------------------------
+
+    def _password(self, user: str) -> str:
+        return read_secret(acl.password_file(hostmod.cluster_home(self.home), user))
+
+    def direct(self, host: str, user: str = acl.ADMIN) -> Any:
+        """A client of the Redis on `host` itself (primary or not), from the root namespace."""
+        return redis.Redis(
+            host=self.net.addr(host),
+            port=ha.REDIS_PORT,
+            username=user,
+            password=self._password(user),
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+
+    def client(self, user: str = acl.ADMIN) -> Any:
+        """A client that follows the primary through the Sentinels, from the root namespace."""
+        sentinel = Sentinel(
+            [(a, ha.SENTINEL_PORT) for a in self.addrs().values()],
+            socket_timeout=st.PROBE_TIMEOUT_S,
+            socket_connect_timeout=st.PROBE_TIMEOUT_S,
+        )
+        return sentinel.master_for(
+            self.master,
+            username=user,
+            password=self._password(user),
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+
+    def _current_primary(self, exclude: str = "") -> str:
+        views = [v for v in st.sentinels(self.addrs(), ha.SENTINEL_PORT, self.master) if v.host != exclude]
+        return st.primary_of(views)
+
+    def primary_host(self) -> str:
+        """The host whose Redis the Sentinels name as primary now ("" when none answers)."""
+        return self._current_primary()
+
+    # --- status --------------------------------------------------------------------------------
+
+    def status(self) -> st.ClusterStatus:
+        addrs = self.addrs()
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            up = dict(
+                zip(HOSTS, pool.map(lambda n: hostmod.supervisord_running(self.host(n)), HOSTS), strict=True)
+            )
+            sentinels = st.sentinels(addrs, ha.SENTINEL_PORT, self.master)
+        hosts = [st.HostStatus(n, addrs[n], up[n], _link_up(self.net.link(n))) for n in HOSTS]
+        primary = st.primary_of(sentinels)
+        replicas: list[st.ReplicaStatus] = []
+        lease = None
+        standbys: list[st.StandbyStatus] = []
+        if primary:
+            with contextlib.suppress(redis.RedisError):
+                r = self.direct(primary)
+                try:
+                    replicas = st.replicas(r.info("replication"), addrs)
+                    lease, standbys = self._workers(r)
+                finally:
+                    r.close()
+        return st.ClusterStatus(
+            name=self.name,
+            net=self.net.net,
+            hosts=hosts,
+            lease=lease,
+            redis=st.RedisStatus(primary=primary, replicas=replicas, sentinels=sentinels),
+            standbys=standbys,
+        )
+
+    def _workers(self, r: Any) -> tuple[st.LeaseStatus | None, list[st.StandbyStatus]]:
+        beats = {c: r.hgetall(self.keys.worker(c)) for c in ("blue", "green")}
+        home_of = {c: h for h, c in COLORS.items()}
+
+        def beat_host(color: str) -> str:
+            holder = beats.get(color, {}).get("holder", "")
+            parts = holder.split(":")
+            return parts[1] if len(parts) == 4 and parts[1] in HOSTS else home_of.get(color, "")
+
+        lease = read_lease(r, self.keys)
+        out = None
+        if lease is not None and lease.holder and lease.expires_ms > wall_ms():
+            color = lease.holder.split(":")[0]
+            out = st.LeaseStatus(
+                host=st.holder_host(lease.holder, color, beat_host),
+                color=color,
+                epoch=lease.epoch,
+                holder=lease.holder,
+                expires_ms=lease.expires_ms,
+            )
+        standbys = [
+            st.StandbyStatus(host=beat_host(c), color=c, state=b.get("state", ""))
+            for c, b in beats.items()
+            if b and (out is None or c != out.color)
+        ]
+        return out, standbys
+
+
+def _port_open(addr: str, port: int) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=st.PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _link_up(ifname: str) -> bool:
+    try:
+        return "UP" in Path(f"/sys/class/net/{ifname}/operstate").read_text().upper()
+    except OSError:
+        return False
+
+
+def _read_pid(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (this container's PID 1 may not reap) is dead for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,260 @@
+"""The simulated hosts' homes, environments and supervisords.
+
+Each host is `$BATON_HOME/hosts/<host>`: its own var/ (logs, Redis data, supervisor socket,
+releases, secrets), and its own supervisord started inside its namespace from the repo's
+supervisor.conf. Which programs start is the host's environment (the autostart variables) and
+its include fragments (redis, sentinel). The secrets are made once in the cluster's own home
+(`$BATON_HOME/hosts/cluster/var/secrets`) and copied owner-only into each host's var/secrets.
+The venue's namespace runs the sim alone, as a plain process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from baton.errors import StackError
+from baton.secretfiles import ensure_secret, private_dir, secrets_dir, write_secret
+from baton.settings import API_TOKEN_FILE, PRIVATE_KEY_FILE, Settings, load
+from deploy import releases
+from deploy.cluster import redis as ha
+from deploy.cluster.net import HOSTS, VENUE, Network
+from deploy.supervisord import (
+    SUPERVISOR_CONF,
+    UMASK,
+    owner_only_dir,
+    scrubbed_env,
+    supervisor_call,
+    supervisor_env,
+)
+from state import acl
+
+API_PORT = 7390
+# Which programs each host's supervisord starts (supervisor.conf's autostart variables); feed
+# and settle run everywhere, Redis and Sentinel come from the host's fragments.
+ROLES: dict[str, dict[str, bool]] = {
+    "h1": {"api": True, "blue": True, "green": False},
+    "h2": {"api": False, "blue": False, "green": True},
+    "h3": {"api": True, "blue": False, "green": False},
+}
+# The colour each host's worker runs (h3 has none).
+COLORS = {"h1": "blue", "h2": "green"}
+# Variables of the caller's that no host may inherit: they say how the single-host stack
+# reaches its Redis and sim, which the cluster sets itself.
+NOT_INHERITED = (
+    "BATON_HOME",
+    "BATON_REDIS_URL",
+    "BATON_REDIS_PORT",
+    "BATON_REDIS_BIND",
+    "BATON_REDIS_USER",
+    "BATON_API_HOST",
+    "BATON_API_PORT",
+    "BATON_BINANCE_WS_URL",
+    "BATON_BINANCE_REST_URL",
+    "BATON_CLOB_URL",
+    "BATON_GAMMA_URL",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    name: str
+    addr: str
+    netns: str
+    home: Path
+    settings: Settings
+    # What its supervisord and `exec` run with: no secret in it.
+    env: Mapping[str, str]
+
+    @property
+    def socket(self) -> Path:
+        return self.settings.supervisor_socket
+
+    def supervisor(self, method: str, *args: object) -> object:
+        return supervisor_call(self.socket, method, *args)
+
+
+def cluster_home(home: Path) -> Path:
+    """Where the cluster's secrets are made once (and its own notes are kept)."""
+    return home / "hosts" / "cluster"
+
+
+def host_home(home: Path, host: str) -> Path:
+    return home / "hosts" / host
+
+
+def node_env(
+    net: Network, home: Path, node: str, environ: Mapping[str, str], primary_addr: str
+) -> dict[str, str]:
+    """The environment of a host's programs (or the venue's sim): the caller's BATON_*
+    settings, with what the cluster decides set here."""
+    env = {k: v for k, v in scrubbed_env(environ).items() if k not in NOT_INHERITED}
+    venue = net.addr(VENUE)
+    binance_port = environ.get("BATON_SIM_BINANCE_PORT", "").strip() or "7301"
+    clob_port = environ.get("BATON_SIM_CLOB_PORT", "").strip() or "7302"
+    bin_dir = str(Path(sys.executable).parent)
+    env.update(
+        PATH=bin_dir + os.pathsep + environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        BATON_HOME=str(host_home(home, node)),
+        BATON_HOST=node,
+        BATON_SIM_BINANCE_PORT=binance_port,
+        BATON_SIM_CLOB_PORT=clob_port,
+    )
+    if node == VENUE:
+        env["BATON_SIM_BIND"] = venue
+        return env
+    sentinels = ",".join(f"{net.addr(h)}:{ha.SENTINEL_PORT}" for h in HOSTS)
+    env.update(
+        BATON_REDIS_SENTINELS=sentinels,
+        BATON_REDIS_MIN_REPLICAS=environ.get("BATON_REDIS_MIN_REPLICAS", "").strip() or "1",
+        # Until every client speaks Sentinel, the programs reach the primary of the start.
+        BATON_REDIS_URL=f"redis://{primary_addr}:{ha.REDIS_PORT}/0",
+        BATON_BINANCE_WS_URL=f"ws://{venue}:{binance_port}",
+        BATON_BINANCE_REST_URL=f"http://{venue}:{binance_port}",
+        BATON_CLOB_URL=f"http://{venue}:{clob_port}",
+        BATON_GAMMA_URL=f"http://{venue}:{clob_port}",
+        BATON_API_HOST=net.addr(node),
+        BATON_API_PORT=str(API_PORT),
+    )
+    return env
+
+
+def make_host(net: Network, home: Path, node: str, environ: Mapping[str, str], primary_addr: str) -> Host:
+    env = node_env(net, home, node, environ, primary_addr)
+    return Host(node, net.addr(node), net.netns(node), host_home(home, node), load(env), env)
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+def make_secrets(home: Path, prefix: str, environ: Mapping[str, str]) -> Path:
+    """The cluster's secrets, made once: every Redis user's password and the ACL file, the
+    paper signing key and the API token (a key or token given in `environ` wins, as for
+    `baton run`). Returns the folder they are in."""
+    root = cluster_home(home)
+    owner_only_dir(root)
+    acl.write_acl_file(root, prefix)
+    folder = secrets_dir(root)
+    for var, name in (("BATON_PRIVATE_KEY", PRIVATE_KEY_FILE), ("BATON_API_TOKEN", API_TOKEN_FILE)):
+        value = environ.get(var, "").strip()
+        if value:
+            write_secret(folder / name, value)
+    if not (folder / PRIVATE_KEY_FILE).exists():
+        # A paper account of this cluster's own at the sim (any key signs paper orders).
+        write_secret(folder / PRIVATE_KEY_FILE, "0x" + secrets.token_hex(32))
+    ensure_secret(folder / API_TOKEN_FILE)
+    return folder
+
+
+def copy_secrets(src: Path, host: Host) -> None:
+    """Every file of the cluster's secrets into the host's var/secrets, owner-only."""
+    dst = secrets_dir(host.home)
+    for f in sorted(src.rglob("*")):
+        if f.is_file() and not f.name.startswith("."):
+            target = dst / f.relative_to(src)
+            private_dir(target.parent)
+            tmp = target.with_name(f".{target.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, f.read_bytes())
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+
+
+# --- a host's supervisord ----------------------------------------------------------------------
+
+
+def prepare(host: Host, secrets_src: Path, master: str, primary_addr: str) -> None:
+    """The host's folders, secrets, Redis and Sentinel config, and the release its worker
+    colour points at."""
+    s = host.settings
+    for d in (s.var_dir, s.log_dir, s.run_dir, s.run_dir / "supervisor.d"):
+        owner_only_dir(d)
+    copy_secrets(secrets_src, host)
+    ha.render(host.home, host.addr, master, primary_addr)
+    color = COLORS.get(host.name)
+    if color and releases.pointed(host.home, color) is None:
+        rel = releases.stage(host.home)
+        releases.point(host.home, color, rel.id)
+
+
+def supervisord_env(host: Host, hold_standby: bool = False) -> dict[str, str]:
+    """`hold_standby`: the host's worker stays stopped until started (a fresh cluster's
+    standby starts once worker-blue holds the lease, so that blue trades first)."""
+    env = supervisor_env(host.settings, host.env)
+    roles = dict(ROLES[host.name])
+    if hold_standby:
+        roles.update(blue=False, green=False)
+    env.update(
+        BATON_SIM_AUTOSTART="false",
+        BATON_API_AUTOSTART=str(roles["api"]).lower(),
+        BATON_WORKER_BLUE_AUTOSTART=str(roles["blue"]).lower(),
+        BATON_WORKER_GREEN_AUTOSTART=str(roles["green"]).lower(),
+    )
+    return env
+
+
+def in_netns(host_netns: str, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", host_netns, *argv]
+
+
+def start_supervisord(host: Host, hold_standby: bool = False) -> None:
+    out = subprocess.run(
+        in_netns(
+            host.netns, [str(Path(sys.executable).with_name("supervisord")), "-c", str(SUPERVISOR_CONF)]
+        ),
+        env=supervisord_env(host, hold_standby),
+        umask=UMASK,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise StackError(
+            f"{host.name}: supervisord failed to start: {out.stderr.strip() or out.stdout.strip()}"
+        )
+
+
+def supervisord_running(host: Host) -> bool:
+    if not host.socket.exists():
+        return False
+    try:
+        return bool(host.supervisor("getState")["statename"] == "RUNNING")  # type: ignore[index]
+    except Exception:  # no answer (a killed supervisord's socket): down
+        return False
+
+
+def make_host_env_sim(net: Network, home: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    return node_env(net, home, VENUE, environ, "")
+
+
+def start_sim(net: Network, home: Path, environ: Mapping[str, str]) -> None:
+    """The sim in the venue's namespace, listening on the venue's address."""
+    env = node_env(net, home, VENUE, environ, "")
+    venue_home = host_home(home, VENUE)
+    log_dir = venue_home / "var" / "log"
+    owner_only_dir(log_dir)
+    with open(log_dir / "sim.log", "ab") as log:
+        subprocess.Popen(
+            in_netns(net.netns(VENUE), [sys.executable, "-m", "sim"]),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(SUPERVISOR_CONF).parent),
+            start_new_session=True,
+            umask=UMASK,
+        )
+
+
+def remove_leftover_socket(host: Host) -> None:
+    """A killed supervisord leaves its socket and pid file; a new one refuses to start over a
+    socket it cannot tell from a live one's."""
+    for f in (host.socket, host.settings.run_dir / "supervisord.pid"):
+        f.unlink(missing_ok=True)

@@ -1,0 +1,159 @@
+"""`baton cluster status`: the hosts, the lease, the Redis primary with its replicas and the
+Sentinels, and the standby workers, as one msgspec struct (`--json` prints it).
+
+Read from outside every namespace: the Sentinels and Redis over the bridge, each host's
+supervisord over its unix socket.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+import redis
+
+from deploy.cluster.net import HOSTS
+
+PROBE_TIMEOUT_S = 0.5
+
+
+class HostStatus(msgspec.Struct, frozen=True):
+    name: str
+    addr: str
+    # Its supervisord answers.
+    up: bool
+    # Its link to the bridge is up (False: cut off by `cut`).
+    linked: bool = True
+
+
+class LeaseStatus(msgspec.Struct, frozen=True):
+    host: str
+    color: str
+    epoch: int
+    holder: str = ""
+    expires_ms: int = 0
+
+
+class ReplicaStatus(msgspec.Struct, frozen=True):
+    host: str
+    addr: str
+    state: str
+    # Bytes of the primary's replication stream it has not acknowledged yet.
+    offset_lag: int
+    # Since its last acknowledgement (Redis counts whole seconds).
+    lag_ms: int
+
+
+class SentinelStatus(msgspec.Struct, frozen=True):
+    host: str
+    addr: str
+    up: bool
+    # The host whose Redis this Sentinel names as the primary ("" when it cannot say).
+    primary: str = ""
+
+
+class RedisStatus(msgspec.Struct, frozen=True):
+    primary: str
+    replicas: list[ReplicaStatus]
+    sentinels: list[SentinelStatus]
+
+
+class StandbyStatus(msgspec.Struct, frozen=True):
+    host: str
+    color: str
+    state: str
+
+
+class ClusterStatus(msgspec.Struct, frozen=True):
+    name: str
+    net: str
+    hosts: list[HostStatus]
+    lease: LeaseStatus | None
+    redis: RedisStatus
+    standbys: list[StandbyStatus]
+
+
+def sentinel_view(addr: str, port: int, master: str) -> str | None:
+    """The primary's address as the Sentinel at addr:port names it; None when unreachable."""
+    r = redis.Redis(
+        host=addr, port=port, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
+    )
+    try:
+        reply = r.execute_command("SENTINEL", "get-master-addr-by-name", master)
+    except redis.RedisError:
+        return None
+    finally:
+        r.close()
+    if not reply:
+        return ""
+    ip = reply[0]
+    return ip.decode() if isinstance(ip, bytes) else str(ip)
+
+
+def sentinels(addrs: Mapping[str, str], port: int, master: str) -> list[SentinelStatus]:
+    by_addr = {a: h for h, a in addrs.items()}
+    out = []
+    for host in HOSTS:
+        view = sentinel_view(addrs[host], port, master)
+        out.append(SentinelStatus(host, addrs[host], view is not None, by_addr.get(view or "", "")))
+    return out
+
+
+def primary_of(views: list[SentinelStatus]) -> str:
+    """The host most Sentinels name (a quorum's view); "" when none answers."""
+    named = Counter(v.primary for v in views if v.up and v.primary)
+    return named.most_common(1)[0][0] if named else ""
+
+
+def replicas(info: Mapping[str, Any], addrs: Mapping[str, str]) -> list[ReplicaStatus]:
+    """The replicas of the primary's `INFO replication` (as redis-py parses it)."""
+    by_addr = {a: h for h, a in addrs.items()}
+    top = int(info.get("master_repl_offset", 0))
+    out = []
+    for key in sorted(k for k in info if k.startswith("slave") and k[5:].isdigit()):
+        v = info[key]
+        ip = str(v.get("ip", ""))
+        out.append(
+            ReplicaStatus(
+                host=by_addr.get(ip, ip),
+                addr=ip,
+                state=str(v.get("state", "")),
+                offset_lag=max(0, top - int(v.get("offset", 0))),
+                lag_ms=int(v.get("lag", 0)) * 1000,
+            )
+        )
+    return out
+
+
+def holder_host(holder: str, color: str, heartbeat_host: Callable[[str], str]) -> str:
+    """The host of a holder id `color:host:pid:nonce`: its host part when that names a
+    cluster host, else what the colour's heartbeat says."""
+    parts = holder.split(":")
+    if len(parts) == 4 and parts[1] in HOSTS:
+        return parts[1]
+    return heartbeat_host(color)
+
+
+def render(s: ClusterStatus) -> str:
+    """The status for a terminal."""
+    lines = [f"cluster {s.name} ({s.net})"]
+    for h in s.hosts:
+        state = ("up" if h.up else "down") + ("" if h.linked else ", cut off")
+        lines.append(f"  {h.name:<4} {h.addr:<15} {state}")
+    if s.lease is None:
+        lines.append("lease    nobody holds it")
+    else:
+        lines.append(f"lease    {s.lease.host} worker-{s.lease.color}, epoch {s.lease.epoch}")
+    r = s.redis
+    lines.append(f"redis    primary {r.primary or 'unknown (no Sentinel answers)'}")
+    for rep in r.replicas:
+        lines.append(
+            f"  replica {rep.host:<4} {rep.state:<12} {rep.offset_lag} bytes behind, last ack {rep.lag_ms} ms"
+        )
+    views = ", ".join(f"{v.host}: {v.primary or '?'}" if v.up else f"{v.host}: down" for v in r.sentinels)
+    lines.append(f"sentinels {views}")
+    for sb in s.standbys:
+        lines.append(f"standby  {sb.host} worker-{sb.color} ({sb.state})")
+    return "\n".join(lines)
