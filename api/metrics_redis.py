@@ -245,15 +245,24 @@ class RedisCollector:
         events = CounterMetricFamily(
             "baton_feed_events", "Feed counters (frames, bad_frames, reconnects, ...).", labels=["event"]
         )
+        per_host = CounterMetricFamily(
+            "baton_feed_host_events",
+            "Each feed's own counters (feed:stats '<event>@<host>'), where several hosts run one.",
+            labels=["host", "event"],
+        )
         for field, value in sorted(feed.items()):
             if (n := p.number(value)) is None:
                 continue
-            if field.startswith(PER_ASSET_PREFIX):
+            event, at, host = field.partition("@")
+            if at:
+                per_host.add_metric([host, event], n)
+            elif field.startswith(PER_ASSET_PREFIX):
                 candles.add_metric([field.removeprefix(PER_ASSET_PREFIX)], n)
             else:
                 events.add_metric([field], n)
         yield candles
         yield events
+        yield per_host
 
         now_ms = self.clock_ms()
         suffix = f":{CANDLE_INTERVAL}"

@@ -1,6 +1,12 @@
 """The feed's REST backfill: the closed candles missed since the last one stored (after each
 (re)connect), and the holes found inside a candle window (the stream skipped candles, or an
 earlier run left a gap), fetched from Binance's klines endpoint within the venue's budget.
+
+The feeds of several hosts write the same windows: after a Redis failover or a venue drop
+they all reconnect at once and find the same gap. A short claim per window in Redis
+(`feed:claim:<asset>:<interval>`, state/lua/feed_claim.lua) lets one of them fetch it; the
+others skip the tail, and before fetching a hole read again what Redis holds of it, so that
+what another feed filled is not fetched twice.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from redis.exceptions import RedisError
 from baton.errors import BackfillError, BadFrame, RateLimited
 from feed.backoff import Backoff
 from feed.store import Batch, CandleStore
+from state.candles import CandlesRepo
 from venues.binance import parse_rows, sample, symbol
 from venues.budgets import BINANCE_REST_WEIGHT, klines_weight
 
@@ -28,6 +35,25 @@ REST_MAX_WAIT_MS = 60_000
 # Retrying the fill of a hole whose klines request failed, within one connection.
 FILL_RETRY_INITIAL_S = 1.0
 FILL_RETRY_MAX_S = 30.0
+# How long a backfill claim holds: a few klines requests and their budget waits. A feed that
+# dies holding it delays the others' fetch by at most this (they release it when done).
+CLAIM_TTL_MS = 30_000
+
+
+class Claims:
+    """This feed's claims on the windows' backfills (see the module's docstring); `holder`
+    names this feed (host and pid)."""
+
+    def __init__(self, repo: CandlesRepo, interval: str, holder: str) -> None:
+        self.repo = repo
+        self.interval = interval
+        self.holder = holder
+
+    async def take(self, asset: str) -> bool:
+        return bool(await self.repo.try_claim(f"{asset}:{self.interval}", self.holder, CLAIM_TTL_MS))
+
+    async def release(self, asset: str) -> None:
+        await self.repo.release_claim(f"{asset}:{self.interval}", self.holder)
 
 
 class Backfill:
@@ -45,8 +71,10 @@ class Backfill:
         interval_ms: int,
         retention_ms: int,
         clock_ms: Callable[[], int],
+        claims: Claims | None = None,
     ) -> None:
         self.store = store
+        self.claims = claims
         self.take = take
         self.assets = assets
         self.rest_url = rest_url
@@ -64,10 +92,25 @@ class Backfill:
         filled: dict[str, int] = {}
         failed: list[str] = []
         for asset in self.assets:
-            last = self.store.last_closed(asset)
-            start_ms = floor_ms if last is None else max(last.open_ms + self.interval_ms, floor_ms)
+            start_ms = self._tail_start(asset, floor_ms)
             if start_ms > now_ms - self.interval_ms:
                 continue
+            if self.claims is not None:
+                if not await self.claims.take(asset):
+                    # Another host's feed is fetching it; what this one's stream then writes
+                    # past it shows as a hole, read again before anything is fetched.
+                    log.info("backfill %s from %d left to the feed that claimed it", asset, start_ms)
+                    continue
+                # The claim's holder before this one may have fetched it: read the window again.
+                try:
+                    await self.store.load((asset,))
+                except BaseException:
+                    await self.claims.release(asset)
+                    raise
+                start_ms = self._tail_start(asset, floor_ms)
+                if start_ms > now_ms - self.interval_ms:
+                    await self.claims.release(asset)
+                    continue
             try:
                 filled[asset] = await self._fetch(http, asset, start_ms, now_ms)
             except (aiohttp.ClientError, TimeoutError, BadFrame, BackfillError, RateLimited) as e:
@@ -78,6 +121,9 @@ class Backfill:
                 batch.counts["backfill_errors"] += 1
                 batch.errors.append({"source": "feed", "error": msg, "sample": "", "at_ms": now_ms})
                 await self.store.write(batch)
+            finally:
+                if self.claims is not None:
+                    await self.claims.release(asset)
         if filled or failed:
             log.info(
                 "backfill: %d candles (%s) in %.2f s%s",
@@ -89,6 +135,10 @@ class Backfill:
         # Holes inside the stored windows (found by the load, or by the tail just fetched);
         # those that fail stay pending for the session's filler, which retries them.
         await self.fill_holes_once(http)
+
+    def _tail_start(self, asset: str, floor_ms: int) -> int:
+        last = self.store.last_closed(asset)
+        return floor_ms if last is None else max(last.open_ms + self.interval_ms, floor_ms)
 
     async def fill_holes(self, http: aiohttp.ClientSession) -> None:
         """Fill the pending holes, retrying failed fetches with backoff while the session lasts."""
@@ -130,6 +180,23 @@ class Backfill:
         holes = [(max(a, floor_ms), b) for a, b in holes if b >= floor_ms]
         if not holes:
             return True
+        if self.claims is not None:
+            if not await self.claims.take(asset):
+                self.store.give_back(asset, holes)  # asked again later: filled by then, or not
+                return False
+            try:
+                return await self._fill_claimed(http, asset, holes)
+            finally:
+                await self.claims.release(asset)
+        return await self._fill_claimed(http, asset, holes)
+
+    async def _fill_claimed(
+        self, http: aiohttp.ClientSession, asset: str, holes: list[tuple[int, int]]
+    ) -> bool:
+        if self.claims is not None:
+            holes = await self.store.still_missing(asset, holes)
+            if not holes:
+                return True
         wanted = sum((b - a) // self.interval_ms + 1 for a, b in holes)
         now_ms = self.clock_ms()
         try:

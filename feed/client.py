@@ -3,25 +3,34 @@
 Owns connecting, reconnecting with backoff, batching frames into Redis, starting the REST
 backfill (feed/backfill.py) after each (re)connect and whenever a write reveals a hole, and
 stopping. It holds no state that matters: what was stored is read back from Redis.
+
+A write that Redis refuses for a while (a failover: connections dropped, READONLY from a
+demoted primary, NOREPLICAS under min-replicas-to-write) is retried with the same frames,
+the socket kept open and read meanwhile; once a write goes through again the windows are read
+back and backfilled, since the new primary may lack the last writes the old one answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from baton.errors import BadFrame, RateLimited, UnreadableValue
 from baton.settings import CANDLE_INTERVAL, Settings
-from feed.backfill import Backfill
+from feed.backfill import Backfill, Claims
 from feed.backoff import Backoff
 from feed.store import Batch, CandleStore
 from kernel.clock import wall_ms
@@ -57,6 +66,21 @@ HTTP_TIMEOUT_S = 10.0
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 PING_INTERVAL_S = 20.0
+# A batch Redis refuses for a while (a failover) is written again this often, for at most this
+# long; past it the connection ends, and the next one backfills what was not written.
+WRITE_RETRY_INITIAL_S = 0.1
+WRITE_RETRY_MAX_S = 1.0
+WRITE_RETRY_FOR_S = 60.0
+# Errors of a Redis that is changing primaries, or briefly unable to take writes.
+TRANSIENT_REPLIES = ("NOREPLICAS", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN")
+
+
+def transient(e: RedisError) -> bool:
+    """True for a Redis error that a retry a moment later can get past (a failover)."""
+    if isinstance(e, RedisConnectionError | RedisTimeoutError | ReadOnlyError):
+        return True
+    return isinstance(e, ResponseError) and str(e).startswith(TRANSIENT_REPLIES)
+
 
 T = TypeVar("T")
 
@@ -107,6 +131,8 @@ class Feed:
         stable_after_s: float = STABLE_AFTER_S,
         clock_ms: Callable[[], int] = wall_ms,
         limiter: AsyncLimiter | None = None,
+        host: str = "",
+        write_retry_for_s: float = WRITE_RETRY_FOR_S,
     ) -> None:
         if interval not in INTERVAL_MS:
             raise ValueError(f"unsupported interval {interval!r}")
@@ -121,6 +147,8 @@ class Feed:
         self.backoff = Backoff(backoff_initial_s, backoff_max_s)
         self.stable_after_s = stable_after_s
         self.clock_ms = clock_ms
+        self.redis = redis
+        self.write_retry_for_s = write_retry_for_s
         self.store = CandleStore(
             redis,
             Keys(prefix),
@@ -128,7 +156,9 @@ class Feed:
             retention_s=retention_s,
             clock_ms=clock_ms,
             interval_ms=self.interval_ms,
+            host=host,
         )
+        holder = f"{host or socket.gethostname()}:{os.getpid()}"
         self.limiter = limiter or AsyncLimiter(redis, Keys(prefix), budgets=BUDGETS, clock_ms=wall_ms)
         self.backfill = Backfill(
             self.store,
@@ -139,8 +169,10 @@ class Feed:
             interval_ms=self.interval_ms,
             retention_ms=self.retention_ms,
             clock_ms=clock_ms,
+            claims=Claims(self.store.candles, interval, holder),
         )
         self.connections = 0
+        self.attempts = 0  # sessions begun, whether or not they reached Redis and the venue
         self._filler: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -157,6 +189,7 @@ class Feed:
             rest_url=s.binance_rest_url,
             prefix=s.prefix,
             retention_s=s.candle_retention_s,
+            host=s.host,
             **kw,  # type: ignore[arg-type]
         )
 
@@ -214,6 +247,10 @@ class Feed:
 
     async def _session(self, http: aiohttp.ClientSession) -> str:
         """One connection, from connect to drop; returns why it ended."""
+        # Without Redis nothing read could be written: no connection is spent on the venue's
+        # budget (a RedisError ends the session here, and the next one asks again).
+        self.attempts += 1
+        await self.redis.ping()
         await self._take(BINANCE_WS_CONNECT, 1, CONNECT_MAX_WAIT_MS)
         async with connect(
             self.url,
@@ -264,6 +301,42 @@ class Feed:
         if waited_ms:
             log.info("waited %d ms for the %s budget", waited_ms, budget)
 
+    async def _write(self, batch: Batch) -> bool:
+        """Write `batch`, retrying while Redis refuses it for a reason that passes (a failover);
+        True when it took a retry (the windows are then read back: `_resync`). Raises the error
+        when it persists past `write_retry_for_s`, or is not of that kind."""
+        retry = Backoff(WRITE_RETRY_INITIAL_S, WRITE_RETRY_MAX_S)
+        failing_since: float | None = None
+        while True:
+            try:
+                await self.store.write(batch)
+            except RedisError as e:
+                if not transient(e):
+                    raise
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                    log.warning(
+                        "redis refused a write (%s: %s); retrying with the same frames", type(e).__name__, e
+                    )
+                elif now - failing_since > self.write_retry_for_s:
+                    raise
+                await asyncio.sleep(retry.next_s())
+                continue
+            if failing_since is not None:
+                log.info("redis took the write again after %.1f s", time.monotonic() - failing_since)
+            return failing_since is not None
+
+    async def _resync(self, http: aiohttp.ClientSession) -> None:
+        """After Redis refused writes for a while: read the windows back (a promoted replica may
+        lack the old primary's last writes) and backfill what they miss, as a reconnect does."""
+        if self._filler is not None:
+            await _cancel_and_wait(self._filler)
+            self._filler = None
+        await self.store.count("redis_recoveries")
+        await self.store.load(self.assets)
+        await self.backfill.since_last_stored(http)
+
     async def _read(self, ws: ClientConnection, queue: Inbox) -> None:
         try:
             async for message in ws:
@@ -300,7 +373,8 @@ class Feed:
                     batch.counts["server_shutdowns"] += 1
                     continue
                 self.store.accept(batch, update.asset, update.candle)
-            await self.store.write(batch)
+            if await self._write(batch):
+                await self._resync(http)
             if self.store.holes and (self._filler is None or self._filler.done()):
                 # Only after the write that revealed it: the fill lands behind it, never under it.
                 self._filler = asyncio.create_task(self.backfill.fill_holes(http))

@@ -15,11 +15,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+import msgspec
 import redis.asyncio as aioredis
 
 from state.candles import CandlesRepo
 from state.keys import Keys
-from state.structs import FUTURE_TOLERANCE_MS, Candle, FeedStatus
+from state.structs import CANDLE, FUTURE_TOLERANCE_MS, Candle, FeedStatus
 from venues.binance import INTERVAL_MS
 
 log = logging.getLogger("feed")
@@ -64,8 +65,12 @@ class CandleStore:
         retention_s: int,
         clock_ms: Callable[[], int],
         interval_ms: int | None = None,
+        host: str = "",
     ) -> None:
         self.redis = redis
+        # The feeds of several hosts write the same windows and counters: each counter is
+        # also kept per feed, as '<name>@<host>' ('' : not labelled).
+        self.host = host
         self.keys = keys
         self.interval = interval
         self.interval_ms = interval_ms or INTERVAL_MS[interval]
@@ -114,9 +119,10 @@ class CandleStore:
         """Refresh the cache from Redis, which another run of the feed may have written, and
         find the holes in each window (a whole window is a few thousand short members)."""
         windows = await self.candles.read_windows(assets, self.interval)
-        self._closed.clear()
-        self._newest.clear()
-        self.holes.clear()
+        for a in assets:
+            self._closed.pop(a, None)
+            self._newest.pop(a, None)
+            self.holes.pop(a, None)
         horizon = self.clock_ms() + FUTURE_TOLERANCE_MS
         for a, candles in zip(assets, windows, strict=True):
             future = [c for c in candles if c.open_ms > horizon]
@@ -142,6 +148,36 @@ class CandleStore:
                 prev = c.open_ms
             for c in [c for c in candles if c.closed][-RECENT_CLOSED:]:
                 self._remember(a, c)
+
+    async def still_missing(self, asset: str, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The parts of `holes` (sorted open-time ranges) that Redis still lacks: the feed of
+        another host may have filled them meanwhile. The closed candles found are remembered."""
+        key = self.keys.candles(asset, self.interval)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for first, last in holes:
+                pipe.zrange(key, first, last, byscore=True)
+            found = await pipe.execute()
+        missing: list[tuple[int, int]] = []
+        for (first, last), members in zip(holes, found, strict=True):
+            have = set()
+            for m in members:
+                try:
+                    c = CANDLE.decode(m)
+                except msgspec.DecodeError:
+                    continue  # garbage: the fetched candle replaces it
+                if c.closed:
+                    have.add(c.open_ms)
+                    self._remember(asset, c)
+            start: int | None = None
+            t = first
+            while t <= last + self.interval_ms:
+                if t <= last and t not in have:
+                    start = t if start is None else start
+                elif start is not None:
+                    missing.append((start, t - self.interval_ms))
+                    start = None
+                t += self.interval_ms
+        return missing
 
     def future(self, batch: Batch, asset: str, candle: Candle) -> bool:
         """True (counted, journaled, logged) when `candle` opens beyond now and the tolerance
@@ -215,10 +251,19 @@ class CandleStore:
             # stalled stream does not wipe the history a restarted one still needs.
             cutoff = newest.open_ms - self.retention_ms
             windows.append((asset, cutoff, FeedStatus(now_ms, newest.open_ms, newest.close), candles))
-        counters = [(name, n) for name, n in sorted(batch.counts.items()) if n]
-        await self.candles.write_batch(self.interval, windows, counters, batch.errors)
+        counters = self.labelled([(name, n) for name, n in sorted(batch.counts.items()) if n])
+        await self.candles.write_batch(self.interval, windows, counters, batch.errors, host=self.host)
         if self.on_written is not None:
             self.on_written(batch)
 
+    def labelled(self, counters: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The counters summed over every feed, and again as this feed's own."""
+        if not self.host:
+            return counters
+        return counters + [(f"{name}@{self.host}", n) for name, n in counters]
+
     async def count(self, name: str, n: int = 1) -> None:
-        await self.candles.count(name, n)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for field, k in self.labelled([(name, n)]):
+                self.candles.count(field, k, pipeline=pipe)
+            await pipe.execute()

@@ -54,6 +54,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     "deploy": ("deploys", "deploy:*", "reload"),
     # Control flags (and the halt acknowledgements), the audit stream, the slots.
     "control": ("control", "control:*", "audit", "slots"),
+    # Candle windows and the feeds' status, counters and backfill claims (feed:claim:*).
     "market_data": ("candles:*", "feed:*"),
     "ratelimit": ("ratelimit:*",),
     "markets": ("market:*",),

@@ -31,14 +31,16 @@ class CandlesRepo(Repo):
         windows: list[tuple[str, int, FeedStatus, list[Candle]]],
         counters: list[tuple[str, int]],
         errors: list[dict[str, str | int]],
+        host: str = "",
         pipeline: Any = None,
     ) -> Any:
         """One command (feed_write.lua), atomic so that a reader never sees a candle removed
         but not yet re-added: each window is (asset, retention cutoff in ms, its feed status,
         its candles), written as one JSON array encoded in one go; then the counters to add
-        to feed:stats and the bad frames for the error journal."""
+        to feed:stats and the bad frames for the error journal. `host` labels the counters the
+        script keeps itself (`same`, `stale`: several feeds write the same windows)."""
         k = self.k
-        args: list[str | bytes | int] = [len(counters), len(errors), ERRORS_MAXLEN]
+        args: list[str | bytes | int] = [len(counters), len(errors), ERRORS_MAXLEN, host]
         for asset, cutoff_ms, status, candles in windows:
             args += (cutoff_ms, f"{asset}:{interval}", FEED_STATUS.encode(status), _CANDLES.encode(candles))
         for name, n in counters:
@@ -52,3 +54,12 @@ class CandlesRepo(Repo):
     def count(self, name: str, n: int = 1, pipeline: Any = None) -> Any:
         """Add to one of the feed's counters (feed:stats)."""
         return (self.r if pipeline is None else pipeline).hincrby(self.k.feed_stats(), name, n)
+
+    def try_claim(self, name: str, holder: str, ttl_ms: int) -> Any:
+        """Claim one piece of the feeds' shared work (a backfill of one window) for `ttl_ms`
+        (SET NX PX): true when the claim is `holder`'s now (new, or its own already)."""
+        return self.scripts.feed_claim(keys=[self.k.feed_claim(name)], args=[holder, ttl_ms])
+
+    def release_claim(self, name: str, holder: str) -> Any:
+        """Give a claim back early, if it is still `holder`'s (the others' stay)."""
+        return self.scripts.feed_claim(keys=[self.k.feed_claim(name)], args=[holder, 0])

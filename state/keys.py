@@ -112,8 +112,14 @@ class Keys:
 
     def feed_stats(self) -> str:
         """Hash of counters: frames, candles, candles:<asset>, bad_frames, out_of_order,
-        duplicates, reconnects, backfilled, backfill_errors, server_shutdowns."""
+        duplicates, reconnects, backfilled, backfill_errors, server_shutdowns, same, stale;
+        each summed over every feed, and again per feed as '<name>@<host>'."""
         return f"{self.p}feed:stats"
+
+    def feed_claim(self, name: str) -> str:
+        """String (TTL, seconds): the host of the feed fetching one window's REST backfill
+        ('<asset>:<interval>'), so that the feeds of other hosts leave it to it."""
+        return f"{self.p}feed:claim:{name}"
 
     def ratelimit(self, bucket: str) -> str:
         """Hash (TTL: until full again): one token bucket of a venue budget (tokens, updated_ms,

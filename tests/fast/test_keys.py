@@ -11,6 +11,7 @@ def test_every_key_string_is_pinned():
     assert k.candles("btc", "1s") == "baton:candles:btc:1s"
     assert k.feed_status() == "baton:feed:status"
     assert k.feed_stats() == "baton:feed:stats"
+    assert k.feed_claim("btc:1s") == "baton:feed:claim:btc:1s"
     assert k.market("btc-updown-15m-1700000100") == "baton:market:btc-updown-15m-1700000100"
     assert k.ratelimit("clob:post_order:10s") == "baton:ratelimit:clob:post_order:10s"
     assert k.intents() == "baton:intents"
@@ -63,6 +64,7 @@ def test_every_key_builder_is_documented_in_docs_state_md():
         "control_ack": (7,),
         "ratelimit": ("binance:rest_weight:1m",),
         "settle_claim": ("btc-15m:1700000100",),
+        "feed_claim": ("btc:1s",),
         "session": ("ab" * 32,),
     }
     for name in dir(k):

@@ -67,6 +67,7 @@ def test_a_scrape_reports_what_redis_holds(env):
     r.hset(K.control(), mapping={"halted": 1, "paused": 0})
     r.set(K.lease_epoch(), 7)
     r.hset(K.feed_stats(), mapping={"frames": 10, "candles": 9, "candles:btc": 6, "candles:eth": 3})
+    r.hset(K.feed_stats(), mapping={"frames@h1": 6, "frames@h2": 4, "candles:btc@h1": 4})
     r.hset(K.feed_status(), "btc:1s", FEED_STATUS.encode(FeedStatus(NOW_MS - 1500, 0, 1.0)))
     r.hset(K.feed_status(), "eth:1s", FEED_STATUS.encode(FeedStatus(NOW_MS - 60_000, 0, 1.0)))
     r.xadd(K.journal_ticks(), {"tick": 9, "color": "blue", "duration_ms": 37, "jitter_ms": 2})
@@ -96,6 +97,11 @@ def test_a_scrape_reports_what_redis_holds(env):
     assert one(got, "baton_feed_candles_total", asset="btc") == 6
     assert one(got, "baton_feed_candles_total", asset="eth") == 3
     assert one(got, "baton_feed_events_total", event="frames") == 10
+    # Each host's feed on its own (several hosts), never mixed into the sums.
+    assert one(got, "baton_feed_host_events_total", host="h1", event="frames") == 6
+    assert one(got, "baton_feed_host_events_total", host="h2", event="frames") == 4
+    assert one(got, "baton_feed_host_events_total", host="h1", event="candles:btc") == 4
+    assert not [k for k in got if k[0] == "baton_feed_candles_total" and "@" in str(k[1])]
     # Staleness per asset; sol is configured but never written: stale, no age.
     assert one(got, "baton_feed_staleness_seconds", asset="btc") == 1.5
     assert one(got, "baton_feed_staleness_seconds", asset="eth") == 60
