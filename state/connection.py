@@ -4,6 +4,14 @@ One set of options for all of them; a use chooses only what truly differs betwee
 or bytes replies, how long a command may block). The URL comes from Settings, so that
 authentication and Sentinel plug in here and nowhere else.
 
+With Settings.redis_sentinels (docs/ha.md) every client follows the primary the Sentinels
+name (redis-py's `Sentinel(...).master_for(Settings.redis_master)`): each new connection asks
+a Sentinel where the primary is, and keeps asking for up to FAILOVER_BUDGET_S, long enough for
+a failover; a command that meets a connection error, or a READONLY reply from a primary that
+was demoted, is retried on such a fresh connection: a primary change costs reconnects, not
+restarts. The program authenticates to
+the Sentinels as itself too, with the same password file (state/acl.py, `sentinel_users`).
+
 Authentication: each program is one Redis ACL user (Settings.redis_user, from
 BATON_REDIS_USER; state/acl.py says what each may do), whose password is read from its
 owner-only file `var/secrets/redis/<user>` each time a connection is made: never from the
@@ -13,6 +21,8 @@ the connection authenticates as no one, as Redis then expects.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +30,14 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
+from redis.backoff import EqualJitterBackoff, ExponentialWithJitterBackoff
 from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from baton.secretfiles import read_secret
 from baton.settings import Settings
@@ -70,6 +84,21 @@ def _backoff() -> ExponentialWithJitterBackoff:
 
 RETRIES = 3
 
+# With Sentinels: connecting to the primary keeps asking the Sentinels and trying the address
+# they give for this long (jittered steps of 0.1-0.2 s): a failover takes 2-3 s (down-after
+# 1 s, a vote, the promotion: deploy/redis_ha.py), and a split vote is retried after a few
+# seconds more.
+FAILOVER_BUDGET_S = 10.0
+FAILOVER_STEP_S = 0.2
+# Connecting on a LAN takes a millisecond: a host that does not answer in a second is down or
+# cut off, and the next Sentinel (or, at the next retry, the new primary) is tried instead.
+SENTINEL_CONNECT_TIMEOUT_S = 1.0
+SENTINEL_TIMEOUT_S = 1.0
+
+
+def _failover_backoff() -> EqualJitterBackoff:
+    return EqualJitterBackoff(cap=FAILOVER_STEP_S, base=0.02)
+
 
 class SecretFileCredentials(CredentialProvider):
     """A Redis user and its password file, read at every new connection (so a password
@@ -98,8 +127,95 @@ def credentials(s: Settings) -> SecretFileCredentials:
     return SecretFileCredentials(s.redis_user, password_file(Path(s.home), s.redis_user))
 
 
+def sentinel_addresses(s: Settings) -> list[tuple[str, int]]:
+    """Settings.redis_sentinels as (host, port) pairs; a v6 address loses its brackets."""
+    out = []
+    for item in s.redis_sentinels:
+        host, _, port = item.rpartition(":")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def _sentinel_options(s: Settings, timeout_s: float | None, decoded: bool) -> dict[str, Any]:
+    """The primary's connection options under Sentinel: those of a TCP connection, but for a
+    short connect timeout (a dead primary's address is not waited on)."""
+    opts = _options(s, timeout_s, decoded)
+    opts["socket_keepalive"] = True
+    opts["socket_connect_timeout"] = SENTINEL_CONNECT_TIMEOUT_S
+    return opts
+
+
+def _sentinel_kwargs(s: Settings) -> dict[str, Any]:
+    # No retry on a Sentinel: discovery moves on to the next one (redis-py's default).
+    return {
+        "socket_timeout": SENTINEL_TIMEOUT_S,
+        "socket_connect_timeout": SENTINEL_CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "credential_provider": credentials(s),
+    }
+
+
+class SentinelRedis(redis.Redis):
+    """A client of the primary that closes its Sentinel clients with itself."""
+
+    sentinel_manager: Sentinel | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.sentinel_manager is not None:
+                self.sentinel_manager.close()
+
+
+class AsyncSentinelRedis(aioredis.Redis):
+    """The asyncio SentinelRedis."""
+
+    sentinel_manager: AsyncSentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            if self.sentinel_manager is not None:
+                await self.sentinel_manager.aclose()
+
+
+class FailoverConnection(SentinelManagedConnection):
+    """A connection to the primary the Sentinels name. Connecting asks a Sentinel where the
+    primary is and tries it, again and again for up to FAILOVER_BUDGET_S: no primary (the
+    Sentinels see it down and have not promoted another yet), a refused or timed-out connect
+    (a dead primary's address) is what a failover looks like from here. A command that fails
+    on a connection retries on a fresh one (RETRIES), which connects this way."""
+
+    def connect(self) -> None:
+        deadline = time.monotonic() + FAILOVER_BUDGET_S
+        backoff = _failover_backoff()
+        failures = 0
+        while True:
+            try:
+                return self._connect_retry()
+            except (RedisConnectionError, RedisTimeoutError):
+                failures += 1
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(backoff.compute(failures))
+
+
 def client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: bool = True) -> redis.Redis:
     """A synchronous client (the CLI, deploy, the API's operations, rq, venue budgets)."""
+    if s.redis_sentinels:
+        sentinel = Sentinel(sentinel_addresses(s), sentinel_kwargs=_sentinel_kwargs(s))
+        r: SentinelRedis = sentinel.master_for(
+            s.redis_master,
+            redis_class=SentinelRedis,
+            connection_class=FailoverConnection,
+            retry=Retry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
+            credential_provider=credentials(s),
+            **_sentinel_options(s, timeout_s, decoded),
+        )
+        r.sentinel_manager = sentinel
+        return r
     return redis.Redis.from_url(
         s.redis_url,
         retry=Retry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
@@ -110,6 +226,18 @@ def client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: bool = 
 
 def async_client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: bool = True) -> aioredis.Redis:
     """An asyncio client (the worker's tick, the feed, the API's readers)."""
+    if s.redis_sentinels:
+        sentinel = AsyncSentinel(sentinel_addresses(s), sentinel_kwargs=_sentinel_kwargs(s))
+        ar: AsyncSentinelRedis = sentinel.master_for(
+            s.redis_master,
+            redis_class=AsyncSentinelRedis,
+            connection_class=PackedFailoverConnection,
+            retry=AsyncRetry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
+            credential_provider=credentials(s),
+            **_sentinel_options(s, timeout_s, decoded),
+        )
+        ar.sentinel_manager = sentinel
+        return ar
     kw: dict[str, Any] = {}
     if s.redis_url.startswith("redis://"):
         kw["connection_class"] = PackedConnection
@@ -174,3 +302,21 @@ class PackedConnection(HiredisPacking, aioredis.Connection):
 
 class PackedUnixConnection(HiredisPacking, aioredis.UnixDomainSocketConnection):
     """A unix-socket connection packing with hiredis: the embedded Redis's default way in."""
+
+
+class PackedFailoverConnection(HiredisPacking, AsyncSentinelManagedConnection):
+    """A connection to the primary the Sentinels name, packing with hiredis; it connects as
+    FailoverConnection does."""
+
+    async def connect(self) -> None:
+        deadline = time.monotonic() + FAILOVER_BUDGET_S
+        backoff = _failover_backoff()
+        failures = 0
+        while True:
+            try:
+                return await self._connect_retry()
+            except (RedisConnectionError, RedisTimeoutError):
+                failures += 1
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(backoff.compute(failures))

@@ -24,9 +24,18 @@ def wanted(s: Settings) -> bool:
 
 def queue_wait(s: Settings, pipeline: Any) -> bool:
     """Queue the WAIT on `pipeline` right after the writes it covers (one round trip for
-    both); its reply goes to `check`. False (nothing queued) when no replica is wanted."""
+    both); its reply goes to `check`. False (nothing queued) when no replica is wanted.
+
+    The pipeline must not be a transaction: inside MULTI a WAIT cannot block and answers at
+    once with the replicas that had already acknowledged, 0 for the writes just made (found on
+    a real Redis, tests/e2e/test_sentinel_failover.py). Scripts are atomic without one."""
     if not wanted(s):
         return False
+    # redis-py names it `transaction` on a sync pipeline, `is_transaction` on an asyncio one.
+    if getattr(pipeline, "is_transaction", None) is True or getattr(pipeline, "transaction", None) is True:
+        raise ValueError(
+            "WAIT in a MULTI/EXEC transaction does not wait: queue it on a pipeline(transaction=False)"
+        )
     pipeline.execute_command("WAIT", s.redis_min_replicas, s.redis_wait_ms)
     return True
 

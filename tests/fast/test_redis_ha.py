@@ -136,3 +136,61 @@ def test_a_value_that_would_need_quoting_is_refused(tmp_path: Path):
     s = _settings(tmp_path)
     with pytest.raises(ValueError, match="unquoted"):
         redis_ha.render_sentinel(s, primary_addr="127.0.0.1:7379", announce_ip="1.2.3.4 bind", quorum=2)
+
+
+# --- the client factory under Sentinel ----------------------------------------------------------
+
+
+def test_with_sentinels_every_client_follows_the_primary_as_its_program(tmp_path: Path):
+    from redis.asyncio.sentinel import SentinelConnectionPool as AsyncPool
+    from redis.sentinel import SentinelConnectionPool
+
+    from baton.secretfiles import write_secret
+    from state import connection
+
+    s = _settings(tmp_path, BATON_REDIS_USER="settle", BATON_REDIS_MASTER="prod")
+    write_secret(acl.password_file(tmp_path, "settle"), "settle-secret")
+    r = connection.client(s, timeout_s=None, decoded=False)
+    pool = r.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "prod" and pool.is_master
+    assert pool.connection_class is connection.FailoverConnection
+    kw = pool.connection_kwargs
+    assert kw["socket_timeout"] is None and kw["decode_responses"] is False and kw["socket_keepalive"]
+    assert kw["credential_provider"].get_credentials() == ("settle", "settle-secret")
+    assert kw["retry"].get_retries() == connection.RETRIES
+    sentinels = r.sentinel_manager.sentinels  # type: ignore[attr-defined]
+    assert [
+        (c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
+        for c in sentinels
+    ] == [
+        ("127.0.0.1", 27379),
+        ("127.0.0.1", 27380),
+        ("127.0.0.1", 27381),
+    ]
+    assert (
+        sentinels[0].connection_pool.connection_kwargs["credential_provider"].get_credentials()[0] == "settle"
+    )
+    r.close()
+
+    ar = connection.async_client(s)
+    assert isinstance(ar.connection_pool, AsyncPool)
+    assert ar.connection_pool.connection_class is connection.PackedFailoverConnection
+    assert issubclass(connection.PackedFailoverConnection, connection.HiredisPacking)
+
+
+def test_the_single_host_client_is_untouched_by_the_sentinel_settings(tmp_path: Path):
+    from state import connection
+
+    s = load({"BATON_HOME": str(tmp_path)})
+    r = connection.client(s)
+    assert (
+        type(r) is __import__("redis").Redis and r.connection_pool.connection_kwargs["path"] == s.redis_socket
+    )
+    assert connection.async_client(s).connection_pool.connection_class is connection.PackedUnixConnection
+
+
+def test_sentinel_addresses_lose_the_brackets_of_v6(tmp_path: Path):
+    from state import connection
+
+    s = _settings(tmp_path, BATON_REDIS_SENTINELS="[::1]:27379,10.77.0.12:27379")
+    assert connection.sentinel_addresses(s) == [("::1", 27379), ("10.77.0.12", 27379)]

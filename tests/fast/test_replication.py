@@ -51,3 +51,21 @@ def test_too_few_acks_raise_with_both_counts() -> None:
     replication.check(s, 2, "intent x")
     with pytest.raises(NotReplicated, match=r"intent x: acknowledged by 1 replica\(s\) in 10 ms, 2 required"):
         replication.check(s, 1, "intent x")
+
+
+def test_a_wait_is_refused_inside_a_transaction_where_it_could_not_wait() -> None:
+    s = _load(BATON_REDIS_SENTINELS="10.77.0.11:27379", BATON_REDIS_MIN_REPLICAS="1")
+    with pytest.raises(ValueError, match="transaction=False"):
+        replication.queue_wait(s, fakeredis.FakeRedis().pipeline(transaction=True))
+    pipe = fakeredis.FakeRedis().pipeline(transaction=False)
+    assert replication.queue_wait(s, pipe) is True
+    assert len(pipe.command_stack) == 1
+
+
+async def test_an_asyncio_transaction_is_refused_too() -> None:
+    s = _load(BATON_REDIS_SENTINELS="10.77.0.11:27379", BATON_REDIS_MIN_REPLICAS="1")
+    r = fakeredis.FakeAsyncRedis()
+    with pytest.raises(ValueError, match="transaction=False"):
+        replication.queue_wait(s, r.pipeline(transaction=True))
+    assert replication.queue_wait(s, r.pipeline(transaction=False)) is True
+    await r.aclose()
