@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from baton.settings import Settings
 from kernel import executor
 from kernel.blocking import EntryBlocks
 from kernel.halt import HaltGate
@@ -59,6 +60,7 @@ class Entries:
         gate: HaltGate | None = None,
         deadline: LeaseDeadline | None = None,
         blocks: EntryBlocks | None = None,
+        replicas: Settings | None = None,
     ) -> None:
         self.store = store
         self.venue = venue
@@ -74,6 +76,9 @@ class Entries:
         # Unreadable values that block new entries (kernel/blocking.py): checked before any
         # strategy call, for the whole account and per slot.
         self.blocks = blocks if blocks is not None else EntryBlocks()
+        # The settings when every commit must be acknowledged by replicas before its post
+        # (Settings.redis_min_replicas > 0, state/replication.py); None: one Redis, no WAIT.
+        self.replicas = replicas
         # slot id -> start of the window whose entry intent is known to be in Redis (committed
         # by this worker, or found there): at most one entry per slot-window, so the slot has
         # nothing left to do until its next window and is passed by like a sleeping one. An
@@ -257,7 +262,15 @@ class Entries:
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
         stream = executor.EntryStream(
-            self.store, self.venue, epoch, gate, now_in_redis, ENTRY_CHUNKS, self.deadline, self.blocks
+            self.store,
+            self.venue,
+            epoch,
+            gate,
+            now_in_redis,
+            ENTRY_CHUNKS,
+            self.deadline,
+            self.blocks,
+            replicas=self.replicas,
         )
         sent: list[Intent] = []
         try:

@@ -14,13 +14,15 @@ from typing import Any
 
 import msgspec
 
-from baton.errors import HaltedBeforePost, LeaseDeadlinePassed, UnreadableValue
+from baton.errors import HaltedBeforePost, LeaseDeadlinePassed, NotReplicated, UnreadableValue
+from baton.settings import Settings
 from kernel import lanes
 from kernel.blocking import EntryBlocks
 from kernel.clock import wall_ms
 from kernel.lease import LeaseDeadline
 from kernel.snapshot import ENTRY_LEG, SlotRef
 from kernel.strategy_api import Decision
+from state import replication
 from state.store import Store
 from state.structs import MICROS, Blocker, Intent, Market, Position
 
@@ -157,12 +159,15 @@ async def commit_and_submit(
     entered: set[str] | None = None,
     n_lanes: int = lanes.LANES,
     deadline: LeaseDeadline | None = None,
+    replicas: Settings | None = None,
 ) -> tuple[int, list[str]]:
     """Sign, commit, post: returns (orders sent to the venue, problems). The ids of the
     intents Redis now holds (committed here, or refused as committed before) are added to
     `entered` when given. The venue calls run on at most `n_lanes` threads."""
     ready, problems = await sign_all(venue, intents, n_lanes)
-    return await submit_signed(store, venue, epoch, ready, problems, gate, entered, n_lanes, deadline)
+    return await submit_signed(
+        store, venue, epoch, ready, problems, gate, entered, n_lanes, deadline, replicas=replicas
+    )
 
 
 async def submit_signed(
@@ -176,11 +181,19 @@ async def submit_signed(
     n_lanes: int = lanes.LANES,
     deadline: LeaseDeadline | None = None,
     blocks: EntryBlocks | None = None,
+    replicas: Settings | None = None,
 ) -> tuple[int, list[str]]:
     """Commit signed intents, post the committed ones, record the answers: (orders sent to
     the venue, `problems` and those found here). Whatever the count, it costs two Redis
     round trips (every commit in one fenced call, then every answer) and a few thread hops
     (kernel/lanes.py); an entry tick runs it once per chunk of its entries (EntryStream).
+
+    With `replicas` (the settings, when Settings.redis_min_replicas > 0: Sentinel, docs/ha.md)
+    the commit's round trip carries a WAIT for that many replicas: an intent a failover could
+    lose is never posted. Too few acknowledgements: nothing is posted, each committed intent
+    is marked failed (known not to be at the venue), journaled (source `replication`) and
+    counted (`errors_replication`); a primary that refused the commit (min-replicas-to-write)
+    committed nothing, and that is journaled the same way.
 
     Past the lease deadline nothing is committed (the decision is made again by a tick whose
     renewal succeeded), and a committed intent whose post finds the deadline passed is not
@@ -198,11 +211,20 @@ async def submit_signed(
             )
             problems.append(f"{len(ready)} intent(s) not committed: {e}")
         return 0, problems
+    acked: int | None = None
     try:
-        verdicts = await store.commit_intents(epoch, [i for i, _ in ready])
+        if replicas is None:
+            verdicts = await store.commit_intents(epoch, [i for i, _ in ready])
+        else:
+            verdicts, acked = await store.commit_intents_acked(replicas, epoch, [i for i, _ in ready])
     except UnreadableValue as e:
         # Nothing committed, so nothing is posted: the commit is the gate. Reported each time
         # entries try, and the tick (and its journal) goes on.
+        return 0, [*problems, f"{len(ready)} intent(s) not committed, nothing sent: {e}"]
+    except NotReplicated as e:
+        await store.record_errors(
+            "replication", [f"{i.id}: not committed: {e}" for i, _ in ready], now_ms=wall_ms()
+        )
         return 0, [*problems, f"{len(ready)} intent(s) not committed, nothing sent: {e}"]
     if isinstance(verdicts, Exception) or len(verdicts) != len(ready):
         raise RuntimeError(f"committing {len(ready)} intent(s): unexpected answer {verdicts!r}")
@@ -216,6 +238,11 @@ async def submit_signed(
             problems.append(f"{intent.id}: commit refused: {v}")
     if not committed:
         return 0, problems
+    if replicas is not None and acked is not None:
+        try:
+            replication.check(replicas, acked, f"{len(committed)} intent(s) committed")
+        except NotReplicated as e:
+            return 0, problems + await _not_replicated(store, epoch, committed, e, blocks)
     results = await _post_all(venue, [s for _, s in committed], gate, n_lanes, deadline)
     now_ms = max(i.created_ms for i, _ in committed)
     updates: list[Intent] = []
@@ -245,6 +272,24 @@ async def submit_signed(
     return sent, problems
 
 
+async def _not_replicated(
+    store: Store,
+    epoch: int,
+    committed: list[tuple[Intent, Any]],
+    e: NotReplicated,
+    blocks: EntryBlocks | None,
+) -> list[str]:
+    """Committed, acknowledged by too few replicas, never posted: each intent failed at once
+    (its slot-window stays entered, as a halted post's), journaled and counted. Should this
+    write be lost in a failover too, the intent is open and unknown at the venue: the next
+    holder's reconciliation fails it after its grace period."""
+    refused = [f"{intent.id}: not posted: {e}" for intent, _ in committed]
+    log.error("%d intent(s) not posted: %s", len(committed), e)
+    await store.record_errors("replication", refused, now_ms=wall_ms())
+    updates = [msgspec.structs.replace(i, status="failed", error=f"not posted: {e}") for i, _ in committed]
+    return [*refused, *await write_outcomes(store, epoch, updates, [], blocks)]
+
+
 class EntryStream:
     """A tick's entries, sent in a few chunks while the tick goes on evaluating further slots.
 
@@ -268,9 +313,10 @@ class EntryStream:
         chunks: int,
         deadline: LeaseDeadline | None = None,
         blocks: EntryBlocks | None = None,
+        replicas: Settings | None = None,
     ) -> None:
         self.store, self.venue, self.epoch, self.gate, self.entered = store, venue, epoch, gate, entered
-        self.deadline, self.blocks = deadline, blocks
+        self.deadline, self.blocks, self.replicas = deadline, blocks, replicas
         # The venue lanes (kernel/lanes.py) are shared. A chunk sent while others may follow
         # gets its share, so that chunks posting at the same time (a slow venue's) use no more
         # threads together than one whole batch would; the last chunk gets what the chunks
@@ -311,6 +357,7 @@ class EntryStream:
                     n_lanes=n_lanes,
                     deadline=self.deadline,
                     blocks=self.blocks,
+                    replicas=self.replicas,
                 )
             )
         )

@@ -35,6 +35,7 @@ from kernel.risk import RiskLimits, daily_loss_breach
 from kernel.snapshot import DecodeMemo, SlotRefs, read_snapshot, slot_refs
 from kernel.venue import Venue
 from kernel.wakes import WakeSchedule
+from state import replication
 from state.store import Store
 from state.structs import ControlFlags, TickRecord
 
@@ -141,6 +142,7 @@ class TickRunner:
             halt.gate if halt is not None else None,
             self.deadline,
             self.blocks,
+            replicas=settings if replication.wanted(settings) else None,
         )
         self.housekeeping = Housekeeping(
             store,

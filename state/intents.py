@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+from baton.errors import NotReplicated
+from baton.settings import Settings
+from state import replication
 from state.repo import Repo
 from state.structs import FINAL_INTENT_STATUSES, INTENT, Intent
 
@@ -27,6 +32,30 @@ class IntentsRepo(Repo):
             args=args,
             pipeline=pipeline,
         )
+
+    async def commit_intents_acked(
+        self, s: Settings, epoch: int, intents: list[Intent]
+    ) -> tuple[Any, int | None]:
+        """commit_intents, and the WAIT for the replicas Settings wants right behind it on
+        the same pipeline (one round trip, one connection: WAIT covers that connection's
+        writes): (verdicts, replicas that acknowledged). Without replicas wanted it is
+        commit_intents alone, not one round trip more: (verdicts, None). A primary that
+        refused the write for want of replicas (min-replicas-to-write) committed nothing:
+        NotReplicated."""
+        if not replication.wanted(s):
+            return await self.commit_intents(epoch, intents), None
+
+        def build(pipe: Any) -> None:
+            self.commit_intents(epoch, intents, pipeline=pipe)
+            replication.queue_wait(s, pipe)
+
+        verdicts, acked = await self.run_pipeline(build)
+        if isinstance(verdicts, ResponseError) and str(verdicts).startswith("NOREPLICAS"):
+            raise NotReplicated(f"the primary refused the commit: {verdicts}")
+        for reply in (verdicts, acked):
+            if isinstance(reply, Exception):
+                raise reply
+        return verdicts, int(acked)
 
     async def commit_intent(self, epoch: int, intent: Intent) -> str:
         return str((await self.commit_intents(epoch, [intent]))[0])

@@ -92,7 +92,6 @@ def test_python_m_api_refuses_a_taken_port_clearly(tmp_path: Path):
 def test_the_log_scrubber_hides_the_token_from_every_logger(caplog):
     import logging
 
-
     token = ApiToken("t" * 40, "test")
     session_id = "s" * 43
     f = Scrub((token.reveal(),))

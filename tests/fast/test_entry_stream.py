@@ -178,6 +178,7 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
         n_lanes=lanes.LANES,
         deadline=None,
         blocks=None,
+        replicas=None,
     ):
         got.append(n_lanes)
         if ready[0][0] == "held":

@@ -155,7 +155,6 @@ async def test_python_m_feed_exits_0_on_sigterm_even_while_retrying():
 def test_the_store_finds_a_hole_and_fills_it_behind_the_last_closed_candle():
     import fakeredis
 
-
     redis = fakeredis.FakeAsyncRedis()
     store = CandleStore(redis, Keys("baton:"), interval="1s", retention_s=60, clock_ms=lambda: 10_000)
 
@@ -188,7 +187,6 @@ async def test_the_store_writes_each_candle_as_its_own_readable_member():
     """One script call per batch, but the members are what CANDLE.encode gives, one per open
     time: an update replaces the member of its open time; retention trims from the newest."""
     import fakeredis
-
 
     redis = fakeredis.FakeAsyncRedis()
     keys = Keys("baton:")

@@ -188,7 +188,6 @@ async def test_the_pnl_chart_adds_up_the_same_after_the_ledger_was_trimmed(store
     so cash, deposits, realised PnL and the entry count read the same before and after."""
     from types import SimpleNamespace
 
-
     ctx = SimpleNamespace(s=SimpleNamespace(prefix=store.k.p), redis=store.r)
     epoch = await lease(store)
     server_ms = (await store.r.time())[0] * 1000

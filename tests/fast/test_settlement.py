@@ -118,9 +118,7 @@ async def test_an_unresolved_market_is_retried_by_rq_not_booked(rig):
     settle_program.configure(rig.venue, rig.clock.now_ms)
     for _ in range(50):
         await asyncio.sleep(0.2)
-        settle_program.settle_worker(q, "baton:").work(
-            burst=True, with_scheduler=True
-        )
+        settle_program.settle_worker(q, "baton:").work(burst=True, with_scheduler=True)
         if p.id not in {x.id for x in await rig.store.read_positions(open_only=True)}:
             break
     assert job.get_status(refresh=True) == "finished"
