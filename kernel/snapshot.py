@@ -26,6 +26,7 @@ from kernel.lease import renew, renewed
 from kernel.windows import slug, window_bounds
 from state.control import parse_control
 from state.ledger import utc_day
+from state.primary import primary_id, queue_primary_id
 from state.store import Store
 from state.structs import (
     CANDLE,
@@ -44,6 +45,8 @@ from state.structs import (
 )
 
 ENTRY_LEG = "entry"
+# The label of the primary's replication id in the snapshot's read (read_snapshot `primary`).
+PRIMARY = "primary replication id"
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class Snapshot:
     handover: dict[str, str] = field(default_factory=dict)
     # What the tick journal depends on, as read: stats' kernel.journal_guard.FIELDS.
     journal_stats: list[Any] = field(default_factory=lambda: [None, None, None])
+    # The Redis primary's replication id (state/primary.py), when asked for and told.
+    primary_id: str | None = None
     # Per asset, the closes of the recent candles: built once per tick, shared by its slots.
     _closes: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
@@ -291,6 +296,7 @@ async def read_snapshot(
     cache: CandleCache | None = None,
     memo: DecodeMemo | None = None,
     candle_assets: set[str] | None = None,
+    primary: bool = False,
 ) -> Snapshot:
     """`lease` is (holder, epoch, ttl_ms) for the renewal that rides along; None reads without
     one (the readiness check of a worker that does not trade yet: lease_ok is then False).
@@ -298,7 +304,8 @@ async def read_snapshot(
     are read; without one every window is read whole. `candle_assets` limits the candle
     windows read to those assets (None: every asset of `refs`); the others have no recent
     candles and no open candle in this snapshot, and their cached copies wait (the next read
-    of such a window asks for everything after the copy's newest candle)."""
+    of such a window asks for everything after the copy's newest candle). `primary`: the
+    primary's replication id rides along too (kernel/adopt.py watches it for a failover)."""
     k = store.k
     if cache is None:
         cache = CandleCache()
@@ -357,6 +364,9 @@ async def read_snapshot(
         q(k.ledger_totals(), pipe.hgetall(k.ledger_totals()))
         q(day, pipe.hget(day, "realized_pnl_micros"))
         q(k.stats(), pipe.hmget(k.stats(), list(journal_guard.FIELDS)))
+        if primary:
+            queue_primary_id(pipe)
+            q(PRIMARY)
 
     res = await store.run_pipeline(build)
     blockers: list[Blocker] = []
@@ -369,7 +379,7 @@ async def read_snapshot(
         elif label == k.control() and _wrong_type(x):
             blockers.append(Blocker(key=label, problem=f"not a hash: {x}; treated as halted"))
             res[n] = {"halted": f"unreadable: {x}"}
-        elif isinstance(x, Exception):
+        elif isinstance(x, Exception) and label != PRIMARY:  # a server without INFO: unknown
             raise SnapshotError(f"reading {label}: {x}") from x
     it = iter(res)
     problems: list[str] = []
@@ -439,6 +449,7 @@ async def read_snapshot(
         )
         day_pnl = 0
     journal_stats = next(it)
+    primary_raw = next(it) if primary else None
     memo.turn()
     return Snapshot(
         lease_ok=lease_ok,
@@ -456,5 +467,6 @@ async def read_snapshot(
         blockers=blockers,
         handover=handover,
         journal_stats=journal_stats,
+        primary_id=primary_id(primary_raw),
         _closes=closes,
     )

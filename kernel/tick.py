@@ -22,6 +22,7 @@ import msgspec
 from baton.errors import LeaseLost, NotReady, UnreadableValue
 from baton.settings import Settings
 from kernel import journal_guard, reconcile, strategy_check
+from kernel.adopt import Adopter
 from kernel.blocking import EntryBlocks
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
 from kernel.clock import Clock
@@ -144,6 +145,9 @@ class TickRunner:
             self.blocks,
             replicas=settings if replication.wanted(settings) else None,
         )
+        # Orders the venue has and no intent knows, after a takeover or a primary change
+        # (kernel/adopt.py): swept before the slots trade again.
+        self.adopter = Adopter(store, self.markets, self.refs, self.blocks)
         self.housekeeping = Housekeeping(
             store,
             venue,
@@ -182,6 +186,7 @@ class TickRunner:
             self.candles,
             self.memo,
             candle_assets=self.wakes.awake_assets(refs, started, self.entries.entered),
+            primary=True,
         )
         if not snap.lease_ok:
             self.deadline.lost()
@@ -205,6 +210,11 @@ class TickRunner:
         # back; the journal rebuilds it at the tick's end (kernel/journal_guard.py).
         stats = self.store.k.stats()
         self.blocks.found("journal", journal_guard.blockers(stats, snap.journal_stats, tick, self.s.tick_ms))
+        # A new Redis primary may have lost writes made before it: what the venue has that no
+        # intent knows is adopted before any slot trades (until then, the slots wait).
+        self.adopter.primary_seen(snap.primary_id)
+        if self.adopter.owed:
+            problems += await self.adopt(started)
         if self.halt is not None:
             # A halt whose message this worker missed (or made before it took the lease) is
             # acknowledged and swept here; a resume reopens the gate.
@@ -285,6 +295,17 @@ class TickRunner:
             if not (isinstance(verdict, UnreadableValue) and f"{verdict.key} {verdict.field}" in known):
                 await self.store.record_errors("journal", [why], now_ms=started)
         return TickOutcome(rec, problems, snap.handover, snap.control)
+
+    async def adopt(self, now_ms: int) -> list[str]:
+        """The adoption sweep owed (kernel/adopt.py), if any; returns its problems. The slots
+        whose windows it adopted count as entered from now on."""
+        adopted, problems = await self.adopter.settle(self.ident.epoch, now_ms)
+        if adopted:
+            self.entries.absent.clear()
+            for i in adopted:
+                if i.window_start_s >= self.entries.entered.get(i.slot, 0):
+                    self.entries.entered[i.slot] = i.window_start_s
+        return problems
 
     async def between_ticks(self, next_boundary_ms: int) -> list[str]:
         """Work that is not trading, done after a tick's journal entry and before the next

@@ -56,6 +56,25 @@ class SignedBuy(msgspec.Struct, frozen=True):
     order: dict[str, Any]
 
 
+class AccountOrder(msgspec.Struct, frozen=True):
+    """One order of this account as the venue knows it (`Venue.account_orders`): resting now,
+    or traded. `status` is lower-cased ("live", "matched", "canceled", ...); `price` is the
+    limit price, or the average fill price when only the order's trades tell of it (an order
+    that is no longer open is known from its trades alone: GET /data/orders lists open
+    orders only); `created_s` is 0 when the venue did not say."""
+
+    order_id: str
+    market: str  # the condition id
+    token_id: str
+    side: str  # "BUY" | "SELL"
+    status: str
+    size_matched: float
+    original_size: float
+    price: float
+    avg_price: float = 0.0
+    created_s: int = 0
+
+
 class Venue(Protocol):
     """What the kernel needs of a venue (venues/polymarket.py's ClobVenue); all calls block."""
 
@@ -70,3 +89,5 @@ class Venue(Protocol):
     def order(self, order_id: str) -> OrderResult | None: ...
 
     def resolution(self, condition_id: str) -> bool | None: ...
+
+    def account_orders(self, markets: list[str], since_s: int) -> list[AccountOrder]: ...

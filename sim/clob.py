@@ -4,8 +4,9 @@ Good enough for the real py-clob-client-v2: API-key creation, market parameters 
 minimum size, fees), books, signed V2 orders against a balance, cancels, order and trade
 look-ups, balance/allowance and market resolution, in the live API's shapes
 (tests/fast/test_clob_contract.py holds them to that). It is lenient where DESIGN.md says
-so: `GET /data/orders` answers without credentials and lists every order ever accepted, and
-L2 headers are checked for presence only. Latency and errors can be injected per endpoint
+so: `GET /data/orders` answers without credentials and lists every order ever accepted (with
+the L2 headers it lists the caller's open orders, as the live one), and L2 headers are
+checked for presence only. Latency and errors can be injected per endpoint
 (sim/faults.py); docs/sim.md has the knobs. The state it serves is sim/clob_state.py's ClobSim.
 """
 
@@ -171,15 +172,41 @@ def _filtered(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str
     return rows
 
 
+def _caller(request: web.Request) -> tuple[str, str] | None:
+    """(API key, address) of a caller with the L2 headers; None for one without (the sim's
+    own listing of everything, DESIGN.md's observable contract)."""
+    if _missing(request, L2_HEADERS):
+        return None
+    return request.headers["POLY_API_KEY"], request.headers["POLY_ADDRESS"].lower()
+
+
+def _of(caller: tuple[str, str], row: dict[str, Any]) -> bool:
+    key, address = caller
+    return row.get("owner") == key or str(row.get("maker_address", "")).lower() == address
+
+
 async def list_orders(request: web.Request) -> web.Response:
+    # With the L2 headers, as the live CLOB answers them: the caller's open orders only (a
+    # filled or killed order is no longer listed). Without them, the sim's own listing of
+    # every order it ever accepted, whoever's (tools count duplicates with it).
     sim = request.app[SIM]
     now_s = sim.clock_ms() // 1000
-    rows = [o.record(now_s) for o in sim.exchange.orders.values()]
+    caller = _caller(request)
+    if caller is None:
+        rows = [o.record(now_s) for o in sim.exchange.orders.values()]
+    else:
+        resting = [o.record(now_s) for o in sim.exchange.orders.values() if o.resting(now_s)]
+        rows = [r for r in resting if _of(caller, r)]
     return _page(request, _filtered(request, rows))
 
 
 async def list_trades(request: web.Request) -> web.Response:
+    # With the L2 headers: the caller's trades only, as the live CLOB answers (the sim's
+    # makers are anonymous, so the caller is always the taker); without them, every trade.
     rows = list(request.app[SIM].exchange.trades.values())
+    caller = _caller(request)
+    if caller is not None:
+        rows = [r for r in rows if _of(caller, r)]
     return _page(request, _filtered(request, rows))
 
 

@@ -57,6 +57,19 @@ class IntentsRepo(Repo):
                 raise reply
         return verdicts, int(acked)
 
+    def adopt_intents(self, epoch: int, intents: list[Intent], pipeline: Any = None) -> Any:
+        """Record intents for orders the venue has and no intent knew (intent_adopt.lua:
+        fenced, never over an existing intent, whatever the halt flag): one verdict each."""
+        args: list[Any] = [epoch]
+        for i in intents:
+            args += (i.id, INTENT.encode(i), "1" if i.status in FINAL_INTENT_STATUSES else "0")
+        return self._call(
+            self.scripts.intent_adopt,
+            keys=[self.k.lease_epoch(), self.k.intents(), self.k.intents_open(), self.k.counts()],
+            args=args,
+            pipeline=pipeline,
+        )
+
     async def commit_intent(self, epoch: int, intent: Intent) -> str:
         return str((await self.commit_intents(epoch, [intent]))[0])
 
@@ -73,6 +86,10 @@ class IntentsRepo(Repo):
         """Whether each intent id was ever committed (one HMGET of the intents hash)."""
         raw = await self.r.hmget(self.k.intents(), intent_ids)
         return [v is not None for v in raw]
+
+    async def raw_intents(self, intent_ids: list[str]) -> list[Any]:
+        """Each intent's JSON as stored (None where there is none): one HMGET."""
+        return list(await self.r.hmget(self.k.intents(), intent_ids)) if intent_ids else []
 
     async def read_intents(self, open_only: bool = False) -> list[Intent]:
         raw = await self.r.hgetall(self.k.intents_open() if open_only else self.k.intents())

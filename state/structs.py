@@ -77,9 +77,7 @@ def feed_stale(fs: FeedStatus | None, now_ms: int, stale_after_ms: int) -> bool:
     none written for longer than `stale_after_ms` (BATON_STALE_AFTER_MS), or one dated in the
     future (garbage: it would otherwise stay fresh until that date)."""
     return (
-        fs is None
-        or now_ms - fs.updated_ms > stale_after_ms
-        or fs.updated_ms - now_ms > FUTURE_TOLERANCE_MS
+        fs is None or now_ms - fs.updated_ms > stale_after_ms or fs.updated_ms - now_ms > FUTURE_TOLERANCE_MS
     )
 
 
@@ -149,6 +147,10 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True):
     avg_price: float = 0.0
     error: str = ""
     updated_ms: int = 0
+    # When the lease holder adopted this intent from an order the venue had and no intent
+    # knew (kernel/adopt.py: a write lost in a Redis failover); 0 for an intent committed
+    # before its order was posted, as every other.
+    adopted_ms: int = 0
 
 
 class Position(msgspec.Struct, frozen=True, kw_only=True):

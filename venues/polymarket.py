@@ -19,15 +19,23 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 from py_clob_client_v2 import ClobClient
-from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, BookParams, OrderArgsV2
+from py_clob_client_v2.clob_types import (
+    AssetType,
+    BalanceAllowanceParams,
+    BookParams,
+    OpenOrderParams,
+    OrderArgsV2,
+    TradeParams,
+)
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
 from py_clob_client_v2.order_utils.model.order_data_v2 import SignedOrderV2
 
 from baton.errors import VenueError
 from baton.settings import Settings, credentials
-from kernel.venue import DRY_RUN, Book, OrderResult, SignedBuy
+from kernel.venue import DRY_RUN, AccountOrder, Book, OrderResult, SignedBuy
 from state.structs import Market
 from venues.budgets import venue_throttle
+from venues.clob_orders import account_orders
 from venues.gamma import Gamma, parse_gamma_event
 from venues.http import VERSION_MISMATCH, Throttle, classify, take
 from venues.order_ids import OrderIdFn, OrderIds, check_order_ids
@@ -340,6 +348,31 @@ class ClobVenue:
             status=str(o.get("status", "")).lower(),
             size_matched=float(o.get("size_matched") or 0),
             price=float(o.get("price") or 0),
+        )
+
+    def account_orders(self, markets: list[str], since_s: int) -> list[AccountOrder]:
+        """This account's orders in `markets` (condition ids; empty: every market) that are
+        open now or traded after `since_s`: its trades (`GET /data/trades?after=`) and its open
+        orders (`GET /data/orders`), every page of each (venues/clob_orders.py). With one
+        market the venue filters; with several, one listing of each serves them all."""
+        if self.dry_run:
+            return []  # nothing was ever posted
+        self._ensure_creds()
+        one = markets[0] if len(markets) == 1 else None
+        trades = self._call(
+            "GET /data/trades",
+            lambda: self._client.get_trades(TradeParams(market=one, after=max(0, since_s - 1))),
+        )
+        opens = self._call(
+            "GET /data/orders", lambda: self._client.get_open_orders(OpenOrderParams(market=one))
+        )
+        creds = self._client.creds
+        return account_orders(
+            trades or [],
+            opens or [],
+            owner=creds.api_key if creds is not None else "",
+            address=str(self._client.builder.funder or ""),
+            markets=markets,
         )
 
     def cancel_all(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import zlib
 from typing import Any
 
 from kernel.clock import wall_ms
-from kernel.venue import Book, OrderResult, SignedBuy
+from kernel.venue import AccountOrder, Book, OrderResult, SignedBuy
 from state.structs import Market
 
 ASK = 0.05  # both sides: snipe enters every slot at its first tick in the entry zone
@@ -41,18 +41,26 @@ class StubVenue:
         self._now_s = now_s or (lambda: wall_ms() // 1000)
         # Per token: a market (two tokens) offers an edge with probability entry_rate.
         self._token_rate = 1.0 - math.sqrt(max(0.0, 1.0 - entry_rate))
-        self.calls = {"discover": 0, "books": 0, "sign": 0, "post": 0}
+        self.calls = {"discover": 0, "books": 0, "sign": 0, "post": 0, "account_orders": 0}
         self._lock = threading.Lock()
         self._n = 0
+        # What a venue remembers: every order posted (its id, at most once), and each token's
+        # market (from discovery), so that `order` and `account_orders` tell of them.
+        self.posted: dict[str, tuple[SignedBuy, OrderResult, int]] = {}
+        self._market_of: dict[str, str] = {}
+        # Raised by `account_orders` while set: a test's venue that cannot be asked.
+        self.account_orders_error: Exception | None = None
 
     def discover(self, slug: str) -> Market | None:
         self.calls["discover"] += 1
-        return Market(
+        m = Market(
             slug=slug,
             condition_id="0x" + hashlib.sha256(slug.encode()).hexdigest(),
             up_token=_digits(slug + ":up"),
             down_token=_digits(slug + ":down"),
         )
+        self._market_of[m.up_token] = self._market_of[m.down_token] = m.condition_id
+        return m
 
     def books(self, token_ids: list[str]) -> dict[str, Book]:
         self.calls["books"] += 1
@@ -80,16 +88,50 @@ class StubVenue:
     def post(self, signed: SignedBuy, order_type: str = "FOK") -> OrderResult:
         with self._lock:
             self.calls["post"] += 1
-        return OrderResult(
-            order_id=signed.order_id,
-            status="matched",
-            size_matched=signed.size,
-            price=signed.price,
-            avg_price=signed.price,
-        )
+            known = self.posted.get(signed.order_id)
+            if known is not None:
+                return known[1]  # a repost is answered as the first post, never filled twice
+            res = OrderResult(
+                order_id=signed.order_id,
+                status="matched",
+                size_matched=signed.size,
+                price=signed.price,
+                avg_price=signed.price,
+            )
+            self.posted[signed.order_id] = (signed, res, self._now_s())
+        return res
 
     def order(self, order_id: str) -> OrderResult | None:
-        return None
+        known = self.posted.get(order_id)
+        return known[1] if known is not None else None
+
+    def account_orders(self, markets: list[str], since_s: int) -> list[AccountOrder]:
+        with self._lock:
+            self.calls["account_orders"] += 1
+            if self.account_orders_error is not None:
+                raise self.account_orders_error
+            posted = list(self.posted.values())
+        wanted = set(markets)
+        out = []
+        for signed, res, at_s in posted:
+            market = self._market_of.get(signed.token_id, "")
+            if at_s < since_s or (wanted and market not in wanted):
+                continue
+            out.append(
+                AccountOrder(
+                    order_id=signed.order_id,
+                    market=market,
+                    token_id=signed.token_id,
+                    side="BUY",
+                    status=res.status,
+                    size_matched=res.size_matched,
+                    original_size=signed.size,
+                    price=signed.price,
+                    avg_price=res.avg_price,
+                    created_s=at_s,
+                )
+            )
+        return out
 
     def resolution(self, condition_id: str) -> bool | None:
         return True

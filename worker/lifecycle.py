@@ -94,6 +94,9 @@ class Worker:
         self.reloader = reloader or StrategyReloader(STRATEGY_PACKAGE)
         self.runner: TickRunner | None = None
         self.predecessor_maybe_alive = False
+        # Why the lease came to us, when not by a planned handover: a sweep for orders that
+        # Redis may have lost is owed before trading (kernel/adopt.py).
+        self.takeover_reason = ""
         # The halt inside one tick (kernel/halt.py): the control channel is followed while
         # this worker trades, and its gate is checked before every strategy call and post.
         self.gate = HaltGate()
@@ -235,6 +238,9 @@ class Worker:
                     self.error = ""
                 epoch, before, dead = got.epoch, got.before, got.dead
                 self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
+                # A handover made the lease ours before we asked: anything else is a takeover.
+                taken = f"took the lease over from {before or 'nobody'}"
+                self.takeover_reason = "" if before == self.holder else taken
                 self.epoch = epoch
                 self.state = "active"
                 log.info(
@@ -257,6 +263,7 @@ class Worker:
         # nothing more: what the venue does not know never arrived. One whose lease merely
         # expired may still be posting: its unknown orders get the grace period.
         grace = self._runner().unknown_grace_ms if self.predecessor_maybe_alive else 0
+        await takeover.adopt_orders(self._runner(), self.store, self.epoch, self.clock, self.takeover_reason)
         await takeover.reconcile_in_flight(self.store, self.venue, self.epoch, self.clock, grace)
         runner = self._runner()
         runner.ident = Identity(self.holder, self.color, self.s.release, self.epoch)

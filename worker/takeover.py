@@ -13,6 +13,7 @@ from baton.errors import UnreadableValue
 from baton.settings import Settings
 from kernel import reconcile
 from kernel.clock import Clock, wall_ms
+from state.primary import read_primary_id
 from state.store import Store
 from state.structs import usd_to_micros
 
@@ -49,6 +50,20 @@ async def _deposit_live_balance(store: Store, venue: Any, epoch: int, clock: Clo
         await store.record_errors("worker", [msg], now_ms=clock.now_ms())
         return
     await store.deposit(epoch, "deposit:live-initial", micros, clock.now_ms())
+
+
+async def adopt_orders(runner: Any, store: Store, epoch: int, clock: Clock, owed: str) -> None:
+    """Before the first tick: which Redis primary this holder starts on (a later change owes
+    a sweep), and, unless the lease came by a planned handover (`owed` empty: the predecessor
+    finished its tick, and the intents it wrote are ours to read), the sweep for orders the
+    venue has and no intent knows (kernel/adopt.py). A sweep that cannot be done now holds
+    the slots it could not cover, and each tick tries again."""
+    runner.adopter.primary = await read_primary_id(store.r)
+    if not owed:
+        return
+    runner.adopter.owe(owed)
+    _, problems = await runner.adopter.settle(epoch, clock.now_ms())
+    await store.record_errors("adopt", problems, now_ms=wall_ms())
 
 
 async def reconcile_in_flight(store: Store, venue: Any, epoch: int, clock: Clock, grace_ms: int) -> None:

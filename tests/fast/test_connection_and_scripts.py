@@ -77,6 +77,7 @@ def test_the_counts_fragment_goes_before_every_script_that_changes_intents_or_po
     fragment = (LUA_DIR / "_counts.lua").read_text()
     counting = {n for n in names() if fragment in source(n)}
     assert counting == {
+        "intent_adopt",
         "intent_commit",
         "intent_update",
         "record_fill",

@@ -263,6 +263,15 @@ CASES += [
         types={K.lease_epoch(): "string", K.intents(): "hash", K.intents_open(): "hash", K.counts(): "hash"},
     ),
     Case(
+        "intent_adopt",
+        _epoch,
+        [K.lease_epoch(), K.intents(), K.intents_open(), K.counts()],
+        [EPOCH, INTENT_ID, INTENT.encode(intent()).decode(), "0"],
+        ["OK"],
+        fields=[(K.counts(), "intents:committed")],
+        types={K.lease_epoch(): "string", K.intents(): "hash", K.intents_open(): "hash", K.counts(): "hash"},
+    ),
+    Case(
         "intent_update",
         _fill_prepare,
         [K.lease_epoch(), K.intents(), K.intents_open(), K.counts()],

@@ -15,9 +15,11 @@ from tests.fast.clob.contract import (
     PAGE_KEYS,
     PAGE_LIMIT,
     POST_ORDER_KEYS,
+    SECOND_KEY,
     TRADE_TYPES,
     check,
     market,
+    new_client,
     order_id,
     rejected,
     resting_token,
@@ -127,21 +129,47 @@ def test_orders_and_trades_paginate_across_pages(env, client):
     first = http.get("/data/orders").json()
     assert set(first) == PAGE_KEYS and first["limit"] == PAGE_LIMIT == first["count"] == len(first["data"])
     assert first["next_cursor"] not in ("", "LTE=")
-    assert len(client.get_open_orders(only_first_page=True)) == PAGE_LIMIT
-    everything = client.get_open_orders()  # the client walks every page
-    ids = [o["id"] for o in everything]
-    assert len(ids) > PAGE_LIMIT and len(ids) == len(set(ids))
     walked, cursor = [], "MA=="
     while cursor != "LTE=":
         page = http.get("/data/orders", params={"next_cursor": cursor}).json()
         walked += [o["id"] for o in page["data"]]
         cursor = page["next_cursor"]
-    assert walked == ids
-    mine = client.get_open_orders(OpenOrderParams(market=m["cid"]))
-    assert len(mine) == 4 and all(o["market"] == m["cid"] for o in mine)
+    assert len(walked) > PAGE_LIMIT and len(walked) == len(set(walked))
+    # The client's listing is the live one: open orders only, so the filled FOKs are not in it.
+    assert client.get_open_orders(OpenOrderParams(market=m["cid"])) == []
+    token = resting_token(client, m)
+    resting = [
+        client.post_order(client.create_order(OrderArgsV2(token, 0.01, size, "BUY")), "GTC")["orderID"]
+        for size in (5, 6, 7, 8)
+    ]
+    assert len(client.get_open_orders(OpenOrderParams(market=m["cid"]), only_first_page=True)) == PAGE_LIMIT
+    mine = client.get_open_orders(OpenOrderParams(market=m["cid"]))  # the client walks every page
+    assert [o["id"] for o in mine] == resting
     for o in mine:
         check(o, OPEN_ORDER_TYPES)
+        assert o["status"] == "LIVE"
     trades = client.get_trades()
     assert len(trades) > PAGE_LIMIT and len({t["id"] for t in trades}) == len(trades)
     page = client.get_trades_paginated(TradeParams(market=m["cid"]))
     assert set(page) == {"trades", "next_cursor", "limit", "count"} and page["limit"] == PAGE_LIMIT
+    client.cancel_all()
+    assert client.get_open_orders(OpenOrderParams(market=m["cid"])) == []
+
+
+def test_listings_with_credentials_hold_the_callers_orders_and_trades_only(env, client):
+    url, http, _, clock = env
+    m = market(http, clock, "xrp")
+    r = client.post_order(client.create_order(OrderArgsV2(m["up"], 0.99, 5, "BUY")), "FOK")
+    other = new_client(url, SECOND_KEY)
+    assert other.get_trades(TradeParams(market=m["cid"])) == []
+    assert [t["taker_order_id"] for t in client.get_trades(TradeParams(market=m["cid"]))] == [
+        r["orderID"]
+    ] * len(r["tradeIDs"])
+    token = resting_token(client, m)
+    mine = client.post_order(client.create_order(OrderArgsV2(token, 0.01, 5, "BUY")), "GTC")["orderID"]
+    assert other.get_open_orders(OpenOrderParams(market=m["cid"])) == []
+    assert [o["id"] for o in client.get_open_orders(OpenOrderParams(market=m["cid"]))] == [mine]
+    # The sim's own listing, without credentials, still holds every order.
+    listed = {o["id"] for o in http.get("/data/orders", params={"market": m["cid"]}).json()["data"]}
+    assert {r["orderID"], mine} <= listed
+    client.cancel_all()

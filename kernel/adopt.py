@@ -1,0 +1,265 @@
+"""Adoption: orders the venue has and no intent in Redis knows, recorded before their slots
+trade again.
+
+Redis replication is asynchronous. An intent is acknowledged by a replica before its order is
+posted (state/replication.py), but a failover may still promote another replica, or the
+primary may restart without its last second: the intent of an order at the venue, or the
+booking of its fill, can be gone. Its slot-window would then look unentered, and the next
+tick would post a second order. So after a takeover that was not a planned handover, and
+whenever the Redis primary's replication id changes (state/primary.py, read with the tick's
+snapshot), the lease holder asks the venue for this account's orders in the markets of the
+slots' open windows (and the windows just before them, whose fills settlement still books)
+and records every order no intent knows as its slot-window's entry intent: the window counts
+as entered, a fill is booked once (the ledger's ref `buy:<intent id>`), and the adoption is
+journaled (source `adopted`, counted as `errors_adopted`). Until a sweep owed has been done
+the slots it could not cover open nothing new (a blocker of source `adopt`,
+kernel/blocking.py): never trade blind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from kernel import executor, lanes
+from kernel.blocking import EntryBlocks
+from kernel.markets import MarketCache
+from kernel.snapshot import ENTRY_LEG, SlotRef, SlotRefs
+from kernel.venue import AccountOrder, OrderResult
+from state.store import Store
+from state.structs import INTENT, Blocker, Intent, Market, Position
+
+log = logging.getLogger("baton.adopt")
+
+# The EntryBlocks source of the holds; the error journal's source of each adoption.
+HOLD = "adopt"
+ADOPTED = "adopted"
+
+
+@dataclass
+class Swept:
+    """What one sweep found and did."""
+
+    done: bool  # every open slot-window was covered (no hold left)
+    adopted: list[Intent] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    held: list[Blocker] = field(default_factory=list)
+    orders: int = 0  # this account's orders the venue listed
+
+
+def previous_ref(r: SlotRef) -> SlotRef:
+    """The slot's window before `r`'s: closed, but its fills are still to be settled."""
+    length = r.window_end_s - r.window_start_s
+    return SlotRef(r.id, r.asset, r.timeframe, r.window_start_s - length, r.window_start_s)
+
+
+def adopted_intent(ref: SlotRef, m: Market, o: AccountOrder, epoch: int, now_ms: int) -> Intent | None:
+    """The entry intent an adopted order stands for ("posted": its outcome is written next,
+    as a post's would be); None when the order is not a buy of one of the market's tokens."""
+    if o.side != "BUY" or o.token_id not in (m.up_token, m.down_token):
+        return None
+    size = o.original_size or o.size_matched
+    price = o.price or o.avg_price
+    return Intent(
+        id=ref.entry_intent_id,
+        slot=ref.id,
+        window_start_s=ref.window_start_s,
+        window_end_s=ref.window_end_s,
+        leg=ENTRY_LEG,
+        side="up" if o.token_id == m.up_token else "down",
+        limit_price=price,
+        size=size,
+        stake_usd=round(size * price, 6),
+        epoch=epoch,
+        created_ms=o.created_s * 1000 if o.created_s else now_ms,
+        status="posted",
+        token_id=o.token_id,
+        condition_id=m.condition_id,
+        order_id=o.order_id,
+        updated_ms=now_ms,
+        adopted_ms=now_ms,
+    )
+
+
+def venue_answer(o: AccountOrder) -> OrderResult:
+    """The order as a post's answer (kernel/executor.py `outcome`): an order that is no
+    longer pending and bought something is a fill of what it bought, whatever became of its
+    rest (a FAK's or a canceled GTC's)."""
+    status = o.status
+    if o.size_matched > 0 and status not in executor.PENDING_STATUSES:
+        status = "matched"
+    return OrderResult(o.order_id, status, o.size_matched, o.price, avg_price=o.avg_price)
+
+
+async def sweep(
+    store: Store, venue: Any, markets: MarketCache, refs: list[SlotRef], epoch: int, now_ms: int
+) -> Swept:
+    """Ask the venue for this account's orders in the windows of `refs` and the windows just
+    before them, and adopt each that no intent knows (see the module's doc)."""
+    k = store.k
+    windows = [*refs, *(previous_ref(r) for r in refs)]
+    if not windows:
+        return Swept(done=True)
+    since_s = min(r.window_start_s for r in windows)
+    try:
+        listed = await asyncio.to_thread(venue.account_orders, [], since_s)
+    except Exception as e:
+        why = f"this account's orders could not be read at the venue ({e}); entries wait for them"
+        return Swept(
+            done=False,
+            problems=[f"adoption sweep: {why}"],
+            held=[Blocker(key=k.intents(), problem=why, source=HOLD)],
+        )
+    out = Swept(done=True, orders=len(listed))
+    if not listed:
+        return out
+    cached, _ = await markets.cached(windows, out.problems)
+    by_market: dict[str, tuple[SlotRef, Market]] = {}
+    for r in windows:
+        if (m := cached.get(r.slug)) is not None:
+            by_market[m.condition_id] = (r, m)
+    if any(o.market not in by_market for o in listed):
+        await _discover(markets, [r for r in windows if r.slug not in cached], refs, by_market, out)
+    found = [(by_market[o.market], o) for o in listed if o.market in by_market]
+    if not found:
+        return out
+    ids = list(dict.fromkeys(r.entry_intent_id for (r, _), _ in found))
+    known: dict[str, Intent | None] = {}
+    for intent_id, raw in zip(ids, await store.raw_intents(ids), strict=True):
+        if raw is None:
+            continue
+        try:
+            known[intent_id] = INTENT.decode(raw)
+        except msgspec.DecodeError:
+            known[intent_id] = None  # entered, whatever it says: never adopted over
+    todo: list[tuple[Intent, OrderResult]] = []
+    for (r, m), o in found:
+        intent_id = r.entry_intent_id
+        if intent_id in known:
+            had = known[intent_id]
+            if had is not None and had.order_id != o.order_id:
+                out.problems.append(
+                    f"adoption sweep: order {o.order_id} of {r.id} window {r.window_start_s} is at "
+                    f"the venue, and the window's intent knows another ({had.order_id or 'none'}): "
+                    "a second order of one slot-window, not adopted"
+                )
+            continue
+        intent = adopted_intent(r, m, o, epoch, now_ms)
+        if intent is None:
+            continue
+        known[intent_id] = intent  # a second unknown order of this window is not adopted too
+        todo.append((intent, venue_answer(o)))
+    if todo:
+        await _record(store, epoch, todo, now_ms, out)
+    return out
+
+
+async def _discover(
+    markets: MarketCache,
+    missing: list[SlotRef],
+    current: list[SlotRef],
+    by_market: dict[str, tuple[SlotRef, Market]],
+    out: Swept,
+) -> None:
+    """The markets of windows not in the cache, asked of the venue: an order in a market the
+    cache lacks (its write may be what Redis lost) is then found. A current window whose
+    market cannot be asked is held until a sweep can."""
+    missing = [r for r in missing if r.slug not in markets.bad]
+    if not missing:
+        return
+    now = {r.slug for r in current}
+    answers = await lanes.in_lanes(lambda r: markets.venue.discover(r.slug), missing)
+    fresh: list[tuple[SlotRef, Market]] = []
+    for r, a in zip(missing, answers, strict=True):
+        if isinstance(a, BaseException):
+            if r.slug in now:
+                why = f"its market could not be found at the venue ({a}), so nor its orders"
+                key = markets.store.k.market(r.slug)
+                out.held.append(Blocker(key=key, problem=why, slot=r.id, source=HOLD))
+                out.problems.append(f"adoption sweep: {r.id}: {why}")
+        elif a is not None:
+            markets.remember(r, a)
+            fresh.append((r, a))
+            by_market[a.condition_id] = (r, a)
+    await markets.save(fresh)
+    out.done = not out.held
+
+
+async def _record(
+    store: Store, epoch: int, todo: list[tuple[Intent, OrderResult]], now_ms: int, out: Swept
+) -> None:
+    """Write the adopted intents (intent_adopt.lua: never over an existing one), then what the
+    venue said of each (its fill booked through record_fill.lua, as a post's answer is)."""
+    updates: list[Intent] = []
+    fills: list[tuple[Intent, Position]] = []
+    for intent, res in todo:
+        executor.outcome(intent, res, now_ms, updates, fills, [])
+    # Each intent as it is adopted: its final state, except a fill's, which record_fill makes.
+    filled = {i.id for i, _ in fills}
+    first = [i for i, _ in todo if i.id in filled] + [u for u in updates]
+    verdicts = await store.adopt_intents(epoch, first)
+    ok = {i.id for i, v in zip(first, verdicts, strict=True) if v == "OK"}
+    refused = [f"{i.id}: adoption refused: {v}" for i, v in zip(first, verdicts, strict=True) if v != "OK"]
+    fills = [(i, p) for i, p in fills if i.id in ok]
+    if fills:
+        refused += await executor.write_outcomes(store, epoch, [], fills)
+    out.problems += [f"adoption sweep: {p}" for p in refused]
+    adopted = [i for i, _ in fills] + [u for u in updates if u.id in ok]
+    out.adopted += adopted
+    if adopted:
+        lines = [
+            f"{i.id}: adopted order {i.order_id} that no intent knew ({i.status}, "
+            f"{i.filled_size or i.size:g} shares at {i.avg_price or i.limit_price:g}): its window counts "
+            "as entered"
+            for i in adopted
+        ]
+        for line in lines:
+            log.warning("%s", line)
+        await store.record_errors(ADOPTED, lines, now_ms=now_ms)
+
+
+class Adopter:
+    """When a sweep is owed, and the holds it leaves (the runner's, kernel/tick.py)."""
+
+    def __init__(self, store: Store, markets: MarketCache, refs: SlotRefs, blocks: EntryBlocks) -> None:
+        self.store, self.markets, self.refs, self.blocks = store, markets, refs, blocks
+        # Why a sweep is owed ("" while none is): a takeover, a primary change.
+        self.owed = ""
+        # The primary's replication id as last seen (None: not known yet).
+        self.primary: str | None = None
+        self.adopted = 0
+
+    def owe(self, why: str) -> None:
+        if not self.owed:
+            self.owed = why
+            log.info("adoption sweep owed: %s", why)
+
+    def primary_seen(self, replid: str | None) -> None:
+        """The primary's replication id, as a read found it: a change owes a sweep."""
+        if not replid:
+            return
+        if self.primary is not None and replid != self.primary:
+            self.owe(f"the Redis primary changed (replication id {self.primary[:8]}… → {replid[:8]}…)")
+        self.primary = replid
+
+    async def settle(self, epoch: int, now_ms: int) -> tuple[list[Intent], list[str]]:
+        """The sweep owed, if any: (intents adopted, problems). Until it is done, the slots it
+        could not cover are held (blockers of source `adopt`); done, the holds are lifted."""
+        if not self.owed:
+            return [], []
+        res = await sweep(self.store, self.markets.venue, self.markets, self.refs.at(now_ms), epoch, now_ms)
+        self.blocks.found(HOLD, res.held)
+        self.adopted += len(res.adopted)
+        if res.done:
+            log.info(
+                "adoption sweep done (%s): %d order(s) at the venue, %d adopted",
+                self.owed,
+                res.orders,
+                len(res.adopted),
+            )
+            self.owed = ""
+        return res.adopted, res.problems
