@@ -140,7 +140,7 @@ async def get_order(request: web.Request) -> web.Response:
     order = sim.exchange.orders.get(request.match_info["order_id"])
     if order is None:
         return _error(404, f"order {request.match_info['order_id']} not found")
-    return web.json_response(order.record(sim.clock_ms() // 1000))
+    return web.json_response(_live(order.record(sim.clock_ms() // 1000)))
 
 
 def _page(request: web.Request, rows: list[dict[str, Any]]) -> web.Response:
@@ -172,6 +172,13 @@ def _filtered(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str
     return rows
 
 
+def _live(record: dict[str, Any]) -> dict[str, Any]:
+    """An order as the live CLOB shows it to its owner: without the sim's own `received_ms`
+    (kept for the listing without credentials, which tools read)."""
+    record.pop("received_ms", None)
+    return record
+
+
 def _caller(request: web.Request) -> tuple[str, str] | None:
     """(API key, address) of a caller with the L2 headers; None for one without (the sim's
     own listing of everything, DESIGN.md's observable contract)."""
@@ -195,7 +202,7 @@ async def list_orders(request: web.Request) -> web.Response:
     if caller is None:
         rows = [o.record(now_s) for o in sim.exchange.orders.values()]
     else:
-        resting = [o.record(now_s) for o in sim.exchange.orders.values() if o.resting(now_s)]
+        resting = [_live(o.record(now_s)) for o in sim.exchange.orders.values() if o.resting(now_s)]
         rows = [r for r in resting if _of(caller, r)]
     return _page(request, _filtered(request, rows))
 
