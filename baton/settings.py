@@ -119,6 +119,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # older than lease_ms - lease_margin_ms on its monotonic clock (kernel/lease.py
     # LeaseDeadline). It covers a post's time on the wire and the clocks of two hosts.
     lease_margin_ms: int = 1000
+    # The lease heartbeat's cadence (kernel/lease_heartbeat.py): the holder renews this often,
+    # whatever the tick length. Below lease_ms - lease_margin_ms, or the deadline would pass
+    # between two renewals.
+    lease_renew_ms: int = 250
     # Settled positions, final intents and ledger entries older than this leave Redis
     # (kernel/history.py); 0 keeps them forever.
     history_days: float = 7.0
@@ -300,8 +304,8 @@ def _get(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _lease_margin_ms(env: Mapping[str, str], lease_ms: int) -> int:
-    """BATON_LEASE_MARGIN_MS: by default a third of the lease (one tick at the default lease
-    of three ticks); it must leave some of the lease to post in."""
+    """BATON_LEASE_MARGIN_MS: by default a third of the lease (clock skew between hosts and a
+    post's time on the wire); it must leave some of the lease to post in."""
     margin = _int(env, "BATON_LEASE_MARGIN_MS", lease_ms // 3, 0)
     if margin >= lease_ms:
         raise SettingsError(
@@ -309,6 +313,18 @@ def _lease_margin_ms(env: Mapping[str, str], lease_ms: int) -> int:
             "with it nothing could ever be posted"
         )
     return margin
+
+
+def _lease_renew_ms(env: Mapping[str, str], lease_ms: int, margin_ms: int) -> int:
+    """BATON_LEASE_RENEW_MS: by default a quarter of the lease; a renewal must come before the
+    deadline (lease - margin after the one before) passes, with room for a slow one."""
+    renew_ms = _int(env, "BATON_LEASE_RENEW_MS", max(lease_ms // 4, 10), 10)
+    if renew_ms >= lease_ms - margin_ms:
+        raise SettingsError(
+            f"BATON_LEASE_RENEW_MS={renew_ms} must be below the lease less its margin "
+            f"({lease_ms} - {margin_ms} ms): the deadline would pass between two renewals"
+        )
+    return renew_ms
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -404,8 +420,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"BATON_MODE={mode!r} must be 'paper' (the local sim) or 'live'")
     live = mode == "live"
     tick_ms = _int(env, "BATON_TICK_MS", 5000, 100)
-    # Three ticks: a worker that misses two renewals in a row has lost its lease.
-    lease_ms = _int(env, "BATON_LEASE_MS", max(3 * tick_ms, 1500), 200)
+    # A second, whatever the tick: the holder renews on a heartbeat of its own, so that a
+    # standby on another host takes a dead holder's lease within about a second.
+    lease_ms = _int(env, "BATON_LEASE_MS", 1000, 200)
+    lease_margin_ms = _lease_margin_ms(env, lease_ms)
     binance_port = _int(env, "BATON_SIM_BINANCE_PORT", 7301, 1)
     clob_port = _int(env, "BATON_SIM_CLOB_PORT", 7302, 1)
     clob_url = _get(env, "BATON_CLOB_URL", LIVE_URLS["clob"] if live else f"http://127.0.0.1:{clob_port}")
@@ -421,7 +439,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         embedded_redis=bool(redis_socket or redis_bind) and not sentinels,
         tick_ms=tick_ms,
         lease_ms=lease_ms,
-        lease_margin_ms=_lease_margin_ms(env, lease_ms),
+        lease_margin_ms=lease_margin_ms,
+        lease_renew_ms=_lease_renew_ms(env, lease_ms, lease_margin_ms),
         assets=assets,
         timeframes=timeframes,
         binance_port=binance_port,

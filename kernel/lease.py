@@ -3,6 +3,11 @@ its Redis hash in one place, and the one owner of everything done with it: readi
 taking it (over a dead holder too), renewing it inside the tick's read, handing it over,
 releasing it, and naming the colour that should trade.
 
+Liveness does not wait for the tick: the holder renews on a heartbeat of its own
+(kernel/lease_heartbeat.py) and posts only before its `LeaseDeadline`. Every write that makes
+an epoch or extends a lease is followed by WAIT (state/replication.py) when replicas are
+configured: an epoch or a renewal the replicas did not acknowledge is not used.
+
 The hash is written only by the Lua scripts (state/lua/lease_*.lua, run through
 state/lease.py), always whole; a reader still tolerates a missing hash (None) and fields that
 are missing or not numbers (empty, 0), because `redis-cli` can write anything there.
@@ -10,18 +15,22 @@ are missing or not numbers (empty, 0), because `redis-cli` can write anything th
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
-from baton.errors import LeaseDeadlinePassed
+from baton.errors import LeaseDeadlinePassed, NotReplicated
+from baton.settings import Settings
 from kernel.clock import Clock, monotonic_ms
+from state import replication
 from state.keys import COLORS, Keys
-from state.lease import LeaseRepo
+from state.lease import LeaseRepo, acquired, transferred
+
+log = logging.getLogger("baton.lease")
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -72,14 +81,11 @@ async def fetch_lease(repo: LeaseRepo) -> Lease | None:
 
 
 # --- holders and dead-holder detection --------------------------------------------------------
-def this_host() -> str:
-    # A holder id is split on ':', so a host name cannot carry one.
-    return socket.gethostname().replace(":", "_")
-
-
-def new_holder(color: str) -> str:
-    """A holder id, `color:host:pid:nonce`: the nonce tells two lives of one pid apart."""
-    return f"{color}:{this_host()}:{os.getpid()}:{secrets.token_hex(4)}"
+def new_holder(color: str, host: str) -> str:
+    """A holder id, `color:host:pid:nonce` (host: Settings.host, never ':'); the nonce tells
+    two lives of one pid apart. Hosts are named by the setting, not the machine's name:
+    network namespaces (and containers) share one host name but not one process table."""
+    return f"{color}:{host.replace(':', '_')}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def holder_pid(holder: str) -> tuple[str, int] | None:
@@ -111,14 +117,15 @@ def process_alive(pid: int) -> bool:
 
 
 def dead_holder(lease: Lease | None, me: str) -> str:
-    """The holder's id when it is a process of this host that no longer exists (so that a
-    restarted worker need not wait for the dead one's lease to expire), else ''."""
+    """The holder's id when it is a process of this host (the host named in `me`) that no
+    longer exists (so that a restarted worker need not wait for the dead one's lease to
+    expire), else ''. A holder on another host is never judged here: its lease expires."""
     holder = lease.holder if lease is not None else ""
-    hp = holder_pid(holder)
-    if hp is None or holder == me:
+    hp, mine = holder_pid(holder), holder_pid(me)
+    if hp is None or mine is None or holder == me:
         return ""
     host, pid = hp
-    if host != this_host() or pid == os.getpid() or process_alive(pid):
+    if host != mine[0] or pid == os.getpid() or process_alive(pid):
         return ""
     return holder
 
@@ -157,22 +164,90 @@ class Acquired(msgspec.Struct, frozen=True):
     holder: str  # who holds it now (`me` when held)
     before: str  # who held it before the attempt ('' for nobody)
     dead: str  # `before`, when it was found dead on this host and taken over ('' otherwise)
+    # Held, and acknowledged by enough replicas (always, without replicas to wait for): only
+    # then may it be traded on. Held but not acknowledged: ask again (the lease is ours in
+    # Redis; the next attempt extends it and waits again).
+    acked: bool = True
+    why: str = ""  # what the WAIT said when not acknowledged
 
 
-async def acquire(repo: LeaseRepo, clock: Clock, me: str, color: str, release: str, ttl_ms: int) -> Acquired:
+def _acked(s: Settings | None, reply: Any, what: str) -> str:
+    """'' when WAIT's `reply` is enough for `s`, else why not."""
+    if s is None or not replication.wanted(s):
+        return ""
+    if isinstance(reply, Exception):
+        return f"{what}: WAIT failed: {reply}"
+    try:
+        replication.check(s, reply, what)
+    except NotReplicated as e:
+        return str(e)
+    return ""
+
+
+async def acquire(
+    repo: LeaseRepo,
+    clock: Clock,
+    me: str,
+    color: str,
+    release: str,
+    ttl_ms: int,
+    s: Settings | None = None,
+) -> Acquired:
     """Take the lease when it is free, expired, ours, or held by a process of this host that
     no longer exists (no need to wait for its expiry): lease_acquire.lua, epoch = INCR for a
-    new holder."""
+    new holder, then WAIT for `s`'s replicas on the same connection. A live lease held
+    elsewhere costs one read (a standby asks ten times a second)."""
     lease = await fetch_lease(repo)
+    before = lease.holder if lease is not None else ""
+    if lease is not None and trades_elsewhere(lease, me, clock.now_ms()):
+        return Acquired(False, lease.epoch, lease.holder, before, "")
     dead = dead_holder(lease, me)
-    held, epoch, holder = await repo.acquire_lease(me, color, release, clock.now_ms(), ttl_ms, dead)
-    return Acquired(held, epoch, holder, lease.holder if lease is not None else "", dead)
+    now_ms = clock.now_ms()
+
+    def build(pipe: Any) -> None:
+        repo.queue_acquire_lease(pipe, me, color, release, now_ms, ttl_ms, dead)
+        if s is not None:
+            replication.queue_wait(s, pipe)
+
+    res = await repo.run_pipeline(build)
+    if isinstance(res[0], Exception):
+        raise res[0]
+    held, epoch, holder = acquired(res[0], me)
+    why = _acked(s, res[1] if len(res) > 1 else None, f"lease of epoch {epoch}") if held else ""
+    return Acquired(held, epoch, holder, before, dead, acked=not why, why=why)
 
 
 def renew(repo: LeaseRepo, me: str, epoch: int, now_ms: int, ttl_ms: int, pipeline: Any = None) -> Any:
     """Extend our lease to now_ms + ttl_ms (lease_renew.lua); queued on `pipeline` it rides in
     the tick's snapshot read, one round trip for both. Its reply goes to `renewed`."""
     return repo.renew_lease(me, epoch, now_ms, ttl_ms, pipeline=pipeline)
+
+
+class Renewal(msgspec.Struct, frozen=True):
+    """A heartbeat's renewal: still ours (False: lost, stand down), and acknowledged by the
+    replicas (False: it does not extend the deadline; `why` says what WAIT said)."""
+
+    ours: bool
+    acked: bool
+    why: str = ""
+
+
+async def renew_replicated(
+    repo: LeaseRepo, s: Settings, me: str, epoch: int, now_ms: int, ttl_ms: int
+) -> Renewal:
+    """`renew` and WAIT in one round trip on one connection (the heartbeat's)."""
+
+    def build(pipe: Any) -> None:
+        renew(repo, me, epoch, now_ms, ttl_ms, pipeline=pipe)
+        replication.queue_wait(s, pipe)
+
+    res = await repo.run_pipeline(build)
+    if isinstance(res[0], Exception):
+        raise res[0]
+    if not renewed(res[0]):
+        return Renewal(False, False, f"lease of epoch {epoch} is no longer ours")
+    why = _acked(s, res[1] if len(res) > 1 else None, f"renewal of epoch {epoch}")
+    return Renewal(True, not why, why)
 
 
 def renewed(reply: Any) -> bool:
@@ -188,12 +263,15 @@ async def transfer(
     last_tick: int,
     now_ms: int,
     ttl_ms: int,
+    s: Settings | None = None,
 ) -> tuple[int, str]:
     """Carry out the handover `request` (the handover hash as read with the tick) right after
-    `last_tick`: the lease goes to its successor with epoch + 1 in one step (lease_transfer.lua).
-    Returns (successor's epoch, '') or (0, reason): NOT_HOLDER, NO_REQUEST, BAD_REQUEST,
-    NOT_READY."""
-    return await repo.transfer_lease(
+    `last_tick`: the lease goes to its successor with epoch + 1 in one step (lease_transfer.lua),
+    then WAIT for `s`'s replicas. Returns (successor's epoch, '') or (0, reason): NOT_HOLDER,
+    NO_REQUEST, BAD_REQUEST, NOT_READY. A transfer the replicas did not acknowledge is done
+    all the same (the lease is not ours any more); the successor trades only once its own
+    acquisition, which extends the lease, is acknowledged, and WAIT covers the transfer too."""
+    args = (
         me,
         epoch,
         request.get("id", ""),
@@ -203,6 +281,19 @@ async def transfer(
         now_ms,
         ttl_ms,
     )
+
+    def build(pipe: Any) -> None:
+        repo.queue_transfer_lease(pipe, *args)
+        if s is not None:
+            replication.queue_wait(s, pipe)
+
+    res = await repo.run_pipeline(build)
+    if isinstance(res[0], Exception):
+        raise res[0]
+    new_epoch, why = transferred(res[0])
+    if new_epoch and (late := _acked(s, res[1] if len(res) > 1 else None, f"handover to epoch {new_epoch}")):
+        log.warning("%s; the successor waits for its own acknowledgement", late)
+    return new_epoch, why
 
 
 async def release(repo: LeaseRepo, me: str) -> bool:

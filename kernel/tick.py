@@ -99,7 +99,8 @@ class TickRunner:
         deadline: LeaseDeadline | None = None,
     ) -> None:
         self.s = settings
-        # Until when this worker may post (kernel/lease.py): re-armed by each tick's renewal.
+        # Until when this worker may post (kernel/lease.py): re-armed by the lease heartbeat
+        # and by each tick's renewal.
         # The worker's own, shared with its lease acquisition; a runner of its own otherwise.
         self.deadline = deadline or LeaseDeadline(settings.lease_ms, settings.lease_margin_ms)
         # kernel.halt.HaltResponder: hears a halt between two ticks' reads of the flags and
@@ -191,7 +192,10 @@ class TickRunner:
         if not snap.lease_ok:
             self.deadline.lost()
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
-        self.deadline.renewed(renewal)
+        if not replication.wanted(self.s):
+            # With replicas to wait for, only the heartbeat's acknowledged renewals extend the
+            # deadline (kernel/lease_heartbeat.py): a WAIT here would hold up every tick's read.
+            self.deadline.renewed(renewal)
         self.wakes.slots = snap.slots
         self.housekeeping.read_assets = set(snap.recent)
         problems = list(snap.problems)

@@ -32,6 +32,12 @@ class Keys:
         """Counter: INCR gives every new lease holder an epoch larger than all before."""
         return f"{self.p}lease:epoch"
 
+    def lease_log(self) -> str:
+        """Stream, capped (~LEASE_LOG_MAXLEN): one entry per new epoch, written by the scripts
+        that make one (epoch, holder, host, color, release, at_ms, how: acquired,
+        took-over-dead or transferred, prev_holder, prev_expires_ms)."""
+        return f"{self.p}lease:log"
+
     def handover(self) -> str:
         """Hash: the planned handover (id, to_holder, to_color, to_release, state, tick, epoch)."""
         return f"{self.p}handover"

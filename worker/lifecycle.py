@@ -4,14 +4,17 @@ worker/main.py.
 
 1. readiness: schema compatible, Redis state readable, every slot's strategy dry-evaluated;
    a failure is written to its heartbeat (`state=failed`, `error`) and it exits 4;
-2. standby (`state=ready`): takes the lease when it is free or expired, when its holder's
-   process is gone from this host (a crash: no waiting for the expiry), or when a planned
-   handover gives it over (a BLPOP on its wake list notices at once);
-3. active: reconciles in-flight intents with the venue, then runs ticks; between ticks it
-   hot-reloads changed strategy modules;
+2. standby (`state=ready`): looks ten times a second (one read while another holder's lease
+   is live) and takes the lease when it is free or expired, when its holder's process is gone
+   from this host (a crash: no waiting for the expiry), or when a planned handover gives it
+   over (a BLPOP on its wake list notices at once); with replicas configured, only once they
+   acknowledged the acquisition;
+3. active: the lease heartbeat renews the lease beside the ticks (kernel/lease_heartbeat.py);
+   reconciles in-flight intents with the venue, then runs ticks; between ticks it hot-reloads
+   changed strategy modules;
 4. out: SIGTERM finishes the tick, releases the lease and records a clean stop; a handover
    request read with tick k is carried out right after it (the successor runs k+1); a lost
-   lease (a newer epoch exists) stops it at once, exit 3.
+   lease (a newer epoch exists, found by the heartbeat or the tick) stops it at once, exit 3.
 A worker that dies without a clean stop or a handover leaves its gap counted as missed ticks.
 """
 
@@ -30,8 +33,9 @@ from baton.coredumps import dumpable
 from baton.errors import LeaseLost, NotReady, SchemaMismatch, UnreadableValue
 from baton.settings import Settings
 from kernel import boundaries, gcpolicy, lease
-from kernel.clock import Clock, wall_ms
+from kernel.clock import Clock, monotonic_ms, wall_ms
 from kernel.halt import HaltGate, HaltResponder
+from kernel.lease_heartbeat import LeaseHeartbeat
 from kernel.reload import StrategyReloader
 from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state.store import Store
@@ -45,7 +49,13 @@ REDIS_RETRY_S = 1.0
 # Exit codes supervisor.conf lists as expected (no restart): 0 clean stop, 4 not ready.
 # Anything else (a crash, a lost lease: 3) is restarted, and the new process waits in standby.
 EXIT_NOT_READY = 4
+EXIT_LOST_LEASE = 3
 HANDED_OVER = -1  # trade()'s answer after a planned handover (not an exit code)
+# A standby looks at the lease this often: a dead holder on another host is taken over within
+# the lease plus this. A live lease held elsewhere costs one HGETALL per look.
+STANDBY_POLL_MS = 100
+# ... and writes its heartbeat hash at most this often meanwhile.
+STANDBY_BEAT_MS = 1000
 
 
 def configured_slots(s: Settings) -> list[Slot]:
@@ -83,7 +93,7 @@ class Worker:
         self.venue = venue
         self.clock = clock
         self.color = color
-        self.holder = lease.new_holder(color)
+        self.holder = lease.new_holder(color, s.host)
         self.stopping = asyncio.Event()
         self.state = "starting"
         self.error = ""
@@ -105,6 +115,8 @@ class Worker:
         # Until when this worker may post (kernel/lease.py): armed when it takes the lease and
         # by every tick's renewal, dropped when it loses, hands over or releases the lease.
         self.deadline = lease.LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+        # Renews the lease while this worker trades (one per holding: its epoch).
+        self.heartbeat: LeaseHeartbeat | None = None
         self.halt = HaltResponder(
             store, venue, self.gate, self._who, on_change=self._beat, deadline=self.deadline
         )
@@ -151,15 +163,21 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
+    def _lost(self) -> bool:
+        return self.heartbeat is not None and self.heartbeat.lost.is_set()
+
     async def _sleep_until(self, t_ms: int) -> bool:
-        """Sleep to the boundary; False when a stop request came first (no new tick then)."""
+        """Sleep to the boundary; False when a stop request came first, or the heartbeat
+        found the lease lost (no new tick then)."""
         sleeper = asyncio.ensure_future(self.clock.sleep_until_ms(t_ms))
-        stopper = asyncio.ensure_future(self.stopping.wait())
-        done, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        waits = {sleeper, asyncio.ensure_future(self.stopping.wait())}
+        if self.heartbeat is not None:
+            waits.add(asyncio.ensure_future(self.heartbeat.lost.wait()))
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        return sleeper in done and not self.stopping.is_set()
+        return sleeper in done and not self.stopping.is_set() and not self._lost()
 
     async def prepare(self) -> None:
         """Schema check and slot set-up; retried while Redis is not reachable yet."""
@@ -210,15 +228,20 @@ class Worker:
 
     async def acquire(self) -> bool:
         """Standby until this worker holds the lease (or is asked to stop): the lease is free
-        or expired, its holder died on this host, or it was handed to us (we are woken)."""
+        or expired, its holder died on this host, or it was handed to us (we are woken).
+        With replicas configured, held means acknowledged by them: an epoch a failover could
+        take back is never traded on (the next look extends the lease and waits again)."""
         if self.state != "handed-over":
             self.state = "ready"
         reported = ""
+        # The first attempt that held the lease: who held it before (a retry finds only us).
+        first: lease.Acquired | None = None
+        beat_ms = -float(STANDBY_BEAT_MS)
         while not self.stopping.is_set():
             stamp = self.deadline.stamp()
             try:
                 got = await lease.acquire(
-                    self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms
+                    self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms, self.s
                 )
             except UnreadableValue as e:
                 # A garbage epoch counter or lease: nobody can hold a lease safely (every
@@ -232,11 +255,13 @@ class Worker:
                 await self._beat()
                 await self._wait(1.0)
                 continue
-            if got.held:
+            if got.held and (first is None or first.epoch != got.epoch):
+                first = got
+            if got.held and got.acked and first is not None:
                 self.deadline.renewed(stamp)
                 if reported:
                     self.error = ""
-                epoch, before, dead = got.epoch, got.before, got.dead
+                epoch, before, dead = got.epoch, first.before, first.dead
                 self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
                 # A handover made the lease ours before we asked: anything else is a takeover.
                 taken = f"took the lease over from {before or 'nobody'}"
@@ -247,9 +272,14 @@ class Worker:
                     "holding the lease with epoch %d%s", epoch, f" (holder {dead} had died)" if dead else ""
                 )
                 return True
-            await self._beat()
+            if got.held and got.why != reported:
+                reported = got.why
+                log.warning("not trading on the lease of epoch %d yet: %s", got.epoch, got.why)
+            if monotonic_ms() - beat_ms >= STANDBY_BEAT_MS:
+                beat_ms = monotonic_ms()
+                await self._beat()
             # A handover pushes our wake list; otherwise look again soon (the holder may die).
-            await self.store.wait_wake(self.holder, min(self.s.tick_ms / 4000, 1.0))
+            await self.store.wait_wake(self.holder, STANDBY_POLL_MS / 1000)
         return False
 
     async def become_active(self) -> TickRunner:
@@ -321,18 +351,39 @@ class Worker:
 
     async def trade(self) -> int:
         """Hold the lease and tick until stopped (0), the lease is lost (3) or handed over."""
-        runner = await self.become_active()
-        self._listening = asyncio.Event()
-        self._listener = asyncio.ensure_future(self.halt.listen(self._listening))
+        # Renewing from the moment the lease is ours: the takeover's reconciliation may take
+        # longer than the lease.
+        self.heartbeat = LeaseHeartbeat(
+            self.s, self.store, self.clock, self.deadline, self.holder, self.epoch
+        )
+        self.heartbeat.start()
         try:
-            return await self._ticks(runner)
+            runner = await self.become_active()
+            self._listening = asyncio.Event()
+            self._listener = asyncio.ensure_future(self.halt.listen(self._listening))
+            try:
+                return await self._ticks(runner)
+            finally:
+                # Stopped, handed over or lost: whatever is still on its way posts nothing more.
+                await self._stop_heartbeat()
+                self._listening.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._listener, 2.0)
+                await self.halt.close()
         finally:
-            # Stopped, handed over or lost: whatever is still on its way posts nothing more.
-            self.deadline.lost()
-            self._listening.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listener, 2.0)
-            await self.halt.close()
+            await self._stop_heartbeat()
+
+    async def _stop_heartbeat(self) -> None:
+        """No more renewals, and nothing posted from now on."""
+        self.deadline.lost()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+
+    async def _lost_lease(self, why: str) -> int:
+        log.error("standing down: %s", why)
+        self.state = "lost-lease"
+        await self._beat()
+        return EXIT_LOST_LEASE
 
     def _keep_listening(self) -> None:
         """The control listener survives Redis failures by itself; should it still end (a
@@ -358,6 +409,8 @@ class Worker:
         await self._beat()
         while not self.stopping.is_set():
             if not await self._sleep_until(boundaries.boundary_ms(tick, self.s.tick_ms)):
+                if self._lost() and self.heartbeat is not None:
+                    return await self._lost_lease(self.heartbeat.why)
                 break
             out = None
             try:
@@ -367,15 +420,15 @@ class Worker:
                 if out.record.missed_before:
                     log.warning("tick %d: %d tick(s) missed before it", tick, out.record.missed_before)
             except LeaseLost as e:
-                log.error("standing down: %s", e)
-                self.state = "lost-lease"
-                await self._beat()
-                return 3
+                return await self._lost_lease(str(e))
             except Exception as e:
                 # Redis hiccup or a bug inside one tick: report, keep the loop alive; the
-                # lease renewal inside the next tick decides whether we still trade.
+                # lease heartbeat and the next tick's renewal decide whether we still trade.
                 log.exception("tick %d failed: %s", tick, e)
                 await self.store.record_error("worker", f"tick {tick} failed: {e!r}", now_ms=wall_ms())
+            if self._lost() and self.heartbeat is not None:
+                # Found by the heartbeat during the tick (whose posts the dropped deadline stopped).
+                return await self._lost_lease(self.heartbeat.why)
             requested = out is not None and out.handover.get("state") == "requested"
             if requested and out is not None and await self.hand_over(out.handover, tick):
                 self.last_tick = -1
@@ -409,9 +462,12 @@ class Worker:
         successor = req.get("to_holder", "")
         if successor == self.holder:
             return False
+        # No renewal races the transfer (one would be refused once it is done, as if lost).
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         try:
             epoch, why = await lease.transfer(
-                self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms
+                self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms, self.s
             )
         except UnreadableValue as e:
             # Nothing was written: the lease stays ours, and the request is refused with the
@@ -424,6 +480,8 @@ class Worker:
                 )
         if not epoch:
             log.warning("handover to %s refused: %s; still trading", successor, why)
+            if self.heartbeat is not None:
+                self.heartbeat.start()
             return False
         log.info("handed over to %s after tick %d (their epoch %d)", successor, tick, epoch)
         return True
@@ -439,6 +497,8 @@ class Worker:
     async def stand_down(self) -> None:
         prev = self.state
         self.state = "stopped"
+        # Nothing posted and nothing renewed once the lease may be released.
+        await self._stop_heartbeat()
         if prev == "active" and self.last_tick >= 0:
             await self.store.mark_clean_stop(self.last_tick)
         # Also when a stop came just as a handover gave us the lease: let the next one have it.

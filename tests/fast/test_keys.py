@@ -6,6 +6,7 @@ def test_every_key_string_is_pinned():
     assert k.schema_version() == "baton:schema:version"
     assert k.lease() == "baton:lease"
     assert k.lease_epoch() == "baton:lease:epoch"
+    assert k.lease_log() == "baton:lease:log"
     assert k.control() == "baton:control"
     assert k.slots() == "baton:slots"
     assert k.candles("btc", "1s") == "baton:candles:btc:1s"

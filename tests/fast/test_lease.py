@@ -30,7 +30,6 @@ from kernel.lease import (
     release,
     renew,
     renewed,
-    this_host,
     trades_elsewhere,
     transfer,
 )
@@ -38,6 +37,7 @@ from state.keys import Keys
 from tests.factories import NOW
 
 K = Keys("baton:")
+HOST = "h1"  # Settings.host (BATON_HOST)
 FULL = {
     "holder": "blue:h:1:x",
     "color": "blue",
@@ -93,11 +93,13 @@ def test_the_lease_is_read_from_its_hash(r):
     assert read_lease(r, K) == decode_lease(FULL)
 
 
-def test_a_holder_id_names_this_host_and_process():
-    host, pid = holder_pid(new_holder("green"))
-    assert (host, pid) == (this_host(), os.getpid())
-    assert new_holder("green").startswith("green:")
-    assert new_holder("green") != new_holder("green")
+def test_a_holder_id_names_the_configured_host_and_this_process():
+    host, pid = holder_pid(new_holder("green", HOST))
+    assert (host, pid) == (HOST, os.getpid())
+    assert new_holder("green", HOST).startswith("green:h1:")
+    assert new_holder("green", HOST) != new_holder("green", HOST)
+    # Network namespaces share the machine's host name: the setting names the host.
+    assert load({"BATON_HOST": "h2"}).host == "h2"
 
 
 @pytest.mark.parametrize("holder", ["", "blue:1", "blue:h:notapid:x", "a:b:c:d:e"])
@@ -117,17 +119,19 @@ def test_a_process_is_alive_until_it_has_exited():
 
 
 def test_a_holder_whose_process_is_gone_from_this_host_is_dead():
-    holder = f"blue:{this_host()}:{_dead_pid()}:x"
-    assert dead_holder(Lease(holder=holder), "green:h:2:y") == holder
+    holder = f"blue:{HOST}:{_dead_pid()}:x"
+    assert dead_holder(Lease(holder=holder), new_holder("green", HOST)) == holder
 
 
 def test_a_living_holder_ourselves_another_host_or_no_lease_is_not_dead():
-    me = new_holder("green")
+    me = new_holder("green", HOST)
     dead = _dead_pid()
-    assert dead_holder(Lease(holder=f"blue:{this_host()}:{os.getppid()}:x"), me) == ""
+    assert dead_holder(Lease(holder=f"blue:{HOST}:{os.getppid()}:x"), me) == ""
     assert dead_holder(Lease(holder=me), me) == ""
-    assert dead_holder(Lease(holder=f"blue:elsewhere-{this_host()}:{dead}:x"), me) == ""
+    # Another host's process table is not ours to look at (the same pid may exist here).
+    assert dead_holder(Lease(holder=f"blue:h2:{dead}:x"), me) == ""
     assert dead_holder(Lease(holder="blue:1"), me) == ""
+    assert dead_holder(Lease(holder=f"blue:{HOST}:{dead}:x"), "green:1") == ""
     assert dead_holder(None, me) == ""
 
 
@@ -149,13 +153,13 @@ def test_the_active_colour_is_the_leases_else_the_last_good_deploys_else_blue(r)
 
 
 def test_another_live_holder_trades_elsewhere_unless_it_is_us_expired_or_dead():
-    other = Lease(holder=f"blue:elsewhere-{this_host()}:1:x", expires_ms=NOW + 1)
-    assert trades_elsewhere(other, "green:h:2:y", NOW)
+    other = Lease(holder="blue:h2:1:x", expires_ms=NOW + 1)
+    assert trades_elsewhere(other, "green:h1:2:y", NOW)
     assert not trades_elsewhere(other, other.holder, NOW)
-    assert not trades_elsewhere(other, "green:h:2:y", NOW + 1)
-    assert not trades_elsewhere(None, "green:h:2:y", NOW)
-    dead = Lease(holder=f"blue:{this_host()}:{_dead_pid()}:x", expires_ms=NOW + 60_000)
-    assert not trades_elsewhere(dead, "green:h:2:y", NOW)
+    assert not trades_elsewhere(other, "green:h1:2:y", NOW + 1)
+    assert not trades_elsewhere(None, "green:h1:2:y", NOW)
+    dead = Lease(holder=f"blue:{HOST}:{_dead_pid()}:x", expires_ms=NOW + 60_000)
+    assert not trades_elsewhere(dead, "green:h1:2:y", NOW)
 
 
 async def test_the_first_worker_takes_the_lease_with_epoch_one_and_names_nobody_before(store):
@@ -179,9 +183,9 @@ async def test_a_live_holder_keeps_the_lease_and_a_later_taker_sees_it_until_it_
 
 async def test_a_holder_dead_on_this_host_is_taken_over_before_its_expiry(store):
     clock = VirtualClock(NOW)
-    holder = f"blue:{this_host()}:{_dead_pid()}:x"
+    holder = f"blue:{HOST}:{_dead_pid()}:x"
     await acquire(store, clock, holder, "blue", "r1", 60_000)
-    got = await acquire(store, clock, "blue:h:3:z", "blue", "r1", 60_000)
+    got = await acquire(store, clock, f"blue:{HOST}:3:z", "blue", "r1", 60_000)
     assert (got.held, got.epoch, got.before, got.dead) == (True, 2, holder, holder)
 
 

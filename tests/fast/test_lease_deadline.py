@@ -105,12 +105,17 @@ def test_the_deadline_is_the_last_renewal_plus_the_lease_less_the_margin():
 
 
 def test_the_margin_is_a_setting_with_a_third_of_the_lease_by_default():
-    s = load({"BATON_TICK_MS": "1000"})
-    assert (s.lease_ms, s.lease_margin_ms) == (3000, 1000)
+    # A second's lease whatever the tick, renewed four times a second by the heartbeat.
+    for tick_ms in ("1000", "5000"):
+        s = load({"BATON_TICK_MS": tick_ms})
+        assert (s.lease_ms, s.lease_margin_ms, s.lease_renew_ms) == (1000, 333, 250)
     s = load({"BATON_LEASE_MS": "9000", "BATON_LEASE_MARGIN_MS": "250"})
-    assert (s.lease_ms, s.lease_margin_ms) == (9000, 250)
+    assert (s.lease_ms, s.lease_margin_ms, s.lease_renew_ms) == (9000, 250, 2250)
+    assert load({"BATON_LEASE_RENEW_MS": "100"}).lease_renew_ms == 100
+    with pytest.raises(SettingsError, match="BATON_LEASE_RENEW_MS=700 must be below the lease less"):
+        load({"BATON_LEASE_RENEW_MS": "700"})
     with pytest.raises(SettingsError, match="BATON_LEASE_MARGIN_MS=3000 must be below the lease length"):
-        load({"BATON_TICK_MS": "1000", "BATON_LEASE_MARGIN_MS": "3000"})
+        load({"BATON_LEASE_MS": "3000", "BATON_LEASE_MARGIN_MS": "3000"})
     with pytest.raises(SettingsError, match="BATON_LEASE_MARGIN_MS"):
         load({"BATON_LEASE_MARGIN_MS": "-1"})
 

@@ -224,13 +224,16 @@ CASES = [
 ]
 
 
+ACQUIRE_KEYS = [K.lease(), K.lease_epoch(), K.lease_log()]
+
+
 def _epoch(r: Any) -> None:
     r.set(K.lease_epoch(), EPOCH)
 
 
 def _held(r: Any) -> None:
     """blue:1 holds the lease with epoch 7; green:2 is ready and asked for."""
-    run(r, "lease_acquire", [K.lease(), K.lease_epoch()], ["blue:1", "blue", "r1", NOW, 60_000, ""])
+    run(r, "lease_acquire", ACQUIRE_KEYS, ["blue:1", "blue", "r1", NOW, 60_000, "", 100])
     r.set(K.lease_epoch(), EPOCH)
     r.hset(K.lease(), "epoch", EPOCH)
     r.hset(K.handover(), mapping={"id": "h1", "state": "requested", "to_holder": "green:2"})
@@ -250,7 +253,10 @@ HISTORY_KEYS = [
     K.ledger(),
     K.counts(),
 ]
-TRANSFER_KEYS = [K.lease(), K.lease_epoch(), K.handover(), K.stats(), K.worker("green"), K.wake("green:2")]
+TRANSFER_KEYS = [
+    *(K.lease(), K.lease_epoch(), K.handover(), K.stats(), K.worker("green"), K.wake("green:2")),
+    K.lease_log(),
+]
 LEASE_TYPES = {K.lease(): "hash", K.lease_epoch(): "string"}
 CASES += [
     Case(
@@ -283,10 +289,10 @@ CASES += [
     Case(
         "lease_acquire",
         lambda r: r.set(K.lease_epoch(), EPOCH),
-        [K.lease(), K.lease_epoch()],
-        ["blue:1", "blue", "r1", NOW, 60_000, ""],
+        ACQUIRE_KEYS,
+        ["blue:1", "blue", "r1", NOW, 60_000, "", 100],
         [1, 8],
-        types=LEASE_TYPES,
+        types={**LEASE_TYPES, K.lease_log(): "stream"},
     ),
     Case(
         "lease_renew",
@@ -301,7 +307,7 @@ CASES += [
         "lease_transfer",
         _held,
         TRANSFER_KEYS,
-        ["blue:1", EPOCH, "h1", "green:2", 41, NOW, 60_000],
+        ["blue:1", EPOCH, "h1", "green:2", 41, NOW, 60_000, 100],
         [1, 8],
         fields=[(K.stats(), "handovers")],
         types={
@@ -310,6 +316,7 @@ CASES += [
             K.stats(): "hash",
             K.worker("green"): "hash",
             K.wake("green:2"): "list",
+            K.lease_log(): "stream",
         },
     ),
     Case(
@@ -412,7 +419,7 @@ def test_a_garbage_epoch_counter_refuses_the_lease_and_writes_nothing(r: Any, ga
     r.set(K.lease_epoch(), garbage)
     before = dump(r)
     with pytest.raises(redis.ResponseError, match=rf"^BADVALUE {K.lease_epoch()} \(value\)"):
-        run(r, "lease_acquire", [K.lease(), K.lease_epoch()], ["blue:1", "blue", "r1", NOW, 60_000, ""])
+        run(r, "lease_acquire", ACQUIRE_KEYS, ["blue:1", "blue", "r1", NOW, 60_000, "", 100])
     assert dump(r) == before
 
 

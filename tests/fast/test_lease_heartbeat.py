@@ -1,0 +1,211 @@
+"""The lease heartbeat (kernel/lease_heartbeat.py): the holder renews on a cadence of its own,
+beside the tick; a refused renewal drops the deadline (nothing is posted) and stands the worker
+down even while it sleeps to a far boundary; a failed one drops the deadline until a renewal
+succeeds; one the replicas did not acknowledge extends nothing; the standby takes the lease only
+once its acquisition is acknowledged. And the lease log every new epoch lands in."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import pytest
+
+from baton.errors import LeaseDeadlinePassed
+from baton.settings import load
+from kernel import executor, lease
+from kernel.clock import SystemClock, VirtualClock, monotonic_ms
+from kernel.lease import LeaseDeadline, fetch_lease
+from kernel.lease_heartbeat import LeaseHeartbeat
+from state import replication
+from tests.fast.test_lease_deadline import Venue, intents, take_lease
+from worker.lifecycle import EXIT_LOST_LEASE, Worker
+
+HOLDER = "blue:h1:1:x"
+
+
+def settings(**env: str):
+    return load({"BATON_LEASE_MS": "1000", "BATON_LEASE_RENEW_MS": "40", **env})
+
+
+async def until(cond, timeout_s: float = 10.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def unacknowledged(monkeypatch) -> None:
+    """WAIT answers 0 replicas (fakeredis has no WAIT: ECHO stands in for it)."""
+
+    def queue_wait(s, pipeline):
+        if not replication.wanted(s):
+            return False
+        pipeline.execute_command("ECHO", "0")
+        return True
+
+    monkeypatch.setattr(replication, "queue_wait", queue_wait)
+
+
+async def test_the_holder_renews_on_its_own_cadence_and_each_renewal_rearms_the_deadline(store):
+    s = settings()
+    epoch = await take_lease(store, HOLDER, ttl_ms=s.lease_ms)
+    d = LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+    hb = LeaseHeartbeat(s, store, SystemClock(), d, HOLDER, epoch)
+    assert d.passed()
+    started = monotonic_ms()
+    hb.start()
+    try:
+        await until(lambda: hb.renewed >= 6, what="six renewals")
+        elapsed = monotonic_ms() - started
+    finally:
+        await hb.stop()
+    # Six renewals, the first at once: five intervals of 40 ms at least, and not bunched up.
+    assert elapsed >= 5 * 40 * 0.9, elapsed
+    assert 0 < d.remaining_ms() <= s.lease_ms - s.lease_margin_ms
+    held = await fetch_lease(store)
+    assert held is not None and held.holder == HOLDER and held.live(int(time.time() * 1000))
+    assert hb.failed == hb.unacked == 0 and not hb.lost.is_set()
+
+
+async def test_a_refused_renewal_drops_the_deadline_at_once_and_nothing_is_posted(store):
+    s = settings()
+    epoch = await take_lease(store, HOLDER, ttl_ms=s.lease_ms)
+    d = LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+    hb = LeaseHeartbeat(s, store, SystemClock(), d, HOLDER, epoch)
+    hb.start()
+    try:
+        await until(lambda: hb.renewed >= 1, what="a renewal")
+        assert not d.passed()
+        # Another worker took over (a newer epoch): the next renewal is refused.
+        await store.r.incr(store.k.lease_epoch())
+        await store.r.hset(store.k.lease(), mapping={"holder": "green:h2:2:y", "epoch": epoch + 1})
+        await asyncio.wait_for(hb.lost.wait(), 5)
+    finally:
+        await hb.stop()
+    assert d.passed() and "no longer ours" in hb.why
+    with pytest.raises(LeaseDeadlinePassed, match="no lease held"):
+        d.check()
+    venue = Venue()
+    sent, problems = await executor.commit_and_submit(store, venue, epoch, intents(epoch, 2), deadline=d)
+    assert sent == 0 and venue.posted == [] and all("lease deadline passed" in p for p in problems)
+
+
+async def test_a_failed_renewal_drops_the_deadline_until_one_succeeds_again(store, fake_server):
+    s = settings()
+    epoch = await take_lease(store, HOLDER, ttl_ms=60_000)
+    d = LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+    hb = LeaseHeartbeat(s, store, SystemClock(), d, HOLDER, epoch)
+    assert (await hb.renew_once()).acked and not d.passed()
+    fake_server.connected = False  # Redis unreachable
+    try:
+        assert await hb.renew_once() is None
+    finally:
+        fake_server.connected = True
+    assert d.passed() and hb.failed == 1 and not hb.lost.is_set()
+    assert (await hb.renew_once()).acked and not d.passed()
+
+
+async def test_an_unacknowledged_renewal_does_not_extend_the_deadline(store, monkeypatch):
+    s = settings(BATON_REDIS_MIN_REPLICAS="1")
+    epoch = await take_lease(store, HOLDER, ttl_ms=s.lease_ms)
+    d = LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+    hb = LeaseHeartbeat(s, store, SystemClock(), d, HOLDER, epoch)
+    # Acknowledged (ECHO 1 stands for one replica): armed.
+    monkeypatch.setattr(replication, "queue_wait", lambda s, p: bool(p.execute_command("ECHO", "1")) or True)
+    assert (await hb.renew_once()).acked
+    armed = d.remaining_ms()
+    unacknowledged(monkeypatch)
+    await asyncio.sleep(0.02)
+    got = await hb.renew_once()
+    assert got is not None and got.ours and not got.acked and "acknowledged by 0 replica" in got.why
+    # The renewal reached the primary (ours still), but the deadline kept its older stamp.
+    assert d.remaining_ms() < armed and hb.unacked == 1 and not hb.lost.is_set()
+
+
+async def test_an_unacknowledged_acquisition_is_held_but_not_traded_on(store, monkeypatch):
+    s = settings(BATON_REDIS_MIN_REPLICAS="1")
+    unacknowledged(monkeypatch)
+    clock = VirtualClock(1_800_000_000_000)
+    got = await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", 1000, s)
+    assert got.held and not got.acked and got.epoch == 1 and "acknowledged by 0 replica" in got.why
+    # Asked again, the same epoch (ours): no new epoch for a retry.
+    got = await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", 1000, s)
+    assert got.held and not got.acked and got.epoch == 1
+    # Without replicas to wait for, every acquisition is acknowledged.
+    got = await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", 1000, settings())
+    assert got.held and got.acked
+
+
+async def test_a_standby_looks_with_one_read_while_another_holds_a_live_lease(store):
+    clock = VirtualClock(1_800_000_000_000)
+    await lease.acquire(store, clock, HOLDER, "blue", "r1", 1000)
+    seen: list[str] = []
+
+    async def spy(*args, **kwargs):
+        seen.append("script")
+        raise AssertionError("no script while the lease is live elsewhere")
+
+    real = store.run_pipeline
+    store.run_pipeline = spy
+    try:
+        got = await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", 1000)
+    finally:
+        store.run_pipeline = real
+    assert (got.held, got.holder, got.epoch, seen) == (False, HOLDER, 1, [])
+    clock.advance(1000)  # expired: taken with epoch + 1
+    got = await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", 1000)
+    assert got.held and got.epoch == 2 and got.before == HOLDER
+
+
+async def test_every_new_epoch_is_logged_with_its_host_and_how(store):
+    clock = VirtualClock(1_800_000_000_000)
+    await lease.acquire(store, clock, HOLDER, "blue", "r1", 1000)
+    await lease.acquire(store, clock, HOLDER, "blue", "r1", 1000)  # ours again: no new epoch
+    clock.advance(1000)
+    await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", 1000)
+    await store.heartbeat("blue", {"holder": "blue:h1:3:z", "state": "ready"}, ttl_ms=60_000)
+    await store.request_handover("d1", {"to_holder": "blue:h1:3:z", "to_color": "blue", "to_release": "r3"})
+    request = await store.r.hgetall(store.k.handover())
+    assert await lease.transfer(store, "green:h2:2:y", 2, request, 7, clock.now_ms() + 5, 1000) == (3, "")
+    log = [f for _id, f in await store.r.xrange(store.k.lease_log())]
+    assert [(f["epoch"], f["holder"], f["host"], f["color"], f["how"]) for f in log] == [
+        ("1", HOLDER, "h1", "blue", "acquired"),
+        ("2", "green:h2:2:y", "h2", "green", "acquired"),
+        ("3", "blue:h1:3:z", "h1", "blue", "transferred"),
+    ]
+    assert log[1]["prev_holder"] == HOLDER and log[1]["at_ms"] == str(clock.now_ms())
+    assert log[2]["prev_holder"] == "green:h2:2:y" and log[2]["prev_expires_ms"] == str(clock.now_ms() + 1000)
+
+
+async def test_a_renewal_never_shortens_the_lease(store):
+    await lease.acquire(store, VirtualClock(1_800_000_000_000), HOLDER, "blue", "r1", 1000)
+    assert lease.renewed(await lease.renew(store, HOLDER, 1, 1_800_000_000_500, 1000))
+    # An older renewal arriving last (another connection) leaves the later expiry.
+    assert lease.renewed(await lease.renew(store, HOLDER, 1, 1_800_000_000_100, 1000))
+    assert (await fetch_lease(store)).expires_ms == 1_800_000_001_500
+
+
+class FarClock(VirtualClock):
+    """Ticks never come: only the heartbeat can end the worker's sleep."""
+
+    async def sleep_until_ms(self, t_ms: int) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_lost_lease_stands_the_worker_down_while_it_sleeps_to_the_next_tick(rig):
+    await rig.store.release_lease("blue:t", rig.epoch)
+    s = msgspec.structs.replace(rig.settings, lease_renew_ms=30)
+    w = Worker(s, rig.store, rig.venue, FarClock(rig.clock.now_ms()), "blue")
+    run = asyncio.ensure_future(w.run())
+    try:
+        await until(lambda: w.state == "active" and w.heartbeat is not None and w.heartbeat.renewed >= 1)
+        assert not w.deadline.passed()
+        await rig.store.r.incr(rig.store.k.lease_epoch())
+        await rig.store.r.hset(rig.store.k.lease(), mapping={"holder": "green:h2:2:y", "epoch": w.epoch + 1})
+        assert await asyncio.wait_for(run, 10) == EXIT_LOST_LEASE
+    finally:
+        run.cancel()
+    assert w.state == "lost-lease" and w.deadline.passed()
+    assert (await fetch_lease(rig.store)).holder == "green:h2:2:y"  # left alone
