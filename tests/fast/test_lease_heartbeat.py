@@ -7,18 +7,26 @@ once its acquisition is acknowledged. And the lease log every new epoch lands in
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
 import time
 
 import msgspec
 import pytest
+import redis
+import redis.asyncio
 
 from baton.errors import LeaseDeadlinePassed
 from baton.settings import load
+from bench.redis_server import RedisServer
 from kernel import executor, lease
 from kernel.clock import SystemClock, VirtualClock, monotonic_ms
 from kernel.lease import LeaseDeadline, fetch_lease
 from kernel.lease_heartbeat import LeaseHeartbeat
 from state import replication
+from state.keys import Keys
+from state.store import Store
 from tests.fast.test_lease_deadline import Venue, intents, take_lease
 from worker.lifecycle import EXIT_LOST_LEASE, Worker
 
@@ -209,3 +217,58 @@ async def test_a_lost_lease_stands_the_worker_down_while_it_sleeps_to_the_next_t
         run.cancel()
     assert w.state == "lost-lease" and w.deadline.passed()
     assert (await fetch_lease(rig.store)).holder == "green:h2:2:y"  # left alone
+
+
+# --- WAIT against a real replica ------------------------------------------------------------------
+@pytest.fixture
+def primary_and_replica():
+    """A redis-server primary and its replica on loopback; the replica's process is the
+    second item (SIGSTOP it: WAIT then times out with 0 acknowledgements)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server installed: `make bootstrap` installs it")
+    with RedisServer(aof=False) as primary, RedisServer(aof=False) as replica:
+        sync = redis.Redis(port=replica.port, decode_responses=True)
+        sync.replicaof("127.0.0.1", primary.port)
+        try:
+            deadline = time.monotonic() + 20
+            while sync.info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "the replica did not sync"
+                time.sleep(0.05)
+            yield primary, replica.proc
+        finally:
+            sync.close()
+
+
+async def test_with_a_real_replica_only_acknowledged_leases_and_renewals_count(primary_and_replica):
+    primary, replica = primary_and_replica
+    s = settings(BATON_REDIS_MIN_REPLICAS="1", BATON_REDIS_WAIT_MS="100")
+    client = redis.asyncio.Redis(port=primary.port, decode_responses=True)
+    store = Store(client, Keys("baton:"))
+    try:
+        await store.scripts.load()
+        clock = SystemClock()
+        got = await lease.acquire(store, clock, HOLDER, "blue", "r1", s.lease_ms, s)
+        assert got.held and got.acked
+        d = LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+        hb = LeaseHeartbeat(s, store, clock, d, HOLDER, got.epoch)
+        assert (await hb.renew_once()).acked and not d.passed()
+        armed = d.remaining_ms()
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            got_renewal = await hb.renew_once()
+            assert got_renewal is not None and got_renewal.ours and not got_renewal.acked
+            assert d.remaining_ms() < armed  # not extended
+            # A standby taking the expired lease meanwhile holds it but may not trade on it.
+            await store.r.hset(store.k.lease(), "expires_ms", 1)
+            taken = await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", s.lease_ms, s)
+            assert taken.held and not taken.acked and taken.epoch == got.epoch + 1
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        # The replica back: the standby's next look is acknowledged (same epoch), and the old
+        # holder's renewal is refused.
+        again = await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", s.lease_ms, s)
+        assert again.held and again.acked and again.epoch == taken.epoch
+        refused = await hb.renew_once()
+        assert refused is not None and not refused.ours and hb.lost.is_set() and d.passed()
+    finally:
+        await client.aclose()
