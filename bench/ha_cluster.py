@@ -84,6 +84,15 @@ class Reader:
         raw = self._retry(lambda: self.r.hgetall(KEYS.lease()))
         return decode_lease(_decoded(raw)) if raw else None
 
+    def lease_log(self, epoch: int) -> dict[str, str]:
+        """The lease log's entry of the epoch (state/keys.py `lease_log`; {} if not there)."""
+        rows = self._retry(lambda: self.r.xrevrange(KEYS.lease_log(), count=50)) or []
+        for _, raw in rows:
+            f = _decoded(raw)
+            if f.get("epoch") == str(epoch):
+                return f
+        return {}
+
     def heartbeat(self, color: str) -> dict[str, str]:
         raw = self._retry(lambda: self.r.hgetall(KEYS.worker(color)))
         return _decoded(raw) if raw else {}
@@ -117,8 +126,10 @@ def measure(
 ) -> Sample:
     """Polls the journal and the lease after a fault until the first tick that follows it:
     a new holder's (epoch above the old one's) when the fault took the holder, else any tick
-    that started after the fault. The old holder's deadline is the last `expires_ms` its
-    epoch's lease showed (its own fence comes earlier, by BATON_LEASE_MARGIN_MS)."""
+    that started after the fault. The lease log's entry of the new epoch says when it was
+    taken (`at_ms`) and the old holder's deadline (`prev_expires_ms`; its own fence comes
+    earlier, by BATON_LEASE_MARGIN_MS); without one, the lease hash's `acquired_ms` and the
+    last `expires_ms` the old epoch's lease showed."""
     deadline = [before.expires_ms]
 
     def first() -> tuple[list[Entry], Entry] | None:
@@ -138,6 +149,13 @@ def measure(
     entries, entry = wait_for(first, timeout_s, f"the first tick after {fault} #{index}")
     lease = wait_for(rd.lease, timeout_s, "the lease after the takeover")
     old_last = max(e.tick for e in entries if e.started_ms <= fault_ms)
+    taken_ms: int | None = None
+    if entry.epoch != before.epoch:
+        log = rd.lease_log(entry.epoch)
+        taken_ms = int(log.get("at_ms") or 0) or (lease.acquired_ms if lease.epoch == entry.epoch else None)
+        prev = int(log.get("prev_expires_ms") or 0)
+        if prev and log.get("prev_holder", before.holder) == before.holder:
+            deadline[0] = prev
     return Sample(
         fault=fault,
         index=index,
@@ -152,7 +170,7 @@ def measure(
         missed=entry.tick - old_last - 1,
         fault_ms=fault_ms,
         first_tick_ms=entry.started_ms,
-        lease_taken_ms=lease.acquired_ms if lease.epoch != before.epoch else None,
+        lease_taken_ms=taken_ms,
         deadline_ms=deadline[0],
         takeover_delay_ms=entry.started_ms - (old_last + 1) * tick_ms,
     )

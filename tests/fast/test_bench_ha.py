@@ -209,3 +209,26 @@ def test_the_suites_headline_reads_the_ha_json():
     assert "holder-host-kill: 0.00 missed ticks (max 0)" in line
     assert "holder-host-cut: no run completed" in line
     assert "cluster: 0 duplicates, 0 lost positions, ledger off by 0 micro-USD" in line
+
+
+def test_measure_prefers_the_lease_log_for_the_lease_taken_and_the_deadline():
+    r = fakeredis.FakeRedis(decode_responses=True)
+    for t in (50, 51):
+        journal_add(r, t, 4, t * TICK + 2, "blue")
+    before = Lease(holder="blue:h1:1:aa", color="blue", epoch=4, expires_ms=51 * TICK + 900)
+    fault_ms = 51 * TICK + 700
+    lease_set(r, "green:h2:2:bb", 5, fault_ms + 9999, fault_ms + 5000)  # the hash: not read
+    r.xadd(
+        KEYS.lease_log(),
+        {
+            "epoch": 5,
+            "holder": "green:h2:2:bb",
+            "at_ms": fault_ms + 1150,
+            "prev_holder": before.holder,
+            "prev_expires_ms": fault_ms + 1050,
+            "how": "took-over-dead",
+        },
+    )
+    journal_add(r, 52, 5, 52 * TICK + 4, "green")
+    s = measure(Reader(lambda: r), WORKER_KILL, 0, 700, "h1", before, fault_ms, True, TICK, timeout_s=2)
+    assert (s.to_lease_ms, s.deadline_ms, s.missed) == (1150, fault_ms + 1050, 0)
