@@ -31,7 +31,7 @@ USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: run stop status cluster cluster-stop deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
+.PHONY: run stop status cluster cluster-stop cluster-deploy cluster-rollback deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -89,6 +89,15 @@ cluster: bootstrap
 # Stops every host and removes the namespaces, links and bridge; nothing is left (idempotent).
 cluster-stop: $(STAMP)
 	$(VENV)/bin/baton cluster stop
+
+# Blue/green across the cluster's hosts (docs/deploys.md): the working tree (or REF=<git ref>)
+# to the standby colour's host, the handover at a tick boundary, the old colour restarted on the
+# new release as the warm standby on its own host. `make deploy` stays the single-host deploy.
+cluster-deploy: $(STAMP)
+	$(VENV)/bin/baton cluster deploy $${REF:+"$$REF"}
+
+cluster-rollback: $(STAMP)
+	$(VENV)/bin/baton cluster rollback
 
 # Blue/green: stage the working tree (or REF=<git ref>) as a release for the idle colour,
 # wait until it is ready, hand over at the next tick boundary, stop the old worker.

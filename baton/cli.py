@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 import redis
@@ -47,6 +47,9 @@ from deploy import logs, orchestrate, supervisord
 from deploy import reload as hot
 from kernel.lease import lease_color
 from state import acl, connection, rediscli
+
+if TYPE_CHECKING:
+    from deploy.cluster import Cluster
 
 # --- seams: the fast tests replace these two with fakeredis and a fake supervisor ----------------
 
@@ -172,7 +175,9 @@ def parser() -> argparse.ArgumentParser:
         "for a Redis you run (BATON_REDIS_URL); `baton run` does it for the embedded one",
     )
     p = sub.add_parser("cluster", help="the simulated three-host deployment (docs/ha.md)")
-    csub = p.add_subparsers(dest="cluster_cmd", required=True, metavar="{start,stop,status,exec,up}")
+    csub = p.add_subparsers(
+        dest="cluster_cmd", required=True, metavar="{start,stop,status,exec,up,deploy,rollback}"
+    )
     q = csub.add_parser(
         "start", help="namespaces, Redis, Sentinels and programs; returns once a worker trades"
     )
@@ -184,6 +189,16 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("argv", nargs=argparse.REMAINDER, help="-- and the command, e.g. -- baton status")
     q = csub.add_parser("up", help="bring back a host whose processes were killed")
     q.add_argument("host", help="h1, h2 or h3")
+    q = csub.add_parser(
+        "deploy",
+        help="blue/green across hosts: the release to the standby's host, the handover, the old "
+        "colour restarted on it as the standby",
+    )
+    src = q.add_mutually_exclusive_group()
+    src.add_argument("ref", nargs="?", help="deploy this git ref instead of the working tree")
+    src.add_argument("--source", type=Path, help="deploy the packages of this directory")
+    json_flag(q)
+    json_flag(csub.add_parser("rollback", help="deploy again the release the last cluster deploy replaced"))
     p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
     p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
     p.add_argument(
@@ -483,10 +498,29 @@ def cmd_cluster(s: Settings, args: argparse.Namespace) -> int:
         if not argv:
             return fail("cluster exec: no command (baton cluster exec h2 -- baton status)")
         return c.exec(args.host, argv, capture=False, timeout_s=None).returncode
+    elif args.cluster_cmd in ("deploy", "rollback"):
+        return cluster_deploy(c, args)
     elif args.cluster_cmd == "up":
         c.up(args.host)
         print(f"{args.host} is up: its Redis replicates from {c.primary_host() or '?'}, its workers stand by")
     return 0
+
+
+def cluster_deploy(c: Cluster, args: argparse.Namespace) -> int:
+    try:
+        res = c.deploy(ref=args.ref, source=args.source) if args.cluster_cmd == "deploy" else c.rollback()
+    except DeployError as e:
+        return fail(f"cluster {args.cluster_cmd}: {e}")
+    return emit(
+        args,
+        res,
+        lambda: (
+            f"{res.kind} done: worker-{res.color} on {res.host} runs {res.release} from tick "
+            f"{res.handover_tick + 1} (epoch {res.epoch_before} -> {res.epoch_after}); takeover "
+            f"{res.takeover_ms} ms after the boundary, {res.missed} tick(s) missed; worker-{res.from_color} "
+            f"on {res.from_host} stands by on it ({res.total_s:.1f} s in all)"
+        ),
+    )
 
 
 def cmd_redis_acl(s: Settings, args: argparse.Namespace) -> int:

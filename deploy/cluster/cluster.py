@@ -28,10 +28,12 @@ from redis.sentinel import Sentinel
 from baton.errors import StackError
 from baton.secretfiles import read_secret, write_secret
 from baton.settings import REPO_ROOT, load
+from deploy.cluster import deploys
 from deploy.cluster import hosts as hostmod
 from deploy.cluster import net as netmod
 from deploy.cluster import redis as ha
 from deploy.cluster import status as st
+from deploy.cluster.deploys import ClusterDeployResult
 from deploy.cluster.hosts import COLORS, Host
 from deploy.cluster.net import HOSTS, VENUE
 from deploy.supervisord import supervisor_call, wait_until
@@ -265,6 +267,37 @@ class Cluster:
             timeout=timeout_s,
             check=False,
         )
+
+    # --- deploys (deploy/cluster/deploys.py) -----------------------------------------------------
+
+    def deploy(
+        self,
+        ref: str | None = None,
+        source: Path | None = None,
+        log: Any = print,
+        ready_timeout_s: float = 90.0,
+    ) -> ClusterDeployResult:
+        """The working tree (or `ref`, or `source`) to the standby colour's host, the handover at a
+        tick boundary, then the old colour restarted on it as the warm standby on its own host.
+        Raises DeployError (what still runs) when it does not happen."""
+        r = self.client(user="cli")
+        try:
+            hosts = [self.host(n) for n in HOSTS]
+            return deploys.deploy(
+                hosts, COLORS, r, ref=ref, source=source, log=log, ready_timeout_s=ready_timeout_s
+            )
+        finally:
+            r.close()
+
+    def rollback(self, log: Any = print, ready_timeout_s: float = 90.0) -> ClusterDeployResult:
+        """A deploy of the release the last cluster deploy or rollback replaced."""
+        r = self.client(user="cli")
+        try:
+            return deploys.rollback(
+                [self.host(n) for n in HOSTS], COLORS, r, log=log, ready_timeout_s=ready_timeout_s
+            )
+        finally:
+            r.close()
 
     # --- Redis ---------------------------------------------------------------------------------
 
