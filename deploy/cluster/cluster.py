@@ -46,9 +46,11 @@ from state.keys import Keys
 DEFAULT_NAME = "baton"
 DEFAULT_NET = "10.77.0.0/24"
 FIRST_PRIMARY = "h1"
-# Programs finish their tick; one that takes longer (an rq job in hand) is killed with its
-# namespace: every write it makes is fenced and idempotent.
-SHUTDOWN_WAIT_S = 20.0
+# Programs finish their tick (a worker) or the job in hand (settle) in this time at a stop; one
+# that takes longer is killed (every write it makes is fenced and idempotent). Then Redis and
+# Sentinel stop, and what remains after that is killed with its namespace.
+PROGRAMS_WAIT_S = 10.0
+REDIS_WAIT_S = 10.0
 
 
 class Cluster:
@@ -141,7 +143,7 @@ class Cluster:
                 log(f"{name}: supervisord already running")
                 continue
             hostmod.remove_leftover_socket(host)
-            hostmod.prepare(host, secrets, self.master, self.net.addr(primary))
+            hostmod.prepare(host, secrets, self.net.addr(primary))
             # On a fresh cluster the standby waits for worker-blue's lease: the two would
             # race for it otherwise.
             hold = fresh and COLORS.get(name, "blue") != "blue"
@@ -192,10 +194,15 @@ class Cluster:
             with contextlib.suppress(Exception):
                 h.supervisor("shutdown")
         if pids:
-            with contextlib.suppress(Exception):
-                wait_until(
-                    lambda: not any(_alive(p) for p in pids), SHUTDOWN_WAIT_S, "every host's supervisord"
-                )
+            gone = lambda: not any(_alive(p) for p in pids)  # noqa: E731
+            with contextlib.suppress(StackError):
+                wait_until(gone, PROGRAMS_WAIT_S, "every host's supervisord")
+            # A program still stopping by now (an rq worker's warm shutdown) holds back its
+            # host's Redis, which stops last: it goes first, so that Redis stops cleanly.
+            for n in HOSTS:
+                netmod.kill_all(self.net, n, spare=("supervisord", "redis-server"))
+            with contextlib.suppress(StackError):
+                wait_until(gone, REDIS_WAIT_S, "every host's supervisord")
         netmod.destroy(self.net)
         left = netmod.leftovers(self.net)
         if left:
@@ -224,7 +231,7 @@ class Cluster:
         # What the killed supervisord left behind (its programs are killed with it).
         netmod.kill_all(self.net, host)
         hostmod.remove_leftover_socket(h)
-        hostmod.prepare(h, self.secrets_dir, self.master, self.net.addr(primary))
+        hostmod.prepare(h, self.secrets_dir, self.net.addr(primary))
         hostmod.start_supervisord(h)
         r = self.direct(host)
         try:
@@ -304,6 +311,9 @@ class Cluster:
     def _password(self, user: str) -> str:
         return read_secret(acl.password_file(hostmod.cluster_home(self.home), user))
 
+    def _sentinel_auth(self) -> st.SentinelAuth:
+        return st.SentinelAuth(ha.SENTINEL_PORT, self.master, acl.ADMIN, self._password(acl.ADMIN))
+
     def direct(self, host: str, user: str = acl.ADMIN) -> Any:
         """A client of the Redis on `host` itself (primary or not), from the root namespace."""
         return redis.Redis(
@@ -314,14 +324,20 @@ class Cluster:
             decode_responses=True,
             socket_timeout=5,
             socket_connect_timeout=2,
+            retry=st.no_retry(),
         )
 
     def client(self, user: str = acl.ADMIN) -> Any:
         """A client that follows the primary through the Sentinels, from the root namespace."""
         sentinel = Sentinel(
             [(a, ha.SENTINEL_PORT) for a in self.addrs().values()],
-            socket_timeout=st.PROBE_TIMEOUT_S,
-            socket_connect_timeout=st.PROBE_TIMEOUT_S,
+            sentinel_kwargs={
+                "username": acl.ADMIN,
+                "password": self._password(acl.ADMIN),
+                "socket_timeout": st.PROBE_TIMEOUT_S,
+                "socket_connect_timeout": st.PROBE_TIMEOUT_S,
+                "retry": st.no_retry(),
+            },
         )
         return sentinel.master_for(
             self.master,
@@ -333,7 +349,7 @@ class Cluster:
         )
 
     def _current_primary(self, exclude: str = "") -> str:
-        views = [v for v in st.sentinels(self.addrs(), ha.SENTINEL_PORT, self.master) if v.host != exclude]
+        views = [v for v in st.sentinels(self.addrs(), self._sentinel_auth()) if v.host != exclude]
         return st.primary_of(views)
 
     def primary_host(self) -> str:
@@ -348,7 +364,7 @@ class Cluster:
             up = dict(
                 zip(HOSTS, pool.map(lambda n: hostmod.supervisord_running(self.host(n)), HOSTS), strict=True)
             )
-            sentinels = st.sentinels(addrs, ha.SENTINEL_PORT, self.master)
+            sentinels = st.sentinels(addrs, self._sentinel_auth())
         hosts = [st.HostStatus(n, addrs[n], up[n], _link_up(self.net.link(n))) for n in HOSTS]
         primary = st.primary_of(sentinels)
         replicas: list[st.ReplicaStatus] = []

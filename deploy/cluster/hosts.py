@@ -138,7 +138,7 @@ def make_secrets(home: Path, prefix: str, environ: Mapping[str, str]) -> Path:
     `baton run`). Returns the folder they are in."""
     root = cluster_home(home)
     owner_only_dir(root)
-    acl.write_acl_file(root, prefix)
+    acl.write_acl_file(root, prefix, ha=True)
     folder = secrets_dir(root)
     for var, name in (("BATON_PRIVATE_KEY", PRIVATE_KEY_FILE), ("BATON_API_TOKEN", API_TOKEN_FILE)):
         value = environ.get(var, "").strip()
@@ -170,14 +170,14 @@ def copy_secrets(src: Path, host: Host) -> None:
 # --- a host's supervisord ----------------------------------------------------------------------
 
 
-def prepare(host: Host, secrets_src: Path, master: str, primary_addr: str) -> None:
+def prepare(host: Host, secrets_src: Path, primary_addr: str) -> None:
     """The host's folders, secrets, Redis and Sentinel config, and the release its worker
     colour points at."""
     s = host.settings
     for d in (s.var_dir, s.log_dir, s.run_dir, s.run_dir / "supervisor.d"):
         owner_only_dir(d)
     copy_secrets(secrets_src, host)
-    ha.render(host.home, host.addr, master, primary_addr)
+    ha.render(host.settings, host.addr, primary_addr)
     color = COLORS.get(host.name)
     if color and releases.pointed(host.home, color) is None:
         rel = releases.stage(host.home)
@@ -241,16 +241,20 @@ def start_sim(net: Network, home: Path, environ: Mapping[str, str]) -> None:
     log_dir = venue_home / "var" / "log"
     owner_only_dir(log_dir)
     with open(log_dir / "sim.log", "ab") as log:
-        subprocess.Popen(
-            in_netns(net.netns(VENUE), [sys.executable, "-m", "sim"]),
+        # setsid --fork: the sim is nobody's child here (the cluster outlives this process),
+        # and what runs it returns at once.
+        out = subprocess.run(
+            in_netns(net.netns(VENUE), ["setsid", "--fork", sys.executable, "-m", "sim"]),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=str(Path(SUPERVISOR_CONF).parent),
-            start_new_session=True,
             umask=UMASK,
+            check=False,
         )
+    if out.returncode != 0:
+        raise StackError(f"the sim did not start (exit {out.returncode}): see {log_dir / 'sim.log'}")
 
 
 def remove_leftover_socket(host: Host) -> None:

@@ -126,6 +126,20 @@ def pids(n: Network, node: str) -> list[int]:
     return [int(p) for p in out.split() if p.isdigit() and int(p) != os.getpid() and not zombie(int(p))]
 
 
+def _command(pid: int) -> str:
+    """The program's file name then its arguments (`redis-server /.../redis.conf`)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    words = [a.decode(errors="replace") for a in argv if a]
+    if not words:
+        return ""
+    # supervisord runs as `python .../supervisord -c ...`: the script names it.
+    names = [Path(w).name for w in words[:2]]
+    return " ".join(names[1:] if names[0].startswith("python") else names)
+
+
 def zombie(pid: int) -> bool:
     """A process that has exited but was not reaped (this container's PID 1 reaps nothing):
     it holds no resource, and no signal reaches it."""
@@ -136,10 +150,13 @@ def zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
-def kill_all(n: Network, node: str) -> list[int]:
-    """SIGKILL every process in the node's namespace; the pids signalled."""
+def kill_all(n: Network, node: str, spare: tuple[str, ...] = ()) -> list[int]:
+    """SIGKILL every process in the node's namespace (but those whose command line starts
+    with a name in `spare`); the pids signalled."""
     done = []
     for pid in pids(n, node):
+        if spare and _command(pid).startswith(spare):
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
             done.append(pid)

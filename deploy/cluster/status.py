@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from deploy.cluster.net import HOSTS
 
 PROBE_TIMEOUT_S = 0.5
+
+
+def no_retry() -> Retry:
+    """A probe's answer is now or never: redis-py would retry a refused connection three
+    times with a backoff of seconds."""
+    return Retry(NoBackoff(), 0)
 
 
 class HostStatus(msgspec.Struct, frozen=True):
@@ -75,11 +84,30 @@ class ClusterStatus(msgspec.Struct, frozen=True):
     standbys: list[StandbyStatus]
 
 
-def sentinel_view(addr: str, port: int, master: str) -> str | None:
-    """The primary's address as the Sentinel at addr:port names it; None when unreachable."""
+class SentinelAuth(msgspec.Struct, frozen=True):
+    """Who asks the Sentinels (they let no one in unauthenticated). Never printed."""
+
+    port: int
+    master: str
+    user: str
+    password: str = ""
+
+    def __repr__(self) -> str:
+        return f"SentinelAuth(port={self.port}, master={self.master!r}, user={self.user!r})"
+
+
+def sentinel_view(addr: str, auth: SentinelAuth) -> str | None:
+    """The primary's address as the Sentinel at `addr` names it; None when unreachable."""
     r = redis.Redis(
-        host=addr, port=port, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
+        host=addr,
+        port=auth.port,
+        username=auth.user,
+        password=auth.password,
+        socket_timeout=PROBE_TIMEOUT_S,
+        socket_connect_timeout=PROBE_TIMEOUT_S,
+        retry=no_retry(),
     )
+    master = auth.master
     try:
         reply = r.execute_command("SENTINEL", "get-master-addr-by-name", master)
     except redis.RedisError:
@@ -92,13 +120,15 @@ def sentinel_view(addr: str, port: int, master: str) -> str | None:
     return ip.decode() if isinstance(ip, bytes) else str(ip)
 
 
-def sentinels(addrs: Mapping[str, str], port: int, master: str) -> list[SentinelStatus]:
+def sentinels(addrs: Mapping[str, str], auth: SentinelAuth) -> list[SentinelStatus]:
+    """What each host's Sentinel says, asked all at once (a cut-off one costs its timeout)."""
     by_addr = {a: h for h, a in addrs.items()}
-    out = []
-    for host in HOSTS:
-        view = sentinel_view(addrs[host], port, master)
-        out.append(SentinelStatus(host, addrs[host], view is not None, by_addr.get(view or "", "")))
-    return out
+    with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
+        views = list(pool.map(lambda h: sentinel_view(addrs[h], auth), HOSTS))
+    return [
+        SentinelStatus(h, addrs[h], v is not None, by_addr.get(v or "", ""))
+        for h, v in zip(HOSTS, views, strict=True)
+    ]
 
 
 def primary_of(views: list[SentinelStatus]) -> str:
