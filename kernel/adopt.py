@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
@@ -95,25 +94,32 @@ def venue_answer(o: AccountOrder) -> OrderResult:
     return OrderResult(o.order_id, status, o.size_matched, o.price, avg_price=o.avg_price)
 
 
-async def sweep(
-    store: Store, venue: Any, markets: MarketCache, refs: list[SlotRef], epoch: int, now_ms: int
+def swept_windows(refs: list[SlotRef]) -> list[SlotRef]:
+    """The windows a sweep covers: each slot's current one and the one before it."""
+    return [*refs, *(previous_ref(r) for r in refs)]
+
+
+def not_read(store: Store, why: str) -> Swept:
+    """A sweep that could not be made: every slot waits for the next try."""
+    why = f"{why}; entries wait until they are"
+    return Swept(
+        done=False,
+        problems=[f"adoption sweep: {why}"],
+        held=[Blocker(key=store.k.intents(), problem=why, source=HOLD)],
+    )
+
+
+async def adopt_listed(
+    store: Store,
+    markets: MarketCache,
+    refs: list[SlotRef],
+    listed: list[AccountOrder],
+    epoch: int,
+    now_ms: int,
 ) -> Swept:
-    """Ask the venue for this account's orders in the windows of `refs` and the windows just
-    before them, and adopt each that no intent knows (see the module's doc)."""
-    k = store.k
-    windows = [*refs, *(previous_ref(r) for r in refs)]
-    if not windows:
-        return Swept(done=True)
-    since_s = min(r.window_start_s for r in windows)
-    try:
-        listed = await asyncio.to_thread(venue.account_orders, [], since_s)
-    except Exception as e:
-        why = f"this account's orders could not be read at the venue ({e}); entries wait for them"
-        return Swept(
-            done=False,
-            problems=[f"adoption sweep: {why}"],
-            held=[Blocker(key=k.intents(), problem=why, source=HOLD)],
-        )
+    """Adopt the orders of `listed` (the venue's answer) that no intent knows, in the windows
+    of `refs` and the windows just before them."""
+    windows = swept_windows(refs)
     out = Swept(done=True, orders=len(listed))
     if not listed:
         return out
@@ -225,8 +231,13 @@ async def _record(
 class Adopter:
     """When a sweep is owed, and the holds it leaves (the runner's, kernel/tick.py)."""
 
-    def __init__(self, store: Store, markets: MarketCache, refs: SlotRefs, blocks: EntryBlocks) -> None:
+    def __init__(
+        self, store: Store, markets: MarketCache, refs: SlotRefs, blocks: EntryBlocks, budget_s: float = 2.0
+    ) -> None:
         self.store, self.markets, self.refs, self.blocks = store, markets, refs, blocks
+        # How long one call waits for the venue's listing (the runner gives half a tick).
+        self.budget_s = budget_s
+        self._listing: asyncio.Future[list[AccountOrder]] | None = None
         # Why a sweep is owed ("" while none is): a takeover, a primary change.
         self.owed = ""
         # The primary's replication id as last seen (None: not known yet).
@@ -248,10 +259,38 @@ class Adopter:
 
     async def settle(self, epoch: int, now_ms: int) -> tuple[list[Intent], list[str]]:
         """The sweep owed, if any: (intents adopted, problems). Until it is done, the slots it
-        could not cover are held (blockers of source `adopt`); done, the holds are lifted."""
+        could not cover are held (blockers of source `adopt`); done, the holds are lifted.
+
+        The venue's listing is waited for `budget_s` at most, so that a slow venue costs the
+        tick no more than that: still under way, the slots stay held and the next call waits
+        for the same listing again (a new one is asked only once it has answered)."""
         if not self.owed:
             return [], []
-        res = await sweep(self.store, self.markets.venue, self.markets, self.refs.at(now_ms), epoch, now_ms)
+        refs = self.refs.at(now_ms)
+        try:
+            if self._listing is None:
+                windows = swept_windows(refs)
+                since_s = min((r.window_start_s for r in windows), default=now_ms // 1000)
+                self._listing = asyncio.ensure_future(
+                    asyncio.to_thread(self.markets.venue.account_orders, [], since_s)
+                )
+            done, _ = await asyncio.wait({self._listing}, timeout=self.budget_s)
+            if not done:
+                res = not_read(
+                    self.store, f"the venue has not listed this account's orders yet ({self.owed})"
+                )
+            else:
+                listing, self._listing = self._listing, None
+                failed = listing.exception()
+                if failed is not None:
+                    why = f"this account's orders could not be read at the venue ({failed})"
+                    res = not_read(self.store, why)
+                else:
+                    res = await adopt_listed(self.store, self.markets, refs, listing.result(), epoch, now_ms)
+        except Exception as e:
+            # Redis could not be read or written (a restart, garbage in a key the sweep reads):
+            # the sweep is owed still, and the slots wait for it.
+            res = not_read(self.store, f"the sweep failed: {e!r}")
         self.blocks.found(HOLD, res.held)
         self.adopted += len(res.adopted)
         if res.done:

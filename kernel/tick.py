@@ -148,7 +148,7 @@ class TickRunner:
         )
         # Orders the venue has and no intent knows, after a takeover or a primary change
         # (kernel/adopt.py): swept before the slots trade again.
-        self.adopter = Adopter(store, self.markets, self.refs, self.blocks)
+        self.adopter = Adopter(store, self.markets, self.refs, self.blocks, budget_s=settings.tick_ms / 2000)
         self.housekeeping = Housekeeping(
             store,
             venue,

@@ -5,12 +5,17 @@ that cannot be asked holds the slots until it can; a planned handover owes no sw
 
 from __future__ import annotations
 
+import threading
+
 import msgspec
+from redis.exceptions import ResponseError
 
 from baton.errors import VenueError
+from kernel import snapshot
 from kernel.adopt import HOLD, Adopter
 from kernel.tick import TickRunner
 from kernel.windows import window_bounds
+from state.primary import primary_id
 from state.structs import MICROS
 from tests.fast.rig import enter_at_once
 from venues.clob_orders import account_orders
@@ -125,6 +130,61 @@ async def test_a_planned_handover_owes_no_sweep_and_any_other_takeover_does(rig)
     assert len(await adopted_journal(rig)) == 1
     outs = await window_ticks(rig)
     assert sum(o.record.orders for o in outs) == 3
+
+
+async def test_a_slow_listing_holds_the_slots_and_is_waited_for_not_asked_again(rig):
+    venue = await stub_rig(rig)
+    oid = lost_order(rig, venue)
+    gate = threading.Event()
+    listing = venue.account_orders
+
+    def slow(markets, since_s):
+        gate.wait(10)
+        return listing(markets, since_s)
+
+    venue.account_orders = slow  # type: ignore[method-assign]
+    rig.runner.adopter.owe("a test")
+    outs = await rig.run_ticks(2)
+    assert all(o.record.blocked == 1 for o in outs) and rig.runner.adopter.owed
+    gate.set()
+    outs = await window_ticks(rig)
+    assert venue.calls["account_orders"] == 1  # the one listing, waited for across ticks
+    assert not rig.runner.adopter.owed and venue.calls["post"] == 1 + 3
+    assert any(i.order_id == oid and i.adopted_ms for i in await rig.store.read_intents())
+
+
+async def test_a_sweep_that_cannot_read_redis_holds_the_slots_and_the_ticks_go_on(rig):
+    venue = await stub_rig(rig)
+    lost_order(rig, venue)
+    await rig.store.r.set(rig.store.k.intents(), "garbage")
+    rig.runner.adopter.owe("a test")
+    outs = await rig.run_ticks(2)
+    assert [o.record.tick for o in outs] and all(o.record.blocked == 1 for o in outs)
+    assert rig.runner.adopter.owed and [b.source for b in rig.runner.blocks.current().values()] == [HOLD]
+    await rig.store.r.delete(rig.store.k.intents())
+    outs = await window_ticks(rig)
+    assert not rig.runner.adopter.owed and venue.calls["post"] == 1 + 3
+
+
+async def test_the_tick_that_first_reads_a_new_primary_sweeps_before_its_entries(rig, monkeypatch):
+    venue = await stub_rig(rig)
+    ids = iter(["8b3f"] * 3 + ["c0de"] * 100)
+    monkeypatch.setattr(snapshot, "primary_id", lambda raw: next(ids))
+    await rig.run_ticks(3)
+    assert venue.calls["account_orders"] == 0 and rig.runner.adopter.primary == "8b3f"
+    oid = lost_order(rig, venue)  # written by a holder whose writes the new primary lacks
+    outs = await window_ticks(rig)
+    assert venue.calls["account_orders"] == 1 and venue.calls["post"] == 1 + 3
+    assert sum(o.record.orders for o in outs) == 3
+    assert any(i.order_id == oid and i.adopted_ms for i in await rig.store.read_intents())
+
+
+def test_the_replication_id_is_read_from_info_replication() -> None:
+    raw = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_replid:c0de42\r\n"
+    assert primary_id(raw) == primary_id(raw.encode()) == "c0de42"
+    assert primary_id({"role": "master", "master_replid": "c0de42"}) == "c0de42"
+    assert primary_id(ResponseError("unknown command 'info'")) is None
+    assert primary_id({"role": "master"}) is None
 
 
 def test_a_new_primary_replication_id_owes_a_sweep() -> None:
