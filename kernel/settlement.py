@@ -40,7 +40,9 @@ DEFAULT_PREFIX = "baton:"
 # Resolution arrives within seconds in the sim, within minutes live (Chainlink, then the
 # market's close): ask again quickly at first, then once a minute, for about three hours.
 RETRY = Retry(max=200, interval=[1, 2, 3, 5, 10, 15, 30, 60])
-JOB_TIMEOUT_S = 60
+# A job is one resolution look-up (5 s timeout, retried within 2 s) and one script: this is
+# ample, and bounds how long a job whose worker died waits to be retried (worker/settle_guard.py).
+JOB_TIMEOUT_S = 20
 # How long a claim stops re-enqueueing: long enough for the retries above to be under way,
 # short enough that a lost job is enqueued again the same hour.
 CLAIM_TTL_S = 15 * 60

@@ -12,9 +12,11 @@ holds no key: settling signs nothing, so this program is given no credentials.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
-import socket
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -22,8 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
@@ -43,19 +44,26 @@ log = logging.getLogger("baton.settle")
 
 REDIS_WAIT_S = 60.0
 MAINTENANCE_S = 15
+# Between two rounds of the rq worker (see `main`): how often Redis is asked whether it is back.
+RECONNECT_INITIAL_S = 0.2
+RECONNECT_MAX_S = 2.0
 
 
-def _wait_for_redis(r: Redis, timeout_s: float) -> None:
-    # At start-up supervisord may start us before the embedded Redis accepts connections.
-    deadline = time.monotonic() + timeout_s
-    while True:
+def _wait_for_redis(r: Redis, timeout_s: float | None, stopping: Callable[[], bool] = lambda: False) -> bool:
+    """Wait until Redis answers (True), or `stopping()` says to give up (False); raises the
+    connection error past `timeout_s` (None: wait as long as it takes)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    delay_s = RECONNECT_INITIAL_S
+    while not stopping():
         try:
             r.ping()
-            return
-        except (RedisConnectionError, RedisTimeoutError):
-            if time.monotonic() > deadline:
+            return True
+        except RedisError:
+            if deadline is not None and time.monotonic() > deadline:
                 raise
-            time.sleep(0.5)
+            time.sleep(delay_s)
+            delay_s = min(RECONNECT_MAX_S, delay_s * 2)
+    return False
 
 
 def main() -> None:
@@ -79,21 +87,47 @@ def main() -> None:
     configure(venue)
     _wait_for_redis(r, REDIS_WAIT_S)
     queue = settlement.settle_queue(r, s.prefix)
-    worker = settle_worker(
-        queue,
-        s.prefix,
-        name=f"{queue.name}-{socket.gethostname()}-{os.getpid()}",
-        # rq's scheduler (which enqueues the retries of unresolved markets) runs in a child
-        # process that dies on a Redis connection error, and the worker only restarts it in
-        # its maintenance tasks (every 10 minutes by default): after a Redis restart every
-        # retried settlement waited that long (found by the chaos harness, tests/chaos). The
-        # check runs between dequeues, whose BLPOP lasts worker_ttl - 15 s: both kept short.
-        maintenance_interval=MAINTENANCE_S,
-        worker_ttl=MAINTENANCE_S + 20,
-    )
-    log.info("settle: rq worker %s on queue %s", worker.name, queue.name)
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
     try:
-        worker.work(with_scheduler=True, logging_level="INFO")
+        # rq's worker quits on any Redis error outside its dequeue (a failover, a restart:
+        # while it cleans its registries, records a job's end, beats): this program then
+        # waits for Redis (through the client, which finds the new primary) and runs a new
+        # worker, instead of exiting. A job whose end was not recorded is left in rq's
+        # started registry: another worker retries it once its execution expires
+        # (SettleWorker.get_heartbeat_ttl), and the booking happens once whoever runs it.
+        for round_ in itertools.count():
+            worker = settle_worker(
+                queue,
+                s.prefix,
+                name=f"{queue.name}-{s.host}-{os.getpid()}-{round_}",
+                # rq's scheduler (which enqueues the retries of unresolved markets) runs in a
+                # child process that dies on a Redis connection error, and the worker only
+                # restarts it in its maintenance tasks (every 10 minutes by default): after a
+                # Redis restart every retried settlement waited that long (found by the chaos
+                # harness, tests/chaos). The check runs between dequeues, whose BLPOP lasts
+                # worker_ttl - 15 s: both kept short.
+                maintenance_interval=MAINTENANCE_S,
+                worker_ttl=MAINTENANCE_S + 20,
+            )
+            log.info("settle: rq worker %s on queue %s", worker.name, queue.name)
+            try:
+                worker.work(with_scheduler=True, logging_level="INFO")
+            except RedisError as e:
+                log.warning("settle: rq worker %s ended on a Redis error: %s", worker.name, e)
+                with contextlib.suppress(Exception):
+                    worker.unsubscribe()
+            if worker._shutdown_requested_date is not None:
+                break  # SIGTERM/SIGINT: rq's warm shutdown
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+            log.warning("settle: rq worker %s stopped; starting another once Redis answers", worker.name)
+            if not _wait_for_redis(r, None, lambda: stopping):
+                break
     finally:
         venue.close()
 

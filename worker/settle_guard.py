@@ -44,6 +44,15 @@ JOB_FUNCS = frozenset({settlement.JOB_FUNC, *FORMER_JOB_FUNCS})
 POSITION_ID_RE = re.compile(r"[a-z0-9]{1,16}-[0-9]{1,6}[smh]:[0-9]{1,12}")
 SOURCE = "settle"
 TRANSIENT = (RedisConnectionError, RedisTimeoutError)
+# A job runs in the worker's own process and ends by its timeout at the latest (rq's death
+# penalty): its execution's record in rq's started registry lasts this much past that timeout
+# (rq's own margin is 60 s). A worker that dies mid-job (SIGKILL, its host lost) leaves it
+# there, and another worker's registry cleanup retries the job once it has expired.
+HEARTBEAT_MARGIN_S = 5
+# rq lets one worker clean a queue's registries at a time, under a lock of 15 minutes that it
+# deletes when done: a worker that died while cleaning (its host lost) would stop every other
+# from retrying abandoned jobs for that long. Cleaning takes well under a second.
+MAINTENANCE_LOCK_S = 60
 
 
 def refusal(job: Job, prefix: str) -> str | None:
@@ -119,8 +128,17 @@ class GuardedJob(Job):
             log.error("settle: job %s: webhooks ignored (settlement jobs have none)", self.id)
 
 
+class SettleQueue(Queue):
+    """rq's Queue whose registry-cleaning lock lasts MAINTENANCE_LOCK_S, not 15 minutes."""
+
+    def acquire_maintenance_lock(self) -> bool:
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=MAINTENANCE_LOCK_S))
+
+
 class SettleWorker(SimpleWorker):
-    """rq's SimpleWorker (jobs run in this process) that runs settlement jobs only."""
+    """rq's SimpleWorker (jobs run in this process) that runs settlement jobs only. Several
+    run at once, one per host, on one queue: each job is taken by one of them (rq's dequeue),
+    and a job whose worker died is retried by another (see HEARTBEAT_MARGIN_S)."""
 
     def __init__(
         self, queues: list[Queue], *, prefix: str, job_class: type[GuardedJob], **kwargs: Any
@@ -128,12 +146,17 @@ class SettleWorker(SimpleWorker):
         # The queues' own job class too: rq fetches jobs through it when it cleans their
         # registries, outside the worker's dequeue.
         queues = [
-            Queue(q.name, connection=q.connection, serializer=q.serializer, job_class=job_class)
+            SettleQueue(q.name, connection=q.connection, serializer=q.serializer, job_class=job_class)
             for q in queues
         ]
-        super().__init__(queues, job_class=job_class, **kwargs)
+        super().__init__(queues, job_class=job_class, queue_class=SettleQueue, **kwargs)
         self.prefix = prefix
         self.keys = Keys(prefix)
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        if job.timeout is None or job.timeout <= 0:
+            return super().get_heartbeat_ttl(job)
+        return int(job.timeout) + HEARTBEAT_MARGIN_S
 
     def _set_ip_address(self, connection: Any) -> None:
         # rq looks its own address up in CLIENT LIST, which the settle program's Redis user
