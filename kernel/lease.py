@@ -319,8 +319,10 @@ class LeaseDeadline:
     deadline is never later than the lease's expiry as another worker on this host sees it;
     the margin covers a post's time on the wire and the clock of another host.
 
-    Passed: no post, the refusal is journaled and counted, and the tick's next renewal either
-    re-establishes the deadline (nobody took the lease) or finds the lease lost (stand down).
+    Fed by the lease heartbeat (kernel/lease_heartbeat.py), and by the tick's renewal when no
+    replica must acknowledge it. Passed: no post, the refusal is journaled and counted, and
+    the next renewal either re-establishes the deadline (nobody took the lease) or finds the
+    lease lost (stand down).
     """
 
     def __init__(self, lease_ms: int, margin_ms: int, mono_ms: Callable[[], float] = monotonic_ms) -> None:
