@@ -190,19 +190,20 @@ class Cluster:
                     r.close()
         running = [h for h in (self.host(n) for n in HOSTS) if hostmod.supervisord_running(h)]
         pids = [int(p) for p in (_read_pid(h.settings.run_dir / "supervisord.pid") for h in running) if p]
+        # The programs of every host first, all at once, while every Redis and Sentinel still
+        # runs: a program stopping writes its last words (an rq worker its death), which a
+        # primary whose replicas stopped already would refuse (min-replicas-to-write).
+        programs = {h.name: _stop_programs(h) for h in running}
+        stopped = lambda: all(_programs_down(h, programs[h.name]) for h in running)  # noqa: E731
+        with contextlib.suppress(StackError):
+            wait_until(stopped, PROGRAMS_WAIT_S, "every host's programs to stop")
+        for n in HOSTS:  # one still stopping by now is killed (its writes are fenced)
+            netmod.kill_all(self.net, n, spare=("supervisord", "redis-server"))
         for h in running:
             with contextlib.suppress(Exception):
                 h.supervisor("shutdown")
-        if pids:
-            gone = lambda: not any(_alive(p) for p in pids)  # noqa: E731
-            with contextlib.suppress(StackError):
-                wait_until(gone, PROGRAMS_WAIT_S, "every host's supervisord")
-            # A program still stopping by now (an rq worker's warm shutdown) holds back its
-            # host's Redis, which stops last: it goes first, so that Redis stops cleanly.
-            for n in HOSTS:
-                netmod.kill_all(self.net, n, spare=("supervisord", "redis-server"))
-            with contextlib.suppress(StackError):
-                wait_until(gone, REDIS_WAIT_S, "every host's supervisord")
+        with contextlib.suppress(StackError):
+            wait_until(lambda: not any(_alive(p) for p in pids), REDIS_WAIT_S, "every host's supervisord")
         netmod.destroy(self.net)
         left = netmod.leftovers(self.net)
         if left:
@@ -413,6 +414,30 @@ class Cluster:
             if b and (out is None or c != out.color)
         ]
         return out, standbys
+
+
+SERVERS = ("redis", "sentinel")
+
+
+def _stop_programs(h: Host) -> list[str]:
+    """Ask the host's supervisord to stop every program but Redis and Sentinel (without
+    waiting); the names asked."""
+    names = []
+    with contextlib.suppress(Exception):
+        for p in h.supervisor("getAllProcessInfo"):  # type: ignore[attr-defined]
+            if p["name"] not in SERVERS and p["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+                with contextlib.suppress(Exception):
+                    h.supervisor("stopProcess", p["name"], False)
+                names.append(p["name"])
+    return names
+
+
+def _programs_down(h: Host, names: list[str]) -> bool:
+    try:
+        info = {p["name"]: p["statename"] for p in h.supervisor("getAllProcessInfo")}  # type: ignore[attr-defined]
+    except Exception:
+        return True  # its supervisord is gone: so are they
+    return all(info.get(n) not in ("RUNNING", "STARTING", "BACKOFF", "STOPPING") for n in names)
 
 
 def _port_open(addr: str, port: int) -> bool:
