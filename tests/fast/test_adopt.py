@@ -132,6 +132,30 @@ async def test_a_planned_handover_owes_no_sweep_and_any_other_takeover_does(rig)
     assert sum(o.record.orders for o in outs) == 3
 
 
+async def test_an_order_whose_market_cannot_be_found_holds_its_slot_only(rig):
+    venue = await stub_rig(rig)
+    lost_order(rig, venue)
+    found = venue.discover
+    broken = {"on": True}
+
+    def discover(slug):
+        if broken["on"] and slug.startswith("x00-"):
+            raise VenueError("GET /events: HTTP 503", retryable=True, kind="server")
+        return found(slug)
+
+    venue.discover = discover  # type: ignore[method-assign]
+    rig.runner.adopter.owe("a test")
+    outs = await window_ticks(rig)
+    # x00's order is in a market the sweep could not map: x00 waits, the others enter.
+    assert sum(o.record.orders for o in outs) == 3 and venue.calls["post"] == 1 + 3
+    assert [(b.source, b.slot) for b in rig.runner.blocks.current().values()] == [(HOLD, "x00-15s")]
+    assert rig.runner.adopter.owed
+    broken["on"] = False
+    await rig.run_ticks(1)
+    assert not rig.runner.adopter.owed and not rig.runner.blocks.of(HOLD)
+    assert len(await adopted_journal(rig)) == 1
+
+
 async def test_a_slow_listing_holds_the_slots_and_is_waited_for_not_asked_again(rig):
     venue = await stub_rig(rig)
     oid = lost_order(rig, venue)
