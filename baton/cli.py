@@ -176,7 +176,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("cluster", help="the simulated three-host deployment (docs/ha.md)")
     csub = p.add_subparsers(
-        dest="cluster_cmd", required=True, metavar="{start,stop,status,exec,up,deploy,rollback}"
+        dest="cluster_cmd", required=True, metavar="{start,stop,status,exec,up,deploy,rollback,handover}"
     )
     q = csub.add_parser(
         "start", help="namespaces, Redis, Sentinels and programs; returns once a worker trades"
@@ -199,6 +199,11 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--source", type=Path, help="deploy the packages of this directory")
     json_flag(q)
     json_flag(csub.add_parser("rollback", help="deploy again the release the last cluster deploy replaced"))
+    json_flag(
+        csub.add_parser(
+            "handover", help="move the lease to the other worker host, code unchanged (drain a host)"
+        )
+    )
     p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
     p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
     p.add_argument(
@@ -498,7 +503,7 @@ def cmd_cluster(s: Settings, args: argparse.Namespace) -> int:
         if not argv:
             return fail("cluster exec: no command (baton cluster exec h2 -- baton status)")
         return c.exec(args.host, argv, capture=False, timeout_s=None).returncode
-    elif args.cluster_cmd in ("deploy", "rollback"):
+    elif args.cluster_cmd in ("deploy", "rollback", "handover"):
         return cluster_deploy(c, args)
     elif args.cluster_cmd == "up":
         c.up(args.host)
@@ -508,7 +513,10 @@ def cmd_cluster(s: Settings, args: argparse.Namespace) -> int:
 
 def cluster_deploy(c: Cluster, args: argparse.Namespace) -> int:
     try:
-        res = c.deploy(ref=args.ref, source=args.source) if args.cluster_cmd == "deploy" else c.rollback()
+        if args.cluster_cmd == "deploy":
+            res = c.deploy(ref=args.ref, source=args.source)
+        else:
+            res = c.rollback() if args.cluster_cmd == "rollback" else c.handover()
     except DeployError as e:
         return fail(f"cluster {args.cluster_cmd}: {e}")
     return emit(

@@ -307,6 +307,16 @@ class Cluster:
         finally:
             r.close()
 
+    def handover(self, log: Any = print, ready_timeout_s: float = 90.0) -> ClusterDeployResult:
+        """The lease to the other worker host, code unchanged (drain a host), the same way."""
+        r = self.client(user="cli")
+        try:
+            return deploys.handover(
+                [self.host(n) for n in HOSTS], COLORS, r, log=log, ready_timeout_s=ready_timeout_s
+            )
+        finally:
+            r.close()
+
     # --- Redis ---------------------------------------------------------------------------------
 
     def _password(self, user: str) -> str:

@@ -348,3 +348,24 @@ def rollback(
         return d.run(release_id=prev, kind="cluster-rollback", ready_timeout_s=ready_timeout_s)
     except (ReleaseError, StackError, redis.RedisError, OSError) as e:
         raise DeployError(str(e)) from e
+
+
+def handover(
+    hosts: Sequence[HostLike],
+    topology: Mapping[str, str],
+    r: Any,
+    *,
+    log: Callable[[str], None] = print,
+    ready_timeout_s: float = 90.0,
+) -> ClusterDeployResult:
+    """Move the lease to the other host without changing code: a deploy of the release the
+    holder runs (to drain the holder's host for maintenance)."""
+    try:
+        d = ClusterDeployer(hosts, topology, r, log)
+        lease = d.watch(d.hosts[0]).active()
+        if lease is None or not lease.release:
+            raise DeployError("no worker holds the lease: nothing to hand over")
+        log(f"handover: worker-{lease.color} hands its release {lease.release} over to the other host")
+        return d.run(release_id=lease.release, kind="cluster-handover", ready_timeout_s=ready_timeout_s)
+    except (ReleaseError, StackError, redis.RedisError, OSError) as e:
+        raise DeployError(str(e)) from e
