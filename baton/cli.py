@@ -176,7 +176,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("cluster", help="the simulated three-host deployment (docs/ha.md)")
     csub = p.add_subparsers(
-        dest="cluster_cmd", required=True, metavar="{start,stop,status,exec,up,deploy,rollback,handover}"
+        dest="cluster_cmd", required=True, metavar="{start,stop,status,exec,up,down,deploy,rollback,handover}"
     )
     q = csub.add_parser(
         "start", help="namespaces, Redis, Sentinels and programs; returns once a worker trades"
@@ -189,6 +189,9 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("argv", nargs=argparse.REMAINDER, help="-- and the command, e.g. -- baton status")
     q = csub.add_parser("up", help="bring back a host whose processes were killed")
     q.add_argument("host", help="h1, h2 or h3")
+    q = csub.add_parser("down", help="stop a host for maintenance (its programs finish their work)")
+    q.add_argument("host", help="h1, h2 or h3")
+    q.add_argument("--force", action="store_true", help="even while it holds the lease or the Redis primary")
     q = csub.add_parser(
         "deploy",
         help="blue/green across hosts: the release to the standby's host, the handover, the old "
@@ -505,6 +508,9 @@ def cmd_cluster(s: Settings, args: argparse.Namespace) -> int:
         return c.exec(args.host, argv, capture=False, timeout_s=None).returncode
     elif args.cluster_cmd in ("deploy", "rollback", "handover"):
         return cluster_deploy(c, args)
+    elif args.cluster_cmd == "down":
+        c.down(args.host, force=args.force)
+        print(f"{args.host} is down: bring it back with `baton cluster up {args.host}`")
     elif args.cluster_cmd == "up":
         c.up(args.host)
         print(f"{args.host} is up: its Redis replicates from {c.primary_host() or '?'}, its workers stand by")

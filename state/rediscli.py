@@ -6,14 +6,18 @@ line: a command line is world-readable (`ps`, /proc/<pid>/cmdline), a process's 
 only by its own user (/proc/<pid>/environ is 0400) and root, who can read the password file
 anyway. `--askpass` would read it from stdin, which `-x` and piped commands need for
 themselves. Every other redis-cli flag passes through; those that choose the server or the
-user are refused, since this command chooses them.
+user are refused, since this command chooses them. `--sentinel` (first) talks to a Sentinel of
+BATON_REDIS_SENTINELS instead, this host's own or else the first that answers:
+`BATON_REDIS_USER=admin baton redis-cli --sentinel SENTINEL FAILOVER baton` moves the primary
+(docs/ha.md).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -60,8 +64,56 @@ def _server_args(s: Settings) -> list[str]:
     return (["--tls"] if parts.scheme == "rediss" else []) + out
 
 
-def command(s: Settings, args: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) of redis-cli for `args`; raises StackError or SettingsError."""
+def _sentinel_args(
+    s: Settings, reachable: Callable[[str, int], bool], local: Callable[[str, int], bool]
+) -> list[str]:
+    """This host's own Sentinel of BATON_REDIS_SENTINELS, else the first that answers, for
+    the SENTINEL commands an operator runs (`--sentinel`)."""
+    if not s.redis_sentinels:
+        raise SettingsError("--sentinel: BATON_REDIS_SENTINELS names no Sentinel")
+    addrs = [_split_addr(a) for a in s.redis_sentinels]
+    ordered = [a for a in addrs if local(*a)] + [a for a in addrs if not local(*a)]
+    found = [a for a in ordered if reachable(*a)]
+    host, port = found[0] if found else ordered[0]
+    return ["-h", host, "-p", str(port)]
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _local(host: str, port: int) -> bool:
+    """`host` is an address of this machine (or network namespace): the address a socket
+    towards it would leave from (a UDP connect sends nothing)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((host, port))
+            return bool(sock.getsockname()[0] == host)
+    except OSError:
+        return False
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def command(
+    s: Settings,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    reachable: Callable[[str, int], bool] = _reachable,
+    local: Callable[[str, int], bool] = _local,
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of redis-cli for `args`; raises StackError or SettingsError.
+    `--sentinel` first: a Sentinel instead of the Redis (same user, same password)."""
+    sentinel = args[:1] == ["--sentinel"]
+    args = args[1:] if sentinel else args
     chosen = _chosen_flags(args)
     if chosen:
         raise SettingsError(
@@ -72,7 +124,7 @@ def command(s: Settings, args: Sequence[str], env: Mapping[str, str]) -> tuple[l
     if not exe:
         raise StackError("redis-cli not found: install the Debian/Ubuntu package 'redis-tools'")
     out_env = {k: v for k, v in env.items() if k != "REDISCLI_AUTH"}
-    argv = [exe, *_server_args(s)]
+    argv = [exe, *(_sentinel_args(s, reachable, local) if sentinel else _server_args(s))]
     path = password_file(Path(s.home), s.redis_user)
     if path.exists():
         argv += ["--user", s.redis_user]

@@ -240,6 +240,28 @@ class Cluster:
         finally:
             r.close()
 
+    def down(self, host: str, force: bool = False, timeout_s: float = 60.0) -> None:
+        """Stop a host for maintenance: its supervisord and every program, each finishing what it
+        does (a worker its tick), nothing killed; `up` brings it back. Refused while the host
+        holds the lease or the Redis primary (move them first: `baton cluster handover`,
+        SENTINEL FAILOVER) unless `force`."""
+        h = self.host(host)
+        if not hostmod.supervisord_running(h):
+            return
+        if not force:
+            now = self.status()
+            held = []
+            if now.lease is not None and now.lease.host == host:
+                held.append(f"the lease (worker-{now.lease.color}): `baton cluster handover` first")
+            if now.redis.primary == host:
+                held.append("the Redis primary: `baton redis-cli --sentinel SENTINEL FAILOVER` first")
+            if held:
+                raise StackError(f"{host} holds {'; and '.join(held)} (or --force)")
+        pid = _read_pid(h.settings.run_dir / "supervisord.pid")
+        h.supervisor("shutdown")
+        if pid:
+            wait_until(lambda: not _alive(int(pid)), timeout_s, f"{host}'s supervisord (pid {pid}) to exit")
+
     def cut(self, host: str) -> None:
         self.host(host)
         netmod.set_link(self.net, host, up=False)

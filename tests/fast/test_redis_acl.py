@@ -248,3 +248,37 @@ def test_status_warns_of_a_redis_other_hosts_can_reach(tmp_path: Path):
     wide = load({"BATON_HOME": str(tmp_path), "BATON_REDIS_BIND": "0.0.0.0"})
     assert [p for p in collect(wide, r)["problems"] if p.startswith("redis: ") and "0.0.0.0:7379" in p]
     assert not [p for p in collect(load({"BATON_HOME": str(tmp_path)}), r)["problems"] if "redis" in p]
+
+
+def test_redis_cli_talks_to_this_hosts_sentinel_else_the_first_that_answers(tmp_path: Path):
+    s = load(
+        {
+            "BATON_HOME": str(tmp_path),
+            "BATON_REDIS_USER": "admin",
+            "BATON_REDIS_SENTINELS": "10.0.0.11:27379,10.0.0.12:27379,10.0.0.13:27379",
+        }
+    )
+    write_secret(acl.password_file(tmp_path, "admin"), "admin-secret")
+    env = {"PATH": os.environ["PATH"]}
+    args = ["--sentinel", "SENTINEL", "FAILOVER", "baton"]
+
+    def cmd(reachable: set[str], local: str = "") -> list[str]:
+        argv, out = rediscli.command(
+            s, args, env, reachable=lambda h, _p: h in reachable, local=lambda h, _p: h == local
+        )
+        assert out["REDISCLI_AUTH"] == "admin-secret" and "admin-secret" not in " ".join(argv)
+        return argv[1:]
+
+    assert cmd({"10.0.0.11", "10.0.0.13"}, local="10.0.0.13") == [
+        *("-h", "10.0.0.13", "-p", "27379", "--user", "admin", "SENTINEL", "FAILOVER", "baton")
+    ]
+    assert cmd({"10.0.0.12", "10.0.0.13"})[:2] == ["-h", "10.0.0.12"]  # none here: the first up
+    assert cmd({"10.0.0.12"}, local="10.0.0.13")[:2] == ["-h", "10.0.0.12"]  # this host's is down
+    assert cmd(set())[:2] == ["-h", "10.0.0.11"]  # none answers: redis-cli reports the refusal
+    with pytest.raises(SettingsError, match="names no Sentinel"):
+        rediscli.command(load({"BATON_HOME": str(tmp_path)}), args, env)
+
+
+def test_an_address_of_this_machine_is_local():
+    assert rediscli._local("127.0.0.1", 27379)
+    assert not rediscli._local("192.0.2.1", 27379)  # TEST-NET-1: routed away, never ours
