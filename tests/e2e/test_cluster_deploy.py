@@ -111,6 +111,20 @@ def test_a_cluster_deploy_misses_no_tick_and_leaves_a_warm_standby_on_the_new_re
     assert after.lease.epoch == res.epoch_after
     assert [(s.host, s.color, s.state) for s in after.standbys] == [("h1", "blue", "ready")]
 
+    # A rollback goes the same way: back to the release the deploy replaced, on both hosts.
+    back = cluster.rollback()
+    assert (back.kind, back.release, back.host, back.from_host) == (
+        "cluster-rollback",
+        res.from_release,
+        "h1",
+        "h2",
+    )
+    assert back.missed == 0 and back.epoch_after > res.epoch_after, back
+    assert {(x.host, x.release, x.state) for x in back.hosts} == {
+        ("h1", res.from_release, "active"),
+        ("h2", res.from_release, "ready"),
+    }
+
 
 def journal_ticks(r: object) -> list[int]:
     return [int(e["tick"]) for e in invariants.journal(r)]
