@@ -7,7 +7,9 @@ stopping. It holds no state that matters: what was stored is read back from Redi
 A write that Redis refuses for a while (a failover: connections dropped, READONLY from a
 demoted primary, NOREPLICAS under min-replicas-to-write) is retried with the same frames,
 the socket kept open and read meanwhile; once a write goes through again the windows are read
-back and backfilled, since the new primary may lack the last writes the old one answered.
+back and backfilled, since the new primary may lack the last writes the old one answered. A
+client that follows the Sentinels rides out a failover inside one slow write instead of an
+error: a write that took longer than SLOW_WRITE_S is followed by the same read-back.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ PING_INTERVAL_S = 20.0
 WRITE_RETRY_INITIAL_S = 0.1
 WRITE_RETRY_MAX_S = 1.0
 WRITE_RETRY_FOR_S = 60.0
+# A write takes milliseconds; one that took this long waited for a new primary (the Sentinel
+# client reconnects inside the call), which may lack the old one's last writes.
+SLOW_WRITE_S = 1.0
 # Errors of a Redis that is changing primaries, or briefly unable to take writes.
 TRANSIENT_REPLIES = ("NOREPLICAS", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN")
 
@@ -303,13 +308,18 @@ class Feed:
 
     async def _write(self, batch: Batch) -> bool:
         """Write `batch`, retrying while Redis refuses it for a reason that passes (a failover);
-        True when it took a retry (the windows are then read back: `_resync`). Raises the error
-        when it persists past `write_retry_for_s`, or is not of that kind."""
+        True when it took a retry or a long time (the windows are then read back: `_resync`).
+        Raises the error when it persists past `write_retry_for_s`, or is not of that kind."""
         retry = Backoff(WRITE_RETRY_INITIAL_S, WRITE_RETRY_MAX_S)
         failing_since: float | None = None
         while True:
+            started = time.monotonic()
             try:
                 await self.store.write(batch)
+                took_s = time.monotonic() - started
+                if failing_since is None and took_s > SLOW_WRITE_S:
+                    log.warning("a write took %.1f s (a new primary?): reading the windows back", took_s)
+                    return True
             except RedisError as e:
                 if not transient(e):
                     raise

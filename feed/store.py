@@ -252,7 +252,10 @@ class CandleStore:
             cutoff = newest.open_ms - self.retention_ms
             windows.append((asset, cutoff, FeedStatus(now_ms, newest.open_ms, newest.close), candles))
         counters = self.labelled([(name, n) for name, n in sorted(batch.counts.items()) if n])
-        await self.candles.write_batch(self.interval, windows, counters, batch.errors, host=self.host)
+        errors = batch.errors
+        if self.host:  # each feed journals what it saw itself: say which
+            errors = [{**e, "error": f"{self.host}: {e['error']}"} for e in errors]
+        await self.candles.write_batch(self.interval, windows, counters, errors, host=self.host)
         if self.on_written is not None:
             self.on_written(batch)
 

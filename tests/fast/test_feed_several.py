@@ -150,3 +150,14 @@ async def test_any_interleaving_of_three_lagging_feeds_never_regresses_a_candle(
             assert c.closed or t == max(now), f"an unclosed candle {t} behind the newest"
     final = {c.open_ms: c for c in stream if c.closed}
     assert await window(redis) == final
+
+
+async def test_each_feed_journals_a_bad_frame_under_its_own_host(redis) -> None:
+    for h in ("h1", "h2"):
+        batch = Batch()
+        batch.bad_frame("not JSON: x", "{", 7)
+        await store(redis, h).write(batch)
+    errors = [f[b"error"] for _, f in await redis.xrange(K.journal_errors())]
+    assert errors == [b"h1: not JSON: x", b"h2: not JSON: x"]
+    s = await stats(redis)
+    assert (s["bad_frames"], s["bad_frames@h1"], s["bad_frames@h2"]) == (2, 1, 1)

@@ -4,6 +4,7 @@ writes Redis refuses for a while (a failover) keeps its frames and writes them a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ from redis.exceptions import ReadOnlyError, ResponseError
 from websockets.asyncio.server import serve
 
 from feed.backfill import CLAIM_TTL_MS, Claims
-from feed.client import transient
+from feed.client import SLOW_WRITE_S, transient
 from feed.store import CandleStore
 from state.candles import CandlesRepo
 from tests.fast.feed_loop.fakes import (
@@ -144,3 +145,42 @@ async def test_a_feed_keeps_its_frames_while_redis_refuses_writes_and_writes_the
     assert await candles(redis) == [expected("btc", t + i * 1000) for i in range(6)]
     assert len(binance.paths) == 1, "the feed reconnected instead of retrying the write"
     assert (await stats(redis))["redis_recoveries"] == 1
+
+
+async def test_a_write_that_waited_for_a_new_primary_reads_back_what_it_lost(
+    redis, binance, rest, monkeypatch
+):
+    """Through Sentinel a failover is one slow write, not an error; the new primary may lack
+    the old one's last writes: the feed reads the window back and fills what is missing."""
+    t = (now_s() - 30) * 1000
+    feed = make_feed(redis, binance, rest, host="h1")
+    real_write = feed.store.write
+    failover = False
+
+    async def write(batch):
+        nonlocal failover
+        if failover and batch.candles:
+            failover = False
+            # The old primary answered t+1 and t+2, then died; the replica promoted lacks them.
+            await redis.zremrangebyscore(KEYS.candles("btc", "1s"), t + 1000, t + 2000)
+            await asyncio.sleep(SLOW_WRITE_S + 0.1)
+        await real_write(batch)
+
+    monkeypatch.setattr(feed.store, "write", write)
+    async with running(feed):
+        binance.send(*(kline("btc", t + i * 1000) for i in range(3)))
+
+        async def first():
+            return len(await candles(redis)) == 3
+
+        await wait_for(first, "the first candles")
+        rest.rows_from_ms = t
+        failover = True
+        binance.send(kline("btc", t + 3000))
+
+        async def whole():
+            return [c.open_ms for c in await candles(redis)][:4] == [t + i * 1000 for i in range(4)]
+
+        await wait_for(whole, "the window whole again")
+    assert (await stats(redis))["redis_recoveries"] == 1
+    assert len(binance.paths) == 1
