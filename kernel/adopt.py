@@ -238,6 +238,8 @@ class Adopter:
         # How long one call waits for the venue's listing (the runner gives half a tick).
         self.budget_s = budget_s
         self._listing: asyncio.Future[list[AccountOrder]] | None = None
+        # (from when, why): a sweep owed later (owe_later).
+        self.later: tuple[int, str] | None = None
         # Why a sweep is owed ("" while none is): a takeover, a primary change.
         self.owed = ""
         # The primary's replication id as last seen (None: not known yet).
@@ -248,6 +250,19 @@ class Adopter:
         if not self.owed:
             self.owed = why
             log.info("adoption sweep owed: %s", why)
+
+    def owe_later(self, at_ms: int, why: str) -> None:
+        """A sweep owed from `at_ms` on (the slots trade meanwhile): after a takeover from a
+        holder that may still have been posting, what it sent just before its deadline may
+        reach the venue after the takeover's sweep asked."""
+        self.later = (at_ms, why)
+
+    def due(self, now_ms: int) -> bool:
+        """Whether a sweep is owed now (one owed for later falls due here)."""
+        if self.later is not None and now_ms >= self.later[0]:
+            self.owe(self.later[1])
+            self.later = None
+        return bool(self.owed)
 
     def primary_seen(self, replid: str | None) -> None:
         """The primary's replication id, as a read found it: a change owes a sweep."""

@@ -217,7 +217,7 @@ class TickRunner:
         # A new Redis primary may have lost writes made before it: what the venue has that no
         # intent knows is adopted before any slot trades (until then, the slots wait).
         self.adopter.primary_seen(snap.primary_id)
-        if self.adopter.owed:
+        if self.adopter.due(started):
             problems += await self.adopt(started)
         if self.halt is not None:
             # A halt whose message this worker missed (or made before it took the lease) is

@@ -293,7 +293,9 @@ class Worker:
         # nothing more: what the venue does not know never arrived. One whose lease merely
         # expired may still be posting: its unknown orders get the grace period.
         grace = self._runner().unknown_grace_ms if self.predecessor_maybe_alive else 0
-        await takeover.adopt_orders(self._runner(), self.store, self.epoch, self.clock, self.takeover_reason)
+        await takeover.adopt_orders(
+            self._runner(), self.store, self.epoch, self.clock, self.takeover_reason, grace
+        )
         await takeover.reconcile_in_flight(self.store, self.venue, self.epoch, self.clock, grace)
         runner = self._runner()
         runner.ident = Identity(self.holder, self.color, self.s.release, self.epoch)

@@ -52,16 +52,22 @@ async def _deposit_live_balance(store: Store, venue: Any, epoch: int, clock: Clo
     await store.deposit(epoch, "deposit:live-initial", micros, clock.now_ms())
 
 
-async def adopt_orders(runner: Any, store: Store, epoch: int, clock: Clock, owed: str) -> None:
+async def adopt_orders(
+    runner: Any, store: Store, epoch: int, clock: Clock, owed: str, grace_ms: int = 0
+) -> None:
     """Before the first tick: which Redis primary this holder starts on (a later change owes
     a sweep), and, unless the lease came by a planned handover (`owed` empty: the predecessor
     finished its tick, and the intents it wrote are ours to read), the sweep for orders the
     venue has and no intent knows (kernel/adopt.py). A sweep that cannot be done now holds
-    the slots it could not cover, and each tick tries again."""
+    the slots it could not cover, and each tick tries again. A predecessor that may still
+    have been posting (`grace_ms` > 0: its lease expired, it was not seen dead) gets a second
+    sweep once that grace has passed, for a post of its that reached the venue late."""
     runner.adopter.primary = await read_primary_id(store.r)
     if not owed:
         return
     runner.adopter.owe(owed)
+    if grace_ms > 0:
+        runner.adopter.owe_later(clock.now_ms() + grace_ms, f"{owed}, once more after its posts' grace")
     _, problems = await runner.adopter.settle(epoch, clock.now_ms())
     await store.record_errors("adopt", problems, now_ms=wall_ms())
 

@@ -211,6 +211,20 @@ def test_the_replication_id_is_read_from_info_replication() -> None:
     assert primary_id({"role": "master"}) is None
 
 
+async def test_a_predecessor_that_may_still_post_gets_a_second_sweep_after_its_grace(rig):
+    venue = await stub_rig(rig)
+    await takeover.adopt_orders(rig.runner, rig.store, rig.epoch, rig.clock, "its lease expired", 4000)
+    assert venue.calls["account_orders"] == 1
+    await rig.run_ticks(2)
+    assert venue.calls["account_orders"] == 1
+    oid = lost_order(rig, venue)  # its late post reaches the venue after the first sweep
+    await rig.run_ticks(3)
+    assert venue.calls["account_orders"] == 2 and rig.runner.adopter.later is None
+    outs = await window_ticks(rig)
+    assert sum(o.record.orders for o in outs) == 3 and venue.calls["post"] == 1 + 3
+    assert any(i.order_id == oid and i.adopted_ms for i in await rig.store.read_intents())
+
+
 def test_a_new_primary_replication_id_owes_a_sweep() -> None:
     a = Adopter(None, None, None, None)  # type: ignore[arg-type]
     a.primary_seen(None)
