@@ -440,8 +440,15 @@ class Cluster:
                 holder=lease.holder,
                 expires_ms=lease.expires_ms,
             )
+        now_ms = wall_ms()
         standbys = [
-            st.StandbyStatus(host=beat_host(c), color=c, state=b.get("state", ""))
+            st.StandbyStatus(
+                host=beat_host(c),
+                color=c,
+                state=b.get("state", ""),
+                pid=_int(b.get("pid")),
+                age_ms=max(0, now_ms - _int(b.get("heartbeat_ms"))) if b.get("heartbeat_ms") else 0,
+            )
             for c, b in beats.items()
             if b and (out is None or c != out.color)
         ]
@@ -478,6 +485,13 @@ def _port_open(addr: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _link_up(ifname: str) -> bool:

@@ -20,6 +20,8 @@ from redis.retry import Retry
 from deploy.cluster.net import HOSTS
 
 PROBE_TIMEOUT_S = 0.5
+# A worker beats at every tick and more often while it stands by; older than this, say so.
+STALE_BEAT_MS = 3000
 
 
 def no_retry() -> Retry:
@@ -73,6 +75,9 @@ class StandbyStatus(msgspec.Struct, frozen=True):
     host: str
     color: str
     state: str
+    pid: int = 0
+    # Since its last heartbeat: a killed worker's heartbeat outlives it by up to its TTL.
+    age_ms: int = 0
 
 
 class ClusterStatus(msgspec.Struct, frozen=True):
@@ -185,5 +190,6 @@ def render(s: ClusterStatus) -> str:
     views = ", ".join(f"{v.host}: {v.primary or '?'}" if v.up else f"{v.host}: down" for v in r.sentinels)
     lines.append(f"sentinels {views}")
     for sb in s.standbys:
-        lines.append(f"standby  {sb.host} worker-{sb.color} ({sb.state})")
+        stale = f", last heartbeat {sb.age_ms / 1000:.0f} s ago" if sb.age_ms > STALE_BEAT_MS else ""
+        lines.append(f"standby  {sb.host} worker-{sb.color} ({sb.state}{stale})")
     return "\n".join(lines)

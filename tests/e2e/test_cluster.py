@@ -137,6 +137,15 @@ def test_a_cluster_answers_loses_a_host_brings_it_back_and_leaves_nothing(cluste
     assert (st["lease"]["host"], st["lease"]["color"], st["lease"]["epoch"]) == ("h1", "blue", epoch)
     assert st["redis"]["primary"] == "h1"
 
+    # Every program did its work as its own Redis user: the primary refused none of them.
+    with c.direct("h1") as r:
+        entries = [
+            dict(zip(e[0::2], e[1::2], strict=True)) if isinstance(e, list) else dict(e)
+            for e in r.execute_command("ACL", "LOG", 128)
+        ]
+    refused = [e for e in entries if e.get("reason") != "auth"]
+    assert refused == [], refused
+
     # Stop: no namespace, no link, no process.
     for node in netmod.NODES:
         pids.update(netmod.pids(c.net, node))
