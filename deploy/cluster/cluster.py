@@ -189,12 +189,14 @@ class Cluster:
                 finally:
                     r.close()
         running = [h for h in (self.host(n) for n in HOSTS) if hostmod.supervisord_running(h)]
-        pids = [int(p) for p in (_read_pid(h.settings.run_dir / "supervisord.pid") for h in running) if p]
+        pids = [
+            int(p) for p in (hostmod.read_pid(h.settings.run_dir / "supervisord.pid") for h in running) if p
+        ]
         # The programs of every host first, all at once, while every Redis and Sentinel still
         # runs: a program stopping writes its last words (an rq worker its death), which a
         # primary whose replicas stopped already would refuse (min-replicas-to-write).
-        programs = {h.name: _stop_programs(h) for h in running}
-        stopped = lambda: all(_programs_down(h, programs[h.name]) for h in running)  # noqa: E731
+        programs = {h.name: hostmod.stop_programs(h) for h in running}
+        stopped = lambda: all(hostmod.programs_down(h, programs[h.name]) for h in running)  # noqa: E731
         with contextlib.suppress(StackError):
             wait_until(stopped, PROGRAMS_WAIT_S, "every host's programs to stop")
         for n in HOSTS:  # one still stopping by now is killed (its writes are fenced)
@@ -203,7 +205,9 @@ class Cluster:
             with contextlib.suppress(Exception):
                 h.supervisor("shutdown")
         with contextlib.suppress(StackError):
-            wait_until(lambda: not any(_alive(p) for p in pids), REDIS_WAIT_S, "every host's supervisord")
+            wait_until(
+                lambda: not any(netmod.alive(p) for p in pids), REDIS_WAIT_S, "every host's supervisord"
+            )
         netmod.destroy(self.net)
         left = netmod.leftovers(self.net)
         if left:
@@ -257,10 +261,12 @@ class Cluster:
                 held.append("the Redis primary: `baton redis-cli --sentinel SENTINEL FAILOVER` first")
             if held:
                 raise StackError(f"{host} holds {'; and '.join(held)} (or --force)")
-        pid = _read_pid(h.settings.run_dir / "supervisord.pid")
+        pid = hostmod.read_pid(h.settings.run_dir / "supervisord.pid")
         h.supervisor("shutdown")
         if pid:
-            wait_until(lambda: not _alive(int(pid)), timeout_s, f"{host}'s supervisord (pid {pid}) to exit")
+            wait_until(
+                lambda: not netmod.alive(int(pid)), timeout_s, f"{host}'s supervisord (pid {pid}) to exit"
+            )
 
     def cut(self, host: str) -> None:
         self.host(host)
@@ -398,7 +404,7 @@ class Cluster:
                 zip(HOSTS, pool.map(lambda n: hostmod.supervisord_running(self.host(n)), HOSTS), strict=True)
             )
             sentinels = st.sentinels(addrs, self._sentinel_auth())
-        hosts = [st.HostStatus(n, addrs[n], up[n], _link_up(self.net.link(n))) for n in HOSTS]
+        hosts = [st.HostStatus(n, addrs[n], up[n], netmod.link_up(self.net.link(n))) for n in HOSTS]
         primary = st.primary_of(sentinels)
         replicas: list[st.ReplicaStatus] = []
         lease = None
@@ -408,7 +414,7 @@ class Cluster:
                 r = self.direct(primary)
                 try:
                     replicas = st.replicas(r.info("replication"), addrs)
-                    lease, standbys = self._workers(r)
+                    lease, standbys = st.workers(r, self.keys, wall_ms())
                 finally:
                     r.close()
         return st.ClusterStatus(
@@ -420,101 +426,10 @@ class Cluster:
             standbys=standbys,
         )
 
-    def _workers(self, r: Any) -> tuple[st.LeaseStatus | None, list[st.StandbyStatus]]:
-        beats = {c: r.hgetall(self.keys.worker(c)) for c in ("blue", "green")}
-        home_of = {c: h for h, c in COLORS.items()}
-
-        def beat_host(color: str) -> str:
-            holder = beats.get(color, {}).get("holder", "")
-            parts = holder.split(":")
-            return parts[1] if len(parts) == 4 and parts[1] in HOSTS else home_of.get(color, "")
-
-        lease = read_lease(r, self.keys)
-        out = None
-        if lease is not None and lease.holder and lease.expires_ms > wall_ms():
-            color = lease.holder.split(":")[0]
-            out = st.LeaseStatus(
-                host=st.holder_host(lease.holder, color, beat_host),
-                color=color,
-                epoch=lease.epoch,
-                holder=lease.holder,
-                expires_ms=lease.expires_ms,
-            )
-        now_ms = wall_ms()
-        standbys = [
-            st.StandbyStatus(
-                host=beat_host(c),
-                color=c,
-                state=b.get("state", ""),
-                pid=_int(b.get("pid")),
-                age_ms=max(0, now_ms - _int(b.get("heartbeat_ms"))) if b.get("heartbeat_ms") else 0,
-            )
-            for c, b in beats.items()
-            if b and (out is None or c != out.color)
-        ]
-        return out, standbys
-
-
-SERVERS = ("redis", "sentinel")
-
-
-def _stop_programs(h: Host) -> list[str]:
-    """Ask the host's supervisord to stop every program but Redis and Sentinel (without
-    waiting); the names asked."""
-    names = []
-    with contextlib.suppress(Exception):
-        for p in h.supervisor("getAllProcessInfo"):  # type: ignore[attr-defined]
-            if p["name"] not in SERVERS and p["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
-                with contextlib.suppress(Exception):
-                    h.supervisor("stopProcess", p["name"], False)
-                names.append(p["name"])
-    return names
-
-
-def _programs_down(h: Host, names: list[str]) -> bool:
-    try:
-        info = {p["name"]: p["statename"] for p in h.supervisor("getAllProcessInfo")}  # type: ignore[attr-defined]
-    except Exception:
-        return True  # its supervisord is gone: so are they
-    return all(info.get(n) not in ("RUNNING", "STARTING", "BACKOFF", "STOPPING") for n in names)
-
 
 def _port_open(addr: str, port: int) -> bool:
     try:
         with socket.create_connection((addr, port), timeout=st.PROBE_TIMEOUT_S):
             return True
-    except OSError:
-        return False
-
-
-def _int(v: Any) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _link_up(ifname: str) -> bool:
-    try:
-        return "UP" in Path(f"/sys/class/net/{ifname}/operstate").read_text().upper()
-    except OSError:
-        return False
-
-
-def _read_pid(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (this container's PID 1 may not reap) is dead for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False

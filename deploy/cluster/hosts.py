@@ -10,6 +10,7 @@ The venue's namespace runs the sim alone, as a plain process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -262,3 +263,36 @@ def remove_leftover_socket(host: Host) -> None:
     socket it cannot tell from a live one's."""
     for f in (host.socket, host.settings.run_dir / "supervisord.pid"):
         f.unlink(missing_ok=True)
+
+
+# Stopped last, after every program of every host (Cluster.stop).
+SERVERS = ("redis", "sentinel")
+_UP = ("RUNNING", "STARTING", "BACKOFF")
+
+
+def stop_programs(h: Host) -> list[str]:
+    """Ask the host's supervisord to stop every program but Redis and Sentinel (without
+    waiting); the names asked."""
+    names = []
+    with contextlib.suppress(Exception):
+        for p in h.supervisor("getAllProcessInfo"):  # type: ignore[attr-defined]
+            if p["name"] not in SERVERS and p["statename"] in _UP:
+                with contextlib.suppress(Exception):
+                    h.supervisor("stopProcess", p["name"], False)
+                names.append(p["name"])
+    return names
+
+
+def programs_down(h: Host, names: list[str]) -> bool:
+    try:
+        info = {p["name"]: p["statename"] for p in h.supervisor("getAllProcessInfo")}  # type: ignore[attr-defined]
+    except Exception:
+        return True  # its supervisord is gone: so are they
+    return all(info.get(n) not in (*_UP, "STOPPING") for n in names)
+
+
+def read_pid(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""

@@ -191,3 +191,19 @@ def leftovers(n: Network) -> list[str]:
     out = [ns for ns in (n.netns(node) for node in NODES) if ns in have]
     out += [i for i in (n.bridge, *(n.link(node) for node in NODES)) if link_exists(i)]
     return out
+
+
+def link_up(ifname: str) -> bool:
+    try:
+        return "UP" in Path(f"/sys/class/net/{ifname}/operstate").read_text().upper()
+    except OSError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not zombie(pid)

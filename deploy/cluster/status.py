@@ -17,7 +17,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from deploy.cluster.hosts import COLORS
 from deploy.cluster.net import HOSTS
+from kernel.lease import read_lease
+from state.keys import Keys
 
 PROBE_TIMEOUT_S = 0.5
 # A worker beats at every tick and more often while it stands by; older than this, say so.
@@ -169,6 +172,47 @@ def holder_host(holder: str, color: str, heartbeat_host: Callable[[str], str]) -
     if len(parts) == 4 and parts[1] in HOSTS:
         return parts[1]
     return heartbeat_host(color)
+
+
+def workers(r: Any, keys: Keys, now_ms: int) -> tuple[LeaseStatus | None, list[StandbyStatus]]:
+    """The live lease's holder and the other colours' workers, from their heartbeats."""
+    beats = {c: r.hgetall(keys.worker(c)) for c in ("blue", "green")}
+    home_of = {c: h for h, c in COLORS.items()}
+
+    def beat_host(color: str) -> str:
+        parts = beats.get(color, {}).get("holder", "").split(":")
+        return parts[1] if len(parts) == 4 and parts[1] in HOSTS else home_of.get(color, "")
+
+    lease = read_lease(r, keys)
+    out = None
+    if lease is not None and lease.holder and lease.expires_ms > now_ms:
+        color = lease.color or lease.holder.split(":")[0]
+        out = LeaseStatus(
+            host=holder_host(lease.holder, color, beat_host),
+            color=color,
+            epoch=lease.epoch,
+            holder=lease.holder,
+            expires_ms=lease.expires_ms,
+        )
+    standbys = [
+        StandbyStatus(
+            host=beat_host(c),
+            color=c,
+            state=b.get("state", ""),
+            pid=_int(b.get("pid")),
+            age_ms=max(0, now_ms - _int(b.get("heartbeat_ms"))) if b.get("heartbeat_ms") else 0,
+        )
+        for c, b in beats.items()
+        if b and (out is None or c != out.color)
+    ]
+    return out, standbys
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
 
 
 def render(s: ClusterStatus) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import fakeredis
 import pytest
 
 from baton.errors import StackError
@@ -14,6 +15,7 @@ from baton.settings import load
 from deploy.cluster import hosts, net, status
 from deploy.cluster import redis as ha
 from deploy.supervisord import supervisor_env
+from state.keys import Keys
 
 N = net.network("bcl", "10.78.1.0/24")
 
@@ -184,6 +186,29 @@ def test_the_primary_is_the_one_most_sentinels_name() -> None:
 def test_a_holders_host_is_its_ids_else_its_colours_heartbeats() -> None:
     assert status.holder_host("green:h2:42:ab12", "green", lambda c: "?") == "h2"
     assert status.holder_host("blue:vm:42:ab12", "blue", lambda c: {"blue": "h1"}[c]) == "h1"
+
+
+def test_the_lease_holder_and_the_standbys_are_read_from_redis() -> None:
+    r = fakeredis.FakeRedis(decode_responses=True)
+    k = Keys("baton:")
+    now = 1_000_000
+    r.hset(
+        k.lease(), mapping={"holder": "green:h2:42:ab", "color": "green", "epoch": 3, "expires_ms": now + 900}
+    )
+    r.hset(
+        k.worker("green"),
+        mapping={"holder": "green:h2:42:ab", "state": "active", "pid": 42, "heartbeat_ms": now},
+    )
+    r.hset(
+        k.worker("blue"),
+        mapping={"holder": "blue:h1:7:cd", "state": "ready", "pid": 7, "heartbeat_ms": now - 5000},
+    )
+    lease, standbys = status.workers(r, k, now)
+    assert lease == status.LeaseStatus("h2", "green", 3, "green:h2:42:ab", now + 900)
+    assert standbys == [status.StandbyStatus("h1", "blue", "ready", 7, 5000)]
+    # An expired lease is nobody's: both workers are listed.
+    lease, standbys = status.workers(r, k, now + 900)
+    assert lease is None and [s.color for s in standbys] == ["blue", "green"]
 
 
 def test_the_status_reads_for_a_person() -> None:
