@@ -99,6 +99,12 @@ class Cluster:
             self.net, self.home, name, self.environ, self.net.addr(primary or self._last_primary())
         )
 
+    def _require(self, host: str) -> None:
+        if self.net.netns(host) not in netmod.namespaces():
+            raise StackError(
+                f"cluster {self.name} is not running (no namespace {self.net.netns(host)}): make cluster"
+            )
+
     def exists(self) -> bool:
         return bool(netmod.leftovers(self.net))
 
@@ -231,6 +237,7 @@ class Cluster:
         h = self.host(host)
         if hostmod.supervisord_running(h):
             return
+        self._require(host)
         primary = self._current_primary(exclude=host) or self._last_primary()
         h = self.host(host, primary)
         # What the killed supervisord left behind (its programs are killed with it).
@@ -295,6 +302,7 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         """`argv` inside the host's namespace with that host's environment."""
         h = self.host(host)
+        self._require(host)
         return subprocess.run(
             hostmod.in_netns(h.netns, list(argv)),
             env=dict(h.env),
@@ -418,6 +426,7 @@ class Cluster:
                 finally:
                     r.close()
         return st.ClusterStatus(
+            running=self.exists(),
             name=self.name,
             net=self.net.net,
             hosts=hosts,

@@ -90,6 +90,8 @@ class ClusterStatus(msgspec.Struct, frozen=True):
     lease: LeaseStatus | None
     redis: RedisStatus
     standbys: list[StandbyStatus]
+    # Its namespaces exist (False: never started, or stopped).
+    running: bool = True
 
 
 class SentinelAuth(msgspec.Struct, frozen=True):
@@ -217,6 +219,8 @@ def _int(v: Any) -> int:
 
 def render(s: ClusterStatus) -> str:
     """The status for a terminal."""
+    if not s.running:
+        return f"cluster {s.name} ({s.net}) is not running: make cluster"
     lines = [f"cluster {s.name} ({s.net})"]
     for h in s.hosts:
         state = ("up" if h.up else "down") + ("" if h.linked else ", cut off")

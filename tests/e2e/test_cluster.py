@@ -87,7 +87,7 @@ def test_a_cluster_answers_loses_a_host_brings_it_back_and_leaves_nothing(cluste
         ("h3", "10.78.1.13", True),
     ]
     assert (st["lease"]["host"], st["lease"]["color"]) == ("h1", "blue") and st["lease"]["epoch"] >= 1
-    assert st["redis"]["primary"] == "h1"
+    assert st["redis"]["primary"] == "h1" and st["running"] is True
     assert sorted(r["host"] for r in st["redis"]["replicas"]) == ["h2", "h3"]
     assert all("offset_lag" in r and "lag_ms" in r for r in st["redis"]["replicas"])
     assert [(s["host"], s["up"], s["primary"]) for s in st["redis"]["sentinels"]] == [
@@ -156,3 +156,4 @@ def test_a_cluster_answers_loses_a_host_brings_it_back_and_leaves_nothing(cluste
     assert alive == [], f"processes left: {alive}"
     out = baton(c, "cluster", "stop")
     assert out.returncode == 0 and "nothing to stop" in out.stdout
+    assert status(c)["running"] is False

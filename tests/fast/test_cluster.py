@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import fakeredis
+import msgspec
 import pytest
 
 from baton.errors import StackError
@@ -227,4 +228,7 @@ def test_the_status_reads_for_a_person() -> None:
     assert "h2   10.78.1.12      down, cut off" in text
     assert "lease    h1 worker-blue, epoch 7" in text
     assert "standby  h2 worker-green (ready, last heartbeat 9 s ago)" in text
+    assert status.render(msgspec.structs.replace(st, running=False)) == (
+        "cluster bcl (10.78.1.0/24) is not running: make cluster"
+    )
     assert "s3cret" not in repr(status.SentinelAuth(27379, "baton", "admin", "s3cret"))
