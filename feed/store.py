@@ -255,7 +255,8 @@ class CandleStore:
         errors = batch.errors
         if self.host:  # each feed journals what it saw itself: say which
             errors = [{**e, "error": f"{self.host}: {e['error']}"} for e in errors]
-        await self.candles.write_batch(self.interval, windows, counters, errors, host=self.host)
+        horizon_ms = now_ms + FUTURE_TOLERANCE_MS
+        await self.candles.write_batch(self.interval, windows, counters, errors, horizon_ms, host=self.host)
         if self.on_written is not None:
             self.on_written(batch)
 

@@ -31,16 +31,19 @@ class CandlesRepo(Repo):
         windows: list[tuple[str, int, FeedStatus, list[Candle]]],
         counters: list[tuple[str, int]],
         errors: list[dict[str, str | int]],
+        horizon_ms: int,
         host: str = "",
         pipeline: Any = None,
     ) -> Any:
         """One command (feed_write.lua), atomic so that a reader never sees a candle removed
         but not yet re-added: each window is (asset, retention cutoff in ms, its feed status,
         its candles), written as one JSON array encoded in one go; then the counters to add
-        to feed:stats and the bad frames for the error journal. `host` labels the counters the
-        script keeps itself (`same`, `stale`: several feeds write the same windows)."""
+        to feed:stats and the bad frames for the error journal. A stored candle opening after
+        `horizon_ms` is garbage from the future, which the script's rules ignore. `host` labels
+        the counters the script keeps itself (`same`, `stale`: several feeds write the same
+        windows)."""
         k = self.k
-        args: list[str | bytes | int] = [len(counters), len(errors), ERRORS_MAXLEN, host]
+        args: list[str | bytes | int] = [len(counters), len(errors), ERRORS_MAXLEN, host, horizon_ms]
         for asset, cutoff_ms, status, candles in windows:
             args += (cutoff_ms, f"{asset}:{interval}", FEED_STATUS.encode(status), _CANDLES.encode(candles))
         for name, n in counters:

@@ -4,7 +4,9 @@
 -- KEYS[4] candle marks hash, KEYS[5..] the candle windows (zsets scored by open time) of the
 -- batch's assets
 -- ARGV[1] counters, ARGV[2] errors, ARGV[3] journal MAXLEN (approximate), ARGV[4] the writing
---   feed's host ('' for none: its own counters are then not labelled), then
+--   feed's host ('' for none: its own counters are then not labelled), ARGV[5] the horizon
+--   (ms: the feed's clock and its tolerance; a stored candle opening later is garbage from
+--   the future, which the rules below ignore), then
 --   per window: trim cutoff (members scored below it are removed), status field, status value,
 --     the candles: a JSON array of candles, each a flat array [open_ms, ...] that becomes a
 --     member scored by its open time, replacing any member of that open time
@@ -33,18 +35,18 @@
 -- not an integer is not added to: each is journaled as an error (source `feed_write`) and the
 -- rest of the batch is written, so that one garbage key does not stop every asset's candles.
 local bad = check_types({KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'stream', KEYS[4], 'hash'})
-  or check_int_args({'counters', 1, 'errors', 2, 'maxlen', 3})
+  or check_int_args({'counters', 1, 'errors', 2, 'maxlen', 3, 'horizon_ms', 5})
 if bad then return redis.error_reply(bad) end
 local n_counters, n_errors = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n_win = #KEYS - 4
 local host = ARGV[4]
-if #ARGV ~= 4 + 4 * n_win + 2 * n_counters + 4 * n_errors then
+if #ARGV ~= 5 + 4 * n_win + 2 * n_counters + 4 * n_errors then
   return redis.error_reply('BADARG ARGV: not 4 values per window, 2 per counter, 4 per error')
 end
 local skipped = {} -- window -> why it is left alone; journaled below with the garbage counters
 local problems = {}
 for w = 1, n_win do
-  local a = 5 + (w - 1) * 4
+  local a = 6 + (w - 1) * 4
   bad = check_int_args({'cutoff_ms', a})
   if bad then return redis.error_reply(bad) end
   for member in string.gmatch(ARGV[a + 3], '%[[^%[%]]*%]') do
@@ -59,7 +61,7 @@ for w = 1, n_win do
       ', not a zset: candles not written'
   end
 end
-local first_counter = 5 + 4 * n_win
+local first_counter = 6 + 4 * n_win
 local names = {}
 for j = 1, n_counters do
   local c = first_counter + (j - 1) * 2
@@ -88,7 +90,7 @@ end
 -- whole batch, not one per window: at hundreds of assets per second, the number of commands
 -- run was most of the script's time (and Redis's, while the worker's tick waits on it).
 local fields = {}
-for w = 1, n_win do fields[w] = ARGV[5 + (w - 1) * 4 + 1] end
+for w = 1, n_win do fields[w] = ARGV[6 + (w - 1) * 4 + 1] end
 local marks = {}
 for j = 1, n_win, STEP do
   local got = redis.call('HMGET', KEYS[4], unpack(fields, j, math.min(j + STEP - 1, n_win)))
@@ -103,14 +105,16 @@ local function parse(member)
 end
 local statuses, new_marks = {}, {}
 local now = nil
-local i = 5
+local i = 6
 local written = 0
 local same, stale = 0, 0
 for w = 1, n_win do
   local key = KEYS[4 + w]
   if not skipped[w] then
     written = written + 1
-    local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+    -- The newest candle that is not garbage from the future (written by hand: never read,
+    -- and it must not make every real candle look behind it).
+    local top = redis.call('ZREVRANGEBYSCORE', key, ARGV[5], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
     local top_score = top[2] and tonumber(top[2]) or nil
     local highest = top_score -- the highest score in the window as the batch goes in
     local rewrite, wrote = false, false

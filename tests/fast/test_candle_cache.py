@@ -32,7 +32,7 @@ async def _feed_write(store, asset: str, candles: list[Candle], cutoff_ms: int) 
     body = b"[" + b",".join(CANDLE.encode(c) for c in candles) + b"]"
     await script(
         keys=[k.feed_status(), k.feed_stats(), k.journal_errors(), k.candle_marks(), k.candles(asset, "1s")],
-        args=[0, 0, 100, "", cutoff_ms, f"{asset}:1s", "{}", body],
+        args=[0, 0, 100, "", 10**14, cutoff_ms, f"{asset}:1s", "{}", body],
     )
 
 

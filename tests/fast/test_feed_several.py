@@ -161,3 +161,16 @@ async def test_each_feed_journals_a_bad_frame_under_its_own_host(redis) -> None:
     assert errors == [b"h1: not JSON: x", b"h2: not JSON: x"]
     s = await stats(redis)
     assert (s["bad_frames"], s["bad_frames@h1"], s["bad_frames@h2"]) == (2, 1, 1)
+
+
+async def test_a_garbage_candle_from_the_future_holds_back_no_real_one(redis) -> None:
+    """A candle dated hours ahead (written by hand) is never read; the rules ignore it too:
+    the stream's unclosed candle and the status are written as if it were not there."""
+    await redis.zadd(K.candles("btc", "1s"), {CANDLE.encode(update(T0 + 3_600_000, 1)): T0 + 3_600_000})
+    s = store(redis, "h1", now_ms=T0 + 1500)
+    await write(s, update(T0, 2, closed=True), update(T0 + 1000, 1))
+    got = await window(redis)
+    assert got[T0 + 1000] == update(T0 + 1000, 1)
+    await write(s, update(T0 + 1000, 3))
+    assert (await window(redis))[T0 + 1000] == update(T0 + 1000, 3)
+    assert FEED_STATUS.decode(await redis.hget(K.feed_status(), "btc:1s")).last_open_ms == T0 + 1000

@@ -537,7 +537,9 @@ def _feed_batch(r: Any) -> Any:
         cs = [Candle(NOW + i * 1000, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(3)]
         return (asset, NOW - 60_000, FeedStatus(NOW, cs[-1].open_ms, 1.0), cs)
 
-    return CandlesRepo(r, K).write_batch("1s", [candles("btc"), candles("eth")], [("candles", 6)], [])
+    return CandlesRepo(r, K).write_batch(
+        "1s", [candles("btc"), candles("eth")], [("candles", 6)], [], NOW + 60_000
+    )
 
 
 FEED_KEYS = {
