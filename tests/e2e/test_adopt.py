@@ -4,7 +4,8 @@ deleted (the intent, its position, its ledger booking: the suffix of the write s
 replica promoted without it would lack), and the worker is killed. The standby that takes the
 lease over sweeps the venue before it trades (kernel/adopt.py): the sim holds exactly one
 order for that slot-window, and Redis holds its adopted intent, its position and its booking
-once, the ledger exact."""
+once, the ledger exact. The same loss followed by a Redis restart (a new replication id, as a
+promoted replica has) makes the holder itself sweep and book what was lost."""
 
 from __future__ import annotations
 
@@ -115,5 +116,34 @@ def test_an_entry_lost_from_redis_is_adopted_by_the_standby_and_never_sent_twice
         invariants.check_ledger(st.redis)
         invariants.check_counts(st.redis)
         print(f"adopted by {holder['holder']} (epoch {holder['epoch']}) {intent['id']}")
+    finally:
+        st.stop()
+
+
+def test_an_entry_lost_from_redis_is_adopted_by_the_holder_when_the_primary_changes():
+    st = Stack(**ENV)
+    try:
+        st.start()
+        intent = wait_for(lambda: _entry(st), 180, f"an entry of {SLOT} with {LEFT_S} s of its window left")
+        epoch = st.redis.get("baton:lease:epoch")
+        _lose(st, intent)
+        # A new primary: the embedded Redis restarted (from its AOF, which holds the loss).
+        st.supervisor("stopProcess", "redis", True)
+        st.supervisor("startProcess", "redis", True)
+        wait_for(lambda: st.redis.hexists("baton:intents", intent["id"]), 60, "the entry adopted")
+        assert st.redis.get("baton:lease:epoch") == epoch  # the same holder, no takeover
+        wait_for(lambda: time.time() > intent["window_end_s"] + 2, 90, "the window's end")
+        orders = [o for o in st.sim_orders() if o["market"] == intent["condition_id"]]
+        assert [o["id"] for o in orders] == [intent["order_id"]], orders
+        adopted = json.loads(st.redis.hget("baton:intents", intent["id"]))
+        assert (adopted["order_id"], adopted["status"]) == (intent["order_id"], "filled")
+        assert adopted["adopted_ms"] > 0
+        pos = json.loads(st.redis.hget("baton:positions", f"{SLOT}:{intent['window_start_s']}"))
+        assert pos["shares_micros"] == round(float(orders[0]["size_matched"]) * 1e6)
+        log = (st.home / "var" / "log" / "worker-blue.log").read_text(errors="replace")
+        assert "the Redis primary changed" in log
+        invariants.check_orders(st.redis, st.sim_orders())
+        invariants.check_ledger(st.redis)
+        invariants.check_counts(st.redis)
     finally:
         st.stop()
