@@ -189,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("argv", nargs=argparse.REMAINDER, help="-- and the command, e.g. -- baton status")
     q = csub.add_parser("up", help="bring back a host whose processes were killed")
     q.add_argument("host", help="h1, h2 or h3")
+    q.add_argument("--wait-s", type=float, default=90.0, help="how long to wait for its Redis and worker")
     q = csub.add_parser("down", help="stop a host for maintenance (its programs finish their work)")
     q.add_argument("host", help="h1, h2 or h3")
     q.add_argument("--force", action="store_true", help="even while it holds the lease or the Redis primary")
@@ -513,6 +514,14 @@ def cmd_cluster(s: Settings, args: argparse.Namespace) -> int:
         print(f"{args.host} is down: bring it back with `baton cluster up {args.host}`")
     elif args.cluster_cmd == "up":
         c.up(args.host)
+
+        def whole() -> bool:
+            lacks = c.missing(args.host)
+            if lacks:
+                raise StackError(f"{args.host} lacks {lacks}")
+            return True
+
+        supervisord.wait_until(whole, args.wait_s, f"{args.host} to be whole")
         print(f"{args.host} is up: its Redis replicates from {c.primary_host() or '?'}, its workers stand by")
     return 0
 

@@ -251,6 +251,30 @@ class Cluster:
         finally:
             r.close()
 
+    def missing(self, host: str) -> str:
+        """What the host still lacks to be whole again after `up` ("" when nothing): its Redis
+        replicating from the primary (or being it), its worker's heartbeat from the new process,
+        ready or trading."""
+        h = self.host(host)
+        if not hostmod.supervisord_running(h):
+            return "its supervisord"
+        primary = self.primary_host()
+        try:
+            with self.direct(host) as r:
+                role = r.info("replication")
+        except redis.RedisError as e:
+            return f"its Redis ({type(e).__name__})"
+        if host != primary and role.get("master_link_status") != "up":
+            return f"its Redis replicating from {primary or 'the primary'}"
+        color = COLORS.get(host)
+        if color:
+            pid = h.supervisor("getProcessInfo", f"worker-{color}")["pid"]  # type: ignore[index]
+            with self.client() as r:
+                beat = r.hgetall(self.keys.worker(color))
+            if not pid or beat.get("pid") != str(pid) or beat.get("state") not in ("ready", "active"):
+                return f"worker-{color} standing by"
+        return ""
+
     def down(self, host: str, force: bool = False, timeout_s: float = 60.0) -> None:
         """Stop a host for maintenance: its supervisord and every program, each finishing what it
         does (a worker its tick), nothing killed; `up` brings it back. Refused while the host
