@@ -42,6 +42,12 @@ class _Fills:
         self.first_s = at_s if not self.first_s else min(self.first_s, at_s)
 
 
+def _failed(trade: dict[str, Any]) -> bool:
+    """A match that failed on chain (status FAILED, or TRADE_STATUS_FAILED as the API's
+    reference spells statuses): it bought nothing."""
+    return str(trade.get("status", "")).upper().removeprefix("TRADE_STATUS_") == "FAILED"
+
+
 def _ours(row: dict[str, Any], owner: str, address: str) -> bool:
     return bool(owner and row.get("owner") == owner) or (
         bool(address) and str(row.get("maker_address", "")).lower() == address
@@ -64,7 +70,7 @@ def account_orders(
     fills: dict[str, _Fills] = {}
     for t in trades:
         market = str(t.get("market", ""))
-        if wanted and market not in wanted:
+        if (wanted and market not in wanted) or _failed(t):
             continue
         at_s = _int(t.get("match_time"))
         if str(t.get("trader_side", "")).upper() == "MAKER":

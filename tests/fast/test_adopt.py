@@ -256,6 +256,13 @@ def test_the_clob_listings_give_each_order_once_with_what_it_bought() -> None:
          ]},
         {"market": "m3", "asset_id": "1", "side": "BUY", "taker_order_id": "0x3", "size": "5",
          "price": "0.1", "match_time": "99", "trader_side": "TAKER", "owner": key},
+        # A match that failed on chain bought nothing.
+        {"market": "m1", "asset_id": "7", "side": "BUY", "taker_order_id": "0x1", "size": "9",
+         "price": "0.5", "match_time": "100", "trader_side": "TAKER", "owner": key,
+         "status": "FAILED"},
+        {"market": "m1", "asset_id": "7", "side": "BUY", "taker_order_id": "0x4", "size": "9",
+         "price": "0.5", "match_time": "100", "trader_side": "TAKER", "owner": key,
+         "status": "TRADE_STATUS_FAILED"},
     ]  # fmt: skip
     opens = [
         {"id": "0x2", "market": "m2", "asset_id": "9", "side": "BUY", "status": "LIVE", "owner": key,
