@@ -190,6 +190,15 @@ class Deployer:
     # --- the steps --------------------------------------------------------------------
     def run(self, **kw: Any) -> DeployResult:
         """One deploy at a time: a lock in Redis, held while this one runs."""
+        if not supervisor_running(self.s):
+            hint = (
+                "; a cluster runs from this home: deploy to it with `baton cluster deploy`"
+                if (self.home / "hosts").is_dir()
+                else ""
+            )
+            raise DeployError(
+                f"supervisord is not running for {self.s.home}: start the stack with `make run` first{hint}"
+            )
         ttl_ms = int((kw.get("ready_timeout_s", 90.0) + max(30.0, 8 * self.s.tick_ms / 1000) + 60) * 1000)
         with deploy_lock(self.deploys, ttl_ms):
             return self._run(**kw)
@@ -205,15 +214,6 @@ class Deployer:
     ) -> DeployResult:
         w = self.watch
         t_start = time.monotonic()
-        if not supervisor_running(self.s):
-            hint = (
-                "; a cluster runs from this home: deploy to it with `baton cluster deploy`"
-                if (self.home / "hosts").is_dir()
-                else ""
-            )
-            raise DeployError(
-                f"supervisord is not running for {self.s.home}: start the stack with `make run` first{hint}"
-            )
         lease = w.active()
         from_color = lease.color if lease is not None else ""
         from_release = lease.release if lease is not None else ""

@@ -275,7 +275,7 @@ class Cluster:
                 return f"worker-{color} standing by"
         return ""
 
-    def down(self, host: str, force: bool = False, timeout_s: float = 60.0) -> None:
+    def down(self, host: str, force: bool = False, timeout_s: float = 120.0) -> None:
         """Stop a host for maintenance: its supervisord and every program, each finishing what it
         does (a worker its tick), nothing killed; `up` brings it back. Refused while the host
         holds the lease or the Redis primary (move them first: `baton cluster handover`,
