@@ -5,6 +5,7 @@ worker had booked it or not. (tests/e2e/test_feed_settle_hosts.py does it with p
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -73,3 +74,44 @@ def test_a_worker_lost_while_cleaning_holds_the_cleaning_lock_briefly(rig):
     assert queue.acquire_maintenance_lock()
     assert 0 < rig.sync.ttl(queue.registry_cleaning_key) <= MAINTENANCE_LOCK_S
     assert not settle_program.settle_worker(q, "baton:").queues[0].acquire_maintenance_lock()
+
+
+def test_the_settle_program_runs_a_new_worker_when_rq_quits_on_a_redis_error(monkeypatch):
+    """rq's worker quits on a Redis error outside its dequeue (a failover mid-maintenance):
+    the program waits for Redis and runs another worker; it exits only when asked to."""
+    import fakeredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from baton.settings import load
+
+    s = load({"BATON_HOST": "h2"})
+    r = fakeredis.FakeRedis()
+    names: list[str] = []
+
+    class Worker:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self._shutdown_requested_date = None
+
+        def work(self, **kw) -> bool:
+            names.append(self.name)
+            if len(names) == 1:
+                raise RedisConnectionError("Connection closed by server.")
+            self._shutdown_requested_date = object()  # the SIGTERM of a supervisor's stop
+            return True
+
+        def unsubscribe(self) -> None:
+            pass
+
+    class Venue:
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(settle_program.settings_mod, "load", lambda: s)
+    monkeypatch.setattr(settle_program.connection, "client", lambda *a, **kw: r)
+    monkeypatch.setattr(settle_program, "resolution_reader", lambda *a, **kw: Venue())
+    monkeypatch.setattr(settle_program, "settle_worker", lambda q, prefix, **kw: Worker(kw["name"]))
+    monkeypatch.setattr(settle_program.signal, "signal", lambda *a: None)
+    settle_program.main()
+    pid = os.getpid()
+    assert names == [f"settle-h2-{pid}-0", f"settle-h2-{pid}-1"]

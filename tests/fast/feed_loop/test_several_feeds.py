@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 from websockets.asyncio.server import serve
@@ -184,3 +185,29 @@ async def test_a_write_that_waited_for_a_new_primary_reads_back_what_it_lost(
         await wait_for(whole, "the window whole again")
     assert (await stats(redis))["redis_recoveries"] == 1
     assert len(binance.paths) == 1
+
+
+class NoRest:
+    """The REST stand-in a Feed is built with, never called here."""
+
+    url = "http://127.0.0.1:9"
+
+
+async def test_the_feeds_of_three_hosts_take_from_one_venue_budget(server):
+    """The Binance buckets are keyed by nothing of a host's: what one feed spends, the others
+    no longer have (one IP's budget for the three of them: the cautious side)."""
+    import fakeredis
+
+    from venues.budgets import BINANCE_REST_WEIGHT, BINANCE_REST_WEIGHT_1M
+
+    r = fakeredis.FakeAsyncRedis(server=server)
+    try:
+        feeds = [make_feed(r, FakeBinance(), NoRest(), host=h) for h in ("h1", "h2", "h3")]
+        for f in feeds:
+            await f.limiter.take(BINANCE_REST_WEIGHT, 100)
+        levels = await feeds[0].limiter.levels(BINANCE_REST_WEIGHT)
+        assert levels[BINANCE_REST_WEIGHT_1M.name] == pytest.approx(
+            BINANCE_REST_WEIGHT_1M.capacity - 300, abs=5
+        )
+    finally:
+        await r.aclose()
