@@ -115,6 +115,26 @@ async def test_a_failed_renewal_drops_the_deadline_until_one_succeeds_again(stor
     assert (await hb.renew_once()).acked and not d.passed()
 
 
+async def test_a_renewal_that_hangs_past_the_lease_is_given_up_and_the_deadline_dropped(store):
+    # A partition: the renewal's packets go nowhere. Given up after the lease, not the
+    # socket timeout; the deadline had passed on its own by then, and is now dropped.
+    s = settings(BATON_LEASE_MS="200", BATON_LEASE_RENEW_MS="40")
+    epoch = await take_lease(store, HOLDER, ttl_ms=60_000)
+    d = LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+    hb = LeaseHeartbeat(s, store, SystemClock(), d, HOLDER, epoch)
+    assert (await hb.renew_once()).acked
+
+    async def hang(build):
+        await asyncio.sleep(30)
+
+    store.run_pipeline = hang
+    started = monotonic_ms()
+    assert await hb.renew_once() is None
+    assert monotonic_ms() - started < 5_000 and d.passed() and hb.failed == 1
+    with pytest.raises(LeaseDeadlinePassed, match="no lease held"):
+        d.check()
+
+
 async def test_an_unacknowledged_renewal_does_not_extend_the_deadline(store, monkeypatch):
     s = settings(BATON_REDIS_MIN_REPLICAS="1")
     epoch = await take_lease(store, HOLDER, ttl_ms=s.lease_ms)
