@@ -117,6 +117,7 @@ class Worker:
         self.deadline = lease.LeaseDeadline(s.lease_ms, s.lease_margin_ms)
         # Renews the lease while this worker trades (one per holding: its epoch).
         self.heartbeat: LeaseHeartbeat | None = None
+        self._redis_was_away = False  # a standby's looks failing: said once per outage
         self.halt = HaltResponder(
             store, venue, self.gate, self._who, on_change=self._beat, deadline=self.deadline
         )
@@ -243,6 +244,9 @@ class Worker:
                 got = await lease.acquire(
                     self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms, self.s
                 )
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                await self._redis_away(e)
+                continue
             except UnreadableValue as e:
                 # A garbage epoch counter or lease: nobody can hold a lease safely (every
                 # fenced write compares the epoch). Stand by and say why, once per change,
@@ -279,8 +283,21 @@ class Worker:
                 beat_ms = monotonic_ms()
                 await self._beat()
             # A handover pushes our wake list; otherwise look again soon (the holder may die).
-            await self.store.wait_wake(self.holder, STANDBY_POLL_MS / 1000)
+            try:
+                await self.store.wait_wake(self.holder, STANDBY_POLL_MS / 1000)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                await self._redis_away(e)
+                continue
+            self._redis_was_away = False
         return False
+
+    async def _redis_away(self, e: Exception) -> None:
+        """A standby's look failed (the primary failing over, or cut off: a read times out):
+        look again shortly. Dying of it would cost the takeover a restart and a warm-up."""
+        if not self._redis_was_away:
+            self._redis_was_away = True
+            log.warning("standby: Redis not reachable, looking again: %s", e)
+        await self._wait(STANDBY_POLL_MS / 1000)
 
     async def become_active(self) -> TickRunner:
         await self.store.adopt_schema()

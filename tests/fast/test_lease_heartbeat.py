@@ -292,3 +292,38 @@ async def test_with_a_real_replica_only_acknowledged_leases_and_renewals_count(p
         assert refused is not None and not refused.ours and hb.lost.is_set() and d.passed()
     finally:
         await client.aclose()
+
+
+async def test_a_standby_whose_redis_times_out_stands_by_and_takes_the_lease_after(rig, monkeypatch):
+    # The primary cut off from the standby's host: its looks time out (no RST on a cut link)
+    # until Sentinel fails over. Dying of it would cost the takeover a restart and a warm-up.
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    w = Worker(rig.settings, rig.store, rig.venue, rig.clock, "green")
+    failed: list[str] = []
+    real_wake, real_acquire = rig.store.wait_wake, lease.acquire
+
+    async def cut_wake(holder, timeout_s):
+        if len(failed) < 3:
+            failed.append("wake")
+            raise RedisTimeoutError("Timeout reading from 10.78.2.11:7379")
+        return await real_wake(holder, timeout_s)
+
+    async def cut_acquire(*args, **kwargs):
+        if len(failed) == 3:
+            failed.append("acquire")
+            raise RedisConnectionError("Error 113 connecting to 10.78.2.11:7379. No route to host.")
+        return await real_acquire(*args, **kwargs)
+
+    monkeypatch.setattr(rig.store, "wait_wake", cut_wake)
+    monkeypatch.setattr(lease, "acquire", cut_acquire)
+    task = asyncio.ensure_future(w.acquire())
+    try:
+        await until(lambda: len(failed) == 4, what="the standby's looks to fail")
+        assert not task.done() and w.state == "ready"  # still standing by
+        await rig.store.release_lease("blue:t", rig.epoch)  # the holder is gone
+        assert await asyncio.wait_for(task, 10) is True
+    finally:
+        task.cancel()
+    assert w.state == "active" and w.epoch == rig.epoch + 1
