@@ -22,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.chaos.lanes import Outcome, at_tick_offset, last_json_line, tail
+import msgspec
+
+from baton.errors import BatonError
+from tests.chaos.lanes import Outcome, at_tick_offset, tail
 
 # Every host kill, partition and primary kill may cost one tick at most (the issue's target).
 HOST_FAULT_ALLOWANCE = 1
@@ -209,23 +212,43 @@ def _can_deploy(c: Any) -> bool:
     return callable(getattr(c, "deploy", None))
 
 
+def _can_roll_back(c: Any) -> bool:
+    return callable(getattr(c, "rollback", None))
+
+
 def inject_deploy(ctx: Any, rnd: random.Random) -> Outcome:
-    """A cluster deploy (the new release to the standby colour's host, handover, the old
-    colour restarted on it as the warm standby) of one of two frozen copies of the code."""
-    out = Outcome()
+    """A cluster deploy (`Cluster.deploy`: the new release to the standby colour's host, the
+    handover at a tick boundary, the old colour restarted on it as the warm standby) of one of
+    two frozen copies of the code, so that each deploy is a new release."""
     src = ctx.sources[ctx.deploys_done % len(ctx.sources)]
-    before = ctx.now_ms()
-    res = ctx.c.deploy(source=src)
     ctx.deploys_done += 1
-    got = res if isinstance(res, dict) else last_json_line(str(getattr(res, "stdout", "")))
-    rc = getattr(res, "returncode", 0)
-    if rc != 0 or got is None:
-        out.notes.append(f"deploy refused: {tail(str(getattr(res, 'stderr', '') or res), 300)}")
-        out.details = {"ok": False}
+    return _handover(ctx, "deploy", lambda: ctx.c.deploy(source=src, log=lambda *_: None))
+
+
+def inject_rollback(ctx: Any, rnd: random.Random) -> Outcome:
+    """`Cluster.rollback`: back to the release before the last deploy, the same way."""
+    return _handover(ctx, "rollback", lambda: ctx.c.rollback(log=lambda *_: None))
+
+
+def _handover(ctx: Any, kind: str, call: Callable[[], Any]) -> Outcome:
+    out = Outcome()
+    before = ctx.now_ms()
+    try:
+        res = call()
+    except BatonError as e:
+        # A refused deploy is the runtime doing its job (the old holder trades on), but it is
+        # reported: a run where deploys never happen tests less than it claims.
+        out.details = {"ok": False, "error": tail(str(e), 300)}
+        out.notes.append(f"{kind} refused: {tail(str(e), 300)}")
     else:
-        out.details = {"ok": True, **got}
+        got = msgspec.to_builtins(res)
+        out.details = {"ok": True, **{k: v for k, v in got.items() if k != "hosts"}}
         if got.get("missed"):
-            out.problems.append(f"deploy missed {got['missed']} tick(s) at its handover")
+            out.problems.append(
+                f"{kind} to {got.get('color')} on {got.get('host')} missed {got['missed']} tick(s) at its "
+                f"handover (tick {got.get('handover_tick')})"
+            )
+    out.details["target"] = out.details.get("host", "")
     out.recovered = ctx.wait_tick_after(max(before, ctx.now_ms()), 30) is not None
     _whole_again(ctx, out, 120)
     return out
@@ -315,6 +338,16 @@ CATALOGUE: dict[str, ClusterFault] = {
             inject_deploy,
             available=_can_deploy,
         ),
+        ClusterFault(
+            "rollback",
+            0,
+            300,
+            2.0,
+            "a cluster rollback to the release before the last deploy, the same way",
+            inject_rollback,
+            weight=0.5,
+            available=_can_roll_back,
+        ),
     ]
 }
 
@@ -329,13 +362,21 @@ class Planned:
 
 def plan(seed: int, kinds: list[str], gap_s: tuple[float, float], n: int = 200) -> list[Planned]:
     """`n` faults in a seeded order: the first len(kinds) are every kind once, then kinds drawn
-    by weight. The same seed and kinds give the same schedule."""
+    by weight; a rollback never before the first deploy. The same seed and kinds give the same
+    schedule."""
     rnd = random.Random(f"{seed}:cluster")
     first = list(kinds)
     rnd.shuffle(first)
+    if "rollback" in first and "deploy" in first and first.index("rollback") < first.index("deploy"):
+        i, j = first.index("rollback"), first.index("deploy")
+        first[i], first[j] = first[j], first[i]
     weights = [CATALOGUE[k].weight for k in kinds]
     out = []
+    deployed = False
     for i in range(n):
         kind = first[i] if i < len(first) else rnd.choices(kinds, weights)[0]
+        if kind == "rollback" and not deployed and "deploy" in kinds:
+            kind = "deploy"  # nothing to roll back to yet
+        deployed = deployed or kind == "deploy"
         out.append(Planned(kind, round(rnd.uniform(*gap_s), 2)))
     return out

@@ -4,7 +4,7 @@ short ticks, faults injected one at a time on a seeded schedule for a while, the
 drain and the invariant check (cluster_checks.py).
 
     python -m tests.chaos.cluster_harness [--duration-s 600] [--seed N] [--name chaos]
-        [--net 10.77.8.0/24] [--tick-ms 2000] [--window 30s] [--faults kill-holder-host,...]
+        [--net 10.77.8.0/24] [--tick-ms 5000] [--window 30s] [--faults kill-holder-host,...]
 
 The faults are in cluster_faults.py, the waits, drain and snapshot in cluster_context.py.
 The cluster gets its own name and subnet (never `make cluster`'s "baton"), and every
@@ -290,7 +290,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--net", default=DEFAULT_NET, help=f"its subnet ({DEFAULT_NET})")
     ap.add_argument("--json-out", default=str(DEFAULT_JSON), help=f"where the results go ({DEFAULT_JSON})")
-    ap.add_argument("--tick-ms", type=int, default=2000)
+    ap.add_argument("--tick-ms", type=int, default=5000, help="the tick (5000: the issue's targets' tick)")
     ap.add_argument("--window", default="30s", help="the one timeframe traded (30s)")
     ap.add_argument("--assets", default="btc,eth,sol,xrp")
     ap.add_argument(

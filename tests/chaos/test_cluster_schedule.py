@@ -21,6 +21,9 @@ def test_the_schedule_is_seeded_and_covers_every_kind_first():
     assert a != F.plan(6, kinds, (1, 2), n=40)
     assert sorted(p.kind for p in a[: len(kinds)]) == sorted(kinds)
     assert all(1 <= p.gap_s <= 2 for p in a)
+    for seed in range(30):
+        seq = [p.kind for p in F.plan(seed, kinds, (1, 2), n=30)]
+        assert seq.index("deploy") < seq.index("rollback")
 
 
 @pytest.mark.parametrize("kind", sorted(F.CATALOGUE))
@@ -30,7 +33,7 @@ def test_every_cluster_fault_says_what_it_tests_and_costs(kind):
     # The target: a host kill, a partition, a primary kill cost one tick at most.
     if kind.startswith(("kill-", "cut-", "redis-primary-kill")):
         assert k.allowed_missed == 1
-    if kind in ("sentinel-restart", "deploy"):
+    if kind in ("sentinel-restart", "deploy", "rollback"):
         assert k.allowed_missed == 0
 
 
@@ -44,7 +47,7 @@ def test_a_deploy_is_injected_only_once_the_cluster_can_deploy():
 
     assert not F.CATALOGUE["deploy"].available(Old())
     assert F.CATALOGUE["deploy"].available(New())
-    assert all(F.CATALOGUE[k].available(Old()) for k in F.DEFAULT_KINDS if k != "deploy")
+    assert all(F.CATALOGUE[k].available(Old()) for k in F.DEFAULT_KINDS if k not in ("deploy", "rollback"))
 
 
 class _Ctx:
