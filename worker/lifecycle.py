@@ -241,10 +241,21 @@ class Worker:
         while not self.stopping.is_set():
             stamp = self.deadline.stamp()
             try:
-                got = await lease.acquire(
-                    self.store, self.clock, self.holder, self.color, self.s.release, self.s.lease_ms, self.s
+                # A look bounded by the lease: a primary cut off answers nothing, and the
+                # socket's own timeout (two ticks) would hold the takeover that long.
+                got = await asyncio.wait_for(
+                    lease.acquire(
+                        self.store,
+                        self.clock,
+                        self.holder,
+                        self.color,
+                        self.s.release,
+                        self.s.lease_ms,
+                        self.s,
+                    ),
+                    self.s.lease_ms / 1000,
                 )
-            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
                 await self._redis_away(e)
                 continue
             except UnreadableValue as e:
@@ -284,8 +295,11 @@ class Worker:
                 await self._beat()
             # A handover pushes our wake list; otherwise look again soon (the holder may die).
             try:
-                await self.store.wait_wake(self.holder, STANDBY_POLL_MS / 1000)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                await asyncio.wait_for(
+                    self.store.wait_wake(self.holder, STANDBY_POLL_MS / 1000),
+                    (STANDBY_POLL_MS + self.s.lease_ms) / 1000,
+                )
+            except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
                 await self._redis_away(e)
                 continue
             self._redis_was_away = False
@@ -296,7 +310,7 @@ class Worker:
         look again shortly. Dying of it would cost the takeover a restart and a warm-up."""
         if not self._redis_was_away:
             self._redis_was_away = True
-            log.warning("standby: Redis not reachable, looking again: %s", e)
+            log.warning("standby: Redis not reachable, looking again: %s", f"{type(e).__name__}: {e}")
         await self._wait(STANDBY_POLL_MS / 1000)
 
     async def become_active(self) -> TickRunner:

@@ -296,18 +296,23 @@ async def test_with_a_real_replica_only_acknowledged_leases_and_renewals_count(p
 
 async def test_a_standby_whose_redis_times_out_stands_by_and_takes_the_lease_after(rig, monkeypatch):
     # The primary cut off from the standby's host: its looks time out (no RST on a cut link)
-    # until Sentinel fails over. Dying of it would cost the takeover a restart and a warm-up.
+    # or hang until Sentinel fails over. Dying of it would cost the takeover a restart and a
+    # warm-up; hanging, the socket's timeout (two ticks).
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    w = Worker(rig.settings, rig.store, rig.venue, rig.clock, "green")
+    s = msgspec.structs.replace(rig.settings, lease_ms=300)
+    w = Worker(s, rig.store, rig.venue, rig.clock, "green")
     failed: list[str] = []
     real_wake, real_acquire = rig.store.wait_wake, lease.acquire
 
     async def cut_wake(holder, timeout_s):
-        if len(failed) < 3:
+        if len(failed) < 2:
             failed.append("wake")
             raise RedisTimeoutError("Timeout reading from 10.78.2.11:7379")
+        if len(failed) == 2:
+            failed.append("hung")
+            await asyncio.Event().wait()  # no answer, no error: bounded by the lease
         return await real_wake(holder, timeout_s)
 
     async def cut_acquire(*args, **kwargs):
