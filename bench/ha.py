@@ -25,7 +25,6 @@ no duplicate order, no filled order without its position, the ledger exact to th
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import random
 import shutil
@@ -66,6 +65,7 @@ from bench.stack import (
     stop,
     wait_phase,
 )
+from deploy.cluster import Cluster
 from deploy.sandbox import Stack, wait_for
 from kernel.clock import wall_ms
 
@@ -130,13 +130,10 @@ def run_single(
 def run_cluster(
     args: argparse.Namespace, faults: tuple[str, ...], rng: random.Random, failures: Failures
 ) -> tuple[list[Sample], Money | None]:
-    # deploy/cluster lands in its own step of issue #24; imported here so that the statistics
-    # of this module work (and are tested) without it.
-    cluster_mod: Any = importlib.import_module("deploy.cluster")
     timeout_s = 90 + 4 * args.tick_ms / 1000
     home = Path(tempfile.mkdtemp(prefix="baton-ha-"))
     env = {"BATON_TICK_MS": str(args.tick_ms), **TRADING}
-    c = cluster_mod.Cluster.from_env(home=home, name=args.name, net=args.net, env=env)
+    c = Cluster.from_env(home=home, name=args.name, net=args.net, env=env)
     samples: list[Sample] = []
     money = None
     print(f"starting cluster {args.name} on {args.net} under {home} (tick {args.tick_ms} ms)", flush=True)
