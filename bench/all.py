@@ -32,6 +32,8 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "redis_cost": ([], ["--slots", "16,256", "--ticks", "30", "--candles", "60,3600"]),
     "deploy_gap": ([], ["--deploys", "2"]),
     "failover": ([], ["--kills", "2", "--deploys", "1"]),
+    # Needs root (network namespaces): a three-host cluster beside a single-host stack.
+    "ha": ([], ["--runs", "1"]),
     "hot_reload": ([], ["--reloads", "2", "--deploys", "1"]),
     "feed_ingest": ([], ["--rates", "5000,20000", "--seconds", "2"]),
     "halt_latency": ([], ["--halts", "6"]),

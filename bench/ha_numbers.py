@@ -219,6 +219,8 @@ def summarise(
             "after_deadline": sum(late.get(n, 0) for n in idx),
             "duplicates": sum(dup_per_sample.get(n, 0) for n in idx),
             "phases_ms": sorted(s.phase_ms for s in mine),
+            # A primary's host that also held the lease: the lease moved as well.
+            "hit_the_holder": sum(1 for s in mine if s.target == s.old_host),
         }
         row["goal"] = verdict(fault, row)
         out[fault] = row
@@ -258,9 +260,12 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int, money: dict[str, di
     ]
     for v in summary.values():
         failed = f" ({v['failed']} failed)" if v["failed"] else ""
+        label = v["label"]
+        if v["label"] == LABELS[PRIMARY_KILL] and v["runs"]:
+            label += f" ({v['hit_the_holder']} of {v['runs']} the holder's host too)"
         mean = "-" if v["missed_mean"] is None else f"{v['missed_mean']:.2f}"
         rows.append(
-            f"| {v['label']} | {v['runs']}{failed} | {mean} | {cell(v['missed_max'])} "
+            f"| {label} | {v['runs']}{failed} | {mean} | {cell(v['missed_max'])} "
             f"| {cell(v['to_first_tick_ms_median'])} | {cell(v['to_first_tick_ms_p99'])} "
             f"| {cell(v['to_lease_ms_median'])} | {cell(v['to_lease_ms_p99'])} "
             f"| {v['after_deadline']} | {v['duplicates']} | {v['goal']} |"

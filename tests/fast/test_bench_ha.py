@@ -123,6 +123,7 @@ def test_summary_holds_each_fault_against_its_goal():
     assert summary[WORKER_KILL]["goal"].startswith("MISSED (mean 0.50 > 0.25")
     assert summary[PRIMARY_KILL]["goal"] == "met"
     assert summary[PRIMARY_KILL]["to_lease_ms_median"] is None
+    assert summary[PRIMARY_KILL]["hit_the_holder"] == 1  # target h1 was the holder's host
     assert "1 orders after the deadline" in summary[CUT]["goal"]
     assert "1 runs failed" in summary[CUT]["goal"]
     table = render(
@@ -132,6 +133,7 @@ def test_summary_holds_each_fault_against_its_goal():
     )
     assert table.count("\n| ") >= 6
     assert "p99 (max)" in table
+    assert "(1 of 1 the holder's host too)" in table
     assert "holder-host-kill: missed ticks 0.00x" in table
     assert "| cluster | 5 | 0 | 0 | 0 |" in table
 
