@@ -23,8 +23,9 @@ from deploy.cluster import Cluster
 from deploy.cluster import net as netmod
 from deploy.sandbox import TRADING, wait_for
 
-NAME = "bcl"
-NET = "10.78.1.0/24"
+# Its own name and subnet: never a user's `make cluster` (baton) or a developer's.
+NAME = "bclt"
+NET = "10.78.11.0/24"
 BATON = str(Path(sys.executable).with_name("baton"))
 
 pytestmark = [

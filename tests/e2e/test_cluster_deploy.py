@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,8 +37,10 @@ SETTINGS = {"BATON_TICK_MS": "1000", "BATON_TIMEFRAMES": "15s", "BATON_ASSETS": 
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    home = tmp_path / "home"
+def cluster() -> Iterator[Cluster]:
+    # A short home: each host's supervisord socket lies under it, and a unix socket's path
+    # has at most 107 bytes (pytest's tmp_path under xdist is longer than that allows).
+    home = Path(tempfile.mkdtemp(prefix="bdp-"))
     c = Cluster.from_env(home=home, name=NAME, net=NET, env=SETTINGS)
     if c.exists():
         pytest.fail(f"a cluster named {NAME} exists already: `BATON_CLUSTER_NAME={NAME} baton cluster stop`")
@@ -61,6 +64,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+        shutil.rmtree(home, ignore_errors=True)
         assert not c.exists(), f"cluster {NAME} left namespaces or links behind"
 
 
