@@ -205,7 +205,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def redis_url_shown(self) -> str:
-        """The Redis URL with any password masked: what messages, logs and status show."""
+        """The Redis URL with any password masked: what messages, logs and status show; with
+        Sentinels, `sentinel://<sentinels>/<master>` (the primary is wherever they say)."""
+        if self.redis_sentinels:
+            return f"sentinel://{','.join(self.redis_sentinels)}/{self.redis_master}"
         shown = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", self.redis_url)
         return re.sub(r"([?&]password=)[^&]*", r"\1***", shown)
 
@@ -244,10 +247,15 @@ def _redis_url(env: Mapping[str, str], home: Path) -> tuple[str, int, str, str]:
     external = env.get("BATON_REDIS_URL", "").strip()
     if external:
         if not external.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(f"BATON_REDIS_URL={external!r} must start with redis://, rediss:// or unix://")
+            raise SettingsError(
+                f"BATON_REDIS_URL={external!r} must start with redis://, rediss:// or unix://"
+            )
         parts = urlsplit(external)
-        if parts.username or parts.password or "password" in parse_qs(parts.query) or "username" in parse_qs(
-            parts.query
+        if (
+            parts.username
+            or parts.password
+            or "password" in parse_qs(parts.query)
+            or "username" in parse_qs(parts.query)
         ):
             # The URL lives in the environment, which other programs (and `ps e`) see; the
             # value is not echoed back, it may hold the password.

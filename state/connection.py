@@ -35,6 +35,7 @@ from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelMan
 from redis.backoff import EqualJitterBackoff, ExponentialWithJitterBackoff
 from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
@@ -90,6 +91,13 @@ RETRIES = 3
 # seconds more.
 FAILOVER_BUDGET_S = 10.0
 FAILOVER_STEP_S = 0.2
+# A command a primary refused for want of replicas (NOREPLICAS: nothing of it ran) is retried
+# on a fresh connection this many times, for 3-6 s in all: right after a failover a new
+# primary counts its replicas good only once a second, and an old one, whose replicas left
+# it, refuses writes while Sentinels that have not yet heard of the change (their hellos
+# come every 2 s) still name it.
+SENTINEL_RETRIES = 14
+NO_REPLICAS = "NOREPLICAS"
 # Connecting on a LAN takes a millisecond: a host that does not answer in a second is down or
 # cut off, and the next Sentinel (or, at the next retry, the new primary) is tried instead.
 SENTINEL_CONNECT_TIMEOUT_S = 1.0
@@ -98,6 +106,10 @@ SENTINEL_TIMEOUT_S = 1.0
 
 def _failover_backoff() -> EqualJitterBackoff:
     return EqualJitterBackoff(cap=FAILOVER_STEP_S, base=0.02)
+
+
+def _sentinel_backoff() -> EqualJitterBackoff:
+    return EqualJitterBackoff(cap=0.5, base=0.05)
 
 
 class SecretFileCredentials(CredentialProvider):
@@ -155,6 +167,17 @@ def _sentinel_kwargs(s: Settings) -> dict[str, Any]:
     }
 
 
+def primary_address(s: Settings) -> tuple[str, int]:
+    """Where the Sentinels say the primary is now (MasterNotFoundError, a ConnectionError,
+    when none of them knows a primary that is up)."""
+    sentinel = Sentinel(sentinel_addresses(s), sentinel_kwargs=_sentinel_kwargs(s))
+    try:
+        host, port = sentinel.discover_master(s.redis_master)
+        return str(host), int(port)
+    finally:
+        sentinel.close()
+
+
 class SentinelRedis(redis.Redis):
     """A client of the primary that closes its Sentinel clients with itself."""
 
@@ -181,12 +204,42 @@ class AsyncSentinelRedis(aioredis.Redis):
                 await self.sentinel_manager.aclose()
 
 
+def _retried(e: ResponseError) -> RedisConnectionError:
+    """NOREPLICAS (the primary refused a write for want of good replicas; nothing of the
+    command ran) as a connection error, which the client retries on a fresh connection
+    (SENTINEL_RETRIES): the caller disconnects first, since the rest of a pipeline's replies
+    stay unread."""
+    return RedisConnectionError(f"{e} (retried on a fresh connection)")
+
+
 class FailoverConnection(SentinelManagedConnection):
     """A connection to the primary the Sentinels name. Connecting asks a Sentinel where the
     primary is and tries it, again and again for up to FAILOVER_BUDGET_S: no primary (the
     Sentinels see it down and have not promoted another yet), a refused or timed-out connect
     (a dead primary's address) is what a failover looks like from here. A command that fails
     on a connection retries on a fresh one (RETRIES), which connects this way."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except ResponseError as e:
+            if not str(e).startswith(NO_REPLICAS):
+                raise
+            self.disconnect()
+            raise _retried(e) from e
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        # redis-py reconnects a dropped connection this way when it sends the next command
+        # (send_packed_command), which would go back to the address it had, a dead or demoted
+        # primary's: through the Sentinels instead.
+        if not self._sock:
+            self.connect()
+
+    def connect_to(self, address: Any) -> None:
+        self.host, self.port = address
+        super().connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
 
     def connect(self) -> None:
         deadline = time.monotonic() + FAILOVER_BUDGET_S
@@ -210,7 +263,7 @@ def client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: bool = 
             s.redis_master,
             redis_class=SentinelRedis,
             connection_class=FailoverConnection,
-            retry=Retry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
+            retry=Retry(_sentinel_backoff(), SENTINEL_RETRIES, supported_errors=(RedisConnectionError,)),
             credential_provider=credentials(s),
             **_sentinel_options(s, timeout_s, decoded),
         )
@@ -232,7 +285,7 @@ def async_client(s: Settings, *, timeout_s: float | None = TIMEOUT_S, decoded: b
             s.redis_master,
             redis_class=AsyncSentinelRedis,
             connection_class=PackedFailoverConnection,
-            retry=AsyncRetry(_backoff(), RETRIES, supported_errors=(RedisConnectionError,)),
+            retry=AsyncRetry(_sentinel_backoff(), SENTINEL_RETRIES, supported_errors=(RedisConnectionError,)),
             credential_provider=credentials(s),
             **_sentinel_options(s, timeout_s, decoded),
         )
@@ -307,6 +360,28 @@ class PackedUnixConnection(HiredisPacking, aioredis.UnixDomainSocketConnection):
 class PackedFailoverConnection(HiredisPacking, AsyncSentinelManagedConnection):
     """A connection to the primary the Sentinels name, packing with hiredis; it connects as
     FailoverConnection does."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ResponseError as e:
+            if not str(e).startswith(NO_REPLICAS):
+                raise
+            await self.disconnect()
+            raise _retried(e) from e
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        # As FailoverConnection's: a dropped connection reconnects through the Sentinels.
+        if not self.is_connected:
+            await self.connect()
+
+    async def connect_to(self, address: Any) -> None:
+        self.host, self.port = address
+        await super().connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
 
     async def connect(self) -> None:
         deadline = time.monotonic() + FAILOVER_BUDGET_S

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from baton.errors import NotReplicated
@@ -49,7 +50,14 @@ class IntentsRepo(Repo):
             self.commit_intents(epoch, intents, pipeline=pipe)
             replication.queue_wait(s, pipe)
 
-        verdicts, acked = await self.run_pipeline(build)
+        try:
+            verdicts, acked = await self.run_pipeline(build)
+        except RedisConnectionError as e:
+            # The Sentinel client's form of NOREPLICAS, once its retries are spent
+            # (state/connection.py); any other connection error leaves the commit's fate unknown.
+            if str(e).startswith("NOREPLICAS"):
+                raise NotReplicated(f"the primary refused the commit: {e}") from None
+            raise
         if isinstance(verdicts, ResponseError) and str(verdicts).startswith("NOREPLICAS"):
             raise NotReplicated(f"the primary refused the commit: {verdicts}")
         for reply in (verdicts, acked):

@@ -6,7 +6,8 @@ line: a command line is world-readable (`ps`, /proc/<pid>/cmdline), a process's 
 only by its own user (/proc/<pid>/environ is 0400) and root, who can read the password file
 anyway. `--askpass` would read it from stdin, which `-x` and piped commands need for
 themselves. Every other redis-cli flag passes through; those that choose the server or the
-user are refused, since this command chooses them. `--sentinel` (first) talks to a Sentinel of
+user are refused, since this command chooses them. With Sentinels (BATON_REDIS_SENTINELS) the
+server is the primary they name now. `--sentinel` (first) talks to a Sentinel of
 BATON_REDIS_SENTINELS instead, this host's own or else the first that answers:
 `BATON_REDIS_USER=admin baton redis-cli --sentinel SENTINEL FAILOVER baton` moves the primary
 (docs/ha.md).
@@ -21,10 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from baton.errors import SettingsError, StackError
 from baton.secretfiles import read_secret
 from baton.settings import Settings
 from state.acl import password_file
+from state.connection import primary_address
 
 # The server and the user are this command's to choose; -u could carry a password on the
 # command line.
@@ -54,6 +58,13 @@ def _chosen_flags(args: Sequence[str]) -> list[str]:
 
 
 def _server_args(s: Settings) -> list[str]:
+    if s.redis_sentinels:
+        # The primary the Sentinels name now (asked as this user, like every client).
+        try:
+            host, port = primary_address(s)
+        except RedisConnectionError as e:
+            raise StackError(f"no primary found through the Sentinels {s.redis_url_shown}: {e}") from None
+        return ["-h", host, "-p", str(port), "-n", "0"]
     parts = urlsplit(s.redis_url)
     query = parse_qs(parts.query)
     if parts.scheme == "unix":

@@ -45,8 +45,7 @@ def check(s: Settings, acked: Any, what: str) -> None:
     n = int(acked)
     if n < s.redis_min_replicas:
         raise NotReplicated(
-            f"{what}: acknowledged by {n} replica(s) in {s.redis_wait_ms} ms, "
-            f"{s.redis_min_replicas} required"
+            f"{what}: acknowledged by {n} replica(s) in {s.redis_wait_ms} ms, {s.redis_min_replicas} required"
         )
 
 

@@ -157,7 +157,7 @@ def test_with_sentinels_every_client_follows_the_primary_as_its_program(tmp_path
     kw = pool.connection_kwargs
     assert kw["socket_timeout"] is None and kw["decode_responses"] is False and kw["socket_keepalive"]
     assert kw["credential_provider"].get_credentials() == ("settle", "settle-secret")
-    assert kw["retry"].get_retries() == connection.RETRIES
+    assert kw["retry"].get_retries() == connection.SENTINEL_RETRIES
     sentinels = r.sentinel_manager.sentinels  # type: ignore[attr-defined]
     assert [
         (c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
@@ -194,3 +194,8 @@ def test_sentinel_addresses_lose_the_brackets_of_v6(tmp_path: Path):
 
     s = _settings(tmp_path, BATON_REDIS_SENTINELS="[::1]:27379,10.77.0.12:27379")
     assert connection.sentinel_addresses(s) == [("::1", 27379), ("10.77.0.12", 27379)]
+
+
+def test_messages_name_the_sentinels_not_a_socket_nobody_listens_on(tmp_path: Path):
+    s = _settings(tmp_path, BATON_REDIS_MASTER="prod")
+    assert s.redis_url_shown == "sentinel://127.0.0.1:27379,127.0.0.1:27380,127.0.0.1:27381/prod"

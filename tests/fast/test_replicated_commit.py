@@ -122,3 +122,23 @@ async def test_the_tick_asks_for_acknowledgements_only_when_replicas_are_wanted(
     ha = msgspec.structs.replace(rig.settings, redis_sentinels=("127.0.0.1:27379",), redis_min_replicas=1)
     runner = TickRunner(ha, rig.store, rig.venue, rig.clock, rig.runner.ident, resolve=rig.resolve)
     assert runner.entries.replicas is ha
+
+
+async def test_the_sentinel_clients_spent_noreplicas_retries_mean_not_committed(store, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def refused(build: Any) -> Any:
+        raise RedisConnectionError(
+            "NOREPLICAS Not enough good replicas to write. (retried on a fresh connection)"
+        )
+
+    monkeypatch.setattr(store, "run_pipeline", refused)
+    with pytest.raises(NotReplicated, match="refused the commit"):
+        await store.commit_intents_acked(HA, 1, intents(1, 1))
+
+    async def lost(build: Any) -> Any:
+        raise RedisConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(store, "run_pipeline", lost)
+    with pytest.raises(RedisConnectionError, match="reset"):  # its fate unknown: not NotReplicated
+        await store.commit_intents_acked(HA, 1, intents(1, 1))
