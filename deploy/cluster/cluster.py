@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,8 +113,14 @@ class Cluster:
         return hostmod.cluster_home(self.home) / "var" / "primary"
 
     def _last_primary(self) -> str:
-        """The host whose Redis was primary when the cluster was last asked (h1 at first): a
-        cluster started again starts from the newest data."""
+        """The primary when the cluster was last seen (h1 at first), for a host or a cluster
+        started while no Sentinel answers: what most Sentinels' own files name (they rewrite
+        them at every failover), else the primary noted at the last start or stop."""
+        by_addr = {a: h for h, a in self.addrs().items()}
+        named = Counter(by_addr.get(ha.monitored(self.host(n, FIRST_PRIMARY).settings), "") for n in HOSTS)
+        named.pop("", None)
+        if named:
+            return named.most_common(1)[0][0]
         try:
             h = self._primary_file().read_text().strip()
         except OSError:

@@ -158,6 +158,22 @@ def test_redis_and_sentinel_run_from_fragments_with_no_secret_on_their_command_l
     assert "\nreplicaof " not in (host.home / "var" / "ha" / "redis.conf").read_text()
 
 
+def test_a_sentinels_own_file_is_kept_when_its_host_comes_back(tmp_path: Path) -> None:
+    src = hosts.make_secrets(tmp_path, "baton:", {})
+    host = hosts.make_host(N, tmp_path, "h2", environ(), "10.78.1.11")
+    hosts.copy_secrets(src, host)
+    ha.render(host.settings, host.addr, "10.78.1.11")
+    assert ha.monitored(host.settings) == "10.78.1.11"
+    # What the Sentinel learnt and rewrote (a failover to h3, the replicas it knows) stays.
+    conf = host.home / "var" / "ha" / "sentinel.conf"
+    learnt = conf.read_text().replace("monitor baton 10.78.1.11", "monitor baton 10.78.1.13")
+    conf.write_text(learnt + "sentinel known-replica baton 10.78.1.12 7379\n")
+    ha.render(host.settings, host.addr, "10.78.1.13")
+    assert "known-replica baton 10.78.1.12" in conf.read_text()
+    assert ha.monitored(host.settings) == "10.78.1.13"
+    assert "replicaof 10.78.1.13 7379" in (host.home / "var" / "ha" / "redis.conf").read_text()
+
+
 ADDRS = {"h1": "10.78.1.11", "h2": "10.78.1.12", "h3": "10.78.1.13"}
 
 
