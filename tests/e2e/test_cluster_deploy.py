@@ -30,7 +30,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 BATON = Path(sys.executable).with_name("baton")
 # This test's own cluster: no other test or helper uses this name or subnet.
-NAME, NET = "bdpt", "10.78.4.0/24"
+NAME, NET = "bdpt", "10.78.44.0/24"
 
 
 SETTINGS = {"BATON_TICK_MS": "1000", "BATON_TIMEFRAMES": "15s", "BATON_ASSETS": "btc"}
