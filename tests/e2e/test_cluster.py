@@ -83,9 +83,9 @@ def test_a_cluster_answers_loses_a_host_brings_it_back_and_leaves_nothing(cluste
         "replicas and the standby in the status",
     )
     assert [(h["name"], h["addr"], h["up"]) for h in st["hosts"]] == [
-        ("h1", "10.78.1.11", True),
-        ("h2", "10.78.1.12", True),
-        ("h3", "10.78.1.13", True),
+        ("h1", c.net.addr("h1"), True),
+        ("h2", c.net.addr("h2"), True),
+        ("h3", c.net.addr("h3"), True),
     ]
     assert (st["lease"]["host"], st["lease"]["color"]) == ("h1", "blue") and st["lease"]["epoch"] >= 1
     assert st["redis"]["primary"] == "h1" and st["running"] is True
@@ -106,7 +106,7 @@ def test_a_cluster_answers_loses_a_host_brings_it_back_and_leaves_nothing(cluste
     out = baton(c, "cluster", "exec", "h1", "--", "baton", "redis-cli", "PING")
     assert (out.returncode, out.stdout.strip()) == (0, "PONG"), out.stderr
     out = baton(c, "cluster", "exec", "h3", "--", "sh", "-c", 'echo "$BATON_HOST"; ip -br addr show eth0')
-    assert out.stdout.split()[0] == "h3" and "10.78.1.13/24" in out.stdout
+    assert out.stdout.split()[0] == "h3" and f"{c.net.addr('h3')}/24" in out.stdout
 
     # Every process of h2 killed: it is down, h1 trades on.
     killed = c.kill_host("h2")
