@@ -91,7 +91,9 @@ def render_redis_ha(
     (min-replicas-to-write). It listens on `announce_ip`:Settings.redis_port (and loopback),
     keeps its AOF in `var/redis/`, loads the ACL file with the replica and Sentinel users
     (state/acl.py), and logs in to its primary as `replica`, on every host alike since any may
-    be promoted. `min_replicas_to_write`: replicas that must be connected (lag at most
+    be promoted. Every host must hold the same password files (copied from one place, as
+    deploy/cluster/ does): one missing here is generated, and would not match the others'.
+    `min_replicas_to_write`: replicas that must be connected (lag at most
     MIN_REPLICAS_MAX_LAG_S) for a primary to accept a write; by default
     max(1, Settings.redis_min_replicas)."""
     if role not in ROLES:

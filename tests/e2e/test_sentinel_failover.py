@@ -3,7 +3,8 @@ ports, configured by deploy/redis_ha.py with the ACL users and passwords of stat
 and an asyncio client of the factory (state/connection.py) and an rq queue keep working, with no
 new client, when the primary is SIGKILLed and the Sentinels fail over; WAIT counts the replicas'
 acknowledgements (state/replication.py), and a primary left without replicas refuses writes
-(min-replicas-to-write)."""
+(min-replicas-to-write). Nobody, program, replica or Sentinel, is refused anything by the ACLs.
+"""
 
 from __future__ import annotations
 
@@ -157,6 +158,17 @@ class Rig:
         n.redis.send_signal(signal.SIGKILL)
         n.redis.wait(10)
 
+    def refusals(self) -> list[tuple[int, dict[str, Any]]]:
+        """What every live Redis and Sentinel refused anyone (ACL LOG): the replicas, the
+        Sentinels and the programs all did their work as their own users (state/acl.py)."""
+        out = []
+        for n in self.nodes:
+            for proc, port in ((n.redis, n.redis_port), (n.sentinel, n.sentinel_port)):
+                if proc is not None and proc.poll() is None:
+                    with self.admin(port) as r:
+                        out += [(port, entry) for entry in r.acl_log()]
+        return out
+
     def stop(self) -> None:
         for n in self.nodes:
             for p in (n.sentinel, n.redis):
@@ -282,6 +294,7 @@ def test_clients_and_rq_follow_the_primary_through_a_failover(rig: Rig):
         with pytest.raises(NotReplicated, match="acknowledged by 0 replica"):
             replication.wait_sync(worker, r, "alone")
         assert r.get("baton:journal:ha:after") == "1"  # reads still served
+        assert rig.refusals() == []
     finally:
         r.close()
         jobs.close()
@@ -314,6 +327,7 @@ def test_clients_follow_a_forced_failover_away_from_a_live_primary(rig: Rig):
         writer.join(15)
         assert writer.errors == [], [f"{type(e).__name__}: {e}" for e in writer.errors[:3]]
         print(f"\nforced failover: asyncio longest gap {_gap_s(writer.ok_at, moved_at):.2f} s")
+        assert rig.refusals() == []
     finally:
         r.close()
 
