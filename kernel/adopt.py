@@ -37,6 +37,8 @@ log = logging.getLogger("baton.adopt")
 # The EntryBlocks source of the holds; the error journal's source of each adoption.
 HOLD = "adopt"
 ADOPTED = "adopted"
+# Adoptions logged one by one (each is journaled; a thousand at once is one failover).
+LOGGED = 10
 
 
 @dataclass
@@ -223,8 +225,10 @@ async def _record(
             "as entered"
             for i in adopted
         ]
-        for line in lines:
+        for line in lines[:LOGGED]:
             log.warning("%s", line)
+        if len(lines) > LOGGED:
+            log.warning("... and %d more adopted (every one in the error journal)", len(lines) - LOGGED)
         await store.record_errors(ADOPTED, lines, now_ms=now_ms)
 
 
