@@ -93,12 +93,10 @@ class Cluster:
     def addrs(self) -> dict[str, str]:
         return {h: self.net.addr(h) for h in HOSTS}
 
-    def host(self, name: str, primary: str | None = None) -> Host:
+    def host(self, name: str) -> Host:
         if name not in HOSTS:
             raise StackError(f"no host {name!r} in the cluster (hosts: {', '.join(HOSTS)})")
-        return hostmod.make_host(
-            self.net, self.home, name, self.environ, self.net.addr(primary or self._last_primary())
-        )
+        return hostmod.make_host(self.net, self.home, name, self.environ)
 
     def _require(self, host: str) -> None:
         if self.net.netns(host) not in netmod.namespaces():
@@ -117,7 +115,7 @@ class Cluster:
         started while no Sentinel answers: what most Sentinels' own files name (they rewrite
         them at every failover), else the primary noted at the last start or stop."""
         by_addr = {a: h for h, a in self.addrs().items()}
-        named = Counter(by_addr.get(ha.monitored(self.host(n, FIRST_PRIMARY).settings), "") for n in HOSTS)
+        named = Counter(by_addr.get(ha.monitored(self.host(n).settings), "") for n in HOSTS)
         named.pop("", None)
         if named:
             return named.most_common(1)[0][0]
@@ -151,7 +149,7 @@ class Cluster:
         held = []
         fresh = not any(hostmod.supervisord_running(self.host(n)) for n in HOSTS)
         for name in HOSTS:
-            host = self.host(name, primary)
+            host = self.host(name)
             if hostmod.supervisord_running(host):
                 log(f"{name}: supervisord already running")
                 continue
@@ -246,7 +244,6 @@ class Cluster:
             return
         self._require(host)
         primary = self._current_primary(exclude=host) or self._last_primary()
-        h = self.host(host, primary)
         # What the killed supervisord left behind (its programs are killed with it).
         netmod.kill_all(self.net, host)
         hostmod.remove_leftover_socket(h)

@@ -89,9 +89,7 @@ def host_home(home: Path, host: str) -> Path:
     return home / "hosts" / host
 
 
-def node_env(
-    net: Network, home: Path, node: str, environ: Mapping[str, str], primary_addr: str
-) -> dict[str, str]:
+def node_env(net: Network, home: Path, node: str, environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of a host's programs (or the venue's sim): the caller's BATON_*
     settings, with what the cluster decides set here."""
     env = {k: v for k, v in scrubbed_env(environ).items() if k not in NOT_INHERITED}
@@ -113,8 +111,6 @@ def node_env(
     env.update(
         BATON_REDIS_SENTINELS=sentinels,
         BATON_REDIS_MIN_REPLICAS=environ.get("BATON_REDIS_MIN_REPLICAS", "").strip() or "1",
-        # Until every client speaks Sentinel, the programs reach the primary of the start.
-        BATON_REDIS_URL=f"redis://{primary_addr}:{ha.REDIS_PORT}/0",
         BATON_BINANCE_WS_URL=f"ws://{venue}:{binance_port}",
         BATON_BINANCE_REST_URL=f"http://{venue}:{binance_port}",
         BATON_CLOB_URL=f"http://{venue}:{clob_port}",
@@ -125,8 +121,8 @@ def node_env(
     return env
 
 
-def make_host(net: Network, home: Path, node: str, environ: Mapping[str, str], primary_addr: str) -> Host:
-    env = node_env(net, home, node, environ, primary_addr)
+def make_host(net: Network, home: Path, node: str, environ: Mapping[str, str]) -> Host:
+    env = node_env(net, home, node, environ)
     return Host(node, net.addr(node), net.netns(node), host_home(home, node), load(env), env)
 
 
@@ -232,12 +228,12 @@ def supervisord_running(host: Host) -> bool:
 
 
 def make_host_env_sim(net: Network, home: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    return node_env(net, home, VENUE, environ, "")
+    return node_env(net, home, VENUE, environ)
 
 
 def start_sim(net: Network, home: Path, environ: Mapping[str, str]) -> None:
     """The sim in the venue's namespace, listening on the venue's address."""
-    env = node_env(net, home, VENUE, environ, "")
+    env = node_env(net, home, VENUE, environ)
     venue_home = host_home(home, VENUE)
     log_dir = venue_home / "var" / "log"
     owner_only_dir(log_dir)

@@ -54,7 +54,7 @@ def environ(**extra: str) -> dict[str, str]:
 
 
 def test_a_host_gets_the_shells_settings_and_the_clusters_own(tmp_path: Path) -> None:
-    env = hosts.node_env(N, tmp_path, "h2", environ(), N.addr("h1"))
+    env = hosts.node_env(N, tmp_path, "h2", environ())
     assert env["BATON_HOME"] == str(tmp_path / "hosts" / "h2")
     assert env["BATON_HOST"] == "h2"
     assert env["BATON_REDIS_SENTINELS"] == "10.78.1.11:27379,10.78.1.12:27379,10.78.1.13:27379"
@@ -72,12 +72,13 @@ def test_a_host_gets_the_shells_settings_and_the_clusters_own(tmp_path: Path) ->
         "BATON_REDIS_USER",
     ):
         assert name not in env
+    assert "BATON_REDIS_URL" not in env  # every client follows the Sentinels
     s = load(env)
     assert s.host == "h2" and len(s.redis_sentinels) == 3 and not s.embedded_redis
 
 
 def test_the_venue_runs_the_sim_on_its_own_address(tmp_path: Path) -> None:
-    env = hosts.node_env(N, tmp_path, net.VENUE, environ(BATON_SIM_CLOB_PORT="7402"), "")
+    env = hosts.node_env(N, tmp_path, net.VENUE, environ(BATON_SIM_CLOB_PORT="7402"))
     assert (env["BATON_SIM_BIND"], env["BATON_SIM_CLOB_PORT"]) == ("10.78.1.10", "7402")
     assert "BATON_REDIS_SENTINELS" not in env
 
@@ -93,17 +94,14 @@ def autostarts(env: dict[str, str]) -> tuple[str, str, str, str]:
 
 def test_each_host_starts_its_own_programs_and_one_host_starts_as_before(tmp_path: Path) -> None:
     got = {
-        h: autostarts(hosts.supervisord_env(hosts.make_host(N, tmp_path, h, environ(), "10.78.1.11")))
-        for h in net.HOSTS
+        h: autostarts(hosts.supervisord_env(hosts.make_host(N, tmp_path, h, environ()))) for h in net.HOSTS
     }
     assert got == {
         "h1": ("true", "false", "true", "false"),
         "h2": ("false", "true", "false", "false"),
         "h3": ("false", "false", "true", "false"),
     }
-    held = hosts.supervisord_env(
-        hosts.make_host(N, tmp_path, "h2", environ(), "10.78.1.11"), hold_standby=True
-    )
+    held = hosts.supervisord_env(hosts.make_host(N, tmp_path, "h2", environ()), hold_standby=True)
     assert autostarts(held)[:2] == ("false", "false")
     assert autostarts(supervisor_env(load({"BATON_HOME": str(tmp_path)}), {})) == (
         "true",
@@ -118,7 +116,7 @@ def test_the_secrets_are_made_once_and_each_host_gets_an_owner_only_copy(tmp_pat
     key = (src / "private-key").read_text()
     assert hosts.make_secrets(tmp_path, "baton:", {}) == src
     assert (src / "private-key").read_text() == key  # made once, not at every start
-    host = hosts.make_host(N, tmp_path, "h3", environ(), "10.78.1.11")
+    host = hosts.make_host(N, tmp_path, "h3", environ())
     hosts.copy_secrets(src, host)
     dst = host.home / "var" / "secrets"
     copied = sorted(p.relative_to(dst) for p in dst.rglob("*") if p.is_file())
@@ -142,7 +140,7 @@ def test_the_secrets_are_made_once_and_each_host_gets_an_owner_only_copy(tmp_pat
 
 def test_redis_and_sentinel_run_from_fragments_with_no_secret_on_their_command_line(tmp_path: Path) -> None:
     src = hosts.make_secrets(tmp_path, "baton:", {})
-    host = hosts.make_host(N, tmp_path, "h2", environ(), "10.78.1.11")
+    host = hosts.make_host(N, tmp_path, "h2", environ())
     hosts.copy_secrets(src, host)
     ha.render(host.settings, host.addr, "10.78.1.11")
     frags = host.settings.run_dir / "supervisor.d"
@@ -160,7 +158,7 @@ def test_redis_and_sentinel_run_from_fragments_with_no_secret_on_their_command_l
 
 def test_a_sentinels_own_file_is_kept_when_its_host_comes_back(tmp_path: Path) -> None:
     src = hosts.make_secrets(tmp_path, "baton:", {})
-    host = hosts.make_host(N, tmp_path, "h2", environ(), "10.78.1.11")
+    host = hosts.make_host(N, tmp_path, "h2", environ())
     hosts.copy_secrets(src, host)
     ha.render(host.settings, host.addr, "10.78.1.11")
     assert ha.monitored(host.settings) == "10.78.1.11"
