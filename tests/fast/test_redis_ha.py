@@ -199,3 +199,54 @@ def test_sentinel_addresses_lose_the_brackets_of_v6(tmp_path: Path):
 def test_messages_name_the_sentinels_not_a_socket_nobody_listens_on(tmp_path: Path):
     s = _settings(tmp_path, BATON_REDIS_MASTER="prod")
     assert s.redis_url_shown == "sentinel://127.0.0.1:27379,127.0.0.1:27380,127.0.0.1:27381/prod"
+
+
+def _pool() -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(is_master=True, service_name="baton", check_connection=False)
+
+
+@pytest.mark.parametrize(
+    ("reply", "becomes"),
+    [
+        ("READONLY You can't write against a read only replica.", "ConnectionError"),
+        ("NOREPLICAS Not enough good replicas to write.", "ConnectionError"),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", "ResponseError"),
+    ],
+)
+def test_a_demoted_or_abandoned_primary_sends_the_client_back_to_the_sentinels(monkeypatch, reply, becomes):
+    import redis.connection
+    from redis.exceptions import ReadOnlyError, ResponseError
+
+    from state import connection
+
+    err = ReadOnlyError(reply) if reply.startswith("READONLY") else ResponseError(reply)
+
+    def answer(self, *a, **kw):
+        raise err
+
+    monkeypatch.setattr(redis.connection.Connection, "read_response", answer)
+    conn = connection.FailoverConnection(connection_pool=_pool())
+    closed = []
+    monkeypatch.setattr(conn, "disconnect", lambda *a, **kw: closed.append(1))
+    with pytest.raises(Exception) as e:
+        conn.read_response()
+    assert type(e.value).__name__ == becomes
+    assert bool(closed) == (becomes == "ConnectionError")  # a fresh connection, which asks again
+
+
+async def test_the_asyncio_connection_turns_noreplicas_into_a_retry_too(monkeypatch):
+    import redis.asyncio.connection
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+
+    from state import connection
+
+    async def answer(self, *a, **kw):
+        raise ResponseError("NOREPLICAS Not enough good replicas to write.")
+
+    monkeypatch.setattr(redis.asyncio.connection.Connection, "read_response", answer)
+    conn = connection.PackedFailoverConnection(connection_pool=_pool())
+    with pytest.raises(RedisConnectionError, match="NOREPLICAS"):
+        await conn.read_response()
