@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -352,34 +352,38 @@ class Cluster:
         """The working tree (or `ref`, or `source`) to the standby colour's host, the handover at a
         tick boundary, then the old colour restarted on it as the warm standby on its own host.
         Raises DeployError (what still runs) when it does not happen."""
-        r = self.client(user="cli")
-        try:
+        with self._deploy_client() as r:
             hosts = [self.host(n) for n in HOSTS]
             return deploys.deploy(
                 hosts, COLORS, r, ref=ref, source=source, log=log, ready_timeout_s=ready_timeout_s
             )
-        finally:
-            r.close()
 
     def rollback(self, log: Any = print, ready_timeout_s: float = 90.0) -> ClusterDeployResult:
         """A deploy of the release the last cluster deploy or rollback replaced."""
-        r = self.client(user="cli")
-        try:
+        with self._deploy_client() as r:
             return deploys.rollback(
                 [self.host(n) for n in HOSTS], COLORS, r, log=log, ready_timeout_s=ready_timeout_s
             )
-        finally:
-            r.close()
 
     def handover(self, log: Any = print, ready_timeout_s: float = 90.0) -> ClusterDeployResult:
         """The lease to the other worker host, code unchanged (drain a host), the same way."""
-        r = self.client(user="cli")
-        try:
+        with self._deploy_client() as r:
             return deploys.handover(
                 [self.host(n) for n in HOSTS], COLORS, r, log=log, ready_timeout_s=ready_timeout_s
             )
+
+    @contextlib.contextmanager
+    def _deploy_client(self) -> Iterator[Any]:
+        """The `cli` user's client through the Sentinels; afterwards every connection it opened
+        is closed, the Sentinels' too (closing the client alone leaves them to the collector)."""
+        r = self.client(user="cli")
+        try:
+            yield r
         finally:
-            r.close()
+            pool = r.connection_pool
+            pool.disconnect()
+            for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", []):
+                sentinel.close()
 
     # --- Redis ---------------------------------------------------------------------------------
 

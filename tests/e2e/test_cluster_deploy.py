@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from baton.errors import DeployError
 from deploy.cluster import Cluster
 from deploy.releases import PACKAGES, pointed
 from deploy.supervisord import wait_until
@@ -68,12 +69,16 @@ def cluster() -> Iterator[Cluster]:
         assert not c.exists(), f"cluster {NAME} left namespaces or links behind"
 
 
-def _new_code(tmp: Path) -> Path:
-    """The repository's packages plus one harmless line: a release of its own."""
-    src = tmp / "src"
+def _new_code(tmp: Path, broken: bool = False) -> Path:
+    """The repository's packages plus one harmless line: a release of its own; `broken`: one
+    whose strategy raises, which its readiness check refuses."""
+    src = tmp / ("broken" if broken else "src")
     for pkg in PACKAGES:
         shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (src / "worker" / "deploy_marker.py").write_text("MARKER = 'test_cluster_deploy'\n")
+    if broken:
+        with open(src / "worker" / "strategies" / "snipe.py", "a") as f:
+            f.write("\n\ndef evaluate(inp):\n    raise RuntimeError('broken on purpose')\n")
     return src
 
 
@@ -82,6 +87,20 @@ def test_a_cluster_deploy_misses_no_tick_and_leaves_a_warm_standby_on_the_new_re
 ) -> None:
     before = cluster.status()
     assert before.lease is not None and before.lease.host == "h1" and before.lease.color == "blue"
+    standby_release = pointed(cluster.host("h2").home, "green")
+
+    # A release that fails its readiness check never takes over, and the standby stays warm on
+    # the release it ran.
+    with pytest.raises(DeployError, match="readiness check refused"):
+        cluster.deploy(source=_new_code(tmp_path, broken=True))
+    failed = cluster.status()
+    assert failed.lease is not None and (failed.lease.host, failed.lease.epoch) == ("h1", before.lease.epoch)
+    assert pointed(cluster.host("h2").home, "green") == standby_release
+    wait_until(
+        lambda: [(s.host, s.state) for s in cluster.status().standbys] == [("h2", "ready")],
+        30,
+        "worker-green on h2 ready again on its release",
+    )
 
     res = cluster.deploy(source=_new_code(tmp_path))
 
