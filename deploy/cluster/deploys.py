@@ -160,10 +160,10 @@ class ClusterDeployer:
         from_color, target = lease.color, other(lease.color)
         if from_color not in on or target not in on:
             missing = target if target not in on else from_color
-            home = next((h for h, c in self.topology.items() if c == missing), "HOST")
+            where = next((h for h, c in self.topology.items() if c == missing), "HOST")
             raise DeployError(
                 f"no running supervisord has worker-{missing}: bring its host back with "
-                f"`baton cluster up {home}` first"
+                f"`baton cluster up {where}` first"
             )
         src, dst = on[from_color], on[target]
         w_src, w_dst = self.watch(src), self.watch(dst)
