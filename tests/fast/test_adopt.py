@@ -11,8 +11,9 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from baton.errors import VenueError
-from kernel import snapshot
+from kernel import lease, snapshot
 from kernel.adopt import HOLD, Adopter
+from kernel.clock import VirtualClock
 from kernel.tick import TickRunner
 from kernel.windows import window_bounds
 from state.primary import primary_id
@@ -21,7 +22,7 @@ from tests.fast.rig import enter_at_once
 from venues.clob_orders import account_orders
 from venues.stub import StubVenue
 from worker import takeover
-from worker.lifecycle import configured_slots
+from worker.lifecycle import Worker, configured_slots
 
 
 async def stub_rig(rig, n: int = 4) -> StubVenue:
@@ -223,6 +224,29 @@ async def test_a_predecessor_that_may_still_post_gets_a_second_sweep_after_its_g
     outs = await window_ticks(rig)
     assert sum(o.record.orders for o in outs) == 3 and venue.calls["post"] == 1 + 3
     assert any(i.order_id == oid and i.adopted_ms for i in await rig.store.read_intents())
+
+
+async def test_a_worker_handed_the_lease_sweeps_nothing_one_taking_it_over_sweeps(rig, monkeypatch):
+    asked: list[int] = []
+    monkeypatch.setattr(rig.venue, "account_orders", lambda markets, since_s: asked.append(since_s) or [])
+    clock = VirtualClock(rig.clock.now_ms())
+    green = Worker(rig.settings, rig.store, rig.venue, clock, "green")
+    await rig.store.heartbeat("green", {"holder": green.holder, "state": "ready"}, ttl_ms=60_000)
+    await rig.store.request_handover(
+        "h1", {"to_holder": green.holder, "to_color": "green", "to_release": "r2"}
+    )
+    request = await rig.store.r.hgetall(rig.store.k.handover())
+    epoch, why = await lease.transfer(rig.store, "blue:t", rig.epoch, request, 1, clock.now_ms(), 3000)
+    assert epoch == rig.epoch + 1, why
+    assert await green.acquire() and green.takeover_reason == ""
+    await green.become_active()
+    assert asked == [] and not green.runner.adopter.owed
+    # Its lease left to expire (a crash): the next holder owes and makes the sweep.
+    clock.advance(60_000)
+    blue = Worker(rig.settings, rig.store, rig.venue, clock, "blue")
+    assert await blue.acquire() and blue.takeover_reason == f"took the lease over from {green.holder}"
+    await blue.become_active()
+    assert len(asked) == 1 and not blue.runner.adopter.owed
 
 
 def test_a_new_primary_replication_id_owes_a_sweep() -> None:
