@@ -91,7 +91,8 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _READ_ALL = {c: R for c in CONCERNS if c != "sessions"}
-# rq reads the server's version (INFO server) to choose how it dequeues and enqueues.
+# rq reads the server's version (INFO server) to choose how it dequeues and enqueues; the
+# worker also reads the primary's replication id (INFO replication, state/primary.py).
 RQ_COMMANDS = ("info",)
 
 GRANTS: dict[str, Grant] = {
