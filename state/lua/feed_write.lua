@@ -117,6 +117,9 @@ for w = 1, n_win do
     local top = redis.call('ZREVRANGEBYSCORE', key, ARGV[5], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
     local top_score = top[2] and tonumber(top[2]) or nil
     local highest = top_score -- the highest score in the window as the batch goes in
+    -- The member at `highest`, while known: the stream's usual batch updates the newest
+    -- candle, which then needs no read of its own.
+    local top_member = top[1]
     local rewrite, wrote = false, false
     local front = nil -- the score of the last candle written or found as it is
     for member in string.gmatch(ARGV[i + 3], '%[[^%[%]]*%]') do
@@ -125,7 +128,12 @@ for w = 1, n_win do
       local verdict = 'write'
       if highest ~= nil and s <= highest then
         -- A candle past the highest score replaces nothing (the common case: one command).
-        local stored = redis.call('ZRANGE', key, score, score, 'BYSCORE')
+        local stored
+        if s == highest and top_member then
+          stored = {top_member}
+        else
+          stored = redis.call('ZRANGE', key, score, score, 'BYSCORE')
+        end
         local _, closed = parse(member)
         if #stored == 1 and stored[1] == member then
           verdict = 'same'
@@ -142,7 +150,7 @@ for w = 1, n_win do
         redis.call('ZADD', key, score, member)
         wrote = true
         if top_score ~= nil and s < top_score then rewrite = true end
-        if highest == nil or s > highest then highest = s end
+        if highest == nil or s >= highest then highest, top_member = s, member end
       elseif verdict == 'same' then
         same = same + 1
       else
