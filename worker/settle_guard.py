@@ -153,6 +153,20 @@ class SettleWorker(SimpleWorker):
         self.prefix = prefix
         self.keys = Keys(prefix)
 
+    def unsubscribe(self) -> None:
+        # rq's own stops its pubsub thread with redis-py's PubSubWorkerThread.stop(), which
+        # (redis-py 8) waits for the thread to leave get_message(timeout=60). When that thread
+        # had already read the UNSUBSCRIBE's reply, nothing wakes it: a warm shutdown took up to
+        # a minute (supervisord's stopwaitsecs, a cluster's stop). Flag it first, unsubscribe
+        # (the reply wakes it and it leaves), and wait a bounded time.
+        if self.pubsub_thread is None or self.pubsub is None:
+            return
+        self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub_thread.stop(timeout=0)
+        self.pubsub.unsubscribe()
+        self.pubsub_thread.join(timeout=1)
+        self.pubsub.close()
+
     def get_heartbeat_ttl(self, job: Job) -> int:
         if job.timeout is None or job.timeout <= 0:
             return super().get_heartbeat_ttl(job)
