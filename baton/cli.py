@@ -494,7 +494,12 @@ def cmd_cluster(s: Settings, args: argparse.Namespace) -> int:
 
     c = Cluster.from_env()
     if args.cluster_cmd == "start":
-        c.start(timeout_s=args.wait_s)
+        try:
+            c.start(timeout_s=args.wait_s)
+        except StackError as e:
+            raise StackError(
+                f"{e}\nlogs: {c.home}/hosts/<host>/var/log/; what started is removed by `make cluster-stop`"
+            ) from None
         print(cluster_status.render(c.status()))
         print("\nrun commands on a host: baton cluster exec h2 -- baton status    stop: make cluster-stop")
     elif args.cluster_cmd == "stop":

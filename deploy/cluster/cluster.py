@@ -146,7 +146,6 @@ class Cluster:
         log(f"network {self.net.name}: bridge {self.net.bridge} {self.net.gateway}, primary {primary}")
         if not self._sim_up():
             hostmod.start_sim(self.net, self.home, self.environ)
-        held = []
         fresh = not any(hostmod.supervisord_running(self.host(n)) for n in HOSTS)
         for name in HOSTS:
             host = self.host(name)
@@ -159,8 +158,6 @@ class Cluster:
             # race for it otherwise.
             hold = fresh and COLORS.get(name, "blue") != "blue"
             hostmod.start_supervisord(host, hold_standby=hold)
-            if hold:
-                held.append(host)
             log(f"{name} ({host.addr}): supervisord started (logs in {host.settings.log_dir})")
         remaining = lambda: max(1.0, timeout_s - (time.monotonic() - t0))  # noqa: E731
         wait_until(self._sim_up, remaining(), f"the sim at {self.net.addr(VENUE)}")
@@ -177,9 +174,13 @@ class Cluster:
                 remaining(),
                 "the lease holder's first tick",
             )
-            for host in held:
-                host.supervisor("startProcess", f"worker-{COLORS[host.name]}", False)
-                log(f"{host.name}: worker-{COLORS[host.name]} started as the standby")
+            # The standby held back above, or one an earlier start that timed out never started.
+            for name, color in COLORS.items():
+                host = self.host(name)
+                with contextlib.suppress(Exception):
+                    if host.supervisor("getProcessInfo", f"worker-{color}")["statename"] == "STOPPED":  # type: ignore[index]
+                        host.supervisor("startProcess", f"worker-{color}", False)
+                        log(f"{name}: worker-{color} started")
         finally:
             r.close()
         log(f"cluster {self.name} trading ({time.monotonic() - t0:.1f} s)")
