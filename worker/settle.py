@@ -84,7 +84,7 @@ def main() -> None:
     # Settling reads market resolutions and signs nothing: the venue holds no key, and this
     # program is given none (deploy/supervisord.py, docs/programs.md).
     venue = resolution_reader(s, redis=r)
-    configure(venue)
+    configure(venue, host=s.host)
     _wait_for_redis(r, REDIS_WAIT_S)
     queue = settlement.settle_queue(r, s.prefix)
     stopping = False
@@ -139,16 +139,19 @@ def main() -> None:
 class _Context:
     venue: Any
     clock_ms: Callable[[], int]
+    host: str = ""
 
 
 _context: _Context | None = None
 
 
-def configure(venue: Any, clock_ms: Callable[[], int] | None = None) -> None:
+def configure(venue: Any, clock_ms: Callable[[], int] | None = None, host: str = "") -> None:
     """Set the venue (and clock) jobs use in this process: the settle program at start-up,
-    tests with their own sim. Without it, the first job builds one from the settings."""
+    tests with their own sim. Without it, the first job builds one from the settings. `host`
+    (Settings.host) labels this program's own counters: the settle programs of several hosts
+    share one queue."""
     global _context
-    _context = _Context(venue, clock_ms or wall_ms)
+    _context = _Context(venue, clock_ms or wall_ms, host)
 
 
 def _ctx() -> _Context:
@@ -159,7 +162,16 @@ def _ctx() -> _Context:
 
 
 def _count(r: Redis, k: Keys, name: str) -> None:
-    SettlementsRepo(r, k).count_settle(name)
+    """Add to a settle counter, summed over every host, and as '<name>@<host>' for this one."""
+    host = _ctx().host
+    repo = SettlementsRepo(r, k)
+    if not host:
+        repo.count_settle(name)
+        return
+    with r.pipeline(transaction=False) as pipe:
+        repo.count_settle(name, pipeline=pipe)
+        repo.count_settle(f"{name}@{host}", pipeline=pipe)
+        pipe.execute()
 
 
 def settle_job(prefix: str, position_id: str) -> str:
