@@ -169,6 +169,9 @@ class Acquired(msgspec.Struct, frozen=True):
     # Redis; the next attempt extends it and waits again).
     acked: bool = True
     why: str = ""  # what the WAIT said when not acknowledged
+    # Not held because another holder's lease is live: when it expires (0: not known), so
+    # that a standby can aim its next look at that moment.
+    expires_ms: int = 0
 
 
 def _acked(s: Settings | None, reply: Any, what: str) -> str:
@@ -200,7 +203,7 @@ async def acquire(
     lease = await fetch_lease(repo)
     before = lease.holder if lease is not None else ""
     if lease is not None and trades_elsewhere(lease, me, clock.now_ms()):
-        return Acquired(False, lease.epoch, lease.holder, before, "")
+        return Acquired(False, lease.epoch, lease.holder, before, "", expires_ms=lease.expires_ms)
     dead = dead_holder(lease, me)
     now_ms = clock.now_ms()
 

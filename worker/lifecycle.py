@@ -293,10 +293,15 @@ class Worker:
             if monotonic_ms() - beat_ms >= STANDBY_BEAT_MS:
                 beat_ms = monotonic_ms()
                 await self._beat()
-            # A handover pushes our wake list; otherwise look again soon (the holder may die).
+            # A handover pushes our wake list; otherwise look again soon (the holder may die),
+            # at the live lease's expiry when that comes sooner: a dead holder on another host
+            # is then taken over as its lease runs out, not up to a look later.
+            look_ms = STANDBY_POLL_MS
+            if got.expires_ms:
+                look_ms = min(look_ms, max(1, got.expires_ms + 1 - self.clock.now_ms()))
             try:
                 await asyncio.wait_for(
-                    self.store.wait_wake(self.holder, STANDBY_POLL_MS / 1000),
+                    self.store.wait_wake(self.holder, look_ms / 1000),
                     (STANDBY_POLL_MS + self.s.lease_ms) / 1000,
                 )
             except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:

@@ -182,6 +182,7 @@ async def test_a_standby_looks_with_one_read_while_another_holds_a_live_lease(st
     finally:
         store.run_pipeline = real
     assert (got.held, got.holder, got.epoch, seen) == (False, HOLDER, 1, [])
+    assert got.expires_ms == clock.now_ms() + 1000  # where the standby aims its next look
     clock.advance(1000)  # expired: taken with epoch + 1
     got = await lease.acquire(store, clock, "green:h2:2:y", "green", "r2", 1000)
     assert got.held and got.epoch == 2 and got.before == HOLDER
