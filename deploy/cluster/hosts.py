@@ -107,7 +107,14 @@ def node_env(net: Network, home: Path, node: str, environ: Mapping[str, str]) ->
     if node == VENUE:
         env["BATON_SIM_BIND"] = venue
         return env
-    sentinels = ",".join(f"{net.addr(h)}:{ha.SENTINEL_PORT}" for h in HOSTS)
+    # The host's own Sentinel first: a client asks them in this order, and waits out the
+    # connect timeout of one it cannot reach. With h1 cut off, h2's programs asked h1's Sentinel
+    # first at every reconnect; bounded by the lease (1 s), the standby's look never got past it
+    # and never took the lease (12 s, measured). The own Sentinel is always on the program's
+    # side of a partition; on the cut-off side it names the old primary, which refuses writes
+    # (min-replicas-to-write).
+    order = [node, *(h for h in HOSTS if h != node)]
+    sentinels = ",".join(f"{net.addr(h)}:{ha.SENTINEL_PORT}" for h in order)
     env.update(
         BATON_REDIS_SENTINELS=sentinels,
         BATON_REDIS_MIN_REPLICAS=environ.get("BATON_REDIS_MIN_REPLICAS", "").strip() or "1",

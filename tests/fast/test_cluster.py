@@ -57,7 +57,8 @@ def test_a_host_gets_the_shells_settings_and_the_clusters_own(tmp_path: Path) ->
     env = hosts.node_env(N, tmp_path, "h2", environ())
     assert env["BATON_HOME"] == str(tmp_path / "hosts" / "h2")
     assert env["BATON_HOST"] == "h2"
-    assert env["BATON_REDIS_SENTINELS"] == "10.78.1.11:27379,10.78.1.12:27379,10.78.1.13:27379"
+    # Its own Sentinel first: always on its side of a partition.
+    assert env["BATON_REDIS_SENTINELS"] == "10.78.1.12:27379,10.78.1.11:27379,10.78.1.13:27379"
     assert env["BATON_REDIS_MIN_REPLICAS"] == "1"
     assert env["BATON_CLOB_URL"] == "http://10.78.1.10:7302"
     assert env["BATON_BINANCE_WS_URL"] == "ws://10.78.1.10:7301"
