@@ -131,9 +131,10 @@ class Cluster:
 
     # --- start and stop ------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 180.0, log: Any = print) -> None:
+    def start(self, timeout_s: float = 180.0, log: Any = print, ready: bool = True) -> None:
         """Namespaces, secrets, every host's supervisord and the sim; returns once the lease
-        holder has ticked (a tick after the Redis primary answered)."""
+        holder has ticked (a tick after the Redis primary answered) and, with `ready`, once
+        every Sentinel knows every replica and every other Sentinel (a failover can happen)."""
         if os.geteuid() != 0:
             raise StackError("make cluster makes network namespaces: it must run as root")
         for tool in ("ip", "redis-server"):
@@ -184,6 +185,11 @@ class Cluster:
         finally:
             r.close()
         log(f"cluster {self.name} trading ({time.monotonic() - t0:.1f} s)")
+        if ready:
+            # Trading, but not yet able to lose a host: a fault injected now would find the
+            # Sentinels unable to promote anyone.
+            wait_until(_raising(self.failover_ready), remaining(), "the Sentinels to know every replica")
+            log(f"cluster {self.name} ready for a failover ({time.monotonic() - t0:.1f} s)")
 
     def stop(self, log: Any = print) -> None:
         """Every host's supervisord (programs finish their tick), the sim, then namespaces,
@@ -256,6 +262,20 @@ class Cluster:
         finally:
             r.close()
 
+    def failover_ready(self) -> str:
+        """What keeps the cluster from surviving the loss of a host ("" when nothing): every
+        Sentinel must know the other two and both replicas (it learns them within ten seconds
+        of its start; until then it cannot promote a replica)."""
+        auth = self._sentinel_auth()
+        lacking = []
+        for h, addr in self.addrs().items():
+            knows = st.sentinel_knows(addr, auth)
+            if knows is None:
+                lacking.append(f"{h}'s Sentinel does not answer")
+            elif knows != (len(HOSTS) - 1, len(HOSTS) - 1):
+                lacking.append(f"{h}'s Sentinel knows {knows[0]} replica(s) and {knows[1]} Sentinel(s)")
+        return "; ".join(lacking)
+
     def missing(self, host: str) -> str:
         """What the host still lacks to be whole again after `up` ("" when nothing): its Redis
         replicating from the primary (or being it), its worker's heartbeat from the new process,
@@ -271,6 +291,9 @@ class Cluster:
             return f"its Redis ({type(e).__name__})"
         if host != primary and role.get("master_link_status") != "up":
             return f"its Redis replicating from {primary or 'the primary'}"
+        knows = st.sentinel_knows(self.net.addr(host), self._sentinel_auth())
+        if knows != (len(HOSTS) - 1, len(HOSTS) - 1):
+            return f"its Sentinel knowing the replicas and the other Sentinels ({knows})"
         color = COLORS.get(host)
         if color:
             pid = h.supervisor("getProcessInfo", f"worker-{color}")["pid"]  # type: ignore[index]
@@ -475,3 +498,16 @@ def _port_open(addr: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _raising(check: Any) -> Any:
+    """`check` (returning what is missing, "" for nothing) as a wait_until condition whose
+    last error says what was missing."""
+
+    def cond() -> bool:
+        lacking = check()
+        if lacking:
+            raise StackError(lacking)
+        return True
+
+    return cond

@@ -130,6 +130,39 @@ def sentinel_view(addr: str, auth: SentinelAuth) -> str | None:
     return ip.decode() if isinstance(ip, bytes) else str(ip)
 
 
+def sentinel_knows(addr: str, auth: SentinelAuth) -> tuple[int, int] | None:
+    """(replicas, other Sentinels) the Sentinel at `addr` knows and sees up; None when it
+    does not answer. A Sentinel learns the replicas from the primary's INFO every ten
+    seconds: until it knows one it cannot fail over (`-failover-abort-no-good-slave`)."""
+    r = redis.Redis(
+        host=addr,
+        port=auth.port,
+        username=auth.user,
+        password=auth.password,
+        socket_timeout=PROBE_TIMEOUT_S,
+        socket_connect_timeout=PROBE_TIMEOUT_S,
+        retry=no_retry(),
+        decode_responses=True,
+    )
+    try:
+        replicas = r.execute_command("SENTINEL", "replicas", auth.master)
+        peers = r.execute_command("SENTINEL", "sentinels", auth.master)
+    except redis.RedisError:
+        return None
+    finally:
+        r.close()
+
+    def up(entries: Any) -> int:
+        n = 0
+        for e in entries or []:
+            d = dict(zip(e[0::2], e[1::2], strict=False)) if isinstance(e, list) else dict(e)
+            flags = str(d.get("flags", ""))
+            n += not any(f in flags for f in ("s_down", "o_down", "disconnected"))
+        return n
+
+    return up(replicas), up(peers)
+
+
 def sentinels(addrs: Mapping[str, str], auth: SentinelAuth) -> list[SentinelStatus]:
     """What each host's Sentinel says, asked all at once (a cut-off one costs its timeout)."""
     by_addr = {a: h for h, a in addrs.items()}
