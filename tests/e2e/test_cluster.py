@@ -137,6 +137,8 @@ def test_a_cluster_answers_loses_a_host_brings_it_back_and_leaves_nothing(cluste
     st = wait_for(back, 60, "h2's Redis online and green standing by")
     assert (st["lease"]["host"], st["lease"]["color"], st["lease"]["epoch"]) == ("h1", "blue", epoch)
     assert st["redis"]["primary"] == "h1"
+    # And the cluster could lose a host again: every Sentinel knows both replicas and the others.
+    wait_for(lambda: c.failover_ready() == "", 30, "every Sentinel to know h2 again")
 
     # Every program did its work as its own Redis user: the primary refused none of them.
     with c.direct("h1") as r:
