@@ -93,7 +93,7 @@ def single_kill(
     fault_ms = wall_ms()
     os.kill(pid, signal.SIGKILL)
     s = measure(rd, SINGLE, index, phase, "worker", before, fault_ms, True, tick_ms, timeout_s)
-    rd.wait_ticks(s.new_epoch, SETTLE_TICKS, timeout_s)
+    s.missed_after, s.handoffs_after = rd.settle(s.new_first_tick, timeout_s)
     return s
 
 
@@ -175,7 +175,8 @@ def report(s: Sample) -> None:
     lease = "kept" if s.to_lease_ms is None else f"{s.to_lease_ms} ms"
     print(
         f"{s.fault} #{s.index} ({s.target}, {s.old_host} -> {s.new_host}): phase {s.phase_ms} ms, "
-        f"missed {s.missed}, first tick {s.to_first_tick_ms} ms after the fault, lease taken: {lease}",
+        f"missed {s.missed}, first tick {s.to_first_tick_ms} ms after the fault, lease taken: {lease}; "
+        f"until settled {s.missed_after} more missed, {s.handoffs_after} more handoffs",
         flush=True,
     )
 

@@ -106,6 +106,23 @@ class Reader:
             f"epoch {epoch} to run {ticks} more ticks",
         )
 
+    def settle(self, first_tick: int, timeout_s: float) -> tuple[int, int]:
+        """Until whoever holds the lease now has journaled SETTLE_TICKS ticks after
+        `first_tick` (the fault's first tick after the takeover). Returns what the stretch
+        cost beyond the takeover: ticks missed in it, and how often the lease moved again."""
+
+        def done() -> list[Entry] | None:
+            lease, entries = self.lease(), self.journal(count=100)
+            if lease is None or not entries:
+                return None
+            mine = [e for e in entries if e.epoch == lease.epoch and e.tick > first_tick]
+            return entries if len(mine) >= SETTLE_TICKS else None
+
+        entries = wait_for(done, timeout_s, f"the holder to run {SETTLE_TICKS} ticks after tick {first_tick}")
+        after = [e for e in entries if e.tick >= first_tick]
+        ticks = {e.tick for e in after}
+        return max(ticks) - first_tick + 1 - len(ticks), len({e.epoch for e in after}) - 1
+
     def _last_tick(self, epoch: int) -> int | None:
         entries = self.journal(count=5) or []
         mine = [e.tick for e in entries if e.epoch == epoch]
@@ -231,7 +248,7 @@ class ClusterFaults:
         sample.primary_before = primary_before
         sample.primary_after = self.c.primary_host()
         sample.restored_ms = restored_ms
-        self.rd.wait_ticks(sample.new_epoch, SETTLE_TICKS, self.timeout_s)
+        sample.missed_after, sample.handoffs_after = self.rd.settle(sample.new_first_tick, self.timeout_s)
         return sample
 
     def restore(self, fault: str, target: str, workers: list[str]) -> int:

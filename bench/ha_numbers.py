@@ -68,6 +68,10 @@ class Sample:
     primary_before: str = ""
     primary_after: str = ""
     restored_ms: int = 0  # when the host or program was back (up/heal/restart), 0: not measured
+    # From the first tick after the takeover until the holder has run a few more ticks with
+    # the host back: ticks missed, and lease moves after the first (what the repair cost).
+    missed_after: int = 0
+    handoffs_after: int = 0
 
     @property
     def to_first_tick_ms(self) -> int:
@@ -212,6 +216,8 @@ def summarise(
             "failed": failures.get(fault, 0),
             "missed_mean": statistics.fmean(missed) if missed else None,
             "missed_max": max(missed) if missed else None,
+            "missed_after": sum(s.missed_after for s in mine),
+            "handoffs_after": sum(s.handoffs_after for s in mine),
             "to_first_tick_ms_median": statistics.median(first) if first else None,
             "to_first_tick_ms_p99": p99(first) if first else None,
             "to_lease_ms_median": statistics.median(lease) if lease else None,
@@ -255,8 +261,8 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int, money: dict[str, di
     rows = [
         f"| fault (tick {tick_ms} ms) | runs | missed ticks mean | max | fault → first tick of the new "
         f"holder ms median | {p} | fault → lease taken ms median | {p} | orders after the deadline "
-        "| duplicates | goal |",
-        "|" + "---|" * 11,
+        "| duplicates | goal | later: missed ticks, handoffs |",
+        "|" + "---|" * 12,
     ]
     for v in summary.values():
         failed = f" ({v['failed']} failed)" if v["failed"] else ""
@@ -268,7 +274,8 @@ def render(summary: dict[str, dict[str, Any]], tick_ms: int, money: dict[str, di
             f"| {label} | {v['runs']}{failed} | {mean} | {cell(v['missed_max'])} "
             f"| {cell(v['to_first_tick_ms_median'])} | {cell(v['to_first_tick_ms_p99'])} "
             f"| {cell(v['to_lease_ms_median'])} | {cell(v['to_lease_ms_p99'])} "
-            f"| {v['after_deadline']} | {v['duplicates']} | {v['goal']} |"
+            f"| {v['after_deadline']} | {v['duplicates']} | {v['goal']} "
+            f"| {v['missed_after']}, {v['handoffs_after']} |"
         )
     out = "\n".join(rows)
     if money:

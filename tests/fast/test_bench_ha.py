@@ -234,3 +234,16 @@ def test_measure_prefers_the_lease_log_for_the_lease_taken_and_the_deadline():
     journal_add(r, 52, 5, 52 * TICK + 4, "green")
     s = measure(Reader(lambda: r), WORKER_KILL, 0, 700, "h1", before, fault_ms, True, TICK, timeout_s=2)
     assert (s.to_lease_ms, s.deadline_ms, s.missed) == (1150, fault_ms + 1050, 0)
+
+
+def test_settling_counts_what_the_repair_cost_after_the_takeover():
+    r = fakeredis.FakeRedis(decode_responses=True)
+    # epoch 5's first tick 20, a lease move to epoch 6 that skips tick 22, then two ticks
+    for t, ep in ((20, 5), (21, 5), (23, 6), (24, 6)):
+        journal_add(r, t, ep, t * TICK, "blue" if ep == 5 else "green")
+    lease_set(r, "green:h1:3:cc", 6, 23 * TICK - 500, 25 * TICK)
+    assert Reader(lambda: r).settle(20, timeout_s=2) == (1, 1)
+    table = render(
+        summarise([sample(HOST_KILL, 0, 1000, missed_after=1, handoffs_after=1)], {}, {}, {}), TICK, {}
+    )
+    assert "| 1, 1 |" in table
