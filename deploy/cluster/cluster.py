@@ -264,17 +264,8 @@ class Cluster:
 
     def failover_ready(self) -> str:
         """What keeps the cluster from surviving the loss of a host ("" when nothing): every
-        Sentinel must know the other two and both replicas (it learns them within ten seconds
-        of its start; until then it cannot promote a replica)."""
-        auth = self._sentinel_auth()
-        lacking = []
-        for h, addr in self.addrs().items():
-            knows = st.sentinel_knows(addr, auth)
-            if knows is None:
-                lacking.append(f"{h}'s Sentinel does not answer")
-            elif knows != (len(HOSTS) - 1, len(HOSTS) - 1):
-                lacking.append(f"{h}'s Sentinel knows {knows[0]} replica(s) and {knows[1]} Sentinel(s)")
-        return "; ".join(lacking)
+        Sentinel must know the other two and both replicas."""
+        return st.failover_ready(self.addrs(), self._sentinel_auth())
 
     def missing(self, host: str) -> str:
         """What the host still lacks to be whole again after `up` ("" when nothing): its Redis
@@ -462,33 +453,14 @@ class Cluster:
     # --- status --------------------------------------------------------------------------------
 
     def status(self) -> st.ClusterStatus:
-        addrs = self.addrs()
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            up = dict(
-                zip(HOSTS, pool.map(lambda n: hostmod.supervisord_running(self.host(n)), HOSTS), strict=True)
-            )
-            sentinels = st.sentinels(addrs, self._sentinel_auth())
-        hosts = [st.HostStatus(n, addrs[n], up[n], netmod.link_up(self.net.link(n))) for n in HOSTS]
-        primary = st.primary_of(sentinels)
-        replicas: list[st.ReplicaStatus] = []
-        lease = None
-        standbys: list[st.StandbyStatus] = []
-        if primary:
-            with contextlib.suppress(redis.RedisError):
-                r = self.direct(primary)
-                try:
-                    replicas = st.replicas(r.info("replication"), addrs)
-                    lease, standbys = st.workers(r, self.keys, wall_ms())
-                finally:
-                    r.close()
-        return st.ClusterStatus(
-            running=self.exists(),
-            name=self.name,
-            net=self.net.net,
-            hosts=hosts,
-            lease=lease,
-            redis=st.RedisStatus(primary=primary, replicas=replicas, sentinels=sentinels),
-            standbys=standbys,
+        with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
+            up = list(pool.map(lambda n: hostmod.supervisord_running(self.host(n)), HOSTS))
+        hosts = [
+            st.HostStatus(n, self.net.addr(n), u, netmod.link_up(self.net.link(n)))
+            for n, u in zip(HOSTS, up, strict=True)
+        ]
+        return st.gather(
+            self.name, self.net.net, hosts, self._sentinel_auth(), self.direct, self.keys, self.exists()
         )
 
 

@@ -7,6 +7,7 @@ supervisord over its unix socket.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from redis.retry import Retry
 
 from deploy.cluster.hosts import COLORS
 from deploy.cluster.net import HOSTS
+from kernel.clock import wall_ms
 from kernel.lease import read_lease
 from state.keys import Keys
 
@@ -248,6 +250,57 @@ def _int(v: Any) -> int:
         return int(v)
     except (TypeError, ValueError):
         return 0
+
+
+def gather(
+    name: str,
+    net: str,
+    hosts: list[HostStatus],
+    auth: SentinelAuth,
+    direct: Callable[[str], Any],
+    keys: Keys,
+    running: bool,
+) -> ClusterStatus:
+    """The whole status: the Sentinels' views, then (from the primary they name, through
+    `direct(host)`, a client of that host's Redis) the replicas, the lease and the standbys."""
+    addrs = {h.name: h.addr for h in hosts}
+    views = sentinels(addrs, auth)
+    primary = primary_of(views)
+    reps: list[ReplicaStatus] = []
+    lease = None
+    standbys: list[StandbyStatus] = []
+    if primary:
+        with contextlib.suppress(redis.RedisError):
+            r = direct(primary)
+            try:
+                reps = replicas(r.info("replication"), addrs)
+                lease, standbys = workers(r, keys, wall_ms())
+            finally:
+                r.close()
+    return ClusterStatus(
+        running=running,
+        name=name,
+        net=net,
+        hosts=hosts,
+        lease=lease,
+        redis=RedisStatus(primary=primary, replicas=reps, sentinels=views),
+        standbys=standbys,
+    )
+
+
+def failover_ready(addrs: Mapping[str, str], auth: SentinelAuth) -> str:
+    """What keeps the cluster from surviving the loss of a host ("" when nothing): every
+    Sentinel must know the other two and both replicas (it learns them within ten seconds of
+    its start; until then it cannot promote a replica)."""
+    others = len(addrs) - 1
+    lacking = []
+    for h, addr in addrs.items():
+        knows = sentinel_knows(addr, auth)
+        if knows is None:
+            lacking.append(f"{h}'s Sentinel does not answer")
+        elif knows != (others, others):
+            lacking.append(f"{h}'s Sentinel knows {knows[0]} replica(s) and {knows[1]} Sentinel(s)")
+    return "; ".join(lacking)
 
 
 def render(s: ClusterStatus) -> str:
