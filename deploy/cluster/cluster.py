@@ -206,6 +206,9 @@ class Cluster:
                     JournalRepo(r, self.keys).mark_stack_stopped(wall_ms())
                 finally:
                     r.close()
+        # A program paused (SIGSTOP, `pause`) would neither stop nor die in time.
+        for n in HOSTS:
+            netmod.kill_all(self.net, n, sig=signal.SIGCONT)
         running = [h for h in (self.host(n) for n in HOSTS) if hostmod.supervisord_running(h)]
         pids = [
             int(p) for p in (hostmod.read_pid(h.settings.run_dir / "supervisord.pid") for h in running) if p

@@ -150,15 +150,15 @@ def zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
-def kill_all(n: Network, node: str, spare: tuple[str, ...] = ()) -> list[int]:
-    """SIGKILL every process in the node's namespace (but those whose command line starts
-    with a name in `spare`); the pids signalled."""
+def kill_all(n: Network, node: str, spare: tuple[str, ...] = (), sig: int = signal.SIGKILL) -> list[int]:
+    """Send `sig` (SIGKILL) to every process in the node's namespace (but those whose command
+    line starts with a name in `spare`); the pids signalled."""
     done = []
     for pid in pids(n, node):
         if spare and _command(pid).startswith(spare):
             continue
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
             done.append(pid)
         except ProcessLookupError:
             pass
