@@ -56,6 +56,11 @@ HANDED_OVER = -1  # trade()'s answer after a planned handover (not an exit code)
 STANDBY_POLL_MS = 100
 # ... and writes its heartbeat hash at most this often meanwhile.
 STANDBY_BEAT_MS = 1000
+# A look that outlasts this met a primary that answers nothing (cut off): it is dropped and
+# made again, on a connection the Sentinels name anew, instead of waiting out the socket's
+# timeout (two ticks). Not shorter: finding the new primary may first try a Sentinel that is
+# cut off too (a second's connect timeout) before one that answers.
+STANDBY_LOOK_MS = 3000
 
 
 def configured_slots(s: Settings) -> list[Slot]:
@@ -241,8 +246,6 @@ class Worker:
         while not self.stopping.is_set():
             stamp = self.deadline.stamp()
             try:
-                # A look bounded by the lease: a primary cut off answers nothing, and the
-                # socket's own timeout (two ticks) would hold the takeover that long.
                 got = await asyncio.wait_for(
                     lease.acquire(
                         self.store,
@@ -253,7 +256,7 @@ class Worker:
                         self.s.lease_ms,
                         self.s,
                     ),
-                    self.s.lease_ms / 1000,
+                    max(STANDBY_LOOK_MS, self.s.lease_ms) / 1000,
                 )
             except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
                 await self._redis_away(e)
@@ -302,7 +305,7 @@ class Worker:
             try:
                 await asyncio.wait_for(
                     self.store.wait_wake(self.holder, look_ms / 1000),
-                    (STANDBY_POLL_MS + self.s.lease_ms) / 1000,
+                    (look_ms + max(STANDBY_LOOK_MS, self.s.lease_ms)) / 1000,
                 )
             except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
                 await self._redis_away(e)
