@@ -103,6 +103,27 @@ def inject_kill_primary_host(ctx: Any, rnd: random.Random) -> Outcome:
     return _kill_host(ctx, rnd, "primary")
 
 
+def inject_kill_holder_worker(ctx: Any, rnd: random.Random) -> Outcome:
+    """SIGKILL of the active worker alone: the warm standby on another host takes over, or
+    the holder's own supervisord restarts it first (the dead-holder check on its host)."""
+    out = Outcome()
+    roles = ctx.roles()
+    target = roles.holder_host
+    program = f"worker-{roles.color}"
+    pid = ctx.host_pid(target, program)
+    at_tick_offset(ctx, rnd)
+    out.injected_ms = killed_ms = ctx.now_ms()
+    os.kill(pid, signal.SIGKILL)
+    out.details.update(target=target, roles=roles.of(target), program=program, pid=pid, epoch=roles.epoch)
+    seen = _new_holder(ctx, killed_ms, roles.epoch, 30)
+    out.recovered = seen is not None
+    if seen is not None:
+        out.details.update(takeover_ms=int(seen["started_ms"]) - killed_ms, new_epoch=int(seen["epoch"]))
+        out.details["new_color"] = seen.get("color")
+    _whole_again(ctx, out, 90)
+    return out
+
+
 def _cut_host(ctx: Any, rnd: random.Random, role: str) -> Outcome:
     out = Outcome()
     roles = ctx.roles()
@@ -283,6 +304,15 @@ CATALOGUE: dict[str, ClusterFault] = {
             "every process of the Redis primary's host SIGKILLed: Sentinel fails over, every "
             "program follows the new primary; the old one rejoins as a replica",
             inject_kill_primary_host,
+        ),
+        ClusterFault(
+            "kill-holder-worker",
+            HOST_FAULT_ALLOWANCE,
+            90,
+            2.0,
+            "SIGKILL of the active worker alone: the warm standby on another host (or the "
+            "holder's supervisord restart) takes over with a larger epoch, nothing sent twice",
+            inject_kill_holder_worker,
         ),
         ClusterFault(
             "cut-holder-host",
