@@ -27,6 +27,7 @@ import os
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from baton.coredumps import dumpable
@@ -136,8 +137,10 @@ class Worker:
     async def _beat(self) -> None:
         try:
             await self._heartbeat()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            # Redis is away: the tick loop notices too; a missing heartbeat is not a reason to die.
+        except (RedisError, OSError) as e:
+            # Redis is away, or refuses writes for a while (NOREPLICAS right after a failover,
+            # READONLY from a demoted primary): the tick loop notices too; a missing heartbeat
+            # is not a reason to die (make chaos-cluster found one that did).
             log.warning("heartbeat not written: %s", e)
 
     async def _heartbeat(self) -> None:
@@ -258,7 +261,8 @@ class Worker:
                     ),
                     max(STANDBY_LOOK_MS, self.s.lease_ms) / 1000,
                 )
-            except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
+            except (RedisError, OSError, TimeoutError) as e:
+                # Unreachable, or refusing writes for a while (NOREPLICAS, READONLY) in a failover.
                 await self._redis_away(e)
                 continue
             except UnreadableValue as e:
@@ -307,7 +311,7 @@ class Worker:
                     self.store.wait_wake(self.holder, look_ms / 1000),
                     (look_ms + max(STANDBY_LOOK_MS, self.s.lease_ms)) / 1000,
                 )
-            except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
+            except (RedisError, OSError, TimeoutError) as e:
                 await self._redis_away(e)
                 continue
             self._redis_was_away = False

@@ -298,36 +298,48 @@ async def test_with_a_real_replica_only_acknowledged_leases_and_renewals_count(p
 
 async def test_a_standby_whose_redis_times_out_stands_by_and_takes_the_lease_after(rig, monkeypatch):
     # The primary cut off from the standby's host: its looks time out (no RST on a cut link)
-    # or hang until Sentinel fails over. Dying of it would cost the takeover a restart and a
-    # warm-up; hanging, the socket's timeout (two ticks).
+    # or hang, then a new primary refuses writes until its replica caught up (NOREPLICAS).
+    # Dying of it would cost the takeover a restart and a warm-up; hanging, the socket's
+    # timeout (two ticks).
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     monkeypatch.setattr(lifecycle, "STANDBY_LOOK_MS", 300)
     w = Worker(rig.settings, rig.store, rig.venue, rig.clock, "green")
-    failed: list[str] = []
-    real_wake, real_acquire = rig.store.wait_wake, lease.acquire
+    wakes: list[str] = []
+    looks: list[str] = []
+    beats: list[str] = []
+    real_wake, real_acquire, real_heartbeat = rig.store.wait_wake, lease.acquire, rig.store.heartbeat
 
     async def cut_wake(holder, timeout_s):
-        if len(failed) < 2:
-            failed.append("wake")
+        wakes.append("wake")
+        if len(wakes) <= 2:
             raise RedisTimeoutError("Timeout reading from 10.78.2.11:7379")
-        if len(failed) == 2:
-            failed.append("hung")
+        if len(wakes) == 3:
             await asyncio.Event().wait()  # no answer, no error: dropped after STANDBY_LOOK_MS
         return await real_wake(holder, timeout_s)
 
     async def cut_acquire(*args, **kwargs):
-        if len(failed) == 3:
-            failed.append("acquire")
+        looks.append("look")
+        if len(looks) == 2:
             raise RedisConnectionError("Error 113 connecting to 10.78.2.11:7379. No route to host.")
+        if len(looks) == 3:
+            raise ResponseError("NOREPLICAS Not enough good replicas to write.")
         return await real_acquire(*args, **kwargs)
 
+    async def refused_heartbeat(*args, **kwargs):
+        beats.append("beat")
+        if len(beats) == 1:
+            raise ResponseError("NOREPLICAS Not enough good replicas to write.")
+        return await real_heartbeat(*args, **kwargs)
+
     monkeypatch.setattr(rig.store, "wait_wake", cut_wake)
+    monkeypatch.setattr(rig.store, "heartbeat", refused_heartbeat)
     monkeypatch.setattr(lease, "acquire", cut_acquire)
     task = asyncio.ensure_future(w.acquire())
     try:
-        await until(lambda: len(failed) == 4, what="the standby's looks to fail")
+        await until(lambda: len(wakes) >= 4 and len(looks) >= 4 and beats, what="the failed looks")
         assert not task.done() and w.state == "ready"  # still standing by
         await rig.store.release_lease("blue:t", rig.epoch)  # the holder is gone
         assert await asyncio.wait_for(task, 10) is True
