@@ -194,9 +194,7 @@ def check(d: ClusterRunData) -> Report:
     return Report(rows, figures)
 
 
-def fault_table(rep: Report, faults: list[dict[str, Any]]) -> str:
-    """One line per fault kind: how often, recovered, ticks missed (in all and the worst
-    one), the allowance, how many went past it, and the longest effect."""
+def _by_kind(rep: Report, faults: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     missed = {int(k): v for k, v in rep.figures.get("allowances", {}).get("missed_by_fault", {}).items()}
     rows: dict[str, dict[str, int]] = {}
     for f in faults:
@@ -211,17 +209,42 @@ def fault_table(rep: Report, faults: list[dict[str, Any]]) -> str:
         k["allowed"] = max(k["allowed"], _i(f.get("allowed_missed")))
         k["over"] += n > _i(f.get("allowed_missed"))
         k["longest"] = max(k["longest"], f["end_ms"] - f["start_ms"])
+    return dict(sorted(rows.items()))
+
+
+def fault_table(rep: Report, faults: list[dict[str, Any]]) -> str:
+    """One line per fault kind: how often, recovered, ticks missed (in all and the worst
+    one), the allowance, how many went past it, and the longest effect."""
     head = (
         f"  {'fault':<20}{'injected':>9}{'recovered':>10}{'ticks missed':>13}{'worst':>6}"
         f"{'allowed':>8}{'over':>5}{'longest s':>10}"
     )
     lines = [head]
-    for name, k in sorted(rows.items()):
+    for name, k in _by_kind(rep, faults).items():
         lines.append(
             f"  {name:<20}{k['n']:>9}{k['ok']:>10}{k['missed']:>13}{k['worst']:>6}{k['allowed']:>8}"
             f"{k['over']:>5}{k['longest'] / 1000:>10.1f}"
         )
     return "\n".join(lines)
+
+
+def markdown(rep: Report, faults: list[dict[str, Any]]) -> str:
+    """The report as docs/reliability.md's tables: invariants and figures, then the faults."""
+    out = ["| section | what | value | must be | |", "|---|---|---|---|---|"]
+    for r in rep.rows:
+        mark = "" if r.ok is None else ("ok" if r.ok else "**BROKEN**")
+        out.append(f"| {r.section} | {r.name} | {r.value} | {r.expected.lstrip('= ')} | {mark} |")
+    out += [
+        "",
+        "| fault | injected | recovered | ticks missed | worst one | allowed | over | longest effect s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, k in _by_kind(rep, faults).items():
+        out.append(
+            f"| `{name}` | {k['n']} | {k['ok']} | {k['missed']} | {k['worst']} | {k['allowed']} "
+            f"| {k['over']} | {k['longest'] / 1000:.1f} |"
+        )
+    return "\n".join(out)
 
 
 def load(path: str) -> ClusterRunData:
@@ -232,14 +255,23 @@ def load(path: str) -> ClusterRunData:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tests.chaos.cluster_checks <cluster-chaos-data.json>`: judge a saved cluster
-    run again (the harness writes its raw snapshot next to its results)."""
+    """`python -m tests.chaos.cluster_checks [--markdown] <cluster-chaos-data.json>`: judge a
+    saved cluster run again (the harness writes its raw snapshot into the cluster's home),
+    as text or as docs/reliability.md's tables."""
     args = sys.argv[1:] if argv is None else argv
+    md = args[:1] == ["--markdown"]
+    args = args[md:]
     if len(args) != 1:
-        print("usage: python -m tests.chaos.cluster_checks <cluster-chaos-data.json>", file=sys.stderr)
+        print(
+            "usage: python -m tests.chaos.cluster_checks [--markdown] <cluster-chaos-data.json>",
+            file=sys.stderr,
+        )
         return 2
     d = load(args[0])
     rep = check(d)
+    if md:
+        print(markdown(rep, d.faults))
+        return 1 if rep.broken else 0
     print(table(rep))
     print()
     print(fault_table(rep, d.faults))

@@ -156,6 +156,7 @@ def test_a_saved_cluster_run_is_judged_again(tmp_path):
     f = tmp_path / "data.json"
     f.write_text(json.dumps(dataclasses.asdict(d)))
     assert cluster_checks.main([str(f)]) == 1
+    assert cluster_checks.main(["--markdown", str(f)]) == 1
     d.venue_orders[2]["received_ms"] = 1_044_000
     f.write_text(json.dumps(dataclasses.asdict(d)))
     assert cluster_checks.main([str(f)]) == 0
