@@ -135,7 +135,8 @@ def test_a_cluster_answers_loses_a_host_brings_it_back_and_leaves_nothing(cluste
         return s if ok else None
 
     st = wait_for(back, 60, "h2's Redis online and green standing by")
-    assert (st["lease"]["host"], st["lease"]["color"], st["lease"]["epoch"]) == ("h1", "blue", epoch)
+    # The lease stayed with blue on h1 (a renewal lost to a loaded machine may have re-taken it).
+    assert (st["lease"]["host"], st["lease"]["color"]) == ("h1", "blue") and st["lease"]["epoch"] >= epoch
     assert st["redis"]["primary"] == "h1"
     # And the cluster could lose a host again: every Sentinel knows both replicas and the others.
     wait_for(lambda: c.failover_ready() == "", 30, "every Sentinel to know h2 again")
