@@ -81,6 +81,7 @@ def render_redis_ha(
     primary_addr: str,
     announce_ip: str,
     min_replicas_to_write: int | None = None,
+    replica_priority: int = 100,
 ) -> Path:
     """Write this host's Redis config (`var/ha/redis.conf`) and its ACL file; return the
     config's path.
@@ -95,7 +96,8 @@ def render_redis_ha(
     deploy/cluster/ does): one missing here is generated, and would not match the others'.
     `min_replicas_to_write`: replicas that must be connected (lag at most
     MIN_REPLICAS_MAX_LAG_S) for a primary to accept a write; by default
-    max(1, Settings.redis_min_replicas)."""
+    max(1, Settings.redis_min_replicas). `replica_priority`: Sentinel promotes the replica with
+    the lowest (0: never), so a host without a worker can be preferred as the primary."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} must be one of {', '.join(ROLES)}")
     host, port = parse_addr(primary_addr)
@@ -124,6 +126,7 @@ def render_redis_ha(
         # A replica that joins syncs at once (the default waits 5 s for others to batch with).
         "repl-diskless-sync-delay 0",
         "repl-ping-replica-period 1",
+        f"replica-priority {replica_priority}",
     ]
     if role == "replica":
         lines.append(f"replicaof {_plain(host)} {port}")

@@ -3,8 +3,8 @@
 bench parts inject (kill a host, cut its link, pause a program).
 
 Topology (docs/ha.md): namespaces `<name>-h1..h3` and `<name>-venue` on a bridge `<name>-br`;
-h1 runs the first Redis primary and worker-blue, h2 a replica and worker-green (the warm
-standby), h3 a replica and a second api; every host runs a Sentinel, the feed and settle; the
+h1 runs worker-blue, h2 worker-green (the warm standby), h3 the first Redis primary and a
+second api, the others Redis replicas; every host runs a Sentinel, the feed and settle; the
 venue runs the sim.
 """
 
@@ -46,7 +46,10 @@ from state.keys import Keys
 
 DEFAULT_NAME = "baton"
 DEFAULT_NET = "10.77.0.0/24"
-FIRST_PRIMARY = "h1"
+# The first primary is on h3, the host without a worker: one host's loss then costs the lease
+# (about a second) or the primary (a Sentinel failover, 2-3 s), not both at once, which is the
+# slowest takeover of all (the standby cannot take the lease before a replica is promoted).
+FIRST_PRIMARY = "h3"
 # Programs finish their tick (a worker) or the job in hand (settle) in this time at a stop; one
 # that takes longer is killed (every write it makes is fenced and idempotent). Then Redis and
 # Sentinel stop, and what remains after that is killed with its namespace.
@@ -111,7 +114,7 @@ class Cluster:
         return hostmod.cluster_home(self.home) / "var" / "primary"
 
     def _last_primary(self) -> str:
-        """The primary when the cluster was last seen (h1 at first), for a host or a cluster
+        """The primary when the cluster was last seen (h3 at first), for a host or a cluster
         started while no Sentinel answers: what most Sentinels' own files name (they rewrite
         them at every failover), else the primary noted at the last start or stop."""
         by_addr = {a: h for h, a in self.addrs().items()}

@@ -181,7 +181,9 @@ def prepare(host: Host, secrets_src: Path, primary_addr: str) -> None:
     for d in (s.var_dir, s.log_dir, s.run_dir, s.run_dir / "supervisor.d"):
         owner_only_dir(d)
     copy_secrets(secrets_src, host)
-    ha.render(host.settings, host.addr, primary_addr)
+    # Sentinel promotes a host without a worker first (h3): a worker host's loss then costs
+    # the lease or the primary, seldom both (deploy/cluster/cluster.py FIRST_PRIMARY).
+    ha.render(host.settings, host.addr, primary_addr, replica_priority=100 if host.name in COLORS else 50)
     color = COLORS.get(host.name)
     if color and releases.pointed(host.home, color) is None:
         rel = releases.stage(host.home)

@@ -33,7 +33,7 @@ stdout_logfile_backups=2
 """
 
 
-def render(s: Settings, addr: str, primary_addr: str) -> None:
+def render(s: Settings, addr: str, primary_addr: str, replica_priority: int = 100) -> None:
     """The host's Redis (the primary when `primary_addr` is its own address, else a replica
     of it), its Sentinel watching `primary_addr`, and the fragments that run both.
 
@@ -42,13 +42,15 @@ def render(s: Settings, addr: str, primary_addr: str) -> None:
     it up to date on the primary within a second of its start. Rendered anew, it would know no
     replica for its first ten seconds; leading a failover then, it left the replicas it did not
     know on the dead primary, and the new one refused every write (NOREPLICAS) until another
-    Sentinel fixed them (13 s, measured)."""
+    Sentinel fixed them (13 s, measured). `replica_priority`: lower is promoted first."""
     server = shutil.which("redis-server")
     if not server:
         raise StackError("redis-server not found: install the Debian/Ubuntu package 'redis-server'")
     primary = f"{primary_addr}:{REDIS_PORT}"
     role = "primary" if primary_addr == addr else "replica"
-    conf = redis_ha.render_redis_ha(s, role=role, primary_addr=primary, announce_ip=addr)
+    conf = redis_ha.render_redis_ha(
+        s, role=role, primary_addr=primary, announce_ip=addr, replica_priority=replica_priority
+    )
     sentinel = redis_ha.sentinel_conf(s)
     if not sentinel.exists():
         redis_ha.render_sentinel(s, primary_addr=primary, announce_ip=addr, quorum=QUORUM)

@@ -8,7 +8,7 @@ and a fault that costs more than its allowance is a broken invariant (cluster_ch
 
 Targets are roles, found just before the fault (`ClusterChaos.roles`): the lease holder's
 host, a host with a warm standby, the Redis primary's host. One host may hold several roles
-(at the start h1 holds the lease and the primary): the fault log says which it held.
+(at the start h1 holds the lease, h3 the primary): the fault log says which it held.
 """
 
 from __future__ import annotations
