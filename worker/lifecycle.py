@@ -470,7 +470,9 @@ class Worker:
                 # Redis hiccup or a bug inside one tick: report, keep the loop alive; the
                 # lease heartbeat and the next tick's renewal decide whether we still trade.
                 log.exception("tick %d failed: %s", tick, e)
-                await self.store.record_error("worker", f"tick {tick} failed: {e!r}", now_ms=wall_ms())
+                # Redis failing the tick may fail its journal line too: no reason to die.
+                with contextlib.suppress(RedisError, OSError):
+                    await self.store.record_error("worker", f"tick {tick} failed: {e!r}", now_ms=wall_ms())
             if self._lost() and self.heartbeat is not None:
                 # Found by the heartbeat during the tick (whose posts the dropped deadline stopped).
                 return await self._lost_lease(self.heartbeat.why)
@@ -514,6 +516,11 @@ class Worker:
             epoch, why = await lease.transfer(
                 self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms, self.s
             )
+        except (RedisError, OSError, TimeoutError) as e:
+            # Redis failing over or cut off: the transfer may or may not have run. Renewing
+            # again settles it: a transfer that ran makes the renewal refused (lost, exit 3),
+            # one that did not leaves the lease ours and the request to the next tick's read.
+            epoch, why = 0, f"{type(e).__name__}: {e}"
         except UnreadableValue as e:
             # Nothing was written: the lease stays ours, and the request is refused with the
             # reason, so that the deploy says why at once.

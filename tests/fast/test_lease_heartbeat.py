@@ -346,3 +346,27 @@ async def test_a_standby_whose_redis_times_out_stands_by_and_takes_the_lease_aft
     finally:
         task.cancel()
     assert w.state == "active" and w.epoch == rig.epoch + 1
+
+
+async def test_a_handover_that_meets_a_redis_error_keeps_the_holder_renewing(rig, monkeypatch):
+    # Mid-failover the transfer's round trip may fail: the worker neither dies of it nor
+    # stops renewing (its lease would then run out while it is still the holder).
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def cut_transfer(*args, **kwargs):
+        raise RedisConnectionError("Error 113 connecting to 10.78.2.11:7379. No route to host.")
+
+    monkeypatch.setattr(lease, "transfer", cut_transfer)
+    s = msgspec.structs.replace(rig.settings, lease_renew_ms=30)
+    w = Worker(s, rig.store, rig.venue, rig.clock, "blue")
+    w.holder, w.epoch = "blue:t", rig.epoch
+    w.heartbeat = LeaseHeartbeat(s, rig.store, rig.clock, w.deadline, w.holder, w.epoch)
+    w.heartbeat.start()
+    try:
+        req = {"id": "h1", "to_holder": "green:2", "to_color": "green", "state": "requested"}
+        assert await w.hand_over(req, 41) is False
+        before = w.heartbeat.renewed
+        await until(lambda: w.heartbeat is not None and w.heartbeat.renewed > before, what="a renewal")
+        assert not w.heartbeat.lost.is_set()
+    finally:
+        await w.heartbeat.stop()
