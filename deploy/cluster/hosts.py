@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from baton.errors import StackError
-from baton.secretfiles import ensure_secret, private_dir, secrets_dir, write_secret
+from baton.secretfiles import ensure_secret, secrets_dir, write_secret
 from baton.settings import API_TOKEN_FILE, PRIVATE_KEY_FILE, Settings, load
 from deploy import releases
 from deploy.cluster import redis as ha
@@ -159,16 +159,8 @@ def copy_secrets(src: Path, host: Host) -> None:
     """Every file of the cluster's secrets into the host's var/secrets, owner-only."""
     dst = secrets_dir(host.home)
     for f in sorted(src.rglob("*")):
-        if f.is_file() and not f.name.startswith("."):
-            target = dst / f.relative_to(src)
-            private_dir(target.parent)
-            tmp = target.with_name(f".{target.name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, f.read_bytes())
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
+        if f.is_file() and not f.name.startswith("."):  # a dot file: a write in progress
+            write_secret(dst / f.relative_to(src), f.read_text().rstrip("\n"))
 
 
 # --- a host's supervisord ----------------------------------------------------------------------
