@@ -28,7 +28,7 @@ from baton.errors import SettingsError, StackError
 from baton.secretfiles import read_secret
 from baton.settings import Settings
 from state.acl import password_file
-from state.connection import primary_address
+from state.connection import primary_address, sentinel_addresses
 
 # The server and the user are this command's to choose; -u could carry a password on the
 # command line.
@@ -82,16 +82,11 @@ def _sentinel_args(
     the SENTINEL commands an operator runs (`--sentinel`)."""
     if not s.redis_sentinels:
         raise SettingsError("--sentinel: BATON_REDIS_SENTINELS names no Sentinel")
-    addrs = [_split_addr(a) for a in s.redis_sentinels]
+    addrs = sentinel_addresses(s)
     ordered = [a for a in addrs if local(*a)] + [a for a in addrs if not local(*a)]
     found = [a for a in ordered if reachable(*a)]
     host, port = found[0] if found else ordered[0]
     return ["-h", host, "-p", str(port)]
-
-
-def _split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def _local(host: str, port: int) -> bool:
