@@ -174,6 +174,22 @@ class Acquired(msgspec.Struct, frozen=True):
     expires_ms: int = 0
 
 
+async def _with_wait(repo: LeaseRepo, s: Settings | None, queue: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """What `queue` puts on a pipeline, then a WAIT for `s`'s replicas on the same one (one
+    round trip, one connection: WAIT covers that connection's writes): (the script's reply,
+    WAIT's, None when none was wanted). The script's error is raised."""
+
+    def build(pipe: Any) -> None:
+        queue(pipe)
+        if s is not None:
+            replication.queue_wait(s, pipe)
+
+    res = await repo.run_pipeline(build)
+    if isinstance(res[0], Exception):
+        raise res[0]
+    return res[0], (res[1] if len(res) > 1 else None)
+
+
 def _acked(s: Settings | None, reply: Any, what: str) -> str:
     """'' when WAIT's `reply` is enough for `s`, else why not."""
     if s is None or not replication.wanted(s):
@@ -206,17 +222,11 @@ async def acquire(
         return Acquired(False, lease.epoch, lease.holder, before, "", expires_ms=lease.expires_ms)
     dead = dead_holder(lease, me)
     now_ms = clock.now_ms()
-
-    def build(pipe: Any) -> None:
-        repo.queue_acquire_lease(pipe, me, color, release, now_ms, ttl_ms, dead)
-        if s is not None:
-            replication.queue_wait(s, pipe)
-
-    res = await repo.run_pipeline(build)
-    if isinstance(res[0], Exception):
-        raise res[0]
-    held, epoch, holder = acquired(res[0], me)
-    why = _acked(s, res[1] if len(res) > 1 else None, f"lease of epoch {epoch}") if held else ""
+    reply, waited = await _with_wait(
+        repo, s, lambda pipe: repo.queue_acquire_lease(pipe, me, color, release, now_ms, ttl_ms, dead)
+    )
+    held, epoch, holder = acquired(reply, me)
+    why = _acked(s, waited, f"lease of epoch {epoch}") if held else ""
     return Acquired(held, epoch, holder, before, dead, acked=not why, why=why)
 
 
@@ -239,17 +249,10 @@ async def renew_replicated(
     repo: LeaseRepo, s: Settings, me: str, epoch: int, now_ms: int, ttl_ms: int
 ) -> Renewal:
     """`renew` and WAIT in one round trip on one connection (the heartbeat's)."""
-
-    def build(pipe: Any) -> None:
-        renew(repo, me, epoch, now_ms, ttl_ms, pipeline=pipe)
-        replication.queue_wait(s, pipe)
-
-    res = await repo.run_pipeline(build)
-    if isinstance(res[0], Exception):
-        raise res[0]
-    if not renewed(res[0]):
+    reply, waited = await _with_wait(repo, s, lambda pipe: renew(repo, me, epoch, now_ms, ttl_ms, pipe))
+    if not renewed(reply):
         return Renewal(False, False, f"lease of epoch {epoch} is no longer ours")
-    why = _acked(s, res[1] if len(res) > 1 else None, f"renewal of epoch {epoch}")
+    why = _acked(s, waited, f"renewal of epoch {epoch}")
     return Renewal(True, not why, why)
 
 
@@ -284,17 +287,9 @@ async def transfer(
         now_ms,
         ttl_ms,
     )
-
-    def build(pipe: Any) -> None:
-        repo.queue_transfer_lease(pipe, *args)
-        if s is not None:
-            replication.queue_wait(s, pipe)
-
-    res = await repo.run_pipeline(build)
-    if isinstance(res[0], Exception):
-        raise res[0]
-    new_epoch, why = transferred(res[0])
-    if new_epoch and (late := _acked(s, res[1] if len(res) > 1 else None, f"handover to epoch {new_epoch}")):
+    reply, waited = await _with_wait(repo, s, lambda pipe: repo.queue_transfer_lease(pipe, *args))
+    new_epoch, why = transferred(reply)
+    if new_epoch and (late := _acked(s, waited, f"handover to epoch {new_epoch}")):
         log.warning("%s; the successor waits for its own acknowledgement", late)
     return new_epoch, why
 
