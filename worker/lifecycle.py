@@ -4,11 +4,9 @@ worker/main.py.
 
 1. readiness: schema compatible, Redis state readable, every slot's strategy dry-evaluated;
    a failure is written to its heartbeat (`state=failed`, `error`) and it exits 4;
-2. standby (`state=ready`): looks ten times a second (one read while another holder's lease
-   is live) and takes the lease when it is free or expired, when its holder's process is gone
-   from this host (a crash: no waiting for the expiry), or when a planned handover gives it
-   over (a BLPOP on its wake list notices at once); with replicas configured, only once they
-   acknowledged the acquisition;
+2. standby (`state=ready`, worker/standby.py): looks ten times a second and takes the lease
+   when it is free or expired, its holder died on this host, or a planned handover gives it
+   over; with replicas configured, only once they acknowledged the acquisition;
 3. active: the lease heartbeat renews the lease beside the ticks (kernel/lease_heartbeat.py);
    reconciles in-flight intents with the venue, then runs ticks; between ticks it hot-reloads
    changed strategy modules;
@@ -34,7 +32,7 @@ from baton.coredumps import dumpable
 from baton.errors import LeaseLost, NotReady, SchemaMismatch, UnreadableValue
 from baton.settings import Settings
 from kernel import boundaries, gcpolicy, lease
-from kernel.clock import Clock, monotonic_ms, wall_ms
+from kernel.clock import Clock, wall_ms
 from kernel.halt import HaltGate, HaltResponder
 from kernel.lease_heartbeat import LeaseHeartbeat
 from kernel.reload import StrategyReloader
@@ -43,6 +41,7 @@ from state.store import Store
 from state.structs import ControlFlags, Slot
 from state.system import WORKER_SETTINGS, published_fields
 from worker import takeover
+from worker.standby import Standby
 
 log = logging.getLogger("baton.worker")
 
@@ -52,16 +51,6 @@ REDIS_RETRY_S = 1.0
 EXIT_NOT_READY = 4
 EXIT_LOST_LEASE = 3
 HANDED_OVER = -1  # trade()'s answer after a planned handover (not an exit code)
-# A standby looks at the lease this often: a dead holder on another host is taken over within
-# the lease plus this. A live lease held elsewhere costs one HGETALL per look.
-STANDBY_POLL_MS = 100
-# ... and writes its heartbeat hash at most this often meanwhile.
-STANDBY_BEAT_MS = 1000
-# A look that outlasts this met a primary that answers nothing (cut off): it is dropped and
-# made again, on a connection the Sentinels name anew, instead of waiting out the socket's
-# timeout (two ticks). Not shorter: finding the new primary may first try a Sentinel that is
-# cut off too (a second's connect timeout) before one that answers.
-STANDBY_LOOK_MS = 3000
 
 
 def configured_slots(s: Settings) -> list[Slot]:
@@ -123,7 +112,6 @@ class Worker:
         self.deadline = lease.LeaseDeadline(s.lease_ms, s.lease_margin_ms)
         # Renews the lease while this worker trades (one per holding: its epoch).
         self.heartbeat: LeaseHeartbeat | None = None
-        self._redis_was_away = False  # a standby's looks failing: said once per outage
         self.halt = HaltResponder(
             store, venue, self.gate, self._who, on_change=self._beat, deadline=self.deadline
         )
@@ -236,94 +224,36 @@ class Worker:
         log.info("ready: release %s, %d slot(s) dry-evaluated", self.s.release, checked)
 
     async def acquire(self) -> bool:
-        """Standby until this worker holds the lease (or is asked to stop): the lease is free
-        or expired, its holder died on this host, or it was handed to us (we are woken).
-        With replicas configured, held means acknowledged by them: an epoch a failover could
-        take back is never traded on (the next look extends the lease and waits again)."""
+        """Standby until this worker holds the lease (worker/standby.py), or is asked to stop
+        (False)."""
         if self.state != "handed-over":
             self.state = "ready"
-        reported = ""
-        # The first attempt that held the lease: who held it before (a retry finds only us).
-        first: lease.Acquired | None = None
-        beat_ms = -float(STANDBY_BEAT_MS)
-        while not self.stopping.is_set():
-            stamp = self.deadline.stamp()
-            try:
-                got = await asyncio.wait_for(
-                    lease.acquire(
-                        self.store,
-                        self.clock,
-                        self.holder,
-                        self.color,
-                        self.s.release,
-                        self.s.lease_ms,
-                        self.s,
-                    ),
-                    max(STANDBY_LOOK_MS, self.s.lease_ms) / 1000,
-                )
-            except (RedisError, OSError, TimeoutError) as e:
-                # Unreachable, or refusing writes for a while (NOREPLICAS, READONLY) in a failover.
-                await self._redis_away(e)
-                continue
-            except UnreadableValue as e:
-                # A garbage epoch counter or lease: nobody can hold a lease safely (every
-                # fenced write compares the epoch). Stand by and say why, once per change,
-                # until it is repaired; restarting would change nothing.
-                if str(e) != reported:
-                    reported = str(e)
-                    log.error("cannot take the lease until this is repaired: %s", e)
-                    await self.store.record_error("worker", f"lease not taken: {e}", now_ms=wall_ms())
-                self.error = f"lease not taken: {e}"
-                await self._beat()
-                await self._wait(1.0)
-                continue
-            if got.held and (first is None or first.epoch != got.epoch):
-                first = got
-            if got.held and got.acked and first is not None:
-                self.deadline.renewed(stamp)
-                if reported:
-                    self.error = ""
-                epoch, before, dead = got.epoch, first.before, first.dead
-                self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
-                # A handover made the lease ours before we asked: anything else is a takeover.
-                taken = f"took the lease over from {before or 'nobody'}"
-                self.takeover_reason = "" if before == self.holder else taken
-                self.epoch = epoch
-                self.state = "active"
-                log.info(
-                    "holding the lease with epoch %d%s", epoch, f" (holder {dead} had died)" if dead else ""
-                )
-                return True
-            if got.held and got.why != reported:
-                reported = got.why
-                log.warning("not trading on the lease of epoch %d yet: %s", got.epoch, got.why)
-            if monotonic_ms() - beat_ms >= STANDBY_BEAT_MS:
-                beat_ms = monotonic_ms()
-                await self._beat()
-            # A handover pushes our wake list; otherwise look again soon (the holder may die),
-            # at the live lease's expiry when that comes sooner: a dead holder on another host
-            # is then taken over as its lease runs out, not up to a look later.
-            look_ms = STANDBY_POLL_MS
-            if got.expires_ms:
-                look_ms = min(look_ms, max(1, got.expires_ms + 1 - self.clock.now_ms()))
-            try:
-                await asyncio.wait_for(
-                    self.store.wait_wake(self.holder, look_ms / 1000),
-                    (look_ms + max(STANDBY_LOOK_MS, self.s.lease_ms)) / 1000,
-                )
-            except (RedisError, OSError, TimeoutError) as e:
-                await self._redis_away(e)
-                continue
-            self._redis_was_away = False
-        return False
+        standby = Standby(
+            self.s,
+            self.store,
+            self.clock,
+            self.holder,
+            self.color,
+            self.deadline,
+            self.stopping,
+            self._beat,
+            self._report,
+        )
+        got = await standby.take()
+        if got is None:
+            return False
+        epoch, before, dead = got.epoch, got.before, got.dead
+        self.predecessor_maybe_alive = bool(before) and before not in (self.holder, dead)
+        # A handover made the lease ours before we asked: anything else is a takeover.
+        taken = f"took the lease over from {before or 'nobody'}"
+        self.takeover_reason = "" if before == self.holder else taken
+        self.epoch = epoch
+        self.state = "active"
+        log.info("holding the lease with epoch %d%s", epoch, f" (holder {dead} had died)" if dead else "")
+        return True
 
-    async def _redis_away(self, e: Exception) -> None:
-        """A standby's look failed (the primary failing over, or cut off: a read times out):
-        look again shortly. Dying of it would cost the takeover a restart and a warm-up."""
-        if not self._redis_was_away:
-            self._redis_was_away = True
-            log.warning("standby: Redis not reachable, looking again: %s", f"{type(e).__name__}: {e}")
-        await self._wait(STANDBY_POLL_MS / 1000)
+    def _report(self, error: str) -> None:
+        self.error = error
 
     async def become_active(self) -> TickRunner:
         await self.store.adopt_schema()

@@ -28,7 +28,7 @@ from state import replication
 from state.keys import Keys
 from state.store import Store
 from tests.fast.test_lease_deadline import Venue, intents, take_lease
-from worker import lifecycle
+from worker import standby
 from worker.lifecycle import EXIT_LOST_LEASE, Worker
 
 HOLDER = "blue:h1:1:x"
@@ -305,7 +305,7 @@ async def test_a_standby_whose_redis_times_out_stands_by_and_takes_the_lease_aft
     from redis.exceptions import ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    monkeypatch.setattr(lifecycle, "STANDBY_LOOK_MS", 300)
+    monkeypatch.setattr(standby, "STANDBY_LOOK_MS", 300)
     w = Worker(rig.settings, rig.store, rig.venue, rig.clock, "green")
     wakes: list[str] = []
     looks: list[str] = []
