@@ -106,9 +106,11 @@ async def _post_all(
     def post(s: Any) -> Any:
         if gate is not None and gate.halted:
             raise HaltedBeforePost("halted before it was posted: never sent to the venue")
-        if deadline is not None:
-            deadline.check()
-        return venue.post(s, "FOK")
+        if deadline is None:
+            return venue.post(s, "FOK")
+        deadline.check()
+        # A retry inside the venue call (a fast failure) is sent only inside the deadline too.
+        return venue.post(s, "FOK", may_retry=lambda: not deadline.passed())
 
     async def lane(span: range) -> list[Any]:
         if gate is not None and not gate.begin_post(len(span)):

@@ -7,6 +7,7 @@ calls block: the kernel makes them through threads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -84,7 +85,10 @@ class Venue(Protocol):
 
     def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy: ...
 
-    def post(self, signed: SignedBuy, order_type: str = "FOK") -> OrderResult: ...
+    # `may_retry`, asked before a retry of the post is sent: False sends nothing more.
+    def post(
+        self, signed: SignedBuy, order_type: str = "FOK", may_retry: Callable[[], bool] | None = None
+    ) -> OrderResult: ...
 
     def order(self, order_id: str) -> OrderResult | None: ...
 

@@ -154,9 +154,11 @@ class ClobVenue:
     def __repr__(self) -> str:  # never show the key or the API secret
         return f"ClobVenue(clob_url={self.clob_url!r}, gamma_url={self.gamma_url!r}, dry_run={self.dry_run})"
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], may_retry: Callable[[], bool] | None = None) -> T:
         """Run one venue call with bounded retries of retryable errors (each request in it
-        takes its cost from the shared budget first: `_Client._request`)."""
+        takes its cost from the shared budget first: `_Client._request`). `may_retry`, asked
+        right before each retry is sent: False raises the last error instead (an order's
+        poster past its lease deadline sends nothing more; what was sent is reconciled)."""
         started = time.monotonic()
         for attempt in range(RETRY_ATTEMPTS):
             try:
@@ -174,6 +176,8 @@ class ClobVenue:
                 raise err
             log.info("venue: %s failed (%s), attempt %d, retrying", what, err.kind, attempt + 1)
             time.sleep(pause)
+            if may_retry is not None and not may_retry():
+                raise err
         raise AssertionError("unreachable")
 
     # -- discovery ----------------------------------------------------------------------
@@ -274,11 +278,13 @@ class ClobVenue:
             order=payload,
         )
 
-    def post(self, signed: SignedBuy, order_type: str = "FOK") -> OrderResult:
-        """Post a signed order; safe to repeat, and repeated (within a bound) on a retryable
-        error. A final venue refusal comes back as status "rejected" with the venue's
-        message; a retryable failure that outlasts the bound raises VenueError.
-        In dry-run mode nothing is sent: the answer is status "dry_run"."""
+    def post(
+        self, signed: SignedBuy, order_type: str = "FOK", may_retry: Callable[[], bool] | None = None
+    ) -> OrderResult:
+        """Post a signed order; safe to repeat, and repeated (within a bound, and while
+        `may_retry()` says so) on a retryable error. A final venue refusal comes back as status
+        "rejected" with the venue's message; a retryable failure that outlasts the bound raises
+        VenueError. In dry-run mode nothing is sent: the answer is status "dry_run"."""
         if order_type not in ORDER_TYPES:
             raise ValueError(f"order_type {order_type!r} is not one of {ORDER_TYPES}")
         if self.dry_run:
@@ -291,7 +297,7 @@ class ClobVenue:
                 self._ensure_creds()  # again: a 401 on the previous attempt dropped the key
                 return self._client.post_order(order, order_type)
 
-            resp = self._call("POST /order", send)
+            resp = self._call("POST /order", send, may_retry)
         except VenueError as err:
             if err.kind == "version_mismatch":
                 self._refresh_version()

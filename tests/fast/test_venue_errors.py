@@ -66,6 +66,25 @@ def test_a_server_error_is_retried_within_the_bound_then_succeeds(env):
     assert [o["id"] for o in sim_orders(url)] == [signed.order_id]
 
 
+def test_a_post_is_not_retried_once_its_poster_may_send_no_more(env):
+    # The worker's lease deadline passing between two attempts: the retry is not sent, and
+    # the first attempt's error comes back (its fate is reconciled, never called "not sent").
+    url, venue, clock = env
+    m = venue.discover(window(clock, "eth"))
+    signed = venue.sign_buy(m.up_token, 0.99, 5)
+    faults(url, [{"method": "POST", "path": "/order", "error_rate": 1, "status": 503, "times": 1}])
+    asked: list[int] = []
+
+    def may_retry() -> bool:
+        asked.append(1)
+        return False
+
+    with pytest.raises(VenueError) as info:
+        venue.post(signed, may_retry=may_retry)
+    assert info.value.retryable and "503" in str(info.value) and asked == [1]
+    assert sim_orders(url) == []  # the one attempt failed, and no second was sent
+
+
 def test_a_venue_that_keeps_failing_raises_a_retryable_error_after_the_bound(env):
     url, venue, clock = env
     m = venue.discover(window(clock, "sol"))
