@@ -235,14 +235,15 @@ lint: $(STAMP) $(TOOLS_STAMP) lint-commits
 
 # Commit subjects of at most 72 characters (the why goes in the body), checked for every commit
 # after the one that set the rule; a clone that lacks that commit (a shallow one) skips it.
-# Commit 84d96fb reached main with a 74-character subject; main is never rewritten, so it is
-# the one subject let through, by its exact text.
+# Commits 84d96fb and 19c917d reached main with 74- and 73-character subjects; main is never
+# rewritten, so they are the subjects let through, by their exact text.
 SUBJECTS_SINCE := 2ebef0eb181d4425343d1295ff8a3c6af12a20f7
 SUBJECTS_LET_THROUGH := kernel: an untrustworthy journal guard or a refused booking blocks entries
+SUBJECTS_LET_THROUGH_2 := docs/reliability.md: a partitioned holder's order landed after its deadline
 lint-commits:
 	@if git cat-file -e $(SUBJECTS_SINCE)^{commit} 2>/dev/null; then \
 	  long=$$(git log --format=%s $(SUBJECTS_SINCE)..HEAD | awk 'length > 72' \
-	    | grep -vxF '$(SUBJECTS_LET_THROUGH)'); \
+	    | grep -vxF -e '$(SUBJECTS_LET_THROUGH)' -e "$(SUBJECTS_LET_THROUGH_2)"); \
 	  if [ -n "$$long" ]; then echo "commit subjects over 72 characters:"; echo "$$long"; exit 1; fi; \
 	fi
 
