@@ -164,14 +164,17 @@ class Acquired(msgspec.Struct, frozen=True):
     holder: str  # who holds it now (`me` when held)
     before: str  # who held it before the attempt ('' for nobody)
     dead: str  # `before`, when it was found dead on this host and taken over ('' otherwise)
-    # Held, and acknowledged by enough replicas (always, without replicas to wait for): only
-    # then may it be traded on. Held but not acknowledged: ask again (the lease is ours in
-    # Redis; the next attempt extends it and waits again).
-    acked: bool = True
-    why: str = ""  # what the WAIT said when not acknowledged
+    why: str = ""  # what the WAIT said when not acknowledged ('' when it was, or not wanted)
     # Not held because another holder's lease is live: when it expires (0: not known), so
     # that a standby can aim its next look at that moment.
     expires_ms: int = 0
+
+    @property
+    def acked(self) -> bool:
+        """Acknowledged by enough replicas (always, without replicas to wait for): only then
+        may a held lease be traded on. Held but not acknowledged: ask again (the lease is ours
+        in Redis; the next attempt extends it and waits again)."""
+        return not self.why
 
 
 async def _with_wait(repo: LeaseRepo, s: Settings | None, queue: Callable[[Any], Any]) -> tuple[Any, Any]:
@@ -227,7 +230,7 @@ async def acquire(
     )
     held, epoch, holder = acquired(reply, me)
     why = _acked(s, waited, f"lease of epoch {epoch}") if held else ""
-    return Acquired(held, epoch, holder, before, dead, acked=not why, why=why)
+    return Acquired(held, epoch, holder, before, dead, why=why)
 
 
 def renew(repo: LeaseRepo, me: str, epoch: int, now_ms: int, ttl_ms: int, pipeline: Any = None) -> Any:
@@ -238,11 +241,15 @@ def renew(repo: LeaseRepo, me: str, epoch: int, now_ms: int, ttl_ms: int, pipeli
 
 class Renewal(msgspec.Struct, frozen=True):
     """A heartbeat's renewal: still ours (False: lost, stand down), and acknowledged by the
-    replicas (False: it does not extend the deadline; `why` says what WAIT said)."""
+    replicas (False: it does not extend the deadline; `why` says what WAIT said, or that the
+    lease is lost)."""
 
     ours: bool
-    acked: bool
     why: str = ""
+
+    @property
+    def acked(self) -> bool:
+        return self.ours and not self.why
 
 
 async def renew_replicated(
@@ -251,9 +258,9 @@ async def renew_replicated(
     """`renew` and WAIT in one round trip on one connection (the heartbeat's)."""
     reply, waited = await _with_wait(repo, s, lambda pipe: renew(repo, me, epoch, now_ms, ttl_ms, pipe))
     if not renewed(reply):
-        return Renewal(False, False, f"lease of epoch {epoch} is no longer ours")
+        return Renewal(False, f"lease of epoch {epoch} is no longer ours")
     why = _acked(s, waited, f"renewal of epoch {epoch}")
-    return Renewal(True, not why, why)
+    return Renewal(True, why)
 
 
 def renewed(reply: Any) -> bool:
