@@ -109,8 +109,12 @@ async def _post_all(
         if deadline is None:
             return venue.post(s, "FOK")
         deadline.check()
-        # A retry inside the venue call (a fast failure) is sent only inside the deadline too.
-        return venue.post(s, "FOK", may_retry=lambda: not deadline.passed())
+        # A retry inside the venue call (a fast failure) is sent only inside the deadline too,
+        # and every attempt is done or abandoned by it: a post still on its way when another
+        # worker may hold the lease must never arrive (kernel/venue.py).
+        return venue.post(
+            s, "FOK", may_retry=lambda: not deadline.passed(), timeout_s=deadline.remaining_ms() / 1000
+        )
 
     async def lane(span: range) -> list[Any]:
         if gate is not None and not gate.begin_post(len(span)):

@@ -85,7 +85,13 @@ class StubVenue:
         oid = "0x" + hashlib.sha256(f"{token_id}:{n}".encode()).hexdigest()
         return SignedBuy(order_id=oid, token_id=token_id, price=price, size=size, order={})
 
-    def post(self, signed: SignedBuy, order_type: str = "FOK", may_retry: Any = None) -> OrderResult:
+    def post(
+        self,
+        signed: SignedBuy,
+        order_type: str = "FOK",
+        may_retry: Any = None,
+        timeout_s: float | None = None,
+    ) -> OrderResult:
         with self._lock:
             self.calls["post"] += 1
             known = self.posted.get(signed.order_id)

@@ -50,7 +50,9 @@ class Venue:
     def sign_buy(self, token_id: str, price: float, size: float) -> SimpleNamespace:
         return SimpleNamespace(order_id=f"0x{token_id}")
 
-    def post(self, signed: SimpleNamespace, order_type: str = "FOK", may_retry=None) -> SimpleNamespace:
+    def post(
+        self, signed: SimpleNamespace, order_type: str = "FOK", may_retry=None, timeout_s=None
+    ) -> SimpleNamespace:
         self.entered.set()
         self.release.wait(10)
         with self.lock:

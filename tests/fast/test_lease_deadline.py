@@ -40,7 +40,9 @@ class Venue:
     def sign_buy(self, token_id: str, price: float, size: float) -> SimpleNamespace:
         return SimpleNamespace(order_id=f"0x{token_id}")
 
-    def post(self, signed: SimpleNamespace, order_type: str = "FOK", may_retry=None) -> SimpleNamespace:
+    def post(
+        self, signed: SimpleNamespace, order_type: str = "FOK", may_retry=None, timeout_s=None
+    ) -> SimpleNamespace:
         if self.on_post is not None:
             self.on_post()
         self.posted.append(signed.order_id)

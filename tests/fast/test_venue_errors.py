@@ -137,3 +137,55 @@ def test_final_errors_come_back_with_the_venues_message(env):
     res = venue.post(signed)
     assert res.status == "rejected" and "order_version_mismatch" in res.error
     assert signed.order_id not in {o["id"] for o in sim_orders(url)}
+
+
+def test_a_post_the_venue_answers_late_is_abandoned_by_its_deadline(env):
+    url, venue, clock = env
+    m = venue.discover(window(clock, "btc"))
+    signed = venue.sign_buy(m.up_token, 0.99, 5)
+    # The venue answers 3 s late (a partition that heals); the lease leaves 0.4 s.
+    faults(url, [{"method": "POST", "path": "/order", "latency_ms": 3000, "phase": "before"}])
+    started = time.monotonic()
+    with pytest.raises(VenueError) as info:
+        venue.post(signed, timeout_s=0.4)
+    took_s = time.monotonic() - started
+    assert info.value.retryable and info.value.kind in ("timeout", "deadline"), info.value
+    assert took_s < 2.5, f"abandoned after {took_s:.2f} s, not at its 0.4 s deadline"
+
+
+def test_a_connection_the_clob_client_gives_up_is_reset_not_closed():
+    # What must never happen: an abandoned request, still in the kernel's send queue (a cut
+    # link), delivered when the link heals. A reset discards it; a graceful close would not.
+    import socket
+    import threading
+
+    from venues.polymarket import RESET_ON_CLOSE
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    seen: dict[str, object] = {}
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        try:
+            request = b""
+            while not request.endswith(b"{}"):  # read it all, answer nothing
+                request += conn.recv(65536)
+            seen["request"] = request
+            seen["after"] = conn.recv(65536)  # b"" for a FIN
+        except ConnectionResetError:
+            seen["after"] = "reset"
+        finally:
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    http = httpx.Client(timeout=0.3, transport=httpx.HTTPTransport(socket_options=RESET_ON_CLOSE))
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(f"http://127.0.0.1:{port}/order", content=b"{}")
+    http.close()
+    t.join(10)
+    srv.close()
+    assert b"POST /order" in seen["request"]
+    assert seen["after"] == "reset"
