@@ -9,6 +9,12 @@ that fails (Redis unreachable, no answer within the lease) drops it at once, so 
 posted until a renewal succeeds again; one refused (a newer epoch or another holder) drops it
 and sets `lost`, on which the worker stands down. A holder cut off from Redis therefore stops
 posting on its own monotonic clock, before its lease can expire for anyone else.
+
+It renews only while the worker's tick loop makes progress (`progress()`, called by the loop):
+a loop hung inside a tick (a call that never returns) would otherwise keep the lease alive
+forever, and no standby could take over (seen in make chaos-cluster: a holder renewing for six
+minutes without a tick). Past `stall_ms` without progress the lease is let go: the deadline is
+dropped, `lost` is set, and it expires for the standby.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class LeaseHeartbeat:
         epoch: int,
         renew_ms: int | None = None,
         mono_ms: Callable[[], float] = monotonic_ms,
+        stall_ms: int | None = None,
     ) -> None:
         self.s = s
         self.repo = repo
@@ -51,6 +58,10 @@ class LeaseHeartbeat:
         self.epoch = epoch
         self.renew_ms = renew_ms if renew_ms is not None else s.lease_renew_ms
         self._mono_ms = mono_ms
+        # Three ticks (a sleep to the boundary, a tick, the work between ticks), the lease, and
+        # a takeover's grace for a live predecessor's posts (kernel/tick.py unknown_grace_ms).
+        self.stall_ms = stall_ms if stall_ms is not None else 3 * s.tick_ms + s.lease_ms + 10_000
+        self._progress_ms = mono_ms()
         # Set when a renewal was refused: the lease belongs to a newer epoch.
         self.lost = asyncio.Event()
         self.why = ""
@@ -60,6 +71,23 @@ class LeaseHeartbeat:
         self.failed = 0
         self._reported = ""
         self._task: asyncio.Task[None] | None = None
+
+    def progress(self) -> None:
+        """The tick loop is alive (called at every step of it)."""
+        self._progress_ms = self._mono_ms()
+
+    def _stalled(self) -> bool:
+        idle_ms = self._mono_ms() - self._progress_ms
+        if idle_ms <= self.stall_ms:
+            return False
+        self.deadline.lost()
+        self.why = (
+            f"the tick loop made no progress for {idle_ms:.0f} ms (more than {self.stall_ms} ms): "
+            "the lease is let go for a standby"
+        )
+        log.error("lease of epoch %d: %s", self.epoch, self.why)
+        self.lost.set()
+        return True
 
     def _report(self, why: str) -> None:
         # Once per distinct reason in a row: a Redis outage would otherwise log four lines a second.
@@ -102,6 +130,8 @@ class LeaseHeartbeat:
     async def run(self) -> None:
         """Renew every renew_ms (measured from each renewal's start) until lost."""
         while not self.lost.is_set():
+            if self._stalled():
+                return
             started = self._mono_ms()
             try:
                 await self.renew_once()

@@ -383,6 +383,8 @@ class Worker:
         await self.store.mark_clean_stop(None)
         await self._beat()
         while not self.stopping.is_set():
+            if self.heartbeat is not None:
+                self.heartbeat.progress()
             if not await self._sleep_until(boundaries.boundary_ms(tick, self.s.tick_ms)):
                 if self._lost() and self.heartbeat is not None:
                     return await self._lost_lease(self.heartbeat.why)
@@ -392,6 +394,8 @@ class Worker:
                 async with self.reloader.lock:  # a reload waits for the tick in progress
                     out = await runner.run(tick, missed)
                 self.last_tick = tick
+                if self.heartbeat is not None:
+                    self.heartbeat.progress()
                 if out.record.missed_before:
                     log.warning("tick %d: %d tick(s) missed before it", tick, out.record.missed_before)
             except LeaseLost as e:

@@ -370,3 +370,38 @@ async def test_a_handover_that_meets_a_redis_error_keeps_the_holder_renewing(rig
         assert not w.heartbeat.lost.is_set()
     finally:
         await w.heartbeat.stop()
+
+
+async def test_a_hung_tick_loop_lets_the_lease_go(store):
+    # The loop stops calling progress() (a tick that never returns): renewals stop after
+    # stall_ms, the deadline is dropped and the lease expires for a standby.
+    s = settings()
+    epoch = await take_lease(store, HOLDER, ttl_ms=s.lease_ms)
+    d = LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+    hb = LeaseHeartbeat(s, store, SystemClock(), d, HOLDER, epoch, stall_ms=600)
+    hb.start()
+    try:
+        await until(lambda: hb.renewed >= 1, what="a first renewal")
+        await until(lambda: hb.lost.is_set(), what="the lease let go")
+        renewed = hb.renewed
+        assert d.passed() and "no progress" in hb.why
+        await asyncio.sleep(s.lease_renew_ms * 3 / 1000)
+        assert hb.renewed == renewed  # no renewal after it
+    finally:
+        await hb.stop()
+
+
+async def test_a_ticking_loop_keeps_its_lease_past_the_stall_limit(store):
+    s = settings()
+    epoch = await take_lease(store, HOLDER, ttl_ms=s.lease_ms)
+    d = LeaseDeadline(s.lease_ms, s.lease_margin_ms)
+    hb = LeaseHeartbeat(s, store, SystemClock(), d, HOLDER, epoch, stall_ms=600)
+    hb.start()
+    try:
+        started = monotonic_ms()
+        while monotonic_ms() - started < 1500:
+            hb.progress()
+            await asyncio.sleep(0.05)
+        assert not hb.lost.is_set() and not d.passed()
+    finally:
+        await hb.stop()
