@@ -113,7 +113,7 @@ async def _post_all(
         # and every attempt is done or abandoned by it: a post still on its way when another
         # worker may hold the lease must never arrive (kernel/venue.py).
         return venue.post(
-            s, "FOK", may_retry=lambda: not deadline.passed(), timeout_s=deadline.remaining_ms() / 1000
+            s, "FOK", timeout_s=deadline.remaining_ms() / 1000
         )
 
     async def lane(span: range) -> list[Any]:

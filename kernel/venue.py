@@ -7,7 +7,6 @@ calls block: the kernel makes them through threads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -85,15 +84,10 @@ class Venue(Protocol):
 
     def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy: ...
 
-    # `may_retry`, asked before a retry of the post is sent: False sends nothing more.
-    # `timeout_s` (the time left before the lease deadline): done or abandoned within it, and
-    # an abandoned post never reaches the venue later.
+    # `timeout_s` (the time left before the lease deadline): done or abandoned within it, no
+    # retry started after it, and an abandoned post never reaches the venue later.
     def post(
-        self,
-        signed: SignedBuy,
-        order_type: str = "FOK",
-        may_retry: Callable[[], bool] | None = None,
-        timeout_s: float | None = None,
+        self, signed: SignedBuy, order_type: str = "FOK", timeout_s: float | None = None
     ) -> OrderResult: ...
 
     def order(self, order_id: str) -> OrderResult | None: ...

@@ -299,15 +299,14 @@ class ClobVenue:
         self,
         signed: SignedBuy,
         order_type: str = "FOK",
-        may_retry: Callable[[], bool] | None = None,
         timeout_s: float | None = None,
     ) -> OrderResult:
-        """Post a signed order; safe to repeat, and repeated (within a bound, and while
-        `may_retry()` says so) on a retryable error. A final venue refusal comes back as status
-        "rejected" with the venue's message; a retryable failure that outlasts the bound raises
-        VenueError. `timeout_s` (the time left before the poster's lease deadline): every
-        attempt is done or abandoned by then, its connection reset (RESET_ON_CLOSE), and none
-        starts after it (VenueError kind "deadline"; an earlier attempt's fate is reconciled).
+        """Post a signed order; safe to repeat, and repeated (within a bound) on a retryable
+        error. A final venue refusal comes back as status "rejected" with the venue's message;
+        a retryable failure that outlasts the bound raises VenueError. `timeout_s` (the time
+        left before the poster's lease deadline): every attempt is done or abandoned by then,
+        its connection reset (RESET_ON_CLOSE), and no retry starts after it (the last attempt's
+        error is raised: its fate is reconciled, never called unsent).
         In dry-run mode nothing is sent: the answer is status "dry_run"."""
         if order_type not in ORDER_TYPES:
             raise ValueError(f"order_type {order_type!r} is not one of {ORDER_TYPES}")
@@ -335,6 +334,7 @@ class ClobVenue:
                 finally:
                     self._client.limit.timeout_s = None
 
+            may_retry = None if end_s is None else (lambda: time.monotonic() < end_s)
             resp = self._call("POST /order", send, may_retry)
         except VenueError as err:
             if err.kind == "version_mismatch":

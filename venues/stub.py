@@ -89,7 +89,6 @@ class StubVenue:
         self,
         signed: SignedBuy,
         order_type: str = "FOK",
-        may_retry: Any = None,
         timeout_s: float | None = None,
     ) -> OrderResult:
         with self._lock:

@@ -220,7 +220,7 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
 
     first_post = threading.Event()
 
-    def post(signed, order_type="FOK", may_retry=None, timeout_s=None):
+    def post(signed, order_type="FOK", timeout_s=None):
         posts.append(time.monotonic())
         first_post.set()
         time.sleep(0.002)  # a venue that takes a moment: posts are in flight when the halt lands

@@ -13,7 +13,7 @@ async def test_a_fill_refused_by_a_garbage_total_is_booked_once_after_the_repair
     posted: list[str] = []
     post = rig.venue.post
 
-    def post_then_garbage(signed, order_type="FOK", may_retry=None, timeout_s=None):
+    def post_then_garbage(signed, order_type="FOK", timeout_s=None):
         res = post(signed, order_type)
         # The running sum turns to garbage while the order is at the venue.
         good = rig.sync.hget(k.ledger_totals(), "cash_micros")

@@ -51,7 +51,7 @@ class Venue:
         return SimpleNamespace(order_id=f"0x{token_id}")
 
     def post(
-        self, signed: SimpleNamespace, order_type: str = "FOK", may_retry=None, timeout_s=None
+        self, signed: SimpleNamespace, order_type: str = "FOK", timeout_s=None
     ) -> SimpleNamespace:
         self.entered.set()
         self.release.wait(10)

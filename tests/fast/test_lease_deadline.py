@@ -41,7 +41,7 @@ class Venue:
         return SimpleNamespace(order_id=f"0x{token_id}")
 
     def post(
-        self, signed: SimpleNamespace, order_type: str = "FOK", may_retry=None, timeout_s=None
+        self, signed: SimpleNamespace, order_type: str = "FOK", timeout_s=None
     ) -> SimpleNamespace:
         if self.on_post is not None:
             self.on_post()

@@ -24,7 +24,7 @@ class DiesAtPost:
     def __getattr__(self, name):
         return getattr(self.venue, name)
 
-    def post(self, signed, order_type="FOK", may_retry=None, timeout_s=None):
+    def post(self, signed, order_type="FOK", timeout_s=None):
         if self.reaches:
             self.venue.post(signed, order_type)
             self.posted.append(signed.order_id)
