@@ -40,7 +40,7 @@ from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
 from state.store import Store
 from state.structs import ControlFlags, Slot
 from state.system import WORKER_SETTINGS, published_fields
-from worker import takeover
+from worker import placement, takeover
 from worker.standby import Standby
 
 log = logging.getLogger("baton.worker")
@@ -112,6 +112,10 @@ class Worker:
         self.deadline = lease.LeaseDeadline(s.lease_ms, s.lease_margin_ms)
         # Renews the lease while this worker trades (one per holding: its epoch).
         self.heartbeat: LeaseHeartbeat | None = None
+        # worker/placement.py: the lease off the Redis primary's host; `placed`: the last
+        # handover was one of its requests.
+        self.placement = placement.Placement(s, store, color)
+        self.placed = False
         self.halt = HaltResponder(
             store, venue, self.gate, self._who, on_change=self._beat, deadline=self.deadline
         )
@@ -322,7 +326,8 @@ class Worker:
                 return rc
             # Handed over: stand by (as "handed-over") until stopped, so that if the successor
             # dies before we are stopped, its lease is taken back rather than left to expire.
-            self.state = "handed-over"
+            # Handed over for placement (worker/placement.py): a warm standby like any other.
+            self.state = "ready" if self.placed else "handed-over"
 
     async def trade(self) -> int:
         """Hold the lease and tick until stopped (0), the lease is lost (3) or handed over."""
@@ -420,6 +425,11 @@ class Worker:
                 await runner.between_ticks(boundaries.boundary_ms(tick + 1, self.s.tick_ms))
             except Exception as e:
                 log.exception("work between ticks failed: %s", e)
+            try:
+                # The lease off the Redis primary's host when another host can trade.
+                await self.placement.check(self.holder, self.clock.now_ms())
+            except Exception as e:
+                log.warning("placement check failed: %s", e)
             halted = self.gate.halted or (out is not None and out.control.halted)
             try:
                 # Under a halt no strategy code runs, not even a reload's dry evaluation: a
@@ -470,6 +480,7 @@ class Worker:
                 self.heartbeat.start()
             return False
         log.info("handed over to %s after tick %d (their epoch %d)", successor, tick, epoch)
+        self.placed = req.get("kind") == placement.KIND
         return True
 
     async def refuse(self, why: str) -> int:
