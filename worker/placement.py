@@ -24,7 +24,7 @@ from state.store import Store
 
 log = logging.getLogger("baton.worker")
 
-CHECK_EVERY_MS = 15_000
+CHECK_EVERY_MS = 5_000
 # The request's `kind`: the worker that hands over stands by as `ready` afterwards (a warm
 # standby like any other), not as a deploy's `handed-over` colour waiting to be stopped.
 KIND = "placement"
