@@ -33,7 +33,7 @@ from kernel.clock import wall_ms
 from tests.chaos import cluster_checks
 from tests.chaos import cluster_faults as F
 from tests.chaos.cluster_context import ClusterChaos, collect, drain
-from tests.chaos.harness import log, parse_timeframe_ms, source_trees
+from tests.chaos.harness import log, pair, parse_timeframe_ms, source_trees, write_results
 from tests.chaos.lanes import Outcome
 from tests.chaos.report import table
 
@@ -256,16 +256,8 @@ def run(args: argparse.Namespace) -> int:
             rc = 2
         shutil.rmtree(tmp, ignore_errors=True)
         if args.json_out:
-            out = Path(args.json_out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-            print(f"chaos-cluster: results in {out}")
+            write_results(Path(args.json_out), result, "chaos-cluster")
     return rc
-
-
-def _pair(raw: str) -> tuple[float, float]:
-    lo, _, hi = raw.partition(",")
-    return float(lo), float(hi or lo)
 
 
 def _kinds(raw: str) -> list[str]:
@@ -299,7 +291,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(F.DEFAULT_KINDS),
         help=f"fault kinds, comma-separated ({', '.join(F.DEFAULT_KINDS)})",
     )
-    ap.add_argument("--gap-s", type=_pair, default=(3.0, 10.0), help="pause between faults (3,10)")
+    ap.add_argument("--gap-s", type=pair, default=(3.0, 10.0), help="pause between faults (3,10)")
     ap.add_argument("--quiet-s", type=float, default=20.0, help="clean trading after the faults (20)")
     ap.add_argument("--settle-timeout-s", type=float, default=120.0)
     ap.add_argument("--settle-grace-s", type=int, default=15)

@@ -270,14 +270,19 @@ def run(args: argparse.Namespace) -> int:
         proxy.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         if args.json_out:
-            out = Path(args.json_out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-            print(f"chaos: results in {out}")
+            write_results(Path(args.json_out), result, "chaos")
     return rc
 
 
-def _pair(raw: str) -> tuple[float, float]:
+def write_results(out: Path, result: dict[str, Any], who: str) -> None:
+    """A run's results as JSON at `out` (--json-out), for the docs and a later re-check."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(f"{who}: results in {out}")
+
+
+def pair(raw: str) -> tuple[float, float]:
+    """`lo,hi` (or one number for both) of a command-line range such as --gap-s."""
     lo, _, hi = raw.partition(",")
     return float(lo), float(hi or lo)
 
@@ -308,8 +313,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(F.DEFAULT_KINDS),
         help=f"fault kinds, comma-separated ('+,kind' adds to the default) ({', '.join(F.DEFAULT_KINDS)})",
     )
-    ap.add_argument("--gap-s", type=_pair, default=(5.0, 15.0), help="main-lane pause (5,15)")
-    ap.add_argument("--bg-gap-s", type=_pair, default=(4.0, 12.0), help="background pause (4,12)")
+    ap.add_argument("--gap-s", type=pair, default=(5.0, 15.0), help="main-lane pause (5,15)")
+    ap.add_argument("--bg-gap-s", type=pair, default=(4.0, 12.0), help="background pause (4,12)")
     ap.add_argument("--quiet-s", type=float, default=17.0, help="clean trading after the faults (17)")
     ap.add_argument("--settle-timeout-s", type=float, default=90.0)
     ap.add_argument("--settle-grace-s", type=int, default=10)
