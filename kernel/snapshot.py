@@ -30,6 +30,7 @@ from state.primary import primary_id, queue_primary_id
 from state.store import Store
 from state.structs import (
     CANDLE,
+    ENTRY_LEG,
     FEED_STATUS,
     INTENT,
     POSITION,
@@ -44,7 +45,6 @@ from state.structs import (
     candle_problem,
 )
 
-ENTRY_LEG = "entry"
 # The label of the primary's replication id in the snapshot's read (read_snapshot `primary`).
 PRIMARY = "primary replication id"
 

@@ -35,7 +35,8 @@ class Book(msgspec.Struct, frozen=True):
 
 class OrderResult(msgspec.Struct, frozen=True):
     """What the venue says of an order. `price` is the limit price; `avg_price` the average
-    fill price when the venue reported one (0.0 otherwise)."""
+    fill price when the venue reported one (0.0 otherwise); `fee_usd` the fee it charged on
+    what matched (0.0 when none or not told)."""
 
     order_id: str
     status: str  # "matched" | "live" | "canceled" | "delayed" | "unmatched" | "rejected"
@@ -43,17 +44,25 @@ class OrderResult(msgspec.Struct, frozen=True):
     price: float
     error: str = ""
     avg_price: float = 0.0
+    fee_usd: float = 0.0
 
 
-class SignedBuy(msgspec.Struct, frozen=True):
+class SignedOrder(msgspec.Struct, frozen=True):
     """A signed order, not yet posted. `order_id` is the id the venue will know it by, so an
-    intent can record it first; posting the same SignedBuy again never fills twice."""
+    intent can record it first; posting the same SignedOrder again never fills twice.
+    `side` is "BUY" or "SELL"; `expires_s` a GTD order's expiry (0: none)."""
 
     order_id: str
     token_id: str
     price: float
     size: float
     order: dict[str, Any]
+    side: str = "BUY"
+    expires_s: int = 0
+
+
+# The name from before sells existed.
+SignedBuy = SignedOrder
 
 
 class AccountOrder(msgspec.Struct, frozen=True):
@@ -82,12 +91,21 @@ class Venue(Protocol):
 
     def books(self, token_ids: list[str]) -> dict[str, Book]: ...
 
-    def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy: ...
+    def sign_buy(self, token_id: str, price: float, size: float) -> SignedOrder: ...
+
+    # side "BUY" or "SELL" (size in shares either way); expires_s: a GTD order's expiry.
+    def sign(
+        self, side: str, token_id: str, price: float, size: float, expires_s: int = 0
+    ) -> SignedOrder: ...
+
+    # Cancel a resting order (GTC/GTD): True when the venue cancelled it, False when it was
+    # not resting any more (filled, expired, unknown).
+    def cancel(self, order_id: str) -> bool: ...
 
     # `timeout_s` (the time left before the lease deadline): done or abandoned within it, no
     # retry started after it, and an abandoned post never reaches the venue later.
     def post(
-        self, signed: SignedBuy, order_type: str = "FOK", timeout_s: float | None = None
+        self, signed: SignedOrder, order_type: str = "FOK", timeout_s: float | None = None
     ) -> OrderResult: ...
 
     def order(self, order_id: str) -> OrderResult | None: ...

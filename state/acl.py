@@ -53,7 +53,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     "lease": ("lease", "lease:*", "handover", "wake:*", "worker:*"),
     "deploy": ("deploys", "deploy:*", "reload"),
     # Control flags (and the halt acknowledgements), the audit stream, the slots.
-    "control": ("control", "control:*", "audit", "slots"),
+    "control": ("control", "control:*", "audit", "slots", "slots:*"),
     # Candle windows and the feeds' status, counters and backfill claims (feed:claim:*).
     "market_data": ("candles:*", "feed:*"),
     "ratelimit": ("ratelimit:*",),
@@ -62,7 +62,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     # positions, the values that block new entries while unreadable.
     "trading": (
         *("intents", "intents:*", "positions", "positions:*", "ledger", "ledger:*"),
-        *("settle:*", "decisions", "counts", "blocked"),
+        *("settle:*", "decisions", "decisions:*", "counts", "blocked"),
     ),
     "journal": ("journal:*", "stats"),
     # What each running program published of its settings (each writes its own).

@@ -90,6 +90,22 @@ class Keys:
         return f"{self.p}slots"
 
     # --- the API's dashboard sessions (state/sessions.py) -------------------------------
+    def decision_log(self, slot_id: str) -> str:
+        """Stream, capped (~BATON_DECISION_LOG_LEN): every evaluation of one slot (action
+        buy/sell/pass, reason, outcome, the inputs' key figures: state/structs.py
+        DecisionLogEntry), newest last."""
+        return f"{self.p}decisions:log:{slot_id}"
+
+    def slot_wakes(self) -> str:
+        """Hash: slot id -> ms at which its strategy next wants quotes (a sleeping slot says
+        until when), written by the lease holder when a slot's wake time changes."""
+        return f"{self.p}slots:wake"
+
+    def slots_removed(self) -> str:
+        """Set: slot ids an operator removed; the configured defaults (BATON_ASSETS x
+        BATON_TIMEFRAMES) never seed them again."""
+        return f"{self.p}slots:removed"
+
     def session(self, digest: str) -> str:
         """String (TTL: the session's lifetime): Session JSON (token_id, created_ms, expires_ms,
         remote) of one dashboard sign-in, keyed by the SHA-256 (hex) of its id. The id itself,

@@ -121,6 +121,16 @@ class ControlFlags(msgspec.Struct, frozen=True):
     pause_reason: str = ""
 
 
+# Intent legs: one entry per slot-window, then exit legs exit-1 .. exit-N (kernel/strategy_api.py
+# MAX_EXIT_LEGS), each committed at most once.
+ENTRY_LEG = "entry"
+EXIT_LEG_PREFIX = "exit-"
+
+
+def exit_leg(n: int) -> str:
+    return f"{EXIT_LEG_PREFIX}{n}"
+
+
 IntentStatus = Literal["committed", "posted", "filled", "rejected", "failed"]
 FINAL_INTENT_STATUSES = frozenset({"filled", "rejected", "failed"})
 
@@ -151,6 +161,16 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True):
     # knew (kernel/adopt.py: a write lost in a Redis failover); 0 for an intent committed
     # before its order was posted, as every other.
     adopted_ms: int = 0
+    # The venue order type (FOK, FAK, GTC, GTD) and a GTD order's expiry (unix seconds).
+    order_type: str = "FOK"
+    expires_s: int = 0
+    # Fee the venue charged on the fill, in micro-dollars (booked with it in the ledger).
+    fee_micros: int = 0
+
+    @property
+    def is_exit(self) -> bool:
+        """An exit leg (`exit-<n>`) sells shares held; every other leg buys."""
+        return self.leg.startswith(EXIT_LEG_PREFIX)
 
 
 class Position(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,14 +188,22 @@ class Position(msgspec.Struct, frozen=True, kw_only=True):
     cost_micros: int
     opened_ms: int
     intent_id: str
-    status: Literal["open", "settled"] = "open"
+    # "closed": every share was sold by exits before the window resolved (nothing to settle).
+    status: Literal["open", "settled", "closed"] = "open"
     won: bool | None = None
     payout_micros: int = 0
     pnl_micros: int = 0
     settled_ms: int = 0
+    # Exits: shares_micros and cost_micros are what is still held and what it cost; these say
+    # what was sold, for how much (net of fees), the fees, and the PnL realised by the sales.
+    sold_shares_micros: int = 0
+    proceeds_micros: int = 0
+    fees_micros: int = 0
+    exit_pnl_micros: int = 0
+    exits: int = 0  # exit legs booked
 
 
-LedgerKind = Literal["deposit", "buy", "payout"]
+LedgerKind = Literal["deposit", "buy", "sell", "payout"]
 
 
 class LedgerEntry(msgspec.Struct, frozen=True):
@@ -187,6 +215,8 @@ class LedgerEntry(msgspec.Struct, frozen=True):
     at_ms: int
     epoch: int = 0
     pnl_micros: int = 0
+    # The venue's fee on this fill, included in amount_micros (a buy's cost, a sale's net).
+    fee_micros: int = 0
 
 
 class TickRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,6 +237,8 @@ class TickRecord(msgspec.Struct, frozen=True, kw_only=True):
     settled: int = 0  # settlement jobs this tick enqueued (the settle program books them)
     errors: int = 0
     blocked: int = 0  # unreadable values new entries waited on (kernel/blocking.py)
+    exits: int = 0  # exit orders sent to the venue (also counted in `orders`)
+    unfilled: int = 0  # FOK/FAK orders the book could not fill: an outcome, not an error
 
 
 class Blocker(msgspec.Struct, frozen=True, kw_only=True):
@@ -285,6 +317,35 @@ class EntryRecord(DecisionRecord, frozen=True):
     outcome: str
 
 
+DecisionAction = Literal["buy", "sell", "pass"]
+
+
+class DecisionLogEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One evaluation of one slot, as the decision log keeps it (keys.decision_log(slot)):
+    entries, exits and passes alike, with why, what came of it, and the figures it saw."""
+
+    slot: str
+    at_ms: int
+    tick: int
+    window_start_s: int
+    strategy: str
+    action: DecisionAction
+    reason: str
+    # What the kernel made of it: "intent" (committed to be posted), "refused: <why>" (risk,
+    # limits, a bad answer), "error" (the strategy raised; reason is the exception), or ""
+    # for a pass.
+    outcome: str = ""
+    side: str = ""
+    price: float = 0.0
+    stake_usd: float = 0.0
+    shares: float = 0.0
+    order_type: str = ""
+    intent_id: str = ""
+    # The inputs' key figures: last_price, open_price, remaining_s, up_ask, down_ask, up_bid,
+    # down_bid, held_shares, cash_usd (those present).
+    figures: dict[str, float] = msgspec.field(default_factory=dict)
+
+
 T = TypeVar("T")
 
 
@@ -311,6 +372,7 @@ INTENT = Codec(Intent)
 POSITION = Codec(Position)
 LEDGER_ENTRY = Codec(LedgerEntry)
 BLOCKER = Codec(Blocker)
+DECISION_LOG_ENTRY = Codec(DecisionLogEntry)
 
 
 def tick_record_fields(rec: TickRecord) -> dict[str, Any]:

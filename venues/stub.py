@@ -78,12 +78,20 @@ class StubVenue:
         return Book(token_id, asks=[(ask, 1000.0)], bids=[(round(ask - 0.01, 2), 1000.0)])
 
     def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy:
+        return self.sign("BUY", token_id, price, size)
+
+    def sign(self, side: str, token_id: str, price: float, size: float, expires_s: int = 0) -> SignedBuy:
         with self._lock:
             self._n += 1
             n = self._n
             self.calls["sign"] += 1
         oid = "0x" + hashlib.sha256(f"{token_id}:{n}".encode()).hexdigest()
-        return SignedBuy(order_id=oid, token_id=token_id, price=price, size=size, order={})
+        return SignedBuy(
+            order_id=oid, token_id=token_id, price=price, size=size, order={}, side=side, expires_s=expires_s
+        )
+
+    def cancel(self, order_id: str) -> bool:
+        return False  # every order fills or dies at once here: nothing rests
 
     def post(
         self,

@@ -67,6 +67,7 @@ def test_every_key_builder_is_documented_in_docs_state_md():
         "settle_claim": ("btc-15m:1700000100",),
         "feed_claim": ("btc:1s",),
         "session": ("ab" * 32,),
+        "decision_log": ("btc-5m",),
     }
     for name in dir(k):
         if name.startswith("_") or name == "p":
