@@ -161,6 +161,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # This host's name in holder ids, heartbeats and `baton cluster status` (BATON_HOST);
     # the machine's host name by default. A ':' is not allowed (holder ids are split on it).
     host: str = ""
+    # Entries kept per slot in its decision log (keys.decision_log: every evaluation, about
+    # 250 bytes each in Redis), trimmed approximately (whole stream nodes).
+    decision_log_len: int = 500
 
     @property
     def redis_exposed(self) -> bool:
@@ -502,6 +505,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_min_replicas=_int(env, "BATON_REDIS_MIN_REPLICAS", 0, 0),
         redis_wait_ms=_int(env, "BATON_REDIS_WAIT_MS", 250, 1),
         host=_host_name(env),
+        decision_log_len=_int(env, "BATON_DECISION_LOG_LEN", 500, 10),
     )
 
 

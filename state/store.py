@@ -8,6 +8,7 @@ from __future__ import annotations
 from state.blocked import BlockedRepo
 from state.control import ControlRepo
 from state.counts import CountsRepo
+from state.decisions import DecisionsRepo
 from state.history import HistoryRepo
 from state.intents import IntentsRepo
 from state.journal import JournalRepo
@@ -38,5 +39,6 @@ class Store(
     WorkersRepo,
     SystemRepo,
     BlockedRepo,
+    DecisionsRepo,
 ):
     """Constructed as every repository is, `Store(redis, keys)`."""
