@@ -51,6 +51,12 @@ class CountsLost(StateError, RuntimeError):
     process while this one ran (state/counts.py): this one's result is not installed."""
 
 
+class BookingError(StateError, ValueError):
+    """A fill that cannot be booked against its position as the venue told it (a sale of more
+    shares than held, of none, a fee above the proceeds, an exit of another slot-window):
+    nothing is written; the intent stays open and the message names what was wrong."""
+
+
 class SnapshotError(StateError, RuntimeError):
     """Redis refused part of the tick's read (e.g. a key holding the wrong type)."""
 
@@ -133,6 +139,11 @@ class Unresolved(SettlementError):
 
 class PositionChanged(SettlementError):
     """The position changed between the job's read and its write: rq retries the job."""
+
+
+class ExitPending(SettlementError):
+    """An exit leg of the position is still working at the venue (not final): the settlement
+    waits for its fill to be booked, so that it pays on the shares still held."""
 
 
 class JobRefused(SettlementError):

@@ -166,7 +166,12 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
             "open": counts.open_hash,
             "settled": counts.positions_settled,
             "won": counts.positions_won,
+            # Sold before resolution by exits (nothing settled).
+            "closed": counts.positions_closed,
         },
+        # What the venue charged on fills, and what exits sold for (net of their fees).
+        "fees_usd": round(micros_to_usd(to_int(totals.get("fee_micros"))), 6),
+        "sells_usd": round(micros_to_usd(to_int(totals.get("sell_micros"))), 6),
         "settlement": _settlement(s, r),
         "orders": counts.orders(),
         "pnl_usd": round(micros_to_usd(to_int(totals.get("realized_pnl_micros"))), 6),

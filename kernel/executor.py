@@ -76,7 +76,8 @@ def _position(intent: Intent, size: float, price: float, now_ms: int) -> Positio
         token_id=intent.token_id,
         condition_id=intent.condition_id,
         shares_micros=round(size * MICROS),
-        cost_micros=round(size * price * MICROS),
+        # What was paid, the venue's fee included (the ledger's buy entry names the fee).
+        cost_micros=round(size * price * MICROS) + intent.fee_micros,
         opened_ms=now_ms,
         intent_id=intent.id,
     )

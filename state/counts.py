@@ -36,6 +36,8 @@ class Counts(msgspec.Struct, frozen=True, kw_only=True):
     intents_unreadable: int = 0
     positions_open: int = 0
     positions_settled: int = 0
+    # Sold before resolution by exits (nothing left to settle).
+    positions_closed: int = 0
     # Settled and won.
     positions_won: int = 0
     positions_unreadable: int = 0
@@ -49,8 +51,8 @@ class Counts(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def positions(self) -> int:
-        """Readable positions kept (open and settled): the dashboard's `trades`."""
-        return self.positions_open + self.positions_settled
+        """Readable positions kept (open, settled and closed): the dashboard's `trades`."""
+        return self.positions_open + self.positions_settled + self.positions_closed
 
     def orders(self) -> dict[str, int]:
         """`baton status`'s orders: statuses seen (n > 0), and the total of those past committed."""
@@ -88,6 +90,7 @@ def counts_from(replies: list[Any]) -> Counts | None:
             positions_open=v.get("positions:open", 0),
             positions_settled=v.get("positions:settled", 0),
             positions_won=v.get("positions:won", 0),
+            positions_closed=v.get("positions:closed", 0),
             positions_unreadable=v.get("positions:unreadable", 0),
             open_hash=int(n_open),
         )
@@ -118,7 +121,7 @@ class _IntentStatus(msgspec.Struct):
 
 
 class _PositionStatus(msgspec.Struct):
-    status: Literal["open", "settled"]
+    status: Literal["open", "settled", "closed"]
     won: bool | None = None
 
 
@@ -138,7 +141,7 @@ def scan_counts(intents: Iterable[Any], positions: Iterable[Any], open_hash: int
         except msgspec.DecodeError as e:
             bad_intents += 1
             problems.append(f"intent: {e}")
-    open_n = settled = won = 0
+    open_n = settled = won = closed = 0
     for raw in positions:
         try:
             p = _POSITION_STATUS.decode(raw)
@@ -149,6 +152,8 @@ def scan_counts(intents: Iterable[Any], positions: Iterable[Any], open_hash: int
         if p.status == "settled":
             settled += 1
             won += bool(p.won)
+        elif p.status == "closed":
+            closed += 1
         else:
             open_n += 1
     return Counts(
@@ -157,6 +162,7 @@ def scan_counts(intents: Iterable[Any], positions: Iterable[Any], open_hash: int
         positions_open=open_n,
         positions_settled=settled,
         positions_won=won,
+        positions_closed=closed,
         positions_unreadable=bad_positions,
         open_hash=open_hash,
         source="scan",

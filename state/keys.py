@@ -172,7 +172,8 @@ class Keys:
     def counts(self) -> str:
         """Hash of counters over the intents and positions hashes, kept by the scripts that
         change them (state/lua/_counts.lua): intents:<status>, intents:unreadable,
-        positions:open, positions:settled, positions:won, positions:unreadable, counted_ms."""
+        positions:open, positions:settled, positions:won, positions:closed (sold by exits),
+        positions:unreadable, counted_ms."""
         return f"{self.p}counts"
 
     def ledger(self) -> str:

@@ -43,6 +43,7 @@ class LedgerRepo(Repo):
                     at_ms=int(f["at_ms"]),
                     epoch=int(f.get("epoch", 0)),
                     pnl_micros=int(f.get("pnl_micros", 0)),
+                    fee_micros=int(f.get("fee_micros", 0)),
                 )
             )
         return out

@@ -10,7 +10,11 @@ from typing import Any
 from state.keys import Keys
 from state.ledger import utc_day
 from state.repo import Repo
-from state.structs import POSITION, Position
+from state.structs import POSITION, Position, exit_leg
+
+# The exit legs a settlement looks for (kernel/strategy_api.py MAX_EXIT_LEGS; state/ may not
+# import the kernel, and a few more ids cost nothing).
+EXIT_LEGS_CHECKED = 8
 
 
 def settle_call(k: Keys, read_raw: str, position: Position) -> tuple[list[str], list[Any]]:
@@ -24,6 +28,7 @@ def settle_call(k: Keys, read_raw: str, position: Position) -> tuple[list[str], 
         k.ledger_refs(),
         k.ledger_day(utc_day(position.settled_ms)),
         k.counts(),
+        k.intents_open(),
     ]
     args: list[Any] = [
         read_raw,
@@ -32,13 +37,16 @@ def settle_call(k: Keys, read_raw: str, position: Position) -> tuple[list[str], 
         position.payout_micros,
         position.pnl_micros,
         position.settled_ms,
+        *(f"{position.id}:{exit_leg(n)}" for n in range(1, EXIT_LEGS_CHECKED + 1)),
     ]
     return keys, args
 
 
 class SettlementsRepo(Repo):
     def settle_position(self, read_raw: str, position: Position, pipeline: Any = None) -> Any:
-        """Book a settlement computed from the position JSON `read_raw` (the script's fence)."""
+        """Book a settlement computed from the position JSON `read_raw` (the script's fence):
+        'OK', 'ALREADY', 'UNKNOWN' (not open: settled, closed by exits, or none), 'CHANGED',
+        or 'PENDING' (an exit of it is still open: settle once it is booked)."""
         keys, args = settle_call(self.k, read_raw, position)
         return self._call(self.scripts.settle_position, keys=keys, args=args, pipeline=pipeline)
 

@@ -29,7 +29,7 @@ from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
 from baton import settings as settings_mod
-from baton.errors import PositionChanged, SettingsError, UnreadableValue, Unresolved
+from baton.errors import ExitPending, PositionChanged, SettingsError, UnreadableValue, Unresolved
 from kernel import settlement
 from kernel.clock import wall_ms
 from state import connection
@@ -188,6 +188,11 @@ def settle_job(prefix: str, position_id: str) -> str:
         _count(r, k, "already")
         return "already"
     p = POSITION.decode(raw)
+    if p.status != "open":
+        # A closed position (all sold by exits) left the open set with its last sale; one
+        # found there anyway is never paid.
+        _count(r, k, "already")
+        return "already"
     try:
         up_won = ctx.venue.resolution(p.condition_id)
     except Exception:
@@ -218,6 +223,11 @@ def settle_job(prefix: str, position_id: str) -> str:
     if verdict in ("ALREADY", "UNKNOWN"):
         _count(r, k, "already")
         return "already"
+    if verdict == "PENDING":
+        # An exit's fill is not booked yet (kernel/reconcile.py books it): paid now, the
+        # settlement would pay on shares already sold. rq retries the job.
+        _count(r, k, "exit_pending")
+        raise ExitPending(f"{position_id}: an exit of it is still open at the venue; retrying")
     _count(r, k, "changed")
     raise PositionChanged(f"{position_id}: the position changed while settling ({verdict}); retrying")
 

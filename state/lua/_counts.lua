@@ -32,12 +32,23 @@ local function intent_count_field(json)
   return 'intents:unreadable'
 end
 
--- The fields a position record counts in: {'positions:open'}, {'positions:settled'} or
--- {'positions:settled', 'positions:won'}, {'positions:unreadable'}; {} for no record.
+-- The top-level integer field `name` of a record's JSON, as a number; nil when absent. Our
+-- field names are unique inside a record's JSON ('"shares_micros":' is not inside
+-- '"sold_shares_micros":', the quote comes first).
+local function json_int(json, name)
+  local _, e = string.find(json, '"' .. name .. '":', 1, true)
+  if e then return tonumber(string.match(json, '^%s*(%-?%d+)', e + 1)) end
+  return tonumber(string.match(json, '"' .. name .. '"%s*:%s*(%-?%d+)'))
+end
+
+-- The fields a position record counts in: {'positions:open'}, {'positions:closed'} (sold
+-- before resolution), {'positions:settled'} or {'positions:settled', 'positions:won'},
+-- {'positions:unreadable'}; {} for no record.
 local function position_count_fields(json)
   if not json then return {} end
   local st = json_word(json, 'status')
   if st == 'open' then return {'positions:open'} end
+  if st == 'closed' then return {'positions:closed'} end
   if st == 'settled' then
     if json_won(json) then return {'positions:settled', 'positions:won'} end
     return {'positions:settled'}
@@ -47,7 +58,7 @@ end
 
 local COUNT_FIELDS = {'intents:committed', 'intents:posted', 'intents:filled', 'intents:rejected',
   'intents:failed', 'intents:unreadable', 'positions:open', 'positions:settled', 'positions:won',
-  'positions:unreadable'}
+  'positions:unreadable', 'positions:closed'}
 
 -- Before a script's first write: nil when the counts hash can take its HINCRBYs (absent, or a
 -- hash whose counters are integers), else a BADVALUE error's text (as _check.lua's checks

@@ -3,8 +3,8 @@
 -- KEYS[1] epoch counter, KEYS[2] intents hash, KEYS[3] open intents hash,
 -- KEYS[4] positions hash, KEYS[5] open positions hash, KEYS[6] ledger stream,
 -- KEYS[7] ledger totals, KEYS[8] ledger refs, KEYS[9] counts hash (_counts.lua)
--- ARGV[1] caller epoch, then per fill 6 values: intent id, intent JSON, position id,
--- position JSON, cost in micros (positive), at_ms
+-- ARGV[1] caller epoch, then per fill 7 values: intent id, intent JSON, position id,
+-- position JSON, cost in micros (positive, the fee included), at_ms, fee in micros (>= 0)
 -- Returns one verdict per fill, in order: 'OK', 'STALE_EPOCH', or 'ALREADY' (this fill was
 -- booked before: nothing changes); or a BADVALUE error, having written nothing, when a key or
 -- running sum it would write cannot be used (_check.lua, and the counts: _counts.lua): the
@@ -12,14 +12,16 @@
 -- the value is repaired; BADARG when an intent's JSON has no known status or a position's is
 -- not an open one (the counts could not say what it is).
 -- Each fill is booked as ledger_append (_ledger.lua) would book it: a `buy` entry under the
--- ref 'buy:<intent id>', at most once, with no PnL (so the day's PnL is not touched). The
+-- ref 'buy:<intent id>', at most once, with no PnL (so the day's PnL is not touched) and the
+-- fee it includes (fee_micros; the totals' fee_micros sums them). The
 -- lookups, the hash writes and the running sums of the whole batch are made once each, with
 -- many fields, rather than once per fill: at a thousand fills per tick the number of
 -- commands the script ran was most of its time.
-if (#ARGV - 1) % 6 ~= 0 then
-  return redis.error_reply('BADARG ARGV: ' .. (#ARGV - 1) .. ' values after the epoch, not 6 per fill')
+local W = 7
+if (#ARGV - 1) % W ~= 0 then
+  return redis.error_reply('BADARG ARGV: ' .. (#ARGV - 1) .. ' values after the epoch, not 7 per fill')
 end
-local n = (#ARGV - 1) / 6
+local n = (#ARGV - 1) / W
 local out = {}
 local bad = check_types({KEYS[1], 'string', KEYS[2], 'hash', KEYS[3], 'hash', KEYS[4], 'hash',
   KEYS[5], 'hash', KEYS[6], 'stream', KEYS[7], 'hash', KEYS[8], 'set'})
@@ -30,20 +32,25 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 end
 -- Everything the writes below depend on, before the first: the running sums they add to and
 -- the amounts they add (their sum kept exact in Lua's doubles: below 2^53).
-bad = check_int_fields(KEYS[7], {'cash_micros', 'entries', 'buy_micros'}) or count_check(KEYS[9])
+bad = check_int_fields(KEYS[7], {'cash_micros', 'entries', 'buy_micros', 'fee_micros'}) or count_check(KEYS[9])
 if bad then return redis.error_reply(bad) end
 local sum = 0
 for j = 1, n do
-  local a = 1 + (j - 1) * 6
-  bad = check_int_args({'cost_micros', a + 5, 'at_ms', a + 6})
+  local a = 1 + (j - 1) * W
+  bad = check_int_args({'cost_micros', a + 5, 'at_ms', a + 6, 'fee_micros', a + 7})
   if bad then return redis.error_reply(bad) end
-  sum = sum + math.abs(tonumber(ARGV[a + 5]))
+  local cost, fee = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 7])
+  if fee < 0 or fee > math.abs(cost) then
+    return redis.error_reply('BADARG fee_micros (ARGV[' .. (a + 7) .. ']): ' .. ARGV[a + 7]
+      .. ' is not within the cost of ' .. ARGV[a + 5])
+  end
+  sum = sum + math.abs(cost)
 end
 if sum >= 2 ^ 53 then return redis.error_reply('BADARG cost_micros: the batch sums past 2^53') end
 local STEP = 1000
 local pos_ids, refs, intent_ids = {}, {}, {}
 for j = 1, n do
-  local a = 1 + (j - 1) * 6
+  local a = 1 + (j - 1) * W
   intent_ids[j] = ARGV[a + 1]
   pos_ids[j] = ARGV[a + 3]
   refs[j] = 'buy:' .. ARGV[a + 1]
@@ -69,10 +76,10 @@ for i = 1, n, STEP do
   end
 end
 local intents, done, positions, new_refs, booked = {}, {}, {}, {}, 0
-local total = 0
+local total, fees = 0, 0
 local seen_pos, seen_ref, seen_intent, delta = {}, {}, {}, {}
 for j = 1, n do
-  local a = 1 + (j - 1) * 6
+  local a = 1 + (j - 1) * W
   local intent_id, pos_id, cost = ARGV[a + 1], ARGV[a + 3], tonumber(ARGV[a + 5])
   if exists[j] or seen_pos[pos_id] then
     out[j] = 'ALREADY'
@@ -94,8 +101,9 @@ for j = 1, n do
       seen_ref[ref] = true
       new_refs[#new_refs + 1] = ref
       redis.call('XADD', KEYS[6], '*', 'kind', 'buy', 'amount_micros', string.format('%.0f', -cost), 'ref', ref,
-                 'at_ms', ARGV[a + 6], 'epoch', ARGV[1], 'pnl_micros', 0)
+                 'at_ms', ARGV[a + 6], 'epoch', ARGV[1], 'pnl_micros', 0, 'fee_micros', ARGV[a + 7])
       total = total + cost
+      fees = fees + tonumber(ARGV[a + 7])
       booked = booked + 1
     end
     out[j] = 'OK'
@@ -118,5 +126,6 @@ if booked > 0 then
   redis.call('HINCRBY', KEYS[7], 'cash_micros', minus)
   redis.call('HINCRBY', KEYS[7], 'entries', booked)
   redis.call('HINCRBY', KEYS[7], 'buy_micros', minus)
+  if fees > 0 then redis.call('HINCRBY', KEYS[7], 'fee_micros', string.format('%.0f', fees)) end
 end
 return out

@@ -6,19 +6,30 @@
 -- the job reads again. The ledger ref makes a second run of the same job a no-op.
 -- KEYS[1] epoch counter (recorded with the ledger entry), KEYS[2] positions hash,
 -- KEYS[3] open positions hash (id -> the position JSON), KEYS[4] ledger stream, KEYS[5] ledger totals,
--- KEYS[6] ledger refs, KEYS[7] ledger day hash, KEYS[8] counts hash (_counts.lua)
+-- KEYS[6] ledger refs, KEYS[7] ledger day hash, KEYS[8] counts hash (_counts.lua),
+-- KEYS[9] open intents hash
 -- ARGV[1] position JSON the settlement was computed from, ARGV[2] position id,
--- ARGV[3] settled position JSON, ARGV[4] payout micros, ARGV[5] pnl micros, ARGV[6] at_ms
--- Returns 'OK', 'ALREADY' (settled before), 'UNKNOWN' (no open position) or 'CHANGED'; a
+-- ARGV[3] settled position JSON, ARGV[4] payout micros, ARGV[5] pnl micros, ARGV[6] at_ms,
+-- ARGV[7..] the ids of the position's exit intents that may exist (<id>:exit-1 .. exit-N)
+-- A position partly sold by exits is settled on the shares it still holds (the caller's
+-- payout and pnl say so); a closed one (all sold) is not in the open set and never settles.
+-- While an exit of the position is still open (its fill not booked yet) the settlement
+-- waits ('PENDING'): paid first, it would pay on shares already sold.
+-- Returns 'OK', 'ALREADY' (settled before), 'UNKNOWN' (no open position), 'CHANGED' or
+-- 'PENDING'; a
 -- BADVALUE error, having written nothing, when a key or running sum it would write cannot be
 -- used (_check.lua, and the counts: _counts.lua): the position stays open and the job is
 -- retried until it is repaired; BADARG when the settled JSON is not a settled position.
-local bad = check_types({KEYS[2], 'hash', KEYS[3], 'hash', KEYS[6], 'set'})
+local bad = check_types({KEYS[2], 'hash', KEYS[3], 'hash', KEYS[6], 'set', KEYS[9], 'hash'})
 if bad then return redis.error_reply(bad) end
 if redis.call('SISMEMBER', KEYS[6], 'settle:' .. ARGV[2]) == 1 then return 'ALREADY' end
 local current = redis.call('HGET', KEYS[3], ARGV[2])
 if not current then return 'UNKNOWN' end
 if current ~= ARGV[1] then return 'CHANGED' end
+if position_count_fields(current)[1] ~= 'positions:open' then return 'UNKNOWN' end
+for i = 7, #ARGV do
+  if redis.call('HEXISTS', KEYS[9], ARGV[i]) == 1 then return 'PENDING' end
+end
 bad = check_int_key(KEYS[1])
   or ledger_check(KEYS[4], KEYS[5], KEYS[6], KEYS[7], 'payout', 4, 5, 6)
   or count_check(KEYS[8])

@@ -69,7 +69,7 @@ def test_every_script_is_headed_by_its_keys_and_argv() -> None:
 def test_the_ledger_fragment_goes_before_the_scripts_that_book_money_only() -> None:
     fragment = (LUA_DIR / "_ledger.lua").read_text()
     booking = {n for n in names() if fragment in source(n)}
-    assert booking == {"settle_position", "ledger_deposit"}
+    assert booking == {"settle_position", "ledger_deposit", "record_exit"}
     assert all(source(n).endswith((LUA_DIR / f"{n}.lua").read_text()) for n in booking)
 
 
@@ -81,6 +81,7 @@ def test_the_counts_fragment_goes_before_every_script_that_changes_intents_or_po
         "intent_commit",
         "intent_update",
         "record_fill",
+        "record_exit",
         "settle_position",
         "history_prune",
         "counts_recount",

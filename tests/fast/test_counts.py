@@ -39,14 +39,15 @@ def old_status_numbers(r: Any) -> dict[str, Any]:
     for raw in r.hgetall(K.intents()).values():
         st = INTENT.decode(raw).status
         statuses[st] = statuses.get(st, 0) + 1
-    settled = won = 0
+    settled = won = closed = 0
     for raw in r.hgetall(K.positions()).values():
         p = POSITION.decode(raw)
         if p.status == "settled":
             settled += 1
             won += bool(p.won)
+        closed += p.status == "closed"
     return {
-        "positions": {"open": r.hlen(K.positions_open()), "settled": settled, "won": won},
+        "positions": {"open": r.hlen(K.positions_open()), "settled": settled, "won": won, "closed": closed},
         "orders": {"total": sum(v for st, v in statuses.items() if st != "committed"), **statuses},
     }
 
@@ -181,7 +182,14 @@ async def assert_views_equal_the_full_scans(e: Any) -> None:
     counts = counts_from(replies)
     assert counts is not None and counts.source == "counts", "the counts must be usable"
     scanned = scan_counts(e.r.hvals(K.intents()), e.r.hvals(K.positions()), open_hash=replies[3])
-    numbers = ("intents", "positions_open", "positions_settled", "positions_won", "open_hash")
+    numbers = (
+        "intents",
+        "positions_open",
+        "positions_settled",
+        "positions_won",
+        "positions_closed",
+        "open_hash",
+    )
     assert {f: getattr(counts, f) for f in numbers} == {f: getattr(scanned, f) for f in numbers}
 
     st = collect(e.s, e.r)

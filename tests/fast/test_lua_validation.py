@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fakeredis
+import msgspec
 import pytest
 import redis
 
@@ -20,6 +21,7 @@ from baton.errors import UnreadableValue
 from bench.redis_server import RedisServer
 from kernel.settlement import settled
 from state.keys import Keys
+from state.positions import sale
 from state.scripts import scripts_for
 from state.structs import INTENT, POSITION
 from tests.factories import INTENT_ID, NOW, intent, position
@@ -128,7 +130,7 @@ FILL_KEYS = [
     K.counts(),
 ]
 FILLED = INTENT.encode(intent(status="filled")).decode()
-FILL_ARGS = [EPOCH, INTENT_ID, FILLED, position().id, READ, 5_000_000, NOW]
+FILL_ARGS = [EPOCH, INTENT_ID, FILLED, position().id, READ, 5_000_000, NOW, 0]
 WON = settled(position(), up_won=True, now_ms=NOW + 900_000)
 SETTLE_KEYS = [
     K.lease_epoch(),
@@ -139,8 +141,34 @@ SETTLE_KEYS = [
     K.ledger_refs(),
     DAY,
     K.counts(),
+    K.intents_open(),
 ]
-SETTLE_ARGS = [READ, WON.id, POSITION.encode(WON).decode(), WON.payout_micros, WON.pnl_micros, NOW]
+EXIT_IDS = [f"{WON.id}:exit-{n}" for n in range(1, 9)]
+SETTLE_ARGS = [READ, WON.id, POSITION.encode(WON).decode(), WON.payout_micros, WON.pnl_micros, NOW, *EXIT_IDS]
+EXIT_ID = f"{WON.id}:exit-1"
+EXIT = msgspec.structs.replace(intent(EXIT_ID), leg="exit-1", size=4.0, limit_price=0.6)
+EXIT_FILLED = msgspec.structs.replace(
+    EXIT, status="filled", filled_size=4.0, avg_price=0.6, fee_micros=10_000
+)
+SOLD = sale(position(), EXIT_FILLED, NOW)
+EXIT_KEYS = [*FILL_KEYS, DAY]
+EXIT_ARGS = [
+    *(
+        EPOCH,
+        EXIT_ID,
+        INTENT.encode(EXIT_FILLED).decode(),
+        SOLD.position.id,
+        POSITION.encode(SOLD.position).decode(),
+    ),
+    *(SOLD.shares_before_micros, 0, SOLD.proceeds_micros, SOLD.fee_micros, SOLD.pnl_micros, NOW),
+]
+
+
+def _exit_prepare(r: Any) -> None:
+    _settle_prepare(r)
+    raw = INTENT.encode(EXIT).decode()
+    r.hset(K.intents(), EXIT_ID, raw)
+    r.hset(K.intents_open(), EXIT_ID, raw)
 
 
 def _journal_prepare(r: Any) -> None:
@@ -206,6 +234,33 @@ CASES = [
         ],
         types={
             K.lease_epoch(): "string",
+            K.positions(): "hash",
+            K.positions_open(): "hash",
+            **LEDGER_TYPES,
+            K.counts(): "hash",
+            K.intents_open(): "hash",
+        },
+    ),
+    Case(
+        "record_exit",
+        _exit_prepare,
+        EXIT_KEYS,
+        EXIT_ARGS,
+        ["OK"],
+        fields=[
+            (K.ledger_totals(), "cash_micros"),
+            (K.ledger_totals(), "entries"),
+            (K.ledger_totals(), "sell_micros"),
+            (K.ledger_totals(), "fee_micros"),
+            (K.ledger_totals(), "realized_pnl_micros"),
+            (DAY, "realized_pnl_micros"),
+            (K.counts(), "intents:filled"),
+            (K.counts(), "positions:open"),
+        ],
+        types={
+            K.lease_epoch(): "string",
+            K.intents(): "hash",
+            K.intents_open(): "hash",
             K.positions(): "hash",
             K.positions_open(): "hash",
             **LEDGER_TYPES,
@@ -492,9 +547,16 @@ def test_a_bad_amount_argument_is_refused_before_any_write(r: Any, bad: str) -> 
     _settle_prepare(r)
     before = dump(r)
     with pytest.raises(redis.ResponseError, match=r"^BADARG pnl_micros"):
-        run(r, "settle_position", SETTLE_KEYS, [*SETTLE_ARGS[:4], bad, NOW])
+        run(r, "settle_position", SETTLE_KEYS, [*SETTLE_ARGS[:4], bad, NOW, *EXIT_IDS])
     with pytest.raises(redis.ResponseError, match=r"^BADARG cost_micros"):
-        run(r, "record_fill", FILL_KEYS, [*FILL_ARGS[:5], bad, NOW])
+        run(r, "record_fill", FILL_KEYS, [*FILL_ARGS[:5], bad, NOW, 0])
+    with pytest.raises(redis.ResponseError, match=r"^BADARG fee_micros"):
+        run(r, "record_fill", FILL_KEYS, [*FILL_ARGS[:5], 5_000_000, NOW, bad])
+    r.hset(K.intents_open(), EXIT_ID, INTENT.encode(EXIT).decode())
+    before = dump(r)
+    for i in (7, 8, 9, 10):  # proceeds, fee, pnl, at_ms
+        with pytest.raises(redis.ResponseError, match=r"^BADARG \w+ \(ARGV"):
+            run(r, "record_exit", EXIT_KEYS, [*EXIT_ARGS[:i], bad, *EXIT_ARGS[i + 1 :]])
     assert dump(r) == before
 
 
@@ -520,7 +582,7 @@ def test_large_fills_are_booked_as_exact_integers(r: Any) -> None:
     """Amounts past 1e14 micros are written as integers, not in Lua's %.14g (1e+14)."""
     _fill_prepare(r)
     big = 123_456_789_012_345
-    assert run(r, "record_fill", FILL_KEYS, [*FILL_ARGS[:5], big, NOW]) == ["OK"]
+    assert run(r, "record_fill", FILL_KEYS, [*FILL_ARGS[:5], big, NOW, 0]) == ["OK"]
     (_, entry) = r.xrange(K.ledger())[-1]
     assert entry["amount_micros"] == str(-big)
     assert int(r.hget(K.ledger_totals(), "cash_micros")) == 1_000_000_000 - big
