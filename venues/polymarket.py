@@ -27,6 +27,7 @@ from py_clob_client_v2.clob_types import (
     BookParams,
     OpenOrderParams,
     OrderArgsV2,
+    OrderPayload,
     TradeParams,
 )
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
@@ -34,10 +35,11 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import SignedOrderV2
 
 from baton.errors import VenueError
 from baton.settings import Settings, credentials
-from kernel.venue import DRY_RUN, AccountOrder, Book, OrderResult, SignedBuy
+from kernel.venue import DRY_RUN, AccountOrder, Book, OrderResult, SignedOrder
 from state.structs import Market
 from venues.budgets import venue_throttle
 from venues.clob_orders import account_orders
+from venues.clob_results import check_order, check_post, order_result, post_result
 from venues.gamma import Gamma, parse_gamma_event
 from venues.http import VERSION_MISMATCH, Throttle, classify, take
 from venues.order_ids import OrderIdFn, OrderIds, check_order_ids
@@ -45,7 +47,6 @@ from venues.order_ids import OrderIdFn, OrderIds, check_order_ids
 log = logging.getLogger("baton.venue")
 T = TypeVar("T")
 
-ORDER_TYPES = ("FOK", "FAK", "GTC", "GTD")
 # A venue call failing fast (refused connection, 5xx, 429) is tried again within this much
 # time, at most RETRY_ATTEMPTS times; a slow failure (a timeout) uses the budget up at once,
 # so that a retry never stretches a tick. Reposting a signed order is idempotent, so a
@@ -164,6 +165,8 @@ class ClobVenue:
         )
         self._client.throttle = throttle
         self._creds_lock = threading.Lock()
+        # Per token, the taker fee schedule (rate, exponent) learnt when signing for it.
+        self._fees: dict[str, tuple[float, float]] = {}
         self._order_id = order_ids or OrderIds(chain_id)
         if self._client.signer is not None:  # a client without a key signs nothing
             check_order_ids(self._client.builder, chain_id, self._order_id)
@@ -262,13 +265,25 @@ class ClobVenue:
                 creds = self._call("GET /auth/derive-api-key", self._client.create_or_derive_api_key)
                 self._client.set_api_creds(creds)
 
-    def sign_buy(self, token_id: str, price: float, size: float) -> SignedBuy:
-        """Sign a BUY limit order without posting it; its order_id is known from now on."""
+    def sign_buy(self, token_id: str, price: float, size: float) -> SignedOrder:
+        """Sign a BUY limit order without posting it (`sign("BUY", ...)`)."""
+        return self.sign("BUY", token_id, price, size)
+
+    def sign(self, side: str, token_id: str, price: float, size: float, expires_s: int = 0) -> SignedOrder:
+        """Sign a limit order without posting it; its order_id is known from now on. `side`
+        "BUY" or "SELL", `size` in shares either way (a SELL gives up that many shares for at
+        least `price` each); `expires_s` a GTD order's expiry (unix seconds; 0: none). The
+        expiry travels beside the signed struct (a V2 order does not sign it), so it does not
+        change the id. Raises ValueError for terms that are wrong on their face."""
+        check_order(side, price, size, expires_s)
         try:
             order = self._client.create_order(
-                OrderArgsV2(token_id=token_id, price=price, size=size, side="BUY")
+                OrderArgsV2(token_id=token_id, price=price, size=size, side=side, expiration=expires_s)
             )
             neg_risk = self._client.get_neg_risk(token_id)  # cached by create_order
+            # The taker fee schedule of the token (cached by discovery's GET /clob-markets):
+            # what post() reports as the fee of what matched at once.
+            self._fees[token_id] = self._fee_schedule(token_id)
         except PolyApiException as e:
             raise _translate(e, "create_order") from e
         except PolyException as e:
@@ -285,19 +300,28 @@ class ClobVenue:
                 retryable=False,
                 kind="version_mismatch",
             )
-        # Plain JSON types (enums as ints), so that a SignedBuy can be stored in Redis.
+        # Plain JSON types (enums as ints), so that a SignedOrder can be stored in Redis.
         payload = {k: int(v) if isinstance(v, IntEnum) else v for k, v in vars(order).items()}
-        return SignedBuy(
+        return SignedOrder(
             order_id=self._order_id(order, neg_risk),
             token_id=token_id,
             price=price,
             size=size,
             order=payload,
+            side=side,
+            expires_s=expires_s,
         )
+
+    def _fee_schedule(self, token_id: str) -> tuple[float, float]:
+        """(rate, exponent) of the token's taker fee, from the client's cache of GET
+        /clob-markets (filled there on a miss)."""
+        exponent = float(self._client.get_fee_exponent(token_id) or 0.0)
+        info = getattr(self._client, "_ClobClient__fee_infos", {}).get(token_id)
+        return float(getattr(info, "rate", 0.0) or 0.0), exponent
 
     def post(
         self,
-        signed: SignedBuy,
+        signed: SignedOrder,
         order_type: str = "FOK",
         timeout_s: float | None = None,
     ) -> OrderResult:
@@ -307,9 +331,10 @@ class ClobVenue:
         left before the poster's lease deadline): every attempt is done or abandoned by then,
         its connection reset (RESET_ON_CLOSE), and no retry starts after it (the last attempt's
         error is raised: its fate is reconciled, never called unsent).
+        `order_type` FOK/FAK (taken at once or killed) or GTC/GTD (what does not match rests;
+        a GTD only, signed with its expiry); the answer reads as venues/clob_results.py says.
         In dry-run mode nothing is sent: the answer is status "dry_run"."""
-        if order_type not in ORDER_TYPES:
-            raise ValueError(f"order_type {order_type!r} is not one of {ORDER_TYPES}")
+        check_post(signed, order_type)
         if self.dry_run:
             return OrderResult(signed.order_id, DRY_RUN, 0.0, signed.price, "dry run: signed, not posted")
         self._ensure_creds()
@@ -352,15 +377,7 @@ class ClobVenue:
             if VERSION_MISMATCH in msg:
                 self._refresh_version()
             return OrderResult(oid, "rejected", 0.0, signed.price, msg)
-        taking = float(resp.get("takingAmount") or 0)
-        making = float(resp.get("makingAmount") or 0)
-        return OrderResult(
-            order_id=oid,
-            status=str(resp.get("status") or "live").lower(),
-            size_matched=taking,
-            price=signed.price,
-            avg_price=making / taking if taking > 0 else 0.0,
-        )
+        return post_result(resp, signed, order_type, self._fees.get(signed.token_id, (0.0, 0.0)))
 
     def _refresh_version(self) -> None:
         # The client re-reads /version itself when post_order sees the mismatch in a 200
@@ -387,12 +404,32 @@ class ClobVenue:
             raise
         if not isinstance(o, dict) or not o.get("id"):
             return None
-        return OrderResult(
-            order_id=str(o["id"]),
-            status=str(o.get("status", "")).lower(),
-            size_matched=float(o.get("size_matched") or 0),
-            price=float(o.get("price") or 0),
-        )
+        return order_result(o)
+
+    def cancel(self, order_id: str) -> bool:
+        """Cancel a resting order (`DELETE /order`): True when the venue cancelled it now, False
+        when it was not resting (filled, expired, killed, cancelled before, or unknown: the
+        venue's `not_canceled` reason is logged). Safe to repeat; what the order matched
+        before the cancel stays matched, and `order()` tells it."""
+        if self.dry_run:
+            return False  # nothing was ever posted
+        self._ensure_creds()
+        res = self._call("DELETE /order", lambda: self._client.cancel_order(OrderPayload(orderID=order_id)))
+        if not isinstance(res, dict):
+            raise VenueError(
+                f"DELETE /order: unexpected answer {res!r:.300}", retryable=True, kind="bad_answer"
+            )
+        if order_id in (res.get("canceled") or []):
+            return True
+        why = (res.get("not_canceled") or {}).get(order_id)
+        if why is None:
+            raise VenueError(
+                f"DELETE /order: the answer names neither canceled nor not_canceled {order_id}: {res!r:.300}",
+                retryable=True,
+                kind="bad_answer",
+            )
+        log.info("venue: cancel %s: not cancelled: %s", order_id, why)
+        return False
 
     def account_orders(self, markets: list[str], since_s: int) -> list[AccountOrder]:
         """This account's orders in `markets` (condition ids; empty: every market) that are

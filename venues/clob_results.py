@@ -1,0 +1,123 @@
+"""What the CLOB's answers about one order mean to the kernel (kernel.venue.OrderResult): the
+answer to `POST /order` and to `GET /data/order/{id}`, read the same way for both sides and
+every order type, and the taker fee of what matched, from the market's published schedule.
+
+Why a module of its own: the CLOB reports amounts by role, not by side (a BUY's taking amount
+is shares, a SELL's is USDC), reports a GTC that matched part of its size as "matched" while
+the rest rests, and names statuses two ways (`live` when posting, `ORDER_STATUS_LIVE` or
+`LIVE` when asked). The kernel wants one vocabulary: PENDING ("live", "delayed": ask again)
+or final ("matched", "canceled", "unmatched", "rejected") with the shares matched so far.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kernel.venue import OrderResult, SignedOrder
+
+SIDES = ("BUY", "SELL")
+# The CLOB's own words for the refusals a trader meets every day (the sim answers with them,
+# the stub too; Polymarket's error table names them FOK_ORDER_NOT_FILLED_ERROR, ...).
+FOK_KILLED = "order couldn't be fully filled. FOK orders are fully filled or killed."
+FAK_KILLED = (
+    "no orders found to match with FAK order. FAK orders are partially filled or killed if no match is found."
+)
+NOT_ENOUGH_BALANCE = "not enough balance / allowance"
+INVALID_EXPIRATION = "invalid expiration"
+# A GTD order's security threshold (Polymarket's docs): the venue expires it this long
+# before its `expiration`, and refuses one whose expiration is nearer than this.
+GTD_THRESHOLD_S = 60
+ORDER_TYPES = ("FOK", "FAK", "GTC", "GTD")
+# Orders that rest on the book for what does not match at once.
+RESTING_TYPES = ("GTC", "GTD")
+
+
+def check_order(side: str, price: float, size: float, expires_s: int) -> None:
+    """Raise ValueError naming what is wrong with an order's terms, before anything is signed."""
+    if side not in SIDES:
+        raise ValueError(f"side {side!r} is not one of {SIDES}")
+    if not (math.isfinite(price) and 0.0 < price < 1.0):
+        raise ValueError(f"price {price!r} must be between 0 and 1 (exclusive)")
+    if not (math.isfinite(size) and size > 0.0):
+        raise ValueError(f"size {size!r} must be a positive number of shares")
+    if isinstance(expires_s, bool) or not isinstance(expires_s, int) or expires_s < 0:
+        raise ValueError(f"expires_s {expires_s!r} must be a whole number of seconds >= 0 (0: none)")
+
+
+def check_post(signed: SignedOrder, order_type: str) -> None:
+    """The order type must suit the signed order: only a GTD carries an expiry, and it must
+    carry one (the venue would refuse a GTD without it, and treat an expiry on another type
+    as a mistake: Polymarket's own clients refuse both)."""
+    if order_type not in ORDER_TYPES:
+        raise ValueError(f"order_type {order_type!r} is not one of {ORDER_TYPES}")
+    if order_type == "GTD" and signed.expires_s <= 0:
+        raise ValueError("order_type GTD needs an order signed with expires_s (its expiry) > 0")
+    if order_type != "GTD" and signed.expires_s > 0:
+        raise ValueError(f"order_type {order_type} takes no expiry; the order was signed with expires_s")
+
+
+def _num(v: Any) -> float:
+    try:
+        x = float(v or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return x if math.isfinite(x) else 0.0
+
+
+def status_word(raw: Any) -> str:
+    """The CLOB's status in the kernel's words: lower case, without the `order_status_` prefix
+    of the API reference; a resting order the venue cancelled at resolution is "canceled", an
+    order the venue found invalid (never matched) is "rejected"."""
+    s = str(raw or "").strip().lower().removeprefix("order_status_")
+    if s in ("canceled_market_resolved", "cancelled"):
+        return "canceled"
+    if s == "invalid":
+        return "rejected"
+    return s
+
+
+def taker_fee_usd(shares: float, price: float, rate: float, exponent: float) -> float:
+    """The taker fee of `shares` matched at `price` (USDC): shares * rate * (p * (1 - p)) **
+    exponent, as the venue publishes it (`fd` of GET /clob-markets; py-clob-client-v2's
+    fees.py), floored to 5 decimals (the venue's charge)."""
+    if shares <= 0 or rate <= 0 or not 0.0 < price < 1.0:
+        return 0.0
+    fee = shares * rate * (price * (1.0 - price)) ** exponent
+    return math.floor(fee * 100_000 + 1e-9) / 100_000
+
+
+def post_result(
+    resp: dict[str, Any], signed: SignedOrder, order_type: str, fee: tuple[float, float] = (0.0, 0.0)
+) -> OrderResult:
+    """The answer to a POST /order that the venue accepted. `size_matched` is in shares for
+    either side (a BUY takes shares and makes USDC, a SELL the other way round); a GTC/GTD that
+    matched part of its size is "live" (the rest rests: reconciliation asks again), a FAK's
+    partial match is final ("matched": the rest was killed). `fee` is the market's (rate,
+    exponent): what matched at the post took liquidity, so it paid the taker fee."""
+    oid = str(resp.get("orderID") or signed.order_id)
+    taking, making = _num(resp.get("takingAmount")), _num(resp.get("makingAmount"))
+    shares, usdc = (taking, making) if signed.side == "BUY" else (making, taking)
+    avg = usdc / shares if shares > 0 else 0.0
+    status = status_word(resp.get("status") or "live")
+    if status == "matched" and order_type in RESTING_TYPES and shares < signed.size - 1e-9:
+        status = "live"
+    return OrderResult(
+        order_id=oid,
+        status=status,
+        size_matched=shares,
+        price=signed.price,
+        avg_price=avg,
+        fee_usd=taker_fee_usd(shares, avg, *fee),
+    )
+
+
+def order_result(o: dict[str, Any]) -> OrderResult:
+    """An order as GET /data/order/{id} tells of it (the API's OpenOrder). Its fee is not told
+    there (0.0): a fill learnt this way is booked without one."""
+    return OrderResult(
+        order_id=str(o["id"]),
+        status=status_word(o.get("status")),
+        size_matched=_num(o.get("size_matched")),
+        price=_num(o.get("price")),
+    )
