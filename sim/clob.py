@@ -384,6 +384,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(500, f"internal error: {type(e).__name__}: {e}")
 
 
+@web.middleware
+async def catch_up(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Resting orders are matched against the books of the seconds gone by before anything
+    # reads or changes orders or balances (sim/resting.py).
+    request.app[SIM].exchange.sweep()
+    return await handler(request)
+
+
 def fault_body(request: web.Request, status: int) -> dict[str, Any]:
     # The CLOB's error shape, for an injected error without a body of its own.
     return {"error": f"sim fault injected: {request.method} {request.path} -> {status}"}
@@ -392,7 +400,7 @@ def fault_body(request: web.Request, status: int) -> dict[str, Any]:
 def create_app(sim: ClobSim, faults: faults_mod.Faults | None = None) -> web.Application:
     faults = faults or faults_mod.Faults("clob", fault_body, sim.seed)
     # Faults outermost: an injected delay or drop happens whatever the handler does.
-    app = web.Application(middlewares=[faults.middleware, json_errors])
+    app = web.Application(middlewares=[faults.middleware, json_errors, catch_up])
     app[SIM] = sim
     faults_mod.install(app, faults)
     r = app.router

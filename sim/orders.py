@@ -4,15 +4,16 @@ An order's id is the EIP-712 hash of the signed order, computed with py-clob-cli
 order builder, so the id a client computes before posting is the id the sim answers with;
 posting the same signed order again returns the first answer and never fills twice.
 The maker's book is regenerated from the model on every match (fills do not deplete it).
-Fills move collateral and positions in sim.accounts; an order its maker cannot pay for
-(counting what resting orders reserve) is refused with the live venue's message.
+Fills move collateral and positions in sim.accounts; an order its maker cannot pay for, or
+a SELL of more shares than it holds (counting what resting orders reserve), is refused with
+the live venue's message. What matches on arrival took liquidity and pays the market's
+published taker fee (sim/fees.py); what rests (GTC, GTD) matches later as the book moves
+(sim/resting.py), as the maker, without a fee. The order rows are sim/order_record.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -25,16 +26,15 @@ from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderV2, Side,
 
 from baton.errors import Rejected
 from sim.accounts import NOT_ENOUGH, Accounts
-from sim.book import TICKS_PER_UNIT, BookParams, book, tick_str
+from sim.book import TICKS_PER_UNIT, BookParams, book
 from sim.fees import NO_FEE, Fee
 from sim.markets import MIN_ORDER_SIZE, TICK_SIZE, Catalogue, Window, iso
 from sim.model import PriceModel
+from sim.order_record import MICRO, SimOrder, micro_str, trade
+from sim.resting import Resting
+from venues.clob_results import FAK_KILLED, FOK_KILLED, GTD_THRESHOLD_S, INVALID_EXPIRATION, taker_fee_usd
 
-MICRO = 1_000_000
-FOK_KILLED = "order couldn't be fully filled. FOK orders are fully filled or killed."
-FAK_KILLED = (
-    "no orders found to match with FAK order. FAK orders are partially filled or killed if no match is found."
-)
+__all__ = ["FAK_KILLED", "FOK_KILLED", "MICRO", "Exchange", "SimOrder", "micro_str"]
 
 
 class WireOrder(msgspec.Struct, kw_only=True):
@@ -64,72 +64,6 @@ class PostOrderBody(msgspec.Struct, kw_only=True):
 _BODY = msgspec.json.Decoder(PostOrderBody)
 
 
-@dataclass
-class SimOrder:
-    id: str
-    window: Window
-    token_id: str
-    side: str
-    price_tick: int
-    original_micro: int
-    order_type: str
-    owner: str
-    maker: str
-    created_s: int
-    matched_micro: int = 0
-    status: str = "LIVE"
-    trade_ids: list[str] = field(default_factory=list)
-    response: dict[str, Any] = field(default_factory=dict)
-    # When the sim accepted it, on its wall clock in ms: `created_at` is whole seconds (as the
-    # CLOB's), too coarse to tell an order from the lease change a second around it.
-    received_ms: int = 0
-
-    def resting(self, now_s: int) -> bool:
-        # Resting orders die with their market.
-        return self.status == "LIVE" and now_s < self.window.end_s
-
-    def reserved(self) -> int:
-        """What this resting order may still take from its maker: micro-USDC for a BUY,
-        micro-shares for a SELL."""
-        left = self.original_micro - self.matched_micro
-        if self.side == "BUY":
-            return -(-left * self.price_tick // TICKS_PER_UNIT)  # rounded up
-        return left
-
-    def record(self, now_s: int) -> dict[str, Any]:
-        status = self.status
-        if status == "LIVE" and not self.resting(now_s):
-            status = "CANCELED"
-        # Field names and types as the live API's OpenOrder (py-clob-client-v2's README;
-        # Polymarket's rs-clob-client-v2 OpenOrderResponse): sizes and prices as decimal
-        # strings, created_at an integer of seconds, expiration a string of seconds.
-        return {
-            "id": self.id,
-            "status": status,
-            "owner": self.owner,
-            "maker_address": self.maker,
-            "market": self.window.condition_id,
-            "asset_id": self.token_id,
-            "side": self.side,
-            "original_size": micro_str(self.original_micro),
-            "size_matched": micro_str(self.matched_micro),
-            "price": tick_str(self.price_tick),
-            "outcome": self.window.outcome_of(self.token_id),
-            "expiration": "0",
-            "order_type": self.order_type,
-            "created_at": self.created_s,
-            "associate_trades": list(self.trade_ids),
-            "received_ms": self.received_ms,  # the sim's own field (docs/sim.md)
-        }
-
-
-def micro_str(micro: int | Fraction) -> str:
-    """A decimal string of a micro-unit amount, without trailing zeros ("5.3", "10")."""
-    q = round(Fraction(micro))
-    whole, frac = divmod(q, MICRO)
-    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
-
-
 class Exchange:
     def __init__(
         self,
@@ -155,13 +89,20 @@ class Exchange:
         self.fees = fees
         self.orders: dict[str, SimOrder] = {}
         self.trades: dict[str, dict[str, Any]] = {}
-        # Resting orders by maker address (lowercase), for balance reservations.
-        self._resting: dict[str, dict[str, SimOrder]] = {}
+        # Resting orders: what they reserve of their makers' funds, and their later matches.
+        self.resting = Resting(
+            accounts, lambda o, at_ms: book(model, o.window, o.token_id, at_ms, params, seed)
+        )
         # Killed orders (never accepted), kept so that a repost gets the same answer.
         self._killed: dict[str, str] = {}
 
     def book(self, w: Window, token_id: str) -> tuple[list, list]:
         return book(self.model, w, token_id, self.clock_ms(), self.params, self.seed)
+
+    def sweep(self) -> None:
+        """Match the resting orders against the books since they were last matched (run
+        before every request: sim/clob.py)."""
+        self.resting.sweep(self.clock_ms(), self.trades)
 
     def order_hash(self, o: WireOrder) -> tuple[str, dict[str, Any]]:
         v2 = OrderV2(
@@ -239,6 +180,7 @@ class Exchange:
             raise Rejected(
                 f"Size lower than the minimum: {MIN_ORDER_SIZE:g} (order size {micro_str(shares)})"
             )
+        expiration_s = self._expiration(o, body.orderType, now_ms // 1000)
         self._check_funds(o.maker, o.tokenId, buy, maker_amt, now_ms // 1000)
         bids, asks = self.book(w, o.tokenId)
         crossing = [(t, s) for t, s in (asks if buy else bids) if (t <= tick if buy else t >= tick)]
@@ -268,21 +210,23 @@ class Exchange:
             maker=o.maker,
             created_s=now_ms // 1000,
             received_ms=now_ms,
+            expiration_s=expiration_s,
         )
         filled = sum(f for _, f in fills)
-        cost = sum(Fraction(f * t, TICKS_PER_UNIT) for t, f in fills)
+        cost = sum((Fraction(f * t, TICKS_PER_UNIT) for t, f in fills), Fraction(0))
         order.matched_micro = filled
         if filled == shares:
             order.status = "MATCHED"
         elif body.orderType in ("FOK", "FAK"):
             order.status = "CANCELED"  # the unfilled rest of a FAK is killed
         else:
-            self._resting.setdefault(o.maker.lower(), {})[oid] = order
+            self.resting.add(order, now_ms // 1000)
+        fee = self._taker_fee(w, filled, cost)
         if filled and buy:
-            self.accounts.buy(o.maker, w, o.tokenId, filled, round(cost))
+            self.accounts.buy(o.maker, w, o.tokenId, filled, round(cost) + fee)
         elif filled:
-            self.accounts.sell(o.maker, o.tokenId, filled, round(cost))
-        hashes = [self._trade(order, i, t, f, now_ms) for i, (t, f) in enumerate(fills)]
+            self.accounts.sell(o.maker, o.tokenId, filled, round(cost) - fee)
+        hashes = [self._trade(order, t, f, now_ms) for t, f in fills]
         taking, making = (filled, cost) if buy else (cost, filled)
         order.response = {
             "success": True,
@@ -297,16 +241,34 @@ class Exchange:
         self.orders[oid] = order
         return order.response
 
+    def _expiration(self, o: WireOrder, order_type: str, now_s: int) -> int:
+        """A GTD order's expiration (unix seconds), refused with the venue's message unless it
+        is at least the security threshold ahead; other types rest (or not) without one."""
+        if order_type != "GTD":
+            return 0
+        try:
+            expiration_s = int(o.expiration)
+        except ValueError:
+            raise Rejected(f"{INVALID_EXPIRATION}: {o.expiration!r} is not a number of seconds") from None
+        if expiration_s < now_s + GTD_THRESHOLD_S:
+            raise Rejected(
+                f"{INVALID_EXPIRATION}: {expiration_s} is less than {GTD_THRESHOLD_S} s after now ({now_s})"
+            )
+        return expiration_s
+
+    def _taker_fee(self, w: Window, filled: int, cost: Fraction) -> int:
+        """The taker fee (micro-USDC) of what an order took on arrival: the market's published
+        schedule at the order's average price (venues/clob_results.py, which the client
+        reports from the same schedule)."""
+        fee = self.fees(w)
+        if filled <= 0 or fee.rate <= 0:
+            return 0
+        usd = taker_fee_usd(filled / MICRO, float(cost / filled), fee.rate, fee.exponent)
+        return round(usd * MICRO)
+
     def reserved(self, maker: str, now_s: int, side: str, token_id: str = "") -> int:
         """What the maker's resting orders on this side (and token, for SELL) hold back."""
-        resting = self._resting.get(maker.lower(), {})
-        for oid in [k for k, o in resting.items() if not o.resting(now_s)]:
-            del resting[oid]
-        return sum(
-            o.reserved()
-            for o in resting.values()
-            if o.side == side and (side == "BUY" or o.token_id == token_id)
-        )
+        return self.resting.reserved(maker, now_s, side, token_id)
 
     def available(self, maker: str, now_s: int, token_id: str = "") -> int:
         """Spendable collateral (no token) or sellable shares of a token, in micro-units."""
@@ -334,48 +296,18 @@ class Exchange:
             status = order.record(now_s)["status"]
             return f"order is {status.lower()}: it can no longer be canceled"
         order.status = "CANCELED"
-        self._resting.get(order.maker.lower(), {}).pop(oid, None)
+        self.resting.drop(order)
         return ""
 
     def resting_ids(self, maker: str, market: str = "", asset_id: str = "") -> list[str]:
-        now_s = self.clock_ms() // 1000
-        return [
-            o.id
-            for o in self._resting.get(maker.lower(), {}).values()
-            if o.resting(now_s)
-            and (not market or o.window.condition_id == market)
-            and (not asset_id or o.token_id == asset_id)
-        ]
+        return self.resting.ids(maker, self.clock_ms() // 1000, market, asset_id)
 
-    def _trade(self, order: SimOrder, i: int, tick: int, micro: int, now_ms: int) -> str:
-        tid = hashlib.sha256(f"{order.id}:trade:{i}".encode()).hexdigest()
-        tx = "0x" + hashlib.sha256(f"{order.id}:tx:{i}".encode()).hexdigest()
-        order.trade_ids.append(tid)
-        # Field names and types as the live API's Trade (py-clob-client-v2's README; the
-        # Trade of Polymarket's clob-client-v2 types): amounts as decimal strings, times as
-        # strings of seconds, bucket_index an integer. The sim's maker is anonymous, so
-        # maker_orders is empty.
-        self.trades[tid] = {
-            "id": tid,
-            "taker_order_id": order.id,
-            "market": order.window.condition_id,
-            "asset_id": order.token_id,
-            "side": order.side,
-            "size": micro_str(micro),
-            "fee_rate_bps": str(self.fees(order.window).base_fee),
-            "price": tick_str(tick),
-            "status": "CONFIRMED",
-            "match_time": str(now_ms // 1000),
-            "last_update": str(now_ms // 1000),
-            "outcome": order.window.outcome_of(order.token_id),
-            "bucket_index": 0,
-            "owner": order.owner,
-            "maker_address": order.maker,
-            "transaction_hash": tx,
-            "trader_side": "TAKER",
-            "maker_orders": [],
-        }
-        return tx
+    def _trade(self, order: SimOrder, tick: int, micro: int, now_ms: int) -> str:
+        fee_bps = self.fees(order.window).base_fee
+        row = trade(order, len(order.trade_ids), tick, micro, now_ms, fee_bps, maker=False)
+        order.trade_ids.append(row["id"])
+        self.trades[row["id"]] = row
+        return str(row["transaction_hash"])
 
 
 def _rejection(message: str) -> dict[str, Any]:
