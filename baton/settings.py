@@ -8,6 +8,7 @@ A bad value fails at start-up with the variable's name in the message.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -19,6 +20,8 @@ import msgspec
 
 from baton.errors import CredentialsError, SecretFileError, SettingsError
 from baton.secretfiles import check_owner_only, read_secret, secrets_dir
+
+log = logging.getLogger("baton.settings")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,8 +87,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sim_seed: int
     sim_vol_scale: float
     stake_usd: float
-    snipe_edge: float
-    snipe_entry_s: int
     max_stake_usd: float
     max_exposure_usd: float
     daily_loss_limit_usd: float
@@ -408,8 +409,25 @@ def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Variables Baton read once and reads no more, and what took their place: one given is named
+# in a warning (once per process), never refused, so that an old environment still starts.
+REMOVED = {
+    "BATON_SNIPE_EDGE": "a strategy parameter now: baton slots set ID --param edge=X",
+    "BATON_SNIPE_ENTRY_S": "a strategy parameter now: baton slots set ID --param entry_s=X",
+}
+_warned: set[str] = set()
+
+
+def _warn_removed(env: Mapping[str, str]) -> None:
+    for name, instead in REMOVED.items():
+        if name in env and name not in _warned:
+            _warned.add(name)
+            log.warning("%s is no longer read (ignored): %s", name, instead)
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
+    _warn_removed(env)
     assets = _list(env, "BATON_ASSETS", DEFAULT_ASSETS)
     for a in assets:
         if not re.fullmatch(r"[a-z0-9]{1,16}", a):
@@ -470,8 +488,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         sim_seed=_int(env, "BATON_SIM_SEED", 42),
         sim_vol_scale=_float(env, "BATON_SIM_VOL_SCALE", 1.0, 0.0),
         stake_usd=_float(env, "BATON_STAKE_USD", 5.0, 0.01),
-        snipe_edge=_float(env, "BATON_SNIPE_EDGE", 0.03),
-        snipe_entry_s=_int(env, "BATON_SNIPE_ENTRY_S", 30, 1),
         max_stake_usd=_float(env, "BATON_MAX_STAKE_USD", 25.0, 0.01),
         max_exposure_usd=_float(env, "BATON_MAX_EXPOSURE_USD", 200.0, 0.0),
         daily_loss_limit_usd=_float(env, "BATON_DAILY_LOSS_LIMIT_USD", 100.0, 0.0),

@@ -27,6 +27,10 @@ WARMUP_TICKS = 3
 STUB_VENUE = "in-process stand-in (instant; every order fills at the ask)"
 
 
+# snipe enters in the last 5 s of a window (a third of a 15 s one otherwise).
+BENCH_PARAMS = {"entry_s": 5.0}
+
+
 def bench_settings(url: str, assets: list[str], timeframes: tuple[str, ...], tick_ms: int, home: str) -> Any:
     return load(
         {
@@ -35,7 +39,6 @@ def bench_settings(url: str, assets: list[str], timeframes: tuple[str, ...], tic
             "BATON_TICK_MS": str(tick_ms),
             "BATON_ASSETS": ",".join(assets),
             "BATON_TIMEFRAMES": ",".join(timeframes),
-            "BATON_SNIPE_ENTRY_S": "5",
             "BATON_STAKE_USD": "1",
             # Every slot may enter every window: limits far above what N slots can stake.
             "BATON_MAX_EXPOSURE_USD": "1000000000",
@@ -100,7 +103,7 @@ class Rig:
         self.sync = connection.client(s, decoded=False)
         await self.store.ensure_schema()
         await self.store.scripts.load()
-        await self.store.ensure_slots(configured_slots(s))
+        await self.store.ensure_slots(configured_slots(s, BENCH_PARAMS))
         now = self.clock.now_ms()
         holder = f"blue:bench:{os.getpid()}:0"
         got, self.epoch, _ = await self.store.acquire_lease(holder, "blue", "bench", now, s.lease_ms)

@@ -20,7 +20,7 @@ from api import apitoken
 from baton import settings as settings_mod
 from baton.errors import OpFailed
 from bench.machine import publish
-from deploy.sandbox import Stack, wait_for
+from deploy.sandbox import SLOT_PARAMS, Stack, wait_for
 from kernel.clock import wall_ms
 from state.keys import Keys
 
@@ -39,7 +39,7 @@ def start_stack(tick_ms: int, note: str = "", **env: str) -> Stack:
         **{
             "BATON_TIMEFRAMES": "15s,1m",
             "BATON_ASSETS": "btc,eth,sol,xrp",
-            "BATON_SNIPE_EDGE": "0.0",
+            SLOT_PARAMS: "edge=0.0",
             **env,
         },
     )

@@ -7,6 +7,8 @@ generated from these types, so it cannot drift from the code.
 
     {"action": "halt", "reason": "venue looks wrong"}
     {"action": "patch_slot", "slot": "btc-15m", "stake_usd": 3, "params": {"edge": 0.05}}
+    {"action": "add_slot", "id": "eth-1h", "asset": "eth", "timeframe": "1h", "strategy": "snipe"}
+    {"action": "remove_slot", "slot": "eth-1h"}
 """
 
 from __future__ import annotations
@@ -39,12 +41,38 @@ class EmptyBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A call that takes no parameters (an empty body, or `{}`)."""
 
 
-class SlotPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """PATCH /slots/{id}: the stake and strategy parameters to change; what is left out
-    stays. Parameters are validated against the slot's strategy (its DEFAULTS)."""
+class SlotPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """PATCH /slots/{id}: what to change; what is left out stays. Parameters are validated
+    against the strategy's declarations (DEFAULTS, PARAM_BOUNDS, check_params); given with a
+    new strategy they are the new one's. Switching strategy drops the parameters the new one
+    does not declare (the answer's notes name them)."""
 
     stake_usd: float | None = None
     params: dict[str, float] | None = None
+    strategy: str | None = None
+    enabled: bool | None = None
+
+
+class SlotNew(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /slots: a new slot, trading from the worker's next tick. `id` is free-form
+    ([a-z0-9][a-z0-9._-]{0,63}): two slots may trade one asset and timeframe with different
+    strategies. `stake_usd` defaults to the stack's BATON_STAKE_USD; parameters left out take
+    the strategy's declared defaults."""
+
+    id: str
+    asset: str
+    timeframe: str
+    strategy: str
+    stake_usd: float | None = None
+    params: dict[str, float] = msgspec.field(default_factory=dict)
+    enabled: bool = True
+
+
+class SlotRemove(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """DELETE /slots/{id}: refused while the slot holds an open position or intent in its
+    current window, unless `force` (the position then settles, but no exit of it is made)."""
+
+    force: bool = False
 
 
 # --- control.json: the same bodies, tagged by `action` ---------------------------------------
@@ -88,6 +116,14 @@ class PatchSlotCommand(SlotPatch, _Tagged, tag="patch_slot"):
     slot: str
 
 
+class AddSlotCommand(SlotNew, _Tagged, tag="add_slot"):
+    pass
+
+
+class RemoveSlotCommand(SlotRemove, _Tagged, tag="remove_slot"):
+    slot: str
+
+
 Command = (
     HaltCommand
     | PauseCommand
@@ -98,6 +134,8 @@ Command = (
     | EnableSlotCommand
     | DisableSlotCommand
     | PatchSlotCommand
+    | AddSlotCommand
+    | RemoveSlotCommand
 )
 COMMAND_DECODER = msgspec.json.Decoder(Command)
 
@@ -204,6 +242,14 @@ class SlotsResult(msgspec.Struct, kw_only=True):
 class SlotResult(msgspec.Struct, kw_only=True):
     changed: bool
     slot: SlotView
+    # What the change did besides (parameters dropped by a switch of strategy).
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
+class SlotRemoved(msgspec.Struct, kw_only=True):
+    removed: str
+    # What the removal left behind (an open position that now settles without its slot).
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 class AuditEntry(msgspec.Struct, kw_only=True):

@@ -67,6 +67,12 @@ class Ops(Context):
     def patch_slot(self, actor: c.Actor, slot_id: str, patch: c.SlotPatch) -> c.SlotResult:
         return slots.patch(self, actor, slot_id, patch)
 
+    def add_slot(self, actor: c.Actor, body: c.SlotNew) -> c.SlotResult:
+        return slots.add(self, actor, body)
+
+    def remove_slot(self, actor: c.Actor, slot_id: str, body: c.SlotRemove) -> c.SlotRemoved:
+        return slots.remove(self, actor, slot_id, body)
+
     # --- control.json and other generic callers -----------------------------------------
     def apply(self, actor: c.Actor, cmd: c.Command, warnings: Sequence[str] = ()) -> msgspec.Struct:
         """Carry out one command (a control.json file, `baton` scripts): the same operation
@@ -89,5 +95,13 @@ class Ops(Context):
         if isinstance(cmd, c.DisableSlotCommand):
             return self.set_slot_enabled(actor, cmd.slot, False)
         if isinstance(cmd, c.PatchSlotCommand):
-            return self.patch_slot(actor, cmd.slot, c.SlotPatch(stake_usd=cmd.stake_usd, params=cmd.params))
+            patch = c.SlotPatch(
+                stake_usd=cmd.stake_usd, params=cmd.params, strategy=cmd.strategy, enabled=cmd.enabled
+            )
+            return self.patch_slot(actor, cmd.slot, patch)
+        if isinstance(cmd, c.AddSlotCommand):
+            fields = msgspec.structs.asdict(cmd)
+            return self.add_slot(actor, c.SlotNew(**fields))
+        if isinstance(cmd, c.RemoveSlotCommand):
+            return self.remove_slot(actor, cmd.slot, c.SlotRemove(force=cmd.force))
         raise BadRequest(f"unknown command {type(cmd).__name__}")

@@ -107,6 +107,7 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     system = running(s, published, lease.color if active and lease else None, problems)
     s = system.settings
     slots = []
+    seeded = set(s.slot_ids())
     for sid in sorted(slots_raw):
         try:
             sl = SLOT.decode(slots_raw[sid])
@@ -114,10 +115,12 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
                 {
                     "id": sl.id,
                     "asset": sl.asset,
+                    "timeframe": sl.timeframe,
                     "enabled": sl.enabled,
                     "stake_usd": sl.stake_usd,
                     "strategy": sl.strategy,
-                    "configured": sid in s.slot_ids(),
+                    "params": dict(sl.params),
+                    "configured": sid in seeded,
                 }
             )
         except msgspec.DecodeError as e:

@@ -18,20 +18,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
+
 from baton.settings import load
 from deploy.ports import free_port
 from deploy.supervisord import supervisor_call, wait_until
 from state import connection
+from state.keys import Keys
+from state.slots import SlotsRepo
 
 BATON = str(Path(sys.executable).with_name("baton"))
 
 # A stack that trades within seconds: 15-second windows on four assets, and an entry
-# whenever the estimate reaches the ask (edge 0), so every test sees orders and settlements.
+# whenever the estimate reaches the ask (snipe's edge 0, set on every seeded slot once the
+# worker seeded them), so every test sees orders and settlements.
+SLOT_PARAMS = "SANDBOX_SLOT_PARAMS"  # the sandbox's, not Baton's: "name=value,..." for every slot
 TRADING = {
     "BATON_TIMEFRAMES": "15s",
     "BATON_ASSETS": "btc,eth,sol,xrp",
-    "BATON_SNIPE_EDGE": "0.0",
+    SLOT_PARAMS: "edge=0.0",
 }
+
+
+def parse_params(text: str) -> dict[str, float]:
+    """`name=value,...` as parameters."""
+    out = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = item.partition("=")
+        out[name.strip()] = float(value)
+    return out
+
+
+def set_slot_params(r: Any, s: Any, params: dict[str, float], timeout_s: float = 60) -> None:
+    """Set `params` on every slot the worker seeded (BATON_ASSETS x BATON_TIMEFRAMES) as soon
+    as it has seeded them: what `baton slots set` does, without a process per slot."""
+    if not params:
+        return
+    repo = SlotsRepo(r, Keys(s.prefix))
+    ids = s.slot_ids()
+    wait_for(lambda: all(r.hexists(repo.k.slots(), i) for i in ids), timeout_s, "the seeded slots")
+    for sid in ids:
+        repo.edit_slot(sid, lambda slot: msgspec.structs.replace(slot, params={**slot.params, **params}))
 
 
 def wait_for(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
@@ -57,7 +84,8 @@ class Stack:
             BATON_SIM_CLOB_PORT=str(free_port()),
             BATON_API_PORT=str(free_port()),
         )
-        self.env.update(env)
+        self.env.update({k: v for k, v in env.items() if k != SLOT_PARAMS})
+        self.slot_params = parse_params(env.get(SLOT_PARAMS, ""))
         # A decoded client (str in, str out): redis-py's types cannot say so, hence Any.
         self.redis: Any = self.client("admin")
         self.clob_url = f"http://127.0.0.1:{self.env['BATON_SIM_CLOB_PORT']}"
@@ -75,6 +103,7 @@ class Stack:
     def start(self) -> str:
         out = self.baton("run")
         assert out.returncode == 0, f"baton run failed:\n{out.stdout}\n{out.stderr}\n{self.logs()}"
+        set_slot_params(self.redis, load(self.env), self.slot_params)
         return out.stdout
 
     def status(self) -> dict[str, Any]:

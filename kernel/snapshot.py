@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
-from baton.errors import SnapshotError
-from baton.settings import CANDLE_INTERVAL
+from baton.errors import SettingsError, SnapshotError
+from baton.settings import CANDLE_INTERVAL, timeframe_seconds
 from kernel import journal_guard
 from kernel.candle_cache import CandleCache
 from kernel.lease import renew, renewed
@@ -117,13 +117,28 @@ def slot_refs(slot_ids: list[tuple[str, str, str]], now_ms: int) -> list[SlotRef
 class SlotRefs:
     """`slot_refs` with memory: the refs of the last call are returned again while every
     timeframe is in the same window (a window lasts minutes, a tick seconds), so a thousand
-    refs are not rebuilt every tick. The list returned is shared: callers must not change it."""
+    refs are not rebuilt every tick. The list returned is shared: callers must not change it.
+
+    The slot list follows the slots hash (`follow`): Redis is the truth, the settings only
+    seed a fresh Redis (worker/lifecycle.py), so a slot added by an operator runs from the
+    tick after the one that read it, and one removed stops."""
 
     def __init__(self, slot_ids: list[tuple[str, str, str]]) -> None:
-        self.slot_ids = slot_ids
-        self._timeframes = sorted({tf for _, _, tf in slot_ids})
+        self.slot_ids: list[tuple[str, str, str]] = []
+        # slot id -> (asset, timeframe), to tell a changed list from the same one cheaply.
+        self._by_id: dict[str, tuple[str, str]] = {}
+        self._timeframes: list[str] = []
         self._bounds: tuple[tuple[int, int], ...] | None = None
         self._refs: list[SlotRef] = []
+        # Whether the list was read from Redis yet (until then it is the settings' seeds).
+        self.followed = False
+        self._set(slot_ids)
+
+    def _set(self, slot_ids: list[tuple[str, str, str]]) -> None:
+        self.slot_ids = slot_ids
+        self._by_id = {sid: (a, tf) for sid, a, tf in slot_ids}
+        self._timeframes = sorted({tf for _, _, tf in slot_ids})
+        self._bounds = None
 
     def at(self, now_ms: int) -> list[SlotRef]:
         bounds = tuple(window_bounds(now_ms, tf) for tf in self._timeframes)
@@ -131,6 +146,37 @@ class SlotRefs:
             self._refs = slot_refs(self.slot_ids, now_ms)
             self._bounds = bounds
         return self._refs
+
+    def follow(self, slots: dict[str, Slot]) -> tuple[bool, list[str]]:
+        """Take the slot list from `slots` (the slots hash as read, decodable values only):
+        (whether it changed, problems). A slot whose timeframe cannot be parsed is left out,
+        named in a problem, rather than stopping every slot's tick (an operator's tools
+        refuse one; a hand-written value can still hold one)."""
+        self.followed = True
+        by_id = self._by_id
+        if len(slots) == len(by_id) and all(
+            (got := by_id.get(sid)) is not None and got[0] == s.asset and got[1] == s.timeframe
+            for sid, s in slots.items()
+        ):
+            return False, []
+        problems: list[str] = []
+        wanted: list[tuple[str, str, str]] = []
+        for sid in sorted(slots):
+            s = slots[sid]
+            try:
+                timeframe_seconds(s.timeframe)
+            except SettingsError as e:
+                problems.append(f"slot {sid} is not run: {e}")
+                continue
+            wanted.append((sid, s.asset, s.timeframe))
+        if wanted == self.slot_ids:
+            return False, problems
+        self._set(wanted)
+        return True, problems
+
+    def keeps(self, ref: SlotRef) -> bool:
+        """Whether `ref` is still one of the list's slots (with the same asset and timeframe)."""
+        return self._by_id.get(ref.id) == (ref.asset, ref.timeframe)
 
 
 def _find(candles: list[Candle], open_ms: int) -> Candle | None:
@@ -332,7 +378,7 @@ async def read_snapshot(
     # The hashes the entry checks read, and what each reads as when it is of the wrong type
     # (then a blocker of every slot says so, and the tick goes on).
     empty: dict[str, Any] = {
-        k.slots(): [None] * len(refs),
+        k.slots(): {},
         k.feed_status(): [None] * len(read_assets),
         k.positions_open(): {},
         k.intents_open(): {},
@@ -353,7 +399,8 @@ async def read_snapshot(
             q(k.lease())
         q(k.handover(), pipe.hgetall(k.handover()))
         q(k.control(), pipe.hgetall(k.control()))
-        q(k.slots(), pipe.hmget(k.slots(), [r.id for r in refs]))
+        # All of them, not those of `refs`: the hash is the slot list (SlotRefs.follow).
+        q(k.slots(), pipe.hgetall(k.slots()))
         if read_assets:
             _queue_candles_read(pipe, store, cache, read_assets, opens_wanted, since_ms, now_ms)
             q("candle windows")
@@ -389,10 +436,10 @@ async def read_snapshot(
     problems.extend(control.problems)
     slots: dict[str, Slot] = {}
     bad: list[tuple[str, str]] = []
-    for r, raw in zip(refs, next(it), strict=True):
-        s = memo.decode(SLOT, raw, bad, r.id)
+    for sid, raw in next(it).items():
+        s = memo.decode(SLOT, raw, bad, sid)
         if s is not None:
-            slots[r.id] = s
+            slots[sid] = s
     blockers += (Blocker(key=k.slots(), field=sid, problem=why, slot=sid) for sid, why in bad)
     recent: dict[str, list[Candle]] = {}
     closes: dict[str, tuple[float, ...]] = {}

@@ -10,6 +10,7 @@ snapshot, so a replacement worker of another version continues exactly where it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from baton.errors import LeaseLost, NotReady, UnreadableValue
 from baton.settings import Settings
@@ -38,11 +40,16 @@ from kernel.venue import Venue
 from kernel.wakes import WakeSchedule
 from state import replication
 from state.store import Store
-from state.structs import ControlFlags, TickRecord
+from state.structs import SLOT, ControlFlags, Slot, TickRecord
 
 log = logging.getLogger("baton.tick")
 
 STRATEGY_PACKAGE = "worker.strategies"
+
+
+def market_floor(slot_count: int) -> int:
+    """The market cache's size under which it is never pruned: a few windows of every slot."""
+    return 4 * slot_count + 64
 
 
 def journal_problem(tick: int, verdict: Any) -> str:
@@ -120,14 +127,15 @@ class TickRunner:
         # How long an order unknown to the venue may still arrive: a post in flight from a
         # holder that lost its lease meanwhile, or a slow request (the venue client's timeout).
         self.unknown_grace_ms = settings.lease_ms + 10_000
-        self.configured = [(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes]
-        self.refs = SlotRefs(self.configured)
+        # The slot list: the slots hash in Redis, read by every tick (SlotRefs.follow); until
+        # the first read, the settings' seeds (what a fresh Redis is given).
+        self.refs = SlotRefs([(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes])
         # The candles read so far (only new ones are read each tick); warmed by dry_run.
         self.candles = CandleCache()
         # Slots, positions and intents decoded last tick, by their text (kernel/snapshot.py).
         self.memo = DecodeMemo()
         self.wakes = WakeSchedule(resolve)
-        self.markets = MarketCache(store, venue, clock, floor=4 * len(self.configured) + 64)
+        self.markets = MarketCache(store, venue, clock, floor=market_floor(len(self.refs.slot_ids)))
         # Unreadable values new entries wait on (kernel/blocking.py): the tick's own read's,
         # the market cache's, and any other reader's.
         self.blocks = EntryBlocks()
@@ -163,6 +171,33 @@ class TickRunner:
         )
 
     @property
+    def configured(self) -> list[tuple[str, str, str]]:
+        """The slots this runner trades: (id, asset, timeframe), as the slots hash last read."""
+        return self.refs.slot_ids
+
+    async def load_slots(self) -> list[str]:
+        """Read the slot list from the slots hash now (one round trip): before the first tick,
+        so that it (and its adoption sweep) sees every slot, not the settings' seeds. Returns
+        the problems (unreadable slots are the tick's to report, as blockers)."""
+        try:
+            raw = await self.store.r.hgetall(self.store.k.slots())
+        except ResponseError as e:  # not a hash: the tick's read makes it a blocker
+            return [f"slots: {e}"]
+        slots = {}
+        for sid, value in raw.items():
+            with contextlib.suppress(msgspec.DecodeError):
+                slots[sid] = SLOT.decode(value)
+        return self.follow_slots(slots)[1]
+
+    def follow_slots(self, slots: dict[str, Slot]) -> tuple[bool, list[str]]:
+        """The slot list from the slots hash as read: (whether it changed, problems)."""
+        changed, problems = self.refs.follow(slots)
+        if changed:
+            self.markets.floor = market_floor(len(self.refs.slot_ids))
+            log.info("slot list changed: %d slots", len(self.refs.slot_ids))
+        return changed, problems
+
+    @property
     def venue(self) -> Venue:
         return self._venue
 
@@ -174,6 +209,8 @@ class TickRunner:
     async def run(self, tick: int, missed_before: int = 0) -> TickOutcome:
         # Stamped before the renewal's now_ms is taken: the deadline is never later than the
         # lease's expiry in Redis.
+        if not self.refs.followed:
+            await self.load_slots()
         renewal = self.deadline.stamp()
         started = self.clock.now_ms()
         jitter = started - tick * self.s.tick_ms
@@ -199,6 +236,15 @@ class TickRunner:
         self.wakes.slots = snap.slots
         self.housekeeping.read_assets = set(snap.recent)
         problems = list(snap.problems)
+        # A slot added since the last read runs from the next tick; one removed (or moved to
+        # another asset or timeframe) stops now.
+        # (Not when the hash could not be read at all: the list stands until it can.)
+        slots_key = self.store.k.slots()
+        if not any(b.key == slots_key and not b.field for b in snap.blockers):
+            changed, found = self.follow_slots(snap.slots)
+            problems += found
+            if changed:
+                snap.refs = [r for r in snap.refs if self.refs.keeps(r)]
         # An asset whose candles this tick did not read (its slots asleep) keeps the blockers
         # of its last read: they clear when a read finds its window clean.
         unread = self.store.k.feed_status() if not snap.recent else None  # read with candles only
@@ -358,6 +404,8 @@ class TickRunner:
         positions, intents; no lease), then run every configured slot's strategy on its real
         input where there is one and on synthetic ones besides. Nothing is committed.
         Returns the number of slots checked; raises NotReady naming the slot and the error."""
+        for p in await self.load_slots():
+            log.warning("readiness: %s", p)
         now = self.clock.now_ms()
         refs = slot_refs(self.configured, now)
         snap = await read_snapshot(self.store, refs, now, None, VOL_LOOKBACK_S, self.candles)
@@ -366,7 +414,7 @@ class TickRunner:
         for ref in refs:
             slot = snap.slots.get(ref.id)
             if slot is None:
-                raise NotReady(f"slot {ref.id} is not in Redis (or unreadable)")
+                continue  # removed since the list was read: nothing of it runs
             inputs = strategy_check.sample_inputs(now)
             real = self.entries.slot_input(snap, ref, now)
             if real is not None:

@@ -34,8 +34,8 @@ PROGRAMS = ("feed", "api", "worker-blue", "worker-green")
 WORKER_SETTINGS = (
     "mode", "dry_run", "tick_ms", "lease_ms", "lease_margin_ms", "lease_renew_ms", "assets",
     "timeframes", "chain_id", "clob_url", "gamma_url", "stake_usd", "max_stake_usd",
-    "max_exposure_usd", "daily_loss_limit_usd", "paper_cash_usd", "snipe_edge", "snipe_entry_s",
-    "stale_after_ms", "history_days", "rate_limit_scale", "signature_type", "redis_bind", "redis_port",
+    "max_exposure_usd", "daily_loss_limit_usd", "paper_cash_usd", "stale_after_ms", "history_days",
+    "rate_limit_scale", "signature_type", "redis_bind", "redis_port",
 )  # fmt: skip
 FEED_SETTINGS = ("assets", "binance_ws_url", "binance_rest_url", "candle_retention_s")
 API_SETTINGS = (

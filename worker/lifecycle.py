@@ -53,15 +53,12 @@ EXIT_LOST_LEASE = 3
 HANDED_OVER = -1  # trade()'s answer after a planned handover (not an exit code)
 
 
-def configured_slots(s: Settings) -> list[Slot]:
+def configured_slots(s: Settings, params: dict[str, float] | None = None) -> list[Slot]:
+    """The slots a fresh Redis is seeded with (BATON_ASSETS x BATON_TIMEFRAMES, strategy
+    snipe): with no parameters, the strategy's declared defaults apply. After the seeding the
+    slots hash is the truth (`baton slots`), and an id removed there is not seeded again."""
     return [
-        Slot(
-            id=f"{a}-{tf}",
-            asset=a,
-            timeframe=tf,
-            stake_usd=s.stake_usd,
-            params={"edge": s.snipe_edge, "entry_s": float(s.snipe_entry_s)},
-        )
+        Slot(id=f"{a}-{tf}", asset=a, timeframe=tf, stake_usd=s.stake_usd, params=dict(params or {}))
         for a in s.assets
         for tf in s.timeframes
     ]

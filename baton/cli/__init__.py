@@ -26,7 +26,7 @@ import redis
 
 from api import apitoken
 from baton import settings as settings_mod
-from baton.cli import cluster
+from baton.cli import cluster, slots
 from baton.cli.output import emit, fail
 from baton.errors import (
     BadRequest,
@@ -78,16 +78,6 @@ def actor() -> c.Actor:
 # --- arguments ---------------------------------------------------------------------------------
 
 
-def _param(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, e.g. edge=0.05, not {text!r}")
-    try:
-        return name.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{name.strip()}: {value!r} is not a number") from None
-
-
 STOPS = {
     "halt": "emergency stop: no order is posted any more, open orders cancelled",
     "pause": "no new entries; open positions still settle",
@@ -134,25 +124,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_parser("stop-workers", help="stop the trading workers after their tick; the rest runs on")
     )
 
-    p = sub.add_parser("slots", help="the slots as a table; enable, disable or change one")
-    json_flag(p)
-    ssub = p.add_subparsers(dest="slots_cmd", metavar="{enable,disable,set}")
-    for name in ("enable", "disable"):
-        q = ssub.add_parser(name, help=f"{name} one slot")
-        q.add_argument("slot")
-        json_flag(q)
-    q = ssub.add_parser("set", help="change a slot's stake and strategy parameters")
-    q.add_argument("slot")
-    q.add_argument("--stake", type=float, help="stake per entry, USD")
-    q.add_argument(
-        "--param",
-        type=_param,
-        action="append",
-        default=[],
-        metavar="NAME=NUMBER",
-        help="a strategy parameter (repeatable), e.g. --param edge=0.05",
-    )
-    json_flag(q)
+    slots.add_parser(sub, json_flag)
 
     p = sub.add_parser("audit", help="the latest control calls: who did what, from which door")
     p.add_argument("-n", type=int, default=20, help="how many entries (default 20)")
@@ -335,23 +307,7 @@ def cmd_lifecycle(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_slots(s: Settings, args: argparse.Namespace) -> int:
-    ops = make_ops(s)
-    if args.slots_cmd is None:
-        res = ops.slots()
-        return emit(
-            args, res, lambda: render.slots_table(res.slots) if res.slots else "no slots in Redis yet"
-        )
-    if args.slots_cmd in ("enable", "disable"):
-        one = ops.set_slot_enabled(actor(), args.slot, args.slots_cmd == "enable")
-    else:
-        params = dict(args.param) if args.param else None
-        one = ops.patch_slot(actor(), args.slot, c.SlotPatch(stake_usd=args.stake, params=params))
-    verb = {"enable": "enabled", "disable": "disabled", "set": "changed"}[args.slots_cmd]
-    return emit(
-        args,
-        one,
-        lambda: f"{args.slot}: {verb if one.changed else 'unchanged'}\n{render.slots_table([one.slot])}",
-    )
+    return slots.cmd_slots(make_ops(s), actor(), args)
 
 
 # --- audit, logs, token ------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from deploy.cluster import status as st
 from deploy.cluster.deploys import ClusterDeployResult
 from deploy.cluster.hosts import COLORS, Host
 from deploy.cluster.net import HOSTS, VENUE
+from deploy.sandbox import SLOT_PARAMS, parse_params, set_slot_params
 from deploy.supervisord import supervisor_call, wait_until
 from kernel.clock import wall_ms
 from kernel.lease import read_lease
@@ -178,6 +179,9 @@ class Cluster:
                 remaining(),
                 "the lease holder's first tick",
             )
+            # A test cluster's strategy parameters for its seeded slots (deploy/sandbox.py).
+            if params := parse_params(self.environ.get(SLOT_PARAMS, "")):
+                set_slot_params(r, load({**self.environ, "BATON_HOME": str(self.home)}), params)
             # The standby held back above, or one an earlier start that timed out never started.
             for name, color in COLORS.items():
                 host = self.host(name)

@@ -29,6 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from deploy.sandbox import SLOT_PARAMS
 from kernel.clock import wall_ms
 from tests.chaos import cluster_checks
 from tests.chaos import cluster_faults as F
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         "BATON_TICK_MS": str(tick_ms),
         "BATON_TIMEFRAMES": args.window,
         "BATON_ASSETS": args.assets,
-        "BATON_SNIPE_EDGE": "0.0",  # enter whenever the estimate reaches the ask: every window trades
+        SLOT_PARAMS: "edge=0.0",  # enter whenever the estimate reaches the ask: every window trades
         "BATON_DAILY_LOSS_LIMIT_USD": "1000000",
         # The checker reads the whole run's history: nothing of it may be pruned.
         "BATON_HISTORY_DAYS": "0",

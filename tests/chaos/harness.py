@@ -32,7 +32,7 @@ from typing import Any
 
 from deploy.ports import free_port
 from deploy.releases import PACKAGES
-from deploy.sandbox import Stack, wait_for
+from deploy.sandbox import SLOT_PARAMS, Stack, wait_for
 from kernel.clock import wall_ms
 from tests.chaos import checker
 from tests.chaos import faults as F
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         "BATON_TICK_MS": str(tick_ms),
         "BATON_TIMEFRAMES": args.window,
         "BATON_ASSETS": args.assets,
-        "BATON_SNIPE_EDGE": "0.0",  # enter whenever the estimate reaches the ask: every window trades
+        SLOT_PARAMS: "edge=0.0",  # enter whenever the estimate reaches the ask: every window trades
         "BATON_API_PORT": str(free_port()),
         # A loss limit would halt by itself; hundreds of resumes must not be rate limited.
         "BATON_DAILY_LOSS_LIMIT_USD": "1000000",

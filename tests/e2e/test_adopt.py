@@ -17,7 +17,7 @@ import time
 import pytest
 
 from deploy import releases
-from deploy.sandbox import Stack, wait_for
+from deploy.sandbox import SLOT_PARAMS, Stack, wait_for
 from tests.e2e import invariants
 
 # Each test names its xdist group (not the module: xdist joins every group an item has into a
@@ -31,8 +31,7 @@ ENV = {
     "BATON_TICK_MS": "1000",
     "BATON_TIMEFRAMES": "1m",
     "BATON_ASSETS": "btc",
-    "BATON_SNIPE_EDGE": "0.0",
-    "BATON_SNIPE_ENTRY_S": "20",
+    SLOT_PARAMS: "edge=0.0,entry_s=20",
 }
 LEFT_S = 12  # at least this much of the window left when the entry is found
 

@@ -44,7 +44,6 @@ class Rig:
                     "BATON_TICK_MS": "1000",
                     "BATON_TIMEFRAMES": "15s",
                     "BATON_ASSETS": ASSETS,
-                    "BATON_SNIPE_EDGE": "0.0",
                 }
             ),
             clob_url=url,
@@ -76,7 +75,8 @@ class Rig:
 
     async def start(self) -> None:
         await self.store.ensure_schema()
-        await self.store.ensure_slots(configured_slots(self.settings))
+        # Edge 0: snipe enters whenever its estimate reaches the ask, so every window trades.
+        await self.store.ensure_slots(configured_slots(self.settings, {"edge": 0.0}))
         _, self.epoch, _ = await self.store.acquire_lease("blue:t", "blue", "test", self.clock.now_ms(), 3000)
         await self.store.deposit(
             self.epoch, "deposit:paper-initial", usd_to_micros(1000), self.clock.now_ms()

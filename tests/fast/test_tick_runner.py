@@ -16,7 +16,7 @@ from kernel.tick import TickRunner
 from state.ledger import utc_day
 from state.structs import FEED_STATUS, FeedStatus, usd_to_micros
 from tests.fast.rig import Rig
-from worker.lifecycle import Worker
+from worker.lifecycle import Worker, configured_slots
 
 
 async def test_ticks_trade_once_per_slot_window_and_settle_each_closed_window(rig):
@@ -66,7 +66,11 @@ async def test_a_tick_costs_the_same_round_trips_for_4_slots_as_for_64(rig):
     )
     counts = []
     for settings in (rig.settings, many):
+        await rig.store.ensure_slots(configured_slots(settings))
         runner = TickRunner(settings, rig.store, rig.venue, rig.clock, rig.runner.ident)
+        # A new runner reads the slot list once before its first tick (one round trip more).
+        await runner.load_slots()
+        assert len(runner.configured) >= len(settings.assets) * len(settings.timeframes)
         await rig.clock.sleep_until_ms(rig.clock.now_ms() + 1000)
         r.pipeline, r.execute_command = pipeline, command
         trips = 0
