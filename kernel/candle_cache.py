@@ -13,6 +13,9 @@ while Redis counts as many candles up to its newest one as it holds (a window tr
 deleted, or written by hand fails the count). It is also read whole every FULL_EVERY_MS, and
 whenever the lookback reaches further back than the copy. A new worker starts empty: its
 first read (the readiness check's dry evaluation) is a whole one.
+
+How far back an asset is read (`Lookbacks`) is the longest of what its slots' strategies
+declare (CANDLES: interval x bars), at least the minute version 1 inputs' closes need.
 """
 
 from __future__ import annotations
@@ -20,16 +23,84 @@ from __future__ import annotations
 import bisect
 import re
 import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from kernel.strategy_api import INTERVALS_S, MAX_LOOKBACK_S
 from state.structs import CANDLE, Candle, candle_problem
 
 FULL_EVERY_MS = 30_000
-# Seconds of 1s candles read per asset for the volatility estimate (a tick's window).
+# Seconds of 1s candles read per asset for the volatility estimate (a tick's window): the
+# least any asset is read back, whatever its strategies declare.
 VOL_LOOKBACK_S = 60
+
+
+def declared_candles(strat: Any, cap_s: int = MAX_LOOKBACK_S) -> dict[str, int]:
+    """The bars a strategy module declares (CANDLES) as the kernel serves them: intervals it
+    knows, counts cut to `cap_s` of look-back. The reload and readiness checks refuse anything
+    else (kernel/strategy_check.py); this keeps a module that slipped past them (a slot
+    switched to it before its check) from breaking the tick."""
+    raw = getattr(strat, "CANDLES", None)
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for name, n in raw.items():
+        iv = INTERVALS_S.get(name) if isinstance(name, str) else None
+        if iv is None or not isinstance(n, int) or isinstance(n, bool) or n <= 0 or iv > cap_s:
+            continue
+        out[name] = min(n, cap_s // iv)
+    return out
+
+
+def candle_span_s(strat: Any, cap_s: int = MAX_LOOKBACK_S) -> int:
+    """Seconds of 1 s candles the module's bars need (0: it declares none)."""
+    return max((INTERVALS_S[iv] * n for iv, n in declared_candles(strat, cap_s).items()), default=0)
+
+
+def lookback_cap_s(settings: Any) -> int:
+    """The most look-back the kernel serves: MAX_LOOKBACK_S, or less when the feed keeps less
+    (BATON_CANDLE_RETENTION_S)."""
+    return min(MAX_LOOKBACK_S, int(settings.candle_retention_s))
+
+
+class Lookbacks:
+    """Per asset, how many seconds of candles a tick reads: the longest span its enabled slots'
+    strategies declare, at least VOL_LOOKBACK_S, at most `cap_s`. Every enabled slot of an
+    asset counts, asleep or not: the copy's reach then stays put while slots wake and sleep
+    (a longer reach is a whole read of the window), and an asset none of whose slots is
+    awake is not read at all anyway."""
+
+    def __init__(self, resolve: Callable[[str], Any], cap_s: int = MAX_LOOKBACK_S) -> None:
+        self.resolve = resolve
+        self.cap_s = max(cap_s, VOL_LOOKBACK_S)
+
+    def of(self, refs: Iterable[Any], slots: Mapping[str, Any], assets: Iterable[str]) -> dict[str, int]:
+        """For each of `assets`: its look-back, from the slots of `refs` as `slots` has them
+        (a slot not there yet counts with the minute; the next tick knows it)."""
+        wanted = set(assets)
+        out = dict.fromkeys(wanted, VOL_LOOKBACK_S)
+        spans: dict[str, int] = {}  # strategy name -> its span, once per call
+        for r in refs:
+            if r.asset not in wanted:
+                continue
+            slot = slots.get(r.id)
+            if slot is None or not slot.enabled:
+                continue
+            span = spans.get(slot.strategy)
+            if span is None:
+                try:
+                    span = candle_span_s(self.resolve(slot.strategy), self.cap_s)
+                except Exception:  # an unloadable strategy: the tick reports it
+                    span = 0
+                spans[slot.strategy] = span
+            if span > out[r.asset]:
+                out[r.asset] = span
+        return out
+
+
 _NOTHING = ("", 0, 0, 0)
 _MARK = re.compile(r"^\d+:\d+:\d+$")  # '<born>:<rev>:<rewrite rev>' (feed_write.lua)
 

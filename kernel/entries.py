@@ -9,12 +9,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from baton.settings import Settings
 from kernel import executor
 from kernel.blocking import EntryBlocks
 from kernel.halt import HaltGate
+from kernel.inputs import TickInputs, account, with_asks
 from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
 from kernel.risk import Account, RiskLimits, check_entry
@@ -23,14 +22,12 @@ from kernel.strategy_api import Decision, SlotInput
 from kernel.wakes import WakeSchedule
 from state.store import Store
 from state.structs import (
-    MICROS,
     DecisionRecord,
     EntryRecord,
     Intent,
     Market,
     PassRecord,
     StrategyErrorRecord,
-    feed_stale,
 )
 
 # An entry tick's orders go out in at most ENTRY_CHUNKS chunks (each two Redis round trips):
@@ -91,6 +88,8 @@ class Entries:
         # so the tick that wakes the slot need not ask again. A commit whose answer is lost
         # forgets them all. Again only work saved: intent_commit.lua refuses a second entry.
         self.absent: dict[str, tuple[int, int]] = {}
+        # What the inputs of the current tick share (kernel/inputs.py), built on first use.
+        self._inputs: TickInputs | None = None
 
     def _halted(self) -> bool:
         return self.gate is not None and self.gate.halted
@@ -120,7 +119,7 @@ class Entries:
         except Exception as e:
             problems.append(f"books: {e}")
             return 0, 0, problems
-        acct = _account(snap, now_ms)
+        acct = account(snap, now_ms)
         evaluated, orders, errs = await self._evaluate_and_post(
             wanted, markets, books, acct, now_ms, tick, epoch, problems
         )
@@ -163,7 +162,7 @@ class Entries:
                     self.wakes.forget(ref.id)
                 elif now_ms < self.wakes.wake_ms(wake, ref, slot):
                     continue
-                inp = self.slot_input(snap, ref, now_ms)
+                inp = self.slot_input(snap, ref, now_ms, strat)
                 if inp is None:
                     continue
                 needs = getattr(strat, "needs_quotes", None)
@@ -173,31 +172,15 @@ class Entries:
                 problems.append(f"slot {ref.id}: strategy {name!r}: {e!r}")
         return wanted
 
-    def slot_input(self, snap: Snapshot, ref: SlotRef, now_ms: int) -> SlotInput | None:
-        """The strategy's input for this slot (without asks), or None when the slot is disabled
-        or its data is missing or stale."""
-        slot = snap.slots.get(ref.id)
-        if slot is None or not slot.enabled:
-            return None
-        if feed_stale(snap.feed.get(ref.asset), now_ms, self.stale_after_ms):
-            return None  # stale data never opens a position
-        open_c = snap.opens.get(ref.id)
-        recent = snap.recent.get(ref.asset) or []
-        if open_c is None or not recent:
-            return None
-        return SlotInput(
-            slot_id=ref.id,
-            asset=ref.asset,
-            timeframe=ref.timeframe,
-            now_ms=now_ms,
-            window_start_ms=ref.window_start_s * 1000,
-            window_end_ms=ref.window_end_s * 1000,
-            open_price=open_c.open,
-            last_price=recent[-1].close,
-            closes=snap.closes(ref.asset),
-            stake_usd=slot.stake_usd,
-            params=dict(slot.params),
-        )
+    def slot_input(self, snap: Snapshot, ref: SlotRef, now_ms: int, strat: Any = None) -> SlotInput | None:
+        """The strategy's input for this slot (without books: kernel/inputs.py with_asks), or
+        None when the slot is disabled or its data is missing or stale. What slots share is
+        built once per snapshot (kernel/inputs.py TickInputs)."""
+        ctx = self._inputs
+        if ctx is None or ctx.snap is not snap or ctx.now_ms != now_ms:
+            max_exposure = self.limits.max_exposure_usd if self.limits is not None else None
+            ctx = self._inputs = TickInputs(snap, now_ms, self.stale_after_ms, max_exposure)
+        return ctx.slot(ref, strat, entered=self.entered.get(ref.id) == ref.window_start_s)
 
     async def _entry_state(
         self, refs: list[SlotRef], epoch: int, problems: list[str]
@@ -364,24 +347,3 @@ class Entries:
             problems.append(f"slot {ref.id}: risk refused entry: {refused}")
             return None
         return decision
-
-
-def _account(snap: Snapshot, now_ms: int) -> Account:
-    """The account the risk checks go by. Intents of past windows whose outcome is unknown
-    wait for reconciliation; only those of live windows still hold cash back."""
-    pending = sum(round(i.stake_usd * MICROS) for i in snap.open_intents if i.window_end_s * 1000 > now_ms)
-    return Account(
-        cash_micros=snap.totals.get("cash_micros", 0),
-        open_exposure_micros=sum(p.cost_micros for p in snap.open_positions) + pending,
-        day_pnl_micros=snap.day_pnl_micros,
-        pending_micros=pending,
-    )
-
-
-def with_asks(inp: SlotInput, up: Any, down: Any) -> SlotInput:
-    """The input with the best asks of the books read for its market (None: no book)."""
-    return msgspec.structs.replace(
-        inp,
-        up_ask=getattr(up, "best_ask", None) if up is not None else None,
-        down_ask=getattr(down, "best_ask", None) if down is not None else None,
-    )

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kernel import lanes
-from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
+from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache, Lookbacks
 from kernel.clock import Clock
 from kernel.entries import Entries
 from kernel.history import HistoryPruner
@@ -47,6 +47,7 @@ class Housekeeping:
         markets: MarketCache,
         wakes: WakeSchedule,
         entries: Entries,
+        lookbacks: Lookbacks | None = None,
     ) -> None:
         self.store = store
         self.venue = venue
@@ -60,6 +61,8 @@ class Housekeeping:
         self.markets = markets
         self.wakes = wakes
         self.entries = entries
+        # How far back each asset's candles are read (None: VOL_LOOKBACK_S for all).
+        self.lookbacks = lookbacks
         # The assets whose candles the last snapshot read (and the warm-up since).
         self.read_assets: set[str] = set()
         # (open positions, tick start) of the last tick that found settlements due.
@@ -126,9 +129,12 @@ class Housekeeping:
         if not waking and not due:
             return []
         self.read_assets |= waking
-        return await read_candles(
-            self.store, sorted(waking | set(due)), self.clock.now_ms(), VOL_LOOKBACK_S, self.candles
-        )
+        assets = sorted(waking | set(due))
+        # As far back as the tick that wakes them will read (else that read is a whole one).
+        lookback: int | dict[str, int] = VOL_LOOKBACK_S
+        if self.lookbacks is not None:
+            lookback = self.lookbacks.of(refs, self.wakes.slots, assets)
+        return await read_candles(self.store, assets, self.clock.now_ms(), lookback, self.candles)
 
     async def wait_prefetch(self) -> None:
         """Until the market prefetch under way (if any) is done."""

@@ -6,7 +6,8 @@ the module object in place is seen by the very next tick. The worker holds
 finishes on the old code, and the next one starts on the new code.
 
 A changed file is first loaded as a fresh, throw-away module object (a temporary name, never
-left in `sys.modules`) and dry-evaluated on sample inputs. Only when every changed module
+left in `sys.modules`), its declarations checked and dry-evaluated on sample inputs, by the
+rules the kernel acts by (kernel/strategy_check.py: one place for them). Only when every changed module
 passes are the running modules reloaded; otherwise nothing is touched and the refusal is
 reported. A refused file content is remembered and not validated again until the file
 changes once more (or a reload is forced).
@@ -38,7 +39,7 @@ import msgspec
 
 from baton.errors import StrategyCheckError
 from kernel.clock import wall_ms, wall_ns
-from kernel.strategy_api import SlotInput
+from kernel.strategy_api import MAX_LOOKBACK_S, SlotInput
 from kernel.strategy_check import dry_evaluate, sample_inputs
 
 HASH_PREFIX = 12
@@ -88,9 +89,13 @@ class StrategyReloader:
         package: str = "worker.strategies",
         samples: Callable[[], list[SlotInput]] | None = None,
         clock_ms: Callable[[], int] = wall_ms,
+        max_lookback_s: int = MAX_LOOKBACK_S,
     ) -> None:
         self.package = package
         self.clock_ms = clock_ms
+        # The look-back the kernel can serve (kernel/strategy_check.py declaration_problems):
+        # a module declaring CANDLES beyond it is refused, naming them.
+        self.max_lookback_s = max_lookback_s
         self.samples: Callable[[], list[SlotInput]] = samples or (lambda: sample_inputs(self.clock_ms()))
         # Held by the worker while a tick runs, and by check() while it validates and swaps.
         self.lock = asyncio.Lock()
@@ -191,7 +196,7 @@ class StrategyReloader:
             digest = _sha256(source)
             try:
                 fresh = self._load_fresh(short, path, source)
-                dry_evaluate(fresh, inputs)
+                dry_evaluate(fresh, inputs, self.max_lookback_s)
             except Exception as e:
                 self.refused[short] = digest
                 failed.append(short)

@@ -26,7 +26,7 @@ from baton.settings import Settings
 from kernel import journal_guard, reconcile, strategy_check
 from kernel.adopt import Adopter
 from kernel.blocking import EntryBlocks
-from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
+from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache, Lookbacks, lookback_cap_s
 from kernel.clock import Clock
 from kernel.entries import ENTRY_CHUNKS, Entries, with_asks
 from kernel.halt import HaltResponder
@@ -36,6 +36,7 @@ from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
 from kernel.risk import RiskLimits, daily_loss_breach
 from kernel.snapshot import DecodeMemo, SlotRefs, read_snapshot, slot_refs
+from kernel.strategy_api import BookSide
 from kernel.venue import Venue
 from kernel.wakes import WakeSchedule
 from state import replication
@@ -45,6 +46,11 @@ from state.structs import SLOT, ControlFlags, Slot, TickRecord
 log = logging.getLogger("baton.tick")
 
 STRATEGY_PACKAGE = "worker.strategies"
+# The books the readiness check gives a slot's real input besides none: an even market.
+SAMPLE_BOOKS = (
+    BookSide(bids=((0.48, 100.0), (0.47, 300.0)), asks=((0.5, 100.0), (0.51, 300.0))),
+    BookSide(bids=((0.48, 100.0), (0.47, 300.0)), asks=((0.5, 100.0), (0.51, 300.0))),
+)
 
 
 def market_floor(slot_count: int) -> int:
@@ -132,6 +138,8 @@ class TickRunner:
         self.refs = SlotRefs([(f"{a}-{tf}", a, tf) for a in settings.assets for tf in settings.timeframes])
         # The candles read so far (only new ones are read each tick); warmed by dry_run.
         self.candles = CandleCache()
+        # How far back each asset's candles are read: what its slots' strategies declare.
+        self.lookbacks = Lookbacks(resolve, lookback_cap_s(settings))
         # Slots, positions and intents decoded last tick, by their text (kernel/snapshot.py).
         self.memo = DecodeMemo()
         self.wakes = WakeSchedule(resolve)
@@ -168,6 +176,7 @@ class TickRunner:
             self.markets,
             self.wakes,
             self.entries,
+            self.lookbacks,
         )
 
     @property
@@ -215,15 +224,16 @@ class TickRunner:
         started = self.clock.now_ms()
         jitter = started - tick * self.s.tick_ms
         refs = self.refs.at(started)
+        awake = self.wakes.awake_assets(refs, started, self.entries.entered)
         snap = await read_snapshot(
             self.store,
             refs,
             started,
             (self.ident.holder, self.ident.epoch, self.s.lease_ms),
-            VOL_LOOKBACK_S,
+            self.lookbacks.of(refs, self.wakes.slots, awake),
             self.candles,
             self.memo,
-            candle_assets=self.wakes.awake_assets(refs, started, self.entries.entered),
+            candle_assets=awake,
             primary=True,
         )
         if not snap.lease_ok:
@@ -409,6 +419,13 @@ class TickRunner:
         now = self.clock.now_ms()
         refs = slot_refs(self.configured, now)
         snap = await read_snapshot(self.store, refs, now, None, VOL_LOOKBACK_S, self.candles)
+        # The slots' strategies may look further back than the minute read with the slots:
+        # their assets are read again as far as they declare (the first tick then reads only
+        # what is new, its slots known from this read).
+        self.wakes.slots = snap.slots
+        lookbacks = self.lookbacks.of(refs, snap.slots, snap.recent)
+        if any(s > VOL_LOOKBACK_S for s in lookbacks.values()):
+            snap = await read_snapshot(self.store, refs, now, None, lookbacks, self.candles)
         if snap.problems:
             log.warning("readiness: %d unreadable value(s): %s", len(snap.problems), snap.problems[:3])
         for ref in refs:
@@ -416,12 +433,13 @@ class TickRunner:
             if slot is None:
                 continue  # removed since the list was read: nothing of it runs
             inputs = strategy_check.sample_inputs(now)
-            real = self.entries.slot_input(snap, ref, now)
-            if real is not None:
-                inputs.insert(0, with_asks(real, None, None))
-                inputs.insert(0, msgspec.structs.replace(real, up_ask=0.5, down_ask=0.5))
             try:
-                strategy_check.dry_evaluate(self.resolve(slot.strategy), inputs)
+                strat = self.resolve(slot.strategy)
+                real = self.entries.slot_input(snap, ref, now, strat)
+                if real is not None:
+                    inputs.insert(0, with_asks(real, None, None))
+                    inputs.insert(0, with_asks(real, *SAMPLE_BOOKS))
+                strategy_check.dry_evaluate(strat, inputs, self.lookbacks.cap_s)
             except Exception as e:
                 raise NotReady(
                     f"slot {ref.id}: strategy {slot.strategy!r} failed its dry evaluation: {e!r}"

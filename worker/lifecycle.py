@@ -32,6 +32,7 @@ from baton.coredumps import dumpable
 from baton.errors import LeaseLost, NotReady, SchemaMismatch, UnreadableValue
 from baton.settings import Settings
 from kernel import boundaries, gcpolicy, lease
+from kernel.candle_cache import lookback_cap_s
 from kernel.clock import Clock, wall_ms
 from kernel.halt import HaltGate, HaltResponder
 from kernel.lease_heartbeat import LeaseHeartbeat
@@ -93,7 +94,7 @@ class Worker:
         self.last_tick = -1
         self.ready_ms = 0
         self.reload_seq = 0
-        self.reloader = reloader or StrategyReloader(STRATEGY_PACKAGE)
+        self.reloader = reloader or StrategyReloader(STRATEGY_PACKAGE, max_lookback_s=lookback_cap_s(s))
         self.runner: TickRunner | None = None
         self.predecessor_maybe_alive = False
         # Why the lease came to us, when not by a planned handover: a sweep for orders that

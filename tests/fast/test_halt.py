@@ -173,7 +173,9 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
 
     markets.discover = discover
     entries = entries_mod.Entries(store, venue, None, 0, markets, WakeSchedule(resolve), resolve, gate)
-    entries.slot_input = lambda snap, ref, now: SimpleNamespace(slot_id=ref.id, up_ask=None, down_ask=None)
+    entries.slot_input = lambda snap, ref, now, strat=None: SimpleNamespace(
+        slot_id=ref.id, up_ask=None, down_ask=None
+    )
     monkeypatch.setattr(entries_mod, "with_asks", lambda inp, up, down: inp)
     evaluated, orders, problems = await entries.run(snap, 0, 1, 1)
     assert calls == [refs[0].id], "a strategy ran after the halt"

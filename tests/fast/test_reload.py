@@ -49,7 +49,7 @@ def returning(expr: str, needs: str = "True") -> str:
     """A strategy whose evaluate returns `expr` whenever asks are present."""
     return dedent(
         f"""
-        from kernel.strategy_api import Decision, SlotInput
+        from kernel.strategy_api import Decision, Exit, SlotInput
 
 
         def needs_quotes(inp):
@@ -177,7 +177,23 @@ async def test_an_evaluate_that_raises_on_a_sample_is_refused(pkg: Pkg, alpha: M
 @pytest.mark.parametrize(
     ("source", "why"),
     [
-        (returning("{'side': 'up'}"), "expected None or a kernel.strategy_api.Decision"),
+        (returning("{'side': 'up'}"), "expected None or a kernel.strategy_api Buy, Exit or Pass"),
+        (returning("Exit(limit_price=0.5, reason='x')"), "an Exit without a position to sell"),
+        (
+            returning(
+                "Decision(side='up', limit_price=0.5, stake_usd=5.0, reason='x', order_type='GTD', "
+                "expires_ms=inp.now_ms + 1000)"
+            ),
+            "less than 61000 ms after now",
+        ),
+        (
+            returning("Decision(side='up', limit_price=0.5, stake_usd=5.0, reason='x', order_type='IOC')"),
+            "order_type 'IOC' is not one of FOK, FAK, GTC, GTD",
+        ),
+        (returning("None") + "\nCANDLES = {'2m': 10}\n", "CANDLES: unknown interval '2m'"),
+        (returning("None") + "\nCANDLES = {'1m': 61}\n", "CANDLES['1m'] = 61 bars is 3660 s of look-back"),
+        (returning("None") + "\nAPI = 3\n", "API = 3: this kernel gives inputs of version 1 or 2"),
+        (returning("None") + "\nEXITS = 'yes'\n", "EXITS = 'yes' is not True or False"),
         (
             returning("Decision(side='up', limit_price=1.5, stake_usd=5.0, p_up=0.6, reason='x')"),
             "limit_price 1.5 is not strictly between 0 and 1",

@@ -1,0 +1,222 @@
+"""A strategy's input (kernel/strategy_api.py SlotInput, version 2): built for a slot from the
+tick's snapshot, its books added once they are read. What the inputs of one tick share (the
+account's cash and room, the slots' positions, bars of an asset) is worked out once per tick,
+and only when an awake slot asks for it: a slot asleep costs nothing here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from kernel.candle_cache import declared_candles
+from kernel.risk import Account
+from kernel.snapshot import SlotRef, Snapshot
+from kernel.strategy_api import API_VERSION, INTERVALS_S, Bar, BookSide, Holding, SlotInput
+from state.structs import EXIT_LEG_PREFIX, MICROS, Candle, Intent, Position, feed_stale
+
+
+def account(snap: Snapshot, now_ms: int) -> Account:
+    """The account the risk checks go by. Intents of past windows whose outcome is unknown
+    wait for reconciliation; only those of live windows still hold cash back."""
+    pending = sum(round(i.stake_usd * MICROS) for i in snap.open_intents if i.window_end_s * 1000 > now_ms)
+    return Account(
+        cash_micros=snap.totals.get("cash_micros", 0),
+        open_exposure_micros=sum(p.cost_micros for p in snap.open_positions) + pending,
+        day_pnl_micros=snap.day_pnl_micros,
+        pending_micros=pending,
+    )
+
+
+def _open_ms(c: Candle) -> int:
+    return c.open_ms
+
+
+def bars_from_candles(candles: Sequence[Candle], interval_s: int, n: int, now_ms: int) -> tuple[Bar, ...]:
+    """The last `n` bars of `interval_s` seconds up to `now_ms`, oldest first, aggregated from
+    1 s candles sorted by open time. Bars are aligned on the epoch (a 1m bar opens on a whole
+    minute) and cover the `n` intervals up to the one `now_ms` is in, which is still forming;
+    an interval without candles has no bar (fewer bars, never a made-up one). A candle opening
+    after `now_ms` is not data yet and is never in a bar."""
+    if n <= 0 or not candles:
+        return ()
+    iv = interval_s * 1000
+    oldest = now_ms - now_ms % iv - (n - 1) * iv
+    hi = bisect.bisect_right(candles, now_ms, key=_open_ms)
+    lo = bisect.bisect_left(candles, oldest, 0, hi, key=_open_ms)
+    if interval_s == 1:
+        return tuple(
+            Bar(c.open_ms - c.open_ms % iv, c.open, c.high, c.low, c.close, c.volume) for c in candles[lo:hi]
+        )
+    out: list[Bar] = []
+    start = -1
+    o = h = low = cl = vol = 0.0
+    for c in candles[lo:hi]:
+        s = c.open_ms - c.open_ms % iv
+        if s != start:
+            if start >= 0:
+                out.append(Bar(start, o, h, low, cl, vol))
+            start, o, h, low, cl, vol = s, c.open, c.high, c.low, c.close, c.volume
+        else:
+            h = c.high if c.high > h else h
+            low = c.low if c.low < low else low
+            cl = c.close
+            vol += c.volume
+    if start >= 0:
+        out.append(Bar(start, o, h, low, cl, vol))
+    return tuple(out)
+
+
+def book_side(book: Any) -> BookSide | None:
+    """A venue Book (kernel/venue.py) as a strategy sees it, every level kept; None: no book.
+    The venues build levels as (price, size) tuples: the copy is of the two lists only."""
+    if book is None:
+        return None
+    if isinstance(book, BookSide):
+        return book
+    return BookSide(bids=tuple(book.bids), asks=tuple(book.asks))
+
+
+def with_asks(inp: SlotInput, up: Any, down: Any) -> SlotInput:
+    """The input with the books read for its market: the best asks (version 1) and both
+    books with their depth (version 2); None: no book."""
+    up_side, down_side = book_side(up), book_side(down)
+    return msgspec.structs.replace(
+        inp,
+        up_ask=up_side.best_ask if up_side is not None else None,
+        down_ask=down_side.best_ask if down_side is not None else None,
+        up_book=up_side,
+        down_book=down_side,
+    )
+
+
+def holding(position: Position | None, exits: Sequence[Intent]) -> Holding | None:
+    """The slot's position as a strategy sees it: what is held now, and its exit legs.
+
+    `exits` are the slot-window's open (not final) exit intents. Legs are numbered in the
+    order they are committed, so the highest number among them and the legs booked on the
+    position tell how many were committed (one that ended without a fill leaves neither:
+    the count is then a lower bound, and the kernel numbers the next leg itself)."""
+    if position is None or position.status != "open" or position.shares_micros <= 0:
+        return None
+    legs = [_leg_number(i.leg) for i in exits]
+    shares = position.shares_micros / MICROS
+    cost = position.cost_micros / MICROS
+    return Holding(
+        side=position.side,
+        shares=shares,
+        cost_usd=cost,
+        avg_price=cost / shares,
+        opened_ms=position.opened_ms,
+        exits=max([position.exits, *legs]),
+        exit_pending=bool(exits),
+    )
+
+
+def _leg_number(leg: str) -> int:
+    tail = leg.removeprefix(EXIT_LEG_PREFIX)
+    return int(tail) if tail.isdigit() else 0
+
+
+class TickInputs:
+    """The inputs of one tick's slots, from its snapshot. What slots share is computed on first
+    use and kept for the tick: the account's cash and exposure room, the open positions and
+    exit intents by slot-window, each asset's bars per interval and count."""
+
+    def __init__(
+        self, snap: Snapshot, now_ms: int, stale_after_ms: int, max_exposure_usd: float | None = None
+    ) -> None:
+        self.snap = snap
+        self.now_ms = now_ms
+        self.stale_after_ms = stale_after_ms
+        self.max_exposure_usd = max_exposure_usd
+        self._account: tuple[float, float] | None = None
+        self._positions: dict[tuple[str, int], Position] | None = None
+        self._exits: dict[tuple[str, int], list[Intent]] = {}
+        self._entries: set[tuple[str, int]] = set()
+        self._bars: dict[tuple[str, str, int], tuple[Bar, ...]] = {}
+        self._candles: dict[int, dict[str, int]] = {}  # id(module) -> its CANDLES as served
+        self._modules: list[Any] = []  # keeps the ids above from being reused within the tick
+
+    def slot(self, ref: SlotRef, strat: Any = None, entered: bool = False) -> SlotInput | None:
+        """The slot's input without books (with_asks adds them), or None when the slot is
+        disabled or its data is missing or stale. `strat` is its strategy module (its CANDLES
+        say which bars to build; None: none); `entered`: the caller knows the slot's entry
+        intent of this window is in Redis (the snapshot's open records say so otherwise)."""
+        snap = self.snap
+        slot = snap.slots.get(ref.id)
+        if slot is None or not slot.enabled:
+            return None
+        if feed_stale(snap.feed.get(ref.asset), self.now_ms, self.stale_after_ms):
+            return None  # stale data never opens a position
+        open_c = snap.opens.get(ref.id)
+        recent = snap.recent.get(ref.asset) or []
+        if open_c is None or not recent:
+            return None
+        cash, room = self._cash_and_room()
+        key = (ref.id, ref.window_start_s)
+        position = self._positions_by_window().get(key)
+        return SlotInput(
+            slot_id=ref.id,
+            asset=ref.asset,
+            timeframe=ref.timeframe,
+            now_ms=self.now_ms,
+            window_start_ms=ref.window_start_s * 1000,
+            window_end_ms=ref.window_end_s * 1000,
+            open_price=open_c.open,
+            last_price=recent[-1].close,
+            closes=snap.closes(ref.asset),
+            stake_usd=slot.stake_usd,
+            params=dict(slot.params),
+            api=API_VERSION,
+            strategy=slot.strategy,
+            bars=self._bars_for(ref.asset, strat) if strat is not None else {},
+            position=holding(position, self._exits.get(key, ())),
+            entered=entered or position is not None or key in self._entries,
+            cash_usd=cash,
+            exposure_room_usd=room,
+            # Until a reference feed (Chainlink) exists, the venue's open is the Binance one.
+            open_ref_price=open_c.open,
+        )
+
+    def bars(self, asset: str, interval: str, n: int) -> tuple[Bar, ...]:
+        """`n` bars of `interval` (a key of INTERVALS_S) of `asset`, memoised for the tick."""
+        key = (asset, interval, n)
+        got = self._bars.get(key)
+        if got is None:
+            candles = self.snap.recent.get(asset) or []
+            got = self._bars[key] = bars_from_candles(candles, INTERVALS_S[interval], n, self.now_ms)
+        return got
+
+    def _bars_for(self, asset: str, strat: Any) -> dict[str, tuple[Bar, ...]]:
+        declared = self._candles.get(id(strat))
+        if declared is None:
+            declared = self._candles[id(strat)] = declared_candles(strat)
+            self._modules.append(strat)
+        return {iv: self.bars(asset, iv, n) for iv, n in declared.items()}
+
+    def _cash_and_room(self) -> tuple[float, float]:
+        if self._account is None:
+            acct = account(self.snap, self.now_ms)
+            room = 0.0
+            if self.max_exposure_usd is not None and math.isfinite(self.max_exposure_usd):
+                room = max(0.0, self.max_exposure_usd - acct.open_exposure_micros / MICROS)
+            self._account = (acct.cash_micros / MICROS, room)
+        return self._account
+
+    def _positions_by_window(self) -> dict[tuple[str, int], Position]:
+        if self._positions is None:
+            self._positions = {
+                (p.slot, p.window_start_s): p for p in self.snap.open_positions if p.status == "open"
+            }
+            for i in self.snap.open_intents:
+                key = (i.slot, i.window_start_s)
+                if i.is_exit:
+                    self._exits.setdefault(key, []).append(i)
+                else:
+                    self._entries.add(key)
+        return self._positions
