@@ -65,9 +65,13 @@ class TickView(msgspec.Struct, kw_only=True):
     jitter_ms: int
     missed_before: int
     orders: int
+    # Faults (shown red) apart from outcomes: FOK/FAK orders the book could not fill are
+    # `unfilled`, no error (TickRecord.unfilled); exit orders are also counted in `orders`.
     errors: int
     halted: bool
     paused: bool
+    unfilled: int = 0
+    exits: int = 0
 
 
 class PnlSummary(msgspec.Struct, kw_only=True):
@@ -144,6 +148,8 @@ def _tick_view(entry_id: str, f: dict[str, str]) -> TickView:
         errors=to_int(f.get("errors")),
         halted=f.get("halted") == "1",
         paused=f.get("paused") == "1",
+        unfilled=to_int(f.get("unfilled")),
+        exits=to_int(f.get("exits")),
     )
 
 

@@ -22,6 +22,7 @@ from api.context import ctx_of
 from api.spec import route
 from baton.errors import BadRequest
 from control import commands as c
+from control import decisions
 
 # Every operation can find Redis (or supervisord) unreachable: 503.
 _DOWN = 503
@@ -124,6 +125,23 @@ async def audit(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     q = query_of(request, AuditQuery)
     return json_response(await ctx.call(ctx.ops.audit_tail, q.count))
+
+
+@route(
+    "GET",
+    "/decisions",
+    tags=("decisions",),
+    response=decisions.DecisionsResult,
+    query=decisions.DecisionsQuery,
+    errors=(400, 404, _DOWN),
+    summary="The decision log, newest first: every evaluation (buy, sell, pass) with its reason",
+)
+async def decision_log(request: web.Request) -> web.StreamResponse:
+    """`slot`: one slot's log (404 for a slot that is not configured, not removed and has
+    none); without it every slot's, merged by time. `limit`: 1 to 1000, default 50."""
+    ctx = ctx_of(request)
+    q = query_of(request, decisions.DecisionsQuery)
+    return json_response(await ctx.call(ctx.ops.decisions, q.slot or None, q.limit))
 
 
 # --- flags --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from baton.errors import BadRequest
+from state.structs import DecisionLogEntry
 
 REASON_MAX = 200
 
@@ -233,6 +234,12 @@ class SlotView(msgspec.Struct, kw_only=True):
     last_decision: dict[str, Any] | None
     # Why no entry would be made now ("" when one could): halted, paused, disabled, stale data.
     entries_blocked: str
+    # The newest entry of the slot's decision log (control/decisions.py): a buy, sell or pass
+    # with its reason, or None before its first evaluation.
+    last_log: DecisionLogEntry | None = None
+    # The strategy sleeps until then (keys.slot_wakes(): it wants no quotes earlier in this
+    # window), or None when it is awake.
+    asleep_until_ms: int | None = None
 
 
 class SlotsResult(msgspec.Struct, kw_only=True):

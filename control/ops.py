@@ -12,6 +12,7 @@ import msgspec
 from baton.errors import BadRequest
 from control import audit, halt, lifecycle, slots, views
 from control import commands as c
+from control import decisions as decision_log
 from control.context import Context, Supervisor
 
 __all__ = ["Ops", "Supervisor"]
@@ -33,6 +34,11 @@ class Ops(Context):
 
     def audit_tail(self, count: int = 50) -> c.AuditResult:
         return audit.tail(self, count)
+
+    def decisions(
+        self, slot: str | None = None, limit: int = decision_log.LIMIT_DEFAULT
+    ) -> decision_log.DecisionsResult:
+        return decision_log.read(self, slot, limit)
 
     # --- flags --------------------------------------------------------------------------
     def halt(self, actor: c.Actor, body: c.HaltBody, warnings: Sequence[str] = ()) -> c.HaltResult:

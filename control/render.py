@@ -158,6 +158,24 @@ def _decision(d: dict[str, Any] | None) -> str:
     return text if len(text) <= 32 else text[:31] + "…"
 
 
+def _last(v: c.SlotView) -> str:
+    """The newest evaluation from the decision log (a pass has its reason there), else the
+    last decision the tick recorded."""
+    e = v.last_log
+    if e is None:
+        return _decision(v.last_decision)
+    what = e.action if e.action == "pass" else f"{e.action} {e.side}@{e.price:g}"
+    text = " ".join(x for x in (what, e.outcome, f"({e.reason})" if e.reason else "") if x)
+    return text if len(text) <= 48 else text[:47] + "…"
+
+
+def _ends(v: c.SlotView) -> str:
+    text = countdown(v.remaining_s)
+    if v.asleep_until_ms is not None:
+        text += time.strftime(" (asleep until %H:%M:%S UTC)", time.gmtime(v.asleep_until_ms / 1000))
+    return text
+
+
 def slots_table(slots: list[c.SlotView]) -> str:
     rows = [
         [
@@ -165,9 +183,9 @@ def slots_table(slots: list[c.SlotView]) -> str:
             "yes" if v.enabled else "no",
             f"{v.stake_usd:g}",
             v.strategy + ("" if not v.params else " " + ",".join(f"{k}={x:g}" for k, x in v.params.items())),
-            countdown(v.remaining_s),
+            _ends(v),
             _position(v.position),
-            _decision(v.last_decision),
+            _last(v),
             v.entries_blocked or "-",
         ]
         for v in slots

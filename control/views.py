@@ -15,6 +15,7 @@ import redis
 from baton.errors import Conflict, NotFound
 from baton.settings import CANDLE_INTERVAL, Settings
 from control import commands as c
+from control import decisions
 from control.context import Context, to_int
 from control.running import published_from, queue_published, running, stack_settings
 from kernel.clock import wall_ms
@@ -136,6 +137,9 @@ def collect(s: Settings, r: redis.Redis) -> dict[str, Any]:
     paused = control.get("paused", "0").lower() not in ("0", "false", "no", "off", "")
     for sl_out in slots:
         sl_out["entries_blocked"] = entries_blocked(sl_out, market_data, halted, paused, blockers)
+    latest = decisions.latest(r, k, [str(sl_out["id"]) for sl_out in slots], now_ms)
+    for sl_out in slots:
+        sl_out.update(decisions.status_fields(latest.get(str(sl_out["id"]))))
     last_tick = None
     if last:
         _id, f = last[0]
@@ -336,6 +340,7 @@ def slot_views(ctx: Context, only: str | None = None) -> list[c.SlotView]:
                 entries_blocked="; ".join(blocked),
             )
         )
+    decisions.annotate(ctx, out, now_ms)
     return out
 
 

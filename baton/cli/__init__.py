@@ -26,7 +26,7 @@ import redis
 
 from api import apitoken
 from baton import settings as settings_mod
-from baton.cli import cluster, slots
+from baton.cli import cluster, decisions, slots
 from baton.cli.output import emit, fail
 from baton.errors import (
     BadRequest,
@@ -126,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
 
     slots.add_parser(sub, json_flag)
 
+    decisions.add_parser(sub, json_flag)
     p = sub.add_parser("audit", help="the latest control calls: who did what, from which door")
     p.add_argument("-n", type=int, default=20, help="how many entries (default 20)")
     json_flag(p)
@@ -424,6 +425,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "stop-workers": cmd_lifecycle,
     "slots": cmd_slots,
     "audit": cmd_audit,
+    "decisions": decisions.command(make_ops),
     "logs": cmd_logs,
     "token": cmd_token,
     "redis-acl": cmd_redis_acl,

@@ -3,6 +3,8 @@ capped streams it is appended to and read from (state/decisions.py)."""
 
 from __future__ import annotations
 
+import json
+import random
 from dataclasses import dataclass
 
 import fakeredis
@@ -12,7 +14,7 @@ import pytest
 from kernel.decision_log import NO_DECISION, REASON_MAX, entry, figures
 from kernel.strategy_api import BookSide as Book
 from kernel.strategy_api import Buy, Exit, Holding, Pass, SlotInput
-from state.decisions import READ_MAX, DecisionsRepo, decision_fields, decode_decision
+from state.decisions import READ_MAX, DecisionsRepo, decode_decision
 from state.keys import Keys
 from state.structs import DecisionLogEntry
 
@@ -127,18 +129,37 @@ def test_non_finite_numbers_from_a_strategy_do_not_break_the_entry():
     e = entry(1, Ref(), NOW_MS, "bad", inp(last_price=float("nan")), b, "refused: bad price")
     assert (e.price, e.stake_usd) == (0.0, 0.0)
     assert "last_price" not in e.figures
-    assert decode_decision(decision_fields(e)) == e
 
 
-def test_stream_fields_are_flat_and_round_trip():
-    e = entry(
-        3, Ref(), NOW_MS, "momentum", v2(position=HOLD), Exit(limit_price=0.61, reason="stop"), "intent", "id"
+async def test_entries_are_flat_fields_in_redis_and_read_back_exactly(store):
+    x = Exit(limit_price=0.61, reason="stop at 0.61", order_type="GTD", expires_ms=NOW_MS + 120_000)
+    e = entry(3, Ref(), NOW_MS, "momentum", v2(position=HOLD), x, "intent", "btc-5m:1794999900:exit-1")
+    b = entry(
+        4, Ref(), NOW_MS + 1, "momentum", v2(), Buy(side="down", limit_price=0.47, stake_usd=2.5, reason="r")
     )
-    f = decision_fields(e)
-    assert list(f) == list(DecisionLogEntry.__struct_fields__)
-    assert f["action"] == "sell" and f["figures"].startswith("{")
-    # As a decoding client hands them back: every value a string.
-    assert decode_decision({k: str(v) for k, v in f.items()}) == e
+    assert await store.append_decisions([e, b], 500) == [2, 0, ""]
+    [(_id, f), (_id2, g)] = await store.r.xrange(store.k.decision_log("btc-5m"))
+    # What redis-cli shows: every field, in the struct's order, numbers as people write them.
+    assert list(f) == list(DecisionLogEntry.__struct_fields__) and list(f)[-1] == "figures"
+    assert (f["action"], f["side"], f["price"], f["shares"], f["at_ms"]) == (
+        "sell",
+        "up",
+        "0.61",
+        "9.09",
+        str(NOW_MS),
+    )
+    assert (g["price"], g["stake_usd"], g["shares"], g["intent_id"]) == ("0.47", "2.5", "0.0", "")
+    assert json.loads(f["figures"]) == e.figures
+    assert (await store.read_decisions("btc-5m", 5)).entries == [b, e]
+
+
+async def test_a_stream_key_of_another_type_loses_its_entry_only(store):
+    await store.r.set(store.k.decision_log("eth-5m"), "garbage")
+    got = await store.append_decisions(
+        [_e("btc-5m", NOW_MS), _e("eth-5m", NOW_MS), _e("sol-5m", NOW_MS)], 500
+    )
+    assert got[:2] == [2, 1] and got[2].startswith("baton:decisions:log:eth-5m: WRONGTYPE")
+    assert await store.r.xlen(store.k.decision_log("sol-5m")) == 1
 
 
 def test_an_unreadable_entry_is_named_not_fatal():
@@ -188,7 +209,8 @@ async def test_appends_queue_on_a_callers_pipeline(store):
     assert await store.r.xlen(store.k.decision_log("btc-5m")) == 0
     await pipe.execute()
     assert await store.r.xlen(store.k.decision_log("btc-5m")) == 1
-    assert await store.append_decisions([], 500) == []
+    assert await store.append_decisions([], 500) == [0, 0, ""]
+    assert store.append_decisions([], 500, pipeline=pipe) is None
 
 
 async def test_all_slots_merge_by_time_including_removed_slots(store):
@@ -211,6 +233,25 @@ async def test_all_slots_merge_by_time_including_removed_slots(store):
         ("old", NOW_MS - 5),
     ]
     assert [e.slot for e in (await store.read_decisions(None, 2)).entries] == ["btc-5m", "eth-5m"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_the_merged_read_is_the_newest_entries_of_all_slots(store, seed):
+    """Whatever the spread (one busy slot, many quiet ones, slots with no log), reading every
+    slot in rounds finds exactly what sorting every entry would."""
+    rnd = random.Random(seed)
+    slots = [f"s{i}" for i in range(rnd.choice((1, 3, 40)))]
+    await store.r.hset(store.k.slots(), mapping=dict.fromkeys([*slots, "never"], "{}"))
+    times = rnd.sample(range(1, 100_000), 400)  # distinct: the page is then one answer
+    busy = rnd.choice(slots)
+    made: list[DecisionLogEntry] = []
+    for t in sorted(times):
+        sid = busy if rnd.random() < rnd.choice((0.2, 0.9)) else rnd.choice(slots)
+        made.append(_e(sid, NOW_MS + t, t))
+    await store.append_decisions(made, 1000)
+    for limit in (1, 7, 50, 1000):
+        want = sorted(made, key=lambda e: -e.at_ms)[:limit]
+        assert (await store.read_decisions(None, limit)).entries == want, limit
 
 
 async def test_streams_are_capped_near_maxlen(store):
