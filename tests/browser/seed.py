@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from kernel.windows import window_bounds
+from state.decisions import DecisionsRepo
 from state.keys import Keys
-from state.structs import POSITION, SLOT, Position, Slot
+from state.structs import POSITION, SLOT, DecisionLogEntry, Position, Slot
 
 K = Keys("baton:")
 SLOTS = ("btc-5m", "btc-15m", "eth-5m", "eth-15m")
@@ -31,6 +32,12 @@ SETTLED = (
     ("btc-5m", 1, 3_000_000, 5_450_000),
 )
 OPEN_COST = 5_000_000
+# Ticks (index among the 20) with FOK orders the book could not fill (an outcome), and with
+# errors (a fault): the page shows the first plainly, the second in red.
+UNFILLED_TICK, UNFILLED = 12, 3
+ERROR_TICK, ERRORS = 14, 2
+# A slot whose strategy sleeps until a minute from now (keys.slot_wakes()).
+ASLEEP = "btc-5m"
 REALIZED_USD = (9.09 - 5) + (0 - 5) + (5.45 - 3)  # 1.54
 CASH_USD = 100 - 5 + 9.09 - 5 + 0 - 3 + 5.45 - 5  # the open position's buy too: 96.54
 
@@ -97,13 +104,15 @@ def seed(r: Any, now_ms: int | None = None) -> int:
                 "started_ms": tick * TICK_MS + 3,
                 "duration_ms": 20 + (i * 7) % 30,
                 "jitter_ms": 3,
-                "orders": 1 if i == 15 else 0,
+                "orders": 1 if i == 15 else UNFILLED if i == UNFILLED_TICK else 0,
                 "missed_before": 1 if i == 10 else 0,
                 "halted": 0,
                 "paused": 0,
                 "evaluated": 3,
                 "settled": 0,
-                "errors": 0,
+                "errors": ERRORS if i == ERROR_TICK else 0,
+                "unfilled": UNFILLED if i == UNFILLED_TICK else 0,
+                "exits": 0,
             },
         )
     p.hset(K.stats(), mapping={"ticks_done": 1234, "ticks_missed": 1, "last_tick": last_tick})
@@ -151,5 +160,53 @@ def seed(r: Any, now_ms: int | None = None) -> int:
         "outcome": "entry",
     }
     p.hset(K.decisions(), "btc-15m", json.dumps(decision))
+    p.hset(K.slot_wakes(), ASLEEP, now_ms + 60_000)
     p.execute()
+    DecisionsRepo(r, K).append_decisions(decision_log(now_ms), 500)
     return now_ms
+
+
+def decision_log(now_ms: int) -> list[DecisionLogEntry]:
+    """btc-15m passed, bought and sold in its window; eth-15m passed. Newest last."""
+    start = window_bounds(now_ms, "15m")[0]
+    common = {"window_start_s": start, "strategy": "momentum", "tick": now_ms // TICK_MS}
+    saw = {"remaining_s": 120.0, "up_ask": 0.55, "down_ask": 0.47, "up_bid": 0.53, "down_bid": 0.45}
+    return [
+        DecisionLogEntry(
+            slot="btc-15m",
+            at_ms=now_ms - 9000,
+            action="pass",
+            reason="move 0.02% < 0.05%",
+            figures=saw,
+            **common,
+        ),
+        DecisionLogEntry(
+            slot="eth-15m", at_ms=now_ms - 8000, action="pass", reason="no decision", figures=saw, **common
+        ),
+        DecisionLogEntry(
+            slot="btc-15m",
+            at_ms=now_ms - 7000,
+            action="buy",
+            reason="move 0.08%",
+            outcome="intent",
+            side="up",
+            price=0.56,
+            stake_usd=5.0,
+            order_type="FOK",
+            figures=saw,
+            **common,
+        ),
+        DecisionLogEntry(
+            slot="btc-15m",
+            at_ms=now_ms - 3000,
+            action="sell",
+            reason="take profit at 0.70",
+            outcome="intent",
+            side="up",
+            price=0.7,
+            shares=9.09,
+            order_type="FAK",
+            figures={**saw, "held_shares": 9.09},
+            **common,
+        ),
+    ]

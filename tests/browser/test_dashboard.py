@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -125,4 +126,53 @@ async def test_signing_out_everywhere_ends_the_sessions_on_the_server(served: Se
     assert served.r.exists(key, seed.K.sessions()) == 0
     _id, audit = served.r.xrevrange(seed.K.audit(), count=1)[0]
     assert (audit["action"], audit["detail"]) == ("logout_all", "1 sessions ended")
+    assert [e for e in page.errors if "401" not in e or "/login" not in e] == []
+
+
+def rows_of(table: str) -> str:
+    return f"Array.from(document.querySelectorAll('#{table} tbody tr')).map((tr) => tr.textContent)"
+
+
+async def test_the_decision_log_sleeping_slots_and_unfilled_orders_are_shown(
+    served: Served, browser: Chromium, tmp_path: Path
+):
+    page = await browser.new_page()
+    await sign_in(page, served)
+    await page.wait_for(DRAWN, "the dashboard")
+    await page.wait_for(
+        "document.querySelectorAll('#decisions tbody tr').length === 4",
+        "every slot's decisions, newest first",
+    )
+    rows = await page.evaluate(rows_of("decisions"))
+    actions = await page.evaluate(
+        "Array.from(document.querySelectorAll('#decisions tbody td:nth-child(3)'))"
+        ".map((td) => td.textContent)"
+    )
+    assert actions == ["sell", "buy", "pass", "pass"]
+    assert "9.09 sh UP @ 0.7 FAK" in rows[0] and "take profit at 0.70" in rows[0] and "held 9.09" in rows[0]
+    assert "up 0.53/0.55" in rows[1] and "$5.00 FOK" in rows[1]
+
+    # Each slot's newest evaluation in its row, and until when a sleeping one sleeps.
+    cell = 'tr[data-slot="{}"] td:nth-child(5)'
+    assert (await page.evaluate(text_of(cell.format("btc-15m")))).startswith(
+        "sell UP @ 0.7 · intent · take profit"
+    )
+    asleep = await page.evaluate(text_of(cell.format(seed.ASLEEP)))
+    assert re.search(r"asleep until \d\d:\d\d:\d\d", asleep), asleep
+
+    # A slot's name chooses its log.
+    await page.click('tr[data-slot="eth-15m"] a.slot-link')
+    await page.wait_for(
+        f"{rows_of('decisions')}.length === 1 && {rows_of('decisions')}[0].includes('no decision')",
+        "eth-15m's decisions only",
+    )
+    assert await page.evaluate("document.querySelector('#dec-slot').value") == "eth-15m"
+
+    # Unfilled orders are an outcome (plain), errors a fault (red).
+    notes = await page.evaluate(
+        "Array.from(document.querySelectorAll('#ticks tbody td:last-child span'))"
+        ".map((s) => [s.textContent, s.className])"
+    )
+    assert [f"{seed.UNFILLED} unfilled", "muted"] in notes and [f"{seed.ERRORS} errors", "age-bad"] in notes
+    await screenshot(page, tmp_path, "dashboard-decisions.png")
     assert [e for e in page.errors if "401" not in e or "/login" not in e] == []
