@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from kernel import executor, lanes
+from kernel import lanes, outcomes
 from kernel.blocking import EntryBlocks
 from kernel.markets import MarketCache
 from kernel.snapshot import ENTRY_LEG, SlotRef, SlotRefs
@@ -91,7 +91,7 @@ def venue_answer(o: AccountOrder) -> OrderResult:
     longer pending and bought something is a fill of what it bought, whatever became of its
     rest (a FAK's or a canceled GTC's)."""
     status = o.status
-    if o.size_matched > 0 and status not in executor.PENDING_STATUSES:
+    if o.size_matched > 0 and status not in outcomes.PENDING_STATUSES:
         status = "matched"
     return OrderResult(o.order_id, status, o.size_matched, o.price, avg_price=o.avg_price)
 
@@ -205,7 +205,7 @@ async def _record(
     updates: list[Intent] = []
     fills: list[tuple[Intent, Position]] = []
     for intent, res in todo:
-        executor.outcome(intent, res, now_ms, updates, fills, [])
+        outcomes.outcome(intent, res, now_ms, updates, fills, [])
     # Each intent as it is adopted: its final state, except a fill's, which record_fill makes.
     filled = {i.id for i, _ in fills}
     first = [i for i, _ in todo if i.id in filled] + [u for u in updates]
@@ -214,7 +214,7 @@ async def _record(
     refused = [f"{i.id}: adoption refused: {v}" for i, v in zip(first, verdicts, strict=True) if v != "OK"]
     fills = [(i, p) for i, p in fills if i.id in ok]
     if fills:
-        refused += await executor.write_outcomes(store, epoch, [], fills)
+        refused += await outcomes.write_outcomes(store, epoch, [], fills)
     out.problems += [f"adoption sweep: {p}" for p in refused]
     adopted = [i for i, _ in fills] + [u for u in updates if u.id in ok]
     out.adopted += adopted

@@ -1,34 +1,34 @@
-"""A tick's entries: which slots want quotes, whether they entered their window already, their
-markets and books, the strategy's decision, the risk check, and the fenced commit and post of
-the intents (in chunks, while the evaluation goes on: kernel/executor.py EntryStream).
+"""A tick's evaluation of its slots: which slots want quotes (not entered in their window and
+awake, or holding a position their strategy may exit), their markets and books, the
+strategy's answer and what the kernel makes of it (kernel/decide.py), the risk check, the
+decision log, and the fenced commit and post of the intents (in chunks, while the evaluation
+goes on: kernel/executor.py EntryStream). Exit legs: kernel/exits.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgspec
 
 from baton.settings import Settings
-from kernel import executor
+from kernel import decision_log, executor
 from kernel.blocking import EntryBlocks
+from kernel.decide import answer_problem, record
+from kernel.exits import ExitLegs, Holdings, exits_on, make_exit_intent
 from kernel.halt import HaltGate
 from kernel.inputs import TickInputs, account, with_asks
 from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
 from kernel.risk import Account, RiskLimits, check_entry
 from kernel.snapshot import SlotRef, Snapshot
-from kernel.strategy_api import Decision, SlotInput
+from kernel.strategy_api import MAX_EXIT_LEGS, Buy, Exit, SlotInput
 from kernel.wakes import WakeSchedule
 from state.store import Store
-from state.structs import (
-    DecisionRecord,
-    EntryRecord,
-    Intent,
-    Market,
-    PassRecord,
-    StrategyErrorRecord,
-)
+from state.structs import DecisionLogEntry, DecisionRecord, Intent, Market, Position
 
 # An entry tick's orders go out in at most ENTRY_CHUNKS chunks (each two Redis round trips):
 # every 1/ENTRY_CHUNKS of the slots to evaluate, the intents made so far are sent if there are
@@ -39,9 +39,31 @@ ENTRY_CHUNKS = 4
 ENTRY_CHUNK_MIN = 32
 ENTRY_YIELD_EVERY = 32
 HALTED_MID_TICK = "halted during the tick: no strategy code runs after the halt"
+# Decision log entries kept per slot when the settings do not say (BATON_DECISION_LOG_LEN).
+DECISION_LOG_LEN = 500
 
-# A slot that wants quotes this tick: its window, its input (without asks), its strategy.
-Wanted = tuple[SlotRef, SlotInput, Any]
+
+class Wanted(NamedTuple):
+    """A slot that wants quotes this tick: its window, its input (without asks), its strategy
+    (module and name), and the open position it may exit (None: it may only enter)."""
+
+    ref: SlotRef
+    inp: SlotInput
+    strat: Any
+    name: str
+    held: Position | None = None
+
+
+@dataclass
+class EntryTick:
+    """What a tick's evaluation came to: slots evaluated, orders sent (exits included), exit
+    orders sent, orders the book could not fill (an outcome, not a problem), problems."""
+
+    evaluated: int = 0
+    orders: int = 0
+    problems: list[str] = field(default_factory=list)
+    exits: int = 0
+    unfilled: int = 0
 
 
 class Entries:
@@ -58,6 +80,7 @@ class Entries:
         deadline: LeaseDeadline | None = None,
         blocks: EntryBlocks | None = None,
         replicas: Settings | None = None,
+        decision_log_len: int = DECISION_LOG_LEN,
     ) -> None:
         self.store = store
         self.venue = venue
@@ -88,62 +111,81 @@ class Entries:
         # so the tick that wakes the slot need not ask again. A commit whose answer is lost
         # forgets them all. Again only work saved: intent_commit.lua refuses a second entry.
         self.absent: dict[str, tuple[int, int]] = {}
+        # Exit legs committed per slot-window (kernel/exits.py).
+        self.legs = ExitLegs()
+        # Entries kept per slot in the decision log (keys.decision_log(slot)).
+        self.decision_log_len = decision_log_len
         # What the inputs of the current tick share (kernel/inputs.py), built on first use.
         self._inputs: TickInputs | None = None
 
     def _halted(self) -> bool:
         return self.gate is not None and self.gate.halted
 
-    async def run(self, snap: Snapshot, now_ms: int, tick: int, epoch: int) -> tuple[int, int, list[str]]:
-        """The tick's entries: (slots evaluated, orders placed, problems)."""
-        problems: list[str] = []
-        if self.blocks.blocks_all() is not None:
-            return 0, 0, problems  # reported once, by kernel/blocking.py, not every tick
-        wanted = self._select(snap, now_ms, problems)
+    async def run(self, snap: Snapshot, now_ms: int, tick: int, epoch: int) -> EntryTick:
+        """The tick's evaluation: slots evaluated, orders placed, exits, unfilled, problems."""
+        out = EntryTick()
+        problems = out.problems
+        # A value every slot's entries depend on is unreadable: no entries (reported once, by
+        # kernel/blocking.py, not every tick). Exits of positions that read go on.
+        only_held = self.blocks.blocks_all() is not None
+        holdings = Holdings(snap)
+        if only_held and not holdings.by_slot:
+            return out
+        wanted = self._select(snap, now_ms, problems, holdings, only_held)
         if not wanted:
-            return 0, 0, problems
-        entered, cached = await self._entry_state([r for r, _, _ in wanted], epoch, problems)
+            return out
+        entered, cached = await self._entry_state([w.ref for w in wanted if w.held is None], epoch, problems)
         self.blocks.found("markets", self.markets.blockers(now_ms))
         # At most one entry per slot-window (intent_commit.lua enforces it; this saves the
         # strategy call and the books of slots that entered already); a slot whose cached
-        # market is garbage waits (never discovered past it).
-        wanted = [w for w in wanted if w[0].id not in entered]
+        # market is garbage waits (never discovered past it). A slot that holds a position
+        # its strategy may exit goes on: it entered, and sells what it holds.
+        wanted = [w for w in wanted if w.held is not None or w.ref.id not in entered]
         if self.blocks.any():
-            wanted = [w for w in wanted if self.blocks.blocks(w[0].id, w[0].asset) is None]
+            wanted = [
+                w for w in wanted if w.held is not None or self.blocks.blocks(w.ref.id, w.ref.asset) is None
+            ]
         if not wanted:
-            return 0, 0, problems
-        markets = await self.markets.discover(cached, [r for r, _, _ in wanted], problems)
-        tokens = [t for r, _, _ in wanted if (m := markets.get(r.slug)) for t in (m.up_token, m.down_token)]
+            return out
+        markets = await self.markets.discover(cached, [w.ref for w in wanted], problems)
+        tokens = [t for w in wanted if (m := markets.get(w.ref.slug)) for t in (m.up_token, m.down_token)]
         try:
             books = await asyncio.to_thread(self.venue.books, tokens) if tokens else {}
         except Exception as e:
             problems.append(f"books: {e}")
-            return 0, 0, problems
+            return out
         acct = account(snap, now_ms)
-        evaluated, orders, errs = await self._evaluate_and_post(
-            wanted, markets, books, acct, now_ms, tick, epoch, problems
-        )
-        return evaluated, orders, problems + errs
+        await self._evaluate_and_post(wanted, markets, books, acct, now_ms, tick, epoch, holdings, out)
+        return out
 
-    def _select(self, snap: Snapshot, now_ms: int, problems: list[str]) -> list[Wanted]:
-        """The slots that want quotes now: enabled, not entered in this window, awake (their
-        strategy's quotes_from_ms has come), with fresh data, and whose strategy's needs_quotes
-        says yes. None at all when a halt is heard meanwhile."""
+    def _select(
+        self, snap: Snapshot, now_ms: int, problems: list[str], holdings: Holdings, only_held: bool = False
+    ) -> list[Wanted]:
+        """The slots that want quotes now: enabled, and either holding a position in their
+        window that their strategy may exit (EXITS) and no exit leg of it still working at the
+        venue, or not entered in this window, awake (their strategy's quotes_from_ms has
+        come), with fresh data, and whose strategy's needs_quotes says yes. None at all when
+        a halt is heard meanwhile."""
         wanted: list[Wanted] = []
         # Each strategy module is looked up once per tick (a reload happens between ticks).
         modules: dict[str, Any] = {}
-        done = self.entered  # slots with nothing left to do in their window
+        done = self.entered  # slots with nothing left to do in their window (but exits)
         for ref in snap.refs:
             if self._halted():
                 problems.append(HALTED_MID_TICK)
                 return []
-            if done.get(ref.id) == ref.window_start_s:
+            held = holdings.held(ref)
+            if held is None and (only_held or done.get(ref.id) == ref.window_start_s):
                 continue
             slot = snap.slots.get(ref.id)
             if slot is None or not slot.enabled:
                 continue
             # The market cache's blockers are looked at once its entries are read again.
-            if self.blocks.any() and self.blocks.blocks(ref.id, ref.asset, but_not="markets") is not None:
+            if (
+                held is None
+                and self.blocks.any()
+                and self.blocks.blocks(ref.id, ref.asset, but_not="markets") is not None
+            ):
                 continue
             name = slot.strategy
             try:
@@ -155,6 +197,17 @@ class Entries:
                         strat = modules[name] = e
                 if isinstance(strat, Exception):
                     raise strat
+                if held is not None:
+                    # Entered, with a position: evaluated every tick whatever its wake time
+                    # when its strategy exits, and while no exit leg of it is still working.
+                    done[ref.id] = ref.window_start_s
+                    if not exits_on(strat) or holdings.exit_pending(ref):
+                        continue
+                    inp = self.slot_input(snap, ref, now_ms, strat)
+                    if inp is None:
+                        continue
+                    wanted.append(Wanted(ref, inp, strat, name, held))
+                    continue
                 # A slot before the part of its window where its strategy may trade is passed
                 # by without building its input (strategy_api.py: quotes_from_ms).
                 wake = getattr(strat, "quotes_from_ms", None)
@@ -167,7 +220,7 @@ class Entries:
                     continue
                 needs = getattr(strat, "needs_quotes", None)
                 if needs is None or needs(inp):
-                    wanted.append((ref, inp, strat))
+                    wanted.append(Wanted(ref, inp, strat, name))
             except Exception as e:
                 problems.append(f"slot {ref.id}: strategy {name!r}: {e!r}")
         return wanted
@@ -229,18 +282,24 @@ class Entries:
         now_ms: int,
         tick: int,
         epoch: int,
-        problems: list[str],
-    ) -> tuple[int, int, list[str]]:
-        """Each wanted slot evaluated and risk-checked (_decide); the intents committed and
-        posted in at most ENTRY_CHUNKS chunks, each as soon as its slots are evaluated: the
-        loop yields now and then so that the chunks under way move on (their Redis answers
-        read, their posts started) while it goes on. Returns (evaluated, orders, the chunks'
-        problems)."""
+        holdings: Holdings,
+        out: EntryTick,
+    ) -> None:
+        """Each wanted slot evaluated and its answer judged (_decide); the entry intents
+        committed and posted in at most ENTRY_CHUNKS chunks, each as soon as its slots are
+        evaluated: the loop yields now and then so that the chunks under way move on (their
+        Redis answers read, their posts started) while it goes on. Exit legs go with the last
+        chunk, once their numbers are known (kernel/exits.py). Every evaluation is one entry
+        of the decision log, appended (with each slot's last decision) while the last chunk
+        is under way. Fills `out`."""
+        problems = out.problems
         intents: list[Intent] = []
         # Each slot's decision record, as the dashboard and `baton slots` show it (a thousand
-        # of them at the end of a window).
+        # of them at the end of a window), and the decision log's entries.
         decisions: dict[str, DecisionRecord] = {}
-        evaluated = 0
+        logs: list[DecisionLogEntry] = []
+        # Exits judged fit: (the slot, its input, the answer, the index of its log entry).
+        exits: list[tuple[Wanted, SlotInput, Exit, int]] = []
         gate = self.gate
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
@@ -254,10 +313,11 @@ class Entries:
             self.deadline,
             self.blocks,
             replicas=self.replicas,
+            positions=holdings.by_id,
         )
         sent: list[Intent] = []
         try:
-            for n, (ref, inp, strat) in enumerate(wanted, 1):
+            for n, w in enumerate(wanted, 1):
                 if n > 1 and (n - 1) % chunk == 0 and len(intents) >= ENTRY_CHUNK_MIN:
                     await stream.send(intents)
                     sent += intents
@@ -267,83 +327,111 @@ class Entries:
                 if gate is not None and gate.halted:
                     # The halt arrived while this tick ran: not one more strategy call.
                     problems.append(HALTED_MID_TICK)
-                    intents = []
+                    intents, exits = [], []
                     break
+                ref = w.ref
                 m = markets.get(ref.slug)
                 if m is None:
                     continue
-                inp = with_asks(inp, books.get(m.up_token), books.get(m.down_token))
-                evaluated += 1
-                decision = self._decide(ref, inp, strat, acct, tick, now_ms, decisions, problems)
-                if decision is not None:
-                    intents.append(executor.make_intent(ref, m, decision, epoch, now_ms))
+                inp = with_asks(w.inp, books.get(m.up_token), books.get(m.down_token))
+                out.evaluated += 1
+                answer, outcome = self._decide(w, inp, acct, problems)
+                intent_id = ""
+                if outcome == "intent" and isinstance(answer, Exit):
+                    exits.append((w, inp, answer, len(logs)))
+                elif outcome == "intent":
+                    intent = executor.make_intent(ref, m, answer, epoch, now_ms)
+                    intents.append(intent)
+                    intent_id = intent.id
+                decisions[ref.id] = record(ref, tick, now_ms, inp, answer, _record_outcome(answer, outcome))
+                logs.append(decision_log.entry(tick, ref, now_ms, w.name, inp, answer, outcome, intent_id))
+            if exits:
+                intents += await self._exit_intents(exits, logs, decisions, epoch, now_ms)
             await stream.send(intents, last=True)
             sent += intents
         finally:
             # The decisions are written while the last chunk is under way: one round trip
             # less on the tick's path.
-            noted = asyncio.ensure_future(self.store.record_decisions(decisions)) if decisions else None
+            noted = asyncio.ensure_future(self._note(decisions, logs)) if logs else None
             try:
-                orders, errs = await stream.finish()
+                out.orders, errs = await stream.finish()
+                problems += errs
             except BaseException:
                 self.absent.clear()  # a commit may have landed without its answer
                 raise
             finally:
+                out.exits, out.unfilled = stream.tally.exits, stream.tally.unfilled
                 for i in sent:
                     if i.id in now_in_redis:
                         self.entered[i.slot] = i.window_start_s
+                        if i.is_exit:
+                            self.legs.committed(i)
                 if noted is not None:
-                    await noted
-        return evaluated, orders, errs
+                    problems += await noted
 
-    def _decide(
-        self,
-        ref: SlotRef,
-        inp: SlotInput,
-        strat: Any,
-        acct: Account,
-        tick: int,
-        now_ms: int,
-        decisions: dict[str, DecisionRecord],
-        problems: list[str],
-    ) -> Decision | None:
-        """The strategy's decision for one slot, recorded in `decisions`, and returned when it
-        is an entry the risk checks allow (None: an error, a pass or a refusal)."""
-        try:
-            decision: Decision | None = strat.evaluate(inp)
-        except Exception as e:
-            problems.append(f"slot {ref.id}: strategy raised {e!r}")
-            decisions[ref.id] = StrategyErrorRecord(
-                tick=tick,
-                at_ms=now_ms,
-                window_start_s=ref.window_start_s,
-                outcome="error",
-                reason=repr(e)[:200],
-            )
-            return None
-        if decision is None:
-            decisions[ref.id] = PassRecord(
-                tick=tick,
-                at_ms=now_ms,
-                window_start_s=ref.window_start_s,
-                outcome="pass",
-                up_ask=inp.up_ask,
-                down_ask=inp.down_ask,
-            )
-            return None
-        refused = check_entry(decision.stake_usd, self.limits, acct)
-        decisions[ref.id] = EntryRecord(
-            tick=tick,
-            at_ms=now_ms,
-            window_start_s=ref.window_start_s,
-            side=decision.side,
-            price=decision.limit_price,
-            stake_usd=decision.stake_usd,
-            p_up=round(decision.p_up, 4),
-            reason=decision.reason[:200],
-            outcome=f"risk refused: {refused}" if refused else "entry",
+    async def _note(self, decisions: dict[str, DecisionRecord], logs: list[DecisionLogEntry]) -> list[str]:
+        """Each slot's last decision and the tick's decision log entries, written together;
+        returns the problems (an entry a slot's stream could not take: the others are in)."""
+        _, appended = await asyncio.gather(
+            self.store.record_decisions(decisions),
+            self.store.append_decisions(logs, self.decision_log_len),
         )
-        if refused:
-            problems.append(f"slot {ref.id}: risk refused entry: {refused}")
-            return None
-        return decision
+        if isinstance(appended, list) and len(appended) == 3 and appended[1]:
+            return [f"decision log: {appended[1]} entr(ies) not appended: {appended[2]}"]
+        return []
+
+    def _decide(self, w: Wanted, inp: SlotInput, acct: Account, problems: list[str]) -> tuple[Any, str]:
+        """The strategy's answer for one slot and what the kernel makes of it: "intent" (an
+        entry the risk checks allow, or an exit), "refused: <why>", "error" (the strategy
+        raised: the exception is the answer), or "" (a pass)."""
+        try:
+            answer = w.strat.evaluate(inp)
+        except Exception as e:
+            problems.append(f"slot {w.ref.id}: strategy raised {e!r}")
+            return e, "error"
+        why = answer_problem(answer, inp, w.held, w.held is not None or getattr(inp, "entered", False))
+        if why:
+            return answer, f"refused: {why}"
+        if isinstance(answer, Buy):
+            refused = check_entry(answer.stake_usd, self.limits, acct)
+            if refused:
+                problems.append(f"slot {w.ref.id}: risk refused entry: {refused}")
+                return answer, f"refused: risk: {refused}"
+            return answer, "intent"
+        return answer, "intent" if isinstance(answer, Exit) else ""
+
+    async def _exit_intents(
+        self,
+        exits: list[tuple[Wanted, SlotInput, Exit, int]],
+        logs: list[DecisionLogEntry],
+        decisions: dict[str, DecisionRecord],
+        epoch: int,
+        now_ms: int,
+    ) -> list[Intent]:
+        """The exit legs of this tick's exits, numbered after the legs each slot-window has
+        committed (one HMGET for the slots this worker does not know of); an exit past
+        MAX_EXIT_LEGS is refused (its log entry and record say so)."""
+        counts = await self.legs.counts(self.store, [w.ref for w, _, _, _ in exits])
+        out: list[Intent] = []
+        for w, inp, answer, k in exits:
+            n = counts[w.ref.id] + 1
+            if n > MAX_EXIT_LEGS:
+                why = f"refused: {MAX_EXIT_LEGS} exit legs used in this window already"
+                logs[k] = msgspec.structs.replace(logs[k], outcome=why)
+                decisions[w.ref.id] = record(w.ref, logs[k].tick, now_ms, inp, answer, why)
+                continue
+            assert w.held is not None  # an Exit is judged fit only for a slot holding one
+            intent = make_exit_intent(w.ref, w.held, answer, n, epoch, now_ms)
+            logs[k] = msgspec.structs.replace(logs[k], intent_id=intent.id)
+            out.append(intent)
+        return out
+
+
+def _record_outcome(answer: Any, outcome: str) -> str:
+    """The last-decision record's outcome, as it read before the decision log: "entry",
+    "risk refused: <why>", "exit"; other refusals as the log says them."""
+    if outcome == "intent":
+        return "exit" if isinstance(answer, Exit) else "entry"
+    if outcome.startswith("refused: risk: "):
+        return "risk refused: " + outcome.removeprefix("refused: risk: ")
+    return outcome

@@ -1,8 +1,12 @@
-"""From decisions to venue orders: commit intents (fenced, one round trip), submit the
-committed ones concurrently, and record what the venue answered.
+"""From intents to venue orders: sign (a BUY for an entry leg, a SELL for an exit leg), commit
+(fenced, one round trip), post the committed ones concurrently with each intent's order type,
+and record what the venue answered: a buy's fill opens the position, a sale's is booked
+against it (state/positions.py `sale`, Store.record_exits).
 
 A venue error never raises out of here: it is recorded on the intent with the venue's
-message and reported to the tick, so that one bad answer cannot stop the worker.
+message and reported to the tick, so that one bad answer cannot stop the worker. An order
+the book could not fill (a FOK killed, a FAK with nothing to match) is an outcome, counted
+apart (Tally.unfilled), not a problem.
 """
 
 from __future__ import annotations
@@ -20,18 +24,14 @@ from kernel import lanes
 from kernel.blocking import EntryBlocks
 from kernel.clock import wall_ms
 from kernel.lease import LeaseDeadline
+from kernel.outcomes import Tally, outcome, write_outcomes
 from kernel.snapshot import ENTRY_LEG, SlotRef
-from kernel.strategy_api import Decision
+from kernel.strategy_api import Buy
 from state import replication
 from state.store import Store
-from state.structs import MICROS, Blocker, Intent, Market, Position
+from state.structs import Intent, Market, Position
 
 log = logging.getLogger("baton.executor")
-
-# Venue order statuses (lower-cased): still in progress, or final.
-PENDING_STATUSES = frozenset({"live", "delayed"})
-# "dry_run": live dry-run mode signed the order and did not post it (BATON_DRY_RUN).
-FINAL_STATUSES = frozenset({"matched", "filled", "canceled", "cancelled", "unmatched", "rejected", "dry_run"})
 
 
 def order_size(stake_usd: float, price: float, min_size: float) -> float:
@@ -40,10 +40,12 @@ def order_size(stake_usd: float, price: float, min_size: float) -> float:
     return size if size >= min_size else 0.0
 
 
-def make_intent(ref: SlotRef, m: Market, d: Decision, epoch: int, now_ms: int) -> Intent:
+def make_intent(ref: SlotRef, m: Market, d: Buy, epoch: int, now_ms: int) -> Intent:
+    """The entry leg of a Buy (its GTD expiry checked already: kernel/decide.py)."""
     return Intent(
         id=ref.entry_intent_id,
         slot=ref.id,
+        asset=ref.asset,
         window_start_s=ref.window_start_s,
         window_end_s=ref.window_end_s,
         leg=ENTRY_LEG,
@@ -56,31 +58,15 @@ def make_intent(ref: SlotRef, m: Market, d: Decision, epoch: int, now_ms: int) -
         token_id=m.up_token if d.side == "up" else m.down_token,
         condition_id=m.condition_id,
         updated_ms=now_ms,
+        order_type=d.order_type,
+        expires_s=expires_s(d.order_type, d.expires_ms),
     )
 
 
-def position_id(intent: Intent) -> str:
-    """The id of the position an intent's fill opens: its slot-window."""
-    return f"{intent.slot}:{intent.window_start_s}"
-
-
-def _position(intent: Intent, size: float, price: float, now_ms: int) -> Position:
-    asset = intent.slot.split("-", 1)[0]
-    return Position(
-        id=position_id(intent),
-        slot=intent.slot,
-        asset=asset,
-        window_start_s=intent.window_start_s,
-        window_end_s=intent.window_end_s,
-        side=intent.side,
-        token_id=intent.token_id,
-        condition_id=intent.condition_id,
-        shares_micros=round(size * MICROS),
-        # What was paid, the venue's fee included (the ledger's buy entry names the fee).
-        cost_micros=round(size * price * MICROS) + intent.fee_micros,
-        opened_ms=now_ms,
-        intent_id=intent.id,
-    )
+def expires_s(order_type: str, expires_ms: int) -> int:
+    """A GTD order's expiry in whole seconds, rounded up (the window's end is a whole second,
+    so an expiry allowed in ms is allowed in s); 0 for every other order type."""
+    return -(-expires_ms // 1000) if order_type == "GTD" else 0
 
 
 # Not sent: the halt gate or the lease deadline stopped it before the post.
@@ -89,13 +75,14 @@ NOT_SENT = (HaltedBeforePost, LeaseDeadlinePassed)
 
 async def _post_all(
     venue: Any,
-    signed: list[Any],
+    signed: list[tuple[Any, str]],
     gate: Any,
     n_lanes: int = lanes.LANES,
     deadline: LeaseDeadline | None = None,
 ) -> list[Any]:
-    """Post every signed order (FOK) on a few lanes (kernel/lanes.py); per order its answer,
-    or the exception it raised, or HaltedBeforePost / LeaseDeadlinePassed (not sent).
+    """Post every signed order with its order type, (signed, "FOK"|"FAK"|"GTC"|"GTD"), on a
+    few lanes (kernel/lanes.py); per order its answer, or the exception it raised, or
+    HaltedBeforePost / LeaseDeadlinePassed (not sent).
 
     The gate (kernel/halt.py) and the lease deadline (kernel/lease.py) are checked before
     each post, at the last moment: an intent committed just before a halt, or before a stall
@@ -104,18 +91,17 @@ async def _post_all(
     posts already on their way have come back.
     """
 
-    def post(s: Any) -> Any:
+    def post(order: tuple[Any, str]) -> Any:
+        s, order_type = order
         if gate is not None and gate.halted:
             raise HaltedBeforePost("halted before it was posted: never sent to the venue")
         if deadline is None:
-            return venue.post(s, "FOK")
+            return venue.post(s, order_type)
         deadline.check()
         # A retry inside the venue call (a fast failure) is sent only inside the deadline too,
         # and every attempt is done or abandoned by it: a post still on its way when another
         # worker may hold the lease must never arrive (kernel/venue.py).
-        return venue.post(
-            s, "FOK", timeout_s=deadline.remaining_ms() / 1000
-        )
+        return venue.post(s, order_type, timeout_s=deadline.remaining_ms() / 1000)
 
     async def lane(span: range) -> list[Any]:
         if gate is not None and not gate.begin_post(len(span)):
@@ -130,24 +116,35 @@ async def _post_all(
     return [x for part in parts for x in part]
 
 
+def _sign(venue: Any, i: Intent) -> Any:
+    """The intent's order signed: a SELL for an exit leg, a BUY otherwise, a GTD one with its
+    expiry. A plain buy goes through sign_buy (sign("BUY", ...) by the Venue protocol), which
+    every venue has had from the start."""
+    if i.is_exit or i.expires_s:
+        return venue.sign("SELL" if i.is_exit else "BUY", i.token_id, i.limit_price, i.size, i.expires_s)
+    return venue.sign_buy(i.token_id, i.limit_price, i.size)
+
+
 async def sign_all(
     venue: Any, intents: list[Intent], n_lanes: int = lanes.LANES
 ) -> tuple[list[tuple[Intent, Any]], list[str]]:
-    """Sign a BUY for every intent on at most `n_lanes` threads: (intent with the venue's
-    order id, signed order) for those signed, and the problems of the others (nothing of
-    theirs is committed).
+    """Sign every intent's order on at most `n_lanes` threads (a SELL for an exit leg, a BUY
+    otherwise; a GTD one with its expiry): (intent with the venue's order id, signed order)
+    for those signed, and the problems of the others (nothing of theirs is committed).
 
     The order is signed before the intent is committed, so the intent carries the id the
     venue will know the order by: whoever finds the intent open after a crash looks that id
     up at the venue instead of guessing whether it was posted (kernel/reconcile.py).
     """
-    problems = [f"{i.id}: stake buys less than the minimum size" for i in intents if i.size <= 0]
+    problems = [
+        f"{i.id}: " + ("nothing to sell" if i.is_exit else "stake buys less than the minimum size")
+        for i in intents
+        if i.size <= 0
+    ]
     intents = [i for i in intents if i.size > 0]
     if not intents:
         return [], problems
-    signed_all = await lanes.in_lanes(
-        lambda i: venue.sign_buy(i.token_id, i.limit_price, i.size), intents, n_lanes
-    )
+    signed_all = await lanes.in_lanes(lambda i: _sign(venue, i), intents, n_lanes)
     ready: list[tuple[Intent, Any]] = []
     for intent, signed in zip(intents, signed_all, strict=True):
         if isinstance(signed, BaseException):
@@ -167,13 +164,27 @@ async def commit_and_submit(
     n_lanes: int = lanes.LANES,
     deadline: LeaseDeadline | None = None,
     replicas: Settings | None = None,
+    tally: Tally | None = None,
+    positions: dict[str, Position] | None = None,
 ) -> tuple[int, list[str]]:
     """Sign, commit, post: returns (orders sent to the venue, problems). The ids of the
     intents Redis now holds (committed here, or refused as committed before) are added to
-    `entered` when given. The venue calls run on at most `n_lanes` threads."""
+    `entered` when given. The venue calls run on at most `n_lanes` threads. `positions`
+    (by id) are those exit legs sell from (read from Redis when not given)."""
     ready, problems = await sign_all(venue, intents, n_lanes)
     return await submit_signed(
-        store, venue, epoch, ready, problems, gate, entered, n_lanes, deadline, replicas=replicas
+        store,
+        venue,
+        epoch,
+        ready,
+        problems,
+        gate,
+        entered,
+        n_lanes,
+        deadline,
+        replicas=replicas,
+        tally=tally,
+        positions=positions,
     )
 
 
@@ -189,9 +200,13 @@ async def submit_signed(
     deadline: LeaseDeadline | None = None,
     blocks: EntryBlocks | None = None,
     replicas: Settings | None = None,
+    tally: Tally | None = None,
+    positions: dict[str, Position] | None = None,
 ) -> tuple[int, list[str]]:
     """Commit signed intents, post the committed ones, record the answers: (orders sent to
-    the venue, `problems` and those found here). Whatever the count, it costs two Redis
+    the venue, `problems` and those found here); `tally` (when given) counts the exits sent
+    and the orders the book could not fill. Entry and exit legs alike: intent_commit.lua
+    is leg-agnostic, an exit leg's id is new as an entry's is. Whatever the count, it costs two Redis
     round trips (every commit in one fenced call, then every answer) and a few thread hops
     (kernel/lanes.py); an entry tick runs it once per chunk of its entries (EntryStream).
 
@@ -250,11 +265,13 @@ async def submit_signed(
             replication.check(replicas, acked, f"{len(committed)} intent(s) committed")
         except NotReplicated as e:
             return 0, problems + await _not_replicated(store, epoch, committed, e, blocks)
-    results = await _post_all(venue, [s for _, s in committed], gate, n_lanes, deadline)
+    results = await _post_all(venue, [(s, i.order_type) for i, s in committed], gate, n_lanes, deadline)
     now_ms = max(i.created_ms for i, _ in committed)
     updates: list[Intent] = []
     fills: list[tuple[Intent, Position]] = []
+    sells: list[Intent] = []
     refused: list[str] = []
+    tally = tally if tally is not None else Tally()
     for (intent, _), res in zip(committed, results, strict=True):
         if isinstance(res, NOT_SENT):
             problems.append(f"{intent.id}: {res}")
@@ -270,12 +287,15 @@ async def submit_signed(
             problems.append(f"{intent.id}: venue error: {res}")
             updates.append(msgspec.structs.replace(intent, error=str(res)[:300]))
         else:
-            outcome(intent, res, now_ms, updates, fills, problems)
+            outcome(intent, res, now_ms, updates, fills, problems, sells, tally)
     if refused:
         log.error("%d post(s) refused at the lease deadline: %s", len(refused), refused[0])
         await store.record_errors("lease", refused, now_ms=wall_ms())
-    problems += await write_outcomes(store, epoch, updates, fills, blocks)
+    problems += await write_outcomes(store, epoch, updates, fills, blocks, sells, positions)
     sent = sum(not isinstance(res, NOT_SENT) for res in results)
+    tally.exits += sum(
+        i.is_exit and not isinstance(res, NOT_SENT) for (i, _), res in zip(committed, results, strict=True)
+    )
     return sent, problems
 
 
@@ -321,9 +341,13 @@ class EntryStream:
         deadline: LeaseDeadline | None = None,
         blocks: EntryBlocks | None = None,
         replicas: Settings | None = None,
+        positions: dict[str, Position] | None = None,
     ) -> None:
         self.store, self.venue, self.epoch, self.gate, self.entered = store, venue, epoch, gate, entered
         self.deadline, self.blocks, self.replicas = deadline, blocks, replicas
+        # The open positions exit legs sell from (by id), and what the chunks' orders came to.
+        self.positions = positions
+        self.tally = Tally()
         # The venue lanes (kernel/lanes.py) are shared. A chunk sent while others may follow
         # gets its share, so that chunks posting at the same time (a slow venue's) use no more
         # threads together than one whole batch would; the last chunk gets what the chunks
@@ -365,6 +389,8 @@ class EntryStream:
                     deadline=self.deadline,
                     blocks=self.blocks,
                     replicas=self.replicas,
+                    tally=self.tally,
+                    positions=self.positions,
                 )
             )
         )
@@ -389,82 +415,3 @@ class EntryStream:
                 log.warning("entry chunk: %s", p)
             raise failed
         return sent, problems
-
-
-def outcome(
-    intent: Intent,
-    res: Any,
-    now_ms: int,
-    updates: list[Intent],
-    fills: list[tuple[Intent, Position]],
-    problems: list[str],
-) -> None:
-    """What the venue said of an order, as the write it calls for: a fill opens the position
-    (appended to `fills`); anything else that is final marks the intent rejected with the
-    venue's message, and an answer that is not final leaves it posted (appended to `updates`)."""
-    if res.status in PENDING_STATUSES or (res.status not in FINAL_STATUSES and res.size_matched <= 0):
-        # The venue still works on it ("live", "delayed", or a status we do not know): not
-        # final; reconciliation asks again by order id until it is.
-        updates.append(
-            msgspec.structs.replace(
-                intent, status="posted", order_id=res.order_id or intent.order_id, error=""
-            )
-        )
-        return
-    if res.status in ("matched", "filled") and res.size_matched > 0:
-        price = res.avg_price or res.price or intent.limit_price
-        done = msgspec.structs.replace(
-            intent,
-            status="filled",
-            order_id=res.order_id or intent.order_id,
-            filled_size=res.size_matched,
-            avg_price=price,
-            error="",
-        )
-        fills.append((done, _position(done, res.size_matched, price, now_ms)))
-        return
-    if res.status != "dry_run":
-        problems.append(f"{intent.id}: order {res.status}: {res.error}")
-    updates.append(
-        msgspec.structs.replace(
-            intent,
-            status="rejected",
-            order_id=res.order_id or intent.order_id,
-            error=(res.error or res.status)[:300],
-        )
-    )
-
-
-async def write_outcomes(
-    store: Store,
-    epoch: int,
-    updates: list[Intent],
-    fills: list[tuple[Intent, Position]],
-    blocks: EntryBlocks | None = None,
-) -> list[str]:
-    """Every update and fill in one round trip (all fills in one fenced call); returns the
-    problems (writes the fence refused). A write refused for an unreadable value wrote nothing:
-    the intent stays open and reconciliation books it once the value is repaired; meanwhile
-    `blocks` holds new entries back (source "bookings", cleared by a booking that goes in)."""
-    if not updates and not fills:
-        return []
-
-    def build(pipe: Any) -> None:
-        for u in updates:
-            store.update_intent(epoch, u, pipeline=pipe)
-        if fills:
-            store.record_fills(epoch, fills, pipeline=pipe)
-
-    answers = await store.run_pipeline(build)
-    verdicts: list[Any] = list(answers[: len(updates)])
-    for a in answers[len(updates) :]:
-        verdicts += a if isinstance(a, list) else [a]
-    unreadable = {v.key + " " + v.field: v for v in verdicts if isinstance(v, UnreadableValue)}
-    if blocks is not None:
-        why = "a fill or intent could not be recorded; it is, once this is repaired"
-        found = [
-            Blocker(key=v.key, field=v.field, problem=f"{v.problem}: {why}", source="bookings")
-            for v in unreadable.values()
-        ]
-        blocks.found("bookings", found)
-    return [f"recording a venue answer: {v}" for v in verdicts if v not in ("OK", "ALREADY")]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.executor import position_id
+from kernel.outcomes import position_id
 from kernel.snapshot import decode_reported
 from state.store import Store
 from state.structs import FINAL_INTENT_STATUSES, INTENT, POSITION

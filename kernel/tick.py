@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 
 from baton.errors import LeaseLost, NotReady, UnreadableValue
 from baton.settings import Settings
-from kernel import journal_guard, reconcile, strategy_check
+from kernel import journal_guard, outcomes, reconcile, strategy_check
 from kernel.adopt import Adopter
 from kernel.blocking import EntryBlocks
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache, Lookbacks, lookback_cap_s
@@ -161,6 +161,7 @@ class TickRunner:
             self.deadline,
             self.blocks,
             replicas=settings if replication.wanted(settings) else None,
+            decision_log_len=settings.decision_log_len,
         )
         # Orders the venue has and no intent knows, after a takeover or a primary change
         # (kernel/adopt.py): swept before the slots trade again.
@@ -281,7 +282,9 @@ class TickRunner:
             await self.halt.sync(snap.control)
         halted = snap.control.halted or self._halted()
         paused = snap.control.paused or (self.halt is not None and self.halt.gate.paused)
-        orders = settled = evaluated = 0
+        orders = settled = evaluated = exits = 0
+        # Orders the book could not fill (FOK killed, FAK unmatched): outcomes, not problems.
+        tally = outcomes.Tally()
         # An intent whose post raised (timeout, 5xx) may or may not be at the venue: ask by its
         # order id before anything else, so its slot-window's fate is known (never re-sent).
         # Also intents the venue still works on, and any older than a tick whose answer was
@@ -293,7 +296,15 @@ class TickRunner:
         ]
         if stuck:
             _, errs = await reconcile.reconcile_open(
-                self.store, self.venue, self.ident.epoch, started, stuck, self.unknown_grace_ms, self.blocks
+                self.store,
+                self.venue,
+                self.ident.epoch,
+                started,
+                stuck,
+                self.unknown_grace_ms,
+                self.blocks,
+                positions={p.id: p for p in snap.open_positions},
+                tally=tally,
             )
             problems += errs
         # Closed windows are settled by the settle program even under a halt: booking an
@@ -309,8 +320,10 @@ class TickRunner:
                 problems.append(breach)
                 halted = True
             elif not paused:
-                evaluated, orders, errs = await self.entries.run(snap, started, tick, self.ident.epoch)
-                problems += errs
+                got = await self.entries.run(snap, started, tick, self.ident.epoch)
+                evaluated, orders, exits = got.evaluated, got.orders, got.exits
+                tally.unfilled += got.unfilled
+                problems += got.problems
         # The blockers are journaled when they change (not every tick), with status and
         # /metrics reading the set in Redis.
         problems += await self.blocks.publish(self.store, self.ident.epoch, started, lazy=True)
@@ -337,6 +350,8 @@ class TickRunner:
             settled=settled,
             errors=len(problems),
             blocked=len(self.blocks.current()),
+            exits=exits,
+            unfilled=tally.unfilled,
         )
         try:
             verdict = await self.store.append_tick(rec)
@@ -389,12 +404,20 @@ class TickRunner:
           slots entering together would otherwise discover a thousand markets inside it).
           This one runs in the background, on threads of its own, and is never waited for:
           a venue call may block on its rate budget or on the network, and the next tick
-          must not wait for it.
+          must not wait for it;
+        - the slots' wake times that changed (asked by the tick or the look-ahead) are written
+          to keys.slot_wakes() in one HSET, so that status can say "asleep until".
 
         Returns the problems of the settlement enqueue (also written to the error journal;
         the prefetch reports its own)."""
         problems = await self.blocks.publish(self.store, self.ident.epoch, self.clock.now_ms())
-        return problems + await self.housekeeping.between_ticks(next_boundary_ms, self.ident.epoch)
+        problems += await self.housekeeping.between_ticks(next_boundary_ms, self.ident.epoch)
+        # The wake times asked by this tick and by the look-ahead, for status ("asleep until").
+        try:
+            await self.wakes.publish(self.store)
+        except Exception as e:
+            problems.append(f"writing slots' wake times: {e}")
+        return problems
 
     async def wait_prefetch(self) -> None:
         """Until the market prefetch under way (if any) is done: tests and benchmarks that

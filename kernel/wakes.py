@@ -35,6 +35,10 @@ class WakeSchedule:
         # The last snapshot's slot records: a slot it found disabled sleeps (no strategy runs
         # for it) until a later snapshot finds it enabled.
         self.slots: dict[str, Any] = {}
+        # Wake times asked since the last publish that differ from those written to Redis
+        # (keys.slot_wakes(): status says "asleep until"), and those written.
+        self.changed: dict[str, int] = {}
+        self.published: dict[str, int] = {}
 
     def wake_ms(self, hint: Any, ref: SlotRef, slot: Any) -> int:
         """The strategy's quotes_from_ms for this slot's window, asked once per window (and
@@ -49,7 +53,22 @@ class WakeSchedule:
             return got.at_ms
         at = int(hint(ref.window_start_s * 1000, ref.window_end_s * 1000, dict(slot.params)))
         self.by_slot[ref.id] = Wake(slot, hint, ref.window_start_s, at, slot.strategy)
+        if self.published.get(ref.id) != at:
+            self.changed[ref.id] = at
         return at
+
+    async def publish(self, store: Any) -> None:
+        """Write the wake times that changed since the last call (one HSET for all; between
+        ticks: kernel/tick.py). A failed write is tried again at the next call."""
+        if not self.changed:
+            return
+        changed, self.changed = self.changed, {}
+        try:
+            await store.record_wakes(changed)
+        except BaseException:
+            self.changed = {**changed, **self.changed}
+            raise
+        self.published.update(changed)
 
     def forget(self, slot_id: str) -> None:
         """The slot's strategy has no hint (any more): it is awake at every tick."""
@@ -78,16 +97,23 @@ class WakeSchedule:
         quotes_from_ms (as the last tick found it for this window) has come, or that nothing
         is known of (a new window, a strategy without the hint). The others' windows are not
         read: at a thousand slots that is most of an idle tick. A slot the last tick found
-        disabled sleeps too, and so does one that `entered` its window already. A slot whose
-        record changed since (its entry_s, enabled again) is known again one tick later."""
+        disabled sleeps too, and so does one that `entered` its window already, unless its
+        strategy declares EXITS (it may hold a position to sell: kernel/exits.py). A slot
+        whose record changed since (its entry_s, enabled again) is known again one tick
+        later."""
         awake: set[str] = set()
         wakes, slots = self.by_slot, self.slots
         hints: dict[str, Any] = {}  # strategy name -> its quotes_from_ms now (a reload changes it)
+        exits: dict[str, bool] = {}  # strategy name -> it declares EXITS
         for r in refs:
-            if r.asset in awake or entered.get(r.id) == r.window_start_s:
+            if r.asset in awake:
                 continue
             slot = slots.get(r.id)
             if slot is not None and not slot.enabled:
+                continue
+            if entered.get(r.id) == r.window_start_s:
+                if slot is not None and self.exits(slot.strategy, exits):
+                    awake.add(r.asset)
                 continue
             got = wakes.get(r.id)
             if got is None or got.window_start_s != r.window_start_s or now_ms >= got.at_ms:
@@ -96,6 +122,16 @@ class WakeSchedule:
             if self.hint(got.strategy, hints) is not got.hint:
                 awake.add(r.asset)
         return awake
+
+    def exits(self, name: str, memo: dict[str, bool]) -> bool:
+        """Strategy `name` declares EXITS = True (False when it cannot be loaded), memoised in
+        `memo` for one pass over the slots."""
+        if name not in memo:
+            try:
+                memo[name] = getattr(self.resolve(name), "EXITS", False) is True
+            except Exception:
+                memo[name] = False
+        return memo[name]
 
     def hint(self, name: str, hints: dict[str, Any]) -> Any:
         """Strategy `name`'s quotes_from_ms as it is now (a reload replaces it in place), or None

@@ -20,6 +20,7 @@ from state.schema import SchemaRepo
 from state.settlements import SettlementsRepo
 from state.slots import SlotsRepo
 from state.system import SystemRepo
+from state.wakes import WakesRepo
 from state.workers import WorkersRepo
 
 
@@ -40,5 +41,6 @@ class Store(
     SystemRepo,
     BlockedRepo,
     DecisionsRepo,
+    WakesRepo,
 ):
     """Constructed as every repository is, `Store(redis, keys)`."""

@@ -166,6 +166,9 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True):
     expires_s: int = 0
     # Fee the venue charged on the fill, in micro-dollars (booked with it in the ledger).
     fee_micros: int = 0
+    # The slot's asset (slot ids are free-form: the position a fill opens is of this asset);
+    # "" in intents written before it existed (the id's first part was the asset then).
+    asset: str = ""
 
     @property
     def is_exit(self) -> bool:
@@ -313,6 +316,18 @@ class EntryRecord(DecisionRecord, frozen=True):
     price: float
     stake_usd: float
     p_up: float
+    reason: str
+    outcome: str
+
+
+class ExitRecord(DecisionRecord, frozen=True):
+    """The strategy decided to sell (some of) its position: "exit", or "refused: <why>"."""
+
+    action: str  # "sell": tells it from an entry's record
+    side: str
+    price: float
+    shares: float
+    order_type: str
     reason: str
     outcome: str
 

@@ -179,6 +179,8 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
         deadline=None,
         blocks=None,
         replicas=None,
+        tally=None,
+        positions=None,
     ):
         got.append(n_lanes)
         if ready[0][0] == "held":

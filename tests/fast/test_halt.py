@@ -26,6 +26,7 @@ from kernel import executor
 from kernel.halt import HaltGate, HaltResponder
 from kernel.lease import active_color
 from kernel.markets import MarketCache
+from kernel.strategy_api import SlotInput
 from kernel.wakes import WakeSchedule
 from state.keys import Keys
 from state.structs import Intent
@@ -50,9 +51,7 @@ class Venue:
     def sign_buy(self, token_id: str, price: float, size: float) -> SimpleNamespace:
         return SimpleNamespace(order_id=f"0x{token_id}")
 
-    def post(
-        self, signed: SimpleNamespace, order_type: str = "FOK", timeout_s=None
-    ) -> SimpleNamespace:
+    def post(self, signed: SimpleNamespace, order_type: str = "FOK", timeout_s=None) -> SimpleNamespace:
         self.entered.set()
         self.release.wait(10)
         with self.lock:
@@ -173,11 +172,22 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
 
     markets.discover = discover
     entries = entries_mod.Entries(store, venue, None, 0, markets, WakeSchedule(resolve), resolve, gate)
-    entries.slot_input = lambda snap, ref, now, strat=None: SimpleNamespace(
-        slot_id=ref.id, up_ask=None, down_ask=None
+    entries.slot_input = lambda snap, ref, now, strat=None: SlotInput(
+        slot_id=ref.id,
+        asset="btc",
+        timeframe="15m",
+        now_ms=0,
+        window_start_ms=0,
+        window_end_ms=900_000,
+        open_price=1.0,
+        last_price=1.0,
+        closes=(1.0,),
+        stake_usd=5.0,
+        params={},
     )
     monkeypatch.setattr(entries_mod, "with_asks", lambda inp, up, down: inp)
-    evaluated, orders, problems = await entries.run(snap, 0, 1, 1)
+    got = await entries.run(snap, 0, 1, 1)
+    evaluated, orders, problems = got.evaluated, got.orders, got.problems
     assert calls == [refs[0].id], "a strategy ran after the halt"
     assert evaluated == 1 and orders == 0
     assert any("no strategy code runs after the halt" in p for p in problems)

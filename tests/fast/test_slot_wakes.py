@@ -189,3 +189,26 @@ async def test_a_disabled_slot_sleeps_and_wakes_when_enabled_again(rig, monkeypa
     await rig.run_ticks(16)
     assert off in asked
     assert any("btc" in assets for assets in read)
+
+
+async def test_each_slots_wake_time_is_written_for_status_when_it_changes(rig, monkeypatch):
+    """keys.slot_wakes(): a sleeping slot's wake time in its window, written between ticks,
+    one HSET for every change, and not again while it stays the same."""
+    rig.resolver = lambda name: last_five_seconds([])
+    writes: list[dict[str, int]] = []
+    real = rig.store.record_wakes
+
+    def record(wakes, pipeline=None):
+        writes.append(dict(wakes))
+        return real(wakes, pipeline=pipeline)
+
+    monkeypatch.setattr(rig.store, "record_wakes", record)
+    outs = await rig.run_ticks(16)
+    wakes = await rig.store.read_wakes()
+    last = outs[-1].record.started_ms
+    end_ms = (last // 15_000 + 1) * 15_000
+    assert wakes == {f"{a}-15s": end_ms - 5000 for a in rig.settings.assets}
+    # One write per window seen (its slots' new times together), none while they stand.
+    windows = {o.record.started_ms // 15_000 for o in outs} | {(last + 1000) // 15_000}
+    assert 1 <= len(writes) <= len(windows)
+    assert all(set(w) == set(wakes) for w in writes)
