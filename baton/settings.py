@@ -163,7 +163,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # the machine's host name by default. A ':' is not allowed (holder ids are split on it).
     host: str = ""
     # Entries kept per slot in its decision log (keys.decision_log: every evaluation, about
-    # 250 bytes each in Redis), trimmed approximately (whole stream nodes).
+    # 300 bytes each in Redis, measured), trimmed approximately (whole stream nodes).
     decision_log_len: int = 500
 
     @property
