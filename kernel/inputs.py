@@ -122,6 +122,9 @@ def _leg_number(leg: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+_NO_BARS: dict[str, tuple[Bar, ...]] = {}  # a marker: each input gets a dict of its own
+
+
 class TickInputs:
     """The inputs of one tick's slots, from its snapshot. What slots share is computed on first
     use and kept for the tick: the account's cash and exposure room, the open positions and
@@ -157,9 +160,18 @@ class TickInputs:
         recent = snap.recent.get(ref.asset) or []
         if open_c is None or not recent:
             return None
-        cash, room = self._cash_and_room()
+        if self._account is None:
+            self._prepare()
+        cash, room = self._account  # type: ignore[misc]
         key = (ref.id, ref.window_start_s)
-        position = self._positions_by_window().get(key)
+        position = self._positions.get(key)  # type: ignore[union-attr]
+        bars = _NO_BARS
+        if strat is not None:
+            declared = self._candles.get(id(strat))
+            if declared is None:
+                declared = self._declared(strat)
+            if declared:
+                bars = {iv: self.bars(ref.asset, iv, n) for iv, n in declared.items()}
         return SlotInput(
             slot_id=ref.id,
             asset=ref.asset,
@@ -174,8 +186,8 @@ class TickInputs:
             params=dict(slot.params),
             api=API_VERSION,
             strategy=slot.strategy,
-            bars=self._bars_for(ref.asset, strat) if strat is not None else {},
-            position=holding(position, self._exits.get(key, ())),
+            bars=bars if bars is not _NO_BARS else {},
+            position=holding(position, self._exits.get(key, ())) if position is not None else None,
             entered=entered or position is not None or key in self._entries,
             cash_usd=cash,
             exposure_room_usd=room,
@@ -192,31 +204,25 @@ class TickInputs:
             got = self._bars[key] = bars_from_candles(candles, INTERVALS_S[interval], n, self.now_ms)
         return got
 
-    def _bars_for(self, asset: str, strat: Any) -> dict[str, tuple[Bar, ...]]:
-        declared = self._candles.get(id(strat))
-        if declared is None:
-            declared = self._candles[id(strat)] = declared_candles(strat)
-            self._modules.append(strat)
-        return {iv: self.bars(asset, iv, n) for iv, n in declared.items()}
+    def _declared(self, strat: Any) -> dict[str, int]:
+        declared = self._candles[id(strat)] = declared_candles(strat)
+        self._modules.append(strat)
+        return declared
 
-    def _cash_and_room(self) -> tuple[float, float]:
-        if self._account is None:
-            acct = account(self.snap, self.now_ms)
-            room = 0.0
-            if self.max_exposure_usd is not None and math.isfinite(self.max_exposure_usd):
-                room = max(0.0, self.max_exposure_usd - acct.open_exposure_micros / MICROS)
-            self._account = (acct.cash_micros / MICROS, room)
-        return self._account
-
-    def _positions_by_window(self) -> dict[tuple[str, int], Position]:
-        if self._positions is None:
-            self._positions = {
-                (p.slot, p.window_start_s): p for p in self.snap.open_positions if p.status == "open"
-            }
-            for i in self.snap.open_intents:
-                key = (i.slot, i.window_start_s)
-                if i.is_exit:
-                    self._exits.setdefault(key, []).append(i)
-                else:
-                    self._entries.add(key)
-        return self._positions
+    def _prepare(self) -> None:
+        """What the tick's inputs share: the account's cash and room, and the open positions,
+        entry intents and exit intents by slot-window (one pass over each)."""
+        acct = account(self.snap, self.now_ms)
+        room = 0.0
+        if self.max_exposure_usd is not None and math.isfinite(self.max_exposure_usd):
+            room = max(0.0, self.max_exposure_usd - acct.open_exposure_micros / MICROS)
+        self._account = (acct.cash_micros / MICROS, room)
+        self._positions = {
+            (p.slot, p.window_start_s): p for p in self.snap.open_positions if p.status == "open"
+        }
+        for i in self.snap.open_intents:
+            key = (i.slot, i.window_start_s)
+            if i.is_exit:
+                self._exits.setdefault(key, []).append(i)
+            else:
+                self._entries.add(key)

@@ -6,10 +6,11 @@ version 1 strategy decides exactly as before. And how far back each asset's cand
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 
 import msgspec
 
+from kernel import tick as tick_mod
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache, Lookbacks, lookback_cap_s
 from kernel.inputs import TickInputs, bars_from_candles, holding, with_asks
 from kernel.snapshot import Snapshot, read_snapshot, slot_refs
@@ -17,6 +18,7 @@ from kernel.strategy_api import Bar, BookSide
 from kernel.venue import Book
 from state.structs import (
     CANDLE,
+    FEED_STATUS,
     SLOT,
     Candle,
     ControlFlags,
@@ -257,3 +259,59 @@ async def test_each_asset_is_read_as_far_back_as_its_lookback_and_closes_stay_a_
         assert snap.opens["btc-5m"] is not None and snap.opens["eth-5m"] is not None
         now += 1000
     assert cache.stats.whole == 2 and cache.stats.new == 2
+
+
+async def test_the_tick_gives_a_strategy_the_bars_it_declares_and_reads_far_enough_back(rig, monkeypatch):
+    seen: list = []
+
+    class Bars:
+        API = 2
+        CANDLES = MappingProxyType({"1m": 8, "5s": 12})
+
+        @staticmethod
+        def evaluate(inp):
+            seen.append(inp)
+
+    async def feed() -> None:  # ten minutes of history, not the rig's seventy seconds
+        now_s = rig.clock.now_ms() // 1000
+        pipe = rig.store.r.pipeline(transaction=False)
+        for a in rig.settings.assets:
+            members = {}
+            for sec in range(now_s - 600, now_s):
+                o, h, lo, c = rig.model.candle(a, sec)
+                members[CANDLE.encode(Candle(sec * 1000, o, h, lo, c, 1.0, True)).decode()] = sec * 1000
+            pipe.zadd(rig.store.k.candles(a, "1s"), members)
+            pipe.hset(
+                rig.store.k.feed_status(),
+                f"{a}:1s",
+                FEED_STATUS.encode(FeedStatus(now_s * 1000, now_s * 1000 - 1000, c)),
+            )
+        await pipe.execute()
+
+    lookbacks: list = []
+    read = tick_mod.read_snapshot
+
+    async def reading(store, refs, now, lease, lookback_s, *a, **kw):
+        if lease is not None:  # the tick's read, not the readiness check's
+            lookbacks.append(lookback_s)
+        return await read(store, refs, now, lease, lookback_s, *a, **kw)
+
+    monkeypatch.setattr(tick_mod, "read_snapshot", reading)
+    monkeypatch.setattr(rig, "feed", feed)
+    rig.resolver = lambda name: Bars
+    await rig.feed()
+    assert await rig.runner.dry_run() == 4
+    seen.clear()  # the samples of the readiness check
+    outs = await rig.run_ticks(3)
+    assert all(not o.problems for o in outs), [o.problems for o in outs]
+    assert len(seen) == 4 * 3
+    for inp in seen:
+        assert inp.api == 2 and inp.cash_usd == 1000.0
+        assert inp.exposure_room_usd == rig.settings.max_exposure_usd
+        assert set(inp.bars) == {"1m", "5s"} and len(inp.bars["5s"]) == 12
+        assert len(inp.bars["1m"]) == 8 and all(b.open_ms % 60_000 == 0 for b in inp.bars["1m"])
+        assert inp.bars["1m"][-1].open_ms <= inp.now_ms < inp.bars["1m"][-1].open_ms + 60_000
+        assert inp.bars["5s"][-1].close == inp.last_price and len(inp.closes) <= 60
+        assert inp.up_book is not None and inp.up_book.best_ask == inp.up_ask
+    # Each asset read as far back as the bars need (8 minutes), not an hour.
+    assert lookbacks and all(lb == dict.fromkeys(rig.settings.assets, 480) for lb in lookbacks)
