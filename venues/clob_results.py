@@ -12,6 +12,8 @@ or final ("matched", "canceled", "unmatched", "rejected") with the shares matche
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from kernel.venue import OrderResult, SignedOrder
@@ -112,12 +114,50 @@ def post_result(
     )
 
 
-def order_result(o: dict[str, Any]) -> OrderResult:
-    """An order as GET /data/order/{id} tells of it (the API's OpenOrder). Its fee is not told
-    there (0.0): a fill learnt this way is booked without one."""
+def order_result(
+    o: dict[str, Any], trades: Iterable[dict[str, Any]] = (), fee: tuple[float, float] = (0.0, 0.0)
+) -> OrderResult:
+    """An order as GET /data/order/{id} tells of it (the API's OpenOrder), with what its
+    trades (`associate_trades`, read by the caller) tell: the average price of its fills, and
+    the taker fee of the part it took on arrival (`fee`: the market's rate and exponent; its
+    fills as maker pay none). Without trades, the average price is unknown (0.0)."""
+    oid = str(o["id"])
+    taken, taken_usd, made, made_usd = order_fills(trades, oid)
+    shares, usd = taken + made, taken_usd + made_usd
     return OrderResult(
-        order_id=str(o["id"]),
+        order_id=oid,
         status=status_word(o.get("status")),
         size_matched=_num(o.get("size_matched")),
         price=_num(o.get("price")),
+        avg_price=float(usd / shares) if shares > 0 else 0.0,
+        fee_usd=taker_fee_usd(float(taken), float(taken_usd / taken), *fee) if taken > 0 else 0.0,
     )
+
+
+def order_fills(trades: Iterable[dict[str, Any]], order_id: str) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """(shares taken, their USDC, shares made, their USDC) of one order in the trades that name
+    it: as the taker (`taker_order_id`), or among a trade's `maker_orders`. A trade that
+    failed on chain bought nothing, and each trade counts once however often it is listed."""
+    taken = taken_usd = made = made_usd = Decimal(0)
+    seen: set[str] = set()
+    for t in trades:
+        tid = str(t.get("id", ""))
+        if tid in seen or str(t.get("status", "")).upper().removeprefix("TRADE_STATUS_") == "FAILED":
+            continue
+        seen.add(tid)
+        if t.get("taker_order_id") == order_id and str(t.get("trader_side", "TAKER")).upper() == "TAKER":
+            size, price = _dec(t.get("size")), _dec(t.get("price"))
+            taken, taken_usd = taken + size, taken_usd + size * price
+        for m in t.get("maker_orders") or []:
+            if isinstance(m, dict) and m.get("order_id") == order_id:
+                size, price = _dec(m.get("matched_amount")), _dec(m.get("price"))
+                made, made_usd = made + size, made_usd + size * price
+    return taken, taken_usd, made, made_usd
+
+
+def _dec(v: Any) -> Decimal:
+    try:
+        d = Decimal(str(v))
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+    return d if d.is_finite() and d > 0 else Decimal(0)

@@ -8,6 +8,7 @@ lazily on the first authenticated call and are never logged.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
@@ -392,7 +393,11 @@ class ClobVenue:
         return self.post(self.sign_buy(token_id, price, size), order_type)
 
     def order(self, order_id: str) -> OrderResult | None:
-        """The venue's view of an order (`GET /data/order/{id}`), or None if it has none."""
+        """The venue's view of an order (`GET /data/order/{id}`), or None if it has none. Once
+        it is final with something matched, its trades too (`GET /data/trades?id=`, one per
+        trade it names), for the average price of its fills and the taker fee of what it took
+        on arrival: what reconciliation books. A trade that cannot be read raises (asked again
+        later), never a guess."""
         if self.dry_run:
             return None  # nothing was ever posted
         self._ensure_creds()
@@ -404,7 +409,23 @@ class ClobVenue:
             raise
         if not isinstance(o, dict) or not o.get("id"):
             return None
-        return order_result(o)
+        res = order_result(o)
+        trade_ids = [str(t) for t in o.get("associate_trades") or []]
+        if res.size_matched <= 0 or not trade_ids or res.status in ("live", "delayed"):
+            return res
+        trades: list[dict[str, Any]] = []
+        for tid in trade_ids:
+            params = TradeParams(id=tid)
+            got = self._call("GET /data/trades", functools.partial(self._client.get_trades, params))
+            trades.extend(t for t in got or [] if isinstance(t, dict))
+        token = str(o.get("asset_id", ""))
+        try:
+            fee = self._fees.get(token) or self._fee_schedule(token)
+        except PolyApiException as e:
+            raise _translate(e, f"fee schedule of {token}") from e
+        except PolyException as e:
+            raise VenueError(f"fee schedule of {token}: {e.msg}", retryable=True) from e
+        return order_result(o, trades, fee)
 
     def cancel(self, order_id: str) -> bool:
         """Cancel a resting order (`DELETE /order`): True when the venue cancelled it now, False

@@ -140,7 +140,8 @@ def test_order_lookup_by_id(env):
     m = venue.discover(live_slug(clock, "bnb"))
     r = venue.buy(m.down_token, 0.99, 6)
     got = venue.order(r.order_id)
-    assert got == OrderResult(r.order_id, "matched", 6.0, 0.99)
+    assert (got.order_id, got.status, got.size_matched, got.price) == (r.order_id, "matched", 6.0, 0.99)
+    assert got.avg_price == pytest.approx(r.avg_price)  # from its trades
     assert venue.order("0x" + "0" * 64) is None
 
 

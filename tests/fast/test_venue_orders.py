@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from baton.settings import SIM_PRIVATE_KEY
-from kernel.venue import OrderResult
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from tests.simserver import Clock, ThreadServer
@@ -54,7 +53,9 @@ def test_shares_bought_can_be_sold_back_and_sizes_are_shares_on_both_sides(env):
     assert 0.01 <= sold.avg_price < bought.avg_price
     row = sim_order(url, sold.order_id)
     assert (row["side"], row["size_matched"], row["status"]) == ("SELL", "12.5", "MATCHED")
-    assert venue.order(sold.order_id) == OrderResult(sold.order_id, "matched", 12.5, 0.01)
+    got = venue.order(sold.order_id)
+    assert (got.status, got.size_matched, got.price) == ("matched", 12.5, 0.01)
+    assert got.avg_price == pytest.approx(sold.avg_price)
 
 
 def test_selling_more_than_held_is_refused_with_the_venues_message(env):
@@ -72,11 +73,12 @@ def test_selling_more_than_held_is_refused_with_the_venues_message(env):
 def test_a_fak_sell_takes_what_the_bids_hold_and_the_rest_is_killed(env):
     url, venue, _, clock = env
     m = market(venue, clock, "sol")
-    venue.post(venue.sign("BUY", m.up_token, 0.99, 300))
     best_bid = venue.books([m.up_token])[m.up_token].bids[0]
+    size = best_bid[1] + 7
+    assert venue.post(venue.sign("BUY", m.up_token, 0.99, size)).size_matched == size
     # At the best bid's price only its level matches: a partial fill, final.
-    r = venue.post(venue.sign("SELL", m.up_token, best_bid[0], 300), "FAK")
-    assert r.status == "matched" and r.size_matched == min(300.0, best_bid[1])
+    r = venue.post(venue.sign("SELL", m.up_token, best_bid[0], size), "FAK")
+    assert (r.status, r.size_matched) == ("matched", best_bid[1])
     assert r.avg_price == pytest.approx(best_bid[0])
     assert sim_order(url, r.order_id)["status"] == "CANCELED"  # its rest was killed
     above = venue.post(venue.sign("SELL", m.up_token, 0.99, 5), "FAK")
@@ -152,6 +154,11 @@ def test_the_taker_fee_of_what_matched_is_reported_on_fee_markets_only(env):
     assert r.fee_usd == pytest.approx(40 * rate * r.avg_price * (1 - r.avg_price), abs=1e-5)
     sold = venue.post(venue.sign("SELL", m15.up_token, 0.01, 40))
     assert sold.fee_usd == taker_fee_usd(40, sold.avg_price, rate, exponent) > 0
+    # Reconciliation's reading (the order and its trades) tells what the post's answer did.
+    for posted in (r, sold):
+        again = venue.order(posted.order_id)
+        assert again.avg_price == pytest.approx(posted.avg_price)
+        assert again.fee_usd == pytest.approx(posted.fee_usd, abs=1e-5)
     resting = venue.post(venue.sign("BUY", m15.up_token, 0.01, 5), "GTC")
     assert resting.fee_usd == 0.0  # nothing matched: nothing taken
     m5 = market(venue, clock, "btc")
