@@ -24,7 +24,9 @@ def status(st: dict[str, Any]) -> str:
         f"control    halted={st['halted']}{' (' + st['halt_reason'] + ')' if st['halt_reason'] else ''}"
         f"{' by ' + st['control']['halted_by'] if st['control']['halted_by'] else ''} "
         f"paused={st['paused']}",
-        f"slots      {sum(x['enabled'] for x in st['slots'])}/{len(st['slots'])} enabled",
+        f"slots      {sum(x['enabled'] for x in st['slots'])}/{len(st['slots'])} enabled, "
+        f"{sum(x.get('asleep_until_ms') is not None for x in st['slots'])} asleep "
+        "(`baton slots`: until when and each one's last decision; `baton decisions`: the log)",
         "data       "
         + (
             ", ".join(

@@ -186,6 +186,8 @@ def test_slots_and_status_show_the_last_reason_and_until_when_a_slot_sleeps(r, c
         slots["eth-15m"]["asleep_until_ms"] is None
         and slots["eth-15m"]["last_decision"]["reason"] == "no decision"
     )
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "2/2 enabled, 1 asleep" in out
 
 
 def test_a_slot_never_evaluated_has_no_last_decision(r, capsys):
