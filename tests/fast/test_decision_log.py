@@ -11,6 +11,8 @@ import fakeredis
 import msgspec
 import pytest
 
+from baton.errors import SettingsError
+from baton.settings import load
 from kernel.decision_log import NO_DECISION, REASON_MAX, entry, figures
 from kernel.strategy_api import BookSide as Book
 from kernel.strategy_api import Buy, Exit, Holding, Pass, SlotInput
@@ -296,3 +298,11 @@ def test_entries_encode_with_the_shared_codec():
     e = _e("btc-5m", NOW_MS)
     assert DECISION_LOG_ENTRY.decode(DECISION_LOG_ENTRY.encode(e)) == e
     assert msgspec.to_builtins(e)["action"] == "pass"
+
+
+def test_the_log_length_setting_is_checked_by_name():
+    assert load({}).decision_log_len == 500
+    assert load({"BATON_DECISION_LOG_LEN": "50"}).decision_log_len == 50
+    for bad in ("5", "lots"):
+        with pytest.raises(SettingsError, match="BATON_DECISION_LOG_LEN"):
+            load({"BATON_DECISION_LOG_LEN": bad})
