@@ -1,16 +1,16 @@
-"""What the kernel makes of a strategy's answer for one slot, before any order: the rules an
-answer must obey to become an intent (prices, order types and GTD expiries, one entry per
-window, exits only of a position held), the size of an exit, the account the risk checks go
+"""What the kernel makes of a strategy's answer for one slot, before any order: whether it may
+become an intent (the rules of kernel/strategy_check.py, one entry per window, exits only of
+a position held), the size of an exit, the account the risk checks go
 by, and the slot's last-decision record (keys.decisions()). Pure functions of their inputs.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from kernel.snapshot import SlotRef
-from kernel.strategy_api import GTD_MIN_AHEAD_MS, ORDER_TYPES, Buy, Exit, Pass, SlotInput
+from kernel.strategy_api import Buy, Exit, Pass, SlotInput
+from kernel.strategy_check import decision_problem
 from state.structs import (
     MICROS,
     DecisionRecord,
@@ -25,52 +25,24 @@ ENTERED_ALREADY = "entered already: one entry per slot-window"
 NO_POSITION = "no position to exit in this window"
 
 
-def order_problem(order_type: Any, expires_ms: Any, now_ms: int, window_end_ms: int) -> str:
-    """Why an order type (and a GTD expiry) cannot be posted now ("" when it can): a GTD
-    order must expire at least GTD_MIN_AHEAD_MS ahead (the venue refuses sooner) and no later
-    than the window's end (nothing is traded past it)."""
-    if order_type not in ORDER_TYPES:
-        return f"order type {order_type!r} is not one of {', '.join(ORDER_TYPES)}"
-    if order_type != "GTD":
-        return ""
-    if not isinstance(expires_ms, int) or expires_ms < now_ms + GTD_MIN_AHEAD_MS:
-        return f"GTD expires_ms {expires_ms!r} is less than {GTD_MIN_AHEAD_MS} ms ahead of {now_ms}"
-    if expires_ms > window_end_ms:
-        return f"GTD expires_ms {expires_ms} is after the window's end {window_end_ms}"
-    return ""
-
-
-def _price_problem(price: Any) -> str:
-    if not isinstance(price, int | float) or not math.isfinite(price) or not 0 < price < 1:
-        return f"limit_price {price!r} is not in (0, 1)"
-    return ""
-
-
 def answer_problem(answer: Any, inp: SlotInput, held: Position | None, entered: bool) -> str:
-    """Why this answer cannot become an intent ("" when it can, or when it is a pass); the
-    risk checks of an entry come after (kernel/risk.py)."""
+    """Why this answer cannot become an intent ("" when it can, or when it is a pass): the
+    rules the dry evaluation applies too (kernel/strategy_check.py decision_problem: prices,
+    stakes, order types and GTD expiries; an exit of more than is held sells what is held),
+    and what depends on the slot's window: one entry, exits only of a position held, at least
+    0.01 share. The risk checks of an entry come after (kernel/risk.py)."""
     if answer is None or isinstance(answer, Pass):
         return ""
-    if isinstance(answer, Buy):
-        if entered:
-            return ENTERED_ALREADY
-        if answer.side not in ("up", "down"):
-            return f"side {answer.side!r} is not up or down"
-        return _price_problem(answer.limit_price) or order_problem(
-            answer.order_type, answer.expires_ms, inp.now_ms, inp.window_end_ms
-        )
-    if isinstance(answer, Exit):
-        if held is None:
-            return NO_POSITION
-        shares = answer.shares
-        if not isinstance(shares, int | float) or not math.isfinite(shares) or shares < 0:
-            return f"shares {shares!r} is not a number >= 0"
-        if exit_size(shares, held.shares_micros) <= 0:
-            return f"less than 0.01 share to sell ({shares:g} asked, {held.shares_micros / MICROS:g} held)"
-        return _price_problem(answer.limit_price) or order_problem(
-            answer.order_type, answer.expires_ms, inp.now_ms, inp.window_end_ms
-        )
-    return f"answer {type(answer).__name__} is not a Buy, Exit, Pass or None"
+    if isinstance(answer, Buy) and entered:
+        return ENTERED_ALREADY
+    if isinstance(answer, Exit) and held is None:
+        return NO_POSITION
+    why = decision_problem(answer, inp, sell_at_most_held=True)
+    if why or not isinstance(answer, Exit) or held is None:
+        return why
+    if exit_size(answer.shares, held.shares_micros) <= 0:
+        return f"less than 0.01 share to sell ({answer.shares:g} asked, {held.shares_micros / MICROS:g} held)"
+    return ""
 
 
 def exit_size(shares: float, held_micros: int) -> float:

@@ -90,13 +90,15 @@ def _price_problem(price: object) -> str:
     return ""
 
 
-def decision_problem(out: object, inp: SlotInput) -> str:
+def decision_problem(out: object, inp: SlotInput, sell_at_most_held: bool = False) -> str:
     """Why `out`, evaluate()'s answer on `inp`, cannot be acted on ("" when it can): a Buy
     with a price in (0, 1), a positive stake, a finite p_up in [0, 1]; an Exit only with a
     position, of at most the shares held; an order type the venue knows, and a GTD expiry
     at least GTD_MIN_AHEAD_MS ahead and not after the window's end (no expiry otherwise); a
     Pass with a reason; or None. What depends on the account or the slot's legs (the risk
-    limits, a second entry, the exit legs left) the kernel checks when it acts."""
+    limits, a second entry, the exit legs left) the kernel checks when it acts.
+    `sell_at_most_held`: an Exit of more than is held is not refused but sells what is held
+    (the tick's way, kernel/decide.py); the dry evaluation refuses it as the bug it is."""
     if out is None:
         return ""
     if isinstance(out, Pass):
@@ -118,7 +120,7 @@ def decision_problem(out: object, inp: SlotInput) -> str:
             return why
         if not _number(out.shares) or out.shares < 0:
             return f"shares {out.shares!r} is not a number >= 0 (0: all held)"
-        if out.shares > held.shares + SHARES_SLACK:
+        if out.shares > held.shares + SHARES_SLACK and not sell_at_most_held:
             return f"shares {out.shares} is more than the {held.shares} held"
     else:
         return "expected None or a kernel.strategy_api Buy, Exit or Pass"

@@ -141,6 +141,8 @@ def test_gtd_expiry_must_be_a_minute_ahead_and_within_the_window():
             got = decision_problem(answer, inp)
             assert (why in got) if why else got == "", (at, got)
     assert "without a position" in decision_problem(Exit(limit_price=0.7, reason="r"), _inp(position=None))
+    # The tick sells what is held of an Exit asking more (kernel/decide.py): not refused there.
+    assert decision_problem(Exit(limit_price=0.7, reason="r", shares=1e6), inp, sell_at_most_held=True) == ""
 
 
 def test_the_declarations_are_checked_and_named():
