@@ -285,8 +285,9 @@ async def pnl_series(ctx: ApiContext, q: PnlQuery | None = None) -> PnlResult:
     moves: list[tuple[int, int, int, str]] = []  # (at_ms, realised after it, delta, ref)
     for _id, f in page:
         pnl = to_int(f.get("pnl_micros"))
-        # Realised PnL moves at settlements only (a buy turns cash into a position).
-        if pnl or f.get("kind") == "payout":
+        # Realised PnL moves at settlements and sales by exits (a buy turns cash into a
+        # position).
+        if pnl or f.get("kind") in ("payout", "sell"):
             moves.append((to_int(f.get("at_ms")), after, pnl, f.get("ref", "")))
         after -= pnl
     points = [

@@ -210,10 +210,13 @@ class LifecycleResult(msgspec.Struct, kw_only=True):
 class PositionView(msgspec.Struct, kw_only=True):
     id: str
     side: str
-    shares: float
-    cost_usd: float
-    status: str
-    pnl_usd: float
+    shares: float  # held now (after any exits)
+    cost_usd: float  # what the shares held cost, fees included
+    status: str  # open, settled, or closed (sold out by exits)
+    pnl_usd: float  # realised so far: its exits' PnL, and the settlement's
+    sold_shares: float = 0.0  # sold by exits
+    proceeds_usd: float = 0.0  # what the exits brought in, net of their fees
+    exits: int = 0  # exit legs booked
 
 
 class SlotView(msgspec.Struct, kw_only=True):

@@ -65,7 +65,12 @@ class HistoryPruner:
         intents: list[tuple[str, str, str]] = []
         for pid, raw in pages.get("positions", (0, {}))[1].items():
             p = decode_reported(POSITION, raw, "history prune: position", out.problems, pid)
-            if p is not None and p.status == "settled" and _ended_before(p, cutoff_ms, p.settled_ms):
+            # Settled, or closed (sold out by exits before its window ended: nothing to settle).
+            if (
+                p is not None
+                and p.status in ("settled", "closed")
+                and _ended_before(p, cutoff_ms, p.settled_ms)
+            ):
                 positions.append((pid, raw, p.intent_id))
         for iid, raw in pages.get("intents", (0, {}))[1].items():
             i = decode_reported(INTENT, raw, "history prune: intent", out.problems, iid)

@@ -1,5 +1,6 @@
--- Prune history past its retention (BATON_HISTORY_DAYS): settled positions and final intents
--- of windows that ended before the cutoff, their at-most-once refs, and the ledger stream's
+-- Prune history past its retention (BATON_HISTORY_DAYS): settled and closed positions and final
+-- intents of windows that ended before the cutoff, their at-most-once refs (an entry's
+-- 'buy:<id>', an exit leg's 'sell:<id>', a position's 'settle:<id>'), and the ledger stream's
 -- entries before the cutoff. The running sums (ledger totals, daily PnL) are not touched:
 -- cash + open cost = initial + realised PnL holds as before.
 -- Fenced like every write of the lease holder. A record is removed only if it still holds
@@ -28,7 +29,7 @@ if bad then return redis.error_reply(bad) end
 -- (prefix .. id), when it still holds the JSON judged and neither it (in its own open hash)
 -- nor its counterpart (in the other's) is open.
 local delta = {}
-local function prune(first, last, hash, open, other_open, prefix, count_fields)
+local function prune(first, last, hash, open, other_open, prefix, count_fields, prefix2)
   local pruned = 0
   for a = first, last, 3 do
     local id, json, other = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -36,6 +37,7 @@ local function prune(first, last, hash, open, other_open, prefix, count_fields)
         and redis.call('HEXISTS', other_open, other) == 0 then
       redis.call('HDEL', hash, id)
       redis.call('SREM', KEYS[6], prefix .. id)
+      if prefix2 then redis.call('SREM', KEYS[6], prefix2 .. id) end
       count_add(delta, count_fields(json), -1)
       pruned = pruned + 1
     end
@@ -45,7 +47,7 @@ end
 local split = 4 + 3 * tonumber(ARGV[3])
 local pruned_pos = prune(4, split - 1, KEYS[2], KEYS[3], KEYS[5], 'settle:', position_count_fields)
 local pruned_int = prune(split, #ARGV, KEYS[4], KEYS[5], KEYS[3], 'buy:',
-                         function(json) return {intent_count_field(json)} end)
+                         function(json) return {intent_count_field(json)} end, 'sell:')
 count_apply(KEYS[8], delta)
 -- At most TRIM_MAX ledger entries per call: the first pass over a long-kept ledger must not
 -- hold Redis for seconds (exact XTRIM has no LIMIT; the cut is moved to the TRIM_MAX-th entry).

@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from tests.chaos.order_checks import check_ledger, check_orders, check_positions
+from tests.chaos.ledger_checks import check_ledger
+from tests.chaos.order_checks import check_orders, check_positions
 from tests.chaos.report import Report, Row, RunData, fault_table, table
 from tests.chaos.tick_checks import check_faults, check_ticks
 

@@ -18,7 +18,10 @@ from tests.chaos.lanes import Outcome
 TOTALS = "baton:ledger:totals"
 STATS = "baton:stats"
 BLOCKED = "baton:blocked"
-TOTAL_FIELDS = ["cash_micros", "realized_pnl_micros", "entries", "buy_micros", "payout_micros"]
+TOTAL_FIELDS = [
+    *("cash_micros", "realized_pnl_micros", "entries", "buy_micros", "payout_micros"),
+    *("sell_micros", "fee_micros"),
+]
 GARBAGE = ["garbage", "9" * 25, "1.5", " 12", "", "1e9", "NaN"]
 
 
@@ -37,6 +40,8 @@ def repaired_total(entries: list[dict[str, str]], field: str) -> int:
         return sum(int(e.get("pnl_micros", 0)) for e in entries)
     if field == "entries":
         return len(entries)
+    if field == "fee_micros":
+        return sum(int(e.get("fee_micros", 0)) for e in entries)
     kind = field.removesuffix("_micros")
     return sum(int(e["amount_micros"]) for e in entries if e["kind"] == kind)
 

@@ -1,6 +1,7 @@
-"""The chaos checker's invariants of the money: no order reaches the venue while halted or
-paused or from a fenced epoch, each slot-window enters once; every position is settled in
-time; the ledger balances.
+"""The chaos checker's invariants of the orders and positions: no order reaches the venue
+while halted or from a fenced epoch, no entry while paused; each intent (an entry or an exit
+leg) is one order at most; every fill is booked, entries as positions and exits as sales of
+them; every position is settled or closed in time (the ledger's: ledger_checks.py).
 
 The sim's `created_at` is in whole seconds (as the CLOB's): an order is judged to be after a
 moment only when its whole second is, and before one only when its whole second ends before it.
@@ -30,14 +31,42 @@ def epoch_starts(journal: list[dict[str, str]]) -> dict[int, int]:
     return out
 
 
+def is_exit(i: dict[str, Any]) -> bool:
+    """An exit leg (`exit-<n>`, state/structs.py): it sells; every other leg buys."""
+    return str(i.get("leg", "")).startswith("exit-")
+
+
+def position_of(i: dict[str, Any]) -> str:
+    """The id of the position an intent belongs to: its slot-window."""
+    return f"{i.get('slot')}:{i.get('window_start_s')}"
+
+
+def _side(i: dict[str, Any]) -> str:
+    return "SELL" if is_exit(i) else "BUY"
+
+
+def extra_orders(d: RunData) -> dict[tuple[str, str], int]:
+    """Per (market, side), the venue's orders beyond the intents that could have made them:
+    each intent is one order at most (an entry a BUY, an exit leg a SELL), and two slots on
+    one market (two strategies on btc-15m) have an intent each."""
+    orders = Counter((str(o.get("market")), str(o.get("side", "BUY")).upper()) for o in d.venue_orders)
+    allowed = Counter((str(i.get("condition_id", "")), _side(i)) for i in d.intents)
+    return {k: n - allowed[k] for k, n in orders.items() if n > allowed[k]}
+
+
 def check_orders(d: RunData) -> tuple[list[Row], dict[str, Any]]:
     orders = d.venue_orders
-    per_market = Counter(o.get("market") for o in orders)
-    dup_markets = {m: n for m, n in per_market.items() if n > 1}
+    dup_markets = extra_orders(d)
     by_order = {i["order_id"]: i for i in d.intents if i.get("order_id")}
     per_intent_key = Counter((i["slot"], i["window_start_s"], i.get("leg", "")) for i in d.intents)
     dup_intents = [k for k, n in per_intent_key.items() if n > 1]
     strangers = [o["id"] for o in orders if o["id"] not in by_order]
+    # An order of the other side than its intent's leg: a sale sent as a buy, or the reverse.
+    wrong_side = [
+        f"order {o['id'][:14]} {o.get('side')} for {by_order[o['id']]['id']}"
+        for o in orders
+        if o["id"] in by_order and "side" in o and str(o["side"]).upper() != _side(by_order[o["id"]])
+    ]
 
     starts = epoch_starts(d.journal)
     stale: list[str] = []
@@ -70,31 +99,35 @@ def check_orders(d: RunData) -> tuple[list[Row], dict[str, Any]]:
         for a, b, label in halts
         if a < _i(i.get("created_ms")) < b
     ]
+    # A pause and an unreadable value hold new entries back; exits go on (a halt stops both).
+    entries = [i for i in d.intents if not is_exit(i)]
     pauses = pause_windows(d.faults, d.tick_ms)
     intents_in_pause = [
         f"intent {i['id']} committed at {i.get('created_ms')} ms, inside {label} [{a}, {b}]"
-        for i in d.intents
+        for i in entries
         for a, b, label in pauses
         if a < _i(i.get("created_ms")) < b
     ]
     blocks = blocked_windows(d.faults, d.tick_ms)
     intents_in_block = [
         f"intent {i['id']} committed at {i.get('created_ms')} ms, inside {label} [{a}, {b}] ({scope})"
-        for i in d.intents
+        for i in entries
         for a, b, scope, label in blocks
         if a < _i(i.get("created_ms")) < b and in_scope(scope, str(i.get("slot")))
     ]
     rows = [
         _fig("orders", "posted", len(orders)),
+        _fig("orders", "exits posted", sum(1 for o in orders if str(o.get("side", "")).upper() == "SELL")),
         _inv(
             "orders",
             "duplicated per slot-window",
-            sum(n - 1 for n in dup_markets.values()) + len(dup_intents),
+            sum(dup_markets.values()) + len(dup_intents),
             0,
-            [f"market {m}: {n} orders" for m, n in dup_markets.items()]
+            [f"market {m} {side}: {n} order(s) more than intents" for (m, side), n in dup_markets.items()]
             + [f"intent key {k}" for k in dup_intents],
         ),
         _inv("orders", "unknown to Redis (no intent)", len(strangers), 0, strangers),
+        _inv("orders", "sent as the other side than its leg", len(wrong_side), 0, wrong_side),
         _inv("orders", "posted by a stale epoch", len(stale) + len(stale_intents), 0, stale + stale_intents),
         _inv(
             "orders",
@@ -110,7 +143,8 @@ def check_orders(d: RunData) -> tuple[list[Row], dict[str, Any]]:
     ]
     figures = {
         "posted": len(orders),
-        "duplicated": sum(n - 1 for n in dup_markets.values()),
+        "duplicated": sum(dup_markets.values()),
+        "exits": sum(1 for i in d.intents if is_exit(i)),
         "strangers": len(strangers),
         "stale_epoch": len(stale) + len(stale_intents),
         "after_halt": len(after_halt) + len(intents_in_halt),
@@ -127,29 +161,61 @@ def check_positions(d: RunData) -> tuple[list[Row], dict[str, Any]]:
     by_order = {i["order_id"]: i for i in d.intents if i.get("order_id")}
     order_of = {i["id"]: i.get("order_id") for i in d.intents}
     positions = {p["intent_id"]: p for p in d.positions}
+    by_id = {p["id"]: p for p in d.positions}
     filled = [o for o in d.venue_orders if float(o.get("size_matched") or 0) > 0]
-    lost, mismatched = [], []
+    sold_refs = {e.get("ref") for e in d.ledger if e.get("kind") == "sell"}
+    lost, mismatched, lost_sales = [], [], []
+    sold_at_venue: Counter[str] = Counter()  # position id -> micro-shares its exits sold
     for o in filled:
         i = by_order.get(o["id"])
+        matched = round(float(o["size_matched"]) * 1_000_000)
+        if i is not None and is_exit(i):
+            sold_at_venue[position_of(i)] += matched
+            if f"sell:{i['id']}" not in sold_refs:
+                lost_sales.append(f"order {o['id'][:14]} of {i['id']} sold {o['size_matched']}: not booked")
+            continue
         p = positions.get(i["id"]) if i else None
         if p is None:
             lost.append(f"order {o['id'][:14]} ({o.get('market', '')[:12]}) filled {o.get('size_matched')}")
-        elif abs(_i(p.get("shares_micros")) - round(float(o["size_matched"]) * 1_000_000)) > 0:
-            mismatched.append(f"{p['id']}: {p.get('shares_micros')} micro-shares, venue {o['size_matched']}")
+        elif _i(p.get("shares_micros")) + _i(p.get("sold_shares_micros")) != matched:
+            mismatched.append(
+                f"{p['id']}: {p.get('shares_micros')} held + {p.get('sold_shares_micros', 0)} sold "
+                f"micro-shares, venue bought {o['size_matched']}"
+            )
+    for pid, p in by_id.items():
+        if _i(p.get("sold_shares_micros")) != sold_at_venue[pid]:
+            mismatched.append(
+                f"{pid}: sold {p.get('sold_shares_micros', 0)} micro-shares, venue {sold_at_venue[pid]}"
+            )
     filled_ids = {o["id"] for o in filled}
     phantom = [p["id"] for p in d.positions if order_of.get(p.get("intent_id")) not in filled_ids]
+    # A sale booked whose order the venue did not fill (or no intent made).
+    intent_of = {i["id"]: i for i in d.intents}
+    for ref in sold_refs:
+        iid = str(ref).removeprefix("sell:")
+        if order_of.get(iid) not in filled_ids:
+            phantom.append(f"{ref} ({(intent_of.get(iid) or {}).get('status', 'no intent')})")
 
     closed_before = d.end_ms - d.settle_grace_ms
     closed = [p for p in d.positions if _i(p.get("window_end_s")) * 1000 <= closed_before]
-    unsettled = [p["id"] for p in closed if p.get("status") != "settled"]
+    # Sold out by exits ("closed") is done with as settled is: nothing is left to pay.
+    unsettled = [p["id"] for p in closed if p.get("status") not in ("settled", "closed")]
     settled = [p for p in d.positions if p.get("status") == "settled"]
+    sold_out = [p for p in d.positions if p.get("status") == "closed"]
     bad_settle = []
     for p in settled:
+        # Paid on the shares still held, the PnL against what they cost.
         want = _i(p.get("shares_micros")) if p.get("won") else 0
         if _i(p.get("payout_micros")) != want or _i(p.get("pnl_micros")) != want - _i(p.get("cost_micros")):
             bad_settle.append(
                 f"{p['id']}: won={p.get('won')} shares={p.get('shares_micros')} cost={p.get('cost_micros')} "
                 f"payout={p.get('payout_micros')} pnl={p.get('pnl_micros')}"
+            )
+    for p in sold_out:
+        if _i(p.get("shares_micros")) or _i(p.get("cost_micros")) or _i(p.get("payout_micros")):
+            bad_settle.append(
+                f"{p['id']}: closed with shares={p.get('shares_micros')} cost={p.get('cost_micros')} "
+                f"payout={p.get('payout_micros')}"
             )
     open_ids = {p["id"] for p in d.positions if p.get("status") == "open"}
     open_hash = {p["id"] for p in d.open_positions}
@@ -157,11 +223,18 @@ def check_positions(d: RunData) -> tuple[list[Row], dict[str, Any]]:
     rows = [
         _fig("positions", "filled at the venue", len(filled)),
         _fig("positions", "recorded in Redis", len(d.positions)),
-        _inv("positions", "filled at the venue, not recorded", len(lost), 0, lost),
+        _inv(
+            "positions",
+            "filled at the venue, not recorded",
+            len(lost) + len(lost_sales),
+            0,
+            lost + lost_sales,
+        ),
         _inv("positions", "recorded, not filled at the venue", len(phantom), 0, phantom),
         _inv("positions", "size differs from the venue's fill", len(mismatched), 0, mismatched),
         _fig("positions", "windows closed (with a position)", len(closed)),
         _fig("positions", "settled", len(settled)),
+        _fig("positions", "sold out by exits", len(sold_out)),
         _inv("positions", "closed windows not settled", len(unsettled), 0, unsettled),
         _inv("positions", "settlements that do not add up", len(bad_settle), 0, bad_settle),
         _inv("positions", "open set disagrees with positions", len(open_mismatch), 0, open_mismatch),
@@ -179,76 +252,14 @@ def check_positions(d: RunData) -> tuple[list[Row], dict[str, Any]]:
     figures = {
         "filled_at_venue": len(filled),
         "recorded": len(d.positions),
-        "lost": len(lost),
+        "lost": len(lost) + len(lost_sales),
         "phantom": len(phantom),
         "closed": len(closed),
         "settled": len(settled),
+        "sold_out": len(sold_out),
+        "sales": len(sold_refs),
         "unsettled": unsettled,
         "open": len(open_ids),
         "won": sum(1 for p in settled if p.get("won")),
-    }
-    return rows, figures
-
-
-def check_ledger(d: RunData) -> tuple[list[Row], dict[str, Any]]:
-    cash = sum(_i(e.get("amount_micros")) for e in d.ledger)
-    deposits = sum(_i(e.get("amount_micros")) for e in d.ledger if e.get("kind") == "deposit")
-    realized = sum(_i(e.get("pnl_micros")) for e in d.ledger)
-    open_cost = sum(_i(p.get("cost_micros")) for p in d.positions if p.get("status") == "open")
-    diff = cash + open_cost - (deposits + realized)
-    totals_cash = _i(d.ledger_totals.get("cash_micros"))
-    totals_pnl = _i(d.ledger_totals.get("realized_pnl_micros"))
-    refs = Counter(e.get("ref") for e in d.ledger)
-    dup_refs = [f"{r} x{n}" for r, n in refs.items() if n > 1]
-    by_ref = {e.get("ref"): e for e in d.ledger}
-    per_position = []
-    for p in d.positions:
-        buy = by_ref.get(f"buy:{p['intent_id']}")
-        if buy is None or _i(buy.get("amount_micros")) != -_i(p.get("cost_micros")):
-            got = buy and buy.get("amount_micros")
-            per_position.append(f"{p['id']}: cost {p.get('cost_micros')}, buy entry {got}")
-        if p.get("status") == "settled":
-            pay = by_ref.get(f"settle:{p['id']}")
-            if (
-                pay is None
-                or _i(pay.get("amount_micros")) != _i(p.get("payout_micros"))
-                or _i(pay.get("pnl_micros")) != _i(p.get("pnl_micros"))
-            ):
-                per_position.append(
-                    f"{p['id']}: payout {p.get('payout_micros')}/pnl {p.get('pnl_micros')}, entry "
-                    f"{pay and (pay.get('amount_micros'), pay.get('pnl_micros'))}"
-                )
-    known = {f"buy:{p['intent_id']}" for p in d.positions} | {f"settle:{p['id']}" for p in d.positions}
-    orphans = [r for r in refs if r and r not in known and not str(r).startswith("deposit:")]
-
-    def usd(m: int) -> str:
-        return f"{m / 1e6:,.6f}"
-
-    rows = [
-        _fig("ledger", "initial (deposits), USD", usd(deposits)),
-        _fig("ledger", "cash, USD", usd(cash)),
-        _fig("ledger", "open cost, USD", usd(open_cost)),
-        _fig("ledger", "realised PnL, USD", usd(realized)),
-        _inv("ledger", "cash + open cost - (initial + PnL), micros", diff, 0),
-        _inv(
-            "ledger",
-            "totals hash vs stream, micros",
-            (totals_cash - cash) + (totals_pnl - realized),
-            0,
-            [f"cash: totals {totals_cash} stream {cash}", f"pnl: totals {totals_pnl} stream {realized}"]
-            if totals_cash != cash or totals_pnl != realized
-            else [],
-        ),
-        _inv("ledger", "refs booked twice", len(dup_refs), 0, dup_refs),
-        _inv("ledger", "positions whose entries disagree", len(per_position), 0, per_position),
-        _inv("ledger", "entries with no position", len(orphans), 0, [str(r) for r in orphans]),
-    ]
-    figures = {
-        "entries": len(d.ledger),
-        "deposits_micros": deposits,
-        "cash_micros": cash,
-        "open_cost_micros": open_cost,
-        "realized_pnl_micros": realized,
-        "identity_diff_micros": diff,
     }
     return rows, figures

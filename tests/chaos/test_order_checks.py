@@ -5,7 +5,7 @@ inside a halt, and a ledger that does not balance are caught."""
 from __future__ import annotations
 
 from tests.chaos import checker, halts
-from tests.chaos.synthetic import FIRST, LAST, T, _entry, _fault, _trade, broken, clean
+from tests.chaos.synthetic import FIRST, LAST, T, _entry, _fault, _trade, broken, clean, totals
 
 
 def test_a_duplicate_order_per_slot_window_is_caught():
@@ -118,7 +118,7 @@ def test_an_open_position_counts_at_cost():
     d.positions.append(p)
     d.open_positions.append(p)
     d.ledger += led
-    d.ledger_totals["cash_micros"] = str(int(d.ledger_totals["cash_micros"]) - p["cost_micros"])
+    d.ledger_totals = totals(d.ledger)
     assert broken(d) == set()  # its window (1050-1065 s) has not closed long enough ago
     d.end_ms = 1_080_000
     d.journal += [_entry(t) for t in range(LAST + 1, 1080)]
@@ -136,10 +136,7 @@ def test_a_fill_without_a_position_and_a_position_without_a_fill_are_caught():
     d = clean()
     lost = d.positions.pop(0)
     d.ledger = [e for e in d.ledger if lost["id"] not in e["ref"] and lost["intent_id"] not in e["ref"]]
-    d.ledger_totals = {
-        "cash_micros": str(sum(int(e["amount_micros"]) for e in d.ledger)),
-        "realized_pnl_micros": str(sum(int(e["pnl_micros"]) for e in d.ledger)),
-    }
+    d.ledger_totals = totals(d.ledger)
     assert broken(d) == {"filled at the venue, not recorded"}
 
 

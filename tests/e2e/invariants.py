@@ -103,32 +103,73 @@ class OrderReport:
     posted: int
     filled: int
     positions: int
+    exits: int = 0  # sell orders the venue filled (in part or whole)
+
+
+def _venue_side(intent: Intent) -> str:
+    return "SELL" if intent.is_exit else "BUY"
+
+
+def _position_id(intent: Intent) -> str:
+    return f"{intent.slot}:{intent.window_start_s}"
 
 
 def check_orders(r: Any, venue_orders: list[dict[str, Any]], prefix: str = "baton:") -> OrderReport:
-    """No order twice for one slot-window; every venue order is one of our intents; every
-    filled order has its position in Redis (none lost) and no position lacks its order."""
-    per_market = Counter(o["market"] for o in venue_orders)
-    twice = {m: n for m, n in per_market.items() if n > 1}
-    assert not twice, f"orders posted more than once for the same slot-window (market: count): {twice}"
+    """Each intent (an entry or an exit leg) is one order at most, of its leg's side; every
+    venue order is one of our intents; every filled buy has its position in Redis (none lost)
+    and no position lacks its order; every filled sell is booked against its position, whose
+    shares held and sold add up to the venue's fills."""
     intents = redis_intents(r, prefix)
+    # Per market and side, no more orders than intents that could have made them (two slots
+    # on one market have an intent each).
+    allowed = Counter((i.condition_id, _venue_side(i)) for i in intents)
+    per_market = Counter((o["market"], str(o.get("side", "BUY")).upper()) for o in venue_orders)
+    twice = {m: n for m, n in per_market.items() if n > allowed[m]}
+    assert not twice, (
+        f"orders posted more than once for the same slot-window ((market, side): count): {twice}"
+    )
     by_order = {i.order_id: i for i in intents if i.order_id}
     per_slot_window = Counter((i.slot, i.window_start_s, i.leg) for i in intents)
     assert max(per_slot_window.values(), default=1) == 1
     strangers = [o["id"] for o in venue_orders if o["id"] not in by_order]
     assert not strangers, f"venue orders that no intent in Redis knows: {strangers[:5]}"
+    wrong_side = [
+        o["id"] for o in venue_orders if "side" in o and o["side"].upper() != _venue_side(by_order[o["id"]])
+    ]
+    assert not wrong_side, f"orders of the other side than their intent's leg: {wrong_side[:5]}"
     positions = {p.intent_id: p for p in redis_positions(r, prefix)}
     filled = [o for o in venue_orders if float(o["size_matched"]) > 0]
-    lost = [o["id"] for o in filled if by_order[o["id"]].id not in positions]
+    buys = [o for o in filled if not by_order[o["id"]].is_exit]
+    sells = [o for o in filled if by_order[o["id"]].is_exit]
+    lost = [o["id"] for o in buys if by_order[o["id"]].id not in positions]
     assert not lost, f"filled at the venue but no position in Redis: {lost[:5]}"
-    for o in filled:
+    for o in buys:
         p = positions[by_order[o["id"]].id]
-        assert abs(p.shares_micros / 1e6 - float(o["size_matched"])) < 1e-6, (p, o)
+        bought = (p.shares_micros + p.sold_shares_micros) / 1e6
+        assert abs(bought - float(o["size_matched"])) < 1e-6, (p, o)
+    refs = {_s(x) for x in r.smembers(Keys(prefix).ledger_refs())}
+    unbooked = [o["id"] for o in sells if f"sell:{by_order[o['id']].id}" not in refs]
+    assert not unbooked, f"sold at the venue but not booked: {unbooked[:5]}"
+    sold: Counter[str] = Counter()
+    for o in sells:
+        sold[_position_id(by_order[o["id"]])] += round(float(o["size_matched"]) * 1e6)
+    by_id = {p.id: p for p in positions.values()}
+    off = [
+        (pid, p.sold_shares_micros, sold[pid])
+        for pid, p in by_id.items()
+        if p.sold_shares_micros != sold[pid]
+    ]
+    assert not off, f"shares sold by exits (position, booked, venue): {off[:5]}"
     venue_ids = {o["id"] for o in filled}
     order_of = {i.id: i.order_id for i in intents}
     phantom = [p.id for p in positions.values() if order_of.get(p.intent_id) not in venue_ids]
-    assert not phantom, f"positions in Redis with no filled order at the venue: {phantom[:5]}"
-    return OrderReport(posted=len(venue_orders), filled=len(filled), positions=len(positions))
+    phantom += [
+        x for x in refs if x.startswith("sell:") and order_of.get(x.removeprefix("sell:")) not in venue_ids
+    ]
+    assert not phantom, f"positions or sales in Redis with no filled order at the venue: {phantom[:5]}"
+    return OrderReport(
+        posted=len(venue_orders), filled=len(filled), positions=len(positions), exits=len(sells)
+    )
 
 
 def open_intents(r: Any, prefix: str = "baton:") -> list[Intent]:
@@ -141,21 +182,43 @@ def _s(v: Any) -> str:
 
 def check_ledger(r: Any, prefix: str = "baton:") -> int:
     """The ledger identity: cash + cost of open positions = deposits + realised PnL, from the
-    stream alone; the running sums equal the stream's; no ref booked twice; every position's
-    buy entry booked. Returns the number of entries."""
-    entries = [{_s(k): _s(v) for k, v in f.items()} for _, f in r.xrange(f"{prefix}ledger")]
-    cash = sum(int(e["amount_micros"]) for e in entries)
-    deposits = sum(int(e["amount_micros"]) for e in entries if e["kind"] == "deposit")
-    realized = sum(int(e.get("pnl_micros", 0)) for e in entries)
+    stream alone (cash = deposits - buys + sells + payouts); the running sums (cash, PnL,
+    fees, each kind's) equal the stream's; no ref booked twice; every position's buy entry
+    booked for what it paid (the cost it holds and the cost its sales took), its sales'
+    entries adding up to its proceeds, fees, exit PnL and exits; a closed position never
+    paid. Returns the number of entries."""
+    k = Keys(prefix)
+    entries = [{_s(key): _s(v) for key, v in f.items()} for _, f in r.xrange(k.ledger())]
+
+    def total(field: str, kind: str | None = None) -> int:
+        return sum(int(e.get(field, 0)) for e in entries if kind is None or e["kind"] == kind)
+
+    cash, realized, deposits = total("amount_micros"), total("pnl_micros"), total("amount_micros", "deposit")
     positions = redis_positions(r, prefix)
     open_cost = sum(p.cost_micros for p in positions if p.status == "open")
     assert cash + open_cost == deposits + realized, (cash, open_cost, deposits, realized)
-    totals = {_s(k): int(v) for k, v in r.hgetall(f"{prefix}ledger:totals").items()}
-    assert (totals.get("cash_micros", 0), totals.get("realized_pnl_micros", 0)) == (cash, realized), totals
+    totals = {_s(key): int(v) for key, v in r.hgetall(k.ledger_totals()).items()}
+    want = {"cash_micros": cash, "realized_pnl_micros": realized, "fee_micros": total("fee_micros")}
+    want |= {f"{kind}_micros": total("amount_micros", kind) for kind in ("deposit", "buy", "sell", "payout")}
+    assert {f: totals.get(f, 0) for f in want} == want, totals
     refs = Counter(e["ref"] for e in entries)
     assert max(refs.values(), default=1) == 1, [x for x, n in refs.items() if n > 1]
+    by_ref = {e["ref"]: e for e in entries}
     unbooked = [p.id for p in positions if f"buy:{p.intent_id}" not in refs]
     assert not unbooked, f"positions without their buy entry: {unbooked[:5]}"
+    for p in positions:
+        sales = [e for e in entries if e["kind"] == "sell" and e["ref"].startswith(f"sell:{p.id}:")]
+        booked = tuple(
+            sum(int(e.get(f, 0)) for e in sales) for f in ("amount_micros", "fee_micros", "pnl_micros")
+        )
+        assert (*booked, len(sales)) == (p.proceeds_micros, p.fees_micros, p.exit_pnl_micros, p.exits), (
+            p,
+            sales,
+        )
+        paid = p.cost_micros + p.proceeds_micros - p.exit_pnl_micros
+        assert int(by_ref[f"buy:{p.intent_id}"]["amount_micros"]) == -paid, (p, by_ref[f"buy:{p.intent_id}"])
+        if p.status == "closed":
+            assert (p.shares_micros, p.cost_micros) == (0, 0) and f"settle:{p.id}" not in refs, p
     return len(entries)
 
 
@@ -171,5 +234,12 @@ def check_counts(r: Any, prefix: str = "baton:") -> None:
     kept = counts_from(replies)
     assert kept is not None, f"the counts do not add up to the hashes' sizes: {replies}"
     scanned = scan_counts(intents, positions, open_hash=replies[3])
-    fields = ("intents", "intents_unreadable", "positions_open", "positions_settled", "positions_won")
+    fields = (
+        "intents",
+        "intents_unreadable",
+        "positions_open",
+        "positions_settled",
+        "positions_won",
+        "positions_closed",
+    )
     assert {f: getattr(kept, f) for f in fields} == {f: getattr(scanned, f) for f in fields}

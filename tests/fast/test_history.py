@@ -245,3 +245,28 @@ async def test_the_ledger_is_trimmed_a_thousand_entries_per_call_and_a_long_rete
     assert await store.prune_history(epoch, 7 * DAY_MS, [], []) == [0, 0, 500]
     assert await store.prune_history(epoch, 7 * DAY_MS, [], []) == [0, 0, 0]
     assert await store.r.xlen(store.k.ledger()) == 0
+
+
+async def test_an_old_position_sold_out_by_exits_goes_with_its_exit_intents_and_their_refs(store):
+    from state.positions import sale
+    from state.structs import exit_leg
+
+    epoch = await lease(store)
+    assert await store.deposit(epoch, "deposit:initial", usd_to_micros(1000), OLD_S * 1000 - 1000) == "OK"
+    for start_s in (OLD_S, NEW_S):
+        await trade(store, epoch, "btc-15m", start_s, settle=False)
+        (p,) = [x for x in await store.read_positions(open_only=True) if x.window_start_s == start_s]
+        entry = INTENT.decode(await store.r.hget(store.k.intents(), p.intent_id))
+        x = msgspec.structs.replace(entry, id=f"{p.id}:{exit_leg(1)}", leg=exit_leg(1), status="committed")
+        assert await store.commit_intent(epoch, x) == "OK"
+        sold = msgspec.structs.replace(
+            x, status="filled", filled_size=9.09, avg_price=0.6, updated_ms=start_s * 1000
+        )
+        assert await store.record_exit(epoch, sold, sale(p, sold, start_s * 1000 + 60_000)) == "OK"
+    assert await identity(store) == 0
+    pruned = await run_pass(HistoryPruner(store, 7), epoch)
+    assert (pruned.positions, pruned.intents, pruned.problems) == (1, 2, [])
+    assert {p.id for p in await store.read_positions()} == {f"btc-15m:{NEW_S}"}
+    refs = await store.r.smembers(store.k.ledger_refs())
+    assert refs == {"deposit:initial", f"buy:btc-15m:{NEW_S}:entry", f"sell:btc-15m:{NEW_S}:exit-1"}
+    assert await identity(store) == 0

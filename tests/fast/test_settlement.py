@@ -180,3 +180,60 @@ def test_a_remembered_claim_counts_until_it_expires_though_pruned_only_once_a_mi
     assert p.id in enq._claimed_until
     assert enq.due([p], end_ms + settlement.PRUNE_EVERY_MS) == [p]
     assert p.id not in enq._claimed_until
+
+
+async def test_a_settlement_waits_for_an_open_exit_and_then_pays_on_the_shares_still_held(rig):
+    """The window closed with an exit leg still open (its fill not booked): the job is
+    retried, not paid on shares that may be sold; once the sale is booked it pays on what
+    is left."""
+    import msgspec
+
+    from state.positions import sale
+    from state.structs import INTENT, exit_leg
+
+    p = await _a_closed_position(rig)
+    entry = INTENT.decode(rig.sync.hget(rig.store.k.intents(), p.intent_id))
+    x = msgspec.structs.replace(entry, id=f"{p.id}:{exit_leg(1)}", leg=exit_leg(1), status="posted")
+    epoch = int(rig.sync.get(rig.store.k.lease_epoch()))
+    assert await rig.store.commit_intent(epoch, x) == "OK"
+    q = settlement.settle_queue(rig.sync, "baton:")
+    settle_program.settle_worker(q, "baton:").work(burst=True)
+    job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
+    assert job.get_status() == "scheduled" and _stats(rig)["exit_pending"] >= 1
+    assert p.id in {x.id for x in await rig.store.read_positions(open_only=True)}
+    half = round(p.shares_micros / 2e6, 2)
+    sold = msgspec.structs.replace(x, status="filled", filled_size=half, avg_price=0.5)
+    b = sale(p, sold, rig.clock.now_ms())
+    assert await rig.store.record_exit(epoch, sold, b) == "OK"
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        if job.get_status(refresh=True) == "finished":
+            break
+        settle_program.settle_worker(q, "baton:").work(burst=True, with_scheduler=True)
+    assert job.return_value() == "settled"
+    (after,) = [y for y in await rig.store.read_positions() if y.id == p.id]
+    assert after.status == "settled" and after.sold_shares_micros == round(half * 1e6)
+    assert after.payout_micros in (0, p.shares_micros - after.sold_shares_micros)
+    assert after.pnl_micros == after.payout_micros - after.cost_micros
+
+
+async def test_a_position_sold_out_by_exits_is_never_settled(rig):
+    import msgspec
+
+    from state.positions import sale
+    from state.structs import INTENT, exit_leg
+
+    p = await _a_closed_position(rig)
+    entry = INTENT.decode(rig.sync.hget(rig.store.k.intents(), p.intent_id))
+    x = msgspec.structs.replace(entry, id=f"{p.id}:{exit_leg(1)}", leg=exit_leg(1), status="posted")
+    epoch = int(rig.sync.get(rig.store.k.lease_epoch()))
+    assert await rig.store.commit_intent(epoch, x) == "OK"
+    sold = msgspec.structs.replace(x, status="filled", filled_size=p.shares_micros / 1e6, avg_price=0.5)
+    assert await rig.store.record_exit(epoch, sold, sale(p, sold, rig.clock.now_ms())) == "OK"
+    q = settlement.settle_queue(rig.sync, "baton:")
+    settle_program.settle_worker(q, "baton:").work(burst=True)
+    job = Job.fetch(job_id("baton:", p.id), connection=rig.sync, serializer=JSONSerializer)
+    assert job.return_value() == "already"
+    assert not [e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]
+    (after,) = [y for y in await rig.store.read_positions() if y.id == p.id]
+    assert after.status == "closed" and after.payout_micros == 0
