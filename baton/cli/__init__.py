@@ -26,7 +26,7 @@ import redis
 
 from api import apitoken
 from baton import settings as settings_mod
-from baton.cli import cluster, decisions, slots
+from baton.cli import cluster, decisions, slots, strategy
 from baton.cli.output import emit, fail
 from baton.errors import (
     BadRequest,
@@ -147,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
         "for a Redis you run (BATON_REDIS_URL); `baton run` does it for the embedded one",
     )
     cluster.add_parser(sub, json_flag)
+    strategy.add_parser(sub, json_flag)
     p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
     p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
     p.add_argument(
@@ -430,4 +431,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "token": cmd_token,
     "redis-acl": cmd_redis_acl,
     "cluster": cluster.cmd_cluster,
+    "strategy": strategy.cmd_strategy,
 }

@@ -15,6 +15,10 @@ from types import MappingProxyType
 
 from kernel.strategy_api import Decision, SlotInput, remaining_s
 
+# Written for version 1 of the input (the closes and the best asks), and holds to resolution.
+API = 1
+EXITS = False
+
 # Read-only on purpose: strategy modules hold no mutable state.
 DEFAULTS = MappingProxyType(
     {
