@@ -298,3 +298,50 @@ async def patch_slot(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, c.SlotPatch)
     res = await ctx.call(ctx.ops.patch_slot, actor(request), request.match_info["id"], body)
     return json_response(res)
+
+
+@route(
+    "POST",
+    "/slots",
+    tags=("slots",),
+    body=c.SlotNew,
+    response=c.SlotResult,
+    mutating=True,
+    errors=_SLOT_ERRORS,
+    summary="Add a slot (any id, asset, timeframe and strategy): it trades from the worker's next tick",
+)
+async def add_slot(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    body = await read_body(request, c.SlotNew)
+    return json_response(await ctx.call(ctx.ops.add_slot, actor(request), body))
+
+
+@route(
+    "DELETE",
+    "/slots/{id}",
+    tags=("slots",),
+    body=c.EmptyBody,
+    query=c.SlotRemove,
+    response=c.SlotRemoved,
+    mutating=True,
+    errors=_SLOT_ERRORS,
+    summary="Remove a slot (refused while it holds a position or an order in its window, unless force)",
+)
+async def remove_slot(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    await read_body(request, c.EmptyBody)
+    body = query_of(request, c.SlotRemove)
+    return json_response(await ctx.call(ctx.ops.remove_slot, actor(request), request.match_info["id"], body))
+
+
+@route(
+    "GET",
+    "/strategies",
+    tags=("slots",),
+    response=c.StrategiesResult,
+    errors=(_DOWN,),
+    summary="The strategies a slot may use, with their declared parameters, defaults and bounds",
+)
+async def strategies(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    return json_response(await ctx.call(ctx.ops.strategies))

@@ -256,6 +256,20 @@ class SlotResult(msgspec.Struct, kw_only=True):
     notes: list[str] = msgspec.field(default_factory=list)
 
 
+class StrategyView(msgspec.Struct, kw_only=True):
+    name: str
+    # Its declared parameters: name -> default, and name -> [low, high] where bounded.
+    defaults: dict[str, float]
+    bounds: dict[str, tuple[float, float]]
+    exits: bool
+    # Why it cannot be used ("" when it can): a module that does not load.
+    error: str = ""
+
+
+class StrategiesResult(msgspec.Struct, kw_only=True):
+    strategies: list[StrategyView]
+
+
 class SlotRemoved(msgspec.Struct, kw_only=True):
     removed: str
     # What the removal left behind (an open position that now settles without its slot).

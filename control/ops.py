@@ -32,6 +32,9 @@ class Ops(Context):
     def slot(self, slot_id: str) -> c.SlotView:
         return views.slot(self, slot_id)
 
+    def strategies(self) -> c.StrategiesResult:
+        return slots.strategies()
+
     def audit_tail(self, count: int = 50) -> c.AuditResult:
         return audit.tail(self, count)
 

@@ -181,7 +181,7 @@ def _ends(v: c.SlotView) -> str:
 def slots_table(slots: list[c.SlotView]) -> str:
     rows = [
         [
-            v.id + ("" if v.configured else " (unconfigured)"),
+            v.id,
             "yes" if v.enabled else "no",
             f"{v.stake_usd:g}",
             v.strategy + ("" if not v.params else " " + ",".join(f"{k}={x:g}" for k, x in v.params.items())),

@@ -82,6 +82,7 @@ class Declarations:
         self.defaults: dict[str, float] = dict(getattr(module, "DEFAULTS", {}) or {})
         self.bounds: dict[str, Any] = dict(getattr(module, "PARAM_BOUNDS", {}) or {})
         self._check = getattr(module, "check_params", None)
+        self.exits = getattr(module, "EXITS", False) is True
 
     def check(self, params: Mapping[str, float]) -> dict[str, float]:
         """`params` as floats, or BadRequest naming the bad one: each a name the strategy

@@ -26,6 +26,20 @@ from state.slots import SlotsRepo
 from state.structs import SLOT, Slot
 
 
+def strategies() -> c.StrategiesResult:
+    """Every strategy of worker/strategies with its declarations (the dashboard's chooser)."""
+    out = []
+    for name in rules.strategy_names():
+        try:
+            d = rules.declarations(name)
+        except BadRequest as e:
+            out.append(c.StrategyView(name=name, defaults={}, bounds={}, exits=False, error=e.message))
+            continue
+        bounds = {p: (float(lo), float(hi)) for p, (lo, hi) in d.bounds.items()}
+        out.append(c.StrategyView(name=name, defaults=dict(d.defaults), bounds=bounds, exits=d.exits))
+    return c.StrategiesResult(strategies=out)
+
+
 def add(ctx: Context, actor: c.Actor, body: c.SlotNew) -> c.SlotResult:
     def run() -> c.SlotResult:
         stack = stack_settings(ctx.s, ctx.r)

@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from baton.errors import BadFrame, RateLimited, UnreadableValue
 from baton.settings import CANDLE_INTERVAL, Settings
+from feed.assets import SLOTS_POLL_S, slot_assets
 from feed.backfill import Backfill, Claims
 from feed.backoff import Backoff
 from feed.store import Batch, CandleStore
@@ -138,11 +139,20 @@ class Feed:
         limiter: AsyncLimiter | None = None,
         host: str = "",
         write_retry_for_s: float = WRITE_RETRY_FOR_S,
+        follow_slots: bool = False,
+        slots_poll_s: float = SLOTS_POLL_S,
     ) -> None:
         if interval not in INTERVAL_MS:
             raise ValueError(f"unsupported interval {interval!r}")
         self.assets = tuple(assets)
         self._asset_set = frozenset(self.assets)
+        # Stream the slots' assets (feed/assets.py) rather than `assets`, which stand only
+        # while the slots hash holds none; the tests' feeds stream what they are given.
+        self.configured_assets = self.assets
+        self.follow_slots = follow_slots
+        self.slots_poll_s = slots_poll_s
+        self._reconnect_now = False
+        self.ws_url = ws_url
         self.interval = interval
         self.interval_ms = INTERVAL_MS[interval]
         self.url = stream_url(ws_url, self.assets, interval)
@@ -176,6 +186,7 @@ class Feed:
             clock_ms=clock_ms,
             claims=Claims(self.store.candles, interval, holder),
         )
+        self.keys = Keys(prefix)
         self.connections = 0
         self.attempts = 0  # sessions begun, whether or not they reached Redis and the venue
         self._filler: asyncio.Task[None] | None = None
@@ -195,6 +206,7 @@ class Feed:
             prefix=s.prefix,
             retention_s=s.candle_retention_s,
             host=s.host,
+            follow_slots=True,
             **kw,  # type: ignore[arg-type]
         )
 
@@ -207,6 +219,8 @@ class Feed:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
+                    if self.follow_slots:
+                        self._set_assets(await slot_assets(self.redis, self.keys, self.configured_assets))
                     reason = await self._until_stopped(self._session(http))
                 except RedisError as e:
                     reason = f"redis unavailable: {type(e).__name__}: {e}"
@@ -224,6 +238,10 @@ class Feed:
                 if self._stop.is_set():
                     break
                 lived_s = time.monotonic() - started
+                if self._reconnect_now:  # the assets changed: not a failure to back off from
+                    self._reconnect_now = False
+                    log.info("reconnecting: %s", reason)
+                    continue
                 if lived_s >= self.stable_after_s:
                     self.backoff.reset()
                 # Also after a connection that succeeded then dropped: websockets itself
@@ -268,6 +286,7 @@ class Feed:
             log.info("connected to %s (connection %d)", self.url, self.connections)
             queue: Inbox = asyncio.Queue(QUEUE_MAX)
             reader = asyncio.create_task(self._read(ws, queue))
+            watcher = asyncio.create_task(self._watch_assets(queue)) if self.follow_slots else None
             try:
                 if self.connections > 1:
                     await self.store.count("reconnects")
@@ -287,6 +306,8 @@ class Feed:
                 raise
             finally:
                 await _cancel_and_wait(reader)
+                if watcher is not None:
+                    await _cancel_and_wait(watcher)
                 if self._filler is not None:
                     # Holes it did not get to are found again by the next session's load.
                     failed = await _cancel_and_wait(self._filler)
@@ -346,6 +367,29 @@ class Feed:
         await self.store.count("redis_recoveries")
         await self.store.load(self.assets)
         await self.backfill.since_last_stored(http)
+
+    def _set_assets(self, assets: tuple[str, ...]) -> None:
+        if assets == self.assets:
+            return
+        log.info("streaming assets %s (were %s)", ",".join(assets), ",".join(self.assets))
+        self.assets = self.backfill.assets = assets
+        self._asset_set = frozenset(assets)
+        self.url = stream_url(self.ws_url, assets, self.interval)
+
+    async def _watch_assets(self, queue: Inbox) -> None:
+        """Every few seconds, the slots' assets: when they changed, the session ends behind the
+        frames queued so far, and the next one streams the new set (and backfills it)."""
+        while True:
+            await asyncio.sleep(self.slots_poll_s)
+            try:
+                wanted = await slot_assets(self.redis, self.keys, self.configured_assets)
+            except RedisError as e:  # the writes notice Redis away; the set stands meanwhile
+                log.warning("slots not read (%s): streaming %s still", e, ",".join(self.assets))
+                continue
+            if wanted != self.assets:
+                self._reconnect_now = True
+                await queue.put(_Closed(f"the slots' assets changed to {','.join(wanted)}"))
+                return
 
     async def _read(self, ws: ClientConnection, queue: Inbox) -> None:
         try:

@@ -458,6 +458,17 @@ class TickRunner:
             inputs = strategy_check.sample_inputs(now)
             try:
                 strat = self.resolve(slot.strategy)
+            except ModuleNotFoundError as e:
+                if e.name != f"{STRATEGY_PACKAGE}.{slot.strategy}":
+                    raise NotReady(
+                        f"slot {ref.id}: strategy {slot.strategy!r} cannot be loaded: {e!r}"
+                    ) from e
+                # Named before it was reloaded into this release (`baton slots add`, then
+                # `baton reload`): that slot trades nothing until then (its ticks say so);
+                # the others must not wait for it.
+                log.warning("readiness: slot %s: no strategy %r in this release yet", ref.id, slot.strategy)
+                continue
+            try:
                 real = self.entries.slot_input(snap, ref, now, strat)
                 if real is not None:
                     inputs.insert(0, with_asks(real, None, None))

@@ -38,6 +38,8 @@ SEND_OFFSET_MS = 20  # after the boundary, as Binance's events trail the candle 
 HEARTBEAT_S = 20.0
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
+# An asset the sim prices (the settings' rule for BATON_ASSETS).
+ASSET_NAME = re.compile(r"[a-z0-9]{1,16}")
 _STREAM_RE = re.compile(r"^([a-z0-9]+)@kline_([0-9]+[smhdwM])$")
 
 
@@ -56,6 +58,8 @@ class BinanceSim:
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.klines = Klines(model)
+        # Every USDT symbol of an asset-like name is served (a price model per asset): a slot
+        # may be added on any asset while the stack runs. These are only the usual ones.
         self.assets = frozenset(BASE_PRICES) | frozenset(assets)
         self.clock_ms = clock_ms
         self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
@@ -76,7 +80,7 @@ class BinanceSim:
 
     def asset(self, sym: str) -> str:
         asset = asset_of_symbol(sym)
-        if asset is None or asset not in self.assets or not sym.isalnum():
+        if asset is None or not ASSET_NAME.fullmatch(asset) or not sym.isalnum():
             raise BinanceBadRequest(-1121, "Invalid symbol.")
         return asset
 

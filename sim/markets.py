@@ -37,6 +37,8 @@ SCAN_BACK_S = 24 * 3600
 SCAN_AHEAD_S = 3600
 # ...but never more windows than this per slot, so that a 1s timeframe stays cheap.
 SCAN_MAX_WINDOWS = 2000
+# The windows the venue lists up/down markets for (control/slot_rules.py lets slots have them).
+VENUE_TIMEFRAMES = ("5m", "15m", "1h", "4h")
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,10 @@ class Catalogue:
     """Every market the sim has seen, by slug, condition id and token id."""
 
     def __init__(self, assets: tuple[str, ...] = (), timeframes: tuple[str, ...] = ()) -> None:
+        # Any asset and timeframe a slug names is a market (a slot may be added on any); these
+        # are what a scan for an unknown id looks through, with those discovered since.
         self.assets = frozenset(BASE_PRICES) | frozenset(assets)
-        self._scan_timeframes = tuple(dict.fromkeys((*timeframes, "5m", "15m")))
+        self._scan_timeframes = tuple(dict.fromkeys((*timeframes, *VENUE_TIMEFRAMES)))
         self._scan_assets = tuple(dict.fromkeys((*assets, *BASE_PRICES)))
         self._by_slug: dict[str, Window] = {}
         self._by_cid: dict[str, Window] = {}
@@ -96,7 +100,7 @@ class Catalogue:
     def parse(self, slug: str) -> Window | None:
         """The window a slug names, or None if it names no market the sim can price."""
         m = _SLUG_RE.match(slug)
-        if not m or m.group(1) not in self.assets:
+        if not m:
             return None
         try:
             tf_s = timeframe_seconds(m.group(2))
@@ -122,6 +126,10 @@ class Catalogue:
         if w is None:
             return None
         self._by_slug[slug] = w
+        if w.asset not in self._scan_assets:
+            self._scan_assets += (w.asset,)
+        if w.timeframe not in self._scan_timeframes:
+            self._scan_timeframes += (w.timeframe,)
         self._by_cid[w.condition_id] = w
         self._by_token[w.up_token] = w
         self._by_token[w.down_token] = w

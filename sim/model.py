@@ -28,6 +28,18 @@ BASE_PRICES = {
     "hype": 30.0,
     "link": 22.0,
 }
+
+
+def base_price(asset: str) -> float:
+    """The model's price level of an asset: the real one's for the usual assets, and for any
+    other (a slot on an asset the sim was not told of) one of 0.01 to 10,000 chosen by its name."""
+    known = BASE_PRICES.get(asset)
+    if known is not None:
+        return known
+    h = int.from_bytes(hashlib.sha256(f"asset:{asset}".encode()).digest()[:8], "big") / 2**64
+    return round(10 ** (-2 + 6 * h), 4)
+
+
 # Per-second log-return volatility. Larger than the real market's so that short test
 # windows (15 s) see moves worth trading.
 BASE_VOL_PER_S = 0.0004
@@ -52,7 +64,7 @@ class PriceModel:
         # path never depends on computing the days before it.
         h = hashlib.sha256(f"{self.seed}:{asset}:{day}:open".encode()).digest()
         u = int.from_bytes(h[:8], "big") / 2**64
-        return math.log(BASE_PRICES.get(asset, 100.0)) + (u - 0.5) * 0.1
+        return math.log(base_price(asset)) + (u - 0.5) * 0.1
 
     def _day(self, asset: str, day: int) -> array:
         key = (asset, day)

@@ -52,8 +52,10 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     # Lease, fencing epoch, handover, worker heartbeats and their wake-up lists.
     "lease": ("lease", "lease:*", "handover", "wake:*", "worker:*"),
     "deploy": ("deploys", "deploy:*", "reload"),
-    # Control flags (and the halt acknowledgements), the audit stream, the slots.
-    "control": ("control", "control:*", "audit", "slots", "slots:*"),
+    # Control flags (and the halt acknowledgements), the audit stream.
+    "control": ("control", "control:*", "audit"),
+    # The slots: what trades (the worker follows them), and the assets the feed streams.
+    "slots": ("slots", "slots:*"),
     # Candle windows and the feeds' status, counters and backfill claims (feed:claim:*).
     "market_data": ("candles:*", "feed:*"),
     "ratelimit": ("ratelimit:*",),
@@ -108,9 +110,10 @@ GRANTS: dict[str, Grant] = {
         channels=("control:*",),
         commands=RQ_COMMANDS,
     ),
-    # The feed writes candles and its own status; a bad frame goes to the error journal.
+    # The feed writes candles and its own status; a bad frame goes to the error journal. It
+    # reads the slots to stream their assets.
     "feed": Grant(
-        concerns={"market_data": RW, "ratelimit": RW, "schema": R},
+        concerns={"market_data": RW, "ratelimit": RW, "schema": R, "slots": R},
         write_keys=(("journal_errors",), ("system", "feed")),
     ),
     # The settlement jobs: positions and the ledger, rq's queues; settle_position.lua records
@@ -126,7 +129,7 @@ GRANTS: dict[str, Grant] = {
     # its own sessions. INFO: a halt makes the ledger durable as this Redis is configured
     # (control/lifecycle.py).
     "api": Grant(
-        concerns={**_READ_ALL, "control": RW, "deploy": RW, "ratelimit": RW, "sessions": RW},
+        concerns={**_READ_ALL, "control": RW, "slots": RW, "deploy": RW, "ratelimit": RW, "sessions": RW},
         write_keys=(("system", "api"),),
         rq=R,
         channels=("control:*",),
@@ -135,7 +138,7 @@ GRANTS: dict[str, Grant] = {
     # A person with `baton`: the API's rights but the sessions, and deploys, which ask for
     # the handover and clear the idle colour's heartbeat (the lease concern).
     "cli": Grant(
-        concerns={**_READ_ALL, "control": RW, "deploy": RW, "ratelimit": RW, "lease": RW},
+        concerns={**_READ_ALL, "control": RW, "slots": RW, "deploy": RW, "ratelimit": RW, "lease": RW},
         rq=R,
         channels=("control:*",),
         commands=("info",),

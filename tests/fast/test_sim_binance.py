@@ -103,7 +103,7 @@ async def test_subscribe_message_adds_a_stream(server):
 
 @pytest.mark.parametrize(
     ("streams", "code"),
-    [("foousdt@kline_1s", -1121), ("btcusdt@trade", -1100), ("btcusdt@kline_7m", -1120)],
+    [("btceur@kline_1s", -1121), ("btcusdt@trade", -1100), ("btcusdt@kline_7m", -1120)],
 )
 async def test_unknown_streams_are_refused_with_a_binance_error_and_the_server_keeps_serving(
     server, streams, code
@@ -179,7 +179,7 @@ async def test_rest_klines_follow_the_range_and_limit_rules(server):
         ({"interval": "1s"}, -1102),
         ({"symbol": "BTCUSDT"}, -1102),
         ({"symbol": "BTCUSDT", "interval": "2s"}, -1120),
-        ({"symbol": "FOOUSDT", "interval": "1s"}, -1121),
+        ({"symbol": "BTCEUR", "interval": "1s"}, -1121),
         ({"symbol": "BTCUSDT", "interval": "1s", "limit": "abc"}, -1100),
         ({"symbol": "BTCUSDT", "interval": "1s", "limit": "0"}, -1100),
         ({"symbol": "BTCUSDT", "interval": "1s", "startTime": "-5"}, -1100),

@@ -74,12 +74,20 @@ def test_gamma_event_has_gammas_shape_with_json_encoded_lists(env):
 
 
 @pytest.mark.parametrize(
-    "slug", ["", "btc-updown-5m", "btc-updown-5x-1700000000", "nope-updown-5m-1700000000", "x"]
+    "slug", ["", "btc-updown-5m", "btc-updown-5x-1700000000", "no_pe-updown-5m-1700000000", "x"]
 )
 def test_gamma_answers_an_unknown_or_malformed_slug_with_an_empty_list(env, slug):
     _, http, _, _ = env
     r = http.get("/events", params={"slug": slug})
     assert r.status_code == 200 and r.json() == []
+
+
+def test_gamma_serves_a_market_of_any_asset_and_listed_timeframe(env):
+    """A slot may be added on an asset the sim was not told of: it is a market too."""
+    _, http, _, _ = env
+    for slug in ("ada-updown-1h-1699999200", "pepe2-updown-4h-1699992000"):
+        r = http.get("/events", params={"slug": slug})
+        assert r.status_code == 200 and [e["slug"] for e in r.json()] == [slug]
 
 
 def test_book_quotes_around_the_lagged_fair_value_on_tick(env):

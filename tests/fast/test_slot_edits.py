@@ -253,3 +253,43 @@ async def test_a_new_runner_reads_the_slot_list_before_its_first_tick(rig):
     assert not runner.refs.followed
     await runner.run(rig.clock.now_ms() // 1000 + 1)
     assert [i for i, _, _ in runner.configured] == ["btc-15s", "eth-15s", "eth-15s.b", "sol-15s"]
+
+
+# --- the API's doors -----------------------------------------------------------------------------
+
+
+async def test_the_api_adds_patches_and_removes_slots(api, strategies):
+    body = {"id": "btc-5m.fade", "asset": "btc", "timeframe": "5m", "strategy": "fade", "stake_usd": 2}
+    status, res, _ = await api.call("POST", "/slots", body)
+    assert status == 200 and res["slot"]["strategy"] == "fade", res
+    status, res, _ = await api.call("POST", "/slots", body)
+    assert status == 409 and "exists already" in res["error"]
+    status, res, _ = await api.call("POST", "/slots", {**body, "id": "x", "timeframe": "2m"})
+    assert status == 400 and "bad timeframe '2m'" in res["error"]
+    status, res, _ = await api.call(
+        "PATCH", "/slots/btc-5m.fade", {"strategy": "snipe", "params": {"entry_s": 9}}
+    )
+    assert status == 200 and res["slot"]["params"] == {"entry_s": 9.0} and res["slot"]["strategy"] == "snipe"
+    status, res, _ = await api.call("DELETE", "/slots/btc-5m.fade?force=false")
+    assert status == 200 and res["removed"] == "btc-5m.fade"
+    status, res, _ = await api.call("DELETE", "/slots/btc-5m.fade")
+    assert status == 404
+    assert [e["action"] for e in api.audit()[:4]] == ["remove_slot", "remove_slot", "patch_slot", "add_slot"]
+    status, res, _ = await api.call("GET", "/strategies")
+    by_name = {s["name"]: s for s in res["strategies"]}
+    assert by_name["fade"]["defaults"] == {"edge": 0.1, "band": 0.2} and by_name["fade"]["bounds"][
+        "band"
+    ] == [0, 0.5]
+    assert by_name["snipe"]["error"] == "" and "cannot be loaded" in by_name["broken"]["error"]
+    assert "_helpers" not in by_name
+
+
+async def test_readiness_passes_over_a_slot_whose_strategy_is_not_in_the_release_yet(rig):
+    """`baton slots add --strategy new` before `baton reload`: the worker still gets ready."""
+    extra = Slot(id="btc-15s.new", asset="btc", timeframe="15s", strategy="not_reloaded_yet")
+    await rig.store.r.hset(rig.store.k.slots(), extra.id, SLOT.encode(extra))
+    rig.resolver = None  # the worker's own resolver: worker.strategies.<name>
+    assert await rig.runner.dry_run() == 5
+    outs = await rig.run_ticks(15)
+    assert any("not_reloaded_yet" in p for o in outs for p in o.problems)
+    assert sum(o.record.orders for o in outs) > 0, "the other slots trade"
