@@ -16,7 +16,8 @@
 -- from: nothing written, the caller computes again from the stored one). A BADVALUE error,
 -- having written nothing, when a key or running sum it would write cannot be used
 -- (_check.lua, _counts.lua): the intents stay open and reconciliation books them once the
--- value is repaired; BADARG for a JSON whose status the counts could not classify.
+-- value is repaired; BADARG for an intent JSON that is not final, or a position JSON that is
+-- neither open nor closed.
 -- Each sale is booked as ledger_append (_ledger.lua) books: a `sell` entry (amount +proceeds,
 -- its pnl and fee) at most once; its pnl moves the realised PnL and the day's PnL, so the
 -- daily loss limit sees losses taken by exits.
@@ -47,9 +48,11 @@ for j = 1, n do
   if tonumber(ARGV[a + 7]) < 0 then
     return redis.error_reply('BADARG proceeds_micros (ARGV[' .. (a + 7) .. ']): ' .. ARGV[a + 7] .. ' is negative')
   end
+  -- A sale is booked once, with its intent final: an intent still working (posted) would
+  -- leave the open set while the venue may still fill more of it.
   local st = intent_count_field(ARGV[a + 2])
-  if st == 'intents:unreadable' then
-    return redis.error_reply('BADARG intent ' .. ARGV[a + 1] .. ': its JSON has no known status')
+  if st ~= 'intents:filled' and st ~= 'intents:rejected' and st ~= 'intents:failed' then
+    return redis.error_reply('BADARG intent ' .. ARGV[a + 1] .. ': its JSON is not a final intent')
   end
   local f = position_count_fields(ARGV[a + 4])[1]
   if f ~= 'positions:open' and f ~= 'positions:closed' then

@@ -53,7 +53,7 @@ def _lose(st: Stack, intent: dict) -> None:
     pos = f"{intent['slot']}:{intent['window_start_s']}"
     position = json.loads(r.hget("baton:positions", pos))
     ref = f"buy:{intent['id']}"
-    [entry_id] = [eid for eid, f in r.xrange("baton:ledger") if f["ref"] == ref]
+    [(entry_id, entry)] = [(eid, f) for eid, f in r.xrange("baton:ledger") if f["ref"] == ref]
     cost = position["cost_micros"]
     pipe = r.pipeline(transaction=True)
     pipe.hdel("baton:intents", intent["id"])
@@ -65,6 +65,7 @@ def _lose(st: Stack, intent: dict) -> None:
     pipe.hincrby("baton:ledger:totals", "cash_micros", cost)
     pipe.hincrby("baton:ledger:totals", "buy_micros", cost)
     pipe.hincrby("baton:ledger:totals", "entries", -1)
+    pipe.hincrby("baton:ledger:totals", "fee_micros", -int(entry.get("fee_micros", 0)))
     pipe.hincrby("baton:counts", "intents:filled", -1)
     pipe.hincrby("baton:counts", "positions:open", -1)
     pipe.execute()

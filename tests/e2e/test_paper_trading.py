@@ -14,7 +14,7 @@ import pytest
 
 from deploy.sandbox import TRADING, Stack, wait_for
 from kernel.lease import process_alive
-from tests.e2e.invariants import check_counts
+from tests.e2e.invariants import check_counts, check_ledger, check_orders
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(300)]
 
@@ -71,6 +71,10 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
         # agree with a count of every record, through fills and the settle program's bookings.
         assert not any("counted the hashes" in p for p in s["problems"]), s["problems"]
         check_counts(st.redis)
+        # And the invariants every e2e test judges by (tests/e2e/invariants.py): one order per
+        # intent, every fill booked, the ledger exact with its fees, entry by entry.
+        check_orders(st.redis, orders)
+        check_ledger(st.redis)
 
         # supervisorctl, as an operator runs it, sees every program.
         ctl = subprocess.run(

@@ -242,3 +242,16 @@ def test_scanned_counts_know_closed_positions():
     closed = msgspec.structs.replace(position(), status="closed", shares_micros=0, cost_micros=0)
     c = scan_counts([INTENT.encode(intent())], [POSITION.encode(position()), POSITION.encode(closed)])
     assert (c.positions_open, c.positions_closed, c.positions, c.positions_unreadable) == (1, 1, 2, 0)
+
+
+async def test_a_sale_whose_intent_is_not_final_is_refused_before_any_write(store):
+    import redis
+
+    p0 = await _opened(store)
+    await _commit_exit(store, 1)
+    working = sell(1, 4.0, 0.6, status="posted")
+    b = sale(p0, sell(1, 4.0, 0.6), NOW)
+    with pytest.raises(redis.ResponseError, match="not a final intent"):
+        await store.record_exit(1, working, b)
+    assert await store.read_positions(open_only=True) == [p0]
+    assert len(await store.read_intents(open_only=True)) == 1
