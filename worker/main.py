@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -20,6 +21,7 @@ from state import connection
 from state.keys import COLORS, Keys
 from state.store import Store
 from venues.polymarket import venue_from_settings
+from worker import crash_hook
 from worker.lifecycle import EXIT_NOT_READY, Worker
 
 log = logging.getLogger("baton.worker")
@@ -42,6 +44,7 @@ async def amain(argv: list[str]) -> int:
     except (CredentialsError, VenueError) as e:  # no key, or order ids the venue would not know
         log.error("worker %s refuses to start: %s", args.color, e)
         return EXIT_NOT_READY
+    crash_hook.install(venue, os.environ)  # a test stack's fault; nothing unless set
     # A half-open connection (a Redis failover, a partition) must fail a command, not hang
     # the worker forever: bounded reads (above the standby BLPOP's 1 s), TCP keepalive.
     redis = connection.async_client(s, timeout_s=max(connection.TIMEOUT_S, 2 * s.tick_ms / 1000))
