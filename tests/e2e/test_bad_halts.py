@@ -7,6 +7,7 @@ without the token the same bodies are 401 and halt nothing."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,10 +22,14 @@ from tests.e2e import invariants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-b"), pytest.mark.timeout(420)]
 
-TICK_MS = 1000
-WINDOW_MS = 15_000  # TRADING's 15s windows
-# snipe enters once a third of a window is left: on a 15 s window, the tick 10 s in.
-ENTRY_PHASE_MS = WINDOW_MS * 2 // 3
+# Each case waits for an entry tick, one a window: 10 s windows at 500 ms ticks (not
+# TRADING's 15 s at 1 s) make the six cases a minute instead of a minute and a half; each
+# halted case still sees its three halted ticks before the next window's entry tick.
+TICK_MS = 500
+TIMEFRAME = "10s"
+WINDOW_MS = 10_000
+# snipe enters once a third of a window is left: the first tick after that, 7 s in.
+ENTRY_PHASE_MS = math.ceil(WINDOW_MS * 2 / 3 / TICK_MS) * TICK_MS
 
 
 def _ids(st: Stack) -> set[str]:
@@ -63,7 +68,7 @@ def _halts_and_stands(st: Stack, res: dict[str, Any], before: set[str], label: s
 
 
 def test_halts_with_bad_bodies_halt_through_every_door_and_say_what_was_wrong():
-    st = Stack(BATON_TICK_MS=str(TICK_MS), **TRADING)
+    st = Stack(BATON_TICK_MS=str(TICK_MS), **{**TRADING, "BATON_TIMEFRAMES": TIMEFRAME})
     s = settings_mod.load(st.env)
     http = httpx.Client(base_url=f"http://{s.api_host}:{s.api_port}", timeout=60)
     try:
