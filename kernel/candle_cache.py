@@ -21,6 +21,7 @@ declare (CANDLES: interval x bars), at least the minute version 1 inputs' closes
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +34,8 @@ from kernel.strategy_api import INTERVALS_S, MAX_LOOKBACK_S
 from state.structs import CANDLE, Candle, candle_problem
 
 FULL_EVERY_MS = 30_000
+# Generations of copies, unique in the process: a copy read whole gets a new one (CandleCache.gen).
+_GENERATIONS = itertools.count(1)
 # Seconds of 1s candles read per asset for the volatility estimate (a tick's window): the
 # least any asset is read back, whatever its strategies declare.
 VOL_LOOKBACK_S = 60
@@ -114,6 +117,9 @@ class _Held:
     closes: list[float] = field(default_factory=list)
     # The newest member as Redis sent it: re-sent every read, decoded only when it changed.
     newest_raw: Any = None
+    # Which whole read the candles come from: between two whole reads only the newest candle
+    # changes and newer ones are appended (what kernel/inputs.py BarMemo relies on).
+    gen: int = field(default_factory=lambda: next(_GENERATIONS))
 
 
 @dataclass
@@ -133,6 +139,13 @@ class CandleCache:
     def clear(self) -> None:
         self._held.clear()
         self._seen.clear()
+
+    def gen(self, asset: str) -> int | None:
+        """The generation of the copy of `asset`'s window (None: no copy kept, every read of
+        it is a whole one): while it stays the same, the copy's candles older than its newest
+        are the same objects with the same values."""
+        h = self._held.get(asset)
+        return h.gen if h is not None else None
 
     def forget(self, asset: str) -> None:
         """Drop the copy of `asset`'s window: its next read is a whole one."""

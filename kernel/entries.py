@@ -232,7 +232,8 @@ class Entries:
         ctx = self._inputs
         if ctx is None or ctx.snap is not snap or ctx.now_ms != now_ms:
             max_exposure = self.limits.max_exposure_usd if self.limits is not None else None
-            ctx = self._inputs = TickInputs(snap, now_ms, self.stale_after_ms, max_exposure)
+            memo = ctx.memo if ctx is not None else None  # bars kept between ticks
+            ctx = self._inputs = TickInputs(snap, now_ms, self.stale_after_ms, max_exposure, memo)
         return ctx.slot(ref, strat, entered=self.entered.get(ref.id) == ref.window_start_s)
 
     async def _entry_state(

@@ -45,13 +45,17 @@ def bars_from_candles(candles: Sequence[Candle], interval_s: int, n: int, now_ms
     if n <= 0 or not candles:
         return ()
     iv = interval_s * 1000
-    oldest = now_ms - now_ms % iv - (n - 1) * iv
     hi = bisect.bisect_right(candles, now_ms, key=_open_ms)
-    lo = bisect.bisect_left(candles, oldest, 0, hi, key=_open_ms)
-    if interval_s == 1:
-        return tuple(
+    return tuple(_aggregate(candles, iv, now_ms - now_ms % iv - (n - 1) * iv, hi))
+
+
+def _aggregate(candles: Sequence[Candle], iv: int, from_ms: int, hi: int) -> list[Bar]:
+    """Bars of `iv` ms from the candles[:hi] opening at `from_ms` or later."""
+    lo = bisect.bisect_left(candles, from_ms, 0, hi, key=_open_ms)
+    if iv == 1000:
+        return [
             Bar(c.open_ms - c.open_ms % iv, c.open, c.high, c.low, c.close, c.volume) for c in candles[lo:hi]
-        )
+        ]
     out: list[Bar] = []
     start = -1
     o = h = low = cl = vol = 0.0
@@ -68,7 +72,49 @@ def bars_from_candles(candles: Sequence[Candle], interval_s: int, n: int, now_ms
             vol += c.volume
     if start >= 0:
         out.append(Bar(start, o, h, low, cl, vol))
-    return tuple(out)
+    return out
+
+
+def _bar_open_ms(b: Bar) -> int:
+    return b.open_ms
+
+
+class BarMemo:
+    """Bars kept from tick to tick: a 1m series of an hour is 3,600 candles to aggregate, and
+    only its newest bar changes in a second. Per asset, interval and count, the bars complete
+    before the bucket of the newest candle are kept with the generation of the candle copy
+    they were built from (kernel/candle_cache.py CandleCache.gen): while it is the same, only
+    the newest candle changed and newer ones were added, so those bars still hold; the rest
+    is aggregated again. Without a generation (a window the cache does not keep) every call
+    builds from scratch. Equal to bars_from_candles, always (tests/fast/test_inputs.py)."""
+
+    def __init__(self) -> None:
+        # (asset, interval_s, n) -> (generation, complete bars, their end: the newest's bucket)
+        self._done: dict[tuple[str, int, int], tuple[int, list[Bar], int]] = {}
+
+    def bars(
+        self, asset: str, gen: int | None, candles: Sequence[Candle], interval_s: int, n: int, now_ms: int
+    ) -> tuple[Bar, ...]:
+        if gen is None or n <= 0 or not candles:
+            return bars_from_candles(candles, interval_s, n, now_ms)
+        iv = interval_s * 1000
+        oldest = now_ms - now_ms % iv - (n - 1) * iv
+        hi = bisect.bisect_right(candles, now_ms, key=_open_ms)
+        if hi == 0:
+            return ()
+        newest = candles[hi - 1].open_ms
+        complete_to = newest - newest % iv  # buckets before the newest candle's are complete
+        key = (asset, interval_s, n)
+        kept: list[Bar] = []
+        start = oldest
+        got = self._done.get(key)
+        if got is not None and got[0] == gen and got[2] <= complete_to:
+            kept = got[1][bisect.bisect_left(got[1], oldest, key=_bar_open_ms) :]
+            start = max(oldest, got[2])
+        out = kept + _aggregate(candles, iv, start, hi)
+        done = bisect.bisect_left(out, complete_to, key=_bar_open_ms)
+        self._done[key] = (gen, out[:done], complete_to)
+        return tuple(out)
 
 
 def book_side(book: Any) -> BookSide | None:
@@ -131,9 +177,16 @@ class TickInputs:
     exit intents by slot-window, each asset's bars per interval and count."""
 
     def __init__(
-        self, snap: Snapshot, now_ms: int, stale_after_ms: int, max_exposure_usd: float | None = None
+        self,
+        snap: Snapshot,
+        now_ms: int,
+        stale_after_ms: int,
+        max_exposure_usd: float | None = None,
+        memo: BarMemo | None = None,
     ) -> None:
         self.snap = snap
+        # Bars kept between ticks: the previous tick's TickInputs hands its memo on.
+        self.memo = memo if memo is not None else BarMemo()
         self.now_ms = now_ms
         self.stale_after_ms = stale_after_ms
         self.max_exposure_usd = max_exposure_usd
@@ -201,7 +254,8 @@ class TickInputs:
         got = self._bars.get(key)
         if got is None:
             candles = self.snap.recent.get(asset) or []
-            got = self._bars[key] = bars_from_candles(candles, INTERVALS_S[interval], n, self.now_ms)
+            gen = self.snap.candle_gens.get(asset)
+            got = self._bars[key] = self.memo.bars(asset, gen, candles, INTERVALS_S[interval], n, self.now_ms)
         return got
 
     def _declared(self, strat: Any) -> dict[str, int]:

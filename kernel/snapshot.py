@@ -97,6 +97,9 @@ class Snapshot:
     primary_id: str | None = None
     # Per asset, the closes of the recent candles: built once per tick, shared by its slots.
     _closes: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # Per asset read, the generation of the candle cache's copy (CandleCache.gen; absent: none
+    # kept), by which bars built from its older candles are kept between ticks.
+    candle_gens: dict[str, int] = field(default_factory=dict)
 
     def closes(self, asset: str) -> tuple[float, ...]:
         got = self._closes.get(asset)
@@ -540,4 +543,5 @@ async def read_snapshot(
         journal_stats=journal_stats,
         primary_id=primary_id(primary_raw),
         _closes=closes,
+        candle_gens={a: g for a in recent if (g := cache.gen(a)) is not None},
     )

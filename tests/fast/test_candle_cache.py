@@ -1,7 +1,8 @@
 """The worker's candle cache (kernel/candle_cache.py) must always give what a whole read of
 Redis gives, whatever is written meanwhile: by the feed (appends, updates of an unclosed
 candle, backfilled holes, trims) or by anyone else (a member added or removed by hand, a key
-deleted, the marks reset). Checked by a seeded random walk against a read without a cache."""
+deleted, the marks reset). Checked by a seeded random walk against a read without a cache;
+so are the bars kept between reads (kernel/inputs.py BarMemo) against bars built afresh."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import zlib
 import pytest
 
 from kernel.candle_cache import CandleCache
+from kernel.inputs import BarMemo, bars_from_candles
 from kernel.snapshot import DecodeMemo, read_snapshot, slot_refs
 from state.scripts import scripts_for
 from state.structs import CANDLE, SLOT, Candle, Slot
@@ -66,6 +68,7 @@ async def test_cached_reads_equal_whole_reads_under_any_writes(store, seed: int)
         "garbage",
     )
     kinds_seen = {"new": 0, "whole": 0}
+    memo = BarMemo()  # bars kept between reads: always those of the whole read
     for step in range(300):
         if rng.random() < 0.6:
             # A second passes: the feed writes each asset's candle that just closed.
@@ -111,6 +114,10 @@ async def test_cached_reads_equal_whole_reads_under_any_writes(store, seed: int)
         for x in ASSETS:
             assert cached.recent[x] == whole.recent[x], (step, op, x)
             assert cached.closes(x) == whole.closes(x), (step, op, x)
+            gen = cached.candle_gens.get(x)
+            for iv_s, n in ((1, 8), (5, 2), (5, 1)):
+                want = bars_from_candles(whole.recent[x], iv_s, n, now)
+                assert memo.bars(x, gen, cached.recent[x], iv_s, n, now) == want, (step, op, x, iv_s)
         assert cached.opens == whole.opens, (step, op)
         assert sorted(cached.problems) == sorted(whole.problems), (step, op)
     # The cache did its job (a third of the reads or more, under this storm of foreign writes)

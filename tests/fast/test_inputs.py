@@ -12,7 +12,7 @@ import msgspec
 
 from kernel import tick as tick_mod
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache, Lookbacks, lookback_cap_s
-from kernel.inputs import TickInputs, bars_from_candles, holding, with_asks
+from kernel.inputs import BarMemo, TickInputs, bars_from_candles, holding, with_asks
 from kernel.snapshot import Snapshot, read_snapshot, slot_refs
 from kernel.strategy_api import Bar, BookSide
 from kernel.venue import Book
@@ -315,3 +315,21 @@ async def test_the_tick_gives_a_strategy_the_bars_it_declares_and_reads_far_enou
         assert inp.up_book is not None and inp.up_book.best_ask == inp.up_ask
     # Each asset read as far back as the bars need (8 minutes), not an hour.
     assert lookbacks and all(lb == dict.fromkeys(rig.settings.assets, 480) for lb in lookbacks)
+
+
+def test_bars_kept_between_ticks_are_reused_while_the_copy_is_the_same_and_rebuilt_after():
+    candles = _candles(T0, 3600)
+    memo = BarMemo()
+    now = T0 + 3_000_500
+    first = memo.bars("btc", 7, candles[:3001], 60, 60, now)
+    assert first == bars_from_candles(candles[:3001], 60, 60, now)
+    # A second later, one more candle: the complete bars are the same objects, not rebuilt.
+    later = memo.bars("btc", 7, candles[:3002], 60, 60, now + 1000)
+    assert later == bars_from_candles(candles[:3002], 60, 60, now + 1000)
+    assert later[0] is first[0] and later[-2] is first[-2]
+    # Another copy (a whole read: a new generation) of changed candles: built again.
+    changed = [*candles[:100], msgspec.structs.replace(candles[100], high=1e6), *candles[101:3002]]
+    again = memo.bars("btc", 8, changed, 60, 60, now + 1000)
+    assert again == bars_from_candles(changed, 60, 60, now + 1000) != later
+    # Without a generation (a window the cache does not keep), always built afresh.
+    assert memo.bars("btc", None, candles[:3002], 60, 60, now + 1000) == later
