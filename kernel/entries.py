@@ -234,7 +234,8 @@ class Entries:
             max_exposure = self.limits.max_exposure_usd if self.limits is not None else None
             memo = ctx.memo if ctx is not None else None  # bars kept between ticks
             ctx = self._inputs = TickInputs(snap, now_ms, self.stale_after_ms, max_exposure, memo)
-        return ctx.slot(ref, strat, entered=self.entered.get(ref.id) == ref.window_start_s)
+        entered = self.entered.get(ref.id) == ref.window_start_s
+        return ctx.slot(ref, strat, entered, self.legs.count(ref))
 
     async def _entry_state(
         self, refs: list[SlotRef], epoch: int, problems: list[str]

@@ -140,16 +140,17 @@ def with_asks(inp: SlotInput, up: Any, down: Any) -> SlotInput:
     )
 
 
-def holding(position: Position | None, exits: Sequence[Intent]) -> Holding | None:
+def holding(position: Position | None, exits: Sequence[Intent], legs: int | None = None) -> Holding | None:
     """The slot's position as a strategy sees it: what is held now, and its exit legs.
 
-    `exits` are the slot-window's open (not final) exit intents. Legs are numbered in the
-    order they are committed, so the highest number among them and the legs booked on the
-    position tell how many were committed (one that ended without a fill leaves neither:
-    the count is then a lower bound, and the kernel numbers the next leg itself)."""
+    `exits` are the slot-window's open (not final) exit intents; `legs` the exit legs the
+    kernel knows were committed in the window (kernel/exits.py ExitLegs; None: not known).
+    Without it, the highest leg number among the open ones and the legs booked on the
+    position tell how many were committed, but a leg that ended without a fill leaves
+    neither: the count is then a lower bound (the kernel numbers the next leg itself)."""
     if position is None or position.status != "open" or position.shares_micros <= 0:
         return None
-    legs = [_leg_number(i.leg) for i in exits]
+    numbers = [_leg_number(i.leg) for i in exits]
     shares = position.shares_micros / MICROS
     cost = position.cost_micros / MICROS
     return Holding(
@@ -158,7 +159,7 @@ def holding(position: Position | None, exits: Sequence[Intent]) -> Holding | Non
         cost_usd=cost,
         avg_price=cost / shares,
         opened_ms=position.opened_ms,
-        exits=max([position.exits, *legs]),
+        exits=max([position.exits, *numbers, legs or 0]),
         exit_pending=bool(exits),
     )
 
@@ -198,11 +199,14 @@ class TickInputs:
         self._candles: dict[int, dict[str, int]] = {}  # id(module) -> its CANDLES as served
         self._modules: list[Any] = []  # keeps the ids above from being reused within the tick
 
-    def slot(self, ref: SlotRef, strat: Any = None, entered: bool = False) -> SlotInput | None:
+    def slot(
+        self, ref: SlotRef, strat: Any = None, entered: bool = False, exit_legs: int | None = None
+    ) -> SlotInput | None:
         """The slot's input without books (with_asks adds them), or None when the slot is
         disabled or its data is missing or stale. `strat` is its strategy module (its CANDLES
         say which bars to build; None: none); `entered`: the caller knows the slot's entry
-        intent of this window is in Redis (the snapshot's open records say so otherwise)."""
+        intent of this window is in Redis (the snapshot's open records say so otherwise);
+        `exit_legs`: the exit legs the caller knows were committed in the window (holding)."""
         snap = self.snap
         slot = snap.slots.get(ref.id)
         if slot is None or not slot.enabled:
@@ -240,7 +244,7 @@ class TickInputs:
             api=API_VERSION,
             strategy=slot.strategy,
             bars=bars if bars is not _NO_BARS else {},
-            position=holding(position, self._exits.get(key, ())) if position is not None else None,
+            position=holding(position, self._exits.get(key, ()), exit_legs) if position is not None else None,
             entered=entered or position is not None or key in self._entries,
             cash_usd=cash,
             exposure_room_usd=room,

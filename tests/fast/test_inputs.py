@@ -152,6 +152,9 @@ def test_a_v2_input_has_the_slots_holding_its_legs_the_cash_and_the_room():
     assert (btc.position.side, btc.position.shares, btc.position.cost_usd) == ("up", 6.0, 3.3)
     assert abs(btc.position.avg_price - 0.55) < 1e-12
     assert btc.position.exits == 2 and btc.position.exit_pending
+    # A leg that ended unfilled leaves no trace in the snapshot: the kernel's count says it.
+    told = ctx.slot(snap.refs[0], exit_legs=3)
+    assert told is not None and told.position is not None and told.position.exits == 3
     assert eth.position is None and eth.entered  # its entry intent is open, not filled yet
     assert btc.cash_usd == 250.0
     # Room: 20 USD less the open cost; the open intents stake nothing here.
