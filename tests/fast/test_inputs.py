@@ -9,7 +9,9 @@ from __future__ import annotations
 from types import MappingProxyType, SimpleNamespace
 
 import msgspec
+import pytest
 
+from baton.errors import NotReady
 from kernel import tick as tick_mod
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache, Lookbacks, lookback_cap_s
 from kernel.inputs import BarMemo, TickInputs, bars_from_candles, holding, with_asks
@@ -336,3 +338,18 @@ def test_bars_kept_between_ticks_are_reused_while_the_copy_is_the_same_and_rebui
     assert again == bars_from_candles(changed, 60, 60, now + 1000) != later
     # Without a generation (a window the cache does not keep), always built afresh.
     assert memo.bars("btc", None, candles[:3002], 60, 60, now + 1000) == later
+
+
+async def test_the_readiness_check_refuses_bars_beyond_the_look_back_naming_them(rig):
+    class TooLong:
+        API = 2
+        CANDLES = MappingProxyType({"15m": 5})  # 75 minutes: the feed keeps an hour
+
+        @staticmethod
+        def evaluate(inp):
+            return None
+
+    rig.resolver = lambda name: TooLong
+    await rig.feed()
+    with pytest.raises(NotReady, match=r"CANDLES\['15m'\] = 5 bars is 4500 s of look-back"):
+        await rig.runner.dry_run()

@@ -238,6 +238,18 @@ async def test_unusable_strategies_are_refused(pkg: Pkg, alpha: ModuleType, sour
     assert no_check_modules_left()
 
 
+async def test_bars_beyond_what_the_feed_keeps_are_refused(pkg: Pkg, alpha: ModuleType):
+    r = pkg.reloader(max_lookback_s=600)  # BATON_CANDLE_RETENTION_S=600 (worker/lifecycle.py)
+    r.baseline()
+    pkg.write("alpha", returning("None") + "\nCANDLES = {'1m': 11}\n")
+    res = await r.check()
+    assert res is not None and res.state == "refused"
+    assert "CANDLES['1m'] = 11 bars is 660 s of look-back, more than the 600 s" in res.error
+    pkg.write("alpha", returning("None") + "\nCANDLES = {'1m': 10}\n")
+    res = await r.check()
+    assert res is not None and res.state == "ok", res.error
+
+
 async def test_one_failing_module_refuses_the_whole_batch(pkg: Pkg, alpha: ModuleType):
     pkg.write("beta", strategy("v1"))
     beta = pkg.module("beta")
