@@ -194,6 +194,8 @@ class RedisCollector:
         for name, field, help_ in (
             ("baton_pnl_realized_usd", "realized_pnl_micros", "Realised PnL from the ledger (USD)."),
             ("baton_cash_usd", "cash_micros", "Cash from the ledger (USD)."),
+            ("baton_fees_usd", "fee_micros", "Fees the venue charged on fills, from the ledger (USD)."),
+            ("baton_sells_usd", "sell_micros", "What exits sold for, net of fees, from the ledger (USD)."),
         ):
             if (n := p.number(totals.get(field, 0))) is not None:
                 yield _gauge(name, help_, n / 1e6)

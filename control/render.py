@@ -39,11 +39,12 @@ def status(st: dict[str, Any]) -> str:
         )
         + f" (stale after {st['market_data']['stale_after_ms'] / 1000:.1f} s)",
         f"positions  open={st['positions']['open']} settled={st['positions']['settled']} "
-        f"won={st['positions']['won']}",
+        f"won={st['positions']['won']} closed={st['positions'].get('closed', 0)}",
         "settlement "
         + " ".join(f"{name}={n}" for name, n in st["settlement"].items() if name in _SETTLE_SHOWN),
         f"orders     {json.dumps(st['orders'])}",
-        f"money      cash={st['cash_usd']:.2f} USD  realised pnl={st['pnl_usd']:+.2f} USD",
+        f"money      cash={st['cash_usd']:.2f} USD  realised pnl={st['pnl_usd']:+.2f} USD  "
+        f"sold by exits={st.get('sells_usd', 0.0):.2f} USD  fees={st.get('fees_usd', 0.0):.2f} USD",
         "workers    "
         + (
             ", ".join(f"{w.get('color')}:{w.get('state')}@{w.get('release')}" for w in st["workers"])
@@ -147,8 +148,10 @@ def countdown(seconds: float) -> str:
 def _position(p: c.PositionView | None) -> str:
     if p is None:
         return "-"
-    settled = f" pnl {p.pnl_usd:+.2f}" if p.status != "open" else ""
-    return f"{p.side} {p.shares:g} sh ${p.cost_usd:.2f}{settled}"
+    # Realised PnL: a settled or closed position's, or what an open one's exits realised.
+    settled = f" pnl {p.pnl_usd:+.2f}" if p.status != "open" or p.exits else ""
+    sold = f" (sold {p.sold_shares:g} in {p.exits})" if p.exits else ""
+    return f"{p.side} {p.shares:g} sh ${p.cost_usd:.2f}{sold}{settled}"
 
 
 def _decision(d: dict[str, Any] | None) -> str:

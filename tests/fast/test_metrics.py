@@ -64,6 +64,7 @@ def test_a_scrape_reports_what_redis_holds(env):
         r.hset(K.intents(), f"btc-15m:{i}:entry", INTENT.encode(intent(f"btc-15m:{i}:entry", status=st)))
     r.hset(K.positions_open(), mapping={"a": "{}", "b": "{}"})
     r.hset(K.ledger_totals(), mapping={"cash_micros": 95_250_000, "realized_pnl_micros": -1_500_000})
+    r.hset(K.ledger_totals(), mapping={"fee_micros": 120_000, "sell_micros": 4_000_000})
     r.hset(K.control(), mapping={"halted": 1, "paused": 0})
     r.set(K.lease_epoch(), 7)
     r.hset(K.feed_stats(), mapping={"frames": 10, "candles": 9, "candles:btc": 6, "candles:eth": 3})
@@ -92,6 +93,7 @@ def test_a_scrape_reports_what_redis_holds(env):
     assert one(got, "baton_positions_open") == 2
     assert one(got, "baton_cash_usd") == 95.25
     assert one(got, "baton_pnl_realized_usd") == -1.5
+    assert (one(got, "baton_fees_usd"), one(got, "baton_sells_usd")) == (0.12, 4.0)
     assert (one(got, "baton_halted"), one(got, "baton_paused")) == (1, 0)
     assert one(got, "baton_lease_epoch") == 7
     assert one(got, "baton_feed_candles_total", asset="btc") == 6
