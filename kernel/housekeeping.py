@@ -12,11 +12,12 @@ from typing import Any
 
 from kernel import lanes
 from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache, Lookbacks
+from kernel.candle_read import read_candles
 from kernel.clock import Clock
 from kernel.entries import Entries
 from kernel.history import HistoryPruner
 from kernel.markets import MarketCache
-from kernel.snapshot import SlotRef, SlotRefs, read_candles
+from kernel.snapshot import SlotRef, SlotRefs
 from kernel.wakes import WakeSchedule
 from state.store import Store
 from state.structs import Market

@@ -9,7 +9,6 @@ asset or every slot, until it reads again. Other unreadable values are problems;
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 from collections.abc import Mapping
@@ -23,7 +22,8 @@ from redis.exceptions import ResponseError
 from baton.errors import SettingsError, SnapshotError
 from baton.settings import CANDLE_INTERVAL, timeframe_seconds
 from kernel import journal_guard
-from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache
+from kernel.candle_cache import CandleCache
+from kernel.candle_read import last_minute, queue_candles_read, since_per_asset
 from kernel.lease import renew, renewed
 from kernel.windows import slug, window_bounds
 from state.control import parse_control
@@ -292,73 +292,6 @@ def _wrong_type(x: Any) -> bool:
     return isinstance(x, ResponseError) and str(x).startswith("WRONGTYPE")
 
 
-def _queue_candles_read(
-    pipe: Any,
-    store: Store,
-    cache: CandleCache,
-    assets: list[str],
-    opens_wanted: dict[str, list[int]],
-    since: dict[str, int],
-    now_ms: int,
-) -> None:
-    """Queue one candles_read.lua call for `assets` on `pipe`: per asset, how far back to read
-    (`since`), the window open times wanted and what `cache` holds already."""
-    k = store.k
-    args: list[Any] = [now_ms]
-    for a in assets:
-        opens = ",".join(str(t) for t in opens_wanted.get(a, ()))
-        args += (f"{a}:{CANDLE_INTERVAL}", since[a], opens, *cache.held_args(a, since[a], now_ms))
-    keys = [k.candle_marks(), *(k.candles(a, CANDLE_INTERVAL) for a in assets)]
-    store.scripts.on(pipe, store.scripts.candles_read, keys, args)
-
-
-def _since(assets: list[str], now_ms: int, lookback_s: int | Mapping[str, int]) -> dict[str, int]:
-    """Per asset, the open time of the oldest candle to read: `lookback_s` seconds back, one
-    number for every asset or one per asset (kernel/candle_cache.py Lookbacks; an asset it
-    does not name is read VOL_LOOKBACK_S back)."""
-    if isinstance(lookback_s, int):
-        return dict.fromkeys(assets, now_ms - lookback_s * 1000)
-    return {a: now_ms - lookback_s.get(a, VOL_LOOKBACK_S) * 1000 for a in assets}
-
-
-def _last_minute(candles: list[Candle], closes: tuple[float, ...], now_ms: int) -> tuple[float, ...]:
-    """The closes of the last VOL_LOOKBACK_S of `candles` (an asset read further back for its
-    strategies' bars): version 1 inputs' `closes` stay the last minute."""
-    if not candles or candles[0].open_ms >= now_ms - VOL_LOOKBACK_S * 1000:
-        return closes
-    return closes[bisect.bisect_left(candles, now_ms - VOL_LOOKBACK_S * 1000, key=_open_ms) :]
-
-
-def _open_ms(c: Candle) -> int:
-    return c.open_ms
-
-
-async def read_candles(
-    store: Store, assets: list[str], now_ms: int, lookback_s: int | Mapping[str, int], cache: CandleCache
-) -> list[str]:
-    """Bring `cache`'s copies of these assets' candle windows up to date (one candles_read.lua
-    call, as read_snapshot makes it, without the open candles): what a worker does between
-    ticks for the assets whose slots wake at the next tick, so that that tick reads only the
-    candles written since. Returns the problems: none for garbage in a window, which is not
-    kept, so the tick that wakes its slots reads it whole and blocks them (kernel/blocking.py)
-    while the journal hears of it once."""
-    problems: list[str] = []
-    if not assets:
-        return problems
-    since = _since(assets, now_ms, lookback_s)
-    res = await store.run_pipeline(
-        lambda pipe: _queue_candles_read(pipe, store, cache, assets, {}, since, now_ms)
-    )
-    if isinstance(res[0], Exception):
-        raise SnapshotError(f"reading candle windows: {res[0]}") from res[0]
-    for a, (kind, members, mark, _) in zip(assets, res[0] or [], strict=True):
-        if kind == "wrongtype":
-            cache.forget(a)
-            continue
-        cache.update(a, since[a], now_ms, kind, members, mark, [])
-    return problems
-
-
 async def read_snapshot(
     store: Store,
     refs: list[SlotRef],
@@ -387,7 +320,7 @@ async def read_snapshot(
     read_assets = assets if candle_assets is None else [a for a in assets if a in candle_assets]
     # A window's open candle is read once per (asset, window start), however many slots
     # share it, and not at all when it lies inside the recent candles read anyway.
-    since = _since(read_assets, now_ms, lookback_s)
+    since = since_per_asset(read_assets, now_ms, lookback_s)
     opens_wanted: dict[str, list[int]] = {}
     for a, t in sorted(
         {
@@ -428,7 +361,7 @@ async def read_snapshot(
         # All of them, not those of `refs`: the hash is the slot list (SlotRefs.follow).
         q(k.slots(), pipe.hgetall(k.slots()))
         if read_assets:
-            _queue_candles_read(pipe, store, cache, read_assets, opens_wanted, since, now_ms)
+            queue_candles_read(pipe, store, cache, read_assets, opens_wanted, since, now_ms)
             q("candle windows")
         if read_assets:  # only the assets whose candles are read can have a slot with input
             q(k.feed_status(), pipe.hmget(k.feed_status(), [f"{a}:{CANDLE_INTERVAL}" for a in read_assets]))
@@ -477,7 +410,7 @@ async def read_snapshot(
             found.append(f"not a sorted set: {members}")
             members, kind = [], "all"
         recent[a], all_closes = cache.update(a, since[a], now_ms, kind, members, mark, found)
-        closes[a] = _last_minute(recent[a], all_closes, now_ms)
+        closes[a] = last_minute(recent[a], all_closes, now_ms)
         for t, m in zip(opens_wanted.get(a, ()), opens_found, strict=True):
             c = decode_reported(CANDLE, m, f"open candle at {t}", found) if m else None
             if c is not None and (why := candle_problem(c)):
