@@ -1,7 +1,8 @@
 """What the kernel makes of a strategy's answer for one slot, before any order: whether it may
 become an intent (the rules of kernel/strategy_check.py, one entry per window, exits only of
-a position held), the size of an exit, the account the risk checks go
-by, and the slot's last-decision record (keys.decisions()). Pure functions of their inputs.
+a position held), the size of an exit, and the slot's last-decision record
+(keys.decisions()). Pure functions of their inputs; the account the risk checks go by is
+kernel/inputs.py's.
 """
 
 from __future__ import annotations
