@@ -372,12 +372,16 @@ class Entries:
                     problems += await noted
 
     async def _note(self, decisions: dict[str, DecisionRecord], logs: list[DecisionLogEntry]) -> list[str]:
-        """Each slot's last decision and the tick's decision log entries, written together;
-        returns the problems (an entry a slot's stream could not take: the others are in)."""
-        _, appended = await asyncio.gather(
-            self.store.record_decisions(decisions),
-            self.store.append_decisions(logs, self.decision_log_len),
-        )
+        """Each slot's last decision and the tick's decision log entries, in one round trip;
+        returns the problems (entries a slot's stream could not take: the others are in)."""
+
+        def build(pipe: Any) -> None:
+            self.store.record_decisions(decisions, pipeline=pipe)
+            self.store.append_decisions(logs, self.decision_log_len, pipeline=pipe)
+
+        _, appended = await self.store.run_pipeline(build)
+        if isinstance(appended, Exception):
+            return [f"decision log: {len(logs)} entr(ies) not appended: {appended}"]
         if isinstance(appended, list) and len(appended) == 3 and appended[1]:
             return [f"decision log: {appended[1]} entr(ies) not appended: {appended[2]}"]
         return []

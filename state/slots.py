@@ -106,7 +106,8 @@ class SlotsRepo(Repo):
         # Open dashboards redraw at once; workers read slots every tick anyway.
         pipe.publish(self.k.control_events(), json.dumps({"action": "slot", "seq": 0, "slot": slot_id}))
 
-    async def record_decisions(self, decisions: dict[str, DecisionRecord]) -> None:
-        """Each slot's last decision (the dashboard and `baton slots` show it)."""
+    def record_decisions(self, decisions: dict[str, DecisionRecord], pipeline: Any = None) -> Any:
+        """Each slot's last decision (the dashboard and `baton slots` show it): one HSET, now
+        (an awaitable on the asyncio client) or queued on `pipeline`."""
         compact = {sid: _JSON.encode(d) for sid, d in decisions.items()}
-        await self.r.hset(self.k.decisions(), mapping=compact)
+        return (pipeline if pipeline is not None else self.r).hset(self.k.decisions(), mapping=compact)

@@ -312,3 +312,126 @@ async def test_an_exit_committed_before_a_crash_is_reconciled_and_never_sent_aga
         assert after.status == "failed" and "not re-sent" in after.error and not sells
         assert p.status == "open" and p.shares_micros == 100_000_000
     assert [oid for s, _, _, oid in rec.posts if s == "SELL"] == [stuck.order_id]
+
+
+def _clocked(rig: Rig, **kw: Any) -> StubVenue:
+    """The stub venue on the rig's virtual clock (resting orders move with it)."""
+    return StubVenue(now_s=lambda: rig.clock.now_ms() // 1000, **kw)
+
+
+async def test_a_resting_exit_is_asked_after_each_tick_and_booked_once_it_fills(rig):
+    calls: list[Any] = []
+    venue = _clocked(rig)
+    rec = await _start(rig, trader(order_type="GTC", calls=calls), venue=venue)
+    outs = await rig.run_ticks(4)  # no input, entry, the GTC sell at 0.04 over a 0.04 bid...
+    # ...crosses at once: make it rest instead (the bid below it) and try again next window.
+    assert [(s, t) for s, t, _, _ in rec.posts] == [("BUY", "FOK"), ("SELL", "GTC")]
+    assert sum(o.record.exits for o in outs) == 1
+
+    venue.bid = 0.01
+    calls.clear()
+    rec = await _start(rig, trader(order_type="GTC", calls=calls), venue=venue)
+    await rig.run_ticks(4)  # entry, GTC rests, then two ticks in which the slot is not asked
+    (resting,) = [i for i in (await _intents(rig)).values() if i.is_exit and i.status != "filled"]
+    assert resting.status == "posted" and resting.order_type == "GTC"
+    assert [c.position is None for c in calls] == [True, False], "asked while its exit was resting"
+    venue.bid = 0.04  # the quote moves to cross it: the next look finds it filled
+    outs = await rig.run_ticks(1)
+    assert not outs[0].problems
+    after = (await _intents(rig))[resting.id]
+    assert after.status == "filled" and after.filled_size == 100.0
+    (p,) = [p for p in await rig.store.read_positions() if p.id == f"{SLOT}:{resting.window_start_s}"]
+    assert p.status == "closed"
+    assert [s for s, *_ in rec.posts] == ["BUY", "SELL"]
+
+
+async def test_a_resting_exit_still_working_when_its_window_ends_is_cancelled_not_an_error(rig):
+    venue = _clocked(rig, bid=0.01)
+    rec = await _start(rig, trader(order_type="GTC", shares=40.0), venue=venue)
+    await rig.run_ticks(3)
+    (resting,) = [i for i in (await _intents(rig)).values() if i.is_exit]
+    assert resting.status == "posted"
+    outs = await rig.run_ticks(14)  # past the window's end
+    after = (await _intents(rig))[resting.id]
+    assert after.status == "rejected" and venue.calls["cancel"] == 1
+    assert all(not o.problems for o in outs), [o.problems for o in outs if o.problems]
+    assert sum(o.record.unfilled for o in outs) == 1
+    # (and the next window's entry)
+    assert [s for s, *_ in rec.posts] == ["BUY", "SELL", "BUY"]
+    assert not [e for e in await rig.store.read_ledger() if e.kind == "sell"]
+
+
+async def test_a_resting_entry_opens_its_position_when_it_fills(rig):
+    class RestingBuy:
+        EXITS = False
+
+        @staticmethod
+        def evaluate(inp: Any) -> Any:
+            if inp.slot_id != SLOT:
+                return None
+            return Buy(side="up", limit_price=0.03, stake_usd=3.0, reason="low", order_type="GTC")
+
+    venue = _clocked(rig)
+    await _start(rig, RestingBuy, venue=venue)
+    await rig.run_ticks(3)
+    (entry,) = (await _intents(rig)).values()
+    assert entry.status == "posted" and entry.order_type == "GTC"
+    assert not await rig.store.read_positions(open_only=True)
+    venue.ask = 0.03
+    outs = await rig.run_ticks(1)
+    assert not outs[0].problems
+    (p,) = await rig.store.read_positions(open_only=True)
+    assert p.intent_id == entry.id and p.shares_micros == 100_000_000 and p.cost_micros == 3_000_000
+
+
+async def test_a_partial_fak_exit_books_what_matched_and_the_next_leg_sells_the_rest(rig):
+    venue = _clocked(rig)
+    await _start(rig, trader(), venue=venue)
+    await rig.run_ticks(2)
+    venue.depth = 30.0  # the entry took what it wanted; now the book is thin for the sale
+    outs = await rig.run_ticks(2)
+    legs = {i.leg: i for i in (await _intents(rig)).values() if i.is_exit}
+    assert [(k, i.filled_size) for k, i in sorted(legs.items())] == [("exit-1", 30.0), ("exit-2", 30.0)]
+    (p,) = await rig.store.read_positions(open_only=True)
+    assert p.shares_micros == 40_000_000 and p.exits == 2
+    assert all(not o.problems for o in outs)
+
+
+async def test_a_strategy_that_raises_is_logged_as_a_pass_with_its_error(rig):
+    class Raises:
+        @staticmethod
+        def evaluate(inp: Any) -> Any:
+            if inp.slot_id == SLOT:
+                raise ValueError("bad day")
+            return Buy(side="up", limit_price=1.5, stake_usd=5.0, reason="too dear")
+
+    await _start(rig, Raises)
+    outs = await rig.run_ticks(2)
+    (e,) = await _decisions(rig)
+    assert (e.action, e.outcome) == ("pass", "error") and "bad day" in e.reason
+    assert any("bad day" in p for p in outs[1].problems)
+    (bad,) = await _decisions(rig, "eth-15s")
+    assert bad.action == "buy" and bad.outcome == "refused: limit_price 1.5 is not in (0, 1)"
+    assert not await rig.store.read_intents()
+
+
+async def test_a_sale_books_the_venues_fee(rig):
+    venue = _clocked(rig, fee_rate=0.02)
+    await _start(rig, trader(), venue=venue)
+    await rig.run_ticks(3)
+    (sold,) = [i for i in (await _intents(rig)).values() if i.is_exit]
+    assert sold.fee_micros > 0
+    (entry,) = [e for e in await rig.store.read_ledger() if e.kind == "sell"]
+    assert entry.fee_micros == sold.fee_micros
+    assert entry.amount_micros == 4_000_000 - sold.fee_micros
+
+
+async def test_an_unreadable_account_value_holds_entries_back_but_not_exits(rig):
+    rec = await _start(rig, trader())
+    await rig.run_ticks(2)
+    assert [s for s, *_ in rec.posts] == ["BUY"]
+    await rig.store.r.hset(rig.store.k.ledger_totals(), "cash_micros", "garbage")
+    outs = await rig.run_ticks(1)
+    assert outs[0].record.blocked >= 1
+    assert [s for s, *_ in rec.posts] == ["BUY", "SELL"]
+    assert outs[0].record.exits == 1

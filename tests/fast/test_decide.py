@@ -1,0 +1,79 @@
+"""What the kernel makes of a strategy's answer before any order (kernel/decide.py): plain
+inputs, no Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel.decide import ENTERED_ALREADY, NO_POSITION, answer_problem, exit_size, order_problem
+from kernel.strategy_api import GTD_MIN_AHEAD_MS, Buy, Exit, Pass, SlotInput
+from tests.factories import position
+
+NOW = 1_700_000_000_000
+END = NOW + 900_000
+
+INP = SlotInput(
+    slot_id="btc-15m",
+    asset="btc",
+    timeframe="15m",
+    now_ms=NOW,
+    window_start_ms=NOW - 60_000,
+    window_end_ms=END,
+    open_price=1.0,
+    last_price=1.0,
+    closes=(1.0,),
+    stake_usd=5.0,
+    params={},
+)
+
+
+@pytest.mark.parametrize(
+    ("order_type", "expires_ms", "problem"),
+    [
+        ("FOK", 0, ""),
+        ("FAK", 0, ""),
+        ("GTC", 0, ""),
+        ("GTD", NOW + GTD_MIN_AHEAD_MS, ""),
+        ("GTD", END, ""),
+        ("GTD", NOW + GTD_MIN_AHEAD_MS - 1, "ahead"),
+        ("GTD", 0, "ahead"),
+        ("GTD", END + 1, "after the window's end"),
+        ("IOC", 0, "not one of FOK, FAK, GTC, GTD"),
+    ],
+)
+def test_order_types_and_gtd_expiries(order_type, expires_ms, problem):
+    got = order_problem(order_type, expires_ms, NOW, END)
+    assert (problem in got) if problem else got == ""
+
+
+@pytest.mark.parametrize(
+    ("shares", "held_micros", "size"),
+    [(0.0, 9_090_000, 9.09), (0.0, 9_099_999, 9.09), (5.0, 9_090_000, 5.0), (0.29, 9_090_000, 0.29),
+     (100.0, 9_090_000, 9.09), (0.004, 9_090_000, 0.0), (0.0, 9_999, 0.0)],
+)  # fmt: skip
+def test_an_exit_sells_what_it_asks_never_more_than_held_down_to_a_hundredth(shares, held_micros, size):
+    assert exit_size(shares, held_micros) == size
+
+
+def test_answers_the_kernel_refuses_and_why():
+    held = position()
+    buy = Buy(side="up", limit_price=0.5, stake_usd=5.0, reason="r")
+    sell = Exit(limit_price=0.5, reason="r")
+    assert answer_problem(None, INP, None, False) == ""
+    assert answer_problem(Pass(reason="wait"), INP, held, True) == ""
+    assert answer_problem(buy, INP, None, False) == ""
+    assert answer_problem(buy, INP, held, True) == ENTERED_ALREADY
+    assert answer_problem(sell, INP, held, True) == ""
+    assert answer_problem(sell, INP, None, True) == NO_POSITION
+    assert "not in (0, 1)" in answer_problem(Exit(limit_price=1.0, reason="r"), INP, held, True)
+    assert "not in (0, 1)" in answer_problem(
+        Buy(side="up", limit_price=float("nan"), stake_usd=5.0, reason="r"), INP, None, False
+    )
+    assert ">= 0" in answer_problem(Exit(limit_price=0.5, reason="r", shares=-1.0), INP, held, True)
+    assert "less than 0.01 share" in answer_problem(
+        Exit(limit_price=0.5, reason="r", shares=0.001), INP, held, True
+    )
+    assert "side 'left'" in answer_problem(
+        Buy(side="left", limit_price=0.5, stake_usd=5.0, reason="r"), INP, None, False
+    )  # type: ignore[arg-type]
+    assert "not a Buy, Exit, Pass or None" in answer_problem({"side": "up"}, INP, None, False)
