@@ -33,6 +33,7 @@ HISTORY_KEPT = f"BATON_HISTORY_DAYS ({HISTORY_DAYS:g} days)"
 # (family, what it grows with, how long it is kept), matched on the key without the prefix.
 FAMILIES: list[tuple[str, str, str, str]] = [
     # name, key match (prefix of the key after `baton:`, or `rq:`), grows with, kept
+    ("slot wake times", "slots:wake", "slot", "one field per slot, overwritten"),
     ("slots", "slots", "slot", "until the slot is removed"),
     ("decisions", "decisions", "slot", "one per slot, overwritten"),
     ("candle marks", "candles:marks", "asset", "one field per asset, overwritten"),
@@ -120,7 +121,7 @@ def per_day(
     claims_kept = u["settle claims"] * slots * statistics.fmean(900 / tf for tf in timeframes_s)
     journal_kept = u["tick journal"] * min(JOURNAL_MAXLEN, DAY_S * 1000 / tick_ms)
     candles_kept = bytes_per_candle * retention_s * assets
-    fixed = (u["slots"] + u["decisions"]) * slots + u["feed status"] * assets
+    fixed = (u["slots"] + u["slot wake times"] + u["decisions"]) * slots + u["feed status"] * assets
     return {
         "slots": slots,
         "assets": assets,

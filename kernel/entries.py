@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import msgspec
-
 from baton.settings import Settings
 from kernel import decision_log, executor
 from kernel.blocking import EntryBlocks
@@ -28,7 +26,7 @@ from kernel.snapshot import SlotRef, Snapshot
 from kernel.strategy_api import MAX_EXIT_LEGS, Buy, Exit, SlotInput
 from kernel.wakes import WakeSchedule
 from state.store import Store
-from state.structs import DecisionLogEntry, DecisionRecord, Intent, Market, Position
+from state.structs import DecisionRecord, Intent, Market, Position
 
 # An entry tick's orders go out in at most ENTRY_CHUNKS chunks (each two Redis round trips):
 # every 1/ENTRY_CHUNKS of the slots to evaluate, the intents made so far are sent if there are
@@ -113,8 +111,11 @@ class Entries:
         self.absent: dict[str, tuple[int, int]] = {}
         # Exit legs committed per slot-window (kernel/exits.py).
         self.legs = ExitLegs()
-        # Entries kept per slot in the decision log (keys.decision_log(slot)).
+        # Entries kept per slot in the decision log (keys.decision_log(slot)), and the
+        # evaluations not appended to it yet (flush_log): (tick, at_ms, [ref, strategy,
+        # input, answer, outcome, intent id] each).
         self.decision_log_len = decision_log_len
+        self.unlogged: list[tuple[int, int, list[list[Any]]]] = []
         # What the inputs of the current tick share (kernel/inputs.py), built on first use.
         self._inputs: TickInputs | None = None
 
@@ -291,15 +292,17 @@ class Entries:
         committed and posted in at most ENTRY_CHUNKS chunks, each as soon as its slots are
         evaluated: the loop yields now and then so that the chunks under way move on (their
         Redis answers read, their posts started) while it goes on. Exit legs go with the last
-        chunk, once their numbers are known (kernel/exits.py). Every evaluation is one entry
-        of the decision log, appended (with each slot's last decision) while the last chunk
-        is under way. Fills `out`."""
+        chunk, once their numbers are known (kernel/exits.py). Each slot's last decision is
+        written while the last chunk is under way; every evaluation is one entry of the
+        decision log, kept for flush_log. Fills `out`."""
         problems = out.problems
         intents: list[Intent] = []
         # Each slot's decision record, as the dashboard and `baton slots` show it (a thousand
         # of them at the end of a window), and the decision log's entries.
         decisions: dict[str, DecisionRecord] = {}
-        logs: list[DecisionLogEntry] = []
+        # The decision log's entries, built and appended between ticks (flush_log):
+        # [ref, strategy, input, answer, outcome, intent id].
+        logs: list[list[Any]] = []
         # Exits judged fit: (the slot, its input, the answer, the index of its log entry).
         exits: list[tuple[Wanted, SlotInput, Exit, int]] = []
         gate = self.gate
@@ -346,15 +349,18 @@ class Entries:
                     intents.append(intent)
                     intent_id = intent.id
                 decisions[ref.id] = record(ref, tick, now_ms, inp, answer, _record_outcome(answer, outcome))
-                logs.append(decision_log.entry(tick, ref, now_ms, w.name, inp, answer, outcome, intent_id))
+                logs.append([ref, w.name, inp, answer, outcome, intent_id])
             if exits:
-                intents += await self._exit_intents(exits, logs, decisions, epoch, now_ms)
+                intents += await self._exit_intents(exits, logs, decisions, tick, epoch, now_ms)
             await stream.send(intents, last=True)
             sent += intents
         finally:
             # The decisions are written while the last chunk is under way: one round trip
-            # less on the tick's path.
-            noted = asyncio.ensure_future(self._note(decisions, logs)) if logs else None
+            # less on the tick's path. The log's entries wait for flush_log.
+            if logs:
+                self.unlogged.append((tick, now_ms, logs))
+            late = len(self.unlogged) > (1 if logs else 0)
+            noted = asyncio.ensure_future(self._note(decisions, late)) if decisions else None
             try:
                 out.orders, errs = await stream.finish()
                 problems += errs
@@ -371,17 +377,38 @@ class Entries:
                 if noted is not None:
                     problems += await noted
 
-    async def _note(self, decisions: dict[str, DecisionRecord], logs: list[DecisionLogEntry]) -> list[str]:
-        """Each slot's last decision and the tick's decision log entries, in one round trip;
-        returns the problems (entries a slot's stream could not take: the others are in)."""
+    async def _note(self, decisions: dict[str, DecisionRecord], late: bool) -> list[str]:
+        """Each slot's last decision (one HSET); and the decision log of earlier ticks that no
+        flush_log wrote (a tick that handed over skips the work between ticks), with it."""
+        if not late:
+            await self.store.record_decisions(decisions)
+            return []
+        return await self.flush_log(lambda pipe: self.store.record_decisions(decisions, pipeline=pipe))
+
+    async def flush_log(self, also: Callable[[Any], Any] | None = None) -> list[str]:
+        """The decision log's entries of the ticks since the last call, built and appended in
+        one round trip (kernel/decision_log.py, Store.append_decisions): between ticks
+        (kernel/tick.py), so that a thousand of them cost an entry burst nothing. Returns the
+        problems (entries a slot's stream could not take: the others are in)."""
+        pending, self.unlogged = self.unlogged, []
+        entries = [
+            decision_log.entry(tick, r, at_ms, n, i, a, o, iid)
+            for tick, at_ms, logs in pending
+            for r, n, i, a, o, iid in logs
+        ]
+        if not entries and also is None:
+            return []
 
         def build(pipe: Any) -> None:
-            self.store.record_decisions(decisions, pipeline=pipe)
-            self.store.append_decisions(logs, self.decision_log_len, pipeline=pipe)
+            if also is not None:
+                also(pipe)
+            if entries:
+                self.store.append_decisions(entries, self.decision_log_len, pipeline=pipe)
 
-        _, appended = await self.store.run_pipeline(build)
+        answers = await self.store.run_pipeline(build)
+        appended = answers[-1] if entries else None
         if isinstance(appended, Exception):
-            return [f"decision log: {len(logs)} entr(ies) not appended: {appended}"]
+            return [f"decision log: {len(entries)} entr(ies) not appended: {appended}"]
         if isinstance(appended, list) and len(appended) == 3 and appended[1]:
             return [f"decision log: {appended[1]} entr(ies) not appended: {appended[2]}"]
         return []
@@ -409,8 +436,9 @@ class Entries:
     async def _exit_intents(
         self,
         exits: list[tuple[Wanted, SlotInput, Exit, int]],
-        logs: list[DecisionLogEntry],
+        logs: list[list[Any]],
         decisions: dict[str, DecisionRecord],
+        tick: int,
         epoch: int,
         now_ms: int,
     ) -> list[Intent]:
@@ -423,12 +451,12 @@ class Entries:
             n = counts[w.ref.id] + 1
             if n > MAX_EXIT_LEGS:
                 why = f"refused: {MAX_EXIT_LEGS} exit legs used in this window already"
-                logs[k] = msgspec.structs.replace(logs[k], outcome=why)
-                decisions[w.ref.id] = record(w.ref, logs[k].tick, now_ms, inp, answer, why)
+                logs[k][4] = why
+                decisions[w.ref.id] = record(w.ref, tick, now_ms, inp, answer, why)
                 continue
             assert w.held is not None  # an Exit is judged fit only for a slot holding one
             intent = make_exit_intent(w.ref, w.held, answer, n, epoch, now_ms)
-            logs[k] = msgspec.structs.replace(logs[k], intent_id=intent.id)
+            logs[k][5] = intent.id
             out.append(intent)
         return out
 

@@ -408,9 +408,19 @@ class TickRunner:
         - the slots' wake times that changed (asked by the tick or the look-ahead) are written
           to keys.slot_wakes() in one HSET, so that status can say "asleep until".
 
+        Before all that, the decision log's entries of the tick are appended (one round trip).
+
         Returns the problems of the settlement enqueue (also written to the error journal;
         the prefetch reports its own)."""
         problems = await self.blocks.publish(self.store, self.ident.epoch, self.clock.now_ms())
+        # The tick's decision log (kept off the tick's path: a burst's thousand entries).
+        try:
+            logged = await self.entries.flush_log()
+        except Exception as e:
+            logged = [f"decision log not appended: {e}"]
+        for p in logged:
+            log.warning("%s", p)
+        problems += logged
         problems += await self.housekeeping.between_ticks(next_boundary_ms, self.ident.epoch)
         # The wake times asked by this tick and by the look-ahead, for status ("asleep until").
         try:
