@@ -3,10 +3,11 @@ inputs, no Redis."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from kernel.decide import ENTERED_ALREADY, NO_POSITION, answer_problem, exit_size, order_problem
-from kernel.strategy_api import GTD_MIN_AHEAD_MS, Buy, Exit, Pass, SlotInput
+from kernel.decide import ENTERED_ALREADY, NO_POSITION, answer_problem, exit_size
+from kernel.strategy_api import GTD_MIN_AHEAD_MS, Buy, Exit, Holding, Pass, SlotInput
 from tests.factories import position
 
 NOW = 1_700_000_000_000
@@ -25,6 +26,10 @@ INP = SlotInput(
     stake_usd=5.0,
     params={},
 )
+# The same input while the slot holds 9.09 shares (tests.factories.position).
+HELD = msgspec.structs.replace(
+    INP, entered=True, position=Holding(side="up", shares=9.09, cost_usd=5.0, avg_price=0.55, opened_ms=NOW)
+)
 
 
 @pytest.mark.parametrize(
@@ -38,11 +43,15 @@ INP = SlotInput(
         ("GTD", NOW + GTD_MIN_AHEAD_MS - 1, "ahead"),
         ("GTD", 0, "ahead"),
         ("GTD", END + 1, "after the window's end"),
+        ("FOK", END, "for GTD orders only"),
         ("IOC", 0, "not one of FOK, FAK, GTC, GTD"),
     ],
 )
 def test_order_types_and_gtd_expiries(order_type, expires_ms, problem):
-    got = order_problem(order_type, expires_ms, NOW, END)
+    buy = Buy(
+        side="up", limit_price=0.5, stake_usd=5.0, reason="r", order_type=order_type, expires_ms=expires_ms
+    )
+    got = answer_problem(buy, INP, None, False)
     assert (problem in got) if problem else got == ""
 
 
@@ -60,20 +69,20 @@ def test_answers_the_kernel_refuses_and_why():
     buy = Buy(side="up", limit_price=0.5, stake_usd=5.0, reason="r")
     sell = Exit(limit_price=0.5, reason="r")
     assert answer_problem(None, INP, None, False) == ""
-    assert answer_problem(Pass(reason="wait"), INP, held, True) == ""
+    assert answer_problem(Pass(reason="wait"), HELD, held, True) == ""
     assert answer_problem(buy, INP, None, False) == ""
-    assert answer_problem(buy, INP, held, True) == ENTERED_ALREADY
-    assert answer_problem(sell, INP, held, True) == ""
+    assert answer_problem(buy, HELD, held, True) == ENTERED_ALREADY
+    assert answer_problem(sell, HELD, held, True) == ""
     assert answer_problem(sell, INP, None, True) == NO_POSITION
-    assert "not in (0, 1)" in answer_problem(Exit(limit_price=1.0, reason="r"), INP, held, True)
-    assert "not in (0, 1)" in answer_problem(
+    assert "strictly between 0 and 1" in answer_problem(Exit(limit_price=1.0, reason="r"), HELD, held, True)
+    assert "strictly between 0 and 1" in answer_problem(
         Buy(side="up", limit_price=float("nan"), stake_usd=5.0, reason="r"), INP, None, False
     )
-    assert ">= 0" in answer_problem(Exit(limit_price=0.5, reason="r", shares=-1.0), INP, held, True)
+    assert ">= 0" in answer_problem(Exit(limit_price=0.5, reason="r", shares=-1.0), HELD, held, True)
     assert "less than 0.01 share" in answer_problem(
-        Exit(limit_price=0.5, reason="r", shares=0.001), INP, held, True
+        Exit(limit_price=0.5, reason="r", shares=0.001), HELD, held, True
     )
-    assert "side 'left'" in answer_problem(
+    assert "side 'left' is not" in answer_problem(
         Buy(side="left", limit_price=0.5, stake_usd=5.0, reason="r"), INP, None, False
     )  # type: ignore[arg-type]
-    assert "not a Buy, Exit, Pass or None" in answer_problem({"side": "up"}, INP, None, False)
+    assert "expected None or a kernel.strategy_api Buy" in answer_problem({"side": "up"}, INP, None, False)

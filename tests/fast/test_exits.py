@@ -411,7 +411,7 @@ async def test_a_strategy_that_raises_is_logged_as_a_pass_with_its_error(rig):
     assert (e.action, e.outcome) == ("pass", "error") and "bad day" in e.reason
     assert any("bad day" in p for p in outs[1].problems)
     (bad,) = await _decisions(rig, "eth-15s")
-    assert bad.action == "buy" and bad.outcome == "refused: limit_price 1.5 is not in (0, 1)"
+    assert bad.action == "buy" and bad.outcome == "refused: limit_price 1.5 is not strictly between 0 and 1"
     assert not await rig.store.read_intents()
 
 
