@@ -33,6 +33,24 @@ def assets_of(values: list[Any]) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-async def slot_assets(redis: Any, keys: Keys, configured: tuple[str, ...]) -> tuple[str, ...]:
-    """The assets to stream now (one HVALS); raises the client's error when Redis cannot say."""
-    return assets_of(await redis.hvals(keys.slots())) or tuple(configured)
+def _unreadable(raw: Any) -> bool:
+    try:
+        SLOT.decode(raw)
+    except msgspec.DecodeError:
+        return True
+    return False
+
+
+async def slot_assets(
+    redis: Any, keys: Keys, configured: tuple[str, ...], streaming: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The assets to stream now (one HVALS); raises the client's error when Redis cannot say.
+
+    While a slot's value is unreadable its asset is unknown, so the assets `streaming` now
+    stay in the set: garbage in one slot stops that slot only (the worker's rule), never the
+    candles of the other slots on its asset, nor makes the feed reconnect."""
+    values = await redis.hvals(keys.slots())
+    assets = assets_of(values)
+    if streaming and any(_unreadable(v) for v in values):
+        assets = tuple(sorted({*assets, *streaming}))
+    return assets or tuple(configured)

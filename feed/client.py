@@ -220,7 +220,9 @@ class Feed:
                 started = time.monotonic()
                 try:
                     if self.follow_slots:
-                        self._set_assets(await slot_assets(self.redis, self.keys, self.configured_assets))
+                        self._set_assets(
+                            await slot_assets(self.redis, self.keys, self.configured_assets, self.assets)
+                        )
                     reason = await self._until_stopped(self._session(http))
                 except RedisError as e:
                     reason = f"redis unavailable: {type(e).__name__}: {e}"
@@ -382,7 +384,7 @@ class Feed:
         while True:
             await asyncio.sleep(self.slots_poll_s)
             try:
-                wanted = await slot_assets(self.redis, self.keys, self.configured_assets)
+                wanted = await slot_assets(self.redis, self.keys, self.configured_assets, self.assets)
             except RedisError as e:  # the writes notice Redis away; the set stands meanwhile
                 log.warning("slots not read (%s): streaming %s still", e, ",".join(self.assets))
                 continue

@@ -36,6 +36,11 @@ async def test_the_feed_follows_the_slots_assets_and_reconnects_when_they_change
         await redis.hset(KEYS.slots(), "z", _slot("z", "btc"))
         await asyncio.sleep(0.3)  # several polls: a reconnect would have happened by now
         assert len(binance.paths) == n
+        # Garbage in a slot: its asset is unknown, so nothing streamed is dropped (btc's other
+        # slots keep their candles) and the feed does not reconnect.
+        await redis.hset(KEYS.slots(), mapping={"x": b"[garbage", "z": _slot("z", "ada")})
+        await asyncio.sleep(0.3)
+        assert feed.assets == ("ada", "btc") and len(binance.paths) == n
 
 
 async def _true(v: bool) -> bool:
