@@ -27,9 +27,12 @@ from tests.e2e import invariants
 # seven classes in five rounds
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(900)]
 
-TICK_MS = 1000
-WINDOW_MS = 15_000  # TRADING's 15s windows
-# snipe's entry zone opens with a third of the window left: 10 s into a 15 s window.
+# The rounds wait for entry zones, one a window: 10 s windows at 500 ms ticks (not TRADING's
+# 15 s at 1 s) take a third off the test and keep six ticks in each zone to enter in.
+TICK_MS = 500
+TF = "10s"
+WINDOW_MS = 10_000
+# snipe's entry zone opens with a third of the window left: 6.7 s into a 10 s window.
 ENTRY_PHASE_MS = WINDOW_MS * 2 // 3
 
 # Sets a hash field and answers what it held, in one step: nothing can book between the two.
@@ -72,9 +75,9 @@ def _classes(r: Any) -> list[Garbage]:
     eth = "baton:candles:eth:1s"
 
     def garbage_markets(r: Any) -> list[str]:
-        # Cached markets the worker has not read yet: those of sol-15s's next windows.
+        # Cached markets the worker has not read yet: those of sol's slot's next windows.
         start_s = now_ms() // WINDOW_MS * WINDOW_MS // 1000
-        markets = [f"baton:market:{slug('sol', '15s', start_s + 15 * i)}" for i in range(1, 4)]
+        markets = [f"baton:market:{slug('sol', TF, start_s + WINDOW_MS // 1000 * i)}" for i in range(1, 4)]
         for m in markets:
             r.set(m, '{"slug": "not-this-one", "condition_id": "0x1", "up_token": "1", "down_token": "2"}')
         return markets
@@ -102,35 +105,35 @@ def _classes(r: Any) -> list[Garbage]:
         Garbage(
             "open position",
             "baton:positions:open",
-            "btc-15s:1",
+            f"btc-{TF}:1",
             "all",
-            lambda r: r.hset("baton:positions:open", "btc-15s:1", "{not json"),
-            lambda r, _: r.hdel("baton:positions:open", "btc-15s:1"),
+            lambda r: r.hset("baton:positions:open", f"btc-{TF}:1", "{not json"),
+            lambda r, _: r.hdel("baton:positions:open", f"btc-{TF}:1"),
         ),
         Garbage(
             "open intent",
             "baton:intents:open",
-            "eth-15s:1:entry",
+            f"eth-{TF}:1:entry",
             "all",
-            lambda r: r.hset("baton:intents:open", "eth-15s:1:entry", '{"id": 5}'),
-            lambda r, _: r.hdel("baton:intents:open", "eth-15s:1:entry"),
+            lambda r: r.hset("baton:intents:open", f"eth-{TF}:1:entry", '{"id": 5}'),
+            lambda r, _: r.hdel("baton:intents:open", f"eth-{TF}:1:entry"),
         ),
         Garbage(
             "slot",
             "baton:slots",
-            "btc-15s",
-            "slot btc-15s",
-            _swap("baton:slots", "btc-15s", "[garbage"),
-            _restore("baton:slots", "btc-15s"),
+            f"btc-{TF}",
+            f"slot btc-{TF}",
+            _swap("baton:slots", f"btc-{TF}", "[garbage"),
+            _restore("baton:slots", f"btc-{TF}"),
         ),
         Garbage(
             "candle", eth, "", "asset eth", garbage_candle, lambda r, _: r.zrem(eth, "garbage, not a candle")
         ),
         Garbage(
             "cached market",
-            "baton:market:sol-updown-15s-",
+            f"baton:market:sol-updown-{TF}-",
             "",
-            "slot sol-15s",
+            f"slot sol-{TF}",
             garbage_markets,
             lambda r, markets: r.delete(*markets),
         ),
@@ -216,7 +219,7 @@ def _hold_across_an_entry_zone(from_ms: int) -> int:
 
 def _seen(st: Stack, g: Garbage) -> dict[str, Any]:
     """Once the tick that read `g` blocks, status names its key, field and scope."""
-    # (a cached market is read when its window's entry zone opens: up to 25 s after it is written)
+    # (a cached market is read when its window's entry zone opens: up to 17 s after it is written)
     b = wait_for(partial(_shown, st, g), 45, f"{g.name}: status reporting the garbage")
     assert b["scope"] == g.scope and b["problem"], b
     return b
@@ -252,10 +255,10 @@ def _repair(st: Stack, g: Garbage, old: Any, still: list[Garbage]) -> None:
 
 
 def test_each_garbage_class_blocks_entries_is_reported_and_clears_after_a_repair():
-    st = Stack(BATON_TICK_MS=str(TICK_MS), **TRADING)
+    st = Stack(BATON_TICK_MS=str(TICK_MS), **{**TRADING, "BATON_TIMEFRAMES": TF})
     s = settings_mod.load(st.env)
     http = httpx.Client(base_url=f"http://{s.api_host}:{s.api_port}", timeout=30)
-    slots = [f"{a}-15s" for a in TRADING["BATON_ASSETS"].split(",")]
+    slots = [f"{a}-{TF}" for a in TRADING["BATON_ASSETS"].split(",")]
     try:
         st.start()
         wait_for(lambda: len(invariants.redis_intents(st.redis)) >= 4, 90, "the worker trading")
