@@ -176,3 +176,41 @@ async def test_the_decision_log_sleeping_slots_and_unfilled_orders_are_shown(
     assert [f"{seed.UNFILLED} unfilled", "muted"] in notes and [f"{seed.ERRORS} errors", "age-bad"] in notes
     await screenshot(page, tmp_path, "dashboard-decisions.png")
     assert [e for e in page.errors if "401" not in e or "/login" not in e] == []
+
+
+async def test_a_slot_is_added_with_a_chosen_strategy_and_removed_from_the_editor(
+    served: Served, browser: Chromium
+):
+    page = await browser.new_page()
+    await sign_in(page, served)
+    await page.wait_for(DRAWN, "the slots")
+    await page.click("#slot-editor summary")
+    await page.wait_for("document.querySelector('#slot-form').strategy.options.length > 0", "the chooser")
+    await page.evaluate(
+        "(() => { const f = document.querySelector('#slot-form'); f.timeframe.value = '1h';"
+        " f.strategy.value = 'snipe'; f.strategy.dispatchEvent(new Event('change')); })()"
+    )
+    assert "edge=0.03 [0, 0.5]" in await page.evaluate(text_of("#slot-hint"))  # its declarations
+    await page.type_into("#slot-form input[name=id]", "eth-1h.snipe")
+    await page.type_into("#slot-form input[name=asset]", "eth")
+    await page.type_into("#slot-form input[name=params]", "edge=0.05")
+    await page.click("#slot-add")
+    await page.wait_for("document.querySelector('tr[data-slot=\"eth-1h.snipe\"]') !== null", "the new row")
+    assert "Add slot eth-1h.snipe (eth 1h, snipe)?" in page.dialogs[-1]
+    stored = json.loads(served.r.hget(seed.K.slots(), "eth-1h.snipe"))
+    assert (stored["timeframe"], stored["strategy"], stored["params"]) == ("1h", "snipe", {"edge": 0.05})
+
+    # A bad parameter is refused with the server's reason; nothing changes.
+    await page.evaluate("document.querySelector('#slot-form').params.value = 'edge=0.9'")
+    await page.click("#slot-save")
+    await page.wait_for(f"{text_of('#result')}.includes('outside [0.0, 0.5]')", "the refusal")
+    assert json.loads(served.r.hget(seed.K.slots(), "eth-1h.snipe"))["params"] == {"edge": 0.05}
+
+    await page.click('button[data-edit="eth-1h.snipe"]')  # the form again holds the row's values
+    assert await page.evaluate("document.querySelector('#slot-form').params.value") == "edge=0.05"
+    await page.click("#slot-remove")
+    await page.wait_for("document.querySelector('tr[data-slot=\"eth-1h.snipe\"]') === null", "the row gone")
+    assert "Remove slot eth-1h.snipe?" in page.dialogs[-1]
+    assert not served.r.hexists(seed.K.slots(), "eth-1h.snipe")
+    refused = "status of 400 (Bad Request)"  # the bad parameter's answer, expected
+    assert [e for e in page.errors if ("401" not in e or "/login" not in e) and refused not in e] == []
