@@ -293,3 +293,16 @@ async def test_readiness_passes_over_a_slot_whose_strategy_is_not_in_the_release
     outs = await rig.run_ticks(15)
     assert any("not_reloaded_yet" in p for o in outs for p in o.problems)
     assert sum(o.record.orders for o in outs) > 0, "the other slots trade"
+
+
+def test_a_removed_setting_is_named_in_one_warning_and_never_refused(monkeypatch, caplog):
+    from baton import settings
+
+    monkeypatch.setattr(settings, "_warned", set())
+    with caplog.at_level("WARNING", logger="baton.settings"):
+        for _ in range(2):
+            s = settings.load({"BATON_SNIPE_EDGE": "0.2", "BATON_SNIPE_ENTRY_S": "oops"})
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned  # one per variable, once per process
+    assert "BATON_SNIPE_EDGE is no longer read (ignored)" in warned[0] and "--param edge=X" in warned[0]
+    assert not hasattr(s, "snipe_edge")
