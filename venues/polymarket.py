@@ -9,10 +9,7 @@ lazily on the first authenticated call and are never logged.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,7 +18,6 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
-from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.clob_types import (
     AssetType,
     BalanceAllowanceParams,
@@ -41,8 +37,9 @@ from state.structs import Market
 from venues.budgets import venue_throttle
 from venues.clob_orders import account_orders
 from venues.clob_results import check_order, check_post, order_result, post_result
+from venues.clob_transport import RESET_ON_CLOSE, ClobTransport, translate
 from venues.gamma import Gamma, parse_gamma_event
-from venues.http import VERSION_MISMATCH, Throttle, classify, take
+from venues.http import VERSION_MISMATCH, Throttle
 from venues.order_ids import OrderIdFn, OrderIds, check_order_ids
 
 log = logging.getLogger("baton.venue")
@@ -55,82 +52,6 @@ T = TypeVar("T")
 RETRY_ATTEMPTS = 3
 RETRY_BUDGET_S = 2.0
 RETRY_BACKOFF_S = (0.1, 0.3)
-
-
-# Every connection to the CLOB is closed with a reset (SO_LINGER 0), never a graceful close: a
-# post abandoned at its deadline (a partition: the request sits unacknowledged in the kernel's
-# send queue) must die with its socket, not be delivered when the link heals, seconds after
-# another worker took the lease over (found by make chaos-cluster: an order 5.3 s late).
-RESET_ON_CLOSE = [(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))]
-
-
-class _Client(ClobClient):
-    """py-clob-client-v2 with our own transport, and without its post-order trade polling."""
-
-    def __init__(self, http: httpx.Client, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._http = http
-        self.throttle: Throttle | None = None
-        # A post's own time limit (its lease deadline), per lane thread; None: the client's.
-        self.limit = threading.local()
-
-    def _request(self, method: str, url: str, headers: Any, data: Any, params: Any) -> Any:
-        # Every request the client makes (its own /tick-size, /version, ... included) takes
-        # its cost from the shared budget first; a refusal means it is never sent.
-        take(self.throttle, method, url)
-        headers = {**(headers or {}), "Accept": "*/*", "Content-Type": "application/json"}
-        content = data.encode() if isinstance(data, str) else None
-        body = None if isinstance(data, str) or data is None else data
-        limit_s = getattr(self.limit, "timeout_s", None)
-        timeout = httpx.USE_CLIENT_DEFAULT if limit_s is None else httpx.Timeout(max(limit_s, 0.001))
-        try:
-            resp = self._http.request(
-                method, url, headers=headers, content=content, json=body, params=params, timeout=timeout
-            )
-        except httpx.HTTPError as e:
-            path = httpx.URL(url).path
-            kind = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
-            raise VenueError(f"{method} {path}: {type(e).__name__}: {e}", retryable=True, kind=kind) from e
-        if resp.status_code != 200:
-            raise PolyApiException(resp)
-        try:
-            return resp.json()
-        except ValueError:
-            return resp.text
-
-    def _get(self, endpoint: str, headers: Any = None, params: Any = None) -> Any:
-        return self._request("GET", endpoint, headers, None, params)
-
-    def _post(self, endpoint: str, headers: Any = None, data: Any = None, params: Any = None) -> Any:
-        return self._request("POST", endpoint, headers, data, params)
-
-    def _delete(self, endpoint: str, headers: Any = None, data: Any = None, params: Any = None) -> Any:
-        return self._request("DELETE", endpoint, headers, data, params)
-
-    def _resolve_transactions_hashes(self, response: Any) -> Any:
-        # The stock client polls /data/trades for up to 30 s when a match has trade ids but no
-        # transaction hashes yet; a worker thread must not hang on that. Reconciliation reads
-        # the order later instead.
-        return response
-
-
-def _venue_message(e: PolyApiException) -> str:
-    msg = e.error_msg
-    if isinstance(msg, dict):
-        return str(msg.get("error") or msg.get("errorMsg") or json.dumps(msg))
-    return str(msg)
-
-
-def _translate(e: PolyApiException, what: str) -> VenueError:
-    msg = _venue_message(e)
-    kind, retryable = classify(e.status_code, msg)
-    return VenueError(
-        f"{what}: HTTP {e.status_code}: {msg}",
-        retryable=retryable,
-        kind=kind,
-        status=e.status_code,
-        detail=msg,
-    )
 
 
 class ClobVenue:
@@ -156,7 +77,7 @@ class ClobVenue:
             timeout=timeout_s, transport=httpx.HTTPTransport(socket_options=RESET_ON_CLOSE)
         )
         self._gamma = Gamma(self.gamma_url, timeout_s, throttle)
-        self._client = _Client(
+        self._client = ClobTransport(
             self._clob_http,
             host=self.clob_url,
             chain_id=chain_id,
@@ -185,7 +106,7 @@ class ClobVenue:
             try:
                 return fn()
             except PolyApiException as e:
-                err = _translate(e, what)
+                err = translate(e, what)
                 err.__cause__ = e
                 if e.status_code == 401:
                     self._client.set_api_creds(None)  # stale key: derive again on the next call
@@ -286,7 +207,7 @@ class ClobVenue:
             # what post() reports as the fee of what matched at once.
             self._fees[token_id] = self._fee_schedule(token_id)
         except PolyApiException as e:
-            raise _translate(e, "create_order") from e
+            raise translate(e, "create_order") from e
         except PolyException as e:
             raise VenueError(f"create_order: {e.msg}", retryable=False) from e
         # The client signs the order version the venue's GET /version names; Baton's ids
@@ -422,7 +343,7 @@ class ClobVenue:
         try:
             fee = self._fees.get(token) or self._fee_schedule(token)
         except PolyApiException as e:
-            raise _translate(e, f"fee schedule of {token}") from e
+            raise translate(e, f"fee schedule of {token}") from e
         except PolyException as e:
             raise VenueError(f"fee schedule of {token}: {e.msg}", retryable=True) from e
         return order_result(o, trades, fee)

@@ -19,10 +19,16 @@ from py_clob_client_v2.clob_types import (
 from baton.settings import SIM_PRIVATE_KEY
 from sim.book import book
 from sim.clob import ClobSim
-from tests.fast.clob.contract import CHAIN_ID, SECOND_KEY, TRADE_TYPES, check, market, new_client, rejected
+from tests.fast.clob.contract import CHAIN_ID, TRADE_TYPES, check, market, new_client, rejected
 from tests.simserver import Clock
 from venues.clob_results import GTD_THRESHOLD_S
 from venues.polymarket import ClobVenue
+
+
+def own_client(url: str, n: int):
+    """A client of an account of this test's own (a private key of the digit n): holdings of
+    other tests' windows, redeemed as the clock moves, never show in its balance."""
+    return new_client(url, "0x" + str(n) * 64)
 
 
 def balance(c, token: str = "") -> int:
@@ -40,13 +46,14 @@ def first_cross(s: ClobSim, m: dict, token: str, side: str, clock: Clock, ahead_
     w = s.catalogue.register(m["gamma"]["slug"])
     now_s = clock.ms // 1000
 
-    def touch(at_s: int) -> int | None:
-        bids, asks = book(s.model, w, token, at_s * 1000, s.params, s.seed)
+    def touch(at_ms: int) -> int | None:
+        bids, asks = book(s.model, w, token, at_ms, s.params, s.seed)
         levels = asks if side == "BUY" else bids
         return levels[0][0] if levels else None
 
-    now = touch(now_s)
-    seconds = [(t, touch(t)) for t in range(now_s + 1, min(now_s + ahead_s, w.end_s))]
+    # Now, as the order's arrival sees it; later, as the walk sees each second (its start).
+    now = touch(clock.ms)
+    seconds = [(t, touch(t * 1000)) for t in range(now_s + 1, min(now_s + ahead_s, w.end_s))]
     seconds = [(t, p) for t, p in seconds if p is not None]
     best = min(p for _, p in seconds) if side == "BUY" else max(p for _, p in seconds)
     if now is None or (best >= now if side == "BUY" else best <= now):
@@ -54,8 +61,9 @@ def first_cross(s: ClobSim, m: dict, token: str, side: str, clock: Clock, ahead_
     return next((t, p) for t, p in seconds if p == best)
 
 
-def test_a_gtc_buy_matches_later_as_the_maker_when_the_asks_come_down_to_it(env, client):
+def test_a_gtc_buy_matches_later_as_the_maker_when_the_asks_come_down_to_it(env):
     url, http, s, clock = env
+    client = own_client(url, 3)
     m = market(http, clock, "btc")
     token = next((t for t in (m["up"], m["down"]) if first_cross(s, m, t, "BUY", clock)), None)
     assert token is not None, "the book never moved within the window"
@@ -80,7 +88,7 @@ def test_a_gtc_buy_matches_later_as_the_maker_when_the_asks_come_down_to_it(env,
     assert cash0 - balance(client) == 5 * tick * 10_000
     assert balance(client, token) >= 5_000_000
     # The runtime's reading of it: matched, from the order and from the account's trades.
-    venue = ClobVenue(url, url, SIM_PRIVATE_KEY, CHAIN_ID)
+    venue = ClobVenue(url, url, "0x" + "3" * 64, CHAIN_ID)
     try:
         assert (venue.order(r["orderID"]).status, venue.order(r["orderID"]).size_matched) == ("matched", 5.0)
         [a] = [a for a in venue.account_orders([m["cid"]], 0) if a.order_id == r["orderID"]]
@@ -89,8 +97,9 @@ def test_a_gtc_buy_matches_later_as_the_maker_when_the_asks_come_down_to_it(env,
         venue.close()
 
 
-def test_a_gtc_sell_of_held_shares_matches_later_when_the_bids_come_up_to_it(env, client):
-    _, http, s, clock = env
+def test_a_gtc_sell_of_held_shares_matches_later_when_the_bids_come_up_to_it(env):
+    url, http, s, clock = env
+    client = own_client(url, 4)
     m = market(http, clock, "eth")
     token = next(t for t in (m["up"], m["down"]) if first_cross(s, m, t, "SELL", clock))
     at_s, tick = first_cross(s, m, token, "SELL", clock)
@@ -145,11 +154,13 @@ def test_a_gtd_rests_until_its_threshold_before_its_expiry(env, client):
 
 def test_resting_orders_die_with_their_market_and_sold_shares_are_not_paid(env):
     url, http, s, clock = env
-    client = new_client(url, SECOND_KEY)  # an account holding nothing else that resolves
+    client = own_client(url, 5)
     m = market(http, clock, "xrp")
     w = s.catalogue.register(m["gamma"]["slug"])
-    up_won = s.model.outcome_up(w.asset, w.start_s, w.end_s)
-    token = m["up"] if up_won else m["down"]  # the winning side
+    books = {t: client.get_order_book(t) for t in (m["up"], m["down"])}
+    # The dearer side: bids to sell into at 0.01, and a BUY at 0.01 rests.
+    token = max(books, key=lambda t: float(books[t]["bids"][-1]["price"]) if books[t]["bids"] else 0.0)
+    won = s.model.outcome_up(w.asset, w.start_s, w.end_s) == (token == m["up"])
     client.post_order(
         client.create_order(OrderArgsV2(token_id=token, price=0.99, size=12, side="BUY")), "FOK"
     )
@@ -163,9 +174,9 @@ def test_resting_orders_die_with_their_market_and_sold_shares_are_not_paid(env):
     cash_before = balance(client)
     clock.ms = w.end_s * 1000 + 1000
     assert client.get_order(resting["orderID"])["status"] == "CANCELED_MARKET_RESOLVED"
-    # Only the 7 shares still held are redeemed, at 1 USDC each.
-    assert balance(client) - cash_before == 7_000_000
-    venue = ClobVenue(url, url, SECOND_KEY, CHAIN_ID)
+    # Only the 7 shares still held are redeemed, at 1 USDC each if their side won.
+    assert balance(client) - cash_before == (7_000_000 if won else 0)
+    venue = ClobVenue(url, url, "0x" + "5" * 64, CHAIN_ID)
     try:
         assert venue.order(resting["orderID"]).status == "canceled"
     finally:
