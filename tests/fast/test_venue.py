@@ -59,7 +59,7 @@ def test_discover_finds_the_market_of_a_slug(env):
     assert (m.up_token, m.down_token) == (token_id(slug, "Up"), token_id(slug, "Down"))
     assert (m.tick_size, m.min_size) == (0.01, 5.0)
     assert venue.discover("btc-updown-5m-notanumber") is None
-    assert venue.discover("nope-updown-5m-1700000000") is None
+    assert venue.discover("no_such-updown-5m-1700000000") is None  # not an asset name
 
 
 def test_books_come_best_first_and_match_the_sims_maker(env):
