@@ -99,3 +99,13 @@ def record(ref: SlotRef, tick: int, now_ms: int, inp: SlotInput, answer: Any, ou
         up_ask=inp.up_ask,
         down_ask=inp.down_ask,
     )
+
+
+def record_outcome(answer: Any, outcome: str) -> str:
+    """The last-decision record's outcome, as it read before the decision log: "entry",
+    "risk refused: <why>", "exit"; other refusals as the log says them."""
+    if outcome == "intent":
+        return "exit" if isinstance(answer, Exit) else "entry"
+    if outcome.startswith("refused: risk: "):
+        return "risk refused: " + outcome.removeprefix("refused: risk: ")
+    return outcome

@@ -13,17 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from baton.settings import Settings
-from kernel import decision_log, executor
+from kernel import executor
 from kernel.blocking import EntryBlocks
-from kernel.decide import answer_problem, record
-from kernel.exits import ExitLegs, Holdings, exits_on, make_exit_intent
+from kernel.decide import answer_problem, record, record_outcome
+from kernel.exits import ExitLegs, Holdings, exit_intents, exits_on
 from kernel.halt import HaltGate
 from kernel.inputs import TickInputs, account, with_asks
 from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
+from kernel.notes import DecisionNotes
 from kernel.risk import Account, RiskLimits, check_entry
 from kernel.snapshot import SlotRef, Snapshot
-from kernel.strategy_api import MAX_EXIT_LEGS, Buy, Exit, SlotInput
+from kernel.strategy_api import Buy, Exit, SlotInput
 from kernel.wakes import WakeSchedule
 from state.store import Store
 from state.structs import DecisionRecord, Intent, Market, Position
@@ -111,11 +112,8 @@ class Entries:
         self.absent: dict[str, tuple[int, int]] = {}
         # Exit legs committed per slot-window (kernel/exits.py).
         self.legs = ExitLegs()
-        # Entries kept per slot in the decision log (keys.decision_log(slot)), and the
-        # evaluations not appended to it yet (flush_log): (tick, at_ms, [ref, strategy,
-        # input, answer, outcome, intent id] each).
-        self.decision_log_len = decision_log_len
-        self.unlogged: list[tuple[int, int, list[list[Any]]]] = []
+        # Each slot's last decision and the decision log (kernel/notes.py).
+        self.notes = DecisionNotes(store, decision_log_len)
         # What the inputs of the current tick share (kernel/inputs.py), built on first use.
         self._inputs: TickInputs | None = None
 
@@ -294,17 +292,17 @@ class Entries:
         Redis answers read, their posts started) while it goes on. Exit legs go with the last
         chunk, once their numbers are known (kernel/exits.py). Each slot's last decision is
         written while the last chunk is under way; every evaluation is one entry of the
-        decision log, kept for flush_log. Fills `out`."""
+        decision log, kept for the notes' flush between ticks. Fills `out`."""
         problems = out.problems
         intents: list[Intent] = []
         # Each slot's decision record, as the dashboard and `baton slots` show it (a thousand
         # of them at the end of a window), and the decision log's entries.
         decisions: dict[str, DecisionRecord] = {}
-        # The decision log's entries, built and appended between ticks (flush_log):
+        # The decision log's entries, built and appended between ticks (kernel/notes.py):
         # [ref, strategy, input, answer, outcome, intent id].
         logs: list[list[Any]] = []
         # Exits judged fit: (the slot, its input, the answer, the index of its log entry).
-        exits: list[tuple[Wanted, SlotInput, Exit, int]] = []
+        exits: list[tuple[SlotRef, Position, SlotInput, Exit, int]] = []
         gate = self.gate
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
@@ -342,25 +340,25 @@ class Entries:
                 out.evaluated += 1
                 answer, outcome = self._decide(w, inp, acct, problems)
                 intent_id = ""
-                if outcome == "intent" and isinstance(answer, Exit):
-                    exits.append((w, inp, answer, len(logs)))
+                if outcome == "intent" and isinstance(answer, Exit) and w.held is not None:
+                    exits.append((ref, w.held, inp, answer, len(logs)))
                 elif outcome == "intent":
                     intent = executor.make_intent(ref, m, answer, epoch, now_ms)
                     intents.append(intent)
                     intent_id = intent.id
-                decisions[ref.id] = record(ref, tick, now_ms, inp, answer, _record_outcome(answer, outcome))
+                decisions[ref.id] = record(ref, tick, now_ms, inp, answer, record_outcome(answer, outcome))
                 logs.append([ref, w.name, inp, answer, outcome, intent_id])
             if exits:
-                intents += await self._exit_intents(exits, logs, decisions, tick, epoch, now_ms)
+                intents += await exit_intents(
+                    self.legs, self.store, exits, logs, decisions, tick, epoch, now_ms
+                )
             await stream.send(intents, last=True)
             sent += intents
         finally:
             # The decisions are written while the last chunk is under way: one round trip
             # less on the tick's path. The log's entries wait for flush_log.
-            if logs:
-                self.unlogged.append((tick, now_ms, logs))
-            late = len(self.unlogged) > (1 if logs else 0)
-            noted = asyncio.ensure_future(self._note(decisions, late)) if decisions else None
+            self.notes.keep(tick, now_ms, logs)
+            noted = asyncio.ensure_future(self.notes.note(decisions)) if decisions else None
             try:
                 out.orders, errs = await stream.finish()
                 problems += errs
@@ -376,42 +374,6 @@ class Entries:
                             self.legs.committed(i)
                 if noted is not None:
                     problems += await noted
-
-    async def _note(self, decisions: dict[str, DecisionRecord], late: bool) -> list[str]:
-        """Each slot's last decision (one HSET); and the decision log of earlier ticks that no
-        flush_log wrote (a tick that handed over skips the work between ticks), with it."""
-        if not late:
-            await self.store.record_decisions(decisions)
-            return []
-        return await self.flush_log(lambda pipe: self.store.record_decisions(decisions, pipeline=pipe))
-
-    async def flush_log(self, also: Callable[[Any], Any] | None = None) -> list[str]:
-        """The decision log's entries of the ticks since the last call, built and appended in
-        one round trip (kernel/decision_log.py, Store.append_decisions): between ticks
-        (kernel/tick.py), so that a thousand of them cost an entry burst nothing. Returns the
-        problems (entries a slot's stream could not take: the others are in)."""
-        pending, self.unlogged = self.unlogged, []
-        entries = [
-            decision_log.entry(tick, r, at_ms, n, i, a, o, iid)
-            for tick, at_ms, logs in pending
-            for r, n, i, a, o, iid in logs
-        ]
-        if not entries and also is None:
-            return []
-
-        def build(pipe: Any) -> None:
-            if also is not None:
-                also(pipe)
-            if entries:
-                self.store.append_decisions(entries, self.decision_log_len, pipeline=pipe)
-
-        answers = await self.store.run_pipeline(build)
-        appended = answers[-1] if entries else None
-        if isinstance(appended, Exception):
-            return [f"decision log: {len(entries)} entr(ies) not appended: {appended}"]
-        if isinstance(appended, list) and len(appended) == 3 and appended[1]:
-            return [f"decision log: {appended[1]} entr(ies) not appended: {appended[2]}"]
-        return []
 
     def _decide(self, w: Wanted, inp: SlotInput, acct: Account, problems: list[str]) -> tuple[Any, str]:
         """The strategy's answer for one slot and what the kernel makes of it: "intent" (an
@@ -432,40 +394,3 @@ class Entries:
                 return answer, f"refused: risk: {refused}"
             return answer, "intent"
         return answer, "intent" if isinstance(answer, Exit) else ""
-
-    async def _exit_intents(
-        self,
-        exits: list[tuple[Wanted, SlotInput, Exit, int]],
-        logs: list[list[Any]],
-        decisions: dict[str, DecisionRecord],
-        tick: int,
-        epoch: int,
-        now_ms: int,
-    ) -> list[Intent]:
-        """The exit legs of this tick's exits, numbered after the legs each slot-window has
-        committed (one HMGET for the slots this worker does not know of); an exit past
-        MAX_EXIT_LEGS is refused (its log entry and record say so)."""
-        counts = await self.legs.counts(self.store, [w.ref for w, _, _, _ in exits])
-        out: list[Intent] = []
-        for w, inp, answer, k in exits:
-            n = counts[w.ref.id] + 1
-            if n > MAX_EXIT_LEGS:
-                why = f"refused: {MAX_EXIT_LEGS} exit legs used in this window already"
-                logs[k][4] = why
-                decisions[w.ref.id] = record(w.ref, tick, now_ms, inp, answer, why)
-                continue
-            assert w.held is not None  # an Exit is judged fit only for a slot holding one
-            intent = make_exit_intent(w.ref, w.held, answer, n, epoch, now_ms)
-            logs[k][5] = intent.id
-            out.append(intent)
-        return out
-
-
-def _record_outcome(answer: Any, outcome: str) -> str:
-    """The last-decision record's outcome, as it read before the decision log: "entry",
-    "risk refused: <why>", "exit"; other refusals as the log says them."""
-    if outcome == "intent":
-        return "exit" if isinstance(answer, Exit) else "entry"
-    if outcome.startswith("refused: risk: "):
-        return "risk refused: " + outcome.removeprefix("refused: risk: ")
-    return outcome

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel.decide import exit_size
+from kernel.decide import exit_size, record
 from kernel.executor import expires_s
 from kernel.snapshot import SlotRef, Snapshot
 from kernel.strategy_api import MAX_EXIT_LEGS, Exit
 from state.store import Store
-from state.structs import Intent, Position, exit_leg
+from state.structs import DecisionRecord, Intent, Position, exit_leg
 
 
 def exits_on(strategy: Any) -> bool:
@@ -118,3 +118,32 @@ def make_exit_intent(ref: SlotRef, p: Position, d: Exit, n: int, epoch: int, now
         order_type=d.order_type,
         expires_s=expires_s(d.order_type, d.expires_ms),
     )
+
+
+async def exit_intents(
+    legs: ExitLegs,
+    store: Store,
+    exits: list[tuple[SlotRef, Position, Any, Exit, int]],
+    logs: list[list[Any]],
+    decisions: dict[str, DecisionRecord],
+    tick: int,
+    epoch: int,
+    now_ms: int,
+) -> list[Intent]:
+    """The exit legs of a tick's exits, (slot, position, input, answer, index of its
+    evaluation in `logs`) each, numbered after the legs each slot-window has committed (one
+    HMGET for the slots this worker does not know of); an exit past MAX_EXIT_LEGS is refused
+    (its evaluation and its record in `decisions` say so)."""
+    counts = await legs.counts(store, [ref for ref, *_ in exits])
+    out: list[Intent] = []
+    for ref, held, inp, answer, k in exits:
+        n = counts[ref.id] + 1
+        if n > MAX_EXIT_LEGS:
+            why = f"refused: {MAX_EXIT_LEGS} exit legs used in this window already"
+            logs[k][4] = why
+            decisions[ref.id] = record(ref, tick, now_ms, inp, answer, why)
+            continue
+        intent = make_exit_intent(ref, held, answer, n, epoch, now_ms)
+        logs[k][5] = intent.id
+        out.append(intent)
+    return out

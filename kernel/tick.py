@@ -415,7 +415,7 @@ class TickRunner:
         problems = await self.blocks.publish(self.store, self.ident.epoch, self.clock.now_ms())
         # The tick's decision log (kept off the tick's path: a burst's thousand entries).
         try:
-            logged = await self.entries.flush_log()
+            logged = await self.entries.notes.flush()
         except Exception as e:
             logged = [f"decision log not appended: {e}"]
         for p in logged:
