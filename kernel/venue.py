@@ -50,7 +50,8 @@ class OrderResult(msgspec.Struct, frozen=True):
 class SignedOrder(msgspec.Struct, frozen=True):
     """A signed order, not yet posted. `order_id` is the id the venue will know it by, so an
     intent can record it first; posting the same SignedOrder again never fills twice.
-    `side` is "BUY" or "SELL"; `expires_s` a GTD order's expiry (0: none)."""
+    `side` is "BUY" or "SELL"; `expires_s` when a GTD order stops resting (0: none; the
+    adapter writes it in the venue's own terms: venues/clob_results.py GTD_THRESHOLD_S)."""
 
     order_id: str
     token_id: str
@@ -93,7 +94,8 @@ class Venue(Protocol):
 
     def sign_buy(self, token_id: str, price: float, size: float) -> SignedOrder: ...
 
-    # side "BUY" or "SELL" (size in shares either way); expires_s: a GTD order's expiry.
+    # side "BUY" or "SELL" (size in shares either way); expires_s: when a GTD order stops
+    # resting (unix seconds; the adapter encodes the venue's security threshold).
     def sign(
         self, side: str, token_id: str, price: float, size: float, expires_s: int = 0
     ) -> SignedOrder: ...

@@ -28,7 +28,9 @@ FAK_KILLED = (
 NOT_ENOUGH_BALANCE = "not enough balance / allowance"
 INVALID_EXPIRATION = "invalid expiration"
 # A GTD order's security threshold (Polymarket's docs): the venue expires it this long
-# before its `expiration`, and refuses one whose expiration is nearer than this.
+# before its `expiration` field, and refuses one whose field is nearer than this. So that an
+# order rests until the time the kernel means, ClobVenue.sign writes `expires_s` plus this
+# ("to expire in 90 s, expiration = now + 1 minute + 30 s", the docs' own example).
 GTD_THRESHOLD_S = 60
 ORDER_TYPES = ("FOK", "FAK", "GTC", "GTD")
 # Orders that rest on the book for what does not match at once.

@@ -36,7 +36,7 @@ from kernel.venue import DRY_RUN, AccountOrder, Book, OrderResult, SignedOrder
 from state.structs import Market
 from venues.budgets import venue_throttle
 from venues.clob_orders import account_orders
-from venues.clob_results import check_order, check_post, order_result, post_result
+from venues.clob_results import GTD_THRESHOLD_S, check_order, check_post, order_result, post_result
 from venues.clob_transport import RESET_ON_CLOSE, ClobTransport, translate
 from venues.gamma import Gamma, parse_gamma_event
 from venues.http import VERSION_MISMATCH, Throttle
@@ -194,13 +194,16 @@ class ClobVenue:
     def sign(self, side: str, token_id: str, price: float, size: float, expires_s: int = 0) -> SignedOrder:
         """Sign a limit order without posting it; its order_id is known from now on. `side`
         "BUY" or "SELL", `size` in shares either way (a SELL gives up that many shares for at
-        least `price` each); `expires_s` a GTD order's expiry (unix seconds; 0: none). The
-        expiry travels beside the signed struct (a V2 order does not sign it), so it does not
+        least `price` each); `expires_s` when a GTD order stops resting (unix seconds; 0:
+        none), written as the venue's `expiration` field plus its security threshold
+        (GTD_THRESHOLD_S), since the venue stops a GTD order that long before the field. The
+        field travels beside the signed struct (a V2 order does not sign it), so it does not
         change the id. Raises ValueError for terms that are wrong on their face."""
         check_order(side, price, size, expires_s)
+        expiration = expires_s + GTD_THRESHOLD_S if expires_s else 0
         try:
             order = self._client.create_order(
-                OrderArgsV2(token_id=token_id, price=price, size=size, side=side, expiration=expires_s)
+                OrderArgsV2(token_id=token_id, price=price, size=size, side=side, expiration=expiration)
             )
             neg_risk = self._client.get_neg_risk(token_id)  # cached by create_order
             # The taker fee schedule of the token (cached by discovery's GET /clob-markets):

@@ -11,9 +11,9 @@ given); a SELL only of shares the stub sold you (less what resting sells hold ba
 otherwise with the CLOB's message. Resting orders (GTC, GTD) fill at once only when their
 price crosses the stub's quote (a BUY at or above the ask, a SELL at or below the bid);
 otherwise they rest until the quote moves to cross them (a test sets `ask`/`bid`, seen on
-the next `order()`), their GTD expiry is near (GTD_THRESHOLD_S before it, as the CLOB
-does), or `cancel()`. Messages and statuses are the
-ones venues/polymarket.py makes of the real CLOB's answers.
+the next `order()`), their GTD expiry `expires_s` comes (a GTD whose expiry has passed is
+refused: "invalid expiration"), or `cancel()`. Messages and statuses are the ones
+venues/polymarket.py makes of the real CLOB's answers.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from state.structs import Market
 from venues.clob_results import (
     FAK_KILLED,
     FOK_KILLED,
-    GTD_THRESHOLD_S,
     INVALID_EXPIRATION,
     NOT_ENOUGH_BALANCE,
     check_order,
@@ -195,7 +194,7 @@ class StubVenue:
                 balance, amount = max(round(have * 1e6), 0), round(s.size * 1e6)
                 why = f"the balance is not enough -> balance: {balance}, order amount: {amount}"
                 return refuse(f"{NOT_ENOUGH_BALANCE}: {why}")
-        if order_type == "GTD" and s.expires_s < now_s + GTD_THRESHOLD_S:
+        if order_type == "GTD" and s.expires_s < now_s:
             return refuse(INVALID_EXPIRATION)
         if order_type in ("GTC", "GTD"):
             if not self._crosses(s, now_s):
@@ -232,7 +231,7 @@ class StubVenue:
         if not o.resting:
             return
         s = o.signed
-        if o.order_type == "GTD" and now_s >= s.expires_s - GTD_THRESHOLD_S:
+        if o.order_type == "GTD" and now_s >= s.expires_s:
             o.result = msgspec.structs.replace(o.result, status="canceled", error="expired")
         elif self._crosses(s, now_s):
             left = s.size - o.result.size_matched

@@ -122,22 +122,28 @@ def test_cancel_says_whether_the_order_was_resting(env):
     assert venue.order(resting.order_id).status == "canceled"
 
 
-def test_a_gtd_carries_its_expiry_beside_the_signed_struct(env):
+def test_a_gtd_rests_until_its_expiry_written_with_the_venues_threshold(env):
     url, venue, _, clock = env
     m = market(venue, clock, "bnb")
     token = rich(venue, m)
-    expires_s = clock.ms // 1000 + GTD_THRESHOLD_S + 120
-    signed = venue.sign("BUY", token, 0.01, 5, expires_s=expires_s)
+    now_s = clock.ms // 1000
+    signed = venue.sign("BUY", token, 0.01, 5, expires_s=now_s + 30)
     plain = venue.sign("BUY", token, 0.01, 5)
-    assert signed.expires_s == expires_s and signed.order["expiration"] == str(expires_s)
+    # The venue stops a GTD order its threshold before the field: the field carries it.
+    assert signed.expires_s == now_s + 30
+    assert signed.order["expiration"] == str(now_s + 30 + GTD_THRESHOLD_S)
     assert plain.order["expiration"] == "0"
     r = venue.post(signed, "GTD")
     assert (r.order_id, r.status) == (signed.order_id, "live")  # the id is the struct's hash
     row = sim_order(url, r.order_id)
-    assert (row["order_type"], row["expiration"]) == ("GTD", str(expires_s))
-    near = venue.sign("BUY", token, 0.01, 5, expires_s=clock.ms // 1000 + GTD_THRESHOLD_S - 1)
-    refused = venue.post(near, "GTD")
-    assert refused.status == "rejected" and "invalid expiration" in refused.error
+    assert (row["order_type"], row["expiration"]) == ("GTD", str(now_s + 30 + GTD_THRESHOLD_S))
+    clock.ms = (now_s + 29) * 1000
+    assert venue.order(r.order_id).status == "live"
+    clock.ms = (now_s + 30) * 1000
+    assert venue.order(r.order_id).status == "canceled"
+    assert venue.cancel(r.order_id) is False
+    past = venue.post(venue.sign("BUY", token, 0.01, 5, expires_s=clock.ms // 1000 - 1), "GTD")
+    assert past.status == "rejected" and past.error.startswith("invalid expiration")
 
 
 def test_an_order_type_that_does_not_suit_the_order_is_refused_before_sending(env):
