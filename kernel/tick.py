@@ -187,8 +187,9 @@ class TickRunner:
 
     async def load_slots(self) -> list[str]:
         """Read the slot list from the slots hash now (one round trip): before the first tick,
-        so that it (and its adoption sweep) sees every slot, not the settings' seeds. Returns
-        the problems (unreadable slots are the tick's to report, as blockers)."""
+        so that it reads and trades every slot, not the settings' seeds (later ticks follow the
+        hash as their snapshot reads it; the adoption sweep runs after that). Returns the
+        problems (unreadable slots are the tick's to report, as blockers)."""
         try:
             raw = await self.store.r.hgetall(self.store.k.slots())
         except ResponseError as e:  # not a hash: the tick's read makes it a blocker

@@ -306,3 +306,23 @@ def test_a_removed_setting_is_named_in_one_warning_and_never_refused(monkeypatch
     assert len(warned) == 2, warned  # one per variable, once per process
     assert "BATON_SNIPE_EDGE is no longer read (ignored)" in warned[0] and "--param edge=X" in warned[0]
     assert not hasattr(s, "snipe_edge")
+
+
+async def test_an_adoption_sweep_covers_a_slot_added_since_the_last_tick(rig):
+    """A standby taking over after a long wait, or a primary change: the sweep runs after the
+    tick's read of the slots hash, so it looks through today's slots, not those of before."""
+    await rig.run_ticks(1)
+    extra = Slot(id="sol-15s.b", asset="sol", timeframe="15s")
+    await rig.store.r.hset(rig.store.k.slots(), extra.id, SLOT.encode(extra))
+    await rig.clock.sleep_until_ms(rig.clock.now_ms() + 60_000)
+    seen = []
+    real = rig.runner.adopt
+
+    async def adopt(now_ms):
+        seen.append({r.id for r in rig.runner.refs.at(now_ms)})
+        return await real(now_ms)
+
+    rig.runner.adopt = adopt
+    rig.runner.adopter.owe("a takeover")
+    await rig.run_ticks(1)
+    assert seen and extra.id in seen[0]
