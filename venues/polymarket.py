@@ -200,15 +200,21 @@ class ClobVenue:
         field travels beside the signed struct (a V2 order does not sign it), so it does not
         change the id. Raises ValueError for terms that are wrong on their face."""
         check_order(side, price, size, expires_s)
+        if self._client.signer is None:
+            raise VenueError(
+                "sign: this venue client holds no key, so it signs nothing", retryable=False, kind="auth"
+            )
         expiration = expires_s + GTD_THRESHOLD_S if expires_s else 0
         try:
+            # The taker fee schedule of the token: what post() reports as the fee of what
+            # matched at once. Cached by discovery's GET /clob-markets; read first, so that a
+            # token not discovered here costs that one read (with /markets-by-token), which
+            # fills the tick size and neg-risk caches create_order would otherwise ask for.
+            self._fees[token_id] = self._fee_schedule(token_id)
             order = self._client.create_order(
                 OrderArgsV2(token_id=token_id, price=price, size=size, side=side, expiration=expiration)
             )
             neg_risk = self._client.get_neg_risk(token_id)  # cached by create_order
-            # The taker fee schedule of the token (cached by discovery's GET /clob-markets):
-            # what post() reports as the fee of what matched at once.
-            self._fees[token_id] = self._fee_schedule(token_id)
         except PolyApiException as e:
             raise translate(e, "create_order") from e
         except PolyException as e:
