@@ -11,7 +11,10 @@ snapshot), the lease holder asks the venue for this account's orders in the mark
 slots' open windows (and the windows just before them, whose fills settlement still books)
 and records every order no intent knows as its slot-window's entry intent: the window counts
 as entered, a fill is booked once (the ledger's ref `buy:<intent id>`), and the adoption is
-journaled (source `adopted`, counted as `errors_adopted`). Until a sweep owed has been done
+journaled (source `adopted`, counted as `errors_adopted`). A SELL no intent knows is an exit
+leg whose intent was lost: it is adopted as the slot-window's next exit leg (after the legs
+Redis holds), its sale booked against the position (ref `sell:<intent id>`), so that
+settlement never pays for shares sold. Until a sweep owed has been done
 the slots it could not cover open nothing new (a blocker of source `adopt`,
 kernel/blocking.py): never trade blind.
 """
@@ -26,11 +29,13 @@ import msgspec
 
 from kernel import lanes, outcomes
 from kernel.blocking import EntryBlocks
+from kernel.exits import exit_intent_id
 from kernel.markets import MarketCache
 from kernel.snapshot import ENTRY_LEG, SlotRef, SlotRefs
+from kernel.strategy_api import MAX_EXIT_LEGS
 from kernel.venue import AccountOrder, OrderResult
 from state.store import Store
-from state.structs import INTENT, Blocker, Intent, Market, Position
+from state.structs import INTENT, Blocker, Intent, Market, Position, exit_leg
 
 log = logging.getLogger("baton.adopt")
 
@@ -39,6 +44,8 @@ HOLD = "adopt"
 ADOPTED = "adopted"
 # Adoptions logged one by one (each is journaled; a thousand at once is one failover).
 LOGGED = 10
+# An order the venue listed, with the slot-window and market it is of.
+Found = tuple[tuple[SlotRef, Market], AccountOrder]
 
 
 @dataclass
@@ -133,8 +140,27 @@ async def adopt_listed(
     if any(o.market not in by_market for o in listed):
         await _discover(markets, [r for r in windows if r.slug not in cached], refs, by_market, out)
     found = [(by_market[o.market], o) for o in listed if o.market in by_market]
-    if not found:
-        return out
+    # Sales after buys: a lost entry's position is booked before a lost exit sells from it.
+    sales = sorted(
+        ((rm, o) for rm, o in found if o.side == "SELL" and o.token_id in (rm[1].up_token, rm[1].down_token)),
+        key=lambda x: x[1].created_s,
+    )
+    found = [(rm, o) for rm, o in found if o.side != "SELL"]
+    if found:
+        await _adopt_buys(store, found, epoch, now_ms, out)
+    if sales:
+        await _adopt_sales(store, sales, epoch, now_ms, out)
+    return out
+
+
+async def _adopt_buys(
+    store: Store,
+    found: list[tuple[tuple[SlotRef, Market], AccountOrder]],
+    epoch: int,
+    now_ms: int,
+    out: Swept,
+) -> None:
+    """The buys no entry intent knows, adopted as their slot-window's entry."""
     ids = list(dict.fromkeys(r.entry_intent_id for (r, _), _ in found))
     known: dict[str, Intent | None] = {}
     for intent_id, raw in zip(ids, await store.raw_intents(ids), strict=True):
@@ -163,7 +189,78 @@ async def adopt_listed(
         todo.append((intent, venue_answer(o)))
     if todo:
         await _record(store, epoch, todo, now_ms, out)
-    return out
+
+
+async def _adopt_sales(
+    store: Store,
+    sales: list[tuple[tuple[SlotRef, Market], AccountOrder]],
+    epoch: int,
+    now_ms: int,
+    out: Swept,
+) -> None:
+    """The sells no exit leg knows, adopted as their slot-window's next exit legs (oldest
+    first). A window with a leg that cannot be read adopts nothing: that leg may be the
+    order's."""
+    windows = list({r.id + ":" + str(r.window_start_s): r for (r, _), _ in sales}.values())
+    ids = [exit_intent_id(r, n) for r in windows for n in range(1, MAX_EXIT_LEGS + 1)]
+    raw = await store.raw_intents(ids)
+    legs: dict[str, int] = {}  # slot-window -> the highest leg committed
+    orders: dict[str, set[str]] = {}  # slot-window -> the order ids its legs know
+    unreadable: set[str] = set()
+    for k, r in enumerate(windows):
+        key = f"{r.id}:{r.window_start_s}"
+        orders[key] = set()
+        legs[key] = 0
+        for n, v in enumerate(raw[k * MAX_EXIT_LEGS : (k + 1) * MAX_EXIT_LEGS], 1):
+            if v is None:
+                continue
+            legs[key] = n
+            try:
+                orders[key].add(INTENT.decode(v).order_id)
+            except msgspec.DecodeError:
+                unreadable.add(key)
+    todo: list[tuple[Intent, OrderResult]] = []
+    for (r, m), o in sales:
+        key = f"{r.id}:{r.window_start_s}"
+        if o.order_id in orders[key]:
+            continue
+        if key in unreadable or legs[key] >= MAX_EXIT_LEGS:
+            why = "an exit leg of it cannot be read" if key in unreadable else "every exit leg is used"
+            out.problems.append(
+                f"adoption sweep: SELL {o.order_id} of {r.id} window {r.window_start_s} is at the venue "
+                f"and no intent knows it, but {why}: not adopted"
+            )
+            continue
+        legs[key] += 1
+        orders[key].add(o.order_id)
+        todo.append((adopted_exit(r, m, o, legs[key], epoch, now_ms), venue_answer(o)))
+    if todo:
+        await _record(store, epoch, todo, now_ms, out)
+
+
+def adopted_exit(ref: SlotRef, m: Market, o: AccountOrder, n: int, epoch: int, now_ms: int) -> Intent:
+    """Exit leg `n` that an adopted SELL stands for ("posted", as adopted_intent's)."""
+    size = o.original_size or o.size_matched
+    return Intent(
+        id=exit_intent_id(ref, n),
+        slot=ref.id,
+        asset=ref.asset,
+        window_start_s=ref.window_start_s,
+        window_end_s=ref.window_end_s,
+        leg=exit_leg(n),
+        side="up" if o.token_id == m.up_token else "down",
+        limit_price=o.price or o.avg_price,
+        size=size,
+        stake_usd=0.0,
+        epoch=epoch,
+        created_ms=o.created_s * 1000 if o.created_s else now_ms,
+        status="posted",
+        token_id=o.token_id,
+        condition_id=m.condition_id,
+        order_id=o.order_id,
+        updated_ms=now_ms,
+        adopted_ms=now_ms,
+    )
 
 
 async def _discover(
@@ -204,25 +301,28 @@ async def _record(
     venue said of each (its fill booked through record_fill.lua, as a post's answer is)."""
     updates: list[Intent] = []
     fills: list[tuple[Intent, Position]] = []
+    sold: list[Intent] = []
     for intent, res in todo:
-        outcomes.outcome(intent, res, now_ms, updates, fills, [])
-    # Each intent as it is adopted: its final state, except a fill's, which record_fill makes.
-    filled = {i.id for i, _ in fills}
+        outcomes.outcome(intent, res, now_ms, updates, fills, [], sold)
+    # Each intent as it is adopted: its final state, except a fill's or a sale's, which
+    # record_fill and record_exit make.
+    filled = {i.id for i, _ in fills} | {i.id for i in sold}
     first = [i for i, _ in todo if i.id in filled] + [u for u in updates]
     verdicts = await store.adopt_intents(epoch, first)
     ok = {i.id for i, v in zip(first, verdicts, strict=True) if v == "OK"}
     refused = [f"{i.id}: adoption refused: {v}" for i, v in zip(first, verdicts, strict=True) if v != "OK"]
     fills = [(i, p) for i, p in fills if i.id in ok]
-    if fills:
-        refused += await outcomes.write_outcomes(store, epoch, [], fills)
+    sold = [i for i in sold if i.id in ok]
+    if fills or sold:
+        refused += await outcomes.write_outcomes(store, epoch, [], fills, sells=sold)
     out.problems += [f"adoption sweep: {p}" for p in refused]
-    adopted = [i for i, _ in fills] + [u for u in updates if u.id in ok]
+    adopted = [i for i, _ in fills] + sold + [u for u in updates if u.id in ok]
     out.adopted += adopted
     if adopted:
         lines = [
             f"{i.id}: adopted order {i.order_id} that no intent knew ({i.status}, "
-            f"{i.filled_size or i.size:g} shares at {i.avg_price or i.limit_price:g}): its window counts "
-            "as entered"
+            f"{i.filled_size or i.size:g} shares at {i.avg_price or i.limit_price:g}): "
+            + ("its sale booked" if i.is_exit else "its window counts as entered")
             for i in adopted
         ]
         for line in lines[:LOGGED]:

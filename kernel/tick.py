@@ -374,13 +374,16 @@ class TickRunner:
 
     async def adopt(self, now_ms: int) -> list[str]:
         """The adoption sweep owed (kernel/adopt.py), if any; returns its problems. The slots
-        whose windows it adopted count as entered from now on."""
+        whose windows it adopted count as entered from now on, and an adopted exit leg's
+        number as used."""
         adopted, problems = await self.adopter.settle(self.ident.epoch, now_ms)
         if adopted:
             self.entries.absent.clear()
             for i in adopted:
                 if i.window_start_s >= self.entries.entered.get(i.slot, 0):
                     self.entries.entered[i.slot] = i.window_start_s
+                if i.is_exit:
+                    self.entries.legs.committed(i)
         return problems
 
     async def between_ticks(self, next_boundary_ms: int) -> list[str]:

@@ -435,3 +435,31 @@ async def test_an_unreadable_account_value_holds_entries_back_but_not_exits(rig)
     assert outs[0].record.blocked >= 1
     assert [s for s, *_ in rec.posts] == ["BUY", "SELL"]
     assert outs[0].record.exits == 1
+
+
+async def test_a_sale_at_the_venue_that_no_intent_knows_is_adopted_as_the_next_exit_leg(rig):
+    """A failover lost an exit leg's intent after its SELL reached the venue: the adoption
+    sweep records it as the window's next leg and books the sale, once."""
+    venue = _clocked(rig)
+    await _start(rig, trader(exits=False), venue=venue)
+    await rig.run_ticks(2)
+    (p,) = await rig.store.read_positions(open_only=True)
+    lost = venue.post(venue.sign("SELL", p.token_id, 0.04, 60.0), "FAK")
+    assert lost.status == "matched"
+    assert rig.runner is not None
+    for _ in range(2):  # a second sweep finds it known
+        rig.runner.adopter.owe("a test: the Redis primary changed")
+        outs = await rig.run_ticks(1)
+        assert not outs[0].problems, outs[0].problems
+    (leg,) = [i for i in (await _intents(rig)).values() if i.is_exit]
+    assert (leg.leg, leg.order_id, leg.status, leg.filled_size) == ("exit-1", lost.order_id, "filled", 60.0)
+    assert leg.adopted_ms > 0
+    (after,) = await rig.store.read_positions(open_only=True)
+    assert after.shares_micros == 40_000_000 and after.exits == 1
+    sells = [e for e in await rig.store.read_ledger() if e.kind == "sell"]
+    assert [e.ref for e in sells] == [f"sell:{leg.id}"]
+    # The worker numbers its own next exit after the adopted one.
+    assert (
+        rig.runner.entries.legs.count(next(r for r in rig.runner.refs.at(rig.clock.now_ms()) if r.id == SLOT))
+        == 1
+    )
