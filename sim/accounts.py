@@ -18,12 +18,14 @@ from dataclasses import dataclass
 
 from baton.errors import SettingsError
 from sim.markets import Window
+from venues.clob_results import NOT_ENOUGH_BALANCE
 
 MICRO = 1_000_000
 DEFAULT_BALANCE_USD = 1_000_000.0
 # What the live CLOB reports for an unlimited ERC-20 approval: 2**256 - 1.
 MAX_ALLOWANCE = str(2**256 - 1)
-NOT_ENOUGH = "not enough balance / allowance"
+# The live CLOB's words for an order its maker cannot pay for (or a SELL of shares not held).
+NOT_ENOUGH = NOT_ENOUGH_BALANCE
 
 
 def balance_from_env(env: Mapping[str, str]) -> int:
