@@ -133,7 +133,9 @@ class Entries:
         wanted = self._select(snap, now_ms, problems, holdings, only_held)
         if not wanted:
             return out
-        entered, cached = await self._entry_state([w.ref for w in wanted if w.held is None], epoch, problems)
+        entered, cached = await self._entry_state(
+            [w.ref for w in wanted], epoch, problems, {w.ref.id for w in wanted if w.held is not None}
+        )
         self.blocks.found("markets", self.markets.blockers(now_ms))
         # At most one entry per slot-window (intent_commit.lua enforces it; this saves the
         # strategy call and the books of slots that entered already); a slot whose cached
@@ -237,14 +239,15 @@ class Entries:
         return ctx.slot(ref, strat, entered, self.legs.count(ref))
 
     async def _entry_state(
-        self, refs: list[SlotRef], epoch: int, problems: list[str]
+        self, refs: list[SlotRef], epoch: int, problems: list[str], held: set[str] | None = None
     ) -> tuple[set[str], dict[str, Market]]:
         """For slots that want quotes this tick, in one round trip (none when everything is known
         already): which have an entry intent in their window already (their slot ids), and the
         markets the cache knows. Only entry ticks pay it; the snapshot does not read a thousand
-        slots' keys every tick. Slots found without one between ticks (`absent`) are not asked
-        again."""
-        ask = [r for r in refs if self.absent.get(r.id) != (r.window_start_s, epoch)]
+        slots' keys every tick. Slots found without one between ticks (`absent`), and slots
+        `held` (holding a position: entered), are not asked."""
+        held = held or set()
+        ask = [r for r in refs if r.id not in held and self.absent.get(r.id) != (r.window_start_s, epoch)]
         found, raw_intents = await self.markets.cached(refs, problems, intents_of=ask)
         # Any value counts as entered, even one that cannot be decoded: never a second entry.
         entered = {r.id for r, raw in zip(ask, raw_intents, strict=True) if raw is not None}

@@ -463,3 +463,13 @@ async def test_a_sale_at_the_venue_that_no_intent_knows_is_adopted_as_the_next_e
         rig.runner.entries.legs.count(next(r for r in rig.runner.refs.at(rig.clock.now_ms()) if r.id == SLOT))
         == 1
     )
+
+
+async def test_a_slot_asked_every_tick_while_it_holds_finds_its_market_in_the_cache(rig):
+    venue = _clocked(rig)
+    await _start(rig, trader(shares=10.0), venue=venue)
+    await rig.run_ticks(2)  # entered
+    discovered = venue.calls["discover"]
+    outs = await rig.run_ticks(3)
+    assert [o.record.exits for o in outs] == [1, 1, 1]
+    assert venue.calls["discover"] == discovered
