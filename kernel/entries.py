@@ -120,13 +120,16 @@ class Entries:
     def _halted(self) -> bool:
         return self.gate is not None and self.gate.halted
 
-    async def run(self, snap: Snapshot, now_ms: int, tick: int, epoch: int) -> EntryTick:
-        """The tick's evaluation: slots evaluated, orders placed, exits, unfilled, problems."""
+    async def run(
+        self, snap: Snapshot, now_ms: int, tick: int, epoch: int, exits_only: bool = False
+    ) -> EntryTick:
+        """The tick's evaluation: slots evaluated, orders placed, exits, unfilled, problems.
+        `exits_only` (a pause): only slots holding a position their strategy may exit."""
         out = EntryTick()
         problems = out.problems
         # A value every slot's entries depend on is unreadable: no entries (reported once, by
         # kernel/blocking.py, not every tick). Exits of positions that read go on.
-        only_held = self.blocks.blocks_all() is not None
+        only_held = exits_only or self.blocks.blocks_all() is not None
         holdings = Holdings(snap)
         if only_held and not holdings.by_slot:
             return out

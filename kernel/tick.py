@@ -320,8 +320,9 @@ class TickRunner:
                 log.error("halting: %s", breach)
                 problems.append(breach)
                 halted = True
-            elif not paused:
-                got = await self.entries.run(snap, started, tick, self.ident.epoch)
+            else:
+                # A pause stops new entries; the exits of positions held go on.
+                got = await self.entries.run(snap, started, tick, self.ident.epoch, exits_only=paused)
                 evaluated, orders, exits = got.evaluated, got.orders, got.exits
                 tally.unfilled += got.unfilled
                 problems += got.problems

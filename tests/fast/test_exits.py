@@ -473,3 +473,16 @@ async def test_a_slot_asked_every_tick_while_it_holds_finds_its_market_in_the_ca
     outs = await rig.run_ticks(3)
     assert [o.record.exits for o in outs] == [1, 1, 1]
     assert venue.calls["discover"] == discovered
+
+
+async def test_a_pause_stops_new_entries_but_not_exits(rig):
+    rec = await _start(rig, trader(shares=30.0))
+    await rig.run_ticks(2)
+    await rig.store.set_paused(True, rig.clock.now_ms())
+    outs = await rig.run_ticks(2)
+    assert all(o.record.paused for o in outs)
+    assert [s for s, *_ in rec.posts] == ["BUY", "SELL", "SELL"]
+    # The next window, still paused: no entry.
+    await _start(rig, trader(shares=30.0), venue=rec.venue)
+    outs = await rig.run_ticks(4)
+    assert sum(o.record.orders for o in outs) == 0
