@@ -4,9 +4,14 @@ faults injected on a seeded schedule for a while, then a quiet drain and the inv
     python -m tests.chaos.harness [--duration-s 600] [--seed N] [--json-out bench/results/chaos.json]
                                   [--tick-ms 1000] [--window 15s] [--assets btc,eth,sol,xrp]
                                   [--faults deploy,kill-worker,...] [--gap-s 5,15] [--bg-gap-s 4,12]
+                                  [--exits-strategy momentum] [--exits-params k=v,...]
 
 The stack is the real one (deploy/sandbox.py: redis-server with AOF, supervisord, sim, feed,
-settle, both worker colours, api) in its own BATON_HOME with free ports; the feed reaches the
+settle, both worker colours, api) in its own BATON_HOME with free ports. It trades both strategies:
+snipe on the seeded slots (one per asset), and a strategy with exits (--exits-strategy,
+momentum) on a second slot per asset, added with `baton slots add` once the stack runs, with
+parameters that make it enter most windows and sell within them (--exits-params), so that
+exit legs meet every fault too. The feed reaches the
 sim's kline WebSocket through a proxy of the harness (tests/chaos/wsproxy.py), which
 is how garbage frames get in. The fault catalogue is in faults.py, the lanes in lanes.py, what
 the injectors work with (and the drain and snapshot that end a run) in context.py, the checker
@@ -42,6 +47,13 @@ from tests.chaos.wsproxy import WsProxy
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = REPO / "bench" / "results" / "chaos.json"
+# momentum, made to trade in 15 s windows: enter on any move of the last two bars at any ask
+# but the extremes, take a cent of profit or stop a cent of loss (the sim's spread is two
+# cents: most entries are sold a tick or two later), and sell what is left in the last 4 s.
+EXITS_PARAMS = (
+    "lookback=2,min_move_bps=0,min_agree=0.5,min_price=0.05,max_price=0.95,max_spread=0.2,"
+    "entry_until_s=5,take_profit=0.01,stop_loss=0.01,flat_s=4"
+)
 
 
 def parse_timeframe_ms(tf: str) -> int:
@@ -61,6 +73,27 @@ def source_trees(tmp: Path) -> list[Path]:
         snipe.write_text(snipe.read_text() + f"\n# chaos release {n}\n")
         out.append(src)
     return out
+
+
+def exit_slot_id(asset: str, window: str, strategy: str) -> str:
+    """The exit strategy's slot of an asset: the asset first, as the checker reads a slot's
+    asset from its id (tests/chaos/halts.py in_scope)."""
+    return f"{asset}-{window}-{strategy}"
+
+
+def add_exit_slots(st: Stack, assets: list[str], window: str, strategy: str, params: str) -> list[str]:
+    """One slot per asset trading `strategy`, added through the CLI as an operator would."""
+    ids = []
+    flags = [a for kv in params.split(",") if kv.strip() for a in ("--param", kv.strip())]
+    for asset in assets:
+        sid = exit_slot_id(asset, window, strategy)
+        out = st.baton(
+            "slots", "add", sid, "--asset", asset, "--timeframe", window, "--strategy", strategy, *flags
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"baton slots add {sid} failed: {out.stderr.strip() or out.stdout.strip()}")
+        ids.append(sid)
+    return ids
 
 
 def log(msg: str) -> None:
@@ -140,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     replay = f"python -m tests.chaos.harness --duration-s {args.duration_s:g} --seed {seed}" + (
         f" --faults {','.join(kinds)}" if kinds != F.DEFAULT_KINDS else ""
     )
+    if (args.exits_strategy, args.exits_params) != ("momentum", EXITS_PARAMS):
+        replay += f" --exits-strategy '{args.exits_strategy}' --exits-params '{args.exits_params}'"
     print(f"chaos: seed {seed}, {args.duration_s:g} s of faults, {tick_ms} ms ticks, {args.window} windows")
     print(f"chaos: replay with: {replay}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="baton-chaos-src-"))
@@ -170,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
         log(f"starting a stack under {st.home}")
         st.start()
         ctx = Chaos(st, tick_ms, window_ms, proxy, sources)
+        if args.exits_strategy:
+            added = add_exit_slots(
+                st, args.assets.split(","), args.window, args.exits_strategy, args.exits_params
+            )
+            log(f"added {', '.join(added)} ({args.exits_strategy}, exits on)")
         # Trading before the faults start: a few ticks in.
         wait_for(lambda: int(st.redis.hget("baton:stats", "last_tick") or 0) > 0, 60, "the first tick")
         first_tick = int(st.redis.hget("baton:stats", "last_tick")) + 1
@@ -226,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
                 "tick_ms": tick_ms,
                 "window": args.window,
                 "assets": args.assets,
+                "exits_strategy": args.exits_strategy,
+                "exits_params": args.exits_params,
                 "kinds": kinds,
                 "kinds_injected": injected_kinds,
                 "kinds_not_injected": sorted(set(planned_kinds) - set(injected_kinds)),
@@ -312,6 +354,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_kinds,
         default=list(F.DEFAULT_KINDS),
         help=f"fault kinds, comma-separated ('+,kind' adds to the default) ({', '.join(F.DEFAULT_KINDS)})",
+    )
+    ap.add_argument(
+        "--exits-strategy",
+        default="momentum",
+        help="a strategy with exits traded on a second slot per asset ('' for snipe alone) (momentum)",
+    )
+    ap.add_argument(
+        "--exits-params",
+        default=EXITS_PARAMS,
+        help=f"its parameters, name=value,... ({EXITS_PARAMS})",
     )
     ap.add_argument("--gap-s", type=pair, default=(5.0, 15.0), help="main-lane pause (5,15)")
     ap.add_argument("--bg-gap-s", type=pair, default=(4.0, 12.0), help="background pause (4,12)")

@@ -1,7 +1,8 @@
 """The chaos harness, short: about a minute of faults on a real stack with a fixed seed whose
 schedule injects every fault kind of the default catalogue at least once (each lane's first
 pass holds every kind, and it runs to its end whatever the duration), then the drain and
-every invariant of tests/chaos/checker.py. `make chaos` is the long run (10 minutes)."""
+every invariant of tests/chaos/checker.py. Both strategies trade through it: snipe, and
+momentum with its exits (the harness's default). `make chaos` is the long run (10 minutes)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def test_a_minute_of_every_fault_breaks_no_invariant(tmp_path):
     assert rc == 0, f"chaos seed {SEED}: broken {broken}; stack logs under {res.get('home')}"
     assert res["kinds_injected"] == sorted(faults.DEFAULT_KINDS), res["kinds_not_injected"]
     figs = res["report"]["figures"]
-    # The run traded: orders went out, filled, and settled through the faults.
+    # The run traded: orders went out, filled, and settled through the faults; exits were
+    # committed and sold positions (booked as sales in the ledger, each once).
     assert figs["orders"]["posted"] >= 1 and figs["positions"]["settled"] >= 1, figs
+    assert figs["orders"]["exits"] >= 1 and figs["positions"]["sales"] >= 1, figs
+    assert res["exits_strategy"] == "momentum", res["exits_strategy"]
     assert figs["ticks"]["duplicated"] == [] and figs["ticks"]["unattributed"] == []
