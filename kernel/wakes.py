@@ -39,6 +39,7 @@ class WakeSchedule:
         # (keys.slot_wakes(): status says "asleep until"), and those written.
         self.changed: dict[str, int] = {}
         self.published: dict[str, int] = {}
+        self.gone: set[str] = set()
 
     def wake_ms(self, hint: Any, ref: SlotRef, slot: Any) -> int:
         """The strategy's quotes_from_ms for this slot's window, asked once per window (and
@@ -58,21 +59,29 @@ class WakeSchedule:
         return at
 
     async def publish(self, store: Any) -> None:
-        """Write the wake times that changed since the last call (one HSET for all; between
-        ticks: kernel/tick.py). A failed write is tried again at the next call."""
-        if not self.changed:
+        """Write the wake times that changed since the last call, and remove those of slots
+        now awake at every tick (one round trip; between ticks: kernel/tick.py). A failed
+        write is tried again at the next call."""
+        gone = {sid for sid in self.gone if sid not in self.changed}
+        if not self.changed and not gone:
             return
-        changed, self.changed = self.changed, {}
+        changed, self.changed, self.gone = self.changed, {}, set()
         try:
-            await store.record_wakes(changed)
+            await store.record_wakes(changed, gone=gone)
         except BaseException:
             self.changed = {**changed, **self.changed}
+            self.gone |= gone
             raise
         self.published.update(changed)
+        for sid in gone:
+            self.published.pop(sid, None)
 
     def forget(self, slot_id: str) -> None:
-        """The slot's strategy has no hint (any more): it is awake at every tick."""
+        """The slot's strategy has no hint (any more): it is awake at every tick (and a wake
+        time written for it is removed at the next publish)."""
         self.by_slot.pop(slot_id, None)
+        if slot_id in self.published:
+            self.gone.add(slot_id)
 
     def due_by(self, ref: SlotRef, at_ms: int) -> bool:
         """The slot's wake-up time in this window is known and has come by `at_ms`."""

@@ -10,10 +10,16 @@ from state.repo import Repo
 
 
 class WakesRepo(Repo):
-    def record_wakes(self, wakes: dict[str, int], pipeline: Any = None) -> Any:
-        """Set these slots' wake times (ms), one HSET for all of them."""
-        target = pipeline if pipeline is not None else self.r
-        return target.hset(self.k.slot_wakes(), mapping={sid: str(ms) for sid, ms in wakes.items()})
+    def record_wakes(self, wakes: dict[str, int], gone: set[str] | None = None, pipeline: Any = None) -> Any:
+        """Set these slots' wake times (ms) and remove those of the slots `gone` (awake at
+        every tick now): one HSET and one HDEL, in one round trip."""
+        own = pipeline is None
+        pipe = self.r.pipeline(transaction=False) if own else pipeline
+        if wakes:
+            pipe.hset(self.k.slot_wakes(), mapping={sid: str(ms) for sid, ms in wakes.items()})
+        if gone:
+            pipe.hdel(self.k.slot_wakes(), *sorted(gone))
+        return pipe.execute() if own else None
 
     async def read_wakes(self) -> dict[str, int]:
         """Every slot's wake time as written (a value that is not an integer is left out)."""

@@ -198,9 +198,9 @@ async def test_each_slots_wake_time_is_written_for_status_when_it_changes(rig, m
     writes: list[dict[str, int]] = []
     real = rig.store.record_wakes
 
-    def record(wakes, pipeline=None):
+    def record(wakes, **kw):
         writes.append(dict(wakes))
-        return real(wakes, pipeline=pipeline)
+        return real(wakes, **kw)
 
     monkeypatch.setattr(rig.store, "record_wakes", record)
     outs = await rig.run_ticks(16)
@@ -212,3 +212,13 @@ async def test_each_slots_wake_time_is_written_for_status_when_it_changes(rig, m
     windows = {o.record.started_ms // 15_000 for o in outs} | {(last + 1000) // 15_000}
     assert 1 <= len(writes) <= len(windows)
     assert all(set(w) == set(wakes) for w in writes)
+
+
+async def test_a_slot_whose_strategy_drops_its_wake_hint_has_its_wake_time_removed(rig):
+    Strategy = last_five_seconds([])
+    rig.resolver = lambda name: Strategy
+    await rig.run_ticks(2)
+    assert len(await rig.store.read_wakes()) == len(rig.settings.assets)
+    del Strategy.quotes_from_ms  # a reload without the hint: awake at every tick
+    await rig.run_ticks(2)
+    assert await rig.store.read_wakes() == {}
