@@ -173,7 +173,10 @@ async def write_outcomes(
                 )
                 continue
             try:
-                bookings.append((i, sale(p, i, i.updated_ms)))
+                booked = sale(p, i, i.updated_ms)
+                bookings.append((i, booked))
+                # A second sale of the position in this call sells from what the first left.
+                held[p.id] = booked.position
             except BookingError as e:
                 # Nothing written: the intent stays open, reconciliation asks again.
                 problems.append(f"{i.id}: sale not booked: {e}")

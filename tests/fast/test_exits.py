@@ -486,3 +486,20 @@ async def test_a_pause_stops_new_entries_but_not_exits(rig):
     await _start(rig, trader(shares=30.0), venue=rec.venue)
     outs = await rig.run_ticks(4)
     assert sum(o.record.orders for o in outs) == 0
+
+
+async def test_two_lost_sales_of_one_position_are_adopted_as_two_legs_and_both_booked(rig):
+    venue = _clocked(rig)
+    await _start(rig, trader(exits=False), venue=venue)
+    await rig.run_ticks(2)
+    (p,) = await rig.store.read_positions(open_only=True)
+    first = venue.post(venue.sign("SELL", p.token_id, 0.04, 30.0), "FAK")
+    second = venue.post(venue.sign("SELL", p.token_id, 0.04, 20.0), "FAK")
+    assert rig.runner is not None
+    rig.runner.adopter.owe("a test: the Redis primary changed")
+    outs = await rig.run_ticks(1)
+    assert not outs[0].problems, outs[0].problems
+    legs = sorted((i.leg, i.order_id) for i in (await _intents(rig)).values() if i.is_exit)
+    assert legs == [("exit-1", first.order_id), ("exit-2", second.order_id)]
+    (after,) = await rig.store.read_positions(open_only=True)
+    assert after.shares_micros == 50_000_000 and after.exits == 2
