@@ -61,9 +61,11 @@ def queue_name(prefix: str) -> str:
 
 
 def job_id(prefix: str, position_id: str) -> str:
-    """`settle-<slot>-<window_start>`: rq ids allow letters, digits, `_` and `-` only."""
+    """`settle-<slot>-<window_start>`: rq ids allow letters, digits, `_` and `-` only, so a
+    slot id's `.` is written `_` (slot ids never hold `_`: control/slot_rules.py, so no two
+    slots share a job id)."""
     slot, window = position_id.rsplit(":", 1)
-    base = f"settle-{slot}-{window}"
+    base = f"settle-{slot.replace('.', '_')}-{window}"
     return base if prefix == DEFAULT_PREFIX else f"{_safe(prefix)}-{base}"
 
 
