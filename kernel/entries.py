@@ -133,7 +133,9 @@ class Entries:
         holdings = Holdings(snap)
         if only_held and not holdings.by_slot:
             return out
-        wanted = self._select(snap, now_ms, problems, holdings, only_held)
+        failed: list[list[Any]] = []
+        wanted = self._select(snap, now_ms, problems, holdings, only_held, failed)
+        self.notes.keep(tick, now_ms, failed)
         if not wanted:
             return out
         entered, cached = await self._entry_state(
@@ -163,7 +165,13 @@ class Entries:
         return out
 
     def _select(
-        self, snap: Snapshot, now_ms: int, problems: list[str], holdings: Holdings, only_held: bool = False
+        self,
+        snap: Snapshot,
+        now_ms: int,
+        problems: list[str],
+        holdings: Holdings,
+        only_held: bool = False,
+        failed: list[list[Any]] | None = None,
     ) -> list[Wanted]:
         """The slots that want quotes now: enabled, and either holding a position in their
         window that their strategy may exit (EXITS) and no exit leg of it still working at the
@@ -171,6 +179,7 @@ class Entries:
         come), with fresh data, and whose strategy's needs_quotes says yes. None at all when
         a halt is heard meanwhile."""
         wanted: list[Wanted] = []
+        failed = failed if failed is not None else []
         # Each strategy module is looked up once per tick (a reload happens between ticks).
         modules: dict[str, Any] = {}
         done = self.entered  # slots with nothing left to do in their window (but exits)
@@ -227,6 +236,9 @@ class Entries:
                     wanted.append(Wanted(ref, inp, strat, name))
             except Exception as e:
                 problems.append(f"slot {ref.id}: strategy {name!r}: {e!r}")
+                # An evaluation that raised before evaluate (loading the module, its
+                # needs_quotes or quotes_from_ms): in the decision log as evaluate's would be.
+                failed.append([ref, name, None, e, "error", ""])
         return wanted
 
     def slot_input(self, snap: Snapshot, ref: SlotRef, now_ms: int, strat: Any = None) -> SlotInput | None:

@@ -31,7 +31,7 @@ class DecisionNotes:
         self.late = False
 
     def keep(self, tick: int, at_ms: int, evaluations: list[Evaluation]) -> None:
-        self.late = bool(self.unlogged)
+        self.late = any(t != tick for t, _, _ in self.unlogged)
         if evaluations:
             self.unlogged.append((tick, at_ms, evaluations))
 

@@ -503,3 +503,21 @@ async def test_two_lost_sales_of_one_position_are_adopted_as_two_legs_and_both_b
     assert legs == [("exit-1", first.order_id), ("exit-2", second.order_id)]
     (after,) = await rig.store.read_positions(open_only=True)
     assert after.shares_micros == 50_000_000 and after.exits == 2
+
+
+async def test_a_needs_quotes_that_raises_is_in_the_decision_log_as_an_error(rig):
+    class Broken:
+        @staticmethod
+        def needs_quotes(inp: Any) -> bool:
+            raise RuntimeError("needs_quotes broke")
+
+        @staticmethod
+        def evaluate(inp: Any) -> Any:
+            return None
+
+    await _start(rig, Broken)
+    outs = await rig.run_ticks(2)
+    assert any("needs_quotes broke" in p for p in outs[1].problems)
+    (e,) = await _decisions(rig)
+    assert (e.action, e.outcome) == ("pass", "error") and "needs_quotes broke" in e.reason
+    assert e.figures == {}
