@@ -183,11 +183,15 @@ class Entries:
         # Each strategy module is looked up once per tick (a reload happens between ticks).
         modules: dict[str, Any] = {}
         done = self.entered  # slots with nothing left to do in their window (but exits)
+        by_slot = holdings.by_slot
         for ref in snap.refs:
             if self._halted():
                 problems.append(HALTED_MID_TICK)
                 return []
-            held = holdings.held(ref)
+            # (inlined Holdings.held: asked of every slot at every tick, asleep or not)
+            held = by_slot.get(ref.id) if by_slot else None
+            if held is not None and held.window_start_s != ref.window_start_s:
+                held = None
             if held is None and (only_held or done.get(ref.id) == ref.window_start_s):
                 continue
             slot = snap.slots.get(ref.id)

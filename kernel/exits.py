@@ -10,6 +10,7 @@ spent, never re-sent.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from kernel.decide import exit_size, record
@@ -41,10 +42,16 @@ class Holdings:
                 if got is None or p.window_start_s > got.window_start_s:
                     self.by_slot[p.slot] = p
         self.exiting = {(i.slot, i.window_start_s) for i in snap.open_intents if i.is_exit}
-        self.by_id = {p.id: p for p in snap.open_positions}
+        self._positions = snap.open_positions
+
+    @cached_property
+    def by_id(self) -> dict[str, Position]:
+        """The open positions by id (what exit legs sell from): built when a tick posts."""
+        return {p.id: p for p in self._positions}
 
     def held(self, ref: SlotRef) -> Position | None:
-        """The slot's open position in its current window, if any."""
+        """The slot's open position in its current window, if any (kernel/entries.py inlines
+        this in its loop over every slot)."""
         p = self.by_slot.get(ref.id) if self.by_slot else None
         return p if p is not None and p.window_start_s == ref.window_start_s else None
 
