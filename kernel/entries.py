@@ -324,7 +324,7 @@ class Entries:
         # [ref, strategy, input, answer, outcome, intent id].
         logs: list[list[Any]] = []
         # Exits judged fit: (the slot, its input, the answer, the index of its log entry).
-        exits: list[tuple[SlotRef, Position, SlotInput, Exit, int]] = []
+        exits: list[tuple[SlotRef, Position, SlotInput, Exit, int, float]] = []
         gate = self.gate
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
@@ -363,7 +363,7 @@ class Entries:
                 answer, outcome = self._decide(w, inp, acct, problems)
                 intent_id = ""
                 if outcome == "intent" and isinstance(answer, Exit) and w.held is not None:
-                    exits.append((ref, w.held, inp, answer, len(logs)))
+                    exits.append((ref, w.held, inp, answer, len(logs), m.min_size))
                 elif outcome == "intent":
                     intent = executor.make_intent(ref, m, answer, epoch, now_ms)
                     intents.append(intent)

@@ -130,7 +130,7 @@ def make_exit_intent(ref: SlotRef, p: Position, d: Exit, n: int, epoch: int, now
 async def exit_intents(
     legs: ExitLegs,
     store: Store,
-    exits: list[tuple[SlotRef, Position, Any, Exit, int]],
+    exits: list[tuple[SlotRef, Position, Any, Exit, int, float]],
     logs: list[list[Any]],
     decisions: dict[str, DecisionRecord],
     tick: int,
@@ -138,12 +138,24 @@ async def exit_intents(
     now_ms: int,
 ) -> list[Intent]:
     """The exit legs of a tick's exits, (slot, position, input, answer, index of its
-    evaluation in `logs`) each, numbered after the legs each slot-window has committed (one
-    HMGET for the slots this worker does not know of); an exit past MAX_EXIT_LEGS is refused
-    (its evaluation and its record in `decisions` say so)."""
-    counts = await legs.counts(store, [ref for ref, *_ in exits])
+    evaluation in `logs`, the market's minimum order size) each, numbered after the legs each
+    slot-window has committed (one HMGET for the slots this worker does not know of); an exit
+    past MAX_EXIT_LEGS, or of fewer shares than the market's minimum order, is refused (its
+    evaluation and its record in `decisions` say so)."""
     out: list[Intent] = []
-    for ref, held, inp, answer, k in exits:
+    fit = []
+    for ref, held, inp, answer, k, min_size in exits:
+        size = exit_size(answer.shares, held.shares_micros)
+        if size < min_size:
+            why = f"refused: {size:g} shares to sell, under the market's minimum order of {min_size:g}"
+            logs[k][4] = why
+            decisions[ref.id] = record(ref, tick, now_ms, inp, answer, why)
+        else:
+            fit.append((ref, held, inp, answer, k))
+    if not fit:
+        return out
+    counts = await legs.counts(store, [ref for ref, *_ in fit])
+    for ref, held, inp, answer, k in fit:
         n = counts[ref.id] + 1
         if n > MAX_EXIT_LEGS:
             why = f"refused: {MAX_EXIT_LEGS} exit legs used in this window already"

@@ -521,3 +521,20 @@ async def test_a_needs_quotes_that_raises_is_in_the_decision_log_as_an_error(rig
     (e,) = await _decisions(rig)
     assert (e.action, e.outcome) == ("pass", "error") and "needs_quotes broke" in e.reason
     assert e.figures == {}
+
+
+class MinFive(StubVenue):
+    """Markets whose minimum order is 5 shares (Polymarket's usual)."""
+
+    def discover(self, slug: str) -> Any:
+        m = super().discover(slug)
+        return msgspec.structs.replace(m, min_size=5.0) if m is not None else None
+
+
+async def test_an_exit_of_fewer_shares_than_the_markets_minimum_order_is_refused(rig):
+    rec = await _start(rig, trader(shares=3.0), venue=MinFive(now_s=lambda: rig.clock.now_ms() // 1000))
+    await rig.run_ticks(3)
+    assert [s for s, *_ in rec.posts] == ["BUY"]
+    (e,) = [e for e in await _decisions(rig) if e.action == "sell"]
+    assert e.outcome == "refused: 3 shares to sell, under the market's minimum order of 5"
+    assert not [i for i in (await _intents(rig)).values() if i.is_exit]
