@@ -323,7 +323,8 @@ class Entries:
         # The decision log's entries, built and appended between ticks (kernel/notes.py):
         # [ref, strategy, input, answer, outcome, intent id].
         logs: list[list[Any]] = []
-        # Exits judged fit: (the slot, its input, the answer, the index of its log entry).
+        # Exits judged fit: (the slot, its position, its input, the answer, the index of its
+        # log entry, the market's minimum order size).
         exits: list[tuple[SlotRef, Position, SlotInput, Exit, int, float]] = []
         gate = self.gate
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
@@ -350,8 +351,14 @@ class Entries:
                 elif n % ENTRY_YIELD_EVERY == 0 and stream.tasks:
                     await asyncio.sleep(0)
                 if gate is not None and gate.halted:
-                    # The halt arrived while this tick ran: not one more strategy call.
+                    # The halt arrived while this tick ran: not one more strategy call, and
+                    # the intents not sent yet never are (the log says so).
                     problems.append(HALTED_MID_TICK)
+                    unsent = {i.id for i in intents} | {logs[x[4]][0].id for x in exits}
+                    for log in logs:
+                        if log[4] == "intent" and (log[5] in unsent or log[0].id in unsent):
+                            log[4], log[5] = f"refused: {HALTED_MID_TICK}", ""
+                            decisions[log[0].id] = record(log[0], tick, now_ms, log[2], log[3], log[4])
                     intents, exits = [], []
                     break
                 ref = w.ref
@@ -378,7 +385,7 @@ class Entries:
             sent += intents
         finally:
             # The decisions are written while the last chunk is under way: one round trip
-            # less on the tick's path. The log's entries wait for flush_log.
+            # less on the tick's path. The log's entries wait for the flush between ticks.
             self.notes.keep(tick, now_ms, logs)
             noted = asyncio.ensure_future(self.notes.note(decisions)) if decisions else None
             try:

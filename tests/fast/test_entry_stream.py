@@ -307,3 +307,11 @@ async def test_a_halt_heard_between_chunks_stops_the_tick_and_no_post_follows_it
     later = await rig.run_ticks(3)
     assert all(o.record.halted and o.record.orders == 0 for o in later)
     assert len(evaluated) == at_close[0] and venue.calls["post"] == len(posts)
+    # The decision log says "intent" only of what was committed; the rest was refused by the halt.
+    logged = []
+    for sid in evaluated[: at_close[0]]:
+        logged += (await rig.store.read_decisions(sid, 10)).entries
+    buys = [e for e in logged if e.action == "buy"]
+    assert len(buys) == at_close[0]
+    assert {e.intent_id for e in buys if e.outcome == "intent"} == {i.id for i in intents}
+    assert all("halted during the tick" in e.outcome for e in buys if e.outcome != "intent")
