@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from baton.settings import Settings
 from kernel import executor
+from kernel.adopt import HOLD as ADOPT_HOLD
 from kernel.blocking import EntryBlocks
 from kernel.decide import answer_problem, record, record_outcome
 from kernel.exits import ExitLegs, Holdings, exit_intents, exits_on
@@ -184,6 +185,9 @@ class Entries:
         modules: dict[str, Any] = {}
         done = self.entered  # slots with nothing left to do in their window (but exits)
         by_slot = holdings.by_slot
+        # An adoption sweep owed (kernel/adopt.py) holds exits too: an exit leg Redis lost
+        # may be at the venue, and the next leg's number and size wait for it to be known.
+        unswept = self.blocks.of(ADOPT_HOLD) if self.blocks.any() else []
         for ref in snap.refs:
             if self._halted():
                 problems.append(HALTED_MID_TICK)
@@ -219,6 +223,8 @@ class Entries:
                     # when its strategy exits, and while no exit leg of it is still working.
                     done[ref.id] = ref.window_start_s
                     if not exits_on(strat) or holdings.exit_pending(ref):
+                        continue
+                    if unswept and any(b.blocks(ref.id, ref.asset) for b in unswept):
                         continue
                     inp = self.slot_input(snap, ref, now_ms, strat)
                     if inp is None:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from baton.errors import VenueError
 from kernel.reconcile import reconcile_open
 from kernel.strategy_api import MAX_EXIT_LEGS, Buy, Exit, Pass
 from state.structs import Intent
@@ -538,3 +539,19 @@ async def test_an_exit_of_fewer_shares_than_the_markets_minimum_order_is_refused
     (e,) = [e for e in await _decisions(rig) if e.action == "sell"]
     assert e.outcome == "refused: 3 shares to sell, under the market's minimum order of 5"
     assert not [i for i in (await _intents(rig)).values() if i.is_exit]
+
+
+async def test_an_adoption_sweep_owed_holds_exits_until_it_is_done(rig):
+    venue = _clocked(rig)
+    rec = await _start(rig, trader(shares=10.0), venue=venue)
+    await rig.run_ticks(2)
+    assert [s for s, *_ in rec.posts] == ["BUY"]
+    assert rig.runner is not None
+    venue.account_orders_error = VenueError("GET /data/trades: HTTP 503", retryable=True, kind="server")
+    rig.runner.adopter.owe("a test: the Redis primary changed")
+    outs = await rig.run_ticks(2)
+    assert [s for s, *_ in rec.posts] == ["BUY"], "an exit went out before the sweep"
+    assert all(o.record.exits == 0 for o in outs)
+    venue.account_orders_error = None
+    outs = await rig.run_ticks(1)
+    assert [s for s, *_ in rec.posts] == ["BUY", "SELL"]
