@@ -133,13 +133,13 @@ async def adopt_listed(
     if not listed:
         return out
     cached, _ = await markets.cached(windows, out.problems)
-    by_market: dict[str, tuple[SlotRef, Market]] = {}
+    by_market: dict[str, list[tuple[SlotRef, Market]]] = {}
     for r in windows:
         if (m := cached.get(r.slug)) is not None:
-            by_market[m.condition_id] = (r, m)
+            by_market.setdefault(m.condition_id, []).append((r, m))
     if any(o.market not in by_market for o in listed):
         await _discover(markets, [r for r in windows if r.slug not in cached], refs, by_market, out)
-    found = [(by_market[o.market], o) for o in listed if o.market in by_market]
+    found = await _attribute(store, listed, by_market, out)
     # Sales after buys: a lost entry's position is booked before a lost exit sells from it.
     sales = sorted(
         ((rm, o) for rm, o in found if o.side == "SELL" and o.token_id in (rm[1].up_token, rm[1].down_token)),
@@ -151,6 +151,79 @@ async def adopt_listed(
     if sales:
         await _adopt_sales(store, sales, epoch, now_ms, out)
     return out
+
+
+async def _attribute(
+    store: Store,
+    listed: list[AccountOrder],
+    by_market: dict[str, list[tuple[SlotRef, Market]]],
+    out: Swept,
+) -> list[Found]:
+    """Each listed order with the slot-window it is of. A market one slot trades is that
+    slot's. A market several slots trade (slots are free-form: two strategies on btc-15m)
+    cannot say whose an order is: an order an intent of any of them knows is nobody's to
+    adopt (else a takeover's sweep booked one slot's order as the entry of another that had
+    not entered); an unknown BUY is the entry of the one slot whose window has none, an
+    unknown SELL an exit of the one slot whose entry bought that token. With more than one
+    such slot it is not adopted, and they are held (no new order) while the sweep is owed
+    again each tick, until the window is past: a guess could book one slot's fill as
+    another's, and an entry could be sent twice."""
+    found: list[Found] = []
+    shared: list[AccountOrder] = []
+    for o in listed:
+        pairs = by_market.get(o.market, [])
+        if len(pairs) == 1:
+            found.append((pairs[0], o))
+        elif pairs:
+            shared.append(o)
+    if not shared:
+        return found
+    refs = list({(r.id, r.window_start_s): r for o in shared for r, _ in by_market[o.market]}.values())
+    per = 1 + MAX_EXIT_LEGS
+    ids = [i for r in refs for i in (r.entry_intent_id, *(exit_intent_id(r, n) for n in range(1, per)))]
+    raw = await store.raw_intents(ids)
+    known: set[str] = set()
+    entries: dict[str, Intent | None] = {}  # entry intent id -> the intent (None: unreadable)
+    for k, r in enumerate(refs):
+        for n, v in enumerate(raw[k * per : (k + 1) * per]):
+            if v is None:
+                continue
+            try:
+                intent = INTENT.decode(v)
+            except msgspec.DecodeError:
+                intent = None
+            if n == 0:
+                entries[r.entry_intent_id] = intent
+            if intent is not None:
+                known.add(intent.order_id)
+    for o in shared:
+        if o.order_id in known:
+            continue
+        pairs = by_market[o.market]
+        if o.side == "SELL":
+            cands = [
+                (r, m)
+                for r, m in pairs
+                if (e := entries.get(r.entry_intent_id)) is not None and e.token_id == o.token_id
+            ]
+        else:
+            cands = [(r, m) for r, m in pairs if r.entry_intent_id not in entries]
+        if len(cands) == 1:
+            found.append((cands[0], o))
+            continue
+        slots = ", ".join(r.id for r, _ in pairs)
+        why = (
+            f"{o.side} {o.order_id} is at the venue in the market of {slots} and no intent knows it; "
+            f"{len(cands) or 'none'} of those slots could have sent it: not adopted"
+        )
+        out.problems.append(f"adoption sweep: {why}")
+        if len(cands) > 1:
+            out.done = False
+            out.held += [
+                Blocker(key=store.k.intents(), field=r.entry_intent_id, problem=why, slot=r.id, source=HOLD)
+                for r, _ in cands
+            ]
+    return found
 
 
 async def _adopt_buys(
@@ -267,7 +340,7 @@ async def _discover(
     markets: MarketCache,
     missing: list[SlotRef],
     current: list[SlotRef],
-    by_market: dict[str, tuple[SlotRef, Market]],
+    by_market: dict[str, list[tuple[SlotRef, Market]]],
     out: Swept,
 ) -> None:
     """The markets of windows not in the cache, asked of the venue: an order in a market the
@@ -289,7 +362,7 @@ async def _discover(
         elif a is not None:
             markets.remember(r, a)
             fresh.append((r, a))
-            by_market[a.condition_id] = (r, a)
+            by_market.setdefault(a.condition_id, []).append((r, a))
     await markets.save(fresh)
     out.done = not out.held
 
