@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
+import os
 import random
 import shutil
 import signal
@@ -29,12 +31,23 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from baton import settings as settings_mod
 from deploy.sandbox import SLOT_PARAMS
 from kernel.clock import wall_ms
+from state.keys import Keys
+from state.slots import SlotsRepo
 from tests.chaos import cluster_checks
 from tests.chaos import cluster_faults as F
 from tests.chaos.cluster_context import ClusterChaos, collect, drain
-from tests.chaos.harness import log, pair, parse_timeframe_ms, source_trees, write_results
+from tests.chaos.harness import (
+    EXITS_PARAMS,
+    exit_slots,
+    log,
+    pair,
+    parse_timeframe_ms,
+    source_trees,
+    write_results,
+)
 from tests.chaos.lanes import Outcome
 from tests.chaos.report import table
 
@@ -109,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         f" --tick-ms {tick_ms} --window {args.window}"
         + (f" --faults {','.join(args.faults)}" if args.faults != F.DEFAULT_KINDS else "")
     )
+    if (args.exits_strategy, args.exits_params) != ("momentum", EXITS_PARAMS):
+        replay += f" --exits-strategy '{args.exits_strategy}' --exits-params '{args.exits_params}'"
     print(
         f"chaos-cluster: seed {seed}, {args.duration_s:g} s of faults, {tick_ms} ms ticks, {args.window} "
         f"windows, cluster {args.name} on {args.net}"
@@ -146,6 +161,14 @@ def run(args: argparse.Namespace) -> int:
         why = ctx.wait_whole(120)
         if why:
             raise RuntimeError(f"the cluster never became whole: {why}")
+        if args.exits_strategy:
+            # Both strategies trade, as in the single-host run: a slot per asset with exits.
+            s = settings_mod.load({**os.environ, **env})
+            slots = exit_slots(args.assets.split(","), args.window, args.exits_strategy, args.exits_params, s)
+            repo = SlotsRepo(ctx.redis, Keys(s.prefix))
+            for slot in slots:
+                ctx.retry(functools.partial(repo.add_slot, slot))
+            log(f"added {', '.join(x.id for x in slots)} ({args.exits_strategy}, exits on)")
         last = ctx.retry(lambda: ctx.redis.hget("baton:stats", "last_tick"))
         first_tick = int(last or 0) + 1
         kinds = [k for k in args.faults if F.CATALOGUE[k].available(c)]
@@ -207,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
                 "tick_ms": tick_ms,
                 "window": args.window,
                 "assets": args.assets,
+                "exits_strategy": args.exits_strategy,
                 "kinds": kinds,
                 "kinds_injected": sorted({f["kind"] for f in faults}),
                 "chaos_ms": [chaos_start, chaos_end],
@@ -292,6 +316,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(F.DEFAULT_KINDS),
         help=f"fault kinds, comma-separated ({', '.join(F.DEFAULT_KINDS)})",
     )
+    ap.add_argument(
+        "--exits-strategy",
+        default="momentum",
+        help="a strategy with exits traded on a second slot per asset ('' for snipe alone) (momentum)",
+    )
+    ap.add_argument("--exits-params", default=EXITS_PARAMS, help=f"its parameters ({EXITS_PARAMS})")
     ap.add_argument("--gap-s", type=pair, default=(3.0, 10.0), help="pause between faults (3,10)")
     ap.add_argument("--quiet-s", type=float, default=20.0, help="clean trading after the faults (20)")
     ap.add_argument("--settle-timeout-s", type=float, default=120.0)

@@ -35,10 +35,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from baton.settings import Settings
+from control.commands import SlotNew
+from control.slots import new_slot
 from deploy.ports import free_port
 from deploy.releases import PACKAGES
 from deploy.sandbox import SLOT_PARAMS, Stack, wait_for
 from kernel.clock import wall_ms
+from state.structs import Slot
 from tests.chaos import checker
 from tests.chaos import faults as F
 from tests.chaos.context import Chaos, collect, drain
@@ -94,6 +98,28 @@ def add_exit_slots(st: Stack, assets: list[str], window: str, strategy: str, par
             raise RuntimeError(f"baton slots add {sid} failed: {out.stderr.strip() or out.stdout.strip()}")
         ids.append(sid)
     return ids
+
+
+def exit_slots(assets: list[str], window: str, strategy: str, params: str, s: Settings) -> list[Slot]:
+    """The exit strategy's slots (one per asset), validated as `baton slots add` validates
+    them: for a harness that writes them with the admin's client (the cluster's)."""
+    pairs = (kv.split("=", 1) for kv in params.split(",") if kv.strip())
+    values = {k.strip(): float(v) for k, v in pairs}
+    return [
+        new_slot(
+            SlotNew(
+                id=exit_slot_id(a, window, strategy),
+                asset=a,
+                timeframe=window,
+                strategy=strategy,
+                params=values,
+            ),
+            s.max_stake_usd,
+            s.stake_usd,
+            s.timeframes,
+        )
+        for a in assets
+    ]
 
 
 def log(msg: str) -> None:

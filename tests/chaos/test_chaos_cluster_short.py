@@ -58,3 +58,5 @@ def test_host_kills_partitions_and_a_primary_kill_break_no_invariant(tmp_path):
     # It traded through the faults, and the new invariant judged its orders.
     assert figs["orders"]["posted"] >= 1 and figs["lease"]["judged"] == figs["orders"]["posted"], figs
     assert figs["lease"]["epochs"] >= 3  # two takeovers at least: the kill and the cut
+    # Both strategies traded: momentum's exit legs were committed and sold positions.
+    assert res["exits_strategy"] == "momentum" and figs["orders"]["exits"] >= 1, figs["orders"]
