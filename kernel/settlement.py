@@ -62,10 +62,10 @@ def queue_name(prefix: str) -> str:
 
 def job_id(prefix: str, position_id: str) -> str:
     """`settle-<slot>-<window_start>`: rq ids allow letters, digits, `_` and `-` only, so a
-    slot id's `.` is written `_` (slot ids never hold `_`: control/slot_rules.py, so no two
-    slots share a job id)."""
+    slot id's `_` is written `_5f` and its `.` `_2e` (an escape, so that no two slots share a
+    job id: `a.b` and `a_b` are both legal slot ids)."""
     slot, window = position_id.rsplit(":", 1)
-    base = f"settle-{slot.replace('.', '_')}-{window}"
+    base = f"settle-{slot.replace('_', '_5f').replace('.', '_2e')}-{window}"
     return base if prefix == DEFAULT_PREFIX else f"{_safe(prefix)}-{base}"
 
 

@@ -40,8 +40,9 @@ log = logging.getLogger("baton.settle")
 # settlement until rq forgot the failed job (a week later). Nothing else is translated.
 FORMER_JOB_FUNCS = frozenset({"kernel.settlement.settle_job"})
 JOB_FUNCS = frozenset({settlement.JOB_FUNC, *FORMER_JOB_FUNCS})
-# `<asset>-<timeframe>:<window start, unix s>`, as kernel/executor.py builds position ids.
-POSITION_ID_RE = re.compile(r"[a-z0-9]{1,16}-[0-9]{1,6}[smh]:[0-9]{1,12}")
+# `<slot id>:<window start, unix s>`, as kernel/outcomes.py builds position ids; a slot id as
+# control/slot_rules.py SLOT_ID allows it (free-form since issue #25: `btc-15m`, `momo.btc-1m`).
+POSITION_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}:[0-9]{1,12}")
 SOURCE = "settle"
 TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 # A job runs in the worker's own process and ends by its timeout at the latest (rq's death

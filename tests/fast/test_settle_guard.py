@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import fakeredis
+import msgspec
 import pytest
 from rq.job import Job
 from rq.registry import FailedJobRegistry
@@ -230,3 +231,8 @@ def test_the_kernels_own_job_passes_the_check(r):
     job = Job.fetch(settlement.job_id(PREFIX, p.id), connection=r, serializer=JSONSerializer)
     assert refusal(job, PREFIX) is None
     assert refusal(job, "other:") is not None
+    # A free-form slot id's position (issue #25: `baton slots add momo.btc-1m ...`) too.
+    free = msgspec.structs.replace(p, id="momo.btc_1m-x:1795000500", slot="momo.btc_1m-x")
+    assert settlement.enqueue(q, PREFIX, free)
+    job = Job.fetch(settlement.job_id(PREFIX, free.id), connection=r, serializer=JSONSerializer)
+    assert refusal(job, PREFIX) is None

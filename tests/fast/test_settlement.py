@@ -26,8 +26,9 @@ def test_job_ids_are_deterministic_and_legal_for_rq():
     assert queue_name("baton:") == "settle"
     # another prefix (a second stack on the same Redis) gets its own ids and queue
     assert job_id("t1.x:", "eth-5m:1795000500") == "t1_x-settle-eth-5m-1795000500"
-    # Free-form slot ids may hold dots, which rq refuses in an id.
-    assert job_id("baton:", "momo.btc-1m:1795000500") == "settle-momo_btc-1m-1795000500"
+    # Free-form slot ids may hold dots, which rq refuses in an id, and underscores: escaped.
+    assert job_id("baton:", "momo.btc-1m:1795000500") == "settle-momo_2ebtc-1m-1795000500"
+    assert job_id("baton:", "momo_btc-1m:1795000500") == "settle-momo_5fbtc-1m-1795000500"
     assert queue_name("t1.x:") == "t1_x-settle"
 
 
