@@ -3,8 +3,8 @@ own strategy goes from `baton strategy new` to trading with exits, without a res
 
 The template is written with `baton strategy new` (its own test passes as written), given a
 new slot with `baton slots add` while the worker runs (beside the seeded snipe slot on the
-same market), and hot-loaded with `baton reload`. It passes while too little of the window is
-left, then in the next window it buys and sells again within that window at the sim. The
+same market), and hot-loaded with `baton reload`. It passes while its entry threshold is out of
+reach; `baton slots set` lowers it, and it buys and sells again within one window at the sim. The
 worker is SIGKILLed between the exit's commit and its post (worker/crash_hook.py, armed by a
 file in this test stack only): the successor reconciles that exit leg as never sent, the
 strategy exits with the next leg, and the venue sees each leg at most once, the crashed one
@@ -34,7 +34,8 @@ WINDOW_S = 60
 # up to 0.99, and sell on a cent's loss or gain (the sim's spread is two cents: the first bid
 # after the buy is a stop loss). It enters only with more than a third of the window left.
 PARAMS = {"min_move_bps": 0, "confirm_bars": 0, "max_price": 0.99, "take_profit": 0.01, "stop_loss": 0.01}
-ENTER_BEFORE_S = WINDOW_S / 3
+# First out of reach (a move of 10%: it passes, saying so, tick after tick), then lowered live.
+PASSING = {**PARAMS, "min_move_bps": 1000}
 STAKE_USD = "5"  # five shares at least at any price up to 0.99: the venue's minimum order
 
 
@@ -52,11 +53,13 @@ def _ok(out: subprocess.CompletedProcess[str], what: str) -> str:
     return out.stdout
 
 
-def _sleep_until_phase(lo_s: float, hi_s: float) -> None:
-    """Until the wall clock is between lo_s and hi_s seconds into a window."""
-    phase = time.time() % WINDOW_S
-    if not lo_s <= phase <= hi_s:
-        time.sleep((lo_s - phase) % WINDOW_S)
+def _params(params: dict[str, float]) -> list[str]:
+    return [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+
+
+def _actions(st: Stack, slot: str) -> list[str]:
+    """The actions of the slot's decision log, oldest first (read straight from its stream)."""
+    return [f["action"] for _, f in st.redis.xrange(f"baton:decisions:log:{slot}")]
 
 
 def test_a_template_strategy_added_live_enters_and_exits_once_through_a_crash() -> None:
@@ -84,28 +87,30 @@ def test_a_template_strategy_added_live_enters_and_exits_once_through_a_crash() 
         )
         assert ran.returncode == 0, ran.stdout[-3000:]
 
-        # 2. A new slot for it while the worker runs, then the hot reload, in the last third
-        #    of a window: the strategy passes there (too late to enter), and enters in the next.
-        _sleep_until_phase(WINDOW_S - ENTER_BEFORE_S + 1, WINDOW_S - 10)
-        params = [a for k, v in PARAMS.items() for a in ("--param", f"{k}={v}")]
+        # 2. A new slot for it while the worker runs, then the hot reload: it passes, its
+        #    threshold out of reach, until `baton slots set` lowers it.
         add = ["slots", "add", slot, "--asset", "btc", "--timeframe", "1m", "--strategy", name]
-        _ok(st.baton(*add, "--stake", STAKE_USD, *params), "baton slots add")
+        _ok(st.baton(*add, "--stake", STAKE_USD, *_params(PASSING)), "baton slots add")
         listed = {s["id"]: s for s in st.status()["slots"]}
         assert listed[slot]["strategy"] == name and listed["btc-1m"]["strategy"] == "snipe", listed
         armed.write_text("")  # the first SELL this stack's worker posts is where it dies
         out = _ok(st.baton("reload", timeout_s=60), "baton reload")
         assert name in out, out
-        next_window_s = int(time.time() // WINDOW_S * WINDOW_S) + WINDOW_S
+        wait_for(lambda: _actions(st, slot).count("pass") >= 2, 30, "the new strategy passing")
+        assert set(_actions(st, slot)) == {"pass"}
+        _ok(st.baton("slots", "set", slot, *_params(PARAMS)), "baton slots set")
+        set_window_s = int(time.time() // WINDOW_S * WINDOW_S)
 
-        # 3. It buys, commits its first exit and dies before posting it: in the next window,
-        #    or a later one should the book kill its fill-or-kill buy.
+        # 3. It buys, commits its first exit and dies before posting it: in this window (the
+        #    next when less than a third of it is left), or a later one should the book kill
+        #    its fill-or-kill buy.
         crashed = Path(f"{armed}.crashed")
         epoch = int(st.redis.get("baton:lease:epoch"))
         wait_for(crashed.exists, 3 * WINDOW_S, "the worker killing itself before its first SELL")
         crashed_order = crashed.read_text()
         [exit_1] = [i for i in _intents(st, slot) if i.order_id == crashed_order]
         window_s = exit_1.window_start_s
-        assert exit_1.leg == "exit-1" and window_s >= next_window_s, exit_1
+        assert exit_1.leg == "exit-1" and window_s >= set_window_s, exit_1
         [entry] = [i for i in _intents(st, slot) if i.id == f"{slot}:{window_s}:entry"]
         assert entry.status == "filled", entry
 
