@@ -86,7 +86,8 @@ async def test_an_operator_signs_in_sees_the_system_and_halts_it(
     assert (audit["action"], audit["source"], audit["result"]) == ("halt", "api", "ok")
     assert audit["token_id"] == served.token.id
     assert (await page.evaluate("document.title")).startswith("HALTED")
-    assert await page.evaluate("document.querySelector('#resume').disabled") is False
+    # Enabled once the halt's call is no longer in flight: the redraw after it, not the title's.
+    await page.wait_for("document.querySelector('#resume').disabled === false", "resume enabled")
     await screenshot(page, tmp_path, "dashboard-halted.png")
 
     # A resume from another door (the CLI) reaches the open page through the event stream.
