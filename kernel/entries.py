@@ -199,7 +199,9 @@ class Entries:
             if held is None and (only_held or done.get(ref.id) == ref.window_start_s):
                 continue
             slot = snap.slots.get(ref.id)
-            if slot is None or not slot.enabled:
+            # A disabled slot opens nothing, but the position it holds may still be exited
+            # (as under a pause): switching a slot off must not strand a stop loss.
+            if slot is None or (not slot.enabled and held is None):
                 continue
             # The market cache's blockers are looked at once its entries are read again.
             if (

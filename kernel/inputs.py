@@ -203,13 +203,13 @@ class TickInputs:
         self, ref: SlotRef, strat: Any = None, entered: bool = False, exit_legs: int | None = None
     ) -> SlotInput | None:
         """The slot's input without books (with_asks adds them), or None when the slot is
-        disabled or its data is missing or stale. `strat` is its strategy module (its CANDLES
-        say which bars to build; None: none); `entered`: the caller knows the slot's entry
+        disabled and holds nothing in its window, or its data is missing or stale. `strat`
+        is its strategy module (its CANDLES say which bars to build; None: none); `entered`: the caller knows the slot's entry
         intent of this window is in Redis (the snapshot's open records say so otherwise);
         `exit_legs`: the exit legs the caller knows were committed in the window (holding)."""
         snap = self.snap
         slot = snap.slots.get(ref.id)
-        if slot is None or not slot.enabled:
+        if slot is None:
             return None
         if feed_stale(snap.feed.get(ref.asset), self.now_ms, self.stale_after_ms):
             return None  # stale data never opens a position
@@ -222,6 +222,8 @@ class TickInputs:
         cash, room = self._account  # type: ignore[misc]
         key = (ref.id, ref.window_start_s)
         position = self._positions.get(key)  # type: ignore[union-attr]
+        if not slot.enabled and position is None:
+            return None  # a disabled slot only exits what it holds
         bars = _NO_BARS
         if strat is not None:
             declared = self._candles.get(id(strat))

@@ -107,7 +107,8 @@ class WakeSchedule:
         is known of (a new window, a strategy without the hint). The others' windows are not
         read: at a thousand slots that is most of an idle tick. A slot the last tick found
         disabled sleeps too, and so does one that `entered` its window already, unless its
-        strategy declares EXITS (it may hold a position to sell: kernel/exits.py). A slot
+        strategy declares EXITS (it may hold a position to sell, disabled or not:
+        kernel/exits.py). A slot
         whose record changed since (its entry_s, enabled again) is known again one tick
         later."""
         awake: set[str] = set()
@@ -118,11 +119,12 @@ class WakeSchedule:
             if r.asset in awake:
                 continue
             slot = slots.get(r.id)
-            if slot is not None and not slot.enabled:
-                continue
             if entered.get(r.id) == r.window_start_s:
+                # Disabled or not: a slot that entered may still exit what it holds.
                 if slot is not None and self.exits(slot.strategy, exits):
                     awake.add(r.asset)
+                continue
+            if slot is not None and not slot.enabled:
                 continue
             got = wakes.get(r.id)
             if got is None or got.window_start_s != r.window_start_s or now_ms >= got.at_ms:

@@ -555,3 +555,25 @@ async def test_an_adoption_sweep_owed_holds_exits_until_it_is_done(rig):
     venue.account_orders_error = None
     outs = await rig.run_ticks(1)
     assert [s for s, *_ in rec.posts] == ["BUY", "SELL"]
+
+
+async def test_a_disabled_slot_opens_nothing_but_still_exits_what_it_holds(rig):
+    rec = await _start(rig, trader(shares=30.0))
+    await rig.run_ticks(2)
+    assert [s for s, *_ in rec.posts] == ["BUY"]
+
+    async def set_enabled(on: bool) -> None:
+        key = rig.store.k.slots()
+        slot = msgspec.json.decode(await rig.store.r.hget(key, SLOT))
+        slot["enabled"] = on
+        await rig.store.r.hset(key, SLOT, msgspec.json.encode(slot))
+
+    await set_enabled(False)
+    await rig.run_ticks(2)
+    # Switching the slot off stranded no exit: it went on selling what it held.
+    assert [s for s, *_ in rec.posts] == ["BUY", "SELL", "SELL"]
+    # The next window, still disabled: it holds nothing there, so it is not asked at all.
+    await _start(rig, trader(shares=30.0), venue=rec.venue)
+    outs = await rig.run_ticks(4)
+    assert sum(o.record.orders for o in outs) == 0
+    assert [s for s, *_ in rec.posts] == ["BUY", "SELL", "SELL"]
