@@ -204,9 +204,10 @@ class TickInputs:
     ) -> SlotInput | None:
         """The slot's input without books (with_asks adds them), or None when the slot is
         disabled and holds nothing in its window, or its data is missing or stale. `strat`
-        is its strategy module (its CANDLES say which bars to build; None: none); `entered`: the caller knows the slot's entry
-        intent of this window is in Redis (the snapshot's open records say so otherwise);
-        `exit_legs`: the exit legs the caller knows were committed in the window (holding)."""
+        is its strategy module (its CANDLES say which bars to build; None: none); `entered`:
+        the caller knows the slot's entry intent of this window is in Redis (the snapshot's
+        open records say so otherwise); `exit_legs`: the exit legs the caller knows were
+        committed in the window (holding)."""
         snap = self.snap
         slot = snap.slots.get(ref.id)
         if slot is None:
