@@ -15,6 +15,9 @@ entries until it is repaired, since ticks then go unjournaled.
 `last_tick` ahead of the tick being run by at most AHEAD_MS is a successor whose clock lags
 the previous holder's a little: the journal refuses that tick as a DUPLICATE (reported), and
 nothing is blocked.
+
+`journal_problem` says, for the error journal, what the journal's answer other than OK to a
+tick's entry means (the tick runner reports it, kernel/tick.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from baton.errors import UnreadableValue
 from state.structs import Blocker
 
 AHEAD_MS = 60_000  # as state/lua/tick_journal.lua
@@ -68,3 +72,21 @@ def blockers(key: str, raw: list[Any], tick: int, tick_ms: int) -> list[Blocker]
                 )
             )
     return out
+
+
+def journal_problem(tick: int, verdict: Any) -> str:
+    """What a journal answer other than OK means, for the error journal: never silent, since
+    trading went on in a tick the journal does not show (or shows after a repair)."""
+    if isinstance(verdict, UnreadableValue):
+        return f"tick {tick} not journaled, the journal waits for a repair: {verdict}"
+    if verdict == "DUPLICATE":
+        return (
+            f"tick {tick} not journaled: the journal holds it or a later one already (this "
+            "worker's clock behind the previous holder's?)"
+        )
+    if isinstance(verdict, str) and verdict.startswith("REBASED"):
+        return (
+            f"tick {tick} journaled after the journal's guard was rebuilt from the stream: "
+            f"stats last_tick held {verdict.removeprefix('REBASED ')} (garbage, or a clock ahead)"
+        )
+    return f"tick {tick}: unexpected journal answer {verdict!r}"

@@ -1,7 +1,8 @@
 """One tick of DESIGN.md: flags, one snapshot read, settlement, strategy, risk, fenced
 commits, venue submission, journal. The runner orchestrates; the steps live beside it:
 kernel/entries.py (evaluate, risk check, commit, post), kernel/markets.py (the market cache),
-kernel/wakes.py (the wake schedule), kernel/housekeeping.py (the work between ticks).
+kernel/wakes.py (the wake schedule), kernel/housekeeping.py (the work between ticks),
+kernel/readiness.py (the dry evaluation before the first tick).
 
 The runner holds no state that matters between ticks: everything it decides from is in the
 snapshot, so a replacement worker of another version continues exactly where it stopped.
@@ -9,34 +10,31 @@ snapshot, so a replacement worker of another version continues exactly where it 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import msgspec
 from redis.exceptions import ResponseError
 
-from baton.errors import LeaseLost, NotReady, UnreadableValue
+from baton.errors import LeaseLost, UnreadableValue
 from baton.settings import Settings
-from kernel import journal_guard, outcomes, reconcile, strategy_check
+from kernel import journal_guard, outcomes, readiness, reconcile
 from kernel.adopt import Adopter
 from kernel.blocking import EntryBlocks
-from kernel.candle_cache import VOL_LOOKBACK_S, CandleCache, Lookbacks, lookback_cap_s
+from kernel.candle_cache import CandleCache, Lookbacks, lookback_cap_s
 from kernel.clock import Clock
-from kernel.entries import ENTRY_CHUNKS, Entries, with_asks
+from kernel.entries import Entries
 from kernel.halt import HaltResponder
 from kernel.history import HistoryPruner
 from kernel.housekeeping import Housekeeping
 from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
+from kernel.readiness import resolve_strategy
 from kernel.risk import RiskLimits, daily_loss_breach
-from kernel.snapshot import DecodeMemo, SlotRefs, read_snapshot, slot_refs
-from kernel.strategy_api import BookSide
+from kernel.snapshot import DecodeMemo, SlotRefs, read_snapshot
 from kernel.venue import Venue
 from kernel.wakes import WakeSchedule
 from state import replication
@@ -45,35 +43,10 @@ from state.structs import SLOT, ControlFlags, Slot, TickRecord
 
 log = logging.getLogger("baton.tick")
 
-STRATEGY_PACKAGE = "worker.strategies"
-# The books the readiness check gives a slot's real input besides none: an even market.
-SAMPLE_BOOKS = (
-    BookSide(bids=((0.48, 100.0), (0.47, 300.0)), asks=((0.5, 100.0), (0.51, 300.0))),
-    BookSide(bids=((0.48, 100.0), (0.47, 300.0)), asks=((0.5, 100.0), (0.51, 300.0))),
-)
-
 
 def market_floor(slot_count: int) -> int:
     """The market cache's size under which it is never pruned: a few windows of every slot."""
     return 4 * slot_count + 64
-
-
-def journal_problem(tick: int, verdict: Any) -> str:
-    """What a journal answer other than OK means, for the error journal: never silent, since
-    trading went on in a tick the journal does not show (or shows after a repair)."""
-    if isinstance(verdict, UnreadableValue):
-        return f"tick {tick} not journaled, the journal waits for a repair: {verdict}"
-    if verdict == "DUPLICATE":
-        return (
-            f"tick {tick} not journaled: the journal holds it or a later one already (this "
-            "worker's clock behind the previous holder's?)"
-        )
-    if isinstance(verdict, str) and verdict.startswith("REBASED"):
-        return (
-            f"tick {tick} journaled after the journal's guard was rebuilt from the stream: "
-            f"stats last_tick held {verdict.removeprefix('REBASED ')} (garbage, or a clock ahead)"
-        )
-    return f"tick {tick}: unexpected journal answer {verdict!r}"
 
 
 @dataclass
@@ -91,11 +64,6 @@ class TickOutcome:
     # The handover request read with this tick's snapshot (empty when none).
     handover: dict[str, str] = field(default_factory=dict)
     control: ControlFlags = field(default_factory=ControlFlags)
-
-
-def resolve_strategy(name: str) -> ModuleType:
-    """The strategy module, looked up on every call so that a reload is seen at once."""
-    return importlib.import_module(f"{STRATEGY_PACKAGE}.{name}")
 
 
 class TickRunner:
@@ -363,7 +331,7 @@ class TickRunner:
             self.deadline.lost()
             raise LeaseLost(f"journal of tick {tick} refused: epoch {self.ident.epoch} is stale")
         if verdict != "OK":
-            why = journal_problem(tick, verdict)
+            why = journal_guard.journal_problem(tick, verdict)
             log.error("tick %d: %s", tick, why)
             problems.append(why)
             # A garbage counter the tick's read found already stands as a blocker, journaled
@@ -448,52 +416,18 @@ class TickRunner:
         return self.halt is not None and self.halt.gate.halted
 
     async def dry_run(self) -> int:
-        """The readiness check's dry evaluation: read what a tick reads (candle windows,
-        positions, intents; no lease), then run every configured slot's strategy on its real
-        input where there is one and on synthetic ones besides. Nothing is committed.
-        Returns the number of slots checked; raises NotReady naming the slot and the error."""
+        """The readiness check's dry evaluation (kernel/readiness.py), on the slot list read
+        from the slots hash now. Returns the number of slots checked; raises NotReady naming
+        the slot and the error."""
         for p in await self.load_slots():
             log.warning("readiness: %s", p)
-        now = self.clock.now_ms()
-        refs = slot_refs(self.configured, now)
-        snap = await read_snapshot(self.store, refs, now, None, VOL_LOOKBACK_S, self.candles)
-        # The slots' strategies may look further back than the minute read with the slots:
-        # their assets are read again as far as they declare (the first tick then reads only
-        # what is new, its slots known from this read).
-        self.wakes.slots = snap.slots
-        lookbacks = self.lookbacks.of(refs, snap.slots, snap.recent)
-        if any(s > VOL_LOOKBACK_S for s in lookbacks.values()):
-            snap = await read_snapshot(self.store, refs, now, None, lookbacks, self.candles)
-        if snap.problems:
-            log.warning("readiness: %d unreadable value(s): %s", len(snap.problems), snap.problems[:3])
-        for ref in refs:
-            slot = snap.slots.get(ref.id)
-            if slot is None:
-                continue  # removed since the list was read: nothing of it runs
-            inputs = strategy_check.sample_inputs(now)
-            try:
-                strat = self.resolve(slot.strategy)
-            except ModuleNotFoundError as e:
-                if e.name != f"{STRATEGY_PACKAGE}.{slot.strategy}":
-                    raise NotReady(
-                        f"slot {ref.id}: strategy {slot.strategy!r} cannot be loaded: {e!r}"
-                    ) from e
-                # Named before it was reloaded into this release (`baton slots add`, then
-                # `baton reload`): that slot trades nothing until then (its ticks say so);
-                # the others must not wait for it.
-                log.warning("readiness: slot %s: no strategy %r in this release yet", ref.id, slot.strategy)
-                continue
-            try:
-                real = self.entries.slot_input(snap, ref, now, strat)
-                if real is not None:
-                    inputs.insert(0, with_asks(real, None, None))
-                    inputs.insert(0, with_asks(real, *SAMPLE_BOOKS))
-                strategy_check.dry_evaluate(strat, inputs, self.lookbacks.cap_s)
-            except Exception as e:
-                raise NotReady(
-                    f"slot {ref.id}: strategy {slot.strategy!r} failed its dry evaluation: {e!r}"
-                ) from e
-        # The Redis connections an entry tick uses at once (its chunks', the decisions') are
-        # opened now, not by the first entry burst (a handshake each, inside the tick).
-        await asyncio.gather(*(self.store.r.ping() for _ in range(ENTRY_CHUNKS + 2)))
-        return len(refs)
+        return await readiness.dry_run(
+            self.store,
+            self.clock.now_ms(),
+            self.configured,
+            self.candles,
+            self.wakes,
+            self.lookbacks,
+            self.resolve,
+            self.entries,
+        )

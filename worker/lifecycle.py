@@ -36,8 +36,9 @@ from kernel.candle_cache import lookback_cap_s
 from kernel.clock import Clock, wall_ms
 from kernel.halt import HaltGate, HaltResponder
 from kernel.lease_heartbeat import LeaseHeartbeat
+from kernel.readiness import STRATEGY_PACKAGE
 from kernel.reload import StrategyReloader
-from kernel.tick import STRATEGY_PACKAGE, Identity, TickRunner
+from kernel.tick import Identity, TickRunner
 from state.store import Store
 from state.structs import ControlFlags, Slot
 from state.system import WORKER_SETTINGS, published_fields
