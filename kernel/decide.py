@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernel.decision_log import number
 from kernel.snapshot import SlotRef
 from kernel.strategy_api import Buy, Exit, Pass, SlotInput
 from kernel.strategy_check import decision_problem
@@ -49,7 +50,9 @@ def answer_problem(answer: Any, inp: SlotInput, held: Position | None, entered: 
 def exit_size(shares: float, held_micros: int) -> float:
     """Shares an exit sells: what it asks (0: all held), never more than held, rounded down
     to the venue's 0.01 share step (in integer micro-shares: no float floor surprises)."""
-    want = held_micros if shares <= 0 else min(round(shares * MICROS), held_micros)
+    # Compared before scaling: a huge `shares` (1e308) would overflow round() and raise out
+    # of the tick, stopping every slot's orders, not just this one's.
+    want = held_micros if shares <= 0 or shares * MICROS >= held_micros else round(shares * MICROS)
     return (want // 10_000) / 100
 
 
@@ -63,9 +66,11 @@ def record(ref: SlotRef, tick: int, now_ms: int, inp: SlotInput, answer: Any, ou
             at_ms=now_ms,
             window_start_s=ref.window_start_s,
             side=str(answer.side),
-            price=answer.limit_price,
-            stake_usd=answer.stake_usd,
-            p_up=round(answer.p_up, 4) if isinstance(answer.p_up, int | float) else 0.0,
+            # number(): a refused answer's junk (a Fraction, NaN) is recorded too, and a value
+            # the encoder cannot write would raise out of the tick at every tick.
+            price=number(answer.limit_price),
+            stake_usd=number(answer.stake_usd),
+            p_up=round(number(answer.p_up), 4),
             reason=str(answer.reason)[:200],
             outcome=outcome,
         )
@@ -77,8 +82,8 @@ def record(ref: SlotRef, tick: int, now_ms: int, inp: SlotInput, answer: Any, ou
             window_start_s=ref.window_start_s,
             action="sell",
             side=held.side if held is not None else "",
-            price=answer.limit_price,
-            shares=answer.shares,
+            price=number(answer.limit_price),
+            shares=number(answer.shares),
             order_type=str(answer.order_type),
             reason=str(answer.reason)[:200],
             outcome=outcome,

@@ -79,11 +79,11 @@ def entry(
         action=action,
         reason=_cut(reason),
         outcome=_cut(outcome),
-        side=side,
-        price=_num(price),
-        stake_usd=_num(stake_usd),
-        shares=_num(shares),
-        order_type=order_type,
+        side=str(side),  # str(): a junk answer's must not break the log's encoding
+        price=number(price),
+        stake_usd=number(stake_usd),
+        shares=number(shares),
+        order_type=str(order_type),
         intent_id=intent_id,
         figures=figures(inp) if inp is not None else {},
     )
@@ -106,15 +106,15 @@ def figures(inp: SlotInput) -> dict[str, float]:
         "cash_usd": inp.cash_usd if inp.api >= 2 else None,
     }
     out.update({name: v for name, v in candidates.items() if v is not None})
-    return {name: _num(v) for name, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    return {name: number(v) for name, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def _num(v: float) -> float:
+def number(v: object) -> float:
     """Six decimals (micro-dollars, micro-shares): enough, and a short field in Redis; a value
     that is not a finite number (a strategy's mistake) logs as 0 rather than break the JSON."""
     try:
-        f = float(v)
-    except (TypeError, ValueError):
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         return 0.0
     return round(f, 6) if math.isfinite(f) else 0.0
 

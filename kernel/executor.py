@@ -36,7 +36,10 @@ log = logging.getLogger("baton.executor")
 
 def order_size(stake_usd: float, price: float, min_size: float) -> float:
     """Shares bought for a stake at a price, rounded down to the venue's 0.01 share step."""
-    size = math.floor(stake_usd / price * 100) / 100
+    shares = stake_usd / price * 100
+    if not math.isfinite(shares):  # a price so small the quotient overflows: nothing to buy
+        return 0.0
+    size = math.floor(shares) / 100
     return size if size >= min_size else 0.0
 
 

@@ -3,11 +3,16 @@ inputs, no Redis."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import msgspec
 import pytest
 
-from kernel.decide import ENTERED_ALREADY, NO_POSITION, answer_problem, exit_size
+from kernel.decide import ENTERED_ALREADY, NO_POSITION, answer_problem, exit_size, record
+from kernel.executor import order_size
+from kernel.snapshot import SlotRef
 from kernel.strategy_api import GTD_MIN_AHEAD_MS, Buy, Exit, Holding, Pass, SlotInput
+from state.slots import _JSON
 from tests.factories import position
 
 NOW = 1_700_000_000_000
@@ -58,7 +63,7 @@ def test_order_types_and_gtd_expiries(order_type, expires_ms, problem):
 @pytest.mark.parametrize(
     ("shares", "held_micros", "size"),
     [(0.0, 9_090_000, 9.09), (0.0, 9_099_999, 9.09), (5.0, 9_090_000, 5.0), (0.29, 9_090_000, 0.29),
-     (100.0, 9_090_000, 9.09), (0.004, 9_090_000, 0.0), (0.0, 9_999, 0.0)],
+     (100.0, 9_090_000, 9.09), (0.004, 9_090_000, 0.0), (0.0, 9_999, 0.0), (1e308, 9_090_000, 9.09)],
 )  # fmt: skip
 def test_an_exit_sells_what_it_asks_never_more_than_held_down_to_a_hundredth(shares, held_micros, size):
     assert exit_size(shares, held_micros) == size
@@ -86,3 +91,18 @@ def test_answers_the_kernel_refuses_and_why():
         Buy(side="left", limit_price=0.5, stake_usd=5.0, reason="r"), INP, None, False
     )  # type: ignore[arg-type]
     assert "expected None or a kernel.strategy_api Buy" in answer_problem({"side": "up"}, INP, None, False)
+
+
+def test_a_huge_exit_or_a_tiny_price_sizes_to_what_is_held_or_nothing_never_raises():
+    # Raised out of the tick, either stopped every slot's orders at every tick.
+    assert answer_problem(Exit(limit_price=0.5, reason="r", shares=1e308), HELD, position(), True) == ""
+    assert order_size(5.0, 1e-320, 5.0) == 0.0
+
+
+def test_a_refused_answer_with_junk_numbers_is_still_a_record_the_tick_can_write():
+    ref = SlotRef("btc-15m", "btc", "15m", NOW // 1000 - 60, END // 1000)
+    junk = Buy(side="up", limit_price=Fraction(1, 2), stake_usd=Fraction(5), reason="r", p_up=Fraction(1, 3))  # type: ignore[arg-type]
+    why = answer_problem(junk, INP, None, False)
+    assert "strictly between 0 and 1" in why
+    _JSON.encode(record(ref, 1, NOW, INP, junk, f"refused: {why}"))
+    _JSON.encode(record(ref, 1, NOW, HELD, Exit(limit_price=Fraction(1, 2), reason="r"), "refused"))  # type: ignore[arg-type]
