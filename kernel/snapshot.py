@@ -5,35 +5,40 @@ strategy runs, whatever the slot count. A value a limit or a decision depends on
 be read (undecodable, out of range, a key of the wrong type) is never read as zero or dropped:
 it becomes a `Blocker` naming it (kernel/blocking.py), and new entries wait, for its slot, its
 asset or every slot, until it reads again. Other unreadable values are problems; none raises.
+
+The slot refs (kernel/slot_list.py) and the decoding helpers (kernel/decoding.py) are
+importable from here too, where they lived first.
 """
 
 from __future__ import annotations
 
-import math
-import operator
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
-import msgspec
 from redis.exceptions import ResponseError
 
-from baton.errors import SettingsError, SnapshotError
-from baton.settings import CANDLE_INTERVAL, timeframe_seconds
+from baton.errors import SnapshotError
+from baton.settings import CANDLE_INTERVAL
 from kernel import journal_guard
 from kernel.candle_cache import CandleCache
 from kernel.candle_read import last_minute, queue_candles_read, since_per_asset
+from kernel.decoding import DecodeMemo as DecodeMemo
+from kernel.decoding import cannot_decode as cannot_decode
+from kernel.decoding import decode_reported as decode_reported
+from kernel.decoding import int64 as int64
+from kernel.decoding import intent_problem as intent_problem
+from kernel.decoding import position_problem as position_problem
 from kernel.lease import renew, renewed
-from kernel.windows import slug, window_bounds
+from kernel.slot_list import SlotRef as SlotRef
+from kernel.slot_list import SlotRefs as SlotRefs
+from kernel.slot_list import slot_refs as slot_refs
 from state.control import parse_control
 from state.ledger import utc_day
 from state.primary import primary_id, queue_primary_id
 from state.store import Store
 from state.structs import (
     CANDLE,
-    ENTRY_LEG,
     FEED_STATUS,
     INTENT,
     POSITION,
@@ -47,29 +52,10 @@ from state.structs import (
     Slot,
     candle_problem,
 )
+from state.structs import ENTRY_LEG as ENTRY_LEG
 
 # The label of the primary's replication id in the snapshot's read (read_snapshot `primary`).
 PRIMARY = "primary replication id"
-
-
-@dataclass(frozen=True)
-class SlotRef:
-    """A configured slot and the window it is in at the tick's time."""
-
-    id: str
-    asset: str
-    timeframe: str
-    window_start_s: int
-    window_end_s: int
-
-    # Cached: a ref lives as long as its window (SlotRefs), and these are asked for every tick.
-    @cached_property
-    def slug(self) -> str:
-        return slug(self.asset, self.timeframe, self.window_start_s)
-
-    @cached_property
-    def entry_intent_id(self) -> str:
-        return f"{self.id}:{self.window_start_s}:{ENTRY_LEG}"
 
 
 @dataclass
@@ -109,93 +95,6 @@ class Snapshot:
         return got
 
 
-def slot_refs(slot_ids: list[tuple[str, str, str]], now_ms: int) -> list[SlotRef]:
-    bounds: dict[str, tuple[int, int]] = {}  # per timeframe: computed once, shared by its slots
-    out = []
-    for sid, asset, tf in slot_ids:
-        b = bounds.get(tf)
-        if b is None:
-            b = bounds[tf] = window_bounds(now_ms, tf)
-        out.append(SlotRef(sid, asset, tf, b[0], b[1]))
-    return out
-
-
-class SlotRefs:
-    """`slot_refs` with memory: the refs of the last call are returned again while every
-    timeframe is in the same window (a window lasts minutes, a tick seconds), so a thousand
-    refs are not rebuilt every tick. The list returned is shared: callers must not change it.
-
-    The slot list follows the slots hash (`follow`): Redis is the truth, the settings only
-    seed a fresh Redis (worker/lifecycle.py), so a slot added by an operator runs from the
-    tick after the one that read it, and one removed stops."""
-
-    def __init__(self, slot_ids: list[tuple[str, str, str]]) -> None:
-        self.slot_ids: list[tuple[str, str, str]] = []
-        # slot id -> (asset, timeframe), to tell a changed list from the same one cheaply.
-        self._by_id: dict[str, tuple[str, str]] = {}
-        self._timeframes: list[str] = []
-        self._bounds: tuple[tuple[int, int], ...] | None = None
-        self._refs: list[SlotRef] = []
-        # Whether the list was read from Redis yet (until then it is the settings' seeds).
-        self.followed = False
-        self._followed: dict[str, Slot] = {}  # the records it was last taken from
-        self._set(slot_ids)
-
-    def _set(self, slot_ids: list[tuple[str, str, str]]) -> None:
-        self.slot_ids = slot_ids
-        self._by_id = {sid: (a, tf) for sid, a, tf in slot_ids}
-        self._timeframes = sorted({tf for _, _, tf in slot_ids})
-        self._bounds = None
-
-    def at(self, now_ms: int) -> list[SlotRef]:
-        bounds = tuple(window_bounds(now_ms, tf) for tf in self._timeframes)
-        if bounds != self._bounds:
-            self._refs = slot_refs(self.slot_ids, now_ms)
-            self._bounds = bounds
-        return self._refs
-
-    def follow(self, slots: dict[str, Slot]) -> tuple[bool, list[str]]:
-        """Take the slot list from `slots` (the slots hash as read, decodable values only):
-        (whether it changed, problems). A slot whose timeframe cannot be parsed is left out,
-        named in a problem, rather than stopping every slot's tick (an operator's tools
-        refuse one; a hand-written value can still hold one)."""
-        self.followed = True
-        prev, self._followed = self._followed, slots
-        # The same records as last time (a slot that did not change is the same object: the
-        # decode memo's) under the same ids: unchanged, found without a loop in Python (a
-        # thousand slots every tick).
-        if (
-            len(prev) == len(slots)
-            and all(map(operator.is_, slots.values(), prev.values()))
-            and slots.keys() == prev.keys()
-        ):
-            return False, []
-        by_id = self._by_id
-        if len(slots) == len(by_id) and all(
-            (got := by_id.get(sid)) is not None and got[0] == s.asset and got[1] == s.timeframe
-            for sid, s in slots.items()
-        ):
-            return False, []
-        problems: list[str] = []
-        wanted: list[tuple[str, str, str]] = []
-        for sid in sorted(slots):
-            s = slots[sid]
-            try:
-                timeframe_seconds(s.timeframe)
-            except SettingsError as e:
-                problems.append(f"slot {sid} is not run: {e}")
-                continue
-            wanted.append((sid, s.asset, s.timeframe))
-        if wanted == self.slot_ids:
-            return False, problems
-        self._set(wanted)
-        return True, problems
-
-    def keeps(self, ref: SlotRef) -> bool:
-        """Whether `ref` is still one of the list's slots (with the same asset and timeframe)."""
-        return self._by_id.get(ref.id) == (ref.asset, ref.timeframe)
-
-
 def _find(candles: list[Candle], open_ms: int) -> Candle | None:
     """The candle opening at `open_ms` among recent ones (sorted, usually one per second)."""
     if candles:
@@ -203,84 +102,6 @@ def _find(candles: list[Candle], open_ms: int) -> Candle | None:
         if 0 <= i < len(candles) and candles[i].open_ms == open_ms:
             return candles[i]
     return next((c for c in candles if c.open_ms == open_ms), None)
-
-
-class DecodeMemo:
-    """Values decoded by the last read, by their exact text: a slot, a position or an intent
-    that did not change since the last tick is not decoded again (a thousand of each per
-    tick at 1,024 slots). Only the values seen by the latest read are kept. The structs are
-    frozen, so sharing one between ticks is safe."""
-
-    def __init__(self) -> None:
-        self._last: dict[Any, Any] = {}
-        self._now: dict[Any, Any] = {}
-
-    def decode(self, codec: Any, raw: Any, bad: list[tuple[str, str]], name: str) -> Any:
-        """`raw` decoded, or None; an undecodable value appends (`name`, what is wrong) to
-        `bad` (the message is built only then: a thousand f-strings per tick otherwise)."""
-        if raw is None:
-            return None
-        key = (codec, raw)
-        got = self._now.get(key)
-        if got is None:
-            got = self._last.get(key)
-            if got is None:
-                try:
-                    got = codec.decode(raw)
-                except msgspec.DecodeError as e:
-                    bad.append((name, cannot_decode(raw, e)))
-                    return None  # undecodable: found on every read, never remembered
-            self._now[key] = got
-        return got
-
-    def turn(self) -> None:
-        """End of a read: what it did not see is forgotten."""
-        self._last, self._now = self._now, {}
-
-
-def decode_reported(codec: Any, raw: Any, what: str, problems: list[str], name: str = "") -> Any:
-    """`raw` decoded, or None (for None, or for a value that cannot be decoded: then a
-    problem naming `what` (and `name`) is appended, never raised)."""
-    if raw is None:
-        return None
-    try:
-        return codec.decode(raw)
-    except msgspec.DecodeError as e:
-        label = f"{what} {name}" if name else what
-        problems.append(f"{label}: {cannot_decode(raw, e)}")
-        return None
-
-
-def cannot_decode(raw: Any, e: Exception) -> str:
-    return f"cannot decode {str(raw)[:80]!r}: {e}"
-
-
-_INT64 = re.compile(r"-?\d{1,19}")
-_INT64_MAX = 2**63 - 1
-
-
-def int64(raw: Any) -> int | None:
-    """An integer as Redis's HINCRBY keeps one (decimal digits, signed 64 bits), or None: a
-    value that is not one cannot be a sum the scripts kept, whatever Python's int() thinks
-    of it (' 7', '1_000', a 40-digit number)."""
-    if not isinstance(raw, str) or not _INT64.fullmatch(raw):
-        return None
-    n = int(raw)
-    return n if -_INT64_MAX - 1 <= n <= _INT64_MAX else None
-
-
-def position_problem(p: Position) -> str:
-    """Why an open position that decoded cannot be counted in the exposure ('' when it can)."""
-    if p.cost_micros < 0 or p.shares_micros < 0:
-        return f"negative cost or shares ({p.cost_micros}, {p.shares_micros}) would lower the exposure"
-    return ""
-
-
-def intent_problem(i: Intent) -> str:
-    """Why an open intent that decoded cannot be counted as pending ('' when it can)."""
-    if not math.isfinite(i.stake_usd) or i.stake_usd < 0:
-        return f"stake {i.stake_usd!r} USD cannot be held back from cash"
-    return ""
 
 
 def _open_records(
