@@ -26,6 +26,7 @@ from api.hosts import hosts
 from api.spec import ROUTES, Route
 from baton.errors import OpError
 from control import commands as c
+from control import stops
 from control.commands import Actor, ErrorBody, decode_body
 
 log = logging.getLogger("baton.api")
@@ -67,7 +68,7 @@ async def read_body(request: web.Request, typ: type[Any]) -> Any:
 async def read_stop_body(
     request: web.Request, typ: type[c.HaltBody] | type[c.PauseBody]
 ) -> tuple[Any, list[str]]:
-    """A halt's or pause's body, never refused (control/commands.py read_stop_body): (the body,
+    """A halt's or pause's body, never refused (control/stops.py read_stop_body): (the body,
     what was wrong with it). At most MAX_BODY bytes are read, whatever the app-wide limit
     (client_max_size applies only to request.read(), which is not used here): a bigger body
     still stops, with a warning, and the rest is never read."""
@@ -76,7 +77,7 @@ async def read_stop_body(
     except asyncio.IncompleteReadError as e:
         raw = e.partial
     cut_at = MAX_BODY if len(raw) > MAX_BODY else 0
-    return c.read_stop_body(raw[:MAX_BODY], typ, cut_at=cut_at)
+    return stops.read_stop_body(raw[:MAX_BODY], typ, cut_at=cut_at)
 
 
 def actor(request: web.Request) -> Actor:

@@ -23,6 +23,7 @@ from api.atomic import write_json_atomic
 from api.context import ApiContext, Outage
 from baton.errors import BadRequest, Forbidden, OpError, Unavailable
 from control import commands as c
+from control import stops
 from control.ops import Ops
 from kernel.clock import wall_utc
 
@@ -45,8 +46,8 @@ def _owner(uid: int) -> str:
 
 def _loads(raw: bytes) -> Any:
     """The JSON value of a command file, or None when it has none (not JSON, not UTF-8, or
-    nested too deeply to decode safely: control/commands.py nested_too_deep)."""
-    if c.nested_too_deep(raw):
+    nested too deeply to decode safely: control/stops.py nested_too_deep)."""
+    if stops.nested_too_deep(raw):
         return None
     try:
         return json.loads(raw)
@@ -73,7 +74,7 @@ class Decoded(msgspec.Struct):
 
 def _command(raw: bytes, size: int) -> Decoded:
     """The command in a control.json of `size` bytes (`raw`: its first MAX_COMMAND_BYTES).
-    A halt or pause is never refused for its text (control/commands.py read_stop_body): a
+    A halt or pause is never refused for its text (control/stops.py read_stop_body): a
     file that is too big, not JSON, with an unknown field still stops when it says
     `"action": "halt"` (or is the bare word), and the warnings say what was wrong."""
     if size > MAX_COMMAND_BYTES:
@@ -87,14 +88,14 @@ def _command(raw: bytes, size: int) -> Decoded:
         return got
     if isinstance(got.parsed, dict):  # JSON: its action says, and only a stop is lenient
         named = got.parsed.get("action")
-        stop = named if isinstance(named, str) and named in c.STOP_BODIES else ""
+        stop = named if isinstance(named, str) and named in stops.STOP_BODIES else ""
     else:  # not JSON (or cut off): `"action": "halt"` in the text, or the bare word
-        stop = c.stop_action_in(raw)
+        stop = stops.stop_action_in(raw)
     if not stop:
         return got
-    body, warnings = c.read_stop_body(
+    body, warnings = stops.read_stop_body(
         raw,
-        c.STOP_BODIES[stop],
+        stops.STOP_BODIES[stop],
         cut_at=MAX_COMMAND_BYTES if size > MAX_COMMAND_BYTES else 0,
         ignore=frozenset({"action"}),
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 from baton.errors import Conflict
 from control import commands as c
-from control import views
+from control import stops, views
 from control.audit import audited
 from control.context import Context
 from control.lifecycle import flush_ledger
@@ -31,7 +31,7 @@ def halt(ctx: Context, actor: c.Actor, body: c.HaltBody, warnings: Sequence[str]
     notes = list(warnings)
     # The audit stream records the body as kept (a valid UTF-8 line of at most REASON_MAX
     # characters) and, with it, what had to change.
-    kept = c.HaltBody(reason=c.reason_of(body.reason, "operator halt", notes))
+    kept = c.HaltBody(reason=stops.reason_of(body.reason, "operator halt", notes))
     return audited(ctx, actor, "halt", "", kept, lambda: _halt(ctx, actor, kept.reason, notes))
 
 
@@ -39,7 +39,7 @@ def pause(ctx: Context, actor: c.Actor, body: c.PauseBody, warnings: Sequence[st
     """Like the halt, a pause only makes the bot do less: never refused for its body."""
 
     notes = list(warnings)
-    kept = c.PauseBody(reason=c.reason_of(body.reason, "operator pause", notes))
+    kept = c.PauseBody(reason=stops.reason_of(body.reason, "operator pause", notes))
 
     def run() -> c.FlagResult:
         _seq, _n, _was_halted, was_paused = set_flags(ctx, "pause", kept.reason, actor)
