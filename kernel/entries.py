@@ -2,7 +2,7 @@
 awake, or holding a position their strategy may exit), their markets and books, the
 strategy's answer and what the kernel makes of it (kernel/decide.py), the risk check, the
 decision log, and the fenced commit and post of the intents (in chunks, while the evaluation
-goes on: kernel/executor.py EntryStream). Exit legs: kernel/exits.py.
+goes on: kernel/entry_stream.py EntryStream). Exit legs: kernel/exits.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from baton.settings import Settings
-from kernel import executor
+from kernel import entry_stream, executor
 from kernel.adopt import HOLD as ADOPT_HOLD
 from kernel.blocking import EntryBlocks
 from kernel.decide import answer_problem, record, record_outcome
@@ -337,7 +337,7 @@ class Entries:
         gate = self.gate
         chunk = -(-len(wanted) // ENTRY_CHUNKS)
         now_in_redis: set[str] = set()
-        stream = executor.EntryStream(
+        stream = entry_stream.EntryStream(
             self.store,
             self.venue,
             epoch,

@@ -1,5 +1,5 @@
 """An entry tick's orders go out in a few chunks while the tick evaluates further slots
-(kernel/executor.py EntryStream, kernel/entries.py Entries): every slot-window still enters at
+(kernel/entry_stream.py EntryStream, kernel/entries.py Entries): every slot-window still enters at
 most once, the chunks' number (and so the tick's round trips) does not grow with the slots,
 the first chunk reaches the venue before the last slots are evaluated, and a chunk that fails
 does not cost the others their orders or their bookings."""
@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from kernel import entries as entries_mod
-from kernel import executor, lanes
+from kernel import entry_stream, executor, lanes
 from kernel.halt import HaltGate, HaltResponder
 from kernel.tick import TickRunner
 from tests.fast.rig import enter_at_once
@@ -189,7 +189,7 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
 
     monkeypatch.setattr(executor, "sign_all", sign)
     monkeypatch.setattr(executor, "submit_signed", chunk)
-    stream = executor.EntryStream(None, None, 1, None, set(), chunks=4)
+    stream = entry_stream.EntryStream(None, None, 1, None, set(), chunks=4)
     await stream.send(["held"])
     await stream.send(["quick"])
     await asyncio.sleep(0.01)  # the quick one is done, the held one still posting
@@ -197,7 +197,7 @@ async def test_the_last_chunk_posts_on_the_lanes_the_others_left_free(monkeypatc
     release.set()
     assert await stream.finish() == (5, [])
     assert got == [2, 2, lanes.LANES - 2]
-    alone = executor.EntryStream(None, None, 1, None, set(), chunks=4)
+    alone = entry_stream.EntryStream(None, None, 1, None, set(), chunks=4)
     await alone.send(["only"], last=True)
     assert await alone.finish() == (1, []) and got[-1] == lanes.LANES
 
