@@ -24,9 +24,8 @@ from typing import cast
 import msgspec
 import redis
 
-from api import apitoken
 from baton import settings as settings_mod
-from baton.cli import cluster, decisions, slots, strategy
+from baton.cli import cluster, credentials, decisions, slots, strategy
 from baton.cli.output import emit, fail
 from baton.errors import (
     BadRequest,
@@ -35,12 +34,9 @@ from baton.errors import (
     NotFound,
     OpError,
     ReloadError,
-    SecretFileError,
     SettingsError,
     StackError,
-    TokenError,
 )
-from baton.secretfiles import read_secret
 from baton.settings import Settings
 from control import commands as c
 from control import render
@@ -48,7 +44,7 @@ from control.ops import Ops, Supervisor
 from deploy import logs, orchestrate, supervisord
 from deploy import reload as hot
 from kernel.lease import lease_color
-from state import acl, connection, rediscli
+from state import connection
 
 # --- seams: the fast tests replace these two with fakeredis and a fake supervisor ----------------
 
@@ -165,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["redis-cli"]:
         # Before argparse: redis-cli's flags (--json, -r 3, -x) are its own, not ours.
-        return cmd_redis_cli(argv[1:])
+        return credentials.cmd_redis_cli(argv[1:])
     ap = parser()
     args, extra = ap.parse_known_args(argv)
     if extra and args.cmd not in STOPS:
@@ -351,67 +347,6 @@ def active_worker(s: Settings) -> str:
     return logs[-1].stem if logs else "worker-blue"
 
 
-def cmd_token(s: Settings, args: argparse.Namespace) -> int:
-    if args.metrics:
-        return _metrics_token(s, args)
-    try:
-        token = apitoken.load(s, create=False)
-    except (TokenError, OSError) as e:
-        return fail(str(e))
-    if args.id:
-        print(token.id)
-        return 0
-    print(
-        f"baton token: this is the API bearer token (id {token.id}, from {token.source}); whoever has it "
-        "can halt, resume and change slots: keep it out of logs, tickets and shell history",
-        file=sys.stderr,
-    )
-    print(token.reveal())
-    return 0
-
-
-def _metrics_token(s: Settings, args: argparse.Namespace) -> int:
-    path = s.metrics_token_file
-    if s.metrics_auth != "token" and not path.exists():
-        return fail(
-            f"GET /metrics takes no token (BATON_METRICS_AUTH={s.metrics_auth}); "
-            f"with BATON_METRICS_AUTH=token the api program creates one in {path}"
-        )
-    try:
-        token = apitoken.ApiToken(read_secret(path), str(path))
-    except (SecretFileError, TokenError, OSError) as e:
-        return fail(f"{e} (the api program creates it on its first start with BATON_METRICS_AUTH=token)")
-    if args.id:
-        print(token.id)
-        return 0
-    print(
-        f"baton token: this is the metrics token (id {token.id}, from {path}); it opens GET /metrics "
-        "only (a Prometheus scrape config's credentials_file)",
-        file=sys.stderr,
-    )
-    print(token.reveal())
-    return 0
-
-
-def cmd_redis_cli(args: list[str]) -> int:
-    try:
-        rediscli.exec_redis_cli(settings_mod.load(), args)  # returns only on failure
-    except (SettingsError, StackError, SecretFileError, OSError) as e:
-        return fail(f"redis-cli: {e}")
-    return 1
-
-
-def cmd_redis_acl(s: Settings, args: argparse.Namespace) -> int:
-    # With Sentinels, the replica's and the Sentinels' users too (docs/ha.md).
-    path = acl.write_acl_file(Path(s.home), s.prefix, ha=bool(s.redis_sentinels))
-    print(
-        f"wrote {path}: the Redis users of prefix {s.prefix} with their passwords' hashes (each "
-        f"password in {s.redis_secrets_dir}/<user>); load it into your Redis with `aclfile {path}` "
-        "or copy it there and ACL LOAD"
-    )
-    return 0
-
-
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": cmd_run,
     "stop": cmd_stop,
@@ -428,8 +363,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "audit": cmd_audit,
     "decisions": decisions.command(make_ops),
     "logs": cmd_logs,
-    "token": cmd_token,
-    "redis-acl": cmd_redis_acl,
+    "token": credentials.cmd_token,
+    "redis-acl": credentials.cmd_redis_acl,
     "cluster": cluster.cmd_cluster,
     "strategy": strategy.cmd_strategy,
 }
