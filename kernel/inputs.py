@@ -212,8 +212,6 @@ class TickInputs:
         slot = snap.slots.get(ref.id)
         if slot is None:
             return None
-        if feed_stale(snap.feed.get(ref.asset), self.now_ms, self.stale_after_ms):
-            return None  # stale data never opens a position
         open_c = snap.opens.get(ref.id)
         recent = snap.recent.get(ref.asset) or []
         if open_c is None or not recent:
@@ -223,6 +221,11 @@ class TickInputs:
         cash, room = self._account  # type: ignore[misc]
         key = (ref.id, ref.window_start_s)
         position = self._positions.get(key)  # type: ignore[union-attr]
+        if position is None and feed_stale(snap.feed.get(ref.asset), self.now_ms, self.stale_after_ms):
+            # Stale data never opens a position; a position held is still evaluated, with
+            # the candles there are (their open_ms say how old): a stop loss on the book's
+            # bid must not wait for the price feed (kernel/exits.py).
+            return None
         if not slot.enabled and position is None:
             return None  # a disabled slot only exits what it holds
         bars = _NO_BARS

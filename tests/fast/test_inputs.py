@@ -175,6 +175,15 @@ def test_a_closed_or_other_windows_position_is_no_holding():
     assert inp.exposure_room_usd == 0.0  # no limit known: no room claimed
 
 
+def test_a_stale_feed_stops_entries_but_not_the_exit_of_a_position_held():
+    now = T0 + 600_000
+    snap = _snap(now, positions=[_position()])
+    snap.feed = {a: FeedStatus(now - 60_000, now - 61_000, 1.0) for a in snap.feed}
+    btc, eth = (TickInputs(snap, now, 10_000).slot(r) for r in snap.refs)
+    assert btc is not None and btc.position is not None  # it may still sell what it holds
+    assert eth is None  # nothing held: no entry on stale data
+
+
 def test_bars_are_built_only_for_what_the_strategy_declares_once_per_tick():
     now = T0 + 3_599_000
     candles = {a: _candles(T0, 3600) for a in ("btc", "eth")}
