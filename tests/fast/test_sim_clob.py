@@ -18,7 +18,7 @@ from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderDataV2, S
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
 
-import sim.clob
+import sim.clob_orders
 from baton.settings import SIM_PRIVATE_KEY
 from sim.book import BookParams, book, maker_fair_up
 from sim.clob import ClobSim, create_app
@@ -247,7 +247,7 @@ def test_orders_are_paginated_in_the_real_clobs_shape(env, client, monkeypatch):
     up = json.loads(discover(http, live_slug(clock, "bnb"))["clobTokenIds"])[0]
     for _ in range(3):
         client.post_order(client.create_order(OrderArgsV2(up, 0.99, 5, "BUY")), "FOK")
-    monkeypatch.setattr(sim.clob, "PAGE_LIMIT", 2)
+    monkeypatch.setattr(sim.clob_orders, "PAGE_LIMIT", 2)
     ids, cursor, pages = [], "MA==", 0
     while cursor != "LTE=":
         page = httpx.get(f"{url}/data/orders", params={"next_cursor": cursor}).json()
