@@ -42,7 +42,7 @@ from kernel.tick import Identity, TickRunner
 from state.store import Store
 from state.structs import ControlFlags, Slot
 from state.system import WORKER_SETTINGS, published_fields
-from worker import placement, takeover
+from worker import handover, placement, takeover
 from worker.standby import Standby
 
 log = logging.getLogger("baton.worker")
@@ -447,40 +447,14 @@ class Worker:
         return 0
 
     async def hand_over(self, req: dict[str, str], tick: int) -> bool:
-        """Carry out a planned handover right after tick `tick`; False when it was refused
-        (then this worker keeps trading, and the deploy reports why)."""
-        successor = req.get("to_holder", "")
-        if successor == self.holder:
-            return False
-        # No renewal races the transfer (one would be refused once it is done, as if lost).
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
-        try:
-            epoch, why = await lease.transfer(
-                self.store, self.holder, self.epoch, req, tick, self.clock.now_ms(), self.s.lease_ms, self.s
-            )
-        except (RedisError, OSError, TimeoutError) as e:
-            # Redis failing over or cut off: the transfer may or may not have run. Renewing
-            # again settles it: a transfer that ran makes the renewal refused (lost, exit 3),
-            # one that did not leaves the lease ours and the request to the next tick's read.
-            epoch, why = 0, f"{type(e).__name__}: {e}"
-        except UnreadableValue as e:
-            # Nothing was written: the lease stays ours, and the request is refused with the
-            # reason, so that the deploy says why at once.
-            epoch, why = 0, f"UNREADABLE {e}"
-            await self.store.record_error("worker", f"handover refused: {e}", now_ms=wall_ms())
-            with contextlib.suppress(UnreadableValue):  # the request itself may be the garbage
-                await self.store.cancel_handover(
-                    req.get("id", ""), f"unreadable value: {e}", self.clock.now_ms(), state="refused"
-                )
-        if not epoch:
-            log.warning("handover to %s refused: %s; still trading", successor, why)
-            if self.heartbeat is not None:
-                self.heartbeat.start()
-            return False
-        log.info("handed over to %s after tick %d (their epoch %d)", successor, tick, epoch)
-        self.placed = req.get("kind") == placement.KIND
-        return True
+        """Carry out a planned handover right after tick `tick` (worker/handover.py); False
+        when it was refused (then this worker keeps trading, and the deploy reports why)."""
+        handed = await handover.hand_over(
+            self.s, self.store, self.clock, self.holder, self.epoch, self.heartbeat, req, tick
+        )
+        if handed:
+            self.placed = req.get("kind") == placement.KIND
+        return handed
 
     async def refuse(self, why: str) -> int:
         """Readiness failed: say why where the deploy looks (heartbeat, log), never trade."""
