@@ -79,8 +79,16 @@ class Declarations:
 
     def __init__(self, name: str, module: ModuleType) -> None:
         self.name = name
-        self.defaults: dict[str, float] = dict(getattr(module, "DEFAULTS", {}) or {})
-        self.bounds: dict[str, Any] = dict(getattr(module, "PARAM_BOUNDS", {}) or {})
+        try:
+            self.defaults: dict[str, float] = dict(getattr(module, "DEFAULTS", {}) or {})
+            self.bounds: dict[str, Any] = dict(getattr(module, "PARAM_BOUNDS", {}) or {})
+            for pname, b in self.bounds.items():
+                lo, hi = b
+                if not (isinstance(lo, int | float) and isinstance(hi, int | float)):
+                    raise TypeError(f"PARAM_BOUNDS[{pname!r}] is {b!r}, not (low, high) numbers")
+        except (TypeError, ValueError) as e:
+            # The checkout's module, not the caller's request, is wrong: say which part.
+            raise BadRequest(f"strategy {name!r} declares its parameters wrongly: {e}") from None
         self._check = getattr(module, "check_params", None)
         self.exits = getattr(module, "EXITS", False) is True
 

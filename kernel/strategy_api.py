@@ -42,8 +42,10 @@ API_VERSION = 2
 INTERVALS_S: dict[str, int] = {"1s": 1, "5s": 5, "15s": 15, "1m": 60, "5m": 300, "15m": 900}
 # How far back a strategy may look (interval x bars): the feed keeps an hour of 1 s candles.
 MAX_LOOKBACK_S = 3600
-# Exit legs per slot-window (intent ids slot:window:exit-1 .. exit-N), each at most once.
-MAX_EXIT_LEGS = 4
+# Exit legs per slot-window (intent ids slot:window:exit-1 .. exit-N), each at most once. A leg
+# that sold nothing (a FAK on a thin book) still uses its number: enough of them that a stop
+# loss selling level by level down a thin book does not run out inside one window.
+MAX_EXIT_LEGS = 8
 # GTD orders: the venue wants an expiry at least a minute ahead (Polymarket's security
 # threshold); the kernel refuses earlier ones and any after the window's end.
 GTD_MIN_AHEAD_MS = 61_000

@@ -10,8 +10,8 @@ Polymarket charges taker fees on its 15-minute crypto markets only; the default 
 the crypto rate py-clob-client-v2's tests call production (r = 0.072, e = 1). Override with
 `BATON_SIM_FEES`, a JSON object by timeframe, e.g.
 `{"15m": {"base_fee": 1000, "rate": 0.072, "exponent": 1}, "5m": {"base_fee": 0}}`;
-a timeframe not named is fee-free. The sim's matching itself is fee-free: fees are published
-(and reported in trades as `fee_rate_bps`), not charged.
+a timeframe not named is fee-free. A taker is charged the published fee in collateral when
+its order matches (sim/orders.py); what rests and matches later, as the maker, pays none.
 """
 
 from __future__ import annotations

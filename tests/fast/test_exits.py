@@ -124,14 +124,15 @@ async def test_a_strategy_with_exits_sells_what_it_holds_once_and_the_books_say_
 
 
 async def test_exit_legs_are_numbered_and_stop_at_the_limit(rig):
-    await _start(rig, trader(shares=20.0))
+    # 100 shares bought, sold 10 at a time: the legs run out before the shares do.
+    await _start(rig, trader(shares=10.0))
     await rig.run_ticks(MAX_EXIT_LEGS + 3)
     intents = await _intents(rig)
-    legs = sorted(i.leg for i in intents.values() if i.is_exit)
+    legs = sorted((i.leg for i in intents.values() if i.is_exit), key=lambda leg: int(leg[5:]))
     assert legs == [f"exit-{n}" for n in range(1, MAX_EXIT_LEGS + 1)]
-    assert all(i.filled_size == 20.0 for i in intents.values() if i.is_exit)
+    assert all(i.filled_size == 10.0 for i in intents.values() if i.is_exit)
     (p,) = await rig.store.read_positions(open_only=True)
-    assert p.shares_micros == 20_000_000 and p.exits == MAX_EXIT_LEGS
+    assert p.shares_micros == (100 - 10 * MAX_EXIT_LEGS) * 1_000_000 and p.exits == MAX_EXIT_LEGS
     refused = [e for e in await _decisions(rig) if e.outcome.startswith("refused")]
     assert refused and all(f"{MAX_EXIT_LEGS} exit legs used" in e.outcome for e in refused)
     assert all(e.action == "sell" and not e.intent_id for e in refused)

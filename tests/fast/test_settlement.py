@@ -240,3 +240,12 @@ async def test_a_position_sold_out_by_exits_is_never_settled(rig):
     assert not [e for e in await rig.store.read_ledger() if e.ref == f"settle:{p.id}"]
     (after,) = [y for y in await rig.store.read_positions() if y.id == p.id]
     assert after.status == "closed" and after.payout_micros == 0
+
+
+def test_a_settlement_looks_for_every_exit_leg_the_kernel_may_commit():
+    # state/ may not import the kernel: the settlement's own count must cover the kernel's cap,
+    # or a sale on a late leg would be paid again at resolution.
+    from kernel.strategy_api import MAX_EXIT_LEGS
+    from state.settlements import EXIT_LEGS_CHECKED
+
+    assert EXIT_LEGS_CHECKED >= MAX_EXIT_LEGS

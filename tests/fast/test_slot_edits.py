@@ -326,3 +326,23 @@ async def test_an_adoption_sweep_covers_a_slot_added_since_the_last_tick(rig):
     rig.runner.adopter.owe("a takeover")
     await rig.run_ticks(1)
     assert seen and extra.id in seen[0]
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        "DEFAULTS = 3\n",
+        "DEFAULTS = {'a': 1.0}\nPARAM_BOUNDS = {'a': 5}\n",
+        "DEFAULTS = {'a': 1.0}\nPARAM_BOUNDS = {'a': ('x', 'y')}\n",
+    ],
+)
+def test_a_strategy_declaring_its_parameters_wrongly_is_a_clear_refusal(declared):
+    import types
+
+    from baton.errors import BadRequest
+    from control.slot_rules import Declarations
+
+    mod = types.ModuleType("broken")
+    exec(declared, mod.__dict__)
+    with pytest.raises(BadRequest, match="declares its parameters wrongly"):
+        Declarations("broken", mod)
