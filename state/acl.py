@@ -136,9 +136,11 @@ GRANTS: dict[str, Grant] = {
         commands=("info",),
     ),
     # A person with `baton`: the API's rights but the sessions, and deploys, which ask for
-    # the handover and clear the idle colour's heartbeat (the lease concern).
+    # the handover and clear the idle colour's heartbeat (the lease concern). `baton stop`
+    # marks the stop in stats, so that the downtime it makes is not counted as missed ticks.
     "cli": Grant(
         concerns={**_READ_ALL, "control": RW, "slots": RW, "deploy": RW, "ratelimit": RW, "lease": RW},
+        write_keys=(("stats",),),
         rq=R,
         channels=("control:*",),
         commands=("info",),

@@ -282,3 +282,12 @@ def test_redis_cli_talks_to_this_hosts_sentinel_else_the_first_that_answers(tmp_
 def test_an_address_of_this_machine_is_local():
     assert rediscli._local("127.0.0.1", 27379)
     assert not rediscli._local("192.0.2.1", 27379)  # TEST-NET-1: routed away, never ours
+
+
+def test_the_cli_user_may_mark_a_planned_stop():
+    # `baton stop` writes stats' stack_stopped_ms; refused, the next start counts the whole
+    # planned downtime as missed ticks (and says so in status).
+    from state.keys import Keys
+
+    grant = acl.GRANTS["cli"]
+    assert any(getattr(Keys(PREFIX), w[0])(*w[1:]) == Keys(PREFIX).stats() for w in grant.write_keys)
