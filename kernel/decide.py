@@ -33,7 +33,11 @@ def answer_problem(answer: Any, inp: SlotInput, held: Position | None, entered: 
     stakes, order types and GTD expiries; an exit of more than is held sells what is held),
     and what depends on the slot's window: one entry, exits only of a position held, at least
     0.01 share. The risk checks of an entry come after (kernel/risk.py)."""
-    if answer is None or isinstance(answer, Pass):
+    if answer is None:
+        return ""
+    if type(answer) is Buy:  # the common answer: the checks an entry needs, and no more
+        return ENTERED_ALREADY if entered else decision_problem(answer, inp, sell_at_most_held=True)
+    if isinstance(answer, Pass):
         return ""
     if isinstance(answer, Buy) and entered:
         return ENTERED_ALREADY

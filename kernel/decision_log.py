@@ -112,6 +112,8 @@ def figures(inp: SlotInput) -> dict[str, float]:
 def number(v: object) -> float:
     """Six decimals (micro-dollars, micro-shares): enough, and a short field in Redis; a value
     that is not a finite number (a strategy's mistake) logs as 0 rather than break the JSON."""
+    if type(v) is float:  # the common case, without the float() call
+        return round(v, 6) if math.isfinite(v) else 0.0
     try:
         f = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):

@@ -188,6 +188,8 @@ class Entries:
         # An adoption sweep owed (kernel/adopt.py) holds exits too: an exit leg Redis lost
         # may be at the venue, and the next leg's number and size wait for it to be known.
         unswept = self.blocks.of(ADOPT_HOLD) if self.blocks.any() else []
+        ctx = self._tick_inputs(snap, now_ms)
+        legs = self.legs
         for ref in snap.refs:
             if self._halted():
                 problems.append(HALTED_MID_TICK)
@@ -228,7 +230,8 @@ class Entries:
                         continue
                     if unswept and any(b.blocks(ref.id, ref.asset) for b in unswept):
                         continue
-                    inp = self.slot_input(snap, ref, now_ms, strat)
+                    # (slot_input inlined: entered, as `done` now says)
+                    inp = ctx.slot(ref, strat, True, legs.count(ref))
                     if inp is None:
                         continue
                     wanted.append(Wanted(ref, inp, strat, name, held))
@@ -240,7 +243,8 @@ class Entries:
                     self.wakes.forget(ref.id)
                 elif now_ms < self.wakes.wake_ms(wake, ref, slot):
                     continue
-                inp = self.slot_input(snap, ref, now_ms, strat)
+                # (slot_input inlined: not entered, or `done` would have passed it by)
+                inp = ctx.slot(ref, strat, False, legs.count(ref))
                 if inp is None:
                     continue
                 needs = getattr(strat, "needs_quotes", None)
@@ -257,13 +261,16 @@ class Entries:
         """The strategy's input for this slot (without books: kernel/inputs.py with_asks), or
         None when the slot is disabled or its data is missing or stale. What slots share is
         built once per snapshot (kernel/inputs.py TickInputs)."""
+        entered = self.entered.get(ref.id) == ref.window_start_s
+        return self._tick_inputs(snap, now_ms).slot(ref, strat, entered, self.legs.count(ref))
+
+    def _tick_inputs(self, snap: Snapshot, now_ms: int) -> TickInputs:
         ctx = self._inputs
         if ctx is None or ctx.snap is not snap or ctx.now_ms != now_ms:
             max_exposure = self.limits.max_exposure_usd if self.limits is not None else None
             memo = ctx.memo if ctx is not None else None  # bars kept between ticks
             ctx = self._inputs = TickInputs(snap, now_ms, self.stale_after_ms, max_exposure, memo)
-        entered = self.entered.get(ref.id) == ref.window_start_s
-        return ctx.slot(ref, strat, entered, self.legs.count(ref))
+        return ctx
 
     async def _entry_state(
         self, refs: list[SlotRef], epoch: int, problems: list[str], held: set[str] | None = None

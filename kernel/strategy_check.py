@@ -36,6 +36,9 @@ API_VERSIONS = (1, 2)
 # Shares are sold in hundredths (the kernel rounds an Exit's size down to 0.01): a strategy
 # that asks for what it holds, computed in floats, is not refused for the last digits.
 SHARES_SLACK = 1e-6
+# Order types without an expiry: a tuple, so that `in` compares (a junk unhashable value
+# must not raise where the full check would return its problem).
+_UNTIMED = tuple(t for t in ORDER_TYPES if t != "GTD")
 
 
 def _is_boolish(v: object) -> bool:
@@ -101,6 +104,25 @@ def decision_problem(out: object, inp: SlotInput, sell_at_most_held: bool = Fals
     (the tick's way, kernel/decide.py); the dry evaluation refuses it as the bug it is."""
     if out is None:
         return ""
+    if type(out) is Buy:
+        # The common answer, checked with a few comparisons (a tick judges a thousand): plain
+        # floats in range (a NaN or an infinity fails them), a known side, no expiry. Any
+        # other Buy takes the full check below, which names its problem.
+        price, stake, p_up = out.limit_price, out.stake_usd, out.p_up
+        if (
+            type(price) is float
+            and 0.0 < price < 1.0
+            and type(stake) is float
+            and 0.0 < stake < math.inf
+            and type(p_up) is float
+            and 0.0 <= p_up <= 1.0
+            and (out.side == "up" or out.side == "down")
+            and type(out.reason) is str
+            and type(out.expires_ms) is int
+            and out.expires_ms == 0
+            and out.order_type in _UNTIMED
+        ):
+            return ""
     if isinstance(out, Pass):
         return "" if isinstance(out.reason, str) else f"reason {out.reason!r} is not a str"
     if isinstance(out, Buy):
