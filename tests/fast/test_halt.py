@@ -172,7 +172,9 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
 
     markets.discover = discover
     entries = entries_mod.Entries(store, venue, None, 0, markets, WakeSchedule(resolve), resolve, gate)
-    entries.slot_input = lambda snap, ref, now, strat=None: SlotInput(
+    # The tick builds each slot's input through the tick's shared inputs (kernel/inputs.py
+    # TickInputs.slot): this test's snapshot is a stand-in, so its inputs are made here.
+    fake_input = lambda ref, strat=None, entered=False, exit_legs=None: SlotInput(  # noqa: E731
         slot_id=ref.id,
         asset="btc",
         timeframe="15m",
@@ -185,6 +187,7 @@ async def test_no_strategy_code_runs_after_the_worker_hears_the_halt(store, monk
         stake_usd=5.0,
         params={},
     )
+    entries._tick_inputs = lambda snap, now_ms: SimpleNamespace(slot=fake_input)  # type: ignore[method-assign]
     monkeypatch.setattr(entries_mod, "with_asks", lambda inp, up, down: inp)
     got = await entries.run(snap, 0, 1, 1)
     evaluated, orders, problems = got.evaluated, got.orders, got.problems
