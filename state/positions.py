@@ -108,22 +108,23 @@ class PositionsRepo(Repo):
                 position.opened_ms,
                 intent.fee_micros,
             )
-        return self._call(
-            self.scripts.record_fill,
-            keys=[
-                self.k.lease_epoch(),
-                self.k.intents(),
-                self.k.intents_open(),
-                self.k.positions(),
-                self.k.positions_open(),
-                self.k.ledger(),
-                self.k.ledger_totals(),
-                self.k.ledger_refs(),
-                self.k.counts(),
-            ],
-            args=args,
-            pipeline=pipeline,
-        )
+        return self._call(self.scripts.record_fill, keys=self._booking_keys(), args=args, pipeline=pipeline)
+
+    def _booking_keys(self) -> list[str]:
+        """The keys a fill's or a sale's booking writes (record_fill.lua, record_exit.lua:
+        KEYS[1..9], in this order)."""
+        k = self.k
+        return [
+            k.lease_epoch(),
+            k.intents(),
+            k.intents_open(),
+            k.positions(),
+            k.positions_open(),
+            k.ledger(),
+            k.ledger_totals(),
+            k.ledger_refs(),
+            k.counts(),
+        ]
 
     async def record_fill(self, epoch: int, intent: Intent, position: Position) -> str:
         return str((await self.record_fills(epoch, [(intent, position)]))[0])
@@ -140,17 +141,7 @@ class PositionsRepo(Repo):
         first's `position`. A value it cannot use raises UnreadableValue (or stands as one in
         a pipeline's results), having written nothing.
         """
-        keys = [
-            self.k.lease_epoch(),
-            self.k.intents(),
-            self.k.intents_open(),
-            self.k.positions(),
-            self.k.positions_open(),
-            self.k.ledger(),
-            self.k.ledger_totals(),
-            self.k.ledger_refs(),
-            self.k.counts(),
-        ]
+        keys = self._booking_keys()
         args: list[Any] = [epoch]
         for intent, b in exits:
             keys.append(self.k.ledger_day(utc_day(b.at_ms)))
