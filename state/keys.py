@@ -96,6 +96,23 @@ class Keys:
         DecisionLogEntry), newest last."""
         return f"{self.p}decisions:log:{slot_id}"
 
+    def input_log(self) -> str:
+        """Stream, trimmed by age (BATON_INPUT_LOG_REDIS_S): one entry per tick of the lease
+        holder, with every evaluation's input and answer (kernel/input_log.py: field `data`
+        is a compressed batch; `tick`, `at_ms`, `release`, `n` say what it holds). Older
+        entries roll into var/inputs/ (docs/evaluate.md)."""
+        return f"{self.p}inputs:log"
+
+    def shadow(self) -> str:
+        """Hash: the shadow release evaluating beside the active worker (release, started_ms,
+        ticks, decisions, differ, orders_posted, state, updated_ms): `baton shadow diff`."""
+        return f"{self.p}shadow"
+
+    def shadow_log(self) -> str:
+        """Stream, capped: the shadow's decisions that differ from the live ones, with both
+        answers and reasons (docs/deploys.md, shadow deploys)."""
+        return f"{self.p}shadow:log"
+
     def slot_wakes(self) -> str:
         """Hash: slot id -> ms at which its strategy next wants quotes (a sleeping slot says
         until when), written by the lease holder when a slot's wake time changes."""
