@@ -66,13 +66,19 @@ from bench.stack import (
     wait_phase,
 )
 from deploy.cluster import Cluster
-from deploy.sandbox import SLOT_PARAMS, Stack, wait_for
+from deploy.sandbox import SLOT_PARAMS, STALE_MAKER, Stack, wait_for
 from kernel.clock import wall_ms
 
 CLUSTER_FAULTS = (HOST_KILL, WORKER_KILL, PRIMARY_KILL, CUT)
 ERRORS = (OpFailed, TimeoutError, subprocess.TimeoutExpired, RuntimeError, OSError)
-# The trading of the stacks of bench/stack.py: 4 assets, 15 s and 1 m windows, entries at edge 0.
-TRADING = {"BATON_TIMEFRAMES": "15s,1m", "BATON_ASSETS": "btc,eth,sol,xrp", SLOT_PARAMS: "edge=0.0"}
+# The trading of the stacks of bench/stack.py: 4 assets, 15 s and 1 m windows, entries at edge 0
+# against the pre-#26 stale maker (deploy/sandbox.py).
+TRADING = {
+    "BATON_TIMEFRAMES": "15s,1m",
+    "BATON_ASSETS": "btc,eth,sol,xrp",
+    SLOT_PARAMS: "edge=0.0",
+    **STALE_MAKER,
+}
 
 
 def plan(runs: int, faults: tuple[str, ...]) -> list[str]:

@@ -20,7 +20,7 @@ from api import apitoken
 from baton import settings as settings_mod
 from baton.errors import OpFailed
 from bench.machine import publish
-from deploy.sandbox import SLOT_PARAMS, Stack, wait_for
+from deploy.sandbox import SLOT_PARAMS, STALE_MAKER, Stack, wait_for
 from kernel.clock import wall_ms
 from state.keys import Keys
 
@@ -40,6 +40,7 @@ def start_stack(tick_ms: int, note: str = "", **env: str) -> Stack:
             "BATON_TIMEFRAMES": "15s,1m",
             "BATON_ASSETS": "btc,eth,sol,xrp",
             SLOT_PARAMS: "edge=0.0",
+            **STALE_MAKER,  # the pre-#26 maker: its stale book makes every window trade
             **env,
         },
     )

@@ -1,7 +1,8 @@
 """The sim's market maker: order books quoted around a lagged view of the model's fair value.
 
-The maker sees the price `lag_ms` late (plus a little seeded noise), so that a strategy that
-reads fresh 1s candles sometimes finds the book behind the market: the edge a sniper hunts.
+The maker sees the price `lag_ms` late (plus a little seeded noise): by default about as late
+as a live maker re-quotes, so that a strategy reading 1s candles rarely finds the book behind
+the market (BookParams' defaults say why; a test stack may pin the old 3 s lag to trade).
 Prices are held as integer ticks (cents at the 0.01 tick) so that no float rounding decides
 which level an order crosses.
 """
@@ -27,31 +28,65 @@ MAX_TICK = TICKS_PER_UNIT - 1
 Level = tuple[int, float]
 
 
+# The maker's defaults, chosen to resemble Polymarket's 5m/15m crypto books (docs/sim.md,
+# "The maker": the sources): live makers re-quote within about a second of a Binance move and
+# quote a cent wide on the 0.01 tick. Until #26 the maker saw prices 3 s late with a two-cent
+# spread, a stale book that a strategy reading fresh candles could pick off every window;
+# the test stacks that need orders in every window still pin that (deploy/sandbox.py).
+LAG_MS = 500
+SPREAD = 0.01
+NOISE = 0.01
+LEVELS = 5
+DEPTH_SHARES = 100
+
+
 @dataclass(frozen=True)
 class BookParams:
-    lag_ms: int = 3000
-    spread: float = 0.02
-    levels: int = 5
-    # Half-width of the uniform noise on the maker's fair value.
-    noise: float = 0.01
+    lag_ms: int = LAG_MS
+    spread: float = SPREAD
+    levels: int = LEVELS
+    # Half-width of the uniform noise on the maker's fair value: its disagreement with the
+    # model, which a taker can pick off when the noise makes an ask cheap.
+    noise: float = NOISE
+    # Shares at the touch; each level further out holds half as many more, plus a seeded
+    # random extra of up to three times this (default: 100 to 400 at the touch).
+    depth_shares: int = DEPTH_SHARES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BookParams:
-        raw_lag = env.get("BATON_SIM_BOOK_LAG_MS", "").strip() or "3000"
-        raw_spread = env.get("BATON_SIM_SPREAD", "").strip() or "0.02"
-        try:
-            lag_ms = int(raw_lag)
-        except ValueError:
-            raise SettingsError(f"BATON_SIM_BOOK_LAG_MS={raw_lag!r} is not an integer") from None
-        if lag_ms < 0:
-            raise SettingsError(f"BATON_SIM_BOOK_LAG_MS={lag_ms} is below the minimum 0")
-        try:
-            spread = float(raw_spread)
-        except ValueError:
-            raise SettingsError(f"BATON_SIM_SPREAD={raw_spread!r} is not a number") from None
-        if not 0.0 <= spread <= 0.5:
-            raise SettingsError(f"BATON_SIM_SPREAD={spread} must be between 0 and 0.5")
-        return cls(lag_ms=lag_ms, spread=spread)
+        return cls(
+            lag_ms=_int(env, "BATON_SIM_BOOK_LAG_MS", LAG_MS, 0, 600_000),
+            spread=_float(env, "BATON_SIM_SPREAD", SPREAD, 0.0, 0.5),
+            levels=_int(env, "BATON_SIM_BOOK_LEVELS", LEVELS, 1, 50),
+            noise=_float(env, "BATON_SIM_BOOK_NOISE", NOISE, 0.0, 0.5),
+            depth_shares=_int(env, "BATON_SIM_BOOK_DEPTH", DEPTH_SHARES, 1, 10_000_000),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={value} must be between {lo} and {hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:  # also refuses nan
+        raise SettingsError(f"{name}={value} must be between {lo} and {hi}")
+    return value
 
 
 def _unit(*parts: object) -> float:
@@ -90,19 +125,19 @@ def book(
         tick = ask0 + i
         if tick > MAX_TICK:
             break
-        asks.append((tick, _size(seed, token_id, second, "ask", i)))
+        asks.append((tick, _size(seed, token_id, second, "ask", i, params.depth_shares)))
     bids = []
     for i in range(params.levels):
         tick = bid0 - i
         if tick < MIN_TICK:
             break
-        bids.append((tick, _size(seed, token_id, second, "bid", i)))
+        bids.append((tick, _size(seed, token_id, second, "bid", i, params.depth_shares)))
     return bids, asks
 
 
-def _size(seed: int, token_id: str, second: int, side: str, level: int) -> float:
-    # A few hundred shares a level, deeper further from the touch.
-    return float(100 + 50 * level + int(_unit(seed, token_id, second, side, level) * 300))
+def _size(seed: int, token_id: str, second: int, side: str, level: int, depth: int) -> float:
+    # A few hundred shares a level (at the default depth), deeper further from the touch.
+    return float(depth + depth // 2 * level + int(_unit(seed, token_id, second, side, level) * 3 * depth))
 
 
 def tick_str(tick: int) -> str:

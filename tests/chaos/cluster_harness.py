@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from baton import settings as settings_mod
-from deploy.sandbox import SLOT_PARAMS
+from deploy.sandbox import SLOT_PARAMS, STALE_MAKER
 from kernel.clock import wall_ms
 from state.keys import Keys
 from state.slots import SlotsRepo
@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         "BATON_TIMEFRAMES": args.window,
         "BATON_ASSETS": args.assets,
         SLOT_PARAMS: "edge=0.0",  # enter whenever the estimate reaches the ask: every window trades
+        **STALE_MAKER,  # and the maker's stale book makes it so (deploy/sandbox.py)
         "BATON_DAILY_LOSS_LIMIT_USD": "1000000",
         # The checker reads the whole run's history: nothing of it may be pruned.
         "BATON_HISTORY_DAYS": "0",

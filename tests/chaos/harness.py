@@ -40,7 +40,7 @@ from control.commands import SlotNew
 from control.slots import new_slot
 from deploy.ports import free_port
 from deploy.releases import PACKAGES
-from deploy.sandbox import SLOT_PARAMS, Stack, wait_for
+from deploy.sandbox import SLOT_PARAMS, STALE_MAKER, Stack, wait_for
 from kernel.clock import wall_ms
 from state.structs import Slot
 from tests.chaos import checker
@@ -210,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         "BATON_TIMEFRAMES": args.window,
         "BATON_ASSETS": args.assets,
         SLOT_PARAMS: "edge=0.0",  # enter whenever the estimate reaches the ask: every window trades
+        **STALE_MAKER,  # and the maker's stale book makes it so (deploy/sandbox.py)
         "BATON_API_PORT": str(free_port()),
         # A loss limit would halt by itself; hundreds of resumes must not be rate limited.
         "BATON_DAILY_LOSS_LIMIT_USD": "1000000",

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from baton.settings import REPO_ROOT
-from deploy.sandbox import Stack, wait_for
+from deploy.sandbox import STALE_MAKER, Stack, wait_for
 from tests.e2e import invariants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-b"), pytest.mark.timeout(420)]
@@ -69,7 +69,8 @@ def test_a_template_strategy_added_live_enters_and_exits_once_through_a_crash() 
     # removed at the end whatever happens.
     module = REPO_ROOT / "worker" / "strategies" / f"{name}.py"
     test_file = REPO_ROOT / "tests" / "fast" / "strategies" / f"test_{name}.py"
-    st = Stack(BATON_TICK_MS="1000", BATON_TIMEFRAMES="1m", BATON_ASSETS="btc")
+    # The pre-#26 maker (deploy/sandbox.py): PARAMS count on its two-cent spread.
+    st = Stack(BATON_TICK_MS="1000", BATON_TIMEFRAMES="1m", BATON_ASSETS="btc", **STALE_MAKER)
     armed = st.home / "crash-before-sell"
     st.env["BATON_TEST_CRASH_BEFORE_SELL"] = str(armed)
     try:
