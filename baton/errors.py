@@ -198,7 +198,14 @@ class BadFrame(FeedError, ValueError):
 
 
 class BackfillError(FeedError, RuntimeError):
-    """The REST venue answered a klines request with something other than rows."""
+    """The REST venue answered a klines request with something other than rows. `status` is
+    the HTTP status (0: not an HTTP answer) and `retry_after_s` the venue's Retry-After, when
+    it said one (429 and 418: the IP is over its budget or banned for that long)."""
+
+    def __init__(self, message: str, status: int = 0, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
 
 
 # --- operations (the control calls; `status` is the HTTP status that fits) ----------------------

@@ -23,6 +23,7 @@ from baton.errors import BackfillError, BadFrame, RateLimited
 from feed.backoff import Backoff
 from feed.store import Batch, CandleStore
 from state.candles import CandlesRepo
+from state.structs import Candle
 from venues.binance import parse_rows, sample, symbol
 from venues.budgets import BINANCE_REST_WEIGHT, klines_weight
 
@@ -230,19 +231,8 @@ class Backfill:
         written = 0
         end_ms = now_ms if holes is None else holes[-1][1]
         while start_ms <= (now_ms - self.interval_ms if holes is None else end_ms):
-            params: dict[str, str | int] = {
-                "symbol": symbol(asset),
-                "interval": self.interval,
-                "startTime": start_ms,
-                "endTime": end_ms,
-                "limit": BACKFILL_LIMIT,
-            }
             await self.take(BINANCE_REST_WEIGHT, klines_weight(BACKFILL_LIMIT), REST_MAX_WAIT_MS)
-            async with http.get(f"{self.rest_url}/api/v3/klines", params=params) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    raise BackfillError(f"HTTP {resp.status}: {sample(body)}")
-            candles = parse_rows(body, now_ms)
+            candles = await get_klines(http, self.rest_url, asset, self.interval, start_ms, end_ms, now_ms)
             batch = Batch()
             for c in candles:
                 # The candle in progress is left to the stream, which has fresher updates.
@@ -261,3 +251,35 @@ class Backfill:
                 break
             start_ms = next_ms
         return written
+
+
+async def get_klines(
+    http: aiohttp.ClientSession,
+    rest_url: str,
+    asset: str,
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+    limit: int = BACKFILL_LIMIT,
+) -> list[Candle]:
+    """One GET /api/v3/klines: up to `limit` candles opening in [start_ms, end_ms], oldest
+    first (the caller takes the request's budget first). Shared by the feed's backfill and
+    `baton history fetch` (feed/history.py). Raises BackfillError with the HTTP status (and
+    the venue's Retry-After) when the answer is not rows, BadFrame when the rows are garbage."""
+    params: dict[str, str | int] = {
+        "symbol": symbol(asset),
+        "interval": interval,
+        "startTime": start_ms,
+        "endTime": end_ms,
+        "limit": limit,
+    }
+    async with http.get(f"{rest_url}/api/v3/klines", params=params) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            try:
+                retry_s = float(resp.headers.get("Retry-After", "0"))
+            except ValueError:
+                retry_s = 0.0
+            raise BackfillError(f"HTTP {resp.status}: {sample(body)}", resp.status, retry_s)
+    return parse_rows(body, now_ms)

@@ -1,0 +1,399 @@
+"""The local candle history: the 1 s candles a backtest runs on, kept under var/history/ in a
+format any tool reads (one gzip'd CSV per asset and UTC day), filled from Binance's klines REST
+(`baton history fetch`; the sim serves the same endpoint in paper mode) or from the candles the
+feed recorded in Redis (`baton history import`), and read back by `load_candles`.
+
+    var/history/<asset>/<YYYY-MM-DD>.csv.gz     (the UTC day of the candles' open times)
+    open_ms,open,high,low,close,volume          (header; then one closed 1 s candle per line,
+    1765152000000,95012.5,95013.1,95011.9,95012.8,1.93   sorted by open_ms, no duplicates)
+
+Prices are written with repr(), which reads back to the same float: a candle stored and loaded
+is the candle that was fetched, bit for bit. A second the venue had no candle for is absent (a
+hole), never made up. A row that cannot be a candle is skipped when read, with a problem naming
+its file and line; it never stops a load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import gzip
+import itertools
+import logging
+import os
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from baton.errors import BackfillError, BadFrame
+from feed.backfill import BACKFILL_LIMIT, get_klines
+from state.structs import CANDLE, Candle, candle_problem
+
+log = logging.getLogger("feed.history")
+
+INTERVAL = "1s"
+INTERVAL_MS = 1000
+DAY_MS = 86_400_000
+HEADER = "open_ms,open,high,low,close,volume"
+SUFFIX = ".csv.gz"
+# gzip level: 6 (the default) costs several times level 1 to write and saves little on these
+# rows; a day of one asset is about 2.5 MB either way.
+GZIP_LEVEL = 1
+# The fetch's own pace: at most this many klines requests a second (weight 2 each: 1,200 of
+# Binance's 6,000 per minute and IP), so that a fetch beside a running feed leaves the feed
+# most of the budget. A day of one asset is 87 requests: about 9 s.
+FETCH_MAX_PER_S = 10.0
+# A request that failed (network, 5xx) is tried again this many times before the fetch stops.
+FETCH_RETRIES = 5
+# 429 / 418 without a Retry-After: wait this long (Binance bans for minutes after a 429 ignored).
+RATE_LIMITED_WAIT_S = 60.0
+
+
+def history_dir(home: str | Path) -> Path:
+    return Path(home) / "var" / "history"
+
+
+def day_name(ms: int) -> str:
+    """The UTC day (YYYY-MM-DD) of a time in unix ms."""
+    return dt.datetime.fromtimestamp(ms // 1000, dt.UTC).strftime("%Y-%m-%d")
+
+
+def day_start_ms(name: str) -> int:
+    return int(dt.datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp()) * 1000
+
+
+def day_path(home: str | Path, asset: str, day: str) -> Path:
+    return history_dir(home) / asset / f"{day}{SUFFIX}"
+
+
+def days_between(from_ms: int, to_ms: int) -> list[str]:
+    """The UTC days that [from_ms, to_ms) touches, oldest first."""
+    if to_ms <= from_ms:
+        return []
+    first = from_ms - from_ms % DAY_MS
+    return [day_name(d) for d in range(first, to_ms, DAY_MS)]
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _parse_row(line: str, day_lo: int) -> Candle | str:
+    """A CSV row as a candle of the day starting at `day_lo`, or why it is not one."""
+    parts = line.rstrip("\r\n").split(",")
+    if len(parts) != 6:
+        return f"{len(parts)} fields, expected 6 ({HEADER})"
+    try:
+        open_ms = int(parts[0])
+        o, h, low, c, v = (float(x) for x in parts[1:])
+    except ValueError:
+        return f"not numbers: {line.strip()[:80]!r}"
+    if open_ms % INTERVAL_MS:
+        return f"open_ms {open_ms} is not on a whole second"
+    if not day_lo <= open_ms < day_lo + DAY_MS:
+        return f"open_ms {open_ms} ({day_name(open_ms)}) is not in this file's day"
+    if not 0 <= v < 1e30:  # also refuses nan
+        return f"volume {parts[5]} is not a volume"
+    candle = Candle(open_ms, o, h, low, c, v, True)
+    why = candle_problem(candle)
+    return candle if not why else f"not a candle: {why}"
+
+
+def read_day(path: Path, problems: list[str] | None = None) -> list[Candle]:
+    """The candles of one day file, sorted by open time. Rows that cannot be candles are
+    skipped and named in `problems` (path:line: why); a file cut short keeps what was read."""
+    out: list[Candle] = []
+    found: list[str] = []
+    try:
+        day_lo = day_start_ms(path.name.removesuffix(SUFFIX))
+    except ValueError:
+        found.append(f"{path}: not a history file name (<YYYY-MM-DD>{SUFFIX})")
+        _report(found, problems)
+        return out
+    n = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+            for n, line in enumerate(f, 1):
+                if n == 1 and line.startswith("open_ms"):
+                    continue
+                if not line.strip():
+                    continue
+                got = _parse_row(line, day_lo)
+                if isinstance(got, str):
+                    found.append(f"{path}:{n}: {got}")
+                else:
+                    out.append(got)
+    except FileNotFoundError:
+        return out
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        found.append(
+            f"{path}:{n + 1}: unreadable from here on ({type(e).__name__}: {e}); kept {len(out)} rows"
+        )
+    if any(b.open_ms <= a.open_ms for a, b in itertools.pairwise(out)):
+        # Written by hand or by another tool: sorted, and the last row of a second wins.
+        by_ms = {c.open_ms: c for c in out}
+        if len(by_ms) < len(out):
+            found.append(f"{path}: {len(out) - len(by_ms)} duplicate open_ms rows (the last kept)")
+        out = [by_ms[k] for k in sorted(by_ms)]
+    _report(found, problems)
+    return out
+
+
+def _report(found: list[str], problems: list[str] | None) -> None:
+    if problems is None:
+        for p in found:
+            log.warning("history: %s", p)
+    else:
+        problems.extend(found)
+
+
+def load_candles(
+    home: str | Path, asset: str, from_ms: int, to_ms: int, problems: list[str] | None = None
+) -> list[Candle]:
+    """The stored 1 s candles of `asset` opening in [from_ms, to_ms), oldest first. Corrupt
+    rows are skipped, each named in `problems` (file:line: why; logged when None)."""
+    out: list[Candle] = []
+    for day in days_between(from_ms, to_ms):
+        candles = read_day(day_path(home, asset, day), problems)
+        if candles and (candles[0].open_ms < from_ms or candles[-1].open_ms >= to_ms):
+            candles = [c for c in candles if from_ms <= c.open_ms < to_ms]
+        out.extend(candles)
+    return out
+
+
+@dataclass(frozen=True)
+class DayCoverage:
+    asset: str
+    day: str
+    candles: int
+    first_ms: int
+    last_ms: int
+
+
+def coverage(home: str | Path, asset: str | None = None) -> list[DayCoverage]:
+    """What the store holds: per asset and day, the candles and the first and last open time
+    (a day of 86,400 has no hole)."""
+    root = history_dir(home)
+    out: list[DayCoverage] = []
+    if not root.is_dir():
+        return out
+    for adir in sorted(p for p in root.iterdir() if p.is_dir() and (asset is None or p.name == asset)):
+        for f in sorted(adir.glob(f"*{SUFFIX}")):
+            cs = read_day(f, [])
+            if cs:
+                out.append(
+                    DayCoverage(
+                        adir.name, f.name.removesuffix(SUFFIX), len(cs), cs[0].open_ms, cs[-1].open_ms
+                    )
+                )
+    return out
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def _row(c: Candle) -> str:
+    return f"{c.open_ms},{c.open!r},{c.high!r},{c.low!r},{c.close!r},{c.volume!r}\n"
+
+
+def write_day(path: Path, candles: Iterable[Candle]) -> None:
+    """Replace one day file with `candles` (sorted, closed ones), atomically: a reader sees the
+    old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with gzip.open(tmp, "wt", encoding="utf-8", newline="", compresslevel=GZIP_LEVEL) as f:
+            f.write(HEADER + "\n")
+            f.writelines(map(_row, candles))
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@dataclass
+class StoreCounts:
+    """What a merge did, per asset: candles new to the store, candles that replaced a stored
+    one of the same second (with other values), rows refused, and the day files written."""
+
+    added: int = 0
+    replaced: int = 0
+    refused: int = 0
+    days: list[str] = field(default_factory=list)
+
+
+def merge(
+    home: str | Path, asset: str, candles: Iterable[Candle], problems: list[str] | None = None
+) -> StoreCounts:
+    """Add closed, valid 1 s candles to the store; a candle of a second already stored replaces
+    it (what comes later, from the venue or the feed's closed candle, is final). Candles still
+    forming, off a whole second, or not candles at all are refused (counted)."""
+    counts = StoreCounts()
+    by_day: dict[str, list[Candle]] = {}
+    for c in candles:
+        if not c.closed or c.open_ms % INTERVAL_MS or c.open_ms < 0 or candle_problem(c):
+            counts.refused += 1
+            continue
+        by_day.setdefault(day_name(c.open_ms), []).append(c)
+    for day in sorted(by_day):
+        path = day_path(home, asset, day)
+        stored = {c.open_ms: c for c in read_day(path, problems)}
+        changed = False
+        for c in by_day[day]:
+            old = stored.get(c.open_ms)
+            if old is None:
+                counts.added += 1
+            elif old != c:
+                counts.replaced += 1
+            else:
+                continue
+            stored[c.open_ms] = c
+            changed = True
+        if changed:
+            write_day(path, (stored[k] for k in sorted(stored)))
+            counts.days.append(day)
+    return counts
+
+
+# --- filling: from the venue's klines REST ------------------------------------------------------
+
+
+class Pacer:
+    """At most `per_s` calls a second (this process's own budget; see FETCH_MAX_PER_S)."""
+
+    def __init__(self, per_s: float = FETCH_MAX_PER_S) -> None:
+        self.gap_s = 1.0 / per_s if per_s > 0 else 0.0
+        self.next_s = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        if self.next_s > now:
+            await asyncio.sleep(self.next_s - now)
+        self.next_s = max(now, self.next_s) + self.gap_s
+
+
+@dataclass
+class FetchResult:
+    asset: str
+    from_ms: int
+    to_ms: int
+    requests: int = 0
+    candles: int = 0
+    counts: StoreCounts = field(default_factory=StoreCounts)
+    # Seconds in [from_ms, to_ms) that the venue had no closed candle for (an outage, a
+    # listing later than from_ms, or a time not yet past).
+    missing: int = 0
+
+
+async def fetch(
+    http: aiohttp.ClientSession,
+    rest_url: str,
+    home: str | Path,
+    asset: str,
+    from_ms: int,
+    to_ms: int,
+    *,
+    clock_ms: Callable[[], int],
+    pace: Callable[[], Awaitable[None]] | None = None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    problems: list[str] | None = None,
+) -> FetchResult:
+    """Fetch the closed 1 s candles of [from_ms, to_ms) from `rest_url`'s /api/v3/klines (Binance,
+    or the sim) into the store, a day file at a time as the pages pass its end. Failed requests
+    are retried (FETCH_RETRIES, with the venue's Retry-After on 429/418); then BackfillError."""
+    res = FetchResult(asset, from_ms, to_ms)
+    pending: list[Candle] = []
+    pending_day = ""
+    start = -(-from_ms // INTERVAL_MS) * INTERVAL_MS
+    end = to_ms - 1
+    pace = pace or Pacer().wait
+
+    def flush() -> None:
+        got = merge(home, asset, pending, problems)
+        res.counts.added += got.added
+        res.counts.replaced += got.replaced
+        res.counts.refused += got.refused
+        res.counts.days += got.days
+        pending.clear()
+
+    while start <= end:
+        rows = await _page(http, rest_url, asset, start, end, clock_ms, pace, sleep, res)
+        page = [c for c in rows if c.closed and start <= c.open_ms <= end]
+        for c in page:
+            day = day_name(c.open_ms)
+            if day != pending_day and pending:
+                flush()
+            pending_day = day
+            pending.append(c)
+        res.candles += len(page)
+        if len(rows) < BACKFILL_LIMIT or not rows:
+            break
+        nxt = rows[-1].open_ms + INTERVAL_MS
+        if nxt <= start:
+            break
+        start = nxt
+    if pending:
+        flush()
+    res.missing = max(0, (end // INTERVAL_MS - -(-from_ms // INTERVAL_MS) + 1)) - res.candles
+    return res
+
+
+async def _page(
+    http: aiohttp.ClientSession,
+    rest_url: str,
+    asset: str,
+    start: int,
+    end: int,
+    clock_ms: Callable[[], int],
+    pace: Callable[[], Awaitable[None]],
+    sleep: Callable[[float], Awaitable[Any]],
+    res: FetchResult,
+) -> list[Candle]:
+    tries = 0
+    while True:
+        await pace()
+        res.requests += 1
+        try:
+            return await get_klines(http, rest_url, asset, INTERVAL, start, end, clock_ms())
+        except BadFrame:
+            raise
+        except BackfillError as e:
+            if e.status in (429, 418):
+                wait_s = e.retry_after_s or RATE_LIMITED_WAIT_S
+            elif 400 <= e.status < 500:
+                raise  # a bad request (unknown symbol...) does not get better by asking again
+            else:
+                wait_s = 2.0**tries
+            err: Exception = e
+        except (aiohttp.ClientError, TimeoutError) as e:
+            wait_s, err = 2.0**tries, e
+        tries += 1
+        if tries > FETCH_RETRIES:
+            raise BackfillError(f"{asset} klines from {start}: {type(err).__name__}: {err} ({tries} tries)")
+        log.warning("history fetch %s from %d: %s; again in %.0f s", asset, start, err, wait_s)
+        await sleep(wait_s)
+
+
+# --- filling: from the feed's recorded candles in Redis -----------------------------------------
+
+
+def import_recorded(
+    home: str | Path, windows: dict[str, list[bytes]], problems: list[str] | None = None
+) -> dict[str, StoreCounts]:
+    """Store the closed candles of the feed's windows as read from Redis (asset -> the members
+    of its candles:<asset>:1s sorted set). A member that does not decode is skipped and named."""
+    out: dict[str, StoreCounts] = {}
+    for asset, members in windows.items():
+        candles: list[Candle] = []
+        for i, raw in enumerate(members):
+            try:
+                candles.append(CANDLE.decode(raw))
+            except Exception as e:  # msgspec errors: one bad member never stops the import
+                _report([f"candles:{asset}:{INTERVAL} member {i}: {type(e).__name__}: {e}"], problems)
+        out[asset] = merge(home, asset, candles, problems)
+    return out
