@@ -165,6 +165,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Entries kept per slot in its decision log (keys.decision_log: every evaluation, about
     # 300 bytes each in Redis, measured), trimmed approximately (whole stream nodes).
     decision_log_len: int = 500
+    # The input log (keys.input_log(): every evaluation's input and answer, one entry per
+    # tick; docs/evaluate.md): Redis keeps this many seconds of it, trimmed as the worker
+    # appends; the settle program copies it into var/inputs/<day>.jsonl.gz, kept this many
+    # days (0: forever).
+    input_log_redis_s: int = 6 * 3600
+    input_log_days: float = 30.0
 
     @property
     def redis_exposed(self) -> bool:
@@ -522,6 +528,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_wait_ms=_int(env, "BATON_REDIS_WAIT_MS", 250, 1),
         host=_host_name(env),
         decision_log_len=_int(env, "BATON_DECISION_LOG_LEN", 500, 10),
+        input_log_redis_s=_int(env, "BATON_INPUT_LOG_REDIS_S", 6 * 3600, 60),
+        input_log_days=_float(env, "BATON_INPUT_LOG_DAYS", 30.0, 0.0),
     )
 
 

@@ -22,7 +22,7 @@ from kernel.halt import HaltGate
 from kernel.inputs import TickInputs, account, with_asks
 from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
-from kernel.notes import DecisionNotes
+from kernel.notes import INPUT_LOG_S, DecisionNotes
 from kernel.risk import Account, RiskLimits, check_entry
 from kernel.snapshot import SlotRef, Snapshot
 from kernel.strategy_api import Buy, Exit, SlotInput
@@ -81,6 +81,8 @@ class Entries:
         blocks: EntryBlocks | None = None,
         replicas: Settings | None = None,
         decision_log_len: int = DECISION_LOG_LEN,
+        release: str = "",
+        input_log_s: int = INPUT_LOG_S,
     ) -> None:
         self.store = store
         self.venue = venue
@@ -113,8 +115,8 @@ class Entries:
         self.absent: dict[str, tuple[int, int]] = {}
         # Exit legs committed per slot-window (kernel/exits.py).
         self.legs = ExitLegs()
-        # Each slot's last decision and the decision log (kernel/notes.py).
-        self.notes = DecisionNotes(store, decision_log_len)
+        # Each slot's last decision, the decision log and the input log (kernel/notes.py).
+        self.notes = DecisionNotes(store, decision_log_len, release, input_log_s)
         # What the inputs of the current tick share (kernel/inputs.py), built on first use.
         self._inputs: TickInputs | None = None
 

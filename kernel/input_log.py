@@ -106,10 +106,27 @@ def classify(answer: Any) -> tuple[AnswerKind, Buy | None, Exit | None, Pass | N
 
 
 _ENC = msgspec.msgpack.Encoder()
+# One decoder per answer type: what `recordable` checks an answer against.
+_ANSWER_DEC = {t: msgspec.msgpack.Decoder(t) for t in (Buy, Exit, Pass)}
 _DEC = msgspec.msgpack.Decoder(list[Evaluation])
 _ONE = msgspec.msgpack.Decoder(Evaluation)
 _JSON_ENC = msgspec.json.Encoder()
 _JSON_DEC = msgspec.json.Decoder(Evaluation)
+
+
+def recordable(e: Evaluation) -> Evaluation:
+    """`e`, or when its answer would not read back (a Buy whose price is a str: msgspec
+    encodes what it is given, and one such answer would make its whole batch unreadable) the
+    same evaluation as an error naming the answer. Raises nothing."""
+    answer = e.buy or e.sell or e.passed
+    if answer is None:
+        return e
+    try:
+        _ANSWER_DEC[type(answer)].decode(_ENC.encode(answer))
+        return e
+    except Exception as err:  # msgspec's ValidationError, or an EncodeError/TypeError
+        why = f"answer cannot be recorded ({err}): {answer!r}"[:500]
+        return msgspec.structs.replace(e, kind="error", buy=None, sell=None, passed=None, error=why)
 
 
 def answer_bytes(e: Evaluation) -> bytes:

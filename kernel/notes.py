@@ -1,17 +1,25 @@
 """What a tick writes of its evaluations: each slot's last decision (keys.decisions(), in the
-tick, while its last chunk of orders is under way) and the decision log (keys.decision_log,
-one entry per evaluation: built and appended between ticks, so that a burst's thousand
-entries cost its orders nothing).
+tick, while its last chunk of orders is under way), the decision log (keys.decision_log,
+one entry per evaluation) and the input log (keys.input_log(), one entry per tick with every
+evaluation's input and answer: kernel/input_log.py). Both logs are built and appended
+between ticks, in one round trip, so that a burst's thousand entries cost its orders nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from kernel import decision_log
+from kernel import decision_log, input_log
 from state.store import Store
 from state.structs import DecisionRecord
+
+log = logging.getLogger("baton.notes")
+
+# Redis keeps this much of the input log when the settings do not say
+# (BATON_INPUT_LOG_REDIS_S); older entries are trimmed as new ones are appended.
+INPUT_LOG_S = 6 * 3600
 
 # One evaluation as the tick keeps it for the log: [ref, strategy name, input, answer,
 # outcome, intent id] (a list: an exit's outcome and intent id are filled in once its leg is
@@ -20,18 +28,30 @@ Evaluation = list[Any]
 
 
 class DecisionNotes:
-    def __init__(self, store: Store, log_len: int) -> None:
+    def __init__(self, store: Store, log_len: int, release: str = "", input_log_s: int = INPUT_LOG_S) -> None:
         self.store = store
         # Entries kept per slot in the decision log (BATON_DECISION_LOG_LEN).
         self.log_len = log_len
+        # What the input log's records name as the code that decided (Identity.release).
+        self.release = release
+        # The input log's retention in Redis (BATON_INPUT_LOG_REDIS_S).
+        self.input_log_ms = input_log_s * 1000
+        # Ticks not in the input log yet: tick -> at_ms, oldest first. Every tick has its
+        # entry, evaluations or not (TickRunner.run calls `ticked`): a follower counts ticks.
+        self.ticks: dict[int, int] = {}
         # Evaluations not appended to the log yet: (tick, at_ms, evaluations).
         self.unlogged: list[tuple[int, int, list[Evaluation]]] = []
         # Some of them are of an earlier tick, which no flush wrote (a tick that handed over
         # skips the work between ticks): the next tick's write takes them along.
         self.late = False
 
+    def ticked(self, tick: int, at_ms: int) -> None:
+        """A tick ran (as the lease holder): it gets an input log entry at the next flush."""
+        self.ticks.setdefault(tick, at_ms)
+
     def keep(self, tick: int, at_ms: int, evaluations: list[Evaluation]) -> None:
         self.late = any(t != tick for t, _, _ in self.unlogged)
+        self.ticks.setdefault(tick, at_ms)
         if evaluations:
             self.unlogged.append((tick, at_ms, evaluations))
 
@@ -44,28 +64,72 @@ class DecisionNotes:
 
     async def flush(self, also: Callable[[Any], Any] | None = None) -> list[str]:
         """The log entries of the evaluations kept since the last flush, built (kernel/
-        decision_log.py) and appended (Store.append_decisions) in one round trip, with `also`
+        decision_log.py, kernel/input_log.py) and appended (Store.append_decisions,
+        Store.append_inputs: one input log entry per tick) in one round trip, with `also`
         queued on the same pipeline. Returns the problems (entries a slot's stream could not
-        take: the others are in)."""
+        take: the others are in; an input log entry not appended or an evaluation not
+        recordable)."""
         pending, self.unlogged, self.late = self.unlogged, [], False
+        ticks, self.ticks = self.ticks, {}
         entries = [
             decision_log.entry(tick, r, at_ms, n, i, a, o, iid)
             for tick, at_ms, evaluations in pending
             for r, n, i, a, o, iid in evaluations
         ]
-        if not entries and also is None:
-            return []
+        problems: list[str] = []
+        try:
+            batches = self._input_batches(ticks, pending, problems)
+        except Exception as e:  # never a tick's or the decision log's failure
+            log.exception("input log: building the batches failed")
+            problems.append(f"input log: {len(ticks)} tick(s) not recorded: {e!r}")
+            batches = []
+        if not entries and not batches and also is None:
+            return problems
+        min_ms = max((at for at in ticks.values()), default=0) - self.input_log_ms
 
         def build(pipe: Any) -> None:
             if also is not None:
                 also(pipe)
             if entries:
                 self.store.append_decisions(entries, self.log_len, pipeline=pipe)
+            for tick, at_ms, n, data in batches:
+                self.store.append_inputs(tick, at_ms, self.release, n, data, min_ms, pipeline=pipe)
 
         answers = await self.store.run_pipeline(build)
-        appended = answers[-1] if entries else None
+        added = answers[len(answers) - len(batches) :] if batches else []
+        failed = [a for a in added if isinstance(a, Exception)]
+        if failed:
+            problems.append(f"input log: {len(failed)} tick(s) not appended: {failed[0]}")
+        appended = answers[len(answers) - len(batches) - 1] if entries else None
         if isinstance(appended, Exception):
-            return [f"decision log: {len(entries)} entr(ies) not appended: {appended}"]
-        if isinstance(appended, list) and len(appended) == 3 and appended[1]:
-            return [f"decision log: {appended[1]} entr(ies) not appended: {appended[2]}"]
-        return []
+            problems.insert(0, f"decision log: {len(entries)} entr(ies) not appended: {appended}")
+        elif isinstance(appended, list) and len(appended) == 3 and appended[1]:
+            problems.insert(0, f"decision log: {appended[1]} entr(ies) not appended: {appended[2]}")
+        return problems
+
+    def _input_batches(
+        self, ticks: dict[int, int], pending: list[tuple[int, int, list[Evaluation]]], problems: list[str]
+    ) -> list[tuple[int, int, int, bytes]]:
+        """(tick, at_ms, n, encoded batch) of each tick, oldest first. An evaluation without
+        an input (its strategy failed to load: nothing was evaluated) is not recorded."""
+        by_tick: dict[int, list[input_log.Evaluation]] = {t: [] for t in ticks}
+        release = self.release
+        for tick, at_ms, kept in pending:
+            got = by_tick.setdefault(tick, [])
+            ticks.setdefault(tick, at_ms)
+            for r, n, i, a, o, iid in kept:
+                if i is not None:
+                    got.append(
+                        input_log.evaluation(tick, r.id, r.window_start_s, at_ms, n, release, i, a, o, iid)
+                    )
+        out = []
+        for tick in sorted(by_tick):
+            # An answer that would not read back (a strategy's junk in a Buy) is recorded as
+            # an error naming it: the batch's other evaluations stay readable.
+            records = [input_log.recordable(e) for e in by_tick[tick]]
+            for e, was in zip(records, by_tick[tick], strict=True):
+                if e is not was:
+                    problems.append(f"input log: slot {e.slot} tick {tick}: {e.error}")
+            data = input_log.encode_batch(records) if records else b""
+            out.append((tick, ticks[tick], len(records), data))
+        return out

@@ -130,6 +130,8 @@ class TickRunner:
             self.blocks,
             replicas=settings if replication.wanted(settings) else None,
             decision_log_len=settings.decision_log_len,
+            release=ident.release,
+            input_log_s=settings.input_log_redis_s,
         )
         # Orders the venue has and no intent knows, after a takeover or a primary change
         # (kernel/adopt.py): swept before the slots trade again.
@@ -209,6 +211,9 @@ class TickRunner:
         if not snap.lease_ok:
             self.deadline.lost()
             raise LeaseLost(f"lease of epoch {self.ident.epoch} is no longer ours")
+        # Every tick of the holder has its input log entry, evaluations or not (written
+        # between ticks): a follower of the log counts ticks by it.
+        self.entries.notes.ticked(tick, started)
         if not replication.wanted(self.s):
             # With replicas to wait for, only the heartbeat's acknowledged renewals extend the
             # deadline (kernel/lease_heartbeat.py): a WAIT here would hold up every tick's read.
@@ -381,12 +386,14 @@ class TickRunner:
         - the slots' wake times that changed (asked by the tick or the look-ahead) are written
           to keys.slot_wakes() in one HSET, so that status can say "asleep until".
 
-        Before all that, the decision log's entries of the tick are appended (one round trip).
+        Before all that, the decision log's entries of the tick and its input log entry are
+        appended (one round trip).
 
         Returns the problems of the settlement enqueue (also written to the error journal;
         the prefetch reports its own)."""
         problems = await self.blocks.publish(self.store, self.ident.epoch, self.clock.now_ms())
-        # The tick's decision log (kept off the tick's path: a burst's thousand entries).
+        # The tick's decision log and input log (kept off the tick's path: a burst's thousand
+        # entries, their encoding).
         try:
             logged = await self.entries.notes.flush()
         except Exception as e:

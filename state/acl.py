@@ -71,6 +71,11 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     "system": ("system:*",),
     # The dashboard's sign-ins (the api's alone).
     "sessions": ("session:*", "sessions"),
+    # The input log (keys.input_log(): every evaluation's input and answer), appended and
+    # trimmed by the worker; the settle program copies it into var/inputs/ (read only).
+    "inputs": ("inputs:*",),
+    # A shadow release's counters and differences (keys.shadow(), keys.shadow_log()).
+    "shadow": ("shadow", "shadow:*"),
 }
 
 R = "r"
@@ -118,8 +123,13 @@ GRANTS: dict[str, Grant] = {
     ),
     # The settlement jobs: positions and the ledger, rq's queues; settle_position.lua records
     # the current epoch with each ledger entry (a script's keys must be writable).
+    # It also copies the input log into var/inputs/ (worker/input_files.py): a read, since
+    # the worker's appends trim it.
     "settle": Grant(
-        concerns={"trading": RW, "ratelimit": RW, "markets": RW, "schema": R, "lease": R, "journal": RW},
+        concerns={
+            **{"trading": RW, "ratelimit": RW, "markets": RW, "schema": R, "lease": R, "journal": RW},
+            "inputs": R,
+        },
         write_keys=(("lease_epoch",),),
         rq=RW,
         rq_channels=("rq:pubsub:*",),

@@ -10,6 +10,7 @@ from state.control import ControlRepo
 from state.counts import CountsRepo
 from state.decisions import DecisionsRepo
 from state.history import HistoryRepo
+from state.inputs import InputsRepo
 from state.intents import IntentsRepo
 from state.journal import JournalRepo
 from state.lease import LeaseRepo
@@ -42,5 +43,6 @@ class Store(
     BlockedRepo,
     DecisionsRepo,
     WakesRepo,
+    InputsRepo,
 ):
     """Constructed as every repository is, `Store(redis, keys)`."""

@@ -1,0 +1,99 @@
+"""Reading the input log back, wherever it is: the day files under var/inputs/ (worker/
+input_files.py) and the stream in Redis (state/inputs.py), merged, for `baton replay`, the
+backtest's recorded books and other tools. The shadow follows the stream alone
+(`read_batches`, from state/inputs.py, re-exported here).
+
+A corrupt stream entry or file line is skipped with a problem naming it (the stream id, or
+file:line), never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kernel.input_log import Evaluation, from_json_line
+from state.inputs import PAGE, InputsRepo, decode_entry, entry_ms, parse_entry, read_batches
+from state.keys import Keys
+from worker.input_files import day_files, read_lines
+
+log = logging.getLogger("baton.inputs")
+
+# A stream id is Redis's clock when the entry was appended, between ticks, after the tick
+# its `at_ms` names: a range read starts this much before `from_ms` (two hosts' clocks) and
+# ends this much after `to_ms` (a tick's entry appended late, with the next one's).
+ID_BEFORE_MS = 60_000
+ID_AFTER_MS = 600_000
+
+__all__ = ["iter_evaluations", "read_batches"]
+
+
+def iter_evaluations(
+    r: Any,
+    k: Keys,
+    home: Path,
+    from_ms: int,
+    to_ms: int,
+    slot: str | None = None,
+    problems: list[str] | None = None,
+) -> Iterator[Evaluation]:
+    """Every recorded evaluation whose tick time is from `from_ms` to `to_ms` (inclusive),
+    of one slot or all, oldest first: the day files' first, then Redis's, each (tick, slot)
+    once (the files hold copies of what Redis still has). `r` is a sync client (None: the
+    files only). Problems (entries and lines skipped) go to `problems`, or to the log when
+    None."""
+    found: list[str] = [] if problems is None else problems
+    seen: set[tuple[int, str]] = set()
+    try:
+        for path in day_files(home, from_ms, to_ms):
+            for n, line in read_lines(path, found):
+                try:
+                    e = from_json_line(line)
+                except ValueError as err:
+                    found.append(f"{path}:{n}: {err} (skipped)")
+                    continue
+                if from_ms <= e.at_ms <= to_ms and (slot is None or e.slot == slot):
+                    key = (e.tick, e.slot)
+                    if key not in seen:
+                        seen.add(key)
+                        yield e
+        if r is not None:
+            yield from _from_redis(r, k, from_ms, to_ms, slot, seen, found)
+    finally:
+        if problems is None:
+            for p in found:
+                log.warning("%s", p)
+
+
+def _from_redis(
+    r: Any, k: Keys, from_ms: int, to_ms: int, slot: str | None, seen: set[tuple[int, str]], found: list[str]
+) -> Iterator[Evaluation]:
+    repo = InputsRepo(r, k)
+    low = f"{max(0, from_ms - ID_BEFORE_MS)}-0"
+    high = to_ms + ID_AFTER_MS
+    while True:
+        page = repo.input_range(low, "+", PAGE)
+        for entry_id, fields in page:
+            low = f"({entry_id}"
+            if entry_ms(entry_id) > high:
+                return
+            try:
+                # The header first: most entries of a wide read are outside the range.
+                head = parse_entry(entry_id, fields)
+                if not from_ms <= head.at_ms <= to_ms:
+                    continue
+                _, evaluations = decode_entry(entry_id, fields)
+            except ValueError as err:
+                found.append(f"{k.input_log()} {entry_id}: unreadable input log entry (skipped): {err}")
+                continue
+            for e in evaluations:
+                if slot is not None and e.slot != slot:
+                    continue
+                key = (e.tick, e.slot)
+                if key not in seen:
+                    seen.add(key)
+                    yield e
+        if len(page) < PAGE:
+            return

@@ -1,0 +1,334 @@
+"""The input log as the worker records it (kernel/notes.py, state/inputs.py), as the shadow
+follows it (read_batches), as the settle program rolls it into var/inputs/ (worker/
+input_files.py) and as tools read it back (control/input_archive.py), garbage included."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from baton.errors import SettingsError
+from baton.settings import load
+from control.input_archive import iter_evaluations
+from kernel.input_log import decode_batch, encode_batch, evaluation, from_json_line
+from kernel.notes import DecisionNotes
+from kernel.strategy_api import Buy, Pass, SlotInput
+from state.inputs import decode_entry, read_batches
+from state.keys import Keys
+from state.store import Store
+from tests.fast.rig import last_five_seconds
+from worker import input_files
+from worker.input_files import day_file, roll
+
+K = Keys("baton:")
+DAY_MS = 86_400_000
+T0 = 1_765_152_000_000  # 2025-12-08 00:00 UTC
+
+
+def _input(slot: str = "btc-5m", now_ms: int = T0) -> SlotInput:
+    return SlotInput(
+        slot_id=slot,
+        asset=slot.split("-")[0],
+        timeframe="5m",
+        now_ms=now_ms,
+        window_start_ms=now_ms - now_ms % 300_000,
+        window_end_ms=now_ms - now_ms % 300_000 + 300_000,
+        open_price=0.1 + 0.2,
+        last_price=97_123.456789012345,
+        closes=(97_100.1, 1e-300),
+        stake_usd=5.0,
+        params={"edge": 0.03},
+        up_ask=0.53,
+    )
+
+
+def _eval(tick: int, slot: str = "btc-5m", answer: object = None, at_ms: int | None = None):
+    at = T0 + tick * 5000 if at_ms is None else at_ms
+    return evaluation(tick, slot, 0, at, "snipe", "r1", _input(slot, at), answer or Pass(reason=f"t{tick}"))
+
+
+def _fields(tick: int, evaluations: list, at_ms: int | None = None) -> dict:
+    at = T0 + tick * 5000 if at_ms is None else at_ms
+    data = encode_batch(evaluations) if evaluations else b""
+    return {"tick": tick, "at_ms": at, "release": "r1", "n": len(evaluations), "data": data}
+
+
+def _add(r, tick: int, evaluations: list) -> str:
+    """XADD with an id at the tick's time plus a second, as the worker's append would get."""
+    return r.xadd(K.input_log(), _fields(tick, evaluations), id=f"{T0 + tick * 5000 + 1000}-0")
+
+
+@pytest.fixture
+def sync() -> fakeredis.FakeRedis:
+    # decoded, as the CLI's client is: the reads must still get the batch as bytes
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+# --- recording (the worker's tick) -------------------------------------------------------
+
+
+class AlwaysPass:
+    @staticmethod
+    def quotes_from_ms(start_ms, end_ms, params):
+        return start_ms
+
+    @staticmethod
+    def needs_quotes(inp):
+        return True
+
+    @staticmethod
+    def evaluate(inp):
+        return Pass(reason=f"looked at {inp.slot_id}")
+
+
+class JunkBuy(AlwaysPass):
+    @staticmethod
+    def evaluate(inp):
+        return Buy(side="up", limit_price="cheap", stake_usd=5.0, reason="junk")  # type: ignore[arg-type]
+
+
+async def _entries(store: Store) -> list:
+    raw = await store.r.execute_command("XRANGE", K.input_log(), "-", "+", NEVER_DECODE=True)
+    return [decode_entry(i, f) for i, f in raw]
+
+
+async def test_every_tick_appends_one_entry_with_each_evaluation_and_its_release(rig):
+    rig.resolver = lambda name: AlwaysPass
+    outs = await rig.run_ticks(3)
+    got = await _entries(rig.store)
+    assert [b.tick for b, _ in got] == [o.record.tick for o in outs]
+    for (batch, evaluations), out in zip(got, outs, strict=True):
+        assert batch.n == len(evaluations) == out.record.evaluated > 0
+        assert batch.release == "test" and batch.at_ms == out.record.started_ms
+        assert {e.release for e in evaluations} == {"test"}
+        assert all(e.kind == "pass" and e.passed.reason == f"looked at {e.slot}" for e in evaluations)
+        assert all(e.input.slot_id == e.slot and e.tick == batch.tick for e in evaluations)
+    # the decision log holds the same evaluations
+    logged = sum([await rig.store.r.xlen(K.decision_log(s)) for s in {e.slot for _, es in got for e in es}])
+    assert logged == sum(b.n for b, _ in got)
+
+
+async def test_a_tick_that_evaluates_nothing_still_appends_an_empty_entry(rig):
+    rig.resolver = lambda name: last_five_seconds([])  # asleep: nothing evaluated
+    await rig.run_ticks(2)
+    await rig.store.set_halt("test", rig.clock.now_ms(), who="test")
+    await rig.run_ticks(1)  # halted: nothing evaluated either
+    got = await _entries(rig.store)
+    assert len(got) == 3
+    assert all(b.n == 0 and b.data == b"" and es == [] for b, es in got)
+
+
+async def test_an_answer_that_would_not_read_back_is_recorded_as_an_error(rig):
+    rig.resolver = lambda name: JunkBuy
+    (out,) = await rig.run_ticks(1)
+    [(batch, evaluations)] = await _entries(rig.store)  # the batch reads
+    assert batch.n == out.record.evaluated > 0
+    assert {e.kind for e in evaluations} == {"error"}
+    assert "answer cannot be recorded" in evaluations[0].error and "cheap" in evaluations[0].error
+
+
+async def test_an_input_log_key_of_another_type_is_a_problem_not_a_failed_tick(rig):
+    rig.resolver = lambda name: AlwaysPass
+    await rig.store.r.set(K.input_log(), "garbage")
+    await rig.clock.sleep_until_ms((rig.clock.now_ms() // 1000 + 1) * 1000)
+    await rig.feed()
+    out = await rig.runner.run(rig.clock.now_ms() // 1000)
+    problems = await rig.runner.between_ticks(rig.clock.now_ms() + 1000)
+    assert out.record.evaluated > 0
+    assert any(p.startswith("input log: 1 tick(s) not appended") for p in problems), problems
+    assert not any(p.startswith("decision log") for p in problems)
+    assert await rig.store.r.xlen(K.decision_log("btc-15s")) == 1  # the decision log is in
+
+
+async def test_the_append_trims_entries_older_than_the_retention(store):
+    now_ms = int(time.time() * 1000)
+    for i in range(250):  # 2.5 stream nodes of long ago (MINID ~ trims whole nodes only)
+        await store.r.xadd(K.input_log(), _fields(1, []), id=f"{1000 + i}-0")
+    notes = DecisionNotes(store, 500, "r2", input_log_s=60)
+    notes.ticked(7, now_ms)
+    assert await notes.flush() == []
+    got = await _entries(store)
+    assert len(got) <= 51
+    assert (got[-1][0].tick, got[-1][0].release, got[-1][0].n) == (7, "r2", 0)
+
+
+async def test_late_ticks_are_appended_in_order_each_with_its_own_entry(store):
+    notes = DecisionNotes(store, 500, "r1")
+
+    class Ref:
+        def __init__(self, sid: str) -> None:
+            self.id, self.window_start_s = sid, 0
+
+    notes.ticked(2, T0 + 10_000)
+    notes.keep(2, T0 + 10_000, [[Ref("btc-5m"), "snipe", _input(), Pass(reason="a"), "", ""]])
+    notes.keep(3, T0 + 15_000, [[Ref("eth-5m"), "snipe", None, RuntimeError("x"), "error", ""]])
+    assert await notes.flush() == []
+    got = await _entries(store)
+    assert [(b.tick, b.n) for b, _ in got] == [(2, 1), (3, 0)]  # no input: nothing to replay
+
+
+# --- following (the shadow) ---------------------------------------------------------------
+
+
+def test_read_batches_follows_the_stream_and_skips_a_corrupt_entry_naming_it(sync):
+    assert read_batches(sync, K, "$", 0, 10) == []
+    a = sync.xadd(K.input_log(), _fields(1, [_eval(1), _eval(1, "eth-5m")]))
+    bad = sync.xadd(K.input_log(), {"tick": "2", "at_ms": "1", "n": "1", "data": b"\x01garbage"})
+    c = sync.xadd(K.input_log(), _fields(3, []))
+    problems: list[str] = []
+    got = read_batches(sync, K, "0-0", 0, 10, problems)
+    assert [(i, t, len(es)) for i, t, _, es in got] == [(a, 1, 2), (c, 3, 0)]
+    assert got[0][3][1].slot == "eth-5m"
+    assert len(problems) == 1 and bad in problems[0] and "baton:inputs:log" in problems[0]
+    assert read_batches(sync, K, a, 0, 1, problems)[0][0] == c  # count 1: read on past the bad one
+    assert len(problems) == 2 and bad in problems[1]
+    assert read_batches(sync, K, c, 5, 10) == []  # blocks 5 ms, nothing new
+
+
+async def test_read_batches_on_an_asyncio_client(store):
+    await store.r.xadd(K.input_log(), _fields(4, [_eval(4)]))
+    [(_, tick, at_ms, [e])] = await read_batches(store.r, K, "0-0", 0, 10)
+    assert (tick, at_ms, e.tick, e.passed.reason) == (4, T0 + 20_000, 4, "t4")
+
+
+def test_a_batch_whose_count_disagrees_is_skipped(sync):
+    sync.xadd(K.input_log(), {**_fields(1, [_eval(1)]), "n": 2})
+    sync.xadd(K.input_log(), {"at_ms": "1", "n": "0"})  # no tick
+    problems: list[str] = []
+    assert read_batches(sync, K, "0-0", 0, 10, problems) == []
+    assert "n says 2" in problems[0] and "field tick missing" in problems[1]
+
+
+# --- the roll into var/inputs/ and the reader ---------------------------------------------
+
+
+def _lines(path: Path) -> list:
+    with gzip.open(path, "rb") as f:
+        return [from_json_line(x) for x in f.read().splitlines()]
+
+
+def test_the_roll_copies_new_entries_into_day_files_once(sync, tmp_path):
+    sync.xadd(K.input_log(), _fields(1, [_eval(1)]))
+    sync.xadd(K.input_log(), _fields(2, [_eval(2, at_ms=T0 + DAY_MS)], at_ms=T0 + DAY_MS))
+    sync.xadd(K.input_log(), _fields(3, []))
+    out = roll(sync, K, tmp_path, T0, 30)
+    assert (out.entries, out.evaluations, out.problems) == (3, 2, [])
+    assert out.files == {"2025-12-08.jsonl.gz": 1, "2025-12-09.jsonl.gz": 1}
+    again = roll(sync, K, tmp_path, T0, 30)
+    assert (again.entries, again.files) == (0, {})
+    sync.xadd(K.input_log(), _fields(4, [_eval(4), _eval(4, "eth-5m")]))
+    third = roll(sync, K, tmp_path, T0, 30)
+    assert third.files == {"2025-12-08.jsonl.gz": 2}
+    # two gzip members, read as one file
+    assert [(e.tick, e.slot) for e in _lines(day_file(tmp_path, T0))] == [
+        (1, "btc-5m"),
+        (4, "btc-5m"),
+        (4, "eth-5m"),
+    ]
+    assert (tmp_path / "var/inputs/cursor").read_text() == third.cursor
+
+
+def test_the_roll_skips_a_corrupt_entry_and_names_a_gap(sync, tmp_path):
+    first = sync.xadd(K.input_log(), _fields(1, [_eval(1)]))
+    bad = sync.xadd(K.input_log(), {"tick": "x", "at_ms": "1", "n": "0", "data": ""})
+    assert roll(sync, K, tmp_path, T0, 30).problems == [
+        f"baton:inputs:log {bad}: unreadable input log entry (skipped): not an input log entry: "
+        "invalid literal for int() with base 10: 'x'"
+    ]
+    sync.xdel(K.input_log(), first, bad)  # trimmed before it could be copied
+    sync.xadd(K.input_log(), _fields(5, [_eval(5)]))
+    out = roll(sync, K, tmp_path, T0, 30)
+    assert out.evaluations == 1 and "is no longer in Redis" in out.problems[0] and bad in out.problems[0]
+
+
+def test_a_garbage_cursor_rolls_from_the_oldest_entry(sync, tmp_path):
+    (tmp_path / "var/inputs").mkdir(parents=True)
+    (tmp_path / "var/inputs/cursor").write_text("yesterday")
+    sync.xadd(K.input_log(), _fields(1, [_eval(1)]))
+    out = roll(sync, K, tmp_path, T0, 30)
+    assert out.evaluations == 1 and "is not a stream id" in out.problems[0]
+
+
+def test_the_roll_deletes_files_older_than_the_days_kept(sync, tmp_path):
+    d = tmp_path / "var/inputs"
+    d.mkdir(parents=True)
+    for day in ("2025-11-01", "2025-11-07", "2025-11-08", "notes"):
+        (d / f"{day}.jsonl.gz").write_bytes(b"")
+    out = roll(sync, K, tmp_path, T0, 30)  # kept: days ending after 2025-11-08 00:00
+    assert out.deleted == ["2025-11-01.jsonl.gz", "2025-11-07.jsonl.gz"]
+    assert sorted(p.name for p in d.glob("*.gz")) == ["2025-11-08.jsonl.gz", "notes.jsonl.gz"]
+    assert roll(sync, K, tmp_path, T0 + 365 * DAY_MS, 0).deleted == []  # 0: kept forever
+
+
+def test_the_reader_merges_files_and_redis_once_each_oldest_first(sync, tmp_path):
+    for t in (1, 2):
+        _add(sync, t, [_eval(t), _eval(t, "eth-5m")])
+    roll(sync, K, tmp_path, T0, 30)
+    _add(sync, 3, [_eval(3)])  # in Redis only; 1 and 2 in both
+    problems: list[str] = []
+    got = list(iter_evaluations(sync, K, tmp_path, T0, T0 + DAY_MS, problems=problems))
+    assert [(e.tick, e.slot) for e in got] == [
+        (1, "btc-5m"),
+        (1, "eth-5m"),
+        (2, "btc-5m"),
+        (2, "eth-5m"),
+        (3, "btc-5m"),
+    ]
+    assert problems == []
+    only = iter_evaluations(sync, K, tmp_path, T0 + 10_000, T0 + 15_000, slot="btc-5m")
+    assert [(e.tick, e.slot) for e in only] == [(2, "btc-5m"), (3, "btc-5m")]
+    assert [e.tick for e in iter_evaluations(None, K, tmp_path, T0, T0 + DAY_MS)] == [1, 1, 2, 2]
+
+
+def test_the_reader_skips_a_corrupt_line_and_a_cut_file_naming_them(sync, tmp_path):
+    d = tmp_path / "var/inputs"
+    d.mkdir(parents=True)
+    good = json.dumps(json.loads(input_files.to_json_line(_eval(1)))).encode()
+    day = day_file(tmp_path, T0)
+    day.write_bytes(gzip.compress(good + b"\n{not json\n") + gzip.compress(b"\n".join([good] * 50))[:40])
+    problems: list[str] = []
+    got = list(iter_evaluations(sync, K, tmp_path, T0, T0 + DAY_MS, problems=problems))
+    assert [e.tick for e in got] == [1]
+    assert problems[0].startswith(f"{day}:2: input log line unreadable")
+    assert problems[1].startswith(f"{day}:") and "unreadable from here on" in problems[1]
+
+
+def test_the_reader_skips_a_corrupt_stream_entry_naming_it(sync, tmp_path):
+    _add(sync, 1, [_eval(1)])
+    bad = sync.xadd(
+        K.input_log(), {"tick": "2", "at_ms": str(T0 + 10_000), "n": "1", "data": "x"}, id=f"{T0 + 11_000}-0"
+    )
+    problems: list[str] = []
+    assert [e.tick for e in iter_evaluations(sync, K, tmp_path, T0, T0 + DAY_MS, problems=problems)] == [1]
+    assert problems == [
+        f"baton:inputs:log {bad}: unreadable input log entry (skipped): input log batch of version 120: "
+        "this code reads version 1"
+    ]
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_retention_settings_and_their_garbage():
+    s = load({})
+    assert (s.input_log_redis_s, s.input_log_days) == (21600, 30.0)
+    s = load({"BATON_INPUT_LOG_REDIS_S": "3600", "BATON_INPUT_LOG_DAYS": "0"})
+    assert (s.input_log_redis_s, s.input_log_days) == (3600, 0.0)
+    for name, bad in [
+        ("BATON_INPUT_LOG_REDIS_S", "6h"),
+        ("BATON_INPUT_LOG_REDIS_S", "10"),
+        ("BATON_INPUT_LOG_DAYS", "-1"),
+        ("BATON_INPUT_LOG_DAYS", "nan"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            load({name: bad})
+
+
+def test_batches_survive_the_store_exactly():
+    e = _eval(1, answer=Buy(side="up", limit_price=0.1 + 0.2, stake_usd=5.0, reason="x"))
+    assert decode_batch(encode_batch([e])) == [e]
