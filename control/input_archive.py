@@ -1,7 +1,7 @@
 """Reading the input log back, wherever it is: the day files under var/inputs/ (worker/
 input_files.py) and the stream in Redis (state/inputs.py), merged, for `baton replay`, the
 backtest's recorded books and other tools. The shadow follows the stream alone
-(`read_batches`, from state/inputs.py, re-exported here).
+(`read_batches`, from kernel/input_stream.py, re-exported here).
 
 A corrupt stream entry or file line is skipped with a problem naming it (the stream id, or
 file:line), never raised.
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from kernel.input_log import Evaluation, from_json_line
-from state.inputs import PAGE, InputsRepo, decode_entry, entry_ms, parse_entry, read_batches
+from kernel.input_stream import decode_entry, read_batches
+from state.inputs import PAGE, InputsRepo, entry_ms, parse_entry
 from state.keys import Keys
 from worker.input_files import day_files, read_lines
 

@@ -5,8 +5,8 @@ encode_batch; empty when the tick evaluated nothing: a follower still counts the
 Appended by the worker between ticks, in the pipeline of the decision log (kernel/notes.py),
 and trimmed by age on each append (MINID ~: Redis drops whole stream nodes, so a little more
 than the retention may stay). Stream ids are Redis's clock at the append; `at_ms` is the
-tick's. Read by the archive's roll and reader (worker/input_files.py, control/input_archive.py)
-and by the shadow (`read_batches`).
+tick's. Decoded and followed by kernel/input_stream.py (`read_batches`, the shadow's), copied into
+files by worker/input_files.py, read back by control/input_archive.py.
 
 `data` is binary: every read here asks Redis for bytes (NEVER_DECODE), so a decoding client
 (the CLI's, the worker's) reads it as well as a raw one.
@@ -15,18 +15,13 @@ and by the shadow (`read_batches`).
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from redis.client import NEVER_DECODE
 
-from kernel.input_log import Evaluation, decode_batch
-from state.keys import Keys
 from state.repo import Repo
-
-log = logging.getLogger("baton.inputs")
 
 # Entries per XRANGE page of a range read.
 PAGE = 500
@@ -70,16 +65,6 @@ def parse_entry(entry_id: Any, fields: Any) -> InputBatch:
         raise ValueError(f"not an input log entry: {e}") from None
 
 
-def decode_entry(entry_id: Any, fields: Any) -> tuple[InputBatch, list[Evaluation]]:
-    """The entry and its evaluations; raises ValueError naming what is wrong (a batch whose
-    count is not `n` too: cut short or another's)."""
-    batch = parse_entry(entry_id, fields)
-    evaluations = decode_batch(batch.data)
-    if len(evaluations) != batch.n:
-        raise ValueError(f"holds {len(evaluations)} evaluation(s), its n says {batch.n}")
-    return batch, evaluations
-
-
 def entry_ms(entry_id: str) -> int:
     """The ms part of a stream id (Redis's clock at the append)."""
     return int(entry_id.split("-", 1)[0])
@@ -112,85 +97,24 @@ class InputsRepo(Repo):
         reply = self.r.execute_command("XRANGE", self.k.input_log(), min_id, max_id, "COUNT", count, **_RAW)
         return _then(reply, _entries)
 
+    def input_after(self, after_id: str, block_ms: int, count: int) -> Any:
+        """Up to `count` raw entries [(id, fields)] appended after `after_id` (XREAD), waiting
+        up to `block_ms` (0: not at all) for one when there is none; fields as bytes."""
+        args: list[Any] = ["XREAD", "COUNT", count]
+        if block_ms > 0:
+            args += ["BLOCK", block_ms]
+        reply = self.r.execute_command(*args, "STREAMS", self.k.input_log(), after_id, **_RAW)
+        return _then(reply, xread_entries)
+
 
 def _entries(reply: Any) -> list[tuple[str, dict[Any, Any]]]:
     return [(_s(i), f) for i, f in (reply or [])]
 
 
-def _batches(
-    key: str, problems: list[str] | None, reply: Any
-) -> tuple[list[tuple[str, int, int, list[Evaluation]]], str | None]:
-    """The readable batches of an XREAD reply, and the id of its last entry (None: empty)."""
-    out = []
-    last = None
-    for entry_id, fields in _xread_entries(reply):
-        last = _s(entry_id)
-        try:
-            batch, evaluations = decode_entry(entry_id, fields)
-        except ValueError as e:
-            _problem(problems, f"{key} {last}: unreadable input log entry (skipped): {e}")
-            continue
-        out.append((batch.id, batch.tick, batch.at_ms, evaluations))
-    return out, last
-
-
-def _xread_entries(reply: Any) -> list[tuple[Any, Any]]:
+def xread_entries(reply: Any) -> list[tuple[str, Any]]:
     """The entries of an XREAD reply of one stream (RESP2: [[key, entries]]; RESP3: {key:
     entries}). A corrupt stream entry's fields may come back as None: kept, so it is named."""
     if not reply:
         return []
     streams = reply.values() if isinstance(reply, dict) else (s[1] for s in reply)
-    return [(i, f) for entries in streams for i, f in (entries or [])]
-
-
-def _problem(problems: list[str] | None, text: str) -> None:
-    if problems is not None:
-        problems.append(text)
-    else:
-        log.warning("%s", text)
-
-
-def read_batches(
-    r: Any, k: Keys, after_id: str, block_ms: int, count: int, problems: list[str] | None = None
-) -> Any:
-    """The batches appended after stream id `after_id` ("$": only those appended from now on;
-    "0-0": from the oldest kept), at most `count`, waiting up to `block_ms` for one when there
-    is none (0: do not wait): [(stream id, tick, at_ms, evaluations)], oldest first; a tick
-    that evaluated nothing comes with no evaluations. Pass the last id read as the next
-    `after_id` ("$" is for the first call only: the entries appended between two calls would
-    be missed).
-
-    An entry that cannot be decoded is skipped with a problem naming its id (appended to
-    `problems`, or logged when None), never raised; the read goes on past it, so a reply is
-    empty only when nothing readable follows `after_id` (then a corrupt last entry is read,
-    and named, again by the next call, until an entry follows it).
-
-    On a sync client it returns the list; on an asyncio one, an awaitable of it. The client's
-    socket timeout must exceed `block_ms`."""
-    if count < 1:
-        raise ValueError(f"count must be at least 1, not {count!r}")
-    key = k.input_log()
-
-    def command(after: str, block: int) -> list[Any]:
-        args: list[Any] = ["XREAD", "COUNT", count]
-        if block > 0:
-            args += ["BLOCK", block]
-        return [*args, "STREAMS", key, after]
-
-    if inspect.iscoroutinefunction(getattr(r, "execute_command", None)):
-
-        async def run() -> list[tuple[str, int, int, list[Evaluation]]]:
-            after, block = after_id, block_ms
-            while True:
-                got, last = _batches(key, problems, await r.execute_command(*command(after, block), **_RAW))
-                if got or last is None:
-                    return got
-                after, block = last, 0  # only skipped entries: read on past them, not waiting
-
-        return run()
-    after, block = after_id, block_ms
-    while True:
-        got, last = _batches(key, problems, r.execute_command(*command(after, block), **_RAW))
-        if got or last is None:
-            return got
-        after, block = last, 0
+    return [(_s(i), f) for entries in streams for i, f in (entries or [])]

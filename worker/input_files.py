@@ -33,7 +33,8 @@ from typing import Any
 import msgspec
 
 from kernel.input_log import to_json_line
-from state.inputs import PAGE, InputsRepo, decode_entry
+from kernel.input_stream import decode_entry
+from state.inputs import PAGE, InputsRepo
 from state.keys import Keys
 
 log = logging.getLogger("baton.inputs")

@@ -16,9 +16,9 @@ from baton.errors import SettingsError
 from baton.settings import load
 from control.input_archive import iter_evaluations
 from kernel.input_log import decode_batch, encode_batch, evaluation, from_json_line
+from kernel.input_stream import decode_entry, read_batches
 from kernel.notes import DecisionNotes
 from kernel.strategy_api import Buy, Pass, SlotInput
-from state.inputs import decode_entry, read_batches
 from state.keys import Keys
 from state.store import Store
 from tests.fast.rig import last_five_seconds
