@@ -296,3 +296,17 @@ class ReloadError(RolloutError, RuntimeError):
 
 class OpFailed(BatonError, RuntimeError):
     """A benchmark's operation that did not complete; recorded, and the run goes on."""
+
+
+# --- evaluation (replay, backtest) ----------------------------------------------------------------
+
+
+class BacktestError(BatonError, ValueError):
+    """A backtest that cannot run as asked: no candles for an asset, a slot that names nothing
+    known, a strategy that cannot be loaded; the message says which."""
+
+
+class LookAheadError(BacktestError):
+    """A strategy reached for what its input does not hold during a backtest (a file, the
+    caller's frames, the heap), or an input held data from after its time: the backtest is
+    refused, and the message names the strategy and what it did."""

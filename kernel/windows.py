@@ -14,3 +14,10 @@ def window_bounds(now_ms: int, timeframe: str) -> tuple[int, int]:
 
 def slug(asset: str, timeframe: str, window_start_s: int) -> str:
     return f"{asset}-updown-{timeframe}-{window_start_s}"
+
+
+def up_won(open_price: float, close_price: float) -> bool:
+    """The venue's rule: "Up" wins when the price at the window's end is at or above the price
+    at its start (the sim resolves so: sim/model.py outcome_up; live, Polymarket from
+    Chainlink, for which the Binance series is the proxy)."""
+    return close_price >= open_price

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from kernel.fees import taker_fee_usd as taker_fee_usd
 from kernel.venue import OrderResult, SignedOrder
 
 SIDES = ("BUY", "SELL")
@@ -79,16 +80,6 @@ def status_word(raw: Any) -> str:
     if s == "invalid":
         return "rejected"
     return s
-
-
-def taker_fee_usd(shares: float, price: float, rate: float, exponent: float) -> float:
-    """The taker fee of `shares` matched at `price` (USDC): shares * rate * (p * (1 - p)) **
-    exponent, as the venue publishes it (`fd` of GET /clob-markets; py-clob-client-v2's
-    fees.py), floored to 5 decimals (the venue's charge)."""
-    if shares <= 0 or rate <= 0 or not 0.0 < price < 1.0:
-        return 0.0
-    fee = shares * rate * (price * (1.0 - price)) ** exponent
-    return math.floor(fee * 100_000 + 1e-9) / 100_000
 
 
 def post_result(

@@ -1,0 +1,332 @@
+"""`baton backtest`: what a backtest runs on (the strategy module, the slots, the candle history,
+the books the input log recorded, the stack's limits, fees and fill model), the run
+(kernel/backtest/engine.py), and where its report and picture go
+(var/backtests/<id>/report.json and equity.html; <id> is a hash of everything it ran on, so
+that the same backtest writes the same place and prints the same output).
+
+The slots, by default: the slots of the stack's slots hash that run the strategy (when Redis
+answers and there are some), else one per configured asset x timeframe (BATON_ASSETS x
+BATON_TIMEFRAMES) at the settings' stake. `--slots` names them instead: a comma-separated list
+of `asset-timeframe` (btc-5m) or `asset:timeframe[:stake]` (btc:5m:2.5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import msgspec
+import redis
+
+from baton.errors import BacktestError, SettingsError
+from baton.settings import REPO_ROOT, Settings, timeframe_seconds
+from kernel.backtest import engine
+from kernel.backtest.fills import FillParams, RecordedBooks
+from kernel.backtest.types import BacktestConfig, BacktestReport, FeeRate, SlotSpec
+from kernel.candle_cache import VOL_LOOKBACK_S, candle_span_s
+from sim.book import BookParams
+from sim.fees import fees_from_env
+from state import connection
+from state.keys import Keys
+from state.structs import SLOT, Candle
+
+STRATEGY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+STRATEGIES_DIR = Path("worker") / "strategies"
+_ITEM = re.compile(r"^([a-z0-9_]+)(?:-|:)(\d+[smh])(?::([0-9]*\.?[0-9]+))?$")
+# Candles loaded beyond the period: enough before it for the strategy's look-back and the
+# model maker's volatility, and after it to resolve the windows open at its end.
+AFTER_MS = 3600 * 1000
+
+
+class Result(msgspec.Struct, kw_only=True):
+    """The report as `baton backtest --json` prints it: the engine's report without its wall
+    time (the same inputs print the same bytes), with where its picture is."""
+
+    report: BacktestReport
+    picture: str
+    report_file: str
+    wall_s: float
+
+
+def load_strategy(name: str, root: Path = REPO_ROOT) -> ModuleType:
+    """worker/strategies/NAME.py of `root` as a fresh throwaway module (never the one a running
+    process imported: a backtest must not change it, nor be changed by it)."""
+    if not STRATEGY_NAME.fullmatch(name):
+        raise BacktestError(f"bad strategy name {name!r}: a module name of worker/strategies (e.g. snipe)")
+    path = root / STRATEGIES_DIR / f"{name}.py"
+    if not path.is_file():
+        have = sorted(p.stem for p in (root / STRATEGIES_DIR).glob("*.py") if not p.stem.startswith("_"))
+        raise BacktestError(
+            f"no strategy {name!r} ({path} is not there); strategies are {', '.join(have) or 'none'}"
+        )
+    mod_name = f"_baton_backtest_{name}_{secrets.token_hex(4)}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise BacktestError(f"strategy {name!r}: {path} is not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module  # dataclasses and typing look their module up while it runs
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:  # SyntaxError, ImportError, SystemExit in module code
+        raise BacktestError(f"strategy {name!r} cannot be loaded: {e!r}") from None
+    finally:
+        sys.modules.pop(mod_name, None)
+    if not callable(getattr(module, "evaluate", None)):
+        raise BacktestError(f"strategy {name!r} has no evaluate(inp) function")
+    return module
+
+
+def parse_slots(text: str, default_stake_usd: float) -> tuple[SlotSpec, ...]:
+    """`btc-5m,eth:15m:2.5` -> slots btc-5m (the default stake) and eth-15m ($2.5)."""
+    out: list[SlotSpec] = []
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        m = _ITEM.match(item)
+        if m is None:
+            raise BacktestError(
+                f"--slots: {raw.strip()!r} is not a slot: give asset-timeframe (btc-5m) or "
+                "asset:timeframe[:stake] (btc:5m:2.5), comma-separated"
+            )
+        asset, tf, stake = m.group(1), m.group(2), m.group(3)
+        try:
+            timeframe_seconds(tf)
+        except SettingsError as e:
+            raise BacktestError(f"--slots: {raw.strip()!r}: {e}") from None
+        stake_usd = float(stake) if stake else default_stake_usd
+        if stake_usd <= 0:
+            raise BacktestError(f"--slots: {raw.strip()!r}: the stake must be positive")
+        out.append(SlotSpec(id=f"{asset}-{tf}", asset=asset, timeframe=tf, stake_usd=stake_usd))
+    if not out:
+        raise BacktestError("--slots names no slot")
+    ids = [s.id for s in out]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise BacktestError(f"--slots names {', '.join(dup)} twice")
+    return tuple(out)
+
+
+def stack_slots(r: Any, k: Keys, strategy: str) -> tuple[SlotSpec, ...]:
+    """The slots of the stack's slots hash that run `strategy` (their stakes and parameters);
+    () when Redis does not answer or none does."""
+    if r is None:
+        return ()
+    try:
+        raw = r.hgetall(k.slots())
+    except redis.RedisError:
+        return ()
+    out: list[SlotSpec] = []
+    for sid in sorted(raw):
+        try:
+            s = SLOT.decode(raw[sid])
+        except (msgspec.DecodeError, ValueError):
+            continue
+        if s.strategy == strategy and s.enabled:
+            out.append(
+                SlotSpec(
+                    id=s.id,
+                    asset=s.asset,
+                    timeframe=s.timeframe,
+                    stake_usd=s.stake_usd,
+                    params=dict(s.params),
+                )
+            )
+    return tuple(out)
+
+
+def default_slots(s: Settings) -> tuple[SlotSpec, ...]:
+    return tuple(
+        SlotSpec(id=f"{a}-{tf}", asset=a, timeframe=tf, stake_usd=s.stake_usd)
+        for a in s.assets
+        for tf in s.timeframes
+    )
+
+
+def fill_params(env: dict[str, str], lag_ms: int | None = None, spread: float | None = None) -> FillParams:
+    """The model book's parameters: the sim's maker's lag and spread (BATON_SIM_BOOK_LAG_MS,
+    BATON_SIM_SPREAD: paper and backtest assume the same market), unless given."""
+    book = BookParams.from_env(env)
+    return FillParams(
+        lag_ms=book.lag_ms if lag_ms is None else lag_ms,
+        spread=book.spread if spread is None else spread,
+        levels=book.levels,
+    )
+
+
+def fee_rates(env: dict[str, str]) -> dict[str, FeeRate]:
+    """The taker fee by timeframe, as the sim publishes it (BATON_SIM_FEES; the default is
+    Polymarket's schedule: 15-minute crypto markets only)."""
+    return {tf: FeeRate(f.rate, f.exponent) for tf, f in fees_from_env(env).items() if f.rate > 0}
+
+
+def build_config(
+    s: Settings,
+    strategy: str,
+    from_ms: int,
+    to_ms: int,
+    slots: tuple[SlotSpec, ...],
+    env: dict[str, str],
+    lag_ms: int | None = None,
+    spread: float | None = None,
+) -> BacktestConfig:
+    return BacktestConfig(
+        strategy=strategy,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        slots=slots,
+        tick_ms=s.tick_ms,
+        cash_usd=s.paper_cash_usd,
+        max_stake_usd=s.max_stake_usd,
+        max_exposure_usd=s.max_exposure_usd,
+        daily_loss_limit_usd=s.daily_loss_limit_usd,
+        stale_after_ms=s.stale_after_ms,
+        fills=fill_params(env, lag_ms, spread),
+        fees=fee_rates(env),
+    )
+
+
+def history_loader() -> Callable[[str, str, int, int, list[str]], list[Candle]] | None:
+    """C2's history store reader (feed/history.py load_candles), when this checkout has it."""
+    try:
+        from feed import history  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    load = getattr(history, "load_candles", None)
+    return (
+        None if load is None else (lambda home, asset, lo, hi, problems: load(home, asset, lo, hi, problems))
+    )
+
+
+def load_candles(
+    home: str, config: BacktestConfig, strat: Any, problems: list[str]
+) -> dict[str, list[Candle]]:
+    """Each slot's asset's 1 s candles from the history store, from the look-back before the
+    period to an hour after it (to resolve the windows open at its end)."""
+    load = history_loader()
+    if load is None:
+        raise BacktestError(
+            "no candle history store in this checkout (feed/history.py): nothing to backtest on"
+        )
+    before_ms = (max(VOL_LOOKBACK_S, candle_span_s(strat), config.fills.vol_window_s) + 60) * 1000
+    out: dict[str, list[Candle]] = {}
+    for asset in sorted({sl.asset for sl in config.slots}):
+        got = load(home, asset, config.from_ms - before_ms, config.to_ms + AFTER_MS, problems)
+        if not got:
+            raise BacktestError(
+                f"no candle history of {asset} from {config.from_ms} to {config.to_ms}: "
+                f"fetch it first (`baton history fetch --asset {asset} --from ... --to ...`)"
+            )
+        out[asset] = got
+    return out
+
+
+def recorded_books(
+    r: Any, k: Keys, home: str, config: BacktestConfig, problems: list[str]
+) -> RecordedBooks | None:
+    """The books the input log recorded in the period (part A's reader), by market; None when
+    this checkout has no reader or nothing was recorded."""
+    try:
+        from control import input_archive  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    wanted = {(sl.asset, sl.timeframe) for sl in config.slots}
+
+    def records() -> Iterable[tuple[str, str, int, int, Any, Any]]:
+        for e in input_archive.iter_evaluations(
+            r, k, Path(home), config.from_ms, config.to_ms, problems=problems
+        ):
+            inp = e.input
+            if (inp.asset, inp.timeframe) in wanted:
+                yield inp.asset, inp.timeframe, e.window_start_s, e.at_ms, inp.up_book, inp.down_book
+
+    try:
+        books = RecordedBooks(records(), config.fills.recorded_max_age_ms)
+    except redis.RedisError:
+        try:
+            books = RecordedBooks(
+                (
+                    (
+                        e.input.asset,
+                        e.input.timeframe,
+                        e.window_start_s,
+                        e.at_ms,
+                        e.input.up_book,
+                        e.input.down_book,
+                    )
+                    for e in input_archive.iter_evaluations(
+                        None, k, Path(home), config.from_ms, config.to_ms, problems=problems
+                    )
+                    if (e.input.asset, e.input.timeframe) in wanted
+                ),
+                config.fills.recorded_max_age_ms,
+            )
+        except Exception as e:  # files only, and they fail too: the model's books
+            problems.append(f"input log: {e}")
+            return None
+    return books if len(books) else None
+
+
+def run_id(config: BacktestConfig, source: bytes) -> str:
+    """The backtest's id: a hash of its configuration and the strategy's source."""
+    h = hashlib.sha256(msgspec.json.encode(config))
+    h.update(source)
+    return h.hexdigest()[:12]
+
+
+def backtest(
+    s: Settings,
+    strategy: str,
+    from_ms: int,
+    to_ms: int,
+    slots_text: str | None = None,
+    lag_ms: int | None = None,
+    spread: float | None = None,
+    r: Any = None,
+    root: Path = REPO_ROOT,
+) -> tuple[Result, list[str]]:
+    """Run a backtest as `baton backtest` asks: (result, problems met on the way)."""
+    env = dict(os.environ)
+    problems: list[str] = []
+    module = load_strategy(strategy, root)
+    k = Keys(s.prefix)
+    if r is None:
+        try:
+            r = connection.client(s, timeout_s=2.0)
+        except Exception as e:  # no password file, a bad URL: the stack's slots are not asked
+            problems.append(f"Redis not asked (the stack's slots and recorded books): {e}")
+    if slots_text:
+        slots = parse_slots(slots_text, s.stake_usd)
+    else:
+        slots = stack_slots(r, k, strategy) or default_slots(s)
+    config = build_config(s, strategy, from_ms, to_ms, slots, env, lag_ms, spread)
+    candles = load_candles(s.home, config, module, problems)
+    books = recorded_books(r, k, s.home, config, problems)
+    report = engine.run(config, candles, module, books)
+    rid = run_id(config, (root / STRATEGIES_DIR / f"{strategy}.py").read_bytes())
+    out_dir = Path(s.home) / "var" / "backtests" / rid
+    out_dir.mkdir(parents=True, exist_ok=True)
+    picture = out_dir / "equity.html"
+    report_file = out_dir / "report.json"
+    wall_s, report.wall_s = report.wall_s, 0.0
+    report_file.write_bytes(msgspec.json.encode(report))
+    write_picture(report, picture, problems)
+    return Result(report=report, picture=str(picture), report_file=str(report_file), wall_s=wall_s), problems
+
+
+def write_picture(report: BacktestReport, path: Path, problems: list[str]) -> None:
+    """The equity curve as a page (C2's control/equity_chart.py), when this checkout has it."""
+    try:
+        from control import equity_chart  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        problems.append(f"no picture: control/equity_chart.py is not in this checkout ({path} not written)")
+        return
+    equity_chart.write(report, path)

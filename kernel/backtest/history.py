@@ -1,0 +1,115 @@
+"""One asset's candle history as a backtest tick reads it: only what had closed by the tick's
+time (a 1 s candle opening at t closes at t + 1 s), handed to the kernel's input builder as a
+view that ends there (`CandleView`), so that the future is never in what it is given.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+from kernel.backtest.fills import PriceSeries
+from kernel.windows import up_won
+from state.structs import Candle, FeedStatus, candle_problem
+
+CANDLE_MS = 1000
+
+
+class CandleView(Sequence[Candle]):
+    """candles[lo:hi] without copying them (a tick reads up to an hour of 1 s candles per
+    asset; copying them every tick was most of a backtest's time)."""
+
+    __slots__ = ("_c", "_hi", "_lo")
+
+    def __init__(self, candles: list[Candle], lo: int, hi: int) -> None:
+        self._c, self._lo, self._hi = candles, lo, hi
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    @overload
+    def __getitem__(self, i: int) -> Candle: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Candle]: ...
+    def __getitem__(self, i: Any) -> Any:
+        n = self._hi - self._lo
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            return self._c[self._lo + start : self._lo + stop : step] if stop > start else []
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("candle view index out of range")
+        return self._c[self._lo + i]
+
+    def __iter__(self) -> Iterator[Candle]:
+        return iter(self._c[self._lo : self._hi])
+
+    @property
+    def newest_open_ms(self) -> int:
+        return self._c[self._hi - 1].open_ms if self._hi > self._lo else -1
+
+
+class AssetHistory:
+    """An asset's 1 s candles, sorted, one per open time (the last given wins), without those
+    that are not klines (state/structs.py candle_problem: the feed would refuse them)."""
+
+    def __init__(self, asset: str, candles: Sequence[Candle]) -> None:
+        by_open: dict[int, Candle] = {}
+        self.refused = 0
+        for c in candles:
+            if candle_problem(c):
+                self.refused += 1
+                continue
+            by_open[c.open_ms] = c
+        self.asset = asset
+        self.candles = [by_open[t] for t in sorted(by_open)]
+        self.open_ms = [c.open_ms for c in self.candles]
+        self.closes = [c.close for c in self.candles]
+        self.series = PriceSeries(self.open_ms, self.closes)
+
+    def closed_by(self, now_ms: int) -> int:
+        """How many candles had closed by `now_ms` (the index after the newest of them)."""
+        return bisect.bisect_right(self.open_ms, now_ms - CANDLE_MS)
+
+    def since(self, from_ms: int) -> int:
+        return bisect.bisect_left(self.open_ms, from_ms)
+
+    def at(self, open_ms: int) -> Candle | None:
+        i = bisect.bisect_left(self.open_ms, open_ms)
+        return self.candles[i] if i < len(self.candles) and self.open_ms[i] == open_ms else None
+
+    def window_open(self, start_ms: int, now_ms: int) -> Candle | None:
+        """The candle a window opens with, as known at `now_ms`: only its open while it is still
+        forming (the open is the price at the window's start, known then; the rest is not)."""
+        c = self.at(start_ms)
+        if c is None or start_ms > now_ms:
+            return None
+        if c.open_ms + CANDLE_MS > now_ms:
+            return Candle(c.open_ms, c.open, c.open, c.open, c.open, 0.0, False)
+        return c
+
+    def feed_status(self, hi: int) -> FeedStatus | None:
+        """What the feed would have reported with candles[:hi] written: their newest, written
+        as it closed (a gap in the history makes the data stale, as a feed outage would)."""
+        if hi <= 0:
+            return None
+        return FeedStatus(
+            updated_ms=self.open_ms[hi - 1] + CANDLE_MS,
+            last_open_ms=self.open_ms[hi - 1],
+            last_close=self.closes[hi - 1],
+        )
+
+    def resolve(self, start_ms: int, end_ms: int) -> bool | None:
+        """Whether the window [start, end) resolved Up: the price at its end (the close of the
+        candle ending then, else the open of the one starting then) against the open of its
+        first candle (kernel/windows.py up_won); None when the candles are not there."""
+        first = self.at(start_ms)
+        if first is None:
+            return None
+        last = self.at(end_ms - CANDLE_MS)
+        if last is not None:
+            return up_won(first.open, last.close)
+        nxt = self.at(end_ms)
+        return up_won(first.open, nxt.open) if nxt is not None else None

@@ -1,0 +1,145 @@
+"""`baton backtest` in-process: its slots (the stack's, --slots, the settings'), its --json
+contract (the same inputs print the same bytes), its files and its refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+
+from baton import cli
+from baton.errors import BacktestError
+from control import backtest as bt
+from kernel.backtest.types import SlotSpec
+from state.keys import Keys
+from state.structs import SLOT, Slot
+from tests.fast.backtest_rig import DAY0_S, walk
+
+K = Keys("baton:")
+FROM, TO = str(DAY0_S), "2025-12-08T00:30:00Z"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith("BATON_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BATON_HOME", str(tmp_path))
+    monkeypatch.setenv("BATON_ASSETS", "btc,eth")
+    monkeypatch.setenv("BATON_TIMEFRAMES", "5m,15m")
+    loaded: list[str] = []
+
+    def load(home: str, asset: str, lo: int, hi: int, problems: list[str]) -> list[Any]:
+        loaded.append(asset)
+        return [c for c in walk(asset, DAY0_S - 3600, DAY0_S + 2 * 3600) if lo <= c.open_ms < hi]
+
+    monkeypatch.setattr(bt, "history_loader", lambda: load)
+    r = fakeredis.FakeRedis(decode_responses=True)
+    r.hset(
+        K.slots(),
+        "s-btc",
+        SLOT.encode(Slot(id="s-btc", asset="btc", timeframe="15m", stake_usd=3.0)).decode(),
+    )
+    r.hset(
+        K.slots(),
+        "m-eth",
+        SLOT.encode(Slot(id="m-eth", asset="eth", timeframe="5m", strategy="momentum")).decode(),
+    )
+    monkeypatch.setattr(bt.connection, "client", lambda s, **kw: r)
+    return tmp_path
+
+
+def _json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict[str, Any], str]:
+    assert cli.main(["backtest", "--from", FROM, "--to", TO, *args, "--json"]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out), out
+
+
+def test_json_has_the_contracts_keys_and_the_same_inputs_print_the_same_bytes(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    got, raw = _json(capsys, "--strategy", "snipe")
+    for key in (
+        "trades",
+        "pnl_usd",
+        "win_rate",
+        "max_drawdown_usd",
+        "fees_usd",
+        "slots",
+        "equity",
+        "picture",
+    ):
+        assert key in got
+    assert "wall_s" not in got
+    assert list(got["slots"]) == ["s-btc"]  # the stack's slot that runs snipe, at its stake
+    assert got["picture"] == str(env / "var" / "backtests" / Path(got["picture"]).parent.name / "equity.html")
+    assert Path(got["report_file"]).is_file()
+    _, again = _json(capsys, "--strategy", "snipe")
+    assert again == raw
+
+
+def test_slots_named_on_the_command_line_with_their_stakes(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    got, _ = _json(capsys, "--strategy", "momentum", "--slots", "btc-5m,eth:15m:2.5")
+    assert sorted(got["slots"]) == ["btc-5m", "eth-15m"]
+    assert bt.parse_slots("btc-5m,eth:15m:2.5", 5.0) == (
+        SlotSpec(id="btc-5m", asset="btc", timeframe="5m", stake_usd=5.0),
+        SlotSpec(id="eth-15m", asset="eth", timeframe="15m", stake_usd=2.5),
+    )
+
+
+def test_without_stack_slots_of_the_strategy_one_slot_per_asset_and_timeframe(
+    env: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    src = Path(bt.REPO_ROOT) / "worker" / "strategies" / "snipe.py"
+    (tmp_path / "worker" / "strategies").mkdir(parents=True)
+    (tmp_path / "worker" / "strategies" / "sniper2.py").write_text(src.read_text())
+    res, _ = bt.backtest(
+        cli.settings_mod.load(), "sniper2", DAY0_S * 1000, (DAY0_S + 600) * 1000, root=tmp_path
+    )
+    assert sorted(res.report.slots) == ["btc-15m", "btc-5m", "eth-15m", "eth-5m"]
+
+
+def test_the_text_report_has_the_totals_and_the_slot_table(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["backtest", "--strategy", "snipe", "--from", FROM, "--to", TO]) == 0
+    out = capsys.readouterr().out
+    assert "backtest of snipe" in out and "max drawdown" in out and "x real time" in out
+    assert "s-btc" in out and "picture: " in out
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--strategy", "snipe", "--slots", "btc"], "'btc' is not a slot"),
+        (["--strategy", "snipe", "--slots", "btc-5m,btc:5m"], "names btc-5m twice"),
+        (["--strategy", "snipe", "--slots", "btc-7x"], "is not a slot"),
+        (["--strategy", "nope"], "no strategy 'nope'"),
+        (["--strategy", "Bad-Name"], "bad strategy name"),
+        (["--strategy", "snipe", "--lag-ms", "-5"], "--lag-ms -5 is below 0"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_what_is_wrong(
+    env: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    assert cli.main(["backtest", "--from", FROM, "--to", TO, *args]) == 1
+    assert says in capsys.readouterr().err
+
+
+def test_a_period_that_ends_before_it_starts_is_refused(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["backtest", "--strategy", "snipe", "--from", TO, "--to", FROM]) == 1
+    assert "must be after --from" in capsys.readouterr().err
+
+
+def test_no_history_for_an_asset_says_how_to_fetch_it(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bt, "history_loader", lambda: lambda *a: [])
+    with pytest.raises(BacktestError, match="baton history fetch --asset btc"):
+        bt.backtest(cli.settings_mod.load(), "snipe", DAY0_S * 1000, (DAY0_S + 600) * 1000)
