@@ -28,6 +28,7 @@ import redis
 
 from baton.errors import BacktestError, SettingsError
 from baton.settings import REPO_ROOT, Settings, timeframe_seconds
+from control import equity_chart, input_archive
 from kernel.backtest import engine
 from kernel.backtest.fills import FillParams, RecordedBooks
 from kernel.backtest.types import BacktestConfig, BacktestReport, FeeRate, SlotSpec
@@ -232,12 +233,8 @@ def load_candles(
 def recorded_books(
     r: Any, k: Keys, home: str, config: BacktestConfig, problems: list[str]
 ) -> RecordedBooks | None:
-    """The books the input log recorded in the period (part A's reader), by market; None when
-    this checkout has no reader or nothing was recorded."""
-    try:
-        from control import input_archive  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
+    """The books the input log recorded in the period (control/input_archive.py: day files, then
+    Redis), by market; None when nothing was recorded."""
     wanted = {(sl.asset, sl.timeframe) for sl in config.slots}
 
     def records() -> Iterable[tuple[str, str, int, int, Any, Any]]:
@@ -318,15 +315,10 @@ def backtest(
     report_file = out_dir / "report.json"
     wall_s, report.wall_s = report.wall_s, 0.0
     report_file.write_bytes(msgspec.json.encode(report))
-    write_picture(report, picture, problems)
+    write_picture(report, picture)
     return Result(report=report, picture=str(picture), report_file=str(report_file), wall_s=wall_s), problems
 
 
-def write_picture(report: BacktestReport, path: Path, problems: list[str]) -> None:
-    """The equity curve as a page (C2's control/equity_chart.py), when this checkout has it."""
-    try:
-        from control import equity_chart  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        problems.append(f"no picture: control/equity_chart.py is not in this checkout ({path} not written)")
-        return
+def write_picture(report: BacktestReport, path: Path) -> None:
+    """The equity curve as a page a person looks at (control/equity_chart.py)."""
     equity_chart.write(report, path)
