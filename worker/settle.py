@@ -38,6 +38,7 @@ from state.keys import Keys
 from state.settlements import SettlementsRepo
 from state.structs import POSITION
 from venues.polymarket import resolution_reader
+from worker import input_files
 from worker.settle_guard import GuardedJob, SettleWorker
 
 log = logging.getLogger("baton.settle")
@@ -88,6 +89,12 @@ def main() -> None:
     _wait_for_redis(r, REDIS_WAIT_S)
     queue = settlement.settle_queue(r, s.prefix)
     stopping = False
+    # The input log's copy into this host's var/inputs/ (worker/input_files.py): its own
+    # client, not the one rq blocks on.
+    roller = input_files.Roller(
+        connection.client(s, decoded=False), Keys(s.prefix), s.home, s.input_log_redis_s, s.input_log_days
+    )
+    roller.start()
 
     def stop(signum: int, frame: Any) -> None:
         nonlocal stopping
@@ -129,6 +136,7 @@ def main() -> None:
             if not _wait_for_redis(r, None, lambda: stopping):
                 break
     finally:
+        roller.stop()
         venue.close()
 
 

@@ -25,7 +25,7 @@ import msgspec
 import redis
 
 from baton import settings as settings_mod
-from baton.cli import backtest, cluster, credentials, decisions, history, slots, strategy
+from baton.cli import backtest, cluster, credentials, decisions, history, inputs, slots, strategy
 from baton.cli.output import emit, fail
 from baton.errors import (
     BadRequest,
@@ -146,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
     cluster.add_parser(sub, json_flag)
     strategy.add_parser(sub, json_flag)
     history.add_parser(sub, json_flag)
+    inputs.add_parser(sub, json_flag)
     p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
     p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
     p.add_argument(
@@ -371,4 +372,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "cluster": cluster.cmd_cluster,
     "strategy": strategy.cmd_strategy,
     "history": lambda s, args: history.cmd_history(s, args, redis_client),
+    "inputs": lambda s, args: inputs.cmd_inputs(s, args, redis_client),
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import time
 from pathlib import Path
 
@@ -332,3 +333,42 @@ def test_retention_settings_and_their_garbage():
 def test_batches_survive_the_store_exactly():
     e = _eval(1, answer=Buy(side="up", limit_price=0.1 + 0.2, stake_usd=5.0, reason="x"))
     assert decode_batch(encode_batch([e])) == [e]
+
+
+# --- who rolls: the settle program's thread, and `baton inputs roll` -------------------------
+
+
+def test_the_settle_programs_roller_rolls_and_journals_what_went_wrong(sync, tmp_path):
+    roller = input_files.Roller(sync, K, tmp_path, redis_s=60, keep_days=30)
+    assert roller.every_s == 15  # a quarter of a short retention
+    _add(sync, 1, [_eval(1)])
+    out = roller.once()
+    assert out is not None and out.evaluations == 1
+    sync.delete(K.input_log())
+    sync.set(K.input_log(), "not a stream")
+    assert roller.once() is None  # raised inside: logged and journaled, not the program's end
+    [(_, fields)] = sync.xrange(K.journal_errors())
+    assert fields["source"] == "settle" and "input log roll failed" in fields["error"]
+    roller.every_s = 0.01
+    roller.start()
+    roller.stop()
+
+
+def test_baton_inputs_roll(sync, tmp_path, monkeypatch, capsys):
+    from baton import cli
+
+    for name in list(os.environ):
+        if name.startswith("BATON_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BATON_HOME", str(tmp_path))
+    monkeypatch.setattr(cli, "redis_client", lambda s: sync)
+    _add(sync, 1, [_eval(1), _eval(1, "eth-5m")])
+    assert cli.main(["inputs", "roll"]) == 0
+    out = capsys.readouterr().out
+    assert "1 entries (2 evaluations) rolled into 2025-12-08.jsonl.gz (+2)" in out
+    assert cli.main(["inputs", "roll", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["entries"], got["evaluations"], got["files"]) == (0, 0, {})
+    monkeypatch.setenv("BATON_INPUT_LOG_DAYS", "a month")
+    assert cli.main(["inputs", "roll"]) == 1
+    assert "BATON_INPUT_LOG_DAYS='a month' is not a number" in capsys.readouterr().err
