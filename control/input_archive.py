@@ -34,7 +34,7 @@ __all__ = ["iter_evaluations", "read_batches"]
 def iter_evaluations(
     r: Any,
     k: Keys,
-    home: Path,
+    home: Path | str,
     from_ms: int,
     to_ms: int,
     slot: str | None = None,

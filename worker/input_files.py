@@ -53,7 +53,7 @@ CURSOR = "cursor"
 GZIP_LEVEL = 6
 
 
-def inputs_dir(home: Path) -> Path:
+def inputs_dir(home: Path | str) -> Path:
     """var/inputs/ under BATON_HOME."""
     return Path(home) / "var" / "inputs"
 
@@ -62,12 +62,12 @@ def day_of(at_ms: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(at_ms // 1000))
 
 
-def day_file(home: Path, at_ms: int) -> Path:
+def day_file(home: Path | str, at_ms: int) -> Path:
     """The file that holds the evaluations of `at_ms`'s UTC day."""
     return inputs_dir(home) / f"{day_of(at_ms)}{SUFFIX}"
 
 
-def day_files(home: Path, from_ms: int, to_ms: int) -> list[Path]:
+def day_files(home: Path | str, from_ms: int, to_ms: int) -> list[Path]:
     """The files of the days from `from_ms` to `to_ms`, those that exist, oldest first."""
     out = []
     day_ms = (from_ms // DAY_MS) * DAY_MS
@@ -145,7 +145,7 @@ def _locked(d: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def roll(r: Any, k: Keys, home: Path, now_ms: int, keep_days: float) -> RollResult:
+def roll(r: Any, k: Keys, home: Path | str, now_ms: int, keep_days: float) -> RollResult:
     """Copy the entries appended since the last roll into the day files, and delete the files
     older than `keep_days` (0: none). `r` is a sync client. Raises only what Redis or the
     disk raise; a corrupt entry is skipped with a problem naming it."""
@@ -224,7 +224,7 @@ class Roller:
     and journaled (source `settle`), and the next one tries again: never the program's end."""
 
     def __init__(
-        self, r: Any, k: Keys, home: Path, redis_s: int, keep_days: float, every_s: float = 0
+        self, r: Any, k: Keys, home: Path | str, redis_s: int, keep_days: float, every_s: float = 0
     ) -> None:
         self.r, self.k, self.home, self.keep_days = r, k, Path(home), keep_days
         # Well inside the retention, or entries would leave Redis before a roll copies them.
