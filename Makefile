@@ -27,7 +27,7 @@ UV_COMPILE = $(LOCKER)/bin/uv pip compile --quiet --generate-hashes --python-ver
 # through the environment, never through a command line the shell parses: each is taken
 # unexpanded (`$(value)`: make does not run a `$(...)` in it), exported, and read in the recipes
 # as "$$NAME" in double quotes, so no character of it is interpreted, by make or by the shell.
-USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS NAME NET
+USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS NAME NET SHADOW PROMOTE
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
@@ -101,8 +101,10 @@ cluster-rollback: $(STAMP)
 
 # Blue/green: stage the working tree (or REF=<git ref>) as a release for the idle colour,
 # wait until it is ready, hand over at the next tick boundary, stop the old worker.
+# SHADOW=N: first (or only) run it as a shadow for N ticks and print the decisions that differ;
+# PROMOTE=1 then deploys it (docs/deploys.md, "Shadow deploys").
 deploy: $(STAMP)
-	$(VENV)/bin/baton deploy $${REF:+--ref="$$REF"}
+	$(VENV)/bin/baton deploy $${REF:+--ref="$$REF"} $${SHADOW:+--shadow="$$SHADOW"} $${PROMOTE:+--promote}
 
 rollback: $(STAMP)
 	$(VENV)/bin/baton rollback

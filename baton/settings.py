@@ -51,7 +51,7 @@ API_TOKEN_FILE = "api-token"
 # The Redis ACL users, one per program (state/acl.py holds what each may do); `admin` is the
 # operator's and the launcher's. A program names its user in BATON_REDIS_USER (supervisor.conf
 # sets it per program); a person at the shell is `cli`.
-REDIS_USERS = ("admin", "worker", "feed", "settle", "api", "cli")
+REDIS_USERS = ("admin", "worker", "feed", "settle", "api", "cli", "shadow")
 DEFAULT_REDIS_USER = "cli"
 DEFAULT_REDIS_PORT = 7379
 # sun_path's size on Linux (108) less its terminating NUL.

@@ -1,13 +1,17 @@
 """Supervisor's entry for a worker colour: exec the worker from the release the colour points at.
 
     python /repo/deploy/launch.py <blue|green> [worker args...]
+    python /repo/deploy/launch.py shadow
+
 
 Run as a script, not a module, and standard library only: it must not import the project's
 packages, because it decides which copy of them runs. It resolves
 ``$BATON_HOME/var/releases/colors/<color>`` (see deploy/releases.py), exports ``BATON_RELEASE``,
 ``BATON_CODE_DIR`` and ``PYTHONPATH`` (the release first), changes into the release and
 ``exec``s ``python -m worker --color <color> ...`` so that the pid supervisor manages is the
-worker's own and its signals reach the worker directly.
+worker's own and its signals reach the worker directly. `shadow` is a pointer like a colour's
+(``colors/shadow``, set by `baton deploy --shadow`): it execs ``python -m worker.shadow``, the
+release's shadow evaluator, which trades nothing (docs/deploys.md, "Shadow deploys").
 
 Exit codes: 2 usage, 4 no BATON_HOME or no release for the colour.
 """
@@ -21,6 +25,8 @@ import sys
 # state.keys.COLORS, spelled again because this script imports no project package (a test
 # pins the two equal).
 COLORS = ("blue", "green")
+# deploy.releases.SHADOW, spelled again for the same reason.
+SHADOW = "shadow"
 EXIT_USAGE = 2
 EXIT_NO_RELEASE = 4
 
@@ -43,8 +49,8 @@ def _release_id(path: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COLORS:
-        return _fail(EXIT_USAGE, f"usage: launch.py <{'|'.join(COLORS)}> [worker args...]")
+    if not argv or argv[0] not in (*COLORS, SHADOW):
+        return _fail(EXIT_USAGE, f"usage: launch.py <{'|'.join(COLORS)}> [worker args...] | launch.py {SHADOW}")
     color, extra_args = argv[0], argv[1:]
     home = os.environ.get("BATON_HOME", "")
     if not home:
@@ -55,7 +61,9 @@ def main(argv: list[str]) -> int:
     if not os.path.isdir(path):  # no pointer, or a dangling one
         return _fail(
             EXIT_NO_RELEASE,
-            f"colour {color} points at no release (run 'make deploy' or 'make run' to stage one)",
+            f"colour {color} points at no release (run 'make deploy' or 'make run' to stage one)"
+            if color != SHADOW
+            else "the shadow points at no release (`baton deploy --shadow N` points it)",
         )
     release_id = _release_id(path)
 
@@ -65,8 +73,11 @@ def main(argv: list[str]) -> int:
     python_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = path + (os.pathsep + python_path if python_path else "")
     os.chdir(path)
-    print(f"launch: worker-{color} release {release_id} from {path}", flush=True)
     sys.stderr.flush()
+    if color == SHADOW:
+        print(f"launch: shadow release {release_id} from {path}", flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "worker.shadow", *extra_args])
+    print(f"launch: worker-{color} release {release_id} from {path}", flush=True)
     os.execv(sys.executable, [sys.executable, "-m", "worker", "--color", color, *extra_args])
     return 0  # not reached
 

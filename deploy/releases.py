@@ -7,6 +7,7 @@ Layout::
         .staging-k2j4h1/                a release being staged (renamed into place when complete)
         colors/blue -> ../20260509T073525-3fa9c0d2e1
         colors/green -> ../...
+        colors/shadow -> ../...         the release a shadow deploy evaluates (no worker)
 
 A release is identified by ``<UTC yyyymmddTHHMMSS>-<content hash[:10]>``; staging the same content
 again returns the existing release (``reused=True``). Files are read-only except
@@ -41,6 +42,10 @@ PACKAGES = ("baton", "control", "deploy", "feed", "kernel", "sim", "state", "ven
 EXTRA_FILES = ("pyproject.toml",)  # copied when present; informational (the venv has the deps)
 MANIFEST = "RELEASE.json"
 COLORS_DIR = "colors"
+# A pointer beside the colours': the release a shadow deploy evaluates (deploy/shadow.py). It
+# never holds the lease; deploy/launch.py runs its shadow evaluator, not a worker.
+SHADOW = "shadow"
+POINTERS = (*COLORS, SHADOW)
 STAGING_PREFIX = ".staging-"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -360,8 +365,8 @@ def install(src_home: Path, release_id: str, dst_home: Path) -> Release:
 
 
 def _color_link(home: Path, color: str) -> Path:
-    if color not in COLORS:
-        raise ReleaseError(f"unknown colour {color!r} (expected one of {', '.join(COLORS)})")
+    if color not in POINTERS:
+        raise ReleaseError(f"unknown colour {color!r} (expected one of {', '.join(POINTERS)})")
     return releases_dir(home) / COLORS_DIR / color
 
 
@@ -397,7 +402,7 @@ def prune(home: Path, keep: int = 5) -> list[str]:
     """
     if keep < 0:
         raise ValueError(f"keep must be >= 0, not {keep}")
-    protected = {pointed(home, color) for color in COLORS}
+    protected = {pointed(home, color) for color in POINTERS}
     releases = list_releases(home)
     old = releases[: max(0, len(releases) - keep)]
     removed = []

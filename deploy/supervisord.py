@@ -273,6 +273,8 @@ def _start_stopped(s: Settings) -> None:
         name = p["name"]
         if name.startswith("worker-") and name != f"worker-{active}":
             continue
+        if name == "shadow":  # a shadow deploy's, started by it alone
+            continue
         if name == "sim" and s.live:
             continue
         if p["statename"] in ("STOPPED", "EXITED", "FATAL"):

@@ -72,9 +72,11 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     # The dashboard's sign-ins (the api's alone).
     "sessions": ("session:*", "sessions"),
     # The input log (keys.input_log(): every evaluation's input and answer), appended and
-    # trimmed by the worker; the settle program copies it into var/inputs/ (read only).
+    # trimmed by the worker; the settle program copies it into var/inputs/ (read only), the
+    # shadow reads it.
     "inputs": ("inputs:*",),
-    # A shadow release's counters and differences (keys.shadow(), keys.shadow_log()).
+    # A shadow deploy's counters and differences (keys.shadow(), keys.shadow_log()): the
+    # shadow process's; the deploy resets them.
     "shadow": ("shadow", "shadow:*"),
 }
 
@@ -145,11 +147,18 @@ GRANTS: dict[str, Grant] = {
         channels=("control:*",),
         commands=("info",),
     ),
+    # The shadow deploy's evaluator (worker/shadow.py): it reads the input log and writes its
+    # own keys, nothing else. No rq, no channel: nothing it does reaches an order.
+    "shadow": Grant(concerns={"inputs": R, "shadow": RW}),
     # A person with `baton`: the API's rights but the sessions, and deploys, which ask for
-    # the handover and clear the idle colour's heartbeat (the lease concern). `baton stop`
-    # marks the stop in stats, so that the downtime it makes is not counted as missed ticks.
+    # the handover and clear the idle colour's heartbeat (the lease concern), and start a
+    # shadow afresh (the shadow concern). `baton stop` marks the stop in stats, so
+    # that the downtime it makes is not counted as missed ticks.
     "cli": Grant(
-        concerns={**_READ_ALL, "control": RW, "slots": RW, "deploy": RW, "ratelimit": RW, "lease": RW},
+        concerns={
+            **_READ_ALL,
+            **{"control": RW, "slots": RW, "deploy": RW, "ratelimit": RW, "lease": RW, "shadow": RW},
+        },
         write_keys=(("stats",),),
         rq=R,
         channels=("control:*",),

@@ -25,7 +25,7 @@ import msgspec
 import redis
 
 from baton import settings as settings_mod
-from baton.cli import backtest, cluster, credentials, decisions, history, inputs, slots, strategy
+from baton.cli import backtest, cluster, credentials, decisions, history, inputs, shadow, slots, strategy
 from baton.cli.output import emit, fail
 from baton.errors import (
     BadRequest,
@@ -96,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--ref", help="deploy this git ref instead of the working tree")
     src.add_argument("--source", type=Path, help="deploy the packages of this directory")
+    shadow.add_deploy_flags(p)
     json_flag(p)
     json_flag(sub.add_parser("rollback", help="hand back to the release before the last deploy"))
     p = sub.add_parser("reload", help="hot-reload strategy modules in the active worker")
@@ -147,6 +148,7 @@ def parser() -> argparse.ArgumentParser:
     strategy.add_parser(sub, json_flag)
     history.add_parser(sub, json_flag)
     inputs.add_parser(sub, json_flag)
+    shadow.add_parser(sub, json_flag)
     p = sub.add_parser("token", help="print the API bearer token (for scripts; keep it secret)")
     p.add_argument("--id", action="store_true", help="print only the token's id, which names it safely")
     p.add_argument(
@@ -213,6 +215,10 @@ def cmd_status(s: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(s: Settings, args: argparse.Namespace) -> int:
+    if args.cmd == "deploy" and args.shadow is not None:
+        return shadow.cmd_deploy_shadow(s, args)
+    if args.cmd == "deploy" and args.promote:
+        return fail("deploy: --promote goes with --shadow N (a plain deploy hands over anyway)")
     try:
         if args.cmd == "deploy":
             res = orchestrate.deploy(s, source=args.source, ref=args.ref)
@@ -373,4 +379,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "strategy": strategy.cmd_strategy,
     "history": lambda s, args: history.cmd_history(s, args, redis_client),
     "inputs": lambda s, args: inputs.cmd_inputs(s, args, redis_client),
+    "shadow": shadow.cmd_shadow,
 }

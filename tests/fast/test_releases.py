@@ -16,6 +16,7 @@ import pytest
 from baton.errors import ReleaseError
 from deploy import releases
 from deploy.launch import COLORS as LAUNCH_COLORS
+from deploy.launch import SHADOW as LAUNCH_SHADOW
 from deploy.releases import PACKAGES, Release
 from state.keys import COLORS
 
@@ -399,6 +400,7 @@ def test_launcher_needs_baton_home_and_a_colour(home: Path) -> None:
 
 def test_the_launcher_knows_the_same_colours_as_the_keys():
     assert LAUNCH_COLORS == COLORS
+    assert LAUNCH_SHADOW == releases.SHADOW
 
 
 def test_install_copies_a_release_into_another_home_under_the_same_id(

@@ -1,0 +1,291 @@
+"""Shadow deploys (`baton deploy --shadow N [--promote]`): run a new release beside the active
+worker on the same inputs for N ticks, report the decisions it would have made differently,
+and stop it; with `promote`, then deploy that release as `baton deploy` does.
+
+1. staging: the code becomes a release (deploy/releases.py), as for a deploy;
+2. starting: var/releases/colors/shadow is pointed at it, the shadow's counters are reset and
+   supervisor starts the `shadow` program (worker/shadow.py), which dry-evaluates its
+   strategies and then follows the live input log;
+3. following: the deploy waits until the shadow counted N ticks of the live worker;
+4. the diff: the counters and differences are read (state/shadow.py) and the shadow stopped;
+5. promote (optional): orchestrate.Deployer deploys the same release; it hands over at the
+   next tick boundary and reports the ticks missed (none, the point of a handover).
+
+The active worker is never touched until step 5: a shadow that fails to start, a Redis
+error or a timeout stops the shadow and leaves it trading, and says so.
+"""
+
+from __future__ import annotations
+
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+
+from baton.errors import DeployError, ReleaseError, StackError
+from baton.settings import Settings
+from deploy import releases
+from deploy.orchestrate import DeployResult, Deployer, deploy_lock
+from deploy.supervisord import supervisor_call, supervisor_running
+from kernel.clock import wall_ms
+from kernel.lease import read_lease
+from state import connection
+from state.deploys import DeploysRepo
+from state.keys import Keys
+from state.shadow import Difference, ShadowRepo, ShadowStatus
+
+PROGRAM = "shadow"
+POLL_S = 0.1
+DEAD_STATES = {"EXITED", "FATAL", "BACKOFF"}
+READY_TIMEOUT_S = 90.0
+
+
+class ShadowResult(msgspec.Struct, kw_only=True):
+    """What `baton deploy --shadow N --json` prints."""
+
+    release: str
+    from_release: str  # the release the live worker ran
+    shadow_ticks: int
+    decisions: int
+    equal: int
+    differ: int
+    orders_posted: int  # by the shadow: always 0
+    differences: list[Difference]
+    promoted: bool
+    ready_s: float
+    total_s: float
+    # The deploy that followed with --promote (orchestrate.DeployResult as a dict), its missed
+    # ticks at the handover also as `missed`.
+    deploy: dict[str, Any] | None = None
+    missed: int | None = None
+
+
+class ShadowDeploy:
+    def __init__(self, s: Settings, log: Callable[[str], None] = print) -> None:
+        self.s = s
+        self.log = log
+        self.k = Keys(s.prefix)
+        self.home = Path(s.home)
+        self.r: Any = connection.client(s)
+        self.repo = ShadowRepo(self.r, self.k)
+
+    def close(self) -> None:
+        self.r.close()
+
+    def sup(self, method: str, *args: Any) -> Any:
+        return supervisor_call(self.s.supervisor_socket, method, *args)
+
+    def state(self) -> str:
+        return str(self.sup("getProcessInfo", PROGRAM)["statename"])
+
+    def stop(self) -> None:
+        """Stop the shadow program; quiet if it is not running."""
+        try:
+            self.sup("stopProcess", PROGRAM, True)
+        except xmlrpc.client.Fault as e:
+            if "NOT_RUNNING" not in e.faultString:
+                raise
+
+    def log_tail(self, offset: int, limit: int = 4000) -> str:
+        try:
+            with open(self.s.log_dir / f"{PROGRAM}.log", "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")[-limit:].strip()
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return (self.s.log_dir / f"{PROGRAM}.log").stat().st_size
+        except OSError:
+            return 0
+
+    # --- the steps ----------------------------------------------------------------------
+    def run(
+        self,
+        ticks: int,
+        *,
+        promote: bool = False,
+        source: Path | None = None,
+        ref: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ShadowResult:
+        if ticks < 1:
+            raise DeployError(f"--shadow wants a number of ticks of at least 1, not {ticks}")
+        if not supervisor_running(self.s):
+            raise DeployError(f"supervisord is not running for {self.s.home}: start the stack with `make run` first")
+        try:
+            self.sup("getProcessInfo", PROGRAM)
+        except xmlrpc.client.Fault:
+            raise DeployError(
+                "supervisord has no `shadow` program: it was started from an older supervisor.conf; "
+                "restart the stack (`make stop && make run`) to shadow"
+            ) from None
+        t_start = time.monotonic()
+        deploys = DeploysRepo(self.r, self.k)
+        ttl_ms = int((READY_TIMEOUT_S + self._follow_timeout_s(ticks, timeout_s) + 60) * 1000)
+        with deploy_lock(deploys, ttl_ms):
+            result = self._shadow(ticks, source, ref, timeout_s, t_start)
+        if promote:
+            # The lock is taken again by the deploy itself: one deploy at a time still holds.
+            self.log(f"promote: deploying release {result.release}")
+            d = Deployer(self.s, self.log)
+            try:
+                dr: DeployResult = d.run(release_id=result.release)
+            finally:
+                d.close()
+            result.promoted = True
+            result.deploy = asdict(dr)
+            result.missed = dr.missed
+        result.total_s = round(time.monotonic() - t_start, 3)
+        return result
+
+    def _follow_timeout_s(self, ticks: int, timeout_s: float | None) -> float:
+        # Generous: twice the ticks' time, and a minute more for a busy machine.
+        return timeout_s if timeout_s is not None else 2 * ticks * self.s.tick_ms / 1000 + 60
+
+    def _shadow(
+        self, ticks: int, source: Path | None, ref: str | None, timeout_s: float | None, t_start: float
+    ) -> ShadowResult:
+        lease = read_lease(self.r, self.k)
+        if lease is None or not lease.live(wall_ms()):
+            raise DeployError("no worker holds the lease: a shadow has no live decisions to follow (`make run`)")
+        rel = releases.stage(self.home, source=source, ref=ref)
+        self.log(
+            f"staging: release {rel.id} from {rel.source}" + (" (identical code, reused)" if rel.reused else "")
+        )
+        releases.prune(self.home)
+        record: dict[str, Any] = {
+            "kind": "shadow",
+            "release": rel.id,
+            "color": PROGRAM,
+            "from_color": lease.color,
+            "from_release": lease.release,
+            "requested_ms": wall_ms(),
+        }
+
+        def fail(reason: str) -> DeployError:
+            try:
+                self.stop()
+                self.repo.mark("failed", wall_ms(), reason)
+            except (OSError, xmlrpc.client.Fault, redis.RedisError) as e:
+                reason += f"\n(and stopping the shadow failed: {e})"
+            record.update(result="failed", reason=reason[:2000], done_ms=wall_ms())
+            self._record(record)
+            return DeployError(
+                f"shadow of release {rel.id} failed (worker-{lease.color} keeps trading on {lease.release}):\n{reason}"
+            )
+
+        if self.state() not in ("STOPPED", "EXITED", "FATAL"):
+            self.log("starting: a shadow was running (an earlier one); stopping it")
+            self.stop()
+        releases.point(self.home, PROGRAM, rel.id)
+        self.repo.reset(rel.id, wall_ms())
+        offset = self.log_size()
+        self.log(f"starting: shadow of release {rel.id} beside worker-{lease.color} ({lease.release})")
+        t_ready = time.monotonic()
+        try:
+            self.sup("startProcess", PROGRAM, False)
+        except xmlrpc.client.Fault as e:
+            raise fail(f"supervisor could not start the shadow: {e.faultString}") from None
+        try:
+            self._wait(lambda st: st.state == "following", READY_TIMEOUT_S, "to follow the input log", offset, rel.id, fail)
+            ready_s = time.monotonic() - t_ready
+            self.log(f"following: the shadow evaluates every tick of worker-{lease.color} ({ready_s:.1f} s to start)")
+            st = self._wait(
+                lambda st: st.ticks >= ticks,
+                self._follow_timeout_s(ticks, timeout_s),
+                f"to count {ticks} ticks",
+                offset,
+                rel.id,
+                fail,
+            )
+            diff = self.repo.diff()
+            self.stop()
+        except redis.RedisError as e:
+            raise fail(f"Redis error: {e}") from None
+        st = diff.shadow
+        self.log(f"stopped: the shadow after {st.ticks} ticks: {st.decisions} decisions, {st.differ} different")
+        result = ShadowResult(
+            release=rel.id,
+            from_release=lease.release,
+            shadow_ticks=st.ticks,
+            decisions=st.decisions,
+            equal=diff.equal,
+            differ=st.differ,
+            orders_posted=st.orders_posted,
+            differences=diff.differences,
+            promoted=False,
+            ready_s=round(ready_s, 3),
+            total_s=round(time.monotonic() - t_start, 3),
+        )
+        record.update(
+            result="ok",
+            shadow_ticks=st.ticks,
+            decisions=st.decisions,
+            differ=st.differ,
+            orders_posted=st.orders_posted,
+            done_ms=wall_ms(),
+        )
+        self._record(record)
+        return result
+
+    def _wait(
+        self,
+        cond: Callable[[ShadowStatus], bool],
+        timeout_s: float,
+        what: str,
+        offset: int,
+        release: str,
+        fail: Callable[[str], DeployError],
+    ) -> ShadowStatus:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.repo.status()
+            if st.release == release and st.state == "failed":
+                raise fail(f"the shadow refused its release: {st.error}")
+            if st.release == release and cond(st):
+                return st
+            state = self.state()
+            if state in DEAD_STATES:
+                raise fail(f"the shadow exited ({state}); its log says:\n{self.log_tail(offset)}")
+            if time.monotonic() > deadline:
+                raise fail(
+                    f"the shadow did not manage {what} within {timeout_s:.0f} s "
+                    f"({st.ticks} ticks counted); its log says:\n{self.log_tail(offset)}"
+                )
+            time.sleep(POLL_S)
+
+    def _record(self, fields: dict[str, Any]) -> None:
+        try:
+            DeploysRepo(self.r, self.k).record(fields)
+        except redis.RedisError as e:
+            self.log(f"warning: could not record the shadow deploy in {self.k.deploys()}: {e}")
+
+
+def shadow_deploy(
+    s: Settings,
+    ticks: int,
+    *,
+    promote: bool = False,
+    source: Path | None = None,
+    ref: str | None = None,
+    log: Callable[[str], None] = print,
+    timeout_s: float | None = None,
+) -> ShadowResult:
+    d = ShadowDeploy(s, log)
+    try:
+        return d.run(ticks, promote=promote, source=source, ref=ref, timeout_s=timeout_s)
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise DeployError(
+            f"cannot reach Redis at {s.redis_url_shown}: {e}; no shadow runs, the active worker trades on"
+        ) from e
+    except (ReleaseError, StackError, redis.RedisError, OSError) as e:
+        raise DeployError(str(e)) from e
+    finally:
+        d.close()

@@ -1,0 +1,168 @@
+"""The shadow (worker/shadow.py) on fakeredis: it follows input log batches appended as the
+worker appends them, evaluates each recorded input with its own strategies, counts ticks and
+decisions, and writes the differences with both answers (state/shadow.py); `baton shadow diff`
+renders them. The real stack: tests/e2e/test_deploys.py (a shadow deploy and a promotion)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import fakeredis
+import pytest
+
+from baton.cli.shadow import render_diff
+from kernel.input_log import encode_batch, evaluation
+from kernel.strategy_api import Buy, Pass, SlotInput
+from state import acl
+from state.keys import Keys
+from state.shadow import ShadowRepo
+from worker import shadow
+from worker.strategies import snipe
+
+REPO = Path(__file__).resolve().parents[2]
+K = Keys("baton:")
+
+
+def _input(slot: str = "btc-15s", up_ask: float = 0.4, down_ask: float | None = None) -> SlotInput:
+    return SlotInput(
+        slot_id=slot,
+        asset="btc",
+        timeframe="15s",
+        now_ms=1_765_152_013_000,
+        window_start_ms=1_765_152_000_000,
+        window_end_ms=1_765_152_015_000,
+        open_price=100.0,
+        last_price=100.2,
+        closes=(100.0, 100.1, 100.05, 100.15, 100.2, 100.2),
+        stake_usd=5.0,
+        params={"edge": 0.0},
+        up_ask=up_ask,
+        down_ask=1 - up_ask if down_ask is None else down_ask,
+    )
+
+
+def _append(r: Any, tick: int, inputs: list[SlotInput]) -> None:
+    """One tick's batch as the worker appends it: live answers from the repo's snipe."""
+    evs = [
+        evaluation(tick, i.slot_id, i.window_start_ms // 1000, i.now_ms, "snipe", "live-rel", i, snipe.evaluate(i))
+        for i in inputs
+    ]
+    fields = {"tick": tick, "at_ms": 1_765_152_013_000 + tick, "release": "live-rel", "n": len(evs)}
+    r.xadd(K.input_log(), {**fields, "data": encode_batch(evs) if evs else b""})
+
+
+# A changed snipe: never enters, and says so.
+CHANGED = SimpleNamespace(evaluate=lambda inp: Pass(reason="changed: never enter"))
+
+
+def _shadow(r: Any, resolve: Any) -> shadow.Shadow:
+    sh = shadow.Shadow(r, K, "new-rel", resolve=resolve)
+    sh.last_id = "0-0"  # the batches appended before it started, as if it had been running
+    return sh
+
+
+def test_the_same_code_agrees_on_every_decision_and_empty_ticks_are_counted():
+    r = fakeredis.FakeRedis(decode_responses=True)
+    _append(r, 1, [_input(), _input("eth-15s", up_ask=0.97, down_ask=0.97)])
+    _append(r, 2, [])  # a tick that evaluated nothing: counted all the same
+    sh = _shadow(r, lambda name: snipe)
+    assert sh.step() == 2
+    st = ShadowRepo(r, K).status()
+    assert (st.ticks, st.decisions, st.differ, st.orders_posted) == (2, 2, 0, 0)
+    assert st.release == "new-rel" and st.state == "following" and st.last_tick == 2
+    assert r.xlen(K.shadow_log()) == 0
+
+
+def test_a_changed_strategy_is_reported_with_both_answers_and_reasons():
+    r = fakeredis.FakeRedis(decode_responses=True)
+    _append(r, 7, [_input(), _input("eth-15s", up_ask=0.97, down_ask=0.97)])
+    live_buy = snipe.evaluate(_input())
+    assert isinstance(live_buy, Buy)  # the live decision the change affects
+    sh = _shadow(r, lambda name: CHANGED)
+    sh.step()
+    diff = ShadowRepo(r, K).diff()
+    assert (diff.shadow.decisions, diff.shadow.differ, diff.equal) == (2, 2, 0)
+    d = diff.differences[0]
+    assert (d.tick, d.slot, d.strategy, d.live_release) == (7, "btc-15s", "snipe", "live-rel")
+    assert d.live.kind == "buy" and d.live.side == live_buy.side and d.live.reason == live_buy.reason
+    assert d.live.price == live_buy.limit_price and d.live.stake_usd == 5.0
+    assert d.shadow.kind == "pass" and d.shadow.reason == "changed: never enter"
+    assert diff.differences[1].live.kind == "none"  # the eth slot: no order live, a pass here
+    text = render_diff(diff)
+    assert "2 different" in text and "changed: never enter" in text and live_buy.reason in text
+
+
+def test_a_strategy_that_raises_or_is_missing_is_an_error_answer_never_a_crash():
+    r = fakeredis.FakeRedis(decode_responses=True)
+    _append(r, 3, [_input()])
+
+    def resolve(name: str) -> Any:
+        raise ModuleNotFoundError(f"No module named 'worker.strategies.{name}'", name=f"worker.strategies.{name}")
+
+    sh = _shadow(r, resolve)
+    sh.step()
+    (d,) = ShadowRepo(r, K).diff().differences
+    assert d.shadow.kind == "error" and "not in release new-rel" in d.shadow.reason
+    boom = SimpleNamespace(evaluate=lambda inp: 1 / 0)
+    _append(r, 4, [_input()])
+    _shadow(r, lambda name: boom).step()
+    assert "ZeroDivisionError" in ShadowRepo(r, K).diff().differences[-1].shadow.reason
+
+
+def test_an_unreadable_batch_is_skipped_and_the_follower_goes_on():
+    r = fakeredis.FakeRedis(decode_responses=True)
+    r.xadd(K.input_log(), {"tick": 1, "at_ms": 1, "release": "x", "n": 1, "data": b"\x09garbage"})
+    _append(r, 2, [_input()])
+    sh = _shadow(r, lambda name: snipe)
+    sh.step()
+    sh.step()  # nothing new: returns after the block, still standing
+    st = ShadowRepo(r, K).status()
+    assert st.decisions == 1 and st.differ == 0 and st.last_tick == 2
+
+
+def test_a_restarted_shadow_goes_on_after_the_last_tick_it_evaluated():
+    r = fakeredis.FakeRedis(decode_responses=True)
+    ShadowRepo(r, K).reset("new-rel", 1)
+    _append(r, 1, [_input()])
+    _shadow(r, lambda name: CHANGED).step()
+    _append(r, 2, [_input()])
+    again = shadow.Shadow(r, K, "new-rel", resolve=lambda name: CHANGED)
+    again.resume()
+    again.step()
+    st = ShadowRepo(r, K).status()
+    assert (st.ticks, st.decisions, st.differ, st.last_tick) == (2, 2, 2, 2)
+
+
+def test_the_shadow_user_reads_the_input_log_and_writes_only_the_shadow_keys():
+    rules = acl.rules("shadow", "baton:")
+    writable = [x for x in rules if x.startswith("~")]
+    assert sorted(writable) == ["~baton:shadow", "~baton:shadow:*"]
+    assert "%R~baton:inputs:*" in rules
+    assert not any("rq:" in x or x.startswith("&") for x in rules)  # no queue, no channel
+
+
+def test_the_shadow_module_imports_no_venue_client():
+    code = "import sys, worker.shadow; print(sorted(m for m in sys.modules if m.startswith(('venues', 'sim'))))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_release_whose_strategy_fails_its_dry_evaluation_cannot_shadow(monkeypatch: pytest.MonkeyPatch):
+    r = fakeredis.FakeRedis(decode_responses=True)
+
+    def refuse() -> list[str]:
+        raise shadow.strategy_check.StrategyCheckError("strategy snipe: bug 17")
+
+    monkeypatch.setattr(shadow, "check_release", refuse)
+    assert shadow.Shadow(r, K, "bad-rel").run() == shadow.EXIT_CANNOT_SHADOW
+    st = ShadowRepo(r, K).status()
+    assert st.state == "failed" and "bug 17" in st.error
+
+
+def test_the_repos_strategies_pass_the_shadows_own_check():
+    assert "snipe" in shadow.check_release()

@@ -1,0 +1,263 @@
+"""The shadow: `python -m worker.shadow`, started by supervisor (program `shadow`, through
+deploy/launch.py from the release var/releases/colors/shadow points at). It follows the live
+worker's input log (keys.input_log()) and evaluates every recorded input with its own
+release's strategies, counting the ticks and decisions it saw and writing the decisions it
+made differently, with both answers, to the shadow log (state/shadow.py).
+
+It posts nothing by construction: it builds no venue client, reads no signing key, and its
+Redis user (`shadow`, state/acl.py) may write nothing but the shadow's keys.
+
+Exit codes: 0 stopped, 4 its release cannot shadow (a strategy fails its dry evaluation).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pkgutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.client import NEVER_DECODE
+
+from baton import settings as settings_mod
+from kernel import strategy_check
+from kernel.clock import wall_ms
+from kernel.input_log import Evaluation, classify, decode_batch, same_decision
+from kernel.readiness import STRATEGY_PACKAGE, resolve_strategy
+from state import connection
+from state.keys import Keys
+from state.shadow import Answer, Difference, ShadowRepo
+
+log = logging.getLogger("baton.shadow")
+
+EXIT_CANNOT_SHADOW = 4
+# How long one read of the input log blocks: what a stop waits at most.
+BLOCK_MS = 1000
+# Batches (ticks) read at once: a shadow that fell behind catches up a hundred ticks a call.
+READ_COUNT = 100
+# After a Redis error, wait this long before trying again (a restart is not needed).
+RETRY_S = 1.0
+
+Batch = tuple[str, int, int, list[Evaluation]]
+
+
+def read_batches(r: Any, k: Keys, after_id: str, block_ms: int, count: int) -> list[Batch]:
+    """(stream id, tick, at_ms, evaluations) of the input log's entries after `after_id`.
+    A stand-in of part A's reader until it lands (same signature and format); a batch that
+    cannot be decoded is logged and skipped (its tick still counted, with no evaluation)."""
+    args: list[Any] = ["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", k.input_log(), after_id]
+    # `data` is binary: read as bytes whatever the client decodes.
+    answer = r.execute_command(*args, **{NEVER_DECODE: True})
+    streams = answer.items() if isinstance(answer, dict) else (answer or ())
+    out: list[Batch] = []
+    for _stream, entries in streams:
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            f = {(n.decode() if isinstance(n, bytes) else n): v for n, v in fields.items()}
+            try:
+                tick, at_ms = int(f.get("tick", 0)), int(f.get("at_ms", 0))
+                evaluations = decode_batch(f.get("data") or b"")
+            except ValueError as e:
+                log.warning("shadow: input log entry %s skipped: %s", entry_id, e)
+                tick, at_ms, evaluations = 0, 0, []
+            out.append((entry_id, tick, at_ms, evaluations))
+    return out
+
+
+def answer_of(kind: str, buy: Any, sell: Any, passed: Any, error: str) -> Answer:
+    """What a strategy answered, as one side of a difference."""
+    if buy is not None:
+        return Answer(
+            kind=kind,
+            side=str(buy.side),
+            price=_num(buy.limit_price),
+            stake_usd=_num(buy.stake_usd),
+            reason=str(buy.reason)[:300],
+        )
+    if sell is not None:
+        return Answer(kind=kind, price=_num(sell.limit_price), shares=_num(sell.shares), reason=str(sell.reason)[:300])
+    if passed is not None:
+        return Answer(kind=kind, reason=str(passed.reason)[:300])
+    return Answer(kind=kind, reason=error[:300])
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def evaluate_again(e: Evaluation, resolve: Callable[[str], Any], release: str) -> Evaluation:
+    """`e`'s input evaluated with this release's strategy of the same name: the same record
+    with the shadow's answer (an exception, or a strategy this release lacks, is an error)."""
+    try:
+        answer: Any = resolve(e.strategy).evaluate(e.input)
+    except ModuleNotFoundError as err:
+        answer = err if err.name != f"{STRATEGY_PACKAGE}.{e.strategy}" else LookupError(
+            f"strategy {e.strategy!r} is not in release {release}"
+        )
+    except Exception as err:  # a strategy's bug is its answer, as in the live tick
+        answer = err
+    kind, buy, sell, passed, error = classify(answer)
+    return Evaluation(
+        slot=e.slot,
+        tick=e.tick,
+        at_ms=e.at_ms,
+        window_start_s=e.window_start_s,
+        strategy=e.strategy,
+        release=release,
+        input=e.input,
+        kind=kind,
+        buy=buy,
+        sell=sell,
+        passed=passed,
+        error=error,
+    )
+
+
+def compare(
+    evaluations: list[Evaluation], resolve: Callable[[str], Any], release: str
+) -> tuple[int, list[Difference]]:
+    """(decisions compared, the differences) of one tick's evaluations."""
+    differences = []
+    for e in evaluations:
+        mine = evaluate_again(e, resolve, release)
+        if same_decision(e, mine):
+            continue
+        differences.append(
+            Difference(
+                tick=e.tick,
+                at_ms=e.at_ms,
+                slot=e.slot,
+                strategy=e.strategy,
+                window_start_s=e.window_start_s,
+                live_release=e.release,
+                live=answer_of(e.kind, e.buy, e.sell, e.passed, e.error),
+                shadow=answer_of(mine.kind, mine.buy, mine.sell, mine.passed, mine.error),
+            )
+        )
+    return len(evaluations), differences
+
+
+def check_release() -> list[str]:
+    """Dry-evaluate every strategy of this release on the sample inputs (as the worker's
+    readiness check does): the names checked; raises StrategyCheckError or ImportError."""
+    package = importlib.import_module(STRATEGY_PACKAGE)
+    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+    inputs = strategy_check.sample_inputs(wall_ms())
+    for name in names:
+        try:
+            strategy_check.dry_evaluate(resolve_strategy(name), inputs)
+        except Exception as e:
+            raise strategy_check.StrategyCheckError(f"strategy {name}: {e}") from e
+    return names
+
+
+class Shadow:
+    def __init__(self, r: Any, k: Keys, release: str, resolve: Callable[[str], Any] = resolve_strategy) -> None:
+        """`r` a decoded client; `resolve` finds a strategy module by name (this release's)."""
+        self.r = r
+        self.resolve = resolve
+        self.repo = ShadowRepo(r, k)
+        self.k = k
+        self.release = release
+        self.stopping = False
+        self.ticks = self.decisions = self.differ = self.last_tick = 0
+        self.last_id = "$"  # only ticks from now on, unless a restart goes on from its last
+
+    def request_stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def resume(self) -> None:
+        """Counters and position of an earlier run of this same release (a crash restart)."""
+        st = self.repo.status()
+        if st.release == self.release and st.last_id:
+            self.ticks, self.decisions, self.differ = st.ticks, st.decisions, st.differ
+            self.last_tick, self.last_id = st.last_tick, st.last_id
+            log.info("shadow: going on after input log entry %s (%d ticks so far)", st.last_id, st.ticks)
+
+    def counts(self, state: str) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "state": state,
+            "pid": os.getpid(),
+            "ticks": self.ticks,
+            "decisions": self.decisions,
+            "differ": self.differ,
+            "orders_posted": 0,
+            "last_tick": self.last_tick,
+            "last_id": self.last_id if self.last_id != "$" else "",
+            "updated_ms": wall_ms(),
+        }
+
+    def step(self) -> int:
+        """Read what the input log has after the last entry (waiting up to BLOCK_MS), evaluate
+        it and record the counters and differences; the number of ticks read."""
+        batches = read_batches(self.r, self.k, self.last_id, BLOCK_MS, READ_COUNT)
+        differences: list[Difference] = []
+        for entry_id, tick, _at_ms, evaluations in batches:
+            n, diffs = compare(evaluations, self.resolve, self.release)
+            self.ticks += 1
+            self.decisions += n
+            self.differ += len(diffs)
+            self.last_tick = tick
+            self.last_id = entry_id
+            differences += diffs
+        if batches:
+            self.repo.record(self.counts("following"), differences)
+        return len(batches)
+
+    def run(self) -> int:
+        self.repo.mark("checking", wall_ms())
+        try:
+            names = check_release()
+        except Exception as e:  # an import error as much as a refused dry evaluation
+            log.error("shadow: release %s cannot shadow: %s", self.release, e)
+            self.repo.mark("failed", wall_ms(), f"release {self.release}: {e}")
+            return EXIT_CANNOT_SHADOW
+        self.resume()
+        self.repo.record(self.counts("following"), [])
+        log.info("shadow: release %s follows the input log with %s", self.release, ", ".join(names))
+        while not self.stopping:
+            try:
+                self.step()
+            except redis.RedisError as e:
+                # Redis gone for a moment (a restart, a failover): nothing of ours is lost,
+                # the next read goes on after the last entry evaluated.
+                log.warning("shadow: Redis error, retrying in %.0f s: %s", RETRY_S, e)
+                time.sleep(RETRY_S)
+        try:
+            self.repo.record(self.counts("stopped"), [])
+        except redis.RedisError as e:
+            log.warning("shadow: could not record the stop: %s", e)
+        log.info("shadow: stopped after %d ticks, %d decisions, %d different", self.ticks, self.decisions, self.differ)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    s = settings_mod.load()
+    release = os.environ.get("BATON_RELEASE", "") or "worktree"
+    # Reads block up to BLOCK_MS: the socket's timeout must outlast them.
+    r = connection.client(s, timeout_s=max(connection.TIMEOUT_S, 2 * BLOCK_MS / 1000 + 1))
+    sh = Shadow(r, Keys(s.prefix), release)
+    signal.signal(signal.SIGTERM, sh.request_stop)
+    signal.signal(signal.SIGINT, sh.request_stop)
+    try:
+        code = sh.run()
+    finally:
+        r.close()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
