@@ -23,6 +23,7 @@ from api.spec import route
 from baton.errors import BadRequest
 from control import commands as c
 from control import decisions
+from state.shadow import LOG_LEN, ShadowDiff, ShadowRepo
 
 # Every operation can find Redis (or supervisord) unreachable: 503.
 _DOWN = 503
@@ -142,6 +143,29 @@ async def decision_log(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     q = query_of(request, decisions.DecisionsQuery)
     return json_response(await ctx.call(ctx.ops.decisions, q.slot or None, q.limit))
+
+
+class ShadowQuery(msgspec.Struct, kw_only=True):
+    count: Annotated[int, msgspec.Meta(ge=1, le=LOG_LEN, description="How many differences, the newest")] = (
+        LOG_LEN
+    )
+
+
+@route(
+    "GET",
+    "/shadow",
+    tags=("deploys",),
+    response=ShadowDiff,
+    query=ShadowQuery,
+    errors=(400, _DOWN),
+    summary="The shadow release's counters and the decisions it made differently from the live ones",
+)
+async def shadow(request: web.Request) -> web.StreamResponse:
+    """What `baton shadow diff --json` prints: the running (or last) shadow deploy's ticks,
+    decisions, differences with both answers and reasons, and orders posted (always 0)."""
+    ctx = ctx_of(request)
+    q = query_of(request, ShadowQuery)
+    return json_response(await ctx.call(ShadowRepo(ctx.ops.r, ctx.ops.k).diff, q.count))
 
 
 # --- flags --------------------------------------------------------------------------------------

@@ -50,7 +50,8 @@ def _release_id(path: str) -> str:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in (*COLORS, SHADOW):
-        return _fail(EXIT_USAGE, f"usage: launch.py <{'|'.join(COLORS)}> [worker args...] | launch.py {SHADOW}")
+        usage = f"usage: launch.py <{'|'.join(COLORS)}> [worker args...] | launch.py {SHADOW}"
+        return _fail(EXIT_USAGE, usage)
     color, extra_args = argv[0], argv[1:]
     home = os.environ.get("BATON_HOME", "")
     if not home:

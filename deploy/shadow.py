@@ -30,7 +30,7 @@ import redis
 from baton.errors import DeployError, ReleaseError, StackError
 from baton.settings import Settings
 from deploy import releases
-from deploy.orchestrate import DeployResult, Deployer, deploy_lock
+from deploy.orchestrate import Deployer, DeployResult, deploy_lock
 from deploy.supervisord import supervisor_call, supervisor_running
 from kernel.clock import wall_ms
 from kernel.lease import read_lease
@@ -118,7 +118,9 @@ class ShadowDeploy:
         if ticks < 1:
             raise DeployError(f"--shadow wants a number of ticks of at least 1, not {ticks}")
         if not supervisor_running(self.s):
-            raise DeployError(f"supervisord is not running for {self.s.home}: start the stack with `make run` first")
+            raise DeployError(
+                f"supervisord is not running for {self.s.home}: start the stack with `make run` first"
+            )
         try:
             self.sup("getProcessInfo", PROGRAM)
         except xmlrpc.client.Fault:
@@ -154,10 +156,13 @@ class ShadowDeploy:
     ) -> ShadowResult:
         lease = read_lease(self.r, self.k)
         if lease is None or not lease.live(wall_ms()):
-            raise DeployError("no worker holds the lease: a shadow has no live decisions to follow (`make run`)")
+            raise DeployError(
+                "no worker holds the lease: a shadow has no live decisions to follow (`make run`)"
+            )
         rel = releases.stage(self.home, source=source, ref=ref)
         self.log(
-            f"staging: release {rel.id} from {rel.source}" + (" (identical code, reused)" if rel.reused else "")
+            f"staging: release {rel.id} from {rel.source}"
+            + (" (identical code, reused)" if rel.reused else "")
         )
         releases.prune(self.home)
         record: dict[str, Any] = {
@@ -178,7 +183,8 @@ class ShadowDeploy:
             record.update(result="failed", reason=reason[:2000], done_ms=wall_ms())
             self._record(record)
             return DeployError(
-                f"shadow of release {rel.id} failed (worker-{lease.color} keeps trading on {lease.release}):\n{reason}"
+                f"shadow of release {rel.id} failed "
+                f"(worker-{lease.color} keeps trading on {lease.release}):\n{reason}"
             )
 
         if self.state() not in ("STOPPED", "EXITED", "FATAL"):
@@ -194,9 +200,19 @@ class ShadowDeploy:
         except xmlrpc.client.Fault as e:
             raise fail(f"supervisor could not start the shadow: {e.faultString}") from None
         try:
-            self._wait(lambda st: st.state == "following", READY_TIMEOUT_S, "to follow the input log", offset, rel.id, fail)
+            self._wait(
+                lambda st: st.state == "following",
+                READY_TIMEOUT_S,
+                "to follow the input log",
+                offset,
+                rel.id,
+                fail,
+            )
             ready_s = time.monotonic() - t_ready
-            self.log(f"following: the shadow evaluates every tick of worker-{lease.color} ({ready_s:.1f} s to start)")
+            self.log(
+                f"following: the shadow evaluates every tick of worker-{lease.color} "
+                f"({ready_s:.1f} s to start)"
+            )
             st = self._wait(
                 lambda st: st.ticks >= ticks,
                 self._follow_timeout_s(ticks, timeout_s),
@@ -210,7 +226,9 @@ class ShadowDeploy:
         except redis.RedisError as e:
             raise fail(f"Redis error: {e}") from None
         st = diff.shadow
-        self.log(f"stopped: the shadow after {st.ticks} ticks: {st.decisions} decisions, {st.differ} different")
+        self.log(
+            f"stopped: the shadow after {st.ticks} ticks: {st.decisions} decisions, {st.differ} different"
+        )
         result = ShadowResult(
             release=rel.id,
             from_release=lease.release,

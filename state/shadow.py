@@ -77,7 +77,9 @@ class ShadowDiff(msgspec.Struct, kw_only=True):
     problems: list[str] = []
 
 
-_INTS = frozenset({"pid", "started_ms", "updated_ms", "ticks", "decisions", "differ", "orders_posted", "last_tick"})
+_INTS = frozenset(
+    {"pid", "started_ms", "updated_ms", "ticks", "decisions", "differ", "orders_posted", "last_tick"}
+)
 
 
 def _flat(d: Difference) -> dict[str, str]:
@@ -97,7 +99,11 @@ def _flat(d: Difference) -> dict[str, str]:
 
 def _unflat(f: dict[str, str]) -> Difference:
     sides = {
-        who: {n.removeprefix(who + "_"): v for n, v in f.items() if n.startswith(who + "_") and n != "live_release"}
+        who: {
+            n.removeprefix(who + "_"): v
+            for n, v in f.items()
+            if n.startswith(who + "_") and n != "live_release"
+        }
         for who in ("live", "shadow")
     }
     raw: dict[str, Any] = {n: v for n, v in f.items() if not n.startswith(("live_", "shadow_"))}

@@ -81,7 +81,9 @@ def answer_of(kind: str, buy: Any, sell: Any, passed: Any, error: str) -> Answer
             reason=str(buy.reason)[:300],
         )
     if sell is not None:
-        return Answer(kind=kind, price=_num(sell.limit_price), shares=_num(sell.shares), reason=str(sell.reason)[:300])
+        return Answer(
+            kind=kind, price=_num(sell.limit_price), shares=_num(sell.shares), reason=str(sell.reason)[:300]
+        )
     if passed is not None:
         return Answer(kind=kind, reason=str(passed.reason)[:300])
     return Answer(kind=kind, reason=error[:300])
@@ -100,8 +102,10 @@ def evaluate_again(e: Evaluation, resolve: Callable[[str], Any], release: str) -
     try:
         answer: Any = resolve(e.strategy).evaluate(e.input)
     except ModuleNotFoundError as err:
-        answer = err if err.name != f"{STRATEGY_PACKAGE}.{e.strategy}" else LookupError(
-            f"strategy {e.strategy!r} is not in release {release}"
+        answer = (
+            err
+            if err.name != f"{STRATEGY_PACKAGE}.{e.strategy}"
+            else LookupError(f"strategy {e.strategy!r} is not in release {release}")
         )
     except Exception as err:  # a strategy's bug is its answer, as in the live tick
         answer = err
@@ -161,7 +165,9 @@ def check_release() -> list[str]:
 
 
 class Shadow:
-    def __init__(self, r: Any, k: Keys, release: str, resolve: Callable[[str], Any] = resolve_strategy) -> None:
+    def __init__(
+        self, r: Any, k: Keys, release: str, resolve: Callable[[str], Any] = resolve_strategy
+    ) -> None:
         """`r` a decoded client; `resolve` finds a strategy module by name (this release's)."""
         self.r = r
         self.resolve = resolve
@@ -237,7 +243,12 @@ class Shadow:
             self.repo.record(self.counts("stopped"), [])
         except redis.RedisError as e:
             log.warning("shadow: could not record the stop: %s", e)
-        log.info("shadow: stopped after %d ticks, %d decisions, %d different", self.ticks, self.decisions, self.differ)
+        log.info(
+            "shadow: stopped after %d ticks, %d decisions, %d different",
+            self.ticks,
+            self.decisions,
+            self.differ,
+        )
         return 0
 
 

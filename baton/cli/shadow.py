@@ -27,7 +27,9 @@ def add_parser(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) -
     p = sub.add_parser("shadow", help="the shadow release's decisions that differ from the live ones")
     ss = p.add_subparsers(dest="shadow_cmd", required=True, metavar="command")
     d = ss.add_parser("diff", help="the running (or last) shadow's counters and differences")
-    d.add_argument("-n", type=int, default=SHOWN, help=f"differences to print (default {SHOWN}; --json has all)")
+    d.add_argument(
+        "-n", type=int, default=SHOWN, help=f"differences to print (default {SHOWN}; --json has all)"
+    )
     json_flag(d)
 
 
@@ -40,7 +42,9 @@ def add_deploy_flags(p: argparse.ArgumentParser) -> None:
         "that differ, and stop it (it posts nothing)",
     )
     p.add_argument(
-        "--promote", action="store_true", help="with --shadow: then deploy the release (hand over as a deploy does)"
+        "--promote",
+        action="store_true",
+        help="with --shadow: then deploy the release (hand over as a deploy does)",
     )
 
 

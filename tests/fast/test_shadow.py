@@ -5,6 +5,8 @@ renders them. The real stack: tests/e2e/test_deploys.py (a shadow deploy and a p
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 import fakeredis
 import pytest
 
+from baton import cli
 from baton.cli.shadow import render_diff
 from kernel.input_log import encode_batch, evaluation
 from kernel.strategy_api import Buy, Pass, SlotInput
@@ -48,7 +51,9 @@ def _input(slot: str = "btc-15s", up_ask: float = 0.4, down_ask: float | None = 
 def _append(r: Any, tick: int, inputs: list[SlotInput]) -> None:
     """One tick's batch as the worker appends it: live answers from the repo's snipe."""
     evs = [
-        evaluation(tick, i.slot_id, i.window_start_ms // 1000, i.now_ms, "snipe", "live-rel", i, snipe.evaluate(i))
+        evaluation(
+            tick, i.slot_id, i.window_start_ms // 1000, i.now_ms, "snipe", "live-rel", i, snipe.evaluate(i)
+        )
         for i in inputs
     ]
     fields = {"tick": tick, "at_ms": 1_765_152_013_000 + tick, "release": "live-rel", "n": len(evs)}
@@ -101,7 +106,9 @@ def test_a_strategy_that_raises_or_is_missing_is_an_error_answer_never_a_crash()
     _append(r, 3, [_input()])
 
     def resolve(name: str) -> Any:
-        raise ModuleNotFoundError(f"No module named 'worker.strategies.{name}'", name=f"worker.strategies.{name}")
+        raise ModuleNotFoundError(
+            f"No module named 'worker.strategies.{name}'", name=f"worker.strategies.{name}"
+        )
 
     sh = _shadow(r, resolve)
     sh.step()
@@ -146,7 +153,9 @@ def test_the_shadow_user_reads_the_input_log_and_writes_only_the_shadow_keys():
 
 
 def test_the_shadow_module_imports_no_venue_client():
-    code = "import sys, worker.shadow; print(sorted(m for m in sys.modules if m.startswith(('venues', 'sim'))))"
+    code = (
+        "import sys, worker.shadow; print(sorted(m for m in sys.modules if m.startswith(('venues', 'sim'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -166,3 +175,36 @@ def test_a_release_whose_strategy_fails_its_dry_evaluation_cannot_shadow(monkeyp
 
 def test_the_repos_strategies_pass_the_shadows_own_check():
     assert "snipe" in shadow.check_release()
+
+
+# --- the doors: GET /shadow and `baton shadow diff` ---------------------------------------------------
+async def test_get_shadow_answers_the_counters_and_differences(api: Any):
+    status, body, _ = await api.call("GET", "/shadow")
+    assert status == 200 and body["shadow"]["release"] == "" and body["differences"] == []
+    _append(api.r, 5, [_input(), _input("eth-15s", up_ask=0.97, down_ask=0.97)])
+    _shadow(api.r, lambda name: CHANGED).step()
+    status, body, _ = await api.call("GET", "/shadow?count=1")
+    assert status == 200 and body["shadow"]["differ"] == 2 and body["shadow"]["orders_posted"] == 0
+    assert [d["slot"] for d in body["differences"]] == ["eth-15s"]  # the newest one
+    assert body["differences"][0]["shadow"]["reason"] == "changed: never enter"
+    status, body, _ = await api.call("GET", "/shadow?count=0")
+    assert status == 400 and "bad query string" in body["error"]
+
+
+def test_baton_shadow_diff_prints_the_differences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+):
+    for name in [n for n in os.environ if n.startswith("BATON_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BATON_HOME", str(tmp_path))
+    r = fakeredis.FakeRedis(decode_responses=True)
+    monkeypatch.setattr("baton.cli.shadow.connection.client", lambda s, **kw: r)
+    assert cli.main(["shadow", "diff"]) == 0
+    assert "no shadow has run" in capsys.readouterr().out
+    _append(r, 5, [_input()])
+    _shadow(r, lambda name: CHANGED).step()
+    assert cli.main(["shadow", "diff", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["shadow"]["differ"] == 1 and body["differences"][0]["live"]["kind"] == "buy"
+    assert cli.main(["deploy", "--promote"]) == 1
+    assert "--promote goes with --shadow" in capsys.readouterr().err
