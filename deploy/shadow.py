@@ -221,8 +221,9 @@ class ShadowDeploy:
                 rel.id,
                 fail,
             )
-            diff = self.repo.diff()
+            # Stopped first: its last counters are then the ones reported.
             self.stop()
+            diff = self.repo.diff()
         except redis.RedisError as e:
             raise fail(f"Redis error: {e}") from None
         st = diff.shadow
