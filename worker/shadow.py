@@ -23,12 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.client import NEVER_DECODE
 
 from baton import settings as settings_mod
 from kernel import strategy_check
 from kernel.clock import wall_ms
-from kernel.input_log import Evaluation, classify, decode_batch, same_decision
+from kernel.input_log import Evaluation, classify, same_decision
+from kernel.input_stream import read_batches
 from kernel.readiness import STRATEGY_PACKAGE, resolve_strategy
 from state import connection
 from state.keys import Keys
@@ -43,31 +43,6 @@ BLOCK_MS = 1000
 READ_COUNT = 100
 # After a Redis error, wait this long before trying again (a restart is not needed).
 RETRY_S = 1.0
-
-Batch = tuple[str, int, int, list[Evaluation]]
-
-
-def read_batches(r: Any, k: Keys, after_id: str, block_ms: int, count: int) -> list[Batch]:
-    """(stream id, tick, at_ms, evaluations) of the input log's entries after `after_id`.
-    A stand-in of part A's reader until it lands (same signature and format); a batch that
-    cannot be decoded is logged and skipped (its tick still counted, with no evaluation)."""
-    args: list[Any] = ["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", k.input_log(), after_id]
-    # `data` is binary: read as bytes whatever the client decodes.
-    answer = r.execute_command(*args, **{NEVER_DECODE: True})
-    streams = answer.items() if isinstance(answer, dict) else (answer or ())
-    out: list[Batch] = []
-    for _stream, entries in streams:
-        for raw_id, fields in entries:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            f = {(n.decode() if isinstance(n, bytes) else n): v for n, v in fields.items()}
-            try:
-                tick, at_ms = int(f.get("tick", 0)), int(f.get("at_ms", 0))
-                evaluations = decode_batch(f.get("data") or b"")
-            except ValueError as e:
-                log.warning("shadow: input log entry %s skipped: %s", entry_id, e)
-                tick, at_ms, evaluations = 0, 0, []
-            out.append((entry_id, tick, at_ms, evaluations))
-    return out
 
 
 def answer_of(kind: str, buy: Any, sell: Any, passed: Any, error: str) -> Answer:
@@ -206,7 +181,13 @@ class Shadow:
     def step(self) -> int:
         """Read what the input log has after the last entry (waiting up to BLOCK_MS), evaluate
         it and record the counters and differences; the number of ticks read."""
-        batches = read_batches(self.r, self.k, self.last_id, BLOCK_MS, READ_COUNT)
+        problems: list[str] = []
+        batches = read_batches(self.r, self.k, self.last_id, BLOCK_MS, READ_COUNT, problems)
+        for p in problems:
+            log.warning("shadow: %s", p)
+        if problems and not batches:
+            # A corrupt last entry is read again until an entry follows it: not in a spin.
+            time.sleep(BLOCK_MS / 1000)
         differences: list[Difference] = []
         for entry_id, tick, _at_ms, evaluations in batches:
             n, diffs = compare(evaluations, self.resolve, self.release)
