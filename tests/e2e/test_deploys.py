@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -150,5 +151,74 @@ def test_broken_releases_never_take_over_and_rollback_hands_back(tmp_path):
             ("blue", blue_release),
         ]
         invariants.check_orders(st.redis, st.sim_orders())
+
+        # 5. A shadow of a deliberately changed snipe (it passes where the live one bought or
+        # passed, saying so): it posts nothing, and its diff lists the changed decisions.
+        _shadow_posts_nothing_and_lists_the_change(st, tmp_path / "e")
+        # 6. A promoted shadow hands over as a deploy does: no missed tick.
+        _promoted_shadow_hands_over_without_a_missed_tick(st, src3, first)
     finally:
         st.stop()
+
+
+# Ticks of the live worker a shadow follows: at 500 ms, 12 s, more than the 10 s between two
+# entry zones of the 15 s windows (snipe evaluates only in the last third of a window).
+SHADOW_TICKS = 24
+CHANGED_SNIPE = """
+
+_live_evaluate = evaluate
+
+
+def evaluate(inp):
+    answer = _live_evaluate(inp)
+    return Pass(reason="changed: would " + (f"buy {answer.side}" if answer is not None else "pass"))
+"""
+
+
+def _shadow_posts_nothing_and_lists_the_change(st: Stack, tmp: Path) -> None:
+    src = _source_copy(tmp)
+    snipe = src / "worker" / "strategies" / "snipe.py"
+    text = snipe.read_text().replace(
+        "from kernel.strategy_api import Decision,", "from kernel.strategy_api import Decision, Pass,"
+    )
+    snipe.write_text(text + CHANGED_SNIPE)
+    lease = st.redis.hgetall("baton:lease")
+    orders_before = {o["id"] for o in st.sim_orders()}
+    t0 = time.monotonic()
+    res = _deploy(st, "--source", str(src), "--shadow", str(SHADOW_TICKS))
+    print(f"shadow deploy of {SHADOW_TICKS} ticks: {time.monotonic() - t0:.1f} s")
+    assert res["shadow_ticks"] >= SHADOW_TICKS and res["promoted"] is False
+    assert res["orders_posted"] == 0 and res["decisions"] >= 1, res
+    assert res["differ"] == res["decisions"] and len(res["differences"]) == res["differ"]
+    d = res["differences"][0]
+    assert d["strategy"] == "snipe" and d["live_release"] == lease["release"]
+    assert d["shadow"]["kind"] == "pass" and d["shadow"]["reason"].startswith("changed: would ")
+    assert d["live"]["kind"] in ("buy", "none")
+    if d["live"]["kind"] == "buy":  # both reasons: the live one says why it bought
+        assert "beats ask" in d["live"]["reason"]
+    # The shadow is stopped, the live worker never stopped trading, and the venue saw no order
+    # but the live worker's: each is one of its intents (none without one, none doubled).
+    assert st.supervisor("getProcessInfo", "shadow")["statename"] == "STOPPED"
+    assert st.redis.hget("baton:lease", "holder") == lease["holder"]
+    orders = st.sim_orders()
+    rep_o = invariants.check_orders(st.redis, orders)
+    new_orders = [o for o in orders if o["id"] not in orders_before]
+    intents = {i.order_id: i for i in invariants.redis_intents(st.redis)}
+    assert all(int(intents[o["id"]].epoch) == int(lease["epoch"]) for o in new_orders), new_orders
+    assert rep_o.posted >= 1
+    out = st.baton("shadow", "diff", "--json", timeout_s=30)
+    assert out.returncode == 0 and json.loads(out.stdout)["shadow"]["differ"] == res["differ"], out.stderr
+
+
+def _promoted_shadow_hands_over_without_a_missed_tick(st: Stack, src: Path, first: int) -> None:
+    t0 = time.monotonic()
+    res = _deploy(st, "--source", str(src), "--shadow", "4", "--promote")
+    print(f"promoted shadow deploy: {time.monotonic() - t0:.1f} s")
+    assert res["promoted"] is True and res["orders_posted"] == 0 and res["shadow_ticks"] >= 4
+    assert res["differ"] == 0, res["differences"]  # the same strategies as the live worker
+    assert res["missed"] == 0 and res["deploy"]["missed"] == 0
+    assert res["deploy"]["release"] == res["release"] and res["deploy"]["color"] == "green"
+    _ticks_since(st, res["deploy"]["handover_tick"], 2)
+    rep = invariants.check_ticks(invariants.journal(st.redis), since_tick=first)
+    assert rep.missed_not_overrun == [] and rep.overruns_are_rare(), rep
+    assert [c for c, _, _ in rep.runs][-2:] == ["blue", "green"]
