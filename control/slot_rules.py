@@ -10,11 +10,9 @@ parameters a slot may set and to what.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import secrets
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +20,7 @@ from typing import Any
 
 from baton.errors import BadRequest, SettingsError
 from baton.settings import REPO_ROOT, timeframe_seconds
+from kernel.strategy_load import load_fresh
 
 SLOT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 ASSET = re.compile(r"[a-z0-9]{2,12}")
@@ -127,18 +126,10 @@ def declarations(name: str, root: Path | None = None) -> Declarations:
     if not path.is_file():
         known = ", ".join(strategy_names(root)) or "none"
         raise BadRequest(f"no strategy {name!r} (no {STRATEGIES_DIR / path.name}); strategies are {known}")
-    mod_name = f"_baton_slot_check_{secrets.token_hex(4)}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise BadRequest(f"strategy {name!r}: {path} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module  # dataclasses and typing look their module up while it runs
     try:
-        spec.loader.exec_module(module)
-    except BaseException as e:  # SyntaxError, an ImportError, SystemExit in module code
+        module = load_fresh(path, name=f"_baton_slot_check_{secrets.token_hex(4)}")
+    except BaseException as e:  # SyntaxError, an ImportError, exit() in module code
         raise BadRequest(f"strategy {name!r} cannot be loaded: {e!r}") from None
-    finally:
-        sys.modules.pop(mod_name, None)
     if not callable(getattr(module, "evaluate", None)):
         raise BadRequest(f"strategy {name!r} has no evaluate(inp) function")
     return Declarations(name, module)

@@ -9,11 +9,9 @@ in, or refuses it and keeps the old one; its verdict lands in `baton:reload`.
 from __future__ import annotations
 
 import filecmp
-import importlib.util
 import os
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from baton.errors import ReloadError
 from baton.settings import REPO_ROOT, Settings
 from kernel.lease import lease_color
 from kernel.strategy_check import dry_evaluate, sample_inputs
+from kernel.strategy_load import load_fresh
 from state import connection
 from state.control import ControlRepo
 from state.keys import Keys
@@ -35,23 +34,15 @@ STRATEGIES = Path("worker") / "strategies"
 def check_module(path: Path) -> None:
     """Import a strategy file as a throwaway module and dry-evaluate it, here, before it is
     copied into a running release: a broken file must not sit where a restart would load it."""
-    name = f"_baton_reload_check_{secrets.token_hex(4)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ReloadError(f"{path}: not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and typing look their module up while it runs
     try:
-        spec.loader.exec_module(module)
+        module = load_fresh(path, name=f"_baton_reload_check_{secrets.token_hex(4)}")
         if not callable(getattr(module, "evaluate", None)):
             raise ReloadError(f"{path}: no evaluate(inp) function")
         dry_evaluate(module, sample_inputs())
     except ReloadError:
         raise
-    except BaseException as e:  # SyntaxError, SystemExit in module code, a strategy's bug
+    except BaseException as e:  # SyntaxError, exit() in module code, a strategy's bug
         raise ReloadError(f"{path.name} refused here, nothing copied: {e!r}") from None
-    finally:
-        sys.modules.pop(name, None)
 
 
 def sync_strategies(code_dir: Path, source: Path = REPO_ROOT) -> list[str]:

@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from baton.errors import StrategyCheckError
 from kernel.clock import wall_ms, wall_ns
 from kernel.strategy_api import MAX_LOOKBACK_S, SlotInput
 from kernel.strategy_check import dry_evaluate, sample_inputs
+from kernel.strategy_load import load_fresh
 
 HASH_PREFIX = 12
 ERROR_MAX = 1500  # the whole error text of a refusal
@@ -225,21 +225,7 @@ class StrategyReloader:
         """Execute `source` (the bytes validated and hashed) as a new module object."""
         # Named inside the package so that relative imports of siblings work.
         name = f"{self.package}._baton_check_{short}_{uuid.uuid4().hex[:8]}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None:
-            raise StrategyCheckError(f"no module spec for {path}")
-        module = importlib.util.module_from_spec(spec)
-        # dont_inherit: this file's `from __future__` flags must not leak into the strategy.
-        code = compile(source, str(path), "exec", dont_inherit=True)
-        # In sys.modules only while it executes: dataclasses and typing look classes' modules up.
-        sys.modules[name] = module
-        try:
-            exec(code, module.__dict__)
-        except SystemExit as e:  # an exit() at module level must not stop the worker
-            raise StrategyCheckError(f"module code called exit({e.code!r})") from None
-        finally:
-            sys.modules.pop(name, None)
-        return module
+        return load_fresh(path, name=name, source=source)
 
     def _swap(
         self,
