@@ -25,7 +25,18 @@ import msgspec
 import redis
 
 from baton import settings as settings_mod
-from baton.cli import backtest, cluster, credentials, decisions, history, inputs, shadow, slots, strategy
+from baton.cli import (
+    backtest,
+    cluster,
+    credentials,
+    decisions,
+    history,
+    inputs,
+    replay,
+    shadow,
+    slots,
+    strategy,
+)
 from baton.cli.output import emit, fail
 from baton.errors import (
     BadRequest,
@@ -125,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
 
     decisions.add_parser(sub, json_flag)
     backtest.add_parser(sub, json_flag)
+    replay.add_parser(sub, json_flag)
     p = sub.add_parser("audit", help="the latest control calls: who did what, from which door")
     p.add_argument("-n", type=int, default=20, help="how many entries (default 20)")
     json_flag(p)
@@ -372,6 +384,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "audit": cmd_audit,
     "decisions": decisions.command(make_ops),
     "backtest": backtest.cmd_backtest,
+    "replay": replay.command(lambda s: redis_client(s)),
     "logs": cmd_logs,
     "token": credentials.cmd_token,
     "redis-acl": credentials.cmd_redis_acl,
