@@ -9,7 +9,8 @@ worker is SIGKILLed between the exit's commit and its post (worker/crash_hook.py
 file in this test stack only): the successor reconciles that exit leg as never sent, the
 strategy exits with the next leg, and the venue sees each leg at most once, the crashed one
 never; the position is closed once, the ledger exact. `baton decisions SLOT --json` holds the
-buy, the sell and the passes, each with its reason."""
+buy, the sell and the passes, each with its reason. Last, `baton replay` over the whole run
+makes every logged decision again with the code that made it: 100 % equal (issue #26)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def test_a_template_strategy_added_live_enters_and_exits_once_through_a_crash() 
     armed = st.home / "crash-before-sell"
     st.env["BATON_TEST_CRASH_BEFORE_SELL"] = str(armed)
     try:
+        started_s = time.time()
         st.start()
         # 1. The template, with its test, as a trader makes it; its test passes as written.
         out = _ok(st.baton("strategy", "new", name), "baton strategy new")
@@ -163,6 +165,17 @@ def test_a_template_strategy_added_live_enters_and_exits_once_through_a_crash() 
         assert buy["window_start_s"] == window_s and buy["outcome"] == "intent", buy
         assert any(d["action"] == "sell" and d["intent_id"] in {i.id for i in sold} for d in decisions)
         assert any(d["action"] == "pass" and d["at_ms"] < buy["at_ms"] for d in decisions)
+
+        # 6. Replay parity (issue #26): every decision this run logged, snipe's and the new
+        #    strategy's, through the hot reload, the parameter change and the crash, made again
+        #    by the code that made it (each record's release), equal to the last field.
+        now = f"{time.time():.3f}"
+        out = _ok(st.baton("replay", "--from", f"{started_s:.3f}", "--to", now, "--json"), "baton replay")
+        replayed = json.loads(out)
+        brief = {k: replayed[k] for k in ("decisions", "equal", "differ", "notes", "problems")}
+        assert replayed["decisions"] > 0 and replayed["differ"] == 0, brief
+        assert replayed["equal"] == replayed["decisions"] and not replayed["notes"], brief
+        assert {slot, "btc-1m"} <= set(replayed["slots"]), replayed["slots"].keys()
     except BaseException:
         print(st.logs())
         raise
