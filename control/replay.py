@@ -24,7 +24,7 @@ from baton.errors import BadRequest
 from baton.settings import REPO_ROOT
 from control.replay_value import ASSUMPTIONS, Outcomes, window_value_usd
 from deploy.releases import releases_dir
-from kernel.input_log import Evaluation, answer_bytes, evaluation, same_decision
+from kernel.input_log import Evaluation, evaluation, recordable, same_decision
 from kernel.strategy_load import load_fresh
 
 STRATEGIES = Path("worker") / "strategies"
@@ -221,19 +221,10 @@ class Code:
                 answer = mod.evaluate(e.input)
             except Exception as err:  # as the tick does (kernel/entries.py _decide)
                 answer = err
-        return recorded(
+        # As the tick records it: an answer that would not read back is an error naming it.
+        return recordable(
             evaluation(e.tick, e.slot, e.window_start_s, e.at_ms, e.strategy, "replay", e.input, answer)
         )
-
-
-def recorded(e: Evaluation) -> Evaluation:
-    """`e` as the log can hold it: an answer that does not encode is an error naming it."""
-    try:
-        answer_bytes(e)
-        return e
-    except Exception as err:  # msgspec's EncodeError, a TypeError
-        why = f"answer cannot be recorded ({err}): {e.answer!r}"[:500]
-        return msgspec.structs.replace(e, kind="error", buy=None, sell=None, passed=None, error=why)
 
 
 def replay(

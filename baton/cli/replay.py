@@ -22,6 +22,7 @@ from baton.cli.timespec import time_range_ms
 from baton.errors import BadRequest
 from baton.settings import Settings
 from control import render
+from control.input_archive import iter_evaluations
 from control.replay import Answer, Code, ReplayReport, replay
 from control.replay_value import RedisOutcomes
 from control.slot_rules import check_id
@@ -62,8 +63,6 @@ def stored_evaluations(
     r: Any, k: Keys, home: Path, from_ms: int, to_ms: int, slot: str | None, problems: list[str]
 ) -> Iterable[Evaluation]:
     """The input log's records in the range, oldest first (files, then Redis)."""
-    from control.input_archive import iter_evaluations  # part A's reader
-
     return iter_evaluations(r, k, home, from_ms, to_ms, slot, problems)
 
 

@@ -53,8 +53,13 @@ def r(home, monkeypatch):
     client = fakeredis.FakeRedis(decode_responses=True)
     client.hset(K.slots(), "btc-5m", SLOT.encode(Slot(id="btc-5m", asset="btc", timeframe="5m")).decode())
     monkeypatch.setattr(cli, "redis_client", lambda s: client)
-    store(client, sorted(live_records(), key=lambda e: (e.tick, e.slot)))
     return client
+
+
+@pytest.fixture
+def stored(r):
+    store(r, live_records())
+    return r
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -67,7 +72,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_replay_json_reports_full_parity_with_the_code_that_decided(r, capsys) -> None:
+def test_replay_json_reports_full_parity_with_the_code_that_decided(stored, capsys) -> None:
     code, out, err = run(capsys, "--from", T0, "--to", T1, "--json")
     assert code == 0, err
     rep = json.loads(out)
@@ -78,7 +83,7 @@ def test_replay_json_reports_full_parity_with_the_code_that_decided(r, capsys) -
     assert s["decisions"] == 240 and s["differences"] == []
 
 
-def test_replay_with_a_file_prints_a_table_and_the_first_differences(r, home, capsys) -> None:
+def test_replay_with_a_file_prints_a_table_and_the_first_differences(stored, home, capsys) -> None:
     path = variant(home, "snipe", '"edge": 0.03,', '"edge": 0.08,')
     code, out, err = run(capsys, "--from", T0, "--to", T1, "--strategy-file", str(path), "-n", "2")
     assert code == 0, err
@@ -91,7 +96,7 @@ def test_replay_with_a_file_prints_a_table_and_the_first_differences(r, home, ca
     assert "160 record(s) of other strategies not replayed" in out and "pnl assumes:" in out
 
 
-def test_one_slot_and_a_release(r, home, capsys) -> None:
+def test_one_slot_and_a_release(stored, home, capsys) -> None:
     code, out, _ = run(
         capsys, "--from", T0, "--to", T1, "--slot", "btc-5m.momentum", "--release", RELEASE, "--json"
     )
@@ -132,7 +137,7 @@ def test_a_configured_slot_with_nothing_recorded_reports_zero(r, capsys) -> None
     assert code == 0 and json.loads(out)["decisions"] == 0
 
 
-def test_checkout_is_used_when_the_release_is_gone(r, home, capsys) -> None:
+def test_checkout_is_used_when_the_release_is_gone(stored, home, capsys) -> None:
     shutil.rmtree(home / "var" / "releases")
     code, out, _ = run(capsys, "--from", T0, "--to", T1)
     assert code == 0 and f"note: release '{RELEASE}' is not under" in out and str(CHECKOUT) in out
