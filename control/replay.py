@@ -12,6 +12,7 @@ again bit for bit: anything else is a difference worth reading (docs/evaluate.md
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from kernel.input_log import Evaluation, evaluation, recordable, same_decision
 from kernel.strategy_load import load_fresh
 
 STRATEGIES = Path("worker") / "strategies"
+PACKAGE = "worker.strategies"
 # Differences listed per slot (all are counted): a changed strategy may differ thousands of times.
 DIFFERENCES_MAX = 1000
 # What a release id in a record may be before it names a directory (never a path of its own).
@@ -199,7 +201,9 @@ class Code:
         got = self._modules.get(path)
         if got is None:
             try:
-                got = load_fresh(path)
+                # Named inside the strategies' package, as hot reload names its checks: a
+                # relative import of a `_` helper works (it is the checkout's helper).
+                got = load_fresh(path, name=f"{PACKAGE}._baton_replay_{secrets.token_hex(4)}")
                 if not callable(getattr(got, "evaluate", None)):
                     got = f"{path}: no evaluate(inp) function"
             except Exception as e:  # SyntaxError, ImportError, exit(): a strategy's bug
