@@ -133,6 +133,8 @@ class Code:
     # path -> the module, or why it cannot be loaded (its records then answer an error)
     _modules: dict[Path, ModuleType | str] = field(default_factory=dict)
     _said: set[str] = field(default_factory=set)
+    # (release, strategy) -> its code: resolved once, not per record (a day holds 100 000s)
+    _code: dict[tuple[str, str], ModuleType | str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.release and self.strategy_file is not None:
@@ -215,8 +217,10 @@ class Code:
 
     def evaluate(self, e: Evaluation) -> Evaluation:
         """`e`'s input evaluated again, recorded as the tick records it (kernel/input_log.py)."""
-        path = self.path_for(e)
-        mod = self.module(path) if isinstance(path, Path) else path
+        mod = self._code.get((e.release, e.strategy))
+        if mod is None:
+            path = self.path_for(e)
+            mod = self._code[(e.release, e.strategy)] = self.module(path) if isinstance(path, Path) else path
         if isinstance(mod, str):
             self._note(mod)
             answer: Any = LookupError(mod)
