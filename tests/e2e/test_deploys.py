@@ -178,11 +178,19 @@ def evaluate(inp):
 def _shadow_posts_nothing_and_lists_the_change(st: Stack, tmp: Path) -> None:
     src = _source_copy(tmp)
     snipe = src / "worker" / "strategies" / "snipe.py"
-    text = snipe.read_text().replace(
+    live_text = snipe.read_text()
+    lease = st.redis.hgetall("baton:lease")
+    # A release whose strategy raises cannot shadow: a clear message, and the live worker trades on.
+    snipe.write_text(live_text + "\n\ndef evaluate(inp):\n    raise ZeroDivisionError('shadow bug 23')\n")
+    out = st.baton("deploy", "--source", str(src), "--shadow", "4", timeout_s=240)
+    assert out.returncode == 1 and "shadow bug 23" in out.stderr, out.stderr
+    assert f"worker-{lease['color']} keeps trading" in out.stderr, out.stderr
+    assert st.redis.hget("baton:lease", "holder") == lease["holder"]
+
+    text = live_text.replace(
         "from kernel.strategy_api import Decision,", "from kernel.strategy_api import Decision, Pass,"
     )
     snipe.write_text(text + CHANGED_SNIPE)
-    lease = st.redis.hgetall("baton:lease")
     orders_before = {o["id"] for o in st.sim_orders()}
     t0 = time.monotonic()
     res = _deploy(st, "--source", str(src), "--shadow", str(SHADOW_TICKS))
