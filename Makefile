@@ -31,7 +31,7 @@ USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: run stop status cluster cluster-stop cluster-deploy cluster-rollback deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
+.PHONY: run stop status cluster cluster-stop cluster-deploy cluster-rollback deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads bench-backtest bench-replay chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -179,6 +179,18 @@ bench-venue: bootstrap
 # old readers beside the new on a day of history (results in bench/results/reads.json).
 bench-reads: bootstrap
 	$(PY) -m bench.reads
+
+# Backtest speed (issue #26): a day of 16 slots at 5 s ticks on one core, from a seeded synthetic
+# day of 1 s candles in a history store of its own; asleep ticks skipped against every tick,
+# 1 against 16 slots, snipe against momentum (results in bench/results/backtest.json).
+bench-backtest: bootstrap
+	$(PY) -m bench.backtest
+
+# Replay speed (issue #26): a day of recorded inputs of 16 slots, stored as the input log stores
+# them (Redis stream, var/inputs/ files), replayed with the code that made them; files against
+# Redis, snipe against momentum (results in bench/results/replay.json).
+bench-replay: bootstrap
+	$(PY) -m bench.replay
 
 # Chaos: DURATION= seconds of seeded faults (600) on a real stack, then the invariant check;
 # SEED= replays a run (default: random, printed). Results in bench/results/chaos.json; exits

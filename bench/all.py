@@ -39,6 +39,8 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "halt_latency": ([], ["--halts", "6"]),
     "venue_sign": ([], ["--orders", "20", "--burst", "16", "--rounds", "1"]),
     "reads": ([], ["--quick"]),
+    "backtest": ([], ["--hours", "1", "--repeats", "1"]),
+    "replay": ([], ["--hours", "1", "--repeats", "1"]),
 }
 
 
@@ -204,6 +206,24 @@ def h_reads(d: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def h_backtest(d: dict[str, Any]) -> str:
+    hours = d["span_s"] / 3600
+    return "; ".join(
+        f"{r['label']}: {_f(r['wall_s']['median'], 1)} s for {hours:g} h ({_f(r['x_real_time'])}x real time)"
+        for r in d["rows"]
+    )
+
+
+def h_replay(d: dict[str, Any]) -> str:
+    hours = d["span_s"] / 3600
+    return "; ".join(
+        f"{r['label']}: {r['evaluations']:,} in {_f(r['replay_s']['median'], 1)} s for {hours:g} h"
+        + ("" if r["equal"] == r["decisions"] == r["evaluations"] else " (NOT parity)")
+        for r in d["rows"]
+        if r["store"] == "default"
+    )
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "tick_scale": h_tick_scale,
     "entry_burst": h_entry_burst,
@@ -216,6 +236,8 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "halt_latency": h_halt_latency,
     "venue_sign": h_venue_sign,
     "reads": h_reads,
+    "backtest": h_backtest,
+    "replay": h_replay,
 }
 
 
