@@ -13,11 +13,9 @@ of `asset-timeframe` (btc-5m) or `asset:timeframe[:stake]` (btc:5m:2.5).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import secrets
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
@@ -26,10 +24,10 @@ from typing import Any
 import msgspec
 import redis
 
-from baton.errors import BacktestError, SettingsError
+from baton.errors import BacktestError, LookAheadError, SettingsError
 from baton.settings import REPO_ROOT, Settings, timeframe_seconds
 from control import equity_chart, input_archive
-from kernel.backtest import engine
+from kernel.backtest import engine, guard
 from kernel.backtest.fills import FillParams, RecordedBooks
 from kernel.backtest.types import BacktestConfig, BacktestReport, FeeRate, SlotSpec
 from kernel.candle_cache import VOL_LOOKBACK_S, candle_span_s
@@ -41,6 +39,8 @@ from state.structs import SLOT, Candle
 
 STRATEGY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 STRATEGIES_DIR = Path("worker") / "strategies"
+# Where strategies are read from: this checkout (tests point it elsewhere).
+ROOT = REPO_ROOT
 _ITEM = re.compile(r"^([a-z0-9_]+)(?:-|:)(\d+[smh])(?::([0-9]*\.?[0-9]+))?$")
 # Candles loaded beyond the period: enough before it for the strategy's look-back and the
 # model maker's volatility, and after it to resolve the windows open at its end.
@@ -57,11 +57,13 @@ class Result(msgspec.Struct, kw_only=True):
     wall_s: float
 
 
-def load_strategy(name: str, root: Path = REPO_ROOT) -> ModuleType:
+def load_strategy(name: str, root: Path | None = None) -> ModuleType:
     """worker/strategies/NAME.py of `root` as a fresh throwaway module (never the one a running
-    process imported: a backtest must not change it, nor be changed by it)."""
+    process imported: a backtest must not change it, nor be changed by it), its module code
+    run under the look-ahead guard (kernel/backtest/guard.py load_module)."""
     if not STRATEGY_NAME.fullmatch(name):
         raise BacktestError(f"bad strategy name {name!r}: a module name of worker/strategies (e.g. snipe)")
+    root = root or ROOT
     path = root / STRATEGIES_DIR / f"{name}.py"
     if not path.is_file():
         have = sorted(p.stem for p in (root / STRATEGIES_DIR).glob("*.py") if not p.stem.startswith("_"))
@@ -69,17 +71,12 @@ def load_strategy(name: str, root: Path = REPO_ROOT) -> ModuleType:
             f"no strategy {name!r} ({path} is not there); strategies are {', '.join(have) or 'none'}"
         )
     mod_name = f"_baton_backtest_{name}_{secrets.token_hex(4)}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise BacktestError(f"strategy {name!r}: {path} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module  # dataclasses and typing look their module up while it runs
     try:
-        spec.loader.exec_module(module)
+        module = guard.load_module(name, path.read_bytes(), str(path), mod_name)
+    except LookAheadError:
+        raise
     except BaseException as e:  # SyntaxError, ImportError, SystemExit in module code
         raise BacktestError(f"strategy {name!r} cannot be loaded: {e!r}") from None
-    finally:
-        sys.modules.pop(mod_name, None)
     if not callable(getattr(module, "evaluate", None)):
         raise BacktestError(f"strategy {name!r} has no evaluate(inp) function")
     return module
@@ -288,9 +285,10 @@ def backtest(
     lag_ms: int | None = None,
     spread: float | None = None,
     r: Any = None,
-    root: Path = REPO_ROOT,
+    root: Path | None = None,
 ) -> tuple[Result, list[str]]:
     """Run a backtest as `baton backtest` asks: (result, problems met on the way)."""
+    root = root or ROOT
     env = dict(os.environ)
     problems: list[str] = []
     module = load_strategy(strategy, root)

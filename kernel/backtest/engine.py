@@ -21,14 +21,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import msgspec
-
 from baton.errors import BacktestError, LookAheadError
 from kernel.backtest import guard as guard_mod
-from kernel.backtest.fills import MICRO, BookSource, FillParams, fair_up, match, model_books
+from kernel.backtest.fills import BookSource, FillParams
 from kernel.backtest.history import AssetHistory, CandleView
-from kernel.backtest.ledger import Ledger, Resting, result
+from kernel.backtest.ledger import Ledger
 from kernel.backtest.types import BacktestConfig, BacktestReport, SlotReport
+from kernel.backtest.venue import Venue
 from kernel.candle_cache import VOL_LOOKBACK_S, candle_span_s
 from kernel.decide import exit_size
 from kernel.entries import Entries, Wanted
@@ -39,9 +38,8 @@ from kernel.risk import RiskLimits, daily_loss_breach
 from kernel.slot_list import SlotRef, SlotRefs
 from kernel.snapshot import Snapshot
 from kernel.strategy_api import MAX_EXIT_LEGS, Buy, Exit
-from kernel.venue import OrderResult
 from kernel.wakes import WakeSchedule
-from state.structs import MICROS, Candle, ControlFlags, Intent, Market, Position, Slot
+from state.structs import MICROS, Candle, ControlFlags, Position, Slot
 
 DAY_MS = 86_400_000
 EPOCH = 1  # the backtest's one lease holder
@@ -83,7 +81,6 @@ class _Run:
         self.fp: FillParams = config.fills
         self.name = config.strategy
         self.strat, self.guard = guard_mod.guarded(strategy, config.strategy)
-        self.books = books
         self.hist: dict[str, AssetHistory] = {}
         for s in config.slots:
             if s.asset in self.hist:
@@ -123,17 +120,15 @@ class _Run:
         self.ledger = Ledger(cash_micros=round(config.cash_usd * MICROS), start_ms=config.from_ms)
         for sid in self.slots:
             self.ledger.slots[sid] = SlotReport()
+        self.venue = Venue(config, self.hist, self.ledger, self.slots, books)
         self.exits = exits_on(self.strat)
         self.hint = getattr(self.strat, "quotes_from_ms", None)
         self.halted_until = 0
+        self.slot_now = ""  # the slot being evaluated (a refusal names it)
         self.halts = 0
         self.ticks_run = 0
         self.evaluations = 0
-        self.recorded = 0
-        self.modelled = 0
         self.problems: dict[str, int] = {}
-        self._books_tick: dict[tuple[str, str, int], tuple[Any, Any, bool]] = {}
-        self._books_at = -1
 
     def _resolve(self, name: str) -> Any:
         if name != self.name:
@@ -149,9 +144,14 @@ class _Run:
         k_end = -(-c.to_ms // t)  # ticks k*t < to_ms
         while k < k_end:
             now = k * t
-            self._tick(now)
-            k = self._next_k(k, now) if c.skip_idle else k + 1
-        self._finish(c.to_ms)
+            self.slot_now = ""
+            try:
+                self._tick(now)
+                k = self._next_k(k, now) if c.skip_idle else k + 1
+            except LookAheadError as e:
+                where = f"slot {self.slot_now}, " if self.slot_now else ""
+                raise LookAheadError(f"{e} ({where}tick at {_iso(now)})") from None
+        self.venue.finish(c.to_ms)
         return self._report(max(0, k_end - -(-c.from_ms // t)))
 
     def _next_k(self, k: int, now: int) -> int:
@@ -188,7 +188,7 @@ class _Run:
     # --- one tick ----------------------------------------------------------------------------------
 
     def _tick(self, now: int) -> None:
-        self._close_ended(now)
+        self.venue.close_ended(now)
         if now < self.halted_until:
             return
         if daily_loss_breach(self.limits, self.ledger.day_pnl_micros(now)):
@@ -197,7 +197,7 @@ class _Run:
             self.halts += 1
             return
         self.ticks_run += 1
-        self._match_resting(now)
+        self.venue.match_resting(now)
         snap = self._snapshot(now)
         problems: list[str] = []
         wanted = self.entries._select(snap, now, problems, Holdings(snap), False, [])
@@ -245,45 +245,12 @@ class _Run:
             candle_gens=dict.fromkeys(his, 1),
         )
 
-    def _market(self, ref: SlotRef) -> Market:
-        fee = self.c.fees.get(ref.timeframe)
-        return Market(
-            slug=ref.slug,
-            condition_id=ref.slug,
-            up_token=f"{ref.slug}:up",
-            down_token=f"{ref.slug}:down",
-            min_size=self.fp.min_order_shares,
-            fee_rate=fee.rate if fee is not None else 0.0,
-        )
-
-    def _fee(self, timeframe: str) -> tuple[float, float]:
-        fee = self.c.fees.get(timeframe)
-        return (fee.rate, fee.exponent) if fee is not None else (0.0, 0.0)
-
-    def _books(self, asset: str, timeframe: str, start_s: int, end_s: int, now: int) -> tuple[Any, Any, bool]:
-        """(up book, down book, recorded?) of a market at `now`: the input log's, else the model's."""
-        if self._books_at != now:
-            self._books_tick, self._books_at = {}, now
-        key = (asset, timeframe, start_s)
-        got = self._books_tick.get(key)
-        if got is None:
-            rec = self.books.books(asset, timeframe, start_s, now) if self.books is not None else None
-            if rec is not None:
-                got = (rec[0], rec[1], True)
-            else:
-                h = self.hist[asset]
-                first = h.at(start_s * 1000)
-                p_up = fair_up(
-                    h.series, first.open if first else 0.0, start_s * 1000, end_s * 1000, now, self.fp
-                )
-                up, down = model_books(p_up, self.fp)
-                got = (up, down, False)
-            self._books_tick[key] = got
-        return got
-
     def _evaluate(self, w: Wanted, snap: Snapshot, acct: Any, now: int, problems: list[str]) -> None:
         ref = w.ref
-        up, down, recorded = self._books(ref.asset, ref.timeframe, ref.window_start_s, ref.window_end_s, now)
+        self.slot_now = ref.id
+        up, down, recorded = self.venue.books(
+            ref.asset, ref.timeframe, ref.window_start_s, ref.window_end_s, now
+        )
         inp = with_asks(w.inp, up, down)
         view = snap.recent.get(ref.asset)
         guard_mod.check_input(
@@ -292,9 +259,9 @@ class _Run:
             snap.opens[ref.id].open_ms if snap.opens.get(ref.id) is not None else ref.window_start_s * 1000,  # type: ignore[union-attr]
         )
         if recorded:
-            self.recorded += 1
+            self.venue.recorded += 1
         else:
-            self.modelled += 1
+            self.venue.modelled += 1
         self.evaluations += 1
         stats = self.ledger.slots[ref.id]
         stats.evaluations += 1
@@ -316,14 +283,15 @@ class _Run:
     def _enter(
         self, ref: SlotRef, d: Buy, book: Any, now: int, stats: SlotReport, problems: list[str]
     ) -> None:
-        m = self._market(ref)
+        m = self.venue.market(ref)
         intent = make_intent(ref, m, d, EPOCH, now)
         if intent.size <= 0:
             problems.append(f"{intent.id}: stake buys less than the minimum size")
             return
         self.entries.entered[ref.id] = ref.window_start_s
         stats.entries += 1
-        self._order(intent, book, True, now, stats, ref)
+        if self.venue.post(intent, book, now, ref.timeframe, ref.window_end_s):
+            stats.unfilled += 1
 
     def _exit(self, ref: SlotRef, held: Position, d: Exit, book: Any, now: int, stats: SlotReport) -> None:
         size = exit_size(d.shares, held.shares_micros)
@@ -337,86 +305,8 @@ class _Run:
         intent = make_exit_intent(ref, held, d, n, EPOCH, now)
         self.entries.legs.committed(intent)
         stats.exits += 1
-        self._order(intent, book, False, now, stats, ref)
-
-    def _order(self, intent: Intent, book: Any, buy: bool, now: int, stats: SlotReport, ref: SlotRef) -> None:
-        """Post `intent` to the model venue: what crosses fills now (the taker, who pays the
-        fee); a FOK that cannot fill whole, or a FAK that fills nothing, is killed; what a
-        GTC/GTD does not fill rests."""
-        want = round(intent.size * MICRO)
-        got = match(book, buy, intent.limit_price, want)
-        fee = self._fee(ref.timeframe)
-        if intent.order_type == "FOK" and got.shares_micro < want:
-            got = match(None, buy, 0.0, 0)
-        resting = intent.order_type in ("GTC", "GTD") and got.shares_micro < want
-        if not resting:
-            if self.ledger.answer(intent, result(intent, got, True, fee), now):
-                stats.unfilled += 1
-            return
-        ends = ref.window_end_s * 1000
-        if intent.order_type == "GTD" and intent.expires_s:
-            ends = min(ends, intent.expires_s * 1000)
-        r = Resting(intent, got.shares_micro, got.usd_micro, result(intent, got, True, fee).fee_usd, ends)
-        r.intent = _posted(intent)
-        self.ledger.resting.append(r)
-
-    def _match_resting(self, now: int) -> None:
-        """The resting orders meet this tick's books, at their own price (the maker: no fee)."""
-        keep: list[Resting] = []
-        for r in self.ledger.resting:
-            i = r.intent
-            up, down, _ = self._books(i.asset, _tf(i, self.slots), i.window_start_s, i.window_end_s, now)
-            book = up if i.side == "up" else down
-            want = round(i.size * MICRO) - r.matched_micro
-            got = match(book, not i.is_exit, i.limit_price, want, at_price=i.limit_price)
-            r.matched_micro += got.shares_micro
-            r.usd_micro += got.usd_micro
-            if r.matched_micro >= round(i.size * MICRO):
-                self._final(r, "matched", now)
-            else:
-                keep.append(r)
-        self.ledger.resting = keep
-
-    def _final(self, r: Resting, status: str, at_ms: int) -> None:
-        shares = r.matched_micro / MICRO
-        res = OrderResult(
-            order_id=r.intent.id,
-            status=status,
-            size_matched=shares,
-            price=r.intent.limit_price,
-            avg_price=r.usd_micro / r.matched_micro if r.matched_micro else 0.0,
-            fee_usd=r.fee_usd,
-            error="" if shares else f"{r.intent.order_type}: ended unfilled",
-        )
-        unfilled = self.ledger.answer(r.intent, res, at_ms)
-        if unfilled:
-            self.ledger.slots[r.intent.slot].unfilled += 1
-
-    def _close_ended(self, now: int) -> None:
-        """Resting orders whose window (or GTD expiry) has ended are cancelled, what they
-        matched booked; then positions whose window has ended are settled, at its end."""
-        if self.ledger.resting:
-            ended = [r for r in self.ledger.resting if r.ends_ms <= now]
-            if ended:
-                self.ledger.resting = [r for r in self.ledger.resting if r.ends_ms > now]
-                for r in sorted(ended, key=lambda r: (r.ends_ms, r.intent.id)):
-                    self._final(r, "canceled", r.ends_ms)
-        due = [p for p in self.ledger.positions.values() if p.window_end_s * 1000 <= now]
-        for p in sorted(due, key=lambda p: (p.window_end_s, p.id)):
-            up = self.hist[p.asset].resolve(p.window_start_s * 1000, p.window_end_s * 1000)
-            self.ledger.settle(p, up, p.window_end_s * 1000)
-
-    def _finish(self, to_ms: int) -> None:
-        """The period's end: windows that ended by then are settled; a position whose window
-        ends later is settled too when the candles reach its end, else it is unresolved."""
-        self._close_ended(to_ms)
-        if self.ledger.resting:
-            for r in list(self.ledger.resting):
-                self._final(r, "canceled", max(to_ms, r.intent.created_ms))
-            self.ledger.resting = []
-        for p in sorted(self.ledger.positions.values(), key=lambda p: (p.window_end_s, p.id)):
-            up = self.hist[p.asset].resolve(p.window_start_s * 1000, p.window_end_s * 1000)
-            self.ledger.settle(p, up, p.window_end_s * 1000)
+        if self.venue.post(intent, book, now, ref.timeframe, ref.window_end_s):
+            stats.unfilled += 1
 
     # --- the report --------------------------------------------------------------------------------
 
@@ -453,17 +343,13 @@ class _Run:
             evaluations=self.evaluations,
             unresolved=led.unresolved,
             halts=self.halts,
-            books_recorded=self.recorded,
-            books_modelled=self.modelled,
+            books_recorded=self.venue.recorded,
+            books_modelled=self.venue.modelled,
             fill_model=self.fp,
             trade_list=sorted(led.trades, key=lambda t: (t.opened_ms, t.slot)),
             problems=problems + led.problems[:20],
         )
 
 
-def _posted(intent: Intent) -> Intent:
-    return msgspec.structs.replace(intent, status="posted")
-
-
-def _tf(intent: Intent, slots: Mapping[str, Slot]) -> str:
-    return slots[intent.slot].timeframe
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))

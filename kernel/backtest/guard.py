@@ -19,8 +19,12 @@ written to defeat it (Python has no such thing in-process).
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import importlib
 import sys
 import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +62,12 @@ REFUSED_EVENTS = frozenset(
     }
 )
 REFUSED_PREFIXES = ("gc.", "socket.", "subprocess.", "ctypes.", "sqlite3.", "winreg.", "http.", "ftplib.")
+# While a strategy module's own code runs (loading it: `load_module`) only I/O is refused: the
+# engine and its history do not exist yet, and module-level code may build classes (namedtuple
+# and dataclass use frames). Reading the history file at import is the look-ahead to refuse.
+LOAD_ALLOWED = frozenset(
+    {"sys._getframe", "sys._getframemodulename", "object.__getattr__", "import", "sys._current_frames"}
+)
 
 
 class _State(threading.local):
@@ -66,6 +76,7 @@ class _State(threading.local):
 
     name: str | None = None
     refused: str = ""
+    loading: bool = False
 
 
 _state = _State()
@@ -92,7 +103,9 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     if st.name is None:
         return
     if event in REFUSED_EVENTS or event.startswith(REFUSED_PREFIXES):
-        what = _describe(event, args)
+        if st.loading and (event in LOAD_ALLOWED or event.startswith("gc.")):
+            return
+        what = _describe(event, args) + (" while its module loaded" if st.loading else "")
         if not st.refused:
             st.refused = what
         raise LookAheadError(f"strategy {st.name!r} {what} during a backtest: refused (look-ahead guard)")
@@ -110,19 +123,21 @@ class Guard:
     """Runs a strategy's functions with the audit hook armed; `refused` keeps the first thing
     refused (the engine stops the backtest on it, whatever the strategy did with the error)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, loading: bool = False) -> None:
         self.name = name
+        self.loading = loading  # the module's own code runs (load_module): only I/O is refused
         self.refused = ""  # the first refusal's message, kept until the backtest ends
         install()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         st = _state
-        outer = st.name
-        st.name, st.refused = self.name, ""
+        outer = (st.name, st.loading)
+        st.name, st.refused, st.loading = self.name, "", self.loading
         try:
             return fn(*args)
         finally:
-            refused, st.name = st.refused, outer
+            refused = st.refused
+            st.name, st.loading = outer
             st.refused = ""
             if refused:
                 msg = (
@@ -177,3 +192,35 @@ def check_input(inp: SlotInput, newest_open_ms: int, open_ms: int) -> None:
             raise LookAheadError(
                 f"input of slot {inp.slot_id} at {now} holds a {iv} bar opening at {bars[-1].open_ms}"
             )
+
+
+def load_module(name: str, source: bytes, filename: str, module_name: str) -> types.ModuleType:
+    """A strategy module made from its source, its own code run under the guard (only I/O
+    refused: a module that reads the history file when it loads reads the future as surely
+    as one that reads it in evaluate). The modules it imports are imported first, outside
+    the guard (the import system reads files); it is not left in sys.modules."""
+    code = compile(source, filename, "exec")
+    for mod in _imports(ast.parse(source, filename)):
+        with contextlib.suppress(Exception):  # the module's own run raises it, named
+            importlib.import_module(mod)
+    module = types.ModuleType(module_name)
+    module.__file__ = filename
+    sys.modules[module_name] = module  # dataclasses and typing look their module up while it runs
+    try:
+        Guard(name, loading=True).call(exec, code, module.__dict__)
+    finally:
+        sys.modules.pop(module_name, None)
+    return module
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    """The absolute module names a module imports, anywhere in it (an import inside evaluate
+    would otherwise be a module loaded under the guard: refused)."""
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append(node.module)
+            out += [f"{node.module}.{a.name}" for a in node.names if a.name != "*"]
+    return out

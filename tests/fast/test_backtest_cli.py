@@ -12,7 +12,7 @@ import fakeredis
 import pytest
 
 from baton import cli
-from baton.errors import BacktestError
+from baton.errors import BacktestError, LookAheadError
 from control import backtest as bt
 from kernel.backtest.types import SlotSpec
 from state.keys import Keys
@@ -143,3 +143,62 @@ def test_no_history_for_an_asset_says_how_to_fetch_it(env: Path, monkeypatch: py
     monkeypatch.setattr(bt, "history_loader", lambda: lambda *a: [])
     with pytest.raises(BacktestError, match="baton history fetch --asset btc"):
         bt.backtest(cli.settings_mod.load(), "snipe", DAY0_S * 1000, (DAY0_S + 600) * 1000)
+
+
+PEEK = '''"""peek: reads tomorrow's candles from the history store on disk."""
+import gzip
+import os
+
+from kernel.strategy_api import Buy
+
+API = 2
+
+
+def evaluate(inp):
+    path = os.path.join(os.environ["BATON_HOME"], "var", "history", inp.asset, "2025-12-08.csv.gz")
+    with gzip.open(path, "rt") as f:
+        later = [line for line in f if line.startswith(str(inp.now_ms + 60_000))]
+    side = "up" if later and float(later[0].split(",")[4]) >= inp.open_price else "down"
+    return Buy(side=side, limit_price=0.5, stake_usd=5.0, reason="I know what comes")
+'''
+
+
+def _strategy_root(tmp_path: Path, name: str, source: str) -> Path:
+    root = tmp_path / "checkout"
+    (root / "worker" / "strategies").mkdir(parents=True)
+    (root / "worker" / "strategies" / f"{name}.py").write_text(source)
+    return root
+
+
+def test_a_look_ahead_strategy_is_refused_naming_it_and_what_it_did(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bt, "ROOT", _strategy_root(env, "peek", PEEK))
+    assert cli.main(["backtest", "--strategy", "peek", "--from", FROM, "--to", TO, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing of it is reported
+    assert "baton: backtest: strategy 'peek' opened a file (" in captured.err
+    assert "2025-12-08.csv.gz" in captured.err and "tick at 2025-12-08T" in captured.err
+
+
+def test_a_strategy_that_reads_the_history_when_it_loads_is_refused(env: Path) -> None:
+    source = (
+        'import os\nROWS = open(os.environ["BATON_HOME"] + "/prices.csv").read()\n'
+        "def evaluate(inp):\n    return None\n"
+    )
+    (env / "prices.csv").write_text("1,2,3\n")
+    with pytest.raises(
+        LookAheadError, match=r"strategy 'early' opened a file \(.*prices.csv'\) while its module loaded"
+    ):
+        bt.load_strategy("early", _strategy_root(env, "early", source))
+
+
+def test_a_strategy_may_import_what_it_needs_inside_evaluate(env: Path) -> None:
+    source = (
+        "def evaluate(inp):\n    import colorsys\n    colorsys.rgb_to_hsv(0.1, 0.2, 0.3)\n    return None\n"
+    )
+    module = bt.load_strategy("lazy", _strategy_root(env, "lazy", source))
+    res, _ = bt.backtest(
+        cli.settings_mod.load(), "lazy", DAY0_S * 1000, (DAY0_S + 600) * 1000, root=env / "checkout"
+    )
+    assert res.report.evaluations > 0 and callable(module.evaluate)
