@@ -150,13 +150,18 @@ def default_slots(s: Settings) -> tuple[SlotSpec, ...]:
 
 
 def fill_params(env: dict[str, str], lag_ms: int | None = None, spread: float | None = None) -> FillParams:
-    """The model book's parameters: the sim's maker's lag and spread (BATON_SIM_BOOK_LAG_MS,
-    BATON_SIM_SPREAD: paper and backtest assume the same market), unless given."""
+    """The model book's parameters: the sim's maker's (BATON_SIM_BOOK_LAG_MS, BATON_SIM_SPREAD,
+    BATON_SIM_BOOK_LEVELS, BATON_SIM_BOOK_NOISE, BATON_SIM_BOOK_DEPTH: paper and backtest
+    assume the same market), unless given. The depth is the sim's without its seeded extra
+    (the least the sim's maker shows)."""
     book = BookParams.from_env(env)
     return FillParams(
         lag_ms=book.lag_ms if lag_ms is None else lag_ms,
         spread=book.spread if spread is None else spread,
         levels=book.levels,
+        noise=book.noise,
+        depth_shares=float(book.depth_shares),
+        depth_step_shares=float(book.depth_shares // 2),
     )
 
 

@@ -93,7 +93,7 @@ def text(res: bt.Result) -> str:
         f"ticks {r.ticks} ({r.ticks_run} evaluated, the rest idle)   evaluations {r.evaluations}   "
         f"wall {res.wall_s:.2f} s ({(r.to_ms - r.from_ms) / 1000 / max(res.wall_s, 1e-9):,.0f}x real time)",
         f"books: {r.books_recorded} recorded, {r.books_modelled} modelled (maker {fm.lag_ms} ms late, "
-        f"spread {fm.spread:g}, {fm.levels} levels, "
+        f"spread {fm.spread:g}, noise {fm.noise:g}, {fm.levels} levels, "
         f"{fm.depth_shares:g}+{fm.depth_step_shares:g}/level shares)",
         "",
     ]

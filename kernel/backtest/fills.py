@@ -20,6 +20,7 @@ its window ends (or a GTD's expiry). Pure: no I/O.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -36,11 +37,14 @@ MICRO = 1_000_000
 class FillParams(msgspec.Struct, frozen=True, kw_only=True):
     """The model book's parameters (docs/evaluate.md "Backtest" says what each assumes)."""
 
-    lag_ms: int = 1000  # how late the maker sees the reference price
-    spread: float = 0.02  # ask - bid around the maker's fair value, in dollars per share
+    lag_ms: int = 500  # how late the maker sees the reference price
+    spread: float = 0.01  # ask - bid around the maker's fair value, in dollars per share
     levels: int = 5  # price levels per side
-    depth_shares: float = 200.0  # shares at the best level
-    depth_step_shares: float = 100.0  # more shares per level further from the touch
+    depth_shares: float = 100.0  # shares at the best level
+    depth_step_shares: float = 50.0  # more shares per level further from the touch
+    # Half-width of a seeded uniform noise on the maker's fair value (per market and second):
+    # its disagreement with the model, which a taker can pick off, as the sim's maker has.
+    noise: float = 0.0
     vol_window_s: int = 300  # seconds of 1 s closes the maker's volatility is taken over
     vol_floor: float = 1e-5  # per-second volatility floor (flat data)
     min_order_shares: float = 5.0  # the market's minimum order size (Polymarket: 5)
@@ -97,6 +101,13 @@ class PriceSeries:
         s, q = self.s1[i] - self.s1[lo], self.s2[i] - self.s2[lo]
         var = (q - s * s / n) / (n - 1)
         return max(math.sqrt(var), floor) if var > 0 else floor
+
+
+def noise_unit(*parts: object) -> float:
+    """A seeded number in [0, 1) from the parts (the same parts, the same number: no random
+    source, so a backtest repeats exactly)."""
+    h = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
 
 
 def fair_up(

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from kernel.backtest.fills import MICRO, BookSource, fair_up, match, model_books
+from kernel.backtest.fills import MICRO, BookSource, fair_up, match, model_books, noise_unit
 from kernel.backtest.history import AssetHistory
 from kernel.backtest.ledger import Ledger, Resting, result
 from kernel.backtest.types import BacktestConfig
@@ -74,6 +74,9 @@ class Venue:
                 p_up = fair_up(
                     h.series, first.open if first else 0.0, start_s * 1000, end_s * 1000, now, self.fp
                 )
+                if self.fp.noise > 0 and now - self.fp.lag_ms >= start_s * 1000:
+                    u = noise_unit(asset, timeframe, start_s, now // 1000)
+                    p_up = min(1.0, max(0.0, p_up + (2.0 * u - 1.0) * self.fp.noise))
                 up, down = model_books(p_up, self.fp)
                 got = (up, down, False)
             self._tick[key] = got

@@ -15,9 +15,12 @@ from baton import cli
 from baton.errors import BacktestError, LookAheadError
 from control import backtest as bt
 from kernel.backtest.types import SlotSpec
+from kernel.input_log import evaluation, to_json_line
+from kernel.strategy_api import BookSide, Pass, SlotInput
 from state.keys import Keys
 from state.structs import SLOT, Slot
 from tests.fast.backtest_rig import DAY0_S, walk
+from worker.input_files import append_lines, day_file
 
 K = Keys("baton:")
 FROM, TO = str(DAY0_S), "2025-12-08T00:30:00Z"
@@ -202,3 +205,41 @@ def test_a_strategy_may_import_what_it_needs_inside_evaluate(env: Path) -> None:
         cli.settings_mod.load(), "lazy", DAY0_S * 1000, (DAY0_S + 600) * 1000, root=env / "checkout"
     )
     assert res.report.evaluations > 0 and callable(module.evaluate)
+
+
+TAKER = """from kernel.strategy_api import Buy
+
+API = 2
+
+
+def evaluate(inp):
+    if inp.entered or inp.up_ask is None:
+        return None
+    return Buy(side="up", limit_price=inp.up_ask, stake_usd=5.0, reason="take the ask")
+"""
+
+
+def test_books_the_input_log_recorded_are_used_where_they_exist(env: Path) -> None:
+    start = DAY0_S + 300  # the second 5-minute window: recorded; the others: the model's
+    book_up = BookSide(bids=((0.35, 1000.0),), asks=((0.37, 1000.0),))
+    book_down = BookSide(bids=((0.61, 1000.0),), asks=((0.63, 1000.0),))
+    lines = []
+    for at in range(start * 1000, (start + 300) * 1000, 5000):
+        inp = SlotInput(
+            slot_id="live-btc", asset="btc", timeframe="5m", now_ms=at, window_start_ms=start * 1000,
+            window_end_ms=(start + 300) * 1000, open_price=100.0, last_price=100.0, closes=(100.0,),
+            stake_usd=5.0, params={}, api=2, up_book=book_up, down_book=book_down,
+        )  # fmt: skip
+        e = evaluation(at // 5000, "live-btc", start, at, "snipe", "r1", inp, Pass(reason="-"))
+        lines.append(to_json_line(e))
+    day_file(env, start * 1000).parent.mkdir(parents=True)
+    append_lines(day_file(env, start * 1000), lines)
+    root = _strategy_root(env, "taker", TAKER)
+    res, _ = bt.backtest(
+        cli.settings_mod.load(), "taker", DAY0_S * 1000, (DAY0_S + 900) * 1000, slots_text="btc-5m", root=root
+    )
+    r = res.report
+    assert r.books_recorded == 1 and r.books_modelled == 2  # one entry a window
+    recorded = next(t for t in r.trade_list if t.window_start_s == start)
+    assert recorded.cost_usd / recorded.shares == pytest.approx(0.37)  # the recorded ask
+    assert all(t.cost_usd / t.shares != pytest.approx(0.37) for t in r.trade_list if t is not recorded)

@@ -206,3 +206,11 @@ def test_an_exit_sells_what_is_held_and_books_its_pnl() -> None:
 def test_a_backtest_without_candles_of_a_slots_asset_says_which() -> None:
     with pytest.raises(BacktestError, match="no candles of eth"):
         engine.run(config("snipe", assets=("btc", "eth")), {"btc": _history()["btc"]}, snipe)
+
+
+def test_the_model_makers_noise_is_seeded_the_same_noise_for_the_same_inputs() -> None:
+    noisy = config("snipe", fills=FillParams(noise=0.02))
+    a = engine.run(noisy, _history(), snipe)
+    _same(a, engine.run(noisy, _history(), snipe))
+    quiet = engine.run(config("snipe"), _history(), snipe)
+    assert msgspec.to_builtins(a.trade_list) != msgspec.to_builtins(quiet.trade_list)
