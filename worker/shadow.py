@@ -27,7 +27,7 @@ import redis
 from baton import settings as settings_mod
 from kernel import strategy_check
 from kernel.clock import wall_ms
-from kernel.input_log import Evaluation, classify, same_decision
+from kernel.input_log import Evaluation, classify, recordable, same_decision
 from kernel.input_stream import read_batches
 from kernel.readiness import STRATEGY_PACKAGE, resolve_strategy
 from state import connection
@@ -85,19 +85,23 @@ def evaluate_again(e: Evaluation, resolve: Callable[[str], Any], release: str) -
     except Exception as err:  # a strategy's bug is its answer, as in the live tick
         answer = err
     kind, buy, sell, passed, error = classify(answer)
-    return Evaluation(
-        slot=e.slot,
-        tick=e.tick,
-        at_ms=e.at_ms,
-        window_start_s=e.window_start_s,
-        strategy=e.strategy,
-        release=release,
-        input=e.input,
-        kind=kind,
-        buy=buy,
-        sell=sell,
-        passed=passed,
-        error=error,
+    # As the live worker records it: an answer that would not read back (a price that is a
+    # str) is an error naming it, the same on both sides, never an exception out of here.
+    return recordable(
+        Evaluation(
+            slot=e.slot,
+            tick=e.tick,
+            at_ms=e.at_ms,
+            window_start_s=e.window_start_s,
+            strategy=e.strategy,
+            release=release,
+            input=e.input,
+            kind=kind,
+            buy=buy,
+            sell=sell,
+            passed=passed,
+            error=error,
+        )
     )
 
 
@@ -107,9 +111,15 @@ def compare(
     """(decisions compared, the differences) of one tick's evaluations."""
     differences = []
     for e in evaluations:
-        mine = evaluate_again(e, resolve, release)
-        if same_decision(e, mine):
-            continue
+        try:
+            mine = evaluate_again(e, resolve, release)
+            if same_decision(e, mine):
+                continue
+            theirs = answer_of(mine.kind, mine.buy, mine.sell, mine.passed, mine.error)
+        except Exception as err:
+            # Whatever a record holds, it must not stop the shadow: a crash would be restarted
+            # onto the same record, again and again. It counts as a difference, named.
+            theirs = Answer(kind="error", reason=f"the shadow could not compare this record: {err!r}"[:300])
         differences.append(
             Difference(
                 tick=e.tick,
@@ -119,7 +129,7 @@ def compare(
                 window_start_s=e.window_start_s,
                 live_release=e.release,
                 live=answer_of(e.kind, e.buy, e.sell, e.passed, e.error),
-                shadow=answer_of(mine.kind, mine.buy, mine.sell, mine.passed, mine.error),
+                shadow=theirs,
             )
         )
     return len(evaluations), differences

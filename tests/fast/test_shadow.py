@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -118,6 +119,14 @@ def test_a_strategy_that_raises_or_is_missing_is_an_error_answer_never_a_crash()
     _append(r, 4, [_input()])
     _shadow(r, lambda name: boom).step()
     assert "ZeroDivisionError" in ShadowRepo(r, K).diff().differences[-1].shadow.reason
+    # A price msgspec cannot even encode: would raise out of the comparison, and restart forever.
+    junk = SimpleNamespace(
+        evaluate=lambda inp: Buy(side="up", limit_price=Fraction(2, 5), stake_usd=5.0, reason="r")
+    )
+    _append(r, 5, [_input()])
+    _shadow(r, lambda name: junk).step()
+    d = ShadowRepo(r, K).diff().differences[-1]
+    assert d.tick == 5 and d.shadow.kind == "error" and "cannot be recorded" in d.shadow.reason
 
 
 def test_an_unreadable_batch_is_skipped_and_the_follower_goes_on():
