@@ -24,10 +24,10 @@ ASSUMPTIONS = (
     "each window is valued on the inputs live had; the first Buy of a window that the kernel "
     "would take fills whole at its limit price (stake/price shares; later ones are refused: "
     "one entry per window), each Exit of a position sells its shares at its limit price "
-    "(valued against holding them to resolution); the taker fee shares*rate*p*(1-p) at the "
-    "market's cached rate, else the published default (15m: 0.072, others 0); a winning share "
-    "pays 1 USD; the window's result from the 1 s candles in Redis (close at its end >= open "
-    "at its start), unknown when they are gone"
+    "(valued against holding them to resolution; never more in a window than the most held); "
+    "the taker fee shares*rate*p*(1-p) at the market's cached rate, else the published default "
+    "(15m: 0.072, others 0); a winning share pays 1 USD; the window's result from the 1 s "
+    "candles in Redis (close at its end >= open at its start), unknown when they are gone"
 )
 # The fee schedule's exponent (py-clob-client-v2's fees.py: the crypto markets' is 1).
 FEE_EXPONENT = 1.0
@@ -84,19 +84,21 @@ def entry_value_usd(e: Evaluation, up_won: bool, rate: float) -> float:
     return (shares if won else 0.0) - b.stake_usd - taker_fee_usd(shares, b.limit_price, rate, FEE_EXPONENT)
 
 
-def exit_value_usd(e: Evaluation, up_won: bool, rate: float) -> float:
-    """An Exit sold at its limit, against holding its shares to resolution."""
+def exit_value_usd(e: Evaluation, shares: float, up_won: bool, rate: float) -> float:
+    """`shares` sold by an Exit at its limit, against holding them to resolution."""
     x, pos = e.sell, e.input.position
     assert x is not None and pos is not None
-    shares = exit_size(x.shares, round(pos.shares * MICROS))
     won = up_won if pos.side == "up" else not up_won
     fee = taker_fee_usd(shares, x.limit_price, rate, FEE_EXPONENT)
     return shares * x.limit_price - fee - (shares if won else 0.0)
 
 
 def window_value_usd(answers: Iterable[Evaluation], up_won: bool, rate: float) -> float:
-    """One side's (live or replayed) answers in one slot-window, oldest first, valued."""
-    total, entered = 0.0, False
+    """One side's (live or replayed) answers in one slot-window, oldest first, valued. The
+    inputs are live's: after live sold, they hold less; an answer of the other side may have
+    sold already what they still show, so a side never sells more in a window than the most
+    it was seen to hold."""
+    total, entered, sold, most = 0.0, False, 0.0, 0.0
     for e in answers:
         if e.kind == "buy" and e.buy is not None:
             if entered or e.input.entered or decision_problem(e.buy, e.input):
@@ -104,7 +106,12 @@ def window_value_usd(answers: Iterable[Evaluation], up_won: bool, rate: float) -
             entered = True
             total += entry_value_usd(e, up_won, rate)
         elif e.kind == "sell" and e.sell is not None and e.input.position is not None:
+            pos = e.input.position
+            most = max(most, pos.shares)
             if decision_problem(e.sell, e.input, sell_at_most_held=True):
                 continue
-            total += exit_value_usd(e, up_won, rate)
+            shares = min(exit_size(e.sell.shares, round(pos.shares * MICROS)), most - sold)
+            if shares > 0:
+                sold += shares
+                total += exit_value_usd(e, shares, up_won, rate)
     return total
