@@ -217,3 +217,16 @@ def test_baton_shadow_diff_prints_the_differences(
     assert body["shadow"]["differ"] == 1 and body["differences"][0]["live"]["kind"] == "buy"
     assert cli.main(["deploy", "--promote"]) == 1
     assert "--promote goes with --shadow" in capsys.readouterr().err
+
+
+def test_a_shadow_deploy_refuses_a_bad_count_and_a_stack_that_is_not_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+):
+    for name in [n for n in os.environ if n.startswith("BATON_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BATON_HOME", str(tmp_path))
+    assert cli.main(["deploy", "--shadow", "0"]) == 1
+    assert "at least 1" in capsys.readouterr().err
+    assert cli.main(["deploy", "--shadow", "3", "--promote", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert "supervisord is not running" in err and "make run" in err
