@@ -31,7 +31,7 @@ USER_VARS := REF REASON HALTS QUICK SLOTS RATE CYCLES DURATION SEED UPGRADE JOBS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: run stop status cluster cluster-stop cluster-deploy cluster-rollback deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads bench-backtest bench-replay chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
+.PHONY: run stop status cluster cluster-stop cluster-deploy cluster-rollback deploy rollback reload halt pause resume bench bench-deploy bench-halt bench-feed bench-scale bench-burst bench-failover bench-ha bench-reload bench-redis bench-venue bench-reads bench-backtest bench-replay bench-parity chaos chaos-cluster test test-fast test-e2e test-browser lint lint-commits lock bootstrap redis-server chromium clean
 
 bootstrap: $(STAMP) redis-server
 
@@ -146,6 +146,9 @@ bench-scale: bootstrap
 
 # Entry bursts: one entry tick of 256-1,024 slots in zone, cycle after cycle on a virtual clock;
 # wall time beside the worker's CPU and Redis's (results in bench/results/entry_burst.json).
+bench-parity: bootstrap
+	$(PY) -m bench.parity $${DURATION:+--duration-s="$$DURATION"}
+
 bench-burst: bootstrap
 	$(PY) -m bench.entry_burst $${CYCLES:+--cycles="$$CYCLES"}
 
