@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bench.machine import LoadSampler, command_line, machine_info
-from bench.stack import add_run_options, finish, start_stack, stopped_after
+from bench.stack import KEYS, add_run_options, finish, start_stack, stopped_after
 from deploy.sandbox import Stack
 from kernel.clock import wall_ms
 
@@ -48,14 +48,37 @@ def add_momentum_slots(st: Stack) -> list[str]:
 
 def replay(st: Stack, from_ms: int, to_ms: int) -> tuple[dict[str, Any], float]:
     t0 = time.perf_counter()
-    out = st.baton("replay", "--from", f"{from_ms / 1000:.3f}", "--to", f"{to_ms / 1000:.3f}", "--json", timeout_s=900)
+    out = st.baton(
+        "replay", "--from", f"{from_ms / 1000:.3f}", "--to", f"{to_ms / 1000:.3f}", "--json", timeout_s=900
+    )
     wall_s = time.perf_counter() - t0
     if out.returncode != 0:
-        raise RuntimeError(f"baton replay failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
+        raise RuntimeError(
+            f"baton replay failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
+        )
     return json.loads(out.stdout), wall_s
 
 
-def table(report: dict[str, Any], wall_s: float, duration_s: float, deployed: bool) -> str:
+def unlogged_ticks(st: Stack, from_ms: int, to_ms: int) -> list[int]:
+    """Ticks the tick journal has in the run whose input log entry is missing (every tick of
+    the lease holder gets one, evaluations or not: the handover's last tick included)."""
+    journaled = {
+        int(f["tick"])
+        for _, f in st.redis.xrange(KEYS.journal_ticks())
+        if from_ms <= int(f.get("started_ms", 0)) <= to_ms
+    }
+    raw = st.client("admin", decoded=False)
+    try:
+        logged = {int(f[b"tick"]) for _, f in raw.xrange(KEYS.input_log())}
+    finally:
+        raw.close()
+    # The last tick's entry is appended after it: it may be on its way when the run stops.
+    return sorted(t for t in journaled if t not in logged and t < max(journaled))
+
+
+def table(
+    report: dict[str, Any], wall_s: float, duration_s: float, deployed: bool, unlogged: list[int]
+) -> str:
     rows = [f"{'slot':<24} {'decisions':>10} {'equal':>10} {'differ':>8}"]
     for sid, s in sorted(report.get("slots", {}).items()):
         rows.append(f"{sid:<24} {s['decisions']:>10} {s['equal']:>10} {s['differ']:>8}")
@@ -66,6 +89,7 @@ def table(report: dict[str, Any], wall_s: float, duration_s: float, deployed: bo
         f"\nparity {share:.2f} % over a {duration_s / 60:.1f}-minute paper run"
         f"{' with a deploy half-way' if deployed else ''}; replay took {wall_s:.2f} s"
     )
+    rows.append(f"ticks journaled without an input log entry: {len(unlogged)}")
     return "\n".join(rows)
 
 
@@ -92,6 +116,7 @@ def main() -> None:
             time.sleep(5)
         stopped_ms = wall_ms()
         report, wall_s = replay(st, started_ms, stopped_ms)
+        unlogged = unlogged_ticks(st, started_ms, stopped_ms)
     result: dict[str, Any] = {
         "command": command_line("bench.parity"),
         "machine": machine_info(tick_ms=args.tick_ms, **load.summary()),
@@ -102,11 +127,16 @@ def main() -> None:
         "equal": report["equal"],
         "differ": report["differ"],
         "slots": {k: {n: v[n] for n in ("decisions", "equal", "differ")} for k, v in report["slots"].items()},
+        "unlogged_ticks": unlogged,
         "errors": [],
     }
+    if unlogged:
+        result["errors"].append(f"{len(unlogged)} tick(s) without an input log entry: {unlogged[:10]}")
     if report["differ"] or not report["decisions"]:
-        result["errors"].append(f"parity broken: {report['differ']} of {report['decisions']} decisions differ")
-    finish(result, table(report, wall_s, args.duration_s, deployed), args.json_out)
+        result["errors"].append(
+            f"parity broken: {report['differ']} of {report['decisions']} decisions differ"
+        )
+    finish(result, table(report, wall_s, args.duration_s, deployed, unlogged), args.json_out)
 
 
 if __name__ == "__main__":

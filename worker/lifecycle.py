@@ -417,6 +417,9 @@ class Worker:
             requested = out is not None and out.handover.get("state") == "requested"
             if requested and out is not None and await self.hand_over(out.handover, tick):
                 self.last_tick = -1
+                # The last tick's decision and input log entries: a record, not trading, so
+                # written after the lease passed (the successor's first tick is a boundary away).
+                await self._flush_log(runner)
                 return HANDED_OVER
             try:
                 # Settlements the tick found due, markets of windows ahead: not trading,
@@ -445,6 +448,14 @@ class Worker:
             collector.after_tick(boundaries.boundary_ms(tick, self.s.tick_ms) - self.clock.now_ms())
         await self.stand_down()
         return 0
+
+    async def _flush_log(self, runner: TickRunner) -> None:
+        try:
+            problems = await runner.entries.notes.flush()
+        except Exception as e:
+            problems = [f"decision and input log of the last tick not appended: {e!r}"]
+        for p in problems:
+            log.warning("after the handover: %s", p)
 
     async def hand_over(self, req: dict[str, str], tick: int) -> bool:
         """Carry out a planned handover right after tick `tick` (worker/handover.py); False
