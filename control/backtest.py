@@ -42,9 +42,6 @@ STRATEGIES_DIR = Path("worker") / "strategies"
 # Where strategies are read from: this checkout (tests point it elsewhere).
 ROOT = REPO_ROOT
 _ITEM = re.compile(r"^([a-z0-9_]+)(?:-|:)(\d+[smh])(?::([0-9]*\.?[0-9]+))?$")
-# Candles loaded beyond the period: enough before it for the strategy's look-back and the
-# model maker's volatility, and after it to resolve the windows open at its end.
-AFTER_MS = 3600 * 1000
 
 
 class Result(msgspec.Struct, kw_only=True):
@@ -213,16 +210,18 @@ def load_candles(
     home: str, config: BacktestConfig, strat: Any, problems: list[str]
 ) -> dict[str, list[Candle]]:
     """Each slot's asset's 1 s candles from the history store, from the look-back before the
-    period to an hour after it (to resolve the windows open at its end)."""
+    period (the strategy's, the model maker's volatility) to the end of the longest window
+    open at its end (to resolve it)."""
     load = history_loader()
     if load is None:
         raise BacktestError(
             "no candle history store in this checkout (feed/history.py): nothing to backtest on"
         )
     before_ms = (max(VOL_LOOKBACK_S, candle_span_s(strat), config.fills.vol_window_s) + 60) * 1000
+    after_ms = (max(timeframe_seconds(sl.timeframe) for sl in config.slots) + 1) * 1000
     out: dict[str, list[Candle]] = {}
     for asset in sorted({sl.asset for sl in config.slots}):
-        got = load(home, asset, config.from_ms - before_ms, config.to_ms + AFTER_MS, problems)
+        got = load(home, asset, config.from_ms - before_ms, config.to_ms + after_ms, problems)
         if not got:
             raise BacktestError(
                 f"no candle history of {asset} from {config.from_ms} to {config.to_ms}: "

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -78,16 +80,9 @@ class PriceSeries:
         self.open_ms = open_ms
         self.closes = closes
         # s1[i], s2[i]: sums of the log returns (and their squares) of closes[1..i].
-        s1 = [0.0] * len(closes)
-        s2 = [0.0] * len(closes)
-        a = b = 0.0
-        for i in range(1, len(closes)):
-            prev, cur = closes[i - 1], closes[i]
-            r = math.log(cur / prev) if prev > 0 and cur > 0 else 0.0
-            a += r
-            b += r * r
-            s1[i], s2[i] = a, b
-        self.s1, self.s2 = s1, s2
+        rets = [0.0, *map(math.log, map(operator.truediv, closes[1:], closes[:-1]))] if closes else []
+        self.s1 = list(itertools.accumulate(rets))
+        self.s2 = list(itertools.accumulate(r * r for r in rets))
 
     def last_closed(self, at_ms: int) -> int:
         """Index of the last candle closed by `at_ms` (-1: none)."""

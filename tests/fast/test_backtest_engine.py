@@ -214,3 +214,11 @@ def test_the_model_makers_noise_is_seeded_the_same_noise_for_the_same_inputs() -
     _same(a, engine.run(noisy, _history(), snipe))
     quiet = engine.run(config("snipe"), _history(), snipe)
     assert msgspec.to_builtins(a.trade_list) != msgspec.to_builtins(quiet.trade_list)
+
+
+def test_candles_that_are_not_klines_are_left_out_and_counted() -> None:
+    good = [Candle(t, 10.0, 10.5, 9.5, 10.0, 1.0, True) for t in (3000, 1000, 2000)]
+    junk = [Candle(4000, 10.0, 9.0, 9.5, 10.0, 1.0, True), Candle(5000, float("nan"), 1, 1, 1, 1, True)]
+    h = AssetHistory("x", [*good, *junk, Candle(2000, 10.0, 11.0, 9.0, 10.2, 1.0, True)])
+    assert h.refused == 2
+    assert h.open_ms == [1000, 2000, 3000] and h.closes == [10.0, 10.2, 10.0]  # sorted, the last wins
