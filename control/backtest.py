@@ -52,6 +52,9 @@ class Result(msgspec.Struct, kw_only=True):
     picture: str
     report_file: str
     wall_s: float
+    # Where the slots came from: "--slots", "the stack's slots hash", or "BATON_ASSETS x
+    # BATON_TIMEFRAMES" (with why the stack's were not used).
+    slots_from: str = ""
 
 
 def load_strategy(name: str, root: Path | None = None) -> ModuleType:
@@ -303,9 +306,13 @@ def backtest(
         except Exception as e:  # no password file, a bad URL: the stack's slots are not asked
             problems.append(f"Redis not asked (the stack's slots and recorded books): {e}")
     if slots_text:
-        slots = parse_slots(slots_text, s.stake_usd)
+        slots, slots_from = parse_slots(slots_text, s.stake_usd), "--slots"
     else:
-        slots = stack_slots(r, k, strategy) or default_slots(s)
+        slots, slots_from = stack_slots(r, k, strategy), "the stack's slots hash"
+        if not slots:
+            slots = default_slots(s)
+            why = f"no slot of the stack runs {strategy}, or Redis did not answer"
+            slots_from = f"BATON_ASSETS x BATON_TIMEFRAMES ({why})"
     config = build_config(s, strategy, from_ms, to_ms, slots, env, lag_ms, spread)
     candles = load_candles(s.home, config, module, problems)
     books = recorded_books(r, k, s.home, config, problems)
@@ -318,7 +325,14 @@ def backtest(
     wall_s, report.wall_s = report.wall_s, 0.0
     report_file.write_bytes(msgspec.json.encode(report))
     write_picture(report, picture)
-    return Result(report=report, picture=str(picture), report_file=str(report_file), wall_s=wall_s), problems
+    res = Result(
+        report=report,
+        picture=str(picture),
+        report_file=str(report_file),
+        wall_s=wall_s,
+        slots_from=slots_from,
+    )
+    return res, problems
 
 
 def write_picture(report: BacktestReport, path: Path) -> None:

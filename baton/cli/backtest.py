@@ -70,6 +70,7 @@ def cmd_backtest(s: Settings, args: argparse.Namespace) -> int:
         out.pop("wall_s", None)
         out["picture"] = res.picture
         out["report_file"] = res.report_file
+        out["slots_from"] = res.slots_from
         print(msgspec.json.encode(out).decode())
     else:
         print(text(res))
@@ -84,8 +85,8 @@ def text(res: bt.Result) -> str:
     r = res.report
     fm = r.fill_model
     head = [
-        f"backtest of {r.strategy}: {_when(r.from_ms)} to {_when(r.to_ms)} UTC, {len(r.slots)} slot(s), "
-        f"tick {r.tick_ms} ms",
+        f"backtest of {r.strategy}: {_when(r.from_ms)} to {_when(r.to_ms)} UTC, {len(r.slots)} slot(s) "
+        f"from {res.slots_from}, tick {r.tick_ms} ms",
         f"trades {r.trades}   won {r.wins}   win rate {r.win_rate:.1%}   PnL {r.pnl_usd:+.2f} USD   "
         f"fees {r.fees_usd:.2f} USD   max drawdown {r.max_drawdown_usd:.2f} USD",
         f"cash {r.start_cash_usd:.2f} -> {r.end_cash_usd:.2f} USD   unresolved {r.unresolved}   "

@@ -253,10 +253,11 @@ class _Run:
         )
         inp = with_asks(w.inp, up, down)
         view = snap.recent.get(ref.asset)
+        first = snap.opens.get(ref.id)
         guard_mod.check_input(
             inp,
             view.newest_open_ms if isinstance(view, CandleView) else -1,
-            snap.opens[ref.id].open_ms if snap.opens.get(ref.id) is not None else ref.window_start_s * 1000,  # type: ignore[union-attr]
+            first.open_ms if first is not None else now,
         )
         if recorded:
             self.venue.recorded += 1

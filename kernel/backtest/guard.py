@@ -176,17 +176,20 @@ def _wrap(guard: Guard, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def check_input(inp: SlotInput, newest_open_ms: int, open_ms: int) -> None:
     """An input the engine built at `inp.now_ms` holds nothing from after it: the newest candle
-    it was built from (`newest_open_ms`) had closed by then (a 1 s candle opening at t closes
-    at t + 1 s), its bars open no later than now, and the window's open candle (`open_ms`)
-    is the window's start, which has come. Raises LookAheadError naming what was wrong."""
+    it was built from (`newest_open_ms`) and the window's first (`open_ms`) had closed by then
+    (a 1 s candle opening at t closes at t + 1 s), and its bars open no later than now.
+    Raises LookAheadError naming what was wrong."""
     now = inp.now_ms
     if newest_open_ms + 1000 > now:
         raise LookAheadError(
             f"input of slot {inp.slot_id} at {now} was built from a candle opening at "
             f"{newest_open_ms}, which closes after the input's time"
         )
-    if open_ms > now or inp.window_start_ms > now:
-        raise LookAheadError(f"input of slot {inp.slot_id} at {now} holds the open of a window not begun")
+    if open_ms + 1000 > now or inp.window_start_ms > now:
+        raise LookAheadError(
+            f"input of slot {inp.slot_id} at {now} holds the open of a window whose first candle "
+            f"(opening at {open_ms}) had not closed"
+        )
     for iv, bars in inp.bars.items():
         if bars and bars[-1].open_ms > now:
             raise LookAheadError(

@@ -92,14 +92,11 @@ class AssetHistory:
         return self.candles[i] if i < len(self.candles) and self.open_ms[i] == open_ms else None
 
     def window_open(self, start_ms: int, now_ms: int) -> Candle | None:
-        """The candle a window opens with, as known at `now_ms`: only its open while it is still
-        forming (the open is the price at the window's start, known then; the rest is not)."""
+        """The candle a window opens with, once it has closed by `now_ms` (as the live feed
+        has written it by then: at the tick on the window's very start it has not, and the
+        live tick builds no input for the window yet; nor does this)."""
         c = self.at(start_ms)
-        if c is None or start_ms > now_ms:
-            return None
-        if c.open_ms + CANDLE_MS > now_ms:
-            return Candle(c.open_ms, c.open, c.open, c.open, c.open, 0.0, False)
-        return c
+        return c if c is not None and c.open_ms + CANDLE_MS <= now_ms else None
 
     def feed_status(self, hi: int) -> FeedStatus | None:
         """What the feed would have reported with candles[:hi] written: their newest, written

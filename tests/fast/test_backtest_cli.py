@@ -79,6 +79,7 @@ def test_json_has_the_contracts_keys_and_the_same_inputs_print_the_same_bytes(
         assert key in got
     assert "wall_s" not in got
     assert list(got["slots"]) == ["s-btc"]  # the stack's slot that runs snipe, at its stake
+    assert got["slots_from"] == "the stack's slots hash"
     assert got["picture"] == str(env / "var" / "backtests" / Path(got["picture"]).parent.name / "equity.html")
     assert Path(got["report_file"]).is_file() and Path(got["picture"]).is_file()
     _, again = _json(capsys, "--strategy", "snipe")

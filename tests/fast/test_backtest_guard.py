@@ -149,7 +149,9 @@ def test_every_input_is_checked_for_data_from_after_its_time() -> None:
     check_input(_input(10_000), newest_open_ms=9_000, open_ms=0)
     with pytest.raises(LookAheadError, match="candle opening at 9500, which closes after"):
         check_input(_input(10_000), newest_open_ms=9_500, open_ms=0)
-    with pytest.raises(LookAheadError, match="a window not begun"):
+    with pytest.raises(LookAheadError, match="first candle \\(opening at 9500\\) had not closed"):
+        check_input(_input(10_000), newest_open_ms=9_000, open_ms=9_500)
+    with pytest.raises(LookAheadError, match="had not closed"):
         check_input(_input(10_000, window_start_ms=20_000), newest_open_ms=9_000, open_ms=20_000)
     late_bar = {"1m": (Bar(60_000, 1, 1, 1, 1, 1),)}
     with pytest.raises(LookAheadError, match="1m bar opening at 60000"):
