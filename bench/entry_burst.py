@@ -14,7 +14,9 @@ cycle, at the one second where `k` of the 4 timeframes are in their entry zone t
   (not timed), with garbage collected between ticks (`kernel/gcpolicy.py`);
 - per burst tick: wall time, the worker's main-thread CPU time, the CPU time of its other
   threads (the venue lanes' signing and posting), the Redis server's main-thread CPU time
-  (`INFO cpu`: commands, scripts, AOF writes), orders and round trips.
+  (`INFO cpu`: commands, scripts, AOF writes), orders and round trips; and the wall and
+  main-thread CPU time of the `between_ticks` after it (where the burst's decision log and
+  input log entries are built and appended).
 
 An entry tick sends its orders in chunks while it evaluates (kernel/executor.py EntryStream),
 so the worker's CPU and Redis's overlap instead of adding up, and the *other* column (wall
@@ -179,7 +181,13 @@ async def measure_burst(
                             }
                         )
                 clock.t_ms = t * 1000 + 100
+                b0, bc0 = time.perf_counter(), time.thread_time()
                 await runner.between_ticks((t + 1) * 1000)
+                if timed and c >= warmup:
+                    # The work between ticks after the burst: its decision log and input log
+                    # appends (kernel/notes.py), settlements, look-ahead, prefetch start.
+                    samples[-1]["between_ms"] = round((time.perf_counter() - b0) * 1000, 3)
+                    samples[-1]["between_cpu_ms"] = round((time.thread_time() - bc0) * 1000, 3)
                 await runner.wait_prefetch()
                 collector.after_tick(800)
             # The burst's windows end ENTRY_S seconds after it: the tick after finds them due.
@@ -214,7 +222,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         k: res[k] for k in ("slots", "timeframes_in_zone", "burst_slots", "entry_rate", "cycles")
     }
-    for f in ("wall_ms", "worker_cpu_ms", "lanes_cpu_ms", "redis_cpu_ms"):
+    for f in ("wall_ms", "worker_cpu_ms", "lanes_cpu_ms", "redis_cpu_ms", "between_ms", "between_cpu_ms"):
         out[f] = stats([float(x[f]) for x in xs])
     for f in ("evaluated", "orders", "round_trips"):
         out[f] = stats([float(x[f]) for x in xs])
@@ -232,7 +240,8 @@ def render(summaries: list[dict[str, Any]]) -> str:
     head = (
         "| slots | burst (slots in zone) | entry rate | orders median | wall ms median | min | max "
         "| worker CPU ms median | Redis CPU ms median | lanes CPU ms median | other ms median "
-        "| worker µs per slot | Redis µs per slot | wall × first row of its rate | round trips | errors |"
+        "| worker µs per slot | Redis µs per slot | wall × first row of its rate | round trips | errors "
+        "| between ticks ms median | its worker CPU ms median |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     base: dict[float, float] = {}
@@ -248,7 +257,8 @@ def render(summaries: list[dict[str, Any]]) -> str:
             f"| {_n(w.get('max'))} | {_n(cpu.get('median'))} | {_n(red.get('median'))} "
             f"| {_n(s['lanes_cpu_ms'].get('median'))} | {_n(s['other_ms'].get('median'))} "
             f"| {_n(cpu['median'] * 1000 / per, 0)} | {_n(red['median'] * 1000 / per, 0)} "
-            f"| {ratio:.2f}× | {_n(s['round_trips'].get('median'), 0)} | {s['errors']} |"
+            f"| {ratio:.2f}× | {_n(s['round_trips'].get('median'), 0)} | {s['errors']} "
+            f"| {_n(s['between_ms'].get('median'))} | {_n(s['between_cpu_ms'].get('median'))} |"
         )
     return "\n".join(lines)
 
