@@ -240,8 +240,8 @@ def render(summaries: list[dict[str, Any]]) -> str:
     head = (
         "| slots | burst (slots in zone) | entry rate | orders median | wall ms median | min | max "
         "| worker CPU ms median | Redis CPU ms median | lanes CPU ms median | other ms median "
-        "| worker µs per slot | Redis µs per slot | wall × first row of its rate | round trips | errors "
-        "| between ticks ms median | its worker CPU ms median |"
+        "| worker µs per slot | Redis µs per slot | wall × first row of its rate "
+        "| between ticks ms median | its worker CPU ms median | round trips | errors |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     base: dict[float, float] = {}
@@ -257,8 +257,8 @@ def render(summaries: list[dict[str, Any]]) -> str:
             f"| {_n(w.get('max'))} | {_n(cpu.get('median'))} | {_n(red.get('median'))} "
             f"| {_n(s['lanes_cpu_ms'].get('median'))} | {_n(s['other_ms'].get('median'))} "
             f"| {_n(cpu['median'] * 1000 / per, 0)} | {_n(red['median'] * 1000 / per, 0)} "
-            f"| {ratio:.2f}× | {_n(s['round_trips'].get('median'), 0)} | {s['errors']} "
-            f"| {_n(s['between_ms'].get('median'))} | {_n(s['between_cpu_ms'].get('median'))} |"
+            f"| {ratio:.2f}× | {_n(s['between_ms'].get('median'))} | {_n(s['between_cpu_ms'].get('median'))} "
+            f"| {_n(s['round_trips'].get('median'), 0)} | {s['errors']} |"
         )
     return "\n".join(lines)
 

@@ -308,3 +308,13 @@ def test_reads_loads_a_history_that_the_counts_add_up_to_and_renders_its_table(r
     assert "tick alone p99 2.0 ms, new readers 2.0 ms" in bench_all.h_reads(
         {"phases": [phase], "machine": {"slots": 2}}
     )
+
+
+def test_input_log_measures_bytes_memory_and_files(redis_server):
+    from bench import input_log
+
+    row = input_log.measure(16, 20, False, redis_server.url)
+    assert row["slots"] == 16 and row["batch_bytes"] > 1000
+    assert row["redis_bytes_per_entry"] > row["batch_bytes"] > row["redis_bytes_per_empty_entry"] > 0
+    assert 0 < row["redis_mb_6h_snipe"] < row["redis_mb_6h_every_tick"]
+    assert "| 16 | snipe (API 1) |" in input_log.render([row])
