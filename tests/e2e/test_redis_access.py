@@ -130,6 +130,14 @@ def test_only_the_stacks_users_get_in_each_to_its_own_keys_and_commands():
         assert noperm(lambda: worker.execute_command("SCRIPT", "FLUSH"))
         assert not allowed(admin, "settle", "HSET", "baton:control", "halted", "0")
         assert not allowed(admin, "settle", "HSET", "baton:slots", "btc-5m", "{}")
+        # The input log: the worker appends one entry a tick as its own user; the settle
+        # program reads it (and copies it into var/inputs/ every few minutes, the first soon
+        # after it starts), and may not write it; the feed may not even read it.
+        wait_for(lambda: admin.xlen("baton:inputs:log") >= 2, 60, "the worker's input log entries")
+        assert allowed(admin, "settle", "XRANGE", "baton:inputs:log", "-", "+")
+        assert not allowed(admin, "settle", "XADD", "baton:inputs:log", "*", "tick", "1")
+        assert noperm(lambda: feed.xlen("baton:inputs:log"))
+        wait_for(lambda: (st.home / "var" / "inputs" / "cursor").exists(), 60, "the settle program's roll")
         # Every refusal is on record, by user (ACL LOG), and nothing else was refused.
         log = st.acl_denials()
         denied = {(d["username"], d["object"]) for d in log if d["reason"] != "auth"}
