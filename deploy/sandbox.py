@@ -34,9 +34,9 @@ BATON = str(Path(sys.executable).with_name("baton"))
 # worker seeded them), so every test sees orders and settlements.
 SLOT_PARAMS = "SANDBOX_SLOT_PARAMS"  # the sandbox's, not Baton's: "name=value,..." for every slot
 # The sim's maker as it was before #26: prices seen 3 s late, two cents wide. Against its stale
-# book snipe at edge 0 enters nearly every window and wins most (94 % of 15 s windows, 70 %
-# won; with the honest defaults 80 %, under half won: docs/sim.md), and the stacks that count
-# on orders, fills, settled winners and exits in every window or two keep it: TRADING's, the
+# book snipe at edge 0 enters nearly every window and wins most (92 % of 15 s windows, 73 %
+# won; against the honest default 78 %, 59 % won: docs/sim.md), and the stacks that count on
+# orders, fills, settled winners and exits in every window or two keep it: TRADING's, the
 # chaos runs', the benchmarks'. A flattering maker, never a default (docs/evaluate.md).
 STALE_MAKER = {"BATON_SIM_BOOK_LAG_MS": "3000", "BATON_SIM_SPREAD": "0.02"}
 TRADING = {
