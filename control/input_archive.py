@@ -18,7 +18,7 @@ from kernel.input_log import Evaluation, from_json_line
 from kernel.input_stream import decode_entry, read_batches
 from state.inputs import PAGE, InputsRepo, entry_ms, parse_entry
 from state.keys import Keys
-from worker.input_files import day_files, read_lines
+from worker.input_files import day_files, day_files_named, inputs_dir, read_lines, read_state
 
 log = logging.getLogger("baton.inputs")
 
@@ -61,18 +61,41 @@ def iter_evaluations(
                         seen.add(key)
                         yield e
         if r is not None:
-            yield from _from_redis(r, k, from_ms, to_ms, slot, seen, found)
+            after = _copied_up_to(home, from_ms, to_ms)
+            yield from _from_redis(r, k, from_ms, to_ms, slot, seen, found, after)
     finally:
         if problems is None:
             for p in found:
                 log.warning("%s", p)
 
 
+def _copied_up_to(home: Path | str, from_ms: int, to_ms: int) -> str | None:
+    """The stream id up to which this host's files hold every entry of the range (the roll's
+    cursor), when the range's day files up to it were all there to read: Redis is then read
+    from there on, not from the range's start. None: read Redis from the range's start."""
+    state = read_state(inputs_dir(home), [])
+    if state.id == "0-0":
+        return None
+    d = inputs_dir(home)
+    if any(not (d / n).exists() for n in day_files_named(from_ms, min(to_ms, entry_ms(state.id)))):
+        return None  # a day without its file (pruned, or another host's): Redis may have it
+    return state.id
+
+
 def _from_redis(
-    r: Any, k: Keys, from_ms: int, to_ms: int, slot: str | None, seen: set[tuple[int, str]], found: list[str]
+    r: Any,
+    k: Keys,
+    from_ms: int,
+    to_ms: int,
+    slot: str | None,
+    seen: set[tuple[int, str]],
+    found: list[str],
+    after: str | None = None,
 ) -> Iterator[Evaluation]:
     repo = InputsRepo(r, k)
     low = f"{max(0, from_ms - ID_BEFORE_MS)}-0"
+    if after is not None and _id(after) >= _id(low):
+        low = f"({after}"
     high = to_ms + ID_AFTER_MS
     while True:
         page = repo.input_range(low, "+", PAGE)
@@ -98,3 +121,8 @@ def _from_redis(
                     yield e
         if len(page) < PAGE:
             return
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

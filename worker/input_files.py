@@ -10,10 +10,12 @@ are then a whole copy (the programs of several hosts share one Redis), and a set
 stopped for less than the retention loses nothing. The reader (control/input_archive.py)
 merges files and Redis and drops what both hold.
 
-Append-safe: a roll writes the day's file anew beside it, its old bytes then one new gzip
-member, and renames it over the old one (a file of several members reads as one), then the
-cursor the same way; a crash between the two copies some entries twice, which the reader
-drops. One roll at a time per host (a lock file).
+Append-safe: a roll appends one gzip member to each day file it writes (a file of several
+members reads as one), after saving in var/inputs/cursor the sizes the files had; then it
+saves the new sizes with the stream id it copied up to. A roll that died in between left a
+cursor that did not move and sizes that the next roll cuts the files back to: nothing is lost,
+nothing is copied twice, and appending costs what is appended, not the day's file. One roll
+at a time per host (a lock file).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ CURSOR = "cursor"
 # gzip level of a roll's member: 6 (the default) takes a day's lines to about a tenth; the
 # roll runs in the settle program, off every tick's path.
 GZIP_LEVEL = 6
+# A roll writes what it has read every this many lines (and at its end).
+FLUSH_LINES = 50_000
 
 
 def inputs_dir(home: Path | str) -> Path:
@@ -67,16 +71,16 @@ def day_file(home: Path | str, at_ms: int) -> Path:
     return inputs_dir(home) / f"{day_of(at_ms)}{SUFFIX}"
 
 
+def day_files_named(from_ms: int, to_ms: int) -> list[str]:
+    """The names of the day files from `from_ms`'s day to `to_ms`'s, oldest first."""
+    first, last = from_ms // DAY_MS, to_ms // DAY_MS
+    return [f"{day_of(day * DAY_MS)}{SUFFIX}" for day in range(first, last + 1)]
+
+
 def day_files(home: Path | str, from_ms: int, to_ms: int) -> list[Path]:
     """The files of the days from `from_ms` to `to_ms`, those that exist, oldest first."""
-    out = []
-    day_ms = (from_ms // DAY_MS) * DAY_MS
-    while day_ms <= to_ms:
-        path = day_file(home, day_ms)
-        if path.exists():
-            out.append(path)
-        day_ms += DAY_MS
-    return out
+    d = inputs_dir(home)
+    return [d / n for n in day_files_named(from_ms, to_ms) if (d / n).exists()]
 
 
 def read_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, bytes]]:
@@ -105,34 +109,80 @@ class RollResult(msgspec.Struct, kw_only=True):
     problems: list[str] = msgspec.field(default_factory=list)
 
 
-def _write_atomic(path: Path, chunks: list[bytes]) -> None:
+class RollState(msgspec.Struct, kw_only=True):
+    """var/inputs/cursor: the stream id copied up to, and the size each day file written to
+    had when that was so (what a roll that died mid-write left past it is cut off)."""
+
+    id: str = "0-0"
+    sizes: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+_STATE = msgspec.json.Decoder(RollState)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        for c in chunks:
-            f.write(c)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def append_lines(path: Path, lines: list[bytes]) -> None:
-    """Add `lines` to a day file as one new gzip member (write-then-rename: see the module)."""
-    old = path.read_bytes() if path.exists() else b""
-    member = gzip.compress(b"".join(line + b"\n" for line in lines), GZIP_LEVEL, mtime=0)
-    _write_atomic(path, [old, member])
+def _save(d: Path, state: RollState) -> None:
+    _write_atomic(d / CURSOR, msgspec.json.encode(state))
 
 
-def read_cursor(d: Path, problems: list[str]) -> str:
+def read_state(d: Path, problems: list[str]) -> RollState:
+    """The roll's state (var/inputs/cursor); a garbage one is a problem, and the next roll
+    starts from the oldest entry in Redis (the reader drops what is then copied twice)."""
     path = d / CURSOR
     try:
-        cursor = path.read_text().strip()
+        raw = path.read_bytes()
     except FileNotFoundError:
-        return "0-0"
-    ms, _, seq = cursor.partition("-")
-    if not (ms.isdigit() and seq.isdigit()):
-        problems.append(f"{path}: {cursor[:40]!r} is not a stream id: rolling from the oldest entry in Redis")
-        return "0-0"
-    return cursor
+        return RollState()
+    try:
+        state = _STATE.decode(raw)
+        ms, _, seq = state.id.partition("-")
+        if ms.isdigit() and seq.isdigit():
+            return state
+    except msgspec.DecodeError:
+        pass
+    problems.append(f"{path}: {raw[:40]!r} is not a roll's state: rolling from the oldest entry in Redis")
+    return RollState()
+
+
+def _repair(d: Path, state: RollState, problems: list[str]) -> None:
+    """Cut what a roll that stopped mid-write appended past the sizes it recorded before (its
+    entries are copied again: the cursor did not move)."""
+    for name, size in state.sizes.items():
+        path = d / name
+        try:
+            if path.stat().st_size > size:
+                os.truncate(path, size)
+                problems.append(f"{path}: an unfinished roll's tail cut off at {size} bytes (copied again)")
+        except FileNotFoundError:
+            continue
+
+
+def _append(d: Path, state: RollState, upto: str, by_day: dict[str, list[bytes]], out: RollResult) -> None:
+    """Add each day's lines to its file as one new gzip member, in O(lines): the state first
+    says the sizes before (a crash meanwhile is cut back to them), then the new sizes and
+    `upto`."""
+    names = {f"{day}{SUFFIX}": lines for day, lines in sorted(by_day.items())}
+    before = {n: (d / n).stat().st_size if (d / n).exists() else 0 for n in names}
+    _save(d, RollState(id=state.id, sizes=before))
+    for name, lines in names.items():
+        member = gzip.compress(b"".join(line + b"\n" for line in lines), GZIP_LEVEL, mtime=0)
+        with open(d / name, "ab") as f:
+            f.write(member)
+            f.flush()
+            os.fsync(f.fileno())
+        before[name] += len(member)
+        out.files[name] = out.files.get(name, 0) + len(lines)
+        out.evaluations += len(lines)
+    state.id, state.sizes = upto, before
+    _save(d, state)
 
 
 @contextlib.contextmanager
@@ -148,20 +198,22 @@ def _locked(d: Path) -> Iterator[None]:
 def roll(r: Any, k: Keys, home: Path | str, now_ms: int, keep_days: float) -> RollResult:
     """Copy the entries appended since the last roll into the day files, and delete the files
     older than `keep_days` (0: none). `r` is a sync client. Raises only what Redis or the
-    disk raise; a corrupt entry is skipped with a problem naming it."""
+    disk raise; a corrupt entry is skipped with a problem naming it. Lines are written every
+    FLUSH_LINES, so that a long backlog is not held in memory whole."""
     d = inputs_dir(home)
     d.mkdir(parents=True, exist_ok=True)
     out = RollResult()
     with _locked(d):
-        cursor = read_cursor(d, out.problems)
+        state = read_state(d, out.problems)
+        _repair(d, state, out.problems)
         repo = InputsRepo(r, k)
+        cursor = state.id
+        if cursor != "0-0":
+            _gap(repo, cursor, out.problems)
         by_day: dict[str, list[bytes]] = {}
-        first = True
+        held = 0
         while True:
             page = repo.input_range(f"({cursor}", "+", PAGE)
-            if first and page and cursor != "0-0":
-                _gap(repo, cursor, out.problems)
-            first = False
             for entry_id, fields in page:
                 cursor = entry_id
                 out.entries += 1
@@ -174,25 +226,27 @@ def roll(r: Any, k: Keys, home: Path | str, now_ms: int, keep_days: float) -> Ro
                     continue
                 if evaluations:
                     by_day.setdefault(day_of(batch.at_ms), []).extend(map(to_json_line, evaluations))
-            if len(page) < PAGE:
+                    held += len(evaluations)
+            done = len(page) < PAGE
+            if held >= FLUSH_LINES or (done and cursor != state.id):
+                _append(d, state, cursor, by_day, out)
+                by_day, held = {}, 0
+            if done:
                 break
-        for day, lines in sorted(by_day.items()):
-            append_lines(d / f"{day}{SUFFIX}", lines)
-            out.files[f"{day}{SUFFIX}"] = len(lines)
-            out.evaluations += len(lines)
-        if out.entries:
-            _write_atomic(d / CURSOR, [cursor.encode()])
         out.cursor = cursor
         if keep_days > 0:
             out.deleted = prune(d, now_ms - int(keep_days * DAY_MS), out.problems)
+            if out.deleted:
+                state.sizes = {n: size for n, size in state.sizes.items() if n not in out.deleted}
+                _save(d, state)
     return out
 
 
 def _gap(repo: InputsRepo, cursor: str, problems: list[str]) -> None:
-    """A problem when the entry the last roll ended at has left Redis: those after it may
-    have too, before this roll could copy them (the settle program stopped longer than
-    BATON_INPUT_LOG_REDIS_S)."""
-    if not repo.input_range(cursor, cursor, 1):
+    """A problem when the entry the last roll ended at has left Redis while newer ones are
+    there: those after it may have gone too, before this roll could copy them (the settle
+    program stopped longer than BATON_INPUT_LOG_REDIS_S)."""
+    if not repo.input_range(cursor, cursor, 1) and repo.input_range(f"({cursor}", "+", 1):
         problems.append(
             f"input log: the entry of the last roll ({cursor}) is no longer in Redis: entries "
             "after it may have been trimmed before they were copied to var/inputs/"

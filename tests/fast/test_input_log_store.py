@@ -231,7 +231,11 @@ def test_the_roll_copies_new_entries_into_day_files_once(sync, tmp_path):
         (4, "btc-5m"),
         (4, "eth-5m"),
     ]
-    assert (tmp_path / "var/inputs/cursor").read_text() == third.cursor
+    state = json.loads((tmp_path / "var/inputs/cursor").read_text())
+    assert state == {
+        "id": third.cursor,
+        "sizes": {"2025-12-08.jsonl.gz": day_file(tmp_path, T0).stat().st_size},
+    }
 
 
 def test_the_roll_skips_a_corrupt_entry_and_names_a_gap(sync, tmp_path):
@@ -252,7 +256,31 @@ def test_a_garbage_cursor_rolls_from_the_oldest_entry(sync, tmp_path):
     (tmp_path / "var/inputs/cursor").write_text("yesterday")
     sync.xadd(K.input_log(), _fields(1, [_eval(1)]))
     out = roll(sync, K, tmp_path, T0, 30)
-    assert out.evaluations == 1 and "is not a stream id" in out.problems[0]
+    assert out.evaluations == 1 and "is not a roll's state" in out.problems[0]
+
+
+def test_a_roll_that_died_mid_write_is_cut_back_and_copied_again_once(sync, tmp_path, monkeypatch):
+    _add(sync, 1, [_eval(1)])
+    roll(sync, K, tmp_path, T0, 30)
+    _add(sync, 2, [_eval(2)])
+    real_save = input_files._save
+    saves: list[object] = []
+
+    def dies_after_the_append(d, state):
+        saves.append(state)
+        if len(saves) == 2:  # the sizes after: the member is written, its record is not
+            with open(day_file(tmp_path, T0), "ab") as f:
+                f.write(b"\x1f\x8b half a member")  # and a crash left more garbage
+            raise OSError("killed")
+        real_save(d, state)
+
+    monkeypatch.setattr(input_files, "_save", dies_after_the_append)
+    with pytest.raises(OSError):
+        roll(sync, K, tmp_path, T0, 30)
+    monkeypatch.setattr(input_files, "_save", real_save)
+    out = roll(sync, K, tmp_path, T0, 30)
+    assert "an unfinished roll's tail cut off" in out.problems[0] and out.evaluations == 1
+    assert [e.tick for e in _lines(day_file(tmp_path, T0))] == [1, 2]
 
 
 def test_the_roll_deletes_files_older_than_the_days_kept(sync, tmp_path):
@@ -284,6 +312,19 @@ def test_the_reader_merges_files_and_redis_once_each_oldest_first(sync, tmp_path
     only = iter_evaluations(sync, K, tmp_path, T0 + 10_000, T0 + 15_000, slot="btc-5m")
     assert [(e.tick, e.slot) for e in only] == [(2, "btc-5m"), (3, "btc-5m")]
     assert [e.tick for e in iter_evaluations(None, K, tmp_path, T0, T0 + DAY_MS)] == [1, 1, 2, 2]
+
+
+def test_the_reader_reads_redis_from_where_the_files_end(sync, tmp_path):
+    _add(sync, 1, [_eval(1)])
+    bad = sync.xadd(K.input_log(), {"tick": "x"}, id=f"{T0 + 7000}-0")
+    _add(sync, 2, [_eval(2)])
+    assert len(roll(sync, K, tmp_path, T0, 30).problems) == 1  # the bad entry, named by the roll
+    problems: list[str] = []
+    got = [e.tick for e in iter_evaluations(sync, K, tmp_path, T0, T0 + DAY_MS, problems=problems)]
+    assert (got, problems) == ([1, 2], [])  # the entries the files hold were not read again
+    day_file(tmp_path, T0).unlink()  # without the day's file, Redis from the range's start
+    got = [e.tick for e in iter_evaluations(sync, K, tmp_path, T0, T0 + DAY_MS, problems=problems)]
+    assert got == [1, 2] and len(problems) == 1 and bad in problems[0]
 
 
 def test_the_reader_skips_a_corrupt_line_and_a_cut_file_naming_them(sync, tmp_path):
