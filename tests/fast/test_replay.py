@@ -347,3 +347,10 @@ def test_bad_code_choices_are_refused_naming_what_is_wrong(tmp_path: Path) -> No
         Code(tmp_path, release=RELEASE, strategy_file=broken)
     with pytest.raises(BadRequest, match="--strategy-file"):
         Code(tmp_path, strategy="snipe")
+
+
+def test_a_strategy_file_may_import_its_siblings_relatively(tmp_path: Path) -> None:
+    wrapper = tmp_path / "snipe.py"
+    wrapper.write_text("from . import snipe as base\n\n\ndef evaluate(inp):\n    return base.evaluate(inp)\n")
+    rep = replay(live_records(), Code(tmp_path, strategy_file=wrapper), Known(), START_MS, END_MS)
+    assert rep.decisions == 240 and rep.differ == 0 and rep.notes == []
