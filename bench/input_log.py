@@ -32,6 +32,7 @@ from kernel.strategy_api import Bar, BookSide, Buy, Pass, SlotInput
 from state import connection
 from state.inputs import InputsRepo
 from state.keys import Keys
+from state.scripts import source
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = ["btc", "eth", "sol", "xrp", "doge", "bnb", "hype", "link"]
@@ -146,18 +147,19 @@ def measure(n_slots: int, ticks: int, v2: bool, url: str) -> dict[str, Any]:
     r = connection.client(bare(url), decoded=False)
     k = Keys("bench:")
     repo = InputsRepo(r, k)
+    r.script_load(source("inputs_append"))  # the pipeline sends a bare EVALSHA
     r.delete(k.input_log())
     pipe = r.pipeline(transaction=False)
     for i in range(ticks):
         tick, data, n = batches[i % len(batches)]
-        repo.append_inputs(tick, tick * TICK_MS, "r1", n, data, 0, pipeline=pipe)
+        repo.append_inputs([(tick, tick * TICK_MS, "r1", n, data)], 0, pipeline=pipe)
         if i % 200 == 199:
             pipe.execute()
     pipe.execute()
     full = r.memory_usage(k.input_log(), samples=0) or 0
     r.delete(k.input_log())
     for i in range(ticks):
-        repo.append_inputs(base_tick + i, (base_tick + i) * TICK_MS, "r1", 0, b"", 0, pipeline=pipe)
+        repo.append_inputs([(base_tick + i, (base_tick + i) * TICK_MS, "r1", 0, b"")], 0, pipeline=pipe)
     pipe.execute()
     empty = r.memory_usage(k.input_log(), samples=0) or 0
     r.delete(k.input_log())

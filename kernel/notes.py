@@ -92,15 +92,15 @@ class DecisionNotes:
                 also(pipe)
             if entries:
                 self.store.append_decisions(entries, self.log_len, pipeline=pipe)
-            for tick, at_ms, n, data in batches:
-                self.store.append_inputs(tick, at_ms, self.release, n, data, min_ms, pipeline=pipe)
+            if batches:
+                rows = [(tick, at_ms, self.release, n, data) for tick, at_ms, n, data in batches]
+                self.store.append_inputs(rows, min_ms, pipeline=pipe)
 
         answers = await self.store.run_pipeline(build)
-        added = answers[len(answers) - len(batches) :] if batches else []
-        failed = [a for a in added if isinstance(a, Exception)]
-        if failed:
-            problems.append(f"input log: {len(failed)} tick(s) not appended: {failed[0]}")
-        appended = answers[len(answers) - len(batches) - 1] if entries else None
+        added = answers[-1] if batches else None
+        if isinstance(added, Exception):
+            problems.append(f"input log: {len(batches)} tick(s) not appended: {added}")
+        appended = answers[-2 if batches else -1] if entries else None
         if isinstance(appended, Exception):
             problems.insert(0, f"decision log: {len(entries)} entr(ies) not appended: {appended}")
         elif isinstance(appended, list) and len(appended) == 3 and appended[1]:

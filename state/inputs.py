@@ -4,9 +4,10 @@ encode_batch; empty when the tick evaluated nothing: a follower still counts the
 
 Appended by the worker between ticks, in the pipeline of the decision log (kernel/notes.py),
 and trimmed by age on each append (MINID ~: Redis drops whole stream nodes, so a little more
-than the retention may stay). Stream ids are Redis's clock at the append; `at_ms` is the
-tick's. Decoded and followed by kernel/input_stream.py (`read_batches`, the shadow's), copied into
-files by worker/input_files.py, read back by control/input_archive.py.
+than the retention may stay), by state/lua/inputs_append.lua. Stream ids are Redis's clock
+at the append; `at_ms` is the tick's. Decoded and followed by kernel/input_stream.py
+(`read_batches`, the shadow's), copied into files by worker/input_files.py, read back by
+control/input_archive.py.
 
 `data` is binary: every read here asks Redis for bytes (NEVER_DECODE), so a decoding client
 (the CLI's, the worker's) reads it as well as a raw one.
@@ -83,13 +84,15 @@ def _then(reply: Any, parse: Callable[[Any], Any]) -> Any:
 
 class InputsRepo(Repo):
     def append_inputs(
-        self, tick: int, at_ms: int, release: str, n: int, data: bytes, min_ms: int, pipeline: Any = None
+        self, batches: list[tuple[int, int, str, int, bytes]], min_ms: int, pipeline: Any = None
     ) -> Any:
-        """XADD one tick's batch, trimming entries older than `min_ms` (stream id ms, MINID ~),
-        queued on `pipeline` or run now (returns the new id)."""
-        fields = {"tick": tick, "at_ms": at_ms, "release": release, "n": n, "data": data}
-        target = self.r if pipeline is None else pipeline
-        return target.xadd(self.k.input_log(), fields, minid=max(0, min_ms), approximate=True)
+        """XADD each tick's batch, (tick, at_ms, release, n, data) oldest first, trimming
+        entries older than `min_ms` (stream id ms, MINID ~), in one script call
+        (state/lua/inputs_append.lua), queued on `pipeline` or run now (returns how many)."""
+        args: list[Any] = [max(0, min_ms)]
+        for tick, at_ms, release, n, data in batches:
+            args += [tick, at_ms, release, n, data]
+        return self._call(self.scripts.inputs_append, [self.k.input_log()], args, pipeline)
 
     def input_range(self, min_id: str, max_id: str, count: int = PAGE) -> Any:
         """Up to `count` raw entries [(id, fields)] from `min_id` to `max_id` (XRANGE bounds:

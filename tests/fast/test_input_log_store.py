@@ -158,6 +158,14 @@ async def test_the_append_trims_entries_older_than_the_retention(store):
     assert (got[-1][0].tick, got[-1][0].release, got[-1][0].n) == (7, "r2", 0)
 
 
+async def test_after_a_redis_restart_each_tick_is_appended_once(store):
+    notes = DecisionNotes(store, 500, "r1")
+    await store.r.script_flush()  # a restarted Redis: the first EVALSHAs answer NOSCRIPT
+    notes.ticked(5, T0)
+    assert await notes.flush() == []
+    assert [b.tick for b, _ in await _entries(store)] == [5]
+
+
 async def test_late_ticks_are_appended_in_order_each_with_its_own_entry(store):
     notes = DecisionNotes(store, 500, "r1")
 
