@@ -3,6 +3,7 @@ contract (the same inputs print the same bytes), its files and its refusals."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,7 @@ from kernel.strategy_api import BookSide, Pass, SlotInput
 from state.keys import Keys
 from state.structs import SLOT, Slot
 from tests.fast.backtest_rig import DAY0_S, walk
-from worker.input_files import append_lines, day_file
+from worker.input_files import day_file
 
 K = Keys("baton:")
 FROM, TO = str(DAY0_S), "2025-12-08T00:30:00Z"
@@ -233,8 +234,10 @@ def test_books_the_input_log_recorded_are_used_where_they_exist(env: Path) -> No
         )  # fmt: skip
         e = evaluation(at // 5000, "live-btc", start, at, "snipe", "r1", inp, Pass(reason="-"))
         lines.append(to_json_line(e))
-    day_file(env, start * 1000).parent.mkdir(parents=True)
-    append_lines(day_file(env, start * 1000), lines)
+    # The input log's day file, as docs/evaluate.md documents it: gzip, one record a line.
+    path = day_file(env, start * 1000)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(gzip.compress(b"".join(line + b"\n" for line in lines)))
     root = _strategy_root(env, "taker", TAKER)
     res, _ = bt.backtest(
         cli.settings_mod.load(), "taker", DAY0_S * 1000, (DAY0_S + 900) * 1000, slots_text="btc-5m", root=root
