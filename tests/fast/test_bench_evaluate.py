@@ -6,6 +6,9 @@ equal to the recorded one)."""
 from __future__ import annotations
 
 import itertools
+import shutil
+
+import pytest
 
 from bench import all as bench_all
 from bench import backtest as bench_backtest
@@ -43,3 +46,21 @@ def test_the_backtest_bench_runs_its_alternatives_and_checks_they_agree(tmp_path
     assert by["snipe-16"]["evaluations"] > 0
     assert "the same report: yes" in bench_backtest.render(result)
     assert "snipe, 16 slots, every tick:" in bench_all.h_backtest(result)
+
+
+def test_the_replay_bench_replays_a_stored_day_with_parity(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server installed: `make bootstrap` installs it")
+    from bench import replay as bench_replay
+
+    args = bench_replay.parse_args(
+        ["--hours", "0.25", "--repeats", "1", "--only", "snipe", "--json-out", str(tmp_path / "r.json")]
+    )
+    result = bench_replay.measure(args)
+    rows = result["rows"]
+    assert {r["store"] for r in rows} == {"default", "files", "redis"}
+    for r in rows:
+        assert r["decisions"] == r["evaluations"] == r["equal"] > 0 and r["problems"] == 0, r
+    assert "NOT parity" not in bench_all.h_replay(result) and "snipe" in bench_all.h_replay(result)
+    files = next(r for r in rows if r["store"] == "files")
+    assert files["file_bytes"] > 0 and files["redis_bytes"] == 0
