@@ -13,7 +13,7 @@ one run, round-robin so that the machine's drift touches each alike:
 - the same, evaluating every tick (the engine's `skip_idle=False`): the same report (checked),
   and what the skipping saves;
 - snipe on 1 slot (btc-5m): what a slot costs;
-- momentum on the 16 slots: awake at every tick of every window (no quotes_from_ms), exits.
+- momentum on the 16 slots: no wake rule (awake from each window's start until it has entered), exits.
 
 The process is pinned to one core (`os.sched_setaffinity`). Per alternative: ticks run,
 evaluations, trades and PnL (the same every repeat: the engine is deterministic), wall s median
@@ -69,7 +69,7 @@ ALTERNATIVES = (
     Alternative("snipe-16", "snipe, 16 slots, asleep ticks skipped", "snipe", 16),
     Alternative("snipe-16-every", "snipe, 16 slots, every tick", "snipe", 16, skip_idle=False),
     Alternative("snipe-1", "snipe, 1 slot, asleep ticks skipped", "snipe", 1),
-    Alternative("momentum-16", "momentum, 16 slots (awake every tick)", "momentum", 16),
+    Alternative("momentum-16", "momentum, 16 slots (no wake rule)", "momentum", 16),
 )
 
 

@@ -35,6 +35,7 @@ import cProfile
 import importlib
 import os
 import pstats
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -119,14 +120,16 @@ def store(
         append_lines(day_file(home, chunk_end - 1), chunk)
     pipe.execute()
     file_bytes = sum(p.stat().st_size for p in inputs_dir(home).glob("*.jsonl.gz"))
-    redis_bytes = int(r.memory_usage(Keys(prefix).input_log()) or 0) if n_redis else 0
+    redis_bytes = int(r.memory_usage(Keys(prefix).input_log(), samples=0) or 0) if n_redis else 0
     return {"in_files": n_files, "in_redis": n_redis, "file_bytes": file_bytes, "redis_bytes": redis_bytes}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     strategies = [s for s in ("snipe", "momentum") if not args.only or s in args.only.split(",")]
     span_ms = round(args.hours * 3_600_000)
-    to_ms = time.time_ns() // 1_000_000 // TICK_MS * TICK_MS
+    # On a 5-minute boundary (the same windows' phase run after run, as far as the stream ids
+    # allow: a reader takes entries appended up to 10 minutes after the range's end).
+    to_ms = time.time_ns() // 1_000_000 // 300_000 * 300_000
     from_ms = to_ms - span_ms
     lead_s, tail_s = 3600, 900
     t = time.perf_counter()
@@ -181,7 +184,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 n_read = sum(1 for _ in iter_evaluations(r, k, home, from_ms, to_ms - 1, None, problems))
                 read_s = time.perf_counter() - t
                 prof = cProfile.Profile() if args.profile and i == 0 else None
-                t = time.perf_counter()
+                cpu0, t = time.process_time(), time.perf_counter()
                 if prof is not None:
                     prof.enable()
                 rep = replay(
@@ -195,11 +198,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     prof.disable()
                     args.profile.mkdir(parents=True, exist_ok=True)
                     prof.dump_stats(args.profile / f"replay-{name}-{where}.prof")
-                replay_s = time.perf_counter() - t
+                replay_s, cpu_s = time.perf_counter() - t, time.process_time() - cpu0
                 samples[(name, where)].append(
                     {
                         "read_s": round(read_s, 3),
                         "replay_s": round(replay_s, 3),
+                        "cpu_s": round(cpu_s, 3),
                         "read": n_read,
                         "decisions": rep.decisions,
                         "equal": rep.equal,
@@ -229,6 +233,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "problems": last["problems"],
                     "read_s": stats([s["read_s"] for s in timed]),
                     "replay_s": stats([s["replay_s"] for s in timed]),
+                    "cpu_s_median": round(statistics.median(s["cpu_s"] for s in timed), 3),
                     "samples": got,
                     **{k: setup["strategies"][name][where][k] for k in ("file_bytes", "redis_bytes")},
                 }
@@ -241,8 +246,9 @@ def render(result: dict[str, Any]) -> str:
     hours = result["span_s"] / 3600
     lines = [
         f"| {hours:g} h of recorded inputs, 16 slots | evaluations | read s median | p99 (max) "
-        "| replay s median | p99 (max) | x real time | evaluations/s | equal | stored MB (files + Redis) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| replay s median | p99 (max) | CPU s | x real time | evaluations/s | equal "
+        "| stored MB (files + Redis) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         m = r["replay_s"]["median"]
@@ -250,7 +256,8 @@ def render(result: dict[str, Any]) -> str:
         mb = f"{r['file_bytes'] / 1e6:.1f} + {r['redis_bytes'] / 1e6:.1f}"
         lines.append(
             f"| {r['label']} | {r['evaluations']:,} | {read['median']:.2f} | {read['p99']:.2f} "
-            f"| {m:.2f} | {replayed['p99']:.2f} | {result['span_s'] / m:,.0f}x | {r['decisions'] / m:,.0f} "
+            f"| {m:.2f} | {replayed['p99']:.2f} | {r['cpu_s_median']:.2f} | {result['span_s'] / m:,.0f}x "
+            f"| {r['decisions'] / m:,.0f} "
             f"| {r['equal']:,} of {r['decisions']:,} | {mb} |"
         )
     notes = []

@@ -43,8 +43,11 @@ ASSETS = ("btc", "eth", "sol", "xrp", "doge", "bnb", "hype", "link")
 
 
 def asset_candles(asset: str, from_s: int, seconds: int, seed: int) -> list[Candle]:
-    """`seconds` closed 1 s candles of `asset` from `from_s` (unix seconds), oldest first."""
-    rng = random.Random(f"{seed}:{asset}:{from_s}")
+    """`seconds` closed 1 s candles of `asset` from `from_s` (unix seconds), oldest first. The
+    random draws depend on (seed, asset) only, not on `from_s`: a later start is nearly the same
+    market moved in time (only the US session's hours stay where they are), which keeps the
+    replay benchmark's day, the 24 h before it runs, alike from run to run."""
+    rng = random.Random(f"{seed}:{asset}")
     sigma0 = VOL_PER_S.get(asset, DEFAULT_VOL_PER_S)
     price = base_price(asset) * math.exp(rng.uniform(-0.05, 0.05))
     logvol = 0.0
