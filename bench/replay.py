@@ -9,7 +9,7 @@ ids Redis gives the entries fall inside the range a reader asks for. It is store
 log's own formats (part A): one stream entry per tick in a real `redis-server` of its own
 (state/inputs.py `append_inputs`, encode_batch), and day files under var/inputs/ (one
 to_json_line per line, a gzip member per 5 minutes as the settle program's roll appends them:
-worker/input_files.py). Side by side, in one run:
+worker/input_files.py's format). Side by side, in one run:
 
 - the default retention: the first 18 h from the files, the last 6 h from Redis
   (BATON_INPUT_LOG_REDIS_S = 21600);
@@ -17,7 +17,7 @@ worker/input_files.py). Side by side, in one run:
 - all of it from Redis (a retention of a day);
 
 each for snipe (awake in the last 30 s of a window: the default configuration) and momentum
-(awake at every tick: 16 times as many evaluations). Per row: the evaluations, the time to read
+(no wake rule: about three times as many evaluations). Per row: the evaluations, the time to read
 them back (control/input_archive.py iter_evaluations: files, then Redis, deduplicated) and the
 time to replay them (the same iterator into control/replay.py `replay` with the records'
 own code: load, evaluate, compare, value), median and p99 over the repeats; and the parity:
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gzip
 import importlib
 import os
 import pstats
@@ -54,7 +55,7 @@ from kernel.input_log import encode_batch, to_json_line
 from state.inputs import InputsRepo
 from state.keys import Keys
 from state.structs import Candle
-from worker.input_files import append_lines, day_file, inputs_dir
+from worker.input_files import GZIP_LEVEL, day_file, inputs_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TICK_MS = 5000
@@ -87,6 +88,13 @@ class CandleOutcomes:
         return 0.0
 
 
+def append_lines(path: Path, lines: list[bytes]) -> None:
+    """A roll's member: the lines as one gzip member at the end of the day file, as
+    worker/input_files.py's roll appends them (without its bookkeeping, which a reader skips)."""
+    with open(path, "ab") as f:
+        f.write(gzip.compress(b"".join(line + b"\n" for line in lines), GZIP_LEVEL, mtime=0))
+
+
 def store(
     days: list[tuple[int, int, list[Any]]], r: redis.Redis, prefix: str, home: Path, files_before_ms: int
 ) -> dict[str, Any]:
@@ -97,8 +105,7 @@ def store(
     chunk: list[bytes] = []
     chunk_end = -1
     n_files = n_redis = 0
-    pipe = r.pipeline(transaction=False)
-    queued = 0
+    rows: list[tuple[int, int, str, int, bytes]] = []
     for tick, at_ms, batch in days:
         if at_ms < files_before_ms:
             if at_ms >= chunk_end and chunk:
@@ -109,16 +116,16 @@ def store(
             chunk.extend(to_json_line(e) for e in batch)
             n_files += len(batch)
         else:
-            data = encode_batch(batch) if batch else b""
-            repo.append_inputs(tick, at_ms, RELEASE, len(batch), data, 0, pipeline=pipe)
+            # As the worker appends (kernel/notes.py): one entry per tick, empty ones too.
+            rows.append((tick, at_ms, RELEASE, len(batch), encode_batch(batch) if batch else b""))
             n_redis += len(batch)
-            queued += 1
-            if queued >= 500:
-                pipe.execute()
-                queued = 0
+            if len(rows) >= 500:
+                repo.append_inputs(rows, 0)
+                rows = []
     if chunk:
         append_lines(day_file(home, chunk_end - 1), chunk)
-    pipe.execute()
+    if rows:
+        repo.append_inputs(rows, 0)
     file_bytes = sum(p.stat().st_size for p in inputs_dir(home).glob("*.jsonl.gz"))
     redis_bytes = int(r.memory_usage(Keys(prefix).input_log(), samples=0) or 0) if n_redis else 0
     return {"in_files": n_files, "in_redis": n_redis, "file_bytes": file_bytes, "redis_bytes": redis_bytes}
