@@ -66,6 +66,9 @@ class Ledger:
     def _mark(self, at_ms: int) -> None:
         """An equity point: cash plus what open positions cost (held at cost until they end)."""
         eq = (self.cash_micros + sum(p.cost_micros for p in self.positions.values())) / MICROS
+        # Never back in time: what one tick books (a resting order cancelled at its window's
+        # end, a settlement at another's) may be dated a little out of order.
+        at_ms = max(at_ms, self.equity[-1][0]) if self.equity else at_ms
         if self.equity and self.equity[-1][0] == at_ms:
             self.equity[-1] = (at_ms, eq)
         elif not self.equity or self.equity[-1][1] != eq:
