@@ -197,7 +197,6 @@ class _Run:
             self.halts += 1
             return
         self.ticks_run += 1
-        self.venue.match_resting(now)
         snap = self._snapshot(now)
         problems: list[str] = []
         wanted = self.entries._select(snap, now, problems, Holdings(snap), False, [])

@@ -184,6 +184,14 @@ class RecordedBooks:
         return self._books[key][i]
 
 
+def signed_size(size: float) -> float:
+    """The size the venue client signs for an order of `size` shares: py-clob-client-v2's
+    order builder rounds it down to 2 decimals in float arithmetic (round_down: floor(size *
+    100) / 100), which takes a size like 8.62 (862.0000... stored as 861.999...) to 8.61. The
+    venue fills what was signed, so the backtest does too (the paper run's trades match)."""
+    return math.floor(size * 100) / 100
+
+
 class Match(msgspec.Struct, frozen=True):
     """What an order took: shares (micro), their cost in micro-USDC (at the levels' prices)."""
 

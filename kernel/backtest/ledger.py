@@ -31,6 +31,7 @@ class Resting:
     usd_micro: int
     fee_usd: float
     ends_ms: int  # the window's end, or a GTD's expiry
+    checked_s: int = 0  # the last second whose book it was matched against
 
 
 @dataclass

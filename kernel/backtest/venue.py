@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from kernel.backtest.fills import MICRO, BookSource, fair_up, match, model_books, noise_unit
+from kernel.backtest.fills import MICRO, BookSource, fair_up, match, model_books, noise_unit, signed_size
 from kernel.backtest.history import AssetHistory
 from kernel.backtest.ledger import Ledger, Resting, result
 from kernel.backtest.types import BacktestConfig
@@ -58,36 +58,38 @@ class Venue:
         return (fee.rate, fee.exponent) if fee is not None else (0.0, 0.0)
 
     def books(self, asset: str, timeframe: str, start_s: int, end_s: int, now: int) -> tuple[Any, Any, bool]:
-        """(up book, down book, recorded?) of a market at `now`: the input log's, else the model's."""
+        """(up book, down book, recorded?) of a market at `now`: the input log's, else the model's
+        (kept for the tick: the slots of one market share them)."""
         if self._at != now:
             self._tick, self._at = {}, now
         key = (asset, timeframe, start_s)
         got = self._tick.get(key)
         if got is None:
-            src = self.recorded_books
-            rec = src.books(asset, timeframe, start_s, now) if src is not None else None
-            if rec is not None:
-                got = (rec[0], rec[1], True)
-            else:
-                h = self.hist[asset]
-                first = h.at(start_s * 1000)
-                p_up = fair_up(
-                    h.series, first.open if first else 0.0, start_s * 1000, end_s * 1000, now, self.fp
-                )
-                if self.fp.noise > 0 and now - self.fp.lag_ms >= start_s * 1000:
-                    u = noise_unit(asset, timeframe, start_s, now // 1000)
-                    p_up = min(1.0, max(0.0, p_up + (2.0 * u - 1.0) * self.fp.noise))
-                up, down = model_books(p_up, self.fp)
-                got = (up, down, False)
-            self._tick[key] = got
+            got = self._tick[key] = self.book_at(asset, timeframe, start_s, end_s, now)
         return got
+
+    def book_at(
+        self, asset: str, timeframe: str, start_s: int, end_s: int, at_ms: int
+    ) -> tuple[Any, Any, bool]:
+        src = self.recorded_books
+        rec = src.books(asset, timeframe, start_s, at_ms) if src is not None else None
+        if rec is not None:
+            return rec[0], rec[1], True
+        h = self.hist[asset]
+        first = h.at(start_s * 1000)
+        p_up = fair_up(h.series, first.open if first else 0.0, start_s * 1000, end_s * 1000, at_ms, self.fp)
+        if self.fp.noise > 0 and at_ms - self.fp.lag_ms >= start_s * 1000:
+            u = noise_unit(asset, timeframe, start_s, at_ms // 1000)
+            p_up = min(1.0, max(0.0, p_up + (2.0 * u - 1.0) * self.fp.noise))
+        up, down = model_books(p_up, self.fp)
+        return up, down, False
 
     def post(self, intent: Intent, book: Any, now: int, timeframe: str, window_end_s: int) -> bool:
         """Post `intent` against `book`: what crosses fills now (the taker, who pays the fee); a
         FOK that cannot fill whole, or a FAK that fills nothing, is killed; what a GTC/GTD does
         not fill rests. True when the book could not fill it (an outcome: unfilled)."""
         buy = not intent.is_exit
-        want = round(intent.size * MICRO)
+        want = round(signed_size(intent.size) * MICRO)
         got = match(book, buy, intent.limit_price, want)
         fee = self.fee(timeframe)
         if intent.order_type == "FOK" and got.shares_micro < want:
@@ -99,24 +101,40 @@ class Venue:
             ends = min(ends, intent.expires_s * 1000)
         fee_usd = result(intent, got, True, fee).fee_usd
         posted = msgspec.structs.replace(intent, status="posted")
-        self.ledger.resting.append(Resting(posted, got.shares_micro, got.usd_micro, fee_usd, ends))
+        # Matched against the book of its arrival second on arrival: its walk starts after it.
+        self.ledger.resting.append(
+            Resting(posted, got.shares_micro, got.usd_micro, fee_usd, ends, now // 1000)
+        )
         return False
 
     def match_resting(self, now: int) -> None:
-        """The resting orders meet this tick's books, at their own price (the maker: no fee)."""
+        """The resting orders meet the book of every second since they last did, up to `now`
+        (as the sim's exchange walks them: sim/resting.py), at their own price (the maker: no
+        fee), at most what the crossing levels hold each second. One filled whole is booked
+        now (the kernel learns it when it asks, at the tick); one whose window (or GTD
+        expiry) has ended is cancelled, what it matched booked, at its end."""
         keep: list[Resting] = []
         for r in self.ledger.resting:
             i = r.intent
             tf = self.slots[i.slot].timeframe
-            up, down, _ = self.books(i.asset, tf, i.window_start_s, i.window_end_s, now)
-            want = round(i.size * MICRO) - r.matched_micro
-            got = match(
-                up if i.side == "up" else down, not i.is_exit, i.limit_price, want, at_price=i.limit_price
-            )
-            r.matched_micro += got.shares_micro
-            r.usd_micro += got.usd_micro
-            if r.matched_micro >= round(i.size * MICRO):
+            size = round(signed_size(i.size) * MICRO)
+            last_s = min(now // 1000, r.ends_ms // 1000 - 1)
+            while r.matched_micro < size and r.checked_s < last_s:
+                r.checked_s += 1
+                up, down, _ = self.book_at(i.asset, tf, i.window_start_s, i.window_end_s, r.checked_s * 1000)
+                got = match(
+                    up if i.side == "up" else down,
+                    not i.is_exit,
+                    i.limit_price,
+                    size - r.matched_micro,
+                    at_price=i.limit_price,
+                )
+                r.matched_micro += got.shares_micro
+                r.usd_micro += got.usd_micro
+            if r.matched_micro >= size:
                 self._final(r, "matched", now)
+            elif r.ends_ms <= now:
+                self._final(r, "canceled", r.ends_ms)
             else:
                 keep.append(r)
         self.ledger.resting = keep
@@ -136,14 +154,10 @@ class Venue:
             self.ledger.slots[r.intent.slot].unfilled += 1
 
     def close_ended(self, now: int) -> None:
-        """Resting orders whose window (or GTD expiry) has ended are cancelled, what they
-        matched booked; then positions whose window has ended are settled, at its end."""
+        """The resting orders walked up to `now` (match_resting: those whose window has ended
+        are cancelled), then the positions whose window has ended settled, at its end."""
         if self.ledger.resting:
-            ended = [r for r in self.ledger.resting if r.ends_ms <= now]
-            if ended:
-                self.ledger.resting = [r for r in self.ledger.resting if r.ends_ms > now]
-                for r in sorted(ended, key=lambda r: (r.ends_ms, r.intent.id)):
-                    self._final(r, "canceled", r.ends_ms)
+            self.match_resting(now)
         due = [p for p in self.ledger.positions.values() if p.window_end_s * 1000 <= now]
         for p in sorted(due, key=lambda p: (p.window_end_s, p.id)):
             up = self.hist[p.asset].resolve(p.window_start_s * 1000, p.window_end_s * 1000)
