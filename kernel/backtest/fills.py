@@ -4,7 +4,8 @@ Books: the books recorded in the input log for that market and time, where there
 (`RecordedBooks`: what the live strategy was shown, at most a tick old), else a model book
 (`model_books`): a market maker who prices the chance of Up from the reference series seen
 `lag_ms` late (a driftless random walk: P(up) = Phi(ln(S/S0) / (sigma * sqrt(tau))), sigma the
-per-second volatility of the last `vol_window_s` of 1 s closes before its view), quotes
+per-second volatility of the last `vol_window_s` of 1 s closes before its view; the price at
+its view linear between whole seconds, as the sim's maker reads its model), quotes
 `spread` wide around it on the venue's 0.01 tick, `levels` levels a side, `depth_shares` at the
 touch and `depth_step_shares` more per level further out. Fills do not deplete the book (the
 sim's maker re-quotes every second the same way: sim/book.py).
@@ -88,6 +89,18 @@ class PriceSeries:
         """Index of the last candle closed by `at_ms` (-1: none)."""
         return bisect.bisect_right(self.open_ms, at_ms - 1000) - 1
 
+    def price_at(self, i: int, at_ms: int, now_ms: int) -> float:
+        """The price at `at_ms`, candle `i` being the last closed by then: its close, moved
+        toward the next candle's close by the part of that second gone by (the sim's maker
+        reads its model's price so: linear between whole seconds). Never from a candle that
+        closes after `now_ms`: with 1 s candles a 500 ms lag reads half a second back, not
+        the whole second of the last candle closed by then."""
+        price = self.closes[i]
+        t = self.open_ms[i] + 1000  # when candle i closed
+        if at_ms > t and i + 1 < len(self.closes) and self.open_ms[i + 1] == t and t + 1000 <= now_ms:
+            price += (self.closes[i + 1] - price) * (at_ms - t) / 1000.0
+        return price
+
     def vol_per_s(self, i: int, window_s: int, floor: float) -> float:
         lo = max(0, i - window_s)
         n = i - lo
@@ -115,7 +128,7 @@ def fair_up(
     i = series.last_closed(view)
     if i < 0:
         return 0.5
-    price = series.closes[i]
+    price = series.price_at(i, view, now_ms)
     tau_s = max((end_ms - view) / 1000.0, 0.001)
     sigma = series.vol_per_s(i, fp.vol_window_s, fp.vol_floor)
     return _phi(math.log(price / open_price) / (sigma * math.sqrt(tau_s)))

@@ -34,7 +34,8 @@ def _same(a: BacktestReport, b: BacktestReport, *ignore: str) -> None:
 
 
 def test_a_backtest_of_snipe_trades_and_its_sums_add_up() -> None:
-    r = engine.run(config("snipe"), _history(), snipe)
+    # A maker 3 s late (the sim's old one): snipe trades in most windows, 15-minute ones too.
+    r = engine.run(config("snipe", fills=FillParams(lag_ms=3000)), _history(), snipe)
     assert r.trades > 0 and r.evaluations > 0
     assert r.ticks == 720 and 0 < r.ticks_run < r.ticks  # snipe sleeps most of each window
     assert r.pnl_usd == pytest.approx(sum(s.pnl_usd for s in r.slots.values()), abs=1e-6)
@@ -222,3 +223,13 @@ def test_candles_that_are_not_klines_are_left_out_and_counted() -> None:
     h = AssetHistory("x", [*good, *junk, Candle(2000, 10.0, 11.0, 9.0, 10.2, 1.0, True)])
     assert h.refused == 2
     assert h.open_ms == [1000, 2000, 3000] and h.closes == [10.0, 10.2, 10.0]  # sorted, the last wins
+
+
+def test_the_model_maker_reads_the_price_its_lag_ago_between_whole_seconds() -> None:
+    from kernel.backtest.fills import PriceSeries
+
+    s = PriceSeries([0, 1000, 2000], [10.0, 11.0, 13.0])  # closes at 1 s, 2 s, 3 s
+    i = s.last_closed(2500)
+    assert i == 1 and s.price_at(i, 2500, 3000) == 12.0  # half way from 11 to 13
+    assert s.price_at(i, 2500, 2999) == 11.0  # the next close is not known yet at 2.999 s
+    assert s.price_at(s.last_closed(3000), 3000, 3000) == 13.0  # no lag: the last close
