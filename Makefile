@@ -211,12 +211,13 @@ chaos-cluster: bootstrap
 	  $${NAME:+--name="$$NAME"} $${NET:+--net="$$NET"}
 
 # Most end-to-end tests wait on real time (windows, entry zones, restarts) far more than they
-# use the CPU, so they run three at a time beside the fast suite, in three groups of about
-# equal length (`xdist_group("stacks-a")`...) so that no one worker draws them all. The tests
+# use the CPU, so they run beside the fast suite: one worker runs the fast suite from the
+# start, the other three an end-to-end module each, the longest first, taking the next when
+# done (tests/scheduling.py: the order and the groups; xdist must not reorder them). The tests
 # judged by the wall clock (a missed tick, a restart's length; marked `serial`) then run
 # alone, where another stack's work cannot be mistaken for a fault. JOBS=1: one at a time.
 test: bootstrap
-	$(VENV)/bin/pytest -q -n "$${JOBS:-3}" --dist loadgroup -m "not serial" tests
+	$(VENV)/bin/pytest -q -n "$${JOBS:-4}" --dist loadgroup --no-loadscope-reorder -m "not serial" tests
 	$(VENV)/bin/pytest -q -m serial tests
 
 test-fast: bootstrap

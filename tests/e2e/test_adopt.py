@@ -20,8 +20,7 @@ from deploy import releases
 from deploy.sandbox import SLOT_PARAMS, STALE_MAKER, Stack, wait_for
 from tests.e2e import invariants
 
-# Each test names its xdist group (not the module: xdist joins every group an item has into a
-# new one): the longest in another group, so that the three groups' e2e time stays even.
+# Its two tests share nothing: `make test` runs them on two workers at once (tests/scheduling.py).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 # Slots of one-minute windows: snipe's entry zone is the last 20 s of each (a third of the
@@ -74,7 +73,6 @@ def _lose(st: Stack, intent: dict) -> None:
     pipe.execute()
 
 
-@pytest.mark.xdist_group("stacks-b")
 def test_an_entry_lost_from_redis_is_adopted_by_the_standby_and_never_sent_twice():
     st = Stack(**ENV)
     try:
@@ -128,7 +126,6 @@ def test_an_entry_lost_from_redis_is_adopted_by_the_standby_and_never_sent_twice
         st.stop()
 
 
-@pytest.mark.xdist_group("stacks-a")
 def test_an_entry_lost_from_redis_is_adopted_by_the_holder_when_the_primary_changes():
     st = Stack(**ENV)
     try:

@@ -17,7 +17,7 @@ from api.sessions import SESSION_COOKIE
 from baton import settings as settings_mod
 from deploy.sandbox import Stack, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def _sign_in(http: httpx.Client, token: str) -> httpx.Response:

@@ -20,7 +20,7 @@ from baton import settings as settings_mod
 from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-b"), pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 # Each case waits for an entry tick, one a window: 10 s windows at 500 ms ticks (not
 # TRADING's 15 s at 1 s) make the six cases a minute instead of a minute and a half; each

@@ -30,7 +30,6 @@ BATON = str(Path(sys.executable).with_name("baton"))
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.xdist_group("stacks-c"),
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="network namespaces need root"),
     pytest.mark.timeout(240),
 ]

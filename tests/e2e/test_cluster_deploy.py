@@ -23,7 +23,6 @@ from tests.e2e import invariants
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.xdist_group("stacks-b"),
     pytest.mark.timeout(240),
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
 ]

@@ -29,7 +29,6 @@ ASSETS = ("btc", "eth", "sol", "xrp")
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.xdist_group("stacks-c"),
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="network namespaces need root"),
     pytest.mark.timeout(420),
 ]

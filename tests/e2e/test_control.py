@@ -16,7 +16,7 @@ from deploy.ports import free_port
 from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-c"), pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 TICK_MS = 1000
 WINDOW_MS = 15_000  # TRADING's 15s windows

@@ -33,7 +33,7 @@ from tests.factories import position
 
 __all__ = ["rig"]  # the fixture, used by name
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = "btc,eth"

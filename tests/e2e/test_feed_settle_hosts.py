@@ -26,7 +26,7 @@ from deploy.sandbox import TRADING, Stack, wait_for
 from state.structs import CANDLE
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = ("btc", "eth")

@@ -25,7 +25,7 @@ from state.structs import CANDLE, Candle
 from tests.e2e import invariants
 
 # seven classes in five rounds
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 # The rounds wait for entry zones, one a window: 10 s windows at 500 ms ticks (not TRADING's
 # 15 s at 1 s) take a third off the test and keep six ticks in each zone to enter in.

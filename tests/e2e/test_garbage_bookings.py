@@ -11,7 +11,7 @@ from deploy.sandbox import TRADING, Stack, wait_for
 from kernel.lease import process_alive
 from tests.e2e.invariants import check_ledger
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-c"), pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 TOTALS = "baton:ledger:totals"
 STATS = "baton:stats"

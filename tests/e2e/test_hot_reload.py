@@ -12,7 +12,7 @@ import pytest
 from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-c"), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 QUIET = """
 def needs_quotes(inp):

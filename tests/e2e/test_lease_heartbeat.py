@@ -24,7 +24,7 @@ from deploy.sandbox import TRADING, Stack, wait_for
 from tests.e2e import invariants
 from tests.e2e.test_lease_deadline import _orders_by_id, _stall_in_entry_tick, _worker_pid
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-c"), pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 TICK_MS = 1000
 # What the takeover may take after the stop: the lease (1 s) from the last renewal (at most a

@@ -16,7 +16,7 @@ from deploy.sandbox import TRADING, Stack, wait_for
 from kernel.lease import process_alive
 from tests.e2e.invariants import check_counts, check_ledger, check_orders
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():

@@ -23,7 +23,7 @@ from baton.settings import REDIS_USERS
 from deploy.sandbox import TRADING, Stack, wait_for
 from state import acl
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-c"), pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 
 # Paper mode signs with any key it is given; this one is not the sim's well-known key.

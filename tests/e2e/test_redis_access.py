@@ -19,7 +19,7 @@ from deploy.ports import free_port
 from deploy.sandbox import BATON, Stack, wait_for
 from state import acl
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-c"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # What no program's user may run; only admin (ACL DRYRUN asks Redis's own ACL engine without
 # running anything, so SHUTDOWN and MONITOR can be asked about safely).

@@ -33,7 +33,7 @@ from deploy import redis_ha
 from deploy.ports import free_port
 from state import acl, connection, rediscli, replication
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-b"), pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 MASTER = "baton"
 HOSTS = ("h1", "h2", "h3")

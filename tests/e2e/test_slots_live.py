@@ -12,7 +12,7 @@ import pytest
 
 from deploy.sandbox import TRADING, Stack, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-c"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 SLOT = "ada-15s.snipe"
 

@@ -15,7 +15,7 @@ from api import apitoken
 from baton import settings as settings_mod
 from deploy.sandbox import BATON, Stack, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stacks-a"), pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 STACK = {"BATON_TICK_MS": "1000", "BATON_TIMEFRAMES": "15s", "BATON_ASSETS": "btc,eth"}
 # What a shell needs to find the stack (its home and ports), and nothing of its settings.
