@@ -422,6 +422,14 @@ async def _page(
             else:
                 wait_s = 2.0**tries
             err: Exception = e
+        except aiohttp.ClientConnectorError as e:
+            if res.requests == 1:
+                # Nothing answers there at all: no point in waiting half a minute to say so.
+                raise BackfillError(
+                    f"cannot connect to {rest_url} ({e}); in paper mode the sim serves the klines: "
+                    "is the stack running (`make run`)? Else set BATON_BINANCE_REST_URL"
+                ) from None
+            wait_s, err = 2.0**tries, e
         except (aiohttp.ClientError, TimeoutError) as e:
             wait_s, err = 2.0**tries, e
         tries += 1

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from baton import cli
+from deploy.ports import free_port
 from feed import history
 from sim.binance import BinanceSim, create_app
 from sim.klines import Klines
@@ -271,6 +272,9 @@ def test_cli_fetch_from_the_sim_and_bad_times(env, capsys, monkeypatch):
         ["2026-12-01"],
     )
     assert len(history.load_candles(env, "sol", MIDNIGHT_MS, MIDNIGHT_MS + 90_000)) == 90
+    monkeypatch.setenv("BATON_BINANCE_REST_URL", f"http://127.0.0.1:{free_port()}")
+    code, _, err = run(capsys, "history", "fetch", "--asset", "btc", "--from", "100", "--to", "200")
+    assert code == 1 and "cannot connect" in err and "make run" in err
     code, _, err = run(capsys, "history", "fetch", "--from", "yesterday", "--to", "1")
     assert code == 2 and "not a time" in err
     code, _, err = run(capsys, "history", "fetch", "--from", "100", "--to", "50")
