@@ -229,9 +229,9 @@ def render(result: dict[str, Any]) -> str:
         notes.append(f"target: a day of 16 slots in under {TARGET_S:.0f} s on one core: {m:.1f} s, {verdict}")
     s = result["setup"]
     notes.append(
-        f"history: {s['candles_loaded']:,} candles (the period, the look-back before it, an hour after it) "
-        f"loaded from the store in {s['store_load_s']:.2f} s, as `baton backtest` loads them (part of "
-        "every backtest; not in the wall times above)"
+        f"history: {s['candles_loaded']:,} candles (the period, the look-back before it, the windows "
+        f"still open at its end) loaded from the store in {s['store_load_s']:.2f} s, as `baton backtest` "
+        "loads them (part of every backtest; not in the wall times above)"
     )
     return "\n".join([*lines, "", *notes])
 
