@@ -18,7 +18,7 @@ from kernel.input_log import Evaluation, from_json_line
 from kernel.input_stream import decode_entry, read_batches
 from state.inputs import PAGE, InputsRepo, entry_ms, parse_entry
 from state.keys import Keys
-from worker.input_files import day_files, day_files_named, inputs_dir, read_lines, read_state
+from worker.input_files import day_files, every_day_filed, inputs_dir, read_lines, read_state
 
 log = logging.getLogger("baton.inputs")
 
@@ -76,8 +76,7 @@ def _copied_up_to(home: Path | str, from_ms: int, to_ms: int) -> str | None:
     state = read_state(inputs_dir(home), [])
     if state.id == "0-0":
         return None
-    d = inputs_dir(home)
-    if any(not (d / n).exists() for n in day_files_named(from_ms, min(to_ms, entry_ms(state.id)))):
+    if not every_day_filed(home, from_ms, min(to_ms, entry_ms(state.id))):
         return None  # a day without its file (pruned, or another host's): Redis may have it
     return state.id
 

@@ -26,7 +26,6 @@ import fcntl
 import gzip
 import logging
 import os
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -38,7 +37,6 @@ import msgspec
 from kernel.input_log import to_json_line
 from kernel.input_stream import decode_entry
 from state.inputs import PAGE, InputsRepo
-from state.journal import JournalRepo
 from state.keys import Keys
 
 log = logging.getLogger("baton.inputs")
@@ -71,16 +69,34 @@ def day_file(home: Path | str, at_ms: int) -> Path:
     return inputs_dir(home) / f"{day_of(at_ms)}{SUFFIX}"
 
 
-def day_files_named(from_ms: int, to_ms: int) -> list[str]:
-    """The names of the day files from `from_ms`'s day to `to_ms`'s, oldest first."""
-    first, last = from_ms // DAY_MS, to_ms // DAY_MS
-    return [f"{day_of(day * DAY_MS)}{SUFFIX}" for day in range(first, last + 1)]
+def _day_number(name: str) -> int | None:
+    """The day (days since 1970-01-01, UTC) a day file's name says; None: not a day file."""
+    if not name.endswith(SUFFIX):
+        return None
+    try:
+        return calendar.timegm(time.strptime(name[: -len(SUFFIX)], "%Y-%m-%d")) // 86_400
+    except ValueError:
+        return None
 
 
 def day_files(home: Path | str, from_ms: int, to_ms: int) -> list[Path]:
-    """The files of the days from `from_ms` to `to_ms`, those that exist, oldest first."""
+    """The files of the days from `from_ms`'s to `to_ms`'s that exist, oldest first (found by
+    listing the folder: a range of centuries costs what the folder holds)."""
     d = inputs_dir(home)
-    return [d / n for n in day_files_named(from_ms, to_ms) if (d / n).exists()]
+    first, last = from_ms // DAY_MS, to_ms // DAY_MS
+    try:
+        names = [p.name for p in d.iterdir()]
+    except FileNotFoundError:
+        return []
+    days = sorted((n, name) for name in names if (n := _day_number(name)) is not None and first <= n <= last)
+    return [d / name for _, name in days]
+
+
+def every_day_filed(home: Path | str, from_ms: int, to_ms: int) -> bool:
+    """Whether every day from `from_ms`'s to `to_ms`'s has its file (True for no day)."""
+    if to_ms < from_ms:
+        return True
+    return len(day_files(home, from_ms, to_ms)) == to_ms // DAY_MS - from_ms // DAY_MS + 1
 
 
 def read_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, bytes]]:
@@ -257,78 +273,13 @@ def prune(d: Path, before_ms: int, problems: list[str]) -> list[str]:
     """Delete the day files of days that ended before `before_ms`; returns their names."""
     deleted = []
     for path in sorted(d.glob(f"*{SUFFIX}")):
-        day = path.name[: -len(SUFFIX)]
-        try:
-            start_ms = calendar.timegm(time.strptime(day, "%Y-%m-%d")) * 1000
-        except ValueError:
+        day = _day_number(path.name)
+        if day is None:
             continue  # not one of ours: left alone
-        if start_ms + DAY_MS <= before_ms:
+        if (day + 1) * DAY_MS <= before_ms:
             try:
                 path.unlink()
                 deleted.append(path.name)
             except OSError as e:
                 problems.append(f"{path}: not deleted: {e}")
     return deleted
-
-
-class Roller:
-    """The settle program's roll: every `every_s` in a thread of its own, beside the rq
-    worker (whose queue is shared by every host's settle program, while each host keeps its
-    own files: a job would roll into whichever host took it). A roll that fails is logged
-    and journaled (source `settle`), and the next one tries again: never the program's end."""
-
-    def __init__(
-        self, r: Any, k: Keys, home: Path | str, redis_s: int, keep_days: float, every_s: float = 0
-    ) -> None:
-        self.r, self.k, self.home, self.keep_days = r, k, Path(home), keep_days
-        # Well inside the retention, or entries would leave Redis before a roll copies them.
-        self.every_s = every_s or min(ROLL_EVERY_S, redis_s / 4)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="input-roll", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        # The first roll soon after start (a settle program restarted late has a backlog).
-        wait_s = min(self.every_s, FIRST_ROLL_S)
-        while not self._stop.wait(wait_s):
-            self.once()
-            wait_s = self.every_s
-
-    def once(self) -> RollResult | None:
-        now_ms = int(time.time() * 1000)
-        try:
-            out = roll(self.r, self.k, self.home, now_ms, self.keep_days)
-        except Exception as e:  # Redis away, the disk full: the next roll tries again
-            log.warning("input log roll failed: %r", e)
-            self._journal([f"input log roll failed: {e!r}"], now_ms)
-            return None
-        if out.evaluations or out.deleted:
-            log.info(
-                "input log: %d entries, %d evaluations rolled into %s; deleted %s",
-                out.entries,
-                out.evaluations,
-                ", ".join(out.files) or "-",
-                ", ".join(out.deleted) or "-",
-            )
-        for p in out.problems:
-            log.warning("%s", p)
-        self._journal(out.problems, now_ms)
-        return out
-
-    def _journal(self, problems: list[str], now_ms: int) -> None:
-        if not problems:
-            return
-        with contextlib.suppress(Exception):  # the journal is Redis too
-            pipe = self.r.pipeline(transaction=False)
-            repo = JournalRepo(self.r, self.k)
-            for p in problems[:20]:
-                repo.journal_error("settle", p, now_ms=now_ms, pipeline=pipe)
-            pipe.execute()

@@ -421,3 +421,11 @@ def test_baton_inputs_roll(sync, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BATON_INPUT_LOG_DAYS", "a month")
     assert cli.main(["inputs", "roll"]) == 1
     assert "BATON_INPUT_LOG_DAYS='a month' is not a number" in capsys.readouterr().err
+
+
+def test_a_reader_asked_for_all_time_lists_the_folder_not_the_days(sync, tmp_path):
+    _add(sync, 1, [_eval(1)])
+    roll(sync, K, tmp_path, T0, 30)
+    (tmp_path / "var/inputs/notes.txt").write_text("not a day file")
+    got = list(iter_evaluations(sync, K, tmp_path, 0, 2**62))
+    assert [e.tick for e in got] == [1]
