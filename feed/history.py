@@ -229,22 +229,25 @@ class DayCoverage:
     last_ms: int
 
 
-def coverage(home: str | Path, asset: str | None = None) -> list[DayCoverage]:
+def coverage(
+    home: str | Path, asset: str | None = None, problems: list[str] | None = None
+) -> list[DayCoverage]:
     """What the store holds: per asset and day, the candles and the first and last open time
-    (a day of 86,400 has no hole)."""
+    (a day of 86,400 has no hole). A sound file is counted without making its candles."""
     root = history_dir(home)
     out: list[DayCoverage] = []
     if not root.is_dir():
         return out
     for adir in sorted(p for p in root.iterdir() if p.is_dir() and (asset is None or p.name == asset)):
         for f in sorted(adir.glob(f"*{SUFFIX}")):
-            cs = read_day(f, [])
-            if cs:
-                out.append(
-                    DayCoverage(
-                        adir.name, f.name.removesuffix(SUFFIX), len(cs), cs[0].open_ms, cs[-1].open_ms
-                    )
-                )
+            day = f.name.removesuffix(SUFFIX)
+            rows: list[Any] | None = None
+            with contextlib.suppress(OSError, EOFError, zlib.error, ValueError):
+                rows = _fast_rows(gzip.decompress(f.read_bytes()), day_start_ms(day))
+            if rows is None:  # damaged: read line by line, which names what is wrong
+                rows = [(c.open_ms,) for c in read_day(f, problems)]
+            if rows:
+                out.append(DayCoverage(adir.name, day, len(rows), rows[0][0], rows[-1][0]))
     return out
 
 
@@ -354,10 +357,12 @@ async def fetch(
     pace: Callable[[], Awaitable[None]] | None = None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     problems: list[str] | None = None,
+    on_day: Callable[[str, str, int], None] | None = None,
 ) -> FetchResult:
     """Fetch the closed 1 s candles of [from_ms, to_ms) from `rest_url`'s /api/v3/klines (Binance,
     or the sim) into the store, a day file at a time as the pages pass its end. Failed requests
-    are retried (FETCH_RETRIES, with the venue's Retry-After on 429/418); then BackfillError."""
+    are retried (FETCH_RETRIES, with the venue's Retry-After on 429/418); then BackfillError.
+    `on_day(asset, day, candles)` hears of each day stored (a month takes a while)."""
     res = FetchResult(asset, from_ms, to_ms)
     pending: list[Candle] = []
     pending_day = ""
@@ -366,6 +371,8 @@ async def fetch(
     pace = pace or Pacer().wait
 
     def flush() -> None:
+        if on_day is not None:
+            on_day(asset, day_name(pending[0].open_ms), len(pending))
         got = merge(home, asset, pending, problems)
         res.counts.added += got.added
         res.counts.replaced += got.replaced

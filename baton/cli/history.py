@@ -109,7 +109,7 @@ def _fetch(s: Settings, args: argparse.Namespace) -> int:
         return 2
     problems: list[str] = []
     try:
-        results = asyncio.run(_fetch_all(s, _assets(s, args.asset), from_ms, to_ms, problems))
+        results = asyncio.run(_fetch_all(s, _assets(s, args.asset), from_ms, to_ms, problems, not args.json))
     except (BackfillError, BadFrame, aiohttp.ClientError, TimeoutError) as e:
         _print_problems(problems)
         return fail(f"history fetch from {s.binance_rest_url}: {type(e).__name__}: {e}")
@@ -144,8 +144,12 @@ def _fetch(s: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(asset: str, day: str, candles: int) -> None:
+    print(f"{asset} {day}: {candles:,} candles", file=sys.stderr, flush=True)
+
+
 async def _fetch_all(
-    s: Settings, assets: list[str], from_ms: int, to_ms: int, problems: list[str]
+    s: Settings, assets: list[str], from_ms: int, to_ms: int, problems: list[str], progress: bool
 ) -> list[history.FetchResult]:
     pacer = history.Pacer()
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
@@ -161,6 +165,7 @@ async def _fetch_all(
                 clock_ms=wall_ms,
                 pace=pacer.wait,
                 problems=problems,
+                on_day=_progress if progress else None,
             )
             for a in assets
         ]
@@ -195,7 +200,9 @@ def _import(s: Settings, args: argparse.Namespace, redis_client: Callable[[Setti
 
 
 def _list(s: Settings, args: argparse.Namespace) -> int:
-    days = history.coverage(s.home, args.asset.strip().lower() or None)
+    problems: list[str] = []
+    days = history.coverage(s.home, args.asset.strip().lower() or None, problems)
+    _print_problems(problems)
     out = [DayOut(d.asset, d.day, d.candles, d.first_ms, d.last_ms) for d in days]
     if args.json:
         print(msgspec.json.encode(out).decode())

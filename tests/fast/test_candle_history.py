@@ -110,6 +110,10 @@ def test_a_file_cut_short_keeps_what_was_read_and_says_so(tmp_path):
     got = history.load_candles(tmp_path, "btc", MIDNIGHT_MS, MIDNIGHT_MS + 86_400_000, problems)
     assert 0 < len(got) < 5000 and got == walk(MIDNIGHT_MS, len(got))
     assert len(problems) == 1 and problems[0].startswith(f"{path}:") and "unreadable" in problems[0]
+    # What the store holds says so too (counted from what could be read).
+    found: list[str] = []
+    [cov] = history.coverage(tmp_path, "btc", found)
+    assert (cov.day, cov.candles, cov.first_ms) == ("2026-12-01", len(got), MIDNIGHT_MS) and found
     # Not gzip at all: a problem, no candles, no exception.
     path.write_bytes(b"open_ms,open\n1,2\n")
     problems.clear()
@@ -248,6 +252,7 @@ def test_cli_import_stores_the_feeds_closed_candles_and_list_shows_them(env, cap
 
 def test_cli_fetch_from_the_sim_and_bad_times(env, capsys, monkeypatch):
     sim = BinanceSim(PriceModel(3))  # the wall clock: serves any second already past
+    start_s = MIDNIGHT_MS // 1000
     with ThreadServer(create_app(sim)) as url:
         monkeypatch.setenv("BATON_BINANCE_REST_URL", url)
         code, out, err = run(
@@ -259,19 +264,25 @@ def test_cli_fetch_from_the_sim_and_bad_times(env, capsys, monkeypatch):
             "--from",
             "2026-12-01T00:00:00Z",
             "--to",
-            str(MIDNIGHT_MS // 1000 + 90),
+            str(start_s + 90),
             "--json",
         )
-    assert code == 0, err
-    [o] = json.loads(out)
-    assert (o["asset"], o["candles"], o["added"], o["missing"], o["days"]) == (
-        "sol",
-        90,
-        90,
-        0,
-        ["2026-12-01"],
-    )
-    assert len(history.load_candles(env, "sol", MIDNIGHT_MS, MIDNIGHT_MS + 90_000)) == 90
+        assert code == 0, err
+        [o] = json.loads(out)
+        assert (o["asset"], o["candles"], o["added"], o["missing"], o["days"]) == (
+            "sol",
+            90,
+            90,
+            0,
+            ["2026-12-01"],
+        )
+        assert len(history.load_candles(env, "sol", MIDNIGHT_MS, MIDNIGHT_MS + 90_000)) == 90
+        # Without --json: a table, and each day as it is stored on stderr.
+        code, out, err = run(
+            capsys, "history", "fetch", "--asset", "eth", "--from", str(start_s - 5), "--to", str(start_s + 5)
+        )
+        assert code == 0 and "eth 2026-11-30: 5 candles" in err and "eth 2026-12-01: 5 candles" in err
+        assert "eth" in out and "2026-11-30, 2026-12-01" in out
     monkeypatch.setenv("BATON_BINANCE_REST_URL", f"http://127.0.0.1:{free_port()}")
     code, _, err = run(capsys, "history", "fetch", "--asset", "btc", "--from", "100", "--to", "200")
     assert code == 1 and "cannot connect" in err and "make run" in err
