@@ -26,6 +26,7 @@ import fcntl
 import gzip
 import logging
 import os
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ import msgspec
 from kernel.input_log import to_json_line
 from kernel.input_stream import decode_entry
 from state.inputs import PAGE, InputsRepo
+from state.journal import JournalRepo
 from state.keys import Keys
 
 log = logging.getLogger("baton.inputs")
@@ -283,3 +285,66 @@ def prune(d: Path, before_ms: int, problems: list[str]) -> list[str]:
             except OSError as e:
                 problems.append(f"{path}: not deleted: {e}")
     return deleted
+
+
+class Roller:
+    """The settle program's roll: every `every_s` in a thread of its own, beside the rq
+    worker (whose queue is shared by every host's settle program, while each host keeps its
+    own files: a job would roll into whichever host took it). A roll that fails is logged
+    and journaled (source `settle`), and the next one tries again: never the program's end."""
+
+    def __init__(
+        self, r: Any, k: Keys, home: Path | str, redis_s: int, keep_days: float, every_s: float = 0
+    ) -> None:
+        self.r, self.k, self.home, self.keep_days = r, k, Path(home), keep_days
+        # Well inside the retention, or entries would leave Redis before a roll copies them.
+        self.every_s = every_s or min(ROLL_EVERY_S, redis_s / 4)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="input-roll", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        # The first roll soon after start (a settle program restarted late has a backlog).
+        wait_s = min(self.every_s, FIRST_ROLL_S)
+        while not self._stop.wait(wait_s):
+            self.once()
+            wait_s = self.every_s
+
+    def once(self) -> RollResult | None:
+        now_ms = int(time.time() * 1000)
+        try:
+            out = roll(self.r, self.k, self.home, now_ms, self.keep_days)
+        except Exception as e:  # Redis away, the disk full: the next roll tries again
+            log.warning("input log roll failed: %r", e)
+            self._journal([f"input log roll failed: {e!r}"], now_ms)
+            return None
+        if out.evaluations or out.deleted:
+            log.info(
+                "input log: %d entries, %d evaluations rolled into %s; deleted %s",
+                out.entries,
+                out.evaluations,
+                ", ".join(out.files) or "-",
+                ", ".join(out.deleted) or "-",
+            )
+        for p in out.problems:
+            log.warning("%s", p)
+        self._journal(out.problems, now_ms)
+        return out
+
+    def _journal(self, problems: list[str], now_ms: int) -> None:
+        if not problems:
+            return
+        with contextlib.suppress(Exception):  # the journal is Redis too
+            pipe = self.r.pipeline(transaction=False)
+            repo = JournalRepo(self.r, self.k)
+            for p in problems[:20]:
+                repo.journal_error("settle", p, now_ms=now_ms, pipeline=pipe)
+            pipe.execute()
