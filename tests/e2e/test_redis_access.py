@@ -15,9 +15,12 @@ import pytest
 import redis
 
 from baton.settings import REDIS_USERS, load
+from control.input_archive import iter_evaluations
 from deploy.ports import free_port
 from deploy.sandbox import BATON, Stack, wait_for
+from kernel.input_stream import read_batches
 from state import acl
+from state.keys import Keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -138,6 +141,12 @@ def test_only_the_stacks_users_get_in_each_to_its_own_keys_and_commands():
         assert not allowed(admin, "settle", "XADD", "baton:inputs:log", "*", "tick", "1")
         assert noperm(lambda: feed.xlen("baton:inputs:log"))
         wait_for(lambda: (st.home / "var" / "inputs" / "cursor").exists(), 60, "the settle program's roll")
+        # What the worker recorded reads back, from the stream and from the rolled files.
+        ticks = read_batches(admin, Keys(), "0-0", 0, 1000)
+        assert len(ticks) >= 2 and all(e.release for _, _, _, es in ticks for e in es)
+        problems: list[str] = []
+        evaluations = list(iter_evaluations(admin, Keys(), st.home, 0, 2**53, problems=problems))
+        assert problems == [] and len(evaluations) >= sum(len(es) for _, _, _, es in ticks)
         # Every refusal is on record, by user (ACL LOG), and nothing else was refused.
         log = st.acl_denials()
         denied = {(d["username"], d["object"]) for d in log if d["reason"] != "auth"}
