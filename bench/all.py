@@ -208,10 +208,14 @@ def h_reads(d: dict[str, Any]) -> str:
 
 def h_backtest(d: dict[str, Any]) -> str:
     hours = d["span_s"] / 3600
-    return "; ".join(
-        f"{r['label']}: {_f(r['wall_s']['median'], 1)} s for {hours:g} h ({_f(r['x_real_time'])}x real time)"
-        for r in d["rows"]
-    )
+    by = {r["key"]: r for r in d["rows"]}
+    parts = [
+        f"{r['key']} {_f(r['wall_s']['median'], 1)} s ({_f(r['cpu_s_median'], 1)} s CPU)" for r in d["rows"]
+    ]
+    head = by.get("snipe-16")
+    if head is not None:
+        parts[0] += f", {_f(head['x_real_time'])}x real time"
+    return f"{hours:g} h: " + "; ".join(parts)
 
 
 def h_replay(d: dict[str, Any]) -> str:

@@ -184,7 +184,7 @@ def test_failover_numbers_and_plan():
     assert "SIGKILL: 1.00 missed" in bench_all.h_failover({"summary": summary})
 
 
-@pytest.mark.parametrize("name", ["deploy_gap", "feed_ingest", "halt_latency"])
+@pytest.mark.parametrize("name", ["deploy_gap", "feed_ingest", "halt_latency", "backtest", "replay"])
 def test_the_summary_reads_the_existing_benchmarks_results(name):
     path = RESULTS / f"{name}.json"
     if not path.exists():
