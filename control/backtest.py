@@ -27,8 +27,10 @@ import redis
 from baton.errors import BacktestError, LookAheadError, SettingsError
 from baton.settings import REPO_ROOT, Settings, timeframe_seconds
 from control import equity_chart, input_archive
+from feed import history
 from kernel.backtest import engine, guard
 from kernel.backtest.fills import FillParams, RecordedBooks
+from kernel.backtest.history import AssetHistory
 from kernel.backtest.types import BacktestConfig, BacktestReport, FeeRate, SlotSpec
 from kernel.candle_cache import VOL_LOOKBACK_S, candle_span_s
 from sim.book import BookParams
@@ -197,32 +199,22 @@ def build_config(
     )
 
 
-def history_loader() -> Callable[[str, str, int, int, list[str]], list[Candle]] | None:
-    """C2's history store reader (feed/history.py load_candles), when this checkout has it."""
-    try:
-        from feed import history  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    load = getattr(history, "load_candles", None)
-    return (
-        None if load is None else (lambda home, asset, lo, hi, problems: load(home, asset, lo, hi, problems))
-    )
+def history_loader() -> Callable[[str, str, int, int, list[str]], list[Candle]]:
+    """The candle history store's reader (feed/history.py; tests give their own)."""
+    return history.load_candles
 
 
 def load_candles(
     home: str, config: BacktestConfig, strat: Any, problems: list[str]
-) -> dict[str, list[Candle]]:
+) -> dict[str, AssetHistory]:
     """Each slot's asset's 1 s candles from the history store, from the look-back before the
     period (the strategy's, the model maker's volatility) to the end of the longest window
-    open at its end (to resolve it)."""
+    open at its end (to resolve it); each asset's made into the engine's columns as soon as
+    it is read (a week of 8 assets as candle objects would be gigabytes)."""
     load = history_loader()
-    if load is None:
-        raise BacktestError(
-            "no candle history store in this checkout (feed/history.py): nothing to backtest on"
-        )
     before_ms = (max(VOL_LOOKBACK_S, candle_span_s(strat), config.fills.vol_window_s) + 60) * 1000
     after_ms = (max(timeframe_seconds(sl.timeframe) for sl in config.slots) + 1) * 1000
-    out: dict[str, list[Candle]] = {}
+    out: dict[str, AssetHistory] = {}
     for asset in sorted({sl.asset for sl in config.slots}):
         got = load(home, asset, config.from_ms - before_ms, config.to_ms + after_ms, problems)
         if not got:
@@ -230,7 +222,8 @@ def load_candles(
                 f"no candle history of {asset} from {config.from_ms} to {config.to_ms}: "
                 f"fetch it first (`baton history fetch --asset {asset} --from ... --to ...`)"
             )
-        out[asset] = got
+        out[asset] = AssetHistory(asset, got)
+        del got
     return out
 
 

@@ -47,14 +47,14 @@ EPOCH = 1  # the backtest's one lease holder
 
 def run(
     config: BacktestConfig,
-    candles: Mapping[str, Sequence[Candle]],
+    candles: Mapping[str, Sequence[Candle] | AssetHistory],
     strategy: Any,
     books: BookSource | None = None,
 ) -> BacktestReport:
     """Backtest `strategy` (a module, or anything with its attributes) over `candles` (asset ->
-    1 s candles, any order) as `config` says; `books`: recorded books where there are some.
-    Raises BacktestError for what cannot run (LookAheadError for a strategy that reads
-    outside its input)."""
+    1 s candles, any order, or an AssetHistory made of them) as `config` says; `books`:
+    recorded books where there are some. Raises BacktestError for what cannot run
+    (LookAheadError for a strategy that reads outside its input)."""
     t0 = time.perf_counter()
     report = _Run(config, candles, strategy, books).go()
     report.wall_s = round(time.perf_counter() - t0, 3)
@@ -65,7 +65,7 @@ class _Run:
     def __init__(
         self,
         config: BacktestConfig,
-        candles: Mapping[str, Sequence[Candle]],
+        candles: Mapping[str, Sequence[Candle] | AssetHistory],
         strategy: Any,
         books: BookSource | None,
     ) -> None:
@@ -86,9 +86,9 @@ class _Run:
             if s.asset in self.hist:
                 continue
             got = candles.get(s.asset)
-            if not got:
+            if got is None or len(got) == 0:
                 raise BacktestError(f"no candles of {s.asset} (slot {s.id}) to backtest on")
-            self.hist[s.asset] = AssetHistory(s.asset, got)
+            self.hist[s.asset] = got if isinstance(got, AssetHistory) else AssetHistory(s.asset, got)
         self.slots = {
             s.id: Slot(
                 id=s.id,
@@ -221,7 +221,7 @@ class _Run:
         for a, h in his.items():
             hi = h.closed_by(now)
             lo = h.since(now - self.lookback_ms)
-            recent[a] = CandleView(h.candles, lo, hi) if hi > lo else []
+            recent[a] = CandleView(h, lo, hi) if hi > lo else []
             closes[a] = tuple(h.closes[max(lo, h.since(now - VOL_LOOKBACK_S * 1000)) : hi])
             feed[a] = h.feed_status(hi)
         opens = {r.id: his[r.asset].window_open(r.window_start_s * 1000, now) for r in refs}

@@ -21,10 +21,12 @@ its window ends (or a GTD's expiry). Pure: no I/O.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import itertools
 import math
 import operator
+from array import array
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -57,12 +59,22 @@ class FillParams(msgspec.Struct, frozen=True, kw_only=True):
 def ladder(p: float, spread: float, levels: int) -> tuple[list[int], list[int]]:
     """(bid ticks, ask ticks), best first, of a maker quoting `spread` wide around the
     probability `p` on the 0.01 tick (the sim's maker quotes the same way: sim/book.py)."""
+    bid0, ask0 = touch(p, spread)
+    return _levels(bid0, ask0, levels)
+
+
+def touch(p: float, spread: float) -> tuple[int, int]:
+    """(best bid tick, best ask tick) of the ladder around `p`."""
     half = spread / 2.0 * TICKS_PER_UNIT
     # The epsilon keeps a price that is exactly on a tick from moving a whole tick.
     ask0 = min(MAX_TICK, max(MIN_TICK, math.ceil(p * TICKS_PER_UNIT + half - 1e-9)))
     bid0 = min(MAX_TICK, max(MIN_TICK, math.floor(p * TICKS_PER_UNIT - half + 1e-9)))
     if bid0 >= ask0:
         bid0 = ask0 - 1
+    return bid0, ask0
+
+
+def _levels(bid0: int, ask0: int, levels: int) -> tuple[list[int], list[int]]:
     asks = [t for t in range(ask0, ask0 + levels) if t <= MAX_TICK]
     bids = [t for t in range(bid0, bid0 - levels, -1) if t >= MIN_TICK]
     return bids, asks
@@ -82,8 +94,10 @@ class PriceSeries:
         self.closes = closes
         # s1[i], s2[i]: sums of the log returns (and their squares) of closes[1..i].
         rets = [0.0, *map(math.log, map(operator.truediv, closes[1:], closes[:-1]))] if closes else []
-        self.s1 = list(itertools.accumulate(rets))
-        self.s2 = list(itertools.accumulate(r * r for r in rets))
+        # (Arrays of C doubles: a day of 8 assets is 691,200 candles, and a list of floats
+        # costs four times the memory.)
+        self.s1 = array("d", itertools.accumulate(rets))
+        self.s2 = array("d", itertools.accumulate(r * r for r in rets))
 
     def last_closed(self, at_ms: int) -> int:
         """Index of the last candle closed by `at_ms` (-1: none)."""
@@ -140,11 +154,18 @@ def model_books(p_up: float, fp: FillParams) -> tuple[BookSide, BookSide]:
 
 
 def _side(p: float, fp: FillParams) -> BookSide:
-    bids, asks = ladder(p, fp.spread, fp.levels)
-    step = fp.depth_step_shares
+    bid0, ask0 = touch(p, fp.spread)
+    return _book(bid0, ask0, fp.levels, fp.depth_shares, fp.depth_step_shares)
+
+
+# A book is a function of its touch and the depth parameters: made once for each (a model
+# book for every evaluation was a quarter of a backtest's time). Frozen: shared safely.
+@functools.lru_cache(maxsize=4096)
+def _book(bid0: int, ask0: int, levels: int, depth: float, step: float) -> BookSide:
+    bids, asks = _levels(bid0, ask0, levels)
     return BookSide(
-        bids=tuple((t / TICKS_PER_UNIT, fp.depth_shares + step * k) for k, t in enumerate(bids)),
-        asks=tuple((t / TICKS_PER_UNIT, fp.depth_shares + step * k) for k, t in enumerate(asks)),
+        bids=tuple((t / TICKS_PER_UNIT, depth + step * k) for k, t in enumerate(bids)),
+        asks=tuple((t / TICKS_PER_UNIT, depth + step * k) for k, t in enumerate(asks)),
     )
 
 

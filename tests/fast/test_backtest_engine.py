@@ -222,7 +222,8 @@ def test_candles_that_are_not_klines_are_left_out_and_counted() -> None:
     junk = [Candle(4000, 10.0, 9.0, 9.5, 10.0, 1.0, True), Candle(5000, float("nan"), 1, 1, 1, 1, True)]
     h = AssetHistory("x", [*good, *junk, Candle(2000, 10.0, 11.0, 9.0, 10.2, 1.0, True)])
     assert h.refused == 2
-    assert h.open_ms == [1000, 2000, 3000] and h.closes == [10.0, 10.2, 10.0]  # sorted, the last wins
+    # Sorted, and the last given of an open time wins.
+    assert list(h.open_ms) == [1000, 2000, 3000] and list(h.closes) == [10.0, 10.2, 10.0]
 
 
 def test_the_model_maker_reads_the_price_its_lag_ago_between_whole_seconds() -> None:

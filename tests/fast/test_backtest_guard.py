@@ -60,7 +60,7 @@ def test_a_strategy_that_walks_the_frames_to_the_engines_candles_is_refused() ->
         while f is not None:
             run = f.f_locals.get("self")
             if run is not None and hasattr(run, "hist"):
-                future = _future_close(run.hist["btc"].candles, inp.now_ms)
+                future = _future_close(run.hist["btc"].candles_between(0, len(run.hist["btc"])), inp.now_ms)
                 if future is not None:
                     side = "up" if future >= inp.open_price else "down"
                     return Buy(side=side, limit_price=0.5, stake_usd=5.0, reason="I peeked")
