@@ -250,11 +250,13 @@ def replay(
     # and the windows holding a difference: valued at the end.
     orders: dict[tuple[str, int], list[tuple[Evaluation, Evaluation]]] = {}
     differing: dict[tuple[str, int], Evaluation] = {}
+    others: set[str] = set()  # the strategies of the records not selected
     for e in evaluations:
         if slot is not None and e.slot != slot:
             continue
         if not code.selects(e):
             report.skipped += 1
+            others.add(e.strategy)
             continue
         again = code.evaluate(e)
         s = report.slots.get(e.slot)
@@ -290,6 +292,12 @@ def replay(
     report.differ = sum(s.differ for s in report.slots.values())
     report.pnl_delta_usd = round(sum(s.pnl_delta_usd for s in report.slots.values()), 6)
     report.notes = list(code.notes)
+    if others and not report.slots:
+        # A file named after its change (snipe_edge.py) selects no record by its name.
+        report.notes.append(
+            f"no record of strategy {code.strategy!r} in the range; the records are of "
+            f"{', '.join(sorted(others))}: say which with --strategy NAME"
+        )
     return report
 
 

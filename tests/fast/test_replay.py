@@ -354,3 +354,17 @@ def test_a_strategy_file_may_import_its_siblings_relatively(tmp_path: Path) -> N
     wrapper.write_text("from . import snipe as base\n\n\ndef evaluate(inp):\n    return base.evaluate(inp)\n")
     rep = replay(live_records(), Code(tmp_path, strategy_file=wrapper), Known(), START_MS, END_MS)
     assert rep.decisions == 240 and rep.differ == 0 and rep.notes == []
+
+
+def test_a_file_named_after_no_strategy_says_which_to_name(tmp_path: Path) -> None:
+    edge = tmp_path / "snipe_edge.py"
+    shutil.copy(variant(tmp_path, "snipe", '"edge": 0.03,', '"edge": 0.08,'), edge)
+    rep = replay(live_records(), Code(tmp_path, strategy_file=edge), Known(), START_MS, END_MS)
+    assert rep.decisions == 0 and rep.skipped == 400
+    assert rep.notes == [
+        "no record of strategy 'snipe_edge' in the range; the records are of momentum, snipe: "
+        "say which with --strategy NAME"
+    ]
+    code = Code(tmp_path, strategy_file=edge, strategy="snipe")
+    named = replay(live_records(), code, Known(), START_MS, END_MS)
+    assert named.decisions == 240 and named.differ == 21 and named.notes == []
