@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from msgspec.structs import replace
+
 from baton.settings import Settings
 from kernel import entry_stream, executor
 from kernel.adopt import HOLD as ADOPT_HOLD
@@ -23,6 +25,7 @@ from kernel.inputs import TickInputs, account, with_asks
 from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
 from kernel.notes import INPUT_LOG_S, DecisionNotes
+from kernel.raised import plain
 from kernel.risk import Account, RiskLimits, check_entry
 from kernel.snapshot import SlotRef, Snapshot
 from kernel.strategy_api import Buy, Exit, SlotInput
@@ -252,7 +255,8 @@ class Entries:
                 needs = getattr(strat, "needs_quotes", None)
                 if needs is None or needs(inp):
                     wanted.append(Wanted(ref, inp, strat, name))
-            except Exception as e:
+            except Exception as raised:
+                e = plain(raised)
                 problems.append(f"slot {ref.id}: strategy {name!r}: {e!r}")
                 # An evaluation that raised before evaluate (loading the module, its
                 # needs_quotes or quotes_from_ms): in the decision log as evaluate's would be.
@@ -425,11 +429,19 @@ class Entries:
         """The strategy's answer for one slot and what the kernel makes of it: "intent" (an
         entry the risk checks allow, or an exit), "refused: <why>", "error" (the strategy
         raised: the exception is the answer), or "" (a pass)."""
+        # A copy of what a strategy could change in place (its dicts): the input log records
+        # `inp`, which must be what evaluate was given, not what it left behind.
+        given = (
+            inp
+            if not (inp.params or inp.bars)
+            else replace(inp, params=dict(inp.params), bars=dict(inp.bars))
+        )
         try:
-            answer = w.strat.evaluate(inp)
+            answer = w.strat.evaluate(given)
         except Exception as e:
-            problems.append(f"slot {w.ref.id}: strategy raised {e!r}")
-            return e, "error"
+            err = plain(e)  # its repr is strategy code: taken once, safely
+            problems.append(f"slot {w.ref.id}: strategy raised {err!r}")
+            return err, "error"
         why = answer_problem(answer, inp, w.held, w.held is not None or getattr(inp, "entered", False))
         if why:
             return answer, f"refused: {why}"

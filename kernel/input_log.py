@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from kernel.raised import safe_repr
 from kernel.strategy_api import Buy, Exit, Pass, SlotInput
 
 # What a strategy answered: an entry, an exit, a pass with a reason, None (a pass without
@@ -101,8 +102,8 @@ def classify(answer: Any) -> tuple[AnswerKind, Buy | None, Exit | None, Pass | N
     if cls is Pass:
         return "pass", None, None, answer, ""
     if isinstance(answer, BaseException):
-        return "error", None, None, None, repr(answer)[:500]
-    return "error", None, None, None, f"answer is not Buy, Exit, Pass or None: {answer!r}"[:500]
+        return "error", None, None, None, safe_repr(answer)
+    return "error", None, None, None, f"answer is not Buy, Exit, Pass or None: {safe_repr(answer)}"[:500]
 
 
 _ENC = msgspec.msgpack.Encoder()
@@ -125,7 +126,7 @@ def recordable(e: Evaluation) -> Evaluation:
         _ANSWER_DEC[type(answer)].decode(_ENC.encode(answer))
         return e
     except Exception as err:  # msgspec's ValidationError, or an EncodeError/TypeError
-        why = f"answer cannot be recorded ({err}): {answer!r}"[:500]
+        why = f"answer cannot be recorded ({err}): {safe_repr(answer)}"[:500]
         return msgspec.structs.replace(e, kind="error", buy=None, sell=None, passed=None, error=why)
 
 
