@@ -256,11 +256,11 @@ class Entries:
                 if needs is None or needs(inp):
                     wanted.append(Wanted(ref, inp, strat, name))
             except Exception as raised:
-                e = plain(raised)
-                problems.append(f"slot {ref.id}: strategy {name!r}: {e!r}")
+                err = plain(raised)
+                problems.append(f"slot {ref.id}: strategy {name!r}: {err!r}")
                 # An evaluation that raised before evaluate (loading the module, its
                 # needs_quotes or quotes_from_ms): in the decision log as evaluate's would be.
-                failed.append([ref, name, None, e, "error", ""])
+                failed.append([ref, name, None, err, "error", ""])
         return wanted
 
     def slot_input(self, snap: Snapshot, ref: SlotRef, now_ms: int, strat: Any = None) -> SlotInput | None:
