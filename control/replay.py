@@ -235,6 +235,24 @@ class Code:
         )
 
 
+def refused_alike(live: Evaluation, again: Evaluation) -> Evaluation:
+    """The replayed answer with live's refusal when the kernel would have refused it too: the
+    same answer, or a Buy staking at least what live's Buy the risk checks refused staked
+    (the account was the same). Valuing counts no refused Buy (replay_value.py)."""
+    if not live.outcome.startswith("refused"):
+        return again
+    if same_decision(live, again):
+        return msgspec.structs.replace(again, outcome=live.outcome)
+    if (
+        live.outcome.startswith("refused: risk")
+        and live.buy is not None
+        and again.buy is not None
+        and again.buy.stake_usd >= live.buy.stake_usd
+    ):
+        return msgspec.structs.replace(again, outcome=live.outcome)
+    return again
+
+
 def replay(
     evaluations: Iterable[Evaluation],
     code: Code,
@@ -258,7 +276,7 @@ def replay(
             report.skipped += 1
             others.add(e.strategy)
             continue
-        again = code.evaluate(e)
+        again = refused_alike(e, code.evaluate(e))
         s = report.slots.get(e.slot)
         if s is None:
             s = report.slots[e.slot] = SlotReplay()

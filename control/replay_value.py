@@ -23,7 +23,9 @@ from venues.clob_results import taker_fee_usd
 ASSUMPTIONS = (
     "each window is valued on the inputs live had; the first Buy of a window that the kernel "
     "would take fills whole at its limit price (stake/price shares; later ones are refused: "
-    "one entry per window), each Exit of a position sells its shares at its limit price "
+    "one entry per window; a Buy the kernel refused live, or a replayed one staking at least "
+    "as much where live's was refused by the risk checks, fills nothing), each Exit of a "
+    "position sells its shares at its limit price "
     "(valued against holding them to resolution; never more in a window than the most held); "
     "the taker fee shares*rate*p*(1-p) at the market's cached rate, else the published default "
     "(15m: 0.072, others 0); a winning share pays 1 USD; the window's result from the 1 s "
@@ -101,7 +103,13 @@ def window_value_usd(answers: Iterable[Evaluation], up_won: bool, rate: float) -
     total, entered, sold, most = 0.0, False, 0.0, 0.0
     for e in answers:
         if e.kind == "buy" and e.buy is not None:
-            if entered or e.input.entered or decision_problem(e.buy, e.input):
+            # A Buy the kernel refused (risk, limits) never traded.
+            if (
+                entered
+                or e.input.entered
+                or e.outcome.startswith("refused")
+                or decision_problem(e.buy, e.input)
+            ):
                 continue
             entered = True
             total += entry_value_usd(e, up_won, rate)

@@ -368,3 +368,43 @@ def test_a_file_named_after_no_strategy_says_which_to_name(tmp_path: Path) -> No
     code = Code(tmp_path, strategy_file=edge, strategy="snipe")
     named = replay(live_records(), code, Known(), START_MS, END_MS)
     assert named.decisions == 240 and named.differ == 21 and named.notes == []
+
+
+def test_a_buy_the_risk_checks_refused_live_earned_nothing_and_its_twin_neither() -> None:
+    """A live Buy the kernel refused never traded: valued at 0; a replayed Buy staking as much
+    at the same tick would have been refused the same way, a smaller one is valued."""
+    from control.replay import refused_alike
+    from control.replay_value import window_value_usd
+    from kernel.input_log import evaluation
+    from kernel.strategy_api import Buy
+    from tests.fast.test_input_log_store import _input
+
+    why = "refused: risk: open exposure 105.00 USD would exceed 100.00 USD"
+    buy = Buy(side="up", limit_price=0.5, stake_usd=5.0, reason="edge")
+    live = evaluation(1, "btc-5m", 0, 0, "snipe", "r1", _input(), buy, outcome=why)
+    assert window_value_usd([live], up_won=True, rate=0.0) == 0.0
+    same = evaluation(1, "btc-5m", 0, 0, "snipe", "replay", _input(), buy)
+    bigger = evaluation(
+        1,
+        "btc-5m",
+        0,
+        0,
+        "snipe",
+        "replay",
+        _input(),
+        Buy(side="up", limit_price=0.5, stake_usd=6.0, reason="x"),
+    )
+    smaller = evaluation(
+        1,
+        "btc-5m",
+        0,
+        0,
+        "snipe",
+        "replay",
+        _input(),
+        Buy(side="up", limit_price=0.5, stake_usd=1.0, reason="x"),
+    )
+    assert refused_alike(live, same).outcome == why
+    assert refused_alike(live, bigger).outcome == why
+    assert refused_alike(live, smaller).outcome == ""
+    assert window_value_usd([refused_alike(live, smaller)], up_won=True, rate=0.0) == 1.0  # 2 shares - 1 USD
