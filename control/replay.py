@@ -26,7 +26,8 @@ from baton.settings import REPO_ROOT
 from control.replay_value import ASSUMPTIONS, Outcomes, window_value_usd
 from deploy.releases import releases_dir
 from kernel.input_log import Evaluation, evaluation, recordable, same_decision
-from kernel.strategy_load import load_fresh
+from kernel.strategy_load import load_fresh, load_in_package
+from kernel.strategy_store import code_id, code_path, store_dir
 
 STRATEGIES = Path("worker") / "strategies"
 PACKAGE = "worker.strategies"
@@ -119,10 +120,13 @@ def answer_of(e: Evaluation) -> Answer:
 
 @dataclass
 class Code:
-    """Which code evaluates each record: the strategies of the release named in the record
-    (var/releases/<release>/worker/strategies; the checkout's when that release is gone), of
-    one release (`release`), or one file for every record of one strategy (`strategy_file`,
-    of strategy `strategy` or the file's stem). Bad choices raise BadRequest naming them."""
+    """Which code evaluates each record: by default its own, the version its `code` names
+    under var/strategies/ (kernel/strategy_store.py: a release's files may have been reloaded
+    in place or pruned since), else the strategies of the release named in the record
+    (var/releases/<release>/worker/strategies; the checkout's when that release is gone); or
+    those of one release (`release`), or one file for every record of one strategy
+    (`strategy_file`, of strategy `strategy` or the file's stem). Bad choices raise
+    BadRequest naming them."""
 
     home: Path
     release: str = ""
@@ -130,11 +134,12 @@ class Code:
     strategy: str = ""
     checkout: Path = REPO_ROOT
     notes: list[str] = field(default_factory=list)
-    # path -> the module, or why it cannot be loaded (its records then answer an error)
-    _modules: dict[Path, ModuleType | str] = field(default_factory=dict)
+    # (path, package dir) -> the module, or why it cannot be loaded (its records then
+    # answer an error)
+    _modules: dict[tuple[Path, Path | None], ModuleType | str] = field(default_factory=dict)
     _said: set[str] = field(default_factory=set)
-    # (release, strategy) -> its code: resolved once, not per record (a day holds 100 000s)
-    _code: dict[tuple[str, str], ModuleType | str] = field(default_factory=dict)
+    # (release, strategy, code) -> its code: resolved once, not per record (a day holds 100 000s)
+    _code: dict[tuple[str, str, str], ModuleType | str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.release and self.strategy_file is not None:
@@ -165,7 +170,7 @@ class Code:
             return f"{self.strategy_file} for the records of strategy {self.strategy}"
         if self.release:
             return f"release {self.release}'s strategies"
-        return "the code that made each decision (its release's strategies)"
+        return "the code that made each decision (its version kept by content, else its release's strategies)"
 
     def selects(self, e: Evaluation) -> bool:
         return self.strategy_file is None or e.strategy == self.strategy
@@ -181,46 +186,65 @@ class Code:
             self._said.add(text)
             self.notes.append(text)
 
-    def path_for(self, e: Evaluation) -> Path | str:
-        """The file that evaluates `e`, or why there is none."""
+    def code_for(self, e: Evaluation) -> ModuleType | str:
+        """The code that evaluates `e` (loaded), or why there is none. By default a record's
+        own version (var/strategies/<code>.py) wins over its release's file: the release's
+        file may have been reloaded in place since, or pruned."""
         if self.strategy_file is not None:
-            return self.strategy_file
+            return self.module(self.strategy_file)
         if not STRATEGY_NAME.fullmatch(e.strategy):
             return f"strategy name {e.strategy!r} is not a module name"
-        name = f"{e.strategy}.py"
         release = self.release or e.release
         d = self._release_dir(release)
+        # Its siblings (relative imports of `_` helpers): the release's, else the checkout's.
+        strategies = (d or self.checkout) / STRATEGIES
+        if e.code and not self.release:
+            kept = code_path(self.home, e.code)
+            if kept is not None and kept.is_file():
+                return self.module(kept, strategies, e.strategy)
+            self._note(
+                f"code {e.code!r} of strategy {e.strategy} is not in {store_dir(self.home)}: "
+                f"its records were replayed with release {release}'s file, else the checkout's"
+            )
         if d is None:
             self._note(
                 f"release {release!r} is not under {releases_dir(self.home)}: its records were "
-                f"replayed with {self.checkout / STRATEGIES}"
+                f"replayed with {strategies}"
             )
-            d = self.checkout
-        path = d / STRATEGIES / name
-        return path if path.is_file() else f"no strategy {e.strategy!r} in {d / STRATEGIES}"
+        path = strategies / f"{e.strategy}.py"
+        if not path.is_file():
+            return f"no strategy {e.strategy!r} in {strategies}"
+        if e.code and not self.release and code_id(path.read_bytes()) != e.code:
+            self._note(f"{path} is not the code {e.code} that made its records: a difference may be the code's")
+        return self.module(path, strategies, e.strategy)
 
-    def module(self, path: Path) -> ModuleType | str:
-        got = self._modules.get(path)
+    def module(self, path: Path, package_dir: Path | None = None, name: str = "") -> ModuleType | str:
+        got = self._modules.get((path, package_dir))
         if got is None:
             try:
-                # Named inside the strategies' package, as hot reload names its checks: a
-                # relative import of a `_` helper works (it is the checkout's helper).
-                got = load_fresh(path, name=f"{PACKAGE}._baton_replay_{secrets.token_hex(4)}")
+                if package_dir is not None:
+                    # In a throwaway package over its strategies directory: a relative
+                    # import gets the release's own helper (kernel/strategy_load.py).
+                    got = load_in_package(path, package_dir=package_dir, module=name or path.stem)
+                else:
+                    # --strategy-file: named inside the strategies' package, as hot reload
+                    # names its checks: a relative import of a `_` helper is the checkout's.
+                    got = load_fresh(path, name=f"{PACKAGE}._baton_replay_{secrets.token_hex(4)}")
                 if not callable(getattr(got, "evaluate", None)):
                     got = f"{path}: no evaluate(inp) function"
             except Exception as e:  # SyntaxError, ImportError, exit(): a strategy's bug
                 got = f"{path} cannot be loaded: {e!r}"
-            self._modules[path] = got
+            self._modules[(path, package_dir)] = got
             if isinstance(got, str):
                 self._note(got)
         return got
 
     def evaluate(self, e: Evaluation) -> Evaluation:
         """`e`'s input evaluated again, recorded as the tick records it (kernel/input_log.py)."""
-        mod = self._code.get((e.release, e.strategy))
+        key = (e.release, e.strategy, e.code)
+        mod = self._code.get(key)
         if mod is None:
-            path = self.path_for(e)
-            mod = self._code[(e.release, e.strategy)] = self.module(path) if isinstance(path, Path) else path
+            mod = self._code[key] = self.code_for(e)
         if isinstance(mod, str):
             self._note(mod)
             answer: Any = LookupError(mod)

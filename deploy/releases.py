@@ -14,6 +14,10 @@ again returns the existing release (``reused=True``). Files are read-only except
 ``worker/strategies/*.py``, which may be hot-reloaded in place; all of it is owner-only. Colour
 pointers are relative symlinks replaced atomically. Standard library only: ``deploy/launch.py``
 and ``make deploy`` use it.
+
+Every strategy file a release holds is also kept by content under ``var/strategies/``
+(kernel/strategy_store.py, standard library only too), which ``prune`` never touches: replay
+finds a record's code there after its release was pruned or its strategies reloaded in place.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from baton.errors import ReleaseError
+from kernel import strategy_store
 from kernel.clock import wall_utc
 from state.keys import COLORS
 
@@ -130,6 +135,16 @@ def _copy_tree(src: Path, dst: Path, packages: tuple[str, ...]) -> str:
         target.write_bytes(data)
         os.chmod(target, _file_mode(rel))
     return h.hexdigest()
+
+
+def _keep_strategies(home: Path, release: Path) -> None:
+    """The release's strategy files kept by content under var/strategies/ too
+    (kernel/strategy_store.py): the input log's records name them by content, and outlive
+    a prune of the release and a reload that rewrites its files in place."""
+    try:
+        strategy_store.keep_strategies(home, release / "worker" / "strategies")
+    except OSError as e:
+        raise ReleaseError(f"cannot keep release {release.name}'s strategies in {strategy_store.store_dir(home)}: {e}") from e
 
 
 def _remove_tree(path: Path) -> None:
@@ -292,6 +307,7 @@ def stage(
 
         existing = _find_identical(home, _tree_hash(src, packages), packages)
         if existing is not None:
+            _keep_strategies(home, existing.path)
             return existing
 
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
@@ -325,6 +341,7 @@ def stage(
                 existing = _find_identical(home, content_hash, packages)
                 if existing is not None:
                     _remove_tree(staging)
+                    _keep_strategies(home, existing.path)
                     return existing
                 time.sleep(1.01 - now.microsecond / 1e6)
             else:
@@ -332,6 +349,7 @@ def stage(
         except BaseException:
             _remove_tree(staging)
             raise
+    _keep_strategies(home, final)
     return Release(release_id, final, content_hash, created_utc, source_desc, git_commit)
 
 
@@ -345,6 +363,7 @@ def install(src_home: Path, release_id: str, dst_home: Path) -> Release:
         there = read_manifest(dst_home, release_id)
         if _tree_hash(there.path, packages) != rel.content_hash:
             raise ReleaseError(f"release {release_id} in {root} holds other code than in {src_home}")
+        _keep_strategies(dst_home, there.path)
         return dataclasses.replace(there, reused=True)
     root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
@@ -358,6 +377,7 @@ def install(src_home: Path, release_id: str, dst_home: Path) -> Release:
     except BaseException:
         _remove_tree(staging)
         raise
+    _keep_strategies(dst_home, root / release_id)
     return dataclasses.replace(rel, path=root / release_id)
 
 

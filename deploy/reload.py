@@ -3,7 +3,9 @@
 The changed strategy files of the working tree are copied into the release the active
 worker runs (strategies are the one writable part of a release), and a reload is requested
 through the control hash. The worker validates the new code between two ticks and swaps it
-in, or refuses it and keeps the old one; its verdict lands in `baton:reload`.
+in, or refuses it and keeps the old one; its verdict lands in `baton:reload`. Each copied
+version is also kept by content under var/strategies/ (kernel/strategy_store.py): the
+release id alone no longer says which code made a record.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import filecmp
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import redis
 
 from baton.errors import ReloadError
 from baton.settings import REPO_ROOT, Settings
+from kernel import strategy_store
 from kernel.lease import lease_color
 from kernel.strategy_check import dry_evaluate, sample_inputs
 from kernel.strategy_load import load_fresh
@@ -59,12 +61,18 @@ def sync_strategies(code_dir: Path, source: Path = REPO_ROOT) -> list[str]:
     ]
     for f in changed:
         check_module(f)
+    # The home the release is in (var/releases/<id>): each installed version is kept there by
+    # content too, for the records that will name it (kernel/strategy_store.py).
+    home = code_dir.parent.parent.parent if code_dir.parent.name == "releases" else None
     copied = []
     for f in changed:
+        data = f.read_bytes()  # once: the version kept is the version installed
+        if home is not None:
+            strategy_store.keep(home, data)
         target = dst / f.name
         # Write beside, then rename: the worker never reads a half-written module.
         tmp = target.with_name(f".{f.name}.tmp")
-        shutil.copyfile(f, tmp)
+        tmp.write_bytes(data)
         os.chmod(tmp, 0o600)  # as the release's own strategies (deploy/releases.py)
         tmp.replace(target)
         copied.append(f.stem)

@@ -51,6 +51,10 @@ class Evaluation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: str = ""
     outcome: str = ""
     intent_id: str = ""
+    # The code that evaluated: kernel/strategy_store.py code_id of the strategy file (its
+    # version under var/strategies/), "" in records made before it was recorded. The release
+    # alone does not say: a hot reload rewrites a release's strategies in place.
+    code: str = ""
 
     @property
     def answer(self) -> Buy | Exit | Pass | None:
@@ -69,6 +73,7 @@ def evaluation(
     answer: Any,
     outcome: str = "",
     intent_id: str = "",
+    code: str = "",
 ) -> Evaluation:
     """The log's record of one evaluation (`answer` as evaluate returned it, or its exception)."""
     kind, buy, sell, passed, error = classify(answer)
@@ -87,6 +92,7 @@ def evaluation(
         error=error,
         outcome=outcome,
         intent_id=intent_id,
+        code=code,
     )
 
 

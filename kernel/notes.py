@@ -41,6 +41,11 @@ class DecisionNotes:
         self.ticks: dict[int, int] = {}
         # Evaluations not appended to the log yet: (tick, at_ms, evaluations).
         self.unlogged: list[tuple[int, int, list[Evaluation]]] = []
+        # Strategy name -> code id of the file running (kernel/strategy_store.py), set by the
+        # worker when it loads or reloads strategies (hashed then, never per tick); each
+        # tick's records name the code of the map current when the tick ran.
+        self.code: dict[str, str] = {}
+        self.codes: dict[int, dict[str, str]] = {}
         # Some of them are of an earlier tick, which no flush wrote (a tick that handed over
         # skips the work between ticks): the next tick's write takes them along.
         self.late = False
@@ -48,10 +53,12 @@ class DecisionNotes:
     def ticked(self, tick: int, at_ms: int) -> None:
         """A tick ran (as the lease holder): it gets an input log entry at the next flush."""
         self.ticks.setdefault(tick, at_ms)
+        self.codes.setdefault(tick, self.code)
 
     def keep(self, tick: int, at_ms: int, evaluations: list[Evaluation]) -> None:
         self.late = any(t != tick for t, _, _ in self.unlogged)
         self.ticks.setdefault(tick, at_ms)
+        self.codes.setdefault(tick, self.code)
         if evaluations:
             self.unlogged.append((tick, at_ms, evaluations))
 
@@ -71,6 +78,7 @@ class DecisionNotes:
         recordable)."""
         pending, self.unlogged, self.late = self.unlogged, [], False
         ticks, self.ticks = self.ticks, {}
+        codes, self.codes = self.codes, {}
         entries = [
             decision_log.entry(tick, r, at_ms, n, i, a, o, iid)
             for tick, at_ms, evaluations in pending
@@ -78,7 +86,7 @@ class DecisionNotes:
         ]
         problems: list[str] = []
         try:
-            batches = self._input_batches(ticks, pending, problems)
+            batches = self._input_batches(ticks, pending, problems, codes)
         except Exception as e:  # never a tick's or the decision log's failure
             log.exception("input log: building the batches failed")
             problems.append(f"input log: {len(ticks)} tick(s) not recorded: {e!r}")
@@ -108,7 +116,11 @@ class DecisionNotes:
         return problems
 
     def _input_batches(
-        self, ticks: dict[int, int], pending: list[tuple[int, int, list[Evaluation]]], problems: list[str]
+        self,
+        ticks: dict[int, int],
+        pending: list[tuple[int, int, list[Evaluation]]],
+        problems: list[str],
+        codes: dict[int, dict[str, str]],
     ) -> list[tuple[int, int, int, bytes]]:
         """(tick, at_ms, n, encoded batch) of each tick, oldest first. An evaluation without
         an input (its strategy failed to load: nothing was evaluated) is not recorded."""
@@ -117,10 +129,13 @@ class DecisionNotes:
         for tick, at_ms, kept in pending:
             got = by_tick.setdefault(tick, [])
             ticks.setdefault(tick, at_ms)
+            code = codes.get(tick, self.code)
             for r, n, i, a, o, iid in kept:
                 if i is not None:
                     got.append(
-                        input_log.evaluation(tick, r.id, r.window_start_s, at_ms, n, release, i, a, o, iid)
+                        input_log.evaluation(
+                            tick, r.id, r.window_start_s, at_ms, n, release, i, a, o, iid, code.get(n, "")
+                        )
                     )
         out = []
         for tick in sorted(by_tick):

@@ -41,6 +41,8 @@ from kernel.clock import wall_ms, wall_ns
 from kernel.strategy_api import MAX_LOOKBACK_S, SlotInput
 from kernel.strategy_check import dry_evaluate, sample_inputs
 from kernel.strategy_load import load_fresh
+from kernel import strategy_store
+from kernel.strategy_store import CODE_HEX
 
 HASH_PREFIX = 12
 ERROR_MAX = 1500  # the whole error text of a refusal
@@ -144,6 +146,26 @@ class StrategyReloader:
 
     def running_hashes(self) -> dict[str, str]:
         return {s: h[:HASH_PREFIX] for s, h in sorted(self.running.items())}
+
+    def code_ids(self) -> dict[str, str]:
+        """Short name -> code id (kernel/strategy_store.py) of the content running: what the
+        input log's records name as their code."""
+        return {s: h[:CODE_HEX] for s, h in sorted(self.running.items())}
+
+    def keep_running(self, home: Path) -> list[str]:
+        """Each running file's content into var/strategies/ (kernel/strategy_store.py), so
+        that the code a record names is there even for a file edited in the release by hand;
+        stage and `baton reload` keep theirs too. A file that changed since it was loaded is
+        skipped (the next check reloads it). Returns problems; raises nothing."""
+        problems = []
+        for short, digest in sorted(self.running.items()):
+            try:
+                data = (self.directory / f"{short}.py").read_bytes()
+                if _sha256(data) == digest:
+                    strategy_store.keep(home, data)
+            except OSError as e:
+                problems.append(f"strategy {short}: not kept in {strategy_store.store_dir(home)}: {e}")
+        return problems
 
     def changed(self) -> list[str]:
         """Modules the next check() would try: content differs from the running one and is not

@@ -47,3 +47,25 @@ def load_fresh(path: Path, *, name: str = "", source: bytes | None = None) -> Mo
     finally:
         sys.modules.pop(name, None)
     return module
+
+
+def load_in_package(path: Path, *, package_dir: Path, module: str, source: bytes | None = None) -> ModuleType:
+    """`path` (or `source`) loaded as `load_fresh` does, as module `module` of a throwaway
+    package whose path is `package_dir`: its relative imports (`from ._helpers import x`) get
+    that directory's siblings, fresh, never the live worker.strategies' ones. Used for a
+    strategy version kept by content (var/strategies/<code>.py: no siblings beside it) or
+    a release's file, with the release's strategies directory (else the checkout's).
+
+    The package (a plain module object with `__path__`) and the siblings it imported are in
+    sys.modules only while the module executes, like the module itself: what it imported at
+    module level it keeps; an import run later, inside evaluate, finds no package (a limit)."""
+    pkg_name = f"_baton_pkg_{secrets.token_hex(4)}"
+    pkg = ModuleType(pkg_name, f"throwaway package of {package_dir}")
+    pkg.__path__ = [str(package_dir)]
+    pkg.__package__ = pkg_name
+    sys.modules[pkg_name] = pkg
+    try:
+        return load_fresh(path, name=f"{pkg_name}.{module}", source=source)
+    finally:
+        for name in [n for n in sys.modules if n == pkg_name or n.startswith(f"{pkg_name}.")]:
+            sys.modules.pop(name, None)

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -218,6 +219,7 @@ class Worker:
         if self.stopping.is_set():
             return
         self.reloader.baseline()
+        self._code_running()
         # Reload requests from now on are ours (one made during a handover is not lost).
         self.reload_seq = (await self.store.read_control()).reload_seq
         checked = await self._runner().dry_run()
@@ -289,12 +291,21 @@ class Worker:
             return
         if res.state == "ok":
             log.info("strategies reloaded: %s", ", ".join(res.modules))
+            self._code_running()
         else:
             log.error("strategy reload refused, the old code keeps running: %s", res.error)
             await self.store.record_error(
                 "reload", f"refused {', '.join(res.modules)}: {res.error}", now_ms=wall_ms()
             )
         await self.store.record_reload(self.color, self.s.release, res)
+
+    def _code_running(self) -> None:
+        """The running strategies' code ids for the input log's records of the ticks from now
+        on, and their files kept by content (kernel/strategy_store.py): hashed here, at load
+        and reload, never on a tick's path."""
+        self._runner().entries.notes.code = self.reloader.code_ids()
+        for p in self.reloader.keep_running(Path(self.s.home)):
+            log.warning("%s", p)
 
     async def _someone_else_trades(self) -> bool:
         current = await lease.fetch_lease(self.store)
