@@ -215,7 +215,9 @@ class Code:
         if not path.is_file():
             return f"no strategy {e.strategy!r} in {strategies}"
         if e.code and not self.release and code_id(path.read_bytes()) != e.code:
-            self._note(f"{path} is not the code {e.code} that made its records: a difference may be the code's")
+            self._note(
+                f"{path} is not the code {e.code} that made its records: a difference may be the code's"
+            )
         return self.module(path, strategies, e.strategy)
 
     def module(self, path: Path, package_dir: Path | None = None, name: str = "") -> ModuleType | str:

@@ -144,7 +144,8 @@ def _keep_strategies(home: Path, release: Path) -> None:
     try:
         strategy_store.keep_strategies(home, release / "worker" / "strategies")
     except OSError as e:
-        raise ReleaseError(f"cannot keep release {release.name}'s strategies in {strategy_store.store_dir(home)}: {e}") from e
+        where = strategy_store.store_dir(home)
+        raise ReleaseError(f"cannot keep release {release.name}'s strategies in {where}: {e}") from e
 
 
 def _remove_tree(path: Path) -> None:

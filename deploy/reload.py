@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ from baton.settings import REPO_ROOT, Settings
 from kernel import strategy_store
 from kernel.lease import lease_color
 from kernel.strategy_check import dry_evaluate, sample_inputs
-from kernel.strategy_load import load_fresh
+from kernel.strategy_load import load_in_package
 from state import connection
 from state.control import ControlRepo
 from state.keys import Keys
@@ -37,7 +36,8 @@ def check_module(path: Path) -> None:
     """Import a strategy file as a throwaway module and dry-evaluate it, here, before it is
     copied into a running release: a broken file must not sit where a restart would load it."""
     try:
-        module = load_fresh(path, name=f"_baton_reload_check_{secrets.token_hex(4)}")
+        # In a throwaway package over its own directory: a relative import of a sibling works.
+        module = load_in_package(path, package_dir=path.parent, module=path.stem)
         if not callable(getattr(module, "evaluate", None)):
             raise ReloadError(f"{path}: no evaluate(inp) function")
         dry_evaluate(module, sample_inputs())

@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 import msgspec
 
+from kernel import strategy_store
 from kernel.clock import wall_ms, wall_ns
 from kernel.strategy_api import MAX_LOOKBACK_S, SlotInput
 from kernel.strategy_check import dry_evaluate, sample_inputs
 from kernel.strategy_load import load_fresh
-from kernel import strategy_store
 from kernel.strategy_store import CODE_HEX
 
 HASH_PREFIX = 12
