@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import redis
 
-from baton.errors import BacktestError, LookAheadError, SettingsError
+from baton.errors import BacktestError, BadRequest, LookAheadError, SettingsError
 from baton.settings import REPO_ROOT, Settings, timeframe_seconds
 from control import equity_chart, input_archive
 from feed import history
@@ -62,19 +62,22 @@ class Result(msgspec.Struct, kw_only=True):
 def load_strategy(name: str, root: Path | None = None) -> ModuleType:
     """worker/strategies/NAME.py of `root` as a fresh throwaway module (never the one a running
     process imported: a backtest must not change it, nor be changed by it), its module code
-    run under the look-ahead guard (kernel/backtest/guard.py load_module)."""
+    run under the look-ahead guard (kernel/backtest/guard.py load_module), its relative
+    imports of its siblings (`from ._helpers import x`) from the same directory. A bad or
+    unknown name is a BadRequest (the arguments' fault); a module that cannot load, a
+    BacktestError."""
     if not STRATEGY_NAME.fullmatch(name):
-        raise BacktestError(f"bad strategy name {name!r}: a module name of worker/strategies (e.g. snipe)")
+        raise BadRequest(f"bad strategy name {name!r}: a module name of worker/strategies (e.g. snipe)")
     root = root or ROOT
     path = root / STRATEGIES_DIR / f"{name}.py"
     if not path.is_file():
         have = sorted(p.stem for p in (root / STRATEGIES_DIR).glob("*.py") if not p.stem.startswith("_"))
-        raise BacktestError(
+        raise BadRequest(
             f"no strategy {name!r} ({path} is not there); strategies are {', '.join(have) or 'none'}"
         )
     mod_name = f"_baton_backtest_{name}_{secrets.token_hex(4)}"
     try:
-        module = guard.load_module(name, path.read_bytes(), str(path), mod_name)
+        module = guard.load_module(name, path.read_bytes(), str(path), mod_name, str(path.parent))
     except LookAheadError:
         raise
     except BaseException as e:  # SyntaxError, ImportError, SystemExit in module code
@@ -85,7 +88,8 @@ def load_strategy(name: str, root: Path | None = None) -> ModuleType:
 
 
 def parse_slots(text: str, default_stake_usd: float) -> tuple[SlotSpec, ...]:
-    """`btc-5m,eth:15m:2.5` -> slots btc-5m (the default stake) and eth-15m ($2.5)."""
+    """`btc-5m,eth:15m:2.5` -> slots btc-5m (the default stake) and eth-15m ($2.5); BadRequest
+    naming what is not a slot."""
     out: list[SlotSpec] = []
     for raw in text.split(","):
         item = raw.strip().lower()
@@ -93,7 +97,7 @@ def parse_slots(text: str, default_stake_usd: float) -> tuple[SlotSpec, ...]:
             continue
         m = _ITEM.match(item)
         if m is None:
-            raise BacktestError(
+            raise BadRequest(
                 f"--slots: {raw.strip()!r} is not a slot: give asset-timeframe (btc-5m) or "
                 "asset:timeframe[:stake] (btc:5m:2.5), comma-separated"
             )
@@ -101,17 +105,17 @@ def parse_slots(text: str, default_stake_usd: float) -> tuple[SlotSpec, ...]:
         try:
             timeframe_seconds(tf)
         except SettingsError as e:
-            raise BacktestError(f"--slots: {raw.strip()!r}: {e}") from None
+            raise BadRequest(f"--slots: {raw.strip()!r}: {e}") from None
         stake_usd = float(stake) if stake else default_stake_usd
         if stake_usd <= 0:
-            raise BacktestError(f"--slots: {raw.strip()!r}: the stake must be positive")
+            raise BadRequest(f"--slots: {raw.strip()!r}: the stake must be positive")
         out.append(SlotSpec(id=f"{asset}-{tf}", asset=asset, timeframe=tf, stake_usd=stake_usd))
     if not out:
-        raise BacktestError("--slots names no slot")
+        raise BadRequest("--slots names no slot")
     ids = [s.id for s in out]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
-        raise BacktestError(f"--slots names {', '.join(dup)} twice")
+        raise BadRequest(f"--slots names {', '.join(dup)} twice")
     return tuple(out)
 
 
@@ -212,7 +216,9 @@ def load_candles(
     open at its end (to resolve it); each asset's made into the engine's columns as soon as
     it is read (a week of 8 assets as candle objects would be gigabytes)."""
     load = history_loader()
-    before_ms = (max(VOL_LOOKBACK_S, candle_span_s(strat), config.fills.vol_window_s) + 60) * 1000
+    # The declarations read under the guard, as plain values (a CANDLES mapping is strategy code)
+    declared, _ = guard.guarded(strat, config.strategy)
+    before_ms = (max(VOL_LOOKBACK_S, candle_span_s(declared), config.fills.vol_window_s) + 60) * 1000
     after_ms = (max(timeframe_seconds(sl.timeframe) for sl in config.slots) + 1) * 1000
     out: dict[str, AssetHistory] = {}
     for asset in sorted({sl.asset for sl in config.slots}):
@@ -269,10 +275,33 @@ def recorded_books(
     return books if len(books) else None
 
 
-def run_id(config: BacktestConfig, source: bytes) -> str:
-    """The backtest's id: a hash of its configuration and the strategy's source."""
+def code_bytes(path: Path) -> bytes:
+    """The strategy's source and that of the siblings it imports relatively (its helpers:
+    a changed helper is changed code)."""
+    source = path.read_bytes()
+    out = [source]
+    for name in guard.relative_imports(source, str(path)):
+        sibling = path.parent / f"{name}.py"
+        if sibling.is_file():
+            out += [f"\n--- {name}\n".encode(), sibling.read_bytes()]
+    return b"".join(out)
+
+
+def run_id(
+    config: BacktestConfig,
+    source: bytes,
+    candles: dict[str, AssetHistory] | None = None,
+    books: RecordedBooks | None = None,
+) -> str:
+    """The backtest's id: a hash of everything it ran on: its configuration, the strategy's
+    source, the candle history (each asset's candles, hashed whole) and the recorded books.
+    The same inputs give the same id (and the same report at the same path); a rerun after
+    `baton history fetch` filled a gap, or with other recorded books, gets its own."""
     h = hashlib.sha256(msgspec.json.encode(config))
     h.update(source)
+    for asset in sorted(candles or {}):
+        h.update(f"\ncandles {asset} {candles[asset].digest()}".encode())  # type: ignore[index]
+    h.update(f"\nbooks {books.digest() if books is not None else '-'}".encode())
     return h.hexdigest()[:12]
 
 
@@ -310,7 +339,7 @@ def backtest(
     candles = load_candles(s.home, config, module, problems)
     books = recorded_books(r, k, s.home, config, problems)
     report = engine.run(config, candles, module, books)
-    rid = run_id(config, (root / STRATEGIES_DIR / f"{strategy}.py").read_bytes())
+    rid = run_id(config, code_bytes(root / STRATEGIES_DIR / f"{strategy}.py"), candles, books)
     out_dir = Path(s.home) / "var" / "backtests" / rid
     out_dir.mkdir(parents=True, exist_ok=True)
     picture = out_dir / "equity.html"

@@ -5,9 +5,13 @@ the kernel's own tick path over candle history, on a virtual clock, against a fi
 `--json` prints one object: the report's totals (trades, pnl_usd, win_rate, max_drawdown_usd,
 fees_usd, ...), `slots` (the per-slot table), `equity`, `trade_list`, and `picture` (the
 equity curve's page). It holds no timing, so that the same inputs print the same bytes; the
-text report prints the wall time. Exit code 0 for a backtest that ran, whatever it earned; 1
-when it could not run (no history, a strategy that reads the future) or the arguments are
-wrong, with the reason on stderr.
+text report prints the wall time.
+
+Exit codes (as `baton replay` and argparse): 0 for a backtest that ran, whatever it earned;
+2 for bad arguments (a time that does not parse, --to not after --from, a bad or unknown
+strategy name, a --slots item that is not a slot, --lag-ms or --spread out of range); 1 for
+a backtest that could not run (no candle history, a strategy that cannot load or that reads
+the future). The reason is on stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import msgspec
 
 from baton.cli.output import fail
 from baton.cli.timespec import time_range_ms
-from baton.errors import BacktestError
+from baton.errors import BacktestError, BadRequest
 from baton.settings import Settings
 from control import backtest as bt
 from control import render
@@ -50,17 +54,25 @@ def add_parser(
     json_flag(p)
 
 
+def usage(message: str) -> int:
+    """Bad arguments: exit 2, as argparse and `baton replay` do."""
+    print(f"baton backtest: {message}", file=sys.stderr)
+    return 2
+
+
 def cmd_backtest(s: Settings, args: argparse.Namespace) -> int:
     try:
         from_ms, to_ms = time_range_ms(args.from_, args.to)
     except ValueError as e:
-        return fail(f"backtest: {e}")
+        return usage(str(e))
     if args.lag_ms is not None and args.lag_ms < 0:
-        return fail(f"backtest: --lag-ms {args.lag_ms} is below 0")
+        return usage(f"--lag-ms {args.lag_ms} is below 0")
     if args.spread is not None and not 0.0 <= args.spread <= 0.5:
-        return fail(f"backtest: --spread {args.spread} is not between 0 and 0.5")
+        return usage(f"--spread {args.spread} is not between 0 and 0.5")
     try:
         res, problems = bt.backtest(s, args.strategy, from_ms, to_ms, args.slots, args.lag_ms, args.spread)
+    except BadRequest as e:
+        return usage(e.message)
     except BacktestError as e:
         return fail(f"backtest: {e}")
     for p in problems[:20]:

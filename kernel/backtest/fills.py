@@ -205,6 +205,14 @@ class RecordedBooks:
     def __len__(self) -> int:
         return sum(len(t) for t in self._times.values())
 
+    def digest(self) -> str:
+        """A hash of every book held and when (a run's id includes it: other recorded books,
+        another backtest)."""
+        h = hashlib.sha256()
+        for key in sorted(self._times):
+            h.update(msgspec.msgpack.encode([key, self._times[key], self._books[key]]))
+        return h.hexdigest()
+
     def books(
         self, asset: str, timeframe: str, window_start_s: int, now_ms: int
     ) -> tuple[BookSide | None, BookSide | None] | None:

@@ -11,6 +11,16 @@ anything but its input could read the future. Two checks refuse it:
   and imports of modules not loaded yet. The refusal is raised inside the strategy *and*
   remembered, so a strategy that swallows the exception is refused all the same.
 
+Strategy code is not only its functions: an exception's __repr__, a float subclass's
+comparisons in an answer, a CANDLES mapping's items() are strategy code the kernel would run
+later, with the guard off and the engine's history on the stack. So everything the kernel
+reads of a strategy goes through the guard once and comes out as plain values (`guarded`):
+the declarations (API, EXITS, CANDLES, DEFAULTS, PARAM_BOUNDS) when the backtest starts, each
+answer rebuilt as an exact Buy, Exit or Pass of builtin values, needs_quotes as a bool,
+quotes_from_ms as an int, and an exception as a `StrategyRaised` holding its repr, taken
+under the guard. What stays possible: a finalizer (__del__, weakref callbacks) that runs
+when the garbage collector gets to it, outside any guarded call.
+
 An audit hook cannot be removed: it is installed once per process, on the first guarded call,
 and costs one check of a flag when no guarded call is running. It is a tripwire for a
 strategy that reads the future by accident or by a shortcut, not a sandbox against one
@@ -28,8 +38,9 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from baton.errors import LookAheadError
-from kernel.strategy_api import SlotInput
+from baton.errors import BacktestError, LookAheadError
+from kernel.candle_cache import declared_candles
+from kernel.strategy_api import Buy, Exit, Pass, SlotInput
 
 # Audit events refused while strategy code runs (exact names, then prefixes).
 REFUSED_EVENTS = frozenset(
@@ -149,16 +160,25 @@ class Guard:
 
 
 def guarded(strategy: Any, name: str) -> tuple[Any, Guard]:
-    """A stand-in for the strategy module whose evaluate, needs_quotes and quotes_from_ms run
-    under the guard (returned with it); every other attribute (API, EXITS, CANDLES,
-    DEFAULTS...) is the module's."""
+    """A stand-in for the strategy module (returned with its guard) holding only what the
+    kernel reads of it, as plain values read under the guard once: its declarations, and
+    evaluate, needs_quotes and quotes_from_ms wrapped to run under the guard and hand back
+    plain answers (`_plain_answer`, bool, int) or raise a `StrategyRaised`.
+    Raises LookAheadError when reading a declaration is refused, BacktestError when it
+    raises."""
     guard = Guard(name)
-    attrs = {k: getattr(strategy, k) for k in dir(strategy) if not k.startswith("__")}
-    for fn_name in ("evaluate", "needs_quotes", "quotes_from_ms"):
-        fn = attrs.get(fn_name)
-        if callable(fn):
-            attrs[fn_name] = _wrap(guard, fn)
-    attrs["__name__"] = getattr(strategy, "__name__", name)
+    try:
+        attrs = guard.call(_declarations, strategy)
+    except LookAheadError:
+        raise
+    except Exception as e:
+        raise BacktestError(f"strategy {name!r}: its declarations cannot be read: {safe_repr(e)}") from None
+    fns = attrs.pop("_fns")
+    for fn_name, plain in (("evaluate", _plain_answer), ("needs_quotes", bool), ("quotes_from_ms", int)):
+        fn = fns.get(fn_name)
+        if fn is not None:
+            attrs[fn_name] = _wrap(guard, fn, plain)
+    attrs["__name__"] = name
     return _Namespace(attrs), guard
 
 
@@ -167,9 +187,116 @@ class _Namespace:
         self.__dict__.update(attrs)
 
 
-def _wrap(guard: Guard, fn: Callable[..., Any]) -> Callable[..., Any]:
+_NO = object()
+
+
+def _declarations(strategy: Any) -> dict[str, Any]:
+    """What the kernel reads of a strategy module, as builtin values (run under the guard)."""
+    out: dict[str, Any] = {"CANDLES": declared_candles(strategy)}
+    # exits_on's rule (kernel/exits.py): EXITS is True, nothing else
+    out["EXITS"] = getattr(strategy, "EXITS", False) is True
+    for decl in ("API", "DEFAULTS", "PARAM_BOUNDS"):
+        v = getattr(strategy, decl, _NO)
+        if v is not _NO:
+            out[decl] = _plain(v)
+    fns: dict[str, Any] = {}
+    for fn_name in ("evaluate", "needs_quotes", "quotes_from_ms"):
+        fn = getattr(strategy, fn_name, None)
+        if fn is not None and callable(fn):
+            fns[fn_name] = fn
+    out["_fns"] = fns
+    return out
+
+
+class StrategyRaised(Exception):
+    """A strategy's exception as a backtest hands it to the kernel: its repr, taken under the
+    guard (an exception's __repr__ is strategy code)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _Opaque:
+    """An answer that is none of None, Buy, Exit or Pass, as its repr (taken under the guard):
+    the kernel refuses it as it would the original, without running its code."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+REPR_MAX = 500
+
+
+def safe_repr(obj: object, limit: int = REPR_MAX) -> str:
+    """repr(obj), cut to `limit`; when repr raises (or is refused), a text naming the type."""
+    try:
+        text = repr(obj)
+        if type(text) is not str:
+            raise TypeError("__repr__ returned a non-string")
+    except Exception as e:
+        text = f"<{type(obj).__name__} whose repr raised {type(e).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_ATOMS = (type(None), bool, int, float, str)
+
+
+def _plain(v: Any) -> Any:
+    """`v` as builtin values: subclasses of int, float and str copied to the exact types (by
+    the base types' own methods: no subclass code runs), containers rebuilt; anything else
+    as an opaque text of its repr."""
+    t = type(v)
+    if t in _ATOMS:
+        return v
+    if isinstance(v, float):
+        return float.__float__(v)
+    if isinstance(v, int):
+        return int.__int__(v)
+    if isinstance(v, str):
+        return str.__str__(v)
+    if isinstance(v, dict):
+        return {_plain(k): _plain(x) for k, x in dict.items(v)}
+    if isinstance(v, (list, tuple)):
+        items = [_plain(x) for x in (list.__iter__(v) if isinstance(v, list) else tuple.__iter__(v))]
+        return items if isinstance(v, list) else tuple(items)
+    return _Opaque(safe_repr(v))
+
+
+def _plain_answer(a: Any) -> Any:
+    """An answer rebuilt as the exact kernel.strategy_api type with builtin field values (the
+    kernel compares, formats and sizes them after the guarded call)."""
+    if a is None:
+        return None
+    for cls in (Buy, Exit, Pass):
+        if isinstance(a, cls):
+            return cls(**{f: _plain(getattr(a, f)) for f in cls.__struct_fields__})
+    return _Opaque(safe_repr(a))
+
+
+def _wrap(guard: Guard, fn: Callable[..., Any], plain: Callable[[Any], Any]) -> Callable[..., Any]:
+    def body(*args: Any) -> Any:
+        err = ""
+        try:
+            return plain(fn(*args))
+        except Exception as e:
+            err = safe_repr(e)  # the exception's repr is strategy code: under the guard
+        # Raised outside the except clause: the original is nobody's __context__.
+        raise StrategyRaised(err)
+
     def run(*args: Any) -> Any:
-        return guard.call(fn, *args)
+        return guard.call(body, *args)
 
     return run
 
@@ -197,28 +324,47 @@ def check_input(inp: SlotInput, newest_open_ms: int, open_ms: int) -> None:
             )
 
 
-def load_module(name: str, source: bytes, filename: str, module_name: str) -> types.ModuleType:
+def load_module(
+    name: str, source: bytes, filename: str, module_name: str, package_dir: str | None = None
+) -> types.ModuleType:
     """A strategy module made from its source, its own code run under the guard (only I/O
     refused: a module that reads the history file when it loads reads the future as surely
     as one that reads it in evaluate). The modules it imports are imported first, outside
-    the guard (the import system reads files); it is not left in sys.modules."""
-    code = compile(source, filename, "exec")
-    for mod in _imports(ast.parse(source, filename)):
-        with contextlib.suppress(Exception):  # the module's own run raises it, named
-            importlib.import_module(mod)
-    module = types.ModuleType(module_name)
+    the guard (the import system reads files). With `package_dir` (its strategies directory)
+    it is a module of a throwaway package of that directory, so that its relative imports
+    (`from ._helpers import x`) get that directory's siblings, fresh, as replay's loader does
+    (kernel/strategy_load.py); neither it nor the package nor the siblings are left in
+    sys.modules (what it imported at module level it keeps; an import run later, inside
+    evaluate, finds no package)."""
+    code = compile(source, filename, "exec", dont_inherit=True)
+    pkg_name = f"_baton_pkg_{module_name}" if package_dir is not None else ""
+    full_name = f"{pkg_name}.{module_name}" if pkg_name else module_name
+    module = types.ModuleType(full_name)
     module.__file__ = filename
-    sys.modules[module_name] = module  # dataclasses and typing look their module up while it runs
+    if pkg_name:
+        pkg = types.ModuleType(pkg_name, f"throwaway package of {package_dir}")
+        pkg.__path__ = [str(package_dir)]
+        pkg.__package__ = pkg_name
+        sys.modules[pkg_name] = pkg
+        module.__package__ = pkg_name
     try:
+        for mod in _imports(ast.parse(source, filename), pkg_name):
+            with contextlib.suppress(Exception):  # the module's own run raises it, named
+                importlib.import_module(mod)
+        sys.modules[full_name] = module  # dataclasses and typing look their module up while it runs
         Guard(name, loading=True).call(exec, code, module.__dict__)
     finally:
-        sys.modules.pop(module_name, None)
+        sys.modules.pop(full_name, None)
+        if pkg_name:
+            for n in [n for n in sys.modules if n == pkg_name or n.startswith(f"{pkg_name}.")]:
+                sys.modules.pop(n, None)
     return module
 
 
-def _imports(tree: ast.AST) -> list[str]:
-    """The absolute module names a module imports, anywhere in it (an import inside evaluate
-    would otherwise be a module loaded under the guard: refused)."""
+def _imports(tree: ast.AST, package: str = "") -> list[str]:
+    """The module names a module imports, anywhere in it (an import inside evaluate would
+    otherwise be a module loaded under the guard: refused); its relative imports of one
+    level as modules of `package` (none without one)."""
     out: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -226,4 +372,15 @@ def _imports(tree: ast.AST) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             out.append(node.module)
             out += [f"{node.module}.{a.name}" for a in node.names if a.name != "*"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and package:
+            base = f"{package}.{node.module}" if node.module else package
+            if node.module:
+                out.append(base)
+            out += [f"{base}.{a.name}" for a in node.names if a.name != "*"]
     return out
+
+
+def relative_imports(source: bytes, filename: str) -> list[str]:
+    """The sibling modules a strategy's source imports relatively (one level), by name."""
+    mods = _imports(ast.parse(source, filename), "_")
+    return sorted({m.split(".")[1] for m in mods if m.startswith("_.")})

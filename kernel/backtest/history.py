@@ -6,6 +6,7 @@ view that ends there (`CandleView`), so that the future is never in what it is g
 from __future__ import annotations
 
 import bisect
+import hashlib
 from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
@@ -94,6 +95,14 @@ class AssetHistory:
 
     def __len__(self) -> int:
         return len(self.open_ms)
+
+    def digest(self) -> str:
+        """A hash of the candles held (every column, as bytes: a day of an asset in a few
+        milliseconds): a run's id includes it, so other history is another backtest."""
+        h = hashlib.sha256(f"{self.asset}:{len(self)}".encode())
+        for col in (self.open_ms, self.opens, self.highs, self.lows, self.closes, self.volumes):
+            h.update(col.tobytes())
+        return h.hexdigest()
 
     def candle(self, i: int) -> Candle:
         return Candle(

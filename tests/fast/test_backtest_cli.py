@@ -128,20 +128,25 @@ def test_the_text_report_has_the_totals_and_the_slot_table(
         (["--strategy", "nope"], "no strategy 'nope'"),
         (["--strategy", "Bad-Name"], "bad strategy name"),
         (["--strategy", "snipe", "--lag-ms", "-5"], "--lag-ms -5 is below 0"),
+        (["--strategy", "snipe", "--spread", "0.9"], "--spread 0.9 is not between 0 and 0.5"),
+        (["--strategy", "../../etc"], "bad strategy name"),
     ],
 )
 def test_bad_arguments_are_refused_naming_what_is_wrong(
     env: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
 ) -> None:
-    assert cli.main(["backtest", "--from", FROM, "--to", TO, *args]) == 1
-    assert says in capsys.readouterr().err
+    assert cli.main(["backtest", "--from", FROM, "--to", TO, *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.startswith("baton backtest: ")
 
 
 def test_a_period_that_ends_before_it_starts_is_refused(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["backtest", "--strategy", "snipe", "--from", TO, "--to", FROM]) == 1
+    assert cli.main(["backtest", "--strategy", "snipe", "--from", TO, "--to", FROM]) == 2
     assert "must be after --from" in capsys.readouterr().err
+    assert cli.main(["backtest", "--strategy", "snipe", "--from", "yesterday", "--to", TO]) == 2
+    assert "yesterday" in capsys.readouterr().err
 
 
 def test_no_history_for_an_asset_says_how_to_fetch_it(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,3 +252,51 @@ def test_books_the_input_log_recorded_are_used_where_they_exist(env: Path) -> No
     recorded = next(t for t in r.trade_list if t.window_start_s == start)
     assert recorded.cost_usd / recorded.shares == pytest.approx(0.37)  # the recorded ask
     assert all(t.cost_usd / t.shares != pytest.approx(0.37) for t in r.trade_list if t is not recorded)
+
+
+def test_a_strategy_that_imports_its_siblings_relatively_loads_with_its_own_helpers(env: Path) -> None:
+    root = _strategy_root(
+        env,
+        "rel",
+        "from kernel.strategy_api import Pass\nfrom ._edge import EDGE\nfrom . import _more\n\n"
+        "def evaluate(inp):\n    return Pass(reason=f'edge {EDGE} {_more.NOTE}')\n",
+    )
+    (root / "worker" / "strategies" / "_edge.py").write_text("EDGE = 0.07\n")
+    (root / "worker" / "strategies" / "_more.py").write_text("NOTE = 'mine'\n")
+    module = bt.load_strategy("rel", root)
+    assert module.evaluate(None).reason == "edge 0.07 mine"
+    import sys
+
+    assert not [n for n in sys.modules if n.startswith("_baton_pkg_")]  # nothing left behind
+    res, _ = bt.backtest(cli.settings_mod.load(), "rel", DAY0_S * 1000, (DAY0_S + 600) * 1000, root=root)
+    assert res.report.evaluations > 0 and all(s.errors == 0 for s in res.report.slots.values())
+    # its helper is its code: another helper, another run
+    (root / "worker" / "strategies" / "_edge.py").write_text("EDGE = 0.08\n")
+    again, _ = bt.backtest(cli.settings_mod.load(), "rel", DAY0_S * 1000, (DAY0_S + 600) * 1000, root=root)
+    assert again.report_file != res.report_file
+
+
+def test_other_candle_history_is_another_run_and_the_same_is_the_same(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = cli.settings_mod.load()
+    first, _ = bt.backtest(s, "snipe", DAY0_S * 1000, (DAY0_S + 600) * 1000, "btc-5m")
+    same, _ = bt.backtest(s, "snipe", DAY0_S * 1000, (DAY0_S + 600) * 1000, "btc-5m")
+    assert same.report_file == first.report_file
+    assert Path(same.report_file).read_bytes() == Path(first.report_file).read_bytes()
+
+    def other(home: str, asset: str, lo: int, hi: int, problems: list[str]) -> list[Any]:
+        return [c for c in walk(asset, DAY0_S - 3600, DAY0_S + 2 * 3600, seed=8) if lo <= c.open_ms < hi]
+
+    monkeypatch.setattr(bt, "history_loader", lambda: other)
+    refetched, _ = bt.backtest(s, "snipe", DAY0_S * 1000, (DAY0_S + 600) * 1000, "btc-5m")
+    assert refetched.report_file != first.report_file
+    assert Path(first.report_file).is_file() and Path(first.picture).is_file()  # kept
+
+
+def test_a_run_that_cannot_run_exits_1(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bt, "history_loader", lambda: lambda *a: [])
+    assert cli.main(["backtest", "--strategy", "snipe", "--from", FROM, "--to", TO]) == 1
+    assert "baton history fetch" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import sys
 import types
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from baton.errors import LookAheadError
 from kernel.backtest import engine
-from kernel.backtest.guard import Guard, check_input
+from kernel.backtest.guard import Guard, StrategyRaised, check_input, guarded
 from kernel.strategy_api import Bar, Buy, SlotInput
 from state.structs import Candle
 from tests.fast.backtest_rig import config, history
@@ -173,3 +174,114 @@ def test_the_engine_hands_the_input_builder_only_closed_candles() -> None:
         assert last == by_open[now - 1000].close  # the candle that closed at the tick
         assert all(b[0] <= now for b in bars["1m"])
         assert bars["1m"][-1][4] == by_open[now - 1000].close  # the forming bar ends there
+
+
+# --- strategy code the kernel runs outside evaluate (review finding 2) ---------------------------
+
+
+def _learn_the_future(known: dict[tuple[str, int], bool]) -> None:
+    """Walk up the stack to the engine's history and note every 5-minute window's result."""
+    f = sys._getframe(2)
+    while f is not None and not known:
+        run = f.f_locals.get("self")
+        hist = getattr(run, "hist", None) if run is not None else None
+        if isinstance(hist, dict) and hist:
+            for asset, h in hist.items():
+                by_open = {c.open_ms: c for c in h.candles_between(0, len(h))}
+                first = h.open_ms[0] // 300_000 * 300_000
+                for ms in range(first, h.open_ms[-1], 300_000):
+                    a, b = by_open.get(ms), by_open.get(ms + 300_000 - 1000)
+                    if a and b:
+                        known[(f"{asset}-5m", ms)] = b.close >= a.open
+        f = f.f_back
+
+
+def _knowing(known: dict[tuple[str, int], bool], otherwise: Any = None) -> Any:
+    def evaluate(inp: SlotInput) -> Buy | None:
+        won = known.get((inp.slot_id, inp.window_start_ms))
+        if won is None:
+            if otherwise is not None:
+                raise otherwise()
+            return None
+        ask = inp.up_ask if won else inp.down_ask
+        if ask is None or ask >= 0.99:
+            return None
+        return Buy(side="up" if won else "down", limit_price=ask, stake_usd=5.0, reason="I know")
+
+    return evaluate
+
+
+def test_a_strategy_whose_exception_repr_reads_the_future_is_refused() -> None:
+    """The kernel formats a strategy's exception after evaluate returned: its __repr__ is
+    strategy code, and must run under the guard (the engine takes its text there)."""
+    known: dict[tuple[str, int], bool] = {}
+
+    class Peek(Exception):
+        def __repr__(self) -> str:
+            _learn_the_future(known)
+            return "Peek()"
+
+    strat = types.SimpleNamespace(evaluate=_knowing(known, Peek), API=2)
+    with pytest.raises(LookAheadError, match=r"strategy 'peeker' walked the call stack"):
+        rep = engine.run(config("peeker", hours=1.0, assets=("btc",)), history(assets=("btc",)), strat)
+        print("trades", rep.trades, "win rate", rep.win_rate, "pnl", rep.pnl_usd)
+
+
+def test_a_strategy_whose_candles_declaration_reads_the_future_is_refused() -> None:
+    """CANDLES is read by the engine (its look-back) and the input builder: a Mapping whose
+    items() walks the stack is strategy code too; the declarations are read once, guarded."""
+    known: dict[tuple[str, int], bool] = {}
+
+    class Declared(Mapping[str, int]):
+        def __getitem__(self, k: str) -> int:
+            raise KeyError(k)
+
+        def __len__(self) -> int:
+            return 0
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(())
+
+        def items(self) -> Any:
+            _learn_the_future(known)
+            return iter(())
+
+    strat = types.SimpleNamespace(evaluate=_knowing(known), API=2, CANDLES=Declared())
+    with pytest.raises(LookAheadError, match=r"strategy 'peeker' walked the call stack"):
+        rep = engine.run(config("peeker", hours=1.0, assets=("btc",)), history(assets=("btc",)), strat)
+        print("trades", rep.trades, "win rate", rep.win_rate, "pnl", rep.pnl_usd)
+
+
+def test_an_answer_made_of_subclasses_reaches_the_kernel_as_plain_values() -> None:
+    """A float subclass in a Buy is strategy code the kernel would run later (its comparisons,
+    its repr): the answer is rebuilt of plain values while the guard is on."""
+    known: dict[tuple[str, int], bool] = {}
+
+    class Sneaky(float):
+        def __lt__(self, other: object) -> bool:
+            _learn_the_future(known)
+            return float(self) < other  # type: ignore[operator]
+
+    def evaluate(inp: SlotInput) -> Buy | None:
+        return Buy(side="up", limit_price=Sneaky(0.5), stake_usd=Sneaky(5.0), reason="x")
+
+    strat, _ = guarded(types.SimpleNamespace(evaluate=evaluate, API=2), "peeker")
+    got = strat.evaluate(None)
+    assert type(got) is Buy and type(got.limit_price) is float and type(got.stake_usd) is float
+    assert got == Buy(side="up", limit_price=0.5, stake_usd=5.0, reason="x")
+    assert got.limit_price < 1.0 and not known  # the subclass's code never runs
+
+
+def test_an_exception_reaches_the_kernel_as_its_text_taken_under_the_guard() -> None:
+    class Odd(Exception):
+        def __repr__(self) -> str:
+            return "Odd('mine')"
+
+    def evaluate(inp: SlotInput) -> None:
+        raise Odd()
+
+    strat, _ = guarded(types.SimpleNamespace(evaluate=evaluate, needs_quotes=lambda inp: 1), "odd")
+    with pytest.raises(StrategyRaised) as got:
+        strat.evaluate(None)
+    assert repr(got.value) == "Odd('mine')" and got.value.__context__ is None
+    assert strat.needs_quotes(None) is True
