@@ -211,9 +211,11 @@ chaos-cluster: bootstrap
 	  $${NAME:+--name="$$NAME"} $${NET:+--net="$$NET"}
 
 # Most end-to-end tests wait on real time (windows, entry zones, restarts) far more than they
-# use the CPU, so they run beside the fast suite: one worker runs the fast suite from the
-# start, the other three an end-to-end module each, the longest first, taking the next when
-# done (tests/scheduling.py: the order and the groups; xdist must not reorder them). The tests
+# use the CPU (a trading stack ~6 % of a core, ~6 s of CPU to start), so they run three at a
+# time beside the fast suite: one worker runs the fast files from the start, the other three an
+# end-to-end module each, the longest first, taking the next when done; a worker whose kind has
+# run out takes the other (tests/scheduling.py; xdist must not reorder). Four stacks at a time
+# from the start (-n 5) made a rollback miss a 500 ms tick on a busy machine. The tests
 # judged by the wall clock (a missed tick, a restart's length; marked `serial`) then run
 # alone, where another stack's work cannot be mistaken for a fault. JOBS=1: one at a time.
 test: bootstrap

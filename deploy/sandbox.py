@@ -77,6 +77,11 @@ class Stack:
     # Every stack made in this process, so that a test's fixture can ask what Redis refused
     # each (tests/e2e/conftest.py).
     made: ClassVar[list[Stack]] = []
+    # Whether stop() waits for `baton stop` to finish (4-7 s: supervisord stops the programs one
+    # after the other). The end-to-end suite lets it run on while its next test starts a stack,
+    # and waits for every one at its end (await_stops): tests/e2e/conftest.py.
+    wait_for_stop: ClassVar[bool] = True
+    stopping: ClassVar[list[subprocess.Popen[bytes]]] = []
 
     def __init__(self, **env: str) -> None:
         Stack.made.append(self)
@@ -146,11 +151,23 @@ class Stack:
             out.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:])
         return "\n".join(out)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool | None = None) -> None:
+        """`baton stop`, once what Redis refused is read; `wait` (default: wait_for_stop) says
+        whether to return only when every program is gone, or at once, the stop going on."""
         with contextlib.suppress(Exception):  # Redis may be down already
             self.denials_at_stop = self.acl_denials()
-        self.baton("stop", timeout_s=120)
         self.redis.close()
+        if self.wait_for_stop if wait is None else wait:
+            self.baton("stop", timeout_s=120)
+        else:
+            out = subprocess.DEVNULL
+            Stack.stopping.append(subprocess.Popen([BATON, "stop"], env=self.env, stdout=out, stderr=out))
+
+    @classmethod
+    def await_stops(cls, timeout_s: float = 120) -> None:
+        """Returns once every stop begun without waiting has finished."""
+        while cls.stopping:
+            cls.stopping.pop().wait(timeout=timeout_s)
 
 
 def _pairs(flat: list[Any]) -> dict[str, Any]:

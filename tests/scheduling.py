@@ -1,10 +1,11 @@
-"""How `make test` spreads the suite over its pytest-xdist workers: all that is not end-to-end
-(tests/e2e/) is one unit of work, which one worker runs from the start, while the other workers
-take the end-to-end modules one at a time, the longest first.
+"""How `make test` spreads the suite over its pytest-xdist workers: one worker runs the fast
+suite (all that is not under tests/e2e/, a file at a time) from the start, while the others take
+the end-to-end modules one at a time, the longest first; a worker whose kind of work has run out
+takes the other kind.
 
 Why: a worker asks for more work only once it has at most two tests left, and the end-to-end
 tests came first; so the fast suite waited until the stacks were nearly done, then ran on CPUs
-the stacks had mostly left idle for minutes (a stack waits on windows and ticks). Now the two
+the stacks had mostly left idle for minutes (a trading stack uses ~6 % of a core). Now the two
 overlap. The `xdist_group` marks that were to spread the stacks did nothing: pytest 9 no longer
 reads the `item._nodeid` that xdist 3.8 writes the group into, so the units are named here,
 from each test's node id, by the scheduler that `pytest_xdist_make_scheduler` hands xdist
@@ -13,11 +14,11 @@ from each test's node id, by the scheduler that `pytest_xdist_make_scheduler` ha
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from typing import Any
 
 import pytest
 from xdist.scheduler import LoadScopeScheduling
 
-FAST_UNIT = "fast"
 E2E_DIR = "tests/e2e/"
 
 # Modules whose tests share nothing (a stack each): one unit per test, run side by side. Any
@@ -56,29 +57,46 @@ DEFAULT_S = 90
 
 
 def unit_of(nodeid: str) -> str:
-    """The unit of work a test belongs to: FAST_UNIT, an end-to-end module, or the test."""
+    """The unit of work a test belongs to: its file, or the test itself in a SPLIT module."""
     path = nodeid.split("::", 1)[0]
-    if not path.startswith(E2E_DIR):
-        return FAST_UNIT
-    return nodeid if PurePosixPath(path).name in SPLIT else path
+    return nodeid if path.startswith(E2E_DIR) and PurePosixPath(path).name in SPLIT else path
+
+
+def is_fast(unit: str) -> bool:
+    return not unit.startswith(E2E_DIR)
 
 
 def expected_s(nodeid: str) -> float:
     path = nodeid.split("::", 1)[0]
     if not path.startswith(E2E_DIR):
-        return float("inf")  # the fast unit goes first: its worker starts on it at once
+        return float("inf")  # the fast files first, in their order
     return E2E_SECONDS.get(PurePosixPath(path).name, DEFAULT_S)
 
 
 def arrange(items: list[pytest.Item]) -> None:
-    """The order the workers draw the units in (xdist keeps the collection's order with
-    `--no-loadscope-reorder`): the fast unit, then the end-to-end units, longest first. Stable,
-    so the same on every worker, as xdist requires."""
+    """The order of the units in xdist's queue (it keeps the collection's order with
+    `--no-loadscope-reorder`): the fast files as they are, then the end-to-end units, longest
+    first. Stable, so the same on every worker, as xdist requires."""
     items.sort(key=lambda item: -expected_s(item.nodeid))
 
 
 class SuiteScheduling(LoadScopeScheduling):
-    """xdist's load-scope scheduling, with the units above as its scopes."""
+    """xdist's load-scope scheduling, with the units above as its scopes, and a choice of unit
+    by worker: the first worker served takes the fast files, the others the end-to-end units,
+    each in the queue's order, until its kind runs out."""
+
+    def __init__(self, config: pytest.Config, log: Any = None) -> None:
+        super().__init__(config, log)
+        self.fast_node: Any = None
 
     def _split_scope(self, nodeid: str) -> str:
         return unit_of(nodeid)
+
+    def _assign_work_unit(self, node: Any) -> None:
+        if self.fast_node is None:
+            self.fast_node = node
+        wanted = node is self.fast_node
+        unit = next((u for u in self.workqueue if is_fast(u) == wanted), None)
+        if unit is not None:
+            self.workqueue.move_to_end(unit, last=False)  # the base class takes the first unit
+        super()._assign_work_unit(node)

@@ -108,7 +108,7 @@ def test_foreign_hosts_stale_cookies_and_guessing_are_refused_on_a_real_stack():
                 assert token.reveal() not in value and sid not in value, key
     finally:
         http.close()
-        st.stop()
+        st.stop(wait=True)
     logs = "".join(f.read_text(errors="replace") for f in (st.home / "var" / "log").glob("*.log*"))
     assert logs and token.reveal() not in logs and sid not in logs
     assert "guess-" not in logs

@@ -125,7 +125,7 @@ def test_halt_over_http_stops_orders_stands_across_a_restart_and_the_cli_needs_n
         wait_for(lambda: len(_ids(st) - at_answer) >= 1, 40, "an order after the resume")
     finally:
         http.close()
-        st.stop()
+        st.stop(wait=True)
     # The token is never logged, by any program.
     logs = "".join(f.read_text(errors="replace") for f in (st.home / "var" / "log").glob("*.log*"))
     assert logs and token.reveal() not in logs

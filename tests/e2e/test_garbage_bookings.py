@@ -97,5 +97,5 @@ def test_garbage_sums_and_journal_marks_block_entries_and_lose_nothing():
         check_ledger(st.redis)
     finally:
         logs = st.logs()
-        st.stop()
+        st.stop(wait=True)
     assert not [p for p in pids if process_alive(p)], f"processes left behind after stop\n{logs}"

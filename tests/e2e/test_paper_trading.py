@@ -116,5 +116,5 @@ def test_a_paper_stack_trades_and_settles_windows_then_stops_clean():
         )
     finally:
         logs = st.logs()
-        st.stop()
+        st.stop(wait=True)
     assert not [p for p in pids if process_alive(p)], f"processes left behind after stop\n{logs}"
