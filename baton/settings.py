@@ -171,6 +171,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # days (0: forever).
     input_log_redis_s: int = 6 * 3600
     input_log_days: float = 30.0
+    # ... and at most about this many MB of it in Redis (trimmed as the worker appends, by
+    # entries at their recent size): the one Redis that holds the ledger.
+    input_log_redis_mb: int = 256
 
     @property
     def redis_exposed(self) -> bool:
@@ -530,6 +533,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         decision_log_len=_int(env, "BATON_DECISION_LOG_LEN", 500, 10),
         input_log_redis_s=_int(env, "BATON_INPUT_LOG_REDIS_S", 6 * 3600, 60),
         input_log_days=_float(env, "BATON_INPUT_LOG_DAYS", 30.0, 0.0),
+        input_log_redis_mb=_int(env, "BATON_INPUT_LOG_REDIS_MB", 256, 1),
     )
 
 

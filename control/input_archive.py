@@ -16,15 +16,18 @@ from typing import Any
 
 from kernel.input_log import Evaluation, from_json_line
 from kernel.input_stream import decode_entry, read_batches
-from state.inputs import PAGE, InputsRepo, entry_ms, parse_entry
+from state.inputs import InputsRepo, Pager, entry_ms, parse_entry
 from state.keys import Keys
 from worker.input_files import day_files, every_day_filed, inputs_dir, read_lines, read_state
 
 log = logging.getLogger("baton.inputs")
 
 # A stream id is Redis's clock when the entry was appended, between ticks, after the tick
-# its `at_ms` names: a range read starts this much before `from_ms` (two hosts' clocks) and
-# ends this much after `to_ms` (a tick's entry appended late, with the next one's).
+# its `at_ms` names; the records are selected by `at_ms`, the ids only bound the read: from
+# the range's start plus the offset between the two clocks (id - at_ms, the least of the
+# oldest and the newest entry's: a rig's virtual clock may be far from Redis's) less this
+# (two hosts' clocks), to its end plus the greatest offset and this (a tick's entry appended
+# late, with the next one's).
 ID_BEFORE_MS = 60_000
 ID_AFTER_MS = 600_000
 
@@ -47,6 +50,7 @@ def iter_evaluations(
     None."""
     found: list[str] = [] if problems is None else problems
     seen: set[tuple[int, str]] = set()
+    before = len(found)
     try:
         for path in day_files(home, from_ms, to_ms):
             for n, line in read_lines(path, found):
@@ -61,7 +65,9 @@ def iter_evaluations(
                         seen.add(key)
                         yield e
         if r is not None:
-            after = _copied_up_to(home, from_ms, to_ms)
+            # A file that could not be read whole (cut, corrupt) may have lost what Redis still
+            # holds: then Redis is read from the range's start (the dedupe drops the overlap).
+            after = _copied_up_to(home, from_ms, to_ms) if len(found) == before else None
             yield from _from_redis(r, k, from_ms, to_ms, slot, seen, found, after)
     finally:
         if problems is None:
@@ -92,12 +98,19 @@ def _from_redis(
     after: str | None = None,
 ) -> Iterator[Evaluation]:
     repo = InputsRepo(r, k)
-    low = f"{max(0, from_ms - ID_BEFORE_MS)}-0"
+    offsets = _clock_offsets(repo)
+    if offsets is None:
+        return  # no stream
+    low = f"{max(0, from_ms + min(offsets) - ID_BEFORE_MS)}-0"
     if after is not None and _id(after) >= _id(low):
         low = f"({after}"
-    high = to_ms + ID_AFTER_MS
+    high = to_ms + max(offsets) + ID_AFTER_MS
+    pager = Pager()
     while True:
-        page = repo.input_range(low, "+", PAGE)
+        page = repo.input_range(low, "+", pager.count())
+        pager.saw(page)
+        if not page:
+            return
         for entry_id, fields in page:
             low = f"({entry_id}"
             if entry_ms(entry_id) > high:
@@ -118,8 +131,21 @@ def _from_redis(
                 if key not in seen:
                     seen.add(key)
                     yield e
-        if len(page) < PAGE:
-            return
+
+
+def _clock_offsets(repo: InputsRepo) -> tuple[int, int] | None:
+    """(id ms - at_ms) of the oldest and the newest entry (0 for one that cannot be read);
+    None: no entry."""
+    ends = repo.input_range("-", "+", 1) + repo.input_last()
+    if not ends:
+        return None
+    offsets = []
+    for entry_id, fields in ends:
+        try:
+            offsets.append(entry_ms(entry_id) - parse_entry(entry_id, fields).at_ms)
+        except ValueError:
+            offsets.append(0)
+    return offsets[0], offsets[-1]
 
 
 def _id(entry_id: str) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from kernel.halt import HaltGate
 from kernel.inputs import TickInputs, account, with_asks
 from kernel.lease import LeaseDeadline
 from kernel.markets import MarketCache
-from kernel.notes import INPUT_LOG_S, DecisionNotes
+from kernel.notes import INPUT_LOG_BYTES, INPUT_LOG_S, DecisionNotes
 from kernel.raised import plain
 from kernel.risk import Account, RiskLimits, check_entry
 from kernel.snapshot import SlotRef, Snapshot
@@ -86,6 +86,7 @@ class Entries:
         decision_log_len: int = DECISION_LOG_LEN,
         release: str = "",
         input_log_s: int = INPUT_LOG_S,
+        input_log_bytes: int = INPUT_LOG_BYTES,
     ) -> None:
         self.store = store
         self.venue = venue
@@ -119,7 +120,7 @@ class Entries:
         # Exit legs committed per slot-window (kernel/exits.py).
         self.legs = ExitLegs()
         # Each slot's last decision, the decision log and the input log (kernel/notes.py).
-        self.notes = DecisionNotes(store, decision_log_len, release, input_log_s)
+        self.notes = DecisionNotes(store, decision_log_len, release, input_log_s, input_log_bytes)
         # What the inputs of the current tick share (kernel/inputs.py), built on first use.
         self._inputs: TickInputs | None = None
 

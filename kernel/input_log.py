@@ -7,13 +7,16 @@ One tick's evaluations are one batch: msgpack of a list of Evaluation, zlib-comp
 of one tick share their closes and bars, which compress well). Redis keeps the recent batches
 (keys.input_log(), state/inputs.py); older days roll into JSON-lines files under var/inputs/
 (one Evaluation per line: docs/evaluate.md). Floats survive both encodings exactly, so a
-replay with the code that made a decision makes it again bit for bit.
+replay with the code that made a decision makes it again bit for bit: JSON has no NaN or
+infinity, so in the files a non-finite float is written as the string "nan", "-nan", "inf"
+or "-inf" (the sign of a NaN kept) and read back as that float.
 
 Pure: encoding, decoding and comparing; no I/O.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -119,6 +122,9 @@ _DEC = msgspec.msgpack.Decoder(list[Evaluation])
 _ONE = msgspec.msgpack.Decoder(Evaluation)
 _JSON_ENC = msgspec.json.Encoder()
 _JSON_DEC = msgspec.json.Decoder(Evaluation)
+# Lax: also takes a float written as a string ("nan", "-inf": to_json_line's non-finite
+# floats); used only for a line the strict decoder refused, so ordinary lines stay fast.
+_JSON_LAX = msgspec.json.Decoder(Evaluation, strict=False)
 
 
 def recordable(e: Evaluation) -> Evaluation:
@@ -164,8 +170,28 @@ def decode_batch(blob: bytes) -> list[Evaluation]:
 
 
 def to_json_line(e: Evaluation) -> bytes:
-    """One evaluation as a line of the var/inputs/ files (no newline)."""
-    return _JSON_ENC.encode(e)
+    """One evaluation as a line of the var/inputs/ files (no newline). A non-finite float (a
+    NaN last_price, an answer's p_up of 0/0) is written as a string, "nan", "-nan", "inf" or
+    "-inf": msgspec's JSON would write null, which reads back as no float at all."""
+    line = _JSON_ENC.encode(e)
+    if b"null" not in line:  # every non-finite float becomes null: none here, the usual case
+        return line
+    return _JSON_ENC.encode(_finite(msgspec.to_builtins(e)))
+
+
+def _finite(v: Any) -> Any:
+    """`v` (builtins: dicts, lists, scalars) with its non-finite floats as strings."""
+    if type(v) is float:
+        if math.isfinite(v):
+            return v
+        if math.isnan(v):
+            return "-nan" if math.copysign(1.0, v) < 0 else "nan"
+        return "inf" if v > 0 else "-inf"
+    if type(v) is dict:
+        return {k: _finite(x) for k, x in v.items()}
+    if type(v) is list or type(v) is tuple:
+        return [_finite(x) for x in v]
+    return v
 
 
 def from_json_line(line: bytes | str) -> Evaluation:
@@ -173,6 +199,12 @@ def from_json_line(line: bytes | str) -> Evaluation:
     wrong."""
     try:
         return _JSON_DEC.decode(line)
+    except msgspec.ValidationError:
+        pass  # perhaps a non-finite float written as a string (to_json_line)
+    except msgspec.DecodeError as e:
+        raise ValueError(f"input log line unreadable: {e}") from None
+    try:
+        return _JSON_LAX.decode(line)
     except msgspec.DecodeError as e:
         raise ValueError(f"input log line unreadable: {e}") from None
 

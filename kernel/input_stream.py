@@ -10,10 +10,14 @@ import logging
 from typing import Any
 
 from kernel.input_log import Evaluation, decode_batch
-from state.inputs import InputBatch, InputsRepo, parse_entry
+from state.inputs import InputBatch, InputsRepo, Pager, parse_entry
 from state.keys import Keys
 
 log = logging.getLogger("baton.inputs")
+
+# Each stream's page size (by the size of the entries last read: state/inputs.py Pager), kept
+# across calls: a follower asks again and again, each call one read.
+_PAGERS: dict[str, Pager] = {}
 
 Batch = tuple[str, int, int, list[Evaluation]]
 
@@ -67,18 +71,28 @@ def read_batches(
     empty only when nothing readable follows `after_id` (then a corrupt last entry is read,
     and named, again by the next call, until an entry follows it).
 
+    At most about state/inputs.py PAGE_BYTES are read at a time, whatever `count` says (fewer
+    entries when they are large: a reply is what the worker's tick waits behind), so a
+    reply may hold fewer than `count` though more follow.
+
     On a sync client it returns the list; on an asyncio one, an awaitable of it. The client's
     socket timeout must exceed `block_ms`."""
     if count < 1:
         raise ValueError(f"count must be at least 1, not {count!r}")
     repo = InputsRepo(r, k)
     key = k.input_log()
+    pager = _PAGERS.setdefault(key, Pager())
+
+    def batches(reply: list[tuple[str, Any]]) -> tuple[list[Batch], str | None]:
+        pager.saw(reply)
+        return _batches(key, problems, reply)
+
     if inspect.iscoroutinefunction(getattr(r, "execute_command", None)):
 
         async def run() -> list[Batch]:
             after, block = after_id, block_ms
             while True:
-                got, last = _batches(key, problems, await repo.input_after(after, block, count))
+                got, last = batches(await repo.input_after(after, block, min(count, pager.count())))
                 if got or last is None:
                     return got
                 after, block = last, 0  # only skipped entries: read on past them, not waiting
@@ -86,7 +100,7 @@ def read_batches(
         return run()
     after, block = after_id, block_ms
     while True:
-        got, last = _batches(key, problems, repo.input_after(after, block, count))
+        got, last = batches(repo.input_after(after, block, min(count, pager.count())))
         if got or last is None:
             return got
         after, block = last, 0

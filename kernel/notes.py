@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kernel import decision_log, input_log
+from state.inputs import ENTRY_OVERHEAD_BYTES
 from state.store import Store
 from state.structs import DecisionRecord
 
@@ -20,6 +21,13 @@ log = logging.getLogger("baton.notes")
 # Redis keeps this much of the input log when the settings do not say
 # (BATON_INPUT_LOG_REDIS_S); older entries are trimmed as new ones are appended.
 INPUT_LOG_S = 6 * 3600
+# ... and at most about this many bytes of it (BATON_INPUT_LOG_REDIS_MB): the store that holds
+# the ledger has no room for 6 h of a thousand slots (~1 GB).
+INPUT_LOG_BYTES = 256 * 1024 * 1024
+# How the budget's entry size follows the entries appended (an average over the last ~100).
+ENTRY_SIZE_WEIGHT = 0.01
+# The budget's cutting the retention short is said (a problem) at most this often.
+BUDGET_NOTICE_MS = 600_000
 
 # One evaluation as the tick keeps it for the log: [ref, strategy name, input, answer,
 # outcome, intent id] (a list: an exit's outcome and intent id are filled in once its leg is
@@ -28,7 +36,14 @@ Evaluation = list[Any]
 
 
 class DecisionNotes:
-    def __init__(self, store: Store, log_len: int, release: str = "", input_log_s: int = INPUT_LOG_S) -> None:
+    def __init__(
+        self,
+        store: Store,
+        log_len: int,
+        release: str = "",
+        input_log_s: int = INPUT_LOG_S,
+        input_log_bytes: int = INPUT_LOG_BYTES,
+    ) -> None:
         self.store = store
         # Entries kept per slot in the decision log (BATON_DECISION_LOG_LEN).
         self.log_len = log_len
@@ -36,6 +51,13 @@ class DecisionNotes:
         self.release = release
         # The input log's retention in Redis (BATON_INPUT_LOG_REDIS_S).
         self.input_log_ms = input_log_s * 1000
+        # ... and its byte budget (BATON_INPUT_LOG_REDIS_MB), applied as a number of entries
+        # at the recent entries' average size (0: not known yet).
+        self.input_log_bytes = input_log_bytes
+        self.entry_bytes = 0.0
+        # Entries the budget trimmed that the age limit had kept, since it last said so.
+        self.budget_cut = 0
+        self.budget_said_ms = -BUDGET_NOTICE_MS
         # Ticks not in the input log yet: tick -> at_ms, oldest first. Every tick has its
         # entry, evaluations or not (TickRunner.run calls `ticked`): a follower counts ticks.
         self.ticks: dict[int, int] = {}
@@ -93,7 +115,9 @@ class DecisionNotes:
             batches = []
         if not entries and not batches and also is None:
             return problems
-        min_ms = max((at for at in ticks.values()), default=0) - self.input_log_ms
+        now_ms = max((at for at in ticks.values()), default=0)
+        min_ms = now_ms - self.input_log_ms
+        max_len = self._max_len(batches)
 
         def build(pipe: Any) -> None:
             if also is not None:
@@ -102,18 +126,46 @@ class DecisionNotes:
                 self.store.append_decisions(entries, self.log_len, pipeline=pipe)
             if batches:
                 rows = [(tick, at_ms, self.release, n, data) for tick, at_ms, n, data in batches]
-                self.store.append_inputs(rows, min_ms, pipeline=pipe)
+                self.store.append_inputs(rows, min_ms, pipeline=pipe, max_len=max_len)
 
         answers = await self.store.run_pipeline(build)
         added = answers[-1] if batches else None
         if isinstance(added, Exception):
             problems.append(f"input log: {len(batches)} tick(s) not appended: {added}")
+        elif isinstance(added, list) and len(added) == 2:
+            self._budget(int(added[1] or 0), max_len, now_ms, problems)
         appended = answers[-2 if batches else -1] if entries else None
         if isinstance(appended, Exception):
             problems.insert(0, f"decision log: {len(entries)} entr(ies) not appended: {appended}")
         elif isinstance(appended, list) and len(appended) == 3 and appended[1]:
             problems.insert(0, f"decision log: {appended[1]} entr(ies) not appended: {appended[2]}")
         return problems
+
+    def _max_len(self, batches: list[tuple[int, int, int, bytes]]) -> int:
+        """The entries the byte budget holds at the entries' recent size (at least one)."""
+        for *_, data in batches:
+            size = len(data) + ENTRY_OVERHEAD_BYTES
+            if self.entry_bytes <= 0:
+                self.entry_bytes = float(size)
+            else:
+                self.entry_bytes += (size - self.entry_bytes) * ENTRY_SIZE_WEIGHT
+        if self.input_log_bytes <= 0 or self.entry_bytes <= 0:
+            return 0
+        return max(1, int(self.input_log_bytes // self.entry_bytes))
+
+    def _budget(self, cut: int, max_len: int, now_ms: int, problems: list[str]) -> None:
+        """Say, at most every BUDGET_NOTICE_MS, that the byte budget trimmed entries the age
+        limit kept: Redis then holds less than BATON_INPUT_LOG_REDIS_S, and what a settle
+        program had not rolled yet is gone from the files too (its roll names the gap)."""
+        self.budget_cut += cut
+        if self.budget_cut and now_ms - self.budget_said_ms >= BUDGET_NOTICE_MS:
+            problems.append(
+                f"input log: the byte budget (BATON_INPUT_LOG_REDIS_MB, {self.input_log_bytes / 2**20:g} MB) "
+                f"trimmed {self.budget_cut} entr(ies) younger than BATON_INPUT_LOG_REDIS_S: Redis keeps "
+                f"about {max_len} entries of {self.entry_bytes / 1024:.1f} kB; entries not rolled into "
+                "var/inputs/ yet are lost"
+            )
+            self.budget_cut, self.budget_said_ms = 0, now_ms
 
     def _input_batches(
         self,

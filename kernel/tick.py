@@ -132,6 +132,7 @@ class TickRunner:
             decision_log_len=settings.decision_log_len,
             release=ident.release,
             input_log_s=settings.input_log_redis_s,
+            input_log_bytes=settings.input_log_redis_mb * 2**20,
         )
         # Orders the venue has and no intent knows, after a takeover or a primary change
         # (kernel/adopt.py): swept before the slots trade again.

@@ -4,7 +4,8 @@ encode_batch; empty when the tick evaluated nothing: a follower still counts the
 
 Appended by the worker between ticks, in the pipeline of the decision log (kernel/notes.py),
 and trimmed by age on each append (MINID ~: Redis drops whole stream nodes, so a little more
-than the retention may stay), by state/lua/inputs_append.lua. Stream ids are Redis's clock
+than the retention may stay) and by size (MAXLEN ~, the entries that fit the byte budget
+BATON_INPUT_LOG_REDIS_MB at the entries' recent size), by state/lua/inputs_append.lua. Stream ids are Redis's clock
 at the append; `at_ms` is the tick's. Decoded and followed by kernel/input_stream.py
 (`read_batches`, the shadow's), copied into files by worker/input_files.py, read back by
 control/input_archive.py.
@@ -24,8 +25,15 @@ from redis.client import NEVER_DECODE
 
 from state.repo import Repo
 
-# Entries per XRANGE page of a range read.
+# Entries per XRANGE page of a range read, at most, and at first (before an entry's size is
+# known: 8 of the largest, 1,024 slots' ~213 kB, are under 2 MB).
 PAGE = 500
+FIRST_PAGE = 8
+# What a read aims its reply at: Redis is single-threaded, and the worker's tick, its intent
+# scripts and its lease wait behind a reply (500 entries of 1,024 slots would be ~100 MB).
+PAGE_BYTES = 2 * 1024 * 1024
+# What an entry weighs besides its batch (ids, field names, numbers, the stream's node).
+ENTRY_OVERHEAD_BYTES = 64
 # Every read asks for bytes, whatever the client decodes (`data` is binary).
 _RAW = {NEVER_DECODE: True}
 
@@ -66,6 +74,33 @@ def parse_entry(entry_id: Any, fields: Any) -> InputBatch:
         raise ValueError(f"not an input log entry: {e}") from None
 
 
+def entry_bytes(fields: Any) -> int:
+    """About what an entry's reply weighs (its field values; None: a corrupt entry's)."""
+    if not fields:
+        return ENTRY_OVERHEAD_BYTES
+    return ENTRY_OVERHEAD_BYTES + sum(len(v) if isinstance(v, bytes | str) else 8 for v in fields.values())
+
+
+class Pager:
+    """How many entries the next read asks for, so that its reply is about PAGE_BYTES: from
+    the largest entry of the last page read (and no less than half the estimate before it,
+    so one small page does not let a page of large entries through)."""
+
+    def __init__(self, most: int = PAGE) -> None:
+        self.most = most
+        self.entry_bytes = 0.0  # unknown: FIRST_PAGE
+
+    def count(self) -> int:
+        if self.entry_bytes <= 0:
+            return min(FIRST_PAGE, self.most)
+        return max(1, min(self.most, int(PAGE_BYTES // self.entry_bytes)))
+
+    def saw(self, page: list[tuple[str, Any]]) -> None:
+        if page:
+            largest = max(entry_bytes(fields) for _, fields in page)
+            self.entry_bytes = max(float(largest), self.entry_bytes / 2)
+
+
 def entry_ms(entry_id: str) -> int:
     """The ms part of a stream id (Redis's clock at the append)."""
     return int(entry_id.split("-", 1)[0])
@@ -84,12 +119,17 @@ def _then(reply: Any, parse: Callable[[Any], Any]) -> Any:
 
 class InputsRepo(Repo):
     def append_inputs(
-        self, batches: list[tuple[int, int, str, int, bytes]], min_ms: int, pipeline: Any = None
+        self,
+        batches: list[tuple[int, int, str, int, bytes]],
+        min_ms: int,
+        pipeline: Any = None,
+        max_len: int = 0,
     ) -> Any:
         """XADD each tick's batch, (tick, at_ms, release, n, data) oldest first, trimming
-        entries older than `min_ms` (stream id ms, MINID ~), in one script call
-        (state/lua/inputs_append.lua), queued on `pipeline` or run now (returns how many)."""
-        args: list[Any] = [max(0, min_ms)]
+        entries older than `min_ms` (stream id ms, MINID ~) and then all but about `max_len`
+        (MAXLEN ~; 0: no such trim), in one script call (state/lua/inputs_append.lua),
+        queued on `pipeline` or run now: returns [appended, trimmed by `max_len`]."""
+        args: list[Any] = [max(0, min_ms), max(0, max_len)]
         for tick, at_ms, release, n, data in batches:
             args += [tick, at_ms, release, n, data]
         return self._call(self.scripts.inputs_append, [self.k.input_log()], args, pipeline)
@@ -98,6 +138,11 @@ class InputsRepo(Repo):
         """Up to `count` raw entries [(id, fields)] from `min_id` to `max_id` (XRANGE bounds:
         "-", "+", "(id" exclusive), fields as bytes."""
         reply = self.r.execute_command("XRANGE", self.k.input_log(), min_id, max_id, "COUNT", count, **_RAW)
+        return _then(reply, _entries)
+
+    def input_last(self) -> Any:
+        """The newest raw entry [(id, fields)] (none: an empty list), fields as bytes."""
+        reply = self.r.execute_command("XREVRANGE", self.k.input_log(), "+", "-", "COUNT", 1, **_RAW)
         return _then(reply, _entries)
 
     def input_after(self, after_id: str, block_ms: int, count: int) -> Any:

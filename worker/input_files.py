@@ -37,7 +37,7 @@ import msgspec
 
 from kernel.input_log import to_json_line
 from kernel.input_stream import decode_entry
-from state.inputs import PAGE, InputsRepo
+from state.inputs import InputsRepo, Pager
 from state.journal import JournalRepo
 from state.keys import Keys
 
@@ -230,8 +230,10 @@ def roll(r: Any, k: Keys, home: Path | str, now_ms: int, keep_days: float) -> Ro
             _gap(repo, cursor, out.problems)
         by_day: dict[str, list[bytes]] = {}
         held = 0
+        pager = Pager()  # pages of about PAGE_BYTES: the worker's tick waits behind a reply
         while True:
-            page = repo.input_range(f"({cursor}", "+", PAGE)
+            page = repo.input_range(f"({cursor}", "+", pager.count())
+            pager.saw(page)
             for entry_id, fields in page:
                 cursor = entry_id
                 out.entries += 1
@@ -245,7 +247,7 @@ def roll(r: Any, k: Keys, home: Path | str, now_ms: int, keep_days: float) -> Ro
                 if evaluations:
                     by_day.setdefault(day_of(batch.at_ms), []).extend(map(to_json_line, evaluations))
                     held += len(evaluations)
-            done = len(page) < PAGE
+            done = not page
             if held >= FLUSH_LINES or (done and cursor != state.id):
                 _append(d, state, cursor, by_day, out)
                 by_day, held = {}, 0

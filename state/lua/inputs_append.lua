@@ -5,16 +5,23 @@
 -- bare XADD's tick twice; a script's tick is appended once, by the run that knew the script.
 -- KEYS[1] the stream (keys.input_log())
 -- ARGV[1] MINID in ms: entries whose ids are older are trimmed (approximately: whole nodes)
--- ARGV[2..] five per tick, oldest first: tick, at_ms, release, n, data (the encoded batch,
+-- ARGV[2] MAXLEN: then all but about this many newest entries are trimmed (the byte budget,
+--   BATON_INPUT_LOG_REDIS_MB, over an entry's recent size; approximately: whole nodes); 0: not
+-- ARGV[3..] five per tick, oldest first: tick, at_ms, release, n, data (the encoded batch,
 --   binary; empty when the tick evaluated nothing)
--- Returns the number of entries appended. A stream key of another type fails the call.
-if (#ARGV - 1) % 5 ~= 0 then
-  return redis.error_reply('inputs_append: ' .. (#ARGV - 1) .. ' values are not five per tick')
+-- Returns {entries appended, entries the MAXLEN trim removed (younger than the age limit: the
+-- budget cut the retention short)}. A stream key of another type fails the call.
+if (#ARGV - 2) % 5 ~= 0 then
+  return redis.error_reply('inputs_append: ' .. (#ARGV - 2) .. ' values are not five per tick')
 end
 local n = 0
-for i = 2, #ARGV, 5 do
+for i = 3, #ARGV, 5 do
   redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'tick', ARGV[i], 'at_ms', ARGV[i + 1],
     'release', ARGV[i + 2], 'n', ARGV[i + 3], 'data', ARGV[i + 4])
   n = n + 1
 end
-return n
+local cut = 0
+if tonumber(ARGV[2]) > 0 then
+  cut = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+end
+return {n, cut}

@@ -11,15 +11,26 @@ import time
 from pathlib import Path
 
 import fakeredis
+import msgspec
 import pytest
+from redis.client import NEVER_DECODE
 
 from baton.errors import SettingsError
 from baton.settings import load
 from control.input_archive import iter_evaluations
-from kernel.input_log import decode_batch, encode_batch, evaluation, from_json_line
+from kernel import input_stream
+from kernel.input_log import (
+    decode_batch,
+    encode_batch,
+    evaluation,
+    from_json_line,
+    same_decision,
+    to_json_line,
+)
 from kernel.input_stream import decode_entry, read_batches
 from kernel.notes import DecisionNotes
 from kernel.strategy_api import Buy, Pass, SlotInput
+from state import inputs as state_inputs
 from state.keys import Keys
 from state.store import Store
 from tests.fast.rig import last_five_seconds
@@ -429,3 +440,153 @@ def test_a_reader_asked_for_all_time_lists_the_folder_not_the_days(sync, tmp_pat
     (tmp_path / "var/inputs/notes.txt").write_text("not a day file")
     got = list(iter_evaluations(sync, K, tmp_path, 0, 2**62))
     assert [e.tick for e in got] == [1]
+
+
+# --- review findings 5, 6, 7 and the virtual clock -----------------------------------------
+
+
+def _nan_input(now_ms: int) -> SlotInput:
+    """An input whose floats are not all finite (a feed's NaN, an infinite ratio)."""
+    nan = float("inf") - float("inf")  # the sign bit set, as x86 makes it: kept too
+    return msgspec.structs.replace(
+        _input(now_ms=now_ms),
+        last_price=nan,
+        open_price=float("inf"),
+        closes=(1.0, float("nan"), float("-inf")),
+        params={"edge": float("nan")},
+        up_ask=float("nan"),
+    )
+
+
+def test_a_nan_in_an_answer_survives_the_roll_into_the_day_files(sync, tmp_path):
+    # p_up is for the log only: a model that divided by zero still buys; the tick records
+    # it (msgpack keeps NaN), and so must the files: JSON has no NaN (msgspec writes null)
+    nan_buy = Buy(side="up", limit_price=0.55, stake_usd=5.0, reason="x", p_up=float("nan"))
+    _add(sync, 1, [_eval(1, answer=nan_buy)])
+    at = T0 + 2 * 5000
+    odd = evaluation(2, "btc-5m", 0, at, "snipe", "r1", _nan_input(at), Pass(reason="null"))
+    _add(sync, 2, [odd])
+    in_redis = list(iter_evaluations(sync, K, tmp_path, T0, T0 + DAY_MS, problems=[]))
+    assert len(in_redis) == 2
+    out = roll(sync, K, tmp_path, T0 + 10_000, 30)
+    assert not out.problems
+    sync.delete(K.input_log())  # trimmed from Redis: the file is all there is
+    problems: list[str] = []
+    from_files = list(iter_evaluations(sync, K, tmp_path, T0, T0 + DAY_MS, problems=problems))
+    assert problems == [] and len(from_files) == 2
+    # bit for bit: the answer (same_decision) and the input (what a replay evaluates)
+    for live, filed in zip(in_redis, from_files, strict=True):
+        assert same_decision(live, filed)
+        assert msgspec.msgpack.encode(live) == msgspec.msgpack.encode(filed)
+    line = json.loads(gzip.decompress(day_file(tmp_path, T0).read_bytes()).splitlines()[1])
+    assert line["input"]["last_price"] == "-nan" and line["input"]["closes"] == [1.0, "nan", "-inf"]
+
+
+def test_a_line_with_a_wrong_type_is_still_refused_naming_it():
+    line = json.loads(to_json_line(_eval(1)))
+    line["tick"] = "soon"
+    with pytest.raises(ValueError, match=r"input log line unreadable: .*\$\.tick"):
+        from_json_line(json.dumps(line))
+
+
+def test_a_damaged_day_file_falls_back_to_what_redis_still_holds(sync, tmp_path):
+    for t in (1, 2, 3):
+        _add(sync, t, [_eval(t)])
+    roll(sync, K, tmp_path, T0, 30)
+    f = day_file(tmp_path, T0)
+    f.write_bytes(f.read_bytes()[:30])  # cut (disk full, a copy gone wrong)
+    problems: list[str] = []
+    got = [e.tick for e in iter_evaluations(sync, K, tmp_path, T0, T0 + DAY_MS, problems=problems)]
+    assert problems  # named, as it should be
+    assert got == [1, 2, 3]  # all three are still in Redis: none is lost
+
+
+def test_the_reader_selects_by_the_ticks_time_on_a_virtual_clock(sync, tmp_path):
+    # a rig's ticks are at a virtual time, the ids at Redis's: years apart
+    for t in (1, 2, 3):
+        sync.xadd(K.input_log(), _fields(t, [_eval(t)]), id=f"{1_900_000_000_000 + t * 7}-0")
+    got = [e.tick for e in iter_evaluations(sync, K, tmp_path, T0 + 10_000, T0 + DAY_MS)]
+    assert got == [2, 3]
+    assert [e.tick for e in iter_evaluations(sync, K, tmp_path, 0, 2**62)] == [1, 2, 3]
+    assert list(iter_evaluations(sync, K, tmp_path, T0 + 20_000, T0 + DAY_MS)) == []
+
+
+def _big(tick: int, slots: int) -> dict:
+    return _fields(tick, [_eval(tick, f"s{i}-5m") for i in range(slots)])
+
+
+def test_reads_are_paged_by_bytes_not_by_entries(sync, tmp_path, monkeypatch):
+    monkeypatch.setattr(state_inputs, "PAGE_BYTES", 20_000)
+    for t in range(1, 41):
+        sync.xadd(K.input_log(), _big(t, 20 if t % 2 else 0), id=f"{T0 + t * 5000 + 1000}-0")
+    first = sync.execute_command("XRANGE", K.input_log(), "-", "+", "COUNT", 1, **{NEVER_DECODE: True})
+    entry = state_inputs.entry_bytes(first[0][1])
+    counts: list[int] = []
+    real = state_inputs.InputsRepo.input_range
+
+    def spy(self, min_id, max_id, count=state_inputs.PAGE):
+        counts.append(count)
+        return real(self, min_id, max_id, count)
+
+    monkeypatch.setattr(state_inputs.InputsRepo, "input_range", spy)
+    out = roll(sync, K, tmp_path, T0, 30)
+    assert (out.entries, out.evaluations) == (40, 400)
+    fits = 20_000 // entry  # entries of about one size (the ticks' batches differ a little)
+    assert counts[0] == state_inputs.FIRST_PAGE and fits * 0.8 <= max(counts[1:]) <= fits
+    counts.clear()
+    assert len(list(iter_evaluations(sync, K, tmp_path / "none", T0, T0 + DAY_MS))) == 400
+    assert fits * 0.8 <= max(counts[3:]) <= fits  # after the two ends' single entries
+    # a follower too: however many it asks for, a reply is about PAGE_BYTES
+    input_stream._PAGERS.clear()
+    got = read_batches(sync, K, "0-0", 0, 100)
+    assert len(got) == state_inputs.FIRST_PAGE
+    got = read_batches(sync, K, got[-1][0], 0, 100)
+    assert len(got) <= fits
+
+
+def test_pages_shrink_for_large_entries_and_grow_back_slowly():
+    pager = state_inputs.Pager()
+    assert pager.count() == state_inputs.FIRST_PAGE
+    pager.saw([("1-0", {b"data": b"x" * 213_000})])  # an entry of 1,024 slots
+    assert pager.count() == state_inputs.PAGE_BYTES // (213_000 + state_inputs.ENTRY_OVERHEAD_BYTES)
+    pager.saw([("2-0", {b"n": b"0", b"data": b""})])  # one quiet page: half the estimate only
+    assert pager.count() == state_inputs.PAGE_BYTES // ((213_000 + state_inputs.ENTRY_OVERHEAD_BYTES) / 2)
+    for _ in range(30):
+        pager.saw([("3-0", {b"n": b"0", b"data": b""})])
+    assert pager.count() == state_inputs.PAGE
+
+
+async def test_the_byte_budget_trims_the_stream_and_says_so_once_in_a_while(store):
+    notes = DecisionNotes(store, 500, "r1", input_log_bytes=60_000)
+    said = []
+    for t in range(1, 401):
+        notes.ticked(t, T0 + t * 1000)  # 400 s: one notice (BUDGET_NOTICE_MS)
+        batch = encode_batch([_eval(t, f"s{i}-5m") for i in range(3)])
+        said += await _flush_with(notes, batch)
+    entries = await store.r.xlen(K.input_log())
+    per = len(batch) + state_inputs.ENTRY_OVERHEAD_BYTES
+    assert entries * per < 60_000 * 2  # MAXLEN ~ keeps whole nodes: about the budget
+    assert entries < 400
+    assert len(said) == 1 and "BATON_INPUT_LOG_REDIS_MB" in said[0] and "trimmed" in said[0]
+    assert notes.budget_cut > 0  # counted on, said again after BUDGET_NOTICE_MS
+
+
+async def _flush_with(notes: DecisionNotes, batch: bytes) -> list[str]:
+    """flush, with the tick's batch as given (the append's path, not the recording's)."""
+    notes.unlogged.clear()
+    real = notes._input_batches
+    notes._input_batches = lambda ticks, pending, problems: [  # type: ignore[method-assign]
+        (t, at, 3, batch) for t, at in sorted(ticks.items())
+    ]
+    try:
+        return await notes.flush()
+    finally:
+        notes._input_batches = real  # type: ignore[method-assign]
+
+
+def test_the_byte_budget_setting_and_its_garbage():
+    assert load({}).input_log_redis_mb == 256
+    assert load({"BATON_INPUT_LOG_REDIS_MB": "64"}).input_log_redis_mb == 64
+    for bad in ("0", "lots"):
+        with pytest.raises(SettingsError, match="BATON_INPUT_LOG_REDIS_MB"):
+            load({"BATON_INPUT_LOG_REDIS_MB": bad})
