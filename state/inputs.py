@@ -5,10 +5,10 @@ encode_batch; empty when the tick evaluated nothing: a follower still counts the
 Appended by the worker between ticks, in the pipeline of the decision log (kernel/notes.py),
 and trimmed by age on each append (MINID ~: Redis drops whole stream nodes, so a little more
 than the retention may stay) and by size (MAXLEN ~, the entries that fit the byte budget
-BATON_INPUT_LOG_REDIS_MB at the entries' recent size), by state/lua/inputs_append.lua. Stream ids are Redis's clock
-at the append; `at_ms` is the tick's. Decoded and followed by kernel/input_stream.py
-(`read_batches`, the shadow's), copied into files by worker/input_files.py, read back by
-control/input_archive.py.
+BATON_INPUT_LOG_REDIS_MB at the entries' recent size), by state/lua/inputs_append.lua.
+Stream ids are Redis's clock at the append; `at_ms` is the tick's. Decoded and followed by
+kernel/input_stream.py (`read_batches`, the shadow's), copied into files by worker/
+input_files.py, read back by control/input_archive.py.
 
 `data` is binary: every read here asks Redis for bytes (NEVER_DECODE), so a decoding client
 (the CLI's, the worker's) reads it as well as a raw one.
