@@ -174,9 +174,15 @@ def to_json_line(e: Evaluation) -> bytes:
     NaN last_price, an answer's p_up of 0/0) is written as a string, "nan", "-nan", "inf" or
     "-inf": msgspec's JSON would write null, which reads back as no float at all."""
     line = _JSON_ENC.encode(e)
-    if b"null" not in line:  # every non-finite float becomes null: none here, the usual case
+    # Each non-finite float became a null: none beyond the input's empty optional fields (and
+    # a "null" in a reason, rare: the slow way, which is as right) is the usual case.
+    if line.count(b"null") == sum(getattr(e.input, f) is None for f in _NULLABLE):
         return line
     return _JSON_ENC.encode(_finite(msgspec.to_builtins(e)))
+
+
+# SlotInput's fields that may be None (written as null when they are).
+_NULLABLE = tuple(f.name for f in msgspec.structs.fields(SlotInput) if f.default is None)
 
 
 def _finite(v: Any) -> Any:

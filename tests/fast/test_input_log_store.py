@@ -590,3 +590,13 @@ def test_the_byte_budget_setting_and_its_garbage():
     for bad in ("0", "lots"):
         with pytest.raises(SettingsError, match="BATON_INPUT_LOG_REDIS_MB"):
             load({"BATON_INPUT_LOG_REDIS_MB": bad})
+
+
+def test_an_empty_optional_field_and_a_nan_one_stay_apart_in_the_files():
+    plain = _eval(1)  # down_ask, the books, the position: None
+    assert from_json_line(to_json_line(plain)) == plain
+    odd = evaluation(
+        1, "btc-5m", 0, T0, "snipe", "r1", msgspec.structs.replace(_input(), up_ask=float("nan")), None
+    )
+    back = from_json_line(to_json_line(odd))
+    assert back.input.up_ask != back.input.up_ask and back.input.down_ask is None
