@@ -565,8 +565,7 @@ async def test_the_byte_budget_trims_the_stream_and_says_so_once_in_a_while(stor
         said += await _flush_with(notes, batch)
     entries = await store.r.xlen(K.input_log())
     per = len(batch) + state_inputs.ENTRY_OVERHEAD_BYTES
-    assert entries * per < 60_000 * 2  # MAXLEN ~ keeps whole nodes: about the budget
-    assert entries < 400
+    assert 60_000 / 2 < entries * per < 60_000 * 2  # MAXLEN ~ keeps whole nodes: about the budget
     assert len(said) == 1 and "BATON_INPUT_LOG_REDIS_MB" in said[0] and "trimmed" in said[0]
     assert notes.budget_cut > 0  # counted on, said again after BUDGET_NOTICE_MS
 
@@ -575,7 +574,7 @@ async def _flush_with(notes: DecisionNotes, batch: bytes) -> list[str]:
     """flush, with the tick's batch as given (the append's path, not the recording's)."""
     notes.unlogged.clear()
     real = notes._input_batches
-    notes._input_batches = lambda ticks, pending, problems: [  # type: ignore[method-assign]
+    notes._input_batches = lambda ticks, *_: [  # type: ignore[method-assign]
         (t, at, 3, batch) for t, at in sorted(ticks.items())
     ]
     try:
