@@ -1,7 +1,8 @@
 """The local candle history: the 1 s candles a backtest runs on, kept under var/history/ in a
 format any tool reads (one gzip'd CSV per asset and UTC day), filled from Binance's klines REST
-(`baton history fetch`; the sim serves the same endpoint in paper mode) or from the candles the
-feed recorded in Redis (`baton history import`), and read back by `load_candles`.
+(`baton history fetch`: feed/history_fetch.py; the sim serves the same endpoint in paper
+mode) or from the candles the feed recorded in Redis (`baton history import`), and read back
+by `load_candles`. Writes of an asset take turns (a lock file per asset: `merge`).
 
     var/history/<asset>/<YYYY-MM-DD>.csv.gz     (the UTC day of the candles' open times)
     open_ms,open,high,low,close,volume          (header; then one closed 1 s candle per line,
@@ -15,26 +16,22 @@ its file and line; it never stops a load.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import datetime as dt
+import fcntl
 import gzip
 import itertools
 import logging
 import os
-import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
 
-from baton.errors import BackfillError, BadFrame
-from feed.backfill import BACKFILL_LIMIT, get_klines
 from state.structs import CANDLE, MAX_PRICE, Candle, candle_problem
 
 log = logging.getLogger("feed.history")
@@ -44,17 +41,10 @@ INTERVAL_MS = 1000
 DAY_MS = 86_400_000
 HEADER = "open_ms,open,high,low,close,volume"
 SUFFIX = ".csv.gz"
+LOCK_NAME = ".lock"  # per asset directory: merges of one asset take turns
 # gzip level: 6 (the default) costs several times level 1 to write and saves little on these
 # rows; a day of one asset is about 2.5 MB either way.
 GZIP_LEVEL = 1
-# The fetch's own pace: at most this many klines requests a second (weight 2 each: 1,200 of
-# Binance's 6,000 per minute and IP), so that a fetch beside a running feed leaves the feed
-# most of the budget. A day of one asset is 87 requests: about 9 s.
-FETCH_MAX_PER_S = 10.0
-# A request that failed (network, 5xx) is tried again this many times before the fetch stops.
-FETCH_RETRIES = 5
-# 429 / 418 without a Retry-After: wait this long (Binance bans for minutes after a 429 ignored).
-RATE_LIMITED_WAIT_S = 60.0
 
 
 def history_dir(home: str | Path) -> Path:
@@ -287,7 +277,11 @@ def merge(
 ) -> StoreCounts:
     """Add closed, valid 1 s candles to the store; a candle of a second already stored replaces
     it (what comes later, from the venue or the feed's closed candle, is final). Candles still
-    forming, off a whole second, or not candles at all are refused (counted)."""
+    forming, off a whole second, or not candles at all are refused (counted).
+
+    Each day file is read, merged and replaced under the asset's lock (an flock on
+    var/history/<asset>/.lock): two imports or fetches of the same asset at once (a person's
+    and a cron's) would otherwise each write its own rows over the other's."""
     counts = StoreCounts()
     by_day: dict[str, list[Candle]] = {}
     for c in candles:
@@ -295,155 +289,42 @@ def merge(
             counts.refused += 1
             continue
         by_day.setdefault(day_name(c.open_ms), []).append(c)
-    for day in sorted(by_day):
-        path = day_path(home, asset, day)
-        stored = {c.open_ms: c for c in read_day(path, problems)}
-        changed = False
-        for c in by_day[day]:
-            old = stored.get(c.open_ms)
-            if old is None:
-                counts.added += 1
-            elif old != c:
-                counts.replaced += 1
-            else:
-                continue
-            stored[c.open_ms] = c
-            changed = True
-        if changed:
-            write_day(path, [stored[k] for k in sorted(stored)])
-            counts.days.append(day)
+    if not by_day:
+        return counts
+    with _locked(history_dir(home) / asset):
+        for day in sorted(by_day):
+            _merge_day(day_path(home, asset, day), by_day[day], counts, problems)
     return counts
 
 
-# --- filling: from the venue's klines REST ------------------------------------------------------
-
-
-class Pacer:
-    """At most `per_s` calls a second (this process's own budget; see FETCH_MAX_PER_S)."""
-
-    def __init__(self, per_s: float = FETCH_MAX_PER_S) -> None:
-        self.gap_s = 1.0 / per_s if per_s > 0 else 0.0
-        self.next_s = 0.0
-
-    async def wait(self) -> None:
-        now = time.monotonic()
-        if self.next_s > now:
-            await asyncio.sleep(self.next_s - now)
-        self.next_s = max(now, self.next_s) + self.gap_s
-
-
-@dataclass
-class FetchResult:
-    asset: str
-    from_ms: int
-    to_ms: int
-    requests: int = 0
-    candles: int = 0
-    counts: StoreCounts = field(default_factory=StoreCounts)
-    # Seconds in [from_ms, to_ms) that the venue had no closed candle for (an outage, a
-    # listing later than from_ms, or a time not yet past).
-    missing: int = 0
-
-
-async def fetch(
-    http: aiohttp.ClientSession,
-    rest_url: str,
-    home: str | Path,
-    asset: str,
-    from_ms: int,
-    to_ms: int,
-    *,
-    clock_ms: Callable[[], int],
-    pace: Callable[[], Awaitable[None]] | None = None,
-    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-    problems: list[str] | None = None,
-    on_day: Callable[[str, str, int], None] | None = None,
-) -> FetchResult:
-    """Fetch the closed 1 s candles of [from_ms, to_ms) from `rest_url`'s /api/v3/klines (Binance,
-    or the sim) into the store, a day file at a time as the pages pass its end. Failed requests
-    are retried (FETCH_RETRIES, with the venue's Retry-After on 429/418); then BackfillError.
-    `on_day(asset, day, candles)` hears of each day stored (a month takes a while)."""
-    res = FetchResult(asset, from_ms, to_ms)
-    pending: list[Candle] = []
-    pending_day = ""
-    start = -(-from_ms // INTERVAL_MS) * INTERVAL_MS
-    end = to_ms - 1
-    pace = pace or Pacer().wait
-
-    def flush() -> None:
-        if on_day is not None:
-            on_day(asset, day_name(pending[0].open_ms), len(pending))
-        got = merge(home, asset, pending, problems)
-        res.counts.added += got.added
-        res.counts.replaced += got.replaced
-        res.counts.refused += got.refused
-        res.counts.days += got.days
-        pending.clear()
-
-    while start <= end:
-        rows = await _page(http, rest_url, asset, start, end, clock_ms, pace, sleep, res)
-        page = [c for c in rows if c.closed and start <= c.open_ms <= end]
-        for c in page:
-            day = day_name(c.open_ms)
-            if day != pending_day and pending:
-                flush()
-            pending_day = day
-            pending.append(c)
-        res.candles += len(page)
-        if len(rows) < BACKFILL_LIMIT or not rows:
-            break
-        nxt = rows[-1].open_ms + INTERVAL_MS
-        if nxt <= start:
-            break
-        start = nxt
-    if pending:
-        flush()
-    res.missing = max(0, (end // INTERVAL_MS - -(-from_ms // INTERVAL_MS) + 1)) - res.candles
-    return res
-
-
-async def _page(
-    http: aiohttp.ClientSession,
-    rest_url: str,
-    asset: str,
-    start: int,
-    end: int,
-    clock_ms: Callable[[], int],
-    pace: Callable[[], Awaitable[None]],
-    sleep: Callable[[float], Awaitable[Any]],
-    res: FetchResult,
-) -> list[Candle]:
-    tries = 0
-    while True:
-        await pace()
-        res.requests += 1
+@contextlib.contextmanager
+def _locked(asset_dir: Path) -> Iterator[None]:
+    asset_dir.mkdir(parents=True, exist_ok=True)
+    with open(asset_dir / LOCK_NAME, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            return await get_klines(http, rest_url, asset, INTERVAL, start, end, clock_ms())
-        except BadFrame:
-            raise
-        except BackfillError as e:
-            if e.status in (429, 418):
-                wait_s = e.retry_after_s or RATE_LIMITED_WAIT_S
-            elif 400 <= e.status < 500:
-                raise  # a bad request (unknown symbol...) does not get better by asking again
-            else:
-                wait_s = 2.0**tries
-            err: Exception = e
-        except aiohttp.ClientConnectorError as e:
-            if res.requests == 1:
-                # Nothing answers there at all: no point in waiting half a minute to say so.
-                raise BackfillError(
-                    f"cannot connect to {rest_url} ({e}); in paper mode the sim serves the klines: "
-                    "is the stack running (`make run`)? Else set BATON_BINANCE_REST_URL"
-                ) from None
-            wait_s, err = 2.0**tries, e
-        except (aiohttp.ClientError, TimeoutError) as e:
-            wait_s, err = 2.0**tries, e
-        tries += 1
-        if tries > FETCH_RETRIES:
-            raise BackfillError(f"{asset} klines from {start}: {type(err).__name__}: {err} ({tries} tries)")
-        log.warning("history fetch %s from %d: %s; again in %.0f s", asset, start, err, wait_s)
-        await sleep(wait_s)
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _merge_day(path: Path, candles: list[Candle], counts: StoreCounts, problems: list[str] | None) -> None:
+    day = path.name.removesuffix(SUFFIX)
+    stored = {c.open_ms: c for c in read_day(path, problems)}
+    changed = False
+    for c in candles:
+        old = stored.get(c.open_ms)
+        if old is None:
+            counts.added += 1
+        elif old != c:
+            counts.replaced += 1
+        else:
+            continue
+        stored[c.open_ms] = c
+        changed = True
+    if changed:
+        write_day(path, [stored[k] for k in sorted(stored)])
+        counts.days.append(day)
 
 
 # --- filling: from the feed's recorded candles in Redis -----------------------------------------

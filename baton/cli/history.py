@@ -24,7 +24,7 @@ from baton.cli.timespec import time_range_ms
 from baton.errors import BackfillError, BadFrame
 from baton.settings import CANDLE_INTERVAL, Settings
 from control import render
-from feed import history
+from feed import history, history_fetch
 from kernel.clock import wall_ms
 from state.keys import Keys
 
@@ -150,12 +150,12 @@ def _progress(asset: str, day: str, candles: int) -> None:
 
 async def _fetch_all(
     s: Settings, assets: list[str], from_ms: int, to_ms: int, problems: list[str], progress: bool
-) -> list[history.FetchResult]:
-    pacer = history.Pacer()
+) -> list[history_fetch.FetchResult]:
+    pacer = history_fetch.Pacer()
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         return [
-            await history.fetch(
+            await history_fetch.fetch(
                 http,
                 s.binance_rest_url,
                 s.home,

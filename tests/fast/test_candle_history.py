@@ -15,7 +15,7 @@ from aiohttp import web
 
 from baton import cli
 from deploy.ports import free_port
-from feed import history
+from feed import history, history_fetch
 from sim.binance import BinanceSim, create_app
 from sim.klines import Klines
 from sim.model import PriceModel
@@ -34,6 +34,29 @@ def candle(open_ms: int, price: float = 100.0, closed: bool = True) -> Candle:
 def walk(from_ms: int, n: int) -> list[Candle]:
     # Prices with long decimal expansions: repr must carry them exactly.
     return [candle(from_ms + i * 1000, 95_000.0 + i / 3.0) for i in range(n)]
+
+
+def test_two_merges_of_one_asset_at_once_lose_no_rows(tmp_path, monkeypatch):
+    """merge() reads, merges and replaces a day file: a second merge that ran between the
+    first's read and its write would be written over. The asset's lock makes them take turns."""
+    import threading
+
+    first, second = walk(MIDNIGHT_MS, 5), walk(MIDNIGHT_MS + 5_000, 5)
+    read = history.read_day
+    other: list[threading.Thread] = []
+
+    def read_then_let_the_other_run(*args, **kw):
+        got = read(*args, **kw)
+        if not other:  # the first merge, between its read and its write: the second starts
+            other.append(threading.Thread(target=history.merge, args=(tmp_path, "btc", second)))
+            other[0].start()
+            other[0].join(timeout=0.3)  # unlocked, it would be done by now
+        return got
+
+    monkeypatch.setattr(history, "read_day", read_then_let_the_other_run)
+    history.merge(tmp_path, "btc", first)
+    other[0].join()
+    assert history.load_candles(tmp_path, "btc", MIDNIGHT_MS, MIDNIGHT_MS + 10_000) == first + second
 
 
 def test_candles_read_back_bit_for_bit_across_days_within_the_range(tmp_path):
@@ -127,7 +150,7 @@ async def test_fetch_from_the_sims_klines_stores_the_models_candles_across_midni
     from_ms, to_ms = MIDNIGHT_MS - 1_500_000, MIDNIGHT_MS + 600_000  # 2,100 s: 3 pages
     with ThreadServer(create_app(sim)) as url:
         async with aiohttp.ClientSession() as http:
-            res = await history.fetch(
+            res = await history_fetch.fetch(
                 http,
                 url,
                 tmp_path,
@@ -137,7 +160,7 @@ async def test_fetch_from_the_sims_klines_stores_the_models_candles_across_midni
                 clock_ms=lambda: MIDNIGHT_MS + 86_400_000,
                 pace=_no_wait,
             )
-            again = await history.fetch(
+            again = await history_fetch.fetch(
                 http,
                 url,
                 tmp_path,
@@ -185,7 +208,7 @@ async def test_fetch_waits_out_a_429_and_stops_at_once_on_a_bad_request(tmp_path
 
     with ThreadServer(app) as url:
         async with aiohttp.ClientSession() as http:
-            res = await history.fetch(
+            res = await history_fetch.fetch(
                 http,
                 url,
                 tmp_path,
@@ -196,8 +219,8 @@ async def test_fetch_waits_out_a_429_and_stops_at_once_on_a_bad_request(tmp_path
                 pace=_no_wait,
                 sleep=sleep,
             )
-            with pytest.raises(history.BackfillError, match="HTTP 400"):
-                await history.fetch(
+            with pytest.raises(history_fetch.BackfillError, match="HTTP 400"):
+                await history_fetch.fetch(
                     http,
                     url,
                     tmp_path,
