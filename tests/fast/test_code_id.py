@@ -188,3 +188,18 @@ def test_the_reloader_names_and_keeps_the_code_running(tmp_path: Path, monkeypat
     finally:
         for key in [k for k in sys.modules if k == name or k.startswith(f"{name}.")]:
             del sys.modules[key]
+
+
+async def test_a_ready_worker_names_its_strategies_code_and_keeps_them(rig, tmp_path: Path) -> None:
+    import msgspec
+
+    from worker.lifecycle import Worker
+
+    s = msgspec.structs.replace(rig.settings, home=str(tmp_path))
+    w = Worker(s, rig.store, rig.venue, rig.clock, "blue")
+    await w.ready()
+    assert w.runner is not None
+    code = w.runner.entries.notes.code
+    assert code == w.reloader.code_ids() and "snipe" in code
+    kept = strategy_store.code_path(tmp_path, code["snipe"])
+    assert kept is not None and kept.read_bytes() == (w.reloader.directory / "snipe.py").read_bytes()
