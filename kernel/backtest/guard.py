@@ -17,8 +17,8 @@ later, with the guard off and the engine's history on the stack. So everything t
 reads of a strategy goes through the guard once and comes out as plain values (`guarded`):
 the declarations (API, EXITS, CANDLES, DEFAULTS, PARAM_BOUNDS) when the backtest starts, each
 answer rebuilt as an exact Buy, Exit or Pass of builtin values, needs_quotes as a bool,
-quotes_from_ms as an int, and an exception as a `StrategyRaised` holding its repr, taken
-under the guard. What stays possible: a finalizer (__del__, weakref callbacks) that runs
+quotes_from_ms as an int, and an exception as a kernel.raised.Raised holding its repr,
+taken under the guard. What stays possible: a finalizer (__del__, weakref callbacks) that runs
 when the garbage collector gets to it, outside any guarded call.
 
 An audit hook cannot be removed: it is installed once per process, on the first guarded call,
@@ -40,6 +40,8 @@ from typing import Any
 
 from baton.errors import BacktestError, LookAheadError
 from kernel.candle_cache import declared_candles
+from kernel.raised import Raised, safe_repr
+from kernel.raised import plain as plain_raised
 from kernel.strategy_api import Buy, Exit, Pass, SlotInput
 
 # Audit events refused while strategy code runs (exact names, then prefixes).
@@ -163,7 +165,8 @@ def guarded(strategy: Any, name: str) -> tuple[Any, Guard]:
     """A stand-in for the strategy module (returned with its guard) holding only what the
     kernel reads of it, as plain values read under the guard once: its declarations, and
     evaluate, needs_quotes and quotes_from_ms wrapped to run under the guard and hand back
-    plain answers (`_plain_answer`, bool, int) or raise a `StrategyRaised`.
+    plain answers (`_plain_answer`, bool, int) or raise a kernel.raised.Raised (the
+    exception's repr, taken under the guard: the kernel passes it on as it is).
     Raises LookAheadError when reading a declaration is refused, BacktestError when it
     raises."""
     guard = Guard(name)
@@ -208,21 +211,6 @@ def _declarations(strategy: Any) -> dict[str, Any]:
     return out
 
 
-class StrategyRaised(Exception):
-    """A strategy's exception as a backtest hands it to the kernel: its repr, taken under the
-    guard (an exception's __repr__ is strategy code)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def __str__(self) -> str:
-        return self.text
-
-
 class _Opaque:
     """An answer that is none of None, Buy, Exit or Pass, as its repr (taken under the guard):
     the kernel refuses it as it would the original, without running its code."""
@@ -234,20 +222,6 @@ class _Opaque:
 
     def __repr__(self) -> str:
         return self.text
-
-
-REPR_MAX = 500
-
-
-def safe_repr(obj: object, limit: int = REPR_MAX) -> str:
-    """repr(obj), cut to `limit`; when repr raises (or is refused), a text naming the type."""
-    try:
-        text = repr(obj)
-        if type(text) is not str:
-            raise TypeError("__repr__ returned a non-string")
-    except Exception as e:
-        text = f"<{type(obj).__name__} whose repr raised {type(e).__name__}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _ATOMS = (type(None), bool, int, float, str)
@@ -287,13 +261,13 @@ def _plain_answer(a: Any) -> Any:
 
 def _wrap(guard: Guard, fn: Callable[..., Any], plain: Callable[[Any], Any]) -> Callable[..., Any]:
     def body(*args: Any) -> Any:
-        err = ""
+        err: Raised | None = None
         try:
             return plain(fn(*args))
         except Exception as e:
-            err = safe_repr(e)  # the exception's repr is strategy code: under the guard
+            err = plain_raised(e)  # the exception's repr is strategy code: under the guard
         # Raised outside the except clause: the original is nobody's __context__.
-        raise StrategyRaised(err)
+        raise err
 
     def run(*args: Any) -> Any:
         return guard.call(body, *args)

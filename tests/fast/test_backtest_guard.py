@@ -17,7 +17,8 @@ import pytest
 
 from baton.errors import LookAheadError
 from kernel.backtest import engine
-from kernel.backtest.guard import Guard, StrategyRaised, check_input, guarded
+from kernel.backtest.guard import Guard, check_input, guarded
+from kernel.raised import Raised
 from kernel.strategy_api import Bar, Buy, SlotInput
 from state.structs import Candle
 from tests.fast.backtest_rig import config, history
@@ -281,7 +282,7 @@ def test_an_exception_reaches_the_kernel_as_its_text_taken_under_the_guard() -> 
         raise Odd()
 
     strat, _ = guarded(types.SimpleNamespace(evaluate=evaluate, needs_quotes=lambda inp: 1), "odd")
-    with pytest.raises(StrategyRaised) as got:
+    with pytest.raises(Raised) as got:
         strat.evaluate(None)
     assert repr(got.value) == "Odd('mine')" and got.value.__context__ is None
     assert strat.needs_quotes(None) is True

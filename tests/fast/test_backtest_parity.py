@@ -145,7 +145,11 @@ async def test_over_a_paper_run_with_its_recorded_books_the_backtest_makes_its_t
 
     # The input log as the paper run wrote it (read by stream order: its ids are the real
     # clock's, the rig's ticks a virtual one's).
-    logged = [e for _, _, _, batch in read_batches(rig.sync, rig.store.k, "0-0", 0, 1000) for e in batch]
+    # A reply holds about a page of bytes (state/inputs.py PAGE_BYTES): read to the end.
+    logged, after = [], "0-0"
+    while page := read_batches(rig.sync, rig.store.k, after, 0, 1000):
+        logged += [e for _, _, _, batch in page for e in batch]
+        after = page[-1][0]
     assert logged
     books = RecordedBooks(
         (e.input.asset, e.input.timeframe, e.window_start_s, e.at_ms, e.input.up_book, e.input.down_book)
