@@ -129,6 +129,11 @@ class StrategyCheckError(BatonError):
     """A strategy module misbehaved on a dry evaluation."""
 
 
+class StrategyIORefused(BatonError):
+    """A strategy running in a shadow (a release under test) opened a file, a socket or a
+    process: refused by the I/O guard (kernel/backtest/guard.py), its answer an error."""
+
+
 class SettlementError(BatonError):
     """A settlement job that cannot finish yet: rq retries it later."""
 

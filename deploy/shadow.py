@@ -6,10 +6,15 @@ and stop it; with `promote`, then deploy that release as `baton deploy` does.
 2. starting: var/releases/colors/shadow is pointed at it, the shadow's counters are reset and
    supervisor starts the `shadow` program (worker/shadow.py), which dry-evaluates its
    strategies and then follows the live input log;
-3. following: the deploy waits until the shadow counted N ticks of the live worker;
+3. following: the deploy waits until the shadow counted N ticks of the live worker (and,
+   with `min_decisions`, compared at least that many decisions: a tick where no strategy
+   evaluated compares nothing);
 4. the diff: the counters and differences are read (state/shadow.py) and the shadow stopped;
-5. promote (optional): orchestrate.Deployer deploys the same release; it hands over at the
-   next tick boundary and reports the ticks missed (none, the point of a handover).
+5. promote (optional): only on evidence: a shadow that compared 0 decisions, or answered an
+   error where live did not (a refused file or socket among them), is not promoted unless
+   `force` (the result says why, `promote_refused`); else orchestrate.Deployer deploys the
+   same release; it hands over at the next tick boundary and reports the ticks missed (none,
+   the point of a handover).
 
 The active worker is never touched until step 5: a shadow that fails to start, a Redis
 error or a timeout stops the shadow and leaves it trading, and says so.
@@ -28,7 +33,7 @@ import msgspec
 import redis
 
 from baton.errors import DeployError, ReleaseError, StackError
-from baton.settings import Settings
+from baton.settings import Settings, timeframe_seconds
 from deploy import releases
 from deploy.orchestrate import Deployer, DeployResult, deploy_lock
 from deploy.supervisord import supervisor_call, supervisor_running
@@ -51,12 +56,18 @@ class ShadowResult(msgspec.Struct, kw_only=True):
     release: str
     from_release: str  # the release the live worker ran
     shadow_ticks: int
-    decisions: int
+    decisions: int  # compared: 0 shows nothing (no strategy evaluated in those ticks)
     equal: int
     differ: int
+    # Decisions where the shadow answered an error and live did not; strategy calls its I/O
+    # guard refused (a file, a socket, a process: worker/shadow.py).
+    erred: int
+    refused_io: int
     orders_posted: int  # by the shadow: always 0
     differences: list[Difference]
     promoted: bool
+    # Why --promote did not deploy ("" when it did, or was not asked): the CLI exits 1.
+    promote_refused: str = ""
     ready_s: float
     total_s: float
     # The deploy that followed with --promote (orchestrate.DeployResult as a dict), its missed
@@ -114,9 +125,13 @@ class ShadowDeploy:
         source: Path | None = None,
         ref: str | None = None,
         timeout_s: float | None = None,
+        min_decisions: int = 0,
+        force: bool = False,
     ) -> ShadowResult:
         if ticks < 1:
             raise DeployError(f"--shadow wants a number of ticks of at least 1, not {ticks}")
+        if min_decisions < 0:
+            raise DeployError(f"--shadow-decisions wants a number of at least 0, not {min_decisions}")
         if not supervisor_running(self.s):
             raise DeployError(
                 f"supervisord is not running for {self.s.home}: start the stack with `make run` first"
@@ -130,10 +145,13 @@ class ShadowDeploy:
             ) from None
         t_start = time.monotonic()
         deploys = DeploysRepo(self.r, self.k)
-        ttl_ms = int((READY_TIMEOUT_S + self._follow_timeout_s(ticks, timeout_s) + 60) * 1000)
+        follow_s = self._follow_timeout_s(ticks, min_decisions, timeout_s)
+        ttl_ms = int((READY_TIMEOUT_S + follow_s + 60) * 1000)
         with deploy_lock(deploys, ttl_ms):
-            result = self._shadow(ticks, source, ref, timeout_s, t_start)
-        if promote:
+            result = self._shadow(ticks, min_decisions, follow_s, source, ref, t_start, promote, force)
+        if promote and result.promote_refused:
+            self.log(f"promote: refused: {result.promote_refused}")
+        elif promote:
             # The lock is taken again by the deploy itself: one deploy at a time still holds.
             self.log(f"promote: deploying release {result.release}")
             d = Deployer(self.s, self.log)
@@ -147,12 +165,25 @@ class ShadowDeploy:
         result.total_s = round(time.monotonic() - t_start, 3)
         return result
 
-    def _follow_timeout_s(self, ticks: int, timeout_s: float | None) -> float:
-        # Generous: twice the ticks' time, and a minute more for a busy machine.
-        return timeout_s if timeout_s is not None else 2 * ticks * self.s.tick_ms / 1000 + 60
+    def _follow_timeout_s(self, ticks: int, min_decisions: int, timeout_s: float | None) -> float:
+        # Generous: twice the ticks' time, and a minute more for a busy machine; waiting for
+        # decisions, two of the longest windows more (a strategy may evaluate only near a
+        # window's end).
+        if timeout_s is not None:
+            return timeout_s
+        longest_s = max((timeframe_seconds(tf) for tf in self.s.timeframes), default=0)
+        return 2 * ticks * self.s.tick_ms / 1000 + 60 + (2 * longest_s if min_decisions else 0)
 
     def _shadow(
-        self, ticks: int, source: Path | None, ref: str | None, timeout_s: float | None, t_start: float
+        self,
+        ticks: int,
+        min_decisions: int,
+        follow_s: float,
+        source: Path | None,
+        ref: str | None,
+        t_start: float,
+        promote: bool,
+        force: bool,
     ) -> ShadowResult:
         lease = read_lease(self.r, self.k)
         if lease is None or not lease.live(wall_ms()):
@@ -214,9 +245,10 @@ class ShadowDeploy:
                 f"({ready_s:.1f} s to start)"
             )
             st = self._wait(
-                lambda st: st.ticks >= ticks,
-                self._follow_timeout_s(ticks, timeout_s),
-                f"to count {ticks} ticks",
+                lambda st: st.ticks >= ticks and st.decisions >= min_decisions,
+                follow_s,
+                f"to count {ticks} ticks"
+                + (f" and compare {min_decisions} decisions" if min_decisions else ""),
                 offset,
                 rel.id,
                 fail,
@@ -228,8 +260,16 @@ class ShadowDeploy:
             raise fail(f"Redis error: {e}") from None
         st = diff.shadow
         self.log(
-            f"stopped: the shadow after {st.ticks} ticks: {st.decisions} decisions, {st.differ} different"
+            f"stopped: the shadow after {st.ticks} ticks: {st.decisions} decisions compared, "
+            f"{st.differ} different, {st.erred} errors where live had none, "
+            f"{st.refused_io} file/socket/process uses refused"
         )
+        if st.decisions == 0:
+            self.log(
+                "compared 0 decisions: this shadow shows nothing (no strategy evaluated in those "
+                "ticks; --shadow-decisions N follows until N are compared)"
+            )
+        refused = promote_refusal(st) if promote and not force else ""
         result = ShadowResult(
             release=rel.id,
             from_release=lease.release,
@@ -237,9 +277,12 @@ class ShadowDeploy:
             decisions=st.decisions,
             equal=diff.equal,
             differ=st.differ,
+            erred=st.erred,
+            refused_io=st.refused_io,
             orders_posted=st.orders_posted,
             differences=diff.differences,
             promoted=False,
+            promote_refused=refused,
             ready_s=round(ready_s, 3),
             total_s=round(time.monotonic() - t_start, 3),
         )
@@ -248,9 +291,13 @@ class ShadowDeploy:
             shadow_ticks=st.ticks,
             decisions=st.decisions,
             differ=st.differ,
+            erred=st.erred,
+            refused_io=st.refused_io,
             orders_posted=st.orders_posted,
             done_ms=wall_ms(),
         )
+        if refused:
+            record["promote"] = f"refused: {refused}"[:2000]
         self._record(record)
         return result
 
@@ -287,6 +334,25 @@ class ShadowDeploy:
             self.log(f"warning: could not record the shadow deploy in {self.k.deploys()}: {e}")
 
 
+def promote_refusal(st: ShadowStatus) -> str:
+    """Why a shadow with these counters is no evidence for a promotion ("" when it is)."""
+    reasons = []
+    if st.decisions == 0:
+        reasons.append(f"the shadow compared 0 decisions in {st.ticks} ticks: it shows nothing")
+    if st.erred:
+        reasons.append(
+            f"the shadow answered an error where live did not in {st.erred} decision(s)"
+            + (f" ({st.refused_io} refused file/socket/process uses)" if st.refused_io else "")
+        )
+    if not reasons:
+        return ""
+    return (
+        "; ".join(reasons)
+        + ": not promoted (the active worker trades on; --shadow-decisions N waits for N decisions, "
+        "--force promotes anyway)"
+    )
+
+
 def shadow_deploy(
     s: Settings,
     ticks: int,
@@ -296,10 +362,20 @@ def shadow_deploy(
     ref: str | None = None,
     log: Callable[[str], None] = print,
     timeout_s: float | None = None,
+    min_decisions: int = 0,
+    force: bool = False,
 ) -> ShadowResult:
     d = ShadowDeploy(s, log)
     try:
-        return d.run(ticks, promote=promote, source=source, ref=ref, timeout_s=timeout_s)
+        return d.run(
+            ticks,
+            promote=promote,
+            source=source,
+            ref=ref,
+            timeout_s=timeout_s,
+            min_decisions=min_decisions,
+            force=force,
+        )
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise DeployError(
             f"cannot reach Redis at {s.redis_url_shown}: {e}; no shadow runs, the active worker trades on"

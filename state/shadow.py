@@ -56,10 +56,15 @@ class ShadowStatus(msgspec.Struct, kw_only=True):
     started_ms: int = 0
     updated_ms: int = 0
     # Ticks of the live worker it evaluated (input log entries), evaluations compared, of
-    # which different, and orders it posted (none: it holds no venue client).
+    # which different, and orders it posted (none: it holds no venue client, and its strategies'
+    # reaches for the network are refused: `refused_io`).
     ticks: int = 0
     decisions: int = 0
     differ: int = 0
+    # Decisions where the shadow answered an error and live did not (a promotion refuses
+    # them), and strategy calls its I/O guard refused (a file, a socket, a process).
+    erred: int = 0
+    refused_io: int = 0
     orders_posted: int = 0
     last_tick: int = 0
     # The input log entry it evaluated last: a restarted shadow goes on after it.
@@ -78,7 +83,18 @@ class ShadowDiff(msgspec.Struct, kw_only=True):
 
 
 _INTS = frozenset(
-    {"pid", "started_ms", "updated_ms", "ticks", "decisions", "differ", "orders_posted", "last_tick"}
+    {
+        "pid",
+        "started_ms",
+        "updated_ms",
+        "ticks",
+        "decisions",
+        "differ",
+        "erred",
+        "refused_io",
+        "orders_posted",
+        "last_tick",
+    }
 )
 
 

@@ -5,7 +5,12 @@ release's strategies, counting the ticks and decisions it saw and writing the de
 made differently, with both answers, to the shadow log (state/shadow.py).
 
 It posts nothing by construction: it builds no venue client, reads no signing key, and its
-Redis user (`shadow`, state/acl.py) may write nothing but the shadow's keys.
+Redis user (`shadow`, state/acl.py) may write nothing but the shadow's keys. The release it
+runs is not trusted yet, so each strategy call (the dry evaluation and every evaluate) runs
+under the backtest's audit-hook guard in its I/O mode (kernel/backtest/guard.py): a strategy
+that opens a file (var/secrets/), a socket or a process is refused, its answer an error naming
+what it tried, and counted (`refused_io`). `orders_posted` counts the strategy calls that
+reached for the network: refused, so nothing was posted.
 
 Exit codes: 0 stopped, 4 its release cannot shadow (a strategy fails its dry evaluation).
 """
@@ -20,12 +25,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from baton import settings as settings_mod
 from kernel import strategy_check
+from kernel.backtest import guard as guard_mod
 from kernel.clock import wall_ms
 from kernel.input_log import Evaluation, classify, recordable, same_decision
 from kernel.input_stream import read_batches
@@ -71,11 +78,19 @@ def _num(v: Any) -> float:
         return float("nan")
 
 
-def evaluate_again(e: Evaluation, resolve: Callable[[str], Any], release: str) -> Evaluation:
+Guards = Callable[[str], guard_mod.Guard]
+
+
+def evaluate_again(
+    e: Evaluation, resolve: Callable[[str], Any], release: str, guards: Guards | None = None
+) -> Evaluation:
     """`e`'s input evaluated with this release's strategy of the same name: the same record
-    with the shadow's answer (an exception, or a strategy this release lacks, is an error)."""
+    with the shadow's answer (an exception, or a strategy this release lacks, is an error).
+    With `guards` the evaluate runs under the strategy's guard (I/O refused: an error answer
+    naming it)."""
     try:
-        answer: Any = resolve(e.strategy).evaluate(e.input)
+        evaluate = resolve(e.strategy).evaluate
+        answer: Any = evaluate(e.input) if guards is None else guards(e.strategy).call(evaluate, e.input)
     except ModuleNotFoundError as err:
         answer = (
             err
@@ -105,14 +120,36 @@ def evaluate_again(e: Evaluation, resolve: Callable[[str], Any], release: str) -
     )
 
 
+@dataclass
+class Compared:
+    """One tick's comparison: decisions compared, the differences, of which the shadow's was an
+    error where live's was not (`erred`), and strategy calls refused by the I/O guard."""
+
+    decisions: int = 0
+    erred: int = 0
+    refused_io: int = 0
+    differences: list[Difference] = field(default_factory=list)
+
+
 def compare(
-    evaluations: list[Evaluation], resolve: Callable[[str], Any], release: str
-) -> tuple[int, list[Difference]]:
-    """(decisions compared, the differences) of one tick's evaluations."""
-    differences = []
+    evaluations: list[Evaluation],
+    resolve: Callable[[str], Any],
+    release: str,
+    guards: Guards | None = None,
+) -> Compared:
+    """One tick's evaluations evaluated again (under their strategy's guard, `guards(name)`,
+    when given) and compared."""
+    out = Compared()
+    out.decisions = len(evaluations)
     for e in evaluations:
         try:
-            mine = evaluate_again(e, resolve, release)
+            guard = guards(e.strategy) if guards is not None else None
+            refused_before = guard.refusals if guard is not None else 0
+            mine = evaluate_again(e, resolve, release, guards)
+            if guard is not None and guard.refusals > refused_before:
+                out.refused_io += 1
+            if mine.kind == "error" and e.kind != "error":
+                out.erred += 1
             if same_decision(e, mine):
                 continue
             theirs = answer_of(mine.kind, mine.buy, mine.sell, mine.passed, mine.error)
@@ -120,7 +157,9 @@ def compare(
             # Whatever a record holds, it must not stop the shadow: a crash would be restarted
             # onto the same record, again and again. It counts as a difference, named.
             theirs = Answer(kind="error", reason=f"the shadow could not compare this record: {err!r}"[:300])
-        differences.append(
+            if e.kind != "error":
+                out.erred += 1
+        out.differences.append(
             Difference(
                 tick=e.tick,
                 at_ms=e.at_ms,
@@ -132,18 +171,21 @@ def compare(
                 shadow=theirs,
             )
         )
-    return len(evaluations), differences
+    return out
 
 
 def check_release() -> list[str]:
     """Dry-evaluate every strategy of this release on the sample inputs (as the worker's
-    readiness check does): the names checked; raises StrategyCheckError or ImportError."""
+    readiness check does), under the I/O guard: the names checked; raises
+    StrategyCheckError (a refused file, socket or process among them) or ImportError."""
     package = importlib.import_module(STRATEGY_PACKAGE)
     names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
     inputs = strategy_check.sample_inputs(wall_ms())
     for name in names:
         try:
-            strategy_check.dry_evaluate(resolve_strategy(name), inputs)
+            module = resolve_strategy(name)
+            guard_mod.import_ahead(module)
+            strategy_check.dry_evaluate(guard_mod.guarded(module, name, io_only=True)[0], inputs)
         except Exception as e:
             raise strategy_check.StrategyCheckError(f"strategy {name}: {e}") from e
     return names
@@ -156,12 +198,31 @@ class Shadow:
         """`r` a decoded client; `resolve` finds a strategy module by name (this release's)."""
         self.r = r
         self.resolve = resolve
+        # Every evaluate runs under its strategy's guard; what a module imports inside its
+        # functions is imported first, outside it, once per module object.
+        self._guards: dict[str, guard_mod.Guard] = {}
+        self._ahead: set[int] = set()
         self.repo = ShadowRepo(r, k)
         self.k = k
         self.release = release
         self.stopping = False
         self.ticks = self.decisions = self.differ = self.last_tick = 0
+        self.erred = self.refused_io = 0
         self.last_id = "$"  # only ticks from now on, unless a restart goes on from its last
+
+    def strategy(self, name: str) -> Any:
+        """This release's strategy `name`, its function-level imports loaded (outside the guard)."""
+        module = self.resolve(name)
+        if id(module) not in self._ahead:
+            guard_mod.import_ahead(module)
+            self._ahead.add(id(module))
+        return module
+
+    def guard(self, name: str) -> guard_mod.Guard:
+        g = self._guards.get(name)
+        if g is None:
+            g = self._guards[name] = guard_mod.Guard(name, io_only=True)
+        return g
 
     def request_stop(self, *_: Any) -> None:
         self.stopping = True
@@ -171,6 +232,7 @@ class Shadow:
         st = self.repo.status()
         if st.release == self.release and st.last_id:
             self.ticks, self.decisions, self.differ = st.ticks, st.decisions, st.differ
+            self.erred, self.refused_io = st.erred, st.refused_io
             self.last_tick, self.last_id = st.last_tick, st.last_id
             log.info("shadow: going on after input log entry %s (%d ticks so far)", st.last_id, st.ticks)
 
@@ -182,6 +244,10 @@ class Shadow:
             "ticks": self.ticks,
             "decisions": self.decisions,
             "differ": self.differ,
+            "erred": self.erred,
+            "refused_io": self.refused_io,
+            # Every reach for the network was refused (counted in refused_io), and the shadow
+            # has no venue client: nothing can have been posted.
             "orders_posted": 0,
             "last_tick": self.last_tick,
             "last_id": self.last_id if self.last_id != "$" else "",
@@ -200,13 +266,15 @@ class Shadow:
             time.sleep(BLOCK_MS / 1000)
         differences: list[Difference] = []
         for entry_id, tick, _at_ms, evaluations in batches:
-            n, diffs = compare(evaluations, self.resolve, self.release)
+            c = compare(evaluations, self.strategy, self.release, self.guard)
             self.ticks += 1
-            self.decisions += n
-            self.differ += len(diffs)
+            self.decisions += c.decisions
+            self.differ += len(c.differences)
+            self.erred += c.erred
+            self.refused_io += c.refused_io
             self.last_tick = tick
             self.last_id = entry_id
-            differences += diffs
+            differences += c.differences
         if batches:
             self.repo.record(self.counts("following"), differences)
         return len(batches)

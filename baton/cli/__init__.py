@@ -231,6 +231,8 @@ def cmd_deploy(s: Settings, args: argparse.Namespace) -> int:
         return shadow.cmd_deploy_shadow(s, args)
     if args.cmd == "deploy" and args.promote:
         return fail("deploy: --promote goes with --shadow N (a plain deploy hands over anyway)")
+    if args.cmd == "deploy" and (args.force or args.shadow_decisions):
+        return fail("deploy: --force and --shadow-decisions go with --shadow N")
     try:
         if args.cmd == "deploy":
             res = orchestrate.deploy(s, source=args.source, ref=args.ref)

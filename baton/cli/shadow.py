@@ -44,7 +44,21 @@ def add_deploy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--promote",
         action="store_true",
-        help="with --shadow: then deploy the release (hand over as a deploy does)",
+        help="with --shadow: then deploy the release (hand over as a deploy does), unless the "
+        "shadow compared 0 decisions or answered errors where live did not (exit 1)",
+    )
+    p.add_argument(
+        "--shadow-decisions",
+        type=int,
+        default=0,
+        metavar="D",
+        help="with --shadow: follow past N ticks until at least D decisions were compared "
+        "(strategies that evaluate only near a window's end compare none in most ticks)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --shadow --promote: promote even a shadow that compared nothing or erred",
     )
 
 
@@ -78,7 +92,9 @@ def render_diff(diff: ShadowDiff, shown: int = SHOWN) -> str:
     lines = [
         f"shadow     release {st.release}, {st.state}" + (f": {st.error}" if st.error else ""),
         f"ticks      {st.ticks} (last {st.last_tick})",
-        f"decisions  {st.decisions}: {diff.equal} equal, {st.differ} different",
+        f"decisions  {st.decisions} compared: {diff.equal} equal, {st.differ} different"
+        + (" (compared 0 decisions: this shadow shows nothing)" if st.decisions == 0 else ""),
+        f"errors     {st.erred} where live had none; {st.refused_io} file/socket/process uses refused",
         f"orders     {st.orders_posted} posted by the shadow",
     ]
     lines += difference_lines(diff.differences, shown)
@@ -101,18 +117,34 @@ def cmd_deploy_shadow(s: Settings, args: argparse.Namespace) -> int:
     log: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
         res = shadow_deploy.shadow_deploy(
-            s, args.shadow, promote=args.promote, source=args.source, ref=args.ref, log=log
+            s,
+            args.shadow,
+            promote=args.promote,
+            source=args.source,
+            ref=args.ref,
+            log=log,
+            min_decisions=args.shadow_decisions,
+            force=args.force,
         )
     except DeployError as e:
         return fail(f"deploy --shadow: {e}")
     if args.json:
         print(json.dumps(msgspec.to_builtins(res)))
-        return 0
+    else:
+        print_result(res)
+    # A refused promotion fails the command (exit 1), its report printed all the same.
+    return fail(f"deploy --shadow --promote: {res.promote_refused}") if res.promote_refused else 0
+
+
+def print_result(res: shadow_deploy.ShadowResult) -> None:
     print(
         f"shadow of {res.release} beside {res.from_release}: {res.shadow_ticks} ticks, "
-        f"{res.decisions} decisions, {res.equal} equal, {res.differ} different, "
+        f"{res.decisions} decisions compared, {res.equal} equal, {res.differ} different, "
+        f"{res.erred} errors where live had none, {res.refused_io} file/socket/process uses refused, "
         f"{res.orders_posted} orders posted by the shadow"
     )
+    if res.decisions == 0:
+        print("compared 0 decisions: this shadow shows nothing")
     for line in difference_lines(res.differences, SHOWN):
         print(line)
     if res.promoted and res.deploy is not None:
@@ -121,4 +153,3 @@ def cmd_deploy_shadow(s: Settings, args: argparse.Namespace) -> int:
             f"promoted: worker-{d['color']} runs {d['release']} from tick {d['handover_tick'] + 1}; "
             f"{d['missed']} tick(s) missed, {res.total_s:.1f} s in all"
         )
-    return 0

@@ -21,6 +21,11 @@ quotes_from_ms as an int, and an exception as a kernel.raised.Raised holding its
 taken under the guard. What stays possible: a finalizer (__del__, weakref callbacks) that runs
 when the garbage collector gets to it, outside any guarded call.
 
+The shadow (worker/shadow.py) arms the same hook in its I/O mode (`io_only`): a release
+under test runs beside live money, so its strategy may open no file (var/secrets/ holds the
+venue key), socket or process; it may walk frames and build classes, as the live worker lets
+it (the shadow holds no history to read ahead in). Refused there: StrategyIORefused.
+
 An audit hook cannot be removed: it is installed once per process, on the first guarded call,
 and costs one check of a flag when no guarded call is running. It is a tripwire for a
 strategy that reads the future by accident or by a shortcut, not a sandbox against one
@@ -38,7 +43,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from baton.errors import BacktestError, LookAheadError
+from baton.errors import BacktestError, LookAheadError, StrategyIORefused
 from kernel.candle_cache import declared_candles
 from kernel.raised import Raised, safe_repr
 from kernel.raised import plain as plain_raised
@@ -75,6 +80,40 @@ REFUSED_EVENTS = frozenset(
     }
 )
 REFUSED_PREFIXES = ("gc.", "socket.", "subprocess.", "ctypes.", "sqlite3.", "winreg.", "http.", "ftplib.")
+# What the I/O mode (`Guard(io_only=True)`: the shadow's) refuses: files, directories, sockets,
+# processes, threads (they would run outside the guard: its state is per thread) and imports
+# of modules not loaded yet (the import system reads files; `import_ahead` loads them first).
+IO_EVENTS = frozenset(
+    {
+        "open",
+        "import",
+        "_thread.start_new_thread",
+        "mmap.__new__",
+        "webbrowser.open",
+        "tempfile.mkstemp",
+        "tempfile.mkdtemp",
+        "glob.glob",
+    }
+)
+IO_PREFIXES = (
+    "os.",
+    "socket.",
+    "subprocess.",
+    "_posixsubprocess.",
+    "ctypes.",
+    "sqlite3.",
+    "shutil.",
+    "pathlib.",
+    "fcntl.",
+    "http.",
+    "urllib.",
+    "ftplib.",
+    "smtplib.",
+    "poplib.",
+    "imaplib.",
+    "nntplib.",
+    "telnetlib.",
+)
 # While a strategy module's own code runs (loading it: `load_module`) only I/O is refused: the
 # engine and its history do not exist yet, and module-level code may build classes (namedtuple
 # and dataclass use frames). Reading the history file at import is the look-ahead to refuse.
@@ -90,11 +129,15 @@ class _State(threading.local):
     name: str | None = None
     refused: str = ""
     loading: bool = False
+    io_only: bool = False
 
 
 _state = _State()
 _installed = False
 _install_lock = threading.Lock()
+
+
+_PROCESS_PREFIXES = ("subprocess.", "_posixsubprocess.", "os.exec", "os.spawn", "os.posix_spawn")
 
 
 def _describe(event: str, args: tuple[Any, ...]) -> str:
@@ -104,6 +147,10 @@ def _describe(event: str, args: tuple[Any, ...]) -> str:
         return f"reached for {type(args[0]).__name__}.{args[1]} (frames and code are not its input)"
     if event == "import" and args:
         return f"imported a module not loaded yet ({args[0]!r})"
+    if event.startswith(("socket.", "http.", "urllib.", "ftplib.", "smtplib.")):
+        return f"reached the network ({event}{_first(args)})"
+    if event.startswith(_PROCESS_PREFIXES) or event in ("os.system", "os.fork"):
+        return f"started a process ({event})"
     if event.startswith("gc."):
         return f"walked the heap ({event})"
     if event in ("sys._getframe", "sys._current_frames", "sys._getframemodulename"):
@@ -111,9 +158,24 @@ def _describe(event: str, args: tuple[Any, ...]) -> str:
     return f"did {event}"
 
 
+def _first(args: tuple[Any, ...]) -> str:
+    """The first argument of an event that is not an object (an address, a command), shown."""
+    for a in args[1:2]:
+        if isinstance(a, (str, bytes, tuple, list)):
+            return f" {a!r}"[:200]
+    return ""
+
+
 def _hook(event: str, args: tuple[Any, ...]) -> None:
     st = _state
     if st.name is None:
+        return
+    if st.io_only:
+        if event in IO_EVENTS or event.startswith(IO_PREFIXES):
+            what = _describe(event, args)
+            if not st.refused:
+                st.refused = what
+            raise StrategyIORefused(f"strategy {st.name!r} {what} in a shadow: refused (I/O guard)")
         return
     if event in REFUSED_EVENTS or event.startswith(REFUSED_PREFIXES):
         if st.loading and (event in LOAD_ALLOWED or event.startswith("gc.")):
@@ -134,25 +196,36 @@ def install() -> None:
 
 class Guard:
     """Runs a strategy's functions with the audit hook armed; `refused` keeps the first thing
-    refused (the engine stops the backtest on it, whatever the strategy did with the error)."""
+    refused (the engine stops the backtest on it, whatever the strategy did with the error).
+    `io_only` (the shadow's): only I/O is refused, raising StrategyIORefused, and `refusals`
+    counts the calls refused."""
 
-    def __init__(self, name: str, loading: bool = False) -> None:
+    def __init__(self, name: str, loading: bool = False, io_only: bool = False) -> None:
         self.name = name
         self.loading = loading  # the module's own code runs (load_module): only I/O is refused
+        self.io_only = io_only
         self.refused = ""  # the first refusal's message, kept until the backtest ends
+        self.refusals = 0
         install()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         st = _state
-        outer = (st.name, st.loading)
-        st.name, st.refused, st.loading = self.name, "", self.loading
+        outer = (st.name, st.loading, st.io_only)
+        st.name, st.refused, st.loading, st.io_only = self.name, "", self.loading, self.io_only
         try:
             return fn(*args)
         finally:
             refused = st.refused
-            st.name, st.loading = outer
+            st.name, st.loading, st.io_only = outer
             st.refused = ""
             if refused:
+                self.refusals += 1
+                if self.io_only:
+                    # Raised even when the strategy swallowed the refusal: its answer is this.
+                    raise StrategyIORefused(
+                        f"strategy {self.name!r} {refused} in a shadow: refused (a strategy reads "
+                        "only its input; the shadow holds no credentials)"
+                    )
                 msg = (
                     f"strategy {self.name!r} {refused} during a backtest: refused, nothing of this "
                     "backtest is reported (a strategy must read only its input)"
@@ -161,18 +234,18 @@ class Guard:
                 raise LookAheadError(msg)
 
 
-def guarded(strategy: Any, name: str) -> tuple[Any, Guard]:
+def guarded(strategy: Any, name: str, io_only: bool = False) -> tuple[Any, Guard]:
     """A stand-in for the strategy module (returned with its guard) holding only what the
     kernel reads of it, as plain values read under the guard once: its declarations, and
     evaluate, needs_quotes and quotes_from_ms wrapped to run under the guard and hand back
     plain answers (`_plain_answer`, bool, int) or raise a kernel.raised.Raised (the
     exception's repr, taken under the guard: the kernel passes it on as it is).
     Raises LookAheadError when reading a declaration is refused, BacktestError when it
-    raises."""
-    guard = Guard(name)
+    raises. `io_only`: the shadow's guard (I/O refused, StrategyIORefused)."""
+    guard = Guard(name, io_only=io_only)
     try:
         attrs = guard.call(_declarations, strategy)
-    except LookAheadError:
+    except (LookAheadError, StrategyIORefused):
         raise
     except Exception as e:
         raise BacktestError(f"strategy {name!r}: its declarations cannot be read: {safe_repr(e)}") from None
@@ -333,6 +406,23 @@ def load_module(
             for n in [n for n in sys.modules if n == pkg_name or n.startswith(f"{pkg_name}.")]:
                 sys.modules.pop(n, None)
     return module
+
+
+def import_ahead(module: Any) -> None:
+    """Import what `module`'s source imports anywhere in it (inside functions too), now,
+    outside any guard: an import a function makes later then finds its module loaded instead
+    of reading files under the guard. Quiet on a module without a readable source."""
+    filename = getattr(module, "__file__", None)
+    if not isinstance(filename, str):
+        return
+    try:
+        with open(filename, "rb") as f:
+            tree = ast.parse(f.read(), filename)
+    except (OSError, SyntaxError, ValueError):
+        return
+    for mod in _imports(tree):
+        with contextlib.suppress(Exception):  # the strategy's own call raises it, named
+            importlib.import_module(mod)
 
 
 def _imports(tree: ast.AST, package: str = "") -> list[str]:

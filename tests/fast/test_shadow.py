@@ -230,3 +230,187 @@ def test_a_shadow_deploy_refuses_a_bad_count_and_a_stack_that_is_not_running(
     assert cli.main(["deploy", "--shadow", "3", "--promote", "--json"]) == 1
     err = capsys.readouterr().err
     assert "supervisord is not running" in err and "make run" in err
+
+
+# --- the release under test runs guarded: no file, socket or process (worker/shadow.py) -------------
+SECRET = "0x" + "5ec2e7" * 10 + "abcd"
+
+
+def _home_with_a_secret(tmp_path: Path) -> Path:
+    secrets = tmp_path / "var" / "secrets"
+    secrets.mkdir(parents=True)
+    key = secrets / "private-key"
+    key.write_text(SECRET + "\n")
+    key.chmod(0o600)
+    return key
+
+
+def _everything_the_shadow_wrote(r: Any) -> str:
+    return repr(r.hgetall(K.shadow())) + repr(r.xrange(K.shadow_log()))
+
+
+def test_a_strategy_that_reads_the_venue_key_is_refused_and_the_key_goes_nowhere(tmp_path: Path, caplog: Any):
+    key = _home_with_a_secret(tmp_path)
+
+    def steal(inp: SlotInput) -> Any:
+        return Pass(reason="key " + key.read_text())
+
+    def steal_quietly(inp: SlotInput) -> Any:
+        try:  # a refusal swallowed is refused all the same
+            return Pass(reason="key " + open(key).read())
+        except Exception as e:
+            return Pass(reason=f"no key: {e}")
+
+    r = fakeredis.FakeRedis(decode_responses=True)
+    _append(r, 1, [_input()])
+    _append(r, 2, [_input()])
+    sh = _shadow(r, lambda name: SimpleNamespace(evaluate=steal))
+    sh.step()
+    sh.resolve = lambda name: SimpleNamespace(evaluate=steal_quietly)
+    _append(r, 3, [_input()])
+    sh.step()
+    diff = ShadowRepo(r, K).diff()
+    st = diff.shadow
+    assert (st.decisions, st.differ, st.erred, st.refused_io, st.orders_posted) == (3, 3, 3, 3, 0)
+    for d in diff.differences:
+        assert d.shadow.kind == "error" and "StrategyIORefused" in d.shadow.reason
+        assert f"opened a file ({str(key)!r})" in d.shadow.reason and "in a shadow" in d.shadow.reason
+    everything = _everything_the_shadow_wrote(r) + caplog.text + render_diff(diff)
+    assert SECRET not in everything and "5ec2e7" not in everything
+
+
+def test_a_strategy_that_opens_a_socket_or_a_process_is_refused(tmp_path: Path):
+    import encodings.idna  # noqa: F401  (loaded as by a live worker: the socket is what is refused)
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+
+    def post(inp: SlotInput) -> Any:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+            c.sendall(b"POST /order")
+        return Pass(reason="posted")
+
+    def shell(inp: SlotInput) -> Any:
+        subprocess.run(["true"], check=False)
+        return Pass(reason="ran")
+
+    r = fakeredis.FakeRedis(decode_responses=True)
+    _append(r, 1, [_input()])
+    sh = _shadow(r, lambda name: SimpleNamespace(evaluate=post))
+    sh.step()
+    _append(r, 2, [_input()])
+    sh.resolve = lambda name: SimpleNamespace(evaluate=shell)
+    sh.step()
+    with pytest.raises(TimeoutError):
+        listener.accept()  # nobody connected
+    listener.close()
+    net, proc = ShadowRepo(r, K).diff().differences
+    assert "strategy 'snipe' reached the network (socket." in net.shadow.reason, net.shadow.reason
+    assert "started a process (subprocess.Popen)" in proc.shadow.reason, proc.shadow.reason
+    st = ShadowRepo(r, K).status()
+    assert (st.refused_io, st.erred, st.orders_posted) == (2, 2, 0)
+
+
+def test_the_guard_refuses_nothing_a_strategy_needs_frames_classes_and_late_imports(tmp_path: Path):
+    """I/O only: a strategy that builds a dataclass, logs, or imports a module inside evaluate
+    (loaded ahead by the shadow, outside the guard) answers as it does live."""
+    import importlib.util
+
+    f = tmp_path / "late.py"
+    f.write_text(
+        "import dataclasses, logging\n"
+        "from kernel.strategy_api import Pass\n\n"
+        "def evaluate(inp):\n"
+        "    import colorsys  # not loaded anywhere else\n"
+        "    logging.getLogger('late').info('evaluating %s', inp.slot_id)\n"
+        "    P = dataclasses.make_dataclass('P', [('x', float)])\n"
+        "    return Pass(reason=f'hue {colorsys.rgb_to_hsv(P(0.5).x, 0.2, 0.1)[0]:.3f}')\n"
+    )
+    spec = importlib.util.spec_from_file_location("_shadow_late_strategy", f)
+    assert spec is not None and spec.loader is not None
+    late = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(late)
+    i = _input()
+    live = late.evaluate(i)
+    sys.modules.pop("colorsys", None)  # as if nothing had loaded it yet
+    r = fakeredis.FakeRedis(decode_responses=True)
+    r.xadd(
+        K.input_log(),
+        {
+            "tick": 1,
+            "at_ms": 1,
+            "release": "live-rel",
+            "n": 1,
+            "data": encode_batch([evaluation(1, i.slot_id, 0, i.now_ms, "late", "live-rel", i, live)]),
+        },
+    )
+    _shadow(r, lambda name: late).step()
+    st = ShadowRepo(r, K).status()
+    assert (st.decisions, st.differ, st.refused_io) == (1, 0, 0), ShadowRepo(r, K).diff().differences
+
+
+def test_a_release_whose_strategy_reads_a_file_in_its_dry_evaluation_cannot_shadow(tmp_path: Path):
+    from kernel import strategy_check
+    from kernel.backtest import guard
+
+    key = _home_with_a_secret(tmp_path)
+    reads = SimpleNamespace(API=1, evaluate=lambda inp: Pass(reason=key.read_text()))
+    inputs = strategy_check.sample_inputs(1_765_152_013_000)
+    with pytest.raises(strategy_check.StrategyCheckError, match="opened a file") as e:
+        strategy_check.dry_evaluate(guard.guarded(reads, "reads", io_only=True)[0], inputs)
+    assert SECRET not in str(e.value)
+
+
+def test_the_shadow_programs_environment_holds_nothing_but_its_redis_user():
+    import configparser
+
+    conf = configparser.RawConfigParser(strict=False)
+    conf.read(REPO / "supervisor.conf")
+    env = conf.get("program:shadow", "environment")
+    assert env.strip() == 'BATON_REDIS_USER="shadow"'  # no key, no password: those are files
+    assert "shadow" in acl.GRANTS and set(acl.GRANTS["shadow"].concerns) == {"inputs", "shadow"}
+
+
+# --- promote only on evidence (deploy/shadow.py) --------------------------------------------------------
+def test_a_promotion_wants_decisions_compared_and_no_error_live_did_not_make():
+    from deploy.shadow import promote_refusal
+    from state.shadow import ShadowStatus
+
+    nothing = promote_refusal(ShadowStatus(ticks=4, decisions=0))
+    assert "compared 0 decisions in 4 ticks" in nothing and "--force" in nothing
+    erred = promote_refusal(ShadowStatus(ticks=4, decisions=8, differ=2, erred=2, refused_io=1))
+    assert "error where live did not in 2 decision(s)" in erred and "1 refused" in erred
+    assert promote_refusal(ShadowStatus(ticks=4, decisions=8, differ=3)) == ""
+
+
+def test_a_refused_promotion_prints_the_report_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+):
+    from deploy import shadow as shadow_deploy
+
+    for name in [n for n in os.environ if n.startswith("BATON_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BATON_HOME", str(tmp_path))
+    asked: dict[str, Any] = {}
+
+    def fake(s: Any, ticks: int, **kw: Any) -> shadow_deploy.ShadowResult:
+        asked.update(kw, ticks=ticks)
+        return shadow_deploy.ShadowResult(
+            release="r2", from_release="r1", shadow_ticks=4, decisions=0, equal=0, differ=0, erred=0,
+            refused_io=0, orders_posted=0, differences=[], promoted=False, ready_s=1.0, total_s=3.0,
+            promote_refused="the shadow compared 0 decisions in 4 ticks: it shows nothing: not promoted",
+        )  # fmt: skip
+
+    monkeypatch.setattr(shadow_deploy, "shadow_deploy", fake)
+    assert cli.main(["deploy", "--shadow", "4", "--promote", "--shadow-decisions", "2"]) == 1
+    out = capsys.readouterr()
+    assert "0 decisions compared" in out.out and "compared 0 decisions: this shadow shows nothing" in out.out
+    assert "not promoted" in out.err
+    assert asked["promote"] is True and asked["min_decisions"] == 2 and asked["force"] is False
+    assert cli.main(["deploy", "--shadow", "4", "--promote", "--force", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["promote_refused"].startswith("the shadow compared 0")
+    assert asked["force"] is True
+    assert cli.main(["deploy", "--force"]) == 1
+    assert "go with --shadow N" in capsys.readouterr().err
