@@ -102,9 +102,11 @@ cluster-rollback: $(STAMP)
 # Blue/green: stage the working tree (or REF=<git ref>) as a release for the idle colour,
 # wait until it is ready, hand over at the next tick boundary, stop the old worker.
 # SHADOW=N: first (or only) run it as a shadow for N ticks and print the decisions that differ;
-# PROMOTE=1 then deploys it (docs/deploys.md, "Shadow deploys").
+# DECISIONS=D: and until it compared D decisions; PROMOTE=1 then deploys it, refused when it
+# compared none or erred where live did not (FORCE=1 anyway; docs/deploys.md, "Shadow deploys").
 deploy: $(STAMP)
-	$(VENV)/bin/baton deploy $${REF:+--ref="$$REF"} $${SHADOW:+--shadow="$$SHADOW"} $${PROMOTE:+--promote}
+	$(VENV)/bin/baton deploy $${REF:+--ref="$$REF"} $${SHADOW:+--shadow="$$SHADOW"} \
+		$${DECISIONS:+--shadow-decisions="$$DECISIONS"} $${PROMOTE:+--promote} $${FORCE:+--force}
 
 rollback: $(STAMP)
 	$(VENV)/bin/baton rollback
