@@ -153,7 +153,8 @@ def test_broken_releases_never_take_over_and_rollback_hands_back(tmp_path):
         invariants.check_orders(st.redis, st.sim_orders())
 
         # 5. A shadow of a deliberately changed snipe (it passes where the live one bought or
-        # passed, saying so): it posts nothing, and its diff lists the changed decisions.
+        # passed, saying so; on xrp it reads the worker's Redis password): it posts nothing,
+        # its diff lists the changed decisions, the read is refused, and so is its promotion.
         _shadow_posts_nothing_and_lists_the_change(st, tmp_path / "e")
         # 6. A promoted shadow hands over as a deploy does: no missed tick.
         _promoted_shadow_hands_over_without_a_missed_tick(st, src3, first)
@@ -171,6 +172,11 @@ _live_evaluate = evaluate
 
 def evaluate(inp):
     answer = _live_evaluate(inp)
+    if inp.slot_id == "xrp-15s":  # a release under test reaching for a secret: refused
+        import os
+
+        with open(os.path.join(os.environ["BATON_HOME"], "var", "secrets", "redis", "worker")) as f:
+            return Pass(reason="stolen: " + f.read())
     return Pass(reason="changed: would " + (f"buy {answer.side}" if answer is not None else "pass"))
 """
 
@@ -193,12 +199,26 @@ def _shadow_posts_nothing_and_lists_the_change(st: Stack, tmp: Path) -> None:
     snipe.write_text(text + CHANGED_SNIPE)
     orders_before = {o["id"] for o in st.sim_orders()}
     t0 = time.monotonic()
-    res = _deploy(st, "--source", str(src), "--shadow", str(SHADOW_TICKS))
+    # --promote: refused, since the shadow erred (the refused read) where live did not. Every
+    # 12 s holds the start of a 5 s entry zone, where each slot is evaluated at least once.
+    out = st.baton("deploy", "--json", "--source", str(src), "--shadow", str(SHADOW_TICKS), "--promote")
     print(f"shadow deploy of {SHADOW_TICKS} ticks: {time.monotonic() - t0:.1f} s")
+    assert out.returncode == 1 and "not promoted" in out.stderr, f"{out.stdout}\n{out.stderr}"
+    res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["shadow_ticks"] >= SHADOW_TICKS and res["promoted"] is False
+    assert "answered an error where live did not" in res["promote_refused"], res
     assert res["orders_posted"] == 0 and res["decisions"] >= 1, res
     assert res["differ"] == res["decisions"] and len(res["differences"]) == res["differ"]
-    d = res["differences"][0]
+    stolen = [d for d in res["differences"] if d["slot"] == "xrp-15s"]
+    assert stolen and res["refused_io"] == res["erred"] == len(stolen), res
+    for d in stolen:
+        assert d["shadow"]["kind"] == "error" and "StrategyIORefused" in d["shadow"]["reason"]
+        assert "opened a file" in d["shadow"]["reason"] and "redis/worker" in d["shadow"]["reason"]
+    password = (st.home / "var" / "secrets" / "redis" / "worker").read_text().strip()
+    shadow_log = (st.home / "var" / "log" / "shadow.log").read_text(errors="replace")
+    assert password not in out.stdout + out.stderr + shadow_log
+    assert password not in repr(st.redis.hgetall("baton:shadow")) + repr(st.redis.xrange("baton:shadow:log"))
+    d = next(d for d in res["differences"] if d["slot"] != "xrp-15s")
     assert d["strategy"] == "snipe" and d["live_release"] == lease["release"]
     assert d["shadow"]["kind"] == "pass" and d["shadow"]["reason"].startswith("changed: would ")
     assert d["live"]["kind"] in ("buy", "none")
@@ -220,10 +240,13 @@ def _shadow_posts_nothing_and_lists_the_change(st: Stack, tmp: Path) -> None:
 
 def _promoted_shadow_hands_over_without_a_missed_tick(st: Stack, src: Path, first: int) -> None:
     t0 = time.monotonic()
-    res = _deploy(st, "--source", str(src), "--shadow", "4", "--promote")
+    # Promoted only on evidence: at least one decision compared (snipe evaluates only in the
+    # last 5 s of each 15 s window, so 4 ticks alone usually compare none).
+    res = _deploy(st, "--source", str(src), "--shadow", "4", "--shadow-decisions", "1", "--promote")
     print(f"promoted shadow deploy: {time.monotonic() - t0:.1f} s")
     assert res["promoted"] is True and res["orders_posted"] == 0 and res["shadow_ticks"] >= 4
-    assert res["differ"] == 0, res["differences"]  # the same strategies as the live worker
+    assert res["decisions"] >= 1 and res["promote_refused"] == "", res
+    assert res["differ"] == 0 and res["erred"] == res["refused_io"] == 0, res["differences"]
     assert res["missed"] == 0 and res["deploy"]["missed"] == 0
     assert res["deploy"]["release"] == res["release"] and res["deploy"]["color"] == "green"
     _ticks_since(st, res["deploy"]["handover_tick"], 2)
