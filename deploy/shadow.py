@@ -323,7 +323,8 @@ class ShadowDeploy:
             if time.monotonic() > deadline:
                 raise fail(
                     f"the shadow did not manage {what} within {timeout_s:.0f} s "
-                    f"({st.ticks} ticks counted); its log says:\n{self.log_tail(offset)}"
+                    f"({st.ticks} ticks counted, {st.decisions} decisions compared); its log says:\n"
+                    f"{self.log_tail(offset)}"
                 )
             time.sleep(POLL_S)
 
