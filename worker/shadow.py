@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from baton import settings as settings_mod
+from baton.errors import StrategyIORefused
 from kernel import strategy_check
 from kernel.backtest import guard as guard_mod
 from kernel.clock import wall_ms
@@ -78,19 +79,11 @@ def _num(v: Any) -> float:
         return float("nan")
 
 
-Guards = Callable[[str], guard_mod.Guard]
-
-
-def evaluate_again(
-    e: Evaluation, resolve: Callable[[str], Any], release: str, guards: Guards | None = None
-) -> Evaluation:
-    """`e`'s input evaluated with this release's strategy of the same name: the same record
-    with the shadow's answer (an exception, or a strategy this release lacks, is an error).
-    With `guards` the evaluate runs under the strategy's guard (I/O refused: an error answer
-    naming it)."""
+def answer_again(e: Evaluation, resolve: Callable[[str], Any], release: str) -> Any:
+    """What this release's strategy of the same name answers `e`'s input: its answer, or the
+    exception it raised (a strategy this release lacks: a LookupError naming it)."""
     try:
-        evaluate = resolve(e.strategy).evaluate
-        answer: Any = evaluate(e.input) if guards is None else guards(e.strategy).call(evaluate, e.input)
+        answer: Any = resolve(e.strategy).evaluate(e.input)
     except ModuleNotFoundError as err:
         answer = (
             err
@@ -99,6 +92,16 @@ def evaluate_again(
         )
     except Exception as err:  # a strategy's bug is its answer, as in the live tick
         answer = err
+    return answer
+
+
+def evaluate_again(e: Evaluation, resolve: Callable[[str], Any], release: str) -> Evaluation:
+    """`e`'s input evaluated with this release's strategy of the same name: the same record
+    with the shadow's answer (an exception, or a strategy this release lacks, is an error)."""
+    return _recorded(e, answer_again(e, resolve, release), release)
+
+
+def _recorded(e: Evaluation, answer: Any, release: str) -> Evaluation:
     kind, buy, sell, passed, error = classify(answer)
     # As the live worker records it: an answer that would not read back (a price that is a
     # str) is an error naming it, the same on both sides, never an exception out of here.
@@ -131,23 +134,17 @@ class Compared:
     differences: list[Difference] = field(default_factory=list)
 
 
-def compare(
-    evaluations: list[Evaluation],
-    resolve: Callable[[str], Any],
-    release: str,
-    guards: Guards | None = None,
-) -> Compared:
-    """One tick's evaluations evaluated again (under their strategy's guard, `guards(name)`,
-    when given) and compared."""
+def compare(evaluations: list[Evaluation], resolve: Callable[[str], Any], release: str) -> Compared:
+    """One tick's evaluations evaluated again and compared. `resolve` gives the strategy
+    (the Shadow's: guarded); a StrategyIORefused answer is counted in `refused_io`."""
     out = Compared()
     out.decisions = len(evaluations)
     for e in evaluations:
         try:
-            guard = guards(e.strategy) if guards is not None else None
-            refused_before = guard.refusals if guard is not None else 0
-            mine = evaluate_again(e, resolve, release, guards)
-            if guard is not None and guard.refusals > refused_before:
+            answer = answer_again(e, resolve, release)
+            if isinstance(answer, StrategyIORefused):
                 out.refused_io += 1
+            mine = _recorded(e, answer, release)
             if mine.kind == "error" and e.kind != "error":
                 out.erred += 1
             if same_decision(e, mine):
@@ -174,6 +171,14 @@ def compare(
     return out
 
 
+def dry_check(module: Any, name: str, inputs: list[Any]) -> None:
+    """strategy_check.dry_evaluate, the whole of it under the I/O guard (the declarations it
+    reads are strategy code as much as evaluate); raises StrategyCheckError or
+    StrategyIORefused naming what was wrong."""
+    guard_mod.import_ahead(module)
+    guard_mod.Guard(name, io_only=True).call(strategy_check.dry_evaluate, module, inputs)
+
+
 def check_release() -> list[str]:
     """Dry-evaluate every strategy of this release on the sample inputs (as the worker's
     readiness check does), under the I/O guard: the names checked; raises
@@ -183,9 +188,7 @@ def check_release() -> list[str]:
     inputs = strategy_check.sample_inputs(wall_ms())
     for name in names:
         try:
-            module = resolve_strategy(name)
-            guard_mod.import_ahead(module)
-            strategy_check.dry_evaluate(guard_mod.guarded(module, name, io_only=True)[0], inputs)
+            dry_check(resolve_strategy(name), name, inputs)
         except Exception as e:
             raise strategy_check.StrategyCheckError(f"strategy {name}: {e}") from e
     return names
@@ -198,10 +201,8 @@ class Shadow:
         """`r` a decoded client; `resolve` finds a strategy module by name (this release's)."""
         self.r = r
         self.resolve = resolve
-        # Every evaluate runs under its strategy's guard; what a module imports inside its
-        # functions is imported first, outside it, once per module object.
-        self._guards: dict[str, guard_mod.Guard] = {}
-        self._ahead: set[int] = set()
+        # name -> (module, its guarded stand-in), made again when `resolve` gives a new module.
+        self._guarded: dict[str, tuple[Any, Any]] = {}
         self.repo = ShadowRepo(r, k)
         self.k = k
         self.release = release
@@ -211,18 +212,16 @@ class Shadow:
         self.last_id = "$"  # only ticks from now on, unless a restart goes on from its last
 
     def strategy(self, name: str) -> Any:
-        """This release's strategy `name`, its function-level imports loaded (outside the guard)."""
+        """This release's strategy `name` as a stand-in whose functions run under the I/O
+        guard and hand back plain answers (an exception's repr taken under it too: a
+        `__repr__` is strategy code); what its module imports inside its functions is
+        imported first, outside the guard. Raises what reading its declarations raised."""
         module = self.resolve(name)
-        if id(module) not in self._ahead:
+        known = self._guarded.get(name)
+        if known is None or known[0] is not module:
             guard_mod.import_ahead(module)
-            self._ahead.add(id(module))
-        return module
-
-    def guard(self, name: str) -> guard_mod.Guard:
-        g = self._guards.get(name)
-        if g is None:
-            g = self._guards[name] = guard_mod.Guard(name, io_only=True)
-        return g
+            known = self._guarded[name] = (module, guard_mod.guarded(module, name, io_only=True)[0])
+        return known[1]
 
     def request_stop(self, *_: Any) -> None:
         self.stopping = True
@@ -266,7 +265,7 @@ class Shadow:
             time.sleep(BLOCK_MS / 1000)
         differences: list[Difference] = []
         for entry_id, tick, _at_ms, evaluations in batches:
-            c = compare(evaluations, self.strategy, self.release, self.guard)
+            c = compare(evaluations, self.strategy, self.release)
             self.ticks += 1
             self.decisions += c.decisions
             self.differ += len(c.differences)

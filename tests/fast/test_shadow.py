@@ -352,15 +352,16 @@ def test_the_guard_refuses_nothing_a_strategy_needs_frames_classes_and_late_impo
 
 
 def test_a_release_whose_strategy_reads_a_file_in_its_dry_evaluation_cannot_shadow(tmp_path: Path):
+    from baton.errors import StrategyIORefused
     from kernel import strategy_check
-    from kernel.backtest import guard
 
     key = _home_with_a_secret(tmp_path)
     reads = SimpleNamespace(API=1, evaluate=lambda inp: Pass(reason=key.read_text()))
     inputs = strategy_check.sample_inputs(1_765_152_013_000)
-    with pytest.raises(strategy_check.StrategyCheckError, match="opened a file") as e:
-        strategy_check.dry_evaluate(guard.guarded(reads, "reads", io_only=True)[0], inputs)
+    with pytest.raises(StrategyIORefused, match="opened a file") as e:
+        shadow.dry_check(reads, "reads", inputs)
     assert SECRET not in str(e.value)
+    shadow.dry_check(snipe, "snipe", inputs)  # the repo's own: nothing refused
 
 
 def test_the_shadow_programs_environment_holds_nothing_but_its_redis_user():
@@ -414,3 +415,59 @@ def test_a_refused_promotion_prints_the_report_and_exits_1(
     assert asked["force"] is True
     assert cli.main(["deploy", "--force"]) == 1
     assert "go with --shadow N" in capsys.readouterr().err
+
+
+def test_an_exceptions_repr_is_strategy_code_and_runs_guarded_too(tmp_path: Path):
+    """classify() formats a strategy's exception after evaluate returned: its __repr__ would
+    run unguarded and could carry a file's content into the shadow log."""
+    key = _home_with_a_secret(tmp_path)
+
+    class Leak(Exception):
+        def __repr__(self) -> str:
+            return "Leak(" + key.read_text() + ")"
+
+    def evaluate(inp: SlotInput) -> Any:
+        raise Leak()
+
+    r = fakeredis.FakeRedis(decode_responses=True)
+    _append(r, 1, [_input()])
+    _shadow(r, lambda name: SimpleNamespace(evaluate=evaluate)).step()
+    (d,) = ShadowRepo(r, K).diff().differences
+    assert d.shadow.kind == "error" and "opened a file" in d.shadow.reason
+    assert SECRET not in _everything_the_shadow_wrote(r)
+    assert ShadowRepo(r, K).status().refused_io == 1
+
+
+def test_a_fresh_shadow_process_agrees_with_the_repos_strategies_under_the_guard():
+    """In a process of its own (nothing loaded but what worker.shadow imports), as under
+    supervisor: a lazy import in the repo's strategies or the kernel would be refused there."""
+    code = """
+import fakeredis
+from kernel.input_log import encode_batch, evaluation as ev
+from kernel.readiness import resolve_strategy
+from kernel.strategy_api import SlotInput
+from state.keys import Keys
+from state.shadow import ShadowRepo
+from worker import shadow
+
+K, T = Keys("baton:"), 1_765_152_013_000
+closes = (100.0, 100.1, 100.05, 100.15, 100.2, 100.2)
+inputs = [
+    SlotInput(slot_id=f"{a}-15s", asset=a, timeframe="15s", now_ms=T, window_start_ms=T - 13_000,
+              window_end_ms=T + 2000, open_price=100.0, last_price=100.2, closes=closes,
+              stake_usd=5.0, params={"edge": 0.0}, up_ask=up, down_ask=1 - up)
+    for a, up in (("btc", 0.4), ("eth", 0.97), ("sol", 0.6))
+]
+evs = [ev(1, i.slot_id, 0, T, n, "live", i, resolve_strategy(n).evaluate(i)) for n in ("snipe", "momentum") for i in inputs]
+r = fakeredis.FakeRedis(decode_responses=True)
+r.xadd(K.input_log(), {"tick": 1, "at_ms": 1, "release": "live", "n": len(evs), "data": encode_batch(evs)})
+sh = shadow.Shadow(r, K, "new-rel")
+sh.last_id = "0-0"
+shadow.check_release()
+sh.step()
+st = ShadowRepo(r, K).status()
+print(st.decisions, st.differ, st.refused_io, [d.shadow.reason for d in ShadowRepo(r, K).diff().differences])
+"""  # noqa: E501
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "6 0 0 []"
