@@ -27,13 +27,11 @@ import dataclasses
 import json
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,22 +86,17 @@ def exit_slot_id(asset: str, window: str, strategy: str) -> str:
 
 
 def add_exit_slots(st: Stack, assets: list[str], window: str, strategy: str, params: str) -> list[str]:
-    """One slot per asset trading `strategy`, added through the CLI as an operator would; the
-    commands all at once (each is a process start, a second or more on a busy machine; the
-    slots hash takes concurrent adds: state/slots.py)."""
+    """One slot per asset trading `strategy`, added through the CLI as an operator would."""
+    ids = []
     flags = [a for kv in params.split(",") if kv.strip() for a in ("--param", kv.strip())]
-    ids = [exit_slot_id(asset, window, strategy) for asset in assets]
-
-    def add(sid: str, asset: str) -> subprocess.CompletedProcess[str]:
-        return st.baton(
+    for asset in assets:
+        sid = exit_slot_id(asset, window, strategy)
+        out = st.baton(
             "slots", "add", sid, "--asset", asset, "--timeframe", window, "--strategy", strategy, *flags
         )
-
-    with ThreadPoolExecutor(len(ids)) as pool:
-        outs = list(pool.map(add, ids, assets))
-    for sid, out in zip(ids, outs, strict=True):
         if out.returncode != 0:
             raise RuntimeError(f"baton slots add {sid} failed: {out.stderr.strip() or out.stdout.strip()}")
+        ids.append(sid)
     return ids
 
 
