@@ -197,15 +197,13 @@ def install() -> None:
 class Guard:
     """Runs a strategy's functions with the audit hook armed; `refused` keeps the first thing
     refused (the engine stops the backtest on it, whatever the strategy did with the error).
-    `io_only` (the shadow's): only I/O is refused, raising StrategyIORefused, and `refusals`
-    counts the calls refused."""
+    `io_only` (the shadow's): only I/O is refused, raising StrategyIORefused."""
 
     def __init__(self, name: str, loading: bool = False, io_only: bool = False) -> None:
         self.name = name
         self.loading = loading  # the module's own code runs (load_module): only I/O is refused
         self.io_only = io_only
         self.refused = ""  # the first refusal's message, kept until the backtest ends
-        self.refusals = 0
         install()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -219,7 +217,6 @@ class Guard:
             st.name, st.loading, st.io_only = outer
             st.refused = ""
             if refused:
-                self.refusals += 1
                 if self.io_only:
                     # Raised even when the strategy swallowed the refusal: its answer is this.
                     raise StrategyIORefused(
