@@ -10,11 +10,11 @@ which level an order crosses.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from baton.errors import SettingsError
+from kernel.backtest.fills import ladder
 from sim.markets import TICK_SIZE, Window
 from sim.model import PriceModel
 
@@ -23,6 +23,8 @@ from sim.model import PriceModel
 TICKS_PER_UNIT = round(1 / TICK_SIZE)  # 100 at the 0.01 tick
 MIN_TICK = 1
 MAX_TICK = TICKS_PER_UNIT - 1
+# The shared ladder (kernel/backtest/fills.py) quotes on the same tick: a changed TICK_SIZE
+# must change it too (tests/fast/test_backtest_engine.py checks that they agree).
 
 # One level: (price in ticks, size in shares). Lists are best first.
 Level = tuple[int, float]
@@ -113,25 +115,16 @@ def book(
         return [], []
     fair_up = maker_fair_up(model, w, now_ms, params, seed)
     p = fair_up if token_id == w.up_token else 1.0 - fair_up
-    half = params.spread / 2.0 * TICKS_PER_UNIT
-    # The epsilon keeps a price that is exactly on a tick from moving a whole tick.
-    ask0 = min(MAX_TICK, max(MIN_TICK, math.ceil(p * TICKS_PER_UNIT + half - 1e-9)))
-    bid0 = min(MAX_TICK, max(MIN_TICK, math.floor(p * TICKS_PER_UNIT - half + 1e-9)))
-    if bid0 >= ask0:
-        bid0 = ask0 - 1
+    # The quoting rule is the kernel's (kernel/backtest/fills.py ladder): the backtest's model
+    # maker and this one quote alike by construction.
+    bid_ticks, ask_ticks = ladder(p, params.spread, params.levels)
     second = now_ms // 1000
-    asks = []
-    for i in range(params.levels):
-        tick = ask0 + i
-        if tick > MAX_TICK:
-            break
-        asks.append((tick, _size(seed, token_id, second, "ask", i, params.depth_shares)))
-    bids = []
-    for i in range(params.levels):
-        tick = bid0 - i
-        if tick < MIN_TICK:
-            break
-        bids.append((tick, _size(seed, token_id, second, "bid", i, params.depth_shares)))
+    asks = [
+        (t, _size(seed, token_id, second, "ask", i, params.depth_shares)) for i, t in enumerate(ask_ticks)
+    ]
+    bids = [
+        (t, _size(seed, token_id, second, "bid", i, params.depth_shares)) for i, t in enumerate(bid_ticks)
+    ]
     return bids, asks
 
 

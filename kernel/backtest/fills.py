@@ -58,7 +58,7 @@ class FillParams(msgspec.Struct, frozen=True, kw_only=True):
 
 def ladder(p: float, spread: float, levels: int) -> tuple[list[int], list[int]]:
     """(bid ticks, ask ticks), best first, of a maker quoting `spread` wide around the
-    probability `p` on the 0.01 tick (the sim's maker quotes the same way: sim/book.py)."""
+    probability `p` on the 0.01 tick: the sim's maker's quotes too (sim/book.py calls this)."""
     bid0, ask0 = touch(p, spread)
     return _levels(bid0, ask0, levels)
 

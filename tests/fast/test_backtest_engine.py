@@ -234,3 +234,29 @@ def test_the_model_maker_reads_the_price_its_lag_ago_between_whole_seconds() -> 
     assert i == 1 and s.price_at(i, 2500, 3000) == 12.0  # half way from 11 to 13
     assert s.price_at(i, 2500, 2999) == 11.0  # the next close is not known yet at 2.999 s
     assert s.price_at(s.last_closed(3000), 3000, 3000) == 13.0  # no lag: the last close
+
+
+def test_the_sims_maker_quotes_with_the_kernels_ladder_on_the_same_tick() -> None:
+    """sim/book.py quotes with kernel.backtest.fills.ladder: one rule for paper and backtest."""
+    from kernel.backtest import fills
+    from sim import book
+    from sim.markets import Window
+
+    assert (fills.TICKS_PER_UNIT, fills.MIN_TICK, fills.MAX_TICK) == (
+        book.TICKS_PER_UNIT,
+        book.MIN_TICK,
+        book.MAX_TICK,
+    )
+
+    class Fair:
+        def fair_up(self, *args: object) -> float:
+            return 0.537
+
+    w = Window("s", "btc", "5m", 0, 300, "c", "u", "d")
+    params = book.BookParams(spread=0.02, levels=3, noise=0.0)
+    bids, asks = book.book(Fair(), w, "u", 100_000, params, 1)  # type: ignore[arg-type]
+    assert (
+        ([t for t, _ in bids], [t for t, _ in asks])
+        == fills.ladder(0.537, 0.02, 3)
+        == ([52, 51, 50], [55, 56, 57])
+    )
