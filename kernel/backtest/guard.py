@@ -265,7 +265,8 @@ _NO = object()
 
 def _declarations(strategy: Any) -> dict[str, Any]:
     """What the kernel reads of a strategy module, as builtin values (run under the guard)."""
-    out: dict[str, Any] = {"CANDLES": declared_candles(strategy)}
+    # (its keys and counts copied too: a str subclass's __hash__ would run in every lookup)
+    out: dict[str, Any] = {"CANDLES": _plain(declared_candles(strategy))}
     # exits_on's rule (kernel/exits.py): EXITS is True, nothing else
     out["EXITS"] = getattr(strategy, "EXITS", False) is True
     for decl in ("API", "DEFAULTS", "PARAM_BOUNDS"):

@@ -286,3 +286,20 @@ def test_an_exception_reaches_the_kernel_as_its_text_taken_under_the_guard() -> 
         strat.evaluate(None)
     assert repr(got.value) == "Odd('mine')" and got.value.__context__ is None
     assert strat.needs_quotes(None) is True
+
+
+def test_declarations_are_read_once_as_plain_values() -> None:
+    class Key(str):
+        def __hash__(self) -> int:
+            return str.__hash__(self)
+
+    class Count(int):
+        pass
+
+    strat, _ = guarded(
+        types.SimpleNamespace(evaluate=lambda inp: None, CANDLES={Key("1m"): Count(30)}, EXITS=1, API=2),
+        "decl",
+    )
+    assert strat.CANDLES == {"1m": 30} and strat.EXITS is False and strat.API == 2
+    [(k, n)] = strat.CANDLES.items()
+    assert type(k) is str and type(n) is int
