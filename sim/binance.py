@@ -4,7 +4,8 @@ WebSocket: combined `/stream?streams=btcusdt@kline_1s/...` (events wrapped as
 {"stream", "data"}) and raw `/ws/<stream>`, plus SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS
 messages. A 1s stream sends the closed candle ~20 ms after each second and an in-progress
 update mid-second; longer intervals send in-progress updates every 2 s and the closed
-candle at the boundary. REST: `/api/v3/klines` (closed candles only), `/ping`, `/time`.
+candle at the boundary. REST: `/api/v3/klines` (the candle still open as the last row, as Binance serves it:
+its close is the last price so far and its close time is in the future), `/ping`, `/time`.
 
 Fault injection for the stream: `BinanceSim.drop_streams()` (or `POST /_sim/binance/drop?
 refuse_ms=N`) cuts every kline WebSocket as a network failure would, and can refuse new ones
@@ -153,8 +154,9 @@ async def klines(request: web.Request) -> web.Response:
         return _bad(e.code, e.msg)
     limit = min(limit or DEFAULT_LIMIT, MAX_LIMIT)  # Binance caps a larger limit at 1000
     size = INTERVALS_S[interval]
-    now_s = sim.clock_ms() // 1000
-    last = now_s // size * size - size  # the last candle that has closed
+    now_ms = sim.clock_ms()
+    current = now_ms // 1000 // size * size  # the candle still open: Binance serves it last
+    last = current
     if end_ms is not None:
         last = min(last, end_ms // 1000 // size * size)
     if start_ms is not None:
@@ -162,7 +164,11 @@ async def klines(request: web.Request) -> web.Response:
         opens = range(first, min(last, first + (limit - 1) * size) + 1, size)
     else:
         opens = range(max(0, last - (limit - 1) * size), last + 1, size)
-    rows = [sim.klines.kline(asset, interval, o).rest_row() for o in opens]
+    k = sim.klines
+    rows = [
+        (k.open_kline(asset, interval, now_ms) if o == current else k.kline(asset, interval, o)).rest_row()
+        for o in opens
+    ]
     return web.json_response(rows)
 
 

@@ -147,6 +147,21 @@ class Klines:
         self._memo[key] = k
         return k
 
+    def open_kline(self, asset: str, interval: str, now_ms: int) -> Kline:
+        """The kline of `interval` still open at now_ms, as Binance's REST serves it as the last
+        row: the whole seconds since it opened and the current second so far (its close is the
+        last price; `closed` is false and its close time is in the future)."""
+        part = self.in_progress_1s(asset, now_ms)
+        size = INTERVALS_S[interval]
+        open_s = part.open_s // size * size
+        if size == 1:
+            return part
+        k = part if open_s == part.open_s else _merge(self.kline(asset, interval, open_s, part.open_s), part)
+        return Kline(
+            asset, interval, open_s, part.open_s, k.o, k.h, k.low, k.c, k.v, k.q, k.n,
+            k.taker_v, k.taker_q, k.first_id, k.last_id,
+        )  # fmt: skip
+
     def in_progress_1s(self, asset: str, now_ms: int) -> Kline:
         """The 1s kline of the current second, part way through it."""
         s, frac_ms = divmod(now_ms, 1000)

@@ -181,6 +181,33 @@ async def test_fetch_from_the_sims_klines_stores_the_models_candles_across_midni
     assert [(c.open, c.close) for c in got] == [(float(f"{w.o:.8f}"), float(f"{w.c:.8f}")) for w in want]
 
 
+async def test_fetch_stores_no_candle_still_open(tmp_path):
+    # A range reaching past the present: the sim's last row is the candle still open (as
+    # Binance's is), which the fetch leaves out and counts as missing.
+    model = PriceModel(11)
+    at_ms = MIDNIGHT_MS + 5_600
+    sim = BinanceSim(model, clock_ms=lambda: at_ms)
+    with ThreadServer(create_app(sim)) as url:
+        async with aiohttp.ClientSession() as http:
+            res = await history_fetch.fetch(
+                http,
+                url,
+                tmp_path,
+                "btc",
+                MIDNIGHT_MS,
+                MIDNIGHT_MS + 10_000,
+                clock_ms=lambda: at_ms,
+                pace=_no_wait,
+            )
+    assert (res.candles, res.missing) == (5, 5)
+    got = history.load_candles(tmp_path, "btc", MIDNIGHT_MS, MIDNIGHT_MS + 10_000)
+    k = Klines(model)
+    assert [(c.open_ms, c.close) for c in got] == [
+        (s * 1000, float(f"{k.second('btc', s).c:.8f}"))
+        for s in range(MIDNIGHT_MS // 1000, MIDNIGHT_MS // 1000 + 5)
+    ]
+
+
 async def _no_wait() -> None:
     return None
 

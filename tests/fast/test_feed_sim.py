@@ -142,3 +142,28 @@ async def test_a_stream_dropped_mid_window_reconnects_and_backfills_with_no_hole
     assert after.get("backfilled", 0) - before.get("backfilled", 0) >= 2 * len(ASSETS)
     assert after.get("bad_frames", 0) == 0
     await redis.aclose()
+
+
+async def test_the_backfill_never_stores_the_candle_still_open_as_closed():
+    """The sim's klines end with the candle still open, as Binance's do: the backfill stores
+    the closed ones, each as the model closed it, and leaves the open one to the stream."""
+    import aiohttp
+
+    at_ms = (now_s() - 30) * 1000 + 600  # 600 ms into a second, on both clocks
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    model = PriceModel(seed=5)
+    async with serving(create_app(BinanceSim(model, ASSETS, clock_ms=lambda: at_ms))) as port:
+        feed = feed_on(redis, port, clock_ms=lambda: at_ms)
+        async with aiohttp.ClientSession() as http:
+            await feed.store.load(ASSETS)
+            await feed.backfill.since_last_stored(http)
+    open_ms = at_ms // 1000 * 1000
+    for asset in ASSETS:
+        got = await candles(redis, asset)
+        assert got and all(c.closed for c in got)
+        assert got[-1].open_ms == open_ms - 1000  # the last closed; the open one is not stored
+        for c in got[-3:]:
+            assert (c.open, c.high, c.low, c.close) == pytest.approx(
+                model.candle(asset, c.open_ms // 1000), rel=1e-9
+            )
+    await redis.aclose()

@@ -123,24 +123,39 @@ async def _get(addr: str, path: str, **params):
         return r.status, await r.json()
 
 
-async def test_rest_klines_are_closed_candles_matching_the_model(server):
+async def test_rest_klines_match_the_model_and_end_with_the_candle_still_open(server):
+    # Binance's last row is the candle still open: its close is the last price so far and its
+    # close time is in the future (a client must not take it for a closed one).
     addr, model = server
+    before_ms = time.time_ns() // 1_000_000
     status, rows = await _get(addr, "/api/v3/klines", symbol="BTCUSDT", interval="1s", limit="5")
-    now_ms = time.time_ns() // 1_000_000
+    after_ms = time.time_ns() // 1_000_000
     assert status == 200 and len(rows) == 5
     for prev, row in itertools.pairwise(rows):
         assert row[0] == prev[0] + 1000
-    assert rows[-1][6] < now_ms  # closed
-    assert now_ms - rows[-1][6] < 3000  # and the latest that closed
+    *closed, forming = rows
+    assert closed[-1][6] < after_ms  # closed
+    assert forming[0] <= after_ms and forming[6] >= before_ms  # open when it was served
+    s = forming[0] // 1000
+    assert float(forming[1]) == pytest.approx(model.price("btc", s), rel=REL)
     for row in rows:
         assert len(row) == 12 and row[6] == row[0] + 999 and row[11] == "0"
-        k = dict(zip("tohlc", row[:5], strict=True))
-        _assert_matches_model(model, "btc", k)
+    for row in closed:
+        _assert_matches_model(model, "btc", dict(zip("tohlc", row[:5], strict=True)))
+
+
+async def test_rest_klines_of_1m_end_with_the_minute_so_far(server):
+    addr, model = server
+    before_ms = time.time_ns() // 1_000_000
+    _, [m1] = await _get(addr, "/api/v3/klines", symbol="ETHUSDT", interval="1m", limit="1")
+    assert m1[0] % 60_000 == 0 and m1[6] == m1[0] + 59_999 >= before_ms
+    assert float(m1[1]) == pytest.approx(model.price("eth", m1[0] // 1000), rel=REL)
+    assert float(m1[3]) <= float(m1[4]) <= float(m1[2])
 
 
 async def test_rest_klines_of_1m_aggregate_the_1s_candles(server):
     addr, _ = server
-    _, [m1] = await _get(addr, "/api/v3/klines", symbol="ETHUSDT", interval="1m", limit="1")
+    _, [m1, _] = await _get(addr, "/api/v3/klines", symbol="ETHUSDT", interval="1m", limit="2")
     start, end = m1[0], m1[0] + 59_999
     _, secs = await _get(
         addr, "/api/v3/klines", symbol="ETHUSDT", interval="1s", startTime=str(start),
