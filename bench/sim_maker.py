@@ -3,9 +3,9 @@ earns a trade, against makers of different lag and spread (docs/sim.md, "The mak
 
 No stack: the seeded price model, the maker's book (sim/book.py) and snipe's evaluate, called
 as the kernel would at each tick of each window's entry zone. The strategy sees what the feed
-holds at the tick, as measured on a `make run` stack: the 1 s candles closed by the second
-before it, and the forming candle's mid-second update (the price half a second before the
-tick; the candle closing at the tick arrives after the tick has read). Its FOK buy fills at
+holds at the tick: the 1 s candles closed by the second before it (the sim, as Binance,
+pushes each 1 s candle once, closed; the candle closing at the tick arrives ~20 ms after the
+tick has read), so its last price is a second old. Its FOK buy fills at
 the ask of the book 100 ms after the tick, and the window resolves on the model. Fees are the
 sim's default schedule (15m takers only).
 
@@ -33,7 +33,6 @@ MAKERS = (
     BookParams(),  # the default
 )
 ORDER_DELAY_MS = 100  # from the tick to the order at the venue
-FEED_UPDATE_AGE_MS = 500  # the forming candle's update the tick reads: sent mid-second
 TICK_MS = 5000
 STAKE_USD = 5.0
 
@@ -66,8 +65,9 @@ def one_window(model: PriceModel, w: Window, maker: BookParams, fee_rate: float,
     open_price = model.price(w.asset, w.start_s)
     while t < end_ms:
         now_s = t // 1000
-        forming = model.price_at_ms(w.asset, t - FEED_UPDATE_AGE_MS)
-        closes = (*(model.price(w.asset, s) for s in range(now_s - 59, now_s)), forming)
+        # The closes of the candles closed by the second before the tick (price(s) is the
+        # close of the candle opening at s - 1).
+        closes = tuple(model.price(w.asset, s) for s in range(now_s - 59, now_s))
         at_ms = t + ORDER_DELAY_MS
         inp = SlotInput(
             slot_id=f"{w.asset}-{w.timeframe}",

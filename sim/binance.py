@@ -2,10 +2,11 @@
 
 WebSocket: combined `/stream?streams=btcusdt@kline_1s/...` (events wrapped as
 {"stream", "data"}) and raw `/ws/<stream>`, plus SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS
-messages. A 1s stream sends the closed candle ~20 ms after each second and an in-progress
-update mid-second; longer intervals send in-progress updates every 2 s and the closed
-candle at the boundary. REST: `/api/v3/klines` (the candle still open as the last row, as Binance serves it:
-its close is the last price so far and its close time is in the future), `/ping`, `/time`.
+messages. A 1s stream sends each candle once, closed, ~20 ms after its second (Binance's
+"Update Speed: 1000ms for `1s`"); longer intervals send in-progress updates every 2 s and
+the closed candle at the boundary. REST: `/api/v3/klines` (the candle still open as the last
+row, as Binance serves it: its close is the last price so far and its close time is in the
+future), `/ping`, `/time`.
 
 Fault injection for the stream: `BinanceSim.drop_streams()` (or `POST /_sim/binance/drop?
 refuse_ms=N`) cuts every kline WebSocket as a network failure would, and can refuse new ones
@@ -96,14 +97,13 @@ class BinanceSim:
         return Stream(name, self.asset(m.group(1).upper()), m.group(2))
 
     def events(self, st: Stream, boundary_ms: int, event_ms: int) -> list[dict[str, Any]]:
-        """The events a stream sends at one half-second boundary."""
-        s, half = divmod(boundary_ms, 1000)
+        """The events a stream sends at one second's boundary."""
+        s = boundary_ms // 1000
         k = self.klines
         if st.interval == "1s":
-            kl = k.second(st.asset, s - 1) if half == 0 else k.in_progress_1s(st.asset, boundary_ms)
-            return [kl.ws_event(event_ms)]
-        if half:
-            return []
+            # Binance pushes a 1s candle once a second, closed ("Update Speed: 1000ms for
+            # `1s`"): a strategy never sees the second still forming.
+            return [k.second(st.asset, s - 1).ws_event(event_ms)]
         size = INTERVALS_S[st.interval]
         if s % size == 0:
             return [k.kline(st.asset, st.interval, s - size).ws_event(event_ms)]
@@ -238,7 +238,7 @@ async def _command(sim: BinanceSim, ws: web.WebSocketResponse, streams: dict[str
 async def _pump(
     sim: BinanceSim, ws: web.WebSocketResponse, streams: dict[str, Stream], combined: bool
 ) -> None:
-    boundary = sim.clock_ms() // 500 * 500 + 500
+    boundary = sim.clock_ms() // 1000 * 1000 + 1000
     try:
         while not ws.closed:
             delay_ms = boundary + SEND_OFFSET_MS - sim.clock_ms()
@@ -250,7 +250,7 @@ async def _pump(
                     await ws.send_str(json.dumps({"stream": st.name, "data": ev} if combined else ev))
             # A stalled loop skips to the present rather than bursting: the feed backfills
             # gaps over REST, as it must for real Binance.
-            boundary = max(boundary + 500, (sim.clock_ms() - 1000) // 500 * 500)
+            boundary = max(boundary + 1000, (sim.clock_ms() - 1000) // 1000 * 1000)
     except (ConnectionError, RuntimeError) as e:
         log.debug("binance sim: stream ended: %s", e)
 

@@ -39,6 +39,7 @@ from sim.orders import MICRO
 
 log = logging.getLogger("sim.clob")
 
+
 async def auth_key(request: web.Request) -> web.Response:
     missing = missing_headers(request, L1_HEADERS)
     if missing:

@@ -48,18 +48,13 @@ def _assert_matches_model(model: PriceModel, asset: str, k: dict) -> None:
     assert float(k["c"]) == pytest.approx(c, rel=REL)
 
 
-async def test_combined_stream_sends_binance_shaped_closed_1s_klines_matching_the_model(server):
+async def test_combined_stream_sends_each_1s_kline_once_closed_matching_the_model(server):
+    # Binance pushes a 1s candle once a second, closed ("Update Speed: 1000ms for `1s`",
+    # binance-spot-api-docs web-socket-streams.md): no update of the second still forming.
     addr, model = server
     url = f"ws://{addr}/stream?streams=btcusdt@kline_1s/ethusdt@kline_1s"
     async with websockets.connect(url) as ws:
-
-        def closed_both(frames):
-            return {f["stream"] for f in frames if f["data"]["k"]["x"]} >= {
-                "btcusdt@kline_1s",
-                "ethusdt@kline_1s",
-            }
-
-        frames = await _frames(ws, closed_both)
+        frames = await _frames(ws, lambda fs: len(fs) >= 6)
     for f in frames:
         assert set(f) == {"stream", "data"}
         d, k = f["data"], f["data"]["k"]
@@ -68,10 +63,13 @@ async def test_combined_stream_sends_binance_shaped_closed_1s_klines_matching_th
         assert k["i"] == "1s" and k["T"] == k["t"] + 999 and k["t"] % 1000 == 0
         assert all(isinstance(k[x], str) for x in "ochlvqVQB")
         assert isinstance(k["n"], int) and k["f"] <= k["L"]
-        if k["x"]:
-            _assert_matches_model(model, asset, k)
-            # Sent shortly after the candle closed, never before.
-            assert k["T"] < d["E"] < k["T"] + 1 + 500
+        assert k["x"] is True
+        _assert_matches_model(model, asset, k)
+        # Sent shortly after the candle closed, never before.
+        assert k["T"] < d["E"] < k["T"] + 1 + 500
+    for stream in ("btcusdt@kline_1s", "ethusdt@kline_1s"):
+        opens = [f["data"]["k"]["t"] for f in frames if f["stream"] == stream]
+        assert opens == list(range(opens[0], opens[0] + 1000 * len(opens), 1000))  # each once
 
 
 async def test_raw_stream_sends_unwrapped_events_and_longer_intervals_update_in_progress(server):
