@@ -55,6 +55,7 @@ def watch_entry_lookups(runner, monkeypatch) -> list[int]:
     return asked
 
 
+@pytest.mark.stale_maker
 async def test_a_slot_that_entered_its_window_sleeps_until_the_next(rig, monkeypatch):
     """One entry per slot-window: after it, the slot is passed by like a sleeping one (no input
     built, its asset's candles not read), and the tick that wakes it does not ask Redis

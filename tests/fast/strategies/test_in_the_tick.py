@@ -10,6 +10,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
 from baton.cli.strategy import write_new
 from kernel.tick import resolve_strategy
 from state.structs import SLOT, Intent, Slot
@@ -47,6 +49,7 @@ def windows_entered_and_exited(intents: list[Intent], slot: str) -> set[int]:
     return {i.window_start_s for i in filled if i.is_exit and i.window_start_s in entered}
 
 
+@pytest.mark.stale_maker
 async def test_the_template_and_momentum_enter_and_exit_within_a_window_at_the_sim(rig, tmp_path):
     tmpl = template(tmp_path)
     slots = {
