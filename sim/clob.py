@@ -5,9 +5,10 @@ minimum size, fees), books, signed V2 orders against a balance, cancels, order a
 look-ups, balance/allowance and market resolution, in the live API's shapes
 (tests/fast/test_clob_contract.py holds them to that). It is lenient where DESIGN.md says
 so: `GET /data/orders` answers without credentials and lists every order ever accepted (with
-the L2 headers it lists the caller's open orders, as the live one), and L2 headers are
-checked for presence only. Latency and errors can be injected per endpoint
-(sim/faults.py); docs/sim.md has the knobs. The state it serves is sim/clob_state.py's ClobSim.
+the L2 headers it lists the caller's open orders, as the live one). Both levels of
+authentication are verified as the live CLOB verifies them (sim/auth.py). Latency and errors
+can be injected per endpoint (sim/faults.py); docs/sim.md has the knobs. The state it serves
+is sim/clob_state.py's ClobSim.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from sim import auth, gamma
 from sim import faults as faults_mod
-from sim import gamma
 from sim.accounts import MAX_ALLOWANCE
-from sim.clob_http import L1_HEADERS, SIM, Handler, error, l2, missing_headers, window_of_token
+from sim.clob_http import SIM, Handler, error, l2, window_of_token
 from sim.clob_orders import (
     cancel_all,
     cancel_market_orders,
@@ -33,7 +34,7 @@ from sim.clob_orders import (
     post_order,
     post_orders,
 )
-from sim.clob_state import ClobSim, api_creds
+from sim.clob_state import ClobSim
 from sim.markets import TICK_SIZE, Window
 from sim.orders import MICRO
 
@@ -41,11 +42,12 @@ log = logging.getLogger("sim.clob")
 
 
 async def auth_key(request: web.Request) -> web.Response:
-    missing = missing_headers(request, L1_HEADERS)
-    if missing:
-        return error(401, f"Invalid L1 Request headers: missing {', '.join(missing)}")
+    sim = request.app[SIM]
+    why = auth.l1_error(request.headers, sim.chain_id)
+    if why:
+        return error(401, why)
     nonce = request.headers.get("POLY_NONCE", "0")
-    return web.json_response(api_creds(request.headers["POLY_ADDRESS"], nonce))
+    return web.json_response(sim.creds.issue(request.headers["POLY_ADDRESS"], nonce))
 
 
 async def get_book(request: web.Request) -> web.Response:

@@ -1,6 +1,6 @@
 """What every endpoint of the sim's CLOB (sim/clob.py, sim/clob_orders.py) shares: the app's
-key to its ClobSim, the error shape, the check for the L2 headers (presence only), and the
-market window of a token.
+key to its ClobSim, the error shape, the L2 check (sim/auth.py: verified as the live CLOB
+verifies it), and the market window of a token.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from sim import auth
 from sim.clob_state import ClobSim
 from sim.markets import Window
-
-L1_HEADERS = ("POLY_ADDRESS", "POLY_SIGNATURE", "POLY_TIMESTAMP")
-L2_HEADERS = (*L1_HEADERS, "POLY_API_KEY", "POLY_PASSPHRASE")
 
 SIM = web.AppKey("sim", ClobSim)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -24,18 +22,20 @@ def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def missing_headers(request: web.Request, names: tuple[str, ...]) -> list[str]:
-    return [n for n in names if not request.headers.get(n)]
+async def l2_error(request: web.Request) -> str:
+    """Why the request's L2 headers are refused ("" when they are good: sim/auth.py)."""
+    body = (await request.read()).decode("utf-8", "replace")
+    return auth.l2_error(request.headers, request.app[SIM].creds, request.method, request.path, body)
 
 
 def l2(handler: Handler) -> Handler:
-    """The endpoint answers only a request with the L2 headers (checked for presence only)."""
+    """The endpoint answers only a request with good L2 headers; else 401, as the live CLOB."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        missing = missing_headers(request, L2_HEADERS)
-        if missing:
-            return error(401, f"Unauthorized/Invalid api key: missing {', '.join(missing)}")
+        why = await l2_error(request)
+        if why:
+            return error(401, why)
         return await handler(request)
 
     return wrapped

@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from sim.clob_http import L2_HEADERS, SIM, error, l2, missing_headers
+from sim import auth
+from sim.clob_http import SIM, error, l2, l2_error
 
 PAGE_LIMIT = 500
 INITIAL_CURSOR = "MA=="  # base64("0"), as on the real CLOB
@@ -88,11 +89,11 @@ def _live(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _caller(request: web.Request) -> tuple[str, str] | None:
-    """(API key, address) of a caller with the L2 headers; None for one without (the sim's
-    own listing of everything, DESIGN.md's observable contract)."""
-    if missing_headers(request, L2_HEADERS):
+    """(API key, address) of a caller with the L2 headers; None for one with none of them
+    (the sim's own listing of everything, DESIGN.md's observable contract)."""
+    if len(auth.missing(request.headers, auth.L2_HEADERS)) == len(auth.L2_HEADERS):
         return None
-    return request.headers["POLY_API_KEY"], request.headers["POLY_ADDRESS"].lower()
+    return request.headers.get("POLY_API_KEY", ""), request.headers.get("POLY_ADDRESS", "").lower()
 
 
 def _of(caller: tuple[str, str], row: dict[str, Any]) -> bool:
@@ -107,6 +108,9 @@ async def list_orders(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     now_s = sim.clock_ms() // 1000
     caller = _caller(request)
+    why = "" if caller is None else await l2_error(request)
+    if why:
+        return error(401, why)  # headers, but not good ones: refused, as the live CLOB
     if caller is None:
         rows = [o.record(now_s) for o in sim.exchange.orders.values()]
     else:
@@ -120,6 +124,9 @@ async def list_trades(request: web.Request) -> web.Response:
     # makers are anonymous, so the caller is always the taker); without them, every trade.
     rows = list(request.app[SIM].exchange.trades.values())
     caller = _caller(request)
+    why = "" if caller is None else await l2_error(request)
+    if why:
+        return error(401, why)
     if caller is not None:
         rows = [r for r in rows if _of(caller, r)]
     return _page(request, _filtered(request, rows))

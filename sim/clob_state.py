@@ -16,6 +16,7 @@ from py_clob_client_v2.utilities import generate_orderbook_summary_hash
 
 from kernel.clock import wall_ms
 from sim.accounts import DEFAULT_BALANCE_USD, Accounts
+from sim.auth import Creds
 from sim.book import BookParams, Level, maker_fair_up, tick_str
 from sim.fees import DEFAULT_FEES, NO_FEE, Fee
 from sim.markets import MIN_ORDER_SIZE, TICK_SIZE, Catalogue, Window, iso
@@ -47,6 +48,8 @@ class ClobSim:
         self.fees = dict(DEFAULT_FEES if fees is None else fees)
         # None: sim/clob.py's PAGE_LIMIT (read per request, so a test can patch it).
         self.page_limit = page_limit
+        self.chain_id = chain_id
+        self.creds = Creds(api_creds)
         contracts = get_contract_config(chain_id)
         # Spenders of the collateral, as the live /balance-allowance lists them: the V2
         # exchanges and the neg-risk adapter, each approved for the maximum.

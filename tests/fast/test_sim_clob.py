@@ -265,7 +265,7 @@ def test_orders_are_paginated_in_the_real_clobs_shape(env, client, monkeypatch):
 )
 def test_malformed_order_bodies_get_400_json_and_the_server_keeps_serving(env, client, body):
     _, http, _, _ = env
-    r = http.post("/order", content=body, headers=_l2(client))
+    r = http.post("/order", content=body, headers=_l2(client, body.decode()))
     assert r.status_code == 400 and r.json()["error"]
     assert http.get("/version").json() == {"version": 2}
 
