@@ -33,6 +33,7 @@ from sim.model import PriceModel
 from sim.order_record import MICRO, SimOrder, micro_str, trade
 from sim.resting import Resting
 from venues.clob_results import FAK_KILLED, FOK_KILLED, GTD_THRESHOLD_S, INVALID_EXPIRATION, taker_fee_usd
+from venues.http import VERSION_MISMATCH
 
 __all__ = ["FAK_KILLED", "FOK_KILLED", "MICRO", "Exchange", "SimOrder", "micro_str"]
 
@@ -127,6 +128,8 @@ class Exchange:
         try:
             body = _BODY.decode(raw)
         except msgspec.DecodeError as e:
+            if _version_1(raw):
+                return 400, {"error": VERSION_MISMATCH}
             return 400, {"error": f"invalid order payload: {e}"}
         try:
             oid, typed = self.order_hash(body.order)
@@ -308,6 +311,23 @@ class Exchange:
         order.trade_ids.append(row["id"])
         self.trades[row["id"]] = row
         return str(row["transaction_hash"])
+
+
+# A version 1 order's fields that version 2 dropped (V2 added timestamp, metadata, builder):
+# the shape of the orders py-clob-client-v2 signs when /version says 1 (order_to_json_v1).
+_V1_ONLY = frozenset({"taker", "nonce", "feeRateBps"})
+_JSON = msgspec.json.Decoder()
+
+
+def _version_1(raw: bytes) -> bool:
+    """True for a body whose order has version 1's shape: the live CLOB (V2 since 2026-04-28)
+    refuses it with HTTP 400 {"error": "order_version_mismatch"}, the text py-clob-client-v2
+    watches for (constants.ORDER_VERSION_MISMATCH_ERROR) to re-read GET /version."""
+    try:
+        order = _JSON.decode(raw).get("order")
+    except (msgspec.DecodeError, AttributeError):
+        return False
+    return isinstance(order, dict) and "timestamp" not in order and bool(_V1_ONLY & order.keys())
 
 
 def _rejection(message: str) -> dict[str, Any]:

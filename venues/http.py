@@ -16,6 +16,8 @@ _RETRYABLE = frozenset({408, 425, 429})
 # The venue's texts for the two final errors a trader must recognise at a glance.
 INSUFFICIENT_BALANCE = "not enough balance"
 VERSION_MISMATCH = "order_version_mismatch"
+# The same refusal as one later report words it (py-clob-client-v2#92, docs/sim.md).
+VERSION_MISMATCH_LATER = "invalid order version"
 
 # Takes one request's cost from the shared budget (venues/budgets.py: Redis token
 # buckets) before it is sent: (method, path) -> None, raising when the budget refuses.
@@ -25,7 +27,7 @@ Throttle = Callable[[str, str], None]
 def classify(status: int | None, message: str) -> tuple[str, bool]:
     """(kind, retryable) of a venue error from its HTTP status and message."""
     low = message.lower()
-    if VERSION_MISMATCH in low:
+    if VERSION_MISMATCH in low or VERSION_MISMATCH_LATER in low:
         # The signed order's version is wrong: reposting it cannot succeed. The client
         # re-reads the version, so the next order is signed right.
         return "version_mismatch", False

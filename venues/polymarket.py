@@ -224,6 +224,9 @@ class ClobVenue:
         # would be committed under an id the venue does not know. Refused before any commit.
         version = getattr(self._client, "_ClobClient__cached_version", 2)
         if version != 2 or not isinstance(order, SignedOrderV2):
+            # A version cached from before a migration is read again, so that the next order
+            # is signed for what the venue names now (or refused again, if that is not 2).
+            self._refresh_version()
             raise VenueError(
                 f"create_order: the venue asks for version {version} orders, whose ids Baton "
                 "does not compute (venues/order_ids.py computes version 2 ids); nothing signed "

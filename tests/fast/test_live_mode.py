@@ -134,6 +134,8 @@ def test_venue_errors_are_classified_retryable_or_final():
     assert classify(429, "Too Many Requests") == ("throttled", True)
     assert classify(400, "not enough balance / allowance") == ("insufficient_balance", False)
     assert classify(400, "order_version_mismatch: expected version 2") == ("version_mismatch", False)
+    later = "invalid order version, please use the latest clob-client"
+    assert classify(400, later) == ("version_mismatch", False)
     assert classify(400, "invalid price (0.555)") == ("rejected", False)
     assert classify(401, "Unauthorized/Invalid api key") == ("auth", True)
 

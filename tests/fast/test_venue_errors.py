@@ -8,12 +8,16 @@ import time
 
 import httpx
 import pytest
+from py_clob_client_v2.clob_types import OrderArgsV2
+from py_clob_client_v2.exceptions import PolyApiException
+from py_clob_client_v2.order_utils import SignedOrderV2
 
 from baton.errors import VenueError
 from baton.settings import SIM_PRIVATE_KEY
 from sim.clob import ClobSim, create_app
 from sim.model import PriceModel
 from tests.simserver import Clock, ThreadServer
+from venues.clob_transport import translate
 from venues.polymarket import RETRY_ATTEMPTS, RETRY_BACKOFF_S, RETRY_BUDGET_S, ClobVenue
 
 
@@ -131,6 +135,34 @@ def test_final_errors_come_back_with_the_venues_message(env):
     res = venue.post(signed)
     assert res.status == "rejected" and "order_version_mismatch" in res.error
     assert signed.order_id not in {o["id"] for o in sim_orders(url)}
+
+
+def test_a_version_1_order_gets_the_live_version_mismatch_and_the_next_is_signed_right(env):
+    # The live CLOB (V2 since 2026-04-28) refuses a V1-signed order with HTTP 400
+    # {"error": "order_version_mismatch"}; docs/venues.md's path for it, through the real
+    # client: the refusal is final for that order, and the version is read again.
+    url, venue, clock = env
+    m = venue.discover(window(clock, "sol"))
+    venue._ensure_creds()
+    client = venue._client
+    client._ClobClient__cached_version = 1  # cached before the migration
+    v1 = client.create_order(OrderArgsV2(token_id=m.up_token, price=0.99, size=5, side="BUY"))
+    assert not isinstance(v1, SignedOrderV2)  # the client signed a version 1 order
+    with pytest.raises(PolyApiException) as info:
+        client.post_order(v1, "FOK")
+    assert (info.value.status_code, info.value.error_msg) == (400, {"error": "order_version_mismatch"})
+    err = translate(info.value, "POST /order")
+    assert (err.kind, err.retryable) == ("version_mismatch", False)
+    assert sim_orders(url) == []
+    # Baton's venue refuses to sign under the stale version (its ids are version 2 ids),
+    # reads /version again, and signs the next order right.
+    client._ClobClient__cached_version = 1
+    with pytest.raises(VenueError) as refused:
+        venue.sign_buy(m.up_token, 0.99, 5)
+    assert refused.value.kind == "version_mismatch" and not refused.value.retryable
+    signed = venue.sign_buy(m.up_token, 0.99, 5)
+    res = venue.post(signed)
+    assert res.status == "matched" and [o["id"] for o in sim_orders(url)] == [signed.order_id]
 
 
 def test_a_post_the_venue_answers_late_is_abandoned_by_its_deadline(env):
