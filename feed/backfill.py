@@ -24,7 +24,7 @@ from feed.backoff import Backoff
 from feed.store import Batch, CandleStore
 from state.candles import CandlesRepo
 from state.structs import Candle
-from venues.binance import parse_rows, sample, symbol
+from venues.binance import parse_rows, sample, symbol, used_weight_1m
 from venues.budgets import BINANCE_REST_WEIGHT, klines_weight
 
 log = logging.getLogger("feed")
@@ -73,8 +73,13 @@ class Backfill:
         retention_ms: int,
         clock_ms: Callable[[], int],
         claims: Claims | None = None,
+        align: Callable[[int], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
+        # The venue's count of the IP's REST weight this minute, from its last answer, and what
+        # brings the shared budget down to it (Feed.align_weight) when it says more is used.
+        self.venue_used_weight_1m: int | None = None
+        self.align = align
         self.claims = claims
         self.take = take
         self.assets = assets
@@ -136,6 +141,9 @@ class Backfill:
         # Holes inside the stored windows (found by the load, or by the tail just fetched);
         # those that fail stay pending for the session's filler, which retries them.
         await self.fill_holes_once(http)
+
+    def _saw_weight(self, used: int) -> None:
+        self.venue_used_weight_1m = used
 
     def _tail_start(self, asset: str, floor_ms: int) -> int:
         last = self.store.last_closed(asset)
@@ -232,7 +240,12 @@ class Backfill:
         end_ms = now_ms if holes is None else holes[-1][1]
         while start_ms <= (now_ms - self.interval_ms if holes is None else end_ms):
             await self.take(BINANCE_REST_WEIGHT, klines_weight(BACKFILL_LIMIT), REST_MAX_WAIT_MS)
-            candles = await get_klines(http, self.rest_url, asset, self.interval, start_ms, end_ms, now_ms)
+            candles = await get_klines(
+                http, self.rest_url, asset, self.interval, start_ms, end_ms, now_ms,
+                on_used_weight=self._saw_weight,
+            )  # fmt: skip
+            if self.align is not None and self.venue_used_weight_1m is not None:
+                await self.align(self.venue_used_weight_1m)
             batch = Batch()
             for c in candles:
                 # The candle in progress is left to the stream, which has fresher updates.
@@ -262,11 +275,14 @@ async def get_klines(
     end_ms: int,
     now_ms: int,
     limit: int = BACKFILL_LIMIT,
+    on_used_weight: Callable[[int], None] | None = None,
 ) -> list[Candle]:
     """One GET /api/v3/klines: up to `limit` candles opening in [start_ms, end_ms], oldest
     first (the caller takes the request's budget first). Shared by the feed's backfill and
     `baton history fetch` (feed/history.py). Raises BackfillError with the HTTP status (and
-    the venue's Retry-After) when the answer is not rows, BadFrame when the rows are garbage."""
+    the venue's Retry-After) when the answer is not rows, BadFrame when the rows are garbage.
+    `on_used_weight` hears the venue's own count of the IP's weight this minute, when the
+    answer carries it (X-MBX-USED-WEIGHT-1M)."""
     params: dict[str, str | int] = {
         "symbol": symbol(asset),
         "interval": interval,
@@ -276,6 +292,9 @@ async def get_klines(
     }
     async with http.get(f"{rest_url}/api/v3/klines", params=params) as resp:
         body = await resp.read()
+        used = used_weight_1m(resp.headers)
+        if used is not None and on_used_weight is not None:
+            on_used_weight(used)
         if resp.status != 200:
             try:
                 retry_s = float(resp.headers.get("Retry-After", "0"))

@@ -46,7 +46,7 @@ from venues.binance import (
     sample,
     stream_url,
 )
-from venues.budgets import BINANCE_WS_CONNECT, BUDGETS
+from venues.budgets import BINANCE_WS_CONNECT, BUDGETS, align_rest_weight
 
 log = logging.getLogger("feed")
 
@@ -185,6 +185,7 @@ class Feed:
             retention_ms=self.retention_ms,
             clock_ms=clock_ms,
             claims=Claims(self.store.candles, interval, holder),
+            align=lambda used: align_rest_weight(self.limiter, used),
         )
         self.keys = Keys(prefix)
         self.connections = 0

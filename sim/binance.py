@@ -6,7 +6,7 @@ messages. A 1s stream sends each candle once, closed, ~20 ms after its second (B
 "Update Speed: 1000ms for `1s`"); longer intervals send in-progress updates every 2 s and
 the closed candle at the boundary. REST: `/api/v3/klines` (the candle still open as the last
 row, as Binance serves it: its close is the last price so far and its close time is in the
-future), `/ping`, `/time`.
+future), `/ping`, `/time`, each answer with the IP's used weight (`X-MBX-USED-WEIGHT-1M`).
 
 Fault injection for the stream: `BinanceSim.drop_streams()` (or `POST /_sim/binance/drop?
 refuse_ms=N`) cuts every kline WebSocket as a network failure would, and can refuse new ones
@@ -68,6 +68,8 @@ class BinanceSim:
         # The live WebSockets' transports, for drop_streams; and until when new ones are refused.
         self._transports: set[asyncio.Transport] = set()
         self.refuse_until_ms = 0
+        # REST request weight used per client IP in the current minute: (minute, weight).
+        self._weight: dict[str, tuple[int, int]] = {}
 
     def drop_streams(self, refuse_ms: int = 0) -> int:
         """Cut every kline WebSocket without a close frame (as a network failure would) and
@@ -79,6 +81,15 @@ class BinanceSim:
             t.abort()
         log.info("binance sim: cut %d stream(s); refusing new ones for %d ms", len(cut), refuse_ms)
         return len(cut)
+
+    def use_weight(self, ip: str, weight: int) -> int:
+        """Count a request's weight against its IP's minute (Binance's REQUEST_WEIGHT limit is
+        per IP and per fixed minute); returns the weight the IP has used in it."""
+        minute = self.clock_ms() // 60_000
+        start, used = self._weight.get(ip, (minute, 0))
+        used = (used if start == minute else 0) + weight
+        self._weight[ip] = (minute, used)
+        return used
 
     def asset(self, sym: str) -> str:
         asset = asset_of_symbol(sym)
@@ -268,6 +279,28 @@ async def _close_sockets(app: web.Application) -> None:
         await ws.close(code=1001, message=b"server shutdown")
 
 
+# Request weights of the REST endpoints the sim serves (spot rest-api.md: klines 2, ping and
+# time 1); every answer says what its IP has used this minute, as Binance's do.
+WEIGHTS = {"/api/v3/klines": 2, "/api/v3/ping": 1, "/api/v3/time": 1}
+USED_WEIGHT_HEADERS = ("X-MBX-USED-WEIGHT-1M", "X-MBX-USED-WEIGHT")
+
+
+@web.middleware
+async def used_weight(request: web.Request, handler: sim_faults.Handler) -> web.StreamResponse:
+    # "Every request will contain X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter) in the
+    # response headers which has the current used weight for the IP for all request rate
+    # limiters defined" (binance-spot-api-docs rest-api.md, "IP Limits"): spot defines one,
+    # REQUEST_WEIGHT per minute (1M); the legacy header without the interval is its twin.
+    weight = WEIGHTS.get(request.path)
+    if weight is None:
+        return await handler(request)
+    used = request.app[SIM].use_weight(request.remote or "", weight)
+    resp = await handler(request)
+    for name in USED_WEIGHT_HEADERS:
+        resp.headers[name] = str(used)
+    return resp
+
+
 def fault_body(request: web.Request, status: int) -> dict[str, Any]:
     # Binance's error shape, for an injected error without a body of its own (sim/faults.py).
     return {"code": -1000, "msg": f"sim fault injected: {request.method} {request.path} -> {status}"}
@@ -275,7 +308,7 @@ def fault_body(request: web.Request, status: int) -> dict[str, Any]:
 
 def create_app(sim: BinanceSim, faults: sim_faults.Faults | None = None) -> web.Application:
     faults = faults or sim_faults.Faults("binance", fault_body)
-    app = web.Application(middlewares=[faults.middleware])
+    app = web.Application(middlewares=[faults.middleware, used_weight])
     app[SIM] = sim
     sim_faults.install(app, faults)
     app.router.add_get("/stream", ws_handler)

@@ -7,6 +7,7 @@ a raw frame into a `CandleUpdate`, a `ServerShutdown` notice, or raises `BadFram
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated
 
@@ -38,6 +39,19 @@ INTERVALS_S = {
 }
 # The intervals the feed can store, in milliseconds.
 INTERVAL_MS = {"1s": 1000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000}
+
+
+# The IP's REST request weight used in the current minute, on every Binance REST answer
+# ("X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)", binance-spot-api-docs rest-api.md,
+# "IP Limits"; spot's one weight limiter is per minute).
+USED_WEIGHT_1M = "X-MBX-USED-WEIGHT-1M"
+
+
+def used_weight_1m(headers: Mapping[str, str]) -> int | None:
+    """The venue's own count of this IP's weight this minute, from an answer's headers; None
+    when it is absent or not a count (a proxy that strips it, garbage)."""
+    raw = headers.get(USED_WEIGHT_1M, "")
+    return int(raw) if raw.isdigit() and len(raw) <= 9 else None
 
 
 def symbol(asset: str) -> str:

@@ -9,13 +9,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from baton.errors import RateLimited
 from baton.settings import Settings
 from kernel.clock import wall_ms
 from state.keys import Keys
-from state.ratelimit import BucketSpec, Budget, SyncLimiter
+from state.ratelimit import AsyncLimiter, BucketSpec, Budget, SyncLimiter
 from venues.http import Throttle
+
+log = logging.getLogger("venues.budgets")
 
 # --- the venues' published limits --------------------------------------------------------
 # Binance spot, per IP. REST: `REQUEST_WEIGHT` 6000 per minute (the `rateLimits` of
@@ -26,7 +32,8 @@ from venues.http import Throttle
 # *per connection* (binance-spot-api-docs web-socket-streams.md, "WebSocket Limits"). The
 # message limit is per connection, so it is not a shared budget: the feed sends nothing but
 # the pongs websockets answers the server's pings with (one per 20 s).
-BINANCE_REST_WEIGHT_1M = BucketSpec.window("binance:rest_weight:1m", 6000, 60)
+BINANCE_REST_WEIGHT_LIMIT_1M = 6000
+BINANCE_REST_WEIGHT_1M = BucketSpec.window("binance:rest_weight:1m", BINANCE_REST_WEIGHT_LIMIT_1M, 60)
 BINANCE_WS_CONNECT_5M = BucketSpec.window("binance:ws_connect:5m", 300, 300)
 KLINES_WEIGHT = 2
 
@@ -118,6 +125,28 @@ BUDGETS: dict[str, Budget] = {
 def klines_weight(limit: int) -> int:
     """The request weight of one spot GET /api/v3/klines (2, whatever `limit`, up to 1000)."""
     return KLINES_WEIGHT
+
+
+async def align_rest_weight(limiter: AsyncLimiter, used: int) -> float:
+    """Bring the shared Binance REST budget down to what the venue says is left this minute:
+    `used` is its own count of the IP's weight (X-MBX-USED-WEIGHT-1M) out of
+    BINANCE_REST_WEIGHT_LIMIT_1M. Weight spent from this IP outside the budget (another
+    program, another host behind the same address) then delays our requests instead of
+    earning a 429. Returns the tokens taken; never raises."""
+    if not limiter.enabled:
+        return 0.0
+    try:
+        [bucket] = limiter.buckets(BINANCE_REST_WEIGHT)
+        level = (await limiter.levels(BINANCE_REST_WEIGHT))[bucket.name]
+        excess = level - (BINANCE_REST_WEIGHT_LIMIT_1M - used)
+        if excess < 1:
+            return 0.0
+        await limiter.take(BINANCE_REST_WEIGHT, excess, 0)
+    except (RedisError, RateLimited, ValueError) as e:
+        log.warning("REST budget not aligned with the venue's count (%d): %s", used, e)
+        return 0.0
+    log.info("the venue counts %d weight used this minute: %.0f taken from the budget", used, excess)
+    return excess
 
 
 def clob_budget(method: str, path: str) -> str:

@@ -167,3 +167,27 @@ async def test_the_backfill_never_stores_the_candle_still_open_as_closed():
                 model.candle(asset, c.open_ms // 1000), rel=1e-9
             )
     await redis.aclose()
+
+
+async def test_the_backfill_reads_the_venues_used_weight_and_aligns_the_budget_with_it():
+    """Binance's answers say how much weight the IP used this minute (X-MBX-USED-WEIGHT-1M):
+    weight spent outside the shared budget (another program on the same address) brings the
+    budget down to what the venue has left."""
+    import aiohttp
+
+    from venues.budgets import BINANCE_REST_WEIGHT, BINANCE_REST_WEIGHT_1M, BINANCE_REST_WEIGHT_LIMIT_1M
+
+    at_ms = (now_s() - 30) * 1000 + 600
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    sim = BinanceSim(PriceModel(seed=5), ASSETS, clock_ms=lambda: at_ms)
+    sim.use_weight("127.0.0.1", 5000)  # another program behind this address
+    async with serving(create_app(sim)) as port:
+        feed = feed_on(redis, port, clock_ms=lambda: at_ms)
+        async with aiohttp.ClientSession() as http:
+            await feed.store.load(ASSETS)
+            await feed.backfill.since_last_stored(http)
+    used = feed.backfill.venue_used_weight_1m
+    assert used == 5000 + 2 * len(ASSETS)  # the sim's count, read by the backfill
+    level = (await feed.limiter.levels(BINANCE_REST_WEIGHT))[BINANCE_REST_WEIGHT_1M.name]
+    assert level <= BINANCE_REST_WEIGHT_LIMIT_1M - used + 1  # the budget leaves no more than the venue
+    await redis.aclose()

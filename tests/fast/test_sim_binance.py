@@ -229,3 +229,22 @@ async def test_drop_cuts_the_streams_and_refuses_new_ones_for_a_while(server):
         async with websockets.connect(url):
             pass
     assert info.value.response.status_code == 503
+
+
+async def test_rest_answers_carry_the_ips_used_weight_of_the_minute(server):
+    # "Every request will contain X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)"
+    # (binance-spot-api-docs rest-api.md, "IP Limits"): klines weigh 2, ping 1.
+    addr, _ = server
+    seen = []
+    async with aiohttp.ClientSession() as s:
+        for path, params in (
+            ("/api/v3/klines", {"symbol": "BTCUSDT", "interval": "1s", "limit": "1"}),
+            ("/api/v3/klines", {"symbol": "NOPE", "interval": "1s"}),  # a 400 weighs too
+            ("/api/v3/ping", {}),
+        ):
+            async with s.get(f"http://{addr}{path}", params=params) as r:
+                assert r.headers["X-MBX-USED-WEIGHT-1M"] == r.headers["X-MBX-USED-WEIGHT"]
+                seen.append(int(r.headers["X-MBX-USED-WEIGHT-1M"]))
+    if seen[-1] < seen[0]:
+        pytest.skip("a minute boundary passed between the requests")
+    assert [b - a for a, b in itertools.pairwise(seen)] == [2, 1]
