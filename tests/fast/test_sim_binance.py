@@ -54,7 +54,7 @@ async def test_combined_stream_sends_each_1s_kline_once_closed_matching_the_mode
     addr, model = server
     url = f"ws://{addr}/stream?streams=btcusdt@kline_1s/ethusdt@kline_1s"
     async with websockets.connect(url) as ws:
-        frames = await _frames(ws, lambda fs: len(fs) >= 6)
+        frames = await _frames(ws, lambda fs: len(fs) >= 4)
     for f in frames:
         assert set(f) == {"stream", "data"}
         d, k = f["data"], f["data"]["k"]
