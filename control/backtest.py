@@ -186,6 +186,7 @@ def build_config(
     env: dict[str, str],
     lag_ms: int | None = None,
     spread: float | None = None,
+    feed_delay_ms: int | None = None,
 ) -> BacktestConfig:
     return BacktestConfig(
         strategy=strategy,
@@ -200,6 +201,7 @@ def build_config(
         stale_after_ms=s.stale_after_ms,
         fills=fill_params(env, lag_ms, spread),
         fees=fee_rates(env),
+        **({} if feed_delay_ms is None else {"feed_delay_ms": feed_delay_ms}),
     )
 
 
@@ -315,6 +317,7 @@ def backtest(
     spread: float | None = None,
     r: Any = None,
     root: Path | None = None,
+    feed_delay_ms: int | None = None,
 ) -> tuple[Result, list[str]]:
     """Run a backtest as `baton backtest` asks: (result, problems met on the way)."""
     root = root or ROOT
@@ -335,7 +338,7 @@ def backtest(
             slots = default_slots(s)
             why = f"no slot of the stack runs {strategy}, or Redis did not answer"
             slots_from = f"BATON_ASSETS x BATON_TIMEFRAMES ({why})"
-    config = build_config(s, strategy, from_ms, to_ms, slots, env, lag_ms, spread)
+    config = build_config(s, strategy, from_ms, to_ms, slots, env, lag_ms, spread, feed_delay_ms)
     candles = load_candles(s.home, config, module, problems)
     books = recorded_books(r, k, s.home, config, problems)
     report = engine.run(config, candles, module, books)

@@ -51,6 +51,12 @@ def add_parser(
         "--lag-ms", type=int, help="the model maker's lag behind the reference price (default: the sim's)"
     )
     p.add_argument("--spread", type=float, help="the model maker's spread in $/share (default: the sim's)")
+    p.add_argument(
+        "--feed-delay-ms",
+        type=int,
+        help="how long after a 1 s candle closes the feed has it (default 100: a tick never sees "
+        "the candle closing on its own boundary, as live)",
+    )
     json_flag(p)
 
 
@@ -69,8 +75,19 @@ def cmd_backtest(s: Settings, args: argparse.Namespace) -> int:
         return usage(f"--lag-ms {args.lag_ms} is below 0")
     if args.spread is not None and not 0.0 <= args.spread <= 0.5:
         return usage(f"--spread {args.spread} is not between 0 and 0.5")
+    if args.feed_delay_ms is not None and not 0 <= args.feed_delay_ms < s.tick_ms:
+        return usage(f"--feed-delay-ms {args.feed_delay_ms} is not between 0 and the tick ({s.tick_ms} ms)")
     try:
-        res, problems = bt.backtest(s, args.strategy, from_ms, to_ms, args.slots, args.lag_ms, args.spread)
+        res, problems = bt.backtest(
+            s,
+            args.strategy,
+            from_ms,
+            to_ms,
+            args.slots,
+            args.lag_ms,
+            args.spread,
+            feed_delay_ms=args.feed_delay_ms,
+        )
     except BadRequest as e:
         return usage(e.message)
     except BacktestError as e:
@@ -107,7 +124,8 @@ def text(res: bt.Result) -> str:
         f"wall {res.wall_s:.2f} s ({(r.to_ms - r.from_ms) / 1000 / max(res.wall_s, 1e-9):,.0f}x real time)",
         f"books: {r.books_recorded} recorded, {r.books_modelled} modelled (maker {fm.lag_ms} ms late, "
         f"spread {fm.spread:g}, noise {fm.noise:g}, {fm.levels} levels, "
-        f"{fm.depth_shares:g}+{fm.depth_step_shares:g}/level shares)",
+        f"{fm.depth_shares:g}+{fm.depth_step_shares:g}/level shares); the feed's candles seen "
+        f"{r.feed_delay_ms} ms after they close",
         "",
     ]
     rows = [

@@ -77,6 +77,8 @@ class _Run:
             )
         if config.tick_ms <= 0:
             raise BacktestError(f"tick_ms {config.tick_ms} is not positive")
+        if not 0 <= config.feed_delay_ms < config.tick_ms:
+            raise BacktestError(f"feed_delay_ms {config.feed_delay_ms} is not in [0, tick_ms)")
         self.c = config
         self.fp: FillParams = config.fills
         self.name = config.strategy
@@ -218,13 +220,15 @@ class _Run:
         closes: dict[str, tuple[float, ...]] = {}
         feed: dict[str, Any] = {}
         his = self.hist
+        # What the live feed has written by the tick's read (BacktestConfig.feed_delay_ms).
+        seen = now - self.c.feed_delay_ms
         for a, h in his.items():
-            hi = h.closed_by(now)
+            hi = h.closed_by(seen)
             lo = h.since(now - self.lookback_ms)
             recent[a] = CandleView(h, lo, hi) if hi > lo else []
             closes[a] = tuple(h.closes[max(lo, h.since(now - VOL_LOOKBACK_S * 1000)) : hi])
             feed[a] = h.feed_status(hi)
-        opens = {r.id: his[r.asset].window_open(r.window_start_s * 1000, now) for r in refs}
+        opens = {r.id: his[r.asset].window_open(r.window_start_s * 1000, seen) for r in refs}
         positions = list(self.ledger.positions.values())
         return Snapshot(
             lease_ok=True,
@@ -346,6 +350,7 @@ class _Run:
             books_recorded=self.venue.recorded,
             books_modelled=self.venue.modelled,
             fill_model=self.fp,
+            feed_delay_ms=self.c.feed_delay_ms,
             trade_list=sorted(led.trades, key=lambda t: (t.opened_ms, t.slot)),
             problems=problems + led.problems[:20],
         )

@@ -36,6 +36,12 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_exposure_usd: float = 200.0
     daily_loss_limit_usd: float = 100.0
     stale_after_ms: int = 10_000
+    # How long after a 1 s candle closes the live feed has it in Redis (Binance pushes a 1 s
+    # candle once its second is over, the feed writes it some tens of ms later): a tick at T
+    # sees the candles closed by T - feed_delay_ms. Any delay of 1 ms or more keeps the candle
+    # that closes exactly on a tick's boundary out of that tick, as it is out of the live one;
+    # 0 gives the strategy a second the live tick never has.
+    feed_delay_ms: int = 100
     fills: FillParams = msgspec.field(default_factory=FillParams)
     # timeframe -> its markets' taker fee (a timeframe not named is fee-free)
     fees: dict[str, FeeRate] = msgspec.field(default_factory=dict)
@@ -102,6 +108,7 @@ class BacktestReport(msgspec.Struct, kw_only=True):
     books_recorded: int  # evaluations given a book from the input log
     books_modelled: int  # evaluations given the model's book
     fill_model: FillParams
+    feed_delay_ms: int = 0  # BacktestConfig's: the candles a tick saw closed this long before it
     trade_list: list[Trade]
     problems: list[str]
     wall_s: float = 0.0  # not part of the result: the CLI's --json leaves it out

@@ -34,8 +34,9 @@ def _same(a: BacktestReport, b: BacktestReport, *ignore: str) -> None:
 
 
 def test_a_backtest_of_snipe_trades_and_its_sums_add_up() -> None:
-    # A maker 3 s late (the sim's old one): snipe trades in most windows, 15-minute ones too.
-    r = engine.run(config("snipe", fills=FillParams(lag_ms=3000)), _history(), snipe)
+    # A maker 4 s late (staler than the sim's old one, 3 s, since the tick sees the second
+    # before it): snipe trades in most windows, 15-minute ones too.
+    r = engine.run(config("snipe", fills=FillParams(lag_ms=4000)), _history(), snipe)
     assert r.trades > 0 and r.evaluations > 0
     assert r.ticks == 720 and 0 < r.ticks_run < r.ticks  # snipe sleeps most of each window
     assert r.pnl_usd == pytest.approx(sum(s.pnl_usd for s in r.slots.values()), abs=1e-6)

@@ -172,9 +172,11 @@ def test_the_engine_hands_the_input_builder_only_closed_candles() -> None:
     by_open = {c.open_ms: c for c in _history()["btc"]}
     assert seen
     for now, last, bars in seen:
-        assert last == by_open[now - 1000].close  # the candle that closed at the tick
-        assert all(b[0] <= now for b in bars["1m"])
-        assert bars["1m"][-1][4] == by_open[now - 1000].close  # the forming bar ends there
+        # The candle closing on the tick's boundary is not written yet (feed_delay_ms): the
+        # newest one the tick sees closed a second before.
+        assert last == by_open[now - 2000].close
+        assert all(b[0] <= now - 2000 for b in bars["1m"])
+        assert bars["1m"][-1][4] == by_open[now - 2000].close  # the forming bar ends there
 
 
 # --- strategy code the kernel runs outside evaluate (review finding 2) ---------------------------

@@ -57,6 +57,9 @@ def _config(rig: Any, first_s: int, ticks: int) -> BacktestConfig:
         daily_loss_limit_usd=rig.settings.daily_loss_limit_usd,
         stale_after_ms=rig.settings.stale_after_ms,
         fills=FillParams(min_order_shares=MIN_ORDER_SIZE),
+        # The rig's feed writes the candle closing at a tick before that tick reads (the live
+        # feed writes it some ms after): the backtest is held to the rig's feed here.
+        feed_delay_ms=0,
     )
 
 
