@@ -31,7 +31,7 @@ from feed import history
 from kernel.backtest import engine, guard
 from kernel.backtest.fills import FillParams, RecordedBooks
 from kernel.backtest.history import AssetHistory
-from kernel.backtest.types import BacktestConfig, BacktestReport, FeeRate, SlotSpec
+from kernel.backtest.types import FEED_DELAY_MS, BacktestConfig, BacktestReport, FeeRate, SlotSpec
 from kernel.candle_cache import VOL_LOOKBACK_S, candle_span_s
 from sim.book import BookParams
 from sim.fees import fees_from_env
@@ -201,7 +201,7 @@ def build_config(
         stale_after_ms=s.stale_after_ms,
         fills=fill_params(env, lag_ms, spread),
         fees=fee_rates(env),
-        **({} if feed_delay_ms is None else {"feed_delay_ms": feed_delay_ms}),
+        feed_delay_ms=FEED_DELAY_MS if feed_delay_ms is None else feed_delay_ms,
     )
 
 

@@ -25,6 +25,10 @@ class FeeRate(msgspec.Struct, frozen=True):
     exponent: float = 1.0
 
 
+# How long after a 1 s candle closes the live feed has written it, by default (BacktestConfig).
+FEED_DELAY_MS = 100
+
+
 class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True):
     strategy: str
     from_ms: int
@@ -41,7 +45,7 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True):
     # sees the candles closed by T - feed_delay_ms. Any delay of 1 ms or more keeps the candle
     # that closes exactly on a tick's boundary out of that tick, as it is out of the live one;
     # 0 gives the strategy a second the live tick never has.
-    feed_delay_ms: int = 100
+    feed_delay_ms: int = FEED_DELAY_MS
     fills: FillParams = msgspec.field(default_factory=FillParams)
     # timeframe -> its markets' taker fee (a timeframe not named is fee-free)
     fees: dict[str, FeeRate] = msgspec.field(default_factory=dict)
