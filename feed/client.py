@@ -38,6 +38,7 @@ from feed.backoff import Backoff
 from feed.store import Batch, CandleStore
 from kernel.clock import wall_ms
 from state.keys import Keys
+from state.primary import read_primary_id
 from state.ratelimit import AsyncLimiter
 from venues.binance import (
     INTERVAL_MS,
@@ -74,6 +75,8 @@ PING_INTERVAL_S = 20.0
 WRITE_RETRY_INITIAL_S = 0.1
 WRITE_RETRY_MAX_S = 1.0
 WRITE_RETRY_FOR_S = 60.0
+# How often the feed asks which server it writes to (a replication id: state/primary.py).
+PRIMARY_CHECK_S = 1.0
 # A write takes milliseconds; one that took this long waited for a new primary (the Sentinel
 # client reconnects inside the call), which may lack the old one's last writes.
 SLOW_WRITE_S = 1.0
@@ -192,6 +195,10 @@ class Feed:
         self.attempts = 0  # sessions begun, whether or not they reached Redis and the venue
         self._filler: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        # The replication id of the server last written to (_primary_changed), and when to
+        # ask again.
+        self._primary: str | None = None
+        self._primary_next = 0.0
 
     @classmethod
     def from_settings(cls, s: Settings, redis: aioredis.Redis, **kw: object) -> Feed:
@@ -359,7 +366,34 @@ class Feed:
                 continue
             if failing_since is not None:
                 log.info("redis took the write again after %.1f s", time.monotonic() - failing_since)
-            return failing_since is not None
+            return failing_since is not None or await self._primary_changed()
+
+    async def _primary_changed(self) -> bool:
+        """Whether the server the feed writes to is another one than at the last look (at most
+        once a second; one INFO round trip after a write, never before one). Writes a killed
+        primary answered, or a restarted one took before Sentinel demoted it, are gone from the
+        promoted replica without any write failing or waiting: only a new replication id says
+        so, and then the windows are read back and backfilled (_resync)."""
+        now = time.monotonic()
+        if now < self._primary_next:
+            return False
+        self._primary_next = now + PRIMARY_CHECK_S
+        try:
+            pid = await read_primary_id(self.redis)
+        except RedisError as e:
+            log.warning("could not ask which server is the primary: %s", e)
+            return False
+        if pid is None:
+            return False
+        before, self._primary = self._primary, pid
+        if before is not None and pid != before:
+            log.warning(
+                "the redis primary changed (replication id %s… -> %s…): reading the windows back",
+                before[:8],
+                pid[:8],
+            )
+            return True
+        return False
 
     async def _resync(self, http: aiohttp.ClientSession) -> None:
         """After Redis refused writes for a while: read the windows back (a promoted replica may

@@ -140,3 +140,41 @@ async def test_holes_left_in_redis_by_an_earlier_run_are_filled_at_connect(redis
     hole_asks = [q for q in rest.requests if q["symbol"] == "BTCUSDT" and q["startTime"] == str(t + 3000)]
     assert len(hole_asks) == 1 and hole_asks[0]["endTime"] == str(t + 7000)
     assert len(binance.paths) == 1
+
+
+async def test_writes_a_new_primary_never_got_are_read_back_and_backfilled(redis, binance, rest, monkeypatch):
+    """A killed primary that answered writes it never replicated (or one restarted and written
+    to before Sentinel demoted it) fails no write: only the server's new replication id says the
+    last candles may be gone, and then the feed reads its windows back and backfills them."""
+    from feed import client as feed_client
+
+    ids = ["replid-a"]
+
+    async def primary(_r: object) -> str:
+        return ids[0]
+
+    monkeypatch.setattr(feed_client, "read_primary_id", primary)
+    monkeypatch.setattr(feed_client, "PRIMARY_CHECK_S", 0.0)
+    t = (now_s() - 60) * 1000
+    async with running(make_feed(redis, binance, rest)):
+        binance.send(*(kline("btc", t + i * 1000) for i in range(3)))
+
+        async def first_three():
+            return len(await candles(redis)) == 3
+
+        await wait_for(first_three, "the first candles")
+        # The promoted replica has the first candle only; the feed's memory has all three.
+        await redis.zremrangebyrank(KEYS.candles("btc", "1s"), 1, -1)
+        ids[0] = "replid-b"
+        rest.rows_from_ms = t
+        binance.send(kline("btc", t + 3000))
+
+        async def restored():
+            got = [c.open_ms for c in await candles(redis)]
+            return all(t + i * 1000 in got for i in range(4))
+
+        await wait_for(restored, "the candles the new primary lacked, backfilled")
+
+    got = {c.open_ms: c for c in await candles(redis)}
+    assert [got[t + i * 1000] for i in range(4)] == [expected("btc", t + i * 1000) for i in range(4)]
+    assert (await stats(redis))["redis_recoveries"] >= 1
