@@ -118,10 +118,12 @@ GRANTS: dict[str, Grant] = {
         commands=RQ_COMMANDS,
     ),
     # The feed writes candles and its own status; a bad frame goes to the error journal. It
-    # reads the slots to stream their assets.
+    # reads the slots to stream their assets, and the primary's replication id (INFO
+    # replication: a new primary may lack its last candles, feed/client.py).
     "feed": Grant(
         concerns={"market_data": RW, "ratelimit": RW, "schema": R, "slots": R},
         write_keys=(("journal_errors",), ("system", "feed")),
+        commands=("info",),
     ),
     # The settlement jobs: positions and the ledger, rq's queues; settle_position.lua records
     # the current epoch with each ledger entry (a script's keys must be writable).
