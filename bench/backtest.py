@@ -79,7 +79,9 @@ def config_of(alt: Alternative, home: Path, from_ms: int, to_ms: int) -> Backtes
     s = settings_mod.load({"BATON_HOME": str(home)})
     slots = cli_backtest.default_slots(s)[: alt.slots]
     config = cli_backtest.build_config(s, alt.strategy, from_ms, to_ms, slots, {}, None, None)
-    return msgspec.structs.replace(config, skip_idle=alt.skip_idle)
+    # No daily loss limit: a strategy that loses against the honest maker would be halted for
+    # the rest of the day, and the benchmark would time a day mostly not evaluated.
+    return msgspec.structs.replace(config, skip_idle=alt.skip_idle, daily_loss_limit_usd=1e12)
 
 
 def answers(report: BacktestReport) -> bytes:
